@@ -1,0 +1,543 @@
+"""The eleven MultiMed tasks and their public sources (facts from ``shared/reference/sources.md``)."""
+
+from multimed_hf.tasks import ColumnSpec as C
+from multimed_hf.tasks import LabelSpec, SourceSpec, TaskSpec, register_task
+
+__all__: list[str] = []
+
+IMAGE = C("image", "image", "the image, its original bytes embedded", modality="image")
+MODALITY = C("modality", "string", "which imaging modality the image is (oct, fundus, xray, ct, mri, ...)")
+PATIENT = C("patient_id", "string", "the publisher's patient id, where the source has one")
+
+DR_GRADES = ("no_dr", "mild", "moderate", "severe", "proliferative")
+BONE_AGE_BINS = (0.0, 60.0, 108.0, 144.0, 180.0)
+BONE_AGE_BIN_NAMES = ("0-59", "60-107", "108-143", "144-179", "180+")
+
+# --- sources --------------------------------------------------------------------------------------------------
+BRAIN_TUMOR_MRI = SourceSpec(
+    name="brain_tumor_mri",
+    title="Brain Tumor MRI Dataset (Nickparvar, Kaggle)",
+    modality="mri",
+    citation=(
+        "@misc{nickparvar2021braintumor, author={Msoud Nickparvar}, title={Brain Tumor MRI Dataset}, "
+        "year={2021}, publisher={Kaggle}, doi={10.34740/KAGGLE/DSV/2645886}}"
+    ),
+    license="CC0-1.0",
+    redistributable=True,
+    homepage="https://www.kaggle.com/datasets/masoudnickparvar/brain-tumor-mri-dataset",
+    layout=(
+        "Training/ and Testing/, each with class folders glioma, meningioma, notumor, pituitary holding JPEG slices "
+        "named like Tr-gl_0010.jpg / Te-me_0010.jpg"
+    ),
+    grouping=(
+        "no patient ids exist (merged from figshare, SARTAJ and Br35H): exact and near-duplicate images are grouped, "
+        "so patient-level disjointness cannot be guaranteed"
+    ),
+    expected_files={"Kaggle v1 (Training 5,712 + Testing 1,311)": 7023},
+    label_map={"tumor": {"glioma": "glioma", "meningioma": "meningioma", "notumor": "no_tumor", "pituitary": "pituitary"}},
+)
+
+OCT2017 = SourceSpec(
+    name="oct2017",
+    title="Labeled OCT images (Kermany, Zhang, Goldbaum 2018), OCT2017",
+    modality="oct",
+    citation=(
+        "@article{kermany2018identifying, title={Identifying Medical Diagnoses and Treatable Diseases by "
+        "Image-Based Deep Learning}, author={Kermany, Daniel S. and Goldbaum, Michael and Cai, Wenjia and others}, "
+        "journal={Cell}, volume={172}, number={5}, pages={1122--1131}, year={2018}, doi={10.1016/j.cell.2018.02.010}}"
+    ),
+    license="CC-BY-4.0",
+    redistributable=True,
+    homepage="https://data.mendeley.com/datasets/rscbjbr9sj",
+    layout=(
+        "OCT2017/{train,test[,val]}/{CNV,DME,DRUSEN,NORMAL}/CLASS-PATIENTID-N.jpeg (v2; the Kaggle mirror moves 32 "
+        "test images into val/), or CellData/OCT/{train,test}/... (v3, a larger release; never mixed with v2)"
+    ),
+    grouping="patient id (the middle field of the file name); a patient can appear under two class folders",
+    expected_files={"v2 (Mendeley v2 / Kaggle kermany2018)": 84484, "v3 (Mendeley v3, CellData/OCT)": 109309},
+    label_map={"oct_finding": {"CNV": "cnv", "DME": "dme", "DRUSEN": "drusen", "NORMAL": "normal"}},
+    notes=(
+        "The authors call train and test patient-disjoint; a published re-analysis of v3 removed 3,663 training "
+        "images (3.4%) of test patients. The published test set is kept; leaking training files are dropped."
+    ),
+)
+
+KERMANY_CXR = SourceSpec(
+    name="kermany_cxr",
+    title="Chest X-Ray Images (Pneumonia), Kermany et al. 2018",
+    modality="xray",
+    citation=OCT2017.citation,
+    license="CC-BY-4.0",
+    redistributable=True,
+    homepage="https://data.mendeley.com/datasets/rscbjbr9sj",
+    layout=(
+        "chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/; pneumonia files personN_bacteria_M.jpeg or "
+        "personN_virus_M.jpeg, normal files IM-XXXX-YYYY.jpeg or NORMAL2-IM-XXXX-YYYY.jpeg"
+    ),
+    grouping="patient id from the file name (personN, IM-XXXX)",
+    expected_files={"Kaggle (train 5,216 / val 16 / test 624)": 5856},
+    label_map={"finding": {"NORMAL": "normal", "bacteria": "bacterial_pneumonia", "virus": "viral_pneumonia"}},
+)
+
+CC_CCII = SourceSpec(
+    name="cc_ccii",
+    title="CC-CCII, China Consortium of Chest CT Image Investigation (CNCB 2019nCoVR)",
+    modality="ct",
+    citation=(
+        "@article{zhang2020clinically, title={Clinically Applicable AI System for Accurate Diagnosis, Quantitative "
+        "Measurements, and Prognosis of COVID-19 Pneumonia Using Computed Tomography}, author={Zhang, Kang and "
+        "Liu, Xiaohong and Shen, Jun and others}, journal={Cell}, volume={181}, number={6}, pages={1423--1433}, year={2020}}"
+    ),
+    license="CC-BY-3.0-CN",
+    redistributable=True,
+    homepage="http://ncov-ai.big.ac.cn/download",
+    layout="{NCP,CP,Normal}/<patient_id>/<scan_id>/<slice>.png|jpg, with unzip_filenames.csv",
+    grouping="patient id (a patient may have several scans)",
+    expected_files={"full release (slices)": 617775},
+    label_map={"finding": {"NCP": "novel_coronavirus_pneumonia", "CP": "common_pneumonia", "Normal": "normal"}},
+)
+
+MOSMEDDATA = SourceSpec(
+    name="mosmeddata",
+    title="MosMedData: COVID19_1110 chest CT studies",
+    modality="ct",
+    citation=(
+        "@article{morozov2020mosmeddata, title={MosMedData: Chest CT Scans With COVID-19 Related Findings Dataset}, "
+        "author={Morozov, S. P. and Andreychenko, A. E. and Pavlov, N. A. and others}, journal={arXiv:2005.06465}, year={2020}}"
+    ),
+    license="CC-BY-NC-ND-3.0",
+    redistributable=False,
+    homepage="https://mosmed.ai/datasets/covid19_1110",
+    layout="studies/CT-0 ... CT-4/study_NNNN.nii.gz, one volume per patient",
+    grouping="patient (one study each)",
+    expected_files={"COVID19_1110": 1110},
+    label_map={"severity": {"CT-0": "ct0", "CT-1": "ct1", "CT-2": "ct2", "CT-3": "ct3", "CT-4": "ct4"}},
+    notes="Non-commercial, no derivatives: builds locally as its own shards, left out of every push.",
+)
+
+RSNA_BONE_AGE = SourceSpec(
+    name="rsna_bone_age",
+    title="RSNA Pediatric Bone Age Challenge 2017",
+    modality="xray",
+    citation=(
+        "@article{halabi2019rsna, title={The RSNA Pediatric Bone Age Machine Learning Challenge}, author={Halabi, "
+        "Safwan S. and Prevedello, Luciano M. and Kalpathy-Cramer, Jayashree and others}, journal={Radiology}, "
+        "volume={290}, number={2}, pages={498--503}, year={2019}}"
+    ),
+    license="research use (Stanford AIMI registration); redistribution not granted",
+    redistributable=False,
+    homepage="https://www.rsna.org/rsnai/ai-image-challenge/rsna-pediatric-bone-age-challenge-2017",
+    layout="boneage-training-dataset.csv (id, boneage, male) and PNG images named <id>.png",
+    grouping="image id (one image per child)",
+    expected_files={"train + validation + test": 14236},
+)
+
+BREAKHIS = SourceSpec(
+    name="breakhis",
+    title="BreakHis v1 breast cancer histopathology",
+    modality="pathology",
+    citation=(
+        "@article{spanhol2016dataset, title={A Dataset for Breast Cancer Histopathological Image Classification}, "
+        "author={Spanhol, Fabio A. and Oliveira, Luiz S. and Petitjean, Caroline and Heutte, Laurent}, "
+        "journal={IEEE Transactions on Biomedical Engineering}, volume={63}, number={7}, pages={1455--1462}, year={2016}}"
+    ),
+    license="free for research; cite Spanhol 2016; redistribution not granted",
+    redistributable=False,
+    homepage="https://web.inf.ufpr.br/vri/databases/breast-cancer-histopathological-database-breakhis/",
+    layout=(
+        "BreaKHis_v1/histology_slides/breast/{benign,malignant}/SOB/<subtype>/SOB_B_A_14-22549AB/"
+        "{40X,100X,200X,400X}/SOB_B_A-14-22549AB-40-001.png"
+    ),
+    grouping="patient (the 14-22549AB part of the folder name; 82 patients)",
+    expected_files={"v1": 7909},
+    label_map={
+        "malignancy": {"benign": "benign", "malignant": "malignant"},
+        "subtype": {
+            "adenosis": "adenosis", "fibroadenoma": "fibroadenoma", "phyllodes_tumor": "phyllodes_tumor",
+            "tubular_adenoma": "tubular_adenoma", "ductal_carcinoma": "ductal_carcinoma",
+            "lobular_carcinoma": "lobular_carcinoma", "mucinous_carcinoma": "mucinous_carcinoma",
+            "papillary_carcinoma": "papillary_carcinoma",
+        },
+    },
+)
+
+APTOS2019 = SourceSpec(
+    name="aptos2019",
+    title="APTOS 2019 Blindness Detection",
+    modality="fundus",
+    citation="@misc{aptos2019, title={APTOS 2019 Blindness Detection}, howpublished={Kaggle}, year={2019}}",
+    license="Kaggle competition rules; redistribution not granted",
+    redistributable=False,
+    homepage="https://www.kaggle.com/competitions/aptos2019-blindness-detection",
+    layout="train.csv (id_code, diagnosis 0-4) with train_images/<id_code>.png",
+    grouping="image (no patient ids; duplicates grouped)",
+    expected_files={"train": 3662},
+    label_map={"dr_grade": {"0": "no_dr", "1": "mild", "2": "moderate", "3": "severe", "4": "proliferative"}},
+)
+
+EYEPACS = SourceSpec(
+    name="eyepacs",
+    title="Kaggle Diabetic Retinopathy Detection 2015 (EyePACS)",
+    modality="fundus",
+    citation=(
+        "@misc{eyepacs2015, title={Diabetic Retinopathy Detection}, author={Cuadros, Jorge and Bresnick, George}, "
+        "howpublished={Kaggle}, year={2015}}"
+    ),
+    license="Kaggle competition rules; redistribution not granted",
+    redistributable=False,
+    homepage="https://www.kaggle.com/competitions/diabetic-retinopathy-detection",
+    layout="trainLabels.csv (image, level 0-4) with images <patient>_{left,right}.jpeg",
+    grouping="patient (both eyes together)",
+    expected_files={"train": 35126},
+    label_map=APTOS2019.label_map,
+)
+
+MALARIA = SourceSpec(
+    name="lhncbc_malaria",
+    title="NIH/NLM LHNCBC Malaria cell images",
+    modality="pathology",
+    citation=(
+        "@article{rajaraman2018pre, title={Pre-trained convolutional neural networks as feature extractors toward "
+        "improved malaria parasite detection in thin blood smear images}, author={Rajaraman, Sivaramakrishnan and "
+        "Antani, Sameer K. and Poostchi, Mahdieh and others}, journal={PeerJ}, volume={6}, pages={e4568}, year={2018}}"
+    ),
+    license="public NLM download, no explicit licence (cite the PeerJ paper)",
+    redistributable=True,
+    homepage="https://lhncbc.nlm.nih.gov/LHC-research/LHC-projects/image-processing/malaria-datasheet.html",
+    layout="cell_images/{Parasitized,Uninfected}/*.png (plus a Thumbs.db per folder)",
+    grouping="smear image / patient (the file-name prefix before _cell_)",
+    expected_files={"cell_images.zip": 27558},
+    label_map={"diseases": {"Parasitized": "malaria", "Uninfected": "normal"}},
+)
+
+EEGMMIDB = SourceSpec(
+    name="eegmmidb",
+    title="PhysioNet EEG Motor Movement/Imagery Dataset",
+    modality="eeg",
+    citation=(
+        "@article{schalk2004bci2000, title={BCI2000: a general-purpose brain-computer interface (BCI) system}, "
+        "author={Schalk, Gerwin and McFarland, Dennis J. and Hinterberger, Thilo and Birbaumer, Niels and Wolpaw, "
+        "Jonathan R.}, journal={IEEE Transactions on Biomedical Engineering}, volume={51}, number={6}, pages={1034--1043}, year={2004}}"
+    ),
+    license="ODC-BY-1.0 (PhysioNet open access)",
+    redistributable=True,
+    homepage="https://physionet.org/content/eegmmidb/1.0.0/",
+    layout="S001/S001R04.edf ... EDF+ files with T0/T1/T2 annotations; imagery runs 4, 8, 12 (fists) and 6, 10, 14 (both fists / feet)",
+    grouping="subject",
+    expected_files={"v1.0.0 (EDF runs)": 1526},
+)
+
+BCI_IV_2A = SourceSpec(
+    name="bci_iv_2a",
+    title="BCI Competition IV dataset 2a",
+    modality="eeg",
+    citation=(
+        "@techreport{brunner2008bci, title={BCI Competition 2008 -- Graz data set A}, author={Brunner, Clemens and "
+        "Leeb, Robert and M{\\\"u}ller-Putz, Gernot and Schl{\\\"o}gl, Alois and Pfurtscheller, Gert}, year={2008}}"
+    ),
+    license="BNCI Horizon terms (research use, cite)",
+    redistributable=False,
+    homepage="https://www.bbci.de/competition/iv/",
+    layout="A01T.gdf ... A09E.gdf, GDF with event codes 769-772 (left hand, right hand, feet, tongue)",
+    grouping="subject",
+    expected_files={"9 subjects x 2 sessions": 18},
+)
+
+PBMC68K_REDUCED = SourceSpec(
+    name="pbmc68k_reduced",
+    title="scanpy's pbmc68k_reduced (a subsample of Zheng et al. 2017 68k PBMCs)",
+    modality="scrna",
+    citation=(
+        "@article{zheng2017massively, title={Massively parallel digital transcriptional profiling of single cells}, "
+        "author={Zheng, Grace X. Y. and Terry, Jessica M. and Belgrader, Phillip and others}, journal={Nature "
+        "Communications}, volume={8}, pages={14049}, year={2017}}"
+    ),
+    license="CC-BY-4.0 (10x Genomics data); BSD-3-Clause (scanpy)",
+    redistributable=True,
+    homepage="https://scanpy.readthedocs.io/en/stable/generated/scanpy.datasets.pbmc68k_reduced.html",
+    layout="one .h5ad AnnData file: cells x genes, obs['bulk_labels'] cell types",
+    grouping="donor (one donor: a cell-level split, stated in the card)",
+    expected_files={"scanpy bundled file": 1},
+)
+
+SC_EXPRESSION_ATLAS = SourceSpec(
+    name="sc_expression_atlas",
+    title="EMBL-EBI Single Cell Expression Atlas",
+    modality="scrna",
+    citation=(
+        "@article{moreno2022expression, title={Expression Atlas update: gene and protein expression in multiple "
+        "species}, author={Moreno, Pablo and Fexova, Silvie and George, Nancy and others}, journal={Nucleic Acids "
+        "Research}, volume={50}, number={D1}, pages={D129--D140}, year={2022}}"
+    ),
+    license="EMBL-EBI terms; each study keeps its original terms",
+    redistributable=True,
+    homepage="https://www.ebi.ac.uk/gxa/sc/home",
+    layout=".h5ad per experiment (or MatrixMarket + ExpDesign-<acc>.tsv)",
+    grouping="donor / individual",
+)
+
+TCGA_XENA = SourceSpec(
+    name="tcga_promoters",
+    title="Promoter windows (genome FASTA + TSS) paired with TCGA / Expression Atlas expression",
+    modality="dna",
+    citation=(
+        "@article{agarwal2020predicting, title={Predicting mRNA Abundance Directly from Genomic Sequence Using Deep "
+        "Convolutional Neural Networks}, author={Agarwal, Vikram and Shendure, Jay}, journal={Cell Reports}, "
+        "volume={31}, number={7}, pages={107663}, year={2020}}"
+    ),
+    license="TCGA open tier (NIH GDC terms); genome FASTA public",
+    redistributable=True,
+    homepage="https://xenabrowser.net/datapages/?hub=https://pancanatlas.xenahubs.net",
+    layout="promoters.fa (FASTA of 10,500-nt windows keyed by gene id) + expression.tsv (genes x samples)",
+    grouping="gene; whole chromosomes held out for test",
+)
+
+RCSB_PDB = SourceSpec(
+    name="rcsb_pdb",
+    title="RCSB Protein Data Bank (PDB / mmCIF entries)",
+    modality="protein",
+    citation=(
+        "@article{berman2000protein, title={The Protein Data Bank}, author={Berman, Helen M. and Westbrook, John "
+        "and Feng, Zukang and others}, journal={Nucleic Acids Research}, volume={28}, number={1}, pages={235--242}, year={2000}}"
+    ),
+    license="CC0-1.0",
+    redistributable=True,
+    homepage="https://www.rcsb.org/",
+    layout="a folder of .pdb / .cif entries, optionally with RCSB sequence clusters (clusters-by-entity-30.txt)",
+    grouping="sequence cluster (identical and >= 90%-identical chains, or RCSB's clusters where supplied)",
+)
+
+VQA_RAD = SourceSpec(
+    name="vqa_rad",
+    title="VQA-RAD (Lau et al. 2018)",
+    modality="xray",
+    citation=(
+        "@article{lau2018dataset, title={A dataset of clinically generated visual questions and answers about "
+        "radiology images}, author={Lau, Jason J. and Gayen, Soumya and Ben Abacha, Asma and Demner-Fushman, Dina}, "
+        "journal={Scientific Data}, volume={5}, pages={180251}, year={2018}}"
+    ),
+    license="CC0-1.0",
+    redistributable=True,
+    homepage="https://osf.io/89kps/",
+    layout="VQA_RAD Dataset Public.json (image_name, question, answer, answer_type) + VQA_RAD Image Folder/",
+    grouping="image (all questions on one image together)",
+    expected_files={"QA pairs": 3515},
+)
+
+SLAKE = SourceSpec(
+    name="slake",
+    title="SLAKE (Liu et al. 2021)",
+    modality="ct",
+    citation=(
+        "@inproceedings{liu2021slake, title={SLAKE: A Semantically-Labeled Knowledge-Enhanced Dataset for Medical "
+        "Visual Question Answering}, author={Liu, Bo and Zhan, Li-Ming and Xu, Li and others}, booktitle={ISBI}, year={2021}}"
+    ),
+    license="CC-BY-4.0",
+    redistributable=True,
+    homepage="https://www.med-vqa.com/slake/",
+    layout="imgs/xmlabN/source.jpg + {train,validation,test}.json (img_name, question, answer, answer_type, q_lang)",
+    grouping="image",
+)
+
+# --- tasks ----------------------------------------------------------------------------------------------------
+DISEASES = (
+    "normal", "bacterial_pneumonia", "viral_pneumonia", "novel_coronavirus_pneumonia", "common_pneumonia",
+    "glioma", "meningioma", "pituitary_tumor", "cnv", "dme", "drusen", "diabetic_retinopathy",
+    "breast_benign", "breast_malignant", "malaria",
+)
+
+register_task(TaskSpec(
+    name="disease",
+    title="Disease classification",
+    sample="one record of one source, with the modalities it has (X-ray, CT slice, MRI, OCT, malaria cell image, clinical note)",
+    modalities=("xray", "ct", "mri", "oct", "pathology", "text"),
+    problem_type="multi_label_classification",
+    labels=(LabelSpec("diseases", "multilabel", DISEASES, "harmonised disease names present in the record"),),
+    metrics=("accuracy", "macro_auroc"),
+    grouping_key="the source's patient / slide / duplicate group",
+    inputs=(IMAGE, C("text", "string", "clinical note, where the record has one", modality="text"), MODALITY),
+    metadata=(C("label_mask", "list_string", "the harmonised names this source can assert; the rest are unknown"), PATIENT),
+    sources=(MALARIA,),
+    notes="Unknown labels stay missing, never negative (TorchXRayVision's convention).",
+))
+
+register_task(TaskSpec(
+    name="brain_tumor",
+    title="Brain tumour classification (MRI)",
+    sample="one MRI slice (JPEG)",
+    modalities=("mri",),
+    problem_type="single_label_classification",
+    labels=(LabelSpec("tumor", "class", ("glioma", "meningioma", "no_tumor", "pituitary")),),
+    metrics=("accuracy", "macro_f1"),
+    grouping_key="exact / near-duplicate group (no patient ids exist)",
+    inputs=(IMAGE, MODALITY),
+    sources=(BRAIN_TUMOR_MRI,),
+    notes="Patient-level disjointness cannot be guaranteed: the source keeps no patient ids.",
+))
+
+register_task(TaskSpec(
+    name="breast_cancer",
+    title="Breast cancer classification (histopathology, mammography)",
+    sample="one histopathology image with its magnification; a mammogram where supplied",
+    modalities=("pathology", "mammography"),
+    problem_type="single_label_classification",
+    labels=(
+        LabelSpec("malignancy", "class", ("benign", "malignant")),
+        LabelSpec("subtype", "class", (
+            "adenosis", "fibroadenoma", "phyllodes_tumor", "tubular_adenoma",
+            "ductal_carcinoma", "lobular_carcinoma", "mucinous_carcinoma", "papillary_carcinoma",
+        )),
+    ),
+    metrics=("accuracy", "macro_f1"),
+    grouping_key="patient",
+    inputs=(IMAGE, MODALITY, C("magnification", "string", "40X / 100X / 200X / 400X for histopathology")),
+    metadata=(PATIENT,),
+    sources=(BREAKHIS,),
+))
+
+register_task(TaskSpec(
+    name="radiographic_findings",
+    title="Radiographic findings (chest X-ray and CT)",
+    sample="one chest X-ray, or one CT slice with its volume id, slice index and window",
+    modalities=("xray", "ct"),
+    problem_type="single_label_classification",
+    labels=(
+        LabelSpec("finding", "class", (
+            "normal", "bacterial_pneumonia", "viral_pneumonia", "novel_coronavirus_pneumonia", "common_pneumonia",
+        )),
+        LabelSpec("severity", "class", ("ct0", "ct1", "ct2", "ct3", "ct4"), "MosMedData severity CT-0 .. CT-4"),
+    ),
+    metrics=("accuracy", "macro_auroc"),
+    grouping_key="patient (X-ray), the volume's patient (CT)",
+    inputs=(IMAGE, MODALITY),
+    metadata=(
+        PATIENT,
+        C("volume_id", "string", "CT volume (scan) id"),
+        C("slice_index", "int32", "slice index within the volume"),
+        C("window", "string", "the display window used, as 'center/width' in HU"),
+    ),
+    sources=(KERMANY_CXR, CC_CCII, MOSMEDDATA),
+))
+
+register_task(TaskSpec(
+    name="bone_age",
+    title="Bone age (hand X-ray)",
+    sample="one hand X-ray with sex",
+    modalities=("xray",),
+    problem_type="regression",
+    labels=(
+        LabelSpec("bone_age_months", "regression", description="bone age in months"),
+        LabelSpec("bone_age_bin", "class", BONE_AGE_BIN_NAMES, "months binned at [0,60), [60,108), [108,144), [144,180), [180,inf)", bins=BONE_AGE_BINS),
+    ),
+    metrics=("accuracy", "mae"),
+    grouping_key="image id (one image per child)",
+    inputs=(IMAGE, MODALITY, C("sex", "string", "M or F")),
+    sources=(RSNA_BONE_AGE,),
+))
+
+register_task(TaskSpec(
+    name="diabetic_retinopathy",
+    title="Diabetic retinopathy and retinal disease (OCT and fundus)",
+    sample="one OCT B-scan or one fundus photograph, modality recorded",
+    modalities=("oct", "fundus"),
+    problem_type="single_label_classification",
+    labels=(
+        LabelSpec("oct_finding", "class", ("cnv", "dme", "drusen", "normal"), "OCT B-scans only"),
+        LabelSpec("dr_grade", "class", DR_GRADES, "fundus photographs only: DR grade 0-4"),
+    ),
+    metrics=("accuracy", "quadratic_kappa"),
+    grouping_key="patient (OCT id; EyePACS patient of both eyes)",
+    inputs=(IMAGE, MODALITY),
+    metadata=(PATIENT, C("eye", "string", "left / right where known")),
+    sources=(OCT2017, APTOS2019, EYEPACS),
+))
+
+register_task(TaskSpec(
+    name="motor_imagery",
+    title="Motor imagery (EEG)",
+    sample="one EEG epoch around a cue, channels x time, float32, with sampling rate and channel names",
+    modalities=("eeg",),
+    problem_type="single_label_classification",
+    labels=(LabelSpec("movement", "class", ("left_hand", "right_hand", "both_fists", "both_feet", "tongue", "rest")),),
+    metrics=("accuracy", "cohen_kappa"),
+    grouping_key="subject",
+    inputs=(
+        C("eeg", "array2d_float32", "epoch, channels x time, in volts", modality="eeg"),
+        C("sfreq", "float32", "sampling rate in Hz"),
+        C("channel_names", "list_string", "channel names, in row order"),
+    ),
+    metadata=(C("subject", "string"), C("session", "string"), C("run", "string")),
+    sources=(EEGMMIDB, BCI_IV_2A),
+))
+
+register_task(TaskSpec(
+    name="cell_type",
+    title="Cell type classification (scRNA-seq)",
+    sample="one cell: expression over a recorded gene panel, stored sparse (indices + values), with tissue/organ and donor",
+    modalities=("scrna",),
+    problem_type="single_label_classification",
+    labels=(LabelSpec("cell_type", "text", description="cell type name (Cell Ontology label where given); vocabulary recorded per build"),),
+    metrics=("accuracy", "macro_f1"),
+    grouping_key="donor",
+    inputs=(
+        C("gene_indices", "list_int32", "positions in the recorded gene panel of the non-zero genes", modality="scrna"),
+        C("gene_values", "list_float32", "expression of those genes", modality="scrna"),
+        C("gene_panel", "string", "id of the recorded gene list the indices refer to"),
+    ),
+    metadata=(C("tissue", "string"), C("organ", "string"), C("donor", "string")),
+    sources=(PBMC68K_REDUCED, SC_EXPRESSION_ATLAS),
+))
+
+register_task(TaskSpec(
+    name="expression_prediction",
+    title="Gene expression prediction (DNA + scRNA-seq)",
+    sample="one (gene, context): promoter DNA 7,000 nt upstream to 3,500 nt downstream of the TSS, and a pseudo-bulk profile",
+    modalities=("dna", "scrna"),
+    problem_type="regression",
+    labels=(LabelSpec("log_expression", "regression", description="log expression of the gene in that context"),),
+    metrics=("pearson", "spearman"),
+    grouping_key="gene; whole chromosomes held out for test",
+    inputs=(
+        C("promoter", "string", "promoter DNA window (A/C/G/T/N)", modality="dna"),
+        C("context", "string", "the expression context (tissue, sample group or cell type)"),
+        C("profile_indices", "list_int32", "pseudo-bulk profile of the context, target gene masked: gene positions", modality="scrna"),
+        C("profile_values", "list_float32", "pseudo-bulk profile values", modality="scrna"),
+        C("gene_panel", "string", "id of the recorded gene list the profile indices refer to"),
+    ),
+    metadata=(C("gene_id", "string"), C("chromosome", "string")),
+    sources=(TCGA_XENA,),
+))
+
+register_task(TaskSpec(
+    name="protein_structure",
+    title="Protein structure prediction (sequence -> 3D)",
+    sample="one chain: sequence, C-alpha (and backbone where present) coordinates in Angstrom, residue numbers, mask",
+    modalities=("protein",),
+    problem_type="structure",
+    labels=(LabelSpec("ca_coords", "coords", description="C-alpha coordinates, L x 3, in Angstrom"),),
+    metrics=("tm_score", "rmsd", "gdt_ts"),
+    grouping_key="sequence group (identical and >= 90%-identical chains together)",
+    inputs=(C("sequence", "string", "one-letter amino-acid sequence", modality="protein"),),
+    metadata=(
+        C("residue_mask", "list_int32", "1 where the residue's C-alpha was observed"),
+        C("residue_numbers", "list_int32", "author residue numbers"),
+        C("chain_id", "string"), C("pdb_id", "string"), C("resolution", "float32"),
+    ),
+    sources=(RCSB_PDB,),
+))
+
+register_task(TaskSpec(
+    name="med_vqa",
+    title="Medical visual question answering",
+    sample="one (image, question)",
+    modalities=("xray", "ct", "mri", "pathology", "text"),
+    problem_type="vqa",
+    labels=(
+        LabelSpec("answer", "text", description="the answer; closed answers are classified over the closed vocabulary"),
+    ),
+    metrics=("vqa_accuracy", "exact_match", "token_f1"),
+    grouping_key="image (all questions on one image together)",
+    inputs=(IMAGE, MODALITY, C("question", "string", "the question", modality="text")),
+    metadata=(C("answer_type", "string", "closed or open"),),
+    sources=(VQA_RAD, SLAKE),
+))

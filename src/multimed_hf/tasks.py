@@ -1,0 +1,231 @@
+"""The task registry: the single source of truth about MultiMed's eleven tasks and their public sources."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+__all__ = [
+    "ColumnSpec",
+    "LabelSpec",
+    "SourceSpec",
+    "TaskSpec",
+    "UnknownTaskError",
+    "register_task",
+    "get_task",
+    "list_tasks",
+    "get_source",
+    "MODALITIES",
+    "IMAGE_MODALITIES",
+]
+
+#: Every modality MultiMed knows, in the paper's order (plus fundus photographs and VQA text).
+MODALITIES = (
+    "text", "oct", "fundus", "xray", "ct", "mri", "pathology", "mammography",
+    "eeg", "dna", "scrna", "protein",
+)
+IMAGE_MODALITIES = ("oct", "fundus", "xray", "ct", "mri", "pathology", "mammography")
+
+#: Column dtypes the data layer knows how to type (see ``multimed_hf.data.features``).
+COLUMN_DTYPES = (
+    "image", "string", "bool", "int32", "int64", "float32", "float64",
+    "list_int32", "list_float32", "list_string", "array2d_float32", "coords_float32", "json",
+)
+LABEL_KINDS = ("class", "multilabel", "regression", "text", "coords")
+PROBLEM_TYPES = (
+    "single_label_classification", "multi_label_classification", "regression", "structure", "vqa",
+)
+
+
+class UnknownTaskError(KeyError, ValueError):
+    """A task or source name that the registry does not hold."""
+
+    def __str__(self):  # KeyError quotes its message; show it plainly
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One typed input or metadata column of a task's dataset config."""
+
+    name: str
+    dtype: str
+    description: str = ""
+    #: The modality this column feeds; ``"image"`` columns take theirs from the row's ``modality`` column.
+    modality: str = ""
+
+    def __post_init__(self):
+        if self.modality and self.modality not in (*MODALITIES, "image"):
+            raise ValueError(f"column {self.name!r}: modality {self.modality!r} is not one of {MODALITIES}")
+        if self.dtype not in COLUMN_DTYPES:
+            raise ValueError(f"column {self.name!r}: dtype {self.dtype!r} is not one of {COLUMN_DTYPES}")
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """One label column: its kind, canonical class names (for classes) and meaning."""
+
+    name: str
+    kind: str
+    names: tuple[str, ...] = ()
+    description: str = ""
+    #: For a regression label with a fixed binning (bone age): bin edges, and the bin column's name.
+    bins: tuple[float, ...] = ()
+
+    def __post_init__(self):
+        if self.kind not in LABEL_KINDS:
+            raise ValueError(f"label {self.name!r}: kind {self.kind!r} is not one of {LABEL_KINDS}")
+        if self.kind in ("class", "multilabel") and not self.names:
+            raise ValueError(f"label {self.name!r}: a {self.kind} label needs its canonical class names")
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"label {self.name!r}: class names repeat: {self.names}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One public source behind a task: the facts a card states; its builder holds the reading code."""
+
+    name: str
+    title: str
+    modality: str
+    citation: str
+    license: str
+    redistributable: bool
+    homepage: str
+    layout: str
+    grouping: str
+    #: Known releases and their file counts, e.g. ``{"v2 (Mendeley/Kaggle)": 84484}``; informs, never enforces.
+    expected_files: Mapping[str, int] = field(default_factory=dict)
+    #: Per label column, the publisher's names mapped to the canonical names.
+    label_map: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    notes: str = ""
+
+    def __post_init__(self):
+        if self.modality not in MODALITIES:
+            raise ValueError(f"source {self.name!r}: modality {self.modality!r} is not one of {MODALITIES}")
+        object.__setattr__(self, "expected_files", MappingProxyType(dict(self.expected_files)))
+        object.__setattr__(
+            self, "label_map", MappingProxyType({k: MappingProxyType(dict(v)) for k, v in self.label_map.items()})
+        )
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One MultiMed task, as ``../shared/TASKS.md`` defines it."""
+
+    name: str
+    title: str
+    sample: str
+    modalities: tuple[str, ...]
+    problem_type: str
+    labels: tuple[LabelSpec, ...]
+    metrics: tuple[str, ...]
+    grouping_key: str
+    inputs: tuple[ColumnSpec, ...]
+    metadata: tuple[ColumnSpec, ...] = ()
+    sources: tuple[SourceSpec, ...] = ()
+    #: Perceptual-hash Hamming distance (of 64 bits) at or below which two images are near duplicates.
+    near_duplicate_distance: int = 6
+    #: Train/validation/test fractions where the publisher has no split (by a hash of the group id).
+    split_fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
+    #: Where the publisher has a test split: fraction of the training groups that become validation.
+    validation_fraction: float = 0.15
+    notes: str = ""
+
+    def __post_init__(self):
+        for m in self.modalities:
+            if m not in MODALITIES:
+                raise ValueError(f"task {self.name!r}: modality {m!r} is not one of {MODALITIES}")
+        if self.problem_type not in PROBLEM_TYPES:
+            raise ValueError(f"task {self.name!r}: problem_type {self.problem_type!r} is not one of {PROBLEM_TYPES}")
+        if abs(sum(self.split_fractions) - 1.0) > 1e-9:
+            raise ValueError(f"task {self.name!r}: split_fractions {self.split_fractions} do not sum to 1")
+        names = [c.name for c in (*self.inputs, *self.labels, *self.metadata)]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"task {self.name!r}: column names repeat: {dupes}")
+        seen = set()
+        for s in self.sources:
+            if s.name in seen:
+                raise ValueError(f"task {self.name!r}: source {s.name!r} is listed twice")
+            seen.add(s.name)
+            for column, mapping in s.label_map.items():
+                label = self.label(column)
+                if label.kind in ("class", "multilabel"):
+                    bad = sorted(set(mapping.values()) - set(label.names))
+                    if bad:
+                        raise ValueError(
+                            f"task {self.name!r}, source {s.name!r}: label_map[{column!r}] maps to {bad}, "
+                            f"which are not among the canonical names {label.names}"
+                        )
+
+    def label(self, name: str) -> LabelSpec:
+        for label in self.labels:
+            if label.name == name:
+                return label
+        raise UnknownTaskError(
+            f"task {self.name!r} has no label column {name!r}; its label columns are {[l.name for l in self.labels]}"
+        )
+
+    def source(self, name: str) -> SourceSpec:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        raise UnknownTaskError(
+            f"task {self.name!r} has no source {name!r}; its sources are {[s.name for s in self.sources]}"
+            + _suggest(name, [s.name for s in self.sources])
+        )
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return tuple(label.name for label in self.labels)
+
+
+_TASKS: dict[str, TaskSpec] = {}
+
+
+def _suggest(name: str, choices) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
+    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    """Add a task to the registry; a name already taken raises ``ValueError``."""
+    if spec.name in _TASKS:
+        raise ValueError(f"task {spec.name!r} is already registered")
+    _TASKS[spec.name] = spec
+    return spec
+
+
+def get_task(name: str) -> TaskSpec:
+    """The registered task ``name``; an unknown name raises, suggesting close matches."""
+    try:
+        return _TASKS[name]
+    except KeyError:
+        raise UnknownTaskError(
+            f"unknown task {name!r}{_suggest(name, _TASKS)} (known tasks: {', '.join(_TASKS)})"
+        ) from None
+
+
+def list_tasks() -> list[str]:
+    """Names of every registered task, in registration order."""
+    return list(_TASKS)
+
+
+def get_source(name: str) -> tuple[TaskSpec, SourceSpec]:
+    """The task and source spec of the source called ``name``."""
+    for task in _TASKS.values():
+        for source in task.sources:
+            if source.name == name:
+                return task, source
+    every = [s.name for t in _TASKS.values() for s in t.sources]
+    raise UnknownTaskError(f"unknown source {name!r}{_suggest(name, every)} (known sources: {', '.join(every)})")
+
+
+from multimed_hf import _task_entries  # noqa: E402,F401  (registers the eleven tasks)
