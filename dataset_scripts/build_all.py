@@ -1,0 +1,51 @@
+"""Build every config whose sources are found under a folder (default: the bundled synthetic samples).
+
+    python dataset_scripts/build_all.py --out multimed                     # generate the samples, build them
+    python dataset_scripts/build_all.py --sources ~/multimed_sources --out multimed   # real downloads
+    python dataset_scripts/build_all.py --sources ~/multimed_sources --out multimed --push my-org/multimed
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from dataset_scripts.sample_sources import make_sample_sources  # noqa: E402
+from multimed_hf.api import build_dataset, detect_sources  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sources", type=Path, default=None,
+                        help="a folder whose sub-folders are sources in their publishers' layouts "
+                        "(default: generate the synthetic samples into ./sample_sources)")
+    parser.add_argument("--out", type=Path, default=Path("multimed"))
+    parser.add_argument("--strict", action="store_true")
+    parser.add_argument("--push", metavar="ORG/NAME", default=None)
+    args = parser.parse_args(argv)
+    sources = args.sources
+    if sources is None:
+        sources = Path("sample_sources")
+        make_sample_sources(sources)
+        print(f"generated the synthetic sample sources under {sources}/")
+    found = detect_sources(sources)
+    if not found:
+        parser.error(f"no known source layout under {sources}")
+    for task, roots in found.items():
+        report = build_dataset(task, roots, args.out, on_bad_files="error" if args.strict else "report")
+        print(report.summary())
+    print(f"\nbuilt {len(found)} configs into {args.out}/: load one with datasets.load_dataset({str(args.out)!r}, "
+          f"{next(iter(found))!r})")
+    if args.push:
+        from multimed_hf.data.push import push_dataset
+
+        report = push_dataset(args.out, args.push)
+        print(f"pushed to {report.repo_id}; left out: {', '.join(report.left_out) or 'nothing'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""The builder registry: one ``SourceBuilder`` subclass per publisher layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from multimed_hf.data.errors import LayoutNotRecognised
+from multimed_hf.data.source_builder import SourceBuilder
+from multimed_hf.builders.brain_tumor_mri import BrainTumorMRIBuilder
+from multimed_hf.builders.oct2017 import OCT2017Builder
+from multimed_hf.tasks import get_task
+
+__all__ = ["BUILDERS", "builders_for_task", "detect_builder", "register_builder"]
+
+BUILDERS: list[type[SourceBuilder]] = []
+
+
+def register_builder(cls: type[SourceBuilder]) -> type[SourceBuilder]:
+    """Add a builder; its task and source must be in the task registry, once."""
+    get_task(cls.task).source(cls.source)
+    if any(b.source == cls.source for b in BUILDERS):
+        raise ValueError(f"a builder for source {cls.source!r} is already registered")
+    BUILDERS.append(cls)
+    return cls
+
+
+for _cls in (BrainTumorMRIBuilder, OCT2017Builder):
+    register_builder(_cls)
+
+
+def builders_for_task(task: str) -> list[type[SourceBuilder]]:
+    get_task(task)
+    return [b for b in BUILDERS if b.task == task]
+
+
+def detect_builder(task: str, root: str | Path) -> SourceBuilder:
+    """The builder whose layout ``root`` has, among ``task``'s; else an error listing the layouts expected."""
+    root = Path(root)
+    if not root.is_dir():
+        raise LayoutNotRecognised(f"source folder {root} does not exist or is not a folder")
+    candidates = builders_for_task(task)
+    for cls in candidates:
+        if cls.detect(root):
+            return cls(root)
+    expected = "\n".join(f"  - {cls.source}: {cls.spec().layout}" for cls in candidates) or "  (none implemented yet)"
+    raise LayoutNotRecognised(
+        f"{root} matches none of the source layouts of task {task!r}; expected one of:\n{expected}"
+    )

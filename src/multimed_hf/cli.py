@@ -1,0 +1,116 @@
+"""The ``multimed`` command: parses arguments, then calls the Python API; no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["main"]
+
+_EPILOG = """examples:
+  multimed list
+  multimed info brain_tumor
+  multimed build brain_tumor --source ~/data/Brain-Tumor-MRI-Dataset --out multimed
+  multimed build diabetic_retinopathy --source ~/data/OCT2017 --out multimed --strict
+  multimed push multimed --repo my-org/multimed
+then: datasets.load_dataset("multimed", "brain_tumor")"""
+
+
+def _list(args) -> int:
+    from multimed_hf.builders import builders_for_task
+    from multimed_hf.tasks import get_task, list_tasks
+
+    for name in list_tasks():
+        task = get_task(name)
+        built = ", ".join(b.source for b in builders_for_task(name)) or "no builder yet"
+        print(f"{name:24s} {task.title}  [{', '.join(task.modalities)}]  sources with builders: {built}")
+    return 0
+
+
+def _info(args) -> int:
+    from multimed_hf.builders import builders_for_task
+    from multimed_hf.tasks import get_task
+
+    task = get_task(args.task)
+    print(f"{task.name}: {task.title}\n  sample: {task.sample}\n  problem: {task.problem_type}")
+    print(f"  modalities: {', '.join(task.modalities)}\n  metrics: {', '.join(task.metrics)}")
+    print(f"  grouping key: {task.grouping_key}")
+    for label in task.labels:
+        print(f"  label {label.name} ({label.kind}): {', '.join(label.names) or label.description}")
+    implemented = {b.source for b in builders_for_task(task.name)}
+    for s in task.sources:
+        state = "builder ready" if s.name in implemented else "no builder yet"
+        print(f"  source {s.name} ({state}): {s.title}\n    licence: {s.license}"
+              f" ({'redistributable' if s.redistributable else 'not redistributable'})\n"
+              f"    download: {s.homepage}\n    layout: {s.layout}")
+    return 0
+
+
+def _build(args) -> int:
+    from multimed_hf.api import build_dataset
+
+    report = build_dataset(
+        args.task, args.source, args.out, on_bad_files="error" if args.strict else "report",
+        progress=not args.quiet,
+    )
+    print(report.summary())
+    print(f"load it with: datasets.load_dataset({str(args.out)!r}, {args.task!r})")
+    return 0
+
+
+def _push(args) -> int:
+    from multimed_hf.data.push import push_dataset
+
+    report = push_dataset(args.folder, args.repo, token=args.token, private=args.private)
+    print(f"pushed {len(report.uploaded)} files to {report.repo_id}: {report.commit_url}")
+    for name, reason in report.left_out.items():
+        print(f"left out {name}: {reason}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="multimed",
+        description="MultiMed as Hugging Face datasets: list the eleven tasks, build a task's config from its "
+        "publishers' source folders, push the built folder to the Hub.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("list", help="list the tasks and which sources have builders").set_defaults(func=_list)
+    info = sub.add_parser("info", help="a task's labels, metrics, grouping and sources (licence, download page)")
+    info.add_argument("task")
+    info.set_defaults(func=_info)
+    build = sub.add_parser(
+        "build", help="build a task's config from source folders",
+        description="Detect each --source folder's layout, validate every file (fully decoded), group samples "
+        "(patients, exact and near duplicates), split them without leaks and write Parquet shards, a manifest "
+        "of every file seen and the dataset card under --out.",
+    )
+    build.add_argument("task", help="a task name (see `multimed list`)")
+    build.add_argument("--source", action="append", required=True, metavar="DIR",
+                       help="a source folder in its publisher's layout (repeat for several sources)")
+    build.add_argument("--out", required=True, metavar="DIR", help="the dataset folder to write (e.g. multimed)")
+    build.add_argument("--strict", action="store_true", help="stop at the first bad file instead of reporting it")
+    build.add_argument("--quiet", action="store_true", help="no progress bars")
+    build.set_defaults(func=_build)
+    push = sub.add_parser("push", help="upload a built folder to ORG/NAME on the Hub (non-redistributable "
+                          "sources left out by name)")
+    push.add_argument("folder")
+    push.add_argument("--repo", required=True, help="ORG/NAME (the bare id 'multimed' is taken on the Hub)")
+    push.add_argument("--token", default=None, help="a Hub token (default: the logged-in one)")
+    push.add_argument("--private", action="store_true")
+    push.set_defaults(func=_push)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, KeyError) as err:
+        print(f"multimed {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""What every builder shares: records, validation, grouping, splits, shards, manifest and card."""

@@ -1,0 +1,326 @@
+"""Build one config from its source folders: read -> group -> split -> shards + manifest + card."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from multimed_hf.data.cache import ValidationCache
+from multimed_hf.data.card import write_readme
+from multimed_hf.data.errors import BadSourceFile, StrictBuildError
+from multimed_hf.data.features import task_features
+from multimed_hf.data.grouping import UnionFind, near_duplicate_pairs
+from multimed_hf.data.manifest import ManifestEntry, read_manifest, write_manifest
+from multimed_hf.data.sample import Sample
+from multimed_hf.data.shards import encode_row, fingerprint, plan_shards, write_shard
+from multimed_hf.data.source_builder import SourceBuilder
+from multimed_hf.data.splits import SPLITS, assign_splits
+from multimed_hf.tasks import TaskSpec
+
+__all__ = ["BuildReport", "SourceReport", "build_config", "CACHE_DIR", "ON_BAD_FILES"]
+
+CACHE_DIR = ".build_cache"
+ON_BAD_FILES = ("report", "error")
+
+
+@dataclass
+class SourceReport:
+    name: str
+    root: str
+    files_seen: int
+    fingerprint: str
+    counts: dict[str, int]
+    splits: dict[str, int]
+    data_files: dict[str, list[str]]
+    release_note: str
+    provenance: dict = field(default_factory=dict)
+
+
+@dataclass
+class BuildReport:
+    """What a build kept, moved, dropped and rejected, and why."""
+
+    task: str
+    out_dir: Path
+    sources: list[SourceReport]
+    entries: list[ManifestEntry]
+    duplicates: dict[str, int]
+    warnings: list[str]
+
+    @property
+    def counts(self) -> Counter:
+        return Counter(e.status for e in self.entries)
+
+    @property
+    def splits(self) -> dict[str, int]:
+        sizes = Counter(e.split for e in self.entries if e.status in ("kept", "moved"))
+        return {s: sizes.get(s, 0) for s in SPLITS}
+
+    def summary(self) -> str:
+        c = self.counts
+        lines = [
+            f"{self.task}: {len(self.entries)} entries from {sum(s.files_seen for s in self.sources)} files: "
+            f"kept {c['kept'] + c['moved']} (moved {c['moved']}), dropped {c['dropped']}, rejected {c['rejected']}",
+            "  splits: " + ", ".join(f"{k} {v}" for k, v in self.splits.items()),
+            "  duplicates: " + ", ".join(f"{k} {v}" for k, v in self.duplicates.items()),
+        ]
+        for source in self.sources:
+            lines.append(f"  {source.name} ({source.root}): {source.release_note}")
+        reasons = Counter(e.reason.split(":")[0] for e in self.entries if e.status in ("dropped", "rejected"))
+        for reason, n in sorted(reasons.items()):
+            lines.append(f"  {n} x {reason}")
+        lines.extend(f"  warning: {w}" for w in self.warnings)
+        return "\n".join(lines)
+
+
+def _read_source(builder: SourceBuilder, cache: ValidationCache, strict: bool, progress: bool):
+    """Every file of one source: its samples, or a rejection reason."""
+    results: list[tuple[str, list[Sample] | None, str | None]] = []
+    files = builder.list_files()
+    for relpath in tqdm(files, desc=f"reading {builder.source}", unit="file", disable=not progress):
+        path = builder.root / relpath
+        cached = cache.get(relpath, path)
+        if cached is None:
+            try:
+                samples, error = builder.read_file(relpath), None
+            except BadSourceFile as err:
+                samples, error = None, err.reason
+            except Exception as err:  # a reader library failing on bad data: named in the manifest, not lost
+                samples, error = None, f"unreadable: {type(err).__name__}: {err}"
+            cache.put(relpath, path, samples, error)
+        else:
+            samples, error = cached
+        if error is not None and strict:
+            raise StrictBuildError(f"{builder.source}: {builder.root / relpath}: {error}")
+        results.append((relpath, samples, error))
+    return results
+
+
+def _release_note(builder: SourceBuilder, files_seen: int) -> str:
+    expected = builder.spec().expected_files
+    provenance = builder.provenance()
+    matches = [name for name, n in expected.items() if n == files_seen]
+    if matches:
+        note = f"{files_seen} files: the {matches[0]} release"
+    else:
+        known = "; ".join(f"{name}: {n:,}" for name, n in expected.items()) or "no published count"
+        note = f"{files_seen} files, matching no published release ({known})"
+    if provenance.get("synthetic"):
+        note += f"; SYNTHETIC sample: {provenance.get('description', '')}".rstrip(": ")
+    return note
+
+
+def build_config(
+    task: TaskSpec,
+    builders: Sequence[SourceBuilder],
+    out_dir: str | os.PathLike,
+    *,
+    on_bad_files: str = "report",
+    progress: bool = True,
+) -> BuildReport:
+    """Build ``task``'s config under ``out_dir`` from the given source builders (see ``multimed_hf.build``)."""
+    if on_bad_files not in ON_BAD_FILES:
+        raise ValueError(f"on_bad_files={on_bad_files!r}; expected one of {ON_BAD_FILES}")
+    strict = on_bad_files == "error"
+    out_dir = Path(out_dir)
+    config_dir = out_dir / task.name
+    features = task_features(task)
+    names = [b.source for b in builders]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{task.name}: the same source layout was given twice: {names}")
+
+    # 1. read and validate every file (resuming from the validation cache)
+    entries: list[ManifestEntry] = []
+    samples: list[Sample] = []
+    owner: list[int] = []  # index of each sample's builder
+    files_seen: list[int] = []
+    for index, builder in enumerate(builders):
+        cache = ValidationCache(out_dir / CACHE_DIR / task.name / f"{builder.source}.jsonl", builder.version)
+        try:
+            results = _read_source(builder, cache, strict, progress)
+        finally:
+            cache.close()
+        files_seen.append(len(results))
+        paths_of_id: dict[str, list[str]] = defaultdict(list)
+        for relpath, file_samples, error in results:
+            for sample in file_samples or ():
+                paths_of_id[sample.sample_id].append(relpath)
+        for relpath, file_samples, error in results:
+            if error is not None:
+                entries.append(ManifestEntry(builder.source, relpath, "rejected", error))
+                continue
+            for sample in file_samples:
+                paths = paths_of_id[sample.sample_id]
+                if len(paths) > 1:  # ambiguous: no copy is trusted over another
+                    others = ", ".join(p for p in paths if p != relpath)
+                    reason = f"duplicate id: {sample.sample_id!r} is also {others}"
+                    if strict:
+                        raise StrictBuildError(f"{builder.source}: {builder.root / relpath}: {reason}")
+                    entries.append(ManifestEntry(builder.source, relpath, "rejected", reason, sample.sample_id))
+                    continue
+                samples.append(sample)
+                owner.append(index)
+
+    # 2. exact duplicates whose labels disagree: every copy is rejected
+    label_names = task.label_names
+    by_content: dict[str, list[int]] = defaultdict(list)
+    for i, sample in enumerate(samples):
+        if sample.content_hash:
+            by_content[sample.content_hash].append(i)
+    conflicted: set[int] = set()
+    for members in by_content.values():
+        labelings = {json.dumps([samples[i].fields.get(n) for n in label_names], default=str) for i in members}
+        if len(labelings) > 1:
+            conflicted.update(members)
+            for i in members:
+                others = ", ".join(f"{builders[owner[j]].source}/{samples[j].source_path}" for j in members if j != i)
+                reason = f"label conflict: identical content at {others} carries another label"
+                if strict:
+                    raise StrictBuildError(f"{builders[owner[i]].source}: {samples[i].source_path}: {reason}")
+                entries.append(ManifestEntry(
+                    builders[owner[i]].source, samples[i].source_path, "rejected", reason, samples[i].sample_id
+                ))
+    keep = [i for i in range(len(samples)) if i not in conflicted]
+
+    # 3. groups: grouping key, exact duplicates and near duplicates, transitively
+    uf = UnionFind()
+    keys = {}
+    for i in keep:
+        sample, source = samples[i], builders[owner[i]].source
+        keys[i] = f"{source}:{sample.group_key}" if sample.group_key else f"{source}:{sample.sample_id}"
+        uf.add(keys[i])
+    exact_pairs = 0
+    for members in by_content.values():
+        members = [i for i in members if i in keys]
+        for j in members[1:]:
+            exact_pairs += 1
+            uf.union(keys[members[0]], keys[j])
+    hashed = [i for i in keep if samples[i].perceptual_hash is not None]
+    near_pairs = near_duplicate_pairs(
+        np.array([samples[i].perceptual_hash for i in hashed], dtype=np.uint64), task.near_duplicate_distance
+    ) if hashed else []
+    near_only = 0
+    for a, b in near_pairs:
+        ia, ib = hashed[a], hashed[b]
+        if samples[ia].content_hash != samples[ib].content_hash:
+            near_only += 1
+        uf.union(keys[ia], keys[ib])
+    group_of = uf.groups()
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i in keep:
+        groups[group_of[keys[i]]].append(i)
+    merged = sum(1 for members in groups.values() if len({keys[i] for i in members}) > 1)
+
+    # 4. splits, and moves since the previous build
+    published = [s.published_split for s in samples]
+    decisions = assign_splits(groups, published, task)
+    previous = {(e.source, e.source_path, e.sample_id): e.split for e in read_manifest(config_dir)}
+    per_source: dict[int, list[tuple[str, str, Sample]]] = defaultdict(list)
+    for group_id, members in groups.items():
+        for i in members:
+            decision, sample, source = decisions[i], samples[i], builders[owner[i]].source
+            if decision.status == "dropped":
+                if strict:
+                    raise StrictBuildError(f"{source}: {sample.source_path}: {decision.reason}")
+                entries.append(ManifestEntry(
+                    source, sample.source_path, "dropped", decision.reason, sample.sample_id, group_id
+                ))
+                continue
+            before = previous.get((source, sample.source_path, sample.sample_id))
+            status, reason = "kept", ""
+            if before and before != decision.split:
+                status, reason = "moved", f"moved from {before} to {decision.split}: its group changed ({group_id})"
+            entries.append(ManifestEntry(
+                source, sample.source_path, status, reason, sample.sample_id, group_id, decision.split
+            ))
+            per_source[owner[i]].append((decision.split, group_id, sample))
+
+    # 5. shards per source and fingerprint; the previous build's shards go
+    reports = []
+    warnings = []
+    for index, builder in enumerate(builders):
+        rows = sorted(per_source.get(index, []), key=lambda r: (SPLITS.index(r[0]), r[2].sample_id))
+        fp = fingerprint([builder.version, features.to_dict()], rows)
+        source_dir = config_dir / builder.source
+        data_files: dict[str, list[str]] = {}
+        for split in SPLITS:
+            split_rows = [r for r in rows if r[0] == split]
+            if not split_rows:
+                continue
+            group_ids = {id(s): g for _, g, s in split_rows}
+            shards = plan_shards([s for _, _, s in split_rows])
+            paths = []
+            for n, shard in enumerate(tqdm(
+                shards, desc=f"writing {builder.source}/{split}", unit="shard", disable=not progress,
+            )):
+                path = source_dir / fp / f"{split}-{n:05d}-of-{len(shards):05d}.parquet"
+                encoded = [encode_row(s, builder.source, group_ids[id(s)], builder.root, features) for s in shard]
+                write_shard(encoded, features, path)
+                paths.append(path.relative_to(out_dir).as_posix())
+            data_files[split] = paths
+        if source_dir.is_dir():
+            for old in source_dir.iterdir():
+                if old.name != fp:
+                    shutil.rmtree(old)
+        counts = Counter(e.status for e in entries if e.source == builder.source)
+        note = _release_note(builder, files_seen[index])
+        if "matching no published release" in note:
+            warnings.append(f"{builder.source}: {note}")
+        reports.append(SourceReport(
+            name=builder.source, root=str(builder.root), files_seen=files_seen[index], fingerprint=fp,
+            counts={k: counts.get(k, 0) for k in ("kept", "moved", "dropped", "rejected")},
+            splits={s: sum(1 for r in rows if r[0] == s) for s in SPLITS},
+            data_files=data_files, release_note=note, provenance=builder.provenance(),
+        ))
+    if config_dir.is_dir():
+        for old in config_dir.iterdir():
+            if old.is_dir() and old.name not in names:
+                shutil.rmtree(old)
+
+    entries.sort(key=lambda e: (e.source, e.source_path, e.sample_id or ""))
+    duplicates = {
+        "exact duplicate pairs": exact_pairs,
+        "near-duplicate pairs": near_only,
+        "groups joined by duplicates": merged,
+        "label conflicts rejected": len(conflicted),
+    }
+    report = BuildReport(task.name, out_dir, reports, entries, duplicates, warnings)
+    write_manifest(config_dir, entries)
+    _write_build_info(config_dir, task, report)
+    write_readme(out_dir)
+    return report
+
+
+def _write_build_info(config_dir: Path, task: TaskSpec, report: BuildReport) -> None:
+    dropped = [e for e in report.entries if e.status == "dropped"]
+    info = {
+        "config": task.name,
+        "task": task.name,
+        "counts": dict(report.counts),
+        "splits": report.splits,
+        "duplicates": report.duplicates,
+        "split_repairs": {
+            "dropped": len(dropped),
+            "groups": len({e.group for e in dropped}),
+            "reasons": dict(Counter(e.reason for e in dropped).most_common(5)),
+        },
+        "warnings": report.warnings,
+        "sources": [
+            {
+                "name": s.name, "fingerprint": s.fingerprint, "files_seen": s.files_seen, "counts": s.counts,
+                "splits": s.splits, "data_files": s.data_files, "release_note": s.release_note,
+                "provenance": s.provenance,
+            }
+            for s in report.sources
+        ],
+    }
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (config_dir / "build_info.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,129 @@
+"""The built folder's README.md: YAML ``configs:`` for ``load_dataset`` and the dataset card, from the registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping
+
+import yaml
+
+from multimed_hf.tasks import get_task, list_tasks
+
+__all__ = ["read_build_infos", "render_readme", "write_readme"]
+
+_INTRO = """\
+# MultiMed, rebuilt with multimed_hf
+
+This folder is a Hugging Face dataset repository built by
+`multimed_hf` from the public sources behind **MultiMed** (Mo & Liang, 2024,
+arXiv:2408.12682), a benchmark of medical tasks across ten modalities. It is not the `multimed` speech data
+set on the Hub. Each config is one MultiMed task; load one with
+
+```python
+from datasets import load_dataset
+ds = load_dataset("<this folder or ORG/multimed>", "<config>")
+```
+
+Shards sit per source and build fingerprint (`<config>/<source>/<fingerprint>/<split>-*.parquet`); each
+config's `manifest.jsonl` lists every source file seen, with its status (kept, moved, dropped, rejected), the
+reason, its group and its split. Samples of one group (patient, subject, or exact/near-duplicate image group)
+never span two splits.
+"""
+
+
+def read_build_infos(out_dir: Path) -> list[dict]:
+    """Every config's ``build_info.json`` under ``out_dir``, in registry order."""
+    infos = [json.loads(p.read_text()) for p in Path(out_dir).glob("*/build_info.json")]
+    order = {name: i for i, name in enumerate(list_tasks())}
+    return sorted(infos, key=lambda info: order.get(info["task"], len(order)))
+
+
+def _yaml_header(infos: list[dict], left_out: Mapping[str, str]) -> dict:
+    configs = []
+    for info in infos:
+        data_files = []
+        for split in ("train", "validation", "test"):
+            paths = [
+                f"{info['config']}/{s['name']}/{s['fingerprint']}/{split}-*.parquet"
+                for s in info["sources"]
+                if s["data_files"].get(split) and s["name"] not in left_out
+            ]
+            if paths:
+                data_files.append({"split": split, "path": paths})
+        if data_files:
+            configs.append({"config_name": info["config"], "data_files": data_files})
+    return {
+        "pretty_name": "MultiMed (multimed_hf rebuild)",
+        "license": "other",
+        "tags": ["medical", "multimodal", "multitask", "multimed"],
+        "configs": configs,
+    }
+
+
+def _config_section(info: dict, left_out: Mapping[str, str]) -> list[str]:
+    task = get_task(info["task"])
+    lines = [f"## `{task.name}`: {task.title}", "", f"- A sample is {task.sample}."]
+    for label in task.labels:
+        names = f": {', '.join(label.names)}" if label.names else ""
+        lines.append(f"- Label `{label.name}` ({label.kind}){names}. {label.description}".rstrip())
+    lines += [
+        f"- Metrics: {', '.join(task.metrics)} (the first is the paper's).",
+        f"- Grouping key (never spans splits): {task.grouping_key}.",
+    ]
+    if task.notes:
+        lines.append(f"- Note: {task.notes}")
+    splits = info["splits"]
+    counts = info["counts"]
+    lines += [
+        "",
+        "| split | samples |", "|---|---|",
+        *[f"| {name} | {n} |" for name, n in splits.items()],
+        "",
+        f"Build: kept {counts.get('kept', 0) + counts.get('moved', 0)} (moved {counts.get('moved', 0)}), "
+        f"dropped {counts.get('dropped', 0)}, rejected {counts.get('rejected', 0)}. Duplicates: "
+        + ", ".join(f"{k} {v}" for k, v in info["duplicates"].items()) + ".",
+    ]
+    repairs = info["split_repairs"]
+    if repairs["dropped"]:
+        lines.append(
+            f"Split repair: {repairs['dropped']} training files of {repairs['groups']} groups that also have files in "
+            "the publisher's test split were dropped (the published test set is kept as published)."
+        )
+    lines += ["", "| source | licence | redistributable | files seen | samples | release |", "|---|---|---|---|---|---|"]
+    for s in info["sources"]:
+        spec = task.source(s["name"])
+        lines.append(
+            f"| [{spec.title}]({spec.homepage}) | {spec.license} | {'yes' if spec.redistributable else 'no'} | "
+            f"{s['files_seen']} | {sum(s['splits'].values())} | {s['release_note']} |"
+        )
+    for s in info["sources"]:
+        spec = task.source(s["name"])
+        lines += ["", f"**{spec.title}**: layout `{spec.layout}`; grouped by {spec.grouping}."]
+        if spec.notes:
+            lines.append(spec.notes)
+        if s["name"] in left_out:
+            lines.append(f"*Left out of this repository*: {left_out[s['name']]}")
+        lines += ["", "```bibtex", spec.citation, "```"]
+    return lines + [""]
+
+
+def render_readme(out_dir: Path, left_out: Mapping[str, str] | None = None) -> str:
+    """The README text for ``out_dir``; sources in ``left_out`` (name -> reason) are listed but not loaded."""
+    left_out = dict(left_out or {})
+    infos = read_build_infos(out_dir)
+    header = yaml.safe_dump(_yaml_header(infos, left_out), sort_keys=False)
+    body = [_INTRO]
+    if left_out:
+        body.append("## Left out of this copy\n")
+        body += [f"- `{name}`: {reason}" for name, reason in sorted(left_out.items())]
+        body.append("")
+    for info in infos:
+        body += _config_section(info, left_out)
+    return f"---\n{header}---\n\n" + "\n".join(body)
+
+
+def write_readme(out_dir: Path) -> Path:
+    path = Path(out_dir) / "README.md"
+    path.write_text(render_readme(out_dir))
+    return path

@@ -1,0 +1,78 @@
+"""What a builder makes of one source file: samples, with their grouping and publisher split."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SourceFileRef", "Sample", "sample_to_json", "sample_from_json"]
+
+
+@dataclass(frozen=True)
+class SourceFileRef:
+    """A file's bytes, embedded at shard-writing time (never held in memory for a whole source)."""
+
+    path: str  # relative to the source root, POSIX separators
+    sha256: str
+    size: int
+
+
+@dataclass
+class Sample:
+    """One sample: its registry columns (labels as canonical names, None where absent) and split facts."""
+
+    sample_id: str
+    source_path: str
+    fields: dict[str, Any]
+    #: Grouping key inside the source (patient, subject, donor...); None means the sample stands alone.
+    group_key: str | None = None
+    #: The publisher's split ("train" / "test"), or None where the publisher has none.
+    published_split: str | None = None
+    #: Exact-duplicate key (sha256 of the file or record content).
+    content_hash: str | None = None
+    #: 64-bit perceptual hash for images (near-duplicate search), or None.
+    perceptual_hash: int | None = None
+    #: Facts for the card and summary only (e.g. which release a file belongs to).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _to_json(value):
+    if isinstance(value, SourceFileRef):
+        return {"__file__": asdict(value)}
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v) for v in value]
+    return value
+
+
+def _from_json(value):
+    if isinstance(value, dict):
+        if set(value) == {"__file__"}:
+            return SourceFileRef(**value["__file__"])
+        return {k: _from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
+    return value
+
+
+def sample_to_json(sample: Sample) -> dict:
+    return {
+        "sample_id": sample.sample_id, "source_path": sample.source_path, "fields": _to_json(sample.fields),
+        "group_key": sample.group_key, "published_split": sample.published_split,
+        "content_hash": sample.content_hash, "perceptual_hash": sample.perceptual_hash, "extra": _to_json(sample.extra),
+    }
+
+
+def sample_from_json(data: dict) -> Sample:
+    return Sample(
+        sample_id=data["sample_id"], source_path=data["source_path"], fields=_from_json(data["fields"]),
+        group_key=data["group_key"], published_split=data["published_split"], content_hash=data["content_hash"],
+        perceptual_hash=data["perceptual_hash"], extra=_from_json(data["extra"]),
+    )

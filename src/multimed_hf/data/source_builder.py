@@ -1,0 +1,107 @@
+"""The shared builder of one source layout: detect it, list its files, read each file into samples."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.data.images import is_blank, read_image_file
+from multimed_hf.data.sample import Sample
+from multimed_hf.tasks import SourceSpec, TaskSpec, get_task
+
+__all__ = ["SourceBuilder", "ImageFolderBuilder", "PathInfo", "PROVENANCE_FILE"]
+
+#: Our own provenance note beside a source's files (e.g. marking a generated sample); never read as data.
+PROVENANCE_FILE = "MULTIMED_SOURCE.json"
+
+
+class SourceBuilder:
+    """One publisher layout. Subclasses set ``task`` and ``source`` and implement ``detect`` and ``read_file``."""
+
+    task: ClassVar[str]
+    source: ClassVar[str]
+    #: Bump when the reading changes: the validation cache and the shard fingerprint change with it.
+    version: ClassVar[str] = "1"
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    @classmethod
+    def task_spec(cls) -> TaskSpec:
+        return get_task(cls.task)
+
+    @classmethod
+    def spec(cls) -> SourceSpec:
+        return cls.task_spec().source(cls.source)
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        """True when ``root`` is laid out as this source is published."""
+        raise NotImplementedError
+
+    def list_files(self) -> list[str]:
+        """Every file under the root, relative, sorted (hidden files too: a stray file is reported, not hidden)."""
+        files = []
+        for dirpath, _, names in os.walk(self.root):
+            for name in names:
+                rel = Path(dirpath, name).relative_to(self.root).as_posix()
+                if rel != PROVENANCE_FILE:
+                    files.append(rel)
+        return sorted(files)
+
+    def provenance(self) -> dict:
+        """The root's ``MULTIMED_SOURCE.json`` (e.g. ``{"synthetic": true, ...}``), or ``{}``."""
+        path = self.root / PROVENANCE_FILE
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def read_file(self, relpath: str) -> list[Sample]:
+        """Decode ``relpath`` fully and return its samples; raise ``BadSourceFile`` with the reason."""
+        raise NotImplementedError
+
+    def canonical(self, column: str, publisher_name: str) -> str:
+        """The registry's canonical label for the publisher's name, or ``BadSourceFile`` naming what is known."""
+        mapping = self.spec().label_map[column]
+        try:
+            return mapping[publisher_name]
+        except KeyError:
+            raise BadSourceFile(
+                f"label {publisher_name!r} is not one of this source's {column} names {sorted(mapping)}"
+            ) from None
+
+
+@dataclass
+class PathInfo:
+    """What a file's path says: its id, labels (publisher names by column), group and publisher split."""
+
+    sample_id: str
+    labels: dict[str, str]
+    group_key: str | None = None
+    published_split: str | None = None
+    fields: dict = field(default_factory=dict)
+
+
+class ImageFolderBuilder(SourceBuilder):
+    """A source of image files whose path carries the label: subclasses implement ``parse_path``."""
+
+    image_suffixes: ClassVar[tuple[str, ...]] = (".jpg", ".jpeg", ".png")
+
+    def parse_path(self, relpath: str) -> PathInfo:
+        raise NotImplementedError
+
+    def read_file(self, relpath: str) -> list[Sample]:
+        if Path(relpath).suffix.lower() not in self.image_suffixes:
+            raise BadSourceFile(f"stray file: not an image of this layout (expected {', '.join(self.image_suffixes)})")
+        info = self.parse_path(relpath)
+        ref, phash, image = read_image_file(self.root / relpath, relpath)
+        if is_blank(image):
+            raise BadSourceFile(f"image is one flat value ({image.mode} {image.size[0]}x{image.size[1]})")
+        labels = {column: self.canonical(column, name) for column, name in info.labels.items()}
+        fields = {"image": ref, "modality": self.spec().modality, **info.fields, **labels}
+        return [Sample(
+            sample_id=info.sample_id, source_path=relpath, fields=fields, group_key=info.group_key,
+            published_split=info.published_split, content_hash=ref.sha256, perceptual_hash=phash,
+        )]
