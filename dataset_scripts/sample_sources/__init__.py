@@ -1,20 +1,30 @@
-"""Generators of small SYNTHETIC samples in each publisher's exact layout, file names and formats."""
+"""Generators of small SYNTHETIC samples in each publisher's exact layout, file names and formats.
 
-from dataset_scripts.sample_sources.brain_tumor_mri import make_brain_tumor_mri
-from dataset_scripts.sample_sources.oct2017 import make_oct2017
+Each module here defines ``FOLDER`` (the folder name the publisher's download unpacks to) and ``make(root)``;
+they are found automatically, so a new source's sample is one new module.
+"""
 
-__all__ = ["SAMPLE_SOURCES", "make_sample_sources"]
+from __future__ import annotations
 
-#: Folder name under the sample root -> generator.
-SAMPLE_SOURCES = {
-    "Brain-Tumor-MRI-Dataset": make_brain_tumor_mri,
-    "OCT2017": make_oct2017,
-}
+import importlib
+import pkgutil
+from pathlib import Path
+
+__all__ = ["sample_generators", "make_sample_sources"]
 
 
-def make_sample_sources(root, names=None):
-    """Write every (or the named) sample source under ``root``; return ``{name: path}``."""
-    from pathlib import Path
+def sample_generators() -> dict:
+    """``{folder name: make}`` for every sample module in this package."""
+    found = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        found[module.FOLDER] = module.make
+    return found
 
+
+def make_sample_sources(root, names=None) -> dict:
+    """Write every (or the named) sample source under ``root``; return ``{folder name: path}``."""
     root = Path(root)
-    return {name: make(root / name) for name, make in SAMPLE_SOURCES.items() if names is None or name in names}
+    return {name: make(root / name) for name, make in sample_generators().items() if names is None or name in names}

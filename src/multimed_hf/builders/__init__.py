@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
 from pathlib import Path
 
 from multimed_hf.data.errors import LayoutNotRecognised
 from multimed_hf.data.source_builder import SourceBuilder
-from multimed_hf.builders.brain_tumor_mri import BrainTumorMRIBuilder
-from multimed_hf.builders.oct2017 import OCT2017Builder
 from multimed_hf.tasks import get_task
 
 __all__ = ["BUILDERS", "builders_for_task", "detect_builder", "register_builder"]
@@ -24,8 +25,16 @@ def register_builder(cls: type[SourceBuilder]) -> type[SourceBuilder]:
     return cls
 
 
-for _cls in (BrainTumorMRIBuilder, OCT2017Builder):
-    register_builder(_cls)
+def _discover() -> None:
+    """Register every concrete ``SourceBuilder`` defined in this package's modules (one module per layout)."""
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, SourceBuilder) and cls.__module__ == module.__name__ and "source" in vars(cls):
+                register_builder(cls)
+
+
+_discover()
 
 
 def builders_for_task(task: str) -> list[type[SourceBuilder]]:

@@ -213,6 +213,12 @@ def build_config(
         if samples[ia].content_hash != samples[ib].content_hash:
             near_only += 1
         uf.union(keys[ia], keys[ib])
+    linked = 0
+    for index, builder in enumerate(builders):
+        mine = [i for i in keep if owner[i] == index]
+        for a, b in builder.link_samples([samples[i] for i in mine]):
+            linked += 1
+            uf.union(keys[mine[a]], keys[mine[b]])
     group_of = uf.groups()
     groups: dict[str, list[int]] = defaultdict(list)
     for i in keep:
@@ -289,6 +295,7 @@ def build_config(
     duplicates = {
         "exact duplicate pairs": exact_pairs,
         "near-duplicate pairs": near_only,
+        "pairs linked by the source's own rule": linked,
         "groups joined by duplicates": merged,
         "label conflicts rejected": len(conflicted),
     }

@@ -6,7 +6,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Iterable
 
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.images import is_blank, read_image_file
@@ -61,6 +61,11 @@ class SourceBuilder:
     def read_file(self, relpath: str) -> list[Sample]:
         """Decode ``relpath`` fully and return its samples; raise ``BadSourceFile`` with the reason."""
         raise NotImplementedError
+
+    def link_samples(self, samples: list[Sample]) -> Iterable[tuple[int, int]]:
+        """Pairs of indices (into ``samples``, this source's valid samples) that must share a group beyond
+        their grouping keys, e.g. near-identical protein chains. None by default."""
+        return ()
 
     def canonical(self, column: str, publisher_name: str) -> str:
         """The registry's canonical label for the publisher's name, or ``BadSourceFile`` naming what is known."""
