@@ -153,9 +153,16 @@ def build_config(
         for relpath, file_samples, error in results:
             for sample in file_samples or ():
                 paths_of_id[sample.sample_id].append(relpath)
+        for where, reason in builder.orphan_records({relpath for relpath, _, _ in results}):
+            if strict:
+                raise StrictBuildError(f"{builder.source}: {where}: {reason}")
+            entries.append(ManifestEntry(builder.source, where, "rejected", reason))
         for relpath, file_samples, error in results:
             if error is not None:
                 entries.append(ManifestEntry(builder.source, relpath, "rejected", error))
+                continue
+            if not file_samples:  # an index file (labels, metadata): read, no sample of its own
+                entries.append(ManifestEntry(builder.source, relpath, "kept", "index file: no sample of its own"))
                 continue
             for sample in file_samples:
                 paths = paths_of_id[sample.sample_id]
@@ -296,7 +303,7 @@ def build_config(
         "exact duplicate pairs": exact_pairs,
         "near-duplicate pairs": near_only,
         "pairs linked by the source's own rule": linked,
-        "groups joined by duplicates": merged,
+        "groups merged from several keys": merged,
         "label conflicts rejected": len(conflicted),
     }
     report = BuildReport(task.name, out_dir, reports, entries, duplicates, warnings)

@@ -62,6 +62,11 @@ class SourceBuilder:
         """Decode ``relpath`` fully and return its samples; raise ``BadSourceFile`` with the reason."""
         raise NotImplementedError
 
+    def orphan_records(self, files: set[str]) -> list[tuple[str, str]]:
+        """Records an index file names whose data file is absent among ``files``, as ``(where, reason)``
+        (e.g. ``("train.csv:row 12", "image train_images/abc.png is missing")``). None by default."""
+        return []
+
     def link_samples(self, samples: list[Sample]) -> Iterable[tuple[int, int]]:
         """Pairs of indices (into ``samples``, this source's valid samples) that must share a group beyond
         their grouping keys, e.g. near-identical protein chains. None by default."""
