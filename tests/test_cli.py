@@ -1,0 +1,54 @@
+"""The ``multimed`` command: each subcommand calls the API and says clearly what went wrong."""
+
+import subprocess
+import sys
+
+import pytest
+
+from dataset_scripts.sample_sources import sample_generators
+from multimed_hf.cli import main
+
+
+def test_help_explains_itself():
+    result = subprocess.run([sys.executable, "-m", "multimed_hf.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for command in ("list", "info", "build", "push"):
+        assert command in result.stdout
+    assert "load_dataset" in result.stdout
+
+
+def test_list_names_every_task(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 11 and "brain_tumor_mri" in out
+
+
+def test_info_shows_sources_and_licences(capsys):
+    assert main(["info", "diabetic_retinopathy"]) == 0
+    out = capsys.readouterr().out
+    assert "oct2017 (builder ready)" in out and "CC-BY-4.0" in out and "grouping key: patient" in out
+
+
+def test_info_unknown_task_suggests(capsys):
+    assert main(["info", "brain_tumour"]) == 2
+    assert "did you mean 'brain_tumor'" in capsys.readouterr().err
+
+
+def test_build_prints_the_summary(tmp_path, capsys):
+    source = sample_generators()["Brain-Tumor-MRI-Dataset"](tmp_path / "bt")
+    assert main(["build", "brain_tumor", "--source", str(source), "--out", str(tmp_path / "multimed"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "kept 43 (moved 0), dropped 1, rejected 10" in out and "load_dataset(" in out
+
+
+def test_build_strict_fails_naming_the_file(tmp_path, capsys):
+    source = sample_generators()["Brain-Tumor-MRI-Dataset"](tmp_path / "bt")
+    args = ["build", "brain_tumor", "--source", str(source), "--out", str(tmp_path / "o"), "--strict", "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "multimed build: error: brain_tumor_mri: " in err and str(source) in err
+
+
+def test_push_without_namespace_is_refused(tmp_path, capsys):
+    assert main(["push", str(tmp_path), "--repo", "multimed"]) == 2
+    assert "the bare id 'multimed' is taken" in capsys.readouterr().err

@@ -1,0 +1,183 @@
+"""Every bundled sample source builds, loads with plain ``load_dataset``, and keeps the split and storage rules."""
+
+import json
+import os
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from datasets import load_dataset
+
+from dataset_scripts.sample_sources import sample_generators
+from multimed_hf.api import build_dataset, detect_sources
+from multimed_hf.builders import BUILDERS
+from multimed_hf.data.features import task_features
+from multimed_hf.data.manifest import STATUSES, read_manifest
+from multimed_hf.data.source_builder import PROVENANCE_FILE
+from multimed_hf.tasks import get_task
+
+GENERATORS = sample_generators()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """Every sample source generated once and built into one folder named ``multimed``."""
+    root = tmp_path_factory.mktemp("sources")
+    out = tmp_path_factory.mktemp("work") / "multimed"
+    for folder, make in GENERATORS.items():
+        make(root / folder)
+    reports = {}
+    for task, roots in detect_sources(root).items():
+        reports[task] = build_dataset(task, roots, out, progress=False)
+    return root, out, reports
+
+
+def _source_files(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != PROVENANCE_FILE}
+
+
+def test_every_sample_source_is_detected(built):
+    root, _, _ = built
+    found = {p.name for roots in detect_sources(root).values() for p in roots}
+    assert found == set(GENERATORS)
+
+
+def test_every_registered_builder_has_a_sample():
+    sample_modules = {make.__module__.rsplit(".", 1)[-1] for make in GENERATORS.values()}
+    missing = {b.source for b in BUILDERS} - sample_modules
+    assert not missing, f"builders without a sample module in dataset_scripts/sample_sources/: {missing}"
+
+
+@pytest.mark.parametrize("folder", sorted(GENERATORS))
+def test_manifest_accounts_for_every_file(built, folder):
+    root, out, reports = built
+    source_root = root / folder
+    task = next(t for t, roots in detect_sources(root).items() if source_root in roots)
+    report = reports[task]
+    source = next(s for s in report.sources if Path(s.root) == source_root)
+    entries = [e for e in read_manifest(out / task) if e.source == source.name]
+    assert {e.status for e in entries} <= set(STATUSES)
+    listed = {e.source_path for e in entries if ":row" not in e.source_path}
+    assert listed == _source_files(source_root)
+    assert sum(source.counts.values()) == len(entries)
+    for e in entries:
+        assert (e.reason != "") == (e.status in ("dropped", "rejected", "moved") or e.sample_id is None)
+
+
+@pytest.mark.parametrize("task", ["brain_tumor", "diabetic_retinopathy"])
+def test_config_loads_from_a_folder_named_multimed(built, task, monkeypatch):
+    _, out, reports = built
+    monkeypatch.chdir(out.parent)
+    ds = load_dataset("multimed", task)
+    assert ds["train"].features == task_features(get_task(task))
+    sizes = {split: ds[split].num_rows for split in ds}
+    assert sizes == {k: v for k, v in reports[task].splits.items() if v}
+    groups = defaultdict(set)
+    for split in ds:
+        for group in ds[split]["group_id"]:
+            groups[group].add(split)
+    assert all(len(splits) == 1 for splits in groups.values()), "a group spans two splits"
+    image = ds["test"][0]["image"]
+    image.load()
+    assert min(image.size) >= 8
+
+
+def test_brain_tumor_duplicates_and_bad_files(built):
+    root, out, reports = built
+    entries = {e.source_path: e for e in read_manifest(out / "brain_tumor")}
+    # a near duplicate of a test slice filed under Training: its training copy is dropped, the test copy stays
+    leak = entries["Training/glioma/Tr-gl_0009.jpg"]
+    assert leak.status == "dropped" and leak.reason.startswith("leak repair")
+    assert entries["Testing/glioma/Te-gl_0001.jpg"].split == "test"
+    # an exact duplicate inside Training shares its original's group
+    assert entries["Training/pituitary/Tr-pi_0009.jpg"].group == entries["Training/pituitary/Tr-pi_0002.jpg"].group
+    # an exact duplicate under another class: both copies rejected as a label conflict
+    for path in ("Training/notumor/Tr-no_0009.jpg", "Training/meningioma/Tr-me_0003.jpg"):
+        assert entries[path].status == "rejected" and entries[path].reason.startswith("label conflict")
+    expected = {
+        "Training/notumor/Tr-no_0010.jpg": "cannot decode image",  # cut in half
+        "Training/notumor/Tr-no_0011.jpg": "empty file",
+        "Training/notumor/Tr-no_0012.jpg": "cannot decode image",  # text with an image name
+        "Training/astrocytoma/Tr-as_0001.jpg": "class folder 'astrocytoma' is not one of",
+        "Training/glioma/Thumbs.db": "stray file",
+        "notes.txt": "stray file",
+        "Testing/meningioma/Tr-gl_0002.jpg": "duplicate id",
+        "Training/glioma/Tr-gl_0002.jpg": "duplicate id",
+    }
+    for path, reason in expected.items():
+        assert entries[path].status == "rejected" and entries[path].reason.startswith(reason), entries[path]
+    # the published test set stays as published, less only the files rejected as bad
+    test_files = {p for p, e in entries.items() if p.startswith("Testing/") and e.status != "rejected"}
+    assert {p for p, e in entries.items() if e.split == "test"} == test_files
+    report = reports["brain_tumor"]
+    assert report.duplicates["near-duplicate pairs"] == 1 and report.duplicates["exact duplicate pairs"] == 1
+    card = (out / "README.md").read_text()
+    assert "Patient-level disjointness cannot be guaranteed" in card
+
+
+def test_oct_leaked_patient_is_dropped_and_val_rejoins_test(built):
+    root, out, _ = built
+    entries = read_manifest(out / "diabetic_retinopathy")
+    by_path = {e.source_path: e for e in entries}
+    leaked = [e for e in entries if e.status == "dropped"]
+    assert {e.source_path for e in leaked} == {p for p in by_path if p.startswith("train/CNV/") and p.endswith(("-7.jpeg", "-8.jpeg"))}
+    leaked_patient = leaked[0].group
+    assert all(e.split == "test" for e in entries if e.group == leaked_patient and e.status == "kept")
+    val = [e for e in entries if e.source_path.startswith("val/")]
+    assert val and all(e.split == "test" for e in val)
+    assert by_path["train/DME/CNV-9200-1.jpeg"].reason == "file name class 'CNV' differs from its folder 'DME'"
+    assert by_path["train/GA/GA-9100-1.jpeg"].reason.startswith("class folder 'GA'")
+    # one patient's images share a group, named by the patient
+    groups = {e.group for e in entries if e.source_path.startswith("test/CNV/CNV-") and e.status == "kept"}
+    assert all(g.startswith("oct2017:patient:") for g in groups)
+
+
+def test_shards_are_self_contained_and_relative(built, tmp_path):
+    root, out, _ = built
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns(".build_cache"))
+    for shard in copy.rglob("*.parquet"):
+        assert str(root) not in shard.read_bytes().decode("latin-1"), f"{shard} holds a build-machine path"
+        table = pq.read_table(shard)
+        if "image" in table.column_names:
+            cell = table.column("image")[0].as_py()
+            assert cell["bytes"] and not cell["path"].startswith("/")
+    ds = load_dataset(str(copy), "brain_tumor", split="train")
+    ds[0]["image"].load()
+
+
+def test_same_sources_give_identical_shards(built, tmp_path):
+    root, out, _ = built
+    report = build_dataset("brain_tumor", [root / "Brain-Tumor-MRI-Dataset"], tmp_path / "again", progress=False)
+    first = sorted(p.relative_to(out) for p in (out / "brain_tumor").rglob("*.parquet"))
+    second = sorted(p.relative_to(tmp_path / "again") for p in (tmp_path / "again" / "brain_tumor").rglob("*.parquet"))
+    assert first == second
+    for rel in first:
+        assert (out / rel).read_bytes() == (tmp_path / "again" / rel).read_bytes()
+    assert report.sources[0].fingerprint in str(first[0])
+
+
+def test_unknown_layout_lists_the_expected_ones(tmp_path):
+    (tmp_path / "random").mkdir()
+    with pytest.raises(ValueError, match=r"(?s)matches none of the source layouts of task 'brain_tumor'.*Training/ and Testing/"):
+        build_dataset("brain_tumor", [tmp_path / "random"], tmp_path / "out")
+
+
+def test_strict_stops_at_the_first_bad_file(tmp_path):
+    source = GENERATORS["Brain-Tumor-MRI-Dataset"](tmp_path / "bt")
+    with pytest.raises(ValueError, match=r"brain_tumor_mri: .*: "):
+        build_dataset("brain_tumor", [source], tmp_path / "out", on_bad_files="error", progress=False)
+
+
+def test_build_info_and_card_list_sources(built):
+    _, out, _ = built
+    card = (out / "README.md").read_text()
+    for task in ("brain_tumor", "diabetic_retinopathy"):
+        info = json.loads((out / task / "build_info.json").read_text())
+        for source in info["sources"]:
+            spec = get_task(task).source(source["name"])
+            assert spec.title in card and spec.license in card and spec.citation in card
+            assert "SYNTHETIC sample" in source["release_note"]
+    assert "Split repair:" in card

@@ -1,0 +1,101 @@
+"""Rebuilds: fresh loads after new files, reported moves, and resuming an interrupted build."""
+
+import shutil
+
+import pytest
+from datasets import load_dataset
+
+from dataset_scripts.sample_sources import sample_generators
+from multimed_hf.api import build_dataset
+from multimed_hf.builders.oct2017 import OCT2017Builder
+from multimed_hf.data.manifest import read_manifest
+
+GENERATORS = sample_generators()
+
+
+@pytest.fixture
+def oct_source(tmp_path):
+    return GENERATORS["OCT2017"](tmp_path / "OCT2017")
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+
+
+def test_rebuild_with_new_files_loads_fresh(oct_source, tmp_path, isolated_cache):
+    out = tmp_path / "multimed"
+    build_dataset("diabetic_retinopathy", [oct_source], out, progress=False)
+    before = load_dataset(str(out), "diabetic_retinopathy")
+    total = sum(before[s].num_rows for s in before)
+    extra = oct_source / "test" / "NORMAL"
+    for n, image in enumerate(sorted((oct_source / "test" / "DRUSEN").glob("*.jpeg"))[:2]):
+        shutil.copy(image, extra / f"NORMAL-77{n}-1.jpeg")  # new patients; content copies -> label conflict
+    shutil.copy(sorted(extra.glob("NORMAL-1*.jpeg"))[0], extra / "NORMAL-7790-1.jpeg")  # same label: kept
+    report = build_dataset("diabetic_retinopathy", [oct_source], out, progress=False)
+    after = load_dataset(str(out), "diabetic_retinopathy")
+    assert sum(after[s].num_rows for s in after) == sum(report.splits.values()) == total + 1 - 2
+    assert len(list((out / "diabetic_retinopathy" / "oct2017").iterdir())) == 1, "old fingerprint shards remain"
+
+
+def test_a_file_joining_two_groups_reports_the_moves(oct_source, tmp_path):
+    out = tmp_path / "multimed"
+    build_dataset("diabetic_retinopathy", [oct_source], out, progress=False)
+    entries = [e for e in read_manifest(out / "diabetic_retinopathy") if e.status == "kept" and e.sample_id]
+    by_group = {}
+    for e in entries:
+        by_group.setdefault(e.group, e)
+    train = [e for e in by_group.values() if e.split == "train" and e.source_path.startswith("train/")]
+    val = [e for e in by_group.values() if e.split == "validation"]
+    # a new file named for a training patient, with a validation patient's image (same class): joins the groups
+    donor = next(v for v in val if any(t.source_path.split("/")[1] == v.source_path.split("/")[1] for t in train))
+    folder = donor.source_path.split("/")[1]
+    patient = next(t for t in train if t.source_path.split("/")[1] == folder).group.rsplit(":", 1)[1]
+    shutil.copy(oct_source / donor.source_path, oct_source / "train" / folder / f"{folder}-{patient}-9.jpeg")
+    report = build_dataset("diabetic_retinopathy", [oct_source], out, progress=False)
+    moved = [e for e in report.entries if e.status == "moved"]
+    assert moved, "merging a training and a validation group must move one of them"
+    assert all(e.reason.startswith("moved from ") for e in moved)
+    assert report.counts["moved"] == len(moved)
+    new_groups = {e.group for e in report.entries if e.source_path.endswith(f"-{patient}-9.jpeg")}
+    assert len(new_groups) == 1 and {e.group for e in moved} <= new_groups
+
+
+def test_interrupted_build_resumes_from_validated_files(oct_source, tmp_path, monkeypatch):
+    out = tmp_path / "multimed"
+    calls = []
+    original = OCT2017Builder.read_file
+
+    def interrupted(self, relpath):
+        if len(calls) == 20:
+            raise KeyboardInterrupt
+        calls.append(relpath)
+        return original(self, relpath)
+
+    monkeypatch.setattr(OCT2017Builder, "read_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_dataset("diabetic_retinopathy", [oct_source], out, progress=False)
+    first = list(calls)
+    calls.clear()
+
+    def counting(self, relpath):
+        calls.append(relpath)
+        return original(self, relpath)
+
+    monkeypatch.setattr(OCT2017Builder, "read_file", counting)
+    resumed = build_dataset("diabetic_retinopathy", [oct_source], out, progress=False)
+    assert not set(first) & set(calls), "files validated before the interruption were decoded again"
+    assert len(first) + len(calls) == resumed.sources[0].files_seen
+    clean = build_dataset("diabetic_retinopathy", [oct_source], tmp_path / "clean", progress=False)
+    assert resumed.sources[0].fingerprint == clean.sources[0].fingerprint
+    assert [e.status for e in resumed.entries] == [e.status for e in clean.entries]
+
+
+def test_a_file_changed_after_validation_is_decoded_again(oct_source, tmp_path):
+    out = tmp_path / "multimed"
+    build_dataset("diabetic_retinopathy", [oct_source], out, progress=False)
+    victim = sorted((oct_source / "train" / "DRUSEN").glob("*.jpeg"))[0]
+    victim.write_bytes(victim.read_bytes()[:100])
+    report = build_dataset("diabetic_retinopathy", [oct_source], out, progress=False)
+    entry = next(e for e in report.entries if e.source_path.endswith(victim.name))
+    assert entry.status == "rejected" and entry.reason.startswith("cannot decode image")
