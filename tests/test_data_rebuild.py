@@ -99,3 +99,12 @@ def test_a_file_changed_after_validation_is_decoded_again(oct_source, tmp_path):
     report = build_dataset("diabetic_retinopathy", [oct_source], out, progress=False)
     entry = next(e for e in report.entries if e.source_path.endswith(victim.name))
     assert entry.status == "rejected" and entry.reason.startswith("cannot decode image")
+
+
+def test_worker_processes_give_the_same_build(oct_source, tmp_path):
+    one = build_dataset("diabetic_retinopathy", [oct_source], tmp_path / "one", progress=False)
+    two = build_dataset("diabetic_retinopathy", [oct_source], tmp_path / "two", progress=False, num_proc=2)
+    assert one.sources[0].fingerprint == two.sources[0].fingerprint
+    assert one.entries == two.entries
+    for shard in (tmp_path / "one").rglob("*.parquet"):
+        assert shard.read_bytes() == (tmp_path / "two" / shard.relative_to(tmp_path / "one")).read_bytes()

@@ -20,17 +20,18 @@ def build_dataset(
     *,
     on_bad_files: str = "report",
     progress: bool = True,
+    num_proc: int = 1,
 ) -> BuildReport:
     """Build ``task``'s config into ``out_dir`` from source folders in their publishers' layouts.
 
     ``on_bad_files="report"`` (default) names every bad file in the manifest and goes on; ``"error"`` stops at
-    the first. The folder then loads with ``datasets.load_dataset(out_dir, task)``.
+    the first. ``num_proc`` decodes files in that many processes. The folder then loads with ``datasets.load_dataset(out_dir, task)``.
     """
     spec = get_task(task)
     if not sources:
         raise ValueError(f"build_dataset({task!r}): give at least one source folder")
     builders = [detect_builder(task, root) for root in sources]
-    return build_config(spec, builders, out_dir, on_bad_files=on_bad_files, progress=progress)
+    return build_config(spec, builders, out_dir, on_bad_files=on_bad_files, progress=progress, num_proc=num_proc)
 
 
 def detect_sources(root: str | os.PathLike) -> dict[str, list[Path]]:

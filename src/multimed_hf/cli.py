@@ -51,7 +51,7 @@ def _build(args) -> int:
 
     report = build_dataset(
         args.task, args.source, args.out, on_bad_files="error" if args.strict else "report",
-        progress=not args.quiet,
+        progress=not args.quiet, num_proc=args.num_proc,
     )
     print(report.summary())
     print(f"load it with: datasets.load_dataset({str(args.out)!r}, {args.task!r})")
@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a source folder in its publisher's layout (repeat for several sources)")
     build.add_argument("--out", required=True, metavar="DIR", help="the dataset folder to write (e.g. multimed)")
     build.add_argument("--strict", action="store_true", help="stop at the first bad file instead of reporting it")
+    build.add_argument("--num-proc", type=int, default=1, metavar="N", help="decode files in N processes")
     build.add_argument("--quiet", action="store_true", help="no progress bars")
     build.set_defaults(func=_build)
     push = sub.add_parser("push", help="upload a built folder to ORG/NAME on the Hub (non-redistributable "

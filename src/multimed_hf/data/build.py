@@ -6,6 +6,9 @@ import json
 import os
 import shutil
 from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
+from itertools import repeat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -81,26 +84,38 @@ class BuildReport:
         return "\n".join(lines)
 
 
-def _read_source(builder: SourceBuilder, cache: ValidationCache, strict: bool, progress: bool):
-    """Every file of one source: its samples, or a rejection reason."""
-    results: list[tuple[str, list[Sample] | None, str | None]] = []
+def _read_one(builder: SourceBuilder, relpath: str) -> tuple[list[Sample] | None, str | None]:
+    """One file's samples, or the reason it cannot give any."""
+    try:
+        return builder.read_file(relpath), None
+    except BadSourceFile as err:
+        return None, err.reason
+    except Exception as err:  # a reader library failing on bad data: named in the manifest, not lost
+        return None, f"unreadable: {type(err).__name__}: {err}"
+
+
+def _read_source(builder: SourceBuilder, cache: ValidationCache, strict: bool, progress: bool, num_proc: int):
+    """Every file of one source: its samples, or a rejection reason (files validated before come from the cache)."""
     files = builder.list_files()
-    for relpath in tqdm(files, desc=f"reading {builder.source}", unit="file", disable=not progress):
-        path = builder.root / relpath
-        cached = cache.get(relpath, path)
-        if cached is None:
-            try:
-                samples, error = builder.read_file(relpath), None
-            except BadSourceFile as err:
-                samples, error = None, err.reason
-            except Exception as err:  # a reader library failing on bad data: named in the manifest, not lost
-                samples, error = None, f"unreadable: {type(err).__name__}: {err}"
-            cache.put(relpath, path, samples, error)
+    cached = {relpath: cache.get(relpath, builder.root / relpath) for relpath in files}
+    todo = [relpath for relpath in files if cached[relpath] is None]
+    results: list[tuple[str, list[Sample] | None, str | None]] = []
+    with ExitStack() as stack:
+        if num_proc > 1 and len(todo) >= 4 * num_proc:
+            pool = stack.enter_context(ProcessPoolExecutor(num_proc))
+            stack.callback(pool.shutdown, cancel_futures=True)
+            fresh = pool.map(_read_one, repeat(builder), todo, chunksize=max(1, min(64, len(todo) // (8 * num_proc))))
         else:
-            samples, error = cached
-        if error is not None and strict:
-            raise StrictBuildError(f"{builder.source}: {builder.root / relpath}: {error}")
-        results.append((relpath, samples, error))
+            fresh = map(_read_one, repeat(builder), todo)
+        for relpath in tqdm(files, desc=f"reading {builder.source}", unit="file", disable=not progress):
+            if cached[relpath] is None:
+                samples, error = next(fresh)
+                cache.put(relpath, builder.root / relpath, samples, error)
+            else:
+                samples, error = cached[relpath]
+            if error is not None and strict:
+                raise StrictBuildError(f"{builder.source}: {builder.root / relpath}: {error}")
+            results.append((relpath, samples, error))
     return results
 
 
@@ -125,8 +140,13 @@ def build_config(
     *,
     on_bad_files: str = "report",
     progress: bool = True,
+    num_proc: int = 1,
 ) -> BuildReport:
-    """Build ``task``'s config under ``out_dir`` from the given source builders (see ``multimed_hf.build``)."""
+    """Build ``task``'s config under ``out_dir`` from the given source builders (see ``multimed_hf.api``).
+
+    ``num_proc`` > 1 decodes files in that many worker processes (results stay in file order)."""
+    if num_proc < 1:
+        raise ValueError(f"num_proc={num_proc}; expected a positive number of processes")
     if on_bad_files not in ON_BAD_FILES:
         raise ValueError(f"on_bad_files={on_bad_files!r}; expected one of {ON_BAD_FILES}")
     strict = on_bad_files == "error"
@@ -145,7 +165,7 @@ def build_config(
     for index, builder in enumerate(builders):
         cache = ValidationCache(out_dir / CACHE_DIR / task.name / f"{builder.source}.jsonl", builder.version)
         try:
-            results = _read_source(builder, cache, strict, progress)
+            results = _read_source(builder, cache, strict, progress, num_proc)
         finally:
             cache.close()
         files_seen.append(len(results))

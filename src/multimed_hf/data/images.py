@@ -16,6 +16,7 @@ from multimed_hf.data.sample import SourceFileRef
 __all__ = ["read_image_file", "is_blank", "MIN_IMAGE_SIDE"]
 
 MIN_IMAGE_SIDE = 8
+HASH_SIDE = 32  # imagehash.phash: hash_size 8 x highfreq_factor 4
 
 
 def read_image_file(path: Path, relpath: str) -> tuple[SourceFileRef, int, Image.Image]:
@@ -35,9 +36,15 @@ def read_image_file(path: Path, relpath: str) -> tuple[SourceFileRef, int, Image
         raise BadSourceFile(f"cannot decode image: {type(err).__name__}: {err}") from None
     if min(image.size) < MIN_IMAGE_SIDE:
         raise BadSourceFile(f"image is {image.size[0]}x{image.size[1]} px, smaller than {MIN_IMAGE_SIDE} px a side")
-    phash = int(str(imagehash.phash(image)), 16)
+    phash = int(str(imagehash.phash(_hash_thumbnail(image))), 16)
     ref = SourceFileRef(path=relpath, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
     return ref, phash, image
+
+
+def _hash_thumbnail(image: Image.Image) -> Image.Image:
+    """The grey 32x32 image ``imagehash.phash`` hashes, shrunk with Pillow's fast reducing path first."""
+    grey = image if image.mode == "L" else image.convert("L")
+    return grey.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.LANCZOS, reducing_gap=2.0)
 
 
 def is_blank(image: Image.Image) -> bool:
