@@ -32,7 +32,9 @@ def read_image_file(path: Path, relpath: str) -> tuple[SourceFileRef, int, Image
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as err:
+    except UnidentifiedImageError:
+        raise BadSourceFile("cannot decode image: not a format Pillow recognises") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as err:
         raise BadSourceFile(f"cannot decode image: {type(err).__name__}: {err}") from None
     if min(image.size) < MIN_IMAGE_SIDE:
         raise BadSourceFile(f"image is {image.size[0]}x{image.size[1]} px, smaller than {MIN_IMAGE_SIDE} px a side")
