@@ -8,6 +8,7 @@ from typing import Mapping
 
 import yaml
 
+from multimed_hf.data.splits import SPLITS
 from multimed_hf.tasks import get_task, list_tasks
 
 __all__ = ["read_build_infos", "render_readme", "write_readme"]
@@ -43,7 +44,7 @@ def _yaml_header(infos: list[dict], left_out: Mapping[str, str]) -> dict:
     configs = []
     for info in infos:
         data_files = []
-        for split in ("train", "validation", "test"):
+        for split in SPLITS:
             paths = [
                 f"{info['config']}/{s['name']}/{s['fingerprint']}/{split}-*.parquet"
                 for s in info["sources"]
@@ -78,7 +79,7 @@ def _config_section(info: dict, left_out: Mapping[str, str]) -> list[str]:
     lines += [
         "",
         "| split | samples |", "|---|---|",
-        *[f"| {name} | {n} |" for name, n in splits.items()],
+        *[f"| {name} | {splits.get(name, 0)} |" for name in SPLITS],
         "",
         f"Build: kept {counts.get('kept', 0) + counts.get('moved', 0)} (moved {counts.get('moved', 0)}), "
         f"dropped {counts.get('dropped', 0)}, rejected {counts.get('rejected', 0)}. Duplicates: "
