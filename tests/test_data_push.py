@@ -1,0 +1,60 @@
+"""`multimed push` through a fake Hub at the HTTP boundary: the real huggingface_hub and datasets clients run."""
+
+import dataclasses
+
+import pytest
+from datasets import load_dataset
+
+from dataset_scripts.sample_sources import sample_generators
+from multimed_hf.api import build_dataset
+from multimed_hf.cli import main
+from multimed_hf.data import push as push_module
+from multimed_hf.data.push import push_dataset
+from multimed_hf.tasks import get_task
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture
+def built(tmp_path):
+    generators = sample_generators()
+    out = tmp_path / "multimed"
+    build_dataset("brain_tumor", [generators["Brain-Tumor-MRI-Dataset"](tmp_path / "bt")], out, progress=False)
+    build_dataset("diabetic_retinopathy", [generators["OCT2017"](tmp_path / "oct")], out, progress=False)
+    return out
+
+
+def test_fake_hub_push_then_load_back(built, fake_hub, capsys):
+    assert main(["push", str(built), "--repo", "org/multimed", "--token", fake_hub.token]) == 0
+    assert "pushed" in capsys.readouterr().out
+    files = fake_hub.files("org/multimed")
+    assert not any(path.startswith(".build_cache") for path in files)
+    assert "brain_tumor/manifest.jsonl" in files
+    for task in ("brain_tumor", "diabetic_retinopathy"):
+        remote = load_dataset("org/multimed", task)
+        local = load_dataset(str(built), task)
+        for split in local:
+            assert remote[split]["sample_id"] == local[split]["sample_id"]
+        assert remote["test"][0]["image"].tobytes() == local["test"][0]["image"].tobytes()
+
+
+def test_fake_hub_push_leaves_out_a_non_redistributable_source(built, fake_hub, monkeypatch):
+    task = get_task("diabetic_retinopathy")
+    closed = dataclasses.replace(task.source("oct2017"), redistributable=False, license="no redistribution")
+    restricted = dataclasses.replace(task, sources=(closed,))
+    monkeypatch.setattr(push_module, "get_task", lambda name: restricted if name == task.name else get_task(name))
+    report = push_dataset(built, "org/multimed", token=fake_hub.token)
+    assert set(report.left_out) == {"oct2017"}
+    files = fake_hub.files("org/multimed")
+    assert not any(path.startswith("diabetic_retinopathy/oct2017/") for path in files)
+    readme = files["README.md"].decode()
+    assert "diabetic_retinopathy/oct2017/" not in readme.split("---")[1], "the YAML lists a shard not uploaded"
+    assert "`oct2017`: its licence (no redistribution) does not allow redistribution" in readme
+    assert load_dataset("org/multimed", "brain_tumor")["test"].num_rows > 0
+    with pytest.raises(ValueError, match="diabetic_retinopathy"):
+        load_dataset("org/multimed", "diabetic_retinopathy")
+
+
+def test_push_of_an_unbuilt_folder_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="holds no built config"):
+        push_dataset(tmp_path, "org/multimed")
