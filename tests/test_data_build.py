@@ -181,3 +181,11 @@ def test_build_info_and_card_list_sources(built):
             assert spec.title in card and spec.license in card and spec.citation in card
             assert "SYNTHETIC sample" in source["release_note"]
     assert "Split repair:" in card
+
+
+def test_building_from_inside_the_source_folder_still_embeds_bytes(tmp_path, monkeypatch):
+    source = GENERATORS["Brain-Tumor-MRI-Dataset"](tmp_path / "bt")
+    monkeypatch.chdir(source)  # datasets' Image keeps only a path that exists from the cwd: we must not
+    build_dataset("brain_tumor", ["."], tmp_path / "out", progress=False)
+    for shard in (tmp_path / "out").rglob("*.parquet"):
+        assert all(cell["bytes"] for cell in pq.read_table(shard).column("image").to_pylist())

@@ -71,12 +71,20 @@ KERMANY_CXR = SourceSpec(
     redistributable=True,
     homepage="https://data.mendeley.com/datasets/rscbjbr9sj",
     layout=(
-        "chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/; pneumonia files personN_bacteria_M.jpeg or "
-        "personN_virus_M.jpeg, normal files IM-XXXX-YYYY.jpeg or NORMAL2-IM-XXXX-YYYY.jpeg"
+        "chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/; Kaggle names pneumonia files personN_bacteria_M.jpeg or "
+        "personN_virus_M.jpeg and normal files IM-XXXX-YYYY.jpeg or NORMAL2-IM-XXXX-YYYY.jpeg; Mendeley's release "
+        "(train/ and test/ only) names them NORMAL|BACTERIA|VIRUS-<patient>-<n>.jpeg"
     ),
-    grouping="patient id from the file name (personN, IM-XXXX)",
-    expected_files={"Kaggle (train 5,216 / val 16 / test 624)": 5856},
+    grouping=(
+        "patient id from the file name (personN; IM-XXXX, with NORMAL2-IM-XXXX read as the same patient; Mendeley's "
+        "middle field)"
+    ),
+    expected_files={"Kaggle (train 5,216 / val 16 / test 624) or Mendeley (train 5,232 / test 624)": 5856},
     label_map={"finding": {"NORMAL": "normal", "bacteria": "bacterial_pneumonia", "virus": "viral_pneumonia"}},
+    notes=(
+        "Kaggle's val/ (16 images) is too small to validate on: it is training data, and validation is drawn from "
+        "training patients. The published test set is kept; training files of test patients are dropped."
+    ),
 )
 
 CC_CCII = SourceSpec(
@@ -91,10 +99,22 @@ CC_CCII = SourceSpec(
     license="CC-BY-3.0-CN",
     redistributable=True,
     homepage="http://ncov-ai.big.ac.cn/download",
-    layout="{NCP,CP,Normal}/<patient_id>/<scan_id>/<slice>.png|jpg, with unzip_filenames.csv",
-    grouping="patient id (a patient may have several scans)",
+    layout=(
+        "{NCP,CP,Normal}/<patient_id>/<scan_id>/<slice>.png|jpg (the unpacked CP-*, NCP-* (hosted as COVID19-*) "
+        "and Normal-* zips), beside unzip_filenames.csv (zip_file, label, patient_id, scan_id, n_slice), "
+        "lesions_slices.csv and metadata.csv"
+    ),
+    grouping=(
+        "patient id (a patient may have several scans); one id under two class folders is one group, since "
+        "nothing shows the ids are numbered per class"
+    ),
     expected_files={"full release (slices)": 617775},
     label_map={"finding": {"NCP": "novel_coronavirus_pneumonia", "CP": "common_pneumonia", "Normal": "normal"}},
+    notes=(
+        "Slices are the publisher's windowed images (window unknown); slice_index is the file's slice number. "
+        "unzip_filenames.csv rows whose scan is missing (NCP-13.zip is reported broken), filed under another class "
+        "or not n_slice slices are reported in the manifest."
+    ),
 )
 
 MOSMEDDATA = SourceSpec(
@@ -108,11 +128,48 @@ MOSMEDDATA = SourceSpec(
     license="CC-BY-NC-ND-3.0",
     redistributable=False,
     homepage="https://mosmed.ai/datasets/covid19_1110",
-    layout="studies/CT-0 ... CT-4/study_NNNN.nii.gz, one volume per patient",
+    layout=(
+        "studies/CT-0 ... CT-4/study_NNNN.nii.gz, one volume per patient; masks/study_NNNN_mask.nii.gz "
+        "(binary lesion masks of 50 CT-1 studies) and dataset_registry.xlsx beside them"
+    ),
     grouping="patient (one study each)",
     expected_files={"COVID19_1110": 1110},
     label_map={"severity": {"CT-0": "ct0", "CT-1": "ct1", "CT-2": "ct2", "CT-3": "ct3", "CT-4": "ct4"}},
-    notes="Non-commercial, no derivatives: builds locally as its own shards, left out of every push.",
+    notes=(
+        "Non-commercial, no derivatives: builds locally as its own shards, left out of every push. Each volume is "
+        "cut into axial slices stored as PNGs in the lung window (-600/1500 HU); slice_index is the slice's index "
+        "along the file's own slice axis."
+    ),
+)
+
+RADIOGRAPHIC_FINDINGS = (
+    "normal", "bacterial_pneumonia", "viral_pneumonia", "novel_coronavirus_pneumonia", "common_pneumonia",
+)
+CT_SEVERITIES = ("ct0", "ct1", "ct2", "ct3", "ct4")
+
+DICOM_SERIES = SourceSpec(
+    name="dicom_series",
+    title="Your own chest CT as DICOM series (user data)",
+    modality="ct",
+    citation=(
+        "@misc{dicom, author={{NEMA PS3 / ISO 12052}}, title={Digital Imaging and Communications in Medicine "
+        "(DICOM) Standard}, howpublished={\\url{https://www.dicomstandard.org/current}}}"
+    ),
+    license="user data (patient images: never pushed)",
+    redistributable=False,
+    homepage="https://www.dicomstandard.org/current",
+    layout=(
+        "<patient>/<study>/<series>/*.dcm under a root holding labels.csv with columns label and patient_id "
+        "and/or series_uid (a series row wins over its patient's); labels are the task's finding or severity names"
+    ),
+    grouping="patient (the top folder's name)",
+    label_map={"finding": {n: n for n in RADIOGRAPHIC_FINDINGS}, "severity": {n: n for n in CT_SEVERITIES}},
+    notes=(
+        "Each file is one slice, read with pydicom (compressed transfer syntaxes through pylibjpeg), turned into "
+        "Hounsfield units through its modality LUT and stored as a PNG in the lung window (-600/1500 HU); "
+        "slice_index is the rank along the slice normal (inferior to superior for axial series). User data builds "
+        "locally and is left out of every push."
+    ),
 )
 
 RSNA_BONE_AGE = SourceSpec(
@@ -402,10 +459,8 @@ register_task(TaskSpec(
     modalities=("xray", "ct"),
     problem_type="single_label_classification",
     labels=(
-        LabelSpec("finding", "class", (
-            "normal", "bacterial_pneumonia", "viral_pneumonia", "novel_coronavirus_pneumonia", "common_pneumonia",
-        )),
-        LabelSpec("severity", "class", ("ct0", "ct1", "ct2", "ct3", "ct4"), "MosMedData severity CT-0 .. CT-4"),
+        LabelSpec("finding", "class", RADIOGRAPHIC_FINDINGS),
+        LabelSpec("severity", "class", CT_SEVERITIES, "MosMedData severity CT-0 .. CT-4"),
     ),
     metrics=("accuracy", "macro_auroc"),
     grouping_key="patient (X-ray), the volume's patient (CT)",
@@ -416,7 +471,7 @@ register_task(TaskSpec(
         C("slice_index", "int32", "slice index within the volume"),
         C("window", "string", "the display window used, as 'center/width' in HU"),
     ),
-    sources=(KERMANY_CXR, CC_CCII, MOSMEDDATA),
+    sources=(KERMANY_CXR, CC_CCII, MOSMEDDATA, DICOM_SERIES),
 ))
 
 register_task(TaskSpec(

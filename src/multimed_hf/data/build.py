@@ -295,7 +295,7 @@ def build_config(
                 shards, desc=f"writing {builder.source}/{split}", unit="shard", disable=not progress,
             )):
                 path = source_dir / fp / f"{split}-{n:05d}-of-{len(shards):05d}.parquet"
-                encoded = [encode_row(s, builder.source, group_ids[id(s)], builder.root, features) for s in shard]
+                encoded = [encode_row(s, builder, group_ids[id(s)], features) for s in shard]
                 write_shard(encoded, features, path)
                 paths.append(path.relative_to(out_dir).as_posix())
             data_files[split] = paths

@@ -13,6 +13,7 @@ from datasets import Features
 
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.sample import Sample, SourceFileRef, sample_to_json
+from multimed_hf.data.source_builder import SourceBuilder
 
 __all__ = ["SHARD_BYTES", "fingerprint", "plan_shards", "write_shard", "encode_row"]
 
@@ -51,24 +52,30 @@ def plan_shards(samples: Sequence[Sample], shard_bytes: int = SHARD_BYTES) -> li
     return shards
 
 
-def _embed(value, root: Path, sample: Sample):
-    if isinstance(value, SourceFileRef):
-        data = (root / value.path).read_bytes()
-        if hashlib.sha256(data).hexdigest() != value.sha256:
-            raise BadSourceFile(f"{value.path}: file changed since it was validated; rebuild to re-validate it")
-        return {"bytes": data, "path": value.path}
-    return value
+def _embed(ref: SourceFileRef, builder: SourceBuilder) -> dict:
+    data = builder.read_ref(ref)
+    if hashlib.sha256(data).hexdigest() != ref.sha256:
+        raise BadSourceFile(f"{ref.path}: file changed since it was validated; rebuild to re-validate it")
+    return {"bytes": data, "path": ref.path}
 
 
-def encode_row(sample: Sample, source: str, group_id: str, root: Path, features: Features) -> dict:
+def encode_row(sample: Sample, builder: SourceBuilder, group_id: str, features: Features) -> dict:
     """The stored row: common columns, then the sample's fields with file references embedded."""
     row = {name: None for name in features}
-    row.update(sample_id=sample.sample_id, source=source, source_path=sample.source_path, group_id=group_id)
+    row.update(sample_id=sample.sample_id, source=builder.source, source_path=sample.source_path, group_id=group_id)
+    refs = {}
     for name, value in sample.fields.items():
         if name not in features:
-            raise ValueError(f"{source}: {sample.source_path}: field {name!r} is not a column of this config")
-        row[name] = _embed(value, root, sample)
-    return features.encode_example(row)
+            raise ValueError(f"{builder.source}: {sample.source_path}: field {name!r} is not a column of this config")
+        if isinstance(value, SourceFileRef):
+            refs[name] = value
+        else:
+            row[name] = value
+    encoded = features.encode_example(row)
+    # set after encoding: datasets' Image drops the bytes of a {bytes, path} whose path exists from the cwd
+    for name, ref in refs.items():
+        encoded[name] = _embed(ref, builder)
+    return encoded
 
 
 def write_shard(rows: list[dict], features: Features, path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import ClassVar, Iterable
 
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.images import is_blank, read_image_file
-from multimed_hf.data.sample import Sample
+from multimed_hf.data.sample import Sample, SourceFileRef
 from multimed_hf.tasks import SourceSpec, TaskSpec, get_task
 
 __all__ = ["SourceBuilder", "ImageFolderBuilder", "PathInfo", "PROVENANCE_FILE"]
@@ -61,6 +61,11 @@ class SourceBuilder:
     def read_file(self, relpath: str) -> list[Sample]:
         """Decode ``relpath`` fully and return its samples; raise ``BadSourceFile`` with the reason."""
         raise NotImplementedError
+
+    def read_ref(self, ref: SourceFileRef) -> bytes:
+        """The bytes a sample's file reference stands for (embedded when shards are written). By default the
+        file itself; a builder whose images are rendered (e.g. CT slices of a volume) renders them here."""
+        return (self.root / ref.path).read_bytes()
 
     def orphan_records(self, files: set[str]) -> list[tuple[str, str]]:
         """Records an index file names whose data file is absent among ``files``, as ``(where, reason)``

@@ -1,0 +1,110 @@
+"""A synthetic sample in MosMedData COVID19_1110's layout (``studies/CT-<k>/study_NNNN.nii.gz``, ``masks/``).
+
+The NIfTI headers and affines are nibabel's REAL test files' (``example4d.nii.gz``: an oblique LAS FSL header;
+``anatomical.nii``: an SPM header), with the data shape, type and scaling (stored value + intercept -1024 = HU)
+replaced; the content is synthetic: a chest with two lungs, ground-glass opacities covering about 0 / 15 / 35 /
+60 / 85 % of the lungs for CT-0 ... CT-4, and consolidation in CT-3 and CT-4. Includes a cut ``.nii.gz``, a
+4-D file, a volume with NaNs, one without its rescale intercept, a binary mask, and stray files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dataset_scripts.sample_sources._chest import chest_hu
+from dataset_scripts.sample_sources._draw import write_provenance
+
+__all__ = ["FOLDER", "make", "make_mosmeddata", "STUDIES", "INVOLVEMENT"]
+
+FOLDER = "COVID19_1110"
+
+#: Study numbers per class, inside the publisher's ranges (CT-0 0001-0254, CT-1 0255-0938, CT-2 0939-1063,
+#: CT-3 1064-1108, CT-4 1109-1110); chosen so that every split gets studies.
+STUDIES = {
+    "CT-0": (1, 17, 40),
+    "CT-1": (255, 256, 301),
+    "CT-2": (939, 940, 1003),
+    "CT-3": (1064, 1065, 1077),
+    "CT-4": (1109, 1110),
+}
+#: Fraction of the lungs with ground-glass opacity per class.
+INVOLVEMENT = {"CT-0": 0.0, "CT-1": 0.15, "CT-2": 0.35, "CT-3": 0.6, "CT-4": 0.85}
+
+SHAPE = (64, 64, 6)
+
+
+def _header(name: str, shape):
+    """A real nibabel test file's header (shape and type replaced) and affine."""
+    import nibabel as nib
+    from nibabel.testing import data_path
+
+    real = nib.load(Path(data_path) / name)
+    header = real.header.copy()
+    header.set_data_shape(shape)
+    header.set_data_dtype(np.int16)
+    return header, real.affine
+
+
+def _chest_hu(label: str, rng: np.random.Generator, shape=SHAPE) -> np.ndarray:
+    """A synthetic chest CT in Hounsfield units (x, y, z) with the class's share of ground glass."""
+    involved = INVOLVEMENT[label]
+    return chest_hu(shape, rng, ggo=involved, consolidation=involved / 3 if involved >= 0.5 else 0.0)
+
+
+def _save(path: Path, hu: np.ndarray, header_source: str, *, intercept=-1024.0) -> None:
+    import nibabel as nib
+
+    header, affine = _header(header_source, hu.shape)
+    stored = np.rint(hu - intercept).astype(np.int16)
+    image = nib.Nifti1Image(stored, affine, header)
+    image.header.set_slope_inter(1.0, intercept)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(image, path)
+
+
+def make_mosmeddata(root, *, seed=5, bad_files=True) -> Path:
+    """Write the sample under ``root`` and return it."""
+    import nibabel as nib
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for label, numbers in STUDIES.items():
+        for i, number in enumerate(numbers):
+            header_source = "anatomical.nii" if i == 1 else "example4d.nii.gz"
+            _save(root / "studies" / label / f"study_{number:04d}.nii.gz", _chest_hu(label, rng), header_source)
+    mask = (_chest_hu("CT-1", np.random.default_rng(seed)) > -600).astype(np.float32)
+    _save(root / "masks" / "study_0255_mask.nii.gz", mask, "example4d.nii.gz", intercept=0.0)
+    if bad_files:
+        # a study cut in half during download: the header reads, the voxels do not
+        whole = (root / "studies" / "CT-1" / "study_0255.nii.gz").read_bytes()
+        (root / "studies" / "CT-1" / "study_0302.nii.gz").write_bytes(whole[: len(whole) // 2])
+        # a 4-D file (two volumes) under a study name
+        header, affine = _header("example4d.nii.gz", (*SHAPE, 2))
+        stack = np.stack([_chest_hu("CT-2", rng), _chest_hu("CT-2", rng)], axis=-1)
+        four_d = nib.Nifti1Image(np.rint(stack).astype(np.int16), affine, header)
+        nib.save(four_d, root / "studies" / "CT-2" / "study_1004.nii.gz")
+        # a float volume with NaNs (a failed resampling)
+        header, affine = _header("example4d.nii.gz", SHAPE)
+        header.set_data_dtype(np.float32)
+        hu = _chest_hu("CT-0", rng)
+        hu[10:14, 10:14, 2] = np.nan
+        nib.save(nib.Nifti1Image(hu, affine, header), root / "studies" / "CT-0" / "study_0041.nii.gz")
+        # raw scanner values without the rescale intercept: 0..~1100 instead of HU
+        raw = _chest_hu("CT-3", rng) + 1024
+        _save(root / "studies" / "CT-3" / "study_1078.nii.gz", raw, "example4d.nii.gz", intercept=0.0)
+        # a severity folder the publisher never had, a renamed copy, and an OS file
+        _save(root / "studies" / "CT-5" / "study_1111.nii.gz", _chest_hu("CT-4", rng), "example4d.nii.gz")
+        copy = (root / "studies" / "CT-2" / "study_0939.nii.gz").read_bytes()
+        (root / "studies" / "CT-2" / "study_0939 (1).nii.gz").write_bytes(copy)
+        (root / "studies" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    write_provenance(
+        root,
+        "generated by dataset_scripts/sample_sources/mosmeddata.py: NIfTI headers and affines from nibabel's real "
+        "test files (example4d.nii.gz, anatomical.nii), synthetic chest content (not real CT)",
+    )
+    return root
+
+
+make = make_mosmeddata

@@ -1,0 +1,164 @@
+"""MosMedData COVID19_1110: ``studies/CT-0 ... CT-4/study_NNNN.nii.gz``, one chest CT volume per patient.
+
+Each volume is read fully with nibabel (a cut ``.nii.gz`` loads lazily and fails only when its voxels are read),
+checked (3-D, finite, Hounsfield units), turned to the patient's axes and cut into axial slices: one sample per
+slice, a PNG in the lung window, with its volume id, slice index (as stored in the file) and window.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+from typing import ClassVar, Mapping
+
+import numpy as np
+
+from multimed_hf.builders._ct import (
+    LUNG_WINDOW, RenderedSlices, Window, check_hounsfield, encode_png, rendered_ref, require,
+)
+from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.data.images import MIN_IMAGE_SIDE
+from multimed_hf.data.sample import Sample
+from multimed_hf.data.source_builder import SourceBuilder
+
+__all__ = ["MosMedDataBuilder", "AxialVolume", "load_axial_volume"]
+
+_STUDY = re.compile(r"^(study_\d+)\.nii(\.gz)?$")
+_MASK = re.compile(r"^(study_\d+)_mask\.nii(\.gz)?$")
+#: The publisher's own documents beside the data: read as index files, never as samples.
+_DOCUMENTS = re.compile(r"^(dataset_registry\.xlsx|README.*|LICENSE.*)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class AxialVolume:
+    """A volume in the patient's axes: ``hu[x, y, z]`` with x to the right, y anterior, z superior (RAS)."""
+
+    hu: np.ndarray
+    #: For each axial index z of ``hu``, the index of that slice along the file's own array axis.
+    stored_index: np.ndarray
+
+    def display(self, z: int, window: Window) -> np.ndarray:
+        """Slice ``z`` as a radiologist views it (anterior up, the patient's right on the left), windowed."""
+        return window.to_uint8(self.hu[:, :, z].T[::-1, ::-1])
+
+    def z_of(self, stored: int) -> int:
+        return int(np.nonzero(self.stored_index == stored)[0][0])
+
+
+def _read_nifti(path: Path, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """All voxels (scaled, float32) and the affine; ``BadSourceFile`` for anything unreadable or not 3-D."""
+    nib = require("nibabel", "MosMedData's NIfTI volumes")
+    from nibabel.filebasedimages import ImageFileError
+
+    try:
+        image = nib.load(path)
+        data = image.get_fdata(dtype=np.float32)  # reads (and decompresses) every voxel: a cut file fails here
+    except (ImageFileError, OSError, EOFError, ValueError, zlib.error) as err:
+        raise BadSourceFile(f"cannot read NIfTI {what}: {type(err).__name__}: {err}") from None
+    shape = data.shape
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise BadSourceFile(f"not a 3-D volume: the {what} has shape {shape}; one CT study per file expected")
+    if min(data.shape[:2]) < MIN_IMAGE_SIDE:
+        raise BadSourceFile(
+            f"slices too small: the {what}'s are {data.shape[0]}x{data.shape[1]} px, under {MIN_IMAGE_SIDE} px a side"
+        )
+    affine = np.asarray(image.affine, dtype=np.float64)
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise BadSourceFile(f"degenerate affine: the {what} has no orientation ({affine[:3].tolist()})")
+    return data, affine
+
+
+def load_axial_volume(path: Path) -> AxialVolume:
+    """Decode a CT volume fully, check it, and turn it to the patient's axes (``BadSourceFile`` if bad)."""
+    from nibabel.orientations import apply_orientation, io_orientation
+
+    data, affine = _read_nifti(path, "volume")
+    check_hounsfield(data, "volume")
+    ornt = io_orientation(affine)  # per array axis: (RAS axis it runs along, +1 / -1)
+    hu = apply_orientation(data, ornt)
+    axis = int(np.nonzero(ornt[:, 0] == 2)[0][0])  # the file's array axis that runs inferior-superior
+    n = data.shape[axis]
+    stored = np.arange(n) if ornt[axis, 1] > 0 else np.arange(n)[::-1]
+    return AxialVolume(np.ascontiguousarray(hu), stored.copy())
+
+
+@lru_cache(maxsize=1)
+def _cached_volume(path: str, size: int, mtime_ns: int) -> AxialVolume:
+    return load_axial_volume(Path(path))
+
+
+def _volume(path: Path) -> AxialVolume:
+    stat = path.stat()
+    return _cached_volume(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+class MosMedDataBuilder(RenderedSlices, SourceBuilder):
+    task = "radiographic_findings"
+    source = "mosmeddata"
+    #: The window every slice is rendered in (recorded per sample in the ``window`` column).
+    window: ClassVar[Window] = LUNG_WINDOW
+
+    def __init__(self, root):
+        require("nibabel", "MosMedData's NIfTI volumes")
+        super().__init__(root)
+
+    def render(self, file: Path, params: Mapping[str, str]) -> bytes:
+        """``studies/CT-1/study_0001.nii.gz#slice=7&window=-600,1500.png`` -> that slice's PNG."""
+        volume = _volume(file)
+        return encode_png(volume.display(volume.z_of(int(params["slice"])), Window.parse(params["window"])))
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        studies = root / "studies"
+        return studies.is_dir() and any(p.name in cls.spec().label_map["severity"] for p in studies.iterdir())
+
+    def read_file(self, relpath: str) -> list[Sample]:
+        parts = PurePosixPath(relpath).parts
+        if len(parts) == 1 and _DOCUMENTS.match(parts[0]):
+            return []  # the publisher's registry and read-me: no sample of their own
+        if len(parts) == 2 and parts[0] == "masks":
+            return self._read_mask(relpath)
+        if len(parts) != 3 or parts[0] != "studies":
+            raise BadSourceFile("stray file: expected studies/CT-<k>/study_NNNN.nii.gz or masks/study_NNNN_mask.nii.gz")
+        _, folder, name = parts
+        severity = self.canonical("severity", folder)
+        match = _STUDY.match(name)
+        if match is None:
+            raise BadSourceFile(f"file name {name!r} does not match study_NNNN.nii.gz")
+        study = match.group(1)
+        volume = _volume(self.root / relpath)
+        samples = []
+        for z in np.argsort(volume.stored_index):
+            stored = int(volume.stored_index[z])
+            grey = volume.display(int(z), self.window)
+            png = encode_png(grey)
+            ref = rendered_ref(relpath, png, slice=stored, window=self.window.token)
+            samples.append(Sample(
+                sample_id=f"{study}/{stored:04d}",
+                source_path=relpath,
+                fields={
+                    "image": ref, "modality": "ct", "finding": None, "severity": severity,
+                    "patient_id": study, "volume_id": study, "slice_index": stored, "window": str(self.window),
+                },
+                group_key=f"patient:{study}",
+                # identical rendered slices are duplicates, except flat ones (all air or padding) that say nothing
+                content_hash=None if grey.min() == grey.max() else ref.sha256,
+                # no perceptual hash: neighbouring slices are near duplicates by design (one group anyway), and
+                # across patients a 64-bit hash of chest slices would chain unrelated studies together
+            ))
+        return samples
+
+    def _read_mask(self, relpath: str) -> list[Sample]:
+        name = PurePosixPath(relpath).name
+        if _MASK.match(name) is None:
+            raise BadSourceFile(f"file name {name!r} does not match masks/study_NNNN_mask.nii.gz")
+        data, _ = _read_nifti(self.root / relpath, "mask")
+        values = np.unique(data)
+        if not np.isin(values, (0.0, 1.0)).all():
+            raise BadSourceFile(f"mask values {values[:8].tolist()}; expected a binary mask (0 and 1)")
+        return []  # the segmentation masks of 50 studies: checked, not a sample of this task

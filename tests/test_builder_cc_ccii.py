@@ -1,0 +1,121 @@
+"""CC-CCII CT slices: class folders, scans as volumes, patient groups, and the unzip_filenames.csv checks."""
+
+from collections import defaultdict
+
+import pytest
+from datasets import load_dataset
+
+from dataset_scripts.sample_sources import cc_ccii as sample
+from multimed_hf.api import build_dataset
+from multimed_hf.builders import detect_builder
+from multimed_hf.builders.cc_ccii import INDEX_FILE, CCCCIIBuilder
+from multimed_hf.data.features import task_features
+from multimed_hf.data.manifest import read_manifest
+from multimed_hf.data.source_builder import PROVENANCE_FILE
+from multimed_hf.tasks import get_task
+
+TASK = "radiographic_findings"
+FINDING = {"NCP": "novel_coronavirus_pneumonia", "CP": "common_pneumonia", "Normal": "normal"}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = sample.make(tmp_path_factory.mktemp("src") / sample.FOLDER)
+    out = tmp_path_factory.mktemp("out") / "multimed"
+    report = build_dataset(TASK, [root], out, progress=False)
+    ds = load_dataset(str(out), TASK, cache_dir=str(tmp_path_factory.mktemp("hf_cache")))
+    return root, out, report, ds
+
+
+def test_layout_is_detected(built):
+    root, *_ = built
+    assert isinstance(detect_builder(TASK, root), CCCCIIBuilder)
+
+
+def test_slices_carry_class_scan_and_slice_number(built):
+    _, _, report, ds = built
+    assert ds["train"].features == task_features(get_task(TASK))
+    assert {split: ds[split].num_rows for split in ds} == {k: v for k, v in report.splits.items() if v}
+    names = ds["train"].features["finding"].names
+    for split in ds:
+        for row in ds[split]:
+            folder, patient, scan, name = row["source_path"].split("/")
+            assert names[row["finding"]] == FINDING[folder] and row["severity"] is None
+            assert row["modality"] == "ct" and row["window"] is None  # the publisher's images: window unknown
+            assert row["patient_id"] == patient and row["volume_id"] == f"{folder}/{patient}/{scan}"
+            assert row["slice_index"] == int(name.split(".")[0])
+            image = row["image"]
+            image.load()
+            assert image.size == (64, 64)
+
+
+def test_patient_groups_span_scans_and_class_folders(built):
+    _, out, _, ds = built
+    splits_of = defaultdict(set)
+    for split in ds:
+        for group in ds[split]["group_id"]:
+            splits_of[group].add(split)
+    assert all(len(s) == 1 for s in splits_of.values()), "a group spans two splits"
+    assert len(splits_of) >= 3 and all(ds[split].num_rows for split in ("train", "validation", "test"))
+    entries = [e for e in read_manifest(out / TASK) if e.status == "kept" and e.sample_id]
+    two_scans = {e.group for e in entries if e.source_path.startswith(("NCP/2/1802/", "NCP/2/1803/"))}
+    assert two_scans == {"cc_ccii:patient:2"}
+    # patient id 7 under CP/ and Normal/: one group (the ids are not known to be per class)
+    assert {e.group for e in entries if e.source_path.split("/")[1] == "7"} == {"cc_ccii:patient:7"}
+
+
+def test_index_rows_checked_against_the_folders(built):
+    _, out, _, _ = built
+    by_path = {e.source_path: e for e in read_manifest(out / TASK)}
+    assert by_path[INDEX_FILE].status == "kept" and by_path["lesions_slices.csv"].status == "kept"
+    rows = {p: e.reason for p, e in by_path.items() if p.startswith(f"{INDEX_FILE}:row")}
+    assert rows == {
+        f"{INDEX_FILE}:row 4": "slice count mismatch: NCP/3/1804 holds 3 slice files, n_slice says 5 "
+                               "(the slices present are kept)",
+        f"{INDEX_FILE}:row 15": "label mismatch: scan 24/4005 is filed under Normal/, the index says CP",
+        f"{INDEX_FILE}:row 16": "missing scan: NCP/14/1806 (NCP-13.zip, 40 slices) has no slice files",
+    }
+    assert all(by_path[p].status == "rejected" for p in rows)
+    assert by_path["NCP/3/1804/0002.png"].status == "kept"  # a short scan keeps its slices
+
+
+def test_bad_files_and_label_conflict(built):
+    _, out, report, _ = built
+    by_path = {e.source_path: e for e in read_manifest(out / TASK)}
+    expected = {
+        "CP/5/3101/0002.png": "cannot decode image",  # cut in half
+        "CP/6/3102/0002.jpg": "empty file",
+        "NCP/1/1801/mask_0001.png": "slice file name 'mask_0001.png' is not <slice number>",
+        "Normal/8/4002/Thumbs.db": "stray file",
+        "NCP/2/notes.txt": "stray file",
+        "CP/9/3104/0002.png": "label conflict",  # an NCP slice copied into a CP scan
+        "NCP/3/1804/0001.png": "label conflict",
+    }
+    for path, reason in expected.items():
+        assert by_path[path].status == "rejected" and by_path[path].reason.startswith(reason), by_path[path]
+    files = {p for p in by_path if ":row" not in p}
+    assert {p for p in files if by_path[p].status == "rejected"} == set(expected)
+    assert report.duplicates["label conflicts rejected"] == 2
+
+
+def test_counts_reconcile_and_every_file_is_listed(built):
+    root, out, report, _ = built
+    entries = read_manifest(out / TASK)
+    counts = report.sources[0].counts
+    assert sum(counts.values()) == len(entries) and counts["rejected"] == 7 + 3 and counts["dropped"] == 0
+    on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != PROVENANCE_FILE}
+    assert {e.source_path for e in entries if ":row" not in e.source_path} == on_disk
+
+
+def test_a_malformed_index_is_rejected_and_checks_nothing(tmp_path):
+    root = sample.make(tmp_path / sample.FOLDER, bad_files=False)
+    (root / INDEX_FILE).write_text("zip_file,label,patient_id,scan_id\nNCP-1.zip,NCP,1,1801\n")
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    by_path = {e.source_path: e for e in report.entries}
+    assert by_path[INDEX_FILE].status == "rejected"
+    assert by_path[INDEX_FILE].reason == (
+        "unzip_filenames.csv lacks the column(s) ['n_slice']; "
+        "its header is ['zip_file', 'label', 'patient_id', 'scan_id']"
+    )
+    assert not [p for p in by_path if ":row" in p]
+    assert report.counts["rejected"] == 1

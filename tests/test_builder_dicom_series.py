@@ -1,0 +1,148 @@
+"""User DICOM CT series: Hounsfield units through the modality LUT, labels.csv, slice order, rejected DICOMs."""
+
+import io
+from collections import defaultdict
+
+import numpy as np
+import pydicom
+import pytest
+from datasets import load_dataset
+from PIL import Image
+from pydicom.pixels import apply_modality_lut
+
+from dataset_scripts.sample_sources import dicom_series as sample
+from multimed_hf.api import build_dataset
+from multimed_hf.builders import detect_builder
+from multimed_hf.builders._ct import LUNG_WINDOW
+from multimed_hf.builders.dicom_series import LABELS_FILE, DicomSeriesBuilder
+from multimed_hf.data.features import task_features
+from multimed_hf.data.manifest import read_manifest
+from multimed_hf.data.source_builder import PROVENANCE_FILE
+from multimed_hf.tasks import get_task
+
+TASK = "radiographic_findings"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = sample.make(tmp_path_factory.mktemp("src") / sample.FOLDER)
+    out = tmp_path_factory.mktemp("out") / "multimed"
+    report = build_dataset(TASK, [root], out, progress=False)
+    ds = load_dataset(str(out), TASK, cache_dir=str(tmp_path_factory.mktemp("hf_cache")))
+    return root, out, report, ds
+
+
+def _rows(ds):
+    return [row for split in ds for row in ds[split]]
+
+
+def test_layout_is_detected(built):
+    root, *_ = built
+    assert isinstance(detect_builder(TASK, root), DicomSeriesBuilder)
+
+
+def test_labels_from_patients_and_series(built):
+    _, _, report, ds = built
+    assert ds["train"].features == task_features(get_task(TASK))
+    assert {split: ds[split].num_rows for split in ds} == {k: v for k, v in report.splits.items() if v}
+    findings, severities = ds["train"].features["finding"].names, ds["train"].features["severity"].names
+    labels = {}
+    for row in _rows(ds):
+        finding = findings[row["finding"]] if row["finding"] is not None else None
+        severity = severities[row["severity"]] if row["severity"] is not None else None
+        labels.setdefault("/".join(row["source_path"].split("/")[:2]), set()).add((finding, severity))
+    assert labels == {
+        "PAT001/ST01": {("normal", None)},
+        "PAT002/ST01": {("novel_coronavirus_pneumonia", None)},
+        "PAT003/ST01": {("common_pneumonia", None)},
+        "PAT004/ST01": {(None, "ct2")},  # its series row wins over its patient row
+        "PAT004/ST02": {(None, "ct1")},
+        "PAT008/ST01": {("novel_coronavirus_pneumonia", None)},
+        "PAT009/ST01": {("viral_pneumonia", None)},
+    }
+
+
+def test_volume_slice_order_and_window(built):
+    root, _, _, ds = built
+    for row in _rows(ds):
+        ds_file = pydicom.dcmread(root / row["source_path"], stop_before_pixels=True)
+        assert row["volume_id"] == ds_file.SeriesInstanceUID and row["patient_id"] == ds_file.PatientID
+        # files are numbered top down; the index runs along the slice normal, bottom up
+        assert row["slice_index"] == sample.SLICES - ds_file.InstanceNumber
+        assert row["window"] == "-600/1500" and row["modality"] == "ct"
+
+
+@pytest.mark.parametrize("path", [
+    "PAT001/ST01/SE01/IM0002.dcm",  # Explicit VR Little Endian
+    "PAT002/ST01/SE01/IM0002.dcm",  # RLE Lossless
+    "PAT003/ST01/SE01/IM0002.dcm",  # JPEG 2000 Lossless, through pylibjpeg
+])
+def test_pixels_are_hounsfield_units_in_the_lung_window(built, path):
+    root, _, _, ds = built
+    row = next(r for r in _rows(ds) if r["source_path"] == path)
+    dataset = pydicom.dcmread(root / path)
+    hu = apply_modality_lut(dataset.pixel_array, dataset)
+    assert hu.min() < -900  # air: the intercept -1024 was applied
+    assert np.array_equal(np.asarray(row["image"]), LUNG_WINDOW.to_uint8(hu))
+
+
+def test_groups_never_span_splits(built):
+    _, _, _, ds = built
+    splits_of = defaultdict(set)
+    for split in ds:
+        for group in ds[split]["group_id"]:
+            splits_of[group].add(split)
+    assert all(len(s) == 1 for s in splits_of.values())
+    assert splits_of["dicom_series:patient:PAT004"] and all(ds[s].num_rows for s in ("train", "validation", "test"))
+
+
+def test_bad_files_and_labels(built):
+    _, out, _, _ = built
+    by_path = {e.source_path: e for e in read_manifest(out / TASK)}
+    expected = {
+        "PAT001/ST01/SE01/IM0005.dcm": "no pixel data: a RT Plan Storage object (modality RTPLAN)",
+        "PAT002/ST01/SE01/IM0005.dcm": "unsupported transfer syntax: MPEG2 Main Profile / Main Level",
+        "PAT003/ST01/SE01/IM0005.dcm": "cannot decode pixel data: ValueError: The number of bytes",  # MR_truncated
+        "PAT009/ST01/SE02/IM0005.dcm": "cannot decode pixel data",  # a CT slice cut in half
+        "PAT009/ST01/SE02/IM0006.dcm": "not a readable DICOM file: InvalidDicomError",
+        "PAT008/ST01/SE01/IM0005.dcm": "modality 'MR'",
+        "PAT001/ST01/SE01/notes.txt": "stray file",
+        "labels.csv:row 9": "missing patient: 'PAT006'",
+        **{f"PAT005/ST01/SE01/IM000{n}.dcm": "no label: neither series" for n in range(1, 5)},
+        **{f"PAT007/ST01/SE01/IM000{n}.dcm": "no label: labels.csv row 8 says 'pneumonia'" for n in range(1, 5)},
+    }
+    for path, reason in expected.items():
+        assert by_path[path].status == "rejected" and by_path[path].reason.startswith(reason), by_path[path]
+    assert {p for p, e in by_path.items() if e.status == "rejected"} == set(expected)
+    assert by_path[LABELS_FILE].status == "kept"
+
+
+def test_counts_reconcile_and_every_file_is_listed(built):
+    root, out, report, _ = built
+    entries = read_manifest(out / TASK)
+    counts = report.sources[0].counts
+    assert sum(counts.values()) == len(entries) and counts["rejected"] == 16 and counts["dropped"] == 0
+    on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != PROVENANCE_FILE}
+    assert {e.source_path for e in entries if ":row" not in e.source_path} == on_disk
+
+
+def test_editing_labels_csv_revalidates(tmp_path):
+    root = sample.make(tmp_path / sample.FOLDER, bad_files=False)
+    out = tmp_path / "multimed"
+    before = build_dataset(TASK, [root], out, progress=False)
+    labels = root / LABELS_FILE
+    labels.write_text(labels.read_text().replace("PAT001,,normal", "PAT001,,ct0"))
+    after = build_dataset(TASK, [root], out, progress=False)
+    assert after.sources[0].fingerprint != before.sources[0].fingerprint
+    ds = load_dataset(str(out), TASK, cache_dir=str(tmp_path / "hf_cache"))
+    severity = {r["severity"] for r in _rows(ds) if r["patient_id"] == "PAT001"}
+    assert severity == {ds["train"].features["severity"].names.index("ct0")}
+
+
+def test_a_rendered_slice_reads_back_byte_for_byte(built):
+    root, *_ = built
+    builder = DicomSeriesBuilder(root)
+    ref = builder.read_file("PAT003/ST01/SE01/IM0001.dcm")[0].fields["image"]
+    assert ref.path == "PAT003/ST01/SE01/IM0001.dcm#window=-600,1500.png"
+    data = builder.read_ref(ref)
+    assert len(data) == ref.size and Image.open(io.BytesIO(data)).format == "PNG"

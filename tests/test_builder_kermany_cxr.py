@@ -1,0 +1,121 @@
+"""Kermany pediatric chest X-rays: labels and patients from file names, val/ as training, the leaked patient."""
+
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from datasets import load_dataset
+
+from dataset_scripts.sample_sources import kermany_cxr as sample
+from multimed_hf.api import build_dataset
+from multimed_hf.builders import detect_builder
+from multimed_hf.builders.kermany_cxr import KermanyCXRBuilder
+from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.data.features import task_features
+from multimed_hf.data.manifest import read_manifest
+from multimed_hf.data.source_builder import PROVENANCE_FILE
+from multimed_hf.tasks import get_task
+
+TASK = "radiographic_findings"
+FINDING = {"normal": "normal", "bacteria": "bacterial_pneumonia", "virus": "viral_pneumonia"}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = sample.make(tmp_path_factory.mktemp("src") / sample.FOLDER)
+    out = tmp_path_factory.mktemp("out") / "multimed"
+    report = build_dataset(TASK, [root], out, progress=False)
+    ds = load_dataset(str(out), TASK, cache_dir=str(tmp_path_factory.mktemp("hf_cache")))
+    return root, out, report, ds
+
+
+def test_layout_is_detected(built):
+    root, *_ = built
+    assert isinstance(detect_builder(TASK, root), KermanyCXRBuilder)
+
+
+def test_features_labels_and_patients(built):
+    _, _, report, ds = built
+    assert ds["train"].features == task_features(get_task(TASK))
+    assert {split: ds[split].num_rows for split in ds} == {k: v for k, v in report.splits.items() if v}
+    names = ds["train"].features["finding"].names
+    drawn = {name: label for folders in sample.FILES.values() for files in folders.values() for name, label in files}
+    for split in ds:
+        for row in ds[split]:
+            name = Path(row["source_path"]).name
+            assert names[row["finding"]] == FINDING[drawn[name]]
+            assert row["severity"] is None and row["modality"] == "xray" and row["window"] is None
+            patient = name.split("_")[0] if name.startswith("person") else "IM-" + name.split("-")[-2]
+            assert row["patient_id"] == patient
+            row["image"].load()
+
+
+def test_val_is_training_data_and_test_stays_test(built):
+    _, out, _, _ = built
+    entries = [e for e in read_manifest(out / TASK) if e.status == "kept" and e.sample_id]
+    assert {e.split for e in entries if e.source_path.startswith("val/")} <= {"train", "validation"}
+    assert {e.split for e in entries if e.source_path.startswith("test/")} == {"test"}
+    assert all(e.source_path.startswith("test/") for e in entries if e.split == "test")
+    assert any(e.split == "validation" for e in entries), "validation is drawn from training patients"
+
+
+def test_groups_never_span_splits(built):
+    _, out, _, ds = built
+    splits_of = defaultdict(set)
+    for split in ds:
+        for group in ds[split]["group_id"]:
+            splits_of[group].add(split)
+    assert all(len(s) == 1 for s in splits_of.values())
+    by_path = {e.source_path: e for e in read_manifest(out / TASK)}
+    assert by_path["train/NORMAL/IM-0125-0001.jpeg"].group == by_path["train/NORMAL/IM-0125-0002.jpeg"].group
+    assert by_path["train/NORMAL/NORMAL2-IM-0427-0001.jpeg"].group == "kermany_cxr:patient:IM-0427"
+
+
+def test_leaked_test_patient_and_bad_files(built):
+    _, out, _, _ = built
+    by_path = {e.source_path: e for e in read_manifest(out / TASK)}
+    for name in ("person101_bacteria_480.jpeg", "person101_bacteria_481.jpeg"):
+        entry = by_path[f"train/PNEUMONIA/{name}"]
+        assert entry.status == "dropped" and entry.reason.startswith("leak repair"), entry
+    assert by_path["test/PNEUMONIA/person101_bacteria_484.jpeg"].split == "test"
+    expected = {
+        "train/NORMAL/person30_virus_69.jpeg": "file name says 'virus', its folder says 'NORMAL'",
+        "train/PNEUMONIA/pneumonia_case_12.jpeg": "file name 'pneumonia_case_12.jpeg' matches neither",
+        "train/PNEUMONIA/person31_bacteria_70.jpeg": "cannot decode image",  # cut in half
+        "train/PNEUMONIA/person32_bacteria_71.jpeg": "empty file",
+        "train/PNEUMONIA/person33_bacteria_72.jpeg": "cannot decode image",  # text named .jpeg
+        "chest_xray/train/NORMAL/IM-0115-0001.jpeg": "stray file: chest_xray/ inside chest_xray/",
+        "__MACOSX/train/NORMAL/._IM-0115-0001.jpeg": "stray file: __MACOSX/",
+        "train/.DS_Store": "stray file",
+    }
+    for path, reason in expected.items():
+        assert by_path[path].status == "rejected" and by_path[path].reason.startswith(reason), by_path[path]
+    assert {p for p, e in by_path.items() if e.status == "rejected"} == set(expected)
+
+
+def test_counts_reconcile_and_every_file_is_listed(built):
+    root, out, report, _ = built
+    entries = read_manifest(out / TASK)
+    counts = report.sources[0].counts
+    assert sum(counts.values()) == len(entries)
+    assert counts["dropped"] == 2 and counts["rejected"] == 8
+    files = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != PROVENANCE_FILE}
+    assert {e.source_path for e in entries} == files
+
+
+@pytest.mark.parametrize("path, label, patient", [
+    ("train/NORMAL/NORMAL-1049278-0001.jpeg", "NORMAL", "1049278"),
+    ("test/PNEUMONIA/BACTERIA-1008087-0001.jpeg", "bacteria", "1008087"),
+    ("train/PNEUMONIA/VIRUS-1001471-0002.jpeg", "virus", "1001471"),
+    ("train/PNEUMONIA/person1946_bacteria_4874.jpeg", "bacteria", "person1946"),
+    ("test/NORMAL/NORMAL2-IM-0007-0001.jpeg", "NORMAL", "IM-0007"),
+])
+def test_both_releases_namings(tmp_path, path, label, patient):
+    info = KermanyCXRBuilder(tmp_path).parse_path(path)
+    assert info.labels == {"finding": label} and info.group_key == f"patient:{patient}"
+    assert info.published_split == ("test" if path.startswith("test/") else "train")
+
+
+def test_name_and_folder_must_agree(tmp_path):
+    with pytest.raises(BadSourceFile, match="file name says 'NORMAL', its folder says 'PNEUMONIA'"):
+        KermanyCXRBuilder(tmp_path).parse_path("train/PNEUMONIA/NORMAL-1049278-0001.jpeg")

@@ -1,0 +1,194 @@
+"""MosMedData NIfTI volumes: decoded fully, oriented, cut into lung-window PNG slices; bad volumes rejected."""
+
+import io
+from collections import defaultdict
+
+import nibabel as nib
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from datasets import load_dataset
+from PIL import Image
+
+from dataset_scripts.sample_sources import mosmeddata as sample
+from multimed_hf.api import build_dataset
+from multimed_hf.builders import detect_builder
+from multimed_hf.builders._ct import LUNG_WINDOW, Window
+from multimed_hf.builders.mosmeddata import MosMedDataBuilder, load_axial_volume
+from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.data.features import task_features
+from multimed_hf.data.manifest import read_manifest
+from multimed_hf.data.sample import SourceFileRef
+from multimed_hf.data.push import left_out_sources
+from multimed_hf.data.source_builder import PROVENANCE_FILE
+from multimed_hf.tasks import get_task
+
+TASK = "radiographic_findings"
+SLICES = sample.SHAPE[2]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = sample.make(tmp_path_factory.mktemp("src") / sample.FOLDER)
+    out = tmp_path_factory.mktemp("out") / "multimed"
+    report = build_dataset(TASK, [root], out, progress=False)
+    ds = load_dataset(str(out), TASK, cache_dir=str(tmp_path_factory.mktemp("hf_cache")))
+    return root, out, report, ds
+
+
+def test_layout_is_detected(built):
+    root, *_ = built
+    assert isinstance(detect_builder(TASK, root), MosMedDataBuilder)
+
+
+def test_every_good_study_becomes_its_slices(built):
+    _, _, report, ds = built
+    assert ds["train"].features == task_features(get_task(TASK))
+    assert {split: ds[split].num_rows for split in ds} == {k: v for k, v in report.splits.items() if v}
+    severities = ds["train"].features["severity"].names
+    slices = defaultdict(list)
+    for split in ds:
+        for row in ds[split]:
+            folder, name = row["source_path"].split("/")[1:]
+            study = name.split(".")[0]
+            assert severities[row["severity"]] == "ct" + folder[-1] and row["finding"] is None
+            assert row["modality"] == "ct" and row["window"] == "-600/1500" == str(LUNG_WINDOW)
+            assert row["patient_id"] == row["volume_id"] == study and row["group_id"] == f"mosmeddata:patient:{study}"
+            assert row["image"].size == sample.SHAPE[:2] and row["image"].mode == "L"
+            slices[study].append(row["slice_index"])
+    expected = {f"study_{n:04d}" for numbers in sample.STUDIES.values() for n in numbers}
+    assert set(slices) == expected
+    assert all(sorted(v) == list(range(SLICES)) for v in slices.values())
+
+
+def test_severity_shows_in_the_slices(built):
+    _, _, _, ds = built
+    grey = defaultdict(list)
+    for split in ds:
+        for row in ds[split]:
+            grey[row["severity"]].append(np.asarray(row["image"], dtype=float).mean())
+    means = [np.mean(grey[k]) for k in sorted(grey)]
+    assert means == sorted(means), f"ground glass should brighten the lungs with severity: {means}"
+
+
+def test_shards_hold_the_png_bytes_under_a_relative_name(built):
+    root, out, _, _ = built
+    shard = next((out / TASK / "mosmeddata").rglob("train-*.parquet"))
+    cell = pq.read_table(shard).column("image")[0].as_py()
+    assert cell["path"].startswith("studies/CT-") and "#slice=" in cell["path"] and cell["path"].endswith(".png")
+    assert cell["bytes"][:8] == b"\x89PNG\r\n\x1a\n" and str(root) not in cell["path"]
+
+
+def test_groups_never_span_splits(built):
+    _, _, _, ds = built
+    splits_of = defaultdict(set)
+    for split in ds:
+        for group in ds[split]["group_id"]:
+            splits_of[group].add(split)
+    assert all(len(s) == 1 for s in splits_of.values())
+    assert all(ds[split].num_rows for split in ("train", "validation", "test"))
+
+
+def test_bad_volumes_and_files(built):
+    _, out, _, _ = built
+    by_path = {}
+    for e in read_manifest(out / TASK):
+        by_path.setdefault(e.source_path, e)
+    expected = {
+        "studies/CT-1/study_0302.nii.gz": "cannot read NIfTI volume: EOFError",  # cut in half
+        "studies/CT-2/study_1004.nii.gz": "not a 3-D volume: the volume has shape (64, 64, 6, 2)",
+        "studies/CT-0/study_0041.nii.gz": "non-finite values: 16 of the 24576 values",
+        "studies/CT-3/study_1078.nii.gz": "not Hounsfield units",
+        "studies/CT-5/study_1111.nii.gz": "label 'CT-5' is not one of this source's severity names",
+        "studies/CT-2/study_0939 (1).nii.gz": "file name 'study_0939 (1).nii.gz' does not match",
+        "studies/.DS_Store": "stray file",
+    }
+    for path, reason in expected.items():
+        assert by_path[path].status == "rejected" and by_path[path].reason.startswith(reason), by_path[path]
+    assert {p for p, e in by_path.items() if e.status == "rejected"} == set(expected)
+    mask = by_path["masks/study_0255_mask.nii.gz"]
+    assert mask.status == "kept" and mask.sample_id is None
+
+
+def test_counts_reconcile_and_every_file_is_listed(built):
+    root, out, report, _ = built
+    entries = read_manifest(out / TASK)
+    counts = report.sources[0].counts
+    assert sum(counts.values()) == len(entries) and counts["rejected"] == 7 and counts["dropped"] == 0
+    good_studies = sum(len(v) for v in sample.STUDIES.values())
+    assert counts["kept"] == good_studies * SLICES + 1  # + the mask, an index file
+    on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != PROVENANCE_FILE}
+    assert {e.source_path for e in entries} == on_disk
+
+
+def test_not_redistributable_so_left_out_of_a_push(built):
+    _, out, _, _ = built
+    assert "CC-BY-NC-ND" in left_out_sources(out)["mosmeddata"]
+
+
+def test_rebuild_from_the_cache_and_in_worker_processes_gives_the_same_shards(built, tmp_path):
+    root, out, report, _ = built
+    again = build_dataset(TASK, [root], out, progress=False)  # cached samples: slices re-rendered at write time
+    assert again.sources[0].fingerprint == report.sources[0].fingerprint and again.counts == report.counts
+    workers = build_dataset(TASK, [root], tmp_path / "multimed", progress=False, num_proc=2)
+    assert workers.sources[0].fingerprint == report.sources[0].fingerprint
+
+
+def _save(path, data, affine):
+    nib.save(nib.Nifti1Image(data.astype(np.int16), affine), path)
+    return path
+
+
+@pytest.mark.parametrize("stored_as", ["RAS", "LPS", "z flipped", "x and y swapped"])
+def test_slices_are_shown_as_a_radiologist_views_them(tmp_path, stored_as):
+    # a marker at the patient's right-anterior corner of axial slice 1 (in RAS voxel order: x max, y max)
+    ras = np.full((10, 12, 4), -1000, dtype=np.int16)
+    ras[9, 11, 1] = 500
+    data, affine, stored_slice = {
+        "RAS": (ras, np.diag([1.0, 1.0, 1.0, 1.0]), 1),
+        "LPS": (ras[::-1, ::-1, :], np.diag([-1.0, -1.0, 1.0, 1.0]), 1),
+        "z flipped": (ras[:, :, ::-1], np.diag([1.0, 1.0, -1.0, 1.0]), 2),
+        "x and y swapped": (ras.transpose(1, 0, 2), np.eye(4)[[1, 0, 2, 3]], 1),
+    }[stored_as]
+    volume = load_axial_volume(_save(tmp_path / "v.nii.gz", data, affine))
+    shown = volume.display(volume.z_of(stored_slice), LUNG_WINDOW)
+    assert shown.shape == (12, 10)  # rows run anterior -> posterior, columns the patient's right -> left
+    assert shown[0, 0] == 255 and (shown > 200).sum() == 1
+
+
+def test_a_render_reads_back_the_validated_bytes(built):
+    root, *_ = built
+    builder = MosMedDataBuilder(root)
+    sample_ = builder.read_file("studies/CT-4/study_1109.nii.gz")[3]
+    ref = sample_.fields["image"]
+    data = builder.read_ref(ref)
+    assert len(data) == ref.size
+    shown = load_axial_volume(root / sample_.source_path).display(3, LUNG_WINDOW)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), shown)
+
+
+def test_publisher_documents_are_index_files_and_odd_names_plain_paths(built):
+    root, *_ = built
+    builder = MosMedDataBuilder(root)
+    assert builder.read_file("dataset_registry.xlsx") == [] and builder.read_file("README_EN.pdf") == []
+    (root / "notes#1.png").write_bytes(b"a publisher file whose name holds a '#'")
+    ref = SourceFileRef(path="notes#1.png", sha256="", size=0)
+    assert builder.read_ref(ref) == (root / "notes#1.png").read_bytes()  # not a rendered slice: a plain file
+    (root / "notes#1.png").unlink()
+
+
+def test_windows():
+    assert Window.parse("-600/1500") == Window.parse("-600,1500") == LUNG_WINDOW
+    assert LUNG_WINDOW.to_uint8(np.array([-2000, -1350, -600, 150, 3000])).tolist() == [0, 0, 128, 255, 255]
+    with pytest.raises(ValueError, match="expected a positive width"):
+        Window(40, 0)
+
+
+def test_a_degenerate_affine_is_rejected(tmp_path):
+    path = _save(tmp_path / "flat.nii", np.full((10, 10, 3), -1000), np.eye(4))
+    header = bytearray(path.read_bytes())
+    header[252:256] = np.array([0, 1], dtype="<i2").tobytes()  # qform_code 0, sform_code 1
+    header[280:328] = bytes(48)  # srow_x, srow_y, srow_z: all zero
+    path.write_bytes(bytes(header))
+    with pytest.raises(BadSourceFile, match="degenerate affine"):
+        load_axial_volume(path)
