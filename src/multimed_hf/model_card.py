@@ -1,0 +1,124 @@
+"""The model card MultiMedModel.push_to_hub writes: tasks, modalities, encoders, fusion, training data and metrics."""
+
+from huggingface_hub import ModelCard, ModelCardData
+
+__all__ = ["build_model_card"]
+
+_EQUATION = {"early": "eq. 2", "intermediate": "eqs. 3 and 6", "late": "eq. 4"}
+_OPEN_VQA = (
+    "Closed answers are classified over the answer vocabulary the head was built with. Open answers are handled as "
+    "retrieval over that same vocabulary: the head scores every answer seen when it was built, so an answer outside "
+    "it cannot be produced. Free-text generation is not part of this model."
+)
+
+
+def _encoder_row(modality: str, spec: dict) -> str:
+    kind = spec["kind"]
+    if kind == "auto":
+        cfg = spec.get("config") or {}
+        if cfg.get("model_type") == "timm_wrapper":
+            arch = f"timm `{cfg.get('architecture')}` (transformers' timm wrapper)"
+        else:
+            arch = f"transformers `{cfg.get('model_type', 'from the Hub id')}`"
+        weights = f"`{spec['pretrained']}`" if spec.get("pretrained") else "random init"
+        return f"| {modality} | {arch} | {weights} | {spec.get('pooling', 'auto')} |"
+    if kind == "shared":
+        return f"| {modality} | shares the encoder of `{spec['with']}` | - | - |"
+    args = ", ".join(f"{k}={v}" for k, v in sorted(spec.get("config", {}).items()))
+    return f"| {modality} | multimed_hf `{kind}` ({args}) | random init | - |"
+
+
+def _output_text(out: dict) -> str:
+    kind = out["kind"]
+    if kind in ("class", "multilabel"):
+        what = "answer vocabulary" if out.get("from_text") else "classes"
+        return f"`{out['name']}`: {kind}, {len(out['names'])} {what}"
+    if kind == "regression":
+        return f"`{out['name']}`: regression"
+    return f"`{out['name']}`: C-alpha coordinates (from `{out['residue_modality']}` residues)"
+
+
+def build_model_card(config, repo_id: str | None = None, training_data=None, metrics: dict | None = None,
+                     tags: list[str] | None = None) -> ModelCard:
+    """A Hub model card for a MultiMedModel's config.
+
+    Args:
+        repo_id: where the model goes, for the usage snippet.
+        training_data: what it was trained on: dataset ids (``"ORG/multimed"``), or dicts with ``name`` and any of
+            ``config``, ``split``, ``num_rows``.
+        metrics: ``{task: {metric: value}}`` measured on held-out data; listed as given.
+    """
+    data = [d if isinstance(d, dict) else {"name": str(d)} for d in (training_data or [])]
+    metrics = metrics or {}
+    card_data = ModelCardData(
+        library_name="transformers",
+        tags=sorted({"multimed", "medical", "multimodal", "multitask", "custom_code", *(tags or [])}),
+        datasets=sorted({d["name"] for d in data}) or None,
+        metrics=sorted({name for values in metrics.values() for name in values}) or None,
+        base_model=sorted({s["pretrained"] for s in config.encoders.values()
+                           if s["kind"] == "auto" and s.get("pretrained")}) or None,
+    )
+    lines = [
+        f"# {repo_id or 'MultiMed model'}",
+        "",
+        "A multimodal, multitask model for the MultiMed benchmark (Mo & Liang, 2024, *MultiMed: Massively "
+        "Multimodal and Multitask Medical Understanding*), built with `multimed_hf`: per-modality encoders, "
+        "projections to a shared size, fusion over the modalities each sample has, one head per task.",
+        "",
+        "## Tasks",
+        "",
+        "| task | modalities | outputs |",
+        "|---|---|---|",
+    ]
+    for task, head in config.heads.items():
+        outputs = "; ".join(_output_text(o) for o in head["outputs"])
+        lines.append(f"| {task} | {', '.join(head['modalities'])} | {outputs} |")
+    lines += ["", "## Modalities and encoders", "", "| modality | encoder | weights | pooling |", "|---|---|---|---|"]
+    lines += [_encoder_row(m, s) for m, s in config.encoders.items()]
+    lines += [
+        "",
+        "## Fusion",
+        "",
+        f"{config.fusion.capitalize()} fusion ({_EQUATION[config.fusion]} of the paper), `{config.fusion_method}`; "
+        f"shared size {config.hidden_size}. A per-sample presence mask flows through the fusion: a modality a "
+        f"sample lacks is not encoded and contributes nothing."
+        + (f" Modality dropout in training: {config.modality_dropout}." if config.modality_dropout else ""),
+        "",
+        "Loss per batch (eq. 5): the sum over the task's label columns of each column's loss (labels -100 / NaN "
+        "ignored), times lambda_t (`fused`)"
+        + (", plus each modality's own prediction's loss times lambda_(t,m)." if config.fusion == "late" else "."),
+    ]
+    if config.loss_weights:
+        lines += ["", "| task | weights |", "|---|---|"]
+        lines += [f"| {t} | {', '.join(f'{k}={v}' for k, v in w.items())} |" for t, w in config.loss_weights.items()]
+    if any(o.get("from_text") for h in config.heads.values() for o in h["outputs"]):
+        lines += ["", "## Free-text labels", "", _OPEN_VQA]
+    lines += ["", "## Training data", ""]
+    if data:
+        for d in data:
+            extra = ", ".join(f"{k}: {v}" for k, v in d.items() if k != "name")
+            lines.append(f"- `{d['name']}`" + (f" ({extra})" if extra else ""))
+    else:
+        lines.append("Not recorded: this checkpoint was saved without training-data information.")
+    lines += ["", "## Metrics", ""]
+    if metrics:
+        lines += ["| task | metric | value |", "|---|---|---|"]
+        for task, values in metrics.items():
+            lines += [f"| {task} | {name} | {value:.4g} |" if isinstance(value, float) else
+                      f"| {task} | {name} | {value} |" for name, value in values.items()]
+    else:
+        lines.append("Not evaluated: no metrics were given when this card was written.")
+    lines += [
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "from transformers import AutoModel",
+        "",
+        f"model = AutoModel.from_pretrained({(repo_id or 'PATH')!r}, trust_remote_code=True)",
+        "out = model(task=..., inputs={modality: tensors}, presence={modality: bool_mask})",
+        "```",
+        "",
+        "The batch layout is `multimed_hf`'s MODEL_INPUTS contract; `MultiMedProcessor` produces it.",
+    ]
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")

@@ -1,0 +1,472 @@
+"""MultiMedModel: per-modality encoders -> projections -> fusion over presence masks -> task heads (paper eqs. 2-7)."""
+
+import copy
+import difflib
+import os
+import tempfile
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .blocks import TransformerBlock, masked_mean, scatter_rows
+from .configuration_multimed import FUSED, MultiMedConfig
+from .encoders import HubEncoder, build_encoder, config_from_dict
+from .fusion import EarlyFusion, IntermediateFusion, combine_late
+from .heads import IGNORE_INDEX, TaskHead, column_loss
+from .model_card import build_model_card
+
+__all__ = ["MultiMedOutput", "MultiMedPreTrainedModel", "MultiMedModel"]
+
+
+@dataclass
+class MultiMedOutput(ModelOutput):
+    """What `MultiMedModel` returns; read fields by name. B = rows, M = the task's modalities in head order.
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, when `labels` are given):
+            sum over label columns of lambda-weighted losses (eq. 5).
+        logits (`dict[str, torch.Tensor]`):
+            label column -> prediction over all rows: class / multilabel logits `[B, K]`, regression value in the
+            label's units `[B]`, C-alpha coordinates in Angstrom `[B, L, 3]`.
+        losses (`dict[str, torch.Tensor]`, *optional*):
+            unweighted loss of each label column with a label in the batch; late fusion adds `"{modality}/{column}"`.
+        fused_features (`torch.FloatTensor` of shape `[B, H]`): the fused representation h of eq. 6 (late fusion:
+            the mean of the present modalities' features).
+        modality_features (`torch.FloatTensor` of shape `[B, M, H]`): each modality's projected feature, zeros
+            where absent (early fusion: the mean of its segment of the shared encoder's output).
+        presence (`torch.BoolTensor` of shape `[B, M]`): which modality each row had (after modality dropout).
+        modality_logits (`dict[str, dict[str, torch.Tensor]]`, *optional*, late fusion):
+            modality -> column -> that modality's own prediction y^(m) (eq. 4), zeros in rows without it.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: dict | None = None
+    losses: dict | None = None
+    fused_features: torch.FloatTensor | None = None
+    modality_features: torch.FloatTensor | None = None
+    presence: torch.BoolTensor | None = None
+    modality_logits: dict | None = None
+
+
+class MultiMedPreTrainedModel(PreTrainedModel):
+    config_class = MultiMedConfig
+    base_model_prefix = "multimed"
+    # Trainer's flop and token counters call `batch[main_input_name].numel()`; our principal input, `inputs`, is a dict
+    # of modalities, so this names no batch key and those counters read 0 (a real key would crash every step).
+    main_input_name = "multimodal_inputs"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        """Standard layers as transformers does; every Parameter our modules add is named in `extra_parameters`."""
+        super()._init_weights(module)
+        for name, how in getattr(module, "extra_parameters", {}).items():
+            param = getattr(module, name, None)
+            if param is None:
+                continue
+            if how == "zeros":
+                init.zeros_(param)
+            else:
+                init.normal_(param, mean=0.0, std=self.config.initializer_range)
+
+
+class MultiMedModel(MultiMedPreTrainedModel):
+    """Encoders (one per modality, or one input embedder each under early fusion) -> linear projections to
+    `hidden_size` -> fusion (early / intermediate / late, config.fusion) -> one head per task.
+
+    The batch contract (`MODEL_INPUTS.md`): `inputs[m]` holds only the rows that have modality m, in row order of
+    `presence[m]`; a modality a row lacks is never encoded and contributes nothing.
+    """
+
+    def __init__(self, config: MultiMedConfig, encoder_models: dict | None = None):
+        requested_attn = config._attn_implementation  # None unless the caller asked for one
+        super().__init__(config)
+        encoder_models = encoder_models or {}
+        hidden = config.hidden_size
+        attn = self.config._attn_implementation
+        self.encoder_of = {m: s["with"] if s["kind"] == "shared" else m for m, s in config.encoders.items()}
+        self.encoders = nn.ModuleDict({
+            m: build_encoder(m, s, hidden, requested_attn, model=encoder_models.get(m))
+            for m, s in config.encoders.items() if s["kind"] != "shared"
+        })
+        modalities = sorted(config.encoders)  # slot order of modality embeddings: stable across save / load
+        blocks = dict(num_layers=config.fusion_num_layers, num_heads=config.fusion_num_heads,
+                      intermediate_size=config.fusion_intermediate_size, dropout=config.dropout,
+                      attn_implementation=attn)
+        if config.fusion == "early":
+            self.early = EarlyFusion(modalities, hidden, **blocks)
+        else:
+            self.projections = nn.ModuleDict({
+                m: nn.Linear(self.encoders[self.encoder_of[m]].output_dim, hidden) for m in modalities
+            })
+            if config.fusion == "intermediate":
+                self.fusion = IntermediateFusion(config.fusion_method, modalities, hidden, **blocks)
+        structure = dict(blocks, num_layers=config.structure_num_layers)
+        self.heads = nn.ModuleDict({
+            t: TaskHead(spec, hidden, config.dropout, structure, late=config.fusion == "late")
+            for t, spec in config.heads.items()
+        })
+        no_split = {"TransformerBlock"}
+        for encoder in self.encoders.values():
+            if isinstance(encoder, HubEncoder):
+                no_split.update(encoder.model._no_split_modules or ())
+        self._no_split_modules = sorted(no_split)
+        for m in config.frozen_encoders:
+            for p in self.encoders[self.encoder_of[m]].parameters():
+                p.requires_grad_(False)
+        self.post_init()
+
+    # ------------------------------------------------------------------ building with Hub weights
+    @classmethod
+    def from_encoders_pretrained(cls, config: MultiMedConfig, **kwargs) -> "MultiMedModel":
+        """A model whose encoders carry the Hub (or local) weights their specs name in `pretrained`.
+
+        The counterpart of `VisionTextDualEncoderModel.from_vision_text_pretrained`: each such encoder is loaded with
+        `AutoModel.from_pretrained` (`kwargs` go to it: `dtype`, `attn_implementation`, `revision`,
+        `local_files_only`, ...), its config is written into the returned model's config (so `save_pretrained`
+        keeps it and `from_pretrained` rebuilds it without the Hub), and the projections, fusion and heads start
+        from random init.
+        """
+        config = copy.deepcopy(config)
+        models = {}
+        for m, spec in config.encoders.items():
+            if spec["kind"] != "auto" or not spec.get("pretrained"):
+                continue
+            load = dict(kwargs)
+            if spec.get("trust_remote_code"):
+                load["trust_remote_code"] = True
+            if spec.get("config") is not None:
+                load["config"] = config_from_dict(spec["config"], spec.get("trust_remote_code", False),
+                                                  spec["pretrained"])
+            model = None
+            is_timm = (spec.get("config") or {}).get("model_type") == "timm_wrapper" or str(
+                spec["pretrained"]).startswith("timm/")
+            if spec.get("pooling") != "pooler" and not is_timm:
+                try:
+                    model = AutoModel.from_pretrained(spec["pretrained"], add_pooling_layer=False, **load)
+                except TypeError as err:
+                    if "add_pooling_layer" not in str(err):
+                        raise
+            if model is None:
+                model = AutoModel.from_pretrained(spec["pretrained"], **load)
+            spec["config"] = model.config.to_dict()
+            models[m] = model
+        if kwargs.get("attn_implementation") is not None:
+            config._attn_implementation = kwargs["attn_implementation"]
+        model = cls(config, encoder_models=models)
+        if kwargs.get("dtype") is not None:
+            model = model.to(kwargs["dtype"])
+        return model
+
+    # ------------------------------------------------------------------ switches
+    def freeze_encoders(self, *modalities: str) -> None:
+        """Stop gradients into these modalities' encoders (all when none given); recorded in the config."""
+        for m in self._modality_names(modalities):
+            for p in self.encoders[self.encoder_of[m]].parameters():
+                p.requires_grad_(False)
+            if m not in self.config.frozen_encoders:
+                self.config.frozen_encoders.append(m)
+
+    def unfreeze_encoders(self, *modalities: str) -> None:
+        """Let gradients into these modalities' encoders again (all when none given)."""
+        for m in self._modality_names(modalities):
+            for p in self.encoders[self.encoder_of[m]].parameters():
+                p.requires_grad_(True)
+        names = set(self._modality_names(modalities))
+        self.config.frozen_encoders = [m for m in self.config.frozen_encoders if m not in names]
+
+    def set_attn_implementation(self, attn_implementation, *args, **kwargs):
+        """transformers' switch (`"sdpa"`, `"eager"`, ...), applied to the encoders and to our own blocks too."""
+        result = super().set_attn_implementation(attn_implementation, *args, **kwargs)
+        for module in self.modules():
+            if isinstance(module, TransformerBlock):
+                module.attn_implementation = self.config._attn_implementation
+        return result
+
+    def _modality_names(self, modalities):
+        unknown = sorted(set(modalities) - set(self.encoder_of))
+        if unknown:
+            raise ValueError(f"no encoder for modalities {unknown}; the model has {list(self.encoder_of)}")
+        return list(modalities or self.encoder_of)
+
+    # ------------------------------------------------------------------ input checks
+    def _head_spec(self, task: str) -> dict:
+        if task not in self.config.heads:
+            close = difflib.get_close_matches(str(task), list(self.config.heads), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise ValueError(f"the model has no head for task {task!r}{hint} (heads: {list(self.config.heads)})")
+        return self.config.heads[task]
+
+    def _check_batch(self, task: str, spec: dict, inputs: dict, presence: dict | None, labels: dict | None):
+        modalities = spec["modalities"]
+        if not isinstance(inputs, dict) or not inputs:
+            raise ValueError(f"task {task!r}: `inputs` must map at least one modality to its tensors, got {inputs!r}")
+        for m in set(inputs) | set(presence or {}):
+            if m not in modalities:
+                raise ValueError(f"task {task!r} does not read modality {m!r}; it reads {modalities}")
+        counts = {}
+        for m, tensors in inputs.items():
+            if not isinstance(tensors, dict) or not tensors:
+                raise ValueError(f"inputs[{m!r}] must be a dict of tensors (MODEL_INPUTS.md), got {type(tensors).__name__}")
+            sizes = {k: v.shape[0] for k, v in tensors.items()}
+            if len(set(sizes.values())) != 1:
+                raise ValueError(f"inputs[{m!r}]: tensors disagree on the number of rows: {sizes}")
+            counts[m] = next(iter(sizes.values()))
+        if presence is None:
+            if len(set(counts.values())) != 1:
+                raise ValueError(f"task {task!r}: without `presence`, every modality must have every row, but the row "
+                                 f"counts differ: {counts}; pass presence={{modality: BoolTensor[B]}}")
+            batch = next(iter(counts.values()))
+            device = next(iter(next(iter(inputs.values())).values())).device
+            presence = {m: torch.ones(batch, dtype=torch.bool, device=device) for m in inputs}
+        else:
+            if not isinstance(presence, dict) or not presence:
+                raise ValueError(f"task {task!r}: `presence` must map modalities to BoolTensor[B], got {presence!r}")
+            lengths = {m: tuple(p.shape) for m, p in presence.items()}
+            if len({s for s in lengths.values()}) != 1 or len(next(iter(lengths.values()))) != 1:
+                raise ValueError(f"presence masks must all be 1-D of the batch size, got shapes {lengths}")
+            batch = next(iter(lengths.values()))[0]
+            presence = {m: p.bool() for m, p in presence.items()}
+            for m in modalities:
+                have = int(presence[m].sum()) if m in presence else 0
+                if have != counts.get(m, 0):
+                    raise ValueError(f"modality {m!r}: presence marks {have} of {batch} rows but inputs[{m!r}] holds "
+                                     f"{counts.get(m, 0)} rows; inputs hold only the rows that have the modality")
+        for m, tensors in inputs.items():
+            self.encoders[self.encoder_of[m]].check_inputs(m, tensors, counts[m])
+        matrix = torch.stack([presence[m] if m in presence else
+                              torch.zeros(batch, dtype=torch.bool, device=next(iter(presence.values())).device)
+                              for m in modalities], 1)
+        for out in spec["outputs"]:
+            if out["kind"] == "coords" and out["residue_modality"] not in inputs:
+                raise ValueError(f"task {task!r}: output {out['name']!r} is predicted from "
+                                 f"{out['residue_modality']!r} residues, which this batch lacks")
+        empty = (~matrix.any(1)).nonzero().flatten()
+        if len(empty):
+            raise ValueError(f"task {task!r}: rows {empty[:10].tolist()} have none of the modalities {modalities}")
+        if labels is not None:
+            self._check_labels(task, spec, labels, batch)
+        return presence, matrix, batch
+
+    def _check_labels(self, task, spec, labels, batch):
+        outputs = {o["name"]: o for o in spec["outputs"]}
+        allowed = set(outputs) | ({"coords_mask"} if any(o["kind"] == "coords" for o in outputs.values()) else set())
+        for name, value in labels.items():
+            if name not in allowed:
+                raise ValueError(f"task {task!r} has no label column {name!r}; its columns are {sorted(allowed)}")
+            if value.shape[0] != batch:
+                raise ValueError(f"labels[{name!r}] has {value.shape[0]} rows, the batch has {batch}")
+            out = outputs.get(name)
+            if out is None:
+                continue
+            if out["kind"] == "class":
+                bad = (value != IGNORE_INDEX) & ((value < 0) | (value >= len(out["names"])))
+                if value.ndim != 1 or bool(bad.any()):
+                    raise ValueError(f"labels[{name!r}]: expected LongTensor[{batch}] of class indices in "
+                                     f"[0, {len(out['names'])}) or {IGNORE_INDEX}, got shape {list(value.shape)} "
+                                     f"with values {value[bad][:5].tolist()}")
+            elif out["kind"] == "multilabel" and tuple(value.shape) != (batch, len(out["names"])):
+                raise ValueError(f"labels[{name!r}]: expected FloatTensor[{batch}, {len(out['names'])}] (NaN = "
+                                 f"unknown), got shape {list(value.shape)}")
+            elif out["kind"] == "regression" and value.ndim != 1:
+                raise ValueError(f"labels[{name!r}]: expected FloatTensor[{batch}] (NaN = absent), got shape "
+                                 f"{list(value.shape)}")
+            elif out["kind"] == "coords" and (value.ndim != 3 or value.shape[-1] != 3):
+                raise ValueError(f"labels[{name!r}]: expected FloatTensor[{batch}, L, 3], got {list(value.shape)}")
+
+    def _drop_modalities(self, inputs, presence, matrix, modalities, p):
+        """Modality dropout: each present modality of a row goes with probability p, never a row's last one."""
+        drop = (torch.rand(matrix.shape, device=matrix.device) < p) & matrix
+        keep = matrix & ~drop
+        lost = ~keep.any(1)
+        if bool(lost.any()):  # give such rows back one of their modalities, at random
+            pick = torch.rand(matrix.shape, device=matrix.device).masked_fill(~matrix, -1.0).argmax(1)
+            keep[lost, pick[lost]] = True
+        new_inputs, new_presence = {}, {}
+        for j, m in enumerate(modalities):
+            if m not in inputs:
+                continue
+            selected = keep[:, j][matrix[:, j]]
+            new_presence[m] = keep[:, j]
+            if bool(selected.any()):
+                new_inputs[m] = {k: v[selected] for k, v in inputs[m].items()}
+        return new_inputs, new_presence, keep
+
+    # ------------------------------------------------------------------ forward
+    def _encode(self, m: str, tensors: dict):
+        encoder = self.encoders[self.encoder_of[m]]
+        dtype = next(encoder.parameters()).dtype
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+        if not any(p.requires_grad for p in encoder.parameters()):
+            with torch.no_grad():
+                return encoder(**tensors)
+        return encoder(**tensors)
+
+    def forward(
+        self,
+        task: str,
+        inputs: dict,
+        presence: dict | None = None,
+        labels: dict | None = None,
+        modality_dropout: float | None = None,
+        return_dict: bool | None = None,
+    ) -> MultiMedOutput:
+        r"""
+        Args:
+            task (`str`): the batch's task; the model must have a head for it.
+            inputs (`dict[str, dict[str, torch.Tensor]]`): modality -> its tensors, only for rows that have it.
+            presence (`dict[str, torch.BoolTensor]`, *optional*): modality -> [B] mask; omitted, every modality in
+                `inputs` must have every row.
+            labels (`dict[str, torch.Tensor]`, *optional*): label column -> [B, ...] (-100 / NaN = absent), plus
+                `coords_mask` for coordinates.
+            modality_dropout (`float`, *optional*): overrides `config.modality_dropout` (training only).
+            return_dict (`bool`, *optional*): `False` gives `MultiMedOutput.to_tuple()` (defaults to
+                `config.return_dict`).
+        """
+        spec = self._head_spec(task)
+        modalities = spec["modalities"]
+        presence, matrix, batch = self._check_batch(task, spec, inputs, presence, labels)
+        p = self.config.modality_dropout if modality_dropout is None else modality_dropout
+        if self.training and p > 0:
+            inputs, presence, matrix = self._drop_modalities(inputs, presence, matrix, modalities, p)
+        head = self.heads[task]
+        residue_of = {o["name"]: o["residue_modality"] for o in spec["outputs"] if o["kind"] == "coords"}
+        rows = {m: presence[m].nonzero().flatten() for m in inputs}
+        encoded = {m: self._encode(m, inputs[m]) for m in modalities if m in inputs}
+
+        if self.config.fusion == "early":
+            sequences = {m: (rows[m], seq, mask) for m, (_, seq, mask) in encoded.items()}
+            fused, segments = self.early(sequences, matrix, modalities, batch)
+            zeros = fused.new_zeros(batch, fused.shape[-1])
+            modality_features = torch.stack([masked_mean(*segments[m]) if m in segments else zeros
+                                             for m in modalities], 1)
+            residues = {c: (segments[r][0][:, 1:-1], segments[r][1][:, 1:-1]) for c, r in residue_of.items()}
+        else:
+            features, sequences = {}, {}
+            want_seq = set(residue_of.values()) | (set(encoded) if self.config.fusion_tokens == "sequence" else set())
+            for m, (pooled, seq, mask) in encoded.items():
+                projection = self.projections[m]
+                features[m] = (rows[m], projection(pooled))
+                if m in want_seq:
+                    sequences[m] = (rows[m], projection(seq), mask)
+            zeros = next(iter(features.values()))[1].new_zeros(batch, self.config.hidden_size)
+            modality_features = torch.stack([scatter_rows(features[m][1], rows[m], batch) if m in features else zeros
+                                             for m in modalities], 1)
+            if self.config.fusion == "intermediate":
+                fused = self.fusion(features, matrix, modalities, batch,
+                                    sequences if self.config.fusion_tokens == "sequence" else None)
+            else:
+                fused = masked_mean(modality_features, matrix)
+            residues = {}
+            for column, m in residue_of.items():
+                r, seq, mask = sequences[m]
+                mask = torch.ones(seq.shape[:2], dtype=torch.bool, device=seq.device) if mask is None else mask
+                residues[column] = (scatter_rows(seq[:, 1:-1], r, batch), scatter_rows(mask[:, 1:-1], r, batch))
+
+        preds = head(fused, residues)
+        modality_logits, modality_preds = None, {}
+        if self.config.fusion == "late":
+            modality_preds = {m: head(features[m][1], modality=m) for m in features}
+            method = self.config.fusion_method
+            for name, out in head.specs.items():
+                if out["kind"] == "coords":
+                    continue
+                ref = next(iter(modality_preds.values()))[name]
+                zeros = ref.new_zeros((batch, *ref.shape[1:]))
+                stacked = torch.stack([scatter_rows(modality_preds[m][name], rows[m], batch) if m in modality_preds
+                                       else zeros for m in modalities], 1)
+                preds[name] = combine_late(stacked, matrix, out["kind"], method, head.late_weights)
+            modality_logits = {
+                m: {n: scatter_rows(head.to_output(n, v), rows[m], batch) for n, v in mp.items()}
+                for m, mp in modality_preds.items()
+            }
+
+        loss, losses = None, None
+        if labels is not None:
+            loss, losses = self._loss(task, head, preds, modality_preds, rows, labels, residues)
+        output = MultiMedOutput(
+            loss=loss,
+            logits={n: head.to_output(n, v) for n, v in preds.items()},
+            losses=losses,
+            fused_features=fused,
+            modality_features=modality_features,
+            presence=matrix,
+            modality_logits=modality_logits,
+        )
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        return output if return_dict else output.to_tuple()
+
+    def _loss(self, task, head, preds, modality_preds, rows, labels, residues):
+        cfg = self.config
+        total = sum(v.sum() for v in preds.values()) * 0.0  # keeps the graph when no row has a label
+        losses = {}
+        fused_differentiable = cfg.fusion != "late" or cfg.fusion_method == "weighted_mean"
+        for name, out in head.specs.items():
+            if name not in labels:
+                continue
+            target = labels[name]
+            coords_mask = labels.get("coords_mask") if out["kind"] == "coords" else None
+            if out["kind"] == "coords":
+                length = residues[name][0].shape[1]
+                if target.shape[1] != length:
+                    raise ValueError(f"labels[{name!r}] has {target.shape[1]} residues per row, the "
+                                     f"{out['residue_modality']!r} tokens give {length} (tokens 1..T-2)")
+                if coords_mask is not None and tuple(coords_mask.shape) != tuple(target.shape[:2]):
+                    raise ValueError(f"labels['coords_mask'] has shape {list(coords_mask.shape)}, expected "
+                                     f"{list(target.shape[:2])}")
+            if out["kind"] == "coords" or fused_differentiable:
+                value = column_loss(out, preds[name], target, coords_mask)
+                if value is not None:
+                    losses[name] = value
+                    total = total + cfg.loss_weight(task, FUSED) * value
+            if out["kind"] == "coords":
+                continue
+            for m, mp in modality_preds.items():
+                value = column_loss(out, mp[name], target[rows[m]])
+                if value is not None:
+                    losses[f"{m}/{name}"] = value
+                    total = total + cfg.loss_weight(task, m) * value
+        return total, losses
+
+    # ------------------------------------------------------------------ model card
+    def create_model_card(self, repo_id: str | None = None, training_data=None, metrics: dict | None = None,
+                          tags: list[str] | None = None):
+        """The `huggingface_hub.ModelCard` for this model: tasks, modalities, encoders, fusion, data, metrics."""
+        return build_model_card(self.config, repo_id=repo_id, training_data=training_data, metrics=metrics,
+                                tags=tags)
+
+    def push_to_hub(self, repo_id: str, *, training_data=None, metrics: dict | None = None,
+                    commit_message: str | None = None, commit_description: str | None = None,
+                    private: bool | None = None, token: bool | str | None = None, revision: str | None = None,
+                    create_pr: bool = False, max_shard_size: int | str | None = "50GB",
+                    tags: list[str] | None = None) -> str:
+        """`PreTrainedModel.push_to_hub`, writing our model card (`create_model_card`) as README.md.
+
+        training_data: dataset ids or dicts (`name`, `config`, `split`, `num_rows`); metrics: `{task: {name: value}}`.
+        """
+        from transformers.utils.hub import hf_api
+
+        repo_id = hf_api().create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+        card = self.create_model_card(repo_id, training_data=training_data, metrics=metrics, tags=tags)
+        with tempfile.TemporaryDirectory() as tmp_dir:
+            self.save_pretrained(tmp_dir, max_shard_size=max_shard_size)
+            card.save(os.path.join(tmp_dir, "README.md"))
+            return self._upload_modified_files(
+                tmp_dir, repo_id, files_timestamps={}, commit_message=commit_message or "Upload MultiMedModel",
+                token=token, create_pr=create_pr, revision=revision, commit_description=commit_description,
+            )
+
+
+# The one place the auto classes are registered: AutoConfig / AutoModel in this process, and `auto_map` +
+# copied code in every saved folder, so `AutoModel.from_pretrained(path, trust_remote_code=True)` works without
+# multimed_hf installed.
+MultiMedConfig.register_for_auto_class()
+MultiMedModel.register_for_auto_class("AutoModel")
+AutoConfig.register("multimed", MultiMedConfig, exist_ok=True)
+AutoModel.register(MultiMedConfig, MultiMedModel, exist_ok=True)
