@@ -1,0 +1,461 @@
+"""The metric math against scipy / scikit-learn and hand-worked cases; streaming; bad input; the task registry."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats
+from scipy.special import softmax
+from sklearn import metrics as skm
+
+import multimed_hf.metrics as M
+from multimed_hf.tasks import get_task, list_tasks
+
+RNG_SEED = 20240823
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(RNG_SEED)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the registry
+
+
+def test_every_task_metric_is_registered():
+    named = {metric for task in list_tasks() for metric in get_task(task).metrics}
+    missing = sorted(named - set(M.METRICS))
+    assert not missing, f"metrics named by the task registry but absent from METRICS: {missing}"
+    assert "balanced_accuracy" in M.METRICS
+
+
+def test_registry_is_read_only_and_callable():
+    with pytest.raises(TypeError):
+        M.METRICS["new"] = len
+    for name, fn in M.METRICS.items():
+        assert callable(fn) and M.get_metric(name) is fn
+
+
+def test_unknown_metric_suggests_close_names():
+    with pytest.raises(ValueError, match=r"unknown metric 'acuracy'; did you mean 'accuracy'"):
+        M.get_metric("acuracy")
+    with pytest.raises(KeyError, match="known metrics: accuracy"):
+        M.get_metric("zzz")
+
+
+def test_import_pulls_in_no_torch():
+    code = "import sys, multimed_hf.metrics; assert 'torch' not in sys.modules, 'torch was imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# classification against scikit-learn
+
+
+def _labels(rng, n=200, k=4):
+    refs = rng.integers(0, k, n)
+    scores = rng.normal(size=(n, k)) + 1.5 * np.eye(k)[refs]  # informative but imperfect
+    return scores, refs
+
+
+def test_label_metrics_match_sklearn(rng):
+    scores, refs = _labels(rng)
+    preds = scores.argmax(1)
+    assert M.accuracy(preds, refs) == pytest.approx(skm.accuracy_score(refs, preds))
+    assert M.accuracy(scores, refs) == pytest.approx(skm.accuracy_score(refs, preds))  # argmax of scores
+    assert M.balanced_accuracy(scores, refs) == pytest.approx(skm.balanced_accuracy_score(refs, preds))
+    assert M.macro_f1(preds, refs) == pytest.approx(skm.f1_score(refs, preds, average="macro"))
+    for weights in (None, "linear", "quadratic"):
+        want = skm.cohen_kappa_score(refs, preds, weights=weights)
+        assert M.cohen_kappa(preds, refs, weights=weights) == pytest.approx(want)
+    assert M.quadratic_kappa(preds, refs) == pytest.approx(skm.cohen_kappa_score(refs, preds, weights="quadratic"))
+
+
+def test_ignored_references_are_left_out(rng):
+    scores, refs = _labels(rng)
+    preds = scores.argmax(1)
+    absent = rng.random(len(refs)) < 0.3
+    masked = np.where(absent, -100, refs)
+    keep = ~absent
+    assert M.accuracy(preds, masked) == pytest.approx(skm.accuracy_score(refs[keep], preds[keep]))
+    assert M.macro_f1(preds, masked) == pytest.approx(skm.f1_score(refs[keep], preds[keep], average="macro"))
+    with_none = [None if a else int(r) for a, r in zip(absent, refs)]
+    assert M.balanced_accuracy(preds, with_none) == pytest.approx(
+        skm.balanced_accuracy_score(refs[keep], preds[keep])
+    )
+    with_nan = np.where(absent, np.nan, refs.astype(float))
+    assert M.cohen_kappa(preds, with_nan) == pytest.approx(skm.cohen_kappa_score(refs[keep], preds[keep]))
+    # ignore_index=None: -100 becomes an ordinary (wrong) class, None is still absent
+    assert M.accuracy([1, 2], [1, -100], ignore_index=None) == 0.5
+    assert M.accuracy([1, 2], [1, None], ignore_index=None) == 1.0
+
+
+def test_hand_worked_classification():
+    assert M.accuracy([0, 1, 2, 2], [0, 1, 1, -100]) == pytest.approx(2 / 3)
+    # class 0: recall 1; class 1: 1/2; class 2: 0
+    assert M.balanced_accuracy([0, 0, 1, 0, 1], [0, 0, 1, 1, 2]) == pytest.approx(0.5)
+    # class 0: F1 1; class 1: P 1, R 1/2 -> 2/3; class 2: P 1/2, R 1 -> 2/3
+    assert M.macro_f1([0, 0, 1, 2, 2], [0, 0, 1, 1, 2]) == pytest.approx(7 / 9)
+    # p_o = 3/4, p_e = 1/2
+    assert M.cohen_kappa([0, 1, 1, 1], [0, 1, 0, 1]) == pytest.approx(0.5)
+    # quadratic, grades 0..4: sum O*w = 4/16; sum E*w = 90/16/4 -> kappa = 1 - 8/45
+    assert M.quadratic_kappa([0, 1, 4, 4], [0, 1, 2, 4]) == pytest.approx(37 / 45)
+    # string labels (cell types)
+    assert M.macro_f1(["b", "t", "t"], ["b", "t", "nk"]) == pytest.approx((1 + 2 / 3 + 0) / 3)
+
+
+def test_weighted_kappa_uses_grade_distances():
+    preds, refs = [0, 4, 4, 1], [0, 1, 4, 4]  # grades 2 and 3 never occur
+    ours = M.quadratic_kappa(preds, refs)
+    assert ours == pytest.approx(skm.cohen_kappa_score(refs, preds, weights="quadratic", labels=range(5)))
+    assert ours != pytest.approx(skm.cohen_kappa_score(refs, preds, weights="quadratic"))  # index distances
+    with pytest.raises(ValueError, match="labels: weights='quadratic' needs ordered labels"):
+        M.cohen_kappa(["a", "b"], ["b", "a"], weights="quadratic")
+    order = ["lo", "mid", "hi"]
+    want = skm.cohen_kappa_score(["lo", "mid"], ["lo", "hi"], weights="quadratic", labels=order)
+    assert M.cohen_kappa(["lo", "hi"], ["lo", "mid"], weights="quadratic", labels=order) == pytest.approx(want)
+
+
+def test_multiclass_auroc_matches_sklearn_ovr(rng):
+    scores, refs = _labels(rng)
+    probs = softmax(scores, axis=1)
+    assert M.macro_auroc(probs, refs) == pytest.approx(skm.roc_auc_score(refs, probs, multi_class="ovr"))
+    per_class = M.auroc_per_class(scores, refs)  # logits: each column's order is what counts
+    for c in range(scores.shape[1]):
+        assert per_class[c] == pytest.approx(skm.roc_auc_score(refs == c, scores[:, c]))
+
+
+def test_binary_auroc():
+    assert M.macro_auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == pytest.approx(0.75)
+    assert M.macro_auroc([0.1, 0.4, 0.35, 0.8, 0.9], [0, 0, 1, 1, -100]) == pytest.approx(0.75)
+
+
+def test_multilabel_auroc_leaves_unknown_out(rng):
+    n, k = 300, 5
+    truth = (rng.random((n, k)) < 0.4).astype(float)
+    scores = rng.normal(size=(n, k)) + truth
+    refs = truth.copy()
+    refs[rng.random((n, k)) < 0.3] = np.nan
+    want = [skm.roc_auc_score(refs[~np.isnan(refs[:, c]), c], scores[~np.isnan(refs[:, c]), c]) for c in range(k)]
+    np.testing.assert_allclose(M.auroc_per_class(scores, refs), want)
+    assert M.macro_auroc(scores, refs) == pytest.approx(np.mean(want))
+    as_ignore = np.where(np.isnan(refs), -100, refs)
+    assert M.macro_auroc(scores, as_ignore) == pytest.approx(np.mean(want))
+    # reading unknown as negative would give another number
+    assert M.macro_auroc(scores, np.nan_to_num(refs)) != pytest.approx(np.mean(want))
+
+
+def test_auroc_skips_and_reports_single_class_labels():
+    nan = np.nan
+    scores = [[0.9, 0.2, 0.5], [0.1, 0.8, 0.5], [0.7, 0.3, 0.5], [0.4, 0.6, 0.5]]
+    refs = [[1, 0, nan], [0, 1, 1], [1, nan, nan], [0, 0, 1]]
+    per_class = M.auroc_per_class(scores, refs)
+    assert per_class[:2].tolist() == [1.0, 1.0] and np.isnan(per_class[2])
+    with pytest.warns(UserWarning, match=r"skipped class\(es\) \[2\]"):
+        assert M.macro_auroc(scores, refs) == 1.0
+    with pytest.warns(UserWarning, match=r"skipped class\(es\) \[2\]"):  # a class absent from the references
+        M.macro_auroc([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0]], [0, 1])
+    with pytest.raises(ValueError, match="references: no class has both positive and negative"):
+        M.macro_auroc([[0.5], [0.6]], [[1.0], [1.0]])
+
+
+def test_multilabel_top1_accuracy():
+    nan = np.nan
+    scores = [[0.9, 0.8, 0.1], [0.2, 0.1, 0.7], [0.3, 0.3, 0.9], [0.5, 0.6, 0.4]]
+    # row 0: top known is label 1 (positive); row 1: top is 2 (negative); row 2: no known positive, left out;
+    # row 3: label 1 unknown, top known is 0 (positive)
+    refs = [[nan, 1, 0], [1, 0, 0], [0, 0, nan], [1, nan, 0]]
+    assert M.accuracy(scores, refs) == pytest.approx(2 / 3)
+
+
+def test_torch_tensors_are_accepted():
+    torch = pytest.importorskip("torch")
+    scores = torch.tensor([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]], requires_grad=True)
+    refs = torch.tensor([1, 0, -100])
+    assert M.accuracy(scores, refs) == 1.0
+    assert M.macro_auroc(scores, refs) == 1.0
+    assert M.pearson(torch.arange(4.0), torch.tensor([1.0, 3.0, 2.0, 4.0])) == pytest.approx(0.8)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# regression against scipy
+
+
+def _expression(rng, samples=40, genes=7, integer=False):
+    truth = rng.normal(size=(samples, genes)) * 2 + 5
+    preds = truth + rng.normal(size=truth.shape)
+    if integer:  # ties, for Spearman's average ranks
+        truth, preds = np.round(truth), np.round(preds)
+    return preds, truth
+
+
+@pytest.mark.parametrize("integer", [False, True])
+def test_pearson_and_spearman_match_scipy(rng, integer):
+    preds, refs = _expression(rng, integer=integer)
+    genes = preds.shape[1]
+    per_gene = [stats.pearsonr(preds[:, g], refs[:, g])[0] for g in range(genes)]
+    per_gene_rho = [stats.spearmanr(preds[:, g], refs[:, g])[0] for g in range(genes)]
+    per_sample = [stats.pearsonr(p, r)[0] for p, r in zip(preds, refs)]
+    per_sample_rho = [stats.spearmanr(p, r)[0] for p, r in zip(preds, refs)]
+    np.testing.assert_allclose(M.correlations(preds, refs), per_gene, rtol=1e-12)
+    np.testing.assert_allclose(M.correlations(preds, refs, method="spearman"), per_gene_rho, rtol=1e-12)
+    assert M.pearson(preds, refs) == pytest.approx(np.mean(per_gene), rel=1e-12)
+    assert M.spearman(preds, refs) == pytest.approx(np.mean(per_gene_rho), rel=1e-12)
+    assert M.pearson(preds, refs, axis="sample") == pytest.approx(np.mean(per_sample), rel=1e-12)
+    assert M.spearman(preds, refs, axis="sample") == pytest.approx(np.mean(per_sample_rho), rel=1e-12)
+    flat = stats.pearsonr(preds.ravel(), refs.ravel())[0]
+    assert M.pearson(preds.ravel(), refs.ravel()) == pytest.approx(flat, rel=1e-12)
+
+
+def test_grouped_correlation_per_context(rng):
+    preds, refs = rng.normal(size=60), rng.normal(size=60)
+    contexts = rng.choice(["liver", "lung", "blood"], size=60)
+    want = [stats.pearsonr(preds[contexts == c], refs[contexts == c])[0] for c in ("blood", "liver", "lung")]
+    np.testing.assert_allclose(M.correlations(preds, refs, groups=contexts), want, rtol=1e-12)
+    assert M.pearson(preds, refs, groups=contexts) == pytest.approx(np.mean(want))
+
+
+def test_constant_genes_are_left_out():
+    preds = np.array([[1.0, 0.1, 2.0], [2.0, 0.1, 1.0], [3.0, 0.1, 0.5]])
+    refs = np.array([[1.0, 5.0, 1.0], [2.0, 6.0, 2.0], [3.0, 7.0, 3.0]])
+    r = M.correlations(preds, refs)
+    assert np.isnan(r[1])
+    assert M.pearson(preds, refs) == pytest.approx(np.nanmean(r))
+    with pytest.warns(RuntimeWarning, match="every correlation is undefined"):
+        assert np.isnan(M.pearson([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
+
+
+def test_hand_worked_regression():
+    assert M.pearson([1.0, 2.0, 3.0, 4.0], [1.0, 3.0, 2.0, 4.0]) == pytest.approx(0.8)
+    assert M.spearman([1.0, 2.0, 3.0, 4.0], [10.0, 30.0, 20.0, 40.0]) == pytest.approx(0.8)
+    assert M.pearson([1.0, 2.0, 3.0], [-2.0, -4.0, -6.0]) == pytest.approx(-1.0)
+    assert M.mae([120.0, 96.5, 30.0], [126.0, 96.5, 33.0]) == pytest.approx(3.0)
+
+
+def test_mae_matches_sklearn(rng):
+    preds, refs = rng.normal(size=50), rng.normal(size=50)
+    assert M.mae(preds, refs) == pytest.approx(skm.mean_absolute_error(refs, preds))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# streaming
+
+
+@pytest.mark.parametrize("axis", ["gene", "sample"])
+def test_accumulator_equals_one_shot(rng, axis):
+    preds, refs = _expression(rng, samples=53)
+    preds[:, 0] += 1e6  # a large offset: the co-moment update must stay accurate
+    acc = M.PearsonAccumulator(axis=axis)
+    for start, stop in ((0, 1), (1, 8), (8, 30), (30, 53)):  # uneven, including a batch of one
+        acc.update(preds[start:stop], refs[start:stop])
+    np.testing.assert_allclose(acc.correlations(), M.correlations(preds, refs, axis=axis), rtol=1e-9)
+    assert acc.compute() == pytest.approx(M.pearson(preds, refs, axis=axis), rel=1e-10)
+    assert acc.count == 53
+
+
+def test_accumulator_merge_and_constant_genes(rng):
+    preds, refs = _expression(rng, samples=30, genes=4)
+    preds[:, 2] = 3.0
+    first, second = M.PearsonAccumulator(), M.PearsonAccumulator()
+    first.update(preds[:12], refs[:12])
+    second.update(preds[12:], refs[12:])
+    first.merge(second)
+    np.testing.assert_allclose(first.correlations(), M.correlations(preds, refs), rtol=1e-10)
+    assert np.isnan(first.correlations()[2])
+    first.reset()
+    with pytest.raises(ValueError, match="no batch was added"):
+        first.compute()
+
+
+def test_accumulator_rejects_changing_gene_count(rng):
+    acc = M.PearsonAccumulator()
+    acc.update(rng.normal(size=(4, 3)), rng.normal(size=(4, 3)))
+    with pytest.raises(ValueError, match="this batch has 5 genes; earlier batches had 3"):
+        acc.update(rng.normal(size=(4, 5)), rng.normal(size=(4, 5)))
+    with pytest.raises(ValueError, match="axis: got 'genes'"):
+        M.PearsonAccumulator(axis="genes")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# VQA
+
+
+def test_normalize_answer():
+    assert M.normalize_answer("  The Left  Lung. ") == "left lung"
+    assert M.normalize_answer("An X-ray, a CT") == "xray ct"
+    assert M.normalize_answer("Theory") == "theory"  # articles only as whole words
+
+
+def test_hand_worked_vqa():
+    preds = ["Yes", "no", "The left lung.", "right upper lobe"]
+    refs = ["yes", "yes", "left lung", "right lower lobe"]
+    types = ["CLOSED", "CLOSED", "OPEN", "open"]
+    assert M.vqa_accuracy(preds, refs, types) == 0.5
+    assert M.exact_match(preds, refs, types) == 0.5
+    assert M.token_f1(preds, refs, types) == pytest.approx((1 + 2 / 3) / 2)
+    assert M.vqa_accuracy(["Yes."], ["yes"], normalize=False) == 0.0
+    assert M.vqa_accuracy(preds, refs) == pytest.approx(0.5)  # no types: every question
+    # several acceptable answers: the best counts
+    assert M.token_f1(["left lower lobe"], [["left lung", "left lower lobe"]]) == 1.0
+    assert M.token_f1([""], [""]) == 1.0 and M.token_f1(["a"], ["lung"]) == 0.0
+    scores = M.vqa_scores(["yes"], ["yes"], ["closed"])
+    assert scores["vqa_accuracy"] == 1.0 and np.isnan(scores["exact_match"]) and np.isnan(scores["token_f1"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# bad input: one clear error naming the argument
+
+NUMERIC = ["accuracy", "balanced_accuracy", "macro_f1", "cohen_kappa", "quadratic_kappa", "mae", "pearson", "spearman"]
+
+
+@pytest.mark.parametrize("name", NUMERIC + ["macro_auroc"])
+def test_length_mismatch(name):
+    preds = [0.2, 0.7, 0.4] if name == "macro_auroc" else [0, 1, 1]
+    with pytest.raises(ValueError, match=r"predictions and references differ in (length: 3 vs 2|shape)"):
+        M.get_metric(name)(preds, [0, 1])
+
+
+@pytest.mark.parametrize("name", NUMERIC + ["macro_auroc"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_predictions(name, bad):
+    preds = [0.2, bad, 0.4, 0.9] if name in ("macro_auroc", "mae", "pearson", "spearman") else [0.0, bad, 1.0, 0.0]
+    with pytest.raises(ValueError, match=r"predictions: .*(NaN|inf)"):
+        M.get_metric(name)(preds, [0, 1, 1, 0])
+
+
+@pytest.mark.parametrize("name", ["mae", "pearson", "spearman"])
+def test_non_finite_references(name):
+    with pytest.raises(ValueError, match=r"references: 1 value\(s\) are NaN or inf, the first at index 2"):
+        M.get_metric(name)([1.0, 2.0, 3.0], [1.0, 2.0, np.nan])
+
+
+@pytest.mark.parametrize("name", NUMERIC + ["macro_auroc", "vqa_accuracy", "exact_match", "token_f1"])
+def test_empty_input(name):
+    with pytest.raises(ValueError, match=r"(predictions|references): is empty"):
+        M.get_metric(name)([], [])
+
+
+@pytest.mark.parametrize("name", NUMERIC + ["macro_auroc"])
+def test_wrong_shape(name):
+    cube = np.zeros((2, 3, 4))
+    with pytest.raises(ValueError, match=r"predictions: expected a .*-D array; got 3-D|predictions: expected a 1-D"):
+        M.get_metric(name)(cube, [0, 1])
+
+
+def test_other_bad_inputs():
+    with pytest.raises(ValueError, match="references: got a 2-D"):
+        M.macro_f1([[0.1, 0.9]], [[0, 1]])
+    with pytest.raises(ValueError, match="predictions: holds non-integer numbers"):
+        M.accuracy([0.3, 0.7], [0, 1])
+    with pytest.raises(ValueError, match="references: every one of the 2 labels is absent"):
+        M.accuracy([0, 1], [-100, None])
+    with pytest.raises(ValueError, match=r"weights: got 'cubic'"):
+        M.cohen_kappa([0, 1], [0, 1], weights="cubic")
+    with pytest.raises(ValueError, match="references: labels must lie in 0..2"):
+        M.macro_auroc([[0.1, 0.2, 0.7]], [3])
+    with pytest.raises(ValueError, match="predictions and references differ in shape"):
+        M.macro_auroc([[0.1, 0.2]], [[1.0, 0.0, 1.0]])
+    with pytest.raises(ValueError, match="references: multi-label references must be 0, 1 or unknown"):
+        M.macro_auroc([[0.1, 0.2]], [[2.0, 0.0]])
+    with pytest.raises(ValueError, match="axis: got 'cells'"):
+        M.pearson([[1.0, 2.0]], [[1.0, 2.0]], axis="cells")
+    with pytest.raises(ValueError, match="predictions: a correlation needs at least 2 values"):
+        M.pearson([[1.0, 2.0]], [[2.0, 1.0]])  # one sample: nothing to correlate per gene
+    with pytest.raises(ValueError, match="groups: given with 2-D inputs"):
+        M.pearson([[1.0, 2.0]], [[2.0, 1.0]], groups=["a"])
+    with pytest.raises(ValueError, match="predictions and groups differ in length"):
+        M.pearson([1.0, 2.0, 3.0], [2.0, 1.0, 3.0], groups=["a", "b"])
+    with pytest.raises(TypeError, match=r"predictions\[1\]: is int 3; expected a string"):
+        M.exact_match(["yes", 3], ["yes", "3"])
+    with pytest.raises(TypeError, match="predictions: expected a sequence of strings; got str"):
+        M.token_f1("yes", "yes")
+    with pytest.raises(ValueError, match=r"answer_types\[1\]: got 'free'"):
+        M.vqa_accuracy(["yes", "no"], ["yes", "no"], ["closed", "free"])
+    with pytest.raises(ValueError, match="answer_types: no question is 'open'"):
+        M.exact_match(["yes"], ["yes"], ["closed"])
+    with pytest.raises(ValueError, match="predictions and answer_types differ in length: 2 vs 1"):
+        M.token_f1(["yes", "no"], ["yes", "no"], ["open"])
+    with pytest.raises(TypeError, match="predictions: got None"):
+        M.mae(None, [1.0])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# compute_task_metrics over the task registry
+
+
+def _task_inputs(task, rng, n=40):
+    """Synthetic predictions, references and options for a task, by its problem type and first label."""
+    label = task.labels[0]
+    if task.problem_type == "vqa":
+        preds = ["yes", "no", "left lung", "heart"] * (n // 4)
+        refs = ["yes", "yes", "left lung", "the heart"] * (n // 4)
+        return preds, refs, {"answer_types": ["closed", "closed", "open", "open"] * (n // 4)}
+    if task.problem_type == "structure":
+        refs = rng.normal(size=(3, 12, 3)) * 5
+        return refs + rng.normal(size=refs.shape) * 0.5, refs, {}
+    if task.problem_type == "regression":
+        refs = rng.uniform(0, 200, n)
+        return refs + rng.normal(size=n) * 10, refs, {}
+    if label.kind == "text":
+        names = np.array(["b_cell", "t_cell", "nk_cell"])
+        refs = names[rng.integers(0, 3, n)]
+        return np.where(rng.random(n) < 0.7, refs, names[0]), refs, {}
+    k = label.num_classes
+    refs = rng.integers(0, k, n)
+    refs[: 2 * k] = np.repeat(np.arange(k), 2)  # every class present
+    scores = rng.normal(size=(n, k)) + 2 * np.eye(k)[refs]
+    if label.kind == "multilabel":
+        multi = np.eye(k)[refs]
+        multi[rng.random((n, k)) < 0.2] = np.nan
+        multi[np.arange(n), refs] = 1.0
+        return scores, multi, {}
+    return scores, refs, {}
+
+
+@pytest.mark.parametrize("task_name", list_tasks())
+def test_compute_task_metrics_for_every_task(task_name, rng):
+    task = get_task(task_name)
+    preds, refs, options = _task_inputs(task, rng)
+    results = M.compute_task_metrics(task_name, preds, refs, **options)
+    assert list(results) == list(task.metrics)
+    assert all(isinstance(v, float) and np.isfinite(v) for v in results.values()), results
+
+
+def test_bone_age_accuracy_is_on_the_bins():
+    results = M.compute_task_metrics("bone_age", [10.0, 70.0, 200.0, -5.0], [20.0, 50.0, 190.0, 59.0])
+    # bins [0,60) [60,108) ... [180,inf): 0,1,4,0 vs 0,0,4,0
+    assert results == {"accuracy": pytest.approx(0.75), "mae": pytest.approx((10 + 20 + 10 + 64) / 4)}
+
+
+def test_expression_prediction_per_context(rng):
+    preds, refs = rng.normal(size=40), rng.normal(size=40)
+    contexts = np.repeat(["a", "b", "c", "d"], 10)
+    results = M.compute_task_metrics("expression_prediction", preds, refs, groups=contexts)
+    want = np.mean([stats.pearsonr(preds[contexts == c], refs[contexts == c])[0] for c in "abcd"])
+    assert results["pearson"] == pytest.approx(want)
+
+
+def test_structure_metrics_are_means_of_structure_scores(rng):
+    from multimed_hf.metrics.structure import structure_scores
+
+    refs = rng.normal(size=(2, 15, 3)) * 5
+    preds = refs + rng.normal(size=refs.shape)
+    scores = structure_scores(preds, refs)
+    results = M.compute_task_metrics("protein_structure", preds, refs)
+    for key in ("tm_score", "rmsd", "gdt_ts"):
+        assert results[key] == pytest.approx(float(np.mean(scores[key])))
+        assert M.get_metric(key)(preds, refs) == pytest.approx(results[key])
+
+
+def test_compute_task_metrics_options():
+    assert M.compute_task_metrics("brain_tumor", [0, 1, 2], [0, 1, -1], ignore_index=-1, metrics=["accuracy"]) == {
+        "accuracy": 1.0
+    }
+    with pytest.raises(TypeError, match=r"options: \['answer_types'\] are accepted by none of the metrics"):
+        M.compute_task_metrics("brain_tumor", [0, 1], [0, 1], answer_types=["open", "open"])
+    with pytest.raises(ValueError, match="unknown task 'brain_tumour'; did you mean 'brain_tumor'"):
+        M.compute_task_metrics("brain_tumour", [0], [0])
+    with pytest.raises(ValueError, match="unknown metric 'f1'"):
+        M.compute_task_metrics("brain_tumor", [0], [0], metrics=["f1"])
