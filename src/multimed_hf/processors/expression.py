@@ -1,0 +1,148 @@
+"""Sparse expression rows (scRNA-seq cells, pseudo-bulk profiles) -> dense values over one recorded gene order."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from multimed_hf.processors.base import ModalityProcessor, ProcessorError
+
+__all__ = ["ExpressionProcessor"]
+
+
+class ExpressionProcessor(ModalityProcessor):
+    """One sparse row (``indices`` into the row's gene panel, ``values``) -> ``values`` float32 [G] over ``genes``.
+
+    ``genes`` is the recorded gene order (the model's input panel, ``G = len(genes)``); ``panels`` maps each
+    ``gene_panel`` id of the data to its ordered gene list, which the row's indices refer to. Per row:
+    ``normalize_total`` (if set) scales the row's values to that sum over all of the row's genes (library-size
+    normalisation), then ``log1p`` (if set) applies ``log(1 + x)``, then the row is aligned by gene name to ``genes``.
+
+    Absent genes: a gene of ``genes`` that the row's panel does not measure is absent, not zero. The dense ``values``
+    hold ``missing_value`` (0.0 by default) there, since the batch contract has a dense panel only; with
+    ``return_gene_mask=True`` a ``gene_mask`` bool [G] (True = measured) is added for a model that reads it. A gene
+    the panel measures but the sparse row omits is a true zero. Genes of the row's panel outside ``genes`` are
+    dropped (they take part in ``normalize_total``, which sees the whole row).
+    """
+
+    def __init__(self, genes: Sequence[str], panels: Mapping[str, Sequence[str]] | None = None,
+                 normalize_total: float | None = None, log1p: bool = True, missing_value: float = 0.0,
+                 return_gene_mask: bool = False, panel_column: str = "gene_panel"):
+        self.genes = _unique(genes, "the recorded gene order (genes)")
+        if not self.genes:
+            raise ProcessorError("genes is empty: give the recorded gene order the model reads")
+        if normalize_total is not None and normalize_total <= 0:
+            raise ProcessorError(f"normalize_total={normalize_total}: expected a positive target sum or None")
+        self.normalize_total = normalize_total
+        self.log1p = bool(log1p)
+        self.missing_value = float(missing_value)
+        self.return_gene_mask = bool(return_gene_mask)
+        self.panel_column = panel_column
+        self.panels: dict[str, list[str]] = {}
+        self._position = {gene: i for i, gene in enumerate(self.genes)}
+        self._maps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for panel_id, panel in (panels or {}).items():
+            self.add_panel(panel_id, panel)
+
+    @classmethod
+    def from_panel(cls, panel_id: str, genes: Sequence[str], **kwargs) -> "ExpressionProcessor":
+        """A processor whose recorded gene order is panel ``panel_id`` itself."""
+        return cls(genes=genes, panels={panel_id: genes}, **kwargs)
+
+    def add_panel(self, panel_id: str, genes: Sequence[str]) -> None:
+        """Record the ordered gene list that rows with ``gene_panel == panel_id`` index into."""
+        self.panels[str(panel_id)] = _unique(genes, f"gene panel {panel_id!r}")
+        self._maps.pop(str(panel_id), None)
+
+    def _panel_map(self, panel_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(position in ``genes`` of each panel gene, -1 if not recorded; mask over ``genes`` of measured genes)."""
+        if panel_id not in self._maps:
+            if panel_id not in self.panels:
+                raise ProcessorError(f"gene panel {panel_id!r} is not known to the expression processor (known: "
+                                     f"{sorted(self.panels)}); give its gene list: processor.add_panel({panel_id!r}, "
+                                     f"genes)")
+            positions = np.array([self._position.get(g, -1) for g in self.panels[panel_id]], dtype=np.int64)
+            measured = np.zeros(len(self.genes), dtype=bool)
+            measured[positions[positions >= 0]] = True
+            self._maps[panel_id] = (positions, measured)
+        return self._maps[panel_id]
+
+    def __call__(self, indices: Sequence[int], values: Sequence[float], panel: str) -> dict:
+        """Dense, normalised ``values`` over ``genes`` for one sparse row of panel ``panel``."""
+        positions, measured = self._panel_map(str(panel))
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        values = np.asarray(values, dtype=np.float64).reshape(-1)
+        if indices.shape != values.shape:
+            raise ProcessorError(f"gene indices ({indices.size}) and values ({values.size}) differ in length")
+        if indices.size and (indices.min() < 0 or indices.max() >= positions.size):
+            raise ProcessorError(f"gene indices span [{indices.min()}, {indices.max()}] but panel {panel!r} has "
+                                 f"{positions.size} genes")
+        if not np.isfinite(values).all():
+            raise ProcessorError("expression values include NaN or infinity")
+        if self.normalize_total is not None:
+            total = values.sum()
+            if total > 0:
+                values = values * (self.normalize_total / total)
+        if self.log1p:
+            if values.size and values.min() < 0:
+                raise ProcessorError(f"expression values must be >= 0 for log1p, got a minimum of {values.min():g}; "
+                                     f"for data already transformed give log1p=False")
+            values = np.log1p(values)
+        dense = np.full(len(self.genes), self.missing_value, dtype=np.float32)
+        dense[measured] = 0.0
+        target = positions[indices]
+        kept = target >= 0
+        dense[target[kept]] = values[kept]
+        out = {"values": dense}
+        if self.return_gene_mask:
+            out["gene_mask"] = measured.copy()
+        return out
+
+    def columns(self, specs: Sequence) -> tuple[str, ...]:
+        return (*_split_columns(specs), self.panel_column)
+
+    def from_row(self, values: Mapping[str, Any], specs: Sequence) -> dict | None:
+        index_column, value_column = _split_columns(specs)
+        indices, data, panel = values[index_column], values[value_column], values[self.panel_column]
+        if indices is None or data is None:
+            return None
+        if panel is None:
+            raise ProcessorError(f"column {self.panel_column!r} is empty, so the gene indices cannot be read")
+        return self(indices, data, panel)
+
+    def collate(self, items: Sequence[dict]) -> dict:
+        import torch
+
+        out = {"values": torch.from_numpy(np.stack([item["values"] for item in items]))}
+        if self.return_gene_mask:
+            out["gene_mask"] = torch.from_numpy(np.stack([item["gene_mask"] for item in items]))
+        return out
+
+    def to_dict(self) -> dict:
+        return {"genes": list(self.genes), "panels": {k: list(v) for k, v in self.panels.items()},
+                "normalize_total": self.normalize_total, "log1p": self.log1p, "missing_value": self.missing_value,
+                "return_gene_mask": self.return_gene_mask, "panel_column": self.panel_column}
+
+
+def _unique(genes: Sequence[str], what: str) -> list[str]:
+    genes = [str(g) for g in genes]
+    seen, repeated = set(), []
+    for gene in genes:
+        if gene in seen:
+            repeated.append(gene)
+        seen.add(gene)
+    if repeated:
+        raise ProcessorError(f"{what} names genes more than once: {sorted(set(repeated))[:10]}; gene names must be "
+                             f"unique (use gene ids where symbols repeat)")
+    return genes
+
+
+def _split_columns(specs: Sequence) -> tuple[str, str]:
+    """The (indices, values) columns among a modality's registry columns, told apart by dtype."""
+    index = [s.name for s in specs if s.dtype == "list_int32"]
+    value = [s.name for s in specs if s.dtype == "list_float32"]
+    if len(index) != 1 or len(value) != 1:
+        raise ProcessorError(f"an expression modality needs one list_int32 (indices) and one list_float32 (values) "
+                             f"column, got {[(s.name, s.dtype) for s in specs]}")
+    return index[0], value[0]
