@@ -14,6 +14,9 @@ from transformers import AutoConfig, AutoModel
 from multimed_hf.configuration_multimed import MultiMedConfig, timm_encoder_spec
 from multimed_hf.heads import structure_loss
 from multimed_hf.modeling_multimed import MultiMedModel, MultiMedOutput
+from multimed_hf.tasks import get_task
+
+N_DISEASES = get_task("disease").label("diseases").num_classes
 
 H = 12  # shared size; odd-sized encoders below so a transposed shape fails
 VOCABS = {"med_vqa": ["yes", "no", "left"], "cell_type": ["b", "t", "nk"]}
@@ -187,13 +190,13 @@ def test_other_modalities_and_label_kinds(multi):
                  labels={"bone_age_months": torch.tensor([100.0, float("nan")]), "bone_age_bin": torch.tensor([1, 2])})
     assert abs(float(bone.logits["bone_age_months"].detach().mean()) - 120) < 30  # in months, around the given mean
     assert set(bone.losses) == {"bone_age_months", "bone_age_bin"}
-    diseases = torch.full((2, 15), float("nan"))
+    diseases = torch.full((2, N_DISEASES), float("nan"))
     diseases[0, :3] = torch.tensor([1.0, 0.0, 1.0])
     dis = multi(task="disease", labels={"diseases": diseases},
                 inputs={"xray": {"pixel_values": torch.randn(1, 3, 30, 30)},
                         "text": {"input_ids": torch.randint(2, 50, (2, 6)), "attention_mask": torch.ones(2, 6)}},
                 presence={"xray": torch.tensor([True, False]), "text": torch.tensor([True, True])})
-    assert dis.logits["diseases"].shape == (2, 15) and torch.isfinite(dis.loss)
+    assert dis.logits["diseases"].shape == (2, N_DISEASES) and torch.isfinite(dis.loss)
     vqa = multi(task="med_vqa", labels={"answer": torch.tensor([2])},
                 inputs={"mri": {"pixel_values": torch.randn(1, 3, 30, 30)}, "text": {"input_ids": torch.ones(1, 4).long()}})
     assert vqa.logits["answer"].shape == (1, 3)
@@ -240,7 +243,7 @@ def test_absent_labels_are_ignored(multi):
     (dict(task="motor_imagery", inputs={"eeg": {"values": torch.randn(2, 5, 40)}},
           labels={"movement": torch.tensor([0, 1, 2])}), "has 3 rows, the batch has 2"),
     (dict(task="disease", inputs={"text": {"input_ids": torch.ones(2, 3).long()}},
-          labels={"diseases": torch.zeros(2, 14)}), r"expected FloatTensor\[2, 15\]"),
+          labels={"diseases": torch.zeros(2, N_DISEASES - 1)}), rf"expected FloatTensor\[2, {N_DISEASES}\]"),
     (dict(task="med_vqa", inputs={"text": {"input_ids": torch.ones(2, 3).long(), "pixel_values": torch.ones(2)}}),
      r"takes no \['pixel_values'\]"),
 ])

@@ -184,9 +184,24 @@ RSNA_BONE_AGE = SourceSpec(
     license="research use (Stanford AIMI registration); redistribution not granted",
     redistributable=False,
     homepage="https://www.rsna.org/rsnai/ai-image-challenge/rsna-pediatric-bone-age-challenge-2017",
-    layout="boneage-training-dataset.csv (id, boneage, male) and PNG images named <id>.png",
-    grouping="image id (one image per child)",
-    expected_files={"train + validation + test": 14236},
+    layout=(
+        "boneage-training-dataset.csv (id, boneage in months, male True/False) beside the folder of PNGs named "
+        "<id>.png (Kaggle nests it: boneage-training-dataset/boneage-training-dataset/); the challenge's other "
+        "sheets are recognised by header: validation (Image ID, male, Bone Age (months)), test ground truth "
+        "(Case ID, Sex, Ground truth bone age (months)), and Kaggle's boneage-test-dataset.csv (Case ID, Sex) whose "
+        "200 images carry no age. A sheet indexes the folder named like it, else its own folder"
+    ),
+    grouping="image id (one image per child; no patient ids exist)",
+    expected_files={
+        "Kaggle mirror (training 12,611 + test 200 PNGs, 2 sheets)": 12813,
+        "training set alone (12,611 PNGs + sheet)": 12612,
+        "all three challenge sets (PNGs only)": 14236,
+    },
+    notes=(
+        "bone_age_bin is computed from bone_age_months with the task's bin edges. The validation sheet is training "
+        "data here; the test ground truth, where supplied as CSV, is the published test set. Kaggle's test images "
+        "have no age and are reported as unlabelled. Without a labelled test sheet the test split is drawn by image."
+    ),
 )
 
 BREAKHIS = SourceSpec(
@@ -205,8 +220,16 @@ BREAKHIS = SourceSpec(
         "BreaKHis_v1/histology_slides/breast/{benign,malignant}/SOB/<subtype>/SOB_B_A_14-22549AB/"
         "{40X,100X,200X,400X}/SOB_B_A-14-22549AB-40-001.png"
     ),
-    grouping="patient (the 14-22549AB part of the folder name; 82 patients)",
+    grouping=(
+        "patient: the 14-22549 part of the folder name, slide letters dropped (14-22549AB, 14-22549CD and "
+        "14-22549G are one group), so patient 14-13412, filed under both ductal and lobular carcinoma, is one group"
+    ),
     expected_files={"v1": 7909},
+    notes=(
+        "The file name repeats the class letter (B/M), subtype letters, patient and magnification of its folders; "
+        "a file whose name disagrees with its folders is rejected. patient_id keeps the folder's id as published. "
+        "Identical images filed under two subtypes are rejected as label conflicts."
+    ),
     label_map={
         "malignancy": {"benign": "benign", "malignant": "malignant"},
         "subtype": {
@@ -226,9 +249,19 @@ APTOS2019 = SourceSpec(
     license="Kaggle competition rules; redistribution not granted",
     redistributable=False,
     homepage="https://www.kaggle.com/competitions/aptos2019-blindness-detection",
-    layout="train.csv (id_code, diagnosis 0-4) with train_images/<id_code>.png",
-    grouping="image (no patient ids; duplicates grouped)",
-    expected_files={"train": 3662},
+    layout=(
+        "train.csv (id_code, diagnosis 0-4) with train_images/<id_code>.png; test.csv (id_code) with "
+        "test_images/<id_code>.png and sample_submission.csv (a template)"
+    ),
+    grouping="image (no patient ids; exact and near-duplicate images grouped)",
+    expected_files={
+        "Kaggle competition (3,662 train + 1,928 test PNGs, 3 sheets)": 5593,
+        "training set alone (3,662 PNGs + train.csv)": 3663,
+    },
+    notes=(
+        "The test images have no public grades: they are reported as unlabelled, and the test split is drawn from "
+        "the training images. Exact duplicates graded differently are rejected as label conflicts."
+    ),
     label_map={"dr_grade": {"0": "no_dr", "1": "mild", "2": "moderate", "3": "severe", "4": "proliferative"}},
 )
 
@@ -243,9 +276,19 @@ EYEPACS = SourceSpec(
     license="Kaggle competition rules; redistribution not granted",
     redistributable=False,
     homepage="https://www.kaggle.com/competitions/diabetic-retinopathy-detection",
-    layout="trainLabels.csv (image, level 0-4) with images <patient>_{left,right}.jpeg",
-    grouping="patient (both eyes together)",
-    expected_files={"train": 35126},
+    layout=(
+        "trainLabels.csv (image, level 0-4) with train/<patient>_{left,right}.jpeg; test/ with the same names, "
+        "labelled by retinopathy_solution.csv (image, level, Usage) where supplied; sampleSubmission.csv (a template)"
+    ),
+    grouping="patient (the numeric prefix: both eyes together)",
+    expected_files={
+        "train + test with the solution (88,702 JPEGs, 3 sheets)": 88705,
+        "training set alone (35,126 JPEGs + trainLabels.csv)": 35127,
+    },
+    notes=(
+        "With retinopathy_solution.csv the test images are the published test set (public and private parts "
+        "together); without it they are reported as unlabelled and the test split is drawn from training patients."
+    ),
     label_map=APTOS2019.label_map,
 )
 
@@ -261,10 +304,52 @@ MALARIA = SourceSpec(
     license="public NLM download, no explicit licence (cite the PeerJ paper)",
     redistributable=True,
     homepage="https://lhncbc.nlm.nih.gov/LHC-research/LHC-projects/image-processing/malaria-datasheet.html",
-    layout="cell_images/{Parasitized,Uninfected}/*.png (plus a Thumbs.db per folder)",
-    grouping="smear image / patient (the file-name prefix before _cell_)",
-    expected_files={"cell_images.zip": 27558},
+    layout=(
+        "cell_images/{Parasitized,Uninfected}/<slide>ThinF_IMG_<date>_<time>_cell_<n>.png (plus a Thumbs.db per "
+        "folder, reported as stray; the Kaggle mirror's nested cell_images/ copy is stray too)"
+    ),
+    grouping=(
+        "patient: the slide code C<n>[P<m>] that starts the name (a smear's photographed fields together), slides "
+        "sharing a C or P number joined"
+    ),
+    expected_files={"cell_images.zip (27,558 PNGs + 2 Thumbs.db)": 27560},
+    notes=(
+        "diseases is [malaria] or [normal]; label_mask lists both, every other disease is unknown, never negative. "
+        "Cell crops all look alike, so near-duplicate hashing is off for this source (exact duplicates still group). "
+        "NLM's patientid_cellmapping_*.csv (a separate download) is not read."
+    ),
     label_map={"diseases": {"Parasitized": "malaria", "Uninfected": "normal"}},
+)
+
+SYMPTOM2DISEASE = SourceSpec(
+    name="symptom2disease",
+    title="Symptom2Disease: patient-style symptom descriptions labelled with 24 diagnoses (Kaggle)",
+    modality="text",
+    citation=(
+        "@misc{symptom2disease, author={niyarrbarman (Kaggle user)}, title={Symptom2Disease}, "
+        "publisher={Kaggle}, howpublished={\\url{https://www.kaggle.com/datasets/niyarrbarman/symptom2disease}}}"
+    ),
+    license="as stated on the Kaggle dataset page (not checked here); redistribution not assumed",
+    redistributable=False,
+    homepage="https://www.kaggle.com/datasets/niyarrbarman/symptom2disease",
+    layout="Symptom2Disease.csv: an unnamed index column, label (24 diagnoses, 50 texts each) and text",
+    grouping="record (no patient ids); identical texts grouped",
+    expected_files={"Kaggle (1,200 rows, one sheet)": 1},
+    label_map={"diseases": {
+        "Malaria": "malaria", "Pneumonia": "pneumonia", "Acne": "acne", "allergy": "allergy",
+        "Arthritis": "arthritis", "Bronchial Asthma": "bronchial_asthma", "Cervical spondylosis": "cervical_spondylosis",
+        "Chicken pox": "chicken_pox", "Common Cold": "common_cold", "Dengue": "dengue", "diabetes": "diabetes",
+        "drug reaction": "drug_reaction", "Fungal infection": "fungal_infection",
+        "gastroesophageal reflux disease": "gerd", "Dimorphic Hemorrhoids": "hemorrhoids",
+        "Hypertension": "hypertension", "Impetigo": "impetigo", "Jaundice": "jaundice", "Migraine": "migraine",
+        "peptic ulcer disease": "peptic_ulcer", "Psoriasis": "psoriasis", "Typhoid": "typhoid",
+        "urinary tract infection": "urinary_tract_infection", "Varicose Veins": "varicose_veins",
+    }},
+    notes=(
+        "One sample per row: the text is the clinical note, diseases its one diagnosis, label_mask the 24 names "
+        "this source can assert. Its Pneumonia is unspecified (not bacterial or viral). Rows with an unknown label "
+        "or no text are reported as <file>:row <n>; identical texts with different labels are rejected."
+    ),
 )
 
 EEGMMIDB = SourceSpec(
@@ -279,9 +364,22 @@ EEGMMIDB = SourceSpec(
     license="ODC-BY-1.0 (PhysioNet open access)",
     redistributable=True,
     homepage="https://physionet.org/content/eegmmidb/1.0.0/",
-    layout="S001/S001R04.edf ... EDF+ files with T0/T1/T2 annotations; imagery runs 4, 8, 12 (fists) and 6, 10, 14 (both fists / feet)",
-    grouping="subject",
+    layout=(
+        "[files/]S001/S001R01.edf ... S109/S109R14.edf (EDF+, 64 channels, 160 Hz, T0/T1/T2 annotations; .edf.event "
+        "copies and RECORDS beside them); imagery runs 4, 8, 12 (T1 left fist, T2 right fist) and 6, 10, 14 "
+        "(T1 both fists, T2 both feet), T0 rest"
+    ),
+    grouping="subject (cross-subject splits); within_subject_split gives runs 4, 6, 8, 10 train and 12, 14 test",
     expected_files={"v1.0.0 (EDF runs)": 1526},
+    label_map={"movement": {
+        "rest": "rest", "left fist": "left_hand", "right fist": "right_hand", "both fists": "both_fists",
+        "both feet": "both_feet",
+    }},
+    notes=(
+        "One sample per cue of an imagery run: 3 s from the cue onset (MOABB's PhysionetMI window), every channel, "
+        "float32 volts, channel names standardised as MNE's eegbci.standardize does. Baseline and motor-execution "
+        "runs are listed as not used. Subjects 88, 92 and 100 were recorded at 128 Hz; sfreq is kept per sample."
+    ),
 )
 
 BCI_IV_2A = SourceSpec(
@@ -298,6 +396,7 @@ BCI_IV_2A = SourceSpec(
     layout="A01T.gdf ... A09E.gdf, GDF with event codes 769-772 (left hand, right hand, feet, tongue)",
     grouping="subject",
     expected_files={"9 subjects x 2 sessions": 18},
+    label_map={"movement": {"769": "left_hand", "770": "right_hand", "771": "both_feet", "772": "tongue"}},
 )
 
 PBMC68K_REDUCED = SourceSpec(
@@ -312,9 +411,22 @@ PBMC68K_REDUCED = SourceSpec(
     license="CC-BY-4.0 (10x Genomics data); BSD-3-Clause (scanpy)",
     redistributable=True,
     homepage="https://scanpy.readthedocs.io/en/stable/generated/scanpy.datasets.pbmc68k_reduced.html",
-    layout="one .h5ad AnnData file: cells x genes, obs['bulk_labels'] cell types",
-    grouping="donor (one donor: a cell-level split, stated in the card)",
+    layout=(
+        "a folder holding scanpy's 10x_pbmc68k_reduced.h5ad (700 cells x 765 genes; obs['bulk_labels'] cell types, "
+        "log-normalised values in .raw) and optionally further .h5ad files (obs: a cell-type column such as "
+        "cell_type or bulk_labels; donor_id, tissue, organ where known)"
+    ),
+    grouping=(
+        "donor where obs has a donor column; pbmc68k_reduced has none (one donor, Zheng et al. 2017), so its "
+        "cells are split one by one: donor-level disjointness cannot be guaranteed for it"
+    ),
     expected_files={"scanpy bundled file": 1},
+    notes=(
+        "Values are the least processed matrix each file has (layers['counts'], else .raw.X, else X; the "
+        "expression_matrix column says which); files with only scaled (negative) values are rejected. Each cell "
+        "keeps its non-zero genes as indices into its file's gene panel; the panels' gene lists are in "
+        "build_info.json (sources[].provenance.gene_panels), keyed by the gene_panel id."
+    ),
 )
 
 SC_EXPRESSION_ATLAS = SourceSpec(
@@ -345,8 +457,18 @@ TCGA_XENA = SourceSpec(
     license="TCGA open tier (NIH GDC terms); genome FASTA public",
     redistributable=True,
     homepage="https://xenabrowser.net/datapages/?hub=https://pancanatlas.xenahubs.net",
-    layout="promoters.fa (FASTA of 10,500-nt windows keyed by gene id) + expression.tsv (genes x samples)",
-    grouping="gene; whole chromosomes held out for test",
+    layout=(
+        "promoters.fa (10,500-nt windows, 7,000 nt upstream to 3,500 nt downstream of each TSS, headers as bedtools "
+        "getfasta -name -s writes them: GENE::chr1:4869-15369(+)) + expression.tsv (gene id, then one column of "
+        "log-scale expression per context) + optionally one .h5ad of cells whose cell types name contexts"
+    ),
+    grouping="gene; whole chromosomes (chr8, chr9) held out for test, the rest train (validation from training genes)",
+    notes=(
+        "One sample per (gene, context). Contexts that are cell types of the h5ad carry its pseudo-bulk profile "
+        "(log1p of the mean CP10k expression) with the target gene masked; the profile's gene list is in "
+        "build_info.json (sources[].provenance.gene_panels). Windows with letters other than A/C/G/T/N, another "
+        "length, no chromosome or no expression row are reported per record."
+    ),
 )
 
 RCSB_PDB = SourceSpec(
@@ -360,8 +482,22 @@ RCSB_PDB = SourceSpec(
     license="CC0-1.0",
     redistributable=True,
     homepage="https://www.rcsb.org/",
-    layout="a folder of .pdb / .cif entries, optionally with RCSB sequence clusters (clusters-by-entity-30.txt)",
-    grouping="sequence cluster (identical and >= 90%-identical chains, or RCSB's clusters where supplied)",
+    layout=(
+        "a folder (nested or flat) of PDB entries as <id>.pdb, pdb<id>.ent or <id>.cif, gzipped or not, optionally "
+        "with one RCSB sequence-cluster file beside them (clusters-by-entity-NN.txt, or the older bc-NN.out)"
+    ),
+    grouping=(
+        "sequence group: RCSB's clusters where a cluster file is supplied; otherwise (and for chains it does not "
+        "list) identical and >= 90%-identical chains (identities over the shorter chain, k-mer prefilter + "
+        "Biopython PairwiseAligner)"
+    ),
+    notes=(
+        "One sample per protein chain of the first model. Residues the entry records as unobserved (REMARK 465, "
+        "_pdbx_unobs_or_zero_occ_residues) stay in the sequence at their author numbers with residue_mask 0 and "
+        "coordinates 0; nothing is shifted. Modified residues take their parent's letter (else X) and are listed "
+        "in nonstandard_residues. Chains with no C-alpha atom, peptides under 10 residues and chains with an "
+        "unrecorded break (consecutive C-alpha atoms over 4.2 A apart) are reported in the manifest and left out."
+    ),
 )
 
 VQA_RAD = SourceSpec(
@@ -376,9 +512,18 @@ VQA_RAD = SourceSpec(
     license="CC0-1.0",
     redistributable=True,
     homepage="https://osf.io/89kps/",
-    layout="VQA_RAD Dataset Public.json (image_name, question, answer, answer_type) + VQA_RAD Image Folder/",
-    grouping="image (all questions on one image together)",
-    expected_files={"QA pairs": 3515},
+    layout=(
+        "VQA_RAD Dataset Public.json (qid, image_name, question, answer, answer_type CLOSED/OPEN, phrase_type, "
+        "question_type, image_organ; .xlsx and .xml copies beside it) + VQA_RAD Image Folder/synpicNNNN.jpg"
+    ),
+    grouping="image (all questions on one image together; exact and near-duplicate images grouped too)",
+    expected_files={"315 images + the JSON": 316},
+    notes=(
+        "3,515 QA pairs on 315 images. Test questions are phrase_type test_freeform / test_para; the publisher "
+        "split by question, so training questions on test images are dropped and reported. The JSON records the "
+        "organ, not the modality: CHEST is read as X-ray, ABD as CT, HEAD from the image's modality questions "
+        "(MRI where none says)."
+    ),
 )
 
 SLAKE = SourceSpec(
@@ -392,8 +537,17 @@ SLAKE = SourceSpec(
     license="CC-BY-4.0",
     redistributable=True,
     homepage="https://www.med-vqa.com/slake/",
-    layout="imgs/xmlabN/source.jpg + {train,validation,test}.json (img_name, question, answer, answer_type, q_lang)",
-    grouping="image",
+    layout=(
+        "imgs/xmlabN/source.jpg (with mask.png and detection.json beside it) + train.json, validation.json, "
+        "test.json (qid, img_id, img_name xmlabN/source.jpg, question, answer, answer_type, q_lang en/zh, "
+        "modality, location, content_type)"
+    ),
+    grouping="image (all questions on one image together; exact and near-duplicate images grouped too)",
+    expected_files={"642 images + 3 JSON": 645},
+    notes=(
+        "English and Chinese questions are both kept (the language column tells them apart). validation.json "
+        "is read as training data; validation is drawn from training images."
+    ),
 )
 
 # --- tasks ----------------------------------------------------------------------------------------------------
@@ -401,6 +555,11 @@ DISEASES = (
     "normal", "bacterial_pneumonia", "viral_pneumonia", "novel_coronavirus_pneumonia", "common_pneumonia",
     "glioma", "meningioma", "pituitary_tumor", "cnv", "dme", "drusen", "diabetic_retinopathy",
     "breast_benign", "breast_malignant", "malaria",
+    # Symptom2Disease's clinical-text diagnoses (appended: the names above keep their indices)
+    "pneumonia", "acne", "allergy", "arthritis", "bronchial_asthma", "cervical_spondylosis", "chicken_pox",
+    "common_cold", "dengue", "diabetes", "drug_reaction", "fungal_infection", "gerd", "hemorrhoids",
+    "hypertension", "impetigo", "jaundice", "migraine", "peptic_ulcer", "psoriasis", "typhoid",
+    "urinary_tract_infection", "varicose_veins",
 )
 
 register_task(TaskSpec(
@@ -414,7 +573,7 @@ register_task(TaskSpec(
     grouping_key="the source's patient / slide / duplicate group",
     inputs=(IMAGE, C("text", "string", "clinical note, where the record has one", modality="text"), MODALITY),
     metadata=(C("label_mask", "list_string", "the harmonised names this source can assert; the rest are unknown"), PATIENT),
-    sources=(MALARIA,),
+    sources=(MALARIA, SYMPTOM2DISEASE),
     notes="Unknown labels stay missing, never negative (TorchXRayVision's convention).",
 ))
 
@@ -521,7 +680,13 @@ register_task(TaskSpec(
         C("sfreq", "float32", "sampling rate in Hz"),
         C("channel_names", "list_string", "channel names, in row order"),
     ),
-    metadata=(C("subject", "string"), C("session", "string"), C("run", "string")),
+    metadata=(
+        C("subject", "string"), C("session", "string"), C("run", "string"),
+        C("cue_onset", "float32", "the cue's time in its recording, in seconds (the epoch starts there)"),
+        C("within_subject_split", "string",
+          "train / test for the within-subject protocol (later runs or the evaluation session are test); the "
+          "config's own splits are cross-subject"),
+    ),
     sources=(EEGMMIDB, BCI_IV_2A),
 ))
 
@@ -539,7 +704,10 @@ register_task(TaskSpec(
         C("gene_values", "list_float32", "expression of those genes", modality="scrna"),
         C("gene_panel", "string", "id of the recorded gene list the indices refer to"),
     ),
-    metadata=(C("tissue", "string"), C("organ", "string"), C("donor", "string")),
+    metadata=(
+        C("tissue", "string"), C("organ", "string"), C("donor", "string"),
+        C("expression_matrix", "string", "which matrix of the file the values are: layers/counts, raw/X or X"),
+    ),
     sources=(PBMC68K_REDUCED, SC_EXPRESSION_ATLAS),
 ))
 
@@ -559,7 +727,10 @@ register_task(TaskSpec(
         C("profile_values", "list_float32", "pseudo-bulk profile values", modality="scrna"),
         C("gene_panel", "string", "id of the recorded gene list the profile indices refer to"),
     ),
-    metadata=(C("gene_id", "string"), C("chromosome", "string")),
+    metadata=(
+        C("gene_id", "string"), C("chromosome", "string"),
+        C("window", "string", "the promoter window's locus as the FASTA header gives it, e.g. chr1:4869-15369(+)"),
+    ),
     sources=(TCGA_XENA,),
 ))
 
@@ -574,9 +745,16 @@ register_task(TaskSpec(
     grouping_key="sequence group (identical and >= 90%-identical chains together)",
     inputs=(C("sequence", "string", "one-letter amino-acid sequence", modality="protein"),),
     metadata=(
-        C("residue_mask", "list_int32", "1 where the residue's C-alpha was observed"),
-        C("residue_numbers", "list_int32", "author residue numbers"),
-        C("chain_id", "string"), C("pdb_id", "string"), C("resolution", "float32"),
+        C("residue_mask", "list_int32", "1 where the residue's C-alpha was observed; 0 (coordinates 0) where missing"),
+        C("residue_numbers", "list_int32", "author residue numbers, missing residues included"),
+        C("insertion_codes", "string", "one insertion code per residue, a space where none"),
+        C("n_coords", "coords_float32", "backbone N coordinates, L x 3, Angstrom; 0 where absent (backbone_mask)"),
+        C("c_coords", "coords_float32", "backbone C coordinates, L x 3, Angstrom; 0 where absent"),
+        C("o_coords", "coords_float32", "backbone O coordinates, L x 3, Angstrom; 0 where absent"),
+        C("backbone_mask", "list_int32", "per residue, the backbone atoms observed: bits 1 N, 2 CA, 4 C, 8 O"),
+        C("nonstandard_residues", "list_string", "modified or unknown residues as NAME:number (e.g. MSE:57)"),
+        C("chain_id", "string"), C("pdb_id", "string"),
+        C("resolution", "float32", "in Angstrom; None where the entry gives none (NMR)"),
     ),
     sources=(RCSB_PDB,),
 ))
@@ -593,6 +771,11 @@ register_task(TaskSpec(
     metrics=("vqa_accuracy", "exact_match", "token_f1"),
     grouping_key="image (all questions on one image together)",
     inputs=(IMAGE, MODALITY, C("question", "string", "the question", modality="text")),
-    metadata=(C("answer_type", "string", "closed or open"),),
+    metadata=(
+        C("answer_type", "string", "closed or open"),
+        C("question_type", "string", "the publisher's question category (VQA-RAD question_type, SLAKE content_type)"),
+        C("organ", "string", "body part or organ shown, as the publisher names it"),
+        C("language", "string", "the question's language (en, zh)"),
+    ),
     sources=(VQA_RAD, SLAKE),
 ))

@@ -1,0 +1,96 @@
+"""NIH/NLM LHNCBC malaria cell images: ``cell_images/{Parasitized,Uninfected}/<smear image>_cell_<n>.png``.
+
+A sample of the multi-label ``disease`` task: ``diseases`` is ``["malaria"]`` (Parasitized) or ``["normal"]``
+(Uninfected), and ``label_mask`` lists the names this source can assert; every other disease is unknown, never
+negative. The ``Thumbs.db`` in each class folder (the archive's 27,560 files are 27,558 PNGs and two of them) and
+the Kaggle mirror's nested second copy ``cell_images/cell_images/`` are reported as stray files.
+
+Grouping: a name is ``<slide>thinF_IMG_<date>_<time>_cell_<n>.png`` with the slide code ``C<n>[P<m>]``
+(e.g. ``C100P61ThinF_IMG_20150918_144104_cell_162.png``). One patient's smear holds several photographed fields
+(the part before ``_cell_``), so the group is the slide code, not the field; slide codes sharing their C or P
+number are joined too (a patient's slides, and its cells filed as Uninfected), since splitting one patient leaks.
+The cell crops all look alike (a round cell on black), so a 64-bit perceptual hash would chain unrelated cells:
+near-duplicate hashing is off; exact duplicates still group.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePosixPath
+from typing import Iterable
+
+from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.data.sample import Sample
+from multimed_hf.data.source_builder import ImageFolderBuilder, PathInfo
+
+__all__ = ["MalariaCellsBuilder", "slide_code"]
+
+_FOLDERS = ("Parasitized", "Uninfected")
+_NAME = re.compile(r"^(?P<field>.+)_cell_(?P<n>\d+)\.png$", re.IGNORECASE)
+_SLIDE = re.compile(r"^(?P<slide>C(?P<c>\d+)(?:P(?P<p>\d+))?[A-Za-z]*?)_?thinF", re.IGNORECASE)
+
+
+def slide_code(field: str) -> tuple[str, tuple[str, ...]]:
+    """The slide code of a smear field name and the tokens (C and P numbers) that tie slides to a patient."""
+    match = _SLIDE.match(field)
+    if match is None:
+        return field, ()
+    tokens = [f"C{int(match['c'])}"] + ([f"P{int(match['p'])}"] if match["p"] else [])
+    return match["slide"], tuple(tokens)
+
+
+class MalariaCellsBuilder(ImageFolderBuilder):
+    task = "disease"
+    source = "lhncbc_malaria"
+    image_suffixes = (".png",)
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        return all((root / folder).is_dir() for folder in _FOLDERS)
+
+    def read_file(self, relpath: str) -> list[Sample]:
+        name = PurePosixPath(relpath).name
+        if name.lower() == "thumbs.db":
+            raise BadSourceFile("stray file: Thumbs.db is a Windows thumbnail cache, not a cell image")
+        samples = super().read_file(relpath)
+        mask = sorted(set(self.spec().label_map["diseases"].values()))
+        for sample in samples:
+            sample.fields["diseases"] = [sample.fields["diseases"]]
+            sample.fields["label_mask"] = mask
+            sample.perceptual_hash = None
+        return samples
+
+    def parse_path(self, relpath: str) -> PathInfo:
+        parts = PurePosixPath(relpath).parts
+        if parts[0] == "cell_images":
+            raise BadSourceFile(
+                "stray file: cell_images/ inside cell_images/ is the Kaggle mirror's nested second copy"
+            )
+        if len(parts) != 2:
+            raise BadSourceFile("stray file: expected {Parasitized,Uninfected}/<smear image>_cell_<n>.png")
+        folder, name = parts
+        if folder not in _FOLDERS:
+            raise BadSourceFile(f"class folder {folder!r} is not one of {list(_FOLDERS)}")
+        match = _NAME.match(name)
+        if match is None:
+            raise BadSourceFile(f"file name {name!r} is not <smear image>_cell_<n>.png")
+        slide, _ = slide_code(match["field"])
+        return PathInfo(
+            sample_id=f"{folder}/{PurePosixPath(name).stem}",
+            labels={"diseases": folder},
+            group_key=f"slide:{slide}",
+            fields={"patient_id": slide},
+        )
+
+    def link_samples(self, samples: list[Sample]) -> Iterable[tuple[int, int]]:
+        """Slides sharing a C or P number: one patient (one link per slide joined, not per cell)."""
+        first: dict[str, tuple[int, str]] = {}
+        joined: set[tuple[str, str]] = set()
+        for i, sample in enumerate(samples):
+            slide, tokens = slide_code(_NAME.match(PurePosixPath(sample.source_path).name)["field"])
+            for token in tokens:
+                if token not in first:
+                    first[token] = (i, slide)
+                elif first[token][1] != slide and (token, slide) not in joined:
+                    joined.add((token, slide))
+                    yield first[token][0], i

@@ -1,0 +1,127 @@
+"""BreakHis: malignancy, subtype and magnification from the path, patient groups, name/folder consistency."""
+
+from collections import defaultdict
+
+import numpy as np
+import pytest
+from datasets import load_dataset
+
+from dataset_scripts.sample_sources import breakhis as sample
+from multimed_hf.api import build_dataset
+from multimed_hf.builders import detect_builder
+from multimed_hf.builders.breakhis import BreakHisBuilder
+from multimed_hf.data.features import task_features
+from multimed_hf.data.manifest import read_manifest
+from multimed_hf.data.source_builder import PROVENANCE_FILE
+from multimed_hf.tasks import get_task
+
+TASK = "breast_cancer"
+SPEC = get_task(TASK)
+BASE = "histology_slides/breast"
+ADENOSIS_40X = f"{BASE}/benign/SOB/adenosis/SOB_B_A_14-22549AB/40X"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = sample.make(tmp_path_factory.mktemp("src") / sample.FOLDER)
+    out = tmp_path_factory.mktemp("out") / "multimed"
+    report = build_dataset(TASK, [root], out, progress=False)
+    ds = load_dataset(str(out), TASK, cache_dir=str(tmp_path_factory.mktemp("hf_cache")))
+    return root, out, report, ds
+
+
+def test_layout_is_detected(built):
+    root, *_ = built
+    assert isinstance(detect_builder(TASK, root), BreakHisBuilder)
+
+
+def test_labels_and_magnification_come_from_the_path(built):
+    _, _, report, ds = built
+    assert ds["train"].features == task_features(SPEC)
+    assert {split: ds[split].num_rows for split in ds} == {k: v for k, v in report.splits.items() if v}
+    malignancy, subtype = SPEC.label("malignancy").names, SPEC.label("subtype").names
+    subtypes = set()
+    for split in ds:
+        for row in ds[split]:
+            _, _, cls, _, sub, folder, mag, name = row["source_path"].split("/")
+            assert malignancy[row["malignancy"]] == cls and subtype[row["subtype"]] == sub
+            assert row["magnification"] == mag and f"-{mag[:-1]}-" in name
+            assert row["patient_id"] == folder.rsplit("_", 1)[1] and row["modality"] == "pathology"
+            assert row["sample_id"] == name.removesuffix(".png") and row["image"].size == (70, 46)
+            subtypes.add(subtype[row["subtype"]])
+    assert subtypes == set(subtype)
+
+
+def test_patients_are_grouped_never_images(built):
+    _, out, _, ds = built
+    splits_of = defaultdict(set)
+    for split in ds:
+        for row in ds[split]:
+            splits_of[row["group_id"]].add(split)
+    assert all(len(s) == 1 for s in splits_of.values()), "a group spans two splits"
+    assert all(ds[split].num_rows for split in ("train", "validation", "test"))
+    groups = defaultdict(set)
+    for e in read_manifest(out / TASK):
+        if e.status == "kept" and e.sample_id:
+            groups[e.source_path.split("/")[5]].add(e.group)
+    # slide letters dropped: one patient number, one group; 14-13412 under DC and LC: one group
+    assert groups["SOB_B_A_14-22549AB"] == groups["SOB_B_A_14-22549G"] == {"breakhis:patient:14-22549"}
+    assert groups["SOB_M_DC_14-13412"] == groups["SOB_M_LC_14-13412"] == {"breakhis:patient:14-13412"}
+    assert all(len(g) == 1 for g in groups.values())
+
+
+def test_name_and_folder_mismatches_are_rejected_by_name(built):
+    _, out, report, _ = built
+    by_path = {e.source_path: e for e in read_manifest(out / TASK)}
+    copy = f"{BASE}/malignant/SOB/lobular_carcinoma/SOB_M_LC_14-13412/100X/SOB_M_LC-14-13412-100-002.png"
+    original = f"{BASE}/malignant/SOB/ductal_carcinoma/SOB_M_DC_14-13412/100X/SOB_M_DC-14-13412-100-001.png"
+    expected = {
+        f"{ADENOSIS_40X}/SOB_B_A-14-22549AB-100-002.png":
+            "name/folder mismatch: magnification '100X' in the file name, '40X' in the folders",
+        f"{ADENOSIS_40X}/SOB_M_A-14-22549AB-40-003.png":
+            "name/folder mismatch: class letter 'M' in the file name, 'B' in the patient folder",
+        f"{ADENOSIS_40X}/SOB_B_F-14-22549AB-40-004.png":
+            "name/folder mismatch: subtype letters 'F' in the file name, 'A' in the patient folder",
+        f"{ADENOSIS_40X}/SOB_B_A-14-22549AB-40-005.png": "cannot decode image: OSError: image file is truncated",
+        f"{ADENOSIS_40X}/Thumbs.db": "stray file: not an image of this layout (expected .png)",
+        f"{BASE}/benign/SOB/README.txt": "stray file: not an image of this layout (expected .png)",
+        copy: f"label conflict: identical content at breakhis/{original} carries another label",
+        original: f"label conflict: identical content at breakhis/{copy} carries another label",
+    }
+    assert {p: e.reason for p, e in by_path.items() if e.status == "rejected"} == expected
+    assert report.duplicates["label conflicts rejected"] == 2
+
+
+def test_counts_reconcile_and_every_file_is_listed(built):
+    root, out, report, _ = built
+    entries = read_manifest(out / TASK)
+    counts = report.sources[0].counts
+    assert sum(counts.values()) == len(entries)
+    assert counts == {"kept": len(sample.PATIENTS) * 4 - 1, "moved": 0, "dropped": 0, "rejected": 8}
+    on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != PROVENANCE_FILE}
+    assert {e.source_path for e in entries} == on_disk
+
+
+@pytest.mark.parametrize("relpath, reason", [
+    (f"{BASE}/benign/SOB/ductal_carcinoma/SOB_M_DC_14-2523/40X/SOB_M_DC-14-2523-40-001.png",
+     "folder mismatch: subtype 'ductal_carcinoma' filed under benign/"),
+    (f"{BASE}/benign/SOB/adenosis/SOB_B_A_14-22549AB/40X/SOB_B_A-14-22549CD-40-001.png",
+     "name/folder mismatch: patient '14-22549CD' in the file name, '14-22549AB' in the patient folder"),
+    (f"{BASE}/benign/SOB/adenosis/SOB_B_A_14-22549AB/60X/SOB_B_A-14-22549AB-60-001.png",
+     "magnification folder '60X' is not one of ['40X', '100X', '200X', '400X']"),
+    (f"{BASE}/benign/SOB/adenosis/SOB_B_A_14-22549AB/40X/SOB_B_A-14-22549AB-40-001.jpg",
+     "stray file: not an image of this layout (expected .png)"),
+    (f"{BASE}/benign/SOB/adenosis/SOB_B_A_14-22549AB/SOB_B_A-14-22549AB-40-001.png", "stray file: expected"),
+    (f"{BASE}/benign/SOB/adenosis/B_A_14-22549AB/40X/SOB_B_A-14-22549AB-40-001.png",
+     "patient folder 'B_A_14-22549AB' is not SOB_<B|M>_<subtype>_<year>-<id>"),
+])
+def test_misfiled_paths(tmp_path, relpath, reason):
+    root = tmp_path / sample.FOLDER
+    (root / BASE / "benign").mkdir(parents=True)
+    path = root / relpath
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(sample.encode(sample.tile("adenosis", 40, np.random.default_rng(0))))
+    builder = BreakHisBuilder(root)
+    with pytest.raises(ValueError) as err:
+        builder.read_file(relpath)
+    assert err.value.reason.startswith(reason)

@@ -1,0 +1,106 @@
+"""LHNCBC malaria cells: multi-label disease rows with a label mask, slide/patient groups, stray files."""
+
+from collections import defaultdict
+
+import pytest
+from datasets import load_dataset
+
+from dataset_scripts.sample_sources import lhncbc_malaria as sample
+from multimed_hf.api import build_dataset
+from multimed_hf.builders import detect_builder
+from multimed_hf.builders.lhncbc_malaria import MalariaCellsBuilder, slide_code
+from multimed_hf.data.features import task_features
+from multimed_hf.data.manifest import read_manifest
+from multimed_hf.data.source_builder import PROVENANCE_FILE
+from multimed_hf.tasks import get_task
+
+TASK = "disease"
+NAMES = get_task(TASK).label("diseases").names
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = sample.make(tmp_path_factory.mktemp("src") / sample.FOLDER)
+    out = tmp_path_factory.mktemp("out") / "multimed"
+    report = build_dataset(TASK, [root], out, progress=False)
+    ds = load_dataset(str(out), TASK, cache_dir=str(tmp_path_factory.mktemp("hf_cache")))
+    return root, out, report, ds
+
+
+def test_layout_is_detected(built):
+    root, *_ = built
+    assert isinstance(detect_builder(TASK, root), MalariaCellsBuilder)
+
+
+def test_rows_assert_only_what_the_source_knows(built):
+    _, _, report, ds = built
+    assert ds["train"].features == task_features(get_task(TASK))
+    assert {split: ds[split].num_rows for split in ds} == {k: v for k, v in report.splits.items() if v}
+    for split in ds:
+        for row in ds[split]:
+            folder, name = row["source_path"].split("/")
+            assert [NAMES[i] for i in row["diseases"]] == (["malaria"] if folder == "Parasitized" else ["normal"])
+            assert row["label_mask"] == ["malaria", "normal"]
+            assert row["text"] is None and row["modality"] == "pathology" and row["image"].mode == "RGB"
+            assert row["patient_id"] == slide_code(name.split("_cell_")[0])[0]
+
+
+def test_slides_of_one_patient_share_a_group(built):
+    _, out, report, ds = built
+    splits_of = defaultdict(set)
+    for split in ds:
+        for group in ds[split]["group_id"]:
+            splits_of[group].add(split)
+    assert all(len(s) == 1 for s in splits_of.values()), "a group spans two splits"
+    assert all(ds[split].num_rows for split in ("train", "validation", "test"))
+    group_of_slide = defaultdict(set)
+    for e in read_manifest(out / TASK):
+        if e.status == "kept" and e.sample_id:
+            group_of_slide[slide_code(e.source_path.split("/")[1].split("_cell_")[0])[0]].add(e.group)
+    # C100P61's fields (parasitized and uninfected cells) and its second slide C103P61 are one patient
+    assert group_of_slide["C100P61"] == group_of_slide["C103P61"] and len(group_of_slide["C100P61"]) == 1
+    assert len({g for s, gs in group_of_slide.items() if s != "C103P61" for g in gs}) == len(group_of_slide) - 1
+    assert report.duplicates["pairs linked by the source's own rule"] == 1
+    assert report.duplicates["near-duplicate pairs"] == 0  # hashing is off: cell crops all look alike
+
+
+def test_bad_inputs_are_named(built):
+    root, out, report, _ = built
+    by_path = {e.source_path: e for e in read_manifest(out / TASK)}
+    first = sorted((root / "Parasitized").glob("*_cell_*.png"))[0].name
+    copy = [p for p in by_path if p.startswith("Uninfected/C5thinF")][-1]
+    expected = {
+        "Parasitized/Thumbs.db": "stray file: Thumbs.db is a Windows thumbnail cache, not a cell image",
+        "Uninfected/Thumbs.db": "stray file: Thumbs.db is a Windows thumbnail cache, not a cell image",
+        f"cell_images/Parasitized/{first}":
+            "stray file: cell_images/ inside cell_images/ is the Kaggle mirror's nested second copy",
+        "Parasitized/C102P63ThinF_IMG_20150918_161826.png":
+            "file name 'C102P63ThinF_IMG_20150918_161826.png' is not <smear image>_cell_<n>.png",
+        f"Parasitized/{first}": f"label conflict: identical content at lhncbc_malaria/{copy} carries another label",
+        copy: f"label conflict: identical content at lhncbc_malaria/Parasitized/{first} carries another label",
+    }
+    rejected = {p: e.reason for p, e in by_path.items() if e.status == "rejected"}
+    damaged = [p for p in rejected if p.startswith("Uninfected/C4thinF")]
+    assert len(damaged) == 1 and rejected.pop(damaged[0]).startswith("cannot decode image")
+    assert rejected == expected
+
+
+def test_counts_reconcile_and_every_file_is_listed(built):
+    root, out, report, _ = built
+    entries = read_manifest(out / TASK)
+    counts = report.sources[0].counts
+    assert sum(counts.values()) == len(entries)
+    assert counts == {"kept": len(sample.SMEARS) * 3 - 1, "moved": 0, "dropped": 0, "rejected": 7}
+    on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != PROVENANCE_FILE}
+    assert {e.source_path for e in entries} == on_disk
+
+
+@pytest.mark.parametrize("field, code, tokens", [
+    ("C100P61ThinF_IMG_20150918_144104", "C100P61", ("C100", "P61")),
+    ("C39P4thinF_original_IMG_20150622_105253", "C39P4", ("C39", "P4")),
+    ("C1_thinF_IMG_20150604_104722", "C1", ("C1",)),
+    ("C2NThinF_IMG_20150604_114631", "C2N", ("C2",)),
+    ("smear_07", "smear_07", ()),  # a name outside the convention: its own field is the group
+])
+def test_slide_codes(field, code, tokens):
+    assert slide_code(field) == (code, tokens)

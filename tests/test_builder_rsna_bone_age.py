@@ -1,0 +1,178 @@
+"""RSNA bone age: CSV-indexed hand radiographs, months and their registry bin, sex, and the sheet checks."""
+
+import csv
+import shutil
+from collections import defaultdict
+
+import numpy as np
+import pytest
+from datasets import load_dataset
+
+from dataset_scripts.sample_sources import rsna_bone_age as sample
+from multimed_hf.api import build_dataset
+from multimed_hf.builders import detect_builder
+from multimed_hf.builders.rsna_bone_age import TRAINING_SHEET, RSNABoneAgeBuilder, bone_age_bin
+from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.data.features import task_features
+from multimed_hf.data.manifest import read_manifest
+from multimed_hf.data.source_builder import PROVENANCE_FILE
+from multimed_hf.tasks import get_task
+
+TASK = "bone_age"
+TRAIN_DIR = f"{sample.TRAIN}/{sample.TRAIN}"
+BIN = get_task(TASK).label("bone_age_bin")
+
+
+def _sheet(root, name):
+    with (root / name).open() as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = sample.make(tmp_path_factory.mktemp("src") / sample.FOLDER)
+    out = tmp_path_factory.mktemp("out") / "multimed"
+    report = build_dataset(TASK, [root], out, progress=False)
+    ds = load_dataset(str(out), TASK, cache_dir=str(tmp_path_factory.mktemp("hf_cache")))
+    return root, out, report, ds
+
+
+def test_layout_is_detected(built):
+    root, *_ = built
+    assert isinstance(detect_builder(TASK, root), RSNABoneAgeBuilder)
+
+
+def test_months_bins_and_sex_come_from_the_training_sheet(built):
+    root, _, report, ds = built
+    assert ds["train"].features == task_features(get_task(TASK))
+    assert {split: ds[split].num_rows for split in ds} == {k: v for k, v in report.splits.items() if v}
+    rows = {r["id"]: r for r in _sheet(root, TRAINING_SHEET)}
+    seen_bins = set()
+    for split in ds:
+        for row in ds[split]:
+            sheet_row = rows[row["sample_id"].removeprefix("train/")]
+            assert row["source_path"] == f"{TRAIN_DIR}/{sheet_row['id']}.png"
+            assert row["bone_age_months"] == float(sheet_row["boneage"])
+            assert row["sex"] == ("M" if sheet_row["male"] == "True" else "F")
+            name = BIN.names[row["bone_age_bin"]]
+            i = BIN.names.index(name)
+            upper = BIN.bins[i + 1] if i + 1 < len(BIN.bins) else float("inf")
+            assert BIN.bins[i] <= row["bone_age_months"] < upper
+            seen_bins.add(name)
+            assert row["modality"] == "xray" and row["image"].mode == "L"
+    assert seen_bins == set(BIN.names)
+
+
+def test_each_image_is_its_own_group(built):
+    _, _, _, ds = built
+    splits_of = defaultdict(set)
+    for split in ds:
+        for row in ds[split]:
+            splits_of[row["group_id"]].add(split)
+            assert row["group_id"] == f"rsna_bone_age:{row['sample_id']}"
+    assert all(len(s) == 1 for s in splits_of.values())
+    assert all(ds[split].num_rows for split in ("train", "validation", "test"))  # no labelled test sheet: drawn
+
+
+def test_bad_inputs_are_named(built):
+    _, out, report, _ = built
+    by_path = {e.source_path: e for e in read_manifest(out / TASK)}
+    expected = {
+        f"{TRAINING_SHEET}:row 25": "missing image: no 15600.png under boneage-training-dataset/",
+        f"{TRAIN_DIR}/15601.png": "no label: id '15601' has no row in boneage-training-dataset.csv",
+        f"{TRAIN_DIR}/15602.png":
+            "bad row: boneage-training-dataset.csv row 26: boneage 'unknown' is not a number of months",
+        f"{TRAIN_DIR}/15603.png": "bad row: boneage-training-dataset.csv row 27: male 'maybe' is not True or False",
+        f"{TRAIN_DIR}/15604.png": "cannot decode image: OSError: image file is truncated",
+        f"{TRAIN_DIR}/15605.png": "empty file (0 bytes)",
+        f"{TRAIN_DIR}/15606.png": "cannot decode image: not a format Pillow recognises",
+    }
+    for n in range(4360, 4363):
+        expected[f"{sample.TEST}/{sample.TEST}/{n}.png"] = (
+            f"unlabelled: boneage-test-dataset.csv (the publisher's test list) names '{n}' without a label"
+        )
+    rejected = {p: e.reason for p, e in by_path.items() if e.status == "rejected"}
+    assert rejected == expected
+    assert by_path[TRAINING_SHEET].status == "kept" and by_path[f"{sample.TEST}.csv"].status == "kept"
+
+
+def test_counts_reconcile_and_every_file_is_listed(built):
+    root, out, report, _ = built
+    entries = read_manifest(out / TASK)
+    counts = report.sources[0].counts
+    assert sum(counts.values()) == len(entries)
+    assert counts == {"kept": 26, "moved": 0, "dropped": 0, "rejected": 10}
+    on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != PROVENANCE_FILE}
+    assert {e.source_path for e in entries if ":row" not in e.source_path} == on_disk
+
+
+def test_bins_use_the_registry_edges():
+    assert bone_age_bin(0, BIN.bins, BIN.names) == BIN.names[0]
+    assert bone_age_bin(BIN.bins[1] - 0.5, BIN.bins, BIN.names) == BIN.names[0]
+    assert bone_age_bin(BIN.bins[1], BIN.bins, BIN.names) == BIN.names[1]
+    assert bone_age_bin(BIN.bins[-1] + 100, BIN.bins, BIN.names) == BIN.names[-1]
+    with pytest.raises(BadSourceFile, match="below the first bin edge"):
+        bone_age_bin(-1, BIN.bins, BIN.names)
+
+
+def test_the_challenge_validation_and_test_sheets(tmp_path):
+    """Official sheet headers: validation is training data, the test ground truth the published test set."""
+    root = tmp_path / "rsna"
+    sample.make(root, n_train=8, n_test=0, bad_files=False)
+    (root / f"{sample.TEST}.csv").unlink()
+    shutil.rmtree(root / sample.TEST)
+    rng = np.random.default_rng(1)
+    val = root / "Bone Age Validation Set"
+    test = root / "Bone Age Test Set"
+    for folder in (val / "boneage-validation-dataset-1", test / "images"):
+        folder.mkdir(parents=True)
+    for image_id, months in ((1386, 30), (1392, 150)):
+        (val / "boneage-validation-dataset-1" / f"{image_id}.png").write_bytes(sample.encode(sample.hand(months, rng)))
+    (val / "Validation Dataset.csv").write_text("Image ID,male,Bone Age (months)\n1386,FALSE,30.0\n1392,TRUE,150\n")
+    train_id = sorted((root / TRAIN_DIR).glob("*.png"))[0].stem  # the test set reuses a training id: another child
+    (test / "images" / f"{train_id}.png").write_bytes(sample.encode(sample.hand(200, rng)))
+    (test / "Bone age ground truth.csv").write_text(f"Case ID,Sex,Ground truth bone age (months)\n{train_id},F,200.5\n")
+    assert RSNABoneAgeBuilder.detect(root)
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    assert report.counts["rejected"] == 0
+    kept = {e.sample_id: e for e in report.entries if e.sample_id}
+    assert kept[f"test/{train_id}"].split == "test"
+    assert kept[f"train/{train_id}"].split in ("train", "validation")
+    assert {kept[f"validation/{n}"].split for n in (1386, 1392)} <= {"train", "validation"}
+    assert sum(report.splits.values()) == 8 + 2 + 1
+    ds = load_dataset(str(tmp_path / "out"), TASK, cache_dir=str(tmp_path / "hf_cache"))
+    (row,) = ds["test"]
+    assert (row["bone_age_months"], row["sex"], BIN.names[row["bone_age_bin"]]) == (200.5, "F", BIN.names[-1])
+    validation = {r["sample_id"]: r for split in ds for r in ds[split] if r["sample_id"].startswith("validation/")}
+    assert validation["validation/1386"]["sex"] == "F" and validation["validation/1392"]["sex"] == "M"
+
+
+def test_an_edited_sheet_is_read_again(tmp_path):
+    root = sample.make(tmp_path / "rsna", n_train=6, n_test=0, bad_files=False)
+    out = tmp_path / "out"
+    build_dataset(TASK, [root], out, progress=False)
+    rows = _sheet(root, TRAINING_SHEET)
+    rows[0]["boneage"] = "199"
+    with (root / TRAINING_SHEET).open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["id", "boneage", "male"])
+        writer.writeheader()
+        writer.writerows(rows)
+    build_dataset(TASK, [root], out, progress=False)
+    ds = load_dataset(str(out), TASK, cache_dir=str(tmp_path / "hf_cache"))
+    ages = {r["sample_id"]: r["bone_age_months"] for split in ds for r in ds[split]}
+    assert ages[f"train/{rows[0]['id']}"] == 199.0
+
+
+def test_a_sheet_without_its_columns_labels_nothing(tmp_path):
+    root = sample.make(tmp_path / "rsna", n_train=4, n_test=0, bad_files=False)
+    (root / TRAINING_SHEET).write_text("id,age,male\n1377,10,True\n")
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    by_path = {e.source_path: e for e in report.entries}
+    assert by_path[TRAINING_SHEET].reason == (
+        "boneage-training-dataset.csv lacks the column(s) ['boneage']; its header is ['id', 'age', 'male']"
+    )
+    images = [e for e in report.entries if e.source_path.endswith(".png")]
+    assert images and all(
+        e.status == "rejected" and e.reason.startswith("no label: its sheet boneage-training-dataset.csv is unusable")
+        for e in images
+    )
