@@ -403,6 +403,7 @@ def _task_inputs(task, rng, n=40):
         refs = names[rng.integers(0, 3, n)]
         return np.where(rng.random(n) < 0.7, refs, names[0]), refs, {}
     k = label.num_classes
+    n = max(n, 3 * k)  # room for every class twice
     refs = rng.integers(0, k, n)
     refs[: 2 * k] = np.repeat(np.arange(k), 2)  # every class present
     scores = rng.normal(size=(n, k)) + 2 * np.eye(k)[refs]
