@@ -21,7 +21,7 @@ def test_every_task_is_complete(name):
     assert task.modalities and task.labels and task.metrics and task.grouping_key and task.inputs
     for source in task.sources:
         assert source.citation.startswith("@") and source.license and source.homepage and source.layout
-        assert get_source(source.name) == (task, source)
+        assert get_source(source.name, task=name) == (task, source)
     for label in task.labels:
         if label.kind == "class":
             assert label.num_classes >= 2

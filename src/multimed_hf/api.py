@@ -35,11 +35,11 @@ def build_dataset(
 
 
 def detect_sources(root: str | os.PathLike) -> dict[str, list[Path]]:
-    """Sub-folders of ``root`` (one level) whose layout a builder recognises, grouped by task."""
+    """Sub-folders of ``root`` (one level) whose layout a builder recognises, grouped by task (a folder can
+    serve several tasks, e.g. brain_tumor and disease)."""
     found: dict[str, list[Path]] = {}
     for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
         for cls in BUILDERS:
-            if cls.detect(folder):
+            if cls.detect(folder) and folder not in found.get(cls.task, []):
                 found.setdefault(cls.task, []).append(folder)
-                break
     return found

@@ -218,13 +218,20 @@ def list_tasks() -> list[str]:
     return list(_TASKS)
 
 
-def get_source(name: str) -> tuple[TaskSpec, SourceSpec]:
-    """The task and source spec of the source called ``name``."""
-    for task in _TASKS.values():
-        for source in task.sources:
-            if source.name == name:
-                return task, source
-    every = [s.name for t in _TASKS.values() for s in t.sources]
+def get_source(name: str, task: str | None = None) -> tuple[TaskSpec, SourceSpec]:
+    """The task and source spec of the source called ``name`` (a source may serve several tasks, e.g. its
+    images in their own task and in ``disease``: then name the ``task``)."""
+    if task is not None:
+        spec = get_task(task)
+        return spec, spec.source(name)
+    found = [(t, s) for t in _TASKS.values() for s in t.sources if s.name == name]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise ValueError(
+            f"source {name!r} serves several tasks ({', '.join(t.name for t, _ in found)}): pass task=..."
+        )
+    every = sorted({s.name for t in _TASKS.values() for s in t.sources})
     raise UnknownTaskError(f"unknown source {name!r}{_suggest(name, every)} (known sources: {', '.join(every)})")
 
 

@@ -17,10 +17,10 @@ BUILDERS: list[type[SourceBuilder]] = []
 
 
 def register_builder(cls: type[SourceBuilder]) -> type[SourceBuilder]:
-    """Add a builder; its task and source must be in the task registry, once."""
+    """Add a builder; its task and source must be in the task registry, once per (task, source)."""
     get_task(cls.task).source(cls.source)
-    if any(b.source == cls.source for b in BUILDERS):
-        raise ValueError(f"a builder for source {cls.source!r} is already registered")
+    if any((b.task, b.source) == (cls.task, cls.source) for b in BUILDERS):
+        raise ValueError(f"a builder for source {cls.source!r} of task {cls.task!r} is already registered")
     BUILDERS.append(cls)
     return cls
 
