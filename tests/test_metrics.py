@@ -420,7 +420,7 @@ def test_compute_task_metrics_for_every_task(task_name, rng):
     task = get_task(task_name)
     preds, refs, options = _task_inputs(task, rng)
     results = M.compute_task_metrics(task_name, preds, refs, **options)
-    assert list(results) == list(task.metrics)
+    assert list(results) == list(task.labels[0].metrics or task.metrics)
     assert all(isinstance(v, float) and np.isfinite(v) for v in results.values()), results
 
 
@@ -460,3 +460,13 @@ def test_compute_task_metrics_options():
         M.compute_task_metrics("brain_tumour", [0], [0])
     with pytest.raises(ValueError, match="unknown metric 'f1'"):
         M.compute_task_metrics("brain_tumor", [0], [0], metrics=["f1"])
+
+
+def test_a_label_gets_only_the_metrics_that_apply_to_it(rng):
+    refs = np.repeat(np.arange(4), 5)
+    scores = rng.normal(size=(20, 4)) + 2 * np.eye(4)[refs]
+    oct_results = M.compute_task_metrics("diabetic_retinopathy", scores, refs)  # first label: oct_finding
+    assert list(oct_results) == ["accuracy"], "kappa on unordered OCT classes means nothing"
+    grades = np.repeat(np.arange(5), 4)
+    dr = M.compute_task_metrics("diabetic_retinopathy", grades, grades, label="dr_grade")
+    assert dr == {"accuracy": 1.0, "quadratic_kappa": 1.0}

@@ -656,8 +656,9 @@ register_task(TaskSpec(
     modalities=("oct", "fundus"),
     problem_type="single_label_classification",
     labels=(
-        LabelSpec("oct_finding", "class", ("cnv", "dme", "drusen", "normal"), "OCT B-scans only"),
-        LabelSpec("dr_grade", "class", DR_GRADES, "fundus photographs only: DR grade 0-4"),
+        LabelSpec("oct_finding", "class", ("cnv", "dme", "drusen", "normal"), "OCT B-scans only", metrics=("accuracy",)),
+        LabelSpec("dr_grade", "class", DR_GRADES, "fundus photographs only: DR grade 0-4",
+                  metrics=("accuracy", "quadratic_kappa")),
     ),
     metrics=("accuracy", "quadratic_kappa"),
     grouping_key="patient (OCT id; EyePACS patient of both eyes)",

@@ -73,6 +73,8 @@ class LabelSpec:
     description: str = ""
     #: For a regression label with a fixed binning (bone age): bin edges, and the bin column's name.
     bins: tuple[float, ...] = ()
+    #: The task's metrics that apply to this label; empty means all of them.
+    metrics: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.kind not in LABEL_KINDS:
@@ -150,6 +152,12 @@ class TaskSpec:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"task {self.name!r}: column names repeat: {dupes}")
+        for label in self.labels:
+            stray = sorted(set(label.metrics) - set(self.metrics))
+            if stray:
+                raise ValueError(
+                    f"task {self.name!r}, label {label.name!r}: metrics {stray} are not among the task's {self.metrics}"
+                )
         seen = set()
         for s in self.sources:
             if s.name in seen:

@@ -137,13 +137,14 @@ def compute_task_metrics(
 ) -> dict[str, float]:
     """Every metric of task ``task_name`` (from the task registry), as ``{name: value}``.
 
-    ``label`` picks the label column (default: the task's first). Class metrics on a regression label with a binned
-    twin (bone age: months) score the bins. ``metrics`` limits or replaces the task's list. Each of ``options``
+    ``label`` picks the label column (default: the task's first); the label's own metric list (registry
+    ``LabelSpec.metrics``) applies where it has one, else the task's. Class metrics on a regression label with a
+    binned twin (bone age: months) score the bins. ``metrics`` limits or replaces that list. Each of ``options``
     (``ignore_index``, ``axis``, ``groups``, ``answer_types``, ``masks``, ...) goes to the metrics that accept it.
     """
     task = get_task(task_name)
     spec = task.label(label) if label is not None else task.labels[0]
-    names = tuple(task.metrics if metrics is None else metrics)
+    names = tuple(metrics if metrics is not None else (spec.metrics or task.metrics))
     fns = {name: get_metric(name) for name in names}
     accepted = {name: _options_of(fn) for name, fn in fns.items()}
     unused = sorted(set(options) - set().union(*accepted.values()))
