@@ -393,10 +393,20 @@ BCI_IV_2A = SourceSpec(
     license="BNCI Horizon terms (research use, cite)",
     redistributable=False,
     homepage="https://www.bbci.de/competition/iv/",
-    layout="A01T.gdf ... A09E.gdf, GDF with event codes 769-772 (left hand, right hand, feet, tongue)",
-    grouping="subject",
-    expected_files={"9 subjects x 2 sessions": 18},
+    layout=(
+        "A01T.gdf ... A09E.gdf (GDF, 22 EEG + 3 EOG channels at 250 Hz; events 32766 new run, 768 trial start, "
+        "769-772 cues left hand / right hand / feet / tongue in the T sessions, 783 unknown cue in the E sessions) "
+        "with the organisers' true labels A0NE.mat (classlabel 1-4, from true_labels.zip) beside them or in a "
+        "sub-folder"
+    ),
+    grouping="subject (cross-subject splits); within_subject_split is the competition's T train / E test",
+    expected_files={"9 subjects x 2 sessions": 18, "with true_labels.zip (18 .mat)": 36},
     label_map={"movement": {"769": "left_hand", "770": "right_hand", "771": "both_feet", "772": "tongue"}},
+    notes=(
+        "One sample per cue: 4 s from the cue (MOABB's BNCI2014_001 window, 2-6 s of the trial), the 22 EEG "
+        "channels with 10-10 names (EOG left out), float32 volts. E sessions take their classes from A0NE.mat; "
+        "one without it is rejected. Trials the organisers marked as artefacts (1023) are kept, as MOABB does."
+    ),
 )
 
 PBMC68K_REDUCED = SourceSpec(
@@ -483,7 +493,8 @@ RCSB_PDB = SourceSpec(
     redistributable=True,
     homepage="https://www.rcsb.org/",
     layout=(
-        "a folder (nested or flat) of PDB entries as <id>.pdb, pdb<id>.ent or <id>.cif, gzipped or not, optionally "
+        "a folder (flat, or one level of sub-folders as rsync mirrors use) of PDB entries as <id>.pdb, pdb<id>.ent or "
+        "<id>.cif, gzipped or not, optionally "
         "with one RCSB sequence-cluster file beside them (clusters-by-entity-NN.txt, or the older bc-NN.out)"
     ),
     grouping=(

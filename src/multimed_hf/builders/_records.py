@@ -1,0 +1,78 @@
+"""Files that hold many records (chains, epochs, sequences, QA items): bad records named without losing the rest.
+
+(And ``dependency_version``, for samples made from more than one file.)
+
+The shared builder reports whole files. A file whose records are partly bad keeps its good records as samples;
+its bad ones become rejected manifest entries ``<file>:row <record>`` through ``orphan_records``. A file with no
+good record is rejected whole, with its records' reasons.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Iterable
+
+from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.data.sample import Sample
+
+__all__ = ["RecordRejections", "record_where", "dependency_version"]
+
+
+def dependency_version(reading_version: str, files: Iterable[Path]) -> str:
+    """A builder version that also changes with the content of ``files``: for samples read from one file but made
+    with others (a QA file's images, a FASTA's expression table), whose validation-cache entry is keyed by the
+    first file alone. Content, not time stamps, so two copies of one release build the same shards."""
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return f"{reading_version}:{digest.hexdigest()[:12]}"
+
+
+def record_where(relpath: str, record: str) -> str:
+    """The manifest's name for one record of a file (``:row`` marks a record, as for index-file rows)."""
+    return f"{relpath}:row {record}"
+
+
+class RecordRejections:
+    """Mixin for a ``SourceBuilder``: call ``keep_records`` at the end of ``read_file`` for record-bearing files.
+
+    ``orphan_records`` re-reads a file only when this process has not read it (a worker process or the validation
+    cache did): the bad records are not part of the cached samples.
+    """
+
+    #: What a record is called in the message of a file with none usable ("chain", "epoch", "record").
+    record_noun = "record"
+
+    def keep_records(self, relpath: str, samples: list[Sample], bad: list[tuple[str, str]]) -> list[Sample]:
+        """Remember ``bad`` (``(record, reason)`` pairs) for the manifest; return ``samples`` or, if there are
+        none, raise ``BadSourceFile`` naming the bad records."""
+        self.__dict__.setdefault("_bad_records", {})[relpath] = (len(samples), list(bad))
+        if not samples and bad:
+            shown = "; ".join(f"{record}: {reason}" for record, reason in bad[:5])
+            more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+            raise BadSourceFile(f"no usable {self.record_noun}: {shown}{more}")
+        return samples
+
+    def holds_records(self, relpath: str) -> bool:
+        """True for the files ``read_file`` reads through ``keep_records``."""
+        raise NotImplementedError
+
+    def orphan_records(self, files: set[str]) -> list[tuple[str, str]]:
+        seen = self.__dict__.setdefault("_bad_records", {})
+        found = []
+        for relpath in sorted(files):
+            if not self.holds_records(relpath):
+                continue
+            if relpath not in seen:
+                try:
+                    self.read_file(relpath)
+                except Exception:  # noqa: BLE001  (the file itself is rejected, with this reason)
+                    continue
+            good, bad = seen.get(relpath, (0, []))
+            if good:
+                found.extend((record_where(relpath, record), reason) for record, reason in bad)
+        return found

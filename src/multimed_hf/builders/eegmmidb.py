@@ -1,0 +1,182 @@
+"""PhysioNet EEG Motor Movement/Imagery (EEGMMIDB): ``[files/]S001/S001R04.edf``, EDF+ with T0/T1/T2 annotations.
+
+Only the imagery runs give samples: runs 4, 8, 12 (imagined left / right fist: T1 / T2) and 6, 10, 14 (imagined
+both fists / both feet: T1 / T2); T0 is rest in every run. Each cue becomes one epoch of ``EPOCH_SECONDS`` from
+its onset (MOABB's PhysionetMI window), all channels, float32 volts, with channel names standardised as MNE's
+``eegbci.standardize`` does (``Fc5.`` -> ``FC5``). Baseline and motor-execution runs are reported as not used.
+
+An EDF is checked against its own header before MNE reads it: MNE returns a cut file's first records with only
+a warning, so a file shorter than its header's record count is rejected as truncated. Annotations other than
+T0/T1/T2, epochs running past the recording's end, and flat or non-finite epochs are reported per epoch
+(``<file>:row epoch N``) while the run's other epochs are kept.
+
+Grouping: subject (the cross-subject default: test subjects are unseen). ``within_subject_split`` offers the
+within-subject protocol on the same rows: runs 4, 6, 8, 10 train, runs 12 and 14 test.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from multimed_hf.builders._records import RecordRejections
+from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.data.sample import Sample
+from multimed_hf.data.source_builder import SourceBuilder
+
+__all__ = ["EEGMMIDBBuilder", "EPOCH_SECONDS", "check_edf_size", "epochs_from_annotations", "standard_channel_name"]
+
+EPOCH_SECONDS = 3.0
+_RUN = re.compile(r"^S(\d{3})R(\d{2})\.edf$")
+#: The publisher's phrase for each annotation code, per imagery run (PhysioNet's description of the data set).
+_IMAGERY = {
+    **{run: {"T0": "rest", "T1": "left fist", "T2": "right fist"} for run in (4, 8, 12)},
+    **{run: {"T0": "rest", "T1": "both fists", "T2": "both feet"} for run in (6, 10, 14)},
+}
+_OTHER_RUNS = {1: "baseline, eyes open", 2: "baseline, eyes closed"}
+_OTHER_RUNS.update({run: "motor execution (real movement)" for run in (3, 5, 7, 9, 11, 13)})
+_WITHIN_TEST_RUNS = (12, 14)
+_DOCUMENTS = re.compile(
+    r"^(RECORDS|ANNOTATORS|SHA256SUMS\.txt|wfdbcal|LICENSE.*|README.*|64_channel_sharbrough\.(pdf|png))$"
+)
+
+
+def standard_channel_name(name: str) -> str:
+    """EEGMMIDB's padded labels in 10-10 spelling, as MNE's ``eegbci.standardize``: ``Fc5.`` -> ``FC5``."""
+    std = name.strip(".").strip().upper()
+    if std.endswith("Z"):
+        std = std[:-1] + "z"
+    if std.startswith("FP"):
+        std = "Fp" + std[2:]
+    return std
+
+
+def check_edf_size(path: Path) -> None:
+    """``BadSourceFile`` unless the file holds every data record its EDF header promises."""
+    data = path.read_bytes()
+    if len(data) < 256:
+        raise BadSourceFile(f"truncated: {len(data)} bytes, shorter than an EDF header (256 bytes)")
+    try:
+        header_bytes = int(data[184:192].decode("ascii").strip())
+        n_records = int(data[236:244].decode("ascii").strip())
+        n_signals = int(data[252:256].decode("ascii").strip())
+    except ValueError:
+        raise BadSourceFile(
+            "not an EDF file: the header's byte count, record count or signal count is not a number"
+        ) from None
+    if header_bytes != 256 * (n_signals + 1) or len(data) < header_bytes:
+        raise BadSourceFile(
+            f"broken EDF header: it says {header_bytes} header bytes for {n_signals} signals "
+            f"(expected {256 * (n_signals + 1)}; the file holds {len(data)} bytes)"
+        )
+    offset = 256 + 216 * n_signals
+    try:
+        per_record = [int(data[offset + 8 * i: offset + 8 * (i + 1)].decode("ascii").strip()) for i in range(n_signals)]
+    except ValueError:
+        raise BadSourceFile("broken EDF header: a signal's samples-per-record is not a number") from None
+    record_bytes = 2 * sum(per_record)
+    if n_records < 1:
+        raise BadSourceFile(f"the EDF header gives {n_records} data records (-1: the recording was never closed)")
+    expected = header_bytes + n_records * record_bytes
+    if len(data) < expected:
+        raise BadSourceFile(
+            f"truncated: the header promises {n_records} data records ({expected} bytes), the file holds "
+            f"{len(data)} bytes ({(len(data) - header_bytes) // max(record_bytes, 1)} whole records)"
+        )
+
+
+def read_edf(path: Path):
+    """The recording, loaded fully with MNE, after the size check."""
+    import mne
+
+    check_edf_size(path)
+    try:
+        return mne.io.read_raw_edf(path, preload=True, verbose="error")
+    except (ValueError, RuntimeError, OSError) as err:
+        raise BadSourceFile(f"cannot read EDF: {type(err).__name__}: {err}") from None
+
+
+def epochs_from_annotations(data: np.ndarray, sfreq: float, cues, seconds: float):
+    """Epochs of ``seconds`` from each cue ``(record name, onset s, code)``: ``(good, bad)`` where good items are
+    ``(record, onset, code, array)`` and bad ones ``(record, reason)``."""
+    length = int(round(seconds * sfreq))
+    total = data.shape[1]
+    good, bad = [], []
+    for record, onset, code in cues:
+        start = int(round(onset * sfreq))
+        if start + length > total:
+            bad.append((record, (
+                f"{code} at {onset:.2f} s: the {seconds:g} s window ends past the recording's end "
+                f"({total / sfreq:.2f} s)"
+            )))
+            continue
+        epoch = data[:, start:start + length]
+        if not np.isfinite(epoch).all():
+            bad.append((record, f"{code} at {onset:.2f} s: non-finite samples"))
+            continue
+        if np.all(epoch.max(axis=1) == epoch.min(axis=1)):
+            bad.append((record, f"{code} at {onset:.2f} s: every channel is flat (a disconnected amplifier)"))
+            continue
+        good.append((record, onset, code, epoch.astype(np.float32)))
+    return good, bad
+
+
+class EEGMMIDBBuilder(RecordRejections, SourceBuilder):
+    task = "motor_imagery"
+    source = "eegmmidb"
+    record_noun = "epoch"
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        return any(
+            _RUN.match(p.name) and p.parent.name == f"S{_RUN.match(p.name).group(1)}"
+            for pattern in ("S*/*.edf", "files/S*/*.edf")
+            for p in root.glob(pattern)
+        )
+
+    def holds_records(self, relpath: str) -> bool:
+        match = _RUN.match(PurePosixPath(relpath).name)
+        return bool(match) and int(match.group(2)) in _IMAGERY
+
+    def read_file(self, relpath: str) -> list[Sample]:
+        path = PurePosixPath(relpath)
+        if _DOCUMENTS.match(path.name) or path.name.endswith(".edf.event"):
+            return []  # the publisher's index, checksums, montage and WFDB annotation copies
+        match = _RUN.match(path.name)
+        if match is None or path.parent.name != f"S{match.group(1)}":
+            raise BadSourceFile("stray file: expected [files/]SNNN/SNNNRMM.edf")
+        subject, run = f"S{match.group(1)}", int(match.group(2))
+        if run not in _IMAGERY:
+            raise BadSourceFile(
+                f"not used: run {run} is {_OTHER_RUNS.get(run, 'not a run of this data set')}, not motor imagery "
+                f"(imagery runs are {sorted(_IMAGERY)})"
+            )
+        raw = read_edf(self.root / relpath)
+        sfreq = float(raw.info["sfreq"])
+        channels = [standard_channel_name(name) for name in raw.ch_names]
+        codes = _IMAGERY[run]
+        cues, bad = [], []
+        for n, annotation in enumerate(raw.annotations, start=1):
+            code = str(annotation["description"]).strip()
+            if code not in codes:
+                bad.append((f"epoch {n}", f"annotation {code!r} at {annotation['onset']:.2f} s is not T0, T1 or T2"))
+                continue
+            cues.append((f"epoch {n}", float(annotation["onset"]), code))
+        if not cues and not bad:
+            raise BadSourceFile("no annotations: an imagery run without T0/T1/T2 cues (EDF instead of EDF+?)")
+        good, more_bad = epochs_from_annotations(raw.get_data(), sfreq, cues, EPOCH_SECONDS)
+        samples = []
+        for record, onset, code, epoch in good:
+            samples.append(Sample(
+                sample_id=f"{subject}R{run:02d}:{record.split()[-1]}", source_path=relpath,
+                fields={
+                    "eeg": epoch, "sfreq": sfreq, "channel_names": channels,
+                    "movement": self.canonical("movement", codes[code]),
+                    "subject": subject, "session": "1", "run": f"R{run:02d}", "cue_onset": onset,
+                    "within_subject_split": "test" if run in _WITHIN_TEST_RUNS else "train",
+                },
+                group_key=f"subject:{subject}",
+            ))
+        return self.keep_records(relpath, samples, bad + more_bad)

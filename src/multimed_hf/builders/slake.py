@@ -1,0 +1,73 @@
+"""SLAKE (Liu et al. 2021): ``imgs/xmlabN/source.jpg`` + ``train.json``, ``validation.json``, ``test.json``.
+
+One sample per question (English and Chinese; ``language`` tells them apart), read as VQA-RAD's are (see
+``vqa_rad``): items with a missing or undecodable image or an empty or unknown field are reported as
+``<json>:row N (qid Q)``. ``test.json`` is the publisher's test set; ``validation.json`` is read as training data
+(validation is then drawn from training images). Each image folder's ``mask.png``, ``detection.json`` and
+``question.json`` are the publisher's annotations beside the image: read as index files. The modality is the
+item's own (``CT``, ``MRI``, ``X-Ray``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePosixPath
+
+from multimed_hf.builders.vqa_rad import ANSWER_TYPES, VQAJsonBuilder, answer_text
+from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.data.sample import Sample
+
+__all__ = ["SLAKEBuilder"]
+
+_SPLITS = {"train.json": "train", "validation.json": "train", "test.json": "test"}
+_MODALITIES = {"ct": "ct", "mri": "mri", "x-ray": "xray", "xray": "xray"}
+_IMAGE = re.compile(r"^imgs/xmlab\d+/source\.(jpg|jpeg|png)$")
+_COMPANIONS = re.compile(r"^imgs/xmlab\d+/(mask\.png|detection\.json|question\.json)$")
+_DOCUMENTS = re.compile(r"^(KG/.*|README.*|LICENSE.*)$")
+
+
+class SLAKEBuilder(VQAJsonBuilder):
+    task = "med_vqa"
+    source = "slake"
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        return (root / "imgs").is_dir() and any((root / name).is_file() for name in _SPLITS)
+
+    def qa_files(self) -> list[str]:
+        return [name for name in _SPLITS if (self.root / name).is_file()]
+
+    def image_path(self, item: dict) -> str:
+        name = answer_text(item["img_name"])
+        if not name or not _IMAGE.match(f"imgs/{name}"):
+            raise BadSourceFile(f"img_name {item['img_name']!r} is not xmlabN/source.jpg")
+        return f"imgs/{name}"
+
+    def item_fields(self, item: dict, relpath: str):
+        question, answer = answer_text(item["question"]), answer_text(item["answer"])
+        kind = ANSWER_TYPES.get(str(item["answer_type"]).strip().lower())
+        if not question or not answer:
+            raise BadSourceFile(f"empty {'question' if not question else 'answer'}")
+        if kind is None:
+            raise BadSourceFile(f"answer_type {item['answer_type']!r} is not CLOSED or OPEN")
+        fields = {
+            "question": question, "answer": answer, "answer_type": kind,
+            "question_type": answer_text(item.get("content_type")), "organ": answer_text(item.get("location")),
+            "language": answer_text(item.get("q_lang")),
+        }
+        return f"{PurePosixPath(relpath).stem}:{answer_text(item['qid'])}", fields, _SPLITS[relpath]
+
+    def item_modality(self, item: dict, items_of_image: list[dict]) -> str:
+        modality = _MODALITIES.get(str(item.get("modality", "")).strip().lower())
+        if modality is None:
+            raise BadSourceFile(f"modality {item.get('modality')!r} is not CT, MRI or X-Ray")
+        return modality
+
+    def read_file(self, relpath: str) -> list[Sample]:
+        if relpath in _SPLITS:
+            return self.read_qa_file(relpath)
+        if _IMAGE.match(relpath):
+            return self.read_image(relpath)
+        if _COMPANIONS.match(relpath) or _DOCUMENTS.match(relpath):
+            return []
+        raise BadSourceFile("stray file: expected {train,validation,test}.json or imgs/xmlabN/source.jpg")

@@ -1,0 +1,280 @@
+"""Promoter windows paired with measured expression, and, for the bimodal setting, scRNA-seq pseudo-bulk profiles.
+
+Layout: ``promoters.fa`` (ready-cut windows of ``WINDOW`` nt, 7,000 upstream to 3,500 downstream of the TSS as
+in Xpresso; headers as ``bedtools getfasta -name -s`` writes them, ``GENE::chr1:4869-15369(+)``, or
+``GENE chr1:4869-15369(+)``), ``expression.tsv`` (genes x contexts, log-scale values such as Xena's log2(x+1);
+first column the gene id) and optionally one ``.h5ad`` of cells whose cell-type names match context columns.
+
+One sample per (gene, context): the promoter (upper-case A/C/G/T/N), the context, the gene's log expression
+there and, for a context that is a cell type of the h5ad, that cell type's pseudo-bulk profile (log1p of the mean
+CP10k-normalised expression; for log-normalised matrices, of the mean of ``expm1``) with the target gene masked
+(left out of the indices). Samples come from reading the FASTA; the table and the h5ad are read with it, so the
+builder's version carries their size and time stamps (a changed table re-validates every window).
+
+Checked and reported per record (``promoters.fa:row GENE``): letters other than A/C/G/T/N, a window of another
+length, a header without chromosome, a gene id repeated, a gene with no expression row; table rows whose gene has
+no window are reported as ``expression.tsv:row N (GENE)``.
+
+Splits: grouped by gene; whole chromosomes are held out for test (``TEST_CHROMOSOMES``, DeepSEA's chr8 and chr9),
+expressed through the publisher-split channel: genes there are marked test, the rest train (validation is drawn
+from training genes).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import re
+from functools import cached_property
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from multimed_hf.builders._records import RecordRejections, record_where, dependency_version
+from multimed_hf.builders.pbmc68k_reduced import LABEL_COLUMNS, panel_id, read_expression
+from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.data.sample import Sample
+from multimed_hf.data.source_builder import SourceBuilder
+
+__all__ = ["TCGAPromotersBuilder", "WINDOW", "TEST_CHROMOSOMES", "parse_header", "pseudobulk_profiles"]
+
+WINDOW = 10_500
+TEST_CHROMOSOMES = ("chr8", "chr9")
+FASTA_NAMES = ("promoters.fa", "promoters.fasta", "promoters.fa.gz", "promoters.fasta.gz")
+TABLE_NAMES = ("expression.tsv", "expression.tsv.gz")
+_DNA = re.compile(r"[^ACGTN]")
+_LOCUS = re.compile(r"^(?:chr)?([0-9]{1,2}|X|Y|M|MT)(?::(\d+)-(\d+))?(?:\(([+-])\))?$", re.IGNORECASE)
+
+
+def parse_header(record_id: str, description: str) -> tuple[str, str, str]:
+    """``(gene id, chromosome as chrN, window locus text)`` from a FASTA header; ``BadSourceFile`` if no chromosome."""
+    gene, _, locus = record_id.partition("::")
+    if not locus:
+        rest = description[len(record_id):].split()
+        locus = rest[0] if rest else ""
+    match = _LOCUS.match(locus.strip())
+    if not gene or match is None:
+        raise BadSourceFile(
+            f"header {description!r} names no chromosome: expected GENE::chr1:4869-15369(+) (bedtools getfasta "
+            "-name -s) or 'GENE chr1:4869-15369(+)'"
+        )
+    chrom = match.group(1).upper()
+    chrom = "chrM" if chrom in ("M", "MT") else f"chr{chrom}"
+    return gene, chrom, locus.strip()
+
+
+def _text(path: Path) -> str:
+    data = path.read_bytes()
+    if path.name.endswith(".gz"):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as err:
+            raise BadSourceFile(f"cannot decompress: {type(err).__name__}: {err}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise BadSourceFile(f"not UTF-8 text: {err}") from None
+
+
+def read_table(path: Path) -> tuple[list[str], dict[str, tuple[int, list[float | None]]]]:
+    """``(contexts, {gene: (row number, values)})`` of a genes x contexts table (empty / NA cells are None)."""
+    rows = list(csv.reader(io.StringIO(_text(path)), delimiter="\t"))
+    if not rows or len(rows[0]) < 2:
+        raise BadSourceFile("expected a header row: gene id, then one column per context")
+    contexts = [c.strip() for c in rows[0][1:]]
+    if len(set(contexts)) != len(contexts) or not all(contexts):
+        raise BadSourceFile(f"context columns are empty or repeat: {contexts}")
+    table: dict[str, tuple[int, list]] = {}
+    for n, row in enumerate(rows[1:], start=1):
+        if not row or not row[0].strip():
+            continue
+        if len(row) != len(contexts) + 1:
+            raise BadSourceFile(f"row {n}: {len(row)} fields, the header has {len(contexts) + 1}")
+        values = []
+        for cell in row[1:]:
+            cell = cell.strip()
+            if cell in ("", "NA", "NaN", "nan"):
+                values.append(None)
+                continue
+            try:
+                value = float(cell)
+            except ValueError:
+                raise BadSourceFile(f"row {n} ({row[0]}): {cell!r} is not a number") from None
+            if not np.isfinite(value):
+                raise BadSourceFile(f"row {n} ({row[0]}): {cell!r} is not finite")
+            values.append(value)
+        gene = row[0].strip()
+        if gene in table:
+            raise BadSourceFile(f"row {n}: gene {gene!r} repeats row {table[gene][0]}")
+        table[gene] = (n, values)
+    return contexts, table
+
+
+def pseudobulk_profiles(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
+    """``(genes, {cell type: profile})`` of an h5ad: log1p of each cell type's mean CP10k expression."""
+    adata, expression = read_expression(path)
+    label = next((c for c in LABEL_COLUMNS if c in adata.obs.columns), None)
+    if label is None:
+        raise BadSourceFile(
+            f"no cell-type column in obs {list(adata.obs.columns)[:12]}; expected one of {list(LABEL_COLUMNS)}"
+        )
+    matrix = expression.matrix
+    if expression.where == "layers/counts":
+        totals = np.asarray(matrix.sum(axis=1)).ravel()
+        scale = np.where(totals > 0, 1e4 / np.maximum(totals, 1e-12), 0.0)
+        linear = matrix.multiply(scale[:, None]).tocsr()
+    else:
+        linear = matrix.copy()
+        linear.data = np.expm1(linear.data)
+    profiles = {}
+    types = adata.obs[label].astype(str).to_numpy()
+    for cell_type in sorted(set(types) - {"nan", "None", ""}):
+        rows = np.nonzero(types == cell_type)[0]
+        profiles[cell_type] = np.log1p(np.asarray(linear[rows].mean(axis=0)).ravel()).astype(np.float32)
+    return expression.genes, profiles
+
+
+class TCGAPromotersBuilder(RecordRejections, SourceBuilder):
+    task = "expression_prediction"
+    source = "tcga_promoters"
+    record_noun = "promoter window"
+    reading_version = "1"
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        return any((root / n).is_file() for n in FASTA_NAMES) and any((root / n).is_file() for n in TABLE_NAMES)
+
+    @cached_property
+    def version(self) -> str:  # the reading code, and the content of the files every window's samples come from
+        return dependency_version(self.reading_version, (
+            p for p in self.root.iterdir() if p.is_file() and (p.name in TABLE_NAMES or p.suffix == ".h5ad")
+        ))
+
+    def _one(self, names) -> str | None:
+        found = [n for n in names if (self.root / n).is_file()]
+        return found[0] if found else None
+
+    def _h5ads(self) -> list[str]:
+        return sorted(p.name for p in self.root.glob("*.h5ad"))
+
+    def holds_records(self, relpath: str) -> bool:
+        return relpath == self._one(FASTA_NAMES)
+
+    @cached_property
+    def _table(self):
+        return read_table(self.root / self._one(TABLE_NAMES))
+
+    @cached_property
+    def _profiles(self):
+        h5ads = self._h5ads()
+        if not h5ads:
+            return None
+        genes, profiles = pseudobulk_profiles(self.root / h5ads[0])
+        return genes, profiles, panel_id(genes)
+
+    def read_file(self, relpath: str) -> list[Sample]:
+        name = PurePosixPath(relpath).name
+        if relpath == self._one(TABLE_NAMES):
+            self._table  # noqa: B018  (checked: a bad table is rejected here, with its reason)
+            return []
+        if relpath.endswith(".h5ad"):
+            if len(self._h5ads()) > 1:
+                raise BadSourceFile(f"ambiguous: several .h5ad files {self._h5ads()}; keep the one to profile")
+            self._profiles  # noqa: B018
+            return []
+        if name.upper().startswith(("README", "LICENSE")):
+            return []
+        if relpath != self._one(FASTA_NAMES):
+            raise BadSourceFile(f"stray file: expected {FASTA_NAMES[0]}, {TABLE_NAMES[0]} and optionally one .h5ad")
+        return self._read_fasta(relpath)
+
+    def _read_fasta(self, relpath: str) -> list[Sample]:
+        from Bio import SeqIO
+
+        text = _text(self.root / relpath)
+        if not text.lstrip().startswith(">"):
+            raise BadSourceFile("not FASTA: the file does not start with a '>' header")
+        try:
+            contexts, table = self._table
+        except BadSourceFile as err:
+            raise BadSourceFile(f"{TABLE_NAMES[0]} is unusable ({err.reason}), so no window has a target") from None
+        try:
+            profiles = self._profiles
+        except BadSourceFile:
+            profiles = None  # the h5ad is rejected with its reason; windows keep their targets, without profiles
+        records = list(SeqIO.parse(io.StringIO(text), "fasta"))
+        seen: dict[str, int] = {}
+        for record in records:
+            gene = record.id.partition("::")[0]
+            seen[gene] = seen.get(gene, 0) + 1
+        samples, bad = [], []
+        for n, record in enumerate(records, start=1):
+            where = f"{record.id.partition('::')[0] or n}"
+            try:
+                gene, chrom, locus = parse_header(record.id, record.description)
+                sequence = str(record.seq).upper()
+                if seen[gene] > 1:
+                    raise BadSourceFile(f"gene {gene!r} has {seen[gene]} windows in the file")
+                illegal = sorted(set(_DNA.findall(sequence)))
+                if illegal:
+                    raise BadSourceFile(f"illegal letters {''.join(illegal)!r} (expected A, C, G, T, N)")
+                if len(sequence) != WINDOW:
+                    raise BadSourceFile(
+                        f"window of {len(sequence)} nt; expected {WINDOW} "
+                        "(7,000 upstream to 3,500 downstream of the TSS)"
+                    )
+                if gene not in table:
+                    raise BadSourceFile(f"gene {gene!r} has no row in {TABLE_NAMES[0]}")
+            except BadSourceFile as err:
+                bad.append((where, err.reason))
+                continue
+            samples.extend(self._samples(relpath, gene, chrom, locus, sequence, contexts, table[gene][1], profiles))
+        return self.keep_records(relpath, samples, bad)
+
+    def _samples(self, relpath, gene, chrom, locus, sequence, contexts, values, profiles) -> list[Sample]:
+        samples = []
+        for context, value in zip(contexts, values):
+            fields = {
+                "promoter": sequence, "context": context, "log_expression": value, "gene_id": gene,
+                "chromosome": chrom, "window": locus,
+                "profile_indices": None, "profile_values": None, "gene_panel": None,
+            }
+            if profiles is not None and context in profiles[1]:
+                genes, by_type, panel = profiles
+                profile = by_type[context].copy()
+                if gene in genes:
+                    profile[genes.index(gene)] = 0.0  # the target gene is masked
+                keep = np.nonzero(profile)[0]
+                fields.update(profile_indices=keep.astype(np.int32), profile_values=profile[keep], gene_panel=panel)
+            samples.append(Sample(
+                sample_id=f"{gene}|{context}", source_path=relpath, fields=fields, group_key=f"gene:{gene}",
+                published_split="test" if chrom in TEST_CHROMOSOMES else "train",
+            ))
+        return samples
+
+    def orphan_records(self, files: set[str]) -> list[tuple[str, str]]:
+        found = super().orphan_records(files)
+        fasta, table_name = self._one(FASTA_NAMES), self._one(TABLE_NAMES)
+        if fasta not in files or table_name not in files:
+            return found
+        try:
+            _, table = self._table
+            from Bio import SeqIO
+
+            windows = {r.id.partition("::")[0] for r in SeqIO.parse(io.StringIO(_text(self.root / fasta)), "fasta")}
+        except BadSourceFile:
+            return found
+        for gene, (n, _) in sorted(table.items(), key=lambda item: item[1][0]):
+            if gene not in windows:
+                found.append((record_where(table_name, f"{n} ({gene})"), f"gene {gene!r} has no window in {fasta}"))
+        return found
+
+    def provenance(self) -> dict:
+        """The root's provenance note plus the gene panel the profile indices refer to (into build_info)."""
+        try:
+            profiles = self._profiles
+        except BadSourceFile:
+            profiles = None
+        panels = {} if profiles is None else {profiles[2]: {"genes": profiles[0], "files": self._h5ads()[:1]}}
+        return {**super().provenance(), "gene_panels": panels}

@@ -1,0 +1,242 @@
+"""VQA-RAD (OSF 89kps): ``VQA_RAD Dataset Public.json`` + ``VQA_RAD Image Folder/<image_name>``.
+
+One sample per question: the image it asks about (decoded fully, original bytes kept), the question, the answer
+as the publisher wrote it (numbers as text) and its type, ``closed`` (yes/no or choice: classified over the
+closed-answer vocabulary) or ``open`` (free text). Items are the JSON's records: one whose image is missing or
+undecodable, or whose question, answer or answer type is empty or unknown, is reported as
+``<json>:row N (qid Q)`` while the other items are kept. Image files are validated too; one no question refers
+to is reported as not used. (An image file's manifest entry reads "index file": its bytes are stored in the
+rows of its questions, whose entries name the QA file.)
+
+Publisher split: ``phrase_type`` ``test_freeform`` / ``test_para`` are the test questions. The split is by
+question, so a test image also has training questions: grouping by image (its file's sha256, plus near-duplicate
+images through their perceptual hash) keeps the test questions and drops and reports the training questions of
+test images.
+
+Modality: VQA-RAD records the organ, not the modality. CHEST images are X-rays and ABD images CTs (the data
+set's paper); for HEAD images (CT or MRI) the image's own modality questions decide where they answer it, else
+MRI is assumed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cached_property
+from pathlib import Path, PurePosixPath
+from typing import ClassVar
+
+from multimed_hf.builders._records import RecordRejections, dependency_version
+from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.data.images import is_blank, read_image_file
+from multimed_hf.data.sample import Sample
+from multimed_hf.data.source_builder import SourceBuilder
+
+__all__ = ["VQAJsonBuilder", "VQARADBuilder", "answer_text", "ANSWER_TYPES"]
+
+ANSWER_TYPES = {"closed": "closed", "open": "open", "yes/no": "closed"}
+_MODALITY_WORDS = (
+    ("mri", re.compile(r"\b(mri|mr|t1|t2|flair|dwi|adc|diffusion)\b")),
+    ("ct", re.compile(r"\b(ct|computed tomography)\b")),
+    ("xray", re.compile(r"\b(x-?ray|radiograph|cxr|plain film)\b")),
+)
+
+
+def answer_text(value) -> str | None:
+    """The answer as text (VQA-RAD stores some numbers as JSON numbers), stripped; None if empty."""
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    return text or None
+
+
+def modality_from_text(text: str) -> str | None:
+    text = text.lower()
+    for modality, pattern in _MODALITY_WORDS:
+        if pattern.search(text):
+            return modality
+    return None
+
+
+class VQAJsonBuilder(RecordRejections, SourceBuilder):
+    """QA items in JSON files beside an image folder. Subclasses name the files and read an item's fields."""
+
+    record_noun = "question"
+    image_suffixes: ClassVar[tuple[str, ...]] = (".jpg", ".jpeg", ".png")
+    reading_version: ClassVar[str] = "1"
+
+    @cached_property
+    def version(self) -> str:
+        """The reading code's version and the images' content: a QA file's cached samples hold its images'
+        hashes, so a replaced image must re-validate the QA file too."""
+        return dependency_version(self.reading_version, (
+            p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in self.image_suffixes
+        ))
+
+    def qa_files(self) -> list[str]:
+        """The JSON files holding QA items, relative to the root."""
+        raise NotImplementedError
+
+    def image_path(self, item: dict) -> str:
+        """The item's image, relative to the root."""
+        raise NotImplementedError
+
+    def item_fields(self, item: dict, relpath: str) -> tuple[str, dict, str | None]:
+        """``(sample id, fields other than image/modality, publisher split)``; ``BadSourceFile`` for a bad item."""
+        raise NotImplementedError
+
+    def item_modality(self, item: dict, items_of_image: list[dict]) -> str:
+        raise NotImplementedError
+
+    def holds_records(self, relpath: str) -> bool:
+        return relpath in self.qa_files()
+
+    @staticmethod
+    def _load_json(path: Path) -> list[dict]:
+        try:
+            items = json.loads(path.read_bytes().decode("utf-8-sig"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise BadSourceFile(f"not valid JSON: {type(err).__name__}: {err}") from None
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise BadSourceFile("expected a JSON list of question objects")
+        return items
+
+    @cached_property
+    def _referenced(self) -> set[str]:
+        """Image paths some readable QA file refers to."""
+        found = set()
+        for relpath in self.qa_files():
+            try:
+                items = self._load_json(self.root / relpath)
+            except BadSourceFile:
+                continue
+            for item in items:
+                try:
+                    found.add(self.image_path(item))
+                except (KeyError, TypeError, BadSourceFile):
+                    continue
+        return found
+
+    def read_image(self, relpath: str) -> list[Sample]:
+        """An image file: validated here, stored with its questions (from the QA file's samples)."""
+        if relpath not in self._referenced:
+            raise BadSourceFile("not used: no question in the QA file(s) refers to this image")
+        ref, phash, image = read_image_file(self.root / relpath, relpath)  # a bad image is named here too
+        if is_blank(image):
+            raise BadSourceFile(f"image is one flat value ({image.mode} {image.size[0]}x{image.size[1]})")
+        return []
+
+    def read_qa_file(self, relpath: str) -> list[Sample]:
+        items = self._load_json(self.root / relpath)
+        by_image: dict[str, list[dict]] = {}
+        for item in items:
+            try:
+                by_image.setdefault(self.image_path(item), []).append(item)
+            except (KeyError, TypeError, BadSourceFile):
+                continue
+        images: dict[str, tuple] = {}
+        samples, bad = [], []
+        for n, item in enumerate(items, start=1):
+            record = f"{n} (qid {item.get('qid', '?')})"
+            try:
+                sample_id, fields, split = self.item_fields(item, relpath)
+                image = self.image_path(item)
+                if image not in images:
+                    images[image] = self._decode(image)
+                ref, phash = images[image]
+                modality = self.item_modality(item, by_image.get(image, [item]))
+            except (KeyError, TypeError) as err:
+                bad.append((record, f"item lacks a field or has a wrong type: {type(err).__name__}: {err}"))
+                continue
+            except BadSourceFile as err:
+                bad.append((record, err.reason))
+                continue
+            samples.append(Sample(
+                sample_id=sample_id, source_path=relpath,
+                fields={"image": ref, "modality": modality, **fields},
+                # all questions on one image together, and exact copies of an image under other names with them
+                group_key=f"image:{ref.sha256}", published_split=split, perceptual_hash=phash,
+            ))
+        return self.keep_records(relpath, samples, bad)
+
+    def _decode(self, image: str):
+        path = self.root / image
+        if not path.is_file():
+            raise BadSourceFile(f"missing image: {image} is not in the image folder")
+        try:
+            ref, phash, decoded = read_image_file(path, image)
+        except BadSourceFile as err:
+            raise BadSourceFile(f"image {image}: {err.reason}") from None
+        if is_blank(decoded):
+            raise BadSourceFile(f"image {image} is one flat value")
+        return ref, phash
+
+
+class VQARADBuilder(VQAJsonBuilder):
+    task = "med_vqa"
+    source = "vqa_rad"
+
+    QA_FILE = "VQA_RAD Dataset Public.json"
+    IMAGE_FOLDER = "VQA_RAD Image Folder"
+    #: The same items in the publisher's other two formats: read as documents, the JSON is the one used.
+    DOCUMENTS = ("VQA_RAD Dataset Public.xlsx", "VQA_RAD Dataset Public.xml", "Readme.docx", "README.txt")
+    ORGAN_MODALITY = {"CHEST": "xray", "ABD": "ct"}
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        return (root / cls.QA_FILE).is_file() or (root / cls.IMAGE_FOLDER).is_dir()
+
+    def qa_files(self) -> list[str]:
+        return [self.QA_FILE]
+
+    def image_path(self, item: dict) -> str:
+        name = answer_text(item["image_name"])
+        if not name or "/" in name:
+            raise BadSourceFile(f"image_name {item['image_name']!r} is not a file name")
+        return f"{self.IMAGE_FOLDER}/{name}"
+
+    def item_fields(self, item: dict, relpath: str):
+        question = answer_text(item["question"])
+        answer = answer_text(item["answer"])
+        kind = ANSWER_TYPES.get(str(item["answer_type"]).strip().lower())
+        if not question or not answer:
+            raise BadSourceFile(f"empty {'question' if not question else 'answer'}")
+        if kind is None:
+            raise BadSourceFile(f"answer_type {item['answer_type']!r} is not CLOSED or OPEN")
+        phrase = str(item.get("phrase_type", "")).strip().lower()
+        fields = {
+            "question": question, "answer": answer, "answer_type": kind,
+            "question_type": answer_text(item.get("question_type")), "organ": answer_text(item.get("image_organ")),
+            "language": "en",
+        }
+        return f"qid:{answer_text(item['qid'])}", fields, "test" if phrase.startswith("test") else "train"
+
+    def item_modality(self, item: dict, items_of_image: list[dict]) -> str:
+        organ = str(item.get("image_organ", "")).strip().upper()
+        if organ in self.ORGAN_MODALITY:
+            return self.ORGAN_MODALITY[organ]
+        for other in items_of_image:
+            if "MODALITY" not in str(other.get("question_type", "")).upper():
+                continue
+            answer = str(other.get("answer", "")).strip().lower()
+            question = str(other.get("question", "")).lower()
+            if answer in ("yes", "no"):
+                said = modality_from_text(question)
+                if said and answer == "yes":
+                    return said
+            elif modality_from_text(answer):
+                return modality_from_text(answer)
+        return "mri"
+
+    def read_file(self, relpath: str) -> list[Sample]:
+        if relpath == self.QA_FILE:
+            return self.read_qa_file(relpath)
+        if relpath in self.DOCUMENTS:
+            return []
+        parts = PurePosixPath(relpath).parts
+        is_image = PurePosixPath(relpath).suffix.lower() in self.image_suffixes
+        if len(parts) == 2 and parts[0] == self.IMAGE_FOLDER and is_image:
+            return self.read_image(relpath)
+        raise BadSourceFile(f"stray file: expected {self.QA_FILE!r} or {self.IMAGE_FOLDER}/<image>.jpg")

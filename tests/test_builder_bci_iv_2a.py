@@ -1,0 +1,104 @@
+"""BCI Competition IV 2a: GDF sessions cut at the cues, evaluation classes from the true labels, bad files named."""
+
+from collections import defaultdict
+
+import numpy as np
+import pytest
+from datasets import load_dataset
+from scipy.io import loadmat
+
+from dataset_scripts.sample_sources import bci_iv_2a as sample
+from multimed_hf.api import build_dataset
+from multimed_hf.builders import detect_builder
+from multimed_hf.builders.bci_iv_2a import CHANNELS_10_10, BCIIV2aBuilder, check_gdf_size
+from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.data.features import task_features
+from multimed_hf.data.manifest import read_manifest
+from multimed_hf.data.source_builder import PROVENANCE_FILE
+from multimed_hf.tasks import get_task
+
+TASK = "motor_imagery"
+CLASSES = {769: "left_hand", 770: "right_hand", 771: "both_feet", 772: "tongue"}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = sample.make(tmp_path_factory.mktemp("src") / sample.FOLDER)
+    out = tmp_path_factory.mktemp("out") / "multimed"
+    report = build_dataset(TASK, [root], out, progress=False)
+    ds = load_dataset(str(out), TASK, cache_dir=str(tmp_path_factory.mktemp("hf_cache")))
+    return root, out, report, ds
+
+
+def test_layout_is_detected(built):
+    root, *_ = built
+    assert isinstance(detect_builder(TASK, root), BCIIV2aBuilder)
+
+
+def test_epochs_channels_and_classes(built):
+    root, _, report, ds = built
+    assert ds["train"].features == task_features(get_task(TASK))
+    assert {split: ds[split].num_rows for split in ds} == {k: v for k, v in report.splits.items() if v}
+    names = ds["train"].features["movement"].names
+    for split in ds:
+        for row in ds[split].with_format("numpy"):
+            assert row["eeg"].shape == (22, 1000) and row["sfreq"] == 250
+            assert list(row["channel_names"]) == list(CHANNELS_10_10.values())
+            assert row["within_subject_split"] == ("train" if row["session"] == "T" else "test")
+    # every session holds one trial of each class; E sessions' classes come from true_labels/A0NE.mat
+    by_file = defaultdict(list)
+    for split in ds:
+        for row in ds[split]:
+            by_file[row["source_path"]].append((row["sample_id"], names[row["movement"]]))
+    assert set(by_file) == {"A01T.gdf", "A01E.gdf", "A05T.gdf", "A05E.gdf", "A08T.gdf"}
+    for rows in by_file.values():
+        assert sorted(label for _, label in rows) == sorted(CLASSES.values())
+    truth = loadmat(root / "true_labels" / "A05E.mat")["classlabel"].ravel()
+    assert [label for _, label in sorted(by_file["A05E.gdf"])] == [CLASSES[768 + int(k)] for k in truth]
+
+
+def test_imagined_hands_desynchronise_the_opposite_hemisphere(built):
+    _, _, _, ds = built
+    names = ds["train"].features["movement"].names
+    channels = list(CHANNELS_10_10.values())
+    c3, c4 = channels.index("C3"), channels.index("C4")
+    ratio = defaultdict(list)
+    for split in ds:
+        for row in ds[split].with_format("numpy"):
+            power = np.abs(np.fft.rfft(row["eeg"][:, 125:], axis=1)) ** 2  # after the first half second
+            mu = power[:, 38:50].sum(axis=1)  # about 10.7-14 Hz at 0.29 Hz resolution
+            ratio[names[row["movement"]]].append(np.log(mu[c4] / mu[c3]))
+    assert max(ratio["left_hand"]) < -0.5 and min(ratio["right_hand"]) > 0.5
+
+
+def test_subjects_never_span_splits(built):
+    _, _, _, ds = built
+    splits_of = defaultdict(set)
+    for split in ds:
+        for row in ds[split]:
+            splits_of[row["subject"]].add(split)
+    assert all(len(s) == 1 for s in splits_of.values()) and len(splits_of) == 3
+
+
+def test_bad_files_are_named_and_counts_reconcile(built):
+    root, out, report, ds = built
+    entries = read_manifest(out / TASK)
+    rejected = {e.source_path: e.reason for e in entries if e.status == "rejected"}
+    assert set(rejected) == {"A08E.gdf", "A09T.gdf", "A01T_backup.gdf.part"}
+    assert rejected["A08E.gdf"].startswith("evaluation session without its true labels: A08E.mat")
+    assert rejected["A09T.gdf"].startswith("truncated: the header promises 29 data records")
+    assert rejected["A01T_backup.gdf.part"].startswith("stray file")
+    counts = report.sources[0].counts
+    assert sum(counts.values()) == len(entries)
+    assert counts["kept"] == sum(ds[s].num_rows for s in ds) + 2  # + the two true-label files
+    files = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != PROVENANCE_FILE}
+    assert {e.source_path for e in entries if ":row" not in e.source_path} == files
+
+
+def test_cut_event_table_is_caught(built, tmp_path):
+    root, *_ = built
+    data = (root / "A01T.gdf").read_bytes()
+    check_gdf_size(root / "A01T.gdf")
+    (tmp_path / "A02T.gdf").write_bytes(data[:-10])  # every record present, the event table cut
+    with pytest.raises(BadSourceFile, match="truncated: the event table lists 9 events"):
+        check_gdf_size(tmp_path / "A02T.gdf")

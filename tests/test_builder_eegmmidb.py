@@ -1,0 +1,134 @@
+"""EEGMMIDB: EDF+ imagery runs cut into cue epochs, subjects kept apart, truncated files and bad cues named."""
+
+from collections import defaultdict
+
+import numpy as np
+import pytest
+from datasets import load_dataset
+
+from dataset_scripts.sample_sources import eegmmidb as sample
+from multimed_hf.api import build_dataset
+from multimed_hf.builders import detect_builder
+from multimed_hf.builders.eegmmidb import EEGMMIDBBuilder, check_edf_size, read_edf, standard_channel_name
+from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.data.features import task_features
+from multimed_hf.data.manifest import read_manifest
+from multimed_hf.data.source_builder import PROVENANCE_FILE
+from multimed_hf.tasks import get_task
+
+TASK = "motor_imagery"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = sample.make(tmp_path_factory.mktemp("src") / sample.FOLDER)
+    out = tmp_path_factory.mktemp("out") / "multimed"
+    report = build_dataset(TASK, [root], out, progress=False)
+    ds = load_dataset(str(out), TASK, cache_dir=str(tmp_path_factory.mktemp("hf_cache")))
+    return root, out, report, ds
+
+
+def test_layout_is_detected(built):
+    root, *_ = built
+    assert isinstance(detect_builder(TASK, root), EEGMMIDBBuilder)
+
+
+def test_epochs_are_typed_and_described(built):
+    _, _, report, ds = built
+    assert ds["train"].features == task_features(get_task(TASK))
+    assert {split: ds[split].num_rows for split in ds} == {k: v for k, v in report.splits.items() if v}
+    row = ds["train"].with_format("numpy")[0]
+    assert row["eeg"].shape == (len(sample.CHANNELS), 480) and row["eeg"].dtype == np.float32
+    assert list(ds["train"][0]["channel_names"]) == ["FC3", "FCz", "FC4", "C3", "Cz", "C4", "CP3", "CPz", "CP4"]
+    assert 5e-6 < float(np.abs(row["eeg"]).mean()) < 1e-4  # volts (tens of microvolts)
+    assert row["sfreq"] == 160
+
+
+def test_epochs_match_the_edf_and_its_cues(built):
+    root, _, _, ds = built
+    raw = read_edf(root / "files/S007/S007R06.edf")
+    data = raw.get_data()
+    rows = {r["sample_id"]: r for split in ds for r in ds[split] if r["source_path"] == "files/S007/S007R06.edf"}
+    names = ds["train"].features["movement"].names
+    codes = {"T0": "rest", "T1": "both_fists", "T2": "both_feet"}
+    assert len(rows) == len(raw.annotations) == 6
+    for n, annotation in enumerate(raw.annotations, start=1):
+        row = rows[f"S007R06:{n}"]
+        start = int(round(annotation["onset"] * 160))
+        np.testing.assert_allclose(np.array(row["eeg"]), data[:, start:start + 480], rtol=1e-6, atol=1e-12)
+        assert names[row["movement"]] == codes[annotation["description"]]
+        assert row["cue_onset"] == pytest.approx(annotation["onset"])
+        assert row["run"] == "R06" and row["subject"] == "S007" and row["within_subject_split"] == "train"
+
+
+def test_imagined_fists_desynchronise_the_opposite_hemisphere(built):
+    _, _, _, ds = built
+    names = ds["train"].features["movement"].names
+    channels = list(ds["train"][0]["channel_names"])
+    c3, c4 = channels.index("C3"), channels.index("C4")
+    ratios = defaultdict(list)
+    for split in ds:
+        for row in ds[split].with_format("numpy"):
+            spectrum = np.abs(np.fft.rfft(row["eeg"], axis=1)) ** 2
+            mu = spectrum[:, 27:33].sum(axis=1)  # 9-11 Hz at 1/3 Hz resolution
+            ratios[names[row["movement"]]].append(np.log(mu[c4] / mu[c3]))
+    assert np.mean(ratios["left_hand"]) < -1 < 1 < np.mean(ratios["right_hand"])
+    assert abs(np.mean(ratios["rest"])) < 0.5
+
+
+def test_subjects_never_span_splits_and_within_subject_option(built):
+    _, _, _, ds = built
+    splits_of = defaultdict(set)
+    for split in ds:
+        for row in ds[split]:
+            splits_of[row["subject"]].add(split)
+            assert row["group_id"] == f"eegmmidb:subject:{row['subject']}"
+            assert row["within_subject_split"] == ("test" if row["run"] in ("R12", "R14") else "train")
+    assert all(len(s) == 1 for s in splits_of.values())
+    assert {s for splits in splits_of.values() for s in splits} == {"train", "validation", "test"}
+
+
+def test_bad_files_and_epochs_are_named(built):
+    _, out, _, _ = built
+    entries = read_manifest(out / TASK)
+    by_path = {e.source_path: e for e in entries if e.status != "kept" or e.sample_id is None}
+    expected = {
+        "files/S005/S005R04.edf": ("rejected", "truncated: the header promises 26 data records"),
+        "files/S001/S001R03.edf": ("rejected", "not used: run 3 is motor execution"),
+        "files/S001/S001R08.edf:row epoch 2": ("rejected", "annotation 'T3' at 4.20 s is not T0, T1 or T2"),
+        "files/S002/S002R10.edf:row epoch 7": ("rejected", "T1 at 24.90 s: the 3 s window ends past the recording"),
+        "files/S002/notes.txt": ("rejected", "stray file"),
+        "files/RECORDS": ("kept", "index file"),
+    }
+    assert set(by_path) == set(expected)
+    for path, (status, reason) in expected.items():
+        assert by_path[path].status == status and by_path[path].reason.startswith(reason), by_path[path]
+    kept = [e for e in entries if e.source_path == "files/S001/S001R08.edf"]
+    assert len(kept) == 5 and all(e.status == "kept" for e in kept)  # the run's other cues stay
+
+
+def test_counts_reconcile_and_every_file_is_listed(built):
+    root, out, report, ds = built
+    entries = read_manifest(out / TASK)
+    counts = report.sources[0].counts
+    assert sum(counts.values()) == len(entries) and counts["rejected"] == 5
+    assert counts["kept"] == sum(ds[s].num_rows for s in ds) + 1  # + RECORDS
+    files = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != PROVENANCE_FILE}
+    assert {e.source_path for e in entries if ":row" not in e.source_path} == files
+
+
+def test_edf_size_check_names_the_problem(built, tmp_path):
+    root, *_ = built
+    data = (root / "files/S001/S001R04.edf").read_bytes()
+    check_edf_size(root / "files/S001/S001R04.edf")
+    for cut, message in ((100, "shorter than an EDF header"), (len(data) - 1, "truncated: the header promises")):
+        (tmp_path / "x.edf").write_bytes(data[:cut])
+        with pytest.raises(BadSourceFile, match=message):
+            check_edf_size(tmp_path / "x.edf")
+
+
+@pytest.mark.parametrize("label, name", [
+    ("Fc5.", "FC5"), ("Cz..", "Cz"), ("Fp1.", "Fp1"), ("Afz.", "AFz"), ("T10.", "T10"),
+])
+def test_channel_names_follow_mne(label, name):
+    assert standard_channel_name(label) == name

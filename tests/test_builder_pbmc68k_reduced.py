@@ -1,0 +1,141 @@
+"""scRNA-seq cells from h5ad: scanpy's real pbmc68k_reduced stored sparse, donors grouped, bad files named."""
+
+import json
+import warnings
+from collections import Counter, defaultdict
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from datasets import load_dataset
+
+from dataset_scripts.sample_sources import pbmc68k_reduced as sample
+from multimed_hf.api import build_dataset
+from multimed_hf.builders import detect_builder
+from multimed_hf.builders.pbmc68k_reduced import PBMC68kReducedBuilder, panel_id, read_expression
+from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.data.features import task_features
+from multimed_hf.data.manifest import read_manifest
+from multimed_hf.data.source_builder import PROVENANCE_FILE
+from multimed_hf.tasks import get_task
+
+TASK = "cell_type"
+
+
+def _real(root):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ad.read_h5ad(root / sample.REAL_FILE)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = sample.make(tmp_path_factory.mktemp("src") / sample.FOLDER)
+    out = tmp_path_factory.mktemp("out") / "multimed"
+    report = build_dataset(TASK, [root], out, progress=False)
+    ds = load_dataset(str(out), TASK, cache_dir=str(tmp_path_factory.mktemp("hf_cache")))
+    return root, out, report, ds
+
+
+def test_layout_is_detected(built):
+    root, *_ = built
+    assert isinstance(detect_builder(TASK, root), PBMC68kReducedBuilder)
+
+
+def test_features_and_sizes(built):
+    _, _, report, ds = built
+    assert ds["train"].features == task_features(get_task(TASK))
+    sizes = {split: ds[split].num_rows for split in ds}
+    assert sizes == {k: v for k, v in report.splits.items() if v} and sum(sizes.values()) == 700 + 90
+    assert all(sizes[s] > 0 for s in ("train", "validation", "test"))
+
+
+def test_real_cells_are_stored_sparse_and_exact(built):
+    root, out, _, ds = built
+    real = _real(root)
+    genes = list(real.raw.var_names)
+    matrix = real.raw.X.tocsr()
+    rows = {r["sample_id"]: r for split in ds for r in ds[split] if r["source_path"] == sample.REAL_FILE}
+    assert len(rows) == 700
+    for i in (0, 1, 350, 699):
+        row = rows[f"10x_pbmc68k_reduced:{real.obs_names[i]}"]
+        dense = matrix[i].toarray()[0]
+        assert row["gene_indices"] == np.nonzero(dense)[0].tolist()
+        np.testing.assert_allclose(row["gene_values"], dense[dense != 0], rtol=1e-6)
+        assert row["cell_type"] == real.obs["bulk_labels"].iloc[i]
+        assert row["gene_panel"] == panel_id(genes) and row["expression_matrix"] == "raw/X"
+        assert row["donor"] is None and row["organ"] == "blood"
+    assert Counter(r["cell_type"] for r in rows.values()) == Counter(real.obs["bulk_labels"].astype(str))
+    info = json.loads((out / TASK / "build_info.json").read_text())
+    panels = info["sources"][0]["provenance"]["gene_panels"]
+    assert panels[panel_id(genes)]["genes"] == genes  # the list the indices refer to, stored once per source
+
+
+def test_synthetic_donors_labels_and_signal(built):
+    root, _, _, ds = built
+    rows = [r for split in ds for r in ds[split] if r["source_path"] == "pbmc_3donors.h5ad"]
+    assert len(rows) == 90 and {r["donor"] for r in rows} == {"D1", "D2", "D3"}
+    assert sum(r["cell_type"] is None for r in rows) == 2  # unlabelled cells kept, label absent
+    assert {r["expression_matrix"] for r in rows} == {"layers/counts"}
+    assert all(float(v).is_integer() for r in rows[:5] for v in r["gene_values"])
+    genes = [str(g) for g in ad.read_h5ad(root / "pbmc_3donors.h5ad", backed="r").var_names]
+    for cell_type, markers in sample.MARKERS.items():
+        mine = [r for r in rows if r["cell_type"] == cell_type]
+        others = [r for r in rows if r["cell_type"] not in (cell_type, None)]
+        marker = genes.index(markers[0])
+
+        def level(r):
+            return dict(zip(r["gene_indices"], r["gene_values"])).get(marker, 0.0)
+
+        assert np.mean([level(r) for r in mine]) > np.mean([level(r) for r in others]) + 3
+
+
+def test_donors_never_span_splits(built):
+    _, out, _, ds = built
+    splits_of = defaultdict(set)
+    for split in ds:
+        for row in ds[split]:
+            splits_of[row["group_id"]].add(split)
+            if row["donor"]:
+                assert row["group_id"] == f"pbmc68k_reduced:donor:{row['donor']}"
+    assert all(len(s) == 1 for s in splits_of.values())
+
+
+def test_bad_files_are_named(built):
+    _, out, _, _ = built
+    by_path = {e.source_path: e for e in read_manifest(out / TASK) if e.status == "rejected"}
+    expected = {
+        "pbmc_unlabelled.h5ad": "no cell-type column: obs has ['donor', 'tissue', 'organ']",
+        "pbmc_scaled.h5ad": "X holds negative values",
+        "pbmc_cut.h5ad": "cannot read h5ad: OSError",
+        ".DS_Store": "stray file",
+    }
+    assert set(by_path) == set(expected)
+    for path, reason in expected.items():
+        assert by_path[path].reason.startswith(reason), by_path[path]
+
+
+def test_counts_reconcile_and_every_file_is_listed(built):
+    root, out, report, _ = built
+    entries = read_manifest(out / TASK)
+    counts = report.sources[0].counts
+    assert sum(counts.values()) == len(entries) and counts == {"kept": 790, "moved": 0, "dropped": 0, "rejected": 4}
+    files = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != PROVENANCE_FILE}
+    assert {e.source_path for e in entries} == files
+
+
+def test_counts_layer_wins_and_repeated_genes_are_rejected(tmp_path):
+    counts = sp.csr_matrix(np.array([[0, 3, 1], [2, 0, 0]], dtype=np.float32))
+    adata = ad.AnnData(X=sp.csr_matrix(np.log1p(counts.toarray())), var=pd.DataFrame(index=["A", "B", "C"]))
+    adata.layers["counts"] = counts
+    adata.write_h5ad(tmp_path / "x.h5ad")
+    _, expression = read_expression(tmp_path / "x.h5ad")
+    assert expression.where == "layers/counts"
+    assert [v.tolist() for v in expression.row(0)] == [[1, 2], [3.0, 1.0]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # anndata warns of the repeated names we write on purpose
+        ad.AnnData(X=counts, var=pd.DataFrame(index=["A", "B", "A"])).write_h5ad(tmp_path / "y.h5ad")
+    with pytest.raises(BadSourceFile, match="gene names repeat"):
+        read_expression(tmp_path / "y.h5ad")

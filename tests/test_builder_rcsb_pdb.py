@@ -1,0 +1,175 @@
+"""RCSB PDB entries: chains with missing residues kept in place, backbone, grouping of (near-)identical chains."""
+
+import gzip
+import shutil
+from collections import defaultdict
+
+import numpy as np
+import pytest
+from datasets import load_dataset
+
+from dataset_scripts.sample_sources import rcsb_pdb as sample
+from multimed_hf.api import build_dataset
+from multimed_hf.builders import detect_builder
+from multimed_hf.builders.rcsb_pdb import RCSBPDBBuilder, near_identical_pairs, parse_entry, sequence_identity
+from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.data.features import task_features
+from multimed_hf.data.manifest import read_manifest
+from multimed_hf.data.source_builder import PROVENANCE_FILE
+from multimed_hf.tasks import get_task
+
+TASK = "protein_structure"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = sample.make(tmp_path_factory.mktemp("src") / sample.FOLDER)
+    out = tmp_path_factory.mktemp("out") / "multimed"
+    report = build_dataset(TASK, [root], out, progress=False)
+    ds = load_dataset(str(out), TASK, cache_dir=str(tmp_path_factory.mktemp("hf_cache")))
+    rows = {row["sample_id"]: (split, row) for split in ds for row in ds[split]}
+    return root, out, report, ds, rows
+
+
+def test_layout_is_detected(built):
+    root, *_ = built
+    assert isinstance(detect_builder(TASK, root), RCSBPDBBuilder)
+
+
+def test_features_and_per_residue_columns_agree(built):
+    _, _, report, ds, rows = built
+    assert ds["train"].features == task_features(get_task(TASK))
+    assert {split: ds[split].num_rows for split in ds} == {k: v for k, v in report.splits.items() if v}
+    assert set(rows) == {"2GTL_A", "2GTL_B", "2GTL_E", "2GTL_M", "7OK9_A", "0MT1_A", "0GP1_A", "0MC1_A", "0BR1_A"}
+    for _, row in rows.values():
+        n = len(row["sequence"])
+        for column in ("ca_coords", "n_coords", "c_coords", "o_coords", "residue_mask", "backbone_mask"):
+            assert len(row[column]) == n, (row["sample_id"], column)
+        assert len(row["insertion_codes"]) == len(row["residue_numbers"]) == n
+        mask = np.array(row["residue_mask"], bool)
+        ca = np.array(row["ca_coords"])
+        assert np.all(ca[~mask] == 0) and np.all(np.abs(ca[mask]).sum(axis=1) > 0)
+        assert list(mask) == [bool(b & 2) for b in row["backbone_mask"]]
+        gaps = np.linalg.norm(np.diff(ca, axis=0), axis=1)[mask[1:] & mask[:-1]]
+        assert gaps.max() < 4.2, row["sample_id"]
+
+
+def test_real_entries_missing_residues_stay_in_place(built):
+    *_, rows = built
+    _, a = rows["2GTL_A"]  # REMARK 465: ALA/ASP/ASP/GLU 1-4 of chain A unobserved
+    assert a["sequence"].startswith("ADDE") and a["residue_mask"][:5] == [0, 0, 0, 0, 1]
+    assert a["residue_numbers"][:5] == [1, 2, 3, 4, 5] and a["resolution"] == pytest.approx(3.5)
+    _, pbp = rows["7OK9_A"]  # mmCIF: 650 residues, 128 in _pdbx_unobs_or_zero_occ_residues
+    assert len(pbp["sequence"]) == 650 and sum(pbp["residue_mask"]) == 522
+    assert pbp["residue_numbers"] == sorted(pbp["residue_numbers"]) and pbp["resolution"] == pytest.approx(3.36)
+
+
+def test_synthetic_gap_and_modified_residue(built):
+    *_, rows = built
+    _, gap = rows["0GP1_A"]
+    _, real = rows["2GTL_M"]
+    gone = [i for i, n in enumerate(gap["residue_numbers"]) if 100 <= n <= 104]
+    assert len(gone) == 5 and all(gap["residue_mask"][i] == 0 for i in gone)
+    assert all(gap["backbone_mask"][i] == 0 and gap["ca_coords"][i] == [0, 0, 0] for i in gone)
+    assert gap["residue_numbers"] == real["residue_numbers"]  # nothing shifted
+    assert gap["sequence"] == real["sequence"]  # SEP reads as its parent S; the gap from REMARK 465's names
+    (entry,) = gap["nonstandard_residues"]
+    name, number = entry.split(":")
+    assert name == "SEP" and gap["sequence"][gap["residue_numbers"].index(int(number))] == "S"
+    assert gap["resolution"] is None
+
+
+def test_identical_and_near_identical_chains_share_a_group(built):
+    _, _, _, ds, rows = built
+    group = {sid: row["group_id"] for sid, (_, row) in rows.items()}
+    assert group["2GTL_A"] == group["2GTL_E"]
+    assert group["2GTL_B"] == group["0MT1_A"]  # 8 point mutations: about 94% identical
+    assert group["2GTL_M"] == group["0GP1_A"]
+    assert len({group["2GTL_A"], group["2GTL_B"], group["2GTL_M"], group["7OK9_A"], group["0MC1_A"]}) == 5
+    splits_of = defaultdict(set)
+    for split in ds:
+        for g in ds[split]["group_id"]:
+            splits_of[g].add(split)
+    assert all(len(s) == 1 for s in splits_of.values())
+
+
+def test_homologue_superposes_on_its_source_chain(built):
+    tmtools = pytest.importorskip("tmtools")
+    *_, rows = built
+    (_, a), (_, b) = rows["2GTL_B"], rows["0MT1_A"]
+    result = tmtools.tm_align(np.array(a["ca_coords"]), np.array(b["ca_coords"]), a["sequence"], b["sequence"])
+    assert result.tm_norm_chain1 > 0.95  # rotated, shifted and jittered by 0.05 A: the same fold, in Angstrom
+
+
+def test_bad_files_and_chains_are_named(built):
+    _, out, *_ = built
+    by_path = {e.source_path: e for e in read_manifest(out / TASK)}
+    expected = {
+        "0br1.pdb:row chain B": "chain break: residues 49 and 55 are",
+        "7ok9.cif:row chain P": "peptide of 5 residues, shorter than 10",
+        "0nc1.pdb": "no usable protein chain: chain A: no C-alpha atoms",
+        "0tr1.pdb": "truncated: the file does not end with an END record",
+        "0tr2.cif": "truncated: the file does not end with the '#'",
+        "notes.pdb": "no ATOM/HETATM records",
+        ".DS_Store": "stray file",
+    }
+    for path, reason in expected.items():
+        assert by_path[path].status == "rejected" and by_path[path].reason.startswith(reason), by_path[path]
+    assert {p for p, e in by_path.items() if e.status == "rejected"} == set(expected)
+    assert by_path["0br1.pdb"].status == "kept" and by_path["0br1.pdb"].sample_id == "0BR1_A"
+
+
+def test_counts_reconcile_and_every_file_is_listed(built):
+    root, out, report, _, _ = built
+    entries = read_manifest(out / TASK)
+    counts = report.sources[0].counts
+    assert sum(counts.values()) == len(entries)
+    assert counts == {"kept": 9, "moved": 0, "dropped": 0, "rejected": 7}
+    files = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != PROVENANCE_FILE}
+    assert {e.source_path for e in entries if ":row" not in e.source_path} == files
+
+
+def test_rcsb_cluster_file_gives_the_groups(built, tmp_path):
+    root, *_ = built
+    copy = shutil.copytree(root, tmp_path / "pdb")
+    # entity 1 of 2GTL (chains A, E) with entity 5 (chain M); 7OK9's entity 1 with a chain-style id
+    (copy / "clusters-by-entity-30.txt").write_text("2GTL_1 2GTL_5\n7OK9_1 0MC1_A\n2GTL_2\n")
+    out = tmp_path / "out"
+    build_dataset(TASK, [copy], out, progress=False)
+    entries = {e.sample_id: e for e in read_manifest(out / TASK) if e.sample_id}
+    assert entries["2GTL_A"].group == entries["2GTL_E"].group == entries["2GTL_M"].group
+    assert entries["7OK9_A"].group == entries["0MC1_A"].group
+    # chains the cluster file does not list still join identical / near-identical chains
+    assert entries["0MT1_A"].group == entries["2GTL_B"].group and entries["0GP1_A"].group == entries["2GTL_M"].group
+    index = [e for e in read_manifest(out / TASK) if e.source_path == "clusters-by-entity-30.txt"]
+    assert index[0].status == "kept" and index[0].reason == "index file: no sample of its own"
+
+
+def test_gzipped_entries_read_like_plain_ones(built, tmp_path):
+    root, *_ = built
+    plain = parse_entry(root / "0gp1.pdb")
+    packed = tmp_path / "pdb0gp1.ent.gz"
+    packed.write_bytes(gzip.compress((root / "0gp1.pdb").read_bytes()))
+    zipped = parse_entry(packed)
+    assert zipped.pdb_id == plain.pdb_id and [c.sequence for c in zipped.chains] == [c.sequence for c in plain.chains]
+    cut = tmp_path / "1abc.cif.gz"
+    cut.write_bytes(packed.read_bytes()[:300])
+    with pytest.raises(BadSourceFile, match="cannot decompress"):
+        parse_entry(cut)
+
+
+def test_identity_prefilter_and_threshold():
+    rng = np.random.default_rng(0)
+    letters = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
+    base = "".join(rng.choice(letters, 120))
+
+    def mutate(seq, n):
+        seq = list(seq)
+        for i in rng.choice(len(seq), n, replace=False):
+            seq[i] = "W" if seq[i] != "W" else "A"
+        return "".join(seq)
+
+    close, far, fragment = mutate(base, 6), mutate(base, 30), base[20:90]
+    assert sequence_identity(base, close) == pytest.approx(114 / 120)
+    pairs = near_identical_pairs([base, close, far, fragment, base, "".join(rng.choice(letters, 120))])
+    assert pairs == [(0, 1), (0, 3), (0, 4), (1, 3)]

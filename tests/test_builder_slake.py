@@ -1,0 +1,79 @@
+"""SLAKE: English and Chinese questions per image, its test.json kept as test, bad items named."""
+
+import json
+from collections import defaultdict
+
+import pytest
+from datasets import load_dataset
+
+from dataset_scripts.sample_sources import slake as sample
+from multimed_hf.api import build_dataset
+from multimed_hf.builders import detect_builder
+from multimed_hf.builders.slake import SLAKEBuilder
+from multimed_hf.data.features import task_features
+from multimed_hf.data.manifest import read_manifest
+from multimed_hf.data.source_builder import PROVENANCE_FILE
+from multimed_hf.tasks import get_task
+
+TASK = "med_vqa"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = sample.make(tmp_path_factory.mktemp("src") / sample.FOLDER)
+    out = tmp_path_factory.mktemp("out") / "multimed"
+    report = build_dataset(TASK, [root], out, progress=False)
+    ds = load_dataset(str(out), TASK, cache_dir=str(tmp_path_factory.mktemp("hf_cache")))
+    items = {
+        f"{name}:{item['qid']}": item
+        for name in ("train", "validation", "test")
+        for item in json.loads((root / f"{name}.json").read_text())
+    }
+    return root, out, report, ds, items
+
+
+def test_layout_is_detected(built):
+    root, *_ = built
+    assert isinstance(detect_builder(TASK, root), SLAKEBuilder)
+
+
+def test_rows_languages_modalities_and_splits(built):
+    _, _, report, ds, items = built
+    assert ds["train"].features == task_features(get_task(TASK))
+    assert {split: ds[split].num_rows for split in ds} == {k: v for k, v in report.splits.items() if v}
+    languages = set()
+    for split in ds:
+        for row in ds[split]:
+            item = items[row["sample_id"]]
+            assert row["question"] == item["question"] and row["answer"] == item["answer"]
+            assert row["modality"] == {"X-Ray": "xray", "MRI": "mri", "CT": "ct"}[item["modality"]]
+            assert row["organ"] == item["location"] and row["question_type"] == item["content_type"]
+            assert (split == "test") == row["sample_id"].startswith("test:")
+            languages.add(row["language"])
+    assert languages == {"en", "zh"}
+
+
+def test_images_never_span_splits(built):
+    *_, ds, _ = built
+    splits_of = defaultdict(set)
+    for split in ds:
+        for group in ds[split]["group_id"]:
+            splits_of[group].add(split)
+    assert all(len(s) == 1 for s in splits_of.values())
+
+
+def test_bad_items_and_files_are_named(built):
+    root, out, report, _, _ = built
+    entries = read_manifest(out / TASK)
+    rejected = {e.source_path: e.reason for e in entries if e.status == "rejected"}
+    assert rejected.keys() == {
+        "train.json:row 19 (qid 9001)", "train.json:row 20 (qid 9002)", "imgs/xmlab1/source_copy.jpg",
+    }
+    assert rejected["train.json:row 19 (qid 9001)"].startswith("missing image: imgs/xmlab42/source.jpg")
+    assert rejected["train.json:row 20 (qid 9002)"] == "modality 'PET' is not CT, MRI or X-Ray"
+    assert rejected["imgs/xmlab1/source_copy.jpg"].startswith("stray file")
+    companions = [e for e in entries if e.source_path.endswith(("mask.png", "detection.json"))]
+    assert companions and all(e.status == "kept" for e in companions)
+    assert sum(report.sources[0].counts.values()) == len(entries)
+    files = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != PROVENANCE_FILE}
+    assert {e.source_path for e in entries if ":row" not in e.source_path} == files

@@ -1,0 +1,151 @@
+"""Promoter windows + expression (+ pseudo-bulk profiles): per-record checks, chromosome hold-out, masked target."""
+
+import json
+import shutil
+from collections import defaultdict
+
+import numpy as np
+import pytest
+from Bio import SeqIO
+from datasets import load_dataset
+
+from dataset_scripts.sample_sources import tcga_promoters as sample
+from multimed_hf.api import build_dataset
+from multimed_hf.builders import detect_builder
+from multimed_hf.builders.pbmc68k_reduced import panel_id
+from multimed_hf.builders.tcga_promoters import (
+    TEST_CHROMOSOMES, TCGAPromotersBuilder, parse_header, pseudobulk_profiles, read_table,
+)
+from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.data.features import task_features
+from multimed_hf.data.manifest import read_manifest
+from multimed_hf.data.source_builder import PROVENANCE_FILE
+from multimed_hf.tasks import get_task
+
+TASK = "expression_prediction"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = sample.make(tmp_path_factory.mktemp("src") / sample.FOLDER)
+    out = tmp_path_factory.mktemp("out") / "multimed"
+    report = build_dataset(TASK, [root], out, progress=False)
+    ds = load_dataset(str(out), TASK, cache_dir=str(tmp_path_factory.mktemp("hf_cache")))
+    rows = {row["sample_id"]: (split, row) for split in ds for row in ds[split]}
+    return root, out, report, ds, rows
+
+
+def test_layout_is_detected(built):
+    root, *_ = built
+    assert isinstance(detect_builder(TASK, root), TCGAPromotersBuilder)
+
+
+def test_rows_pair_window_context_and_target(built):
+    root, _, report, ds, rows = built
+    assert ds["train"].features == task_features(get_task(TASK))
+    assert {split: ds[split].num_rows for split in ds} == {k: v for k, v in report.splits.items() if v}
+    assert len(rows) == 40 * len(sample.CONTEXTS)
+    windows = {r.id.split("::")[0]: str(r.seq) for r in SeqIO.parse(root / "promoters.fa", "fasta")}
+    _, table = read_table(root / "expression.tsv")
+    for _, row in rows.values():
+        assert row["promoter"] == windows[row["gene_id"]] and len(row["promoter"]) == 10_500
+        value = table[row["gene_id"]][1][sample.CONTEXTS.index(row["context"])]
+        assert row["log_expression"] == pytest.approx(value, abs=1e-4)
+        assert row["sample_id"] == f"{row['gene_id']}|{row['context']}"
+
+
+def test_whole_chromosomes_are_held_out_for_test(built):
+    *_, ds, rows = built
+    for split, row in rows.values():
+        assert (split == "test") == (row["chromosome"] in TEST_CHROMOSOMES)
+    genes_of = defaultdict(set)
+    for split, row in rows.values():
+        genes_of[row["gene_id"]].add(split)
+    assert all(len(s) == 1 for s in genes_of.values())
+    assert {split for split, _ in rows.values()} == {"train", "validation", "test"}
+
+
+def test_profiles_mask_the_target_and_name_their_panel(built):
+    root, out, _, _, rows = built
+    genes, profiles = pseudobulk_profiles(root / "pbmc_cells.h5ad")
+    info = json.loads((out / TASK / "build_info.json").read_text())
+    assert info["sources"][0]["provenance"]["gene_panels"][panel_id(genes)]["genes"] == genes
+    for _, row in rows.values():
+        if row["context"] == "whole blood":
+            assert row["profile_indices"] is None and row["gene_panel"] is None
+            continue
+        target = genes.index(row["gene_id"])
+        assert target not in row["profile_indices"] and row["gene_panel"] == panel_id(genes)
+        expected = profiles[row["context"]].copy()
+        expected[target] = 0
+        dense = np.zeros(len(genes), np.float32)
+        dense[row["profile_indices"]] = row["profile_values"]
+        np.testing.assert_allclose(dense, expected, rtol=1e-6)
+
+
+def test_targets_follow_the_promoter_signal(built):
+    *_, rows = built
+    features, level = [], []
+    for _, row in rows.values():
+        if row["context"] in sample.MOTIFS:
+            near = row["promoter"][sample.TSS - 1000:sample.TSS + 1000]
+            features.append([
+                1.0, row["promoter"][sample.TSS - 500:sample.TSS + 500].count("CG"),
+                float(row["promoter"][sample.TSS - 31:sample.TSS - 25] == "TATAAA"),
+                near.count(sample.MOTIFS[row["context"]]),
+            ])
+            level.append(row["log_expression"])
+    features, level = np.array(features), np.array(level)
+    fit = features @ np.linalg.lstsq(features, level, rcond=None)[0]
+    assert np.corrcoef(fit, level)[0, 1] > 0.9  # CpG, TATA and the context's motif explain the target
+
+
+def test_bad_records_are_named(built):
+    _, out, _, _, _ = built
+    rejected = {e.source_path: e.reason for e in read_manifest(out / TASK) if e.status == "rejected"}
+    expected = {
+        "promoters.fa:row ENSG00000999001": "illegal letters 'KMRXY'",
+        "promoters.fa:row ENSG00000999002": "window of 2000 nt; expected 10500",
+        "promoters.fa:row ENSG00000999003": "header 'ENSG00000999003 promoter window' names no chromosome",
+        "promoters.fa:row ENSG00000999004": "gene 'ENSG00000999004' has no row in expression.tsv",
+        "expression.tsv:row 44 (ENSG00000999005)": "gene 'ENSG00000999005' has no window in promoters.fa",
+    }
+    assert set(rejected) == set(expected)
+    for path, reason in expected.items():
+        assert rejected[path].startswith(reason), (path, rejected[path])
+
+
+def test_counts_reconcile_and_every_file_is_listed(built):
+    root, out, report, ds, _ = built
+    entries = read_manifest(out / TASK)
+    counts = report.sources[0].counts
+    assert sum(counts.values()) == len(entries) and counts["rejected"] == 5
+    assert counts["kept"] == sum(ds[s].num_rows for s in ds) + 2  # + the table and the h5ad
+    files = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != PROVENANCE_FILE}
+    assert {e.source_path for e in entries if ":row" not in e.source_path} == files
+
+
+def test_a_changed_table_revalidates_the_windows(built, tmp_path):
+    root, *_ = built
+    copy = shutil.copytree(root, tmp_path / "src")
+    out = tmp_path / "out"
+    build_dataset(TASK, [copy], out, progress=False)
+    table = (copy / "expression.tsv").read_text().splitlines()
+    gene = table[1].split("\t")[0]
+    table[1] = "\t".join([gene] + ["9.9"] * len(sample.CONTEXTS))
+    (copy / "expression.tsv").write_text("\n".join(table) + "\n")
+    build_dataset(TASK, [copy], out, progress=False)
+    ds = load_dataset(str(out), TASK, cache_dir=str(tmp_path / "hf"))
+    values = [r["log_expression"] for s in ds for r in ds[s] if r["gene_id"] == gene]
+    assert values == pytest.approx([9.9] * len(sample.CONTEXTS))
+
+
+@pytest.mark.parametrize("record_id, description, expected", [
+    ("ENSG1::chr1:4869-15369(+)", "ENSG1::chr1:4869-15369(+)", ("ENSG1", "chr1", "chr1:4869-15369(+)")),
+    ("ENSG2", "ENSG2 X:100-10600(-)", ("ENSG2", "chrX", "X:100-10600(-)")),
+    ("ENSG3::MT", "ENSG3::MT", ("ENSG3", "chrM", "MT")),
+])
+def test_headers(record_id, description, expected):
+    assert parse_header(record_id, description) == expected
+    with pytest.raises(BadSourceFile, match="names no chromosome"):
+        parse_header("ENSG4", "ENSG4 some promoter")

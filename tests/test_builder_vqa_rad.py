@@ -1,0 +1,132 @@
+"""VQA-RAD: one sample per question, grouped by image, the question-level test split repaired, bad items named."""
+
+import json
+from collections import defaultdict
+
+import numpy as np
+import pytest
+from datasets import Image, load_dataset
+
+from dataset_scripts.sample_sources import vqa_rad as sample
+from multimed_hf.api import build_dataset
+from multimed_hf.builders import detect_builder
+from multimed_hf.builders.vqa_rad import VQARADBuilder, answer_text, modality_from_text
+from multimed_hf.data.features import task_features
+from multimed_hf.data.manifest import read_manifest
+from multimed_hf.data.source_builder import PROVENANCE_FILE
+from multimed_hf.tasks import get_task
+
+TASK = "med_vqa"
+QA = sample.QA_FILE
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = sample.make(tmp_path_factory.mktemp("src") / sample.FOLDER)
+    out = tmp_path_factory.mktemp("out") / "multimed"
+    report = build_dataset(TASK, [root], out, progress=False)
+    ds = load_dataset(str(out), TASK, cache_dir=str(tmp_path_factory.mktemp("hf_cache")))
+    items = {f"qid:{i['qid']}": i for i in json.loads((root / QA).read_text())}
+    return root, out, report, ds, items
+
+
+def test_layout_is_detected(built):
+    root, *_ = built
+    assert isinstance(detect_builder(TASK, root), VQARADBuilder)
+
+
+def test_rows_keep_question_answer_and_image(built):
+    root, _, report, ds, items = built
+    assert ds["train"].features == task_features(get_task(TASK))
+    assert {split: ds[split].num_rows for split in ds} == {k: v for k, v in report.splits.items() if v}
+    for split in ds:
+        for row in ds[split]:
+            item = items[row["sample_id"]]
+            assert row["question"] == item["question"] and row["answer"] == str(item["answer"])
+            assert row["answer_type"] == item["answer_type"].lower() and row["organ"] == item["image_organ"]
+            assert row["language"] == "en" and row["question_type"] == item["question_type"]
+            assert row["modality"] == {"CHEST": "xray", "ABD": "ct"}.get(item["image_organ"], row["modality"])
+    raw = ds["test"].cast_column("image", Image(decode=False))
+    for row in raw:  # the original bytes, embedded
+        image = (root / sample.IMAGES / items[row["sample_id"]]["image_name"]).read_bytes()
+        assert row["image"]["bytes"] == image
+
+
+def test_head_modality_comes_from_the_image_questions(built):
+    *_, ds, items = built
+    of_image = {}
+    for split in ds:
+        for row in ds[split]:
+            of_image[items[row["sample_id"]]["image_name"]] = (items[row["sample_id"]]["image_organ"], row["modality"])
+    head = {name: m for name, (organ, m) in of_image.items() if organ == "HEAD"}
+    # 50248 and 50359 answer "Is this an MRI?" yes, 50285 "CT" (open), 50322 says nothing: MRI assumed
+    assert head == {
+        "synpic50248.jpg": "mri", "synpic50285.jpg": "ct", "synpic50322.jpg": "mri", "synpic50359.jpg": "mri",
+    }
+
+
+def test_closed_answers_carry_the_drawn_signal(built):
+    *_, ds, items = built
+    for split in ds:
+        for row in ds[split].select_columns(["sample_id", "image", "question", "answer"]):
+            if row["question"] != "Is there a mass?":
+                continue
+            image = np.asarray(row["image"], dtype=float) / 255
+            assert ((image > 0.97).sum() > 20) == (row["answer"] == "yes"), row["sample_id"]  # a saturated mass
+
+
+def test_questions_of_one_image_stay_together_and_test_stays_test(built):
+    _, out, _, ds, items = built
+    splits_of = defaultdict(set)
+    for split in ds:
+        for row in ds[split]:
+            splits_of[row["group_id"]].add(split)
+            assert (split == "test") == items[row["sample_id"]]["phrase_type"].startswith("test")
+    assert all(len(s) == 1 for s in splits_of.values())
+    dropped = {e.sample_id: e for e in read_manifest(out / TASK) if e.status == "dropped"}
+    # a training paraphrase on a test image, and a training question on an exact copy of that image
+    assert {items[q]["image_name"] for q in dropped} == {"synpic50174.jpg", "synpic99001.jpg"}
+    assert all(e.reason.startswith("leak repair") for e in dropped.values())
+    assert len({e.group for e in dropped.values()}) == 1
+
+
+def test_bad_items_and_files_are_named(built):
+    _, out, *_ = built
+    by_path = {e.source_path: e for e in read_manifest(out / TASK) if e.status == "rejected"}
+    images = sample.IMAGES
+    expected = {
+        f"{QA}:row 48 (qid 48)": "missing image: VQA_RAD Image Folder/synpic77777.jpg",
+        f"{QA}:row 49 (qid 49)": "image VQA_RAD Image Folder/synpic88888.jpg: cannot decode image",
+        f"{QA}:row 50 (qid 50)": "empty answer",
+        f"{QA}:row 51 (qid 51)": "answer_type '' is not CLOSED or OPEN",
+        f"{images}/synpic88888.jpg": "cannot decode image",
+        f"{images}/synpic66666.jpg": "not used: no question",
+        f"{images}/Thumbs.db": "stray file",
+    }
+    assert set(by_path) == set(expected)
+    for path, reason in expected.items():
+        assert by_path[path].reason.startswith(reason), by_path[path]
+
+
+def test_counts_reconcile_and_every_file_is_listed(built):
+    root, out, report, ds, items = built
+    entries = read_manifest(out / TASK)
+    counts = report.sources[0].counts
+    assert sum(counts.values()) == len(entries)
+    assert counts["dropped"] == 2 and counts["rejected"] == 7
+    questions = [e for e in entries if e.source_path.startswith(QA)]
+    assert len(questions) == len(items) == sum(ds[s].num_rows for s in ds) + 2 + 4  # kept + dropped + bad items
+    files = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != PROVENANCE_FILE}
+    assert {e.source_path for e in entries if ":row" not in e.source_path} == files
+
+
+@pytest.mark.parametrize("value, text", [(2, "2"), (2.0, "2"), (" Yes ", "Yes"), ("", None), (None, None)])
+def test_answers_become_text(value, text):
+    assert answer_text(value) == text
+
+
+@pytest.mark.parametrize("text, modality", [
+    ("MR - T2 weighted", "mri"), ("CT with contrast", "ct"), ("x-ray", "xray"), ("Is this a PA film?", None),
+])
+def test_modality_words(text, modality):
+    assert modality_from_text(text) == modality
