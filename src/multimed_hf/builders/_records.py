@@ -2,9 +2,9 @@
 
 (And ``dependency_version``, for samples made from more than one file.)
 
-The shared builder reports whole files. A file whose records are partly bad keeps its good records as samples;
-its bad ones become rejected manifest entries ``<file>:row <record>`` through ``orphan_records``. A file with no
-good record is rejected whole, with its records' reasons.
+A file whose records are partly bad keeps its good records as samples; its bad ones are returned as
+``RejectedRecord`` entries ``<file>:row <record>`` (cached with the file, listed as rejected in the manifest). A
+file with no good record is rejected whole, with its records' reasons.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterable
 
 from multimed_hf.data.errors import BadSourceFile
-from multimed_hf.data.sample import Sample
+from multimed_hf.data.sample import RejectedRecord, Sample
 
 __all__ = ["RecordRejections", "record_where", "dependency_version"]
 
@@ -38,41 +38,18 @@ def record_where(relpath: str, record: str) -> str:
 
 
 class RecordRejections:
-    """Mixin for a ``SourceBuilder``: call ``keep_records`` at the end of ``read_file`` for record-bearing files.
-
-    ``orphan_records`` re-reads a file only when this process has not read it (a worker process or the validation
-    cache did): the bad records are not part of the cached samples.
-    """
+    """Mixin for a ``SourceBuilder``: call ``keep_records`` at the end of ``read_file`` for record-bearing files."""
 
     #: What a record is called in the message of a file with none usable ("chain", "epoch", "record").
     record_noun = "record"
 
-    def keep_records(self, relpath: str, samples: list[Sample], bad: list[tuple[str, str]]) -> list[Sample]:
-        """Remember ``bad`` (``(record, reason)`` pairs) for the manifest; return ``samples`` or, if there are
-        none, raise ``BadSourceFile`` naming the bad records."""
-        self.__dict__.setdefault("_bad_records", {})[relpath] = (len(samples), list(bad))
+    def keep_records(
+        self, relpath: str, samples: list[Sample], bad: list[tuple[str, str]]
+    ) -> list[Sample | RejectedRecord]:
+        """``samples`` plus each bad ``(record, reason)`` as a ``RejectedRecord`` (the manifest lists it); a file
+        with no usable record raises ``BadSourceFile`` naming its bad records."""
         if not samples and bad:
             shown = "; ".join(f"{record}: {reason}" for record, reason in bad[:5])
             more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
             raise BadSourceFile(f"no usable {self.record_noun}: {shown}{more}")
-        return samples
-
-    def holds_records(self, relpath: str) -> bool:
-        """True for the files ``read_file`` reads through ``keep_records``."""
-        raise NotImplementedError
-
-    def orphan_records(self, files: set[str]) -> list[tuple[str, str]]:
-        seen = self.__dict__.setdefault("_bad_records", {})
-        found = []
-        for relpath in sorted(files):
-            if not self.holds_records(relpath):
-                continue
-            if relpath not in seen:
-                try:
-                    self.read_file(relpath)
-                except Exception:  # noqa: BLE001  (the file itself is rejected, with this reason)
-                    continue
-            good, bad = seen.get(relpath, (0, []))
-            if good:
-                found.extend((record_where(relpath, record), reason) for record, reason in bad)
-        return found
+        return [*samples, *(RejectedRecord(record_where(relpath, record), reason) for record, reason in bad)]

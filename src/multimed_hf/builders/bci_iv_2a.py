@@ -116,9 +116,6 @@ class BCIIV2aBuilder(RecordRejections, SourceBuilder):
     def detect(cls, root: Path) -> bool:
         return any(_SESSION.match(p.name) for p in root.glob("*.gdf"))
 
-    def holds_records(self, relpath: str) -> bool:
-        return bool(_SESSION.match(relpath))
-
     @cached_property
     def _label_files(self) -> dict[str, str]:
         """``{"A01E": relpath of A01E.mat}`` for the true-label files in the folder or one level below."""

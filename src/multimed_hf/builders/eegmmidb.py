@@ -136,10 +136,6 @@ class EEGMMIDBBuilder(RecordRejections, SourceBuilder):
             for p in root.glob(pattern)
         )
 
-    def holds_records(self, relpath: str) -> bool:
-        match = _RUN.match(PurePosixPath(relpath).name)
-        return bool(match) and int(match.group(2)) in _IMAGERY
-
     def read_file(self, relpath: str) -> list[Sample]:
         path = PurePosixPath(relpath)
         if _DOCUMENTS.match(path.name) or path.name.endswith(".edf.event"):

@@ -410,9 +410,6 @@ class RCSBPDBBuilder(RecordRejections, SourceBuilder):
     def _cluster_files(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir() if p.is_file() and _CLUSTERS.match(p.name))
 
-    def holds_records(self, relpath: str) -> bool:
-        return bool(_STRUCTURE.match(PurePosixPath(relpath).name))
-
     def read_file(self, relpath: str) -> list[Sample]:
         name = PurePosixPath(relpath).name
         if _CLUSTERS.match(name) and "/" not in relpath:

@@ -158,9 +158,6 @@ class TCGAPromotersBuilder(RecordRejections, SourceBuilder):
     def _h5ads(self) -> list[str]:
         return sorted(p.name for p in self.root.glob("*.h5ad"))
 
-    def holds_records(self, relpath: str) -> bool:
-        return relpath == self._one(FASTA_NAMES)
-
     @cached_property
     def _table(self):
         return read_table(self.root / self._one(TABLE_NAMES))

@@ -90,9 +90,6 @@ class VQAJsonBuilder(RecordRejections, SourceBuilder):
     def item_modality(self, item: dict, items_of_image: list[dict]) -> str:
         raise NotImplementedError
 
-    def holds_records(self, relpath: str) -> bool:
-        return relpath in self.qa_files()
-
     @staticmethod
     def _load_json(path: Path) -> list[dict]:
         try:

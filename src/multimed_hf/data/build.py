@@ -22,7 +22,7 @@ from multimed_hf.data.errors import BadSourceFile, StrictBuildError
 from multimed_hf.data.features import task_features
 from multimed_hf.data.grouping import UnionFind, near_duplicate_pairs
 from multimed_hf.data.manifest import ManifestEntry, read_manifest, write_manifest
-from multimed_hf.data.sample import Sample
+from multimed_hf.data.sample import RejectedRecord, Sample
 from multimed_hf.data.shards import encode_row, fingerprint, plan_shards, write_shard
 from multimed_hf.data.source_builder import SourceBuilder
 from multimed_hf.data.splits import SPLITS, assign_splits
@@ -67,11 +67,18 @@ class BuildReport:
         sizes = Counter(e.split for e in self.entries if e.status in ("kept", "moved"))
         return {s: sizes.get(s, 0) for s in SPLITS}
 
+    @property
+    def index_files(self) -> int:
+        """Kept entries that are index files (labels, metadata): read, no sample of their own."""
+        return sum(1 for e in self.entries if e.status == "kept" and e.split is None)
+
     def summary(self) -> str:
         c = self.counts
+        index = f", {self.index_files} index files read" if self.index_files else ""
         lines = [
             f"{self.task}: {len(self.entries)} entries from {sum(s.files_seen for s in self.sources)} files: "
-            f"kept {c['kept'] + c['moved']} (moved {c['moved']}), dropped {c['dropped']}, rejected {c['rejected']}",
+            f"kept {c['kept'] + c['moved'] - self.index_files} (moved {c['moved']}), dropped {c['dropped']}, "
+            f"rejected {c['rejected']}{index}",
             "  splits: " + ", ".join(f"{k} {v}" for k, v in self.splits.items()),
             "  duplicates: " + ", ".join(f"{k} {v}" for k, v in self.duplicates.items()),
         ]
@@ -172,7 +179,8 @@ def build_config(
         paths_of_id: dict[str, list[str]] = defaultdict(list)
         for relpath, file_samples, error in results:
             for sample in file_samples or ():
-                paths_of_id[sample.sample_id].append(relpath)
+                if isinstance(sample, Sample):
+                    paths_of_id[sample.sample_id].append(relpath)
         for where, reason in builder.orphan_records({relpath for relpath, _, _ in results}):
             if strict:
                 raise StrictBuildError(f"{builder.source}: {where}: {reason}")
@@ -184,7 +192,11 @@ def build_config(
             if not file_samples:  # an index file (labels, metadata): read, no sample of its own
                 entries.append(ManifestEntry(builder.source, relpath, "kept", "index file: no sample of its own"))
                 continue
-            for sample in file_samples:
+            for record in (r for r in file_samples if isinstance(r, RejectedRecord)):
+                if strict:
+                    raise StrictBuildError(f"{builder.source}: {builder.root / record.where}: {record.reason}")
+                entries.append(ManifestEntry(builder.source, record.where, "rejected", record.reason))
+            for sample in (s for s in file_samples if isinstance(s, Sample)):
                 paths = paths_of_id[sample.sample_id]
                 if len(paths) > 1:  # ambiguous: no copy is trusted over another
                     others = ", ".join(p for p in paths if p != relpath)
@@ -339,6 +351,7 @@ def _write_build_info(config_dir: Path, task: TaskSpec, report: BuildReport) -> 
         "config": task.name,
         "task": task.name,
         "counts": dict(report.counts),
+        "index_files": report.index_files,
         "splits": report.splits,
         "duplicates": report.duplicates,
         "split_repairs": {

@@ -81,7 +81,8 @@ def _config_section(info: dict, left_out: Mapping[str, str]) -> list[str]:
         "| split | samples |", "|---|---|",
         *[f"| {name} | {splits.get(name, 0)} |" for name in SPLITS],
         "",
-        f"Build: kept {counts.get('kept', 0) + counts.get('moved', 0)} (moved {counts.get('moved', 0)}), "
+        f"Build: kept {counts.get('kept', 0) + counts.get('moved', 0) - info.get('index_files', 0)} samples "
+        f"(moved {counts.get('moved', 0)}; {info.get('index_files', 0)} index files read), "
         f"dropped {counts.get('dropped', 0)}, rejected {counts.get('rejected', 0)}. Duplicates: "
         + ", ".join(f"{k} {v}" for k, v in info["duplicates"].items()) + ".",
     ]

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SourceFileRef", "Sample", "sample_to_json", "sample_from_json"]
+__all__ = ["SourceFileRef", "Sample", "RejectedRecord", "sample_to_json", "sample_from_json"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,16 @@ class Sample:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class RejectedRecord:
+    """One bad record inside a file whose other records are good (a chain, an epoch, a QA item): ``read_file``
+    returns it beside the samples, and the manifest lists it as rejected under ``where``
+    (``<file>:row <record>``)."""
+
+    where: str
+    reason: str
+
+
 def _to_json(value):
     if isinstance(value, SourceFileRef):
         return {"__file__": asdict(value)}
@@ -62,7 +72,9 @@ def _from_json(value):
     return value
 
 
-def sample_to_json(sample: Sample) -> dict:
+def sample_to_json(sample: Sample | RejectedRecord) -> dict:
+    if isinstance(sample, RejectedRecord):
+        return {"rejected_record": asdict(sample)}
     return {
         "sample_id": sample.sample_id, "source_path": sample.source_path, "fields": _to_json(sample.fields),
         "group_key": sample.group_key, "published_split": sample.published_split,
@@ -70,7 +82,9 @@ def sample_to_json(sample: Sample) -> dict:
     }
 
 
-def sample_from_json(data: dict) -> Sample:
+def sample_from_json(data: dict) -> Sample | RejectedRecord:
+    if "rejected_record" in data:
+        return RejectedRecord(**data["rejected_record"])
     return Sample(
         sample_id=data["sample_id"], source_path=data["source_path"], fields=_from_json(data["fields"]),
         group_key=data["group_key"], published_split=data["published_split"], content_hash=data["content_hash"],

@@ -10,7 +10,7 @@ from typing import ClassVar, Iterable
 
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.images import is_blank, read_image_file
-from multimed_hf.data.sample import Sample, SourceFileRef
+from multimed_hf.data.sample import RejectedRecord, Sample, SourceFileRef
 from multimed_hf.tasks import SourceSpec, TaskSpec, get_task
 
 __all__ = ["SourceBuilder", "ImageFolderBuilder", "PathInfo", "PROVENANCE_FILE"]
@@ -58,8 +58,9 @@ class SourceBuilder:
         path = self.root / PROVENANCE_FILE
         return json.loads(path.read_text()) if path.is_file() else {}
 
-    def read_file(self, relpath: str) -> list[Sample]:
-        """Decode ``relpath`` fully and return its samples; raise ``BadSourceFile`` with the reason."""
+    def read_file(self, relpath: str) -> list[Sample | RejectedRecord]:
+        """Decode ``relpath`` fully and return its samples; raise ``BadSourceFile`` with the reason. A file of many
+        records returns its bad ones as ``RejectedRecord`` beside the good samples; ``[]`` marks an index file."""
         raise NotImplementedError
 
     def read_ref(self, ref: SourceFileRef) -> bytes:
