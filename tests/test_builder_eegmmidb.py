@@ -94,7 +94,7 @@ def test_bad_files_and_epochs_are_named(built):
     by_path = {e.source_path: e for e in entries if e.status != "kept" or e.sample_id is None}
     expected = {
         "files/S005/S005R04.edf": ("rejected", "truncated: the header promises 26 data records"),
-        "files/S001/S001R03.edf": ("rejected", "not used: run 3 is motor execution"),
+        "files/S001/S001R03.edf": ("dropped", "not used: run 3 is motor execution"),
         "files/S001/S001R08.edf:row epoch 2": ("rejected", "annotation 'T3' at 4.20 s is not T0, T1 or T2"),
         "files/S002/S002R10.edf:row epoch 7": ("rejected", "T1 at 24.90 s: the 3 s window ends past the recording"),
         "files/S002/notes.txt": ("rejected", "stray file"),
@@ -111,7 +111,7 @@ def test_counts_reconcile_and_every_file_is_listed(built):
     root, out, report, ds = built
     entries = read_manifest(out / TASK)
     counts = report.sources[0].counts
-    assert sum(counts.values()) == len(entries) and counts["rejected"] == 5
+    assert sum(counts.values()) == len(entries) and counts["rejected"] == 4 and counts["dropped"] == 1
     assert counts["kept"] == sum(ds[s].num_rows for s in ds) + 1  # + RECORDS
     files = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != PROVENANCE_FILE}
     assert {e.source_path for e in entries if ":row" not in e.source_path} == files

@@ -83,7 +83,7 @@ def test_questions_of_one_image_stay_together_and_test_stays_test(built):
             splits_of[row["group_id"]].add(split)
             assert (split == "test") == items[row["sample_id"]]["phrase_type"].startswith("test")
     assert all(len(s) == 1 for s in splits_of.values())
-    dropped = {e.sample_id: e for e in read_manifest(out / TASK) if e.status == "dropped"}
+    dropped = {e.sample_id: e for e in read_manifest(out / TASK) if e.status == "dropped" and e.sample_id}
     # a training paraphrase on a test image, and a training question on an exact copy of that image
     assert {items[q]["image_name"] for q in dropped} == {"synpic50174.jpg", "synpic99001.jpg"}
     assert all(e.reason.startswith("leak repair") for e in dropped.values())
@@ -100,7 +100,6 @@ def test_bad_items_and_files_are_named(built):
         f"{QA}:row 50 (qid 50)": "empty answer",
         f"{QA}:row 51 (qid 51)": "answer_type '' is not CLOSED or OPEN",
         f"{images}/synpic88888.jpg": "cannot decode image",
-        f"{images}/synpic66666.jpg": "not used: no question",
         f"{images}/Thumbs.db": "stray file",
     }
     assert set(by_path) == set(expected)
@@ -113,7 +112,9 @@ def test_counts_reconcile_and_every_file_is_listed(built):
     entries = read_manifest(out / TASK)
     counts = report.sources[0].counts
     assert sum(counts.values()) == len(entries)
-    assert counts["dropped"] == 2 and counts["rejected"] == 7
+    assert counts["dropped"] == 3 and counts["rejected"] == 6  # dropped: 2 leaking questions, 1 unused image
+    unused = next(e for e in read_manifest(out / TASK) if e.source_path.endswith("synpic66666.jpg"))
+    assert unused.status == "dropped" and unused.reason.startswith("not used: no question")
     questions = [e for e in entries if e.source_path.startswith(QA)]
     assert len(questions) == len(items) == sum(ds[s].num_rows for s in ds) + 2 + 4  # kept + dropped + bad items
     files = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != PROVENANCE_FILE}

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from multimed_hf.builders._records import RecordRejections
-from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
 from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import SourceBuilder
 
@@ -145,7 +145,7 @@ class EEGMMIDBBuilder(RecordRejections, SourceBuilder):
             raise BadSourceFile("stray file: expected [files/]SNNN/SNNNRMM.edf")
         subject, run = f"S{match.group(1)}", int(match.group(2))
         if run not in _IMAGERY:
-            raise BadSourceFile(
+            raise UnusedSourceFile(
                 f"not used: run {run} is {_OTHER_RUNS.get(run, 'not a run of this data set')}, not motor imagery "
                 f"(imagery runs are {sorted(_IMAGERY)})"
             )

@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
 from multimed_hf.builders._records import RecordRejections, dependency_version
-from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
 from multimed_hf.data.images import is_blank, read_image_file
 from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import SourceBuilder
@@ -119,7 +119,7 @@ class VQAJsonBuilder(RecordRejections, SourceBuilder):
     def read_image(self, relpath: str) -> list[Sample]:
         """An image file: validated here, stored with its questions (from the QA file's samples)."""
         if relpath not in self._referenced:
-            raise BadSourceFile("not used: no question in the QA file(s) refers to this image")
+            raise UnusedSourceFile("not used: no question in the QA file(s) refers to this image")
         ref, phash, image = read_image_file(self.root / relpath, relpath)  # a bad image is named here too
         if is_blank(image):
             raise BadSourceFile(f"image is one flat value ({image.mode} {image.size[0]}x{image.size[1]})")

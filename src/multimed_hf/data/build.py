@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from multimed_hf.data.cache import ValidationCache
 from multimed_hf.data.card import write_readme
-from multimed_hf.data.errors import BadSourceFile, StrictBuildError
+from multimed_hf.data.errors import BadSourceFile, StrictBuildError, UnusedSourceFile
 from multimed_hf.data.features import task_features
 from multimed_hf.data.grouping import UnionFind, near_duplicate_pairs
 from multimed_hf.data.manifest import ManifestEntry, read_manifest, write_manifest
@@ -91,10 +91,16 @@ class BuildReport:
         return "\n".join(lines)
 
 
+#: Prefix of a cached reason that marks a file the task does not use (dropped, not rejected).
+UNUSED = "not used: "
+
+
 def _read_one(builder: SourceBuilder, relpath: str) -> tuple[list[Sample] | None, str | None]:
     """One file's samples, or the reason it cannot give any."""
     try:
         return builder.read_file(relpath), None
+    except UnusedSourceFile as err:
+        return None, err.reason if err.reason.startswith(UNUSED) else UNUSED + err.reason
     except BadSourceFile as err:
         return None, err.reason
     except Exception as err:  # a reader library failing on bad data: named in the manifest, not lost
@@ -120,7 +126,7 @@ def _read_source(builder: SourceBuilder, cache: ValidationCache, strict: bool, p
                 cache.put(relpath, builder.root / relpath, samples, error)
             else:
                 samples, error = cached[relpath]
-            if error is not None and strict:
+            if error is not None and strict and not error.startswith(UNUSED):
                 raise StrictBuildError(f"{builder.source}: {builder.root / relpath}: {error}")
             results.append((relpath, samples, error))
     return results
@@ -187,7 +193,8 @@ def build_config(
             entries.append(ManifestEntry(builder.source, where, "rejected", reason))
         for relpath, file_samples, error in results:
             if error is not None:
-                entries.append(ManifestEntry(builder.source, relpath, "rejected", error))
+                status = "dropped" if error.startswith(UNUSED) else "rejected"
+                entries.append(ManifestEntry(builder.source, relpath, status, error))
                 continue
             if not file_samples:  # an index file (labels, metadata): read, no sample of its own
                 entries.append(ManifestEntry(builder.source, relpath, "kept", "index file: no sample of its own"))

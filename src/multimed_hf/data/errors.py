@@ -1,6 +1,6 @@
 """The data layer's errors: each names the file or folder and what was expected."""
 
-__all__ = ["BadSourceFile", "LayoutNotRecognised", "StrictBuildError"]
+__all__ = ["BadSourceFile", "UnusedSourceFile", "LayoutNotRecognised", "StrictBuildError"]
 
 
 class BadSourceFile(ValueError):
@@ -9,6 +9,11 @@ class BadSourceFile(ValueError):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+class UnusedSourceFile(BadSourceFile):
+    """A sound file of the layout that this task does not use (e.g. an EEG baseline run): dropped, with the reason,
+    and no reason for ``--strict`` to stop."""
 
 
 class LayoutNotRecognised(ValueError):
