@@ -69,7 +69,9 @@ def test_real_cells_are_stored_sparse_and_exact(built):
         assert row["donor"] is None and row["organ"] == "blood"
     assert Counter(r["cell_type"] for r in rows.values()) == Counter(real.obs["bulk_labels"].astype(str))
     info = json.loads((out / TASK / "build_info.json").read_text())
-    panels = info["sources"][0]["provenance"]["gene_panels"]
+    (asset,) = info["sources"][0]["assets"]
+    assert asset.endswith("/gene_panels.json")
+    panels = json.loads((out / asset).read_text())
     assert panels[panel_id(genes)]["genes"] == genes  # the list the indices refer to, stored once per source
 
 

@@ -69,7 +69,8 @@ def test_profiles_mask_the_target_and_name_their_panel(built):
     root, out, _, _, rows = built
     genes, profiles = pseudobulk_profiles(root / "pbmc_cells.h5ad")
     info = json.loads((out / TASK / "build_info.json").read_text())
-    assert info["sources"][0]["provenance"]["gene_panels"][panel_id(genes)]["genes"] == genes
+    (asset,) = info["sources"][0]["assets"]
+    assert json.loads((out / asset).read_text())[panel_id(genes)]["genes"] == genes
     for _, row in rows.values():
         if row["context"] == "whole blood":
             assert row["profile_indices"] is None and row["gene_panel"] is None

@@ -7,7 +7,7 @@ log-normalised, unscaled values there), else ``.X``; a file whose only matrix is
 rejected. Each cell is one sample: its non-zero genes as ``gene_indices`` (positions in the file's gene panel) and
 ``gene_values``, never densified. The panel (the ordered gene names) is identified by ``gene_panel``, a hash of the
 names, and its gene list is written once per source into ``build_info.json`` (the source's
-``provenance["gene_panels"]``). Cells whose label is missing keep ``cell_type`` None.
+``gene_panels.json`` beside the shards). Cells whose label is missing keep ``cell_type`` None.
 
 Grouping: by donor where ``obs`` has a donor column (the first of ``DONOR_COLUMNS``); a file without one (as
 pbmc68k_reduced, one donor of Zheng et al. 2017) is split by cell, which the card states.
@@ -184,9 +184,9 @@ class AnnDataFolderBuilder(SourceBuilder):
             entry["files"].append(path.relative_to(self.root).as_posix())
         return panels
 
-    def provenance(self) -> dict:
-        """The root's provenance note plus the gene panels that ``gene_panel`` ids refer to (into build_info)."""
-        return {**super().provenance(), "gene_panels": self._panels}
+    def assets(self) -> dict[str, object]:
+        """``gene_panels.json`` beside the shards: the gene lists that ``gene_panel`` ids refer to."""
+        return {"gene_panels.json": self._panels}
 
 
 class PBMC68kReducedBuilder(AnnDataFolderBuilder):

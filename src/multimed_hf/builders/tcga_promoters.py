@@ -267,11 +267,11 @@ class TCGAPromotersBuilder(RecordRejections, SourceBuilder):
                 found.append((record_where(table_name, f"{n} ({gene})"), f"gene {gene!r} has no window in {fasta}"))
         return found
 
-    def provenance(self) -> dict:
-        """The root's provenance note plus the gene panel the profile indices refer to (into build_info)."""
+    def assets(self) -> dict[str, object]:
+        """``gene_panels.json`` beside the shards: the gene panel the profile indices refer to."""
         try:
             profiles = self._profiles
         except BadSourceFile:
             profiles = None
         panels = {} if profiles is None else {profiles[2]: {"genes": profiles[0], "files": self._h5ads()[:1]}}
-        return {**super().provenance(), "gene_panels": panels}
+        return {"gene_panels.json": panels}

@@ -45,6 +45,7 @@ class SourceReport:
     data_files: dict[str, list[str]]
     release_note: str
     provenance: dict = field(default_factory=dict)
+    assets: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -300,7 +301,8 @@ def build_config(
     warnings = []
     for index, builder in enumerate(builders):
         rows = sorted(per_source.get(index, []), key=lambda r: (SPLITS.index(r[0]), r[2].sample_id))
-        fp = fingerprint([builder.version, features.to_dict()], rows)
+        assets = builder.assets()
+        fp = fingerprint([builder.version, features.to_dict(), assets], rows)
         source_dir = config_dir / builder.source
         data_files: dict[str, list[str]] = {}
         for split in SPLITS:
@@ -318,6 +320,12 @@ def build_config(
                 write_shard(encoded, features, path)
                 paths.append(path.relative_to(out_dir).as_posix())
             data_files[split] = paths
+        asset_paths = []
+        for name, content in sorted(assets.items()):
+            path = source_dir / fp / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(content, indent=1, sort_keys=True) + "\n")
+            asset_paths.append(path.relative_to(out_dir).as_posix())
         if source_dir.is_dir():
             for old in source_dir.iterdir():
                 if old.name != fp:
@@ -330,7 +338,7 @@ def build_config(
             name=builder.source, root=str(builder.root), files_seen=files_seen[index], fingerprint=fp,
             counts={k: counts.get(k, 0) for k in ("kept", "moved", "dropped", "rejected")},
             splits={s: sum(1 for r in rows if r[0] == s) for s in SPLITS},
-            data_files=data_files, release_note=note, provenance=builder.provenance(),
+            data_files=data_files, release_note=note, provenance=builder.provenance(), assets=asset_paths,
         ))
     if config_dir.is_dir():
         for old in config_dir.iterdir():
@@ -371,7 +379,7 @@ def _write_build_info(config_dir: Path, task: TaskSpec, report: BuildReport) -> 
             {
                 "name": s.name, "fingerprint": s.fingerprint, "files_seen": s.files_seen, "counts": s.counts,
                 "splits": s.splits, "data_files": s.data_files, "release_note": s.release_note,
-                "provenance": s.provenance,
+                "provenance": s.provenance, "assets": s.assets,
             }
             for s in report.sources
         ],

@@ -104,6 +104,8 @@ def _config_section(info: dict, left_out: Mapping[str, str]) -> list[str]:
         lines += ["", f"**{spec.title}**: layout `{spec.layout}`; grouped by {spec.grouping}."]
         if spec.notes:
             lines.append(spec.notes)
+        if s.get("assets"):
+            lines.append("Files beside the shards: " + ", ".join(f"`{a}`" for a in s["assets"]) + ".")
         if s["name"] in left_out:
             lines.append(f"*Left out of this repository*: {left_out[s['name']]}")
         lines += ["", "```bibtex", spec.citation, "```"]

@@ -63,6 +63,11 @@ class SourceBuilder:
         records returns its bad ones as ``RejectedRecord`` beside the good samples; ``[]`` marks an index file."""
         raise NotImplementedError
 
+    def assets(self) -> dict[str, object]:
+        """JSON files to write beside this source's shards, by file name (e.g. ``gene_panels.json``: the gene
+        lists that ``gene_panel`` ids refer to). None by default."""
+        return {}
+
     def read_ref(self, ref: SourceFileRef) -> bytes:
         """The bytes a sample's file reference stands for (embedded when shards are written). By default the
         file itself; a builder whose images are rendered (e.g. CT slices of a volume) renders them here."""
