@@ -108,3 +108,17 @@ def test_worker_processes_give_the_same_build(oct_source, tmp_path):
     assert one.entries == two.entries
     for shard in (tmp_path / "one").rglob("*.parquet"):
         assert shard.read_bytes() == (tmp_path / "two" / shard.relative_to(tmp_path / "one")).read_bytes()
+
+
+def test_arrays_are_cached_as_binary_side_files_and_rebuild_identically(tmp_path):
+    source = GENERATORS["eeg-motor-movementimagery-dataset-1.0.0"](tmp_path / "eegmmidb")
+    out = tmp_path / "multimed"
+    first = build_dataset("motor_imagery", [source], out, progress=False)
+    cache = out / ".build_cache" / "motor_imagery"
+    assert list((cache / "eegmmidb.arrays").glob("*.npy")), "epochs were not written as .npy side files"
+    assert (cache / "eegmmidb.jsonl").stat().st_size < 200_000, "the JSON cache holds the arrays as text"
+    again = build_dataset("motor_imagery", [source], out, progress=False)  # every file from the cache
+    clean = build_dataset("motor_imagery", [source], tmp_path / "clean", progress=False)
+    assert first.sources[0].fingerprint == again.sources[0].fingerprint == clean.sources[0].fingerprint
+    for shard in (tmp_path / "clean").rglob("*.parquet"):
+        assert shard.read_bytes() == (out / shard.relative_to(tmp_path / "clean")).read_bytes()

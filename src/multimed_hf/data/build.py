@@ -124,7 +124,7 @@ def _read_source(builder: SourceBuilder, cache: ValidationCache, strict: bool, p
         for relpath in tqdm(files, desc=f"reading {builder.source}", unit="file", disable=not progress):
             if cached[relpath] is None:
                 samples, error = next(fresh)
-                cache.put(relpath, builder.root / relpath, samples, error)
+                samples = cache.put(relpath, builder.root / relpath, samples, error)
             else:
                 samples, error = cached[relpath]
             if error is not None and strict and not error.startswith(UNUSED):

@@ -1,11 +1,16 @@
-"""A per-source record of files already validated, so an interrupted build resumes where it stopped."""
+"""A per-source record of files already validated, so an interrupted build resumes where it stopped.
+
+Large arrays (EEG epochs, expression profiles) go to ``.npy`` side files named by their content hash and come back
+memory-mapped, so neither the JSON nor the build's memory holds a whole source's arrays."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from multimed_hf.data.sample import Sample, sample_from_json, sample_to_json
+import numpy as np
+
+from multimed_hf.data.sample import Sample, array_digest, sample_from_json, sample_to_json
 
 __all__ = ["ValidationCache"]
 
@@ -27,6 +32,7 @@ class ValidationCache:
                         continue
                     self._entries[entry["path"]] = entry
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.arrays_dir = path.with_suffix(".arrays")
         self._handle = path.open("w")
         self._handle.write(json.dumps({"version": version}) + "\n")
         for entry in self._entries.values():
@@ -45,16 +51,35 @@ class ValidationCache:
             return None
         if entry["error"] is not None:
             return None, entry["error"]
-        return [sample_from_json(s) for s in entry["samples"]], None
+        try:
+            return [sample_from_json(s, self._load_array) for s in entry["samples"]], None
+        except (OSError, ValueError):  # a side file lost or cut: validate the file again
+            return None
 
-    def put(self, relpath: str, file: Path, samples: list[Sample] | None, error: str | None) -> None:
+    def _save_array(self, array: np.ndarray) -> dict:
+        digest = array_digest(array)["__array__"]
+        name = f"{digest['sha256'][:32]}.npy"
+        target = self.arrays_dir / name
+        if not target.is_file():
+            self.arrays_dir.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(".tmp.npy")
+            np.save(tmp, np.ascontiguousarray(array))
+            tmp.replace(target)
+        return {"__array__": name}
+
+    def _load_array(self, name: str) -> np.ndarray:
+        return np.load(self.arrays_dir / name, mmap_mode="r")
+
+    def put(self, relpath: str, file: Path, samples: list[Sample] | None, error: str | None) -> list[Sample] | None:
+        """Record a file's outcome; return its samples with large arrays swapped for memory-mapped copies."""
         entry = {
             "path": relpath, "stamp": list(self._stamp(file)), "error": error,
-            "samples": None if samples is None else [sample_to_json(s) for s in samples],
+            "samples": None if samples is None else [sample_to_json(s, self._save_array) for s in samples],
         }
         self._entries[relpath] = entry
         self._handle.write(json.dumps(entry) + "\n")
         self._handle.flush()
+        return None if samples is None else [sample_from_json(s, self._load_array) for s in entry["samples"]]
 
     def close(self) -> None:
         self._handle.close()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["SourceFileRef", "Sample", "RejectedRecord", "sample_to_json", "sample_from_json"]
+__all__ = ["SourceFileRef", "Sample", "RejectedRecord", "sample_to_json", "sample_from_json", "array_digest"]
 
 
 @dataclass(frozen=True)
@@ -48,45 +49,58 @@ class RejectedRecord:
     reason: str
 
 
-def _to_json(value):
+def _to_json(value, arrays=None):
+    """JSON-able form; ``arrays`` (an ndarray -> JSON object function) keeps large arrays out of the text."""
     if isinstance(value, SourceFileRef):
         return {"__file__": asdict(value)}
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        return arrays(value) if arrays is not None and value.size > 64 else value.tolist()
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, dict):
-        return {k: _to_json(v) for k, v in value.items()}
+        return {k: _to_json(v, arrays) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_to_json(v) for v in value]
+        return [_to_json(v, arrays) for v in value]
     return value
 
 
-def _from_json(value):
+def _from_json(value, arrays=None):
     if isinstance(value, dict):
         if set(value) == {"__file__"}:
             return SourceFileRef(**value["__file__"])
-        return {k: _from_json(v) for k, v in value.items()}
+        if set(value) == {"__array__"} and arrays is not None:
+            return arrays(value["__array__"])
+        return {k: _from_json(v, arrays) for k, v in value.items()}
     if isinstance(value, list):
-        return [_from_json(v) for v in value]
+        return [_from_json(v, arrays) for v in value]
     return value
 
 
-def sample_to_json(sample: Sample | RejectedRecord) -> dict:
+def array_digest(array: np.ndarray) -> dict:
+    """What identifies an array's content, for fingerprints: dtype, shape and a sha256 of its bytes."""
+    data = np.ascontiguousarray(array)
+    return {"__array__": {"dtype": str(data.dtype), "shape": list(data.shape),
+                          "sha256": hashlib.sha256(data.tobytes()).hexdigest()}}
+
+
+def sample_to_json(sample: Sample | RejectedRecord, arrays=None) -> dict:
+    """``arrays``: how a large ndarray is written (e.g. saved to a side file, or digested); default: as lists."""
     if isinstance(sample, RejectedRecord):
         return {"rejected_record": asdict(sample)}
     return {
-        "sample_id": sample.sample_id, "source_path": sample.source_path, "fields": _to_json(sample.fields),
+        "sample_id": sample.sample_id, "source_path": sample.source_path, "fields": _to_json(sample.fields, arrays),
         "group_key": sample.group_key, "published_split": sample.published_split,
-        "content_hash": sample.content_hash, "perceptual_hash": sample.perceptual_hash, "extra": _to_json(sample.extra),
+        "content_hash": sample.content_hash, "perceptual_hash": sample.perceptual_hash,
+        "extra": _to_json(sample.extra, arrays),
     }
 
 
-def sample_from_json(data: dict) -> Sample | RejectedRecord:
+def sample_from_json(data: dict, arrays=None) -> Sample | RejectedRecord:
+    """``arrays``: how an ``{"__array__": ...}`` object written by ``sample_to_json`` becomes an ndarray again."""
     if "rejected_record" in data:
         return RejectedRecord(**data["rejected_record"])
     return Sample(
-        sample_id=data["sample_id"], source_path=data["source_path"], fields=_from_json(data["fields"]),
+        sample_id=data["sample_id"], source_path=data["source_path"], fields=_from_json(data["fields"], arrays),
         group_key=data["group_key"], published_split=data["published_split"], content_hash=data["content_hash"],
-        perceptual_hash=data["perceptual_hash"], extra=_from_json(data["extra"]),
+        perceptual_hash=data["perceptual_hash"], extra=_from_json(data["extra"], arrays),
     )

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from datasets import Features
 
 from multimed_hf.data.errors import BadSourceFile
-from multimed_hf.data.sample import Sample, SourceFileRef, sample_to_json
+from multimed_hf.data.sample import Sample, SourceFileRef, array_digest, sample_to_json
 from multimed_hf.data.source_builder import SourceBuilder
 
 __all__ = ["SHARD_BYTES", "fingerprint", "plan_shards", "write_shard", "encode_row"]
@@ -28,7 +28,7 @@ def fingerprint(parts: Iterable, samples: Sequence[tuple[str, str, Sample]]) -> 
     for part in parts:
         digest.update(json.dumps(part, sort_keys=True, default=str).encode())
     for split, group_id, sample in samples:
-        record = sample_to_json(sample)
+        record = sample_to_json(sample, arrays=array_digest)
         record.pop("extra", None)
         digest.update(json.dumps([split, group_id, record], sort_keys=True, default=str).encode())
     return digest.hexdigest()[:12]
