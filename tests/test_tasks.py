@@ -64,3 +64,10 @@ def test_registry_entries_are_read_only():
     source = get_task("diabetic_retinopathy").source("oct2017")
     with pytest.raises(TypeError):
         source.label_map["oct_finding"]["CNV"] = "other"
+
+
+def test_extras_are_listed_only_when_asked():
+    everything = list_tasks(include_extras=True)
+    assert everything[:len(ELEVEN)] == ELEVEN and "pmc_pairs" in everything
+    assert all(get_task(name).extra for name in everything[len(ELEVEN):])
+    assert not any(get_task(name).extra for name in list_tasks())

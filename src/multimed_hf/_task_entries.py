@@ -791,3 +791,70 @@ register_task(TaskSpec(
     ),
     sources=(VQA_RAD, SLAKE),
 ))
+
+# --- extras: optional configs beside the eleven tasks ---------------------------------------------------------
+PMC_OA = SourceSpec(
+    name="pmc_oa",
+    title="PMC-OA (Lin et al., PMC-CLIP, MICCAI 2023)",
+    modality="figure",
+    citation=(
+        "@inproceedings{lin2023pmcclip, title={PMC-CLIP: Contrastive Language-Image Pre-training using Biomedical "
+        "Documents}, author={Lin, Weixiong and Zhao, Ziheng and Zhang, Xiaoman and Wu, Chaoyi and Zhang, Ya and "
+        "Wang, Yanfeng and Xie, Weidi}, booktitle={Medical Image Computing and Computer Assisted Intervention "
+        "(MICCAI)}, year={2023}}"
+    ),
+    license="per article: the PMC Open Access subset mixes CC BY, CC BY-NC and other licences",
+    redistributable=False,
+    homepage="https://huggingface.co/datasets/axiong/pmc_oa",
+    layout=(
+        "images.zip unpacked in place to caption_T060_filtered_top4_sep_v0_subfigures/PMC<id>_<figure>_<n>.jpg "
+        "(or under images/); pmc_oa.jsonl, one JSON object a line (image, caption = the subcaption, "
+        "alignment_type, alignment_score); pmc_oa_beta.jsonl (image, caption = the whole compound caption); the "
+        "early release's train.jsonl / valid.jsonl / test.jsonl (image, caption, pmcid, url_name)"
+    ),
+    grouping=(
+        "article (pmcid where the row gives it, else the PMC id the image file name starts with), so subfigures "
+        "of one figure and figures of one article stay together; exact copies of an image grouped too (not near "
+        "duplicates: distinct plots of one shape share perceptual hashes)"
+    ),
+    notes=(
+        "About 1.65M subfigure-subcaption pairs. Not redistributable as a whole: each article keeps its own "
+        "licence (CC BY, CC BY-NC, ...), so the config is left out of pushes. Without the early release's split "
+        "files the publisher gives no split: pairs are split by article. figure_caption comes from "
+        "pmc_oa_beta.jsonl where it is present."
+    ),
+)
+
+register_task(TaskSpec(
+    name="pmc_pairs",
+    title="Image-caption pairs from PubMed Central (contrastive alignment)",
+    sample="one (subfigure, subcaption) pair from a PMC Open Access article",
+    modalities=("figure", "text"),
+    problem_type="contrastive",
+    labels=(),
+    metrics=("recall_at_1", "recall_at_5"),
+    grouping_key="article (PMC id), plus exact-duplicate image groups",
+    inputs=(
+        IMAGE,
+        C("modality", "string", "the image's modality: figure (a scientific figure of any kind)"),
+        C("caption", "string", "the subfigure's own caption (PMC-OA's subcaption): the image's pair", modality="text"),
+    ),
+    metadata=(
+        C("pmcid", "string", "the article's PubMed Central id (e.g. PMC212319)"),
+        C("figure_caption", "string", "the whole compound caption of the figure (pmc_oa_beta.jsonl), where given"),
+        C("alignment_type", "string", "how the publisher aligned subcaption and subfigure, where given"),
+        C("alignment_score", "float32", "the publisher's alignment score, where given"),
+        C("url_name", "string", "the figure's file name on PMC (early release), where given"),
+    ),
+    sources=(PMC_OA,),
+    # pretraining pairs: most go to training; 5% of articles still give tens of thousands of test pairs
+    split_fractions=(0.90, 0.05, 0.05),
+    validation_fraction=0.05,
+    notes=(
+        "An extra config, not one of the paper's eleven tasks: the paper's 'one million image-text pairs' for "
+        "the contrastive alignment behind zero-shot transfer. No label column: the pairing is the supervision "
+        "(the other captions of a batch are the negatives); recall@K scores image-to-text and text-to-image "
+        "retrieval."
+    ),
+    extra=True,
+))

@@ -20,10 +20,15 @@ def _list(args) -> int:
     from multimed_hf.builders import builders_for_task
     from multimed_hf.tasks import get_task, list_tasks
 
-    for name in list_tasks():
+    extras = [name for name in list_tasks(include_extras=True) if get_task(name).extra]
+    for name in list_tasks(include_extras=args.extras):
         task = get_task(name)
         built = ", ".join(b.source for b in builders_for_task(name)) or "no builder yet"
-        print(f"{name:24s} {task.title}  [{', '.join(task.modalities)}]  sources with builders: {built}")
+        kind = "extra: " if task.extra else ""
+        print(f"{name:24s} {kind}{task.title}  [{', '.join(task.modalities)}]  sources with builders: {built}")
+    if extras and not args.extras:  # a hint, on stderr: stdout stays one line per task
+        print(f"optional extra configs beside the eleven tasks: {', '.join(extras)} (multimed list --extras)",
+              file=sys.stderr)
     return 0
 
 
@@ -76,7 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("list", help="list the tasks and which sources have builders").set_defaults(func=_list)
+    listing = sub.add_parser("list", help="list the tasks and which sources have builders")
+    listing.add_argument("--extras", action="store_true",
+                         help="also list the optional extra configs (e.g. pmc_pairs: image-caption pairs)")
+    listing.set_defaults(func=_list)
     info = sub.add_parser("info", help="a task's labels, metrics, grouping and sources (licence, download page)")
     info.add_argument("task")
     info.set_defaults(func=_info)

@@ -393,6 +393,11 @@ class MultiMedConfig(PreTrainedConfig):
         heads = {}
         for name in tasks:
             spec = get_task(name)
+            if spec.problem_type == "contrastive":
+                raise ValueError(
+                    f"task {name!r} is contrastive (image-caption pairs, no label column): contrastive heads are not "
+                    f"implemented yet; build the config from the other tasks"
+                )
             chosen = list((modalities or {}).get(name, spec.modalities))
             extra = sorted(set(chosen) - set(spec.modalities))
             if extra:

@@ -21,12 +21,13 @@ __all__ = [
     "IMAGE_MODALITIES",
 ]
 
-#: Every modality MultiMed knows, in the paper's order (plus fundus photographs and VQA text).
+#: Every modality MultiMed knows, in the paper's order (plus fundus photographs and VQA text); ``"figure"`` is a
+#: scientific figure of any kind (PMC: micrographs, plots, scans, diagrams), read by the ``pmc_pairs`` extra.
 MODALITIES = (
     "text", "oct", "fundus", "xray", "ct", "mri", "pathology", "mammography",
-    "eeg", "dna", "scrna", "protein",
+    "eeg", "dna", "scrna", "protein", "figure",
 )
-IMAGE_MODALITIES = ("oct", "fundus", "xray", "ct", "mri", "pathology", "mammography")
+IMAGE_MODALITIES = ("oct", "fundus", "xray", "ct", "mri", "pathology", "mammography", "figure")
 
 #: Column dtypes the data layer knows how to type (see ``multimed_hf.data.features``).
 COLUMN_DTYPES = (
@@ -36,6 +37,8 @@ COLUMN_DTYPES = (
 LABEL_KINDS = ("class", "multilabel", "regression", "text", "coords")
 PROBLEM_TYPES = (
     "single_label_classification", "multi_label_classification", "regression", "structure", "vqa",
+    # image-text pairs: the pairing is the supervision (in-batch captions are the negatives), no label column
+    "contrastive",
 )
 
 
@@ -139,6 +142,8 @@ class TaskSpec:
     #: Where the publisher has a test split: fraction of the training groups that become validation.
     validation_fraction: float = 0.15
     notes: str = ""
+    #: An optional config beside the eleven tasks, e.g. ``pmc_pairs``: ``list_tasks()`` leaves it out unless asked.
+    extra: bool = False
 
     def __post_init__(self):
         for m in self.modalities:
@@ -146,6 +151,20 @@ class TaskSpec:
                 raise ValueError(f"task {self.name!r}: modality {m!r} is not one of {MODALITIES}")
         if self.problem_type not in PROBLEM_TYPES:
             raise ValueError(f"task {self.name!r}: problem_type {self.problem_type!r} is not one of {PROBLEM_TYPES}")
+        if self.problem_type == "contrastive":
+            if self.labels:
+                raise ValueError(
+                    f"task {self.name!r}: a contrastive task takes its supervision from the pairing and has no label "
+                    f"columns; got {[label.name for label in self.labels]}"
+                )
+            paired = [c.name for c in self.inputs if c.modality]
+            if len(paired) != 2:
+                raise ValueError(
+                    f"task {self.name!r}: a contrastive task pairs exactly two input columns that feed a modality; "
+                    f"got {paired}"
+                )
+        elif not self.labels:
+            raise ValueError(f"task {self.name!r}: a {self.problem_type} task needs at least one label column")
         if abs(sum(self.split_fractions) - 1.0) > 1e-9:
             raise ValueError(f"task {self.name!r}: split_fractions {self.split_fractions} do not sum to 1")
         names = [c.name for c in (*self.inputs, *self.labels, *self.metadata)]
@@ -221,9 +240,10 @@ def get_task(name: str) -> TaskSpec:
         ) from None
 
 
-def list_tasks() -> list[str]:
-    """Names of every registered task, in registration order."""
-    return list(_TASKS)
+def list_tasks(include_extras: bool = False) -> list[str]:
+    """Names of the registered tasks, in registration order: the eleven MultiMed tasks, and with
+    ``include_extras=True`` the optional extra configs too (``TaskSpec.extra``, e.g. ``pmc_pairs``)."""
+    return [name for name, spec in _TASKS.items() if include_extras or not spec.extra]
 
 
 def get_source(name: str, task: str | None = None) -> tuple[TaskSpec, SourceSpec]:
@@ -243,4 +263,4 @@ def get_source(name: str, task: str | None = None) -> tuple[TaskSpec, SourceSpec
     raise UnknownTaskError(f"unknown source {name!r}{_suggest(name, every)} (known sources: {', '.join(every)})")
 
 
-from multimed_hf import _task_entries  # noqa: E402,F401  (registers the eleven tasks)
+from multimed_hf import _task_entries  # noqa: E402,F401  (registers the eleven tasks and the extras)

@@ -36,7 +36,7 @@ never span two splits.
 def read_build_infos(out_dir: Path) -> list[dict]:
     """Every config's ``build_info.json`` under ``out_dir``, in registry order."""
     infos = [json.loads(p.read_text()) for p in Path(out_dir).glob("*/build_info.json")]
-    order = {name: i for i, name in enumerate(list_tasks())}
+    order = {name: i for i, name in enumerate(list_tasks(include_extras=True))}
     return sorted(infos, key=lambda info: order.get(info["task"], len(order)))
 
 
@@ -68,8 +68,10 @@ def _config_section(info: dict, left_out: Mapping[str, str]) -> list[str]:
     for label in task.labels:
         names = f": {', '.join(label.names)}" if label.names else ""
         lines.append(f"- Label `{label.name}` ({label.kind}){names}. {label.description}".rstrip())
+    if task.extra:
+        lines.append("- An optional extra config, not one of the paper's eleven tasks.")
     lines += [
-        f"- Metrics: {', '.join(task.metrics)} (the first is the paper's).",
+        f"- Metrics: {', '.join(task.metrics)}" + ("." if task.extra else " (the first is the paper's)."),
         f"- Grouping key (never spans splits): {task.grouping_key}.",
     ]
     if task.notes:

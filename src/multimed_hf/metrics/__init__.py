@@ -20,6 +20,7 @@ from multimed_hf.metrics.classification import (
     quadratic_kappa,
 )
 from multimed_hf.metrics.regression import PearsonAccumulator, correlations, mae, pearson, spearman
+from multimed_hf.metrics.retrieval import recall_at_1, recall_at_5, recall_at_k, retrieval_recalls
 from multimed_hf.metrics.vqa import exact_match, normalize_answer, token_f1, vqa_accuracy, vqa_scores
 from multimed_hf.tasks import get_task
 
@@ -42,6 +43,10 @@ __all__ = [
     "normalize_answer",
     "pearson",
     "quadratic_kappa",
+    "recall_at_1",
+    "recall_at_5",
+    "recall_at_k",
+    "retrieval_recalls",
     "spearman",
     "token_f1",
     "vqa_accuracy",
@@ -94,6 +99,8 @@ METRICS: Mapping[str, Callable[..., float]] = MappingProxyType({
     "vqa_accuracy": vqa_accuracy,
     "exact_match": exact_match,
     "token_f1": token_f1,
+    "recall_at_1": recall_at_1,
+    "recall_at_5": recall_at_5,
 })
 
 #: Metrics on class labels: for a regression label with a binned twin (bone age) they score the bins.
@@ -138,13 +145,14 @@ def compute_task_metrics(
     """Every metric of task ``task_name`` (from the task registry), as ``{name: value}``.
 
     ``label`` picks the label column (default: the task's first); the label's own metric list (registry
-    ``LabelSpec.metrics``) applies where it has one, else the task's. Class metrics on a regression label with a
+    ``LabelSpec.metrics``) applies where it has one, else the task's; a task without labels (contrastive pairs)
+    takes similarity scores as ``predictions`` and its true candidates (or None) as ``references``. Class metrics on a regression label with a
     binned twin (bone age: months) score the bins. ``metrics`` limits or replaces that list. Each of ``options``
     (``ignore_index``, ``axis``, ``groups``, ``answer_types``, ``masks``, ...) goes to the metrics that accept it.
     """
     task = get_task(task_name)
-    spec = task.label(label) if label is not None else task.labels[0]
-    names = tuple(metrics if metrics is not None else (spec.metrics or task.metrics))
+    spec = task.label(label) if label is not None else task.labels[0] if task.labels else None
+    names = tuple(metrics if metrics is not None else ((spec.metrics if spec else ()) or task.metrics))
     fns = {name: get_metric(name) for name in names}
     accepted = {name: _options_of(fn) for name, fn in fns.items()}
     unused = sorted(set(options) - set().union(*accepted.values()))
@@ -160,7 +168,7 @@ def compute_task_metrics(
         if name in _STRUCTURE_KEYS:
             structure = structure or _structure_means(predictions, references, **kwargs)
             results[name] = structure[name]
-        elif spec.kind == "regression" and name in _LABEL_METRICS:
+        elif spec is not None and spec.kind == "regression" and name in _LABEL_METRICS:
             preds = _binned(task, predictions, "predictions")
             refs = _binned(task, references, "references")
             results[name] = fn(preds, refs, **kwargs)
