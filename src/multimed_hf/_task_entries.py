@@ -1,5 +1,7 @@
 """The eleven MultiMed tasks and their public sources (facts from ``shared/reference/sources.md``)."""
 
+from dataclasses import replace
+
 from multimed_hf.tasks import ColumnSpec as C
 from multimed_hf.tasks import LabelSpec, SourceSpec, TaskSpec, register_task
 
@@ -573,19 +575,60 @@ DISEASES = (
     "urinary_tract_infection", "varicose_veins",
 )
 
+
+
+def _as_disease_source(source: SourceSpec, diseases: dict[str, str]) -> SourceSpec:
+    """``source`` as a source of the disease config: its own canonical labels mapped to harmonised disease names
+    (the keys are the labels of the source's own task, e.g. brain_tumor's ``no_tumor``)."""
+    return replace(source, label_map={"diseases": diseases})
+
+
+#: The imaging sources of the other tasks, read again for the disease config (TorchXRayVision-style relabelling).
+DISEASE_IMAGING_SOURCES = (
+    _as_disease_source(BRAIN_TUMOR_MRI, {
+        "glioma": "glioma", "meningioma": "meningioma", "pituitary": "pituitary_tumor", "no_tumor": "normal",
+    }),
+    _as_disease_source(OCT2017, {"cnv": "cnv", "dme": "dme", "drusen": "drusen", "normal": "normal"}),
+    _as_disease_source(KERMANY_CXR, {
+        "normal": "normal", "bacterial_pneumonia": "bacterial_pneumonia", "viral_pneumonia": "viral_pneumonia",
+    }),
+    _as_disease_source(CC_CCII, {
+        "normal": "normal", "novel_coronavirus_pneumonia": "novel_coronavirus_pneumonia",
+        "common_pneumonia": "common_pneumonia",
+    }),
+    # MosMedData is a COVID-19 cohort: CT-0 has no findings, CT-1..CT-4 are COVID-19 pneumonia of rising extent
+    _as_disease_source(MOSMEDDATA, {
+        "ct0": "normal", "ct1": "novel_coronavirus_pneumonia", "ct2": "novel_coronavirus_pneumonia",
+        "ct3": "novel_coronavirus_pneumonia", "ct4": "novel_coronavirus_pneumonia",
+    }),
+    _as_disease_source(BREAKHIS, {"benign": "breast_benign", "malignant": "breast_malignant"}),
+    _as_disease_source(APTOS2019, {
+        "no_dr": "normal", "mild": "diabetic_retinopathy", "moderate": "diabetic_retinopathy",
+        "severe": "diabetic_retinopathy", "proliferative": "diabetic_retinopathy",
+    }),
+    _as_disease_source(EYEPACS, {
+        "no_dr": "normal", "mild": "diabetic_retinopathy", "moderate": "diabetic_retinopathy",
+        "severe": "diabetic_retinopathy", "proliferative": "diabetic_retinopathy",
+    }),
+)
+
 register_task(TaskSpec(
     name="disease",
     title="Disease classification",
     sample="one record of one source, with the modalities it has (X-ray, CT slice, MRI, OCT, malaria cell image, clinical note)",
-    modalities=("xray", "ct", "mri", "oct", "pathology", "text"),
+    modalities=("xray", "ct", "mri", "oct", "fundus", "pathology", "text"),
     problem_type="multi_label_classification",
     labels=(LabelSpec("diseases", "multilabel", DISEASES, "harmonised disease names present in the record"),),
     metrics=("accuracy", "macro_auroc"),
     grouping_key="the source's patient / slide / duplicate group",
     inputs=(IMAGE, C("text", "string", "clinical note, where the record has one", modality="text"), MODALITY),
     metadata=(C("label_mask", "list_string", "the harmonised names this source can assert; the rest are unknown"), PATIENT),
-    sources=(MALARIA, SYMPTOM2DISEASE),
-    notes="Unknown labels stay missing, never negative (TorchXRayVision's convention).",
+    sources=(MALARIA, SYMPTOM2DISEASE, *DISEASE_IMAGING_SOURCES),
+    notes=(
+        "Unknown labels stay missing, never negative (TorchXRayVision's convention): label_mask lists the names a "
+        "record's source can assert. The imaging sources of the other tasks are read again here, their labels "
+        "mapped to the harmonised names; their groups and publisher test sets are the same as in their own configs."
+    ),
 ))
 
 register_task(TaskSpec(

@@ -30,7 +30,8 @@ def _discover() -> None:
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{__name__}.{info.name}")
         for _, cls in inspect.getmembers(module, inspect.isclass):
-            if issubclass(cls, SourceBuilder) and cls.__module__ == module.__name__ and "source" in vars(cls):
+            if (issubclass(cls, SourceBuilder) and cls.__module__ == module.__name__
+                    and getattr(cls, "source", None) and getattr(cls, "task", None)):
                 register_builder(cls)
 
 
