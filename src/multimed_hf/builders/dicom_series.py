@@ -18,11 +18,11 @@ from typing import ClassVar, Mapping
 
 import numpy as np
 
+from multimed_hf.builders._dicom import dcmread, read_dicom_pixels
 from multimed_hf.builders._ct import (
     LUNG_WINDOW, RenderedSlices, Window, check_hounsfield, encode_png, rendered_ref, require,
 )
 from multimed_hf.data.errors import BadSourceFile
-from multimed_hf.data.images import MIN_IMAGE_SIDE
 from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import SourceBuilder
 
@@ -36,42 +36,13 @@ def _pydicom():
     return require("pydicom", "DICOM series")
 
 
-def _dcmread(path: Path, **kwargs):
-    pydicom = _pydicom()
-    try:
-        return pydicom.dcmread(path, **kwargs)
-    except (pydicom.errors.InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as err:
-        raise BadSourceFile(f"not a readable DICOM file: {type(err).__name__}: {err}") from None
-
-
 def read_ct_slice(path: Path):
     """The dataset and its pixels in Hounsfield units, decoded fully; ``BadSourceFile`` names what is wrong."""
-    from pydicom.pixels import apply_modality_lut, get_decoder
+    from pydicom.pixels import apply_modality_lut
 
-    ds = _dcmread(path)
-    if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        sop = getattr(ds.get("SOPClassUID"), "name", ds.get("SOPClassUID", "unknown SOP class"))
-        raise BadSourceFile(f"no pixel data: a {sop} object (modality {ds.get('Modality', '?')}), not an image")
-    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if syntax is None:
-        raise BadSourceFile("no transfer syntax: the file meta information lacks (0002,0010) Transfer Syntax UID")
-    try:
-        decoder = get_decoder(syntax)
-    except NotImplementedError:
-        raise BadSourceFile(f"unsupported transfer syntax: {syntax.name} ({syntax}) has no pixel decoder") from None
-    if not decoder.is_available:
-        missing = "; ".join(f"{k}: {', '.join(v)}" for k, v in decoder.missing_dependencies.items())
-        raise BadSourceFile(f"unsupported transfer syntax: {syntax.name} ({syntax}) needs a decoder plugin ({missing})")
-    try:
-        pixels = ds.pixel_array  # decodes every byte: a cut file fails here, not at dcmread
-    except Exception as err:  # the decoders raise many types on damaged data; each names the damage
-        raise BadSourceFile(f"cannot decode pixel data: {type(err).__name__}: {err}") from None
+    ds, pixels = read_dicom_pixels(path, "DICOM series")
     if ds.get("Modality") != "CT":
         raise BadSourceFile(f"modality {ds.get('Modality')!r}: this layout reads CT series (Hounsfield units)")
-    if pixels.ndim != 2:
-        raise BadSourceFile(f"pixel array of shape {pixels.shape}: one grey slice per file expected (no multi-frame)")
-    if min(pixels.shape) < MIN_IMAGE_SIDE:
-        raise BadSourceFile(f"slice is {pixels.shape[1]}x{pixels.shape[0]} px, smaller than {MIN_IMAGE_SIDE} px a side")
     hu = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
     check_hounsfield(hu, "slice")
     return ds, hu
@@ -180,7 +151,7 @@ class DicomSeriesBuilder(RenderedSlices, SourceBuilder):
             keys = {}
             for sibling in sorted((self.root / folder).glob("*.dcm")):
                 try:
-                    ds = _dcmread(sibling, stop_before_pixels=True)
+                    ds = dcmread(sibling, stop_before_pixels=True)
                 except BadSourceFile:
                     continue  # rejected on its own
                 if ds.get("Modality") == "CT":  # a damaged CT slice keeps its place: the index is its position
