@@ -243,6 +243,33 @@ BREAKHIS = SourceSpec(
     },
 )
 
+CBIS_DDSM = SourceSpec(
+    name="cbis_ddsm",
+    title="CBIS-DDSM: Curated Breast Imaging Subset of DDSM (TCIA)",
+    modality="mammography",
+    citation=(
+        "@article{lee2017curated, title={A curated mammography data set for use in computer-aided detection and "
+        "diagnosis research}, author={Lee, Rebecca Sawyer and Gimenez, Francisco and Hoogi, Assaf and Miyake, "
+        "Kanae Kawai and Gorovoy, Mia and Rubin, Daniel L.}, journal={Scientific Data}, volume={4}, "
+        "pages={170177}, year={2017}, doi={10.1038/sdata.2017.177}}"
+    ),
+    license="CC-BY-3.0",
+    redistributable=True,
+    homepage="https://doi.org/10.7937/K9/TCIA.2016.7O02S9CY",
+    layout=(
+        "CBIS-DDSM/<Mass|Calc>-<Training|Test>_P_<id>_<LEFT|RIGHT>_<CC|MLO>/<study>/<series>/*.dcm (NBIA download; "
+        "folders ending _<n> hold ROI masks and crops) beside {mass,calc}_case_description_{train,test}_set.csv"
+    ),
+    grouping="patient (P_xxxxx; a patient can be in the mass and the calc sets)",
+    expected_files={"full mammograms": 3103},
+    label_map={"malignancy": {"benign": "benign", "malignant": "malignant"}},
+    notes=(
+        "One sample per full mammogram, a 16-bit grey PNG of the stored pixel values; malignant when any of its "
+        "abnormalities is MALIGNANT (BENIGN_WITHOUT_CALLBACK is benign); ROI masks and crops are dropped as not "
+        "used. CSV rows join the NBIA tree by their path's first folder, since the CSV paths do not match it."
+    ),
+)
+
 APTOS2019 = SourceSpec(
     name="aptos2019",
     title="APTOS 2019 Blindness Detection",
@@ -662,7 +689,7 @@ register_task(TaskSpec(
     grouping_key="patient",
     inputs=(IMAGE, MODALITY, C("magnification", "string", "40X / 100X / 200X / 400X for histopathology")),
     metadata=(PATIENT,),
-    sources=(BREAKHIS,),
+    sources=(BREAKHIS, CBIS_DDSM),
 ))
 
 register_task(TaskSpec(

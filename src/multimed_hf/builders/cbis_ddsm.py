@@ -1,0 +1,137 @@
+"""CBIS-DDSM mammograms (TCIA): the NBIA download tree of DICOMs beside the case-description CSVs.
+
+Layout: ``CBIS-DDSM/<Mass|Calc>-<Training|Test>_P_<id>_<LEFT|RIGHT>_<CC|MLO>/<study>/<series>/*.dcm`` (the full
+mammogram; folders with a trailing ``_<n>`` hold that abnormality's ROI mask and cropped image) and
+``{mass,calc}_case_description_{train,test}_set.csv`` (patient_id, left or right breast, image view, pathology,
+image file path, ...). The CSVs' paths do not match the NBIA tree, so rows are joined to folders by the path's
+first component, which is the full mammogram's folder name. A sample is one full mammogram, stored as a 16-bit grey
+PNG of its stored pixel values (rendered again when shards are written); its label is malignant when any of its
+abnormalities is MALIGNANT, else benign (BENIGN_WITHOUT_CALLBACK is benign). Patients group; the publisher's
+Training/Test split is kept, and a patient's training images that share the patient with test images are dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+from functools import cached_property
+from pathlib import Path, PurePosixPath
+from typing import Mapping
+
+import numpy as np
+from PIL import Image
+
+from multimed_hf.builders._ct import RenderedSlices, rendered_ref
+from multimed_hf.builders._dicom import read_dicom_pixels
+from multimed_hf.builders._records import dependency_version
+from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
+from multimed_hf.data.sample import Sample
+from multimed_hf.data.source_builder import SourceBuilder
+
+__all__ = ["CBISDDSMBuilder", "CSV_NAME", "FOLDER_NAME"]
+
+CSV_NAME = re.compile(r"^(mass|calc)_case_description_(train|test)_set\.csv$")
+FOLDER_NAME = re.compile(r"^(Mass|Calc)-(Training|Test)_(P_\d+)_(LEFT|RIGHT)_(CC|MLO)(?:_(\d+))?$")
+_PATHOLOGY = {"MALIGNANT": "malignant", "BENIGN": "benign", "BENIGN_WITHOUT_CALLBACK": "benign"}
+_SPLIT = {"Training": "train", "Test": "test"}
+
+
+def mammogram_png(path: Path) -> bytes:
+    """The full mammogram's stored pixel values as a 16-bit grey PNG (deterministic bytes)."""
+    ds, pixels = read_dicom_pixels(path, "CBIS-DDSM mammograms")
+    if ds.get("Modality") not in ("MG", None):
+        raise BadSourceFile(f"modality {ds.get('Modality')!r}: this layout holds mammograms (MG)")
+    if pixels.min() < 0 or pixels.max() > 65535:
+        raise BadSourceFile(f"pixel values {pixels.min()}..{pixels.max()} do not fit 16-bit grey")
+    if pixels.min() == pixels.max():
+        raise BadSourceFile("image is one flat value")
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint16)).save(buffer, "PNG", compress_level=6)
+    return buffer.getvalue()
+
+
+class CBISDDSMBuilder(RenderedSlices, SourceBuilder):
+    task = "breast_cancer"
+    source = "cbis_ddsm"
+    reading_version = "1"
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        return any(CSV_NAME.match(p.name) for p in root.glob("*.csv")) and any(
+            FOLDER_NAME.match(p.name) for p in cls._tree(root).iterdir() if p.is_dir()
+        )
+
+    @staticmethod
+    def _tree(root: Path) -> Path:
+        """The folder holding the case folders: ``CBIS-DDSM/`` as NBIA writes it, or the root itself."""
+        return root / "CBIS-DDSM" if (root / "CBIS-DDSM").is_dir() else root
+
+    @property
+    def version(self) -> str:  # the CSVs label every image: editing one re-validates them
+        return dependency_version(self.reading_version, (p for p in self.root.glob("*.csv") if CSV_NAME.match(p.name)))
+
+    @cached_property
+    def _rows(self) -> dict[str, list[tuple[str, str]]]:
+        """Full-mammogram folder -> its ``(where, pathology)`` CSV rows; unreadable rows raise per file."""
+        rows: dict[str, list[tuple[str, str]]] = {}
+        for path in sorted(self.root.glob("*.csv")):
+            if not CSV_NAME.match(path.name):
+                continue
+            with path.open(newline="", encoding="utf-8-sig") as handle:
+                for n, row in enumerate(csv.DictReader(handle), start=2):
+                    image_path = (row.get("image file path") or "").strip()
+                    folder = PurePosixPath(image_path).parts[0] if image_path else ""
+                    rows.setdefault(folder, []).append((f"{path.name}:row {n}", (row.get("pathology") or "").strip()))
+        return rows
+
+    def render(self, file: Path, params: Mapping[str, str]) -> bytes:
+        return mammogram_png(file)
+
+    def orphan_records(self, files: set[str]) -> list[tuple[str, str]]:
+        folders = {self._case_folder(f) for f in files} - {None}
+        found = []
+        for folder, rows in sorted(self._rows.items()):
+            if folder not in folders:
+                for where, _ in rows:
+                    reason = "no image file path" if not folder else f"missing image: no folder {folder!r} in the tree"
+                    found.append((where, reason))
+        return found
+
+    def _case_folder(self, relpath: str) -> str | None:
+        parts = PurePosixPath(relpath).parts
+        tree = self._tree(self.root).relative_to(self.root).parts
+        if len(parts) <= len(tree) + 1 or parts[: len(tree)] != tree:
+            return None
+        return parts[len(tree)]
+
+    def read_file(self, relpath: str) -> list[Sample]:
+        name = PurePosixPath(relpath).name
+        if CSV_NAME.match(name) and "/" not in relpath:
+            self._rows  # a broken CSV fails here, named, rather than in every image
+            return []
+        folder = self._case_folder(relpath)
+        match = FOLDER_NAME.match(folder or "")
+        if match is None or not name.lower().endswith(".dcm"):
+            raise BadSourceFile("stray file: expected CBIS-DDSM/<Mass|Calc>-<Training|Test>_P_<id>_<side>_<view>/.../*.dcm")
+        lesion, split, patient, side, view, abnormality = match.groups()
+        if abnormality is not None:
+            raise UnusedSourceFile(f"not used: ROI mask or cropped lesion of abnormality {abnormality}, not a full mammogram")
+        rows = self._rows.get(folder)
+        if not rows:
+            raise BadSourceFile(f"no case-description CSV row names {folder!r}")
+        unknown = sorted({p for _, p in rows if p not in _PATHOLOGY})
+        if unknown:
+            raise BadSourceFile(f"pathology {unknown} is not one of {sorted(_PATHOLOGY)}")
+        label = "malignant" if any(_PATHOLOGY[p] == "malignant" for _, p in rows) else "benign"
+        png = mammogram_png(self.root / relpath)
+        return [Sample(
+            sample_id=f"{folder}/{name}", source_path=relpath,
+            fields={
+                "image": rendered_ref(relpath, png, view=view), "modality": self.spec().modality,
+                "malignancy": self.canonical("malignancy", label), "patient_id": patient,
+            },
+            group_key=f"patient:{patient}", published_split=_SPLIT[split],
+            content_hash=hashlib.sha256(png).hexdigest(),
+        )]

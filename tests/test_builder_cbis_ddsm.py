@@ -1,0 +1,79 @@
+"""CBIS-DDSM mammograms: full mammograms kept, ROI folders dropped, CSV joins, leaks repaired, bad DICOMs named."""
+
+from collections import defaultdict
+
+import numpy as np
+import pytest
+from datasets import load_dataset
+
+from dataset_scripts.sample_sources import cbis_ddsm as sample
+from multimed_hf.api import build_dataset
+from multimed_hf.data.manifest import read_manifest
+
+TASK = "breast_cancer"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cbis")
+    root = sample.make(tmp / sample.FOLDER)
+    report = build_dataset(TASK, [root], tmp / "multimed", progress=False)
+    return root, tmp / "multimed", report
+
+
+def test_full_mammograms_load_as_16_bit_with_their_labels(built):
+    _, out, _ = built
+    ds = load_dataset(str(out), TASK)
+    names = ds["train"].features["malignancy"].names
+    rows = [row for split in ds for row in ds[split]]
+    malignant = {f"{l}-{s}_{p}_{side}_{v}" for l, s, p, side, v, path in sample.CASES if path == "MALIGNANT"}
+    assert len(rows) == len(sample.CASES) - 1  # one leaking training image dropped
+    for row in rows:
+        folder = row["sample_id"].split("/")[0]
+        assert names[row["malignancy"]] == ("malignant" if folder in malignant else "benign")
+        assert row["modality"] == "mammography" and row["subtype"] is None and row["patient_id"] in folder
+        assert row["image"].mode == "I;16" and np.asarray(row["image"]).max() > 1500  # the mass, 12-bit values
+
+
+def test_manifest_names_every_case(built):
+    _, out, report = built
+    entries = read_manifest(out / TASK)
+    by_path = {e.source_path: e for e in entries}
+    rois = [e for e in entries if "_1/" in e.source_path]
+    assert rois and all(e.status == "dropped" and e.reason.startswith("not used: ROI mask") for e in rois)
+    leak = [e for e in entries if e.status == "dropped" and e.reason.startswith("leak repair")]
+    assert [e.source_path.split("/")[1] for e in leak] == ["Calc-Training_P_00005_LEFT_CC"]
+    reasons = {e.source_path.split("/")[1] if "/" in e.source_path else e.source_path: e.reason
+               for e in entries if e.status == "rejected"}
+    assert reasons["Mass-Training_P_00012_LEFT_CC"].startswith("no pixel data: a RT Plan Storage object")
+    assert reasons["Mass-Training_P_00013_RIGHT_MLO"].startswith("cannot decode pixel data")
+    assert reasons["LICENSE.txt"].startswith("stray file")
+    assert reasons["mass_case_description_test_set.csv:row 4"] == (
+        "missing image: no folder 'Mass-Test_P_00011_LEFT_CC' in the tree")
+    assert by_path["calc_case_description_train_set.csv"].reason == "index file: no sample of its own"
+    assert sum(report.sources[0].counts.values()) == len(entries)
+
+
+def test_patients_never_span_splits_and_test_stays_test(built):
+    _, out, _ = built
+    splits = defaultdict(set)
+    for e in read_manifest(out / TASK):
+        if e.split:
+            splits[e.group].add(e.split)
+            assert (e.split == "test") == ("-Test_" in e.source_path)
+    assert all(len(s) == 1 for s in splits.values())
+
+
+def test_an_edited_csv_revalidates_the_images(built, tmp_path):
+    root, _, _ = built
+    import shutil
+
+    copy = shutil.copytree(root, tmp_path / "copy")
+    first = build_dataset(TASK, [copy], tmp_path / "out", progress=False)
+    csv_path = copy / "mass_case_description_train_set.csv"
+    csv_path.write_text(csv_path.read_text().replace("BENIGN_WITHOUT_CALLBACK", "MALIGNANT"))
+    second = build_dataset(TASK, [copy], tmp_path / "out", progress=False)
+    assert first.sources[0].fingerprint != second.sources[0].fingerprint
+    ds = load_dataset(str(tmp_path / "out"), TASK)
+    row = next(r for s in ds for r in ds[s] if "P_00003" in r["sample_id"])
+    assert ds["train"].features["malignancy"].names[row["malignancy"]] == "malignant"
