@@ -147,97 +147,87 @@ def _release_note(builder: SourceBuilder, files_seen: int) -> str:
     return note
 
 
-def build_config(
-    task: TaskSpec,
-    builders: Sequence[SourceBuilder],
-    out_dir: str | os.PathLike,
-    *,
-    on_bad_files: str = "report",
-    progress: bool = True,
-    num_proc: int = 1,
-) -> BuildReport:
-    """Build ``task``'s config under ``out_dir`` from the given source builders (see ``multimed_hf.api``).
+class _Manifest:
+    """The entries of a build, and the ``--strict`` policy: under it the first rejection (or repair) stops."""
 
-    ``num_proc`` > 1 decodes files in that many worker processes (results stay in file order)."""
-    if num_proc < 1:
-        raise ValueError(f"num_proc={num_proc}; expected a positive number of processes")
-    if on_bad_files not in ON_BAD_FILES:
-        raise ValueError(f"on_bad_files={on_bad_files!r}; expected one of {ON_BAD_FILES}")
-    strict = on_bad_files == "error"
-    out_dir = Path(out_dir)
-    config_dir = out_dir / task.name
-    features = task_features(task)
-    names = [b.source for b in builders]
-    if len(set(names)) != len(names):
-        raise ValueError(f"{task.name}: the same source layout was given twice: {names}")
+    def __init__(self, strict: bool):
+        self.strict = strict
+        self.entries: list[ManifestEntry] = []
 
-    # 1. read and validate every file (resuming from the validation cache)
-    entries: list[ManifestEntry] = []
+    def add(self, entry: ManifestEntry, root: Path | None = None) -> None:
+        if self.strict and (entry.status == "rejected" or entry.reason.startswith("leak repair")):
+            where = root / entry.source_path if root is not None else entry.source_path
+            raise StrictBuildError(f"{entry.source}: {where}: {entry.reason}")
+        self.entries.append(entry)
+
+
+def _read_all(task: TaskSpec, builders, out_dir: Path, manifest: _Manifest, progress: bool, num_proc: int):
+    """Phase 1: every file of every source read and validated; returns the samples, their builders' indices and
+    the number of files seen per source (bad files, bad records, index files and duplicate ids go to the manifest)."""
     samples: list[Sample] = []
-    owner: list[int] = []  # index of each sample's builder
+    owner: list[int] = []
     files_seen: list[int] = []
     for index, builder in enumerate(builders):
         cache = ValidationCache(out_dir / CACHE_DIR / task.name / f"{builder.source}.jsonl", builder.version)
         try:
-            results = _read_source(builder, cache, strict, progress, num_proc)
+            results = _read_source(builder, cache, manifest.strict, progress, num_proc)
         finally:
             cache.close()
         files_seen.append(len(results))
         paths_of_id: dict[str, list[str]] = defaultdict(list)
-        for relpath, file_samples, error in results:
+        for relpath, file_samples, _ in results:
             for sample in file_samples or ():
                 if isinstance(sample, Sample):
                     paths_of_id[sample.sample_id].append(relpath)
         for where, reason in builder.orphan_records({relpath for relpath, _, _ in results}):
-            if strict:
-                raise StrictBuildError(f"{builder.source}: {where}: {reason}")
-            entries.append(ManifestEntry(builder.source, where, "rejected", reason))
+            manifest.add(ManifestEntry(builder.source, where, "rejected", reason))
         for relpath, file_samples, error in results:
             if error is not None:
                 status = "dropped" if error.startswith(UNUSED) else "rejected"
-                entries.append(ManifestEntry(builder.source, relpath, status, error))
+                manifest.add(ManifestEntry(builder.source, relpath, status, error), builder.root)
                 continue
             if not file_samples:  # an index file (labels, metadata): read, no sample of its own
-                entries.append(ManifestEntry(builder.source, relpath, "kept", "index file: no sample of its own"))
+                manifest.add(ManifestEntry(builder.source, relpath, "kept", "index file: no sample of its own"))
                 continue
             for record in (r for r in file_samples if isinstance(r, RejectedRecord)):
-                if strict:
-                    raise StrictBuildError(f"{builder.source}: {builder.root / record.where}: {record.reason}")
-                entries.append(ManifestEntry(builder.source, record.where, "rejected", record.reason))
+                manifest.add(ManifestEntry(builder.source, record.where, "rejected", record.reason), builder.root)
             for sample in (s for s in file_samples if isinstance(s, Sample)):
                 paths = paths_of_id[sample.sample_id]
                 if len(paths) > 1:  # ambiguous: no copy is trusted over another
                     others = ", ".join(p for p in paths if p != relpath)
                     reason = f"duplicate id: {sample.sample_id!r} is also {others}"
-                    if strict:
-                        raise StrictBuildError(f"{builder.source}: {builder.root / relpath}: {reason}")
-                    entries.append(ManifestEntry(builder.source, relpath, "rejected", reason, sample.sample_id))
+                    manifest.add(
+                        ManifestEntry(builder.source, relpath, "rejected", reason, sample.sample_id), builder.root
+                    )
                     continue
                 samples.append(sample)
                 owner.append(index)
+    return samples, owner, files_seen
 
-    # 2. exact duplicates whose labels disagree: every copy is rejected
-    label_names = task.label_names
+
+def _reject_label_conflicts(task: TaskSpec, samples, sources: list[str], manifest: _Manifest):
+    """Phase 2: exact duplicates (same content hash) whose labels disagree: every copy is rejected. Returns the
+    content groups and the rejected indices."""
     by_content: dict[str, list[int]] = defaultdict(list)
     for i, sample in enumerate(samples):
         if sample.content_hash:
             by_content[sample.content_hash].append(i)
     conflicted: set[int] = set()
     for members in by_content.values():
-        labelings = {json.dumps([samples[i].fields.get(n) for n in label_names], default=str) for i in members}
+        labelings = {json.dumps([samples[i].fields.get(n) for n in task.label_names], default=str) for i in members}
         if len(labelings) > 1:
             conflicted.update(members)
             for i in members:
-                others = ", ".join(f"{builders[owner[j]].source}/{samples[j].source_path}" for j in members if j != i)
+                others = ", ".join(f"{sources[j]}/{samples[j].source_path}" for j in members if j != i)
                 reason = f"label conflict: identical content at {others} carries another label"
-                if strict:
-                    raise StrictBuildError(f"{builders[owner[i]].source}: {samples[i].source_path}: {reason}")
-                entries.append(ManifestEntry(
-                    builders[owner[i]].source, samples[i].source_path, "rejected", reason, samples[i].sample_id
-                ))
-    keep = [i for i in range(len(samples)) if i not in conflicted]
+                entry = ManifestEntry(sources[i], samples[i].source_path, "rejected", reason, samples[i].sample_id)
+                manifest.add(entry)
+    return by_content, conflicted
 
-    # 3. groups: grouping key, exact duplicates and near duplicates, transitively
+
+def _group(task: TaskSpec, builders, samples, owner, keep, by_content):
+    """Phase 3: groups by grouping key, exact duplicates, near duplicates and each source's own links, transitively.
+    Returns ``{group id: sample indices}`` and the duplicate statistics."""
     uf = UnionFind()
     keys = {}
     for i in keep:
@@ -257,8 +247,7 @@ def build_config(
     near_only = 0
     for a, b in near_pairs:
         ia, ib = hashed[a], hashed[b]
-        if samples[ia].content_hash != samples[ib].content_hash:
-            near_only += 1
+        near_only += samples[ia].content_hash != samples[ib].content_hash
         uf.union(keys[ia], keys[ib])
     linked = 0
     for index, builder in enumerate(builders):
@@ -270,20 +259,26 @@ def build_config(
     groups: dict[str, list[int]] = defaultdict(list)
     for i in keep:
         groups[group_of[keys[i]]].append(i)
-    merged = sum(1 for members in groups.values() if len({keys[i] for i in members}) > 1)
+    stats = {
+        "exact duplicate pairs": exact_pairs,
+        "near-duplicate pairs": near_only,
+        "pairs linked by the source's own rule": linked,
+        "groups merged from several keys": sum(1 for m in groups.values() if len({keys[i] for i in m}) > 1),
+    }
+    return groups, stats
 
-    # 4. splits, and moves since the previous build
-    published = [s.published_split for s in samples]
-    decisions = assign_splits(groups, published, task)
+
+def _assign(task: TaskSpec, groups, samples, sources: list[str], owner, config_dir: Path, manifest: _Manifest):
+    """Phase 4: splits, leak repairs and moves since the previous build; returns each source's
+    ``(split, group id, sample)`` rows."""
+    decisions = assign_splits(groups, [s.published_split for s in samples], task)
     previous = {(e.source, e.source_path, e.sample_id): e.split for e in read_manifest(config_dir)}
     per_source: dict[int, list[tuple[str, str, Sample]]] = defaultdict(list)
     for group_id, members in groups.items():
         for i in members:
-            decision, sample, source = decisions[i], samples[i], builders[owner[i]].source
+            decision, sample, source = decisions[i], samples[i], sources[i]
             if decision.status == "dropped":
-                if strict:
-                    raise StrictBuildError(f"{source}: {sample.source_path}: {decision.reason}")
-                entries.append(ManifestEntry(
+                manifest.add(ManifestEntry(
                     source, sample.source_path, "dropped", decision.reason, sample.sample_id, group_id
                 ))
                 continue
@@ -291,46 +286,85 @@ def build_config(
             status, reason = "kept", ""
             if before and before != decision.split:
                 status, reason = "moved", f"moved from {before} to {decision.split}: its group changed ({group_id})"
-            entries.append(ManifestEntry(
+            manifest.add(ManifestEntry(
                 source, sample.source_path, status, reason, sample.sample_id, group_id, decision.split
             ))
             per_source[owner[i]].append((decision.split, group_id, sample))
+    return per_source
 
-    # 5. shards per source and fingerprint; the previous build's shards go
-    reports = []
-    warnings = []
+
+def _write_source(builder: SourceBuilder, rows, features, out_dir: Path, config_dir: Path, progress: bool):
+    """Phase 5: one source's shards (and assets) under its fingerprint; the previous build's copy goes.
+    Returns the fingerprint, ``{split: shard paths}`` and the asset paths."""
+    rows = sorted(rows, key=lambda r: (SPLITS.index(r[0]), r[2].sample_id))
+    assets = builder.assets()
+    fp = fingerprint([builder.version, features.to_dict(), assets], rows)
+    source_dir = config_dir / builder.source
+    data_files: dict[str, list[str]] = {}
+    for split in SPLITS:
+        split_rows = [r for r in rows if r[0] == split]
+        if not split_rows:
+            continue
+        group_ids = {id(s): g for _, g, s in split_rows}
+        shards = plan_shards([s for _, _, s in split_rows])
+        paths = []
+        for n, shard in enumerate(tqdm(
+            shards, desc=f"writing {builder.source}/{split}", unit="shard", disable=not progress,
+        )):
+            path = source_dir / fp / f"{split}-{n:05d}-of-{len(shards):05d}.parquet"
+            write_shard([encode_row(s, builder, group_ids[id(s)], features) for s in shard], features, path)
+            paths.append(path.relative_to(out_dir).as_posix())
+        data_files[split] = paths
+    asset_paths = []
+    for name, content in sorted(assets.items()):
+        path = source_dir / fp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(content, indent=1, sort_keys=True) + "\n")
+        asset_paths.append(path.relative_to(out_dir).as_posix())
+    if source_dir.is_dir():
+        for old in source_dir.iterdir():
+            if old.name != fp:
+                shutil.rmtree(old)
+    return fp, data_files, asset_paths
+
+
+def build_config(
+    task: TaskSpec,
+    builders: Sequence[SourceBuilder],
+    out_dir: str | os.PathLike,
+    *,
+    on_bad_files: str = "report",
+    progress: bool = True,
+    num_proc: int = 1,
+) -> BuildReport:
+    """Build ``task``'s config under ``out_dir`` from the given source builders (see ``multimed_hf.api``).
+
+    ``num_proc`` > 1 decodes files in that many worker processes (results stay in file order)."""
+    if num_proc < 1:
+        raise ValueError(f"num_proc={num_proc}; expected a positive number of processes")
+    if on_bad_files not in ON_BAD_FILES:
+        raise ValueError(f"on_bad_files={on_bad_files!r}; expected one of {ON_BAD_FILES}")
+    out_dir = Path(out_dir)
+    config_dir = out_dir / task.name
+    features = task_features(task)
+    names = [b.source for b in builders]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{task.name}: the same source layout was given twice: {names}")
+    manifest = _Manifest(strict=on_bad_files == "error")
+
+    samples, owner, files_seen = _read_all(task, builders, out_dir, manifest, progress, num_proc)
+    sources = [builders[i].source for i in owner]
+    by_content, conflicted = _reject_label_conflicts(task, samples, sources, manifest)
+    keep = [i for i in range(len(samples)) if i not in conflicted]
+    groups, duplicates = _group(task, builders, samples, owner, keep, by_content)
+    duplicates["label conflicts rejected"] = len(conflicted)
+    per_source = _assign(task, groups, samples, sources, owner, config_dir, manifest)
+
+    reports, warnings = [], []
     for index, builder in enumerate(builders):
-        rows = sorted(per_source.get(index, []), key=lambda r: (SPLITS.index(r[0]), r[2].sample_id))
-        assets = builder.assets()
-        fp = fingerprint([builder.version, features.to_dict(), assets], rows)
-        source_dir = config_dir / builder.source
-        data_files: dict[str, list[str]] = {}
-        for split in SPLITS:
-            split_rows = [r for r in rows if r[0] == split]
-            if not split_rows:
-                continue
-            group_ids = {id(s): g for _, g, s in split_rows}
-            shards = plan_shards([s for _, _, s in split_rows])
-            paths = []
-            for n, shard in enumerate(tqdm(
-                shards, desc=f"writing {builder.source}/{split}", unit="shard", disable=not progress,
-            )):
-                path = source_dir / fp / f"{split}-{n:05d}-of-{len(shards):05d}.parquet"
-                encoded = [encode_row(s, builder, group_ids[id(s)], features) for s in shard]
-                write_shard(encoded, features, path)
-                paths.append(path.relative_to(out_dir).as_posix())
-            data_files[split] = paths
-        asset_paths = []
-        for name, content in sorted(assets.items()):
-            path = source_dir / fp / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(content, indent=1, sort_keys=True) + "\n")
-            asset_paths.append(path.relative_to(out_dir).as_posix())
-        if source_dir.is_dir():
-            for old in source_dir.iterdir():
-                if old.name != fp:
-                    shutil.rmtree(old)
-        counts = Counter(e.status for e in entries if e.source == builder.source)
+        rows = per_source.get(index, [])
+        fp, data_files, asset_paths = _write_source(builder, rows, features, out_dir, config_dir, progress)
+        counts = Counter(e.status for e in manifest.entries if e.source == builder.source)
         note = _release_note(builder, files_seen[index])
         if "matching no published release" in note:
             warnings.append(f"{builder.source}: {note}")
@@ -345,14 +379,7 @@ def build_config(
             if old.is_dir() and old.name not in names:
                 shutil.rmtree(old)
 
-    entries.sort(key=lambda e: (e.source, e.source_path, e.sample_id or ""))
-    duplicates = {
-        "exact duplicate pairs": exact_pairs,
-        "near-duplicate pairs": near_only,
-        "pairs linked by the source's own rule": linked,
-        "groups merged from several keys": merged,
-        "label conflicts rejected": len(conflicted),
-    }
+    entries = sorted(manifest.entries, key=lambda e: (e.source, e.source_path, e.sample_id or ""))
     report = BuildReport(task.name, out_dir, reports, entries, duplicates, warnings)
     write_manifest(config_dir, entries)
     _write_build_info(config_dir, task, report)
@@ -361,7 +388,7 @@ def build_config(
 
 
 def _write_build_info(config_dir: Path, task: TaskSpec, report: BuildReport) -> None:
-    dropped = [e for e in report.entries if e.status == "dropped"]
+    dropped = [e for e in report.entries if e.status == "dropped" and e.reason.startswith("leak repair")]
     info = {
         "config": task.name,
         "task": task.name,
