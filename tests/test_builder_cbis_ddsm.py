@@ -77,3 +77,12 @@ def test_an_edited_csv_revalidates_the_images(built, tmp_path):
     ds = load_dataset(str(tmp_path / "out"), TASK)
     row = next(r for s in ds for r in ds[s] if "P_00003" in r["sample_id"])
     assert ds["train"].features["malignancy"].names[row["malignancy"]] == "malignant"
+
+
+def test_split_repairs_count_leaks_only(built):
+    import json
+
+    _, out, _ = built
+    info = json.loads((out / TASK / "build_info.json").read_text())
+    assert info["split_repairs"]["dropped"] == 1 and info["counts"]["dropped"] == 1 + len(sample.CASES)
+    assert "Split repair: 1 training files of 1 groups" in (out / "README.md").read_text()
