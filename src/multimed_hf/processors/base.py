@@ -107,6 +107,32 @@ class ModalityProcessor:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in sorted(shown.items()))})"
 
 
+class TokenizedProcessor(ModalityProcessor):
+    """A processor whose rows become token ids through a transformers tokenizer (text, DNA k-mers, proteins):
+    a blank or absent value is absent, batches are right-padded, the tokenizer is saved beside the settings.
+    Subclasses implement ``__call__`` (one value -> ``{"input_ids": [...]}``) and ``to_dict``."""
+
+    tokenizer: Any
+    pad_to_multiple_of: int | None
+
+    def from_row(self, values: Mapping[str, Any], specs: Sequence) -> dict | None:
+        value = values[specs[0].name]
+        return None if value is None or not str(value).strip() else self(value)
+
+    def collate(self, items: Sequence[dict]) -> dict:
+        return pad_token_ids([item["input_ids"] for item in items], self.tokenizer.pad_token_id,
+                             self.pad_to_multiple_of)
+
+    def _save_artifacts(self, directory: Path) -> None:
+        self.tokenizer.save_pretrained(directory)
+
+    @classmethod
+    def _from_settings(cls, settings: dict, directory: Path) -> "TokenizedProcessor":
+        from transformers import AutoTokenizer
+
+        return cls(tokenizer=AutoTokenizer.from_pretrained(directory), **settings)
+
+
 def _read_settings(directory: Path) -> dict:
     path = directory / PROCESSOR_CONFIG_FILE
     if not path.is_file():

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
-from typing import Any, Mapping, Sequence
 
-from multimed_hf.processors.base import ModalityProcessor, ProcessorError, pad_token_ids
+from multimed_hf.processors.base import ProcessorError, TokenizedProcessor
 
 __all__ = ["DnaProcessor", "kmer_vocabulary", "kmer_tokenizer", "TRUNCATION_SIDES"]
 
@@ -32,7 +30,7 @@ def kmer_tokenizer(k: int = 6):
     return BertTokenizer(vocab=vocab, do_lower_case=False, tokenize_chinese_chars=False, model_max_length=512)
 
 
-class DnaProcessor(ModalityProcessor):
+class DnaProcessor(TokenizedProcessor):
     """One DNA sequence -> ``[CLS]`` + one token per k-mer (stride ``stride``) + ``[SEP]``.
 
     The sequence is upper-cased; a k-mer with any letter other than A/C/G/T (``N``, IUPAC codes) becomes the
@@ -85,27 +83,11 @@ class DnaProcessor(ModalityProcessor):
         ids = self.tokenizer.convert_tokens_to_ids(self.kmers(sequence))
         return {"input_ids": [self.cls_id, *ids, self.sep_id]}
 
-    def from_row(self, values: Mapping[str, Any], specs: Sequence) -> dict | None:
-        sequence = values[specs[0].name]
-        return None if sequence is None or not str(sequence).strip() else self(sequence)
-
-    def collate(self, items: Sequence[dict]) -> dict:
-        return pad_token_ids([item["input_ids"] for item in items], self.tokenizer.pad_token_id,
-                             self.pad_to_multiple_of)
-
     def to_dict(self) -> dict:
         return {"k": self.k, "stride": self.stride, "max_length": self.max_length,
                 "truncation_side": self.truncation_side, "crop_center": self.crop_center,
                 "pad_to_multiple_of": self.pad_to_multiple_of}
 
-    def _save_artifacts(self, directory: Path) -> None:
-        self.tokenizer.save_pretrained(directory)
-
-    @classmethod
-    def _from_settings(cls, settings: dict, directory: Path) -> "DnaProcessor":
-        from transformers import AutoTokenizer
-
-        return cls(tokenizer=AutoTokenizer.from_pretrained(directory), **settings)
 
 
 def _first_id(tokenizer, names: tuple[str, ...]) -> int:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping, Sequence
 
-from multimed_hf.processors.base import ModalityProcessor, ProcessorError, pad_token_ids
+from multimed_hf.processors.base import ProcessorError, TokenizedProcessor
 
 __all__ = ["ProteinProcessor", "ESM2_ALPHABET", "esm_tokenizer"]
 
@@ -29,7 +28,7 @@ def esm_tokenizer(max_length: int = 1024):
         return EsmTokenizer(vocab_file=str(vocab), model_max_length=max_length)
 
 
-class ProteinProcessor(ModalityProcessor):
+class ProteinProcessor(TokenizedProcessor):
     """One amino-acid sequence -> ``<cls>`` + one token per residue + ``<eos>``, so residue ``i`` is token ``i + 1``
     (what the coordinate labels are aligned to). The sequence is upper-cased; a letter outside the tokenizer's
     vocabulary becomes ``<unk>``. Sequences longer than ``max_length - 2`` residues keep their first residues."""
@@ -53,22 +52,5 @@ class ProteinProcessor(ModalityProcessor):
         tok = self.tokenizer
         return {"input_ids": [tok.cls_token_id, *ids, tok.eos_token_id], "num_residues": len(residues)}
 
-    def from_row(self, values: Mapping[str, Any], specs: Sequence) -> dict | None:
-        sequence = values[specs[0].name]
-        return None if sequence is None or not str(sequence).strip() else self(sequence)
-
-    def collate(self, items: Sequence[dict]) -> dict:
-        return pad_token_ids([item["input_ids"] for item in items], self.tokenizer.pad_token_id,
-                             self.pad_to_multiple_of)
-
     def to_dict(self) -> dict:
         return {"max_length": self.max_length, "pad_to_multiple_of": self.pad_to_multiple_of}
-
-    def _save_artifacts(self, directory: Path) -> None:
-        self.tokenizer.save_pretrained(directory)
-
-    @classmethod
-    def _from_settings(cls, settings: dict, directory: Path) -> "ProteinProcessor":
-        from transformers import AutoTokenizer
-
-        return cls(tokenizer=AutoTokenizer.from_pretrained(directory), **settings)

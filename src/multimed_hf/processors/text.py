@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Mapping, Sequence
-
-from multimed_hf.processors.base import ModalityProcessor, ProcessorError, pad_token_ids
+from multimed_hf.processors.base import ProcessorError, TokenizedProcessor
 
 __all__ = ["TextProcessor"]
 
 
-class TextProcessor(ModalityProcessor):
+class TextProcessor(TokenizedProcessor):
     """One text -> ``input_ids`` and ``attention_mask`` (token type ids are left out: the batch contract has none).
 
     ``tokenizer`` is any transformers tokenizer (``AutoTokenizer.from_pretrained(<folder or Hub id>)``); ``None``
@@ -37,22 +34,5 @@ class TextProcessor(ModalityProcessor):
                              return_attention_mask=False)
         return {"input_ids": list(out["input_ids"])}
 
-    def from_row(self, values: Mapping[str, Any], specs: Sequence) -> dict | None:
-        text = values[specs[0].name]
-        return None if text is None or not str(text).strip() else self(text)
-
-    def collate(self, items: Sequence[dict]) -> dict:
-        return pad_token_ids([item["input_ids"] for item in items], self.tokenizer.pad_token_id,
-                             self.pad_to_multiple_of)
-
     def to_dict(self) -> dict:
         return {"max_length": self.max_length, "pad_to_multiple_of": self.pad_to_multiple_of}
-
-    def _save_artifacts(self, directory: Path) -> None:
-        self.tokenizer.save_pretrained(directory)
-
-    @classmethod
-    def _from_settings(cls, settings: dict, directory: Path) -> "TextProcessor":
-        from transformers import AutoTokenizer
-
-        return cls(tokenizer=AutoTokenizer.from_pretrained(directory), **settings)
