@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -9,7 +10,7 @@ from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from itertools import repeat
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -161,6 +162,18 @@ class _Manifest:
         self.entries.append(entry)
 
 
+def _cache_version(task: TaskSpec, builder: SourceBuilder) -> str:
+    """The builder's version plus a digest of the registry facts its samples are made from (the task's labels and
+    both label maps of the source, the task's and the builder's own): editing the registry re-validates."""
+    facts = [
+        [asdict(label) for label in task.labels],
+        {k: dict(v) for k, v in task.source(builder.source).label_map.items()},
+        {k: dict(v) for k, v in builder.spec().label_map.items()},
+    ]
+    digest = hashlib.sha256(json.dumps(facts, sort_keys=True, default=list).encode()).hexdigest()[:12]
+    return f"{builder.version}+registry-{digest}"
+
+
 def _read_all(task: TaskSpec, builders, out_dir: Path, manifest: _Manifest, progress: bool, num_proc: int):
     """Phase 1: every file of every source read and validated; returns the samples, their builders' indices and
     the number of files seen per source (bad files, bad records, index files and duplicate ids go to the manifest)."""
@@ -168,7 +181,9 @@ def _read_all(task: TaskSpec, builders, out_dir: Path, manifest: _Manifest, prog
     owner: list[int] = []
     files_seen: list[int] = []
     for index, builder in enumerate(builders):
-        cache = ValidationCache(out_dir / CACHE_DIR / task.name / f"{builder.source}.jsonl", builder.version)
+        cache = ValidationCache(
+            out_dir / CACHE_DIR / task.name / f"{builder.source}.jsonl", _cache_version(task, builder)
+        )
         try:
             results = _read_source(builder, cache, manifest.strict, progress, num_proc)
         finally:
