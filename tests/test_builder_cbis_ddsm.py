@@ -35,6 +35,29 @@ def test_full_mammograms_load_as_16_bit_with_their_labels(built):
         assert row["image"].mode == "I;16" and np.asarray(row["image"]).max() > 1500  # the mass, 12-bit values
 
 
+def test_pngs_hold_the_stored_values_whatever_the_encoding(built):
+    """Every kept PNG equals the DICOM's decoded pixels (JPEG 2000 lossless decoded by pylibjpeg; MONOCHROME1
+    inverted within BitsStored, so the empty background is 0 and the mass bright in every image)."""
+    import pydicom
+
+    root, out, _ = built
+    ds = load_dataset(str(out), TASK)
+    seen = set()
+    for row in (r for split in ds for r in ds[split]):
+        dicom = pydicom.dcmread(root / row["source_path"])
+        expected = dicom.pixel_array.astype(np.int64)
+        if dicom.PhotometricInterpretation == "MONOCHROME1":
+            expected = (1 << dicom.BitsStored) - 1 - expected
+            seen.add("monochrome1")
+        if dicom.file_meta.TransferSyntaxUID.is_compressed:
+            seen.add(dicom.file_meta.TransferSyntaxUID.name)
+        image = np.asarray(row["image"]).astype(np.int64)
+        assert np.array_equal(image, expected), row["source_path"]
+        assert image[0, -1] == 0 and image.max() > 2000  # background corner; the dense mass
+    assert seen == {"monochrome1", "JPEG 2000 Image Compression (Lossless Only)"}
+    assert set(sample.ENCODED) <= {row["patient_id"] for split in ds for row in ds[split]}
+
+
 def test_manifest_names_every_case(built):
     _, out, report = built
     entries = read_manifest(out / TASK)

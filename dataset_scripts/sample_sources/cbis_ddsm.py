@@ -2,12 +2,14 @@
 
 The DICOMs are pydicom's REAL ``CT_small.dcm`` header relabelled as mammograms (MG, MONOCHROME2, 12-bit) with small
 synthetic breast images: malignant cases show a spiculated dense mass, benign ones a round smooth mass. Includes a
-patient in the calc training set and the mass test set (a leak), ROI-mask folders, a CSV row whose image folder is
-missing, a DICOM without pixel data (pydicom's real ``rtplan.dcm``), a cut DICOM and a stray file.
+patient in the calc training set and the mass test set (a leak), ROI-mask folders, one mammogram JPEG 2000
+lossless-compressed and one stored MONOCHROME1, a CSV row whose image folder is missing, a DICOM without pixel data
+(pydicom's real ``rtplan.dcm``), a cut DICOM and a stray file.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import zlib
 from pathlib import Path
@@ -34,6 +36,8 @@ CASES = [
     ("Mass", "Test", "P_00009", "LEFT", "CC", "BENIGN"),
     ("Calc", "Test", "P_00010", "RIGHT", "MLO", "MALIGNANT"),
 ]
+#: Full mammograms stored otherwise than uncompressed MONOCHROME2 (readers must handle both; the PNGs agree)
+ENCODED = {"P_00007": "jpeg2000_lossless", "P_00008": "monochrome1"}
 
 
 def _mammogram(malignant: bool, rng: np.random.Generator, shape=(64, 48)) -> np.ndarray:
@@ -52,10 +56,10 @@ def _mammogram(malignant: bool, rng: np.random.Generator, shape=(64, 48)) -> np.
     return np.clip(image, 0, 4095).astype(np.uint16)
 
 
-def _dicom(template, pixels: np.ndarray, uid_seed: str):
-    from pydicom.uid import generate_uid
+def _dicom(template, pixels: np.ndarray, uid_seed: str, encoding: str = ""):
+    from pydicom.uid import JPEG2000Lossless, generate_uid
 
-    ds = template.copy()
+    ds = copy.deepcopy(template)  # file_meta too: compress() sets its transfer syntax
     ds.Modality = "MG"
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows, ds.Columns = pixels.shape
@@ -65,7 +69,12 @@ def _dicom(template, pixels: np.ndarray, uid_seed: str):
             delattr(ds, tag)
     ds.SOPInstanceUID = generate_uid(entropy_srcs=[uid_seed])
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    if encoding == "monochrome1":  # stored inverted within the 12 stored bits
+        ds.PhotometricInterpretation = "MONOCHROME1"
+        pixels = (4095 - pixels).astype(np.uint16)
     ds.PixelData = pixels.tobytes()
+    if encoding == "jpeg2000_lossless":  # a compressed transfer syntax, decoded by pylibjpeg-openjpeg
+        ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg", generate_instance_uid=False)
     return ds
 
 
@@ -83,7 +92,8 @@ def make_cbis_ddsm(root, seed=5) -> Path:
         folder = f"{lesion}-{split}_{patient}_{side}_{view}"
         series = tree / folder / "07-20-2016-DDSM-00001" / "1.000000-full mammogram images-00001"
         series.mkdir(parents=True, exist_ok=True)
-        _dicom(template, _mammogram(pathology == "MALIGNANT", rng), folder).save_as(series / "1-1.dcm")
+        pixels = _mammogram(pathology == "MALIGNANT", rng)
+        _dicom(template, pixels, folder, ENCODED.get(patient, "")).save_as(series / "1-1.dcm")
         roi = tree / f"{folder}_1" / "07-20-2016-DDSM-00002" / "1.000000-ROI mask images-00002"
         roi.mkdir(parents=True, exist_ok=True)
         mask = (_mammogram(False, rng) > 2000).astype(np.uint16) * 255

@@ -5,9 +5,12 @@ mammogram; folders with a trailing ``_<n>`` hold that abnormality's ROI mask and
 ``{mass,calc}_case_description_{train,test}_set.csv`` (patient_id, left or right breast, image view, pathology,
 image file path, ...). The CSVs' paths do not match the NBIA tree, so rows are joined to folders by the path's
 first component, which is the full mammogram's folder name. A sample is one full mammogram, stored as a 16-bit grey
-PNG of its stored pixel values (rendered again when shards are written); its label is malignant when any of its
-abnormalities is MALIGNANT, else benign (BENIGN_WITHOUT_CALLBACK is benign). Patients group; the publisher's
-Training/Test split is kept, and a patient's training images that share the patient with test images are dropped.
+PNG (mode ``I;16``) of its stored pixel values, MONOCHROME1 inverted so dense tissue is bright, rendered again when
+shards are written. 16-bit rather than a windowed 8-bit image: the release has no agreed display window, and a
+window chosen here would clip calcifications for good; a processor windows or rescales. Its label is malignant
+when any of its abnormalities is MALIGNANT, else benign (BENIGN_WITHOUT_CALLBACK is benign). Patients group; the
+publisher's Training/Test split is kept, and a patient's training images that share the patient with test images
+are dropped.
 """
 
 from __future__ import annotations
@@ -39,12 +42,18 @@ _SPLIT = {"Training": "train", "Test": "test"}
 
 
 def mammogram_png(path: Path) -> bytes:
-    """The full mammogram's stored pixel values as a 16-bit grey PNG (deterministic bytes)."""
+    """The full mammogram's stored pixel values as a 16-bit grey PNG (deterministic bytes); MONOCHROME1 images
+    are inverted within BitsStored, so dense tissue is bright in every PNG."""
     ds, pixels = read_dicom_pixels(path, "CBIS-DDSM mammograms")
     if ds.get("Modality") not in ("MG", None):
         raise BadSourceFile(f"modality {ds.get('Modality')!r}: this layout holds mammograms (MG)")
     if pixels.min() < 0 or pixels.max() > 65535:
         raise BadSourceFile(f"pixel values {pixels.min()}..{pixels.max()} do not fit 16-bit grey")
+    if ds.get("PhotometricInterpretation") == "MONOCHROME1":  # stored inverted: dense tissue bright, as MONOCHROME2
+        top = (1 << int(ds.get("BitsStored", 16))) - 1
+        if pixels.max() > top:
+            raise BadSourceFile(f"pixel values up to {pixels.max()} exceed BitsStored {ds.get('BitsStored')}")
+        pixels = top - pixels.astype(np.int64)
     if pixels.min() == pixels.max():
         raise BadSourceFile("image is one flat value")
     buffer = io.BytesIO()
@@ -55,7 +64,7 @@ def mammogram_png(path: Path) -> bytes:
 class CBISDDSMBuilder(RenderedSlices, SourceBuilder):
     task = "breast_cancer"
     source = "cbis_ddsm"
-    reading_version = "1"
+    reading_version = "2"
 
     @classmethod
     def detect(cls, root: Path) -> bool:
@@ -114,10 +123,14 @@ class CBISDDSMBuilder(RenderedSlices, SourceBuilder):
         folder = self._case_folder(relpath)
         match = FOLDER_NAME.match(folder or "")
         if match is None or not name.lower().endswith(".dcm"):
-            raise BadSourceFile("stray file: expected CBIS-DDSM/<Mass|Calc>-<Training|Test>_P_<id>_<side>_<view>/.../*.dcm")
+            raise BadSourceFile(
+                "stray file: expected CBIS-DDSM/<Mass|Calc>-<Training|Test>_P_<id>_<side>_<view>/.../*.dcm"
+            )
         lesion, split, patient, side, view, abnormality = match.groups()
         if abnormality is not None:
-            raise UnusedSourceFile(f"not used: ROI mask or cropped lesion of abnormality {abnormality}, not a full mammogram")
+            raise UnusedSourceFile(
+                f"not used: ROI mask or cropped lesion of abnormality {abnormality}, not a full mammogram"
+            )
         rows = self._rows.get(folder)
         if not rows:
             raise BadSourceFile(f"no case-description CSV row names {folder!r}")
