@@ -138,7 +138,7 @@ def _release_note(builder: SourceBuilder, files_seen: int) -> str:
     expected = builder.spec().expected_files
     provenance = builder.provenance()
     matches = [name for name, n in expected.items() if n == files_seen]
-    if matches:
+    if matches and not provenance.get("synthetic"):  # a generated sample never claims a release
         note = f"{files_seen} files: the {matches[0]} release"
     else:
         known = "; ".join(f"{name}: {n:,}" for name, n in expected.items()) or "no published count"
