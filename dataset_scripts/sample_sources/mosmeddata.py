@@ -38,9 +38,9 @@ SHAPE = (64, 64, 6)
 def _header(name: str, shape):
     """A real nibabel test file's header (shape and type replaced) and affine."""
     import nibabel as nib
-    from nibabel.testing import data_path
 
-    real = nib.load(Path(data_path) / name)
+    # nibabel's own sample files (its wheel ships tests/data); nibabel.testing would import pytest
+    real = nib.load(Path(nib.__file__).parent / "tests" / "data" / name)
     header = real.header.copy()
     header.set_data_shape(shape)
     header.set_data_dtype(np.int16)

@@ -1,6 +1,6 @@
 """A sample for the cell_type task: scanpy's REAL ``pbmc68k_reduced`` h5ad, plus small synthetic h5ad files.
 
-``10x_pbmc68k_reduced.h5ad`` is copied as scanpy ships it (700 PBMCs of Zheng et al. 2017, 765 genes, 10 cell
+``10x_pbmc68k_reduced.h5ad`` is copied as scanpy ships it into data/ (700 PBMCs of Zheng et al. 2017, 765 genes, 10 cell
 types in ``obs["bulk_labels"]``, one donor, so no donor column). Synthetic (AnnData files written with anndata, on a
 200-gene panel taken from the real file's genes): ``pbmc_3donors.h5ad`` (90 cells of 3 donors, 3 cell types
 with their marker genes raised, integer counts in ``layers["counts"]``, two cells with no label), and the bad
@@ -22,6 +22,7 @@ __all__ = ["FOLDER", "make", "make_pbmc68k_reduced", "REAL_FILE", "MARKERS"]
 
 FOLDER = "pbmc68k_reduced"
 REAL_FILE = "10x_pbmc68k_reduced.h5ad"
+DATA = Path(__file__).resolve().parent / "data"
 #: Marker genes raised in the synthetic cells of each type (all in pbmc68k_reduced's panel).
 MARKERS = {
     "CD14+ Monocyte": ("LYZ", "S100A8", "CST3", "HLA-DRA"),
@@ -31,12 +32,8 @@ MARKERS = {
 
 
 def _real_file() -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec("scanpy")  # found, not imported (importing scanpy takes seconds)
-    if spec is None or spec.origin is None:
-        raise ModuleNotFoundError("scanpy is not installed: its package data holds the real pbmc68k_reduced file")
-    return Path(spec.origin).parent / "datasets" / REAL_FILE
+    """scanpy's ``10x_pbmc68k_reduced.h5ad``, copied unchanged into ``data/`` (see ``data/README.md``)."""
+    return DATA / REAL_FILE
 
 
 def _panel(real_genes: list[str]) -> list[str]:

@@ -1,6 +1,57 @@
-"""multimed_hf: MultiMed (Mo & Liang, 2024) as Hugging Face datasets, evaluate metrics and a transformers model."""
+"""multimed_hf: MultiMed (Mo & Liang, 2024) as Hugging Face datasets, evaluate metrics and a transformers model.
 
-from multimed_hf.tasks import get_source, get_task, list_tasks, register_task
+``import multimed_hf`` stays light: the public names below are imported on first use (PEP 562, the idea of
+transformers' ``_LazyModule``), so the registry and the command line start without torch or transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["get_task", "list_tasks", "register_task", "get_source", "__version__"]
+
+#: Public name -> the module that defines it.
+_LAZY = {
+    # the task registry
+    "get_task": "multimed_hf.tasks",
+    "list_tasks": "multimed_hf.tasks",
+    "register_task": "multimed_hf.tasks",
+    "get_source": "multimed_hf.tasks",
+    # building, finding and pushing configs
+    "build_dataset": "multimed_hf.api",
+    "detect_sources": "multimed_hf.api",
+    "push_dataset": "multimed_hf.data.push",
+    # the model and its processor
+    "MultiMedConfig": "multimed_hf.configuration_multimed",
+    "MultiMedPreTrainedModel": "multimed_hf.modeling_multimed",
+    "MultiMedModel": "multimed_hf.modeling_multimed",
+    "MultiMedOutput": "multimed_hf.modeling_multimed",
+    "MultiMedProcessor": "multimed_hf.processing_multimed",
+    # metrics
+    "compute_task_metrics": "multimed_hf.metrics",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+if TYPE_CHECKING:  # for type checkers and IDEs; never run
+    from multimed_hf.api import build_dataset, detect_sources
+    from multimed_hf.configuration_multimed import MultiMedConfig
+    from multimed_hf.data.push import push_dataset
+    from multimed_hf.metrics import compute_task_metrics
+    from multimed_hf.modeling_multimed import MultiMedModel, MultiMedOutput, MultiMedPreTrainedModel
+    from multimed_hf.processing_multimed import MultiMedProcessor
+    from multimed_hf.tasks import get_source, get_task, list_tasks, register_task
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'multimed_hf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+
+from multimed_hf import __version__
 
 __all__ = ["main"]
 
@@ -13,7 +16,23 @@ _EPILOG = """examples:
   multimed build brain_tumor --source ~/data/Brain-Tumor-MRI-Dataset --out multimed
   multimed build diabetic_retinopathy --source ~/data/OCT2017 --out multimed --strict
   multimed push multimed --repo my-org/multimed
-then: datasets.load_dataset("multimed", "brain_tumor")"""
+  multimed train --data multimed --tasks brain_tumor --family unimodal --encoders small --output_dir runs/bt
+  multimed evaluate runs/bt --data multimed --split test --output_dir runs/bt-eval
+  multimed benchmark --data multimed --families unimodal multimodal_multitask --seeds 0 1 2 --output_dir report
+then: datasets.load_dataset("multimed", "brain_tumor")
+`multimed COMMAND --help` explains each command; train, evaluate and benchmark also take every
+transformers TrainingArguments flag (--max_steps, --seed, --bf16, --resume_from_checkpoint, ...)."""
+
+#: Commands whose arguments are parsed by their own HfArgumentParser (our dataclass + TrainingArguments): the
+#: command line hands them the rest of argv untouched. name -> (module, function, one-line help).
+_FORWARDED = {
+    "train": ("multimed_hf.training.run", "train_main",
+              "train a model on built configs (a Table 1 family) and save it, its metrics and predictions"),
+    "evaluate": ("multimed_hf.training.run", "evaluate_main",
+                 "metrics and predictions of a saved checkpoint (folder or Hub id) on built configs"),
+    "benchmark": ("multimed_hf.training.benchmark", "benchmark_main",
+                  "train and evaluate families x tasks x seeds; write table1.csv/.md/.png beside the paper's"),
+}
 
 
 def _list(args) -> int:
@@ -76,10 +95,11 @@ def _push(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="multimed",
-        description="MultiMed as Hugging Face datasets: list the eleven tasks, build a task's config from its "
-        "publishers' source folders, push the built folder to the Hub.",
+        description="MultiMed on Hugging Face: list the eleven tasks, build a task's config from its publishers' "
+        "source folders, push the built folder to the Hub, train and evaluate models, reproduce Table 1.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     listing = sub.add_parser("list", help="list the tasks and which sources have builders")
     listing.add_argument("--extras", action="store_true",
@@ -109,10 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--token", default=None, help="a Hub token (default: the logged-in one)")
     push.add_argument("--private", action="store_true")
     push.set_defaults(func=_push)
+    for name, (_, _, summary) in _FORWARDED.items():  # listed in --help; main() hands them their argv
+        sub.add_parser(name, help=summary, add_help=False)
     return parser
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in _FORWARDED:
+        module, function, _ = _FORWARDED[argv[0]]
+        return getattr(importlib.import_module(module), function)(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
