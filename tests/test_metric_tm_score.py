@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from multimed_hf.metrics import _tm_search
 from multimed_hf.metrics import structure as S
+from multimed_hf.metrics._tm_rotation import rotations
 from multimed_hf.metrics.structure import fragment_lengths, structure_scores, tm_d0, tm_d0_search, tm_score
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +92,7 @@ def test_batched_rotation_solve_matches_svd_kabsch(rng):
     y = np.einsum("mij,mkj->mki", np.array(turns), x) + rng.normal(size=x.shape) * rng.uniform(0, 2, (300, 1, 1))
     xc, yc = x - x.mean(1, keepdims=True), y - y.mean(1, keepdims=True)
     h = np.einsum("mia,mib->mab", xc, yc)
-    rot, best = S._rotations([[h[:, a, b] for b in range(3)] for a in range(3)], S._Ops("numpy"))
+    rot, best = rotations([[h[:, a, b] for b in range(3)] for a in range(3)])
     rot = np.stack([np.stack(row, axis=-1) for row in rot], axis=1)
     u, _, vt = np.linalg.svd(h)
     v, ut = np.swapaxes(vt, 1, 2), np.swapaxes(u, 1, 2)
@@ -193,6 +195,85 @@ def test_masked_residues_count_zero_but_stay_in_length(chains, rng):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# every path against tmtools: the float64 exact path, the float32 fast path, torch (numpy kernels on a CPU) and the
+# torch kernels a GPU runs (here on the CPU)
+
+
+def _hinge(ca, degrees, axis=(1.0, 2.0, 0.5)):
+    moved = ca.copy()
+    hinge = len(ca) // 2
+    moved[hinge:] = (ca[hinge:] - ca[hinge]) @ _rotation(axis, degrees).T + ca[hinge]
+    return moved
+
+
+@pytest.fixture(scope="module")
+def oracle_pairs(chains):
+    """Noisy moved copies and hinge-moved copies of real 2gtl (147-149) and 7ok9 (525) chains, with tmtools'
+    fixed-alignment TM-score for each."""
+    rng = np.random.default_rng(7)
+    preds, refs, want = [], [], []
+    for name, sigma in (("2gtlA", 0.5), ("2gtlC", 1.5), ("2gtlD", 2.5), ("7ok9A", 1.0)):
+        ca, seq = chains[name]
+        turn = _rotation(rng.normal(size=3), rng.uniform(0, 180))
+        for pred in (ca + rng.normal(scale=sigma, size=ca.shape), _hinge(ca, 60.0 + 10 * sigma)):
+            pred = pred @ turn.T + rng.normal(scale=15.0, size=3)
+            preds.append(pred)
+            refs.append(ca)
+            want.append(_tmtools(pred, ca, seq, seq)[0])
+    return preds, refs, np.array(want)
+
+
+def _paths():
+    paths = [("numpy", None, np.float64, 1e-9), ("numpy", None, np.float32, 1e-4)]
+    torch = pytest.importorskip("torch")
+    paths += [("torch", "cpu", torch.float32, 1e-4), ("torch", "cpu", torch.float64, 1e-9)]
+    return paths
+
+
+@pytest.mark.parametrize("torch_kernels", [False, True], ids=["default-kernels", "torch-kernels"])
+@pytest.mark.parametrize("path", range(4), ids=["numpy-f64", "numpy-f32", "torch-f32", "torch-f64"])
+def test_every_path_matches_tmtools_on_real_and_hinge_moved_chains(oracle_pairs, monkeypatch, path, torch_kernels):
+    backend, device, dtype, tol = _paths()[path]
+    if torch_kernels and backend != "torch":
+        pytest.skip("the torch kernels belong to the torch backend")
+    monkeypatch.setattr(S, "_TORCH_KERNELS_ON_CPU", torch_kernels)
+    preds, refs, want = oracle_pairs
+    got = structure_scores(preds, refs, backend=backend, device=device, dtype=dtype)["tm_score"]
+    assert np.abs(got - want).max() <= tol, np.abs(got - want)
+    assert (want[1::2] < 0.8).all() and (want[0::2] > 0.5).all()  # the hinge copies need the search
+
+
+def test_torch_kernels_equal_numpy_kernels_on_all_three_scores(chains, rng, monkeypatch):
+    """The GPU code path, run on the CPU: it counts GDT on every row, the numpy kernels skip rows by a bound."""
+    torch = pytest.importorskip("torch")
+    preds, refs = _varied_batch(chains, rng)
+    want = structure_scores(preds, refs)
+    monkeypatch.setattr(S, "_TORCH_KERNELS_ON_CPU", True)
+    got = structure_scores(preds, refs, backend="torch", device="cpu", dtype=torch.float64)
+    for key in ("tm_score", "rmsd", "gdt_ts"):
+        assert got[key] == pytest.approx(want[key], abs=1e-12), key
+
+
+def test_hash_collisions_fall_back_to_exact_grouping(chains, rng, monkeypatch):
+    """Distinct selections whose hashes collide are still told apart (every hash made equal here)."""
+    preds, refs = _varied_batch(chains, rng)
+    want = structure_scores(preds, refs)
+    monkeypatch.setattr(_tm_search, "_HASH", (0, 0, 0))
+    got = structure_scores(preds, refs)
+    for key in ("tm_score", "rmsd", "gdt_ts"):
+        assert got[key] == pytest.approx(want[key], abs=1e-12), key
+
+
+def test_row_counts_of_wide_rows():
+    """The byte-lane count holds past 255 words per row (2,040+ residues) and on ragged values."""
+    rng = np.random.default_rng(3)
+    for width in (8, 160, 2040, 2048, 4104):
+        below = rng.random((5, width)) < rng.random((5, 1))
+        below[0] = True
+        assert _tm_search._row_counts(below).tolist() == below.sum(axis=1).tolist()
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # batches and backends
 
 
@@ -217,8 +298,10 @@ def test_batched_equals_one_by_one(chains, rng):
     assert stacked["tm_score"] == pytest.approx([batched["tm_score"][0]] * 2, abs=1e-9)
 
 
-def test_numpy_and_torch_agree(chains, rng):
+@pytest.mark.parametrize("torch_kernels", [False, True])
+def test_numpy_and_torch_agree(chains, rng, monkeypatch, torch_kernels):
     torch = pytest.importorskip("torch")
+    monkeypatch.setattr(S, "_TORCH_KERNELS_ON_CPU", torch_kernels)
     preds, refs = _varied_batch(chains, rng)
     want = structure_scores(preds, refs)
     for dtype, tol in ((torch.float64, 1e-9), (torch.float32, 1e-4)):
@@ -302,6 +385,8 @@ def test_bad_options():
         structure_scores([GOOD], [GOOD], backend="jax")
     with pytest.raises(ValueError, match=r"batch_size must be a positive integer, got 0"):
         structure_scores([GOOD], [GOOD], batch_size=0)
+    with pytest.raises(ValueError, match=r"dtype must be float32 or float64 for backend='numpy', got 'float16'"):
+        structure_scores([GOOD], [GOOD], dtype="float16")
 
 
 # ---------------------------------------------------------------------------------------------------------------

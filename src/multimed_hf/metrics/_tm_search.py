@@ -1,0 +1,457 @@
+"""The TMscore superposition search over batches of residue-matched pairs: numpy kernels, and torch ones for a GPU.
+
+Every seed fit of every pair in a batch is one row. A round fits all live rows at once (a vectorised 3x3 rotation
+solve, float64), scores them against their pair's residues (one small matrix product per pair and a handful of
+elementwise passes over cache-sized chunks), reselects, and keeps one row per distinct new selection that has
+not converged. Selections are kept as packed bits; squared distances are in A^2.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from multimed_hf.metrics._tm_rotation import rotations
+
+__all__ = ["GDT_CUTOFFS", "N_REFINE", "NumpySearch", "TorchSearch", "prepare_batch"]
+
+N_REFINE = 20  # refinement rounds after each seed fit (n_it in TMscore)
+GDT_CUTOFFS = (1.0, 2.0, 4.0, 8.0)  # GDT-TS distance cut-offs in Angstrom
+_BIG = 1e30  # |x|^2 + |y|^2 given to padding residues: scores 0, never selected, never counted
+_N_STATS = 16  # per residue: x_a*y_b (9), x (3), y (3), 1 -- the sums a superposition needs
+_N_COEF = 17  # ... and |x|^2 + |y|^2: squared distances after a fit are coef . features
+_FIT_ROWS = 8192  # rotations solved per vectorised step (keeps the temporaries in cache)
+_HASH = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
+
+
+@dataclass
+class Batch:
+    """Pairs searched together: features g (B, 17, W), per-pair constants and the seed rows (float64, numpy)."""
+
+    g: np.ndarray
+    d0sq: np.ndarray  # (B,) d0^2 of the reference length
+    cuts: tuple[np.ndarray, np.ndarray]  # (B,) selection cut-offs (A): after a seed fit, in refinement
+    n_aligned: np.ndarray  # (B,) observed residues
+    seed_stats: np.ndarray  # (S, 16) sums over each seed fragment
+    seed_block: np.ndarray  # (S,) pair of each seed, ascending
+
+
+def fragment_lengths(n_aligned: int) -> list[int]:
+    """Seed fragment lengths of the search: n, n/2, n/4, ... down to 4 (at most 6 lengths)."""
+    shortest = min(4, n_aligned)
+    lengths = []
+    for i in range(5):
+        length = int(n_aligned / 2.0**i)
+        if length <= shortest:
+            lengths.append(shortest)
+            return lengths
+        lengths.append(length)
+    lengths.append(shortest)
+    return lengths
+
+
+def seed_count(n_aligned: int) -> int:
+    return sum(n_aligned - length + 1 for length in fragment_lengths(n_aligned))
+
+
+def _seed_bounds(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """First and past-the-end residue of every seed fragment, in the reference program's order."""
+    lengths = fragment_lengths(n)
+    counts = [n - length + 1 for length in lengths]
+    first = np.arange(sum(counts)) - np.repeat(np.cumsum([0] + counts[:-1]), counts)
+    return first, first + np.repeat(lengths, counts)
+
+
+def residue_stats(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-residue sums (n, 16) of matched coordinates: x_a*y_b (9), x (3), y (3), 1."""
+    n = len(x)
+    f = np.empty((n, _N_STATS))
+    f[:, :9] = (x[:, :, None] * y[:, None, :]).reshape(n, 9)
+    f[:, 9:12] = x
+    f[:, 12:15] = y
+    f[:, 15] = 1.0
+    return f
+
+
+def prepare_batch(pairs, d0sq, d0_search) -> Batch:
+    """Features and seeds of pairs (x, y) of centred observed coordinates, x already superposed onto y."""
+    width = -(-max(len(x) for x, _ in pairs) // 8) * 8  # whole bytes of bits: rows of booleans count as words
+    g = np.zeros((len(pairs), _N_COEF, width))
+    g[:, _N_STATS] = _BIG
+    stats, blocks = [], []
+    for b, (x, y) in enumerate(pairs):
+        n = len(x)
+        f = residue_stats(x, y)
+        g[b, :_N_STATS, :n] = f.T
+        g[b, _N_STATS, :n] = (x * x).sum(axis=1) + (y * y).sum(axis=1)
+        cumulative = np.zeros((n + 1, _N_STATS))
+        np.cumsum(f, axis=0, out=cumulative[1:])
+        starts, ends = _seed_bounds(n)
+        stats.append(cumulative[ends] - cumulative[starts])
+        blocks.append(np.full(len(starts), b))
+    d0_search = np.asarray(d0_search, dtype=np.float64)
+    return Batch(
+        g=g,
+        d0sq=np.asarray(d0sq, dtype=np.float64),
+        cuts=(d0_search - 1.0, d0_search + 1.0),
+        n_aligned=np.array([len(x) for x, _ in pairs]),
+        seed_stats=np.concatenate(stats),
+        seed_block=np.concatenate(blocks),
+    )
+
+
+def superposition_coefficients(stats, xp, dtype):
+    """Coefficients (M, 17) of the squared distances after each set's best fit, from its sums (M, 16), float64.
+
+    The rotations are solved in ``dtype`` (float32 on the fast path: its errors, about 1e-6 rad, move no
+    distance by more than float32 distances already do); the covariances are scaled per residue first.
+    """
+    st = stats.T
+    n = st[15]
+    inv_n = 1.0 / xp.where(n > 0, n, 1.0)
+    my = [st[12 + b] * inv_n for b in range(3)]
+    mx = [st[9 + a] * inv_n for a in range(3)]
+    h = [[(st[3 * a + b] * inv_n - mx[a] * my[b]) for b in range(3)] for a in range(3)]
+    if xp is np:
+        h = [[c.astype(dtype) for c in row] for row in h]
+    else:
+        h = [[c.to(dtype) for c in row] for row in h]
+    rot, _ = rotations(h, with_value=False)
+    t = [my[i] - rot[i][0] * mx[0] - rot[i][1] * mx[1] - rot[i][2] * mx[2] for i in range(3)]
+    coef = [-2.0 * rot[b][a] for a in range(3) for b in range(3)]
+    coef += [2.0 * (rot[0][a] * t[0] + rot[1][a] * t[1] + rot[2][a] * t[2]) for a in range(3)]
+    coef += [-2.0 * c for c in t] + [t[0] * t[0] + t[1] * t[1] + t[2] * t[2], xp.ones_like(n)]
+    if xp is np:
+        return np.stack([np.asarray(c, dtype=dtype) for c in coef], axis=-1)
+    return xp.stack([c.to(dtype) for c in coef], dim=-1)
+
+
+def relieved(rows, base, xp, third_smallest):
+    """Selections of rows (k, W) of squared distances whose cut-off base (k,) (A) lets fewer than 3 residues
+    through: the cut is raised by 0.5 A until 3 pass, as TMscore does (its stepping loop, in closed form)."""
+    d3 = xp.sqrt(xp.clip(third_smallest(rows), min=0.0))
+    steps = xp.clip(xp.floor((d3 - base) / 0.5) + 1.0, min=1.0)
+    for _ in range(3):  # settle rounding at the boundary exactly as the stepping loop would
+        lower = xp.clip(steps - 1.0, min=1.0)
+        enough = ((rows < ((base + 0.5 * lower) ** 2)[:, None]).sum(axis=-1) >= 3) & (steps > 1.0)
+        steps = xp.where(enough, lower, steps)
+        short = (rows < ((base + 0.5 * steps) ** 2)[:, None]).sum(axis=-1) < 3
+        steps = xp.where(short, steps + 1.0, steps)
+    return rows < ((base + 0.5 * steps) ** 2)[:, None]
+
+
+class _Search:
+    """The search loop, shared by the backends; subclasses hold the array work."""
+
+    def __call__(self, batch: Batch):
+        state = self.start(batch)
+        stats, block, current = state.seed_stats, state.seed_block, None
+        for it in range(N_REFINE + 1):
+            coef = self.coefficients(stats)
+            packed, n_sel = self.evaluate(state, coef, block, state.cuts[min(it, 1)])
+            if it == N_REFINE:
+                break
+            keep = self.next_rows(block, packed, n_sel, current)
+            if len(keep) == 0:
+                break
+            block, current = block[keep], packed[keep]
+            stats = self.selection_stats(state, current, block)
+        return self.finish(state)
+
+
+class NumpySearch(_Search):
+    """numpy kernels: per-pair matrix products into cache-sized chunks, bits packed with numpy."""
+
+    max_rows = 1 << 17  # seed fits in one batch: bounds its memory (about 0.5 kB a row), not its speed
+
+    def __init__(self, dtype=np.float64, chunk: int = 1 << 17):
+        self.dtype = np.dtype(dtype)
+        self.chunk = chunk
+        self._buffers = {}
+
+    def _buffer(self, key, shape, dtype):
+        size = math.prod(shape)
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.size < size or buffer.dtype != dtype:
+            buffer = self._buffers[key] = np.empty(max(size, self.chunk), dtype=dtype)
+        return buffer[:size].reshape(shape)
+
+    def start(self, batch: Batch):
+        n_blocks, _, width = batch.g.shape
+        batch.gx = batch.g.astype(self.dtype)
+        batch.width = width
+        batch.n_bytes = 8 * -(-width // 64)  # packed bytes per row, in whole uint64 words
+        batch.best = np.full(n_blocks, -1.0)
+        batch.gdt = np.zeros((n_blocks, len(GDT_CUTOFFS)))
+        batch.gdt_factor = 1.0 + np.square(GDT_CUTOFFS)[None, :] / batch.d0sq[:, None]
+        batch.long_enough = batch.n_aligned > 3
+        batch.ones = np.ones(width, dtype=self.dtype)
+        return batch
+
+    def finish(self, batch: Batch):
+        return batch.best, batch.gdt
+
+    def coefficients(self, stats):
+        if len(stats) <= _FIT_ROWS:
+            return superposition_coefficients(stats, np, self.dtype)
+        return np.concatenate([
+            superposition_coefficients(stats[lo : lo + _FIT_ROWS], np, self.dtype)
+            for lo in range(0, len(stats), _FIT_ROWS)
+        ])
+
+    def _chunks(self, block, width):
+        """Row ranges [lo, hi) of at most chunk elements, and the pair segments inside each."""
+        step = max(1, self.chunk // width)
+        change = np.flatnonzero(block[1:] != block[:-1]) + 1
+        bounds = np.concatenate([[0], change, [len(block)]])
+        for lo in range(0, len(block), step):
+            hi = min(len(block), lo + step)
+            first, last = np.searchsorted(bounds, lo, side="right") - 1, np.searchsorted(bounds, hi, side="left")
+            edges = np.clip(bounds[first : last + 1], lo, hi)
+            yield lo, hi, edges
+
+    def evaluate(self, batch: Batch, coef, block, cut):
+        """Scores (into batch.best, batch.gdt) and packed new selections of every row.
+
+        The products give u = (d^2 + d0^2) / (cut^2 + d0^2) per residue: the selection is u < 1, and the row's
+        TM sum (of 1 / (1 + d^2 / d0^2)) is d0^2 / (cut^2 + d0^2) * sum(1 / u): two passes and a compare.
+        """
+        width, dtype = batch.width, self.dtype
+        d0sq = batch.d0sq[block]
+        scale = 1.0 / (np.square(cut)[block] + d0sq)
+        coef = coef * scale[:, None].astype(dtype)
+        coef[:, 15] += (d0sq * scale).astype(dtype)
+        weight = d0sq * scale
+        thresholds = (np.square(GDT_CUTOFFS)[None, :] + d0sq[:, None]) * scale[:, None]  # GDT cut-offs in u
+        packed = np.zeros((len(block), batch.n_bytes), dtype=np.uint8)
+        n_sel = np.empty(len(block), dtype=np.int64)
+        one = dtype.type(1.0)
+        for lo, hi, edges in self._chunks(block, width):
+            n = hi - lo
+            u = self._buffer("u", (n, width), dtype)
+            for s, e in zip(edges[:-1], edges[1:]):
+                np.matmul(coef[s:e], batch.gx[block[s]], out=u[s - lo : e - lo])
+            work = self._buffer("work", (n, width), dtype)
+            np.reciprocal(u, out=work)
+            score = np.matmul(work, batch.ones) * weight[lo:hi]  # float64: sum of 1 / (1 + d^2 / d0^2)
+            below = self._buffer("below", (n, width), np.bool_)
+            np.less(u, one, out=below)
+            bits = np.packbits(below, axis=-1)
+            counts = np.bitwise_count(bits).sum(axis=-1, dtype=np.int64)
+            short = np.flatnonzero((counts < 3) & batch.long_enough[block[lo:hi]])
+            if len(short):
+                rows = lo + short
+                d2 = u[short] / scale[rows, None] - d0sq[rows, None]
+                chosen = relieved(d2, cut[block[rows]], np, _third_smallest_np)
+                bits[short] = np.packbits(chosen, axis=-1)
+                counts[short] = chosen.sum(axis=-1)
+            packed[lo:hi, : bits.shape[1]] = bits
+            n_sel[lo:hi] = counts
+            starts = edges[:-1] - lo
+            ids = block[edges[:-1]]
+            top = np.maximum.reduceat(score, starts)
+            batch.best[ids] = np.maximum(batch.best[ids], top)
+            batch.gdt_u = thresholds[edges[:-1]].astype(dtype)
+            self._gdt(batch, u, top, np.maximum.reduceat(counts, starts), edges, ids, cut[ids])
+        return packed, n_sel
+
+    def _gdt(self, batch: Batch, u, top, top_sel, edges, ids, cut):
+        """Best GDT counts per pair, skipping the cut-offs that no row of the chunk could raise.
+
+        A row's count below c is at most its TM sum times 1 + c^2 / d0^2 (every residue closer than c adds at
+        least 1 / (1 + c^2 / d0^2) to it), at most its selection's size when c is under the selection cut-off,
+        and at most the pair's residues; where that bound of the chunk's best row cannot pass a pair's best
+        count so far, counting could not raise the maximum.
+        """
+        bound = top[:, None] * batch.gdt_factor[ids] * (1.0 + 1e-4) + 1e-3
+        bound = np.minimum(bound, batch.n_aligned[ids, None])
+        inside = np.asarray(GDT_CUTOFFS)[None, :] < cut[:, None]
+        bound = np.where(inside, np.minimum(bound, top_sel[:, None]), bound)
+        below = self._buffer("below", u.shape, np.bool_)
+        starts = edges[:-1] - edges[0]
+        for k in np.flatnonzero((bound > batch.gdt[ids]).any(axis=0)):
+            for j, (s, e) in enumerate(zip(starts, edges[1:] - edges[0])):  # one cut-off per pair: a scalar
+                np.less(u[s:e], batch.gdt_u[j][k], out=below[s:e])
+            count = _row_counts(below)
+            batch.gdt[ids, k] = np.maximum(batch.gdt[ids, k], np.maximum.reduceat(count, starts))
+
+    def next_rows(self, block, packed, n_sel, current):
+        """Rows to refit: one per distinct new selection of a pair, none where a row with it has converged.
+
+        A converged row's next fit would repeat its last one, and rows with the same selection have the same
+        future; dropping them changes no score (the search is deterministic), only the work.
+        """
+        live = np.flatnonzero(n_sel > 0)
+        if len(live) == 0:
+            return live
+        words = packed[live].view(np.uint64)
+        blocks = block[live]
+        key = blocks.astype(np.uint64) * np.uint64(_HASH[0])
+        for j in range(words.shape[1]):
+            key = (key ^ words[:, j]) * np.uint64(_HASH[1 + j % 2])
+        key ^= key >> np.uint64(31)
+        _, first, group = np.unique(key, return_index=True, return_inverse=True)
+        same = first[group]
+        if not (np.array_equal(words, words[same]) and np.array_equal(blocks, blocks[same])):  # a hash collision
+            keys = np.concatenate([blocks.astype("<u8").view(np.uint8).reshape(-1, 8), packed[live]], axis=1)
+            keys = np.ascontiguousarray(keys).view(np.dtype((np.void, keys.shape[1]))).ravel()
+            _, first, group = np.unique(keys, return_index=True, return_inverse=True)
+        dead = np.zeros(len(first), dtype=bool)
+        if current is not None:
+            converged = (packed[live] == current[live]).all(axis=1)
+            dead[group[converged]] = True
+        return np.sort(live[first[~dead]])
+
+    def selection_stats(self, batch: Batch, packed, block):
+        """Sums (M, 16) over each row's selection, float64."""
+        width = batch.width
+        out = np.empty((len(block), _N_STATS))
+        for lo, hi, edges in self._chunks(block, width):
+            mask = self._buffer("mask", (hi - lo, width), self.dtype)
+            np.copyto(mask, np.unpackbits(packed[lo:hi], axis=1, count=width))
+            for s, e in zip(edges[:-1], edges[1:]):
+                out[s:e] = mask[s - lo : e - lo] @ batch.gx[block[s], :_N_STATS].T
+        return out
+
+
+def _row_counts(below):
+    """True values per row of a (n, W) boolean array, W a multiple of 8: summed as bytes packed in words."""
+    n, width = below.shape
+    words = below.view(np.uint64)
+    total = np.zeros(n, dtype=np.int64)
+    for lo in range(0, width // 8, 255):  # a byte lane of a word sum holds at most 255
+        lanes = words[:, lo : lo + 255].sum(axis=-1, dtype=np.uint64)
+        total += lanes.view(np.uint8).reshape(n, 8).sum(axis=-1, dtype=np.int64)
+    return total
+
+
+def _third_smallest_np(rows):
+    return np.partition(rows, 2, axis=-1)[:, 2]
+
+
+class TorchSearch(_Search):
+    """torch kernels for a GPU: rows gathered with their pair's features, one batched product per chunk."""
+
+    def __init__(self, device, dtype, chunk: int | None = None):
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.dtype = dtype
+        on_cpu = self.device.type == "cpu"
+        self.chunk = chunk or (1 << 17 if on_cpu else 1 << 22)
+        self.max_rows = 1 << 17 if on_cpu else 1 << 21  # a GPU wants every pair of a 1,024-pair run at once
+
+    def _tensor(self, value, dtype=None):
+        return self.torch.as_tensor(value, dtype=dtype, device=self.device)
+
+    def start(self, batch: Batch):
+        torch = self.torch
+        n_blocks, _, width = batch.g.shape
+        batch.gx = self._tensor(batch.g, self.dtype)
+        batch.width = width
+        batch.n_words = -(-width // 64)
+        batch.d0sq_t = self._tensor(batch.d0sq, torch.float64)
+        batch.cuts = tuple(self._tensor(c, torch.float64) for c in batch.cuts)
+        batch.long_enough_t = self._tensor(batch.n_aligned > 3)
+        batch.best = torch.full((n_blocks,), -1.0, dtype=torch.float64, device=self.device)
+        batch.gdt = torch.zeros((n_blocks, len(GDT_CUTOFFS)), dtype=torch.float64, device=self.device)
+        batch.cut2 = self._tensor(np.square(GDT_CUTOFFS), self.dtype)
+        batch.seed_stats = self._tensor(batch.seed_stats, torch.float64)
+        batch.seed_block = self._tensor(batch.seed_block)
+        batch.shifts = torch.arange(8, device=self.device, dtype=torch.uint8)
+        return batch
+
+    def finish(self, batch: Batch):
+        return batch.best.cpu().numpy(), batch.gdt.cpu().numpy()
+
+    def coefficients(self, stats):
+        step = _FIT_ROWS if self.device.type == "cpu" else 1 << 22
+        parts = [superposition_coefficients(stats[lo : lo + step], self.torch, self.dtype)
+                 for lo in range(0, len(stats), step)]
+        return parts[0] if len(parts) == 1 else self.torch.cat(parts)
+
+    def _pack(self, below):
+        torch, n = self.torch, below.shape[0]
+        padded = torch.nn.functional.pad(below.to(torch.uint8), (0, -below.shape[1] % 64))
+        weights = torch.bitwise_left_shift(torch.ones_like(self.batch_shifts), self.batch_shifts)
+        packed = (padded.view(n, -1, 8) * weights).sum(dim=-1, dtype=torch.uint8)
+        return packed.view(torch.int64)
+
+    def _unpack(self, words, width):
+        torch, n = self.torch, words.shape[0]
+        packed = words.contiguous().view(torch.uint8)
+        bits = torch.bitwise_and(torch.bitwise_right_shift(packed[:, :, None], self.batch_shifts), 1)
+        return bits.view(n, -1)[:, :width]
+
+    def evaluate(self, batch: Batch, coef, block, cut):
+        torch, width = self.torch, batch.width
+        self.batch_shifts = batch.shifts
+        d0sq_row = batch.d0sq_t[block]
+        limit_row = (cut * cut)[block].to(self.dtype)
+        packed = torch.empty((len(block), batch.n_words), dtype=torch.int64, device=self.device)
+        n_sel = torch.empty(len(block), dtype=torch.int64, device=self.device)
+        step = max(1, self.chunk // width)
+        for lo in range(0, len(block), step):
+            hi = min(len(block), lo + step)
+            rows = block[lo:hi]
+            d2 = torch.bmm(coef[lo:hi, None, :], batch.gx[rows]).squeeze(1)
+            score = (d2 + d0sq_row[lo:hi, None].to(self.dtype)).reciprocal_().sum(dim=-1).double() * d0sq_row[lo:hi]
+            below = d2 < limit_row[lo:hi, None]
+            counts = below.sum(dim=-1)
+            short = torch.nonzero((counts < 3) & batch.long_enough_t[rows]).squeeze(1)
+            if len(short):
+                chosen = relieved(d2[short], cut[rows[short]], torch,
+                                  lambda r: torch.kthvalue(r, 3, dim=-1).values)
+                below[short] = chosen
+                counts[short] = chosen.sum(dim=-1)
+            packed[lo:hi] = self._pack(below)
+            n_sel[lo:hi] = counts
+            batch.best.scatter_reduce_(0, rows, score, reduce="amax")
+            gdt = (d2[:, :, None] < batch.cut2).sum(dim=1).double()
+            batch.gdt.scatter_reduce_(0, rows[:, None].expand(-1, len(GDT_CUTOFFS)), gdt, reduce="amax")
+        return packed, n_sel
+
+    def next_rows(self, block, packed, n_sel, current):
+        torch = self.torch
+        live = torch.nonzero(n_sel > 0).squeeze(1)
+        if len(live) == 0:
+            return live
+        words, blocks = packed[live], block[live]
+        key = blocks.to(torch.int64) * _signed(_HASH[0])
+        for j in range(words.shape[1]):
+            key = torch.bitwise_xor(key, words[:, j]) * _signed(_HASH[1 + j % 2])
+        _, group = torch.unique(key, return_inverse=True)
+        order = torch.arange(len(group), device=self.device)
+        first = torch.full((int(group.max()) + 1,), len(group), dtype=order.dtype, device=self.device)
+        first = first.scatter_reduce(0, group, order, reduce="amin")
+        same = first[group]
+        if not (torch.equal(words, words[same]) and torch.equal(blocks, blocks[same])):  # a hash collision
+            _, group = torch.unique(torch.cat([blocks[:, None].to(torch.int64), words], dim=1), dim=0,
+                                    return_inverse=True)
+            first = torch.full((int(group.max()) + 1,), len(group), dtype=order.dtype, device=self.device)
+            first = first.scatter_reduce(0, group, order, reduce="amin")
+        dead = torch.zeros(len(first), dtype=torch.bool, device=self.device)
+        if current is not None:
+            converged = (words == current[live]).all(dim=1)
+            dead[group[converged]] = True
+        return torch.sort(live[first[~dead]]).values
+
+    def selection_stats(self, batch: Batch, packed, block):
+        torch, width = self.torch, batch.width
+        self.batch_shifts = batch.shifts
+        out = torch.empty((len(block), _N_STATS), dtype=torch.float64, device=self.device)
+        step = max(1, self.chunk // width)
+        for lo in range(0, len(block), step):
+            hi = min(len(block), lo + step)
+            mask = self._unpack(packed[lo:hi], width).to(self.dtype)
+            feats = batch.gx[block[lo:hi], :_N_STATS]  # (n, 16, W)
+            out[lo:hi] = torch.bmm(feats, mask[:, :, None]).squeeze(-1).double()
+        return out
+
+
+def _signed(value: int) -> int:
+    """An unsigned 64-bit constant as the int64 torch multiplies with (wrapping)."""
+    return value - (1 << 64) if value >= 1 << 63 else value
