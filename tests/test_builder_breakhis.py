@@ -125,3 +125,16 @@ def test_misfiled_paths(tmp_path, relpath, reason):
     with pytest.raises(ValueError) as err:
         builder.read_file(relpath)
     assert err.value.reason.startswith(reason)
+
+
+def test_unknown_name_in_a_patient_folder_is_kept_with_a_note(tmp_path):
+    root = tmp_path / sample.FOLDER
+    relpath = f"{BASE}/benign/SOB/adenosis/SOB_B_A_14-22549AB/40X/SOB_B_A-14-22549AB-40-001 (1).png"
+    path = root / relpath
+    path.parent.mkdir(parents=True)
+    path.write_bytes(sample.encode(sample.tile("adenosis", 40, np.random.default_rng(0))))
+    [kept] = BreakHisBuilder(root).read_file(relpath)
+    assert kept.fields["malignancy"] == "benign" and kept.fields["subtype"] == "adenosis"
+    assert kept.fields["magnification"] == "40X" and kept.fields["patient_id"] == "14-22549AB"
+    assert kept.group_key == "patient:14-22549"
+    assert kept.extra["note"].startswith("name variant: 'SOB_B_A-14-22549AB-40-001 (1).png' is not SOB_")

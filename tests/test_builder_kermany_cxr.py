@@ -40,12 +40,16 @@ def test_features_labels_and_patients(built):
     assert {split: ds[split].num_rows for split in ds} == {k: v for k, v in report.splits.items() if v}
     names = ds["train"].features["finding"].names
     drawn = {name: label for folders in sample.FILES.values() for files in folders.values() for name, label in files}
+    drawn[sample.UNKNOWN_NORMAL] = "normal"
     for split in ds:
         for row in ds[split]:
             name = Path(row["source_path"]).name
             assert names[row["finding"]] == FINDING[drawn[name]]
             assert row["severity"] is None and row["modality"] == "xray" and row["window"] is None
-            patient = name.split("_")[0] if name.startswith("person") else "IM-" + name.split("-")[-2]
+            if name == sample.UNKNOWN_NORMAL:
+                assert row["patient_id"] == "scan_0042"
+                continue
+            patient = name.split("_")[0] if name.startswith("person") else "IM-" + name.split("IM-")[1].split("-")[0]
             assert row["patient_id"] == patient
             row["image"].load()
 
@@ -69,6 +73,32 @@ def test_groups_never_span_splits(built):
     by_path = {e.source_path: e for e in read_manifest(out / TASK)}
     assert by_path["train/NORMAL/IM-0125-0001.jpeg"].group == by_path["train/NORMAL/IM-0125-0002.jpeg"].group
     assert by_path["train/NORMAL/NORMAL2-IM-0427-0001.jpeg"].group == "kermany_cxr:patient:IM-0427"
+    # the real IM-XXXX-0001-000N naming: one patient, kept without a note
+    variants = [by_path[f"train/NORMAL/IM-0505-0001-000{n}.jpeg"] for n in (1, 2)]
+    assert {e.group for e in variants} == {"kermany_cxr:patient:IM-0505"}
+    assert all(e.status == "kept" and e.reason == "" for e in variants)
+
+
+def test_unknown_name_in_a_class_folder_is_kept_with_a_note(built):
+    _, out, report, _ = built
+    entry = {e.source_path: e for e in read_manifest(out / TASK)}[f"train/NORMAL/{sample.UNKNOWN_NORMAL}"]
+    assert entry.status == "kept" and entry.reason.startswith("name variant: 'scan_0042.jpeg'"), entry
+    assert "patient id 'scan_0042'" in entry.reason and entry.group == "kermany_cxr:patient:scan_0042"
+    assert report.kept_notes == {"name variant": 1}
+    assert "Kept with a note in the manifest: 1 x name variant." in (out / "README.md").read_text()
+
+
+def test_partial_download_builds_with_a_warning(tmp_path):
+    root = sample.make(tmp_path / "src" / sample.FOLDER, bad_files=False)
+    for split in ("test", "val"):
+        for path in sorted((root / split).rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        (root / split).rmdir()
+    assert isinstance(detect_builder(TASK, root), KermanyCXRBuilder)
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    assert any("partial download: no test/ folder" in w for w in report.warnings), report.warnings
+    assert any("no sample of the publisher's test set" in w for w in report.warnings), report.warnings
+    assert all(report.splits[s] > 0 for s in ("train", "validation", "test")), report.splits
 
 
 def test_leaked_test_patient_and_bad_files(built):
@@ -109,6 +139,7 @@ def test_counts_reconcile_and_every_file_is_listed(built):
     ("train/PNEUMONIA/VIRUS-1001471-0002.jpeg", "virus", "1001471"),
     ("train/PNEUMONIA/person1946_bacteria_4874.jpeg", "bacteria", "person1946"),
     ("test/NORMAL/NORMAL2-IM-0007-0001.jpeg", "NORMAL", "IM-0007"),
+    ("train/NORMAL/IM-0505-0001-0002.jpeg", "NORMAL", "IM-0505"),
 ])
 def test_both_releases_namings(tmp_path, path, label, patient):
     info = KermanyCXRBuilder(tmp_path).parse_path(path)

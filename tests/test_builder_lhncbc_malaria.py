@@ -74,8 +74,6 @@ def test_bad_inputs_are_named(built):
         "Uninfected/Thumbs.db": "stray file: Thumbs.db is a Windows thumbnail cache, not a cell image",
         f"cell_images/Parasitized/{first}":
             "stray file: cell_images/ inside cell_images/ is the Kaggle mirror's nested second copy",
-        "Parasitized/C102P63ThinF_IMG_20150918_161826.png":
-            "file name 'C102P63ThinF_IMG_20150918_161826.png' is not <smear image>_cell_<n>.png",
         f"Parasitized/{first}": f"label conflict: identical content at lhncbc_malaria/{copy} carries another label",
         copy: f"label conflict: identical content at lhncbc_malaria/Parasitized/{first} carries another label",
     }
@@ -83,6 +81,14 @@ def test_bad_inputs_are_named(built):
     damaged = [p for p in rejected if p.startswith("Uninfected/C4thinF")]
     assert len(damaged) == 1 and rejected.pop(damaged[0]).startswith("cannot decode image")
     assert rejected == expected
+    # a valid cell image without _cell_<n> in its name: kept, its slide read from the name, noted
+    variant = by_path["Parasitized/C102P63ThinF_IMG_20150918_161826.png"]
+    assert variant.status == "kept" and variant.reason == (
+        "name variant: 'C102P63ThinF_IMG_20150918_161826.png' is not <smear image>_cell_<n>.png; kept as "
+        "Parasitized (its folder), slide 'C102P63'"
+    ), variant
+    same_slide = [e for p, e in by_path.items() if p.startswith("Parasitized/C102P63ThinF_IMG_20150918_161826_cell_")]
+    assert same_slide and {e.group for e in same_slide} == {variant.group}
 
 
 def test_counts_reconcile_and_every_file_is_listed(built):
@@ -90,7 +96,7 @@ def test_counts_reconcile_and_every_file_is_listed(built):
     entries = read_manifest(out / TASK)
     counts = report.sources[0].counts
     assert sum(counts.values()) == len(entries)
-    assert counts == {"kept": len(sample.SMEARS) * 3 - 1, "moved": 0, "dropped": 0, "rejected": 7}
+    assert counts == {"kept": len(sample.SMEARS) * 3, "moved": 0, "dropped": 0, "rejected": 6}
     on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != PROVENANCE_FILE}
     assert {e.source_path for e in entries} == on_disk
 

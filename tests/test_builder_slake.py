@@ -26,7 +26,7 @@ def built(tmp_path_factory):
     ds = load_dataset(str(out), TASK, cache_dir=str(tmp_path_factory.mktemp("hf_cache")))
     items = {
         f"{name}:{item['qid']}": item
-        for name in ("train", "validation", "test")
+        for name in sample.SPLIT_FILES.values()
         for item in json.loads((root / f"{name}.json").read_text())
     }
     return root, out, report, ds, items
@@ -77,3 +77,15 @@ def test_bad_items_and_files_are_named(built):
     assert sum(report.sources[0].counts.values()) == len(entries)
     files = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != PROVENANCE_FILE}
     assert {e.source_path for e in entries if ":row" not in e.source_path} == files
+
+
+def test_real_file_names_and_a_partial_download(tmp_path):
+    root = sample.make(tmp_path / "src", bad_files=False)
+    assert (root / "validate.json").is_file() and not (root / "validation.json").exists()
+    assert {p.name for p in root.glob("*.json")} - {PROVENANCE_FILE} == {"train.json", "validate.json", "test.json"}
+    (root / "test.json").unlink()
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    assert any("partial download: no test.json" in w for w in report.warnings), report.warnings
+    assert report.splits["test"] > 0 and report.counts["rejected"] == 0
+    kept = {e.sample_id.split(":")[0] for e in report.entries if e.status == "kept" and e.sample_id}
+    assert kept == {"train", "validate"}

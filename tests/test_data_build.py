@@ -63,7 +63,10 @@ def test_manifest_accounts_for_every_file(built, folder):
     assert listed == _source_files(source_root)
     assert sum(source.counts.values()) == len(entries)
     for e in entries:
-        assert (e.reason != "") == (e.status in ("dropped", "rejected", "moved") or e.sample_id is None)
+        if e.status == "kept" and e.sample_id:  # a kept sample says nothing, or notes a name variant it kept
+            assert e.reason == "" or e.reason.startswith("name variant: "), e
+        else:
+            assert (e.reason != "") == (e.status in ("dropped", "rejected", "moved") or e.sample_id is None), e
 
 
 @pytest.mark.parametrize("task", ["brain_tumor", "diabetic_retinopathy"])
@@ -113,6 +116,8 @@ def test_brain_tumor_duplicates_and_bad_files(built):
     assert {p for p, e in entries.items() if e.split == "test"} == test_files
     report = reports["brain_tumor"]
     assert report.duplicates["near-duplicate pairs"] == 1 and report.duplicates["exact duplicate pairs"] == 1
+    assert report.duplicates["largest group (samples)"] == 2, "chaining must not swallow a class or the source"
+    assert "Near-duplicate search: two hashes of the normalised image must agree" in (out / "README.md").read_text()
     card = (out / "README.md").read_text()
     assert "Patient-level disjointness cannot be guaranteed" in card
 
@@ -129,6 +134,10 @@ def test_oct_leaked_patient_is_dropped_and_val_rejoins_test(built):
     assert val and all(e.split == "test" for e in val)
     assert by_path["train/DME/CNV-9200-1.jpeg"].reason == "file name class 'CNV' differs from its folder 'DME'"
     assert by_path["train/GA/GA-9100-1.jpeg"].reason.startswith("class folder 'GA'")
+    # a valid image of a class folder under an unknown name is kept, its id noted
+    variant = by_path["train/NORMAL/normal_scan_final.jpeg"]
+    assert variant.status == "kept" and variant.group == "oct2017:patient:normal_scan_final", variant
+    assert variant.reason.startswith("name variant: 'normal_scan_final.jpeg' is not CLASS-PATIENTID-N.jpeg")
     # one patient's images share a group, named by the patient
     groups = {e.group for e in entries if e.source_path.startswith("test/CNV/CNV-") and e.status == "kept"}
     assert all(g.startswith("oct2017:patient:") for g in groups)

@@ -115,7 +115,11 @@ def test_arrays_are_cached_as_binary_side_files_and_rebuild_identically(tmp_path
     out = tmp_path / "multimed"
     first = build_dataset("motor_imagery", [source], out, progress=False)
     cache = out / ".build_cache" / "motor_imagery"
-    assert list((cache / "eegmmidb.arrays").glob("*.npy")), "epochs were not written as .npy side files"
+    side_files = list((cache / "eegmmidb.arrays").glob("*.bin"))
+    edf_runs = [e for e in first.entries if e.source_path.endswith(".edf") and e.status == "kept"]
+    assert side_files, "epochs were not written as binary side files"
+    # one side file per validated file holding arrays, never one per epoch
+    assert len(side_files) <= len({e.source_path for e in edf_runs}) < len(edf_runs)
     assert (cache / "eegmmidb.jsonl").stat().st_size < 200_000, "the JSON cache holds the arrays as text"
     again = build_dataset("motor_imagery", [source], out, progress=False)  # every file from the cache
     clean = build_dataset("motor_imagery", [source], tmp_path / "clean", progress=False)

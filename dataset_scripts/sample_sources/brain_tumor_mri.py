@@ -25,7 +25,8 @@ def _slice(label: str, rng: np.random.Generator, size: int) -> np.ndarray:
     shape = (size, size)
     cy, cx = size * rng.uniform(0.45, 0.55), size * rng.uniform(0.45, 0.55)
     ry, rx = size * rng.uniform(0.33, 0.42), size * rng.uniform(0.28, 0.38)
-    head = blob(shape, (cy, cx), (ry, rx)) * (0.45 + 0.2 * smooth_noise(shape, rng, scale=max(4, size // 10)))
+    # an irregular outline and tissue texture of its own: slices differ in shape, not only in size and position
+    head = blob(shape, (cy, cx), (ry, rx), rng) * (0.45 + 0.3 * smooth_noise(shape, rng, scale=max(4, size // 10)))
     if label == "glioma":
         side = rng.choice([-1, 1])
         head += 0.5 * blob(shape, (cy + rng.uniform(-0.2, 0.1) * ry, cx + side * 0.45 * rx), (0.3 * ry, 0.3 * rx), rng)

@@ -2,7 +2,8 @@
 
 Class-dependent signal on small grey radiographs: bacterial pneumonia a dense lobar opacity in one lung, viral
 pneumonia a diffuse streaky pattern in both, normal clear lungs. File names follow the release
-(``personN_bacteria_M.jpeg``, ``personN_virus_M.jpeg``, ``IM-XXXX-YYYY.jpeg``, ``NORMAL2-IM-XXXX-YYYY.jpeg``).
+(``personN_bacteria_M.jpeg``, ``personN_virus_M.jpeg``, ``IM-XXXX-YYYY.jpeg``, ``NORMAL2-IM-XXXX-YYYY.jpeg``, and the
+real train set's ``IM-XXXX-0001-000N.jpeg``), plus one normal image under a name no release uses (kept, noted).
 Includes Kaggle's small ``val/``, a test patient with training images (the leak the split repair drops), a file
 whose name and folder disagree, damaged files, the archive's nested copy and macOS metadata, and stray files.
 """
@@ -15,9 +16,11 @@ import numpy as np
 
 from dataset_scripts.sample_sources._draw import bad_jpeg_files, blob, smooth_noise, to_jpeg, write_provenance
 
-__all__ = ["FOLDER", "make", "make_kermany_cxr", "FILES"]
+__all__ = ["FOLDER", "make", "make_kermany_cxr", "FILES", "UNKNOWN_NORMAL"]
 
 FOLDER = "chest_xray"
+#: A valid normal image under a name no release uses: kept (its folder says normal), noted in the manifest.
+UNKNOWN_NORMAL = "scan_0042.jpeg"
 
 #: split -> folder -> (file name, drawn class); person numbers and image counters as the release spreads them
 FILES = {
@@ -26,6 +29,8 @@ FILES = {
             ("IM-0115-0001.jpeg", "normal"), ("IM-0117-0001.jpeg", "normal"), ("IM-0119-0001.jpeg", "normal"),
             ("IM-0122-0001.jpeg", "normal"), ("IM-0125-0001.jpeg", "normal"), ("IM-0125-0002.jpeg", "normal"),
             ("NORMAL2-IM-0427-0001.jpeg", "normal"), ("NORMAL2-IM-0429-0001.jpeg", "normal"),
+            # the real train/NORMAL's third naming (133 files): IM-XXXX-0001-000N
+            ("IM-0505-0001-0001.jpeg", "normal"), ("IM-0505-0001-0002.jpeg", "normal"),
         ],
         "PNEUMONIA": [
             ("person1_bacteria_1.jpeg", "bacteria"), ("person1_bacteria_2.jpeg", "bacteria"),
@@ -97,6 +102,7 @@ def make_kermany_cxr(root, *, seed=3, bad_files=True) -> Path:
         # a pneumonia file name in the NORMAL folder, an unknown naming, damaged files
         (root / "train" / "NORMAL" / "person30_virus_69.jpeg").write_bytes(to_jpeg(_radiograph("virus", rng)))
         (train_p / "pneumonia_case_12.jpeg").write_bytes(to_jpeg(_radiograph("bacteria", rng)))
+        (root / "train" / "NORMAL" / UNKNOWN_NORMAL).write_bytes(to_jpeg(_radiograph("normal", rng)))
         good = (train_p / "person3_bacteria_10.jpeg").read_bytes()
         for (kind, data), name in zip(bad_jpeg_files(good).items(), ("person31_bacteria_70.jpeg",
                                                                       "person32_bacteria_71.jpeg",

@@ -24,6 +24,7 @@ SMEARS = (
     ("Parasitized", "C100P61ThinF_IMG_20150918_144104"), ("Parasitized", "C100P61ThinF_IMG_20150918_144348"),
     ("Parasitized", "C101P62ThinF_IMG_20150918_151006"), ("Parasitized", "C102P63ThinF_IMG_20150918_161826"),
     ("Parasitized", "C39P4thinF_original_IMG_20150622_105253"), ("Parasitized", "C103P61ThinF_IMG_20150919_101012"),
+    ("Parasitized", "C33P1thinF_IMG_20150619_114756a"),  # the real set's letter after the time
     ("Uninfected", "C100P61ThinF_IMG_20150918_144823"), ("Uninfected", "C1_thinF_IMG_20150604_104722"),
     ("Uninfected", "C2NThinF_IMG_20150604_114631"), ("Uninfected", "C3thinF_IMG_20150608_162922"),
     ("Uninfected", "C4thinF_IMG_20150604_122934"), ("Uninfected", "C5thinF_IMG_20150609_121944"),

@@ -36,8 +36,10 @@ def draw_organ(organ: str, mass: str | None, rng: np.random.Generator, size: int
         for side in (-1, 1):
             image -= 0.45 * blob(shape, (c, c + side * 0.2 * size), (0.3 * size, 0.13 * size), rng)
     elif organ == "HEAD":
-        skull = blob(shape, (c, c), (0.42 * size, 0.36 * size))
-        image = 0.8 * skull - 0.5 * blob(shape, (c, c), (0.37 * size, 0.31 * size))
+        skull = blob(shape, (c, c), (0.42 * size, 0.36 * size), rng)  # each head its own outline and ventricles
+        image = 0.8 * skull - 0.5 * blob(shape, (c, c), (0.37 * size, 0.31 * size), rng)
+        image += 0.3 * blob(shape, (c + rng.uniform(-0.12, 0.12) * size, c + rng.uniform(-0.12, 0.12) * size),
+                            (rng.uniform(0.06, 0.14) * size, rng.uniform(0.04, 0.1) * size), rng)
     else:
         image = 0.45 * blob(shape, (c, c), (0.4 * size, 0.45 * size), rng)
         image += 0.25 * blob(shape, (c - 0.1 * size, c - 0.15 * size), (0.15 * size, 0.12 * size))

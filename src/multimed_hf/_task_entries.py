@@ -74,7 +74,8 @@ KERMANY_CXR = SourceSpec(
     homepage="https://data.mendeley.com/datasets/rscbjbr9sj",
     layout=(
         "chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/; Kaggle names pneumonia files personN_bacteria_M.jpeg or "
-        "personN_virus_M.jpeg and normal files IM-XXXX-YYYY.jpeg or NORMAL2-IM-XXXX-YYYY.jpeg; Mendeley's release "
+        "personN_virus_M.jpeg and normal files IM-XXXX-YYYY.jpeg, NORMAL2-IM-XXXX-YYYY.jpeg or (133 in train) "
+        "IM-XXXX-0001-000N.jpeg; Mendeley's release "
         "(train/ and test/ only) names them NORMAL|BACTERIA|VIRUS-<patient>-<n>.jpeg"
     ),
     grouping=(
@@ -262,7 +263,8 @@ CBIS_DDSM = SourceSpec(
     ),
     grouping="patient (P_xxxxx; a patient can be in the mass and the calc sets)",
     expected_files={"full mammograms": 3103},
-    label_map={"malignancy": {"benign": "benign", "malignant": "malignant"}},
+    # the CSVs' pathology names; a mammogram is malignant when any of its abnormalities is
+    label_map={"malignancy": {"MALIGNANT": "malignant", "BENIGN": "benign", "BENIGN_WITHOUT_CALLBACK": "benign"}},
     notes=(
         "One sample per full mammogram, a 16-bit grey PNG of the stored pixel values (MONOCHROME1 inverted, "
         "no display window applied); malignant when any of its "
@@ -469,6 +471,34 @@ PBMC68K_REDUCED = SourceSpec(
     ),
 )
 
+CELLXGENE = SourceSpec(
+    name="cellxgene",
+    title="CELLxGENE-schema AnnData files (CZ CELLxGENE Discover / Census downloads, or any such .h5ad)",
+    modality="scrna",
+    citation=(
+        "@article{czi2025cellxgene, title={CZ CELLxGENE Discover: a single-cell data platform for scalable "
+        "exploration, analysis and modeling of aggregated data}, author={{CZI Cell Science Program} and Abdulla, "
+        "Shibla and Aevermann, Brian and others}, journal={Nucleic Acids Research}, volume={53}, number={D1}, "
+        "pages={D886--D900}, year={2025}}"
+    ),
+    license="per dataset (most CELLxGENE datasets are CC-BY-4.0; check each collection)",
+    redistributable=False,
+    homepage="https://cellxgene.cziscience.com/datasets",
+    layout=(
+        "a folder of .h5ad files in the CELLxGENE schema (obs cell_type, cell_type_ontology_term_id, donor_id, "
+        "tissue, assay, disease; var indexed by Ensembl id with feature_name; raw counts in raw.X or X), or "
+        "scanpy-style files (obs celltype / cell_ontology_class ..., donor / individual ...; var gene_ids)"
+    ),
+    grouping="donor (donor_id; across the folder's files)",
+    notes=(
+        "Files are read backed (anndata backed='r') in row chunks, so a file larger than memory is never loaded "
+        "whole. Genes are keyed by Ensembl id (feature_name kept as the name); the panel is the union of the "
+        "files' genes (policy, names and each file's detected normalisation in gene_panels.json beside the "
+        "shards); expression_matrix names the matrix stored and its normalisation (raw counts or "
+        "log1p-normalised). Not redistributed: each collection keeps its own terms."
+    ),
+)
+
 SC_EXPRESSION_ATLAS = SourceSpec(
     name="sc_expression_atlas",
     title="EMBL-EBI Single Cell Expression Atlas",
@@ -579,15 +609,15 @@ SLAKE = SourceSpec(
     redistributable=True,
     homepage="https://www.med-vqa.com/slake/",
     layout=(
-        "imgs/xmlabN/source.jpg (with mask.png and detection.json beside it) + train.json, validation.json, "
+        "imgs/xmlabN/source.jpg (with mask.png and detection.json beside it) + train.json, validate.json, "
         "test.json (qid, img_id, img_name xmlabN/source.jpg, question, answer, answer_type, q_lang en/zh, "
         "modality, location, content_type)"
     ),
     grouping="image (all questions on one image together; exact and near-duplicate images grouped too)",
     expected_files={"642 images + 3 JSON": 645},
     notes=(
-        "English and Chinese questions are both kept (the language column tells them apart). validation.json "
-        "is read as training data; validation is drawn from training images."
+        "English and Chinese questions are both kept (the language column tells them apart). validate.json "
+        "(validation.json in some copies) is read as training data; validation is drawn from training images."
     ),
 )
 
@@ -684,6 +714,10 @@ register_task(TaskSpec(
         LabelSpec("subtype", "class", (
             "adenosis", "fibroadenoma", "phyllodes_tumor", "tubular_adenoma",
             "ductal_carcinoma", "lobular_carcinoma", "mucinous_carcinoma", "papillary_carcinoma",
+        ), parent_label="malignancy", parent_of=(
+            ("adenosis", "benign"), ("fibroadenoma", "benign"), ("phyllodes_tumor", "benign"),
+            ("tubular_adenoma", "benign"), ("ductal_carcinoma", "malignant"), ("lobular_carcinoma", "malignant"),
+            ("mucinous_carcinoma", "malignant"), ("papillary_carcinoma", "malignant"),
         )),
     ),
     metrics=("accuracy", "macro_f1"),
@@ -789,9 +823,11 @@ register_task(TaskSpec(
     ),
     metadata=(
         C("tissue", "string"), C("organ", "string"), C("donor", "string"),
-        C("expression_matrix", "string", "which matrix of the file the values are: layers/counts, raw/X or X"),
+        C("expression_matrix", "string",
+          "which matrix of the file the values are (layers/counts, raw/X or X), with its detected normalisation "
+          "where the source states it, e.g. 'raw/X (raw counts)'"),
     ),
-    sources=(PBMC68K_REDUCED, SC_EXPRESSION_ATLAS),
+    sources=(PBMC68K_REDUCED, CELLXGENE, SC_EXPRESSION_ATLAS),
 ))
 
 register_task(TaskSpec(

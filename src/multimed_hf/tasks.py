@@ -78,6 +78,10 @@ class LabelSpec:
     bins: tuple[float, ...] = ()
     #: The task's metrics that apply to this label; empty means all of them.
     metrics: tuple[str, ...] = ()
+    #: A coarser label column this one refines (breast_cancer: subtype -> malignancy), and each class's parent
+    #: class there, as ``((class, parent class), ...)``; the builders check a sample's two labels against it.
+    parent_label: str = ""
+    parent_of: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
         if self.kind not in LABEL_KINDS:
@@ -90,6 +94,11 @@ class LabelSpec:
     @property
     def num_classes(self) -> int:
         return len(self.names)
+
+    @property
+    def parents(self) -> dict[str, str]:
+        """``{class: its class in parent_label}`` (empty without a hierarchy)."""
+        return dict(self.parent_of)
 
 
 @dataclass(frozen=True)
@@ -135,8 +144,10 @@ class TaskSpec:
     inputs: tuple[ColumnSpec, ...]
     metadata: tuple[ColumnSpec, ...] = ()
     sources: tuple[SourceSpec, ...] = ()
-    #: Perceptual-hash Hamming distance (of 64 bits) at or below which two images are near duplicates.
-    near_duplicate_distance: int = 6
+    #: Near duplicates: two images whose normalised DCT hash (64 bits) differs in at most this many bits...
+    near_duplicate_distance: int = 10
+    #: ... and whose wavelet hash (64 bits) differs in at most this many (both must agree; see data/images.py).
+    near_duplicate_second_distance: int = 6
     #: Train/validation/test fractions where the publisher has no split (by a hash of the group id).
     split_fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
     #: Where the publisher has a test split: fraction of the training groups that become validation.
@@ -172,6 +183,13 @@ class TaskSpec:
         if dupes:
             raise ValueError(f"task {self.name!r}: column names repeat: {dupes}")
         for label in self.labels:
+            if label.parent_label:
+                parent = self.label(label.parent_label)
+                if set(label.parents) != set(label.names) or not set(label.parents.values()) <= set(parent.names):
+                    raise ValueError(
+                        f"task {self.name!r}, label {label.name!r}: parent_of must give each of {label.names} a "
+                        f"class of {parent.name!r} {parent.names}; got {label.parents}"
+                    )
             stray = sorted(set(label.metrics) - set(self.metrics))
             if stray:
                 raise ValueError(

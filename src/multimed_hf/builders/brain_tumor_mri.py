@@ -16,6 +16,12 @@ class BrainTumorMRIBuilder(ImageFolderBuilder):
     task = "brain_tumor"
     source = "brain_tumor_mri"
 
+    split_folders = _SPLITS
+
+    @classmethod
+    def class_folders(cls) -> tuple[str, ...]:
+        return tuple(cls.spec().label_map["tumor"])
+
     @classmethod
     def detect(cls, root: Path) -> bool:
         classes = set(cls.spec().label_map["tumor"])

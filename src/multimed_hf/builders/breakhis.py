@@ -2,7 +2,8 @@
 
 A file is ``SOB_<B|M>_<subtype letters>-<year>-<slide id>-<magnification>-<seq>.png`` inside the patient folder
 ``SOB_<B|M>_<subtype letters>_<year>-<slide id>``; the path says the class, subtype, patient and magnification
-twice, and a file whose name and folders disagree is rejected, naming the disagreement. The label columns are
+twice, and a file whose name and folders disagree is rejected, naming the disagreement; a valid image in a patient
+folder under another name is kept with what its folders say, noted in the manifest. The label columns are
 ``malignancy`` and ``subtype``; ``magnification`` is ``40X``/``100X``/``200X``/``400X``.
 
 Grouping is by patient, never by image: the group is the id without its slide letters (``14-22549AB``,
@@ -28,7 +29,6 @@ SUBTYPE_LETTERS = {
     "ductal_carcinoma": "DC", "lobular_carcinoma": "LC", "mucinous_carcinoma": "MC", "papillary_carcinoma": "PC",
 }
 _CLASS_LETTER = {"benign": "B", "malignant": "M"}
-_BENIGN = ("adenosis", "fibroadenoma", "phyllodes_tumor", "tubular_adenoma")
 _FOLDER = re.compile(r"^SOB_([BM])_([A-Z]+)_(\d+-\d+)([A-Z]*)$")
 _NAME = re.compile(r"^SOB_([BM])_([A-Z]+)-(\d+-\d+)([A-Z]*)-(\d+)-(\d+)\.png$", re.IGNORECASE)
 _MAGNIFICATIONS = ("40X", "100X", "200X", "400X")
@@ -56,7 +56,7 @@ class BreakHisBuilder(ImageFolderBuilder):
             raise BadSourceFile(f"class folder {cls_folder!r} is not benign or malignant")
         if subtype not in SUBTYPE_LETTERS:
             raise BadSourceFile(f"subtype folder {subtype!r} is not one of {sorted(SUBTYPE_LETTERS)}")
-        if (subtype in _BENIGN) != (cls_folder == "benign"):
+        if self.task_spec().label("subtype").parents[subtype] != cls_folder:  # the registry's hierarchy
             raise BadSourceFile(f"folder mismatch: subtype {subtype!r} filed under {cls_folder}/")
         if mag_folder not in _MAGNIFICATIONS:
             raise BadSourceFile(f"magnification folder {mag_folder!r} is not one of {list(_MAGNIFICATIONS)}")
@@ -64,8 +64,25 @@ class BreakHisBuilder(ImageFolderBuilder):
         if folder is None:
             raise BadSourceFile(f"patient folder {patient_folder!r} is not SOB_<B|M>_<subtype>_<year>-<id>")
         match = _NAME.match(name)
-        if match is None:
-            raise BadSourceFile(f"file name {name!r} is not SOB_<B|M>_<subtype>-<year>-<id>-<mag>-<seq>.png")
+        patient_id = folder.group(3) + folder.group(4)
+        expected_letters = {"class letter": _CLASS_LETTER[cls_folder], "subtype letters": SUBTYPE_LETTERS[subtype]}
+        for what, value in zip(expected_letters, folder.groups()[:2]):
+            if value != expected_letters[what]:
+                raise BadSourceFile(
+                    f"name/folder mismatch: {what} {value!r} in the patient folder, {expected_letters[what]!r} in "
+                    "the folders"
+                )
+        if match is None:  # a valid image of a known patient folder: its folders say everything the name would
+            return PathInfo(
+                sample_id=PurePosixPath(name).stem,
+                labels={"malignancy": cls_folder, "subtype": subtype},
+                group_key=f"patient:{folder.group(3)}",
+                fields={"magnification": mag_folder, "patient_id": patient_id},
+                note=(
+                    f"name variant: {name!r} is not SOB_<B|M>_<subtype>-<year>-<id>-<mag>-<seq>.png; kept with its "
+                    f"folders' class, subtype, magnification and patient {patient_id!r}"
+                ),
+            )
         letter, letters, patient, slide, mag, _ = match.groups()
         expected = {
             "class letter": (letter.upper(), folder.group(1), _CLASS_LETTER[cls_folder]),
@@ -83,5 +100,5 @@ class BreakHisBuilder(ImageFolderBuilder):
             sample_id=PurePosixPath(name).stem,
             labels={"malignancy": cls_folder, "subtype": subtype},
             group_key=f"patient:{folder.group(3)}",
-            fields={"magnification": mag_folder, "patient_id": folder.group(3) + folder.group(4)},
+            fields={"magnification": mag_folder, "patient_id": patient_id},
         )

@@ -37,7 +37,6 @@ __all__ = ["CBISDDSMBuilder", "CSV_NAME", "FOLDER_NAME"]
 
 CSV_NAME = re.compile(r"^(mass|calc)_case_description_(train|test)_set\.csv$")
 FOLDER_NAME = re.compile(r"^(Mass|Calc)-(Training|Test)_(P_\d+)_(LEFT|RIGHT)_(CC|MLO)(?:_(\d+))?$")
-_PATHOLOGY = {"MALIGNANT": "malignant", "BENIGN": "benign", "BENIGN_WITHOUT_CALLBACK": "benign"}
 _SPLIT = {"Training": "train", "Test": "test"}
 
 
@@ -134,16 +133,17 @@ class CBISDDSMBuilder(RenderedSlices, SourceBuilder):
         rows = self._rows.get(folder)
         if not rows:
             raise BadSourceFile(f"no case-description CSV row names {folder!r}")
-        unknown = sorted({p for _, p in rows if p not in _PATHOLOGY})
+        pathology = self.spec().label_map["malignancy"]  # the registry's map of the CSVs' pathology names
+        unknown = sorted({p for _, p in rows if p not in pathology})
         if unknown:
-            raise BadSourceFile(f"pathology {unknown} is not one of {sorted(_PATHOLOGY)}")
-        label = "malignant" if any(_PATHOLOGY[p] == "malignant" for _, p in rows) else "benign"
+            raise BadSourceFile(f"pathology {unknown} is not one of {sorted(pathology)}")
+        label = "malignant" if any(pathology[p] == "malignant" for _, p in rows) else "benign"
         png = mammogram_png(self.root / relpath)
         return [Sample(
             sample_id=f"{folder}/{name}", source_path=relpath,
             fields={
                 "image": rendered_ref(relpath, png, view=view), "modality": self.spec().modality,
-                "malignancy": self.canonical("malignancy", label), "patient_id": patient,
+                "malignancy": label, "patient_id": patient,
             },
             group_key=f"patient:{patient}", published_split=_SPLIT[split],
             content_hash=hashlib.sha256(png).hexdigest(),

@@ -1,9 +1,13 @@
 """Kermany pediatric chest X-ray: ``chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg``.
 
 Two namings, one per release: Kaggle's ``personN_bacteria_M.jpeg`` / ``personN_virus_M.jpeg`` and
-``IM-XXXX-YYYY.jpeg`` / ``NORMAL2-IM-XXXX-YYYY.jpeg``; Mendeley's ``NORMAL|BACTERIA|VIRUS-<patient>-<n>.jpeg``.
-The label (normal / bacterial / viral pneumonia) and the patient come from the file name. Kaggle's ``val/``
-(16 images) is too small to validate on: it is training data, and validation is drawn from training patients.
+``IM-XXXX-YYYY.jpeg`` / ``NORMAL2-IM-XXXX-YYYY.jpeg`` (the real train/NORMAL also holds 133
+``IM-XXXX-0001-000N.jpeg``, e.g. ``IM-0505-0001-0002.jpeg``); Mendeley's ``NORMAL|BACTERIA|VIRUS-<patient>-<n>.jpeg``.
+The label (normal / bacterial / viral pneumonia) and the patient come from the file name. A valid image in
+``NORMAL/`` whose name follows none of these is kept (normal, its own patient: the file name's stem) with a
+note in the manifest; in ``PNEUMONIA/`` such a name cannot tell bacterial from viral and is rejected for that.
+Kaggle's ``val/`` (16 images) is too small to validate on: it is training data, and validation is drawn from
+training patients. A partial download (e.g. only ``train/``) builds with a warning.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ __all__ = ["KermanyCXRBuilder"]
 _SPLITS = {"train": "train", "val": "train", "test": "test"}
 _FOLDERS = ("NORMAL", "PNEUMONIA")
 _KAGGLE_PNEUMONIA = re.compile(r"^person(\d+)_(bacteria|virus)_(\d+)\.jpe?g$", re.IGNORECASE)
-_KAGGLE_NORMAL = re.compile(r"^(?:NORMAL2-)?IM-(\d+)-(\d+)\.jpe?g$", re.IGNORECASE)
+_KAGGLE_NORMAL = re.compile(r"^(?:NORMAL2-)?IM-(\d+)-(\d+)(?:-(\d+))?\.jpe?g$", re.IGNORECASE)
 _MENDELEY = re.compile(r"^(NORMAL|BACTERIA|VIRUS)-(\d+)-(\d+)\.jpe?g$", re.IGNORECASE)
 
 
@@ -42,11 +46,16 @@ class KermanyCXRBuilder(ImageFolderBuilder):
     source = "kermany_cxr"
     image_suffixes = (".jpeg", ".jpg")
 
+    split_folders = _SPLITS
+
+    @classmethod
+    def class_folders(cls) -> tuple[str, ...]:
+        return _FOLDERS
+
     @classmethod
     def detect(cls, root: Path) -> bool:
-        return all((root / split).is_dir() for split in ("train", "test")) and any(
-            set(_FOLDERS) <= {p.name for p in (root / split).iterdir()} for split in ("train", "test")
-        )
+        """A split folder holding PNEUMONIA/ (OCT2017's split folders hold NORMAL/ too, never PNEUMONIA/)."""
+        return any((root / split / "PNEUMONIA").is_dir() for split in _SPLITS)
 
     def parse_path(self, relpath: str) -> PathInfo:
         parts = PurePosixPath(relpath).parts
@@ -60,10 +69,17 @@ class KermanyCXRBuilder(ImageFolderBuilder):
         if folder not in _FOLDERS:
             raise BadSourceFile(f"class folder {folder!r} is not one of {list(_FOLDERS)}")
         facts = _name_facts(name)
-        if facts is None:
+        note = ""
+        if facts is None and folder == "PNEUMONIA":
             raise BadSourceFile(
-                f"file name {name!r} matches neither personN_bacteria|virus_M.jpeg, [NORMAL2-]IM-XXXX-YYYY.jpeg "
-                "nor NORMAL|BACTERIA|VIRUS-<patient>-<n>.jpeg"
+                f"file name {name!r} matches neither personN_bacteria|virus_M.jpeg nor BACTERIA|VIRUS-<patient>-<n>"
+                ".jpeg, and its PNEUMONIA folder does not say bacterial or viral: no label"
+            )
+        if facts is None:
+            facts = "NORMAL", PurePosixPath(name).stem
+            note = (
+                f"name variant: {name!r} follows no known naming; kept as normal (its NORMAL folder), patient id "
+                f"{facts[1]!r} (the file name's stem, a group of its own)"
             )
         label, patient = facts
         if (label == "NORMAL") != (folder == "NORMAL"):
@@ -74,4 +90,5 @@ class KermanyCXRBuilder(ImageFolderBuilder):
             group_key=f"patient:{patient}",
             published_split=_SPLITS[split],
             fields={"patient_id": patient},
+            note=note,
         )

@@ -9,6 +9,8 @@ Grouping: a name is ``<slide>thinF_IMG_<date>_<time>_cell_<n>.png`` with the sli
 (e.g. ``C100P61ThinF_IMG_20150918_144104_cell_162.png``). One patient's smear holds several photographed fields
 (the part before ``_cell_``), so the group is the slide code, not the field; slide codes sharing their C or P
 number are joined too (a patient's slides, and its cells filed as Uninfected), since splitting one patient leaks.
+A valid PNG of a class folder whose name lacks ``_cell_<n>`` is kept, its whole stem read as the smear field
+(the slide code still taken from its start), with a note in the manifest.
 The cell crops all look alike (a round cell on black), so a 64-bit perceptual hash would chain unrelated cells:
 near-duplicate hashing is off; exact duplicates still group.
 """
@@ -28,6 +30,12 @@ __all__ = ["MalariaCellsBuilder", "slide_code"]
 _FOLDERS = ("Parasitized", "Uninfected")
 _NAME = re.compile(r"^(?P<field>.+)_cell_(?P<n>\d+)\.png$", re.IGNORECASE)
 _SLIDE = re.compile(r"^(?P<slide>C(?P<c>\d+)(?:P(?P<p>\d+))?[A-Za-z]*?)_?thinF", re.IGNORECASE)
+
+
+def _field(name: str) -> str:
+    """The smear field a cell file comes from: the part before ``_cell_<n>``, else the file name's stem."""
+    match = _NAME.match(name)
+    return match["field"] if match else PurePosixPath(name).stem
 
 
 def slide_code(field: str) -> tuple[str, tuple[str, ...]]:
@@ -71,15 +79,17 @@ class MalariaCellsBuilder(ImageFolderBuilder):
         folder, name = parts
         if folder not in _FOLDERS:
             raise BadSourceFile(f"class folder {folder!r} is not one of {list(_FOLDERS)}")
-        match = _NAME.match(name)
-        if match is None:
-            raise BadSourceFile(f"file name {name!r} is not <smear image>_cell_<n>.png")
-        slide, _ = slide_code(match["field"])
+        slide, _ = slide_code(_field(name))
+        note = "" if _NAME.match(name) else (
+            f"name variant: {name!r} is not <smear image>_cell_<n>.png; kept as {folder} (its folder), slide "
+            f"{slide!r}"
+        )
         return PathInfo(
             sample_id=f"{folder}/{PurePosixPath(name).stem}",
             labels={"diseases": folder},
             group_key=f"slide:{slide}",
             fields={"patient_id": slide},
+            note=note,
         )
 
     def link_samples(self, samples: list[Sample]) -> Iterable[tuple[int, int]]:
@@ -87,7 +97,7 @@ class MalariaCellsBuilder(ImageFolderBuilder):
         first: dict[str, tuple[int, str]] = {}
         joined: set[tuple[str, str]] = set()
         for i, sample in enumerate(samples):
-            slide, tokens = slide_code(_NAME.match(PurePosixPath(sample.source_path).name)["field"])
+            slide, tokens = slide_code(_field(PurePosixPath(sample.source_path).name))
             for token in tokens:
                 if token not in first:
                     first[token] = (i, slide)

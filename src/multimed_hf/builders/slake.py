@@ -1,9 +1,10 @@
-"""SLAKE (Liu et al. 2021): ``imgs/xmlabN/source.jpg`` + ``train.json``, ``validation.json``, ``test.json``.
+"""SLAKE (Liu et al. 2021): ``imgs/xmlabN/source.jpg`` + ``train.json``, ``validate.json``, ``test.json``.
 
 One sample per question (English and Chinese; ``language`` tells them apart), read as VQA-RAD's are (see
 ``vqa_rad``): items with a missing or undecodable image or an empty or unknown field are reported as
-``<json>:row N (qid Q)``. ``test.json`` is the publisher's test set; ``validation.json`` is read as training data
-(validation is then drawn from training images). Each image folder's ``mask.png``, ``detection.json`` and
+``<json>:row N (qid Q)``. ``test.json`` is the publisher's test set; ``validate.json`` (the real release's name,
+2,099 questions; ``validation.json`` in some re-packagings) is read as training data (validation is then drawn
+from training images). A folder without ``test.json`` (a partial download) builds with a warning. Each image folder's ``mask.png``, ``detection.json`` and
 ``question.json`` are the publisher's annotations beside the image: read as index files. The modality is the
 item's own (``CT``, ``MRI``, ``X-Ray``).
 """
@@ -19,7 +20,7 @@ from multimed_hf.data.sample import Sample
 
 __all__ = ["SLAKEBuilder"]
 
-_SPLITS = {"train.json": "train", "validation.json": "train", "test.json": "test"}
+_SPLITS = {"train.json": "train", "validate.json": "train", "validation.json": "train", "test.json": "test"}
 _MODALITIES = {"ct": "ct", "mri": "mri", "x-ray": "xray", "xray": "xray"}
 _IMAGE = re.compile(r"^imgs/xmlab\d+/source\.(jpg|jpeg|png)$")
 _COMPANIONS = re.compile(r"^imgs/xmlab\d+/(mask\.png|detection\.json|question\.json)$")
@@ -33,6 +34,12 @@ class SLAKEBuilder(VQAJsonBuilder):
     @classmethod
     def detect(cls, root: Path) -> bool:
         return (root / "imgs").is_dir() and any((root / name).is_file() for name in _SPLITS)
+
+    def layout_warnings(self) -> list[str]:
+        missing = [name for name in ("train.json", "test.json") if not (self.root / name).is_file()]
+        if not any((self.root / name).is_file() for name in ("validate.json", "validation.json")):
+            missing.append("validate.json")
+        return [f"partial download: no {', '.join(missing)}; built from what is there"] if missing else []
 
     def qa_files(self) -> list[str]:
         return [name for name in _SPLITS if (self.root / name).is_file()]
@@ -70,4 +77,4 @@ class SLAKEBuilder(VQAJsonBuilder):
             return self.read_image(relpath)
         if _COMPANIONS.match(relpath) or _DOCUMENTS.match(relpath):
             return []
-        raise BadSourceFile("stray file: expected {train,validation,test}.json or imgs/xmlabN/source.jpg")
+        raise BadSourceFile("stray file: expected {train,validate,test}.json or imgs/xmlabN/source.jpg")

@@ -21,11 +21,12 @@ from multimed_hf.data.cache import ValidationCache
 from multimed_hf.data.card import write_readme
 from multimed_hf.data.errors import BadSourceFile, StrictBuildError, UnusedSourceFile
 from multimed_hf.data.features import task_features
-from multimed_hf.data.grouping import UnionFind, near_duplicate_pairs
+from multimed_hf.data.grouping import connected_groups, near_duplicate_pairs
+from multimed_hf.data.images import NEAR_DUPLICATE_RECALL, split_hashes
 from multimed_hf.data.manifest import ManifestEntry, read_manifest, write_manifest
 from multimed_hf.data.sample import RejectedRecord, Sample
 from multimed_hf.data.shards import encode_row, fingerprint, plan_shards, write_shard
-from multimed_hf.data.source_builder import SourceBuilder
+from multimed_hf.data.source_builder import NOTE, SourceBuilder
 from multimed_hf.data.splits import SPLITS, assign_splits
 from multimed_hf.tasks import TaskSpec
 
@@ -74,6 +75,14 @@ class BuildReport:
         """Kept entries that are index files (labels, metadata): read, no sample of their own."""
         return sum(1 for e in self.entries if e.status == "kept" and e.split is None)
 
+    @property
+    def kept_notes(self) -> dict[str, int]:
+        """Kept samples whose manifest entry carries a note (e.g. a file-name variant), counted by the note's kind."""
+        notes = Counter(
+            e.reason.split(":")[0] for e in self.entries if e.status == "kept" and e.sample_id and e.reason
+        )
+        return dict(sorted(notes.items()))
+
     def summary(self) -> str:
         c = self.counts
         index = f", {self.index_files} index files read" if self.index_files else ""
@@ -89,6 +98,8 @@ class BuildReport:
         reasons = Counter(e.reason.split(":")[0] for e in self.entries if e.status in ("dropped", "rejected"))
         for reason, n in sorted(reasons.items()):
             lines.append(f"  {n} x {reason}")
+        for note, n in sorted(self.kept_notes.items()):
+            lines.append(f"  {n} kept with a note: {note}")
         lines.extend(f"  warning: {w}" for w in self.warnings)
         return "\n".join(lines)
 
@@ -105,8 +116,9 @@ def _read_one(builder: SourceBuilder, relpath: str) -> tuple[list[Sample] | None
         return None, err.reason if err.reason.startswith(UNUSED) else UNUSED + err.reason
     except BadSourceFile as err:
         return None, err.reason
-    except Exception as err:  # a reader library failing on bad data: named in the manifest, not lost
+    except builder.reader_errors as err:  # a reader failing on damaged data: named in the manifest, not lost
         return None, f"unreadable: {type(err).__name__}: {err}"
+    # anything else (TypeError, AttributeError, KeyError, ...) is a bug of ours: it raises, naming the file
 
 
 def _read_source(builder: SourceBuilder, cache: ValidationCache, strict: bool, progress: bool, num_proc: int):
@@ -241,36 +253,38 @@ def _reject_label_conflicts(task: TaskSpec, samples, sources: list[str], manifes
 
 
 def _group(task: TaskSpec, builders, samples, owner, keep, by_content):
-    """Phase 3: groups by grouping key, exact duplicates, near duplicates and each source's own links, transitively.
-    Returns ``{group id: sample indices}`` and the duplicate statistics."""
-    uf = UnionFind()
+    """Phase 3: groups by grouping key, exact duplicates, near duplicates and each source's own links, transitively
+    (connected components). Returns ``{group id: sample indices}`` and the duplicate statistics."""
     keys = {}
     for i in keep:
         sample, source = samples[i], builders[owner[i]].source
         keys[i] = f"{source}:{sample.group_key}" if sample.group_key else f"{source}:{sample.sample_id}"
-        uf.add(keys[i])
+    edges: list[tuple[str, str]] = []
     exact_pairs = 0
     for members in by_content.values():
         members = [i for i in members if i in keys]
         for j in members[1:]:
             exact_pairs += 1
-            uf.union(keys[members[0]], keys[j])
+            edges.append((keys[members[0]], keys[j]))
     hashed = [i for i in keep if samples[i].perceptual_hash is not None]
-    near_pairs = near_duplicate_pairs(
-        np.array([samples[i].perceptual_hash for i in hashed], dtype=np.uint64), task.near_duplicate_distance
-    ) if hashed else []
+    near_pairs = []
+    if hashed:
+        dct, wavelet = split_hashes([samples[i].perceptual_hash for i in hashed])
+        near_pairs = near_duplicate_pairs(
+            dct, task.near_duplicate_distance, wavelet, task.near_duplicate_second_distance
+        )
     near_only = 0
     for a, b in near_pairs:
         ia, ib = hashed[a], hashed[b]
         near_only += samples[ia].content_hash != samples[ib].content_hash
-        uf.union(keys[ia], keys[ib])
+        edges.append((keys[ia], keys[ib]))
     linked = 0
     for index, builder in enumerate(builders):
         mine = [i for i in keep if owner[i] == index]
         for a, b in builder.link_samples([samples[i] for i in mine]):
             linked += 1
-            uf.union(keys[mine[a]], keys[mine[b]])
-    group_of = uf.groups()
+            edges.append((keys[mine[a]], keys[mine[b]]))
+    group_of = connected_groups([keys[i] for i in keep], edges)
     groups: dict[str, list[int]] = defaultdict(list)
     for i in keep:
         groups[group_of[keys[i]]].append(i)
@@ -279,6 +293,7 @@ def _group(task: TaskSpec, builders, samples, owner, keep, by_content):
         "near-duplicate pairs": near_only,
         "pairs linked by the source's own rule": linked,
         "groups merged from several keys": sum(1 for m in groups.values() if len({keys[i] for i in m}) > 1),
+        "largest group (samples)": max((len(m) for m in groups.values()), default=0),
     }
     return groups, stats
 
@@ -298,9 +313,10 @@ def _assign(task: TaskSpec, groups, samples, sources: list[str], owner, config_d
                 ))
                 continue
             before = previous.get((source, sample.source_path, sample.sample_id))
-            status, reason = "kept", ""
+            status, reason = "kept", sample.extra.get(NOTE, "")
             if before and before != decision.split:
-                status, reason = "moved", f"moved from {before} to {decision.split}: its group changed ({group_id})"
+                moved = f"moved from {before} to {decision.split}: its group changed ({group_id})"
+                status, reason = "moved", f"{moved}; {reason}" if reason else moved
             manifest.add(ManifestEntry(
                 source, sample.source_path, status, reason, sample.sample_id, group_id, decision.split
             ))
@@ -368,6 +384,8 @@ def build_config(
     manifest = _Manifest(strict=on_bad_files == "error")
 
     samples, owner, files_seen = _read_all(task, builders, out_dir, manifest, progress, num_proc)
+    warnings = [f"{b.source}: {w}" for b in builders for w in b.layout_warnings()]
+    warnings += _draw_unpublished_tests(builders, samples, owner)
     sources = [builders[i].source for i in owner]
     by_content, conflicted = _reject_label_conflicts(task, samples, sources, manifest)
     keep = [i for i in range(len(samples)) if i not in conflicted]
@@ -375,7 +393,7 @@ def build_config(
     duplicates["label conflicts rejected"] = len(conflicted)
     per_source = _assign(task, groups, samples, sources, owner, config_dir, manifest)
 
-    reports, warnings = [], []
+    reports = []
     for index, builder in enumerate(builders):
         rows = per_source.get(index, [])
         fp, data_files, asset_paths = _write_source(builder, rows, features, out_dir, config_dir, progress)
@@ -390,9 +408,14 @@ def build_config(
             data_files=data_files, release_note=note, provenance=builder.provenance(), assets=asset_paths,
         ))
     if config_dir.is_dir():
-        for old in config_dir.iterdir():
+        for old in sorted(config_dir.iterdir()):
             if old.is_dir() and old.name not in names:
                 shutil.rmtree(old)
+                warnings.append(
+                    f"removed {old.relative_to(out_dir).as_posix()}/: the previous build's shards of source "
+                    f"{old.name!r}, which is not among this build's sources ({', '.join(names)}); pass its folder "
+                    "again to keep it"
+                )
 
     entries = sorted(manifest.entries, key=lambda e: (e.source, e.source_path, e.sample_id or ""))
     report = BuildReport(task.name, out_dir, reports, entries, duplicates, warnings)
@@ -400,6 +423,23 @@ def build_config(
     _write_build_info(config_dir, task, report)
     write_readme(out_dir)
     return report
+
+
+def _draw_unpublished_tests(builders, samples, owner) -> list[str]:
+    """A source whose samples carry publisher training marks but no test mark (a partial download, e.g. only
+    ``train/``): its marks are dropped so that its groups are drawn into all three splits; returns the warnings."""
+    warnings = []
+    for index, builder in enumerate(builders):
+        mine = [sample for sample, o in zip(samples, owner) if o == index]
+        marks = {sample.published_split for sample in mine}
+        if "train" in marks and "test" not in marks and builder.draw_test_when_unpublished:
+            for sample in mine:
+                sample.published_split = None
+            warnings.append(
+                f"{builder.source}: no sample of the publisher's test set was found: train, validation and test "
+                "are drawn by group from the files present (the published test set, once added, replaces this)"
+            )
+    return warnings
 
 
 def _write_build_info(config_dir: Path, task: TaskSpec, report: BuildReport) -> None:
@@ -411,12 +451,17 @@ def _write_build_info(config_dir: Path, task: TaskSpec, report: BuildReport) -> 
         "index_files": report.index_files,
         "splits": report.splits,
         "duplicates": report.duplicates,
+        "near_duplicate_search": (
+            f"two hashes of the normalised image must agree: DCT within {task.near_duplicate_distance} and "
+            f"wavelet within {task.near_duplicate_second_distance} of 64 bits; {NEAR_DUPLICATE_RECALL}"
+        ),
         "split_repairs": {
             "dropped": len(dropped),
             "groups": len({e.group for e in dropped}),
             "reasons": dict(Counter(e.reason for e in dropped).most_common(5)),
         },
         "warnings": report.warnings,
+        "kept_notes": report.kept_notes,
         "sources": [
             {
                 "name": s.name, "fingerprint": s.fingerprint, "files_seen": s.files_seen, "counts": s.counts,

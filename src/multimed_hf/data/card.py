@@ -88,6 +88,10 @@ def _config_section(info: dict, left_out: Mapping[str, str]) -> list[str]:
         f"dropped {counts.get('dropped', 0)}, rejected {counts.get('rejected', 0)}. Duplicates: "
         + ", ".join(f"{k} {v}" for k, v in info["duplicates"].items()) + ".",
     ]
+    if info.get("near_duplicate_search") and any(c.modality == "image" for c in task.inputs):
+        lines.append(f"Near-duplicate search: {info['near_duplicate_search']}.")
+    for note, n in info.get("kept_notes", {}).items():
+        lines.append(f"Kept with a note in the manifest: {n} x {note}.")
     repairs = info["split_repairs"]
     if repairs["dropped"]:
         lines.append(

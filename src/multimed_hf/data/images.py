@@ -8,15 +8,29 @@ import warnings
 from pathlib import Path
 
 import imagehash
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.sample import SourceFileRef
 
-__all__ = ["read_image_file", "is_blank", "MIN_IMAGE_SIDE"]
+__all__ = [
+    "read_image_file", "is_blank", "MIN_IMAGE_SIDE", "perceptual_hashes", "split_hashes", "near_duplicate_copies",
+    "NEAR_DUPLICATE_RECALL",
+]
 
 MIN_IMAGE_SIDE = 8
+NORMAL_SIDE = 64  # every image is hashed at this size, after trimming its flat border
 HASH_SIDE = 32  # imagehash.phash: hash_size 8 x highfreq_factor 4
+#: Measured by tests/test_data_grouping.py on ``near_duplicate_copies`` of real images that PyPI packages ship
+#: (pydicom's CT/MR/ultrasound/RGB test files, nibabel's anatomical.nii slices, scikit-learn's and matplotlib's
+#: photographs): the share of copies found at the registry's default distances (10 and 6), against the former
+#: single 64-bit phash at 6 bits; the test fails when the hashing changes and this statement does not.
+NEAR_DUPLICATE_RECALL = (
+    "recall 78 of 90 (87%) on resized (224/236, 0.8x, 1.25x), re-encoded (JPEG q60) and cropped (4%, 8% + "
+    "resize) copies of 15 real images shipped by PyPI packages (the former single phash at 6 bits: 69 of 90); "
+    "0 of 105 pairs of distinct images joined; every resized and re-encoded copy found, crops are what it misses"
+)
 
 
 def read_image_file(path: Path, relpath: str) -> tuple[SourceFileRef, int, Image.Image]:
@@ -38,15 +52,66 @@ def read_image_file(path: Path, relpath: str) -> tuple[SourceFileRef, int, Image
         raise BadSourceFile(f"cannot decode image: {type(err).__name__}: {err}") from None
     if min(image.size) < MIN_IMAGE_SIDE:
         raise BadSourceFile(f"image is {image.size[0]}x{image.size[1]} px, smaller than {MIN_IMAGE_SIDE} px a side")
-    phash = int(str(imagehash.phash(_hash_thumbnail(image))), 16)
     ref = SourceFileRef(path=relpath, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
-    return ref, phash, image
+    return ref, perceptual_hashes(image), image
 
 
-def _hash_thumbnail(image: Image.Image) -> Image.Image:
-    """The grey 32x32 image ``imagehash.phash`` hashes, shrunk with Pillow's fast reducing path first."""
+def _normalised(image: Image.Image) -> Image.Image:
+    """Grey, trimmed to its content (pixels above 10% of the range: a scan's black border goes, so a crop of the
+    border changes nothing), at NORMAL_SIDE x NORMAL_SIDE (so a resized copy hashes alike)."""
     grey = image if image.mode == "L" else image.convert("L")
-    return grey.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.LANCZOS, reducing_gap=2.0)
+    if grey.mode != "L":  # 16-bit and float modes
+        array = np.asarray(grey, dtype=np.float64)
+        span = max(float(np.ptp(array)), 1e-12)
+        grey = Image.fromarray(((array - array.min()) / span * 255).astype(np.uint8))
+    array = np.asarray(grey, dtype=np.float32)
+    lo, hi = float(array.min()), float(array.max())
+    mask = array > lo + 0.1 * (hi - lo)
+    if mask.sum() >= 16:
+        ys, xs = np.nonzero(mask)
+        grey = grey.crop((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
+    return grey.resize((NORMAL_SIDE, NORMAL_SIDE), Image.Resampling.LANCZOS, reducing_gap=2.0)
+
+
+def perceptual_hashes(image: Image.Image) -> int:
+    """Two independent 64-bit hashes of the normalised image in one 128-bit number: the DCT hash
+    (``imagehash.phash``) in the high half, the Haar wavelet hash (``imagehash.whash``) in the low half. A pair is
+    a near duplicate only where both agree (see ``multimed_hf.data.grouping.near_duplicate_pairs``)."""
+    normal = _normalised(image)
+    dct = int(str(imagehash.phash(normal.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.LANCZOS))), 16)
+    wavelet = int(str(imagehash.whash(normal)), 16)
+    return (dct << 64) | wavelet
+
+
+def split_hashes(values) -> tuple[np.ndarray, np.ndarray]:
+    """``(dct, wavelet)`` uint64 arrays from ``perceptual_hashes`` values."""
+    values = [int(v) for v in values]
+    mask = (1 << 64) - 1
+    return (np.array([v >> 64 for v in values], dtype=np.uint64),
+            np.array([v & mask for v in values], dtype=np.uint64))
+
+
+def _jpeg(image: Image.Image, quality: int) -> Image.Image:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buffer.getvalue()))
+
+
+def near_duplicate_copies(image: Image.Image) -> dict[str, Image.Image]:
+    """The copies merged sets hold of one image: resized (a 236 px slice re-saved at 224), shrunk, enlarged,
+    re-encoded, cropped, cropped and resized back; what the near-duplicate recall is measured on."""
+    w, h = image.size
+    rgb = image.convert("RGB")
+    c4, c8 = max(1, round(min(w, h) * 0.04)), max(1, round(min(w, h) * 0.08))
+    return {
+        "resized 224/236 + JPEG q90": _jpeg(rgb.resize((round(w * 224 / 236), round(h * 224 / 236)),
+                                                       Image.Resampling.BICUBIC), 90),
+        "shrunk 0.8x": rgb.resize((round(w * 0.8), round(h * 0.8)), Image.Resampling.BILINEAR),
+        "enlarged 1.25x": rgb.resize((round(w * 1.25), round(h * 1.25)), Image.Resampling.BICUBIC),
+        "re-encoded JPEG q60": _jpeg(rgb, 60),
+        "cropped 4%": rgb.crop((c4, c4, w - c4, h - c4)),
+        "cropped 8% + resized back": _jpeg(rgb.crop((c8, 0, w - c8, h)).resize((w, h)), 85),
+    }
 
 
 def is_blank(image: Image.Image) -> bool:

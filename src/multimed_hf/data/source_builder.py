@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import json
 import os
+import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Iterable
+from typing import ClassVar, Iterable, Mapping
 
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.images import is_blank, read_image_file
 from multimed_hf.data.sample import RejectedRecord, Sample, SourceFileRef
 from multimed_hf.tasks import SourceSpec, TaskSpec, get_task
 
-__all__ = ["SourceBuilder", "ImageFolderBuilder", "PathInfo", "PROVENANCE_FILE"]
+__all__ = ["SourceBuilder", "ImageFolderBuilder", "PathInfo", "PROVENANCE_FILE", "READER_ERRORS", "NOTE"]
 
 #: Our own provenance note beside a source's files (e.g. marking a generated sample); never read as data.
 PROVENANCE_FILE = "MULTIMED_SOURCE.json"
+
+#: What file readers (Pillow, pydicom, nibabel, h5py/anndata, MNE, Biopython, zlib, struct) raise on damaged data.
+#: The build reports these as an unreadable file; anything else (TypeError, AttributeError, NameError, KeyError,
+#: IndexError...) is a bug of ours and raises. A builder whose reader raises something else adds it to
+#: ``SourceBuilder.reader_errors``.
+READER_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, ValueError, EOFError, SyntaxError, struct.error, zlib.error, UnicodeError,
+)
+
+#: Key of ``Sample.extra`` whose text the manifest shows beside a kept sample (e.g. a file-name variant).
+NOTE = "note"
 
 
 class SourceBuilder:
@@ -26,6 +39,12 @@ class SourceBuilder:
     source: ClassVar[str]
     #: Bump when the reading changes: the validation cache and the shard fingerprint change with it.
     version: ClassVar[str] = "1"
+    #: Exceptions of this layout's readers that mean "damaged file" (reported, not raised); see ``READER_ERRORS``.
+    reader_errors: ClassVar[tuple[type[BaseException], ...]] = READER_ERRORS
+    #: With no publisher test file in the folder (a partial download, e.g. only ``train/``), the publisher's
+    #: training marks are dropped and all three splits are drawn by group; False where the publisher's split is a
+    #: rule the hash split must not replace (e.g. held-out chromosomes).
+    draw_test_when_unpublished: ClassVar[bool] = True
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
@@ -52,6 +71,11 @@ class SourceBuilder:
                 if rel != PROVENANCE_FILE:
                     files.append(rel)
         return sorted(files)
+
+    def layout_warnings(self) -> list[str]:
+        """What the folder lacks of the publisher's full layout (a partial download), one sentence each; the
+        build goes on with what is there and shows these as warnings. None by default."""
+        return []
 
     def provenance(self) -> dict:
         """The root's ``MULTIMED_SOURCE.json`` (e.g. ``{"synthetic": true, ...}``), or ``{}``."""
@@ -103,12 +127,39 @@ class PathInfo:
     group_key: str | None = None
     published_split: str | None = None
     fields: dict = field(default_factory=dict)
+    #: Shown in the manifest beside the kept sample, e.g. why a name variant was kept and what id it gave.
+    note: str = ""
 
 
 class ImageFolderBuilder(SourceBuilder):
     """A source of image files whose path carries the label: subclasses implement ``parse_path``."""
 
     image_suffixes: ClassVar[tuple[str, ...]] = (".jpg", ".jpeg", ".png")
+    #: The publisher's split folders (folder name -> ``"train"`` / ``"test"``), for partial-download warnings.
+    split_folders: ClassVar[Mapping[str, str]] = {}
+
+    @classmethod
+    def class_folders(cls) -> tuple[str, ...]:
+        """The class folders each split folder holds in the full release (none by default)."""
+        return ()
+
+    def layout_warnings(self) -> list[str]:
+        """A publisher split with none of its folders, or a split folder lacking class folders: named, once."""
+        warnings = []
+        present = {split for folder, split in self.split_folders.items() if (self.root / folder).is_dir()}
+        for split in sorted(set(self.split_folders.values()) - present):
+            folders = " or ".join(f"{f}/" for f, s in self.split_folders.items() if s == split)
+            warnings.append(
+                f"partial download: no {folders} folder (the publisher's {split} set); built from what is there"
+                + ("; test is drawn from the groups present" if split == "test" and self.draw_test_when_unpublished
+                   else "")
+            )
+        for folder in self.split_folders:
+            if (self.root / folder).is_dir() and self.class_folders():
+                missing = [c for c in self.class_folders() if not (self.root / folder / c).is_dir()]
+                if missing:
+                    warnings.append(f"partial download: {folder}/ has no {', '.join(missing)} folder")
+        return warnings
 
     def parse_path(self, relpath: str) -> PathInfo:
         raise NotImplementedError
@@ -125,4 +176,5 @@ class ImageFolderBuilder(SourceBuilder):
         return [Sample(
             sample_id=info.sample_id, source_path=relpath, fields=fields, group_key=info.group_key,
             published_split=info.published_split, content_hash=ref.sha256, perceptual_hash=phash,
+            extra={NOTE: info.note} if info.note else {},
         )]

@@ -1,0 +1,143 @@
+"""The cellxgene source on a generated CELLxGENE-schema h5ad of >= 200,000 cells: cells/s and peak memory.
+
+Two measurements, each in its own process (so each peak is its own):
+  reader  the builder's backed row-chunk reading alone (cells streamed, nothing kept): its peak memory is bounded by
+          ``chunk_cells``, whatever the file's size;
+  build   ``build_dataset("cell_type", ...)`` end to end (read, validate, cache, group, split, Parquet shards).
+Both print cells/s and peak resident memory beside the file's size and its matrix's in-memory size (the ratio says
+what holding the matrix would cost).
+
+    python benchmarks/bench_cellxgene.py [--cells 200000] [--genes 2000] [--density 0.03] [--skip-build]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+__all__: list[str] = []
+
+
+def write_h5ad(path: Path, cells: int, genes: int, density: float, seed: int = 0) -> int:
+    """A schema file: Ensembl ids + feature_name, integer counts in raw.X, 3 tissues, 8 cell types, 40 donors.
+    Written in one go (the generator holds the matrix; the reader is what is measured). Returns the nnz."""
+    import anndata as ad
+    import pandas as pd
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    per_cell = max(1, int(genes * density))
+    indptr = np.arange(cells + 1, dtype=np.int64) * per_cell
+    indices = np.sort(rng.integers(0, genes, size=(cells, per_cell)), axis=1)
+    counts = sp.csr_matrix(
+        (rng.integers(1, 20, size=cells * per_cell).astype(np.float32), indices.ravel(), indptr), shape=(cells, genes)
+    )
+    counts.sum_duplicates()
+    tissues = np.array(["blood", "lung", "kidney"])[rng.integers(0, 3, cells)]
+    types = np.array([f"type {k}" for k in range(8)])[rng.integers(0, 8, cells)]
+    obs = pd.DataFrame({
+        "cell_type": types, "cell_type_ontology_term_id": [f"CL:{k:07d}" for k in range(8)] * (cells // 8)
+        + [f"CL:{k:07d}" for k in range(cells % 8)],
+        "donor_id": [f"D{k}" for k in rng.integers(0, 40, cells)], "tissue": tissues, "tissue_general": tissues,
+        "assay": "10x 3' v3", "disease": "normal",
+    }, index=[f"c{i}" for i in range(cells)]).astype({c: "category" for c in ("cell_type", "tissue", "donor_id")})
+    var = pd.DataFrame({"feature_name": [f"G{i}" for i in range(genes)]},
+                       index=[f"ENSG{100000 + i:011d}" for i in range(genes)])
+    adata = ad.AnnData(X=counts, obs=obs, var=var)
+    adata.raw = adata.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adata.write_h5ad(path)
+    return int(counts.nnz)
+
+
+def _peak_mb() -> float:
+    """This process's peak resident memory: VmHWM (reset at exec, unlike ru_maxrss, which a child inherits)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+
+
+def _reader(folder: str) -> dict:
+    """The builder's own cell iterator (backed row chunks -> samples), consumed without keeping the samples."""
+    from multimed_hf.builders.cellxgene import CellxGeneBuilder
+
+    builder = CellxGeneBuilder(Path(folder))
+    relpath = builder._h5ad_files()[0]
+    base = _peak_mb()
+    start = time.perf_counter()
+    cells = nnz = 0
+    for sample in builder.iter_cells(relpath):
+        cells += 1
+        nnz += len(sample.fields["gene_indices"])
+    seconds = time.perf_counter() - start
+    return {"cells": cells, "nnz": nnz, "seconds": seconds, "peak_mb": _peak_mb(), "baseline_mb": base}
+
+
+def _build(folder: str, out: str) -> dict:
+    from multimed_hf.api import build_dataset
+
+    base = _peak_mb()
+    start = time.perf_counter()
+    report = build_dataset("cell_type", [folder], out, progress=False)
+    seconds = time.perf_counter() - start
+    return {"cells": sum(report.splits.values()), "seconds": seconds, "peak_mb": _peak_mb(), "baseline_mb": base}
+
+
+def _in_subprocess(kind: str, *args: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, __file__, "--phase", kind, *args], check=True, capture_output=True, text=True
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cells", type=int, default=200_000)
+    parser.add_argument("--genes", type=int, default=2000)
+    parser.add_argument("--density", type=float, default=0.03)
+    parser.add_argument("--skip-build", action="store_true", help="measure the reader only")
+    parser.add_argument("--phase", choices=("reader", "build"), help=argparse.SUPPRESS)
+    parser.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase == "reader":
+        print(json.dumps(_reader(*args.paths)))
+        return
+    if args.phase == "build":
+        print(json.dumps(_build(*args.paths)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "cellxgene"
+        folder.mkdir()
+        path = folder / "bench.h5ad"
+        nnz = write_h5ad(path, args.cells, args.genes, args.density)
+        file_mb = path.stat().st_size / 2**20
+        matrix_mb = nnz * (4 + 4) / 2**20 + args.cells * 8 / 2**20  # CSR float32 data + int32 indices + indptr
+        print(f"file: {args.cells:,} cells x {args.genes:,} genes, {nnz:,} non-zeros; {file_mb:.0f} MB on disk, "
+              f"its matrix {matrix_mb:.0f} MB in memory (raw.X; X holds as much again)")
+        reader = _in_subprocess("reader", str(folder))
+        print(f"reader (backed, row chunks): {reader['cells'] / reader['seconds']:,.0f} cells/s; peak RSS "
+              f"{reader['peak_mb']:.0f} MB (process baseline {reader['baseline_mb']:.0f} MB); "
+              f"peak minus baseline / matrix = {(reader['peak_mb'] - reader['baseline_mb']) / matrix_mb:.2f}")
+        if not args.skip_build:
+            build = _in_subprocess("build", str(folder), str(Path(tmp) / "out"))
+            print(f"build (end to end): {build['cells'] / build['seconds']:,.0f} cells/s "
+                  f"({build['cells']:,} cells in {build['seconds']:.0f} s); peak RSS {build['peak_mb']:.0f} MB "
+                  f"(baseline {build['baseline_mb']:.0f} MB); peak minus baseline / matrix = "
+                  f"{(build['peak_mb'] - build['baseline_mb']) / matrix_mb:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""CELLxGENE-schema h5ad: chunked backed reading, Ensembl-keyed union panel, normalisation stated, donors grouped."""
+
+import json
+import warnings
+from collections import defaultdict
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from datasets import load_dataset
+
+from dataset_scripts.sample_sources import cellxgene as sample
+from dataset_scripts.sample_sources import pbmc68k_reduced as pbmc_sample
+from multimed_hf.api import build_dataset
+from multimed_hf.builders import detect_builder
+from multimed_hf.builders.cellxgene import CellxGeneBuilder, detect_normalisation
+from multimed_hf.builders.pbmc68k_reduced import PBMC68kReducedBuilder
+from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.data.features import task_features
+from multimed_hf.data.manifest import read_manifest
+from multimed_hf.tasks import get_task
+
+TASK = "cell_type"
+
+
+def _read(path, backed=None):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ad.read_h5ad(path, backed=backed)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = sample.make(tmp_path_factory.mktemp("src") / sample.FOLDER)
+    out = tmp_path_factory.mktemp("out") / "multimed"
+    report = build_dataset(TASK, [root], out, progress=False)
+    ds = load_dataset(str(out), TASK, cache_dir=str(tmp_path_factory.mktemp("hf_cache")))
+    panels = {}
+    for asset in report.sources[0].assets:
+        panels.update(json.loads((out / asset).read_text()))
+    return root, out, report, ds, panels
+
+
+def test_layout_is_detected_and_pbmc_stays_its_own(built, tmp_path):
+    root, *_ = built
+    assert isinstance(detect_builder(TASK, root), CellxGeneBuilder)
+    assert isinstance(detect_builder(TASK, pbmc_sample.make(tmp_path / "pbmc")), PBMC68kReducedBuilder)
+
+
+def test_cells_map_to_the_union_panel_by_ensembl_id(built):
+    root, _, report, ds, panels = built
+    assert ds["train"].features == task_features(get_task(TASK))
+    [(panel_id, panel)] = panels.items()
+    schema = _read(root / sample.SCHEMA_FILE)
+    liver = _read(root / sample.SCANPY_FILE)
+    union = sorted(set(schema.raw.var_names) | set(liver.var["gene_ids"]))
+    assert panel["genes"] == union and len(union) == 140  # 120 + 20 genes only the liver file measured
+    names = dict(zip(panel["genes"], panel["names"]))
+    assert all(names[g] == n for g, n in zip(schema.var_names, schema.var["feature_name"]))  # feature_name kept
+    assert all(names[g] == n for g, n in zip(liver.var["gene_ids"], liver.var_names))
+    expected = {}
+    for stem, adata, keys, matrix in (
+        (sample.SCHEMA_FILE[:-5], schema, list(schema.raw.var_names), schema.raw.X.toarray()),
+        (sample.SCANPY_FILE[:-5], liver, list(liver.var["gene_ids"]), liver.X.toarray()),
+    ):
+        for barcode, row in zip(adata.obs_names, matrix):
+            expected[f"{stem}:{barcode}"] = {keys[j]: v for j, v in enumerate(row) if v != 0}
+    seen = 0
+    for split in ds:
+        for row in ds[split]:
+            assert row["gene_panel"] == panel_id
+            got = {union[i]: v for i, v in zip(row["gene_indices"], row["gene_values"])}
+            assert got.keys() == expected[row["sample_id"]].keys()
+            assert np.allclose([got[k] for k in got], [expected[row["sample_id"]][k] for k in got], rtol=1e-6)
+            assert row["gene_indices"] == sorted(row["gene_indices"])
+            seen += 1
+    assert seen == len(expected) == schema.n_obs + liver.n_obs
+
+
+def test_normalisation_detected_and_stated(built):
+    _, _, _, ds, panels = built
+    [panel] = panels.values()
+    files = panel["files"]
+    assert files[sample.SCHEMA_FILE]["matrix"] == "raw/X" and files[sample.SCHEMA_FILE]["normalisation"] == "raw counts"
+    assert files[sample.SCANPY_FILE]["matrix"] == "X"
+    assert files[sample.SCANPY_FILE]["normalisation"].startswith("log1p-normalised (target sum ~1e+04")
+    assert sample.BAD_FILE not in files, "a rejected file adds no genes to the union"
+    assert panel["policy"].startswith("union:")
+    stated = {row["source_path"]: row["expression_matrix"] for split in ds for row in ds[split]}
+    assert stated[sample.SCHEMA_FILE] == "raw/X (raw counts)"
+    assert stated[sample.SCANPY_FILE].startswith("X (log1p-normalised")
+
+
+def test_normalisation_rules_on_hand_made_blocks():
+    counts = sp.csr_matrix(np.array([[0, 3, 1], [2, 0, 5]], dtype=np.float32))
+    assert detect_normalisation(counts) == "raw counts"
+    totals = counts.toarray().sum(axis=1, keepdims=True)
+    logged = sp.csr_matrix(np.log1p(counts.toarray() / totals * 1e4))
+    assert detect_normalisation(logged) == "log1p-normalised (target sum ~1e+04)"
+    assert detect_normalisation(sp.csr_matrix(np.array([[0.5, 2.25], [7.0, 0.1]]))).startswith("normalised")
+    with pytest.raises(BadSourceFile, match="negative values"):
+        detect_normalisation(sp.csr_matrix(np.array([[-0.3, 1.2]])))
+
+
+def test_donors_grouped_tissues_and_cell_types_kept(built):
+    _, out, _, ds, _ = built
+    splits_of = defaultdict(set)
+    tissues, organs, types = set(), set(), set()
+    for split in ds:
+        for row in ds[split]:
+            splits_of[row["donor"]].add(split)
+            assert row["group_id"] == f"cellxgene:donor:{row['donor']}"
+            tissues.add(row["tissue"])
+            organs.add(row["organ"])
+            types.add(row["cell_type"])
+    assert all(len(s) == 1 for s in splits_of.values())
+    assert tissues == {"blood", "lung", "kidney", "liver"} and organs == {"blood", "lung", "kidney", None}
+    assert types == set(sample.CELL_TYPES)
+    assert all(ds[s].num_rows for s in ("train", "validation", "test"))
+
+
+def test_missing_obs_column_is_named(built):
+    _, out, _, _, _ = built
+    entry = {e.source_path: e for e in read_manifest(out / TASK)}[sample.BAD_FILE]
+    assert entry.status == "rejected"
+    assert entry.reason.startswith("obs has no 'donor_id' column (CELLxGENE schema) and none of the scanpy-style")
+    assert "obs columns: ['cell_type']" in entry.reason
+
+
+def test_missing_cell_type_column_is_named(tmp_path):
+    obs = pd.DataFrame({"donor_id": ["d1", "d2"]}, index=["a", "b"])
+    adata = ad.AnnData(X=sp.csr_matrix(np.ones((2, 3), dtype=np.float32)), obs=obs,
+                       var=pd.DataFrame(index=["ENSG00000000001", "ENSG00000000002", "ENSG00000000003"]))
+    adata.write_h5ad(tmp_path / "x.h5ad")
+    with pytest.raises(BadSourceFile, match=r"obs has no 'cell_type' column \(CELLxGENE schema\) and none of"):
+        CellxGeneBuilder(tmp_path).read_file("x.h5ad")
+
+
+def test_row_chunks_give_the_same_cells(built, monkeypatch):
+    root, *_ = built
+    whole = CellxGeneBuilder(root).read_file(sample.SCHEMA_FILE)
+    monkeypatch.setattr(CellxGeneBuilder, "chunk_cells", 7)  # many chunks, one cut mid-way through a cell type
+    chunked = CellxGeneBuilder(root).read_file(sample.SCHEMA_FILE)
+    assert [s.sample_id for s in chunked] == [s.sample_id for s in whole]
+    for a, b in zip(chunked, whole):
+        assert np.array_equal(a.fields["gene_indices"], b.fields["gene_indices"])
+        assert np.array_equal(a.fields["gene_values"], b.fields["gene_values"])
+        assert a.fields["cell_type"] == b.fields["cell_type"] and a.group_key == b.group_key
