@@ -10,6 +10,14 @@ from scipy.special import softmax
 from sklearn import metrics as skm
 
 import multimed_hf.metrics as M
+from multimed_hf.metrics.output_metrics import (
+    LABEL_METRICS,
+    RETRIEVAL_METRICS,
+    SCORE_METRICS,
+    STRING_METRICS,
+    STRUCTURE_METRICS,
+    VALUE_METRICS,
+)
 from multimed_hf.tasks import get_task, list_tasks
 
 RNG_SEED = 20240823
@@ -58,6 +66,24 @@ def _labels(rng, n=200, k=4):
     refs = rng.integers(0, k, n)
     scores = rng.normal(size=(n, k)) + 1.5 * np.eye(k)[refs]  # informative but imperfect
     return scores, refs
+
+
+def test_label_metrics_hand_worked():
+    # refs 0 0 1 1 2, preds 0 1 1 1 0: right 3 of 5
+    preds, refs = [0, 1, 1, 1, 0], [0, 0, 1, 1, 2]
+    assert M.accuracy(preds, refs) == pytest.approx(3 / 5)
+    # recall per class: 0 -> 1/2, 1 -> 2/2, 2 -> 0/1
+    assert M.balanced_accuracy(preds, refs) == pytest.approx((0.5 + 1 + 0) / 3)
+    # F1 per class: 0: P 1/2 R 1/2 -> 1/2; 1: P 2/3 R 1 -> 4/5; 2: 0
+    assert M.macro_f1(preds, refs) == pytest.approx((0.5 + 0.8 + 0) / 3)
+    # p_o = 3/5; marginals refs (2, 2, 1)/5, preds (2, 3, 0)/5 -> p_e = (4 + 6 + 0) / 25
+    assert M.cohen_kappa(preds, refs) == pytest.approx((3 / 5 - 10 / 25) / (1 - 10 / 25))
+    # quadratic: observed sum of (i-j)^2 = 1 (0->1) + 4 (2->0) = 5 over 5 rows; expected sum over marginals:
+    # sum_ij r_i p_j (i-j)^2 / 25 = (2*3*1 + 2*2*1 + 1*2*4 + 1*3*1) / 25 = 21 / 25
+    assert M.quadratic_kappa(preds, refs) == pytest.approx(1 - (5 / 5) / (21 / 25))
+    # AUROC, binary scores: positives 0.8, 0.4 vs negatives 0.5, 0.1 -> pairs won 1 + 1 + 0 + 1 of 4
+    assert M.macro_auroc([0.8, 0.5, 0.4, 0.1], [1, 0, 1, 0]) == pytest.approx(3 / 4)
+    assert M.mae([1.0, 5.0, 2.0], [2.0, 2.0, 2.0]) == pytest.approx((1 + 3 + 0) / 3)
 
 
 def test_label_metrics_match_sklearn(rng):
@@ -307,17 +333,27 @@ def test_hand_worked_vqa():
 # ---------------------------------------------------------------------------------------------------------------
 # bad input: one clear error naming the argument
 
-NUMERIC = ["accuracy", "balanced_accuracy", "macro_f1", "cohen_kappa", "quadratic_kappa", "mae", "pearson", "spearman"]
+#: Metrics taking one number per sample (a class label or a value), from the metric-kind table's grouping.
+NUMERIC = [name for name in M.METRICS if name in LABEL_METRICS + VALUE_METRICS]
+SCORES = [name for name in M.METRICS if name in SCORE_METRICS]
+STRINGS = [name for name in M.METRICS if name in STRING_METRICS]
 
 
-@pytest.mark.parametrize("name", NUMERIC + ["macro_auroc"])
+def test_every_metric_has_one_input_group():
+    groups = [LABEL_METRICS, VALUE_METRICS, SCORE_METRICS, STRING_METRICS, STRUCTURE_METRICS, RETRIEVAL_METRICS]
+    for name in M.METRICS:
+        assert sum(name in g for g in groups) == 1, f"{name} is in {sum(name in g for g in groups)} input groups"
+    assert NUMERIC and SCORES and STRINGS
+
+
+@pytest.mark.parametrize("name", NUMERIC + SCORES)
 def test_length_mismatch(name):
     preds = [0.2, 0.7, 0.4] if name == "macro_auroc" else [0, 1, 1]
     with pytest.raises(ValueError, match=r"predictions and references differ in (length: 3 vs 2|shape)"):
         M.get_metric(name)(preds, [0, 1])
 
 
-@pytest.mark.parametrize("name", NUMERIC + ["macro_auroc"])
+@pytest.mark.parametrize("name", NUMERIC + SCORES)
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_non_finite_predictions(name, bad):
     preds = [0.2, bad, 0.4, 0.9] if name in ("macro_auroc", "mae", "pearson", "spearman") else [0.0, bad, 1.0, 0.0]
@@ -331,13 +367,13 @@ def test_non_finite_references(name):
         M.get_metric(name)([1.0, 2.0, 3.0], [1.0, 2.0, np.nan])
 
 
-@pytest.mark.parametrize("name", NUMERIC + ["macro_auroc", "vqa_accuracy", "exact_match", "token_f1"])
+@pytest.mark.parametrize("name", NUMERIC + SCORES + STRINGS)
 def test_empty_input(name):
     with pytest.raises(ValueError, match=r"(predictions|references): is empty"):
         M.get_metric(name)([], [])
 
 
-@pytest.mark.parametrize("name", NUMERIC + ["macro_auroc"])
+@pytest.mark.parametrize("name", NUMERIC + SCORES)
 def test_wrong_shape(name):
     cube = np.zeros((2, 3, 4))
     with pytest.raises(ValueError, match=r"predictions: expected a .*-D array; got 3-D|predictions: expected a 1-D"):

@@ -433,7 +433,7 @@ def test_no_split_modules_reach_the_wrapper(multi):
     assert {"ViTLayer", "BertLayer", "EsmLayer", "TransformerBlock"} <= set(multi._no_split_modules)
 
 
-def test_model_card_and_push_writes_it(tmp_path, monkeypatch):
+def test_model_card_names_tasks_outputs_encoders_fusion_data_and_metrics():
     model = dr_model("late", "vote", "pooled")
     card = model.create_model_card("org/multimed-dr", training_data=["org/multimed"],
                                    metrics={"diabetic_retinopathy": {"accuracy": 0.61234}})

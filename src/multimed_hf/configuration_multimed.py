@@ -9,6 +9,10 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+# OUTPUT_KINDS: what a head predicts per label column, the output kind table read live (``register_output_kind``
+# adds one); a registry "text" label becomes "class" over a vocabulary.
+from .output_kinds import OUTPUT_KINDS, get_output_kind, kind_for_label, kind_of
+
 __all__ = [
     "MultiMedConfig",
     "DEFAULT_ENCODERS",
@@ -34,8 +38,6 @@ FUSION_METHODS = {
 ENCODER_KINDS = ("auto", "eeg_lstm", "eeg_tcn", "expression", "shared")
 #: Per-modality input embedders (early fusion): raw inputs -> tokens of the shared size.
 EMBEDDER_KINDS = ("patch_embed", "token_embed", "expression_embed", "eeg_embed", "shared")
-#: What a head predicts per label column (a registry "text" label becomes "class" over a vocabulary).
-OUTPUT_KINDS = ("class", "multilabel", "regression", "coords")
 POOLINGS = ("auto", "cls", "mean", "pooler")
 FUSION_TOKENS = ("pooled", "sequence")
 #: The loss-weight key of the prediction made from all of a task's modalities (lambda_t).
@@ -154,28 +156,9 @@ def _normalize_output(task: str, out: dict) -> dict:
     name, kind = out.get("name"), out.get("kind")
     if not isinstance(name, str) or not name:
         raise ValueError(f"heads[{task!r}]: every output needs a 'name' (its label column), got {out}")
-    if kind not in OUTPUT_KINDS:
-        raise ValueError(f"heads[{task!r}] output {name!r}: kind {kind!r} is not one of {OUTPUT_KINDS}")
-    if kind in ("class", "multilabel"):
-        names = [str(n) for n in out.get("names") or ()]
-        least = 2 if kind == "class" else 1
-        if len(names) < least:
-            raise ValueError(f"heads[{task!r}] output {name!r}: a {kind} output needs at least {least} class names, "
-                             f"got {names}")
-        if len(set(names)) != len(names):
-            raise ValueError(f"heads[{task!r}] output {name!r}: class names repeat: {names}")
-        out["names"] = names
-        out.setdefault("from_text", False)
-    elif kind == "regression":
-        out["target_mean"] = float(out.get("target_mean", 0.0))
-        out["target_std"] = float(out.get("target_std", 1.0))
-        if not out["target_std"] > 0 or not math.isfinite(out["target_mean"]):
-            raise ValueError(f"heads[{task!r}] output {name!r}: target_std must be > 0 and target_mean finite, got "
-                             f"{out['target_mean']}, {out['target_std']}")
-    elif kind == "coords":
-        if not isinstance(out.get("residue_modality"), str):
-            raise ValueError(f"heads[{task!r}] output {name!r}: a coords output names its 'residue_modality'")
-    return out
+    if not isinstance(kind, str) or kind not in OUTPUT_KINDS:
+        raise ValueError(f"heads[{task!r}] output {name!r}: kind {kind!r} is not one of {tuple(OUTPUT_KINDS)}")
+    return get_output_kind(kind).normalize(task, out)
 
 
 def _normalize_head(task: str, head: dict) -> dict:
@@ -315,10 +298,7 @@ class MultiMedConfig(PreTrainedConfig):
                 raise ValueError(f"heads[{task!r}] reads modalities {missing} that have no encoder spec; "
                                  f"encoders: {sorted(self.encoders)}")
             for out in head["outputs"]:
-                if out["kind"] == "coords" and out["residue_modality"] not in head["modalities"]:
-                    raise ValueError(f"heads[{task!r}] output {out['name']!r}: residue_modality "
-                                     f"{out['residue_modality']!r} is not among the task's modalities "
-                                     f"{head['modalities']}")
+                kind_of(out).validate(task, out, head)
 
     def validate_loss_weights(self):
         for task, weights in self.loss_weights.items():
@@ -403,24 +383,10 @@ class MultiMedConfig(PreTrainedConfig):
             if extra:
                 raise ValueError(f"modalities[{name!r}] lists {extra}, which task {name!r} does not read "
                                  f"(it reads {list(spec.modalities)})")
-            outputs = []
-            for label in spec.labels:
-                if label.kind in ("class", "multilabel"):
-                    outputs.append({"name": label.name, "kind": label.kind, "names": list(label.names)})
-                elif label.kind == "regression":
-                    mean, std = regression_stats.get(label.name, (0.0, 1.0))
-                    outputs.append({"name": label.name, "kind": "regression", "target_mean": mean, "target_std": std})
-                elif label.kind == "coords":
-                    residue = chosen[0] if len(chosen) == 1 else "protein"
-                    outputs.append({"name": label.name, "kind": "coords", "residue_modality": residue})
-                else:  # text: classification over a vocabulary given now
-                    vocab = vocabularies.get(label.name, vocabularies.get(name))
-                    if not vocab:
-                        raise ValueError(
-                            f"task {name!r}: label {label.name!r} is free text; give its vocabulary, e.g. "
-                            f"vocabularies={{{name!r}: [...]}} (closed answers / class names seen in training)"
-                        )
-                    outputs.append({"name": label.name, "kind": "class", "names": list(vocab), "from_text": True})
+            outputs = [kind_for_label(label.kind).from_label(label, task=name, modalities=chosen,
+                                                             vocabularies=vocabularies,
+                                                             regression_stats=regression_stats)
+                       for label in spec.labels]
             heads[name] = {"modalities": chosen, "outputs": outputs, "problem_type": spec.problem_type}
         defaults = DEFAULT_EMBEDDERS if fusion == "early" else DEFAULT_ENCODERS
         given = dict(encoders or {})
@@ -432,9 +398,10 @@ class MultiMedConfig(PreTrainedConfig):
         specs.update({m: s for m, s in given.items() if m not in specs})
         if len(heads) == 1:
             (task, head), = heads.items()
-            if len(head["outputs"]) == 1 and head["outputs"][0]["kind"] == "class":
+            problem_type = kind_of(head["outputs"][0]).problem_type if len(head["outputs"]) == 1 else None
+            if problem_type is not None:
                 names = head["outputs"][0]["names"]
                 kwargs.setdefault("id2label", dict(enumerate(names)))
                 kwargs.setdefault("label2id", {n: i for i, n in enumerate(names)})
-                kwargs.setdefault("problem_type", "single_label_classification")
+                kwargs.setdefault("problem_type", problem_type)
         return cls(encoders=specs, heads=heads, hidden_size=hidden_size, fusion=fusion, **kwargs)

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from .blocks import TransformerBlock, scatter_rows
+from .output_kinds import OutputKind, get_output_kind
 
 __all__ = ["IntermediateFusion", "EarlyFusion", "combine_late"]
 
@@ -133,28 +134,18 @@ class EarlyFusion(nn.Module):
         return x[:, 0], segments
 
 
-def combine_late(predictions: torch.Tensor, presence: torch.Tensor, kind: str, method: str,
+def combine_late(predictions: torch.Tensor, presence: torch.Tensor, kind, method: str,
                  weight_logits: torch.Tensor | None = None) -> torch.Tensor:
     """omega of eq. 4 over per-modality predictions [B, M, ...] (logits; standardised values for regression).
 
     ``weighted_mean``: a softmax of learned per-modality weights over the modalities present in each row.
-    ``vote``: class: each present modality votes its argmax, the result is log(vote share), ties broken by the mean
-    probability; multilabel: per-label majority, as logit(vote share); regression: the median. Not differentiable.
+    ``vote``: the output kind's own vote (``kind``: an ``OutputKind`` or its name; class: log(vote share) of the
+    argmaxes, multilabel: per-label majority, regression: the median). Not differentiable.
     """
-    p = presence.to(predictions.dtype)
     if method == "weighted_mean":
+        p = presence.to(predictions.dtype)
         logits = weight_logits.to(predictions.dtype).expand_as(p).masked_fill(~presence, float("-inf"))
         w = logits.softmax(1).nan_to_num(0.0)
         w = w.view(*w.shape, *([1] * (predictions.ndim - 2)))
         return (w * predictions).sum(1)
-    count = p.sum(1).clamp(min=1)
-    if kind == "class":
-        votes = nn.functional.one_hot(predictions.argmax(-1), predictions.shape[-1]).to(p.dtype)
-        probs = predictions.softmax(-1)
-        share = ((votes + 1e-3 * probs) * p[..., None]).sum(1) / count[:, None]
-        return share.clamp(min=1e-6).log()
-    if kind == "multilabel":
-        share = ((predictions > 0).to(p.dtype) * p[..., None]).sum(1) / count[:, None]
-        return torch.logit(share.clamp(1e-4, 1 - 1e-4))
-    masked = predictions.masked_fill(~presence, float("nan"))
-    return masked.nanmedian(1).values.nan_to_num(0.0)
+    return (kind if isinstance(kind, OutputKind) else get_output_kind(kind)).vote(predictions, presence)

@@ -2,6 +2,8 @@
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from .output_kinds import kind_of
+
 __all__ = ["build_model_card"]
 
 _EQUATION = {"early": "eq. 2", "intermediate": "eqs. 3 and 6", "late": "eq. 4"}
@@ -29,13 +31,7 @@ def _encoder_row(modality: str, spec: dict) -> str:
 
 
 def _output_text(out: dict) -> str:
-    kind = out["kind"]
-    if kind in ("class", "multilabel"):
-        what = "answer vocabulary" if out.get("from_text") else "classes"
-        return f"`{out['name']}`: {kind}, {len(out['names'])} {what}"
-    if kind == "regression":
-        return f"`{out['name']}`: regression"
-    return f"`{out['name']}`: C-alpha coordinates (from `{out['residue_modality']}` residues)"
+    return kind_of(out).describe(out)
 
 
 def build_model_card(config, repo_id: str | None = None, training_data=None, metrics: dict | None = None,

@@ -16,10 +16,12 @@ from .blocks import TransformerBlock, masked_mean, scatter_rows
 from .configuration_multimed import FUSED, MultiMedConfig
 from .encoders import HubEncoder, build_encoder, config_from_dict
 from .fusion import EarlyFusion, IntermediateFusion, combine_late
-from .heads import IGNORE_INDEX, TaskHead, column_loss
+from .heads import TaskHead
+from .hub_upload import folder_files, upload_files
 from .model_card import build_model_card
+from .output_kinds import decode_outputs, kind_of
 
-__all__ = ["MultiMedOutput", "MultiMedPreTrainedModel", "MultiMedModel"]
+__all__ = ["MultiMedOutput", "MultiMedPreTrainedModel", "MultiMedModel", "decode_outputs"]
 
 
 @dataclass
@@ -263,9 +265,10 @@ class MultiMedModel(MultiMedPreTrainedModel):
                               torch.zeros(batch, dtype=torch.bool, device=next(iter(presence.values())).device)
                               for m in modalities], 1)
         for out in spec["outputs"]:
-            if out["kind"] == "coords" and out["residue_modality"] not in inputs:
+            residue = kind_of(out).residue_modality(out)
+            if residue is not None and residue not in inputs:
                 raise ValueError(f"task {task!r}: output {out['name']!r} is predicted from "
-                                 f"{out['residue_modality']!r} residues, which this batch lacks")
+                                 f"{residue!r} residues, which this batch lacks")
         empty = (~matrix.any(1)).nonzero().flatten()
         if len(empty):
             raise ValueError(f"task {task!r}: rows {empty[:10].tolist()} have none of the modalities {modalities}")
@@ -275,29 +278,14 @@ class MultiMedModel(MultiMedPreTrainedModel):
 
     def _check_labels(self, task, spec, labels, batch):
         outputs = {o["name"]: o for o in spec["outputs"]}
-        allowed = set(outputs) | ({"coords_mask"} if any(o["kind"] == "coords" for o in outputs.values()) else set())
+        allowed = set(outputs) | {kind_of(o).mask_key for o in outputs.values() if kind_of(o).mask_key}
         for name, value in labels.items():
             if name not in allowed:
                 raise ValueError(f"task {task!r} has no label column {name!r}; its columns are {sorted(allowed)}")
             if value.shape[0] != batch:
                 raise ValueError(f"labels[{name!r}] has {value.shape[0]} rows, the batch has {batch}")
-            out = outputs.get(name)
-            if out is None:
-                continue
-            if out["kind"] == "class":
-                bad = (value != IGNORE_INDEX) & ((value < 0) | (value >= len(out["names"])))
-                if value.ndim != 1 or bool(bad.any()):
-                    raise ValueError(f"labels[{name!r}]: expected LongTensor[{batch}] of class indices in "
-                                     f"[0, {len(out['names'])}) or {IGNORE_INDEX}, got shape {list(value.shape)} "
-                                     f"with values {value[bad][:5].tolist()}")
-            elif out["kind"] == "multilabel" and tuple(value.shape) != (batch, len(out["names"])):
-                raise ValueError(f"labels[{name!r}]: expected FloatTensor[{batch}, {len(out['names'])}] (NaN = "
-                                 f"unknown), got shape {list(value.shape)}")
-            elif out["kind"] == "regression" and value.ndim != 1:
-                raise ValueError(f"labels[{name!r}]: expected FloatTensor[{batch}] (NaN = absent), got shape "
-                                 f"{list(value.shape)}")
-            elif out["kind"] == "coords" and (value.ndim != 3 or value.shape[-1] != 3):
-                raise ValueError(f"labels[{name!r}]: expected FloatTensor[{batch}, L, 3], got {list(value.shape)}")
+            if name in outputs:
+                kind_of(outputs[name]).check_labels(outputs[name], value, batch)
 
     def _drop_modalities(self, inputs, presence, matrix, modalities, p):
         """Modality dropout: each present modality of a row goes with probability p, never a row's last one."""
@@ -355,7 +343,8 @@ class MultiMedModel(MultiMedPreTrainedModel):
         if self.training and p > 0:
             inputs, presence, matrix = self._drop_modalities(inputs, presence, matrix, modalities, p)
         head = self.heads[task]
-        residue_of = {o["name"]: o["residue_modality"] for o in spec["outputs"] if o["kind"] == "coords"}
+        residue_of = {o["name"]: kind_of(o).residue_modality(o) for o in spec["outputs"]}
+        residue_of = {column: m for column, m in residue_of.items() if m is not None}
         rows = {m: presence[m].nonzero().flatten() for m in inputs}
         encoded = {m: self._encode(m, inputs[m]) for m in modalities if m in inputs}
 
@@ -393,14 +382,14 @@ class MultiMedModel(MultiMedPreTrainedModel):
         if self.config.fusion == "late":
             modality_preds = {m: head(features[m][1], modality=m) for m in features}
             method = self.config.fusion_method
-            for name, out in head.specs.items():
-                if out["kind"] == "coords":
+            for name, kind in head.kinds.items():
+                if not kind.late:
                     continue
                 ref = next(iter(modality_preds.values()))[name]
                 zeros = ref.new_zeros((batch, *ref.shape[1:]))
                 stacked = torch.stack([scatter_rows(modality_preds[m][name], rows[m], batch) if m in modality_preds
                                        else zeros for m in modalities], 1)
-                preds[name] = combine_late(stacked, matrix, out["kind"], method, head.late_weights)
+                preds[name] = combine_late(stacked, matrix, kind, method, head.late_weights)
             modality_logits = {
                 m: {n: scatter_rows(head.to_output(n, v), rows[m], batch) for n, v in mp.items()}
                 for m, mp in modality_preds.items()
@@ -429,25 +418,17 @@ class MultiMedModel(MultiMedPreTrainedModel):
         for name, out in head.specs.items():
             if name not in labels:
                 continue
-            target = labels[name]
-            coords_mask = labels.get("coords_mask") if out["kind"] == "coords" else None
-            if out["kind"] == "coords":
-                length = residues[name][0].shape[1]
-                if target.shape[1] != length:
-                    raise ValueError(f"labels[{name!r}] has {target.shape[1]} residues per row, the "
-                                     f"{out['residue_modality']!r} tokens give {length} (tokens 1..T-2)")
-                if coords_mask is not None and tuple(coords_mask.shape) != tuple(target.shape[:2]):
-                    raise ValueError(f"labels['coords_mask'] has shape {list(coords_mask.shape)}, expected "
-                                     f"{list(target.shape[:2])}")
-            if out["kind"] == "coords" or fused_differentiable:
-                value = column_loss(out, preds[name], target, coords_mask)
+            kind, target = head.kinds[name], labels[name]
+            mask = labels.get(kind.mask_key) if kind.mask_key else None
+            if not kind.late or fused_differentiable:
+                value = kind.loss(out, preds[name], target, mask)
                 if value is not None:
                     losses[name] = value
                     total = total + cfg.loss_weight(task, FUSED) * value
-            if out["kind"] == "coords":
+            if not kind.late:
                 continue
             for m, mp in modality_preds.items():
-                value = column_loss(out, mp[name], target[rows[m]])
+                value = kind.loss(out, mp[name], target[rows[m]], None if mask is None else mask[rows[m]])
                 if value is not None:
                     losses[f"{m}/{name}"] = value
                     total = total + cfg.loss_weight(task, m) * value
@@ -465,21 +446,19 @@ class MultiMedModel(MultiMedPreTrainedModel):
                     private: bool | None = None, token: bool | str | None = None, revision: str | None = None,
                     create_pr: bool = False, max_shard_size: int | str | None = "50GB",
                     tags: list[str] | None = None) -> str:
-        """`PreTrainedModel.push_to_hub`, writing our model card (`create_model_card`) as README.md.
+        """`PreTrainedModel.push_to_hub`'s interface, writing our model card (`create_model_card`) as README.md, in one
+        commit through the package's one upload path (`hub_upload`: every file of `save_pretrained`, folders too).
 
         training_data: dataset ids or dicts (`name`, `config`, `split`, `num_rows`); metrics: `{task: {name: value}}`.
         """
-        from transformers.utils.hub import hf_api
-
-        repo_id = hf_api().create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
         card = self.create_model_card(repo_id, training_data=training_data, metrics=metrics, tags=tags)
         with tempfile.TemporaryDirectory() as tmp_dir:
             self.save_pretrained(tmp_dir, max_shard_size=max_shard_size)
             card.save(os.path.join(tmp_dir, "README.md"))
-            return self._upload_modified_files(
-                tmp_dir, repo_id, files_timestamps={}, commit_message=commit_message or "Upload MultiMedModel",
-                token=token, create_pr=create_pr, revision=revision, commit_description=commit_description,
-            )
+            return upload_files(repo_id, folder_files(tmp_dir), repo_type="model",
+                                commit_message=commit_message or "Upload MultiMedModel",
+                                commit_description=commit_description, token=token, private=private,
+                                revision=revision, create_pr=create_pr)
 
 
 # The one place the auto classes are registered: AutoConfig / AutoModel in this process, and `auto_map` +

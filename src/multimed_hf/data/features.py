@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datasets import ClassLabel, Features, Image, Json, List, Value
+from datasets import Features, Image, Json, List, Value
 
+from multimed_hf.data.label_kinds import get_label_kind
 from multimed_hf.tasks import ColumnSpec, LabelSpec, TaskSpec
 
 __all__ = ["COMMON_COLUMNS", "task_features", "column_feature", "label_feature"]
@@ -39,16 +40,8 @@ def column_feature(column: ColumnSpec):
 
 
 def label_feature(label: LabelSpec):
-    """The ``datasets`` feature of one label column (absent labels are stored as None)."""
-    if label.kind == "class":
-        return ClassLabel(names=list(label.names))
-    if label.kind == "multilabel":
-        return List(ClassLabel(names=list(label.names)))
-    if label.kind == "regression":
-        return Value("float32")
-    if label.kind == "coords":
-        return List(List(Value("float32"), length=3))
-    return Value("string")
+    """The ``datasets`` feature of one label column (absent labels are stored as None), from its kind's entry."""
+    return get_label_kind(label.kind).feature(label)
 
 
 def task_features(task: TaskSpec) -> Features:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from multimed_hf.data.build import CACHE_DIR
 from multimed_hf.data.card import read_build_infos, render_readme
+from multimed_hf.hub_upload import folder_files, upload_files
 from multimed_hf.tasks import get_task
 
 __all__ = ["PushReport", "push_dataset", "left_out_sources"]
@@ -40,8 +41,6 @@ def push_dataset(
     out_dir: str | os.PathLike, repo_id: str, *, token: str | None = None, private: bool = False
 ) -> PushReport:
     """Push ``out_dir`` (a built MultiMed folder) to the dataset repo ``repo_id`` in one commit."""
-    from huggingface_hub import CommitOperationAdd, HfApi
-
     out_dir = Path(out_dir)
     if "/" not in repo_id:
         raise ValueError(
@@ -53,21 +52,11 @@ def push_dataset(
         raise ValueError(f"{out_dir} holds no built config (no */build_info.json): run `multimed build` first")
     left_out = left_out_sources(out_dir)
     skipped = {f"{info['config']}/{s['name']}" for info in infos for s in info["sources"] if s["name"] in left_out}
-    files = []
-    for path in sorted(out_dir.rglob("*")):
-        rel = path.relative_to(out_dir).as_posix()
-        if not path.is_file() or rel == "README.md" or rel.startswith(CACHE_DIR + "/"):
-            continue
-        if any(rel.startswith(prefix + "/") for prefix in skipped):
-            continue
-        files.append(rel)
-    operations = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(out_dir / rel)) for rel in files]
-    readme = render_readme(out_dir, left_out)
-    operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=readme.encode("utf-8")))
-    api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    commit = api.create_commit(
-        repo_id, operations, repo_type="dataset",
-        commit_message=f"multimed push: {', '.join(i['config'] for i in infos)}",
-    )
+    uploads = {rel: path for rel, path in folder_files(out_dir).items()
+               if rel != "README.md" and not rel.startswith(CACHE_DIR + "/")
+               and not any(rel.startswith(prefix + "/") for prefix in skipped)}
+    files = list(uploads)
+    uploads["README.md"] = render_readme(out_dir, left_out).encode("utf-8")
+    commit = upload_files(repo_id, uploads, repo_type="dataset", token=token, private=private,
+                          commit_message=f"multimed push: {', '.join(i['config'] for i in infos)}")
     return PushReport(repo_id, files + ["README.md"], left_out, commit.commit_url)

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from datasets import Features
+from datasets.arrow_writer import ParquetWriter
 
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.sample import Sample, SourceFileRef, array_digest, sample_to_json
@@ -19,7 +19,8 @@ __all__ = ["SHARD_BYTES", "fingerprint", "plan_shards", "write_shard", "encode_r
 
 #: Target payload per shard (the Hub's datasets favour ~100-500 MB Parquet files).
 SHARD_BYTES = 256 * 2**20
-FORMAT_VERSION = "1"
+#: Part of every build fingerprint: "2" since shards are written by datasets' ParquetWriter (other bytes).
+FORMAT_VERSION = "2"
 
 
 def fingerprint(parts: Iterable, samples: Sequence[tuple[str, str, Sample]]) -> str:
@@ -79,9 +80,13 @@ def encode_row(sample: Sample, builder: SourceBuilder, group_id: str, features: 
 
 
 def write_shard(rows: list[dict], features: Features, path: Path) -> None:
-    """Write rows as one Parquet file whose schema carries the ``datasets`` features."""
+    """Write rows (already encoded, file bytes embedded) as one Parquet file with ``datasets``' own Parquet writer,
+    the one ``push_to_hub`` uses: its schema carries the features, pages are content-defined chunks (the Hub
+    de-duplicates unchanged chunks across rebuilds) with a page index. The same rows give the same bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist(rows, schema=features.arrow_schema)
     tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp)
+    with ParquetWriter(path=str(tmp), features=features) as writer:
+        writer.write_table(table)
+        writer.finalize()
     tmp.replace(path)

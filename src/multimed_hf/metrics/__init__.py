@@ -29,9 +29,11 @@ __all__ = [
     "PearsonAccumulator",
     "UnknownMetricError",
     "accuracy",
+    "applicable_metrics",
     "auroc_per_class",
     "balanced_accuracy",
     "cohen_kappa",
+    "compute_output_metrics",
     "compute_task_metrics",
     "correlations",
     "exact_match",
@@ -103,9 +105,6 @@ METRICS: Mapping[str, Callable[..., float]] = MappingProxyType({
     "recall_at_5": recall_at_5,
 })
 
-#: Metrics on class labels: for a regression label with a binned twin (bone age) they score the bins.
-_LABEL_METRICS = frozenset({"accuracy", "balanced_accuracy", "macro_f1", "cohen_kappa", "quadratic_kappa"})
-
 
 def list_metrics() -> list[str]:
     """Names of every registered metric."""
@@ -126,17 +125,6 @@ def _options_of(fn: Callable) -> set[str]:
     params = inspect.signature(fn).parameters.values()
     return {p.name for p in params if p.name not in ("predictions", "references")
             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-
-
-def _binned(task, values, name: str) -> np.ndarray:
-    binned_labels = [label for label in task.labels if label.bins]
-    if not binned_labels:
-        raise ValueError(
-            f"label: task {task.name!r} has no binned label, so a class metric cannot score its regression values; "
-            "pass label= a class label or metrics= regression metrics"
-        )
-    edges = np.asarray(binned_labels[0].bins[1:], dtype=float)
-    return np.searchsorted(edges, as_float_array(name, values), side="right")
 
 
 def compute_task_metrics(
@@ -168,10 +156,17 @@ def compute_task_metrics(
         if name in _STRUCTURE_KEYS:
             structure = structure or _structure_means(predictions, references, **kwargs)
             results[name] = structure[name]
-        elif spec is not None and spec.kind == "regression" and name in _LABEL_METRICS:
-            preds = _binned(task, predictions, "predictions")
-            refs = _binned(task, references, "references")
+        elif spec is not None:  # the label's kind turns the given values into the metric's input (bone age: bins)
+            preds, refs = get_metric_kind(spec.kind).task_inputs(name, task, predictions, references)
             results[name] = fn(preds, refs, **kwargs)
         else:
             results[name] = fn(predictions, references, **kwargs)
     return results
+
+
+# The column-level face (raw model outputs -> every metric that applies); imported last: it reads this registry.
+from multimed_hf.metrics.output_metrics import (  # noqa: E402
+    applicable_metrics,
+    compute_output_metrics,
+    get_metric_kind,
+)

@@ -1,0 +1,37 @@
+"""The one upload path to the Hub (model, processor and dataset alike): create the repo, then one ``create_commit``.
+
+Flat, with no package imports, so the model's remote-code copy carries it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+__all__ = ["folder_files", "upload_files"]
+
+
+def folder_files(folder: str | os.PathLike) -> dict[str, Path]:
+    """Every file under ``folder`` (recursively), keyed by its POSIX path relative to the folder, sorted."""
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def upload_files(repo_id: str, files: Mapping[str, str | os.PathLike | bytes], *, repo_type: str = "model",
+                 commit_message: str, commit_description: str | None = None, token: bool | str | None = None,
+                 private: bool | None = None, revision: str | None = None, create_pr: bool = False):
+    """Upload ``files`` (path in the repo -> a local file or the bytes to write) to ``repo_id`` in one commit,
+    creating the repo (and the ``revision`` branch) where needed. Returns ``huggingface_hub``'s ``CommitInfo``.
+    """
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    if not files:
+        raise ValueError(f"upload to {repo_id!r}: no files to upload")
+    api = HfApi(token=token)
+    repo_id = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True).repo_id
+    if revision is not None and not revision.startswith("refs/pr"):
+        api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
+    operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=data if isinstance(data, bytes) else str(data))
+                  for path, data in files.items()]
+    return api.create_commit(repo_id, operations, repo_type=repo_type, commit_message=commit_message,
+                             commit_description=commit_description, revision=revision, create_pr=create_pr)

@@ -1,0 +1,421 @@
+"""Metrics of one label column from a model's raw outputs: one entry per kind of label column (which metrics apply
+and how the outputs become each metric's input)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Callable, Mapping
+
+import numpy as np
+
+from multimed_hf.metrics._validation import as_float_array, to_numpy
+from multimed_hf.tasks import LabelSpec, TaskSpec, get_task
+
+__all__ = [
+    "MetricKind",
+    "METRIC_KINDS",
+    "register_metric_kind",
+    "unregister_metric_kind",
+    "get_metric_kind",
+    "compute_output_metrics",
+    "applicable_metrics",
+    "IGNORE_INDEX",
+]
+
+#: An absent class reference, as the processor encodes it.
+IGNORE_INDEX = -100
+#: Options that hold one value per row: they are cut to the rows that have a reference, like the arrays.
+PER_ROW_OPTIONS = ("groups", "answer_types", "lengths")
+#: Metrics scored on class labels (the argmax of the outputs).
+LABEL_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "cohen_kappa", "quadratic_kappa")
+#: Metrics that weigh disagreements by grade distance: they take every class index as ``labels``.
+KAPPA_METRICS = ("cohen_kappa", "quadratic_kappa")
+#: Metrics scored on class scores (softmax / sigmoid of the outputs).
+SCORE_METRICS = ("macro_auroc",)
+#: Metrics scored on strings (a free-text label's vocabulary entries).
+STRING_METRICS = ("vqa_accuracy", "exact_match", "token_f1")
+#: Metrics scored on numbers in the label's units.
+VALUE_METRICS = ("mae", "pearson", "spearman")
+#: Metrics scored on C-alpha coordinates.
+STRUCTURE_METRICS = ("tm_score", "rmsd", "gdt_ts")
+#: Metrics scored on a similarity matrix (contrastive pairs: no label column, so no kind scores them here).
+RETRIEVAL_METRICS = ("recall_at_1", "recall_at_5")
+
+
+@dataclass
+class Column:
+    """One label column's rows that have a reference: what a ``MetricKind`` turns into metric inputs."""
+
+    task: TaskSpec
+    label: LabelSpec
+    outputs: np.ndarray
+    references: np.ndarray
+    mask: np.ndarray | None
+    options: dict = field(default_factory=dict)  # per-row options already cut to these rows
+
+
+class MetricKind:
+    """How a kind of label column is scored. Subclasses set ``name`` (the registry's ``LabelSpec.kind``) and
+    ``inputs``: metric name -> the name of a method ``(column, metric) -> (predictions, references, extra keyword
+    arguments)``, or ``None`` where the metric is undefined on the column's rows (it is then NaN).
+
+    ``check`` validates the arrays (raising ``ValueError`` that names the column); ``present`` gives the rows that
+    have a reference; a metric whose input is undefined on those rows (one class only, no row) gives NaN.
+    """
+
+    name: str = ""
+    inputs: Mapping[str, str] = {}
+    #: kind-level options (read by the kind, not passed to the metric functions)
+    options: tuple[str, ...] = ()
+
+    def applies(self, metric: str, task: TaskSpec, label: LabelSpec) -> bool:
+        return metric in self.inputs
+
+    def check(self, where: str, outputs: np.ndarray, references: np.ndarray, mask: np.ndarray | None) -> None:
+        if len(outputs) != len(references):
+            raise ValueError(f"{where}: outputs have {len(outputs)} rows, references {len(references)}; expected one "
+                             f"reference per row")
+
+    def present(self, references: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        raise NotImplementedError
+
+    def metric_input(self, metric: str, column: Column):
+        return getattr(self, self.inputs[metric])(column, metric)
+
+    def task_inputs(self, metric: str, task: TaskSpec, predictions, references):
+        """``compute_task_metrics``' inputs (already in metric form) as ``metric`` takes them for this kind."""
+        return predictions, references
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+def _float(name: str, value) -> np.ndarray:
+    array = to_numpy(value, name)
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise TypeError(f"{name}: expected numbers, got an array of dtype {array.dtype}")
+    return array.astype(np.float64)
+
+
+class ClassMetrics(MetricKind):
+    """Single-label classes: outputs are logits ``[N, K]``, references class indices ``[N]`` (-100 absent)."""
+
+    name = "class"
+    inputs = {**{m: "labels" for m in LABEL_METRICS}, **{m: "scores" for m in SCORE_METRICS}}
+
+    def check(self, where, outputs, references, mask):
+        super().check(where, outputs, references, mask)
+        if outputs.ndim != 2 or references.ndim != 1:
+            raise ValueError(f"{where}: expected logits [N, K] and class indices [N]; got outputs of shape "
+                             f"{list(outputs.shape)} and references of shape {list(references.shape)}")
+        refs = references[np.isfinite(references) & (references != IGNORE_INDEX)]
+        bad = refs[(refs < 0) | (refs >= outputs.shape[1]) | (refs != np.round(refs))]
+        if bad.size:
+            raise ValueError(f"{where}: references hold {bad[:5].tolist()}; expected class indices in "
+                             f"[0, {outputs.shape[1]}) or {IGNORE_INDEX} (absent)")
+
+    def present(self, references, mask):
+        return np.isfinite(references) & (references != IGNORE_INDEX)
+
+    def labels(self, column, metric):
+        # weighted kappa reads grade distances over every class, also those no row predicts or has
+        extra = {"labels": np.arange(column.outputs.shape[1])} if metric in KAPPA_METRICS else {}
+        return column.outputs.argmax(-1), column.references.astype(np.int64), extra
+
+    def scores(self, column, metric):
+        if len(np.unique(column.references)) < 2:
+            return None  # AUROC needs both a positive and a negative for some class
+        return _softmax(column.outputs), column.references.astype(np.int64), {}
+
+
+class TextMetrics(ClassMetrics):
+    """A free-text label classified over a vocabulary (cell types, VQA answers): class metrics on the indices, and
+    string metrics (VQA) on the vocabulary entries, for which ``names`` (the vocabulary, index order) is needed."""
+
+    name = "text"
+    inputs = {**ClassMetrics.inputs, **{m: "strings" for m in STRING_METRICS}}
+    options = ("names",)
+    #: the answer type each string metric scores where ``answer_types`` is given
+    answer_type = {"vqa_accuracy": "closed", "exact_match": "open", "token_f1": "open"}
+
+    def strings(self, column, metric):
+        names = column.options.get("names")
+        if names is None:
+            raise TypeError(f"task {column.task.name!r}, column {column.label.name!r}: string metrics "
+                            f"{list(STRING_METRICS)} need names= (the vocabulary, in index order, e.g. the head "
+                            f"spec's output 'names')")
+        names = [str(n) for n in names]
+        if len(names) != column.outputs.shape[1]:
+            raise ValueError(f"task {column.task.name!r}, column {column.label.name!r}: names has {len(names)} "
+                             f"entries, the outputs score {column.outputs.shape[1]} classes")
+        types = column.options.get("answer_types")
+        if types is not None and not any(str(t).strip().lower() == self.answer_type[metric] for t in types):
+            return None  # no question of the type this metric scores
+        preds = [names[i] for i in column.outputs.argmax(-1)]
+        refs = [names[int(i)] for i in column.references]
+        return preds, refs, {}
+
+
+class MultilabelMetrics(MetricKind):
+    """Several names per row: outputs are logits ``[N, K]``, references 1 / 0 / NaN (unknown) ``[N, K]``; ``mask``
+    (optional, ``[N, K]``) marks the known names too. Accuracy is top-1 among the row's known names (TASKS.md)."""
+
+    name = "multilabel"
+    inputs = {"accuracy": "top1", "macro_auroc": "scores"}
+
+    def check(self, where, outputs, references, mask):
+        super().check(where, outputs, references, mask)
+        if outputs.ndim != 2 or outputs.shape != references.shape:
+            raise ValueError(f"{where}: expected logits and references of one shape [N, K]; got "
+                             f"{list(outputs.shape)} and {list(references.shape)}")
+        if mask is not None and mask.shape != references.shape:
+            raise ValueError(f"{where}: mask has shape {list(mask.shape)}; expected the references' "
+                             f"{list(references.shape)}")
+        known = references[np.isfinite(references)]
+        if not np.isin(known, (0.0, 1.0)).all():
+            raise ValueError(f"{where}: references hold {np.unique(known[~np.isin(known, (0.0, 1.0))])[:5]}; "
+                             f"expected 1 (present), 0 (absent) or NaN (unknown)")
+
+    @staticmethod
+    def known(references, mask):
+        known = np.isfinite(references)
+        return known if mask is None else known & mask.astype(bool)
+
+    def present(self, references, mask):
+        return self.known(references, mask).any(axis=1)
+
+    def _refs(self, column):
+        return np.where(self.known(column.references, column.mask), column.references, np.nan)
+
+    def top1(self, column, metric):
+        refs = self._refs(column)
+        if not (np.nansum(refs, axis=1) > 0).any():
+            return None  # no row has a known positive name
+        return _sigmoid(column.outputs), refs, {}
+
+    def scores(self, column, metric):
+        refs = self._refs(column)
+        if not any(np.unique(c[np.isfinite(c)]).size == 2 for c in refs.T):
+            return None  # no name has both a known positive and a known negative
+        return _sigmoid(column.outputs), refs, {}
+
+
+class RegressionMetrics(MetricKind):
+    """Numbers in the label's units: outputs and references ``[N]`` (NaN absent). Class metrics apply where the
+    task has a binned label (bone age): both sides are binned at the registry's edges."""
+
+    name = "regression"
+    inputs = {**{m: "values" for m in VALUE_METRICS}, **{m: "bins" for m in LABEL_METRICS}}
+
+    def applies(self, metric, task, label):
+        if metric in LABEL_METRICS:
+            return _binned_label(task) is not None
+        return metric in self.inputs
+
+    def check(self, where, outputs, references, mask):
+        super().check(where, outputs, references, mask)
+        if outputs.ndim != 1 or references.ndim != 1:
+            raise ValueError(f"{where}: expected values [N] and references [N]; got shapes {list(outputs.shape)} "
+                             f"and {list(references.shape)}")
+
+    def present(self, references, mask):
+        return np.isfinite(references)
+
+    def values(self, column, metric):
+        return column.outputs, column.references, {}
+
+    def bins(self, column, metric):
+        binned = _binned_label(column.task)
+        preds, refs = _bin(binned, column.outputs), _bin(binned, column.references)
+        return preds, refs, {"labels": np.arange(len(binned.names))} if metric in KAPPA_METRICS else {}
+
+    def task_inputs(self, metric, task, predictions, references):
+        """Class metrics on a regression label with a binned twin (bone age: months) score the bins."""
+        if metric not in LABEL_METRICS:
+            return predictions, references
+        binned = _binned_label(task)
+        if binned is None:
+            raise ValueError(
+                f"label: task {task.name!r} has no binned label, so a class metric cannot score its regression "
+                "values; pass label= a class label or metrics= regression metrics"
+            )
+        return (_bin(binned, as_float_array("predictions", predictions)),
+                _bin(binned, as_float_array("references", references)))
+
+
+class CoordsMetrics(MetricKind):
+    """C-alpha coordinates: outputs and references ``[N, L, 3]`` in Angstrom, ``mask`` ``[N, L]`` the observed
+    residues. A row's length is ``lengths[i]`` where given, else up to its last observed residue (padding beyond
+    a chain's end must not count in the TM-score's L); rows with fewer than 3 observed residues are left out."""
+
+    name = "coords"
+    inputs = {m: "structures" for m in STRUCTURE_METRICS}
+    options = ("lengths",)
+
+    def check(self, where, outputs, references, mask):
+        super().check(where, outputs, references, mask)
+        if outputs.ndim != 3 or outputs.shape[-1] != 3 or outputs.shape != references.shape:
+            raise ValueError(f"{where}: expected coordinates [N, L, 3] on both sides; got {list(outputs.shape)} and "
+                             f"{list(references.shape)}")
+        if mask is not None and mask.shape != references.shape[:2]:
+            raise ValueError(f"{where}: mask has shape {list(mask.shape)}; expected {list(references.shape[:2])}")
+
+    @staticmethod
+    def observed(references, mask):
+        finite = np.isfinite(references).all(-1)
+        return finite if mask is None else finite & mask.astype(bool)
+
+    def present(self, references, mask):
+        return self.observed(references, mask).sum(axis=1) >= 3
+
+    def structures(self, column, metric):
+        observed = self.observed(column.references, column.mask)
+        lengths = column.options.get("lengths")
+        preds, refs, masks = [], [], []
+        for i in range(len(observed)):
+            n = int(lengths[i]) if lengths is not None else int(np.flatnonzero(observed[i])[-1]) + 1
+            preds.append(column.outputs[i, :n])
+            refs.append(np.where(observed[i, :n, None], column.references[i, :n], 0.0))
+            masks.append(observed[i, :n])
+        return preds, refs, {"masks": masks}
+
+
+def _bin(binned: LabelSpec, values: np.ndarray) -> np.ndarray:
+    """Bin indices of ``values`` at the registry's edges (``[e0, e1)`` -> 0, ...)."""
+    return np.searchsorted(np.asarray(binned.bins[1:], dtype=float), values, side="right")
+
+
+def _binned_label(task: TaskSpec) -> LabelSpec | None:
+    return next((label for label in task.labels if label.bins), None)
+
+
+_TABLE: dict[str, MetricKind] = {}
+#: Registry label kind -> how its columns are scored (read-only view; ``register_metric_kind`` adds one).
+METRIC_KINDS: Mapping[str, MetricKind] = MappingProxyType(_TABLE)
+
+
+def register_metric_kind(kind: MetricKind, *, replace: bool = False) -> MetricKind:
+    """Add ``kind`` (a ``MetricKind`` instance) to the table; a name already taken raises unless ``replace``."""
+    if not isinstance(kind, MetricKind) or not kind.name:
+        raise TypeError(f"register_metric_kind: expected a MetricKind instance with a name, got {kind!r}")
+    if kind.name in _TABLE and not replace:
+        raise ValueError(f"metric kind {kind.name!r} is already registered; pass replace=True to override it")
+    _TABLE[kind.name] = kind
+    return kind
+
+
+def unregister_metric_kind(name: str) -> MetricKind:
+    """Remove and return the kind ``name`` (for tests and plug-ins that add a kind for a while)."""
+    return _TABLE.pop(get_metric_kind(name).name)
+
+
+def get_metric_kind(name: str) -> MetricKind:
+    """The metric kind of registry label kind ``name``; an unknown one raises ``ValueError``."""
+    try:
+        return _TABLE[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"label kind {name!r} has no metric kind; known: {tuple(_TABLE)}") from None
+
+
+for _kind in (ClassMetrics(), TextMetrics(), MultilabelMetrics(), RegressionMetrics(), CoordsMetrics()):
+    register_metric_kind(_kind)
+
+
+def applicable_metrics(task: str, column: str) -> tuple[str, ...]:
+    """The registry metrics of ``task`` that apply to label ``column`` (``LabelSpec.metrics``, else the task's,
+    kept where the column's kind can score them)."""
+    spec = get_task(task)
+    label = spec.label(column)
+    kind = get_metric_kind(label.kind)
+    return tuple(m for m in (label.metrics or spec.metrics) if kind.applies(m, spec, label))
+
+
+def compute_output_metrics(task: str, column: str, outputs, references, *, mask=None,
+                           **options) -> dict[str, float]:
+    """Every registry metric that applies to one label column, from the model's raw outputs for that column.
+
+    Args:
+        task, column: a registered task and one of its label columns.
+        outputs: the model's outputs for the column in label units (``MultiMedOutput.logits``): class / free-text
+            vocabulary / multilabel logits ``[N, K]``, regression values ``[N]``, coordinates ``[N, L, 3]``.
+        references: encoded as the processor encodes labels: class indices ``[N]`` (-100 absent), multilabel
+            ``[N, K]`` of 1 / 0 / NaN (unknown), regression ``[N]`` (NaN absent), coordinates ``[N, L, 3]``.
+        mask: coordinates: ``[N, L]`` observed residues; multilabel: ``[N, K]`` known names (optional).
+        options: ``names`` (a free-text label's vocabulary in index order: needed for the VQA string metrics),
+            ``lengths`` (coords: residues per row), and any option a metric function accepts (``groups``,
+            ``answer_types``, ``axis``, ``backend``, ...). ``groups``, ``answer_types`` and ``lengths`` hold one
+            value per row.
+
+    Rows without a reference are left out. A metric that is undefined on the rows left (no row, one class only
+    for AUROC) is NaN. Returns plain floats on the natural scale (accuracy as a fraction).
+    """
+    from multimed_hf.metrics import _options_of, get_metric
+
+    spec = get_task(task)
+    label = spec.label(column)
+    kind = get_metric_kind(label.kind)
+    where = f"task {task!r}, column {column!r}"
+    outputs = _float("outputs", outputs)
+    references = _float("references", references)
+    mask = None if mask is None else to_numpy(mask, "mask")
+    kind.check(where, outputs, references, mask)
+    names = applicable_metrics(task, column)
+    fns = {name: get_metric(name) for name in names}
+    accepted = {name: _options_of(fn) for name, fn in fns.items()}
+    known_options = set(kind.options).union(*accepted.values())
+    unused = sorted(set(options) - known_options)
+    if unused:
+        raise TypeError(f"{where}: options {unused} are read by none of the metrics {list(names)}; they read "
+                        f"{sorted(known_options)}")
+    rows = kind.present(references, mask)
+    per_row = {}
+    for key in PER_ROW_OPTIONS:
+        if key in options and options[key] is not None:
+            value = np.asarray(options[key])
+            if len(value) != len(references):
+                raise ValueError(f"{where}: {key} has {len(value)} entries for {len(references)} rows")
+            per_row[key] = value[rows]
+    if not rows.any():
+        return {name: float("nan") for name in names}
+    col = Column(spec, label, outputs[rows], references[rows], None if mask is None else mask[rows],
+                 {**{k: v for k, v in options.items() if k in kind.options}, **per_row})
+    results: dict[str, float] = {}
+    shared: dict[tuple, dict] = {}
+    for name, fn in fns.items():
+        prepared = kind.metric_input(name, col)
+        if prepared is None:
+            results[name] = float("nan")
+            continue
+        predictions, refs, extra = prepared
+        kwargs = {k: v for k, v in {**options, **per_row}.items() if k in accepted[name] and k not in kind.options}
+        kwargs.update({k: v for k, v in extra.items() if k in accepted[name]})
+        if name in STRUCTURE_METRICS:  # one structure search gives all three
+            results[name] = _structure(shared, predictions, refs, extra, kwargs)[name]
+            continue
+        results[name] = _call(fn, predictions, refs, kwargs)
+    return results
+
+
+def _call(fn: Callable, predictions, references, kwargs) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an undefined correlation is NaN, said by the value
+        return float(fn(predictions, references, **kwargs))
+
+
+def _structure(shared: dict, predictions, references, extra, kwargs) -> dict[str, float]:
+    if "scores" not in shared:
+        from multimed_hf.metrics.structure import structure_scores
+
+        options = {k: v for k, v in kwargs.items() if k in ("backend", "device")}
+        scores = structure_scores(predictions, references, extra["masks"], **options)
+        shared["scores"] = {k: float(np.mean(v)) for k, v in scores.items()}
+    return shared["scores"]
