@@ -1,0 +1,1 @@
+"""Training layer: task sampling, the multitask Trainer, runs, the Table 1 benchmark and its report."""

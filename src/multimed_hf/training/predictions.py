@@ -1,0 +1,159 @@
+"""TaskPredictions: one task's predictions over a dataset, each row once, with its labels, metrics and intervals."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["TaskPredictions", "PER_ROW_METRIC_COLUMNS", "stack_rows"]
+
+IGNORE_INDEX = -100
+#: Per-row metric options (``compute_output_metrics``) -> the dataset column that holds them, read where a task's
+#: rows have that column and the column's metrics take the option (med_vqa's closed/open split, expression
+#: prediction's per-context Pearson).
+PER_ROW_METRIC_COLUMNS = {"answer_types": "answer_type", "groups": "context"}
+
+
+def _metric_options(task: str, column: str) -> set[str]:
+    """The options ``compute_output_metrics`` accepts for one label column."""
+    from multimed_hf.metrics import get_metric
+    from multimed_hf.metrics.output_metrics import applicable_metrics, get_metric_kind
+    from multimed_hf.tasks import get_task
+
+    accepted = set(get_metric_kind(get_task(task).label(column).kind).options)
+    for name in applicable_metrics(task, column):
+        params = inspect.signature(get_metric(name)).parameters.values()
+        accepted |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return accepted
+
+
+def _labelled_rows(reference: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Rows of a label column that carry a label (-100 / all-NaN / empty coords mask = absent)."""
+    if mask is not None:
+        return np.asarray(mask).reshape(len(mask), -1).any(1)
+    if reference.dtype.kind in "iu":
+        return (reference != IGNORE_INDEX).reshape(len(reference), -1).any(1)
+    return ~np.isnan(reference.reshape(len(reference), -1)).all(1)
+
+
+@dataclass
+class TaskPredictions:
+    """One task's predictions over a dataset, one row per dataset row (each counted once), in dataset order.
+
+    Attributes:
+        task: the task name.
+        sample_ids: the rows' ``sample_id``.
+        outputs: label column -> the model's output in model units (``MultiMedOutput.logits``: class / multilabel
+            logits ``[N, K]``, regression values in the label's units ``[N]``, coordinates ``[N, L, 3]`` padded to
+            the longest chain).
+        references: label column -> the labels encoded as the processor does (-100 / NaN = absent); empty when the
+            dataset has no labels.
+        masks: column -> which entries count (``coords_mask`` ``[N, L]`` for coordinates).
+        head_spec: the model's head spec of the task (``config.heads[task]``).
+        split: the split the rows came from, where known.
+        row_indices: each row's index in the dataset.
+        loss: the model's mean loss over the rows (with labels), else None.
+        metadata: dataset column -> per-row values that metrics read (``answer_type``, ``context``).
+    """
+
+    task: str
+    sample_ids: list
+    outputs: dict
+    references: dict
+    masks: dict
+    head_spec: dict
+    split: str | None = None
+    row_indices: np.ndarray | None = None
+    loss: float | None = None
+    metadata: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+    def labelled_columns(self) -> list[str]:
+        """Label columns with at least one labelled row."""
+        return [c for c, ref in self.references.items() if _labelled_rows(ref, self.masks.get(c)).any()]
+
+    def decoded(self) -> dict[str, list]:
+        """Predictions in the labels' representation (class names, lists of names, units, L x 3 lists)."""
+        from multimed_hf.modeling_multimed import decode_outputs
+
+        known = {c: ~np.isnan(r) for c, r in self.references.items()
+                 if self.head_kind(c) == "multilabel" and r.dtype.kind == "f"}
+        return decode_outputs(self.head_spec, self.outputs, label_masks=known or None)
+
+    def _column_metrics(self, column: str, rows: np.ndarray | None = None) -> dict[str, float]:
+        from multimed_hf.metrics import compute_output_metrics
+
+        rows = np.arange(len(self.sample_ids)) if rows is None else rows
+        mask = self.masks.get(column)
+        accepted = _metric_options(self.task, column)
+        options = {}
+        if "names" in accepted:
+            options["names"] = next(o.get("names") for o in self.head_spec["outputs"] if o["name"] == column)
+        for option, source in PER_ROW_METRIC_COLUMNS.items():
+            if option in accepted and source in self.metadata:
+                options[option] = [self.metadata[source][i] for i in rows]
+        return compute_output_metrics(self.task, column, self.outputs[column][rows], self.references[column][rows],
+                                      mask=None if mask is None else mask[rows], **options)
+
+    def metrics(self) -> dict[str, dict[str, float]]:
+        """column -> {metric: value} over the rows that have that column's label (registry metrics)."""
+        results = {}
+        for column in self.labelled_columns():
+            rows = np.flatnonzero(_labelled_rows(self.references[column], self.masks.get(column)))
+            results[column] = self._column_metrics(column, rows)
+        return results
+
+    def bootstrap(self, n: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict[str, dict[str, tuple]]:
+        """column -> {metric: (low, high)}: percentile bootstrap interval over the labelled rows (resampled with
+        replacement ``n`` times). Coordinates' metrics are means over chains: their rows are scored once and the
+        per-row scores resampled."""
+        if n < 1 or not 0 < alpha < 1:
+            raise ValueError(f"bootstrap(n={n}, alpha={alpha}): expected n >= 1 and 0 < alpha < 1")
+        rng = np.random.default_rng(seed)
+        intervals = {}
+        for column in self.labelled_columns():
+            rows = np.flatnonzero(_labelled_rows(self.references[column], self.masks.get(column)))
+            draws = rng.integers(0, len(rows), size=(n, len(rows)))
+            per_row = self.head_kind(column) == "coords"
+            if per_row:
+                scores = [self._column_metrics(column, rows[i:i + 1]) for i in range(len(rows))]
+                table = {m: np.array([s[m] for s in scores], dtype=float) for m in scores[0]}
+                samples = {m: values[draws].mean(1) for m, values in table.items()}
+            else:
+                runs = [self._column_metrics(column, rows[d]) for d in draws]
+                samples = {m: np.array([r[m] for r in runs], dtype=float) for m in runs[0]}
+            intervals[column] = {
+                m: (float(np.nanpercentile(v, 100 * alpha / 2)), float(np.nanpercentile(v, 100 * (1 - alpha / 2))))
+                if np.isfinite(v).any() else (math.nan, math.nan)
+                for m, v in samples.items()
+            }
+        return intervals
+
+    def head_kind(self, column: str) -> str | None:
+        for out in self.head_spec.get("outputs", ()):
+            if out["name"] == column:
+                return out["kind"]
+        return None
+
+
+def stack_rows(parts: Sequence[np.ndarray], fill_float: float = math.nan) -> np.ndarray:
+    """Batches' arrays along rows, dimension 1 padded to the longest (coordinates of chains of different lengths):
+    with ``fill_float`` (floats), -100 (integers) or False (masks)."""
+    if not parts:
+        return np.zeros((0,))
+    if parts[0].ndim < 2 or len({p.shape[1] for p in parts}) == 1:
+        return np.concatenate(parts)
+    width = max(p.shape[1] for p in parts)
+    padded = []
+    for p in parts:
+        fill = False if p.dtype == bool else IGNORE_INDEX if p.dtype.kind in "iu" else fill_float
+        block = np.full((p.shape[0], width, *p.shape[2:]), fill, dtype=p.dtype)
+        block[:, :p.shape[1]] = p
+        padded.append(block)
+    return np.concatenate(padded)

@@ -1,0 +1,458 @@
+"""MultiMedTrainer: the stock Trainer over task batches, with per-task losses, per-task evaluation and predictions."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from functools import partial
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint, seed_worker, speed_metrics
+
+from multimed_hf.training.data import ROW_INDEX, MultiTaskCollator, MultiTaskDataset
+from multimed_hf.training.loss_weighting import LossWeighting, get_loss_weighting
+from multimed_hf.training.predictions import PER_ROW_METRIC_COLUMNS, TaskPredictions, stack_rows
+from multimed_hf.training.sampling import TaskBatchSampler, TaskSampling
+
+__all__ = ["MultiMedTrainer", "TaskPredictions", "LOSS_WEIGHTING_NAME", "modality_param_groups"]
+
+#: File the learned parameters of a loss weighting are saved to, beside the model's weights.
+LOSS_WEIGHTING_NAME = "loss_weighting.safetensors"
+
+
+# ---------------------------------------------------------------------- optimizer groups
+def _multimed_core(model: nn.Module) -> nn.Module | None:
+    """The MultiMedModel inside ``model`` (itself, or under a PEFT / DDP wrapper)."""
+    for module in model.modules():
+        if isinstance(getattr(module, "encoders", None), nn.ModuleDict) and hasattr(module, "encoder_of"):
+            return module
+    return None
+
+
+def modality_param_groups(model: nn.Module, weight_decay: float, decay_names: Sequence[str]) -> list[dict]:
+    """One optimizer group per modality encoder (``name="encoder:<m>"``, ``modalities``: the modalities that read
+    it), then ``"other"`` (projections, fusion, heads); with ``weight_decay > 0`` the parameters outside
+    ``decay_names`` (biases, norms) go to twin groups ``"<name>:no_decay"``. Frozen parameters are left out."""
+    core = _multimed_core(model)
+    owner: dict[int, str] = {}
+    readers: dict[str, list[str]] = {}
+    if core is not None:
+        for key, encoder in core.encoders.items():
+            readers[key] = sorted(m for m, e in core.encoder_of.items() if e == key)
+            for p in encoder.parameters():
+                owner[id(p)] = key
+    decay = set(decay_names)
+    buckets: dict[tuple[str, bool], list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        key = owner.get(id(p))
+        group = f"encoder:{key}" if key is not None else "other"
+        decays = name in decay or weight_decay == 0
+        buckets.setdefault((group, decays), []).append(p)
+    order = [f"encoder:{k}" for k in readers] + ["other"]
+    groups = []
+    for group in order:
+        for decays in (True, False):
+            params = buckets.get((group, decays))
+            if not params:
+                continue
+            key = group.split(":", 1)[1] if group != "other" else None
+            groups.append({
+                "params": params,
+                "weight_decay": weight_decay if decays else 0.0,
+                "name": group if decays else f"{group}:no_decay",
+                "modalities": readers.get(key, []),
+            })
+    return groups
+
+
+class _SyncLossWeighting(TrainerCallback):
+    """A learned loss weighting lives outside the model: average its gradients over processes before each
+    optimizer step (DDP does the model's) and clear them after it (Trainer's ``model.zero_grad()`` does not)."""
+
+    def __init__(self, weighting: nn.Module):
+        self.weighting = weighting
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        world = torch.distributed.get_world_size()
+        if world < 2:
+            return
+        for p in self.weighting.parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            torch.distributed.all_reduce(p.grad)
+            p.grad.div_(world)
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.weighting.zero_grad(set_to_none=True)
+
+
+# ---------------------------------------------------------------------- the trainer
+class MultiMedTrainer(Trainer):
+    """`transformers.Trainer` over `MultiMedModel` with one task per batch.
+
+    What it changes, and only that: the training data loader (a `TaskBatchSampler` over a `MultiTaskDataset`,
+    rank-aware, resumable), the loss (a `LossWeighting`; ``loss_<task>`` logged beside ``loss``, averaged over
+    processes), evaluation (per task of ``eval_datasets``: ``eval_<task>_<metric>``, each row once), the optimizer's
+    parameter groups (one per modality encoder), and saving (the processor and a learned loss weighting go with the
+    model). It sets ``remove_unused_columns=False`` and, unless given, ``ddp_find_unused_parameters=True``: ranks
+    train different tasks and rows lack modalities, so some parameters get no gradient in a step.
+
+    Args:
+        model: a `MultiMedModel` (or a PEFT model over one).
+        args: `TrainingArguments` (bf16, gradient accumulation, gradient checkpointing, ... as usual).
+        train_datasets / eval_datasets: task -> its rows (``datasets.Dataset`` with ``sample_id``).
+        processor: the `MultiMedProcessor` (saved with every checkpoint).
+        sampling: how batches are shared out between tasks (`TaskSampling`); default proportional.
+        loss_weighting: a `LossWeighting` or a registered name (``"static"``, ``"uncertainty"``); default static.
+        modalities: task -> the modalities read (default: all the task's modalities).
+        trainer_kwargs: anything else `Trainer` takes (``callbacks``, ``optimizers``, ``data_collator``, ...).
+    """
+
+    def __init__(self, model=None, args: TrainingArguments | None = None,
+                 train_datasets: Mapping[str, Any] | None = None, eval_datasets: Mapping[str, Any] | None = None,
+                 processor=None, sampling: TaskSampling | None = None,
+                 loss_weighting: LossWeighting | str | None = None,
+                 modalities: Mapping[str, Sequence[str]] | None = None, **trainer_kwargs):
+        for key in ("train_dataset", "eval_dataset"):
+            if key in trainer_kwargs:
+                raise TypeError(f"MultiMedTrainer takes {key.split('_')[0]}_datasets={{task: dataset}}, not {key}")
+        if model is None:
+            raise ValueError("MultiMedTrainer needs a model (a MultiMedModel)")
+        if (train_datasets or eval_datasets) and processor is None:
+            raise ValueError("MultiMedTrainer: processor is None; give the MultiMedProcessor that reads the datasets")
+        if sampling is not None and not isinstance(sampling, TaskSampling):
+            raise TypeError(f"sampling: expected a TaskSampling, got {type(sampling).__name__}")
+        args = args if args is not None else TrainingArguments(output_dir="trainer_output")
+        self.processor = processor
+        self.sampling = sampling if sampling is not None else TaskSampling()
+        self.modalities = {t: tuple(m) for t, m in (modalities or {}).items()}
+        heads = model.config.heads
+        tasks = list(train_datasets or {}) + list(eval_datasets or {})
+        missing = sorted({t for t in tasks if t not in heads})
+        if missing:
+            raise ValueError(f"datasets name tasks {missing} that the model has no head for (heads: {list(heads)})")
+        args.remove_unused_columns = False
+        if args.ddp_find_unused_parameters is None:
+            args.ddp_find_unused_parameters = True
+        elif not args.ddp_find_unused_parameters and (len(train_datasets or {}) > 1 or any(
+                len(self.modalities.get(t, heads[t]["modalities"])) > 1 for t in train_datasets or {})):
+            raise ValueError("ddp_find_unused_parameters=False: with several tasks or modalities some parameters get "
+                             "no gradient in a step (other ranks' tasks, absent modalities) and DDP fails; leave it "
+                             "unset or set it True")
+        train_dataset = (MultiTaskDataset(train_datasets, processor, modalities=self._subset(train_datasets))
+                         if train_datasets else None)
+        if processor is not None:
+            trainer_kwargs.setdefault("data_collator", MultiTaskCollator(processor))
+            trainer_kwargs.setdefault("processing_class", processor)
+        super().__init__(model=model, args=args, train_dataset=train_dataset,
+                         eval_dataset=dict(eval_datasets) if eval_datasets else None, **trainer_kwargs)
+        if loss_weighting is None or isinstance(loss_weighting, str):
+            loss_weighting = get_loss_weighting(loss_weighting or "static", model.config)
+        if not isinstance(loss_weighting, LossWeighting):
+            raise TypeError(f"loss_weighting: expected a LossWeighting or a registered name, got "
+                            f"{type(loss_weighting).__name__}")
+        self.loss_weighting = loss_weighting.to(self.args.device)
+        if any(True for _ in self.loss_weighting.parameters()):
+            self.add_callback(_SyncLossWeighting(self.loss_weighting))
+        self.train_batch_sampler: TaskBatchSampler | None = None
+        self._log_sums: dict[str, torch.Tensor] = {}
+        self._log_counts: dict[str, int] = {}
+
+    def _subset(self, datasets: Mapping[str, Any]) -> dict[str, tuple]:
+        return {t: m for t, m in self.modalities.items() if t in datasets}
+
+    # ------------------------------------------------------------------ training data
+    def get_train_dataloader(self) -> DataLoader:
+        """Task batches from a rank-aware `TaskBatchSampler` (accelerate's re-sharding neutralised)."""
+        if self.train_dataset is None:
+            raise ValueError("MultiMedTrainer: training requires train_datasets")
+        args = self.args
+        seed = args.data_seed if args.data_seed is not None else args.seed
+        sampler = TaskBatchSampler(self.train_dataset.sizes, self.sampling, batch_size=self._train_batch_size,
+                                   num_replicas=max(1, args.world_size), rank=args.process_index, seed=seed)
+        self.train_batch_sampler = sampler
+        loader = DataLoader(
+            self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator,
+            num_workers=args.dataloader_num_workers, pin_memory=args.dataloader_pin_memory,
+            persistent_workers=args.dataloader_persistent_workers,
+            multiprocessing_context=args.dataloader_multiprocessing_context,
+            prefetch_factor=args.dataloader_prefetch_factor, in_order=args.dataloader_in_order,
+            worker_init_fn=partial(seed_worker, num_workers=args.dataloader_num_workers, rank=args.process_index),
+        )
+        dataloader = self.accelerator.prepare(loader)
+        # the sampler already gives this process its share: make accelerate's BatchSamplerShard a passthrough
+        shard = getattr(dataloader, "batch_sampler", None)
+        if shard is not None and getattr(shard, "batch_sampler", None) is sampler:
+            shard.num_processes, shard.process_index = 1, 0
+        return dataloader
+
+    def get_resumed_dataloader(self, dataloader: DataLoader, num_batches: int) -> DataLoader:
+        """Resume mid-epoch inside the sampler (its epoch is set right after this), not by re-wrapping the loader."""
+        if self.train_batch_sampler is not None:
+            self.train_batch_sampler.skip_batches(num_batches)
+            return dataloader
+        return super().get_resumed_dataloader(dataloader, num_batches)
+
+    # ------------------------------------------------------------------ loss and its logs
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = {k: v for k, v in inputs.items() if k != ROW_INDEX}
+        outputs = model(**inputs)
+        loss, logs = self.loss_weighting.combine(inputs["task"], outputs)
+        if model.training:
+            for key, value in logs.items():
+                value = value.detach().float()
+                self._log_sums[key] = self._log_sums[key] + value if key in self._log_sums else value
+                self._log_counts[key] = self._log_counts.get(key, 0) + 1
+        return (loss, outputs) if return_outputs else loss
+
+    def _reduced_task_logs(self) -> dict[str, float]:
+        """Per-task values since the last log, averaged over every process's batches (a collective when
+        distributed: every process calls it at the same logging step)."""
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized() and \
+            torch.distributed.get_world_size() > 1
+        keys = sorted(self._log_sums)
+        if distributed:
+            gathered: list = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, keys)
+            keys = sorted(set().union(*gathered))
+        if not keys:
+            return {}
+        device = self.args.device
+        sums = torch.stack([self._log_sums[k].to(device) if k in self._log_sums else torch.zeros((), device=device)
+                            for k in keys])
+        counts = torch.tensor([float(self._log_counts.get(k, 0)) for k in keys], device=device)
+        if distributed:
+            both = torch.cat([sums, counts])
+            torch.distributed.all_reduce(both)
+            sums, counts = both[:len(keys)], both[len(keys):]
+        self._log_sums, self._log_counts = {}, {}
+        values = (sums / counts.clamp(min=1)).tolist()
+        return {k: round(v, 6) for k, v, c in zip(keys, values, counts.tolist()) if c > 0}
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:  # a training log: every process is here at the same step
+            logs = {**logs, **self._reduced_task_logs()}
+        super().log(logs, start_time)
+
+    # ------------------------------------------------------------------ optimizer
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        """The optimizer over named groups: ``encoder:<m>`` per modality encoder, ``other``, and
+        ``loss_weighting`` for a learned weighting (scale a modality's rate through the scheduler's ``base_lrs``)."""
+        if self.optimizer is not None:
+            return self.optimizer
+        opt_model = self.model if model is None else model
+        if self.optimizer_cls_and_kwargs is not None:
+            optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs
+        else:
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        extra = list(self.loss_weighting.parameters())
+        special = isinstance(optimizer_cls, type) is False or any(
+            k in optimizer_kwargs for k in ("params", "model", "optimizer_dict"))
+        if special:  # factories and layer-wise optimizers build their own groups
+            super().create_optimizer(model)
+        else:
+            groups = modality_param_groups(opt_model, self.args.weight_decay,
+                                           self.get_decay_parameter_names(opt_model))
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        if extra:
+            self.optimizer.add_param_group({"params": extra, "weight_decay": 0.0, "name": "loss_weighting",
+                                            "modalities": []})
+        return self.optimizer
+
+    # ------------------------------------------------------------------ saving and resuming
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call)
+        state = self.loss_weighting.state_dict()
+        if state and self.args.should_save:
+            from safetensors.torch import save_file
+
+            output_dir = output_dir if output_dir is not None else self.args.output_dir
+            os.makedirs(output_dir, exist_ok=True)
+            save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},
+                      os.path.join(output_dir, LOSS_WEIGHTING_NAME))
+
+    def _converted_load(self, model: nn.Module, checkpoint: str) -> bool:
+        """Load a checkpoint's weights through ``from_pretrained``'s key conversion; False where it does not apply.
+
+        transformers 5 writes checkpoints in the Hub's key format (``save_original_format=True``: a ViT encoder's
+        ``layers.0.attention.q_proj`` is saved as ``encoder.layer.0.attention.attention.query``), but
+        ``Trainer._load_from_checkpoint`` / ``_load_best_model`` load them with a bare ``load_state_dict``: every
+        converted key is missed and training resumes from the random init (huggingface/transformers#48805, open).
+        """
+        from transformers import PreTrainedModel
+
+        weights = os.path.join(checkpoint, "model.safetensors")
+        plain = (isinstance(model, PreTrainedModel) and not self.is_fsdp_enabled and not self.is_deepspeed_enabled
+                 and not hasattr(model, "peft_config"))
+        if not (plain and os.path.isfile(weights) and os.path.isfile(os.path.join(checkpoint, "config.json"))):
+            return False
+        reloaded = type(model).from_pretrained(checkpoint, dtype=next(model.parameters()).dtype)
+        model.load_state_dict(reloaded.state_dict(), strict=True)
+        return True
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        if not self._converted_load(self.model if model is None else model, resume_from_checkpoint):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self) -> None:
+        if not self._converted_load(self.model, self.state.best_model_checkpoint):
+            super()._load_best_model()
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None,
+              **kwargs):
+        """`Trainer.train`; resuming also restores a learned loss weighting saved in the checkpoint."""
+        checkpoint = resume_from_checkpoint
+        if checkpoint is True or (isinstance(checkpoint, str) and not checkpoint):
+            checkpoint = get_last_checkpoint(self.args.output_dir)
+        if isinstance(checkpoint, (str, os.PathLike)):
+            path = os.path.join(checkpoint, LOSS_WEIGHTING_NAME)
+            if os.path.isfile(path):
+                from safetensors.torch import load_file
+
+                self.loss_weighting.load_state_dict(load_file(path, device=str(self.args.device)))
+            resume_from_checkpoint = checkpoint
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
+                             ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+
+    # ------------------------------------------------------------------ prediction and evaluation
+    def _eval_model(self) -> nn.Module:
+        """The model to run without gradient (prepared as `Trainer.evaluation_loop` does)."""
+        model = self._wrap_model(self.model, training=False)
+        if len(self.accelerator._models) == 0 and model is self.model:
+            model = (self.accelerator.prepare(model)
+                     if self.is_deepspeed_enabled or (self.is_fsdp_enabled and not self.args.torch_compile)
+                     else self.accelerator.prepare_model(model, evaluation_mode=True))
+            if self.is_fsdp_enabled:
+                self.model = model
+            if model is not self.model:
+                self.model_wrapped = model
+        if not self.is_in_train:
+            if self.args.fp16_full_eval:
+                model = model.to(dtype=torch.float16, device=self.args.device)
+            elif self.args.bf16_full_eval:
+                model = model.to(dtype=torch.bfloat16, device=self.args.device)
+        return model
+
+    def _eval_batches(self, num_rows: int, batch_size: int) -> list[tuple[list[int], bool]]:
+        """This process's batches (sequential rows, every ``world``-th batch), padded with repeats so every
+        process runs as many forward passes; each flagged whether it is padding."""
+        world, rank = max(1, self.args.world_size), self.args.process_index
+        batches = [list(range(i, min(i + batch_size, num_rows))) for i in range(0, num_rows, batch_size)]
+        total = math.ceil(len(batches) / world) * world
+        flagged = [(batches[i % len(batches)], i >= len(batches)) for i in range(total)] if batches else []
+        return flagged[rank::world]
+
+    def predict_task(self, task: str, dataset, split: str | None = None, *, batch_size: int | None = None,
+                     modalities: Sequence[str] | None = None) -> TaskPredictions:
+        """The model's predictions for every row of ``dataset`` (rows of ``task``), gathered from all processes,
+        each row once (padding rows dropped by row index), with the labels where the dataset has them.
+
+        ``modalities`` reads only these of the task's modalities (the others are absent through the presence masks:
+        a test-time modality mask); default: the trainer's ``modalities[task]``, else all."""
+        from multimed_hf.tasks import get_task
+
+        heads = self.model.config.heads
+        if task not in heads:
+            raise ValueError(f"predict_task({task!r}): the model has no head for it (heads: {list(heads)})")
+        label_names = [label.name for label in get_task(task).labels]
+        has_labels = all(name in dataset.column_names for name in label_names)
+        read = {task: tuple(modalities)} if modalities is not None else self._subset({task: None})
+        data = MultiTaskDataset({task: dataset}, self.processor, modalities=read, labels=has_labels)
+        batches = self._eval_batches(len(data), batch_size or self.args.eval_batch_size)
+        flags = iter([pad for _, pad in batches])
+        loader = DataLoader(data, batch_sampler=[b for b, _ in batches], collate_fn=self.data_collator,
+                            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
+        model = self._eval_model()
+        model.eval()
+        rows, outputs, references, masks = [], {}, {}, {}
+        loss_sum, loss_rows = 0.0, 0
+        for batch in loader:
+            padding = next(flags)
+            batch = self._prepare_inputs(batch)
+            index = batch.pop(ROW_INDEX)
+            with torch.no_grad(), self.autocast_smart_context_manager():
+                out = model(**batch)
+            if padding:
+                continue
+            rows.append(index.cpu().numpy())
+            for column, value in out.logits.items():
+                outputs.setdefault(column, []).append(value.float().cpu().numpy())
+            for column, value in (batch.get("labels") or {}).items():
+                if column == "coords_mask":
+                    continue
+                value = value.cpu()
+                references.setdefault(column, []).append(value.numpy() if value.dtype == torch.long
+                                                         else value.float().numpy())
+                if "coords_mask" in batch["labels"] and value.ndim == 3:
+                    masks.setdefault(column, []).append(batch["labels"]["coords_mask"].cpu().numpy())
+            if out.loss is not None:
+                loss_sum += float(out.loss) * len(index)
+                loss_rows += len(index)
+        payload = {"rows": rows, "outputs": outputs, "references": references, "masks": masks,
+                   "loss": (loss_sum, loss_rows)}
+        parts = [payload]
+        if self.args.world_size > 1 and torch.distributed.is_initialized():
+            parts = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(parts, payload)
+        order = np.concatenate([r for p in parts for r in p["rows"]]) if len(data) else np.zeros(0, dtype=np.int64)
+        unique, first = np.unique(order, return_index=True)  # sorted by row index, each row once
+
+        def merged(key: str, fill_float: float = math.nan) -> dict[str, np.ndarray]:
+            columns = list(dict.fromkeys(c for p in parts for c in p[key]))
+            return {c: stack_rows([a for p in parts for a in p[key].get(c, [])], fill_float)[first] for c in columns}
+
+        loss_sum = sum(p["loss"][0] for p in parts)
+        loss_rows = sum(p["loss"][1] for p in parts)
+        ids = list(dataset["sample_id"]) if "sample_id" in dataset.column_names else [str(i) for i in range(len(data))]
+        metadata = {c: [values[int(i)] for i in unique] for c in PER_ROW_METRIC_COLUMNS.values()
+                    if c in dataset.column_names for values in [list(dataset[c])]}
+        return TaskPredictions(
+            task=task, sample_ids=[ids[int(i)] for i in unique], outputs=merged("outputs", 0.0),
+            references=merged("references"), masks=merged("masks"), head_spec=heads[task], split=split,
+            row_indices=unique, loss=loss_sum / loss_rows if loss_rows else None, metadata=metadata,
+        )
+
+    def evaluate(self, eval_dataset=None, ignore_keys: list[str] | None = None,
+                 metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Per task of the eval sets: ``<prefix>_<task>_<metric>`` (``<prefix>_<task>_<column>_<metric>`` where the
+        task has several label columns) from the registry metrics, ``<prefix>_<task>_loss``, and ``<prefix>_loss``
+        (the mean over tasks). ``eval_dataset``: {task: dataset}, one task's name, or None (the trainer's)."""
+        sets = self.eval_dataset if eval_dataset is None else eval_dataset
+        if isinstance(eval_dataset, str):
+            sets = {eval_dataset: self.eval_dataset[eval_dataset]}
+        if not isinstance(sets, Mapping) or not sets:
+            raise ValueError("evaluate: give eval_datasets={task: dataset} (to the trainer or here)")
+        self._memory_tracker.start()
+        start = time.time()
+        metrics: dict[str, float] = {}
+        losses, rows = [], 0
+        for task, dataset in sets.items():
+            predictions = self.predict_task(task, dataset)
+            rows += len(predictions)
+            if predictions.loss is not None:
+                metrics[f"{metric_key_prefix}_{task}_loss"] = predictions.loss
+                losses.append(predictions.loss)
+            per_column = predictions.metrics() if predictions.references else {}
+            several = len(predictions.head_spec["outputs"]) > 1
+            for column, values in per_column.items():
+                for name, value in values.items():
+                    key = f"{metric_key_prefix}_{task}_{column}_{name}" if several else \
+                        f"{metric_key_prefix}_{task}_{name}"
+                    metrics[key] = float(value)
+        if losses:
+            metrics[f"{metric_key_prefix}_loss"] = float(np.mean(losses))
+        metrics.update(speed_metrics(metric_key_prefix, start, num_samples=rows))
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        self._memory_tracker.stop_and_update_metrics(metrics)
+        return metrics
