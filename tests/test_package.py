@@ -65,3 +65,10 @@ def test_sample_generators_import_no_test_only_package(tmp_path):
             f"make_sample_sources({str(tmp_path)!r}); "
             "print(sorted(m for m in ('pytest', 'scanpy', 'tmtools') if m in sys.modules))")
     assert _run(code) == "[]"
+
+
+def test_every_training_name_resolves():
+    import multimed_hf.training as training
+
+    for name in training.__all__:
+        assert getattr(training, name) is not None, name

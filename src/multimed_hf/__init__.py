@@ -28,8 +28,16 @@ _LAZY = {
     "MultiMedModel": "multimed_hf.modeling_multimed",
     "MultiMedOutput": "multimed_hf.modeling_multimed",
     "MultiMedProcessor": "multimed_hf.processing_multimed",
+    "decode_outputs": "multimed_hf.modeling_multimed",
     # metrics
     "compute_task_metrics": "multimed_hf.metrics",
+    "compute_output_metrics": "multimed_hf.metrics",
+    # training, evaluation, Table 1
+    "MultiMedTrainer": "multimed_hf.training",
+    "train_model": "multimed_hf.training",
+    "evaluate_checkpoint": "multimed_hf.training",
+    "run_benchmark": "multimed_hf.training",
+    "assemble": "multimed_hf.training",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -38,10 +46,11 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never run
     from multimed_hf.api import build_dataset, detect_sources
     from multimed_hf.configuration_multimed import MultiMedConfig
     from multimed_hf.data.push import push_dataset
-    from multimed_hf.metrics import compute_task_metrics
-    from multimed_hf.modeling_multimed import MultiMedModel, MultiMedOutput, MultiMedPreTrainedModel
+    from multimed_hf.metrics import compute_output_metrics, compute_task_metrics
+    from multimed_hf.modeling_multimed import MultiMedModel, MultiMedOutput, MultiMedPreTrainedModel, decode_outputs
     from multimed_hf.processing_multimed import MultiMedProcessor
     from multimed_hf.tasks import get_source, get_task, list_tasks, register_task
+    from multimed_hf.training import MultiMedTrainer, assemble, evaluate_checkpoint, run_benchmark, train_model
 
 
 def __getattr__(name: str):

@@ -1,0 +1,265 @@
+"""``multimed benchmark``: train and evaluate families x tasks x seeds, then write Table 1 beside the paper's."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from multimed_hf.tasks import get_task, list_tasks
+from multimed_hf.training.families import FAMILIES, RunPlan, parse_family, plan_runs, unplanned
+from multimed_hf.training.report import ReportPaths, failure_records, write_table1
+
+__all__ = [
+    "BenchmarkArguments",
+    "BenchmarkError",
+    "SMOKE_NOTE",
+    "benchmark_main",
+    "built_tasks",
+    "data_note",
+    "run_benchmark",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The banner of a table computed on the bundled synthetic samples.
+SMOKE_NOTE = "smoke run on synthetic samples, not a reproduction"
+
+#: The file a finished run leaves (the RUN layer's long metric records); a run folder holding it is reused when asked.
+RECORDS_FILE = "metrics_long.json"
+
+#: Where a run's printed output (the Trainer's log lines) goes, in its folder: the terminal keeps the progress bar
+#: over runs and the table.
+STDOUT_FILE = "stdout.txt"
+#: Where a failed run's traceback goes, in its folder.
+ERROR_FILE = "error.txt"
+
+#: ``multimed train`` flags that pick one family or plan: the benchmark plans every family itself.
+_SINGLE_RUN_FLAGS = ("--family", "--plan", "--list_plans")
+
+
+class BenchmarkError(ValueError):
+    """Benchmark arguments that name no runnable family, task or seed."""
+
+
+@dataclass
+class BenchmarkArguments:
+    """What ``multimed benchmark`` adds to ``multimed train``'s arguments: the grid of families and seeds.
+
+    ``--data``, ``--tasks`` (``all``: every config built in ``--data``), ``--encoders`` and every other option of
+    ``multimed train`` apply to each run; ``--output_dir`` is the report folder (runs in ``OUTPUT_DIR/runs``)."""
+
+    families: list[str] = field(default_factory=lambda: list(FAMILIES), metadata={
+        "help": "Table 1 rows to run (default: all five), each optionally with variants after '+'", "nargs": "+"})
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={
+        "help": "seeds; each run's TrainingArguments.seed (the paper: three seeds)", "nargs": "+"})
+    reuse_finished_runs: bool = field(default=False, metadata={
+        "help": f"keep a run whose folder already holds {RECORDS_FILE} instead of training it again"})
+    note: str | None = field(default=None, metadata={
+        "help": "banner of the report (default: the data's own: a smoke-run label on synthetic samples)"})
+
+
+def built_tasks(data: str | Path) -> list[str]:
+    """The tasks (registry order) whose config is built in the local folder ``data``."""
+    root = Path(data)
+    if not root.is_dir():
+        raise BenchmarkError(f"--tasks all: {str(data)!r} is not a local folder; name the tasks of a Hub dataset")
+    found = [task for task in list_tasks() if (root / task / "build_info.json").is_file()]
+    if not found:
+        raise BenchmarkError(f"--tasks all: {root} holds no built config (no <task>/build_info.json); run "
+                             "`python dataset_scripts/build_all.py --out DIR` or `multimed build` first")
+    return found
+
+
+def data_note(data: str | Path, tasks: Sequence[str]) -> str | None:
+    """The report's note for a local folder ``data`` where any source of ``tasks`` is a generated sample (the
+    builders record it in ``build_info.json``): ``SMOKE_NOTE`` as its first line, then one line per synthetic source
+    with its own provenance note (which says what in it is real, e.g. scanpy's pbmc68k cells). None for real data
+    and for a Hub id (nothing is fetched for a note: pass ``note`` yourself)."""
+    from multimed_hf.training.loading import read_build_info
+
+    if not Path(data).is_dir():
+        return None
+    sources: dict[str, tuple[list[str], str]] = {}
+    for task in tasks:
+        for source in read_build_info(data, task).get("sources", []):
+            provenance = source.get("provenance") or {}
+            if provenance.get("synthetic"):
+                name = str(source.get("name"))
+                sources.setdefault(name, ([], provenance.get("description", "a generated sample")))[0].append(task)
+    if not sources:
+        return None
+    lines = [f"{name} ({', '.join(used)}): {description}" for name, (used, description) in sources.items()]
+    return "\n".join([f"{SMOKE_NOTE}; its numbers say nothing about medicine.", *lines])
+
+
+def _error_text(err: BaseException) -> str:
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"
+
+
+@dataclass(frozen=True)
+class _Run:
+    plan: RunPlan
+    seed: int
+    output_dir: Path
+
+
+def _plan_grid(data, tasks, families, seeds, output_dir: Path):
+    """Every (plan, seed) run, the failure records of families that could not be planned, and the notes."""
+    runs, failed, notes = [], [], {}
+    for family in families:
+        try:
+            plans = plan_runs(family, tasks, data)
+            notes.update({(family, task): why for task, why in unplanned(family, tasks, data).items()})
+        except (ValueError, OSError) as err:  # e.g. a task whose rows hold none of its modalities
+            logger.warning("family %s: no runs planned: %s", family, _error_text(err))
+            failed += [r for seed in seeds for r in failure_records(family, tasks, seed, _error_text(err))]
+            continue
+        for plan in plans:
+            for seed in seeds:
+                runs.append(_Run(plan, seed, output_dir / "runs" / family / plan.name / f"seed{seed}"))
+    return runs, failed, notes
+
+
+def _training_args_for(training_args, family: str, output_dir: Path, encoders: str):
+    if training_args is None:
+        from multimed_hf.training.arguments import make_training_arguments
+
+        return make_training_arguments(output_dir, family=family, encoders=encoders)
+    if isinstance(training_args, Mapping):
+        return training_args[family]
+    return training_args
+
+
+def _settings(runs: Sequence[_Run], records: Sequence[Mapping], training_args, encoders: str,
+              output_dir: Path) -> list[str]:
+    """Lines saying how the numbers were made: runs, failures, and each family's training length and encoders."""
+    failed = {(r.get("family"), r.get("run"), r.get("seed")) for r in records if r.get("error")}
+    lines = [f"runs: {len(runs)} trained ({len(failed)} failed), each in {output_dir}/runs/<family>/<plan>/seed<k>"]
+    for family in dict.fromkeys(run.plan.family for run in runs):
+        plan = next(run.plan for run in runs if run.plan.family == family)
+        args = _training_args_for(training_args, family, Path("."), encoders)
+        length = f"max_steps {args.max_steps}" if args.max_steps > 0 else f"{args.num_train_epochs:g} epochs"
+        lines.append(f"{family}: encoders {plan.encoders_for(encoders)}, {length}, learning rate "
+                     f"{args.learning_rate:g}, batch {args.per_device_train_batch_size}")
+    return lines
+
+
+def _records_of(result, run: _Run) -> list[dict]:
+    records = getattr(result, "records", None)
+    if records is None:
+        path = run.output_dir / RECORDS_FILE
+        records = json.loads(path.read_text()) if path.is_file() else []
+    return [{**r, "family": run.plan.family, "seed": run.seed, "run": run.plan.name} for r in records]
+
+
+def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str] = FAMILIES,
+                  seeds: Sequence[int] = (0, 1, 2), output_dir: str | Path = "report", training_args=None, *,
+                  encoders: str = "small", run_options: Mapping[str, Any] | None = None,
+                  train_fn: Callable | None = None, reuse_finished_runs: bool = False, note: str | None = None,
+                  progress: bool = True) -> tuple[list[dict], ReportPaths]:
+    """Train and evaluate every family x plan x seed, then write ``table1.csv/.md/.png`` into ``output_dir``.
+
+    Each run is ``train_fn(MultiMedArguments(data, plan's tasks, family, encoders, plan=name, **run_options),
+    TrainingArguments(output_dir=OUTPUT_DIR/runs/<family>/<plan>/seed<k>, seed=k), plan=plan)`` (default
+    ``training.run.train_model``); its long metric records get ``family``, ``seed`` and ``run`` (the plan's name). A
+    run that raises records its error in its cells (``report.failure_records``; the traceback in its folder's
+    ``error.txt``) and the loop goes on. What a run prints goes to its folder's ``stdout.txt``. ``training_args``:
+    one ``TrainingArguments`` for every family, a mapping family -> ``TrainingArguments``, or None (our defaults per
+    family and encoders). ``reuse_finished_runs`` keeps a run whose folder holds ``metrics_long.json`` (a benchmark
+    stopped halfway goes on where it stopped). ``note`` defaults to ``data_note(data, tasks)``. Returns the records
+    and the report's paths."""
+    from tqdm.auto import tqdm
+
+    from multimed_hf.training.arguments import MultiMedArguments
+
+    if train_fn is None:
+        from multimed_hf.training.run import train_model as train_fn
+    tasks = list(dict.fromkeys(tasks))
+    families = list(dict.fromkeys(families))
+    seeds = [int(s) for s in dict.fromkeys(seeds)]
+    if not tasks or not families or not seeds:
+        raise BenchmarkError(f"run_benchmark: needs tasks, families and seeds; got tasks={tasks}, "
+                             f"families={families}, seeds={seeds}")
+    for task in tasks:
+        get_task(task)
+    for family in families:
+        parse_family(family)  # an unknown family or variant fails before any training
+    output_dir = Path(output_dir)
+    runs, records, notes = _plan_grid(data, tasks, families, seeds, output_dir)
+    options = dict(run_options or {})
+    bar = tqdm(runs, desc="benchmark", unit="run", disable=not progress)
+    for run in bar:
+        bar.set_postfix_str(f"{run.plan.family} {run.plan.name} seed {run.seed}")
+        done = run.output_dir / RECORDS_FILE
+        if reuse_finished_runs and done.is_file():
+            records += _records_of(None, run)
+            continue
+        try:
+            args = MultiMedArguments(data=str(data), tasks=list(run.plan.tasks), family=run.plan.family,
+                                     encoders=encoders, plan=run.plan.name, **options)
+            base = _training_args_for(training_args, run.plan.family, run.output_dir, encoders)
+            run.output_dir.mkdir(parents=True, exist_ok=True)
+            for stale in (done, run.output_dir / ERROR_FILE):  # an earlier attempt's results must not outlive it
+                stale.unlink(missing_ok=True)
+            with open(run.output_dir / STDOUT_FILE, "w") as log, contextlib.redirect_stdout(log):
+                result = train_fn(args, dataclasses.replace(base, output_dir=str(run.output_dir), seed=run.seed),
+                                  plan=run.plan)
+            records += _records_of(result, run)
+        except Exception as err:  # noqa: BLE001  (one failing cell must not stop the table; the error is kept)
+            logger.warning("run %s/%s seed %d failed: %s", run.plan.family, run.plan.name, run.seed, _error_text(err))
+            run.output_dir.mkdir(parents=True, exist_ok=True)
+            (run.output_dir / ERROR_FILE).write_text(traceback.format_exc())
+            records += failure_records(run.plan.family, run.plan.tasks, run.seed, _error_text(err), run=run.plan.name)
+    if note is None:
+        note = data_note(data, tasks)
+    banner, *details = (note or "").splitlines() or [""]  # an empty banner: no smoke label, the details still go
+    note = "\n".join([banner, *details, *_settings(runs, records, training_args, encoders, output_dir)])
+    paths = write_table1(records, output_dir, note=note, families=families, tasks=tasks, notes=notes)
+    return records, paths
+
+
+def _parse(argv: Sequence[str]):
+    from transformers import HfArgumentParser, TrainingArguments
+
+    from multimed_hf.training.arguments import MultiMedArguments, training_defaults
+
+    given = [a for a in argv if a.split("=")[0] in _SINGLE_RUN_FLAGS]
+    if given:
+        raise BenchmarkError(f"multimed benchmark: {given[0].split('=')[0]} picks one run of `multimed train`; the "
+                             "benchmark runs every plan of --families")
+    parser = HfArgumentParser((BenchmarkArguments, MultiMedArguments, TrainingArguments))
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        raise BenchmarkError("multimed benchmark: pass flags, not a JSON file (its defaults depend on each family)")
+    bench, run_args, _ = parser.parse_args_into_dataclasses(list(argv))
+    # each family gets our defaults for it (the flags given still override them), as `multimed train` does
+    per_family = {}
+    for family in bench.families:
+        parser.set_defaults(**training_defaults(family, run_args.encoders))
+        per_family[family] = parser.parse_args_into_dataclasses(list(argv))[2]
+    return bench, run_args, per_family
+
+
+def benchmark_main(argv: Sequence[str] | None = None) -> int:
+    """``multimed benchmark --data DIR --tasks all|T ... --families ... --seeds 0 1 2 --output_dir REPORT
+    [every multimed train / TrainingArguments flag]``: runs the grid, writes the report, prints the table."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    bench, run_args, per_family = _parse(argv)
+    tasks = built_tasks(run_args.data) if run_args.tasks == ["all"] else run_args.tasks
+    skip = {f.name for f in dataclasses.fields(run_args)} & {"data", "tasks", "family", "encoders", "plan",
+                                                              "list_plans"}
+    options = {f.name: getattr(run_args, f.name) for f in dataclasses.fields(run_args) if f.name not in skip}
+    output_dir = Path(next(iter(per_family.values())).output_dir)
+    records, paths = run_benchmark(run_args.data, tasks, bench.families, bench.seeds, output_dir, per_family,
+                                   encoders=run_args.encoders, run_options=options,
+                                   reuse_finished_runs=bench.reuse_finished_runs, note=bench.note)
+    print(paths.markdown.read_text())
+    print(f"wrote {paths.csv}, {paths.markdown} and {paths.figure}; each run's folder is under {output_dir / 'runs'}")
+    # failed cells are results, reported in the table; only a grid where nothing ran is a failed command
+    return 1 if records and all(r.get("error") for r in records) else 0

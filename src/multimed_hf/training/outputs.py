@@ -1,0 +1,182 @@
+"""What a run writes beside its model: predictions per task and split, long-format metrics with CIs, run info."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from multimed_hf.tasks import get_task
+
+__all__ = [
+    "PREDICTIONS_FOLDER",
+    "METRICS_LONG",
+    "RUN_INFO",
+    "metric_records",
+    "flat_metrics",
+    "write_predictions",
+    "write_json",
+    "run_info",
+    "reference_counts",
+]
+
+PREDICTIONS_FOLDER = "predictions"
+METRICS_LONG = "metrics_long.json"
+RUN_INFO = "run_info.json"
+IGNORE_INDEX = -100
+
+
+def _label_column(task: str, column: str) -> str | None:
+    """The ``label`` of a record: the column name, or ``None`` when the task has one label column."""
+    return column if len(get_task(task).labels) > 1 else None
+
+
+def reference_counts(predictions) -> dict[str, int]:
+    """Column -> rows whose reference is present (what a metric was computed over)."""
+    counts = {}
+    for column, refs in predictions.references.items():
+        refs = np.asarray(refs)
+        if column in predictions.masks and refs.ndim == 3:  # coordinates: a row counts with any observed residue
+            present = np.asarray(predictions.masks[column]).reshape(len(refs), -1).any(axis=1)
+        elif refs.dtype.kind in "iu":
+            present = refs != IGNORE_INDEX
+        else:
+            finite = ~np.isnan(refs.astype(np.float64))
+            present = finite.reshape(len(refs), -1).any(axis=1) if refs.ndim > 1 else finite
+        counts[column] = int(present.sum())
+    return counts
+
+
+def _float(value) -> float | None:
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def metric_records(predictions, split: str, *, bootstrap_samples: int = 1000, seed: int = 0,
+                   alpha: float = 0.05) -> list[dict]:
+    """Long-format records ``{task, split, label, metric, value, n, ci_low, ci_high}`` of one task's predictions
+    (``TaskPredictions``); the CI is a percentile bootstrap over the split's rows (``bootstrap_samples`` = 0: none)."""
+    metrics = predictions.metrics()
+    intervals = predictions.bootstrap(n=bootstrap_samples, seed=seed, alpha=alpha) if bootstrap_samples else {}
+    counts = reference_counts(predictions)
+    records = []
+    for column, values in metrics.items():
+        for name, value in values.items():
+            low, high = intervals.get(column, {}).get(name, (float("nan"), float("nan")))
+            records.append({"task": predictions.task, "split": split, "label": _label_column(predictions.task, column),
+                            "metric": name, "value": _float(value), "n": counts.get(column),
+                            "ci_low": _float(low), "ci_high": _float(high)})
+    return records
+
+
+def flat_metrics(records: Iterable[Mapping[str, Any]]) -> dict[str, float | None]:
+    """``all_results.json``-style keys: ``<split>_<task>_<metric>`` (``<split>_<task>_<label>_<metric>`` where the
+    task has several label columns)."""
+    out = {}
+    for r in records:
+        parts = [r["split"], r["task"], *([r["label"]] if r.get("label") else []), r["metric"]]
+        out["_".join(parts)] = r["value"]
+    return out
+
+
+def _names_of(feature) -> Any:
+    """A ClassLabel's int2str for a feature (or a list of ClassLabel), else ``None``."""
+    inner = getattr(feature, "feature", None)
+    target = inner if inner is not None and hasattr(inner, "int2str") else feature
+    return target.int2str if hasattr(target, "int2str") else None
+
+
+def _reference_column(dataset, column: str, order: Sequence[int]) -> list:
+    """A label column of the raw rows, in ``order``, with class indices as names; ``None`` where absent."""
+    from multimed_hf.training.loading import column_values
+
+    values = column_values(dataset, [column])[column]
+    names = _names_of(dataset.features[column]) if getattr(dataset, "features", None) else None
+    out = []
+    for i in order:
+        value = values[i]
+        if value is None or (isinstance(value, int) and value < 0):
+            out.append(None)
+        elif names is not None:
+            out.append([names(v) for v in value] if isinstance(value, list) else names(value))
+        else:
+            out.append(value)
+    return out
+
+
+def _cut_coords(predicted: list, reference: Any) -> Any:
+    if reference is None or predicted is None:
+        return predicted
+    return predicted[: len(reference)]
+
+
+def write_predictions(predictions, dataset, path: str | Path) -> Path:
+    """``predictions/<task>-<split>.parquet``: ``sample_id``, each label column (the row's own value, class names
+    for classes) and ``<column>_prediction`` beside it in the same representation (multilabel: the names above 0.5
+    and ``<column>_top1_prediction``; regression: label units; coordinates: L x 3 lists cut to the chain)."""
+    import pandas as pd
+
+    from multimed_hf.training.loading import column_values
+
+    ids = column_values(dataset, ["sample_id"])["sample_id"]
+    where = {sid: i for i, sid in enumerate(ids)}
+    missing = [s for s in predictions.sample_ids if s not in where]
+    if missing:
+        raise ValueError(f"predictions of task {predictions.task!r} name sample ids {missing[:5]} that the dataset "
+                         f"does not hold")
+    order = [where[s] for s in predictions.sample_ids]
+    decoded = predictions.decoded()
+    table: dict[str, list] = {"sample_id": list(predictions.sample_ids)}
+    for label in get_task(predictions.task).labels:
+        if label.name not in decoded:
+            continue
+        refs = _reference_column(dataset, label.name, order)
+        preds = list(decoded[label.name])
+        if label.kind == "coords":
+            preds = [_cut_coords(p, r) for p, r in zip(preds, refs)]
+        table[label.name] = refs
+        table[f"{label.name}_prediction"] = preds
+        if f"{label.name}_top1" in decoded:
+            table[f"{label.name}_top1_prediction"] = list(decoded[f"{label.name}_top1"])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(table).to_parquet(path, index=False)
+    return path
+
+
+def write_json(path: str | Path, content: Any) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(content, indent=2, sort_keys=True, default=str) + "\n")
+    return path
+
+
+def _git_commit() -> str | None:
+    root = Path(__file__).resolve().parents[3]
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def run_info(**fields) -> dict:
+    """``run_info.json``'s content: the given fields plus package, library and platform versions and the git
+    commit of the package's checkout where there is one."""
+    import datasets
+    import torch
+    import transformers
+
+    from multimed_hf import __version__
+
+    return {**fields, "multimed_hf_version": __version__, "git_commit": _git_commit(),
+            "versions": {"transformers": transformers.__version__, "datasets": datasets.__version__,
+                         "torch": torch.__version__, "python": platform.python_version()}}

@@ -1,0 +1,456 @@
+"""Benchmark tables from metric records: a long CSV, Markdown beside the paper's numbers, a grouped bar chart."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from multimed_hf.metrics import applicable_metrics
+from multimed_hf.tasks import get_task
+from multimed_hf.training.paper import PAPER, TABLE1, TABLE1_COLUMNS, TABLE1_ROW_LABELS, paper_value
+
+__all__ = [
+    "COLUMNS",
+    "NATURAL_SCALE_METRICS",
+    "ReportError",
+    "ReportPaths",
+    "SAME_AS_UNIMODAL",
+    "failure_records",
+    "headline",
+    "read_records",
+    "render_markdown",
+    "summarize",
+    "write_table",
+    "write_table1",
+]
+
+#: The long CSV's columns, in order (``run``, the run's folder-safe plan name, last).
+COLUMNS = ("family", "task", "label", "metric", "seed", "split", "value", "n", "ci_low", "ci_high", "paper_value",
+           "error", "run")
+
+#: Metrics with units (RMSD in angstrom, MAE in the label's units), shown as they are; every other metric is a
+#: fraction or a correlation and is shown x 100, the paper's scale (it prints even Pearson r and TM-score as %).
+NATURAL_SCALE_METRICS = frozenset({"rmsd", "mae"})
+
+#: What a table says where a family's runs skip a task by design (one modality: the multimodal run is the unimodal).
+SAME_AS_UNIMODAL = "same as unimodal (one modality)"
+
+_NUMERIC = ("seed", "value", "n", "ci_low", "ci_high", "paper_value")
+_ERROR_WIDTH = 48
+
+
+class ReportError(ValueError):
+    """Metric records a table cannot be made from."""
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    """Where a table was written: the long CSV, the Markdown table and the bar chart."""
+
+    csv: Path
+    markdown: Path
+    figure: Path
+
+
+def headline(task: str) -> tuple[str, str]:
+    """The (label column, metric) a task's table cell shows: the registry's first label column and its first metric
+    (accuracy; Pearson for expression; TM-score for structure; VQA accuracy for med_vqa)."""
+    return _label_metrics(task)[0]
+
+
+def _label_metrics(task: str) -> list[tuple[str, str]]:
+    """Every (label column, metric) the registry scores for ``task``, in order."""
+    return [(label.name, metric) for label in get_task(task).labels for metric in applicable_metrics(task, label.name)]
+
+
+def _single_label(task: str) -> bool:
+    return len(get_task(task).labels) == 1
+
+
+def failure_records(family: str, tasks: Sequence[str], seed: int, error: str, *, run: str | None = None,
+                    split: str = "test") -> list[dict]:
+    """One record per task of a failed run: the task's headline cell, no value, and the error that stopped it."""
+    records = []
+    for task in tasks:
+        label, metric = headline(task)
+        records.append({
+            "family": family, "task": task, "label": None if _single_label(task) else label, "metric": metric,
+            "seed": seed, "split": split, "value": math.nan, "n": 0, "ci_low": math.nan, "ci_high": math.nan,
+            "error": error, "run": run,
+        })
+    return records
+
+
+def _frame(records: Iterable[Mapping], paper: Mapping[str, Mapping[str, float]], split: str) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records([dict(r) for r in records])
+    missing = sorted({"family", "task", "metric", "value"} - set(frame.columns))
+    if missing and not frame.empty:
+        raise ReportError(f"records: each needs the keys family, task, metric and value; missing {missing} (columns "
+                          f"seen: {sorted(frame.columns)})")
+    for column in COLUMNS:
+        if column not in frame.columns:
+            frame[column] = None
+    frame = frame[list(COLUMNS)].copy()
+    for column in _NUMERIC:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    frame["split"] = frame["split"].fillna(split)
+    frame["label"] = frame["label"].astype(object).where(frame["label"].notna(), None)
+    frame["error"] = frame["error"].astype(object).where(frame["error"].notna() & (frame["error"] != ""), None)
+    keys = [_label_key(task, label) for task, label in zip(frame["task"], frame["label"])]
+    heads = {task: headline(task) for task in frame["task"].unique()}
+    is_head = [heads[task] == (label, metric) and s == split
+               for task, label, metric, s in zip(frame["task"], keys, frame["metric"], frame["split"])]
+    frame["paper_value"] = [
+        paper_value(paper, family, task) if head else math.nan
+        for family, task, head in zip(frame["family"], frame["task"], is_head)
+    ]
+    frame["paper_value"] = pd.to_numeric(frame["paper_value"], errors="coerce")
+    return frame
+
+
+def _label_key(task: str, label) -> str:
+    """A record's label column; None stands for the task's only label column."""
+    if label is None or (isinstance(label, float) and math.isnan(label)):
+        return get_task(task).labels[0].name
+    return str(label)
+
+
+def _pool(group: pd.DataFrame) -> float:
+    """One seed's value for a cell scored by several runs (one per modality's rows): their mean weighted by the
+    rows each scored, i.e. the score over the union of their rows for accuracy-like metrics."""
+    values = group["value"].to_numpy(dtype=float)
+    weights = group["n"].to_numpy(dtype=float)
+    if len(values) == 1:
+        return float(values[0])
+    if not np.all(np.isfinite(weights)) or weights.sum() <= 0:
+        return float(values.mean())
+    return float(np.average(values, weights=weights))
+
+
+def summarize(records: Iterable[Mapping], *, split: str = "test") -> pd.DataFrame:
+    """Mean and sd (n - 1) over seeds per family x task x label x metric on ``split``, on the natural scale.
+
+    Columns: family, task, label (always the column name), metric, mean, sd, seeds (how many scored), runs (plan
+    names pooled, weighted by their rows, where several runs scored one cell)."""
+    frame = _frame(records, {}, split)
+    frame = frame[(frame["split"] == split) & frame["error"].isna() & np.isfinite(frame["value"])].copy()
+    out_columns = ["family", "task", "label", "metric", "mean", "sd", "seeds", "runs"]
+    if frame.empty:
+        return pd.DataFrame(columns=out_columns)
+    frame["label"] = [_label_key(t, label) for t, label in zip(frame["task"], frame["label"])]
+    frame["run"] = frame["run"].fillna("")
+    cell = ["family", "task", "label", "metric"]
+    per_seed = frame.groupby(cell + ["seed"], sort=False, dropna=False).apply(_pool, include_groups=False)
+    per_seed = per_seed.rename("value").reset_index()
+    runs = frame.groupby(cell, sort=False)["run"].agg(lambda r: tuple(sorted({x for x in r if x})))
+    stats = per_seed.groupby(cell, sort=False)["value"].agg(mean="mean", sd=lambda v: v.std(ddof=1), seeds="count")
+    stats = stats.join(runs.rename("runs")).reset_index()
+    return stats[out_columns]
+
+
+def _scale(metric: str) -> float:
+    return 1.0 if metric in NATURAL_SCALE_METRICS else 100.0
+
+
+def _fmt(mean: float, sd: float, metric: str) -> str:
+    scale = _scale(metric)
+    text = f"{mean * scale:.2f}"
+    return f"{text} ± {sd * scale:.2f}" if np.isfinite(sd) else text
+
+
+def _escape(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _short(error: str) -> str:
+    text = _escape(error)
+    return text if len(text) <= _ERROR_WIDTH else text[: _ERROR_WIDTH - 1] + "…"
+
+
+def _order(seen: Iterable[str], preferred: Iterable[str]) -> list[str]:
+    """``preferred`` first (each followed by its ``+variant`` families), then the rest as first seen."""
+    seen = list(dict.fromkeys(seen))
+    ordered = []
+    for name in preferred:
+        ordered += [name] if name in seen else []
+        ordered += [s for s in seen if s.split("+")[0] == name and s != name]
+    return ordered + [s for s in seen if s not in ordered]
+
+
+def _same_as_unimodal(family: str, task: str) -> bool:
+    return family.split("+")[0] == "multimodal" and len(get_task(task).modalities) == 1
+
+
+@dataclass(frozen=True)
+class _Table:
+    frame: pd.DataFrame
+    stats: pd.DataFrame
+    families: list[str]
+    tasks: list[str]
+    split: str
+    notes: Mapping[tuple[str, str], str]
+
+    def stat(self, family: str, task: str, label: str, metric: str):
+        s = self.stats
+        hit = s[(s["family"] == family) & (s["task"] == task) & (s["label"] == label) & (s["metric"] == metric)]
+        return None if hit.empty else hit.iloc[0]
+
+    def errors(self, family: str, task: str) -> pd.DataFrame:
+        f = self.frame
+        return f[(f["family"] == family) & (f["task"] == task) & f["error"].notna()]
+
+    def seeds(self) -> list:
+        return sorted({int(s) for s in self.frame["seed"].dropna()})
+
+
+def _build(records, paper, split, families, tasks, columns, notes) -> _Table:
+    frame = _frame(records, paper, split)
+    stats = summarize(records, split=split)
+    notes = dict(notes or {})
+    families = list(families) if families is not None else _order([*frame["family"], *(f for f, _ in notes)], paper)
+    tasks = list(tasks) if tasks is not None else _order([*frame["task"], *(t for _, t in notes)], columns)
+    return _Table(frame, stats, families, tasks, split, notes)
+
+
+def _headline_cell(table: _Table, family: str, task: str, paper) -> str:
+    label, metric = headline(task)
+    reference = paper_value(paper, family, task)
+    beside = f" [paper {reference:.2f}]" if reference is not None else ""
+    stat = table.stat(family, task, label, metric)
+    errors = table.errors(family, task)
+    if stat is not None:
+        text = _fmt(stat["mean"], stat["sd"], metric)
+        if len(stat["runs"]) > 1:
+            text += "*"
+        failed = len(errors[["run", "seed"]].drop_duplicates())
+        if failed:
+            text += f"; {failed} run(s) failed: {_short(errors['error'].iloc[0])}"
+        return text + beside
+    if not errors.empty:
+        return f"failed: {_short(errors['error'].iloc[0])}{beside}"
+    if (family, task) in table.notes:
+        return f"{_escape(table.notes[family, task])}{beside}"
+    if _same_as_unimodal(family, task):
+        return f"{SAME_AS_UNIMODAL}{beside}"
+    return f"not run{beside}"
+
+
+def _row_label(family: str, row_labels: Mapping[str, str]) -> str:
+    base, _, variant = family.partition("+")
+    printed = row_labels.get(base)
+    if printed is None:
+        return f"`{family}`"
+    return f"{printed} + {variant} (`{family}`)" if variant else f"{printed} (`{family}`)"
+
+
+def render_markdown(records: Iterable[Mapping], *, title: str = "Table 1", note: str | None = None,
+                    paper: Mapping[str, Mapping[str, float]] = TABLE1, columns: Mapping[str, str] = TABLE1_COLUMNS,
+                    row_labels: Mapping[str, str] = TABLE1_ROW_LABELS, families: Sequence[str] | None = None,
+                    tasks: Sequence[str] | None = None, split: str = "test",
+                    notes: Mapping[tuple[str, str], str] | None = None) -> str:
+    """The Markdown report: the headline table (ours beside the paper's), each task's other registry metrics, and
+    every failed run with its error. ``notes`` maps (family, task) to what a cell with no run says instead
+    (``families.unplanned``'s reasons); without one, a multimodal cell of a one-modality task says
+    ``SAME_AS_UNIMODAL`` and any other empty cell "not run". ``note``: its first line is the banner on top (e.g.
+    the smoke-run label), any further lines describe the data in a section at the end."""
+    records = list(records)
+    table = _build(records, paper, split, families, tasks, columns, notes)
+    seeds = table.seeds()
+    lines = [f"# {title}: ours beside the paper's", ""]
+    banner, *details = str(note).splitlines() if note else [""]
+    if banner:
+        lines += [f"> **{_escape(banner)}**" + (" (data and settings: see the end)" if details else ""), ""]
+    lines += [
+        f"Split `{split}`. Each cell: our mean ± sd over seeds {', '.join(map(str, seeds)) or '(none)'} (sd with "
+        f"n - 1; a single seed shows no sd), then [the paper's number] ({PAPER}). Scale: the paper's, x 100 for "
+        "every column (it prints accuracy, Pearson r and TM-score alike as percentages). The headline per task is "
+        "the registry's first label column and first metric, named under each task.",
+        "",
+    ]
+    header = ["family"] + [
+        f"{task}<br>{'/'.join(filter(None, [headline(task)[0] if not _single_label(task) else '', headline(task)[1]]))}"
+        + (f"<br>({columns[task]})" if task in columns else "")
+        for task in table.tasks
+    ]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for family in table.families:
+        cells = [_headline_cell(table, family, task, paper) for task in table.tasks]
+        lines.append("| " + " | ".join([_row_label(family, row_labels)] + cells) + " |")
+    lines += _pooled(table)
+    lines += _other_metrics(table)
+    lines += _failures(table)
+    if any(d.strip() for d in details):
+        lines += ["", "## Data and settings", "", *(f"- {_escape(d)}" for d in details if d.strip())]
+    return "\n".join(lines) + "\n"
+
+
+def _pooled(table: _Table) -> list[str]:
+    """The footnote of cells scored by several runs: each run's headline (mean over seeds) and rows."""
+    lines = []
+    for family in table.families:
+        for task in table.tasks:
+            label, metric = headline(task)
+            stat = table.stat(family, task, label, metric)
+            if stat is None or len(stat["runs"]) < 2:
+                continue
+            f = table.frame
+            rows = f[(f["family"] == family) & (f["task"] == task) & (f["split"] == table.split) & f["error"].isna()
+                     & (f["metric"] == metric) & np.isfinite(f["value"])
+                     & np.array([_label_key(task, x) == label for x in f["label"]], dtype=bool)]
+            parts = [f"{run} {group['value'].mean() * _scale(metric):.2f} (n={group['n'].mean():.0f})"
+                     for run, group in rows.groupby("run", sort=True)]
+            lines.append(f"- `{family}` x `{task}`: {'; '.join(parts)}")
+    if lines:
+        lines = ["", "\\* scored by several runs (one per modality): each seed's value is the runs' values weighted "
+                 "by the test rows each scored (the score over their rows where the runs' rows are disjoint, e.g. "
+                 "OCT or fundus; an average where they overlap, e.g. a VQA question's image and text). Per run "
+                 "(mean over seeds):", *lines]
+    return lines
+
+
+def _other_metrics(table: _Table) -> list[str]:
+    lines = []
+    for task in table.tasks:
+        others = [lm for lm in _label_metrics(task) if lm != headline(task)]
+        if not others:
+            continue
+        single = _single_label(task)
+        header = ["family"] + [
+            (metric if single else f"{label} {metric}") + (" (natural scale)" if metric in NATURAL_SCALE_METRICS
+                                                           else "")
+            for label, metric in others
+        ]
+        rows = []
+        for family in table.families:
+            cells = []
+            for label, metric in others:
+                stat = table.stat(family, task, label, metric)
+                cells.append(_fmt(stat["mean"], stat["sd"], metric) if stat is not None else "–")
+            if any(c != "–" for c in cells):
+                rows.append("| " + " | ".join([f"`{family}`"] + cells) + " |")
+        if rows:
+            lines += ["", f"### {task}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows]
+    if lines:
+        lines = ["", "## Other registry metrics (mean ± sd over seeds; x 100 unless marked natural scale)"] + lines
+    return lines
+
+
+def _failures(table: _Table) -> list[str]:
+    failed = table.frame[table.frame["error"].notna()]
+    if failed.empty:
+        return []
+    lines = ["", "## Failed runs", "", "| family | run | seed | tasks | error |", "|---|---|---|---|---|"]
+    keys = ["family", "run", "seed", "error"]
+    for (family, run, seed, error), group in failed.fillna({"run": ""}).groupby(keys, sort=False, dropna=False):
+        seed_text = "" if pd.isna(seed) else str(int(seed))
+        lines.append(f"| `{family}` | {run} | {seed_text} | {', '.join(dict.fromkeys(group['task']))} | "
+                     f"{_escape(error)} |")
+    return lines
+
+
+def _short_note(text: str) -> str:
+    """"same as unimodal (one modality)" -> "= unimodal" for a bar that is not drawn."""
+    words = text.split()
+    return f"= {words[2]}" if len(words) > 2 and words[:2] == ["same", "as"] else text[:12]
+
+
+def _figure(table: _Table, paper, path: Path, title: str, note: str | None) -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as err:
+        raise ImportError(f"writing {path.name} needs matplotlib: pip install 'multimed_hf[report]' (the CSV and "
+                          "Markdown tables beside it are written)") from err
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    tasks, families = table.tasks, table.families
+    fig = Figure(figsize=(max(6.0, 1.3 * len(tasks) + 2), 4.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(families))
+    x = np.arange(len(tasks))
+    handles, lowest = [], 0.0
+    for i, family in enumerate(families):
+        color = f"C{i % 10}"
+        handles.append(Patch(color=color, label=family))
+        offsets = x - 0.4 + width * (i + 0.5)
+        means, sds = [], []
+        for task in tasks:
+            label, metric = headline(task)
+            stat = table.stat(family, task, label, metric)
+            scale = _scale(metric)
+            means.append(stat["mean"] * scale if stat is not None else np.nan)
+            sds.append(stat["sd"] * scale if stat is not None else np.nan)  # NaN (one seed): no error bar
+        means, sds = np.asarray(means, dtype=float), np.asarray(sds, dtype=float)
+        drawn = np.isfinite(means)
+        lowest = min([lowest, *means[drawn]])  # a correlation can be negative
+        if drawn.any():
+            ax.bar(offsets[drawn], means[drawn], width, color=color)
+            ax.errorbar(offsets[drawn], means[drawn], yerr=sds[drawn], fmt="none", ecolor="dimgrey", capsize=2)
+        for offset, task, mean in zip(offsets, tasks, means):
+            reference = paper_value(paper, family, task)
+            if reference is not None:
+                ax.plot(offset, reference, marker="_", markersize=max(4.0, 60 * width), color="black",
+                        markeredgewidth=2, linestyle="none")
+            if np.isfinite(mean):
+                continue
+            if not table.errors(family, task).empty:
+                ax.text(offset, 0, "failed", ha="center", va="bottom", color="red", fontsize=6, rotation=90)
+            elif (family, task) in table.notes or _same_as_unimodal(family, task):
+                text = _short_note(table.notes.get((family, task), SAME_AS_UNIMODAL))
+                ax.text(offset, 0, text, ha="center", va="bottom", color="grey", fontsize=6, rotation=90)
+    handles.append(Line2D([], [], marker="_", color="black", markeredgewidth=2, linestyle="none", label="paper"))
+    ax.set_ylim(bottom=min(0.0, lowest * 1.1))  # the labels of undrawn bars sit at 0: keep it inside the axes
+    ax.set_xticks(x, tasks, rotation=30, ha="right")
+    ax.set_ylabel("headline metric x 100 (paper's scale)")
+    ax.set_title(f"{title}" + (f"\n{str(note).splitlines()[0]}" if note else ""), fontsize=10)
+    fig.legend(handles=handles, fontsize=7, loc="outside right upper")
+    fig.savefig(path, dpi=120)
+
+
+def write_table(records: Iterable[Mapping], output_dir: str | Path, *, name: str = "table1", title: str = "Table 1",
+                note: str | None = None, paper: Mapping[str, Mapping[str, float]] = TABLE1,
+                columns: Mapping[str, str] = TABLE1_COLUMNS, row_labels: Mapping[str, str] = TABLE1_ROW_LABELS,
+                families: Sequence[str] | None = None, tasks: Sequence[str] | None = None,
+                split: str = "test", notes: Mapping[tuple[str, str], str] | None = None) -> ReportPaths:
+    """Write ``<name>.csv`` (long format, ``COLUMNS``; ``value`` on the metric's natural scale, accuracy as a
+    fraction; ``paper_value`` in percent as printed, on the headline rows of ``split``), ``<name>.md`` and
+    ``<name>.png`` into ``output_dir``. ``records`` are metric records (``metrics_long.json`` entries plus
+    ``family``, ``seed`` and ``run``; failed runs as ``failure_records``). ``families`` / ``tasks`` fix the rows and
+    columns (default: those in the records, in the paper's order). Table 2 passes its own ``paper`` and labels."""
+    records = list(records)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = ReportPaths(output_dir / f"{name}.csv", output_dir / f"{name}.md", output_dir / f"{name}.png")
+    frame = _frame(records, paper, split)
+    frame.to_csv(paths.csv, index=False)
+    paths.markdown.write_text(render_markdown(records, title=title, note=note, paper=paper, columns=columns,
+                                              row_labels=row_labels, families=families, tasks=tasks, split=split,
+                                              notes=notes),
+                              encoding="utf-8")
+    _figure(_build(records, paper, split, families, tasks, columns, notes), paper, paths.figure, title, note)
+    return paths
+
+
+def write_table1(records: Iterable[Mapping], output_dir: str | Path, *, note: str | None = None,
+                 families: Sequence[str] | None = None, tasks: Sequence[str] | None = None,
+                 split: str = "test", notes: Mapping[tuple[str, str], str] | None = None) -> ReportPaths:
+    """``table1.csv``, ``table1.md`` and ``table1.png`` in ``output_dir``, beside the paper's Table 1 (see
+    ``write_table``)."""
+    return write_table(records, output_dir, name="table1", title="Table 1", note=note, families=families,
+                       tasks=tasks, split=split, notes=notes)
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """The records of a long CSV written by ``write_table`` (to append to it, or to read Table 1's rows into
+    Table 2), with empty cells as None and numbers as numbers."""
+    frame = pd.read_csv(path, dtype={"label": object, "error": object, "run": object, "family": str, "task": str})
+    frame = frame.astype(object).where(frame.notna(), None)
+    return frame.to_dict(orient="records")

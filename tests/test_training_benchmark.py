@@ -1,0 +1,204 @@
+"""The benchmark loop (training/benchmark.py): planning, per-run folders and seeds, failures recorded, the report."""
+
+import json
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from multimed_hf.training import benchmark
+from multimed_hf.training.benchmark import BenchmarkError, _parse, built_tasks, run_benchmark
+from multimed_hf.training.families import FamilyError, plan_runs
+from multimed_hf.training.report import SAME_AS_UNIMODAL, headline
+
+TASKS = ["brain_tumor", "diabetic_retinopathy", "expression_prediction"]
+FAMILIES = ["unimodal", "multimodal", "multimodal_multitask"]
+
+
+class FakeTrain:
+    """Stands in for training.run.train_model: records each call, fails the runs it is told to."""
+
+    def __init__(self, fail_family=None):
+        self.calls = []
+        self.fail_family = fail_family
+
+    def __call__(self, args, training_args, *, plan):
+        assert plan.name == args.plan and plan.family == args.family
+        self.calls.append((args, training_args))
+        print(f"log line of {args.plan}")
+        if args.family == self.fail_family:
+            raise RuntimeError(f"no memory left for {args.plan}")
+        records = []
+        for task in args.tasks:
+            label, metric = headline(task)
+            value = 0.5 + 0.1 * training_args.seed
+            records.append({"task": task, "split": "test", "label": label if task != "brain_tumor" else None,
+                            "metric": metric, "value": value, "n": 10, "ci_low": value - 0.1,
+                            "ci_high": value + 0.1})
+        return SimpleNamespace(output_dir=training_args.output_dir, records=records)
+
+
+def _training_args(tmp_path):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(output_dir=str(tmp_path / "unused"), report_to="none", max_steps=1)
+
+
+def test_every_plan_and_seed_runs_in_its_own_folder(tmp_path, capsys):
+    fake = FakeTrain()
+    records, paths = run_benchmark(tmp_path / "no-data", TASKS, FAMILIES, [0, 1], tmp_path / "report",
+                                   _training_args(tmp_path), train_fn=fake, progress=False)
+    planned = [(p.family, p.name) for f in FAMILIES for p in plan_runs(f, TASKS)]
+    assert len(fake.calls) == 2 * len(planned)
+    seen = set()
+    for args, targs in fake.calls:
+        (plan,) = [p for p in plan_runs(args.family, TASKS) if p.name == args.plan]
+        assert list(args.tasks) == list(plan.tasks) and args.encoders == "small"
+        expected = tmp_path / "report" / "runs" / args.family / args.plan / f"seed{targs.seed}"
+        assert targs.output_dir == str(expected)
+        seen.add((args.family, args.plan, targs.seed))
+        assert (expected / "stdout.txt").read_text() == f"log line of {args.plan}\n"  # not the terminal's
+    assert "log line" not in capsys.readouterr().out
+    assert seen == {(f, p, s) for f, p in planned for s in (0, 1)}
+    assert {r["family"] for r in records} == set(FAMILIES)
+    assert all({"family", "seed", "run"} <= set(r) for r in records)
+    frame = pd.read_csv(paths.csv)
+    assert len(frame) == len(records)
+    assert paths.markdown.is_file() and paths.figure.stat().st_size > 0
+
+
+def test_a_failing_run_records_its_error_and_the_loop_goes_on(tmp_path):
+    fake = FakeTrain(fail_family="multimodal")
+    records, paths = run_benchmark(tmp_path / "no-data", TASKS, FAMILIES, [0], tmp_path / "report",
+                                   _training_args(tmp_path), train_fn=fake, progress=False)
+    assert fake.calls[-1][0].family == "multimodal_multitask"  # runs after the failures still ran
+    failed = [r for r in records if r.get("error")]
+    multimodal_plans = plan_runs("multimodal", TASKS)
+    assert {r["task"] for r in failed} == {t for p in multimodal_plans for t in p.tasks}
+    assert all(r["family"] == "multimodal" and "RuntimeError: no memory left" in r["error"] for r in failed)
+    for plan in multimodal_plans:
+        error = tmp_path / "report" / "runs" / "multimodal" / plan.name / "seed0" / "error.txt"
+        assert "Traceback" in error.read_text() and "no memory left" in error.read_text()
+    text = paths.markdown.read_text()
+    row = [line for line in text.splitlines() if "(`multimodal`)" in line][0]
+    assert "failed: RuntimeError: no memory left for" in row
+    assert SAME_AS_UNIMODAL in row  # brain tumour has one modality: no multimodal run, said so
+    ok = [r for r in records if r["family"] == "multimodal_multitask"]
+    assert ok and all(not r.get("error") for r in ok)
+
+
+def test_unknown_family_fails_before_any_training(tmp_path):
+    fake = FakeTrain()
+    with pytest.raises(FamilyError, match="unimodel"):
+        run_benchmark(tmp_path, TASKS, ["unimodal", "unimodel"], [0], tmp_path / "r", _training_args(tmp_path),
+                      train_fn=fake, progress=False)
+    with pytest.raises(FamilyError, match="unknown variant"):
+        run_benchmark(tmp_path, TASKS, ["multimodal+nosuch"], [0], tmp_path / "r", _training_args(tmp_path),
+                      train_fn=fake, progress=False)
+    assert not fake.calls
+
+
+def test_finished_runs_are_reused_when_asked(tmp_path):
+    report = tmp_path / "report"
+    first = FakeTrain()
+    run_benchmark(tmp_path / "no-data", ["brain_tumor"], ["unimodal"], [0, 1], report, _training_args(tmp_path),
+                  train_fn=first, progress=False)
+    (plan,) = plan_runs("unimodal", ["brain_tumor"])
+    done = report / "runs" / "unimodal" / plan.name / "seed1"
+    done.mkdir(parents=True, exist_ok=True)
+    (done / "metrics_long.json").write_text(json.dumps([
+        {"task": "brain_tumor", "split": "test", "label": None, "metric": "accuracy", "value": 0.25, "n": 4,
+         "ci_low": 0.0, "ci_high": 0.5}]))
+    again = FakeTrain()
+    records, _ = run_benchmark(tmp_path / "no-data", ["brain_tumor"], ["unimodal"], [0, 1], report,
+                               _training_args(tmp_path), train_fn=again, progress=False, reuse_finished_runs=True)
+    assert [targs.seed for _, targs in again.calls] == [0]
+    assert [r["value"] for r in records if r["seed"] == 1] == [0.25]
+
+
+def test_arguments_take_each_family_defaults_unless_given():
+    argv = ["--data", "d", "--tasks", "brain_tumor", "--families", "domain_specific", "unimodal",
+            "--seeds", "3", "--encoders", "hub", "--output_dir", "rep", "--max_train_samples", "8"]
+    bench, run_args, per_family = _parse(argv)
+    assert bench.seeds == [3] and bench.families == ["domain_specific", "unimodal"]
+    assert run_args.max_train_samples == 8
+    from multimed_hf.training.arguments import training_defaults
+
+    for family, targs in per_family.items():
+        assert targs.learning_rate == training_defaults(family, "hub")["learning_rate"]
+        assert targs.output_dir == "rep"
+    assert per_family["domain_specific"].learning_rate != per_family["unimodal"].learning_rate
+    _, _, given = _parse([*argv, "--learning_rate", "0.02"])
+    assert {t.learning_rate for t in given.values()} == {0.02}
+    with pytest.raises(BenchmarkError, match="--family picks one run"):
+        _parse([*argv, "--family", "unimodal"])
+
+
+def test_built_tasks_need_a_built_folder(tmp_path):
+    with pytest.raises(BenchmarkError, match="holds no built config"):
+        built_tasks(tmp_path)
+    (tmp_path / "cell_type").mkdir()
+    (tmp_path / "cell_type" / "build_info.json").write_text("{}")
+    (tmp_path / "brain_tumor").mkdir()
+    (tmp_path / "brain_tumor" / "build_info.json").write_text("{}")
+    assert built_tasks(tmp_path) == ["brain_tumor", "cell_type"]  # registry order
+
+
+def test_synthetic_data_is_labelled(tmp_path):
+    info = {"sources": [{"name": "brain_tumor_mri", "provenance": {"synthetic": True, "description": "not real MRI"}}]}
+    (tmp_path / "brain_tumor").mkdir()
+    (tmp_path / "brain_tumor" / "build_info.json").write_text(json.dumps(info))
+    note = benchmark.data_note(tmp_path, ["brain_tumor"])
+    assert note.startswith(benchmark.SMOKE_NOTE) and "not real MRI" in note
+    info["sources"][0]["provenance"] = {}
+    (tmp_path / "brain_tumor" / "build_info.json").write_text(json.dumps(info))
+    assert benchmark.data_note(tmp_path, ["brain_tumor"]) is None
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    from dataset_scripts.sample_sources import sample_generators
+    from multimed_hf.api import build_dataset
+
+    tmp = tmp_path_factory.mktemp("bench")
+    source = sample_generators()["Brain-Tumor-MRI-Dataset"](tmp / "bt")
+    build_dataset("brain_tumor", [source], tmp / "multimed", progress=False)
+    return tmp / "multimed"
+
+
+def test_benchmark_command_on_the_bundled_samples(built, tmp_path, capsys):
+    report = tmp_path / "report"
+    code = benchmark.benchmark_main([
+        "--data", str(built), "--tasks", "all", "--families", "unimodal", "multimodal", "--seeds", "0", "1",
+        "--encoders", "small", "--output_dir", str(report), "--use_cpu", "--max_steps", "2",
+        "--per_device_train_batch_size", "4", "--max_train_samples", "8", "--max_eval_samples", "8",
+        "--eval_strategy", "no", "--save_strategy", "no", "--bootstrap_samples", "5", "--eval_splits", "test",
+        "--disable_tqdm", "true",
+    ])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert benchmark.SMOKE_NOTE in printed and "| family |" in printed
+    frame = pd.read_csv(report / "table1.csv")
+    assert frame["error"].isna().all(), frame["error"].dropna().tolist()
+    head = frame[(frame["metric"] == "accuracy") & (frame["split"] == "test")]
+    assert sorted(head["seed"]) == [0, 1] and set(head["family"]) == {"unimodal"}
+    assert head["value"].between(0, 1).all() and (head["n"] > 0).all()
+    assert head["paper_value"].notna().all()
+    for seed in (0, 1):
+        run = report / "runs" / "unimodal" / "brain_tumor-mri" / f"seed{seed}"
+        assert json.loads((run / "run_info.json").read_text())["seed"] == seed
+        assert (run / "predictions" / "brain_tumor-test.parquet").is_file()
+    markdown = (report / "table1.md").read_text()
+    assert SAME_AS_UNIMODAL in markdown  # brain_tumor reads one modality: no multimodal run
+    assert (report / "table1.png").stat().st_size > 0
+
+
+def test_report_says_how_the_numbers_were_made(tmp_path):
+    _, paths = run_benchmark(tmp_path / "no-data", ["brain_tumor"], ["unimodal", "multimodal"], [0],
+                             tmp_path / "report", _training_args(tmp_path), train_fn=FakeTrain("unimodal"),
+                             progress=False)
+    text = paths.markdown.read_text()
+    settings = text.split("## Data and settings")[1]
+    assert "runs: 1 trained (1 failed)" in settings
+    assert "unimodal: encoders small, max_steps 1, learning rate 5e-05" in settings
+    assert "> **" not in text  # not synthetic data: no smoke banner
