@@ -14,16 +14,12 @@ TASK = "breast_cancer"
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("cbis")
-    root = sample.make(tmp / sample.FOLDER)
-    report = build_dataset(TASK, [root], tmp / "multimed", progress=False)
-    return root, tmp / "multimed", report
+def built(build_sample):
+    return build_sample(TASK, "cbis_ddsm")
 
 
 def test_full_mammograms_load_as_16_bit_with_their_labels(built):
-    _, out, _ = built
-    ds = load_dataset(str(out), TASK)
+    ds = built.ds
     names = ds["train"].features["malignancy"].names
     rows = [row for split in ds for row in ds[split]]
     malignant = {f"{l}-{s}_{p}_{side}_{v}" for l, s, p, side, v, path in sample.CASES if path == "MALIGNANT"}
@@ -40,8 +36,7 @@ def test_pngs_hold_the_stored_values_whatever_the_encoding(built):
     inverted within BitsStored, so the empty background is 0 and the mass bright in every image)."""
     import pydicom
 
-    root, out, _ = built
-    ds = load_dataset(str(out), TASK)
+    root, ds = built.root, built.ds
     seen = set()
     for row in (r for split in ds for r in ds[split]):
         dicom = pydicom.dcmread(root / row["source_path"])
@@ -59,7 +54,7 @@ def test_pngs_hold_the_stored_values_whatever_the_encoding(built):
 
 
 def test_manifest_names_every_case(built):
-    _, out, report = built
+    _, out, report, _ = built
     entries = read_manifest(out / TASK)
     by_path = {e.source_path: e for e in entries}
     rois = [e for e in entries if "_1/" in e.source_path]
@@ -78,7 +73,7 @@ def test_manifest_names_every_case(built):
 
 
 def test_patients_never_span_splits_and_test_stays_test(built):
-    _, out, _ = built
+    out = built.out
     splits = defaultdict(set)
     for e in read_manifest(out / TASK):
         if e.split:
@@ -88,7 +83,7 @@ def test_patients_never_span_splits_and_test_stays_test(built):
 
 
 def test_an_edited_csv_revalidates_the_images(built, tmp_path):
-    root, _, _ = built
+    root = built.root
     import shutil
 
     copy = shutil.copytree(root, tmp_path / "copy")
@@ -97,7 +92,7 @@ def test_an_edited_csv_revalidates_the_images(built, tmp_path):
     csv_path.write_text(csv_path.read_text().replace("BENIGN_WITHOUT_CALLBACK", "MALIGNANT"))
     second = build_dataset(TASK, [copy], tmp_path / "out", progress=False)
     assert first.sources[0].fingerprint != second.sources[0].fingerprint
-    ds = load_dataset(str(tmp_path / "out"), TASK)
+    ds = load_dataset(str(tmp_path / "out"), TASK, cache_dir=str(tmp_path / "hf_cache"))
     row = next(r for s in ds for r in ds[s] if "P_00003" in r["sample_id"])
     assert ds["train"].features["malignancy"].names[row["malignancy"]] == "malignant"
 
@@ -105,7 +100,7 @@ def test_an_edited_csv_revalidates_the_images(built, tmp_path):
 def test_split_repairs_count_leaks_only(built):
     import json
 
-    _, out, _ = built
+    out = built.out
     info = json.loads((out / TASK / "build_info.json").read_text())
     assert info["split_repairs"]["dropped"] == 1 and info["counts"]["dropped"] == 1 + len(sample.CASES)
     assert "Split repair: 1 training files of 1 groups" in (out / "README.md").read_text()

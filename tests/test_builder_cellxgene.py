@@ -9,18 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from datasets import load_dataset
 
 from dataset_scripts.sample_sources import cellxgene as sample
-from dataset_scripts.sample_sources import pbmc68k_reduced as pbmc_sample
-from multimed_hf.api import build_dataset
-from multimed_hf.builders import detect_builder
 from multimed_hf.builders.cellxgene import CellxGeneBuilder, detect_normalisation
-from multimed_hf.builders.pbmc68k_reduced import PBMC68kReducedBuilder
 from multimed_hf.data.errors import BadSourceFile
-from multimed_hf.data.features import task_features
 from multimed_hf.data.manifest import read_manifest
-from multimed_hf.tasks import get_task
 
 TASK = "cell_type"
 
@@ -32,26 +25,16 @@ def _read(path, backed=None):
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = sample.make(tmp_path_factory.mktemp("src") / sample.FOLDER)
-    out = tmp_path_factory.mktemp("out") / "multimed"
-    report = build_dataset(TASK, [root], out, progress=False)
-    ds = load_dataset(str(out), TASK, cache_dir=str(tmp_path_factory.mktemp("hf_cache")))
+def built(build_sample):
+    root, out, report, ds = build_sample(TASK, "cellxgene")
     panels = {}
     for asset in report.sources[0].assets:
         panels.update(json.loads((out / asset).read_text()))
     return root, out, report, ds, panels
 
 
-def test_layout_is_detected_and_pbmc_stays_its_own(built, tmp_path):
-    root, *_ = built
-    assert isinstance(detect_builder(TASK, root), CellxGeneBuilder)
-    assert isinstance(detect_builder(TASK, pbmc_sample.make(tmp_path / "pbmc")), PBMC68kReducedBuilder)
-
-
 def test_cells_map_to_the_union_panel_by_ensembl_id(built):
     root, _, report, ds, panels = built
-    assert ds["train"].features == task_features(get_task(TASK))
     [(panel_id, panel)] = panels.items()
     schema = _read(root / sample.SCHEMA_FILE)
     liver = _read(root / sample.SCANPY_FILE)

@@ -180,3 +180,31 @@ def test_the_disease_head_reads_the_new_sources_modalities():
 
     config = MultiMedConfig.from_tasks([TASK])
     assert {s.modality for s in SPEC.sources} <= set(config.encoders)
+
+
+def test_a_new_imaging_source_is_one_registry_entry(monkeypatch, build_sample):
+    """Listing another task's source in the disease task is all it takes: its disease builder is derived from the
+    registry and reads the source's files as its own builder does, labels harmonised."""
+    import dataclasses
+
+    from multimed_hf import tasks
+    from multimed_hf.builders import disease_imaging
+    from multimed_hf.builders.cbis_ddsm import CBISDDSMBuilder
+
+    disease = tasks.get_task(TASK)
+    cbis = tasks.get_task("breast_cancer").source("cbis_ddsm")
+    as_disease = dataclasses.replace(cbis, label_map={"diseases": {"benign": "breast_benign",
+                                                                    "malignant": "breast_malignant"}})
+    monkeypatch.setitem(tasks._TASKS, TASK, dataclasses.replace(disease, sources=(*disease.sources, as_disease)))
+    derived = {cls.source: cls for cls in disease_imaging._derive_builders().values()}
+    assert set(derived) == {s.name for s in disease.sources if issubclass(BUILDERS[s.name], AsDisease)} | {"cbis_ddsm"}
+    builder = derived["cbis_ddsm"]
+    assert issubclass(builder, CBISDDSMBuilder) and (builder.task, builder.own_task) == (TASK, "breast_cancer")
+
+    own = build_sample("breast_cancer", "cbis_ddsm")
+    names = own.ds["train"].features["malignancy"].names
+    row = own.ds["train"][0]
+    (sample,) = builder(own.root).read_file(row["source_path"])
+    assert sample.fields["diseases"] == [f"breast_{names[row['malignancy']]}"]
+    assert sample.fields["label_mask"] == ["breast_benign", "breast_malignant"]
+    assert sample.fields["modality"] == cbis.modality

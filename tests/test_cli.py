@@ -6,7 +6,9 @@ import sys
 import pytest
 
 from dataset_scripts.sample_sources import sample_generators
+from multimed_hf.builders import builders_for_task
 from multimed_hf.cli import main
+from multimed_hf.tasks import get_task, list_tasks
 
 
 def test_help_explains_itself():
@@ -17,10 +19,24 @@ def test_help_explains_itself():
     assert "load_dataset" in result.stdout
 
 
-def test_list_names_every_task(capsys):
+def test_list_names_every_task_with_its_builders(capsys):
     assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list_tasks()  # one line per task, in registry order
+    for name, line in zip(list_tasks(), lines):
+        built = ", ".join(b.source for b in builders_for_task(name)) or "no builder yet"
+        assert line.endswith(f"  sources with builders: {built}"), line
+
+
+@pytest.mark.parametrize("task", list_tasks(include_extras=True))
+def test_info_says_which_sources_may_be_redistributed(task, capsys):
+    """The README points here for the sources left out of pushes: every source, marked from the registry."""
+    assert main(["info", task]) == 0
     out = capsys.readouterr().out
-    assert out.count("\n") == 11 and "brain_tumor_mri" in out
+    for source in get_task(task).sources:
+        block = out.split(f"  source {source.name} (", 1)[1].split("\n    layout:", 1)[0]
+        marked = "(not redistributable)" if not source.redistributable else "(redistributable)"
+        assert marked in block and source.license in block, (source.name, block)
 
 
 def test_info_shows_sources_and_licences(capsys):

@@ -41,9 +41,44 @@ def _run_doctest(text, label, globs):
     return result, "".join(out)
 
 
-def test_metric_folders_exist():
-    ours = {"accuracy", "balanced_accuracy", "macro_f1", "auroc", "cohen_kappa", "mae", "pearson", "vqa_accuracy"}
-    assert ours <= set(NAMES)
+def _card_examples(name) -> str:
+    text = (ROOT / "metrics" / name / "README.md").read_text(encoding="utf-8")
+    return "\n".join(b for b in re.findall(r"```(?:python|py)\n(.*?)```", text, flags=re.DOTALL) if ">>>" in b)
+
+
+def test_every_registry_metric_has_a_face(monkeypatch):
+    """Every metric of the metric registry and every metric a task reports (extras included) is served by a folder
+    under metrics/: a face returns it on its documented examples, or holds the package function that computes it
+    (quadratic_kappa is cohen_kappa with weights; recall_at_5 is recall_at_k with k=5)."""
+    from multimed_hf.metrics import METRICS
+    from multimed_hf.tasks import get_task, list_tasks
+
+    returned, held = set(), set()
+    compute = evaluate.EvaluationModule.compute
+
+    def recording(self, *args, **kwargs):
+        """``compute``, keeping what it returns (a docstring: evaluate appends each module's inputs to it)."""
+        result = compute(self, *args, **kwargs)
+        returned.update(result if isinstance(result, dict) else ())
+        return result
+
+    monkeypatch.setattr(evaluate.EvaluationModule, "compute", recording)
+    monkeypatch.chdir(ROOT)  # examples load "metrics/<name>" relative to the repository root
+    for name in NAMES:
+        metric = _load(name)
+        module = sys.modules[type(metric).__module__]
+        held |= {id(value) for value in vars(module).values() if callable(value)}
+        for text in (module._KWARGS_DESCRIPTION, _card_examples(name)):
+            _run_doctest(text, name, {"evaluate": evaluate, "metric": metric, name: metric})
+
+    def served(metric_name: str) -> bool:
+        fn = METRICS[metric_name]
+        calls = [getattr(sys.modules[fn.__module__], n, None) for n in fn.__code__.co_names]
+        return metric_name in returned or id(fn) in held or any(c is not None and id(c) in held for c in calls)
+
+    reported = {m for task in list_tasks(include_extras=True) for m in get_task(task).metrics}
+    assert reported <= set(METRICS), sorted(reported - set(METRICS))
+    assert [m for m in METRICS if not served(m)] == [], "registry metrics no folder under metrics/ serves"
 
 
 def test_loads_offline(name, metric):

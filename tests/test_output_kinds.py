@@ -136,7 +136,7 @@ class FlagMetrics(output_metrics.MetricKind):  # metric side
 @pytest.fixture
 def flag_task(monkeypatch):
     """A registry task whose one label is of the toy kind, and the three table entries, removed afterwards."""
-    monkeypatch.setattr(tasks, "LABEL_KINDS", (*tasks.LABEL_KINDS, "flag"))  # the registry names the kind
+    tasks.register_label_kind("flag", "a yes/no flag")  # the registry names the kind
     monkeypatch.setattr(tasks, "_TASKS", dict(tasks._TASKS))
     cell = tasks.get_task("cell_type")
     spec = tasks.register_task(dataclasses.replace(
@@ -145,6 +145,7 @@ def flag_task(monkeypatch):
     register_output_kind(FlagOutput())
     output_metrics.register_metric_kind(FlagMetrics())
     yield spec
+    tasks.unregister_label_kind("flag")
     label_kinds.unregister_label_kind("flag")
     unregister_output_kind("flag")
     output_metrics.unregister_metric_kind("flag")

@@ -1,24 +1,42 @@
-"""The task registry: eleven tasks, well-formed entries, clear errors."""
+"""The task registry: well-formed entries (every registered task and extra), clear errors, its own registries."""
 
 import pytest
 
 from multimed_hf import tasks
 from multimed_hf.tasks import ColumnSpec, LabelSpec, SourceSpec, TaskSpec, get_source, get_task, list_tasks
 
-ELEVEN = [
-    "disease", "brain_tumor", "breast_cancer", "radiographic_findings", "bone_age", "diabetic_retinopathy",
-    "motor_imagery", "cell_type", "expression_prediction", "protein_structure", "med_vqa",
-]
+EVERY_TASK = list_tasks(include_extras=True)
 
 
-def test_registry_holds_the_eleven_tasks():
-    assert list_tasks() == ELEVEN
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """The task registry as it is, restored after the test (a test may register tasks in it)."""
+    monkeypatch.setattr(tasks, "_TASKS", dict(tasks._TASKS))
+    return tasks
 
 
-@pytest.mark.parametrize("name", ELEVEN)
+def _toy(name: str, extra: bool = False) -> TaskSpec:
+    return TaskSpec(
+        name=name, title=name, sample="x", modalities=("mri",), problem_type="single_label_classification",
+        labels=(LabelSpec("tumor", "class", ("glioma", "other")),), metrics=("accuracy",), grouping_key="g",
+        inputs=(ColumnSpec("image", "image"),), extra=extra,
+    )
+
+
+def test_list_tasks_keeps_registration_order_and_leaves_extras_out(scratch_registry):
+    before, everything = list_tasks(), list_tasks(include_extras=True)
+    assert before and set(before) < set(everything)
+    scratch_registry.register_task(_toy("zz_task"))
+    scratch_registry.register_task(_toy("zz_extra", extra=True))
+    assert list_tasks() == [*before, "zz_task"]
+    assert list_tasks(include_extras=True) == [*everything, "zz_task", "zz_extra"]
+
+
+@pytest.mark.parametrize("name", EVERY_TASK)
 def test_every_task_is_complete(name):
     task = get_task(name)
-    assert task.modalities and task.labels and task.metrics and task.grouping_key and task.inputs
+    assert task.modalities and task.metrics and task.grouping_key and task.inputs
+    assert task.labels or task.problem_type == "contrastive"  # a contrastive extra's pairing is its supervision
     for source in task.sources:
         assert source.citation.startswith("@") and source.license and source.homepage and source.layout
         assert get_source(source.name, task=name) == (task, source)
@@ -67,7 +85,38 @@ def test_registry_entries_are_read_only():
 
 
 def test_extras_are_listed_only_when_asked():
-    everything = list_tasks(include_extras=True)
-    assert everything[:len(ELEVEN)] == ELEVEN and "pmc_pairs" in everything
-    assert all(get_task(name).extra for name in everything[len(ELEVEN):])
-    assert not any(get_task(name).extra for name in list_tasks())
+    tasks_only, everything = list_tasks(), list_tasks(include_extras=True)
+    assert everything[:len(tasks_only)] == tasks_only and "pmc_pairs" in everything
+    assert all(get_task(name).extra for name in everything[len(tasks_only):])
+    assert not any(get_task(name).extra for name in tasks_only)
+
+
+def test_a_new_label_kind_is_registered_not_edited_in():
+    with pytest.raises(ValueError, match=r"label 'f': kind 'flag' is not one of \('class', "):
+        LabelSpec("f", "flag")
+    tasks.register_label_kind("flag", "a yes/no flag")
+    try:
+        assert tasks.LABEL_KINDS["flag"] == "a yes/no flag" and LabelSpec("f", "flag").kind == "flag"
+        with pytest.raises(ValueError, match="label kind 'flag' is already registered"):
+            tasks.register_label_kind("flag", "again")
+    finally:
+        tasks.unregister_label_kind("flag")
+    assert "flag" not in tasks.LABEL_KINDS
+    with pytest.raises(ValueError, match="label kind 'flag' is not registered"):
+        tasks.unregister_label_kind("flag")
+    with pytest.raises(TypeError, match="does not support item assignment"):
+        tasks.LABEL_KINDS["flag"] = "edited in"  # read-only: kinds are registered
+
+
+def test_residue_modality_must_be_one_the_task_reads():
+    protein = get_task("protein_structure")
+    coords = protein.label("ca_coords")
+    assert coords.residue_modality in protein.modalities
+    with pytest.raises(ValueError, match="residue_modality 'dna' is not among the task's modalities"):
+        TaskSpec(
+            name="x", title="x", sample="x", modalities=("protein",), problem_type="structure",
+            labels=(LabelSpec("ca", "coords", residue_modality="dna"),), metrics=("tm_score",), grouping_key="g",
+            inputs=(ColumnSpec("sequence", "string", modality="protein"),),
+        )
+    with pytest.raises(ValueError, match="residue_modality 'amino' is not one of"):
+        LabelSpec("ca", "coords", residue_modality="amino")

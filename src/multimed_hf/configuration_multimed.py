@@ -52,9 +52,10 @@ def _hub(name: str, pooling: str = "auto") -> dict:
 
 #: Defaults per modality, following the paper's section 5: ViT for imaging, a BERT-family text encoder, DNABERT
 #: (k-mer tokens) for genomic sequence, an attention model for scRNA-seq, ESM-2 for protein, an LSTM for EEG.
-#: Hub ids need ``MultiMedModel.from_encoders_pretrained`` (it fetches their configs and weights).
-DEFAULT_ENCODERS = {
-    **{m: _hub(_VIT) for m in ("xray", "ct", "mri", "oct", "fundus", "pathology", "mammography")},
+#: Hub ids need ``MultiMedModel.from_encoders_pretrained`` (it fetches their configs and weights). Every imaging
+#: modality of the task registry (``multimed_hf.tasks.IMAGE_MODALITIES``) takes the image entry.
+_IMAGE_ENCODER = _hub(_VIT)
+_OTHER_ENCODERS = {
     "text": _hub("microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract-fulltext"),
     "dna": _hub("zhihan1996/DNA_bert_6"),
     "protein": _hub("facebook/esm2_t12_35M_UR50D"),
@@ -64,17 +65,34 @@ DEFAULT_ENCODERS = {
 
 #: Early-fusion input embedders per modality; token vocabularies are those of the default encoders' tokenizers
 #: (BiomedBERT 30,522 word pieces, DNABERT-6 4,101 6-mers, ESM-2 33 residues), which the processor uses.
-DEFAULT_EMBEDDERS = {
-    **{
-        m: {"kind": "patch_embed", "config": {"num_channels": 3, "patch_size": 16}}
-        for m in ("xray", "ct", "mri", "oct", "fundus", "pathology", "mammography")
-    },
+_IMAGE_EMBEDDER = {"kind": "patch_embed", "config": {"num_channels": 3, "patch_size": 16}}
+_OTHER_EMBEDDERS = {
     "text": {"kind": "token_embed", "config": {"vocab_size": 30522, "pad_token_id": 0}},
     "dna": {"kind": "token_embed", "config": {"vocab_size": 4101, "pad_token_id": 0}},
     "protein": {"kind": "token_embed", "config": {"vocab_size": 33, "pad_token_id": 1}},
     "scrna": {"kind": "expression_embed", "config": {"num_genes": 2000, "patch_size": 16}},
     "eeg": {"kind": "eeg_embed", "config": {"num_channels": 64, "patch_size": 16}},
 }
+
+
+def _defaults(early: bool) -> dict:
+    """``DEFAULT_EMBEDDERS`` (early fusion) or ``DEFAULT_ENCODERS``: the imaging entry for each of the registry's
+    imaging modalities, then the others. Needs the package (a copy saved as remote code never builds defaults)."""
+    try:
+        from multimed_hf.tasks import IMAGE_MODALITIES
+    except ImportError as err:  # in a copy saved for trust_remote_code without the package
+        raise ImportError("the default encoders follow the task registry's modalities: install multimed_hf") from err
+    image, others = (_IMAGE_EMBEDDER, _OTHER_EMBEDDERS) if early else (_IMAGE_ENCODER, _OTHER_ENCODERS)
+    return copy.deepcopy({**{m: image for m in IMAGE_MODALITIES}, **others})
+
+
+def __getattr__(name: str):
+    # DEFAULT_ENCODERS / DEFAULT_EMBEDDERS are made on first use (PEP 562): they read the task registry, which a
+    # copy of this file saved as remote code cannot import
+    if name in ("DEFAULT_ENCODERS", "DEFAULT_EMBEDDERS"):
+        value = globals()[name] = _defaults(early=name == "DEFAULT_EMBEDDERS")
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def timm_encoder_spec(architecture: str, pretrained: str | None = None, **model_args) -> dict:
@@ -388,7 +406,7 @@ class MultiMedConfig(PreTrainedConfig):
                                                              regression_stats=regression_stats)
                        for label in spec.labels]
             heads[name] = {"modalities": chosen, "outputs": outputs, "problem_type": spec.problem_type}
-        defaults = DEFAULT_EMBEDDERS if fusion == "early" else DEFAULT_ENCODERS
+        defaults = _defaults(early=fusion == "early")
         given = dict(encoders or {})
         needed = list(dict.fromkeys(m for h in heads.values() for m in h["modalities"]))
         for m in list(given.values()):

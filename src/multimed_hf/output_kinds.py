@@ -301,7 +301,8 @@ class CoordsKind(OutputKind):
                              f"{out['residue_modality']!r} is not among the task's modalities {head['modalities']}")
 
     def from_label(self, label, *, task, modalities, vocabularies, regression_stats):
-        residue = modalities[0] if len(modalities) == 1 else "protein"
+        # the registry's label names the modality its residues follow (a one-modality task need not)
+        residue = getattr(label, "residue_modality", "") or (modalities[0] if len(modalities) == 1 else "")
         return {"name": label.name, "kind": self.name, "residue_modality": residue}
 
     def describe(self, out):

@@ -17,8 +17,11 @@ __all__ = [
     "get_task",
     "list_tasks",
     "get_source",
+    "register_label_kind",
+    "unregister_label_kind",
     "MODALITIES",
     "IMAGE_MODALITIES",
+    "LABEL_KINDS",
 ]
 
 #: Every modality MultiMed knows, in the paper's order (plus fundus photographs and VQA text); ``"figure"`` is a
@@ -34,12 +37,45 @@ COLUMN_DTYPES = (
     "image", "string", "bool", "int32", "int64", "float32", "float64",
     "list_int32", "list_float32", "list_string", "array2d_float32", "coords_float32", "json",
 )
-LABEL_KINDS = ("class", "multilabel", "regression", "text", "coords")
+_LABEL_KINDS: dict[str, str] = {}
+#: The label kinds a ``LabelSpec`` may name, each with what its value is (a read-only view of the table
+#: ``register_label_kind`` adds to; each layer keeps its own table of how a kind behaves, e.g.
+#: ``multimed_hf.data.label_kinds``, ``multimed_hf.output_kinds``, ``multimed_hf.metrics.output_metrics``).
+LABEL_KINDS: Mapping[str, str] = MappingProxyType(_LABEL_KINDS)
 PROBLEM_TYPES = (
     "single_label_classification", "multi_label_classification", "regression", "structure", "vqa",
     # image-text pairs: the pairing is the supervision (in-batch captions are the negatives), no label column
     "contrastive",
 )
+
+
+def register_label_kind(name: str, description: str) -> str:
+    """Let ``LabelSpec``s name the label kind ``name`` (its value described in a few words); a name already taken
+    raises ``ValueError``. The kind's behaviour is one entry in each layer's own table."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise TypeError(f"register_label_kind: expected a label kind name (an identifier), got {name!r}")
+    if name in _LABEL_KINDS:
+        raise ValueError(f"label kind {name!r} is already registered ({_LABEL_KINDS[name]})")
+    _LABEL_KINDS[name] = description
+    return name
+
+
+def unregister_label_kind(name: str) -> None:
+    """Remove the label kind ``name`` (for tests and plug-ins that add one for a while); labels already made keep it."""
+    if name not in _LABEL_KINDS:
+        raise ValueError(f"label kind {name!r} is not registered; the label kinds are {tuple(_LABEL_KINDS)}")
+    del _LABEL_KINDS[name]
+
+
+for _name, _description in (
+    ("class", "one class name of a fixed list"),
+    ("multilabel", "the class names present, of a fixed list; the rest absent or unknown"),
+    ("regression", "one real number"),
+    ("text", "free text; classified over a vocabulary fitted per build"),
+    ("coords", "per-residue 3D coordinates (L x 3) following one modality's residues"),
+):
+    register_label_kind(_name, _description)
+del _name, _description
 
 
 class UnknownTaskError(KeyError, ValueError):
@@ -82,14 +118,19 @@ class LabelSpec:
     #: class there, as ``((class, parent class), ...)``; the builders check a sample's two labels against it.
     parent_label: str = ""
     parent_of: tuple[tuple[str, str], ...] = ()
+    #: For a per-residue label (coords): the modality whose residues (one token each) its rows follow.
+    residue_modality: str = ""
 
     def __post_init__(self):
         if self.kind not in LABEL_KINDS:
-            raise ValueError(f"label {self.name!r}: kind {self.kind!r} is not one of {LABEL_KINDS}")
+            raise ValueError(f"label {self.name!r}: kind {self.kind!r} is not one of {tuple(LABEL_KINDS)}")
         if self.kind in ("class", "multilabel") and not self.names:
             raise ValueError(f"label {self.name!r}: a {self.kind} label needs its canonical class names")
         if len(set(self.names)) != len(self.names):
             raise ValueError(f"label {self.name!r}: class names repeat: {self.names}")
+        if self.residue_modality and self.residue_modality not in MODALITIES:
+            raise ValueError(f"label {self.name!r}: residue_modality {self.residue_modality!r} is not one of "
+                             f"{MODALITIES}")
 
     @property
     def num_classes(self) -> int:
@@ -183,6 +224,11 @@ class TaskSpec:
         if dupes:
             raise ValueError(f"task {self.name!r}: column names repeat: {dupes}")
         for label in self.labels:
+            if label.residue_modality and label.residue_modality not in self.modalities:
+                raise ValueError(
+                    f"task {self.name!r}, label {label.name!r}: residue_modality {label.residue_modality!r} is not "
+                    f"among the task's modalities {self.modalities}"
+                )
             if label.parent_label:
                 parent = self.label(label.parent_label)
                 if set(label.parents) != set(label.names) or not set(label.parents.values()) <= set(parent.names):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping

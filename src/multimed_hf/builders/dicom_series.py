@@ -179,7 +179,8 @@ class DicomSeriesBuilder(RenderedSlices, SourceBuilder):
             sample_id=f"{patient}/{study}/{series}/{PurePosixPath(name).stem}",
             source_path=relpath,
             fields={
-                "image": rendered_ref(relpath, png, window=self.window.token), "modality": "ct", **labels,
+                "image": rendered_ref(relpath, png, window=self.window.token), "modality": self.spec().modality,
+                **labels,
                 "patient_id": patient, "volume_id": series_uid, "slice_index": self._slice_index(relpath),
                 "window": str(self.window),
             },

@@ -3,29 +3,20 @@
 A record keeps its image, modality and patient; its own label becomes ``diseases`` (the harmonised names present)
 and ``label_mask`` (every harmonised name the source can assert; all others are unknown, never negative), through
 the ``diseases`` label map of the source's entry in the disease task (``_task_entries.DISEASE_IMAGING_SOURCES``).
+The builders are derived from the registry: each source of the disease task that another task also lists is read
+through that task's builder (in the module named like the source), so a new one is one registry entry.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 from typing import ClassVar
 
-from multimed_hf.builders.aptos2019 import APTOS2019Builder
-from multimed_hf.builders.brain_tumor_mri import BrainTumorMRIBuilder
-from multimed_hf.builders.breakhis import BreakHisBuilder
-from multimed_hf.builders.cc_ccii import CCCCIIBuilder
-from multimed_hf.builders.eyepacs import EyePACSBuilder
-from multimed_hf.builders.kermany_cxr import KermanyCXRBuilder
-from multimed_hf.builders.mosmeddata import MosMedDataBuilder
-from multimed_hf.builders.oct2017 import OCT2017Builder
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.sample import RejectedRecord, Sample
-from multimed_hf.tasks import SourceSpec, TaskSpec, get_task
-
-__all__ = [
-    "AsDisease", "BrainTumorDiseaseBuilder", "OCT2017DiseaseBuilder", "KermanyCXRDiseaseBuilder",
-    "CCCCIIDiseaseBuilder", "MosMedDataDiseaseBuilder", "BreakHisDiseaseBuilder", "APTOS2019DiseaseBuilder",
-    "EyePACSDiseaseBuilder",
-]
+from multimed_hf.data.source_builder import SourceBuilder
+from multimed_hf.tasks import SourceSpec, TaskSpec, get_task, list_tasks
 
 DISEASE = "disease"
 
@@ -73,33 +64,50 @@ class AsDisease:
         return records
 
 
-class BrainTumorDiseaseBuilder(AsDisease, BrainTumorMRIBuilder):
-    own_task = "brain_tumor"
+def _own_task(source: str) -> str | None:
+    """The one other task that lists ``source`` (None when the disease config alone reads it)."""
+    own = [name for name in list_tasks(include_extras=True)
+           if name != DISEASE and any(s.name == source for s in get_task(name).sources)]
+    if len(own) > 1:
+        raise ValueError(f"disease source {source!r} is listed by tasks {own}: the disease config cannot tell "
+                         f"whose builder to read it through")
+    return own[0] if own else None
 
 
-class OCT2017DiseaseBuilder(AsDisease, OCT2017Builder):
-    own_task = "diabetic_retinopathy"
+def _own_builder(source: str, task: str) -> type[SourceBuilder]:
+    """The builder of ``source`` in ``task``, from the builder module named like the source."""
+    try:
+        module = importlib.import_module(f"{__package__}.{source}")
+    except ModuleNotFoundError as err:
+        if err.name != f"{__package__}.{source}":
+            raise
+        raise ValueError(f"disease source {source!r} of task {task!r}: no builder module "
+                         f"multimed_hf/builders/{source}.py to read it through") from None
+    found = [cls for _, cls in inspect.getmembers(module, inspect.isclass)
+             if issubclass(cls, SourceBuilder) and cls.__module__ == module.__name__
+             and getattr(cls, "source", None) == source and getattr(cls, "task", None) == task]
+    if len(found) != 1:
+        raise ValueError(f"{module.__name__} defines {len(found)} builders of source {source!r} for task {task!r}; "
+                         f"the disease config reads the source through exactly one")
+    return found[0]
 
 
-class KermanyCXRDiseaseBuilder(AsDisease, KermanyCXRBuilder):
-    own_task = "radiographic_findings"
+def _derive_builders() -> dict[str, type[SourceBuilder]]:
+    """One ``AsDisease`` builder per source of the disease task that another task lists, by class name."""
+    derived = {}
+    for source in get_task(DISEASE).sources:
+        own_task = _own_task(source.name)
+        if own_task is None:
+            continue  # read by a builder of the disease config itself (its own module)
+        base = _own_builder(source.name, own_task)
+        name = f"{base.__name__.removesuffix('Builder')}DiseaseBuilder"
+        derived[name] = type(name, (AsDisease, base), {
+            "own_task": own_task, "__module__": __name__, "__qualname__": name,
+            "__doc__": f"{source.title}, read as {base.__name__} reads it, for the disease config.",
+        })
+    return derived
 
 
-class CCCCIIDiseaseBuilder(AsDisease, CCCCIIBuilder):
-    own_task = "radiographic_findings"
-
-
-class MosMedDataDiseaseBuilder(AsDisease, MosMedDataBuilder):
-    own_task = "radiographic_findings"
-
-
-class BreakHisDiseaseBuilder(AsDisease, BreakHisBuilder):
-    own_task = "breast_cancer"
-
-
-class APTOS2019DiseaseBuilder(AsDisease, APTOS2019Builder):
-    own_task = "diabetic_retinopathy"
-
-
-class EyePACSDiseaseBuilder(AsDisease, EyePACSBuilder):
-    own_task = "diabetic_retinopathy"
+_DERIVED = _derive_builders()
+globals().update(_DERIVED)
+__all__ = ["AsDisease", *_DERIVED]

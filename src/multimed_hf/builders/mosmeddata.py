@@ -132,7 +132,7 @@ class MosMedDataBuilder(RenderedSlices, SourceBuilder):
             raise BadSourceFile(f"file name {name!r} does not match study_NNNN.nii.gz")
         study = match.group(1)
         volume = _volume(self.root / relpath)
-        samples = []
+        samples, modality = [], self.spec().modality
         for z in np.argsort(volume.stored_index):
             stored = int(volume.stored_index[z])
             grey = volume.display(int(z), self.window)
@@ -142,7 +142,7 @@ class MosMedDataBuilder(RenderedSlices, SourceBuilder):
                 sample_id=f"{study}/{stored:04d}",
                 source_path=relpath,
                 fields={
-                    "image": ref, "modality": "ct", "finding": None, "severity": severity,
+                    "image": ref, "modality": modality, "finding": None, "severity": severity,
                     "patient_id": study, "volume_id": study, "slice_index": stored, "window": str(self.window),
                 },
                 group_key=f"patient:{study}",

@@ -236,7 +236,7 @@ class PMCOABuilder(SourceBuilder):
         figure_caption = _text(_read_line(self.root / compound.file, compound).get("caption")) if compound else None
         published = index.published.get(image)
         early = _read_line(self.root / published.file, published) if published else {}
-        samples, bad = [], []
+        samples, bad, modality = [], [], self.spec().modality
         for n, row in enumerate(rows):
             item = _read_line(self.root / row.file, row)
             where = record_where(row.file, str(row.line))
@@ -252,7 +252,7 @@ class PMCOABuilder(SourceBuilder):
                 sample_id=image if n == 0 else f"{image}#{n + 1}",
                 source_path=relpath,
                 fields={
-                    "image": ref, "modality": "figure", "caption": caption, "pmcid": pmcid,
+                    "image": ref, "modality": modality, "caption": caption, "pmcid": pmcid,
                     "figure_caption": figure_caption, "alignment_type": _text(item.get("alignment_type")),
                     "alignment_score": float(score) if isinstance(score, (int, float)) else None,
                     "url_name": _text(own.get("url_name")),

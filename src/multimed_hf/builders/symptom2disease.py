@@ -39,7 +39,7 @@ class Symptom2DiseaseBuilder(SourceBuilder):
             raise BadSourceFile(f"{SHEET} lacks the column(s) {missing}; its header is {header}")
         index_column = header[0] if header[0] not in _COLUMNS else None
         mapping = self.spec().label_map["diseases"]
-        mask = sorted(set(mapping.values()))
+        mask, modality = sorted(set(mapping.values())), self.spec().modality
         out = []
         for n, row in enumerate(rows, start=1):
             if row is None:
@@ -52,7 +52,7 @@ class Symptom2DiseaseBuilder(SourceBuilder):
                 out.append((n, key, "no text: the row's text is empty"))
             else:
                 out.append((n, key, {
-                    "text": text, "modality": "text", "diseases": [mapping[label]], "label_mask": mask,
+                    "text": text, "modality": modality, "diseases": [mapping[label]], "label_mask": mask,
                 }))
         return out
 

@@ -1,4 +1,5 @@
-"""The built folder's README.md: YAML ``configs:`` for ``load_dataset`` and the dataset card, from the registry."""
+"""The built folder's README.md: the dataset card (huggingface_hub ``DatasetCard``, its YAML ``configs:`` for
+``load_dataset`` in ``DatasetCardData``), from the registry."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ import json
 from pathlib import Path
 from typing import Mapping
 
-import yaml
+from huggingface_hub import DatasetCard, DatasetCardData
 
 from multimed_hf.data.splits import SPLITS
 from multimed_hf.tasks import get_task, list_tasks
 
-__all__ = ["read_build_infos", "render_readme", "write_readme"]
+__all__ = ["build_card", "read_build_infos", "render_readme", "write_readme"]
 
 _INTRO = """\
 # MultiMed, rebuilt with multimed_hf
@@ -40,7 +41,7 @@ def read_build_infos(out_dir: Path) -> list[dict]:
     return sorted(infos, key=lambda info: order.get(info["task"], len(order)))
 
 
-def _yaml_header(infos: list[dict], left_out: Mapping[str, str]) -> dict:
+def _card_data(infos: list[dict], left_out: Mapping[str, str]) -> DatasetCardData:
     configs = []
     for info in infos:
         data_files = []
@@ -54,12 +55,12 @@ def _yaml_header(infos: list[dict], left_out: Mapping[str, str]) -> dict:
                 data_files.append({"split": split, "path": paths})
         if data_files:
             configs.append({"config_name": info["config"], "data_files": data_files})
-    return {
-        "pretty_name": "MultiMed (multimed_hf rebuild)",
-        "license": "other",
-        "tags": ["medical", "multimodal", "multitask", "multimed"],
-        "configs": configs,
-    }
+    return DatasetCardData(
+        pretty_name="MultiMed (multimed_hf rebuild)",
+        license="other",
+        tags=["medical", "multimodal", "multitask", "multimed"],
+        configs=configs,
+    )
 
 
 def _config_section(info: dict, left_out: Mapping[str, str]) -> list[str]:
@@ -118,11 +119,10 @@ def _config_section(info: dict, left_out: Mapping[str, str]) -> list[str]:
     return lines + [""]
 
 
-def render_readme(out_dir: Path, left_out: Mapping[str, str] | None = None) -> str:
-    """The README text for ``out_dir``; sources in ``left_out`` (name -> reason) are listed but not loaded."""
+def build_card(out_dir: Path, left_out: Mapping[str, str] | None = None) -> DatasetCard:
+    """The dataset card of ``out_dir``; sources in ``left_out`` (name -> reason) are listed but not loaded."""
     left_out = dict(left_out or {})
     infos = read_build_infos(out_dir)
-    header = yaml.safe_dump(_yaml_header(infos, left_out), sort_keys=False)
     body = [_INTRO]
     if left_out:
         body.append("## Left out of this copy\n")
@@ -130,7 +130,12 @@ def render_readme(out_dir: Path, left_out: Mapping[str, str] | None = None) -> s
         body.append("")
     for info in infos:
         body += _config_section(info, left_out)
-    return f"---\n{header}---\n\n" + "\n".join(body)
+    return DatasetCard(f"---\n{_card_data(infos, left_out).to_yaml()}\n---\n\n" + "\n".join(body))
+
+
+def render_readme(out_dir: Path, left_out: Mapping[str, str] | None = None) -> str:
+    """The README text for ``out_dir`` (``build_card`` as text); the same build infos give the same bytes."""
+    return str(build_card(out_dir, left_out))
 
 
 def write_readme(out_dir: Path) -> Path:

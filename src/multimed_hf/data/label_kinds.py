@@ -203,8 +203,9 @@ class TextLabelKind(LabelKind):
         return {label.name: _long([e[label.name] for e in encoded])}
 
 
-def _residue_modality(modalities: Sequence[str]) -> str:
-    return "protein" if "protein" in modalities else modalities[0]
+def _residue_modality(label: LabelSpec, modalities: Sequence[str]) -> str:
+    """The modality whose residues the label follows: the registry's ``residue_modality``, else the only one."""
+    return label.residue_modality or modalities[0]
 
 
 class CoordsLabelKind(LabelKind):
@@ -222,7 +223,7 @@ class CoordsLabelKind(LabelKind):
         return {}
 
     def encode(self, label, value, row, context):
-        residue = _residue_modality(context.modalities)
+        residue = _residue_modality(label, context.modalities)
         tokens = context.inputs.get(residue)
         if value is None or tokens is None:
             return {label.name: None, COORDS_MASK: None}
@@ -251,7 +252,7 @@ class CoordsLabelKind(LabelKind):
         import torch
 
         values = [e[label.name] for e in encoded]
-        residue = _residue_modality(context.modalities)
+        residue = _residue_modality(label, context.modalities)
         longest = max((len(v) for v in values if v is not None), default=0)
         width = context.inputs[residue]["input_ids"].shape[1] - 2 if residue in context.inputs else longest
         coords = torch.zeros(len(values), width, 3)

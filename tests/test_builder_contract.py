@@ -1,0 +1,55 @@
+"""The contract every registered builder keeps, on its bundled sample: detected as itself, loads with the task's
+features and the report's split sizes, no group in two splits, and every file it was given accounted for."""
+
+from collections import defaultdict
+
+import pytest
+
+from multimed_hf.builders import BUILDERS, detect_builder
+from multimed_hf.data.features import task_features
+from multimed_hf.data.manifest import STATUSES, read_manifest
+from multimed_hf.data.source_builder import PROVENANCE_FILE
+from multimed_hf.tasks import get_task
+
+
+@pytest.fixture(params=BUILDERS, ids=lambda cls: f"{cls.task}-{cls.source}")
+def contract(request, build_sample):
+    cls = request.param
+    return cls, build_sample(cls.task, cls.source)
+
+
+def test_the_sample_is_detected_as_this_builder(contract):
+    cls, built = contract
+    assert type(detect_builder(cls.task, built.root)) is cls
+
+
+def test_the_config_loads_with_the_tasks_features_and_the_reported_splits(contract):
+    cls, built = contract
+    ds = built.ds
+    assert all(ds[split].features == task_features(get_task(cls.task)) for split in ds)
+    assert {split: ds[split].num_rows for split in ds} == {k: v for k, v in built.report.splits.items() if v}
+    assert all(row == cls.source for split in ds for row in ds[split]["source"])
+
+
+def test_no_group_spans_two_splits(contract):
+    _, built = contract
+    splits_of = defaultdict(set)
+    for split in built.ds:
+        for group in built.ds[split]["group_id"]:
+            splits_of[group].add(split)
+    assert splits_of and all(len(s) == 1 for s in splits_of.values()), "a group spans two splits"
+
+
+def test_counts_reconcile_and_every_file_is_listed(contract):
+    cls, built = contract
+    entries = read_manifest(built.out / cls.task)
+    (source,) = built.report.sources
+    assert source.name == cls.source and {e.source for e in entries} == {cls.source}
+    assert {e.status for e in entries} <= set(STATUSES)
+    assert sum(source.counts.values()) == len(entries)
+    on_disk = {p.relative_to(built.root).as_posix() for p in built.root.rglob("*")
+               if p.is_file() and p.name != PROVENANCE_FILE}
+    listed = {e.source_path for e in entries if ":row" not in e.source_path}
+    assert listed == on_disk
+    # a record inside a file (``<file>:row <n>``) names a file that is there
+    assert {e.source_path.split(":row", 1)[0] for e in entries if ":row" in e.source_path} <= on_disk
