@@ -3,6 +3,7 @@
     python dataset_scripts/build_all.py --out multimed                     # generate the samples, build them
     python dataset_scripts/build_all.py --sources ~/multimed_sources --out multimed   # real downloads
     python dataset_scripts/build_all.py --sources ~/multimed_sources --out multimed --push my-org/multimed
+    python dataset_scripts/build_all.py --sources /shared/sources --out multimed --engine ray --ray-address auto
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ def main(argv=None) -> int:
                         "(default: generate the synthetic samples into ./sample_sources)")
     parser.add_argument("--out", type=Path, default=Path("multimed"))
     parser.add_argument("--strict", action="store_true")
+    parser.add_argument("--num-proc", type=int, default=1, metavar="N", help="read files in N processes")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="where files are read: here (local) or with Ray Data (pip install multimed_hf[ray])")
+    parser.add_argument("--ray-address", metavar="ADDR", default=None,
+                        help="the Ray cluster to join (ray.init(address=ADDR)); default: a local Ray instance")
     parser.add_argument("--push", metavar="ORG/NAME", default=None)
     args = parser.parse_args(argv)
     sources = args.sources
@@ -35,7 +41,8 @@ def main(argv=None) -> int:
     if not found:
         parser.error(f"no known source layout under {sources}")
     for task, roots in found.items():
-        report = build_dataset(task, roots, args.out, on_bad_files="error" if args.strict else "report")
+        report = build_dataset(task, roots, args.out, on_bad_files="error" if args.strict else "report",
+                               num_proc=args.num_proc, engine=args.engine, ray_address=args.ray_address)
         print(report.summary())
     print(f"\nbuilt {len(found)} configs into {args.out}/: load one with datasets.load_dataset({str(args.out)!r}, "
           f"{next(iter(found))!r})")

@@ -198,3 +198,28 @@ def test_building_from_inside_the_source_folder_still_embeds_bytes(tmp_path, mon
     build_dataset("brain_tumor", ["."], tmp_path / "out", progress=False)
     for shard in (tmp_path / "out").rglob("*.parquet"):
         assert all(cell["bytes"] for cell in pq.read_table(shard).column("image").to_pylist())
+
+
+def test_perceptual_hashes_are_imagehash_bits_on_real_images():
+    """The DCT half is ``imagehash.phash``'s bits; the wavelet half ``imagehash.whash``'s, except where 8 x 8 blocks
+    tie at the median (then exact integers decide, not pywt's rounding)."""
+    import imagehash
+    import numpy as np
+    from PIL import Image
+
+    from multimed_hf.data.images import HASH_SIDE, _normalised, perceptual_hashes
+    from test_data_grouping import _real_images
+
+    mask = (1 << 64) - 1
+    checked = 0
+    for name, image in _real_images().items():
+        normal = _normalised(image)
+        value = perceptual_hashes(image)
+        small = normal.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.LANCZOS)
+        assert value >> 64 == int(str(imagehash.phash(small)), 16), name
+        blocks = np.asarray(normal, dtype=np.int64).reshape(8, 8, 8, 8).sum(axis=(1, 3))
+        if (blocks == np.median(blocks)).any():
+            continue
+        assert value & mask == int(str(imagehash.whash(normal)), 16), name
+        checked += 1
+    assert checked >= 10

@@ -120,7 +120,7 @@ def test_arrays_are_cached_as_binary_side_files_and_rebuild_identically(tmp_path
     assert side_files, "epochs were not written as binary side files"
     # one side file per validated file holding arrays, never one per epoch
     assert len(side_files) <= len({e.source_path for e in edf_runs}) < len(edf_runs)
-    assert (cache / "eegmmidb.jsonl").stat().st_size < 200_000, "the JSON cache holds the arrays as text"
+    assert (cache / "eegmmidb.sqlite").stat().st_size < 400_000, "the cache holds the arrays as text"
     again = build_dataset("motor_imagery", [source], out, progress=False)  # every file from the cache
     clean = build_dataset("motor_imagery", [source], tmp_path / "clean", progress=False)
     assert first.sources[0].fingerprint == again.sources[0].fingerprint == clean.sources[0].fingerprint

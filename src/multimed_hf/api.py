@@ -21,17 +21,23 @@ def build_dataset(
     on_bad_files: str = "report",
     progress: bool = True,
     num_proc: int = 1,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> BuildReport:
     """Build ``task``'s config into ``out_dir`` from source folders in their publishers' layouts.
 
     ``on_bad_files="report"`` (default) names every bad file in the manifest and goes on; ``"error"`` stops at
-    the first. ``num_proc`` decodes files in that many processes. The folder then loads with ``datasets.load_dataset(out_dir, task)``.
+    the first. ``num_proc`` decodes files in that many processes. ``engine="ray"`` reads and validates the files
+    with Ray Data instead (``pip install multimed_hf[ray]``), on the cluster at ``ray_address`` or, without one, on
+    a local Ray instance with ``num_proc`` CPUs; the shards, manifest and card are the same as a local build's.
+    The folder then loads with ``datasets.load_dataset(out_dir, task)``.
     """
     spec = get_task(task)
     if not sources:
         raise ValueError(f"build_dataset({task!r}): give at least one source folder")
     builders = [detect_builder(task, root) for root in sources]
-    return build_config(spec, builders, out_dir, on_bad_files=on_bad_files, progress=progress, num_proc=num_proc)
+    return build_config(spec, builders, out_dir, on_bad_files=on_bad_files, progress=progress, num_proc=num_proc,
+                        engine=engine, ray_address=ray_address)
 
 
 def detect_sources(root: str | os.PathLike) -> dict[str, list[Path]]:

@@ -75,7 +75,7 @@ def _build(args) -> int:
 
     report = build_dataset(
         args.task, args.source, args.out, on_bad_files="error" if args.strict else "report",
-        progress=not args.quiet, num_proc=args.num_proc,
+        progress=not args.quiet, num_proc=args.num_proc, engine=args.engine, ray_address=args.ray_address,
     )
     print(report.summary())
     print(f"load it with: datasets.load_dataset({str(args.out)!r}, {args.task!r})")
@@ -121,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--strict", action="store_true", help="stop at the first bad file instead of reporting it")
     build.add_argument("--num-proc", type=int, default=1, metavar="N", help="decode files in N processes")
     build.add_argument("--quiet", action="store_true", help="no progress bars")
+    build.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="read and validate files here (local) or on a Ray cluster (ray: pip install "
+                       "'multimed_hf[ray]'); both write the same shards, manifest and card")
+    build.add_argument("--ray-address", default=None, metavar="ADDR",
+                       help="the Ray cluster to join (default: RAY_ADDRESS, else a local Ray instance)")
     build.set_defaults(func=_build)
     push = sub.add_parser("push", help="upload a built folder to ORG/NAME on the Hub (non-redistributable "
                           "sources left out by name)")

@@ -7,14 +7,11 @@ import json
 import os
 import shutil
 from collections import Counter, defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
-from itertools import repeat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from multimed_hf.data.cache import ValidationCache
@@ -22,10 +19,11 @@ from multimed_hf.data.card import write_readme
 from multimed_hf.data.errors import BadSourceFile, StrictBuildError, UnusedSourceFile
 from multimed_hf.data.features import task_features
 from multimed_hf.data.grouping import connected_groups, near_duplicate_pairs
-from multimed_hf.data.images import NEAR_DUPLICATE_RECALL, split_hashes
+from multimed_hf.data.images import NEAR_DUPLICATE_RECALL, PERCEPTUAL_HASH_VERSION, split_hashes
 from multimed_hf.data.manifest import ManifestEntry, read_manifest, write_manifest
 from multimed_hf.data.sample import RejectedRecord, Sample
-from multimed_hf.data.shards import encode_row, fingerprint, plan_shards, write_shard
+from multimed_hf.data.engines import ReadEngine, make_engine
+from multimed_hf.data.shards import Fingerprint, ShardWriter, encode_columns, payload_size, plan_shards
 from multimed_hf.data.source_builder import NOTE, SourceBuilder
 from multimed_hf.data.splits import SPLITS, assign_splits
 from multimed_hf.tasks import TaskSpec
@@ -33,6 +31,8 @@ from multimed_hf.tasks import TaskSpec
 __all__ = ["BuildReport", "SourceReport", "build_config", "CACHE_DIR", "ON_BAD_FILES"]
 
 CACHE_DIR = ".build_cache"
+#: Where a source's shards are written until their fingerprint is known.
+PARTIAL = ".partial"
 ON_BAD_FILES = ("report", "error")
 
 
@@ -121,29 +121,28 @@ def _read_one(builder: SourceBuilder, relpath: str) -> tuple[list[Sample] | None
     # anything else (TypeError, AttributeError, KeyError, ...) is a bug of ours: it raises, naming the file
 
 
-def _read_source(builder: SourceBuilder, cache: ValidationCache, strict: bool, progress: bool, num_proc: int):
-    """Every file of one source: its samples, or a rejection reason (files validated before come from the cache)."""
+def _read_source(builder: SourceBuilder, cache: ValidationCache, strict: bool, progress: bool, engine: ReadEngine):
+    """Every file of one source, in order: ``(relpath, records, error)``, where ``records`` iterates the file's
+    samples and rejected records (files validated before come from the cache; fresh ones are cached first)."""
     files = builder.list_files()
-    cached = {relpath: cache.get(relpath, builder.root / relpath) for relpath in files}
+    cached = {relpath: cache.lookup(relpath, builder.root / relpath) for relpath in files}
     todo = [relpath for relpath in files if cached[relpath] is None]
-    results: list[tuple[str, list[Sample] | None, str | None]] = []
-    with ExitStack() as stack:
-        if num_proc > 1 and len(todo) >= 4 * num_proc:
-            pool = stack.enter_context(ProcessPoolExecutor(num_proc))
-            stack.callback(pool.shutdown, cancel_futures=True)
-            fresh = pool.map(_read_one, repeat(builder), todo, chunksize=max(1, min(64, len(todo) // (8 * num_proc))))
-        else:
-            fresh = map(_read_one, repeat(builder), todo)
+    fresh = engine.map(_read_one, builder, todo)
+    try:
         for relpath in tqdm(files, desc=f"reading {builder.source}", unit="file", disable=not progress):
             if cached[relpath] is None:
-                samples, error = next(fresh)
-                samples = cache.put(relpath, builder.root / relpath, samples, error)
+                records, error = next(fresh)
+                cache.put(relpath, builder.root / relpath, records, error)
             else:
-                samples, error = cached[relpath]
+                error = cached[relpath][1]
+                records = cache.records(relpath) if error is None else None
             if error is not None and strict and not error.startswith(UNUSED):
                 raise StrictBuildError(f"{builder.source}: {builder.root / relpath}: {error}")
-            results.append((relpath, samples, error))
-    return results
+            yield relpath, records, error
+    finally:
+        close = getattr(fresh, "close", None)
+        if close is not None:
+            close()
 
 
 def _release_note(builder: SourceBuilder, files_seen: int) -> str:
@@ -183,82 +182,108 @@ def _cache_version(task: TaskSpec, builder: SourceBuilder) -> str:
         {k: dict(v) for k, v in builder.spec().label_map.items()},
     ]
     digest = hashlib.sha256(json.dumps(facts, sort_keys=True, default=list).encode()).hexdigest()[:12]
-    return f"{builder.version}+registry-{digest}"
+    return f"{builder.version}+registry-{digest}+hash-{PERCEPTUAL_HASH_VERSION}"
 
 
-def _read_all(task: TaskSpec, builders, out_dir: Path, manifest: _Manifest, progress: bool, num_proc: int):
-    """Phase 1: every file of every source read and validated; returns the samples, their builders' indices and
-    the number of files seen per source (bad files, bad records, index files and duplicate ids go to the manifest)."""
-    samples: list[Sample] = []
-    owner: list[int] = []
+@dataclass(slots=True)
+class _Row:
+    """What the build keeps in memory of one valid sample; the sample itself stays in the validation cache
+    (``relpath``, ``index``) until its shard is written."""
+
+    owner: int
+    relpath: str
+    index: int
+    sample_id: str
+    source_path: str
+    group_key: str | None
+    published_split: str | None
+    content_hash: str | None
+    perceptual_hash: int | None
+    labels: bytes  # a digest of the label columns' values: equal labels, equal digests
+    note: str
+    payload: int
+
+
+def _labels_digest(task: TaskSpec, sample: Sample) -> bytes:
+    labels = json.dumps([sample.fields.get(n) for n in task.label_names], default=str)
+    return hashlib.blake2b(labels.encode(), digest_size=16).digest()
+
+
+def _read_all(task: TaskSpec, builders, caches, manifest: _Manifest, progress: bool, engine: ReadEngine):
+    """Phase 1: every file of every source read and validated, its records kept in the source's cache; returns a
+    ``_Row`` per valid sample and the number of files seen per source (bad files, bad records, index files and
+    duplicate ids go to the manifest)."""
+    rows: list[_Row] = []
     files_seen: list[int] = []
-    for index, builder in enumerate(builders):
-        cache = ValidationCache(
-            out_dir / CACHE_DIR / task.name / f"{builder.source}.jsonl", _cache_version(task, builder)
-        )
-        try:
-            results = _read_source(builder, cache, manifest.strict, progress, num_proc)
-        finally:
-            cache.close()
-        files_seen.append(len(results))
-        paths_of_id: dict[str, list[str]] = defaultdict(list)
-        for relpath, file_samples, _ in results:
-            for sample in file_samples or ():
-                if isinstance(sample, Sample):
-                    paths_of_id[sample.sample_id].append(relpath)
-        for where, reason in builder.orphan_records({relpath for relpath, _, _ in results}):
-            manifest.add(ManifestEntry(builder.source, where, "rejected", reason))
-        for relpath, file_samples, error in results:
+    for index, (builder, cache) in enumerate(zip(builders, caches)):
+        mine: list[_Row] = []
+        seen: dict[str, str] = {}  # sample id -> the first file that gave it
+        duplicated: set[str] = set()
+        relpaths = []
+        for relpath, records, error in _read_source(builder, cache, manifest.strict, progress, engine):
+            relpaths.append(relpath)
             if error is not None:
                 status = "dropped" if error.startswith(UNUSED) else "rejected"
                 manifest.add(ManifestEntry(builder.source, relpath, status, error), builder.root)
                 continue
-            if not file_samples:  # an index file (labels, metadata): read, no sample of its own
-                manifest.add(ManifestEntry(builder.source, relpath, "kept", "index file: no sample of its own"))
-                continue
-            for record in (r for r in file_samples if isinstance(r, RejectedRecord)):
-                manifest.add(ManifestEntry(builder.source, record.where, "rejected", record.reason), builder.root)
-            for sample in (s for s in file_samples if isinstance(s, Sample)):
-                paths = paths_of_id[sample.sample_id]
-                if len(paths) > 1:  # ambiguous: no copy is trusted over another
-                    others = ", ".join(p for p in paths if p != relpath)
-                    reason = f"duplicate id: {sample.sample_id!r} is also {others}"
-                    manifest.add(
-                        ManifestEntry(builder.source, relpath, "rejected", reason, sample.sample_id), builder.root
-                    )
+            count = 0
+            for position, record in enumerate(records):
+                count += 1
+                if isinstance(record, RejectedRecord):
+                    manifest.add(ManifestEntry(builder.source, record.where, "rejected", record.reason), builder.root)
                     continue
-                samples.append(sample)
-                owner.append(index)
-    return samples, owner, files_seen
+                if seen.setdefault(record.sample_id, relpath) != relpath:
+                    duplicated.add(record.sample_id)
+                mine.append(_Row(
+                    index, relpath, position, record.sample_id, record.source_path, record.group_key,
+                    record.published_split, record.content_hash, record.perceptual_hash, _labels_digest(task, record),
+                    record.extra.get(NOTE, ""), payload_size(record),
+                ))
+            if not count:  # an index file (labels, metadata): read, no sample of its own
+                manifest.add(ManifestEntry(builder.source, relpath, "kept", "index file: no sample of its own"))
+        files_seen.append(len(relpaths))
+        for where, reason in builder.orphan_records(set(relpaths)):
+            manifest.add(ManifestEntry(builder.source, where, "rejected", reason))
+        paths_of_id: dict[str, list[str]] = defaultdict(list)
+        for row in mine:
+            if row.sample_id in duplicated:
+                paths_of_id[row.sample_id].append(row.relpath)
+        for row in mine:
+            if row.sample_id in duplicated:  # ambiguous: no copy is trusted over another
+                others = ", ".join(p for p in paths_of_id[row.sample_id] if p != row.relpath)
+                reason = f"duplicate id: {row.sample_id!r} is also {others}"
+                manifest.add(ManifestEntry(builder.source, row.relpath, "rejected", reason, row.sample_id),
+                             builder.root)
+            else:
+                rows.append(row)
+    return rows, files_seen
 
 
-def _reject_label_conflicts(task: TaskSpec, samples, sources: list[str], manifest: _Manifest):
+def _reject_label_conflicts(task: TaskSpec, rows: list[_Row], sources: list[str], manifest: _Manifest):
     """Phase 2: exact duplicates (same content hash) whose labels disagree: every copy is rejected. Returns the
     content groups and the rejected indices."""
     by_content: dict[str, list[int]] = defaultdict(list)
-    for i, sample in enumerate(samples):
-        if sample.content_hash:
-            by_content[sample.content_hash].append(i)
+    for i, row in enumerate(rows):
+        if row.content_hash:
+            by_content[row.content_hash].append(i)
     conflicted: set[int] = set()
     for members in by_content.values():
-        labelings = {json.dumps([samples[i].fields.get(n) for n in task.label_names], default=str) for i in members}
-        if len(labelings) > 1:
+        if len(members) > 1 and len({rows[i].labels for i in members}) > 1:
             conflicted.update(members)
             for i in members:
-                others = ", ".join(f"{sources[j]}/{samples[j].source_path}" for j in members if j != i)
+                others = ", ".join(f"{sources[j]}/{rows[j].source_path}" for j in members if j != i)
                 reason = f"label conflict: identical content at {others} carries another label"
-                entry = ManifestEntry(sources[i], samples[i].source_path, "rejected", reason, samples[i].sample_id)
-                manifest.add(entry)
+                manifest.add(ManifestEntry(sources[i], rows[i].source_path, "rejected", reason, rows[i].sample_id))
     return by_content, conflicted
 
 
-def _group(task: TaskSpec, builders, samples, owner, keep, by_content):
+def _group(task: TaskSpec, builders, caches, rows: list[_Row], keep, by_content):
     """Phase 3: groups by grouping key, exact duplicates, near duplicates and each source's own links, transitively
-    (connected components). Returns ``{group id: sample indices}`` and the duplicate statistics."""
+    (connected components). Returns ``{group id: row indices}`` and the duplicate statistics."""
     keys = {}
     for i in keep:
-        sample, source = samples[i], builders[owner[i]].source
-        keys[i] = f"{source}:{sample.group_key}" if sample.group_key else f"{source}:{sample.sample_id}"
+        row, source = rows[i], builders[rows[i].owner].source
+        keys[i] = f"{source}:{row.group_key}" if row.group_key else f"{source}:{row.sample_id}"
     edges: list[tuple[str, str]] = []
     exact_pairs = 0
     for members in by_content.values():
@@ -266,22 +291,24 @@ def _group(task: TaskSpec, builders, samples, owner, keep, by_content):
         for j in members[1:]:
             exact_pairs += 1
             edges.append((keys[members[0]], keys[j]))
-    hashed = [i for i in keep if samples[i].perceptual_hash is not None]
+    hashed = [i for i in keep if rows[i].perceptual_hash is not None]
     near_pairs = []
     if hashed:
-        dct, wavelet = split_hashes([samples[i].perceptual_hash for i in hashed])
+        dct, wavelet = split_hashes([rows[i].perceptual_hash for i in hashed])
         near_pairs = near_duplicate_pairs(
             dct, task.near_duplicate_distance, wavelet, task.near_duplicate_second_distance
         )
     near_only = 0
     for a, b in near_pairs:
         ia, ib = hashed[a], hashed[b]
-        near_only += samples[ia].content_hash != samples[ib].content_hash
+        near_only += rows[ia].content_hash != rows[ib].content_hash
         edges.append((keys[ia], keys[ib]))
     linked = 0
-    for index, builder in enumerate(builders):
-        mine = [i for i in keep if owner[i] == index]
-        for a, b in builder.link_samples([samples[i] for i in mine]):
+    for index, (builder, cache) in enumerate(zip(builders, caches)):
+        if type(builder).link_samples is SourceBuilder.link_samples:  # no rule of its own: its samples stay on disk
+            continue
+        mine = [i for i in keep if rows[i].owner == index]
+        for a, b in builder.link_samples([cache.record(rows[i].relpath, rows[i].index) for i in mine]):
             linked += 1
             edges.append((keys[mine[a]], keys[mine[b]]))
     group_of = connected_groups([keys[i] for i in keep], edges)
@@ -298,60 +325,81 @@ def _group(task: TaskSpec, builders, samples, owner, keep, by_content):
     return groups, stats
 
 
-def _assign(task: TaskSpec, groups, samples, sources: list[str], owner, config_dir: Path, manifest: _Manifest):
+def _assign(task: TaskSpec, groups, rows: list[_Row], sources: list[str], config_dir: Path, manifest: _Manifest):
     """Phase 4: splits, leak repairs and moves since the previous build; returns each source's
-    ``(split, group id, sample)`` rows."""
-    decisions = assign_splits(groups, [s.published_split for s in samples], task)
+    ``(split, group id, row)`` triples."""
+    decisions = assign_splits(groups, [r.published_split for r in rows], task)
     previous = {(e.source, e.source_path, e.sample_id): e.split for e in read_manifest(config_dir)}
-    per_source: dict[int, list[tuple[str, str, Sample]]] = defaultdict(list)
+    per_source: dict[int, list[tuple[str, str, _Row]]] = defaultdict(list)
     for group_id, members in groups.items():
         for i in members:
-            decision, sample, source = decisions[i], samples[i], sources[i]
+            decision, row, source = decisions[i], rows[i], sources[i]
             if decision.status == "dropped":
                 manifest.add(ManifestEntry(
-                    source, sample.source_path, "dropped", decision.reason, sample.sample_id, group_id
+                    source, row.source_path, "dropped", decision.reason, row.sample_id, group_id
                 ))
                 continue
-            before = previous.get((source, sample.source_path, sample.sample_id))
-            status, reason = "kept", sample.extra.get(NOTE, "")
+            before = previous.get((source, row.source_path, row.sample_id))
+            status, reason = "kept", row.note
             if before and before != decision.split:
                 moved = f"moved from {before} to {decision.split}: its group changed ({group_id})"
                 status, reason = "moved", f"{moved}; {reason}" if reason else moved
             manifest.add(ManifestEntry(
-                source, sample.source_path, status, reason, sample.sample_id, group_id, decision.split
+                source, row.source_path, status, reason, row.sample_id, group_id, decision.split
             ))
-            per_source[owner[i]].append((decision.split, group_id, sample))
+            per_source[row.owner].append((decision.split, group_id, row))
     return per_source
 
 
-def _write_source(builder: SourceBuilder, rows, features, out_dir: Path, config_dir: Path, progress: bool):
-    """Phase 5: one source's shards (and assets) under its fingerprint; the previous build's copy goes.
-    Returns the fingerprint, ``{split: shard paths}`` and the asset paths."""
+def _write_source(builder: SourceBuilder, cache: ValidationCache, rows, features, out_dir: Path, config_dir: Path,
+                  progress: bool):
+    """Phase 5: one source's shards (and assets) under its fingerprint; the previous build's copy goes. Samples are
+    read back from the cache one row group at a time, and the fingerprint is taken as they are written (into a
+    partial folder, renamed once the fingerprint is known). Returns the fingerprint, ``{split: shard paths}`` and
+    the asset paths."""
     rows = sorted(rows, key=lambda r: (SPLITS.index(r[0]), r[2].sample_id))
     assets = builder.assets()
-    fp = fingerprint([builder.version, features.to_dict(), assets], rows)
+    digest = Fingerprint([builder.version, features.to_dict(), assets])
     source_dir = config_dir / builder.source
-    data_files: dict[str, list[str]] = {}
+    partial = source_dir / PARTIAL
+    if partial.exists():
+        shutil.rmtree(partial)
+    names: dict[str, list[str]] = {}
     for split in SPLITS:
         split_rows = [r for r in rows if r[0] == split]
         if not split_rows:
             continue
-        group_ids = {id(s): g for _, g, s in split_rows}
-        shards = plan_shards([s for _, _, s in split_rows])
-        paths = []
+        shards = plan_shards([row.payload for _, _, row in split_rows])
+        names[split] = []
         for n, shard in enumerate(tqdm(
             shards, desc=f"writing {builder.source}/{split}", unit="shard", disable=not progress,
         )):
-            path = source_dir / fp / f"{split}-{n:05d}-of-{len(shards):05d}.parquet"
-            write_shard([encode_row(s, builder, group_ids[id(s)], features) for s in shard], features, path)
-            paths.append(path.relative_to(out_dir).as_posix())
-        data_files[split] = paths
-    asset_paths = []
+            name = f"{split}-{n:05d}-of-{len(shards):05d}.parquet"
+            writer = ShardWriter(partial / name, features)
+            try:
+                for start in range(shard.start, shard.stop, writer.batch_rows):
+                    batch = split_rows[start:min(start + writer.batch_rows, shard.stop)]
+                    samples = [cache.record(row.relpath, row.index) for _, _, row in batch]
+                    for (_, group_id, _), sample in zip(batch, samples):
+                        digest.add(split, group_id, sample)
+                    writer.write(encode_columns(samples, [g for _, g, _ in batch], builder, features))
+            except BaseException:
+                writer.abort()
+                raise
+            writer.close()
+            names[split].append(name)
     for name, content in sorted(assets.items()):
-        path = source_dir / fp / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(content, indent=1, sort_keys=True) + "\n")
-        asset_paths.append(path.relative_to(out_dir).as_posix())
+        partial.mkdir(parents=True, exist_ok=True)
+        (partial / name).write_text(json.dumps(content, indent=1, sort_keys=True) + "\n")
+    fp = digest.hexdigest()
+    final = source_dir / fp
+    if final.exists():
+        shutil.rmtree(final)
+    if partial.exists():
+        partial.rename(final)
+    data_files = {split: [(final / n).relative_to(out_dir).as_posix() for n in shard_names]
+                  for split, shard_names in names.items()}
+    asset_paths = [(final / name).relative_to(out_dir).as_posix() for name in sorted(assets)]
     if source_dir.is_dir():
         for old in source_dir.iterdir():
             if old.name != fp:
@@ -367,14 +415,19 @@ def build_config(
     on_bad_files: str = "report",
     progress: bool = True,
     num_proc: int = 1,
+    engine: str | ReadEngine = "local",
+    ray_address: str | None = None,
 ) -> BuildReport:
     """Build ``task``'s config under ``out_dir`` from the given source builders (see ``multimed_hf.api``).
 
-    ``num_proc`` > 1 decodes files in that many worker processes (results stay in file order)."""
+    ``engine="local"`` reads files here, in ``num_proc`` worker processes when > 1; ``engine="ray"`` reads them
+    with Ray Data on the cluster at ``ray_address`` (None: a local Ray instance with ``num_proc`` CPUs). Results
+    come back in file order: every engine gives the same shards, manifest and card."""
     if num_proc < 1:
         raise ValueError(f"num_proc={num_proc}; expected a positive number of processes")
     if on_bad_files not in ON_BAD_FILES:
         raise ValueError(f"on_bad_files={on_bad_files!r}; expected one of {ON_BAD_FILES}")
+    reader = make_engine(engine, num_proc=num_proc, ray_address=ray_address, progress=progress)
     out_dir = Path(out_dir)
     config_dir = out_dir / task.name
     features = task_features(task)
@@ -383,30 +436,44 @@ def build_config(
         raise ValueError(f"{task.name}: the same source layout was given twice: {names}")
     manifest = _Manifest(strict=on_bad_files == "error")
 
-    samples, owner, files_seen = _read_all(task, builders, out_dir, manifest, progress, num_proc)
-    warnings = [f"{b.source}: {w}" for b in builders for w in b.layout_warnings()]
-    warnings += _draw_unpublished_tests(builders, samples, owner)
-    sources = [builders[i].source for i in owner]
-    by_content, conflicted = _reject_label_conflicts(task, samples, sources, manifest)
-    keep = [i for i in range(len(samples)) if i not in conflicted]
-    groups, duplicates = _group(task, builders, samples, owner, keep, by_content)
-    duplicates["label conflicts rejected"] = len(conflicted)
-    per_source = _assign(task, groups, samples, sources, owner, config_dir, manifest)
+    with ExitStack() as stack:
+        caches = []
+        for builder in builders:
+            cache = ValidationCache(out_dir / CACHE_DIR / task.name / f"{builder.source}.sqlite",
+                                    _cache_version(task, builder))
+            stack.callback(cache.close)
+            caches.append(cache)
+        with reader.session():
+            rows, files_seen = _read_all(task, builders, caches, manifest, progress, reader)
+        for cache in caches:
+            cache.commit()
+        warnings = [f"{b.source}: {w}" for b in builders for w in b.layout_warnings()]
+        warnings += _draw_unpublished_tests(builders, rows)
+        sources = [builders[r.owner].source for r in rows]
+        by_content, conflicted = _reject_label_conflicts(task, rows, sources, manifest)
+        keep = [i for i in range(len(rows)) if i not in conflicted]
+        groups, duplicates = _group(task, builders, caches, rows, keep, by_content)
+        del by_content
+        duplicates["label conflicts rejected"] = len(conflicted)
+        per_source = _assign(task, groups, rows, sources, config_dir, manifest)
+        del groups, sources, rows
 
-    reports = []
-    for index, builder in enumerate(builders):
-        rows = per_source.get(index, [])
-        fp, data_files, asset_paths = _write_source(builder, rows, features, out_dir, config_dir, progress)
-        counts = Counter(e.status for e in manifest.entries if e.source == builder.source)
-        note = _release_note(builder, files_seen[index])
-        if "matching no published release" in note:
-            warnings.append(f"{builder.source}: {note}")
-        reports.append(SourceReport(
-            name=builder.source, root=str(builder.root), files_seen=files_seen[index], fingerprint=fp,
-            counts={k: counts.get(k, 0) for k in ("kept", "moved", "dropped", "rejected")},
-            splits={s: sum(1 for r in rows if r[0] == s) for s in SPLITS},
-            data_files=data_files, release_note=note, provenance=builder.provenance(), assets=asset_paths,
-        ))
+        reports = []
+        for index, (builder, cache) in enumerate(zip(builders, caches)):
+            triples = per_source.pop(index, [])
+            fp, data_files, asset_paths = _write_source(
+                builder, cache, triples, features, out_dir, config_dir, progress
+            )
+            counts = Counter(e.status for e in manifest.entries if e.source == builder.source)
+            note = _release_note(builder, files_seen[index])
+            if "matching no published release" in note:
+                warnings.append(f"{builder.source}: {note}")
+            reports.append(SourceReport(
+                name=builder.source, root=str(builder.root), files_seen=files_seen[index], fingerprint=fp,
+                counts={k: counts.get(k, 0) for k in ("kept", "moved", "dropped", "rejected")},
+                splits={s: sum(1 for t in triples if t[0] == s) for s in SPLITS},
+                data_files=data_files, release_note=note, provenance=builder.provenance(), assets=asset_paths,
+            ))
     if config_dir.is_dir():
         for old in sorted(config_dir.iterdir()):
             if old.is_dir() and old.name not in names:
@@ -417,24 +484,24 @@ def build_config(
                     "again to keep it"
                 )
 
-    entries = sorted(manifest.entries, key=lambda e: (e.source, e.source_path, e.sample_id or ""))
-    report = BuildReport(task.name, out_dir, reports, entries, duplicates, warnings)
-    write_manifest(config_dir, entries)
+    manifest.entries.sort(key=lambda e: (e.source, e.source_path, e.sample_id or ""))
+    report = BuildReport(task.name, out_dir, reports, manifest.entries, duplicates, warnings)
+    write_manifest(config_dir, report.entries)
     _write_build_info(config_dir, task, report)
     write_readme(out_dir)
     return report
 
 
-def _draw_unpublished_tests(builders, samples, owner) -> list[str]:
+def _draw_unpublished_tests(builders, rows: list[_Row]) -> list[str]:
     """A source whose samples carry publisher training marks but no test mark (a partial download, e.g. only
     ``train/``): its marks are dropped so that its groups are drawn into all three splits; returns the warnings."""
     warnings = []
     for index, builder in enumerate(builders):
-        mine = [sample for sample, o in zip(samples, owner) if o == index]
-        marks = {sample.published_split for sample in mine}
+        mine = [row for row in rows if row.owner == index]
+        marks = {row.published_split for row in mine}
         if "train" in marks and "test" not in marks and builder.draw_test_when_unpublished:
-            for sample in mine:
-                sample.published_split = None
+            for row in mine:
+                row.published_split = None
             warnings.append(
                 f"{builder.source}: no sample of the publisher's test set was found: train, validation and test "
                 "are drawn by group from the files present (the published test set, once added, replaces this)"

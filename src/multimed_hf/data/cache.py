@@ -1,75 +1,97 @@
-"""A per-source record of files already validated, so an interrupted build resumes where it stopped.
+"""A per-source SQLite record of files already validated: an interrupted build resumes where it stopped, and the
+build keeps every sample here (on disk), not in memory.
 
-Large arrays (EEG epochs, expression profiles) go to one binary side file per validated file (all of its samples'
-arrays, concatenated) and come back as memory-mapped views, so neither the JSON nor the build's memory holds a
-whole source's arrays, and a file of 200,000 cells makes one side file, not 400,000."""
+One row per validated file (keyed by path, size and mtime) and one row per record it gave, as JSON. Arrays (EEG
+epochs, expression profiles, gene indices: every ndarray) go to one binary side file per validated file (all of its
+records' arrays, concatenated) and come back as memory-mapped views, so neither the database nor the build's memory
+holds a source's arrays, and a file of 200,000 cells makes one side file, not 400,000."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import mmap
+import sqlite3
 import sys
+import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
-from multimed_hf.data.sample import Sample, sample_from_json, sample_to_json
+from multimed_hf.data.sample import RejectedRecord, Sample, sample_from_json, sample_to_json
 
 __all__ = ["ValidationCache"]
 
-#: Marks an entry written in this session, whose samples are on disk only.
-_WRITTEN = "\0written"
+#: Seconds between commits while files are validated (and always on close: an interrupted build keeps them).
+COMMIT_EVERY = 2.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime INTEGER, error TEXT, count INTEGER);
+CREATE TABLE IF NOT EXISTS records (path TEXT, idx INTEGER, body TEXT, PRIMARY KEY (path, idx)) WITHOUT ROWID;
+"""
 
 
 class ValidationCache:
-    """Append-only JSON lines: one per validated file, keyed by path, size and mtime."""
+    """Validated files and their records, for one source of one config (``path``: the SQLite file)."""
 
     def __init__(self, path: Path, version: str):
-        self.path = path
+        self.path = Path(path)
         self.version = version
-        self._entries: dict[str, dict] = {}
-        if path.is_file():
-            lines = path.read_text().splitlines()
-            if lines and json.loads(lines[0]).get("version") == version:
-                for line in lines[1:]:
-                    try:
-                        entry = json.loads(line)
-                    except json.JSONDecodeError:  # the last line of an interrupted write
-                        continue
-                    self._entries[entry["path"]] = entry
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.arrays_dir = path.with_suffix(".arrays")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.arrays_dir = self.path.with_suffix(".arrays")
         self._maps: dict[str, mmap.mmap] = {}
-        self._handle = path.open("w")
-        self._handle.write(json.dumps({"version": version}) + "\n")
-        for entry in self._entries.values():
-            self._handle.write(json.dumps(entry) + "\n")
-        self._handle.flush()
+        self._db = sqlite3.connect(self.path)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
+        if row is None or row[0] != version:  # another reader version or registry facts: validate everything again
+            self._db.execute("DELETE FROM files")
+            self._db.execute("DELETE FROM records")
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (version,))
+        self._db.commit()
+        self._last_commit = time.monotonic()
 
     @staticmethod
     def _stamp(file: Path) -> tuple[int, int]:
         stat = file.stat()
         return stat.st_size, stat.st_mtime_ns
 
-    def get(self, relpath: str, file: Path) -> tuple[list[Sample] | None, str | None] | None:
-        """``(samples, None)`` or ``(None, reason)`` for a file validated before and unchanged since; else None."""
-        entry = self._entries.get(relpath)
-        if entry is None or tuple(entry["stamp"]) != self._stamp(file):
+    def lookup(self, relpath: str, file: Path) -> tuple[int, str | None] | None:
+        """``(records, error)`` of a file validated before and unchanged since (its records read with
+        ``records``); None for a file to validate."""
+        row = self._db.execute("SELECT size, mtime, error, count FROM files WHERE path = ?", (relpath,)).fetchone()
+        if row is None or (row[0], row[1]) != self._stamp(file):
             return None
-        if entry["error"] == _WRITTEN:  # written in this session (not kept in memory): read it again
-            return None
-        if entry["error"] is not None:
-            return None, entry["error"]
-        try:
-            return self._samples(entry["samples"]), None
-        except (OSError, ValueError):  # a side file lost or cut: validate the file again
-            return None
+        return row[3], row[2]
 
-    def _load_array(self, ref) -> np.ndarray:
-        """A memory-mapped view: ``ref`` is ``{"file", "offset", "dtype", "shape"}`` into a side file."""
-        if isinstance(ref, str):  # a single-array .npy side file (caches written before side files were packed)
-            return np.load(self.arrays_dir / ref, mmap_mode="r")
+    def records(self, relpath: str) -> Iterator[Sample | RejectedRecord]:
+        """A validated file's records in their order, streamed (a file of many records is never held whole)."""
+        cursor = self._db.execute("SELECT body FROM records WHERE path = ? ORDER BY idx", (relpath,))
+        for (body,) in cursor:
+            yield self._decode(body)
+
+    def record(self, relpath: str, index: int) -> Sample | RejectedRecord:
+        """One record of a validated file."""
+        row = self._db.execute("SELECT body FROM records WHERE path = ? AND idx = ?", (relpath, index)).fetchone()
+        if row is None:
+            raise KeyError(f"{self.path}: no record {index} of {relpath!r}; rebuild to validate it again")
+        return self._decode(row[0])
+
+    def _decode(self, body: str) -> Sample | RejectedRecord:
+        """A record from its JSON, short strings interned: a file's cells share their panel, tissue, donor..."""
+        sample = sample_from_json(json.loads(body), self._load_array)
+        if isinstance(sample, Sample):
+            sample.source_path = sys.intern(sample.source_path)
+            for key, value in sample.fields.items():
+                if isinstance(value, str) and len(value) <= 256:
+                    sample.fields[key] = sys.intern(value)
+        return sample
+
+    def _load_array(self, ref: dict) -> np.ndarray:
+        """A read-only view over the memory-mapped side file: ``ref`` is ``{"file", "offset", "dtype", "shape"}``."""
         mapped = self._maps.get(ref["file"])
         if mapped is None:
             with (self.arrays_dir / ref["file"]).open("rb") as handle:
@@ -78,25 +100,15 @@ class ValidationCache:
         count = int(np.prod(ref["shape"], dtype=np.int64))
         if ref["offset"] + count * dtype.itemsize > len(mapped):
             raise ValueError(f"side file {ref['file']} is shorter than its index says")
+        if count == 0:
+            return np.empty(ref["shape"], dtype=dtype)
         # a plain read-only ndarray over the mapping (lighter than an np.memmap view: one per array, many arrays)
         return np.frombuffer(mapped, dtype=dtype, count=count, offset=ref["offset"]).reshape(ref["shape"])
 
-    def _samples(self, encoded: list[dict]) -> list[Sample]:
-        """Samples from their JSON, short strings interned: a file's cells share their panel, tissue, donor..."""
-        samples = [sample_from_json(s, self._load_array) for s in encoded]
-        for sample in samples:
-            if isinstance(sample, Sample):
-                sample.source_path = sys.intern(sample.source_path)
-                for key, value in sample.fields.items():
-                    if isinstance(value, str) and len(value) <= 256:
-                        sample.fields[key] = sys.intern(value)
-        return samples
-
-    def put(self, relpath: str, file: Path, samples: list[Sample] | None, error: str | None) -> list[Sample] | None:
-        """Record a file's outcome; return its samples with large arrays swapped for memory-mapped views of the
-        file's one side file. The samples are not kept in memory after they are written."""
-        stamp = list(self._stamp(file))
-        name = hashlib.sha256(json.dumps([relpath, stamp]).encode()).hexdigest()[:32] + ".bin"
+    def put(self, relpath: str, file: Path, samples: list | None, error: str | None) -> None:
+        """Record a file's outcome: its records (arrays to the file's one side file) or the reason it gave none."""
+        stamp = self._stamp(file)
+        name = hashlib.sha256(json.dumps([relpath, list(stamp)]).encode()).hexdigest()[:32] + ".bin"
         target = self.arrays_dir / name
         tmp = target.with_suffix(".tmp")
         handle = None
@@ -117,18 +129,27 @@ class ValidationCache:
             return {"__array__": ref}
 
         try:
-            encoded = None if samples is None else [sample_to_json(s, save) for s in samples]
+            bodies = [(relpath, i, json.dumps(sample_to_json(s, save))) for i, s in enumerate(samples or ())]
         finally:
             if handle is not None:
                 handle.close()
         if handle is not None:
-            self._maps.pop(name, None)
+            self._maps.pop(name, None)  # views of the replaced file keep its old mapping alive until they go
             tmp.replace(target)
-        entry = {"path": relpath, "stamp": stamp, "error": error, "samples": encoded}
-        self._handle.write(json.dumps(entry) + "\n")
-        self._handle.flush()
-        self._entries[relpath] = {**entry, "samples": None, "error": error or _WRITTEN}
-        return None if encoded is None else self._samples(encoded)
+        self._db.execute("DELETE FROM records WHERE path = ?", (relpath,))
+        self._db.executemany("INSERT INTO records VALUES (?, ?, ?)", bodies)
+        self._db.execute(
+            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)", (relpath, *stamp, error, len(bodies))
+        )
+        if time.monotonic() - self._last_commit > COMMIT_EVERY:
+            self._db.commit()
+            self._last_commit = time.monotonic()
+
+    def commit(self) -> None:
+        self._db.commit()
 
     def close(self) -> None:
-        self._handle.close()
+        """Commit what was validated (an interrupted build keeps it) and close the database and side files."""
+        self._db.commit()
+        self._db.close()
+        self._maps.clear()  # each mapping closes when the last array viewing it goes

@@ -11,6 +11,9 @@ from scipy.sparse.csgraph import connected_components
 
 __all__ = ["connected_groups", "near_duplicate_pairs"]
 
+#: Rows of a bucket compared at once (near-identical slices of one scanner can fill a bucket with thousands).
+BLOCK = 512
+
 
 def connected_groups(keys: Sequence[Hashable], pairs: Iterable[tuple[Hashable, Hashable]]) -> dict:
     """Every key mapped to the smallest key of its connected component (stable names), where ``pairs`` are the
@@ -59,10 +62,12 @@ def near_duplicate_pairs(
             if len(members) < 2:
                 continue
             members = np.asarray(members)
-            close = np.bitwise_count(hashes[members][:, None] ^ hashes[members][None, :]) <= max_distance
-            if second is not None:
-                sub = second[members]
-                close &= np.bitwise_count(sub[:, None] ^ sub[None, :]) <= second_max_distance
-            i, j = np.nonzero(np.triu(close, k=1))
-            pairs.update(zip(members[i].tolist(), members[j].tolist()))
+            first, sub = hashes[members], None if second is None else second[members]
+            for start in range(0, len(members), BLOCK):  # a bucket of m hashes costs BLOCK x m, not m x m
+                rows = slice(start, start + BLOCK)
+                close = np.bitwise_count(first[rows, None] ^ first[None, :]) <= max_distance
+                if sub is not None:
+                    close &= np.bitwise_count(sub[rows, None] ^ sub[None, :]) <= second_max_distance
+                i, j = np.nonzero(np.triu(close, k=start + 1))
+                pairs.update(zip(members[i + start].tolist(), members[j].tolist()))
     return sorted(pairs)

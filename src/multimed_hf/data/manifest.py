@@ -12,8 +12,10 @@ MANIFEST_NAME = "manifest.jsonl"
 STATUSES = ("kept", "moved", "dropped", "rejected")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ManifestEntry:
+    """One line of the manifest (slots: a build holds one per file and sample)."""
+
     source: str
     source_path: str
     status: str

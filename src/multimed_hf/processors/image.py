@@ -35,13 +35,21 @@ class ImageProcessor(ModalityProcessor):
     Images deeper than 8 bits (``I;16``, ``I``, ``F``) stay float, mapped to [0, 255] by ``high_bit_depth``:
     ``"min_max"`` stretches each image's own min..max (a flat image becomes 0), ``"full_range"`` maps the unsigned
     16-bit range 0..65535 (values outside are clipped).
+
+    ``draft_size`` (the fast path; None: off) decodes a JPEG not yet decoded (a datasets ``Image(decode=False)``
+    dict, or a PIL image just opened) at the smallest JPEG scale (1/2, 1/4, 1/8) that keeps both sides
+    >= ``draft_size`` (Pillow's ``Image.draft``): set it to the model's input size and a large JPEG costs a
+    fraction of a full decode before the same resize. Other formats decode fully.
     """
 
-    def __init__(self, image_processor=None, high_bit_depth: str = "min_max"):
+    def __init__(self, image_processor=None, high_bit_depth: str = "min_max", draft_size: int | None = None):
         if high_bit_depth not in HIGH_BIT_SCALINGS:
             raise ProcessorError(f"high_bit_depth={high_bit_depth!r}: expected one of {HIGH_BIT_SCALINGS}")
+        if draft_size is not None and (not isinstance(draft_size, int) or draft_size < 1):
+            raise ProcessorError(f"draft_size={draft_size!r}: expected None or a positive number of pixels")
         self.image_processor = image_processor if image_processor is not None else default_image_processor()
         self.high_bit_depth = high_bit_depth
+        self.draft_size = draft_size
 
     def to_array(self, image: Any) -> np.ndarray:
         """The image as an [H, W, 3] array on the 8-bit scale (uint8, or float32 for deeper modes)."""
@@ -53,6 +61,8 @@ class ImageProcessor(ModalityProcessor):
         if not isinstance(image, Image.Image):
             raise UnsupportedImageError(f"expected a PIL image (or a datasets Image dict with bytes/path), got "
                                         f"{type(image).__name__}")
+        if self.draft_size is not None and image.format == "JPEG" and getattr(image, "tile", None):
+            image.draft(image.mode, (self.draft_size, self.draft_size))  # before the decode: a reduced-size one
         mode = image.mode
         if mode in EIGHT_BIT_MODES:
             return np.array(image if mode == "RGB" else image.convert("RGB"))  # writable, as torch wants
@@ -87,7 +97,7 @@ class ImageProcessor(ModalityProcessor):
         return {"pixel_values": torch.from_numpy(np.stack([item["pixel_values"] for item in items]))}
 
     def to_dict(self) -> dict:
-        return {"high_bit_depth": self.high_bit_depth}
+        return {"high_bit_depth": self.high_bit_depth, "draft_size": self.draft_size}
 
     def _save_artifacts(self, directory: Path) -> None:
         self.image_processor.save_pretrained(directory)
