@@ -228,6 +228,10 @@ class MultiMedConfig(PreTrainedConfig):
             weighted by lambda_{t,m} (default 1); with `"vote"` the combined prediction has no gradient, so only
             those per-modality losses train. A task's loss is the sum over its label columns.
         frozen_encoders (`list[str]`): modalities whose encoder is frozen (no gradient, run under `no_grad`).
+        auxiliary_heads (`bool`): under intermediate fusion, give every task one extra output layer per modality
+            beside the fused head (the multi-head joint fusion of MIND, Guerra-Manzanares & Shamout, TMLR 2025): each
+            reads only its modality's projected feature, so a row with one modality gets a prediction without
+            imputation, and its loss is weighted by lambda_(t,m) like late fusion's. Late fusion always has them.
         initializer_range (`float`): std of the normal init of new weights.
     """
 
@@ -248,6 +252,7 @@ class MultiMedConfig(PreTrainedConfig):
     loss_weights: dict | None = None
     frozen_encoders: list[str] | None = None
     initializer_range: float = 0.02
+    auxiliary_heads: bool = False
 
     def __post_init__(self, **kwargs):
         # Sorted: config.json is written with sorted keys, and the model's modality slots must survive a round trip.
@@ -261,7 +266,8 @@ class MultiMedConfig(PreTrainedConfig):
         self.frozen_encoders = list(self.frozen_encoders or [])
         super().__post_init__(**kwargs)
         # Raise plain ValueErrors now (strict would wrap them); strict re-runs these at save time.
-        for check in (self.validate_fusion, self.validate_encoders, self.validate_heads, self.validate_loss_weights):
+        for check in (self.validate_fusion, self.validate_encoders, self.validate_heads, self.validate_auxiliary_heads,
+                      self.validate_loss_weights):
             check()
 
     @staticmethod
@@ -329,12 +335,19 @@ class MultiMedConfig(PreTrainedConfig):
                     raise ValueError(f"loss_weights[{task!r}]: key {key!r} is not one of {allowed}")
                 if not (math.isfinite(value) and value >= 0):
                     raise ValueError(f"loss_weights[{task!r}][{key!r}] must be finite and >= 0, got {value}")
-                if key != FUSED and self.fusion != "late":
+                if key != FUSED and not self.modality_heads:
                     raise ValueError(
                         f"loss_weights[{task!r}][{key!r}] = {value}: per-modality weights lambda_(t,m) apply only to "
-                        f"late fusion, where each modality makes its own prediction; with fusion {self.fusion!r} "
-                        f"give the task weight as {{{FUSED!r}: w}} (or a number)"
+                        f"late fusion or auxiliary_heads=True, where each modality makes its own prediction; with "
+                        f"fusion {self.fusion!r} give the task weight as {{{FUSED!r}: w}} (or a number)"
                     )
+
+    def validate_auxiliary_heads(self):
+        if not isinstance(self.auxiliary_heads, bool):
+            raise TypeError(f"auxiliary_heads: expected True or False, got {self.auxiliary_heads!r}")
+        if self.auxiliary_heads and self.fusion == "early":
+            raise ValueError("auxiliary_heads=True needs per-modality features: use fusion 'intermediate' (late fusion "
+                             "has a head per modality already); early fusion encodes all modalities together")
 
     # ------------------------------------------------------------------ reading
     @property
@@ -344,6 +357,12 @@ class MultiMedConfig(PreTrainedConfig):
     @property
     def modalities(self) -> list[str]:
         return list(self.encoders)
+
+    @property
+    def modality_heads(self) -> bool:
+        """Whether every task has one prediction per modality beside the fused one (late fusion, or intermediate
+        fusion with ``auxiliary_heads``): ``MultiMedOutput.modality_logits`` and the ``"<modality>/<column>"`` losses."""
+        return self.fusion == "late" or (self.fusion == "intermediate" and bool(self.auxiliary_heads))
 
     def loss_weight(self, task: str, modality: str = FUSED) -> float:
         """lambda_{t,m} (``modality`` given) or lambda_t (``"fused"``); 1.0 unless set."""

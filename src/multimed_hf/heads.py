@@ -14,6 +14,8 @@ class TaskHead(nn.Module):
     """h_t of eq. 7 for one task: one output layer per label column (its kind's layer: class / multilabel logits, a
     standardised regression value, C-alpha coordinates, ...). Under late fusion it also holds each modality's own
     output layers (f^(m) of eq. 4) for the kinds that combine late, and the learned weights of their weighted average.
+    With ``auxiliary=True`` (intermediate fusion, ``config.auxiliary_heads``) it keeps the fused layers and adds the
+    same per-modality layers as auxiliary heads (MIND's multi-head joint fusion); nothing combines them.
 
     A registry "text" label (cell type names, VQA answers) is a class output over the vocabulary given when the
     config was built. For VQA, closed answers are classified; open answers are retrieval over the same vocabulary
@@ -21,7 +23,8 @@ class TaskHead(nn.Module):
 
     extra_parameters = {"late_weights": "zeros"}
 
-    def __init__(self, spec: dict, hidden_size: int, dropout: float, structure: dict, late: bool = False):
+    def __init__(self, spec: dict, hidden_size: int, dropout: float, structure: dict, late: bool = False,
+                 auxiliary: bool = False):
         super().__init__()
         self.specs = {o["name"]: o for o in spec["outputs"]}
         self.kinds = {n: kind_of(o) for n, o in self.specs.items()}
@@ -31,12 +34,13 @@ class TaskHead(nn.Module):
         # kinds that do not combine late (coordinates, predicted from one modality's residues) keep a fused layer.
         self.outputs = nn.ModuleDict({n: self.kinds[n].layer(o, hidden_size, structure)
                                       for n, o in self.specs.items() if not late or not self.kinds[n].late})
-        if late:
+        if late or auxiliary:
             self.modality_outputs = nn.ModuleDict({
                 m: nn.ModuleDict({n: self.kinds[n].layer(o, hidden_size, structure)
                                   for n, o in self.specs.items() if self.kinds[n].late})
                 for m in self.modalities
             })
+        if late:
             self.late_weights = nn.Parameter(torch.zeros(len(self.modalities)))
 
     def forward(self, features: torch.Tensor, residues: dict | None = None, modality: str | None = None) -> dict:

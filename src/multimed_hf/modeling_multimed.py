@@ -41,8 +41,9 @@ class MultiMedOutput(ModelOutput):
         modality_features (`torch.FloatTensor` of shape `[B, M, H]`): each modality's projected feature, zeros
             where absent (early fusion: the mean of its segment of the shared encoder's output).
         presence (`torch.BoolTensor` of shape `[B, M]`): which modality each row had (after modality dropout).
-        modality_logits (`dict[str, dict[str, torch.Tensor]]`, *optional*, late fusion):
-            modality -> column -> that modality's own prediction y^(m) (eq. 4), zeros in rows without it.
+        modality_logits (`dict[str, dict[str, torch.Tensor]]`, *optional*, late fusion or `auxiliary_heads`):
+            modality -> column -> that modality's own prediction y^(m) (eq. 4; under intermediate fusion, its
+            auxiliary head's), zeros in rows without it.
     """
 
     loss: torch.FloatTensor | None = None
@@ -125,7 +126,8 @@ class MultiMedModel(MultiMedPreTrainedModel):
                 self.fusion = IntermediateFusion(config.fusion_method, modalities, hidden, **blocks)
         structure = dict(blocks, num_layers=config.structure_num_layers)
         self.heads = nn.ModuleDict({
-            t: TaskHead(spec, hidden, config.dropout, structure, late=config.fusion == "late")
+            t: TaskHead(spec, hidden, config.dropout, structure, late=config.fusion == "late",
+                        auxiliary=config.fusion == "intermediate" and config.auxiliary_heads)
             for t, spec in config.heads.items()
         })
         for part in (getattr(self, "projections", None), getattr(getattr(self, "fusion", None), "linear", None),
@@ -379,8 +381,9 @@ class MultiMedModel(MultiMedPreTrainedModel):
 
         preds = head(fused, residues)
         modality_logits, modality_preds = None, {}
-        if self.config.fusion == "late":
+        if self.config.fusion != "early" and self.config.modality_heads:
             modality_preds = {m: head(features[m][1], modality=m) for m in features}
+        if self.config.fusion == "late":
             method = self.config.fusion_method
             for name, kind in head.kinds.items():
                 if not kind.late:
@@ -390,6 +393,7 @@ class MultiMedModel(MultiMedPreTrainedModel):
                 stacked = torch.stack([scatter_rows(modality_preds[m][name], rows[m], batch) if m in modality_preds
                                        else zeros for m in modalities], 1)
                 preds[name] = combine_late(stacked, matrix, kind, method, head.late_weights)
+        if modality_preds:
             modality_logits = {
                 m: {n: scatter_rows(head.to_output(n, v), rows[m], batch) for n, v in mp.items()}
                 for m, mp in modality_preds.items()

@@ -42,6 +42,9 @@ _LAZY = {
     "LOSS_WEIGHTINGS": "loss_weighting",
     "get_loss_weighting": "loss_weighting",
     "register_loss_weighting": "loss_weighting",
+    # balancing and distillation (issue 19): "<family>+miles" and friends
+    "balancing_from_variant": "balancing",
+    "register_balancing_variants": "balancing",
     # the benchmark and its report
     "run_benchmark": "benchmark",
     "benchmark_main": "benchmark",
@@ -60,6 +63,7 @@ __all__ = list(_LAZY)
 if TYPE_CHECKING:  # for type checkers and IDEs; never run
     from .arguments import EvaluateArguments, MultiMedArguments
     from .assembly import Assembly, assemble
+    from .balancing import balancing_from_variant, register_balancing_variants
     from .baselines import logistic_regression_baseline
     from .benchmark import BenchmarkArguments, benchmark_main, run_benchmark
     from .data import MultiTaskCollator, MultiTaskDataset

@@ -79,6 +79,10 @@ class LossWeighting(nn.Module):
     """
 
     name: ClassVar[str] = ""
+    #: True when `combine` reads the batch as well: the Trainer then calls ``combine(task, output, batch=...)`` with
+    #: the batch's ``labels``, ``presence``, ``inputs`` and ``rows`` (each row's index in its task's training
+    #: dataset, a LongTensor [B]; None outside training). Balancing and distillation weightings use it.
+    reads_batch: ClassVar[bool] = False
 
     def __init__(self, config):
         super().__init__()
@@ -113,7 +117,7 @@ class StaticWeighting(LossWeighting):
 @register_loss_weighting("uncertainty")
 class UncertaintyWeighting(LossWeighting):
     """Homoscedastic uncertainty weighting (Kendall, Gal & Cipolla, CVPR 2018, eq. 7), one learned log variance
-    s = log sigma^2 per loss term (task, column and, under late fusion, modality):
+    s = log sigma^2 per loss term (task, column and, under late fusion or auxiliary heads, modality):
 
         L = sum_k lambda_k * (exp(-s_k) * L_k / 2 + s_k / 2)
 
@@ -128,7 +132,7 @@ class UncertaintyWeighting(LossWeighting):
         for task, head in config.heads.items():
             for out in head["outputs"]:
                 keys.append(f"{task}/{FUSED}/{out['name']}")
-                if config.fusion == "late" and out["kind"] != "coords":
+                if getattr(config, "modality_heads", config.fusion == "late") and out["kind"] != "coords":
                     keys.extend(f"{task}/{m}/{out['name']}" for m in head["modalities"])
         self.keys = keys
         self.index = {k: i for i, k in enumerate(keys)}

@@ -205,15 +205,27 @@ class MultiMedTrainer(Trainer):
 
     # ------------------------------------------------------------------ loss and its logs
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        row_index = inputs.get(ROW_INDEX)
         inputs = {k: v for k, v in inputs.items() if k != ROW_INDEX}
         outputs = model(**inputs)
-        loss, logs = self.loss_weighting.combine(inputs["task"], outputs)
+        if self.loss_weighting.reads_batch:  # balancing / distillation weightings read labels and row ids too
+            loss, logs = self.loss_weighting.combine(inputs["task"], outputs,
+                                                     batch={**inputs, "rows": self._task_rows(
+                                                         inputs["task"], row_index if model.training else None)})
+        else:
+            loss, logs = self.loss_weighting.combine(inputs["task"], outputs)
         if model.training:
             for key, value in logs.items():
                 value = value.detach().float()
                 self._log_sums[key] = self._log_sums[key] + value if key in self._log_sums else value
                 self._log_counts[key] = self._log_counts.get(key, 0) + 1
         return (loss, outputs) if return_outputs else loss
+
+    def _task_rows(self, task: str, row_index: torch.Tensor | None) -> torch.Tensor | None:
+        """Row ids of a training batch -> each row's index in its task's training dataset (None when unknown)."""
+        if row_index is None or self.train_dataset is None or task not in self.train_dataset.offsets:
+            return None
+        return row_index - self.train_dataset.offsets[task]
 
     def _reduced_task_logs(self) -> dict[str, float]:
         """Per-task values since the last log, averaged over every process's batches (a collective when
