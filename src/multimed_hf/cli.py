@@ -19,6 +19,7 @@ _EPILOG = """examples:
   multimed train --data multimed --tasks brain_tumor --family unimodal --encoders small --output_dir runs/bt
   multimed evaluate runs/bt --data multimed --split test --output_dir runs/bt-eval
   multimed benchmark --data multimed --families unimodal multimodal_multitask --seeds 0 1 2 --output_dir report
+  multimed fewshot runs/bt --data multimed --task diabetic_retinopathy --shots 5 10 20 --seeds 0 1 2 --output_dir fs
 then: datasets.load_dataset("multimed", "brain_tumor")
 `multimed COMMAND --help` explains each command; train, evaluate and benchmark also take every
 transformers TrainingArguments flag (--max_steps, --seed, --bf16, --resume_from_checkpoint, ...)."""
@@ -32,6 +33,8 @@ _FORWARDED = {
                  "metrics and predictions of a saved checkpoint (folder or Hub id) on built configs"),
     "benchmark": ("multimed_hf.training.benchmark", "benchmark_main",
                   "train and evaluate families x tasks x seeds; write table1.csv/.md/.png beside the paper's"),
+    "fewshot": ("multimed_hf.fewshot.run", "fewshot_main",
+                "adapt a checkpoint to a task with PEFT adapters on k-shot support sets (0 = zero-shot); Table 2"),
 }
 
 

@@ -12,6 +12,7 @@ from transformers import PreTrainedConfig
 # OUTPUT_KINDS: what a head predicts per label column, the output kind table read live (``register_output_kind``
 # adds one); a registry "text" label becomes "class" over a vocabulary.
 from .output_kinds import OUTPUT_KINDS, get_output_kind, kind_for_label, kind_of
+from .label_text import LABEL_TEXT  # noqa: F401  (registers the "label_text" output kind: zero-shot heads)
 
 __all__ = [
     "MultiMedConfig",

@@ -13,10 +13,11 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .blocks import TransformerBlock, masked_mean, scatter_rows
-from .configuration_multimed import FUSED, MultiMedConfig
+from .configuration_multimed import FUSED, MultiMedConfig, _normalize_head
 from .encoders import HubEncoder, build_encoder, config_from_dict
 from .fusion import EarlyFusion, IntermediateFusion, combine_late
 from .heads import TaskHead
+from .label_text import label_text_embeddings
 from .hub_upload import folder_files, upload_files
 from .model_card import build_model_card
 from .output_kinds import decode_outputs, kind_of
@@ -204,6 +205,32 @@ class MultiMedModel(MultiMedPreTrainedModel):
         names = set(self._modality_names(modalities))
         self.config.frozen_encoders = [m for m in self.config.frozen_encoders if m not in names]
 
+    def add_head(self, task: str, spec: dict, *, replace: bool = False) -> None:
+        """Give the model a freshly initialised head for ``task`` from a head spec (the ``config.heads`` form), recorded
+        in the config: a few-shot task the model was not trained on, a re-sized label set, a zero-shot ``label_text``
+        head. The spec's modalities must have encoders; a task that has a head raises unless ``replace``."""
+        if task in self.config.heads and not replace:
+            raise ValueError(f"the model already has a head for task {task!r}; pass replace=True to replace it")
+        previous = self.config.heads
+        self.config.heads = dict(sorted({**previous, task: _normalize_head(task, spec)}.items()))
+        try:
+            self.config.validate_heads()
+        except ValueError:
+            self.config.heads = previous
+            raise
+        cfg = self.config
+        structure = dict(num_layers=cfg.structure_num_layers, num_heads=cfg.fusion_num_heads,
+                         intermediate_size=cfg.fusion_intermediate_size, dropout=cfg.dropout,
+                         attn_implementation=cfg._attn_implementation)
+        head = TaskHead(cfg.heads[task], cfg.hidden_size, cfg.dropout, structure, late=cfg.fusion == "late",
+                        auxiliary=cfg.fusion == "intermediate" and bool(getattr(cfg, "auxiliary_heads", False)))
+        for module in head.modules():
+            if isinstance(module, nn.Linear) and not _inside_block(module, head):
+                module._glorot_init = True
+        head.apply(self._init_weights)
+        reference = next(self.parameters())
+        self.heads[task] = head.to(device=reference.device, dtype=reference.dtype)
+
     def set_attn_implementation(self, attn_implementation, *args, **kwargs):
         """transformers' switch (`"sdpa"`, `"eager"`, ...), applied to the encoders and to our own blocks too."""
         result = super().set_attn_implementation(attn_implementation, *args, **kwargs)
@@ -379,6 +406,7 @@ class MultiMedModel(MultiMedPreTrainedModel):
                 mask = torch.ones(seq.shape[:2], dtype=torch.bool, device=seq.device) if mask is None else mask
                 residues[column] = (scatter_rows(seq[:, 1:-1], r, batch), scatter_rows(mask[:, 1:-1], r, batch))
 
+        residues.update(label_text_embeddings(self, spec))  # label_text outputs: class texts' embeddings
         preds = head(fused, residues)
         modality_logits, modality_preds = None, {}
         if self.config.fusion != "early" and self.config.modality_heads:

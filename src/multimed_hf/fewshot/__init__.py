@@ -1,0 +1,64 @@
+"""Few-shot PEFT adapters, zero-shot transfer by label text and the paper's Table 2 (``multimed fewshot``).
+
+The names below are imported on first use, so ``import multimed_hf.fewshot`` loads neither torch nor peft.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+#: Public name -> the module (inside this package) that defines it.
+_LAZY = {
+    "SupportSet": "support",
+    "SupportError": "support",
+    "sample_support": "support",
+    "check_disjoint": "support",
+    "AdapterSettings": "adapters",
+    "AdapterError": "adapters",
+    "TARGETS_BY_FAMILY": "adapters",
+    "default_targets": "adapters",
+    "head_spec_for": "adapters",
+    "prepare_head": "adapters",
+    "peft_config": "adapters",
+    "attach_adapter": "adapters",
+    "save_adapter": "adapters",
+    "load_adapter": "adapters",
+    "push_adapter": "adapters",
+    "ZeroShotError": "zeroshot",
+    "AlignmentSettings": "zeroshot",
+    "AlignmentTrainer": "zeroshot",
+    "train_alignment": "zeroshot",
+    "use_label_text": "zeroshot",
+    "label_text_head": "zeroshot",
+    "hold_out": "zeroshot",
+    "pair_loss": "zeroshot",
+    "zero_shot_predict": "zeroshot",
+    "FewShotArguments": "run",
+    "run_fewshot": "run",
+    "write_table2": "run",
+    "fewshot_main": "run",
+}
+
+__all__ = list(_LAZY)
+
+if TYPE_CHECKING:  # for type checkers and IDEs; never run
+    from .adapters import (TARGETS_BY_FAMILY, AdapterError, AdapterSettings, attach_adapter, default_targets,
+                           head_spec_for, load_adapter, peft_config, prepare_head, push_adapter, save_adapter)
+    from .run import FewShotArguments, fewshot_main, run_fewshot, write_table2
+    from .support import SupportError, SupportSet, check_disjoint, sample_support
+    from .zeroshot import (AlignmentSettings, AlignmentTrainer, ZeroShotError, hold_out, label_text_head, pair_loss,
+                           train_alignment, use_label_text, zero_shot_predict)
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'multimed_hf.fewshot' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,341 @@
+"""Zero-shot transfer by label text: contrastive alignment training (CLIP-style over image-caption pairs and the
+training tasks' class texts) with held-out classes, and zero-shot prediction of held-out classes.
+
+What zero-shot means here (the paper does not define it): a model trained with a task, or some of its classes, held
+out (their rows never reach training, their class texts are never encoded) predicts the held-out classes without
+training on them, by the cosine similarity of a row's fused embedding to the text-encoder embeddings of the classes'
+names or descriptions, in the shared space the model projects every modality into. That space is shaped by a
+contrastive objective: the ``label_text`` heads' cross-entropy over the active class texts of every training task (an
+image against its class text and the other classes' texts, CLIP's zero-shot classifier trained directly) and a
+symmetric InfoNCE over ``pmc_pairs`` image-caption pairs (the other captions of the batch are the negatives). Chance on
+held-out classes is 1 / (number of held-out classes scored).
+
+What it cannot mean: a regression target has no class names to match, so zero-shot *expression prediction* (a
+Pearson task that the paper's Table 2 prints as a percentage, 58.65) cannot be label-text transfer. The most it can
+mean is transfer across contexts or genes: a model trained on other contexts (cell types, tissues) or other genes
+(held-out chromosomes) predicting expression in unseen ones with a head that was trained on expression -- a held-out
+generalisation score of an expression model, not zero-shot in the sense above, and never an accuracy. We report it,
+where asked, as Pearson r (across genes within a context, then the mean), on the paper's x 100 scale only in the
+Markdown table, and ``zero_shot_predict`` refuses a regression column.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from multimed_hf.fewshot.adapters import multimed_core
+from multimed_hf.fewshot.support import class_keys, read_columns
+from multimed_hf.label_text import LABEL_TEXT
+from multimed_hf.tasks import IMAGE_MODALITIES, get_task
+from multimed_hf.training.trainer import MultiMedTrainer
+
+__all__ = [
+    "ZeroShotError",
+    "AlignmentSettings",
+    "AlignmentResult",
+    "AlignmentTrainer",
+    "ALIGNMENT_INFO",
+    "PAIR_TASK",
+    "class_text",
+    "label_text_output",
+    "label_text_head",
+    "use_label_text",
+    "hold_out",
+    "pair_loss",
+    "train_alignment",
+    "read_alignment",
+    "zero_shot_classes",
+    "zero_shot_predict",
+]
+
+#: What ``train_alignment`` writes beside the model: held-out classes, class texts, tasks with label-text heads.
+ALIGNMENT_INFO = "alignment.json"
+#: The image-caption config of the data.
+PAIR_TASK = "pmc_pairs"
+_CLASS_KINDS = ("class", "text", "multilabel")
+
+
+class ZeroShotError(ValueError):
+    """Zero-shot asked of what cannot do it: a regression column, a model without a text encoder, no held-out class."""
+
+
+def class_text(name: str) -> str:
+    """The default text of a class: its name with ``_`` as spaces (``no_tumor`` -> ``no tumor``)."""
+    return str(name).replace("_", " ")
+
+
+def label_text_output(column: str, names: Sequence[str], processor, *, texts: Mapping[str, str] | None = None,
+                      active: Sequence[str] | None = None, multilabel: bool = False, modality: str = "text") -> dict:
+    """A ``label_text`` output spec: ``names`` in the label's encoding order, each with its text (``texts`` or
+    ``class_text``), tokenized by ``processor``'s text processor, ``active`` the names scored (default all)."""
+    texts = dict(texts or {})
+    strings = [texts.get(n, class_text(n)) for n in names]
+    text_processor = processor.processor_for(modality)
+    batch = text_processor.collate([text_processor(t) for t in strings])
+    return {"name": column, "kind": LABEL_TEXT, "names": list(names), "texts": strings,
+            "active": list(active) if active is not None else list(names), "multilabel": bool(multilabel),
+            "text_inputs": {k: v.tolist() for k, v in batch.items()}, "modality": modality}
+
+
+def _class_columns(task: str) -> list:
+    labels = get_task(task).labels
+    bad = [f"{label.name} ({label.kind})" for label in labels if label.kind not in _CLASS_KINDS]
+    if bad:
+        raise ZeroShotError(f"task {task!r}: label columns {bad} have no class names to match with texts; zero-shot "
+                            f"by label text applies to class / multilabel / free-text labels only (see "
+                            f"multimed_hf.fewshot.zeroshot for what zero-shot regression can and cannot mean)")
+    return list(labels)
+
+
+def label_text_head(model, task: str, processor, *, texts: Mapping[str, str] | None = None,
+                    active: Sequence[str] | None = None, names: Mapping[str, Sequence[str]] | None = None) -> dict:
+    """A head spec for ``task`` whose every label column is a ``label_text`` output over the task's classes (the
+    registry's names; a free-text label: ``names[column]`` or the processor's vocabulary), reading the task's
+    modalities that the model encodes. ``active``: the class names scored (default all)."""
+    labels = _class_columns(task)
+    core = multimed_core(model)
+    modalities = [m for m in get_task(task).modalities if m in core.config.encoders and m != "text"] or [
+        m for m in get_task(task).modalities if m in core.config.encoders]
+    if not modalities:
+        raise ZeroShotError(f"task {task!r} reads {list(get_task(task).modalities)}; the model encodes "
+                            f"{sorted(core.config.encoders)}")
+    if "text" not in core.config.encoders:
+        raise ZeroShotError(f"zero-shot by label text reads class texts with a text encoder; the model encodes "
+                            f"{sorted(core.config.encoders)}: train it with contrastive alignment (train_alignment) "
+                            f"and a text encoder")
+    outputs = []
+    for label in labels:
+        if label.kind == "text":
+            vocab = (names or {}).get(label.name) or processor.vocabularies.get(label.name) or \
+                processor.vocabularies.get(task)
+            if not vocab:
+                raise ZeroShotError(f"task {task!r}: free-text label {label.name!r} has no class list; give names=")
+            column_names = list(vocab)
+        else:
+            column_names = list(label.names)
+        chosen = [n for n in column_names if active is None or n in set(active)]
+        outputs.append(label_text_output(label.name, column_names, processor, texts=texts, active=chosen or None,
+                                         multilabel=label.kind == "multilabel"))
+    return {"modalities": modalities, "outputs": outputs, "problem_type": get_task(task).problem_type}
+
+
+def use_label_text(model, task: str, processor, *, texts: Mapping[str, str] | None = None,
+                   active: Sequence[str] | None = None, names: Mapping[str, Sequence[str]] | None = None) -> dict:
+    """Make ``model``'s head for ``task`` score ``active`` classes by label text. A head that already is label text
+    keeps its learned temperature and bias and only changes its class texts and active set; any other head is
+    replaced by a new label-text head. Returns the head spec."""
+    core = multimed_core(model)
+    spec = label_text_head(model, task, processor, texts=texts, active=active, names=names)
+    current = core.config.heads.get(task)
+    if current is not None and all(o["kind"] == LABEL_TEXT for o in current["outputs"]) and [
+            o["name"] for o in current["outputs"]] == [o["name"] for o in spec["outputs"]]:
+        head = core.heads[task]
+        for old, new in zip(current["outputs"], spec["outputs"]):
+            for key in ("names", "texts", "active", "text_inputs", "multilabel"):
+                old[key] = new[key]
+            head.specs[old["name"]] = old
+        return current
+    core.add_head(task, spec, replace=True)
+    return core.config.heads[task]
+
+
+def hold_out(dataset, task: str, classes: Sequence[str]):
+    """``(kept rows, removed sample ids)``: the rows of ``dataset`` that hold an example of none of ``classes`` (a
+    class label equal to one, or a multilabel row naming one as present), and the ids of those left out."""
+    classes = set(classes)
+    if not classes:
+        return dataset, []
+    columns = class_keys(task, dataset)
+    unknown = classes - {n for names in columns.values() for n in names}
+    if unknown:
+        raise ZeroShotError(f"task {task!r}: held-out classes {sorted(unknown)} are not among its classes "
+                            f"{ {c: n for c, n in columns.items()} }")
+    values = read_columns(dataset, list(columns) + ["sample_id"])
+    keep, removed = [], []
+    for i in range(len(dataset)):
+        hit = False
+        for column in columns:
+            feature = dataset.features[column]
+            inner = getattr(feature, "feature", feature)
+            value = values[column][i]
+            items = value if isinstance(value, list) else [value]
+            names = {inner.int2str(v) if hasattr(inner, "int2str") and isinstance(v, int) and v >= 0 else str(v)
+                     for v in items if v is not None}
+            hit = hit or bool(names & classes)
+        (removed if hit else keep).append(i)
+    ids = [str(values["sample_id"][i]) for i in removed]
+    return dataset.select(keep).flatten_indices(), ids
+
+
+# ---------------------------------------------------------------------- training
+def pair_loss(model, batch: Mapping[str, Any], *, projections: Sequence[str] | None = None,
+              temperature: float = 0.07) -> torch.Tensor:
+    """Symmetric InfoNCE over a batch of image-caption pairs (``pmc_pairs`` rows with both): each image against
+    every caption of the batch and back. The image features go through the projection of each of ``projections``
+    (the imaging modalities whose space the label-text heads score in; default the pairs' own image modality), the
+    captions through the text projection; the loss is the mean over those projections."""
+    core = multimed_core(model)
+    inputs, presence = batch["inputs"], batch["presence"]
+    image = next((m for m in inputs if m in IMAGE_MODALITIES), None)
+    if image is None or "text" not in inputs:
+        raise ZeroShotError(f"pair batch: expected an image and a caption per row, got modalities {sorted(inputs)}")
+    both = presence[image] & presence["text"]
+    if int(both.sum()) < 2:
+        return sum(p.sum() for p in core.projections.parameters()) * 0.0
+    pick_image, pick_text = both[presence[image]], both[presence["text"]]
+    pooled_image = core._encode(image, {k: v[pick_image] for k, v in inputs[image].items()})[0]
+    pooled_text = core._encode("text", {k: v[pick_text] for k, v in inputs["text"].items()})[0]
+    text = F.normalize(core.projections["text"](pooled_text).float(), dim=-1)
+    target = torch.arange(len(text), device=text.device)
+    losses = []
+    for m in projections or (image,):
+        vision = F.normalize(core.projections[m](pooled_image).float(), dim=-1)
+        logits = vision @ text.T / temperature
+        losses.append((F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2)
+    return torch.stack(losses).mean()
+
+
+class AlignmentTrainer(MultiMedTrainer):
+    """``MultiMedTrainer`` whose task batches also include image-caption pairs (``pairs``, trained by ``pair_loss``,
+    logged as ``loss_<pair_task>``); the tasks' own batches train their heads as usual (``label_text`` heads: the
+    contrast of each row with its active class texts)."""
+
+    def __init__(self, *args, pairs=None, pair_task: str = PAIR_TASK, pair_projections: Sequence[str] | None = None,
+                 temperature: float = 0.07, pair_weight: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pair_task, self.pair_projections = pair_task, list(pair_projections or [])
+        self.temperature, self.pair_weight = float(temperature), float(pair_weight)
+        if pairs is not None:
+            from multimed_hf.training.data import MultiTaskDataset
+
+            if self.train_dataset is None:
+                raise ZeroShotError("AlignmentTrainer: pairs train beside task datasets; give train_datasets too")
+            datasets = {**self.train_dataset.datasets, pair_task: pairs}
+            self.train_dataset = MultiTaskDataset(datasets, self.processor, modalities=self.train_dataset.modalities)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if inputs.get("task") != self.pair_task:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss = self.pair_weight * pair_loss(model, inputs, projections=self.pair_projections or None,
+                                            temperature=self.temperature)
+        if model.training:
+            key = f"loss_{self.pair_task}"
+            value = loss.detach().float()
+            self._log_sums[key] = self._log_sums[key] + value if key in self._log_sums else value
+            self._log_counts[key] = self._log_counts.get(key, 0) + 1
+        return (loss, None) if return_outputs else loss
+
+
+@dataclass
+class AlignmentSettings:
+    """The contrastive alignment option: ``held_out`` task -> classes whose rows never reach training and whose
+    texts are never encoded; ``class_texts`` task -> class -> describing text (default the name); ``label_text_tasks``
+    (default: every training task whose labels are all classes); the pair loss' ``temperature``, ``pair_weight`` and
+    ``pair_projections`` (default: the imaging modalities the label-text heads read)."""
+
+    held_out: dict[str, list[str]] = field(default_factory=dict)
+    class_texts: dict[str, dict[str, str]] = field(default_factory=dict)
+    label_text_tasks: list[str] | None = None
+    temperature: float = 0.07
+    pair_weight: float = 1.0
+    pair_projections: list[str] | None = None
+    pair_task: str = PAIR_TASK
+
+
+@dataclass
+class AlignmentResult:
+    """What ``train_alignment`` did: the trainer, the ids left out per task (held-out classes' rows), the info file."""
+
+    trainer: Any
+    removed_ids: dict[str, list[str]]
+    info: dict
+
+
+def _label_text_tasks(datasets: Mapping[str, Any], settings: AlignmentSettings) -> list[str]:
+    if settings.label_text_tasks is not None:
+        return list(settings.label_text_tasks)
+    return [t for t in datasets if all(label.kind in _CLASS_KINDS for label in get_task(t).labels)]
+
+
+def train_alignment(model, processor, training_args, train_datasets: Mapping[str, Any], *,
+                    settings: AlignmentSettings | None = None, pairs=None, eval_datasets=None,
+                    modalities: Mapping[str, Sequence[str]] | None = None, sampling=None) -> AlignmentResult:
+    """Multitask training with contrastive alignment; writes the model, the processor and ``alignment.json`` into
+    ``training_args.output_dir``. Every label-text task gets a ``label_text`` head over its seen classes; the rows of
+    held-out classes are removed before the trainer sees the data (their ids are returned and recorded)."""
+    settings = settings or AlignmentSettings()
+    core = multimed_core(model)
+    tasks = _label_text_tasks(train_datasets, settings)
+    unknown = sorted(set(settings.held_out) - set(tasks))
+    if unknown:
+        raise ZeroShotError(f"held_out names tasks {unknown} that get no label-text head (label-text tasks: {tasks})")
+    data, removed = dict(train_datasets), {}
+    for task in tasks:
+        held = list(settings.held_out.get(task, ()))
+        names = class_keys(task, data[task])
+        every = [n for ns in names.values() for n in ns]
+        seen = [n for n in every if n not in set(held)]
+        data[task], removed[task] = hold_out(data[task], task, held)
+        use_label_text(core, task, processor, texts=settings.class_texts.get(task), active=seen,
+                       names={c: n for c, n in names.items()})
+    image_modalities = sorted({m for t in tasks for m in core.config.heads[t]["modalities"] if m in IMAGE_MODALITIES})
+    projections = settings.pair_projections or [m for m in image_modalities if m in core.projections] or None
+    trainer = AlignmentTrainer(model=model, args=training_args, train_datasets=data, eval_datasets=eval_datasets,
+                               processor=processor, modalities=modalities, sampling=sampling, pairs=pairs,
+                               pair_task=settings.pair_task, pair_projections=projections,
+                               temperature=settings.temperature, pair_weight=settings.pair_weight)
+    trainer.train()
+    trainer.save_model()
+    info = {"held_out": {t: list(c) for t, c in settings.held_out.items()}, "label_text_tasks": tasks,
+            "class_texts": settings.class_texts, "removed_rows": {t: len(ids) for t, ids in removed.items()},
+            "pairs": len(pairs) if pairs is not None else 0, "pair_projections": projections,
+            "settings": asdict(settings)}
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(training_args.output_dir)
+        path = Path(training_args.output_dir) / ALIGNMENT_INFO
+        path.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    return AlignmentResult(trainer=trainer, removed_ids=removed, info=info)
+
+
+# ---------------------------------------------------------------------- zero-shot prediction
+def read_alignment(checkpoint: str | Path) -> dict | None:
+    """A checkpoint's ``alignment.json`` (None when it was not trained with contrastive alignment)."""
+    path = Path(checkpoint) / ALIGNMENT_INFO
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def zero_shot_classes(model, task: str, alignment: Mapping | None, dataset=None) -> list[str]:
+    """The classes a zero-shot evaluation of ``task`` scores: those held out in alignment training, or every class
+    when the model never trained on ``task``; a task trained on all its classes raises (not zero-shot)."""
+    core = multimed_core(model)
+    held = list((alignment or {}).get("held_out", {}).get(task, ()))
+    if held:
+        return held
+    trained = task in core.config.heads or task in (alignment or {}).get("label_text_tasks", ())
+    if trained:
+        raise ZeroShotError(f"task {task!r}: the model was trained on all of its classes (no class held out in "
+                            f"alignment.json): a score on it is not zero-shot")
+    if dataset is None:
+        raise ZeroShotError(f"task {task!r}: give the dataset to read its classes from")
+    return [n for names in class_keys(task, dataset).values() for n in names]
+
+
+def zero_shot_predict(model, processor, task: str, dataset, *, classes: Sequence[str], training_args,
+                      texts: Mapping[str, str] | None = None, split: str = "test"):
+    """``TaskPredictions`` of ``task`` on the rows of ``dataset`` whose classes are all among ``classes``, scored by
+    label text among ``classes`` only (chance = 1 / len(classes)). Returns (predictions, the rows scored)."""
+    names = class_keys(task, dataset)
+    every = [n for ns in names.values() for n in ns]
+    others = [n for n in every if n not in set(classes)]
+    rows, _ = hold_out(dataset, task, others)
+    if len(rows) == 0:
+        raise ZeroShotError(f"task {task!r}: no {split} row belongs to the classes {list(classes)}")
+    use_label_text(model, task, processor, texts=texts, active=list(classes), names=names)
+    trainer = MultiMedTrainer(model=model, args=training_args, processor=processor)
+    return trainer.predict_task(task, rows, split=split), rows

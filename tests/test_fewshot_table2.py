@@ -1,0 +1,75 @@
+"""``multimed fewshot`` on a tiny checkpoint: k-shot runs per seed with their adapters and support sets, a zero-shot
+row that says why it failed, and Table 2 (CSV appended across tasks, Markdown beside the paper, PNG)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+from transformers import TrainingArguments
+
+from multimed_hf.fewshot.run import (
+    FewShotArguments,
+    ZERO_SHOT_REGRESSION_NOTE,
+    parse_fewshot_args,
+    run_fewshot,
+    write_table2,
+)
+from multimed_hf.training.report import write_table1
+from training_tiny import brain_tumor, tiny_model, tiny_processor
+
+
+def test_fewshot_runs_write_adapters_and_table2_beside_the_paper(tmp_path):
+    checkpoint = tmp_path / "base"
+    tiny_model(["brain_tumor"]).save_pretrained(checkpoint)
+    tiny_processor().save_pretrained(checkpoint)
+    data = {"train": brain_tumor(24, seed=0, prefix="tr"), "test": brain_tumor(12, seed=5, prefix="te")}
+    args = FewShotArguments(checkpoint=str(checkpoint), data="(in memory)", task="brain_tumor", shots=[0, 2],
+                            seeds=[0, 1], rank=4, bootstrap_samples=0)
+    out = tmp_path / "out"
+    training_args = TrainingArguments(output_dir=str(out), max_steps=3, per_device_train_batch_size=4,
+                                      learning_rate=1e-2, report_to=[], save_strategy="no", use_cpu=True,
+                                      disable_tqdm=True)
+    records = run_fewshot(args, training_args, datasets=data)
+    shots = [r for r in records if r["family"] == "2_shot"]
+    assert {r["seed"] for r in shots} == {0, 1} and all(r["error"] is None for r in shots if "error" in r)
+    assert {r["metric"] for r in shots} >= {"accuracy"} and all(r["k"] == 2 for r in shots)
+    zero = [r for r in records if r["family"] == "zero_shot"]
+    assert len(zero) == 1 and "not zero-shot" in zero[0]["error"]  # trained on all of brain_tumor's classes
+    for seed in (0, 1):
+        run = out / "runs" / "brain_tumor" / "2_shot" / f"seed{seed}"
+        info = json.loads((run / "adapter" / "multimed_adapter.json").read_text())
+        assert info["k"] == 2 and info["seed"] == seed and info["head_spec"] is None  # the base's head adapted
+        support = json.loads((run / "support.json").read_text())
+        assert min(support["counts"].values()) >= 2 and not set(support["sample_ids"]) & set(data["test"]["sample_id"])
+        assert (run / "predictions" / "brain_tumor-test.parquet").is_file()
+
+    table1_dir = tmp_path / "bench"
+    write_table1([{"family": "multimodal", "task": "brain_tumor", "metric": "accuracy", "value": 0.5, "seed": 0,
+                   "split": "test", "n": 12}], table1_dir)
+    paths = write_table2(records, out, table1=table1_dir / "table1.csv")
+    markdown = paths.markdown.read_text()
+    assert "5-shot" in markdown and "Multimodal (`multimodal`)" in markdown and "50.00 [paper 69.23]" not in markdown
+    assert "Disea cls." in markdown or "brain_tumor" in markdown
+    assert "Pearson r" in markdown and paths.figure.is_file()
+    frame = pd.read_csv(paths.csv)
+    assert set(frame["family"]) == {"multimodal", "2_shot", "zero_shot"}
+
+    # another task's rows append; the regression task's zero-shot cell says why it has none
+    other = [{"family": "5_shot", "task": "expression_prediction", "metric": "pearson", "value": 0.4, "seed": s,
+              "split": "test", "n": 30, "run": "expression-5_shot"} for s in (0, 1)]
+    paths = write_table2(other, out)
+    frame = pd.read_csv(paths.csv)
+    assert set(frame["task"]) == {"brain_tumor", "expression_prediction"}
+    assert (frame["family"] == "2_shot").sum() == len(shots)  # the earlier rows kept once
+    markdown = paths.markdown.read_text()
+    assert "40.00 ± 0.00 [paper 60.72]" in markdown and ZERO_SHOT_REGRESSION_NOTE in markdown
+    assert "[paper 58.65]" in markdown  # the paper's zero-shot expression number stays beside our note
+
+
+def test_command_line_parses_shots_seeds_and_training_arguments():
+    args, training_args = parse_fewshot_args(["ckpt", "--data", "d", "--task", "cell_type", "--shots", "0", "5",
+                                              "--seeds", "3", "--rank", "4", "--output_dir", "o",
+                                              "--max_steps", "7"])
+    assert args.checkpoint == "ckpt" and args.shots == [0, 5] and args.seeds == [3] and args.rank == 4
+    assert training_args.max_steps == 7 and training_args.output_dir == "o"

@@ -1,0 +1,101 @@
+"""Zero-shot by label text on a tiny synthetic world: held-out classes' rows never reach training (asserted on the
+ids the processor read) and the aligned model beats chance on them; the label_text head's mechanics."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import TrainingArguments
+
+import zeroshot_tiny as zt
+from multimed_hf.fewshot.zeroshot import (
+    AlignmentSettings,
+    ZeroShotError,
+    read_alignment,
+    train_alignment,
+    use_label_text,
+    zero_shot_classes,
+    zero_shot_predict,
+)
+from multimed_hf.label_text import INACTIVE_LOGIT
+from multimed_hf.modeling_multimed import MultiMedModel
+
+HELD_OUT = ["meningioma", "pituitary"]
+
+
+def _args(path, steps):
+    return TrainingArguments(output_dir=str(path), max_steps=steps, per_device_train_batch_size=16,
+                             learning_rate=5e-3, report_to=[], save_strategy="no", use_cpu=True, seed=0,
+                             disable_tqdm=True, logging_steps=1000)
+
+
+def test_held_out_classes_never_reach_training_and_zero_shot_beats_chance(tmp_path, monkeypatch):
+    processor = zt.processor()
+    model = zt.model(processor)
+    train, test = zt.tumour_rows(48, 0, "tr"), zt.tumour_rows(40, 1, "te")
+    # the pairs cover every (brightness, colour), in other words than the class texts, as PMC figures cover the
+    # diseases a held-out class names; the task's own rows of the held-out classes are never read
+    pairs = zt.pair_rows(64, 2, [(b, c) for b in zt.LEVELS for c in zt.COLOURS])
+    read = []
+    original = type(processor).preprocess
+
+    def spy(self, row, task, *args, **kwargs):
+        read.append((task, row.get("sample_id")))
+        return original(self, row, task, *args, **kwargs)
+
+    monkeypatch.setattr(type(processor), "preprocess", spy)
+    settings = AlignmentSettings(held_out={"brain_tumor": HELD_OUT}, class_texts={"brain_tumor": zt.CLASS_TEXTS})
+    result = train_alignment(model, processor, _args(tmp_path / "aligned", 60), {"brain_tumor": train},
+                             settings=settings, pairs=pairs)
+    monkeypatch.setattr(type(processor), "preprocess", original)
+    names = train.features["tumor"].names
+    held_ids = {sid for sid, y in zip(train["sample_id"], train["tumor"]) if names[y] in HELD_OUT}
+    assert set(result.removed_ids["brain_tumor"]) == held_ids and len(held_ids) == 24
+    trained_ids = {sid for task, sid in read if task == "brain_tumor"}
+    assert trained_ids and not trained_ids & held_ids  # no held-out row was ever preprocessed for training
+    assert {task for task, _ in read} == {"brain_tumor", "pmc_pairs"}
+    assert read_alignment(tmp_path / "aligned")["held_out"] == {"brain_tumor": HELD_OUT}
+
+    reloaded = MultiMedModel.from_pretrained(tmp_path / "aligned").eval()
+    head = reloaded.config.heads["brain_tumor"]["outputs"][0]
+    assert head["kind"] == "label_text" and head["active"] == ["glioma", "no_tumor"]
+    classes = zero_shot_classes(reloaded, "brain_tumor", read_alignment(tmp_path / "aligned"))
+    assert classes == HELD_OUT
+    predictions, rows = zero_shot_predict(reloaded, processor, "brain_tumor", test, classes=classes,
+                                          training_args=_args(tmp_path / "zs", 1), texts=zt.CLASS_TEXTS)
+    assert {names[y] for y in rows["tumor"]} == set(HELD_OUT) and len(rows) == 20
+    logits = predictions.outputs["tumor"]
+    assert (logits[:, [names.index(n) for n in names if n not in HELD_OUT]] == INACTIVE_LOGIT).all()
+    accuracy = predictions.metrics()["tumor"]["accuracy"]
+    assert accuracy > 0.5 + 0.2, accuracy  # chance among the two held-out classes is 0.5
+
+
+def test_label_text_head_scores_only_active_classes_and_survives_a_round_trip(tmp_path):
+    processor = zt.processor()
+    model = zt.model(processor).eval()
+    spec = use_label_text(model, "brain_tumor", processor, texts=zt.CLASS_TEXTS, active=["glioma", "no_tumor"])
+    assert model.heads["brain_tumor"].specs["tumor"]["kind"] == "label_text"
+    batch = processor(zt.tumour_rows(6, 0, "x")[:6], "brain_tumor")
+    with torch.no_grad():
+        before = model(task="brain_tumor", inputs=batch["inputs"], presence=batch["presence"]).logits["tumor"]
+    assert (before[:, [1, 3]] == INACTIVE_LOGIT).all() and (before[:, [0, 2]].abs() < 100).all()
+    model.save_pretrained(tmp_path / "m")
+    loaded = MultiMedModel.from_pretrained(tmp_path / "m").eval()
+    with torch.no_grad():
+        after = loaded(task="brain_tumor", inputs=batch["inputs"], presence=batch["presence"]).logits["tumor"]
+    assert torch.equal(before, after) and loaded.config.heads["brain_tumor"]["outputs"][0]["texts"] == spec[
+        "outputs"][0]["texts"]
+    # switching the active set keeps the learned temperature and changes which classes are scored
+    use_label_text(loaded, "brain_tumor", processor, texts=zt.CLASS_TEXTS, active=["meningioma", "pituitary"])
+    with torch.no_grad():
+        switched = loaded(task="brain_tumor", inputs=batch["inputs"], presence=batch["presence"]).logits["tumor"]
+    assert (switched[:, [0, 2]] == INACTIVE_LOGIT).all() and (switched[:, [1, 3]].abs() < 100).all()
+
+
+def test_regression_and_fully_trained_tasks_are_not_zero_shot():
+    processor = zt.processor()
+    model = zt.model(processor)
+    with pytest.raises(ZeroShotError, match="no class names"):
+        use_label_text(model, "bone_age", processor)
+    with pytest.raises(ZeroShotError, match="not zero-shot"):
+        zero_shot_classes(model, "brain_tumor", None)
