@@ -35,6 +35,14 @@ _FORWARDED = {
                   "train and evaluate families x tasks x seeds; write table1.csv/.md/.png beside the paper's"),
     "fewshot": ("multimed_hf.fewshot.run", "fewshot_main",
                 "adapt a checkpoint to a task with PEFT adapters on k-shot support sets (0 = zero-shot); Table 2"),
+    "ood": ("multimed_hf.analysis", "ood_main",
+            "hold out one organ / tissue / cell type at a time; per-group metrics with CIs (Fig. 2)"),
+    "combos": ("multimed_hf.analysis", "combos_main",
+               "every modality subset (mask / retrain), heat map, exact Shapley values per modality (Fig. 3)"),
+    "robustness": ("multimed_hf.analysis", "robustness_main",
+                   "scores under per-modality corruption and missing modalities; relative / effective robustness"),
+    "attribution": ("multimed_hf.analysis", "attribution_main",
+                    "which modality drove each prediction: leave-one-out deltas, gradient x input; subgroups"),
 }
 
 

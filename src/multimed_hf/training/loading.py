@@ -109,7 +109,11 @@ def _feeding_column(task: str, modality: str) -> str | None:
 
 def _arrow(dataset) -> Any | None:
     data = getattr(dataset, "data", None)
-    return getattr(data, "table", data) if data is not None and hasattr(dataset, "select") else None
+    if data is None or not hasattr(dataset, "select"):
+        return None
+    table = getattr(data, "table", data)
+    indices = getattr(dataset, "_indices", None)  # a non-contiguous select / filter: its rows, in its order
+    return table.take(indices.column(0)) if indices is not None else table
 
 
 def rows_with_modality(dataset, task: str, modality: str | Sequence[str]):

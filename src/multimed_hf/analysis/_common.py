@@ -1,0 +1,364 @@
+"""What the analyses share: argument parsing, one training run kept in memory, the empty predictor, output files."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from multimed_hf.tasks import IMAGE_MODALITIES, get_task
+
+__all__ = [
+    "AnalysisError",
+    "AnalysisRun",
+    "AnalysisPaths",
+    "parse_analysis_args",
+    "headline",
+    "modality_matrix",
+    "train_run",
+    "prediction_trainer",
+    "prior_outputs",
+    "prior_predictions",
+    "merge_predictions",
+    "predict_subset",
+    "slice_predictions",
+    "score",
+    "headline_value",
+    "write_outputs",
+    "markdown_table",
+    "analysis_datasets",
+]
+
+MODALITY_COLUMN = "modality"
+
+
+class AnalysisError(ValueError):
+    """An analysis that cannot run on the given data or task (a missing column, too few modalities, ...)."""
+
+
+@dataclass(frozen=True)
+class AnalysisPaths:
+    """Where an analysis wrote its table (CSV), its report (Markdown) and its figure (PNG)."""
+
+    csv: Path
+    markdown: Path
+    figure: Path
+
+
+@dataclass
+class AnalysisRun:
+    """One trained model kept in memory: its processor, a trainer for predictions, the rows it was given."""
+
+    task: str
+    model: Any
+    processor: Any
+    trainer: Any
+    datasets: dict  # split -> rows (as given to training)
+    modalities: tuple[str, ...]
+    output_dir: Path
+
+
+# ---------------------------------------------------------------------- arguments
+def parse_analysis_args(argv: Sequence[str] | None, options_cls, *, single_task: bool = False):
+    """``(MultiMedArguments, options, TrainingArguments)`` from the command line, parsed like ``multimed train``
+    (every ``TrainingArguments`` flag; unset ones take ``training_defaults(family, encoders)``); ``--task T`` is
+    accepted for ``--tasks T``. A single ``.json`` argument holds all of them."""
+    from transformers import HfArgumentParser, TrainingArguments
+
+    from multimed_hf.training.arguments import MultiMedArguments, training_defaults
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = ["--tasks" if a == "--task" else a for a in argv]
+    parser = HfArgumentParser((MultiMedArguments, options_cls, TrainingArguments))
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        given = json.loads(Path(argv[0]).read_text())
+        if "task" in given:
+            given["tasks"] = [given.pop("task")]
+        defaults = training_defaults(given.get("family", "unimodal"), given.get("encoders", "hub"))
+        parsed = parser.parse_dict({**defaults, **given})
+    else:
+        probe, _ = parser.parse_known_args(argv)
+        parser.set_defaults(**training_defaults(probe.family, probe.encoders))
+        parsed = parser.parse_args_into_dataclasses(argv)
+    args = parsed[0]
+    if single_task and len(args.tasks) != 1:
+        raise AnalysisError(f"--tasks: this analysis takes one task, got {args.tasks}")
+    return parsed
+
+
+def headline(task: str) -> tuple[str, str]:
+    """(label column, metric) of a task's headline score (the registry's first label column and its first metric)."""
+    from multimed_hf.training.report import headline as table_headline
+
+    return table_headline(task)
+
+
+# ---------------------------------------------------------------------- rows and modalities
+def _arrow_table(dataset, columns: Sequence[str]):
+    """The ``columns`` of ``dataset``'s rows as a pyarrow Table (a select / filter's own rows; nothing decoded)."""
+    if not hasattr(dataset, "select_columns") or not hasattr(dataset, "with_format"):
+        return None
+    return dataset.select_columns(list(columns)).with_format("arrow")[:]
+
+
+def modality_matrix(dataset, task: str, modalities: Sequence[str]) -> np.ndarray:
+    """Bool ``[rows, len(modalities)]``: which of ``modalities`` each row holds (nothing decoded): an image modality
+    where the row's ``modality`` column names it and its image is there, another where its input column is set."""
+    spec = get_task(task)
+    image = next((c.name for c in spec.inputs if c.modality == "image"), None)
+    wanted = {c.name for c in spec.inputs if c.modality in modalities}
+    if image is not None and any(m in IMAGE_MODALITIES for m in modalities):
+        wanted |= {image, MODALITY_COLUMN}
+    table = _arrow_table(dataset, sorted(wanted & set(dataset.column_names)))
+    if table is None:
+        raise AnalysisError("the analyses need a datasets.Dataset (not a streamed IterableDataset)")
+    import pyarrow.compute as pc
+
+    out = np.zeros((len(dataset), len(modalities)), dtype=bool)
+    for j, m in enumerate(modalities):
+        own = [c.name for c in spec.inputs if c.modality == m]
+        if own:
+            mask = pc.is_valid(table.column(own[0]))
+        elif m in IMAGE_MODALITIES and image is not None:
+            mask = pc.and_(pc.equal(table.column(MODALITY_COLUMN), m), pc.is_valid(table.column(image)))
+        else:
+            raise AnalysisError(f"task {task!r} has no input column for modality {m!r}")
+        out[:, j] = pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
+    return out
+
+
+def analysis_datasets(data: str, task: str, modalities: Sequence[str]) -> dict:
+    """``{split: rows}`` of ``task`` in ``data``, each split restricted to rows holding at least one of
+    ``modalities`` (the model refuses a row with none)."""
+    from multimed_hf.training.loading import load_task_data
+
+    splits = load_task_data(data, [task])[task]
+    if "train" not in splits:
+        raise AnalysisError(f"task {task!r} has no train split in {data!r}")
+    out = {}
+    for split, ds in splits.items():
+        keep = np.flatnonzero(modality_matrix(ds, task, modalities).any(1))
+        out[split] = ds if len(keep) == len(ds) else ds.select(keep)
+    return out
+
+
+# ---------------------------------------------------------------------- one run
+def prediction_trainer(model, processor, training_args, task: str, modalities: Sequence[str], **trainer_kwargs):
+    """A ``MultiMedTrainer`` that only predicts (``predict_task``) with ``model`` over ``modalities`` of ``task``."""
+    from multimed_hf.training.trainer import MultiMedTrainer
+
+    return MultiMedTrainer(model=model, args=training_args, processor=processor,
+                           modalities={task: tuple(modalities)}, **trainer_kwargs)
+
+
+def train_run(args, training_args, *, task: str, datasets: Mapping[str, Any], modalities: Sequence[str],
+              output_dir: str | Path, modality_dropout: float | None = None,
+              train_fn: Callable | None = None) -> AnalysisRun:
+    """Train one model on ``datasets`` (``{split: rows}``) reading ``modalities`` of ``task`` through
+    ``multimed_hf.training.run.train_model`` (every run file written into ``output_dir``), and keep it in memory.
+
+    ``args``/``training_args``: the parsed ``MultiMedArguments`` / ``TrainingArguments``; the run evaluates nothing
+    itself (``eval_splits=[]``): the analysis predicts what it needs. ``train_fn`` replaces ``train_model``
+    (tests count the trainings)."""
+    from multimed_hf.training.families import RunPlan
+    from multimed_hf.training.run import train_model
+
+    train_fn = train_fn or train_model
+    output_dir = Path(output_dir)
+    modalities = tuple(modalities)
+    plan = RunPlan(name=output_dir.name, family=args.family, tasks=(task,), modalities={task: modalities},
+                   encoders="domain_specific" if str(args.family).split("+")[0] == "domain_specific" else None)
+    changes: dict[str, Any] = {"tasks": [task], "eval_splits": []}
+    if args.processor_overrides:  # settings of modalities this run does not read would name a missing processor
+        changes["processor_overrides"] = {m: v for m, v in args.processor_overrides.items() if m in modalities} or None
+    if modality_dropout is not None:
+        changes["modality_dropout"] = float(modality_dropout)
+    run_args = dataclasses.replace(args, **changes)
+    targs = dataclasses.replace(training_args, output_dir=str(output_dir))
+    captured: dict[str, Any] = {}
+    train_fn(run_args, targs, plan=plan, datasets={task: dict(datasets)},
+             on_assembly=lambda assembly: captured.setdefault("assembly", assembly))
+    assembly = captured["assembly"]
+    trainer = prediction_trainer(assembly.model, assembly.processor, targs, task, modalities)
+    return AnalysisRun(task=task, model=assembly.model, processor=assembly.processor, trainer=trainer,
+                       datasets=dict(assembly.datasets[task]), modalities=modalities, output_dir=output_dir)
+
+
+# ---------------------------------------------------------------------- the empty predictor
+def _class_counts(out: dict, values: Sequence) -> np.ndarray:
+    names = list(out["names"])
+    counts = np.zeros(len(names))
+    for v in values:
+        if v is None or (isinstance(v, (int, np.integer)) and v < 0):
+            continue
+        index = names.index(str(v).strip()) if isinstance(v, str) and str(v).strip() in names else \
+            int(v) if isinstance(v, (int, np.integer)) else None
+        if index is not None:
+            counts[index] += 1
+    return counts
+
+
+def prior_outputs(task: str, train, head_spec: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The empty predictor's output for one row, per label column, in model units (``MultiMedOutput.logits``):
+    class logits ``log`` of the training class frequencies (the majority class wins; AUROC 0.5), multilabel
+    logits of each name's training prevalence, the training mean for regression. It is what every row gets when
+    no modality is read (the model refuses such rows), i.e. v(empty) of the subset table."""
+    from multimed_hf.training.loading import column_values
+
+    columns = [o["name"] for o in head_spec["outputs"]]
+    extra = ["label_mask"] if "label_mask" in getattr(train, "column_names", ()) else []
+    values = column_values(train, [*columns, *extra])
+    prior = {}
+    for out in head_spec["outputs"]:
+        name, kind = out["name"], out["kind"]
+        if kind == "class":
+            counts = _class_counts(out, values[name])
+            if counts.sum() == 0:
+                raise AnalysisError(f"task {task!r}: no training row has a label in {name!r}")
+            prior[name] = np.log((counts + 1e-3) / (counts.sum() + 1e-3 * len(counts))).astype(np.float32)
+        elif kind == "multilabel":
+            names = list(out["names"])
+            positive, known = np.zeros(len(names)), np.zeros(len(names))
+            for i, present in enumerate(values[name]):
+                if present is None:
+                    continue
+                hits = {names.index(p) if isinstance(p, str) else int(p) for p in present}
+                asserted = set(hits) | {names.index(n) for n in (values["label_mask"][i] if extra else ()) or ()
+                                        if n in names}
+                for k in asserted:
+                    known[k] += 1
+                    positive[k] += k in hits
+            rate = np.clip((positive + 0.5) / (known + 1.0), 1e-4, 1 - 1e-4)
+            prior[name] = np.log(rate / (1 - rate)).astype(np.float32)
+        elif kind == "regression":
+            finite = np.array([v for v in values[name] if v is not None], dtype=np.float64)
+            finite = finite[np.isfinite(finite)]
+            if finite.size == 0:
+                raise AnalysisError(f"task {task!r}: no training row has a value of {name!r}")
+            prior[name] = np.float32(finite.mean())
+        else:
+            raise AnalysisError(f"task {task!r}: label {name!r} of kind {kind!r} has no empty predictor (the "
+                                f"analyses cover class, multilabel and regression labels)")
+    return prior
+
+
+def prior_predictions(reference, prior: Mapping[str, np.ndarray]):
+    """``reference`` (``TaskPredictions`` over some rows) with every row's output replaced by the empty predictor."""
+    outputs = {c: np.broadcast_to(prior[c], reference.outputs[c].shape).copy() for c in reference.outputs}
+    return dataclasses.replace(reference, outputs=outputs, loss=None)
+
+
+def merge_predictions(reference, part, rows: np.ndarray, prior: Mapping[str, np.ndarray]):
+    """Predictions over ``reference``'s rows: ``part``'s outputs at positions ``rows`` (``part`` covers exactly
+    those rows, in order), the empty predictor's everywhere else; labels and ids from ``reference``."""
+    merged = prior_predictions(reference, prior)
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(part) != len(rows):
+        raise AnalysisError(f"merge_predictions: {len(part)} predicted rows for {len(rows)} positions")
+    for column, values in part.outputs.items():
+        merged.outputs[column][rows] = _in_names_of(reference.head_spec, part.head_spec, column, values)
+    return merged
+
+
+def _names(head_spec: Mapping[str, Any], column: str) -> list | None:
+    return next((list(o["names"]) for o in head_spec["outputs"] if o["name"] == column and "names" in o), None)
+
+
+def _in_names_of(target_spec, source_spec, column: str, values: np.ndarray) -> np.ndarray:
+    """Class logits of a model whose vocabulary (fitted on its own training rows) differs from ``target_spec``'s,
+    re-ordered into the target's names; a name the model does not know gets a logit far below the rest."""
+    target, source = _names(target_spec, column), _names(source_spec, column)
+    if target is None or source is None or target == source:
+        return values
+    out = np.full((len(values), len(target)), np.float32(values.min() - 1e4 if values.size else -1e4),
+                  dtype=values.dtype)
+    for j, name in enumerate(source):
+        if name in target:
+            out[:, target.index(name)] = values[:, j]
+    return out
+
+
+def predict_subset(run: AnalysisRun, dataset, modalities: Sequence[str], prior, reference, *, split=None,
+                   trainer=None):
+    """``run``'s predictions over every row of ``dataset`` reading only ``modalities`` (the others masked out
+    through the presence masks): rows holding none of them get the empty predictor. ``reference``: the run's
+    predictions over the same rows (for labels and ids)."""
+    trainer = trainer or run.trainer
+    modalities = [m for m in run.modalities if m in set(modalities)]
+    if not modalities:
+        return prior_predictions(reference, prior)
+    rows = np.flatnonzero(modality_matrix(dataset, run.task, modalities).any(1))
+    if len(rows) == 0:
+        return prior_predictions(reference, prior)
+    subset = dataset if len(rows) == len(dataset) else dataset.select(rows)
+    part = trainer.predict_task(run.task, subset, split=split, modalities=modalities)
+    return merge_predictions(reference, part, rows, prior)
+
+
+def slice_predictions(predictions, rows: np.ndarray):
+    """``predictions`` restricted to positions ``rows`` (subgroups, bootstrap draws)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    take = lambda d: {k: np.asarray(v)[rows] for k, v in d.items()}  # noqa: E731
+    return dataclasses.replace(
+        predictions, sample_ids=[predictions.sample_ids[i] for i in rows], outputs=take(predictions.outputs),
+        references=take(predictions.references), masks=take(predictions.masks),
+        row_indices=None if predictions.row_indices is None else np.asarray(predictions.row_indices)[rows],
+        metadata={k: [v[i] for i in rows] for k, v in predictions.metadata.items()}, loss=None)
+
+
+def score(predictions, split: str, bootstrap_samples: int, seed: int) -> list[dict]:
+    """Long metric records (``metric_records``: value, n, bootstrap CI) of ``predictions``."""
+    from multimed_hf.training.outputs import metric_records
+
+    return metric_records(predictions, split, bootstrap_samples=bootstrap_samples, seed=seed)
+
+
+def headline_value(records: Sequence[Mapping], task: str) -> dict | None:
+    """The record of the task's headline (label column, metric) among ``records``."""
+    column, metric = headline(task)
+    single = len(get_task(task).labels) == 1
+    for r in records:
+        if r["metric"] == metric and (r["label"] == column or (single and r["label"] is None)):
+            return dict(r)
+    return None
+
+
+# ---------------------------------------------------------------------- output files
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value).replace("|", "\\|")
+
+
+def markdown_table(frame, columns: Sequence[str] | None = None) -> str:
+    """A GitHub Markdown table of ``frame`` (floats with 3 decimals, missing values as a dash)."""
+    columns = list(columns or frame.columns)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for _, row in frame[columns].iterrows():
+        lines.append("| " + " | ".join(_cell(row[c]) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def write_outputs(frame, output_dir: str | Path, name: str, markdown: str,
+                  draw: Callable[[Any], None]) -> AnalysisPaths:
+    """``<name>.csv`` (``frame``), ``<name>.md`` (``markdown``) and ``<name>.png`` (``draw(figure)`` on a
+    matplotlib figure, Agg backend, nothing shown) under ``output_dir``."""
+    from matplotlib.figure import Figure
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = AnalysisPaths(output_dir / f"{name}.csv", output_dir / f"{name}.md", output_dir / f"{name}.png")
+    frame.to_csv(paths.csv, index=False)
+    paths.markdown.write_text(markdown.rstrip() + "\n")
+    figure = Figure(figsize=(8, 4.5), layout="constrained")  # no pyplot: no global state, no window
+    draw(figure)
+    figure.savefig(paths.figure, dpi=120)
+    return paths

@@ -1,0 +1,294 @@
+"""Modality combinations (Fig. 3): every subset scored in `mask` and `retrain` modes; exact Shapley values."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from multimed_hf.analysis._common import (
+    AnalysisError,
+    AnalysisPaths,
+    analysis_datasets,
+    headline,
+    headline_value,
+    markdown_table,
+    parse_analysis_args,
+    predict_subset,
+    prior_outputs,
+    prior_predictions,
+    score,
+    train_run,
+    write_outputs,
+)
+
+__all__ = [
+    "COMBO_MODES",
+    "CombosOptions",
+    "CombosResult",
+    "modality_subsets",
+    "shapley_values",
+    "subset_name",
+    "combos",
+    "combos_main",
+]
+
+#: ``mask``: one model over every modality, the others masked out at test time through the presence masks;
+#: ``retrain``: one model per subset, trained and tested on that subset alone.
+COMBO_MODES = ("mask", "retrain")
+EMPTY = "(none)"
+
+
+@dataclass
+class CombosOptions:
+    """``multimed combos`` options beside the training flags."""
+
+    modes: list[str] = field(default_factory=lambda: ["mask"], metadata={
+        "help": "mask (one model, modalities masked out at test time) and/or retrain (a model per subset)",
+        "nargs": "+"})
+    modalities: list[str] | None = field(default=None, metadata={
+        "help": "the modalities combined (default: those the task's training rows hold)", "nargs": "+"})
+    max_order: int | None = field(default=None, metadata={
+        "help": "evaluate subsets of at most this many modalities (and the full set); exact Shapley values need "
+                "every subset"})
+    max_subsets: int = field(default=63, metadata={
+        "help": "budget: refuse a power set larger than this (use --max_order)"})
+    split: str = field(default="test", metadata={"help": "the split every subset is scored on"})
+
+
+@dataclass
+class CombosResult:
+    """The subset table (every metric, with CIs), the Shapley values per mode, the best subset per mode, files."""
+
+    table: Any  # pandas DataFrame: mode, subset, size, metric, value, ci_low, ci_high, n, rows_read, run
+    shapley: Any  # pandas DataFrame: mode, modality, shapley, metric, complete
+    best: dict[str, str]
+    paths: AnalysisPaths | None = None
+    trainings: int = 0
+
+
+def subset_name(subset: Sequence[str]) -> str:
+    return "+".join(subset) if subset else EMPTY
+
+
+def modality_subsets(modalities: Sequence[str], max_order: int | None = None,
+                     max_subsets: int | None = None) -> list[tuple[str, ...]]:
+    """Every non-empty subset of ``modalities`` by size (singles, pairs, ..., all); ``max_order`` keeps those of
+    at most that size plus the full set; more than ``max_subsets`` raises."""
+    modalities = list(dict.fromkeys(modalities))
+    order = len(modalities) if max_order is None else max(1, min(max_order, len(modalities)))
+    subsets = [s for k in range(1, order + 1) for s in itertools.combinations(modalities, k)]
+    if tuple(modalities) not in subsets:
+        subsets.append(tuple(modalities))
+    if max_subsets is not None and len(subsets) > max_subsets:
+        raise AnalysisError(f"{len(subsets)} modality subsets of {modalities} exceed the budget max_subsets="
+                            f"{max_subsets}; raise it or limit the order with max_order")
+    return subsets
+
+
+def shapley_values(values: Mapping[frozenset, float], modalities: Sequence[str]) -> dict[str, float]:
+    """Exact Shapley values of ``modalities`` from a complete subset table ``{frozenset(subset): v}`` that includes
+    the empty set: phi_i = sum over S without i of |S|! (n - |S| - 1)! / n! * (v(S + i) - v(S)). They sum to
+    v(all) - v(empty) (efficiency)."""
+    modalities = list(modalities)
+    n = len(modalities)
+    missing = [subset_name(sorted(s)) for k in range(n + 1) for s in map(frozenset, itertools.combinations(
+        modalities, k)) if s not in values]
+    if missing:
+        raise AnalysisError(f"exact Shapley values need every subset of {modalities}; missing {missing[:5]}"
+                            + (" ..." if len(missing) > 5 else ""))
+    phi = {}
+    for m in modalities:
+        others = [o for o in modalities if o != m]
+        total = 0.0
+        for k in range(n):
+            weight = math.factorial(k) * math.factorial(n - k - 1) / math.factorial(n)
+            for s in itertools.combinations(others, k):
+                s = frozenset(s)
+                total += weight * (values[s | {m}] - values[s])
+        phi[m] = total
+    return phi
+
+
+def _value(records, task) -> float:
+    """The headline value among a subset's records (NaN where undefined)."""
+    found = headline_value(records, task)
+    return float("nan") if found is None or found["value"] is None else float(found["value"])
+
+
+def _records(predictions, mode: str, subset, split, run_dir, rows_read, bootstrap, seed) -> list[dict]:
+    out = []
+    for r in score(predictions, split, bootstrap, seed):
+        out.append({"mode": mode, "subset": subset_name(subset), "size": len(subset), "label": r["label"],
+                    "metric": r["metric"], "value": r["value"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+                    "n": r["n"], "rows_read": rows_read, "run": run_dir})
+    return out
+
+
+def combos(args, training_args, *, options: CombosOptions | None = None, output_dir: str | Path | None = None,
+           datasets: Mapping[str, Any] | None = None, train_fn: Callable | None = None) -> CombosResult:
+    """Score every modality subset of ``args.tasks[0]`` on ``options.split`` in the modes asked for, and the
+    exact Shapley value of each modality (from the headline metric), with v(empty) the empty predictor's score
+    (majority class / training mean: the model refuses rows without any modality, and such rows get it in every
+    mode). Writes ``combos.csv`` / ``.md`` / ``.png`` under ``output_dir`` (default ``training_args.output_dir``)
+    and one run folder per trained model under ``runs/``."""
+    import pandas as pd
+
+    from multimed_hf.analysis._common import modality_matrix
+    from multimed_hf.training.families import present_modalities
+
+    options = options or CombosOptions()
+    if len(args.tasks) != 1:
+        raise AnalysisError(f"combos takes one task, got {args.tasks}")
+    task = args.tasks[0]
+    unknown = sorted(set(options.modes) - set(COMBO_MODES))
+    if unknown or not options.modes:
+        raise AnalysisError(f"modes {options.modes}: expected some of {COMBO_MODES}")
+    modalities = list(options.modalities or present_modalities(task, args.data))
+    if len(modalities) < 2:
+        raise AnalysisError(f"task {task!r} has {len(modalities)} modality ({modalities}) in {args.data!r}: "
+                            f"combinations need at least two")
+    subsets = modality_subsets(modalities, options.max_order, options.max_subsets)
+    complete = len(subsets) == 2 ** len(modalities) - 1
+    output_dir = Path(output_dir or training_args.output_dir)
+    data = dict(datasets) if datasets is not None else analysis_datasets(args.data, task, modalities)
+    if options.split not in data:
+        raise AnalysisError(f"task {task!r} has no {options.split!r} split in {args.data!r}")
+    boot, seed = args.bootstrap_samples, training_args.seed
+    records: list[dict] = []
+    trainings = 0
+    column, metric = headline(task)
+    value_of: dict[str, dict[frozenset, float]] = {}
+
+    def train(subset, name):
+        nonlocal trainings
+        trainings += 1
+        rows = {s: ds.select(np.flatnonzero(modality_matrix(ds, task, subset).any(1))) if len(subset) < len(
+            modalities) else ds for s, ds in data.items()}
+        return train_run(args, training_args, task=task, datasets=rows, modalities=subset,
+                         output_dir=output_dir / "runs" / name, train_fn=train_fn)
+
+    test = data[options.split]
+    present = modality_matrix(test, task, modalities)
+    everything = tuple(modalities)
+    full = None  # the model over every modality: mask mode's only model, retrain mode's full subset
+    for mode in options.modes:
+        values: dict[frozenset, float] = {}
+        if full is None:
+            full = train(everything, subset_name(everything))
+        reference = full.trainer.predict_task(task, test, split=options.split)
+        prior = prior_outputs(task, data["train"], full.model.config.heads[task])
+        recs = _records(prior_predictions(reference, prior), mode, (), options.split, None, 0, boot, seed)
+        empty = _value(recs, task)
+        if math.isnan(empty):  # a correlation of the constant empty predictor is undefined: it explains nothing
+            empty = 0.0
+            for r in recs:
+                r["value"] = 0.0 if r["value"] is None else r["value"]
+        records += recs
+        values[frozenset()] = empty
+        for subset in sorted(subsets, key=len, reverse=True):  # the full set first: it is the reference
+            if subset == everything:
+                run, predictions = full, reference
+            else:
+                run = full if mode == "mask" else train(subset, f"retrain-{subset_name(subset)}")
+                predictions = predict_subset(run, test, subset, prior, reference, split=options.split)
+            rows_read = int(present[:, [modalities.index(m) for m in subset]].any(1).sum())
+            recs = _records(predictions, mode, subset, options.split, str(run.output_dir), rows_read, boot, seed)
+            records += recs
+            values[frozenset(subset)] = _value(recs, task)
+        value_of[mode] = values
+    table = pd.DataFrame.from_records(records)
+    shapley_rows, best = [], {}
+    for mode, values in value_of.items():
+        scored = {k: v for k, v in values.items() if k and not math.isnan(v)} or {frozenset(modalities): math.nan}
+        best[mode] = subset_name([m for m in modalities if m in max(scored, key=lambda k: (scored[k], -len(k)))])
+        phi = shapley_values(values, modalities) if complete else {m: math.nan for m in modalities}
+        for m in modalities:
+            shapley_rows.append({"mode": mode, "modality": m, "shapley": phi[m], "metric": metric, "label": column,
+                                 "complete": complete})
+    shapley = pd.DataFrame.from_records(shapley_rows)
+    result = CombosResult(table=table, shapley=shapley, best=best, trainings=trainings)
+    result.paths = write_outputs(table, output_dir, "combos", _markdown(task, modalities, result, value_of, column,
+                                                                         metric, complete),
+                                 lambda fig: _figure(fig, task, modalities, value_of, shapley, metric))
+    shapley.to_csv(output_dir / "combos_shapley.csv", index=False)
+    return result
+
+
+def _markdown(task, modalities, result, value_of, column, metric, complete) -> str:
+    import pandas as pd
+
+    rows = []
+    subsets = sorted({k for v in value_of.values() for k in v}, key=lambda k: (len(k), [modalities.index(m)
+                                                                                     for m in k]))
+    for k in subsets:
+        row = {"subset": subset_name([m for m in modalities if m in k]), "size": len(k)}
+        for mode, values in value_of.items():
+            row[mode] = values.get(k)
+        rows.append(row)
+    lines = [f"# Modality combinations: {task}", "",
+             f"Headline: `{column}` {metric} on every row of the split; rows holding none of a subset's modalities "
+             f"get the empty predictor (majority class / training mean), whose score is the `(none)` row (a "
+             f"correlation of that constant predictor is undefined and taken as 0).",
+             "Modes: `mask` = one model over all modalities, the others masked out at test time through the "
+             "presence masks; `retrain` = one model per subset.", "",
+             markdown_table(pd.DataFrame(rows)), "", "## Shapley values (exact, from the subset table)", ""]
+    if complete:
+        wide = result.shapley.pivot(index="modality", columns="mode", values="shapley").reset_index()
+        lines += [markdown_table(wide), ""]
+        for mode, values in value_of.items():
+            total = sum(result.shapley[result.shapley["mode"] == mode]["shapley"])
+            lines.append(f"- {mode}: sum {total:.4f} = v(all) - v(empty) = "
+                         f"{values[frozenset(modalities)] - values[frozenset()]:.4f}")
+    else:
+        lines.append("Not computed: the subset table is incomplete (a max_order budget was set).")
+    lines += ["", "## Best combination", ""] + [f"- {mode}: {name}" for mode, name in result.best.items()]
+    return "\n".join(lines)
+
+
+def _figure(fig, task, modalities, value_of, shapley, metric) -> None:
+    modes = list(value_of)
+    axes = fig.subplots(1, len(modes) + 1, squeeze=False)[0]
+    n = len(modalities)
+    for ax, mode in zip(axes, modes):
+        grid = np.full((n, n), np.nan)
+        for i, a in enumerate(modalities):
+            for j, b in enumerate(modalities):
+                grid[i, j] = value_of[mode].get(frozenset({a, b}), np.nan)
+        image = ax.imshow(grid, cmap="viridis")
+        ax.set_xticks(range(n), modalities, rotation=45, ha="right")
+        ax.set_yticks(range(n), modalities)
+        for i in range(n):
+            for j in range(n):
+                if np.isfinite(grid[i, j]):
+                    ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", color="w", fontsize=8)
+        full = value_of[mode].get(frozenset(modalities), np.nan)
+        ax.set_title(f"{mode}: {metric} (diagonal: alone)\nall: {full:.3f}", fontsize=9)
+        fig.colorbar(image, ax=ax, shrink=0.7)
+    ax = axes[-1]
+    width = 0.8 / len(modes)
+    for k, mode in enumerate(modes):
+        part = shapley[shapley["mode"] == mode].set_index("modality").reindex(modalities)
+        ax.bar(np.arange(n) + k * width, part["shapley"].to_numpy(dtype=float), width, label=mode)
+    ax.axhline(0, color="k", linewidth=0.6)
+    ax.set_xticks(np.arange(n) + width * (len(modes) - 1) / 2, modalities, rotation=45, ha="right")
+    ax.set_title(f"Shapley value ({metric})", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.suptitle(f"Modality combinations: {task}")
+
+
+def combos_main(argv: Sequence[str] | None = None) -> int:
+    """``multimed combos --data DIR --task T [--modes mask retrain] --output_dir OUT`` + every training flag."""
+    try:
+        args, options, training_args = parse_analysis_args(argv, CombosOptions, single_task=True)
+        result = combos(args, training_args, options=options)
+        print(f"best: {result.best}; wrote {result.paths.csv}, {result.paths.markdown}, {result.paths.figure}")
+    except ValueError as err:
+        print(f"multimed combos: error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,65 @@
+"""Attribution per prediction: leave-one-modality-out deltas, gradient x input, subgroups, the predictions file."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis_tiny import MODALITIES, TASK, quick_args, trio_splits, trio_task
+from multimed_hf.analysis import AttributionOptions, attribution
+from multimed_hf.analysis._common import parse_analysis_args
+from multimed_hf.analysis.attribution import _band
+
+
+@pytest.fixture(scope="module")
+def attributed(tmp_path_factory):
+    out = tmp_path_factory.mktemp("attribution")
+    with trio_task():
+        args, targs = quick_args(out, max_steps=20)
+        return attribution(args, targs, datasets=trio_splits(48, 16), options=AttributionOptions(batch_size=5))
+
+
+def test_deltas_are_zero_for_a_modality_the_row_does_not_have(attributed):
+    rows = attributed.rows
+    test = trio_splits(48, 16)["test"]
+    no_text = np.array([t is None for t in test["text"]])
+    assert no_text.any() and (~no_text).any()
+    assert (rows.loc[no_text, "loo_delta_text"] == 0).all()
+    assert (rows.loc[no_text, "grad_x_input_text"] == 0).all()
+    assert (rows.loc[~no_text, "grad_x_input_text"] > 0).all()  # token embeddings reached
+    for m in MODALITIES:
+        assert (rows[f"grad_x_input_{m}"][~no_text | (m != "text")] > 0).all()
+    # the carrier moves the predictions most when it goes
+    means = {m: rows[f"loo_delta_{m}"].abs().mean() for m in MODALITIES}
+    assert max(means, key=means.get) == "mri"
+
+
+def test_attribution_columns_are_saved_beside_the_predictions(attributed):
+    saved = pd.read_parquet(attributed.predictions_path)
+    assert attributed.predictions_path.name == f"{TASK}-test.parquet"
+    assert {"sample_id", "finding", "finding_prediction", "top_modality_loo"} <= set(saved.columns)
+    assert {f"{kind}_{m}" for kind in ("loo_delta", "grad_x_input") for m in MODALITIES} <= set(saved.columns)
+    assert saved["sample_id"].tolist() == attributed.rows["sample_id"].tolist()
+    assert np.allclose(saved["loo_delta_mri"], attributed.rows["loo_delta_mri"])
+
+
+def test_subgroup_metrics_where_the_task_records_them(attributed):
+    groups = attributed.subgroups
+    assert set(groups["column"]) == {"sex"} and set(groups["group"]) == {"F", "M"}
+    assert groups.groupby("metric")["n"].sum().tolist() == [16]
+    text = attributed.paths.markdown.read_text()
+    assert "no subgroup metrics): age" in text
+    assert attributed.paths.figure.is_file() and attributed.paths.csv.is_file()
+
+
+def test_age_bands():
+    assert [_band(a) for a in (None, 3, 17.9, 18, 64, 65, 90)] == [None, "0-17", "0-17", "18-39", "40-64", "65+",
+                                                                   "65+"]
+
+
+def test_the_command_line_takes_the_training_flags_and_task(tmp_path):
+    args, options, targs = parse_analysis_args(
+        ["--data", "d", "--task", "bone_age", "--encoders", "small", "--output_dir", str(tmp_path), "--max_steps",
+         "3", "--seed", "5", "--split", "validation", "--subgroups", "sex"], AttributionOptions, single_task=True)
+    assert args.tasks == ["bone_age"] and (targs.max_steps, targs.seed) == (3, 5)
+    assert options.split == "validation" and options.subgroups == ["sex"]
+    assert targs.learning_rate == 1e-3  # our training defaults apply as in `multimed train`

@@ -1,0 +1,83 @@
+"""Out-of-distribution analysis: held-out groups never reach training, unscorable groups are listed, the scores."""
+
+import numpy as np
+import pytest
+
+from analysis_tiny import TASK, quick_args, trio_splits, trio_task
+from multimed_hf.analysis import AnalysisError, OODOptions, ood, ood_metrics
+from multimed_hf.analysis.ood import NO_GROUP, SCORED, TOO_SMALL, UNSEEN
+from multimed_hf.training.run import train_model
+
+
+def test_scores_of_a_hand_worked_case():
+    logits = np.eye(3)[[0, 0, 1, 2, 2, 2]]  # predicted 0, 0, 1, 2, 2, 2
+    truth = np.array([0, 1, 1, 2, 2, 0])
+    scores = ood_metrics("class", logits, truth)
+    assert scores["accuracy"] == pytest.approx(4 / 6)
+    # recall per class: 0 -> 1/2, 1 -> 1/2, 2 -> 2/2; specificity: 0 -> 3/4, 1 -> 4/4, 2 -> 3/4
+    assert scores["sensitivity"] == pytest.approx((0.5 + 0.5 + 1) / 3)
+    assert scores["specificity"] == pytest.approx((0.75 + 1 + 0.75) / 3)
+    assert ood_metrics("regression", np.array([1.0, 2, 3]), np.array([2.0, 4, 6])) == {"pearson": pytest.approx(1)}
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory):
+    seen = []
+
+    def recording_train(args, training_args, **kwargs):
+        seen.append({split: (list(ds["sample_id"]), list(ds["site"])) for split, ds in
+                     kwargs["datasets"][TASK].items()})
+        return train_model(args, training_args, **kwargs)
+
+    splits = trio_splits()
+    splits["train"] = splits["train"].map(lambda r, i: {"site": None if i % 8 == 7 else r["site"]},
+                                          with_indices=True)
+    out = tmp_path_factory.mktemp("ood")
+    with trio_task():
+        args, targs = quick_args(out, max_steps=2)
+        result = ood(args, targs, options=OODOptions(group="site", min_group_rows=20), datasets={TASK: splits},
+                     train_fn=recording_train)
+    return result, seen, splits
+
+
+def test_the_held_out_group_never_appears_in_training(held_out):
+    result, seen, splits = held_out
+    scored = result.table[result.table["setting"] == "out-of-distribution"]
+    groups = list(scored["group"].unique())
+    assert sorted(groups) == ["east", "north", "south"] and len(seen) == 3
+    for group, given in zip(sorted(groups), seen):
+        trained_ids = {i for split in given.values() for i in split[0]}
+        assert group not in {s for split in given.values() for s in split[1]}
+        pool = {i for ds in splits.values() for i, s in zip(ds["sample_id"], ds["site"]) if s == group}
+        assert pool and not pool & trained_ids
+        assert result.training_ids[(TASK, group)] == trained_ids
+    assert set(scored["status"]) == {SCORED}
+    assert (scored["rows"] >= 20).all()
+    assert set(scored["metric"]) == {"accuracy", "sensitivity", "specificity"}
+    ungrouped = result.table[result.table["group"] == NO_GROUP]
+    assert ungrouped["rows"].tolist() == [6] and ungrouped["status"].tolist() == ["never held out"]
+    for path in (result.paths.csv, result.paths.markdown, result.paths.figure):
+        assert path.is_file()
+
+
+def test_held_out_classes_and_small_groups_are_listed_not_scored(tmp_path):
+    with trio_task():
+        args, targs = quick_args(tmp_path, max_steps=1)
+        result = ood(args, targs, options=OODOptions(group="finding", min_group_rows=5),
+                     datasets={TASK: trio_splits(16, 8)})
+        table = result.table
+        assert set(table["group"]) == {"absent", "present"} and table["value"].isna().all()
+        assert set(table["status"]) == {UNSEEN}
+        assert (table["unseen"] == table["rows"]).all()
+        assert sum(result.predicted_as[(TASK, "absent", "out-of-distribution")].values()) == 16
+        small = ood(args, targs, options=OODOptions(group="site", min_group_rows=100),
+                    datasets={TASK: trio_splits(16, 8)}, output_dir=tmp_path / "small")
+        assert set(small.table["status"]) == {TOO_SMALL} and len(small.table) == 3
+        assert "too small" in small.paths.markdown.read_text()
+
+
+def test_a_config_without_the_grouping_column_says_what_the_registry_needs(tmp_path):
+    with trio_task():
+        args, targs = quick_args(tmp_path)
+        with pytest.raises(AnalysisError, match="no column 'organ' to group by.*registry entry of 'zz_trio'"):
+            ood(args, targs, options=OODOptions(group="organ"), datasets={TASK: trio_splits(8, 4)})
