@@ -71,10 +71,135 @@ def test_gene_order_is_the_union_of_the_training_panels(data_dir):
     row = next(r for r in train if r["gene_panel"] == min(used, key=lambda p: train["gene_panel"].count(p)))
     dense = scrna.from_row(row, [c for c in get_task("cell_type").inputs if c.modality == "scrna"])["values"]
     genes = panels[row["gene_panel"]]
-    scale = scrna.normalize_total / sum(row["gene_values"]) if scrna.normalize_total else 1.0
+    total, log1p = scrna.scaling_of(row["gene_panel"])
+    scale = total / sum(row["gene_values"]) if total else 1.0
     for index, value in list(zip(row["gene_indices"], row["gene_values"]))[:20]:
-        want = math.log1p(value * scale) if scrna.log1p else value
+        want = math.log1p(value * scale) if log1p else value
         assert dense[expected.index(genes[index])] == pytest.approx(want, rel=1e-5)
+
+
+def test_each_panel_is_scaled_as_its_stored_values_need(data_dir):
+    """The samples' cell_type rows mix raw counts (one synthetic source) and log-scale values (scanpy's .raw):
+    counts are normalised and log1p-transformed, log values kept, so both end up on one scale."""
+    scrna = assemble(data_dir, ["cell_type"], encoders="small", build_model=False).processor.processor_for("scrna")
+    train = load_dataset(str(data_dir), "cell_type", split="train")
+    stored = {}
+    for row in train:
+        stored.setdefault(row["gene_panel"], []).extend(row["gene_values"])
+    kinds = {p: bool(np.all(np.asarray(v) == np.round(v))) for p, v in stored.items()}
+    counts = {p for p, integer in kinds.items() if integer}
+    assert counts and set(kinds) - counts  # the samples hold both kinds
+    for panel in kinds:
+        total, log1p = scrna.scaling_of(panel)
+        assert (total, log1p) == ((1e4, True) if panel in counts else (None, False))
+    maxima = {}
+    for row in train:
+        dense = scrna(row["gene_indices"], row["gene_values"], row["gene_panel"])["values"]
+        maxima.setdefault(row["gene_panel"] in counts, []).append(dense.max())
+    assert 0.2 < np.median(maxima[True]) / np.median(maxima[False]) < 5  # one scale, not 10,000-fold apart
+
+
+def test_tasks_sharing_scrna_share_one_processor_over_the_union_of_their_panels(data_dir):
+    tasks = ["cell_type", "expression_prediction"]
+    assembly = assemble(data_dir, tasks, encoders="small", modalities={t: ["scrna"] for t in tasks},
+                        row_modality={"expression_prediction": "scrna"})
+    scrna = assembly.processor.processor_for("scrna")
+    columns = {"cell_type": ("gene_indices", "gene_values"),
+               "expression_prediction": ("profile_indices", "profile_values")}
+    used = {}
+    for task in tasks:
+        panels = read_gene_panels(data_dir, task)
+        for panel in {p for p in assembly.datasets[task]["train"]["gene_panel"] if p}:
+            used[panel] = panels[panel]
+    assert set(scrna.genes) == {g for genes in used.values() for g in genes}
+    assert assembly.config.encoders["scrna"]["config"]["num_genes"] == len(scrna.genes)
+    for task in tasks:  # each task's rows land on the shared panel by gene name
+        row = next(r for r in assembly.datasets[task]["train"] if r["gene_panel"])
+        index_col, value_col = columns[task]
+        dense = scrna(row[index_col], row[value_col], row["gene_panel"])["values"]
+        genes = used[row["gene_panel"]]
+        total, log1p = scrna.scaling_of(row["gene_panel"])
+        scale = total / sum(row[value_col]) if total else 1.0
+        for index, value in list(zip(row[index_col], row[value_col]))[:10]:
+            want = math.log1p(value * scale) if log1p else value
+            assert dense[scrna.genes.index(genes[index])] == pytest.approx(want, rel=1e-5)
+        measured = set(genes)
+        outside = [i for i, g in enumerate(scrna.genes) if g not in measured]
+        assert outside and not dense[outside].any()  # genes of the other task's panels: absent
+    torch.manual_seed(0)
+    optimizer = torch.optim.AdamW(assembly.model.parameters(), lr=1e-3)
+    for task in tasks:
+        rows = assembly.datasets[task]["train"]
+        batch = assembly.processor([rows[i] for i in range(4)], task, modalities=["scrna"])
+        loss = assembly.model(**batch).loss
+        assert torch.isfinite(loss)
+        loss.backward()
+    optimizer.step()
+
+
+def test_domain_specific_expression_model_is_an_mlp_that_saves_and_reloads(data_dir, tmp_path):
+    from multimed_hf.encoders_expression import ExpressionMLPEncoder
+    from multimed_hf.modeling_multimed import MultiMedModel
+
+    assembly = assemble(data_dir, ["cell_type"], encoders="domain_specific")
+    spec = assembly.config.encoders["scrna"]
+    genes = len(assembly.processor.processor_for("scrna").genes)
+    assert spec["kind"] == "mlp" and spec["config"]["num_genes"] == genes
+    encoder = assembly.model.encoders["scrna"]
+    assert isinstance(encoder, ExpressionMLPEncoder)
+    assert [m.in_features for m in encoder.modules() if isinstance(m, torch.nn.Linear)] == [genes, 256]
+    batch = _batch(assembly, "cell_type", n=6)
+    with pytest.raises(ValueError, match=rf"expected \[n, {genes}\]"):
+        encoder.check_inputs("scrna", {"values": torch.zeros(2, genes + 1)}, 2)
+    torch.manual_seed(0)
+    optimizer = torch.optim.AdamW(assembly.model.parameters(), lr=1e-3)
+    first = assembly.model(**batch).loss
+    for _ in range(15):  # it fits a batch: the MLP learns
+        optimizer.zero_grad()
+        loss = assembly.model(**batch).loss
+        loss.backward()
+        optimizer.step()
+    assert loss < first / 2
+    assembly.model.eval()
+    assembly.model.save_pretrained(tmp_path)
+    again = MultiMedModel.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(**batch).logits["cell_type"], assembly.model(**batch).logits["cell_type"])
+
+
+def test_same_panel_id_with_two_gene_lists_is_refused():
+    from multimed_hf.training.assembly import _union_panels
+
+    assert _union_panels({"a": {"p": ["G1", "G2"]}, "b": {"p": ["G1", "G2"], "q": ["G3"]}}) == \
+        {"p": ["G1", "G2"], "q": ["G3"]}
+    with pytest.raises(AssemblyError, match="gene panel 'p' names different gene lists"):
+        _union_panels({"a": {"p": ["G1", "G2"]}, "b": {"p": ["G2", "G1"]}})
+
+
+def test_expression_standardisation_is_fitted_on_the_training_rows_and_saved(data_dir, tmp_path):
+    from multimed_hf.processing_multimed import MultiMedProcessor
+
+    plain = assemble(data_dir, ["cell_type"], encoders="small", build_model=False,
+                     standardize_expression=False).processor.processor_for("scrna")
+    assembly = assemble(data_dir, ["cell_type"], encoders="small", build_model=False, standardize_expression=True)
+    scrna = assembly.processor.processor_for("scrna")
+    assert not plain.standardizes and scrna.standardizes
+    train = assembly.datasets["cell_type"]["train"]
+    raw = np.stack([plain(r["gene_indices"], r["gene_values"], r["gene_panel"])["values"] for r in train])
+    measured = np.stack([plain._panel_map(r["gene_panel"])[1] for r in train])
+    gene = int(np.argmax(measured.sum(0) * (raw.std(0) > 0.1)))  # a measured, varying gene
+    values = raw[measured[:, gene], gene]
+    assert scrna.gene_mean[gene] == pytest.approx(values.mean(), rel=1e-4)
+    assert scrna.gene_std[gene] == pytest.approx(values.std(), rel=1e-4)
+    z = np.stack([scrna(r["gene_indices"], r["gene_values"], r["gene_panel"])["values"] for r in train])
+    assert z[measured[:, gene], gene].mean() == pytest.approx(0.0, abs=1e-4)
+    assert z[measured[:, gene], gene].std() == pytest.approx(1.0, rel=1e-3)
+    assert not z[~measured].any()  # absent genes sit at the mean
+    assembly.processor.save_pretrained(tmp_path)
+    again = MultiMedProcessor.from_pretrained(tmp_path).processor_for("scrna")
+    np.testing.assert_array_equal(again.gene_mean, scrna.gene_mean)
+    np.testing.assert_array_equal(again.gene_std, scrna.gene_std)
+    assert again.panel_scaling == scrna.panel_scaling
 
 
 def test_eeg_channels_and_rate_come_from_the_training_rows(data_dir):

@@ -36,7 +36,7 @@ FUSION_METHODS = {
     "late": ("weighted_mean", "vote"),  # omega of eq. 4
 }
 #: Per-modality encoders (intermediate and late fusion).
-ENCODER_KINDS = ("auto", "eeg_lstm", "eeg_tcn", "expression", "shared")
+ENCODER_KINDS = ("auto", "eeg_lstm", "eeg_tcn", "expression", "mlp", "shared")
 #: Per-modality input embedders (early fusion): raw inputs -> tokens of the shared size.
 EMBEDDER_KINDS = ("patch_embed", "token_embed", "expression_embed", "eeg_embed", "shared")
 POOLINGS = ("auto", "cls", "mean", "pooler")
@@ -205,7 +205,7 @@ class MultiMedConfig(PreTrainedConfig):
             Modality -> encoder spec (intermediate / late fusion) or input-embedder spec (early fusion). Give a Hub id
             (`str`; weights via `MultiMedModel.from_encoders_pretrained`), a `PreTrainedConfig` (random init), a
             timm architecture (`timm_encoder_spec`), our own encoders (`{"kind": "eeg_lstm" | "eeg_tcn" |
-            "expression", "config": {...}}`), or `{"kind": "shared", "with": "xray"}` to reuse another modality's
+            "expression" | "mlp", "config": {...}}`), or `{"kind": "shared", "with": "xray"}` to reuse another modality's
             encoder. Stored as dicts (`config` = the encoder config's `to_dict()`).
         heads (`dict[str, dict]`):
             Task -> `{"modalities": [...], "outputs": [{"name": label column, "kind": "class" | "multilabel" |

@@ -7,12 +7,13 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel
 
 from .encoders_early import EMBEDDERS
 from .encoders_eeg import EEGLSTMEncoder, EEGTCNEncoder
-from .encoders_expression import ExpressionEncoder
+from .encoders_expression import ExpressionEncoder, ExpressionMLPEncoder
 
 __all__ = ["HubEncoder", "build_encoder", "config_from_dict", "OWN_ENCODERS"]
 
 #: Our own encoders, by spec kind.
-OWN_ENCODERS = {"eeg_lstm": EEGLSTMEncoder, "eeg_tcn": EEGTCNEncoder, "expression": ExpressionEncoder, **EMBEDDERS}
+OWN_ENCODERS = {"eeg_lstm": EEGLSTMEncoder, "eeg_tcn": EEGTCNEncoder, "expression": ExpressionEncoder,
+                "mlp": ExpressionMLPEncoder, **EMBEDDERS}
 
 
 def config_from_dict(config: dict, trust_remote_code: bool = False, pretrained: str | None = None):

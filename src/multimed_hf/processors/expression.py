@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from multimed_hf.processors.base import ModalityProcessor, ProcessorError
 
-__all__ = ["ExpressionProcessor"]
+__all__ = ["ExpressionProcessor", "GENE_STATISTICS_FILE"]
+
+#: File beside ``modality_processor.json`` holding the per-gene standardisation (``gene_mean``, ``gene_std``).
+GENE_STATISTICS_FILE = "gene_statistics.safetensors"
 
 
 class ExpressionProcessor(ModalityProcessor):
@@ -18,6 +22,14 @@ class ExpressionProcessor(ModalityProcessor):
     ``gene_panel`` id of the data to its ordered gene list, which the row's indices refer to. Per row:
     ``normalize_total`` (if set) scales the row's values to that sum over all of the row's genes (library-size
     normalisation), then ``log1p`` (if set) applies ``log(1 + x)``, then the row is aligned by gene name to ``genes``.
+    ``panel_scaling`` gives panels whose rows are stored on another scale their own ``normalize_total`` / ``log1p``
+    (``{panel_id: {"normalize_total": 1e4, "log1p": True}}``: raw counts of one source beside log-scale values of
+    another, or of another task sharing the encoder); other panels take the processor-wide settings.
+
+    Standardisation (optional): after ``fit_standardization(rows)`` (or with ``gene_mean`` / ``gene_std`` given),
+    every measured gene's value becomes ``(value - gene_mean) / gene_std`` (statistics over the training rows that
+    measure the gene); absent genes hold 0 (the mean) instead of ``missing_value``. The statistics are saved beside
+    the settings (``gene_statistics.safetensors``) and loaded with the processor.
 
     Absent genes: a gene of ``genes`` that the row's panel does not measure is absent, not zero. The dense ``values``
     hold ``missing_value`` (0.0 by default) there, since the batch contract has a dense panel only; with
@@ -28,14 +40,24 @@ class ExpressionProcessor(ModalityProcessor):
 
     def __init__(self, genes: Sequence[str], panels: Mapping[str, Sequence[str]] | None = None,
                  normalize_total: float | None = None, log1p: bool = True, missing_value: float = 0.0,
-                 return_gene_mask: bool = False, panel_column: str = "gene_panel"):
+                 return_gene_mask: bool = False, panel_column: str = "gene_panel",
+                 panel_scaling: Mapping[str, Mapping[str, Any]] | None = None,
+                 gene_mean: Sequence[float] | None = None, gene_std: Sequence[float] | None = None):
         self.genes = _unique(genes, "the recorded gene order (genes)")
         if not self.genes:
             raise ProcessorError("genes is empty: give the recorded gene order the model reads")
-        if normalize_total is not None and normalize_total <= 0:
-            raise ProcessorError(f"normalize_total={normalize_total}: expected a positive target sum or None")
+        _check_total(normalize_total, "normalize_total")
         self.normalize_total = normalize_total
         self.log1p = bool(log1p)
+        self.panel_scaling: dict[str, dict[str, Any]] = {}
+        for panel_id, scaling in (panel_scaling or {}).items():
+            self.set_panel_scaling(panel_id, **dict(scaling))
+        self.gene_mean: np.ndarray | None = None
+        self.gene_std: np.ndarray | None = None
+        if (gene_mean is None) != (gene_std is None):
+            raise ProcessorError("gene_mean and gene_std: give both (a fitted standardisation) or neither")
+        if gene_mean is not None:
+            self.set_standardization(gene_mean, gene_std)
         self.missing_value = float(missing_value)
         self.return_gene_mask = bool(return_gene_mask)
         self.panel_column = panel_column
@@ -54,6 +76,70 @@ class ExpressionProcessor(ModalityProcessor):
         """Record the ordered gene list that rows with ``gene_panel == panel_id`` index into."""
         self.panels[str(panel_id)] = _unique(genes, f"gene panel {panel_id!r}")
         self._maps.pop(str(panel_id), None)
+
+    def set_panel_scaling(self, panel_id: str, normalize_total: float | None = None, log1p: bool = True) -> None:
+        """Rows of panel ``panel_id`` are scaled with these settings instead of the processor-wide ones."""
+        _check_total(normalize_total, f"panel_scaling[{panel_id!r}].normalize_total")
+        self.panel_scaling[str(panel_id)] = {"normalize_total": normalize_total, "log1p": bool(log1p)}
+
+    def scaling_of(self, panel_id: str) -> tuple[float | None, bool]:
+        """``(normalize_total, log1p)`` applied to rows of panel ``panel_id``."""
+        own = self.panel_scaling.get(str(panel_id))
+        return (own["normalize_total"], own["log1p"]) if own else (self.normalize_total, self.log1p)
+
+    # ------------------------------------------------------------------ standardisation
+    @property
+    def standardizes(self) -> bool:
+        """Whether values are standardised per gene (a fitted ``gene_mean`` / ``gene_std``)."""
+        return self.gene_mean is not None
+
+    def set_standardization(self, gene_mean: Sequence[float] | None, gene_std: Sequence[float] | None) -> None:
+        """Standardise each gene with these statistics (one per recorded gene); ``None, None`` turns it off."""
+        if gene_mean is None and gene_std is None:
+            self.gene_mean = self.gene_std = None
+            return
+        mean = np.asarray(gene_mean, dtype=np.float32).reshape(-1)
+        std = np.asarray(gene_std, dtype=np.float32).reshape(-1)
+        if mean.shape != (len(self.genes),) or std.shape != (len(self.genes),):
+            raise ProcessorError(f"gene_mean / gene_std hold {mean.size} / {std.size} values; expected one per "
+                                 f"recorded gene ({len(self.genes)})")
+        if not (np.isfinite(mean).all() and np.isfinite(std).all()) or (std <= 0).any():
+            raise ProcessorError("gene_std must be finite and > 0 and gene_mean finite for every gene")
+        self.gene_mean, self.gene_std = mean, std
+
+    def fit_standardization(self, rows: Iterable[tuple[Sequence[int], Sequence[float], str]], *,
+                            min_std: float = 1e-2) -> int:
+        """Fit ``gene_mean`` / ``gene_std`` on sparse rows ``(indices, values, panel)`` (the training rows), after
+        scaling and alignment, each gene over the rows that measure it (a gene no row measures: mean 0, std 1).
+        Standard deviations are floored at ``min_std`` (near-constant genes are not blown up). Returns the number
+        of rows read."""
+        previous = self.gene_mean, self.gene_std
+        self.gene_mean = self.gene_std = None  # the raw (scaled, aligned) values
+        total = np.zeros(len(self.genes), dtype=np.float64)
+        squares = np.zeros(len(self.genes), dtype=np.float64)
+        counts = np.zeros(len(self.genes), dtype=np.float64)
+        n = 0
+        try:
+            for indices, values, panel in rows:
+                dense = self(indices, values, panel)["values"].astype(np.float64)
+                measured = self._panel_map(str(panel))[1]
+                total[measured] += dense[measured]
+                squares[measured] += dense[measured] ** 2
+                counts[measured] += 1
+                n += 1
+        finally:
+            self.gene_mean, self.gene_std = previous  # unchanged unless the fit below completes
+        if n == 0:
+            raise ProcessorError("fit_standardization: no rows to fit the per-gene statistics on")
+        seen = counts > 0
+        mean = np.zeros(len(self.genes))
+        mean[seen] = total[seen] / counts[seen]
+        var = np.ones(len(self.genes))
+        var[seen] = np.maximum(squares[seen] / counts[seen] - mean[seen] ** 2, 0.0)
+        std = np.maximum(np.sqrt(var), min_std)
+        std[~seen] = 1.0
+        self.set_standardization(mean, std)
+        return n
 
     def _panel_map(self, panel_id: str) -> tuple[np.ndarray, np.ndarray]:
         """(position in ``genes`` of each panel gene, -1 if not recorded; mask over ``genes`` of measured genes)."""
@@ -80,11 +166,12 @@ class ExpressionProcessor(ModalityProcessor):
                                  f"{positions.size} genes")
         if not np.isfinite(values).all():
             raise ProcessorError("expression values include NaN or infinity")
-        if self.normalize_total is not None:
+        normalize_total, log1p = self.scaling_of(panel)
+        if normalize_total is not None:
             total = values.sum()
             if total > 0:
-                values = values * (self.normalize_total / total)
-        if self.log1p:
+                values = values * (normalize_total / total)
+        if log1p:
             if values.size and values.min() < 0:
                 raise ProcessorError(f"expression values must be >= 0 for log1p, got a minimum of {values.min():g}; "
                                      f"for data already transformed give log1p=False")
@@ -94,6 +181,8 @@ class ExpressionProcessor(ModalityProcessor):
         target = positions[indices]
         kept = target >= 0
         dense[target[kept]] = values[kept]
+        if self.gene_mean is not None:
+            dense = np.where(measured, (dense - self.gene_mean) / self.gene_std, 0.0).astype(np.float32)
         out = {"values": dense}
         if self.return_gene_mask:
             out["gene_mask"] = measured.copy()
@@ -122,7 +211,32 @@ class ExpressionProcessor(ModalityProcessor):
     def to_dict(self) -> dict:
         return {"genes": list(self.genes), "panels": {k: list(v) for k, v in self.panels.items()},
                 "normalize_total": self.normalize_total, "log1p": self.log1p, "missing_value": self.missing_value,
-                "return_gene_mask": self.return_gene_mask, "panel_column": self.panel_column}
+                "return_gene_mask": self.return_gene_mask, "panel_column": self.panel_column,
+                "panel_scaling": {k: dict(v) for k, v in self.panel_scaling.items()}}
+
+    def _save_artifacts(self, directory: Path) -> None:
+        path = directory / GENE_STATISTICS_FILE
+        if self.gene_mean is not None:
+            from safetensors.numpy import save_file
+
+            save_file({"gene_mean": self.gene_mean, "gene_std": self.gene_std}, str(path))
+        elif path.exists():
+            path.unlink()
+
+    @classmethod
+    def _from_settings(cls, settings: dict, directory: Path) -> "ExpressionProcessor":
+        path = directory / GENE_STATISTICS_FILE
+        if path.is_file():
+            from safetensors.numpy import load_file
+
+            stats = load_file(str(path))
+            settings = {**settings, "gene_mean": stats["gene_mean"], "gene_std": stats["gene_std"]}
+        return cls(**settings)
+
+
+def _check_total(value: float | None, what: str) -> None:
+    if value is not None and not (isinstance(value, (int, float)) and value > 0):
+        raise ProcessorError(f"{what}={value!r}: expected a positive target sum or None")
 
 
 def _unique(genes: Sequence[str], what: str) -> list[str]:

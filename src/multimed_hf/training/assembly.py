@@ -17,6 +17,7 @@ from multimed_hf.training.encoder_presets import (
     EncoderChoice,
     choose_encoders,
     small_text_tokenizer,
+    standardizes_expression,
 )
 from multimed_hf.training.loading import column_values, load_task_data, read_gene_panels, rows_with_modality
 
@@ -73,25 +74,56 @@ def _value_scale(values: Sequence[Sequence[float]]) -> tuple[float | None, bool,
     return None, False, f"non-integer values up to {flat.max():.3g} (already log scale): used as stored"
 
 
-def expression_processor_from_data(train, task: str, panels: Mapping[str, Sequence[str]], *,
-                                   limit: int | None = None):
-    """An ``ExpressionProcessor`` whose recorded gene order is the union of the panels the training rows use (the
-    panel of most rows first, then each further panel's new genes), and whose scaling follows the stored values:
-    counts are library-size normalised and log1p-transformed, log-scale values (scanpy's ``.raw``) kept as stored.
-    A config whose rows mix the two gets the scaling of most rows (noted)."""
+def _scrna_columns(task: str) -> tuple[str, str]:
+    """(indices column, values column) of a task's scrna input."""
+    cols = [c for c in get_task(task).inputs if c.modality == "scrna"]
+    return (next(c.name for c in cols if c.dtype == "list_int32"),
+            next(c.name for c in cols if c.dtype == "list_float32"))
+
+
+def _union_panels(panels_by_task: Mapping[str, Mapping[str, Sequence[str]]]) -> dict[str, list[str]]:
+    """Every task's ``gene_panels.json`` panels in one map; one id naming two gene lists raises."""
+    merged: dict[str, list[str]] = {}
+    for task, panels in panels_by_task.items():
+        for panel, genes in panels.items():
+            if panel in merged and list(merged[panel]) != list(genes):
+                raise AssemblyError(f"gene panel {panel!r} names different gene lists in the gene_panels.json assets "
+                                    f"of tasks sharing the scrna encoder ({sorted(panels_by_task)}, seen again in "
+                                    f"{task!r}); panel ids must identify one gene list")
+            merged[panel] = list(genes)
+    return merged
+
+
+def expression_processor_from_data(train_by_task: Mapping[str, Any],
+                                   panels_by_task: Mapping[str, Mapping[str, Sequence[str]]], *,
+                                   limit: int | None = None, standardize: bool = False):
+    """One ``ExpressionProcessor`` for every task in ``train_by_task`` that reads scrna (one model has one scrna
+    encoder, whose input size is the processor's gene count).
+
+    Its recorded gene order is the union of the gene panels the training rows of all those tasks use (the panel of
+    most rows first, then each further panel's new genes): each task's rows are mapped into it by gene name, genes
+    a row's panel does not measure are absent. Each panel's rows are scaled as their stored values need (counts:
+    library-size normalised and log1p-transformed; log-scale values such as scanpy's ``.raw``: kept as stored), so
+    raw counts of one source and log values of another end up on one scale; panels no training row uses (only in
+    validation/test) take the scaling of the panel of most rows. ``standardize`` fits a per-gene standardisation
+    on the training rows (``ExpressionProcessor.fit_standardization``)."""
     from multimed_hf.processors.expression import ExpressionProcessor
 
-    spec = get_task(task)
-    cols = [c for c in spec.inputs if c.modality == "scrna"]
-    value_col = next(c.name for c in cols if c.dtype == "list_float32")
-    seen = column_values(train, ["gene_panel", value_col], limit)
-    used = Counter(p for p in seen["gene_panel"] if p is not None)
-    missing = sorted(set(used) - set(panels))
-    if missing:
-        raise AssemblyError(f"task {task!r}: training rows use gene panels {missing} that no gene_panels.json asset "
-                            f"of the data lists (known: {sorted(panels)})")
-    if not used:
-        raise AssemblyError(f"task {task!r}: no training row has expression values, so no gene order can be fixed")
+    tasks = list(train_by_task)
+    seen, used = {}, Counter()
+    for task in tasks:
+        index_col, value_col = _scrna_columns(task)
+        seen[task] = column_values(train_by_task[task], ["gene_panel", index_col, value_col], limit)
+        task_used = Counter(p for p in seen[task]["gene_panel"] if p is not None)
+        missing = sorted(set(task_used) - set(panels_by_task[task]))
+        if missing:
+            raise AssemblyError(f"task {task!r}: training rows use gene panels {missing} that no gene_panels.json "
+                                f"asset of the data lists (known: {sorted(panels_by_task[task])})")
+        if not task_used:
+            raise AssemblyError(f"task {task!r}: no training row has expression values, so no gene order can be "
+                                f"fixed")
+        used.update(task_used)
+    panels = _union_panels(panels_by_task)
     genes: list[str] = []
     known: set[str] = set()
     for panel, _ in used.most_common():
@@ -100,50 +132,66 @@ def expression_processor_from_data(train, task: str, panels: Mapping[str, Sequen
                 known.add(gene)
                 genes.append(gene)
     by_panel: dict[str, list] = {}
-    for panel, values in zip(seen["gene_panel"], seen[value_col]):
-        if panel is not None and len(by_panel.setdefault(panel, [])) < 200:
-            by_panel[panel].append(values)
+    for task in tasks:
+        value_col = _scrna_columns(task)[1]
+        for panel, values in zip(seen[task]["gene_panel"], seen[task][value_col]):
+            if panel is not None and len(by_panel.setdefault(panel, [])) < 200:
+                by_panel[panel].append(values)
     scales = {p: _value_scale(v) for p, v in by_panel.items()}
     chosen = max(scales, key=lambda p: used[p])
     total, log1p, why = scales[chosen]
-    notes = [f"{task}: scrna gene order = union of {len(used)} panel(s), {len(genes)} genes; scaling: {why}"]
-    if len({s[:2] for s in scales.values()}) > 1:
-        notes.append(f"{task}: WARNING the training rows' panels differ in scale ({ {p: s[2] for p, s in scales.items()} });"
-                     f" the scaling of the panel of most rows was used for all")
+    who = f"{tasks[0]}" if len(tasks) == 1 else f"{', '.join(tasks)} (one shared scrna encoder)"
+    notes = [f"{who}: scrna gene order = union of {len(used)} panel(s), {len(genes)} genes"]
+    notes += [f"  panel {p} ({used[p]} training rows): {scales[p][2]}" for p in sorted(scales, key=lambda p: -used[p])]
     processor = ExpressionProcessor(genes=genes, panels={p: panels[p] for p in used}, normalize_total=total,
                                     log1p=log1p)
+    for panel, (p_total, p_log1p, _) in scales.items():
+        if (p_total, p_log1p) != (total, log1p):
+            processor.set_panel_scaling(panel, normalize_total=p_total, log1p=p_log1p)
     for panel, gene_list in panels.items():  # validation/test rows may use panels training did not
         if panel not in processor.panels:
             processor.add_panel(panel, gene_list)
+    if standardize:
+        rows = ((i, v, p) for task in tasks for i, v, p in zip(*(seen[task][c] for c in (*_scrna_columns(task),
+                                                                                         "gene_panel")))
+                if i is not None and v is not None and p is not None)
+        n = processor.fit_standardization(rows)
+        notes.append(f"{who}: scrna values standardised per gene (mean and std over {n} training rows)")
     return processor, notes
 
 
-def eeg_processor_from_data(train, task: str, *, limit: int | None = None):
-    """An ``EEGProcessor`` over the union of the training rows' channel sets (by normalised name, the most common
-    set's order first; channels a row lacks are zero-filled), resampled to the lowest training sampling rate (never
-    upsampling), epochs cut or padded to the longest training epoch at that rate."""
+def eeg_processor_from_data(train_by_task: Mapping[str, Any], *, limit: int | None = None):
+    """One ``EEGProcessor`` for every task in ``train_by_task`` that reads EEG: the union of their training rows'
+    channel sets (by normalised name, the most common set's order first; channels a row lacks are zero-filled),
+    resampled to the lowest training sampling rate (never upsampling), epochs cut or padded to the longest training
+    epoch at that rate."""
     from multimed_hf.processors.eeg import EEGProcessor, normalize_channel_name
 
-    spec = get_task(task)
-    signal = next(c.name for c in spec.inputs if c.modality == "eeg")
-    seen = column_values(train, ["channel_names", "sfreq"], limit)
-    sets = Counter(tuple(names) for names in seen["channel_names"] if names)
-    if not sets:
-        raise AssemblyError(f"task {task!r}: no training row names its EEG channels")
+    sets, rates, lengths = Counter(), [], []
+    for task, train in train_by_task.items():
+        signal = next(c.name for c in get_task(task).inputs if c.modality == "eeg")
+        seen = column_values(train, ["channel_names", "sfreq"], limit)
+        task_sets = Counter(tuple(names) for names in seen["channel_names"] if names)
+        if not task_sets:
+            raise AssemblyError(f"task {task!r}: no training row names its EEG channels")
+        sets.update(task_sets)
+        task_rates = [float(r) for r in seen["sfreq"] if r]
+        task_lengths = _epoch_lengths(train, signal, limit)
+        rates += task_rates
+        lengths += list(zip(task_lengths, task_rates))
     channels, keys = [], set()
     for names, _ in sets.most_common():
         for name in names:
             if normalize_channel_name(name) not in keys:
                 keys.add(normalize_channel_name(name))
                 channels.append(name)
-    rates = [float(r) for r in seen["sfreq"] if r]
     sfreq = min(rates)
-    lengths = _epoch_lengths(train, signal, limit)
-    n_times = int(max(math.ceil(n * sfreq / r) for n, r in zip(lengths, rates)))
+    n_times = int(max(math.ceil(n * sfreq / r) for n, r in lengths))
     h_freq = min(40.0, 0.45 * sfreq)
     processor = EEGProcessor(channels, sfreq=sfreq, l_freq=min(4.0, h_freq / 2), h_freq=h_freq, n_times=n_times,
                              missing_channels="zero")
-    note = (f"{task}: EEG = union of {len(sets)} channel set(s) ({len(channels)} channels, absent ones zero-filled), "
+    who = ", ".join(train_by_task)
+    note = (f"{who}: EEG = union of {len(sets)} channel set(s) ({len(channels)} channels, absent ones zero-filled), "
             f"resampled to {sfreq:g} Hz (lowest training rate), {n_times} samples per epoch")
     return processor, [note]
 
@@ -260,24 +308,19 @@ def assemble_processor(train_by_task: Mapping[str, Any], modalities: Mapping[str
     return processor
 
 
-def _data_processors(train_by_task, modalities, panels, limit):
-    """Expression and EEG processors (their sizes decide the encoders'): from the training rows of every task."""
+def _data_processors(train_by_task, modalities, panels, limit, standardize_expression: bool = False):
+    """Expression and EEG processors (their sizes decide the encoders'): one per modality, from the training rows of
+    every task that reads it (tasks sharing a modality share its processor and encoder)."""
     procs, notes = {}, []
-    for modality, build in (("scrna", expression_processor_from_data), ("eeg", eeg_processor_from_data)):
-        tasks = [t for t, ms in modalities.items() if modality in ms]
-        if not tasks:
-            continue
-        if modality == "scrna":
-            made = [build(train_by_task[t], t, panels[t], limit=limit) for t in tasks]
-        else:
-            made = [build(train_by_task[t], t, limit=limit) for t in tasks]
-        first = made[0][0]
-        for other, _ in made[1:]:
-            if other.to_dict() != first.to_dict():
-                raise AssemblyError(f"tasks {tasks} read {modality!r} from differently shaped data (gene panels or "
-                                    f"channel sets differ); one model has one {modality} encoder: train them apart")
-        procs[modality] = first
-        notes += [n for _, ns in made[:1] for n in ns]
+    scrna = {t: train_by_task[t] for t, ms in modalities.items() if "scrna" in ms}
+    if scrna:
+        procs["scrna"], made = expression_processor_from_data(scrna, {t: panels[t] for t in scrna}, limit=limit,
+                                                              standardize=standardize_expression)
+        notes += made
+    eeg = {t: train_by_task[t] for t, ms in modalities.items() if "eeg" in ms}
+    if eeg:
+        procs["eeg"], made = eeg_processor_from_data(eeg, limit=limit)
+        notes += made
     return procs, notes
 
 
@@ -296,7 +339,8 @@ def assemble(data: str | Path, tasks: Sequence[str], *, encoders: str = "small",
              row_modality: Mapping[str, str | None] | None = None, datasets: Mapping[str, Mapping[str, Any]] | None = None,
              streaming: bool = False, rank: int = 0, world_size: int = 1, fusion: str = "intermediate",
              hidden_size: int | None = None, build_model: bool = True, config_kwargs: Mapping[str, Any] | None = None,
-             processor_overrides: Mapping[str, Mapping[str, Any]] | None = None, **load_kwargs) -> Assembly:
+             processor_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+             standardize_expression: bool | None = None, **load_kwargs) -> Assembly:
     """The processor, config and model for ``tasks`` of a built folder (or Hub dataset id) ``data``.
 
     ``encoders``: ``"hub"`` (the paper's encoders; weights via ``from_encoders_pretrained``), ``"small"`` (small
@@ -304,9 +348,18 @@ def assemble(data: str | Path, tasks: Sequence[str], *, encoders: str = "small",
     transformers) or a JSON file of specs (``choose_encoders``). ``modalities``: task -> modalities read (default:
     all of the task's); ``row_modality``: task -> train and evaluate only on rows holding this modality (the
     ``unimodal`` family on tasks whose rows hold one of several modalities). ``datasets`` reuses already loaded
-    ``{task: {split: Dataset}}`` (e.g. a federated client's partition). ``processor_overrides``: modality ->
+    ``{task: {split: Dataset}}`` (e.g. a federated client's partition). ``streaming``: every split is an
+    ``IterableDataset``; the processor's facts (gene panels, channel sets and value scales from the first
+    ``STREAMED_FACT_ROWS`` training rows, vocabularies and target statistics from all of them) come from the whole
+    training stream, alike on every process, and with ``world_size > 1`` the training split is then sharded per
+    process (``split_dataset_by_node``); evaluation splits stay whole (every process evaluates its share of them).
+    ``processor_overrides``: modality ->
     settings changed on its processor after assembly (e.g. ``{"dna": {"crop_center": 7000}}``).
+    ``standardize_expression``: standardise scrna values per gene with training statistics (default: the encoder
+    preset's choice, ``encoder_presets.standardizes_expression``).
 
+    Tasks that share a modality share its processor and encoder: one expression processor over the union of their
+    gene panels (each task's rows mapped into it by gene name), one EEG processor over the union of their channels.
     Gene panels come from the data's ``gene_panels.json`` assets; EEG channel sets and sampling rates, vocabularies
     (free-text labels only) and regression statistics from the training split.
     """
@@ -318,8 +371,9 @@ def assemble(data: str | Path, tasks: Sequence[str], *, encoders: str = "small",
         extra = sorted(set(ms) - set(get_task(t).modalities))
         if extra:
             raise AssemblyError(f"modalities[{t!r}] = {ms}: task {t!r} reads {list(get_task(t).modalities)}")
-    if datasets is None:
-        datasets = load_task_data(data, tasks, streaming=streaming, rank=rank, world_size=world_size, **load_kwargs)
+    shard = datasets is None and streaming and world_size > 1
+    if datasets is None:  # streamed: every process reads the whole streams for the facts; training rows sharded below
+        datasets = load_task_data(data, tasks, streaming=streaming, **load_kwargs)
     datasets = select_rows({t: datasets[t] for t in tasks}, row_modality or {})
     missing = [t for t in tasks if "train" not in datasets[t]]
     if missing:
@@ -327,7 +381,9 @@ def assemble(data: str | Path, tasks: Sequence[str], *, encoders: str = "small",
     train = {t: datasets[t]["train"] for t in tasks}
     limit = STREAMED_FACT_ROWS if streaming else None
     panels = {t: read_gene_panels(data, t) for t in tasks if "scrna" in chosen[t]}
-    data_procs, notes = _data_processors(train, chosen, panels, limit)
+    if standardize_expression is None:
+        standardize_expression = standardizes_expression(encoders)
+    data_procs, notes = _data_processors(train, chosen, panels, limit, standardize_expression)
     facts = DataFacts(
         num_genes=len(data_procs["scrna"].genes) if "scrna" in data_procs else None,
         eeg_channels=len(data_procs["eeg"].channels) if "eeg" in data_procs else None,
@@ -362,5 +418,12 @@ def assemble(data: str | Path, tasks: Sequence[str], *, encoders: str = "small",
         model = MultiMedModel.from_encoders_pretrained(config) if choice.pretrained else MultiMedModel(config)
     notes += [f"{column}: regression target standardised with training mean {m:.4g}, std {s:.4g}"
               for column, (m, s) in stats.items()]
+    if shard:  # the same processor and model on every process; each trains on its own shard of the training rows
+        from datasets.distributed import split_dataset_by_node
+
+        datasets = {t: {name: split_dataset_by_node(d, rank=rank, world_size=world_size) if name == "train" else d
+                        for name, d in splits.items()} for t, splits in datasets.items()}
+        notes.append(f"streamed training rows sharded across {world_size} processes (this one: rank {rank}); "
+                     f"processor facts from the whole training streams")
     return Assembly(processor=processor, config=config, model=model, datasets=datasets, modalities=chosen,
                     encoders=choice, facts=facts, notes=notes)

@@ -50,10 +50,11 @@ def expression_matrix(dataset, task: str, processor) -> tuple[np.ndarray, list]:
 
 def logistic_regression_baseline(data: str | Path, task: str = "cell_type", *, processor=None,
                                  datasets: Mapping[str, Any] | None = None, max_iter: int = 5000,
-                                 **sklearn_kwargs) -> BaselineResult:
+                                 standardize: bool | None = None, **sklearn_kwargs) -> BaselineResult:
     """A scikit-learn ``LogisticRegression`` (defaults: L2, C=1, lbfgs, multinomial) fitted on the task's training
     rows and scored by accuracy on its test rows, on the same expression panel and scaling as ``processor`` (default:
-    the one ``assemble`` builds for the data)."""
+    the one ``assemble`` builds for the data with small encoders; ``standardize`` asks it for per-gene standardised
+    values, ``None`` takes the preset's choice)."""
     from sklearn.linear_model import LogisticRegression
 
     from multimed_hf.training.loading import load_task_data
@@ -62,8 +63,8 @@ def logistic_regression_baseline(data: str | Path, task: str = "cell_type", *, p
     if processor is None:
         from multimed_hf.training.assembly import assemble
 
-        processor = assemble(data, [task], encoders="small", build_model=False,
-                             datasets={task: dict(splits)}).processor
+        processor = assemble(data, [task], encoders="small", build_model=False, datasets={task: dict(splits)},
+                             standardize_expression=standardize).processor
     x_train, y_train = expression_matrix(splits["train"], task, processor)
     x_test, y_test = expression_matrix(splits["test"], task, processor)
     model = LogisticRegression(max_iter=max_iter, **sklearn_kwargs).fit(x_train, y_train)

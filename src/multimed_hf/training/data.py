@@ -1,14 +1,20 @@
-"""Several tasks' datasets as one indexable dataset, and the collator that makes one task's batch with row ids."""
+"""Several tasks' datasets as one dataset (indexable, or streamed and interleaved), and the collator that makes one
+task's batch with row ids."""
 
 from __future__ import annotations
 
 import bisect
-from typing import Any, Mapping, Sequence
+import logging
+from typing import Any, Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, IterableDataset
 
-__all__ = ["MultiTaskDataset", "MultiTaskCollator", "ROW_INDEX"]
+__all__ = ["MultiTaskDataset", "IterableMultiTaskDataset", "MultiTaskCollator", "ROW_INDEX", "is_streamed",
+           "streamed_size"]
+
+logger = logging.getLogger(__name__)
 
 #: The batch key carrying each row's index in its `MultiTaskDataset` (de-duplicates distributed evaluation).
 ROW_INDEX = "row_index"
@@ -88,6 +94,193 @@ class MultiTaskDataset(Dataset):
                 row = {name: columns[name][k] for name in names}
                 items[p] = self._item(row, task, int(indices[p]))
         return items
+
+
+def is_streamed(dataset) -> bool:
+    """Whether ``dataset`` is read as a stream (``datasets.IterableDataset`` or a torch ``IterableDataset``), i.e.
+    has no random access."""
+    if isinstance(dataset, IterableDataset):
+        return True
+    try:
+        from datasets import IterableDataset as HFIterableDataset
+    except ImportError:  # pragma: no cover - datasets is a dependency
+        return False
+    return isinstance(dataset, HFIterableDataset)
+
+
+def streamed_size(dataset) -> int | None:
+    """Rows of a streamed split as its dataset info records them (the whole split, before filters, ``take`` or
+    sharding across processes); ``None`` when unknown."""
+    info = getattr(dataset, "info", None)
+    splits = getattr(info, "splits", None) or {}
+    split = getattr(dataset, "split", None)
+    entry = splits.get(str(split)) if split is not None else None
+    size = getattr(entry, "num_examples", None)
+    return int(size) if size else None
+
+
+class IterableMultiTaskDataset(IterableDataset):
+    """Streamed tasks' rows (``datasets.IterableDataset`` per task, e.g. ``load_dataset(..., streaming=True)``
+    sharded per process with ``split_dataset_by_node``) interleaved into one endless stream of one-task batches.
+
+    Each item is one batch: a list of preprocessed rows of one task (use a ``DataLoader`` with ``batch_size=None``
+    and `MultiTaskCollator`). Which task the next batch comes from is drawn with the sampling strategy's weights
+    (``TaskSampling.weights`` over the tasks' sizes; ``round_robin`` cycles), from a generator seeded with
+    ``(seed, epoch, rank, worker)``: the stream is the same for the same seed, epoch, process and DataLoader worker.
+    A task's rows are read in passes over its stream, each pass shuffled (``IterableDataset.shuffle`` with a shuffle
+    buffer) with a seed of ``(seed, epoch, task, pass)`` shared by every process, so the processes' shards of one
+    pass are disjoint; a batch that reaches the end of a pass is filled from the next one. The stream never ends:
+    train with ``max_steps``.
+
+    Args:
+        datasets: task -> its streamed rows (with ``sample_id`` and the registry's columns).
+        processor: the `MultiMedProcessor` that turns a row into model inputs.
+        sampling: a `TaskSampling` (strategy, temperature, size cap, per-task batch sizes); default proportional.
+        batch_size: rows per batch of tasks without their own size in ``sampling.batch_sizes``.
+        sizes: task -> rows, for the strategy's weights; default the splits' recorded sizes (`streamed_size`); a
+            task whose size is unknown makes ``proportional`` / ``temperature`` fall back to equal weights (logged).
+        seed: the seed of the stream (``sampling.seed`` wins when set).
+        rank: this process's index (the processes' streams differ; their datasets should be sharded per process).
+        modalities: task -> the modalities read (default all).
+        shuffle_buffer_size: rows held by each task's shuffle buffer (0: no shuffling).
+        shuffle_input_shards: shards of a task feeding its buffer at a time (``IterableDataset.shuffle``'s
+            ``max_buffer_input_shards``): several mix sources that sit in separate shards; 1 avoids the pause
+            ``datasets`` makes at the end of each interleaved pass (small data read in many passes).
+        labels: encode the label columns.
+    """
+
+    def __init__(self, datasets: Mapping[str, Any], processor, *, sampling=None, batch_size: int = 8,
+                 sizes: Mapping[str, int] | None = None, seed: int = 0, rank: int = 0,
+                 modalities: Mapping[str, Sequence[str]] | None = None, shuffle_buffer_size: int = 1000,
+                 shuffle_input_shards: int = 10, labels: bool = True):
+        from multimed_hf.training.sampling import SamplingError, TaskSampling
+
+        if not datasets:
+            raise ValueError("IterableMultiTaskDataset: datasets is empty; give {task: streamed dataset}")
+        sampling = sampling if sampling is not None else TaskSampling()
+        if not isinstance(sampling, TaskSampling):
+            raise TypeError(f"sampling: expected a TaskSampling, got {type(sampling).__name__}")
+        if batch_size < 1:
+            raise SamplingError(f"batch_size={batch_size}: expected a positive integer")
+        unknown = sorted((set(sampling.batch_sizes) | set(modalities or {}) | set(sizes or {})) - set(datasets))
+        if unknown:
+            raise ValueError(f"IterableMultiTaskDataset: settings name tasks {unknown} that have no dataset; tasks: "
+                             f"{list(datasets)}")
+        if shuffle_buffer_size < 0:
+            raise ValueError(f"shuffle_buffer_size={shuffle_buffer_size}: expected 0 (no shuffling) or more rows")
+        if shuffle_input_shards < 1:
+            raise ValueError(f"shuffle_input_shards={shuffle_input_shards}: expected a positive number of shards")
+        self.datasets = dict(datasets)
+        self.processor = processor
+        self.sampling = sampling
+        self.tasks = list(self.datasets)
+        self.batch_sizes = {t: sampling.batch_size_of(t, batch_size) for t in self.tasks}
+        self.sizes = {t: (sizes or {}).get(t) or streamed_size(d) for t, d in self.datasets.items()}
+        self.seed = int(sampling.seed if sampling.seed is not None else seed)
+        self.rank = int(rank)
+        self.modalities = {t: tuple(m) for t, m in (modalities or {}).items()}
+        self.shuffle_buffer_size = int(shuffle_buffer_size)
+        self.shuffle_input_shards = int(shuffle_input_shards)
+        self.labels = bool(labels)
+        self.offsets: dict[str, int] = {}  # no global row index (MultiMedTrainer._task_rows gives None)
+        self.epoch = 0
+        self._skip = 0
+
+    def weights(self) -> dict[str, float]:
+        """Relative chance of each task for the next batch."""
+        if self.sampling.strategy in ("proportional", "temperature") and any(n is None for n in self.sizes.values()):
+            unknown = [t for t, n in self.sizes.items() if n is None]
+            logger.warning("streamed tasks %s record no size: %s sampling falls back to equal weights", unknown,
+                           self.sampling.strategy)
+            return {t: 1.0 for t in self.tasks}
+        return self.sampling.weights({t: int(n) for t, n in self.sizes.items()})
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def skip_batches(self, num_batches: int) -> None:
+        """Make the next pass start after its first ``num_batches`` batches (the Trainer's resume), reading their
+        rows from the streams without preprocessing them."""
+        if num_batches < 0:
+            raise ValueError(f"skip_batches({num_batches}): expected a count >= 0")
+        self._skip = int(num_batches)
+
+    def _rows(self, task: str, index: int) -> Iterator[dict | None]:
+        """The task's rows, pass after pass; ``None`` marks a pass that held no row (for this process/worker)."""
+        dataset = self.datasets[task]
+        passes = 0
+        while True:
+            data = dataset
+            if self.shuffle_buffer_size:
+                state = np.random.SeedSequence([self.seed, self.epoch, index, passes]).generate_state(1)[0]
+                data = dataset.shuffle(seed=int(state), buffer_size=self.shuffle_buffer_size,
+                                       max_buffer_input_shards=self.shuffle_input_shards)
+            empty = True
+            for row in data:
+                empty = False
+                yield row
+            if empty:
+                yield None
+                return
+            passes += 1
+
+    def _order(self, worker: tuple[int, int]) -> Iterator[str]:
+        """The endless sequence of the batches' tasks."""
+        if self.sampling.strategy == "round_robin":
+            while True:
+                yield from self.tasks
+        weights = self.weights()
+        p = np.array([weights[t] for t in self.tasks], dtype=np.float64)
+        p = p / p.sum()
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, self.rank, *worker]))
+        while True:
+            for i in rng.choice(len(self.tasks), size=1024, p=p):
+                yield self.tasks[int(i)]
+
+    def __iter__(self) -> Iterator[list[dict]]:
+        info = torch.utils.data.get_worker_info()
+        worker = (info.id, info.num_workers) if info is not None else (0, 1)
+        skip, self._skip = self._skip, 0
+        skip = len(range(worker[0], skip, worker[1]))  # batches of a DataLoader's workers alternate
+        streams = {t: self._rows(t, i) for i, t in enumerate(self.tasks)}
+        try:
+            yield from self._batches(streams, worker, skip)
+        finally:  # a DataLoader that stops reading closes the task streams (and their readers) now
+            for stream in streams.values():
+                stream.close()
+
+    def _batches(self, streams: Mapping[str, Iterator], worker: tuple[int, int], skip: int) -> Iterator[list[dict]]:
+        live = set(self.tasks)
+        counts = {t: 0 for t in self.tasks}
+        for task in self._order(worker):
+            if task not in live:
+                if not live:
+                    return
+                continue
+            rows = []
+            while len(rows) < self.batch_sizes[task]:
+                row = next(streams[task])
+                if row is None:
+                    break
+                rows.append(row)
+            if len(rows) < self.batch_sizes[task]:
+                live.discard(task)
+                logger.warning("task %r has no rows in this process's stream (rank %d, worker %d): left out",
+                               task, self.rank, worker[0])
+                if not live:
+                    return
+                continue
+            if skip:
+                skip -= 1
+                counts[task] += len(rows)
+                continue
+            items = []
+            for row in rows:
+                item = self.processor.preprocess(row, task, self.labels, self.modalities.get(task))
+                item[ROW_INDEX] = counts[task]  # position in this process's stream of the task
+                counts[task] += 1
+                items.append(item)
+            yield items
 
 
 class MultiTaskCollator:

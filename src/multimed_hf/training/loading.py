@@ -18,6 +18,7 @@ __all__ = [
     "modality_counts",
     "column_values",
     "dataset_fingerprints",
+    "materialize",
 ]
 
 SPLITS = ("train", "validation", "test")
@@ -198,3 +199,18 @@ def dataset_fingerprints(data: str | Path, splits_by_task: Mapping[str, Mapping[
                               "fingerprint": getattr(ds, "_fingerprint", None)} for name, ds in splits.items()},
         }
     return out
+
+
+def materialize(dataset, limit: int | None = None):
+    """A streamed split (``IterableDataset``) as a ``datasets.Dataset`` of its first ``limit`` rows (all when
+    ``None``), features kept and images left encoded, for what needs random access (evaluation, whose rows every
+    process reads in full and shares out itself). A ``Dataset`` is returned as it is (cut to ``limit``)."""
+    from datasets import Dataset
+
+    if hasattr(dataset, "select"):
+        return dataset if limit is None else dataset.select(range(min(limit, len(dataset))))
+    rows = dataset.take(limit) if limit is not None else dataset
+    features = dataset.features
+    if features is not None and hasattr(rows, "decode"):
+        rows = rows.decode(False)  # image bytes as stored, encoded again as they were
+    return Dataset.from_list(list(rows), features=features)

@@ -183,9 +183,12 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
 
     from multimed_hf.training.assembly import assemble
     from multimed_hf.training.encoder_presets import describe
-    from multimed_hf.training.loading import dataset_fingerprints
+    from multimed_hf.training.loading import dataset_fingerprints, materialize
 
     args, training_args = _resolve(args, training_args, overrides)
+    if args.streaming and training_args.max_steps <= 0:
+        raise RunError("--streaming: a streamed training set has no length, so epochs cannot be counted; give "
+                       "--max_steps N")
     plan = plan or choose_plan(args)
     output_dir = Path(training_args.output_dir)
     set_seed(training_args.seed)
@@ -199,6 +202,10 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
     if on_assembly is not None:
         on_assembly(assembly)
     data = assembly.datasets
+    if args.streaming:  # evaluation needs random access: each process reads the (capped) evaluation splits whole
+        data = {t: {s: ds if s == "train" else materialize(ds, args.max_eval_samples) for s, ds in splits.items()
+                    if s == "train" or s == "validation" or s in args.eval_splits}
+                for t, splits in data.items()}
     train = _head({t: s["train"] for t, s in data.items()}, args.max_train_samples)
     evaluation = {t: s["validation"] for t, s in data.items() if "validation" in s}
     evaluation = _head(evaluation, args.max_eval_samples) if training_args.eval_strategy != "no" else None
@@ -255,7 +262,7 @@ def evaluate_checkpoint(checkpoint: str, data: str, splits: Sequence[str] = ("te
     from multimed_hf.modeling_multimed import MultiMedModel
     from multimed_hf.processing_multimed import MultiMedProcessor
     from multimed_hf.tasks import get_task
-    from multimed_hf.training.loading import dataset_fingerprints, load_task_data, rows_with_modality
+    from multimed_hf.training.loading import dataset_fingerprints, load_task_data, materialize, rows_with_modality
 
     if training_args is None:
         if output_dir is ...:
@@ -270,9 +277,11 @@ def evaluate_checkpoint(checkpoint: str, data: str, splits: Sequence[str] = ("te
     if unknown:
         raise RunError(f"checkpoint {checkpoint!r} has no head for tasks {unknown}; its heads: "
                        f"{list(model.config.heads)}")
-    if datasets is None:
-        datasets = load_task_data(data, tasks, splits=splits, streaming=streaming,
-                                  rank=training_args.process_index, world_size=training_args.world_size)
+    if datasets is None:  # every process reads the splits whole and predicts its share of the batches
+        datasets = load_task_data(data, tasks, splits=splits, streaming=streaming)
+        if streaming:
+            datasets = {t: {s: materialize(ds, max_eval_samples) for s, ds in by_split.items()}
+                        for t, by_split in datasets.items()}
     modalities = {t: list(model.config.heads[t]["modalities"]) for t in tasks}
     selected = {}
     for t in tasks:

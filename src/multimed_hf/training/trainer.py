@@ -15,7 +15,13 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint, seed_worker, speed_metrics
 
-from multimed_hf.training.data import ROW_INDEX, MultiTaskCollator, MultiTaskDataset
+from multimed_hf.training.data import (
+    ROW_INDEX,
+    IterableMultiTaskDataset,
+    MultiTaskCollator,
+    MultiTaskDataset,
+    is_streamed,
+)
 from multimed_hf.training.loss_weighting import LossWeighting, get_loss_weighting
 from multimed_hf.training.predictions import PER_ROW_METRIC_COLUMNS, TaskPredictions, stack_rows
 from multimed_hf.training.sampling import TaskBatchSampler, TaskSampling
@@ -96,6 +102,13 @@ class _SyncLossWeighting(TrainerCallback):
         self.weighting.zero_grad(set_to_none=True)
 
 
+class _StreamLoader(DataLoader):
+    """A DataLoader over an `IterableMultiTaskDataset` whose ``set_epoch`` (called by Trainer) reaches the stream."""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+
 # ---------------------------------------------------------------------- the trainer
 class MultiMedTrainer(Trainer):
     """`transformers.Trainer` over `MultiMedModel` with one task per batch.
@@ -115,6 +128,8 @@ class MultiMedTrainer(Trainer):
         sampling: how batches are shared out between tasks (`TaskSampling`); default proportional.
         loss_weighting: a `LossWeighting` or a registered name (``"static"``, ``"uncertainty"``); default static.
         modalities: task -> the modalities read (default: all the task's modalities).
+        streaming_options: settings of the interleaved stream when train_datasets are streamed
+            (`IterableMultiTaskDataset`: ``shuffle_buffer_size``, ``shuffle_input_shards``, ``sizes``).
         trainer_kwargs: anything else `Trainer` takes (``callbacks``, ``optimizers``, ``data_collator``, ...).
     """
 
@@ -122,7 +137,8 @@ class MultiMedTrainer(Trainer):
                  train_datasets: Mapping[str, Any] | None = None, eval_datasets: Mapping[str, Any] | None = None,
                  processor=None, sampling: TaskSampling | None = None,
                  loss_weighting: LossWeighting | str | None = None,
-                 modalities: Mapping[str, Sequence[str]] | None = None, **trainer_kwargs):
+                 modalities: Mapping[str, Sequence[str]] | None = None,
+                 streaming_options: Mapping[str, Any] | None = None, **trainer_kwargs):
         for key in ("train_dataset", "eval_dataset"):
             if key in trainer_kwargs:
                 raise TypeError(f"MultiMedTrainer takes {key.split('_')[0]}_datasets={{task: dataset}}, not {key}")
@@ -136,6 +152,7 @@ class MultiMedTrainer(Trainer):
         self.processor = processor
         self.sampling = sampling if sampling is not None else TaskSampling()
         self.modalities = {t: tuple(m) for t, m in (modalities or {}).items()}
+        self.streaming_options = dict(streaming_options or {})
         heads = model.config.heads
         tasks = list(train_datasets or {}) + list(eval_datasets or {})
         missing = sorted({t for t in tasks if t not in heads})
@@ -149,8 +166,14 @@ class MultiMedTrainer(Trainer):
             raise ValueError("ddp_find_unused_parameters=False: with several tasks or modalities some parameters get "
                              "no gradient in a step (other ranks' tasks, absent modalities) and DDP fails; leave it "
                              "unset or set it True")
-        train_dataset = (MultiTaskDataset(train_datasets, processor, modalities=self._subset(train_datasets))
-                         if train_datasets else None)
+        if any(is_streamed(d) for d in (eval_datasets or {}).values()):
+            raise TypeError("eval_datasets: streamed (Iterable) datasets cannot be evaluated row by row across "
+                            "processes; give datasets.Dataset evaluation splits (training.loading.materialize)")
+        if train_datasets and any(is_streamed(d) for d in train_datasets.values()):
+            train_dataset = self._streamed_train_dataset(train_datasets, processor, args)
+        else:
+            train_dataset = (MultiTaskDataset(train_datasets, processor, modalities=self._subset(train_datasets))
+                             if train_datasets else None)
         if processor is not None:
             trainer_kwargs.setdefault("data_collator", MultiTaskCollator(processor))
             trainer_kwargs.setdefault("processing_class", processor)
@@ -171,12 +194,24 @@ class MultiMedTrainer(Trainer):
     def _subset(self, datasets: Mapping[str, Any]) -> dict[str, tuple]:
         return {t: m for t, m in self.modalities.items() if t in datasets}
 
+    def _streamed_train_dataset(self, train_datasets: Mapping[str, Any], processor,
+                                args: TrainingArguments) -> IterableMultiTaskDataset:
+        """Streamed training sets (``load_dataset(..., streaming=True)``, sharded per process) as one interleaved
+        stream of one-task batches; tasks given as ``datasets.Dataset`` join as streams."""
+        datasets = {t: d if is_streamed(d) else d.to_iterable_dataset() for t, d in train_datasets.items()}
+        return IterableMultiTaskDataset(
+            datasets, processor, sampling=self.sampling, batch_size=args.train_batch_size,
+            seed=args.data_seed if args.data_seed is not None else args.seed, rank=args.process_index,
+            modalities=self._subset(datasets), **self.streaming_options)
+
     # ------------------------------------------------------------------ training data
     def get_train_dataloader(self) -> DataLoader:
         """Task batches from a rank-aware `TaskBatchSampler` (accelerate's re-sharding neutralised)."""
         if self.train_dataset is None:
             raise ValueError("MultiMedTrainer: training requires train_datasets")
         args = self.args
+        if isinstance(self.train_dataset, IterableMultiTaskDataset):
+            return self._streamed_train_dataloader()
         seed = args.data_seed if args.data_seed is not None else args.seed
         sampler = TaskBatchSampler(self.train_dataset.sizes, self.sampling, batch_size=self._train_batch_size,
                                    num_replicas=max(1, args.world_size), rank=args.process_index, seed=seed)
@@ -196,8 +231,25 @@ class MultiMedTrainer(Trainer):
             shard.num_processes, shard.process_index = 1, 0
         return dataloader
 
+    def _streamed_train_dataloader(self) -> DataLoader:
+        """Batches straight from the interleaved stream, not prepared by accelerate (its default for an iterable
+        dataset, dispatching process 0's batches, would undo the per-process shards); Trainer moves them to the
+        device. ``set_epoch`` reaches the stream."""
+        args = self.args
+        workers = args.dataloader_num_workers
+        return _StreamLoader(
+            self.train_dataset, batch_size=None, collate_fn=self.data_collator, num_workers=workers,
+            pin_memory=args.dataloader_pin_memory, persistent_workers=args.dataloader_persistent_workers,
+            multiprocessing_context=args.dataloader_multiprocessing_context,
+            prefetch_factor=args.dataloader_prefetch_factor,
+            worker_init_fn=partial(seed_worker, num_workers=workers, rank=args.process_index),
+        )
+
     def get_resumed_dataloader(self, dataloader: DataLoader, num_batches: int) -> DataLoader:
         """Resume mid-epoch inside the sampler (its epoch is set right after this), not by re-wrapping the loader."""
+        if isinstance(self.train_dataset, IterableMultiTaskDataset):
+            self.train_dataset.skip_batches(num_batches)  # rows read again, not preprocessed
+            return dataloader
         if self.train_batch_sampler is not None:
             self.train_batch_sampler.skip_batches(num_batches)
             return dataloader
