@@ -35,6 +35,8 @@ _FORWARDED = {
                   "train and evaluate families x tasks x seeds; write table1.csv/.md/.png beside the paper's"),
     "fewshot": ("multimed_hf.fewshot.run", "fewshot_main",
                 "adapt a checkpoint to a task with PEFT adapters on k-shot support sets (0 = zero-shot); Table 2"),
+    "federate": ("multimed_hf.federated.simulation", "federate_main",
+                 "simulate BlendFL / FedAvg / FedProx over clients made from built configs (Flower)"),
     "ood": ("multimed_hf.analysis", "ood_main",
             "hold out one organ / tissue / cell type at a time; per-group metrics with CIs (Fig. 2)"),
     "combos": ("multimed_hf.analysis", "combos_main",

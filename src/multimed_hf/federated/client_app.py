@@ -1,0 +1,259 @@
+"""The Flower ClientApp: one hospital's local training, evaluation and split-learning steps on its own rows.
+
+Where a client finds its things: node config ``data-path`` (its folder, as ``partition.py`` writes it),
+``model-path`` (the initial model + processor folder, ``save_pretrained``) and ``link-salt`` (the secret shared by
+the clients, ``vertical.py``) — what a deployment passes with ``flower-supernode --node-config "data-path='...'
+model-path='...' link-salt='...'"``. In the simulation, ``make_client_app(federation_dir)`` finds them from the
+plan and the node's ``partition-id``. The modalities a client holds are read from its rows (presence), never
+declared: a column that is None is a modality the row lacks.
+
+Local training is ``local.train_local`` (our ``MultiMedTrainer`` for ``local-steps`` steps) unless
+``make_client_app(local_trainer=...)`` gives another. When the server wraps its strategy in Flower's client-side
+DP clipping, the train handler clips its own update (``clip_when_asked``).
+
+Every reply holds only: an ArrayRecord of model parameters (or embeddings / gradients in vertical steps), a
+MetricRecord of numbers, and a ConfigRecord ``report`` naming the client, its kind and the units it trained.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from multimed_hf.federated.local import LocalConfig, evaluate_local, train_local
+from multimed_hf.federated.modules import record_from_state, state_from_record
+from multimed_hf.federated.partition import PLAN_FILE, FederationPlan, load_client_data
+from multimed_hf.federated.strategy import SEND_KEY
+from multimed_hf.federated.vertical import (
+    EMBEDDING_PREFIX,
+    GRADIENT_PREFIX,
+    backward_fragments,
+    embed_fragments,
+    link_digests,
+    train_on_embeddings,
+)
+
+__all__ = ["make_client_app", "clip_when_asked", "ClientSetupError", "INITIAL_MODEL_DIR", "TRAIN_METRIC_KEYS"]
+
+#: Folder of the initial model + processor inside a federation folder.
+INITIAL_MODEL_DIR = "initial"
+#: The MetricRecord keys of every train reply (the same for every client, as Flower's FedAvg requires).
+TRAIN_METRIC_KEYS = ("num-examples", "train-loss", "val-loss", "val-score", "val-inv-loss", "num-val-examples")
+
+
+class ClientSetupError(ValueError):
+    """A client that cannot find its data or model."""
+
+
+class _Local:
+    """What one client process keeps between messages: its rows, its model and processor (loaded once)."""
+
+    cache: dict = {}
+
+    @classmethod
+    def get(cls, data_path: Path, model_path: Path):
+        key = (str(data_path), str(model_path))
+        if key not in cls.cache:
+            from multimed_hf.modeling_multimed import MultiMedModel
+            from multimed_hf.processing_multimed import MultiMedProcessor
+
+            if not model_path.is_dir():
+                raise ClientSetupError(f"model-path {model_path} is not a folder with the initial model "
+                                       f"(save_pretrained of MultiMedModel + MultiMedProcessor)")
+            model = MultiMedModel.from_pretrained(model_path)
+            processor = MultiMedProcessor.from_pretrained(model_path)
+            cls.cache[key] = (load_client_data(data_path), model, processor)
+        return cls.cache[key]
+
+
+def _where(context: Context, federation_dir: str | None) -> tuple[Path, Path, str, str]:
+    """(data path, model path, client name, client kind) of this node."""
+    config = context.node_config
+    if "data-path" in config:
+        data = Path(str(config["data-path"]))
+        root = data.parent.parent
+    elif federation_dir is not None:
+        plan = FederationPlan.load(federation_dir)
+        pid = int(config.get("partition-id", -1))
+        if not 0 <= pid < len(plan.clients):
+            raise ClientSetupError(f"partition-id {pid} is not a client of {federation_dir} "
+                                   f"({len(plan.clients)} clients)")
+        data, root = plan.client_dir(pid), Path(federation_dir)
+    else:
+        raise ClientSetupError("node config has no 'data-path' and the ClientApp was made without a federation "
+                               "folder; start the SuperNode with --node-config \"data-path='...'\"")
+    model = Path(str(config.get("model-path", root / INITIAL_MODEL_DIR)))
+    kind = "unknown"
+    if (root / PLAN_FILE).is_file():
+        kinds = {c["name"]: c["kind"] for c in json.loads((root / PLAN_FILE).read_text())["clients"]}
+        kind = kinds.get(data.name, kind)
+    return data, model, data.name, kind
+
+
+def _split(data: dict, split: str) -> dict:
+    return {t: splits[split] for t, splits in data.items() if split in splits and len(splits[split])}
+
+
+def _report(name: str, kind: str, modules=()) -> ConfigRecord:
+    # one space-separated string: Flower 1.42's ConfigRecord.count_bytes fails on an empty list
+    return ConfigRecord({"client": name, "kind": kind, "modules": " ".join(sorted(modules))})
+
+
+def _load(model, record: ArrayRecord) -> None:
+    state = model.state_dict()
+    model.load_state_dict(state_from_record(record, state), strict=False)
+
+
+def make_client_app(federation_dir: str | os.PathLike | None = None, *, local_trainer: Callable = train_local,
+                    salt: str | None = None) -> ClientApp:
+    """A ClientApp for the clients of ``federation_dir`` (simulation) or of node configs (deployment).
+
+    ``local_trainer``: the local training loop (``local.LocalTrainer``); ``salt``: the link salt when the node
+    config gives none.
+    """
+    federation_dir = None if federation_dir is None else str(federation_dir)
+    app = ClientApp()
+
+    def setup(context):
+        data_path, model_path, name, kind = _where(context, federation_dir)
+        data, model, processor = _Local.get(data_path, model_path)
+        return data, model, processor, name, kind
+
+    def link_salt(context) -> str:
+        value = context.node_config.get("link-salt", salt)
+        if not value:
+            raise ClientSetupError("no link salt: give the clients node config link-salt='<shared secret>'")
+        return str(value)
+
+    @app.train(mods=[clip_when_asked])
+    def train(message: Message, context: Context) -> Message:
+        data, model, processor, name, kind = setup(context)
+        config = message.content.config_records.get("config", ConfigRecord())
+        _load(model, message.content.array_records["arrays"])
+        global_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        local = LocalConfig.from_record(config)
+        local.seed = local.seed * 1000 + int(config.get("server-round", 0))
+        result = local_trainer(model, _split(data, "train"), processor, local, global_state=global_state)
+        scores = evaluate_local(model, _split(data, "validation"), processor, batch_size=local.batch_size)
+        metrics = {**result.metrics, **{k: v for k, v in scores.items() if "/" not in k}}
+        send = str(config.get(SEND_KEY, "all"))
+        arrays = record_from_state(model.state_dict(), result.trained if send == "trained" else None)
+        content = RecordDict({"arrays": arrays, "metrics": MetricRecord({k: metrics[k] for k in TRAIN_METRIC_KEYS}),
+                              "report": _report(name, kind, result.trained)})
+        return Message(content, reply_to=message)
+
+    @app.evaluate()
+    def evaluate(message: Message, context: Context) -> Message:
+        data, model, processor, name, kind = setup(context)
+        _load(model, message.content.array_records["arrays"])
+        scores = evaluate_local(model, _split(data, "validation"), processor)
+        metrics = MetricRecord({"num-examples": scores["num-val-examples"], "val-loss": scores["val-loss"],
+                                "val-score": scores["val-score"], "val-inv-loss": scores["val-inv-loss"]})
+        return Message(RecordDict({"metrics": metrics, "report": _report(name, kind)}), reply_to=message)
+
+    @app.query("link")
+    def link(message: Message, context: Context) -> Message:
+        from multimed_hf.training.loading import modality_counts
+
+        data, model, processor, name, kind = setup(context)
+        secret = link_salt(context)
+        record = ConfigRecord({"client": name, "kind": kind})
+        for task, splits in data.items():
+            modalities = model.config.heads[task]["modalities"] if task in model.config.heads else []
+            if "train" in splits and len(splits["train"]):
+                incomplete = _incomplete_rows(splits["train"], task, modalities)
+                labelled = [d for d, keep in zip(link_digests(splits["train"], secret), incomplete) if keep]
+                if labelled:  # (no empty lists: see _report)
+                    record[f"labelled.{task}"] = labelled
+            if "fragments" in splits and len(splits["fragments"]):
+                frag = splits["fragments"]
+                counts = modality_counts(frag, task)
+                record[f"fragments.{task}"] = link_digests(frag, secret)
+                held = [m for m in modalities if counts.get(m, 0) == len(frag)]
+                if held:
+                    record[f"modalities.{task}"] = held
+        return Message(RecordDict({"link": record}), reply_to=message)
+
+    @app.query("embed")
+    def embed(message: Message, context: Context) -> Message:
+        data, model, processor, name, kind = setup(context)
+        config = message.content.config_records["config"]
+        _load(model, message.content.array_records["arrays"])
+        task, ids, modalities = str(config["task"]), list(config["ids"]), list(config["modalities"])
+        out = embed_fragments(model, processor, data[task]["fragments"], task, modalities, ids,
+                              salt=link_salt(context), seed=int(config["seed"]))
+        arrays = ArrayRecord({f"{EMBEDDING_PREFIX}{m}": _array(v) for m, v in out.items()})
+        return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord({"num-examples": len(ids)}),
+                                   "report": _report(name, kind)}), reply_to=message)
+
+    @app.train("vertical")
+    def vertical(message: Message, context: Context) -> Message:
+        data, model, processor, name, kind = setup(context)
+        config = message.content.config_records["config"]
+        _load(model, message.content.array_records["arrays"])
+        received = message.content.array_records["embeddings"]
+        embeddings = {k[len(EMBEDDING_PREFIX):]: v.numpy() for k, v in received.items()}
+        task, ids = str(config["task"]), list(config["ids"])
+        grads, loss, trained = train_on_embeddings(model, processor, data[task]["train"], task, ids, embeddings,
+                                                   salt=link_salt(context), lr=float(config["vertical-lr"]))
+        arrays = record_from_state(model.state_dict(), trained)
+        gradients = ArrayRecord({f"{GRADIENT_PREFIX}{m}": _array(g) for m, g in grads.items()})
+        return Message(RecordDict({"arrays": arrays, "gradients": gradients,
+                                   "metrics": MetricRecord({"num-examples": len(ids), "vertical-loss": loss}),
+                                   "report": _report(name, kind, trained)}), reply_to=message)
+
+    @app.train("vertical_backward")
+    def vertical_backward(message: Message, context: Context) -> Message:
+        data, model, processor, name, kind = setup(context)
+        config = message.content.config_records["config"]
+        _load(model, message.content.array_records["arrays"])
+        received = message.content.array_records["gradients"]
+        grads = {k[len(GRADIENT_PREFIX):]: v.numpy() for k, v in received.items()}
+        task, ids = str(config["task"]), list(config["ids"])
+        trained = backward_fragments(model, processor, data[task]["fragments"], task, list(grads), ids, grads,
+                                     salt=link_salt(context), seed=int(config["seed"]),
+                                     lr=float(config["vertical-lr"]))
+        arrays = record_from_state(model.state_dict(), trained)
+        return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord({"num-examples": len(ids)}),
+                                   "report": _report(name, kind, trained)}), reply_to=message)
+
+    return app
+
+
+def clip_when_asked(message: Message, context: Context, call_next) -> Message:
+    """Flower's ``fixedclipping_mod`` (client-side DP clipping of this reply's update) when the server's train
+    config carries a clipping norm (``DifferentialPrivacyClientSideFixedClipping``); otherwise the reply as is."""
+    from flwr.clientapp.mod import fixedclipping_mod
+    from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
+
+    if any(KEY_CLIPPING_NORM in record for record in message.content.config_records.values()):
+        return fixedclipping_mod(message, context, call_next)
+    return call_next(message, context)
+
+
+def _array(value):
+    import numpy as np
+    from flwr.app import Array
+
+    return Array(np.ascontiguousarray(value, dtype=np.float32))
+
+
+def _incomplete_rows(dataset, task: str, modalities) -> list[bool]:
+    """Per row: it lacks at least one of ``modalities`` (a candidate for a fragment held elsewhere)."""
+    from multimed_hf.federated.partition import holds_modality
+
+    import numpy as np
+
+    full = np.ones(len(dataset), bool)
+    for m in modalities:
+        full &= holds_modality(dataset, task, m)
+    return (~full).tolist()
+
+
+#: For ``flwr run`` / SuperNode deployments: every setting from the node config.
+app = make_client_app()

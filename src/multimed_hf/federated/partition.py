@@ -1,0 +1,313 @@
+"""Split built configs into federated clients: paired, fragmented and partial hospitals, by patient/source, seeded.
+
+BlendFL's three kinds of client data, made from MultiMed rows that hold several modalities (expression_prediction:
+DNA + scRNA-seq profile; med_vqa: image + question):
+
+- ``paired``: its patients' rows as built, every modality and the labels.
+- ``partial``: a modality never collected (``drop``, default the task's last modality) is blanked in every row;
+  rows left with no modality are removed.
+- ``fragmented``: it keeps the labels and the modalities in ``keep`` (default the task's last modality); for each of
+  its training rows that also held other modalities, those move to a *partner* client as an unlabelled fragment
+  with the same ``sample_id`` (the same patient seen at two hospitals). The partner is the first ``partial``
+  client (it collects exactly the moved modalities under the defaults), else the first ``paired``, else another
+  ``fragmented`` one. Rows holding only moved modalities stay with the fragmented client as they are (a hospital
+  may hold some complete records). Validation rows are blanked the same way and never fragmented: each client
+  evaluates on what it holds (BlendFL's decentralised inference).
+
+Patients never span clients: rows are grouped by ``by`` (``"patient"`` = the built ``group_id`` column, the
+task's grouping key; ``"source"``; or any column name, e.g. a site column), groups are shuffled with ``seed`` and
+cut into equal shares in client order. Output, one folder per client (what a SuperNode's ``data-path`` names)::
+
+    OUT/federation.json                       the plan (FederationPlan.save)
+    OUT/clients/<name>/<task>/train.parquet   labelled rows (validation.parquet likewise)
+    OUT/clients/<name>/<task>/fragments.parquet   unlabelled fragments held for a partner's patients
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from multimed_hf.tasks import IMAGE_MODALITIES, get_task
+
+__all__ = [
+    "CLIENT_KINDS",
+    "PLAN_FILE",
+    "ClientSpec",
+    "FederationPlan",
+    "PartitionError",
+    "parse_partition",
+    "partition_config",
+    "load_client_data",
+    "modality_columns",
+    "holds_modality",
+]
+
+CLIENT_KINDS = ("paired", "fragmented", "partial")
+PLAN_FILE = "federation.json"
+FRAGMENTS = "fragments"
+_BY_ALIASES = {"patient": "group_id", "group": "group_id"}
+_PARTNER_PREFERENCE = ("partial", "paired", "fragmented")
+
+
+class PartitionError(ValueError):
+    """A partition request the data cannot satisfy."""
+
+
+@dataclass
+class ClientSpec:
+    """One client of a federation: what it holds, per task."""
+
+    name: str
+    kind: str
+    partition_id: int
+    modalities: dict[str, list[str]] = field(default_factory=dict)  # task -> modalities it collects
+    rows: dict[str, dict[str, int]] = field(default_factory=dict)  # task -> split -> labelled rows
+    fragments: dict[str, int] = field(default_factory=dict)  # task -> unlabelled fragment rows held for a partner
+    partner: dict[str, str] = field(default_factory=dict)  # task -> where its patients' moved modalities went
+
+
+@dataclass
+class FederationPlan:
+    """The clients made from built configs, with the settings that reproduce them."""
+
+    data: str
+    tasks: list[str]
+    by: str
+    seed: int
+    clients: list[ClientSpec]
+    root: str = ""
+
+    def client_dir(self, client: ClientSpec | str | int) -> Path:
+        if isinstance(client, int):
+            client = self.clients[client]
+        name = client.name if isinstance(client, ClientSpec) else client
+        return Path(self.root) / "clients" / name
+
+    def save(self) -> Path:
+        path = Path(self.root) / PLAN_FILE
+        body = {k: v for k, v in asdict(self).items() if k != "root"}
+        path.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, root: str | os.PathLike) -> "FederationPlan":
+        path = Path(root) / PLAN_FILE
+        if not path.is_file():
+            raise PartitionError(f"{path} does not exist: run partition_config(...) (or `multimed federate`) first")
+        body = json.loads(path.read_text())
+        body["clients"] = [ClientSpec(**c) for c in body["clients"]]
+        return cls(**body, root=str(root))
+
+
+def parse_partition(text: str | Mapping[str, int]) -> dict[str, int]:
+    """``"paired=1,fragmented=1,partial=1"`` (or a dict) -> ``{kind: count}`` in the given order."""
+    if isinstance(text, Mapping):
+        items = list(text.items())
+    else:
+        items = []
+        for part in filter(None, (p.strip() for p in str(text).split(","))):
+            kind, sep, count = part.partition("=")
+            if not sep:
+                raise PartitionError(f"--partition {text!r}: {part!r} is not KIND=COUNT (e.g. paired=1,partial=2)")
+            try:
+                items.append((kind.strip(), int(count)))
+            except ValueError:
+                raise PartitionError(f"--partition {text!r}: count {count!r} of {kind!r} is not an integer") from None
+    out: dict[str, int] = {}
+    for kind, count in items:
+        if kind not in CLIENT_KINDS:
+            raise PartitionError(f"--partition: client kind {kind!r} is not one of {CLIENT_KINDS}")
+        if count < 0:
+            raise PartitionError(f"--partition: {kind}={count}: counts must be >= 0")
+        out[kind] = out.get(kind, 0) + int(count)
+    if sum(out.values()) < 1:
+        raise PartitionError(f"--partition {text!r}: no client")
+    return out
+
+
+def modality_columns(task: str, modality: str) -> tuple[list[str], bool]:
+    """(columns holding ``modality`` in a row of ``task``, whether they are the shared image column: then only rows
+    whose ``modality`` column names it hold it)."""
+    spec = get_task(task)
+    own = [c.name for c in spec.inputs if c.modality == modality]
+    if own:
+        return own, False
+    images = [c.name for c in spec.inputs if c.modality == "image"]
+    if modality in IMAGE_MODALITIES and images:
+        return images, True
+    raise PartitionError(f"task {task!r} has no input column for modality {modality!r}")
+
+
+def _blank(dataset, task: str, modalities: Sequence[str], labels: bool):
+    """``dataset`` with ``modalities`` (and the labels when ``labels``) set to None in every row."""
+    spec = get_task(task)
+    plain, image = [], []
+    for m in modalities:
+        columns, shared = modality_columns(task, m)
+        (image if shared else plain).extend((c, m) for c in columns)
+    label_columns = [l.name for l in spec.labels] + (["label_mask"] if labels and "label_mask" in
+                                                      dataset.column_names else [])
+
+    def blank(row):
+        out = {c: None for c, _ in plain}
+        for c, m in image:
+            if row.get("modality") == m:
+                out[c] = None
+        if labels:
+            out.update({c: None for c in label_columns if c in row})
+        return out
+
+    return dataset.map(blank, desc=None, load_from_cache_file=False) if (plain or image or labels) else dataset
+
+
+def _arrow(dataset, columns: Sequence[str]):
+    """Those columns as a pyarrow Table, row selection applied, nothing decoded."""
+    return dataset.select_columns(list(columns)).with_format("arrow")[:]
+
+
+def holds_modality(dataset, task: str, modality: str) -> np.ndarray:
+    """Bool per row: the row holds ``modality`` (read from Arrow, nothing decoded)."""
+    import pyarrow.compute as pc
+
+    columns, shared = modality_columns(task, modality)
+    table = _arrow(dataset, columns[:1] + (["modality"] if shared else []))
+    if shared:
+        found = pc.and_(pc.is_valid(table.column(columns[0])), pc.equal(table.column("modality"), modality))
+    else:
+        found = pc.is_valid(table.column(columns[0]))
+    return np.asarray(pc.fill_null(found, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _shares(dataset, by: str, n: int, seed: int, what: str) -> list[np.ndarray]:
+    if by not in dataset.column_names:
+        raise PartitionError(f"{what}: no column {by!r} to group rows by (columns: {dataset.column_names}); use "
+                             f"by='patient' (group_id), 'source' or a column name")
+    keys = np.asarray([str(v) for v in _arrow(dataset, [by]).column(by).to_pylist()])
+    groups = np.unique(keys)
+    if len(groups) < n:
+        raise PartitionError(f"{what}: {len(groups)} distinct {by!r} values for {n} clients; a patient never spans "
+                             f"clients, so use fewer clients or group by another column")
+    groups = groups[np.random.default_rng(seed).permutation(len(groups))]
+    return [np.flatnonzero(np.isin(keys, share)) for share in np.array_split(groups, n)]
+
+
+def _partner(names: list[str], kinds: list[str], me: int) -> int:
+    for kind in _PARTNER_PREFERENCE:
+        for j, k in enumerate(kinds):
+            if j != me and k == kind:
+                return j
+    raise PartitionError(f"client {names[me]!r} is fragmented but the federation has no other client to hold its "
+                         f"patients' other modalities; add a client (e.g. partial=1)")
+
+
+def partition_config(data: str | os.PathLike, tasks: Sequence[str], partition, out_dir: str | os.PathLike, *,
+                     by: str = "patient", seed: int = 0, splits: Sequence[str] = ("train", "validation"),
+                     drop: Mapping[str, Sequence[str]] | None = None,
+                     keep: Mapping[str, Sequence[str]] | None = None, datasets=None) -> FederationPlan:
+    """Write one folder per client under ``out_dir`` and return the plan (also saved as ``federation.json``).
+
+    ``partition``: ``"paired=1,fragmented=1,partial=1"`` or ``{kind: count}``; clients are named ``<kind>-<i>``
+    in that order. ``drop``: task -> modalities a partial client never collected; ``keep``: task -> modalities a
+    fragmented client keeps with its labels (defaults: the task's last modality for both). ``datasets``: already
+    loaded ``{task: {split: Dataset}}`` (else ``load_dataset(data, task)``).
+    """
+    from multimed_hf.training.loading import load_task_data
+
+    kinds_count = parse_partition(partition)
+    kinds = [k for k, n in kinds_count.items() for _ in range(n)]
+    counters: dict[str, int] = {}
+    names = []
+    for k in kinds:
+        names.append(f"{k}-{counters.get(k, 0)}")
+        counters[k] = counters.get(k, 0) + 1
+    column = _BY_ALIASES.get(by, by)
+    tasks = list(dict.fromkeys(tasks))
+    loaded = datasets if datasets is not None else load_task_data(data, tasks, splits=splits)
+    root = Path(out_dir)
+    clients = [ClientSpec(name=n, kind=k, partition_id=i) for i, (n, k) in enumerate(zip(names, kinds))]
+    for task in tasks:
+        spec = get_task(task)
+        modalities = list(spec.modalities)
+        dropped = list((drop or {}).get(task) or modalities[-1:])
+        kept = list((keep or {}).get(task) or modalities[-1:])
+        for name, value in (("drop", dropped), ("keep", kept)):
+            wrong = sorted(set(value) - set(modalities))
+            if wrong:
+                raise PartitionError(f"{name}[{task!r}] = {value}: task {task!r} reads {modalities}")
+        moved = [m for m in modalities if m not in kept]
+        if len(modalities) < 2 and ({"partial", "fragmented"} & set(kinds)):
+            raise PartitionError(f"task {task!r} reads one modality ({modalities}); partial and fragmented clients "
+                                 f"need rows with several (expression_prediction, med_vqa)")
+        if not moved and "fragmented" in kinds:
+            raise PartitionError(f"keep[{task!r}] = {kept} keeps every modality: a fragmented client would move none")
+        for split in splits:
+            if split not in loaded[task]:
+                continue
+            ds = loaded[task][split]
+            shares = _shares(ds, column, len(clients), seed, f"task {task!r}, split {split!r}")
+            for i, (client, rows) in enumerate(zip(clients, shares)):
+                part = ds.select(rows)
+                folder = root / "clients" / client.name / task
+                folder.mkdir(parents=True, exist_ok=True)
+                if client.kind == "paired":
+                    client.modalities[task] = modalities
+                elif client.kind == "partial":
+                    client.modalities[task] = [m for m in modalities if m not in dropped]
+                    part = _blank(part, task, dropped, labels=False)
+                    has_any = np.zeros(len(part), bool)
+                    for m in client.modalities[task]:
+                        has_any |= holds_modality(part, task, m)
+                    part = part.select(np.flatnonzero(has_any))
+                else:
+                    client.modalities[task] = modalities
+                    split_rows = np.zeros(len(part), bool)
+                    has_kept = np.zeros(len(part), bool)
+                    for m in kept:
+                        has_kept |= holds_modality(part, task, m)
+                    for m in moved:
+                        split_rows |= holds_modality(part, task, m)
+                    split_rows &= has_kept
+                    if split == "train":
+                        partner = _partner(names, kinds, i)
+                        fragments = _blank(part.select(np.flatnonzero(split_rows)), task, kept, labels=True)
+                        target = root / "clients" / names[partner] / task
+                        target.mkdir(parents=True, exist_ok=True)
+                        fragments.to_parquet(str(target / f"{FRAGMENTS}.parquet"))
+                        clients[partner].fragments[task] = clients[partner].fragments.get(task, 0) + len(fragments)
+                        client.partner[task] = names[partner]
+                    rest = np.flatnonzero(~split_rows)
+                    blanked = _blank(part.select(np.flatnonzero(split_rows)), task, moved, labels=False)
+                    from datasets import concatenate_datasets
+
+                    part = concatenate_datasets([blanked, part.select(rest)])
+                part.to_parquet(str(folder / f"{split}.parquet"))
+                client.rows.setdefault(task, {})[split] = len(part)
+    plan = FederationPlan(data=str(data), tasks=tasks, by=by, seed=int(seed), clients=clients, root=str(root))
+    plan.save()
+    return plan
+
+
+def load_client_data(client_dir: str | os.PathLike) -> dict[str, dict[str, object]]:
+    """``{task: {split or "fragments": Dataset}}`` of one client folder (features restored from the Parquet
+    metadata ``datasets`` writes; read in memory, so a rewritten partition is never served from a stale cache)."""
+    import pyarrow.parquet as pq
+    from datasets import Dataset, Features
+    from datasets.info import DatasetInfo
+
+    root = Path(client_dir)
+    if not root.is_dir():
+        raise PartitionError(f"client folder {root} does not exist (see partition_config)")
+    out: dict[str, dict[str, object]] = {}
+    for task_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        get_task(task_dir.name)
+        for path in sorted(task_dir.glob("*.parquet")):
+            table = pq.read_table(path)
+            features = Features.from_arrow_schema(table.schema)
+            out.setdefault(task_dir.name, {})[path.stem] = Dataset(table, info=DatasetInfo(features=features))
+    return out

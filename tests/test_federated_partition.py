@@ -1,0 +1,77 @@
+"""The partitioner: paired / fragmented / partial clients from a built expression_prediction config."""
+
+import json
+
+import pytest
+
+from dataset_scripts.sample_sources import sample_generators
+from multimed_hf.api import build_dataset
+from multimed_hf.federated.partition import (
+    FederationPlan, PartitionError, load_client_data, parse_partition, partition_config,
+)
+
+TASK = "expression_prediction"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fed_data")
+    build_dataset(TASK, [sample_generators()["tcga_promoters"](tmp / "src")], tmp / "multimed", progress=False)
+    return tmp / "multimed"
+
+
+@pytest.fixture(scope="module")
+def plan(data, tmp_path_factory):
+    return partition_config(data, [TASK], "paired=1,fragmented=1,partial=1", tmp_path_factory.mktemp("fed"), seed=3)
+
+
+def _rows(plan, name, part):
+    return list(load_client_data(plan.client_dir(name))[TASK][part])
+
+
+def test_patients_never_span_clients_and_the_plan_reloads(plan):
+    owner = {}
+    for client in plan.clients:
+        for split in ("train", "validation"):
+            for row in _rows(plan, client.name, split):
+                assert owner.setdefault(row["group_id"], client.name) == client.name
+    assert [c.kind for c in FederationPlan.load(plan.root).clients] == ["paired", "fragmented", "partial"]
+    assert json.loads((plan.client_dir(0).parent.parent / "federation.json").read_text())["seed"] == 3
+
+
+def test_partial_client_never_holds_the_dropped_modality(plan):
+    rows = _rows(plan, "partial-0", "train") + _rows(plan, "partial-0", "validation")
+    assert rows and all(r["profile_indices"] is None and r["promoter"] is not None for r in rows)
+    assert all(r["log_expression"] is not None for r in rows)
+
+
+def test_fragmented_patients_are_split_across_two_clients(plan):
+    labelled = {r["sample_id"]: r for r in _rows(plan, "fragmented-0", "train")}
+    fragments = {r["sample_id"]: r for r in _rows(plan, "partial-0", "fragments")}
+    assert fragments and set(fragments) <= set(labelled)
+    for sid, piece in fragments.items():
+        assert piece["promoter"] is not None and piece["profile_indices"] is None and piece["log_expression"] is None
+        own = labelled[sid]
+        assert own["promoter"] is None and own["profile_indices"] is not None and own["log_expression"] is not None
+    assert plan.clients[1].partner == {TASK: "partial-0"} and plan.clients[2].fragments == {TASK: len(fragments)}
+    # the paired client keeps its rows whole
+    assert any(r["promoter"] is not None and r["profile_indices"] is not None for r in _rows(plan, "paired-0", "train"))
+
+
+def test_same_seed_same_clients_other_seed_other_clients(data, plan, tmp_path):
+    again = partition_config(data, [TASK], "paired=1,fragmented=1,partial=1", tmp_path / "a", seed=3)
+    other = partition_config(data, [TASK], "paired=1,fragmented=1,partial=1", tmp_path / "b", seed=4)
+    ids = lambda p: [sorted(r["sample_id"] for r in _rows(p, c.name, "train")) for c in p.clients]
+    assert ids(again) == ids(plan) and ids(other) != ids(plan)
+
+
+def test_bad_requests_say_what_was_expected(data, tmp_path):
+    assert parse_partition("paired=2, partial=1") == {"paired": 2, "partial": 1}
+    with pytest.raises(PartitionError, match="not one of"):
+        parse_partition("vertical=1")
+    with pytest.raises(PartitionError, match="is not KIND=COUNT"):
+        parse_partition("paired")
+    with pytest.raises(PartitionError, match="no other client"):
+        partition_config(data, [TASK], "fragmented=1", tmp_path / "x")
+    with pytest.raises(PartitionError, match="distinct 'source' values for 3 clients"):
+        partition_config(data, [TASK], "paired=3", tmp_path / "y", by="source")
