@@ -57,7 +57,21 @@ def main(argv=None) -> int:
     done = time.perf_counter()
     print(f"smoke benchmark: {done - start:.0f} s wall ({built - start:.0f} s building the samples, "
           f"{done - built:.0f} s training and evaluating)")
+    failed = failed_runs(args.report / "table1.csv")
+    if failed:  # a smoke run exists to show that every cell runs: one failed cell fails it
+        print(f"smoke benchmark FAILED: {len(failed)} run(s) raised: " + "; ".join(failed), file=sys.stderr)
+        return 1
     return code
+
+
+def failed_runs(table: Path) -> list[str]:
+    """``"<family> x <task> (seed k): <error>"`` for each run that recorded an error in ``table`` (table1.csv)."""
+    from multimed_hf.training.report import read_records
+
+    if not table.is_file():
+        return [f"{table} was not written"]
+    failed = {f"{r['family']} x {r['task']} (seed {r['seed']}): {r['error']}" for r in read_records(table) if r["error"]}
+    return sorted(failed)
 
 
 if __name__ == "__main__":

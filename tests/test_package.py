@@ -72,3 +72,25 @@ def test_every_training_name_resolves():
 
     for name in training.__all__:
         assert getattr(training, name) is not None, name
+
+
+def test_lazy_attributes_bind_a_function_over_its_same_named_submodule(tmp_path, monkeypatch):
+    package = tmp_path / "lazy_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "from multimed_hf._lazy import lazy_attributes\n"
+        "_LAZY = {'tool': '.tool', 'helper': '.tool', 'dumps': 'json'}\n"
+        "__getattr__, __dir__ = lazy_attributes(globals(), _LAZY)\n")
+    (package / "tool.py").write_text("def tool():\n    return 'the function'\n\ndef helper():\n    return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import lazy_pkg
+
+    assert "tool" not in vars(lazy_pkg)  # nothing imported before first use
+    assert lazy_pkg.tool() == "the function"  # the function, not the submodule the import bound
+    assert vars(lazy_pkg)["helper"]() == 1  # the module's other public names are bound with it
+    import json
+
+    assert lazy_pkg.dumps is json.dumps  # absolute module names work too
+    assert {"tool", "helper", "dumps"} <= set(dir(lazy_pkg))
+    with pytest.raises(AttributeError, match="lazy_pkg.*missing"):
+        lazy_pkg.missing

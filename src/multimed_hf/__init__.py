@@ -6,8 +6,9 @@ transformers' ``_LazyModule``), so the registry and the command line start witho
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from multimed_hf._lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -53,14 +54,4 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never run
     from multimed_hf.training import MultiMedTrainer, assemble, evaluate_checkpoint, run_benchmark, train_model
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'multimed_hf' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(globals(), _LAZY)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -111,7 +112,8 @@ class TaskPredictions:
 
     def bootstrap(self, n: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict[str, dict[str, tuple]]:
         """column -> {metric: (low, high)}: percentile bootstrap interval over the labelled rows (resampled with
-        replacement ``n`` times). Coordinates' metrics are means over chains: their rows are scored once and the
+        replacement ``n`` times); a metric's warnings (e.g. a class absent from a resample) are raised by ``metrics()``
+        only, not once per resample. Coordinates' metrics are means over chains: their rows are scored once and the
         per-row scores resampled."""
         if n < 1 or not 0 < alpha < 1:
             raise ValueError(f"bootstrap(n={n}, alpha={alpha}): expected n >= 1 and 0 < alpha < 1")
@@ -126,7 +128,9 @@ class TaskPredictions:
                 table = {m: np.array([s[m] for s in scores], dtype=float) for m in scores[0]}
                 samples = {m: values[draws].mean(1) for m, values in table.items()}
             else:
-                runs = [self._column_metrics(column, rows[d]) for d in draws]
+                with warnings.catch_warnings():  # a resample's skipped class says nothing the point estimate did not
+                    warnings.simplefilter("ignore", UserWarning)
+                    runs = [self._column_metrics(column, rows[d]) for d in draws]
                 samples = {m: np.array([r[m] for r in runs], dtype=float) for m in runs[0]}
             intervals[column] = {
                 m: (float(np.nanpercentile(v, 100 * alpha / 2)), float(np.nanpercentile(v, 100 * (1 - alpha / 2))))
