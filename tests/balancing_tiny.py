@@ -84,3 +84,28 @@ def vqa_processor() -> MultiMedProcessor:
     image = ViTImageProcessor(size={"height": SIDE, "width": SIDE}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
     return MultiMedProcessor(processors={"image": ImageProcessor(image), "text": TextProcessor(tokenizer(), 12)},
                              vocabularies={"answer": ANSWERS})
+
+
+def write_built_folder(root, datasets) -> str:
+    """A folder ``load_dataset(root, task)`` reads like a built MultiMed folder: ``{task: {split: Dataset}}`` as
+    Parquet shards under ``<task>/`` and the README's ``configs:`` and ``dataset_info:`` (features) naming them (no
+    build_info.json: no sources)."""
+    from pathlib import Path
+
+    from datasets.info import DatasetInfo, DatasetInfosDict
+    from huggingface_hub import DatasetCardData
+
+    root = Path(root)
+    configs, infos = [], {}
+    for task, splits in datasets.items():
+        files = []
+        for split, dataset in splits.items():
+            (root / task).mkdir(parents=True, exist_ok=True)
+            dataset.to_parquet(str(root / task / f"{split}-00000.parquet"))
+            files.append({"split": split, "path": f"{task}/{split}-*.parquet"})
+        configs.append({"config_name": task, "data_files": files})
+        infos[task] = DatasetInfo(features=next(iter(splits.values())).features, config_name=task)
+    card = DatasetCardData(configs=configs)
+    DatasetInfosDict(infos).to_dataset_card_data(card)
+    (root / "README.md").write_text(f"---\n{card.to_yaml()}\n---\n")
+    return str(root)

@@ -63,8 +63,12 @@ def test_fewshot_runs_write_adapters_and_table2_beside_the_paper(tmp_path):
     assert set(frame["task"]) == {"brain_tumor", "expression_prediction"}
     assert (frame["family"] == "2_shot").sum() == len(shots)  # the earlier rows kept once
     markdown = paths.markdown.read_text()
-    assert "40.00 ± 0.00 [paper 60.72]" in markdown and ZERO_SHOT_REGRESSION_NOTE in markdown
-    assert "[paper 58.65]" in markdown  # the paper's zero-shot expression number stays beside our note
+    # Pearson as r (issue 17), the paper's printed percentage beside it and said to be r x 100; the CSV holds r
+    assert "0.400 ± 0.000 [paper 60.72 = r x 100]" in markdown and ZERO_SHOT_REGRESSION_NOTE in markdown
+    assert "40.00" not in markdown and "the paper prints r x 100" in markdown
+    expression = frame[frame["task"] == "expression_prediction"]
+    assert (expression["value"] == 0.4).all() and (expression["paper_value"] == 60.72).all()
+    assert "[paper 58.65 = r x 100]" in markdown  # the paper's zero-shot expression number stays beside our note
 
 
 def test_command_line_parses_shots_seeds_and_training_arguments():

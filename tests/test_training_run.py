@@ -48,8 +48,39 @@ def test_family_names_and_variants():
     assert parse_family("multimodal") == ("multimodal", ())
     with pytest.raises(FamilyError, match="did you mean 'multimodal'"):
         parse_family("multimodel")
-    with pytest.raises(FamilyError, match="unknown variant.*miles"):
-        parse_family("multimodal_multitask+miles")
+    with pytest.raises(FamilyError, match="unknown variant.*'ogm'.*known variants: gblend, miles, mind, ogm_ge"):
+        parse_family("multimodal_multitask+ogm")
+    assert parse_family("multimodal_multitask+miles") == ("multimodal_multitask", ("miles",))  # registered on need
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "benchmark", "fewshot"])
+def test_each_command_names_itself_in_its_usage_line(command, capsys):
+    from multimed_hf.fewshot.run import fewshot_main
+    from multimed_hf.training.benchmark import benchmark_main
+    from multimed_hf.training.run import evaluate_main
+
+    main = {"train": train_main, "evaluate": evaluate_main, "benchmark": benchmark_main, "fewshot": fewshot_main}
+    with pytest.raises(SystemExit) as stop:
+        main[command](["--help"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: multimed {command} ")
+
+
+def test_train_model_prints_only_when_verbose(cell_run, data_dir, tmp_path, capsys, caplog):
+    import logging
+
+    capsys.readouterr()
+    with caplog.at_level(logging.INFO, logger="multimed_hf.training.run"):
+        train_model(data=str(data_dir), tasks=["cell_type"], family="unimodal", encoders="small",
+                    output_dir=str(tmp_path / "quiet"), **{**QUICK, "max_steps": 2, "logging_strategy": "steps",
+                                                           "logging_steps": 1})
+    assert capsys.readouterr().out == ""
+    assert any("test metrics" in r.getMessage() for r in caplog.records)
+    train_model(data=str(data_dir), tasks=["cell_type"], family="unimodal", encoders="small", verbose=True,
+                output_dir=str(tmp_path / "loud"), **{**QUICK, "max_steps": 2, "logging_strategy": "steps",
+                                                      "logging_steps": 1})
+    printed = capsys.readouterr().out
+    assert "***** test metrics *****" in printed and "'loss':" in printed
 
 
 def test_plans_follow_the_family_definitions(data_dir):

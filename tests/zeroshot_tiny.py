@@ -81,3 +81,25 @@ def model(processor: MultiMedProcessor, seed: int = 0) -> MultiMedModel:
     config = MultiMedConfig.from_tasks(["brain_tumor"], encoders=encoders, hidden_size=32, fusion_method="mean",
                                        fusion_num_heads=2, dropout=0.0)
     return MultiMedModel(config)
+
+
+#: disease (a multilabel task) in the same world: four of its names, each row one present, drawn like brain_tumor's.
+DISEASE_ATTRIBUTES = {"glioma": ("dark", "red"), "meningioma": ("bright", "red"), "normal": ("bright", "blue"),
+                      "pituitary_tumor": ("dark", "blue")}
+DISEASE_TEXTS = {name: f"{b} {c}" for name, (b, c) in DISEASE_ATTRIBUTES.items()}
+
+
+def disease_rows(n: int, seed: int, prefix: str) -> Dataset:
+    """Rows of the multilabel ``disease`` task: an MRI image, one present name among ``DISEASE_ATTRIBUTES`` and those
+    four names known for the row's source (``label_mask``; the other 34 are unknown, neither present nor absent)."""
+    from multimed_hf.data.features import task_features
+
+    rng = np.random.default_rng(seed)
+    names = list(DISEASE_ATTRIBUTES)
+    chosen = [names[i % len(names)] for i in range(n)]
+    features = task_features(get_task("disease"))
+    data = {"sample_id": [f"{prefix}-{i}" for i in range(n)], "source": ["tiny"] * n,
+            "group_id": [f"{prefix}-g{i}" for i in range(n)],
+            "image": [image(*DISEASE_ATTRIBUTES[c], rng) for c in chosen], "text": [None] * n, "modality": ["mri"] * n,
+            "diseases": [[c] for c in chosen], "label_mask": [names] * n}
+    return Dataset.from_dict(data, features=Features({k: features[k] for k in data}))

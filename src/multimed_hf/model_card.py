@@ -34,8 +34,31 @@ def _output_text(out: dict) -> str:
     return kind_of(out).describe(out)
 
 
+def _training_lines(training: dict) -> list[str]:
+    """The card's "Training options" section: a balancing / distillation variant and contrastive alignment."""
+    lines = ["", "## Training options", ""]
+    balancing = training.get("balancing")
+    if balancing:
+        options = ", ".join(f"{k}={v}" for k, v in sorted((balancing.get("options") or {}).items())) or \
+            "the package's defaults (training/balancing documents each value and its source)"
+        lines.append(f"- `+{balancing['variant']}`: {balancing.get('description', '')}. Options: {options}.")
+    alignment = training.get("alignment")
+    if alignment:
+        held = alignment.get("held_out") or {}
+        lines.append("- Contrastive alignment by label text: the tasks "
+                     f"{', '.join(alignment.get('label_text_tasks', []))} score classes by the cosine similarity of "
+                     "the fused features to the text encoder's embeddings of the class texts (`label_text` heads)"
+                     + (f"; {alignment['pairs']} image-caption pairs trained with a symmetric InfoNCE"
+                        if alignment.get("pairs") else "") + ".")
+        if held:
+            lines.append("- Held out of training (rows never trained on, texts never encoded; predict them zero-shot "
+                         "with `multimed fewshot CHECKPOINT --shots 0`): "
+                         + "; ".join(f"{t}: {', '.join(c)}" for t, c in held.items()) + ".")
+    return lines if len(lines) > 3 else []
+
+
 def build_model_card(config, repo_id: str | None = None, training_data=None, metrics: dict | None = None,
-                     tags: list[str] | None = None) -> ModelCard:
+                     tags: list[str] | None = None, training: dict | None = None) -> ModelCard:
     """A Hub model card for a MultiMedModel's config.
 
     Args:
@@ -43,6 +66,8 @@ def build_model_card(config, repo_id: str | None = None, training_data=None, met
         training_data: what it was trained on: dataset ids (``"ORG/multimed"``), or dicts with ``name`` and any of
             ``config``, ``split``, ``num_rows``.
         metrics: ``{task: {metric: value}}`` measured on held-out data; listed as given.
+        training: the run's training options as ``run_info.json`` records them: ``{"balancing": {"variant",
+            "description", "options"}, "alignment": {"label_text_tasks", "held_out", "pairs"}}`` (either optional).
     """
     data = [d if isinstance(d, dict) else {"name": str(d)} for d in (training_data or [])]
     metrics = metrics or {}
@@ -82,13 +107,20 @@ def build_model_card(config, repo_id: str | None = None, training_data=None, met
         "",
         "Loss per batch (eq. 5): the sum over the task's label columns of each column's loss (labels -100 / NaN "
         "ignored), times lambda_t (`fused`)"
-        + (", plus each modality's own prediction's loss times lambda_(t,m)." if config.fusion == "late" else "."),
+        + (", plus each modality's own prediction's loss times lambda_(t,m)." if config.modality_heads else "."),
     ]
+    if config.fusion == "intermediate" and getattr(config, "auxiliary_heads", False):
+        lines += ["", "Auxiliary per-modality heads: beside the fused head, every task has one output layer per "
+                  "modality reading only that modality's projected features (the multi-head joint fusion of MIND, "
+                  "Guerra-Manzanares & Shamout, TMLR 2025), so a sample with one modality is predicted without "
+                  "imputation; `MultiMedOutput.modality_logits` holds their predictions."]
     if config.loss_weights:
         lines += ["", "| task | weights |", "|---|---|"]
         lines += [f"| {t} | {', '.join(f'{k}={v}' for k, v in w.items())} |" for t, w in config.loss_weights.items()]
     if any(o.get("from_text") for h in config.heads.values() for o in h["outputs"]):
         lines += ["", "## Free-text labels", "", _OPEN_VQA]
+    if training:
+        lines += _training_lines(training)
     lines += ["", "## Training data", ""]
     if data:
         for d in data:

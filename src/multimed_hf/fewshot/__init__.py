@@ -29,6 +29,13 @@ _LAZY = {
     "AlignmentSettings": "zeroshot",
     "AlignmentTrainer": "zeroshot",
     "train_alignment": "zeroshot",
+    "PreparedAlignment": "zeroshot",
+    "prepare_alignment": "zeroshot",
+    "alignment_trainer": "zeroshot",
+    "alignment_info": "zeroshot",
+    "write_alignment_info": "zeroshot",
+    "add_alignment_encoders": "alignment_encoders",
+    "alignment_texts": "alignment_encoders",
     "use_label_text": "zeroshot",
     "label_text_head": "zeroshot",
     "hold_out": "zeroshot",
@@ -47,8 +54,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never run
                            head_spec_for, load_adapter, peft_config, prepare_head, push_adapter, save_adapter)
     from .run import FewShotArguments, fewshot_main, run_fewshot, write_table2
     from .support import SupportError, SupportSet, check_disjoint, sample_support
-    from .zeroshot import (AlignmentSettings, AlignmentTrainer, ZeroShotError, hold_out, label_text_head, pair_loss,
-                           train_alignment, use_label_text, zero_shot_predict)
+    from .alignment_encoders import add_alignment_encoders, alignment_texts
+    from .zeroshot import (AlignmentSettings, AlignmentTrainer, PreparedAlignment, ZeroShotError, alignment_info,
+                           alignment_trainer, hold_out, label_text_head, pair_loss, prepare_alignment,
+                           train_alignment, use_label_text, write_alignment_info, zero_shot_predict)
 
 
 def __getattr__(name: str):

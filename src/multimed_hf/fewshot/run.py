@@ -235,7 +235,7 @@ def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: 
     -- zero-shot, 5-, 10-, 20-shot and any other k; columns: the tasks, the paper's three first) and ``table2.png``.
     Returns ``report.ReportPaths``."""
     from multimed_hf.training.paper import TABLE2, TABLE2_COLUMNS, TABLE2_ROW_LABELS
-    from multimed_hf.training.report import read_records, write_table
+    from multimed_hf.training.report import CORRELATION_METRICS, NATURAL_SCALE_METRICS, read_records, write_table
 
     output_dir = Path(output_dir)
     new = [dict(r) for r in records]
@@ -259,23 +259,25 @@ def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: 
                       if not any(r["task"] == t and r["family"] == f for r in combined)})
     note = ("Zero-shot = label-text transfer to classes held out of alignment training; k-shot = a PEFT adapter on "
             "k examples per class of the training split\n"
-            "Expression (Expre pred.) is Pearson r, shown x 100 as the paper prints it; table2.csv holds r itself\n"
+            "Expression (Expre pred.) is Pearson r, reported as r; the paper prints r x 100 as a percentage (its "
+            "number beside ours says so); table2.csv holds r, paper_value the printed percentage\n"
             "The paper's zero-shot expression number (a Pearson task printed as a percentage) cannot be label-text "
             "zero-shot: a regression target has no class texts (multimed_hf.fewshot.zeroshot says what it can mean)\n"
             "Zero-shot trains nothing: one evaluation (no sd); k-shot: mean ± sd over the seeds' support sets")
     return write_table(combined, output_dir, name="table2", title="Table 2", note=note, paper=TABLE2,
                        columns=TABLE2_COLUMNS, row_labels=TABLE2_ROW_LABELS, families=families, tasks=ordered,
-                       split="test", notes=notes)
+                       split="test", notes=notes, natural_scale=NATURAL_SCALE_METRICS | CORRELATION_METRICS)
 
 
-def parse_fewshot_args(argv: Sequence[str] | None = None):
-    """``(FewShotArguments, TrainingArguments)``; the checkpoint may come first, positionally."""
+def parse_fewshot_args(argv: Sequence[str] | None = None, *, prog: str = "multimed fewshot"):
+    """``(FewShotArguments, TrainingArguments)``; the checkpoint may come first, positionally. ``prog``: the usage
+    line's command."""
     from transformers import HfArgumentParser, TrainingArguments
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and not argv[0].startswith("-") and not argv[0].endswith(".json"):
         argv = ["--checkpoint", argv[0], *argv[1:]]
-    parser = HfArgumentParser((FewShotArguments, TrainingArguments))
+    parser = HfArgumentParser((FewShotArguments, TrainingArguments), prog=prog)
     parser.set_defaults(remove_unused_columns=False, report_to="none", save_strategy="no", learning_rate=1e-3,
                         num_train_epochs=20, per_device_train_batch_size=16, per_device_eval_batch_size=64,
                         logging_steps=10)

@@ -15,8 +15,11 @@ Pearson task that the paper's Table 2 prints as a percentage, 58.65) cannot be l
 mean is transfer across contexts or genes: a model trained on other contexts (cell types, tissues) or other genes
 (held-out chromosomes) predicting expression in unseen ones with a head that was trained on expression -- a held-out
 generalisation score of an expression model, not zero-shot in the sense above, and never an accuracy. We report it,
-where asked, as Pearson r (across genes within a context, then the mean), on the paper's x 100 scale only in the
-Markdown table, and ``zero_shot_predict`` refuses a regression column.
+where asked, as Pearson r (across genes within a context, then the mean), as r in table2.csv and table2.md, the
+paper's printed percentage (r x 100) beside it, and ``zero_shot_predict`` refuses a regression column.
+
+``multimed train --align_label_text [--holdout_classes TASK:A,B] [--align_pairs pmc_pairs]`` trains this way inside a
+full run (``training.run.train_model``, through ``prepare_alignment`` and ``AlignmentTrainer`` below).
 """
 
 from __future__ import annotations
@@ -48,6 +51,11 @@ __all__ = [
     "use_label_text",
     "hold_out",
     "pair_loss",
+    "PreparedAlignment",
+    "prepare_alignment",
+    "alignment_trainer",
+    "alignment_info",
+    "write_alignment_info",
     "train_alignment",
     "read_alignment",
     "zero_shot_classes",
@@ -263,44 +271,90 @@ def _label_text_tasks(datasets: Mapping[str, Any], settings: AlignmentSettings) 
     return [t for t in datasets if all(label.kind in _CLASS_KINDS for label in get_task(t).labels)]
 
 
-def train_alignment(model, processor, training_args, train_datasets: Mapping[str, Any], *,
-                    settings: AlignmentSettings | None = None, pairs=None, eval_datasets=None,
-                    modalities: Mapping[str, Sequence[str]] | None = None, sampling=None) -> AlignmentResult:
-    """Multitask training with contrastive alignment; writes the model, the processor and ``alignment.json`` into
-    ``training_args.output_dir``. Every label-text task gets a ``label_text`` head over its seen classes; the rows of
-    held-out classes are removed before the trainer sees the data (their ids are returned and recorded)."""
-    settings = settings or AlignmentSettings()
+@dataclass
+class PreparedAlignment:
+    """``prepare_alignment``'s result: the training rows left (held-out classes' rows removed), the ids removed per
+    task, the tasks given label-text heads and the imaging modalities the pair loss projects into."""
+
+    train_datasets: dict[str, Any]
+    removed_ids: dict[str, list[str]]
+    tasks: list[str]
+    projections: list[str] | None
+
+
+def prepare_alignment(model, processor, train_datasets: Mapping[str, Any], settings: AlignmentSettings
+                      ) -> PreparedAlignment:
+    """Give every label-text task a ``label_text`` head over its seen classes and remove the rows of its held-out
+    classes from its training rows (before any trainer sees them)."""
     core = multimed_core(model)
     tasks = _label_text_tasks(train_datasets, settings)
     unknown = sorted(set(settings.held_out) - set(tasks))
     if unknown:
         raise ZeroShotError(f"held_out names tasks {unknown} that get no label-text head (label-text tasks: {tasks})")
+    if not tasks:
+        raise ZeroShotError(f"contrastive alignment by label text needs a task whose labels are classes; the tasks "
+                            f"{sorted(train_datasets)} have none (regression / coordinates have no class texts)")
     data, removed = dict(train_datasets), {}
     for task in tasks:
         held = list(settings.held_out.get(task, ()))
         names = class_keys(task, data[task])
         every = [n for ns in names.values() for n in ns]
         seen = [n for n in every if n not in set(held)]
+        if held and not seen:
+            raise ZeroShotError(f"task {task!r}: every class is held out ({held}); alignment needs seen classes")
         data[task], removed[task] = hold_out(data[task], task, held)
         use_label_text(core, task, processor, texts=settings.class_texts.get(task), active=seen,
                        names={c: n for c, n in names.items()})
     image_modalities = sorted({m for t in tasks for m in core.config.heads[t]["modalities"] if m in IMAGE_MODALITIES})
     projections = settings.pair_projections or [m for m in image_modalities if m in core.projections] or None
-    trainer = AlignmentTrainer(model=model, args=training_args, train_datasets=data, eval_datasets=eval_datasets,
-                               processor=processor, modalities=modalities, sampling=sampling, pairs=pairs,
-                               pair_task=settings.pair_task, pair_projections=projections,
-                               temperature=settings.temperature, pair_weight=settings.pair_weight)
+    return PreparedAlignment(data, removed, tasks, projections)
+
+
+def alignment_trainer(model, processor, training_args, prepared: PreparedAlignment, settings: AlignmentSettings, *,
+                      pairs=None, **trainer_kwargs) -> AlignmentTrainer:
+    """The ``AlignmentTrainer`` of a prepared alignment run (``trainer_kwargs``: ``eval_datasets``, ``modalities``,
+    ``sampling``, ``callbacks``, ... as ``MultiMedTrainer`` takes them)."""
+    return AlignmentTrainer(model=model, args=training_args, train_datasets=prepared.train_datasets,
+                            processor=processor, pairs=pairs, pair_task=settings.pair_task,
+                            pair_projections=prepared.projections, temperature=settings.temperature,
+                            pair_weight=settings.pair_weight, **trainer_kwargs)
+
+
+def alignment_info(prepared: PreparedAlignment, settings: AlignmentSettings, pairs=None) -> dict:
+    """What ``alignment.json`` records: held-out classes, label-text tasks, class texts, rows removed, pairs."""
+    return {"held_out": {t: list(c) for t, c in settings.held_out.items()}, "label_text_tasks": prepared.tasks,
+            "class_texts": settings.class_texts, "removed_rows": {t: len(i) for t, i in prepared.removed_ids.items()},
+            "pairs": len(pairs) if pairs is not None else 0, "pair_projections": prepared.projections,
+            "settings": asdict(settings)}
+
+
+def write_alignment_info(output_dir: str | Path, info: Mapping) -> Path:
+    """Write ``alignment.json`` into ``output_dir`` (what ``read_alignment`` and ``multimed fewshot --shots 0``
+    read)."""
+    path = Path(output_dir) / ALIGNMENT_INFO
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def train_alignment(model, processor, training_args, train_datasets: Mapping[str, Any], *,
+                    settings: AlignmentSettings | None = None, pairs=None, eval_datasets=None,
+                    modalities: Mapping[str, Sequence[str]] | None = None, sampling=None) -> AlignmentResult:
+    """Multitask training with contrastive alignment; writes the model, the processor and ``alignment.json`` into
+    ``training_args.output_dir``. Every label-text task gets a ``label_text`` head over its seen classes; the rows of
+    held-out classes are removed before the trainer sees the data (their ids are returned and recorded).
+    ``multimed train --align_label_text`` runs the same steps inside a full run (``training.run.train_model``)."""
+    settings = settings or AlignmentSettings()
+    prepared = prepare_alignment(model, processor, train_datasets, settings)
+    trainer = alignment_trainer(model, processor, training_args, prepared, settings, pairs=pairs,
+                                eval_datasets=eval_datasets, modalities=modalities, sampling=sampling)
     trainer.train()
     trainer.save_model()
-    info = {"held_out": {t: list(c) for t, c in settings.held_out.items()}, "label_text_tasks": tasks,
-            "class_texts": settings.class_texts, "removed_rows": {t: len(ids) for t, ids in removed.items()},
-            "pairs": len(pairs) if pairs is not None else 0, "pair_projections": projections,
-            "settings": asdict(settings)}
+    info = alignment_info(prepared, settings, pairs)
     if trainer.is_world_process_zero():
         processor.save_pretrained(training_args.output_dir)
-        path = Path(training_args.output_dir) / ALIGNMENT_INFO
-        path.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-    return AlignmentResult(trainer=trainer, removed_ids=removed, info=info)
+        write_alignment_info(training_args.output_dir, info)
+    return AlignmentResult(trainer=trainer, removed_ids=prepared.removed_ids, info=info)
 
 
 # ---------------------------------------------------------------------- zero-shot prediction
@@ -336,6 +390,8 @@ def zero_shot_predict(model, processor, task: str, dataset, *, classes: Sequence
     rows, _ = hold_out(dataset, task, others)
     if len(rows) == 0:
         raise ZeroShotError(f"task {task!r}: no {split} row belongs to the classes {list(classes)}")
-    use_label_text(model, task, processor, texts=texts, active=list(classes), names=names)
+    spec = use_label_text(model, task, processor, texts=texts, active=list(classes), names=names)
     trainer = MultiMedTrainer(model=model, args=training_args, processor=processor)
-    return trainer.predict_task(task, rows, split=split), rows
+    # the head's modalities only: a processor that also reads text (class texts, captions) would hand the rows'
+    # text slot to a head that does not read it
+    return trainer.predict_task(task, rows, split=split, modalities=list(spec["modalities"])), rows

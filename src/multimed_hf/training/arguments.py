@@ -17,6 +17,11 @@ __all__ = [
     "make_training_arguments",
     "parse_train_args",
     "parse_evaluate_args",
+    "VARIANT_FLAGS",
+    "variant_options",
+    "check_variant_flags",
+    "teachers_of",
+    "held_out_classes",
 ]
 
 #: TrainingArguments defaults of our commands (the flags still override them): the paper's optimiser, AdamW at
@@ -94,12 +99,74 @@ class MultiMedArguments:
     bootstrap_samples: int = field(default=1000, metadata={"help": "bootstrap resamples of the metrics' CIs"})
     processor_overrides: str | None = field(default=None, metadata={
         "help": 'processor settings as JSON, e.g. \'{"dna": {"crop_center": 7000}}\''})
+    # balancing and distillation variants (--family <family>+miles|+ogm_ge|+gblend|+mind); unset = the package's
+    # default, whose value and source are documented beside the constant in training/balancing
+    miles_threshold: float | None = field(default=None, metadata={
+        "help": "+miles: tau, the spread of utilisation rates above which the dominant modality's encoder is slowed "
+                "(default 0.1: balancing.miles.MILES_THRESHOLD)"})
+    miles_factor: float | None = field(default=None, metadata={
+        "help": "+miles: mu (0 < mu < 1), the factor on the dominant encoder's learning rate (default 0.5: "
+                "balancing.miles.MILES_FACTOR)"})
+    miles_every_n_steps: int | None = field(default=None, metadata={
+        "help": "+miles: measure utilisation every N steps (default: at each epoch's end)"})
+    ogm_alpha: float | None = field(default=None, metadata={
+        "help": "+ogm_ge: alpha of k = 1 - tanh(alpha * rho) (default 0.1: balancing.ogm_ge.OGM_ALPHA, the "
+                "OGM-GE code's README)"})
+    ogm_window: list[float] | None = field(default=None, metadata={
+        "help": "+ogm_ge: START END, the fractions of training during which gradients are modulated (default 0 0.5: "
+                "balancing.ogm_ge.OGM_WINDOW, the OGM-GE code's epochs 0-50 of 100)", "nargs": 2})
+    ogm_noise: bool = field(default=True, metadata={
+        "help": "+ogm_ge: add the generalisation-enhancement Gaussian noise (GE); false: OGM alone"})
+    gblend_probe_steps: int | None = field(default=None, metadata={
+        "help": "+gblend: optimizer steps of each probe run (default 50: balancing.gblend.GBLEND_PROBE_STEPS)"})
+    gblend_max_rows: int | None = field(default=None, metadata={
+        "help": "+gblend: rows per split measured before and after a probe (default 256)"})
+    mind_temperature: float | None = field(default=None, metadata={
+        "help": "+mind: distillation temperature T (default 2.0: balancing.mind.MIND_TEMPERATURE)"})
+    mind_weight: float | None = field(default=None, metadata={
+        "help": "+mind: weight of the distillation terms beside the task losses (default 1.0: "
+                "balancing.mind.MIND_WEIGHT)"})
+    teachers: list[str] | None = field(default=None, metadata={
+        "help": "+mind: the unimodal teachers as MODALITY=PATH (a saved run folder or Hub id, e.g. a Table 1 "
+                "unimodal run; repeat a modality for an ensemble) or TASK:MODALITY=PATH for one task's teachers",
+        "nargs": "+"})
+    # contrastive alignment for zero-shot transfer by label text (multimed fewshot CHECKPOINT --shots 0)
+    align_label_text: bool = field(default=False, metadata={
+        "help": "train with contrastive alignment: every class-labelled task gets a label_text head that scores a "
+                "row's fused embedding against the text encoder's embeddings of its class names (CLIP-style), so "
+                "held-out classes can be predicted zero-shot (multimed fewshot CHECKPOINT --shots 0)"})
+    holdout_classes: list[str] | None = field(default=None, metadata={
+        "help": "with --align_label_text: TASK:ClassA,ClassB ... classes whose rows never reach training and whose "
+                "texts are never encoded (zero-shot targets)", "nargs": "+"})
+    class_texts: str | None = field(default=None, metadata={
+        "help": 'with --align_label_text: class descriptions as JSON (or a JSON file), '
+                '\'{"brain_tumor": {"glioma": "a glial tumour"}}\'; default: the class names'})
+    align_pairs: str | None = field(default=None, metadata={
+        "help": "with --align_label_text: an image-caption config of --data (pmc_pairs) whose training pairs are "
+                "trained with a symmetric InfoNCE beside the tasks"})
+    align_temperature: float = field(default=0.07, metadata={
+        "help": "temperature of the image-caption InfoNCE (CLIP's initial value)"})
+    align_pair_weight: float = field(default=1.0, metadata={"help": "weight of the image-caption loss"})
+    max_align_pairs: int | None = field(default=None, metadata={
+        "help": "keep the first N image-caption training pairs"})
 
     def __post_init__(self):
         from multimed_hf.training.families import parse_family
 
         parse_family(self.family)
         self.tasks = list(dict.fromkeys(self.tasks))
+        if self.class_texts is not None and not isinstance(self.class_texts, dict):
+            self.class_texts = _json_arg("class_texts", self.class_texts)
+        if self.teachers is not None:
+            teachers_of(self.teachers)  # a malformed entry fails at parse time
+        if self.holdout_classes is not None:
+            held_out_classes(self.holdout_classes)
+        alignment_only = [name for name, given in (("holdout_classes", self.holdout_classes),
+                                                   ("class_texts", self.class_texts),
+                                                   ("align_pairs", self.align_pairs)) if given]
+        if alignment_only and not self.align_label_text:
+            raise ValueError(f"--{alignment_only[0]} belongs to contrastive alignment: add --align_label_text "
+                             f"(held-out classes are predicted through the label_text heads it trains)")
         if self.task_batch_sizes is not None and not isinstance(self.task_batch_sizes, dict):
             self.task_batch_sizes = _json_arg("task_batch_sizes", self.task_batch_sizes)
         if self.processor_overrides is not None and not isinstance(self.processor_overrides, dict):
@@ -118,6 +185,81 @@ class EvaluateArguments:
     streaming: bool = field(default=False, metadata={"help": "stream the data"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "keep the first N rows per task"})
     bootstrap_samples: int = field(default=1000, metadata={"help": "bootstrap resamples of the metrics' CIs"})
+
+
+#: Variant -> (``MultiMedArguments`` field, the variant's option name); ``variant_options`` maps them.
+VARIANT_FLAGS: dict[str, tuple[tuple[str, str], ...]] = {
+    "miles": (("miles_threshold", "threshold"), ("miles_factor", "factor"), ("miles_every_n_steps", "every_n_steps")),
+    "ogm_ge": (("ogm_alpha", "alpha"), ("ogm_window", "window")),
+    "gblend": (("gblend_probe_steps", "probe_steps"), ("gblend_max_rows", "max_rows")),
+    "mind": (("mind_temperature", "temperature"), ("mind_weight", "weight"), ("teachers", "teachers")),
+}
+
+
+def teachers_of(entries) -> dict:
+    """``--teachers`` entries -> ``{modality: [path, ...]}`` (or ``{task: {modality: [...]}}`` where every entry
+    names its task as ``TASK:MODALITY=PATH``); a mapping is returned as it is."""
+    if isinstance(entries, dict):
+        return entries
+    flat: dict[str, list[str]] = {}
+    nested: dict[str, dict[str, list[str]]] = {}
+    for entry in entries:
+        key, sep, path = str(entry).partition("=")
+        if not sep or not key or not path:
+            raise ValueError(f"--teachers {entry!r}: expected MODALITY=PATH or TASK:MODALITY=PATH (a saved run "
+                             f"folder, e.g. a Table 1 unimodal run)")
+        task, colon, modality = key.rpartition(":")
+        if colon:
+            nested.setdefault(task, {}).setdefault(modality, []).append(path)
+        else:
+            flat.setdefault(modality, []).append(path)
+    if flat and nested:
+        raise ValueError(f"--teachers {list(entries)}: give every entry as MODALITY=PATH, or every one as "
+                         f"TASK:MODALITY=PATH, not both")
+    return nested or flat
+
+
+def held_out_classes(entries) -> dict[str, list[str]]:
+    """``--holdout_classes TASK:ClassA,ClassB ...`` -> ``{task: [classes]}`` (a mapping is returned as it is)."""
+    if isinstance(entries, dict):
+        return {t: list(c) for t, c in entries.items()}
+    out: dict[str, list[str]] = {}
+    for entry in entries:
+        task, sep, names = str(entry).partition(":")
+        classes = [c.strip() for c in names.split(",") if c.strip()]
+        if not sep or not task or not classes:
+            raise ValueError(f"--holdout_classes {entry!r}: expected TASK:ClassA,ClassB (class names as the "
+                             f"registry spells them)")
+        out.setdefault(task, []).extend(c for c in classes if c not in out.get(task, []))
+    return out
+
+
+def variant_options(args: "MultiMedArguments", variant: str) -> dict[str, Any]:
+    """The options of balancing ``variant`` given on the command line (unset flags are left out, so the
+    package's defaults apply)."""
+    options = {option: getattr(args, name) for name, option in VARIANT_FLAGS.get(variant, ())
+               if getattr(args, name) is not None}
+    if "window" in options:
+        options["window"] = tuple(float(x) for x in options["window"])
+    if "teachers" in options:
+        options["teachers"] = teachers_of(options["teachers"])
+    if variant == "ogm_ge" and not args.ogm_noise:
+        options["noise"] = False
+    return options
+
+
+def check_variant_flags(args: "MultiMedArguments", families) -> None:
+    """Refuse a variant's flag when none of ``families`` carries the variant (it would be silently ignored)."""
+    from multimed_hf.training.families import parse_family
+
+    carried = {v for family in families for v in parse_family(family)[1]}
+    for variant, flags in VARIANT_FLAGS.items():
+        given = [name for name, _ in flags if getattr(args, name) is not None]
+        if variant == "ogm_ge" and not args.ogm_noise:
+            given.append("ogm_noise")
+        if given and variant not in carried:
+            raise ValueError(f"--{given[0]} is an option of the +{variant} variant, but no family given carries it "
+                             f"({list(families)}); e.g. --family multimodal_multitask+{variant}")
 
 
 def _json_arg(name: str, value: str) -> dict:
@@ -139,32 +281,36 @@ def make_training_arguments(output_dir: str | Path, *, family: str = "unimodal",
     return TrainingArguments(output_dir=str(output_dir), **{**training_defaults(family, encoders), **overrides})
 
 
-def _parser(first):
+def _parser(first, prog: str | None = None):
     from transformers import HfArgumentParser, TrainingArguments
 
-    return HfArgumentParser((first, TrainingArguments))
+    return HfArgumentParser((first, TrainingArguments), prog=prog)
 
 
-def parse_train_args(argv: Sequence[str] | None = None):
+def parse_train_args(argv: Sequence[str] | None = None, *, prog: str = "multimed train"):
     """``(MultiMedArguments, TrainingArguments)`` from the command line (or one ``.json`` file), as transformers'
-    examples parse: every ``TrainingArguments`` flag works; unset ones take ``training_defaults(family, encoders)``."""
+    examples parse: every ``TrainingArguments`` flag works; unset ones take ``training_defaults(family, encoders)``.
+    A balancing variant's flag without that variant in ``--family`` is refused. ``prog``: the usage line's command."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _parser(MultiMedArguments)
+    parser = _parser(MultiMedArguments, prog)
     if len(argv) == 1 and argv[0].endswith(".json"):
         given = json.loads(Path(argv[0]).read_text())
         defaults = training_defaults(given.get("family", "unimodal"), given.get("encoders", "hub"))
-        return parser.parse_dict({**defaults, **given})
-    probe, _ = parser.parse_known_args(argv)  # the family and encoders decide the defaults of the rest
-    parser.set_defaults(**training_defaults(probe.family, probe.encoders))
-    return parser.parse_args_into_dataclasses(argv)
+        args, training_args = parser.parse_dict({**defaults, **given})
+    else:
+        probe, _ = parser.parse_known_args(argv)  # the family and encoders decide the defaults of the rest
+        parser.set_defaults(**training_defaults(probe.family, probe.encoders))
+        args, training_args = parser.parse_args_into_dataclasses(argv)
+    check_variant_flags(args, [args.family])
+    return args, training_args
 
 
-def parse_evaluate_args(argv: Sequence[str] | None = None):
+def parse_evaluate_args(argv: Sequence[str] | None = None, *, prog: str = "multimed evaluate"):
     """``(EvaluateArguments, TrainingArguments)``; the checkpoint may come first, positionally."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and not argv[0].startswith("-") and not argv[0].endswith(".json"):
         argv = ["--checkpoint", argv[0], *argv[1:]]
-    parser = _parser(EvaluateArguments)
+    parser = _parser(EvaluateArguments, prog)
     parser.set_defaults(per_device_eval_batch_size=TRAINING_DEFAULTS["per_device_eval_batch_size"],
                         remove_unused_columns=False, report_to="none")
     if len(argv) == 1 and argv[0].endswith(".json"):

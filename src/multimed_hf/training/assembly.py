@@ -167,25 +167,25 @@ def eeg_processor_from_data(train_by_task: Mapping[str, Any], *, limit: int | No
     epoch at that rate."""
     from multimed_hf.processors.eeg import EEGProcessor, normalize_channel_name
 
-    sets, rates, lengths = Counter(), [], []
+    sets, lengths = Counter(), []
     for task, train in train_by_task.items():
         signal = next(c.name for c in get_task(task).inputs if c.modality == "eeg")
         seen = column_values(train, ["channel_names", "sfreq"], limit)
-        task_sets = Counter(tuple(names) for names in seen["channel_names"] if names)
-        if not task_sets:
-            raise AssemblyError(f"task {task!r}: no training row names its EEG channels")
-        sets.update(task_sets)
-        task_rates = [float(r) for r in seen["sfreq"] if r]
-        task_lengths = _epoch_lengths(train, signal, limit)
-        rates += task_rates
-        lengths += list(zip(task_lengths, task_rates))
+        # rows without the EEG modality (a mixed config's other rows) have no epoch: skipped, row by row
+        rows = [(tuple(names), n, float(rate)) for names, rate, n in
+                zip(seen["channel_names"], seen["sfreq"], _epoch_lengths(train, signal, limit)) if names and rate and n]
+        if not rows:
+            raise AssemblyError(f"task {task!r}: no training row has an EEG epoch ({signal!r}) with its channel "
+                                f"names and sampling rate ('channel_names', 'sfreq')")
+        sets.update(names for names, _, _ in rows)
+        lengths += [(n, rate) for _, n, rate in rows]
     channels, keys = [], set()
     for names, _ in sets.most_common():
         for name in names:
             if normalize_channel_name(name) not in keys:
                 keys.add(normalize_channel_name(name))
                 channels.append(name)
-    sfreq = min(rates)
+    sfreq = min(rate for _, rate in lengths)
     n_times = int(max(math.ceil(n * sfreq / r) for n, r in lengths))
     h_freq = min(40.0, 0.45 * sfreq)
     processor = EEGProcessor(channels, sfreq=sfreq, l_freq=min(4.0, h_freq / 2), h_freq=h_freq, n_times=n_times,
@@ -196,17 +196,24 @@ def eeg_processor_from_data(train_by_task: Mapping[str, Any], *, limit: int | No
     return processor, [note]
 
 
-def _epoch_lengths(train, column: str, limit: int | None) -> list[int]:
+def _epoch_lengths(train, column: str, limit: int | None) -> list[int | None]:
+    """Samples per epoch of each row (its first channel's length), None for a row without an epoch; the rows are
+    the dataset's own (a select / filter honoured), without decoding the arrays."""
     data = getattr(train, "data", None)
     if data is not None and hasattr(train, "select"):
         import pyarrow.compute as pc
 
-        table = getattr(data, "table", data)
-        col = table.column(column)
-        if limit is not None:
+        col = getattr(data, "table", data).column(column)
+        indices = getattr(train, "_indices", None)  # a select / filter: its rows, in its order (this column only)
+        if indices is not None:
+            rows = indices.column(0)
+            col = col.take(rows if limit is None else rows.slice(0, limit))
+        elif limit is not None:
             col = col.slice(0, limit)
-        return pc.list_value_length(pc.list_element(col, 0)).to_pylist()
-    return [len(v[0]) for v in column_values(train, [column], limit)[column]]
+        has = pc.fill_null(pc.greater(pc.list_value_length(col), 0), False)
+        firsts = iter(pc.list_value_length(pc.list_element(pc.filter(col, has), 0)).to_pylist())
+        return [next(firsts) if h else None for h in has.to_pylist()]
+    return [len(v[0]) if v else None for v in column_values(train, [column], limit)[column]]
 
 
 # ---------------------------------------------------------------------- labels

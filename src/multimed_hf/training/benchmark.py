@@ -179,8 +179,12 @@ def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str
 
     from multimed_hf.training.arguments import MultiMedArguments
 
-    if train_fn is None:
-        from multimed_hf.training.run import train_model as train_fn
+    if train_fn is None:  # its printed log lines and metrics go to each run's stdout.txt
+        import functools
+
+        from multimed_hf.training.run import train_model
+
+        train_fn = functools.partial(train_model, verbose=True)
     tasks = list(dict.fromkeys(tasks))
     families = list(dict.fromkeys(families))
     seeds = [int(s) for s in dict.fromkeys(seeds)]
@@ -225,19 +229,20 @@ def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str
     return records, paths
 
 
-def _parse(argv: Sequence[str]):
+def _parse(argv: Sequence[str], prog: str = "multimed benchmark"):
     from transformers import HfArgumentParser, TrainingArguments
 
-    from multimed_hf.training.arguments import MultiMedArguments, training_defaults
+    from multimed_hf.training.arguments import MultiMedArguments, check_variant_flags, training_defaults
 
     given = [a for a in argv if a.split("=")[0] in _SINGLE_RUN_FLAGS]
     if given:
         raise BenchmarkError(f"multimed benchmark: {given[0].split('=')[0]} picks one run of `multimed train`; the "
                              "benchmark runs every plan of --families")
-    parser = HfArgumentParser((BenchmarkArguments, MultiMedArguments, TrainingArguments))
+    parser = HfArgumentParser((BenchmarkArguments, MultiMedArguments, TrainingArguments), prog=prog)
     if len(argv) == 1 and argv[0].endswith(".json"):
         raise BenchmarkError("multimed benchmark: pass flags, not a JSON file (its defaults depend on each family)")
     bench, run_args, _ = parser.parse_args_into_dataclasses(list(argv))
+    check_variant_flags(run_args, bench.families)
     # each family gets our defaults for it (the flags given still override them), as `multimed train` does
     per_family = {}
     for family in bench.families:

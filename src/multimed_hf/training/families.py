@@ -28,8 +28,9 @@ __all__ = [
 #: model over every selected task, each reading all of its modalities.
 FAMILIES = ("domain_specific", "unimodal", "unimodal_multitask", "multimodal", "multimodal_multitask")
 
-#: Variants a family can carry after ``+`` (``multimodal_multitask+miles``): name -> what it is. Empty until the
-#: balancing issue registers MILES, OGM-GE, G-Blend and MIND (``register_family_variant``).
+#: Variants a family can carry after ``+`` (``multimodal_multitask+miles``): name -> what it is. The balancing and
+#: distillation options (MILES, OGM-GE, G-Blend, MIND: ``training.balancing``) register themselves the first time a
+#: family names a variant (``parse_family``); others add theirs with ``register_family_variant``.
 FAMILY_VARIANTS: dict[str, str] = {}
 
 
@@ -46,6 +47,14 @@ def register_family_variant(name: str, description: str) -> None:
     FAMILY_VARIANTS[name] = description
 
 
+def _register_builtin_variants() -> None:
+    """The package's own variants (``training.balancing``: miles, ogm_ge, gblend, mind), imported on first need so
+    that planning plain families loads no torch."""
+    from multimed_hf.training.balancing.variants import register_balancing_variants
+
+    register_balancing_variants()
+
+
 def parse_family(family: str) -> tuple[str, tuple[str, ...]]:
     """``"multimodal_multitask+miles"`` -> ``("multimodal_multitask", ("miles",))``; unknown names raise."""
     base, *variants = str(family).split("+")
@@ -55,9 +64,11 @@ def parse_family(family: str) -> tuple[str, tuple[str, ...]]:
         close = difflib.get_close_matches(base, FAMILIES, n=2, cutoff=0.5)
         hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
         raise FamilyError(f"family {base!r} is not one of {FAMILIES}{hint}")
+    if any(v not in FAMILY_VARIANTS for v in variants):
+        _register_builtin_variants()
     unknown = [v for v in variants if v not in FAMILY_VARIANTS]
     if unknown:
-        known = ", ".join(sorted(FAMILY_VARIANTS)) or "none registered yet (balancing variants come with issue 19)"
+        known = ", ".join(sorted(FAMILY_VARIANTS)) or "none registered"
         raise FamilyError(f"family {family!r}: unknown variant(s) {unknown} after '+'; known variants: {known}")
     if len(set(variants)) != len(variants):
         raise FamilyError(f"family {family!r} repeats a variant")

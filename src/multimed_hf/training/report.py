@@ -27,6 +27,8 @@ __all__ = [
     "summarize",
     "write_table",
     "write_table1",
+    "NATURAL_SCALE_METRICS",
+    "CORRELATION_METRICS",
 ]
 
 #: The long CSV's columns, in order (``run``, the run's folder-safe plan name, last).
@@ -36,6 +38,9 @@ COLUMNS = ("family", "task", "label", "metric", "seed", "split", "value", "n", "
 #: Metrics with units (RMSD in angstrom, MAE in the label's units), shown as they are; every other metric is a
 #: fraction or a correlation and is shown x 100, the paper's scale (it prints even Pearson r and TM-score as %).
 NATURAL_SCALE_METRICS = frozenset({"rmsd", "mae"})
+#: Correlations: Table 1 shows them x 100 as the paper prints them (issue 15: "on the paper's scale"); Table 2 shows
+#: them as r (issue 17: "report ours as Pearson"), the paper's printed percentage beside, said in its Markdown.
+CORRELATION_METRICS = frozenset({"pearson", "spearman"})
 
 #: What a table says where a family's runs skip a task by design (one modality: the multimodal run is the unimodal).
 SAME_AS_UNIMODAL = "same as unimodal (one modality)"
@@ -153,14 +158,15 @@ def summarize(records: Iterable[Mapping], *, split: str = "test") -> pd.DataFram
     return stats[out_columns]
 
 
-def _scale(metric: str) -> float:
-    return 1.0 if metric in NATURAL_SCALE_METRICS else 100.0
+def _scale(metric: str, natural: Iterable[str] = NATURAL_SCALE_METRICS) -> float:
+    return 1.0 if metric in natural else 100.0
 
 
-def _fmt(mean: float, sd: float, metric: str) -> str:
-    scale = _scale(metric)
-    text = f"{mean * scale:.2f}"
-    return f"{text} ± {sd * scale:.2f}" if np.isfinite(sd) else text
+def _fmt(mean: float, sd: float, metric: str, natural: Iterable[str] = NATURAL_SCALE_METRICS) -> str:
+    scale = _scale(metric, natural)
+    digits = 3 if metric in natural and metric not in NATURAL_SCALE_METRICS else 2  # a correlation as r: 0.724
+    text = f"{mean * scale:.{digits}f}"
+    return f"{text} ± {sd * scale:.{digits}f}" if np.isfinite(sd) else text
 
 
 def _escape(text: str) -> str:
@@ -194,6 +200,11 @@ class _Table:
     tasks: list[str]
     split: str
     notes: Mapping[tuple[str, str], str]
+    natural: frozenset = NATURAL_SCALE_METRICS  # metrics shown on their own scale (the rest x 100)
+
+    def converted(self, metric: str) -> bool:
+        """Shown on its own scale where the paper prints it x 100 (a correlation in Table 2)."""
+        return metric in self.natural and metric not in NATURAL_SCALE_METRICS
 
     def stat(self, family: str, task: str, label: str, metric: str):
         s = self.stats
@@ -208,23 +219,24 @@ class _Table:
         return sorted({int(s) for s in self.frame["seed"].dropna()})
 
 
-def _build(records, paper, split, families, tasks, columns, notes) -> _Table:
+def _build(records, paper, split, families, tasks, columns, notes, natural=NATURAL_SCALE_METRICS) -> _Table:
     frame = _frame(records, paper, split)
     stats = summarize(records, split=split)
     notes = dict(notes or {})
     families = list(families) if families is not None else _order([*frame["family"], *(f for f, _ in notes)], paper)
     tasks = list(tasks) if tasks is not None else _order([*frame["task"], *(t for _, t in notes)], columns)
-    return _Table(frame, stats, families, tasks, split, notes)
+    return _Table(frame, stats, families, tasks, split, notes, frozenset(natural))
 
 
 def _headline_cell(table: _Table, family: str, task: str, paper) -> str:
     label, metric = headline(task)
     reference = paper_value(paper, family, task)
-    beside = f" [paper {reference:.2f}]" if reference is not None else ""
+    printed = " = r x 100" if table.converted(metric) else ""
+    beside = f" [paper {reference:.2f}{printed}]" if reference is not None else ""
     stat = table.stat(family, task, label, metric)
     errors = table.errors(family, task)
     if stat is not None:
-        text = _fmt(stat["mean"], stat["sd"], metric)
+        text = _fmt(stat["mean"], stat["sd"], metric, table.natural)
         if len(stat["runs"]) > 1:
             text += "*"
         failed = len(errors[["run", "seed"]].drop_duplicates())
@@ -252,14 +264,18 @@ def render_markdown(records: Iterable[Mapping], *, title: str = "Table 1", note:
                     paper: Mapping[str, Mapping[str, float]] = TABLE1, columns: Mapping[str, str] = TABLE1_COLUMNS,
                     row_labels: Mapping[str, str] = TABLE1_ROW_LABELS, families: Sequence[str] | None = None,
                     tasks: Sequence[str] | None = None, split: str = "test",
-                    notes: Mapping[tuple[str, str], str] | None = None) -> str:
+                    notes: Mapping[tuple[str, str], str] | None = None,
+                    natural_scale: Iterable[str] | None = None) -> str:
     """The Markdown report: the headline table (ours beside the paper's), each task's other registry metrics, and
     every failed run with its error. ``notes`` maps (family, task) to what a cell with no run says instead
     (``families.unplanned``'s reasons); without one, a multimodal cell of a one-modality task says
     ``SAME_AS_UNIMODAL`` and any other empty cell "not run". ``note``: its first line is the banner on top (e.g.
-    the smoke-run label), any further lines describe the data in a section at the end."""
+    the smoke-run label), any further lines describe the data in a section at the end. ``natural_scale``: metrics
+    shown on their own scale (default ``NATURAL_SCALE_METRICS``; Table 2 adds ``CORRELATION_METRICS``); every
+    other metric is shown x 100, the paper's scale."""
     records = list(records)
-    table = _build(records, paper, split, families, tasks, columns, notes)
+    natural = frozenset(NATURAL_SCALE_METRICS if natural_scale is None else natural_scale)
+    table = _build(records, paper, split, families, tasks, columns, notes, natural)
     seeds = table.seeds()
     lines = [f"# {title}: ours beside the paper's", ""]
     banner, *details = str(note).splitlines() if note else [""]
@@ -267,9 +283,8 @@ def render_markdown(records: Iterable[Mapping], *, title: str = "Table 1", note:
         lines += [f"> **{_escape(banner)}**" + (" (data and settings: see the end)" if details else ""), ""]
     lines += [
         f"Split `{split}`. Each cell: our mean ± sd over seeds {', '.join(map(str, seeds)) or '(none)'} (sd with "
-        f"n - 1; a single seed shows no sd), then [the paper's number] ({PAPER}). Scale: the paper's, x 100 for "
-        "every column (it prints accuracy, Pearson r and TM-score alike as percentages). The headline per task is "
-        "the registry's first label column and first metric, named under each task.",
+        f"n - 1; a single seed shows no sd), then [the paper's number] ({PAPER}). " + _scale_note(table) + " The "
+        "headline per task is the registry's first label column and first metric, named under each task.",
         "",
     ]
     header = ["family"] + [
@@ -289,6 +304,17 @@ def render_markdown(records: Iterable[Mapping], *, title: str = "Table 1", note:
     return "\n".join(lines) + "\n"
 
 
+def _scale_note(table: _Table) -> str:
+    converted = sorted(m for m in table.natural if m not in NATURAL_SCALE_METRICS)
+    if not converted:
+        return ("Scale: the paper's, x 100 for every column (it prints accuracy, Pearson r and TM-score alike as "
+                "percentages).")
+    return (f"Scale: {', '.join(converted)} on {'its' if len(converted) == 1 else 'their'} own scale (a correlation "
+            "r in [-1, 1]: ours is reported as r); "
+            "the paper prints r x 100 as if it were a percentage, so its number beside ours reads \"= r x 100\"; "
+            "every other column x 100, the paper's scale (accuracy, TM-score).")
+
+
 def _pooled(table: _Table) -> list[str]:
     """The footnote of cells scored by several runs: each run's headline (mean over seeds) and rows."""
     lines = []
@@ -302,7 +328,8 @@ def _pooled(table: _Table) -> list[str]:
             rows = f[(f["family"] == family) & (f["task"] == task) & (f["split"] == table.split) & f["error"].isna()
                      & (f["metric"] == metric) & np.isfinite(f["value"])
                      & np.array([_label_key(task, x) == label for x in f["label"]], dtype=bool)]
-            parts = [f"{run} {group['value'].mean() * _scale(metric):.2f} (n={group['n'].mean():.0f})"
+            parts = [f"{run} {_fmt(group['value'].mean(), np.nan, metric, table.natural)} "
+                     f"(n={group['n'].mean():.0f})"
                      for run, group in rows.groupby("run", sort=True)]
             lines.append(f"- `{family}` x `{task}`: {'; '.join(parts)}")
     if lines:
@@ -321,8 +348,7 @@ def _other_metrics(table: _Table) -> list[str]:
             continue
         single = _single_label(task)
         header = ["family"] + [
-            (metric if single else f"{label} {metric}") + (" (natural scale)" if metric in NATURAL_SCALE_METRICS
-                                                           else "")
+            (metric if single else f"{label} {metric}") + (" (natural scale)" if metric in table.natural else "")
             for label, metric in others
         ]
         rows = []
@@ -330,7 +356,7 @@ def _other_metrics(table: _Table) -> list[str]:
             cells = []
             for label, metric in others:
                 stat = table.stat(family, task, label, metric)
-                cells.append(_fmt(stat["mean"], stat["sd"], metric) if stat is not None else "–")
+                cells.append(_fmt(stat["mean"], stat["sd"], metric, table.natural) if stat is not None else "–")
             if any(c != "–" for c in cells):
                 rows.append("| " + " | ".join([f"`{family}`"] + cells) + " |")
         if rows:
@@ -409,7 +435,7 @@ def _figure(table: _Table, paper, path: Path, title: str, note: str | None) -> N
     handles.append(Line2D([], [], marker="_", color="black", markeredgewidth=2, linestyle="none", label="paper"))
     ax.set_ylim(bottom=min(0.0, lowest * 1.1))  # the labels of undrawn bars sit at 0: keep it inside the axes
     ax.set_xticks(x, tasks, rotation=30, ha="right")
-    ax.set_ylabel("headline metric x 100 (paper's scale)")
+    ax.set_ylabel("headline metric x 100 (paper's scale; Pearson r x 100)")
     ax.set_title(f"{title}" + (f"\n{str(note).splitlines()[0]}" if note else ""), fontsize=10)
     fig.legend(handles=handles, fontsize=7, loc="outside right upper")
     fig.savefig(path, dpi=120)
@@ -419,12 +445,15 @@ def write_table(records: Iterable[Mapping], output_dir: str | Path, *, name: str
                 note: str | None = None, paper: Mapping[str, Mapping[str, float]] = TABLE1,
                 columns: Mapping[str, str] = TABLE1_COLUMNS, row_labels: Mapping[str, str] = TABLE1_ROW_LABELS,
                 families: Sequence[str] | None = None, tasks: Sequence[str] | None = None,
-                split: str = "test", notes: Mapping[tuple[str, str], str] | None = None) -> ReportPaths:
+                split: str = "test", notes: Mapping[tuple[str, str], str] | None = None,
+                natural_scale: Iterable[str] | None = None) -> ReportPaths:
     """Write ``<name>.csv`` (long format, ``COLUMNS``; ``value`` on the metric's natural scale, accuracy as a
     fraction; ``paper_value`` in percent as printed, on the headline rows of ``split``), ``<name>.md`` and
     ``<name>.png`` into ``output_dir``. ``records`` are metric records (``metrics_long.json`` entries plus
     ``family``, ``seed`` and ``run``; failed runs as ``failure_records``). ``families`` / ``tasks`` fix the rows and
-    columns (default: those in the records, in the paper's order). Table 2 passes its own ``paper`` and labels."""
+    columns (default: those in the records, in the paper's order). Table 2 passes its own ``paper`` and labels,
+    and ``natural_scale`` (see ``render_markdown``) to show Pearson r as r; the figure stays on the paper's scale
+    (x 100 for every bar, beside the paper's marks), as its axis says."""
     records = list(records)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -433,7 +462,7 @@ def write_table(records: Iterable[Mapping], output_dir: str | Path, *, name: str
     frame.to_csv(paths.csv, index=False)
     paths.markdown.write_text(render_markdown(records, title=title, note=note, paper=paper, columns=columns,
                                               row_labels=row_labels, families=families, tasks=tasks, split=split,
-                                              notes=notes),
+                                              notes=notes, natural_scale=natural_scale),
                               encoding="utf-8")
     _figure(_build(records, paper, split, families, tasks, columns, notes), paper, paths.figure, title, note)
     return paths

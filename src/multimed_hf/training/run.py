@@ -116,13 +116,22 @@ def _sampling(args: MultiMedArguments):
 
 
 def build_trainer(model, training_args, processor, *, train_datasets=None, eval_datasets=None, modalities=None,
-                  sampling=None, loss_weighting: str = "static", callbacks=None):
-    """The ``MultiMedTrainer`` of a run (the training layer's Trainer; see training/trainer.py)."""
+                  sampling=None, loss_weighting: Any = "static", callbacks=None, verbose: bool = True,
+                  trainer_class=None, **trainer_kwargs):
+    """The ``MultiMedTrainer`` of a run (the training layer's Trainer; see training/trainer.py), or
+    ``trainer_class`` (a subclass, e.g. the alignment trainer) with ``trainer_kwargs``. ``verbose=False`` removes
+    the callback that prints each log line (with ``disable_tqdm``); the lines stay in ``state.log_history``."""
+    from transformers.trainer_callback import PrinterCallback
+
     from multimed_hf.training.trainer import MultiMedTrainer
 
-    return MultiMedTrainer(model=model, args=training_args, train_datasets=train_datasets,
-                           eval_datasets=eval_datasets, processor=processor, sampling=sampling,
-                           loss_weighting=loss_weighting, modalities=modalities, callbacks=callbacks)
+    trainer = (trainer_class or MultiMedTrainer)(
+        model=model, args=training_args, train_datasets=train_datasets, eval_datasets=eval_datasets,
+        processor=processor, sampling=sampling, loss_weighting=loss_weighting, modalities=modalities,
+        callbacks=callbacks, **trainer_kwargs)
+    if not verbose:
+        trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def _evaluate_splits(trainer, datasets: Mapping[str, Mapping[str, Any]], splits: Sequence[str], output_dir: Path,
@@ -161,9 +170,78 @@ def _write_results(trainer, output_dir: Path, records: list[dict], extra: Mappin
 
 
 # ---------------------------------------------------------------------- train
+def _balancing(args: MultiMedArguments, plan: RunPlan):
+    """The balancing / distillation option the plan's family carries (``+miles`` ...), with its flags, or None."""
+    from multimed_hf.training.arguments import variant_options
+    from multimed_hf.training.families import parse_family
+
+    _, variants = parse_family(plan.family)
+    if not variants:
+        return None
+    from multimed_hf.training.balancing import BALANCING_VARIANTS, balancing_from_variant
+
+    chosen = [v for v in variants if v in BALANCING_VARIANTS]
+    if len(chosen) > 1:
+        raise RunError(f"family {plan.family!r} carries several balancing variants {chosen}: each one changes the "
+                       f"loss or the learning rates its own way; train one variant per run")
+    if not chosen:
+        return None
+    if args.align_label_text:
+        raise RunError(f"--align_label_text trains label-text heads, which +{chosen[0]} does not balance; train the "
+                       f"two in separate runs")
+    if args.loss_weighting != "static" and chosen[0] != "miles":
+        raise RunError(f"--loss_weighting {args.loss_weighting!r}: +{chosen[0]} brings its own loss weighting; "
+                       f"leave --loss_weighting static")
+    return balancing_from_variant(chosen[0], **variant_options(args, chosen[0]))
+
+
+def _alignment_settings(args: MultiMedArguments):
+    from multimed_hf.fewshot.zeroshot import AlignmentSettings
+    from multimed_hf.training.arguments import held_out_classes
+
+    return AlignmentSettings(held_out=held_out_classes(args.holdout_classes or {}),
+                             class_texts=dict(args.class_texts or {}), temperature=args.align_temperature,
+                             pair_weight=args.align_pair_weight)
+
+
+def _pairs(args: MultiMedArguments):
+    """The image-caption training pairs of ``--align_pairs`` (its train split), or None."""
+    if not args.align_pairs:
+        return None
+    from multimed_hf.training.loading import load_task_data
+
+    found = load_task_data(args.data, [args.align_pairs], splits=("train",))[args.align_pairs]
+    if "train" not in found:
+        raise RunError(f"--align_pairs {args.align_pairs!r}: {args.data!r} has no train split of it (build it: "
+                       f"multimed build {args.align_pairs} ...)")
+    pairs = found["train"]
+    if args.max_align_pairs is not None:
+        pairs = pairs.select(range(min(args.max_align_pairs, len(pairs))))
+    return pairs
+
+
+def _without_held_out(data: Mapping[str, Mapping[str, Any]], held: Mapping[str, Sequence[str]],
+                      train: Mapping[str, Any]):
+    """``data`` with ``train`` (the training rows alignment kept) and every other split without the rows of the
+    held-out classes: the run scores what it was trained for, the seen classes; the held-out ones are scored
+    zero-shot by ``multimed fewshot CHECKPOINT --shots 0``."""
+    from multimed_hf.fewshot.zeroshot import hold_out
+
+    return {t: {s: train.get(t, ds) if s == "train" else hold_out(ds, t, held[t])[0] if held.get(t) else ds
+                for s, ds in splits.items()} for t, splits in data.items()}
+
+
+def _report(metrics: Mapping[str, Any], split: str, verbose: bool, trainer) -> None:
+    """Print a split's metrics table (``verbose``: the command's output) or log it."""
+    if verbose:
+        trainer.log_metrics(split, {k: v for k, v in metrics.items() if v is not None})
+    else:
+        logger.info("%s metrics: %s", split, {k: metrics[k] for k in sorted(metrics)})
+
+
 def train_model(args: MultiMedArguments | None = None, training_args=None, *, plan: RunPlan | None = None,
                 datasets: Mapping[str, Mapping[str, Any]] | None = None, callbacks: Sequence[Any] | None = None,
-                on_assembly: Callable[[Any], None] | None = None, **overrides) -> RunResult:
+                on_assembly: Callable[[Any], None] | None = None, verbose: bool = False, **overrides) -> RunResult:
     """Train one run and evaluate it; write everything into ``training_args.output_dir``.
 
     Call with the parsed dataclasses, or with keywords: fields of ``MultiMedArguments`` (``data``, ``tasks``,
@@ -174,10 +252,22 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
     ``plan`` trains that plan (default: ``choose_plan(args)``); ``datasets`` gives ``{task: {split: Dataset}}``
     instead of loading ``args.data`` (a federated client's partition, an analysis' subset); ``callbacks`` go to the
     Trainer; ``on_assembly(assembly)`` may change the assembled model (adapters, auxiliary heads) before training.
+    ``verbose``: print the Trainer's log lines and the metrics tables (the ``multimed train`` command does); else
+    they go to the ``multimed_hf.training.run`` logger only.
+
+    Options: a family variant ``+miles`` / ``+ogm_ge`` / ``+gblend`` / ``+mind`` (``training.balancing``) adds the
+    per-modality heads it needs to the config, refuses runs with no training row holding two or more modalities,
+    and brings its callbacks, loss weighting and (MIND) teacher columns; its utilisation is measured on the
+    validation split even when ``eval_strategy`` is ``"no"``. ``align_label_text`` trains label-text heads with
+    contrastive alignment (``fewshot.zeroshot``; a text encoder is added where no task reads text, and the
+    ``align_pairs`` image-caption pairs are trained beside the tasks); rows of ``holdout_classes`` never reach
+    training, and every split the run scores leaves them out (they are scored zero-shot by ``multimed fewshot
+    CHECKPOINT --shots 0``).
 
     Writes: the model (safetensors), the processor and a model card (README.md); ``all_results.json``,
     ``train_results.json``, ``<split>_results.json``, ``trainer_state.json``, ``run_info.json``,
-    ``metrics_long.json`` and ``predictions/<task>-<split>.parquet`` for ``args.eval_splits``.
+    ``metrics_long.json`` and ``predictions/<task>-<split>.parquet`` for ``args.eval_splits`` (and
+    ``alignment.json`` for an alignment run).
     """
     from transformers import set_seed
 
@@ -190,36 +280,87 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
         raise RunError("--streaming: a streamed training set has no length, so epochs cannot be counted; give "
                        "--max_steps N")
     plan = plan or choose_plan(args)
+    balancing = _balancing(args, plan)
+    if balancing is not None:
+        balancing.check_plan(plan.modalities)  # before anything is loaded or built
+    align = bool(args.align_label_text)
+    if align and args.streaming:
+        raise RunError("--align_label_text removes held-out classes' rows and fits class texts from whole splits; "
+                       "it does not stream")
     output_dir = Path(training_args.output_dir)
     set_seed(training_args.seed)
+    config_kwargs = {"fusion_method": args.fusion_method, "modality_dropout": args.modality_dropout}
+    if align and args.fusion_method is None and args.fusion == "intermediate":
+        # the label-text heads score the fused features against text embeddings in the projections' space, and the
+        # image-caption pairs align those projections: a mean of the projected modalities stays in that space (a
+        # learned concat mixing does not; on the tiny zero-shot world: held-out accuracy 1.0 with mean, 0.5 =
+        # chance with concat, same 60 steps)
+        config_kwargs["fusion_method"] = "mean"
+    if balancing is not None:
+        config_kwargs.update(balancing.config_kwargs(args.fusion))
+    encoders = plan.encoders_for(args.encoders)
     assembly = assemble(
-        args.data, plan.tasks, encoders=plan.encoders_for(args.encoders), modalities=plan.modalities,
+        args.data, plan.tasks, encoders=encoders, modalities=plan.modalities,
         row_modality=plan.row_modality, datasets=datasets, streaming=args.streaming,
         rank=training_args.process_index, world_size=training_args.world_size, fusion=args.fusion,
         hidden_size=args.hidden_size, processor_overrides=args.processor_overrides,
-        config_kwargs={"fusion_method": args.fusion_method, "modality_dropout": args.modality_dropout},
+        config_kwargs=config_kwargs, build_model=not align,
     )
+    settings = pairs = prepared = None
+    data = assembly.datasets
+    if align:
+        from multimed_hf.fewshot.alignment_encoders import add_alignment_encoders, alignment_texts
+        from multimed_hf.fewshot.zeroshot import prepare_alignment
+
+        settings = _alignment_settings(args)
+        pairs = _pairs(args)
+        captions = pairs["caption"] if pairs is not None and "caption" in pairs.column_names else ()
+        add_alignment_encoders(assembly, encoders, texts=alignment_texts(plan.tasks, settings.class_texts, captions),
+                               pairs=pairs is not None)
+        prepared = prepare_alignment(assembly.model, assembly.processor, {t: s["train"] for t, s in data.items()},
+                                     settings)
+        data = _without_held_out(data, settings.held_out, prepared.train_datasets)
     if on_assembly is not None:
         on_assembly(assembly)
-    data = assembly.datasets
     if args.streaming:  # evaluation needs random access: each process reads the (capped) evaluation splits whole
         data = {t: {s: ds if s == "train" else materialize(ds, args.max_eval_samples) for s, ds in splits.items()
                     if s == "train" or s == "validation" or s in args.eval_splits}
                 for t, splits in data.items()}
     train = _head({t: s["train"] for t, s in data.items()}, args.max_train_samples)
-    evaluation = {t: s["validation"] for t, s in data.items() if "validation" in s}
-    evaluation = _head(evaluation, args.max_eval_samples) if training_args.eval_strategy != "no" else None
+    validation = _head({t: s["validation"] for t, s in data.items() if "validation" in s}, args.max_eval_samples)
+    evaluation = validation if training_args.eval_strategy != "no" else None
+    callbacks = list(callbacks or [])
+    loss_weighting: Any = args.loss_weighting
+    balancing_info = None
+    if balancing is not None:
+        rows = balancing.check_rows(train, assembly.modalities)
+        balancing.check(assembly.model.config, assembly.modalities)
+        extra = balancing.trainer_kwargs(model=assembly.model, processor=assembly.processor, train_datasets=train,
+                                         eval_datasets=validation, training_args=training_args,
+                                         modalities=assembly.modalities)
+        train, callbacks = extra["train_datasets"], callbacks + list(extra["callbacks"])
+        loss_weighting = extra["loss_weighting"] or loss_weighting
+        balancing_info = {"variant": balancing.name, "description": balancing.description,
+                          "options": _jsonable(balancing.options), "rows_with_several_modalities": rows,
+                          "auxiliary_heads": bool(assembly.model.config.auxiliary_heads)}
+    trainer_extra = {}
+    if align:
+        from multimed_hf.fewshot.zeroshot import AlignmentTrainer
+
+        trainer_extra = dict(trainer_class=AlignmentTrainer, pairs=pairs, pair_task=args.align_pairs or "pmc_pairs",
+                             pair_projections=prepared.projections, temperature=settings.temperature,
+                             pair_weight=settings.pair_weight)
     trainer = build_trainer(assembly.model, training_args, assembly.processor, train_datasets=train,
                             eval_datasets=evaluation or None, modalities=assembly.modalities,
-                            sampling=_sampling(args), loss_weighting=args.loss_weighting,
-                            callbacks=callbacks)
+                            sampling=_sampling(args), loss_weighting=loss_weighting,
+                            callbacks=callbacks or None, verbose=verbose, **trainer_extra)
     resume = training_args.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in ("true", "last"):
         resume = True
     train_result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()
     train_metrics = dict(train_result.metrics)
-    trainer.log_metrics("train", train_metrics)
+    _report(train_metrics, "train", verbose, trainer)
     trainer.save_metrics("train", train_metrics)
     trainer.save_state()
 
@@ -229,21 +370,54 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
                                training_args.seed, trainer.is_world_process_zero())
     metrics = _write_results(trainer, output_dir, records, {f"train_{k}" if not k.startswith("train_") else k: v
                                                             for k, v in train_metrics.items()})
+    for split in args.eval_splits:
+        scored = {k: v for k, v in metrics.items() if k.startswith(f"{split}_")}
+        if scored:
+            _report(scored, split, verbose, trainer)
+    alignment = None
+    if align:
+        from multimed_hf.fewshot.zeroshot import alignment_info
+
+        alignment = alignment_info(prepared, settings, pairs)
+        alignment["pair_config"] = args.align_pairs
+        alignment["evaluated_on"] = "seen classes only (held-out classes: multimed fewshot CHECKPOINT --shots 0)"
     if trainer.is_world_process_zero():
+        from multimed_hf.model_card import build_model_card
+
         assembly.processor.save_pretrained(output_dir)
+        if alignment is not None:
+            from multimed_hf.fewshot.zeroshot import write_alignment_info
+
+            write_alignment_info(output_dir, alignment)
         training_data = [{"name": str(args.data), "config": t, "split": "train",
                           "num_rows": getattr(ds, "num_rows", None)} for t, ds in train.items()]
-        card = assembly.model.create_model_card(training_data=training_data, metrics=_card_metrics(records),
-                                                tags=[plan.family.split("+")[0]])
+        options = {"balancing": balancing_info, "alignment": alignment}
+        card = build_model_card(assembly.model.config, training_data=training_data, metrics=_card_metrics(records),
+                                tags=[plan.family.split("+")[0], *(plan.variants or ())],
+                                training={k: v for k, v in options.items() if v is not None} or None)
         card.save(str(output_dir / "README.md"))
         write_json(output_dir / RUN_INFO, run_info(
             world_size=training_args.world_size, tasks=list(plan.tasks), family=plan.family, plan=plan.to_dict(),
             encoders={"preset": assembly.encoders.name, "modalities": describe(assembly.encoders)},
             modalities=assembly.modalities, seed=training_args.seed, data=str(args.data),
             dataset_fingerprints=dataset_fingerprints(args.data, data) if datasets is None else None,
-            assembly_notes=assembly.notes, arguments=dataclasses.asdict(args),
+            assembly_notes=assembly.notes, arguments=_jsonable(dataclasses.asdict(args)),
+            balancing=balancing_info, alignment=alignment,
         ))
     return RunResult(output_dir=output_dir, metrics=metrics, records=records, plan=plan)
+
+
+def _jsonable(value):
+    """Options as JSON can hold them (teacher models as their class names, tuples as lists)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    return type(value).__name__
 
 
 # ---------------------------------------------------------------------- evaluate
@@ -325,7 +499,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         for p in plans:
             targs = training_args if len(plans) == 1 else dataclasses.replace(
                 training_args, output_dir=str(Path(training_args.output_dir) / p.name))
-            result = train_model(args, targs, plan=p)
+            result = train_model(args, targs, plan=p, verbose=True)
             print(f"{p.name}: wrote {result.output_dir}")
     except (ValueError, FamilyError) as err:
         print(f"multimed train: error: {err}", file=sys.stderr)

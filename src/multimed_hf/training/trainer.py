@@ -158,6 +158,11 @@ class MultiMedTrainer(Trainer):
         missing = sorted({t for t in tasks if t not in heads})
         if missing:
             raise ValueError(f"datasets name tasks {missing} that the model has no head for (heads: {list(heads)})")
+        if getattr(args, "label_smoothing_factor", 0):  # Trainer's smoother only wraps a loss it computes itself
+            raise ValueError(
+                f"label_smoothing_factor={args.label_smoothing_factor}: MultiMedModel's heads compute their own "
+                "losses (per task, label column and modality), so Trainer's label smoother would be skipped "
+                "silently; leave it at 0")
         args.remove_unused_columns = False
         if args.ddp_find_unused_parameters is None:
             args.ddp_find_unused_parameters = True

@@ -112,7 +112,10 @@ class OGMGEWeighting(StaticWeighting):
 
     def combine(self, task: str, output, batch=None):
         loss, logs = super().combine(task, output)
-        if batch is not None and batch.get("labels") is not None and torch.is_grad_enabled():
+        # only tasks reading two or more modalities have a balance to measure: a one-modality task of the same run
+        # (its own head's score) would otherwise enter the ratio of another task's modalities
+        several = len(self.specs[task]["modalities"]) >= 2
+        if several and batch is not None and batch.get("labels") is not None and torch.is_grad_enabled():
             for m, (total, count) in modality_scores(output, batch["labels"], self.specs[task]).items():
                 entry = self.pending.setdefault(m, [0.0, 0])
                 entry[0] += total

@@ -8,7 +8,14 @@ from typing import Any, Mapping, Sequence
 from multimed_hf.training.balancing.batches import BalancingError, unwrap_model
 from multimed_hf.training.balancing.utilisation import multimodal_tasks
 
-__all__ = ["BALANCING_VARIANTS", "BalancingVariant", "balancing_from_variant", "register_balancing_variants"]
+__all__ = [
+    "BALANCING_VARIANTS",
+    "BalancingVariant",
+    "balancing_from_variant",
+    "register_balancing_variants",
+    "balanced_tasks",
+    "rows_with_several_modalities",
+]
 
 #: Variant name -> what it is (the text ``multimed benchmark --families`` shows for ``<family>+<name>``).
 BALANCING_VARIANTS = {
@@ -22,6 +29,48 @@ BALANCING_VARIANTS = {
 }
 #: Variants that need one prediction per modality (auxiliary heads under intermediate fusion).
 _NEEDS_MODALITY_HEADS = ("ogm_ge", "gblend", "mind")
+
+
+def balanced_tasks(modalities: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """Task -> modalities, for the tasks of a run (task -> modalities read) that read two or more."""
+    return {t: list(m) for t, m in modalities.items() if len(m) >= 2}
+
+
+def rows_with_several_modalities(task: str, dataset, modalities: Sequence[str]) -> int | None:
+    """How many rows of ``dataset`` (a task's split) hold two or more of ``modalities`` (an image modality where the
+    row's image is present and its ``modality`` column names it; another where its input columns are filled);
+    counted from Arrow, nothing decoded. None where rows cannot be counted (a streamed dataset)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from multimed_hf.tasks import IMAGE_MODALITIES, get_task
+
+    if not hasattr(dataset, "with_format") or not hasattr(dataset, "__len__"):
+        return None
+    spec = get_task(task)
+    image = [c.name for c in spec.inputs if c.modality == "image"]
+    needs: dict[str, tuple[list[str], str | None]] = {}  # modality -> (columns that must be filled, modality name)
+    for m in modalities:
+        own = [c.name for c in spec.inputs if c.modality == m]
+        if own:
+            needs[m] = (own, None)
+        elif m in IMAGE_MODALITIES and image:
+            needs[m] = ([image[0]], m)
+        else:
+            raise BalancingError(f"task {task!r} has no input column for modality {m!r} (it reads {spec.modalities})")
+    columns = sorted({c for cs, _ in needs.values() for c in cs} | ({"modality"} if image else set()))
+    table = dataset.select_columns([c for c in columns if c in dataset.column_names]).with_format("arrow")[:]
+    count = np.zeros(len(table), dtype=np.int64)
+    for m, (cs, name) in needs.items():
+        if not all(c in table.column_names for c in cs) or (name and "modality" not in table.column_names):
+            continue
+        held = pc.is_valid(table.column(cs[0]))
+        for c in cs[1:]:
+            held = pc.and_(held, pc.is_valid(table.column(c)))
+        if name is not None:
+            held = pc.and_(held, pc.equal(table.column("modality"), name))
+        count += pc.fill_null(held, False).to_numpy(zero_copy_only=False).astype(np.int64)
+    return int((count >= 2).sum())
 
 
 def register_balancing_variants() -> None:
@@ -82,6 +131,34 @@ class BalancingVariant:
             raise BalancingError(f"+{self.name} reads each modality's own prediction: build the model with "
                                  f"{self.config_kwargs(config.fusion)} (variant.config_kwargs)")
         return tasks
+
+    def check_plan(self, modalities: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+        """Before anything is built: the run's tasks (task -> modalities read) that the variant balances; raises
+        when no task reads two or more modalities."""
+        tasks = balanced_tasks(modalities)
+        if not tasks:
+            raise BalancingError(
+                f"+{self.name} balances modalities, but no task of this run reads two or more (tasks and their "
+                f"modalities: { {t: list(m) for t, m in modalities.items()} }); choose tasks whose rows hold several "
+                f"modalities (expression_prediction, med_vqa, disease records with text and image) and a multimodal "
+                f"family")
+        return tasks
+
+    def check_rows(self, train_datasets: Mapping[str, Any], modalities: Mapping[str, Sequence[str]]) -> dict[str, int]:
+        """Task -> its training rows holding two or more of the modalities it reads, for the balanced tasks; raises
+        when no such row exists (e.g. diabetic_retinopathy: each row is an OCT scan or a fundus photograph, so
+        masking one modality never changes a row and there is nothing to balance). Streamed data is not counted."""
+        counts = {}
+        for task, read in self.check_plan(modalities).items():
+            if task in train_datasets:
+                counts[task] = rows_with_several_modalities(task, train_datasets[task], read)
+        if counts and all(n == 0 for n in counts.values()):
+            raise BalancingError(
+                f"+{self.name} balances modalities within rows, but no training row of {sorted(counts)} holds two or "
+                f"more of the modalities it reads ({ {t: list(modalities[t]) for t in counts} }: each row has one); "
+                f"choose tasks whose rows hold several modalities (expression_prediction, med_vqa, disease records "
+                f"with text and image)")
+        return {t: n for t, n in counts.items() if n is not None}
 
     def trainer_kwargs(self, *, model, processor, train_datasets: Mapping[str, Any],
                        eval_datasets: Mapping[str, Any] | None = None, training_args=None,
