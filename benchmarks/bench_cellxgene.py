@@ -1,13 +1,15 @@
 """The cellxgene source on a generated CELLxGENE-schema h5ad of >= 200,000 cells: cells/s and peak memory.
 
 Two measurements, each in its own process (so each peak is its own):
-  reader  the builder's backed row-chunk reading alone (cells streamed, nothing kept): its peak memory is bounded by
-          ``chunk_cells``, whatever the file's size;
-  build   ``build_dataset("cell_type", ...)`` end to end (read, validate, cache, group, split, Parquet shards).
+  reader  the builder's backed row-chunk reading alone (cells streamed, nothing kept): its matrix memory is bounded
+          by ``chunk_cells``, whatever the file's size (anndata's backed mode still holds obs);
+  build   ``build_dataset("cell_type", ...)`` end to end (read, validate, cache, group, split, Parquet shards): cells
+          stream from the reader to the validation cache, per-cell keys live in the build's SQLite store.
 Both print cells/s and peak resident memory beside the file's size and its matrix's in-memory size (the ratio says
-what holding the matrix would cost).
+what holding the matrix would cost). Given two sizes (``--cells 50000 200000``) it also prints the growth of the
+build's peak memory per added cell (~0 when nothing is kept per cell).
 
-    python benchmarks/bench_cellxgene.py [--cells 200000] [--genes 2000] [--density 0.03] [--skip-build]
+    python benchmarks/bench_cellxgene.py [--cells 200000 ...] [--genes 2000] [--density 0.03] [--skip-build]
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ def _in_subprocess(kind: str, *args: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", type=int, default=200_000)
+    parser.add_argument("--cells", type=int, nargs="+", default=[200_000])
     parser.add_argument("--genes", type=int, default=2000)
     parser.add_argument("--density", type=float, default=0.03)
     parser.add_argument("--skip-build", action="store_true", help="measure the reader only")
@@ -118,26 +120,38 @@ def main() -> None:
     if args.phase == "build":
         print(json.dumps(_build(*args.paths)))
         return
+    builds = {}
+    for cells in args.cells:
+        builds[cells] = _measure(cells, args)
+    if len(builds) > 1 and all(builds.values()):
+        (small, a), (large, b) = min(builds.items()), max(builds.items())
+        slope = (b["peak_mb"] - a["peak_mb"]) * 2**20 / (large - small)
+        print(f"build peak RSS {a['peak_mb']:.0f} MB at {small:,} cells, {b['peak_mb']:.0f} MB at {large:,} cells: "
+              f"{slope:,.0f} bytes per added cell")
+
+
+def _measure(cells: int, args) -> dict | None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "cellxgene"
         folder.mkdir()
         path = folder / "bench.h5ad"
-        nnz = write_h5ad(path, args.cells, args.genes, args.density)
+        nnz = write_h5ad(path, cells, args.genes, args.density)
         file_mb = path.stat().st_size / 2**20
-        matrix_mb = nnz * (4 + 4) / 2**20 + args.cells * 8 / 2**20  # CSR float32 data + int32 indices + indptr
-        print(f"file: {args.cells:,} cells x {args.genes:,} genes, {nnz:,} non-zeros; {file_mb:.0f} MB on disk, "
+        matrix_mb = nnz * (4 + 4) / 2**20 + cells * 8 / 2**20  # CSR float32 data + int32 indices + indptr
+        print(f"file: {cells:,} cells x {args.genes:,} genes, {nnz:,} non-zeros; {file_mb:.0f} MB on disk, "
               f"its matrix {matrix_mb:.0f} MB in memory (raw.X; X holds as much again)")
         reader = _in_subprocess("reader", str(folder))
         print(f"reader (backed, row chunks): {reader['cells'] / reader['seconds']:,.0f} cells/s; peak RSS "
               f"{reader['peak_mb']:.0f} MB (process baseline {reader['baseline_mb']:.0f} MB); "
               f"peak minus baseline / matrix = {(reader['peak_mb'] - reader['baseline_mb']) / matrix_mb:.2f}")
-        if not args.skip_build:
-            build = _in_subprocess("build", str(folder), str(Path(tmp) / "out"))
-            print(f"build (end to end): {build['cells'] / build['seconds']:,.0f} cells/s "
-                  f"({build['cells']:,} cells in {build['seconds']:.0f} s); peak RSS {build['peak_mb']:.0f} MB "
-                  f"(baseline {build['baseline_mb']:.0f} MB); peak minus baseline / matrix = "
-                  f"{(build['peak_mb'] - build['baseline_mb']) / matrix_mb:.2f}")
-
+        if args.skip_build:
+            return None
+        build = _in_subprocess("build", str(folder), str(Path(tmp) / "out"))
+        print(f"build (end to end): {build['cells'] / build['seconds']:,.0f} cells/s "
+              f"({build['cells']:,} cells in {build['seconds']:.0f} s); peak RSS {build['peak_mb']:.0f} MB "
+              f"(baseline {build['baseline_mb']:.0f} MB); peak minus baseline / matrix = "
+              f"{(build['peak_mb'] - build['baseline_mb']) / matrix_mb:.2f}")
+        return build
 
 if __name__ == "__main__":
     main()

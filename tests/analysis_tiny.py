@@ -1,5 +1,5 @@
 """A synthetic three-modality task for the analysis tests: an MRI image that carries the label, an EEG epoch and a
-clinical text that carry none; some rows lack the text. Registered only inside ``trio_task()``."""
+clinical text that carry none; some rows lack the text, some the EEG. Registered only inside ``trio_task()``."""
 
 from __future__ import annotations
 
@@ -43,8 +43,8 @@ def trio_task():
 
 
 def trio_rows(n: int, seed: int = 0, prefix: str = "r", sites=("north", "south", "east")) -> Dataset:
-    """``n`` rows; the label is the image's brightness; every fourth row lacks the text (every row has its EEG:
-    ``assembly.eeg_processor_from_data`` does not take rows without one yet)."""
+    """``n`` rows; the label is the image's brightness; every fourth row lacks the text, every seventh its EEG (the
+    epoch, its sampling rate and channel names)."""
     rng = np.random.default_rng(seed)
     labels = [int(i % 2) for i in range(n)]
     images, eegs, texts = [], [], []
@@ -52,7 +52,8 @@ def trio_rows(n: int, seed: int = 0, prefix: str = "r", sites=("north", "south",
         base = 60 + 120 * y
         pixels = np.clip(base + rng.normal(0, 10, size=(SIDE, SIDE, 3)), 0, 255).astype(np.uint8)
         images.append(PILImage.fromarray(pixels))
-        eegs.append(rng.normal(0, 1, size=(len(CHANNELS), 64)).astype(np.float32).tolist())
+        eeg = rng.normal(0, 1, size=(len(CHANNELS), 64)).astype(np.float32).tolist()
+        eegs.append(None if i % 7 == 5 else eeg)
         texts.append(None if i % 4 == 3 else " ".join(rng.choice(WORDS, size=6)))
     features = Features({
         "sample_id": Value("string"), "image": Image(), "modality": Value("string"),
@@ -62,7 +63,8 @@ def trio_rows(n: int, seed: int = 0, prefix: str = "r", sites=("north", "south",
     })
     return Dataset.from_dict({
         "sample_id": [f"{prefix}-{i}" for i in range(n)], "image": images, "modality": ["mri"] * n, "eeg": eegs,
-        "sfreq": [SFREQ] * n, "channel_names": [CHANNELS] * n, "text": texts, "finding": labels,
+        "sfreq": [None if e is None else SFREQ for e in eegs],
+        "channel_names": [None if e is None else CHANNELS for e in eegs], "text": texts, "finding": labels,
         "site": [sites[i % len(sites)] for i in range(n)], "sex": ["F" if i % 5 < 2 else "M" for i in range(n)],
     }, features=features)
 

@@ -21,13 +21,13 @@ def attributed(tmp_path_factory):
 def test_deltas_are_zero_for_a_modality_the_row_does_not_have(attributed):
     rows = attributed.rows
     test = trio_splits(48, 16)["test"]
-    no_text = np.array([t is None for t in test["text"]])
-    assert no_text.any() and (~no_text).any()
-    assert (rows.loc[no_text, "loo_delta_text"] == 0).all()
-    assert (rows.loc[no_text, "grad_x_input_text"] == 0).all()
-    assert (rows.loc[~no_text, "grad_x_input_text"] > 0).all()  # token embeddings reached
+    absent = {"mri": np.zeros(len(test), dtype=bool), "text": np.array([t is None for t in test["text"]]),
+              "eeg": np.array([e is None for e in test["eeg"]])}
+    assert all(absent[m].any() and (~absent[m]).any() for m in ("text", "eeg"))
     for m in MODALITIES:
-        assert (rows[f"grad_x_input_{m}"][~no_text | (m != "text")] > 0).all()
+        assert (rows.loc[absent[m], f"loo_delta_{m}"] == 0).all()
+        assert (rows.loc[absent[m], f"grad_x_input_{m}"] == 0).all()
+        assert (rows.loc[~absent[m], f"grad_x_input_{m}"] > 0).all()  # pixels, epochs, token embeddings reached
     # the carrier moves the predictions most when it goes
     means = {m: rows[f"loo_delta_{m}"].abs().mean() for m in MODALITIES}
     assert max(means, key=means.get) == "mri"

@@ -3,9 +3,12 @@
 import numpy as np
 import pytest
 
+from datasets import Dataset, Features, Value
+
 from analysis_tiny import TASK, quick_args, trio_splits, trio_task
 from multimed_hf.analysis import AnalysisError, OODOptions, ood, ood_metrics
-from multimed_hf.analysis.ood import NO_GROUP, SCORED, TOO_SMALL, UNSEEN
+from multimed_hf.analysis.ood import NO_GROUP, SCORED, TOO_SMALL, UNSEEN, _hide_unseen_names, resolve_group_column
+from multimed_hf.training.predictions import TaskPredictions
 from multimed_hf.training.run import train_model
 
 
@@ -81,3 +84,42 @@ def test_a_config_without_the_grouping_column_says_what_the_registry_needs(tmp_p
         args, targs = quick_args(tmp_path)
         with pytest.raises(AnalysisError, match="no column 'organ' to group by.*registry entry of 'zz_trio'"):
             ood(args, targs, options=OODOptions(group="organ"), datasets={TASK: trio_splits(8, 4)})
+
+
+def test_organ_falls_back_to_tissue_where_no_row_records_an_organ():
+    rows = {"sample_id": ["a", "b", "c"], "tissue": ["liver", "lung", None]}
+    no_organ = Dataset.from_dict(rows)
+    empty_organ = Dataset.from_dict({**rows, "organ": [None, None, None]},
+                                    features=Features({"sample_id": Value("string"), "tissue": Value("string"),
+                                                       "organ": Value("string")}))
+    with_organ = Dataset.from_dict({**rows, "organ": ["liver", None, None]})
+    assert resolve_group_column({"train": no_organ}, "organ") == "tissue"
+    assert resolve_group_column({"train": empty_organ, "test": empty_organ}, "organ") == "tissue"
+    assert resolve_group_column({"train": empty_organ, "test": with_organ}, "organ") == "organ"
+    assert resolve_group_column({"train": Dataset.from_dict({"sample_id": ["a"]})}, "organ") == "organ"
+    assert resolve_group_column({"train": no_organ}, "site") == "site"  # no stand-in for other columns
+
+
+def test_the_groups_come_from_tissue_and_the_report_says_so(tmp_path):
+    splits = {s: ds.rename_column("site", "tissue") for s, ds in trio_splits(16, 8).items()}
+    with trio_task():
+        args, targs = quick_args(tmp_path, max_steps=1)
+        result = ood(args, targs, options=OODOptions(group="organ", min_group_rows=100), datasets={TASK: splits})
+    assert set(result.table["group_column"]) == {"tissue"} and result.group_columns == {TASK: "tissue"}
+    assert set(result.table["group"]) == {"east", "north", "south"}
+    assert "no row records `organ`; the groups are its `tissue` values" in result.paths.markdown.read_text()
+
+
+def test_multilabel_names_never_positive_in_training_are_not_scored():
+    # names a, b, c; rows: [a], [c], [b, c]; entries of c unknown in row 0; training saw a and b positive only
+    ref = np.array([[1, 0, np.nan], [0, 0, 1], [0, 1, 1]], dtype=float)
+    logits = np.array([[2.0, -1, -1], [-1, -1, -3], [-1, 2, -3]])
+    preds = TaskPredictions(task="t", sample_ids=["0", "1", "2"], outputs={"d": logits}, references={"d": ref},
+                            masks={}, head_spec={"outputs": [{"name": "d", "names": ["a", "b", "c"]}]})
+    masked, hidden, rows = _hide_unseen_names(preds, "d", {"a", "b"})
+    assert hidden == ["c"] and rows.tolist() == [False, True, True]
+    assert np.isnan(masked.references["d"][:, 2]).all() and preds.references["d"][1, 2] == 1  # a copy
+    # scored on a and b alone: every entry right; with c kept, the two missed c's would count as errors
+    assert ood_metrics("multilabel", logits, masked.references["d"])["accuracy"] == 1.0
+    assert ood_metrics("multilabel", logits, ref)["accuracy"] == pytest.approx(6 / 8)
+    assert _hide_unseen_names(preds, "d", {"a", "b", "c"})[1] == []

@@ -78,11 +78,13 @@ def test_bad_inputs_are_named(built):
             "label conflict: identical content at aptos2019/train_images/dup0conflict.png carries another label"
         ),
     }
-    for id_code in test_ids:
-        expected[f"test_images/{id_code}.png"] = (
-            f"unlabelled: test.csv (the publisher's test list) names '{id_code}' without a label"
-        )
     assert {p: e.reason for p, e in by_path.items() if e.status == "rejected"} == expected
+    # the test images' grades were never published: dropped with the reason, no error of the download
+    assert {p: e.reason for p, e in by_path.items() if e.status == "dropped"} == {
+        f"test_images/{id_code}.png":
+            f"not used: unlabelled: test.csv (the publisher's test list) names '{id_code}' without a label"
+        for id_code in test_ids
+    }
     for sheet in ("train.csv", "test.csv", "sample_submission.csv"):
         assert by_path[sheet].status == "kept" and by_path[sheet].reason == "index file: no sample of its own"
 
@@ -90,15 +92,20 @@ def test_bad_inputs_are_named(built):
 def test_counts_of_each_outcome(built):
     _, _, report, _ = built
     counts = report.sources[0].counts
-    assert counts == {"kept": 33, "moved": 0, "dropped": 0, "rejected": 12}
+    assert counts == {"kept": 33, "moved": 0, "dropped": 3, "rejected": 9}
 
 
 def test_a_stray_file_and_a_stray_csv(tmp_path):
     root = sample.make(tmp_path / sample.FOLDER, per_grade=1, bad_files=False)
     (root / "notes.csv").write_text("a,b\n1,2\n")
+    (root / "train_images" / "notes.txt").write_text("APTOS\n")
     (root / "train_images" / "readme.txt").write_text("APTOS\n")
+    (root / "train_images.zip").write_bytes(b"PK\x05\x06" + bytes(18))
     report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
     by_path = {e.source_path: e for e in report.entries}
-    for path in ("notes.csv", "train_images/readme.txt"):
+    for path, reason in (("train_images/readme.txt", "readme.txt is the publisher's documentation"),
+                         ("train_images.zip", "train_images.zip is a download archive")):  # no data: ignored
+        assert by_path[path].status == "dropped" and by_path[path].reason.startswith(f"not used: ignored: {reason}")
+    for path in ("notes.csv", "train_images/notes.txt"):
         assert by_path[path].status == "rejected"
         assert by_path[path].reason == "stray file: neither an index sheet of this layout nor an image (.png)"

@@ -85,3 +85,21 @@ def test_cut_event_table_is_caught(built, tmp_path):
     (tmp_path / "A02T.gdf").write_bytes(data[:-10])  # every record present, the event table cut
     with pytest.raises(BadSourceFile, match="truncated: the event table lists 9 events"):
         check_gdf_size(tmp_path / "A02T.gdf")
+
+
+def test_sessions_one_folder_down_as_the_zip_unpacks(tmp_path):
+    from dataset_scripts.sample_sources import bci_iv_2a as sample
+    from multimed_hf.api import build_dataset
+    from multimed_hf.builders import detect_builder
+    from multimed_hf.builders.bci_iv_2a import BCIIV2aBuilder
+
+    root = sample.make(tmp_path / "download", bad_files=False)
+    inner = root / "BCICIV_2a_gdf"
+    inner.mkdir()
+    for path in root.glob("*.gdf"):
+        path.rename(inner / path.name)
+    assert isinstance(detect_builder("motor_imagery", root), BCIIV2aBuilder)
+    report = build_dataset("motor_imagery", [root], tmp_path / "out", progress=False)
+    assert report.counts["rejected"] == 0 and report.counts["kept"] > 0, report.counts
+    assert all(e.source_path.startswith(("BCICIV_2a_gdf/", "true_labels")) or e.source_path.endswith(".mat")
+               for e in report.entries if e.status == "kept"), report.entries

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from dataset_scripts.sample_sources import breakhis as sample
+from multimed_hf.api import build_dataset
+from multimed_hf.builders import detect_builder
 from multimed_hf.builders.breakhis import BreakHisBuilder
 from multimed_hf.data.manifest import read_manifest
 from multimed_hf.tasks import get_task
@@ -67,20 +69,20 @@ def test_name_and_folder_mismatches_are_rejected_by_name(built):
         f"{ADENOSIS_40X}/SOB_B_F-14-22549AB-40-004.png":
             "name/folder mismatch: subtype letters 'F' in the file name, 'A' in the patient folder",
         f"{ADENOSIS_40X}/SOB_B_A-14-22549AB-40-005.png": "cannot decode image: OSError: image file is truncated",
-        f"{ADENOSIS_40X}/Thumbs.db": "stray file: not an image of this layout (expected .png)",
-        f"{BASE}/benign/SOB/README.txt": "stray file: not an image of this layout (expected .png)",
         copy: f"label conflict: identical content at breakhis/{original} carries another label",
         original: f"label conflict: identical content at breakhis/{copy} carries another label",
     }
     assert {p: e.reason for p, e in by_path.items() if e.status == "rejected"} == expected
     assert report.duplicates["label conflicts rejected"] == 2
+    for path in (f"{ADENOSIS_40X}/Thumbs.db", f"{BASE}/benign/SOB/README.txt"):  # no data: ignored, no error
+        assert by_path[path].status == "dropped" and by_path[path].reason.startswith("not used: ignored:")
 
 
 def test_counts_of_each_outcome(built):
     _, out, report, _ = built
     entries = read_manifest(out / TASK)
     counts = report.sources[0].counts
-    assert counts == {"kept": len(sample.PATIENTS) * 4 - 1, "moved": 0, "dropped": 0, "rejected": 8}
+    assert counts == {"kept": len(sample.PATIENTS) * 4 - 1, "moved": 0, "dropped": 2, "rejected": 6}
     assert not any(":row" in e.source_path for e in entries)  # no record entries: one per file
 
 
@@ -120,3 +122,15 @@ def test_unknown_name_in_a_patient_folder_is_kept_with_a_note(tmp_path):
     assert kept.fields["magnification"] == "40X" and kept.fields["patient_id"] == "14-22549AB"
     assert kept.group_key == "patient:14-22549"
     assert kept.extra["note"].startswith("name variant: 'SOB_B_A-14-22549AB-40-001 (1).png' is not SOB_")
+
+
+def test_the_kaggle_mirror_folders_and_its_folds_file(tmp_path):
+    root = sample.make(tmp_path / "breakhis", archive="kaggle", bad_files=False)
+    assert (root / "BreaKHis_v1" / "BreaKHis_v1" / "histology_slides" / "breast").is_dir()
+    assert isinstance(detect_builder(TASK, root), BreakHisBuilder)
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    by_path = {e.source_path: e for e in report.entries}
+    assert by_path["Folds.csv"].status == "dropped" and "community fold file" in by_path["Folds.csv"].reason
+    images = [e for p, e in by_path.items() if p.endswith(".png")]
+    assert images and all(e.status == "kept" and e.source_path.startswith("BreaKHis_v1/BreaKHis_v1/") for e in images)
+    assert report.counts["rejected"] == 0

@@ -71,6 +71,7 @@ def test_every_record_carries_harmonised_labels_and_its_mask(built):
             present = {NAMES[i] for i in row["diseases"]}
             assert present and present <= set(row["label_mask"]), row["sample_id"]
             assert row["label_mask"] == mask and row["modality"] == spec.modality
+            assert row["organ"] == spec.organ, row["sample_id"]  # the registry's organ, None for clinical text
             if row["source"] == "symptom2disease":
                 assert row["text"] and row["image"] is None and len(present) == 1
             else:
@@ -78,6 +79,8 @@ def test_every_record_carries_harmonised_labels_and_its_mask(built):
             seen[row["source"]] |= present
     assert {s: seen[s] for s in SEEN} == SEEN
     assert len(seen["symptom2disease"]) > 10
+    organs = {row["organ"] for split in ds for row in ds[split]}
+    assert len(organs - {None}) >= 3 and None in organs  # enough organs to hold one out (multimed ood --group organ)
 
 
 def test_every_label_an_imaging_source_gives_has_a_harmonised_name():

@@ -34,7 +34,7 @@ def test_levels_eyes_and_patients(built):
         for row in ds[split]:
             folder, name = row["source_path"].split("/")
             stem = name.removesuffix(".jpeg")
-            patient, eye = stem.split("_")
+            patient, eye = stem.split("_") if stem != "96_centre" else (stem, None)  # a name variant, kept
             assert row["sample_id"] == f"{folder}/{stem}"
             assert (row["patient_id"], row["eye"]) == (patient, eye)
             assert row["dr_grade"] == levels[stem] and row["oct_finding"] is None and row["modality"] == "fundus"
@@ -47,7 +47,8 @@ def test_both_eyes_share_a_group_and_a_split(built):
     for split in ds:
         for row in ds[split]:
             splits_of[row["group_id"]].add(split)
-            eyes_of[row["group_id"]].add(row["eye"])
+            if row["patient_id"] != "96_centre":
+                eyes_of[row["group_id"]].add(row["eye"])
             assert row["group_id"] == f"eyepacs:patient:{row['patient_id']}"
     assert all(len(s) == 1 for s in splits_of.values())
     assert all(eyes == {"left", "right"} for eyes in eyes_of.values())
@@ -63,7 +64,6 @@ def test_bad_inputs_are_named(built):
         "train/97_left.jpeg": (
             "bad row: trainLabels.csv row 26: level '7' is not a DR grade (expected one of ['0', '1', '2', '3', '4'])"
         ),
-        "train/96_centre.jpeg": "file name '96_centre' is not <patient>_<left|right>",
         "train/95_left.jpeg": "cannot decode image: OSError: image file is truncated (74 bytes not processed)",
         "train/94_left.jpeg": "empty file (0 bytes)",
     }
@@ -72,10 +72,23 @@ def test_bad_inputs_are_named(built):
         assert by_path[sheet].status == "kept"
 
 
+def test_what_the_real_download_carries_besides_is_named_not_an_error(built):
+    by_path = {e.source_path: e for e in read_manifest(built.out / TASK)}
+    for name in ("sample/15_left.jpeg", "sample/15_right.jpeg"):
+        assert by_path[name].status == "dropped" and "10-image preview (sample.zip)" in by_path[name].reason
+    archive = by_path["trainLabels.csv.zip"]
+    assert archive.status == "dropped", archive
+    assert archive.reason.startswith("not used: ignored: trainLabels.csv.zip is a download archive"), archive
+    # a valid image with a row, under a name outside the layout: kept, its stem the patient, noted
+    variant = by_path["train/96_centre.jpeg"]
+    assert variant.status == "kept" and variant.group == "eyepacs:patient:96_centre", variant
+    assert variant.reason.startswith("name variant: '96_centre' is not <patient>_<left|right>")
+
+
 def test_counts_of_each_outcome(built):
     _, _, report, _ = built
     counts = report.sources[0].counts
-    assert counts == {"kept": 35, "moved": 0, "dropped": 0, "rejected": 6}
+    assert counts == {"kept": 36, "moved": 0, "dropped": 3, "rejected": 5}
 
 
 def test_without_the_solution_file_test_images_are_unlabelled(tmp_path):
@@ -83,9 +96,9 @@ def test_without_the_solution_file_test_images_are_unlabelled(tmp_path):
     (root / "retinopathy_solution.csv").unlink()
     report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
     tests = [e for e in report.entries if e.source_path.startswith("test/")]
-    assert len(tests) == 8 and all(e.status == "rejected" for e in tests)
+    assert len(tests) == 8 and all(e.status == "dropped" for e in tests)  # no error: the labels are elsewhere
     assert tests[0].reason == (
-        "unlabelled: test/ images are labelled by retinopathy_solution.csv (published after the competition), "
+        "not used: unlabelled: test/ images are labelled by retinopathy_solution.csv (published after the competition), "
         "which is not in this folder"
     )
     assert all(report.splits.values())  # the test split is drawn from training patients

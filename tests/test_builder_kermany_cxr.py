@@ -99,20 +99,25 @@ def test_leaked_test_patient_and_bad_files(built):
         "train/PNEUMONIA/person31_bacteria_70.jpeg": "cannot decode image",  # cut in half
         "train/PNEUMONIA/person32_bacteria_71.jpeg": "empty file",
         "train/PNEUMONIA/person33_bacteria_72.jpeg": "cannot decode image",  # text named .jpeg
-        "chest_xray/train/NORMAL/IM-0115-0001.jpeg": "stray file: chest_xray/ inside chest_xray/",
-        "__MACOSX/train/NORMAL/._IM-0115-0001.jpeg": "stray file: __MACOSX/",
-        "train/.DS_Store": "stray file",
     }
     for path, reason in expected.items():
         assert by_path[path].status == "rejected" and by_path[path].reason.startswith(reason), by_path[path]
     assert {p for p, e in by_path.items() if e.status == "rejected"} == set(expected)
+    # what the real archive carries besides the images: dropped or ignored with the reason, never errors
+    not_data = {
+        "chest_xray/train/NORMAL/IM-0115-0001.jpeg": "not used: a second copy of the tree (chest_xray/",
+        "__MACOSX/train/NORMAL/._IM-0115-0001.jpeg": "not used: ignored: __MACOSX/",
+        "train/.DS_Store": "not used: ignored: .DS_Store",
+    }
+    for path, reason in not_data.items():
+        assert by_path[path].status == "dropped" and by_path[path].reason.startswith(reason), by_path[path]
 
 
 def test_counts_of_each_outcome(built):
     _, out, report, _ = built
     entries = read_manifest(out / TASK)
     counts = report.sources[0].counts
-    assert counts["dropped"] == 2 and counts["rejected"] == 8
+    assert counts["dropped"] == 5 and counts["rejected"] == 5
     assert not any(":row" in e.source_path for e in entries)  # no record entries: one per file
 
 
@@ -128,6 +133,17 @@ def test_both_releases_namings(tmp_path, path, label, patient):
     info = KermanyCXRBuilder(tmp_path).parse_path(path)
     assert info.labels == {"finding": label} and info.group_key == f"patient:{patient}"
     assert info.published_split == ("test" if path.startswith("test/") else "train")
+
+
+def test_the_tree_inside_the_kaggle_archive_folder(tmp_path):
+    root = sample.make(tmp_path / "chest-xray-pneumonia" / "chest_xray", bad_files=False).parent
+    (root / "chest_xray" / "MULTIMED_SOURCE.json").rename(root / "MULTIMED_SOURCE.json")
+    assert isinstance(detect_builder(TASK, root), KermanyCXRBuilder)
+    build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    entries = read_manifest(tmp_path / "out" / TASK)
+    assert entries and all(e.source_path.startswith("chest_xray/") for e in entries)
+    assert {e.status for e in entries} <= {"kept", "dropped"}
+    assert {e.split for e in entries if e.source_path.startswith("chest_xray/test/")} == {"test"}
 
 
 def test_name_and_folder_must_agree(tmp_path):

@@ -5,7 +5,9 @@ from collections import defaultdict
 import pytest
 
 from dataset_scripts.sample_sources import lhncbc_malaria as sample
-from multimed_hf.builders.lhncbc_malaria import slide_code
+from multimed_hf.api import build_dataset
+from multimed_hf.builders import detect_builder
+from multimed_hf.builders.lhncbc_malaria import MalariaCellsBuilder, slide_code
 from multimed_hf.data.manifest import read_manifest
 from multimed_hf.tasks import get_task
 
@@ -48,16 +50,31 @@ def test_slides_of_one_patient_share_a_group(built):
     assert report.duplicates["near-duplicate pairs"] == 0  # hashing is off: cell crops all look alike
 
 
+def test_partial_download_and_the_folder_above_cell_images(tmp_path):
+    root = sample.make(tmp_path / "download" / "cell_images", bad_files=False).parent
+    (root / "cell_images" / "MULTIMED_SOURCE.json").rename(root / "MULTIMED_SOURCE.json")
+    for path in (root / "cell_images" / "Uninfected").iterdir():
+        path.unlink()
+    (root / "cell_images" / "Uninfected").rmdir()
+    assert isinstance(detect_builder(TASK, root), MalariaCellsBuilder)
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    assert any("partial download: no Uninfected folder" in w for w in report.warnings), report.warnings
+    assert report.sources[0].counts["kept"] > 0 and report.sources[0].counts["rejected"] == 0
+
+
 def test_bad_inputs_are_named(built):
     root, out, report, _ = built
     by_path = {e.source_path: e for e in read_manifest(out / TASK)}
     first = sorted((root / "Parasitized").glob("*_cell_*.png"))[0].name
     copy = [p for p in by_path if p.startswith("Uninfected/C5thinF")][-1]
+    not_data = {
+        "Parasitized/Thumbs.db": "not used: ignored: Thumbs.db is a Windows thumbnail cache, not data",
+        "Uninfected/Thumbs.db": "not used: ignored: Thumbs.db is a Windows thumbnail cache, not data",
+        f"cell_images/Parasitized/{first}": "not used: a second copy of the tree (cell_images/, as in the Kaggle",
+    }
+    for path, reason in not_data.items():  # what the real archive carries: named, never errors
+        assert by_path[path].status == "dropped" and by_path[path].reason.startswith(reason), by_path[path]
     expected = {
-        "Parasitized/Thumbs.db": "stray file: Thumbs.db is a Windows thumbnail cache, not a cell image",
-        "Uninfected/Thumbs.db": "stray file: Thumbs.db is a Windows thumbnail cache, not a cell image",
-        f"cell_images/Parasitized/{first}":
-            "stray file: cell_images/ inside cell_images/ is the Kaggle mirror's nested second copy",
         f"Parasitized/{first}": f"label conflict: identical content at lhncbc_malaria/{copy} carries another label",
         copy: f"label conflict: identical content at lhncbc_malaria/Parasitized/{first} carries another label",
     }
@@ -79,7 +96,7 @@ def test_counts_of_each_outcome(built):
     _, out, report, _ = built
     entries = read_manifest(out / TASK)
     counts = report.sources[0].counts
-    assert counts == {"kept": len(sample.SMEARS) * 3, "moved": 0, "dropped": 0, "rejected": 6}
+    assert counts == {"kept": len(sample.SMEARS) * 3, "moved": 0, "dropped": 3, "rejected": 3}
     assert not any(":row" in e.source_path for e in entries)  # no record entries: one per file
 
 

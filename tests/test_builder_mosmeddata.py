@@ -13,7 +13,7 @@ from dataset_scripts.sample_sources import mosmeddata as sample
 from multimed_hf.api import build_dataset
 from multimed_hf.builders._ct import LUNG_WINDOW, Window
 from multimed_hf.builders.mosmeddata import MosMedDataBuilder, load_axial_volume
-from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
 from multimed_hf.data.manifest import read_manifest
 from multimed_hf.data.sample import SourceFileRef
 from multimed_hf.data.push import left_out_sources
@@ -34,7 +34,7 @@ def test_every_good_study_becomes_its_slices(built):
     for split in ds:
         for row in ds[split]:
             folder, name = row["source_path"].split("/")[1:]
-            study = name.split(".")[0]
+            study = name.split(".")[0].removesuffix(" (1)")  # the re-downloaded copy: its study's patient
             assert severities[row["severity"]] == "ct" + folder[-1] and row["finding"] is None
             assert row["modality"] == "ct" and row["window"] == "-600/1500" == str(LUNG_WINDOW)
             assert row["patient_id"] == row["volume_id"] == study and row["group_id"] == f"mosmeddata:patient:{study}"
@@ -42,7 +42,8 @@ def test_every_good_study_becomes_its_slices(built):
             slices[study].append(row["slice_index"])
     expected = {f"study_{n:04d}" for numbers in sample.STUDIES.values() for n in numbers}
     assert set(slices) == expected
-    assert all(sorted(v) == list(range(SLICES)) for v in slices.values())
+    assert all(sorted(set(v)) == list(range(SLICES)) for v in slices.values())
+    assert len(slices["study_0939"]) == 2 * SLICES  # the copy under another name is kept, in its study's group
 
 
 def test_severity_shows_in_the_slices(built):
@@ -84,12 +85,15 @@ def test_bad_volumes_and_files(built):
         "studies/CT-0/study_0041.nii.gz": "non-finite values: 16 of the 24576 values",
         "studies/CT-3/study_1078.nii.gz": "not Hounsfield units",
         "studies/CT-5/study_1111.nii.gz": "label 'CT-5' is not one of this source's severity names",
-        "studies/CT-2/study_0939 (1).nii.gz": "file name 'study_0939 (1).nii.gz' does not match",
-        "studies/.DS_Store": "stray file",
     }
     for path, reason in expected.items():
         assert by_path[path].status == "rejected" and by_path[path].reason.startswith(reason), by_path[path]
     assert {p for p, e in by_path.items() if e.status == "rejected"} == set(expected)
+    assert by_path["studies/.DS_Store"].status == "dropped" and "ignored" in by_path["studies/.DS_Store"].reason
+    # a valid volume of a class folder under a re-download's name: kept with its study's patient, noted
+    variant = by_path["studies/CT-2/study_0939 (1).nii.gz"]
+    assert variant.status in ("kept", "moved", "dropped") and variant.group == "mosmeddata:patient:study_0939"
+    assert variant.status != "kept" or variant.reason.startswith("name variant: 'study_0939 (1).nii.gz'")
     mask = by_path["masks/study_0255_mask.nii.gz"]
     assert mask.status == "kept" and mask.sample_id is None
 
@@ -98,9 +102,9 @@ def test_counts_of_each_outcome(built):
     _, out, report, _ = built
     entries = read_manifest(out / TASK)
     counts = report.sources[0].counts
-    assert counts["rejected"] == 7 and counts["dropped"] == 0
+    assert counts["rejected"] == 5 and counts["dropped"] == 1
     good_studies = sum(len(v) for v in sample.STUDIES.values())
-    assert counts["kept"] == good_studies * SLICES + 1  # + the mask, an index file
+    assert counts["kept"] == (good_studies + 1) * SLICES + 1  # + the re-downloaded copy's slices, + the mask
     assert not any(":row" in e.source_path for e in entries)  # no record entries: one per file
 
 
@@ -153,7 +157,9 @@ def test_a_render_reads_back_the_validated_bytes(built):
 def test_publisher_documents_are_index_files_and_odd_names_plain_paths(built):
     root, *_ = built
     builder = MosMedDataBuilder(root)
-    assert builder.read_file("dataset_registry.xlsx") == [] and builder.read_file("README_EN.pdf") == []
+    assert builder.read_file("dataset_registry.xlsx") == []
+    with pytest.raises(UnusedSourceFile, match="ignored: README_EN.pdf is the publisher's documentation"):
+        builder.read_file("README_EN.pdf")
     (root / "notes#1.png").write_bytes(b"a publisher file whose name holds a '#'")
     ref = SourceFileRef(path="notes#1.png", sha256="", size=0)
     assert builder.read_ref(ref) == (root / "notes#1.png").read_bytes()  # not a rendered slice: a plain file

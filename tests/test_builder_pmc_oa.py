@@ -143,7 +143,6 @@ def test_bad_rows_and_files_are_named(built):
         f"{IMAGES}/PMC3999003_Fig1_0.jpg": "cannot decode image",
         f"{IMAGES}/PMC3999004_Fig1_1.jpg": "image is one flat value",
         f"{IMAGES}/PMC3999005_Fig3_0.jpg": "no usable caption row: pmc_oa.jsonl:row 41: empty caption",
-        f"{IMAGES}/.DS_Store": "stray file",
     }
     assert set(rejected) == set(expected)
     for path, reason in expected.items():
@@ -151,6 +150,8 @@ def test_bad_rows_and_files_are_named(built):
     assert rejected[f"{IMAGES}/PMC3999003_Fig1_0.jpg"].endswith("(its caption rows go with it: pmc_oa.jsonl:row 39)")
     dropped = {e.source_path: e.reason for e in entries if e.status == "dropped"}
     assert dropped == {
+        f"{IMAGES}/.DS_Store": "not used: ignored: .DS_Store is macOS folder metadata, not data",
+        "README.md": "not used: ignored: README.md is the publisher's documentation or licence, not data",
         f"{IMAGES}/PMC3999006_Fig1_0.jpg": "not used: no caption row refers to this image",
         "images.zip": f"not used: the packed images; the builder reads the folder it unpacks to ({IMAGES}/)",
     }
@@ -160,7 +161,7 @@ def test_index_files_and_caption_lines_are_accounted_for(built):
     root, out, _, ds = built
     entries = read_manifest(out / TASK)
     index = {e.source_path for e in entries if e.status == "kept" and e.sample_id is None}
-    assert index == {"pmc_oa.jsonl", "pmc_oa_beta.jsonl", "README.md"}
+    assert index == {"pmc_oa.jsonl", "pmc_oa_beta.jsonl"}
     lines = (root / "pmc_oa.jsonl").read_text().splitlines()
     # every caption line: a row of the config, or named (row entry, or in its image's rejection)
     assert len(lines) == sum(ds[s].num_rows for s in ds) + 2 + 3

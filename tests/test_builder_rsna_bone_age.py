@@ -73,19 +73,20 @@ def test_bad_inputs_are_named(built):
         f"{TRAIN_DIR}/15605.png": "empty file (0 bytes)",
         f"{TRAIN_DIR}/15606.png": "cannot decode image: not a format Pillow recognises",
     }
-    for n in range(4360, 4363):
-        expected[f"{sample.TEST}/{sample.TEST}/{n}.png"] = (
-            f"unlabelled: boneage-test-dataset.csv (the publisher's test list) names '{n}' without a label"
-        )
     rejected = {p: e.reason for p, e in by_path.items() if e.status == "rejected"}
     assert rejected == expected
+    assert {p: e.reason for p, e in by_path.items() if e.status == "dropped"} == {  # no ages published: no error
+        f"{sample.TEST}/{sample.TEST}/{n}.png":
+            f"not used: unlabelled: boneage-test-dataset.csv (the publisher's test list) names '{n}' without a label"
+        for n in range(4360, 4363)
+    }
     assert by_path[TRAINING_SHEET].status == "kept" and by_path[f"{sample.TEST}.csv"].status == "kept"
 
 
 def test_counts_of_each_outcome(built):
     _, _, report, _ = built
     counts = report.sources[0].counts
-    assert counts == {"kept": 26, "moved": 0, "dropped": 0, "rejected": 10}
+    assert counts == {"kept": 26, "moved": 0, "dropped": 3, "rejected": 7}
 
 
 def test_bins_use_the_registry_edges():
@@ -95,6 +96,26 @@ def test_bins_use_the_registry_edges():
     assert bone_age_bin(BIN.bins[-1] + 100, BIN.bins, BIN.names) == BIN.names[-1]
     with pytest.raises(BadSourceFile, match="below the first bin edge"):
         bone_age_bin(-1, BIN.bins, BIN.names)
+
+
+def test_the_challenge_release_with_its_excel_test_truth(tmp_path):
+    root = sample.make(tmp_path / "Bone Age Datasets", layout="rsna", n_train=8, n_test=2)
+    assert RSNABoneAgeBuilder.detect(root)
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    by_path = {e.source_path: e for e in report.entries}
+    assert report.counts["rejected"] == 0, [e for e in report.entries if e.status == "rejected"]
+    xlsx = by_path["Bone Age Test Set/Bone age ground truth.xlsx"]
+    assert xlsx.status == "dropped" and "Excel sheet, which this build does not read" in xlsx.reason
+    tests = [e for p, e in by_path.items() if p.startswith("Bone Age Test Set/Test Set Images/")]
+    assert len(tests) == 2 and all(e.status == "dropped" and "unlabelled" in e.reason for e in tests)
+    assert any("Bone age ground truth.xlsx is an Excel sheet" in w for w in report.warnings), report.warnings
+    kept = {e.sample_id for e in report.entries if e.status == "kept" and e.sample_id}
+    assert {"validation/1386", "validation/1392"} <= kept and len(kept) == 8 + 2
+    # saved as CSV beside it, the truth labels the test images as the published test set
+    (root / "Bone Age Test Set" / "Bone age ground truth.csv").write_text(
+        "Case ID,Sex,Ground truth bone age (months)\n4360,F,100.0\n4361,M,120.0\n")
+    report = build_dataset(TASK, [root], tmp_path / "out2", progress=False)
+    assert {e.sample_id for e in report.entries if e.split == "test"} == {"test/4360", "test/4361"}
 
 
 def test_the_challenge_validation_and_test_sheets(tmp_path):

@@ -44,6 +44,7 @@ def test_rows_are_text_samples(built):
             assert row["text"] == sheet[n - 1]["text"].strip() and row["image"] is None
             assert [NAMES[i] for i in row["diseases"]] == [mapping[sheet[n - 1]["label"]]]
             assert row["label_mask"] == mask and row["modality"] == "text" and row["source_path"] == SHEET
+            assert row["organ"] is None  # the registry states no organ for clinical text of many conditions
 
 
 def test_bad_rows_and_repeated_texts(built):

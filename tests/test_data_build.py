@@ -104,13 +104,14 @@ def test_brain_tumor_duplicates_and_bad_files(built):
         "Training/notumor/Tr-no_0011.jpg": "empty file",
         "Training/notumor/Tr-no_0012.jpg": "cannot decode image",  # text with an image name
         "Training/astrocytoma/Tr-as_0001.jpg": "class folder 'astrocytoma' is not one of",
-        "Training/glioma/Thumbs.db": "stray file",
         "notes.txt": "stray file",
-        "Testing/meningioma/Tr-gl_0002.jpg": "duplicate id",
-        "Training/glioma/Tr-gl_0002.jpg": "duplicate id",
     }
     for path, reason in expected.items():
         assert entries[path].status == "rejected" and entries[path].reason.startswith(reason), entries[path]
+    # a download's non-data file is ignored, not an error; ids are <split>/<class folder>/<stem>, so one name in
+    # two class folders gives two images
+    assert entries["Training/glioma/Thumbs.db"].reason.startswith("not used: ignored: Thumbs.db")
+    assert entries["Testing/meningioma/Tr-gl_0002.jpg"].status == entries["Training/glioma/Tr-gl_0002.jpg"].status
     # the published test set stays as published, less only the files rejected as bad
     test_files = {p for p, e in entries.items() if p.startswith("Testing/") and e.status != "rejected"}
     assert {p for p, e in entries.items() if e.split == "test"} == test_files
@@ -126,7 +127,8 @@ def test_oct_leaked_patient_is_dropped_and_val_rejoins_test(built):
     root, out, _ = built
     entries = read_manifest(out / "diabetic_retinopathy")
     by_path = {e.source_path: e for e in entries}
-    leaked = [e for e in entries if e.status == "dropped"]
+    leaked = [e for e in entries if e.status == "dropped" and e.reason.startswith("leak repair")]
+    assert all(e.reason.startswith(("leak repair", "not used: ")) for e in entries if e.status == "dropped")
     assert {e.source_path for e in leaked} == {p for p in by_path if p.startswith("train/CNV/") and p.endswith(("-7.jpeg", "-8.jpeg"))}
     leaked_patient = leaked[0].group
     assert all(e.split == "test" for e in entries if e.group == leaked_patient and e.status == "kept")

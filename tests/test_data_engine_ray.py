@@ -44,16 +44,36 @@ def test_ray_engine_builds_the_same_bytes_as_the_local_build(local_ray, tmp_path
         assert ray_files[name] == data, f"{name} differs between the local and the Ray build"
 
 
-def test_ray_engine_reads_in_ray_workers_and_returns_file_order(local_ray):
-    def read(builder, relpath):
-        return [relpath.upper(), os.getpid()], None if relpath != "b" else "bad file"
+def _reader():
+    """A reader in the engines' protocol: parts (lists) in order, a last ``str`` part for a bad file; file "m"
+    gives five parts (a file of many records crosses the engine part by part). Made in a function, so that Ray
+    ships it by value to workers that cannot import this test module."""
 
+    def parts(builder, relpath):
+        for n in range(5 if relpath == "m" else 1):
+            yield [relpath.upper(), n, os.getpid()]
+        if relpath == "b":
+            yield "bad file"
+
+    return parts
+
+
+def test_ray_engine_reads_in_ray_workers_and_returns_file_order(local_ray):
     files = list("qwertyuiopasdfghjklzxcvbnm")
-    outcomes = list(RayEngine(batch_size=3).map(read, None, files))
-    assert [(records[0], error) for records, error in outcomes] == [
-        (f.upper(), None if f != "b" else "bad file") for f in files
+    outcomes = [list(parts) for parts in RayEngine(batch_size=3).map(_reader(), None, files)]
+    assert [[p if isinstance(p, str) else p[:2] for p in parts] for parts in outcomes] == [
+        [[f.upper(), n] for n in range(5 if f == "m" else 1)] + (["bad file"] if f == "b" else []) for f in files
     ]
-    assert os.getpid() not in {records[1] for records, _ in outcomes}, "files were read in the driver"
+    assert os.getpid() not in {p[2] for parts in outcomes for p in parts if not isinstance(p, str)}, \
+        "files were read in the driver"
+
+
+def test_ray_engine_skips_what_the_caller_left_of_a_file(local_ray):
+    files = list("kmz")
+    seen = []
+    for parts in RayEngine(batch_size=2).map(_reader(), None, files):
+        seen.append(next(iter(parts))[:2])  # only the first part of each file
+    assert seen == [["K", 0], ["M", 0], ["Z", 0]]
 
 
 def test_engine_names_are_checked():

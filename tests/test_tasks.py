@@ -1,5 +1,7 @@
 """The task registry: well-formed entries (every registered task and extra), clear errors, its own registries."""
 
+import dataclasses
+
 import pytest
 
 from multimed_hf import tasks
@@ -120,3 +122,24 @@ def test_residue_modality_must_be_one_the_task_reads():
         )
     with pytest.raises(ValueError, match="residue_modality 'amino' is not one of"):
         LabelSpec("ca", "coords", residue_modality="amino")
+
+
+def test_a_source_states_its_organ_as_a_lower_case_name_or_none():
+    source = get_task("brain_tumor").source("brain_tumor_mri")
+    assert source.organ == "brain"
+    assert dataclasses.replace(source, organ=None).organ is None
+    for bad in ("", " ", "Lung", " lung"):
+        with pytest.raises(ValueError, match=f"source 'brain_tumor_mri': organ {bad!r} must be None or a lower-case"):
+            dataclasses.replace(source, organ=bad)
+
+
+def test_every_disease_source_states_its_organ_but_clinical_text():
+    spec = get_task("disease")
+    assert "organ" in {c.name for c in spec.metadata}
+    stated = {s.name: s.organ for s in spec.sources}
+    assert [name for name, organ in stated.items() if organ is None] == [
+        s.name for s in spec.sources if s.modality == "text"]
+    for source in spec.sources:  # the disease entry of a source read again states what its own entry does
+        own = [t.source(source.name) for t in map(get_task, list_tasks()) if t.name != "disease"
+               and source.name in {s.name for s in t.sources}]
+        assert all(o.organ == source.organ for o in own)

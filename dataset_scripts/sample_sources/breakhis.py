@@ -6,7 +6,10 @@ darker and irregular nuclei; each subtype arranges them its own way (gland rings
 pools, fronds); higher magnification shows fewer, larger nuclei. As in the real set, one patient number has two
 slide-letter folders (14-22549AB, 14-22549G) and one patient (14-13412) is filed under two subtypes with a
 copied image (a label conflict). Bad inputs: file names whose magnification, class letter or subtype letters
-disagree with their folders, a damaged PNG, and stray files.
+disagree with their folders, a damaged PNG, a ``Thumbs.db`` and a README (ignored, named).
+
+``archive="kaggle"`` writes the tree as the Kaggle mirror holds it: inside ``BreaKHis_v1/BreaKHis_v1/`` with the
+community ``Folds.csv`` (fold, mag, grp, filename) at the top.
 """
 
 from __future__ import annotations
@@ -83,8 +86,19 @@ def _name(subtype: str, patient: str, magnification: int, seq: int, cls_letter=N
     return f"SOB_{cls_letter}_{letters or LETTERS[subtype]}-{patient}-{magnification}-{seq:03d}.png"
 
 
-def make_breakhis(root, *, seed=11, bad_files=True) -> Path:
-    """Write the sample under ``root`` (one image per patient folder and magnification) and return it."""
+def make_breakhis(root, *, seed=11, bad_files=True, archive=None) -> Path:
+    """Write the sample under ``root`` (one image per patient folder and magnification) and return it;
+    ``archive="kaggle"``: inside the Kaggle mirror's folders, with its ``Folds.csv``."""
+    if archive == "kaggle":
+        root = Path(root)
+        tree = make_breakhis(root / "BreaKHis_v1" / "BreaKHis_v1", seed=seed, bad_files=bad_files)
+        (tree / "MULTIMED_SOURCE.json").rename(root / "MULTIMED_SOURCE.json")
+        rows = [f"{fold},{mag},train,{p.relative_to(root).as_posix()}" for fold in (1,)
+                for mag in MAGNIFICATIONS for p in sorted(tree.rglob(f"*-{mag}-*.png"))]
+        (root / "Folds.csv").write_text("fold,mag,grp,filename\n" + "\n".join(rows) + "\n")
+        return root
+    if archive is not None:
+        raise ValueError(f"archive {archive!r}: expected None or 'kaggle'")
     root = Path(root)
     rng = np.random.default_rng(seed)
     for subtype, patient in PATIENTS:

@@ -124,6 +124,11 @@ def make_cbis_ddsm(root, seed=5) -> Path:
             "image file path": f"{folder}/1.2/000000.dcm",
         })
     (tree / "LICENSE.txt").write_text("see the TCIA page\n")
+    # the NBIA Data Retriever's list of the series it downloaded, beside the tree
+    (root / "metadata.csv").write_text(
+        "Series UID,Collection,Subject ID,Study UID,Study Description,Series Description,Number of Images,"
+        "File Location\n1.3.6.1.4.1.9590.100.1.2.1,CBIS-DDSM,Mass-Training_P_00001_LEFT_CC,1.3.6.1.4.1.9590.100.1.2.2,"
+        "DDSM,full mammogram images,1,./CBIS-DDSM/Mass-Training_P_00001_LEFT_CC\n")
     for name, items in rows.items():
         with (root / name).open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(items[0]))

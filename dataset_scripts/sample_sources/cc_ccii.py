@@ -3,8 +3,9 @@
 Slices are lung-window grey images of a synthetic chest: NCP bilateral peripheral ground glass, CP one-sided
 consolidation, Normal clear lungs. ``unzip_filenames.csv`` lists the scans, with a scan whose zip never unpacked
 (``NCP-13.zip`` is reported broken), a wrong ``n_slice`` and a scan filed under another class than its row says.
-Also: a patient id under two class folders, a slice copied into a scan of another class (a label conflict),
-damaged and stray files.
+Slices come in every format the real release mixes (``lesions_slices.csv`` lists ``.png``, ``.jpg``, ``.JPG``,
+``.bmp`` and ``.BMP``). Also: a patient id under two class folders, a slice copied into a scan of another class (a
+label conflict), a slice under a name that is not a number (kept, noted), a ``Thumbs.db``, damaged and stray files.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ SCANS = {
     "Normal": {"7": ("4001",), "8": ("4002",), "10": ("4003",), "13": ("4004",), "24": ("4005",)},
 }
 SLICES = 3
+#: Scans written in the release's other formats: scan id -> (Pillow format, file suffix).
+FORMATS = {"1805": ("BMP", "BMP"), "3105": ("BMP", "bmp"), "4003": ("JPEG", "JPG")}
+#: A slice whose name is not a number: kept with a note, its slice index the name's last number.
+NAME_VARIANT = "Normal/10/4003/IMG-0007.jpg"
 
 
 def _slice(label: str, rng: np.random.Generator, z: int, size=64) -> np.ndarray:
@@ -60,6 +65,7 @@ def make_cc_ccii(root, *, seed=11, bad_files=True) -> Path:
                 folder = root / label / patient / scan
                 folder.mkdir(parents=True, exist_ok=True)
                 fmt, suffix = ("JPEG", "jpg") if scan.endswith("2") else ("PNG", "png")  # the release mixes both
+                fmt, suffix = FORMATS.get(scan, (fmt, suffix))
                 for z in range(SLICES):
                     (folder / f"{z:04d}.{suffix}").write_bytes(_encode(_slice(label, rng, z), fmt))
                 rows.append([f"{label}-{n}.zip", label, patient, scan, SLICES])
@@ -72,7 +78,8 @@ def make_cc_ccii(root, *, seed=11, bad_files=True) -> Path:
         good = (root / "CP" / "5" / "3101" / "0002.png").read_bytes()
         (root / "CP" / "5" / "3101" / "0002.png").write_bytes(good[: len(good) // 2])
         (root / "CP" / "6" / "3102" / "0002.jpg").write_bytes(b"")
-        (root / "NCP" / "1" / "1801" / "mask_0001.png").write_bytes(good)
+        (root / NAME_VARIANT).write_bytes(_encode(_slice("Normal", rng, 1), "JPEG"))
+        next(row for row in rows if row[3] == NAME_VARIANT.split("/")[2])[4] += 1  # the index counts it
         (root / "Normal" / "8" / "4002" / "Thumbs.db").write_bytes(b"\x00" * 64)
         (root / "NCP" / "2" / "notes.txt").write_text("second scan after 5 days\n")
         # a slice of an NCP scan copied into a CP scan: identical content, two labels

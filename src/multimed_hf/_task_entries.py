@@ -20,6 +20,7 @@ BRAIN_TUMOR_MRI = SourceSpec(
     name="brain_tumor_mri",
     title="Brain Tumor MRI Dataset (Nickparvar, Kaggle)",
     modality="mri",
+    organ="brain",
     citation=(
         "@misc{nickparvar2021braintumor, author={Msoud Nickparvar}, title={Brain Tumor MRI Dataset}, "
         "year={2021}, publisher={Kaggle}, doi={10.34740/KAGGLE/DSV/2645886}}"
@@ -36,13 +37,19 @@ BRAIN_TUMOR_MRI = SourceSpec(
         "so patient-level disjointness cannot be guaranteed"
     ),
     expected_files={"Kaggle v1 (Training 5,712 + Testing 1,311)": 7023},
-    label_map={"tumor": {"glioma": "glioma", "meningioma": "meningioma", "notumor": "no_tumor", "pituitary": "pituitary"}},
+    label_map={"tumor": {
+        "glioma": "glioma", "meningioma": "meningioma", "notumor": "no_tumor", "pituitary": "pituitary",
+        # the SARTAJ release's folder names (sartajbhuvaji/brain-tumor-classification-mri), merged into this set
+        "glioma_tumor": "glioma", "meningioma_tumor": "meningioma", "no_tumor": "no_tumor",
+        "pituitary_tumor": "pituitary",
+    }},
 )
 
 OCT2017 = SourceSpec(
     name="oct2017",
     title="Labeled OCT images (Kermany, Zhang, Goldbaum 2018), OCT2017",
     modality="oct",
+    organ="eye",
     citation=(
         "@article{kermany2018identifying, title={Identifying Medical Diagnoses and Treatable Diseases by "
         "Image-Based Deep Learning}, author={Kermany, Daniel S. and Goldbaum, Michael and Cai, Wenjia and others}, "
@@ -68,6 +75,7 @@ KERMANY_CXR = SourceSpec(
     name="kermany_cxr",
     title="Chest X-Ray Images (Pneumonia), Kermany et al. 2018",
     modality="xray",
+    organ="lung",
     citation=OCT2017.citation,
     license="CC-BY-4.0",
     redistributable=True,
@@ -94,6 +102,7 @@ CC_CCII = SourceSpec(
     name="cc_ccii",
     title="CC-CCII, China Consortium of Chest CT Image Investigation (CNCB 2019nCoVR)",
     modality="ct",
+    organ="lung",
     citation=(
         "@article{zhang2020clinically, title={Clinically Applicable AI System for Accurate Diagnosis, Quantitative "
         "Measurements, and Prognosis of COVID-19 Pneumonia Using Computed Tomography}, author={Zhang, Kang and "
@@ -124,6 +133,7 @@ MOSMEDDATA = SourceSpec(
     name="mosmeddata",
     title="MosMedData: COVID19_1110 chest CT studies",
     modality="ct",
+    organ="lung",
     citation=(
         "@article{morozov2020mosmeddata, title={MosMedData: Chest CT Scans With COVID-19 Related Findings Dataset}, "
         "author={Morozov, S. P. and Andreychenko, A. E. and Pavlov, N. A. and others}, journal={arXiv:2005.06465}, year={2020}}"
@@ -211,6 +221,7 @@ BREAKHIS = SourceSpec(
     name="breakhis",
     title="BreakHis v1 breast cancer histopathology",
     modality="pathology",
+    organ="breast",
     citation=(
         "@article{spanhol2016dataset, title={A Dataset for Breast Cancer Histopathological Image Classification}, "
         "author={Spanhol, Fabio A. and Oliveira, Luiz S. and Petitjean, Caroline and Heutte, Laurent}, "
@@ -248,6 +259,7 @@ CBIS_DDSM = SourceSpec(
     name="cbis_ddsm",
     title="CBIS-DDSM: Curated Breast Imaging Subset of DDSM (TCIA)",
     modality="mammography",
+    organ="breast",
     citation=(
         "@article{lee2017curated, title={A curated mammography data set for use in computer-aided detection and "
         "diagnosis research}, author={Lee, Rebecca Sawyer and Gimenez, Francisco and Hoogi, Assaf and Miyake, "
@@ -277,6 +289,7 @@ APTOS2019 = SourceSpec(
     name="aptos2019",
     title="APTOS 2019 Blindness Detection",
     modality="fundus",
+    organ="eye",
     citation="@misc{aptos2019, title={APTOS 2019 Blindness Detection}, howpublished={Kaggle}, year={2019}}",
     license="Kaggle competition rules; redistribution not granted",
     redistributable=False,
@@ -301,6 +314,7 @@ EYEPACS = SourceSpec(
     name="eyepacs",
     title="Kaggle Diabetic Retinopathy Detection 2015 (EyePACS)",
     modality="fundus",
+    organ="eye",
     citation=(
         "@misc{eyepacs2015, title={Diabetic Retinopathy Detection}, author={Cuadros, Jorge and Bresnick, George}, "
         "howpublished={Kaggle}, year={2015}}"
@@ -328,6 +342,7 @@ MALARIA = SourceSpec(
     name="lhncbc_malaria",
     title="NIH/NLM LHNCBC Malaria cell images",
     modality="pathology",
+    organ="blood",
     citation=(
         "@article{rajaraman2018pre, title={Pre-trained convolutional neural networks as feature extractors toward "
         "improved malaria parasite detection in thin blood smear images}, author={Rajaraman, Sivaramakrishnan and "
@@ -357,6 +372,7 @@ SYMPTOM2DISEASE = SourceSpec(
     name="symptom2disease",
     title="Symptom2Disease: patient-style symptom descriptions labelled with 24 diagnoses (Kaggle)",
     modality="text",
+    organ=None,  # clinical text of many conditions: no one organ
     citation=(
         "@misc{symptom2disease, author={niyarrbarman (Kaggle user)}, title={Symptom2Disease}, "
         "publisher={Kaggle}, howpublished={\\url{https://www.kaggle.com/datasets/niyarrbarman/symptom2disease}}}"
@@ -475,6 +491,10 @@ CELLXGENE = SourceSpec(
     name="cellxgene",
     title="CELLxGENE-schema AnnData files (CZ CELLxGENE Discover / Census downloads, or any such .h5ad)",
     modality="scrna",
+    age=(
+        "obs development_stage (the schema's HsapDv stage label for human donors: 'N-year-old [human] stage' is "
+        "read as N years; broader stages such as 'adult stage' or decades give no age)"
+    ),
     citation=(
         "@article{czi2025cellxgene, title={CZ CELLxGENE Discover: a single-cell data platform for scalable "
         "exploration, analysis and modeling of aggregated data}, author={{CZI Cell Science Program} and Abdulla, "
@@ -680,7 +700,11 @@ register_task(TaskSpec(
     metrics=("accuracy", "macro_auroc"),
     grouping_key="the source's patient / slide / duplicate group",
     inputs=(IMAGE, C("text", "string", "clinical note, where the record has one", modality="text"), MODALITY),
-    metadata=(C("label_mask", "list_string", "the harmonised names this source can assert; the rest are unknown"), PATIENT),
+    metadata=(
+        C("label_mask", "list_string", "the harmonised names this source can assert; the rest are unknown"), PATIENT,
+        C("organ", "string", "the organ the record shows, as the registry states it for its source "
+          "(SourceSpec.organ); None where the source states none (clinical text)"),
+    ),
     sources=(MALARIA, SYMPTOM2DISEASE, *DISEASE_IMAGING_SOURCES),
     notes=(
         "Unknown labels stay missing, never negative (TorchXRayVision's convention): label_mask lists the names a "
@@ -823,6 +847,8 @@ register_task(TaskSpec(
     ),
     metadata=(
         C("tissue", "string"), C("organ", "string"), C("donor", "string"),
+        C("age", "float32", "the donor's age in years where the source records it (the registry's SourceSpec.age "
+          "says where); None elsewhere"),
         C("expression_matrix", "string",
           "which matrix of the file the values are (layers/counts, raw/X or X), with its detected normalisation "
           "where the source states it, e.g. 'raw/X (raw counts)'"),

@@ -160,10 +160,22 @@ class SourceSpec:
     #: Per label column, the publisher's names mapped to the canonical names.
     label_map: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     notes: str = ""
+    #: The organ every record of this source shows, where the source states it (a lower-case UBERON-style name,
+    #: as CELLxGENE's ``tissue_general`` names organs: brain, eye, lung, breast, blood); None where the source
+    #: states none or its records differ (their files then say, e.g. cellxgene's ``tissue_general``). The builders
+    #: of a config with an ``organ`` column fill it from here for such sources.
+    organ: str | None = None
+    #: Where the source records each subject's age, in words (the field its builder reads); "" where it records
+    #: none. A config with an ``age`` column holds it in years for these sources, None for the others.
+    age: str = ""
 
     def __post_init__(self):
         if self.modality not in MODALITIES:
             raise ValueError(f"source {self.name!r}: modality {self.modality!r} is not one of {MODALITIES}")
+        if self.organ is not None and (not isinstance(self.organ, str) or not self.organ.strip()
+                                       or self.organ != self.organ.strip().lower()):
+            raise ValueError(f"source {self.name!r}: organ {self.organ!r} must be None or a lower-case organ name "
+                             f"(e.g. 'lung')")
         object.__setattr__(self, "expected_files", MappingProxyType(dict(self.expected_files)))
         object.__setattr__(
             self, "label_map", MappingProxyType({k: MappingProxyType(dict(v)) for k, v in self.label_map.items()})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ from multimed_hf.analysis._common import (
 )
 from multimed_hf.tasks import get_task
 
-__all__ = ["OODOptions", "OODResult", "group_column_values", "ood_metrics", "ood", "ood_main", "NO_GROUP"]
+__all__ = ["OODOptions", "OODResult", "group_column_values", "resolve_group_column", "ood_metrics", "ood", "ood_main",
+           "NO_GROUP", "FALLBACK_COLUMNS"]
 
 #: What rows whose group column is empty are called (they are never held out; they stay in training).
 NO_GROUP = "(no group)"
@@ -38,8 +40,9 @@ class OODOptions:
     """``multimed ood`` options beside the training flags."""
 
     group: str = field(default="organ", metadata={
-        "help": "the column whose values are held out one at a time: organ, tissue, cell_type (a label column: "
-                "each held-out class is reported as unscorable by a closed-set head), or any column of the rows"})
+        "help": "the column whose values are held out one at a time: organ (tissue where no row records an organ), "
+                "tissue, cell_type (a label column: each held-out class is reported as unscorable by a closed-set "
+                "head), or any column of the rows"})
     groups: list[str] | None = field(default=None, metadata={"help": "hold out only these groups", "nargs": "+"})
     label: str | None = field(default=None, metadata={"help": "the label column scored (default: the headline)"})
     min_group_rows: int = field(default=10, metadata={
@@ -54,6 +57,30 @@ class OODResult:
     predicted_as: dict  # (task, group) -> Counter of predicted names for rows of classes never seen in training
     paths: AnalysisPaths | None = None
     training_ids: dict = field(default_factory=dict)  # (task, group) -> sample ids the held-out model trained on
+    #: (task, group, setting) -> the multilabel names present in the held-out rows but never positive in training
+    #: (their entries are not scored: a closed-set head never learnt them)
+    unseen_names: dict = field(default_factory=dict)
+    #: The column the groups were read from: ``group`` or, for ``organ`` where no row records one, ``tissue``
+    group_columns: dict = field(default_factory=dict)  # task -> column
+
+
+#: A grouping column's stand-in where a config records none of it (cell_type keeps tissue where no organ is given).
+FALLBACK_COLUMNS = {"organ": "tissue"}
+
+
+def resolve_group_column(datasets: Mapping[str, Any], column: str) -> str:
+    """``column``, or its stand-in (``FALLBACK_COLUMNS``) where no row of any split records ``column`` (absent, or
+    None everywhere) and the rows have the stand-in."""
+    from multimed_hf.training.loading import column_values
+
+    fallback = FALLBACK_COLUMNS.get(column)
+    if fallback is None:
+        return column
+    names = {n for ds in datasets.values() for n in (getattr(ds, "column_names", None) or [])}
+    if column in names and any(v is not None for ds in datasets.values() if column in ds.column_names
+                               for v in column_values(ds, [column])[column]):
+        return column
+    return fallback if fallback in names else column
 
 
 def group_column_values(dataset, task: str, column: str) -> list:
@@ -151,6 +178,27 @@ def _score_group(predictions, column, kind, bootstrap, seed) -> dict[str, tuple[
     return {m: (v, *cis.get(m, (float("nan"), float("nan")))) for m, v in values.items()}
 
 
+def _positive_names(dataset, column: str) -> set[str]:
+    """The names of a multilabel column that are positive in at least one row of ``dataset``."""
+    from multimed_hf.training.loading import column_values
+
+    names = dataset.features[column].feature.names
+    return {names[i] for row in column_values(dataset, [column])[column] if row for i in row}
+
+
+def _hide_unseen_names(predictions, column: str, seen: set[str]):
+    """``predictions`` with the entries of names never positive in training made unknown (NaN), the names hidden
+    that some row holds as positive, and a mask of those rows."""
+    names = next(o["names"] for o in predictions.head_spec["outputs"] if o["name"] == column)
+    ref = np.array(predictions.references[column], dtype=float, copy=True)
+    hidden = [k for k, name in enumerate(names) if name not in seen]
+    positive = np.nan_to_num(ref[:, hidden]) > 0.5
+    ref[:, hidden] = np.nan
+    present = [names[k] for k, any_row in zip(hidden, positive.any(0)) if any_row]
+    masked = dataclasses.replace(predictions, references={**predictions.references, column: ref})
+    return masked, present, positive.any(1)
+
+
 def _predicted_names(predictions, column, rows) -> Counter:
     names = next(o["names"] for o in predictions.head_spec["outputs"] if o["name"] == column)
     return Counter(names[i] for i in predictions.outputs[column][rows].argmax(1))
@@ -169,7 +217,7 @@ def ood(args, training_args, *, options: OODOptions | None = None, output_dir: s
 
     options = options or OODOptions()
     output_dir = Path(output_dir or training_args.output_dir)
-    rows_out, predicted_as, training_ids = [], {}, {}
+    rows_out, predicted_as, training_ids, unseen_names, group_columns = [], {}, {}, {}, {}
     for task in args.tasks:
         column = options.label or headline(task)[0]
         kind = get_task(task).label(column).kind
@@ -178,7 +226,8 @@ def ood(args, training_args, *, options: OODOptions | None = None, output_dir: s
                                 f"labels; {column!r} is {kind!r}")
         modalities = present_modalities(task, args.data)
         data = dict(datasets[task]) if datasets is not None else analysis_datasets(args.data, task, modalities)
-        groups_of = {s: group_column_values(ds, task, options.group) for s, ds in data.items()}
+        group_column = group_columns[task] = resolve_group_column(data, options.group)
+        groups_of = {s: group_column_values(ds, task, group_column) for s, ds in data.items()}
         pool = concatenate_datasets([data[s] for s in data])
         pool_groups = [g for s in data for g in groups_of[s]]
         pool_labels = _label_values(pool, column) if kind in ("class", "text") else None
@@ -186,18 +235,19 @@ def ood(args, training_args, *, options: OODOptions | None = None, output_dir: s
         chosen = options.groups or sorted(counts)
         unknown = sorted(set(chosen) - set(counts))
         if unknown:
-            raise AnalysisError(f"task {task!r}: groups {unknown} do not occur in column {options.group!r} (its "
+            raise AnalysisError(f"task {task!r}: groups {unknown} do not occur in column {group_column!r} (its "
                                 f"groups: {sorted(counts)})")
-        base = {"task": task, "label": column, "group_column": options.group}
+        base = {"task": task, "label": column, "group_column": group_column}
         rows_out += [{**base, "group": NO_GROUP, "setting": "kept in training", "status": "never held out",
                       "rows": sum(g is None for g in pool_groups)}] if None in pool_groups else []
-        reference, seen_all = None, None
+        reference, seen_all, names_all = None, None, None
         score_kind = "class" if kind == "text" else kind
         if options.in_distribution:
             train = {s: ds for s, ds in data.items() if s in ("train", "validation")}
             reference = train_run(args, training_args, task=task, datasets=train, modalities=modalities,
                                   output_dir=output_dir / "runs" / task / "all-groups", train_fn=train_fn)
             seen_all = set(_label_values(train["train"], column)) if pool_labels is not None else None
+            names_all = _positive_names(train["train"], column) if kind == "multilabel" else None
         for group in chosen:
             held = np.array([g == group for g in pool_groups])
             info = {**base, "group": group, "rows": int(held.sum())}
@@ -207,6 +257,7 @@ def ood(args, training_args, *, options: OODOptions | None = None, output_dir: s
             train = {s: ds.select(np.flatnonzero([g != group for g in groups_of[s]])) for s, ds in data.items()
                      if s in ("train", "validation")}
             seen = set(_label_values(train["train"], column)) if pool_labels is not None else None
+            seen_names = _positive_names(train["train"], column) if kind == "multilabel" else None
             held_out = pool.select(np.flatnonzero(held))
             trained_ids = set(train["train"]["sample_id"]) | set(train.get("validation", {"sample_id": []})
                                                                    ["sample_id"])
@@ -216,12 +267,13 @@ def ood(args, training_args, *, options: OODOptions | None = None, output_dir: s
             training_ids[(task, group)] = trained_ids
             run = train_run(args, training_args, task=task, datasets=train, modalities=modalities,
                             output_dir=output_dir / "runs" / task / f"without-{_safe(group)}", train_fn=train_fn)
-            evaluations = [("out-of-distribution", held_out, run, seen)]
+            evaluations = [("out-of-distribution", held_out, run, seen, seen_names)]
             if reference is not None and "test" in data:
                 test_rows = np.flatnonzero([g == group for g in groups_of["test"]])
                 if len(test_rows):
-                    evaluations.append(("in-distribution", data["test"].select(test_rows), reference, seen_all))
-            for setting, rows, model_run, known in evaluations:
+                    evaluations.append(("in-distribution", data["test"].select(test_rows), reference, seen_all,
+                                        names_all))
+            for setting, rows, model_run, known, known_names in evaluations:
                 preds = model_run.trainer.predict_task(task, rows)
                 labels = _label_values(rows, column) if known is not None else None
                 unseen = np.array([v is not None and v not in known for v in labels]) if labels is not None \
@@ -229,6 +281,10 @@ def ood(args, training_args, *, options: OODOptions | None = None, output_dir: s
                 if unseen.any():
                     predicted_as[(task, group, setting)] = _predicted_names(preds, column, np.flatnonzero(unseen))
                 scored = slice_predictions(preds, np.flatnonzero(~unseen))
+                if known_names is not None:  # multilabel: names never positive in training are not scored
+                    scored, hidden, unseen = _hide_unseen_names(scored, column, known_names)
+                    if hidden:
+                        unseen_names[(task, group, setting)] = hidden
                 n_scored = len(_scored_rows(scored, column, score_kind))
                 common = {**info, "setting": setting, "rows": len(preds), "scored": n_scored,
                           "unseen": int(unseen.sum())}
@@ -245,7 +301,8 @@ def ood(args, training_args, *, options: OODOptions | None = None, output_dir: s
     columns = ["task", "label", "group_column", "group", "setting", "status", "rows", "scored", "unseen", "metric",
                "value", "ci_low", "ci_high"]
     table = pd.DataFrame.from_records(rows_out).reindex(columns=columns)
-    result = OODResult(table=table, predicted_as=predicted_as, training_ids=training_ids)
+    result = OODResult(table=table, predicted_as=predicted_as, training_ids=training_ids,
+                       unseen_names=unseen_names, group_columns=group_columns)
     result.paths = write_outputs(table, output_dir, "ood", _markdown(result, options),
                                  lambda fig: _figure(fig, table, options))
     return result
@@ -275,6 +332,12 @@ def _markdown(result: OODResult, options: OODOptions) -> str:
     for (task, group, setting), counts in result.predicted_as.items():
         top = ", ".join(f"{name} {n}" for name, n in counts.most_common(3))
         lines.append(f"- {task}, {group} ({setting}): rows of classes unseen in training were predicted as {top}")
+    for (task, group, setting), names in result.unseen_names.items():
+        lines.append(f"- {task}, {group} ({setting}): {', '.join(names)} never positive in training: a closed-set "
+                     f"head cannot score them, so their entries are left out of the scores")
+    for task, column in result.group_columns.items():
+        if column != options.group:
+            lines.append(f"- {task}: no row records `{options.group}`; the groups are its `{column}` values")
     return "\n".join(lines)
 
 

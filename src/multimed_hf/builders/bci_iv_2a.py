@@ -11,6 +11,10 @@ The GDF is checked against its own header before MNE reads it (a cut file otherw
 table), and an evaluation session without its true labels, or with another number of labels than cues, is
 rejected. Epochs running past the recording, flat or non-finite are reported per epoch (``<file>:row epoch N``).
 
+The sessions are read at the top of the folder or one folder down (``BCICIV_2a_gdf/A01T.gdf``, as the zip
+unpacks). BNCI Horizon's MATLAB copies of the sessions (``A01T.mat`` holding ``data``, no ``classlabel``) are
+dropped, named: the GDF is read. Documents and system files are ignored.
+
 Grouping: subject (cross-subject splits); ``within_subject_split`` is the competition's protocol (T train, E test).
 """
 
@@ -22,9 +26,10 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from multimed_hf.builders._download import NonDataFiles
 from multimed_hf.builders._records import RecordRejections
 from multimed_hf.builders.eegmmidb import epochs_from_annotations
-from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
 from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import SourceBuilder
 
@@ -107,14 +112,14 @@ def read_true_labels(path: Path) -> list[str]:
     return [str(768 + int(k)) for k in labels]
 
 
-class BCIIV2aBuilder(RecordRejections, SourceBuilder):
+class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     task = "motor_imagery"
     source = "bci_iv_2a"
     record_noun = "epoch"
 
     @classmethod
     def detect(cls, root: Path) -> bool:
-        return any(_SESSION.match(p.name) for p in root.glob("*.gdf"))
+        return any(_SESSION.match(p.name) for pattern in ("*.gdf", "*/*.gdf") for p in root.glob(pattern))
 
     @cached_property
     def _label_files(self) -> dict[str, str]:
@@ -130,11 +135,21 @@ class BCIIV2aBuilder(RecordRejections, SourceBuilder):
     def read_file(self, relpath: str) -> list[Sample]:
         name = PurePosixPath(relpath).name
         if _LABELS.match(name):
+            from scipy.io import whosmat
+
+            try:
+                held = {entry[0] for entry in whosmat(self.root / relpath)}
+            except (ValueError, OSError, TypeError):
+                held = set()
+            if "classlabel" not in held and "data" in held:
+                raise UnusedSourceFile(
+                    "not used: BNCI Horizon's MATLAB copy of the session (a 'data' struct); the GDF session is read"
+                )
             read_true_labels(self.root / relpath)
             return []
         if _DOCUMENTS.match(name):
             return []
-        match = _SESSION.match(relpath)
+        match = _SESSION.match(name) if relpath.count("/") <= 1 else None
         if match is None:
             raise BadSourceFile("stray file: expected A0NT.gdf / A0NE.gdf (and A0NE.mat true labels)")
         subject, session = f"A0{match.group(1)}", match.group(2)

@@ -1,9 +1,17 @@
-"""Brain Tumor MRI Dataset (Kaggle, Nickparvar): ``Training/`` and ``Testing/`` x four class folders of JPEGs."""
+"""Brain Tumor MRI Dataset (Kaggle, Nickparvar): ``Training/`` and ``Testing/`` x four class folders of JPEGs.
+
+Class folders are the registry's publisher names: this release's ``glioma``, ``meningioma``, ``notumor``,
+``pituitary`` and the SARTAJ release's ``glioma_tumor`` ... ``no_tumor`` (merged into this set). Any file name is
+accepted (the release's ``Tr-gl_0010.jpg`` and ``Tr-glTr_0000.jpg``, SARTAJ's ``image(1).jpg`` and ``gg (1).jpg``);
+ids are ``<split>/<class folder>/<stem>``, since SARTAJ reuses names across folders. A partial download (e.g. only
+``Training/``) builds with a warning.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
+from multimed_hf.builders._download import NonDataFiles
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.source_builder import ImageFolderBuilder, PathInfo
 
@@ -12,9 +20,10 @@ __all__ = ["BrainTumorMRIBuilder"]
 _SPLITS = {"Training": "train", "Testing": "test"}
 
 
-class BrainTumorMRIBuilder(ImageFolderBuilder):
+class BrainTumorMRIBuilder(NonDataFiles, ImageFolderBuilder):
     task = "brain_tumor"
     source = "brain_tumor_mri"
+    version = "2"
 
     split_folders = _SPLITS
 
@@ -24,8 +33,23 @@ class BrainTumorMRIBuilder(ImageFolderBuilder):
 
     @classmethod
     def detect(cls, root: Path) -> bool:
-        classes = set(cls.spec().label_map["tumor"])
-        return any((root / split).is_dir() and classes & {p.name for p in (root / split).iterdir()} for split in _SPLITS)
+        classes = set(cls.class_folders())
+        return any(
+            (root / split).is_dir() and classes & {p.name for p in (root / split).iterdir()} for split in _SPLITS
+        )
+
+    def layout_warnings(self) -> list[str]:
+        """A missing split folder, and a split folder lacking a class under either release's folder name."""
+        per_folder = tuple(f"partial download: {split}/" for split in _SPLITS)  # the base's, by folder name
+        warnings = [w for w in super().layout_warnings() if not w.startswith(per_folder)]
+        names = self.spec().label_map["tumor"]
+        for split in _SPLITS:
+            if (self.root / split).is_dir():
+                present = {names[p.name] for p in (self.root / split).iterdir() if p.name in names}
+                missing = sorted(set(names.values()) - present)
+                if missing:
+                    warnings.append(f"partial download: {split}/ has no folder of class {', '.join(missing)}")
+        return warnings
 
     def parse_path(self, relpath: str) -> PathInfo:
         parts = PurePosixPath(relpath).parts
@@ -37,4 +61,7 @@ class BrainTumorMRIBuilder(ImageFolderBuilder):
                 f"class folder {folder!r} is not one of {sorted(self.spec().label_map['tumor'])}"
             )
         # No patient ids exist: each image stands alone until duplicates join it to others.
-        return PathInfo(sample_id=PurePosixPath(name).stem, labels={"tumor": folder}, published_split=_SPLITS[split])
+        return PathInfo(
+            sample_id=f"{split}/{folder}/{PurePosixPath(name).stem}", labels={"tumor": folder},
+            published_split=_SPLITS[split],
+        )

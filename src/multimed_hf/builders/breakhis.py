@@ -6,6 +6,10 @@ twice, and a file whose name and folders disagree is rejected, naming the disagr
 folder under another name is kept with what its folders say, noted in the manifest. The label columns are
 ``malignancy`` and ``subtype``; ``magnification`` is ``40X``/``100X``/``200X``/``400X``.
 
+The tree is read where the archive put it: the folder given, or its ``BreaKHis_v1/`` (the tarball) or
+``BreaKHis_v1/BreaKHis_v1/`` (the Kaggle mirror, which adds a community ``Folds.csv`` at its top: dropped, named,
+since splits here are drawn by patient). Non-data files (``Thumbs.db``, README) are ignored, named.
+
 Grouping is by patient, never by image: the group is the id without its slide letters (``14-22549AB``,
 ``14-22549CD`` and ``14-22549G`` are one group, since nothing shows they are different people and splitting
 one person leaks), so one patient filed under two subtypes (14-13412 as DC and LC) is one group too. The
@@ -15,14 +19,18 @@ one person leaks), so one patient filed under two subtypes (14-13412 as DC and L
 from __future__ import annotations
 
 import re
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 
-from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.builders._download import NonDataFiles, find_tree, strip_tree
+from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
 from multimed_hf.data.source_builder import ImageFolderBuilder, PathInfo
 
 __all__ = ["BreakHisBuilder", "SUBTYPE_LETTERS"]
 
 BASE = ("histology_slides", "breast")
+#: The archives' own folders around the tree: the tarball's, then the Kaggle mirror's.
+WRAPPERS = ("BreaKHis_v1", "BreaKHis_v1/BreaKHis_v1")
 #: The subtype letters of BreakHis names, by subtype folder.
 SUBTYPE_LETTERS = {
     "adenosis": "A", "fibroadenoma": "F", "phyllodes_tumor": "PT", "tubular_adenoma": "TA",
@@ -34,18 +42,42 @@ _NAME = re.compile(r"^SOB_([BM])_([A-Z]+)-(\d+-\d+)([A-Z]*)-(\d+)-(\d+)\.png$", 
 _MAGNIFICATIONS = ("40X", "100X", "200X", "400X")
 
 
-class BreakHisBuilder(ImageFolderBuilder):
+class BreakHisBuilder(NonDataFiles, ImageFolderBuilder):
     task = "breast_cancer"
     source = "breakhis"
     image_suffixes = (".png",)
 
-    @classmethod
-    def detect(cls, root: Path) -> bool:
-        base = root.joinpath(*BASE)
+    @staticmethod
+    def _is_tree(folder: Path) -> bool:
+        base = folder.joinpath(*BASE)
         return base.is_dir() and any((base / c).is_dir() for c in _CLASS_LETTER)
 
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        return find_tree(root, WRAPPERS, cls._is_tree) is not None
+
+    @cached_property
+    def tree(self) -> str:
+        return find_tree(self.root, WRAPPERS, self._is_tree) or ""
+
+    def layout_warnings(self) -> list[str]:
+        base = self.root.joinpath(self.tree, *BASE)
+        missing = [c for c in _CLASS_LETTER if not (base / c).is_dir()]
+        return [f"partial download: no {', '.join(missing)} folder; built from what is there"] if missing else []
+
+    def read_file(self, relpath: str):
+        if relpath == "Folds.csv":
+            raise UnusedSourceFile(
+                "not used: Folds.csv is a community fold file (the Kaggle mirror's), not the publisher's; splits are "
+                "drawn by patient here"
+            )
+        return super().read_file(relpath)
+
     def parse_path(self, relpath: str) -> PathInfo:
-        parts = PurePosixPath(relpath).parts
+        inner = strip_tree(relpath, self.tree)
+        parts = PurePosixPath(inner if inner is not None else relpath).parts
+        if inner is None:
+            parts = ()
         layout = (
             "histology_slides/breast/{benign,malignant}/SOB/<subtype>/SOB_<B|M>_<subtype>_<patient>/<mag>X/<image>.png"
         )

@@ -10,7 +10,8 @@ shards are written. 16-bit rather than a windowed 8-bit image: the release has n
 window chosen here would clip calcifications for good; a processor windows or rescales. Its label is malignant
 when any of its abnormalities is MALIGNANT, else benign (BENIGN_WITHOUT_CALLBACK is benign). Patients group; the
 publisher's Training/Test split is kept, and a patient's training images that share the patient with test images
-are dropped.
+are dropped. The NBIA Data Retriever's ``metadata.csv`` beside the tree is read as an index file; its licence
+and other non-data files are ignored, named.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from PIL import Image
 
 from multimed_hf.builders._ct import RenderedSlices, rendered_ref
 from multimed_hf.builders._dicom import read_dicom_pixels
+from multimed_hf.builders._download import NonDataFiles
 from multimed_hf.builders._records import dependency_version
 from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
 from multimed_hf.data.sample import Sample
@@ -38,6 +40,8 @@ __all__ = ["CBISDDSMBuilder", "CSV_NAME", "FOLDER_NAME"]
 CSV_NAME = re.compile(r"^(mass|calc)_case_description_(train|test)_set\.csv$")
 FOLDER_NAME = re.compile(r"^(Mass|Calc)-(Training|Test)_(P_\d+)_(LEFT|RIGHT)_(CC|MLO)(?:_(\d+))?$")
 _SPLIT = {"Training": "train", "Test": "test"}
+#: What the NBIA Data Retriever writes beside the tree it downloads (one row per series).
+NBIA_METADATA = "metadata.csv"
 
 
 def mammogram_png(path: Path) -> bytes:
@@ -60,7 +64,7 @@ def mammogram_png(path: Path) -> bytes:
     return buffer.getvalue()
 
 
-class CBISDDSMBuilder(RenderedSlices, SourceBuilder):
+class CBISDDSMBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
     task = "breast_cancer"
     source = "cbis_ddsm"
     reading_version = "2"
@@ -119,6 +123,8 @@ class CBISDDSMBuilder(RenderedSlices, SourceBuilder):
         if CSV_NAME.match(name) and "/" not in relpath:
             self._rows  # a broken CSV fails here, named, rather than in every image
             return []
+        if relpath == NBIA_METADATA:
+            return []  # the NBIA Data Retriever's list of the series it wrote: an index file
         folder = self._case_folder(relpath)
         match = FOLDER_NAME.match(folder or "")
         if match is None or not name.lower().endswith(".dcm"):

@@ -1,9 +1,15 @@
 """CC-CCII (CNCB 2019nCoVR): ``{NCP,CP,Normal}/<patient_id>/<scan_id>/<slice>.png|jpg`` plus index CSVs.
 
 Each slice image is a sample, with its scan as the volume and its number as the slice index; the publisher's
-images are already windowed, so the window is unknown (None). ``unzip_filenames.csv`` (zip_file, label,
-patient_id, scan_id, n_slice), where present, is checked against the folders: a scan it lists that is missing,
-filed under another class, or holding another number of slices than ``n_slice`` is reported in the manifest.
+images are already windowed, so the window is unknown (None). Slices are named by a zero-padded number in every
+format the release mixes (``lesions_slices.csv`` lists ``0008.png``, ``0031.jpg``, ``.JPG``, ``.bmp`` and
+``.BMP``); a valid image of a scan folder under another name is kept, its slice index the last number in its
+name (None without one), noted in the manifest. ``unzip_filenames.csv`` (zip_file, label, patient_id, scan_id,
+n_slice), where present, is checked against the folders: a scan it lists that is missing, filed under another
+class, or holding another number of slices than ``n_slice`` is reported in the manifest. A zip part none of whose
+scans is in the folder (a partial download; ``NCP-13.zip`` is reported broken) is one warning, not an error per
+scan; so is a class folder missing. ``lesions_slices.csv`` (also seen as ``lesion_slices.csv``) and
+``metadata.csv`` are read as index files.
 """
 
 from __future__ import annotations
@@ -11,9 +17,11 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections import Counter
+from collections import Counter, defaultdict
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 
+from multimed_hf.builders._download import NonDataFiles
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import ImageFolderBuilder, PathInfo
@@ -25,9 +33,11 @@ INDEX_FILE = "unzip_filenames.csv"
 _INDEXES = {
     INDEX_FILE: ("zip_file", "label", "patient_id", "scan_id", "n_slice"),
     "lesions_slices.csv": (),
+    "lesion_slices.csv": (),
     "metadata.csv": (),
 }
-_SLICE = re.compile(r"^(\d+)\.(png|jpe?g)$", re.IGNORECASE)
+_SLICE = re.compile(r"^(\d+)\.(png|jpe?g|bmp)$", re.IGNORECASE)
+_DIGITS = re.compile(r"\d+")
 
 
 def _read_csv(data: bytes, name: str, columns: tuple[str, ...]) -> list[dict[str, str]]:
@@ -47,10 +57,15 @@ def _read_csv(data: bytes, name: str, columns: tuple[str, ...]) -> list[dict[str
         raise BadSourceFile(f"{name}: {err}") from None
 
 
-class CCCCIIBuilder(ImageFolderBuilder):
+class CCCCIIBuilder(NonDataFiles, ImageFolderBuilder):
     task = "radiographic_findings"
     source = "cc_ccii"
-    image_suffixes = (".png", ".jpg", ".jpeg")
+    version = "2"
+    image_suffixes = (".png", ".jpg", ".jpeg", ".bmp")
+
+    @classmethod
+    def class_folders(cls) -> tuple[str, ...]:
+        return tuple(cls.spec().label_map["finding"])
 
     @classmethod
     def detect(cls, root: Path) -> bool:
@@ -86,38 +101,91 @@ class CCCCIIBuilder(ImageFolderBuilder):
         if folder not in classes:
             raise BadSourceFile(f"class folder {folder!r} is not one of {sorted(classes)}")
         match = _SLICE.match(name)
+        note = ""
         if match is None:
-            raise BadSourceFile(f"slice file name {name!r} is not <slice number>.png|jpg")
+            numbers = _DIGITS.findall(PurePosixPath(name).stem)
+            index = int(numbers[-1]) if numbers else None
+            note = (
+                f"name variant: {name!r} is not <slice number>.png|jpg|bmp; kept as a slice of scan "
+                f"{folder}/{patient}/{scan}, slice index {index}"
+            )
+        else:
+            index = int(match.group(1))
         return PathInfo(
-            sample_id=f"{folder}/{patient}/{scan}/{match.group(1)}",
+            sample_id=f"{folder}/{patient}/{scan}/{PurePosixPath(name).stem}",
             labels={"finding": folder},
             # ids are grouped across class folders: nothing shows they are per-class, and grouping two people
             # together costs only split balance, while splitting one person costs a leak
             group_key=f"patient:{patient}",
             fields={
-                "patient_id": patient, "volume_id": f"{folder}/{patient}/{scan}", "slice_index": int(match.group(1)),
+                "patient_id": patient, "volume_id": f"{folder}/{patient}/{scan}", "slice_index": index,
             },
+            note=note,
         )
+
+    def layout_warnings(self) -> list[str]:
+        """Class folders missing, and zip parts of the index none of whose scans is here (partial downloads)."""
+        missing = [c for c in self.class_folders() if not (self.root / c).is_dir()]
+        warnings = [f"partial download: no {', '.join(m + '/' for m in missing)} folder; built from what is there"
+                    ] if missing else []
+        for zip_file, (scans, slices) in sorted(self._absent_zips.items()):
+            warnings.append(
+                f"partial download: none of the {scans} scans ({slices} slices) that {INDEX_FILE} lists in "
+                f"{zip_file} is in the folder (not unpacked, or a broken archive)"
+            )
+        return warnings
+
+    def _scan_slices(self, files) -> Counter:
+        """Slice files per scan folder ``class/patient/scan``."""
+        slices: Counter[str] = Counter()
+        for path in files:
+            parts = PurePosixPath(path).parts
+            if len(parts) == 4 and parts[0] in self.class_folders() and PurePosixPath(path).suffix.lower() in (
+                self.image_suffixes
+            ):
+                slices["/".join(parts[:3])] += 1
+        return slices
+
+    @cached_property
+    def _index_rows(self) -> list[dict[str, str]]:
+        """``unzip_filenames.csv``'s rows, or [] where it is absent or unreadable (then rejected, named)."""
+        if not (self.root / INDEX_FILE).is_file():
+            return []
+        try:
+            return _read_csv((self.root / INDEX_FILE).read_bytes(), INDEX_FILE, _INDEXES[INDEX_FILE])
+        except BadSourceFile:
+            return []
+
+    @cached_property
+    def _absent_zips(self) -> dict[str, tuple[int, int]]:
+        """Zip parts of the index none of whose scans has a folder here: ``{zip: (scans, slices)}``."""
+        # a scan counts as present under any class folder (one filed under another class is a row error)
+        present = {tuple(Path(d).relative_to(self.root).parts[1:]) for c in self.class_folders()
+                   for d in self.root.glob(f"{c}/*/*") if d.is_dir()}
+        scans_of: dict[str, list[tuple[tuple[str, str], str]]] = defaultdict(list)
+        for row in self._index_rows:
+            scan = (row["patient_id"].strip(), row["scan_id"].strip())
+            scans_of[row["zip_file"].strip()].append((scan, row["n_slice"].strip()))
+        return {
+            zip_file: (len(scans), sum(int(n) for _, n in scans if n.isdigit()))
+            for zip_file, scans in scans_of.items()
+            if not any(scan in present for scan, _ in scans)
+        }
 
     def orphan_records(self, files: set[str]) -> list[tuple[str, str]]:
         """Rows of ``unzip_filenames.csv`` whose scan is missing, misfiled, or not ``n_slice`` slices."""
         if INDEX_FILE not in files:
             return []
-        try:
-            rows = _read_csv((self.root / INDEX_FILE).read_bytes(), INDEX_FILE, _INDEXES[INDEX_FILE])
-        except BadSourceFile:
-            return []  # the index file itself is rejected, with this reason
-        slices: Counter[str] = Counter()
-        for path in files:
-            parts = PurePosixPath(path).parts
-            if len(parts) == 4 and _SLICE.match(parts[3]):
-                slices["/".join(parts[:3])] += 1
+        rows = self._index_rows  # [] for an unreadable index: the file itself is rejected, with the reason
+        slices = self._scan_slices(files)
         by_scan = {}
         for scan_dir in slices:
             folder, patient, scan = scan_dir.split("/")
             by_scan.setdefault((patient, scan), []).append(folder)
         records = []
         for n, row in enumerate(rows, start=1):
+            if row["zip_file"].strip() in self._absent_zips:
+                continue  # a zip part not unpacked here: one warning (layout_warnings), not an error per scan
             where = f"{INDEX_FILE}:row {n}"
             label, patient, scan = (row[c].strip() for c in ("label", "patient_id", "scan_id"))
             scan_dir = f"{label}/{patient}/{scan}"

@@ -1,7 +1,8 @@
 """Any CELLxGENE-schema AnnData ``.h5ad`` (scanpy-style obs columns as a fallback), read in row chunks.
 
 A folder of ``.h5ad`` files, one sample per cell. Each file is opened with ``anndata.read_h5ad(backed="r")`` and its
-matrix is read ``chunk_cells`` rows at a time, so a file larger than memory is never loaded whole.
+matrix is read ``chunk_cells`` rows at a time, so a file larger than memory is never loaded whole; ``iter_file``
+streams the cells (the build spools them to its validation cache as they come).
 
 - obs: the cell type is ``cell_type`` (CELLxGENE schema), else the first scanpy-style column of ``LABEL_COLUMNS``;
   the donor is ``donor_id``, else the first of ``DONOR_COLUMNS``; a file with neither is rejected, the error naming
@@ -209,12 +210,16 @@ class CellxGeneBuilder(SourceBuilder):
         return panel_id(self._panel["genes"])
 
     def read_file(self, relpath: str) -> list[Sample]:
+        return list(self.iter_file(relpath))
+
+    def iter_file(self, relpath: str) -> Iterator[Sample]:
+        """The file's cells, streamed (what the build reads: never a whole file's cells at once)."""
         name = PurePosixPath(relpath).name
         if name.upper().startswith(_DOCUMENTS):
-            return []
+            return iter(())
         if not name.endswith(".h5ad"):
             raise BadSourceFile("stray file: not an .h5ad AnnData file")
-        return list(self.iter_cells(relpath))
+        return self.iter_cells(relpath)
 
     def iter_cells(self, relpath: str) -> Iterator[Sample]:
         """The file's cells, one sample each, read ``chunk_cells`` rows at a time from the backed matrix."""
@@ -242,32 +247,33 @@ class CellxGeneBuilder(SourceBuilder):
         remap = np.array([position[k] for k in keys], dtype=np.int32)
         matrix, where, _ = _matrix(adata)
         normalisation = detect_normalisation(matrix[: min(self.normalisation_cells, adata.n_obs)])
-        columns = {
-            "cell_type": _texts(obs[label]), "donor": _texts(obs[donor]),
-            "tissue": _texts(obs[tissue]) if tissue else [None] * adata.n_obs,
-            "organ": _texts(obs[organ]) if organ else [None] * adata.n_obs,
-        }
         stem = PurePosixPath(relpath).with_suffix("").as_posix()
-        barcodes = obs.index.astype(str).tolist()
         matrix_note = f"{where} ({normalisation})"
         for start in range(0, adata.n_obs, self.chunk_cells):
-            block = matrix[start: start + self.chunk_cells]
+            stop = min(start + self.chunk_cells, adata.n_obs)
+            block = matrix[start:stop]
             block = block.tocsr() if hasattr(block, "tocsr") else _dense_to_csr(block)
             detect_normalisation(block)  # every chunk checked: scaled or non-finite values anywhere reject
+            rows = obs.iloc[start:stop]  # obs texts per chunk too: no list of the whole file's cells
+            columns = {
+                "cell_type": _texts(rows[label]), "donor": _texts(rows[donor]),
+                "tissue": _texts(rows[tissue]) if tissue else [None] * len(rows),
+                "organ": _texts(rows[organ]) if organ else [None] * len(rows),
+            }
+            barcodes = rows.index.astype(str).tolist()
             for offset in range(block.shape[0]):
-                i = start + offset
                 lo, hi = block.indptr[offset], block.indptr[offset + 1]
                 values = block.data[lo:hi].astype(np.float32)
                 indices = remap[block.indices[lo:hi]]
                 keep = values != 0
                 order = np.argsort(indices[keep], kind="stable")
-                donor_id = columns["donor"][i]
+                donor_id = columns["donor"][offset]
                 yield Sample(
-                    sample_id=f"{stem}:{barcodes[i]}", source_path=relpath,
+                    sample_id=f"{stem}:{barcodes[offset]}", source_path=relpath,
                     fields={
                         "gene_indices": indices[keep][order], "gene_values": values[keep][order],
-                        "gene_panel": self.panel_id, "cell_type": columns["cell_type"][i],
-                        "tissue": columns["tissue"][i], "organ": columns["organ"][i], "donor": donor_id,
+                        "gene_panel": self.panel_id, "cell_type": columns["cell_type"][offset],
+                        "tissue": columns["tissue"][offset], "organ": columns["organ"][offset], "donor": donor_id,
                         "expression_matrix": matrix_note,
                     },
                     group_key=f"donor:{donor_id}" if donor_id else None,

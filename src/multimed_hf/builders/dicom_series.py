@@ -22,6 +22,7 @@ from multimed_hf.builders._dicom import dcmread, read_dicom_pixels
 from multimed_hf.builders._ct import (
     LUNG_WINDOW, RenderedSlices, Window, check_hounsfield, encode_png, rendered_ref, require,
 )
+from multimed_hf.builders._download import NonDataFiles
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import SourceBuilder
@@ -63,7 +64,7 @@ def _position(ds) -> tuple:
     return (1, float(number)) if number is not None else (2, 0.0)
 
 
-class DicomSeriesBuilder(RenderedSlices, SourceBuilder):
+class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
     task = "radiographic_findings"
     source = "dicom_series"
     version = "1"

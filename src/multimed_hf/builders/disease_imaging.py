@@ -2,7 +2,8 @@
 
 A record keeps its image, modality and patient; its own label becomes ``diseases`` (the harmonised names present)
 and ``label_mask`` (every harmonised name the source can assert; all others are unknown, never negative), through
-the ``diseases`` label map of the source's entry in the disease task (``_task_entries.DISEASE_IMAGING_SOURCES``).
+the ``diseases`` label map of the source's entry in the disease task (``_task_entries.DISEASE_IMAGING_SOURCES``),
+and ``organ`` is the organ that entry states (``SourceSpec.organ``).
 The builders are derived from the registry: each source of the disease task that another task also lists is read
 through that task's builder (in the module named like the source), so a new one is one registry entry.
 """
@@ -19,6 +20,9 @@ from multimed_hf.data.source_builder import SourceBuilder
 from multimed_hf.tasks import SourceSpec, TaskSpec, get_task, list_tasks
 
 DISEASE = "disease"
+#: Joins each derived builder's version (its own builder's plus this): bump it when ``AsDisease`` changes the
+#: fields it writes, so cached samples are read again (2: the ``organ`` column).
+DISEASE_READING = "disease-2"
 
 
 class AsDisease:
@@ -38,11 +42,17 @@ class AsDisease:
         return get_task(cls.own_task).source(cls.source)
 
     @classmethod
+    def disease_source(cls) -> SourceSpec:
+        """The source's entry in the disease task (its harmonised label map, its organ)."""
+        return get_task(DISEASE).source(cls.source)
+
+    @classmethod
     def disease_map(cls) -> dict[str, str]:
-        return dict(get_task(DISEASE).source(cls.source).label_map["diseases"])
+        return dict(cls.disease_source().label_map["diseases"])
 
     def read_file(self, relpath: str) -> list[Sample | RejectedRecord]:
         mapping = self.disease_map()
+        organ = self.disease_source().organ
         mask = sorted(set(mapping.values()))
         own_labels = get_task(self.own_task).label_names
         records = []
@@ -58,7 +68,7 @@ class AsDisease:
                 record.fields = {
                     "image": record.fields["image"], "modality": record.fields["modality"],
                     "diseases": sorted(set(present)), "label_mask": mask,
-                    "patient_id": record.fields.get("patient_id"),
+                    "patient_id": record.fields.get("patient_id"), "organ": organ,
                 }
             records.append(record)
         return records
@@ -92,6 +102,14 @@ def _own_builder(source: str, task: str) -> type[SourceBuilder]:
     return found[0]
 
 
+def _version(base: type[SourceBuilder]):
+    """The derived builder's version: its own builder's (a string, or a property of the instance) + ours."""
+    own = inspect.getattr_static(base, "version")
+    if isinstance(own, property):
+        return property(lambda self: f"{own.fget(self)}+{DISEASE_READING}")
+    return f"{own}+{DISEASE_READING}"
+
+
 def _derive_builders() -> dict[str, type[SourceBuilder]]:
     """One ``AsDisease`` builder per source of the disease task that another task lists, by class name."""
     derived = {}
@@ -102,7 +120,7 @@ def _derive_builders() -> dict[str, type[SourceBuilder]]:
         base = _own_builder(source.name, own_task)
         name = f"{base.__name__.removesuffix('Builder')}DiseaseBuilder"
         derived[name] = type(name, (AsDisease, base), {
-            "own_task": own_task, "__module__": __name__, "__qualname__": name,
+            "own_task": own_task, "__module__": __name__, "__qualname__": name, "version": _version(base),
             "__doc__": f"{source.title}, read as {base.__name__} reads it, for the disease config.",
         })
     return derived

@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from multimed_hf.builders._download import NonDataFiles
 from multimed_hf.builders._records import RecordRejections
 from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
 from multimed_hf.data.sample import Sample
@@ -123,7 +124,7 @@ def epochs_from_annotations(data: np.ndarray, sfreq: float, cues, seconds: float
     return good, bad
 
 
-class EEGMMIDBBuilder(RecordRejections, SourceBuilder):
+class EEGMMIDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     task = "motor_imagery"
     source = "eegmmidb"
     record_noun = "epoch"

@@ -8,20 +8,30 @@ The label (normal / bacterial / viral pneumonia) and the patient come from the f
 note in the manifest; in ``PNEUMONIA/`` such a name cannot tell bacterial from viral and is rejected for that.
 Kaggle's ``val/`` (16 images) is too small to validate on: it is training data, and validation is drawn from
 training patients. A partial download (e.g. only ``train/``) builds with a warning.
+
+The tree is read where the archive put it: the folder given, or its ``chest_xray/`` (Kaggle) or
+``CellData/chest_xray/`` (Mendeley v3). Kaggle's archive also holds a second copy (``chest_xray/chest_xray/``) and
+macOS metadata (``__MACOSX/``): the copy is dropped, named, and the metadata ignored (as are ``.DS_Store`` files),
+never counted as errors; v3's OCT images (``CellData/OCT/``, the ``oct2017`` source) are dropped, named.
 """
 
 from __future__ import annotations
 
+import copy
 import re
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 
-from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.builders._download import NonDataFiles, find_tree, strip_tree
+from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
 from multimed_hf.data.source_builder import ImageFolderBuilder, PathInfo
 
 __all__ = ["KermanyCXRBuilder"]
 
 _SPLITS = {"train": "train", "val": "train", "test": "test"}
 _FOLDERS = ("NORMAL", "PNEUMONIA")
+#: The archives' own folders around the tree.
+WRAPPERS = ("chest_xray", "CellData/chest_xray", "ZhangLabData/CellData/chest_xray")
 _KAGGLE_PNEUMONIA = re.compile(r"^person(\d+)_(bacteria|virus)_(\d+)\.jpe?g$", re.IGNORECASE)
 _KAGGLE_NORMAL = re.compile(r"^(?:NORMAL2-)?IM-(\d+)-(\d+)(?:-(\d+))?\.jpe?g$", re.IGNORECASE)
 _MENDELEY = re.compile(r"^(NORMAL|BACTERIA|VIRUS)-(\d+)-(\d+)\.jpe?g$", re.IGNORECASE)
@@ -41,7 +51,7 @@ def _name_facts(name: str) -> tuple[str, str] | None:
     return None
 
 
-class KermanyCXRBuilder(ImageFolderBuilder):
+class KermanyCXRBuilder(NonDataFiles, ImageFolderBuilder):
     task = "radiographic_findings"
     source = "kermany_cxr"
     image_suffixes = (".jpeg", ".jpg")
@@ -52,18 +62,37 @@ class KermanyCXRBuilder(ImageFolderBuilder):
     def class_folders(cls) -> tuple[str, ...]:
         return _FOLDERS
 
+    @staticmethod
+    def _is_tree(folder: Path) -> bool:
+        """A split folder holding PNEUMONIA/ (OCT2017's split folders hold NORMAL/ too, never PNEUMONIA/)."""
+        return any((folder / split / "PNEUMONIA").is_dir() for split in _SPLITS)
+
     @classmethod
     def detect(cls, root: Path) -> bool:
-        """A split folder holding PNEUMONIA/ (OCT2017's split folders hold NORMAL/ too, never PNEUMONIA/)."""
-        return any((root / split / "PNEUMONIA").is_dir() for split in _SPLITS)
+        return find_tree(root, WRAPPERS, cls._is_tree) is not None
+
+    @cached_property
+    def tree(self) -> str:
+        """Where the tree starts, relative to the root (``""`` or a wrapper folder ending in ``/``)."""
+        return find_tree(self.root, WRAPPERS, self._is_tree) or ""
+
+    def layout_warnings(self) -> list[str]:
+        view = copy.copy(self)
+        view.root = self.root / self.tree if self.tree else self.root
+        return ImageFolderBuilder.layout_warnings(view)
 
     def parse_path(self, relpath: str) -> PathInfo:
-        parts = PurePosixPath(relpath).parts
-        if parts[0] == "chest_xray":
-            raise BadSourceFile("stray file: chest_xray/ inside chest_xray/ is the Kaggle archive's nested second copy")
-        if parts[0] == "__MACOSX":
-            raise BadSourceFile("stray file: __MACOSX/ holds the archive's macOS metadata, not images")
-        if len(parts) != 3 or parts[0] not in _SPLITS:
+        inner = strip_tree(relpath, self.tree)
+        parts = PurePosixPath(inner if inner is not None else relpath).parts
+        if inner is None or len(parts) != 3 or parts[0] not in _SPLITS:
+            if "OCT" in PurePosixPath(relpath).parts:
+                raise UnusedSourceFile("not used: an OCT image of Mendeley v3's archive (CellData/OCT/, the oct2017 "
+                                       "source)")
+            if len(parts) > 3 and parts[-3] in _SPLITS and parts[-2] in _FOLDERS:
+                raise UnusedSourceFile(
+                    f"not used: a second copy of the tree ({'/'.join(parts[:-3])}/, as in Kaggle's chest_xray "
+                    f"archive); the copy at {self.tree or './'} is read"
+                )
             raise BadSourceFile("stray file: expected {train,val,test}/{NORMAL,PNEUMONIA}/<image>.jpeg")
         split, folder, name = parts
         if folder not in _FOLDERS:

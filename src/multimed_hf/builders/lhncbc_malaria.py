@@ -2,8 +2,9 @@
 
 A sample of the multi-label ``disease`` task: ``diseases`` is ``["malaria"]`` (Parasitized) or ``["normal"]``
 (Uninfected), and ``label_mask`` lists the names this source can assert; every other disease is unknown, never
-negative. The ``Thumbs.db`` in each class folder (the archive's 27,560 files are 27,558 PNGs and two of them) and
-the Kaggle mirror's nested second copy ``cell_images/cell_images/`` are reported as stray files.
+negative. The ``Thumbs.db`` in each class folder (the archive's 27,560 files are 27,558 PNGs and two of them) is
+ignored and the Kaggle mirror's nested second copy ``cell_images/cell_images/`` dropped, each named in the
+manifest and neither counted as an error. The folder given may be ``cell_images/`` or the folder holding it.
 
 Grouping: a name is ``<slide>thinF_IMG_<date>_<time>_cell_<n>.png`` with the slide code ``C<n>[P<m>]``
 (e.g. ``C100P61ThinF_IMG_20150918_144104_cell_162.png``). One patient's smear holds several photographed fields
@@ -18,10 +19,12 @@ near-duplicate hashing is off; exact duplicates still group.
 from __future__ import annotations
 
 import re
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
-from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.builders._download import NonDataFiles, find_tree, strip_tree
+from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
 from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import ImageFolderBuilder, PathInfo
 
@@ -47,33 +50,54 @@ def slide_code(field: str) -> tuple[str, tuple[str, ...]]:
     return match["slide"], tuple(tokens)
 
 
-class MalariaCellsBuilder(ImageFolderBuilder):
+class MalariaCellsBuilder(NonDataFiles, ImageFolderBuilder):
     task = "disease"
     source = "lhncbc_malaria"
+    version = "2"  # 2: the organ column
     image_suffixes = (".png",)
+
+    @staticmethod
+    def _is_tree(folder: Path) -> bool:
+        return any((folder / name).is_dir() for name in _FOLDERS)
 
     @classmethod
     def detect(cls, root: Path) -> bool:
-        return all((root / folder).is_dir() for folder in _FOLDERS)
+        return find_tree(root, ("cell_images",), cls._is_tree) is not None
+
+    @cached_property
+    def tree(self) -> str:
+        return find_tree(self.root, ("cell_images",), self._is_tree) or ""
+
+    @classmethod
+    def class_folders(cls) -> tuple[str, ...]:
+        return _FOLDERS
+
+    def layout_warnings(self) -> list[str]:
+        """A class folder missing (a partial download)."""
+        base = self.root / self.tree if self.tree else self.root
+        missing = [f for f in _FOLDERS if not (base / f).is_dir()]
+        return [f"partial download: no {', '.join(missing)} folder; built from what is there"] if missing else []
 
     def read_file(self, relpath: str) -> list[Sample]:
-        name = PurePosixPath(relpath).name
-        if name.lower() == "thumbs.db":
-            raise BadSourceFile("stray file: Thumbs.db is a Windows thumbnail cache, not a cell image")
         samples = super().read_file(relpath)
         mask = sorted(set(self.spec().label_map["diseases"].values()))
         for sample in samples:
             sample.fields["diseases"] = [sample.fields["diseases"]]
             sample.fields["label_mask"] = mask
+            sample.fields["organ"] = self.spec().organ
             sample.perceptual_hash = None
         return samples
 
     def parse_path(self, relpath: str) -> PathInfo:
-        parts = PurePosixPath(relpath).parts
-        if parts[0] == "cell_images":
-            raise BadSourceFile(
-                "stray file: cell_images/ inside cell_images/ is the Kaggle mirror's nested second copy"
-            )
+        inner = strip_tree(relpath, self.tree)
+        parts = PurePosixPath(inner if inner is not None else relpath).parts
+        if inner is None or (len(parts) > 2 and parts[-2] in _FOLDERS):
+            if len(parts) > 2 and parts[-2] in _FOLDERS:
+                raise UnusedSourceFile(
+                    f"not used: a second copy of the tree ({'/'.join(parts[:-2])}/, as in the Kaggle mirror's "
+                    f"cell_images/cell_images/); the copy at {self.tree or './'} is read"
+                )
+            raise BadSourceFile("stray file: expected {Parasitized,Uninfected}/<smear image>_cell_<n>.png")
         if len(parts) != 2:
             raise BadSourceFile("stray file: expected {Parasitized,Uninfected}/<smear image>_cell_<n>.png")
         folder, name = parts

@@ -19,14 +19,16 @@ import numpy as np
 from multimed_hf.builders._ct import (
     LUNG_WINDOW, RenderedSlices, Window, check_hounsfield, encode_png, rendered_ref, require,
 )
+from multimed_hf.builders._download import NonDataFiles
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.images import MIN_IMAGE_SIDE
 from multimed_hf.data.sample import Sample
-from multimed_hf.data.source_builder import SourceBuilder
+from multimed_hf.data.source_builder import NOTE, SourceBuilder
 
 __all__ = ["MosMedDataBuilder", "AxialVolume", "load_axial_volume"]
 
 _STUDY = re.compile(r"^(study_\d+)\.nii(\.gz)?$")
+_STUDY_NUMBER = re.compile(r"study_(\d+)")
 _MASK = re.compile(r"^(study_\d+)_mask\.nii(\.gz)?$")
 #: The publisher's own documents beside the data: read as index files, never as samples.
 _DOCUMENTS = re.compile(r"^(dataset_registry\.xlsx|README.*|LICENSE.*)$", re.IGNORECASE)
@@ -97,7 +99,7 @@ def _volume(path: Path) -> AxialVolume:
     return _cached_volume(str(path), stat.st_size, stat.st_mtime_ns)
 
 
-class MosMedDataBuilder(RenderedSlices, SourceBuilder):
+class MosMedDataBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
     task = "radiographic_findings"
     source = "mosmeddata"
     #: The window every slice is rendered in (recorded per sample in the ``window`` column).
@@ -128,9 +130,16 @@ class MosMedDataBuilder(RenderedSlices, SourceBuilder):
         _, folder, name = parts
         severity = self.canonical("severity", folder)
         match = _STUDY.match(name)
-        if match is None:
-            raise BadSourceFile(f"file name {name!r} does not match study_NNNN.nii.gz")
-        study = match.group(1)
+        note, stem = "", re.sub(r"\.nii(\.gz)?$", "", name)
+        if match is None:  # a valid volume of a class folder is kept: its id is its name, its patient the number
+            if not re.search(r"\.nii(\.gz)?$", name):
+                raise BadSourceFile(f"stray file: {name!r} is not a NIfTI volume (study_NNNN.nii.gz)")
+            number = _STUDY_NUMBER.search(name)
+            study = f"study_{number.group(1)}" if number else stem
+            note = (f"name variant: {name!r} is not study_NNNN.nii.gz; kept as {folder} (its folder), patient "
+                    f"{study!r}")
+        else:
+            study = stem = match.group(1)
         volume = _volume(self.root / relpath)
         samples, modality = [], self.spec().modality
         for z in np.argsort(volume.stored_index):
@@ -139,13 +148,14 @@ class MosMedDataBuilder(RenderedSlices, SourceBuilder):
             png = encode_png(grey)
             ref = rendered_ref(relpath, png, slice=stored, window=self.window.token)
             samples.append(Sample(
-                sample_id=f"{study}/{stored:04d}",
+                sample_id=f"{stem}/{stored:04d}",
                 source_path=relpath,
                 fields={
                     "image": ref, "modality": modality, "finding": None, "severity": severity,
                     "patient_id": study, "volume_id": study, "slice_index": stored, "window": str(self.window),
                 },
                 group_key=f"patient:{study}",
+                extra={NOTE: note} if note else {},
                 # identical rendered slices are duplicates, except flat ones (all air or padding) that say nothing
                 content_hash=None if grey.min() == grey.max() else ref.sha256,
                 # no perceptual hash: neighbouring slices are near duplicates by design (one group anyway), and

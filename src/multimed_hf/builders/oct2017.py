@@ -1,27 +1,36 @@
 """Kermany OCT2017 (v2, Mendeley/Kaggle) and CellData/OCT (v3): ``{train,test[,val]}/CLASS/CLASS-PATIENT-N.jpeg``.
 
-The class and patient come from the name (``CNV-1016042-1.jpeg``); a valid image of a class folder under another
-name is kept with its folder's class and the patient id the name gives (its one run of 5+ digits, else its stem),
-noted in the manifest. A partial download (e.g. only ``train/``) builds with a warning.
+The tree is read where the archive put it: the folder given, or its ``OCT2017 /`` (Kaggle's ``kermany2018``, with
+a trailing space), ``OCT2017/`` (Mendeley v2), ``CellData/OCT/`` or ``ZhangLabData/CellData/OCT/`` (Mendeley v3).
+Kaggle's archive holds the tree a second time (``oct2017/OCT2017 /``): that copy is dropped, named, as are v3's
+chest X-rays (``CellData/chest_xray/``, the ``kermany_cxr`` source). The class and patient come from the name
+(``CNV-1016042-1.jpeg``); a valid image of a class folder under another name is kept with its folder's class and
+the patient id the name gives (its one run of 5+ digits, else its stem), noted in the manifest. A partial download
+(e.g. only ``train/``) builds with a warning.
 """
 
 from __future__ import annotations
 
+import copy
 import re
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 
-from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.builders._download import NonDataFiles, find_tree, strip_tree
+from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
 from multimed_hf.data.source_builder import ImageFolderBuilder, PathInfo
 
-__all__ = ["OCT2017Builder"]
+__all__ = ["OCT2017Builder", "WRAPPERS"]
 
 #: The Kaggle mirror's val/ holds 32 of the 1,000 published test images: they rejoin test.
 _SPLITS = {"train": "train", "test": "test", "val": "test"}
+#: The archives' own folders around the tree, most common first.
+WRAPPERS = ("OCT2017 ", "OCT2017", "CellData/OCT", "ZhangLabData/CellData/OCT", "oct2017/OCT2017 ")
 _NAME = re.compile(r"^(CNV|DME|DRUSEN|NORMAL)-(\d+)-(\d+)\.jpe?g$", re.IGNORECASE)
 _PATIENT_DIGITS = re.compile(r"(?<!\d)\d{5,}(?!\d)")
 
 
-class OCT2017Builder(ImageFolderBuilder):
+class OCT2017Builder(NonDataFiles, ImageFolderBuilder):
     task = "diabetic_retinopathy"
     source = "oct2017"
     image_suffixes = (".jpeg", ".jpg")
@@ -33,18 +42,44 @@ class OCT2017Builder(ImageFolderBuilder):
         return tuple(cls.spec().label_map["oct_finding"])
 
     @classmethod
-    def detect(cls, root: Path) -> bool:
-        classes = set(cls.spec().label_map["oct_finding"])
+    def _is_tree(cls, folder: Path) -> bool:
+        classes = set(cls.class_folders()) - {"NORMAL"}  # chest X-ray split folders hold NORMAL/ too
         return any(
-            (root / split).is_dir() and classes <= {p.name for p in (root / split).iterdir()}
-            for split in ("train", "test")
+            (folder / split).is_dir() and classes & {p.name for p in (folder / split).iterdir()}
+            for split in _SPLITS
         )
 
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        return find_tree(root, WRAPPERS, cls._is_tree) is not None
+
+    @cached_property
+    def tree(self) -> str:
+        """Where the tree starts, relative to the root (``""`` or a wrapper folder ending in ``/``)."""
+        return find_tree(self.root, WRAPPERS, self._is_tree) or ""
+
+    def layout_warnings(self) -> list[str]:
+        view = copy.copy(self)
+        view.root = self.root / self.tree if self.tree else self.root
+        return ImageFolderBuilder.layout_warnings(view)
+
     def parse_path(self, relpath: str) -> PathInfo:
-        parts = PurePosixPath(relpath).parts
-        if len(parts) != 3 or parts[0] not in _SPLITS:
+        inner = strip_tree(relpath, self.tree)
+        parts = PurePosixPath(inner or relpath).parts
+        if inner is None or len(parts) != 3:
+            if "chest_xray" in PurePosixPath(relpath).parts:
+                raise UnusedSourceFile(
+                    "not used: a chest X-ray of Mendeley v3's archive (CellData/chest_xray/, the kermany_cxr source)"
+                )
+            if len(parts) > 3 and parts[-3] in _SPLITS and parts[-2] in self.class_folders():
+                raise UnusedSourceFile(
+                    f"not used: a second copy of the tree ({'/'.join(parts[:-3])}/, as in Kaggle's kermany2018 "
+                    f"archive); the copy at {self.tree or './'} is read"
+                )
             raise BadSourceFile("stray file: expected {train,test,val}/<CLASS>/<CLASS>-<patient>-<n>.jpeg")
         split, folder, name = parts
+        if split not in _SPLITS:
+            raise BadSourceFile(f"stray file: split folder {split!r} is not one of {sorted(_SPLITS)}")
         classes = self.spec().label_map["oct_finding"]
         if folder not in classes:
             raise BadSourceFile(f"class folder {folder!r} is not one of {sorted(classes)}")

@@ -23,6 +23,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from multimed_hf.builders._download import NonDataFiles
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import SourceBuilder
@@ -117,7 +118,7 @@ def _text(value) -> str | None:
     return None if text.lower() in _MISSING else text
 
 
-class AnnDataFolderBuilder(SourceBuilder):
+class AnnDataFolderBuilder(NonDataFiles, SourceBuilder):
     """A folder of ``.h5ad`` files, one sample per cell. Subclasses set ``task``, ``source`` and ``detect``."""
 
     #: Facts of the source that its files do not state (e.g. the tissue of a PBMC set), per column.

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
+from multimed_hf.builders._download import NonDataFiles
 from multimed_hf.builders._records import dependency_version, record_where
 from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
 from multimed_hf.data.images import is_blank, read_image_file
@@ -120,7 +121,8 @@ def _text(value) -> str | None:
     return text or None
 
 
-class PMCOABuilder(SourceBuilder):
+class PMCOABuilder(NonDataFiles, SourceBuilder):
+    data_files = (ARCHIVE,)  # named by the builder itself: what it unpacks to
     task = "pmc_pairs"
     source = "pmc_oa"
     reading_version = "1"
@@ -202,6 +204,8 @@ class PMCOABuilder(SourceBuilder):
         if _DOCUMENTS.match(relpath):
             return []
         path = PurePosixPath(relpath)
+        if path.suffix == ".py" and path.parent.as_posix() == ".":
+            raise UnusedSourceFile("not used: the Hub repository's loading script (pmc_oa.py), not data")
         if path.parent.as_posix() == self.image_folder and path.suffix.lower() in _IMAGE_SUFFIXES:
             return self._read_image(relpath)
         raise BadSourceFile(

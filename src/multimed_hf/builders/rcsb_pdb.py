@@ -22,6 +22,7 @@ from typing import Iterable
 import numpy as np
 
 from multimed_hf.builders._chain_identity import MIN_IDENTITY, near_identical_pairs, read_clusters, sequence_identity
+from multimed_hf.builders._download import NonDataFiles
 from multimed_hf.builders._pdb_reader import (
     MAX_CA_CA,
     MIN_RESIDUES,
@@ -44,7 +45,7 @@ _CLUSTERS = re.compile(r"^(clusters-by-entity-\d+\.txt|bc-\d+\.out)$")
 _DOCUMENTS = re.compile(r"^(README.*|LICENSE.*|pdb_seqres\.txt)$", re.IGNORECASE)
 
 
-class RCSBPDBBuilder(RecordRejections, SourceBuilder):
+class RCSBPDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     task = "protein_structure"
     source = "rcsb_pdb"
     record_noun = "protein chain"

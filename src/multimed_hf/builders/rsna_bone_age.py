@@ -8,6 +8,13 @@ here, the test ground truth (``Case ID, Sex, Ground truth bone age (months)``, s
 set, and Kaggle's ``boneage-test-dataset.csv`` (``Case ID, Sex``) names its 200 test images without ages, so those
 are reported as unlabelled. A sheet indexes the folder named like it when there is one, else its own folder.
 
+The challenge's own release (RSNA / Stanford AIMI) nests each set in a folder: ``Bone Age Training Set/train.csv``
+(the training header) with ``boneage-training-dataset/``, ``Bone Age Validation Set/Validation Dataset.csv`` with
+``boneage-validation-dataset-1/`` and ``-2/``, and ``Bone Age Test Set/`` with ``Test Set Images/`` and the ground
+truth as an Excel sheet, ``Bone age ground truth.xlsx``. This build reads CSV only: the .xlsx is dropped with the
+reason and a warning, and the test images it would label are dropped as unlabelled (no error); saved as CSV beside
+it (same columns), it labels them. Images a test list names without ages are dropped as unlabelled too.
+
 Targets: ``bone_age_months`` and ``bone_age_bin``, binned with the registry's edges; ``sex`` is M or F.
 There is one image per child and no patient id: each image is its own group (exact and near duplicates join).
 """
@@ -19,11 +26,15 @@ import math
 from pathlib import Path, PurePosixPath
 
 from multimed_hf.builders._csv_images import CsvImageBuilder, Sheet, read_sheet
-from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.builders._download import NonDataFiles
+from multimed_hf.builders.aptos2019 import PublishedUnlabelled
+from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
 
-__all__ = ["RSNABoneAgeBuilder", "TRAINING_SHEET", "SHEETS", "bone_age_bin"]
+__all__ = ["RSNABoneAgeBuilder", "TRAINING_SHEET", "TEST_TRUTH_XLSX", "SHEETS", "bone_age_bin"]
 
 TRAINING_SHEET = "boneage-training-dataset.csv"
+#: The challenge's test ground truth as published (an Excel sheet; read once saved as CSV).
+TEST_TRUTH_XLSX = "Bone age ground truth.xlsx"
 #: The challenge's sheet layouts, most specific header first.
 SHEETS = (
     Sheet("train", {"id": "id", "months": "boneage", "male": "male"}, images=".", published_split="train"),
@@ -52,9 +63,10 @@ def bone_age_bin(months: float, bins, names) -> str:
     return names[i]
 
 
-class RSNABoneAgeBuilder(CsvImageBuilder):
+class RSNABoneAgeBuilder(NonDataFiles, PublishedUnlabelled, CsvImageBuilder):
     task = "bone_age"
     source = "rsna_bone_age"
+    version = "2"
     image_suffixes = (".png",)
     sheets = {TRAINING_SHEET: SHEETS[0]}
 
@@ -71,6 +83,36 @@ class RSNABoneAgeBuilder(CsvImageBuilder):
             if any(set(s.columns.values()) <= set(header) and s.labelled for s in SHEETS):
                 return True
         return False
+
+    def _unread_truth(self) -> list[str]:
+        """The .xlsx ground-truth sheets here (root or one folder down) with no CSV copy beside them."""
+        found = []
+        for path in [*self.root.glob(TEST_TRUTH_XLSX), *self.root.glob(f"*/{TEST_TRUTH_XLSX}")]:
+            if not path.with_suffix(".csv").is_file():
+                found.append(path.relative_to(self.root).as_posix())
+        return sorted(found)
+
+    def layout_warnings(self) -> list[str]:
+        return [
+            f"{relpath} is an Excel sheet, which this build does not read: its test images are dropped as unlabelled; "
+            "save it as CSV beside it (same columns) to label them" for relpath in self._unread_truth()
+        ]
+
+    def read_file(self, relpath: str):
+        if PurePosixPath(relpath).name == TEST_TRUTH_XLSX:
+            raise UnusedSourceFile(
+                "not used: an Excel sheet, which this build does not read (save it as CSV beside it, same columns: "
+                "Case ID, Sex, Ground truth bone age (months))"
+            )
+        return super().read_file(relpath)
+
+    def unindexed_reason(self, relpath: str) -> str:
+        top = PurePosixPath(relpath).parts[0]
+        for sheet in self._unread_truth():
+            folder = PurePosixPath(sheet).parent.as_posix()
+            if folder == "." or folder == top:
+                return f"unlabelled: its ages are in {sheet}, an Excel sheet this build does not read"
+        return super().unindexed_reason(relpath)
 
     def sheet_for(self, relpath: str, header: list[str]) -> Sheet | None:
         if PurePosixPath(relpath).name == TRAINING_SHEET:

@@ -4,8 +4,9 @@ One sample per question (English and Chinese; ``language`` tells them apart), re
 ``vqa_rad``): items with a missing or undecodable image or an empty or unknown field are reported as
 ``<json>:row N (qid Q)``. ``test.json`` is the publisher's test set; ``validate.json`` (the real release's name,
 2,099 questions; ``validation.json`` in some re-packagings) is read as training data (validation is then drawn
-from training images). A folder without ``test.json`` (a partial download) builds with a warning. Each image folder's ``mask.png``, ``detection.json`` and
-``question.json`` are the publisher's annotations beside the image: read as index files. The modality is the
+from training images). A folder without ``test.json`` (a partial download) builds with a warning. Each image
+folder's ``mask.png``, ``detection.json`` and ``question.json`` are the publisher's annotations beside the image:
+read as index files. The modality is the
 item's own (``CT``, ``MRI``, ``X-Ray``).
 """
 

@@ -3,7 +3,8 @@
 A clinical-text source of the multi-label ``disease`` task: each row is a sample whose ``text`` is the note,
 ``diseases`` its one diagnosis mapped into the harmonised names, and ``label_mask`` the names this source can
 assert (every other disease is unknown, never negative). A row with an unknown label or no text is reported as
-``Symptom2Disease.csv:row <n>`` and the other rows are kept. There are no patient ids: identical texts (after
+``Symptom2Disease.csv:row <n>`` and the other rows are kept. ``organ`` is what the registry states for the
+source (None: its notes span many conditions). There are no patient ids: identical texts (after
 case and whitespace folding) share a content hash, so they are grouped, and rejected where their labels differ.
 """
 
@@ -26,6 +27,7 @@ _COLUMNS = ("label", "text")
 class Symptom2DiseaseBuilder(SourceBuilder):
     task = "disease"
     source = "symptom2disease"
+    version = "2"  # 2: the organ column
 
     @classmethod
     def detect(cls, root: Path) -> bool:
@@ -39,7 +41,7 @@ class Symptom2DiseaseBuilder(SourceBuilder):
             raise BadSourceFile(f"{SHEET} lacks the column(s) {missing}; its header is {header}")
         index_column = header[0] if header[0] not in _COLUMNS else None
         mapping = self.spec().label_map["diseases"]
-        mask, modality = sorted(set(mapping.values())), self.spec().modality
+        mask, modality, organ = sorted(set(mapping.values())), self.spec().modality, self.spec().organ
         out = []
         for n, row in enumerate(rows, start=1):
             if row is None:
@@ -53,6 +55,7 @@ class Symptom2DiseaseBuilder(SourceBuilder):
             else:
                 out.append((n, key, {
                     "text": text, "modality": modality, "diseases": [mapping[label]], "label_mask": mask,
+                    "organ": organ,
                 }))
         return out
 

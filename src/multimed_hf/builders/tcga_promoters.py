@@ -31,6 +31,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from multimed_hf.builders._download import NonDataFiles
 from multimed_hf.builders._records import RecordRejections, record_where, dependency_version
 from multimed_hf.builders.pbmc68k_reduced import LABEL_COLUMNS, panel_id, read_expression
 from multimed_hf.data.errors import BadSourceFile
@@ -135,7 +136,7 @@ def pseudobulk_profiles(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
     return expression.genes, profiles
 
 
-class TCGAPromotersBuilder(RecordRejections, SourceBuilder):
+class TCGAPromotersBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     task = "expression_prediction"
     source = "tcga_promoters"
     record_noun = "promoter window"

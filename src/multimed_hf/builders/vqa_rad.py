@@ -26,6 +26,7 @@ from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
+from multimed_hf.builders._download import NonDataFiles
 from multimed_hf.builders._records import RecordRejections, dependency_version
 from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
 from multimed_hf.data.images import is_blank, read_image_file
@@ -60,7 +61,7 @@ def modality_from_text(text: str) -> str | None:
     return None
 
 
-class VQAJsonBuilder(RecordRejections, SourceBuilder):
+class VQAJsonBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     """QA items in JSON files beside an image folder. Subclasses name the files and read an item's fields."""
 
     record_noun = "question"

@@ -9,18 +9,22 @@ import shutil
 from collections import Counter, defaultdict
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
+
+import numpy as np
 
 from tqdm.auto import tqdm
 
+from multimed_hf.data.build_store import BuildStore
 from multimed_hf.data.cache import ValidationCache
 from multimed_hf.data.card import write_readme
 from multimed_hf.data.errors import BadSourceFile, StrictBuildError, UnusedSourceFile
 from multimed_hf.data.features import task_features
-from multimed_hf.data.grouping import connected_groups, near_duplicate_pairs
-from multimed_hf.data.images import NEAR_DUPLICATE_RECALL, PERCEPTUAL_HASH_VERSION, split_hashes
-from multimed_hf.data.manifest import ManifestEntry, read_manifest, write_manifest
+from multimed_hf.data.grouping import component_roots, near_duplicate_pairs
+from multimed_hf.data.images import NEAR_DUPLICATE_RECALL, PERCEPTUAL_HASH_VERSION
+from multimed_hf.data.manifest import ManifestEntry, ManifestView, iter_manifest, write_manifest
 from multimed_hf.data.sample import RejectedRecord, Sample
 from multimed_hf.data.engines import ReadEngine, make_engine
 from multimed_hf.data.shards import Fingerprint, ShardWriter, encode_columns, payload_size, plan_shards
@@ -31,6 +35,8 @@ from multimed_hf.tasks import TaskSpec
 __all__ = ["BuildReport", "SourceReport", "build_config", "CACHE_DIR", "ON_BAD_FILES"]
 
 CACHE_DIR = ".build_cache"
+#: The build's own scratch store (per-sample keys, manifest entries), beside the validation caches; removed after.
+BUILD_STORE = "build.sqlite"
 #: Where a source's shards are written until their fingerprint is known.
 PARTIAL = ".partial"
 ON_BAD_FILES = ("report", "error")
@@ -52,42 +58,58 @@ class SourceReport:
 
 @dataclass
 class BuildReport:
-    """What a build kept, moved, dropped and rejected, and why."""
+    """What a build kept, moved, dropped and rejected, and why. ``entries`` is the manifest the build wrote, read
+    from its file (a ``ManifestView``): a build of millions of samples reports them without holding them."""
 
     task: str
     out_dir: Path
     sources: list[SourceReport]
-    entries: list[ManifestEntry]
+    entries: Sequence[ManifestEntry]
     duplicates: dict[str, int]
     warnings: list[str]
 
+    @cached_property
+    def _tally(self) -> dict:
+        """Every figure the properties give, in one pass over the entries."""
+        counts, splits, kept_notes, reasons = Counter(), Counter(), Counter(), Counter()
+        index_files = 0
+        for e in self.entries:
+            counts[e.status] += 1
+            if e.status in ("kept", "moved"):
+                splits[e.split] += 1
+            if e.status == "kept" and e.split is None:
+                index_files += 1
+            if e.status == "kept" and e.sample_id and e.reason:
+                kept_notes[e.reason.split(":")[0]] += 1
+            if e.status in ("dropped", "rejected"):
+                reasons[e.reason.split(":")[0]] += 1
+        return {"counts": counts, "splits": splits, "index_files": index_files, "kept_notes": kept_notes,
+                "reasons": reasons}
+
     @property
     def counts(self) -> Counter:
-        return Counter(e.status for e in self.entries)
+        return Counter(self._tally["counts"])
 
     @property
     def splits(self) -> dict[str, int]:
-        sizes = Counter(e.split for e in self.entries if e.status in ("kept", "moved"))
+        sizes = self._tally["splits"]
         return {s: sizes.get(s, 0) for s in SPLITS}
 
     @property
     def index_files(self) -> int:
         """Kept entries that are index files (labels, metadata): read, no sample of their own."""
-        return sum(1 for e in self.entries if e.status == "kept" and e.split is None)
+        return self._tally["index_files"]
 
     @property
     def kept_notes(self) -> dict[str, int]:
         """Kept samples whose manifest entry carries a note (e.g. a file-name variant), counted by the note's kind."""
-        notes = Counter(
-            e.reason.split(":")[0] for e in self.entries if e.status == "kept" and e.sample_id and e.reason
-        )
-        return dict(sorted(notes.items()))
+        return dict(sorted(self._tally["kept_notes"].items()))
 
     def summary(self) -> str:
         c = self.counts
         index = f", {self.index_files} index files read" if self.index_files else ""
         lines = [
-            f"{self.task}: {len(self.entries)} entries from {sum(s.files_seen for s in self.sources)} files: "
+            f"{self.task}: {sum(c.values())} entries from {sum(s.files_seen for s in self.sources)} files: "
             f"kept {c['kept'] + c['moved'] - self.index_files} (moved {c['moved']}), dropped {c['dropped']}, "
             f"rejected {c['rejected']}{index}",
             "  splits: " + ", ".join(f"{k} {v}" for k, v in self.splits.items()),
@@ -95,8 +117,7 @@ class BuildReport:
         ]
         for source in self.sources:
             lines.append(f"  {source.name} ({source.root}): {source.release_note}")
-        reasons = Counter(e.reason.split(":")[0] for e in self.entries if e.status in ("dropped", "rejected"))
-        for reason, n in sorted(reasons.items()):
+        for reason, n in sorted(self._tally["reasons"].items()):
             lines.append(f"  {n} x {reason}")
         for note, n in sorted(self.kept_notes.items()):
             lines.append(f"  {n} kept with a note: {note}")
@@ -106,43 +127,46 @@ class BuildReport:
 
 #: Prefix of a cached reason that marks a file the task does not use (dropped, not rejected).
 UNUSED = "not used: "
+#: Records a reader hands on at once (a part): what is in flight of a file of many records.
+PART_RECORDS = 1024
 
 
-def _read_one(builder: SourceBuilder, relpath: str) -> tuple[list[Sample] | None, str | None]:
-    """One file's samples, or the reason it cannot give any."""
+def _read_parts(builder: SourceBuilder, relpath: str) -> Iterator[list | str]:
+    """One file's records in parts of at most ``PART_RECORDS`` (an engine's reader, run where the engine reads):
+    a last part that is a ``str`` is the reason the file gives no samples."""
+    part: list = []
     try:
-        return builder.read_file(relpath), None
+        for record in builder.iter_file(relpath):
+            part.append(record)
+            if len(part) == PART_RECORDS:
+                yield part
+                part = []
     except UnusedSourceFile as err:
-        return None, err.reason if err.reason.startswith(UNUSED) else UNUSED + err.reason
+        yield err.reason if err.reason.startswith(UNUSED) else UNUSED + err.reason
+        return
     except BadSourceFile as err:
-        return None, err.reason
+        yield err.reason
+        return
     except builder.reader_errors as err:  # a reader failing on damaged data: named in the manifest, not lost
-        return None, f"unreadable: {type(err).__name__}: {err}"
+        yield f"unreadable: {type(err).__name__}: {err}"
+        return
     # anything else (TypeError, AttributeError, KeyError, ...) is a bug of ours: it raises, naming the file
+    yield part
 
 
-def _read_source(builder: SourceBuilder, cache: ValidationCache, strict: bool, progress: bool, engine: ReadEngine):
-    """Every file of one source, in order: ``(relpath, records, error)``, where ``records`` iterates the file's
-    samples and rejected records (files validated before come from the cache; fresh ones are cached first)."""
-    files = builder.list_files()
-    cached = {relpath: cache.lookup(relpath, builder.root / relpath) for relpath in files}
-    todo = [relpath for relpath in files if cached[relpath] is None]
-    fresh = engine.map(_read_one, builder, todo)
-    try:
-        for relpath in tqdm(files, desc=f"reading {builder.source}", unit="file", disable=not progress):
-            if cached[relpath] is None:
-                records, error = next(fresh)
-                cache.put(relpath, builder.root / relpath, records, error)
-            else:
-                error = cached[relpath][1]
-                records = cache.records(relpath) if error is None else None
-            if error is not None and strict and not error.startswith(UNUSED):
-                raise StrictBuildError(f"{builder.source}: {builder.root / relpath}: {error}")
-            yield relpath, records, error
-    finally:
-        close = getattr(fresh, "close", None)
-        if close is not None:
-            close()
+class _Rejected(Exception):
+    """A file's parts ended with the reason it gives no samples (what it gave before is discarded)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _records(parts: Iterator[list | str]) -> Iterator:
+    for part in parts:
+        if isinstance(part, str):
+            raise _Rejected(part)
+        yield from part
 
 
 def _release_note(builder: SourceBuilder, files_seen: int) -> str:
@@ -160,17 +184,18 @@ def _release_note(builder: SourceBuilder, files_seen: int) -> str:
 
 
 class _Manifest:
-    """The entries of a build, and the ``--strict`` policy: under it the first rejection (or repair) stops."""
+    """The entries of a build (in its ``BuildStore``), and the ``--strict`` policy: under it the first rejection
+    (or repair) stops."""
 
-    def __init__(self, strict: bool):
+    def __init__(self, store: BuildStore, strict: bool):
+        self.store = store
         self.strict = strict
-        self.entries: list[ManifestEntry] = []
 
     def add(self, entry: ManifestEntry, root: Path | None = None) -> None:
         if self.strict and (entry.status == "rejected" or entry.reason.startswith("leak repair")):
             where = root / entry.source_path if root is not None else entry.source_path
             raise StrictBuildError(f"{entry.source}: {where}: {entry.reason}")
-        self.entries.append(entry)
+        self.store.add_entry(entry)
 
 
 def _cache_version(task: TaskSpec, builder: SourceBuilder) -> str:
@@ -185,179 +210,234 @@ def _cache_version(task: TaskSpec, builder: SourceBuilder) -> str:
     return f"{builder.version}+registry-{digest}+hash-{PERCEPTUAL_HASH_VERSION}"
 
 
-@dataclass(slots=True)
-class _Row:
-    """What the build keeps in memory of one valid sample; the sample itself stays in the validation cache
-    (``relpath``, ``index``) until its shard is written."""
-
-    owner: int
-    relpath: str
-    index: int
-    sample_id: str
-    source_path: str
-    group_key: str | None
-    published_split: str | None
-    content_hash: str | None
-    perceptual_hash: int | None
-    labels: bytes  # a digest of the label columns' values: equal labels, equal digests
-    note: str
-    payload: int
-
-
 def _labels_digest(task: TaskSpec, sample: Sample) -> bytes:
     labels = json.dumps([sample.fields.get(n) for n in task.label_names], default=str)
     return hashlib.blake2b(labels.encode(), digest_size=16).digest()
 
 
+def _tap(records, task: TaskSpec, builder: SourceBuilder, owner: int, relpath: str, manifest: _Manifest,
+         counter: list[int]):
+    """Pass a file's records on (to the validation cache) while each valid sample's keys go to the build store and
+    each bad record to the manifest; ``counter[0]`` counts the records."""
+    store = manifest.store
+    for position, record in enumerate(records):
+        counter[0] += 1
+        if isinstance(record, RejectedRecord):
+            manifest.add(ManifestEntry(builder.source, record.where, "rejected", record.reason), builder.root)
+        else:
+            store.add_row(
+                owner, relpath, position, record.sample_id, record.source_path, record.group_key,
+                record.published_split, record.content_hash, record.perceptual_hash, _labels_digest(task, record),
+                record.extra.get(NOTE, ""), payload_size(record),
+            )
+        yield record
+
+
 def _read_all(task: TaskSpec, builders, caches, manifest: _Manifest, progress: bool, engine: ReadEngine):
-    """Phase 1: every file of every source read and validated, its records kept in the source's cache; returns a
-    ``_Row`` per valid sample and the number of files seen per source (bad files, bad records, index files and
-    duplicate ids go to the manifest)."""
-    rows: list[_Row] = []
+    """Phase 1: every file of every source read and validated, streamed into the source's cache (files validated
+    before come from it) while each valid sample's keys go to the build store (bad files, bad records, index files
+    and duplicate ids go to the manifest). Returns the number of files seen per source."""
+    store = manifest.store
     files_seen: list[int] = []
-    for index, (builder, cache) in enumerate(zip(builders, caches)):
-        mine: list[_Row] = []
-        seen: dict[str, str] = {}  # sample id -> the first file that gave it
-        duplicated: set[str] = set()
-        relpaths = []
-        for relpath, records, error in _read_source(builder, cache, manifest.strict, progress, engine):
-            relpaths.append(relpath)
-            if error is not None:
-                status = "dropped" if error.startswith(UNUSED) else "rejected"
-                manifest.add(ManifestEntry(builder.source, relpath, status, error), builder.root)
-                continue
-            count = 0
-            for position, record in enumerate(records):
-                count += 1
-                if isinstance(record, RejectedRecord):
-                    manifest.add(ManifestEntry(builder.source, record.where, "rejected", record.reason), builder.root)
-                    continue
-                if seen.setdefault(record.sample_id, relpath) != relpath:
-                    duplicated.add(record.sample_id)
-                mine.append(_Row(
-                    index, relpath, position, record.sample_id, record.source_path, record.group_key,
-                    record.published_split, record.content_hash, record.perceptual_hash, _labels_digest(task, record),
-                    record.extra.get(NOTE, ""), payload_size(record),
-                ))
-            if not count:  # an index file (labels, metadata): read, no sample of its own
-                manifest.add(ManifestEntry(builder.source, relpath, "kept", "index file: no sample of its own"))
-        files_seen.append(len(relpaths))
-        for where, reason in builder.orphan_records(set(relpaths)):
+    for owner, (builder, cache) in enumerate(zip(builders, caches)):
+        files = builder.list_files()
+        todo = [relpath for relpath in files if cache.lookup(relpath, builder.root / relpath) is None]
+        fresh = engine.map(_read_parts, builder, todo)
+        next_fresh = 0
+        try:
+            for relpath in tqdm(files, desc=f"reading {builder.source}", unit="file", disable=not progress):
+                path = builder.root / relpath
+                mark, counter = store.mark(), [0]
+                error = None
+                if next_fresh < len(todo) and todo[next_fresh] == relpath:
+                    next_fresh += 1
+                    try:
+                        cache.put(relpath, path, _tap(_records(next(fresh)), task, builder, owner, relpath,
+                                                      manifest, counter))
+                    except _Rejected as err:
+                        error = err.reason
+                        store.discard(mark)
+                        cache.put(relpath, path, None, error)
+                else:
+                    error = cache.lookup(relpath, path)[1]
+                    if error is None:
+                        for _ in _tap(cache.records(relpath), task, builder, owner, relpath, manifest, counter):
+                            pass
+                if error is not None:
+                    if manifest.strict and not error.startswith(UNUSED):
+                        raise StrictBuildError(f"{builder.source}: {path}: {error}")
+                    status = "dropped" if error.startswith(UNUSED) else "rejected"
+                    manifest.add(ManifestEntry(builder.source, relpath, status, error), builder.root)
+                elif not counter[0]:  # an index file (labels, metadata): read, no sample of its own
+                    manifest.add(ManifestEntry(builder.source, relpath, "kept", "index file: no sample of its own"))
+        finally:
+            close = getattr(fresh, "close", None)
+            if close is not None:
+                close()
+        files_seen.append(len(files))
+        for where, reason in builder.orphan_records(set(files)):
             manifest.add(ManifestEntry(builder.source, where, "rejected", reason))
-        paths_of_id: dict[str, list[str]] = defaultdict(list)
-        for row in mine:
-            if row.sample_id in duplicated:
-                paths_of_id[row.sample_id].append(row.relpath)
-        for row in mine:
-            if row.sample_id in duplicated:  # ambiguous: no copy is trusted over another
-                others = ", ".join(p for p in paths_of_id[row.sample_id] if p != row.relpath)
-                reason = f"duplicate id: {row.sample_id!r} is also {others}"
-                manifest.add(ManifestEntry(builder.source, row.relpath, "rejected", reason, row.sample_id),
-                             builder.root)
-            else:
-                rows.append(row)
-    return rows, files_seen
+        _reject_duplicate_ids(builder, owner, manifest)
+    return files_seen
 
 
-def _reject_label_conflicts(task: TaskSpec, rows: list[_Row], sources: list[str], manifest: _Manifest):
-    """Phase 2: exact duplicates (same content hash) whose labels disagree: every copy is rejected. Returns the
-    content groups and the rejected indices."""
-    by_content: dict[str, list[int]] = defaultdict(list)
-    for i, row in enumerate(rows):
-        if row.content_hash:
-            by_content[row.content_hash].append(i)
-    conflicted: set[int] = set()
-    for members in by_content.values():
-        if len(members) > 1 and len({rows[i].labels for i in members}) > 1:
-            conflicted.update(members)
-            for i in members:
-                others = ", ".join(f"{sources[j]}/{rows[j].source_path}" for j in members if j != i)
-                reason = f"label conflict: identical content at {others} carries another label"
-                manifest.add(ManifestEntry(sources[i], rows[i].source_path, "rejected", reason, rows[i].sample_id))
-    return by_content, conflicted
+def _reject_duplicate_ids(builder: SourceBuilder, owner: int, manifest: _Manifest) -> None:
+    """A sample id given by two files of a source is ambiguous: no copy is trusted over another, all are rejected."""
+    store = manifest.store
+    duplicated = store.query(
+        "SELECT id, relpath, sample_id FROM rows WHERE owner = ? AND sample_id IN (SELECT sample_id FROM rows "
+        "WHERE owner = ? GROUP BY sample_id HAVING COUNT(DISTINCT relpath) > 1) ORDER BY id", (owner, owner)
+    ).fetchall()  # ambiguous rows only: few
+    paths: dict[str, list[str]] = defaultdict(list)
+    for _, relpath, sample_id in duplicated:
+        paths[sample_id].append(relpath)
+    for _, relpath, sample_id in duplicated:
+        others = ", ".join(p for p in paths[sample_id] if p != relpath)
+        reason = f"duplicate id: {sample_id!r} is also {others}"
+        manifest.add(ManifestEntry(builder.source, relpath, "rejected", reason, sample_id), builder.root)
+    store.update_many("UPDATE rows SET state = 1 WHERE id = ?", ((row_id,) for row_id, _, _ in duplicated))
 
 
-def _group(task: TaskSpec, builders, caches, rows: list[_Row], keep, by_content):
+def _content_groups(store: BuildStore, state: str = "state = 0") -> Iterator[list[tuple]]:
+    """Rows sharing a content hash (exact duplicates), as lists of ``(id, owner, source_path, sample_id, labels)``
+    in read order, the groups in the order of their first row."""
+    cursor = store.query(
+        "SELECT r.content_hash, r.id, r.owner, r.source_path, r.sample_id, r.labels, d.first FROM rows r JOIN "
+        f"(SELECT content_hash, MIN(id) AS first FROM rows WHERE {state} AND content_hash IS NOT NULL "
+        "GROUP BY content_hash HAVING COUNT(*) > 1) d ON d.content_hash = r.content_hash "
+        f"WHERE r.{state} ORDER BY d.first, r.id"
+    )
+    members: list[tuple] = []
+    for row in cursor:
+        if members and row[0] != members[0][0]:
+            yield [m[1:6] for m in members]
+            members = []
+        members.append(row)
+    if members:
+        yield [m[1:6] for m in members]
+
+
+def _reject_label_conflicts(store: BuildStore, sources: list[str], manifest: _Manifest) -> int:
+    """Phase 2: exact duplicates (same content hash) whose labels disagree: every copy is rejected. Returns how
+    many rows were."""
+    conflicted: list[int] = []
+    for members in _content_groups(store):
+        if len({labels for *_, labels in members}) < 2:
+            continue
+        for i, (row_id, owner, source_path, sample_id, _) in enumerate(members):
+            others = ", ".join(f"{sources[o]}/{p}" for j, (_, o, p, _, _) in enumerate(members) if j != i)
+            reason = f"label conflict: identical content at {others} carries another label"
+            manifest.add(ManifestEntry(sources[owner], source_path, "rejected", reason, sample_id))
+            conflicted.append(row_id)
+    store.update_many("UPDATE rows SET state = 2 WHERE id = ?", ((i,) for i in conflicted))
+    return len(conflicted)
+
+
+def _group(task: TaskSpec, builders, caches, store: BuildStore):
     """Phase 3: groups by grouping key, exact duplicates, near duplicates and each source's own links, transitively
-    (connected components). Returns ``{group id: row indices}`` and the duplicate statistics."""
-    keys = {}
-    for i in keep:
-        row, source = rows[i], builders[rows[i].owner].source
-        keys[i] = f"{source}:{row.group_key}" if row.group_key else f"{source}:{row.sample_id}"
-    edges: list[tuple[str, str]] = []
+    (connected components over key numbers: arrays, not objects, whatever the number of samples). Names each
+    valid row's group in the store; returns the duplicate statistics."""
+    n_keys = store.number_keys()
+    edges: list[np.ndarray] = []
     exact_pairs = 0
-    for members in by_content.values():
-        members = [i for i in members if i in keys]
-        for j in members[1:]:
-            exact_pairs += 1
-            edges.append((keys[members[0]], keys[j]))
-    hashed = [i for i in keep if rows[i].perceptual_hash is not None]
-    near_pairs = []
-    if hashed:
-        dct, wavelet = split_hashes([rows[i].perceptual_hash for i in hashed])
-        near_pairs = near_duplicate_pairs(
-            dct, task.near_duplicate_distance, wavelet, task.near_duplicate_second_distance
-        )
+    for members in _content_groups(store):
+        ids = np.array([m[0] for m in members], dtype=np.int64)
+        kids = store.kids(ids)
+        exact_pairs += len(members) - 1
+        edges.append(np.stack([np.full(len(kids) - 1, kids[0]), kids[1:]], axis=1))
+    ids, dct, wavelet = store.hashes()
     near_only = 0
-    for a, b in near_pairs:
-        ia, ib = hashed[a], hashed[b]
-        near_only += rows[ia].content_hash != rows[ib].content_hash
-        edges.append((keys[ia], keys[ib]))
+    if len(ids):
+        pairs = np.array(near_duplicate_pairs(
+            dct, task.near_duplicate_distance, wavelet, task.near_duplicate_second_distance
+        ), dtype=np.int64).reshape(-1, 2)
+        del dct, wavelet
+        for a, b in pairs.tolist():
+            ha, hb = (store.query("SELECT content_hash FROM rows WHERE id = ?", (int(ids[k]),)).fetchone()[0]
+                      for k in (a, b))
+            near_only += ha != hb
+        if len(pairs):
+            edges.append(np.stack([store.kids(ids[pairs[:, 0]]), store.kids(ids[pairs[:, 1]])], axis=1))
+    del ids
     linked = 0
-    for index, (builder, cache) in enumerate(zip(builders, caches)):
+    for owner, (builder, cache) in enumerate(zip(builders, caches)):
         if type(builder).link_samples is SourceBuilder.link_samples:  # no rule of its own: its samples stay on disk
             continue
-        mine = [i for i in keep if rows[i].owner == index]
-        for a, b in builder.link_samples([cache.record(rows[i].relpath, rows[i].index) for i in mine]):
-            linked += 1
-            edges.append((keys[mine[a]], keys[mine[b]]))
-    group_of = connected_groups([keys[i] for i in keep], edges)
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i in keep:
-        groups[group_of[keys[i]]].append(i)
-    stats = {
+        mine = store.query("SELECT relpath, idx, kid FROM rows WHERE owner = ? AND state = 0 ORDER BY id",
+                           (owner,)).fetchall()
+        links = list(builder.link_samples([cache.record(relpath, idx) for relpath, idx, _ in mine]))
+        linked += len(links)
+        if links:
+            edges.append(np.array([(mine[a][2], mine[b][2]) for a, b in links], dtype=np.int64))
+    roots = component_roots(n_keys, np.concatenate(edges) if edges else np.empty((0, 2), dtype=np.int64))
+    store.set_groups(roots)
+    del roots
+    largest = store.query(
+        "SELECT COALESCE(MAX(n), 0), COALESCE(SUM(k > 1), 0) FROM "
+        "(SELECT COUNT(*) AS n, COUNT(DISTINCT kid) AS k FROM rows WHERE state = 0 GROUP BY grp)"
+    ).fetchone()
+    return {
         "exact duplicate pairs": exact_pairs,
         "near-duplicate pairs": near_only,
         "pairs linked by the source's own rule": linked,
-        "groups merged from several keys": sum(1 for m in groups.values() if len({keys[i] for i in m}) > 1),
-        "largest group (samples)": max((len(m) for m in groups.values()), default=0),
+        "groups merged from several keys": largest[1],
+        "largest group (samples)": largest[0],
     }
-    return groups, stats
 
 
-def _assign(task: TaskSpec, groups, rows: list[_Row], sources: list[str], config_dir: Path, manifest: _Manifest):
-    """Phase 4: splits, leak repairs and moves since the previous build; returns each source's
-    ``(split, group id, row)`` triples."""
-    decisions = assign_splits(groups, [r.published_split for r in rows], task)
-    previous = {(e.source, e.source_path, e.sample_id): e.split for e in read_manifest(config_dir)}
-    per_source: dict[int, list[tuple[str, str, _Row]]] = defaultdict(list)
-    for group_id, members in groups.items():
-        for i in members:
-            decision, row, source = decisions[i], rows[i], sources[i]
-            if decision.status == "dropped":
-                manifest.add(ManifestEntry(
-                    source, row.source_path, "dropped", decision.reason, row.sample_id, group_id
-                ))
+def _assign(task: TaskSpec, store: BuildStore, config_dir: Path, manifest: _Manifest) -> None:
+    """Phase 4: each group's split (decided once per group and publisher mark, ``assign_splits``), leak repairs
+    and moves since the previous build; the split goes to each row of the store, the decision to the manifest."""
+    decisions = []
+    marks: list[str | None] = []
+    group = None
+
+    def decide():
+        for i, decision in assign_splits({group: range(len(marks))}, marks, task).items():
+            decisions.append((group, marks[i], decision.split, decision.status, decision.reason))
+
+    for grp, published in store.query("SELECT DISTINCT grp, published FROM rows WHERE state = 0 ORDER BY grp"):
+        if grp != group and marks:
+            decide()
+            marks = []
+            if len(decisions) >= store.batch:
+                store.db.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?)", decisions)
+                decisions.clear()
+        group = grp
+        marks.append(published)
+    if marks:
+        decide()
+    store.db.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?)", decisions)
+    store.db.execute("CREATE INDEX decisions_by_group ON decisions (grp, published)")
+    store.load_previous(iter_manifest(config_dir))
+    store.db.execute("UPDATE rows SET split = (SELECT d.split FROM decisions d WHERE d.grp = rows.grp AND "
+                     "d.published IS rows.published) WHERE state = 0")
+    cursor = store.db.execute(
+        "SELECT s.name, r.source_path, r.sample_id, r.grp, r.note, d.split, d.status, d.reason, p.split "
+        "FROM rows r JOIN sources s ON s.owner = r.owner "
+        "JOIN decisions d ON d.grp = r.grp AND d.published IS r.published "
+        "LEFT JOIN previous p ON p.source = s.name AND p.source_path = r.source_path AND p.sample_id = r.sample_id "
+        "WHERE r.state = 0 ORDER BY r.id"
+    )
+    while batch := cursor.fetchmany(store.batch):
+        for source, source_path, sample_id, group_id, note, split, status, reason, before in batch:
+            if status == "dropped":
+                manifest.add(ManifestEntry(source, source_path, "dropped", reason, sample_id, group_id))
                 continue
-            before = previous.get((source, row.source_path, row.sample_id))
-            status, reason = "kept", row.note
-            if before and before != decision.split:
-                moved = f"moved from {before} to {decision.split}: its group changed ({group_id})"
+            status, reason = "kept", note
+            if before and before != split:
+                moved = f"moved from {before} to {split}: its group changed ({group_id})"
                 status, reason = "moved", f"{moved}; {reason}" if reason else moved
-            manifest.add(ManifestEntry(
-                source, row.source_path, status, reason, row.sample_id, group_id, decision.split
-            ))
-            per_source[row.owner].append((decision.split, group_id, row))
-    return per_source
+            manifest.add(ManifestEntry(source, source_path, status, reason, sample_id, group_id, split))
+    store.db.execute("CREATE INDEX rows_for_shards ON rows (owner, split, sample_id) WHERE split IS NOT NULL")
 
 
-def _write_source(builder: SourceBuilder, cache: ValidationCache, rows, features, out_dir: Path, config_dir: Path,
-                  progress: bool):
-    """Phase 5: one source's shards (and assets) under its fingerprint; the previous build's copy goes. Samples are
-    read back from the cache one row group at a time, and the fingerprint is taken as they are written (into a
-    partial folder, renamed once the fingerprint is known). Returns the fingerprint, ``{split: shard paths}`` and
-    the asset paths."""
-    rows = sorted(rows, key=lambda r: (SPLITS.index(r[0]), r[2].sample_id))
+def _write_source(builder: SourceBuilder, owner: int, cache: ValidationCache, store: BuildStore, features,
+                  out_dir: Path, config_dir: Path, progress: bool):
+    """Phase 5: one source's shards (and assets) under its fingerprint; the previous build's copy goes. Rows come
+    from the store in shard order (split, then sample id), their samples from the cache one row group at a time,
+    and the fingerprint is taken as they are written (into a partial folder, renamed once the fingerprint is
+    known). Returns the fingerprint, ``{split: shard paths}`` and the asset paths."""
     assets = builder.assets()
     digest = Fingerprint([builder.version, features.to_dict(), assets])
     source_dir = config_dir / builder.source
@@ -365,11 +445,12 @@ def _write_source(builder: SourceBuilder, cache: ValidationCache, rows, features
     if partial.exists():
         shutil.rmtree(partial)
     names: dict[str, list[str]] = {}
+    order = "FROM rows WHERE owner = ? AND split = ? ORDER BY sample_id, id"
     for split in SPLITS:
-        split_rows = [r for r in rows if r[0] == split]
-        if not split_rows:
+        shards = plan_shards(size for (size,) in store.query(f"SELECT payload {order}", (owner, split)))
+        if not shards[-1]:
             continue
-        shards = plan_shards([row.payload for _, _, row in split_rows])
+        rows = store.query(f"SELECT relpath, idx, grp {order}", (owner, split))
         names[split] = []
         for n, shard in enumerate(tqdm(
             shards, desc=f"writing {builder.source}/{split}", unit="shard", disable=not progress,
@@ -378,11 +459,11 @@ def _write_source(builder: SourceBuilder, cache: ValidationCache, rows, features
             writer = ShardWriter(partial / name, features)
             try:
                 for start in range(shard.start, shard.stop, writer.batch_rows):
-                    batch = split_rows[start:min(start + writer.batch_rows, shard.stop)]
-                    samples = [cache.record(row.relpath, row.index) for _, _, row in batch]
-                    for (_, group_id, _), sample in zip(batch, samples):
+                    batch = rows.fetchmany(min(writer.batch_rows, shard.stop - start))
+                    samples = [cache.record(relpath, idx) for relpath, idx, _ in batch]
+                    for (_, _, group_id), sample in zip(batch, samples):
                         digest.add(split, group_id, sample)
-                    writer.write(encode_columns(samples, [g for _, g, _ in batch], builder, features))
+                    writer.write(encode_columns(samples, [g for _, _, g in batch], builder, features))
             except BaseException:
                 writer.abort()
                 raise
@@ -422,7 +503,11 @@ def build_config(
 
     ``engine="local"`` reads files here, in ``num_proc`` worker processes when > 1; ``engine="ray"`` reads them
     with Ray Data on the cluster at ``ray_address`` (None: a local Ray instance with ``num_proc`` CPUs). Results
-    come back in file order: every engine gives the same shards, manifest and card."""
+    come back in file order: every engine gives the same shards, manifest and card.
+
+    Memory does not grow with the number of files or samples: samples stream from the readers into each source's
+    validation cache, and what the build keeps of each (ids, keys, hashes, group, split, its manifest entry) goes
+    to a ``BuildStore`` on disk; grouping holds a few arrays of 8-byte numbers a sample."""
     if num_proc < 1:
         raise ValueError(f"num_proc={num_proc}; expected a positive number of processes")
     if on_bad_files not in ON_BAD_FILES:
@@ -434,9 +519,11 @@ def build_config(
     names = [b.source for b in builders]
     if len(set(names)) != len(names):
         raise ValueError(f"{task.name}: the same source layout was given twice: {names}")
-    manifest = _Manifest(strict=on_bad_files == "error")
 
     with ExitStack() as stack:
+        store = BuildStore(out_dir / CACHE_DIR / task.name / BUILD_STORE, names)
+        stack.callback(store.close)
+        manifest = _Manifest(store, strict=on_bad_files == "error")
         caches = []
         for builder in builders:
             cache = ValidationCache(out_dir / CACHE_DIR / task.name / f"{builder.source}.sqlite",
@@ -444,64 +531,60 @@ def build_config(
             stack.callback(cache.close)
             caches.append(cache)
         with reader.session():
-            rows, files_seen = _read_all(task, builders, caches, manifest, progress, reader)
+            files_seen = _read_all(task, builders, caches, manifest, progress, reader)
         for cache in caches:
             cache.commit()
         warnings = [f"{b.source}: {w}" for b in builders for w in b.layout_warnings()]
-        warnings += _draw_unpublished_tests(builders, rows)
-        sources = [builders[r.owner].source for r in rows]
-        by_content, conflicted = _reject_label_conflicts(task, rows, sources, manifest)
-        keep = [i for i in range(len(rows)) if i not in conflicted]
-        groups, duplicates = _group(task, builders, caches, rows, keep, by_content)
-        del by_content
-        duplicates["label conflicts rejected"] = len(conflicted)
-        per_source = _assign(task, groups, rows, sources, config_dir, manifest)
-        del groups, sources, rows
+        warnings += _draw_unpublished_tests(builders, store)
+        conflicted = _reject_label_conflicts(store, names, manifest)
+        duplicates = _group(task, builders, caches, store)
+        duplicates["label conflicts rejected"] = conflicted
+        _assign(task, store, config_dir, manifest)
 
         reports = []
-        for index, (builder, cache) in enumerate(zip(builders, caches)):
-            triples = per_source.pop(index, [])
+        for owner, (builder, cache) in enumerate(zip(builders, caches)):
             fp, data_files, asset_paths = _write_source(
-                builder, cache, triples, features, out_dir, config_dir, progress
+                builder, owner, cache, store, features, out_dir, config_dir, progress
             )
-            counts = Counter(e.status for e in manifest.entries if e.source == builder.source)
-            note = _release_note(builder, files_seen[index])
+            counts = dict(store.query("SELECT status, COUNT(*) FROM entries WHERE source = ? GROUP BY status",
+                                      (builder.source,)).fetchall())
+            splits = dict(store.query("SELECT split, COUNT(*) FROM rows WHERE owner = ? AND split IS NOT NULL "
+                                      "GROUP BY split", (owner,)).fetchall())
+            note = _release_note(builder, files_seen[owner])
             if "matching no published release" in note:
                 warnings.append(f"{builder.source}: {note}")
             reports.append(SourceReport(
-                name=builder.source, root=str(builder.root), files_seen=files_seen[index], fingerprint=fp,
+                name=builder.source, root=str(builder.root), files_seen=files_seen[owner], fingerprint=fp,
                 counts={k: counts.get(k, 0) for k in ("kept", "moved", "dropped", "rejected")},
-                splits={s: sum(1 for t in triples if t[0] == s) for s in SPLITS},
+                splits={s: splits.get(s, 0) for s in SPLITS},
                 data_files=data_files, release_note=note, provenance=builder.provenance(), assets=asset_paths,
             ))
-    if config_dir.is_dir():
-        for old in sorted(config_dir.iterdir()):
-            if old.is_dir() and old.name not in names:
-                shutil.rmtree(old)
-                warnings.append(
-                    f"removed {old.relative_to(out_dir).as_posix()}/: the previous build's shards of source "
-                    f"{old.name!r}, which is not among this build's sources ({', '.join(names)}); pass its folder "
-                    "again to keep it"
-                )
+        if config_dir.is_dir():
+            for old in sorted(config_dir.iterdir()):
+                if old.is_dir() and old.name not in names:
+                    shutil.rmtree(old)
+                    warnings.append(
+                        f"removed {old.relative_to(out_dir).as_posix()}/: the previous build's shards of source "
+                        f"{old.name!r}, which is not among this build's sources ({', '.join(names)}); pass its "
+                        "folder again to keep it"
+                    )
+        write_manifest(config_dir, store.manifest())
 
-    manifest.entries.sort(key=lambda e: (e.source, e.source_path, e.sample_id or ""))
-    report = BuildReport(task.name, out_dir, reports, manifest.entries, duplicates, warnings)
-    write_manifest(config_dir, report.entries)
+    report = BuildReport(task.name, out_dir, reports, ManifestView(config_dir), duplicates, warnings)
     _write_build_info(config_dir, task, report)
     write_readme(out_dir)
     return report
 
 
-def _draw_unpublished_tests(builders, rows: list[_Row]) -> list[str]:
+def _draw_unpublished_tests(builders, store: BuildStore) -> list[str]:
     """A source whose samples carry publisher training marks but no test mark (a partial download, e.g. only
     ``train/``): its marks are dropped so that its groups are drawn into all three splits; returns the warnings."""
     warnings = []
-    for index, builder in enumerate(builders):
-        mine = [row for row in rows if row.owner == index]
-        marks = {row.published_split for row in mine}
+    for owner, builder in enumerate(builders):
+        marks = {m for (m,) in store.query("SELECT DISTINCT published FROM rows WHERE owner = ? AND state = 0",
+                                           (owner,))}
         if "train" in marks and "test" not in marks and builder.draw_test_when_unpublished:
-            for row in mine:
-                row.published_split = None
+            store.db.execute("UPDATE rows SET published = NULL WHERE owner = ? AND state = 0", (owner,))
             warnings.append(
                 f"{builder.source}: no sample of the publisher's test set was found: train, validation and test "
                 "are drawn by group from the files present (the published test set, once added, replaces this)"

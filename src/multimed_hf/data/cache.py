@@ -1,21 +1,24 @@
 """A per-source SQLite record of files already validated: an interrupted build resumes where it stopped, and the
 build keeps every sample here (on disk), not in memory.
 
-One row per validated file (keyed by path, size and mtime) and one row per record it gave, as JSON. Arrays (EEG
-epochs, expression profiles, gene indices: every ndarray) go to one binary side file per validated file (all of its
-records' arrays, concatenated) and come back as memory-mapped views, so neither the database nor the build's memory
-holds a source's arrays, and a file of 200,000 cells makes one side file, not 400,000."""
+One row per validated file (keyed by path, size and mtime) and one row per record it gave, as JSON. A file's records
+are stored as its reader gives them (``put`` consumes an iterator), never held whole. Arrays (EEG epochs, expression
+profiles, gene indices: every ndarray) go to one binary side file per validated file (all of its records' arrays,
+concatenated) and are read back with ``os.pread`` one array at a time, so neither the database nor the build's
+memory (nor its resident mapped pages) holds a source's arrays, and a file of 200,000 cells makes one side file,
+not 400,000."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import mmap
+import os
 import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from collections import OrderedDict
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -25,6 +28,8 @@ __all__ = ["ValidationCache"]
 
 #: Seconds between commits while files are validated (and always on close: an interrupted build keeps them).
 COMMIT_EVERY = 2.0
+#: Side files kept open for reading at once (least recently used closed first).
+OPEN_SIDE_FILES = 32
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -41,7 +46,7 @@ class ValidationCache:
         self.version = version
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.arrays_dir = self.path.with_suffix(".arrays")
-        self._maps: dict[str, mmap.mmap] = {}
+        self._handles: OrderedDict[str, int] = OrderedDict()  # side file -> open descriptor
         self._db = sqlite3.connect(self.path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -91,28 +96,43 @@ class ValidationCache:
         return sample
 
     def _load_array(self, ref: dict) -> np.ndarray:
-        """A read-only view over the memory-mapped side file: ``ref`` is ``{"file", "offset", "dtype", "shape"}``."""
-        mapped = self._maps.get(ref["file"])
-        if mapped is None:
-            with (self.arrays_dir / ref["file"]).open("rb") as handle:
-                mapped = self._maps[ref["file"]] = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        """One array read from its side file (``ref``: ``{"file", "offset", "dtype", "shape"}``), read-only."""
         dtype = np.dtype(ref["dtype"])
         count = int(np.prod(ref["shape"], dtype=np.int64))
-        if ref["offset"] + count * dtype.itemsize > len(mapped):
-            raise ValueError(f"side file {ref['file']} is shorter than its index says")
         if count == 0:
             return np.empty(ref["shape"], dtype=dtype)
-        # a plain read-only ndarray over the mapping (lighter than an np.memmap view: one per array, many arrays)
-        return np.frombuffer(mapped, dtype=dtype, count=count, offset=ref["offset"]).reshape(ref["shape"])
+        nbytes = count * dtype.itemsize
+        data = os.pread(self._handle(ref["file"]), nbytes, ref["offset"])
+        if len(data) != nbytes:
+            raise ValueError(f"side file {self.arrays_dir / ref['file']} is shorter than its index says")
+        return np.frombuffer(data, dtype=dtype).reshape(ref["shape"])
 
-    def put(self, relpath: str, file: Path, samples: list | None, error: str | None) -> None:
-        """Record a file's outcome: its records (arrays to the file's one side file) or the reason it gave none."""
+    def _handle(self, name: str) -> int:
+        handle = self._handles.pop(name, None)
+        if handle is None:
+            handle = os.open(self.arrays_dir / name, os.O_RDONLY)
+            while len(self._handles) >= OPEN_SIDE_FILES:
+                os.close(self._handles.popitem(last=False)[1])
+        self._handles[name] = handle
+        return handle
+
+    def _forget(self, name: str) -> None:
+        handle = self._handles.pop(name, None)
+        if handle is not None:
+            os.close(handle)
+
+    def put(self, relpath: str, file: Path, records: Iterable | None, error: str | None = None) -> int:
+        """Record a file's outcome: its records, consumed from ``records`` as they come (arrays to the file's one
+        side file), or the reason it gave none. Returns the number of records. Whatever consuming ``records``
+        raises (a reader failing part-way) removes what this file had stored and raises again: a file is stored
+        whole or not at all."""
         stamp = self._stamp(file)
         name = hashlib.sha256(json.dumps([relpath, list(stamp)]).encode()).hexdigest()[:32] + ".bin"
         target = self.arrays_dir / name
         tmp = target.with_suffix(".tmp")
         handle = None
         offset = 0
+        count = 0
 
         def save(array: np.ndarray) -> dict:
             nonlocal handle, offset
@@ -120,7 +140,7 @@ class ValidationCache:
                 self.arrays_dir.mkdir(parents=True, exist_ok=True)
                 handle = tmp.open("wb")
             data = np.ascontiguousarray(array)
-            pad = -offset % 16  # aligned views for every dtype
+            pad = -offset % 16  # aligned arrays for every dtype
             handle.write(b"\0" * pad)
             offset += pad
             ref = {"file": name, "offset": offset, "dtype": data.dtype.str, "shape": list(data.shape)}
@@ -128,22 +148,32 @@ class ValidationCache:
             offset += data.nbytes
             return {"__array__": ref}
 
+        def bodies():
+            nonlocal count
+            for i, sample in enumerate(records or ()):
+                count += 1
+                yield relpath, i, json.dumps(sample_to_json(sample, save))
+
+        # the file's old outcome goes first: an interrupted put leaves no file row, so the file is read again
+        self._db.execute("DELETE FROM files WHERE path = ?", (relpath,))
+        self._db.execute("DELETE FROM records WHERE path = ?", (relpath,))
         try:
-            bodies = [(relpath, i, json.dumps(sample_to_json(s, save))) for i, s in enumerate(samples or ())]
-        finally:
+            self._db.executemany("INSERT INTO records VALUES (?, ?, ?)", bodies())
+        except BaseException:
             if handle is not None:
                 handle.close()
+                tmp.unlink(missing_ok=True)
+            self._db.execute("DELETE FROM records WHERE path = ?", (relpath,))
+            raise
         if handle is not None:
-            self._maps.pop(name, None)  # views of the replaced file keep its old mapping alive until they go
+            handle.close()
+            self._forget(name)
             tmp.replace(target)
-        self._db.execute("DELETE FROM records WHERE path = ?", (relpath,))
-        self._db.executemany("INSERT INTO records VALUES (?, ?, ?)", bodies)
-        self._db.execute(
-            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)", (relpath, *stamp, error, len(bodies))
-        )
+        self._db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?)", (relpath, *stamp, error, count))
         if time.monotonic() - self._last_commit > COMMIT_EVERY:
             self._db.commit()
             self._last_commit = time.monotonic()
+        return count
 
     def commit(self) -> None:
         self._db.commit()
@@ -152,4 +182,5 @@ class ValidationCache:
         """Commit what was validated (an interrupted build keeps it) and close the database and side files."""
         self._db.commit()
         self._db.close()
-        self._maps.clear()  # each mapping closes when the last array viewing it goes
+        while self._handles:
+            os.close(self._handles.popitem()[1])

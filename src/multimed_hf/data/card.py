@@ -75,6 +75,9 @@ def _config_section(info: dict, left_out: Mapping[str, str]) -> list[str]:
         f"- Metrics: {', '.join(task.metrics)}" + ("." if task.extra else " (the first is the paper's)."),
         f"- Grouping key (never spans splits): {task.grouping_key}.",
     ]
+    if task.metadata:
+        lines.append("- Metadata columns: " + "; ".join(
+            f"`{c.name}` ({c.dtype}{': ' + c.description if c.description else ''})" for c in task.metadata) + ".")
     if task.notes:
         lines.append(f"- Note: {task.notes}")
     splits = info["splits"]
@@ -109,6 +112,11 @@ def _config_section(info: dict, left_out: Mapping[str, str]) -> list[str]:
     for s in info["sources"]:
         spec = task.source(s["name"])
         lines += ["", f"**{spec.title}**: layout `{spec.layout}`; grouped by {spec.grouping}."]
+        columns = {c.name for c in task.metadata}
+        if "organ" in columns:
+            lines.append(f"`organ`: {spec.organ or 'per sample where its files give one, else None'}.")
+        if "age" in columns:
+            lines.append(f"`age`: {'from ' + spec.age if spec.age else 'not recorded by the source (None)'}.")
         if spec.notes:
             lines.append(spec.notes)
         if s.get("assets"):

@@ -1,21 +1,31 @@
 """Where a build's heavy phase runs (reading and validating every file): here, in worker processes, or on a Ray
 cluster through Ray Data. Every engine hands back each file's outcome in file order, so the build after it (and
-its shards, manifest and card) is the same whichever engine read the files."""
+its shards, manifest and card) is the same whichever engine read the files.
+
+A file's outcome streams: the reader yields it in parts (lists of at most a few thousand records, and, where the file
+gives none, a last part that is the reason), and every engine passes the parts on as they come (a worker process
+spools the parts of a large file to a temporary file; Ray Data carries one part per row), so no engine ever holds a
+whole file of many records, and at most a few files' outcomes are in flight at once."""
 
 from __future__ import annotations
 
 import pickle
+import tempfile
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from itertools import repeat
-from typing import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
 
 __all__ = ["ENGINES", "ReadEngine", "LocalEngine", "RayEngine", "make_engine"]
 
 ENGINES = ("local", "ray")
 
-#: ``read(builder, relpath) -> (records or None, reason or None)``: one file's outcome.
-Reader = Callable[[object, str], tuple]
+#: ``read(builder, relpath) -> iterator of parts``: one file's outcome, as lists of records and, where the file gives
+#: no samples, a last part that is the reason (a ``str``).
+Reader = Callable[[object, str], Iterable]
+#: Parts a worker process returns inline; a file of more parts is spooled to a temporary file.
+INLINE_PARTS = 1
 
 
 class ReadEngine:
@@ -27,12 +37,60 @@ class ReadEngine:
     def session(self) -> Iterator["ReadEngine"]:
         yield self
 
-    def map(self, read: Reader, builder, relpaths: Sequence[str]) -> Iterator[tuple]:
+    def map(self, read: Reader, builder, relpaths: Sequence[str]) -> Iterator[Iterator]:
+        """Per file, in file order, an iterator over its parts (consume it before asking for the next file)."""
         raise NotImplementedError
 
 
+def _collect(read: Reader, builder, relpaths: Sequence[str], spool_dir: str) -> list[tuple[str, object]]:
+    """In a worker process: each file's parts, inline (``("parts", [...])``) or, for a file of more than
+    ``INLINE_PARTS`` parts, written one pickle each to a spool file (``("spool", path)``)."""
+    outcomes = []
+    for relpath in relpaths:
+        parts: list = []
+        spool = None
+        handle = None
+        for part in read(builder, relpath):
+            if handle is None and len(parts) < INLINE_PARTS:
+                parts.append(part)
+                continue
+            if handle is None:
+                handle, spool = _spool_file(spool_dir)
+                for earlier in parts:
+                    pickle.dump(earlier, handle, protocol=pickle.HIGHEST_PROTOCOL)
+                parts = []
+            pickle.dump(part, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        if handle is not None:
+            handle.close()
+            outcomes.append(("spool", spool))
+        else:
+            outcomes.append(("parts", parts))
+    return outcomes
+
+
+def _spool_file(spool_dir: str):
+    handle = tempfile.NamedTemporaryFile(dir=spool_dir, suffix=".parts", delete=False)
+    return handle, handle.name
+
+
+def _unspool(kind: str, value) -> Iterator:
+    if kind == "parts":
+        yield from value
+        return
+    try:
+        with open(value, "rb") as handle:
+            while True:
+                try:
+                    yield pickle.load(handle)
+                except EOFError:
+                    return
+    finally:
+        Path(value).unlink(missing_ok=True)
+
+
 class LocalEngine(ReadEngine):
-    """This process, or ``num_proc`` worker processes of this machine (results in file order)."""
+    """This process, or ``num_proc`` worker processes of this machine (results in file order; at most a few
+    batches of files in flight, so results never pile up ahead of the build)."""
 
     name = "local"
 
@@ -41,25 +99,47 @@ class LocalEngine(ReadEngine):
             raise ValueError(f"num_proc={num_proc}; expected a positive number of processes")
         self.num_proc = num_proc
 
-    def map(self, read: Reader, builder, relpaths: Sequence[str]) -> Iterator[tuple]:
+    def map(self, read: Reader, builder, relpaths: Sequence[str]) -> Iterator[Iterator]:
         if self.num_proc == 1 or len(relpaths) < 4 * self.num_proc:
-            yield from map(read, repeat(builder), relpaths)
+            for relpath in relpaths:
+                yield iter(read(builder, relpath))
             return
-        with ProcessPoolExecutor(self.num_proc) as pool:
+        chunk = max(1, min(64, len(relpaths) // (8 * self.num_proc)))
+        batches = (relpaths[i:i + chunk] for i in range(0, len(relpaths), chunk))
+        with tempfile.TemporaryDirectory(prefix="multimed-spool-") as spool_dir, \
+                ProcessPoolExecutor(self.num_proc) as pool:
+            in_flight: deque = deque()
             try:
-                chunk = max(1, min(64, len(relpaths) // (8 * self.num_proc)))
-                yield from pool.map(read, repeat(builder), relpaths, chunksize=chunk)
+                for batch in batches:
+                    in_flight.append(pool.submit(_collect, read, builder, batch, spool_dir))
+                    if len(in_flight) < 2 * self.num_proc:
+                        continue
+                    for outcome in in_flight.popleft().result():
+                        yield _unspool(*outcome)
+                while in_flight:
+                    for outcome in in_flight.popleft().result():
+                        yield _unspool(*outcome)
             finally:
+                for future in in_flight:
+                    future.cancel()
                 pool.shutdown(cancel_futures=True)
 
 
-def _read_batch(batch: dict, read: Reader, builder) -> dict:
-    """One Ray Data batch of relative paths -> their pickled outcomes (Arrow holds bytes, not Samples)."""
+def _read_batch(batch: dict, read: Reader, builder) -> Iterator[dict]:
+    """One Ray Data batch of relative paths -> one row per part of each file, pickled (Arrow holds bytes, not
+    Samples); a generator, so a file of many parts leaves the worker part by part."""
     import numpy as np
 
-    outcomes = [pickle.dumps(read(builder, str(relpath)), protocol=pickle.HIGHEST_PROTOCOL)
-                for relpath in batch["relpath"]]
-    return {"relpath": batch["relpath"], "outcome": np.array(outcomes, dtype=object)}
+    for relpath in batch["relpath"]:
+        relpath = str(relpath)
+        empty = True
+        for part in read(builder, relpath):
+            empty = False
+            yield {"relpath": np.array([relpath], dtype=object),
+                   "part": np.array([pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL)], dtype=object)}
+        if empty:  # every file has a row: the driver checks the order file by file
+            yield {"relpath": np.array([relpath], dtype=object),
+                   "part": np.array([pickle.dumps([], protocol=pickle.HIGHEST_PROTOCOL)], dtype=object)}
 
 
 class RayEngine(ReadEngine):
@@ -95,7 +175,7 @@ class RayEngine(ReadEngine):
             if started:
                 ray.shutdown()
 
-    def map(self, read: Reader, builder, relpaths: Sequence[str]) -> Iterator[tuple]:
+    def map(self, read: Reader, builder, relpaths: Sequence[str]) -> Iterator[Iterator]:
         import ray
 
         if not relpaths:
@@ -107,12 +187,28 @@ class RayEngine(ReadEngine):
             _read_batch, fn_kwargs={"read": read, "builder": builder}, batch_size=self.batch_size,
             batch_format="numpy",
         )
-        expected = iter(relpaths)
-        for batch in dataset.iter_batches(batch_size=self.batch_size, batch_format="numpy", prefetch_batches=2):
-            for relpath, outcome in zip(batch["relpath"], batch["outcome"]):
-                if str(relpath) != next(expected):  # the order is what makes the build the same: never assumed
-                    raise RuntimeError(f"Ray Data returned {relpath!r} out of file order")
-                yield pickle.loads(outcome)
+        rows = (
+            (str(relpath), part)
+            for batch in dataset.iter_batches(batch_size=self.batch_size, batch_format="numpy", prefetch_batches=2)
+            for relpath, part in zip(batch["relpath"], batch["part"])
+        )
+        pending: list = [next(rows, None)]
+
+        def parts(relpath: str) -> Iterator:
+            while pending[0] is not None and pending[0][0] == relpath:
+                part = pickle.loads(pending[0][1])
+                pending[0] = next(rows, None)
+                yield part
+
+        previous = None
+        for relpath in relpaths:
+            while pending[0] is not None and pending[0][0] == previous:  # what the caller left of the last file
+                pending[0] = next(rows, None)
+            if pending[0] is None or pending[0][0] != relpath:  # the order is what makes the build the same
+                seen = None if pending[0] is None else pending[0][0]
+                raise RuntimeError(f"Ray Data returned {seen!r} where {relpath!r} was expected (file order)")
+            yield parts(relpath)
+            previous = relpath
 
 
 def make_engine(engine: str | ReadEngine = "local", *, num_proc: int = 1, ray_address: str | None = None,

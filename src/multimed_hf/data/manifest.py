@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from itertools import islice
 from pathlib import Path
+from typing import Iterable, Iterator, Sequence
 
-__all__ = ["ManifestEntry", "STATUSES", "read_manifest", "write_manifest", "MANIFEST_NAME"]
+__all__ = [
+    "ManifestEntry", "ManifestView", "STATUSES", "iter_manifest", "read_manifest", "write_manifest", "MANIFEST_NAME",
+    "StaleManifest",
+]
 
 MANIFEST_NAME = "manifest.jsonl"
 STATUSES = ("kept", "moved", "dropped", "rejected")
@@ -29,7 +34,8 @@ class ManifestEntry:
             raise ValueError(f"manifest status {self.status!r}; expected one of {STATUSES}")
 
 
-def write_manifest(config_dir: Path, entries: list[ManifestEntry]) -> Path:
+def write_manifest(config_dir: Path, entries: Iterable[ManifestEntry]) -> Path:
+    """Write the entries (any iterable: a build streams them from disk) as ``manifest.jsonl``."""
     config_dir.mkdir(parents=True, exist_ok=True)
     path = config_dir / MANIFEST_NAME
     with path.open("w") as handle:
@@ -38,9 +44,71 @@ def write_manifest(config_dir: Path, entries: list[ManifestEntry]) -> Path:
     return path
 
 
-def read_manifest(config_dir: Path) -> list[ManifestEntry]:
-    """The config's manifest, or an empty list before the first build."""
+def iter_manifest(config_dir: Path) -> Iterator[ManifestEntry]:
+    """The config's manifest entries, one line at a time (none before the first build)."""
     path = Path(config_dir) / MANIFEST_NAME
     if not path.is_file():
-        return []
-    return [ManifestEntry(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+        return
+    with path.open() as handle:
+        for line in handle:
+            if line.strip():
+                yield ManifestEntry(**json.loads(line))
+
+
+def read_manifest(config_dir: Path) -> list[ManifestEntry]:
+    """The config's manifest, or an empty list before the first build."""
+    return list(iter_manifest(config_dir))
+
+
+class StaleManifest(ValueError):
+    """A build report's manifest was rewritten by a later build."""
+
+
+class ManifestView(Sequence):
+    """A written manifest as a sequence of entries, read from its file on each pass, never held whole (a build of
+    millions of samples reports them all). It belongs to the build that wrote it: once a later build rewrites the
+    file, reading it raises ``StaleManifest`` (``read_manifest`` reads the new one)."""
+
+    def __init__(self, config_dir: Path):
+        self.path = Path(config_dir) / MANIFEST_NAME
+        self._stamp = self._stat()
+        self._len: int | None = None
+
+    def _stat(self) -> tuple[int, int, int]:
+        stat = self.path.stat()
+        return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+    def __iter__(self) -> Iterator[ManifestEntry]:
+        if not self.path.is_file() or self._stat() != self._stamp:
+            raise StaleManifest(
+                f"{self.path}: rewritten (or removed) by a later build since this report was made; expected the "
+                "manifest this build wrote: use read_manifest(config_dir) for the current one"
+            )
+        return iter_manifest(self.path.parent)
+
+    def __len__(self) -> int:
+        if self._len is None:
+            self._len = sum(1 for _ in self)
+        return self._len
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return list(self)[index]
+        if index < 0:
+            index += len(self)
+        found = next(islice(iter(self), index, None), None) if index >= 0 else None
+        if found is None:
+            raise IndexError(f"manifest entry {index} of {len(self)}")
+        return found
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, (str, bytes)):
+            return NotImplemented
+        if len(self) != len(other):
+            return False
+        return all(a == b for a, b in zip(self, other))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"ManifestView({self.path}, {len(self)} entries)"

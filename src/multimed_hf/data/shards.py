@@ -69,16 +69,19 @@ def payload_size(sample: Sample) -> int:
     return size
 
 
-def plan_shards(sizes: Sequence[int], shard_bytes: int = SHARD_BYTES) -> list[range]:
-    """Consecutive runs (index ranges into ``sizes``) of about ``shard_bytes`` payload each (at least one)."""
+def plan_shards(sizes: Iterable[int], shard_bytes: int = SHARD_BYTES) -> list[range]:
+    """Consecutive runs (index ranges into ``sizes``) of about ``shard_bytes`` payload each (at least one);
+    ``sizes`` may be any iterable (a build streams them from disk)."""
     bounds = [0]
     size = 0
+    count = 0
     for i, weight in enumerate(sizes):
         if i > bounds[-1] and size + weight > shard_bytes:
             bounds.append(i)
             size = 0
         size += weight
-    bounds.append(len(sizes))
+        count = i + 1
+    bounds.append(count)
     return [range(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
 

@@ -8,7 +8,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Iterable, Mapping
+from typing import ClassVar, Iterable, Iterator, Mapping
 
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.images import is_blank, read_image_file
@@ -33,7 +33,8 @@ NOTE = "note"
 
 
 class SourceBuilder:
-    """One publisher layout. Subclasses set ``task`` and ``source`` and implement ``detect`` and ``read_file``."""
+    """One publisher layout. Subclasses set ``task`` and ``source`` and implement ``detect`` and ``read_file`` (or
+    ``iter_file``, for a reader that streams a file's records)."""
 
     task: ClassVar[str]
     source: ClassVar[str]
@@ -86,6 +87,13 @@ class SourceBuilder:
         """Decode ``relpath`` fully and return its samples; raise ``BadSourceFile`` with the reason. A file of many
         records returns its bad ones as ``RejectedRecord`` beside the good samples; ``[]`` marks an index file."""
         raise NotImplementedError
+
+    def iter_file(self, relpath: str) -> Iterator[Sample | RejectedRecord]:
+        """``read_file``'s records one at a time: what the build consumes, so that a file of many records (an h5ad
+        of 200,000 cells) goes from the reader to the validation cache without being held whole. By default the
+        list ``read_file`` returns; a builder whose reader streams overrides this (and ``read_file`` stays
+        ``list(self.iter_file(relpath))``). A ``BadSourceFile`` raised part-way rejects the whole file."""
+        return iter(self.read_file(relpath))
 
     def assets(self) -> dict[str, object]:
         """JSON files to write beside this source's shards, by file name (e.g. ``gene_panels.json``: the gene

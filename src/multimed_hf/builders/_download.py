@@ -1,0 +1,117 @@
+"""What real downloads carry besides a source's data: system and archive files, documents, wrapper folders.
+
+Every real download holds files that are no data of any source: operating-system litter (``Thumbs.db``,
+``.DS_Store``, ``__MACOSX/``, ``._*`` AppleDouble files, ``desktop.ini``), the publisher's documents (README,
+licence, citation files) and the archives a user unpacked in place. ``NonDataFiles`` (a mixin before a
+builder's base) lists each in the manifest as ignored, with its reason, instead of rejecting it as a stray file:
+it is dropped (``UnusedSourceFile``), so it is no error and ``--strict`` does not stop on it.
+
+Archives also wrap a source's tree in folders of their own (Kaggle's ``OCT2017 /`` with a trailing space, the
+tarball's ``BreaKHis_v1/``, Mendeley v3's ``CellData/OCT/``) and some hold the tree twice (``chest_xray/chest_xray/``):
+``find_tree`` finds the tree under the folder a user gives, so the builder reads it wherever the archive put it.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterable
+
+from multimed_hf.data.errors import UnusedSourceFile
+
+__all__ = ["IGNORED", "IgnoredSourceFile", "NonDataFiles", "non_data_reason", "find_tree", "strip_tree"]
+
+#: Prefix of an ignored file's reason (after the build's ``not used: ``).
+IGNORED = "ignored: "
+
+_FOLDERS = {
+    "__macosx": "__MACOSX/ holds the archive's macOS metadata, not data",
+    ".ipynb_checkpoints": ".ipynb_checkpoints/ holds Jupyter's autosave copies, not data",
+    ".git": ".git/ is version-control metadata, not data",
+}
+_NAMES = {
+    ".ds_store": ".DS_Store is macOS folder metadata, not data",
+    "thumbs.db": "Thumbs.db is a Windows thumbnail cache, not data",
+    "ehthumbs.db": "ehthumbs.db is a Windows thumbnail cache, not data",
+    "desktop.ini": "desktop.ini is Windows folder settings, not data",
+    ".gitattributes": ".gitattributes is version-control metadata, not data",
+    ".gitignore": ".gitignore is version-control metadata, not data",
+}
+_DOCUMENT = re.compile(r"^(readme|licen[cs]e|copying|citation|notice)([._ -].*)?$", re.IGNORECASE)
+_ARCHIVE = re.compile(r"\.(zip|zip\.\d{3}|z\d{2}|tar|tar\.gz|tgz|tar\.bz2|tar\.xz|7z|rar)$", re.IGNORECASE)
+
+
+class IgnoredSourceFile(UnusedSourceFile):
+    """A file of a download that holds no data (system litter, documents, archives): listed as ignored."""
+
+
+def non_data_reason(relpath: str) -> str | None:
+    """Why ``relpath`` is no data of any source, or None."""
+    path = PurePosixPath(relpath)
+    for part in path.parts[:-1]:
+        if part.lower() in _FOLDERS:
+            return _FOLDERS[part.lower()]
+    name = path.name
+    if name.lower() in _NAMES:
+        return _NAMES[name.lower()]
+    if name.startswith("._"):
+        return f"{name} is a macOS AppleDouble resource file, not data"
+    if _DOCUMENT.match(name):
+        return f"{name} is the publisher's documentation or licence, not data"
+    if _ARCHIVE.search(name):
+        return f"{name} is a download archive: the folder it unpacks to is what is read"
+    return None
+
+
+class NonDataFiles:
+    """Mixin before a ``SourceBuilder`` base: non-data files are ignored (dropped with the reason) before the
+    builder reads anything, whether its ``read_file`` (or streaming ``iter_file``) is inherited or its own; a
+    builder that reads an archive or document itself lists it in ``data_files``."""
+
+    #: File names (relative to the root) this layout reads although ``non_data_reason`` names them.
+    data_files: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in ("read_file", "iter_file"):  # a subclass's own reader: checked first too
+            own = cls.__dict__.get(name)
+            if own is not None and not getattr(own, "_skips_non_data", False):
+                setattr(cls, name, _skipping_non_data(own))
+
+    def ignore_non_data(self, relpath: str) -> None:
+        """``IgnoredSourceFile`` for a file that holds no data of any source."""
+        reason = None if relpath in self.data_files else non_data_reason(relpath)
+        if reason is not None:
+            raise IgnoredSourceFile(IGNORED + reason)
+
+    def read_file(self, relpath: str):
+        self.ignore_non_data(relpath)
+        return super().read_file(relpath)
+
+
+def _skipping_non_data(reader):
+    @functools.wraps(reader)
+    def checked(self, relpath: str):
+        self.ignore_non_data(relpath)
+        return reader(self, relpath)
+
+    checked._skips_non_data = True
+    return checked
+
+
+def find_tree(root: Path, wrappers: Iterable[str], is_tree: Callable[[Path], bool]) -> str | None:
+    """The folder (relative to ``root``, ``""`` for the root itself, else ending in ``/``) where the source's tree
+    starts: the root, else the first of ``wrappers`` (an archive's own folders) that ``is_tree``; None if none."""
+    for prefix in ("", *wrappers):
+        folder = root / prefix if prefix else root
+        if folder.is_dir() and is_tree(folder):
+            return prefix.rstrip("/") + "/" if prefix else ""
+    return None
+
+
+def strip_tree(relpath: str, prefix: str) -> str | None:
+    """``relpath`` inside the tree that starts at ``prefix``, or None for a file outside it."""
+    if not prefix:
+        return relpath
+    return relpath[len(prefix):] if relpath.startswith(prefix) else None
