@@ -1,7 +1,9 @@
 """The partitioner: paired / fragmented / partial clients from a built expression_prediction config."""
 
 import json
+import uuid
 
+import numpy as np
 import pytest
 
 from dataset_scripts.sample_sources import sample_generators
@@ -75,3 +77,62 @@ def test_bad_requests_say_what_was_expected(data, tmp_path):
         partition_config(data, [TASK], "fragmented=1", tmp_path / "x")
     with pytest.raises(PartitionError, match="distinct 'source' values for 3 clients"):
         partition_config(data, [TASK], "paired=3", tmp_path / "y", by="source")
+
+
+def _image_rows(folder):
+    """Six rows of an image task whose ``image`` column names PNG files under ``folder`` (no bytes inside)."""
+    from datasets import Dataset, Image
+    from PIL import Image as PILImage
+
+    folder.mkdir(parents=True)
+    pixels = np.random.default_rng(0).integers(0, 255, size=(6, 5, 7), dtype=np.uint8)
+    paths = []
+    for i, array in enumerate(pixels):
+        paths.append(str(folder / f"scan{i}.png"))
+        PILImage.fromarray(array).save(paths[-1])
+    rows = Dataset.from_dict({"image": paths, "modality": ["mri"] * 6, "tumor": [i % 2 for i in range(6)],
+                              "group_id": [f"p{i}" for i in range(6)], "sample_id": [f"s{i}" for i in range(6)]})
+    rows = rows.cast_column("image", Image())
+    assert rows.with_format("arrow")[:]["image"][0]["bytes"].as_py() is None  # paths only, as the test premise
+    return rows, {f"s{i}": array for i, array in enumerate(pixels)}
+
+
+def _assert_self_contained(client_dirs, task, pixels, source):
+    import shutil
+
+    shutil.rmtree(source)  # the source files are gone: every client folder must still decode its images
+    seen = {}
+    for client_dir in client_dirs:
+        for path in client_dir.rglob("*.parquet"):
+            assert str(source).encode() not in path.read_bytes(), path  # no build-machine path in the shard
+        for split in load_client_data(client_dir)[task].values():
+            for row in split:
+                seen[row["sample_id"]] = np.asarray(row["image"])
+    assert set(seen) and set(seen) <= set(pixels)
+    for sid, array in seen.items():
+        np.testing.assert_array_equal(array, pixels[sid])
+
+
+def test_a_partition_folder_embeds_its_image_bytes(tmp_path):
+    rows, pixels = _image_rows(tmp_path / "scans")
+    splits = {"train": rows.select(range(4)), "validation": rows.select([4, 5])}
+    plan = partition_config("unused", ["brain_tumor"], "paired=2", tmp_path / "fed", datasets={"brain_tumor": splits})
+    _assert_self_contained([plan.client_dir(c) for c in plan.clients], "brain_tumor", pixels, tmp_path / "scans")
+
+
+def test_a_clients_file_folder_embeds_its_image_bytes(tmp_path):
+    from multimed_hf.federated.clients_file import clients_from_file
+
+    rows, pixels = _image_rows(tmp_path / "scans")
+    # a folder a hospital wrote itself with to_parquet (image paths, no bytes); a name of its own, since
+    # load_dataset caches a local folder by its name (DESIGN.md: a rewritten folder of the same name loads stale)
+    data = tmp_path / f"hospital-{uuid.uuid4().hex[:12]}"
+    (data / "brain_tumor").mkdir(parents=True)
+    rows.select(range(4)).to_parquet(str(data / "brain_tumor" / "train.parquet"))
+    rows.select([4, 5]).to_parquet(str(data / "brain_tumor" / "validation.parquet"))
+    (data / "README.md").write_text("---\nconfigs:\n- config_name: brain_tumor\n  data_files:\n  - split: train\n"
+                                    "    path: brain_tumor/train.parquet\n  - split: validation\n"
+                                    "    path: brain_tumor/validation.parquet\n---\n")
+    (tmp_path / "clients.yaml").write_text(f"data: {data}\nclients:\n  - name: a\n    tasks: {{brain_tumor: {{}}}}\n")
+    plan = clients_from_file(tmp_path / "clients.yaml", tmp_path / "fed")
+    _assert_self_contained([plan.client_dir("a")], "brain_tumor", pixels, tmp_path / "scans")

@@ -19,7 +19,9 @@ _EPILOG = """examples:
   multimed train --data multimed --tasks brain_tumor --family unimodal --encoders small --output_dir runs/bt
   multimed evaluate runs/bt --data multimed --split test --output_dir runs/bt-eval
   multimed benchmark --data multimed --families unimodal multimodal_multitask --seeds 0 1 2 --output_dir report
+  multimed train --data multimed --tasks expression_prediction --family multimodal+miles --encoders small --output_dir runs/miles
   multimed fewshot runs/bt --data multimed --task diabetic_retinopathy --shots 5 10 20 --seeds 0 1 2 --output_dir fs
+  multimed ood --data multimed --tasks disease --group organ --encoders small --output_dir ood
 then: datasets.load_dataset("multimed", "brain_tumor")
 `multimed COMMAND --help` explains each command; train, evaluate and benchmark also take every
 transformers TrainingArguments flag (--max_steps, --seed, --bf16, --resume_from_checkpoint, ...)."""
@@ -36,7 +38,7 @@ _FORWARDED = {
     "fewshot": ("multimed_hf.fewshot.run", "fewshot_main",
                 "adapt a checkpoint to a task with PEFT adapters on k-shot support sets (0 = zero-shot); Table 2"),
     "federate": ("multimed_hf.federated.simulation", "federate_main",
-                 "simulate BlendFL / FedAvg / FedProx over clients made from built configs (Flower)"),
+                 "simulate BlendFL / FedAvg / FedProx over clients made from built configs, or export a Flower App"),
     "ood": ("multimed_hf.analysis", "ood_main",
             "hold out one organ / tissue / cell type at a time; per-group metrics with CIs (Fig. 2)"),
     "combos": ("multimed_hf.analysis", "combos_main",

@@ -23,6 +23,8 @@ __all__ = [
     "train_local",
     "clients_from_file",
     "with_differential_privacy",
+    "export_app",
+    "write_flower_app",
 ]
 
 _WHERE = {
@@ -31,7 +33,7 @@ _WHERE = {
     "FederationPlan": "partition", "make_client_app": "client_app", "make_server_app": "server_app",
     "run_federation": "simulation", "federate_main": "simulation", "FederationReport": "report",
     "plot_convergence": "report", "LocalConfig": "local", "train_local": "local", "clients_from_file": "clients_file",
-    "with_differential_privacy": "strategy",
+    "with_differential_privacy": "strategy", "export_app": "deploy", "write_flower_app": "deploy",
 }
 
 

@@ -5,7 +5,9 @@ Where a client finds its things: node config ``data-path`` (its folder, as ``par
 the clients, ``vertical.py``) — what a deployment passes with ``flower-supernode --node-config "data-path='...'
 model-path='...' link-salt='...'"``. In the simulation, ``make_client_app(federation_dir)`` finds them from the
 plan and the node's ``partition-id``. The modalities a client holds are read from its rows (presence), never
-declared: a column that is None is a modality the row lacks.
+declared: a column that is None is a modality the row lacks. Under a SuperNode every message runs in a fresh
+``flwr-clientapp`` process, so the client reloads its rows and the model per message (``_Local`` caches them only
+within one process: the simulation's); ``deploy.py`` writes the commands.
 
 Local training is ``local.train_local`` (our ``MultiMedTrainer`` for ``local-steps`` steps) unless
 ``make_client_app(local_trainer=...)`` gives another. When the server wraps its strategy in Flower's client-side
@@ -20,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -104,9 +106,16 @@ def _report(name: str, kind: str, modules=()) -> ConfigRecord:
     return ConfigRecord({"client": name, "kind": kind, "modules": " ".join(sorted(modules))})
 
 
-def _load(model, record: ArrayRecord) -> None:
-    state = model.state_dict()
-    model.load_state_dict(state_from_record(record, state), strict=False)
+class _Call(NamedTuple):
+    """What every handler starts from: this client's rows, its model (the received arrays loaded), processor,
+    name and kind, and the message's ``config`` record."""
+
+    data: dict
+    model: object
+    processor: object
+    name: str
+    kind: str
+    config: ConfigRecord
 
 
 def make_client_app(federation_dir: str | os.PathLike | None = None, *, local_trainer: Callable = train_local,
@@ -119,10 +128,15 @@ def make_client_app(federation_dir: str | os.PathLike | None = None, *, local_tr
     federation_dir = None if federation_dir is None else str(federation_dir)
     app = ClientApp()
 
-    def setup(context):
+    def start(message: Message, context: Context) -> _Call:
+        """This node's data and model, with the message's ``arrays`` (when it carries some) loaded."""
         data_path, model_path, name, kind = _where(context, federation_dir)
         data, model, processor = _Local.get(data_path, model_path)
-        return data, model, processor, name, kind
+        if "arrays" in message.content.array_records:
+            state = model.state_dict()
+            model.load_state_dict(state_from_record(message.content.array_records["arrays"], state), strict=False)
+        config = message.content.config_records.get("config", ConfigRecord())
+        return _Call(data, model, processor, name, kind, config)
 
     def link_salt(context) -> str:
         value = context.node_config.get("link-salt", salt)
@@ -130,41 +144,43 @@ def make_client_app(federation_dir: str | os.PathLike | None = None, *, local_tr
             raise ClientSetupError("no link salt: give the clients node config link-salt='<shared secret>'")
         return str(value)
 
+    def reply(message: Message, call: _Call, modules=(), **records) -> Message:
+        """A reply holding ``records`` and the ``report`` record (this client, its kind, ``modules`` it trained)."""
+        return Message(RecordDict({**records, "report": _report(call.name, call.kind, modules)}), reply_to=message)
+
     @app.train(mods=[clip_when_asked])
     def train(message: Message, context: Context) -> Message:
-        data, model, processor, name, kind = setup(context)
-        config = message.content.config_records.get("config", ConfigRecord())
-        _load(model, message.content.array_records["arrays"])
-        global_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        local = LocalConfig.from_record(config)
-        local.seed = local.seed * 1000 + int(config.get("server-round", 0))
-        result = local_trainer(model, _split(data, "train"), processor, local, global_state=global_state)
-        scores = evaluate_local(model, _split(data, "validation"), processor, batch_size=local.batch_size)
+        call = start(message, context)
+        global_state = {k: v.detach().clone() for k, v in call.model.state_dict().items()}
+        local = LocalConfig.from_record(call.config)
+        local.seed = local.seed * 1000 + int(call.config.get("server-round", 0))
+        result = local_trainer(call.model, _split(call.data, "train"), call.processor, local,
+                               global_state=global_state)
+        scores = evaluate_local(call.model, _split(call.data, "validation"), call.processor,
+                                batch_size=local.batch_size)
         metrics = {**result.metrics, **{k: v for k, v in scores.items() if "/" not in k}}
-        send = str(config.get(SEND_KEY, "all"))
-        arrays = record_from_state(model.state_dict(), result.trained if send == "trained" else None)
-        content = RecordDict({"arrays": arrays, "metrics": MetricRecord({k: metrics[k] for k in TRAIN_METRIC_KEYS}),
-                              "report": _report(name, kind, result.trained)})
-        return Message(content, reply_to=message)
+        send = result.trained if str(call.config.get(SEND_KEY, "all")) == "trained" else None
+        return reply(message, call, result.trained, arrays=record_from_state(call.model.state_dict(), send),
+                     metrics=MetricRecord({k: metrics[k] for k in TRAIN_METRIC_KEYS}))
 
     @app.evaluate()
     def evaluate(message: Message, context: Context) -> Message:
-        data, model, processor, name, kind = setup(context)
-        _load(model, message.content.array_records["arrays"])
-        scores = evaluate_local(model, _split(data, "validation"), processor)
+        call = start(message, context)
+        scores = evaluate_local(call.model, _split(call.data, "validation"), call.processor)
         metrics = MetricRecord({"num-examples": scores["num-val-examples"], "val-loss": scores["val-loss"],
                                 "val-score": scores["val-score"], "val-inv-loss": scores["val-inv-loss"]})
-        return Message(RecordDict({"metrics": metrics, "report": _report(name, kind)}), reply_to=message)
+        return reply(message, call, metrics=metrics)
 
     @app.query("link")
     def link(message: Message, context: Context) -> Message:
         from multimed_hf.training.loading import modality_counts
 
-        data, model, processor, name, kind = setup(context)
+        call = start(message, context)
         secret = link_salt(context)
-        record = ConfigRecord({"client": name, "kind": kind})
-        for task, splits in data.items():
-            modalities = model.config.heads[task]["modalities"] if task in model.config.heads else []
+        record = ConfigRecord({"client": call.name, "kind": call.kind})
+        for task, splits in call.data.items():
+            heads = call.model.config.heads
+            modalities = heads[task]["modalities"] if task in heads else []
             if "train" in splits and len(splits["train"]):
                 incomplete = _incomplete_rows(splits["train"], task, modalities)
                 labelled = [d for d, keep in zip(link_digests(splits["train"], secret), incomplete) if keep]
@@ -177,50 +193,39 @@ def make_client_app(federation_dir: str | os.PathLike | None = None, *, local_tr
                 held = [m for m in modalities if counts.get(m, 0) == len(frag)]
                 if held:
                     record[f"modalities.{task}"] = held
-        return Message(RecordDict({"link": record}), reply_to=message)
+        return Message(RecordDict({"link": record}), reply_to=message)  # the record names the client itself
 
     @app.query("embed")
     def embed(message: Message, context: Context) -> Message:
-        data, model, processor, name, kind = setup(context)
-        config = message.content.config_records["config"]
-        _load(model, message.content.array_records["arrays"])
-        task, ids, modalities = str(config["task"]), list(config["ids"]), list(config["modalities"])
-        out = embed_fragments(model, processor, data[task]["fragments"], task, modalities, ids,
-                              salt=link_salt(context), seed=int(config["seed"]))
-        arrays = ArrayRecord({f"{EMBEDDING_PREFIX}{m}": _array(v) for m, v in out.items()})
-        return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord({"num-examples": len(ids)}),
-                                   "report": _report(name, kind)}), reply_to=message)
+        call = start(message, context)
+        task, ids, modalities = str(call.config["task"]), list(call.config["ids"]), list(call.config["modalities"])
+        out = embed_fragments(call.model, call.processor, call.data[task]["fragments"], task, modalities, ids,
+                              salt=link_salt(context), seed=int(call.config["seed"]))
+        return reply(message, call, arrays=_prefixed(out, EMBEDDING_PREFIX),
+                     metrics=MetricRecord({"num-examples": len(ids)}))
 
     @app.train("vertical")
     def vertical(message: Message, context: Context) -> Message:
-        data, model, processor, name, kind = setup(context)
-        config = message.content.config_records["config"]
-        _load(model, message.content.array_records["arrays"])
-        received = message.content.array_records["embeddings"]
-        embeddings = {k[len(EMBEDDING_PREFIX):]: v.numpy() for k, v in received.items()}
-        task, ids = str(config["task"]), list(config["ids"])
-        grads, loss, trained = train_on_embeddings(model, processor, data[task]["train"], task, ids, embeddings,
-                                                   salt=link_salt(context), lr=float(config["vertical-lr"]))
-        arrays = record_from_state(model.state_dict(), trained)
-        gradients = ArrayRecord({f"{GRADIENT_PREFIX}{m}": _array(g) for m, g in grads.items()})
-        return Message(RecordDict({"arrays": arrays, "gradients": gradients,
-                                   "metrics": MetricRecord({"num-examples": len(ids), "vertical-loss": loss}),
-                                   "report": _report(name, kind, trained)}), reply_to=message)
+        call = start(message, context)
+        embeddings = _unprefixed(message.content.array_records["embeddings"], EMBEDDING_PREFIX)
+        task, ids = str(call.config["task"]), list(call.config["ids"])
+        grads, loss, trained = train_on_embeddings(call.model, call.processor, call.data[task]["train"], task, ids,
+                                                   embeddings, salt=link_salt(context),
+                                                   lr=float(call.config["vertical-lr"]))
+        return reply(message, call, trained, arrays=record_from_state(call.model.state_dict(), trained),
+                     gradients=_prefixed(grads, GRADIENT_PREFIX),
+                     metrics=MetricRecord({"num-examples": len(ids), "vertical-loss": loss}))
 
     @app.train("vertical_backward")
     def vertical_backward(message: Message, context: Context) -> Message:
-        data, model, processor, name, kind = setup(context)
-        config = message.content.config_records["config"]
-        _load(model, message.content.array_records["arrays"])
-        received = message.content.array_records["gradients"]
-        grads = {k[len(GRADIENT_PREFIX):]: v.numpy() for k, v in received.items()}
-        task, ids = str(config["task"]), list(config["ids"])
-        trained = backward_fragments(model, processor, data[task]["fragments"], task, list(grads), ids, grads,
-                                     salt=link_salt(context), seed=int(config["seed"]),
-                                     lr=float(config["vertical-lr"]))
-        arrays = record_from_state(model.state_dict(), trained)
-        return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord({"num-examples": len(ids)}),
-                                   "report": _report(name, kind, trained)}), reply_to=message)
+        call = start(message, context)
+        grads = _unprefixed(message.content.array_records["gradients"], GRADIENT_PREFIX)
+        task, ids = str(call.config["task"]), list(call.config["ids"])
+        trained = backward_fragments(call.model, call.processor, call.data[task]["fragments"], task, list(grads),
+                                     ids, grads, salt=link_salt(context), seed=int(call.config["seed"]),
+                                     lr=float(call.config["vertical-lr"]))
+        return reply(message, call, trained, arrays=record_from_state(call.model.state_dict(), trained),
+                     metrics=MetricRecord({"num-examples": len(ids)}))
 
     return app
 
@@ -236,11 +241,17 @@ def clip_when_asked(message: Message, context: Context, call_next) -> Message:
     return call_next(message, context)
 
 
-def _array(value):
+def _prefixed(values: dict, prefix: str) -> ArrayRecord:
+    """``{modality: array}`` -> an ArrayRecord of float32 arrays named ``<prefix><modality>``."""
     import numpy as np
     from flwr.app import Array
 
-    return Array(np.ascontiguousarray(value, dtype=np.float32))
+    return ArrayRecord({f"{prefix}{m}": Array(np.ascontiguousarray(v, dtype=np.float32)) for m, v in values.items()})
+
+
+def _unprefixed(record: ArrayRecord, prefix: str) -> dict:
+    """The inverse of ``_prefixed``: ``{modality: numpy array}``."""
+    return {k[len(prefix):]: v.numpy() for k, v in record.items() if k.startswith(prefix)}
 
 
 def _incomplete_rows(dataset, task: str, modalities) -> list[bool]:

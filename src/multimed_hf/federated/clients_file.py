@@ -46,6 +46,7 @@ from multimed_hf.federated.partition import (
     PartitionError,
     _blank,
     holds_modality,
+    write_rows,
 )
 from multimed_hf.tasks import get_task
 
@@ -168,7 +169,7 @@ def clients_from_file(path: str | os.PathLike, out_dir: str | os.PathLike, *,
             for role, split in settings["splits"].items():
                 rows = _load(entry["data"], task, split, _where(Path(path), name, task, role))
                 rows = _held_rows(rows, task, settings["modalities"], labels=role != FRAGMENTS)
-                rows.to_parquet(str(folder / f"{role}.parquet"))
+                write_rows(rows, folder / f"{role}.parquet")
                 if role == FRAGMENTS:
                     client.fragments[task] = len(rows)
                 else:

@@ -21,6 +21,9 @@ cut into equal shares in client order. Output, one folder per client (what a Sup
     OUT/federation.json                       the plan (FederationPlan.save)
     OUT/clients/<name>/<task>/train.parquet   labelled rows (validation.parquet likewise)
     OUT/clients/<name>/<task>/fragments.parquet   unlabelled fragments held for a partner's patients
+
+Each Parquet file stands alone (``write_rows``: file-backed columns such as images are embedded, not referenced by
+path), so a client folder can be copied to its hospital.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ __all__ = [
     "load_client_data",
     "modality_columns",
     "holds_modality",
+    "write_rows",
 ]
 
 CLIENT_KINDS = ("paired", "fragmented", "partial")
@@ -184,6 +188,24 @@ def holds_modality(dataset, task: str, modality: str) -> np.ndarray:
     return np.asarray(pc.fill_null(found, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
+def write_rows(dataset, path: str | os.PathLike) -> Path:
+    """Write a client's rows to one Parquet file that stands alone: the bytes of every file-backed column (``Image``,
+    ``Audio``, ``Nifti``, ... whose rows may only name a file on this machine) are embedded first, with
+    ``datasets``' own ``embed_table_storage`` as ``push_to_hub`` does, since ``Dataset.to_parquet`` writes such a
+    column's paths and no bytes. A client folder then loads on another machine with the source files gone."""
+    from datasets.features.features import require_storage_embed
+    from datasets.table import embed_table_storage
+
+    path = Path(path)
+    if any(require_storage_embed(feature) for feature in dataset.features.values()):
+        format_ = dataset.format
+        dataset = dataset.with_format("arrow").map(embed_table_storage, batched=True, keep_in_memory=True,
+                                                   desc="Embedding file bytes")
+        dataset = dataset.with_format(**format_)
+    dataset.to_parquet(str(path))
+    return path
+
+
 def _shares(dataset, by: str, n: int, seed: int, what: str) -> list[np.ndarray]:
     if by not in dataset.column_names:
         raise PartitionError(f"{what}: no column {by!r} to group rows by (columns: {dataset.column_names}); use "
@@ -278,7 +300,7 @@ def partition_config(data: str | os.PathLike, tasks: Sequence[str], partition, o
                         fragments = _blank(part.select(np.flatnonzero(split_rows)), task, kept, labels=True)
                         target = root / "clients" / names[partner] / task
                         target.mkdir(parents=True, exist_ok=True)
-                        fragments.to_parquet(str(target / f"{FRAGMENTS}.parquet"))
+                        write_rows(fragments, target / f"{FRAGMENTS}.parquet")
                         clients[partner].fragments[task] = clients[partner].fragments.get(task, 0) + len(fragments)
                         client.partner[task] = names[partner]
                     rest = np.flatnonzero(~split_rows)
@@ -286,7 +308,7 @@ def partition_config(data: str | os.PathLike, tasks: Sequence[str], partition, o
                     from datasets import concatenate_datasets
 
                     part = concatenate_datasets([blanked, part.select(rest)])
-                part.to_parquet(str(folder / f"{split}.parquet"))
+                write_rows(part, folder / f"{split}.parquet")
                 client.rows.setdefault(task, {})[split] = len(part)
     plan = FederationPlan(data=str(data), tasks=tasks, by=by, seed=int(seed), clients=clients, root=str(root))
     plan.save()

@@ -23,11 +23,16 @@ from multimed_hf.federated.modules import module_of, payload_bytes
 from multimed_hf.federated.report import FederationReport, describe_message
 from multimed_hf.federated.vertical import EMBEDDING_PREFIX, find_pairs, sample_batch
 
-__all__ = ["VerticalSettings", "FederationError", "make_server_app", "run_rounds", "app"]
+__all__ = ["VerticalSettings", "FederationError", "RunConfigError", "RUN_CONFIG_DEFAULTS", "read_run_config",
+           "deployment_settings", "make_server_app", "run_rounds", "app"]
 
 
 class FederationError(RuntimeError):
     """A round that could not complete (a client failed or did not answer in time)."""
+
+
+class RunConfigError(ValueError):
+    """A deployment run config (``[tool.flwr.app.config]`` / ``flwr run --run-config``) the ServerApp cannot use."""
 
 
 @dataclass
@@ -159,16 +164,34 @@ def _vertical(exchange: _Exchange, arrays: ArrayRecord, pairs: list[dict], node_
     return arrays
 
 
+def _evaluate(exchange: _Exchange, strategy, arrays: ArrayRecord, round_: int, grid: Grid,
+              report: FederationReport) -> None:
+    """Every client evaluates ``arrays`` on its validation rows; the weighted mean is the round's ``clients``
+    global metric."""
+    messages = list(strategy.configure_evaluate(round_, arrays, ConfigRecord(), grid))
+    sent = {m.metadata.dst_node_id: payload_bytes(m.content) for m in messages}
+    replies = exchange(messages, round_, "evaluate")
+    for reply in replies:
+        _record(reply, report, round_, "evaluate", sent[reply.metadata.src_node_id])
+    report.add_global(round_, "clients", _weighted(replies))
+
+
 def run_rounds(grid: Grid, strategy, initial_arrays: ArrayRecord, *, num_rounds: int, num_clients: int,
                local: LocalConfig, vertical: VerticalSettings | None, report: FederationReport,
                encoder_of: dict | None = None, timeout: float = 600.0,
-               evaluate_fn: Callable[[int, ArrayRecord], dict] | None = None) -> ArrayRecord:
-    """The BlendFL loop (module doc); returns the final global arrays (also ``report.final_arrays``)."""
+               evaluate_fn: Callable[[int, ArrayRecord], dict] | None = None,
+               evaluate_initial: bool = False) -> ArrayRecord:
+    """The BlendFL loop (module doc); returns the final global arrays (also ``report.final_arrays``).
+
+    ``evaluate_initial``: the clients also evaluate the initial model (round 0 of the ``clients`` curve: the only
+    view of the starting point a deployment has, where no ``evaluate_fn`` sees all validation rows)."""
     exchange = _Exchange(grid, timeout, report)
     nodes = _wait_for_nodes(grid, num_clients, timeout)
     arrays = initial_arrays
     if evaluate_fn is not None:
         report.add_global(0, "central", evaluate_fn(0, arrays))
+    if evaluate_initial:
+        _evaluate(exchange, strategy, arrays, 0, grid, report)
     pairs, node_of = ([], {})
     if vertical is not None and vertical.steps > 0:
         pairs, node_of = _link(exchange, nodes, 0)
@@ -189,12 +212,7 @@ def run_rounds(grid: Grid, strategy, initial_arrays: ArrayRecord, *, num_rounds:
             if evaluate_fn is not None:  # what the vertical phase then changes, seen apart
                 report.add_global(round_, "central-horizontal", evaluate_fn(round_, arrays))
             arrays = _vertical(exchange, arrays, pairs, node_of, vertical, round_, report, encoder_of or {})
-        messages = list(strategy.configure_evaluate(round_, arrays, ConfigRecord(), grid))
-        sent = {m.metadata.dst_node_id: payload_bytes(m.content) for m in messages}
-        replies = exchange(messages, round_, "evaluate")
-        for reply in replies:
-            _record(reply, report, round_, "evaluate", sent[reply.metadata.src_node_id])
-        report.add_global(round_, "clients", _weighted(replies))
+        _evaluate(exchange, strategy, arrays, round_, grid, report)
         if evaluate_fn is not None:
             report.add_global(round_, "central", evaluate_fn(round_, arrays))
     report.final_arrays = arrays
@@ -231,44 +249,88 @@ def make_server_app(strategy, initial_arrays: ArrayRecord, *, num_rounds: int, n
     return app
 
 
+#: The deployment ServerApp's run config (``[tool.flwr.app.config]`` of the Flower App, ``flwr run --run-config``):
+#: every key it reads, with its default. ``model-path`` (the agreed initial model + processor folder) has none and
+#: must be given; ``dp-noise-multiplier`` (Flower's central DP for the baselines) is off unless given. The local
+#: settings are ``LocalConfig``'s keys; ``proximal-mu`` is FedProx's (the strategy sends it to the clients),
+#: ``seed`` seeds both the local runs and the vertical batches.
+RUN_CONFIG_DEFAULTS = {
+    "output-dir": "federated-run", "strategy": "blendavg", "num-clients": 2, "num-rounds": 3, "timeout": 600.0,
+    "evaluate-initial": True, "score-key": "val-score", "score-weight": "linear", "proximal-mu": 0.01,
+    "vertical-steps": VerticalSettings.steps, "vertical-batch": VerticalSettings.batch,
+    "vertical-lr": VerticalSettings.lr, "dp-clipping-norm": 1.0, "dp-clipping": "server",
+    **{k: v for k, v in LocalConfig().to_record().items() if k != "proximal-mu"},
+}
+_REQUIRED, _OPTIONAL = ("model-path",), {"dp-noise-multiplier": float}
+
+
+def read_run_config(run_config) -> dict:
+    """The run config with every default filled in and each value of its default's type; raises
+    ``RunConfigError`` on an unknown key (a typo would otherwise be ignored silently) or a missing ``model-path``."""
+    config = dict(run_config)
+    known = set(RUN_CONFIG_DEFAULTS) | set(_REQUIRED) | set(_OPTIONAL)
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise RunConfigError(f"run config keys {unknown} are not read by the multimed ServerApp; expected keys from "
+                             f"{sorted(known)}")
+    missing = [k for k in _REQUIRED if k not in config]
+    if missing:
+        raise RunConfigError(f"run config has no {missing[0]!r} (the initial model + processor folder every client "
+                             f"also holds); set it in [tool.flwr.app.config] or flwr run --run-config")
+    out = {}
+    for key, value in {**RUN_CONFIG_DEFAULTS, **config}.items():
+        kind = type(RUN_CONFIG_DEFAULTS[key]) if key in RUN_CONFIG_DEFAULTS else _OPTIONAL.get(key, str)
+        if kind is bool and not isinstance(value, bool):
+            raise RunConfigError(f"run config {key!r} = {value!r}: expected true or false")
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise RunConfigError(f"run config {key!r} = {value!r}: expected a whole number")
+        try:
+            out[key] = kind(value)
+        except (TypeError, ValueError):
+            raise RunConfigError(f"run config {key!r} = {value!r}: expected a {kind.__name__}") from None
+    return out
+
+
+def deployment_settings(config: dict):
+    """(strategy, ``LocalConfig``, ``VerticalSettings`` or None) of a ``read_run_config`` result. The local
+    settings carry no proximal term: ``proximal-mu`` is FedProx's, whose ``configure_train`` sends it itself (read
+    into ``LocalConfig`` it would add the term under every strategy)."""
+    from multimed_hf.federated.strategy import make_strategy
+
+    name = config["strategy"]
+    strategy = make_strategy(name, num_clients=config["num-clients"], proximal_mu=config["proximal-mu"],
+                             score_key=config["score-key"], score_weight=config["score-weight"],
+                             dp_noise_multiplier=config.get("dp-noise-multiplier"),
+                             dp_clipping_norm=config["dp-clipping-norm"], dp_clipping=config["dp-clipping"])
+    vertical = VerticalSettings(config["vertical-steps"], config["vertical-batch"], config["vertical-lr"],
+                                config["seed"]) if name == "blendavg" else None
+    return strategy, LocalConfig.from_record(config, proximal_mu=0.0), vertical
+
+
 def _deployment_main(grid: Grid, context) -> None:
-    """``flwr run`` on a SuperLink: every setting from the run config (``[tool.flwr.app.config]``): ``model-path``
-    (the agreed initial model + processor folder), ``output-dir``, ``strategy``, ``num-clients``, ``num-rounds``,
-    ``timeout``, ``score-key``, ``proximal-mu``, ``vertical-steps`` / ``-batch`` / ``-lr``, ``seed``, the
-    ``LocalConfig`` keys (``local-steps``, ``lr``, ...) and, for the baselines, ``dp-noise-multiplier`` /
-    ``dp-clipping-norm`` / ``dp-clipping``. Writes the report and the final model + processor to ``output-dir``."""
+    """``flwr run`` on a SuperLink: every setting from the run config (``RUN_CONFIG_DEFAULTS``). Writes the report,
+    a convergence plot of the clients' weighted validation loss and the final model + processor to ``output-dir``
+    (a path on the SuperLink's machine)."""
     from pathlib import Path
 
     from multimed_hf.federated.modules import record_from_state, state_from_record
-    from multimed_hf.federated.strategy import make_strategy
+    from multimed_hf.federated.report import plot_convergence
     from multimed_hf.modeling_multimed import MultiMedModel
     from multimed_hf.processing_multimed import MultiMedProcessor
 
-    config = dict(context.run_config)
-    if "model-path" not in config:
-        raise FederationError("run config has no 'model-path' (the initial model + processor folder every client "
-                              "also holds); set it in [tool.flwr.app.config] or flwr run --run-config")
-    model_path = Path(str(config["model-path"]))
+    config = read_run_config(context.run_config)
+    model_path = Path(config["model-path"])
     model, processor = MultiMedModel.from_pretrained(model_path), MultiMedProcessor.from_pretrained(model_path)
-    name, clients = str(config.get("strategy", "blendavg")), int(config.get("num-clients", 2))
-    dp = config.get("dp-noise-multiplier")
-    strategy = make_strategy(name, num_clients=clients, proximal_mu=float(config.get("proximal-mu", 0.01)),
-                             score_key=str(config.get("score-key", "val-score")),
-                             dp_noise_multiplier=None if dp is None else float(dp),
-                             dp_clipping_norm=float(config.get("dp-clipping-norm", 1.0)),
-                             dp_clipping=str(config.get("dp-clipping", "server")))
-    defaults = VerticalSettings()
-    vertical = VerticalSettings(int(config.get("vertical-steps", defaults.steps)),
-                                int(config.get("vertical-batch", defaults.batch)),
-                                float(config.get("vertical-lr", defaults.lr)),
-                                int(config.get("seed", 0))) if name == "blendavg" else None
+    name = config["strategy"]
+    strategy, local, vertical = deployment_settings(config)
     report = FederationReport(name)
-    final = run_rounds(grid, strategy, record_from_state(model.state_dict()),
-                       num_rounds=int(config.get("num-rounds", 3)), num_clients=clients,
-                       local=LocalConfig.from_record(config), vertical=vertical, report=report,
-                       encoder_of=dict(model.encoder_of), timeout=float(config.get("timeout", 600.0)))
-    out = Path(str(config.get("output-dir", "federated-run")))
+    final = run_rounds(grid, strategy, record_from_state(model.state_dict()), num_rounds=config["num-rounds"],
+                       num_clients=config["num-clients"], local=local, vertical=vertical, report=report,
+                       encoder_of=dict(model.encoder_of), timeout=config["timeout"],
+                       evaluate_initial=config["evaluate-initial"])
+    out = Path(config["output-dir"])
     report.save(out)
+    plot_convergence({name: report}, out / "convergence.png", source="clients")
     model.load_state_dict(state_from_record(final, model.state_dict()), strict=False)
     model.save_pretrained(out / "model")
     processor.save_pretrained(out / "model")

@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-__all__ = ["FederationResult", "run_federation", "federate_main", "build_parser", "FEDERATED_HIDDEN_SIZE"]
+__all__ = ["FederationResult", "PreparedFederation", "prepare_federation", "run_federation", "federate_main",
+           "build_parser", "FEDERATED_HIDDEN_SIZE"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,62 @@ def _assemble_kwargs(hidden_size: int | None, extra: Mapping | None) -> dict:
     return kwargs
 
 
+@dataclass
+class PreparedFederation:
+    """The client folders (``plan``), the configs' rows they were made from and the initial model + processor
+    (saved in ``<federation>/initial``)."""
+
+    plan: object
+    data: str
+    tasks: list
+    datasets: dict
+    model: object
+    processor: object
+
+    @property
+    def model_path(self) -> Path:
+        from multimed_hf.federated.client_app import INITIAL_MODEL_DIR
+
+        return Path(self.plan.root) / INITIAL_MODEL_DIR
+
+
+def prepare_federation(data: str | Path | None, tasks: Sequence[str] | None, federation_dir: str | Path, *,
+                       partition="paired=1,fragmented=1,partial=1", clients: str | Path | None = None,
+                       by: str = "patient", seed: int = 0, hidden_size: int | None = FEDERATED_HIDDEN_SIZE,
+                       encoders: str = "small", assemble_kwargs: Mapping | None = None) -> PreparedFederation:
+    """Write the client folders under ``federation_dir`` (the ``clients`` file's, or a ``partition`` of ``tasks``
+    of ``data``) and the initial model + processor assembled from the data with ``seed`` in
+    ``federation_dir/initial``: what a simulation runs on, and what a deployment ships to its sites."""
+    import torch
+
+    from multimed_hf.federated.client_app import INITIAL_MODEL_DIR
+    from multimed_hf.federated.clients_file import clients_from_file
+    from multimed_hf.federated.partition import partition_config
+    from multimed_hf.training.assembly import assemble
+    from multimed_hf.training.loading import load_task_data
+
+    federation = Path(federation_dir)
+    if clients is not None:
+        plan = clients_from_file(clients, federation, data=data, seed=seed)
+        wrong = sorted(set(plan.tasks) - set(tasks or plan.tasks))
+        if wrong:
+            raise ValueError(f"{clients} names tasks {wrong} that --tasks {list(tasks)} leaves out")
+        data, tasks = plan.data, plan.tasks
+        datasets = load_task_data(data, tasks, splits=("train", "validation"))
+    else:
+        if data is None or not tasks:
+            raise ValueError("a federation needs data and tasks to partition (or a clients file)")
+        datasets = load_task_data(data, tasks, splits=("train", "validation"))
+        plan = partition_config(data, tasks, partition, federation, by=by, seed=seed, datasets=datasets)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        assembly = assemble(data, tasks, encoders=encoders, datasets=datasets, **_assemble_kwargs(hidden_size,
+                                                                                                    assemble_kwargs))
+    assembly.model.save_pretrained(federation / INITIAL_MODEL_DIR)
+    assembly.processor.save_pretrained(federation / INITIAL_MODEL_DIR)
+    return PreparedFederation(plan, str(data), list(tasks), datasets, assembly.model, assembly.processor)
+
+
 def run_federation(data: str | Path | None, tasks: Sequence[str] | None, out_dir: str | Path, *,
                    partition="paired=1,fragmented=1,partial=1", clients: str | Path | None = None,
                    by: str = "patient", seed: int = 0, rounds: int = 3, strategy: str = "blendavg",
@@ -95,20 +152,14 @@ def run_federation(data: str | Path | None, tasks: Sequence[str] | None, out_dir
     the initial model's shared size (None: the encoder preset's). ``dp_noise_multiplier`` wraps every strategy run
     in Flower's central DP (``strategy.with_differential_privacy``; baselines only). ``num_cpus``: Ray's CPUs (one
     client runs per CPU)."""
-    import torch
-
     from flwr.simulation import run_simulation
 
-    from multimed_hf.federated.client_app import INITIAL_MODEL_DIR, make_client_app
-    from multimed_hf.federated.clients_file import clients_from_file
+    from multimed_hf.federated.client_app import make_client_app
     from multimed_hf.federated.local import LocalConfig
     from multimed_hf.federated.modules import record_from_state, state_from_record
-    from multimed_hf.federated.partition import partition_config
     from multimed_hf.federated.report import FederationReport, plot_convergence
     from multimed_hf.federated.server_app import FederationError, VerticalSettings, make_server_app
     from multimed_hf.federated.strategy import STRATEGIES, make_strategy
-    from multimed_hf.training.assembly import assemble
-    from multimed_hf.training.loading import load_task_data
 
     names = list(dict.fromkeys([strategy, *compare]))
     unknown = [n for n in names if n not in STRATEGIES]
@@ -120,26 +171,11 @@ def run_federation(data: str | Path | None, tasks: Sequence[str] | None, out_dir
     for name in names:  # a setting a strategy cannot take fails before any data is read
         make_strategy(name, num_clients=1, **strategy_options)
     out = Path(out_dir)
-    federation = out / "federation"
-    if clients is not None:
-        plan = clients_from_file(clients, federation, data=data, seed=seed)
-        wrong = sorted(set(plan.tasks) - set(tasks or plan.tasks))
-        if wrong:
-            raise ValueError(f"{clients} names tasks {wrong} that --tasks {list(tasks)} leaves out")
-        data, tasks = plan.data, plan.tasks
-        datasets = load_task_data(data, tasks, splits=("train", "validation"))
-    else:
-        if data is None or not tasks:
-            raise ValueError("run_federation needs data and tasks to partition (or a clients file)")
-        datasets = load_task_data(data, tasks, splits=("train", "validation"))
-        plan = partition_config(data, tasks, partition, federation, by=by, seed=seed, datasets=datasets)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        assembly = assemble(data, tasks, encoders=encoders, datasets=datasets, **_assemble_kwargs(hidden_size,
-                                                                                                    assemble_kwargs))
-    model, processor = assembly.model, assembly.processor
-    model.save_pretrained(federation / INITIAL_MODEL_DIR)
-    processor.save_pretrained(federation / INITIAL_MODEL_DIR)
+    prepared = prepare_federation(data, tasks, out / "federation", partition=partition, clients=clients, by=by,
+                                  seed=seed, hidden_size=hidden_size, encoders=encoders,
+                                  assemble_kwargs=assemble_kwargs)
+    plan, datasets, tasks = prepared.plan, prepared.datasets, prepared.tasks
+    model, processor = prepared.model, prepared.processor
     initial = record_from_state(model.state_dict())
     validation = {t: datasets[t]["validation"] for t in tasks if "validation" in datasets[t]}
     evaluate_fn = _central_evaluator(model, processor, validation) if validation else None
@@ -155,7 +191,7 @@ def run_federation(data: str | Path | None, tasks: Sequence[str] | None, out_dir
                                  initial, num_rounds=rounds, num_clients=len(plan.clients), local=local,
                                  vertical=vertical, report=report, encoder_of=dict(model.encoder_of),
                                  timeout=timeout, evaluate_fn=evaluate_fn)
-        client = make_client_app(federation, salt=secrets.token_hex(16))
+        client = make_client_app(plan.root, salt=secrets.token_hex(16))
         run_simulation(server_app=server, client_app=client, num_supernodes=len(plan.clients),
                        backend_config=backend)
         if report.final_arrays is None:
@@ -174,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     from multimed_hf.federated.local import LocalConfig
 
     parser = argparse.ArgumentParser(prog="multimed federate", description="Simulate BlendFL (or a baseline) over "
-                                     "clients made from built MultiMed configs, with Flower's simulation engine.")
+                                     "clients made from built MultiMed configs, with Flower's simulation engine; or, "
+                                     "with --export-app, write what a real deployment (SuperLink + SuperNodes) needs.")
     parser.add_argument("--data", default=None, help="a built folder (multimed/) or a Hub dataset id (with "
                         "--clients: the file's 'data' when absent)")
     parser.add_argument("--tasks", nargs="+", default=None, help="task configs, e.g. expression_prediction (with "
@@ -218,7 +255,33 @@ def build_parser() -> argparse.ArgumentParser:
                         "'{\"processor_overrides\": {\"dna\": {\"max_length\": 64}}}'")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the clients of one step")
     parser.add_argument("--num-cpus", type=int, default=1, help="CPUs Ray may use (clients run one per CPU)")
+    parser.add_argument("--export-app", default=None, metavar="DIR", help="instead of simulating: write the client "
+                        "folders and the initial model under --output-dir/federation and a Flower App in DIR "
+                        "(pyproject.toml + README.md with the SuperLink / SuperNode / flwr run commands) for a real "
+                        "deployment (multimed_hf.federated.deploy)")
+    parser.add_argument("--superlink", default="127.0.0.1:8000", help="with --export-app: the SuperLink address "
+                        "the commands use (HOST:PORT)")
     return parser
+
+
+def _export(args) -> int:
+    from multimed_hf.federated.deploy import export_app
+
+    given = {"strategy": args.strategy, "num-rounds": args.rounds, "local-steps": args.local_steps,
+             "batch-size": args.batch_size, "lr": args.lr, "warmup": args.warmup, "proximal-mu": args.proximal_mu,
+             "score-key": args.score_key, "score-weight": args.score_weight, "vertical-steps": args.vertical_steps,
+             "vertical-batch": args.vertical_batch, "vertical-lr": args.vertical_lr, "timeout": args.timeout,
+             "dp-noise-multiplier": args.dp_noise_multiplier, "dp-clipping-norm": args.dp_clipping_norm,
+             "dp-clipping": args.dp_clipping}
+    exported = export_app(args.export_app, args.output_dir, data=args.data, tasks=args.tasks, clients=args.clients,
+                          partition=args.partition or "paired=1,fragmented=1,partial=1", by=args.by, seed=args.seed,
+                          hidden_size=args.hidden_size or None, encoders=args.encoders,
+                          assemble_kwargs=json.loads(args.assemble) if args.assemble else None,
+                          run_config={k: v for k, v in given.items() if v is not None},
+                          superlink_address=args.superlink)
+    print(f"client folders and initial model: {exported.federation_dir}")
+    print(f"Flower App: {exported.app_dir} (commands in {exported.app_dir / 'README.md'})")
+    return 0
 
 
 def federate_main(argv: Sequence[str] | None = None) -> int:
@@ -227,6 +290,8 @@ def federate_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.clients is None and (args.data is None or not args.tasks):
         parser.error("--data and --tasks are required unless --clients names the clients")
+    if args.export_app is not None:
+        return _export(args)
     result = run_federation(args.data, args.tasks, args.output_dir, clients=args.clients,
                             partition=args.partition or "paired=1,fragmented=1,partial=1", by=args.by,
                             seed=args.seed, rounds=args.rounds, strategy=args.strategy,
