@@ -5,46 +5,47 @@ The names below are imported on first use, so ``import multimed_hf.fewshot`` loa
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from multimed_hf._lazy import lazy_attributes
 
 #: Public name -> the module (inside this package) that defines it.
 _LAZY = {
-    "SupportSet": "support",
-    "SupportError": "support",
-    "sample_support": "support",
-    "check_disjoint": "support",
-    "AdapterSettings": "adapters",
-    "AdapterError": "adapters",
-    "TARGETS_BY_FAMILY": "adapters",
-    "default_targets": "adapters",
-    "head_spec_for": "adapters",
-    "prepare_head": "adapters",
-    "peft_config": "adapters",
-    "attach_adapter": "adapters",
-    "save_adapter": "adapters",
-    "load_adapter": "adapters",
-    "push_adapter": "adapters",
-    "ZeroShotError": "zeroshot",
-    "AlignmentSettings": "zeroshot",
-    "AlignmentTrainer": "zeroshot",
-    "train_alignment": "zeroshot",
-    "PreparedAlignment": "zeroshot",
-    "prepare_alignment": "zeroshot",
-    "alignment_trainer": "zeroshot",
-    "alignment_info": "zeroshot",
-    "write_alignment_info": "zeroshot",
-    "add_alignment_encoders": "alignment_encoders",
-    "alignment_texts": "alignment_encoders",
-    "use_label_text": "zeroshot",
-    "label_text_head": "zeroshot",
-    "hold_out": "zeroshot",
-    "pair_loss": "zeroshot",
-    "zero_shot_predict": "zeroshot",
-    "FewShotArguments": "run",
-    "run_fewshot": "run",
-    "write_table2": "run",
-    "fewshot_main": "run",
+    "SupportSet": ".support",
+    "SupportError": ".support",
+    "sample_support": ".support",
+    "check_disjoint": ".support",
+    "AdapterSettings": ".adapters",
+    "AdapterError": ".adapters",
+    "TARGETS_BY_FAMILY": ".adapters",
+    "default_targets": ".adapters",
+    "head_spec_for": ".adapters",
+    "prepare_head": ".adapters",
+    "peft_config": ".adapters",
+    "attach_adapter": ".adapters",
+    "save_adapter": ".adapters",
+    "load_adapter": ".adapters",
+    "push_adapter": ".adapters",
+    "ZeroShotError": ".zeroshot",
+    "AlignmentSettings": ".zeroshot",
+    "AlignmentTrainer": ".zeroshot",
+    "train_alignment": ".zeroshot",
+    "PreparedAlignment": ".zeroshot",
+    "prepare_alignment": ".zeroshot",
+    "alignment_trainer": ".zeroshot",
+    "alignment_info": ".zeroshot",
+    "write_alignment_info": ".zeroshot",
+    "add_alignment_encoders": ".alignment_encoders",
+    "alignment_texts": ".alignment_encoders",
+    "use_label_text": ".zeroshot",
+    "label_text_head": ".zeroshot",
+    "hold_out": ".zeroshot",
+    "pair_loss": ".zeroshot",
+    "zero_shot_predict": ".zeroshot",
+    "FewShotArguments": ".run",
+    "run_fewshot": ".run",
+    "write_table2": ".run",
+    "fewshot_main": ".run",
 }
 
 __all__ = list(_LAZY)
@@ -60,14 +61,4 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never run
                            train_alignment, use_label_text, write_alignment_info, zero_shot_predict)
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'multimed_hf.fewshot' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(globals(), _LAZY)

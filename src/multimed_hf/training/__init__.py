@@ -49,6 +49,8 @@ _LAZY = {
     # balancing and distillation (issue 19): "<family>+miles" and friends
     "balancing_from_variant": ".balancing",
     "register_balancing_variants": ".balancing",
+    "BalancingVariant": ".balancing",
+    "variant_options": ".arguments",
     # the benchmark and its report
     "run_benchmark": ".benchmark",
     "benchmark_main": ".benchmark",
@@ -56,6 +58,7 @@ _LAZY = {
     "write_table1": ".report",
     "write_table": ".report",
     "read_records": ".report",
+    "CORRELATION_METRICS": ".report",
     "ReportPaths": ".report",
     "TABLE1": ".paper",
     "TABLE2": ".paper",
@@ -65,9 +68,9 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 if TYPE_CHECKING:  # for type checkers and IDEs; never run
-    from .arguments import EvaluateArguments, MultiMedArguments
+    from .arguments import EvaluateArguments, MultiMedArguments, variant_options
     from .assembly import Assembly, assemble
-    from .balancing import balancing_from_variant, register_balancing_variants
+    from .balancing import BalancingVariant, balancing_from_variant, register_balancing_variants
     from .baselines import logistic_regression_baseline
     from .benchmark import BenchmarkArguments, benchmark_main, run_benchmark
     from .data import IterableMultiTaskDataset, MultiTaskCollator, MultiTaskDataset
@@ -78,7 +81,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never run
                                  get_loss_weighting, register_loss_weighting)
     from .paper import TABLE1, TABLE2, paper_value
     from .predictions import TaskPredictions
-    from .report import ReportPaths, read_records, write_table, write_table1
+    from .report import CORRELATION_METRICS, ReportPaths, read_records, write_table, write_table1
     from .run import RunResult, evaluate_checkpoint, evaluate_main, train_main, train_model
     from .sampling import SAMPLING_STRATEGIES, TaskBatchSampler, TaskSampling
     from .trainer import MultiMedTrainer
