@@ -9,7 +9,7 @@ import pytest
 
 from multimed_hf.metrics import _tm_search
 from multimed_hf.metrics import structure as S
-from multimed_hf.metrics._tm_rotation import rotations
+from multimed_hf.metrics._tm_rotation import kabsch_svd, rotations
 from multimed_hf.metrics.structure import fragment_lengths, structure_scores, tm_d0, tm_d0_search, tm_score
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,6 +101,29 @@ def test_batched_rotation_solve_matches_svd_kabsch(rng):
     assert np.abs(rot - want).max() < 1e-9
     assert np.abs(np.linalg.det(rot) - 1).max() < 1e-12
     assert best == pytest.approx(np.einsum("mab,mba->m", want, h), rel=1e-12)
+
+
+def test_unpolished_and_polished_solves_against_svd_on_degenerate_sets(rng):
+    """The search's float32 path solves in float64 without the Newton polish, the float64 path with it: against
+    SVD on random, planar, nearly collinear (s2 and s3 both tiny: the closed form's double root, sent to SVD) and
+    half-turn problems."""
+    x = rng.normal(size=(400, 5, 3)) * rng.uniform(0.5, 20.0, size=(400, 1, 1))
+    x[:50, :, 2] = 0.0  # planar
+    x[50:100] = rng.normal(size=(50, 5, 1)) * [[[30.0, 0.0, 0.0]]] + rng.normal(size=(50, 5, 3)) * 0.3
+    turns = [_rotation(rng.normal(size=3), deg) for deg in rng.uniform(0, 180, 400)]
+    turns[-20:] = [_rotation(rng.normal(size=3), 180.0)] * 20
+    y = np.einsum("mij,mkj->mki", np.array(turns), x) + rng.normal(size=x.shape) * 0.3
+    xc, yc = x - x.mean(1, keepdims=True), y - y.mean(1, keepdims=True)
+    h = np.einsum("mia,mib->mab", xc, yc)
+    u, _, vt = np.linalg.svd(h)
+    v, ut = np.swapaxes(vt, 1, 2), np.swapaxes(u, 1, 2)
+    flip = np.stack([np.ones(400), np.ones(400), np.sign(np.linalg.det(v @ ut))], axis=1)
+    want = (v * flip[:, None, :]) @ ut
+    for polish, tol in ((False, 1e-6), (True, 1e-9)):
+        rot, _ = rotations([[h[:, a, b] for b in range(3)] for a in range(3)], with_value=False, polish=polish)
+        rot = np.stack([np.stack(row, axis=-1) for row in rot], axis=1)
+        assert np.abs(rot - want).max() < tol, polish
+        assert np.abs(np.linalg.det(rot) - 1).max() < 1e-12
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -247,7 +270,7 @@ def test_torch_kernels_equal_numpy_kernels_on_all_three_scores(chains, rng, monk
     """The GPU code path, run on the CPU: it counts GDT on every row, the numpy kernels skip rows by a bound."""
     torch = pytest.importorskip("torch")
     preds, refs = _varied_batch(chains, rng)
-    want = structure_scores(preds, refs)
+    want = structure_scores(preds, refs, backend="numpy")
     monkeypatch.setattr(S, "_TORCH_KERNELS_ON_CPU", True)
     got = structure_scores(preds, refs, backend="torch", device="cpu", dtype=torch.float64)
     for key in ("tm_score", "rmsd", "gdt_ts"):
@@ -257,9 +280,9 @@ def test_torch_kernels_equal_numpy_kernels_on_all_three_scores(chains, rng, monk
 def test_hash_collisions_fall_back_to_exact_grouping(chains, rng, monkeypatch):
     """Distinct selections whose hashes collide are still told apart (every hash made equal here)."""
     preds, refs = _varied_batch(chains, rng)
-    want = structure_scores(preds, refs)
+    want = structure_scores(preds, refs, backend="numpy")
     monkeypatch.setattr(_tm_search, "_HASH", (0, 0, 0))
-    got = structure_scores(preds, refs)
+    got = structure_scores(preds, refs, backend="numpy")
     for key in ("tm_score", "rmsd", "gdt_ts"):
         assert got[key] == pytest.approx(want[key], abs=1e-12), key
 
@@ -271,6 +294,9 @@ def test_row_counts_of_wide_rows():
         below = rng.random((5, width)) < rng.random((5, 1))
         below[0] = True
         assert _tm_search._row_counts(below).tolist() == below.sum(axis=1).tolist()
+        for dtype in (np.float32, np.float64):  # short rows: a matrix-vector product instead
+            counts = _tm_search._row_counts(below, np.ones(width, dtype=dtype))
+            assert np.asarray(counts).tolist() == below.sum(axis=1).tolist()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -289,12 +315,12 @@ def _varied_batch(chains, rng):
 
 def test_batched_equals_one_by_one(chains, rng):
     preds, refs = _varied_batch(chains, rng)
-    batched = structure_scores(preds, refs, batch_size=4)
+    batched = structure_scores(preds, refs, batch_size=4, backend="numpy")
     for i, (pred, ref) in enumerate(zip(preds, refs)):
-        alone = structure_scores([pred], [ref])
+        alone = structure_scores([pred], [ref], backend="numpy")
         for key in ("tm_score", "rmsd", "gdt_ts"):
             assert batched[key][i] == pytest.approx(alone[key][0], abs=1e-9)
-    stacked = structure_scores(np.stack([preds[0], preds[0]]), np.stack([refs[0], refs[0]]))  # (N, L, 3)
+    stacked = structure_scores(np.stack([preds[0], preds[0]]), np.stack([refs[0], refs[0]]), backend="numpy")
     assert stacked["tm_score"] == pytest.approx([batched["tm_score"][0]] * 2, abs=1e-9)
 
 
@@ -303,7 +329,7 @@ def test_numpy_and_torch_agree(chains, rng, monkeypatch, torch_kernels):
     torch = pytest.importorskip("torch")
     monkeypatch.setattr(S, "_TORCH_KERNELS_ON_CPU", torch_kernels)
     preds, refs = _varied_batch(chains, rng)
-    want = structure_scores(preds, refs)
+    want = structure_scores(preds, refs, backend="numpy")
     for dtype, tol in ((torch.float64, 1e-9), (torch.float32, 1e-4)):
         got = structure_scores([torch.as_tensor(p) for p in preds], refs, backend="torch", device="cpu", dtype=dtype)
         for key in ("tm_score", "gdt_ts"):
@@ -335,6 +361,156 @@ def test_numpy_path_runs_without_torch():
         "    raise AssertionError('no ImportError')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the compiled (numba) search against the numpy float64 path
+
+
+def _numba():
+    return pytest.importorskip("numba", reason="numba is not installed: the compiled search (backend='numba') "
+                               "is optional (pip install numba); the numpy path is the fallback")
+
+
+def test_without_numba_the_default_is_numpy_and_numba_asks_for_it():
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib.abc, sys\n"
+        "class NoNumba(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] == 'numba':\n"
+        "            raise ImportError('numba is not installed here')\n"
+        "sys.meta_path.insert(0, NoNumba())\n"
+        "import numpy as np\n"
+        "from multimed_hf.metrics.structure import structure_scores\n"
+        "x = np.arange(30.0).reshape(10, 3) ** 1.5\n"
+        "y = x + np.sin(np.arange(30.0)).reshape(10, 3)\n"
+        "auto = structure_scores([y], [x])\n"
+        "numpy = structure_scores([y], [x], backend='numpy')\n"
+        "assert all(auto[k].tolist() == numpy[k].tolist() for k in auto), (auto, numpy)\n"
+        "assert 'numba' not in sys.modules\n"
+        "try:\n"
+        "    structure_scores([x], [x], backend='numba')\n"
+        "except ImportError as error:\n"
+        "    assert 'pip install numba' in str(error), error\n"
+        "else:\n"
+        "    raise AssertionError('no ImportError')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_numba_path_matches_tmtools_on_real_and_hinge_moved_chains(oracle_pairs):
+    _numba()
+    preds, refs, want = oracle_pairs
+    got = structure_scores(preds, refs, backend="numba")["tm_score"]
+    assert np.abs(got - want).max() <= 1e-9, np.abs(got - want)
+
+
+def test_numba_equals_numpy_float64_on_all_three_scores(chains, oracle_pairs, rng):
+    """Real 2gtl / 7ok9 pairs (the 7ok9 ones fill more selections than the first hash table holds), hinge
+    motions, short chains (12 and 25 residues), masked residues, planar and near-collinear sets."""
+    _numba()
+    preds, refs, _ = oracle_pairs
+    preds, refs, masks = list(preds), list(refs), [None] * len(preds)
+    more_preds, more_refs = _varied_batch(chains, rng)
+    preds += more_preds
+    refs += more_refs
+    masks += [rng.random(len(r)) > 0.3 for r in more_refs]
+    for n in (1, 2, 3, 4, 5, 9):  # down to one residue: degenerate fits (the SVD fallback), no relief below 4
+        ref = rng.normal(scale=5.0, size=(n, 3))
+        preds.append(ref + rng.normal(scale=1.0, size=(n, 3)))
+        refs.append(ref)
+        masks.append(None)
+    line = np.linspace(0.0, 60.0, 40)[:, None] * np.array([[1.0, 0.5, -0.2]])  # near-collinear, and planar
+    plane = np.concatenate([rng.normal(scale=8.0, size=(40, 2)), np.zeros((40, 1))], axis=1)
+    for ref in (line + rng.normal(scale=0.05, size=line.shape), plane):
+        preds.append(ref @ _rotation([0.2, 1.0, 0.3], 170.0).T + rng.normal(scale=1.5, size=ref.shape))
+        refs.append(ref)
+        masks.append(None)
+    masks = [np.ones(len(r), dtype=bool) if m is None else m for m, r in zip(masks, refs)]
+    want = structure_scores(preds, refs, masks, backend="numpy")
+    got = structure_scores(preds, refs, masks, backend="numba")
+    for key in ("tm_score", "rmsd", "gdt_ts"):
+        assert np.abs(got[key] - want[key]).max() <= 1e-6, (key, np.abs(got[key] - want[key]))
+    auto = structure_scores(preds, refs, masks)  # the default picks the compiled search where numba is present
+    for key in ("tm_score", "rmsd", "gdt_ts"):
+        assert auto[key].tolist() == got[key].tolist(), key
+
+
+def test_numba_rotation_solve_matches_numpy_solve_and_svd(rng):
+    """The scalar rotation of the compiled search against the vectorised one (polished) and SVD, on random,
+    planar, near-collinear, half-turn, one-point and empty problems."""
+    _numba()
+    from multimed_hf.metrics import _tm_numba
+
+    m = 500
+    x = rng.normal(size=(m, 6, 3)) * rng.uniform(0.5, 20.0, size=(m, 1, 1))
+    x[:50, :, 2] = 0.0
+    x[50:100] = rng.normal(size=(50, 6, 1)) * [[[30.0, 0.0, 0.0]]] + rng.normal(size=(50, 6, 3)) * 0.3
+    turns = [_rotation(rng.normal(size=3), deg) for deg in rng.uniform(0, 180, m)]
+    turns[-40:] = [_rotation(rng.normal(size=3), 180.0)] * 40
+    y = np.einsum("mij,mkj->mki", np.array(turns), x) + rng.normal(size=x.shape) * 0.3
+    xc, yc = x - x.mean(1, keepdims=True), y - y.mean(1, keepdims=True)
+    h = np.einsum("mia,mib->mab", xc, yc)
+    h[-2] = 0.0  # one point, or every point at the centroid
+    h[-1] = np.outer([1.0, 2.0, 0.5], [0.3, -1.0, 2.0])  # rank one: two points
+    want, _ = rotations([[h[:, a, b] for b in range(3)] for a in range(3)], with_value=False)
+    want = np.stack([np.stack(row, axis=-1) for row in want], axis=1)
+    got = np.empty_like(want)
+    for k in range(m):
+        _tm_numba._rotation(np.ascontiguousarray(h[k]), got[k], np.empty((4, 4)))
+    assert np.abs(got - want).max() < 1e-12
+    assert np.abs(np.linalg.det(got) - 1).max() < 1e-12
+    assert np.abs(got[:-2] - kabsch_svd(h[:-2])).max() < 1e-9
+
+
+def test_numba_constants_follow_the_numpy_search():
+    """The compiled kernels hold their constants (a compiled cache does not see another module change)."""
+    _numba()
+    from multimed_hf.metrics import _tm_numba
+
+    assert _tm_numba._N_REFINE == _tm_search.N_REFINE
+    assert _tm_search.GDT_CUTOFFS == (1.0, 2.0, 4.0, 8.0)  # the compare constants of _tm_numba._score
+    for n in range(1, 300):
+        assert _tm_numba._fragment_lengths(n).tolist() == fragment_lengths(n), n
+
+
+def test_numba_selection_table_tells_colliding_hashes_apart():
+    """Distinct selections under one hash land in distinct slots; the same selection finds its own."""
+    _numba()
+    from multimed_hf.metrics import _tm_numba
+
+    table = np.full(16, -1, dtype=np.int64)
+    store = np.zeros((8, 2), dtype=np.uint64)
+    rows = np.array([[1, 0], [2, 0], [1, 1], [0, 7]], dtype=np.uint64)
+    key = np.uint64(5)  # every selection given the same hash
+    for index, words in enumerate(rows):
+        slot = _tm_numba._lookup(table, store, words, key)
+        assert table[slot] == -1, index  # not mistaken for an earlier one
+        store[index] = words
+        table[slot] = index
+    for index, words in enumerate(rows):
+        assert table[_tm_numba._lookup(table, store, words.copy(), key)] == index
+
+
+def test_backend_choice_and_numba_options(monkeypatch):
+    _numba()
+    with pytest.raises(ValueError, match=r"dtype must be float64 \(or None\) for backend='numba'.*float32"):
+        structure_scores([GOOD], [GOOD], backend="numba", dtype=np.float32)
+    calls, real = [], S._numba_scores
+    monkeypatch.setattr(S, "_numba_scores", lambda pairs: calls.append(len(pairs)) or real(pairs))
+    structure_scores([GOOD], [GOOD])
+    structure_scores([GOOD], [GOOD], dtype="float64")
+    structure_scores([GOOD], [GOOD], dtype=np.float32)  # float32 asked for: the numpy path
+    structure_scores([GOOD], [GOOD], backend="numpy")
+    assert calls == [1, 1]
+    monkeypatch.setattr(S, "_numba_search", lambda: None)  # numba not importable
+    assert structure_scores([GOOD], [GOOD])["tm_score"][0] == pytest.approx(1.0)  # auto falls back to numpy
+    assert calls == [1, 1]
+    with pytest.raises(ImportError, match=r"backend='numba' needs numba: pip install numba"):
+        structure_scores([GOOD], [GOOD], backend="numba")
 
 
 def test_tm_align_scores_sequence_independent(chains):
@@ -381,7 +557,7 @@ def test_bad_input_names_argument_pair_and_expectation(preds, refs, masks, match
 
 
 def test_bad_options():
-    with pytest.raises(ValueError, match=r"backend must be 'numpy' or 'torch', got 'jax'"):
+    with pytest.raises(ValueError, match=r"backend must be 'auto', 'numba', 'numpy' or 'torch', got 'jax'"):
         structure_scores([GOOD], [GOOD], backend="jax")
     with pytest.raises(ValueError, match=r"batch_size must be a positive integer, got 0"):
         structure_scores([GOOD], [GOOD], batch_size=0)

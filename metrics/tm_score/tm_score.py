@@ -19,8 +19,9 @@ chain, same residue order), from C-alpha coordinates, one (L, 3) list of [x, y, 
   residues within the cut-off over the search's superpositions.
 
 Each is averaged over the structure pairs. `masks` (one list of booleans per pair, True where the reference residue
-is observed) leaves residues out of the fits; a masked residue scores 0 but still counts in L. The search runs in
-batches on numpy, or on torch (`backend="torch"`, a GPU when one is present). Backbones, sequence-independent
+is observed) leaves residues out of the fits; a masked residue scores 0 but still counts in L. The search runs compiled
+with numba where it is installed (`backend="auto"`, the default; float64, exact), else in batches on numpy
+(`backend="numpy"`), or on torch (`backend="torch"`, a GPU when one is present). Backbones, sequence-independent
 TM-align and per-pair arrays are in the package: `multimed_hf.metrics.structure`.
 """
 
@@ -32,7 +33,7 @@ Args:
         same number of residues as the prediction.
     masks (`list` of `list` of `bool`, optional): per structure, True where the reference residue is observed.
         Defaults to every residue observed.
-    backend (`str`): "numpy" (default) or "torch".
+    backend (`str`): "auto" (default: numba where installed, else numpy), "numba", "numpy" or "torch".
 
 Returns:
     tm_score (`float`): mean TM-score, from 0 to 1 (1 is identical up to a rigid motion; higher is better).
@@ -101,6 +102,6 @@ class TmScore(evaluate.Metric):
             reference_urls=["https://zhanggroup.org/TM-score/", "https://github.com/pylelab/USalign"],
         )
 
-    def _compute(self, predictions, references, masks=None, backend="numpy"):
+    def _compute(self, predictions, references, masks=None, backend="auto"):
         scores = structure_scores(predictions, references, masks, backend=backend)
         return {key: float(scores[key].mean()) for key in ("tm_score", "rmsd", "gdt_ts")}

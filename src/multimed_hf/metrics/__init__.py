@@ -66,15 +66,15 @@ class UnknownMetricError(KeyError, ValueError):
 _STRUCTURE_KEYS = ("tm_score", "rmsd", "gdt_ts")
 
 
-def _structure_means(predictions, references, masks=None, *, backend="numpy", device=None) -> dict[str, float]:
-    from multimed_hf.metrics.structure import structure_scores  # numpy or torch search: loaded when first used
+def _structure_means(predictions, references, masks=None, *, backend="auto", device=None) -> dict[str, float]:
+    from multimed_hf.metrics.structure import structure_scores  # numba, numpy or torch search: loaded when first used
 
     scores = structure_scores(predictions, references, masks, backend=backend, device=device)
     return {key: float(np.mean(scores[key])) for key in _STRUCTURE_KEYS}
 
 
 def _structure_metric(key: str, what: str) -> Callable[..., float]:
-    def metric(predictions, references, masks=None, *, backend="numpy", device=None) -> float:
+    def metric(predictions, references, masks=None, *, backend="auto", device=None) -> float:
         return _structure_means(predictions, references, masks, backend=backend, device=device)[key]
 
     metric.__name__ = metric.__qualname__ = key

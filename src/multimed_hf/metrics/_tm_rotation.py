@@ -22,54 +22,67 @@ def _copy(array):
     return array.copy() if isinstance(array, np.ndarray) else array.clone()
 
 
-def rotations(h, *, with_value: bool = True):
+def rotations(h, *, with_value: bool = True, polish: bool = True):
     """Rotations R maximising sum y.(R x), and that maximum, for covariances h[a][b] = sum x_a y_b.
 
     h and R are 3x3 nested lists of (M,) numpy arrays or torch tensors: many small problems solved together,
     component by component, with no per-problem linear algebra calls. Returns (R, maximum), the maximum None
-    unless ``with_value``.
+    unless ``with_value``. Pass float64: in float32 an ill-conditioned problem (s2 + s3 well under s1, common
+    for short fragments) loses its rotation, by up to radians, since h^T h squares the condition number.
+    ``polish`` refines the top eigenvalue by Newton steps, to the last digits (without: about 1e-8 relative).
     """
     xp = _namespace(h[0][0])
     # The maximum is the top eigenvalue of Horn's 4x4 matrix, s1 + s2 + sign(det h) s3 over the singular values
     # of h: a closed form (eigenvalues of h^T h, trigonometric solution), polished by Newton steps on the
     # characteristic quartic of Horn's matrix (as in the QCP method, Theobald 2005).
     at_least, at_most = (np.maximum, np.minimum) if xp is np else (xp.clamp_min, xp.clamp_max)
-    m = {(a, b): h[0][a] * h[0][b] + h[1][a] * h[1][b] + h[2][a] * h[2][b] for a in range(3) for b in range(a, 3)}
-    q = (m[0, 0] + m[1, 1] + m[2, 2]) / 3.0
-    d0, d1, d2 = m[0, 0] - q, m[1, 1] - q, m[2, 2] - q
-    o01, o02, o12 = m[0, 1], m[0, 2], m[1, 2]
-    p = xp.sqrt((d0 * d0 + d1 * d1 + d2 * d2 + 2.0 * (o01 * o01 + o02 * o02 + o12 * o12)) / 6.0)
+    (sxx, sxy, sxz), (syx, syy, syz), (szx, szy, szz) = h
+    m00 = sxx * sxx + syx * syx + szx * szx
+    m11 = sxy * sxy + syy * syy + szy * szy
+    m22 = sxz * sxz + syz * syz + szz * szz
+    o01 = sxx * sxy + syx * syy + szx * szy
+    o02 = sxx * sxz + syx * syz + szx * szz
+    o12 = sxy * sxz + syy * syz + szy * szz
+    q = (m00 + m11 + m22) * (1.0 / 3.0)
+    d0, d1, d2 = m00 - q, m11 - q, m22 - q
+    p2 = (d0 * d0 + d1 * d1 + d2 * d2 + 2.0 * (o01 * o01 + o02 * o02 + o12 * o12)) * (1.0 / 6.0)
+    p = xp.sqrt(p2)
     det_b = d0 * (d1 * d2 - o12 * o12) - o01 * (o01 * d2 - o12 * o02) + o02 * (o01 * o12 - d1 * o02)
-    half = at_most(at_least(det_b / (2.0 * xp.where(p > 0, p, 1.0) ** 3), -1.0), 1.0)
-    cos = xp.cos(xp.arccos(half) / 3.0)  # the angle lies in [0, pi/3]
+    half = at_most(at_least(det_b / (2.0 * at_least(p2 * p, 1e-300 if _is_double(q) else 1e-30)), -1.0), 1.0)
+    cos = xp.cos(xp.arccos(half) * (1.0 / 3.0))  # the angle lies in [0, pi/3]
     sin = xp.sqrt(at_least(1.0 - cos * cos, 0.0))
-    e1 = q + 2.0 * p * cos
-    e3 = q + 2.0 * p * (-0.5 * cos - 0.8660254037844386 * sin)
+    two_p = 2.0 * p
+    e1 = q + two_p * cos
+    e3 = q - two_p * (0.5 * cos + 0.8660254037844386 * sin)
     e2 = 3.0 * q - e1 - e3
     det_h = _det3(h)
     s1, s2, s3 = (xp.sqrt(at_least(e, 0.0)) for e in (e1, e2, e3))
-    lam = s1 + s2 + xp.sign(det_h) * s3
-    (sxx, sxy, sxz), (syx, syy, syz), (szx, szy, szz) = h
+    lam = s1 + s2 + xp.sign(det_h) * s3  # sign 0 on planar sets: their s3 is rounding noise
     horn = [
         [sxx + syy + szz, syz - szy, szx - sxz, sxy - syx],
-        [syz - szy, sxx - syy - szz, sxy + syx, szx + sxz],
-        [szx - sxz, sxy + syx, syy - sxx - szz, syz + szy],
-        [sxy - syx, szx + sxz, syz + szy, szz - sxx - syy],
+        [None, sxx - syy - szz, sxy + syx, szx + sxz],
+        [None, None, syy - sxx - szz, syz + szy],
+        [None, None, None, szz - sxx - syy],
     ]
-    c2 = -2.0 * sum(h[a][b] * h[a][b] for a in range(3) for b in range(3))
-    c1 = -8.0 * det_h
-    c0 = _det4(horn)
-    for _ in range(2):  # polish: the closed form loses digits when two singular values nearly coincide
-        lam2 = lam * lam
-        slope = (4.0 * lam2 + 2.0 * c2) * lam + c1
-        step = ((lam2 + c2) * lam2 + c1 * lam + c0) / xp.where(slope > 0, slope, math.inf)
-        lam = lam - xp.where(xp.abs(step) < 1e-6 * xp.abs(lam), step, 0.0)  # near a double root: no wild steps
+    for i in range(1, 4):
+        for j in range(i):
+            horn[i][j] = horn[j][i]
+    if polish:  # the closed form loses digits when two singular values nearly coincide
+        c2 = -2.0 * (m00 + m11 + m22)
+        c1 = -8.0 * det_h
+        c0 = _det4(horn)
+        for _ in range(2):
+            lam2 = lam * lam
+            slope = (4.0 * lam2 + 2.0 * c2) * lam + c1
+            step = ((lam2 + c2) * lam2 + c1 * lam + c0) / xp.where(slope > 0, slope, math.inf)
+            lam = lam - xp.where(xp.abs(step) < 1e-6 * xp.abs(lam), step, 0.0)  # near a double root: no wild steps
     # the rotation's quaternion spans the null space of horn - lam: a column of the adjugate, the first one
     # unless the rotation is near 180 degrees (small w), where the largest one is taken instead
     a = [[horn[i][j] - lam if i == j else horn[i][j] for j in range(4)] for i in range(4)]
     quat = _adjugate4_column0(a)
-    norm2 = sum(c * c for c in quat)
-    weak = quat[0] * quat[0] < 0.05 * norm2
+    w, x, y, z = quat
+    norm2 = w * w + x * x + y * y + z * z
+    weak = w * w < 0.05 * norm2
     if bool(weak.any()):
         adj = _adjugate4([[entry[weak] for entry in row] for row in a])
         pick = xp.argmax(xp.stack([xp.abs(adj[i][i]) for i in range(4)], axis=-1), axis=-1)
@@ -79,14 +92,19 @@ def rotations(h, *, with_value: bool = True):
                 column = xp.where(pick == k, adj[i][k], column)
             quat[i] = _copy(quat[i])
             quat[i][weak] = column
-        norm2 = sum(c * c for c in quat)
-    good = (lam > 0) & (norm2 > (1e-6 * lam**3) ** 2)
-    inv_norm = 1.0 / xp.sqrt(xp.where(good, norm2, 1.0))
-    w, x, y, z = (c * inv_norm for c in quat)
+        w, x, y, z = quat
+        norm2 = w * w + x * x + y * y + z * z
+    tiny = 1e-6 * lam * lam * lam
+    # nearly collinear sets (s2 and s3 both tiny against s1) make the closed form's two small roots a double
+    # root it resolves only to sqrt(eps): SVD solves those (well under 0.1% of a search's fits)
+    good = (lam > 0) & (norm2 > tiny * tiny) & (s2 + s3 >= 0.01 * s1)
+    two = 2.0 / xp.where(good, norm2, 1.0)  # R of the unnormalised quaternion, scaled by 2 / |q|^2 at the end
+    wx, wy, wz, xy, xz, yz = w * x, w * y, w * z, x * y, x * z, y * z
+    xx, yy, zz = x * x, y * y, z * z
     rot = [
-        [w * w + x * x - y * y - z * z, 2.0 * (x * y - w * z), 2.0 * (x * z + w * y)],
-        [2.0 * (x * y + w * z), w * w - x * x + y * y - z * z, 2.0 * (y * z - w * x)],
-        [2.0 * (x * z - w * y), 2.0 * (y * z + w * x), w * w - x * x - y * y + z * z],
+        [1.0 - two * (yy + zz), two * (xy - wz), two * (xz + wy)],
+        [two * (xy + wz), 1.0 - two * (xx + zz), two * (yz - wx)],
+        [two * (xz - wy), two * (yz + wx), 1.0 - two * (xx + yy)],
     ]
     if not bool(good.all()):  # degenerate sets (collinear, one point): SVD with the reflection fix instead
         bad = ~good
@@ -100,6 +118,10 @@ def rotations(h, *, with_value: bool = True):
         return rot, None
     lam = sum(rot[i][j] * h[j][i] for i in range(3) for j in range(3))  # the fit's own value, exact for the MSD
     return rot, lam
+
+
+def _is_double(array) -> bool:
+    return str(array.dtype).endswith("float64")
 
 
 def kabsch_svd(h):

@@ -8,6 +8,7 @@ not converged. Selections are kept as packed bits; squared distances are in A^2.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ class Batch:
     d0sq: np.ndarray  # (B,) d0^2 of the reference length
     cuts: tuple[np.ndarray, np.ndarray]  # (B,) selection cut-offs (A): after a seed fit, in refinement
     n_aligned: np.ndarray  # (B,) observed residues
-    seed_stats: np.ndarray  # (S, 16) sums over each seed fragment
+    seed_stats: np.ndarray  # (16, S) sums over each seed fragment
     seed_block: np.ndarray  # (S,) pair of each seed, ascending
 
 
@@ -56,12 +57,15 @@ def seed_count(n_aligned: int) -> int:
     return sum(n_aligned - length + 1 for length in fragment_lengths(n_aligned))
 
 
+@functools.lru_cache(maxsize=256)
 def _seed_bounds(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """First and past-the-end residue of every seed fragment, in the reference program's order."""
+    """First and past-the-end residue of every seed fragment, in the reference program's order (read-only)."""
     lengths = fragment_lengths(n)
     counts = [n - length + 1 for length in lengths]
     first = np.arange(sum(counts)) - np.repeat(np.cumsum([0] + counts[:-1]), counts)
-    return first, first + np.repeat(lengths, counts)
+    last = first + np.repeat(lengths, counts)
+    first.flags.writeable = last.flags.writeable = False
+    return first, last
 
 
 def residue_stats(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -86,10 +90,10 @@ def prepare_batch(pairs, d0sq, d0_search) -> Batch:
         f = residue_stats(x, y)
         g[b, :_N_STATS, :n] = f.T
         g[b, _N_STATS, :n] = (x * x).sum(axis=1) + (y * y).sum(axis=1)
-        cumulative = np.zeros((n + 1, _N_STATS))
-        np.cumsum(f, axis=0, out=cumulative[1:])
+        cumulative = np.zeros((_N_STATS, n + 1))
+        np.cumsum(f.T, axis=1, out=cumulative[:, 1:])
         starts, ends = _seed_bounds(n)
-        stats.append(cumulative[ends] - cumulative[starts])
+        stats.append(cumulative[:, ends] - cumulative[:, starts])
         blocks.append(np.full(len(starts), b))
     d0_search = np.asarray(d0_search, dtype=np.float64)
     return Batch(
@@ -97,35 +101,34 @@ def prepare_batch(pairs, d0sq, d0_search) -> Batch:
         d0sq=np.asarray(d0sq, dtype=np.float64),
         cuts=(d0_search - 1.0, d0_search + 1.0),
         n_aligned=np.array([len(x) for x, _ in pairs]),
-        seed_stats=np.concatenate(stats),
+        seed_stats=np.concatenate(stats, axis=1),
         seed_block=np.concatenate(blocks),
     )
 
 
-def superposition_coefficients(stats, xp, dtype):
-    """Coefficients (M, 17) of the squared distances after each set's best fit, from its sums (M, 16), float64.
+def superposition_coefficients(st, xp, dtype):
+    """Coefficients (17, M) in ``dtype`` of the squared distances after each set's best fit, from its sums (16, M).
 
-    The rotations are solved in ``dtype`` (float32 on the fast path: its errors, about 1e-6 rad, move no
-    distance by more than float32 distances already do); the covariances are scaled per residue first.
+    The fits are solved in float64 (float32 loses ill-conditioned ones, see ``rotations``), polished to the last
+    digits for float64 work only. Sums and coefficients are (component, set) arrays: a handful of array operations.
     """
-    st = stats.T
+    st = st.astype(np.float64, order="C") if xp is np else st.double()
     n = st[15]
     inv_n = 1.0 / xp.where(n > 0, n, 1.0)
-    my = [st[12 + b] * inv_n for b in range(3)]
-    mx = [st[9 + a] * inv_n for a in range(3)]
-    h = [[(st[3 * a + b] * inv_n - mx[a] * my[b]) for b in range(3)] for a in range(3)]
-    if xp is np:
-        h = [[c.astype(dtype) for c in row] for row in h]
-    else:
-        h = [[c.to(dtype) for c in row] for row in h]
-    rot, _ = rotations(h, with_value=False)
+    mx, my = st[9:12] * inv_n, st[12:15] * inv_n
+    hh = st[:9] * inv_n - (mx[:, None] * my[None, :]).reshape(9, -1)  # h[a][b] = hh[3a + b], per residue
+    exact = dtype == (np.float64 if xp is np else xp.float64)
+    rot, _ = rotations([[hh[3 * a + b] for b in range(3)] for a in range(3)], with_value=False, polish=exact)
     t = [my[i] - rot[i][0] * mx[0] - rot[i][1] * mx[1] - rot[i][2] * mx[2] for i in range(3)]
     coef = [-2.0 * rot[b][a] for a in range(3) for b in range(3)]
     coef += [2.0 * (rot[0][a] * t[0] + rot[1][a] * t[1] + rot[2][a] * t[2]) for a in range(3)]
     coef += [-2.0 * c for c in t] + [t[0] * t[0] + t[1] * t[1] + t[2] * t[2], xp.ones_like(n)]
     if xp is np:
-        return np.stack([np.asarray(c, dtype=dtype) for c in coef], axis=-1)
-    return xp.stack([c.to(dtype) for c in coef], dim=-1)
+        out = np.empty((len(coef), len(n)), dtype=dtype)
+        for row, c in zip(out, coef):
+            row[...] = c
+        return out
+    return xp.stack(coef).to(dtype)
 
 
 def relieved(rows, base, xp, third_smallest):
@@ -194,12 +197,14 @@ class NumpySearch(_Search):
         return batch.best, batch.gdt
 
     def coefficients(self, stats):
-        if len(stats) <= _FIT_ROWS:
+        """Coefficients (17, M) from sums (16, M), solved in cache-sized pieces."""
+        size = stats.shape[1]
+        if size <= _FIT_ROWS:
             return superposition_coefficients(stats, np, self.dtype)
-        return np.concatenate([
-            superposition_coefficients(stats[lo : lo + _FIT_ROWS], np, self.dtype)
-            for lo in range(0, len(stats), _FIT_ROWS)
-        ])
+        out = np.empty((_N_COEF, size), dtype=self.dtype)
+        for lo in range(0, size, _FIT_ROWS):
+            out[:, lo : lo + _FIT_ROWS] = superposition_coefficients(stats[:, lo : lo + _FIT_ROWS], np, self.dtype)
+        return out
 
     def _chunks(self, block, width):
         """Row ranges [lo, hi) of at most chunk elements, and the pair segments inside each."""
@@ -217,65 +222,77 @@ class NumpySearch(_Search):
 
         The products give u = (d^2 + d0^2) / (cut^2 + d0^2) per residue: the selection is u < 1, and the row's
         TM sum (of 1 / (1 + d^2 / d0^2)) is d0^2 / (cut^2 + d0^2) * sum(1 / u): two passes and a compare.
+        Row sums and counts are matrix-vector products (a reduction along rows is slow in numpy).
         """
         width, dtype = batch.width, self.dtype
-        d0sq = batch.d0sq[block]
-        scale = 1.0 / (np.square(cut)[block] + d0sq)
-        coef = coef * scale[:, None].astype(dtype)
-        coef[:, 15] += (d0sq * scale).astype(dtype)
-        weight = d0sq * scale
-        thresholds = (np.square(GDT_CUTOFFS)[None, :] + d0sq[:, None]) * scale[:, None]  # GDT cut-offs in u
-        packed = np.zeros((len(block), batch.n_bytes), dtype=np.uint8)
-        n_sel = np.empty(len(block), dtype=np.int64)
+        scale = 1.0 / (np.square(cut) + batch.d0sq)  # per pair
+        weight = batch.d0sq * scale
+        thresholds = (np.square(GDT_CUTOFFS)[None, :] + batch.d0sq[:, None]) * scale[:, None]  # GDT cut-offs in u
+        inside = np.asarray(GDT_CUTOFFS)[None, :] < cut[:, None]  # cut-offs under the selection cut-off
+        coef *= scale[block].astype(dtype)  # (17, M), ours to change
+        coef[15] += weight[block].astype(dtype)
+        n_rows, n_words = len(block), batch.n_bytes // 8
+        packed = np.empty((n_rows, batch.n_bytes), dtype=np.uint8)
+        n_sel = np.empty(n_rows, dtype=np.int64)
         one = dtype.type(1.0)
+        step = max(1, self.chunk // width)
+        below = self._buffer("below", (min(n_rows, step), 8 * batch.n_bytes), np.bool_)
+        below[:, width:] = False  # padding bits: never selected
         for lo, hi, edges in self._chunks(block, width):
             n = hi - lo
             u = self._buffer("u", (n, width), dtype)
             for s, e in zip(edges[:-1], edges[1:]):
-                np.matmul(coef[s:e], batch.gx[block[s]], out=u[s - lo : e - lo])
+                np.matmul(coef[:, s:e].T, batch.gx[block[s]], out=u[s - lo : e - lo])
             work = self._buffer("work", (n, width), dtype)
             np.reciprocal(u, out=work)
-            score = np.matmul(work, batch.ones) * weight[lo:hi]  # float64: sum of 1 / (1 + d^2 / d0^2)
-            below = self._buffer("below", (n, width), np.bool_)
-            np.less(u, one, out=below)
-            bits = np.packbits(below, axis=-1)
-            counts = np.bitwise_count(bits).sum(axis=-1, dtype=np.int64)
+            sums = np.matmul(work, batch.ones)
+            np.less(u, one, out=below[:n, :width])
+            bits = np.packbits(below[:n], axis=-1)
+            words = np.bitwise_count(bits.view(np.uint64))
+            counts = words[:, 0].astype(np.int64)
+            for j in range(1, n_words):
+                counts += words[:, j]
             short = np.flatnonzero((counts < 3) & batch.long_enough[block[lo:hi]])
             if len(short):
                 rows = lo + short
-                d2 = u[short] / scale[rows, None] - d0sq[rows, None]
-                chosen = relieved(d2, cut[block[rows]], np, _third_smallest_np)
-                bits[short] = np.packbits(chosen, axis=-1)
-                counts[short] = chosen.sum(axis=-1)
-            packed[lo:hi, : bits.shape[1]] = bits
+                pairs = block[rows]
+                d2 = u[short] / scale[pairs, None] - batch.d0sq[pairs, None]
+                below[short, :width] = relieved(d2, cut[pairs], np, _third_smallest_np)
+                bits[short] = np.packbits(below[short], axis=-1)
+                counts[short] = below[short].sum(axis=-1)
+            packed[lo:hi] = bits
             n_sel[lo:hi] = counts
             starts = edges[:-1] - lo
             ids = block[edges[:-1]]
-            top = np.maximum.reduceat(score, starts)
+            top = np.maximum.reduceat(sums, starts) * weight[ids]  # best TM sum of each pair in the chunk
             batch.best[ids] = np.maximum(batch.best[ids], top)
-            batch.gdt_u = thresholds[edges[:-1]].astype(dtype)
-            self._gdt(batch, u, top, np.maximum.reduceat(counts, starts), edges, ids, cut[ids])
+            self._gdt(batch, u, top, np.maximum.reduceat(counts, starts), starts, edges[1:] - lo, ids,
+                      thresholds[ids].astype(dtype), inside[ids])
         return packed, n_sel
 
-    def _gdt(self, batch: Batch, u, top, top_sel, edges, ids, cut):
-        """Best GDT counts per pair, skipping the cut-offs that no row of the chunk could raise.
+    def _gdt(self, batch: Batch, u, top, top_sel, starts, ends, ids, thresholds, inside):
+        """Best GDT counts per pair, counting only the pairs and cut-offs where a row could raise the maximum.
 
         A row's count below c is at most its TM sum times 1 + c^2 / d0^2 (every residue closer than c adds at
         least 1 / (1 + c^2 / d0^2) to it), at most its selection's size when c is under the selection cut-off,
-        and at most the pair's residues; where that bound of the chunk's best row cannot pass a pair's best
-        count so far, counting could not raise the maximum.
+        and at most the pair's residues; where that bound of a pair's best row in the chunk cannot pass the
+        pair's best count so far, counting could not raise the maximum.
         """
-        bound = top[:, None] * batch.gdt_factor[ids] * (1.0 + 1e-4) + 1e-3
-        bound = np.minimum(bound, batch.n_aligned[ids, None])
-        inside = np.asarray(GDT_CUTOFFS)[None, :] < cut[:, None]
+        bound = np.minimum(top[:, None] * batch.gdt_factor[ids] * (1.0 + 1e-4) + 1e-3, batch.n_aligned[ids, None])
         bound = np.where(inside, np.minimum(bound, top_sel[:, None]), bound)
-        below = self._buffer("below", u.shape, np.bool_)
-        starts = edges[:-1] - edges[0]
-        for k in np.flatnonzero((bound > batch.gdt[ids]).any(axis=0)):
-            for j, (s, e) in enumerate(zip(starts, edges[1:] - edges[0])):  # one cut-off per pair: a scalar
-                np.less(u[s:e], batch.gdt_u[j][k], out=below[s:e])
-            count = _row_counts(below)
-            batch.gdt[ids, k] = np.maximum(batch.gdt[ids, k], np.maximum.reduceat(count, starts))
+        need = bound > batch.gdt[ids]
+        if not need.any():
+            return
+        flags = self._buffer("flags", u.shape, np.bool_)
+        for k in np.flatnonzero(need.any(axis=0)):
+            pairs = np.flatnonzero(need[:, k])
+            for j in pairs:  # a scalar cut-off per pair: the fastest compare
+                np.less(u[starts[j] : ends[j]], thresholds[j, k], out=flags[starts[j] : ends[j]])
+            first, last = pairs[0], pairs[-1]
+            lo, hi = starts[first], ends[last]  # pairs in between that were not compared are dropped below
+            counts = _row_counts(flags[lo:hi], batch.ones)
+            best = np.maximum.reduceat(counts, starts[first : last + 1] - lo)[pairs - first]
+            batch.gdt[ids[pairs], k] = np.maximum(batch.gdt[ids[pairs], k], best)
 
     def next_rows(self, block, packed, n_sel, current):
         """Rows to refit: one per distinct new selection of a pair, none where a row with it has converged.
@@ -289,9 +306,9 @@ class NumpySearch(_Search):
         words = packed[live].view(np.uint64)
         blocks = block[live]
         key = blocks.astype(np.uint64) * np.uint64(_HASH[0])
-        for j in range(words.shape[1]):
+        for j in range(words.shape[1]):  # multiply, then fold the high bits down: a product alone mixes upwards
             key = (key ^ words[:, j]) * np.uint64(_HASH[1 + j % 2])
-        key ^= key >> np.uint64(31)
+            key ^= key >> np.uint64(29)
         _, first, group = np.unique(key, return_index=True, return_inverse=True)
         same = first[group]
         if not (np.array_equal(words, words[same]) and np.array_equal(blocks, blocks[same])):  # a hash collision
@@ -305,20 +322,23 @@ class NumpySearch(_Search):
         return np.sort(live[first[~dead]])
 
     def selection_stats(self, batch: Batch, packed, block):
-        """Sums (M, 16) over each row's selection, float64."""
+        """Sums (16, M) over each row's selection."""
         width = batch.width
-        out = np.empty((len(block), _N_STATS))
+        out = np.empty((len(block), _N_STATS), dtype=self.dtype)
         for lo, hi, edges in self._chunks(block, width):
             mask = self._buffer("mask", (hi - lo, width), self.dtype)
             np.copyto(mask, np.unpackbits(packed[lo:hi], axis=1, count=width))
             for s, e in zip(edges[:-1], edges[1:]):
-                out[s:e] = mask[s - lo : e - lo] @ batch.gx[block[s], :_N_STATS].T
-        return out
+                np.matmul(mask[s - lo : e - lo], batch.gx[block[s], :_N_STATS].T, out=out[s:e])
+        return out.T
 
 
-def _row_counts(below):
-    """True values per row of a (n, W) boolean array, W a multiple of 8: summed as bytes packed in words."""
+def _row_counts(below, ones=None):
+    """True values per row of a (n, W) boolean array, W a multiple of 8: as a matrix-vector product of the rows
+    made float (``ones``: W ones) on short rows, summed as bytes packed in words on long ones (or without ones)."""
     n, width = below.shape
+    if ones is not None and width < 256:  # where numpy's per-row reduction overhead dominates
+        return np.matmul(below.view(np.int8).astype(ones.dtype), ones)
     words = below.view(np.uint64)
     total = np.zeros(n, dtype=np.int64)
     for lo in range(0, width // 8, 255):  # a byte lane of a word sum holds at most 255
@@ -359,7 +379,7 @@ class TorchSearch(_Search):
         batch.best = torch.full((n_blocks,), -1.0, dtype=torch.float64, device=self.device)
         batch.gdt = torch.zeros((n_blocks, len(GDT_CUTOFFS)), dtype=torch.float64, device=self.device)
         batch.cut2 = self._tensor(np.square(GDT_CUTOFFS), self.dtype)
-        batch.seed_stats = self._tensor(batch.seed_stats, torch.float64)
+        batch.seed_stats = self._tensor(batch.seed_stats.T, torch.float64)  # (S, 16): one row per set here
         batch.seed_block = self._tensor(batch.seed_block)
         batch.shifts = torch.arange(8, device=self.device, dtype=torch.uint8)
         return batch
@@ -369,7 +389,7 @@ class TorchSearch(_Search):
 
     def coefficients(self, stats):
         step = _FIT_ROWS if self.device.type == "cpu" else 1 << 22
-        parts = [superposition_coefficients(stats[lo : lo + step], self.torch, self.dtype)
+        parts = [superposition_coefficients(stats[lo : lo + step].T, self.torch, self.dtype).T
                  for lo in range(0, len(stats), step)]
         return parts[0] if len(parts) == 1 else self.torch.cat(parts)
 
@@ -423,6 +443,7 @@ class TorchSearch(_Search):
         key = blocks.to(torch.int64) * _signed(_HASH[0])
         for j in range(words.shape[1]):
             key = torch.bitwise_xor(key, words[:, j]) * _signed(_HASH[1 + j % 2])
+            key = torch.bitwise_xor(key, key >> 29)
         _, group = torch.unique(key, return_inverse=True)
         order = torch.arange(len(group), device=self.device)
         first = torch.full((int(group.max()) + 1,), len(group), dtype=order.dtype, device=self.device)
