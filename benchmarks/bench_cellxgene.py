@@ -1,15 +1,16 @@
 """The cellxgene source on a generated CELLxGENE-schema h5ad of >= 200,000 cells: cells/s and peak memory.
 
 Two measurements, each in its own process (so each peak is its own):
-  reader  the builder's backed row-chunk reading alone (cells streamed, nothing kept): its matrix memory is bounded
-          by ``chunk_cells``, whatever the file's size (anndata's backed mode still holds obs);
+  reader  the builder's row-chunk reading alone (cells streamed, nothing kept): matrix and obs are read
+          ``chunk_cells`` rows at a time with h5py (``--anndata-obs``: anndata's backed mode, which holds obs);
   build   ``build_dataset("cell_type", ...)`` end to end (read, validate, cache, group, split, Parquet shards): cells
           stream from the reader to the validation cache, per-cell keys live in the build's SQLite store.
 Both print cells/s and peak resident memory beside the file's size and its matrix's in-memory size (the ratio says
 what holding the matrix would cost). Given two sizes (``--cells 50000 200000``) it also prints the growth of the
-build's peak memory per added cell (~0 when nothing is kept per cell).
+reader's and the build's peak memory per added cell (~0 when nothing is kept per cell).
 
     python benchmarks/bench_cellxgene.py [--cells 200000 ...] [--genes 2000] [--density 0.03] [--skip-build]
+                                         [--anndata-obs]
 """
 
 from __future__ import annotations
@@ -72,10 +73,17 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
 
 
-def _reader(folder: str) -> dict:
-    """The builder's own cell iterator (backed row chunks -> samples), consumed without keeping the samples."""
+def _use_anndata_obs(flag: str) -> None:
     from multimed_hf.builders.cellxgene import CellxGeneBuilder
 
+    CellxGeneBuilder.h5py_obs = flag != "anndata"
+
+
+def _reader(folder: str, obs: str = "h5py") -> dict:
+    """The builder's own cell iterator (row chunks -> samples), consumed without keeping the samples."""
+    from multimed_hf.builders.cellxgene import CellxGeneBuilder
+
+    _use_anndata_obs(obs)
     builder = CellxGeneBuilder(Path(folder))
     relpath = builder._h5ad_files()[0]
     base = _peak_mb()
@@ -88,9 +96,10 @@ def _reader(folder: str) -> dict:
     return {"cells": cells, "nnz": nnz, "seconds": seconds, "peak_mb": _peak_mb(), "baseline_mb": base}
 
 
-def _build(folder: str, out: str) -> dict:
+def _build(folder: str, out: str, obs: str = "h5py") -> dict:
     from multimed_hf.api import build_dataset
 
+    _use_anndata_obs(obs)
     base = _peak_mb()
     start = time.perf_counter()
     report = build_dataset("cell_type", [folder], out, progress=False)
@@ -111,6 +120,8 @@ def main() -> None:
     parser.add_argument("--genes", type=int, default=2000)
     parser.add_argument("--density", type=float, default=0.03)
     parser.add_argument("--skip-build", action="store_true", help="measure the reader only")
+    parser.add_argument("--anndata-obs", action="store_true",
+                        help="read obs through anndata's backed mode (holds obs) instead of h5py row chunks")
     parser.add_argument("--phase", choices=("reader", "build"), help=argparse.SUPPRESS)
     parser.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -120,14 +131,16 @@ def main() -> None:
     if args.phase == "build":
         print(json.dumps(_build(*args.paths)))
         return
-    builds = {}
+    readers, builds = {}, {}
+    print(f"obs read by {'anndata (backed)' if args.anndata_obs else 'h5py, row chunks'}")
     for cells in args.cells:
-        builds[cells] = _measure(cells, args)
-    if len(builds) > 1 and all(builds.values()):
-        (small, a), (large, b) = min(builds.items()), max(builds.items())
-        slope = (b["peak_mb"] - a["peak_mb"]) * 2**20 / (large - small)
-        print(f"build peak RSS {a['peak_mb']:.0f} MB at {small:,} cells, {b['peak_mb']:.0f} MB at {large:,} cells: "
-              f"{slope:,.0f} bytes per added cell")
+        readers[cells], builds[cells] = _measure(cells, args)
+    for what, runs in (("reader", readers), ("build", builds)):
+        if len(runs) > 1 and all(runs.values()):
+            (small, a), (large, b) = min(runs.items()), max(runs.items())
+            slope = (b["peak_mb"] - a["peak_mb"]) * 2**20 / (large - small)
+            print(f"{what} peak RSS {a['peak_mb']:.0f} MB at {small:,} cells, {b['peak_mb']:.0f} MB at {large:,} "
+                  f"cells: {slope:,.0f} bytes per added cell")
 
 
 def _measure(cells: int, args) -> dict | None:
@@ -140,18 +153,19 @@ def _measure(cells: int, args) -> dict | None:
         matrix_mb = nnz * (4 + 4) / 2**20 + cells * 8 / 2**20  # CSR float32 data + int32 indices + indptr
         print(f"file: {cells:,} cells x {args.genes:,} genes, {nnz:,} non-zeros; {file_mb:.0f} MB on disk, "
               f"its matrix {matrix_mb:.0f} MB in memory (raw.X; X holds as much again)")
-        reader = _in_subprocess("reader", str(folder))
-        print(f"reader (backed, row chunks): {reader['cells'] / reader['seconds']:,.0f} cells/s; peak RSS "
+        obs = "anndata" if args.anndata_obs else "h5py"
+        reader = _in_subprocess("reader", str(folder), obs)
+        print(f"reader (row chunks): {reader['cells'] / reader['seconds']:,.0f} cells/s; peak RSS "
               f"{reader['peak_mb']:.0f} MB (process baseline {reader['baseline_mb']:.0f} MB); "
               f"peak minus baseline / matrix = {(reader['peak_mb'] - reader['baseline_mb']) / matrix_mb:.2f}")
         if args.skip_build:
-            return None
-        build = _in_subprocess("build", str(folder), str(Path(tmp) / "out"))
+            return reader, None
+        build = _in_subprocess("build", str(folder), str(Path(tmp) / "out"), obs)
         print(f"build (end to end): {build['cells'] / build['seconds']:,.0f} cells/s "
               f"({build['cells']:,} cells in {build['seconds']:.0f} s); peak RSS {build['peak_mb']:.0f} MB "
               f"(baseline {build['baseline_mb']:.0f} MB); peak minus baseline / matrix = "
               f"{(build['peak_mb'] - build['baseline_mb']) / matrix_mb:.2f}")
-        return build
+        return reader, build
 
 if __name__ == "__main__":
     main()

@@ -92,7 +92,7 @@ def test_bad_inputs_are_named(built):
 def test_counts_of_each_outcome(built):
     _, _, report, _ = built
     counts = report.sources[0].counts
-    assert counts == {"kept": 33, "moved": 0, "dropped": 3, "rejected": 9}
+    assert counts == {"kept": 33, "moved": 0, "dropped": 3, "rejected": 9, "ignored": 0}
 
 
 def test_a_stray_file_and_a_stray_csv(tmp_path):
@@ -105,7 +105,7 @@ def test_a_stray_file_and_a_stray_csv(tmp_path):
     by_path = {e.source_path: e for e in report.entries}
     for path, reason in (("train_images/readme.txt", "readme.txt is the publisher's documentation"),
                          ("train_images.zip", "train_images.zip is a download archive")):  # no data: ignored
-        assert by_path[path].status == "dropped" and by_path[path].reason.startswith(f"not used: ignored: {reason}")
+        assert by_path[path].status == "ignored" and by_path[path].reason.startswith(f"not used: ignored: {reason}")
     for path in ("notes.csv", "train_images/notes.txt"):
         assert by_path[path].status == "rejected"
         assert by_path[path].reason == "stray file: neither an index sheet of this layout nor an image (.png)"

@@ -25,7 +25,7 @@ def test_the_second_naming_is_kept_and_thumbs_db_ignored(built):
     for path in ("Training/glioma/Tr-glTr_0000.jpg", "Testing/notumor/Te-noTr_0000.jpg"):
         assert entries[path].status == "kept" and entries[path].reason == "", entries[path]
     thumbs = entries["Training/glioma/Thumbs.db"]
-    assert thumbs.status == "dropped" and thumbs.reason.startswith("not used: ignored: Thumbs.db"), thumbs
+    assert thumbs.status == "ignored" and thumbs.reason.startswith("not used: ignored: Thumbs.db"), thumbs
     # one stem in two folders: two images, each kept under its own id
     assert entries["Testing/meningioma/Tr-gl_0002.jpg"].sample_id == "Testing/meningioma/Tr-gl_0002"
     assert entries["Training/glioma/Tr-gl_0002.jpg"].status == "kept"

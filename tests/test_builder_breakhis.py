@@ -75,14 +75,14 @@ def test_name_and_folder_mismatches_are_rejected_by_name(built):
     assert {p: e.reason for p, e in by_path.items() if e.status == "rejected"} == expected
     assert report.duplicates["label conflicts rejected"] == 2
     for path in (f"{ADENOSIS_40X}/Thumbs.db", f"{BASE}/benign/SOB/README.txt"):  # no data: ignored, no error
-        assert by_path[path].status == "dropped" and by_path[path].reason.startswith("not used: ignored:")
+        assert by_path[path].status == "ignored" and by_path[path].reason.startswith("not used: ignored:")
 
 
 def test_counts_of_each_outcome(built):
     _, out, report, _ = built
     entries = read_manifest(out / TASK)
     counts = report.sources[0].counts
-    assert counts == {"kept": len(sample.PATIENTS) * 4 - 1, "moved": 0, "dropped": 2, "rejected": 6}
+    assert counts == {"kept": len(sample.PATIENTS) * 4 - 1, "moved": 0, "dropped": 0, "rejected": 6, "ignored": 2}
     assert not any(":row" in e.source_path for e in entries)  # no record entries: one per file
 
 

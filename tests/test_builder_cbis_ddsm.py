@@ -66,7 +66,7 @@ def test_manifest_names_every_case(built):
     assert reasons["Mass-Training_P_00012_LEFT_CC"].startswith("no pixel data: a RT Plan Storage object")
     assert reasons["Mass-Training_P_00013_RIGHT_MLO"].startswith("cannot decode pixel data")
     licence = next(e for e in entries if e.source_path.endswith("LICENSE.txt"))
-    assert licence.status == "dropped" and licence.reason.startswith("not used: ignored: LICENSE.txt"), licence
+    assert licence.status == "ignored" and licence.reason.startswith("not used: ignored: LICENSE.txt"), licence
     assert by_path["metadata.csv"].status == "kept" and by_path["metadata.csv"].reason.startswith("index file")
     assert reasons["mass_case_description_test_set.csv:row 4"] == (
         "missing image: no folder 'Mass-Test_P_00011_LEFT_CC' in the tree")
@@ -104,5 +104,6 @@ def test_split_repairs_count_leaks_only(built):
 
     out = built.out
     info = json.loads((out / TASK / "build_info.json").read_text())
-    assert info["split_repairs"]["dropped"] == 1 and info["counts"]["dropped"] == 1 + len(sample.CASES) + 1
+    assert info["split_repairs"]["dropped"] == 1 and info["counts"]["dropped"] == 1 + len(sample.CASES)
+    assert info["counts"]["ignored"] == 1  # LICENSE.txt
     assert "Split repair: 1 training files of 1 groups" in (out / "README.md").read_text()

@@ -75,7 +75,7 @@ def test_every_real_slice_format_and_a_name_variant_are_kept(built):
     assert variant.status == "kept" and variant.reason.startswith("name variant: 'IMG-0007.jpg'"), variant
     assert "slice index 7" in variant.reason
     thumbs = by_path["Normal/8/4002/Thumbs.db"]
-    assert thumbs.status == "dropped" and thumbs.reason.startswith("not used: ignored: Thumbs.db"), thumbs
+    assert thumbs.status == "ignored" and thumbs.reason.startswith("not used: ignored: Thumbs.db"), thumbs
 
 
 def test_partial_download_builds_with_warnings(tmp_path):
@@ -109,7 +109,7 @@ def test_bad_files_and_label_conflict(built):
 def test_counts_of_each_outcome(built):
     _, _, report, _ = built
     counts = report.sources[0].counts
-    assert counts["rejected"] == 5 + 2 and counts["dropped"] == 1
+    assert counts["rejected"] == 5 + 2 and counts["dropped"] == 0 and counts["ignored"] == 1
 
 
 def test_a_malformed_index_is_rejected_and_checks_nothing(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from dataset_scripts.sample_sources import cellxgene as sample
-from multimed_hf.builders.cellxgene import CellxGeneBuilder, detect_normalisation
+from multimed_hf.builders.cellxgene import CellxGeneBuilder, _H5Cells, detect_normalisation, open_cells, stage_age
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.manifest import read_manifest
 
@@ -131,3 +131,90 @@ def test_row_chunks_give_the_same_cells(built, monkeypatch):
         assert np.array_equal(a.fields["gene_indices"], b.fields["gene_indices"])
         assert np.array_equal(a.fields["gene_values"], b.fields["gene_values"])
         assert a.fields["cell_type"] == b.fields["cell_type"] and a.group_key == b.group_key
+
+
+@pytest.mark.parametrize("stage, years", [
+    ("34-year-old human stage", 34.0), ("61-year-old stage", 61.0), ("9-month-old human stage", 0.75),
+    ("adult stage", None), ("unknown", None), ("third decade human stage", None),
+    ("Carnegie stage 17", None), (None, None),
+])
+def test_development_stage_labels_to_years(stage, years):
+    assert stage_age(stage) == years
+
+
+def test_age_from_each_donors_development_stage(built):
+    _, _, _, ds, _ = built
+    ages = defaultdict(set)
+    for split in ds:
+        for row in ds[split]:
+            ages[row["donor"]].add(row["age"])
+    for donor, stage in sample.STAGES.items():
+        assert ages[donor] == {stage_age(stage)}, (donor, stage, ages[donor])
+    assert ages["DBL1"] == {34.0} and ages["DLU1"] == {None}  # "unknown": no age
+    assert all(a == {None} for d, a in ages.items() if d.startswith("LIV"))  # no development_stage column
+
+
+def _both_readers(root, relpath, monkeypatch):
+    h5 = CellxGeneBuilder(root).read_file(relpath)
+    with monkeypatch.context() as m:
+        m.setattr(CellxGeneBuilder, "h5py_obs", False)
+        anndata_cells = CellxGeneBuilder(root).read_file(relpath)
+    return h5, anndata_cells
+
+
+def _same(a, b):
+    assert [s.sample_id for s in a] == [s.sample_id for s in b] and a
+    for x, y in zip(a, b):
+        assert x.group_key == y.group_key
+        assert x.fields.keys() == y.fields.keys()
+        for key, value in x.fields.items():
+            if isinstance(value, np.ndarray):
+                assert np.array_equal(value, y.fields[key])
+            else:
+                assert value == y.fields[key], key
+
+
+def test_h5py_obs_reader_gives_the_cells_anndata_gives(built, monkeypatch):
+    root, *_ = built
+    monkeypatch.setattr(CellxGeneBuilder, "chunk_cells", 10)
+    for relpath in (sample.SCHEMA_FILE, sample.SCANPY_FILE):
+        assert isinstance(open_cells(root / relpath), _H5Cells)
+        _same(*_both_readers(root, relpath, monkeypatch))
+
+
+def _hand_made(path, obs, dense=False):
+    var = pd.DataFrame(index=["ENSG00000000001", "ENSG00000000002", "ENSG00000000003"])
+    matrix = np.arange(len(obs) * 3, dtype=np.float32).reshape(len(obs), 3) % 4
+    adata = ad.AnnData(X=matrix if dense else sp.csr_matrix(matrix), obs=obs, var=var)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adata.write_h5ad(path)
+
+
+def test_h5py_reader_on_strings_nullable_and_dense_columns(tmp_path, monkeypatch):
+    """obs as plain strings (not categorical), a donor with a missing value (categorical code -1), a dense X."""
+    obs = pd.DataFrame({
+        "cell_type": np.array(["T cell", "B cell", "T cell", "NK cell"], dtype=object),
+        "donor_id": pd.array(["d1", None, "d2", "d2"], dtype="string"),
+        "development_stage": ["40-year-old human stage", "unknown", "8-month-old human stage", "adult stage"],
+        "n_genes": [3, 2, 1, 2],
+    }, index=["a", "b", "c", "d"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _hand_made(tmp_path / "x.h5ad", obs, dense=True)
+    monkeypatch.setattr(CellxGeneBuilder, "chunk_cells", 3)
+    assert isinstance(open_cells(tmp_path / "x.h5ad"), _H5Cells)
+    h5, via_anndata = _both_readers(tmp_path, "x.h5ad", monkeypatch)
+    _same(h5, via_anndata)
+    assert [s.fields["donor"] for s in h5] == ["d1", None, "d2", "d2"]
+    assert [s.fields["age"] for s in h5] == [40.0, None, 8 / 12, None]
+
+
+def test_repeated_barcodes_are_found_chunk_by_chunk(tmp_path, monkeypatch):
+    obs = pd.DataFrame({"cell_type": ["T cell"] * 5, "donor_id": ["d1"] * 5}, index=["a", "b", "c", "b", "a"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _hand_made(tmp_path / "x.h5ad", obs)
+    monkeypatch.setattr(CellxGeneBuilder, "chunk_cells", 2)
+    with pytest.raises(BadSourceFile, match=r"cell barcodes repeat in obs \(2 repeats\)"):
+        CellxGeneBuilder(tmp_path).read_file("x.h5ad")

@@ -110,14 +110,15 @@ def test_leaked_test_patient_and_bad_files(built):
         "train/.DS_Store": "not used: ignored: .DS_Store",
     }
     for path, reason in not_data.items():
-        assert by_path[path].status == "dropped" and by_path[path].reason.startswith(reason), by_path[path]
+        status = "ignored" if reason.startswith("not used: ignored: ") else "dropped"
+        assert by_path[path].status == status and by_path[path].reason.startswith(reason), by_path[path]
 
 
 def test_counts_of_each_outcome(built):
     _, out, report, _ = built
     entries = read_manifest(out / TASK)
     counts = report.sources[0].counts
-    assert counts["dropped"] == 5 and counts["rejected"] == 5
+    assert counts["dropped"] == 3 and counts["rejected"] == 5 and counts["ignored"] == 2
     assert not any(":row" in e.source_path for e in entries)  # no record entries: one per file
 
 

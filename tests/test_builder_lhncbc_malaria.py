@@ -72,8 +72,9 @@ def test_bad_inputs_are_named(built):
         "Uninfected/Thumbs.db": "not used: ignored: Thumbs.db is a Windows thumbnail cache, not data",
         f"cell_images/Parasitized/{first}": "not used: a second copy of the tree (cell_images/, as in the Kaggle",
     }
-    for path, reason in not_data.items():  # what the real archive carries: named, never errors
-        assert by_path[path].status == "dropped" and by_path[path].reason.startswith(reason), by_path[path]
+    for path, reason in not_data.items():
+        status = "ignored" if reason.startswith("not used: ignored: ") else "dropped"  # what the real archive carries: named, never errors
+        assert by_path[path].status == status and by_path[path].reason.startswith(reason), by_path[path]
     expected = {
         f"Parasitized/{first}": f"label conflict: identical content at lhncbc_malaria/{copy} carries another label",
         copy: f"label conflict: identical content at lhncbc_malaria/Parasitized/{first} carries another label",
@@ -96,7 +97,7 @@ def test_counts_of_each_outcome(built):
     _, out, report, _ = built
     entries = read_manifest(out / TASK)
     counts = report.sources[0].counts
-    assert counts == {"kept": len(sample.SMEARS) * 3, "moved": 0, "dropped": 3, "rejected": 3}
+    assert counts == {"kept": len(sample.SMEARS) * 3, "moved": 0, "dropped": 1, "rejected": 3, "ignored": 2}
     assert not any(":row" in e.source_path for e in entries)  # no record entries: one per file
 
 

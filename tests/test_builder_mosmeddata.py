@@ -89,7 +89,7 @@ def test_bad_volumes_and_files(built):
     for path, reason in expected.items():
         assert by_path[path].status == "rejected" and by_path[path].reason.startswith(reason), by_path[path]
     assert {p for p, e in by_path.items() if e.status == "rejected"} == set(expected)
-    assert by_path["studies/.DS_Store"].status == "dropped" and "ignored" in by_path["studies/.DS_Store"].reason
+    assert by_path["studies/.DS_Store"].status == "ignored" and "ignored" in by_path["studies/.DS_Store"].reason
     # a valid volume of a class folder under a re-download's name: kept with its study's patient, noted
     variant = by_path["studies/CT-2/study_0939 (1).nii.gz"]
     assert variant.status in ("kept", "moved", "dropped") and variant.group == "mosmeddata:patient:study_0939"
@@ -102,7 +102,7 @@ def test_counts_of_each_outcome(built):
     _, out, report, _ = built
     entries = read_manifest(out / TASK)
     counts = report.sources[0].counts
-    assert counts["rejected"] == 5 and counts["dropped"] == 1
+    assert counts["rejected"] == 5 and counts["dropped"] == 0 and counts["ignored"] == 1
     good_studies = sum(len(v) for v in sample.STUDIES.values())
     assert counts["kept"] == (good_studies + 1) * SLICES + 1  # + the re-downloaded copy's slices, + the mask
     assert not any(":row" in e.source_path for e in entries)  # no record entries: one per file

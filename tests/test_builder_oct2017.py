@@ -28,8 +28,8 @@ def test_kaggle_archive_trailing_space_folder_and_its_second_copy(tmp_path):
     copies = [e for p, e in entries.items() if p.startswith("oct2017/")]
     assert copies and all(e.status == "dropped" and "second copy of the tree" in e.reason for e in copies), copies
     ds_store = entries["OCT2017 /train/.DS_Store"]
-    assert ds_store.status == "dropped" and ds_store.reason.startswith("not used: ignored: .DS_Store"), ds_store
-    assert {e.status for e in entries.values()} == {"kept", "dropped"}
+    assert ds_store.status == "ignored" and ds_store.reason.startswith("not used: ignored: .DS_Store"), ds_store
+    assert {e.status for e in entries.values()} == {"kept", "dropped", "ignored"}
     assert {e.split for e in entries.values() if e.source_path.startswith("OCT2017 /test/")} == {"test"}
 
 
@@ -45,7 +45,7 @@ def test_v3_celldata_tree_beside_its_chest_xrays(tmp_path):
 def test_default_sample_ignores_ds_store(build_sample):
     built = build_sample(TASK, "oct2017")
     entry = {e.source_path: e for e in read_manifest(built.out / TASK)}["train/DRUSEN/.DS_Store"]
-    assert entry.status == "dropped" and entry.reason.startswith("not used: ignored: .DS_Store"), entry
+    assert entry.status == "ignored" and entry.reason.startswith("not used: ignored: .DS_Store"), entry
 
 
 def test_partial_download_builds_with_a_warning(tmp_path):

@@ -106,7 +106,7 @@ def test_counts_of_each_outcome(built):
     _, out, report, _ = built
     entries = read_manifest(out / TASK)
     counts = report.sources[0].counts
-    assert counts == {"kept": 790, "moved": 0, "dropped": 1, "rejected": 3}  # dropped: .DS_Store, ignored
+    assert counts == {"kept": 790, "moved": 0, "dropped": 0, "rejected": 3, "ignored": 1}  # ignored: .DS_Store
     assert not any(":row" in e.source_path for e in entries)  # no record entries: one per file
 
 
@@ -123,3 +123,23 @@ def test_counts_layer_wins_and_repeated_genes_are_rejected(tmp_path):
         ad.AnnData(X=counts, var=pd.DataFrame(index=["A", "B", "A"])).write_h5ad(tmp_path / "y.h5ad")
     with pytest.raises(BadSourceFile, match="gene names repeat"):
         read_expression(tmp_path / "y.h5ad")
+
+
+def test_the_organ_of_a_file_without_an_organ_column_is_the_registrys(built, monkeypatch):
+    """The file states no organ: the registry's ``SourceSpec.organ`` fills it, and editing the registry changes it."""
+    import dataclasses
+
+    from multimed_hf import tasks
+    from multimed_hf.builders.pbmc68k_reduced import PBMC68kReducedBuilder
+
+    root, *_ = built
+    task = tasks.get_task(TASK)
+    assert task.source("pbmc68k_reduced").organ == "blood"
+    cells = PBMC68kReducedBuilder(root).read_file(sample.REAL_FILE)
+    assert {c.fields["organ"] for c in cells} == {"blood"}
+    edited = dataclasses.replace(task, sources=tuple(
+        dataclasses.replace(s, organ="bone marrow") if s.name == "pbmc68k_reduced" else s for s in task.sources
+    ))
+    monkeypatch.setitem(tasks._TASKS, TASK, edited)
+    cells = PBMC68kReducedBuilder(root).read_file(sample.REAL_FILE)
+    assert {c.fields["organ"] for c in cells} == {"bone marrow"}

@@ -148,10 +148,13 @@ def test_bad_rows_and_files_are_named(built):
     for path, reason in expected.items():
         assert rejected[path].startswith(reason), (path, rejected[path])
     assert rejected[f"{IMAGES}/PMC3999003_Fig1_0.jpg"].endswith("(its caption rows go with it: pmc_oa.jsonl:row 39)")
-    dropped = {e.source_path: e.reason for e in entries if e.status == "dropped"}
-    assert dropped == {
+    ignored = {e.source_path: e.reason for e in entries if e.status == "ignored"}
+    assert ignored == {
         f"{IMAGES}/.DS_Store": "not used: ignored: .DS_Store is macOS folder metadata, not data",
         "README.md": "not used: ignored: README.md is the publisher's documentation or licence, not data",
+    }
+    dropped = {e.source_path: e.reason for e in entries if e.status == "dropped"}
+    assert dropped == {
         f"{IMAGES}/PMC3999006_Fig1_0.jpg": "not used: no caption row refers to this image",
         "images.zip": f"not used: the packed images; the builder reads the folder it unpacks to ({IMAGES}/)",
     }

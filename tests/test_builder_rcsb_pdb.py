@@ -96,7 +96,7 @@ def test_bad_files_and_chains_are_named(built):
         "0tr2.cif": "truncated: the file does not end with the '#'",
         "notes.pdb": "no ATOM/HETATM records",
     }
-    assert by_path[".DS_Store"].status == "dropped" and by_path[".DS_Store"].reason.startswith("not used: ignored")
+    assert by_path[".DS_Store"].status == "ignored" and by_path[".DS_Store"].reason.startswith("not used: ignored")
     for path, reason in expected.items():
         assert by_path[path].status == "rejected" and by_path[path].reason.startswith(reason), by_path[path]
     assert {p for p, e in by_path.items() if e.status == "rejected"} == set(expected)
@@ -106,7 +106,7 @@ def test_bad_files_and_chains_are_named(built):
 def test_counts_of_each_outcome(built):
     _, _, report, *_ = built
     counts = report.sources[0].counts
-    assert counts == {"kept": 9, "moved": 0, "dropped": 1, "rejected": 6}
+    assert counts == {"kept": 9, "moved": 0, "dropped": 0, "rejected": 6, "ignored": 1}
 
 
 def test_rcsb_cluster_file_gives_the_groups(built, tmp_path):
@@ -153,3 +153,28 @@ def test_identity_prefilter_and_threshold():
     assert sequence_identity(base, close) == pytest.approx(114 / 120)
     pairs = near_identical_pairs([base, close, far, fragment, base, "".join(rng.choice(letters, 120))])
     assert pairs == [(0, 1), (0, 3), (0, 4), (1, 3)]
+
+
+def test_an_entry_in_both_formats_is_read_from_its_mmcif(built, tmp_path):
+    """7OK9 as mmCIF and as a PDB-format file (as a mirror holds both, the legacy one gzipped): the mmCIF is read,
+    the other copy dropped with the reason, and no chain is rejected as a duplicate id."""
+    import io
+
+    from Bio.PDB import PDBIO, MMCIFParser
+
+    root, out, *_ = built
+    copy = shutil.copytree(root, tmp_path / "pdb")
+    (copy / "ok").mkdir()
+    writer, text = PDBIO(), io.StringIO()
+    writer.set_structure(MMCIFParser(QUIET=True).get_structure("7ok9", str(root / "7ok9.cif")))
+    writer.save(text)
+    (copy / "ok" / "pdb7ok9.ent.gz").write_bytes(gzip.compress(text.getvalue().encode()))
+    report = build_dataset(TASK, [copy], tmp_path / "out", progress=False)
+    by_path = {e.source_path: e for e in report.entries if ":row" not in e.source_path}
+    dropped = by_path["ok/pdb7ok9.ent.gz"]
+    assert dropped.status == "dropped" and dropped.reason == "not used: the same entry's mmCIF is read (7ok9.cif)"
+    assert by_path["7ok9.cif"].status == "kept"
+    assert not [e for e in report.entries if e.reason.startswith("duplicate id")]
+    before = {e.sample_id: e.source_path for e in read_manifest(out / TASK) if e.sample_id and e.status == "kept"}
+    after = {e.sample_id: e.source_path for e in report.entries if e.sample_id and e.status == "kept"}
+    assert after == before and after["7OK9_A"] == "7ok9.cif"

@@ -86,7 +86,7 @@ def test_bad_inputs_are_named(built):
 def test_counts_of_each_outcome(built):
     _, _, report, _ = built
     counts = report.sources[0].counts
-    assert counts == {"kept": 26, "moved": 0, "dropped": 3, "rejected": 7}
+    assert counts == {"kept": 26, "moved": 0, "dropped": 3, "rejected": 7, "ignored": 0}
 
 
 def test_bins_use_the_registry_edges():

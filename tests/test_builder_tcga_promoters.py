@@ -56,7 +56,7 @@ def test_profiles_mask_the_target_and_name_their_panel(built):
     (asset,) = info["sources"][0]["assets"]
     assert json.loads((out / asset).read_text())[panel_id(genes)]["genes"] == genes
     for _, row in rows.values():
-        if row["context"] == "whole blood":
+        if row["context"] not in sample.MOTIFS:  # whole blood and the tissues: no cells profile them
             assert row["profile_indices"] is None and row["gene_panel"] is None
             continue
         target = genes.index(row["gene_id"])
@@ -71,13 +71,14 @@ def test_profiles_mask_the_target_and_name_their_panel(built):
 def test_targets_follow_the_promoter_signal(built):
     *_, rows = built
     features, level = [], []
+    motifs = {**sample.MOTIFS, **sample.TISSUE_MOTIFS}
     for _, row in rows.values():
-        if row["context"] in sample.MOTIFS:
+        if row["context"] in motifs:
             near = row["promoter"][sample.TSS - 1000:sample.TSS + 1000]
             features.append([
                 1.0, row["promoter"][sample.TSS - 500:sample.TSS + 500].count("CG"),
                 float(row["promoter"][sample.TSS - 31:sample.TSS - 25] == "TATAAA"),
-                near.count(sample.MOTIFS[row["context"]]),
+                near.count(motifs[row["context"]]),
             ])
             level.append(row["log_expression"])
     features, level = np.array(features), np.array(level)
@@ -104,7 +105,39 @@ def test_counts_of_each_outcome(built):
     _, _, report, ds, _ = built
     counts = report.sources[0].counts
     assert counts["rejected"] == 5
-    assert counts["kept"] == sum(ds[s].num_rows for s in ds) + 2  # + the table and the h5ad
+    assert counts["kept"] == sum(ds[s].num_rows for s in ds) + 3  # + the table, contexts.tsv and the h5ad
+
+
+def test_each_context_carries_its_organ_and_ood_can_hold_one_out(built):
+    """contexts.tsv states each context's organ: three organs, so ``multimed ood --group organ`` holds one out."""
+    from multimed_hf.analysis.ood import group_column_values, resolve_group_column
+
+    root, _, _, ds, rows = built
+    stated = dict(line.split("\t") for line in (root / "contexts.tsv").read_text().splitlines()[1:])
+    assert stated == sample.ORGANS
+    for _, row in rows.values():
+        assert row["organ"] == stated[row["context"]]
+    assert {row["organ"] for _, row in rows.values()} == {"blood", "liver", "lung"}
+    splits = {s: ds[s] for s in ds}
+    assert resolve_group_column(splits, "organ") == "organ"
+    assert set(group_column_values(ds["train"], TASK, "organ")) == {"blood", "liver", "lung"}
+
+
+def test_without_contexts_tsv_the_organ_is_the_registrys_and_a_bad_one_is_named(built, tmp_path):
+    from multimed_hf.builders.tcga_promoters import TCGAPromotersBuilder
+    from multimed_hf.tasks import get_task
+
+    root, *_ = built
+    copy = shutil.copytree(root, tmp_path / "src")
+    (copy / "contexts.tsv").unlink()
+    registry_organ = get_task(TASK).source("tcga_promoters").organ
+    samples = [s for s in TCGAPromotersBuilder(copy).read_file("promoters.fa") if hasattr(s, "fields")]
+    assert samples and {s.fields["organ"] for s in samples} == {registry_organ}
+    (copy / "contexts.tsv").write_text("tissue\tSMTS\nLiver\tLiver\n")
+    report = build_dataset(TASK, [copy], tmp_path / "out", progress=False)
+    entry = next(e for e in report.entries if e.source_path == "contexts.tsv")
+    assert entry.status == "rejected" and "expected a header with 'context' and 'organ' columns" in entry.reason
+    assert report.counts["kept"] > 0  # the windows keep their targets, without organs
 
 
 def test_a_changed_table_revalidates_the_windows(built, tmp_path):

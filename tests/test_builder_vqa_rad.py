@@ -95,8 +95,8 @@ def test_counts_of_each_outcome(built):
     _, out, report, ds, items = built
     entries = read_manifest(out / TASK)
     counts = report.sources[0].counts
-    # dropped: 2 leaking questions, 1 unused image, the image folder's Thumbs.db (ignored: no data)
-    assert counts["dropped"] == 4 and counts["rejected"] == 5
+    # dropped: 2 leaking questions, 1 unused image; ignored: the image folder's Thumbs.db (no data)
+    assert counts["dropped"] == 3 and counts["rejected"] == 5 and counts["ignored"] == 1
     unused = next(e for e in read_manifest(out / TASK) if e.source_path.endswith("synpic66666.jpg"))
     assert unused.status == "dropped" and unused.reason.startswith("not used: no question")
     questions = [e for e in entries if e.source_path.startswith(QA)]

@@ -110,7 +110,8 @@ def test_brain_tumor_duplicates_and_bad_files(built):
         assert entries[path].status == "rejected" and entries[path].reason.startswith(reason), entries[path]
     # a download's non-data file is ignored, not an error; ids are <split>/<class folder>/<stem>, so one name in
     # two class folders gives two images
-    assert entries["Training/glioma/Thumbs.db"].reason.startswith("not used: ignored: Thumbs.db")
+    thumbs = entries["Training/glioma/Thumbs.db"]
+    assert thumbs.status == "ignored" and thumbs.reason.startswith("not used: ignored: Thumbs.db"), thumbs
     assert entries["Testing/meningioma/Tr-gl_0002.jpg"].status == entries["Training/glioma/Tr-gl_0002.jpg"].status
     # the published test set stays as published, less only the files rejected as bad
     test_files = {p for p, e in entries.items() if p.startswith("Testing/") and e.status != "rejected"}
@@ -180,6 +181,31 @@ def test_strict_stops_at_the_first_bad_file(tmp_path):
     source = GENERATORS["Brain-Tumor-MRI-Dataset"](tmp_path / "bt")
     with pytest.raises(ValueError, match=r"brain_tumor_mri: .*: "):
         build_dataset("brain_tumor", [source], tmp_path / "out", on_bad_files="error", progress=False)
+
+
+def test_ignored_files_are_counted_apart_and_strict_passes_them(tmp_path):
+    """A download's non-data file (Thumbs.db) is ``ignored``: counted apart from dropped and rejected files in the
+    report, build_info.json and the card; ``--strict`` stops at the first rejected file, never at an ignored one."""
+    source = GENERATORS["Brain-Tumor-MRI-Dataset"](tmp_path / "bt")
+    for path in [p for p in source.rglob("*") if p.is_file()]:  # leave only good images and the Thumbs.db
+        rel = path.relative_to(source).as_posix()
+        if rel.endswith(("Tr-no_0010.jpg", "Tr-no_0011.jpg", "Tr-no_0012.jpg", "notes.txt")) or "astrocytoma" in rel \
+                or rel.endswith(("Tr-no_0009.jpg", "Tr-me_0003.jpg", "Tr-gl_0009.jpg")):  # conflict, leak
+            path.unlink()
+    thumbs = list(source.rglob("Thumbs.db"))
+    assert thumbs
+    out = tmp_path / "out"
+    report = build_dataset("brain_tumor", [source], out, on_bad_files="error", progress=False)
+    assert report.counts["ignored"] == len(thumbs) and report.counts["rejected"] == 0
+    assert report.sources[0].counts["ignored"] == len(thumbs)
+    assert f"rejected 0, ignored {len(thumbs)}" in report.summary()
+    info = json.loads((out / "brain_tumor" / "build_info.json").read_text())
+    assert info["counts"]["ignored"] == len(thumbs) and info["sources"][0]["counts"]["ignored"] == len(thumbs)
+    assert f"ignored {len(thumbs)} (no data: system files, documents, archives)" in (out / "README.md").read_text()
+    # the same file under a name the layout does not know is an error, and strict stops there
+    thumbs[0].rename(thumbs[0].with_name("Thumbs.txt"))
+    with pytest.raises(ValueError, match=r"Thumbs\.txt"):
+        build_dataset("brain_tumor", [source], tmp_path / "out2", on_bad_files="error", progress=False)
 
 
 def test_build_info_and_card_list_sources(built):

@@ -126,3 +126,32 @@ def test_arrays_are_cached_as_binary_side_files_and_rebuild_identically(tmp_path
     assert first.sources[0].fingerprint == again.sources[0].fingerprint == clean.sources[0].fingerprint
     for shard in (tmp_path / "clean").rglob("*.parquet"):
         assert shard.read_bytes() == (out / shard.relative_to(tmp_path / "clean")).read_bytes()
+
+
+@pytest.mark.parametrize("fact", [{"organ": "retina"}, {"age": "the patient's age in the file name"}])
+def test_editing_a_sources_organ_or_age_in_the_registry_revalidates(oct_source, tmp_path, monkeypatch, fact):
+    import dataclasses
+
+    from multimed_hf import tasks
+
+    out = tmp_path / "multimed"
+    build_dataset("diabetic_retinopathy", [oct_source], out, progress=False)
+    calls = []
+    original = OCT2017Builder.read_file
+
+    def counting(self, relpath):
+        calls.append(relpath)
+        return original(self, relpath)
+
+    monkeypatch.setattr(OCT2017Builder, "read_file", counting)
+    again = build_dataset("diabetic_retinopathy", [oct_source], out, progress=False)
+    assert not calls, "an unchanged registry re-read cached files"
+    task = tasks.get_task("diabetic_retinopathy")
+    edited = dataclasses.replace(task, sources=tuple(
+        dataclasses.replace(s, **fact) if s.name == "oct2017" else s for s in task.sources
+    ))
+    monkeypatch.setitem(tasks._TASKS, task.name, edited)
+    (name, value), = fact.items()
+    assert getattr(OCT2017Builder.spec(), name) == value != getattr(task.source("oct2017"), name)
+    edited_build = build_dataset("diabetic_retinopathy", [oct_source], out, progress=False)
+    assert len(calls) == edited_build.sources[0].files_seen == again.sources[0].files_seen

@@ -1,7 +1,8 @@
 """A synthetic sample of CELLxGENE-schema AnnData files: several tissues, cell types and donors (needs no scanpy).
 
 ``a1f3c5e7-....h5ad`` follows the CELLxGENE schema: obs ``cell_type``, ``cell_type_ontology_term_id``, ``donor_id``,
-``tissue``, ``tissue_ontology_term_id``, ``tissue_general``, ``assay``, ``disease``; var indexed by Ensembl id with
+``tissue``, ``tissue_ontology_term_id``, ``tissue_general``, ``development_stage`` (per donor, HsapDv labels: exact
+ages, one "adult stage" and one "unknown"), ``assay``, ``disease``; var indexed by Ensembl id with
 ``feature_name``; log1p-normalised (CP10k) values in ``X`` and the integer counts in ``raw.X``. Cells of blood,
 lung and kidney from six donors, each cell type with its marker genes raised. ``liver_scanpy_style.h5ad`` uses
 scanpy-style columns (obs ``celltype``, ``donor``, ``tissue``; var symbols with ``gene_ids``), log1p-normalised
@@ -18,7 +19,9 @@ import numpy as np
 
 from dataset_scripts.sample_sources._draw import write_provenance
 
-__all__ = ["FOLDER", "make", "make_cellxgene", "SCHEMA_FILE", "SCANPY_FILE", "BAD_FILE", "CELL_TYPES", "TISSUES"]
+__all__ = [
+    "FOLDER", "make", "make_cellxgene", "SCHEMA_FILE", "SCANPY_FILE", "BAD_FILE", "CELL_TYPES", "TISSUES", "STAGES",
+]
 
 FOLDER = "cellxgene"
 SCHEMA_FILE = "a1f3c5e7-2b4d-4c6e-8f90-1a2b3c4d5e6f.h5ad"
@@ -32,6 +35,11 @@ TISSUES = {
                                         ("T cell", "CL:0000084"))),
     "kidney": ("kidney", "UBERON:0002113", (("kidney proximal convoluted tubule epithelial cell", "CL:1000838"),
                                             ("podocyte", "CL:0000653"), ("classical monocyte", "CL:0000860"))),
+}
+#: donor -> its development_stage, as CELLxGENE writes them (HsapDv labels; the real files hold all three forms)
+STAGES = {
+    "DBL1": "34-year-old human stage", "DBL2": "61-year-old stage", "DLU1": "unknown", "DLU2": "adult stage",
+    "DKI1": "9-month-old human stage", "DKI2": "72-year-old human stage",
 }
 CELL_TYPES = sorted({name for _, _, types in TISSUES.values() for name, _ in types} | {"hepatocyte"})
 N_GENES = 120
@@ -81,6 +89,7 @@ def make_cellxgene(root, *, cells_per_type=12, seed=17, bad_files=True) -> Path:
                 rows.append({
                     "cell_type": cell_type, "cell_type_ontology_term_id": cl_id, "donor_id": donors[n % 2],
                     "tissue": tissue, "tissue_ontology_term_id": uberon, "tissue_general": organ,
+                    "development_stage": STAGES[donors[n % 2]],
                     "assay": "10x 3' v3", "disease": "normal",
                 })
     obs = pd.DataFrame(rows, index=[f"cell{i:04d}" for i in range(len(rows))]).astype("category")

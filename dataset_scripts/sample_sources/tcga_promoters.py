@@ -1,13 +1,15 @@
 """A synthetic sample for expression_prediction: promoter windows, an expression table and a cells h5ad.
 
 ``promoters.fa`` holds 10,500-nt windows (7,000 up, 3,500 down of the TSS) for 40 genes on chr1-chr10, headed as
-``bedtools getfasta -name -s`` writes them; ``expression.tsv`` their log2 expression in four contexts (B cell,
-T cell, monocyte, whole blood); ``pbmc_cells.h5ad`` 60 cells of the three cell types (integer counts) over the 40
-genes and 20 more. Learnable signal: expression rises with the CpG content and a TATA box near the TSS, and in
-each cell type with the count of that type's motif (E-box CACGTG for B cells, ETS GGAAGT for T cells, C/EBP
-TTGCGCAA for monocytes) near the TSS; the cells are drawn from the same rates. Bad inputs: a window with illegal
-letters, one of the wrong length, one whose header names no chromosome, one with no expression row, and a table
-row with no window.
+``bedtools getfasta -name -s`` writes them; ``expression.tsv`` their log2 expression in six contexts of three
+organs (B cell, T cell, monocyte, whole blood: blood; GTEx-style tissue columns Liver and Lung); ``contexts.tsv``
+each context's organ (as GTEx's sample attributes give the organ, SMTS, of each tissue, SMTSD);
+``pbmc_cells.h5ad`` 60 cells of the three cell types (integer counts) over the 40 genes and 20 more. Learnable
+signal: expression rises with the CpG content and a TATA box near the TSS, and in each cell type or tissue with
+the count of its motif (E-box CACGTG for B cells, ETS GGAAGT for T cells, C/EBP TTGCGCAA for monocytes, FOXA
+TGTTTAC for liver, NKX2-1 CACTTGA for lung) near the TSS; the cells are drawn from the same rates. Bad inputs: a
+window with illegal letters, one of the wrong length, one whose header names no chromosome, one with no
+expression row, and a table row with no window.
 """
 
 from __future__ import annotations
@@ -18,13 +20,18 @@ import numpy as np
 
 from dataset_scripts.sample_sources._draw import write_provenance
 
-__all__ = ["FOLDER", "make", "make_tcga_promoters", "MOTIFS", "CONTEXTS", "TSS"]
+__all__ = ["FOLDER", "make", "make_tcga_promoters", "MOTIFS", "TISSUE_MOTIFS", "CONTEXTS", "ORGANS", "TSS"]
 
 FOLDER = "tcga_promoters"
 TSS = 7000
 WINDOW = 10_500
 MOTIFS = {"B cell": "CACGTG", "T cell": "GGAAGT", "monocyte": "TTGCGCAA"}
-CONTEXTS = (*MOTIFS, "whole blood")
+#: Tissue contexts (GTEx's column names) and their motifs: no cells profile them.
+TISSUE_MOTIFS = {"Liver": "TGTTTAC", "Lung": "CACTTGA"}
+CONTEXTS = (*MOTIFS, "whole blood", *TISSUE_MOTIFS)
+#: Each context's organ, as ``contexts.tsv`` states it.
+ORGANS = {**{name: "blood" for name in (*MOTIFS, "whole blood")}, "Liver": "liver", "Lung": "lung"}
+_ALL_MOTIFS = {**MOTIFS, **TISSUE_MOTIFS}
 
 
 def _window(rng: np.random.Generator, cpg: float, tata: bool, motifs: dict[str, int]) -> str:
@@ -36,9 +43,11 @@ def _window(rng: np.random.Generator, cpg: float, tata: bool, motifs: dict[str, 
         seq[start:start + 2] = ["C", "G"]
     if tata:
         seq[TSS - 31:TSS - 25] = list("TATAAA")
-    for name, count in motifs.items():
-        motif = list(MOTIFS[name])
-        for start in rng.choice(np.arange(TSS - 1000, TSS + 1000 - 8, 40), count, replace=False):
+    slots = iter(rng.choice(np.arange(TSS - 1000, TSS + 1000 - 8, 40), sum(motifs.values()), replace=False))
+    for name, count in motifs.items():  # each motif copy in a slot of its own: none overwrites another
+        motif = list(_ALL_MOTIFS[name])
+        for _ in range(count):
+            start = next(slots)
             seq[start:start + len(motif)] = motif
     return "".join(seq)
 
@@ -52,6 +61,8 @@ def _levels(rng, cpg, tata, motifs) -> dict[str, float]:
     base = 1.0 + 8.0 * cpg + 1.5 * tata
     levels = {name: base + 0.7 * motifs[name] + rng.normal(0, 0.15) for name in MOTIFS}
     levels["whole blood"] = float(np.mean(list(levels.values()))) + rng.normal(0, 0.1)
+    for name in TISSUE_MOTIFS:
+        levels[name] = base + 0.7 * motifs[name] + rng.normal(0, 0.15)
     return levels
 
 
@@ -70,12 +81,12 @@ def make_tcga_promoters(root, *, genes: int = 40, seed: int = 17, bad_files: boo
         chrom = f"chr{g % 10 + 1}"
         start = 100_000 + 250_000 * g
         cpg, tata = rng.uniform(0.02, 0.3), bool(rng.random() < 0.4)
-        motifs = {name: int(rng.integers(0, 5)) for name in MOTIFS}
+        motifs = {name: int(rng.integers(0, 5)) for name in _ALL_MOTIFS}
         fasta.append(_fasta_record(gene, f"{chrom}:{start}-{start + WINDOW}(+)", _window(rng, cpg, tata, motifs)))
         levels_of[gene] = _levels(rng, cpg, tata, motifs)
         rows.append([gene] + [f"{levels_of[gene][c]:.4f}" for c in CONTEXTS])
     if bad_files:
-        good = _window(rng, 0.1, False, {name: 1 for name in MOTIFS})
+        good = _window(rng, 0.1, False, {name: 1 for name in _ALL_MOTIFS})
         broken = good[:5000] + "RYKM" + good[5004:-1] + "X"
         fasta.append(_fasta_record("ENSG00000999001", "chr3:5000-15500(+)", broken))  # IUPAC codes and an X
         fasta.append(_fasta_record("ENSG00000999002", "chr4:5000-7000(-)", good[:2000]))  # a 2 kb window
@@ -87,6 +98,7 @@ def make_tcga_promoters(root, *, genes: int = 40, seed: int = 17, bad_files: boo
     (root / "expression.tsv").write_text(
         "gene_id\t" + "\t".join(CONTEXTS) + "\n" + "".join("\t".join(r) + "\n" for r in rows)
     )
+    (root / "contexts.tsv").write_text("context\torgan\n" + "".join(f"{c}\t{ORGANS[c]}\n" for c in CONTEXTS))
     panel = [f"ENSG{100000 + 17 * g:011d}" for g in range(genes)] + [f"ENSG{900000 + g:011d}" for g in range(20)]
     counts, types = [], []
     for cell_type in MOTIFS:

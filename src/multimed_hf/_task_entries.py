@@ -469,6 +469,7 @@ PBMC68K_REDUCED = SourceSpec(
     license="CC-BY-4.0 (10x Genomics data); BSD-3-Clause (scanpy)",
     redistributable=True,
     homepage="https://scanpy.readthedocs.io/en/stable/generated/scanpy.datasets.pbmc68k_reduced.html",
+    organ="blood",  # peripheral blood mononuclear cells; a file of the folder with an organ column says its own
     layout=(
         "a folder holding scanpy's 10x_pbmc68k_reduced.h5ad (700 cells x 765 genes; obs['bulk_labels'] cell types, "
         "log-normalised values in .raw) and optionally further .h5ad files (obs: a cell-type column such as "
@@ -550,7 +551,9 @@ TCGA_XENA = SourceSpec(
     layout=(
         "promoters.fa (10,500-nt windows, 7,000 nt upstream to 3,500 nt downstream of each TSS, headers as bedtools "
         "getfasta -name -s writes them: GENE::chr1:4869-15369(+)) + expression.tsv (gene id, then one column of "
-        "log-scale expression per context) + optionally one .h5ad of cells whose cell types name contexts"
+        "log-scale expression per context) + optionally contexts.tsv (columns context, organ: each context's organ, "
+        "as GTEx's sample attributes give the organ SMTS of each tissue SMTSD) + optionally one .h5ad of cells "
+        "whose cell types name contexts"
     ),
     grouping="gene; whole chromosomes (chr8, chr9) held out for test, the rest train (validation from training genes)",
     notes=(
@@ -875,6 +878,8 @@ register_task(TaskSpec(
     metadata=(
         C("gene_id", "string"), C("chromosome", "string"),
         C("window", "string", "the promoter window's locus as the FASTA header gives it, e.g. chr1:4869-15369(+)"),
+        C("organ", "string", "the context's organ where the source states it (tcga_promoters: contexts.tsv beside "
+          "the table); None elsewhere"),
     ),
     sources=(TCGA_XENA,),
 ))

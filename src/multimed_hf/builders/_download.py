@@ -4,7 +4,7 @@ Every real download holds files that are no data of any source: operating-system
 ``.DS_Store``, ``__MACOSX/``, ``._*`` AppleDouble files, ``desktop.ini``), the publisher's documents (README,
 licence, citation files) and the archives a user unpacked in place. ``NonDataFiles`` (a mixin before a
 builder's base) lists each in the manifest as ignored, with its reason, instead of rejecting it as a stray file:
-it is dropped (``UnusedSourceFile``), so it is no error and ``--strict`` does not stop on it.
+its manifest status is ``ignored`` (``IgnoredSourceFile``), so it is no error and ``--strict`` does not stop on it.
 
 Archives also wrap a source's tree in folders of their own (Kaggle's ``OCT2017 /`` with a trailing space, the
 tarball's ``BreaKHis_v1/``, Mendeley v3's ``CellData/OCT/``) and some hold the tree twice (``chest_xray/chest_xray/``):
@@ -18,12 +18,9 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable
 
-from multimed_hf.data.errors import UnusedSourceFile
+from multimed_hf.data.errors import IGNORED, IgnoredSourceFile
 
 __all__ = ["IGNORED", "IgnoredSourceFile", "NonDataFiles", "non_data_reason", "find_tree", "strip_tree"]
-
-#: Prefix of an ignored file's reason (after the build's ``not used: ``).
-IGNORED = "ignored: "
 
 _FOLDERS = {
     "__macosx": "__MACOSX/ holds the archive's macOS metadata, not data",
@@ -40,10 +37,6 @@ _NAMES = {
 }
 _DOCUMENT = re.compile(r"^(readme|licen[cs]e|copying|citation|notice)([._ -].*)?$", re.IGNORECASE)
 _ARCHIVE = re.compile(r"\.(zip|zip\.\d{3}|z\d{2}|tar|tar\.gz|tgz|tar\.bz2|tar\.xz|7z|rar)$", re.IGNORECASE)
-
-
-class IgnoredSourceFile(UnusedSourceFile):
-    """A file of a download that holds no data (system litter, documents, archives): listed as ignored."""
 
 
 def non_data_reason(relpath: str) -> str | None:
@@ -65,7 +58,7 @@ def non_data_reason(relpath: str) -> str | None:
 
 
 class NonDataFiles:
-    """Mixin before a ``SourceBuilder`` base: non-data files are ignored (dropped with the reason) before the
+    """Mixin before a ``SourceBuilder`` base: non-data files are ignored (status ``ignored``, with the reason) before the
     builder reads anything, whether its ``read_file`` (or streaming ``iter_file``) is inherited or its own; a
     builder that reads an archive or document itself lists it in ``data_files``."""
 

@@ -121,7 +121,8 @@ def _text(value) -> str | None:
 class AnnDataFolderBuilder(NonDataFiles, SourceBuilder):
     """A folder of ``.h5ad`` files, one sample per cell. Subclasses set ``task``, ``source`` and ``detect``."""
 
-    #: Facts of the source that its files do not state (e.g. the tissue of a PBMC set), per column.
+    #: Facts of the source that its files do not state (e.g. the tissue of a PBMC set), per column; the organ is
+    #: the registry's (``SourceSpec.organ``), for a file without an organ column.
     defaults: ClassVar[dict[str, str]] = {}
 
     def read_file(self, relpath: str) -> list[Sample]:
@@ -143,6 +144,7 @@ class AnnDataFolderBuilder(NonDataFiles, SourceBuilder):
         tissue = _first(obs.columns, TISSUE_COLUMNS)
         organ = _first(obs.columns, ORGAN_COLUMNS)
         panel = panel_id(expression.genes)
+        stated_organ = self.spec().organ
         stem = PurePosixPath(relpath).with_suffix("").as_posix()
         samples = []
         for i, barcode in enumerate(obs.index):
@@ -154,7 +156,7 @@ class AnnDataFolderBuilder(NonDataFiles, SourceBuilder):
                     "gene_indices": indices, "gene_values": values, "gene_panel": panel,
                     "cell_type": _text(obs[label].iloc[i]),
                     "tissue": _text(obs[tissue].iloc[i]) if tissue else self.defaults.get("tissue"),
-                    "organ": _text(obs[organ].iloc[i]) if organ else self.defaults.get("organ"),
+                    "organ": _text(obs[organ].iloc[i]) if organ else stated_organ,
                     "donor": donor_id, "expression_matrix": expression.where,
                 },
                 # donors are grouped across the source's files: two files of one study share their donors
@@ -193,7 +195,7 @@ class AnnDataFolderBuilder(NonDataFiles, SourceBuilder):
 class PBMC68kReducedBuilder(AnnDataFolderBuilder):
     task = "cell_type"
     source = "pbmc68k_reduced"
-    defaults = {"tissue": "peripheral blood mononuclear cells", "organ": "blood"}
+    defaults = {"tissue": "peripheral blood mononuclear cells"}
 
     @classmethod
     def detect(cls, root: Path) -> bool:

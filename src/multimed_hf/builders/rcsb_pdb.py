@@ -7,6 +7,10 @@ Each entry is read in full and checked by ``_pdb_reader`` (first model; missing 
 ``_records``) and left out; a file with no good chain is rejected with its chains' reasons. Chains with no amino
 acid (nucleic acids, waters, ligands) are not protein chains and give no sample.
 
+An entry present in both formats (``1abc.pdb`` / ``pdb1abc.ent`` and ``1abc.cif``, gzipped or not, anywhere in the
+folder) is read from its mmCIF, the PDB's archive format (the legacy format cannot hold every entry); the other copy
+is dropped, named, rather than both being rejected as duplicate ids.
+
 Grouping: where one RCSB cluster file (``clusters-by-entity-NN.txt`` or ``bc-NN.out``) lies in the folder, its
 clusters are the groups; chains it does not list (and every chain, without one) are grouped with identical and
 >= 90%-identical chains (``_chain_identity``).
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
@@ -32,7 +37,7 @@ from multimed_hf.builders._pdb_reader import (
     parse_entry,
 )
 from multimed_hf.builders._records import RecordRejections
-from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
 from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import SourceBuilder
 
@@ -63,6 +68,16 @@ class RCSBPDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     def _cluster_files(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir() if p.is_file() and _CLUSTERS.match(p.name))
 
+    @cached_property
+    def _mmcif_of(self) -> dict[str, str]:
+        """``{entry id (lower case): its mmCIF file}`` over the folder (the first, where an id has several)."""
+        found: dict[str, str] = {}
+        for relpath in self.list_files():
+            match = STRUCTURE_NAME.match(PurePosixPath(relpath).name)
+            if match and match.group(2).lower() == "cif":
+                found.setdefault(match.group(1).lower(), relpath)
+        return found
+
     def read_file(self, relpath: str) -> list[Sample]:
         name = PurePosixPath(relpath).name
         if _CLUSTERS.match(name) and "/" not in relpath:
@@ -76,6 +91,10 @@ class RCSBPDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
             return []
         if not STRUCTURE_NAME.match(name):
             raise BadSourceFile("stray file: not a .pdb / .ent / .cif entry (gzipped or not) or an RCSB cluster file")
+        match = STRUCTURE_NAME.match(name)
+        mmcif = self._mmcif_of.get(match.group(1).lower())
+        if match.group(2).lower() != "cif" and mmcif is not None:
+            raise UnusedSourceFile(f"the same entry's mmCIF is read ({mmcif})")
         entry = parse_entry(self.root / relpath)
         if not entry.chains and not entry.problems:
             raise BadSourceFile("no protein chain: the entry holds no amino-acid residue")

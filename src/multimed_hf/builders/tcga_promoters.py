@@ -3,13 +3,17 @@
 Layout: ``promoters.fa`` (ready-cut windows of ``WINDOW`` nt, 7,000 upstream to 3,500 downstream of the TSS as
 in Xpresso; headers as ``bedtools getfasta -name -s`` writes them, ``GENE::chr1:4869-15369(+)``, or
 ``GENE chr1:4869-15369(+)``), ``expression.tsv`` (genes x contexts, log-scale values such as Xena's log2(x+1);
-first column the gene id) and optionally one ``.h5ad`` of cells whose cell-type names match context columns.
+first column the gene id), optionally ``contexts.tsv`` (columns ``context`` and ``organ``: the organ of each context
+column, as GTEx's sample attributes give the organ, SMTS, of each tissue, SMTSD) and optionally one ``.h5ad`` of
+cells whose cell-type names match context columns.
 
 One sample per (gene, context): the promoter (upper-case A/C/G/T/N), the context, the gene's log expression
 there and, for a context that is a cell type of the h5ad, that cell type's pseudo-bulk profile (log1p of the mean
 CP10k-normalised expression; for log-normalised matrices, of the mean of ``expm1``) with the target gene masked
-(left out of the indices). Samples come from reading the FASTA; the table and the h5ad are read with it, so the
-builder's version carries their size and time stamps (a changed table re-validates every window).
+(left out of the indices), and the context's ``organ`` where ``contexts.tsv`` states it (else the registry's
+organ of the source, None for this one). Samples come from reading the FASTA; the table, ``contexts.tsv`` and the
+h5ad are read with it, so the builder's version carries their size and time stamps (a changed table re-validates
+every window).
 
 Checked and reported per record (``promoters.fa:row GENE``): letters other than A/C/G/T/N, a window of another
 length, a header without chromosome, a gene id repeated, a gene with no expression row; table rows whose gene has
@@ -38,12 +42,15 @@ from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import SourceBuilder
 
-__all__ = ["TCGAPromotersBuilder", "WINDOW", "TEST_CHROMOSOMES", "parse_header", "pseudobulk_profiles"]
+__all__ = [
+    "TCGAPromotersBuilder", "WINDOW", "TEST_CHROMOSOMES", "parse_header", "pseudobulk_profiles", "read_context_organs",
+]
 
 WINDOW = 10_500
 TEST_CHROMOSOMES = ("chr8", "chr9")
 FASTA_NAMES = ("promoters.fa", "promoters.fasta", "promoters.fa.gz", "promoters.fasta.gz")
 TABLE_NAMES = ("expression.tsv", "expression.tsv.gz")
+CONTEXT_NAMES = ("contexts.tsv", "contexts.tsv.gz")
 _DNA = re.compile(r"[^ACGTN]")
 _LOCUS = re.compile(r"^(?:chr)?([0-9]{1,2}|X|Y|M|MT)(?::(\d+)-(\d+))?(?:\(([+-])\))?$", re.IGNORECASE)
 
@@ -112,6 +119,26 @@ def read_table(path: Path) -> tuple[list[str], dict[str, tuple[int, list[float |
     return contexts, table
 
 
+def read_context_organs(path: Path) -> dict[str, str | None]:
+    """``{context: organ}`` from a table with ``context`` and ``organ`` columns (organs lower-cased; empty: None)."""
+    rows = list(csv.reader(io.StringIO(_text(path)), delimiter="\t"))
+    header = [c.strip().lower() for c in rows[0]] if rows else []
+    if "context" not in header or "organ" not in header:
+        raise BadSourceFile(f"expected a header with 'context' and 'organ' columns; found {header}")
+    at, organ_at = header.index("context"), header.index("organ")
+    organs: dict[str, str | None] = {}
+    for n, row in enumerate(rows[1:], start=1):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) != len(header):
+            raise BadSourceFile(f"row {n}: {len(row)} fields, the header has {len(header)}")
+        context, organ = row[at].strip(), row[organ_at].strip().lower()
+        if context in organs:
+            raise BadSourceFile(f"row {n}: context {context!r} repeats")
+        organs[context] = organ or None
+    return organs
+
+
 def pseudobulk_profiles(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
     """``(genes, {cell type: profile})`` of an h5ad: log1p of each cell type's mean CP10k expression."""
     adata, expression = read_expression(path)
@@ -140,7 +167,7 @@ class TCGAPromotersBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     task = "expression_prediction"
     source = "tcga_promoters"
     record_noun = "promoter window"
-    reading_version = "1"
+    reading_version = "2"  # 2: the context's organ
 
     @classmethod
     def detect(cls, root: Path) -> bool:
@@ -149,7 +176,8 @@ class TCGAPromotersBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     @cached_property
     def version(self) -> str:  # the reading code, and the content of the files every window's samples come from
         return dependency_version(self.reading_version, (
-            p for p in self.root.iterdir() if p.is_file() and (p.name in TABLE_NAMES or p.suffix == ".h5ad")
+            p for p in self.root.iterdir()
+            if p.is_file() and (p.name in TABLE_NAMES or p.name in CONTEXT_NAMES or p.suffix == ".h5ad")
         ))
 
     def _one(self, names) -> str | None:
@@ -164,6 +192,11 @@ class TCGAPromotersBuilder(NonDataFiles, RecordRejections, SourceBuilder):
         return read_table(self.root / self._one(TABLE_NAMES))
 
     @cached_property
+    def _context_organs(self) -> dict[str, str | None]:
+        name = self._one(CONTEXT_NAMES)
+        return {} if name is None else read_context_organs(self.root / name)
+
+    @cached_property
     def _profiles(self):
         h5ads = self._h5ads()
         if not h5ads:
@@ -176,6 +209,9 @@ class TCGAPromotersBuilder(NonDataFiles, RecordRejections, SourceBuilder):
         if relpath == self._one(TABLE_NAMES):
             self._table  # noqa: B018  (checked: a bad table is rejected here, with its reason)
             return []
+        if relpath == self._one(CONTEXT_NAMES):
+            self._context_organs  # noqa: B018
+            return []
         if relpath.endswith(".h5ad"):
             if len(self._h5ads()) > 1:
                 raise BadSourceFile(f"ambiguous: several .h5ad files {self._h5ads()}; keep the one to profile")
@@ -184,7 +220,10 @@ class TCGAPromotersBuilder(NonDataFiles, RecordRejections, SourceBuilder):
         if name.upper().startswith(("README", "LICENSE")):
             return []
         if relpath != self._one(FASTA_NAMES):
-            raise BadSourceFile(f"stray file: expected {FASTA_NAMES[0]}, {TABLE_NAMES[0]} and optionally one .h5ad")
+            raise BadSourceFile(
+                f"stray file: expected {FASTA_NAMES[0]}, {TABLE_NAMES[0]} and optionally {CONTEXT_NAMES[0]} and one "
+                ".h5ad"
+            )
         return self._read_fasta(relpath)
 
     def _read_fasta(self, relpath: str) -> list[Sample]:
@@ -201,6 +240,11 @@ class TCGAPromotersBuilder(NonDataFiles, RecordRejections, SourceBuilder):
             profiles = self._profiles
         except BadSourceFile:
             profiles = None  # the h5ad is rejected with its reason; windows keep their targets, without profiles
+        try:
+            organs = self._context_organs
+        except BadSourceFile:
+            organs = {}  # contexts.tsv is rejected with its reason; windows keep their targets, without organs
+        organs = {c: organs.get(c, self.spec().organ) for c in contexts}
         records = list(SeqIO.parse(io.StringIO(text), "fasta"))
         seen: dict[str, int] = {}
         for record in records:
@@ -227,15 +271,16 @@ class TCGAPromotersBuilder(NonDataFiles, RecordRejections, SourceBuilder):
             except BadSourceFile as err:
                 bad.append((where, err.reason))
                 continue
-            samples.extend(self._samples(relpath, gene, chrom, locus, sequence, contexts, table[gene][1], profiles))
+            samples.extend(self._samples(relpath, gene, chrom, locus, sequence, contexts, table[gene][1], profiles,
+                                         organs))
         return self.keep_records(relpath, samples, bad)
 
-    def _samples(self, relpath, gene, chrom, locus, sequence, contexts, values, profiles) -> list[Sample]:
+    def _samples(self, relpath, gene, chrom, locus, sequence, contexts, values, profiles, organs) -> list[Sample]:
         samples = []
         for context, value in zip(contexts, values):
             fields = {
                 "promoter": sequence, "context": context, "log_expression": value, "gene_id": gene,
-                "chromosome": chrom, "window": locus,
+                "chromosome": chrom, "window": locus, "organ": organs[context],
                 "profile_indices": None, "profile_values": None, "gene_panel": None,
             }
             if profiles is not None and context in profiles[1]:

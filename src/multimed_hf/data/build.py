@@ -20,11 +20,11 @@ from tqdm.auto import tqdm
 from multimed_hf.data.build_store import BuildStore
 from multimed_hf.data.cache import ValidationCache
 from multimed_hf.data.card import write_readme
-from multimed_hf.data.errors import BadSourceFile, StrictBuildError, UnusedSourceFile
+from multimed_hf.data.errors import IGNORED, BadSourceFile, StrictBuildError, UnusedSourceFile
 from multimed_hf.data.features import task_features
 from multimed_hf.data.grouping import component_roots, near_duplicate_pairs
 from multimed_hf.data.images import NEAR_DUPLICATE_RECALL, PERCEPTUAL_HASH_VERSION
-from multimed_hf.data.manifest import ManifestEntry, ManifestView, iter_manifest, write_manifest
+from multimed_hf.data.manifest import STATUSES, ManifestEntry, ManifestView, iter_manifest, write_manifest
 from multimed_hf.data.sample import RejectedRecord, Sample
 from multimed_hf.data.engines import ReadEngine, make_engine
 from multimed_hf.data.shards import Fingerprint, ShardWriter, encode_columns, payload_size, plan_shards
@@ -58,7 +58,7 @@ class SourceReport:
 
 @dataclass
 class BuildReport:
-    """What a build kept, moved, dropped and rejected, and why. ``entries`` is the manifest the build wrote, read
+    """What a build kept, moved, dropped, rejected and ignored, and why. ``entries`` is the manifest the build wrote, read
     from its file (a ``ManifestView``): a build of millions of samples reports them without holding them."""
 
     task: str
@@ -111,7 +111,7 @@ class BuildReport:
         lines = [
             f"{self.task}: {sum(c.values())} entries from {sum(s.files_seen for s in self.sources)} files: "
             f"kept {c['kept'] + c['moved'] - self.index_files} (moved {c['moved']}), dropped {c['dropped']}, "
-            f"rejected {c['rejected']}{index}",
+            f"rejected {c['rejected']}, ignored {c['ignored']}{index}",
             "  splits: " + ", ".join(f"{k} {v}" for k, v in self.splits.items()),
             "  duplicates: " + ", ".join(f"{k} {v}" for k, v in self.duplicates.items()),
         ]
@@ -127,6 +127,15 @@ class BuildReport:
 
 #: Prefix of a cached reason that marks a file the task does not use (dropped, not rejected).
 UNUSED = "not used: "
+#: Prefix of a cached reason that marks a file holding no data of any source (ignored: system files, documents).
+UNUSED_IGNORED = UNUSED + IGNORED
+
+
+def _file_status(reason: str) -> str:
+    """The manifest status of a file that gives no samples, from its (cached) reason."""
+    if reason.startswith(UNUSED_IGNORED):
+        return "ignored"
+    return "dropped" if reason.startswith(UNUSED) else "rejected"
 #: Records a reader hands on at once (a part): what is in flight of a file of many records.
 PART_RECORDS = 1024
 
@@ -200,12 +209,12 @@ class _Manifest:
 
 def _cache_version(task: TaskSpec, builder: SourceBuilder) -> str:
     """The builder's version plus a digest of the registry facts its samples are made from (the task's labels and
-    both label maps of the source, the task's and the builder's own): editing the registry re-validates."""
-    facts = [
-        [asdict(label) for label in task.labels],
-        {k: dict(v) for k, v in task.source(builder.source).label_map.items()},
-        {k: dict(v) for k, v in builder.spec().label_map.items()},
-    ]
+    columns, and of the source, both as the task states it and as the builder's own task does: its label maps, the
+    organ its records show and where it records age): editing the registry re-validates."""
+    facts = [[asdict(label) for label in task.labels], [(c.name, c.dtype) for c in (*task.inputs, *task.metadata)]]
+    for spec in (task.source(builder.source), builder.spec()):
+        facts.append({k: dict(v) for k, v in spec.label_map.items()})
+        facts.append({"organ": spec.organ, "age": spec.age})
     digest = hashlib.sha256(json.dumps(facts, sort_keys=True, default=list).encode()).hexdigest()[:12]
     return f"{builder.version}+registry-{digest}+hash-{PERCEPTUAL_HASH_VERSION}"
 
@@ -266,7 +275,7 @@ def _read_all(task: TaskSpec, builders, caches, manifest: _Manifest, progress: b
                 if error is not None:
                     if manifest.strict and not error.startswith(UNUSED):
                         raise StrictBuildError(f"{builder.source}: {path}: {error}")
-                    status = "dropped" if error.startswith(UNUSED) else "rejected"
+                    status = _file_status(error)
                     manifest.add(ManifestEntry(builder.source, relpath, status, error), builder.root)
                 elif not counter[0]:  # an index file (labels, metadata): read, no sample of its own
                     manifest.add(ManifestEntry(builder.source, relpath, "kept", "index file: no sample of its own"))
@@ -555,7 +564,7 @@ def build_config(
                 warnings.append(f"{builder.source}: {note}")
             reports.append(SourceReport(
                 name=builder.source, root=str(builder.root), files_seen=files_seen[owner], fingerprint=fp,
-                counts={k: counts.get(k, 0) for k in ("kept", "moved", "dropped", "rejected")},
+                counts={k: counts.get(k, 0) for k in STATUSES},
                 splits={s: splits.get(s, 0) for s in SPLITS},
                 data_files=data_files, release_note=note, provenance=builder.provenance(), assets=asset_paths,
             ))

@@ -28,9 +28,9 @@ ds = load_dataset("<this folder or ORG/multimed>", "<config>")
 ```
 
 Shards sit per source and build fingerprint (`<config>/<source>/<fingerprint>/<split>-*.parquet`); each
-config's `manifest.jsonl` lists every source file seen, with its status (kept, moved, dropped, rejected), the
-reason, its group and its split. Samples of one group (patient, subject, or exact/near-duplicate image group)
-never span two splits.
+config's `manifest.jsonl` lists every source file seen, with its status (kept, moved, dropped, rejected, or
+ignored: no data, e.g. system files and documents), the reason, its group and its split. Samples of one group
+(patient, subject, or exact/near-duplicate image group) never span two splits.
 """
 
 
@@ -89,7 +89,8 @@ def _config_section(info: dict, left_out: Mapping[str, str]) -> list[str]:
         "",
         f"Build: kept {counts.get('kept', 0) + counts.get('moved', 0) - info.get('index_files', 0)} samples "
         f"(moved {counts.get('moved', 0)}; {info.get('index_files', 0)} index files read), "
-        f"dropped {counts.get('dropped', 0)}, rejected {counts.get('rejected', 0)}. Duplicates: "
+        f"dropped {counts.get('dropped', 0)}, rejected {counts.get('rejected', 0)}, ignored "
+        f"{counts.get('ignored', 0)} (no data: system files, documents, archives). Duplicates: "
         + ", ".join(f"{k} {v}" for k, v in info["duplicates"].items()) + ".",
     ]
     if info.get("near_duplicate_search") and any(c.modality == "image" for c in task.inputs):

@@ -1,6 +1,11 @@
 """The data layer's errors: each names the file or folder and what was expected."""
 
-__all__ = ["BadSourceFile", "UnusedSourceFile", "LayoutNotRecognised", "StrictBuildError"]
+__all__ = [
+    "BadSourceFile", "IGNORED", "IgnoredSourceFile", "UnusedSourceFile", "LayoutNotRecognised", "StrictBuildError",
+]
+
+#: Prefix of an ignored file's reason (after the build's ``not used: ``).
+IGNORED = "ignored: "
 
 
 class BadSourceFile(ValueError):
@@ -14,6 +19,14 @@ class BadSourceFile(ValueError):
 class UnusedSourceFile(BadSourceFile):
     """A sound file of the layout that this task does not use (e.g. an EEG baseline run): dropped, with the reason,
     and no reason for ``--strict`` to stop."""
+
+
+class IgnoredSourceFile(UnusedSourceFile):
+    """A file of a download that holds no data of any source (system litter, documents, archives): its manifest
+    status is ``ignored``, its reason starts with ``IGNORED``; no error, and no reason for ``--strict`` to stop."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason if reason.startswith(IGNORED) else IGNORED + reason)
 
 
 class LayoutNotRecognised(ValueError):

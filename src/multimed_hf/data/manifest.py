@@ -1,9 +1,9 @@
-"""The manifest: every source file seen, with its status (kept, moved, dropped, rejected), reason, group, split."""
+"""The manifest: every source file seen, with its status (kept, moved, dropped, rejected, ignored), reason, group, split."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from itertools import islice
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -14,7 +14,8 @@ __all__ = [
 ]
 
 MANIFEST_NAME = "manifest.jsonl"
-STATUSES = ("kept", "moved", "dropped", "rejected")
+#: ``ignored``: a file of the download that holds no data of any source (system litter, documents, archives).
+STATUSES = ("kept", "moved", "dropped", "rejected", "ignored")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,13 +35,17 @@ class ManifestEntry:
             raise ValueError(f"manifest status {self.status!r}; expected one of {STATUSES}")
 
 
+_FIELDS = tuple(f.name for f in fields(ManifestEntry))
+
+
 def write_manifest(config_dir: Path, entries: Iterable[ManifestEntry]) -> Path:
     """Write the entries (any iterable: a build streams them from disk) as ``manifest.jsonl``."""
     config_dir.mkdir(parents=True, exist_ok=True)
     path = config_dir / MANIFEST_NAME
     with path.open("w") as handle:
-        for entry in entries:
-            handle.write(json.dumps(asdict(entry), sort_keys=True) + "\n")
+        encode = json.JSONEncoder(sort_keys=True).encode
+        for entry in entries:  # the fields by hand: asdict deep-copies each value (one entry per file and sample)
+            handle.write(encode({name: getattr(entry, name) for name in _FIELDS}) + "\n")
     return path
 
 

@@ -52,8 +52,8 @@ class RejectedRecord:
 def _to_json(value, arrays=None):
     """JSON-able form; ``arrays`` (an ndarray -> JSON object function) keeps every array out of the text (a list
     of Python floats costs ~30 bytes a value in memory; a view of a side file, its bytes)."""
-    if isinstance(value, SourceFileRef):
-        return {"__file__": asdict(value)}
+    if isinstance(value, SourceFileRef):  # asdict's output, without its recursive deep copy (one per file)
+        return {"__file__": {"path": value.path, "sha256": value.sha256, "size": value.size}}
     if isinstance(value, np.ndarray):
         return arrays(value) if arrays is not None else value.tolist()  # every array, however small
     if isinstance(value, np.generic):

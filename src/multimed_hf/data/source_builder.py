@@ -66,11 +66,11 @@ class SourceBuilder:
     def list_files(self) -> list[str]:
         """Every file under the root, relative, sorted (hidden files too: a stray file is reported, not hidden)."""
         files = []
-        for dirpath, _, names in os.walk(self.root):
-            for name in names:
-                rel = Path(dirpath, name).relative_to(self.root).as_posix()
-                if rel != PROVENANCE_FILE:
-                    files.append(rel)
+        root = os.fspath(self.root)
+        for dirpath, _, names in os.walk(root):  # relative paths as strings: no Path object per file
+            folder = os.path.relpath(dirpath, root)
+            prefix = "" if folder == os.curdir else folder.replace(os.sep, "/") + "/"
+            files.extend(prefix + name for name in names if prefix or name != PROVENANCE_FILE)
         return sorted(files)
 
     def layout_warnings(self) -> list[str]:
@@ -173,7 +173,7 @@ class ImageFolderBuilder(SourceBuilder):
         raise NotImplementedError
 
     def read_file(self, relpath: str) -> list[Sample]:
-        if Path(relpath).suffix.lower() not in self.image_suffixes:
+        if os.path.splitext(relpath)[1].lower() not in self.image_suffixes:
             raise BadSourceFile(f"stray file: not an image of this layout (expected {', '.join(self.image_suffixes)})")
         info = self.parse_path(relpath)
         ref, phash, image = read_image_file(self.root / relpath, relpath)
