@@ -19,6 +19,7 @@ __all__ = [
     "AnalysisRun",
     "AnalysisPaths",
     "parse_analysis_args",
+    "analysis_main",
     "headline",
     "modality_matrix",
     "train_run",
@@ -65,17 +66,18 @@ class AnalysisRun:
 
 
 # ---------------------------------------------------------------------- arguments
-def parse_analysis_args(argv: Sequence[str] | None, options_cls, *, single_task: bool = False):
+def parse_analysis_args(argv: Sequence[str] | None, options_cls, *, single_task: bool = False,
+                        prog: str | None = None):
     """``(MultiMedArguments, options, TrainingArguments)`` from the command line, parsed like ``multimed train``
     (every ``TrainingArguments`` flag; unset ones take ``training_defaults(family, encoders)``); ``--task T`` is
-    accepted for ``--tasks T``. A single ``.json`` argument holds all of them."""
+    accepted for ``--tasks T``. A single ``.json`` argument holds all of them. ``prog``: the usage line's command."""
     from transformers import HfArgumentParser, TrainingArguments
 
     from multimed_hf.training.arguments import MultiMedArguments, training_defaults
 
     argv = list(sys.argv[1:] if argv is None else argv)
     argv = ["--tasks" if a == "--task" else a for a in argv]
-    parser = HfArgumentParser((MultiMedArguments, options_cls, TrainingArguments))
+    parser = HfArgumentParser((MultiMedArguments, options_cls, TrainingArguments), prog=prog)
     if len(argv) == 1 and argv[0].endswith(".json"):
         given = json.loads(Path(argv[0]).read_text())
         if "task" in given:
@@ -91,6 +93,25 @@ def parse_analysis_args(argv: Sequence[str] | None, options_cls, *, single_task:
         raise AnalysisError(f"--tasks: this analysis takes one task, got {args.tasks}")
     return parsed
 
+
+
+def analysis_main(name: str, argv: Sequence[str] | None, options_cls, run: Callable, *,
+                  single_task: bool = False) -> int:
+    """The ``multimed <name>`` command: parse like ``multimed train``, call ``run(args, training_args,
+    options=options)``, print the files it wrote (``result.paths``, and ``result.predictions_path`` where there is
+    one); a bad input is one error line naming the command (exit 2)."""
+    try:
+        args, options, training_args = parse_analysis_args(argv, options_cls, single_task=single_task,
+                                                           prog=f"multimed {name}")
+        result = run(args, training_args, options=options)
+    except ValueError as err:
+        print(f"multimed {name}: error: {err}", file=sys.stderr)
+        return 2
+    written = [getattr(result, "predictions_path", None), result.paths.csv, result.paths.markdown,
+               result.paths.figure]
+    best = f"best: {result.best}; " if getattr(result, "best", None) is not None else ""
+    print(f"{best}wrote " + ", ".join(str(path) for path in written if path is not None))
+    return 0
 
 def headline(task: str) -> tuple[str, str]:
     """(label column, metric) of a task's headline score (the registry's first label column and its first metric)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -18,7 +17,7 @@ from multimed_hf.analysis._common import (
     headline,
     markdown_table,
     modality_matrix,
-    parse_analysis_args,
+    analysis_main,
     predict_subset,
     prior_outputs,
     prediction_trainer,
@@ -379,11 +378,4 @@ def _figure(fig, task, modalities, rows, subgroups) -> None:
 
 def attribution_main(argv: Sequence[str] | None = None) -> int:
     """``multimed attribution --data DIR --task T --output_dir OUT [--checkpoint RUN]`` + every training flag."""
-    try:
-        args, options, training_args = parse_analysis_args(argv, AttributionOptions, single_task=True)
-        result = attribution(args, training_args, options=options)
-        print(f"wrote {result.predictions_path}, {result.paths.csv}, {result.paths.markdown}, {result.paths.figure}")
-    except ValueError as err:
-        print(f"multimed attribution: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return analysis_main("attribution", argv, AttributionOptions, attribution, single_task=True)

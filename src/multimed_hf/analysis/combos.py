@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -18,7 +17,7 @@ from multimed_hf.analysis._common import (
     headline,
     headline_value,
     markdown_table,
-    parse_analysis_args,
+    analysis_main,
     predict_subset,
     prior_outputs,
     prior_predictions,
@@ -284,11 +283,4 @@ def _figure(fig, task, modalities, value_of, shapley, metric) -> None:
 
 def combos_main(argv: Sequence[str] | None = None) -> int:
     """``multimed combos --data DIR --task T [--modes mask retrain] --output_dir OUT`` + every training flag."""
-    try:
-        args, options, training_args = parse_analysis_args(argv, CombosOptions, single_task=True)
-        result = combos(args, training_args, options=options)
-        print(f"best: {result.best}; wrote {result.paths.csv}, {result.paths.markdown}, {result.paths.figure}")
-    except ValueError as err:
-        print(f"multimed combos: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return analysis_main("combos", argv, CombosOptions, combos, single_task=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from multimed_hf.analysis._common import (
     analysis_datasets,
     headline,
     markdown_table,
-    parse_analysis_args,
+    analysis_main,
     train_run,
     write_outputs,
 )
@@ -373,11 +372,4 @@ def _figure(fig, table, options: OODOptions) -> None:
 
 def ood_main(argv: Sequence[str] | None = None) -> int:
     """``multimed ood --data DIR --tasks T ... --group organ|tissue|cell_type --output_dir OUT`` + training flags."""
-    try:
-        args, options, training_args = parse_analysis_args(argv, OODOptions)
-        result = ood(args, training_args, options=options)
-        print(f"wrote {result.paths.csv}, {result.paths.markdown}, {result.paths.figure}")
-    except ValueError as err:
-        print(f"multimed ood: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return analysis_main("ood", argv, OODOptions, ood)

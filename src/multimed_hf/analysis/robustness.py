@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -18,7 +17,7 @@ from multimed_hf.analysis._common import (
     headline_value,
     markdown_table,
     modality_matrix,
-    parse_analysis_args,
+    analysis_main,
     predict_subset,
     prior_outputs,
     score,
@@ -293,11 +292,4 @@ def _figure(fig, task, curves, modalities, options: RobustnessOptions) -> None:
 
 def robustness_main(argv: Sequence[str] | None = None) -> int:
     """``multimed robustness --data DIR --task T --output_dir OUT`` + every training flag."""
-    try:
-        args, options, training_args = parse_analysis_args(argv, RobustnessOptions, single_task=True)
-        result = robustness(args, training_args, options=options)
-        print(f"wrote {result.paths.csv}, {result.paths.markdown}, {result.paths.figure}")
-    except ValueError as err:
-        print(f"multimed robustness: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return analysis_main("robustness", argv, RobustnessOptions, robustness, single_task=True)
