@@ -13,14 +13,16 @@ tarball's ``BreaKHis_v1/``, Mendeley v3's ``CellData/OCT/``) and some hold the t
 
 from __future__ import annotations
 
+import copy
 import functools
 import re
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable
 
 from multimed_hf.data.errors import IGNORED, IgnoredSourceFile
 
-__all__ = ["IGNORED", "IgnoredSourceFile", "NonDataFiles", "non_data_reason", "find_tree", "strip_tree"]
+__all__ = ["IGNORED", "IgnoredSourceFile", "NonDataFiles", "WrappedTree", "non_data_reason", "find_tree", "strip_tree"]
 
 _FOLDERS = {
     "__macosx": "__MACOSX/ holds the archive's macOS metadata, not data",
@@ -92,6 +94,32 @@ def _skipping_non_data(reader):
     checked._skips_non_data = True
     return checked
 
+
+class WrappedTree:
+    """Mixin before a ``SourceBuilder`` base for a source whose tree an archive may wrap in folders of its own:
+    ``detect`` and ``tree`` look at the root, then under each of ``wrappers``, for a folder ``_is_tree`` accepts."""
+
+    #: The archive's own folders the tree may start under (relative to the root), tried in order.
+    wrappers: tuple[str, ...] = ()
+
+    @classmethod
+    def _is_tree(cls, folder: Path) -> bool:
+        raise NotImplementedError(f"{cls.__name__} must say what its tree looks like (_is_tree)")
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        return find_tree(root, cls.wrappers, cls._is_tree) is not None
+
+    @cached_property
+    def tree(self) -> str:
+        """Where the tree starts, relative to the root (``""`` or a wrapper folder ending in ``/``)."""
+        return find_tree(self.root, self.wrappers, self._is_tree) or ""
+
+    def tree_view(self):
+        """A shallow copy of this builder rooted where the tree starts (for checks written against the root)."""
+        view = copy.copy(self)
+        view.root = self.root / self.tree if self.tree else self.root
+        return view
 
 def find_tree(root: Path, wrappers: Iterable[str], is_tree: Callable[[Path], bool]) -> str | None:
     """The folder (relative to ``root``, ``""`` for the root itself, else ending in ``/``) where the source's tree

@@ -19,10 +19,9 @@ one person leaks), so one patient filed under two subtypes (14-13412 as DC and L
 from __future__ import annotations
 
 import re
-from functools import cached_property
 from pathlib import Path, PurePosixPath
 
-from multimed_hf.builders._download import NonDataFiles, find_tree, strip_tree
+from multimed_hf.builders._download import NonDataFiles, WrappedTree, strip_tree
 from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
 from multimed_hf.data.source_builder import ImageFolderBuilder, PathInfo
 
@@ -42,23 +41,16 @@ _NAME = re.compile(r"^SOB_([BM])_([A-Z]+)-(\d+-\d+)([A-Z]*)-(\d+)-(\d+)\.png$", 
 _MAGNIFICATIONS = ("40X", "100X", "200X", "400X")
 
 
-class BreakHisBuilder(NonDataFiles, ImageFolderBuilder):
+class BreakHisBuilder(NonDataFiles, WrappedTree, ImageFolderBuilder):
     task = "breast_cancer"
     source = "breakhis"
+    wrappers = WRAPPERS
     image_suffixes = (".png",)
 
     @staticmethod
     def _is_tree(folder: Path) -> bool:
         base = folder.joinpath(*BASE)
         return base.is_dir() and any((base / c).is_dir() for c in _CLASS_LETTER)
-
-    @classmethod
-    def detect(cls, root: Path) -> bool:
-        return find_tree(root, WRAPPERS, cls._is_tree) is not None
-
-    @cached_property
-    def tree(self) -> str:
-        return find_tree(self.root, WRAPPERS, self._is_tree) or ""
 
     def layout_warnings(self) -> list[str]:
         base = self.root.joinpath(self.tree, *BASE)

@@ -17,12 +17,10 @@ never counted as errors; v3's OCT images (``CellData/OCT/``, the ``oct2017`` sou
 
 from __future__ import annotations
 
-import copy
 import re
-from functools import cached_property
 from pathlib import Path, PurePosixPath
 
-from multimed_hf.builders._download import NonDataFiles, find_tree, strip_tree
+from multimed_hf.builders._download import NonDataFiles, WrappedTree, strip_tree
 from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
 from multimed_hf.data.source_builder import ImageFolderBuilder, PathInfo
 
@@ -51,9 +49,10 @@ def _name_facts(name: str) -> tuple[str, str] | None:
     return None
 
 
-class KermanyCXRBuilder(NonDataFiles, ImageFolderBuilder):
+class KermanyCXRBuilder(NonDataFiles, WrappedTree, ImageFolderBuilder):
     task = "radiographic_findings"
     source = "kermany_cxr"
+    wrappers = WRAPPERS
     image_suffixes = (".jpeg", ".jpg")
 
     split_folders = _SPLITS
@@ -67,19 +66,8 @@ class KermanyCXRBuilder(NonDataFiles, ImageFolderBuilder):
         """A split folder holding PNEUMONIA/ (OCT2017's split folders hold NORMAL/ too, never PNEUMONIA/)."""
         return any((folder / split / "PNEUMONIA").is_dir() for split in _SPLITS)
 
-    @classmethod
-    def detect(cls, root: Path) -> bool:
-        return find_tree(root, WRAPPERS, cls._is_tree) is not None
-
-    @cached_property
-    def tree(self) -> str:
-        """Where the tree starts, relative to the root (``""`` or a wrapper folder ending in ``/``)."""
-        return find_tree(self.root, WRAPPERS, self._is_tree) or ""
-
     def layout_warnings(self) -> list[str]:
-        view = copy.copy(self)
-        view.root = self.root / self.tree if self.tree else self.root
-        return ImageFolderBuilder.layout_warnings(view)
+        return ImageFolderBuilder.layout_warnings(self.tree_view())
 
     def parse_path(self, relpath: str) -> PathInfo:
         inner = strip_tree(relpath, self.tree)

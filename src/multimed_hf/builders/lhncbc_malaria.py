@@ -19,11 +19,10 @@ near-duplicate hashing is off; exact duplicates still group.
 from __future__ import annotations
 
 import re
-from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
-from multimed_hf.builders._download import NonDataFiles, find_tree, strip_tree
+from multimed_hf.builders._download import NonDataFiles, WrappedTree, strip_tree
 from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
 from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import ImageFolderBuilder, PathInfo
@@ -50,23 +49,16 @@ def slide_code(field: str) -> tuple[str, tuple[str, ...]]:
     return match["slide"], tuple(tokens)
 
 
-class MalariaCellsBuilder(NonDataFiles, ImageFolderBuilder):
+class MalariaCellsBuilder(NonDataFiles, WrappedTree, ImageFolderBuilder):
     task = "disease"
     source = "lhncbc_malaria"
+    wrappers = ("cell_images",)
     version = "2"  # 2: the organ column
     image_suffixes = (".png",)
 
     @staticmethod
     def _is_tree(folder: Path) -> bool:
         return any((folder / name).is_dir() for name in _FOLDERS)
-
-    @classmethod
-    def detect(cls, root: Path) -> bool:
-        return find_tree(root, ("cell_images",), cls._is_tree) is not None
-
-    @cached_property
-    def tree(self) -> str:
-        return find_tree(self.root, ("cell_images",), self._is_tree) or ""
 
     @classmethod
     def class_folders(cls) -> tuple[str, ...]:

@@ -11,12 +11,10 @@ the patient id the name gives (its one run of 5+ digits, else its stem), noted i
 
 from __future__ import annotations
 
-import copy
 import re
-from functools import cached_property
 from pathlib import Path, PurePosixPath
 
-from multimed_hf.builders._download import NonDataFiles, find_tree, strip_tree
+from multimed_hf.builders._download import NonDataFiles, WrappedTree, strip_tree
 from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
 from multimed_hf.data.source_builder import ImageFolderBuilder, PathInfo
 
@@ -30,9 +28,10 @@ _NAME = re.compile(r"^(CNV|DME|DRUSEN|NORMAL)-(\d+)-(\d+)\.jpe?g$", re.IGNORECAS
 _PATIENT_DIGITS = re.compile(r"(?<!\d)\d{5,}(?!\d)")
 
 
-class OCT2017Builder(NonDataFiles, ImageFolderBuilder):
+class OCT2017Builder(NonDataFiles, WrappedTree, ImageFolderBuilder):
     task = "diabetic_retinopathy"
     source = "oct2017"
+    wrappers = WRAPPERS
     image_suffixes = (".jpeg", ".jpg")
 
     split_folders = _SPLITS
@@ -49,19 +48,8 @@ class OCT2017Builder(NonDataFiles, ImageFolderBuilder):
             for split in _SPLITS
         )
 
-    @classmethod
-    def detect(cls, root: Path) -> bool:
-        return find_tree(root, WRAPPERS, cls._is_tree) is not None
-
-    @cached_property
-    def tree(self) -> str:
-        """Where the tree starts, relative to the root (``""`` or a wrapper folder ending in ``/``)."""
-        return find_tree(self.root, WRAPPERS, self._is_tree) or ""
-
     def layout_warnings(self) -> list[str]:
-        view = copy.copy(self)
-        view.root = self.root / self.tree if self.tree else self.root
-        return ImageFolderBuilder.layout_warnings(view)
+        return ImageFolderBuilder.layout_warnings(self.tree_view())
 
     def parse_path(self, relpath: str) -> PathInfo:
         inner = strip_tree(relpath, self.tree)
