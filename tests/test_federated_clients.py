@@ -5,9 +5,6 @@ assertion).
 """
 
 import json
-import os
-import signal
-import subprocess
 import sys
 
 import numpy as np
@@ -18,6 +15,8 @@ from dataset_scripts.sample_sources import sample_generators
 from multimed_hf.api import build_dataset
 from multimed_hf.federated.clients_file import ClientsFileError, clients_from_file
 from multimed_hf.federated.partition import FederationPlan, load_client_data
+
+from _federated_helpers import run_guarded
 
 TASK = "expression_prediction"
 GUARD_SECONDS = 600
@@ -96,14 +95,7 @@ def test_a_bad_clients_file_names_the_field(root, tmp_path, text, message):
 def _simulate(root, out, *extra):
     cmd = [sys.executable, "-m", "multimed_hf.federated.simulation", "--clients", str(root / "clients.yaml"),
            "--rounds", "1", "--output-dir", str(out), "--assemble", json.dumps(TINY), "--timeout", "300", *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        log, _ = proc.communicate(timeout=GUARD_SECONDS)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the simulation and its Ray workers
-        proc.communicate()
-        pytest.fail(f"the simulation did not finish within {GUARD_SECONDS} s (hang guard)")
-    assert proc.returncode == 0, log[-4000:]
+    run_guarded(cmd, GUARD_SECONDS)
 
 
 def test_blendavg_links_the_fragments_a_clients_file_names(root, tmp_path):
@@ -169,15 +161,7 @@ run_simulation(server_app=server, client_app=make_client_app(out / "federation",
 def test_the_deployment_server_app_reads_its_run_config(root, tmp_path):
     """The module-level ServerApp that ``flwr run`` starts on a SuperLink, run here on the simulation engine."""
     pytest.importorskip("ray", reason="Flower's simulation engine needs flwr[simulation] (ray)")
-    proc = subprocess.Popen([sys.executable, "-c", DEPLOYMENT, str(root), str(tmp_path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        log, _ = proc.communicate(timeout=GUARD_SECONDS)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail(f"the deployment app did not finish within {GUARD_SECONDS} s (hang guard)")
-    assert proc.returncode == 0, log[-4000:]
+    run_guarded([sys.executable, "-c", DEPLOYMENT, str(root), str(tmp_path)], GUARD_SECONDS, "the deployment app")
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["strategy"] == "blendavg"
     assert {(r["phase"], r["client"]) for r in report["records"]} >= {("train", "clinic"), ("train", "genome-centre"),

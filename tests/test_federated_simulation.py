@@ -14,9 +14,6 @@ seed). The run uses the federation's own defaults (``LocalConfig``, ``VerticalSe
 """
 
 import json
-import os
-import signal
-import subprocess
 import sys
 
 import pytest
@@ -28,6 +25,8 @@ from datasets import load_dataset  # noqa: E402
 from dataset_scripts.sample_sources.tcga_promoters import FOLDER, make_tcga_promoters  # noqa: E402
 from multimed_hf.api import build_dataset  # noqa: E402
 from multimed_hf.modeling_multimed import MultiMedModel  # noqa: E402
+
+from _federated_helpers import run_guarded  # noqa: E402
 
 TASK = "expression_prediction"
 GUARD_SECONDS = 900
@@ -45,14 +44,7 @@ def run(tmp_path_factory):
            "--partition", "paired=1,fragmented=1,partial=1", "--rounds", "2",
            "--vertical-steps", "1", "--score-key", "val-inv-loss", "--compare", "fedavg", "--output-dir", str(out),
            "--assemble", json.dumps(TINY), "--timeout", "300"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        log, _ = proc.communicate(timeout=GUARD_SECONDS)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the simulation and its Ray workers
-        proc.communicate()
-        pytest.fail(f"the simulation did not finish within {GUARD_SECONDS} s (hang guard)")
-    assert proc.returncode == 0, log[-4000:]
+    run_guarded(cmd, GUARD_SECONDS)
     return tmp / "multimed", out
 
 

@@ -188,6 +188,11 @@ class MultiMedModel(MultiMedPreTrainedModel):
             model = model.to(kwargs["dtype"])
         return model
 
+    def get_input_embeddings(self) -> None:
+        """None: each modality has its own input embedding (inside its encoder), the model has no single one.
+        transformers' default raises here, and accelerate's FSDP2 preparation calls it on every model."""
+        return None
+
     # ------------------------------------------------------------------ switches
     def freeze_encoders(self, *modalities: str) -> None:
         """Stop gradients into these modalities' encoders (all when none given); recorded in the config."""

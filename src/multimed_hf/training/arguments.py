@@ -89,6 +89,9 @@ class MultiMedArguments:
         "help": "task sampling: proportional | temperature | uniform | round_robin"})
     sampling_temperature: float = field(default=2.0, metadata={"help": "T of temperature sampling"})
     sampling_size_cap: int | None = field(default=None, metadata={"help": "cap on a task's size in sampling"})
+    task_lockstep: bool = field(default=False, metadata={
+        "help": "every process trains the same task in each step (rounds of one batch per process of one task); "
+                "turned on by itself under --fsdp with several tasks"})
     task_batch_sizes: str | None = field(default=None, metadata={
         "help": 'per-task train batch sizes as JSON, e.g. \'{"cell_type": 256}\''})
     loss_weighting: str = field(default="static", metadata={"help": "static | uncertainty"})

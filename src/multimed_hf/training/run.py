@@ -112,7 +112,8 @@ def _sampling(args: MultiMedArguments):
     from multimed_hf.training.sampling import TaskSampling
 
     return TaskSampling(strategy=args.sampling, temperature=args.sampling_temperature,
-                        size_cap=args.sampling_size_cap, batch_sizes=args.task_batch_sizes or None)
+                        size_cap=args.sampling_size_cap, batch_sizes=args.task_batch_sizes or None,
+                        lockstep=args.task_lockstep)
 
 
 def build_trainer(model, training_args, processor, *, train_datasets=None, eval_datasets=None, modalities=None,
@@ -267,7 +268,8 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
     Writes: the model (safetensors), the processor and a model card (README.md); ``all_results.json``,
     ``train_results.json``, ``<split>_results.json``, ``trainer_state.json``, ``run_info.json``,
     ``metrics_long.json`` and ``predictions/<task>-<split>.parquet`` for ``args.eval_splits`` (and
-    ``alignment.json`` for an alignment run).
+    ``alignment.json`` for an alignment run). Under FSDP (``--fsdp``) ``run_info.json`` records how the model was
+    sharded (``sharding``: ``training.sharding.sharding_info``).
     """
     from transformers import set_seed
 
@@ -383,6 +385,7 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
         alignment["evaluated_on"] = "seen classes only (held-out classes: multimed fewshot CHECKPOINT --shots 0)"
     if trainer.is_world_process_zero():
         from multimed_hf.model_card import build_model_card
+        from multimed_hf.training.sharding import sharding_info
 
         assembly.processor.save_pretrained(output_dir)
         if alignment is not None:
@@ -403,6 +406,7 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
             dataset_fingerprints=dataset_fingerprints(args.data, data) if datasets is None else None,
             assembly_notes=assembly.notes, arguments=_jsonable(dataclasses.asdict(args)),
             balancing=balancing_info, alignment=alignment,
+            sharding=sharding_info(trainer.model) if trainer.is_fsdp_enabled else None,
         ))
     return RunResult(output_dir=output_dir, metrics=metrics, records=records, plan=plan)
 

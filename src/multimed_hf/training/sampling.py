@@ -38,6 +38,13 @@ class TaskSampling:
     task's rows come from successive shuffles of its rows (a small task repeats, a large one is partly seen), each
     shuffle cut into batches with a smaller last batch unless ``drop_last``.
 
+    With ``lockstep``, the schedule is made of *rounds*: ``num_replicas`` consecutive batches of one task, so that in
+    every step all processes train the same task (on different rows), as FSDP needs (every rank must run the same
+    sharded modules in a step). A task's quota becomes ``ceil(quota / num_replicas)`` rounds (the batches that fill
+    its last round come from its next shuffle: every row of a proportional task is still seen each epoch), the
+    rounds' order is shuffled from ``(seed, epoch)`` (``round_robin``: cycled), and the frequencies above hold in
+    rounds. With one process, lockstep changes nothing.
+
     Args:
         strategy: one of ``SAMPLING_STRATEGIES``.
         temperature: T of temperature sampling (> 0).
@@ -46,7 +53,9 @@ class TaskSampling:
             (``TrainingArguments.per_device_train_batch_size``).
         seed: the schedule's seed; ``None`` takes ``TrainingArguments.data_seed``, else ``seed``.
         drop_last: drop the smaller last batch of each pass over a task, and the schedule's tail that does not fill
-            one batch per process.
+            one batch per process (with ``lockstep`` there is no such tail: every round fills all processes).
+        lockstep: every process trains the same task in each step (rounds of ``num_replicas`` batches of one task);
+            the trainer turns it on for FSDP with several tasks.
     """
 
     strategy: str = "proportional"
@@ -55,6 +64,7 @@ class TaskSampling:
     batch_sizes: dict[str, int] | None = field(default=None)
     seed: int | None = None
     drop_last: bool = False
+    lockstep: bool = False
 
     def __post_init__(self):
         if self.strategy not in SAMPLING_STRATEGIES:
@@ -66,6 +76,8 @@ class TaskSampling:
             raise SamplingError(f"TaskSampling.temperature={self.temperature!r}: expected a finite number > 0")
         if self.size_cap is not None and (not isinstance(self.size_cap, int) or self.size_cap < 1):
             raise SamplingError(f"TaskSampling.size_cap={self.size_cap!r}: expected a positive integer or None")
+        if not isinstance(self.lockstep, bool):
+            raise SamplingError(f"TaskSampling.lockstep={self.lockstep!r}: expected True or False")
         self.batch_sizes = dict(self.batch_sizes or {})
         for task, size in self.batch_sizes.items():
             if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -105,6 +117,10 @@ class TaskBatchSampler(Sampler[list[int]]):
     number of batches (or cut, with ``drop_last``). ``set_epoch`` picks the epoch; ``skip_batches(n)`` makes the
     next pass start after this process's first ``n`` batches (the Trainer's resume), landing on exactly the batches
     an uninterrupted run would have seen.
+
+    With ``sampling.lockstep`` the schedule is a sequence of rounds of ``num_replicas`` batches of one task (no
+    padding needed), so the processes' ``k``-th batches are always of the same task (and size, with ``drop_last``),
+    in every micro-batch of a gradient-accumulation step too.
 
     Args:
         task_sizes: task -> number of rows, in the dataset's order (``MultiTaskDataset.sizes``).
@@ -147,40 +163,53 @@ class TaskBatchSampler(Sampler[list[int]]):
         split = math.floor if sampling.drop_last else math.ceil
         self.batches_per_pass = {t: split(n / self.batch_sizes[t]) for t, n in self.task_sizes.items()}
         self.num_global_batches = sum(self.batches_per_pass.values())
-        if sampling.drop_last and self.num_global_batches < self.num_replicas:
+        if sampling.drop_last and not sampling.lockstep and self.num_global_batches < self.num_replicas:
             raise SamplingError(f"an epoch has {self.num_global_batches} batches, fewer than the {self.num_replicas} "
                                 f"processes, and drop_last=True would drop them all")
 
     # ------------------------------------------------------------------ the schedule
+    @property
+    def round_size(self) -> int:
+        """Consecutive batches of one task in the global schedule: ``num_replicas`` with lockstep, else 1."""
+        return self.num_replicas if self.sampling.lockstep else 1
+
+    def rounds(self) -> dict[str, int]:
+        """Rounds (``round_size`` batches of one task) of each task in one epoch: the strategy's quota of batches,
+        rounded up to whole rounds with lockstep."""
+        if self.sampling.strategy == "proportional" and self.sampling.size_cap is None:
+            quotas = dict(self.batches_per_pass)
+        else:
+            quotas = _quotas(self.sampling.weights(self.task_sizes), self.num_global_batches)
+        return {t: math.ceil(q / self.round_size) for t, q in quotas.items()}
+
     def quotas(self) -> dict[str, int]:
         """Batches of each task in one epoch's global schedule (before padding to the processes)."""
-        if self.sampling.strategy == "proportional" and self.sampling.size_cap is None:
-            return dict(self.batches_per_pass)
-        return _quotas(self.sampling.weights(self.task_sizes), self.num_global_batches)
+        return {t: r * self.round_size for t, r in self.rounds().items()}
 
     def schedule(self, epoch: int | None = None) -> list[tuple[str, list[int]]]:
-        """The epoch's global schedule, ``(task, global row indices)`` per batch, as every process computes it."""
+        """The epoch's global schedule, ``(task, global row indices)`` per batch, as every process computes it
+        (rounds of ``round_size`` batches of one task, in an order shuffled from ``(seed, epoch)``)."""
         epoch = self.epoch if epoch is None else int(epoch)
         tasks = list(self.task_sizes)
         streams = np.random.SeedSequence([self.seed, epoch]).spawn(len(tasks) + 1)
-        quotas = self.quotas()
-        per_task = {t: self._task_batches(t, quotas[t], np.random.default_rng(streams[i + 1]))
+        rounds = self.rounds()
+        per_task = {t: self._task_batches(t, rounds[t] * self.round_size, np.random.default_rng(streams[i + 1]))
                     for i, t in enumerate(tasks)}
         if self.sampling.strategy == "round_robin":
-            order, left = [], dict(quotas)
+            order, left = [], dict(rounds)
             while any(left.values()):
                 for t in tasks:
                     if left[t]:
                         order.append(t)
                         left[t] -= 1
         else:
-            order = [t for t in tasks for _ in range(quotas[t])]
+            order = [t for t in tasks for _ in range(rounds[t])]
             order = [order[i] for i in np.random.default_rng(streams[0]).permutation(len(order))]
         taken = {t: 0 for t in tasks}
         schedule = []
-        for t in order:
-            schedule.append((t, per_task[t][taken[t]]))
-            taken[t] += 1
+        for t in order:  # one round: round_size batches of task t
+            schedule.extend((t, batch) for batch in per_task[t][taken[t]:taken[t] + self.round_size])
+            taken[t] += self.round_size
         return schedule
 
     def _task_batches(self, task: str, count: int, rng: np.random.Generator) -> list[list[int]]:
@@ -215,6 +244,8 @@ class TaskBatchSampler(Sampler[list[int]]):
         self._skip = int(num_batches)
 
     def __len__(self) -> int:
+        if self.sampling.lockstep:  # one batch per process in every round
+            return sum(self.rounds().values())
         whole, rest = divmod(self.num_global_batches, self.num_replicas)
         return whole + (1 if rest and not self.sampling.drop_last else 0)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 import os
 import time
@@ -24,9 +26,11 @@ from multimed_hf.training.data import (
 )
 from multimed_hf.training.loss_weighting import LossWeighting, get_loss_weighting
 from multimed_hf.training.predictions import PER_ROW_METRIC_COLUMNS, TaskPredictions, stack_rows
-from multimed_hf.training.sampling import TaskBatchSampler, TaskSampling
+from multimed_hf.training.sampling import SamplingError, TaskBatchSampler, TaskSampling
 
 __all__ = ["MultiMedTrainer", "TaskPredictions", "LOSS_WEIGHTING_NAME", "modality_param_groups"]
+
+logger = logging.getLogger(__name__)
 
 #: File the learned parameters of a loss weighting are saved to, beside the model's weights.
 LOSS_WEIGHTING_NAME = "loss_weighting.safetensors"
@@ -117,8 +121,12 @@ class MultiMedTrainer(Trainer):
     rank-aware, resumable), the loss (a `LossWeighting`; ``loss_<task>`` logged beside ``loss``, averaged over
     processes), evaluation (per task of ``eval_datasets``: ``eval_<task>_<metric>``, each row once), the optimizer's
     parameter groups (one per modality encoder), and saving (the processor and a learned loss weighting go with the
-    model). It sets ``remove_unused_columns=False`` and, unless given, ``ddp_find_unused_parameters=True``: ranks
-    train different tasks and rows lack modalities, so some parameters get no gradient in a step.
+    model; a model sharded by FSDP2 under its own class). It sets ``remove_unused_columns=False`` and, unless given,
+    ``ddp_find_unused_parameters=True``: ranks train different tasks and rows lack modalities, so some parameters get
+    no gradient in a step. FSDP (``--fsdp``) needs every rank to run the same modules in a step: with several tasks
+    the trainer turns on lockstep sampling (`TaskSampling.lockstep`: every rank trains the same task in each step),
+    and it refuses a task whose rows may lack one of its modalities, and several streamed tasks
+    (`training.sharding.check_fsdp_batches`).
 
     Args:
         model: a `MultiMedModel` (or a PEFT model over one).
@@ -174,7 +182,12 @@ class MultiMedTrainer(Trainer):
         if any(is_streamed(d) for d in (eval_datasets or {}).values()):
             raise TypeError("eval_datasets: streamed (Iterable) datasets cannot be evaluated row by row across "
                             "processes; give datasets.Dataset evaluation splits (training.loading.materialize)")
-        if train_datasets and any(is_streamed(d) for d in train_datasets.values()):
+        streamed = bool(train_datasets) and any(is_streamed(d) for d in train_datasets.values())
+        if streamed and self.sampling.lockstep:
+            raise SamplingError("TaskSampling.lockstep=True (--task_lockstep) with streamed training data: each "
+                                "process draws its stream's tasks on its own, so lockstep cannot hold; use map-style "
+                                "data (datasets.Dataset, no --streaming) or leave lockstep off")
+        if streamed:
             train_dataset = self._streamed_train_dataset(train_datasets, processor, args)
         else:
             train_dataset = (MultiTaskDataset(train_datasets, processor, modalities=self._subset(train_datasets))
@@ -192,6 +205,15 @@ class MultiMedTrainer(Trainer):
         self.loss_weighting = loss_weighting.to(self.args.device)
         if any(True for _ in self.loss_weighting.parameters()):
             self.add_callback(_SyncLossWeighting(self.loss_weighting))
+        if self.is_fsdp_enabled and train_datasets:
+            from multimed_hf.training.sharding import check_fsdp_batches
+
+            if len(train_datasets) > 1 and not streamed and not self.sampling.lockstep:
+                self.sampling = dataclasses.replace(self.sampling, lockstep=True)
+                logger.info("FSDP with %d tasks: lockstep task sampling on (every process trains the same task in "
+                            "each step)", len(train_datasets))
+            check_fsdp_batches({t: self.modalities.get(t, tuple(heads[t]["modalities"])) for t in train_datasets},
+                               self.args.world_size, lockstep=self.sampling.lockstep)
         self.train_batch_sampler: TaskBatchSampler | None = None
         self._log_sums: dict[str, torch.Tensor] = {}
         self._log_counts: dict[str, int] = {}
@@ -349,6 +371,22 @@ class MultiMedTrainer(Trainer):
             os.makedirs(output_dir, exist_ok=True)
             save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},
                       os.path.join(output_dir, LOSS_WEIGHTING_NAME))
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """`Trainer._save`; a model sharded by FSDP2 is saved under its own class, not ``FSDP<class>``: FSDP2 swaps
+        the module's class in place, and ``save_pretrained`` would write ``auto_map`` to that class (``AutoModel:
+        _fsdp_init.FSDPMultiMedModel``) and copy torch's FSDP files instead of our model code."""
+        from torch.distributed.fsdp import FSDPModule
+
+        sharded = type(self.model)
+        if not isinstance(self.model, FSDPModule):
+            return super()._save(output_dir, state_dict)
+        plain = next(c for c in sharded.__mro__[1:] if not issubclass(c, FSDPModule))
+        self.model.__class__ = plain  # what fully_shard swapped in; no forward runs while saving
+        try:
+            super()._save(output_dir, state_dict)
+        finally:
+            self.model.__class__ = sharded
 
     def _converted_load(self, model: nn.Module, checkpoint: str) -> bool:
         """Load a checkpoint's weights through ``from_pretrained``'s key conversion; False where it does not apply.

@@ -1,0 +1,25 @@
+"""Running a federation (simulation or app) in a subprocess under a hang guard, as the federated tests do."""
+
+import os
+import signal
+import subprocess
+
+import pytest
+
+__all__ = ["run_guarded"]
+
+
+def run_guarded(cmd: list[str], guard_seconds: float, what: str = "the simulation") -> str:
+    """Run ``cmd`` in its own process group and return its output (stdout and stderr together); the test fails if
+    it exits non-zero (showing the log's tail) or runs past ``guard_seconds``, the guard against Flower's known
+    simulation hang (a raising client can stall it), not a speed assertion: then the whole group (the run and its
+    Ray workers) is killed."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        log, _ = proc.communicate(timeout=guard_seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"{what} did not finish within {guard_seconds} s (hang guard)")
+    assert proc.returncode == 0, log[-4000:]
+    return log
