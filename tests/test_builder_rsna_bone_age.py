@@ -2,6 +2,7 @@
 
 import csv
 import shutil
+import sys
 from collections import defaultdict
 
 import numpy as np
@@ -10,8 +11,10 @@ from datasets import load_dataset
 
 from dataset_scripts.sample_sources import rsna_bone_age as sample
 from multimed_hf.api import build_dataset
-from multimed_hf.builders.rsna_bone_age import TRAINING_SHEET, RSNABoneAgeBuilder, bone_age_bin
-from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.builders.rsna_bone_age import (
+    TEST_TRUTH_XLSX, TRAINING_SHEET, RSNABoneAgeBuilder, bone_age_bin, read_excel_sheet,
+)
+from multimed_hf.data.errors import BadSourceFile, StrictBuildError
 from multimed_hf.data.manifest import read_manifest
 from multimed_hf.tasks import get_task
 
@@ -98,24 +101,113 @@ def test_bins_use_the_registry_edges():
         bone_age_bin(-1, BIN.bins, BIN.names)
 
 
-def test_the_challenge_release_with_its_excel_test_truth(tmp_path):
+def _workbook_rows(path):
+    """The workbook's rows as openpyxl reads them (not through the builder's pandas reader)."""
+    openpyxl = pytest.importorskip("openpyxl")
+    return [list(row) for row in openpyxl.load_workbook(path, read_only=True).active.iter_rows(values_only=True)]
+
+
+def test_the_challenge_release_reads_its_excel_test_truth(tmp_path):
+    pytest.importorskip("openpyxl")
     root = sample.make(tmp_path / "Bone Age Datasets", layout="rsna", n_train=8, n_test=2)
+    truth = root / "Bone Age Test Set" / TEST_TRUTH_XLSX
     assert RSNABoneAgeBuilder.detect(root)
     report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    assert dict(report.counts) == {"kept": 8 + 2 + 2 + 3}  # images (train, validation, test) and the 3 sheets
+    assert not any("Excel" in w for w in report.warnings), report.warnings
     by_path = {e.source_path: e for e in report.entries}
-    assert report.counts["rejected"] == 0, [e for e in report.entries if e.status == "rejected"]
-    xlsx = by_path["Bone Age Test Set/Bone age ground truth.xlsx"]
-    assert xlsx.status == "dropped" and "Excel sheet, which this build does not read" in xlsx.reason
-    tests = [e for p, e in by_path.items() if p.startswith("Bone Age Test Set/Test Set Images/")]
-    assert len(tests) == 2 and all(e.status == "dropped" and "unlabelled" in e.reason for e in tests)
-    assert any("Bone age ground truth.xlsx is an Excel sheet" in w for w in report.warnings), report.warnings
-    kept = {e.sample_id for e in report.entries if e.status == "kept" and e.sample_id}
-    assert {"validation/1386", "validation/1392"} <= kept and len(kept) == 8 + 2
-    # saved as CSV beside it, the truth labels the test images as the published test set
-    (root / "Bone Age Test Set" / "Bone age ground truth.csv").write_text(
-        "Case ID,Sex,Ground truth bone age (months)\n4360,F,100.0\n4361,M,120.0\n")
-    report = build_dataset(TASK, [root], tmp_path / "out2", progress=False)
+    assert by_path[f"Bone Age Test Set/{TEST_TRUTH_XLSX}"].reason == "index file: no sample of its own"
+    header, *rows = _workbook_rows(truth)
+    assert header == ["Case ID", "Sex", "Ground truth bone age (months)"]
+    assert {e.sample_id for e in report.entries if e.split == "test"} == {f"test/{r[0]}" for r in rows}
+    ds = load_dataset(str(tmp_path / "out"), TASK, cache_dir=str(tmp_path / "hf_cache"))
+    got = {r["sample_id"]: (r["sex"], r["bone_age_months"]) for r in ds["test"]}
+    assert got == {f"test/{case}": (sex, float(months)) for case, sex, months in rows}
+    # a CSV copy saved beside the workbook (as this build once needed) is read instead of it
+    (truth.with_suffix(".csv")).write_text("Case ID,Sex,Ground truth bone age (months)\n4360,F,101.5\n4361,M,121\n")
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    by_path = {e.source_path: e for e in report.entries}
+    assert by_path[f"Bone Age Test Set/{TEST_TRUTH_XLSX}"].status == "dropped"
+    assert by_path[f"Bone Age Test Set/{TEST_TRUTH_XLSX}"].reason == (
+        "not used: its CSV copy Bone Age Test Set/Bone age ground truth.csv beside it is read instead"
+    )
+    ds = load_dataset(str(tmp_path / "out"), TASK, cache_dir=str(tmp_path / "hf_cache2"))
+    assert sorted(r["bone_age_months"] for r in ds["test"]) == [101.5, 121.0]
+
+
+def test_excel_sheets_build_as_their_csv_copies(built, build_sample):
+    """The Kaggle layout with both sheets as workbooks: every file, row and label as the CSV sheets give them."""
+    pytest.importorskip("openpyxl")
+    root, out, _, ds = build_sample(TASK, "rsna_bone_age", sheets="xlsx")
+    assert not list(root.glob("*.csv")) and RSNABoneAgeBuilder.detect(root)
+    header, *rows = _workbook_rows(root / "boneage-training-dataset.xlsx")
+    assert header == ["id", "boneage", "male"] and {type(r[2]) for r in rows} == {bool, str}  # Excel booleans
+
+    def outcomes(config):
+        return {
+            e.source_path.replace(".csv", ".xlsx"): (e.status, e.reason.replace(".csv", ".xlsx"), e.sample_id)
+            for e in read_manifest(config / TASK)
+        }
+
+    def rows_of(dataset):
+        return sorted((r["sample_id"], r["bone_age_months"], r["bone_age_bin"], r["sex"], split)
+                      for split in dataset for r in dataset[split])
+
+    assert outcomes(out) == outcomes(built.out) and len(outcomes(out)) == sum(built.report.counts.values())
+    assert rows_of(ds) == rows_of(built.ds) and len(rows_of(ds)) == 24
+
+
+def test_without_openpyxl_a_workbook_and_its_images_are_rejected_until_installed(tmp_path, monkeypatch):
+    pytest.importorskip("openpyxl")
+    root = sample.make(tmp_path / "rsna", layout="rsna", n_train=4, n_test=2)
+    relpath = f"Bone Age Test Set/{TEST_TRUTH_XLSX}"
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "openpyxl", None)  # as if the tables extra were not installed
+        report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+        with pytest.raises(StrictBuildError, match=r"needs openpyxl \(pip install multimed_hf\[tables\]\)"):
+            build_dataset(TASK, [root], tmp_path / "strict", progress=False, on_bad_files="error")
+    needs = f"{relpath} is an Excel sheet: reading it needs openpyxl (pip install multimed_hf[tables])"
+    rejected = {e.source_path: e.reason for e in report.entries if e.status == "rejected"}
+    assert rejected == {
+        relpath: needs,
+        **{
+            f"Bone Age Test Set/Test Set Images/{n}.png": f"no label: its sheet {relpath} is unusable ({needs})"
+            for n in (4360, 4361)
+        },
+    }
+    assert f"rsna_bone_age: {relpath} is an Excel sheet and openpyxl is not installed: it and the images it labels " \
+        "are rejected (pip install multimed_hf[tables] to read it)" in report.warnings
+    # installed (the patch undone): the same output folder reads the workbook, the cached rejections do not stick
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    assert report.counts["rejected"] == 0 and not any("openpyxl" in w for w in report.warnings), report.warnings
     assert {e.sample_id for e in report.entries if e.split == "test"} == {"test/4360", "test/4361"}
+
+
+def test_a_damaged_workbook_is_named(tmp_path):
+    pytest.importorskip("openpyxl")
+    root = sample.make(tmp_path / "rsna", layout="rsna", n_train=2, n_test=1)
+    truth = root / "Bone Age Test Set" / TEST_TRUTH_XLSX
+    truth.write_bytes(truth.read_bytes()[:200])  # a cut download
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    rejected = {e.source_path: e.reason for e in report.entries if e.status == "rejected"}
+    reason = f"Bone Age Test Set/{TEST_TRUTH_XLSX} is not a readable Excel workbook: BadZipFile: File is not a zip file"
+    assert rejected == {
+        f"Bone Age Test Set/{TEST_TRUTH_XLSX}": reason,
+        "Bone Age Test Set/Test Set Images/4360.png":
+            f"no label: its sheet Bone Age Test Set/{TEST_TRUTH_XLSX} is unusable ({reason})",
+    }
+
+
+def test_excel_cells_follow_the_csv_rules(tmp_path):
+    """Stripped text, blank rows numbered, Excel numbers and booleans as their text."""
+    pytest.importorskip("openpyxl")
+    path = tmp_path / "sheet.xlsx"
+    sample.write_xlsx(path, [[" Image ID ", "male", "Bone Age (months)"], [1386, False, 30], [None, None, None],
+                             ["1392", " True ", 150.5]])
+    header, rows = read_excel_sheet(path, "sheet.xlsx")
+    assert header == ["Image ID", "male", "Bone Age (months)"]
+    assert rows == [{"Image ID": "1386", "male": "False", "Bone Age (months)": "30"}, None,
+                    {"Image ID": "1392", "male": "True", "Bone Age (months)": "150.5"}]
 
 
 def test_the_challenge_validation_and_test_sheets(tmp_path):

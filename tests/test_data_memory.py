@@ -44,9 +44,9 @@ def test_small_arrays_go_to_side_files_and_come_back_as_arrays(tmp_path):
     cache = ValidationCache(tmp_path / "cache.sqlite", "v1")
     samples = [_sample(i, np.random.default_rng(i)) for i in range(3)]
     cache.put("cells.h5ad", source, samples, None)
+    assert cache.lookup("cells.h5ad", source) == (3, None)  # (writes the outcomes put holds)
     body = cache._db.execute("SELECT body FROM records WHERE idx = 1").fetchone()[0]
     assert set(json.loads(body)["fields"]["indices"]) == {"__array__"}  # a reference, not the values as JSON
-    assert cache.lookup("cells.h5ad", source) == (3, None)
     back = list(cache.records("cells.h5ad"))
     for before, after in zip(samples, back):
         assert isinstance(after.fields["indices"], np.ndarray)  # a 0..5-value array: not a list of floats

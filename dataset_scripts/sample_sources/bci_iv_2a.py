@@ -8,11 +8,17 @@ session, 783 (class unknown) in the evaluation session, whose classes are in ``t
 and beta rhythm drops over the hemisphere opposite the imagined hand, at the vertex for the feet and laterally
 (C5/C6) for the tongue. Subjects A01, A05 and A08 (train, validation and test under the subject split); A08's
 evaluation session comes without its true labels, and a cut A09T.gdf and a stray file are the bad inputs.
+
+``labels="zip"`` writes the labels as the organisers publish them instead: ``true_labels.zip`` holding ``A0NE.mat``
+and ``A0NT.mat`` (``classlabel`` for both sessions); with ``bad_files`` it also holds a cut ``A0NT.mat``, a stray
+member and macOS litter (``__MACOSX/._A0NE.mat``).
 """
 
 from __future__ import annotations
 
+import io
 import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -103,21 +109,44 @@ def _session(rng: np.random.Generator, classes: list[int], evaluation: bool):
     return signal, events
 
 
-def make_bci_iv_2a(root, *, subjects=SUBJECTS, seed: int = 23, bad_files: bool = True) -> Path:
-    """Write the sample under ``root`` and return it."""
+def _classlabel_mat(classes) -> bytes:
+    """A true-label file (``classlabel``, 1-4 in cue order) as bytes."""
     from scipy.io import savemat
 
+    buffer = io.BytesIO()
+    savemat(buffer, {"classlabel": np.array([[c - 768] for c in classes], np.uint8)})
+    return buffer.getvalue()
+
+
+def make_bci_iv_2a(root, *, subjects=SUBJECTS, seed: int = 23, bad_files: bool = True, labels: str = "folder") -> Path:
+    """Write the sample under ``root`` and return it (``labels``: ``"folder"``, the unpacked ``true_labels/``, or
+    ``"zip"``, the organisers' ``true_labels.zip``)."""
+    if labels not in ("folder", "zip"):
+        raise ValueError(f"labels {labels!r}: expected 'folder' or 'zip'")
     root = Path(root)
-    (root / "true_labels").mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
+    members = {}
     for s in subjects:
         for session in ("T", "E"):
             classes = [int(c) for c in rng.permutation([769, 770, 771, 772])]
             signal, events = _session(rng, classes, evaluation=session == "E")
             write_gdf(root / f"A0{s}{session}.gdf", signal, LABELS, events)
-            if session == "E" and not (bad_files and s == subjects[-1]):
-                labels = np.array([[c - 768] for c in classes], np.uint8)
-                savemat(root / "true_labels" / f"A0{s}E.mat", {"classlabel": labels})
+            if (session == "T" and labels == "zip") or (session == "E" and not (bad_files and s == subjects[-1])):
+                members[f"A0{s}{session}.mat"] = _classlabel_mat(classes)
+    if labels == "zip":
+        if bad_files:
+            cut = f"A0{subjects[1]}T.mat"
+            members[cut] = members[cut][: len(members[cut]) // 2]
+            members["labels.txt"] = b"left hand, right hand, feet, tongue"
+            members[f"__MACOSX/._A0{subjects[0]}E.mat"] = b"\x00\x05\x16\x07"
+        with zipfile.ZipFile(root / "true_labels.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+            for name, data in members.items():
+                archive.writestr(name, data)
+    else:
+        (root / "true_labels").mkdir(exist_ok=True)
+        for name, data in members.items():
+            (root / "true_labels" / name).write_bytes(data)
     if bad_files:
         data = (root / f"A0{subjects[0]}T.gdf").read_bytes()
         (root / "A09T.gdf").write_bytes(data[: int(len(data) * 0.7)])

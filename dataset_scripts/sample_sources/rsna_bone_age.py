@@ -9,15 +9,15 @@ images have no ages (reported as unlabelled).
 
 ``layout="rsna"`` writes the challenge's own release instead: ``Bone Age Training Set/train.csv`` +
 ``boneage-training-dataset/``, ``Bone Age Validation Set/Validation Dataset.csv`` + ``boneage-validation-dataset-1/``
-and ``-2/``, and ``Bone Age Test Set/Test Set Images/`` + ``Bone age ground truth.xlsx`` (a minimal Excel sheet).
+and ``-2/``, and ``Bone Age Test Set/Test Set Images/`` + ``Bone age ground truth.xlsx``. ``sheets="xlsx"`` writes
+the Kaggle layout's two sheets as Excel workbooks (``boneage-training-dataset.xlsx``, ``boneage-test-dataset.xlsx``).
+Excel sheets are written with openpyxl (the ``tables`` extra).
 """
 
 from __future__ import annotations
 
 import csv
-import zipfile
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 import numpy as np
 from PIL import Image
@@ -77,42 +77,24 @@ def _write_csv(path: Path, header, rows) -> None:
 
 
 def write_xlsx(path: Path, rows) -> None:
-    """A minimal Excel workbook (one sheet of inline strings and numbers), as the challenge's ground truth is."""
-    def cell(value):
-        if isinstance(value, (int, float)):
-            return f"<c><v>{value}</v></c>"
-        return f'<c t="inlineStr"><is><t>{escape(str(value))}</t></is></c>'
+    """An Excel workbook of one worksheet holding ``rows`` (the first is the header), written with openpyxl (the
+    ``tables`` extra); ``"True"``/``"False"`` become Excel booleans, as a spreadsheet saves them."""
+    from openpyxl import Workbook
 
-    sheet = "".join(f"<row>{''.join(cell(v) for v in row)}</row>" for row in rows)
-    ns = "http://schemas.openxmlformats.org"
-    parts = {
-        "[Content_Types].xml": (
-            f'<Types xmlns="{ns}/package/2006/content-types"><Default Extension="rels" '
-            f'ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" '
-            f'ContentType="application/xml"/><Override PartName="/xl/workbook.xml" ContentType="application/'
-            f'vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/><Override PartName="/xl/worksheets/'
-            f'sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>'
-            f'</Types>'
-        ),
-        "_rels/.rels": (
-            f'<Relationships xmlns="{ns}/package/2006/relationships"><Relationship Id="rId1" Type="{ns}/'
-            f'officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/></Relationships>'
-        ),
-        "xl/workbook.xml": (
-            f'<workbook xmlns="{ns}/spreadsheetml/2006/main" xmlns:r="{ns}/officeDocument/2006/relationships">'
-            f'<sheets><sheet name="Sheet1" sheetId="1" r:id="rId1"/></sheets></workbook>'
-        ),
-        "xl/_rels/workbook.xml.rels": (
-            f'<Relationships xmlns="{ns}/package/2006/relationships"><Relationship Id="rId1" Type="{ns}/'
-            f'officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/></Relationships>'
-        ),
-        "xl/worksheets/sheet1.xml": (
-            f'<worksheet xmlns="{ns}/spreadsheetml/2006/main"><sheetData>{sheet}</sheetData></worksheet>'
-        ),
-    }
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, text in parts.items():
-            archive.writestr(name, '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>' + text)
+    book = Workbook()
+    sheet = book.active
+    for row in rows:
+        sheet.append([{"True": True, "False": False}.get(v, v) if isinstance(v, str) else v for v in row])
+    book.save(path)
+
+
+def _write_sheet(path: Path, header, rows, sheets: str) -> Path:
+    """``path`` (a ``.csv`` name) as CSV, or beside it as ``.xlsx`` where ``sheets`` is ``"xlsx"``."""
+    if sheets == "xlsx":
+        write_xlsx(path.with_suffix(".xlsx"), [header, *rows])
+        return path.with_suffix(".xlsx")
+    _write_csv(path, header, rows)
+    return path
 
 
 def _make_rsna_release(root: Path, rng, n_train: int, n_test: int) -> Path:
@@ -141,8 +123,13 @@ def _make_rsna_release(root: Path, rng, n_train: int, n_test: int) -> Path:
     return root
 
 
-def make_rsna_bone_age(root, *, n_train=24, n_test=3, seed=7, bad_files=True, layout="kaggle") -> Path:
-    """Write the sample under ``root`` and return it (``layout``: ``"kaggle"`` or ``"rsna"``, the challenge's)."""
+def make_rsna_bone_age(
+    root, *, n_train=24, n_test=3, seed=7, bad_files=True, layout="kaggle", sheets="csv"
+) -> Path:
+    """Write the sample under ``root`` and return it (``layout``: ``"kaggle"`` or ``"rsna"``, the challenge's;
+    ``sheets``: ``"csv"``, or ``"xlsx"`` for the Kaggle layout's two sheets as Excel workbooks)."""
+    if sheets not in ("csv", "xlsx"):
+        raise ValueError(f"sheets {sheets!r}: expected 'csv' or 'xlsx'")
     root = Path(root)
     rng = np.random.default_rng(seed)
     if layout == "rsna":
@@ -177,8 +164,8 @@ def make_rsna_bone_age(root, *, n_train=24, n_test=3, seed=7, bad_files=True, la
         for image_id, data in zip((15604, 15605, 15606), bad_jpeg_files(good).values()):
             rows.append([image_id, 60, "True"])
             (train_dir / f"{image_id}.png").write_bytes(data)
-    _write_csv(root / f"{TRAIN}.csv", ["id", "boneage", "male"], rows)
-    _write_csv(root / f"{TEST}.csv", ["Case ID", "Sex"], test_rows)
+    _write_sheet(root / f"{TRAIN}.csv", ["id", "boneage", "male"], rows, sheets)
+    _write_sheet(root / f"{TEST}.csv", ["Case ID", "Sex"], test_rows, sheets)
     write_provenance(root, "generated by dataset_scripts/sample_sources/rsna_bone_age.py (not real radiographs)")
     return root
 

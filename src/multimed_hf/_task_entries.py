@@ -202,7 +202,8 @@ RSNA_BONE_AGE = SourceSpec(
         "<id>.png (Kaggle nests it: boneage-training-dataset/boneage-training-dataset/); the challenge's other "
         "sheets are recognised by header: validation (Image ID, male, Bone Age (months)), test ground truth "
         "(Case ID, Sex, Ground truth bone age (months)), and Kaggle's boneage-test-dataset.csv (Case ID, Sex) whose "
-        "200 images carry no age. A sheet indexes the folder named like it, else its own folder"
+        "200 images carry no age. Sheets may be CSV or Excel (.xlsx). A sheet indexes the folder named like it, else its "
+        "own folder"
     ),
     grouping="image id (one image per child; no patient ids exist)",
     expected_files={
@@ -212,7 +213,8 @@ RSNA_BONE_AGE = SourceSpec(
     },
     notes=(
         "bone_age_bin is computed from bone_age_months with the task's bin edges. The validation sheet is training "
-        "data here; the test ground truth, where supplied as CSV, is the published test set. Kaggle's test images "
+        "data here; the test ground truth (the challenge's Excel sheet, read with openpyxl: pip install "
+        "multimed_hf[tables]; or a CSV copy beside it) is the published test set. Kaggle's test images "
         "have no age and are reported as unlabelled. Without a labelled test sheet the test split is drawn by image."
     ),
 )
@@ -444,11 +446,15 @@ BCI_IV_2A = SourceSpec(
     layout=(
         "A01T.gdf ... A09E.gdf (GDF, 22 EEG + 3 EOG channels at 250 Hz; events 32766 new run, 768 trial start, "
         "769-772 cues left hand / right hand / feet / tongue in the T sessions, 783 unknown cue in the E sessions) "
-        "with the organisers' true labels A0NE.mat (classlabel 1-4, from true_labels.zip) beside them or in a "
-        "sub-folder"
+        "with the organisers' true labels A0NE.mat (classlabel 1-4): true_labels.zip as downloaded (read in place), "
+        "or its files unpacked beside them or in a sub-folder"
     ),
     grouping="subject (cross-subject splits); within_subject_split is the competition's T train / E test",
-    expected_files={"9 subjects x 2 sessions": 18, "with true_labels.zip (18 .mat)": 36},
+    expected_files={
+        "9 subjects x 2 sessions": 18,
+        "with true_labels.zip as downloaded": 19,
+        "with true_labels unpacked (18 .mat)": 36,
+    },
     label_map={"movement": {"769": "left_hand", "770": "right_hand", "771": "both_feet", "772": "tongue"}},
     notes=(
         "One sample per cue: 4 s from the cue (MOABB's BNCI2014_001 window, 2-6 s of the trial), the 22 EEG "

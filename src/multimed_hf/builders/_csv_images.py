@@ -21,7 +21,7 @@ from pathlib import PurePosixPath
 from typing import ClassVar, Mapping
 
 from multimed_hf.data.errors import BadSourceFile
-from multimed_hf.data.images import is_blank, read_image_file
+from multimed_hf.data.images import read_image_file
 from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import SourceBuilder
 
@@ -90,6 +90,8 @@ class CsvImageBuilder(SourceBuilder):
     image_suffixes: ClassVar[tuple[str, ...]] = (".png",)
     #: The layout's sheets by file name (relative to the root).
     sheets: ClassVar[Mapping[str, Sheet]] = {}
+    #: Suffixes (lower case) of the files that may be sheets; ``read_sheet_file`` reads each.
+    sheet_suffixes: ClassVar[tuple[str, ...]] = (".csv",)
 
     def __init__(self, root: str | os.PathLike):
         super().__init__(root)
@@ -125,16 +127,20 @@ class CsvImageBuilder(SourceBuilder):
         folders = sorted(i.scope or "./" for i in self._load().values() if i.scope is not None)
         return f"no label: an image outside every indexed folder (the sheets here index {folders})"
 
+    def read_sheet_file(self, relpath: str) -> tuple[list[str], list[dict[str, str] | None]]:
+        """Header and rows of the sheet at ``relpath``, as ``read_sheet`` gives them, or ``BadSourceFile``."""
+        return read_sheet((self.root / relpath).read_bytes(), relpath)
+
     # --- the sheets ---------------------------------------------------------------------------------------------
     def _sheet_candidates(self) -> list[str]:
-        """CSV files at the root and one folder down (where publishers put their sheets)."""
+        """Sheet files (``sheet_suffixes``) at the root and one folder down (where publishers put their sheets)."""
         found = []
         for entry in sorted(os.scandir(self.root), key=lambda e: e.name):
-            if entry.is_file() and entry.name.lower().endswith(".csv"):
+            if entry.is_file() and entry.name.lower().endswith(self.sheet_suffixes):
                 found.append(entry.name)
             elif entry.is_dir():
                 for sub in sorted(os.scandir(entry.path), key=lambda e: e.name):
-                    if sub.is_file() and sub.name.lower().endswith(".csv"):
+                    if sub.is_file() and sub.name.lower().endswith(self.sheet_suffixes):
                         found.append(f"{entry.name}/{sub.name}")
         return found
 
@@ -143,9 +149,8 @@ class CsvImageBuilder(SourceBuilder):
             return self._indexes
         indexes = {}
         for relpath in self._sheet_candidates():
-            data = (self.root / relpath).read_bytes()
             try:
-                header, rows = read_sheet(data, relpath)
+                header, rows = self.read_sheet_file(relpath)
             except BadSourceFile as err:
                 header, rows, error = [], [], err.reason
             else:
@@ -226,9 +231,7 @@ class CsvImageBuilder(SourceBuilder):
         if len({json.dumps(parsed, sort_keys=True) for _, parsed in rows}) > 1:
             numbers = ", ".join(str(n) for n, _ in rows)
             raise BadSourceFile(f"conflicting rows: id {stem!r} has rows {numbers} in {index.relpath} that disagree")
-        ref, phash, image = read_image_file(self.root / relpath, relpath)
-        if is_blank(image):
-            raise BadSourceFile(f"image is one flat value ({image.mode} {image.size[0]}x{image.size[1]})")
+        ref, phash, _ = read_image_file(self.root / relpath, relpath)  # blank images rejected too
         fields = {"image": ref, "modality": self.spec().modality, **name_fields, **rows[0][1]}
         return [Sample(
             sample_id=f"{index.sheet.role}/{stem}", source_path=relpath, fields=fields, group_key=group_key,

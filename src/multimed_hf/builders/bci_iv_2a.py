@@ -2,10 +2,10 @@
 
 Training sessions (``T``) mark each cue with its class (769 left hand, 770 right hand, 771 feet, 772 tongue);
 evaluation sessions (``E``) mark every cue 783 (unknown) and take their classes, in cue order, from the
-``classlabel`` of ``A0xE.mat`` (the organisers' ``true_labels.zip``, in the folder or a sub-folder). Each cue becomes
-one epoch of ``EPOCH_SECONDS`` from its onset (MOABB's BNCI2014_001 window, 2-6 s of the trial), the 22 EEG
-channels named in the 10-10 system (the 3 EOG channels are left out), float32 volts; the run is counted from the
-new-run events (32766).
+``classlabel`` of ``A0xE.mat``: the organisers' ``true_labels.zip`` (read as it is downloaded, each member straight
+from the archive) or its files unpacked, in the folder or a sub-folder. Each cue becomes one epoch of
+``EPOCH_SECONDS`` from its onset (MOABB's BNCI2014_001 window, 2-6 s of the trial), the 22 EEG channels named in the
+10-10 system (the 3 EOG channels are left out), float32 volts; the run is counted from the new-run events (32766).
 
 The GDF is checked against its own header before MNE reads it (a cut file otherwise loses its tail or its event
 table), and an evaluation session without its true labels, or with another number of labels than cues, is
@@ -15,29 +15,44 @@ The sessions are read at the top of the folder or one folder down (``BCICIV_2a_g
 unpacks). BNCI Horizon's MATLAB copies of the sessions (``A01T.mat`` holding ``data``, no ``classlabel``) are
 dropped, named: the GDF is read. Documents and system files are ignored.
 
+True labels: an unpacked ``A0xE.mat`` holding ``classlabel`` is read before a member of ``true_labels.zip``. The
+archive is validated member by member: a member that is not a readable ``classlabel`` file of 1-4 (damaged, or a
+stray name) is rejected as ``true_labels.zip:row <member>``, the sessions that need it name it, and the archive's
+system litter (``__MACOSX/``, documents) is skipped as such files are. The label files a session's classes come
+from join the builder's version, so adding or changing them validates the sessions again.
+
 Grouping: subject (cross-subject splits); ``within_subject_split`` is the competition's protocol (T train, E test).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import re
+import zipfile
+import zlib
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from multimed_hf.builders._download import NonDataFiles
-from multimed_hf.builders._records import RecordRejections
+from multimed_hf.builders._download import NonDataFiles, non_data_reason
+from multimed_hf.builders._records import RecordRejections, record_where
 from multimed_hf.builders.eegmmidb import epochs_from_annotations
 from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
-from multimed_hf.data.sample import Sample
+from multimed_hf.data.sample import RejectedRecord, Sample
 from multimed_hf.data.source_builder import SourceBuilder
 
-__all__ = ["BCIIV2aBuilder", "EPOCH_SECONDS", "CHANNELS_10_10", "check_gdf_size"]
+__all__ = ["BCIIV2aBuilder", "EPOCH_SECONDS", "CHANNELS_10_10", "TRUE_LABELS_ZIP", "check_gdf_size", "read_true_labels"]
 
 EPOCH_SECONDS = 4.0
+#: The organisers' archive of the true labels (``A01E.mat`` ... ``A09E.mat``, and ``A0xT.mat``).
+TRUE_LABELS_ZIP = "true_labels.zip"
 _SESSION = re.compile(r"^A0([1-9])([TE])\.gdf$")
 _LABELS = re.compile(r"^A0([1-9])([TE])\.mat$")
+#: What unpacking a damaged zip member raises.
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
 _CUES = ("769", "770", "771", "772")
 _UNKNOWN_CUE = "783"
 _NEW_RUN = "32766"
@@ -95,13 +110,31 @@ def check_gdf_size(path: Path) -> None:
         )
 
 
-def read_true_labels(path: Path) -> list[str]:
-    """The classes (event codes 769-772) of an ``A0xE.mat`` / ``A0xT.mat`` ``classlabel`` (1-4), in cue order."""
+def _mat_errors() -> tuple[type[BaseException], ...]:
+    """What scipy's MATLAB reader raises on a damaged file (a cut one raises MatReadError or IndexError)."""
+    from scipy.io.matlab import MatReadError
+
+    return (ValueError, OSError, TypeError, EOFError, IndexError, MatReadError)
+
+
+def _mat_variables(source: Path | bytes) -> set[str]:
+    """The variable names a MATLAB file (path or bytes) holds; empty where it cannot be read."""
+    from scipy.io import whosmat
+
+    try:
+        return {entry[0] for entry in whosmat(io.BytesIO(source) if isinstance(source, bytes) else source)}
+    except _mat_errors():
+        return set()
+
+
+def read_true_labels(source: Path | bytes) -> list[str]:
+    """The classes (event codes 769-772) of an ``A0xE.mat`` / ``A0xT.mat`` ``classlabel`` (1-4), in cue order, from
+    its path or its bytes (a member of ``true_labels.zip``)."""
     from scipy.io import loadmat
 
     try:
-        content = loadmat(path)
-    except (ValueError, OSError, TypeError) as err:
+        content = loadmat(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except _mat_errors() as err:
         raise BadSourceFile(f"cannot read MATLAB file: {type(err).__name__}: {err}") from None
     if "classlabel" not in content:
         held = sorted(k for k in content if not k.startswith("__"))
@@ -112,35 +145,125 @@ def read_true_labels(path: Path) -> list[str]:
     return [str(768 + int(k)) for k in labels]
 
 
+@dataclass(frozen=True)
+class _LabelFile:
+    """Where one session's true labels are: a ``.mat`` file, or a member of a ``true_labels.zip``."""
+
+    relpath: str
+    member: str | None = None
+
+    @property
+    def where(self) -> str:
+        return self.relpath if self.member is None else f"{self.relpath}:{self.member}"
+
+    def source(self, root: Path) -> Path | bytes:
+        """The file's path, or the member's bytes (``BadSourceFile`` where the member does not unpack)."""
+        if self.member is None:
+            return root / self.relpath
+        try:
+            with zipfile.ZipFile(root / self.relpath) as archive:
+                return archive.read(self.member)
+        except _ZIP_ERRORS as err:
+            raise BadSourceFile(f"cannot unpack {self.where}: {type(err).__name__}: {err}") from None
+
+
 class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     task = "motor_imagery"
     source = "bci_iv_2a"
+    version = "2"
     record_noun = "epoch"
+
+    def __init__(self, root):
+        super().__init__(root)
+        # the evaluation sessions' labels are read with their GDF: their bytes join the version (and the cache's)
+        digest = hashlib.sha256()
+        for key, label_file in sorted(self._true_labels.items()):
+            source = label_file.source(self.root)
+            digest.update(f"{key}\0{label_file.where}\0".encode())
+            digest.update(source if isinstance(source, bytes) else source.read_bytes())  # a classlabel file: small
+        self.version = f"{type(self).version}+labels-{digest.hexdigest()[:12]}"
 
     @classmethod
     def detect(cls, root: Path) -> bool:
         return any(_SESSION.match(p.name) for pattern in ("*.gdf", "*/*.gdf") for p in root.glob(pattern))
 
     @cached_property
-    def _label_files(self) -> dict[str, str]:
-        """``{"A01E": relpath of A01E.mat}`` for the true-label files in the folder or one level below."""
-        found = {}
+    def data_files(self) -> tuple[str, ...]:
+        """The ``true_labels.zip`` archives in the folder or one level below: read, not ignored as archives."""
+        paths = [*self.root.glob(TRUE_LABELS_ZIP), *self.root.glob(f"*/{TRUE_LABELS_ZIP}")]
+        return tuple(sorted(p.relative_to(self.root).as_posix() for p in paths if p.is_file()))
+
+    @cached_property
+    def _label_candidates(self) -> dict[str, list[_LabelFile]]:
+        """The true-label files of each evaluation session (``"A01E"``) in the order they are tried: ``.mat`` files
+        in the folder or one level below, then the members of each ``true_labels.zip``."""
+        found: dict[str, list[_LabelFile]] = {}
         for pattern in ("*.mat", "*/*.mat"):
             for path in sorted(self.root.glob(pattern)):
                 match = _LABELS.match(path.name)
-                if match:
-                    found.setdefault(path.stem, path.relative_to(self.root).as_posix())
+                if match and match.group(2) == "E":
+                    found.setdefault(path.stem, []).append(_LabelFile(path.relative_to(self.root).as_posix()))
+        for relpath in self.data_files:
+            try:
+                with zipfile.ZipFile(self.root / relpath) as archive:
+                    members = sorted(info.filename for info in archive.infolist() if not info.is_dir())
+            except _ZIP_ERRORS:
+                continue  # the archive's own manifest entry says why
+            for member in members:
+                match = _LABELS.match(PurePosixPath(member).name)
+                if match and match.group(2) == "E" and non_data_reason(member) is None:
+                    found.setdefault(PurePosixPath(member).stem, []).append(_LabelFile(relpath, member))
         return found
 
-    def read_file(self, relpath: str) -> list[Sample]:
-        name = PurePosixPath(relpath).name
-        if _LABELS.match(name):
-            from scipy.io import whosmat
+    @cached_property
+    def _true_labels(self) -> dict[str, _LabelFile]:
+        """Per evaluation session, the first candidate that holds a ``classlabel`` (not a BNCI copy of the data)."""
+        chosen = {}
+        for key, candidates in self._label_candidates.items():
+            for label_file in candidates:
+                try:
+                    source = label_file.source(self.root)
+                except BadSourceFile:
+                    continue
+                if "classlabel" in _mat_variables(source):
+                    chosen[key] = label_file
+                    break
+        return chosen
 
-            try:
-                held = {entry[0] for entry in whosmat(self.root / relpath)}
-            except (ValueError, OSError, TypeError):
-                held = set()
+    def _read_archive(self, relpath: str) -> list[RejectedRecord]:
+        """Every member of a ``true_labels.zip`` checked; each bad one a rejected record (``<zip>:row <member>``)."""
+        bad, good = [], 0
+        try:
+            with zipfile.ZipFile(self.root / relpath) as archive:
+                for info in archive.infolist():
+                    member = info.filename
+                    if info.is_dir() or non_data_reason(member) is not None:
+                        continue  # folders, and the litter ignored as files are (__MACOSX/, .DS_Store, documents)
+                    if not _LABELS.match(PurePosixPath(member).name):
+                        bad.append((member, "stray member: expected the true labels A0NE.mat / A0NT.mat"))
+                        continue
+                    try:
+                        read_true_labels(archive.read(info))
+                    except _ZIP_ERRORS as err:
+                        bad.append((member, f"cannot unpack: {type(err).__name__}: {err}"))
+                    except BadSourceFile as err:
+                        bad.append((member, err.reason))
+                    else:
+                        good += 1
+        except _ZIP_ERRORS as err:
+            raise BadSourceFile(f"not a readable zip archive: {type(err).__name__}: {err}") from None
+        if not good:
+            shown = "; ".join(f"{member}: {reason}" for member, reason in bad[:5]) or "it holds none"
+            more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+            raise BadSourceFile(f"no readable true labels (A0NE.mat with a classlabel): {shown}{more}")
+        return [RejectedRecord(record_where(relpath, member), reason) for member, reason in bad]
+
+    def read_file(self, relpath: str) -> list[Sample | RejectedRecord]:
+        name = PurePosixPath(relpath).name
+        if relpath in self.data_files:
+            return self._read_archive(relpath)
+        if _LABELS.match(name):
+            held = _mat_variables(self.root / relpath)
             if "classlabel" not in held and "data" in held:
                 raise UnusedSourceFile(
                     "not used: BNCI Horizon's MATLAB copy of the session (a 'data' struct); the GDF session is read"
@@ -175,14 +298,20 @@ class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
             raise BadSourceFile("no cue events (769-772 or 783): not a motor-imagery session")
         if any(code == _UNKNOWN_CUE for _, code, _ in cues):
             key = f"{subject}{session}"
-            if key not in self._label_files:
+            label_file = self._true_labels.get(key)
+            if label_file is None:
+                tried = [f.where for f in self._label_candidates.get(key, [])]
                 raise BadSourceFile(
-                    f"evaluation session without its true labels: {key}.mat (true_labels.zip) is not in the folder, "
-                    f"so its {len(cues)} cues (783) have no class"
+                    f"evaluation session without its true labels: {key}.mat (in {TRUE_LABELS_ZIP} or unpacked) is not "
+                    f"in the folder, so its {len(cues)} cues (783) have no class"
+                    + (f"; {', '.join(tried)} hold(s) no readable classlabel" if tried else "")
                 )
-            labels = read_true_labels(self.root / self._label_files[key])
+            try:
+                labels = read_true_labels(label_file.source(self.root))
+            except BadSourceFile as err:
+                raise BadSourceFile(f"true labels {label_file.where}: {err.reason}") from None
             if len(labels) != len(cues):
-                raise BadSourceFile(f"{key}.mat holds {len(labels)} labels for {len(cues)} cues")
+                raise BadSourceFile(f"{label_file.where} holds {len(labels)} labels for {len(cues)} cues")
             cues = [(onset, label, r) for (onset, _, r), label in zip(cues, labels)]
         records = [(f"epoch {n}", onset, code) for n, (onset, code, _) in enumerate(cues, start=1)]
         runs = {f"epoch {n}": r for n, (_, _, r) in enumerate(cues, start=1)}

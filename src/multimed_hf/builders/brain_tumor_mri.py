@@ -9,7 +9,8 @@ ids are ``<split>/<class folder>/<stem>``, since SARTAJ reuses names across fold
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+import os
+from pathlib import Path
 
 from multimed_hf.builders._download import NonDataFiles
 from multimed_hf.data.errors import BadSourceFile
@@ -52,16 +53,16 @@ class BrainTumorMRIBuilder(NonDataFiles, ImageFolderBuilder):
         return warnings
 
     def parse_path(self, relpath: str) -> PathInfo:
-        parts = PurePosixPath(relpath).parts
+        parts = relpath.split("/")  # the build's relative paths: POSIX separators, no empty or dot parts
         if len(parts) != 3 or parts[0] not in _SPLITS:
             raise BadSourceFile("stray file: expected Training|Testing/<class>/<image>")
         split, folder, name = parts
-        if folder not in self.spec().label_map["tumor"]:
-            raise BadSourceFile(
-                f"class folder {folder!r} is not one of {sorted(self.spec().label_map['tumor'])}"
-            )
-        # No patient ids exist: each image stands alone until duplicates join it to others.
+        names = self.spec().label_map["tumor"]
+        if folder not in names:
+            raise BadSourceFile(f"class folder {folder!r} is not one of {sorted(names)}")
+        # No patient ids exist: each image stands alone until duplicates join it to others. The stem: read_file
+        # has checked that the name ends in an image suffix.
         return PathInfo(
-            sample_id=f"{split}/{folder}/{PurePosixPath(name).stem}", labels={"tumor": folder},
+            sample_id=f"{split}/{folder}/{os.path.splitext(name)[0]}", labels={"tumor": folder},
             published_split=_SPLITS[split],
         )

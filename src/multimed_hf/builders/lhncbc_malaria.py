@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path, PurePosixPath
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from multimed_hf.builders._download import NonDataFiles, WrappedTree, strip_tree
 from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
@@ -108,7 +108,7 @@ class MalariaCellsBuilder(NonDataFiles, WrappedTree, ImageFolderBuilder):
             note=note,
         )
 
-    def link_samples(self, samples: list[Sample]) -> Iterable[tuple[int, int]]:
+    def link_samples(self, samples: Sequence[Sample]) -> Iterable[tuple[int, int]]:
         """Slides sharing a C or P number: one patient (one link per slide joined, not per cell)."""
         first: dict[str, tuple[int, str]] = {}
         joined: set[tuple[str, str]] = set()

@@ -39,7 +39,7 @@ from pathlib import Path, PurePosixPath
 from multimed_hf.builders._download import NonDataFiles
 from multimed_hf.builders._records import dependency_version, record_where
 from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
-from multimed_hf.data.images import is_blank, read_image_file
+from multimed_hf.data.images import read_image_file
 from multimed_hf.data.sample import RejectedRecord, Sample
 from multimed_hf.data.source_builder import SourceBuilder
 
@@ -228,14 +228,9 @@ class PMCOABuilder(NonDataFiles, SourceBuilder):
             raise UnusedSourceFile("not used: no caption row refers to this image")
         taken = ", ".join(record_where(r.file, str(r.line)) for r in rows[:3]) + (" ..." if len(rows) > 3 else "")
         try:
-            ref, _, decoded = read_image_file(self.root / relpath, relpath)
+            ref, _, _ = read_image_file(self.root / relpath, relpath)  # blank images rejected too
         except BadSourceFile as err:
             raise BadSourceFile(f"{err.reason} (its caption rows go with it: {taken})") from None
-        if is_blank(decoded):
-            raise BadSourceFile(
-                f"image is one flat value ({decoded.mode} {decoded.size[0]}x{decoded.size[1]}) "
-                f"(its caption rows go with it: {taken})"
-            )
         compound = index.compound.get(image)
         figure_caption = _text(_read_line(self.root / compound.file, compound).get("caption")) if compound else None
         published = index.published.get(image)

@@ -22,7 +22,7 @@ import re
 from collections import defaultdict
 from functools import cached_property
 from pathlib import Path, PurePosixPath
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -125,7 +125,9 @@ class RCSBPDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
             extra={"entity_id": record.entity_id},
         )
 
-    def link_samples(self, samples: list[Sample]) -> Iterable[tuple[int, int]]:
+    def link_samples(self, samples: Sequence[Sample]) -> Iterable[tuple[int, int]]:
+        """Chains of one cluster (the cluster file's), and identical or near-identical chains (every chain without
+        a cluster file; with one, those it does not list). Each sample is read once; only its sequence is kept."""
         found = self._cluster_files()
         clusters: dict[str, int] = {}
         if len(found) == 1:
@@ -134,7 +136,7 @@ class RCSBPDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
             except BadSourceFile:
                 clusters = {}
         members: dict[int, list[int]] = defaultdict(list)
-        unclustered = []
+        unclustered, sequences = [], []
         for i, sample in enumerate(samples):
             pdb_id, chain = sample.fields["pdb_id"], sample.fields["chain_id"]
             entity = sample.extra.get("entity_id")
@@ -143,10 +145,10 @@ class RCSBPDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
                 members[clusters[key]].append(i)
             else:
                 unclustered.append(i)
+            sequences.append(sample.fields["sequence"])
         for group in members.values():
             yield from ((group[0], j) for j in group[1:])
         # without a cluster file, every chain; with one, the chains it lacks, matched against every chain
-        sequences = [s.fields["sequence"] for s in samples]
         if not clusters:
             yield from near_identical_pairs(sequences)
         elif unclustered:

@@ -1,19 +1,21 @@
-"""RSNA Pediatric Bone Age Challenge 2017: CSV sheets of (id, bone age in months, sex) beside folders of ``<id>.png``.
+"""RSNA Pediatric Bone Age Challenge 2017: sheets (CSV or Excel) of (id, bone age in months, sex) beside ``<id>.png``.
 
 The training sheet ``boneage-training-dataset.csv`` (``id, boneage, male``) indexes the PNGs of the folder of
 the same name (Kaggle nests it twice: ``boneage-training-dataset/boneage-training-dataset/<id>.png``). The
 challenge's other sheets are recognised by their headers, wherever they sit (at the root or one folder down):
 the validation sheet (``Image ID, male, Bone Age (months)``, e.g. ``Validation Dataset.csv``) is training data
-here, the test ground truth (``Case ID, Sex, Ground truth bone age (months)``, saved as CSV) is the published test
-set, and Kaggle's ``boneage-test-dataset.csv`` (``Case ID, Sex``) names its 200 test images without ages, so those
-are reported as unlabelled. A sheet indexes the folder named like it when there is one, else its own folder.
+here, the test ground truth (``Case ID, Sex, Ground truth bone age (months)``) is the published test set, and
+Kaggle's ``boneage-test-dataset.csv`` (``Case ID, Sex``) names its 200 test images without ages, so those are
+reported as unlabelled. A sheet indexes the folder named like it when there is one, else its own folder.
 
 The challenge's own release (RSNA / Stanford AIMI) nests each set in a folder: ``Bone Age Training Set/train.csv``
 (the training header) with ``boneage-training-dataset/``, ``Bone Age Validation Set/Validation Dataset.csv`` with
 ``boneage-validation-dataset-1/`` and ``-2/``, and ``Bone Age Test Set/`` with ``Test Set Images/`` and the ground
-truth as an Excel sheet, ``Bone age ground truth.xlsx``. This build reads CSV only: the .xlsx is dropped with the
-reason and a warning, and the test images it would label are dropped as unlabelled (no error); saved as CSV beside
-it (same columns), it labels them. Images a test list names without ages are dropped as unlabelled too.
+truth as an Excel sheet, ``Bone age ground truth.xlsx``. Any sheet may be an Excel workbook (``.xlsx``; its first
+worksheet is read): pandas reads it with openpyxl (the ``tables`` extra) into the header and rows a CSV gives, so
+the same column rules apply and rows are numbered alike (``row N`` is the N-th row under the header). Without
+openpyxl a workbook is rejected, naming ``pip install multimed_hf[tables]``, and so are the images it labels (a
+warning says so before the build); a CSV copy saved beside it (same name, ``.csv``) is read instead of it.
 
 Targets: ``bone_age_months`` and ``bone_age_bin``, binned with the registry's edges; ``sex`` is M or F.
 There is one image per child and no patient id: each image is its own group (exact and near duplicates join).
@@ -22,7 +24,11 @@ There is one image per child and no patient id: each image is its own group (exa
 from __future__ import annotations
 
 import bisect
+import csv
+import io
 import math
+import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from multimed_hf.builders._csv_images import CsvImageBuilder, Sheet, read_sheet
@@ -30,11 +36,16 @@ from multimed_hf.builders._download import NonDataFiles
 from multimed_hf.builders.aptos2019 import PublishedUnlabelled
 from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
 
-__all__ = ["RSNABoneAgeBuilder", "TRAINING_SHEET", "TEST_TRUTH_XLSX", "SHEETS", "bone_age_bin"]
+__all__ = [
+    "RSNABoneAgeBuilder", "TRAINING_SHEET", "TEST_TRUTH_XLSX", "SHEETS", "EXCEL_EXTRA", "bone_age_bin",
+    "read_excel_sheet",
+]
 
 TRAINING_SHEET = "boneage-training-dataset.csv"
-#: The challenge's test ground truth as published (an Excel sheet; read once saved as CSV).
+#: The challenge's test ground truth as published (an Excel sheet).
 TEST_TRUTH_XLSX = "Bone age ground truth.xlsx"
+#: What to install to read Excel sheets (pandas' openpyxl engine).
+EXCEL_EXTRA = "pip install multimed_hf[tables]"
 #: The challenge's sheet layouts, most specific header first.
 SHEETS = (
     Sheet("train", {"id": "id", "months": "boneage", "male": "male"}, images=".", published_split="train"),
@@ -51,6 +62,39 @@ SHEETS = (
 #: Bone ages outside this range (months) are not a child's: a unit or typing error.
 PLAUSIBLE_MONTHS = (0.0, 300.0)
 _TRUE, _FALSE = {"true", "1", "yes", "t", "y"}, {"false", "0", "no", "f", "n"}
+#: What a damaged workbook raises in pandas / openpyxl (not a zip, a part missing, broken XML, a cut stream).
+_EXCEL_ERRORS = (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError, SyntaxError, zlib.error)
+
+
+def read_excel_sheet(path: Path, name: str) -> tuple[list[str], list[dict[str, str] | None]]:
+    """Header and rows of an Excel workbook's first worksheet by the rules ``read_sheet`` applies to a CSV (names
+    and values as stripped text, a blank row None keeping the row numbers), or ``BadSourceFile`` naming the file
+    (and the extra to install where openpyxl is missing)."""
+    if not _has_openpyxl():
+        raise BadSourceFile(f"{name} is an Excel sheet: reading it needs openpyxl ({EXCEL_EXTRA})")
+    import pandas as pd
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    try:
+        frame = pd.read_excel(path, sheet_name=0, header=None, dtype=object, engine="openpyxl", na_filter=False)
+    except (*_EXCEL_ERRORS, InvalidFileException) as err:
+        raise BadSourceFile(f"{name} is not a readable Excel workbook: {type(err).__name__}: {err}") from None
+    text = io.StringIO()  # the cells as CSV text, read by the CSV sheets' own rules
+    csv.writer(text).writerows([str(cell) for cell in row] for row in frame.itertuples(index=False, name=None))
+    return read_sheet(text.getvalue().encode("utf-8"), name)
+
+
+def _has_openpyxl() -> bool:
+    try:
+        import openpyxl  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _csv_copy(relpath: str) -> str:
+    """Where a CSV copy of the workbook at ``relpath`` would be saved (same name, ``.csv``)."""
+    return PurePosixPath(relpath).with_suffix(".csv").as_posix()
 
 
 def bone_age_bin(months: float, bins, names) -> str:
@@ -66,60 +110,74 @@ def bone_age_bin(months: float, bins, names) -> str:
 class RSNABoneAgeBuilder(NonDataFiles, PublishedUnlabelled, CsvImageBuilder):
     task = "bone_age"
     source = "rsna_bone_age"
-    version = "2"
+    version = "3"
     image_suffixes = (".png",)
+    sheet_suffixes = (".csv", ".xlsx")
     sheets = {TRAINING_SHEET: SHEETS[0]}
+
+    def __init__(self, root):
+        super().__init__(root)
+        if self._workbooks():  # once openpyxl is installed, the cached rejections of its workbooks must go
+            self.version += "+openpyxl" if _has_openpyxl() else "+no-openpyxl"
 
     @classmethod
     def detect(cls, root: Path) -> bool:
         if (root / TRAINING_SHEET).is_file():
             return True
-        for csv_path in [*root.glob("*.csv"), *root.glob("*/*.csv")]:
-            try:
-                with csv_path.open("rb") as handle:
-                    header, _ = read_sheet(handle.readline(), csv_path.name)
-            except (BadSourceFile, OSError):
-                continue
-            if any(set(s.columns.values()) <= set(header) and s.labelled for s in SHEETS):
-                return True
+        for pattern in ("*.csv", "*/*.csv", "*.xlsx", "*/*.xlsx"):
+            for path in root.glob(pattern):
+                try:
+                    if path.suffix == ".xlsx":
+                        header, _ = read_excel_sheet(path, path.name)
+                    else:
+                        with path.open("rb") as handle:
+                            header, _ = read_sheet(handle.readline(), path.name)
+                except BadSourceFile:
+                    if path.name == TEST_TRUTH_XLSX:
+                        return True  # the challenge's own sheet, not readable here: the build says why
+                    continue
+                except OSError:
+                    continue
+                if any(set(s.columns.values()) <= set(header) and s.labelled for s in SHEETS):
+                    return True
         return False
 
-    def _unread_truth(self) -> list[str]:
-        """The .xlsx ground-truth sheets here (root or one folder down) with no CSV copy beside them."""
-        found = []
-        for path in [*self.root.glob(TEST_TRUTH_XLSX), *self.root.glob(f"*/{TEST_TRUTH_XLSX}")]:
-            if not path.with_suffix(".csv").is_file():
-                found.append(path.relative_to(self.root).as_posix())
-        return sorted(found)
+    def _sheet_candidates(self) -> list[str]:
+        """CSV and Excel sheets; a workbook with a CSV copy beside it is left to the copy."""
+        found = super()._sheet_candidates()
+        return [p for p in found if not (p.lower().endswith(".xlsx") and _csv_copy(p) in found)]
+
+    def _workbooks(self) -> list[str]:
+        return [relpath for relpath in self._sheet_candidates() if relpath.lower().endswith(".xlsx")]
+
+    def read_sheet_file(self, relpath: str):
+        if relpath.lower().endswith(".xlsx"):
+            return read_excel_sheet(self.root / relpath, relpath)
+        return super().read_sheet_file(relpath)
 
     def layout_warnings(self) -> list[str]:
+        if _has_openpyxl():
+            return []
         return [
-            f"{relpath} is an Excel sheet, which this build does not read: its test images are dropped as unlabelled; "
-            "save it as CSV beside it (same columns) to label them" for relpath in self._unread_truth()
+            f"{relpath} is an Excel sheet and openpyxl is not installed: it and the images it labels are rejected "
+            f"({EXCEL_EXTRA} to read it)" for relpath in self._workbooks()
         ]
 
     def read_file(self, relpath: str):
-        if PurePosixPath(relpath).name == TEST_TRUTH_XLSX:
-            raise UnusedSourceFile(
-                "not used: an Excel sheet, which this build does not read (save it as CSV beside it, same columns: "
-                "Case ID, Sex, Ground truth bone age (months))"
-            )
+        copy = _csv_copy(relpath)
+        if relpath.lower().endswith(".xlsx") and relpath.count("/") <= 1 and (self.root / copy).is_file():
+            raise UnusedSourceFile(f"not used: its CSV copy {copy} beside it is read instead")
         return super().read_file(relpath)
 
-    def unindexed_reason(self, relpath: str) -> str:
-        top = PurePosixPath(relpath).parts[0]
-        for sheet in self._unread_truth():
-            folder = PurePosixPath(sheet).parent.as_posix()
-            if folder == "." or folder == top:
-                return f"unlabelled: its ages are in {sheet}, an Excel sheet this build does not read"
-        return super().unindexed_reason(relpath)
-
     def sheet_for(self, relpath: str, header: list[str]) -> Sheet | None:
-        if PurePosixPath(relpath).name == TRAINING_SHEET:
-            return SHEETS[0]  # named: a damaged training sheet is reported as such
+        path = PurePosixPath(relpath)
+        if path.stem == PurePosixPath(TRAINING_SHEET).stem:
+            return SHEETS[0]  # named: a damaged training sheet (CSV or Excel) is reported as such
         for sheet in SHEETS:
             if set(sheet.columns.values()) <= set(header):
                 return sheet
+        if not header and path.suffix.lower() == ".xlsx":
+            return SHEETS[2]  # a workbook not read (no openpyxl, or damaged) is the test truth as published
         return None
 
     def image_scope(self, relpath: str, sheet: Sheet) -> str | None:

@@ -29,7 +29,7 @@ from typing import ClassVar
 from multimed_hf.builders._download import NonDataFiles
 from multimed_hf.builders._records import RecordRejections, dependency_version
 from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
-from multimed_hf.data.images import is_blank, read_image_file
+from multimed_hf.data.images import read_image_file
 from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import SourceBuilder
 
@@ -121,9 +121,7 @@ class VQAJsonBuilder(NonDataFiles, RecordRejections, SourceBuilder):
         """An image file: validated here, stored with its questions (from the QA file's samples)."""
         if relpath not in self._referenced:
             raise UnusedSourceFile("not used: no question in the QA file(s) refers to this image")
-        ref, phash, image = read_image_file(self.root / relpath, relpath)  # a bad image is named here too
-        if is_blank(image):
-            raise BadSourceFile(f"image is one flat value ({image.mode} {image.size[0]}x{image.size[1]})")
+        read_image_file(self.root / relpath, relpath)  # a bad (or blank) image is named here too
         return []
 
     def read_qa_file(self, relpath: str) -> list[Sample]:
@@ -164,11 +162,9 @@ class VQAJsonBuilder(NonDataFiles, RecordRejections, SourceBuilder):
         if not path.is_file():
             raise BadSourceFile(f"missing image: {image} is not in the image folder")
         try:
-            ref, phash, decoded = read_image_file(path, image)
+            ref, phash, _ = read_image_file(path, image)  # blank images rejected too
         except BadSourceFile as err:
             raise BadSourceFile(f"image {image}: {err.reason}") from None
-        if is_blank(decoded):
-            raise BadSourceFile(f"image {image} is one flat value")
         return ref, phash
 
 

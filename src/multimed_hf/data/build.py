@@ -19,10 +19,11 @@ from tqdm.auto import tqdm
 
 from multimed_hf.data.build_store import BuildStore
 from multimed_hf.data.cache import ValidationCache
+from multimed_hf.data.cached_samples import CachedSamples
 from multimed_hf.data.card import write_readme
 from multimed_hf.data.errors import IGNORED, BadSourceFile, StrictBuildError, UnusedSourceFile
 from multimed_hf.data.features import task_features
-from multimed_hf.data.grouping import component_roots, near_duplicate_pairs
+from multimed_hf.data.grouping import component_roots, near_duplicate_links
 from multimed_hf.data.images import NEAR_DUPLICATE_RECALL, PERCEPTUAL_HASH_VERSION
 from multimed_hf.data.manifest import STATUSES, ManifestEntry, ManifestView, iter_manifest, write_manifest
 from multimed_hf.data.sample import RejectedRecord, Sample
@@ -70,21 +71,9 @@ class BuildReport:
 
     @cached_property
     def _tally(self) -> dict:
-        """Every figure the properties give, in one pass over the entries."""
-        counts, splits, kept_notes, reasons = Counter(), Counter(), Counter(), Counter()
-        index_files = 0
-        for e in self.entries:
-            counts[e.status] += 1
-            if e.status in ("kept", "moved"):
-                splits[e.split] += 1
-            if e.status == "kept" and e.split is None:
-                index_files += 1
-            if e.status == "kept" and e.sample_id and e.reason:
-                kept_notes[e.reason.split(":")[0]] += 1
-            if e.status in ("dropped", "rejected"):
-                reasons[e.reason.split(":")[0]] += 1
-        return {"counts": counts, "splits": splits, "index_files": index_files, "kept_notes": kept_notes,
-                "reasons": reasons}
+        """Every figure the properties give, in one pass over the entries (a build hands it in, taken from its
+        store before the manifest was written, so that the manifest is not read back)."""
+        return _tally((e.status, e.split, e.sample_id, e.reason, e.group) for e in self.entries)
 
     @property
     def counts(self) -> Counter:
@@ -123,6 +112,28 @@ class BuildReport:
             lines.append(f"  {n} kept with a note: {note}")
         lines.extend(f"  warning: {w}" for w in self.warnings)
         return "\n".join(lines)
+
+
+def _tally(entries) -> dict:
+    """``BuildReport``'s figures from ``(status, split, sample_id, reason, group)`` of every manifest entry."""
+    counts, splits, kept_notes, reasons, repairs = Counter(), Counter(), Counter(), Counter(), Counter()
+    repaired_groups = set()
+    index_files = 0
+    for status, split, sample_id, reason, group in entries:
+        counts[status] += 1
+        if status in ("kept", "moved"):
+            splits[split] += 1
+        if status == "kept" and split is None:
+            index_files += 1
+        if status == "kept" and sample_id and reason:
+            kept_notes[reason.split(":")[0]] += 1
+        if status in ("dropped", "rejected"):
+            reasons[reason.split(":")[0]] += 1
+        if status == "dropped" and reason.startswith("leak repair"):
+            repairs[reason] += 1
+            repaired_groups.add(group)
+    return {"counts": counts, "splits": splits, "index_files": index_files, "kept_notes": kept_notes,
+            "reasons": reasons, "repairs": repairs, "repaired_groups": len(repaired_groups)}
 
 
 #: Prefix of a cached reason that marks a file the task does not use (dropped, not rejected).
@@ -250,12 +261,13 @@ def _read_all(task: TaskSpec, builders, caches, manifest: _Manifest, progress: b
     files_seen: list[int] = []
     for owner, (builder, cache) in enumerate(zip(builders, caches)):
         files = builder.list_files()
-        todo = [relpath for relpath in files if cache.lookup(relpath, builder.root / relpath) is None]
+        root = os.fspath(builder.root)
+        todo = _to_validate(files, cache, root)
         fresh = engine.map(_read_parts, builder, todo)
         next_fresh = 0
         try:
             for relpath in tqdm(files, desc=f"reading {builder.source}", unit="file", disable=not progress):
-                path = builder.root / relpath
+                path = os.path.join(root, relpath)
                 mark, counter = store.mark(), [0]
                 error = None
                 if next_fresh < len(todo) and todo[next_fresh] == relpath:
@@ -288,6 +300,20 @@ def _read_all(task: TaskSpec, builders, caches, manifest: _Manifest, progress: b
             manifest.add(ManifestEntry(builder.source, where, "rejected", reason))
         _reject_duplicate_ids(builder, owner, manifest)
     return files_seen
+
+
+def _to_validate(files: list[str], cache: ValidationCache, root: str) -> list[str]:
+    """The files (sorted) that the cache has no valid outcome of: those it never saw, without asking it file by file
+    (its validated paths are walked beside them, in the same order), and those changed since."""
+    known = cache.validated()
+    seen = next(known, None)
+    todo = []
+    for relpath in files:
+        while seen is not None and seen < relpath:
+            seen = next(known, None)
+        if seen != relpath or cache.lookup(relpath, os.path.join(root, relpath)) is None:
+            todo.append(relpath)
+    return todo
 
 
 def _reject_duplicate_ids(builder: SourceBuilder, owner: int, manifest: _Manifest) -> None:
@@ -346,39 +372,39 @@ def _group(task: TaskSpec, builders, caches, store: BuildStore):
     """Phase 3: groups by grouping key, exact duplicates, near duplicates and each source's own links, transitively
     (connected components over key numbers: arrays, not objects, whatever the number of samples). Names each
     valid row's group in the store; returns the duplicate statistics."""
+    def columns(sql: str, params: tuple = ()) -> np.ndarray:  # integer columns of a query, as one array
+        cursor = store.query(sql, params)
+        blocks = [np.array(batch, dtype=np.int64) for batch in iter(lambda: cursor.fetchmany(store.batch), [])]
+        return np.concatenate(blocks) if blocks else np.empty((0, 2), dtype=np.int64)
+
     n_keys = store.number_keys()
-    edges: list[np.ndarray] = []
-    exact_pairs = 0
-    for members in _content_groups(store):
-        ids = np.array([m[0] for m in members], dtype=np.int64)
-        kids = store.kids(ids)
-        exact_pairs += len(members) - 1
-        edges.append(np.stack([np.full(len(kids) - 1, kids[0]), kids[1:]], axis=1))
-    ids, dct, wavelet = store.hashes()
+    # exact duplicates: each copy joined to its content's first row
+    edges: list[np.ndarray] = [columns(
+        "SELECT f.kid, r.kid FROM rows r JOIN (SELECT content_hash, MIN(id) AS first FROM rows WHERE state = 0 AND "
+        "content_hash IS NOT NULL GROUP BY content_hash HAVING COUNT(*) > 1) d ON d.content_hash = r.content_hash "
+        "JOIN rows f ON f.id = d.first WHERE r.state = 0 AND r.id != d.first"
+    )]
+    exact_pairs = len(edges[0])
+    _, dct, wavelet = store.hashes()
     near_only = 0
-    if len(ids):
-        pairs = np.array(near_duplicate_pairs(
-            dct, task.near_duplicate_distance, wavelet, task.near_duplicate_second_distance
-        ), dtype=np.int64).reshape(-1, 2)
-        del dct, wavelet
-        for a, b in pairs.tolist():
-            ha, hb = (store.query("SELECT content_hash FROM rows WHERE id = ?", (int(ids[k]),)).fetchone()[0]
-                      for k in (a, b))
-            near_only += ha != hb
-        if len(pairs):
-            edges.append(np.stack([store.kids(ids[pairs[:, 0]]), store.kids(ids[pairs[:, 1]])], axis=1))
-    del ids
+    if len(dct):  # near duplicates: a forest with their components; the pairs whose content differs counted
+        kid, content = columns("SELECT kid, DENSE_RANK() OVER (ORDER BY content_hash) FROM rows "
+                               "WHERE state = 0 AND dct IS NOT NULL ORDER BY id").T  # as hashes() orders them
+        near = near_duplicate_links(dct, task.near_duplicate_distance, wavelet, task.near_duplicate_second_distance,
+                                    content)
+        del dct, wavelet, content
+        near_only = near.distinct_pairs
+        edges.append(kid[near.edges])
+        del kid, near
     linked = 0
     for owner, (builder, cache) in enumerate(zip(builders, caches)):
         if type(builder).link_samples is SourceBuilder.link_samples:  # no rule of its own: its samples stay on disk
             continue
-        mine = store.query("SELECT relpath, idx, kid FROM rows WHERE owner = ? AND state = 0 ORDER BY id",
-                           (owner,)).fetchall()
-        links = list(builder.link_samples([cache.record(relpath, idx) for relpath, idx, _ in mine]))
+        ids, kids = columns("SELECT id, kid FROM rows WHERE owner = ? AND state = 0 ORDER BY id", (owner,)).T
+        links = np.fromiter(builder.link_samples(CachedSamples(store, cache, ids)), dtype=np.dtype((np.int64, 2)))
         linked += len(links)
-        if links:
-            edges.append(np.array([(mine[a][2], mine[b][2]) for a, b in links], dtype=np.int64))
-    roots = component_roots(n_keys, np.concatenate(edges) if edges else np.empty((0, 2), dtype=np.int64))
+        edges.append(kids[links])
+    roots = component_roots(n_keys, np.concatenate(edges))
     store.set_groups(roots)
     del roots
     largest = store.query(
@@ -469,7 +495,7 @@ def _write_source(builder: SourceBuilder, owner: int, cache: ValidationCache, st
             try:
                 for start in range(shard.start, shard.stop, writer.batch_rows):
                     batch = rows.fetchmany(min(writer.batch_rows, shard.stop - start))
-                    samples = [cache.record(relpath, idx) for relpath, idx, _ in batch]
+                    samples = cache.records_at([(relpath, idx) for relpath, idx, _ in batch])
                     for (_, _, group_id), sample in zip(batch, samples):
                         digest.add(split, group_id, sample)
                     writer.write(encode_columns(samples, [g for _, _, g in batch], builder, features))
@@ -577,9 +603,12 @@ def build_config(
                         f"{old.name!r}, which is not among this build's sources ({', '.join(names)}); pass its "
                         "folder again to keep it"
                     )
+        tally = _tally(store.query("SELECT status, split, sample_id, reason, grp FROM entries "  # manifest order
+                                   "ORDER BY source, source_path, COALESCE(sample_id, ''), id"))
         write_manifest(config_dir, store.manifest())
 
     report = BuildReport(task.name, out_dir, reports, ManifestView(config_dir), duplicates, warnings)
+    report.__dict__["_tally"] = tally  # what its properties would read back from the manifest
     _write_build_info(config_dir, task, report)
     write_readme(out_dir)
     return report
@@ -602,7 +631,7 @@ def _draw_unpublished_tests(builders, store: BuildStore) -> list[str]:
 
 
 def _write_build_info(config_dir: Path, task: TaskSpec, report: BuildReport) -> None:
-    dropped = [e for e in report.entries if e.status == "dropped" and e.reason.startswith("leak repair")]
+    repairs = report._tally["repairs"]
     info = {
         "config": task.name,
         "task": task.name,
@@ -615,9 +644,9 @@ def _write_build_info(config_dir: Path, task: TaskSpec, report: BuildReport) -> 
             f"wavelet within {task.near_duplicate_second_distance} of 64 bits; {NEAR_DUPLICATE_RECALL}"
         ),
         "split_repairs": {
-            "dropped": len(dropped),
-            "groups": len({e.group for e in dropped}),
-            "reasons": dict(Counter(e.reason for e in dropped).most_common(5)),
+            "dropped": sum(repairs.values()),
+            "groups": report._tally["repaired_groups"],
+            "reasons": dict(repairs.most_common(5)),
         },
         "warnings": report.warnings,
         "kept_notes": report.kept_notes,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
+import math
+import os
+import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -19,12 +22,18 @@ __all__ = [
 ]
 
 MIN_IMAGE_SIDE = 8
+#: A file modified less than this long before it was read gets no stamp (``SourceFileRef.mtime_ns``), so its bytes
+#: are hashed again when shards are written: file systems keep mtimes in coarse ticks (Linux: a few ms; FAT: 2 s),
+#: and a rewrite within the same tick would keep the stamp (git's "racy clean" files, the same rule).
+RACY_NS = 2_000_000_000
 NORMAL_SIDE = 64  # every image is hashed at this size, after trimming its flat border
 HASH_SIDE = 32  # imagehash.phash: hash_size 8 x highfreq_factor 4
 #: Bumped when ``perceptual_hashes`` can give other bits (part of the validation cache's version):
 #: "2" = the wavelet half in exact integers (``imagehash.whash``'s bits except where blocks tie at the median);
-#: "3" = an integer box reduction before the Lanczos resize to NORMAL_SIDE (3x cheaper).
-PERCEPTUAL_HASH_VERSION = "3"
+#: "3" = an integer box reduction before the Lanczos resize to NORMAL_SIDE (3x cheaper);
+#: "4" = both Lanczos resizes in numpy with Pillow's fixed-point weights, horizontal pass first, whatever Pillow is
+#: installed (Pillow 13 orders the passes by shape), weights kept per geometry (4x cheaper).
+PERCEPTUAL_HASH_VERSION = "4"
 #: Measured by tests/test_data_grouping.py on ``near_duplicate_copies`` of real images that PyPI packages ship
 #: (pydicom's CT/MR/ultrasound/RGB test files, nibabel's anatomical.nii slices, scikit-learn's and matplotlib's
 #: photographs): the share of copies found at the registry's default distances (10 and 6), against the former
@@ -36,12 +45,15 @@ NEAR_DUPLICATE_RECALL = (
 )
 
 
-def read_image_file(path: Path, relpath: str) -> tuple[SourceFileRef, int, Image.Image]:
-    """Decode ``path`` fully; return its byte reference, a 64-bit perceptual hash and the decoded image.
+def read_image_file(path: str | os.PathLike, relpath: str) -> tuple[SourceFileRef, int, Image.Image]:
+    """Decode ``path`` fully and check it; return its byte reference, its perceptual hashes (see
+    ``perceptual_hashes``) and the decoded image. ``BadSourceFile`` for an empty file, one Pillow cannot decode, an
+    image smaller than ``MIN_IMAGE_SIDE`` a side and an image of one flat value (``is_blank``).
 
-    Opening is not enough: Pillow opens and even ``verify()``-passes a JPEG cut in half; only ``load()`` fails.
-    """
-    data = path.read_bytes()
+    Opening is not enough: Pillow opens and even ``verify()``-passes a JPEG cut in half; only ``load()`` fails."""
+    with open(path, "rb") as handle:
+        mtime_ns = os.fstat(handle.fileno()).st_mtime_ns  # before reading: a later change moves it
+        data = handle.read()
     if not data:
         raise BadSourceFile("empty file (0 bytes)")
     try:
@@ -55,43 +67,124 @@ def read_image_file(path: Path, relpath: str) -> tuple[SourceFileRef, int, Image
         raise BadSourceFile(f"cannot decode image: {type(err).__name__}: {err}") from None
     if min(image.size) < MIN_IMAGE_SIDE:
         raise BadSourceFile(f"image is {image.size[0]}x{image.size[1]} px, smaller than {MIN_IMAGE_SIDE} px a side")
-    ref = SourceFileRef(path=relpath, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
-    return ref, perceptual_hashes(image), image
+    grey = _grey(image)
+    # a reduced grey copy of a flat image is flat: only a flat copy needs the full image's check
+    if grey.min() == grey.max() and is_blank(image):
+        raise BadSourceFile(f"image is one flat value ({image.mode} {image.size[0]}x{image.size[1]})")
+    if time.time_ns() - mtime_ns < RACY_NS:  # written moments ago: a rewrite may yet keep its mtime
+        mtime_ns = None
+    ref = SourceFileRef(path=relpath, sha256=hashlib.sha256(data).hexdigest(), size=len(data), mtime_ns=mtime_ns)
+    return ref, _hashes(_normal(grey)), image
 
 
-#: Grey levels as float32, to find the trim threshold's first level exactly as a float32 array comparison would.
-_LEVELS = np.arange(256, dtype=np.float32)
+#: Pillow's fixed-point precision for 8-bit resampling (``PRECISION_BITS`` in libImaging/Resample.c).
+_PRECISION = 1 << 22
+#: Distinct resampling geometries (input size, box edges, output size) whose weights are kept.
+_WEIGHTS_CACHED = 512
+
+
+def _sinc(x: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = x * np.pi
+        return np.where(x == 0.0, 1.0, np.sin(t) / t)
+
+
+@functools.lru_cache(maxsize=_WEIGHTS_CACHED)
+def _lanczos_weights(in_size: int, start: int, stop: int, out_size: int) -> np.ndarray:
+    """Pillow's Lanczos weights for one axis (``precompute_coeffs`` then ``normalize_coeffs_8bpc``: the same double
+    arithmetic, integers scaled by 2**22), as a dense ``(out_size, in_size)`` float64 matrix (read-only)."""
+    scale = (stop - start) / out_size
+    filterscale = max(scale, 1.0)
+    support = 3.0 * filterscale
+    ksize = int(np.ceil(support)) * 2 + 1
+    center = start + (np.arange(out_size) + 0.5) * scale
+    first = np.maximum(np.trunc(center - support + 0.5), 0).astype(np.int64)
+    count = np.minimum(np.trunc(center + support + 0.5).astype(np.int64), in_size) - first
+    taps = np.arange(ksize)
+    x = ((first[:, None] + taps) - center[:, None] + 0.5) * (1.0 / filterscale)
+    valid = (taps < count[:, None]) & (x >= -3.0) & (x < 3.0)
+    w = np.where(valid, _sinc(x) * _sinc(x / 3), 0.0)
+    total = np.add.accumulate(w, axis=1)[:, -1:]  # summed in order, as the C loop does
+    w = np.where(total != 0.0, w / np.where(total != 0.0, total, 1.0), w)
+    fixed = np.trunc(np.where(w < 0, -0.5 + w * _PRECISION, 0.5 + w * _PRECISION))
+    matrix = np.zeros((out_size, in_size + ksize))
+    rows = np.repeat(np.arange(out_size), ksize)
+    matrix[rows, (first[:, None] + taps).ravel()] = np.where(taps < count[:, None], fixed, 0.0).ravel()
+    matrix = np.ascontiguousarray(matrix[:, :in_size])
+    matrix.flags.writeable = False
+    return matrix
+
+
+def _fixed_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Pillow's ``clip8`` in place: the fixed-point sums (exact integers in float64) shifted down and clipped to
+    0..255 (``np.clip`` costs more than the arithmetic on arrays this small)."""
+    values += _PRECISION // 2
+    values *= 1.0 / _PRECISION  # a power of two: exact
+    np.floor(values, out=values)
+    np.maximum(values, 0.0, out=values)
+    return np.minimum(values, 255.0, out=values)
+
+
+def _lanczos(pixels: np.ndarray, size: tuple[int, int], box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """``Image.resize(size, LANCZOS, box)`` of grey levels (2-D, 0..255) as Pillow's resampler computes it in its
+    fixed-point integers (libImaging/Resample.c, up to Pillow 12 and on its main branch of 2026-08): the horizontal
+    pass, rounded to 8 bits, then the vertical one. Every product and sum is an integer below 2**53, so the float64
+    matrix products are exact. Pillow 13 runs the vertical pass first for some shapes (a level apart here and
+    there): the hash's own arithmetic keeps its bits from following the installed Pillow. Grey levels as float64."""
+    h, w = pixels.shape
+    out_w, out_h = size
+    x0, y0, x1, y1 = box if box is not None else (0, 0, w, h)
+    data = pixels.astype(np.float64, copy=False)
+    if (w, h) == size and (x0, y0, x1, y1) == (0, 0, w, h):
+        return data
+    if out_w != w or x0 or x1 != out_w:
+        data = _fixed_to_uint8(data @ _lanczos_weights(w, x0, x1, out_w).T)
+    if out_h != h or y0 or y1 != out_h:
+        data = _fixed_to_uint8(_lanczos_weights(h, y0, y1, out_h) @ data)
+    return data
+
+
 #: The 8 lowest rows of the unnormalised DCT-II matrix on HASH_SIDE points (scipy.fftpack.dct's type 2): the
 #: 8 x 8 low frequencies of the 32 x 32 DCT as two small products.
 _DCT_LOW = 2.0 * np.cos(np.pi * np.arange(8)[:, None] * (2 * np.arange(HASH_SIDE)[None, :] + 1) / (2 * HASH_SIDE))
+#: Sums over the 8 x 8 blocks of a NORMAL_SIDE image: ``_BLOCKS @ image @ _BLOCKS.T``.
+_BLOCKS = np.kron(np.eye(8), np.ones(NORMAL_SIDE // 8))
 
 
-def _normalised(image: Image.Image) -> Image.Image:
-    """Grey, trimmed to its content (pixels above 10% of the range: a scan's black border goes, so a crop of the
-    border changes nothing), at NORMAL_SIDE x NORMAL_SIDE (so a resized copy hashes alike).
-
-    Cheap by construction: the decoded image is first box-reduced by an integer factor (``Image.reduce``) to
-    between 1 and 2 x NORMAL_SIDE a side, so the Lanczos resize that follows reads at most 2 x 2 pixels per output
-    pixel; the range comes from Pillow's histogram and the trim box from the mask's row and column ``any`` on the
-    reduced image; the resize reads the trim box in place (no cropped copy)."""
+def _grey(image: Image.Image) -> np.ndarray:
+    """The decoded image box-reduced by an integer factor (``Image.reduce``) to between 1 and 2 x NORMAL_SIDE a
+    side, in grey levels (uint8)."""
     factor = min(image.size) // NORMAL_SIDE
     if factor > 1 and image.mode in ("L", "RGB", "RGBA"):
         image = image.reduce(factor)
-    grey = image if image.mode == "L" else image.convert("L")
-    if grey.mode != "L":  # 16-bit and float modes
-        array = np.asarray(grey, dtype=np.float64)
-        span = max(float(np.ptp(array)), 1e-12)
-        grey = Image.fromarray(((array - array.min()) / span * 255).astype(np.uint8))
-    histogram = grey.histogram()
-    present = np.flatnonzero(histogram)
-    lo, hi = float(present[0]), float(present[-1])
-    level = int(np.argmax(_LEVELS > np.float32(lo + 0.1 * (hi - lo))))  # the first level above the threshold
+    return np.asarray(image if image.mode == "L" else image.convert("L"))
+
+
+def _normal(grey: np.ndarray) -> np.ndarray:
+    """``grey`` trimmed to its content (pixels above 10% of the range: a scan's black border goes, so a crop of the
+    border changes nothing), at NORMAL_SIDE x NORMAL_SIDE (so a resized copy hashes alike), as float64 grey levels.
+    The Lanczos resize is Pillow's (``_lanczos``), reading the trim box in place."""
+    lo, hi = int(grey.min()), int(grey.max())
+    # the first grey level above the threshold, as a float32 comparison over the 256 levels finds it (none: 0)
+    level = math.floor(float(np.float32(lo + 0.1 * (hi - lo)))) + 1
+    level = level if level < 256 else 0
     box = None
-    if sum(histogram[level:]) >= 16:
-        mask = np.asarray(grey) >= level
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
-    return grey.resize((NORMAL_SIDE, NORMAL_SIDE), Image.Resampling.LANCZOS, box=box)
+    mask = grey >= level
+    if np.count_nonzero(mask) >= 16:
+        rows, cols = mask.any(axis=1), mask.any(axis=0)
+        top, left = int(rows.argmax()), int(cols.argmax())
+        bottom, right = len(rows) - int(rows[::-1].argmax()), len(cols) - int(cols[::-1].argmax())
+        box = (left, top, right, bottom)
+    return _lanczos(grey, (NORMAL_SIDE, NORMAL_SIDE), box)
+
+
+def _normalised(image: Image.Image) -> Image.Image:
+    """The image every hash is taken of: grey, trimmed to its content, at NORMAL_SIDE x NORMAL_SIDE.
+
+    Cheap by construction: the decoded image is first box-reduced by an integer factor to between 1 and 2 x
+    NORMAL_SIDE a side, so the Lanczos resize that follows reads at most 2 x 2 pixels per output pixel; its weights
+    are computed once per geometry."""
+    return Image.fromarray(_normal(_grey(image)).astype(np.uint8))
 
 
 def _as_int(bits: np.ndarray) -> int:
@@ -116,10 +209,14 @@ def perceptual_hashes(image: Image.Image) -> int:
     sum exceeds the median block sum. Exact integers replace pywt's two transforms; where blocks tie at the
     median, rounding noise no longer decides the bit. Both come from the image already decoded: nothing is
     decoded twice."""
-    normal = _normalised(image)
-    small = np.asarray(normal.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.LANCZOS), dtype=np.float64)
+    return _hashes(_normal(_grey(image)))
+
+
+def _hashes(normal: np.ndarray) -> int:
+    """``perceptual_hashes`` of the normalised image (float64 grey levels, NORMAL_SIDE a side)."""
+    small = _lanczos(normal, (HASH_SIDE, HASH_SIDE))
     dct = _DCT_LOW @ small @ _DCT_LOW.T
-    blocks = np.asarray(normal, dtype=np.int32).reshape(8, NORMAL_SIDE // 8, 8, NORMAL_SIDE // 8).sum(axis=(1, 3))
+    blocks = _BLOCKS @ normal @ _BLOCKS.T  # each 8 x 8 block's sum (exact integers)
     return (_as_int(dct > _median(dct)) << 64) | _as_int(blocks > _median(blocks))
 
 

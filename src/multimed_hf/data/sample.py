@@ -18,6 +18,10 @@ class SourceFileRef:
     path: str  # relative to the source root, POSIX separators
     sha256: str
     size: int
+    #: The file's ``st_mtime_ns`` when its bytes were read (with ``size``, its stamp): the shard writer checks the
+    #: file against it instead of hashing it again. None where the bytes are not the file's own (rendered) or the
+    #: stamp is unknown; then the bytes are hashed. Not part of what the reference names (fingerprints leave it out).
+    mtime_ns: int | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -49,19 +53,23 @@ class RejectedRecord:
     reason: str
 
 
-def _to_json(value, arrays=None):
+def _to_json(value, arrays=None, stamps=True):
     """JSON-able form; ``arrays`` (an ndarray -> JSON object function) keeps every array out of the text (a list
-    of Python floats costs ~30 bytes a value in memory; a view of a side file, its bytes)."""
+    of Python floats costs ~30 bytes a value in memory; a view of a side file, its bytes); ``stamps``: whether a
+    file reference keeps its ``mtime_ns``."""
     if isinstance(value, SourceFileRef):  # asdict's output, without its recursive deep copy (one per file)
-        return {"__file__": {"path": value.path, "sha256": value.sha256, "size": value.size}}
+        ref = {"path": value.path, "sha256": value.sha256, "size": value.size}
+        if stamps and value.mtime_ns is not None:
+            ref["mtime_ns"] = value.mtime_ns
+        return {"__file__": ref}
     if isinstance(value, np.ndarray):
         return arrays(value) if arrays is not None else value.tolist()  # every array, however small
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, dict):
-        return {k: _to_json(v, arrays) for k, v in value.items()}
+        return {k: _to_json(v, arrays, stamps) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_to_json(v, arrays) for v in value]
+        return [_to_json(v, arrays, stamps) for v in value]
     return value
 
 
@@ -84,15 +92,17 @@ def array_digest(array: np.ndarray) -> dict:
                           "sha256": hashlib.sha256(data.tobytes()).hexdigest()}}
 
 
-def sample_to_json(sample: Sample | RejectedRecord, arrays=None) -> dict:
-    """``arrays``: how a large ndarray is written (e.g. saved to a side file, or digested); default: as lists."""
+def sample_to_json(sample: Sample | RejectedRecord, arrays=None, stamps: bool = True) -> dict:
+    """``arrays``: how a large ndarray is written (e.g. saved to a side file, or digested); default: as lists.
+    ``stamps=False`` leaves out file references' ``mtime_ns`` (what names the content, for fingerprints)."""
     if isinstance(sample, RejectedRecord):
         return {"rejected_record": asdict(sample)}
     return {
-        "sample_id": sample.sample_id, "source_path": sample.source_path, "fields": _to_json(sample.fields, arrays),
+        "sample_id": sample.sample_id, "source_path": sample.source_path,
+        "fields": _to_json(sample.fields, arrays, stamps),
         "group_key": sample.group_key, "published_split": sample.published_split,
         "content_hash": sample.content_hash, "perceptual_hash": sample.perceptual_hash,
-        "extra": _to_json(sample.extra, arrays),
+        "extra": _to_json(sample.extra, arrays, stamps),
     }
 
 

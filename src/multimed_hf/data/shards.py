@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
-from datasets import Features
+from datasets import ClassLabel, Features, Value
 from datasets.arrow_writer import ParquetWriter
 from datasets.features.features import cast_to_python_objects, encode_nested_example
 
@@ -40,7 +41,7 @@ class Fingerprint:
             self._digest.update(json.dumps(part, sort_keys=True, default=str).encode())
 
     def add(self, split: str, group_id: str, sample: Sample) -> None:
-        record = sample_to_json(sample, arrays=array_digest)
+        record = sample_to_json(sample, arrays=array_digest, stamps=False)
         record.pop("extra", None)
         self._digest.update(json.dumps([split, group_id, record], sort_keys=True, default=str).encode())
 
@@ -86,10 +87,20 @@ def plan_shards(sizes: Iterable[int], shard_bytes: int = SHARD_BYTES) -> list[ra
 
 
 def _embed(ref: SourceFileRef, builder: SourceBuilder) -> dict:
-    data = builder.read_ref(ref)
-    if hashlib.sha256(data).hexdigest() != ref.sha256:
-        raise BadSourceFile(f"{ref.path}: file changed since it was validated; rebuild to re-validate it")
-    return {"bytes": data, "path": ref.path}
+    """The file's bytes, checked to be the ones validated: against its stamp (size and ``mtime_ns``, taken when it
+    was read; the validation cache trusts the same stamp) where the reference has one and the builder reads
+    references as the files themselves, else against its sha256."""
+    if ref.mtime_ns is not None and type(builder).read_ref is SourceBuilder.read_ref:
+        with open(os.path.join(builder.root, ref.path), "rb") as handle:
+            data = handle.read()
+            stat = os.fstat(handle.fileno())  # after reading: any change since validation has moved it
+        if (stat.st_size, stat.st_mtime_ns) == (ref.size, ref.mtime_ns) and len(data) == ref.size:
+            return {"bytes": data, "path": ref.path}
+    else:
+        data = builder.read_ref(ref)
+        if hashlib.sha256(data).hexdigest() == ref.sha256:
+            return {"bytes": data, "path": ref.path}
+    raise BadSourceFile(f"{ref.path}: file changed since it was validated; rebuild to re-validate it")
 
 
 def _offsets(lengths: list[int]) -> pa.Array:
@@ -132,6 +143,21 @@ def _list_array(values: list, arrow_type: pa.DataType) -> pa.Array | None:
                                     type=arrow_type, mask=mask)
 
 
+def _encoder(feature):
+    """How a column's values are encoded: ``datasets``' ``encode_nested_example`` (after
+    ``cast_to_python_objects``), short-cut where it returns the value as given (a ``str`` for a string ``Value``) or
+    looks it up (a ``ClassLabel``'s name): the same values, without four calls a cell."""
+    def generic(value):
+        return encode_nested_example(feature, cast_to_python_objects(value), level=1)
+
+    if isinstance(feature, Value) and feature.dtype in ("string", "large_string"):
+        return lambda value: value if type(value) is str else generic(value)
+    if isinstance(feature, ClassLabel) and feature.names:
+        index = {name: i for i, name in enumerate(feature.names)}
+        return lambda value: index[value] if type(value) is str and value in index else generic(value)
+    return generic
+
+
 def encode_columns(
     samples: Sequence[Sample], group_ids: Sequence[str], builder: SourceBuilder, features: Features
 ) -> pa.Table:
@@ -157,9 +183,9 @@ def encode_columns(
         array = _list_array(values, arrow_type)
         if array is None:
             # set after encoding: datasets' Image drops the bytes of a {bytes, path} whose path exists from the cwd
+            encode = _encoder(features[name])
             values = [
-                _embed(v, builder) if isinstance(v, SourceFileRef)
-                else None if v is None else encode_nested_example(features[name], cast_to_python_objects(v), level=1)
+                _embed(v, builder) if isinstance(v, SourceFileRef) else None if v is None else encode(v)
                 for v in values
             ]
             array = pa.array(values, type=arrow_type)

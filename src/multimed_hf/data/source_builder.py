@@ -8,10 +8,10 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Iterable, Iterator, Mapping
+from typing import ClassVar, Iterable, Iterator, Mapping, Sequence
 
 from multimed_hf.data.errors import BadSourceFile
-from multimed_hf.data.images import is_blank, read_image_file
+from multimed_hf.data.images import read_image_file
 from multimed_hf.data.sample import RejectedRecord, Sample, SourceFileRef
 from multimed_hf.tasks import SourceSpec, TaskSpec, get_task
 
@@ -110,9 +110,13 @@ class SourceBuilder:
         (e.g. ``("train.csv:row 12", "image train_images/abc.png is missing")``). None by default."""
         return []
 
-    def link_samples(self, samples: list[Sample]) -> Iterable[tuple[int, int]]:
+    def link_samples(self, samples: Sequence[Sample]) -> Iterable[tuple[int, int]]:
         """Pairs of indices (into ``samples``, this source's valid samples) that must share a group beyond
-        their grouping keys, e.g. near-identical protein chains. None by default."""
+        their grouping keys, e.g. near-identical protein chains. None by default.
+
+        ``samples`` is a read-only sequence that loads each sample from the validation cache when it is iterated
+        over or indexed (``data.cached_samples.CachedSamples``): read them once, keeping only what the rule needs
+        (a sequence, an id), so that memory does not grow with what the samples hold."""
         return ()
 
     def canonical(self, column: str, publisher_name: str) -> str:
@@ -176,9 +180,7 @@ class ImageFolderBuilder(SourceBuilder):
         if os.path.splitext(relpath)[1].lower() not in self.image_suffixes:
             raise BadSourceFile(f"stray file: not an image of this layout (expected {', '.join(self.image_suffixes)})")
         info = self.parse_path(relpath)
-        ref, phash, image = read_image_file(self.root / relpath, relpath)
-        if is_blank(image):
-            raise BadSourceFile(f"image is one flat value ({image.mode} {image.size[0]}x{image.size[1]})")
+        ref, phash, _ = read_image_file(os.path.join(self.root, relpath), relpath)  # blank images rejected too
         labels = {column: self.canonical(column, name) for column, name in info.labels.items()}
         fields = {"image": ref, "modality": self.spec().modality, **info.fields, **labels}
         return [Sample(
