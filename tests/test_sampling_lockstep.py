@@ -7,8 +7,7 @@ from collections import Counter
 import pytest
 
 from multimed_hf.training.sampling import SAMPLING_STRATEGIES, SamplingError, TaskBatchSampler, TaskSampling
-
-SIZES = {"a": 100, "b": 20, "c": 5}  # batch size 5: one pass = 20 + 4 + 1 = 25 batches
+from tests.test_training_sampler import SIZES, _task_of  # batch size 5: one pass = 20 + 4 + 1 = 25 batches
 
 
 def _samplers(replicas, strategy="proportional", sizes=SIZES, batch_size=5, lockstep=True, **sampling):
@@ -16,15 +15,6 @@ def _samplers(replicas, strategy="proportional", sizes=SIZES, batch_size=5, lock
     settings = TaskSampling(strategy, lockstep=lockstep, **sampling)
     return [TaskBatchSampler(sizes, settings, batch_size=batch_size, num_replicas=replicas, rank=r, seed=3)
             for r in range(replicas)]
-
-
-def _task_of(index, sizes=SIZES):
-    start = 0
-    for task, n in sizes.items():
-        if start <= index < start + n:
-            return task
-        start += n
-    raise AssertionError(index)
 
 
 @pytest.mark.parametrize("drop_last", [False, True])

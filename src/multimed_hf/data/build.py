@@ -68,11 +68,15 @@ class BuildReport:
     entries: Sequence[ManifestEntry]
     duplicates: dict[str, int]
     warnings: list[str]
+    #: The figures, where the build hands them in (taken from its store before the manifest was written, so that
+    #: the manifest is not read back); else counted from ``entries`` when first asked.
+    tally: dict | None = field(default=None, repr=False, compare=False)
 
     @cached_property
     def _tally(self) -> dict:
-        """Every figure the properties give, in one pass over the entries (a build hands it in, taken from its
-        store before the manifest was written, so that the manifest is not read back)."""
+        """Every figure the properties give, in one pass over the entries."""
+        if self.tally is not None:
+            return self.tally
         return _tally((e.status, e.split, e.sample_id, e.reason, e.group) for e in self.entries)
 
     @property
@@ -333,14 +337,17 @@ def _reject_duplicate_ids(builder: SourceBuilder, owner: int, manifest: _Manifes
     store.update_many("UPDATE rows SET state = 1 WHERE id = ?", ((row_id,) for row_id, _, _ in duplicated))
 
 
-def _content_groups(store: BuildStore, state: str = "state = 0") -> Iterator[list[tuple]]:
+#: Content hashes held by more than one valid row, each with its first row (``content_hash, first``).
+_DUPLICATED_CONTENT = ("(SELECT content_hash, MIN(id) AS first FROM rows WHERE state = 0 AND content_hash IS NOT NULL "
+                       "GROUP BY content_hash HAVING COUNT(*) > 1)")
+
+
+def _content_groups(store: BuildStore) -> Iterator[list[tuple]]:
     """Rows sharing a content hash (exact duplicates), as lists of ``(id, owner, source_path, sample_id, labels)``
     in read order, the groups in the order of their first row."""
     cursor = store.query(
         "SELECT r.content_hash, r.id, r.owner, r.source_path, r.sample_id, r.labels, d.first FROM rows r JOIN "
-        f"(SELECT content_hash, MIN(id) AS first FROM rows WHERE {state} AND content_hash IS NOT NULL "
-        "GROUP BY content_hash HAVING COUNT(*) > 1) d ON d.content_hash = r.content_hash "
-        f"WHERE r.{state} ORDER BY d.first, r.id"
+        f"{_DUPLICATED_CONTENT} d ON d.content_hash = r.content_hash WHERE r.state = 0 ORDER BY d.first, r.id"
     )
     members: list[tuple] = []
     for row in cursor:
@@ -380,16 +387,13 @@ def _group(task: TaskSpec, builders, caches, store: BuildStore):
     n_keys = store.number_keys()
     # exact duplicates: each copy joined to its content's first row
     edges: list[np.ndarray] = [columns(
-        "SELECT f.kid, r.kid FROM rows r JOIN (SELECT content_hash, MIN(id) AS first FROM rows WHERE state = 0 AND "
-        "content_hash IS NOT NULL GROUP BY content_hash HAVING COUNT(*) > 1) d ON d.content_hash = r.content_hash "
+        f"SELECT f.kid, r.kid FROM rows r JOIN {_DUPLICATED_CONTENT} d ON d.content_hash = r.content_hash "
         "JOIN rows f ON f.id = d.first WHERE r.state = 0 AND r.id != d.first"
     )]
     exact_pairs = len(edges[0])
-    _, dct, wavelet = store.hashes()
+    kid, content, dct, wavelet = store.hashes()
     near_only = 0
     if len(dct):  # near duplicates: a forest with their components; the pairs whose content differs counted
-        kid, content = columns("SELECT kid, DENSE_RANK() OVER (ORDER BY content_hash) FROM rows "
-                               "WHERE state = 0 AND dct IS NOT NULL ORDER BY id").T  # as hashes() orders them
         near = near_duplicate_links(dct, task.near_duplicate_distance, wavelet, task.near_duplicate_second_distance,
                                     content)
         del dct, wavelet, content
@@ -607,8 +611,7 @@ def build_config(
                                    "ORDER BY source, source_path, COALESCE(sample_id, ''), id"))
         write_manifest(config_dir, store.manifest())
 
-    report = BuildReport(task.name, out_dir, reports, ManifestView(config_dir), duplicates, warnings)
-    report.__dict__["_tally"] = tally  # what its properties would read back from the manifest
+    report = BuildReport(task.name, out_dir, reports, ManifestView(config_dir), duplicates, warnings, tally)
     _write_build_info(config_dir, task, report)
     write_readme(out_dir)
     return report

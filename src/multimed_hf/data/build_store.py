@@ -139,17 +139,6 @@ class BuildStore:
         self.db.execute("UPDATE keys SET root = kid")
         return self.db.execute("SELECT COUNT(*) FROM keys").fetchone()[0]
 
-    def kids(self, ids: np.ndarray) -> np.ndarray:
-        """The key numbers of the given row ids."""
-        out = np.empty(len(ids), dtype=np.int64)
-        for start in range(0, len(ids), self.batch):
-            chunk = ids[start:start + self.batch].tolist()
-            found = dict(self.db.execute(
-                f"SELECT id, kid FROM rows WHERE id IN ({', '.join('?' * len(chunk))})", chunk
-            ).fetchall())
-            out[start:start + len(chunk)] = [found[i] for i in chunk]
-        return out
-
     def set_groups(self, roots: np.ndarray) -> None:
         """Every key's component (``roots[kid]``: the smallest key number in it) names the group of its rows."""
         moved = np.flatnonzero(roots != np.arange(len(roots)))
@@ -159,20 +148,22 @@ class BuildStore:
                         "WHERE k.kid = rows.kid) WHERE state = 0")
         self.db.execute("CREATE INDEX rows_by_group ON rows (grp, published) WHERE state = 0")
 
-    def hashes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(row ids, dct, wavelet)`` of the valid rows with a perceptual hash, in read order (24 bytes a row)."""
+    def hashes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(key numbers, content ranks, dct, wavelet)`` of the valid rows with a perceptual hash, in read order
+        (32 bytes a row); rows of equal content share a rank (``DENSE_RANK`` over the content hash)."""
         count = self.query("SELECT COUNT(*) FROM rows WHERE state = 0 AND dct IS NOT NULL").fetchone()[0]
-        ids = np.empty(count, dtype=np.int64)
-        halves = np.empty((count, 2), dtype=np.int64)
-        cursor = self.db.execute("SELECT id, dct, wavelet FROM rows WHERE state = 0 AND dct IS NOT NULL ORDER BY id")
+        columns = np.empty((count, 4), dtype=np.int64)
+        cursor = self.db.execute(
+            "SELECT kid, DENSE_RANK() OVER (ORDER BY content_hash), dct, wavelet FROM rows "
+            "WHERE state = 0 AND dct IS NOT NULL ORDER BY id"
+        )
         at = 0
         while batch := cursor.fetchmany(self.batch):
-            block = np.array(batch, dtype=np.int64)
-            ids[at:at + len(block)] = block[:, 0]
-            halves[at:at + len(block)] = block[:, 1:]
-            at += len(block)
-        unsigned = halves.view(np.uint64)
-        return ids, np.ascontiguousarray(unsigned[:, 0]), np.ascontiguousarray(unsigned[:, 1])
+            columns[at:at + len(batch)] = batch
+            at += len(batch)
+        unsigned = columns[:, 2:].view(np.uint64)
+        return (np.ascontiguousarray(columns[:, 0]), np.ascontiguousarray(columns[:, 1]),
+                np.ascontiguousarray(unsigned[:, 0]), np.ascontiguousarray(unsigned[:, 1]))
 
     # -- previous build, manifest ---------------------------------------------------------------------------------
 
