@@ -17,7 +17,7 @@ import copy
 import functools
 import re
 from functools import cached_property
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Callable, Iterable
 
 from multimed_hf.data.errors import IGNORED, IgnoredSourceFile
@@ -43,13 +43,14 @@ _ARCHIVE = re.compile(r"\.(zip|zip\.\d{3}|z\d{2}|tar|tar\.gz|tgz|tar\.bz2|tar\.x
 
 def non_data_reason(relpath: str) -> str | None:
     """Why ``relpath`` is no data of any source, or None."""
-    path = PurePosixPath(relpath)
-    for part in path.parts[:-1]:
-        if part.lower() in _FOLDERS:
-            return _FOLDERS[part.lower()]
-    name = path.name
-    if name.lower() in _NAMES:
-        return _NAMES[name.lower()]
+    *folders, name = relpath.split("/")  # a relative POSIX path (list_files); no Path object per file
+    for part in folders:
+        reason = _FOLDERS.get(part.lower())
+        if reason is not None:
+            return reason
+    reason = _NAMES.get(name.lower())
+    if reason is not None:
+        return reason
     if name.startswith("._"):
         return f"{name} is a macOS AppleDouble resource file, not data"
     if _DOCUMENT.match(name):
