@@ -144,7 +144,8 @@ def test_the_command_line_flag_reaches_the_run_s_sampling():
     assert _sampling(parse_train_args(common)[0]).lockstep is False
 
 
-def test_the_trainer_refuses_lockstep_over_streamed_tasks(tmp_path):
+def test_the_trainer_passes_lockstep_to_streamed_tasks(tmp_path):
+    # streamed lockstep itself: tests/test_streaming_lockstep.py
     from training_tiny import brain_tumor, tiny_model, tiny_processor
     from transformers import TrainingArguments
 
@@ -153,9 +154,9 @@ def test_the_trainer_refuses_lockstep_over_streamed_tasks(tmp_path):
     model = tiny_model(["brain_tumor"])
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, max_steps=1, report_to="none")
     streamed = {"brain_tumor": brain_tumor(4).to_iterable_dataset()}
-    with pytest.raises(SamplingError, match=r"lockstep=True \(--task_lockstep\) with streamed training data"):
-        MultiMedTrainer(model=model, args=args, processor=tiny_processor(), train_datasets=streamed,
-                        sampling=TaskSampling(lockstep=True))
+    trainer = MultiMedTrainer(model=model, args=args, processor=tiny_processor(), train_datasets=streamed,
+                              sampling=TaskSampling(lockstep=True))
+    assert trainer.train_dataset.lockstep is True
     trainer = MultiMedTrainer(model=model, args=args, processor=tiny_processor(), train_datasets=streamed,
                               sampling=TaskSampling())
-    assert trainer.sampling.lockstep is False
+    assert trainer.sampling.lockstep is False and trainer.train_dataset.lockstep is False

@@ -4,6 +4,8 @@ task's batch with row ids."""
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import itertools
 import logging
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -132,6 +134,25 @@ class IterableMultiTaskDataset(IterableDataset):
     pass are disjoint; a batch that reaches the end of a pass is filled from the next one. The stream never ends:
     train with ``max_steps``.
 
+    With ``sampling.lockstep`` (FSDP, ``--task_lockstep``) every process yields the same task at the same batch
+    index, without communication:
+
+    - the tasks come in *cycles* drawn from ``(seed, epoch, cycle)`` only (not the rank, not the DataLoader worker):
+      each cycle holds every task's quota, the batches a process gets of it in one epoch of the map-style lockstep
+      sampler (`TaskBatchSampler.rounds` over the whole splits' sizes and ``world_size``: about
+      ``ceil(n_t / world_size / b_t)`` for proportional), in an order shuffled per cycle (``round_robin``: cycled).
+      A task whose size is unknown (no ``sizes`` entry, no recorded split size) makes every quota 1 (equal weights,
+      logged), as the free stream falls back to equal weights;
+    - DataLoader workers share one sequence: worker ``w`` of ``W`` makes the batches ``w, w + W, ...`` of it, which
+      the DataLoader's round robin puts back in order, so the sequence is the same for any ``num_workers``;
+    - shards of unequal sizes: a task's rows are read in passes that never end (each process restarts its own
+      shard, reshuffled, whenever it runs out), so no process's stream ends before another's; a process with fewer
+      rows re-reads them sooner. A process or worker with *no* rows of a task cannot make its batches: that raises
+      (give every task at least processes x workers shards, or fewer workers);
+    - ``skip_batches(n)`` skips the sequence's first ``n`` batches in every process alike (same tasks after it; the
+      same rows too when ``n`` is a multiple of the workers: the DataLoader restarts at worker 0);
+    - ``set_epoch`` changes every cycle's order, alike in every process (the Trainer calls it on every process).
+
     Args:
         datasets: task -> its streamed rows (with ``sample_id`` and the registry's columns).
         processor: the `MultiMedProcessor` that turns a row into model inputs.
@@ -141,6 +162,7 @@ class IterableMultiTaskDataset(IterableDataset):
             task whose size is unknown makes ``proportional`` / ``temperature`` fall back to equal weights (logged).
         seed: the seed of the stream (``sampling.seed`` wins when set).
         rank: this process's index (the processes' streams differ; their datasets should be sharded per process).
+        world_size: the processes sharing the data (lockstep quotas are per process: the split's size / world_size).
         modalities: task -> the modalities read (default all).
         shuffle_buffer_size: rows held by each task's shuffle buffer (0: no shuffling).
         shuffle_input_shards: shards of a task feeding its buffer at a time (``IterableDataset.shuffle``'s
@@ -150,7 +172,7 @@ class IterableMultiTaskDataset(IterableDataset):
     """
 
     def __init__(self, datasets: Mapping[str, Any], processor, *, sampling=None, batch_size: int = 8,
-                 sizes: Mapping[str, int] | None = None, seed: int = 0, rank: int = 0,
+                 sizes: Mapping[str, int] | None = None, seed: int = 0, rank: int = 0, world_size: int = 1,
                  modalities: Mapping[str, Sequence[str]] | None = None, shuffle_buffer_size: int = 1000,
                  shuffle_input_shards: int = 10, labels: bool = True):
         from multimed_hf.training.sampling import SamplingError, TaskSampling
@@ -166,6 +188,9 @@ class IterableMultiTaskDataset(IterableDataset):
         if unknown:
             raise ValueError(f"IterableMultiTaskDataset: settings name tasks {unknown} that have no dataset; tasks: "
                              f"{list(datasets)}")
+        if world_size < 1:
+            raise ValueError(f"IterableMultiTaskDataset: world_size={world_size}: expected a positive number of "
+                             f"processes")
         if shuffle_buffer_size < 0:
             raise ValueError(f"shuffle_buffer_size={shuffle_buffer_size}: expected 0 (no shuffling) or more rows")
         if shuffle_input_shards < 1:
@@ -178,6 +203,7 @@ class IterableMultiTaskDataset(IterableDataset):
         self.sizes = {t: (sizes or {}).get(t) or streamed_size(d) for t, d in self.datasets.items()}
         self.seed = int(sampling.seed if sampling.seed is not None else seed)
         self.rank = int(rank)
+        self.world_size = int(world_size)
         self.modalities = {t: tuple(m) for t, m in (modalities or {}).items()}
         self.shuffle_buffer_size = int(shuffle_buffer_size)
         self.shuffle_input_shards = int(shuffle_input_shards)
@@ -194,6 +220,28 @@ class IterableMultiTaskDataset(IterableDataset):
                            self.sampling.strategy)
             return {t: 1.0 for t in self.tasks}
         return self.sampling.weights({t: int(n) for t, n in self.sizes.items()})
+
+    @property
+    def lockstep(self) -> bool:
+        """Whether every process yields the same task at the same batch index (``sampling.lockstep``)."""
+        return bool(self.sampling.lockstep)
+
+    def cycle_quotas(self) -> dict[str, int]:
+        """Lockstep: batches of each task in one cycle of the sequence, in every process: its batches per process in
+        one epoch of the map-style lockstep sampler (`TaskBatchSampler.rounds` over the splits' sizes and
+        ``world_size``); all 1 when a task's size is unknown (logged)."""
+        from multimed_hf.training.sampling import TaskBatchSampler
+
+        unknown = [t for t, n in self.sizes.items() if n is None]
+        if unknown:
+            logger.warning("streamed tasks %s record no size: lockstep cycles give every task one batch (equal "
+                           "weights, not %s); give their sizes (streaming_options sizes) for the strategy's quotas",
+                           unknown, self.sampling.strategy)
+            return {t: 1 for t in self.tasks}
+        settings = dataclasses.replace(self.sampling, batch_sizes=self.batch_sizes, lockstep=True, drop_last=False)
+        sampler = TaskBatchSampler({t: int(n) for t, n in self.sizes.items()}, settings, batch_size=1,
+                                   num_replicas=self.world_size, seed=self.seed)
+        return sampler.rounds()
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -225,7 +273,7 @@ class IterableMultiTaskDataset(IterableDataset):
             passes += 1
 
     def _order(self, worker: tuple[int, int]) -> Iterator[str]:
-        """The endless sequence of the batches' tasks."""
+        """The endless sequence of the batches' tasks without lockstep (drawn per process and worker)."""
         if self.sampling.strategy == "round_robin":
             while True:
                 yield from self.tasks
@@ -237,17 +285,84 @@ class IterableMultiTaskDataset(IterableDataset):
             for i in rng.choice(len(self.tasks), size=1024, p=p):
                 yield self.tasks[int(i)]
 
+    def _lockstep_order(self) -> Iterator[str]:
+        """Lockstep: the endless sequence of the batches' tasks, cycle after cycle, alike in every process and
+        worker (drawn from ``(seed, epoch, cycle)``)."""
+        quotas = self.cycle_quotas()
+        for cycle in itertools.count():
+            if self.sampling.strategy == "round_robin":
+                left = dict(quotas)
+                while any(left.values()):
+                    for t in self.tasks:
+                        if left[t]:
+                            left[t] -= 1
+                            yield t
+                continue
+            order = [t for t in self.tasks for _ in range(quotas[t])]
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, cycle]))
+            for i in rng.permutation(len(order)):
+                yield order[int(i)]
+
     def __iter__(self) -> Iterator[list[dict]]:
         info = torch.utils.data.get_worker_info()
         worker = (info.id, info.num_workers) if info is not None else (0, 1)
         skip, self._skip = self._skip, 0
-        skip = len(range(worker[0], skip, worker[1]))  # batches of a DataLoader's workers alternate
         streams = {t: self._rows(t, i) for i, t in enumerate(self.tasks)}
         try:
-            yield from self._batches(streams, worker, skip)
+            if self.lockstep:
+                yield from self._lockstep_batches(streams, worker, skip)
+            else:
+                skip = len(range(worker[0], skip, worker[1]))  # batches of a DataLoader's workers alternate
+                yield from self._batches(streams, worker, skip)
         finally:  # a DataLoader that stops reading closes the task streams (and their readers) now
             for stream in streams.values():
                 stream.close()
+
+    def _take(self, streams: Mapping[str, Iterator], task: str) -> list[dict]:
+        """The task's next batch of rows (fewer when its stream holds none in this process/worker)."""
+        rows = []
+        while len(rows) < self.batch_sizes[task]:
+            row = next(streams[task])
+            if row is None:
+                break
+            rows.append(row)
+        return rows
+
+    def _preprocess(self, rows: Sequence[dict], task: str, counts: dict[str, int]) -> list[dict]:
+        items = []
+        for row in rows:
+            item = self.processor.preprocess(row, task, self.labels, self.modalities.get(task))
+            item[ROW_INDEX] = counts[task]  # position in this process's stream of the task
+            counts[task] += 1
+            items.append(item)
+        return items
+
+    def _lockstep_batches(self, streams: Mapping[str, Iterator], worker: tuple[int, int],
+                          skip: int) -> Iterator[list[dict]]:
+        """Worker ``w`` of ``W``: batches ``w, w + W, ...`` of the shared sequence after its first ``skip``
+        (whose rows, of this worker's share ``g % W == w``, are read and dropped, as the uninterrupted run read
+        them)."""
+        from multimed_hf.training.sampling import SamplingError
+
+        index, workers = worker
+        counts = {t: 0 for t in self.tasks}
+        for position, task in enumerate(self._lockstep_order()):
+            skipped = position < skip
+            if (position if skipped else position - skip) % workers != index:
+                continue
+            rows = self._take(streams, task)
+            if len(rows) < self.batch_sizes[task]:
+                raise SamplingError(
+                    f"lockstep: task {task!r} has no rows in the stream of process {self.rank} (DataLoader worker "
+                    f"{index} of {workers}), so it cannot make its batch at position {position} of the sequence "
+                    f"every process shares; every process and worker must read rows of every task: give the task at "
+                    f"least {self.world_size * workers} shards (processes x workers; split_dataset_by_node gives "
+                    f"a process whole shards when their number divides by the processes, and a DataLoader worker "
+                    f"gets whole shards), or fewer dataloader workers")
+            if skipped:
+                counts[task] += len(rows)
+                continue
+            yield self._preprocess(rows, task, counts)
 
     def _batches(self, streams: Mapping[str, Iterator], worker: tuple[int, int], skip: int) -> Iterator[list[dict]]:
         live = set(self.tasks)
@@ -257,12 +372,7 @@ class IterableMultiTaskDataset(IterableDataset):
                 if not live:
                     return
                 continue
-            rows = []
-            while len(rows) < self.batch_sizes[task]:
-                row = next(streams[task])
-                if row is None:
-                    break
-                rows.append(row)
+            rows = self._take(streams, task)
             if len(rows) < self.batch_sizes[task]:
                 live.discard(task)
                 logger.warning("task %r has no rows in this process's stream (rank %d, worker %d): left out",
@@ -274,13 +384,7 @@ class IterableMultiTaskDataset(IterableDataset):
                 skip -= 1
                 counts[task] += len(rows)
                 continue
-            items = []
-            for row in rows:
-                item = self.processor.preprocess(row, task, self.labels, self.modalities.get(task))
-                item[ROW_INDEX] = counts[task]  # position in this process's stream of the task
-                counts[task] += 1
-                items.append(item)
-            yield items
+            yield self._preprocess(rows, task, counts)
 
 
 class MultiTaskCollator:

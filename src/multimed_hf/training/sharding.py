@@ -84,7 +84,7 @@ def check_fsdp_batches(tasks_modalities: dict[str, tuple[str, ...]], world_size:
     Args:
         tasks_modalities: task -> the modalities its rows may hold.
         world_size: the processes sharing the model (nothing is refused below 2).
-        lockstep: the task batch sampler gives every rank the same task in each step.
+        lockstep: the task batch sampler (or the lockstep stream) gives every rank the same task in each step.
     """
     if world_size < 2:
         return
@@ -92,9 +92,9 @@ def check_fsdp_batches(tasks_modalities: dict[str, tuple[str, ...]], world_size:
         raise FSDPLayoutError(
             f"FSDP over {world_size} processes with several tasks {sorted(tasks_modalities)} without lockstep "
             f"sampling: ranks would train different tasks in one step, so their heads and encoders differ and FSDP's "
-            f"collectives would not match; use map-style (not streamed) training data, whose task batch sampler "
-            f"gives every rank the same task in each step (TaskSampling(lockstep=True), --task_lockstep), or train "
-            f"several tasks with DDP")
+            f"collectives would not match; turn lockstep sampling on (TaskSampling(lockstep=True), --task_lockstep; "
+            f"the trainer does so under FSDP, streamed data too), which gives every rank the same task in each step, "
+            f"or train several tasks with DDP")
     for task, modalities in tasks_modalities.items():
         if len(modalities) > 1:
             raise FSDPLayoutError(

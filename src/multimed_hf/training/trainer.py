@@ -26,7 +26,7 @@ from multimed_hf.training.data import (
 )
 from multimed_hf.training.loss_weighting import LossWeighting, get_loss_weighting
 from multimed_hf.training.predictions import PER_ROW_METRIC_COLUMNS, TaskPredictions, stack_rows
-from multimed_hf.training.sampling import SamplingError, TaskBatchSampler, TaskSampling
+from multimed_hf.training.sampling import TaskBatchSampler, TaskSampling
 
 __all__ = ["MultiMedTrainer", "TaskPredictions", "LOSS_WEIGHTING_NAME", "modality_param_groups"]
 
@@ -124,9 +124,9 @@ class MultiMedTrainer(Trainer):
     model; a model sharded by FSDP2 under its own class). It sets ``remove_unused_columns=False`` and, unless given,
     ``ddp_find_unused_parameters=True``: ranks train different tasks and rows lack modalities, so some parameters get
     no gradient in a step. FSDP (``--fsdp``) needs every rank to run the same modules in a step: with several tasks
-    the trainer turns on lockstep sampling (`TaskSampling.lockstep`: every rank trains the same task in each step),
-    and it refuses a task whose rows may lack one of its modalities, and several streamed tasks
-    (`training.sharding.check_fsdp_batches`).
+    the trainer turns on lockstep sampling (`TaskSampling.lockstep`: every rank trains the same task in each step,
+    streamed data too: `IterableMultiTaskDataset`), and it refuses a task whose rows may lack one of its
+    modalities (`training.sharding.check_fsdp_batches`).
 
     Args:
         model: a `MultiMedModel` (or a PEFT model over one).
@@ -183,10 +183,6 @@ class MultiMedTrainer(Trainer):
             raise TypeError("eval_datasets: streamed (Iterable) datasets cannot be evaluated row by row across "
                             "processes; give datasets.Dataset evaluation splits (training.loading.materialize)")
         streamed = bool(train_datasets) and any(is_streamed(d) for d in train_datasets.values())
-        if streamed and self.sampling.lockstep:
-            raise SamplingError("TaskSampling.lockstep=True (--task_lockstep) with streamed training data: each "
-                                "process draws its stream's tasks on its own, so lockstep cannot hold; use map-style "
-                                "data (datasets.Dataset, no --streaming) or leave lockstep off")
         if streamed:
             train_dataset = self._streamed_train_dataset(train_datasets, processor, args)
         else:
@@ -208,8 +204,10 @@ class MultiMedTrainer(Trainer):
         if self.is_fsdp_enabled and train_datasets:
             from multimed_hf.training.sharding import check_fsdp_batches
 
-            if len(train_datasets) > 1 and not streamed and not self.sampling.lockstep:
+            if len(train_datasets) > 1 and not self.sampling.lockstep:
                 self.sampling = dataclasses.replace(self.sampling, lockstep=True)
+                if streamed:  # the stream reads its sampling when iterated
+                    self.train_dataset.sampling = self.sampling
                 logger.info("FSDP with %d tasks: lockstep task sampling on (every process trains the same task in "
                             "each step)", len(train_datasets))
             check_fsdp_batches({t: self.modalities.get(t, tuple(heads[t]["modalities"])) for t in train_datasets},
@@ -229,7 +227,7 @@ class MultiMedTrainer(Trainer):
         return IterableMultiTaskDataset(
             datasets, processor, sampling=self.sampling, batch_size=args.train_batch_size,
             seed=args.data_seed if args.data_seed is not None else args.seed, rank=args.process_index,
-            modalities=self._subset(datasets), **self.streaming_options)
+            world_size=max(1, args.world_size), modalities=self._subset(datasets), **self.streaming_options)
 
     # ------------------------------------------------------------------ training data
     def get_train_dataloader(self) -> DataLoader:
