@@ -23,17 +23,23 @@ def _check_values(modality: str, inputs: dict, num_genes: int) -> None:
 
 class ExpressionEncoder(nn.Module):
     """scBERT-style attention model: the panel's genes cut into chunks of `patch_size`, one token per chunk (a linear
-    map of its values plus a learned per-chunk gene-identity embedding), a [CLS] token, transformer blocks."""
+    map of its values plus a learned per-chunk gene-identity embedding), a [CLS] token, transformer blocks. In
+    training only, ``input_dropout`` zeroes gene values (dropout events) and ``input_noise`` adds Gaussian noise of
+    that standard deviation to them."""
 
     # Parameters outside standard layers, for MultiMedPreTrainedModel._init_weights.
     extra_parameters = {"cls_token": "normal", "gene_embeddings": "normal"}
 
     def __init__(self, num_genes: int = 2000, patch_size: int = 16, hidden_size: int = 128, num_layers: int = 2,
                  num_heads: int = 4, intermediate_size: int | None = None, dropout: float = 0.1,
-                 attn_implementation: str | None = "sdpa", input_dropout: float = 0.0):
+                 attn_implementation: str | None = "sdpa", input_dropout: float = 0.0, input_noise: float = 0.0):
         super().__init__()
+        if input_noise < 0:
+            raise ValueError(f"input_noise={input_noise}: expected the standard deviation of the Gaussian noise "
+                             f"added to the expression values in training (>= 0)")
         self.num_genes, self.patch_size = num_genes, patch_size
         self.input_dropout = nn.Dropout(input_dropout)  # drops gene values in training (dropout-event augmentation)
+        self.input_noise = float(input_noise)  # std of Gaussian noise added to the values in training
         self.num_tokens = math.ceil(num_genes / patch_size)
         self.value_embed = nn.Linear(patch_size, hidden_size)
         self.gene_embeddings = nn.Parameter(torch.zeros(1, self.num_tokens, hidden_size))
@@ -51,7 +57,10 @@ class ExpressionEncoder(nn.Module):
     def forward(self, values: torch.Tensor):
         n = values.shape[0]
         pad = self.num_tokens * self.patch_size - self.num_genes
-        x = F.pad(self.input_dropout(values), (0, pad)).view(n, self.num_tokens, self.patch_size)
+        values = self.input_dropout(values)
+        if self.training and self.input_noise > 0:
+            values = values + self.input_noise * torch.randn_like(values)
+        x = F.pad(values, (0, pad)).view(n, self.num_tokens, self.patch_size)
         x = self.value_embed(x) + self.gene_embeddings
         x = torch.cat([self.cls_token.expand(n, -1, -1), x], dim=1)
         for layer in self.layers:
