@@ -192,6 +192,33 @@ def test_evaluating_the_checkpoint_gives_the_runs_numbers(cell_run, data_dir, tm
                                   b.sort_values("sample_id").reset_index(drop=True))
 
 
+def test_max_train_samples_caps_the_streamed_sizes_the_sampler_weighs(data_dir, tmp_path, monkeypatch):
+    from multimed_hf.training import run
+    from multimed_hf.training.data import streamed_size
+    from multimed_hf.training.loading import load_task_data
+
+    streamed = {t: s["train"] for t, s in load_task_data(data_dir, ["brain_tumor", "cell_type"], splits=("train",),
+                                                             streaming=True).items()}
+    recorded = {t: streamed_size(ds) for t, ds in streamed.items()}
+    assert min(recorded.values()) > 4
+    # each process keeps the first N rows of its own shard: N x processes rows at most, never above the split
+    assert run._capped_stream_sizes(streamed, 2, 1) == {t: 2 for t in streamed}
+    assert run._capped_stream_sizes(streamed, 2, 2) == {t: 4 for t in streamed}
+    assert run._capped_stream_sizes(streamed, 10 ** 6, 2) == recorded
+    trainers = []
+
+    def spy(*args, **kwargs):
+        trainers.append(build(*args, **kwargs))
+        return trainers[-1]
+
+    build = run.build_trainer
+    monkeypatch.setattr(run, "build_trainer", spy)
+    train_model(data=str(data_dir), tasks=["brain_tumor", "cell_type"], family="multimodal_multitask",
+                encoders="small", streaming=True, output_dir=str(tmp_path), max_train_samples=3,
+                **{**QUICK, "max_steps": 2})
+    assert trainers[0].train_dataset.sizes == {"brain_tumor": 3, "cell_type": 3}  # not the recorded splits
+
+
 def test_streamed_evaluation_gives_the_local_numbers(cell_run, data_dir, tmp_path):
     streamed = evaluate_checkpoint(str(cell_run.output_dir), str(data_dir), ["test"], output_dir=tmp_path,
                                    bootstrap_samples=0, streaming=True)

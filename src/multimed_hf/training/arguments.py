@@ -99,7 +99,8 @@ class MultiMedArguments:
     task_batch_sizes: str | None = field(default=None, metadata={
         "help": 'per-task train batch sizes as JSON, e.g. \'{"cell_type": 256}\''})
     loss_weighting: str = field(default="static", metadata={"help": "static | uncertainty"})
-    max_train_samples: int | None = field(default=None, metadata={"help": "keep the first N training rows per task"})
+    max_train_samples: int | None = field(default=None, metadata={
+        "help": "keep the first N training rows per task (with --streaming: per process, of its own shard)"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "keep the first N evaluation rows per task"})
     eval_splits: list[str] = field(default_factory=lambda: ["validation", "test"], metadata={
         "help": "splits evaluated after training (metrics and predictions)", "nargs": "+"})

@@ -107,6 +107,16 @@ def _head(datasets: Mapping[str, Any], n: int | None):
             for t, ds in datasets.items()}
 
 
+def _capped_stream_sizes(train: Mapping[str, Any], max_train_samples: int, world_size: int) -> dict[str, int]:
+    """Sizes of streamed training splits cut by ``--max_train_samples``: each process keeps the first N rows of its
+    own shard (``take`` after ``split_dataset_by_node``), so a split counts at most N x processes rows; the task
+    sampler's weights and lockstep quotas follow these, not the whole splits' recorded sizes."""
+    from multimed_hf.training.data import streamed_size
+
+    cap = int(max_train_samples) * max(1, int(world_size))
+    return {t: min(streamed_size(ds) or cap, cap) for t, ds in train.items()}
+
+
 def _sampling(args: MultiMedArguments):
     """Task sampling of the run; its seed is the Trainer's (``data_seed``, else ``seed``)."""
     from multimed_hf.training.sampling import TaskSampling
@@ -352,6 +362,9 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
         trainer_extra = dict(trainer_class=AlignmentTrainer, pairs=pairs, pair_task=args.align_pairs or "pmc_pairs",
                              pair_projections=prepared.projections, temperature=settings.temperature,
                              pair_weight=settings.pair_weight)
+    if args.streaming and args.max_train_samples is not None:
+        trainer_extra["streaming_options"] = {"sizes": _capped_stream_sizes(train, args.max_train_samples,
+                                                                            training_args.world_size)}
     trainer = build_trainer(assembly.model, training_args, assembly.processor, train_datasets=train,
                             eval_datasets=evaluation or None, modalities=assembly.modalities,
                             sampling=_sampling(args), loss_weighting=loss_weighting,
