@@ -202,3 +202,32 @@ def test_report_says_how_the_numbers_were_made(tmp_path):
     assert "runs: 1 trained (1 failed)" in settings
     assert "unimodal: encoders small, max_steps 1, learning rate 5e-05" in settings
     assert "> **" not in text  # not synthetic data: no smoke banner
+
+
+def test_report_sets_the_logistic_regression_beside_cell_type(tmp_path):
+    from benchmarks.pbmc68k_vs_logistic import build_pbmc68k
+    from multimed_hf.training.baselines import logistic_regression_baseline
+
+    data = build_pbmc68k(tmp_path / "pbmc")  # scanpy's real pbmc68k_reduced cells alone
+    _, paths = run_benchmark(data, ["cell_type"], ["unimodal"], [0, 1], tmp_path / "report",
+                             _training_args(tmp_path), train_fn=FakeTrain(), progress=False)
+    settings = paths.markdown.read_text().split("## Data and settings")[1]
+    base = logistic_regression_baseline(data, "cell_type")
+    assert (f"cell_type: scikit-learn logistic regression (C=1) on the same {base.n_train} training rows and "
+            f"{base.num_features} genes: test accuracy {base.accuracy:.2%} on {base.n_test} rows; ours: unimodal "
+            f"55.00% (mean of 2)") in " ".join(settings.split())  # FakeTrain: 0.5 and 0.6 at seeds 0 and 1
+    # fitted and scored on the rows the runs had (--max_train_samples / --max_eval_samples: the first N)
+    _, paths = run_benchmark(data, ["cell_type"], ["unimodal"], [0], tmp_path / "capped", _training_args(tmp_path),
+                             run_options={"max_train_samples": 100, "max_eval_samples": 50}, train_fn=FakeTrain(),
+                             progress=False)
+    capped = " ".join(paths.markdown.read_text().split())
+    assert f"on the same 100 training rows and {base.num_features} genes: test accuracy" in capped
+    assert "on 50 rows; ours: unimodal 50.00% (mean of 1)" in capped
+    # no data to fit it on: said, and the table is written all the same
+    _, paths = run_benchmark(tmp_path / "no-data", ["cell_type"], ["unimodal"], [0], tmp_path / "report2",
+                             _training_args(tmp_path), train_fn=FakeTrain(), progress=False)
+    assert "cell_type: logistic regression baseline not fitted:" in paths.markdown.read_text()
+    # a benchmark without cell_type: no baseline line
+    _, paths = run_benchmark(tmp_path / "no-data", ["brain_tumor"], ["unimodal"], [0], tmp_path / "report3",
+                             _training_args(tmp_path), train_fn=FakeTrain(), progress=False)
+    assert "logistic regression" not in paths.markdown.read_text()

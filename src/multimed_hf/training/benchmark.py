@@ -151,6 +151,46 @@ def _settings(runs: Sequence[_Run], records: Sequence[Mapping], training_args, e
     return lines
 
 
+#: Tasks the report sets a classical baseline beside: a logistic regression on the same rows and gene panel.
+BASELINE_TASKS = ("cell_type",)
+
+
+def _baseline_lines(data, tasks: Sequence[str], records: Sequence[Mapping], *, max_train_samples: int | None = None,
+                    max_eval_samples: int | None = None) -> list[str]:
+    """For each of ``BASELINE_TASKS`` benchmarked: scikit-learn's logistic regression fitted on the task's training
+    rows and gene panel (``training.baselines``; the first ``max_train_samples`` rows and scored on the first
+    ``max_eval_samples`` test rows, as the runs were), its test accuracy beside each family's mean over seeds; a line
+    saying why where it could not be fitted (the table is written either way)."""
+    from multimed_hf.training.assembly import assemble
+    from multimed_hf.training.baselines import logistic_regression_baseline
+    from multimed_hf.training.loading import load_task_data
+    from multimed_hf.training.run import _head  # the runs' own cap: the first N rows
+
+    lines = []
+    for task in (t for t in BASELINE_TASKS if t in tasks):
+        try:
+            full = load_task_data(data, [task], splits=("train", "test"))[task]
+            # the gene panel and scaling from the whole training split, as a run assembles them before its cap
+            processor = assemble(data, [task], encoders="small", build_model=False,
+                                 datasets={task: dict(full)}).processor
+            capped = {"train": _head({task: full["train"]}, max_train_samples)[task],
+                      "test": _head({task: full["test"]}, max_eval_samples)[task]}
+            base = logistic_regression_baseline(data, task, processor=processor, datasets=capped)
+        except Exception as err:  # noqa: BLE001  (a baseline that cannot be fitted must not cost the table)
+            lines.append(f"{task}: logistic regression baseline not fitted: {_error_text(err)}")
+            continue
+        ours: dict[str, list[float]] = {}
+        for r in records:
+            if (r.get("task"), r.get("metric"), r.get("split", "test")) == (task, "accuracy", "test") \
+                    and r.get("value") is not None and not r.get("error"):
+                ours.setdefault(str(r["family"]), []).append(float(r["value"]))
+        beside = "; ".join(f"{family} {sum(v) / len(v):.2%} (mean of {len(v)})" for family, v in ours.items())
+        lines.append(f"{task}: scikit-learn logistic regression (C=1) on the same {base.n_train} training rows and "
+                     f"{base.num_features} genes: test accuracy {base.accuracy:.2%} on {base.n_test} rows; ours: "
+                     f"{beside or 'no finished run'}")
+    return lines
+
+
 def _records_of(result, run: _Run) -> list[dict]:
     records = getattr(result, "records", None)
     if records is None:
@@ -224,7 +264,9 @@ def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str
     if note is None:
         note = data_note(data, tasks)
     banner, *details = (note or "").splitlines() or [""]  # an empty banner: no smoke label, the details still go
-    note = "\n".join([banner, *details, *_settings(runs, records, training_args, encoders, output_dir)])
+    note = "\n".join([banner, *details, *_settings(runs, records, training_args, encoders, output_dir),
+                      *_baseline_lines(data, tasks, records, max_train_samples=options.get("max_train_samples"),
+                                       max_eval_samples=options.get("max_eval_samples"))])
     paths = write_table1(records, output_dir, note=note, families=families, tasks=tasks, notes=notes)
     return records, paths
 
