@@ -204,7 +204,7 @@ def test_report_says_how_the_numbers_were_made(tmp_path):
     assert "> **" not in text  # not synthetic data: no smoke banner
 
 
-def test_report_sets_the_logistic_regression_beside_cell_type(tmp_path):
+def test_report_sets_the_logistic_regression_beside_cell_type(tmp_path, monkeypatch):
     from benchmarks.pbmc68k_vs_logistic import build_pbmc68k
     from multimed_hf.training.baselines import logistic_regression_baseline
 
@@ -223,6 +223,14 @@ def test_report_sets_the_logistic_regression_beside_cell_type(tmp_path):
     capped = " ".join(paths.markdown.read_text().split())
     assert f"on the same 100 training rows and {base.num_features} genes: test accuracy" in capped
     assert "on 50 rows; ours: unimodal 50.00% (mean of 1)" in capped
+    # too many training rows, or streamed data: not fitted, and said
+    monkeypatch.setattr(benchmark, "BASELINE_MAX_ROWS", 99)
+    _, paths = run_benchmark(data, ["cell_type"], ["unimodal"], [0], tmp_path / "large", _training_args(tmp_path),
+                             run_options={"max_train_samples": 100}, train_fn=FakeTrain(), progress=False)
+    assert "not fitted: 100 training rows, above its limit of 99" in paths.markdown.read_text()
+    lines = benchmark._baseline_lines(data, ["cell_type"], [], streaming=True)
+    assert lines == ["cell_type: logistic regression baseline not fitted: the data is streamed (the baseline reads "
+                     "the training split whole)"]
     # no data to fit it on: said, and the table is written all the same
     _, paths = run_benchmark(tmp_path / "no-data", ["cell_type"], ["unimodal"], [0], tmp_path / "report2",
                              _training_args(tmp_path), train_fn=FakeTrain(), progress=False)

@@ -153,14 +153,18 @@ def _settings(runs: Sequence[_Run], records: Sequence[Mapping], training_args, e
 
 #: Tasks the report sets a classical baseline beside: a logistic regression on the same rows and gene panel.
 BASELINE_TASKS = ("cell_type",)
+#: Training rows above which the baseline is not fitted (it holds them as one dense matrix: 100,000 cells x 2,000
+#: genes is 0.8 GB); ``--max_train_samples`` brings a larger split under it.
+BASELINE_MAX_ROWS = 100_000
 
 
 def _baseline_lines(data, tasks: Sequence[str], records: Sequence[Mapping], *, max_train_samples: int | None = None,
-                    max_eval_samples: int | None = None) -> list[str]:
+                    max_eval_samples: int | None = None, streaming: bool = False) -> list[str]:
     """For each of ``BASELINE_TASKS`` benchmarked: scikit-learn's logistic regression fitted on the task's training
     rows and gene panel (``training.baselines``; the first ``max_train_samples`` rows and scored on the first
     ``max_eval_samples`` test rows, as the runs were), its test accuracy beside each family's mean over seeds; a line
-    saying why where it could not be fitted (the table is written either way)."""
+    saying why where it is not fitted (streamed data, more than ``BASELINE_MAX_ROWS`` training rows, an error; the
+    table is written either way)."""
     from multimed_hf.training.assembly import assemble
     from multimed_hf.training.baselines import logistic_regression_baseline
     from multimed_hf.training.loading import load_task_data
@@ -168,6 +172,10 @@ def _baseline_lines(data, tasks: Sequence[str], records: Sequence[Mapping], *, m
 
     lines = []
     for task in (t for t in BASELINE_TASKS if t in tasks):
+        if streaming:
+            lines.append(f"{task}: logistic regression baseline not fitted: the data is streamed (the baseline "
+                         f"reads the training split whole)")
+            continue
         try:
             full = load_task_data(data, [task], splits=("train", "test"))[task]
             # the gene panel and scaling from the whole training split, as a run assembles them before its cap
@@ -175,6 +183,10 @@ def _baseline_lines(data, tasks: Sequence[str], records: Sequence[Mapping], *, m
                                  datasets={task: dict(full)}).processor
             capped = {"train": _head({task: full["train"]}, max_train_samples)[task],
                       "test": _head({task: full["test"]}, max_eval_samples)[task]}
+            if len(capped["train"]) > BASELINE_MAX_ROWS:
+                lines.append(f"{task}: logistic regression baseline not fitted: {len(capped['train']):,} training "
+                             f"rows, above its limit of {BASELINE_MAX_ROWS:,} (--max_train_samples lowers them)")
+                continue
             base = logistic_regression_baseline(data, task, processor=processor, datasets=capped)
         except Exception as err:  # noqa: BLE001  (a baseline that cannot be fitted must not cost the table)
             lines.append(f"{task}: logistic regression baseline not fitted: {_error_text(err)}")
@@ -266,7 +278,8 @@ def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str
     banner, *details = (note or "").splitlines() or [""]  # an empty banner: no smoke label, the details still go
     note = "\n".join([banner, *details, *_settings(runs, records, training_args, encoders, output_dir),
                       *_baseline_lines(data, tasks, records, max_train_samples=options.get("max_train_samples"),
-                                       max_eval_samples=options.get("max_eval_samples"))])
+                                       max_eval_samples=options.get("max_eval_samples"),
+                                       streaming=bool(options.get("streaming")))])
     paths = write_table1(records, output_dir, note=note, families=families, tasks=tasks, notes=notes)
     return records, paths
 
