@@ -288,20 +288,13 @@ class IterableMultiTaskDataset(IterableDataset):
     def _lockstep_order(self) -> Iterator[str]:
         """Lockstep: the endless sequence of the batches' tasks, cycle after cycle, alike in every process and
         worker (drawn from ``(seed, epoch, cycle)``)."""
+        from multimed_hf.training.sampling import round_order
+
         quotas = self.cycle_quotas()
+        quotas = {t: quotas[t] for t in self.tasks}  # in the tasks' order: round_robin cycles it
         for cycle in itertools.count():
-            if self.sampling.strategy == "round_robin":
-                left = dict(quotas)
-                while any(left.values()):
-                    for t in self.tasks:
-                        if left[t]:
-                            left[t] -= 1
-                            yield t
-                continue
-            order = [t for t in self.tasks for _ in range(quotas[t])]
             rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, cycle]))
-            for i in rng.permutation(len(order)):
-                yield order[int(i)]
+            yield from round_order(quotas, self.sampling.strategy, rng)
 
     def __iter__(self) -> Iterator[list[dict]]:
         info = torch.utils.data.get_worker_info()

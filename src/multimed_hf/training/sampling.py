@@ -10,7 +10,7 @@ from typing import Iterator, Mapping
 import numpy as np
 from torch.utils.data import Sampler
 
-__all__ = ["SAMPLING_STRATEGIES", "SamplingError", "TaskSampling", "TaskBatchSampler"]
+__all__ = ["SAMPLING_STRATEGIES", "SamplingError", "TaskSampling", "TaskBatchSampler", "round_order"]
 
 #: How batches are shared out between tasks (see `TaskSampling`).
 SAMPLING_STRATEGIES = ("proportional", "temperature", "uniform", "round_robin")
@@ -94,6 +94,21 @@ class TaskSampling:
             return {t: 1.0 for t in sizes}
         power = 1.0 if self.strategy == "proportional" else 1.0 / self.temperature
         return {t: float(min(n, cap)) ** power for t, n in sizes.items()}
+
+
+def round_order(rounds: Mapping[str, int], strategy: str, rng: np.random.Generator) -> list[str]:
+    """The task of each round, ``rounds[t]`` of task ``t``: shuffled with ``rng``, or for ``round_robin`` cycled
+    over the tasks in their order (``rng`` unused)."""
+    if strategy == "round_robin":
+        order, left = [], dict(rounds)
+        while any(left.values()):
+            for t in rounds:
+                if left[t]:
+                    order.append(t)
+                    left[t] -= 1
+        return order
+    order = [t for t, n in rounds.items() for _ in range(n)]
+    return [order[i] for i in rng.permutation(len(order))]
 
 
 def _quotas(weights: Mapping[str, float], total: int) -> dict[str, int]:
@@ -195,16 +210,7 @@ class TaskBatchSampler(Sampler[list[int]]):
         rounds = self.rounds()
         per_task = {t: self._task_batches(t, rounds[t] * self.round_size, np.random.default_rng(streams[i + 1]))
                     for i, t in enumerate(tasks)}
-        if self.sampling.strategy == "round_robin":
-            order, left = [], dict(rounds)
-            while any(left.values()):
-                for t in tasks:
-                    if left[t]:
-                        order.append(t)
-                        left[t] -= 1
-        else:
-            order = [t for t in tasks for _ in range(rounds[t])]
-            order = [order[i] for i in np.random.default_rng(streams[0]).permutation(len(order))]
+        order = round_order({t: rounds[t] for t in tasks}, self.sampling.strategy, np.random.default_rng(streams[0]))
         taken = {t: 0 for t in tasks}
         schedule = []
         for t in order:  # one round: round_size batches of task t
