@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from benchmarks.pbmc68k_vs_logistic import parse_settings
+from benchmarks.pbmc68k_vs_logistic import parse_settings, seed_interval
 from multimed_hf.encoders_expression import ExpressionEncoder
 from multimed_hf.training.arguments import (
     TRAINING_DEFAULTS,
@@ -88,3 +88,12 @@ def test_benchmark_settings_parse_as_json_values():
     assert parse_settings([]) == {}
     with pytest.raises(ValueError, match="expected KEY=VALUE"):
         parse_settings(["weight_decay"])
+
+
+def test_seed_interval_is_the_student_t_interval_of_the_mean_difference():
+    # three seeds' differences: mean 0.01, sd 0.02, t(0.975, 2 df) = 4.3027
+    low, high = seed_interval([0.01, 0.03, -0.01])
+    half = 4.302653 * 0.02 / 3 ** 0.5
+    assert low == pytest.approx(0.01 - half, abs=1e-6) and high == pytest.approx(0.01 + half, abs=1e-6)
+    narrow = seed_interval([0.01, 0.03, -0.01] * 4)  # more seeds of the same spread: a narrower interval
+    assert narrow[1] - narrow[0] < high - low
