@@ -1,6 +1,7 @@
 """The benchmark loop (training/benchmark.py): planning, per-run folders and seeds, failures recorded, the report."""
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
@@ -119,17 +120,27 @@ def test_finished_runs_are_reused_when_asked(tmp_path):
 def test_arguments_take_each_family_defaults_unless_given():
     argv = ["--data", "d", "--tasks", "brain_tumor", "--families", "domain_specific", "unimodal",
             "--seeds", "3", "--encoders", "hub", "--output_dir", "rep", "--max_train_samples", "8"]
-    bench, run_args, per_family = _parse(argv)
+    bench, run_args, per_run = _parse(argv)
     assert bench.seeds == [3] and bench.families == ["domain_specific", "unimodal"]
-    assert run_args.max_train_samples == 8
+    assert run_args.max_train_samples == 8 and per_run.output_dir == Path("rep")
     from multimed_hf.training.arguments import training_defaults
+    from multimed_hf.training.families import RunPlan
 
-    for family, targs in per_family.items():
-        assert targs.learning_rate == training_defaults(family, "hub")["learning_rate"]
+    def plan(family, task, modality):
+        return RunPlan(f"{task}-{modality}", family, (task,), {task: (modality,)})
+
+    plans = [plan("domain_specific", "brain_tumor", "mri"), plan("unimodal", "brain_tumor", "mri"),
+             plan("unimodal", "cell_type", "scrna")]
+    for p in plans:
+        targs = per_run(p)
+        assert targs.learning_rate == training_defaults(p.family, "hub", p.read_modalities)["learning_rate"]
         assert targs.output_dir == "rep"
-    assert per_family["domain_specific"].learning_rate != per_family["unimodal"].learning_rate
-    _, _, given = _parse([*argv, "--learning_rate", "0.02"])
-    assert {t.learning_rate for t in given.values()} == {0.02}
+    assert per_run(plans[0]).learning_rate != per_run(plans[1]).learning_rate
+    # a hub run reading only a modality without pretrained weights (scRNA-seq) trains as from scratch
+    assert per_run(plans[2]).num_train_epochs == per_run(plans[0]).num_train_epochs
+    assert per_run(plans[2]).num_train_epochs != per_run(plans[1]).num_train_epochs
+    _, _, given = _parse([*argv, "--learning_rate", "0.02", "--num_train_epochs", "2"])
+    assert {(given(p).learning_rate, given(p).num_train_epochs) for p in plans} == {(0.02, 2)}
     with pytest.raises(BenchmarkError, match="--family picks one run"):
         _parse([*argv, "--family", "unimodal"])
 
@@ -239,3 +250,16 @@ def test_report_sets_the_logistic_regression_beside_cell_type(tmp_path, monkeypa
     _, paths = run_benchmark(tmp_path / "no-data", ["brain_tumor"], ["unimodal"], [0], tmp_path / "report3",
                              _training_args(tmp_path), train_fn=FakeTrain(), progress=False)
     assert "logistic regression" not in paths.markdown.read_text()
+
+
+def test_each_run_gets_the_defaults_of_the_modalities_it_reads(tmp_path):
+    """Under `--encoders hub`, brain_tumor's MRI has pretrained weights (fine-tuning defaults) while cell_type's
+    scRNA-seq encoder is random-init (from-scratch defaults): one family, two settings, each run its own."""
+    fake = FakeTrain()
+    _, paths = run_benchmark(tmp_path / "no-data", ["brain_tumor", "cell_type"], ["unimodal"], [0],
+                             tmp_path / "report", encoders="hub", train_fn=fake, progress=False)
+    got = {args.plan: (targs.num_train_epochs, targs.learning_rate) for args, targs in fake.calls}
+    assert got == {"brain_tumor-mri": (5, 1e-4), "cell_type-scrna": (40, 1e-3)}
+    settings = paths.markdown.read_text().split("## Data and settings")[1]
+    assert "unimodal: encoders hub, 5 epochs, learning rate 0.0001, batch 32 (brain_tumor-mri)" in settings
+    assert "unimodal: encoders hub, 40 epochs, learning rate 0.001, batch 32 (cell_type-scrna)" in settings

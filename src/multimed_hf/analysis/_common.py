@@ -69,11 +69,11 @@ class AnalysisRun:
 def parse_analysis_args(argv: Sequence[str] | None, options_cls, *, single_task: bool = False,
                         prog: str | None = None):
     """``(MultiMedArguments, options, TrainingArguments)`` from the command line, parsed like ``multimed train``
-    (every ``TrainingArguments`` flag; unset ones take ``training_defaults(family, encoders)``); ``--task T`` is
+    (every ``TrainingArguments`` flag; unset ones take ``training_defaults(family, encoders, modalities)``); ``--task T`` is
     accepted for ``--tasks T``. A single ``.json`` argument holds all of them. ``prog``: the usage line's command."""
     from transformers import HfArgumentParser, TrainingArguments
 
-    from multimed_hf.training.arguments import MultiMedArguments, training_defaults
+    from multimed_hf.training.arguments import MultiMedArguments, task_modalities, training_defaults
 
     argv = list(sys.argv[1:] if argv is None else argv)
     argv = ["--tasks" if a == "--task" else a for a in argv]
@@ -82,11 +82,12 @@ def parse_analysis_args(argv: Sequence[str] | None, options_cls, *, single_task:
         given = json.loads(Path(argv[0]).read_text())
         if "task" in given:
             given["tasks"] = [given.pop("task")]
-        defaults = training_defaults(given.get("family", "unimodal"), given.get("encoders", "hub"))
+        defaults = training_defaults(given.get("family", "unimodal"), given.get("encoders", "hub"),
+                                     task_modalities(given.get("tasks")))
         parsed = parser.parse_dict({**defaults, **given})
     else:
         probe, _ = parser.parse_known_args(argv)
-        parser.set_defaults(**training_defaults(probe.family, probe.encoders))
+        parser.set_defaults(**training_defaults(probe.family, probe.encoders, task_modalities(probe.tasks)))
         parsed = parser.parse_args_into_dataclasses(argv)
     args = parsed[0]
     if single_task and len(args.tasks) != 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections import Counter
@@ -24,6 +25,7 @@ from multimed_hf.training.loading import column_values, load_task_data, read_gen
 __all__ = [
     "Assembly",
     "AssemblyError",
+    "HubLoadError",
     "assemble",
     "assemble_processor",
     "expression_processor_from_data",
@@ -31,6 +33,7 @@ __all__ = [
     "regression_statistics",
     "fit_vocabularies",
     "select_rows",
+    "loading_from_hub",
 ]
 
 logger = logging.getLogger(__name__)
@@ -43,6 +46,28 @@ COUNTS_TARGET_SUM = 1e4
 
 class AssemblyError(ValueError):
     """Data and encoders that cannot be put together into a trainable model."""
+
+
+class HubLoadError(AssemblyError):
+    """A Hub encoder, tokenizer or image processor that could not be fetched (no internet, not cached, a typo)."""
+
+
+#: What to do when a Hub encoder cannot be fetched.
+HUB_ENCODER_ADVICE = ("`--encoders hub` (the default) fetches the paper's pretrained encoders: run where "
+                      "huggingface.co is reachable, fetch them beforehand into the cache this run reads (`hf download "
+                      "ID`; HF_HOME), or train offline with `--encoders small`")
+
+
+@contextlib.contextmanager
+def loading_from_hub(what: str, source: str, advice: str = HUB_ENCODER_ADVICE):
+    """Turn the ``OSError`` of a failed ``from_pretrained(source)`` into a ``HubLoadError`` that names what was
+    loaded, transformers' reason and ``advice``."""
+    try:
+        yield
+    except OSError as err:
+        reason = str(err).strip().splitlines()[0].rstrip(".") if str(err).strip() else type(err).__name__
+        raise HubLoadError(f"{what} {source!r} could not be loaded from the Hub or the local cache: {reason}. "
+                           f"{advice}") from err
 
 
 @dataclass
@@ -249,15 +274,18 @@ def _image_processor(source: str | None, size: int):
 
     from multimed_hf.processors.image import ImageProcessor, default_image_processor
 
-    inner = AutoImageProcessor.from_pretrained(source) if source else default_image_processor(size)
-    return ImageProcessor(inner)
+    if not source:
+        return ImageProcessor(default_image_processor(size))
+    with loading_from_hub("the image processor of", source):
+        return ImageProcessor(AutoImageProcessor.from_pretrained(source))
 
 
 def _tokenizer(source: str | None, modality: str, train_texts):
     if source:
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(source)
+        with loading_from_hub(f"the {modality} tokenizer of", source):
+            return AutoTokenizer.from_pretrained(source)
     if modality == "text":
         return small_text_tokenizer(train_texts)
     return None  # the processor's own (k-mers / ESM-2 alphabet)
@@ -422,7 +450,13 @@ def assemble(data: str | Path, tasks: Sequence[str], *, encoders: str = "small",
     if build_model:
         from multimed_hf.modeling_multimed import MultiMedModel
 
-        model = MultiMedModel.from_encoders_pretrained(config) if choice.pretrained else MultiMedModel(config)
+        if choice.pretrained:
+            ids = ", ".join(sorted({str(spec.get("pretrained")) for spec in choice.specs.values()
+                                    if isinstance(spec, Mapping) and spec.get("pretrained")}))
+            with loading_from_hub("the pretrained encoder weights of", ids):
+                model = MultiMedModel.from_encoders_pretrained(config)
+        else:
+            model = MultiMedModel(config)
     notes += [f"{column}: regression target standardised with training mean {m:.4g}, std {s:.4g}"
               for column, (m, s) in stats.items()]
     if shard:  # the same processor and model on every process; each trains on its own shard of the training rows

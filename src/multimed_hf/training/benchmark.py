@@ -127,13 +127,16 @@ def _plan_grid(data, tasks, families, seeds, output_dir: Path):
     return runs, failed, notes
 
 
-def _training_args_for(training_args, family: str, output_dir: Path, encoders: str):
+def _training_args_for(training_args, plan: RunPlan, output_dir: Path, encoders: str):
     if training_args is None:
         from multimed_hf.training.arguments import make_training_arguments
 
-        return make_training_arguments(output_dir, family=family, encoders=encoders)
+        return make_training_arguments(output_dir, family=plan.family, encoders=encoders,
+                                       modalities=plan.read_modalities)
     if isinstance(training_args, Mapping):
-        return training_args[family]
+        return training_args[plan.family]
+    if callable(training_args):
+        return training_args(plan)
     return training_args
 
 
@@ -143,11 +146,16 @@ def _settings(runs: Sequence[_Run], records: Sequence[Mapping], training_args, e
     failed = {(r.get("family"), r.get("run"), r.get("seed")) for r in records if r.get("error")}
     lines = [f"runs: {len(runs)} trained ({len(failed)} failed), each in {output_dir}/runs/<family>/<plan>/seed<k>"]
     for family in dict.fromkeys(run.plan.family for run in runs):
-        plan = next(run.plan for run in runs if run.plan.family == family)
-        args = _training_args_for(training_args, family, Path("."), encoders)
-        length = f"max_steps {args.max_steps}" if args.max_steps > 0 else f"{args.num_train_epochs:g} epochs"
-        lines.append(f"{family}: encoders {plan.encoders_for(encoders)}, {length}, learning rate "
-                     f"{args.learning_rate:g}, batch {args.per_device_train_batch_size}")
+        settings: dict[str, list[str]] = {}  # one line per distinct setting; its plans named where several differ
+        plans = {run.plan.name: run.plan for run in runs if run.plan.family == family}
+        for plan in plans.values():
+            args = _training_args_for(training_args, plan, Path("."), encoders)
+            length = f"max_steps {args.max_steps}" if args.max_steps > 0 else f"{args.num_train_epochs:g} epochs"
+            setting = (f"encoders {plan.encoders_for(encoders)}, {length}, learning rate {args.learning_rate:g}, "
+                       f"batch {args.per_device_train_batch_size}")
+            settings.setdefault(setting, []).append(plan.name)
+        for setting, names in settings.items():
+            lines.append(f"{family}: {setting}" + (f" ({', '.join(names)})" if len(settings) > 1 else ""))
     return lines
 
 
@@ -223,9 +231,10 @@ def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str
     ``training.run.train_model``); its long metric records get ``family``, ``seed`` and ``run`` (the plan's name). A
     run that raises records its error in its cells (``report.failure_records``; the traceback in its folder's
     ``error.txt``) and the loop goes on. What a run prints goes to its folder's ``stdout.txt``. ``training_args``:
-    one ``TrainingArguments`` for every family, a mapping family -> ``TrainingArguments``, or None (our defaults per
-    family and encoders). ``reuse_finished_runs`` keeps a run whose folder holds ``metrics_long.json`` (a benchmark
-    stopped halfway goes on where it stopped). ``note`` defaults to ``data_note(data, tasks)``. Returns the records
+    one ``TrainingArguments`` for every run, a mapping family -> ``TrainingArguments``, a callable plan ->
+    ``TrainingArguments``, or None (our defaults per family, encoders and the plan's modalities).
+    ``reuse_finished_runs`` keeps a run whose folder holds ``metrics_long.json`` (a benchmark stopped halfway goes on
+    where it stopped). ``note`` defaults to ``data_note(data, tasks)``. Returns the records
     and the report's paths."""
     from tqdm.auto import tqdm
 
@@ -260,7 +269,7 @@ def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str
         try:
             args = MultiMedArguments(data=str(data), tasks=list(run.plan.tasks), family=run.plan.family,
                                      encoders=encoders, plan=run.plan.name, **options)
-            base = _training_args_for(training_args, run.plan.family, run.output_dir, encoders)
+            base = _training_args_for(training_args, run.plan, run.output_dir, encoders)
             run.output_dir.mkdir(parents=True, exist_ok=True)
             for stale in (done, run.output_dir / ERROR_FILE):  # an earlier attempt's results must not outlive it
                 stale.unlink(missing_ok=True)
@@ -287,7 +296,7 @@ def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str
 def _parse(argv: Sequence[str], prog: str = "multimed benchmark"):
     from transformers import HfArgumentParser, TrainingArguments
 
-    from multimed_hf.training.arguments import MultiMedArguments, check_variant_flags, training_defaults
+    from multimed_hf.training.arguments import MultiMedArguments, check_variant_flags
 
     given = [a for a in argv if a.split("=")[0] in _SINGLE_RUN_FLAGS]
     if given:
@@ -296,27 +305,45 @@ def _parse(argv: Sequence[str], prog: str = "multimed benchmark"):
     parser = HfArgumentParser((BenchmarkArguments, MultiMedArguments, TrainingArguments), prog=prog)
     if len(argv) == 1 and argv[0].endswith(".json"):
         raise BenchmarkError("multimed benchmark: pass flags, not a JSON file (its defaults depend on each family)")
-    bench, run_args, _ = parser.parse_args_into_dataclasses(list(argv))
+    bench, run_args, first = parser.parse_args_into_dataclasses(list(argv))
     check_variant_flags(run_args, bench.families)
-    # each family gets our defaults for it (the flags given still override them), as `multimed train` does
-    per_family = {}
-    for family in bench.families:
-        parser.set_defaults(**training_defaults(family, run_args.encoders))
-        per_family[family] = parser.parse_args_into_dataclasses(list(argv))[2]
-    return bench, run_args, per_family
+    return bench, run_args, _PerRunArguments(parser, list(argv), run_args.encoders, Path(first.output_dir))
+
+
+@dataclass
+class _PerRunArguments:
+    """A run's ``TrainingArguments``: our defaults for its family, encoders and modalities
+    (``training_defaults``), under the flags given, as ``multimed train`` parses them; one parse per distinct set
+    of defaults."""
+
+    parser: Any
+    argv: list[str]
+    encoders: str
+    output_dir: Path
+    parsed: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, plan: RunPlan):
+        from multimed_hf.training.arguments import training_defaults
+
+        defaults = training_defaults(plan.family, self.encoders, plan.read_modalities)
+        key = json.dumps(defaults, sort_keys=True, default=str)
+        if key not in self.parsed:
+            self.parser.set_defaults(**defaults)
+            self.parsed[key] = self.parser.parse_args_into_dataclasses(list(self.argv))[2]
+        return self.parsed[key]
 
 
 def benchmark_main(argv: Sequence[str] | None = None) -> int:
     """``multimed benchmark --data DIR --tasks all|T ... --families ... --seeds 0 1 2 --output_dir REPORT
     [every multimed train / TrainingArguments flag]``: runs the grid, writes the report, prints the table."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    bench, run_args, per_family = _parse(argv)
+    bench, run_args, training_args_for = _parse(argv)
     tasks = built_tasks(run_args.data) if run_args.tasks == ["all"] else run_args.tasks
     skip = {f.name for f in dataclasses.fields(run_args)} & {"data", "tasks", "family", "encoders", "plan",
                                                               "list_plans"}
     options = {f.name: getattr(run_args, f.name) for f in dataclasses.fields(run_args) if f.name not in skip}
-    output_dir = Path(next(iter(per_family.values())).output_dir)
-    records, paths = run_benchmark(run_args.data, tasks, bench.families, bench.seeds, output_dir, per_family,
+    output_dir = training_args_for.output_dir
+    records, paths = run_benchmark(run_args.data, tasks, bench.families, bench.seeds, output_dir, training_args_for,
                                    encoders=run_args.encoders, run_options=options,
                                    reuse_finished_runs=bench.reuse_finished_runs, note=bench.note)
     print(paths.markdown.read_text())

@@ -97,6 +97,11 @@ class RunPlan:
         """The encoder preset this run uses when the user asked for ``requested``."""
         return self.encoders or requested
 
+    @property
+    def read_modalities(self) -> tuple[str, ...]:
+        """Every modality the model reads, over its tasks, first seen first."""
+        return tuple(dict.fromkeys(m for mods in self.modalities.values() for m in mods))
+
     def to_dict(self) -> dict:
         return {"name": self.name, "family": self.family, "tasks": list(self.tasks),
                 "modalities": {t: list(m) for t, m in self.modalities.items()},

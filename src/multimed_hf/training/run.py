@@ -14,6 +14,7 @@ from multimed_hf.training.arguments import (
     make_training_arguments,
     parse_evaluate_args,
     parse_train_args,
+    task_modalities,
 )
 from multimed_hf.training.families import FamilyError, RunPlan, plan_runs, unplanned
 from multimed_hf.training.outputs import (
@@ -63,7 +64,8 @@ def _split_overrides(overrides: Mapping[str, Any]) -> tuple[dict, dict]:
             {k: v for k, v in overrides.items() if k not in ours})
 
 
-def _resolve(args: MultiMedArguments | None, training_args, overrides: Mapping[str, Any]):
+def _resolve(args: MultiMedArguments | None, training_args, overrides: Mapping[str, Any],
+             plan: RunPlan | None = None):
     ours, theirs = _split_overrides(overrides)
     if args is None:
         args = MultiMedArguments(**ours)
@@ -73,7 +75,9 @@ def _resolve(args: MultiMedArguments | None, training_args, overrides: Mapping[s
         output_dir = theirs.pop("output_dir", None)
         if output_dir is None:
             raise RunError("train_model: give output_dir= (or training_args=TrainingArguments(output_dir=...))")
-        training_args = make_training_arguments(output_dir, family=args.family, encoders=args.encoders, **theirs)
+        modalities = plan.read_modalities if plan is not None else task_modalities(args.tasks)
+        training_args = make_training_arguments(output_dir, family=args.family, encoders=args.encoders,
+                                                modalities=modalities, **theirs)
     elif theirs:
         training_args = dataclasses.replace(training_args, **theirs)
     return args, training_args
@@ -258,7 +262,7 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
     Call with the parsed dataclasses, or with keywords: fields of ``MultiMedArguments`` (``data``, ``tasks``,
     ``family``, ``encoders``, ...) and of ``TrainingArguments`` (``output_dir``, ``max_steps``, ``seed``, ...), e.g.
     ``train_model(data="multimed", tasks=["cell_type"], family="unimodal", encoders="small", output_dir="out")``;
-    unset training arguments take ``training_defaults(family, encoders)``.
+    unset training arguments take ``training_defaults(family, encoders, modalities)`` (the plan's, else the tasks').
 
     ``plan`` trains that plan (default: ``choose_plan(args)``); ``datasets`` gives ``{task: {split: Dataset}}``
     instead of loading ``args.data`` (a federated client's partition, an analysis' subset); ``callbacks`` go to the
@@ -287,7 +291,7 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
     from multimed_hf.training.encoder_presets import describe
     from multimed_hf.training.loading import dataset_fingerprints, materialize
 
-    args, training_args = _resolve(args, training_args, overrides)
+    args, training_args = _resolve(args, training_args, overrides, plan)
     if args.streaming and training_args.max_steps <= 0:
         raise RunError("--streaming: a streamed training set has no length, so epochs cannot be counted; give "
                        "--max_steps N")
@@ -461,8 +465,15 @@ def evaluate_checkpoint(checkpoint: str, data: str, splits: Sequence[str] = ("te
         training_args = TrainingArguments(output_dir=str(output_dir), per_device_eval_batch_size=64,
                                           remove_unused_columns=False, report_to="none")
     output_dir = Path(training_args.output_dir)
-    model = MultiMedModel.from_pretrained(checkpoint)
-    processor = MultiMedProcessor.from_pretrained(checkpoint)
+    from multimed_hf.training.assembly import loading_from_hub
+
+    if str(checkpoint).startswith(("/", ".", "~")) and not Path(checkpoint).expanduser().exists():
+        raise RunError(f"checkpoint {str(checkpoint)!r}: no such folder")
+    with loading_from_hub("the checkpoint", str(checkpoint),
+                          "Give a folder written by `multimed train` (its model, config and processor files), or a "
+                          "Hub model id reachable from here or fetched beforehand (`hf download ID`; HF_HOME)"):
+        model = MultiMedModel.from_pretrained(checkpoint)
+        processor = MultiMedProcessor.from_pretrained(checkpoint)
     tasks = list(tasks or model.config.heads)
     unknown = [t for t in tasks if t not in model.config.heads]
     if unknown:
