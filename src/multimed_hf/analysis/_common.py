@@ -69,8 +69,9 @@ class AnalysisRun:
 def parse_analysis_args(argv: Sequence[str] | None, options_cls, *, single_task: bool = False,
                         prog: str | None = None):
     """``(MultiMedArguments, options, TrainingArguments)`` from the command line, parsed like ``multimed train``
-    (every ``TrainingArguments`` flag; unset ones take ``training_defaults(family, encoders, modalities)``); ``--task T`` is
-    accepted for ``--tasks T``. A single ``.json`` argument holds all of them. ``prog``: the usage line's command."""
+    (every ``TrainingArguments`` flag; unset ones take ``training_defaults(family, encoders, modalities)``);
+    ``--task T`` is accepted for ``--tasks T``. A single ``.json`` argument holds all of them. ``prog``: the usage
+    line's command."""
     from transformers import HfArgumentParser, TrainingArguments
 
     from multimed_hf.training.arguments import MultiMedArguments, task_modalities, training_defaults
