@@ -69,3 +69,14 @@ def test_analysis_commands_parse_the_same_defaults(tmp_path):
     _, _, args = parse_analysis_args(["--data", str(tmp_path), "--task", "cell_type", "--output_dir", str(tmp_path)],
                                      AttributionOptions)
     assert (args.num_train_epochs, args.learning_rate) == (FROM_SCRATCH, 1e-3)
+
+
+def test_pinned_memory_only_where_an_accelerator_is(tmp_path):
+    import torch
+
+    assert training_defaults()["dataloader_pin_memory"] is torch.accelerator.is_available()
+    _, args = parse_train_args(["--data", str(tmp_path), "--tasks", "cell_type", "--output_dir", str(tmp_path)])
+    assert args.dataloader_pin_memory is torch.accelerator.is_available()
+    _, args = parse_train_args(["--data", str(tmp_path), "--tasks", "cell_type", "--output_dir", str(tmp_path),
+                                "--dataloader_pin_memory", "true"])
+    assert args.dataloader_pin_memory is True  # a flag still wins

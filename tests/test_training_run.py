@@ -322,3 +322,17 @@ def test_the_default_hub_preset_learns_cell_types_on_real_cells(pbmc_dir, tmp_pa
     info = json.loads((tmp_path / "run_info.json").read_text())
     assert info["arguments"]["encoders"] == "hub"
     assert run.metrics["test_cell_type_accuracy"] > 0.6
+
+
+def test_a_cpu_run_does_not_warn_about_pinned_memory(data_dir, tmp_path):
+    import warnings
+
+    import torch
+
+    if torch.accelerator.is_available():
+        pytest.skip("an accelerator is present: pinned memory is wanted")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train_model(data=str(data_dir), tasks=["brain_tumor"], family="unimodal", encoders="small",
+                    output_dir=str(tmp_path), **QUICK)
+    assert not [w for w in caught if "pin_memory" in str(w.message)]

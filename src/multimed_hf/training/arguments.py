@@ -91,7 +91,16 @@ def training_defaults(family: str = "unimodal", encoders: str = "hub",
                       modalities: Sequence[str] | None = None) -> dict[str, Any]:
     """Our ``TrainingArguments`` defaults for a family, encoder preset and the modalities the run reads
     (``training_preset``)."""
-    return {**TRAINING_DEFAULTS, **ENCODER_TRAINING_DEFAULTS.get(training_preset(family, encoders, modalities), {})}
+    preset = ENCODER_TRAINING_DEFAULTS.get(training_preset(family, encoders, modalities), {})
+    return {**TRAINING_DEFAULTS, **preset, "dataloader_pin_memory": _has_accelerator()}
+
+
+def _has_accelerator() -> bool:
+    """Pinned host memory only helps copies to an accelerator; on a CPU-only machine torch warns about it at every
+    DataLoader the Trainer makes, so our defaults ask for it only where there is one."""
+    import torch
+
+    return bool(torch.accelerator.is_available())
 
 
 @dataclass
