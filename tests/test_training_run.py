@@ -334,5 +334,8 @@ def test_a_cpu_run_does_not_warn_about_pinned_memory(data_dir, tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         train_model(data=str(data_dir), tasks=["brain_tumor"], family="unimodal", encoders="small",
-                    output_dir=str(tmp_path), **QUICK)
+                    output_dir=str(tmp_path / "run"), **QUICK)
+        evaluate_checkpoint(str(tmp_path / "run"), data_dir, output_dir=str(tmp_path / "evaluated"),
+                            bootstrap_samples=0)
+    assert (tmp_path / "evaluated" / "all_results.json").is_file()
     assert not [w for w in caught if "pin_memory" in str(w.message)]

@@ -362,7 +362,7 @@ def parse_evaluate_args(argv: Sequence[str] | None = None, *, prog: str = "multi
         argv = ["--checkpoint", argv[0], *argv[1:]]
     parser = _parser(EvaluateArguments, prog)
     parser.set_defaults(per_device_eval_batch_size=TRAINING_DEFAULTS["per_device_eval_batch_size"],
-                        remove_unused_columns=False, report_to="none")
+                        remove_unused_columns=False, report_to="none", dataloader_pin_memory=_has_accelerator())
     if len(argv) == 1 and argv[0].endswith(".json"):
         return parser.parse_json_file(argv[0])
     return parser.parse_args_into_dataclasses(argv)
