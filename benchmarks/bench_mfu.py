@@ -1,0 +1,216 @@
+"""Model FLOPs utilisation (MFU) of ViT-B/16 training in bf16 through our stack, without and with the real loader.
+
+Two measurements, each printed as images/s, achieved TFLOP/s and MFU against the device's peak:
+
+1. model: ``MultiMedModel`` (a brain_tumor head over a ViT-B/16 encoder, random init from its config: nothing is
+   downloaded) in a bare loop: forward, backward and an AdamW step under bf16 autocast on one batch already on the
+   device. What the model itself can reach.
+2. trainer + real loader: ``train_model`` (``MultiMedTrainer``, ``--bf16``) on a built brain_tumor-layout config of
+   generated JPEGs, read through load_dataset -> processor -> DataLoader with N workers -> collate, the same model.
+   What a user gets. Its ratio to 1 is what the Trainer and the loader cost; a loader that cannot keep up shows as
+   a low ratio.
+
+FLOPs per image come from torch's ``FlopCounterMode`` over one forward and backward (matrix products,
+convolutions, attention): the usual model FLOPs, nothing recomputed counted. The peak is ``--peak-tflops``; by
+default the dense bf16 peak of an H100 / H200 (989.4 TFLOP/s, SXM) where the device's name says so, else none and
+no MFU is printed. The issue's goal: MFU >= 40% on an H100 (about 3,750 images/s for ViT-B/16 at 224 px).
+
+    python benchmarks/bench_mfu.py                                   # the GPU machine
+    python benchmarks/bench_mfu.py --tiny --device cpu               # the script itself, in seconds (tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+__all__ = ["main", "flops_per_image", "peak_tflops"]
+
+#: Dense bf16 peaks (TFLOP/s) by a word of the device name: H100 and H200 SXM (the H100 PCIe is lower: pass
+#: --peak-tflops 756).
+PEAKS = {"H100": 989.4, "H200": 989.4}
+TINY = {"hidden": 64, "layers": 2, "heads": 2, "image_size": 32, "patch": 8, "batch": 8, "steps": 4, "warmup": 2,
+        "images": 48, "source_size": 40, "workers": 0}
+
+
+def peak_tflops(device: torch.device, given: float | None) -> float | None:
+    """``given``, else the table's peak for a CUDA device whose name holds one of ``PEAKS``' words, else None."""
+    if given is not None:
+        return given
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for word, peak in PEAKS.items() if word in name), None)
+
+
+def vit_config(args):
+    from transformers import AutoConfig
+
+    return AutoConfig.for_model("vit", hidden_size=args.hidden, num_hidden_layers=args.layers,
+                                num_attention_heads=args.heads, intermediate_size=4 * args.hidden,
+                                image_size=args.image_size, patch_size=args.patch)
+
+
+def build_model(args):
+    from multimed_hf.configuration_multimed import MultiMedConfig
+    from multimed_hf.modeling_multimed import MultiMedModel
+
+    torch.manual_seed(0)
+    config = MultiMedConfig.from_tasks(["brain_tumor"], encoders={"mri": vit_config(args)}, hidden_size=args.hidden)
+    return MultiMedModel(config)
+
+
+def _step_inputs(args, device):
+    pixels = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device)
+    return {"task": "brain_tumor", "inputs": {"mri": {"pixel_values": pixels}},
+            "presence": {"mri": torch.ones(args.batch, dtype=torch.bool, device=device)},
+            "labels": {"tumor": torch.randint(0, 4, (args.batch,), device=device)}}
+
+
+def _autocast(device, bf16: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def flops_per_image(model, args, device, bf16: bool) -> float:
+    """Model FLOPs of one training step (forward + backward) per image, counted by torch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    batch = _step_inputs(args, device)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        with _autocast(device, bf16):
+            loss = model(**batch).loss
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / args.batch
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_model(model, args, device, bf16: bool) -> float:
+    """Images/s of the bare loop: median step time after warm-up."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    batch = _step_inputs(args, device)
+    times = []
+    for step in range(args.warmup + args.steps):
+        _sync(device)
+        start = time.perf_counter()
+        with _autocast(device, bf16):
+            loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        _sync(device)
+        if step >= args.warmup:
+            times.append(time.perf_counter() - start)
+    return args.batch / statistics.median(times)
+
+
+def build_images(args, root: Path) -> Path:
+    """A brain_tumor-layout config of ``args.images`` generated JPEGs (``args.source_size`` px), built."""
+    from dataset_scripts.sample_sources.brain_tumor_mri import make_brain_tumor_mri
+    from multimed_hf.api import build_dataset
+
+    per_class = max(2, args.images // 4)
+    source = make_brain_tumor_mri(root / "src", train_per_class=per_class - max(1, per_class // 5),
+                                  test_per_class=max(1, per_class // 5), size=args.source_size, bad_files=False)
+    build_dataset("brain_tumor", [source], root / "multimed", progress=False, num_proc=max(1, args.workers))
+    return root / "multimed"
+
+
+def time_trainer(args, device, data: Path, work: Path, bf16: bool) -> float:
+    """Images/s of ``train_model`` on the built config: step-end stamps after warm-up."""
+    from transformers import TrainerCallback
+
+    from multimed_hf.training.run import train_model
+
+    class Clock(TrainerCallback):
+        def __init__(self):
+            self.stamps = []
+
+        def on_step_end(self, *_, **__):
+            _sync(device)
+            self.stamps.append(time.perf_counter())
+
+    spec = work / "encoders.json"
+    spec.write_text(json.dumps({"encoders": {"mri": {"kind": "auto", "config": vit_config(args).to_dict()}},
+                                "hidden_size": args.hidden}))
+    clock = Clock()
+    train_model(data=str(data), tasks=["brain_tumor"], family="unimodal", encoders=str(spec),
+                output_dir=str(work / "run"), max_steps=args.warmup + args.steps,
+                per_device_train_batch_size=args.batch, bf16=bf16, use_cpu=device.type == "cpu",
+                dataloader_num_workers=args.workers, dataloader_persistent_workers=args.workers > 0,
+                learning_rate=1e-4, eval_strategy="no", save_strategy="no", logging_strategy="no",
+                disable_tqdm=True, eval_splits=[], bootstrap_samples=0, callbacks=[clock])
+    stamps = clock.stamps[args.warmup - 1:]
+    return args.batch * (len(stamps) - 1) / (stamps[-1] - stamps[0])
+
+
+def _line(label: str, images_per_s: float, flops: float, peak: float | None) -> str:
+    achieved = images_per_s * flops / 1e12
+    mfu = f"MFU {100 * achieved / peak:.1f}%" if peak else "MFU n/a (no peak: give --peak-tflops)"
+    return f"{label}: {images_per_s:,.1f} images/s, {achieved:,.2f} TFLOP/s, {mfu}"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--hidden", type=int, default=768)
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--heads", type=int, default=12)
+    parser.add_argument("--image-size", dest="image_size", type=int, default=224)
+    parser.add_argument("--patch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps of each measurement")
+    parser.add_argument("--warmup", type=int, default=8, help="steps before timing (kernels picked, workers up)")
+    parser.add_argument("--images", type=int, default=4096, help="generated JPEGs for the real loader")
+    parser.add_argument("--source-size", dest="source_size", type=int, default=256, help="their side in pixels")
+    parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1), help="DataLoader workers")
+    parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="float32 instead of bf16 autocast")
+    parser.add_argument("--peak-tflops", dest="peak", type=float, default=None)
+    parser.add_argument("--skip-loader", action="store_true", help="measure the model alone")
+    parser.add_argument("--tiny", action="store_true", help="a tiny ViT and a few steps: the script itself, on CPU")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        for key, value in TINY.items():
+            setattr(args, key, value)
+    device = torch.device(args.device)
+    bf16 = args.bf16 and (device.type == "cuda" or args.tiny)
+    peak = peak_tflops(device, args.peak)
+    model = build_model(args).to(device).train()
+    flops = flops_per_image(model, args, device, bf16)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"device {name}; peak {peak if peak else 'unknown'} TFLOP/s (bf16 dense); ViT {args.hidden} x "
+          f"{args.layers} layers, {args.heads} heads, image {args.image_size}, patch {args.patch}; batch "
+          f"{args.batch}; {'bf16 autocast' if bf16 else 'float32'}; {args.steps} timed steps after {args.warmup}")
+    print(f"model FLOPs per image, forward + backward: {flops / 1e9:,.3f} GFLOP")
+    alone = time_model(model, args, device, bf16)
+    print(_line("model alone (MultiMedModel in a bare loop, batch on the device)", alone, flops, peak))
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    if not args.skip_loader:
+        with tempfile.TemporaryDirectory(prefix="bench_mfu_") as tmp:
+            data = build_images(args, Path(tmp))
+            through = time_trainer(args, device, data, Path(tmp), bf16)
+        print(_line(f"train_model + real loader ({args.workers} workers, {args.source_size}-px JPEGs)", through,
+                    flops, peak) + f"; ratio to the model alone {through / alone:.2f}")
+    print("goal: MFU >= 40% on an H100; the loader must not be the bottleneck (ratio near 1)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
