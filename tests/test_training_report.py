@@ -13,6 +13,7 @@ from multimed_hf.training.report import (
     COLUMNS,
     SAME_AS_UNIMODAL,
     failure_records,
+    figure_title,
     headline,
     read_records,
     summarize,
@@ -224,3 +225,14 @@ def test_pooled_cells_list_each_run(records, tmp_path):
     text = write_table1(records, tmp_path).markdown.read_text()
     line = [x for x in text.splitlines() if x.startswith("- `unimodal` x `disease`")][0]
     assert "unimodal-disease-ct 20.00 (n=10)" in line and "unimodal-disease-xray 60.00 (n=30)" in line
+
+
+def test_the_chart_title_wraps_a_long_note_to_the_figure():
+    note = ("> **smoke run on synthetic samples, not a reproduction; its numbers say nothing about medicine.** (data "
+            "and settings: see the end)\nsecond line, not in the title")
+    title = figure_title("Table 1", note, width_inches=6.0)
+    lines = title.splitlines()
+    assert lines[0] == "Table 1" and len(lines) >= 3
+    assert all(len(line) <= 11 * 4.5 for line in lines)
+    assert "second line" not in title and " ".join(lines[1:]) == note.splitlines()[0]
+    assert figure_title("Table 1", None, 6.0) == figure_title("Table 1", "  ", 6.0) == "Table 1"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -436,9 +437,17 @@ def _figure(table: _Table, paper, path: Path, title: str, note: str | None) -> N
     ax.set_ylim(bottom=min(0.0, lowest * 1.1))  # the labels of undrawn bars sit at 0: keep it inside the axes
     ax.set_xticks(x, tasks, rotation=30, ha="right")
     ax.set_ylabel("headline metric x 100 (paper's scale; Pearson r x 100)")
-    ax.set_title(f"{title}" + (f"\n{str(note).splitlines()[0]}" if note else ""), fontsize=10)
+    ax.set_title(figure_title(title, note, fig.get_figwidth()), fontsize=10)
     fig.legend(handles=handles, fontsize=7, loc="outside right upper")
     fig.savefig(path, dpi=120)
+
+
+def figure_title(title: str, note: str | None, width_inches: float) -> str:
+    """The chart's title: ``title``, then the note's first line wrapped to the axes' width (about 11 characters an
+    inch at 10 pt, less the label margin), so that no line runs past the figure's edges."""
+    if not note or not str(note).strip():
+        return title
+    return "\n".join([title, *textwrap.wrap(str(note).strip().splitlines()[0], width=int(11 * (width_inches - 1.5)))])
 
 
 def write_table(records: Iterable[Mapping], output_dir: str | Path, *, name: str = "table1", title: str = "Table 1",
