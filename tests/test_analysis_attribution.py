@@ -7,7 +7,7 @@ import pytest
 from analysis_tiny import MODALITIES, TASK, quick_args, trio_splits, trio_task
 from multimed_hf.analysis import AttributionOptions, attribution
 from multimed_hf.analysis._common import parse_analysis_args
-from multimed_hf.analysis.attribution import _band
+from multimed_hf.analysis.attribution import _band, _figure
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +63,22 @@ def test_the_command_line_takes_the_training_flags_and_task(tmp_path):
     assert args.tasks == ["bone_age"] and (targs.max_steps, targs.seed) == (3, 5)
     assert options.split == "validation" and options.subgroups == ["sex"]
     assert targs.learning_rate == 1e-3  # our training defaults apply as in `multimed train`
+
+
+def test_the_subgroup_panel_draws_one_label_and_metric():
+    """bone_age scores accuracy for both its label columns: the panel draws one of them, once per group, and names
+    it (before, each group appeared once per label, under the same tick label)."""
+    from matplotlib.figure import Figure
+
+    rows = pd.DataFrame({"sample_id": ["a", "b"], "loo_delta_xray": [1.0, -2.0], "grad_x_input_xray": [0.5, 0.7]})
+    subgroups = pd.DataFrame([
+        {"column": "sex", "group": g, "label": label, "metric": metric, "value": v, "ci_low": v, "ci_high": v, "n": 3}
+        for g in ("F", "M") for label, metric, v in (("bone_age_months", "accuracy", 0.5),
+                                                      ("bone_age_months", "mae", 12.0),
+                                                      ("bone_age_bin", "accuracy", 0.25))])
+    fig = Figure()
+    _figure(fig, "bone_age", ["xray"], rows, subgroups)
+    panel = fig.axes[1]
+    assert [t.get_text() for t in panel.get_xticklabels()] == ["sex=F", "sex=M"]
+    assert [p.get_height() for p in panel.patches] == [0.5, 0.5]
+    assert panel.get_title() == "accuracy per subgroup (bone_age_months)"

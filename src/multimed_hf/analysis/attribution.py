@@ -365,14 +365,17 @@ def _figure(fig, task, modalities, rows, subgroups) -> None:
     ax.set_title("Which modality drove the predictions", fontsize=9)
     if len(subgroups):
         ax = axes[1]
-        first = subgroups[subgroups["metric"] == subgroups["metric"].iloc[0]]
+        # one label's one metric (a task with several label columns scores each: bone_age's months and bins)
+        label, metric = subgroups["label"].iloc[0], subgroups["metric"].iloc[0]
+        first = subgroups[(subgroups["label"] == label) & (subgroups["metric"] == metric)]
         labels = [f"{c}={g}" for c, g in zip(first["column"], first["group"])]
         values = first["value"].to_numpy(dtype=float)
         errors = np.nan_to_num(np.vstack([values - first["ci_low"].to_numpy(dtype=float),
                                           first["ci_high"].to_numpy(dtype=float) - values]).clip(min=0))
         ax.bar(np.arange(len(labels)), values, yerr=errors, capsize=3)
         ax.set_xticks(np.arange(len(labels)), labels, rotation=30, ha="right")
-        ax.set_title(f"{first['metric'].iloc[0]} per subgroup", fontsize=9)
+        ax.set_title(f"{metric} per subgroup" + (f" ({label})" if subgroups["label"].nunique() > 1 else ""),
+                     fontsize=9)
     fig.suptitle(f"Attribution: {task}")
 
 

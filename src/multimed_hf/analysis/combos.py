@@ -267,7 +267,7 @@ def _figure(fig, task, modalities, value_of, shapley, metric) -> None:
                 if np.isfinite(grid[i, j]):
                     ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", color="w", fontsize=8)
         full = value_of[mode].get(frozenset(modalities), np.nan)
-        ax.set_title(f"{mode}: {metric} (diagonal: alone)\nall: {full:.3f}", fontsize=9)
+        ax.set_title(f"{mode}: {metric}\n(diagonal: alone; all: {full:.3f})", fontsize=9)
         fig.colorbar(image, ax=ax, shrink=0.7)
     ax = axes[-1]
     width = 0.8 / len(modes)
