@@ -155,7 +155,7 @@ def time_trainer(args, device, data: Path, work: Path, bf16: bool) -> float:
                 dataloader_num_workers=args.workers, dataloader_persistent_workers=args.workers > 0,
                 learning_rate=1e-4, eval_strategy="no", save_strategy="no", logging_strategy="no",
                 disable_tqdm=True, eval_splits=[], bootstrap_samples=0, callbacks=[clock])
-    stamps = clock.stamps[args.warmup - 1:]
+    stamps = clock.stamps[max(args.warmup - 1, 0):]
     return args.batch * (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
 
