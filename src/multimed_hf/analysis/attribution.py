@@ -358,10 +358,18 @@ def _figure(fig, task, modalities, rows, subgroups) -> None:
     loo = [float(rows[f"loo_delta_{m}"].abs().mean()) for m in modalities]
     total = rows[[f"grad_x_input_{m}" for m in modalities]].sum(1).replace(0, np.nan)
     share = [float((rows[f"grad_x_input_{m}"] / total).mean()) for m in modalities]
-    ax.bar(x - 0.2, loo, 0.4, label="mean |leave-one-out delta|")
-    ax.bar(x + 0.2, share, 0.4, label="mean grad x input share")
+    # two units: the delta is in the prediction's own (e.g. months), the share a fraction: one axis each
+    deltas = ax.bar(x - 0.2, loo, 0.4, color="C0", label="mean |leave-one-out delta| (left axis)")
+    ax.set_ylabel("mean |leave-one-out delta|", fontsize=8)
+    right = ax.twinx()
+    shares = right.bar(x + 0.2, share, 0.4, color="C1", label="mean grad x input share (right axis)")
+    top = max([v for v in loo if np.isfinite(v)], default=0.0)
+    ax.set_ylim(0, 1.35 * top if top > 0 else 1.0)  # headroom for the legend above the bars
+    right.set_ylim(0, 1.35)
+    right.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+    right.set_ylabel("grad x input share", fontsize=8)
     ax.set_xticks(x, modalities)
-    ax.legend(fontsize=8)
+    right.legend(handles=[deltas, shares], fontsize=7, loc="upper center")  # on the twin: drawn above its bars
     ax.set_title("Which modality drove the predictions", fontsize=9)
     if len(subgroups):
         ax = axes[1]
