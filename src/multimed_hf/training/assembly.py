@@ -17,6 +17,7 @@ from multimed_hf.training.encoder_presets import (
     DataFacts,
     EncoderChoice,
     choose_encoders,
+    pretrained_id,
     small_text_tokenizer,
     standardizes_expression,
 )
@@ -451,8 +452,7 @@ def assemble(data: str | Path, tasks: Sequence[str], *, encoders: str = "small",
         from multimed_hf.modeling_multimed import MultiMedModel
 
         if choice.pretrained:
-            ids = ", ".join(sorted({str(spec.get("pretrained")) for spec in choice.specs.values()
-                                    if isinstance(spec, Mapping) and spec.get("pretrained")}))
+            ids = ", ".join(sorted({pretrained_id(spec) for spec in choice.specs.values() if pretrained_id(spec)}))
             with loading_from_hub("the pretrained encoder weights of", ids):
                 model = MultiMedModel.from_encoders_pretrained(config)
         else:

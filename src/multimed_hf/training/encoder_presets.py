@@ -18,6 +18,7 @@ __all__ = [
     "EncoderChoice",
     "choose_encoders",
     "hub_encoder_ids",
+    "pretrained_id",
     "small_text_tokenizer",
     "standardizes_expression",
     "tokenizer_sources",
@@ -150,10 +151,9 @@ def _expression(facts: DataFacts, *, mlp: bool) -> dict:
     0.884); the MLP below as the small encoder (2 x 256: 0.870 / 0.879, 1 x 256: 0.873 / 0.886, 2 x 512 with input
     dropout 0.5: 0.869 / 0.882), lr 3e-3 (weight decay 0.33: 0.868 / 0.882, 1: 0.869 / 0.881), batch 64 at lr 2e-3
     for 80 epochs 0.875 / 0.888, plain SGD (lr 0.05 / 0.1) 0.869-0.878 / 0.859-0.867, the model's projection and
-    fusion maps removed 0.884 / 0.893. In a plain PyTorch
-    loop (10 seeds), ensembles of five independently trained models reach 0.904 / 0.897 (MLPs) and 0.896 / 0.895
-    (this encoder): 96 of 107 test cells against the regression's 95, so no model tried separates from it on this
-    test set by more than about one cell. Over the 20 seeds the default's test difference from it is +0.002 (95%
+    fusion maps removed 0.884 / 0.893. In a plain PyTorch loop (10 seeds), ensembles of five independently trained
+    models reach 0.904 / 0.897 (MLPs) and 0.896 / 0.895 (this encoder): 96 of 107 test cells against the
+    regression's 95, so no model tried separates from it on this test set by more than about one cell. Over the 20 seeds the default's test difference from it is +0.002 (95%
     interval -0.009 to +0.013)."""
     genes = _need(facts.num_genes, "the number of genes of the recorded panel", "scrna")
     if mlp:
@@ -288,7 +288,7 @@ def _from_file(path: str, modalities: Sequence[str], facts: DataFacts, vocab_siz
         if m not in modalities:
             continue
         choice.specs[m] = spec
-        pretrained = spec if isinstance(spec, str) else spec.get("pretrained") if isinstance(spec, dict) else None
+        pretrained = pretrained_id(spec)
         config = spec.get("config") if isinstance(spec, dict) else None
         choice.pretrained = choice.pretrained or bool(pretrained)
         if m in IMAGE_MODALITIES:
@@ -321,7 +321,7 @@ def tokenizer_sources(encoders: str, modalities: Sequence[str]) -> dict[str, str
     for m in sequence:
         if m in given:
             spec = given[m]
-            pretrained = spec if isinstance(spec, str) else spec.get("pretrained") if isinstance(spec, dict) else None
+            pretrained = pretrained_id(spec)
             out[m] = pretrained or (content.get("text_tokenizer") if m == "text" else None)
     return out
 
@@ -360,6 +360,14 @@ def _train_wordpiece(texts: Iterable[str], vocab_size: int):
                                                        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
                                    sep_token="[SEP]", mask_token="[MASK]", model_max_length=512)
+
+
+def pretrained_id(spec) -> str | None:
+    """The Hub id an encoder spec loads weights from (a bare id string, or a dict's ``pretrained``); None when it
+    starts from random weights."""
+    if isinstance(spec, str):
+        return spec
+    return spec.get("pretrained") if isinstance(spec, Mapping) else None
 
 
 def describe(choice: EncoderChoice) -> dict[str, Any]:
