@@ -15,6 +15,7 @@ __all__ = [
     "ENCODER_TRAINING_DEFAULTS",
     "training_defaults",
     "training_preset",
+    "has_accelerator",
     "task_modalities",
     "make_training_arguments",
     "parse_train_args",
@@ -92,10 +93,10 @@ def training_defaults(family: str = "unimodal", encoders: str = "hub",
     """Our ``TrainingArguments`` defaults for a family, encoder preset and the modalities the run reads
     (``training_preset``)."""
     preset = ENCODER_TRAINING_DEFAULTS.get(training_preset(family, encoders, modalities), {})
-    return {**TRAINING_DEFAULTS, **preset, "dataloader_pin_memory": _has_accelerator()}
+    return {**TRAINING_DEFAULTS, **preset, "dataloader_pin_memory": has_accelerator()}
 
 
-def _has_accelerator() -> bool:
+def has_accelerator() -> bool:
     """Pinned host memory only helps copies to an accelerator; on a CPU-only machine torch warns about it at every
     DataLoader the Trainer makes, so our defaults ask for it only where there is one."""
     import torch
@@ -362,7 +363,7 @@ def parse_evaluate_args(argv: Sequence[str] | None = None, *, prog: str = "multi
         argv = ["--checkpoint", argv[0], *argv[1:]]
     parser = _parser(EvaluateArguments, prog)
     parser.set_defaults(per_device_eval_batch_size=TRAINING_DEFAULTS["per_device_eval_batch_size"],
-                        remove_unused_columns=False, report_to="none", dataloader_pin_memory=_has_accelerator())
+                        remove_unused_columns=False, report_to="none", dataloader_pin_memory=has_accelerator())
     if len(argv) == 1 and argv[0].endswith(".json"):
         return parser.parse_json_file(argv[0])
     return parser.parse_args_into_dataclasses(argv)

@@ -11,11 +11,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 from multimed_hf.training.arguments import (
     MultiMedArguments,
+    has_accelerator,
     make_training_arguments,
     parse_evaluate_args,
     parse_train_args,
     task_modalities,
-    training_defaults,
 )
 from multimed_hf.training.families import FamilyError, RunPlan, plan_runs, unplanned
 from multimed_hf.training.outputs import (
@@ -465,7 +465,7 @@ def evaluate_checkpoint(checkpoint: str, data: str, splits: Sequence[str] = ("te
             raise RunError("evaluate_checkpoint: give output_dir= (or training_args)")
         training_args = TrainingArguments(output_dir=str(output_dir), per_device_eval_batch_size=64,
                                           remove_unused_columns=False, report_to="none",
-                                          dataloader_pin_memory=training_defaults()["dataloader_pin_memory"])
+                                          dataloader_pin_memory=has_accelerator())
     output_dir = Path(training_args.output_dir)
     from multimed_hf.training.assembly import loading_from_hub
 
