@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from multimed_hf.tasks import get_task, list_tasks
 from multimed_hf.training.families import FAMILIES, RunPlan, parse_family, plan_runs, unplanned
-from multimed_hf.training.report import ReportPaths, failure_records, write_table1
+from multimed_hf.training.report import ReportPaths, failure_records, summarize, write_table1
 
 __all__ = [
     "BenchmarkArguments",
@@ -199,12 +199,10 @@ def _baseline_lines(data, tasks: Sequence[str], records: Sequence[Mapping], *, m
         except Exception as err:  # noqa: BLE001  (a baseline that cannot be fitted must not cost the table)
             lines.append(f"{task}: logistic regression baseline not fitted: {_error_text(err)}")
             continue
-        ours: dict[str, list[float]] = {}
-        for r in records:
-            if (r.get("task"), r.get("metric"), r.get("split", "test")) == (task, "accuracy", "test") \
-                    and r.get("value") is not None and not r.get("error"):
-                ours.setdefault(str(r["family"]), []).append(float(r["value"]))
-        beside = "; ".join(f"{family} {sum(v) / len(v):.2%} (mean of {len(v)})" for family, v in ours.items())
+        # each family's mean over seeds as table1.md gives it (several runs of one seed pooled by their rows)
+        stats = summarize([r for r in records if r.get("task") == task])
+        stats = stats[stats["metric"] == "accuracy"]
+        beside = "; ".join(f"{row.family} {row.mean:.2%} (mean of {row.seeds})" for row in stats.itertuples())
         lines.append(f"{task}: scikit-learn logistic regression (C=1) on the same {base.n_train} training rows and "
                      f"{base.num_features} genes: test accuracy {base.accuracy:.2%} on {base.n_test} rows; ours: "
                      f"{beside or 'no finished run'}")
