@@ -128,3 +128,25 @@ def test_a_rendered_slice_reads_back_byte_for_byte(built):
     assert ref.path == "PAT003/ST01/SE01/IM0001.dcm#window=-600,1500.png"
     data = builder.read_ref(ref)
     assert len(data) == ref.size and Image.open(io.BytesIO(data)).format == "PNG"
+
+
+def test_upper_case_dcm_names_read_like_lower_case_ones(tmp_path):
+    """PACS exports name slices in capitals (dcm4chee: ``FILE08.DCM``, dcm4che/dcm4che#946): a tree whose files
+    all end in ``.DCM`` is detected, every slice is kept in its place and its patient's label row is not missing."""
+    root = sample.make(tmp_path / sample.FOLDER, bad_files=False)
+    for path in list(root.rglob("*.dcm")):
+        path.rename(path.with_name(path.stem.upper() + ".DCM"))
+    assert DicomSeriesBuilder.detect(root)
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    slices = {p.relative_to(root).as_posix() for p in root.rglob("*.DCM")}
+    unlabelled = {p for p in slices if p.startswith(("PAT005/", "PAT007/"))}  # as in the sample: no usable label
+    rejected = {e.source_path: e.reason for e in report.entries if e.status == "rejected"}
+    assert set(rejected) == unlabelled | {"labels.csv:row 9"}
+    assert all(rejected[path].startswith("no label") for path in unlabelled)
+    assert rejected["labels.csv:row 9"].startswith("missing patient: 'PAT006'")  # the one patient with no files
+    ds = load_dataset(str(tmp_path / "out"), TASK, cache_dir=str(tmp_path / "hf_cache"))
+    rows = _rows(ds)
+    assert {r["source_path"] for r in rows} == slices - unlabelled
+    for row in rows:
+        number = pydicom.dcmread(root / row["source_path"], stop_before_pixels=True).InstanceNumber
+        assert row["slice_index"] == sample.SLICES - number

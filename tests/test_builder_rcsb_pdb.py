@@ -178,3 +178,22 @@ def test_an_entry_in_both_formats_is_read_from_its_mmcif(built, tmp_path):
     before = {e.sample_id: e.source_path for e in read_manifest(out / TASK) if e.sample_id and e.status == "kept"}
     after = {e.sample_id: e.source_path for e in report.entries if e.sample_id and e.status == "kept"}
     assert after == before and after["7OK9_A"] == "7ok9.cif"
+
+
+def test_files_the_rcsb_serves_beside_entries_are_dropped_not_read(built, tmp_path):
+    """The RCSB's batch download writes biological assemblies (``7ok9-assembly1.cif.gz``, ``2gtl.pdb1.gz``) and
+    structure factors (``7ok9-sf.cif.gz``) beside the entries: an assembly repeats the entry's chains under the same
+    ids, so reading it rejected the entry's own chains as duplicate ids. They are dropped, each with its reason."""
+    root, *_ = built
+    copy = shutil.copytree(root, tmp_path / "pdb")
+    (copy / "7ok9-assembly1.cif.gz").write_bytes(gzip.compress((root / "7ok9.cif").read_bytes()))
+    (copy / "2gtl.pdb1.gz").write_bytes(gzip.compress((root / "2gtl.pdb").read_bytes()))
+    (copy / "7ok9-sf.cif.gz").write_bytes(gzip.compress(b"data_r7ok9sf\n_cell.length_a 100.0\n#\n"))
+    report = build_dataset(TASK, [copy], tmp_path / "out", progress=False)
+    by_path = {e.source_path: e for e in report.entries if ":row" not in e.source_path}
+    for name in ("7ok9-assembly1.cif.gz", "2gtl.pdb1.gz"):
+        assert by_path[name].status == "dropped" and by_path[name].reason.startswith("not used: a biological assembly")
+    assert by_path["7ok9-sf.cif.gz"].status == "dropped" and "structure factors" in by_path["7ok9-sf.cif.gz"].reason
+    assert not [e for e in report.entries if e.reason.startswith("duplicate id")]
+    kept = {e.sample_id: e.source_path for e in report.entries if e.status == "kept" and e.sample_id}
+    assert kept["7OK9_A"] == "7ok9.cif" and kept["2GTL_A"] == "2gtl.pdb"

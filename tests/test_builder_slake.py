@@ -74,3 +74,19 @@ def test_real_file_names_and_a_partial_download(tmp_path):
     assert report.splits["test"] > 0 and report.counts["rejected"] == 0
     kept = {e.sample_id.split(":")[0] for e in report.entries if e.status == "kept" and e.sample_id}
     assert kept == {"train", "validate"}
+
+
+def test_the_hub_repository_files_beside_the_splits_are_not_strays(tmp_path):
+    """BoKelvin/SLAKE ships ``mask.txt``, ``README.md``, ``.gitattributes``, ``imgs.zip`` and ``KG.zip`` beside the
+    split JSON files (its file listing; unpacked, ``imgs/`` and ``KG/``): none of them is a stray file."""
+    root = sample.make(tmp_path / "src", bad_files=False)
+    (root / "mask.txt").write_text("liver\nkidney\n")
+    (root / "README.md").write_text("---\nlicense: cc-by-4.0\n---\n")
+    (root / ".gitattributes").write_text("*.zip filter=lfs diff=lfs merge=lfs -text\n")
+    (root / "imgs.zip").write_bytes(b"PK\x05\x06" + bytes(18))
+    (root / "KG.zip").write_bytes(b"PK\x05\x06" + bytes(18))
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    by_path = {e.source_path: e for e in report.entries}
+    assert report.counts["rejected"] == 0, [e for e in report.entries if e.status == "rejected"]
+    assert by_path["mask.txt"].status == "kept"
+    assert all(by_path[name].status == "ignored" for name in ("README.md", ".gitattributes", "imgs.zip", "KG.zip"))

@@ -113,3 +113,21 @@ def test_answers_become_text(value, text):
 ])
 def test_modality_words(text, modality):
     assert modality_from_text(text) == modality
+
+
+def test_names_spelled_with_plus_signs_read_like_the_published_ones(tmp_path):
+    """Downloaded copies name the files ``VQA_RAD+Dataset+Public.json`` and ``VQA_RAD+Image+Folder`` (URL-encoded
+    spaces; e.g. the README of wjz25061666/Machine-Learning-Group-V-Final-Project): the same samples are built."""
+    from multimed_hf.api import build_dataset
+
+    plain = sample.make(tmp_path / "plain", bad_files=False)
+    expected = build_dataset(TASK, [plain], tmp_path / "out_plain", progress=False)
+    plus = sample.make(tmp_path / "plus", bad_files=False)
+    (plus / QA).rename(plus / QA.replace(" ", "+"))
+    (plus / sample.IMAGES).rename(plus / sample.IMAGES.replace(" ", "+"))
+    (plus / "VQA_RAD+Dataset+Public.xlsx").write_bytes(b"PK\x03\x04")  # the same items as a spreadsheet
+    report = build_dataset(TASK, [plus], tmp_path / "out_plus", progress=False)
+    assert report.counts["rejected"] == 0, [e for e in report.entries if e.status == "rejected"]
+    kept = {e.sample_id for e in report.entries if e.status == "kept" and e.sample_id}
+    assert kept == {e.sample_id for e in expected.entries if e.status == "kept" and e.sample_id} and kept
+    assert report.splits == expected.splits

@@ -6,6 +6,7 @@ is one slice, decoded fully with pydicom (compressed transfer syntaxes through p
 Hounsfield units through its modality LUT (rescale slope and intercept), and stored as a PNG in the lung window,
 with its series as the volume and its rank along the slice normal (inferior to superior for axial series) as the
 slice index. A file without pixel data, in a transfer syntax no installed decoder reads, or not CT is rejected.
+The ``.dcm`` suffix is matched in any case: PACS exports name files in capitals (dcm4chee's ``FILE08.DCM``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ __all__ = ["DicomSeriesBuilder", "LABELS_FILE", "read_ct_slice"]
 
 LABELS_FILE = "labels.csv"
 _KEYS = ("patient_id", "series_uid")
+
+
+def _is_slice_name(name: str) -> bool:
+    """A slice file's name: ``.dcm`` in any case (``IM0001.dcm``, ``FILE08.DCM``)."""
+    return name.lower().endswith(".dcm")
 
 
 def _pydicom():
@@ -67,7 +73,7 @@ def _position(ds) -> tuple:
 class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
     task = "radiographic_findings"
     source = "dicom_series"
-    version = "1"
+    version = "2"  # 2: the .dcm suffix in any case
     #: The window every slice is rendered in (recorded per sample in the ``window`` column).
     window: ClassVar[Window] = LUNG_WINDOW
 
@@ -87,7 +93,9 @@ class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
 
     @classmethod
     def detect(cls, root: Path) -> bool:
-        return (root / LABELS_FILE).is_file() and next(root.glob("*/*/*/*.dcm"), None) is not None
+        return (root / LABELS_FILE).is_file() and any(
+            _is_slice_name(p.name) for p in root.glob("*/*/*/*")
+        )
 
     # --- labels.csv ---------------------------------------------------------------------------------------
     def _parse_labels(self) -> dict[tuple[str, str], tuple[int, str]]:
@@ -137,7 +145,7 @@ class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
             labels = self._parse_labels() if LABELS_FILE in files else {}
         except (BadSourceFile, UnicodeDecodeError, csv.Error):
             return []  # labels.csv itself is rejected, with the reason
-        patients = {PurePosixPath(f).parts[0] for f in files if f.endswith(".dcm") and f.count("/") == 3}
+        patients = {PurePosixPath(f).parts[0] for f in files if _is_slice_name(f) and f.count("/") == 3}
         return [
             (f"{LABELS_FILE}:row {row}", f"missing patient: {key!r} has no <patient>/<study>/<series>/*.dcm files")
             for (column, key), (row, _) in sorted(labels.items(), key=lambda item: item[1][0])
@@ -150,7 +158,7 @@ class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
         folder, name = relpath.rsplit("/", 1)
         if folder not in self._order:
             keys = {}
-            for sibling in sorted((self.root / folder).glob("*.dcm")):
+            for sibling in sorted(p for p in (self.root / folder).iterdir() if _is_slice_name(p.name)):
                 try:
                     ds = dcmread(sibling, stop_before_pixels=True)
                 except BadSourceFile:
@@ -169,7 +177,7 @@ class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
                 raise BadSourceFile(f"{LABELS_FILE} is not readable CSV text: {err}") from None
             return []
         parts = PurePosixPath(relpath).parts
-        if len(parts) != 4 or not relpath.lower().endswith(".dcm"):
+        if len(parts) != 4 or not _is_slice_name(relpath):
             raise BadSourceFile("stray file: expected <patient>/<study>/<series>/<slice>.dcm or labels.csv")
         patient, study, series, name = parts
         ds, hu = read_ct_slice(self.root / relpath)

@@ -9,7 +9,9 @@ acid (nucleic acids, waters, ligands) are not protein chains and give no sample.
 
 An entry present in both formats (``1abc.pdb`` / ``pdb1abc.ent`` and ``1abc.cif``, gzipped or not, anywhere in the
 folder) is read from its mmCIF, the PDB's archive format (the legacy format cannot hold every entry); the other copy
-is dropped, named, rather than both being rejected as duplicate ids.
+is dropped, named, rather than both being rejected as duplicate ids. What the RCSB serves beside an entry
+(biological assemblies ``1abc-assembly1.cif.gz`` / ``1abc.pdb1.gz``, structure factors ``1abc-sf.cif.gz``, NMR
+restraints, PDBML) is dropped, named: an assembly repeats the entry's chains under the same ids.
 
 Grouping: where one RCSB cluster file (``clusters-by-entity-NN.txt`` or ``bc-NN.out``) lies in the folder, its
 clusters are the groups; chains it does not list (and every chain, without one) are grouped with identical and
@@ -47,6 +49,18 @@ __all__ = [
 ]
 
 _CLUSTERS = re.compile(r"^(clusters-by-entity-\d+\.txt|bc-\d+\.out)$")
+#: What the RCSB serves beside an entry's own file (File Download Services, the batch download script's options):
+#: no asymmetric unit to read, each dropped with the reason.
+_BESIDE_ENTRIES = (
+    (re.compile(r"^[0-9a-z]{4}-assembly\d+\.cif(\.gz)?$", re.IGNORECASE),
+     "a biological assembly (copies of the entry's chains)"),
+    (re.compile(r"^(pdb)?[0-9a-z]{4}\.(pdb|ent)\d+(\.gz)?$", re.IGNORECASE),
+     "a biological assembly (copies of the entry's chains)"),
+    (re.compile(r"^[0-9a-z]{4}-sf\.cif(\.gz)?$", re.IGNORECASE),
+     "structure factors (reflection data), not coordinates"),
+    (re.compile(r"^[0-9a-z]{4}(\.mr|_mr\.str)(\.gz)?$", re.IGNORECASE), "NMR restraints, not coordinates"),
+    (re.compile(r"^[0-9a-z]{4}\.xml(\.gz)?$", re.IGNORECASE), "the entry as PDBML (XML), a copy of its mmCIF"),
+)
 _DOCUMENTS = re.compile(r"^(README.*|LICENSE.*|pdb_seqres\.txt)$", re.IGNORECASE)
 
 
@@ -54,6 +68,7 @@ class RCSBPDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     task = "protein_structure"
     source = "rcsb_pdb"
     record_noun = "protein chain"
+    version = "2"  # 2: files the RCSB serves beside entries (assemblies, structure factors) dropped, not read
 
     @classmethod
     def detect(cls, root: Path) -> bool:
@@ -89,6 +104,9 @@ class RCSBPDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
             return []
         if _DOCUMENTS.match(name):
             return []
+        for pattern, what in _BESIDE_ENTRIES:
+            if pattern.match(name):
+                raise UnusedSourceFile(f"not used: {what}; the entry is read from its own <id>.cif / <id>.pdb file")
         if not STRUCTURE_NAME.match(name):
             raise BadSourceFile("stray file: not a .pdb / .ent / .cif entry (gzipped or not) or an RCSB cluster file")
         match = STRUCTURE_NAME.match(name)

@@ -3,11 +3,11 @@
 One sample per question (English and Chinese; ``language`` tells them apart), read as VQA-RAD's are (see
 ``vqa_rad``): items with a missing or undecodable image or an empty or unknown field are reported as
 ``<json>:row N (qid Q)``. ``test.json`` is the publisher's test set; ``validate.json`` (the real release's name,
-2,099 questions; ``validation.json`` in some re-packagings) is read as training data (validation is then drawn
-from training images). A folder without ``test.json`` (a partial download) builds with a warning. Each image
-folder's ``mask.png``, ``detection.json`` and ``question.json`` are the publisher's annotations beside the image:
-read as index files. The modality is the
-item's own (``CT``, ``MRI``, ``X-Ray``).
+2,099 questions; ``validation.json`` in the Hub repository's later revisions) is read as training data
+(validation is then drawn from training images). A folder without ``test.json`` (a partial download) builds with
+a warning. Each image folder's ``mask.png``, ``detection.json`` and ``question.json`` are the publisher's
+annotations beside the image: read as index files; the Hub repository's ``mask.txt`` and the unpacked ``KG/`` are
+publisher documents. The modality is the item's own (``CT``, ``MRI``, ``X-Ray``).
 """
 
 from __future__ import annotations
@@ -25,12 +25,15 @@ _SPLITS = {"train.json": "train", "validate.json": "train", "validation.json": "
 _MODALITIES = {"ct": "ct", "mri": "mri", "x-ray": "xray", "xray": "xray"}
 _IMAGE = re.compile(r"^imgs/xmlab\d+/source\.(jpg|jpeg|png)$")
 _COMPANIONS = re.compile(r"^imgs/xmlab\d+/(mask\.png|detection\.json|question\.json)$")
-_DOCUMENTS = re.compile(r"^(KG/.*|README.*|LICENSE.*)$")
+#: Publisher documents: the knowledge graph (``KG.zip`` unpacked), and ``mask.txt`` beside the split files in the Hub
+#: repository ``BoKelvin/SLAKE`` (not read).
+_DOCUMENTS = re.compile(r"^(KG/.*|README.*|LICENSE.*|mask\.txt)$")
 
 
 class SLAKEBuilder(VQAJsonBuilder):
     task = "med_vqa"
     source = "slake"
+    reading_version = "2"  # 2: the Hub repository's mask.txt is a document, not a stray file
 
     @classmethod
     def detect(cls, root: Path) -> bool:

@@ -1,5 +1,8 @@
 """VQA-RAD (OSF 89kps): ``VQA_RAD Dataset Public.json`` + ``VQA_RAD Image Folder/<image_name>``.
 
+Downloaded copies also spell these names with ``+`` for each space (``VQA_RAD+Dataset+Public.json``,
+``VQA_RAD+Image+Folder``): either spelling is read.
+
 One sample per question: the image it asks about (decoded fully, original bytes kept), the question, the answer
 as the publisher wrote it (numbers as text) and its type, ``closed`` (yes/no or choice: classified over the
 closed-answer vocabulary) or ``open`` (free text). Items are the JSON's records: one whose image is missing or
@@ -178,18 +181,43 @@ class VQARADBuilder(VQAJsonBuilder):
     DOCUMENTS = ("VQA_RAD Dataset Public.xlsx", "VQA_RAD Dataset Public.xml", "Readme.docx", "README.txt")
     ORGAN_MODALITY = {"CHEST": "xray", "ABD": "ct"}
 
+    @staticmethod
+    def spellings(name: str) -> tuple[str, str]:
+        """A published name as downloaded copies spell it: with its spaces, or URL-encoded with ``+`` for each
+        space (``VQA_RAD+Dataset+Public.json``, ``VQA_RAD+Image+Folder``)."""
+        return name, name.replace(" ", "+")
+
+    @classmethod
+    def _on_disk(cls, root: Path, name: str) -> str:
+        """The spelling of ``name`` present under ``root`` (the published one if neither is)."""
+        return next((s for s in cls.spellings(name) if (root / s).exists()), name)
+
     @classmethod
     def detect(cls, root: Path) -> bool:
-        return (root / cls.QA_FILE).is_file() or (root / cls.IMAGE_FOLDER).is_dir()
+        return any((root / s).is_file() for s in cls.spellings(cls.QA_FILE)) or any(
+            (root / s).is_dir() for s in cls.spellings(cls.IMAGE_FOLDER)
+        )
+
+    @cached_property
+    def qa_file(self) -> str:
+        return self._on_disk(self.root, self.QA_FILE)
+
+    @cached_property
+    def image_folder(self) -> str:
+        return self._on_disk(self.root, self.IMAGE_FOLDER)
+
+    @cached_property
+    def documents(self) -> set[str]:
+        return {s for name in self.DOCUMENTS for s in self.spellings(name)}
 
     def qa_files(self) -> list[str]:
-        return [self.QA_FILE]
+        return [self.qa_file]
 
     def image_path(self, item: dict) -> str:
         name = answer_text(item["image_name"])
         if not name or "/" in name:
             raise BadSourceFile(f"image_name {item['image_name']!r} is not a file name")
-        return f"{self.IMAGE_FOLDER}/{name}"
+        return f"{self.image_folder}/{name}"
 
     def item_fields(self, item: dict, relpath: str):
         question = answer_text(item["question"])
@@ -225,12 +253,12 @@ class VQARADBuilder(VQAJsonBuilder):
         return "mri"
 
     def read_file(self, relpath: str) -> list[Sample]:
-        if relpath == self.QA_FILE:
+        if relpath == self.qa_file:
             return self.read_qa_file(relpath)
-        if relpath in self.DOCUMENTS:
+        if relpath in self.documents:
             return []
         parts = PurePosixPath(relpath).parts
         is_image = PurePosixPath(relpath).suffix.lower() in self.image_suffixes
-        if len(parts) == 2 and parts[0] == self.IMAGE_FOLDER and is_image:
+        if len(parts) == 2 and parts[0] == self.image_folder and is_image:
             return self.read_image(relpath)
-        raise BadSourceFile(f"stray file: expected {self.QA_FILE!r} or {self.IMAGE_FOLDER}/<image>.jpg")
+        raise BadSourceFile(f"stray file: expected {self.qa_file!r} or {self.image_folder}/<image>.jpg")
