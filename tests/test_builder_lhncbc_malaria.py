@@ -110,3 +110,23 @@ def test_counts_of_each_outcome(built):
 ])
 def test_slide_codes(field, code, tokens):
     assert slide_code(field) == (code, tokens)
+
+
+def test_nlm_patient_mappings_beside_the_images_are_dropped_by_name(tmp_path):
+    # NLM's download page lists cell_images.zip with patientid_cellmapping_{parasitized,uninfected}.csv; public
+    # readers of the real files (e.g. ponjey/MALARIA-CNN) keep the three in one folder
+    download = tmp_path / "download"
+    root = sample.make(download / "cell_images", bad_files=False)
+    (root / "MULTIMED_SOURCE.json").rename(download / "MULTIMED_SOURCE.json")
+    mappings = sample.write_cell_mappings(root, download)
+    assert mappings[0].read_text().startswith("C100P61ThinF,['C100P61ThinF_IMG_20150918_144104_cell_")
+    assert isinstance(detect_builder(TASK, download), MalariaCellsBuilder)
+    report = build_dataset(TASK, [download], tmp_path / "out", progress=False)
+    by_path = {e.source_path: e for e in read_manifest(tmp_path / "out" / TASK)}
+    for path in mappings:
+        entry = by_path[path.name]
+        assert entry.status == "dropped" and entry.reason.startswith(
+            f"not used: {path.name} is NLM's patient-to-cell mapping"
+        ), entry
+    counts = report.sources[0].counts
+    assert counts["rejected"] == 0 and counts["dropped"] == 2 and counts["kept"] == len(sample.SMEARS) * 3

@@ -11,7 +11,10 @@ Grouping: a name is ``<slide>thinF_IMG_<date>_<time>_cell_<n>.png`` with the sli
 (the part before ``_cell_``), so the group is the slide code, not the field; slide codes sharing their C or P
 number are joined too (a patient's slides, and its cells filed as Uninfected), since splitting one patient leaks.
 A valid PNG of a class folder whose name lacks ``_cell_<n>`` is kept, its whole stem read as the smear field
-(the slide code still taken from its start), with a note in the manifest.
+(the slide code still taken from its start), with a note in the manifest. NLM publishes two patient-to-cell
+mappings beside the archive (``patientid_cellmapping_{parasitized,uninfected}.csv``, headerless: a patient id such
+as ``C100P61ThinF``, then a list of cell file names): their ids are the slide codes the names begin with, so where a
+user keeps them in the folder they are dropped, named, not read and never counted as errors.
 The cell crops all look alike (a round cell on black), so a 64-bit perceptual hash would chain unrelated cells:
 near-duplicate hashing is off; exact duplicates still group.
 """
@@ -27,9 +30,11 @@ from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
 from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import ImageFolderBuilder, PathInfo
 
-__all__ = ["MalariaCellsBuilder", "slide_code"]
+__all__ = ["MalariaCellsBuilder", "MAPPING_FILES", "slide_code"]
 
 _FOLDERS = ("Parasitized", "Uninfected")
+#: NLM's patient-to-cell mappings, downloaded beside cell_images.zip.
+MAPPING_FILES = ("patientid_cellmapping_parasitized.csv", "patientid_cellmapping_uninfected.csv")
 _NAME = re.compile(r"^(?P<field>.+)_cell_(?P<n>\d+)\.png$", re.IGNORECASE)
 _SLIDE = re.compile(r"^(?P<slide>C(?P<c>\d+)(?:P(?P<p>\d+))?[A-Za-z]*?)_?thinF", re.IGNORECASE)
 
@@ -53,7 +58,7 @@ class MalariaCellsBuilder(NonDataFiles, WrappedTree, ImageFolderBuilder):
     task = "disease"
     source = "lhncbc_malaria"
     wrappers = ("cell_images",)
-    version = "2"  # 2: the organ column
+    version = "3"  # 2: the organ column; 3: NLM's mapping CSVs dropped by name
     image_suffixes = (".png",)
 
     @staticmethod
@@ -71,6 +76,12 @@ class MalariaCellsBuilder(NonDataFiles, WrappedTree, ImageFolderBuilder):
         return [f"partial download: no {', '.join(missing)} folder; built from what is there"] if missing else []
 
     def read_file(self, relpath: str) -> list[Sample]:
+        name = PurePosixPath(relpath).name
+        if name in MAPPING_FILES:
+            raise UnusedSourceFile(
+                f"not used: {name} is NLM's patient-to-cell mapping; its patient ids are the slide codes that "
+                "start the cell names (e.g. C100P61ThinF), which group the cells here"
+            )
         samples = super().read_file(relpath)
         mask = sorted(set(self.spec().label_map["diseases"].values()))
         for sample in samples:
