@@ -218,3 +218,61 @@ def test_repeated_barcodes_are_found_chunk_by_chunk(tmp_path, monkeypatch):
     monkeypatch.setattr(CellxGeneBuilder, "chunk_cells", 2)
     with pytest.raises(BadSourceFile, match=r"cell barcodes repeat in obs \(2 repeats\)"):
         CellxGeneBuilder(tmp_path).read_file("x.h5ad")
+
+
+def _schema_file(path, var, *, donors=("d1", "d2"), raw=False):
+    """A small CELLxGENE-style file: obs with the schema's columns, counts in X (or raw.X), ``var`` as given."""
+    n = 2 * len(donors)
+    obs = pd.DataFrame({
+        "cell_type": ["T cell", "B cell"] * len(donors), "cell_type_ontology_term_id": ["CL:0000084", "CL:0000236"]
+        * len(donors), "donor_id": [d for d in donors for _ in range(2)], "tissue": "blood",
+    }, index=[f"{path.stem}-{i}" for i in range(n)])
+    counts = sp.csr_matrix(np.arange(1, n * len(var) + 1, dtype=np.float32).reshape(n, len(var)))
+    adata = ad.AnnData(X=counts, obs=obs, var=var)
+    if raw:
+        adata.raw = adata.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adata.write_h5ad(path)
+
+
+def test_ercc_spike_ins_keep_the_panel_keyed_by_ensembl_id(tmp_path):
+    """The schema's var index holds Ensembl ids and, for spike-ins, ERCC ids ("ERCC-00002", feature_name
+    "ERCC-00002 (spike-in control)"): the genes keep their feature_name, the file its Ensembl keying."""
+    ids = ["ENSG00000000003", "ENSG00000000005", "ERCC-00002"]
+    names = ["TSPAN6", "TNMD", "ERCC-00002 (spike-in control)"]
+    _schema_file(tmp_path / "spike.h5ad", pd.DataFrame({"feature_name": names, "feature_biotype": ["gene", "gene",
+                 "spike-in"]}, index=ids), raw=True)
+    builder = CellxGeneBuilder(tmp_path)
+    panel = builder._panel
+    assert panel["genes"] == sorted(ids)
+    assert dict(zip(panel["genes"], panel["names"])) == dict(zip(ids, names))
+    assert panel["files"]["spike.h5ad"]["genes_keyed_by"] == "Ensembl id"
+    assert len(builder.read_file("spike.h5ad")) == 4
+
+
+def test_census_get_anndata_file_is_keyed_by_feature_id(tmp_path):
+    """cellxgene_census.get_anndata writes var indexed by row number ("0", "1", ...) with the Ensembl id in
+    var['feature_id'] and the symbol in var['feature_name']: two such files with different genes share one panel
+    by Ensembl id, not by row number."""
+    first = ["ENSG00000000003", "ENSG00000000005", "ENSG00000000419"]
+    second = ["ENSG00000000419", "ENSG00000000457"]
+    symbols = {"ENSG00000000003": "TSPAN6", "ENSG00000000005": "TNMD", "ENSG00000000419": "DPM1",
+               "ENSG00000000457": "SCYL3"}
+    for name, ids, donors in (("census_a", first, ("d1", "d2")), ("census_b", second, ("d3",))):
+        var = pd.DataFrame({"soma_joinid": range(len(ids)), "feature_id": ids,
+                            "feature_name": [symbols[i] for i in ids], "feature_length": 1000},
+                           index=[str(i) for i in range(len(ids))])
+        _schema_file(tmp_path / f"{name}.h5ad", var, donors=donors)
+    builder = CellxGeneBuilder(tmp_path)
+    panel = builder._panel
+    assert panel["genes"] == sorted(symbols)
+    assert dict(zip(panel["genes"], panel["names"])) == symbols
+    assert {f["genes_keyed_by"] for f in panel["files"].values()} == {"Ensembl id (var['feature_id'])"}
+    union = panel["genes"]
+    for name, ids in (("census_a", first), ("census_b", second)):
+        cells = builder.read_file(f"{name}.h5ad")
+        adata = _read(tmp_path / f"{name}.h5ad")
+        for cell, row in zip(cells, adata.X.toarray()):
+            got = {union[i]: v for i, v in zip(cell.fields["gene_indices"], cell.fields["gene_values"])}
+            assert got == {gene: v for gene, v in zip(ids, row) if v}

@@ -112,3 +112,56 @@ def test_edf_size_check_names_the_problem(built, tmp_path):
 ])
 def test_channel_names_follow_mne(label, name):
     assert standard_channel_name(label) == name
+
+
+def test_mne_and_wget_tree_is_detected_and_read(tmp_path):
+    """MNE's eegbci.load_data (and PhysioNet's ``wget -r``) keep the URL's path: ``files/eegmmidb/1.0.0/S001/``."""
+    from multimed_hf.api import build_dataset
+    from multimed_hf.builders import detect_builder
+    from multimed_hf.builders.eegmmidb import EEGMMIDBBuilder
+
+    flat = sample.make(tmp_path / "flat", bad_files=False)
+    root = tmp_path / "MNE-eegbci-data"
+    tree = root / "files" / "eegmmidb" / "1.0.0"
+    tree.parent.mkdir(parents=True)
+    (flat / "files").rename(tree)
+    # wget -r also saves the server's directory listings and robots.txt: named as no data, never errors
+    crawl = ["robots.txt", "files/eegmmidb/1.0.0/index.html", "files/eegmmidb/1.0.0/S001/index.html"]
+    for name in crawl:
+        (root / name).write_text("<html></html>")
+    assert isinstance(detect_builder(TASK, root), EEGMMIDBBuilder)
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    assert report.counts["rejected"] == 0, [e for e in report.entries if e.status == "rejected"]
+    ignored = {e.source_path: e.reason for e in report.entries if e.status == "ignored"}
+    assert all("wget -r saved" in ignored.get(name, "") for name in crawl), ignored
+    kept = [e for e in report.entries if e.status == "kept" and e.sample_id]
+    assert len(kept) == len(sample.SUBJECTS) * 4 * 6
+    assert all(e.source_path.startswith("files/eegmmidb/1.0.0/S") for e in kept)
+
+
+def test_a_128_hz_subject_keeps_its_own_rate(tmp_path):
+    """Subject 88 was recorded at 128 Hz (MOABB's PhysionetMI note): its epochs hold 3 s at 128 Hz, said in sfreq."""
+    import pyedflib
+
+    from multimed_hf.builders.eegmmidb import EEGMMIDBBuilder
+
+    rate, seconds = 128, 30
+    path = tmp_path / "files/S088/S088R04.edf"
+    path.parent.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    writer = pyedflib.EdfWriter(str(path), len(sample.CHANNELS), file_type=pyedflib.FILETYPE_EDFPLUS)
+    try:
+        writer.setSignalHeaders([
+            {"label": name, "dimension": "uV", "sample_frequency": rate, "physical_max": 8092.0,
+             "physical_min": -8092.0, "digital_max": 32767, "digital_min": -32768, "transducer": "", "prefilter": ""}
+            for name in sample.CHANNELS
+        ])
+        for onset, code in ((0.0, "T0"), (4.2, "T1"), (8.3, "T0"), (12.5, "T2")):
+            writer.writeAnnotation(onset, 4.1, code)
+        writer.writeSamples(list(rng.normal(0, 20, (len(sample.CHANNELS), rate * seconds))))
+    finally:
+        writer.close()
+    samples = EEGMMIDBBuilder(tmp_path).read_file("files/S088/S088R04.edf")
+    assert len(samples) == 4
+    for s in samples:
+        assert s.fields["sfreq"] == rate and s.fields["eeg"].shape == (len(sample.CHANNELS), 3 * rate)

@@ -164,3 +164,25 @@ def test_headers(record_id, description, expected):
     assert parse_header(record_id, description) == expected
     with pytest.raises(BadSourceFile, match="names no chromosome"):
         parse_header("ENSG4", "ENSG4 some promoter")
+
+
+def test_a_gene_on_two_table_rows_is_named_and_the_rest_of_the_table_is_used(built, tmp_path):
+    """TCGA's RNASeqV2 tables clipped to HUGO symbols hold SLC35E2 twice (Entrez 9906 and 728661; TCGAbiolinks'
+    TCGAanalyze_Normalization drops it): the repeated gene's window and rows are named, every other gene kept."""
+    root, _, report, ds, _ = built
+    copy = shutil.copytree(root, tmp_path / "src")
+    table = (copy / "expression.tsv").read_text().splitlines()
+    gene = table[1].split("\t")[0]
+    table.append("\t".join([gene] + ["1.5"] * len(sample.CONTEXTS)))  # the same id again, another gene's values
+    (copy / "expression.tsv").write_text("\n".join(table) + "\n")
+    again = build_dataset(TASK, [copy], tmp_path / "out", progress=False)
+    rejected = {e.source_path: e.reason for e in again.entries if e.status == "rejected"}
+    last = len(table) - 1
+    assert rejected[f"promoters.fa:row {gene}"].startswith(
+        f"gene {gene!r} has 2 rows in expression.tsv (rows 1, {last}): its target is ambiguous")
+    for n in (1, last):
+        assert rejected[f"expression.tsv:row {n} ({gene})"].startswith(f"gene {gene!r} is on 2 rows (rows 1, {last})")
+    assert again.counts["rejected"] == report.counts["rejected"] + 3
+    kept = {e.sample_id for e in again.entries if e.status == "kept" and e.sample_id}
+    before = {e.sample_id for e in report.entries if e.status == "kept" and e.sample_id}
+    assert kept == {s for s in before if not s.startswith(f"{gene}|")}

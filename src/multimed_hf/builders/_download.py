@@ -2,9 +2,10 @@
 
 Every real download holds files that are no data of any source: operating-system litter (``Thumbs.db``,
 ``.DS_Store``, ``__MACOSX/``, ``._*`` AppleDouble files, ``desktop.ini``), the publisher's documents (README,
-licence, citation files) and the archives a user unpacked in place. ``NonDataFiles`` (a mixin before a
-builder's base) lists each in the manifest as ignored, with its reason, instead of rejecting it as a stray file:
-its manifest status is ``ignored`` (``IgnoredSourceFile``), so it is no error and ``--strict`` does not stop on it.
+licence, citation files), the archives a user unpacked in place and the directory listings ``wget -r`` saves.
+``NonDataFiles`` (a mixin before a builder's base) lists each in the manifest as ignored, with its reason, instead
+of rejecting it as a stray file: its manifest status is ``ignored`` (``IgnoredSourceFile``), so it is no error and
+``--strict`` does not stop on it.
 
 Archives also wrap a source's tree in folders of their own (Kaggle's ``OCT2017 /`` with a trailing space, the
 tarball's ``BreaKHis_v1/``, Mendeley v3's ``CellData/OCT/``) and some hold the tree twice (``chest_xray/chest_xray/``):
@@ -37,6 +38,9 @@ _NAMES = {
     ".gitattributes": ".gitattributes is version-control metadata, not data",
     ".gitignore": ".gitignore is version-control metadata, not data",
 }
+#: What ``wget -r`` (PhysioNet's recommended download) saves beside the files: the server's directory listings
+#: (``index.html``, with Apache's sort variants ``index.html?C=N;O=D``) and its ``robots.txt``.
+_CRAWL = re.compile(r"^(index\.html?(\?.*)?|robots\.txt)$", re.IGNORECASE)
 _DOCUMENT = re.compile(r"^(readme|licen[cs]e|copying|citation|notice)([._ -].*)?$", re.IGNORECASE)
 _ARCHIVE = re.compile(r"\.(zip|zip\.\d{3}|z\d{2}|tar|tar\.gz|tgz|tar\.bz2|tar\.xz|7z|rar)$", re.IGNORECASE)
 
@@ -53,6 +57,8 @@ def non_data_reason(relpath: str) -> str | None:
         return reason
     if name.startswith("._"):
         return f"{name} is a macOS AppleDouble resource file, not data"
+    if _CRAWL.match(name):
+        return f"{name} is a web page or robots.txt that wget -r saved beside the files, not data"
     if _DOCUMENT.match(name):
         return f"{name} is the publisher's documentation or licence, not data"
     if _ARCHIVE.search(name):

@@ -13,8 +13,10 @@ files, obs columns of other encodings) are opened with ``anndata.read_h5ad(backe
   CELLxGENE Census's organ-level term, else ``organ``) are kept for the organ out-of-distribution analysis.
   ``development_stage`` (the schema's HsapDv label) gives the donor's ``age`` in years where the label states it
   (``N-year-old [human] stage``, ``N-month-old [human] stage``); broader stages ("adult stage", "unknown") give None.
-- genes: keyed by Ensembl id (the var index in the schema; scanpy's ``var["gene_ids"]`` where the index holds
-  symbols), ``feature_name`` kept as the gene's name. A file without Ensembl ids keys its genes by symbol (stated).
+- genes: keyed by Ensembl id (the var index in the schema, where ERCC spike-in ids such as ``ERCC-00002`` may sit
+  beside the genes; scanpy's ``var["gene_ids"]`` where the index holds symbols; CELLxGENE Census's
+  ``var["feature_id"]`` in a ``get_anndata`` file, whose index is only the row number), ``feature_name`` kept as
+  the gene's name. A file without Ensembl ids keys its genes by symbol (stated).
 - matrix: ``raw.X`` where present (the schema's raw counts), else ``X``. Its normalisation is detected on the first
   rows and stated: ``raw counts`` (non-negative integers), ``log1p-normalised`` (``expm1`` row sums constant: the
   target sum is given), or ``normalised`` (non-negative, neither); negative values (scaled data) reject the file.
@@ -57,6 +59,10 @@ _ORGAN_COLUMNS = ("tissue_general", "organ")
 _SCHEMA_OBS = "cell_type_ontology_term_id"
 _SCHEMA_VAR = "feature_name"
 _ENSEMBL = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
+#: The schema's feature ids: Ensembl genes, and ERCC RNA spike-in controls (``ERCC-00002``).
+_FEATURE_ID = re.compile(r"^(ENS[A-Z]*G\d{6,}(\.\d+)?|ERCC-\d{5})$")
+#: var columns holding a file's Ensembl ids when its index does not: scanpy's 10x reader, CELLxGENE Census.
+_ID_COLUMNS = ("gene_ids", "feature_id")
 _MISSING = {"", "nan", "none", "na", "n/a", "unknown", "unassigned"}
 _DOCUMENTS = ("README", "LICENSE")
 #: HsapDv's (and the schema's) exact-age stage labels: "34-year-old human stage", "34-year-old stage",
@@ -115,16 +121,25 @@ def _genes(var, main_var) -> tuple[list[str], list[str], str]:
     index = [str(g) for g in var.index]
     names_of = dict(zip(main_var.index.astype(str), main_var[_SCHEMA_VAR].astype(str))) \
         if _SCHEMA_VAR in main_var.columns else {}
-    if index and all(_ENSEMBL.match(g) for g in index):
+    column = next((c for c in _ID_COLUMNS if c in var.columns and _ensembl_ids(var[c].astype(str))), None)
+    if _ensembl_ids(index):
         keys, names, keyed = index, [names_of.get(g, g) for g in index], "Ensembl id"
-    elif "gene_ids" in var.columns and all(_ENSEMBL.match(str(g)) for g in var["gene_ids"]):
-        keys, names, keyed = [str(g) for g in var["gene_ids"]], index, "Ensembl id (var['gene_ids'])"
+    elif column is not None:
+        keys, keyed = [str(g) for g in var[column]], f"Ensembl id (var['{column}'])"
+        # Census keeps the symbol in feature_name (its index is the row number); scanpy's index is the symbol
+        names = [str(n) for n in var[_SCHEMA_VAR]] if _SCHEMA_VAR in var.columns else index
     else:
         keys, names, keyed = index, index, "gene symbol (the file has no Ensembl ids)"
     if len(set(keys)) != len(keys):
         repeated = sorted({k for k in keys if keys.count(k) > 1})[:5]
         raise BadSourceFile(f"gene keys repeat in the file's panel (e.g. {repeated}): expected unique genes")
     return keys, names, keyed
+
+
+def _ensembl_ids(values) -> bool:
+    """True when every value is a schema feature id (Ensembl, or an ERCC spike-in) and at least one is Ensembl."""
+    values = [str(v) for v in values]
+    return bool(values) and all(_FEATURE_ID.match(v) for v in values) and any(_ENSEMBL.match(v) for v in values)
 
 
 def detect_normalisation(block) -> str:
@@ -365,7 +380,7 @@ def open_cells(path: Path, *, h5py_reader: bool = True) -> _Cells:
 class CellxGeneBuilder(SourceBuilder):
     task = "cell_type"
     source = "cellxgene"
-    reading_version: ClassVar[str] = "2"  # 2: age from development_stage
+    reading_version: ClassVar[str] = "3"  # 2: age from development_stage; 3: ERCC ids, Census feature_id
     #: Cells read from the backed matrix at a time (bounds the reader's memory, whatever the file's size).
     chunk_cells: ClassVar[int] = 8192
     #: Cells whose values decide a file's normalisation.

@@ -1,5 +1,10 @@
 """PhysioNet EEG Motor Movement/Imagery (EEGMMIDB): ``[files/]S001/S001R04.edf``, EDF+ with T0/T1/T2 annotations.
 
+The subject folders are found at the top, under ``files/``, or under ``files/eegmmidb/<version>/``: the tree that
+MNE's ``eegbci.load_data`` (``MNE-eegbci-data/files/eegmmidb/1.0.0/S001/...``) and PhysioNet's ``wget -r``
+(``physionet.org/files/eegmmidb/1.0.0/S001/...``) leave. The sampling rate is each file's own (subject 88 was
+recorded at 128 Hz, not 160 Hz), so an epoch holds ``EPOCH_SECONDS`` at its file's rate, stated in ``sfreq``.
+
 Only the imagery runs give samples: runs 4, 8, 12 (imagined left / right fist: T1 / T2) and 6, 10, 14 (imagined
 both fists / both feet: T1 / T2); T0 is rest in every run. Each cue becomes one epoch of ``EPOCH_SECONDS`` from
 its onset (MOABB's PhysionetMI window), all channels, float32 volts, with channel names standardised as MNE's
@@ -39,6 +44,8 @@ _IMAGERY = {
 _OTHER_RUNS = {1: "baseline, eyes open", 2: "baseline, eyes closed"}
 _OTHER_RUNS.update({run: "motor execution (real movement)" for run in (3, 5, 7, 9, 11, 13)})
 _WITHIN_TEST_RUNS = (12, 14)
+#: Where the subject folders are: the top, ``files/``, or MNE's / ``wget -r``'s ``files/eegmmidb/1.0.0/``.
+_TREES = ("S*/*.edf", "files/S*/*.edf", "files/eegmmidb/*/S*/*.edf")
 _DOCUMENTS = re.compile(
     r"^(RECORDS|ANNOTATORS|SHA256SUMS\.txt|wfdbcal|LICENSE.*|README.*|64_channel_sharbrough\.(pdf|png))$"
 )
@@ -133,7 +140,7 @@ class EEGMMIDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     def detect(cls, root: Path) -> bool:
         return any(
             _RUN.match(p.name) and p.parent.name == f"S{_RUN.match(p.name).group(1)}"
-            for pattern in ("S*/*.edf", "files/S*/*.edf")
+            for pattern in _TREES
             for p in root.glob(pattern)
         )
 

@@ -16,8 +16,9 @@ h5ad are read with it, so the builder's version carries their size and time stam
 every window).
 
 Checked and reported per record (``promoters.fa:row GENE``): letters other than A/C/G/T/N, a window of another
-length, a header without chromosome, a gene id repeated, a gene with no expression row; table rows whose gene has
-no window are reported as ``expression.tsv:row N (GENE)``.
+length, a header without chromosome, a gene id repeated, a gene with no expression row or with several; table rows
+whose gene has no window, and each row of a gene id the table repeats (TCGA's SLC35E2), are reported as
+``expression.tsv:row N (GENE)``, the rest of the table is used.
 
 Splits: grouped by gene; whole chromosomes are held out for test (``TEST_CHROMOSOMES``, DeepSEA's chr8 and chr9),
 expressed through the publisher-split channel: genes there are marked test, the rest train (validation is drawn
@@ -86,7 +87,16 @@ def _text(path: Path) -> str:
 
 
 def read_table(path: Path) -> tuple[list[str], dict[str, tuple[int, list[float | None]]]]:
-    """``(contexts, {gene: (row number, values)})`` of a genes x contexts table (empty / NA cells are None)."""
+    """``(contexts, {gene: (row number, values)})`` of a genes x contexts table (empty / NA cells are None); a gene
+    id on several rows is left out (see ``read_table_rows``)."""
+    contexts, table, _ = read_table_rows(path)
+    return contexts, table
+
+
+def read_table_rows(path: Path):
+    """``(contexts, table, repeats)``: ``read_table``'s two, and ``{gene: [row numbers]}`` of the gene ids found on
+    more than one row. Their target is ambiguous, so they are left out of the table, each row reported; the rest of
+    the table is used (TCGA's RNASeqV2 tables clipped to HUGO symbols hold SLC35E2 twice, Entrez 9906 and 728661)."""
     rows = list(csv.reader(io.StringIO(_text(path)), delimiter="\t"))
     if not rows or len(rows[0]) < 2:
         raise BadSourceFile("expected a header row: gene id, then one column per context")
@@ -94,6 +104,7 @@ def read_table(path: Path) -> tuple[list[str], dict[str, tuple[int, list[float |
     if len(set(contexts)) != len(contexts) or not all(contexts):
         raise BadSourceFile(f"context columns are empty or repeat: {contexts}")
     table: dict[str, tuple[int, list]] = {}
+    repeats: dict[str, list[int]] = {}
     for n, row in enumerate(rows[1:], start=1):
         if not row or not row[0].strip():
             continue
@@ -113,10 +124,13 @@ def read_table(path: Path) -> tuple[list[str], dict[str, tuple[int, list[float |
                 raise BadSourceFile(f"row {n} ({row[0]}): {cell!r} is not finite")
             values.append(value)
         gene = row[0].strip()
-        if gene in table:
-            raise BadSourceFile(f"row {n}: gene {gene!r} repeats row {table[gene][0]}")
-        table[gene] = (n, values)
-    return contexts, table
+        if gene in repeats:
+            repeats[gene].append(n)
+        elif gene in table:
+            repeats[gene] = [table.pop(gene)[0], n]
+        else:
+            table[gene] = (n, values)
+    return contexts, table, repeats
 
 
 def read_context_organs(path: Path) -> dict[str, str | None]:
@@ -167,7 +181,7 @@ class TCGAPromotersBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     task = "expression_prediction"
     source = "tcga_promoters"
     record_noun = "promoter window"
-    reading_version = "2"  # 2: the context's organ
+    reading_version = "3"  # 2: the context's organ; 3: a repeated gene's rows reported, the rest of the table used
 
     @classmethod
     def detect(cls, root: Path) -> bool:
@@ -189,7 +203,12 @@ class TCGAPromotersBuilder(NonDataFiles, RecordRejections, SourceBuilder):
 
     @cached_property
     def _table(self):
-        return read_table(self.root / self._one(TABLE_NAMES))
+        """``(contexts, table)`` of the expression table (genes on several rows left out)."""
+        return self._table_rows[:2]
+
+    @cached_property
+    def _table_rows(self):
+        return read_table_rows(self.root / self._one(TABLE_NAMES))
 
     @cached_property
     def _context_organs(self) -> dict[str, str | None]:
@@ -233,7 +252,7 @@ class TCGAPromotersBuilder(NonDataFiles, RecordRejections, SourceBuilder):
         if not text.lstrip().startswith(">"):
             raise BadSourceFile("not FASTA: the file does not start with a '>' header")
         try:
-            contexts, table = self._table
+            contexts, table, repeats = self._table_rows
         except BadSourceFile as err:
             raise BadSourceFile(f"{TABLE_NAMES[0]} is unusable ({err.reason}), so no window has a target") from None
         try:
@@ -265,6 +284,12 @@ class TCGAPromotersBuilder(NonDataFiles, RecordRejections, SourceBuilder):
                     raise BadSourceFile(
                         f"window of {len(sequence)} nt; expected {WINDOW} "
                         "(7,000 upstream to 3,500 downstream of the TSS)"
+                    )
+                if gene in repeats:
+                    rows = ", ".join(str(r) for r in repeats[gene])
+                    raise BadSourceFile(
+                        f"gene {gene!r} has {len(repeats[gene])} rows in {TABLE_NAMES[0]} (rows {rows}): its target "
+                        "is ambiguous"
                     )
                 if gene not in table:
                     raise BadSourceFile(f"gene {gene!r} has no row in {TABLE_NAMES[0]}")
@@ -302,7 +327,7 @@ class TCGAPromotersBuilder(NonDataFiles, RecordRejections, SourceBuilder):
         if fasta not in files or table_name not in files:
             return found
         try:
-            _, table = self._table
+            _, table, repeats = self._table_rows
             from Bio import SeqIO
 
             windows = {r.id.partition("::")[0] for r in SeqIO.parse(io.StringIO(_text(self.root / fasta)), "fasta")}
@@ -311,6 +336,12 @@ class TCGAPromotersBuilder(NonDataFiles, RecordRejections, SourceBuilder):
         for gene, (n, _) in sorted(table.items(), key=lambda item: item[1][0]):
             if gene not in windows:
                 found.append((record_where(table_name, f"{n} ({gene})"), f"gene {gene!r} has no window in {fasta}"))
+        for gene, rows in sorted(repeats.items(), key=lambda item: item[1][0]):
+            for n in rows:
+                found.append((record_where(table_name, f"{n} ({gene})"), (
+                    f"gene {gene!r} is on {len(rows)} rows (rows {', '.join(str(r) for r in rows)}): its target is "
+                    "ambiguous, no row of it is used"
+                )))
         return found
 
     def assets(self) -> dict[str, object]:
