@@ -107,3 +107,48 @@ def test_split_repairs_count_leaks_only(built):
     assert info["split_repairs"]["dropped"] == 1 and info["counts"]["dropped"] == 1 + len(sample.CASES)
     assert info["counts"]["ignored"] == 1  # LICENSE.txt
     assert "Split repair: 1 training files of 1 groups" in (out / "README.md").read_text()
+
+
+#: The NBIA Data Retriever's download folder for the TCIA manifest (e.g. ``manifest-ZkhPvrLo5216730872708713142/``
+#: holding ``CBIS-DDSM/`` and ``metadata.csv``), and the places users keep the separately downloaded CSVs.
+NBIA_FOLDER = "manifest-ZkhPvrLo5216730872708713142"
+
+
+@pytest.mark.parametrize("csvs_in", ["root", "download folder", "tree"])
+def test_the_tree_inside_the_data_retrievers_download_folder_builds_alike(built, tmp_path, csvs_in):
+    """NBIA writes ``<download folder>/CBIS-DDSM/`` and ``<download folder>/metadata.csv``; the case CSVs (a
+    separate download) sit at the root, in the download folder or inside ``CBIS-DDSM/``: the same images, labels and
+    splits come out, the CSVs and ``metadata.csv`` are read as index files, and the ``.tcia`` manifest is ignored."""
+    import shutil
+
+    root = tmp_path / "src"
+    wrapper = root / NBIA_FOLDER
+    shutil.copytree(built.root / "CBIS-DDSM", wrapper / "CBIS-DDSM")
+    shutil.copy(built.root / "metadata.csv", wrapper / "metadata.csv")
+    target = {"root": root, "download folder": wrapper, "tree": wrapper / "CBIS-DDSM"}[csvs_in]
+    csv_names = sorted(p.name for p in built.root.glob("*_case_description_*_set.csv"))
+    for name in csv_names:
+        shutil.copy(built.root / name, target / name)
+    # the manifest file the TCIA page hands out, which the Data Retriever opens (saved beside the download)
+    (root / "CBIS-DDSM-All-doiJNLP-zzWs5zfZ.tcia").write_text(
+        "downloadServerUrl=https://public.cancerimagingarchive.net/nbia-download/servlet/DownloadServlet\n"
+        "includeAnnotation=true\nnoOfrRetry=4\ndatabasketId=manifest-1534787024127.tcia\nmanifestVersion=3.0\n"
+        "ListOfSeriesToDownload=\n1.3.6.1.4.1.9590.100.1.2.1\n")
+    build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    entries = read_manifest(tmp_path / "out" / TASK)
+    base = {(e.source_path.split("CBIS-DDSM/", 1)[1], e.status, e.split) for e in read_manifest(built.out / TASK)
+            if "CBIS-DDSM/" in e.source_path and ".csv" not in e.source_path}
+    assert {(e.source_path.split("CBIS-DDSM/", 1)[1], e.status, e.split) for e in entries
+            if "CBIS-DDSM/" in e.source_path and ".csv" not in e.source_path} == base
+    by_path = {e.source_path: e for e in entries}
+    prefix = target.relative_to(root).as_posix() + "/" if target != root else ""
+    for name in csv_names:
+        assert by_path[prefix + name].status == "kept", by_path[prefix + name]
+    assert by_path[f"{NBIA_FOLDER}/metadata.csv"].reason.startswith("index file")
+    tcia = by_path["CBIS-DDSM-All-doiJNLP-zzWs5zfZ.tcia"]
+    assert tcia.status == "ignored" and "the TCIA manifest the NBIA Data Retriever" in tcia.reason, tcia
+    where = prefix + "mass_case_description_test_set.csv:row 4"
+    assert by_path[where].reason == "missing image: no folder 'Mass-Test_P_00011_LEFT_CC' in the tree"
+    ds = load_dataset(str(tmp_path / "out"), TASK, cache_dir=str(tmp_path / "hf_cache"))
+    labels = {r["sample_id"]: r["malignancy"] for s in ds for r in ds[s]}
+    assert labels == {r["sample_id"]: r["malignancy"] for s in built.ds for r in built.ds[s]}

@@ -181,3 +181,23 @@ def test_a_degenerate_affine_is_rejected(tmp_path):
     path.write_bytes(bytes(header))
     with pytest.raises(BadSourceFile, match="degenerate affine"):
         load_axial_volume(path)
+
+
+def test_the_archives_covid19_1110_folder_is_found_under_the_folder_given(built, tmp_path):
+    """The download unpacks to ``COVID19_1110/`` (``<download>/COVID19_1110/studies/CT-k/``, ``.../masks/``): a
+    build of the folder around it reads the same studies as a build of the tree itself, and names what lies beside."""
+    import shutil
+
+    outer = tmp_path / "dataset_covid-1110_ct-scans"
+    shutil.copytree(built.root, outer / sample.FOLDER)
+    shutil.move(outer / sample.FOLDER / "MULTIMED_SOURCE.json", outer)  # our sample's provenance: the root's
+    (outer / "notes.txt").write_text("my notes\n")
+    build_dataset(TASK, [outer], tmp_path / "out", progress=False)
+    entries = read_manifest(tmp_path / "out" / TASK)
+    prefix = f"{sample.FOLDER}/"
+    base = {(e.source_path, e.status, e.reason, e.split) for e in read_manifest(built.out / TASK)}
+    inside = {(e.source_path.removeprefix(prefix), e.status, e.reason, e.split)
+              for e in entries if e.source_path.startswith(prefix)}
+    assert inside == base
+    stray = next(e for e in entries if e.source_path == "notes.txt")
+    assert stray.status == "rejected" and stray.reason.startswith("stray file: outside the archive's tree")

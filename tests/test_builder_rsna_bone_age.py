@@ -135,6 +135,30 @@ def test_the_challenge_release_reads_its_excel_test_truth(tmp_path):
     assert sorted(r["bone_age_months"] for r in ds["test"]) == [101.5, 121.0]
 
 
+def test_the_release_as_its_box_share_downloads(tmp_path):
+    """Folders downloaded from the Stanford AIMI Box share unpack as ``Bone+Age+Training+Set/`` (the images),
+    ``Bone+Age+Training+Set+Annotations/train.csv`` (their sheet, alone in a folder of its own) and
+    ``Bone+Age+Validation+Set/Bone Age Validation Set/`` (its sheet two folders down): every image gets its row."""
+    pytest.importorskip("openpyxl")
+    root = sample.make(tmp_path / "downloads", layout="box", n_train=8, n_test=2)
+    folders = sample.RELEASE_FOLDERS["box"]
+    validation_sheet = f"{folders['validation']}/Validation Dataset.csv"
+    assert (root / validation_sheet).is_file() and RSNABoneAgeBuilder.detect(root)
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    assert dict(report.counts) == {"kept": 8 + 2 + 2 + 3}, [
+        (e.source_path, e.reason) for e in report.entries if e.status != "kept"]
+    by_path = {e.source_path: e for e in report.entries}
+    assert by_path[validation_sheet].reason == "index file: no sample of its own"
+    kept = {e.sample_id: e for e in report.entries if e.sample_id}
+    assert {i for i in kept if i.startswith("train/")} == {f"train/{1377 + i}" for i in range(8)}
+    assert {i for i in kept if i.startswith("validation/")} == {"validation/1386", "validation/1392"}
+    assert {i for i, e in kept.items() if e.split == "test"} == {"test/4360", "test/4361"}
+    ds = load_dataset(str(tmp_path / "out"), TASK, cache_dir=str(tmp_path / "hf_cache"))
+    rows = {r["sample_id"]: r for split in ds for r in ds[split]}
+    assert rows["validation/1386"]["bone_age_months"] == 30.0 and rows["validation/1386"]["sex"] == "F"
+    assert rows["train/1377"]["bone_age_months"] == 6.0
+
+
 def test_excel_sheets_build_as_their_csv_copies(built, build_sample):
     """The Kaggle layout with both sheets as workbooks: every file, row and label as the CSV sheets give them."""
     pytest.importorskip("openpyxl")

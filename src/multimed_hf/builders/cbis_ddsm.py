@@ -10,8 +10,11 @@ shards are written. 16-bit rather than a windowed 8-bit image: the release has n
 window chosen here would clip calcifications for good; a processor windows or rescales. Its label is malignant
 when any of its abnormalities is MALIGNANT, else benign (BENIGN_WITHOUT_CALLBACK is benign). Patients group; the
 publisher's Training/Test split is kept, and a patient's training images that share the patient with test images
-are dropped. The NBIA Data Retriever's ``metadata.csv`` beside the tree is read as an index file; its licence
-and other non-data files are ignored, named.
+are dropped. The NBIA Data Retriever writes ``CBIS-DDSM/`` and its ``metadata.csv`` into a download folder of
+its own (``manifest-<id>/``, or the manifest's name, ``CBIS-DDSM-All-doiJNLP-zzWs5zfZ/``): the tree is found at
+the root, or in one such folder under it, and the CSVs at the root, beside the tree or inside it. ``metadata.csv``
+beside the tree is read as an index file; the ``.tcia`` manifest the Data Retriever opens, the licence and other
+non-data files are ignored, named.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from multimed_hf.builders._ct import RenderedSlices, rendered_ref
 from multimed_hf.builders._dicom import read_dicom_pixels
 from multimed_hf.builders._download import NonDataFiles
 from multimed_hf.builders._records import dependency_version
-from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
+from multimed_hf.data.errors import BadSourceFile, IgnoredSourceFile, UnusedSourceFile
 from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import SourceBuilder
 
@@ -71,31 +74,55 @@ class CBISDDSMBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
 
     @classmethod
     def detect(cls, root: Path) -> bool:
-        return any(CSV_NAME.match(p.name) for p in root.glob("*.csv")) and any(
-            FOLDER_NAME.match(p.name) for p in cls._tree(root).iterdir() if p.is_dir()
-        )
+        tree = cls._tree(root)
+        return bool(cls._csv_paths(root)) and any(FOLDER_NAME.match(p.name) for p in tree.iterdir() if p.is_dir())
 
     @staticmethod
     def _tree(root: Path) -> Path:
-        """The folder holding the case folders: ``CBIS-DDSM/`` as NBIA writes it, or the root itself."""
-        return root / "CBIS-DDSM" if (root / "CBIS-DDSM").is_dir() else root
+        """The folder holding the case folders: ``CBIS-DDSM/`` as NBIA writes it, at the root or in the Data
+        Retriever's download folder under it (``manifest-<id>/CBIS-DDSM/``), else the root itself."""
+        if (root / "CBIS-DDSM").is_dir():
+            return root / "CBIS-DDSM"
+        wrapped = sorted(p for p in root.glob("*/CBIS-DDSM") if p.is_dir())
+        return wrapped[0] if wrapped else root
+
+    @classmethod
+    def _csv_paths(cls, root: Path) -> list[Path]:
+        """The case-description CSVs: at the root, beside the tree (in the download folder) or inside it."""
+        folders = dict.fromkeys((root, *cls._tree_and_parent(root)))  # in order, once each
+        return [p for folder in folders for p in sorted(folder.glob("*.csv")) if CSV_NAME.match(p.name)]
+
+    @classmethod
+    def _tree_and_parent(cls, root: Path) -> tuple[Path, ...]:
+        """The tree's folder, after the folder holding it where that is inside the root."""
+        tree = cls._tree(root)
+        return (tree.parent, tree) if tree != root else (tree,)
+
+    def _relpath(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    @cached_property
+    def _index_files(self) -> set[str]:
+        """Relative paths of the case-description CSVs and of the Data Retriever's ``metadata.csv``s."""
+        beside = self._tree_and_parent(self.root)[:-1]  # the download folder the Data Retriever wrote, if any
+        metadata = {self._relpath(folder / NBIA_METADATA) for folder in (self.root, *beside)}
+        return {self._relpath(p) for p in self._csv_paths(self.root)} | metadata
 
     @property
     def version(self) -> str:  # the CSVs label every image: editing one re-validates them
-        return dependency_version(self.reading_version, (p for p in self.root.glob("*.csv") if CSV_NAME.match(p.name)))
+        return dependency_version(self.reading_version, self._csv_paths(self.root))
 
     @cached_property
     def _rows(self) -> dict[str, list[tuple[str, str]]]:
         """Full-mammogram folder -> its ``(where, pathology)`` CSV rows; unreadable rows raise per file."""
         rows: dict[str, list[tuple[str, str]]] = {}
-        for path in sorted(self.root.glob("*.csv")):
-            if not CSV_NAME.match(path.name):
-                continue
+        for path in self._csv_paths(self.root):
+            where = self._relpath(path)
             with path.open(newline="", encoding="utf-8-sig") as handle:
                 for n, row in enumerate(csv.DictReader(handle), start=2):
                     image_path = (row.get("image file path") or "").strip()
                     folder = PurePosixPath(image_path).parts[0] if image_path else ""
-                    rows.setdefault(folder, []).append((f"{path.name}:row {n}", (row.get("pathology") or "").strip()))
+                    rows.setdefault(folder, []).append((f"{where}:row {n}", (row.get("pathology") or "").strip()))
         return rows
 
     def render(self, file: Path, params: Mapping[str, str]) -> bytes:
@@ -120,11 +147,12 @@ class CBISDDSMBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
 
     def read_file(self, relpath: str) -> list[Sample]:
         name = PurePosixPath(relpath).name
-        if CSV_NAME.match(name) and "/" not in relpath:
-            self._rows  # a broken CSV fails here, named, rather than in every image
-            return []
-        if relpath == NBIA_METADATA:
-            return []  # the NBIA Data Retriever's list of the series it wrote: an index file
+        if name.lower().endswith(".tcia"):  # e.g. CBIS-DDSM-All-doiJNLP-zzWs5zfZ.tcia, from the TCIA page
+            raise IgnoredSourceFile(f"{name} is the TCIA manifest the NBIA Data Retriever downloads from, not data")
+        if relpath in self._index_files:
+            if CSV_NAME.match(name):
+                self._rows  # a broken CSV fails here, named, rather than in every image
+            return []  # a case-description CSV, or the NBIA Data Retriever's list of the series it wrote
         folder = self._case_folder(relpath)
         match = FOLDER_NAME.match(folder or "")
         if match is None or not name.lower().endswith(".dcm"):

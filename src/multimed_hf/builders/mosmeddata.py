@@ -3,6 +3,9 @@
 Each volume is read fully with nibabel (a cut ``.nii.gz`` loads lazily and fails only when its voxels are read),
 checked (3-D, finite, Hounsfield units), turned to the patient's axes and cut into axial slices: one sample per
 slice, a PNG in the lung window, with its volume id, slice index (as stored in the file) and window.
+
+The archive unpacks to ``COVID19_1110/`` (beside ``studies/`` and ``masks/`` it holds ``dataset_registry.xlsx`` and
+the read-me files): the tree is read in the folder given or in its ``COVID19_1110/``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 from multimed_hf.builders._ct import (
     LUNG_WINDOW, RenderedSlices, Window, check_hounsfield, encode_png, rendered_ref, require,
 )
-from multimed_hf.builders._download import NonDataFiles
+from multimed_hf.builders._download import NonDataFiles, WrappedTree, strip_tree
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.images import MIN_IMAGE_SIDE
 from multimed_hf.data.sample import Sample
@@ -99,9 +102,11 @@ def _volume(path: Path) -> AxialVolume:
     return _cached_volume(str(path), stat.st_size, stat.st_mtime_ns)
 
 
-class MosMedDataBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
+class MosMedDataBuilder(NonDataFiles, WrappedTree, RenderedSlices, SourceBuilder):
     task = "radiographic_findings"
     source = "mosmeddata"
+    #: The archive's own folder around the tree.
+    wrappers = ("COVID19_1110",)
     #: The window every slice is rendered in (recorded per sample in the ``window`` column).
     window: ClassVar[Window] = LUNG_WINDOW
 
@@ -115,12 +120,15 @@ class MosMedDataBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
         return encode_png(volume.display(volume.z_of(int(params["slice"])), Window.parse(params["window"])))
 
     @classmethod
-    def detect(cls, root: Path) -> bool:
-        studies = root / "studies"
+    def _is_tree(cls, folder: Path) -> bool:
+        studies = folder / "studies"
         return studies.is_dir() and any(p.name in cls.spec().label_map["severity"] for p in studies.iterdir())
 
     def read_file(self, relpath: str) -> list[Sample]:
-        parts = PurePosixPath(relpath).parts
+        inner = strip_tree(relpath, self.tree)
+        if inner is None:
+            raise BadSourceFile(f"stray file: outside the archive's tree ({self.tree}studies/, {self.tree}masks/)")
+        parts = PurePosixPath(inner).parts
         if len(parts) == 1 and _DOCUMENTS.match(parts[0]):
             return []  # the publisher's registry and read-me: no sample of their own
         if len(parts) == 2 and parts[0] == "masks":

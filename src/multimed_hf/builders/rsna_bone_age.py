@@ -6,12 +6,16 @@ challenge's other sheets are recognised by their headers, wherever they sit (at 
 the validation sheet (``Image ID, male, Bone Age (months)``, e.g. ``Validation Dataset.csv``) is training data
 here, the test ground truth (``Case ID, Sex, Ground truth bone age (months)``) is the published test set, and
 Kaggle's ``boneage-test-dataset.csv`` (``Case ID, Sex``) names its 200 test images without ages, so those are
-reported as unlabelled. A sheet indexes the folder named like it when there is one, else its own folder.
+reported as unlabelled. A sheet indexes the folder named like it when there is one, else its own folder; a sheet
+alone in a folder of its own (no image, no folder beside it) indexes the folder above.
 
 The challenge's own release (RSNA / Stanford AIMI) nests each set in a folder: ``Bone Age Training Set/train.csv``
 (the training header) with ``boneage-training-dataset/``, ``Bone Age Validation Set/Validation Dataset.csv`` with
 ``boneage-validation-dataset-1/`` and ``-2/``, and ``Bone Age Test Set/`` with ``Test Set Images/`` and the ground
-truth as an Excel sheet, ``Bone age ground truth.xlsx``. Any sheet may be an Excel workbook (``.xlsx``; its first
+truth as an Excel sheet, ``Bone age ground truth.xlsx``. Downloaded from the Stanford AIMI Box share, those folders
+unpack with ``+`` for spaces and a folder more: ``Bone+Age+Training+Set/boneage-training-dataset/`` with its sheet
+apart in ``Bone+Age+Training+Set+Annotations/train.csv``, and ``Bone+Age+Validation+Set/Bone Age Validation Set/``;
+so sheets are looked for down to two folders below the root. Any sheet may be an Excel workbook (``.xlsx``; its first
 worksheet is read): pandas reads it with openpyxl (the ``tables`` extra) into the header and rows a CSV gives, so
 the same column rules apply and rows are numbered alike (``row N`` is the N-th row under the header). Without
 openpyxl a workbook is rejected, naming ``pip install multimed_hf[tables]``, and so are the images it labels (a
@@ -27,6 +31,7 @@ import bisect
 import csv
 import io
 import math
+import os
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
@@ -110,7 +115,7 @@ def bone_age_bin(months: float, bins, names) -> str:
 class RSNABoneAgeBuilder(NonDataFiles, PublishedUnlabelled, CsvImageBuilder):
     task = "bone_age"
     source = "rsna_bone_age"
-    version = "3"
+    version = "4"
     image_suffixes = (".png",)
     sheet_suffixes = (".csv", ".xlsx")
     sheets = {TRAINING_SHEET: SHEETS[0]}
@@ -124,7 +129,7 @@ class RSNABoneAgeBuilder(NonDataFiles, PublishedUnlabelled, CsvImageBuilder):
     def detect(cls, root: Path) -> bool:
         if (root / TRAINING_SHEET).is_file():
             return True
-        for pattern in ("*.csv", "*/*.csv", "*.xlsx", "*/*.xlsx"):
+        for pattern in ("*.csv", "*/*.csv", "*/*/*.csv", "*.xlsx", "*/*.xlsx", "*/*/*.xlsx"):
             for path in root.glob(pattern):
                 try:
                     if path.suffix == ".xlsx":
@@ -143,8 +148,19 @@ class RSNABoneAgeBuilder(NonDataFiles, PublishedUnlabelled, CsvImageBuilder):
         return False
 
     def _sheet_candidates(self) -> list[str]:
-        """CSV and Excel sheets; a workbook with a CSV copy beside it is left to the copy."""
+        """CSV and Excel sheets at the root and down to two folders below it (a Box download's
+        ``Bone+Age+Validation+Set/Bone Age Validation Set/``); a workbook with a CSV copy beside it is left to the
+        copy."""
         found = super()._sheet_candidates()
+        for entry in sorted(os.scandir(self.root), key=lambda e: e.name):
+            if not entry.is_dir():
+                continue
+            for sub in sorted(os.scandir(entry.path), key=lambda e: e.name):
+                if not sub.is_dir():
+                    continue
+                for leaf in sorted(os.scandir(sub.path), key=lambda e: e.name):
+                    if leaf.is_file() and leaf.name.lower().endswith(self.sheet_suffixes):
+                        found.append(f"{entry.name}/{sub.name}/{leaf.name}")
         return [p for p in found if not (p.lower().endswith(".xlsx") and _csv_copy(p) in found)]
 
     def _workbooks(self) -> list[str]:
@@ -165,7 +181,7 @@ class RSNABoneAgeBuilder(NonDataFiles, PublishedUnlabelled, CsvImageBuilder):
 
     def read_file(self, relpath: str):
         copy = _csv_copy(relpath)
-        if relpath.lower().endswith(".xlsx") and relpath.count("/") <= 1 and (self.root / copy).is_file():
+        if relpath.lower().endswith(".xlsx") and relpath.count("/") <= 2 and (self.root / copy).is_file():
             raise UnusedSourceFile(f"not used: its CSV copy {copy} beside it is read instead")
         return super().read_file(relpath)
 
@@ -181,12 +197,23 @@ class RSNABoneAgeBuilder(NonDataFiles, PublishedUnlabelled, CsvImageBuilder):
         return None
 
     def image_scope(self, relpath: str, sheet: Sheet) -> str | None:
-        """The folder named like the sheet (``boneage-training-dataset/``) if there is one, else its folder."""
+        """The folder named like the sheet (``boneage-training-dataset/``) if there is one, else its folder; for a
+        sheet alone in a folder of its own (``Bone+Age+Training+Set+Annotations/train.csv``) the folder above."""
         path = PurePosixPath(relpath)
         twin = path.parent / path.stem
         if (self.root / twin).is_dir():
             return twin.as_posix() + "/"
-        return "" if path.parent.as_posix() == "." else path.parent.as_posix() + "/"
+        folder = path.parent
+        if folder.as_posix() != "." and self._holds_only_sheets(folder):
+            folder = folder.parent
+        return "" if folder.as_posix() == "." else folder.as_posix() + "/"
+
+    def _holds_only_sheets(self, folder: PurePosixPath) -> bool:
+        """True for a folder holding no subfolder and no image: sheets (and non-data files) only."""
+        for entry in os.scandir(self.root / folder):
+            if entry.is_dir() or entry.name.lower().endswith(self.image_suffixes):
+                return False
+        return True
 
     def parse_row(self, row: dict[str, str], sheet: Sheet) -> dict:
         column = sheet.columns["months"]
