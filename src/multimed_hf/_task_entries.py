@@ -143,7 +143,8 @@ MOSMEDDATA = SourceSpec(
     homepage="https://mosmed.ai/datasets/covid19_1110",
     layout=(
         "studies/CT-0 ... CT-4/study_NNNN.nii.gz, one volume per patient; masks/study_NNNN_mask.nii.gz "
-        "(binary lesion masks of 50 CT-1 studies) and dataset_registry.xlsx beside them"
+        "(binary lesion masks of 50 CT-1 studies) and dataset_registry.xlsx beside them (in the archive's "
+        "COVID19_1110/ folder, found under the folder given too)"
     ),
     grouping="patient (one study each)",
     expected_files={"COVID19_1110": 1110},
@@ -202,8 +203,9 @@ RSNA_BONE_AGE = SourceSpec(
         "<id>.png (Kaggle nests it: boneage-training-dataset/boneage-training-dataset/); the challenge's other "
         "sheets are recognised by header: validation (Image ID, male, Bone Age (months)), test ground truth "
         "(Case ID, Sex, Ground truth bone age (months)), and Kaggle's boneage-test-dataset.csv (Case ID, Sex) whose "
-        "200 images carry no age. Sheets may be CSV or Excel (.xlsx). A sheet indexes the folder named like it, else its "
-        "own folder"
+        "200 images carry no age. Sheets may be CSV or Excel (.xlsx), found down to two folders below the root. A "
+        "sheet indexes the folder named like it, else its own folder; a sheet alone in a folder of its own (the "
+        "Stanford AIMI Box download's Bone+Age+Training+Set+Annotations/train.csv) indexes the folder above"
     ),
     grouping="image id (one image per child; no patient ids exist)",
     expected_files={
@@ -273,7 +275,9 @@ CBIS_DDSM = SourceSpec(
     homepage="https://doi.org/10.7937/K9/TCIA.2016.7O02S9CY",
     layout=(
         "CBIS-DDSM/<Mass|Calc>-<Training|Test>_P_<id>_<LEFT|RIGHT>_<CC|MLO>/<study>/<series>/*.dcm (NBIA download; "
-        "folders ending _<n> hold ROI masks and crops) beside {mass,calc}_case_description_{train,test}_set.csv"
+        "folders ending _<n> hold ROI masks and crops) beside {mass,calc}_case_description_{train,test}_set.csv; "
+        "the NBIA Data Retriever may put CBIS-DDSM/ and metadata.csv in a download folder of its own "
+        "(manifest-<id>/), and the CSVs may sit at the root, beside CBIS-DDSM/ or inside it"
     ),
     grouping="patient (P_xxxxx; a patient can be in the mass and the calc sets)",
     expected_files={"full mammograms": 3103},
@@ -355,7 +359,8 @@ MALARIA = SourceSpec(
     homepage="https://lhncbc.nlm.nih.gov/LHC-research/LHC-projects/image-processing/malaria-datasheet.html",
     layout=(
         "cell_images/{Parasitized,Uninfected}/<slide>ThinF_IMG_<date>_<time>_cell_<n>.png (plus a Thumbs.db per "
-        "folder, reported as stray; the Kaggle mirror's nested cell_images/ copy is stray too)"
+        "folder, ignored; the Kaggle mirror's nested cell_images/ copy dropped; NLM's patientid_cellmapping_*.csv "
+        "dropped by name where kept beside the images)"
     ),
     grouping=(
         "patient: the slide code C<n>[P<m>] that starts the name (a smear's photographed fields together), slides "
@@ -365,7 +370,8 @@ MALARIA = SourceSpec(
     notes=(
         "diseases is [malaria] or [normal]; label_mask lists both, every other disease is unknown, never negative. "
         "Cell crops all look alike, so near-duplicate hashing is off for this source (exact duplicates still group). "
-        "NLM's patientid_cellmapping_*.csv (a separate download) is not read."
+        "NLM's patientid_cellmapping_*.csv (a separate download) is not read: its patient ids are the slide codes "
+        "that start the cell names; where present it is dropped by name."
     ),
     label_map={"diseases": {"Parasitized": "malaria", "Uninfected": "normal"}},
 )
@@ -415,9 +421,10 @@ EEGMMIDB = SourceSpec(
     redistributable=True,
     homepage="https://physionet.org/content/eegmmidb/1.0.0/",
     layout=(
-        "[files/]S001/S001R01.edf ... S109/S109R14.edf (EDF+, 64 channels, 160 Hz, T0/T1/T2 annotations; .edf.event "
-        "copies and RECORDS beside them); imagery runs 4, 8, 12 (T1 left fist, T2 right fist) and 6, 10, 14 "
-        "(T1 both fists, T2 both feet), T0 rest"
+        "[files/]S001/S001R01.edf ... S109/S109R14.edf, or files/eegmmidb/1.0.0/S001/... as MNE's eegbci.load_data "
+        "and wget -r leave them (EDF+, 64 channels, 160 Hz, T0/T1/T2 annotations; .edf.event copies and RECORDS "
+        "beside them; wget's index.html listings ignored); imagery runs 4, 8, 12 (T1 left fist, T2 right fist) "
+        "and 6, 10, 14 (T1 both fists, T2 both feet), T0 rest"
     ),
     grouping="subject (cross-subject splits); within_subject_split gives runs 4, 6, 8, 10 train and 12, 14 test",
     expected_files={"v1.0.0 (EDF runs)": 1526},
@@ -513,8 +520,9 @@ CELLXGENE = SourceSpec(
     homepage="https://cellxgene.cziscience.com/datasets",
     layout=(
         "a folder of .h5ad files in the CELLxGENE schema (obs cell_type, cell_type_ontology_term_id, donor_id, "
-        "tissue, assay, disease; var indexed by Ensembl id with feature_name; raw counts in raw.X or X), or "
-        "scanpy-style files (obs celltype / cell_ontology_class ..., donor / individual ...; var gene_ids)"
+        "tissue, assay, disease; var indexed by Ensembl id (ERCC spike-ins beside them) with feature_name, or by row "
+        "number with feature_id as Census's get_anndata writes them; raw counts in raw.X or X), or scanpy-style "
+        "files (obs celltype / cell_ontology_class ..., donor / individual ...; var gene_ids)"
     ),
     grouping="donor (donor_id; across the folder's files)",
     notes=(
