@@ -12,6 +12,7 @@ from multimed_hf.api import build_dataset
 from multimed_hf.builders.bci_iv_2a import CHANNELS_10_10, TRUE_LABELS_ZIP, check_gdf_size
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.manifest import read_manifest
+from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import PROVENANCE_FILE
 
 TASK = "motor_imagery"
@@ -169,3 +170,184 @@ def test_an_unreadable_true_labels_zip_is_named(tmp_path):
         archive.writestr("A01E.mat", b"")
     with pytest.raises(BadSourceFile, match=r"^no readable true labels .*: A01E\.mat: cannot read MATLAB file"):
         BCIIV2aBuilder(tmp_path).read_file(TRUE_LABELS_ZIP)
+
+
+# BNCI Horizon's MATLAB copies, as MOABB's BNCI2014_001 downloads them (moabb/datasets/bnci.py: _load_data_001_2014,
+# _convert_mi, _convert_run): ~/mne_data/MNE-bnci-data/database/data-sets/001-2014/A0NT.mat / A0NE.mat
+
+
+def _read(root):
+    """Every file of ``root`` read by the builder: ``(samples by id, {path or record: reason})``."""
+    from multimed_hf.builders.bci_iv_2a import BCIIV2aBuilder
+
+    builder, samples, reasons = BCIIV2aBuilder(root), {}, {}
+    for relpath in builder.list_files():
+        try:
+            records = builder.read_file(relpath)
+        except BadSourceFile as err:
+            reasons[relpath] = err.reason
+            continue
+        for record in records:
+            if isinstance(record, Sample):
+                samples[record.sample_id] = record
+            else:
+                reasons[record.where] = record.reason
+    return samples, reasons
+
+
+def test_the_moabb_cache_is_detected_from_any_of_its_folders(tmp_path):
+    from dataset_scripts.sample_sources import bci_iv_2a as sample
+    from multimed_hf.builders import detect_builder
+    from multimed_hf.builders.bci_iv_2a import BCIIV2aBuilder
+
+    root = sample.make(tmp_path / "mne_data", layout="bnci", bad_files=False)
+    assert not list(root.rglob("*.gdf"))
+    folder = root
+    for name in sample.BNCI_FOLDER.split("/"):  # MNE-bnci-data, database, data-sets, 001-2014
+        folder = folder / name
+        assert isinstance(detect_builder(TASK, folder), BCIIV2aBuilder), folder
+    # true labels alone (classlabel, no 'data') are no sessions
+    labels = tmp_path / "labels_only"
+    labels.mkdir()
+    savemat(labels / "A01E.mat", {"classlabel": np.array([[1], [2]], np.uint8)})
+    assert not BCIIV2aBuilder.detect(labels)
+
+
+def test_bnci_copies_give_the_gdf_routes_samples(tmp_path):
+    from dataset_scripts.sample_sources import bci_iv_2a as sample
+
+    gdf = sample.make(tmp_path / "gdf", eog_runs=3, bad_files=False)  # 3 EOG runs, then the imagery run
+    bnci = sample.make(tmp_path / "bnci", layout="bnci", bad_files=False)
+    from_gdf, rejected_gdf = _read(gdf)
+    from_mat, rejected_mat = _read(bnci)
+    assert not rejected_gdf and not rejected_mat, (rejected_gdf, rejected_mat)
+    assert set(from_mat) == set(from_gdf) and len(from_gdf) == 24
+    for sample_id, mat in from_mat.items():
+        assert mat.source_path == f"{sample.BNCI_FOLDER}/{sample_id.split(':')[0]}.mat"
+        expected = from_gdf[sample_id]
+        assert mat.group_key == expected.group_key == f"subject:{sample_id[:3]}"
+        assert mat.fields["run"] == expected.fields["run"] == "4"  # the cell's number, EOG runs counted
+        for name, value in expected.fields.items():
+            if name == "eeg":
+                assert value.dtype == mat.fields[name].dtype == np.float32 and value.shape == (22, 1000)
+                np.testing.assert_allclose(mat.fields[name], value, rtol=0, atol=1e-12)  # volts
+            else:
+                assert mat.fields[name] == value, (sample_id, name)
+
+
+def test_the_moabb_cache_builds_and_names_its_bad_and_foreign_files(build_sample):
+    from dataset_scripts.sample_sources import bci_iv_2a as sample
+
+    root, out, report, ds = build_sample(TASK, "bci_iv_2a", layout="bnci")
+    entries = {e.source_path: e for e in read_manifest(out / TASK)}
+    cut, foreign = f"{sample.BNCI_FOLDER}/A09T.mat", "MNE-bnci-data/database/data-sets/002-2014/S01T.mat"
+    assert entries[cut].status == "rejected" and entries[cut].reason.startswith("cannot read MATLAB file")
+    assert entries[foreign].status == "dropped" and "another BNCI Horizon data set" in entries[foreign].reason
+    names = ds["train"].features["movement"].names
+    rows = [(row["sample_id"], names[row["movement"]], split, row["within_subject_split"])
+            for split in ds for row in ds[split]]
+    assert len(rows) == 24 and all(w == ("train" if sid[3] == "T" else "test") for sid, _, _, w in rows)
+    for session in ("A01T", "A05E"):  # y of every session (the E ones too) gives the classes, in trial order
+        content = loadmat(root / sample.BNCI_FOLDER / f"{session}.mat", struct_as_record=False, squeeze_me=True)
+        truth = [int(k) for run in content["data"] for k in np.atleast_1d(run.y)]
+        got = sorted((int(sid.split(":")[1]), label) for sid, label, _, _ in rows if sid.startswith(session))
+        assert [label for _, label in got] == [CLASSES[768 + k] for k in truth]
+
+
+def test_a_session_held_both_ways_is_read_from_its_gdf(tmp_path):
+    from dataset_scripts.sample_sources import bci_iv_2a as sample
+
+    root = sample.make(tmp_path / "download", eog_runs=3, bad_files=False)
+    sample.make(root, layout="bnci", bad_files=False)  # the MOABB cache beside the GDF sessions
+    (root / "A05T.gdf").unlink()  # only BNCI's copy of A05T
+    (root / "true_labels" / "A08E.mat").unlink()  # A08E.gdf has no true labels: its copy (y) gives them
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    by_path = {e.source_path: e for e in report.entries}
+    mat = f"{sample.BNCI_FOLDER}/A0{{}}.mat".format
+    assert by_path[mat("1T")].status == "dropped"
+    assert by_path[mat("1T")].reason.endswith("the GDF session A01T.gdf is read")
+    assert by_path["A08E.gdf"].status == "rejected"
+    assert by_path["A08E.gdf"].reason.endswith(f"BNCI Horizon's copy {mat('8E')} is read instead")
+    kept = defaultdict(set)
+    for e in report.entries:
+        if e.status == "kept" and e.sample_id:
+            kept[e.sample_id.split(":")[0]].add(e.source_path)
+    assert kept == {
+        **{f"A0{s}{t}": {f"A0{s}{t}.gdf"} for s in (1, 5, 8) for t in "TE"},
+        "A05T": {mat("5T")}, "A08E": {mat("8E")},
+    }
+    assert not [e for e in report.entries if "duplicate" in (e.reason or "")]
+    # the GDF gone, its copy is read: the cached decision is not reused
+    (root / "A01T.gdf").unlink()
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    by_path = {e.source_path: e for e in report.entries}
+    assert by_path[mat("1T")].status == "kept", by_path[mat("1T")]
+
+
+def _bad_copy(tmp_path, change):
+    """A BNCI copy of one session (A02T) in the 001-2014 folder, ``change(cells)`` applied to its runs."""
+    from dataset_scripts.sample_sources import bci_iv_2a as sample
+
+    signal, events, bounds, classes = sample.session_signal()
+    cells = sample.bnci_runs(signal, events, bounds, classes)
+    change(cells)
+    folder = tmp_path / "001-2014"
+    folder.mkdir(exist_ok=True)
+    savemat(folder / "A02T.mat", {"data": cells})
+    return tmp_path, "001-2014/A02T.mat"
+
+
+@pytest.mark.parametrize("change, reason", [
+    (lambda cells: cells[0, 3].pop("y"), r"^data: run 4 lacks y \(it holds \["),
+    (lambda cells: cells[0, 3].update(X=cells[0, 3]["X"][:, :22]),
+     r"^data: run 4: X is float64 \(\d+, 22\), expected samples x 25 channels \(22 EEG \+ 3 EOG\)$"),
+    (lambda cells: cells[0, 3]["y"].__setitem__(2, 5.0), r"^data: run 4: y holds classes other than 1-4: \[5\.0\]$"),
+    (lambda cells: cells[0, 3]["y"].__setitem__(0, np.nan), r"^data: run 4: y holds classes other than 1-4: \[nan\]$"),
+    (lambda cells: cells[0, 3]["trial"].__setitem__(3, 10 ** 6),
+     r"^data: run 4: trial starts \[1000000\.0\] are not samples of the run \(1-\d+\): past the recording$"),
+    (lambda cells: cells[0, 3].update(y=np.ones((3, 1))), r"^data: run 4: 3 classes \(y\) for 4 trials$"),
+    (lambda cells: [cells[0, k].update(trial=np.zeros((0, 1)), y=np.zeros((0, 1))) for k in range(4)],
+     r"^no trials in any of its 4 runs: not a motor-imagery session$"),
+    (lambda cells: cells[0, 2].update(fs=500.0), r"^data: the runs' fs differ: \[250\.0, 500\.0\]$"),
+])
+def test_bad_bnci_copies_are_rejected_naming_the_problem(tmp_path, change, reason):
+    from multimed_hf.builders.bci_iv_2a import BCIIV2aBuilder
+
+    root, relpath = _bad_copy(tmp_path, change)
+    with pytest.raises(BadSourceFile, match=reason):
+        BCIIV2aBuilder(root).read_file(relpath)
+
+
+def test_unreadable_or_foreign_mat_files_are_rejected(tmp_path):
+    from multimed_hf.builders.bci_iv_2a import BCIIV2aBuilder
+
+    root, relpath = _bad_copy(tmp_path, lambda cells: None)
+    data = (root / relpath).read_bytes()
+    (root / relpath).write_bytes(data[: len(data) // 3])
+    with pytest.raises(BadSourceFile, match=r"^cannot read MATLAB file: "):
+        BCIIV2aBuilder(root).read_file(relpath)
+    savemat(root / relpath, {"signals": np.zeros((3, 2))})
+    with pytest.raises(BadSourceFile, match=r"^no 'data' variable \(it holds \['signals'\]\)"):
+        BCIIV2aBuilder(root).read_file(relpath)
+    savemat(root / relpath, {"data": np.zeros((1, 3))})  # a matrix, not a cell
+    with pytest.raises(BadSourceFile, match=r"^data is a float64 array \(3,\), not a cell of run structs"):
+        BCIIV2aBuilder(root).read_file(relpath)
+
+
+def test_bad_epochs_of_a_bnci_copy_are_reported_per_epoch(tmp_path):
+    def spoil(cells):
+        run = cells[0, 3]
+        x, trial = run["X"], run["trial"].ravel().astype(int)
+        x[trial[0] - 1 + 500: trial[0] - 1 + 1500] = 7.0  # flat
+        x[trial[1] - 1 + 700] = np.nan  # non-finite
+        run["X"] = x[: trial[3] - 1 + 500 + 600]  # the last epoch runs past the run's end
+
+    root, relpath = _bad_copy(tmp_path, spoil)
+    samples, reasons = _read(root)
+    assert sorted(samples) == ["A02T:3"]
+    where = f"{relpath}:row epoch {{}}".format
+    assert set(reasons) == {where(1), where(2), where(4)}
+    assert reasons[where(1)].startswith("run 4: ") and reasons[where(1)].endswith("every channel is flat "
+                                                                              "(a disconnected amplifier)")
+    assert reasons[where(2)].startswith("run 4: ") and reasons[where(2)].endswith("non-finite samples")
+    assert reasons[where(4)].startswith("run 4: ") and "window ends past the recording's end" in reasons[where(4)]

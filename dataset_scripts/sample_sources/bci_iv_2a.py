@@ -12,6 +12,15 @@ evaluation session comes without its true labels, and a cut A09T.gdf and a stray
 ``labels="zip"`` writes the labels as the organisers publish them instead: ``true_labels.zip`` holding ``A0NE.mat``
 and ``A0NT.mat`` (``classlabel`` for both sessions); with ``bad_files`` it also holds a cut ``A0NT.mat``, a stray
 member and macOS litter (``__MACOSX/._A0NE.mat``).
+
+``layout="bnci"`` writes the same sessions as BNCI Horizon's MATLAB copies in MOABB's cache instead
+(``MNE-bnci-data/database/data-sets/001-2014/A0NT.mat`` / ``A0NE.mat``, as ``moabb.datasets.BNCI2014_001`` downloads
+them): ``data``, a 1 x N cell of run structs (``X`` samples x 25 in microvolts, ``trial`` 1-based trial starts,
+``y`` classes 1-4 in both sessions, ``fs``, ``classes``, ``artifacts``, ``gender``, ``age``), the EOG runs first with
+no trial. ``X`` holds what the GDF's int16 records decode to, so both layouts give the same epochs. ``eog_runs``
+(default 0 for the GDF, 3 for BNCI's copies, as the real sessions open with eyes open, closed and moving) puts
+that many EOG runs (32766 and 276 / 277 / 1072 in the GDF) before the imagery run. With ``bad_files`` the BNCI
+layout holds a cut ``A09T.mat`` and another BNCI data set of the cache (``002-2014/S01T.mat``).
 """
 
 from __future__ import annotations
@@ -25,7 +34,10 @@ import numpy as np
 
 from dataset_scripts.sample_sources._draw import write_provenance
 
-__all__ = ["FOLDER", "make", "make_bci_iv_2a", "write_gdf", "LABELS", "SFREQ"]
+__all__ = [
+    "FOLDER", "BNCI_FOLDER", "make", "make_bci_iv_2a", "write_gdf", "write_bnci_mat", "bnci_runs", "session_signal",
+    "gdf_values", "LABELS", "SFREQ",
+]
 
 FOLDER = "BCICIV_2a_gdf"
 SFREQ = 250
@@ -43,6 +55,23 @@ _ERD = {
     772: ("EEG-5", "EEG-8"),  # tongue: lateral
 }
 SUBJECTS = (1, 5, 8)
+#: Where MOABB keeps BNCI Horizon's copies (``~/mne_data/`` + this).
+BNCI_FOLDER = "MNE-bnci-data/database/data-sets/001-2014"
+#: The GDF's physical and digital ranges (microvolts, int16).
+_PMIN, _PMAX, _DMIN, _DMAX = -400.0, 400.0, -32768.0, 32767.0
+_EOG_CODES = (276, 277, 1072)  # eyes open, eyes closed, eye movements
+_EOG_SECONDS = 3
+
+
+def _digital(signal_uv: np.ndarray) -> np.ndarray:
+    """The int16 values ``write_gdf`` stores for ``signal_uv``."""
+    digital = np.round((signal_uv - _PMIN) / (_PMAX - _PMIN) * (_DMAX - _DMIN) + _DMIN)
+    return np.clip(digital, _DMIN, _DMAX).astype("<i2")
+
+
+def gdf_values(signal_uv: np.ndarray) -> np.ndarray:
+    """What a GDF reader decodes ``write_gdf``'s records to, in microvolts."""
+    return (_digital(signal_uv).astype(float) - _DMIN) * ((_PMAX - _PMIN) / (_DMAX - _DMIN)) + _PMIN
 
 
 def write_gdf(path: Path, signal_uv: np.ndarray, labels, events, sfreq: int = SFREQ) -> None:
@@ -52,8 +81,8 @@ def write_gdf(path: Path, signal_uv: np.ndarray, labels, events, sfreq: int = SF
     n_records = int(np.ceil(n_samples / record))
     padded = np.zeros((n_channels, n_records * record))
     padded[:, :n_samples] = signal_uv
-    pmin, pmax, dmin, dmax = -400.0, 400.0, -32768.0, 32767.0
-    digital = np.clip(np.round((padded - pmin) / (pmax - pmin) * (dmax - dmin) + dmin), dmin, dmax).astype("<i2")
+    pmin, pmax, dmin, dmax = _PMIN, _PMAX, _DMIN, _DMAX
+    digital = _digital(padded)
     fixed = bytearray(256)
     fixed[0:8] = b"GDF 2.10"
     fixed[8:74] = b"X X".ljust(66)
@@ -109,6 +138,46 @@ def _session(rng: np.random.Generator, classes: list[int], evaluation: bool):
     return signal, events
 
 
+def _with_eog_runs(rng: np.random.Generator, signal: np.ndarray, events: list, eog_runs: int):
+    """The session with ``eog_runs`` EOG runs (32766, then 276 / 277 / 1072) before its imagery run, and the runs'
+    ``(first sample, length)``."""
+    length = _EOG_SECONDS * SFREQ
+    eog = rng.normal(0, 5, (len(LABELS), eog_runs * length))
+    eog[-3:] *= 6
+    shifted = [(eog_runs * length + sample, code, duration) for sample, code, duration in events]
+    opening = [e for k in range(eog_runs) for e in ((k * length, 32766, 0), (k * length, _EOG_CODES[k % 3], length))]
+    bounds = [(k * length, length) for k in range(eog_runs)] + [(eog_runs * length, signal.shape[1])]
+    return np.concatenate([eog, signal], axis=1), opening + shifted, bounds
+
+
+def bnci_runs(signal_uv: np.ndarray, events, bounds, classes) -> np.ndarray:
+    """BNCI Horizon's ``data`` for a session: a 1 x N cell of run structs (dicts) cut at ``bounds`` (first sample,
+    length); ``trial`` the 1-based trial starts (768) within each run, ``y`` the classes (1-4) in ``classes``'
+    order, ``X`` samples x 25 in microvolts, as the GDF decodes them."""
+    values = gdf_values(signal_uv)
+    starts = [sample for sample, code, _ in events if code == 768]
+    cells = np.empty((1, len(bounds)), dtype=object)
+    for k, (first, length) in enumerate(bounds):
+        inside = [(i, s) for i, s in enumerate(starts) if first <= s < first + length]
+        cells[0, k] = {
+            "X": values[:, first:first + length].T.copy(),
+            "trial": np.array([[s - first + 1] for _, s in inside], float).reshape(-1, 1),
+            "y": np.array([[classes[i] - 768] for i, _ in inside], float).reshape(-1, 1),
+            "fs": float(SFREQ),
+            "classes": np.array(["left hand", "right hand", "feet", "tongue"], dtype=object).reshape(1, 4),
+            "artifacts": np.zeros((len(inside), 1)),
+            "gender": "f", "age": 24.0,
+        }
+    return cells
+
+
+def write_bnci_mat(path: Path, signal_uv: np.ndarray, events, bounds, classes) -> None:
+    """Write BNCI Horizon's copy of a session (``bnci_runs``) as ``data``."""
+    from scipy.io import savemat
+
+    savemat(path, {"data": bnci_runs(signal_uv, events, bounds, classes)})
+
+
 def _classlabel_mat(classes) -> bytes:
     """A true-label file (``classlabel``, 1-4 in cue order) as bytes."""
     from scipy.io import savemat
@@ -118,19 +187,29 @@ def _classlabel_mat(classes) -> bytes:
     return buffer.getvalue()
 
 
-def make_bci_iv_2a(root, *, subjects=SUBJECTS, seed: int = 23, bad_files: bool = True, labels: str = "folder") -> Path:
+def make_bci_iv_2a(root, *, subjects=SUBJECTS, seed: int = 23, bad_files: bool = True, labels: str = "folder",
+                   layout: str = "gdf", eog_runs: int | None = None) -> Path:
     """Write the sample under ``root`` and return it (``labels``: ``"folder"``, the unpacked ``true_labels/``, or
-    ``"zip"``, the organisers' ``true_labels.zip``)."""
+    ``"zip"``, the organisers' ``true_labels.zip``; ``layout``: ``"gdf"``, or ``"bnci"``, BNCI Horizon's copies in
+    MOABB's cache)."""
     if labels not in ("folder", "zip"):
         raise ValueError(f"labels {labels!r}: expected 'folder' or 'zip'")
+    if layout not in ("gdf", "bnci"):
+        raise ValueError(f"layout {layout!r}: expected 'gdf' or 'bnci'")
+    if eog_runs is None:
+        eog_runs = 3 if layout == "bnci" else 0
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
+    if layout == "bnci":
+        return _make_bnci(root, rng, subjects, bad_files, eog_runs)
     members = {}
     for s in subjects:
         for session in ("T", "E"):
             classes = [int(c) for c in rng.permutation([769, 770, 771, 772])]
             signal, events = _session(rng, classes, evaluation=session == "E")
+            if eog_runs:
+                signal, events, _ = _with_eog_runs(rng, signal, events, eog_runs)
             write_gdf(root / f"A0{s}{session}.gdf", signal, LABELS, events)
             if (session == "T" and labels == "zip") or (session == "E" and not (bad_files and s == subjects[-1])):
                 members[f"A0{s}{session}.mat"] = _classlabel_mat(classes)
@@ -151,6 +230,41 @@ def make_bci_iv_2a(root, *, subjects=SUBJECTS, seed: int = 23, bad_files: bool =
         data = (root / f"A0{subjects[0]}T.gdf").read_bytes()
         (root / "A09T.gdf").write_bytes(data[: int(len(data) * 0.7)])
         (root / "A01T_backup.gdf.part").write_bytes(data[:1000])
+    write_provenance(root, "generated by dataset_scripts/sample_sources/bci_iv_2a.py (not real EEG)")
+    return root
+
+
+def session_signal(seed: int = 23, evaluation: bool = False, eog_runs: int = 3):
+    """One synthetic session: ``(signal in uV, events, run bounds, classes)``, the EOG runs first."""
+    rng = np.random.default_rng(seed)
+    classes = [int(c) for c in rng.permutation([769, 770, 771, 772])]
+    signal, events = _session(rng, classes, evaluation=evaluation)
+    bounds = [(0, signal.shape[1])]
+    if eog_runs:
+        signal, events, bounds = _with_eog_runs(rng, signal, events, eog_runs)
+    return signal, events, bounds, classes
+
+
+def _make_bnci(root: Path, rng: np.random.Generator, subjects, bad_files: bool, eog_runs: int) -> Path:
+    """The sessions of ``make_bci_iv_2a`` (the same draws) as BNCI Horizon's copies in MOABB's cache."""
+    folder = root / BNCI_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    for s in subjects:
+        for session in ("T", "E"):
+            classes = [int(c) for c in rng.permutation([769, 770, 771, 772])]
+            signal, events = _session(rng, classes, evaluation=session == "E")
+            bounds = [(0, signal.shape[1])]
+            if eog_runs:
+                signal, events, bounds = _with_eog_runs(rng, signal, events, eog_runs)
+            write_bnci_mat(folder / f"A0{s}{session}.mat", signal, events, bounds, classes)
+    if bad_files:
+        data = (folder / f"A0{subjects[0]}T.mat").read_bytes()
+        (folder / "A09T.mat").write_bytes(data[: len(data) // 2])
+        other = root / "MNE-bnci-data/database/data-sets/002-2014"
+        other.mkdir(parents=True, exist_ok=True)
+        from scipy.io import savemat
+
+        savemat(other / "S01T.mat", {"data": np.zeros((1, 1))})
     write_provenance(root, "generated by dataset_scripts/sample_sources/bci_iv_2a.py (not real EEG)")
     return root
 

@@ -1,4 +1,6 @@
-"""BCI Competition IV 2a (Graz): ``A01T.gdf`` ... ``A09E.gdf``, GDF with event codes, plus the true-label files.
+"""BCI Competition IV 2a (Graz): ``A01T.gdf`` ... ``A09E.gdf``, GDF with event codes, plus the true-label files; or
+BNCI Horizon's MATLAB copies of the sessions (``A01T.mat`` ... ``A09E.mat``), as MOABB's ``BNCI2014_001`` downloads
+them.
 
 Training sessions (``T``) mark each cue with its class (769 left hand, 770 right hand, 771 feet, 772 tongue);
 evaluation sessions (``E``) mark every cue 783 (unknown) and take their classes, in cue order, from the
@@ -12,14 +14,31 @@ table), and an evaluation session without its true labels, or with another numbe
 rejected. Epochs running past the recording, flat or non-finite are reported per epoch (``<file>:row epoch N``).
 
 The sessions are read at the top of the folder or one folder down (``BCICIV_2a_gdf/A01T.gdf``, as the zip
-unpacks). BNCI Horizon's MATLAB copies of the sessions (``A01T.mat`` holding ``data``, no ``classlabel``) are
-dropped, named: the GDF is read. Documents and system files are ignored.
+unpacks). Documents and system files are ignored.
+
+BNCI Horizon's copies (``http://bnci-horizon-2020.eu/database/data-sets/001-2014/A01T.mat``, which MOABB keeps as
+``~/mne_data/MNE-bnci-data/database/data-sets/001-2014/A01T.mat``) hold ``data``, a 1 x N cell of runs, each a
+struct of ``X`` (samples x 25: the 22 EEG channels in the order of ``CHANNELS_10_10``, then 3 EOG, microvolts),
+``trial`` (1-based sample of each trial's start), ``y`` (class 1-4, in the E sessions too), ``fs`` (250),
+``classes``, ``artifacts``, ``gender``, ``age``; the first runs (EOG calibration: eyes open, closed, moving) hold no
+trial. They are read at the top, one folder down, or anywhere along MOABB's tree (the folder given may be
+``MNE-bnci-data``, ``database``, ``data-sets`` or ``001-2014``); the cache's other BNCI data sets
+(``data-sets/002-2014/`` ...) are listed as not used. ``trial`` is the trial start (GDF event 768, the fixation
+cross; MOABB cuts ``trial - 1`` + 2-6 s), the cue comes ``TRIAL_TO_CUE_SECONDS`` later, so an epoch is the run's
+samples ``trial - 1 + 500`` to ``trial - 1 + 1500``: the GDF route's cue-onset window. The samples match the GDF
+route's: ids ``A01T:<n>`` counting the session's trials in order, the run as the cell's number (1-based, EOG runs
+counted, as the new-run events count them), ``cue_onset`` on the session's runs laid end to end (the GDF's time
+where the runs tile it), ``X / 1e6`` volts. A file that cannot be read, lacks ``X``/``trial``/``y``/``fs``, holds
+another number of channels than 25, classes outside 1-4 or a trial start outside its run is rejected, named.
+When a session is there both as GDF and as BNCI's copy, the GDF is read and the copy listed as not used, unless the
+GDF is an evaluation session without its true labels: then the copy (whose ``y`` holds them) is read.
 
 True labels: an unpacked ``A0xE.mat`` holding ``classlabel`` is read before a member of ``true_labels.zip``. The
 archive is validated member by member: a member that is not a readable ``classlabel`` file of 1-4 (damaged, or a
 stray name) is rejected as ``true_labels.zip:row <member>``, the sessions that need it name it, and the archive's
 system litter (``__MACOSX/``, documents) is skipped as such files are. The label files a session's classes come
-from join the builder's version, so adding or changing them validates the sessions again.
+from join the builder's version, so adding or changing them validates the sessions again; so do the sessions held
+both ways.
 
 Grouping: subject (cross-subject splits); ``within_subject_split`` is the competition's protocol (T train, E test).
 """
@@ -44,7 +63,10 @@ from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
 from multimed_hf.data.sample import RejectedRecord, Sample
 from multimed_hf.data.source_builder import SourceBuilder
 
-__all__ = ["BCIIV2aBuilder", "EPOCH_SECONDS", "CHANNELS_10_10", "TRUE_LABELS_ZIP", "check_gdf_size", "read_true_labels"]
+__all__ = [
+    "BCIIV2aBuilder", "BNCI_TREE", "EPOCH_SECONDS", "CHANNELS_10_10", "TRIAL_TO_CUE_SECONDS", "TRUE_LABELS_ZIP",
+    "check_gdf_size", "read_true_labels",
+]
 
 EPOCH_SECONDS = 4.0
 #: The organisers' archive of the true labels (``A01E.mat`` ... ``A09E.mat``, and ``A0xT.mat``).
@@ -64,6 +86,33 @@ CHANNELS_10_10 = {
     "EEG-Pz": "Pz", "EEG-15": "P2", "EEG-16": "POz",
 }
 _DOCUMENTS = re.compile(r"^(desc_2a\.pdf|README.*|LICENSE.*)$", re.IGNORECASE)
+#: Where MOABB keeps BNCI Horizon's copies (``~/mne_data/MNE-bnci-data/database/data-sets/001-2014/A01T.mat``).
+BNCI_TREE = ("MNE-bnci-data", "database", "data-sets", "001-2014")
+#: From the trial start (``trial`` of a BNCI run, GDF event 768) to the cue: the paradigm's t = 2 s.
+TRIAL_TO_CUE_SECONDS = 2.0
+#: Columns of a BNCI run's ``X``: the 22 EEG channels (``CHANNELS_10_10``'s order), then EOG1-3.
+_MAT_CHANNELS = 25
+_RUN_FIELDS = ("X", "trial", "y", "fs")
+#: The folders of MOABB's other BNCI data sets beside ``001-2014`` (``002-2014/S01T.mat``, ``BNCIHorizon2020-AMUSE/``).
+_OTHER_DATA_SET = re.compile(r"^(\d{3}-\d{4}|BNCIHorizon2020-.+)$")
+
+
+def _bnci_place(relpath: str) -> str | None:
+    """Where a ``.mat`` session copy lies: ``"session"`` at the top, one folder down or along ``BNCI_TREE``;
+    ``"other"`` inside the tree but off ``001-2014`` (another BNCI data set); else None."""
+    parents = tuple(relpath.split("/")[:-1])
+    if len(parents) == 1 and parents[0] != BNCI_TREE[-1] and _OTHER_DATA_SET.match(parents[0]):
+        return "other"
+    if len(parents) <= 1:
+        return "session"
+    for start in range(len(BNCI_TREE) - 1):
+        tail = BNCI_TREE[start:]
+        if parents == tail:
+            return "session"
+        shared = next((n for n, (a, b) in enumerate(zip(parents, tail)) if a != b), min(len(parents), len(tail)))
+        if shared and shared < len(tail):
+            return "other"
+    return None
 
 
 def check_gdf_size(path: Path) -> None:
@@ -127,6 +176,72 @@ def _mat_variables(source: Path | bytes) -> set[str]:
         return set()
 
 
+def _vector(value) -> np.ndarray:
+    """A struct field as a flat array (``squeeze_me`` turns one trial into a scalar, none into an empty array)."""
+    return np.atleast_1d(np.asarray(value)).ravel()
+
+
+def _bnci_runs(path: Path) -> tuple[float, list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]]:
+    """``(sfreq, runs)`` of a BNCI Horizon session copy: per run ``(number, first sample in the session, X, trial,
+    y)``; ``BadSourceFile`` naming what does not hold."""
+    from scipy.io import loadmat
+    from scipy.io.matlab import mat_struct
+
+    try:
+        content = loadmat(path, struct_as_record=False, squeeze_me=True)
+    except _mat_errors() as err:
+        raise BadSourceFile(f"cannot read MATLAB file: {type(err).__name__}: {err}") from None
+    if "data" not in content:
+        held = sorted(k for k in content if not k.startswith("__"))
+        raise BadSourceFile(f"no 'data' variable (it holds {held}): not a BNCI Horizon copy of a session")
+    data = content["data"]
+    if isinstance(data, np.ndarray) and data.dtype != object:
+        raise BadSourceFile(f"data is a {data.dtype} array {data.shape}, not a cell of run structs (X, trial, y, fs)")
+    cells = list(np.ravel(data)) if isinstance(data, np.ndarray) else [data]
+    runs, rates, offset = [], set(), 0
+    for number, run in enumerate(cells, start=1):
+        if not isinstance(run, mat_struct):
+            raise BadSourceFile(f"data: run {number} is a {type(run).__name__}, not a struct of X, trial, y, fs")
+        missing = [name for name in _RUN_FIELDS if name not in run._fieldnames]
+        if missing:
+            raise BadSourceFile(f"data: run {number} lacks {', '.join(missing)} (it holds {run._fieldnames})")
+        x = np.asarray(run.X)
+        if x.ndim != 2 or x.shape[1] != _MAT_CHANNELS or x.dtype.kind not in "fiu":
+            raise BadSourceFile(
+                f"data: run {number}: X is {x.dtype} {x.shape}, expected samples x {_MAT_CHANNELS} channels "
+                "(22 EEG + 3 EOG)"
+            )
+        try:
+            fs = _vector(run.fs).astype(float)
+            trial = _vector(run.trial).astype(float)
+            y = _vector(run.y).astype(float)
+        except (TypeError, ValueError) as err:
+            raise BadSourceFile(f"data: run {number}: fs, trial or y is not numeric ({err})") from None
+        if fs.size != 1 or not np.isfinite(fs[0]) or fs[0] <= 0:
+            raise BadSourceFile(f"data: run {number}: fs is {fs.tolist()}, not one sampling rate")
+        rates.add(float(fs[0]))
+        if trial.size:
+            if y.size != trial.size:
+                raise BadSourceFile(f"data: run {number}: {y.size} classes (y) for {trial.size} trials")
+            if not np.isin(y, [1, 2, 3, 4]).all():
+                raise BadSourceFile(
+                    f"data: run {number}: y holds classes other than 1-4: {sorted(set(y.tolist()) - {1, 2, 3, 4})}"
+                )
+            outside = trial[~np.isfinite(trial) | (trial != np.round(trial)) | (trial < 1) | (trial > len(x))]
+            if outside.size:
+                raise BadSourceFile(
+                    f"data: run {number}: trial starts {outside[:5].tolist()} are not samples of the run "
+                    f"(1-{len(x)}): past the recording"
+                )
+            runs.append((number, offset, x, trial.astype(np.int64), y.astype(np.int64)))
+        offset += len(x)
+    if len(rates) > 1:
+        raise BadSourceFile(f"data: the runs' fs differ: {sorted(rates)}")
+    if not runs:
+        raise BadSourceFile(f"no trials in any of its {len(cells)} runs: not a motor-imagery session")
+    return rates.pop(), runs
+
+
 def read_true_labels(source: Path | bytes) -> list[str]:
     """The classes (event codes 769-772) of an ``A0xE.mat`` / ``A0xT.mat`` ``classlabel`` (1-4), in cue order, from
     its path or its bytes (a member of ``true_labels.zip``)."""
@@ -143,6 +258,13 @@ def read_true_labels(source: Path | bytes) -> list[str]:
     if not np.isin(labels, [1, 2, 3, 4]).all():
         raise BadSourceFile(f"classlabel holds values other than 1-4: {sorted(set(labels.tolist()))}")
     return [str(768 + int(k)) for k in labels]
+
+
+def _mat_copy_paths(root: Path) -> list[Path]:
+    """The ``A0NT.mat`` / ``A0NE.mat`` files where BNCI Horizon's copies are read: the top, one folder down, and
+    MOABB's tree below any of its levels."""
+    patterns = ["*.mat", "*/*.mat"] + ["/".join(BNCI_TREE[start:]) + "/*.mat" for start in range(len(BNCI_TREE) - 1)]
+    return [p for pattern in patterns for p in sorted(root.glob(pattern)) if _LABELS.match(p.name) and p.is_file()]
 
 
 @dataclass(frozen=True)
@@ -181,11 +303,42 @@ class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
             source = label_file.source(self.root)
             digest.update(f"{key}\0{label_file.where}\0".encode())
             digest.update(source if isinstance(source, bytes) else source.read_bytes())  # a classlabel file: small
+        # a BNCI copy is read or not by whether its GDF is there: the sessions held both ways join the version too
+        both = sorted(set(self._gdf_sessions) & set(self._copies))
+        if both:
+            digest.update("\0".join(f"{key}={self._gdf_sessions[key]}" for key in both).encode())
         self.version = f"{type(self).version}+labels-{digest.hexdigest()[:12]}"
 
     @classmethod
     def detect(cls, root: Path) -> bool:
-        return any(_SESSION.match(p.name) for pattern in ("*.gdf", "*/*.gdf") for p in root.glob(pattern))
+        if any(_SESSION.match(p.name) for pattern in ("*.gdf", "*/*.gdf") for p in root.glob(pattern)):
+            return True
+        return any("data" in _mat_variables(p) for p in _mat_copy_paths(root))  # BNCI's copies, MOABB's cache
+
+    @cached_property
+    def _gdf_sessions(self) -> dict[str, str]:
+        """The GDF sessions (``"A01T"``) in the folder or one level below, with their first path."""
+        found: dict[str, str] = {}
+        for pattern in ("*.gdf", "*/*.gdf"):
+            for path in sorted(self.root.glob(pattern)):
+                if _SESSION.match(path.name):
+                    found.setdefault(path.stem, path.relative_to(self.root).as_posix())
+        return found
+
+    def _in_tree(self, relpath: str) -> bool:
+        """Whether a ``.mat`` lies along MOABB's tree (``001-2014/`` or below), where only BNCI's copies are."""
+        return relpath.count("/") > 1 or (self.root / relpath).parent.name == BNCI_TREE[-1]
+
+    @cached_property
+    def _copies(self) -> dict[str, str]:
+        """The sessions (``"A01T"``) BNCI Horizon's copies hold (along MOABB's tree, or a ``data`` variable), with
+        their first path."""
+        found: dict[str, str] = {}
+        for path in _mat_copy_paths(self.root):
+            relpath = path.relative_to(self.root).as_posix()
+            if self._in_tree(relpath) or "data" in _mat_variables(path):
+                found.setdefault(path.stem, relpath)
+        return found
 
     @cached_property
     def data_files(self) -> tuple[str, ...]:
@@ -262,19 +415,30 @@ class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
         name = PurePosixPath(relpath).name
         if relpath in self.data_files:
             return self._read_archive(relpath)
-        if _LABELS.match(name):
+        place = _bnci_place(relpath)
+        if place == "other":
+            raise UnusedSourceFile(
+                f"not used: another BNCI Horizon data set ({relpath.rsplit('/', 1)[0]}/); this source reads "
+                "001-2014, BCI Competition IV 2a"
+            )
+        if _LABELS.match(name) and place == "session":
+            in_tree = self._in_tree(relpath)  # elsewhere an A0NE.mat may be true labels
             held = _mat_variables(self.root / relpath)
-            if "classlabel" not in held and "data" in held:
-                raise UnusedSourceFile(
-                    "not used: BNCI Horizon's MATLAB copy of the session (a 'data' struct); the GDF session is read"
-                )
-            read_true_labels(self.root / relpath)
+            if not in_tree and "classlabel" in held:
+                read_true_labels(self.root / relpath)
+                return []
+            if in_tree or "data" in held:
+                return self._read_copy(relpath)
+            read_true_labels(self.root / relpath)  # neither: its reason (unreadable, no classlabel)
             return []
         if _DOCUMENTS.match(name):
             return []
         match = _SESSION.match(name) if relpath.count("/") <= 1 else None
         if match is None:
-            raise BadSourceFile("stray file: expected A0NT.gdf / A0NE.gdf (and A0NE.mat true labels)")
+            raise BadSourceFile(
+                "stray file: expected A0NT.gdf / A0NE.gdf (and A0NE.mat true labels), or BNCI Horizon's A0NT.mat / "
+                "A0NE.mat"
+            )
         subject, session = f"A0{match.group(1)}", match.group(2)
         import mne
 
@@ -305,6 +469,7 @@ class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
                     f"evaluation session without its true labels: {key}.mat (in {TRUE_LABELS_ZIP} or unpacked) is not "
                     f"in the folder, so its {len(cues)} cues (783) have no class"
                     + (f"; {', '.join(tried)} hold(s) no readable classlabel" if tried else "")
+                    + (f"; BNCI Horizon's copy {self._copies[key]} is read instead" if key in self._copies else "")
                 )
             try:
                 labels = read_true_labels(label_file.source(self.root))
@@ -318,16 +483,48 @@ class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
         sfreq = float(raw.info["sfreq"])
         good, bad = epochs_from_annotations(raw.get_data(picks=picks), sfreq, records, EPOCH_SECONDS)
         samples = [
-            Sample(
-                sample_id=f"{subject}{session}:{record.split()[-1]}", source_path=relpath,
-                fields={
-                    "eeg": epoch, "sfreq": sfreq, "channel_names": channels,
-                    "movement": self.canonical("movement", code),
-                    "subject": subject, "session": session, "run": str(max(runs[record], 1)), "cue_onset": onset,
-                    "within_subject_split": "train" if session == "T" else "test",
-                },
-                group_key=f"subject:{subject}",
-            )
+            self._sample(relpath, f"{subject}{session}", record, code, onset, max(runs[record], 1), epoch, sfreq,
+                         channels)
             for record, onset, code, epoch in good
         ]
+        return self.keep_records(relpath, samples, bad)
+
+    def _sample(self, relpath, key, record, code, onset, run, epoch, sfreq, channels) -> Sample:
+        """One epoch as the GDF and the BNCI routes both write it."""
+        subject, session = key[:3], key[3]
+        return Sample(
+            sample_id=f"{key}:{record.split()[-1]}", source_path=relpath,
+            fields={
+                "eeg": epoch, "sfreq": sfreq, "channel_names": channels,
+                "movement": self.canonical("movement", code),
+                "subject": subject, "session": session, "run": str(run), "cue_onset": onset,
+                "within_subject_split": "train" if session == "T" else "test",
+            },
+            group_key=f"subject:{subject}",
+        )
+
+    def _read_copy(self, relpath: str) -> list[Sample | RejectedRecord]:
+        """A BNCI Horizon copy of a session (``data``: runs of X, trial, y, fs), unless its GDF is read."""
+        key = PurePosixPath(relpath).stem
+        gdf = self._gdf_sessions.get(key)
+        if gdf is not None and (key[3] == "T" or key in self._true_labels):
+            raise UnusedSourceFile(
+                f"not used: BNCI Horizon's MATLAB copy of the session (a 'data' struct); the GDF session {gdf} is read"
+            )
+        sfreq, runs = _bnci_runs(self.root / relpath)
+        channels = list(CHANNELS_10_10.values())
+        samples, bad, n = [], [], 0
+        for number, offset, x, trial, y in runs:
+            records = []
+            for start, label in zip(trial, y):
+                n += 1
+                records.append((f"epoch {n}", (start - 1) / sfreq + TRIAL_TO_CUE_SECONDS, str(768 + label)))
+            eeg = x[:, :len(channels)].T * 1e-6  # microvolts, as MOABB scales them
+            good, run_bad = epochs_from_annotations(eeg, sfreq, records, EPOCH_SECONDS)
+            bad += [(record, f"run {number}: {reason}") for record, reason in run_bad]
+            samples += [
+                self._sample(relpath, key, record, code, float(offset / sfreq + onset), number, epoch, sfreq,
+                             channels)
+                for record, onset, code, epoch in good
+            ]
         return self.keep_records(relpath, samples, bad)
