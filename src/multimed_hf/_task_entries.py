@@ -454,7 +454,9 @@ BCI_IV_2A = SourceSpec(
         "A01T.gdf ... A09E.gdf (GDF, 22 EEG + 3 EOG channels at 250 Hz; events 32766 new run, 768 trial start, "
         "769-772 cues left hand / right hand / feet / tongue in the T sessions, 783 unknown cue in the E sessions) "
         "with the organisers' true labels A0NE.mat (classlabel 1-4): true_labels.zip as downloaded (read in place), "
-        "or its files unpacked beside them or in a sub-folder"
+        "or its files unpacked beside them or in a sub-folder; or BNCI Horizon's MATLAB copies A01T.mat ... A09E.mat "
+        "(data: runs of X / trial / y / fs) as MOABB's BNCI2014_001 caches them in "
+        "MNE-bnci-data/database/data-sets/001-2014/"
     ),
     grouping="subject (cross-subject splits); within_subject_split is the competition's T train / E test",
     expected_files={
@@ -466,7 +468,8 @@ BCI_IV_2A = SourceSpec(
     notes=(
         "One sample per cue: 4 s from the cue (MOABB's BNCI2014_001 window, 2-6 s of the trial), the 22 EEG "
         "channels with 10-10 names (EOG left out), float32 volts. E sessions take their classes from A0NE.mat; "
-        "one without it is rejected. Trials the organisers marked as artefacts (1023) are kept, as MOABB does."
+        "one without it is rejected, unless BNCI Horizon's copy of it (whose y holds the classes) is there. The "
+        "copies give the same samples as the GDF route; a session present both ways is read from its GDF. Trials the organisers marked as artefacts (1023) are kept, as MOABB does."
     ),
 )
 
