@@ -140,3 +140,21 @@ def test_oct_and_fundus_sources_in_one_config(tmp_path):
             else:
                 assert row["dr_grade"] is not None and row["oct_finding"] is None
     assert by_modality == {"oct": {"oct2017"}, "fundus": {"aptos2019", "eyepacs"}}
+
+
+def test_labels_left_zipped_are_named_in_the_layout_error(tmp_path):
+    """Kaggle ships the labels as ``trainLabels.csv.zip``: with only the archive beside the images no layout matches,
+    and the error names the archive and says to unpack it (the builders read unpacked files)."""
+    from multimed_hf.builders import detect_builder
+    from multimed_hf.data.errors import LayoutNotRecognised
+
+    root = sample.make(tmp_path / "src")
+    (root / "trainLabels.csv").unlink()
+    (root / "retinopathy_solution.csv").unlink()
+    assert (root / "trainLabels.csv.zip").is_file()
+    with pytest.raises(LayoutNotRecognised, match=r"download archives: trainLabels\.csv\.zip\. .* unpack any"):
+        detect_builder(TASK, root)
+    (root / "trainLabels.csv.zip").unlink()
+    with pytest.raises(LayoutNotRecognised) as err:  # no archive: no such line
+        detect_builder(TASK, root)
+    assert "download archives" not in str(err.value)

@@ -55,4 +55,21 @@ def detect_builder(task: str, root: str | Path) -> SourceBuilder:
     expected = "\n".join(f"  - {cls.source}: {cls.spec().layout}" for cls in candidates) or "  (none implemented yet)"
     raise LayoutNotRecognised(
         f"{root} matches none of the source layouts of task {task!r}; expected one of:\n{expected}"
+        + _packed_hint(root)
     )
+
+
+def _packed_hint(root: Path, shown: int = 5) -> str:
+    """A line naming the download archives at the top of ``root`` or one folder down (``trainLabels.csv.zip``,
+    ``train.zip.001``): the builders read what they unpack to, so a folder of archives matches no layout."""
+    from multimed_hf.builders._download import is_archive
+
+    found = sorted(
+        p.relative_to(root).as_posix() for pattern in ("*", "*/*") for p in root.glob(pattern)
+        if p.is_file() and is_archive(p.name)
+    )
+    if not found:
+        return ""
+    more = f" and {len(found) - shown} more" if len(found) > shown else ""
+    return (f"\nIt holds download archives: {', '.join(found[:shown])}{more}. The builders read the files an archive "
+            "unpacks to, never the archive: unpack any not unpacked yet into this folder.")

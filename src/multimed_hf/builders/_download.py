@@ -23,7 +23,10 @@ from typing import Callable, Iterable
 
 from multimed_hf.data.errors import IGNORED, IgnoredSourceFile
 
-__all__ = ["IGNORED", "IgnoredSourceFile", "NonDataFiles", "WrappedTree", "non_data_reason", "find_tree", "strip_tree"]
+__all__ = [
+    "IGNORED", "IgnoredSourceFile", "NonDataFiles", "WrappedTree", "non_data_reason", "is_archive", "find_tree",
+    "strip_tree",
+]
 
 _FOLDERS = {
     "__macosx": "__MACOSX/ holds the archive's macOS metadata, not data",
@@ -45,6 +48,11 @@ _DOCUMENT = re.compile(r"^(readme|licen[cs]e|copying|citation|notice)([._ -].*)?
 _ARCHIVE = re.compile(r"\.(zip|zip\.\d{3}|z\d{2}|tar|tar\.gz|tgz|tar\.bz2|tar\.xz|7z|rar)$", re.IGNORECASE)
 
 
+def is_archive(name: str) -> bool:
+    """Whether a file name is a download archive (``.zip``, ``.zip.001``, ``.tar.gz``, ``.7z``, ...)."""
+    return _ARCHIVE.search(name) is not None
+
+
 def non_data_reason(relpath: str) -> str | None:
     """Why ``relpath`` is no data of any source, or None."""
     *folders, name = relpath.split("/")  # a relative POSIX path (list_files); no Path object per file
@@ -61,7 +69,7 @@ def non_data_reason(relpath: str) -> str | None:
         return f"{name} is a web page or robots.txt that wget -r saved beside the files, not data"
     if _DOCUMENT.match(name):
         return f"{name} is the publisher's documentation or licence, not data"
-    if _ARCHIVE.search(name):
+    if is_archive(name):
         return f"{name} is a download archive: the folder it unpacks to is what is read"
     return None
 
