@@ -1,5 +1,7 @@
-"""EEGMMIDB: EDF+ imagery runs cut into cue epochs, subjects kept apart, truncated files and bad cues named."""
+"""EEGMMIDB: EDF+ imagery runs (PhysioNet, or OpenNeuro ds004362's EEGLAB .set + events.tsv) cut into cue epochs,
+subjects kept apart, truncated files and bad cues named."""
 
+import shutil
 from collections import defaultdict
 
 import numpy as np
@@ -165,3 +167,140 @@ def test_a_128_hz_subject_keeps_its_own_rate(tmp_path):
     assert len(samples) == 4
     for s in samples:
         assert s.fields["sfreq"] == rate and s.fields["eeg"].shape == (len(sample.CHANNELS), 3 * rate)
+
+
+# --- OpenNeuro ds004362: the BIDS copy (EEGLAB .set + _events.tsv; PhysioNet's EDFs under sourcedata/rawdata/) ---
+
+def _build(root, out):
+    from multimed_hf.api import build_dataset
+
+    return build_dataset(TASK, [root], out, progress=False)
+
+
+@pytest.fixture(scope="module")
+def two_routes(tmp_path_factory):
+    """The same synthetic recordings in PhysioNet's layout and in ds004362's (no damaged files), built."""
+    tmp = tmp_path_factory.mktemp("eegmmidb-routes")
+    physionet = sample.make_eegmmidb(tmp / "physionet", bad_files=False)
+    bids = sample.make_eegmmidb_bids(tmp / "ds004362", bad_files=False)
+    return physionet, bids, _build(physionet, tmp / "out-physionet"), _build(bids, tmp / "out-bids")
+
+
+def test_the_bids_copy_is_detected(two_routes, tmp_path):
+    from multimed_hf.builders import detect_builder
+    from multimed_hf.builders.eegmmidb import EEGMMIDBBuilder
+
+    _, bids, *_ = two_routes
+    assert isinstance(detect_builder(TASK, bids), EEGMMIDBBuilder)
+    assert (bids / "sub-001/eeg/sub-001_task-motion_run-4_eeg.set").is_file()
+    assert not list(bids.rglob("*.edf"))  # detected by its .set files alone
+    only_sourcedata = sample.make_eegmmidb_bids(tmp_path / "x", subjects=(1,), bad_files=False, sourcedata=True)
+    for path in only_sourcedata.glob("sub-*"):
+        shutil.rmtree(path)
+    assert isinstance(detect_builder(TASK, only_sourcedata), EEGMMIDBBuilder)
+
+
+def test_bids_route_gives_the_physionet_samples(two_routes):
+    """Same ids, subject groups, runs, splits, cues, labels, channel names, rate and (to float32) the same volts."""
+    from multimed_hf.builders.eegmmidb import EEGMMIDBBuilder
+
+    physionet, bids, report_p, report_b = two_routes
+    kept_p = {e.sample_id: e for e in report_p.entries if e.status == "kept" and e.sample_id}
+    kept_b = {e.sample_id: e for e in report_b.entries if e.status == "kept" and e.sample_id}
+    assert len(kept_p) == len(sample.SUBJECTS) * len(sample.RUNS) * 6
+    assert set(kept_b) == set(kept_p)
+    for sid, entry in kept_b.items():
+        assert (entry.group, entry.split) == (kept_p[sid].group, kept_p[sid].split), sid
+        assert entry.source_path.endswith("_eeg.set") and entry.source_path.startswith("sub-")
+    assert report_b.counts["rejected"] == 0, [e for e in report_b.entries if e.status == "rejected"]
+
+    builder_p, builder_b = EEGMMIDBBuilder(physionet), EEGMMIDBBuilder(bids)
+    for s in sample.SUBJECTS:
+        for run in sample.RUNS:
+            edf = builder_p.read_file(f"files/S{s:03d}/S{s:03d}R{run:02d}.edf")
+            bset = builder_b.read_file(f"sub-{s:03d}/eeg/sub-{s:03d}_task-motion_run-{run}_eeg.set")
+            assert [x.sample_id for x in bset] == [x.sample_id for x in edf]
+            for a, b in zip(edf, bset):
+                assert a.group_key == b.group_key
+                assert a.fields["eeg"].dtype == b.fields["eeg"].dtype == np.float32
+                np.testing.assert_allclose(b.fields["eeg"], a.fields["eeg"], rtol=1e-5, atol=1e-10)
+                assert 5e-6 < float(np.abs(b.fields["eeg"]).mean()) < 1e-4  # volts, not microvolts
+                for key in ("sfreq", "channel_names", "movement", "subject", "session", "run", "cue_onset",
+                            "within_subject_split"):
+                    assert a.fields[key] == b.fields[key], (a.sample_id, key)
+
+
+def test_bids_metadata_and_sidecars_are_accounted_for(two_routes):
+    _, bids, _, report = two_routes
+    status = {e.source_path: (e.status, e.reason) for e in report.entries if not e.sample_id}
+    for name in ("dataset_description.json", "participants.tsv", "participants.json", "task-motion_events.json",
+                 "CHANGES", "sub-001/eeg/sub-001_task-motion_run-4_events.tsv",
+                 "sub-001/eeg/sub-001_task-motion_run-4_channels.tsv",
+                 "sub-001/eeg/sub-001_task-motion_run-4_eeg.json"):
+        assert status[name][0] == "kept" and status[name][1].startswith("index file"), (name, status[name])
+    assert status["code/runConversion.m"][0] == "ignored" and "conversion scripts" in status["code/runConversion.m"][1]
+    assert status["README"][0] == "ignored"
+    files = {p.relative_to(bids).as_posix() for p in bids.rglob("*") if p.is_file()} - {"MULTIMED_SOURCE.json"}
+    listed = {e.source_path for e in report.entries}
+    assert files <= listed
+
+
+def test_bids_bad_files_are_named(tmp_path):
+    root = sample.make_eegmmidb_bids(tmp_path / "ds004362")
+    report = _build(root, tmp_path / "out")
+    by_path = {e.source_path: e for e in report.entries if e.status != "kept" or e.sample_id is None}
+    expected = {
+        "sub-002/eeg/sub-002_task-motion_run-12_eeg.set": (
+            "rejected", "no events file sub-002_task-motion_run-12_events.tsv"),
+        "sub-001/eeg/sub-001_task-motion_run-6_eeg.set:row epoch 2": (
+            "rejected", "sub-001_task-motion_run-6_events.tsv: value 'TASK3T"),
+        "sub-005/eeg/sub-005_task-motion_run-4_eeg.set": ("rejected", "cannot read EEGLAB .set"),
+        "sub-012/eeg/sub-012_task-motion_run-8_channels.tsv": (
+            "rejected", "sidecar without its recording sub-012_task-motion_run-8_eeg.set"),
+        "sub-002/eeg/notes.txt": ("rejected", "stray file"),
+        "sub-001/eeg/sub-001_task-motion_run-3_eeg.set": ("dropped", "not used: run 3 is motor execution"),
+    }
+    for path, (status, reason) in expected.items():
+        assert by_path[path].status == status and by_path[path].reason.startswith(reason), by_path[path]
+    rejected = {path for path, e in by_path.items() if e.status == "rejected"}
+    assert rejected == {p for p, (status, _) in expected.items() if status == "rejected"}
+    kept = [e for e in report.entries if e.source_path == "sub-001/eeg/sub-001_task-motion_run-6_eeg.set"]
+    assert len(kept) == 5 and all(e.status == "kept" for e in kept)  # the run's other cues stay
+
+
+def test_sourcedata_edfs_are_read_once_and_the_set_copies_dropped(two_routes, tmp_path):
+    """ds004362 ships PhysioNet's EDF+ under sourcedata/rawdata/: each recording becomes samples once, from the
+    EDF; a .set is read only where its EDF is cut."""
+    _, _, report_p, _ = two_routes
+    root = sample.make_eegmmidb_bids(tmp_path / "ds004362", bad_files=False, sourcedata=True)
+    cut = root / "sourcedata/rawdata/S007/S007R12.edf"
+    cut.write_bytes(cut.read_bytes()[:5000])
+    report = _build(root, tmp_path / "out")
+    kept = {e.sample_id: e for e in report.entries if e.status == "kept" and e.sample_id}
+    assert set(kept) == {e.sample_id for e in report_p.entries if e.status == "kept" and e.sample_id}
+    for sid, entry in kept.items():
+        if sid.startswith("S007R12:"):
+            assert entry.source_path == "sub-007/eeg/sub-007_task-motion_run-12_eeg.set"
+        else:
+            assert entry.source_path.startswith("sourcedata/rawdata/S"), entry
+    dropped = {e.source_path: e.reason for e in report.entries if e.status == "dropped"}
+    assert dropped["sub-001/eeg/sub-001_task-motion_run-4_eeg.set"] == (
+        "not used: a copy of sourcedata/rawdata/S001/S001R04.edf, PhysioNet's EDF+ of the same recording, which is "
+        "read instead"
+    )
+    assert sum(path.endswith("_eeg.set") for path in dropped) == len(sample.SUBJECTS) * len(sample.RUNS) - 1
+    rejected = {e.source_path: e.reason for e in report.entries if e.status == "rejected"}
+    assert list(rejected) == ["sourcedata/rawdata/S007/S007R12.edf"]
+    assert rejected["sourcedata/rawdata/S007/S007R12.edf"].startswith("truncated")
+
+
+def test_editing_an_events_file_changes_the_reading_version(tmp_path):
+    """A .set's samples come from its events file, so the validation cache must not outlive an edit of it."""
+    from multimed_hf.builders.eegmmidb import EEGMMIDBBuilder
+
+    root = sample.make_eegmmidb_bids(tmp_path / "ds004362", subjects=(1,), bad_files=False)
+    before = EEGMMIDBBuilder(root).version
+    events = root / "sub-001/eeg/sub-001_task-motion_run-4_events.tsv"
+    events.write_text(events.read_text().replace("TASK2T1", "TASK2T2", 1))
+    assert EEGMMIDBBuilder(root).version != before
+    assert EEGMMIDBBuilder(sample.make_eegmmidb(tmp_path / "physionet", subjects=(1,), bad_files=False)).version == "2"

@@ -15,24 +15,40 @@ a warning, so a file shorter than its header's record count is rejected as trunc
 T0/T1/T2, epochs running past the recording's end, and flat or non-finite epochs are reported per epoch
 (``<file>:row epoch N``) while the run's other epochs are kept.
 
+OpenNeuro's BIDS copy (ds004362 1.0.0, CC0) is read too, giving the same samples: the same ids, subjects, runs and
+cue onsets. Its recordings are EEGLAB files, ``sub-001/eeg/sub-001_task-motion_run-4_eeg.set`` (data inside the
+``.set``, in microvolts; MNE returns volts), with PhysioNet's run numbers unpadded and the cues in the sidecar
+``sub-001_task-motion_run-4_events.tsv`` (columns ``onset duration sample value``; value ``TASK2T0/T1/T2`` in runs
+4, 8, 12 and ``TASK4T0/T1/T2`` in runs 6, 10, 14): row N of the events file is cue N. The release also holds
+PhysioNet's EDF+ files under ``sourcedata/rawdata/S001/S001R04.edf``: where that file is whole it is read (as above)
+and the ``.set`` made from it is dropped as a duplicate. The other sidecars and ``participants.tsv``,
+``dataset_description.json``, ``task-motion_events.json``, ``CHANGES`` are index files; ``code/`` (the converter's
+MATLAB scripts) and ``.datalad/`` are ignored; a sidecar without its ``.set`` is rejected.
+
 Grouping: subject (the cross-subject default: test subjects are unseen). ``within_subject_split`` offers the
 within-subject protocol on the same rows: runs 4, 6, 8, 10 train, runs 12 and 14 test.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import re
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from multimed_hf.builders._download import NonDataFiles
 from multimed_hf.builders._records import RecordRejections
-from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
+from multimed_hf.data.errors import BadSourceFile, IgnoredSourceFile, UnusedSourceFile
 from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import SourceBuilder
 
-__all__ = ["EEGMMIDBBuilder", "EPOCH_SECONDS", "check_edf_size", "epochs_from_annotations", "standard_channel_name"]
+__all__ = [
+    "EEGMMIDBBuilder", "EPOCH_SECONDS", "check_edf_size", "epochs_from_annotations", "read_bids_events", "read_set",
+    "standard_channel_name",
+]
 
 EPOCH_SECONDS = 3.0
 _RUN = re.compile(r"^S(\d{3})R(\d{2})\.edf$")
@@ -44,8 +60,23 @@ _IMAGERY = {
 _OTHER_RUNS = {1: "baseline, eyes open", 2: "baseline, eyes closed"}
 _OTHER_RUNS.update({run: "motor execution (real movement)" for run in (3, 5, 7, 9, 11, 13)})
 _WITHIN_TEST_RUNS = (12, 14)
-#: Where the subject folders are: the top, ``files/``, or MNE's / ``wget -r``'s ``files/eegmmidb/1.0.0/``.
-_TREES = ("S*/*.edf", "files/S*/*.edf", "files/eegmmidb/*/S*/*.edf")
+#: Where the subject folders are: the top, ``files/``, MNE's / ``wget -r``'s ``files/eegmmidb/1.0.0/``, or the
+#: ``sourcedata/rawdata/`` of OpenNeuro's ds004362; and ds004362's own BIDS recordings.
+_TREES = ("S*/*.edf", "files/S*/*.edf", "files/eegmmidb/*/S*/*.edf", "sourcedata/rawdata/S*/*.edf")
+_BIDS_TREE = "sub-*/eeg/sub-*_task-motion_run-*_eeg.set"
+#: ds004362's per-run files: ``sub-001_task-motion_run-4_eeg.set`` and its sidecars (run numbers unpadded).
+_BIDS_RUN = re.compile(
+    r"^sub-(\d{3})_task-motion_run-([1-9]\d?)_(eeg\.set|events\.tsv|channels\.tsv|electrodes\.tsv|"
+    r"coordsystem\.json|eeg\.json)$"
+)
+#: ds004362's top-level metadata: read by people, not needed for the samples (the subject is in the path).
+_BIDS_TOP = {"dataset_description.json", "participants.tsv", "participants.json", "task-motion_events.json", "CHANGES"}
+_BIDS_IGNORED = {
+    "code": "code/ holds OpenNeuro's conversion scripts (MATLAB) and the montage figure, not data",
+    ".datalad": ".datalad/ is DataLad's dataset metadata, not data",
+}
+#: ds004362's event values (``TASK<k>T<n>``): the task number of each imagery run.
+_BIDS_TASK = {4: 2, 8: 2, 12: 2, 6: 4, 10: 4, 14: 4}
 _DOCUMENTS = re.compile(
     r"^(RECORDS|ANNOTATORS|SHA256SUMS\.txt|wfdbcal|LICENSE.*|README.*|64_channel_sharbrough\.(pdf|png))$"
 )
@@ -106,6 +137,53 @@ def read_edf(path: Path):
         raise BadSourceFile(f"cannot read EDF: {type(err).__name__}: {err}") from None
 
 
+def read_set(path: Path):
+    """An EEGLAB ``.set`` recording (ds004362's format, data inside the file), loaded fully with MNE (volts)."""
+    import mne
+
+    try:
+        return mne.io.read_raw_eeglab(path, preload=True, verbose="error")
+    except (ValueError, RuntimeError, OSError, NotImplementedError, KeyError, IndexError, TypeError) as err:
+        # scipy's MAT reader and MNE raise any of these on a cut file or a .set without the EEG fields
+        raise BadSourceFile(f"cannot read EEGLAB .set: {type(err).__name__}: {err}") from None
+
+
+def read_bids_events(path: Path, run: int):
+    """Cues of a ds004362 ``_events.tsv`` for imagery ``run``: ``(cues, bad)``, cues as ``(record, onset, code)``
+    with code ``T0``/``T1``/``T2``, bad as ``(record, reason)``; record ``epoch N`` is the file's row N."""
+    if not path.is_file():
+        raise BadSourceFile(f"no events file {path.name}: the BIDS copy's cues are in it")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle, delimiter="\t")
+            rows = list(reader)
+            columns = [name.strip() for name in reader.fieldnames or []]
+    except (OSError, UnicodeError, csv.Error) as err:
+        raise BadSourceFile(f"cannot read {path.name}: {type(err).__name__}: {err}") from None
+    missing = [name for name in ("onset", "value") if name not in columns]
+    if missing:
+        raise BadSourceFile(f"{path.name} has no {' or '.join(missing)} column (its columns: {columns})")
+    codes = {f"TASK{_BIDS_TASK[run]}T{n}": f"T{n}" for n in range(3)}
+    cues, bad = [], []
+    for n, row in enumerate(rows, start=1):
+        row = {key.strip(): (value or "").strip() for key, value in row.items() if isinstance(key, str)}
+        value, onset_text = row.get("value", ""), row.get("onset", "")
+        try:
+            onset = float(onset_text)
+        except ValueError:
+            onset = float("nan")
+        if not np.isfinite(onset) or onset < 0:
+            bad.append((f"epoch {n}", f"{path.name}: onset {onset_text!r} is not a time in seconds"))
+            continue
+        if value not in codes:
+            bad.append((f"epoch {n}", (
+                f"{path.name}: value {value!r} at {onset:.2f} s is not {', '.join(sorted(codes))} (run {run})"
+            )))
+            continue
+        cues.append((f"epoch {n}", onset, codes[value]))
+    return cues, bad
+
+
 def epochs_from_annotations(data: np.ndarray, sfreq: float, cues, seconds: float):
     """Epochs of ``seconds`` from each cue ``(record name, onset s, code)``: ``(good, bad)`` where good items are
     ``(record, onset, code, array)`` and bad ones ``(record, reason)``."""
@@ -135,6 +213,7 @@ class EEGMMIDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     task = "motor_imagery"
     source = "eegmmidb"
     record_noun = "epoch"
+    reading_version = "2"  # 2: OpenNeuro's BIDS copy (ds004362) read too
 
     @classmethod
     def detect(cls, root: Path) -> bool:
@@ -142,34 +221,98 @@ class EEGMMIDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
             _RUN.match(p.name) and p.parent.name == f"S{_RUN.match(p.name).group(1)}"
             for pattern in _TREES
             for p in root.glob(pattern)
-        )
+        ) or any(_BIDS_RUN.match(p.name) for p in root.glob(_BIDS_TREE))
+
+    @cached_property
+    def version(self) -> str:
+        """The reading version; in a BIDS tree also the events files' content and which PhysioNet EDFs lie in
+        ``sourcedata/`` (a ``.set``'s samples come from its events file, or it is dropped for the EDF)."""
+        events = sorted(self.root.glob("sub-*/eeg/sub-*_task-motion_run-*_events.tsv"))
+        if not events:
+            return self.reading_version
+        digest = hashlib.sha256()
+        for path in events:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        for path in sorted(self.root.glob("sourcedata/rawdata/S*/S*R*.edf")):
+            digest.update(f"{path.name}:{path.stat().st_size}\0".encode())
+        return f"{self.reading_version}:{digest.hexdigest()[:12]}"
 
     def read_file(self, relpath: str) -> list[Sample]:
         path = PurePosixPath(relpath)
+        if path.parts[0] in _BIDS_IGNORED and len(path.parts) > 1:
+            raise IgnoredSourceFile(_BIDS_IGNORED[path.parts[0]])
         if _DOCUMENTS.match(path.name) or path.name.endswith(".edf.event"):
             return []  # the publisher's index, checksums, montage and WFDB annotation copies
+        if len(path.parts) == 1 and path.name in _BIDS_TOP:
+            return []  # ds004362's dataset description, participants table and events dictionary
+        if path.name.startswith("sub-"):
+            return self._read_bids(path)
         match = _RUN.match(path.name)
         if match is None or path.parent.name != f"S{match.group(1)}":
-            raise BadSourceFile("stray file: expected [files/]SNNN/SNNNRMM.edf")
-        subject, run = f"S{match.group(1)}", int(match.group(2))
-        if run not in _IMAGERY:
-            raise UnusedSourceFile(
-                f"not used: run {run} is {_OTHER_RUNS.get(run, 'not a run of this data set')}, not motor imagery "
-                f"(imagery runs are {sorted(_IMAGERY)})"
+            raise BadSourceFile(
+                "stray file: expected [files/]SNNN/SNNNRMM.edf or sub-NNN/eeg/sub-NNN_task-motion_run-N_eeg.set "
+                "and its sidecars"
             )
+        subject, run = f"S{match.group(1)}", int(match.group(2))
+        self._check_run(run)
         raw = read_edf(self.root / relpath)
-        sfreq = float(raw.info["sfreq"])
-        channels = [standard_channel_name(name) for name in raw.ch_names]
-        codes = _IMAGERY[run]
         cues, bad = [], []
         for n, annotation in enumerate(raw.annotations, start=1):
             code = str(annotation["description"]).strip()
-            if code not in codes:
+            if code not in _IMAGERY[run]:
                 bad.append((f"epoch {n}", f"annotation {code!r} at {annotation['onset']:.2f} s is not T0, T1 or T2"))
                 continue
             cues.append((f"epoch {n}", float(annotation["onset"]), code))
         if not cues and not bad:
             raise BadSourceFile("no annotations: an imagery run without T0/T1/T2 cues (EDF instead of EDF+?)")
+        return self._samples(relpath, raw, subject, run, cues, bad)
+
+    @staticmethod
+    def _check_run(run: int) -> None:
+        if run not in _IMAGERY:
+            raise UnusedSourceFile(
+                f"not used: run {run} is {_OTHER_RUNS.get(run, 'not a run of this data set')}, not motor imagery "
+                f"(imagery runs are {sorted(_IMAGERY)})"
+            )
+
+    def _read_bids(self, path: PurePosixPath) -> list[Sample]:
+        """A file of ds004362's ``sub-NNN/eeg/``: a ``.set`` recording (with its events file) or a sidecar."""
+        match = _BIDS_RUN.match(path.name)
+        if match is None or path.parent.as_posix() != f"sub-{match.group(1)}/eeg":
+            raise BadSourceFile(
+                "stray file: expected sub-NNN/eeg/sub-NNN_task-motion_run-N_<eeg.set|events.tsv|channels.tsv|"
+                "electrodes.tsv|coordsystem.json|eeg.json>"
+            )
+        number, run, suffix = match.group(1), int(match.group(2)), match.group(3)
+        recording = path.parent / f"sub-{number}_task-motion_run-{run}_eeg.set"
+        if suffix != "eeg.set":
+            if not (self.root / recording).is_file():
+                raise BadSourceFile(f"sidecar without its recording {recording.name}")
+            return []  # read with its .set (events) or describing it (channels, electrodes, recording settings)
+        subject = f"S{number}"
+        self._check_run(run)
+        original = f"sourcedata/rawdata/{subject}/{subject}R{run:02d}.edf"
+        if (self.root / original).is_file():
+            try:
+                check_edf_size(self.root / original)
+            except BadSourceFile:
+                pass  # a cut original is rejected on its own; this copy is read instead
+            else:
+                raise UnusedSourceFile(
+                    f"not used: a copy of {original}, PhysioNet's EDF+ of the same recording, which is read instead"
+                )
+        events = path.parent / f"sub-{number}_task-motion_run-{run}_events.tsv"
+        cues, bad = read_bids_events(self.root / events, run)
+        if not cues and not bad:
+            raise BadSourceFile(f"no cues: {events.name} has no rows")
+        raw = read_set(self.root / path)
+        return self._samples(path.as_posix(), raw, subject, run, cues, bad)
+
+    def _samples(self, relpath: str, raw, subject: str, run: int, cues, bad) -> list[Sample]:
+        """The cue epochs of one imagery run, whichever file it came from."""
+        sfreq = float(raw.info["sfreq"])
+        channels = [standard_channel_name(name) for name in raw.ch_names]
+        codes = _IMAGERY[run]
         good, more_bad = epochs_from_annotations(raw.get_data(), sfreq, cues, EPOCH_SECONDS)
         samples = []
         for record, onset, code, epoch in good:
