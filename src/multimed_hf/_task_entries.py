@@ -423,11 +423,13 @@ EEGMMIDB = SourceSpec(
     layout=(
         "[files/]S001/S001R01.edf ... S109/S109R14.edf, or files/eegmmidb/1.0.0/S001/... as MNE's eegbci.load_data "
         "and wget -r leave them (EDF+, 64 channels, 160 Hz, T0/T1/T2 annotations; .edf.event copies and RECORDS "
-        "beside them; wget's index.html listings ignored); imagery runs 4, 8, 12 (T1 left fist, T2 right fist) "
-        "and 6, 10, 14 (T1 both fists, T2 both feet), T0 rest"
+        "beside them; wget's index.html listings ignored); or OpenNeuro's BIDS copy ds004362 (CC0): "
+        "sub-001/eeg/sub-001_task-motion_run-4_eeg.set (EEGLAB) with its _events.tsv (TASK2T0/T1/T2, TASK4T0/T1/T2) "
+        "and PhysioNet's EDF+ under sourcedata/rawdata/ (read where whole, the .set then dropped as a copy); imagery "
+        "runs 4, 8, 12 (T1 left fist, T2 right fist) and 6, 10, 14 (T1 both fists, T2 both feet), T0 rest"
     ),
     grouping="subject (cross-subject splits); within_subject_split gives runs 4, 6, 8, 10 train and 12, 14 test",
-    expected_files={"v1.0.0 (EDF runs)": 1526},
+    expected_files={"v1.0.0 (EDF runs)": 1526, "ds004362 1.0.0 (OpenNeuro BIDS, with sourcedata)": 12221},
     label_map={"movement": {
         "rest": "rest", "left fist": "left_hand", "right fist": "right_hand", "both fists": "both_fists",
         "both feet": "both_feet",
