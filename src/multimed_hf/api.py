@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Sequence
 
 from multimed_hf.builders import BUILDERS, detect_builder
-from multimed_hf.data.build import BuildReport, build_config
+from multimed_hf.data.build import CACHE_DIR, BuildReport, build_config
+from multimed_hf.data.errors import LayoutNotRecognised
 from multimed_hf.tasks import get_task
 
 __all__ = ["build_dataset", "detect_sources"]
@@ -23,6 +25,7 @@ def build_dataset(
     num_proc: int = 1,
     engine: str = "local",
     ray_address: str | None = None,
+    unpack: bool = True,
 ) -> BuildReport:
     """Build ``task``'s config into ``out_dir`` from source folders in their publishers' layouts.
 
@@ -30,14 +33,50 @@ def build_dataset(
     the first. ``num_proc`` decodes files in that many processes. ``engine="ray"`` reads and validates the files
     with Ray Data instead (``pip install multimed_hf[ray]``), on the cluster at ``ray_address`` or, without one, on
     a local Ray instance with ``num_proc`` CPUs; the shards, manifest and card are the same as a local build's.
-    The folder then loads with ``datasets.load_dataset(out_dir, task)``.
+    A source folder of downloads as they came (the publisher's archives, no folder unpacked yet) is unpacked into
+    ``out_dir/.build_cache/unpacked/`` first and built from there (``multimed_hf.data.unpack``); ``unpack=False``
+    leaves it to the user. The folder then loads with ``datasets.load_dataset(out_dir, task)``.
     """
     spec = get_task(task)
     if not sources:
         raise ValueError(f"build_dataset({task!r}): give at least one source folder")
-    builders = [detect_builder(task, root) for root in sources]
-    return build_config(spec, builders, out_dir, on_bad_files=on_bad_files, progress=progress, num_proc=num_proc,
-                        engine=engine, ray_address=ray_address)
+    notes: list[str] = []
+    builders = [_detect(task, Path(root), Path(out_dir), unpack, progress, notes) for root in sources]
+    report = build_config(spec, builders, out_dir, on_bad_files=on_bad_files, progress=progress,
+                          num_proc=num_proc, engine=engine, ray_address=ray_address)
+    report.warnings[:0] = notes
+    return report
+
+
+def _detect(task: str, root: Path, out_dir: Path, unpack: bool, progress: bool, notes: list[str]):
+    """``detect_builder``, and for a folder of downloads that matches no layout, the same on its archives
+    unpacked into the build's cache (what was unpacked added to ``notes``)."""
+    from multimed_hf.data.unpack import UnpackError, archives_of, unpack_downloads
+
+    try:
+        return detect_builder(task, root)
+    except LayoutNotRecognised as err:
+        try:
+            downloads = root.is_dir() and not any(p.is_dir() for p in root.iterdir()) and bool(archives_of(root)[0])
+        except UnpackError as bad:  # e.g. a split zip missing a part
+            raise LayoutNotRecognised(f"{err}\n{bad}") from None
+        if not unpack or not downloads:
+            raise
+    where = root.resolve()  # two source folders of one name get folders of their own
+    tag = hashlib.sha256(str(where).encode()).hexdigest()[:8]
+    dest = out_dir / CACHE_DIR / "unpacked" / f"{task}-{where.name}-{tag}"
+    try:
+        lines = unpack_downloads(root, dest, progress=progress)
+    except UnpackError as err:
+        raise LayoutNotRecognised(f"{root} matches no source layout of task {task!r} and its archives could not "
+                                  f"be unpacked: {err}") from None
+    try:
+        builder = detect_builder(task, dest)
+    except LayoutNotRecognised as err:
+        raise LayoutNotRecognised(f"{err}\n(that is {root}'s archives unpacked into {dest})") from None
+    notes.extend(lines + [f"built from {dest}: the archives of {root} unpacked (kept for the next build while they "
+                          "are unchanged; delete it to free the space)"])
+    return builder
 
 
 def detect_sources(root: str | os.PathLike) -> dict[str, list[Path]]:

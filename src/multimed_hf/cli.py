@@ -91,6 +91,7 @@ def _build(args) -> int:
     report = build_dataset(
         args.task, args.source, args.out, on_bad_files="error" if args.strict else "report",
         progress=not args.quiet, num_proc=args.num_proc, engine=args.engine, ray_address=args.ray_address,
+        unpack=args.unpack,
     )
     print(report.summary())
     print(f"load it with: datasets.load_dataset({str(args.out)!r}, {args.task!r})")
@@ -136,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--strict", action="store_true", help="stop at the first bad file instead of reporting it")
     build.add_argument("--num-proc", type=int, default=1, metavar="N", help="decode files in N processes")
     build.add_argument("--quiet", action="store_true", help="no progress bars")
+    build.add_argument("--no-unpack", dest="unpack", action="store_false",
+                       help="do not unpack a --source folder of downloads as they came (archives, no folder) into "
+                       "--out/.build_cache/unpacked/ to build from; by default it is unpacked there and kept")
     build.add_argument("--engine", choices=("local", "ray"), default="local",
                        help="read and validate files here (local) or on a Ray cluster (ray: pip install "
                        "'multimed_hf[ray]'); both write the same shards, manifest and card")
