@@ -37,7 +37,7 @@ def main(argv=None) -> int:
         sources = Path("sample_sources")
         make_sample_sources(sources)
         print(f"generated the synthetic sample sources under {sources}/")
-    found = detect_sources(sources)
+    found = detect_sources(sources, unpack_into=args.out)  # a sub-folder of downloads as they came is unpacked
     if not found:
         parser.error(f"no known source layout under {sources}")
     for task, roots in found.items():

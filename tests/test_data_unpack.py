@@ -165,3 +165,20 @@ def test_the_command_unpacks_unless_told_not_to(tmp_path, capsys):
     assert "download archives: cell_images.zip" in capsys.readouterr().err
     assert main(args) == 0
     assert "warning: unpacked cell_images.zip (" in capsys.readouterr().out
+
+
+def test_build_all_finds_a_sub_folder_of_downloads_once_unpacked(tmp_path):
+    from multimed_hf.api import detect_sources
+
+    by_hand = _sample(lhncbc_malaria, tmp_path)
+    sources = tmp_path / "sources"
+    (sources / "malaria").mkdir(parents=True)
+    _zip_tree(sources / "malaria" / "cell_images.zip", by_hand, "cell_images")
+    breakhis.make(sources / "breakhis")  # unpacked by hand
+    # without a build folder the archives are not opened (BreakHis serves disease too)
+    assert detect_sources(sources) == {"breast_cancer": [sources / "breakhis"], "disease": [sources / "breakhis"]}
+    found = detect_sources(sources, unpack_into=tmp_path / "out")
+    assert found["breast_cancer"] == [sources / "breakhis"]
+    (unpacked,) = set(found["disease"]) - {sources / "breakhis"}
+    assert unpacked.parent == tmp_path / "out" / ".build_cache" / "unpacked"
+    assert (unpacked / "cell_images" / "Parasitized").is_dir()

@@ -51,20 +51,18 @@ def build_dataset(
 def _detect(task: str, root: Path, out_dir: Path, unpack: bool, progress: bool, notes: list[str]):
     """``detect_builder``, and for a folder of downloads that matches no layout, the same on its archives
     unpacked into the build's cache (what was unpacked added to ``notes``)."""
-    from multimed_hf.data.unpack import UnpackError, archives_of, unpack_downloads
+    from multimed_hf.data.unpack import UnpackError, unpack_downloads
 
     try:
         return detect_builder(task, root)
     except LayoutNotRecognised as err:
         try:
-            downloads = root.is_dir() and not any(p.is_dir() for p in root.iterdir()) and bool(archives_of(root)[0])
+            downloads = _downloads(root)
         except UnpackError as bad:  # e.g. a split zip missing a part
             raise LayoutNotRecognised(f"{err}\n{bad}") from None
         if not unpack or not downloads:
             raise
-    where = root.resolve()  # two source folders of one name get folders of their own
-    tag = hashlib.sha256(str(where).encode()).hexdigest()[:8]
-    dest = out_dir / CACHE_DIR / "unpacked" / f"{task}-{where.name}-{tag}"
+    dest = _unpacked_folder(out_dir, task, root)
     try:
         lines = unpack_downloads(root, dest, progress=progress)
     except UnpackError as err:
@@ -79,12 +77,35 @@ def _detect(task: str, root: Path, out_dir: Path, unpack: bool, progress: bool, 
     return builder
 
 
-def detect_sources(root: str | os.PathLike) -> dict[str, list[Path]]:
+def detect_sources(root: str | os.PathLike, unpack_into: str | os.PathLike | None = None) -> dict[str, list[Path]]:
     """Sub-folders of ``root`` (one level) whose layout a builder recognises, grouped by task (a folder can
-    serve several tasks, e.g. brain_tumor and disease)."""
+    serve several tasks, e.g. brain_tumor and disease). With ``unpack_into`` (a build's ``out_dir``), a sub-folder
+    of downloads as they came (archives and files, no folder) that matches no layout is unpacked into its cache
+    (``multimed_hf.data.unpack``) and the unpacked folder is what is found."""
     found: dict[str, list[Path]] = {}
     for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
-        for cls in BUILDERS:
-            if cls.detect(folder) and folder not in found.get(cls.task, []):
-                found.setdefault(cls.task, []).append(folder)
+        tasks = [cls.task for cls in BUILDERS if cls.detect(folder)]
+        if not tasks and unpack_into is not None and _downloads(folder):
+            from multimed_hf.data.unpack import unpack_downloads
+
+            unpacked = _unpacked_folder(Path(unpack_into), "source", folder)
+            unpack_downloads(folder, unpacked)
+            folder, tasks = unpacked, [cls.task for cls in BUILDERS if cls.detect(unpacked)]
+        for task in tasks:
+            if folder not in found.get(task, []):
+                found.setdefault(task, []).append(folder)
     return found
+
+
+def _downloads(folder: Path) -> bool:
+    """A folder of downloads as they came: archives this package unpacks, files, and no folder."""
+    from multimed_hf.data.unpack import archives_of
+
+    return folder.is_dir() and not any(p.is_dir() for p in folder.iterdir()) and bool(archives_of(folder)[0])
+
+
+def _unpacked_folder(out_dir: Path, prefix: str, root: Path) -> Path:
+    """Where ``root``'s archives are unpacked in ``out_dir``'s cache (two folders of one name get their own)."""
+    where = root.resolve()
+    tag = hashlib.sha256(str(where).encode()).hexdigest()[:8]
+    return out_dir / CACHE_DIR / "unpacked" / f"{prefix}-{where.name}-{tag}"
