@@ -182,3 +182,31 @@ def test_build_all_finds_a_sub_folder_of_downloads_once_unpacked(tmp_path):
     (unpacked,) = set(found["disease"]) - {sources / "breakhis"}
     assert unpacked.parent == tmp_path / "out" / ".build_cache" / "unpacked"
     assert (unpacked / "cell_images" / "Parasitized").is_dir()
+
+
+def test_one_damaged_download_is_named_and_the_others_are_built(tmp_path):
+    """CC-CCII's NCP-13.zip is reported broken: an archive that cannot be opened, or a member that cannot be read,
+    is named in the report and the rest is unpacked and built."""
+    by_hand = _sample(lhncbc_malaria, tmp_path)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    with zipfile.ZipFile(downloads / "Parasitized.zip", "w") as z:
+        for path in sorted((by_hand / "cell_images" / "Parasitized").iterdir()):
+            z.write(path, f"cell_images/Parasitized/{path.name}")
+    with zipfile.ZipFile(downloads / "Uninfected.zip", "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for path in sorted((by_hand / "cell_images" / "Uninfected").iterdir()):
+            z.write(path, f"cell_images/Uninfected/{path.name}")
+    data = bytearray((downloads / "Uninfected.zip").read_bytes())
+    with zipfile.ZipFile(downloads / "Uninfected.zip") as z:
+        first = z.infolist()[0]
+    data[first.header_offset + 30 + len(first.filename) + 5] ^= 0xFF  # one member's compressed bytes garbled
+    (downloads / "Uninfected.zip").write_bytes(bytes(data))
+    (downloads / "Broken.zip").write_bytes(b"PK\x03\x04 cut")
+    report = build_dataset("disease", [downloads], tmp_path / "out", progress=False)
+    assert any(w.startswith("could not unpack ") and "Broken.zip: cannot unpack: BadZipFile" in w
+               for w in report.warnings), report.warnings
+    (damaged,) = [w for w in report.warnings if w.startswith("unpacked Uninfected.zip")]
+    assert f"1 member(s) could not be unpacked: cell_images/Uninfected/{first.filename.rsplit('/', 1)[1]}" in damaged
+    kept = {e.source_path for e in report.entries if e.status == "kept"}
+    assert any(p.startswith("cell_images/Parasitized/") for p in kept)
+    assert any(p.startswith("cell_images/Uninfected/") for p in kept)

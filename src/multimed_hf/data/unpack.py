@@ -11,11 +11,14 @@ recorded in ``<name>.json`` beside it); delete it to free the space.
 Formats: zip, tar (``.tar``, ``.tar.gz``/``.tgz``, ``.tar.bz2``, ``.tar.xz``), and zips split into numbered parts
 (``<name>.zip.001``, ``.002``, ...: 7-Zip's volumes, one zip cut in pieces, read as one). Paths are kept inside
 the folder (zipfile drops ``..`` and absolute parts; tar members go through tarfile's ``data`` filter). ``.7z``,
-``.rar`` and Info-ZIP's spanned ``.z01`` volumes need their own tools: they are named, not unpacked.
+``.rar`` and Info-ZIP's spanned ``.z01`` volumes need their own tools: they are named, not unpacked. A damaged
+archive (CC-CCII's ``NCP-13.zip`` is reported broken) is named in the build's report and the others are unpacked;
+a member that fails its check is named too, and what was written of it stays for the builder to reject, named.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -23,6 +26,7 @@ import re
 import shutil
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path
 
 __all__ = ["UnpackError", "archives_of", "can_unpack", "unpack_downloads"]
@@ -111,25 +115,47 @@ class _JoinedParts(io.RawIOBase):
         super().close()
 
 
-def _unpack_one(name: str, parts: list[Path], dest: Path, progress: bool) -> int:
-    """Unpack one archive into ``dest``; the number of files it held."""
+_ERRORS = (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError, zlib.error)
+
+
+def _unpack_one(name: str, parts: list[Path], dest: Path, progress: bool) -> tuple[int, list[str]]:
+    """Unpack one archive into ``dest``: ``(files unpacked, [member: reason for each member that could not be])``.
+    ``UnpackError`` where the archive cannot be opened or listed at all."""
     from tqdm.auto import tqdm
 
-    try:
-        if _TAR.search(name):
-            with tarfile.open(parts[0]) as archive:
-                members = [m for m in archive.getmembers() if m.isfile() or m.isdir()]
-                for member in tqdm(members, desc=f"unpacking {name}", unit="file", disable=not progress):
+    tar = bool(_TAR.search(name))
+    with contextlib.ExitStack() as stack:
+        try:
+            if tar:
+                archive = stack.enter_context(tarfile.open(parts[0]))
+                members = [m for m in archive.getmembers() if m.isfile() or m.isdir()]  # a cut tarball fails here
+            else:
+                joined = _PART.match(parts[0].name)
+                source = stack.enter_context(_JoinedParts(parts) if joined else open(parts[0], "rb"))
+                archive = stack.enter_context(zipfile.ZipFile(source))
+                members = archive.infolist()
+        except _ERRORS as err:
+            raise UnpackError(f"{parts[0]}: cannot unpack: {type(err).__name__}: {err}") from None
+        unpacked, failed = 0, []
+        for member in tqdm(members, desc=f"unpacking {name}", unit="file", disable=not progress):
+            try:
+                if tar:
                     archive.extract(member, dest, filter="data")
-                return sum(m.isfile() for m in members)
-        source = _JoinedParts(parts) if len(parts) > 1 or _PART.match(parts[0].name) else open(parts[0], "rb")
-        with source, zipfile.ZipFile(source) as archive:
-            members = archive.infolist()
-            for member in tqdm(members, desc=f"unpacking {name}", unit="file", disable=not progress):
-                archive.extract(member, dest)
-            return sum(not m.is_dir() for m in members)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as err:
-        raise UnpackError(f"{parts[0]}: cannot unpack: {type(err).__name__}: {err}") from None
+                else:
+                    archive.extract(member, dest)
+            except _ERRORS as err:  # one damaged member: named, the others still unpacked
+                failed.append(f"{member.name if tar else member.filename}: {type(err).__name__}: {err}")
+                continue
+            unpacked += member.isfile() if tar else not member.is_dir()
+    return unpacked, failed
+
+
+def _failures(failed: list[str], shown: int = 3) -> str:
+    """The report's note on members that could not be unpacked."""
+    if not failed:
+        return ""
+    more = f" and {len(failed) - shown} more" if len(failed) > shown else ""
+    return f"; {len(failed)} member(s) could not be unpacked: {'; '.join(failed[:shown])}{more}"
 
 
 def _stamp(files: list[Path]) -> list:
@@ -158,10 +184,18 @@ def unpack_downloads(root: Path, dest: Path, *, progress: bool = True) -> list[s
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    lines = []
+    lines, opened = [], 0
     for name, parts in archives.items():
-        n = _unpack_one(name, parts, dest, progress)
-        lines.append(f"unpacked {name} ({n:,} files) from {root} into {dest}")
+        try:
+            n, failed = _unpack_one(name, parts, dest, progress)
+        except UnpackError as err:  # one damaged download (CC-CCII's NCP-13.zip): named, the others unpacked
+            lines.append(f"could not unpack {err}")
+            continue
+        opened += 1
+        lines.append(f"unpacked {name} ({n:,} files) from {root} into {dest}" + _failures(failed))
+    if not opened:
+        shutil.rmtree(dest)
+        raise UnpackError("; ".join(line.removeprefix("could not unpack ") for line in lines))
     archived = {p for parts in archives.values() for p in parts}
     for path in files:
         if path not in archived:
@@ -174,10 +208,15 @@ def unpack_downloads(root: Path, dest: Path, *, progress: bool = True) -> list[s
         if not inner:
             break
         for (folder, name), parts in inner.items():
-            n = _unpack_one(name, parts, folder, progress)
+            try:
+                n, failed = _unpack_one(name, parts, folder, progress)
+            except UnpackError as err:
+                lines.append(f"could not unpack {err} (found inside)")
+                n, failed = None, []
             for part in parts:
-                part.unlink()  # our copy, unpacked: the tree is what is read
-            lines.append(f"unpacked {name} ({n:,} files), found inside, into {folder}")
+                part.unlink()  # our copy, unpacked (or named as damaged): the tree is what is read
+            if n is not None:
+                lines.append(f"unpacked {name} ({n:,} files), found inside, into {folder}" + _failures(failed))
     if others:
         lines.append(f"not unpacked: {', '.join(others)} (7-Zip or unrar needed)")
     record.write_text(json.dumps({"root": str(root), "files": stamp, "lines": lines}))
