@@ -53,3 +53,31 @@ def test_counts_reconcile_and_every_file_is_listed(contract):
     assert listed == on_disk
     # a record inside a file (``<file>:row <n>``) names a file that is there
     assert {e.source_path.split(":row", 1)[0] for e in entries if ":row" in e.source_path} <= on_disk
+
+
+def test_the_sample_as_one_downloaded_zip_builds_alike(contract, tmp_path):
+    """The sample's files as one zip in a folder of downloads (the provenance file beside it): unpacked into the
+    build's cache, every file gets the entry (status, reason, split, group) the sample's own build gave it."""
+    import shutil
+    import zipfile
+
+    from multimed_hf.api import build_dataset
+    from multimed_hf.builders._download import is_archive
+
+    cls, built = contract
+    files = sorted(p for p in built.root.rglob("*") if p.is_file() and p.name != PROVENANCE_FILE)
+    if any(is_archive(p.name) for p in files):
+        pytest.skip("the sample holds an archive, which is unpacked in turn: its entries differ by design")
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    with zipfile.ZipFile(downloads / f"{cls.source}.zip", "w") as archive:
+        for path in files:
+            archive.write(path, path.relative_to(built.root).as_posix())
+    if (built.root / PROVENANCE_FILE).is_file():
+        shutil.copy2(built.root / PROVENANCE_FILE, downloads)
+    report = build_dataset(cls.task, [downloads], tmp_path / "out", progress=False)
+    assert report.sources[0].name == cls.source
+    def entries(out):
+        return {(e.source_path, e.status, e.reason, e.split, e.group) for e in read_manifest(out / cls.task)}
+
+    assert entries(tmp_path / "out") == entries(built.out)
