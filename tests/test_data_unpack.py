@@ -210,3 +210,21 @@ def test_one_damaged_download_is_named_and_the_others_are_built(tmp_path):
     kept = {e.source_path for e in report.entries if e.status == "kept"}
     assert any(p.startswith("cell_images/Parasitized/") for p in kept)
     assert any(p.startswith("cell_images/Uninfected/") for p in kept)
+
+
+def test_the_archive_itself_given_as_the_source(tmp_path):
+    """``--source cell_images.zip``: the archive given itself builds as the folder holding it does; a split zip is
+    given by its first part."""
+    by_hand = _sample(lhncbc_malaria, tmp_path)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    _zip_tree(downloads / "cell_images.zip", by_hand, "cell_images")
+    build_dataset("disease", [downloads], tmp_path / "ref", progress=False)
+    build_dataset("disease", [downloads / "cell_images.zip"], tmp_path / "out", progress=False)
+    assert _entries(tmp_path / "out", "disease") == _entries(tmp_path / "ref", "disease")
+    _split(downloads / "cell_images.zip", 2)
+    build_dataset("disease", [downloads / "cell_images.zip.001"], tmp_path / "parts", progress=False)
+    assert _entries(tmp_path / "parts", "disease") == _entries(tmp_path / "ref", "disease")
+    (downloads / "notes.txt").write_text("x")
+    with pytest.raises(LayoutNotRecognised, match="is not a folder"):
+        build_dataset("disease", [downloads / "notes.txt"], tmp_path / "x", progress=False)

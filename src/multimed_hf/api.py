@@ -98,9 +98,12 @@ def detect_sources(root: str | os.PathLike, unpack_into: str | os.PathLike | Non
 
 
 def _downloads(folder: Path) -> bool:
-    """A folder of downloads as they came: archives this package unpacks, files, and no folder."""
-    from multimed_hf.data.unpack import archives_of
+    """A folder of downloads as they came (archives this package unpacks, files, and no folder), or one such
+    archive given itself."""
+    from multimed_hf.data.unpack import archives_of, can_unpack
 
+    if folder.is_file():
+        return can_unpack(folder.name)
     return folder.is_dir() and not any(p.is_dir() for p in folder.iterdir()) and bool(archives_of(folder)[0])
 
 

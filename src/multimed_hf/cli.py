@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument("task", help="a task name (see `multimed list`)")
     build.add_argument("--source", action="append", required=True, metavar="DIR",
-                       help="a source folder in its publisher's layout (repeat for several sources)")
+                       help="a source folder in its publisher's layout, or its archives as downloaded (a folder of "
+                       "them, or one archive) (repeat for several sources)")
     build.add_argument("--out", required=True, metavar="DIR", help="the dataset folder to write (e.g. multimed)")
     build.add_argument("--strict", action="store_true", help="stop at the first bad file instead of reporting it")
     build.add_argument("--num-proc", type=int, default=1, metavar="N", help="decode files in N processes")

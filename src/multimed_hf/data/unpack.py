@@ -70,6 +70,18 @@ def archives_of(folder: Path) -> tuple[dict[str, list[Path]], list[str]]:
     return archives, others
 
 
+def _one_archive(path: Path) -> dict[str, list[Path]]:
+    """``archives_of`` for one archive file given itself (a split zip's part: the parts beside it)."""
+    if not can_unpack(path.name):
+        raise UnpackError(f"{path} is a file, not a folder, and no archive this build can unpack (zip, tar, "
+                          "a split zip's part)")
+    part = _PART.match(path.name)
+    if part is None:
+        return {path.name: [path]}
+    found, _ = archives_of(path.parent)  # checks that no part is missing
+    return {part.group("stem"): found[part.group("stem")]}
+
+
 class _JoinedParts(io.RawIOBase):
     """The parts of a split zip read as one seekable file (7-Zip's volumes are one zip cut in pieces)."""
 
@@ -164,18 +176,23 @@ def _stamp(files: list[Path]) -> list:
 
 def unpack_downloads(root: Path, dest: Path, *, progress: bool = True) -> list[str]:
     """Unpack the archives at the top of ``root`` into ``dest``, copy its other files beside them, and unpack the
-    archives that come out in turn; return a line per archive for the build's report. A ``dest`` unpacked before
-    from the same archives (``<dest>.json``) is reused as it is."""
+    archives that come out in turn; return a line per archive for the build's report. ``root`` may also be one
+    archive (a split zip's first part: all its parts). A ``dest`` unpacked before from the same archives
+    (``<dest>.json``) is reused as it is."""
     root, dest = Path(root), Path(dest)
-    if any(p.is_dir() for p in root.iterdir()):
-        raise UnpackError(f"{root} holds folders: only a folder of downloads as they came (archives and files) is "
-                          "unpacked for the build; unpack its archives yourself")
-    archives, others = archives_of(root)
+    if root.is_file():
+        archives, others = _one_archive(root), []
+        files = next(iter(archives.values()))
+    else:
+        if any(p.is_dir() for p in root.iterdir()):
+            raise UnpackError(f"{root} holds folders: only a folder of downloads as they came (archives and files) "
+                              "is unpacked for the build; unpack its archives yourself")
+        archives, others = archives_of(root)
+        files = sorted(p for p in root.iterdir() if p.is_file())
     if not archives:
         raise UnpackError(f"{root} holds no archive this build can unpack"
                           + (f" ({', '.join(others)} need 7-Zip or unrar)" if others else ""))
     record = dest.with_name(dest.name + ".json")
-    files = sorted(p for p in root.iterdir() if p.is_file())
     stamp = _stamp(files)
     if record.is_file() and dest.is_dir():
         saved = json.loads(record.read_text())
