@@ -23,6 +23,12 @@ What each machine needs, as Flower 1.42 works (checked on loopback by tests/test
   its own Runtime API port: one per SuperNode on a machine.
 - ``flwr``: a SuperLink connection in ``$FLWR_HOME/config.toml`` (default ``~/.flwr/config.toml``),
   ``connection_toml``.
+- TLS (Flower's ``how-to-enable-tls-connections``): the SuperLink gets ``--ssl-ca-certfile``, ``--ssl-certfile``
+  and ``--ssl-keyfile`` (all three); each SuperNode ``--root-certificates CA`` and ``flwr`` the
+  ``root-certificates`` key (an absolute path) instead of ``--insecure`` / ``insecure = true``; they trust only
+  that CA, so a self-signed one works. The server certificate must name the address the SuperNodes and ``flwr``
+  dial, and 127.0.0.1 when the SuperLink binds 0.0.0.0 (its own SuperExec connects there); a SuperNode that does
+  not trust it exits (Flower's exit code 305) instead of joining.
 
 Each message a SuperNode receives runs in a fresh ``flwr-clientapp`` process (Flower's subprocess isolation): the
 client loads its rows and the model every time, and keeps nothing between messages but its files.
@@ -50,6 +56,7 @@ __all__ = [
     "supernode_command",
     "flwr_run_command",
     "connection_toml",
+    "tls_files",
     "app_pyproject",
     "write_flower_app",
     "export_app",
@@ -70,13 +77,34 @@ class DeploymentError(ValueError):
     """A deployment setting Flower or our apps cannot use."""
 
 
-def superlink_command(*, host: str = "0.0.0.0", port: int = 8000, insecure: bool = True,
-                      database: str | os.PathLike | None = None) -> list[str]:
+def _insecure(insecure: bool | None, given: Mapping[str, object], who: str) -> bool:
+    """Whether ``who`` runs without TLS: ``insecure=None`` means "unless certificates are given"."""
+    named = [k for k, v in given.items() if v is not None]
+    if insecure is None:
+        return not named
+    if insecure and named:
+        raise DeploymentError(f"{who}: insecure=True contradicts the certificates given ({', '.join(named)}): "
+                              f"drop insecure=True to use TLS, or drop the certificates")
+    return bool(insecure)
+
+
+def superlink_command(*, host: str = "0.0.0.0", port: int = 8000, insecure: bool | None = None,
+                      database: str | os.PathLike | None = None, ssl_certfile: str | os.PathLike | None = None,
+                      ssl_keyfile: str | os.PathLike | None = None,
+                      ssl_ca_certfile: str | os.PathLike | None = None) -> list[str]:
     """``flower-superlink`` for our apps: app dependencies never installed at run time (they are installed on the
-    machine), ``database`` a state file (default: in memory). ``insecure=False`` leaves TLS on: add
-    ``--ssl-ca-certfile``, ``--ssl-certfile`` and ``--ssl-keyfile``."""
+    machine), ``database`` a state file (default: in memory). With ``ssl_certfile`` (the server certificate),
+    ``ssl_keyfile`` (its private key) and ``ssl_ca_certfile`` (the CA that signed it), all three or none, every
+    API is served over TLS; ``insecure`` defaults to "no certificates given"."""
+    files = {"ssl_ca_certfile": ssl_ca_certfile, "ssl_certfile": ssl_certfile, "ssl_keyfile": ssl_keyfile}
+    insecure = _insecure(insecure, files, "superlink_command")
+    if not insecure:
+        _all_or_none(files, "superlink_command", none_ok=False)
     command = ["flower-superlink"] + (["--insecure"] if insecure else [])
     command += ["--host", str(host), "--port", str(int(port)), "--disable-runtime-dependency-installation"]
+    if not insecure:
+        command += ["--ssl-ca-certfile", str(ssl_ca_certfile), "--ssl-certfile", str(ssl_certfile),
+                    "--ssl-keyfile", str(ssl_keyfile)]
     return command + (["--database", str(database)] if database is not None else [])
 
 
@@ -89,14 +117,20 @@ def _quoted_value(key: str, value) -> str:
 
 
 def supernode_command(superlink: str, *, data_path: str | os.PathLike, model_path: str | os.PathLike,
-                      port: int = 9094, link_salt: str = _SALT_REFERENCE, insecure: bool = True) -> list[str]:
+                      port: int = 9094, link_salt: str = _SALT_REFERENCE, insecure: bool | None = None,
+                      root_certificates: str | os.PathLike | None = None) -> list[str]:
     """``flower-supernode`` for one hospital: connects to ``superlink`` (host:port), serves its own Runtime API on
     ``port`` and tells the ClientApp where its client folder and the initial model are. ``link_salt``: the shared
     secret, by default a reference to ``$LINK_SALT`` for a shell to expand (pass the value itself when starting the
-    process without a shell)."""
+    process without a shell). ``root_certificates``: the CA certificate (PEM) the SuperLink's certificate is
+    checked against (TLS); ``insecure=False`` without it trusts the system's CAs; ``insecure`` defaults to "no
+    root certificate given"."""
+    insecure = _insecure(insecure, {"root_certificates": root_certificates}, "supernode_command")
     node_config = " ".join([_quoted_value("data-path", data_path), _quoted_value("model-path", model_path),
                             _quoted_value("link-salt", link_salt)])
     command = ["flower-supernode"] + (["--insecure"] if insecure else [])
+    if root_certificates is not None:
+        command += ["--root-certificates", str(root_certificates)]
     return command + ["--superlink", str(superlink), "--port", str(int(port)), "--node-config", node_config]
 
 
@@ -115,11 +149,42 @@ def _toml_value(value) -> str:
     return tomli_w.dumps({"v": value}).partition("=")[2].strip()
 
 
-def connection_toml(name: str, address: str, *, insecure: bool = True) -> str:
-    """The ``[superlink.<name>]`` table of ``$FLWR_HOME/config.toml`` that points ``flwr`` at the SuperLink."""
+def connection_toml(name: str, address: str, *, insecure: bool | None = None,
+                    root_certificates: str | os.PathLike | None = None) -> str:
+    """The ``[superlink.<name>]`` table of ``$FLWR_HOME/config.toml`` that points ``flwr`` at the SuperLink;
+    ``root_certificates``: the CA certificate ``flwr`` trusts (Flower wants an absolute path); ``insecure``
+    defaults to "no root certificate given"."""
     import tomli_w
 
-    return tomli_w.dumps({"superlink": {name: {"address": address, "insecure": bool(insecure)}}})
+    insecure = _insecure(insecure, {"root_certificates": root_certificates}, "connection_toml")
+    table = {"address": address, "insecure": insecure}
+    if root_certificates is not None:
+        if not Path(root_certificates).is_absolute():
+            raise DeploymentError(f"connection_toml: root_certificates {str(root_certificates)!r} is relative; "
+                                  f"Flower's config.toml takes an absolute path")
+        table["root-certificates"] = str(root_certificates)
+    return tomli_w.dumps({"superlink": {name: table}})
+
+
+def _all_or_none(files: Mapping[str, object], who: str, *, none_ok: bool = True) -> bool:
+    """True when every TLS file is given, False when none is (and ``none_ok``); else a DeploymentError."""
+    missing = [k for k, v in files.items() if v is None]
+    if not missing or (none_ok and len(missing) == len(files)):
+        return not missing
+    given = [k for k in files if k not in missing]
+    raise DeploymentError(f"{who}: TLS needs the CA certificate, the server certificate and its private key "
+                          f"({', '.join(files)}); {', '.join(missing)} missing"
+                          + (f" ({', '.join(given)} given)" if given else "")
+                          + ": give all three, or none (and insecure=True) for plain HTTP")
+
+
+def tls_files(ssl_ca_certfile=None, ssl_certfile=None, ssl_keyfile=None) -> dict[str, str] | None:
+    """A deployment's three TLS files as absolute paths (the ``superlink_command`` keywords), or ``None`` when
+    none is given; a partial set raises, naming what is missing."""
+    files = {"ssl_ca_certfile": ssl_ca_certfile, "ssl_certfile": ssl_certfile, "ssl_keyfile": ssl_keyfile}
+    if not _all_or_none(files, "TLS files (--tls-ca, --tls-cert, --tls-key)"):
+        return None
+    return {k: os.path.abspath(os.path.expanduser(str(v))) for k, v in files.items()}
 
 
 def shell_line(command: Sequence[str]) -> str:
@@ -180,42 +245,68 @@ def write_flower_app(app_dir: str | os.PathLike, run_config: Mapping, *,
                      clients: Mapping[str, str | os.PathLike] | None = None,
                      model_path: str | os.PathLike | None = None, superlink_address: str = "127.0.0.1:8000",
                      connection: str = "multimed", supernode_port: int = 9094, name: str = "multimed-blendfl",
-                     publisher: str = "multimed") -> ExportedApp:
+                     publisher: str = "multimed", ssl_ca_certfile: str | os.PathLike | None = None,
+                     ssl_certfile: str | os.PathLike | None = None,
+                     ssl_keyfile: str | os.PathLike | None = None) -> ExportedApp:
     """Write ``APP/pyproject.toml`` and ``APP/README.md`` (the commands for ``clients``: client name -> its
-    folder; ``model_path`` where each site keeps the initial model, default the run config's)."""
+    folder; ``model_path`` where each site keeps the initial model, default the run config's). With the three TLS
+    files (``tls_files``; paths on the machines, made absolute) the SuperLink serves TLS and the SuperNodes and
+    ``flwr`` trust ``ssl_ca_certfile``; without them every connection is ``--insecure``."""
+    tls = tls_files(ssl_ca_certfile, ssl_certfile, ssl_keyfile)
+    host, _, port = superlink_address.rpartition(":")
+    if not host or not port.isdigit():
+        raise DeploymentError(f"superlink_address {superlink_address!r}: expected HOST:PORT")
     app = Path(app_dir)
     app.mkdir(parents=True, exist_ok=True)
     from multimed_hf.federated.server_app import read_run_config
 
     (app / "pyproject.toml").write_text(app_pyproject(run_config, name=name, publisher=publisher))
     config = read_run_config(run_config)
-    host, _, port = superlink_address.rpartition(":")
-    if not host or not port.isdigit():
-        raise DeploymentError(f"superlink_address {superlink_address!r}: expected HOST:PORT")
+    ca = tls["ssl_ca_certfile"] if tls else None
     commands = {"superlink": superlink_command(host="0.0.0.0" if host not in ("127.0.0.1", "localhost") else host,
-                                               port=int(port))}
+                                               port=int(port), **(tls or {}))}
     for i, (client, folder) in enumerate((clients or {}).items()):
         commands[f"supernode.{client}"] = supernode_command(superlink_address, data_path=folder,
                                                             model_path=model_path or config["model-path"],
-                                                            port=supernode_port + i)
+                                                            port=supernode_port + i, root_certificates=ca)
     commands["flwr"] = flwr_run_command(app, connection)
-    (app / "README.md").write_text(_readme(config, commands, superlink_address, connection))
+    toml = connection_toml(connection, superlink_address, root_certificates=ca)
+    (app / "README.md").write_text(_readme(config, commands, superlink_address, toml, tls))
     return ExportedApp(app, None, config, {k: str(v) for k, v in (clients or {}).items()}, commands)
 
 
-def _readme(config: Mapping, commands: Mapping[str, list], address: str, connection: str) -> str:
+def _readme(config: Mapping, commands: Mapping[str, list], address: str, toml: str,
+            tls: Mapping[str, str] | None) -> str:
     env = " ".join(f"{k}={v}" for k, v in OFFLINE_ENV.items())
     nodes = [(k.partition(".")[2], v) for k, v in commands.items() if k.startswith("supernode.")]
+    host = address.rpartition(":")[0]
+    if tls:
+        security = [
+            "Every connection uses TLS. The certificates (PEM) are expected at:", "",
+            f"- `{tls['ssl_ca_certfile']}`: the CA certificate, on the server, every hospital and where `flwr` runs;",
+            f"- `{tls['ssl_certfile']}` and `{tls['ssl_keyfile']}`: the SuperLink's certificate and private key, on "
+            "the server only (the key never leaves it).", "",
+            f"The SuperLink's certificate must be signed by that CA and name `{host}` (the address the SuperNodes and "
+            "`flwr` use) and `127.0.0.1` (when it listens on `0.0.0.0`, its own SuperExec connects there). A "
+            "SuperNode that does not trust it stops with Flower's exit code 305 instead of joining.", "",
+        ]
+        step1 = "1. Start the SuperLink on the coordinating server (TLS):"
+    else:
+        security = [
+            "**Connections are not encrypted (`--insecure`)**: for a trusted network or a trial only. For TLS, "
+            "export again with `--tls-ca CA.crt --tls-cert SERVER.pem --tls-key SERVER.key`.", "",
+        ]
+        step1 = "1. Start the SuperLink on the coordinating server:"
     lines = [
         "# multimed_hf federation: a Flower App", "",
         f"Runs `{SERVER_APP}` and `{CLIENT_APP}` on Flower's Deployment Runtime ({config['strategy']}, "
         f"{config['num-clients']} clients, {config['num-rounds']} rounds). Every machine needs "
         "`pip install \"multimed_hf[federated]\"`; nothing is downloaded at run time.", "",
+        *security,
         "In every shell that starts a Flower process (no telemetry, no update check):", "",
         "```bash", f"export {env}", "```", "",
         "Each Flower process below runs in the foreground: give each its own terminal (or service).", "",
-        "1. Start the SuperLink on the coordinating server (drop `--insecure` and add `--ssl-ca-certfile`, "
-        "`--ssl-certfile`, `--ssl-keyfile` in production):", "",
+        step1, "",
         "   ```bash", f"   {shell_line(commands['superlink'])}", "   ```", "",
         "2. Start one SuperNode per hospital, on its machine, with the link salt the hospitals share and the server "
         "must not know (for example `python -c \"import secrets; print(secrets.token_hex(16))\"`):", "",
@@ -223,8 +314,8 @@ def _readme(config: Mapping, commands: Mapping[str, list], address: str, connect
         *[f"   {shell_line(c)}   # {n}" for n, c in nodes], "   ```", "",
         "   Each SuperNode gets its own `--port` (its Runtime API). On other machines, replace "
         f"`{address}` with the server's address (and start the SuperLink with `--host 0.0.0.0`).", "",
-        f"3. Point `flwr` at the SuperLink: add to `$FLWR_HOME/config.toml` (default `~/.flwr/config.toml`):", "",
-        "   ```toml", *[f"   {line}" for line in connection_toml(connection, address).strip().splitlines()],
+        "3. Point `flwr` at the SuperLink: add to `$FLWR_HOME/config.toml` (default `~/.flwr/config.toml`):", "",
+        "   ```toml", *[f"   {line}" for line in toml.strip().splitlines()],
         "   ```", "",
         "4. Start the run (wherever `flwr` is configured; `--stream` prints the ServerApp's log until the run "
         "ends):", "",
@@ -243,16 +334,20 @@ def export_app(app_dir: str | os.PathLike, out_dir: str | os.PathLike, *, data=N
                hidden_size: int | None = FEDERATED_HIDDEN_SIZE, encoders: str = "small",
                assemble_kwargs: Mapping | None = None,
                run_config: Mapping | None = None, superlink_address: str = "127.0.0.1:8000",
-               connection: str = "multimed") -> ExportedApp:
+               connection: str = "multimed", ssl_ca_certfile: str | os.PathLike | None = None,
+               ssl_certfile: str | os.PathLike | None = None,
+               ssl_keyfile: str | os.PathLike | None = None) -> ExportedApp:
     """Everything a deployment of built configs needs: the client folders and the initial model
     (``simulation.prepare_federation`` into ``OUT/federation``, as a simulation makes them), and the Flower App in
     ``app_dir`` whose run config points at them and writes its results to ``OUT/<strategy>``; ``run_config``
-    overrides settings (``local-steps``, ``num-rounds``, ...). Copy each client folder to its hospital and the
-    initial model to every site; the README gives each machine's command."""
+    overrides settings (``local-steps``, ``num-rounds``, ...); the three ``ssl_*`` files make every connection TLS
+    (``write_flower_app``). Copy each client folder to its hospital and the initial model to every site; the
+    README gives each machine's command."""
     from multimed_hf.federated.server_app import read_run_config
     from multimed_hf.federated.simulation import prepare_federation
 
     read_run_config({"model-path": "", **(run_config or {})})  # a bad setting fails before any data is read
+    tls = tls_files(ssl_ca_certfile, ssl_certfile, ssl_keyfile) or {}  # so does a partial set of TLS files
     out = Path(out_dir).resolve()
     prepared = prepare_federation(data, tasks, out / "federation", partition=partition, clients=clients, by=by,
                                   seed=seed, hidden_size=hidden_size, encoders=encoders,
@@ -263,6 +358,6 @@ def export_app(app_dir: str | os.PathLike, out_dir: str | os.PathLike, *, data=N
               "num-clients": len(prepared.plan.clients), "seed": int(seed), **given}
     folders = {c.name: str(prepared.plan.client_dir(c).resolve()) for c in prepared.plan.clients}
     exported = write_flower_app(app_dir, config, clients=folders, superlink_address=superlink_address,
-                                connection=connection)
+                                connection=connection, **tls)
     exported.federation_dir = Path(prepared.plan.root)
     return exported

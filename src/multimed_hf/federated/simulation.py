@@ -261,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "deployment (multimed_hf.federated.deploy)")
     parser.add_argument("--superlink", default="127.0.0.1:8000", help="with --export-app: the SuperLink address "
                         "the commands use (HOST:PORT)")
+    tls = parser.add_argument_group("TLS (with --export-app: all three, or none for --insecure connections)")
+    tls.add_argument("--tls-ca", default=None, metavar="CA.crt", help="the CA certificate (PEM) the SuperNodes and "
+                     "flwr trust, and the SuperLink's --ssl-ca-certfile")
+    tls.add_argument("--tls-cert", default=None, metavar="SERVER.pem", help="the SuperLink's certificate, signed by "
+                     "--tls-ca, naming the --superlink host and 127.0.0.1")
+    tls.add_argument("--tls-key", default=None, metavar="SERVER.key", help="the SuperLink's private key")
     return parser
 
 
@@ -278,7 +284,8 @@ def _export(args) -> int:
                           hidden_size=args.hidden_size or None, encoders=args.encoders,
                           assemble_kwargs=json.loads(args.assemble) if args.assemble else None,
                           run_config={k: v for k, v in given.items() if v is not None},
-                          superlink_address=args.superlink)
+                          superlink_address=args.superlink, ssl_ca_certfile=args.tls_ca,
+                          ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)
     print(f"client folders and initial model: {exported.federation_dir}")
     print(f"Flower App: {exported.app_dir} (commands in {exported.app_dir / 'README.md'})")
     return 0
@@ -291,7 +298,15 @@ def federate_main(argv: Sequence[str] | None = None) -> int:
     if args.clients is None and (args.data is None or not args.tasks):
         parser.error("--data and --tasks are required unless --clients names the clients")
     if args.export_app is not None:
+        from multimed_hf.federated.deploy import DeploymentError, tls_files
+
+        try:
+            tls_files(args.tls_ca, args.tls_cert, args.tls_key)
+        except DeploymentError as error:
+            parser.error(str(error))
         return _export(args)
+    if args.tls_ca or args.tls_cert or args.tls_key:
+        parser.error("--tls-ca, --tls-cert and --tls-key go with --export-app (a simulation has no connections)")
     result = run_federation(args.data, args.tasks, args.output_dir, clients=args.clients,
                             partition=args.partition or "paired=1,fragmented=1,partial=1", by=args.by,
                             seed=args.seed, rounds=args.rounds, strategy=args.strategy,
