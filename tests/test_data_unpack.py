@@ -133,7 +133,7 @@ def test_a_damaged_archive_and_one_needing_other_tools_are_named(tmp_path):
         build_dataset("disease", [downloads], tmp_path / "out", progress=False)
     (downloads / "cell_images.zip").unlink()
     (downloads / "cell_images.7z").write_bytes(b"7z")
-    assert archives_of(downloads) == ({}, ["cell_images.7z"])
+    assert archives_of(downloads) == ({}, ["cell_images.7z"], [])
     with pytest.raises(LayoutNotRecognised, match=r"download archives: cell_images\.7z"):
         build_dataset("disease", [downloads], tmp_path / "out", progress=False)
 
@@ -228,3 +228,23 @@ def test_the_archive_itself_given_as_the_source(tmp_path):
     (downloads / "notes.txt").write_text("x")
     with pytest.raises(LayoutNotRecognised, match="is not a folder"):
         build_dataset("disease", [downloads / "notes.txt"], tmp_path / "x", progress=False)
+
+
+def test_a_split_zip_inside_lacking_a_part_is_named_and_the_rest_unpacked(tmp_path):
+    by_hand = _sample(lhncbc_malaria, tmp_path)
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    _zip_tree(inner / "cell_images.zip", by_hand, "cell_images")
+    _zip_tree(inner / "extra.zip", by_hand, "cell_images")
+    parts = _split(inner / "extra.zip", 3)
+    parts[1].unlink()
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    with zipfile.ZipFile(downloads / "kaggle.zip", "w") as z:
+        for path in sorted(inner.iterdir()):
+            z.write(path, path.name)
+    dest = tmp_path / "unpacked"
+    lines = unpack_downloads(downloads, dest, progress=False)
+    missing = [line for line in lines if "lacks part(s) 002 of 003" in line]
+    assert len(missing) == 1 and missing[0].startswith("could not unpack ") and "(found inside)" in missing[0]
+    assert (dest / "cell_images" / "Parasitized").is_dir() and not (dest / "cell_images.zip").exists()

@@ -55,12 +55,8 @@ def _detect(task: str, root: Path, out_dir: Path, unpack: bool, progress: bool, 
 
     try:
         return detect_builder(task, root)
-    except LayoutNotRecognised as err:
-        try:
-            downloads = _downloads(root)
-        except UnpackError as bad:  # e.g. a split zip missing a part
-            raise LayoutNotRecognised(f"{err}\n{bad}") from None
-        if not unpack or not downloads:
+    except LayoutNotRecognised:
+        if not unpack or not _downloads(root):
             raise
     dest = _unpacked_folder(out_dir, task, root)
     try:
@@ -104,7 +100,10 @@ def _downloads(folder: Path) -> bool:
 
     if folder.is_file():
         return can_unpack(folder.name)
-    return folder.is_dir() and not any(p.is_dir() for p in folder.iterdir()) and bool(archives_of(folder)[0])
+    if not folder.is_dir() or any(p.is_dir() for p in folder.iterdir()):
+        return False
+    archives, _, problems = archives_of(folder)
+    return bool(archives or problems)
 
 
 def _unpacked_folder(out_dir: Path, prefix: str, root: Path) -> Path:

@@ -48,9 +48,9 @@ def can_unpack(name: str) -> bool:
     return bool(_ZIP.search(name) or _TAR.search(name) or _PART.match(name))
 
 
-def archives_of(folder: Path) -> tuple[dict[str, list[Path]], list[str]]:
+def archives_of(folder: Path) -> tuple[dict[str, list[Path]], list[str], list[str]]:
     """The archives at the top of ``folder``: ``({archive name: its files (the parts of a split zip, in
-    order)}, [names of archives this module cannot unpack])``."""
+    order)}, [names of archives this module cannot unpack], [why a split zip cannot be read: a part missing])``."""
     archives: dict[str, list[Path]] = {}
     others = []
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
@@ -61,13 +61,15 @@ def archives_of(folder: Path) -> tuple[dict[str, list[Path]], list[str]]:
             archives[path.name] = [path]
         elif _OTHER.search(path.name):
             others.append(path.name)
-    for name, parts in archives.items():
+    problems = []
+    for name, parts in list(archives.items()):
         numbers = [int(_PART.match(p.name).group("n")) for p in parts] if _PART.match(parts[0].name) else [1]
         if numbers != list(range(1, len(numbers) + 1)):
             missing = sorted(set(range(1, max(numbers) + 1)) - set(numbers))
-            raise UnpackError(f"{folder / name}: a zip split in parts lacks part(s) "
-                              f"{', '.join(f'{n:03d}' for n in missing)} of {max(numbers):03d}")
-    return archives, others
+            problems.append(f"{folder / name}: a zip split in parts lacks part(s) "
+                            f"{', '.join(f'{n:03d}' for n in missing)} of {max(numbers):03d}")
+            del archives[name]
+    return archives, others, problems
 
 
 def _one_archive(path: Path) -> dict[str, list[Path]]:
@@ -78,7 +80,9 @@ def _one_archive(path: Path) -> dict[str, list[Path]]:
     part = _PART.match(path.name)
     if part is None:
         return {path.name: [path]}
-    found, _ = archives_of(path.parent)  # checks that no part is missing
+    found, _, problems = archives_of(path.parent)
+    if part.group("stem") not in found:
+        raise UnpackError(next(p for p in problems if f"/{part.group('stem')}:" in p))
     return {part.group("stem"): found[part.group("stem")]}
 
 
@@ -181,16 +185,16 @@ def unpack_downloads(root: Path, dest: Path, *, progress: bool = True) -> list[s
     (``<dest>.json``) is reused as it is."""
     root, dest = Path(root), Path(dest)
     if root.is_file():
-        archives, others = _one_archive(root), []
+        archives, others, problems = _one_archive(root), [], []
         files = next(iter(archives.values()))
     else:
         if any(p.is_dir() for p in root.iterdir()):
             raise UnpackError(f"{root} holds folders: only a folder of downloads as they came (archives and files) "
                               "is unpacked for the build; unpack its archives yourself")
-        archives, others = archives_of(root)
+        archives, others, problems = archives_of(root)
         files = sorted(p for p in root.iterdir() if p.is_file())
     if not archives:
-        raise UnpackError(f"{root} holds no archive this build can unpack"
+        raise UnpackError("; ".join(problems) or f"{root} holds no archive this build can unpack"
                           + (f" ({', '.join(others)} need 7-Zip or unrar)" if others else ""))
     record = dest.with_name(dest.name + ".json")
     stamp = _stamp(files)
@@ -201,7 +205,7 @@ def unpack_downloads(root: Path, dest: Path, *, progress: bool = True) -> list[s
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    lines, opened = [], 0
+    lines, opened = [f"could not unpack {problem}" for problem in problems], 0
     for name, parts in archives.items():
         try:
             n, failed = _unpack_one(name, parts, dest, progress)
@@ -213,6 +217,7 @@ def unpack_downloads(root: Path, dest: Path, *, progress: bool = True) -> list[s
     if not opened:
         shutil.rmtree(dest)
         raise UnpackError("; ".join(line.removeprefix("could not unpack ") for line in lines))
+    # the parts of a split zip lacking one are copied as they are: the build names them as archives, not data
     archived = {p for parts in archives.values() for p in parts}
     for path in files:
         if path not in archived:
@@ -220,7 +225,8 @@ def unpack_downloads(root: Path, dest: Path, *, progress: bool = True) -> list[s
     for _ in range(MAX_DEPTH - 1):  # archives inside the archives (a Kaggle download's inner zips)
         inner = {}
         for folder in [dest, *(p for p in dest.iterdir() if p.is_dir())]:
-            found, _others = archives_of(folder)
+            found, _others, problems = archives_of(folder)  # a split zip lacking a part: named, left as it is
+            lines += [f"could not unpack {problem} (found inside)" for problem in problems]
             inner.update({(folder, name): parts for name, parts in found.items()})
         if not inner:
             break
@@ -236,5 +242,6 @@ def unpack_downloads(root: Path, dest: Path, *, progress: bool = True) -> list[s
                 lines.append(f"unpacked {name} ({n:,} files), found inside, into {folder}" + _failures(failed))
     if others:
         lines.append(f"not unpacked: {', '.join(others)} (7-Zip or unrar needed)")
+    lines = list(dict.fromkeys(lines))  # a split zip lacking a part inside is met in every round
     record.write_text(json.dumps({"root": str(root), "files": stamp, "lines": lines}))
     return lines
