@@ -71,5 +71,6 @@ def _packed_hint(root: Path, shown: int = 5) -> str:
     if not found:
         return ""
     more = f" and {len(found) - shown} more" if len(found) > shown else ""
-    return (f"\nIt holds download archives: {', '.join(found[:shown])}{more}. The builders read the files an archive "
-            "unpacks to, never the archive: unpack any not unpacked yet into this folder.")
+    return (f"\nIt holds download archives: {', '.join(found[:shown])}{more}. The builders read what an archive "
+            "unpacks to: unpack any not unpacked yet into this folder (a folder holding only archives and files is "
+            "unpacked by the build itself).")
