@@ -92,6 +92,8 @@ class CsvImageBuilder(SourceBuilder):
     sheets: ClassVar[Mapping[str, Sheet]] = {}
     #: Suffixes (lower case) of the files that may be sheets; ``read_sheet_file`` reads each.
     sheet_suffixes: ClassVar[tuple[str, ...]] = (".csv",)
+    #: How many folders below the root sheets are looked for.
+    sheet_depth: ClassVar[int] = 1
 
     def __init__(self, root: str | os.PathLike):
         super().__init__(root)
@@ -133,16 +135,17 @@ class CsvImageBuilder(SourceBuilder):
 
     # --- the sheets ---------------------------------------------------------------------------------------------
     def _sheet_candidates(self) -> list[str]:
-        """Sheet files (``sheet_suffixes``) at the root and one folder down (where publishers put their sheets)."""
-        found = []
-        for entry in sorted(os.scandir(self.root), key=lambda e: e.name):
-            if entry.is_file() and entry.name.lower().endswith(self.sheet_suffixes):
-                found.append(entry.name)
-            elif entry.is_dir():
-                for sub in sorted(os.scandir(entry.path), key=lambda e: e.name):
-                    if sub.is_file() and sub.name.lower().endswith(self.sheet_suffixes):
-                        found.append(f"{entry.name}/{sub.name}")
-        return found
+        """Sheet files (``sheet_suffixes``) at the root and down to ``sheet_depth`` folders below it (where
+        publishers put their sheets), in name order, each folder's before the next folder's."""
+
+        def scan(path: str, prefix: str, depth: int):
+            for entry in sorted(os.scandir(path), key=lambda e: e.name):
+                if entry.is_file() and entry.name.lower().endswith(self.sheet_suffixes):
+                    yield prefix + entry.name
+                elif entry.is_dir() and depth < self.sheet_depth:
+                    yield from scan(entry.path, f"{prefix}{entry.name}/", depth + 1)
+
+        return list(scan(str(self.root), "", 0))
 
     def _load(self) -> dict[str, _Index]:
         if self._indexes is not None:

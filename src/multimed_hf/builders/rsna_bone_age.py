@@ -118,6 +118,7 @@ class RSNABoneAgeBuilder(NonDataFiles, PublishedUnlabelled, CsvImageBuilder):
     version = "4"
     image_suffixes = (".png",)
     sheet_suffixes = (".csv", ".xlsx")
+    sheet_depth = 2  # a Box download's Bone+Age+Validation+Set/Bone Age Validation Set/Validation Dataset.csv
     sheets = {TRAINING_SHEET: SHEETS[0]}
 
     def __init__(self, root):
@@ -148,19 +149,9 @@ class RSNABoneAgeBuilder(NonDataFiles, PublishedUnlabelled, CsvImageBuilder):
         return False
 
     def _sheet_candidates(self) -> list[str]:
-        """CSV and Excel sheets at the root and down to two folders below it (a Box download's
-        ``Bone+Age+Validation+Set/Bone Age Validation Set/``); a workbook with a CSV copy beside it is left to the
+        """CSV and Excel sheets (down to ``sheet_depth``); a workbook with a CSV copy beside it is left to the
         copy."""
         found = super()._sheet_candidates()
-        for entry in sorted(os.scandir(self.root), key=lambda e: e.name):
-            if not entry.is_dir():
-                continue
-            for sub in sorted(os.scandir(entry.path), key=lambda e: e.name):
-                if not sub.is_dir():
-                    continue
-                for leaf in sorted(os.scandir(sub.path), key=lambda e: e.name):
-                    if leaf.is_file() and leaf.name.lower().endswith(self.sheet_suffixes):
-                        found.append(f"{entry.name}/{sub.name}/{leaf.name}")
         return [p for p in found if not (p.lower().endswith(".xlsx") and _csv_copy(p) in found)]
 
     def _workbooks(self) -> list[str]:
