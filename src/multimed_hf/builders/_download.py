@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from multimed_hf.data.errors import IGNORED, IgnoredSourceFile
+from multimed_hf.data.unpack import is_archive
 
 __all__ = [
     "IGNORED", "IgnoredSourceFile", "NonDataFiles", "WrappedTree", "non_data_reason", "is_archive", "find_tree",
@@ -45,12 +46,6 @@ _NAMES = {
 #: (``index.html``, with Apache's sort variants ``index.html?C=N;O=D``) and its ``robots.txt``.
 _CRAWL = re.compile(r"^(index\.html?(\?.*)?|robots\.txt)$", re.IGNORECASE)
 _DOCUMENT = re.compile(r"^(readme|licen[cs]e|copying|citation|notice)([._ -].*)?$", re.IGNORECASE)
-_ARCHIVE = re.compile(r"\.(zip|zip\.\d{3}|z\d{2}|tar|tar\.gz|tgz|tar\.bz2|tar\.xz|7z|rar)$", re.IGNORECASE)
-
-
-def is_archive(name: str) -> bool:
-    """Whether a file name is a download archive (``.zip``, ``.zip.001``, ``.tar.gz``, ``.7z``, ...)."""
-    return _ARCHIVE.search(name) is not None
 
 
 def non_data_reason(relpath: str) -> str | None:

@@ -29,9 +29,9 @@ import zipfile
 import zlib
 from pathlib import Path
 
-__all__ = ["UnpackError", "archives_of", "can_unpack", "unpack_downloads"]
+__all__ = ["UnpackError", "archives_of", "can_unpack", "is_archive", "unpack_downloads"]
 
-_TAR = re.compile(r"\.(tar|tar\.gz|tgz|tar\.bz2|tbz2|tar\.xz|txz)$", re.IGNORECASE)
+_TAR = re.compile(r"\.(tar|tar\.gz|tgz|tar\.bz2|tar\.xz)$", re.IGNORECASE)
 _ZIP = re.compile(r"\.zip$", re.IGNORECASE)
 _PART = re.compile(r"^(?P<stem>.+\.zip)\.(?P<n>\d{3})$", re.IGNORECASE)
 _OTHER = re.compile(r"\.(7z|rar|z\d{2})$", re.IGNORECASE)
@@ -46,6 +46,12 @@ class UnpackError(ValueError):
 def can_unpack(name: str) -> bool:
     """Whether ``unpack_downloads`` unpacks a file of this name (zip, tar, or a part of a split zip)."""
     return bool(_ZIP.search(name) or _TAR.search(name) or _PART.match(name))
+
+
+def is_archive(name: str) -> bool:
+    """Whether a file name is a download archive: one ``unpack_downloads`` unpacks, or a ``.7z`` / ``.rar`` /
+    spanned ``.z01`` volume it names for their own tools."""
+    return can_unpack(name) or bool(_OTHER.search(name))
 
 
 def archives_of(folder: Path) -> tuple[dict[str, list[Path]], list[str], list[str]]:
