@@ -202,12 +202,8 @@ class TCGAPromotersBuilder(NonDataFiles, RecordRejections, SourceBuilder):
         return sorted(p.name for p in self.root.glob("*.h5ad"))
 
     @cached_property
-    def _table(self):
-        """``(contexts, table)`` of the expression table (genes on several rows left out)."""
-        return self._table_rows[:2]
-
-    @cached_property
     def _table_rows(self):
+        """``read_table_rows`` of the expression table: contexts, table (genes on several rows left out), repeats."""
         return read_table_rows(self.root / self._one(TABLE_NAMES))
 
     @cached_property
@@ -226,7 +222,7 @@ class TCGAPromotersBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     def read_file(self, relpath: str) -> list[Sample]:
         name = PurePosixPath(relpath).name
         if relpath == self._one(TABLE_NAMES):
-            self._table  # noqa: B018  (checked: a bad table is rejected here, with its reason)
+            self._table_rows  # noqa: B018  (checked: a bad table is rejected here, with its reason)
             return []
         if relpath == self._one(CONTEXT_NAMES):
             self._context_organs  # noqa: B018
