@@ -69,6 +69,8 @@ def main() -> None:
     }
     with open(os.path.join(args.out, f"rank{rank}.json"), "w") as f:
         json.dump(record, f)
+    if torch.distributed.is_initialized():  # gloo's threads end here, not in interpreter teardown (an abort)
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
