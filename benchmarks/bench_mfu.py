@@ -16,6 +16,7 @@ default the dense bf16 peak of an H100 / H200 (989.4 TFLOP/s, SXM) where the dev
 no MFU is printed. The issue's goal: MFU >= 40% on an H100 (about 3,750 images/s for ViT-B/16 at 224 px).
 
     python benchmarks/bench_mfu.py                                   # the GPU machine
+    python benchmarks/bench_mfu.py --compile all                     # ... and under torch.compile (both timed)
     python benchmarks/bench_mfu.py --tiny --device cpu               # the script itself, in seconds (tests)
 """
 
@@ -131,8 +132,9 @@ def build_images(args, root: Path) -> Path:
     return root / "multimed"
 
 
-def time_trainer(args, device, data: Path, work: Path, bf16: bool) -> float:
-    """Images/s of ``train_model`` on the built config: step-end stamps after warm-up."""
+def time_trainer(args, device, data: Path, work: Path, bf16: bool, compiled: bool = False) -> float:
+    """Images/s of ``train_model`` on the built config: step-end stamps after warm-up (``compiled``: the Trainer's
+    ``torch_compile``, with full batches only: a short last one would recompile)."""
     from transformers import TrainerCallback
 
     from multimed_hf.training.run import train_model
@@ -153,8 +155,9 @@ def time_trainer(args, device, data: Path, work: Path, bf16: bool) -> float:
                 output_dir=str(work / "run"), max_steps=args.warmup + args.steps,
                 per_device_train_batch_size=args.batch, bf16=bf16, use_cpu=device.type == "cpu",
                 dataloader_num_workers=args.workers, dataloader_persistent_workers=args.workers > 0,
-                learning_rate=1e-4, eval_strategy="no", save_strategy="no", logging_strategy="no",
-                disable_tqdm=True, eval_splits=[], bootstrap_samples=0, callbacks=[clock])
+                learning_rate=1e-4, torch_compile=compiled, dataloader_drop_last=compiled, eval_strategy="no",
+                save_strategy="no", logging_strategy="no", disable_tqdm=True, eval_splits=[], bootstrap_samples=0,
+                callbacks=[clock])
     stamps = clock.stamps[max(args.warmup - 1, 0):]
     return args.batch * (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
@@ -181,6 +184,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1), help="DataLoader workers")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="float32 instead of bf16 autocast")
     parser.add_argument("--peak-tflops", dest="peak", type=float, default=None)
+    parser.add_argument("--compile", choices=["none", "model", "all"], default="none",
+                        help="model: also the model alone under torch.compile; all: and the Trainer with torch_compile")
     parser.add_argument("--skip-loader", action="store_true", help="measure the model alone")
     parser.add_argument("--tiny", action="store_true", help="a tiny ViT and a few steps: the script itself, on CPU")
     args = parser.parse_args(argv)
@@ -199,15 +204,22 @@ def main(argv=None) -> int:
     print(f"model FLOPs per image, forward + backward: {flops / 1e9:,.3f} GFLOP")
     alone = time_model(model, args, device, bf16)
     print(_line("model alone (MultiMedModel in a bare loop, batch on the device)", alone, flops, peak))
+    if args.compile != "none":
+        start = time.perf_counter()
+        compiled = time_model(torch.compile(model), args, device, bf16)
+        print(_line(f"model alone, torch.compile (compile and warm-up {time.perf_counter() - start:.0f} s)", compiled,
+                    flops, peak) + f"; ratio to eager {compiled / alone:.2f}")
+        alone = compiled
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()
     if not args.skip_loader:
         with tempfile.TemporaryDirectory(prefix="bench_mfu_") as tmp:
             data = build_images(args, Path(tmp))
-            through = time_trainer(args, device, data, Path(tmp), bf16)
-        print(_line(f"train_model + real loader ({args.workers} workers, {args.source_size}-px JPEGs)", through,
-                    flops, peak) + f"; ratio to the model alone {through / alone:.2f}")
+            through = time_trainer(args, device, data, Path(tmp), bf16, compiled=args.compile == "all")
+        label = f"train_model{' --torch_compile' if args.compile == 'all' else ''} + real loader"
+        print(_line(f"{label} ({args.workers} workers, {args.source_size}-px JPEGs)", through, flops, peak)
+              + f"; ratio to the model alone{' compiled' if args.compile != 'none' else ''} {through / alone:.2f}")
     print("goal: MFU >= 40% on an H100; the loader must not be the bottleneck (ratio near 1)")
     return 0
 
