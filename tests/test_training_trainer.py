@@ -96,6 +96,17 @@ def test_the_trainer_sets_what_multitask_training_needs(tmp_path, train_sets):
                         train_datasets=train_sets, processor=tiny_processor())
 
 
+def test_dataloader_drop_last_reaches_the_task_batch_sampler(tmp_path, train_sets):
+    """--dataloader_drop_last drops each task's short last batch (the task batch sampler replaces DataLoader's)."""
+    for drop in (False, True):
+        args = _args(tmp_path, max_steps=12, dataloader_drop_last=drop)
+        trainer = RecordingTrainer(model=tiny_model(TASKS), args=args, train_datasets=train_sets,
+                                   processor=tiny_processor())
+        trainer.train()
+        sizes = {len(rows) for _, _, rows, _ in trainer.batches}
+        assert sizes == ({4} if drop else {2, 4})  # 12 and 10 rows in batches of 4
+
+
 def test_one_optimizer_group_per_modality_encoder(tmp_path, train_sets):
     vit = tiny_model(["brain_tumor"]).config.encoders["mri"]
     config = MultiMedConfig.from_tasks(TASKS, hidden_size=16, encoders={

@@ -159,6 +159,8 @@ class MultiMedTrainer(Trainer):
         args = args if args is not None else TrainingArguments(output_dir="trainer_output")
         self.processor = processor
         self.sampling = sampling if sampling is not None else TaskSampling()
+        if args.dataloader_drop_last and not self.sampling.drop_last:  # the task batch sampler's, not DataLoader's
+            self.sampling = dataclasses.replace(self.sampling, drop_last=True)
         self.modalities = {t: tuple(m) for t, m in (modalities or {}).items()}
         self.streaming_options = dict(streaming_options or {})
         heads = model.config.heads
