@@ -31,4 +31,5 @@ def test_the_script_prints_both_measurements(capsys):
     out = capsys.readouterr().out
     assert "model FLOPs per image" in out
     assert "model alone" in out and "train_model + real loader" in out and "ratio to the model alone" in out
-    assert len(re.findall(r"MFU \d+\.\d%", out)) == 2 and "MFU n/a" not in out
+    assert "float32 batches" in out and "uint8 batches" in out
+    assert len(re.findall(r"MFU \d+\.\d%", out)) == 5 and "MFU n/a" not in out

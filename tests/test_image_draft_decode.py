@@ -39,3 +39,12 @@ def test_draft_size_is_saved_and_checked():
     assert ImageProcessor(default_image_processor(32), draft_size=224).to_dict()["draft_size"] == 224
     with pytest.raises(ProcessorError, match="draft_size=0: expected None or a positive number of pixels"):
         ImageProcessor(default_image_processor(32), draft_size=0)
+
+
+def test_draft_decode_and_uint8_output_combine_into_the_draft_float_path():
+    data = {"bytes": _jpeg(512), "path": None}
+    fast = ImageProcessor(default_image_processor(64), draft_size=100)
+    both = ImageProcessor(default_image_processor(64), draft_size=100, output_uint8=True)
+    got = both(data)["pixel_values"]
+    assert got.dtype == np.uint8 and got.shape == (3, 64, 64)
+    assert np.array_equal(both.normalize(got).numpy(), fast(data)["pixel_values"])

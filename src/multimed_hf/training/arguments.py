@@ -147,6 +147,10 @@ class MultiMedArguments:
     bootstrap_samples: int = field(default=1000, metadata={"help": "bootstrap resamples of the metrics' CIs"})
     processor_overrides: str | None = field(default=None, metadata={
         "help": 'processor settings as JSON, e.g. \'{"dna": {"crop_center": 7000}}\''})
+    uint8_images: bool | None = field(default=None, metadata={
+        "help": "true | false: training images travel from the DataLoader workers as uint8 and are rescaled and "
+                "normalised on the device (MultiMedTrainer uint8_images: a quarter of the bytes, the same pixel "
+                "values); default: on when training on a CUDA device"})
     # balancing and distillation variants (--family <family>+miles|+ogm_ge|+gblend|+mind); unset = the package's
     # default, whose value and source are documented beside the constant in training/balancing
     miles_threshold: float | None = field(default=None, metadata={

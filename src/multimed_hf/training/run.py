@@ -373,7 +373,8 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
     trainer = build_trainer(assembly.model, training_args, assembly.processor, train_datasets=train,
                             eval_datasets=evaluation or None, modalities=assembly.modalities,
                             sampling=_sampling(args), loss_weighting=loss_weighting,
-                            callbacks=callbacks or None, verbose=verbose, **trainer_extra)
+                            callbacks=callbacks or None, verbose=verbose, uint8_images=args.uint8_images,
+                            **trainer_extra)
     resume = training_args.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in ("true", "last"):
         resume = True

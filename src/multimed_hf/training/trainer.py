@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint, seed_worker, speed_metrics
 
+from multimed_hf.tasks import IMAGE_MODALITIES
 from multimed_hf.training.data import (
     ROW_INDEX,
     IterableMultiTaskDataset,
@@ -28,7 +29,8 @@ from multimed_hf.training.loss_weighting import LossWeighting, get_loss_weightin
 from multimed_hf.training.predictions import PER_ROW_METRIC_COLUMNS, TaskPredictions, stack_rows
 from multimed_hf.training.sampling import TaskBatchSampler, TaskSampling
 
-__all__ = ["MultiMedTrainer", "TaskPredictions", "LOSS_WEIGHTING_NAME", "modality_param_groups"]
+__all__ = ["MultiMedTrainer", "TaskPredictions", "LOSS_WEIGHTING_NAME", "modality_param_groups",
+           "uint8_image_processor"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +83,25 @@ def modality_param_groups(model: nn.Module, weight_decay: float, decay_names: Se
                 "modalities": readers.get(key, []),
             })
     return groups
+
+
+def uint8_image_processor(processor):
+    """A copy of the `MultiMedProcessor` ``processor`` whose `ImageProcessor`s give 8-bit images as uint8
+    ``pixel_values`` (``output_uint8``); ``processor`` itself where it has no image processor to change."""
+    import copy
+
+    from multimed_hf.processors.image import ImageProcessor
+
+    changed = {}
+    for key, proc in processor.processors.items():
+        if isinstance(proc, ImageProcessor) and not proc.output_uint8:
+            changed[key] = copy.copy(proc)
+            changed[key].output_uint8 = True
+    if not changed:
+        return processor
+    transport = copy.copy(processor)  # its caches start empty (__getstate__)
+    transport.processors = {**processor.processors, **changed}
+    return transport
 
 
 class _SyncLossWeighting(TrainerCallback):
@@ -138,6 +159,12 @@ class MultiMedTrainer(Trainer):
         modalities: task -> the modalities read (default: all the task's modalities).
         streaming_options: settings of the interleaved stream when train_datasets are streamed
             (`IterableMultiTaskDataset`: ``shuffle_buffer_size``, ``shuffle_input_shards``, ``sizes``).
+        uint8_images: the training rows' 8-bit images travel as uint8 pixel values (`ImageProcessor`'s
+            ``output_uint8``, on a copy of the processor: the one saved is unchanged), a quarter of the float32
+            bytes from the DataLoader workers to the device, where `_prepare_inputs` rescales and normalises them
+            with the modality's `ImageProcessor.normalize`: the same pixel values as the float32 path. Default
+            (None): on where training runs on a CUDA device. A collator of your own that alters the training
+            batches' ``pixel_values`` sees uint8 values then: set it False.
         trainer_kwargs: anything else `Trainer` takes (``callbacks``, ``optimizers``, ``data_collator``, ...).
     """
 
@@ -146,7 +173,8 @@ class MultiMedTrainer(Trainer):
                  processor=None, sampling: TaskSampling | None = None,
                  loss_weighting: LossWeighting | str | None = None,
                  modalities: Mapping[str, Sequence[str]] | None = None,
-                 streaming_options: Mapping[str, Any] | None = None, **trainer_kwargs):
+                 streaming_options: Mapping[str, Any] | None = None, uint8_images: bool | None = None,
+                 **trainer_kwargs):
         for key in ("train_dataset", "eval_dataset"):
             if key in trainer_kwargs:
                 raise TypeError(f"MultiMedTrainer takes {key.split('_')[0]}_datasets={{task: dataset}}, not {key}")
@@ -184,11 +212,13 @@ class MultiMedTrainer(Trainer):
         if any(is_streamed(d) for d in (eval_datasets or {}).values()):
             raise TypeError("eval_datasets: streamed (Iterable) datasets cannot be evaluated row by row across "
                             "processes; give datasets.Dataset evaluation splits (training.loading.materialize)")
+        self.uint8_images = args.device.type == "cuda" if uint8_images is None else bool(uint8_images)
+        rows = uint8_image_processor(processor) if self.uint8_images and processor is not None else processor
         streamed = bool(train_datasets) and any(is_streamed(d) for d in train_datasets.values())
         if streamed:
-            train_dataset = self._streamed_train_dataset(train_datasets, processor, args)
+            train_dataset = self._streamed_train_dataset(train_datasets, rows, args)
         else:
-            train_dataset = (MultiTaskDataset(train_datasets, processor, modalities=self._subset(train_datasets))
+            train_dataset = (MultiTaskDataset(train_datasets, rows, modalities=self._subset(train_datasets))
                              if train_datasets else None)
         if processor is not None:
             trainer_kwargs.setdefault("data_collator", MultiTaskCollator(processor))
@@ -281,6 +311,21 @@ class MultiMedTrainer(Trainer):
             self.train_batch_sampler.skip_batches(num_batches)
             return dataloader
         return super().get_resumed_dataloader(dataloader, num_batches)
+
+    def _prepare_inputs(self, inputs: dict) -> dict:
+        """`Trainer._prepare_inputs` (the batch on the device), then uint8 ``pixel_values`` (``uint8_images``)
+        rescaled and normalised there by their modality's `ImageProcessor.normalize`."""
+        inputs = super()._prepare_inputs(inputs)
+        modalities = inputs.get("inputs")
+        if self.processor is None or not isinstance(modalities, Mapping):
+            return inputs
+        normalized = {}
+        for m, tensors in modalities.items():
+            values = tensors.get("pixel_values") if isinstance(tensors, Mapping) else None
+            if isinstance(values, torch.Tensor) and values.dtype == torch.uint8 and m in IMAGE_MODALITIES:
+                tensors = {**tensors, "pixel_values": self.processor.processor_for(m).normalize(values)}
+            normalized[m] = tensors
+        return {**inputs, "inputs": normalized}
 
     # ------------------------------------------------------------------ loss and its logs
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
