@@ -12,6 +12,14 @@ time of this process is printed beside it, steadier on a shared machine). tmtool
 ``--baseline-pairs`` pairs (all by default; less for a 1,024-pair GPU run, whose per-pair rate it gives). The
 largest |TM-score difference| to tmtools, over the pairs both scored, is printed as a check. The compiled (numba)
 search is timed once compiled: its first call (compiling, or loading the on-disk cache) is timed apart and printed.
+
+For a short GPU run: ``--gpu-only`` times tmtools and the torch GPU rows alone; ``--compare-old`` adds the torch
+search as it was before issue #21 (``OLD_SEARCH``, written by device_wheels.sh) in the same run; ``--torch-compile`` adds the
+search with its rotation solve compiled by torch.compile (float32; its compile is timed apart); ``--profile-torch``
+then profiles the GPU search (benchmarks/profile_tm_search.py: ops and syncs per round, top ops, GPU-busy share).
+
+    python benchmarks/bench_tm_score.py --device cuda --pairs 1024 --structures 2gtl 7ok9 --repeats 3 \
+        --baseline-pairs 16 --gpu-only --compare-old --torch-compile --profile-torch
 """
 
 from __future__ import annotations
@@ -76,6 +84,13 @@ def main(argv=None) -> int:
                         help="pairs tmtools scores for its per-pair time (default: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gpu-batch", type=int, default=1024, help="pairs searched together on the GPU")
+    parser.add_argument("--gpu-only", action="store_true", help="time tmtools and the torch GPU rows only")
+    parser.add_argument("--compare-old", action="store_true",
+                        help="also time the torch search from before issue #21 (OLD_SEARCH)")
+    parser.add_argument("--torch-compile", action="store_true",
+                        help="also time the GPU search with its rotation solve compiled (float32)")
+    parser.add_argument("--profile-torch", action="store_true",
+                        help="then profile the GPU search (and the old one with --compare-old), float32")
     args = parser.parse_args(argv)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = str(args.threads)  # before numpy loads its BLAS
@@ -101,52 +116,121 @@ def main(argv=None) -> int:
 
     runs = [("tmtools tm_align, fixed alignment", baseline)]
     try:
+        if args.gpu_only:
+            raise ImportError
         import numba  # noqa: F401
     except ImportError:
-        print("numba is not installed: no compiled search (pip install numba)")
+        if not args.gpu_only:
+            print("numba is not installed: no compiled search (pip install numba)")
     else:
         start = time.perf_counter()
         structure_scores(preds[:1], refs[:1], backend="numba")
         print(f"numba first call (compile or load the cache, not timed below): {time.perf_counter() - start:.1f} s")
         runs.append(("ours, numba float64", lambda: structure_scores(preds, refs, backend="numba")["tm_score"]))
-    runs.append(("ours, numpy float64", lambda: structure_scores(preds, refs, backend="numpy")["tm_score"]))
-    runs.append(("ours, numpy float32",
-                 lambda: structure_scores(preds, refs, backend="numpy", dtype=np.float32)["tm_score"]))
+    if not args.gpu_only:
+        runs.append(("ours, numpy float64", lambda: structure_scores(preds, refs, backend="numpy")["tm_score"]))
+        runs.append(("ours, numpy float32",
+                     lambda: structure_scores(preds, refs, backend="numpy", dtype=np.float32)["tm_score"]))
     try:
         import torch
     except ImportError:
         torch = None
+    device = None
     if torch is not None:
         torch.set_num_threads(args.threads)
         def on_cpu():
             return structure_scores(preds, refs, backend="torch", device="cpu")["tm_score"]
 
-        runs.append(("ours, torch CPU float32", on_cpu))
+        if not args.gpu_only:
+            runs.append(("ours, torch CPU float32", on_cpu))
         device = args.device or ("cuda" if torch.cuda.is_available() else None)
         if device is not None and device != "cpu":
-            def on_gpu(dtype):
+            from multimed_hf.metrics import structure
+
+            def on_gpu(dtype, search=None, compiled=False):
                 def run():  # the scores come back to the host: every kernel has finished
-                    return structure_scores(preds, refs, backend="torch", device=device, dtype=dtype,
-                                            batch_size=args.gpu_batch)["tm_score"]
+                    saved = structure.TorchSearch, structure._TORCH_COMPILE
+                    structure.TorchSearch = search or saved[0]
+                    structure._TORCH_COMPILE = compiled
+                    try:
+                        return structure_scores(preds, refs, backend="torch", device=device, dtype=dtype,
+                                                batch_size=args.gpu_batch)["tm_score"]
+                    finally:
+                        structure.TorchSearch, structure._TORCH_COMPILE = saved
                 return run
             structure_scores(preds[:2], refs[:2], backend="torch", device=device)  # CUDA start-up, not timed
-            runs.append((f"ours, torch {device} float32", on_gpu(torch.float32)))
-            runs.append((f"ours, torch {device} float64", on_gpu(torch.float64)))
+            if args.compare_old:
+                old = _old_search()
+                for dtype in (torch.float32, torch.float64):
+                    on_gpu(dtype, old)()  # warm-up, not timed
+                    runs.append((f"old (pre-#21), torch {device} {str(dtype)[6:]}", on_gpu(dtype, old)))
+            for dtype in (torch.float32, torch.float64):
+                on_gpu(dtype)()  # warm-up, not timed
+                runs.append((f"ours, torch {device} {str(dtype)[6:]}", on_gpu(dtype)))
     structure_scores(preds[:2], refs[:2], backend="numpy")  # warm-up, not timed
 
-    reference = None
-    print(f"{'method':34s} {'pairs/s':>9s} {'ms/pair':>8s} {'cpu ms/pair':>11s} {'vs tmtools':>10s} "
-          f"{'cpu ratio':>9s} {'max |dTM|':>9s}")
-    for label, fn in runs:
+    header = (f"{'method':34s} {'pairs/s':>9s} {'ms/pair':>8s} {'cpu ms/pair':>11s} {'vs tmtools':>10s} "
+              f"{'cpu ratio':>9s} {'max |dTM|':>9s}")
+    print(header)
+    base = {}
+
+    def row(label, fn):
         wall, cpu, scores = _median_time(fn, args.repeats)
-        n = n_base if reference is None else len(preds)
+        n = n_base if not base else len(preds)
         per_pair, cpu_per_pair = wall / n, cpu / n
-        if reference is None:
-            reference, base, base_cpu = scores, per_pair, cpu_per_pair
-        diff = float(np.max(np.abs(np.asarray(scores)[:n_base] - reference)))
+        if not base:
+            base.update(scores=scores, wall=per_pair, cpu=cpu_per_pair)
+        diff = float(np.max(np.abs(np.asarray(scores)[:n_base] - base["scores"])))
         print(f"{label:34s} {1 / per_pair:9.1f} {per_pair * 1e3:8.2f} {cpu_per_pair * 1e3:11.2f} "
-              f"{base / per_pair:9.1f}x {base_cpu / cpu_per_pair:8.1f}x {diff:9.1e}")
+              f"{base['wall'] / per_pair:9.1f}x {base['cpu'] / cpu_per_pair:8.1f}x {diff:9.1e}")
+
+    for label, fn in runs:
+        row(label, fn)
+    if args.profile_torch and device is not None and device != "cpu":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from profile_tm_search import profile
+
+        from multimed_hf.metrics._tm_search import TorchSearch
+
+        searches = ([("old (pre-#21)", _old_search())] if args.compare_old else []) + [("ours", TorchSearch)]
+        for label, search in searches:
+            print(f"== profile: {label}")
+            profile(preds, refs, device, torch.float32, search, args.gpu_batch, top=12)
+    if args.torch_compile and device is not None and device != "cpu":  # last: its compile can take a while
+        start = time.perf_counter()
+        try:
+            on_gpu(torch.float32, compiled=True)()
+        except Exception as error:  # noqa: BLE001 - a failed compile is reported, the figures above stand
+            print(f"torch.compile of the rotation solve failed: {type(error).__name__}: {error}")
+        else:
+            print(f"compiled rotation solve: first call (compiling, not timed) {time.perf_counter() - start:.1f} s")
+            print(header)
+            row(f"ours, torch {device} float32 compiled", on_gpu(torch.float32, compiled=True))
     return 0
+
+
+#: The torch search from before issue #21's GPU rework (commit 3fb4897), one module that benchmarks/device_wheels.sh
+#: writes from git (the GPU machine has no git): timed beside ours with --compare-old.
+OLD_SEARCH = Path(__file__).resolve().parents[1] / ".whl" / "tm_search_3fb4897.py"
+
+
+def _old_search():
+    """TorchSearch of the search from before issue #21 (``OLD_SEARCH``)."""
+    import importlib.util
+
+    path = OLD_SEARCH
+    if not path.is_file():
+        raise SystemExit(f"--compare-old: {path} is missing; write it with: bash benchmarks/device_wheels.sh")
+    spec = importlib.util.spec_from_file_location("tm_search_3fb4897", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+
+    class Search(module.TorchSearch):
+        def __init__(self, device, dtype, chunk=None, compile_solve=False):  # an older search may not compile
+            super().__init__(device, dtype, chunk)
+
+    return Search
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 # baseline and structures), and maybe not pyarrow >= 24 (datasets 5.2 needs it). pyarrow's wheel (49 MB) is
 # trimmed of what nothing here imports (C++ headers, its tests and sources, Arrow Flight, duplicate copies of one
 # library), to 35 MB: 47 MB in all. pip installs the trimmed wheel (its RECORD still names the dropped files).
+# Also the TM-score search as it was before issue #21's GPU rework, from git (see the end).
 #   bash benchmarks/device_wheels.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,4 +30,10 @@ with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(trimmed, "w", zipfile.ZIP_DE
             out.writestr(item, src.read(item.filename))
 trimmed.replace(wheel)
 PY
+# The TM-score search before issue #21's GPU rework, one module (its rotation solve appended), for
+# bench_tm_score.py --compare-old / profile_tm_search.py --old to time beside ours in the same run.
+old=3fb4897
+{ git show "$old:src/multimed_hf/metrics/_tm_search.py" | grep -vxF "from multimed_hf.metrics._tm_rotation import rotations"
+  git show "$old:src/multimed_hf/metrics/_tm_rotation.py" | grep -vxF "from __future__ import annotations"
+} > ".whl/tm_search_$old.py"
 du -sh .whl

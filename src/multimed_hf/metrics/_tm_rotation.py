@@ -18,10 +18,6 @@ def _namespace(array):
     return torch
 
 
-def _copy(array):
-    return array.copy() if isinstance(array, np.ndarray) else array.clone()
-
-
 def rotations(h, *, with_value: bool = True, polish: bool = True):
     """Rotations R maximising sum y.(R x), and that maximum, for covariances h[a][b] = sum x_a y_b.
 
@@ -31,21 +27,41 @@ def rotations(h, *, with_value: bool = True, polish: bool = True):
     for short fragments) loses its rotation, by up to radians, since h^T h squares the condition number.
     ``polish`` refines the top eigenvalue by Newton steps, to the last digits (without: about 1e-8 relative).
     """
+    stacked = rotation_stack(h, polish=polish)
+    rot = [[stacked[i][j] for j in range(3)] for i in range(3)]
+    if not with_value:
+        return rot, None
+    lam = sum(rot[i][j] * h[j][i] for i in range(3) for j in range(3))  # the fit's own value, exact for the MSD
+    return rot, lam
+
+
+def _stack(xp, parts):
+    """Arrays of one shape stacked along a new first axis: one array operation."""
+    return xp.stack(parts)
+
+
+def rotation_stack(h, *, polish: bool = True):
+    """The rotations of ``rotations`` as one (3, 3, M) array. Components that share a formula are computed as
+    stacks, one array operation for several (few launches on a GPU), each element by the same operations in the
+    same order as component by component: the results are the same to the bit."""
     xp = _namespace(h[0][0])
     # The maximum is the top eigenvalue of Horn's 4x4 matrix, s1 + s2 + sign(det h) s3 over the singular values
     # of h: a closed form (eigenvalues of h^T h, trigonometric solution), polished by Newton steps on the
     # characteristic quartic of Horn's matrix (as in the QCP method, Theobald 2005).
     at_least, at_most = (np.maximum, np.minimum) if xp is np else (xp.clamp_min, xp.clamp_max)
     (sxx, sxy, sxz), (syx, syy, syz), (szx, szy, szz) = h
-    m00 = sxx * sxx + syx * syx + szx * szx
-    m11 = sxy * sxy + syy * syy + szy * szy
-    m22 = sxz * sxz + syz * syz + szz * szz
-    o01 = sxx * sxy + syx * syy + szx * szy
-    o02 = sxx * sxz + syx * syz + szx * szz
-    o12 = sxy * sxz + syy * syz + szy * szz
+    rows = [_stack(xp, row) for row in h]  # rows[a][b] = h[a][b]
+    m = rows[0] * rows[0] + rows[1] * rows[1] + rows[2] * rows[2]  # m00, m11, m22: h^T h's diagonal
+    left = [_stack(xp, (r[0], r[0], r[1])) for r in h]
+    right = [_stack(xp, (r[1], r[2], r[2])) for r in h]
+    o = left[0] * right[0] + left[1] * right[1] + left[2] * right[2]  # o01, o02, o12: its upper triangle
+    m00, m11, m22 = m[0], m[1], m[2]
+    o01, o02, o12 = o[0], o[1], o[2]
     q = (m00 + m11 + m22) * (1.0 / 3.0)
-    d0, d1, d2 = m00 - q, m11 - q, m22 - q
-    p2 = (d0 * d0 + d1 * d1 + d2 * d2 + 2.0 * (o01 * o01 + o02 * o02 + o12 * o12)) * (1.0 / 6.0)
+    d = m - q
+    d0, d1, d2 = d[0], d[1], d[2]
+    dd, oo = d * d, o * o
+    p2 = (dd[0] + dd[1] + dd[2] + 2.0 * (oo[0] + oo[1] + oo[2])) * (1.0 / 6.0)
     p = xp.sqrt(p2)
     det_b = d0 * (d1 * d2 - o12 * o12) - o01 * (o01 * d2 - o12 * o02) + o02 * (o01 * o12 - d1 * o02)
     half = at_most(at_least(det_b / (2.0 * at_least(p2 * p, 1e-300 if _is_double(q) else 1e-30)), -1.0), 1.0)
@@ -56,7 +72,7 @@ def rotations(h, *, with_value: bool = True, polish: bool = True):
     e3 = q - two_p * (0.5 * cos + 0.8660254037844386 * sin)
     e2 = 3.0 * q - e1 - e3
     det_h = _det3(h)
-    s1, s2, s3 = (xp.sqrt(at_least(e, 0.0)) for e in (e1, e2, e3))
+    s1, s2, s3 = xp.sqrt(at_least(_stack(xp, (e1, e2, e3)), 0.0))
     lam = s1 + s2 + xp.sign(det_h) * s3  # sign 0 on planar sets: their s3 is rounding noise
     horn = [
         [sxx + syy + szz, syz - szy, szx - sxz, sxy - syx],
@@ -70,7 +86,7 @@ def rotations(h, *, with_value: bool = True, polish: bool = True):
     if polish:  # the closed form loses digits when two singular values nearly coincide
         c2 = -2.0 * (m00 + m11 + m22)
         c1 = -8.0 * det_h
-        c0 = _det4(horn)
+        c0 = _det4(horn, xp)
         for _ in range(2):
             lam2 = lam * lam
             slope = (4.0 * lam2 + 2.0 * c2) * lam + c1
@@ -79,45 +95,46 @@ def rotations(h, *, with_value: bool = True, polish: bool = True):
     # the rotation's quaternion spans the null space of horn - lam: a column of the adjugate, the first one
     # unless the rotation is near 180 degrees (small w), where the largest one is taken instead
     a = [[horn[i][j] - lam if i == j else horn[i][j] for j in range(4)] for i in range(4)]
-    quat = _adjugate4_column0(a)
-    w, x, y, z = quat
-    norm2 = w * w + x * x + y * y + z * z
-    weak = w * w < 0.05 * norm2
-    if bool(weak.any()):
-        adj = _adjugate4([[entry[weak] for entry in row] for row in a])
-        pick = xp.argmax(xp.stack([xp.abs(adj[i][i]) for i in range(4)], axis=-1), axis=-1)
-        for i in range(4):
-            column = adj[i][3]
-            for k in (2, 1, 0):
-                column = xp.where(pick == k, adj[i][k], column)
-            quat[i] = _copy(quat[i])
-            quat[i][weak] = column
-        w, x, y, z = quat
-        norm2 = w * w + x * x + y * y + z * z
+    quat = _adjugate4_column0(a, xp)  # (4, M): w, x, y, z
+    squares = quat * quat
+    norm2 = squares[0] + squares[1] + squares[2] + squares[3]
+    weak = _indices(squares[0] < 0.05 * norm2)  # indices, not a mask: one read-back of a device array, not one per use
+    if len(weak):
+        adj = _adjugate4([[entry[weak] for entry in row] for row in a], xp)  # (4, 4, n): [i][k]
+        pick = xp.argmax(xp.abs(_stack(xp, [adj[i][i] for i in range(4)])), axis=0)
+        if xp is np:
+            column = np.take_along_axis(adj, np.broadcast_to(pick, (4, 1, len(pick))), axis=1)[:, 0]
+        else:
+            column = xp.gather(adj, 1, pick.expand(4, 1, -1))[:, 0]
+        quat[:, weak] = column
+        squares = quat * quat
+        norm2 = squares[0] + squares[1] + squares[2] + squares[3]
+    w, x, y, z = quat[0], quat[1], quat[2], quat[3]
     tiny = 1e-6 * lam * lam * lam
     # nearly collinear sets (s2 and s3 both tiny against s1) make the closed form's two small roots a double
     # root it resolves only to sqrt(eps): SVD solves those (well under 0.1% of a search's fits)
     good = (lam > 0) & (norm2 > tiny * tiny) & (s2 + s3 >= 0.01 * s1)
     two = 2.0 / xp.where(good, norm2, 1.0)  # R of the unnormalised quaternion, scaled by 2 / |q|^2 at the end
-    wx, wy, wz, xy, xz, yz = w * x, w * y, w * z, x * y, x * z, y * z
-    xx, yy, zz = x * x, y * y, z * z
-    rot = [
-        [1.0 - two * (yy + zz), two * (xy - wz), two * (xz + wy)],
-        [two * (xy + wz), 1.0 - two * (xx + zz), two * (yz - wx)],
-        [two * (xz - wy), two * (yz + wx), 1.0 - two * (xx + yy)],
-    ]
-    if not bool(good.all()):  # degenerate sets (collinear, one point): SVD with the reflection fix instead
-        bad = ~good
+    prod = _stack(xp, (x, y, z, x, x, y, w, w, w)) * _stack(xp, (x, y, z, y, z, z, x, y, z))
+    xx, yy, zz, xy, xz, yz, wx, wy, wz = (prod[k] for k in range(9))
+    diagonal = 1.0 - two * (_stack(xp, (yy, xx, xx)) + _stack(xp, (zz, zz, yy)))  # r00, r11, r22
+    minus = two * (_stack(xp, (xy, yz, xz)) - _stack(xp, (wz, wx, wy)))  # r01, r12, r20
+    plus = two * (_stack(xp, (xz, xy, yz)) + _stack(xp, (wy, wz, wx)))  # r02, r10, r21
+    rot = _stack(xp, (diagonal[0], minus[0], plus[0], plus[1], diagonal[1], minus[1], minus[2], plus[2],
+                      diagonal[2])).reshape(3, 3, -1)
+    bad = _indices(~good)
+    if len(bad):  # degenerate sets (collinear, one point): SVD with the reflection fix instead
         stacked = xp.stack([xp.stack([h[i][j][bad] for j in range(3)], axis=-1) for i in range(3)], axis=1)
-        fixed = kabsch_svd(stacked)
-        for i in range(3):
-            for j in range(3):
-                rot[i][j] = _copy(rot[i][j])
-                rot[i][j][bad] = fixed[:, i, j]
-    if not with_value:
-        return rot, None
-    lam = sum(rot[i][j] * h[j][i] for i in range(3) for j in range(3))  # the fit's own value, exact for the MSD
-    return rot, lam
+        fixed = kabsch_svd(stacked)  # (n, 3, 3)
+        rot[:, :, bad] = fixed.transpose(1, 2, 0) if xp is np else fixed.permute(1, 2, 0)
+    return rot
+
+
+def _indices(mask):
+    """Positions of the true values of a 1-d mask (numpy array or tensor)."""
+    if isinstance(mask, np.ndarray):
+        return np.flatnonzero(mask)
+    return mask.nonzero().squeeze(1)
 
 
 def _is_double(array) -> bool:
@@ -145,33 +162,38 @@ def _det3(m):
     )
 
 
-def _minors(a, top: int, bottom: int):
-    """The 2x2 minors of rows top and bottom of 4x4 matrices (nested lists), columns 01 02 03 12 13 23."""
-    pairs = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
-    return [a[top][i] * a[bottom][j] - a[bottom][i] * a[top][j] for i, j in pairs]
+def _minors(a, top: int, bottom: int, xp):
+    """The 2x2 minors (6, M) of rows top and bottom of 4x4 matrices (nested lists), columns 01 02 03 12 13 23."""
+    t, b = a[top], a[bottom]
+    return (_stack(xp, (t[0], t[0], t[0], t[1], t[1], t[2])) * _stack(xp, (b[1], b[2], b[3], b[2], b[3], b[3]))
+            - _stack(xp, (b[0], b[0], b[0], b[1], b[1], b[2])) * _stack(xp, (t[1], t[2], t[3], t[2], t[3], t[3])))
 
 
-def _det4(a):
+def _det4(a, xp):
     """Determinants of 4x4 matrices given as nested lists of arrays."""
-    s, c = _minors(a, 0, 1), _minors(a, 2, 3)
-    return s[0] * c[5] - s[1] * c[4] + s[2] * c[3] + s[3] * c[2] - s[4] * c[1] + s[5] * c[0]
+    s, c = _minors(a, 0, 1, xp), _minors(a, 2, 3, xp)
+    t = s * _stack(xp, (c[5], c[4], c[3], c[2], c[1], c[0]))
+    return t[0] - t[1] + t[2] + t[3] - t[4] + t[5]
 
 
-def _adjugate4_column0(a):
-    """First column of the adjugates of 4x4 matrices given as nested lists of arrays."""
-    c = _minors(a, 2, 3)
+def _adjugate4_column0(a, xp):
+    """First column (4, M) of the adjugates of 4x4 matrices given as nested lists of arrays."""
+    c = _minors(a, 2, 3, xp)
     r = a[1]
-    return [
-        r[1] * c[5] - r[2] * c[4] + r[3] * c[3],
-        -r[0] * c[5] + r[2] * c[2] - r[3] * c[1],
-        r[0] * c[4] - r[1] * c[2] + r[3] * c[0],
-        -r[0] * c[3] + r[1] * c[1] - r[2] * c[0],
-    ]
+    # entry k: first two terms (r1 c5 - r2 c4, -r0 c5 + r2 c2, r0 c4 - r1 c2, -r0 c3 + r1 c1), then the third
+    first = _stack(xp, (r[1], r[2], r[0], r[1])) * _stack(xp, (c[5], c[2], c[4], c[1])) - _stack(
+        xp, (r[2], r[0], r[1], r[0])) * _stack(xp, (c[4], c[5], c[2], c[3]))
+    third = _stack(xp, (r[3], r[3], r[3], r[2])) * _stack(xp, (c[3], c[1], c[0], c[0]))
+    even, odd = first[0::2] + third[0::2], first[1::2] - third[1::2]
+    return _stack(xp, (even[0], odd[0], even[1], odd[1]))
 
 
-def _adjugate4(a):
-    """Adjugates of 4x4 matrices (nested lists of arrays): [i][k] is the signed minor without row k and column i."""
-    return [
-        [(-1) ** (i + k) * _det3([[a[r][c] for c in range(4) if c != i] for r in range(4) if r != k]) for k in range(4)]
-        for i in range(4)
-    ]
+def _adjugate4(a, xp):
+    """Adjugates (4, 4, M) of 4x4 matrices (nested lists of arrays): [i][k] is the signed minor without row k and
+    column i, all 16 minors' determinants as one stacked 3x3 determinant."""
+    order = [(i, k) for i in range(4) for k in range(4)]
+    minor = [[_stack(xp, [a[[rr for rr in range(4) if rr != k][r]][[cc for cc in range(4) if cc != i][c]]
+                          for i, k in order]) for c in range(3)] for r in range(3)]
+    det = _det3(minor)  # (16, M)
+    negated = -det
+    return _stack(xp, [negated[n] if (i + k) % 2 else det[n] for n, (i, k) in enumerate(order)]).reshape(4, 4, -1)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from multimed_hf.metrics._tm_rotation import rotations
+from multimed_hf.metrics._tm_rotation import rotation_stack
 
 __all__ = ["GDT_CUTOFFS", "N_REFINE", "NumpySearch", "TorchSearch", "prepare_batch"]
 
@@ -118,17 +118,18 @@ def superposition_coefficients(st, xp, dtype):
     mx, my = st[9:12] * inv_n, st[12:15] * inv_n
     hh = st[:9] * inv_n - (mx[:, None] * my[None, :]).reshape(9, -1)  # h[a][b] = hh[3a + b], per residue
     exact = dtype == (np.float64 if xp is np else xp.float64)
-    rot, _ = rotations([[hh[3 * a + b] for b in range(3)] for a in range(3)], with_value=False, polish=exact)
-    t = [my[i] - rot[i][0] * mx[0] - rot[i][1] * mx[1] - rot[i][2] * mx[2] for i in range(3)]
-    coef = [-2.0 * rot[b][a] for a in range(3) for b in range(3)]
-    coef += [2.0 * (rot[0][a] * t[0] + rot[1][a] * t[1] + rot[2][a] * t[2]) for a in range(3)]
-    coef += [-2.0 * c for c in t] + [t[0] * t[0] + t[1] * t[1] + t[2] * t[2], xp.ones_like(n)]
+    rot = rotation_stack([[hh[3 * a + b] for b in range(3)] for a in range(3)], polish=exact)  # (3, 3, M)
+    t = my - rot[:, 0] * mx[0] - rot[:, 1] * mx[1] - rot[:, 2] * mx[2]  # (3, M)
+    parts = [
+        (-2.0 * rot).transpose(1, 0, 2).reshape(9, -1) if xp is np else (-2.0 * rot).transpose(0, 1).reshape(9, -1),
+        2.0 * (rot[0] * t[0] + rot[1] * t[1] + rot[2] * t[2]),
+        -2.0 * t,
+        (t[0] * t[0] + t[1] * t[1] + t[2] * t[2])[None],
+        xp.ones_like(n)[None],
+    ]
     if xp is np:
-        out = np.empty((len(coef), len(n)), dtype=dtype)
-        for row, c in zip(out, coef):
-            row[...] = c
-        return out
-    return xp.stack(coef).to(dtype)
+        return np.concatenate(parts).astype(dtype, copy=False)
+    return xp.cat(parts).to(dtype)
 
 
 def relieved(rows, base, xp, third_smallest):
@@ -352,17 +353,33 @@ def _third_smallest_np(rows):
 
 
 class TorchSearch(_Search):
-    """torch kernels for a GPU: rows gathered with their pair's features, one batched product per chunk."""
+    """torch kernels for a GPU: each round's work on the device in a few large steps, with few host syncs.
 
-    def __init__(self, device, dtype, chunk: int | None = None):
+    Rows stay sorted by pair. The distance and selection-sum products run on a per-pair padded layout (rows of a
+    pair in slots 0..R-1 of its block, R the most rows a pair of the chunk has): one batched product against the
+    pairs' features, with no per-row copy of them, over chunks of pairs of about ``chunk`` (rows x residues)
+    elements, each cut to the width of its longest pair (pairs of any lengths share a batch: fewer rounds, each
+    over more rows, is what a GPU wants; sorted by length, a chunk's pairs have similar lengths). The distinct new
+    selections are found by a hash, a stable sort and an exact compare of neighbours, all on the device; the
+    host reads back each round's row counts per pair, the rows kept, and which rows need a raised cut-off.
+    """
+
+    def __init__(self, device, dtype, chunk: int | None = None, compile_solve: bool = False):
         import torch
 
         self.torch = torch
         self.device = torch.device(device)
         self.dtype = dtype
         on_cpu = self.device.type == "cpu"
-        self.chunk = chunk or (1 << 17 if on_cpu else 1 << 22)
+        self.chunk = chunk or (1 << 17 if on_cpu else 1 << 28)  # elements of a chunk's (rows, residues) arrays
         self.max_rows = 1 << 17 if on_cpu else 1 << 21  # a GPU wants every pair of a 1,024-pair run at once
+        self.width_slack = math.inf  # batches mix lengths: each chunk of pairs has its own width
+        self.batch_size = 1024  # pairs searched together unless told: every round serves all of them
+        self._coefficients = superposition_coefficients
+        if compile_solve:  # opt-in: fuses the rotation solve's few hundred elementwise steps
+            self._coefficients = torch.compile(superposition_coefficients, dynamic=True)
+        self._layout_of = None
+        self._weights = {}
 
     def _tensor(self, value, dtype=None):
         return self.torch.as_tensor(value, dtype=dtype, device=self.device)
@@ -370,7 +387,8 @@ class TorchSearch(_Search):
     def start(self, batch: Batch):
         torch = self.torch
         n_blocks, _, width = batch.g.shape
-        batch.gx = self._tensor(batch.g, self.dtype)
+        batch.gx = self._tensor(batch.g, self.dtype)  # (B, 17, W)
+        batch.gs = batch.gx[:, :_N_STATS].transpose(1, 2).contiguous()  # (B, W, 16): selection sums
         batch.width = width
         batch.n_words = -(-width // 64)
         batch.d0sq_t = self._tensor(batch.d0sq, torch.float64)
@@ -382,6 +400,9 @@ class TorchSearch(_Search):
         batch.seed_stats = self._tensor(batch.seed_stats.T, torch.float64)  # (S, 16): one row per set here
         batch.seed_block = self._tensor(batch.seed_block)
         batch.shifts = torch.arange(8, device=self.device, dtype=torch.uint8)
+        batch.bit_weights = torch.bitwise_left_shift(torch.ones_like(batch.shifts), batch.shifts)
+        batch.widths = -(-np.maximum(batch.n_aligned, 1) // 8) * 8  # (B,) each pair's residues, in whole bytes
+        self._layout_of = None
         return batch
 
     def finish(self, batch: Batch):
@@ -389,35 +410,66 @@ class TorchSearch(_Search):
 
     def coefficients(self, stats):
         step = _FIT_ROWS if self.device.type == "cpu" else 1 << 22
-        parts = [superposition_coefficients(stats[lo : lo + step].T, self.torch, self.dtype).T
+        parts = [self._coefficients(stats[lo : lo + step].T, self.torch, self.dtype).T
                  for lo in range(0, len(stats), step)]
         return parts[0] if len(parts) == 1 else self.torch.cat(parts)
 
-    def _pack(self, below):
+    def _layout(self, batch: Batch, block):
+        """Chunks of the rows (sorted by pair) for the padded products: (lo, hi, p0, p1, rows_max, width, slot),
+        rows lo..hi being those of pairs p0..p1, width their longest pair's, and slot each row's place in the
+        (p1 - p0, rows_max) padded layout. The round's one read-back: its row count per pair."""
+        if self._layout_of is not None and self._layout_of[0] is block:
+            return self._layout_of[1]
+        torch = self.torch
+        n_blocks = batch.gx.shape[0]
+        counts = torch.bincount(block, minlength=n_blocks)
+        host = counts.cpu().numpy()
+        starts = np.zeros(n_blocks + 1, dtype=np.int64)
+        np.cumsum(host, out=starts[1:])
+        size = host * batch.widths  # elements of each pair's flat (rows, residues) arrays
+        window = (np.cumsum(size) - size) // self.chunk  # pairs starting in the same window of chunk elements
+        bounds = np.concatenate([[0], np.flatnonzero(np.diff(window)) + 1, [n_blocks]])
+        first = torch.cumsum(counts, 0) - counts
+        local = torch.arange(len(block), device=self.device) - first[block]  # a row's place among its pair's
+        chunks = []
+        for p0, p1 in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            lo, hi = int(starts[p0]), int(starts[p1])
+            if hi > lo:
+                rows_max = int(host[p0:p1].max())
+                slot = local[lo:hi] + (block[lo:hi] - p0) * rows_max
+                chunks.append((lo, hi, p0, p1, rows_max, int(batch.widths[p0:p1].max()), slot))
+        self._layout_of = (block, chunks)
+        return chunks
+
+    def _padded(self, values, slot, n_pairs, rows_max):
+        """values (n, k) placed at their slots of a zeroed (n_pairs, rows_max, k) array."""
+        out = values.new_zeros((n_pairs * rows_max, values.shape[1]))
+        out[slot] = values
+        return out.view(n_pairs, rows_max, -1)
+
+    def _pack(self, below, weights):
         torch, n = self.torch, below.shape[0]
         padded = torch.nn.functional.pad(below.to(torch.uint8), (0, -below.shape[1] % 64))
-        weights = torch.bitwise_left_shift(torch.ones_like(self.batch_shifts), self.batch_shifts)
         packed = (padded.view(n, -1, 8) * weights).sum(dim=-1, dtype=torch.uint8)
         return packed.view(torch.int64)
 
-    def _unpack(self, words, width):
+    def _unpack(self, words, width, shifts):
         torch, n = self.torch, words.shape[0]
         packed = words.contiguous().view(torch.uint8)
-        bits = torch.bitwise_and(torch.bitwise_right_shift(packed[:, :, None], self.batch_shifts), 1)
+        bits = torch.bitwise_and(torch.bitwise_right_shift(packed[:, :, None], shifts), 1)
         return bits.view(n, -1)[:, :width]
 
     def evaluate(self, batch: Batch, coef, block, cut):
-        torch, width = self.torch, batch.width
-        self.batch_shifts = batch.shifts
+        torch = self.torch
+        chunks = self._layout(batch, block)
         d0sq_row = batch.d0sq_t[block]
         limit_row = (cut * cut)[block].to(self.dtype)
-        packed = torch.empty((len(block), batch.n_words), dtype=torch.int64, device=self.device)
+        packed = torch.zeros((len(block), batch.n_words), dtype=torch.int64, device=self.device)
         n_sel = torch.empty(len(block), dtype=torch.int64, device=self.device)
-        step = max(1, self.chunk // width)
-        for lo in range(0, len(block), step):
-            hi = min(len(block), lo + step)
+        for lo, hi, p0, p1, rows_max, width, slot in chunks:
             rows = block[lo:hi]
-            d2 = torch.bmm(coef[lo:hi, None, :], batch.gx[rows]).squeeze(1)
+            padded = self._padded(coef[lo:hi], slot, p1 - p0, rows_max)
+            d2 = torch.bmm(padded, batch.gx[p0:p1, :, :width]).view(-1, width)[slot]  # (n, width)
             score = (d2 + d0sq_row[lo:hi, None].to(self.dtype)).reciprocal_().sum(dim=-1).double() * d0sq_row[lo:hi]
             below = d2 < limit_row[lo:hi, None]
             counts = below.sum(dim=-1)
@@ -427,7 +479,8 @@ class TorchSearch(_Search):
                                   lambda r: torch.kthvalue(r, 3, dim=-1).values)
                 below[short] = chosen
                 counts[short] = chosen.sum(dim=-1)
-            packed[lo:hi] = self._pack(below)
+            words = self._pack(below, batch.bit_weights)  # the words past a pair's residues stay 0
+            packed[lo:hi, : words.shape[1]] = words
             n_sel[lo:hi] = counts
             batch.best.scatter_reduce_(0, rows, score, reduce="amax")
             gdt = (d2[:, :, None] < batch.cut2).sum(dim=1).double()
@@ -435,41 +488,48 @@ class TorchSearch(_Search):
         return packed, n_sel
 
     def next_rows(self, block, packed, n_sel, current):
+        """Rows to refit (ascending): the first row of each distinct (pair, new selection), none where a row with
+        it has converged, none with an empty selection.
+
+        Rows are grouped by a stable sort on a hash of (pair, selection) and an exact compare of neighbours in
+        that order. Equal rows always share a hash, so they are neighbours unless a colliding different row
+        falls between them: then a selection can be kept twice, or kept though another row with it converged.
+        Either only repeats work and changes no score: rows with the same selection have the same future, and a
+        converged selection's future repeats the fit and scores already taken (tests/test_tm_search_torch.py).
+        """
         torch = self.torch
-        live = torch.nonzero(n_sel > 0).squeeze(1)
-        if len(live) == 0:
-            return live
-        words, blocks = packed[live], block[live]
-        key = blocks.to(torch.int64) * _signed(_HASH[0])
-        for j in range(words.shape[1]):
-            key = torch.bitwise_xor(key, words[:, j]) * _signed(_HASH[1 + j % 2])
-            key = torch.bitwise_xor(key, key >> 29)
-        _, group = torch.unique(key, return_inverse=True)
-        order = torch.arange(len(group), device=self.device)
-        first = torch.full((int(group.max()) + 1,), len(group), dtype=order.dtype, device=self.device)
-        first = first.scatter_reduce(0, group, order, reduce="amin")
-        same = first[group]
-        if not (torch.equal(words, words[same]) and torch.equal(blocks, blocks[same])):  # a hash collision
-            _, group = torch.unique(torch.cat([blocks[:, None].to(torch.int64), words], dim=1), dim=0,
-                                    return_inverse=True)
-            first = torch.full((int(group.max()) + 1,), len(group), dtype=order.dtype, device=self.device)
-            first = first.scatter_reduce(0, group, order, reduce="amin")
-        dead = torch.zeros(len(first), dtype=torch.bool, device=self.device)
+        key = block.to(torch.int64) * _signed(_HASH[0]) + (packed * self._hash_weights(packed.shape[1])).sum(dim=1)
+        order = torch.sort(key, stable=True).indices
+        words, blocks = packed[order], block[order]
+        new = torch.ones(len(order), dtype=torch.bool, device=self.device)
+        new[1:] = (words[1:] != words[:-1]).any(dim=1) | (blocks[1:] != blocks[:-1])
+        keep = new & (n_sel[order] > 0)
         if current is not None:
-            converged = (words == current[live]).all(dim=1)
-            dead[group[converged]] = True
-        return torch.sort(live[first[~dead]]).values
+            group = torch.cumsum(new, 0) - 1
+            converged = (words == current[order]).all(dim=1)
+            dead = torch.zeros(len(order), dtype=torch.int64, device=self.device)
+            dead.scatter_add_(0, group, converged.to(torch.int64))
+            keep &= dead[group] == 0
+        chosen = torch.zeros(len(order), dtype=torch.bool, device=self.device)
+        chosen[order] = keep
+        return torch.nonzero(chosen).squeeze(1)
+
+    def _hash_weights(self, n_words):
+        """Odd multipliers (n_words,) of the selection words in the linear (wrapping int64) hash of next_rows."""
+        key = (n_words, _HASH)
+        if key not in self._weights:
+            values = [_signed(_HASH[1 + j % 2] * (2 * j + 1) % (1 << 64)) for j in range(n_words)]
+            self._weights[key] = self._tensor(values, self.torch.int64)
+        return self._weights[key]
 
     def selection_stats(self, batch: Batch, packed, block):
-        torch, width = self.torch, batch.width
-        self.batch_shifts = batch.shifts
+        torch = self.torch
+        chunks = self._layout(batch, block)
         out = torch.empty((len(block), _N_STATS), dtype=torch.float64, device=self.device)
-        step = max(1, self.chunk // width)
-        for lo in range(0, len(block), step):
-            hi = min(len(block), lo + step)
-            mask = self._unpack(packed[lo:hi], width).to(self.dtype)
-            feats = batch.gx[block[lo:hi], :_N_STATS]  # (n, 16, W)
-            out[lo:hi] = torch.bmm(feats, mask[:, :, None]).squeeze(-1).double()
+        for lo, hi, p0, p1, rows_max, width, slot in chunks:
+            bits = self._unpack(packed[lo:hi, : -(-width // 64)], width, batch.shifts).to(self.dtype)
+            mask = self._padded(bits, slot, p1 - p0, rows_max)
+            out[lo:hi] = torch.bmm(mask, batch.gs[p0:p1, :width]).view(-1, _N_STATS)[slot].double()
         return out
 
 

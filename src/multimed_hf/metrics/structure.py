@@ -198,23 +198,27 @@ def _kernel(backend: str, device, dtype):
     )
     if device.type == "cpu" and not _TORCH_KERNELS_ON_CPU:
         return NumpySearch(np.float32 if torch_dtype == torch.float32 else np.float64)
-    return TorchSearch(device, torch_dtype)
+    return TorchSearch(device, torch_dtype, compile_solve=_TORCH_COMPILE)
 
 
 #: Run the torch kernels on a CPU too (tests use it to check the GPU code path where no GPU is present).
 _TORCH_KERNELS_ON_CPU = False
+#: Compile the torch kernels' rotation solve with torch.compile (opt-in, being measured: the first call of each
+#: dtype compiles for tens of seconds; the solve's few hundred elementwise launches per round become a few).
+_TORCH_COMPILE = False
 _WIDTH_SLACK = 1.2  # a batch grows while its padded width costs at most 20% more than its pairs' lengths
 
 
-def _plan(lengths: list[int], batch_size: int, max_rows: int) -> list[list[int]]:
-    """Batches of pair indices, pairs of similar length together, at most max_rows seed fits in one."""
+def _plan(lengths: list[int], batch_size: int, max_rows: int, slack: float = _WIDTH_SLACK) -> list[list[int]]:
+    """Batches of pair indices, pairs of similar length together, at most max_rows seed fits in one; a batch grows
+    while its padded width costs at most slack times its pairs' lengths (inf: any lengths together)."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     batches, batch, total, rows = [], [], 0, 0
     for i in order:
         n = lengths[i]
         seeds = seed_count(n)
         full = len(batch) >= batch_size or rows + seeds > max_rows
-        if batch and (full or n * (len(batch) + 1) > _WIDTH_SLACK * (total + n)):
+        if batch and (full or n * (len(batch) + 1) > slack * (total + n)):
             batches.append(batch)
             batch, total, rows = [], 0, 0
         batch.append(i)
@@ -242,7 +246,7 @@ def structure_scores(
     *,
     backend: str = "auto",
     device=None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     dtype=None,
 ) -> dict[str, np.ndarray]:
     """TM-score, RMSD and GDT-TS of residue-matched structure pairs.
@@ -258,11 +262,12 @@ def structure_scores(
     rounding), "numpy", or "torch" (on ``device``, by default a GPU when one is present; on a CPU device the torch
     backend runs the numpy kernels, which are faster there). dtype: float32 or float64 for the per-residue work
     (default float64 on numpy, the exact path; float32 on torch, within 1e-4 of it; numba takes float64 only;
-    rotations are always solved in float64). batch_size: most pairs searched together on numpy and torch (pairs
-    of similar length are batched; numba searches one pair at a time, all in one call).
+    rotations are always solved in float64). batch_size: most pairs searched together on numpy and torch (default
+    64 on numpy, where pairs of similar length are batched, and 1,024 on the torch kernels, which take pairs of
+    any lengths together; numba searches one pair at a time, all in one call).
     Returns arrays of shape (N,) under "tm_score", "rmsd" and "gdt_ts".
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     pairs = _prepare(predictions, references, masks)
     if _use_numba(backend, dtype):
@@ -279,7 +284,9 @@ def structure_scores(
     n_pairs = len(prepared)
     totals = np.full(n_pairs, -1.0)
     gdt_counts = np.zeros((n_pairs, len(GDT_CUTOFFS)))
-    for index in _plan([len(x) for x, _, _ in prepared], batch_size, kernel.max_rows):
+    slack = getattr(kernel, "width_slack", _WIDTH_SLACK)
+    batch_size = batch_size or getattr(kernel, "batch_size", 64)
+    for index in _plan([len(x) for x, _, _ in prepared], batch_size, kernel.max_rows, slack):
         chosen = [prepared[i] for i in index]
         lengths = [length for _, _, length in chosen]
         batch = prepare_batch(
