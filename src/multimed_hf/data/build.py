@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from collections import Counter, defaultdict
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
+import pyarrow as pa
 
 from tqdm.auto import tqdm
 
@@ -26,9 +28,11 @@ from multimed_hf.data.features import task_features
 from multimed_hf.data.grouping import component_roots, near_duplicate_links
 from multimed_hf.data.images import NEAR_DUPLICATE_RECALL, PERCEPTUAL_HASH_VERSION
 from multimed_hf.data.manifest import STATUSES, ManifestEntry, ManifestView, iter_manifest, write_manifest
-from multimed_hf.data.sample import RejectedRecord, Sample
+from multimed_hf.data.sample import RejectedRecord
 from multimed_hf.data.engines import ReadEngine, make_engine
-from multimed_hf.data.shards import Fingerprint, ShardWriter, encode_columns, payload_size, plan_shards
+from multimed_hf.data.shards import (
+    Fingerprint, ShardWriter, encode_columns, fingerprint_bytes, payload_size, plan_shards, shard_batch_rows,
+)
 from multimed_hf.data.source_builder import NOTE, SourceBuilder
 from multimed_hf.data.splits import SPLITS, assign_splits
 from multimed_hf.tasks import TaskSpec
@@ -178,6 +182,25 @@ def _read_parts(builder: SourceBuilder, relpath: str) -> Iterator[list | str]:
     yield part
 
 
+class _Reader:
+    """The engines' reader of one task's files: ``_read_parts``, each record paired with what the build store keeps
+    of it that takes work (its labels' digest and payload size; ``None`` for a rejected record), computed where the
+    file is read (in a worker process) rather than in the main process, which only stores them."""
+
+    def __init__(self, task: TaskSpec):
+        self.label_names = tuple(task.label_names)
+
+    def __call__(self, builder: SourceBuilder, relpath: str) -> Iterator[list | str]:
+        for part in _read_parts(builder, relpath):
+            yield part if isinstance(part, str) else [self.keyed(record) for record in part]
+
+    def keyed(self, record) -> tuple:
+        if isinstance(record, RejectedRecord):
+            return record, None, None
+        labels = json.dumps([record.fields.get(n) for n in self.label_names], default=str)
+        return record, hashlib.blake2b(labels.encode(), digest_size=16).digest(), payload_size(record)
+
+
 class _Rejected(Exception):
     """A file's parts ended with the reason it gives no samples (what it gave before is discarded)."""
 
@@ -234,25 +257,20 @@ def _cache_version(task: TaskSpec, builder: SourceBuilder) -> str:
     return f"{builder.version}+registry-{digest}+hash-{PERCEPTUAL_HASH_VERSION}"
 
 
-def _labels_digest(task: TaskSpec, sample: Sample) -> bytes:
-    labels = json.dumps([sample.fields.get(n) for n in task.label_names], default=str)
-    return hashlib.blake2b(labels.encode(), digest_size=16).digest()
-
-
-def _tap(records, task: TaskSpec, builder: SourceBuilder, owner: int, relpath: str, manifest: _Manifest,
-         counter: list[int]):
+def _tap(keyed, builder: SourceBuilder, owner: int, relpath: str, manifest: _Manifest, counter: list[int]):
     """Pass a file's records on (to the validation cache) while each valid sample's keys go to the build store and
-    each bad record to the manifest; ``counter[0]`` counts the records."""
+    each bad record to the manifest (``keyed``: ``(record, labels digest, payload)`` as ``_Reader`` gives them);
+    ``counter[0]`` counts the records."""
     store = manifest.store
-    for position, record in enumerate(records):
+    for position, (record, labels, payload) in enumerate(keyed):
         counter[0] += 1
         if isinstance(record, RejectedRecord):
             manifest.add(ManifestEntry(builder.source, record.where, "rejected", record.reason), builder.root)
         else:
             store.add_row(
                 owner, relpath, position, record.sample_id, record.source_path, record.group_key,
-                record.published_split, record.content_hash, record.perceptual_hash, _labels_digest(task, record),
-                record.extra.get(NOTE, ""), payload_size(record),
+                record.published_split, record.content_hash, record.perceptual_hash, labels,
+                record.extra.get(NOTE, ""), payload,
             )
         yield record
 
@@ -262,12 +280,13 @@ def _read_all(task: TaskSpec, builders, caches, manifest: _Manifest, progress: b
     before come from it) while each valid sample's keys go to the build store (bad files, bad records, index files
     and duplicate ids go to the manifest). Returns the number of files seen per source."""
     store = manifest.store
+    reader = _Reader(task)
     files_seen: list[int] = []
     for owner, (builder, cache) in enumerate(zip(builders, caches)):
         files = builder.list_files()
         root = os.fspath(builder.root)
         todo = _to_validate(files, cache, root)
-        fresh = engine.map(_read_parts, builder, todo)
+        fresh = engine.map(reader, builder, todo)
         next_fresh = 0
         try:
             for relpath in tqdm(files, desc=f"reading {builder.source}", unit="file", disable=not progress):
@@ -277,8 +296,8 @@ def _read_all(task: TaskSpec, builders, caches, manifest: _Manifest, progress: b
                 if next_fresh < len(todo) and todo[next_fresh] == relpath:
                     next_fresh += 1
                     try:
-                        cache.put(relpath, path, _tap(_records(next(fresh)), task, builder, owner, relpath,
-                                                      manifest, counter))
+                        cache.put(relpath, path, _tap(_records(next(fresh)), builder, owner, relpath, manifest,
+                                                      counter))
                     except _Rejected as err:
                         error = err.reason
                         store.discard(mark)
@@ -286,7 +305,8 @@ def _read_all(task: TaskSpec, builders, caches, manifest: _Manifest, progress: b
                 else:
                     error = cache.lookup(relpath, path)[1]
                     if error is None:
-                        for _ in _tap(cache.records(relpath), task, builder, owner, relpath, manifest, counter):
+                        keyed = map(reader.keyed, cache.records(relpath))
+                        for _ in _tap(keyed, builder, owner, relpath, manifest, counter):
                             pass
                 if error is not None:
                     if manifest.strict and not error.startswith(UNUSED):
@@ -471,12 +491,79 @@ def _assign(task: TaskSpec, store: BuildStore, config_dir: Path, manifest: _Mani
     store.db.execute("CREATE INDEX rows_for_shards ON rows (owner, split, sample_id) WHERE split IS NOT NULL")
 
 
+#: Validation caches a worker process opened (by path and version), for the row groups it encodes.
+_WORKER_CACHES: dict[tuple[str, str], ValidationCache] = {}
+
+
+class _CacheHandle:
+    """A source's validation cache as a task carries it: the cache itself here; pickled (to a worker process),
+    its path and version, which the worker opens once (reads only: the build committed it before its shards)."""
+
+    def __init__(self, cache: ValidationCache):
+        self.path, self.version, self._cache = os.fspath(cache.path), cache.version, cache
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "version": self.version}
+
+    def __setstate__(self, state: dict) -> None:
+        self.path, self.version, self._cache = state["path"], state["version"], None
+
+    def get(self) -> ValidationCache:
+        if self._cache is None:
+            key = (self.path, self.version)
+            if key not in _WORKER_CACHES:
+                _WORKER_CACHES[key] = ValidationCache(Path(self.path), self.version)
+            self._cache = _WORKER_CACHES[key]
+        return self._cache
+
+
+def _encode_batch(builder: SourceBuilder, cache: _CacheHandle, features, split: str,
+                  batch: list[tuple[str, int, str]], spool: str | None = None):
+    """One row group of a shard (``batch``: its rows' ``(relpath, index, group id)``), where the engine runs it:
+    its samples from the validation cache, what they add to the fingerprint (``fingerprint_bytes``, joined) and
+    their table, file bytes embedded and checked. The main process only digests and writes it. With ``spool`` (a
+    worker process's answer) the table goes to that Arrow file, which the main process maps instead of receiving
+    its bytes through a pipe."""
+    samples = cache.get().records_at([(relpath, idx) for relpath, idx, _ in batch])
+    groups = [group_id for _, _, group_id in batch]
+    digest = b"".join(fingerprint_bytes(split, g, sample) for g, sample in zip(groups, samples))
+    table = encode_columns(samples, groups, builder, features)
+    if spool is None:
+        return table, digest
+    with pa.OSFile(spool, "wb") as sink, pa.ipc.new_file(sink, table.schema) as arrow:
+        arrow.write_table(table)
+    return spool, digest
+
+
+def _spooled(encoded: Iterator[tuple]) -> Iterator[tuple]:
+    """``_encode_batch``'s answers as tables: a spooled one mapped from its file, which goes once the next is asked
+    for (the writer has written it)."""
+    try:
+        for table, digest in encoded:
+            if not isinstance(table, str):
+                yield table, digest
+                continue
+            path, source = table, pa.memory_map(table)
+            try:
+                yield pa.ipc.open_file(source).read_all(), digest
+            finally:
+                source.close()
+                os.unlink(path)
+    finally:
+        close = getattr(encoded, "close", None)
+        if close is not None:  # the engine's tasks still running are awaited
+            close()
+
+
 def _write_source(builder: SourceBuilder, owner: int, cache: ValidationCache, store: BuildStore, features,
-                  out_dir: Path, config_dir: Path, progress: bool):
+                  out_dir: Path, config_dir: Path, progress: bool, engine: ReadEngine | None = None):
     """Phase 5: one source's shards (and assets) under its fingerprint; the previous build's copy goes. Rows come
-    from the store in shard order (split, then sample id), their samples from the cache one row group at a time,
-    and the fingerprint is taken as they are written (into a partial folder, renamed once the fingerprint is
-    known). Returns the fingerprint, ``{split: shard paths}`` and the asset paths."""
+    from the store in shard order (split, then sample id), a row group at a time; each row group is encoded
+    (samples from the cache, files embedded, fingerprint bytes) by ``engine`` (in its worker processes where it
+    has them, in order) and written here, the fingerprint taken as they are written (into a partial folder,
+    renamed once the fingerprint is known). Returns the fingerprint, ``{split: shard paths}`` and the asset
+    paths."""
+    engine = engine if engine is not None else make_engine("local")
     assets = builder.assets()
     digest = Fingerprint([builder.version, features.to_dict(), assets])
     source_dir = config_dir / builder.source
@@ -485,29 +572,48 @@ def _write_source(builder: SourceBuilder, owner: int, cache: ValidationCache, st
         shutil.rmtree(partial)
     names: dict[str, list[str]] = {}
     order = "FROM rows WHERE owner = ? AND split = ? ORDER BY sample_id, id"
+    batch_rows = shard_batch_rows(features)
+    plans = []
     for split in SPLITS:
         shards = plan_shards(size for (size,) in store.query(f"SELECT payload {order}", (owner, split)))
-        if not shards[-1]:
-            continue
-        rows = store.query(f"SELECT relpath, idx, grp {order}", (owner, split))
-        names[split] = []
-        for n, shard in enumerate(tqdm(
-            shards, desc=f"writing {builder.source}/{split}", unit="shard", disable=not progress,
-        )):
-            name = f"{split}-{n:05d}-of-{len(shards):05d}.parquet"
-            writer = ShardWriter(partial / name, features)
-            try:
-                for start in range(shard.start, shard.stop, writer.batch_rows):
-                    batch = rows.fetchmany(min(writer.batch_rows, shard.stop - start))
-                    samples = cache.records_at([(relpath, idx) for relpath, idx, _ in batch])
-                    for (_, _, group_id), sample in zip(batch, samples):
-                        digest.add(split, group_id, sample)
-                    writer.write(encode_columns(samples, [g for _, _, g in batch], builder, features))
-            except BaseException:
-                writer.abort()
-                raise
-            writer.close()
-            names[split].append(name)
+        if shards[-1]:
+            plans.append((split, shards))
+    handle = _CacheHandle(cache)
+    spool_dir = tempfile.mkdtemp(prefix="multimed-shards-") if engine.workers else None
+
+    def tasks():
+        count = 0
+        for split, shards in plans:
+            rows = store.query(f"SELECT relpath, idx, grp {order}", (owner, split))
+            for shard in shards:
+                for start in range(shard.start, shard.stop, batch_rows):
+                    count += 1
+                    spool = None if spool_dir is None else os.path.join(spool_dir, f"{count}.arrow")
+                    yield builder, handle, features, split, rows.fetchmany(min(batch_rows, shard.stop - start)), spool
+
+    encoded = _spooled(engine.ordered(_encode_batch, tasks()))
+    try:
+        for split, shards in plans:
+            names[split] = []
+            for n, shard in enumerate(tqdm(
+                shards, desc=f"writing {builder.source}/{split}", unit="shard", disable=not progress,
+            )):
+                name = f"{split}-{n:05d}-of-{len(shards):05d}.parquet"
+                writer = ShardWriter(partial / name, features)
+                try:
+                    for _ in range(shard.start, shard.stop, batch_rows):
+                        table, fingerprinted = next(encoded)
+                        digest.update(fingerprinted)
+                        writer.write(table)
+                except BaseException:
+                    writer.abort()
+                    raise
+                writer.close()
+                names[split].append(name)
+    finally:
+        encoded.close()
+        if spool_dir is not None:
+            shutil.rmtree(spool_dir, ignore_errors=True)
     for name, content in sorted(assets.items()):
         partial.mkdir(parents=True, exist_ok=True)
         (partial / name).write_text(json.dumps(content, indent=1, sort_keys=True) + "\n")
@@ -569,8 +675,8 @@ def build_config(
                                     _cache_version(task, builder))
             stack.callback(cache.close)
             caches.append(cache)
-        with reader.session():
-            files_seen = _read_all(task, builders, caches, manifest, progress, reader)
+        stack.enter_context(reader.session())  # one pool of workers for the reading and the shards
+        files_seen = _read_all(task, builders, caches, manifest, progress, reader)
         for cache in caches:
             cache.commit()
         warnings = [f"{b.source}: {w}" for b in builders for w in b.layout_warnings()]
@@ -583,7 +689,7 @@ def build_config(
         reports = []
         for owner, (builder, cache) in enumerate(zip(builders, caches)):
             fp, data_files, asset_paths = _write_source(
-                builder, owner, cache, store, features, out_dir, config_dir, progress
+                builder, owner, cache, store, features, out_dir, config_dir, progress, reader
             )
             counts = dict(store.query("SELECT status, COUNT(*) FROM entries WHERE source = ? GROUP BY status",
                                       (builder.source,)).fetchall())

@@ -45,8 +45,12 @@ CREATE TABLE previous (
     source TEXT NOT NULL, source_path TEXT NOT NULL, sample_id TEXT NOT NULL, split TEXT,
     PRIMARY KEY (source, source_path, sample_id)
 ) WITHOUT ROWID;
-CREATE INDEX rows_by_id ON rows (owner, sample_id);
-CREATE INDEX rows_by_content ON rows (content_hash) WHERE content_hash IS NOT NULL;
+"""
+#: The rows' indexes, made once the build first queries them (after its first source is read): filled by one sort
+#: rather than kept up to date by every insert of the reading, whose rows the main process stores alone.
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS rows_by_id ON rows (owner, sample_id);
+CREATE INDEX IF NOT EXISTS rows_by_content ON rows (content_hash) WHERE content_hash IS NOT NULL;
 """
 
 
@@ -73,6 +77,7 @@ class BuildStore:
         self._entries: list[tuple] = []
         self.next_row = 1
         self.next_entry = 1
+        self._indexed = False
 
     # -- writing, buffered --------------------------------------------------------------------------------------
 
@@ -118,12 +123,19 @@ class BuildStore:
         self.next_row, self.next_entry = mark
 
     def query(self, sql: str, params: Iterable = ()) -> sqlite3.Cursor:
-        self.flush()
+        self._ready()
         return self.db.execute(sql, tuple(params))
 
     def update_many(self, sql: str, params: Iterable) -> None:
-        self.flush()
+        self._ready()
         self.db.executemany(sql, params)
+
+    def _ready(self) -> None:
+        """What is held written, and the rows' indexes made (the first time)."""
+        self.flush()
+        if not self._indexed:
+            self.db.executescript(_INDEXES)
+            self._indexed = True
 
     # -- grouping --------------------------------------------------------------------------------------------------
 
@@ -131,7 +143,7 @@ class BuildStore:
         """Give every valid row its grouping key (``source:group_key``, else ``source:sample_id``) and number the
         distinct keys 0.. in sorted order (so the smallest number of a component is its smallest key); returns
         how many keys there are."""
-        self.flush()
+        self._ready()
         key = "(SELECT name FROM sources s WHERE s.owner = rows.owner) || ':' || COALESCE(NULLIF(group_key, ''), sample_id)"
         self.db.execute(f"INSERT INTO keys (kid, key) SELECT ROW_NUMBER() OVER (ORDER BY k) - 1, k FROM "
                         f"(SELECT DISTINCT {key} AS k FROM rows WHERE state = 0)")

@@ -5,17 +5,23 @@ its shards, manifest and card) is the same whichever engine read the files.
 A file's outcome streams: the reader yields it in parts (lists of at most a few thousand records, and, where the file
 gives none, a last part that is the reason), and every engine passes the parts on as they come (a worker process
 spools the parts of a large file to a temporary file; Ray Data carries one part per row), so no engine ever holds a
-whole file of many records, and at most a few files' outcomes are in flight at once."""
+whole file of many records, and at most a few files' outcomes are in flight at once.
+
+An engine also runs the build's later per-batch work (``ordered``: encoding each row group of the shards, which the
+main process then only writes): ``LocalEngine`` in its worker processes, started once per ``session`` (forked where
+the platform can, so a worker starts without importing anything) and reused by every source and phase."""
 
 from __future__ import annotations
 
+import multiprocessing
 import pickle
+import sys
 import tempfile
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 __all__ = ["ENGINES", "ReadEngine", "LocalEngine", "RayEngine", "make_engine"]
 
@@ -32,6 +38,8 @@ class ReadEngine:
     """Maps a reader over a source's files; ``session()`` holds what the engine needs for a whole build."""
 
     name: str
+    #: Whether ``ordered`` runs its tasks in other processes (whose answers travel back to this one).
+    workers = False
 
     @contextmanager
     def session(self) -> Iterator["ReadEngine"]:
@@ -40,6 +48,11 @@ class ReadEngine:
     def map(self, read: Reader, builder, relpaths: Sequence[str]) -> Iterator[Iterator]:
         """Per file, in file order, an iterator over its parts (consume it before asking for the next file)."""
         raise NotImplementedError
+
+    def ordered(self, fn: Callable[..., Any], tasks: Iterable[tuple]) -> Iterator[Any]:
+        """``fn(*task)`` of each task, in task order (here, in this process; ``LocalEngine`` in its workers)."""
+        for task in tasks:
+            yield fn(*task)
 
 
 def _collect(read: Reader, builder, relpaths: Sequence[str], spool_dir: str) -> list[tuple[str, object]]:
@@ -88,9 +101,19 @@ def _unspool(kind: str, value) -> Iterator:
         Path(value).unlink(missing_ok=True)
 
 
+def _pool_context():
+    """Fork on Linux (a worker starts as a copy of this process: no interpreter to start and no module to import
+    again, where spawn or forkserver, Python 3.14's default, import datasets, pyarrow and PIL in every worker:
+    about a second each), else the platform's default (spawn on macOS and Windows, where fork is unsafe)."""
+    if sys.platform.startswith("linux"):
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context()
+
+
 class LocalEngine(ReadEngine):
     """This process, or ``num_proc`` worker processes of this machine (results in file order; at most a few
-    batches of files in flight, so results never pile up ahead of the build)."""
+    batches of files in flight, so results never pile up ahead of the build). Within a ``session`` one pool serves
+    every ``map`` and ``ordered``; outside one, each call starts its own."""
 
     name = "local"
 
@@ -98,6 +121,47 @@ class LocalEngine(ReadEngine):
         if num_proc < 1:
             raise ValueError(f"num_proc={num_proc}; expected a positive number of processes")
         self.num_proc = num_proc
+        self.workers = num_proc > 1
+        self._pool: ProcessPoolExecutor | None = None
+
+    @contextmanager
+    def session(self) -> Iterator["LocalEngine"]:
+        if self.num_proc == 1 or self._pool is not None:
+            yield self
+            return
+        with self._started() as pool:
+            self._pool = pool
+            try:
+                yield self
+            finally:
+                self._pool = None
+
+    @contextmanager
+    def _started(self) -> Iterator[ProcessPoolExecutor]:
+        if self._pool is not None:
+            yield self._pool
+            return
+        pool = ProcessPoolExecutor(self.num_proc, mp_context=_pool_context())
+        try:
+            yield pool
+        finally:
+            pool.shutdown(cancel_futures=True)
+
+    def _in_order(self, pool: ProcessPoolExecutor, fn: Callable, tasks: Iterable[tuple]) -> Iterator[Any]:
+        """``fn(*task)`` of each task run in ``pool``, in task order, at most ``2 * num_proc`` tasks in flight. Left
+        early (an error, or the caller stopped), the tasks not started are cancelled and the running ones awaited:
+        none still writes (to a spool folder, say) once this returns."""
+        in_flight: deque = deque()
+        try:
+            for task in tasks:
+                in_flight.append(pool.submit(fn, *task))
+                if len(in_flight) >= 2 * self.num_proc:
+                    yield in_flight.popleft().result()
+            while in_flight:
+                yield in_flight.popleft().result()
+        finally:
+            running = [future for future in in_flight if not future.cancel()]
+            wait(running)
 
     def map(self, read: Reader, builder, relpaths: Sequence[str]) -> Iterator[Iterator]:
         if self.num_proc == 1 or len(relpaths) < 4 * self.num_proc:
@@ -105,24 +169,18 @@ class LocalEngine(ReadEngine):
                 yield iter(read(builder, relpath))
             return
         chunk = max(1, min(64, len(relpaths) // (8 * self.num_proc)))
-        batches = (relpaths[i:i + chunk] for i in range(0, len(relpaths), chunk))
-        with tempfile.TemporaryDirectory(prefix="multimed-spool-") as spool_dir, \
-                ProcessPoolExecutor(self.num_proc) as pool:
-            in_flight: deque = deque()
-            try:
-                for batch in batches:
-                    in_flight.append(pool.submit(_collect, read, builder, batch, spool_dir))
-                    if len(in_flight) < 2 * self.num_proc:
-                        continue
-                    for outcome in in_flight.popleft().result():
-                        yield _unspool(*outcome)
-                while in_flight:
-                    for outcome in in_flight.popleft().result():
-                        yield _unspool(*outcome)
-            finally:
-                for future in in_flight:
-                    future.cancel()
-                pool.shutdown(cancel_futures=True)
+        with tempfile.TemporaryDirectory(prefix="multimed-spool-") as spool_dir, self._started() as pool:
+            batches = ((read, builder, relpaths[i:i + chunk], spool_dir) for i in range(0, len(relpaths), chunk))
+            for outcomes in self._in_order(pool, _collect, batches):
+                for outcome in outcomes:
+                    yield _unspool(*outcome)
+
+    def ordered(self, fn: Callable[..., Any], tasks: Iterable[tuple]) -> Iterator[Any]:
+        if self.num_proc == 1:
+            yield from super().ordered(fn, tasks)
+            return
+        with self._started() as pool:
+            yield from self._in_order(pool, fn, tasks)
 
 
 def _read_batch(batch: dict, read: Reader, builder) -> Iterator[dict]:

@@ -4,6 +4,7 @@ row groups from column arrays (a shard's rows are never all in memory)."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -20,8 +21,8 @@ from multimed_hf.data.sample import Sample, SourceFileRef, array_digest, sample_
 from multimed_hf.data.source_builder import SourceBuilder
 
 __all__ = [
-    "SHARD_BYTES", "FORMAT_VERSION", "Fingerprint", "fingerprint", "payload_size", "plan_shards", "ShardWriter",
-    "encode_columns",
+    "SHARD_BYTES", "FORMAT_VERSION", "Fingerprint", "fingerprint", "fingerprint_bytes", "payload_size", "plan_shards",
+    "shard_batch_rows", "ShardWriter", "encode_columns",
 ]
 
 #: Target payload per shard (the Hub's datasets favour ~100-500 MB Parquet files).
@@ -41,12 +42,22 @@ class Fingerprint:
             self._digest.update(json.dumps(part, sort_keys=True, default=str).encode())
 
     def add(self, split: str, group_id: str, sample: Sample) -> None:
-        record = sample_to_json(sample, arrays=array_digest, stamps=False)
-        record.pop("extra", None)
-        self._digest.update(json.dumps([split, group_id, record], sort_keys=True, default=str).encode())
+        self._digest.update(fingerprint_bytes(split, group_id, sample))
+
+    def update(self, data: bytes) -> None:
+        """What ``add`` would have fed for some samples, in order (``fingerprint_bytes`` of each, joined): a worker
+        process encodes the samples, this process only digests."""
+        self._digest.update(data)
 
     def hexdigest(self) -> str:
         return self._digest.hexdigest()[:12]
+
+
+def fingerprint_bytes(split: str, group_id: str, sample: Sample) -> bytes:
+    """What a sample adds to its source's ``Fingerprint`` (its content, file stamps and ``extra`` left out)."""
+    record = sample_to_json(sample, arrays=array_digest, stamps=False)
+    record.pop("extra", None)
+    return json.dumps([split, group_id, record], sort_keys=True, default=str).encode()
 
 
 def fingerprint(parts: Iterable, samples: Iterable[tuple[str, str, Sample]]) -> str:
@@ -191,6 +202,11 @@ def encode_columns(
             array = pa.array(values, type=arrow_type)
         arrays.append(array)
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def shard_batch_rows(features: Features) -> int:
+    """Rows of a ``ShardWriter``'s row group for ``features`` (what each ``write`` should hold)."""
+    return ParquetWriter(stream=io.BytesIO(), features=features).writer_batch_size
 
 
 class ShardWriter:
