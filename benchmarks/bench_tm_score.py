@@ -216,21 +216,12 @@ OLD_SEARCH = Path(__file__).resolve().parents[1] / ".whl" / "tm_search_3fb4897.p
 
 def _old_search():
     """TorchSearch of the search from before issue #21 (``OLD_SEARCH``)."""
-    import importlib.util
+    if not OLD_SEARCH.is_file():
+        raise SystemExit(f"--compare-old: {OLD_SEARCH} is missing; write it with: bash benchmarks/device_wheels.sh")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from profile_tm_search import load_search
 
-    path = OLD_SEARCH
-    if not path.is_file():
-        raise SystemExit(f"--compare-old: {path} is missing; write it with: bash benchmarks/device_wheels.sh")
-    spec = importlib.util.spec_from_file_location("tm_search_3fb4897", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-
-    class Search(module.TorchSearch):
-        def __init__(self, device, dtype, chunk=None, compile_solve=False):  # an older search may not compile
-            super().__init__(device, dtype, chunk)
-
-    return Search
+    return load_search(OLD_SEARCH)
 
 
 if __name__ == "__main__":

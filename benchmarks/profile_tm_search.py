@@ -31,7 +31,7 @@ VIEW_OPS = {"aten::select", "aten::slice", "aten::view", "aten::alias", "aten::a
             "aten::_unsafe_view", "aten::unbind", "aten::numpy_T", "aten::lift_fresh", "aten::result_type"}
 
 
-def _search_class(path):
+def load_search(path):
     """TorchSearch of the _tm_search module at path (None: the current one)."""
     if path is None:
         from multimed_hf.metrics._tm_search import TorchSearch
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
         runs.append(("current search, compiled rotation solve", None, True))
     for label, path, compile_ in runs:
         print(f"== {label}")
-        profile(preds, refs, device, dtype, _search_class(path), args.batch, compile_, args.top, args.chunk)
+        profile(preds, refs, device, dtype, load_search(path), args.batch, compile_, args.top, args.chunk)
     return 0
 
 
