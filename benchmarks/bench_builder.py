@@ -10,10 +10,12 @@ time of this process and its workers (on a shared machine wall time is what othe
 the work). ``--num-proc N`` is judged against N times the one-process build (goal >= 0.8 x N).
 
 Where the time of ``--num-proc N`` goes: for the largest N asked, the main process's CPU by phase (reading: what
-it does per file while workers read; grouping; splits; shards: writing what workers encoded; manifest and card),
-the workers' CPU, and the start of a pool of N processes; from them Amdahl's estimate of each N on a machine of N
-free cores (serial = the main process's CPU, parallel = the workers' CPU / N), next to the measured speed-up: the
-two part where fixed or serial costs (or a busy machine) weigh. ``--subset K`` (default 8) also builds every K-th
+it does per file while workers read; grouping; splits; shards: digesting what workers encoded, which workers also
+write, a shard a task; manifest and card), the workers' CPU, and the start of a pool of N processes; from them
+Amdahl's estimate of each N on a machine of N free cores (serial = the main process's CPU, parallel = the workers'
+CPU / N), next to the measured speed-up: the two part where fixed or serial costs (or a busy machine) weigh. The
+estimate counts a shard's writing as parallel work, which it is only across shards: a split of one shard (a small
+build) is written by one worker, while the next splits are encoded. ``--subset K`` (default 8) also builds every K-th
 file: from the two sizes each num_proc's wall time splits into a fixed part and a part per file, and the per-file
 part's speed-up is what a build of many more files tends to (fixed costs no longer weigh).
 
@@ -90,7 +92,7 @@ def timed(fn) -> tuple[float, float]:
 
 #: The build's phases as functions of ``multimed_hf.data.build``, for the main process's CPU by phase.
 PHASES = {"_read_all": "reading (main process)", "_group": "grouping (duplicates)", "_assign": "splits",
-          "_write_source": "shards (writing)", "write_manifest": "manifest", "write_readme": "card"}
+          "_write_source": "shards", "write_manifest": "manifest", "write_readme": "card"}
 
 
 def timed_build(run) -> tuple[float, float, float, dict[str, float]]:

@@ -138,12 +138,13 @@ def test_shards_check_a_files_stamp_and_catch_a_file_changed_since_validation(tm
         _embed(ref, _Rendered(tmp_path))
 
 
-def test_a_build_whose_source_file_changes_before_its_shards_are_written_fails(tmp_path, monkeypatch):
+@pytest.mark.parametrize("num_proc", [1, 2])  # 2: the shards' row groups are encoded in worker processes
+def test_a_build_whose_source_file_changes_before_its_shards_are_written_fails(tmp_path, monkeypatch, num_proc):
     from dataset_scripts.sample_sources.brain_tumor_mri import make_brain_tumor_mri
     from multimed_hf.api import build_dataset
     import multimed_hf.data.build as build
 
-    root = make_brain_tumor_mri(tmp_path / "src", train_per_class=3, test_per_class=1, size=32, bad_files=False)
+    root = make_brain_tumor_mri(tmp_path / "src", train_per_class=20, test_per_class=5, size=32, bad_files=False)
     for file in root.rglob("*.jpg"):
         _age(file)
     victim = sorted(root.rglob("*.jpg"))[0]
@@ -157,7 +158,7 @@ def test_a_build_whose_source_file_changes_before_its_shards_are_written_fails(t
 
     monkeypatch.setattr(build, "_write_source", changing)
     with pytest.raises(BadSourceFile, match=f"{victim.relative_to(root).as_posix()}: file changed since"):
-        build_dataset("brain_tumor", [root], tmp_path / "out", progress=False)
+        build_dataset("brain_tumor", [root], tmp_path / "out", progress=False, num_proc=num_proc)
 
 
 def test_cache_writes_puts_in_batches_and_stores_each_file_whole_or_not_at_all(tmp_path, monkeypatch):

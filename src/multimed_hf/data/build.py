@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter, defaultdict
+from concurrent.futures import Future, wait
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -20,7 +21,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from multimed_hf.data.build_store import BuildStore
-from multimed_hf.data.cache import ValidationCache
+from multimed_hf.data.cache import ValidationCache, encode_body
 from multimed_hf.data.cached_samples import CachedSamples
 from multimed_hf.data.card import write_readme
 from multimed_hf.data.errors import IGNORED, BadSourceFile, StrictBuildError, UnusedSourceFile
@@ -183,22 +184,31 @@ def _read_parts(builder: SourceBuilder, relpath: str) -> Iterator[list | str]:
 
 
 class _Reader:
-    """The engines' reader of one task's files: ``_read_parts``, each record paired with what the build store keeps
-    of it that takes work (its labels' digest and payload size; ``None`` for a rejected record), computed where the
-    file is read (in a worker process) rather than in the main process, which only stores them."""
+    """The engines' reader of one task's files: ``_read_parts``, each record as ``(item, row)``, made where the file
+    is read (in a worker process) so that the main process only stores them: ``row`` is what the build store keeps
+    of a valid sample (``BuildStore.add_row``'s fields after ``idx``: ids, keys, its labels' digest and payload
+    size), None for a rejected record; ``item`` is what the validation cache stores, the record's JSON body
+    (``encode_body``) where it holds no array, else the record itself."""
 
     def __init__(self, task: TaskSpec):
         self.label_names = tuple(task.label_names)
 
     def __call__(self, builder: SourceBuilder, relpath: str) -> Iterator[list | str]:
         for part in _read_parts(builder, relpath):
-            yield part if isinstance(part, str) else [self.keyed(record) for record in part]
+            yield part if isinstance(part, str) else [self.keyed(record, body=True) for record in part]
 
-    def keyed(self, record) -> tuple:
+    def keyed(self, record, body: bool = False) -> tuple:
+        """``(item, row)`` of ``record``; ``item`` is the record itself unless ``body`` (for ``put``)."""
         if isinstance(record, RejectedRecord):
-            return record, None, None
+            return record, None
+        item = encode_body(record) if body else None
+        item = record if item is None else item
         labels = json.dumps([record.fields.get(n) for n in self.label_names], default=str)
-        return record, hashlib.blake2b(labels.encode(), digest_size=16).digest(), payload_size(record)
+        return item, (
+            record.sample_id, record.source_path, record.group_key, record.published_split, record.content_hash,
+            record.perceptual_hash, hashlib.blake2b(labels.encode(), digest_size=16).digest(),
+            record.extra.get(NOTE, ""), payload_size(record),
+        )
 
 
 class _Rejected(Exception):
@@ -259,20 +269,16 @@ def _cache_version(task: TaskSpec, builder: SourceBuilder) -> str:
 
 def _tap(keyed, builder: SourceBuilder, owner: int, relpath: str, manifest: _Manifest, counter: list[int]):
     """Pass a file's records on (to the validation cache) while each valid sample's keys go to the build store and
-    each bad record to the manifest (``keyed``: ``(record, labels digest, payload)`` as ``_Reader`` gives them);
-    ``counter[0]`` counts the records."""
+    each bad record to the manifest (``keyed``: ``(item, row)`` as ``_Reader`` gives them); ``counter[0]`` counts
+    the records."""
     store = manifest.store
-    for position, (record, labels, payload) in enumerate(keyed):
+    for position, (item, row) in enumerate(keyed):
         counter[0] += 1
-        if isinstance(record, RejectedRecord):
-            manifest.add(ManifestEntry(builder.source, record.where, "rejected", record.reason), builder.root)
+        if row is None:
+            manifest.add(ManifestEntry(builder.source, item.where, "rejected", item.reason), builder.root)
         else:
-            store.add_row(
-                owner, relpath, position, record.sample_id, record.source_path, record.group_key,
-                record.published_split, record.content_hash, record.perceptual_hash, labels,
-                record.extra.get(NOTE, ""), payload,
-            )
-        yield record
+            store.add_row(owner, relpath, position, *row)
+        yield item
 
 
 def _read_all(task: TaskSpec, builders, caches, manifest: _Manifest, progress: bool, engine: ReadEngine):
@@ -395,10 +401,11 @@ def _reject_label_conflicts(store: BuildStore, sources: list[str], manifest: _Ma
     return len(conflicted)
 
 
-def _group(task: TaskSpec, builders, caches, store: BuildStore):
+def _group(task: TaskSpec, builders, caches, store: BuildStore, engine: ReadEngine | None = None):
     """Phase 3: groups by grouping key, exact duplicates, near duplicates and each source's own links, transitively
-    (connected components over key numbers: arrays, not objects, whatever the number of samples). Names each
-    valid row's group in the store; returns the duplicate statistics."""
+    (connected components over key numbers: arrays, not objects, whatever the number of samples). The near-duplicate
+    search runs band by band in ``engine``'s worker processes where it has them. Names each valid row's group in
+    the store; returns the duplicate statistics."""
     def columns(sql: str, params: tuple = ()) -> np.ndarray:  # integer columns of a query, as one array
         cursor = store.query(sql, params)
         blocks = [np.array(batch, dtype=np.int64) for batch in iter(lambda: cursor.fetchmany(store.batch), [])]
@@ -414,8 +421,9 @@ def _group(task: TaskSpec, builders, caches, store: BuildStore):
     kid, content, dct, wavelet = store.hashes()
     near_only = 0
     if len(dct):  # near duplicates: a forest with their components; the pairs whose content differs counted
+        run = engine.ordered if engine is not None and engine.workers else None
         near = near_duplicate_links(dct, task.near_duplicate_distance, wavelet, task.near_duplicate_second_distance,
-                                    content)
+                                    content, run)
         del dct, wavelet, content
         near_only = near.distinct_pairs
         edges.append(kid[near.edges])
@@ -447,26 +455,26 @@ def _group(task: TaskSpec, builders, caches, store: BuildStore):
 def _assign(task: TaskSpec, store: BuildStore, config_dir: Path, manifest: _Manifest) -> None:
     """Phase 4: each group's split (decided once per group and publisher mark, ``assign_splits``), leak repairs
     and moves since the previous build; the split goes to each row of the store, the decision to the manifest."""
-    decisions = []
-    marks: list[str | None] = []
-    group = None
+    pending: dict[str, list[str | None]] = {}  # groups not decided yet: their publisher marks
 
-    def decide():
-        for i, decision in assign_splits({group: range(len(marks))}, marks, task).items():
-            decisions.append((group, marks[i], decision.split, decision.status, decision.reason))
+    def decide():  # the pending groups at once: one ``assign_splits`` call per batch of groups
+        marks = [mark for group_marks in pending.values() for mark in group_marks]
+        groups, at = {}, 0
+        for grp, group_marks in pending.items():
+            groups[grp] = range(at, at + len(group_marks))
+            at += len(group_marks)
+        made = assign_splits(groups, marks, task)
+        store.db.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?)", [
+            (grp, marks[i], made[i].split, made[i].status, made[i].reason)
+            for grp, members in groups.items() for i in members
+        ])
+        pending.clear()
 
     for grp, published in store.query("SELECT DISTINCT grp, published FROM rows WHERE state = 0 ORDER BY grp"):
-        if grp != group and marks:
+        if grp not in pending and len(pending) >= store.batch:  # a group's rows are consecutive: never split
             decide()
-            marks = []
-            if len(decisions) >= store.batch:
-                store.db.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?)", decisions)
-                decisions.clear()
-        group = grp
-        marks.append(published)
-    if marks:
-        decide()
-    store.db.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?)", decisions)
+        pending.setdefault(grp, []).append(published)
+    decide()
     store.db.execute("CREATE INDEX decisions_by_group ON decisions (grp, published)")
     store.load_previous(iter_manifest(config_dir))
     store.db.execute("UPDATE rows SET split = (SELECT d.split FROM decisions d WHERE d.grp = rows.grp AND "
@@ -487,7 +495,7 @@ def _assign(task: TaskSpec, store: BuildStore, config_dir: Path, manifest: _Mani
             if before and before != split:
                 moved = f"moved from {before} to {split}: its group changed ({group_id})"
                 status, reason = "moved", f"{moved}; {reason}" if reason else moved
-            manifest.add(ManifestEntry(source, source_path, status, reason, sample_id, group_id, split))
+            store.add_entry_values(source, source_path, status, reason, sample_id, group_id, split)  # kept: not strict
     store.db.execute("CREATE INDEX rows_for_shards ON rows (owner, split, sample_id) WHERE split IS NOT NULL")
 
 
@@ -521,9 +529,9 @@ def _encode_batch(builder: SourceBuilder, cache: _CacheHandle, features, split: 
                   batch: list[tuple[str, int, str]], spool: str | None = None):
     """One row group of a shard (``batch``: its rows' ``(relpath, index, group id)``), where the engine runs it:
     its samples from the validation cache, what they add to the fingerprint (``fingerprint_bytes``, joined) and
-    their table, file bytes embedded and checked. The main process only digests and writes it. With ``spool`` (a
-    worker process's answer) the table goes to that Arrow file, which the main process maps instead of receiving
-    its bytes through a pipe."""
+    their table, file bytes embedded and checked. The main process only digests it (and writes it, without
+    workers). With ``spool`` (a worker process's answer) the table goes to that Arrow file, which ``_write_shard``
+    maps instead of receiving its bytes through a pipe."""
     samples = cache.get().records_at([(relpath, idx) for relpath, idx, _ in batch])
     groups = [group_id for _, _, group_id in batch]
     digest = b"".join(fingerprint_bytes(split, g, sample) for g, sample in zip(groups, samples))
@@ -535,24 +543,22 @@ def _encode_batch(builder: SourceBuilder, cache: _CacheHandle, features, split: 
     return spool, digest
 
 
-def _spooled(encoded: Iterator[tuple]) -> Iterator[tuple]:
-    """``_encode_batch``'s answers as tables: a spooled one mapped from its file, which goes once the next is asked
-    for (the writer has written it)."""
+def _write_shard(path: Path, features, spools: list[str]) -> None:
+    """One shard written from its row groups' spooled tables (``_encode_batch``'s Arrow files, each removed once
+    written), where the engine runs it: in a worker process, while the main process goes on with the next shards."""
+    writer = ShardWriter(path, features)
     try:
-        for table, digest in encoded:
-            if not isinstance(table, str):
-                yield table, digest
-                continue
-            path, source = table, pa.memory_map(table)
+        for spool in spools:
+            source = pa.memory_map(spool)
             try:
-                yield pa.ipc.open_file(source).read_all(), digest
+                writer.write(pa.ipc.open_file(source).read_all())
             finally:
                 source.close()
-                os.unlink(path)
-    finally:
-        close = getattr(encoded, "close", None)
-        if close is not None:  # the engine's tasks still running are awaited
-            close()
+                os.unlink(spool)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
 
 
 def _write_source(builder: SourceBuilder, owner: int, cache: ValidationCache, store: BuildStore, features,
@@ -560,9 +566,10 @@ def _write_source(builder: SourceBuilder, owner: int, cache: ValidationCache, st
     """Phase 5: one source's shards (and assets) under its fingerprint; the previous build's copy goes. Rows come
     from the store in shard order (split, then sample id), a row group at a time; each row group is encoded
     (samples from the cache, files embedded, fingerprint bytes) by ``engine`` (in its worker processes where it
-    has them, in order) and written here, the fingerprint taken as they are written (into a partial folder,
-    renamed once the fingerprint is known). Returns the fingerprint, ``{split: shard paths}`` and the asset
-    paths."""
+    has them, in order), the fingerprint taken from them in order here. Each shard is written (into a partial
+    folder, renamed once the fingerprint is known) here, or, with workers, by one of them from its row groups'
+    spooled tables (``_write_shard``) while the next shards are encoded: a shard's spooled row groups wait on disk
+    until it is written. Returns the fingerprint, ``{split: shard paths}`` and the asset paths."""
     engine = engine if engine is not None else make_engine("local")
     assets = builder.assets()
     digest = Fingerprint([builder.version, features.to_dict(), assets])
@@ -579,7 +586,10 @@ def _write_source(builder: SourceBuilder, owner: int, cache: ValidationCache, st
         if shards[-1]:
             plans.append((split, shards))
     handle = _CacheHandle(cache)
-    spool_dir = tempfile.mkdtemp(prefix="multimed-shards-") if engine.workers else None
+    spool_dir = None
+    if engine.workers:  # beside the build cache, on the output's disk: a shard's row groups wait there (<= ~256 MB)
+        (out_dir / CACHE_DIR).mkdir(parents=True, exist_ok=True)
+        spool_dir = tempfile.mkdtemp(prefix="spool-", dir=out_dir / CACHE_DIR)
 
     def tasks():
         count = 0
@@ -591,7 +601,8 @@ def _write_source(builder: SourceBuilder, owner: int, cache: ValidationCache, st
                     spool = None if spool_dir is None else os.path.join(spool_dir, f"{count}.arrow")
                     yield builder, handle, features, split, rows.fetchmany(min(batch_rows, shard.stop - start)), spool
 
-    encoded = _spooled(engine.ordered(_encode_batch, tasks()))
+    encoded = engine.ordered(_encode_batch, tasks())
+    writes: list[Future] = []  # shards being written by the engine (workers: from their spooled row groups)
     try:
         for split, shards in plans:
             names[split] = []
@@ -599,19 +610,31 @@ def _write_source(builder: SourceBuilder, owner: int, cache: ValidationCache, st
                 shards, desc=f"writing {builder.source}/{split}", unit="shard", disable=not progress,
             )):
                 name = f"{split}-{n:05d}-of-{len(shards):05d}.parquet"
-                writer = ShardWriter(partial / name, features)
-                try:
-                    for _ in range(shard.start, shard.stop, batch_rows):
-                        table, fingerprinted = next(encoded)
+                batches = range(shard.start, shard.stop, batch_rows)
+                if spool_dir is not None:  # row groups encoded (in any worker) in order, then one task writes them
+                    spools = []
+                    for _ in batches:
+                        spool, fingerprinted = next(encoded)
                         digest.update(fingerprinted)
-                        writer.write(table)
-                except BaseException:
-                    writer.abort()
-                    raise
-                writer.close()
+                        spools.append(spool)
+                    writes.append(engine.submit(_write_shard, partial / name, features, spools))
+                else:
+                    writer = ShardWriter(partial / name, features)
+                    try:
+                        for _ in batches:
+                            table, fingerprinted = next(encoded)
+                            digest.update(fingerprinted)
+                            writer.write(table)
+                    except BaseException:
+                        writer.abort()
+                        raise
+                    writer.close()
                 names[split].append(name)
+        for write in writes:
+            write.result()  # a shard that failed raises here, naming its file
     finally:
-        encoded.close()
+        encoded.close()  # the engine's tasks still running are awaited
+        wait([write for write in writes if not write.cancel()])
         if spool_dir is not None:
             shutil.rmtree(spool_dir, ignore_errors=True)
     for name, content in sorted(assets.items()):
@@ -682,7 +705,7 @@ def build_config(
         warnings = [f"{b.source}: {w}" for b in builders for w in b.layout_warnings()]
         warnings += _draw_unpublished_tests(builders, store)
         conflicted = _reject_label_conflicts(store, names, manifest)
-        duplicates = _group(task, builders, caches, store)
+        duplicates = _group(task, builders, caches, store, reader)
         duplicates["label conflicts rejected"] = conflicted
         _assign(task, store, config_dir, manifest)
 
@@ -715,7 +738,7 @@ def build_config(
                     )
         tally = _tally(store.query("SELECT status, split, sample_id, reason, grp FROM entries "  # manifest order
                                    "ORDER BY source, source_path, COALESCE(sample_id, ''), id"))
-        write_manifest(config_dir, store.manifest())
+        write_manifest(config_dir, store.manifest(values=True))
 
     report = BuildReport(task.name, out_dir, reports, ManifestView(config_dir), duplicates, warnings, tally)
     _write_build_info(config_dir, task, report)

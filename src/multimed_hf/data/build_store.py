@@ -94,8 +94,13 @@ class BuildStore:
             self.flush()
 
     def add_entry(self, entry: ManifestEntry) -> None:
-        self._entries.append((self.next_entry, entry.source, entry.source_path, entry.status, entry.reason,
-                              entry.sample_id, entry.group, entry.split))
+        self.add_entry_values(entry.source, entry.source_path, entry.status, entry.reason, entry.sample_id,
+                              entry.group, entry.split)
+
+    def add_entry_values(self, source: str, source_path: str, status: str, reason: str, sample_id: str | None,
+                         group: str | None, split: str | None) -> None:
+        """``add_entry`` of an entry's fields (one of ``STATUSES``: the caller's to check), made into no object."""
+        self._entries.append((self.next_entry, source, source_path, status, reason, sample_id, group, split))
         self.next_entry += 1
         if len(self._entries) >= self.batch:
             self.flush()
@@ -190,13 +195,17 @@ class BuildStore:
                 batch.clear()
         self.db.executemany("INSERT OR REPLACE INTO previous VALUES (?, ?, ?, ?)", batch)
 
-    def manifest(self) -> Iterator[ManifestEntry]:
-        """Every entry, sorted by source, path and sample id (ties in the order they were added)."""
+    def manifest(self, values: bool = False) -> Iterator[ManifestEntry | tuple]:
+        """Every entry, sorted by source, path and sample id (ties in the order they were added); with ``values``
+        as tuples of its fields in ``ManifestEntry``'s order (what ``write_manifest`` writes, no object made)."""
         cursor = self.query("SELECT source, source_path, status, reason, sample_id, grp, split FROM entries "
                             "ORDER BY source, source_path, COALESCE(sample_id, ''), id")
         while batch := cursor.fetchmany(self.batch):
-            for row in batch:
-                yield ManifestEntry(*row)
+            if values:
+                yield from batch
+            else:
+                for row in batch:
+                    yield ManifestEntry(*row)
 
     def close(self) -> None:
         self.db.close()

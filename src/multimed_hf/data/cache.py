@@ -24,7 +24,7 @@ import numpy as np
 
 from multimed_hf.data.sample import RejectedRecord, Sample, sample_from_json, sample_to_json
 
-__all__ = ["ValidationCache"]
+__all__ = ["ValidationCache", "encode_body"]
 
 #: Seconds between commits while files are validated (and always on close: an interrupted build keeps them).
 COMMIT_EVERY = 2.0
@@ -42,6 +42,23 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime INTEGER, error TEXT, count INTEGER);
 CREATE TABLE IF NOT EXISTS records (path TEXT, idx INTEGER, body TEXT, PRIMARY KEY (path, idx)) WITHOUT ROWID;
 """
+
+
+class _HasArray(Exception):
+    """A record holds an ndarray: its body is made by ``put``, which writes the array to the file's side file."""
+
+
+def _refuse_array(array: np.ndarray) -> dict:
+    raise _HasArray
+
+
+def encode_body(record: Sample | RejectedRecord) -> str | None:
+    """The JSON body ``put`` stores for ``record``, made ahead (where a worker process reads the file, so that the
+    build's main process only inserts it); None for a record holding an array (``put`` saves it to the side file)."""
+    try:
+        return json.dumps(sample_to_json(record, _refuse_array))
+    except _HasArray:
+        return None
 
 
 class ValidationCache:
@@ -163,9 +180,9 @@ class ValidationCache:
 
     def put(self, relpath: str, file: str | os.PathLike, records: Iterable | None, error: str | None = None) -> int:
         """Record a file's outcome: its records, consumed from ``records`` as they come (arrays to the file's one
-        side file), or the reason it gave none. Returns the number of records. Whatever consuming ``records``
-        raises (a reader failing part-way) removes what this file had stored and raises again: a file is stored
-        whole or not at all.
+        side file; a ``str`` is a record's body made ahead by ``encode_body``), or the reason it gave none. Returns
+        the number of records. Whatever consuming ``records`` raises (a reader failing part-way) removes what this
+        file had stored and raises again: a file is stored whole or not at all.
 
         Outcomes are held and written ``PUT_FILES`` files (or ``PUT_RECORDS`` records) at a time, in one
         transaction: a file's row goes in with, or after, the last of its records, so an interrupted build (whose
@@ -200,7 +217,8 @@ class ValidationCache:
         count = 0
         try:
             for sample in records or ():
-                held.append((relpath, count, json.dumps(sample_to_json(sample, save))))
+                body = sample if isinstance(sample, str) else json.dumps(sample_to_json(sample, save))
+                held.append((relpath, count, body))
                 count += 1
                 if len(held) >= PUT_RECORDS:
                     self._flush()

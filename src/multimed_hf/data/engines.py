@@ -7,9 +7,10 @@ gives none, a last part that is the reason), and every engine passes the parts o
 spools the parts of a large file to a temporary file; Ray Data carries one part per row), so no engine ever holds a
 whole file of many records, and at most a few files' outcomes are in flight at once.
 
-An engine also runs the build's later per-batch work (``ordered``: encoding each row group of the shards, which the
-main process then only writes): ``LocalEngine`` in its worker processes, started once per ``session`` (forked where
-the platform can, so a worker starts without importing anything) and reused by every source and phase."""
+An engine also runs the build's later per-batch work (``ordered``: encoding each row group of the shards and
+searching each band of near duplicates; ``submit``: writing each shard from its encoded row groups): ``LocalEngine``
+in its worker processes, started once per ``session`` (forked where the platform can, so a worker starts without
+importing anything) and reused by every source and phase."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import pickle
 import sys
 import tempfile
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -53,6 +54,16 @@ class ReadEngine:
         """``fn(*task)`` of each task, in task order (here, in this process; ``LocalEngine`` in its workers)."""
         for task in tasks:
             yield fn(*task)
+
+    def submit(self, fn: Callable[..., Any], *args) -> Future:
+        """``fn(*args)`` started now, its answer (or error) from the future's ``result()``: here, done before this
+        returns (``LocalEngine`` within a session: in a worker process, while this process goes on)."""
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as err:  # noqa: BLE001 - handed to whoever asks for the result, as a pool does
+            future.set_exception(err)
+        return future
 
 
 def _collect(read: Reader, builder, relpaths: Sequence[str], spool_dir: str) -> list[tuple[str, object]]:
@@ -181,6 +192,11 @@ class LocalEngine(ReadEngine):
             return
         with self._started() as pool:
             yield from self._in_order(pool, fn, tasks)
+
+    def submit(self, fn: Callable[..., Any], *args) -> Future:
+        if self._pool is None:  # one process, or outside a session: here
+            return super().submit(fn, *args)
+        return self._pool.submit(fn, *args)
 
 
 def _read_batch(batch: dict, read: Reader, builder) -> Iterator[dict]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Hashable, Iterable, Iterator, Sequence
+from typing import Callable, Hashable, Iterable, Iterator, Sequence
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -119,23 +122,28 @@ class _Search:
         self.bands2 = _band_edges(int(second_max_distance)) if second is not None else []
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for a in range(len(self.bands1)):
+            yield from self.band(a)
+
+    def band(self, a: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The pairs kept in first band ``a`` (the bands' pairs are disjoint: each band can be searched apart)."""
         nodes = np.arange(len(self.first), dtype=np.int64)
-        for a, (lo, mask) in enumerate(self.bands1):
-            ordered, starts, sizes = _runs(nodes, (_band(self.first, lo, mask),))
-            keep = sizes > 1
-            starts, sizes = starts[keep], sizes[keep]
-            split = np.zeros(len(sizes), dtype=bool)
-            if self.second is not None:
-                large = sizes >= SPLIT_FROM
-                split[large] = self._split(ordered, starts[large], sizes[large])
-            yield from self._compare(ordered, starts[~split], sizes[~split], a, None)
-            if split.any():  # the buckets to split, all at once by each second band
-                members = ordered[np.repeat(starts[split], sizes[split]) + _ranks(sizes[split])]
-                bucket = np.repeat(np.arange(int(split.sum())), sizes[split])
-                for b, (lo2, mask2) in enumerate(self.bands2):
-                    sub, sub_starts, sub_sizes = _runs(members, (bucket, _band(self.second[members], lo2, mask2)))
-                    keep = sub_sizes > 1
-                    yield from self._compare(sub, sub_starts[keep], sub_sizes[keep], a, b)
+        lo, mask = self.bands1[a]
+        ordered, starts, sizes = _runs(nodes, (_band(self.first, lo, mask),))
+        keep = sizes > 1
+        starts, sizes = starts[keep], sizes[keep]
+        split = np.zeros(len(sizes), dtype=bool)
+        if self.second is not None:
+            large = sizes >= SPLIT_FROM
+            split[large] = self._split(ordered, starts[large], sizes[large])
+        yield from self._compare(ordered, starts[~split], sizes[~split], a, None)
+        if split.any():  # the buckets to split, all at once by each second band
+            members = ordered[np.repeat(starts[split], sizes[split]) + _ranks(sizes[split])]
+            bucket = np.repeat(np.arange(int(split.sum())), sizes[split])
+            for b, (lo2, mask2) in enumerate(self.bands2):
+                sub, sub_starts, sub_sizes = _runs(members, (bucket, _band(self.second[members], lo2, mask2)))
+                keep = sub_sizes > 1
+                yield from self._compare(sub, sub_starts[keep], sub_sizes[keep], a, b)
 
     def _split(self, ordered: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         """Which buckets to compare within the second hash's band values instead (where that is fewer
@@ -225,27 +233,85 @@ def near_duplicate_pairs(
 
 def near_duplicate_links(
     hashes: np.ndarray, max_distance: int, second: np.ndarray | None = None, second_max_distance: int | None = None,
-    content: np.ndarray | None = None,
+    content: np.ndarray | None = None, run: Callable[[Callable, Iterable[tuple]], Iterable] | None = None,
 ) -> NearDuplicateLinks:
     """The connected components of ``near_duplicate_pairs`` (same arguments) as a forest of at most ``n - 1``
     edges, and how many pairs there are (of them, how many join different ``content``: one integer per hash, equal
-    for exact duplicates). Memory grows with the number of hashes, never with the number of pairs."""
+    for exact duplicates). Memory grows with the number of hashes, never with the number of pairs.
+
+    ``run`` runs the search's bands (whose pairs are disjoint), a function over argument tuples, answers in task
+    order (``ReadEngine.ordered``: in worker processes, which map the arrays from one temporary folder instead of
+    receiving a copy each, and answer with at most ``n`` edges a band); default: here, one after another. The
+    forest names each component by its smallest index, so it is the same however the bands were run."""
     search = _Search(hashes, max_distance, second, second_max_distance)
     n = len(search.first)
     if content is not None:
         content = np.asarray(content).reshape(-1)
         if len(content) != n:
             raise ValueError(f"content of {len(content)} items for {n} hashes: expected one per hash")
+    with tempfile.TemporaryDirectory(prefix="multimed-bands-") if run is not None else nullcontext() as folder:
+        if run is None:
+            found = (_band_links(search, a, content) for a in range(len(search.bands1)))
+        else:
+            _save_search(folder, search, content)
+            found = run(_band_links, ((folder, a) for a in range(len(search.bands1))))
+        held: list[np.ndarray] = []
+        size = pairs = distinct = 0
+        try:
+            for edges, band_pairs, band_distinct in found:
+                pairs += band_pairs
+                distinct += band_distinct
+                held.append(edges)
+                size += len(edges)
+                if size > max(2 * n, BLOCK_PAIRS):  # the pairs so far replaced by their components' forest
+                    held, size = [_forest(n, held)], n
+        finally:
+            close = getattr(found, "close", None)
+            if close is not None:  # bands still running are awaited before their folder goes
+                close()
+    return NearDuplicateLinks(_forest(n, held), pairs, distinct)
+
+
+def _save_search(folder: str, search: _Search, content: np.ndarray | None) -> None:
+    """The search's hashes, distances and ``content`` as ``.npy`` files in ``folder``, for ``_load_search``."""
+    d2 = -1 if search.d2 is None else int(search.d2)
+    np.save(os.path.join(folder, "distances.npy"), np.array([search.d1, d2], dtype=np.int64))
+    np.save(os.path.join(folder, "first.npy"), search.first)
+    if search.second is not None:
+        np.save(os.path.join(folder, "second.npy"), search.second)
+    if content is not None:
+        np.save(os.path.join(folder, "content.npy"), content)
+
+
+def _load_search(folder: str) -> tuple[_Search, np.ndarray | None]:
+    """``_save_search``'s search, its arrays mapped from their files (read-only, shared by the processes)."""
+    def mapped(name: str) -> np.ndarray | None:
+        path = os.path.join(folder, f"{name}.npy")
+        return np.asarray(np.load(path, mmap_mode="r")) if os.path.exists(path) else None
+
+    d1, d2 = (int(d) for d in np.load(os.path.join(folder, "distances.npy")))
+    return _Search(mapped("first"), d1, mapped("second"), None if d2 < 0 else d2), mapped("content")
+
+
+def _band_links(search: _Search | str, a: int, content: np.ndarray | None = None) -> tuple[np.ndarray, int, int]:
+    """One band's search (``near_duplicate_links``; ``search``: the search, or the folder ``_save_search`` wrote
+    it to): at most ``n`` edges with the components of its pairs (the pairs, or their forest where they are
+    more), how many pairs, and how many of them join different ``content``."""
+    if isinstance(search, str):
+        search, content = _load_search(search)
+    n = len(search.first)
     held: list[np.ndarray] = []
     size = pairs = distinct = 0
-    for i, j in search:
+    for i, j in search.band(a):
         pairs += len(i)
         distinct += len(i) if content is None else int(np.count_nonzero(content[i] != content[j]))
         held.append(np.stack([i, j], axis=1))
         size += len(i)
-        if size > max(2 * n, BLOCK_PAIRS):  # the pairs so far replaced by their components' forest
+        if size > max(2 * n, BLOCK_PAIRS):
             held, size = [_forest(n, held)], n
-    return NearDuplicateLinks(_forest(n, held), pairs, distinct)
+    if size > n:
+        return _forest(n, held), pairs, distinct
+    return (np.concatenate(held) if held else np.empty((0, 2), dtype=np.int64)), pairs, distinct
 
 
 def _forest(n: int, edges: list[np.ndarray]) -> np.ndarray:

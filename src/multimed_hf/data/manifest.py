@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from json.encoder import encode_basestring_ascii
 from dataclasses import dataclass, fields
 from itertools import islice
 from pathlib import Path
@@ -36,16 +37,30 @@ class ManifestEntry:
 
 
 _FIELDS = tuple(f.name for f in fields(ManifestEntry))
+#: A manifest line with its fields in key order (as ``json.dumps(..., sort_keys=True)`` writes them), for values
+#: that are JSON strings or ``null``.
+_ORDER = sorted(range(len(_FIELDS)), key=lambda i: _FIELDS[i])
+_LINE = "{" + ", ".join(f'"{_FIELDS[i]}": %s' for i in _ORDER) + "}\n"
 
 
-def write_manifest(config_dir: Path, entries: Iterable[ManifestEntry]) -> Path:
-    """Write the entries (any iterable: a build streams them from disk) as ``manifest.jsonl``."""
+def _line(values: Sequence, encode=json.JSONEncoder(sort_keys=True).encode) -> str:
+    """One entry's line from its field values in ``ManifestEntry``'s order: ``json.dumps`` of the fields with
+    sorted keys, byte for byte, without a dict made per entry (any value that is not a str or None: through it)."""
+    try:
+        return _LINE % tuple("null" if values[i] is None else encode_basestring_ascii(values[i]) for i in _ORDER)
+    except TypeError:
+        return encode(dict(zip(_FIELDS, values))) + "\n"
+
+
+def write_manifest(config_dir: Path, entries: Iterable[ManifestEntry | tuple]) -> Path:
+    """Write the entries (any iterable: a build streams them from disk, as tuples of the fields in
+    ``ManifestEntry``'s order, made into no object) as ``manifest.jsonl``."""
     config_dir.mkdir(parents=True, exist_ok=True)
     path = config_dir / MANIFEST_NAME
     with path.open("w") as handle:
-        encode = json.JSONEncoder(sort_keys=True).encode
         for entry in entries:  # the fields by hand: asdict deep-copies each value (one entry per file and sample)
-            handle.write(encode({name: getattr(entry, name) for name in _FIELDS}) + "\n")
+            values = entry if isinstance(entry, tuple) else [getattr(entry, name) for name in _FIELDS]
+            handle.write(_line(values))
     return path
 
 

@@ -20,6 +20,10 @@ class SplitDecision:
     reason: str = ""
 
 
+#: The decision that keeps a sample in each split, one (immutable) object shared by every sample it keeps there.
+_KEPT = {split: SplitDecision(split, "kept") for split in SPLITS}
+
+
 def group_fraction(group_id: str) -> float:
     """A stable number in [0, 1) from the group id: the same group always lands in the same split."""
     digest = hashlib.sha256(group_id.encode("utf-8")).digest()
@@ -51,7 +55,7 @@ def assign_splits(
                         f"leak repair: group {group_id} also has files in the publisher's test split",
                     )
                 else:
-                    decisions[i] = SplitDecision("test", "kept")
+                    decisions[i] = _KEPT["test"]
             continue
         if "train" in marks:
             split = "validation" if fraction < task.validation_fraction else "train"
@@ -61,6 +65,7 @@ def assign_splits(
             split = "validation"
         else:
             split = "test"
+        kept = _KEPT[split]
         for i in members:
-            decisions[i] = SplitDecision(split, "kept")
+            decisions[i] = kept
     return decisions
