@@ -154,9 +154,11 @@ def test_peak_memory_does_not_grow_with_the_image_files(tmp_path, small_parts):
         per_class = files // 4 * 4 // 5
         source = make_brain_tumor_mri(tmp_path / f"src{files}", train_per_class=per_class,
                                       test_per_class=files // 4 - per_class, size=32, bad_files=False)
-        peaks[files] = _traced_peak(
-            lambda: build_dataset("brain_tumor", [source], tmp_path / f"out{files}", progress=False)
-        )
+        # the smaller of two builds: a one-time allocation (a lazy import, a first-use cache; ~400 kB seen) lands in
+        # whichever build first takes its path, and once in the 400-file build it read as 1,351 bytes a file in CI
+        peaks[files] = min(_traced_peak(
+            lambda: build_dataset("brain_tumor", [source], tmp_path / f"out{files}-{run}", progress=False)
+        ) for run in range(2))
     per_file = (peaks[400] - peaks[100]) / 300
     # before: ~3,900 bytes of peak memory per image file (rows, manifest entries, groups, decisions, triples)
     assert per_file < 1000, f"{per_file:.0f} bytes of peak memory per added file ({peaks})"
