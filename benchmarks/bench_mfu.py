@@ -17,6 +17,7 @@ no MFU is printed. The issue's goal: MFU >= 40% on an H100 (about 3,750 images/s
 
     python benchmarks/bench_mfu.py                                   # the GPU machine
     python benchmarks/bench_mfu.py --compile all                     # ... and under torch.compile (both timed)
+    python benchmarks/bench_mfu.py --profile                         # ... and the costliest ops of a few steps
     python benchmarks/bench_mfu.py --tiny --device cpu               # the script itself, in seconds (tests)
 """
 
@@ -120,6 +121,33 @@ def time_model(model, args, device, bf16: bool) -> float:
     return args.batch / statistics.median(times)
 
 
+def profile_steps(model, args, device, bf16: bool, steps: int = 3, rows: int = 15) -> str:
+    """torch.profiler's table of ``steps`` bare-loop steps (after two untimed ones), the ops that took the device
+    longest first (on a CPU, its time): where the time that MFU does not count goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    batch = _step_inputs(args, device)
+
+    def step():
+        with _autocast(device, bf16):
+            loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(2):
+        step()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    _sync(device)
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        _sync(device)
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
+
+
 def build_images(args, root: Path) -> Path:
     """A brain_tumor-layout config of ``args.images`` generated JPEGs (``args.source_size`` px), built."""
     from dataset_scripts.sample_sources.brain_tumor_mri import make_brain_tumor_mri
@@ -194,6 +222,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batches", nargs="+", choices=["float32", "uint8"], default=["float32", "uint8"],
                         help="how training batches travel to the device: float32 pixel values, or uint8 normalised "
                              "on the device (the default on CUDA); each is timed")
+    parser.add_argument("--profile", action="store_true",
+                        help="also torch.profiler's table of a few steps of the model alone, the costliest ops first")
     parser.add_argument("--skip-loader", action="store_true", help="measure the model alone")
     parser.add_argument("--tiny", action="store_true", help="a tiny ViT and a few steps: the script itself, on CPU")
     args = parser.parse_args(argv)
@@ -212,6 +242,9 @@ def main(argv=None) -> int:
     print(f"model FLOPs per image, forward + backward: {flops / 1e9:,.3f} GFLOP")
     alone = time_model(model, args, device, bf16)
     print(_line("model alone (MultiMedModel in a bare loop, batch on the device)", alone, flops, peak))
+    if args.profile:
+        print(f"profile of 3 steps of the model alone (eager), by {'device' if device.type == 'cuda' else 'CPU'} "
+              f"time:\n{profile_steps(model, args, device, bf16)}")
     if args.compile != "none":
         start = time.perf_counter()
         compiled = time_model(torch.compile(model), args, device, bf16)

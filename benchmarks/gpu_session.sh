@@ -17,7 +17,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import os, torch, transformers, pyarrow, datasets; print('torch', torch.__version__, '| transformers', \
 transformers.__version__, '| pyarrow', pyarrow.__version__, '| datasets', datasets.__version__, '| cores', os.cpu_count())"
 step() { local limit=$1; shift; echo "== $* (limit ${limit}s)"; timeout "$limit" "$@" || echo "== exit $?: $*"; }
-step 120 python3 benchmarks/bench_mfu.py --batches float32 uint8
+step 120 python3 benchmarks/bench_mfu.py --batches float32 uint8 --profile
 step 70 python3 benchmarks/bench_tm_score.py --device cuda --pairs 1024 --structures 2gtl 7ok9 --repeats 2 \
     --baseline-pairs 16 --gpu-only --compare-old --profile-torch --torch-compile
 step 60 python3 benchmarks/bench_builder.py --images 3200 --size 256 --repeats 1 --num-proc 1 2 4 8 16 \

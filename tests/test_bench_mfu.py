@@ -33,3 +33,10 @@ def test_the_script_prints_both_measurements(capsys):
     assert "model alone" in out and "train_model + real loader" in out and "ratio to the model alone" in out
     assert "float32 batches" in out and "uint8 batches" in out
     assert len(re.findall(r"MFU \d+\.\d%", out)) == 5 and "MFU n/a" not in out
+
+
+def test_the_profile_lists_the_steps_ops(capsys):
+    assert main(["--tiny", "--device", "cpu", "--skip-loader", "--profile"]) == 0
+    out = capsys.readouterr().out
+    assert "profile of 3 steps of the model alone" in out
+    assert "aten::" in out and "Self CPU" in out  # torch.profiler's table, one row per op
