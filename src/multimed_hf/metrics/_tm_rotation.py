@@ -35,11 +35,6 @@ def rotations(h, *, with_value: bool = True, polish: bool = True):
     return rot, lam
 
 
-def _stack(xp, parts):
-    """Arrays of one shape stacked along a new first axis: one array operation."""
-    return xp.stack(parts)
-
-
 def rotation_stack(h, *, polish: bool = True):
     """The rotations of ``rotations`` as one (3, 3, M) array. Components that share a formula are computed as
     stacks, one array operation for several (few launches on a GPU), each element by the same operations in the
@@ -50,10 +45,10 @@ def rotation_stack(h, *, polish: bool = True):
     # characteristic quartic of Horn's matrix (as in the QCP method, Theobald 2005).
     at_least, at_most = (np.maximum, np.minimum) if xp is np else (xp.clamp_min, xp.clamp_max)
     (sxx, sxy, sxz), (syx, syy, syz), (szx, szy, szz) = h
-    rows = [_stack(xp, row) for row in h]  # rows[a][b] = h[a][b]
+    rows = [xp.stack(row) for row in h]  # rows[a][b] = h[a][b]
     m = rows[0] * rows[0] + rows[1] * rows[1] + rows[2] * rows[2]  # m00, m11, m22: h^T h's diagonal
-    left = [_stack(xp, (r[0], r[0], r[1])) for r in h]
-    right = [_stack(xp, (r[1], r[2], r[2])) for r in h]
+    left = [xp.stack((r[0], r[0], r[1])) for r in h]
+    right = [xp.stack((r[1], r[2], r[2])) for r in h]
     o = left[0] * right[0] + left[1] * right[1] + left[2] * right[2]  # o01, o02, o12: its upper triangle
     m00, m11, m22 = m[0], m[1], m[2]
     o01, o02, o12 = o[0], o[1], o[2]
@@ -72,7 +67,7 @@ def rotation_stack(h, *, polish: bool = True):
     e3 = q - two_p * (0.5 * cos + 0.8660254037844386 * sin)
     e2 = 3.0 * q - e1 - e3
     det_h = _det3(h)
-    s1, s2, s3 = xp.sqrt(at_least(_stack(xp, (e1, e2, e3)), 0.0))
+    s1, s2, s3 = xp.sqrt(at_least(xp.stack((e1, e2, e3)), 0.0))
     lam = s1 + s2 + xp.sign(det_h) * s3  # sign 0 on planar sets: their s3 is rounding noise
     horn = [
         [sxx + syy + szz, syz - szy, szx - sxz, sxy - syx],
@@ -101,7 +96,7 @@ def rotation_stack(h, *, polish: bool = True):
     weak = _indices(squares[0] < 0.05 * norm2)  # indices, not a mask: one read-back of a device array, not one per use
     if len(weak):
         adj = _adjugate4([[entry[weak] for entry in row] for row in a], xp)  # (4, 4, n): [i][k]
-        pick = xp.argmax(xp.abs(_stack(xp, [adj[i][i] for i in range(4)])), axis=0)
+        pick = xp.argmax(xp.abs(xp.stack([adj[i][i] for i in range(4)])), axis=0)
         if xp is np:
             column = np.take_along_axis(adj, np.broadcast_to(pick, (4, 1, len(pick))), axis=1)[:, 0]
         else:
@@ -115,18 +110,18 @@ def rotation_stack(h, *, polish: bool = True):
     # root it resolves only to sqrt(eps): SVD solves those (well under 0.1% of a search's fits)
     good = (lam > 0) & (norm2 > tiny * tiny) & (s2 + s3 >= 0.01 * s1)
     two = 2.0 / xp.where(good, norm2, 1.0)  # R of the unnormalised quaternion, scaled by 2 / |q|^2 at the end
-    prod = _stack(xp, (x, y, z, x, x, y, w, w, w)) * _stack(xp, (x, y, z, y, z, z, x, y, z))
+    prod = xp.stack((x, y, z, x, x, y, w, w, w)) * xp.stack((x, y, z, y, z, z, x, y, z))
     xx, yy, zz, xy, xz, yz, wx, wy, wz = (prod[k] for k in range(9))
-    diagonal = 1.0 - two * (_stack(xp, (yy, xx, xx)) + _stack(xp, (zz, zz, yy)))  # r00, r11, r22
-    minus = two * (_stack(xp, (xy, yz, xz)) - _stack(xp, (wz, wx, wy)))  # r01, r12, r20
-    plus = two * (_stack(xp, (xz, xy, yz)) + _stack(xp, (wy, wz, wx)))  # r02, r10, r21
-    rot = _stack(xp, (diagonal[0], minus[0], plus[0], plus[1], diagonal[1], minus[1], minus[2], plus[2],
+    diagonal = 1.0 - two * (xp.stack((yy, xx, xx)) + xp.stack((zz, zz, yy)))  # r00, r11, r22
+    minus = two * (xp.stack((xy, yz, xz)) - xp.stack((wz, wx, wy)))  # r01, r12, r20
+    plus = two * (xp.stack((xz, xy, yz)) + xp.stack((wy, wz, wx)))  # r02, r10, r21
+    rot = xp.stack((diagonal[0], minus[0], plus[0], plus[1], diagonal[1], minus[1], minus[2], plus[2],
                       diagonal[2])).reshape(3, 3, -1)
     bad = _indices(~good)
     if len(bad):  # degenerate sets (collinear, one point): SVD with the reflection fix instead
         stacked = xp.stack([xp.stack([h[i][j][bad] for j in range(3)], axis=-1) for i in range(3)], axis=1)
         fixed = kabsch_svd(stacked)  # (n, 3, 3)
-        rot[:, :, bad] = fixed.transpose(1, 2, 0) if xp is np else fixed.permute(1, 2, 0)
+        rot[:, :, bad] = xp.moveaxis(fixed, 0, -1)
     return rot
 
 
@@ -165,14 +160,14 @@ def _det3(m):
 def _minors(a, top: int, bottom: int, xp):
     """The 2x2 minors (6, M) of rows top and bottom of 4x4 matrices (nested lists), columns 01 02 03 12 13 23."""
     t, b = a[top], a[bottom]
-    return (_stack(xp, (t[0], t[0], t[0], t[1], t[1], t[2])) * _stack(xp, (b[1], b[2], b[3], b[2], b[3], b[3]))
-            - _stack(xp, (b[0], b[0], b[0], b[1], b[1], b[2])) * _stack(xp, (t[1], t[2], t[3], t[2], t[3], t[3])))
+    return (xp.stack((t[0], t[0], t[0], t[1], t[1], t[2])) * xp.stack((b[1], b[2], b[3], b[2], b[3], b[3]))
+            - xp.stack((b[0], b[0], b[0], b[1], b[1], b[2])) * xp.stack((t[1], t[2], t[3], t[2], t[3], t[3])))
 
 
 def _det4(a, xp):
     """Determinants of 4x4 matrices given as nested lists of arrays."""
     s, c = _minors(a, 0, 1, xp), _minors(a, 2, 3, xp)
-    t = s * _stack(xp, (c[5], c[4], c[3], c[2], c[1], c[0]))
+    t = s * xp.stack((c[5], c[4], c[3], c[2], c[1], c[0]))
     return t[0] - t[1] + t[2] + t[3] - t[4] + t[5]
 
 
@@ -181,19 +176,19 @@ def _adjugate4_column0(a, xp):
     c = _minors(a, 2, 3, xp)
     r = a[1]
     # entry k: first two terms (r1 c5 - r2 c4, -r0 c5 + r2 c2, r0 c4 - r1 c2, -r0 c3 + r1 c1), then the third
-    first = _stack(xp, (r[1], r[2], r[0], r[1])) * _stack(xp, (c[5], c[2], c[4], c[1])) - _stack(
-        xp, (r[2], r[0], r[1], r[0])) * _stack(xp, (c[4], c[5], c[2], c[3]))
-    third = _stack(xp, (r[3], r[3], r[3], r[2])) * _stack(xp, (c[3], c[1], c[0], c[0]))
+    first = xp.stack((r[1], r[2], r[0], r[1])) * xp.stack((c[5], c[2], c[4], c[1])) - xp.stack(
+        (r[2], r[0], r[1], r[0])) * xp.stack((c[4], c[5], c[2], c[3]))
+    third = xp.stack((r[3], r[3], r[3], r[2])) * xp.stack((c[3], c[1], c[0], c[0]))
     even, odd = first[0::2] + third[0::2], first[1::2] - third[1::2]
-    return _stack(xp, (even[0], odd[0], even[1], odd[1]))
+    return xp.stack((even[0], odd[0], even[1], odd[1]))
 
 
 def _adjugate4(a, xp):
     """Adjugates (4, 4, M) of 4x4 matrices (nested lists of arrays): [i][k] is the signed minor without row k and
     column i, all 16 minors' determinants as one stacked 3x3 determinant."""
     order = [(i, k) for i in range(4) for k in range(4)]
-    minor = [[_stack(xp, [a[[rr for rr in range(4) if rr != k][r]][[cc for cc in range(4) if cc != i][c]]
+    minor = [[xp.stack([a[[rr for rr in range(4) if rr != k][r]][[cc for cc in range(4) if cc != i][c]]
                           for i, k in order]) for c in range(3)] for r in range(3)]
     det = _det3(minor)  # (16, M)
     negated = -det
-    return _stack(xp, [negated[n] if (i + k) % 2 else det[n] for n, (i, k) in enumerate(order)]).reshape(4, 4, -1)
+    return xp.stack([negated[n] if (i + k) % 2 else det[n] for n, (i, k) in enumerate(order)]).reshape(4, 4, -1)

@@ -121,7 +121,7 @@ def superposition_coefficients(st, xp, dtype):
     rot = rotation_stack([[hh[3 * a + b] for b in range(3)] for a in range(3)], polish=exact)  # (3, 3, M)
     t = my - rot[:, 0] * mx[0] - rot[:, 1] * mx[1] - rot[:, 2] * mx[2]  # (3, M)
     parts = [
-        (-2.0 * rot).transpose(1, 0, 2).reshape(9, -1) if xp is np else (-2.0 * rot).transpose(0, 1).reshape(9, -1),
+        xp.swapaxes(-2.0 * rot, 0, 1).reshape(9, -1),
         2.0 * (rot[0] * t[0] + rot[1] * t[1] + rot[2] * t[2]),
         -2.0 * t,
         (t[0] * t[0] + t[1] * t[1] + t[2] * t[2])[None],
@@ -516,11 +516,10 @@ class TorchSearch(_Search):
 
     def _hash_weights(self, n_words):
         """Odd multipliers (n_words,) of the selection words in the linear (wrapping int64) hash of next_rows."""
-        key = (n_words, _HASH)
-        if key not in self._weights:
+        if n_words not in self._weights:
             values = [_signed(_HASH[1 + j % 2] * (2 * j + 1) % (1 << 64)) for j in range(n_words)]
-            self._weights[key] = self._tensor(values, self.torch.int64)
-        return self._weights[key]
+            self._weights[n_words] = self._tensor(values, self.torch.int64)
+        return self._weights[n_words]
 
     def selection_stats(self, batch: Batch, packed, block):
         torch = self.torch
