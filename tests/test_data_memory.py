@@ -11,7 +11,7 @@ from datasets import Features, List, Value
 
 from multimed_hf.data.cache import ValidationCache
 from multimed_hf.data.sample import Sample
-from multimed_hf.data.shards import ShardWriter, encode_columns, payload_size, plan_shards
+from multimed_hf.data.shards import ShardWriter, encode_columns, payload_size, plan_shards, shard_batch_rows
 
 
 class _Builder:  # what encode_columns reads of a builder
@@ -91,7 +91,7 @@ def test_a_shard_written_in_row_group_batches_has_the_bytes_of_one_write(tmp_pat
     whole.write(table)
     whole.close()
     parts = ShardWriter(tmp_path / "parts.parquet", FEATURES)
-    step = parts.batch_rows * batch
+    step = shard_batch_rows(FEATURES) * batch
     for start in range(0, table.num_rows, step):
         parts.write(table.slice(start, step))
     parts.close()

@@ -738,7 +738,7 @@ def build_config(
                     )
         tally = _tally(store.query("SELECT status, split, sample_id, reason, grp FROM entries "  # manifest order
                                    "ORDER BY source, source_path, COALESCE(sample_id, ''), id"))
-        write_manifest(config_dir, store.manifest(values=True))
+        write_manifest(config_dir, store.manifest())
 
     report = BuildReport(task.name, out_dir, reports, ManifestView(config_dir), duplicates, warnings, tally)
     _write_build_info(config_dir, task, report)

@@ -195,17 +195,13 @@ class BuildStore:
                 batch.clear()
         self.db.executemany("INSERT OR REPLACE INTO previous VALUES (?, ?, ?, ?)", batch)
 
-    def manifest(self, values: bool = False) -> Iterator[ManifestEntry | tuple]:
-        """Every entry, sorted by source, path and sample id (ties in the order they were added); with ``values``
-        as tuples of its fields in ``ManifestEntry``'s order (what ``write_manifest`` writes, no object made)."""
+    def manifest(self) -> Iterator[tuple]:
+        """Every entry as a tuple of its fields in ``ManifestEntry``'s order (what ``write_manifest`` writes, no
+        object made), sorted by source, path and sample id (ties in the order they were added)."""
         cursor = self.query("SELECT source, source_path, status, reason, sample_id, grp, split FROM entries "
                             "ORDER BY source, source_path, COALESCE(sample_id, ''), id")
         while batch := cursor.fetchmany(self.batch):
-            if values:
-                yield from batch
-            else:
-                for row in batch:
-                    yield ManifestEntry(*row)
+            yield from batch
 
     def close(self) -> None:
         self.db.close()

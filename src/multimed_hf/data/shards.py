@@ -205,7 +205,8 @@ def encode_columns(
 
 
 def shard_batch_rows(features: Features) -> int:
-    """Rows of a ``ShardWriter``'s row group for ``features`` (what each ``write`` should hold)."""
+    """Rows of a ``ShardWriter``'s row group for ``features``: what each ``write`` should hold (or a multiple of
+    it), so that batches never split a row group."""
     return ParquetWriter(stream=io.BytesIO(), features=features).writer_batch_size
 
 
@@ -225,8 +226,6 @@ class ShardWriter:
         self.tmp = path.with_suffix(".parquet.tmp")
         path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = ParquetWriter(path=str(self.tmp), features=features)
-        #: Rows a batch should hold (a multiple of the writer's row group, so batches never split a group).
-        self.batch_rows = self._writer.writer_batch_size
 
     def write(self, table: pa.Table) -> None:
         self._writer.write_table(table)
