@@ -60,9 +60,10 @@ def plain_loop(root: Path, out: Path) -> int:
 
 
 def validating_loop(root: Path, out: Path) -> int:
-    """The plain loop with each file checked as the builder checks it (``read_image_file``: full decode, size and
-    flat checks, sha256, perceptual hashes) and nothing else: no cache, manifest, grouping or splits. Its ratio to
-    the plain loop is the most any build that validates and hashes every file can reach in one process."""
+    """The plain loop with each file checked as the builder checks it (``read_image_file``: a decode of every
+    entropy-coded block, at the reduced DCT scale the hashes need, size and flat checks, sha256, perceptual hashes)
+    and nothing else: no cache, manifest, grouping or splits. Its ratio to the plain loop is the most any build that
+    checks and hashes every file as ours does can reach in one process."""
     rows = []
     for path in sorted(root.rglob("*.jpg")):
         relpath = path.relative_to(root).as_posix()

@@ -71,8 +71,52 @@ def test_read_image_file_rejects_flat_truncated_and_corrupt_images(tmp_path):
     png = io.BytesIO()
     Image.fromarray(almost).save(png, "PNG")
     (tmp_path / "almost.png").write_bytes(png.getvalue())
-    ref, _, image = read_image_file(str(tmp_path / "almost.png"), "almost.png")
-    assert ref.size == len(png.getvalue()) and image.size == (512, 512)
+    ref, _ = read_image_file(str(tmp_path / "almost.png"), "almost.png")
+    assert ref.size == len(png.getvalue())
+
+
+def _decodes_fully(data: bytes) -> bool:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+        return True
+    except (OSError, SyntaxError, ValueError):
+        return False
+
+
+def test_a_jpeg_read_at_reduced_scale_is_rejected_exactly_where_a_full_decode_fails(tmp_path):
+    """``read_image_file`` decodes a JPEG at a reduced DCT scale: on damaged files (cut, bytes overwritten, cut
+    out, inserted; baseline, progressive, 4:4:4, restart markers) it rejects the same files a full decode does."""
+    rng = np.random.default_rng(11)
+    yy, xx = np.mgrid[0:320, 0:320]
+    pixels = np.stack([np.sin(xx / 37) * np.cos(yy / 23), np.sin((xx + yy) / 51), np.cos(xx / 17)], -1) * 100 + 128
+    pixels = (pixels + rng.normal(0, 12, pixels.shape)).clip(0, 255).astype(np.uint8)
+    outcomes = []
+    for options in ({"quality": 90}, {"quality": 75, "progressive": True}, {"quality": 95, "subsampling": 0},
+                    {"quality": 85, "progressive": True, "restart_marker_blocks": 4}):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "JPEG", **options)
+        good = buffer.getvalue()
+        for trial in range(60):
+            data, at = bytearray(good), int(rng.integers(2, len(good) - 1))
+            if trial % 4 == 0:
+                del data[at:]
+            elif trial % 4 == 1:
+                for where in rng.integers(0, len(data), int(rng.integers(1, 20))):
+                    data[where] = int(rng.integers(0, 256))
+            elif trial % 4 == 2:
+                del data[at:at + int(rng.integers(1, 200))]
+            else:
+                data[at:at] = rng.integers(0, 256, int(rng.integers(1, 50)), dtype=np.uint8).tobytes()
+            (tmp_path / "damaged.jpg").write_bytes(bytes(data))
+            try:
+                read_image_file(tmp_path / "damaged.jpg", "damaged.jpg")
+                kept = True
+            except BadSourceFile:
+                kept = False
+            outcomes.append((_decodes_fully(bytes(data)), kept))
+    assert all(full == kept for full, kept in outcomes), [i for i, (f, k) in enumerate(outcomes) if f != k]
+    assert 40 <= sum(not full for full, _ in outcomes) <= 200  # both kinds are tried
 
 
 def _sample(i: int) -> Sample:
@@ -115,10 +159,10 @@ def test_shards_check_a_files_stamp_and_catch_a_file_changed_since_validation(tm
     second = second[:len(first)].ljust(len(first), b"\0")  # same size: only the content differs
     path = tmp_path / "a.jpg"
     path.write_bytes(first)
-    fresh, _, _ = read_image_file(path, "a.jpg")
+    fresh, _ = read_image_file(path, "a.jpg")
     assert fresh.mtime_ns is None  # written moments ago: its bytes will be hashed again
     _age(path)
-    ref, _, _ = read_image_file(path, "a.jpg")
+    ref, _ = read_image_file(path, "a.jpg")
     assert ref.mtime_ns == os.stat(path).st_mtime_ns and ref == fresh  # the stamp is no part of what it names
     assert _embed(ref, _Folder(tmp_path)) == {"bytes": first, "path": "a.jpg"}
     stamped = sample_to_json(Sample("a", "a.jpg", {"image": ref}))

@@ -228,7 +228,7 @@ def test_build_counts_near_duplicate_pairs_as_the_hashes_say(tmp_path):
     entries = {e.source_path: e for e in read_manifest(tmp_path / "out" / "brain_tumor") if e.sample_id}
     assert all(e.status in ("kept", "moved", "dropped") for e in entries.values())
     paths = sorted(entries)
-    refs, hashes = zip(*((ref.sha256, phash) for ref, phash, _ in
+    refs, hashes = zip(*((ref.sha256, phash) for ref, phash in
                          (read_image_file(tmp_path / "src" / p, p) for p in paths)))
     first = np.array([h >> 64 for h in hashes], dtype=np.uint64)
     second = np.array([h & (2**64 - 1) for h in hashes], dtype=np.uint64)

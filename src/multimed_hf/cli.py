@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=_info)
     build = sub.add_parser(
         "build", help="build a task's config from source folders",
-        description="Detect each --source folder's layout, validate every file (fully decoded), group samples "
+        description="Detect each --source folder's layout, validate every file (decoded), group samples "
         "(patients, exact and near duplicates), split them without leaks and write Parquet shards, a manifest "
         "of every file seen and the dataset card under --out.",
     )

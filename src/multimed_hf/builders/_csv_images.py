@@ -2,7 +2,7 @@
 
 A layout names its sheets (by file name, or by header where the publisher's names vary) and, for each sheet, the
 folder its images sit in. An image gets its labels from the row of its sheet whose id is the image's file stem;
-every image file is decoded fully. What goes wrong is named per file in the manifest: an image with no row, a
+every image file is decoded (``read_image_file``). What goes wrong is named per file in the manifest: an image with no row, a
 row with a bad value, rows that disagree, an image its sheet lists without a label (a publisher test list), a
 sheet that cannot be read; and a row whose image is missing is an orphan record (``<sheet>:row <n>``).
 
@@ -234,7 +234,7 @@ class CsvImageBuilder(SourceBuilder):
         if len({json.dumps(parsed, sort_keys=True) for _, parsed in rows}) > 1:
             numbers = ", ".join(str(n) for n, _ in rows)
             raise BadSourceFile(f"conflicting rows: id {stem!r} has rows {numbers} in {index.relpath} that disagree")
-        ref, phash, _ = read_image_file(self.root / relpath, relpath)  # blank images rejected too
+        ref, phash = read_image_file(self.root / relpath, relpath)  # blank images rejected too
         fields = {"image": ref, "modality": self.spec().modality, **name_fields, **rows[0][1]}
         return [Sample(
             sample_id=f"{index.sheet.role}/{stem}", source_path=relpath, fields=fields, group_key=group_key,

@@ -228,7 +228,7 @@ class PMCOABuilder(NonDataFiles, SourceBuilder):
             raise UnusedSourceFile("not used: no caption row refers to this image")
         taken = ", ".join(record_where(r.file, str(r.line)) for r in rows[:3]) + (" ..." if len(rows) > 3 else "")
         try:
-            ref, _, _ = read_image_file(self.root / relpath, relpath)  # blank images rejected too
+            ref, _ = read_image_file(self.root / relpath, relpath)  # blank images rejected too
         except BadSourceFile as err:
             raise BadSourceFile(f"{err.reason} (its caption rows go with it: {taken})") from None
         compound = index.compound.get(image)

@@ -3,7 +3,7 @@
 Downloaded copies also spell these names with ``+`` for each space (``VQA_RAD+Dataset+Public.json``,
 ``VQA_RAD+Image+Folder``): either spelling is read.
 
-One sample per question: the image it asks about (decoded fully, original bytes kept), the question, the answer
+One sample per question: the image it asks about (decoded and checked, original bytes kept), the question, the answer
 as the publisher wrote it (numbers as text) and its type, ``closed`` (yes/no or choice: classified over the
 closed-answer vocabulary) or ``open`` (free text). Items are the JSON's records: one whose image is missing or
 undecodable, or whose question, answer or answer type is empty or unknown, is reported as
@@ -165,7 +165,7 @@ class VQAJsonBuilder(NonDataFiles, RecordRejections, SourceBuilder):
         if not path.is_file():
             raise BadSourceFile(f"missing image: {image} is not in the image folder")
         try:
-            ref, phash, _ = read_image_file(path, image)  # blank images rejected too
+            ref, phash = read_image_file(path, image)  # blank images rejected too
         except BadSourceFile as err:
             raise BadSourceFile(f"image {image}: {err.reason}") from None
         return ref, phash

@@ -1,4 +1,4 @@
-"""Full decoding and checking of one image file, keeping its original bytes."""
+"""Decoding and checking of one image file, keeping its original bytes; its perceptual hashes."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from multimed_hf.data.sample import SourceFileRef
 
 __all__ = [
     "read_image_file", "is_blank", "MIN_IMAGE_SIDE", "perceptual_hashes", "split_hashes", "near_duplicate_copies",
-    "NEAR_DUPLICATE_RECALL", "PERCEPTUAL_HASH_VERSION",
+    "near_duplicate_copy_files", "NEAR_DUPLICATE_RECALL", "PERCEPTUAL_HASH_VERSION",
 ]
 
 MIN_IMAGE_SIDE = 8
@@ -32,49 +32,66 @@ HASH_SIDE = 32  # imagehash.phash: hash_size 8 x highfreq_factor 4
 #: "2" = the wavelet half in exact integers (``imagehash.whash``'s bits except where blocks tie at the median);
 #: "3" = an integer box reduction before the Lanczos resize to NORMAL_SIDE (3x cheaper);
 #: "4" = both Lanczos resizes in numpy with Pillow's fixed-point weights, horizontal pass first, whatever Pillow is
-#: installed (Pillow 13 orders the passes by shape), weights kept per geometry (4x cheaper).
-PERCEPTUAL_HASH_VERSION = "4"
-#: Measured by tests/test_data_grouping.py on ``near_duplicate_copies`` of real images that PyPI packages ship
+#: installed (Pillow 13 orders the passes by shape), weights kept per geometry (4x cheaper);
+#: "5" = a JPEG file hashed from its reduced decode (libjpeg's scaled inverse DCT, grey: ``read_image_file``).
+PERCEPTUAL_HASH_VERSION = "5"
+#: Measured by tests/test_data_grouping.py on ``near_duplicate_copy_files`` of real images that PyPI packages ship
 #: (pydicom's CT/MR/ultrasound/RGB test files, nibabel's anatomical.nii slices, scikit-learn's and matplotlib's
 #: photographs): the share of copies found at the registry's default distances (10 and 6), against the former
 #: single 64-bit phash at 6 bits; the test fails when the hashing changes and this statement does not.
 NEAR_DUPLICATE_RECALL = (
-    "recall 78 of 90 (87%) on resized (224/236, 0.8x, 1.25x), re-encoded (JPEG q60) and cropped (4%, 8% + "
-    "resize) copies of 15 real images shipped by PyPI packages (the former single phash at 6 bits: 69 of 90); "
-    "0 of 105 pairs of distinct images joined; every resized and re-encoded copy found, crops are what it misses"
+    "recall 79 of 90 (88%) on resized (224/236, 0.8x, 1.25x), re-encoded (JPEG q60) and cropped (4%, 8% + "
+    "resize) copies of 15 real images shipped by PyPI packages, read as files (the former single phash at 6 bits: "
+    "69 of 90); 0 of 105 pairs of distinct images joined; every resized and re-encoded copy found, crops are "
+    "what it misses"
 )
 
 
-def read_image_file(path: str | os.PathLike, relpath: str) -> tuple[SourceFileRef, int, Image.Image]:
-    """Decode ``path`` fully and check it; return its byte reference, its perceptual hashes (see
-    ``perceptual_hashes``) and the decoded image. ``BadSourceFile`` for an empty file, one Pillow cannot decode, an
-    image smaller than ``MIN_IMAGE_SIDE`` a side and an image of one flat value (``is_blank``).
+def read_image_file(path: str | os.PathLike, relpath: str) -> tuple[SourceFileRef, int]:
+    """Decode ``path`` and check it; return its byte reference and its perceptual hashes (see
+    ``perceptual_hashes``). ``BadSourceFile`` for an empty file, one Pillow cannot decode, an image smaller than
+    ``MIN_IMAGE_SIDE`` a side and an image of one flat value (``is_blank``).
 
-    Opening is not enough: Pillow opens and even ``verify()``-passes a JPEG cut in half; only ``load()`` fails."""
+    Opening is not enough: Pillow opens and even ``verify()``-passes a JPEG cut in half; only ``load()`` fails.
+    A JPEG is decoded at the reduced scale its hashes need (``Image.draft``: libjpeg's scaled inverse DCT, grey):
+    every entropy-coded block is still decoded, so a file that fails a full decode fails this one (tested on
+    damaged files), at about half the cost of a full decode. Its hashes come from that reduced decode."""
     with open(path, "rb") as handle:
         mtime_ns = os.fstat(handle.fileno()).st_mtime_ns  # before reading: a later change moves it
         data = handle.read()
     if not data:
         raise BadSourceFile("empty file (0 bytes)")
+    image, mode, (width, height) = _decoded(data, reduced=True)
+    grey = _grey(image)
+    # a reduced grey copy of a flat image is flat: only a flat copy needs the full image's check
+    if grey.min() == grey.max() and is_blank(_decoded(data, reduced=False)[0]):
+        raise BadSourceFile(f"image is one flat value ({mode} {width}x{height})")
+    if time.time_ns() - mtime_ns < RACY_NS:  # written moments ago: a rewrite may yet keep its mtime
+        mtime_ns = None
+    ref = SourceFileRef(path=relpath, sha256=hashlib.sha256(data).hexdigest(), size=len(data), mtime_ns=mtime_ns)
+    return ref, _hashes(_normal(grey))
+
+
+def _decoded(data: bytes, reduced: bool) -> tuple[Image.Image, str, tuple[int, int]]:
+    """The image in ``data`` decoded (``reduced``: a JPEG at the smallest DCT scale that keeps NORMAL_SIDE a side,
+    in grey), with the mode and size the file holds; ``BadSourceFile`` where Pillow cannot decode it or it is
+    smaller than ``MIN_IMAGE_SIDE`` a side."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            image.load()
+            mode, size = image.mode, image.size
+            if min(size) >= MIN_IMAGE_SIDE:
+                if reduced:
+                    image.draft("L", (NORMAL_SIDE, NORMAL_SIDE))  # a no-op for other formats
+                image.load()
     except UnidentifiedImageError:
         raise BadSourceFile("cannot decode image: not a format Pillow recognises") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as err:
         raise BadSourceFile(f"cannot decode image: {type(err).__name__}: {err}") from None
-    if min(image.size) < MIN_IMAGE_SIDE:
-        raise BadSourceFile(f"image is {image.size[0]}x{image.size[1]} px, smaller than {MIN_IMAGE_SIDE} px a side")
-    grey = _grey(image)
-    # a reduced grey copy of a flat image is flat: only a flat copy needs the full image's check
-    if grey.min() == grey.max() and is_blank(image):
-        raise BadSourceFile(f"image is one flat value ({image.mode} {image.size[0]}x{image.size[1]})")
-    if time.time_ns() - mtime_ns < RACY_NS:  # written moments ago: a rewrite may yet keep its mtime
-        mtime_ns = None
-    ref = SourceFileRef(path=relpath, sha256=hashlib.sha256(data).hexdigest(), size=len(data), mtime_ns=mtime_ns)
-    return ref, _hashes(_normal(grey)), image
+    if min(size) < MIN_IMAGE_SIDE:
+        raise BadSourceFile(f"image is {size[0]}x{size[1]} px, smaller than {MIN_IMAGE_SIDE} px a side")
+    return image, mode, size
 
 
 #: Pillow's fixed-point precision for 8-bit resampling (``PRECISION_BITS`` in libImaging/Resample.c).
@@ -228,27 +245,37 @@ def split_hashes(values) -> tuple[np.ndarray, np.ndarray]:
             np.array([v & mask for v in values], dtype=np.uint64))
 
 
-def _jpeg(image: Image.Image, quality: int) -> Image.Image:
+def _file(image: Image.Image, quality: int | None = None) -> bytes:
+    """``image`` as a file's bytes: JPEG at ``quality``, else PNG (lossless)."""
     buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, "JPEG", quality=quality)
-    return Image.open(io.BytesIO(buffer.getvalue()))
+    if quality is None:
+        image.save(buffer, "PNG")
+    else:
+        image.convert("RGB").save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
 
 
-def near_duplicate_copies(image: Image.Image) -> dict[str, Image.Image]:
-    """The copies merged sets hold of one image: resized (a 236 px slice re-saved at 224), shrunk, enlarged,
-    re-encoded, cropped, cropped and resized back; what the near-duplicate recall is measured on."""
+def near_duplicate_copy_files(image: Image.Image) -> dict[str, bytes]:
+    """The copies merged sets hold of one image, as files: resized (a 236 px slice re-saved at 224), shrunk,
+    enlarged, re-encoded, cropped, cropped and resized back; JPEG where the copy was re-encoded, else PNG. What
+    the near-duplicate recall is measured on, read as the builder reads files."""
     w, h = image.size
     rgb = image.convert("RGB")
     c4, c8 = max(1, round(min(w, h) * 0.04)), max(1, round(min(w, h) * 0.08))
     return {
-        "resized 224/236 + JPEG q90": _jpeg(rgb.resize((round(w * 224 / 236), round(h * 224 / 236)),
+        "resized 224/236 + JPEG q90": _file(rgb.resize((round(w * 224 / 236), round(h * 224 / 236)),
                                                        Image.Resampling.BICUBIC), 90),
-        "shrunk 0.8x": rgb.resize((round(w * 0.8), round(h * 0.8)), Image.Resampling.BILINEAR),
-        "enlarged 1.25x": rgb.resize((round(w * 1.25), round(h * 1.25)), Image.Resampling.BICUBIC),
-        "re-encoded JPEG q60": _jpeg(rgb, 60),
-        "cropped 4%": rgb.crop((c4, c4, w - c4, h - c4)),
-        "cropped 8% + resized back": _jpeg(rgb.crop((c8, 0, w - c8, h)).resize((w, h)), 85),
+        "shrunk 0.8x": _file(rgb.resize((round(w * 0.8), round(h * 0.8)), Image.Resampling.BILINEAR)),
+        "enlarged 1.25x": _file(rgb.resize((round(w * 1.25), round(h * 1.25)), Image.Resampling.BICUBIC)),
+        "re-encoded JPEG q60": _file(rgb, 60),
+        "cropped 4%": _file(rgb.crop((c4, c4, w - c4, h - c4))),
+        "cropped 8% + resized back": _file(rgb.crop((c8, 0, w - c8, h)).resize((w, h)), 85),
     }
+
+
+def near_duplicate_copies(image: Image.Image) -> dict[str, Image.Image]:
+    """``near_duplicate_copy_files`` decoded."""
+    return {kind: Image.open(io.BytesIO(data)) for kind, data in near_duplicate_copy_files(image).items()}
 
 
 def is_blank(image: Image.Image) -> bool:

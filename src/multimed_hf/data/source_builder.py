@@ -180,7 +180,7 @@ class ImageFolderBuilder(SourceBuilder):
         if os.path.splitext(relpath)[1].lower() not in self.image_suffixes:
             raise BadSourceFile(f"stray file: not an image of this layout (expected {', '.join(self.image_suffixes)})")
         info = self.parse_path(relpath)
-        ref, phash, _ = read_image_file(os.path.join(self.root, relpath), relpath)  # blank images rejected too
+        ref, phash = read_image_file(os.path.join(self.root, relpath), relpath)  # blank images rejected too
         labels = {column: self.canonical(column, name) for column, name in info.labels.items()}
         fields = {"image": ref, "modality": self.spec().modality, **info.fields, **labels}
         return [Sample(
