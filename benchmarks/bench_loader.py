@@ -9,9 +9,11 @@ same JPEG bytes into the same 224 x 224 ``pixel_values`` with the same ``ImagePr
   raw           the bytes of the source files, PIL decode + image processor, batches stacked, one process
   draft         the same with ``ImageProcessor(draft_size=224)``: JPEGs decoded at a reduced scale (Pillow ``draft``)
   ours          load_dataset(built folder) -> MultiTaskDataset -> DataLoader(N workers) -> MultiTaskCollator
-  ours+draft    ours with the image column left undecoded and the draft decode
+  ours+draft    ours with the draft decode (``multimed train --draft_images``: MultiTaskDataset then reads the image
+                column undecoded, so that the processor decodes at the reduced scale)
   ours+uint8    ours with the processor MultiMedTrainer trains with on CUDA (``uint8_images``): batches of uint8
                 pixel values, rescaled and normalised on ``--device`` by ``ImageProcessor.normalize``
+  ours+draft+uint8  both (``--draft_images --uint8_images``)
 On ``--device cuda`` the DataLoader sides pin their batches (as the Trainer's loader does) and copy them to the
 device; the clock stops after the device is done. ``--rounds N``: each worker makes N + 1 batches
 (rows drawn with replacement), the clock starts once every worker has made its first (their start); else one pass
@@ -36,7 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 VIT_B16_H100 = 3750  # images/s a ViT-B/16 training step consumes on one H100 at ~40% MFU
-SIDES = ("raw", "draft", "ours", "ours+draft", "ours+uint8")
+SIDES = ("raw", "draft", "ours", "ours+draft", "ours+uint8", "ours+draft+uint8")
 
 
 def raw_loop(datas: list[bytes], image_processor, batch_size: int) -> tuple[float, float]:
@@ -159,9 +161,11 @@ def main(argv=None) -> int:
         if "draft" in args.sides:
             runs["raw loop + draft decode, 1 process"] = lambda: raw_loop(datas, draft, args.batch_size)
         sides = {"ours": ("ours: built config -> DataLoader", dataset, plain, plain),
-                 "ours+draft": ("ours + draft decode", undecoded, drafted, drafted),
+                 "ours+draft": ("ours + draft decode", dataset, drafted, drafted),
                  "ours+uint8": ("ours, uint8 batches normalised on the device", dataset, plain,
-                                uint8_image_processor(plain))}
+                                uint8_image_processor(plain)),
+                 "ours+draft+uint8": ("ours + draft decode, uint8 batches", dataset, drafted,
+                                      uint8_image_processor(drafted))}
         for w in args.workers:
             for side, (label, data, proc, rows_proc) in sides.items():
                 if side in args.sides:

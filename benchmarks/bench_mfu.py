@@ -161,11 +161,12 @@ def build_images(args, root: Path) -> Path:
 
 
 def time_trainer(args, device, data: Path, work: Path, bf16: bool, compiled: bool = False,
-                 uint8_images: bool = False) -> tuple[float, float]:
+                 uint8_images: bool = False, draft_images: bool = False) -> tuple[float, float]:
     """Images/s of ``train_model`` on the built config from step-end stamps after warm-up: at the median step, and
     over all timed steps (the steps that open an epoch wait for the workers' first batches: with few steps per epoch
     they weigh more than in a real run). ``compiled``: the Trainer's ``torch_compile``, with full batches only (a
-    short last one would recompile); ``uint8_images``: batches travel as uint8, normalised on the device."""
+    short last one would recompile); ``uint8_images``: batches travel as uint8, normalised on the device;
+    ``draft_images``: JPEGs decoded at a reduced scale (``--draft_images``)."""
     from transformers import TrainerCallback
 
     from multimed_hf.training.run import train_model
@@ -187,7 +188,7 @@ def time_trainer(args, device, data: Path, work: Path, bf16: bool, compiled: boo
                 per_device_train_batch_size=args.batch, bf16=bf16, use_cpu=device.type == "cpu",
                 dataloader_num_workers=args.workers, dataloader_persistent_workers=args.workers > 0,
                 learning_rate=1e-4, torch_compile=compiled, dataloader_drop_last=compiled,
-                uint8_images=uint8_images, eval_strategy="no",
+                uint8_images=uint8_images, draft_images=draft_images, eval_strategy="no",
                 save_strategy="no", logging_strategy="no", disable_tqdm=True, eval_splits=[], bootstrap_samples=0,
                 callbacks=[clock])
     stamps = clock.stamps[max(args.warmup - 1, 0):]
@@ -219,9 +220,11 @@ def main(argv=None) -> int:
     parser.add_argument("--peak-tflops", dest="peak", type=float, default=None)
     parser.add_argument("--compile", choices=["none", "model", "all"], default="none",
                         help="model: also the model alone under torch.compile; all: and the Trainer with torch_compile")
-    parser.add_argument("--batches", nargs="+", choices=["float32", "uint8"], default=["float32", "uint8"],
+    parser.add_argument("--batches", nargs="+", choices=["float32", "uint8", "uint8+draft"],
+                        default=["float32", "uint8"],
                         help="how training batches travel to the device: float32 pixel values, or uint8 normalised "
-                             "on the device (the default on CUDA); each is timed")
+                             "on the device (the default on CUDA), also from JPEGs decoded at a reduced scale "
+                             "(--draft_images); each is timed")
     parser.add_argument("--profile", action="store_true",
                         help="also torch.profiler's table of a few steps of the model alone, the costliest ops first")
     parser.add_argument("--skip-loader", action="store_true", help="measure the model alone")
@@ -260,7 +263,8 @@ def main(argv=None) -> int:
             versus = f"ratio to the model alone{' compiled' if args.compile != 'none' else ''}"
             for transfer in args.batches:
                 median, overall = time_trainer(args, device, data, Path(tmp), bf16, compiled=args.compile == "all",
-                                               uint8_images=transfer == "uint8")
+                                               uint8_images=transfer.startswith("uint8"),
+                                               draft_images=transfer.endswith("draft"))
                 label = (f"train_model{' --torch_compile' if args.compile == 'all' else ''} + real loader, "
                          f"{transfer} batches ({args.workers} workers, {args.source_size}-px JPEGs)")
                 print(_line(f"{label}, median step", median, flops, peak) + f"; {versus} {median / alone:.2f}")

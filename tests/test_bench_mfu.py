@@ -27,12 +27,13 @@ def test_the_peak_is_given_or_known_by_name():
 
 
 def test_the_script_prints_both_measurements(capsys):
-    assert main(["--tiny", "--device", "cpu", "--peak-tflops", "1"]) == 0
+    assert main(["--tiny", "--device", "cpu", "--peak-tflops", "1", "--batches", "float32", "uint8",
+                 "uint8+draft"]) == 0
     out = capsys.readouterr().out
     assert "model FLOPs per image" in out
     assert "model alone" in out and "train_model + real loader" in out and "ratio to the model alone" in out
-    assert "float32 batches" in out and "uint8 batches" in out
-    assert len(re.findall(r"MFU \d+\.\d%", out)) == 5 and "MFU n/a" not in out
+    assert "float32 batches" in out and "uint8 batches" in out and "uint8+draft batches" in out
+    assert len(re.findall(r"MFU \d+\.\d%", out)) == 7 and "MFU n/a" not in out
 
 
 def test_the_profile_lists_the_steps_ops(capsys):

@@ -10,7 +10,7 @@ import numpy as np
 
 from multimed_hf.processors.base import ModalityProcessor, ProcessorError, UnsupportedImageError
 
-__all__ = ["ImageProcessor", "default_image_processor", "EIGHT_BIT_MODES", "HIGH_BIT_MODES"]
+__all__ = ["ImageProcessor", "default_image_processor", "output_side", "EIGHT_BIT_MODES", "HIGH_BIT_MODES"]
 
 #: Modes Pillow converts to 8-bit RGB itself (alpha is dropped, palettes expanded).
 EIGHT_BIT_MODES = ("1", "L", "P", "LA", "PA", "La", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr")
@@ -25,6 +25,21 @@ def default_image_processor(size: int = 224):
     from transformers import ViTImageProcessor
 
     return ViTImageProcessor(size={"height": size, "width": size}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+
+
+def output_side(image_processor) -> int | None:
+    """The longest side of what ``image_processor`` resizes to (its ``size``: height and width, shortest or longest
+    edge), or None where it names none: the ``draft_size`` that decodes no coarser than the resize needs."""
+    size = getattr(image_processor, "size", None)
+    if isinstance(size, int):
+        return size
+    keys = ("height", "width", "shortest_edge", "longest_edge")
+    if isinstance(size, Mapping):
+        sides = [size.get(k) for k in keys]
+    else:  # transformers' SizeDict
+        sides = [getattr(size, k, None) for k in keys]
+    sides = [int(v) for v in sides if isinstance(v, (int, float)) and v > 0]
+    return max(sides) if sides else None
 
 
 def _per_channel(value) -> list[float]:
@@ -78,17 +93,22 @@ class ImageProcessor(ModalityProcessor):
         self.__dict__.update({"_constants": {}, "output_uint8": False, **state})
 
     def _open(self, image: Any):
-        """The PIL image (opened from a datasets Image dict), a JPEG set to decode at the draft scale."""
-        from PIL import Image
+        """The PIL image, a JPEG not yet decoded set to decode at the draft scale; a datasets Image dict is decoded
+        as ``datasets.Image`` decodes it (turned upright by its EXIF orientation), at the draft scale."""
+        from PIL import Image, ImageOps
 
-        if isinstance(image, Mapping) and ("bytes" in image or "path" in image):  # an undecoded datasets Image
-            source = io.BytesIO(image["bytes"]) if image.get("bytes") else image.get("path")
-            image = Image.open(source)
+        undecoded = isinstance(image, Mapping) and ("bytes" in image or "path" in image)
+        if undecoded:
+            image = Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") else image.get("path"))
         if not isinstance(image, Image.Image):
             raise UnsupportedImageError(f"expected a PIL image (or a datasets Image dict with bytes/path), got "
                                         f"{type(image).__name__}")
         if self.draft_size is not None and image.format == "JPEG" and getattr(image, "tile", None):
             image.draft(image.mode, (self.draft_size, self.draft_size))  # before the decode: a reduced-size one
+        if undecoded:
+            image.load()
+            if image.getexif().get(0x0112) is not None:  # ExifTags.Base.Orientation, as datasets.Image decodes
+                image = ImageOps.exif_transpose(image)
         return image
 
     def to_array(self, image: Any) -> np.ndarray:

@@ -151,6 +151,11 @@ class MultiMedArguments:
         "help": "true | false: training images travel from the DataLoader workers as uint8 and are rescaled and "
                 "normalised on the device (MultiMedTrainer uint8_images: a quarter of the bytes, the same pixel "
                 "values); default: on when training on a CUDA device"})
+    draft_images: bool = field(default=False, metadata={
+        "help": "decode JPEGs at the smallest reduced scale (1/2, 1/4, 1/8) that keeps the encoder's input size "
+                "(Pillow's draft mode: ImageProcessor draft_size), then resize as usual: a large JPEG costs a "
+                "fraction of a full decode, for pixels close to but not equal to the full decode's; saved with the "
+                "processor, so evaluation and prediction decode alike"})
     # balancing and distillation variants (--family <family>+miles|+ogm_ge|+gblend|+mind); unset = the package's
     # default, whose value and source are documented beside the constant in training/balancing
     miles_threshold: float | None = field(default=None, metadata={

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset
 
 __all__ = ["MultiTaskDataset", "IterableMultiTaskDataset", "MultiTaskCollator", "ROW_INDEX", "is_streamed",
-           "streamed_size"]
+           "streamed_size", "undecoded_images", "decodes_at_draft_scale", "draft_decode"]
 
 logger = logging.getLogger(__name__)
 
@@ -22,12 +22,53 @@ logger = logging.getLogger(__name__)
 ROW_INDEX = "row_index"
 
 
+def decodes_at_draft_scale(processor) -> bool:
+    """Whether one of ``processor``'s image processors decodes JPEGs at a reduced scale (``draft_size``)."""
+    from multimed_hf.processors.image import ImageProcessor
+
+    procs = getattr(processor, "processors", None) or {}
+    return any(isinstance(p, ImageProcessor) and p.draft_size is not None for p in procs.values())
+
+
+def draft_decode(processor) -> dict[str, int]:
+    """Set every image processor of ``processor`` to decode JPEGs at the smallest reduced scale that keeps the size
+    it resizes to (``draft_size`` = `output_side`, Pillow's draft mode); returns key -> draft size."""
+    from multimed_hf.processors.image import ImageProcessor, output_side
+
+    sizes = {}
+    for key, proc in (getattr(processor, "processors", None) or {}).items():
+        if isinstance(proc, ImageProcessor):
+            side = output_side(proc.image_processor)
+            if side is None:
+                raise ValueError(f"draft decode: the {key!r} image processor ({type(proc.image_processor).__name__}) "
+                                 "names no output size; set its draft_size with --processor_overrides instead")
+            proc.draft_size = sizes[key] = side
+    return sizes
+
+
+def undecoded_images(dataset, processor):
+    """``dataset`` with its image columns read undecoded (``datasets.Image(decode=False)``: the file's bytes) where
+    ``processor`` decodes images at a reduced scale (`decodes_at_draft_scale`): datasets would decode them fully
+    first, and a decoded image has no reduced scale left. The image processor then decodes them as
+    ``datasets.Image`` does (EXIF orientation included), at the draft scale. ``dataset`` itself otherwise."""
+    from datasets import Image
+
+    features = getattr(dataset, "features", None)
+    if not features or not decodes_at_draft_scale(processor):
+        return dataset
+    for name, feature in features.items():
+        if isinstance(feature, Image) and feature.decode:
+            dataset = dataset.cast_column(name, Image(decode=False))
+    return dataset
+
+
 class MultiTaskDataset(Dataset):
     """Tasks' row datasets laid end to end: index ``i`` is row ``i - offsets[task]`` of ``task``.
 
     Rows are read raw and preprocessed when they are read (``MultiMedProcessor.preprocess``), as
-    ``Dataset.with_transform`` would: images are decoded per batch, never converted with ``with_format("torch")``.
-    A batch of indices is read with one ``datasets`` call (``__getitems__``).
+    ``Dataset.with_transform`` would: images are decoded per batch, never converted with ``with_format("torch")``
+    (by the image processor, at its draft scale, where it has one: `undecoded_images`). A batch of indices is read
+    with one ``datasets`` call (``__getitems__``).
 
     Args:
         datasets: task -> its rows (a ``datasets.Dataset`` with ``sample_id`` and the registry's columns).
@@ -44,7 +85,7 @@ class MultiTaskDataset(Dataset):
         if unknown:
             raise ValueError(f"MultiTaskDataset: modalities names tasks {unknown} that have no dataset; tasks: "
                              f"{list(datasets)}")
-        self.datasets = dict(datasets)
+        self.datasets = {t: undecoded_images(d, processor) for t, d in datasets.items()}
         self.processor = processor
         self.modalities = {t: tuple(m) for t, m in (modalities or {}).items()}
         self.labels = bool(labels)
@@ -201,6 +242,7 @@ class IterableMultiTaskDataset(IterableDataset):
         self.tasks = list(self.datasets)
         self.batch_sizes = {t: sampling.batch_size_of(t, batch_size) for t in self.tasks}
         self.sizes = {t: (sizes or {}).get(t) or streamed_size(d) for t, d in self.datasets.items()}
+        self.datasets = {t: undecoded_images(d, processor) for t, d in self.datasets.items()}
         self.seed = int(sampling.seed if sampling.seed is not None else seed)
         self.rank = int(rank)
         self.world_size = int(world_size)

@@ -17,6 +17,7 @@ from multimed_hf.training.arguments import (
     parse_train_args,
     task_modalities,
 )
+from multimed_hf.training.data import draft_decode
 from multimed_hf.training.families import FamilyError, RunPlan, plan_runs, unplanned
 from multimed_hf.training.outputs import (
     METRICS_LONG,
@@ -323,6 +324,8 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
         hidden_size=args.hidden_size, processor_overrides=args.processor_overrides,
         config_kwargs=config_kwargs, build_model=not align,
     )
+    if args.draft_images:
+        draft_decode(assembly.processor)
     settings = pairs = prepared = None
     data = assembly.datasets
     if align:
