@@ -152,3 +152,34 @@ def test_the_tree_inside_the_data_retrievers_download_folder_builds_alike(built,
     ds = load_dataset(str(tmp_path / "out"), TASK, cache_dir=str(tmp_path / "hf_cache"))
     labels = {r["sample_id"]: r["malignancy"] for s in ds for r in ds[s]}
     assert labels == {r["sample_id"]: r["malignancy"] for s in built.ds for r in built.ds[s]}
+
+
+def test_a_mammogram_in_both_the_mass_and_the_calc_set_is_labelled_by_all_its_abnormalities(built, tmp_path):
+    """A DDSM case with a mass and a calcification is in both CBIS-DDSM sets: the same full mammogram under a
+    ``Mass-`` and a ``Calc-`` folder. Each copy's label counts the rows of both CSVs (a benign mass and a malignant
+    calcification: malignant), so the copies agree and are grouped; by its own CSV alone each would disagree with
+    the other and a label conflict would reject both."""
+    import csv
+    import shutil
+
+    copy = shutil.copytree(built.root, tmp_path / "copy")
+    mass = "Mass-Training_P_00002_RIGHT_CC"  # a BENIGN mass in the sample
+    calc = "Calc-Training_P_00002_RIGHT_CC"
+    shutil.copytree(copy / "CBIS-DDSM" / mass, copy / "CBIS-DDSM" / calc)
+    sheet = copy / "calc_case_description_train_set.csv"
+    with sheet.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    rows.append({**rows[0], "patient_id": "P_00002", "left or right breast": "RIGHT", "image view": "CC",
+                 "pathology": "MALIGNANT", "image file path": f"{calc}/1.2/000000.dcm"})
+    with sheet.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    report = build_dataset(TASK, [copy], tmp_path / "out", progress=False)
+    entries = [e for e in read_manifest(tmp_path / "out" / TASK) if "P_00002_RIGHT_CC/" in e.source_path]
+    assert sorted(e.status for e in entries if e.sample_id) == ["kept", "kept"], entries
+    assert len({e.group for e in entries if e.sample_id}) == 1 and report.duplicates["label conflicts rejected"] == 0
+    ds = load_dataset(str(tmp_path / "out"), TASK, cache_dir=str(tmp_path / "hf_cache"))
+    labels = {r["sample_id"].split("/")[0]: ds[s].features["malignancy"].names[r["malignancy"]]
+              for s in ds for r in ds[s] if "P_00002_RIGHT_CC" in r["sample_id"]}
+    assert labels == {mass: "malignant", calc: "malignant"}

@@ -8,7 +8,10 @@ first component, which is the full mammogram's folder name. A sample is one full
 PNG (mode ``I;16``) of its stored pixel values, MONOCHROME1 inverted so dense tissue is bright, rendered again when
 shards are written. 16-bit rather than a windowed 8-bit image: the release has no agreed display window, and a
 window chosen here would clip calcifications for good; a processor windows or rescales. Its label is malignant
-when any of its abnormalities is MALIGNANT, else benign (BENIGN_WITHOUT_CALLBACK is benign). Patients group; the
+when any of its abnormalities is MALIGNANT, else benign (BENIGN_WITHOUT_CALLBACK is benign), counting the rows of
+both CSV kinds: a DDSM case with a mass and a calcification is in both sets, its full mammogram under a ``Mass-``
+and a ``Calc-`` folder (the same pixels: labelled alike, the two copies are grouped as exact duplicates and share a
+split; labelled by their own CSV alone they would disagree, and a label conflict rejects both). Patients group; the
 publisher's Training/Test split is kept, and a patient's training images that share the patient with test images
 are dropped. The NBIA Data Retriever writes ``CBIS-DDSM/`` and its ``metadata.csv`` into a download folder of
 its own (``manifest-<id>/``, or the manifest's name, ``CBIS-DDSM-All-doiJNLP-zzWs5zfZ/``): the tree is found at
@@ -70,7 +73,7 @@ def mammogram_png(path: Path) -> bytes:
 class CBISDDSMBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
     task = "breast_cancer"
     source = "cbis_ddsm"
-    reading_version = "2"
+    reading_version = "3"
 
     @classmethod
     def detect(cls, root: Path) -> bool:
@@ -125,6 +128,17 @@ class CBISDDSMBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
                     rows.setdefault(folder, []).append((f"{where}:row {n}", (row.get("pathology") or "").strip()))
         return rows
 
+    @cached_property
+    def _mammogram_rows(self) -> dict[tuple[str, ...], list[tuple[str, str]]]:
+        """(split, patient, side, view) -> the CSV rows of every abnormality on that mammogram, mass and calc alike:
+        a DDSM case with both kinds is in both sets, its full mammogram under a ``Mass-`` and a ``Calc-`` folder."""
+        rows: dict[tuple[str, ...], list[tuple[str, str]]] = {}
+        for folder, found in self._rows.items():
+            match = FOLDER_NAME.match(folder)
+            if match is not None and match.group(6) is None:
+                rows.setdefault(match.group(2, 3, 4, 5), []).extend(found)
+        return rows
+
     def render(self, file: Path, params: Mapping[str, str]) -> bytes:
         return mammogram_png(file)
 
@@ -164,13 +178,14 @@ class CBISDDSMBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
             raise UnusedSourceFile(
                 f"not used: ROI mask or cropped lesion of abnormality {abnormality}, not a full mammogram"
             )
-        rows = self._rows.get(folder)
-        if not rows:
+        if not self._rows.get(folder):
             raise BadSourceFile(f"no case-description CSV row names {folder!r}")
+        rows = self._mammogram_rows[(split, patient, side, view)]  # its mass and its calcification rows
         pathology = self.spec().label_map["malignancy"]  # the registry's map of the CSVs' pathology names
         unknown = sorted({p for _, p in rows if p not in pathology})
         if unknown:
-            raise BadSourceFile(f"pathology {unknown} is not one of {sorted(pathology)}")
+            where = ", ".join(w for w, p in rows if p not in pathology)
+            raise BadSourceFile(f"pathology {unknown} ({where}) is not one of {sorted(pathology)}")
         label = "malignant" if any(pathology[p] == "malignant" for _, p in rows) else "benign"
         png = mammogram_png(self.root / relpath)
         return [Sample(
