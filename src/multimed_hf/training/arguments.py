@@ -349,7 +349,8 @@ def parse_train_args(argv: Sequence[str] | None = None, *, prog: str = "multimed
     """``(MultiMedArguments, TrainingArguments)`` from the command line (or one ``.json`` file), as transformers'
     examples parse: every ``TrainingArguments`` flag works; unset ones take ``training_defaults(family, encoders,
     task_modalities(tasks))``.
-    A balancing variant's flag without that variant in ``--family`` is refused. ``prog``: the usage line's command."""
+    A balancing variant's flag without that variant in ``--family`` is refused, and so is ``--remove_unused_columns
+    True`` (the trainer keeps every column). ``prog``: the usage line's command."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser(MultiMedArguments, prog)
     if len(argv) == 1 and argv[0].endswith(".json"):
@@ -362,6 +363,10 @@ def parse_train_args(argv: Sequence[str] | None = None, *, prog: str = "multimed
         parser.set_defaults(**training_defaults(probe.family, probe.encoders, task_modalities(probe.tasks)))
         args, training_args = parser.parse_args_into_dataclasses(argv)
     check_variant_flags(args, [args.family])
+    if training_args.remove_unused_columns:  # our default is False: the user asked for it
+        raise ValueError("--remove_unused_columns True: MultiMedTrainer reads every column of a task's rows through "
+                         "the processor (with_transform), so it keeps them all; leave it False (the default of "
+                         "multimed train)")
     return args, training_args
 
 

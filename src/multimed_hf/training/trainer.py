@@ -30,7 +30,7 @@ from multimed_hf.training.predictions import PER_ROW_METRIC_COLUMNS, TaskPredict
 from multimed_hf.training.sampling import TaskBatchSampler, TaskSampling
 
 __all__ = ["MultiMedTrainer", "TaskPredictions", "LOSS_WEIGHTING_NAME", "modality_param_groups",
-           "uint8_image_processor"]
+           "refused_arguments", "uint8_image_processor"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,59 @@ def uint8_image_processor(processor):
     return transport
 
 
+#: ``Trainer`` keyword arguments that MultiMedTrainer replaces (they would be skipped silently), and what to use.
+_REPLACED_KWARGS = {
+    "compute_metrics": "evaluation computes each task's registry metrics (eval_<task>_<metric>, "
+                       "MultiMedTrainer.evaluate); score other metrics from predict_task's TaskPredictions",
+    "preprocess_logits_for_metrics": "evaluation computes each task's registry metrics from the heads' outputs; "
+                                     "score other metrics from predict_task's TaskPredictions",
+    "compute_loss_func": "the loss is the model heads' losses combined by the loss weighting: pass loss_weighting= "
+                         "(a LossWeighting or a registered name)",
+}
+
+_METRICS_PATH = ("evaluation computes each task's registry metrics over all its rows (MultiMedTrainer.evaluate), "
+                 "not through compute_metrics")
+
+
+def refused_arguments(args: TrainingArguments) -> list[str]:
+    """Why each ``TrainingArguments`` flag set in ``args`` that MultiMedTrainer cannot honour does not apply, and
+    what to use instead (empty when every flag given works): under it these would be skipped silently or crash
+    obscurely."""
+    refused = []
+    flag = partial(getattr, args)  # fields that older transformers 5.x lack count as unset
+    if flag("label_smoothing_factor", 0):  # Trainer's smoother only wraps a loss it computes itself
+        refused.append(f"label_smoothing_factor={args.label_smoothing_factor}: MultiMedModel's heads compute their "
+                       "own losses (per task, label column and modality), so Trainer's label smoother would be "
+                       "skipped silently; leave it at 0")
+    if flag("train_sampling_strategy", "random") != "random":
+        refused.append(f"train_sampling_strategy={args.train_sampling_strategy!r}: batches are drawn by the task "
+                       "batch sampler (every batch holds one task, rows shuffled within their task), which replaces "
+                       "Trainer's sampler; choose how tasks share the batches with --sampling proportional|"
+                       "temperature|uniform|round_robin (TaskSampling.strategy)")
+    if flag("neftune_noise_alpha", None) is not None:
+        refused.append(f"neftune_noise_alpha={args.neftune_noise_alpha}: NEFTune adds noise to a model's one token "
+                       "embedding (get_input_embeddings) and MultiMedModel has none (each modality's encoder reads "
+                       "its own inputs); leave it unset (--modality_dropout regularises across modalities)")
+    if flag("use_liger_kernel", False):
+        refused.append("use_liger_kernel=True: Liger patches a model by its model_type (Llama, Qwen, ...) and has no "
+                       "kernels for MultiMedModel ('multimed'), so nothing would be patched; leave it off")
+    if flag("include_num_input_tokens_seen", "no") not in ("no", False):
+        refused.append(f"include_num_input_tokens_seen={args.include_num_input_tokens_seen!r}: MultiMedModel's "
+                       "inputs are a dict of modalities, not one token tensor, so Trainer would count 0 tokens; "
+                       "leave it 'no' (train_samples_per_second counts rows)")
+    if flag("label_names", None) is not None and list(args.label_names) != ["labels"]:
+        refused.append(f"label_names={args.label_names}: a task's label columns come from the task registry and "
+                       "travel in the batch's 'labels' dict; leave it unset")
+    if flag("batch_eval_metrics", False):
+        refused.append(f"batch_eval_metrics=True: {_METRICS_PATH}; leave it off")
+    if flag("include_for_metrics", None):
+        refused.append(f"include_for_metrics={args.include_for_metrics}: {_METRICS_PATH}; leave it empty (per-task "
+                       "losses are reported as eval_<task>_loss)")
+    if not flag("eval_do_concat_batches", True):
+        refused.append(f"eval_do_concat_batches=False: {_METRICS_PATH}; leave it True")
+    return refused
+
+
 class _SyncLossWeighting(TrainerCallback):
     """A learned loss weighting lives outside the model: average its gradients over processes before each
     optimizer step (DDP does the model's) and clear them after it (Trainer's ``model.zero_grad()`` does not)."""
@@ -147,7 +200,10 @@ class MultiMedTrainer(Trainer):
     no gradient in a step. FSDP (``--fsdp``) needs every rank to run the same modules in a step: with several tasks
     the trainer turns on lockstep sampling (`TaskSampling.lockstep`: every rank trains the same task in each step,
     streamed data too: `IterableMultiTaskDataset`), and it refuses a task whose rows may lack one of its
-    modalities (`training.sharding.check_fsdp_batches`).
+    modalities (`training.sharding.check_fsdp_batches`). ``TrainingArguments`` flags that cannot apply here
+    (``train_sampling_strategy``, ``label_smoothing_factor``, NEFTune, ``compute_metrics``'s options, ...) are refused
+    at construction with the reason and what to use instead (`refused_arguments`), never skipped silently; per-task
+    batch sizes shrink with ``auto_find_batch_size`` as the default one does.
 
     Args:
         model: a `MultiMedModel` (or a PEFT model over one).
@@ -178,6 +234,9 @@ class MultiMedTrainer(Trainer):
         for key in ("train_dataset", "eval_dataset"):
             if key in trainer_kwargs:
                 raise TypeError(f"MultiMedTrainer takes {key.split('_')[0]}_datasets={{task: dataset}}, not {key}")
+        for key, instead in _REPLACED_KWARGS.items():
+            if trainer_kwargs.get(key) is not None:
+                raise TypeError(f"MultiMedTrainer does not take {key}: {instead}")
         if model is None:
             raise ValueError("MultiMedTrainer needs a model (a MultiMedModel)")
         if (train_datasets or eval_datasets) and processor is None:
@@ -196,11 +255,9 @@ class MultiMedTrainer(Trainer):
         missing = sorted({t for t in tasks if t not in heads})
         if missing:
             raise ValueError(f"datasets name tasks {missing} that the model has no head for (heads: {list(heads)})")
-        if getattr(args, "label_smoothing_factor", 0):  # Trainer's smoother only wraps a loss it computes itself
-            raise ValueError(
-                f"label_smoothing_factor={args.label_smoothing_factor}: MultiMedModel's heads compute their own "
-                "losses (per task, label column and modality), so Trainer's label smoother would be skipped "
-                "silently; leave it at 0")
+        refused = refused_arguments(args)
+        if refused:
+            raise ValueError("TrainingArguments that MultiMedTrainer cannot honour:\n- " + "\n- ".join(refused))
         args.remove_unused_columns = False
         if args.ddp_find_unused_parameters is None:
             args.ddp_find_unused_parameters = True
@@ -244,9 +301,14 @@ class MultiMedTrainer(Trainer):
                             "each step)", len(train_datasets))
             check_fsdp_batches({t: self.modalities.get(t, tuple(heads[t]["modalities"])) for t in train_datasets},
                                self.args.world_size, lockstep=self.sampling.lockstep)
+        in_order = getattr(args, "dataloader_in_order", True)
+        if self.sampling.lockstep and not in_order and args.dataloader_num_workers > 1:
+            raise ValueError("dataloader_in_order=False with lockstep task sampling: every process must train the "
+                             "same task in each step, and batches taken from the workers out of order break that "
+                             "(FSDP would hang); leave it True, or use at most one dataloader worker")
         self.train_batch_sampler: TaskBatchSampler | None = None
         self._log_sums: dict[str, torch.Tensor] = {}
-        self._log_counts: dict[str, int] = {}
+        self._log_counts: dict[str, torch.Tensor] = {}
 
     def _subset(self, datasets: Mapping[str, Any]) -> dict[str, tuple]:
         return {t: m for t, m in self.modalities.items() if t in datasets}
@@ -270,7 +332,8 @@ class MultiMedTrainer(Trainer):
         if isinstance(self.train_dataset, IterableMultiTaskDataset):
             return self._streamed_train_dataloader()
         seed = args.data_seed if args.data_seed is not None else args.seed
-        sampler = TaskBatchSampler(self.train_dataset.sizes, self.sampling, batch_size=self._train_batch_size,
+        sampling = dataclasses.replace(self.sampling, batch_sizes=self._task_batch_sizes(self.sampling.batch_sizes))
+        sampler = TaskBatchSampler(self.train_dataset.sizes, sampling, batch_size=self._train_batch_size,
                                    num_replicas=max(1, args.world_size), rank=args.process_index, seed=seed)
         self.train_batch_sampler = sampler
         loader = DataLoader(
@@ -288,17 +351,29 @@ class MultiMedTrainer(Trainer):
             shard.num_processes, shard.process_index = 1, 0
         return dataloader
 
+    def _task_batch_sizes(self, sizes: Mapping[str, int]) -> dict[str, int]:
+        """Per-task batch sizes ``sizes`` (set for ``args.train_batch_size``) scaled as ``auto_find_batch_size`` has
+        scaled the default one (``_train_batch_size``, lowered after each out-of-memory error)."""
+        full, now = self.args.train_batch_size, self._train_batch_size
+        if now is None or now == full:
+            return dict(sizes)
+        return {t: max(1, b * now // full) for t, b in sizes.items()}
+
     def _streamed_train_dataloader(self) -> DataLoader:
         """Batches straight from the interleaved stream, not prepared by accelerate (its default for an iterable
         dataset, dispatching process 0's batches, would undo the per-process shards); Trainer moves them to the
-        device. ``set_epoch`` reaches the stream."""
+        device. ``set_epoch`` reaches the stream. With ``dataloader_in_order=False`` (refused under lockstep) workers'
+        batches come as they are ready: a resumed run then skips as many batches, not necessarily the same ones."""
         args = self.args
         workers = args.dataloader_num_workers
+        self.train_dataset.batch_sizes = self._task_batch_sizes(
+            {t: self.sampling.batch_size_of(t, args.train_batch_size) for t in self.train_dataset.batch_sizes})
         return _StreamLoader(
             self.train_dataset, batch_size=None, collate_fn=self.data_collator, num_workers=workers,
             pin_memory=args.dataloader_pin_memory, persistent_workers=args.dataloader_persistent_workers,
             multiprocessing_context=args.dataloader_multiprocessing_context,
             prefetch_factor=args.dataloader_prefetch_factor,
+            in_order=getattr(args, "dataloader_in_order", True),
             worker_init_fn=partial(seed_worker, num_workers=workers, rank=args.process_index),
         )
 
@@ -338,11 +413,13 @@ class MultiMedTrainer(Trainer):
                                                          inputs["task"], row_index if model.training else None)})
         else:
             loss, logs = self.loss_weighting.combine(inputs["task"], outputs)
-        if model.training:
+        if model.training:  # NaN / inf values left out of the per-task logs with logging_nan_inf_filter, as from loss
             for key, value in logs.items():
                 value = value.detach().float()
+                count = torch.isfinite(value).float() if self.args.logging_nan_inf_filter else torch.ones_like(value)
+                value = torch.where(count > 0, value, torch.zeros_like(value))
                 self._log_sums[key] = self._log_sums[key] + value if key in self._log_sums else value
-                self._log_counts[key] = self._log_counts.get(key, 0) + 1
+                self._log_counts[key] = self._log_counts[key] + count if key in self._log_counts else count
         return (loss, outputs) if return_outputs else loss
 
     def _task_rows(self, task: str, row_index: torch.Tensor | None) -> torch.Tensor | None:
@@ -366,7 +443,8 @@ class MultiMedTrainer(Trainer):
         device = self.args.device
         sums = torch.stack([self._log_sums[k].to(device) if k in self._log_sums else torch.zeros((), device=device)
                             for k in keys])
-        counts = torch.tensor([float(self._log_counts.get(k, 0)) for k in keys], device=device)
+        counts = torch.stack([torch.as_tensor(self._log_counts.get(k, 0), dtype=torch.float32).to(device)
+                              for k in keys])
         if distributed:
             both = torch.cat([sums, counts])
             torch.distributed.all_reduce(both)
@@ -522,8 +600,11 @@ class MultiMedTrainer(Trainer):
         data = MultiTaskDataset({task: dataset}, self.processor, modalities=read, labels=has_labels)
         batches = self._eval_batches(len(data), batch_size or self.args.eval_batch_size)
         flags = iter([pad for _, pad in batches])
+        # in order (the padding flags follow the batches); a loader per call, so workers do not persist across calls
         loader = DataLoader(data, batch_sampler=[b for b, _ in batches], collate_fn=self.data_collator,
-                            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
+                            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory,
+                            prefetch_factor=self.args.dataloader_prefetch_factor,
+                            multiprocessing_context=self.args.dataloader_multiprocessing_context)
         model = self._eval_model()
         model.eval()
         rows, outputs, references, masks = [], {}, {}, {}
@@ -578,7 +659,8 @@ class MultiMedTrainer(Trainer):
                  metric_key_prefix: str = "eval") -> dict[str, float]:
         """Per task of the eval sets: ``<prefix>_<task>_<metric>`` (``<prefix>_<task>_<column>_<metric>`` where the
         task has several label columns) from the registry metrics, ``<prefix>_<task>_loss``, and ``<prefix>_loss``
-        (the mean over tasks). ``eval_dataset``: {task: dataset}, one task's name, or None (the trainer's)."""
+        (the mean over tasks); with ``prediction_loss_only`` the losses alone. ``eval_dataset``: {task: dataset}, one
+        task's name, or None (the trainer's)."""
         sets = self.eval_dataset if eval_dataset is None else eval_dataset
         if isinstance(eval_dataset, str):
             sets = {eval_dataset: self.eval_dataset[eval_dataset]}
@@ -594,7 +676,8 @@ class MultiMedTrainer(Trainer):
             if predictions.loss is not None:
                 metrics[f"{metric_key_prefix}_{task}_loss"] = predictions.loss
                 losses.append(predictions.loss)
-            per_column = predictions.metrics() if predictions.references else {}
+            per_column = predictions.metrics() if predictions.references and not self.args.prediction_loss_only \
+                else {}
             several = len(predictions.head_spec["outputs"]) > 1
             for column, values in per_column.items():
                 for name, value in values.items():
