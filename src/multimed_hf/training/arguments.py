@@ -6,7 +6,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 __all__ = [
     "MultiMedArguments",
@@ -23,6 +23,7 @@ __all__ = [
     "VARIANT_FLAGS",
     "variant_options",
     "check_variant_flags",
+    "check_run_flags",
     "teachers_of",
     "held_out_classes",
 ]
@@ -224,10 +225,28 @@ class MultiMedArguments:
         if alignment_only and not self.align_label_text:
             raise ValueError(f"--{alignment_only[0]} belongs to contrastive alignment: add --align_label_text "
                              f"(held-out classes are predicted through the label_text heads it trains)")
+        pair_only = [f"{name} {getattr(self, name)}" for name in ("align_temperature", "align_pair_weight",
+                                                                   "max_align_pairs") if _given(self, name)]
+        if pair_only and not self.align_pairs:
+            raise ValueError(f"--{pair_only[0]}: it sets the image-caption loss, which only --align_pairs CONFIG "
+                             f"trains (with --align_label_text); add --align_pairs pmc_pairs or leave it out")
         if self.task_batch_sizes is not None and not isinstance(self.task_batch_sizes, dict):
             self.task_batch_sizes = _json_arg("task_batch_sizes", self.task_batch_sizes)
         if self.processor_overrides is not None and not isinstance(self.processor_overrides, dict):
             self.processor_overrides = _json_arg("processor_overrides", self.processor_overrides)
+        _check_counts(self, hidden_size=1, max_train_samples=1, max_eval_samples=1, bootstrap_samples=0,
+                      max_align_pairs=1, sampling_size_cap=1)
+        if _given(self, "sampling_temperature") and self.sampling != "temperature":
+            raise ValueError(f"--sampling_temperature {self.sampling_temperature}: it is the T of --sampling "
+                             f"temperature, and --sampling is {self.sampling!r}; add --sampling temperature or leave "
+                             f"it out")
+        if self.sampling_size_cap is not None and self.sampling in ("uniform", "round_robin"):
+            raise ValueError(f"--sampling_size_cap {self.sampling_size_cap}: --sampling {self.sampling} gives every "
+                             f"task the same number of batches whatever its size, so a cap on sizes changes nothing; "
+                             f"use it with --sampling proportional or temperature")
+        _check_eval_splits("eval_splits", self.eval_splits)
+        if self.class_texts:
+            _check_class_texts(self.class_texts)
 
 
 @dataclass
@@ -242,6 +261,56 @@ class EvaluateArguments:
     streaming: bool = field(default=False, metadata={"help": "stream the data"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "keep the first N rows per task"})
     bootstrap_samples: int = field(default=1000, metadata={"help": "bootstrap resamples of the metrics' CIs"})
+
+    def __post_init__(self):
+        _check_counts(self, max_eval_samples=1, bootstrap_samples=0)
+
+
+def _given(args, name: str) -> bool:
+    """Whether field ``name`` of the dataclass ``args`` differs from its default (was set by the user)."""
+    return getattr(args, name) != args.__dataclass_fields__[name].default
+
+
+def _check_counts(args, **minimum: int) -> None:
+    """Refuse a count below its minimum (``max_eval_samples 0`` would score nothing; ``bootstrap_samples -1``
+    failed only after training; ``hidden_size 0`` silently meant the preset's size)."""
+    for name, low in minimum.items():
+        value = getattr(args, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            what = "0 (no CI) or more" if low == 0 else f"an integer >= {low}"
+            raise ValueError(f"--{name} {value!r}: expected {what}")
+
+
+def _check_eval_splits(flag: str, splits) -> None:
+    """Training evaluates the splits a run loads (``training.loading.SPLITS``); any other name was never scored."""
+    from multimed_hf.training.loading import SPLITS
+
+    unknown = [s for s in splits or () if s not in SPLITS]
+    if unknown:
+        raise ValueError(f"--{flag} {list(splits)}: {unknown} is not a split a run loads; expected some of "
+                         f"{list(SPLITS)}")
+
+
+def _check_class_texts(class_texts: Mapping[str, Any]) -> None:
+    """``--class_texts`` must name registered tasks and, where the registry lists them, their classes (a misspelt
+    class silently kept its name as its text); classes of free-text labels come from the data and are not checked
+    here."""
+    from multimed_hf.tasks import UnknownTaskError, get_task
+
+    for task, texts in class_texts.items():
+        try:
+            labels = get_task(task).labels
+        except UnknownTaskError as err:
+            raise ValueError(f"--class_texts: {err}") from None
+        if not isinstance(texts, Mapping):
+            raise ValueError(f"--class_texts[{task!r}]: expected an object class -> text, got "
+                             f"{type(texts).__name__}")
+        if any(label.kind == "text" for label in labels):  # a vocabulary fitted on the training rows
+            continue
+        names = [n for label in labels for n in (label.names or ())]
+        unknown = sorted(set(texts) - set(names))
+        if unknown:
+            raise ValueError(f"--class_texts[{task!r}]: {unknown} are not classes of {task!r}; its classes: {names}")
 
 
 #: Variant -> (``MultiMedArguments`` field, the variant's option name); ``variant_options`` maps them.
@@ -319,6 +388,36 @@ def check_variant_flags(args: "MultiMedArguments", families) -> None:
                              f"({list(families)}); e.g. --family multimodal_multitask+{variant}")
 
 
+def check_run_flags(args: "MultiMedArguments", tasks: Sequence[str]) -> None:
+    """Refuse flags that name tasks or modalities ``tasks`` (the command's, ``all`` resolved) do not train or read:
+    ``--task_batch_sizes`` / ``--class_texts`` / ``--holdout_classes`` keys, ``--processor_overrides`` modalities,
+    ``--uint8_images true`` / ``--draft_images`` without an image modality. Each was silently ignored before. A
+    flag that fits some of a family's runs and not others is applied where it fits (``training.run``)."""
+    from multimed_hf.tasks import IMAGE_MODALITIES
+
+    tasks = list(dict.fromkeys(tasks))
+    keyed = {"task_batch_sizes": args.task_batch_sizes, "class_texts": args.class_texts,
+             "holdout_classes": held_out_classes(args.holdout_classes) if args.holdout_classes else None}
+    for flag, given in keyed.items():
+        untrained = [t for t in given or {} if t not in tasks]
+        if untrained:
+            raise ValueError(f"--{flag} names tasks {untrained} that this run does not train (--tasks {tasks}); "
+                             f"name only tasks of --tasks")
+    modalities = task_modalities(tasks)
+    if modalities is None:  # an unknown task: the run's own checks name it
+        return
+    images = [m for m in modalities if m in IMAGE_MODALITIES]
+    unread = [m for m in args.processor_overrides or {} if m not in modalities and not (m == "image" and images)]
+    if unread:
+        raise ValueError(f"--processor_overrides names modalities {unread} that none of --tasks {tasks} reads "
+                         f"(they read {list(modalities)}; 'image' stands for every image modality)")
+    if not images:
+        for flag, on in (("uint8_images", args.uint8_images), ("draft_images", args.draft_images)):
+            if on:
+                raise ValueError(f"--{flag} true changes how images are decoded or carried, but --tasks {tasks} read "
+                                 f"no image modality ({list(modalities)}); leave it out")
+
+
 def _json_arg(name: str, value: str) -> dict:
     text = Path(value).read_text() if Path(value).is_file() else value
     try:
@@ -363,6 +462,7 @@ def parse_train_args(argv: Sequence[str] | None = None, *, prog: str = "multimed
         parser.set_defaults(**training_defaults(probe.family, probe.encoders, task_modalities(probe.tasks)))
         args, training_args = parser.parse_args_into_dataclasses(argv)
     check_variant_flags(args, [args.family])
+    check_run_flags(args, args.tasks)
     if training_args.remove_unused_columns:  # our default is False: the user asked for it
         raise ValueError("--remove_unused_columns True: MultiMedTrainer reads every column of a task's rows through "
                          "the processor (with_transform), so it keeps them all; leave it False (the default of "

@@ -42,6 +42,8 @@ ERROR_FILE = "error.txt"
 
 #: ``multimed train`` flags that pick one family or plan: the benchmark plans every family itself.
 _SINGLE_RUN_FLAGS = ("--family", "--plan", "--list_plans")
+#: Flags the grid sets per run, so a value given would be overwritten: flag -> what to use instead.
+_GRID_FLAGS = {"--seed": "--seeds S1 S2 ... (each run's seed)"}
 
 
 class BenchmarkError(ValueError):
@@ -209,6 +211,27 @@ def _baseline_lines(data, tasks: Sequence[str], records: Sequence[Mapping], *, m
     return lines
 
 
+def _check_grid_flags(runs: Sequence[_Run], data, encoders: str, options: Mapping[str, Any]) -> None:
+    """Refuse a run option that changes no run of the grid (``training.run.plan_flag_notes``: e.g.
+    ``--modality_dropout`` over unimodal families only); one that changes some runs is applied there, and each other
+    run logs a one-line warning."""
+    from multimed_hf.training.arguments import MultiMedArguments
+    from multimed_hf.training.run import plan_flag_notes
+
+    notes = []
+    for plan in {(run.plan.family, run.plan.name): run.plan for run in runs}.values():
+        try:
+            args = MultiMedArguments(data=str(data), tasks=list(plan.tasks), family=plan.family, encoders=encoders,
+                                     plan=plan.name, **options)
+        except (TypeError, ValueError):  # a bad option fails each run, recorded in its cells
+            return
+        notes.append(plan_flag_notes(args, plan))
+    unused = [flag for flag in (notes[0] if notes else {}) if all(flag in n for n in notes)]
+    if unused:
+        raise BenchmarkError(f"--{unused[0]} changes no run of the grid ({notes[0][unused[0]]}, and so in every "
+                             f"other run); leave it out")
+
+
 def _records_of(result, run: _Run) -> list[dict]:
     records = getattr(result, "records", None)
     if records is None:
@@ -257,6 +280,7 @@ def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str
     output_dir = Path(output_dir)
     runs, records, notes = _plan_grid(data, tasks, families, seeds, output_dir)
     options = dict(run_options or {})
+    _check_grid_flags(runs, data, encoders, options)
     bar = tqdm(runs, desc="benchmark", unit="run", disable=not progress)
     for run in bar:
         bar.set_postfix_str(f"{run.plan.family} {run.plan.name} seed {run.seed}")
@@ -300,6 +324,10 @@ def _parse(argv: Sequence[str], prog: str = "multimed benchmark"):
     if given:
         raise BenchmarkError(f"multimed benchmark: {given[0].split('=')[0]} picks one run of `multimed train`; the "
                              "benchmark runs every plan of --families")
+    overwritten = [a.split("=")[0] for a in argv if a.split("=")[0] in _GRID_FLAGS]
+    if overwritten:
+        raise BenchmarkError(f"multimed benchmark: {overwritten[0]} would be overwritten by every run of the grid; "
+                             f"use {_GRID_FLAGS[overwritten[0]]}")
     parser = HfArgumentParser((BenchmarkArguments, MultiMedArguments, TrainingArguments), prog=prog)
     if len(argv) == 1 and argv[0].endswith(".json"):
         raise BenchmarkError("multimed benchmark: pass flags, not a JSON file (its defaults depend on each family)")
@@ -337,6 +365,9 @@ def benchmark_main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     bench, run_args, training_args_for = _parse(argv)
     tasks = built_tasks(run_args.data) if run_args.tasks == ["all"] else run_args.tasks
+    from multimed_hf.training.arguments import check_run_flags
+
+    check_run_flags(run_args, tasks)
     skip = {f.name for f in dataclasses.fields(run_args)} & {"data", "tasks", "family", "encoders", "plan",
                                                               "list_plans"}
     options = {f.name: getattr(run_args, f.name) for f in dataclasses.fields(run_args) if f.name not in skip}

@@ -39,6 +39,7 @@ __all__ = [
     "evaluate_main",
     "choose_plan",
     "build_trainer",
+    "plan_flag_notes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -103,6 +104,52 @@ def choose_plan(args: MultiMedArguments) -> RunPlan:
         raise RunError(f"family {args.family!r} means {len(plans)} runs for {args.tasks}: "
                        f"{[p.name for p in plans]}; pick one with plan= (train_main runs them all)")
     return plans[0]
+
+
+def plan_flag_notes(args: MultiMedArguments, plan: RunPlan) -> dict[str, str]:
+    """Flag -> why it changes nothing in ``plan``: ``--modality_dropout`` where no task reads two modalities (a row's
+    last modality is never dropped), ``--sampling`` / ``--sampling_size_cap`` with one task (every batch is that
+    task's), ``--uint8_images true`` / ``--draft_images`` where no image modality is read, ``--processor_overrides``
+    of modalities the plan does not read (left out of it). ``train_model`` refuses them for the plan it chose itself
+    and warns where a caller handed it one plan of several (a family's, a benchmark grid's); ``multimed train``
+    refuses a flag that no plan of the family uses."""
+    from multimed_hf.tasks import IMAGE_MODALITIES
+
+    read = plan.read_modalities
+    where = f"plan {plan.name!r} ({', '.join(f'{t}: {list(m)}' for t, m in plan.modalities.items())})"
+    notes = {}
+    if args.modality_dropout > 0 and all(len(m) < 2 for m in plan.modalities.values()):
+        notes["modality_dropout"] = (f"--modality_dropout {args.modality_dropout} drops modalities of rows holding "
+                                     f"several, never a row's last one, and {where} reads one modality per task")
+    if len(plan.tasks) < 2:
+        for flag, given in (("sampling", args.sampling != "proportional"),
+                            ("sampling_size_cap", args.sampling_size_cap is not None)):
+            if given:
+                notes[flag] = (f"--{flag} {getattr(args, flag)} shares batches out between tasks, and {where} trains "
+                               f"one task")
+    images = any(m in IMAGE_MODALITIES for m in read)
+    for flag, on in (("uint8_images", args.uint8_images), ("draft_images", args.draft_images)):
+        if on and not images:
+            notes[flag] = f"--{flag} true changes how images are read, and {where} reads no image modality"
+    unread = [m for m in args.processor_overrides or {} if m not in read and not (m == "image" and images)]
+    if unread:
+        notes["processor_overrides"] = f"--processor_overrides of {unread}: {where} does not read them"
+    return notes
+
+
+def _plan_processor_overrides(args: MultiMedArguments, plan: RunPlan) -> dict | None:
+    """``--processor_overrides`` of the modalities ``plan`` reads (a family's other plans read the others)."""
+    from multimed_hf.tasks import IMAGE_MODALITIES
+
+    read = plan.read_modalities
+    images = any(m in IMAGE_MODALITIES for m in read)
+    kept = {m: v for m, v in (args.processor_overrides or {}).items() if m in read or (m == "image" and images)}
+    return kept or None
+
+
+#: Family variants that read whole training splits (G-Blend's probe runs and loss measurements, MIND's teacher
+#: predictions stored as columns): a streamed split has no length and no random access.
+RANDOM_ACCESS_VARIANTS = ("gblend", "mind")
 
 
 # ---------------------------------------------------------------------- pieces
@@ -297,7 +344,19 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
     if args.streaming and training_args.max_steps <= 0:
         raise RunError("--streaming: a streamed training set has no length, so epochs cannot be counted; give "
                        "--max_steps N")
+    chosen_here = plan is None
     plan = plan or choose_plan(args)
+    if args.streaming:
+        whole = [v for v in plan.variants if v in RANDOM_ACCESS_VARIANTS]
+        if whole:
+            raise RunError(f"--streaming with family {plan.family!r}: +{whole[0]} reads the whole training split "
+                           f"(G-Blend's probe runs, MIND's teacher predictions stored per row), which a stream cannot "
+                           f"give; train it without --streaming, or use +miles / +ogm_ge")
+    notes = plan_flag_notes(args, plan)
+    if notes and chosen_here:  # the one run asked for: the flag would do nothing at all
+        raise RunError("; ".join(f"{why}: it would change nothing; leave it out" for why in notes.values()))
+    for why in notes.values():  # one plan of several (a family's, a benchmark grid's): it applies to the others
+        logger.warning("%s: not applied to this run", why)
     balancing = _balancing(args, plan)
     if balancing is not None:
         balancing.check_plan(plan.modalities)  # before anything is loaded or built
@@ -321,7 +380,7 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
         args.data, plan.tasks, encoders=encoders, modalities=plan.modalities,
         row_modality=plan.row_modality, datasets=datasets, streaming=args.streaming,
         rank=training_args.process_index, world_size=training_args.world_size, fusion=args.fusion,
-        hidden_size=args.hidden_size, processor_overrides=args.processor_overrides,
+        hidden_size=args.hidden_size, processor_overrides=_plan_processor_overrides(args, plan),
         config_kwargs=config_kwargs, build_model=not align,
     )
     if args.draft_images:
@@ -342,6 +401,7 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
         data = _without_held_out(data, settings.held_out, prepared.train_datasets)
     if on_assembly is not None:
         on_assembly(assembly)
+    _check_eval_splits_exist(args.eval_splits, data)
     if args.streaming:  # evaluation needs random access: each process reads the (capped) evaluation splits whole
         data = {t: {s: ds if s == "train" else materialize(ds, args.max_eval_samples) for s, ds in splits.items()
                     if s == "train" or s == "validation" or s in args.eval_splits}
@@ -433,6 +493,18 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
     return RunResult(output_dir=output_dir, metrics=metrics, records=records, plan=plan)
 
 
+def _check_eval_splits_exist(splits: Sequence[str], data: Mapping[str, Mapping[str, Any]]) -> None:
+    """Before training: ``--eval_splits`` that no task of the run has would score nothing (refused); one that some
+    tasks lack (protein_structure publishes no validation split) is scored where it exists, said in one line."""
+    absent = {s: [t for t, by_split in data.items() if s not in by_split] for s in splits}
+    if splits and all(len(tasks) == len(data) for tasks in absent.values()):
+        raise RunError(f"--eval_splits {list(splits)}: none of them exists for tasks {list(data)} (their splits: "
+                       f"{ {t: list(by_split) for t, by_split in data.items()} }); name splits the data has")
+    for split, tasks in absent.items():
+        if tasks:
+            logger.warning("--eval_splits: tasks %s have no %r split; it is scored for the others", tasks, split)
+
+
 def _jsonable(value):
     """Options as JSON can hold them (teacher models as their class names, tuples as lists)."""
     if isinstance(value, Mapping):
@@ -500,6 +572,8 @@ def evaluate_checkpoint(checkpoint: str, data: str, splits: Sequence[str] = ("te
     absent = [(t, s) for t in tasks for s in splits if s not in selected[t]]
     if len(absent) == len(tasks) * len(splits):
         raise RunError(f"none of the splits {list(splits)} exists for tasks {tasks} in {data!r}")
+    for t, s in absent:  # recorded in run_info.json too (missing_splits)
+        logger.warning("evaluate: task %r has no %r split in %r; it is scored on the others", t, s, str(data))
     trainer = build_trainer(model, training_args, processor, modalities=modalities)
     records = _evaluate_splits(trainer, selected, splits, output_dir, bootstrap_samples, training_args.seed,
                                trainer.is_world_process_zero())
@@ -530,6 +604,12 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.plan is not None or len(plans) <= 1:
             plans = [choose_plan(args)]
+        notes = [plan_flag_notes(args, p) for p in plans]
+        unused = [flag for flag in notes[0] if all(flag in n for n in notes)]
+        if unused:  # a flag that some plans use is applied there, and train_model warns for the others
+            raise RunError(f"--{unused[0]} changes none of family {args.family!r}'s runs for {args.tasks} "
+                           f"({notes[0][unused[0]]}" + ("; the same in every plan" if len(plans) > 1 else "")
+                           + "); leave it out")
         for p in plans:
             targs = training_args if len(plans) == 1 else dataclasses.replace(
                 training_args, output_dir=str(Path(training_args.output_dir) / p.name))

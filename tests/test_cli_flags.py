@@ -1,0 +1,199 @@
+"""Our own flags (``multimed train`` / ``evaluate`` / ``benchmark``): each one either acts as its help says or is
+refused with the flag, what was seen and what to use instead; where it fits some runs of a family or benchmark grid
+and not others, it is applied where it fits and the others log one warning line. Never silently ignored."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+import balancing_tiny as bt
+from multimed_hf.training.arguments import parse_evaluate_args, parse_train_args
+from multimed_hf.training.benchmark import BenchmarkError, _parse, benchmark_main, run_benchmark
+from multimed_hf.training.families import plan_runs
+from multimed_hf.training.run import RunError, evaluate_checkpoint, train_main, train_model
+from training_tiny import brain_tumor, tiny_model, tiny_processor
+
+QUICK = ["--encoders", "small", "--hidden_size", "16", "--max_steps", "1", "--per_device_train_batch_size", "4",
+         "--eval_strategy", "no", "--save_strategy", "no", "--disable_tqdm", "true", "--bootstrap_samples", "0",
+         "--report_to", "none", "--use_cpu", "true", "--dataloader_num_workers", "0"]
+
+
+@pytest.fixture(scope="module")
+def bt_dir(tmp_path_factory):
+    """brain_tumor (MRI only), with train and test splits only (no validation)."""
+    return bt.write_built_folder(tmp_path_factory.mktemp("flags") / "multimed", {"brain_tumor": {
+        "train": brain_tumor(8), "test": brain_tumor(4, seed=2, prefix="te")}})
+
+
+@pytest.fixture(scope="module")
+def vqa_dir(tmp_path_factory):
+    """med_vqa rows holding an X-ray and a question (two modalities)."""
+    return bt.write_built_folder(tmp_path_factory.mktemp("flags-vqa") / "multimed", {"med_vqa": {
+        "train": bt.vqa_rows(8), "validation": bt.vqa_rows(4, seed=1, prefix="v"),
+        "test": bt.vqa_rows(4, seed=2, prefix="t")}})
+
+
+def _train(*flags, data="multimed", tasks=("brain_tumor",)):
+    return parse_train_args(["--data", data, "--tasks", *tasks, "--output_dir", "out", *flags])
+
+
+# ---------------------------------------------------------------------- refused at parse time
+@pytest.mark.parametrize("flags, match", [
+    # before: T was read only by temperature sampling, so under --sampling proportional it did nothing
+    (["--sampling_temperature", "5"], r"--sampling_temperature 5.0: .*--sampling is 'proportional'.*--sampling "
+                                      r"temperature"),
+    # before: uniform and round_robin give every task the same batches; the cap on sizes was never read
+    (["--sampling", "uniform", "--sampling_size_cap", "10"], r"--sampling_size_cap 10: --sampling uniform .*changes "
+                                                             r"nothing"),
+    # before: the InfoNCE settings of the image-caption pairs were kept and never used without --align_pairs
+    (["--align_label_text", "--align_temperature", "0.2"], r"--align_temperature 0.2: .*only --align_pairs"),
+    (["--align_label_text", "--max_align_pairs", "5"], r"--max_align_pairs 5: .*--align_pairs"),
+    # before: a split no run loads was silently scored nowhere
+    (["--eval_splits", "tset"], r"--eval_splits \['tset'\]: \['tset'\] is not a split.*'validation', 'test'"),
+    # before: a misspelt class kept its name as its text
+    (["--align_label_text", "--class_texts", '{"brain_tumor": {"gliomaa": "a glial tumour"}}'],
+     r"--class_texts\['brain_tumor'\]: \['gliomaa'\] are not classes.*'glioma'"),
+])
+def test_flags_that_would_do_nothing_are_refused_at_parse_time(flags, match):
+    with pytest.raises(ValueError, match=match):
+        _train(*flags)
+
+
+@pytest.mark.parametrize("flag, value, expected", [
+    ("hidden_size", "0", "an integer >= 1"),  # before: 0 silently meant the preset's size (`hidden_size or preset`)
+    ("max_train_samples", "0", "an integer >= 1"),  # before: an empty training split, failing far from the flag
+    ("max_eval_samples", "-1", "an integer >= 1"),
+    ("bootstrap_samples", "-5", "0 \\(no CI\\) or more"),  # before: accepted, then raised after training
+])
+def test_counts_below_their_minimum_are_refused(flag, value, expected):
+    with pytest.raises(ValueError, match=f"--{flag} {value}: expected {expected}"):
+        _train(f"--{flag}", value)
+
+
+def test_evaluate_counts_below_their_minimum_are_refused():
+    with pytest.raises(ValueError, match="--max_eval_samples 0: expected an integer >= 1"):
+        parse_evaluate_args(["ckpt", "--data", "multimed", "--output_dir", "o", "--max_eval_samples", "0"])
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--task_batch_sizes", '{"cell_type": 256}'),  # before: a batch size of a task not trained was ignored
+    ("--class_texts", '{"cell_type": {"B cell": "a B lymphocyte"}}'),
+])
+def test_task_keyed_flags_must_name_tasks_of_the_run(flag, value):
+    extra = ["--align_label_text"] if flag == "--class_texts" else []
+    with pytest.raises(ValueError, match=rf"{flag} names tasks \['cell_type'\] that this run does not train"):
+        _train(flag, value, *extra)
+    args, _ = _train(flag, value, *extra, tasks=("brain_tumor", "cell_type"))  # named among --tasks: fine
+    assert "cell_type" in getattr(args, flag[2:])
+
+
+def test_processor_overrides_must_name_a_modality_the_tasks_read():
+    # before: train applied the override to a processor the run has not (MissingProcessorError naming no flag)
+    with pytest.raises(ValueError, match=r"--processor_overrides names modalities \['dna'\] that none of --tasks "
+                                         r"\['brain_tumor'\] reads \(they read \['mri'\]"):
+        _train("--processor_overrides", '{"dna": {"max_length": 64}}')
+    args, _ = _train("--processor_overrides", '{"image": {"draft_size": 64}}')  # 'image': every image modality
+    assert args.processor_overrides == {"image": {"draft_size": 64}}
+
+
+@pytest.mark.parametrize("flag", ["--uint8_images", "--draft_images"])
+def test_image_flags_need_a_task_that_reads_images(flag):
+    # before: the processor had no image processor to change, and the flag did nothing
+    with pytest.raises(ValueError, match=rf"{flag} true .* --tasks \['cell_type'\] read no image modality"):
+        _train(flag, "true", tasks=("cell_type",))
+    _train(flag, "false", tasks=("cell_type",))  # saying off is fine
+
+
+def test_benchmark_refuses_seed_that_each_run_overwrites():
+    # before: --seed was parsed, then every run's seed was replaced by one of --seeds
+    with pytest.raises(BenchmarkError, match="--seed would be overwritten by every run of the grid; use --seeds"):
+        _parse(["--data", "multimed", "--tasks", "brain_tumor", "--output_dir", "r", "--seed", "7"])
+
+
+def test_benchmark_checks_task_keyed_flags_against_its_tasks(tmp_path):
+    with pytest.raises(ValueError, match=r"--task_batch_sizes names tasks \['cell_type'\]"):
+        benchmark_main(["--data", str(tmp_path), "--tasks", "brain_tumor", "--families", "unimodal", "--seeds", "0",
+                        "--output_dir", str(tmp_path / "r"), "--task_batch_sizes", '{"cell_type": 8}'])
+
+
+# ---------------------------------------------------------------------- refused / warned per plan
+def test_modality_dropout_on_a_one_modality_run_is_refused(bt_dir, tmp_path, capsys):
+    # before: dropout never drops a row's last modality, so a unimodal run trained exactly as without it
+    code = train_main(["--data", bt_dir, "--tasks", "brain_tumor", "--family", "unimodal", "--output_dir",
+                       str(tmp_path / "run"), "--modality_dropout", "0.3", *QUICK])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--modality_dropout 0.3" in err and "reads one modality per task" in err and "leave it out" in err
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_task_sampling_with_one_task_is_refused_in_python_too(bt_dir, tmp_path):
+    with pytest.raises(RunError, match="--sampling round_robin shares batches out between tasks, and plan "
+                                       "'brain_tumor-mri' .* trains one task: it would change nothing"):
+        train_model(data=bt_dir, tasks=["brain_tumor"], family="unimodal", encoders="small", sampling="round_robin",
+                    output_dir=str(tmp_path / "run"), max_steps=1)
+
+
+def test_a_benchmark_flag_that_fits_no_run_is_refused_before_training(bt_dir, tmp_path):
+    trained = []
+    with pytest.raises(BenchmarkError, match="--modality_dropout changes no run of the grid"):
+        run_benchmark(bt_dir, ["brain_tumor"], ["unimodal", "domain_specific"], [0], tmp_path / "r",
+                      run_options={"modality_dropout": 0.2}, train_fn=lambda *a, **k: trained.append(a),
+                      progress=False)
+    assert trained == []
+
+
+def test_a_flag_that_fits_some_runs_is_applied_there_and_warned_for_the_others(vqa_dir, tmp_path, caplog):
+    # unimodal over med_vqa: one run reads the X-ray, one the question; a text override belongs to the second only
+    # (before: the X-ray run failed, its processor has no text processor to change)
+    plans = {p.name: p for p in plan_runs("unimodal", ["med_vqa"], vqa_dir)}
+    assert set(plans) == {"med_vqa-xray", "med_vqa-text"}
+    seen = {}
+    for name in ("med_vqa-xray", "med_vqa-text"):
+        with caplog.at_level(logging.WARNING, logger="multimed_hf.training.run"):
+            caplog.clear()
+            train_model(data=vqa_dir, tasks=["med_vqa"], family="unimodal", encoders="small", plan=plans[name],
+                        processor_overrides={"text": {"max_length": 7}}, hidden_size=16, eval_splits=["test"],
+                        bootstrap_samples=0, output_dir=str(tmp_path / name), max_steps=1,
+                        per_device_train_batch_size=4, eval_strategy="no", save_strategy="no", use_cpu=True,
+                        disable_tqdm=True, dataloader_num_workers=0,
+                        on_assembly=lambda a, name=name: seen.setdefault(name, a.processor))
+            warned = [r.getMessage() for r in caplog.records if "processor_overrides" in r.getMessage()]
+        assert seen[name].processors.get("text") is None or seen[name].processors["text"].max_length == 7
+        if name == "med_vqa-xray":
+            assert len(warned) == 1 and "not applied to this run" in warned[0] and "['text']" in warned[0]
+        else:
+            assert warned == [] and seen[name].processors["text"].max_length == 7
+
+
+def test_streaming_refuses_variants_that_read_whole_splits(vqa_dir, tmp_path):
+    # before: +gblend failed deep in its probe runs (TypeError: IterableDataset has no len())
+    with pytest.raises(RunError, match=r"--streaming with family 'multimodal\+gblend': \+gblend reads the whole "
+                                       r"training split"):
+        train_model(data=vqa_dir, tasks=["med_vqa"], family="multimodal+gblend", encoders="small", streaming=True,
+                    output_dir=str(tmp_path / "run"), max_steps=1)
+
+
+# ---------------------------------------------------------------------- evaluation splits
+def test_eval_splits_the_data_lacks_are_refused_before_training(bt_dir, tmp_path):
+    # before: the run trained, then scored nothing and wrote empty metrics
+    with pytest.raises(RunError, match=r"--eval_splits \['validation'\]: none of them exists for tasks "
+                                       r"\['brain_tumor'\].*'train', 'test'"):
+        train_model(data=bt_dir, tasks=["brain_tumor"], family="unimodal", encoders="small", hidden_size=16,
+                    eval_splits=["validation"], output_dir=str(tmp_path / "run"), max_steps=1, eval_strategy="no",
+                    use_cpu=True)
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_evaluate_says_which_splits_a_task_lacks(bt_dir, tmp_path, caplog):
+    checkpoint = tmp_path / "ckpt"
+    tiny_model(["brain_tumor"]).save_pretrained(checkpoint)
+    tiny_processor().save_pretrained(checkpoint)
+    with caplog.at_level(logging.WARNING, logger="multimed_hf.training.run"):
+        result = evaluate_checkpoint(str(checkpoint), bt_dir, ["validation", "test"], tmp_path / "eval",
+                                     bootstrap_samples=0)
+    assert any(k.startswith("test_") for k in result.metrics)
+    warned = [r.getMessage() for r in caplog.records]
+    assert any("'brain_tumor' has no 'validation' split" in w for w in warned)  # before: only in run_info.json
