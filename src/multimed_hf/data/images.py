@@ -17,8 +17,8 @@ from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.sample import SourceFileRef
 
 __all__ = [
-    "read_image_file", "is_blank", "MIN_IMAGE_SIDE", "perceptual_hashes", "split_hashes", "near_duplicate_copies",
-    "near_duplicate_copy_files", "NEAR_DUPLICATE_RECALL", "PERCEPTUAL_HASH_VERSION",
+    "read_image_file", "is_blank", "MIN_IMAGE_SIDE", "perceptual_hashes", "split_hashes", "near_duplicate_copy_files",
+    "NEAR_DUPLICATE_RECALL", "PERCEPTUAL_HASH_VERSION",
 ]
 
 MIN_IMAGE_SIDE = 8
@@ -271,11 +271,6 @@ def near_duplicate_copy_files(image: Image.Image) -> dict[str, bytes]:
         "cropped 4%": _file(rgb.crop((c4, c4, w - c4, h - c4))),
         "cropped 8% + resized back": _file(rgb.crop((c8, 0, w - c8, h)).resize((w, h)), 85),
     }
-
-
-def near_duplicate_copies(image: Image.Image) -> dict[str, Image.Image]:
-    """``near_duplicate_copy_files`` decoded."""
-    return {kind: Image.open(io.BytesIO(data)) for kind, data in near_duplicate_copy_files(image).items()}
 
 
 def is_blank(image: Image.Image) -> bool:

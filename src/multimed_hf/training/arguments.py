@@ -24,6 +24,7 @@ __all__ = [
     "variant_options",
     "check_variant_flags",
     "check_run_flags",
+    "overrides_read",
     "teachers_of",
     "held_out_classes",
 ]
@@ -388,6 +389,14 @@ def check_variant_flags(args: "MultiMedArguments", families) -> None:
                              f"({list(families)}); e.g. --family multimodal_multitask+{variant}")
 
 
+def overrides_read(overrides: Mapping[str, Any] | None, modalities: Sequence[str]) -> dict[str, Any]:
+    """The ``--processor_overrides`` entries for ``modalities`` (``"image"`` stands for every image modality)."""
+    from multimed_hf.tasks import IMAGE_MODALITIES
+
+    images = any(m in IMAGE_MODALITIES for m in modalities)
+    return {m: v for m, v in (overrides or {}).items() if m in modalities or (m == "image" and images)}
+
+
 def check_run_flags(args: "MultiMedArguments", tasks: Sequence[str]) -> None:
     """Refuse flags that name tasks or modalities ``tasks`` (the command's, ``all`` resolved) do not train or read:
     ``--task_batch_sizes`` / ``--class_texts`` / ``--holdout_classes`` keys, ``--processor_overrides`` modalities,
@@ -407,7 +416,8 @@ def check_run_flags(args: "MultiMedArguments", tasks: Sequence[str]) -> None:
     if modalities is None:  # an unknown task: the run's own checks name it
         return
     images = [m for m in modalities if m in IMAGE_MODALITIES]
-    unread = [m for m in args.processor_overrides or {} if m not in modalities and not (m == "image" and images)]
+    read = overrides_read(args.processor_overrides, modalities)
+    unread = [m for m in args.processor_overrides or {} if m not in read]
     if unread:
         raise ValueError(f"--processor_overrides names modalities {unread} that none of --tasks {tasks} reads "
                          f"(they read {list(modalities)}; 'image' stands for every image modality)")

@@ -13,6 +13,7 @@ from multimed_hf.training.arguments import (
     MultiMedArguments,
     has_accelerator,
     make_training_arguments,
+    overrides_read,
     parse_evaluate_args,
     parse_train_args,
     task_modalities,
@@ -131,20 +132,11 @@ def plan_flag_notes(args: MultiMedArguments, plan: RunPlan) -> dict[str, str]:
     for flag, on in (("uint8_images", args.uint8_images), ("draft_images", args.draft_images)):
         if on and not images:
             notes[flag] = f"--{flag} true changes how images are read, and {where} reads no image modality"
-    unread = [m for m in args.processor_overrides or {} if m not in read and not (m == "image" and images)]
+    kept = overrides_read(args.processor_overrides, read)
+    unread = [m for m in args.processor_overrides or {} if m not in kept]
     if unread:
         notes["processor_overrides"] = f"--processor_overrides of {unread}: {where} does not read them"
     return notes
-
-
-def _plan_processor_overrides(args: MultiMedArguments, plan: RunPlan) -> dict | None:
-    """``--processor_overrides`` of the modalities ``plan`` reads (a family's other plans read the others)."""
-    from multimed_hf.tasks import IMAGE_MODALITIES
-
-    read = plan.read_modalities
-    images = any(m in IMAGE_MODALITIES for m in read)
-    kept = {m: v for m, v in (args.processor_overrides or {}).items() if m in read or (m == "image" and images)}
-    return kept or None
 
 
 #: Family variants that read whole training splits (G-Blend's probe runs and loss measurements, MIND's teacher
@@ -380,7 +372,8 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
         args.data, plan.tasks, encoders=encoders, modalities=plan.modalities,
         row_modality=plan.row_modality, datasets=datasets, streaming=args.streaming,
         rank=training_args.process_index, world_size=training_args.world_size, fusion=args.fusion,
-        hidden_size=args.hidden_size, processor_overrides=_plan_processor_overrides(args, plan),
+        hidden_size=args.hidden_size,
+        processor_overrides=overrides_read(args.processor_overrides, plan.read_modalities) or None,
         config_kwargs=config_kwargs, build_model=not align,
     )
     if args.draft_images:
