@@ -91,9 +91,6 @@ def test_the_trainer_sets_what_multitask_training_needs(tmp_path, train_sets):
                         train_datasets={"bone_age": train_sets["brain_tumor"]})
     with pytest.raises(TypeError, match="train_datasets="):
         MultiMedTrainer(model=tiny_model(TASKS), args=_args(tmp_path), train_dataset=train_sets["brain_tumor"])
-    with pytest.raises(ValueError, match="label_smoothing_factor=0.1.*skipped silently"):
-        MultiMedTrainer(model=tiny_model(TASKS), args=_args(tmp_path, label_smoothing_factor=0.1),
-                        train_datasets=train_sets, processor=tiny_processor())
 
 
 def test_dataloader_drop_last_reaches_the_task_batch_sampler(tmp_path, train_sets):

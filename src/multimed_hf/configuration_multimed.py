@@ -234,6 +234,10 @@ class MultiMedConfig(PreTrainedConfig):
             reads only its modality's projected feature, so a row with one modality gets a prediction without
             imputation, and its loss is weighted by lambda_(t,m) like late fusion's. Late fusion always has them.
         initializer_range (`float`): std of the normal init of new weights.
+        label_smoothing (`float`): label smoothing of the cross-entropy of every single-label class output (torch's
+            `cross_entropy(label_smoothing=...)`: the target mixes the true class with the uniform distribution);
+            multilabel, regression and coordinate outputs have none. `MultiMedTrainer` sets it from
+            `TrainingArguments.label_smoothing_factor`.
     """
 
     model_type = "multimed"
@@ -254,6 +258,7 @@ class MultiMedConfig(PreTrainedConfig):
     frozen_encoders: list[str] | None = None
     initializer_range: float = 0.02
     auxiliary_heads: bool = False
+    label_smoothing: float | int = 0.0
 
     def __post_init__(self, **kwargs):
         # Sorted: config.json is written with sorted keys, and the model's modality slots must survive a round trip.
@@ -296,6 +301,8 @@ class MultiMedConfig(PreTrainedConfig):
                              f"({self.fusion_num_heads})")
         if not 0 <= self.modality_dropout < 1 or not 0 <= self.dropout < 1:
             raise ValueError(f"modality_dropout ({self.modality_dropout}) and dropout ({self.dropout}) must be in [0, 1)")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing ({self.label_smoothing}) must be in [0, 1)")
 
     def validate_encoders(self):
         allowed = EMBEDDER_KINDS if self.fusion == "early" else ENCODER_KINDS
@@ -364,6 +371,11 @@ class MultiMedConfig(PreTrainedConfig):
         """Whether every task has one prediction per modality beside the fused one (late fusion, or intermediate
         fusion with ``auxiliary_heads``): ``MultiMedOutput.modality_logits`` and the ``"<modality>/<column>"`` losses."""
         return self.fusion == "late" or (self.fusion == "intermediate" and bool(self.auxiliary_heads))
+
+    def smoothed_outputs(self) -> list[str]:
+        """``"<task>/<column>"`` of every output that ``label_smoothing`` applies to (single-label classes)."""
+        return [f"{task}/{out['name']}" for task, head in self.heads.items() for out in head["outputs"]
+                if kind_of(out).smooths(out)]
 
     def loss_weight(self, task: str, modality: str = FUSED) -> float:
         """lambda_{t,m} (``modality`` given) or lambda_t (``"fused"``); 1.0 unless set."""

@@ -114,7 +114,10 @@ class LabelTextKind(OutputKind):
     def check_labels(self, out, value, batch):
         self._base(out).check_labels(out, value, batch)
 
-    def loss(self, out, pred, target, mask=None):
+    def smooths(self, out):
+        return not out.get("multilabel")
+
+    def loss(self, out, pred, target, mask=None, label_smoothing=0.0):
         active = torch.tensor([n in set(out["active"]) for n in out["names"]], device=pred.device)
         if out.get("multilabel"):
             valid = ~torch.isnan(target) & active
@@ -125,7 +128,7 @@ class LabelTextKind(OutputKind):
         valid = valid & active[target.clamp(min=0)]  # a row of an inactive class teaches nothing (held out)
         if not bool(valid.any()):
             return None
-        return F.cross_entropy(pred[valid].float(), target[valid])
+        return F.cross_entropy(pred[valid].float(), target[valid], label_smoothing=label_smoothing)
 
     def decode(self, out, values, known=None):
         return self._base(out).decode(out, values, known)

@@ -457,15 +457,17 @@ class MultiMedModel(MultiMedPreTrainedModel):
                 continue
             kind, target = head.kinds[name], labels[name]
             mask = labels.get(kind.mask_key) if kind.mask_key else None
+            smoothing = {"label_smoothing": cfg.label_smoothing} if cfg.label_smoothing and kind.smooths(out) else {}
             if not kind.late or fused_differentiable:
-                value = kind.loss(out, preds[name], target, mask)
+                value = kind.loss(out, preds[name], target, mask, **smoothing)
                 if value is not None:
                     losses[name] = value
                     total = total + cfg.loss_weight(task, FUSED) * value
             if not kind.late:
                 continue
             for m, mp in modality_preds.items():
-                value = kind.loss(out, mp[name], target[rows[m]], None if mask is None else mask[rows[m]])
+                value = kind.loss(out, mp[name], target[rows[m]], None if mask is None else mask[rows[m]],
+                                  **smoothing)
                 if value is not None:
                     losses[f"{m}/{name}"] = value
                     total = total + cfg.loss_weight(task, m) * value

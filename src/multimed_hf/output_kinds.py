@@ -92,8 +92,13 @@ class OutputKind:
 
     def loss(self, out: dict, pred: torch.Tensor, target: torch.Tensor,
              mask: torch.Tensor | None = None) -> torch.Tensor | None:
-        """The column's loss over the rows that have a label; ``None`` when no row has one."""
+        """The column's loss over the rows that have a label; ``None`` when no row has one. A kind whose
+        ``smooths(out)`` is true also takes ``label_smoothing`` (``MultiMedConfig.label_smoothing``)."""
         raise NotImplementedError(f"output kind {self.name!r} has no loss")
+
+    def smooths(self, out: dict) -> bool:
+        """Whether the output's loss is a single-label cross-entropy that label smoothing applies to."""
+        return False
 
     def vote(self, predictions: torch.Tensor, presence: torch.Tensor) -> torch.Tensor:
         """omega of eq. 4 by vote over per-modality predictions ``[B, M, ...]`` (presence ``[B, M]``)."""
@@ -154,11 +159,14 @@ class ClassKind(OutputKind):
                              f"[0, {len(out['names'])}) or {IGNORE_INDEX}, got shape {list(value.shape)} "
                              f"with values {value[bad][:5].tolist()}")
 
-    def loss(self, out, pred, target, mask=None):
+    def loss(self, out, pred, target, mask=None, label_smoothing=0.0):
         valid = target != IGNORE_INDEX
         if not bool(valid.any()):
             return None
-        return F.cross_entropy(pred[valid].float(), target[valid])
+        return F.cross_entropy(pred[valid].float(), target[valid], label_smoothing=label_smoothing)
+
+    def smooths(self, out):
+        return True
 
     def vote(self, predictions, presence):
         """Each present modality votes its argmax; log(vote share), ties broken by the mean probability."""

@@ -107,6 +107,18 @@ def choose_plan(args: MultiMedArguments) -> RunPlan:
     return plans[0]
 
 
+def _label_smoothing_here(training_args, config, plan_name: str, chosen_here: bool):
+    """``training_args`` for one plan: where a family's or benchmark grid's plan has no single-label class output,
+    ``--label_smoothing_factor`` is left at 0 for it with one warning line (the others apply it); the one run asked
+    for keeps it, and the trainer refuses it there."""
+    factor = getattr(training_args, "label_smoothing_factor", 0)
+    if not factor or chosen_here or config.smoothed_outputs():
+        return training_args
+    logger.warning("--label_smoothing_factor %s smooths single-label class outputs, and plan %r has none: not "
+                   "applied to this run", factor, plan_name)
+    return dataclasses.replace(training_args, label_smoothing_factor=0.0)
+
+
 def plan_flag_notes(args: MultiMedArguments, plan: RunPlan) -> dict[str, str]:
     """Flag -> why it changes nothing in ``plan``: ``--modality_dropout`` where no task reads two modalities (a row's
     last modality is never dropped), ``--sampling`` / ``--sampling_size_cap`` with one task (every batch is that
@@ -426,6 +438,7 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
     if args.streaming and args.max_train_samples is not None:
         trainer_extra["streaming_options"] = {"sizes": _capped_stream_sizes(train, args.max_train_samples,
                                                                             training_args.world_size)}
+    training_args = _label_smoothing_here(training_args, assembly.model.config, plan.name, chosen_here)
     trainer = build_trainer(assembly.model, training_args, assembly.processor, train_datasets=train,
                             eval_datasets=evaluation or None, modalities=assembly.modalities,
                             sampling=_sampling(args), loss_weighting=loss_weighting,

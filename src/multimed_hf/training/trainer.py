@@ -118,16 +118,29 @@ _METRICS_PATH = ("evaluation computes each task's registry metrics over all its 
                  "not through compute_metrics")
 
 
+def _smooth_labels(config, factor: float, tasks: Sequence[str]) -> None:
+    """``--label_smoothing_factor``: set ``config.label_smoothing`` (applied by the heads to every single-label class
+    output, as Trainer's label smoother does to a model's logits); refused where none of ``tasks`` has one."""
+    if not 0 < factor < 1:
+        raise ValueError(f"label_smoothing_factor={factor}: expected a value between 0 and 1")
+    smoothed = [name for name in config.smoothed_outputs() if name.split("/")[0] in tasks]
+    if not smoothed:
+        raise ValueError(f"label_smoothing_factor={factor}: label smoothing applies to single-label class outputs "
+                         f"and the tasks trained ({list(tasks)}) have none (multilabel, regression and coordinate "
+                         f"outputs are not smoothed); leave it at 0")
+    if config.label_smoothing and config.label_smoothing != factor:
+        logger.info("label_smoothing_factor=%s replaces the model config's label_smoothing=%s", factor,
+                    config.label_smoothing)
+    config.label_smoothing = float(factor)
+    logger.info("label smoothing %s on %s", factor, ", ".join(smoothed))
+
+
 def refused_arguments(args: TrainingArguments) -> list[str]:
     """Why each ``TrainingArguments`` flag set in ``args`` that MultiMedTrainer cannot honour does not apply, and
     what to use instead (empty when every flag given works): under it these would be skipped silently or crash
     obscurely."""
     refused = []
     flag = partial(getattr, args)  # fields that older transformers 5.x lack count as unset
-    if flag("label_smoothing_factor", 0):  # Trainer's smoother only wraps a loss it computes itself
-        refused.append(f"label_smoothing_factor={args.label_smoothing_factor}: MultiMedModel's heads compute their "
-                       "own losses (per task, label column and modality), so Trainer's label smoother would be "
-                       "skipped silently; leave it at 0")
     if flag("train_sampling_strategy", "random") != "random":
         refused.append(f"train_sampling_strategy={args.train_sampling_strategy!r}: batches are drawn by the task "
                        "batch sampler (every batch holds one task, rows shuffled within their task), which replaces "
@@ -201,9 +214,11 @@ class MultiMedTrainer(Trainer):
     the trainer turns on lockstep sampling (`TaskSampling.lockstep`: every rank trains the same task in each step,
     streamed data too: `IterableMultiTaskDataset`), and it refuses a task whose rows may lack one of its
     modalities (`training.sharding.check_fsdp_batches`). ``TrainingArguments`` flags that cannot apply here
-    (``train_sampling_strategy``, ``label_smoothing_factor``, NEFTune, ``compute_metrics``'s options, ...) are refused
+    (``train_sampling_strategy``, NEFTune, ``compute_metrics``'s options, ...) are refused
     at construction with the reason and what to use instead (`refused_arguments`), never skipped silently; per-task
-    batch sizes shrink with ``auto_find_batch_size`` as the default one does.
+    batch sizes shrink with ``auto_find_batch_size`` as the default one does; ``label_smoothing_factor`` becomes the
+    model config's ``label_smoothing`` (the heads smooth every single-label class loss; refused where no trained
+    task has one).
 
     Args:
         model: a `MultiMedModel` (or a PEFT model over one).
@@ -258,6 +273,8 @@ class MultiMedTrainer(Trainer):
         refused = refused_arguments(args)
         if refused:
             raise ValueError("TrainingArguments that MultiMedTrainer cannot honour:\n- " + "\n- ".join(refused))
+        if getattr(args, "label_smoothing_factor", 0):
+            _smooth_labels(model.config, args.label_smoothing_factor, list(train_datasets or heads))
         args.remove_unused_columns = False
         if args.ddp_find_unused_parameters is None:
             args.ddp_find_unused_parameters = True
@@ -282,6 +299,7 @@ class MultiMedTrainer(Trainer):
             trainer_kwargs.setdefault("processing_class", processor)
         super().__init__(model=model, args=args, train_dataset=train_dataset,
                          eval_dataset=dict(eval_datasets) if eval_datasets else None, **trainer_kwargs)
+        self.label_smoother = None  # the model's heads smooth their own losses (MultiMedConfig.label_smoothing)
         if loss_weighting is None or isinstance(loss_weighting, str):
             loss_weighting = get_loss_weighting(loss_weighting or "static", model.config)
         if not isinstance(loss_weighting, LossWeighting):
