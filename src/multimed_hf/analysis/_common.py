@@ -18,7 +18,12 @@ __all__ = [
     "AnalysisError",
     "AnalysisRun",
     "AnalysisPaths",
+    "ANALYSIS_FAMILY",
     "parse_analysis_args",
+    "check_analysis_args",
+    "check_plan_flags",
+    "refuse_resume_path",
+    "analysis_plan",
     "analysis_main",
     "headline",
     "modality_matrix",
@@ -66,12 +71,21 @@ class AnalysisRun:
 
 
 # ---------------------------------------------------------------------- arguments
+#: The family an analysis command trains unless told otherwise: each analysis trains one model per task over the
+#: modalities its rows hold, which is the multimodal family's run (``unimodal`` only describes it for a task of one
+#: modality; see ``check_plan_flags``).
+ANALYSIS_FAMILY = "multimodal"
+
+
 def parse_analysis_args(argv: Sequence[str] | None, options_cls, *, single_task: bool = False,
                         prog: str | None = None):
     """``(MultiMedArguments, options, TrainingArguments)`` from the command line, parsed like ``multimed train``
     (every ``TrainingArguments`` flag; unset ones take ``training_defaults(family, encoders, modalities)``);
-    ``--task T`` is accepted for ``--tasks T``. A single ``.json`` argument holds all of them. ``prog``: the usage
-    line's command."""
+    ``--task T`` is accepted for ``--tasks T``; ``--family`` defaults to ``ANALYSIS_FAMILY``. A single ``.json``
+    argument holds all of them. ``prog``: the usage line's command.
+
+    Flags the analysis would silently ignore are refused here, each naming the flag, why it changes nothing and
+    what to use instead (``check_analysis_args`` with the flags given, and ``--remove_unused_columns True``)."""
     from transformers import HfArgumentParser, TrainingArguments
 
     from multimed_hf.training.arguments import MultiMedArguments, task_modalities, training_defaults
@@ -79,29 +93,133 @@ def parse_analysis_args(argv: Sequence[str] | None, options_cls, *, single_task:
     argv = list(sys.argv[1:] if argv is None else argv)
     argv = ["--tasks" if a == "--task" else a for a in argv]
     parser = HfArgumentParser((MultiMedArguments, options_cls, TrainingArguments), prog=prog)
+    parser.set_defaults(family=ANALYSIS_FAMILY)
     if len(argv) == 1 and argv[0].endswith(".json"):
         given = json.loads(Path(argv[0]).read_text())
         if "task" in given:
             given["tasks"] = [given.pop("task")]
-        defaults = training_defaults(given.get("family", "unimodal"), given.get("encoders", "hub"),
-                                     task_modalities(given.get("tasks")))
+        defaults = {"family": ANALYSIS_FAMILY, **training_defaults(
+            given.get("family", ANALYSIS_FAMILY), given.get("encoders", "hub"), task_modalities(given.get("tasks")))}
+        parser.set_defaults(**defaults)
         parsed = parser.parse_dict({**defaults, **given})
+        named = {k for k, v in given.items() if v != parser.get_default(k)}
     else:
         probe, _ = parser.parse_known_args(argv)
         parser.set_defaults(**training_defaults(probe.family, probe.encoders, task_modalities(probe.tasks)))
+        namespace, _ = parser.parse_known_args(argv)
         parsed = parser.parse_args_into_dataclasses(argv)
-    args = parsed[0]
+        named = {k for k, v in vars(namespace).items() if v != parser.get_default(k)}
+    args, options, training_args = parsed[0], parsed[1], parsed[2]
     if single_task and len(args.tasks) != 1:
         raise AnalysisError(f"--tasks: this analysis takes one task, got {args.tasks}")
+    if training_args.remove_unused_columns:  # our default is False: the user asked for it
+        raise AnalysisError("--remove_unused_columns True: MultiMedTrainer reads every column of a task's rows "
+                            "through the processor, so it keeps them all; leave it False (the analyses' default)")
+    check_analysis_args(args, training_args, options, given=named)
     return parsed
 
+
+def check_analysis_args(args, training_args, options=None, *, given: set[str] | None = None) -> None:
+    """Refuse, before any data is read, what an analysis would silently ignore (each error names the flag, why it
+    changes nothing and what to use instead): a ``+variant``'s options without the variant and flags naming tasks or
+    modalities the run does not train or read (``training.arguments.check_variant_flags`` / ``check_run_flags``, as
+    ``multimed train``); ``TrainingArguments`` the trainer cannot honour (``training.trainer.refused_arguments``);
+    ``multimed train``'s run choice and evaluation (``--plan``, ``--list_plans``, ``--eval_splits``: an analysis
+    trains and scores its own runs), ``--streaming`` (the analyses need whole splits), a multitask family (one model
+    per task), ``--max_eval_samples`` where no validation is evaluated in training; then ``options``' own
+    ``check_arguments(args, training_args, given)``. ``given``: the names of the flags set on the command line
+    (None from Python: the checks that need them are skipped). The functions call it first; so does the parse."""
+    from multimed_hf.training.arguments import MultiMedArguments, check_run_flags, check_variant_flags
+    from multimed_hf.training.families import parse_family
+    from multimed_hf.training.trainer import refused_arguments
+
+    check_variant_flags(args, [args.family])
+    check_run_flags(args, args.tasks)
+    refused = refused_arguments(training_args)
+    if refused:
+        raise AnalysisError("TrainingArguments that MultiMedTrainer cannot honour:\n- " + "\n- ".join(refused))
+    scored = (f"--split {options.split}" if hasattr(options, "split") else
+              "the held-out group's rows of every split, and with --in_distribution each group's test rows")
+    if args.plan is not None:
+        raise AnalysisError(f"--plan {args.plan}: it picks one of `multimed train`'s runs of a family; an analysis "
+                            f"trains its own runs (one model per task over the modalities its rows hold, under "
+                            f"OUTPUT_DIR/runs/), so it would change nothing; leave it out")
+    if args.list_plans:
+        raise AnalysisError("--list_plans prints `multimed train`'s runs of a family and exits; an analysis trains "
+                            "its own runs, so it would run in full instead; use `multimed train ... --list_plans`, or "
+                            "leave it out")
+    if args.eval_splits != MultiMedArguments.__dataclass_fields__["eval_splits"].default_factory():
+        raise AnalysisError(f"--eval_splits {list(args.eval_splits)}: an analysis scores its own rows ({scored}), "
+                            f"not `multimed train`'s evaluation splits, so it would change nothing; leave it out")
+    if args.streaming:
+        raise AnalysisError("--streaming: the analyses pick rows by group and modality and score whole splits row "
+                            "by row, which needs random access (they load every split whole, so it would change "
+                            "nothing); leave it out (--max_train_samples N trains on fewer rows)")
+    base, variants = parse_family(args.family)
+    if base.endswith("_multitask"):
+        raise AnalysisError(f"--family {args.family}: an analysis trains one model per task, so the multitask "
+                            f"families' shared model over several tasks would not be trained; use --family "
+                            f"{base.replace('_multitask', '')}" + "".join(f"+{v}" for v in variants)
+                            + f" (the default is {ANALYSIS_FAMILY})")
+    if args.max_eval_samples is not None and training_args.eval_strategy == "no" and not variants:
+        raise AnalysisError(f"--max_eval_samples {args.max_eval_samples}: it caps the validation rows evaluated "
+                            f"during training, and --eval_strategy is 'no'; an analysis scores every row of its own "
+                            f"({scored}), so it would change nothing; leave it out")
+    check = getattr(options, "check_arguments", None)
+    if check is not None:
+        check(args, training_args, given)
+
+
+def analysis_plan(args, task: str, modalities: Sequence[str], name: str):
+    """The ``RunPlan`` an analysis trains: ``task`` alone reading ``modalities``, under ``args.family`` (its
+    variants; ``domain_specific`` fixes its own encoders)."""
+    from multimed_hf.training.families import RunPlan, parse_family
+
+    base, variants = parse_family(args.family)
+    return RunPlan(name=name, family=args.family, tasks=(task,), modalities={task: tuple(modalities)},
+                   encoders="domain_specific" if base == "domain_specific" else None, variants=variants)
+
+
+def check_plan_flags(args, plans: Sequence[Any]) -> None:
+    """Before training: refuse ``--family unimodal`` where a plan reads several modalities (the analysis reads them
+    all), and a flag that changes none of the ``plans`` the analysis trains (``training.run.plan_flag_notes``:
+    ``--modality_dropout`` where every task reads one modality, ``--sampling`` with one task, ...); a flag that
+    changes some of them is applied there and ``train_model`` warns for the others, as in ``multimed train``."""
+    from multimed_hf.training.families import parse_family
+    from multimed_hf.training.run import plan_flag_notes
+
+    base, variants = parse_family(args.family)
+    several = [p for p in plans if any(len(m) > 1 for m in p.modalities.values())]
+    if base == "unimodal" and several:
+        plan = several[0]
+        task, read = next((t, m) for t, m in plan.modalities.items() if len(m) > 1)
+        raise AnalysisError(f"--family {args.family}: the analysis reads every modality task {task!r}'s rows hold "
+                            f"({list(read)}), so a unimodal family would not be trained; use --family "
+                            f"{ANALYSIS_FAMILY}" + "".join(f"+{v}" for v in variants)
+                            + " (unimodal describes a task of one modality only)")
+    notes = [plan_flag_notes(args, p) for p in plans]
+    unused = [flag for flag in (notes[0] if notes else {}) if all(flag in n for n in notes)]
+    if unused:
+        raise AnalysisError(f"--{unused[0]} changes none of the analysis' runs ({notes[0][unused[0]]}"
+                            + ("; the same in every run" if len(plans) > 1 else "") + "); leave it out")
+
+
+def refuse_resume_path(training_args, why: str) -> None:
+    """Refuse ``--resume_from_checkpoint PATH`` where the analysis trains several models (``why``): each run would
+    start from that one checkpoint; ``true`` resumes each run from its own last checkpoint."""
+    resume = training_args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() not in ("true", "last"):
+        raise AnalysisError(f"--resume_from_checkpoint {resume}: {why}, and each would start from that one "
+                            f"checkpoint; give --resume_from_checkpoint true (each run resumes from its own last "
+                            f"checkpoint under OUTPUT_DIR/runs/) or leave it out")
 
 
 def analysis_main(name: str, argv: Sequence[str] | None, options_cls, run: Callable, *,
                   single_task: bool = False) -> int:
-    """The ``multimed <name>`` command: parse like ``multimed train``, call ``run(args, training_args,
-    options=options)``, print the files it wrote (``result.paths``, and ``result.predictions_path`` where there is
-    one); a bad input is one error line naming the command (exit 2)."""
+    """The ``multimed <name>`` command: parse like ``multimed train`` (refusing the flags the analysis would ignore:
+    ``parse_analysis_args``), call ``run(args, training_args, options=options)``, print the files it wrote
+    (``result.paths``, and ``result.predictions_path`` where there is one); a bad input is one error line naming the
+    command (exit 2)."""
     try:
         args, options, training_args = parse_analysis_args(argv, options_cls, single_task=single_task,
                                                            prog=f"multimed {name}")
@@ -189,17 +307,16 @@ def train_run(args, training_args, *, task: str, datasets: Mapping[str, Any], mo
     ``args``/``training_args``: the parsed ``MultiMedArguments`` / ``TrainingArguments``; the run evaluates nothing
     itself (``eval_splits=[]``): the analysis predicts what it needs. ``train_fn`` replaces ``train_model``
     (tests count the trainings)."""
-    from multimed_hf.training.families import RunPlan
+    from multimed_hf.training.arguments import overrides_read
     from multimed_hf.training.run import train_model
 
     train_fn = train_fn or train_model
     output_dir = Path(output_dir)
     modalities = tuple(modalities)
-    plan = RunPlan(name=output_dir.name, family=args.family, tasks=(task,), modalities={task: modalities},
-                   encoders="domain_specific" if str(args.family).split("+")[0] == "domain_specific" else None)
+    plan = analysis_plan(args, task, modalities, output_dir.name)
     changes: dict[str, Any] = {"tasks": [task], "eval_splits": []}
     if args.processor_overrides:  # settings of modalities this run does not read would name a missing processor
-        changes["processor_overrides"] = {m: v for m, v in args.processor_overrides.items() if m in modalities} or None
+        changes["processor_overrides"] = overrides_read(args.processor_overrides, modalities) or None
     if modality_dropout is not None:
         changes["modality_dropout"] = float(modality_dropout)
     run_args = dataclasses.replace(args, **changes)

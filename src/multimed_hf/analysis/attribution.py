@@ -14,6 +14,9 @@ from multimed_hf.analysis._common import (
     AnalysisPaths,
     AnalysisRun,
     analysis_datasets,
+    analysis_plan,
+    check_analysis_args,
+    check_plan_flags,
     headline,
     markdown_table,
     modality_matrix,
@@ -44,6 +47,24 @@ __all__ = [
 SUBGROUP_COLUMNS = ("sex", "age")
 #: Age bands in years: [0, 18), [18, 40), [40, 65), [65, inf).
 AGE_BANDS = (0, 18, 40, 65)
+#: ``MultiMedArguments`` fields that ``--checkpoint`` attribution reads (every other one sets up training).
+PREDICTION_ARGUMENTS = frozenset({"data", "tasks", "bootstrap_samples"})
+#: ``TrainingArguments`` fields that only training reads (refused with ``--checkpoint``); prediction reads the others
+#: (``per_device_eval_batch_size``, ``use_cpu``, ``bf16``, the DataLoader's, ``seed`` for the bootstrap, ...).
+TRAINING_ONLY_ARGUMENTS = frozenset({
+    "per_device_train_batch_size", "num_train_epochs", "max_steps", "learning_rate", "lr_scheduler_type",
+    "lr_scheduler_kwargs", "warmup_steps", "warmup_ratio", "optim", "optim_args", "weight_decay", "adam_beta1",
+    "adam_beta2", "adam_epsilon", "optim_target_modules", "gradient_accumulation_steps",
+    "average_tokens_across_devices", "max_grad_norm", "activation_checkpointing", "activation_checkpointing_kwargs",
+    "gradient_checkpointing", "gradient_checkpointing_kwargs", "torch_empty_cache_steps", "auto_find_batch_size",
+    "logging_strategy", "logging_steps", "logging_first_step", "logging_nan_inf_filter", "eval_strategy",
+    "eval_steps", "eval_delay", "eval_on_start", "save_only_model", "save_strategy", "save_steps",
+    "save_on_each_node", "save_total_limit", "enable_jit_checkpoint", "push_to_hub", "hub_model_id", "hub_strategy",
+    "hub_private_repo", "hub_always_push", "hub_revision", "load_best_model_at_end", "metric_for_best_model",
+    "greater_is_better", "ignore_data_skip", "restore_callback_states_from_checkpoint", "data_seed",
+    "dataloader_drop_last", "length_column_name", "ddp_find_unused_parameters", "ddp_bucket_cap_mb",
+    "ddp_broadcast_buffers", "ddp_static_graph", "resume_from_checkpoint", "do_train",
+})
 
 
 @dataclass
@@ -56,6 +77,25 @@ class AttributionOptions:
     subgroups: list[str] = field(default_factory=lambda: list(SUBGROUP_COLUMNS), metadata={
         "help": "row columns scored per value where the task records them (age is banded)", "nargs": "+"})
     batch_size: int = field(default=16, metadata={"help": "rows per gradient x input batch"})
+
+    def __post_init__(self):
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise AnalysisError(f"--batch_size {self.batch_size!r}: expected an integer >= 1 (rows per gradient x "
+                                f"input batch)")
+
+    def check_arguments(self, args, training_args, given: set[str] | None = None) -> None:
+        """With ``--checkpoint`` nothing is trained: refuse the training flags given (``given``: the flags set on
+        the command line; from Python, None, nothing is checked)."""
+        if not self.checkpoint or not given:
+            return
+        from multimed_hf.training.arguments import MultiMedArguments
+
+        ours = set(MultiMedArguments.__dataclass_fields__) - PREDICTION_ARGUMENTS
+        training = [name for name in sorted(given) if name in ours or name in TRAINING_ONLY_ARGUMENTS]
+        if training:
+            raise AnalysisError(f"--{training[0]} with --checkpoint {self.checkpoint}: the saved run is attributed "
+                                f"as it is (its model and processor), nothing is trained, so it would change nothing; "
+                                f"leave it out (or leave out --checkpoint to train a model)")
 
 
 @dataclass
@@ -115,7 +155,12 @@ def _embedding_of(model, modality: str):
     encoder = model.encoders[model.encoder_of[modality]] if hasattr(model, "encoders") else None
     inner = getattr(encoder, "model", None)
     getter = getattr(inner, "get_input_embeddings", None)
-    return getter() if getter is not None else None
+    if getter is None:
+        return None
+    try:
+        return getter()
+    except NotImplementedError:  # transformers' vision models (ResNet: domain_specific's images) read pixels only
+        return None
 
 
 def gradient_x_input(model, processor, task: str, dataset, modalities: Sequence[str], column: str, *,
@@ -276,11 +321,14 @@ def attribution(args, training_args, *, options: AttributionOptions | None = Non
     from multimed_hf.training.outputs import PREDICTIONS_FOLDER, write_predictions
 
     options = options or AttributionOptions()
+    check_analysis_args(args, training_args, options)
     if len(args.tasks) != 1:
         raise AnalysisError(f"attribution takes one task, got {args.tasks}")
     task = args.tasks[0]
     output_dir = Path(output_dir or training_args.output_dir)
     modalities = list(present_modalities(task, args.data))
+    if not options.checkpoint:
+        check_plan_flags(args, [analysis_plan(args, task, modalities, "model")])
     data = dict(datasets) if datasets is not None else analysis_datasets(args.data, task, modalities)
     if options.split not in data:
         raise AnalysisError(f"task {task!r} has no {options.split!r} split")

@@ -14,6 +14,9 @@ from multimed_hf.analysis._common import (
     AnalysisError,
     AnalysisPaths,
     analysis_datasets,
+    analysis_plan,
+    check_analysis_args,
+    check_plan_flags,
     headline,
     headline_value,
     markdown_table,
@@ -21,6 +24,7 @@ from multimed_hf.analysis._common import (
     predict_subset,
     prior_outputs,
     prior_predictions,
+    refuse_resume_path,
     score,
     train_run,
     write_outputs,
@@ -58,6 +62,23 @@ class CombosOptions:
     max_subsets: int = field(default=63, metadata={
         "help": "budget: refuse a power set larger than this (use --max_order)"})
     split: str = field(default="test", metadata={"help": "the split every subset is scored on"})
+
+    def __post_init__(self):
+        modes = list(self.modes)
+        unknown = sorted(set(modes) - set(COMBO_MODES))
+        if unknown or not modes:
+            raise AnalysisError(f"--modes {modes}: expected some of {COMBO_MODES}")
+        if len(set(modes)) != len(modes):
+            raise AnalysisError(f"--modes {modes}: a mode repeated would score every subset again; give each once")
+        for name in ("max_order", "max_subsets"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise AnalysisError(f"--{name} {value!r}: expected an integer >= 1")
+
+    def check_arguments(self, args, training_args, given: set[str] | None = None) -> None:
+        """A resume path is refused where several models are trained (``retrain``: one per subset)."""
+        if "retrain" in self.modes:
+            refuse_resume_path(training_args, "--modes retrain trains one model per modality subset")
 
 
 @dataclass
@@ -142,17 +163,26 @@ def combos(args, training_args, *, options: CombosOptions | None = None, output_
     from multimed_hf.training.families import present_modalities
 
     options = options or CombosOptions()
+    check_analysis_args(args, training_args, options)
     if len(args.tasks) != 1:
         raise AnalysisError(f"combos takes one task, got {args.tasks}")
     task = args.tasks[0]
     unknown = sorted(set(options.modes) - set(COMBO_MODES))
     if unknown or not options.modes:
         raise AnalysisError(f"modes {options.modes}: expected some of {COMBO_MODES}")
-    modalities = list(options.modalities or present_modalities(task, args.data))
+    available = list(present_modalities(task, args.data))
+    modalities = list(dict.fromkeys(options.modalities or available))
+    unread = [m for m in modalities if m not in available]
+    if unread:
+        raise AnalysisError(f"--modalities {modalities}: task {task!r}'s training rows in {args.data!r} hold "
+                            f"{available}, so {unread} cannot be combined (no model learns them); name some of "
+                            f"{available}")
     if len(modalities) < 2:
         raise AnalysisError(f"task {task!r} has {len(modalities)} modality ({modalities}) in {args.data!r}: "
                             f"combinations need at least two")
     subsets = modality_subsets(modalities, options.max_order, options.max_subsets)
+    check_plan_flags(args, [analysis_plan(args, task, s, subset_name(s)) for s in subsets
+                            if len(s) == len(modalities) or "retrain" in options.modes])
     complete = len(subsets) == 2 ** len(modalities) - 1
     output_dir = Path(output_dir or training_args.output_dir)
     data = dict(datasets) if datasets is not None else analysis_datasets(args.data, task, modalities)

@@ -15,9 +15,13 @@ from multimed_hf.analysis._common import (
     slice_predictions,
     AnalysisPaths,
     analysis_datasets,
+    analysis_plan,
+    check_analysis_args,
+    check_plan_flags,
     headline,
     markdown_table,
     analysis_main,
+    refuse_resume_path,
     train_run,
     write_outputs,
 )
@@ -48,6 +52,10 @@ class OODOptions:
         "help": "a held-out group with fewer labelled rows is listed as too small, not scored"})
     in_distribution: bool = field(default=False, metadata={
         "help": "also train one model on every group and score it on each group's test rows (the reference)"})
+
+    def check_arguments(self, args, training_args, given: set[str] | None = None) -> None:
+        """A resume path is refused: every held-out group trains its own model."""
+        refuse_resume_path(training_args, "ood trains one model per held-out group")
 
 
 @dataclass
@@ -210,32 +218,27 @@ def ood(args, training_args, *, options: OODOptions | None = None, output_dir: s
     ``min_group_rows`` labelled rows are listed as too small; rows of classes the held-out model never saw are
     counted and listed with what they were predicted as, never scored. Writes ``ood.csv`` / ``.md`` / ``.png``."""
     import pandas as pd
-    from datasets import concatenate_datasets
 
     from multimed_hf.training.families import present_modalities
 
     options = options or OODOptions()
+    check_analysis_args(args, training_args, options)
     output_dir = Path(output_dir or training_args.output_dir)
     rows_out, predicted_as, training_ids, unseen_names, group_columns = [], {}, {}, {}, {}
-    for task in args.tasks:
-        column = options.label or headline(task)[0]
-        kind = get_task(task).label(column).kind
-        if kind not in ("class", "text", "multilabel", "regression"):
-            raise AnalysisError(f"task {task!r}: out-of-distribution scores cover class, multilabel and regression "
-                                f"labels; {column!r} is {kind!r}")
-        modalities = present_modalities(task, args.data)
-        data = dict(datasets[task]) if datasets is not None else analysis_datasets(args.data, task, modalities)
-        group_column = group_columns[task] = resolve_group_column(data, options.group)
-        groups_of = {s: group_column_values(ds, task, group_column) for s, ds in data.items()}
-        pool = concatenate_datasets([data[s] for s in data])
-        pool_groups = [g for s in data for g in groups_of[s]]
-        pool_labels = _label_values(pool, column) if kind in ("class", "text") else None
-        counts = Counter(g for g in pool_groups if g is not None)
-        chosen = options.groups or sorted(counts)
-        unknown = sorted(set(chosen) - set(counts))
-        if unknown:
-            raise AnalysisError(f"task {task!r}: groups {unknown} do not occur in column {group_column!r} (its "
-                                f"groups: {sorted(counts)})")
+    check_plan_flags(args, [analysis_plan(args, task, present_modalities(task, args.data), task)
+                            for task in args.tasks])
+    pools = {task: _pool(task, args, options, datasets) for task in args.tasks}  # every refusal before training
+    if options.in_distribution:
+        untested = [task for task, pool in pools.items() if "test" not in pool["data"]]
+        if untested:
+            raise AnalysisError(f"--in_distribution scores the model trained on every group on each group's test "
+                                f"rows, and tasks {untested} have no test split in {args.data!r}; leave it out or "
+                                f"build their test split")
+    for task, pool_of in pools.items():
+        column, kind, modalities, data = (pool_of[k] for k in ("column", "kind", "modalities", "data"))
+        group_column = group_columns[task] = pool_of["group_column"]
+        groups_of, pool, pool_groups, pool_labels, chosen = (pool_of[k] for k in (
+            "groups_of", "pool", "pool_groups", "pool_labels", "chosen"))
         base = {"task": task, "label": column, "group_column": group_column}
         rows_out += [{**base, "group": NO_GROUP, "setting": "kept in training", "status": "never held out",
                       "rows": sum(g is None for g in pool_groups)}] if None in pool_groups else []
@@ -305,6 +308,36 @@ def ood(args, training_args, *, options: OODOptions | None = None, output_dir: s
     result.paths = write_outputs(table, output_dir, "ood", _markdown(result, options),
                                  lambda fig: _figure(fig, table, options))
     return result
+
+
+def _pool(task: str, args, options: OODOptions, datasets) -> dict[str, Any]:
+    """A task's label column and kind, modalities, splits, grouping column and groups (each split's and pooled),
+    the groups held out; what cannot be analysed raises here, before any training."""
+    from datasets import concatenate_datasets
+
+    from multimed_hf.training.families import present_modalities
+
+    column = options.label or headline(task)[0]
+    kind = get_task(task).label(column).kind
+    if kind not in ("class", "text", "multilabel", "regression"):
+        raise AnalysisError(f"task {task!r}: out-of-distribution scores cover class, multilabel and regression "
+                            f"labels; {column!r} is {kind!r}")
+    modalities = present_modalities(task, args.data)
+    data = dict(datasets[task]) if datasets is not None else analysis_datasets(args.data, task, modalities)
+    group_column = resolve_group_column(data, options.group)
+    groups_of = {s: group_column_values(ds, task, group_column) for s, ds in data.items()}
+    pool = concatenate_datasets([data[s] for s in data])
+    pool_groups = [g for s in data for g in groups_of[s]]
+    pool_labels = _label_values(pool, column) if kind in ("class", "text") else None
+    counts = Counter(g for g in pool_groups if g is not None)
+    chosen = options.groups or sorted(counts)
+    unknown = sorted(set(chosen) - set(counts))
+    if unknown:
+        raise AnalysisError(f"task {task!r}: groups {unknown} do not occur in column {group_column!r} (its "
+                            f"groups: {sorted(counts)})")
+    return {"column": column, "kind": kind, "modalities": modalities, "data": data, "group_column": group_column,
+            "groups_of": groups_of, "pool": pool, "pool_groups": pool_groups, "pool_labels": pool_labels,
+            "chosen": chosen}
 
 
 def _safe(name: str) -> str:

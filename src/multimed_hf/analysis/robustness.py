@@ -13,6 +13,9 @@ from multimed_hf.analysis._common import (
     AnalysisError,
     AnalysisPaths,
     analysis_datasets,
+    analysis_plan,
+    check_analysis_args,
+    check_plan_flags,
     headline,
     headline_value,
     markdown_table,
@@ -20,6 +23,7 @@ from multimed_hf.analysis._common import (
     analysis_main,
     predict_subset,
     prior_outputs,
+    refuse_resume_path,
     score,
     train_run,
     write_outputs,
@@ -147,6 +151,30 @@ class RobustnessOptions:
     split: str = field(default="test", metadata={"help": "the split scored"})
     corruption_seed: int = field(default=0, metadata={"help": "seed of the noise and of the rows made missing"})
 
+    def __post_init__(self):
+        for name in ("levels", "missing_rates"):
+            values = list(getattr(self, name))
+            if not values or any(not 0 <= v <= 1 for v in values):
+                raise AnalysisError(f"--{name} {values}: expected one or more values in [0, 1]")
+        dropouts = list(self.modality_dropouts)
+        if not dropouts or any(not 0 <= d < 1 for d in dropouts):
+            raise AnalysisError(f"--modality_dropouts {dropouts}: expected one or more values in [0, 1)")
+        repeated = sorted({d for d in dropouts if dropouts.count(d) > 1})
+        if repeated:
+            raise AnalysisError(f"--modality_dropouts {dropouts}: {repeated} repeated; each value trains one model "
+                                f"(runs/dropout-<value>), give it once")
+
+    def check_arguments(self, args, training_args, given: set[str] | None = None) -> None:
+        """``--modality_dropout`` is replaced by each of ``--modality_dropouts`` (refused); a resume path is refused
+        where several models are trained."""
+        if args.modality_dropout:
+            raise AnalysisError(f"--modality_dropout {args.modality_dropout}: robustness trains one model per value "
+                                f"of --modality_dropouts {list(self.modality_dropouts)}, each replacing it, so it "
+                                f"would change nothing; give --modality_dropouts 0 {args.modality_dropout:g} instead")
+        if len(self.modality_dropouts) > 1:
+            refuse_resume_path(training_args, f"robustness trains one model per value of --modality_dropouts "
+                                              f"{list(self.modality_dropouts)}")
+
 
 @dataclass
 class RobustnessResult:
@@ -174,15 +202,25 @@ def robustness(args, training_args, *, options: RobustnessOptions | None = None,
     from multimed_hf.training.families import present_modalities
 
     options = options or RobustnessOptions()
+    check_analysis_args(args, training_args, options)
     if len(args.tasks) != 1:
         raise AnalysisError(f"robustness takes one task, got {args.tasks}")
     task = args.tasks[0]
     every = list(present_modalities(task, args.data))
     perturbed = list(options.modalities or every)
+    unread = [m for m in perturbed if m not in every]
+    if unread:
+        raise AnalysisError(f"--modalities {perturbed}: task {task!r}'s training rows in {args.data!r} hold "
+                            f"{every}, and the model reads only those, so {unread} cannot be perturbed; name some "
+                            f"of {every}")
     for m in perturbed:
         _kind(m)
-    if any(not 0 <= r <= 1 for r in options.missing_rates) or any(not 0 <= r <= 1 for r in options.levels):
-        raise AnalysisError("levels and missing_rates must lie in [0, 1]")
+    dropped = [d for d in options.modality_dropouts if d > 0]
+    if len(every) < 2 and dropped:
+        raise AnalysisError(f"--modality_dropouts {list(options.modality_dropouts)}: task {task!r} reads one "
+                            f"modality ({every}), and modality dropout never drops a row's last one, so {dropped} "
+                            f"would train the same model as 0; give --modality_dropouts 0")
+    check_plan_flags(args, [analysis_plan(args, task, every, "dropout")])
     output_dir = Path(output_dir or training_args.output_dir)
     data = dict(datasets) if datasets is not None else analysis_datasets(args.data, task, every)
     if options.split not in data:
