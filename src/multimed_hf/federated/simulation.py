@@ -30,12 +30,13 @@ import argparse
 import json
 import logging
 import secrets
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
 __all__ = ["FederationResult", "PreparedFederation", "prepare_federation", "run_federation", "federate_main",
-           "build_parser", "FEDERATED_HIDDEN_SIZE"]
+           "build_parser", "parse_federate_args", "FEDERATED_HIDDEN_SIZE"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,16 +106,17 @@ def prepare_federation(data: str | Path | None, tasks: Sequence[str] | None, fed
 
     from multimed_hf.federated.client_app import INITIAL_MODEL_DIR
     from multimed_hf.federated.clients_file import clients_from_file
+    from multimed_hf.federated.flags import check_assemble_kwargs, clients_file_tasks
     from multimed_hf.federated.partition import partition_config
     from multimed_hf.training.assembly import assemble
     from multimed_hf.training.loading import load_task_data
 
     federation = Path(federation_dir)
+    # before any folder is written: --tasks against the clients file, the assemble() arguments against the tasks
+    named = clients_file_tasks(clients, data, tasks) if clients is not None else tasks
+    check_assemble_kwargs(assemble_kwargs, named)
     if clients is not None:
         plan = clients_from_file(clients, federation, data=data, seed=seed)
-        wrong = sorted(set(plan.tasks) - set(tasks or plan.tasks))
-        if wrong:
-            raise ValueError(f"{clients} names tasks {wrong} that --tasks {list(tasks)} leaves out")
         data, tasks = plan.data, plan.tasks
         datasets = load_task_data(data, tasks, splits=("train", "validation"))
     else:
@@ -146,7 +148,7 @@ def run_federation(data: str | Path | None, tasks: Sequence[str] | None, out_dir
     model), report.
 
     Clients: ``partition`` of ``tasks`` of ``data`` (``partition.partition_config``), or the ``clients`` file
-    (``clients_file.clients_from_file``; its tasks, and its ``data`` unless ``data`` is given). ``fedavg`` /
+    (``clients_file.clients_from_file``; its tasks, and its ``data``; ``data`` where it names none). ``fedavg`` /
     ``fedprox`` run horizontally only (the baselines); ``blendavg`` adds the vertical phase unless
     ``vertical_steps=0``. Local settings left None take ``LocalConfig``'s federation defaults; ``hidden_size`` is
     the initial model's shared size (None: the encoder preset's). ``dp_noise_multiplier`` wraps every strategy run
@@ -291,22 +293,26 @@ def _export(args) -> int:
     return 0
 
 
-def federate_main(argv: Sequence[str] | None = None) -> int:
-    """``multimed federate ...``: parse, run ``run_federation``, print where the report went."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.clients is None and (args.data is None or not args.tasks):
-        parser.error("--data and --tasks are required unless --clients names the clients")
-    if args.export_app is not None:
-        from multimed_hf.federated.deploy import DeploymentError, tls_files
+def parse_federate_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """``multimed federate`` arguments; a flag that would change nothing in the run asked for, or that the run would
+    refuse only once the clients are made, raises ``flags.FederateFlagError`` (``flags.check_federate_flags``)."""
+    from multimed_hf.federated.flags import check_federate_flags, given_flags
 
-        try:
-            tls_files(args.tls_ca, args.tls_cert, args.tls_key)
-        except DeploymentError as error:
-            parser.error(str(error))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    check_federate_flags(args, given_flags(build_parser(), argv, list(vars(args))))
+    return args
+
+
+def federate_main(argv: Sequence[str] | None = None) -> int:
+    """``multimed federate ...``: parse, run ``run_federation`` (or ``deploy.export_app``), print where the report
+    went."""
+    try:
+        args = parse_federate_args(argv)
+    except ValueError as error:
+        build_parser().error(str(error))
+    if args.export_app is not None:
         return _export(args)
-    if args.tls_ca or args.tls_cert or args.tls_key:
-        parser.error("--tls-ca, --tls-cert and --tls-key go with --export-app (a simulation has no connections)")
     result = run_federation(args.data, args.tasks, args.output_dir, clients=args.clients,
                             partition=args.partition or "paired=1,fragmented=1,partial=1", by=args.by,
                             seed=args.seed, rounds=args.rounds, strategy=args.strategy,

@@ -17,7 +17,7 @@ from multimed_hf.fewshot.adapters import (
     prepare_head,
     save_adapter,
 )
-from multimed_hf.fewshot.support import check_disjoint, sample_support
+from multimed_hf.fewshot.support import GROUP_COLUMNS, check_disjoint, sample_support
 from multimed_hf.fewshot.zeroshot import (
     ZeroShotError,
     read_alignment,
@@ -25,6 +25,7 @@ from multimed_hf.fewshot.zeroshot import (
     zero_shot_predict,
 )
 from multimed_hf.tasks import get_task
+from multimed_hf.training.arguments import _check_class_texts, _check_counts, _check_eval_splits, _json_arg
 from multimed_hf.training.outputs import PREDICTIONS_FOLDER, metric_records, write_json, write_predictions
 
 __all__ = [
@@ -34,7 +35,10 @@ __all__ = [
     "run_fewshot",
     "write_table2",
     "parse_fewshot_args",
+    "check_training_flags",
     "fewshot_main",
+    "ADAPTER_FLAGS",
+    "TRAINING_ONLY_FLAGS",
     "ZERO_SHOT_REGRESSION_NOTE",
     "TABLE1_ROWS",
 ]
@@ -45,8 +49,30 @@ TABLE1_ROWS = ("multimodal", "multimodal_multitask")
 ZERO_SHOT_REGRESSION_NOTE = "no zero-shot for a regression target (no class texts); see fewshot.zeroshot"
 
 
+#: ``FewShotArguments`` fields that only the k > 0 runs read (the adapter and its support sets): a zero-shot-only
+#: run (``--shots 0``) trains no adapter and draws no support set.
+ADAPTER_FLAGS = ("method", "rank", "alpha", "adapter_dropout", "targets", "base_id", "group_column")
+#: ``TrainingArguments`` flags that only shape the adapters' training (optimizer, schedule, length, batches,
+#: checkpoints): a zero-shot-only run trains nothing, so they would change nothing.
+TRAINING_ONLY_FLAGS = (
+    "learning_rate", "weight_decay", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+    "gradient_accumulation_steps", "auto_find_batch_size", "lr_scheduler_type", "lr_scheduler_kwargs",
+    "warmup_steps", "warmup_ratio", "optim", "optim_args", "optim_target_modules", "adam_beta1", "adam_beta2",
+    "adam_epsilon", "max_grad_norm", "gradient_checkpointing", "gradient_checkpointing_kwargs", "save_strategy",
+    "save_steps", "save_total_limit", "save_only_model", "data_seed",
+)
+#: ``TrainingArguments`` flags that evaluate during training: a k-shot run trains on its support set alone and
+#: scores ``--eval_split`` once, after training (an ``eval_strategy`` other than "no" crashed each run in Trainer:
+#: "you didn't pass an eval_dataset").
+_EVAL_DURING_TRAINING = ("eval_strategy", "eval_steps", "eval_delay", "eval_on_start", "load_best_model_at_end",
+                         "metric_for_best_model", "greater_is_better")
+#: ``TrainingArguments`` switches of transformers' example scripts that ``Trainer`` never reads.
+_SCRIPT_SWITCHES = ("do_train", "do_eval", "do_predict")
+
+
 class FewShotError(ValueError):
-    """A few-shot run that cannot start: missing splits, shots < 0, a --table1 file that is not a table1.csv."""
+    """A few-shot run that cannot start: missing splits, shots < 0, a --table1 file that is not a table1.csv, a flag
+    that would change nothing (``check_training_flags``, ``FewShotArguments``)."""
 
 
 def family_name(shots: int) -> str:
@@ -77,7 +103,8 @@ class FewShotArguments:
     table1: str | None = field(default=None, metadata={"help": "table1.csv of multimed benchmark: Table 2's first "
                                                                "two rows"})
     class_texts: str | None = field(default=None, metadata={"help": "JSON (or a JSON file): class -> describing "
-                                                                    "text for zero-shot"})
+                                                                    "text for zero-shot (or, as multimed train "
+                                                                    "takes it, task -> class -> text)"})
     group_column: str | None = field(default=None, metadata={"help": "grouping column of the support sets "
                                                                      "(default: group_id)"})
     eval_split: str = field(default="test", metadata={"help": "the split scored"})
@@ -88,6 +115,78 @@ class FewShotArguments:
         if any(k < 0 for k in self.shots):
             raise FewShotError(f"--shots {self.shots}: every k must be >= 0 (0 = zero-shot)")
         get_task(self.task)
+        # a repeated k or seed ran again into the same folder and counted twice in table2's mean +- sd
+        self.shots, self.seeds = list(dict.fromkeys(self.shots)), list(dict.fromkeys(self.seeds))
+        _check_counts(self, max_eval_samples=1, bootstrap_samples=0)
+        _check_eval_splits("eval_split", [self.eval_split])
+        if self.eval_split == "train":
+            raise FewShotError("--eval_split train: the support sets are drawn from the training split, so every "
+                               "support row would be scored too (each run failed its leak check); score on "
+                               "--eval_split test or validation")
+        _settings(self)  # an unknown --method or a --rank below 1 failed each k-shot run apart, after loading
+        self._check_method_flags()
+        if self.class_texts is not None and not isinstance(self.class_texts, dict):
+            self.class_texts = _task_class_texts(self.task, _json_arg("class_texts", self.class_texts))
+        self._check_zero_shot_flags()
+        if self.table1 is not None:  # read after every run before; a wrong path lost the table at the end
+            _table1_rows(self.table1, [self.task])
+
+    def _check_method_flags(self) -> None:
+        """``--alpha`` and ``--adapter_dropout`` are LoRA's (``peft_config`` passes them to LoraConfig alone);
+        IA3 has no rank."""
+        if self.method != "lora":
+            for name in ("alpha", "adapter_dropout"):
+                if _given(self, name):
+                    raise FewShotError(f"--{name} {getattr(self, name)}: it sets LoRA's "
+                                       f"{'scaling (lora_alpha)' if name == 'alpha' else 'dropout (lora_dropout)'}, "
+                                       f"and --method is {self.method!r}, which takes PEFT's default; use --method "
+                                       f"lora or leave it out")
+        if self.method == "ia3" and _given(self, "rank"):
+            raise FewShotError(f"--rank {self.rank}: --method ia3 learns scaling vectors and has no rank; leave it "
+                               f"out or use --method lora|loha|lokr")
+
+    def _check_zero_shot_flags(self) -> None:
+        """Flags that only one kind of run reads: ``--class_texts`` the zero-shot one (k = 0), the adapter flags
+        and more than one seed the k-shot ones (zero-shot trains nothing and is evaluated once, with the first
+        seed)."""
+        if self.class_texts and 0 not in self.shots:
+            raise FewShotError(f"--class_texts: class texts are read by the zero-shot run (k = 0) alone, and --shots "
+                               f"{self.shots} has none; add 0 to --shots or leave it out")
+        if any(k > 0 for k in self.shots):
+            return
+        given = [name for name in ADAPTER_FLAGS if _given(self, name)]
+        if given:
+            raise FewShotError(f"--{given[0]} {getattr(self, given[0])}: it sets the k-shot adapters (or their "
+                               f"support sets), and --shots {self.shots} asks for zero-shot alone, which trains "
+                               f"none; add a k > 0 to --shots or leave it out")
+        if len(self.seeds) > 1 and _given(self, "seeds"):
+            raise FewShotError(f"--seeds {self.seeds}: zero-shot trains nothing and is evaluated once, with the "
+                               f"first seed ({self.seeds[0]}); give one seed, or add a k > 0 to --shots")
+
+
+def _given(args, name: str) -> bool:
+    """Whether field ``name`` of the dataclass ``args`` differs from its default (was set by the user)."""
+    f = args.__dataclass_fields__[name]
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return getattr(args, name) != default
+
+
+def _task_class_texts(task: str, texts: Mapping[str, Any]) -> dict[str, str]:
+    """``--class_texts`` as ``{class: text}`` of ``task``: given so, or as ``multimed train --class_texts`` takes it
+    (``{task: {class: text}}``, naming ``task`` alone); classes checked against the registry (a misspelt class, or
+    the nested form read as classes, kept every class's name as its text)."""
+    nested = bool(texts) and all(isinstance(v, Mapping) for v in texts.values())
+    if nested:
+        others = sorted(set(texts) - {task})
+        if others:
+            raise FewShotError(f"--class_texts names tasks {others}; this run adapts {task!r} alone: give "
+                               f"{{class: text}} of {task!r} (or {{{task!r}: {{class: text}}}})")
+    _check_class_texts(texts if nested else {task: texts})
+    flat = dict(texts[task]) if nested else dict(texts)
+    wrong = sorted(k for k, v in flat.items() if not isinstance(v, str))
+    if wrong:
+        raise FewShotError(f"--class_texts[{task!r}]: the texts of {wrong} are not strings")
+    return flat
 
 
 def _settings(args: FewShotArguments) -> AdapterSettings:
@@ -97,8 +196,7 @@ def _settings(args: FewShotArguments) -> AdapterSettings:
 
 def _texts(args: FewShotArguments, alignment: Mapping | None) -> dict | None:
     if args.class_texts:
-        text = Path(args.class_texts).read_text() if Path(args.class_texts).is_file() else args.class_texts
-        return dict(json.loads(text))
+        return dict(args.class_texts)  # {class: text}, checked by FewShotArguments
     return ((alignment or {}).get("class_texts") or {}).get(args.task)
 
 
@@ -176,6 +274,38 @@ def _zero_shot(args, training_args, train, test, seed: int, out: Path) -> list[d
     return [{**r, "k": 0, "chance": 1 / len(classes)} for r in records]
 
 
+def _check_before_runs(args: FewShotArguments, train) -> None:
+    """What would fail every run alike, refused once before the first: a ``--group_column`` the training split lacks,
+    a ``--task`` none of whose modalities the checkpoint encodes, ``--targets`` naming no linear layer of it (each
+    was raised inside every run before, recorded as that run's failure, and the command exited 0)."""
+    from multimed_hf.configuration_multimed import MultiMedConfig
+    from multimed_hf.fewshot.adapters import AdapterError, default_targets
+
+    if not any(k > 0 for k in args.shots):
+        return
+    if args.group_column is not None and args.group_column not in train.column_names:
+        raise FewShotError(f"--group_column {args.group_column!r} is not a column of the training split of "
+                           f"{args.task!r} (columns: {train.column_names}); leave it out to group by "
+                           f"{next(c for c in GROUP_COLUMNS if c in train.column_names or c == 'sample_id')!r}")
+    try:
+        config = MultiMedConfig.from_pretrained(args.checkpoint)
+    except OSError as err:  # each run failed on it alike before
+        raise FewShotError(f"CHECKPOINT {args.checkpoint!r}: not a saved MultiMed run folder or Hub model id ({err})"
+                           ) from None
+    read = [m for m in get_task(args.task).modalities if m in config.encoders]
+    if not read:
+        raise FewShotError(f"--task {args.task!r} reads {list(get_task(args.task).modalities)}; the checkpoint "
+                           f"{args.checkpoint!r} encodes {sorted(config.encoders)}: few-shot adapters cannot add an "
+                           f"encoder (adapt a checkpoint trained on one of the task's modalities)")
+    if args.targets:
+        from multimed_hf.modeling_multimed import MultiMedModel
+
+        try:
+            default_targets(MultiMedModel.from_pretrained(args.checkpoint), args.targets)
+        except AdapterError as err:
+            raise FewShotError(f"--targets {args.targets}: {err}") from None
+
+
 def run_fewshot(args: FewShotArguments, training_args, *, datasets: Mapping[str, Any] | None = None) -> list[dict]:
     """Every k of ``args.shots`` x seed on ``args.task``: a support set, an adapter trained through
     ``MultiMedTrainer`` and scored on the evaluation split (k = 0: zero-shot by label text, once, as it trains
@@ -188,10 +318,12 @@ def run_fewshot(args: FewShotArguments, training_args, *, datasets: Mapping[str,
         from multimed_hf.training.loading import load_task_data
 
         datasets = load_task_data(args.data, [args.task], splits=("train", args.eval_split))[args.task]
+    check_training_flags(args, training_args)
     missing = [s for s in ("train", args.eval_split) if s not in datasets]
     if missing:
         raise FewShotError(f"task {args.task!r}: {args.data!r} has no split(s) {missing}")
     train, test = datasets["train"], datasets[args.eval_split]
+    _check_before_runs(args, train)
     root = Path(training_args.output_dir)
     records: list[dict] = []
     for k in args.shots:
@@ -269,21 +401,91 @@ def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: 
                        split="test", notes=notes, natural_scale=NATURAL_SCALE_METRICS | CORRELATION_METRICS)
 
 
-def parse_fewshot_args(argv: Sequence[str] | None = None, *, prog: str = "multimed fewshot"):
-    """``(FewShotArguments, TrainingArguments)``; the checkpoint may come first, positionally. ``prog``: the usage
-    line's command."""
+def check_training_flags(args: FewShotArguments, training_args, given: set[str] | None = None) -> None:
+    """Refuse ``TrainingArguments`` that change nothing in ``args``' runs, or break each of them, before any run:
+    those ``MultiMedTrainer`` cannot honour (``training.trainer.refused_arguments``; raised inside each run before,
+    so every run was recorded as failed and the command exited 0), evaluation during training (a k-shot run scores
+    ``--eval_split`` once, after training), ``push_to_hub`` and ``resume_from_checkpoint`` (each run trains a new
+    adapter over the checkpoint and saves it in its own folder). ``given``: the flags named on the command line
+    (``parse_fewshot_args``); with it, also ``--seed`` (each run's seed is one of ``--seeds``),
+    ``--remove_unused_columns true``, transformers' script switches ``--do_train/--do_eval/--do_predict`` and, in a
+    zero-shot-only run, the training flags (``TRAINING_ONLY_FLAGS``)."""
+    from multimed_hf.training.trainer import refused_arguments
+
+    refused = refused_arguments(training_args)
+    if refused:
+        raise FewShotError("TrainingArguments that MultiMedTrainer cannot honour (each k-shot and zero-shot run "
+                           "builds one):\n- " + "\n- ".join(refused))
+    given = set(given or ())
+    evaluating = [name for name in _EVAL_DURING_TRAINING if name in given]
+    if training_args.eval_strategy != "no" or training_args.load_best_model_at_end or evaluating:
+        name = evaluating[0] if evaluating else ("eval_strategy" if training_args.eval_strategy != "no" else
+                                                 "load_best_model_at_end")
+        raise FewShotError(f"--{name}: a few-shot run trains on its support set alone and scores --eval_split "
+                           f"{args.eval_split!r} once, after training, so there is no evaluation during training "
+                           f"(with eval_strategy != 'no' each run failed: no eval_dataset); leave it out")
+    if training_args.push_to_hub:
+        raise FewShotError("--push_to_hub: each run saves its adapter under <output_dir>/runs/<task>/<k>_shot/"
+                           "seed<s>/adapter, and Trainer would push nothing of it (it tried to create the repo "
+                           "from every run); push the adapter you want with multimed_hf.fewshot.push_adapter")
+    if training_args.resume_from_checkpoint is not None:
+        raise FewShotError(f"--resume_from_checkpoint {training_args.resume_from_checkpoint}: every run trains a new "
+                           f"adapter over the CHECKPOINT argument and was never resumed; leave it out (the "
+                           f"checkpoint adapted is the first argument)")
+    if "seed" in given:
+        raise FewShotError(f"--seed {training_args.seed}: each run's seed (support set, adapter initialisation, "
+                           f"batches) is one of --seeds {args.seeds}, which overrides it; use --seeds")
+    if "remove_unused_columns" in given and training_args.remove_unused_columns:
+        raise FewShotError("--remove_unused_columns True: MultiMedTrainer reads every column of a task's rows "
+                           "through the processor (with_transform) and keeps them all; leave it False (the default "
+                           "of multimed fewshot)")
+    switches = [name for name in _SCRIPT_SWITCHES if name in given]
+    if switches:
+        raise FewShotError(f"--{switches[0]}: a switch of transformers' example scripts that Trainer never reads; "
+                           f"multimed fewshot trains every k > 0 of --shots and scores --eval_split; leave it out")
+    if not any(k > 0 for k in args.shots):
+        training_only = [name for name in TRAINING_ONLY_FLAGS if name in given]
+        if training_only:
+            raise FewShotError(f"--{training_only[0]}: it shapes the k-shot adapters' training, and --shots "
+                               f"{args.shots} asks for zero-shot alone, which trains nothing; add a k > 0 to "
+                               f"--shots or leave it out")
+
+
+def _given_flags(parser, argv: Sequence[str]) -> set[str]:
+    """The fields named in ``argv`` (not left at their defaults): ``argv`` parsed again with every default set to a
+    marker."""
+    unset = object()
+    names = [f.name for dc in parser.dataclass_types for f in dataclasses.fields(dc) if f.init]
+    parser.set_defaults(**{name: unset for name in names})
+    namespace, _ = parser.parse_known_args(list(argv))
+    return {k for k, v in vars(namespace).items() if v is not unset}
+
+
+def _fewshot_parser(prog: str):
     from transformers import HfArgumentParser, TrainingArguments
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and not argv[0].startswith("-") and not argv[0].endswith(".json"):
-        argv = ["--checkpoint", argv[0], *argv[1:]]
     parser = HfArgumentParser((FewShotArguments, TrainingArguments), prog=prog)
     parser.set_defaults(remove_unused_columns=False, report_to="none", save_strategy="no", learning_rate=1e-3,
                         num_train_epochs=20, per_device_train_batch_size=16, per_device_eval_batch_size=64,
                         logging_steps=10)
+    return parser
+
+
+def parse_fewshot_args(argv: Sequence[str] | None = None, *, prog: str = "multimed fewshot"):
+    """``(FewShotArguments, TrainingArguments)``; the checkpoint may come first, positionally. ``prog``: the usage
+    line's command. Flags that would change nothing are refused (``FewShotArguments``, ``check_training_flags``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and not argv[0].startswith("-") and not argv[0].endswith(".json"):
+        argv = ["--checkpoint", argv[0], *argv[1:]]
+    parser = _fewshot_parser(prog)
     if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(argv[0])
-    return parser.parse_args_into_dataclasses(argv)
+        args, training_args = parser.parse_json_file(argv[0])
+        given = set(json.loads(Path(argv[0]).read_text()))
+    else:
+        args, training_args = parser.parse_args_into_dataclasses(argv)
+        given = _given_flags(_fewshot_parser(prog), argv)
+    check_training_flags(args, training_args, given)
+    return args, training_args
 
 
 def fewshot_main(argv: Sequence[str] | None = None) -> int:

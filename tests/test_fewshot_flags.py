@@ -1,0 +1,154 @@
+"""``multimed fewshot`` flags: each one acts as its help says or is refused before the first run, naming the flag, why
+it changes nothing and what to use instead. Before, each case below was silently ignored (e.g. ``--seed``, whose
+value every run overwrote with one of ``--seeds``), or failed inside every run alike, which recorded the failure in
+table2.csv and exited 0 (e.g. ``--eval_strategy steps``: "you didn't pass an eval_dataset")."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from transformers import TrainingArguments
+
+from multimed_hf.fewshot.run import FewShotArguments, FewShotError, fewshot_main, parse_fewshot_args, run_fewshot
+from training_tiny import brain_tumor, tiny_model, tiny_processor
+
+BASE = ["ckpt", "--data", "multimed", "--task", "brain_tumor", "--output_dir", "out"]
+
+
+def _parse(*flags):
+    return parse_fewshot_args([*BASE, *flags])
+
+
+# ---------------------------------------------------------------------- refused at parse time
+@pytest.mark.parametrize("flags, match", [
+    # TrainingArguments: every run's seed is one of --seeds, which overwrote --seed
+    (["--seed", "7"], r"--seed 7: each run's seed .* --seeds \[0, 1, 2\], which overrides it; use --seeds"),
+    # no evaluation set during training: each run failed in Trainer ("you didn't pass an eval_dataset")
+    (["--eval_strategy", "steps", "--eval_steps", "1"], r"--eval_strategy: .*scores --eval_split 'test' once, after "
+                                                        r"training"),
+    (["--eval_on_start", "true"], r"--eval_on_start: .*no evaluation during training"),
+    # Trainer pushed nothing of the adapters (and tried to reach the Hub from every run)
+    (["--push_to_hub", "true"], r"--push_to_hub: .*multimed_hf.fewshot.push_adapter"),
+    # trainer.train() was called without it
+    (["--resume_from_checkpoint", "runs/x/checkpoint-3"], r"--resume_from_checkpoint runs/x/checkpoint-3: every run "
+                                                          r"trains a new adapter"),
+    # MultiMedTrainer set it back to False without a word
+    (["--remove_unused_columns", "true"], r"--remove_unused_columns True: MultiMedTrainer reads every column"),
+    (["--do_predict", "true"], r"--do_predict: a switch of transformers' example scripts that Trainer never reads"),
+    # refused by MultiMedTrainer inside each run before: every run recorded as failed, exit 0
+    (["--neftune_noise_alpha", "5"], r"cannot honour .*\n- neftune_noise_alpha=5.0: NEFTune"),
+    # LoRA's own settings: peft_config passes them to LoraConfig alone
+    (["--method", "loha", "--alpha", "4"], r"--alpha 4.0: it sets LoRA's scaling \(lora_alpha\), and --method is "
+                                           r"'loha'"),
+    (["--method", "ia3", "--adapter_dropout", "0.1"], r"--adapter_dropout 0.1: it sets LoRA's dropout"),
+    (["--method", "ia3", "--rank", "4"], r"--rank 4: --method ia3 learns scaling vectors and has no rank"),
+    # raised inside each k-shot run before (after loading the checkpoint), recorded as that run's failure
+    (["--method", "lora2"], r"adapter method 'lora2' is not one of \('lora', 'loha', 'lokr', 'ia3'\)"),
+    (["--rank", "0"], r"adapter rank 0: expected >= 1"),
+    (["--max_eval_samples", "0"], r"--max_eval_samples 0: expected an integer >= 1"),
+    (["--bootstrap_samples", "-1"], r"--bootstrap_samples -1: expected 0 \(no CI\) or more"),
+    # the support sets come from the training split: every run failed its leak check
+    (["--eval_split", "train"], r"--eval_split train: the support sets are drawn from the training split"),
+    (["--eval_split", "tset"], r"--eval_split \['tset'\]: \['tset'\] is not a split"),
+    # read by the zero-shot run alone
+    (["--shots", "5", "10", "--class_texts", '{"glioma": "a glial tumour"}'],
+     r"--class_texts: class texts are read by the zero-shot run \(k = 0\) alone, and --shots \[5, 10\] has none"),
+    # a misspelt class kept its name as its text; the nested form (multimed train's) was read as class names
+    (["--shots", "0", "--class_texts", '{"gliomaa": "a glial tumour"}'],
+     r"--class_texts\['brain_tumor'\]: \['gliomaa'\] are not classes"),
+    (["--shots", "0", "--class_texts", '{"brain_tumor": {"glioma": "g"}, "cell_type": {"B": "b"}}'],
+     r"--class_texts names tasks \['cell_type'\]; this run adapts 'brain_tumor' alone"),
+    # zero-shot alone trains no adapter, draws no support set and is evaluated once
+    (["--shots", "0", "--rank", "4"], r"--rank 4: it sets the k-shot adapters .*--shots \[0\] asks for zero-shot "
+                                      r"alone"),
+    (["--shots", "0", "--targets", "query"], r"--targets \['query'\]: it sets the k-shot adapters"),
+    (["--shots", "0", "--group_column", "patient_id"], r"--group_column patient_id: it sets the k-shot adapters "
+                                                       r"\(or their support sets\)"),
+    (["--shots", "0", "--seeds", "0", "1"], r"--seeds \[0, 1\]: zero-shot trains nothing and is evaluated once"),
+    (["--shots", "0", "--learning_rate", "0.01"], r"--learning_rate: it shapes the k-shot adapters' training, and "
+                                                  r"--shots \[0\] asks for zero-shot alone"),
+    (["--shots", "0", "--max_steps", "5"], r"--max_steps: it shapes the k-shot adapters' training"),
+    # read only after every run had trained: a wrong path lost the table at the end
+    (["--table1", "no/such/table1.csv"], r"--table1 'no/such/table1.csv': no such file"),
+])
+def test_a_flag_that_would_change_nothing_is_refused_at_parse_time(flags, match):
+    with pytest.raises(ValueError, match=match):
+        _parse(*flags)
+
+
+def test_the_command_refuses_before_any_run_and_names_the_flag(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = fewshot_main(["ckpt", "--data", str(tmp_path / "nothing"), "--task", "brain_tumor", "--output_dir",
+                         str(out), "--seed", "3"])
+    assert code == 2 and "multimed fewshot: error: --seed 3:" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_what_each_flag_reads_is_kept(tmp_path):
+    args, training_args = _parse("--shots", "0", "5", "5", "--seeds", "1", "1", "2", "--method", "loha", "--rank",
+                                 "4", "--learning_rate", "0.01", "--no_remove_unused_columns")
+    assert args.shots == [0, 5] and args.seeds == [1, 2]  # a repeated k or seed ran twice into one folder
+    assert (args.method, args.rank, training_args.learning_rate) == ("loha", 4, 0.01)
+    zero, _ = _parse("--shots", "0", "--seeds", "3", "--per_device_eval_batch_size", "8", "--class_texts",
+                     '{"brain_tumor": {"glioma": "a glial tumour"}}')
+    assert zero.seeds == [3] and zero.class_texts == {"glioma": "a glial tumour"}  # multimed train's form too
+    path = tmp_path / "texts.json"
+    path.write_text(json.dumps({"glioma": "a glial tumour", "no_tumor": "healthy brain"}))
+    flat, _ = _parse("--shots", "0", "--class_texts", str(path))
+    assert flat.class_texts == {"glioma": "a glial tumour", "no_tumor": "healthy brain"}
+    table = tmp_path / "table1.csv"
+    table.write_text("family,task,metric,value,seed,split\nmultimodal,brain_tumor,accuracy,0.5,0,test\n")
+    assert _parse("--table1", str(table))[0].table1 == str(table)
+
+
+def test_a_json_file_of_flags_is_checked_alike(tmp_path):
+    path = tmp_path / "fewshot.json"
+    path.write_text(json.dumps({"checkpoint": "ckpt", "data": "multimed", "task": "brain_tumor", "output_dir": "o",
+                                "shots": [0], "max_steps": 3}))
+    with pytest.raises(FewShotError, match="--max_steps: it shapes the k-shot adapters' training"):
+        parse_fewshot_args([str(path)])
+
+
+# ---------------------------------------------------------------------- refused before the first run
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fewshot-flags") / "base"
+    tiny_model(["brain_tumor"]).save_pretrained(folder)
+    tiny_processor().save_pretrained(folder)
+    return str(folder)
+
+
+def _run(checkpoint, tmp_path, task="brain_tumor", training=None, **kwargs):
+    args = FewShotArguments(checkpoint=checkpoint, data="(in memory)", task=task, shots=[2], seeds=[0],
+                            bootstrap_samples=0, **kwargs)
+    training_args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=1, per_device_train_batch_size=4,
+                                      report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True,
+                                      **(training or {}))
+    data = {"train": brain_tumor(12, prefix="tr"), "test": brain_tumor(4, seed=5, prefix="te")}
+    return run_fewshot(args, training_args, datasets=data)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    # SupportError inside each run before
+    ({"group_column": "patient"}, r"--group_column 'patient' is not a column of the training split of 'brain_tumor' .*"
+                                  r"leave it out to group by 'sample_id'"),
+    # AdapterError inside each run before
+    ({"targets": ["query_proj"]}, r"--targets \['query_proj'\]: no linear layer named \['query_proj'\]"),
+    # a task the checkpoint cannot read (cell_type reads scRNA-seq; the tiny base encodes images)
+    ({"task": "cell_type"}, r"--task 'cell_type' reads \['scrna'\]; the checkpoint .* encodes \['fundus', 'mri', "
+                            r"'oct'\]: few-shot adapters cannot add an encoder"),
+    # the Python API gets the TrainingArguments checks too
+    ({"training": {"eval_strategy": "steps", "eval_steps": 1}}, r"--eval_strategy: a few-shot run trains on its "
+                                                                r"support set alone"),
+])
+def test_what_would_fail_every_run_alike_is_refused_before_the_first(checkpoint, tmp_path, kwargs, match):
+    with pytest.raises(FewShotError, match=match):
+        _run(checkpoint, tmp_path, **kwargs)
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_a_run_with_flags_that_apply_trains(checkpoint, tmp_path):
+    records = _run(checkpoint, tmp_path, method="lora", rank=2, targets=["q_proj"], group_column="sample_id")
+    assert records and all(r.get("error") is None for r in records)
+    assert (tmp_path / "out" / "runs" / "brain_tumor" / "2_shot" / "seed0" / "adapter").is_dir()
