@@ -109,28 +109,49 @@ def test_the_trainer_flag_sets_the_model_config_and_trains(tmp_path):
     assert json.loads((tmp_path / "saved" / "config.json").read_text())["label_smoothing"] == 0.1
 
 
-def test_the_trainer_flag_is_refused_where_no_trained_task_has_a_class_output(tmp_path):
+def test_the_trainer_warns_where_no_trained_task_has_a_class_output(tmp_path, caplog):
     model = MultiMedModel(_config(["disease", "expression_prediction"]))
-    with pytest.raises(ValueError, match=r"label_smoothing_factor=0.1: .*\['disease', 'expression_prediction'\].* "
-                                         r"have none"):
+    with caplog.at_level(logging.WARNING, logger="multimed_hf.training.trainer"):
         MultiMedTrainer(model=model, args=_args(tmp_path, label_smoothing_factor=0.1))
     assert model.config.label_smoothing == 0.0
+    assert any("label_smoothing_factor=0.1: label smoothing applies to single-label class outputs and the tasks "
+               "trained (['disease', 'expression_prediction']) have none" in r.getMessage() for r in caplog.records)
 
 
-def test_a_grid_plan_without_class_outputs_runs_unsmoothed_with_a_warning(tmp_path, caplog):
-    from multimed_hf.training.run import _label_smoothing_here
+def test_a_plan_without_class_outputs_trains_unsmoothed(tmp_path, caplog):
+    from multimed_hf.training.run import RunError, _label_smoothing_here
 
     args = _args(tmp_path, label_smoothing_factor=0.1)
     regression, classes = _config(["expression_prediction"]), _config(["brain_tumor"])
     with caplog.at_level(logging.WARNING, logger="multimed_hf.training.run"):
-        assert _label_smoothing_here(args, classes, "brain_tumor", chosen_here=False) is args
-        assert _label_smoothing_here(args, regression, "expression_prediction", chosen_here=True) is args
-        assert caplog.records == []
+        assert _label_smoothing_here(args, classes, "brain_tumor", chosen_here=True) is args
+        # the one run asked for: the flag would change nothing
+        with pytest.raises(RunError, match="--label_smoothing_factor 0.1 smooths single-label class outputs, and "
+                                           "plan 'expression_prediction' has none"):
+            _label_smoothing_here(args, regression, "expression_prediction", chosen_here=True)
+        # the preset's default: quietly left out
+        quiet = _label_smoothing_here(args, regression, "expression_prediction", chosen_here=True,
+                                      preset_default=0.1)
+        assert caplog.records == [] and quiet.label_smoothing_factor == 0.0
+        # one plan of several: applied to the others, warned here
         kept = _label_smoothing_here(args, regression, "expression_prediction", chosen_here=False)
     assert kept.label_smoothing_factor == 0.0 and args.label_smoothing_factor == 0.1
     assert [r.getMessage() for r in caplog.records] == [
         "--label_smoothing_factor 0.1 smooths single-label class outputs, and plan 'expression_prediction' has none: "
         "not applied to this run"]
+
+
+def test_the_small_preset_smooths_class_labels_by_default():
+    from multimed_hf.training.arguments import parse_train_args, training_defaults
+
+    assert training_defaults("unimodal", "small")["label_smoothing_factor"] == 0.05
+    assert "label_smoothing_factor" not in training_defaults("unimodal", "hub", ("mri",))
+    assert "label_smoothing_factor" not in training_defaults("domain_specific", "small")
+    _, targs = parse_train_args(["--data", "d", "--tasks", "cell_type", "--encoders", "small", "--output_dir", "o"])
+    assert targs.label_smoothing_factor == 0.05
+    _, targs = parse_train_args(["--data", "d", "--tasks", "cell_type", "--encoders", "small", "--output_dir", "o",
+                                 "--label_smoothing_factor", "0"])
+    assert targs.label_smoothing_factor == 0.0
 
 
 def test_multimed_train_takes_the_flag_and_saves_it(tmp_path):

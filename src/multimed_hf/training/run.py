@@ -17,6 +17,7 @@ from multimed_hf.training.arguments import (
     parse_evaluate_args,
     parse_train_args,
     task_modalities,
+    training_defaults,
 )
 from multimed_hf.training.data import draft_decode
 from multimed_hf.training.families import FamilyError, RunPlan, plan_runs, unplanned
@@ -107,15 +108,24 @@ def choose_plan(args: MultiMedArguments) -> RunPlan:
     return plans[0]
 
 
-def _label_smoothing_here(training_args, config, plan_name: str, chosen_here: bool):
-    """``training_args`` for one plan: where a family's or benchmark grid's plan has no single-label class output,
-    ``--label_smoothing_factor`` is left at 0 for it with one warning line (the others apply it); the one run asked
-    for keeps it, and the trainer refuses it there."""
+def _label_smoothing_here(training_args, config, plan_name: str, chosen_here: bool, preset_default: float = 0.0):
+    """``training_args`` for one plan whose model ``config`` may have no single-label class output: there
+    ``--label_smoothing_factor`` is left at 0, quietly where it is the encoder preset's default
+    (``preset_default``), with one warning line in a family's or benchmark grid's plan (the others apply it), and
+    the one run asked for is refused (it would change nothing)."""
     factor = getattr(training_args, "label_smoothing_factor", 0)
-    if not factor or chosen_here or config.smoothed_outputs():
+    if not factor or config.smoothed_outputs():
         return training_args
-    logger.warning("--label_smoothing_factor %s smooths single-label class outputs, and plan %r has none: not "
-                   "applied to this run", factor, plan_name)
+    if factor == preset_default:
+        logger.info("plan %r has no single-label class output: trained without the preset's label smoothing",
+                    plan_name)
+    elif chosen_here:
+        raise RunError(f"--label_smoothing_factor {factor} smooths single-label class outputs, and plan "
+                       f"{plan_name!r} has none (multilabel, regression and coordinate outputs are not smoothed): it "
+                       f"would change nothing; leave it out")
+    else:
+        logger.warning("--label_smoothing_factor %s smooths single-label class outputs, and plan %r has none: not "
+                       "applied to this run", factor, plan_name)
     return dataclasses.replace(training_args, label_smoothing_factor=0.0)
 
 
@@ -438,7 +448,8 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
     if args.streaming and args.max_train_samples is not None:
         trainer_extra["streaming_options"] = {"sizes": _capped_stream_sizes(train, args.max_train_samples,
                                                                             training_args.world_size)}
-    training_args = _label_smoothing_here(training_args, assembly.model.config, plan.name, chosen_here)
+    preset = training_defaults(args.family, args.encoders, plan.read_modalities).get("label_smoothing_factor", 0.0)
+    training_args = _label_smoothing_here(training_args, assembly.model.config, plan.name, chosen_here, preset)
     trainer = build_trainer(assembly.model, training_args, assembly.processor, train_datasets=train,
                             eval_datasets=evaluation or None, modalities=assembly.modalities,
                             sampling=_sampling(args), loss_weighting=loss_weighting,

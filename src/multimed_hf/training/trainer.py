@@ -120,14 +120,16 @@ _METRICS_PATH = ("evaluation computes each task's registry metrics over all its 
 
 def _smooth_labels(config, factor: float, tasks: Sequence[str]) -> None:
     """``--label_smoothing_factor``: set ``config.label_smoothing`` (applied by the heads to every single-label class
-    output, as Trainer's label smoother does to a model's logits); refused where none of ``tasks`` has one."""
+    output, as Trainer's label smoother does to a model's logits); where none of ``tasks`` has one, a warning and the
+    config unchanged (Trainer's own rule for a multi-label model)."""
     if not 0 < factor < 1:
         raise ValueError(f"label_smoothing_factor={factor}: expected a value between 0 and 1")
     smoothed = [name for name in config.smoothed_outputs() if name.split("/")[0] in tasks]
-    if not smoothed:
-        raise ValueError(f"label_smoothing_factor={factor}: label smoothing applies to single-label class outputs "
-                         f"and the tasks trained ({list(tasks)}) have none (multilabel, regression and coordinate "
-                         f"outputs are not smoothed); leave it at 0")
+    if not smoothed:  # as Trainer does for a multi-label model: warned, trained without it
+        logger.warning("label_smoothing_factor=%s: label smoothing applies to single-label class outputs and the "
+                       "tasks trained (%s) have none (multilabel, regression and coordinate outputs are not "
+                       "smoothed): not applied", factor, list(tasks))
+        return
     if config.label_smoothing and config.label_smoothing != factor:
         logger.info("label_smoothing_factor=%s replaces the model config's label_smoothing=%s", factor,
                     config.label_smoothing)
@@ -217,8 +219,8 @@ class MultiMedTrainer(Trainer):
     (``train_sampling_strategy``, NEFTune, ``compute_metrics``'s options, ...) are refused
     at construction with the reason and what to use instead (`refused_arguments`), never skipped silently; per-task
     batch sizes shrink with ``auto_find_batch_size`` as the default one does; ``label_smoothing_factor`` becomes the
-    model config's ``label_smoothing`` (the heads smooth every single-label class loss; refused where no trained
-    task has one).
+    model config's ``label_smoothing`` (the heads smooth every single-label class loss; with a warning where no
+    trained task has one, as Trainer does for a multi-label model).
 
     Args:
         model: a `MultiMedModel` (or a PEFT model over one).
