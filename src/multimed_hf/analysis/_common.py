@@ -88,7 +88,7 @@ def parse_analysis_args(argv: Sequence[str] | None, options_cls, *, single_task:
     what to use instead (``check_analysis_args`` with the flags given, and ``--remove_unused_columns True``)."""
     from transformers import HfArgumentParser, TrainingArguments
 
-    from multimed_hf.training.arguments import MultiMedArguments, task_modalities, training_defaults
+    from multimed_hf.training.arguments import MultiMedArguments, flags_named, task_modalities, training_defaults
 
     argv = list(sys.argv[1:] if argv is None else argv)
     argv = ["--tasks" if a == "--task" else a for a in argv]
@@ -102,13 +102,12 @@ def parse_analysis_args(argv: Sequence[str] | None, options_cls, *, single_task:
             given.get("family", ANALYSIS_FAMILY), given.get("encoders", "hub"), task_modalities(given.get("tasks")))}
         parser.set_defaults(**defaults)
         parsed = parser.parse_dict({**defaults, **given})
-        named = {k for k, v in given.items() if v != parser.get_default(k)}
+        named = set(given)
     else:
         probe, _ = parser.parse_known_args(argv)
         parser.set_defaults(**training_defaults(probe.family, probe.encoders, task_modalities(probe.tasks)))
-        namespace, _ = parser.parse_known_args(argv)
         parsed = parser.parse_args_into_dataclasses(argv)
-        named = {k for k, v in vars(namespace).items() if v != parser.get_default(k)}
+        named = flags_named(HfArgumentParser((MultiMedArguments, options_cls, TrainingArguments)), argv)
     args, options, training_args = parsed[0], parsed[1], parsed[2]
     if single_task and len(args.tasks) != 1:
         raise AnalysisError(f"--tasks: this analysis takes one task, got {args.tasks}")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Any, Mapping, Sequence
 
-__all__ = ["FederateFlagError", "STRATEGY_FLAGS", "given_flags", "check_federate_flags", "check_assemble_kwargs",
+__all__ = ["FederateFlagError", "STRATEGY_FLAGS", "check_federate_flags", "check_assemble_kwargs",
            "clients_file_tasks", "has_fragments"]
 
 #: Flags read by one strategy alone: dest -> that strategy (``make_strategy``; the vertical phase is BlendAvg's).
@@ -25,15 +24,6 @@ class FederateFlagError(ValueError):
 
 def _flag(dest: str) -> str:
     return "--" + dest.replace("_", "-")
-
-
-def given_flags(parser: argparse.ArgumentParser, argv: Sequence[str], dests: Sequence[str]) -> set[str]:
-    """The ``dests`` named in ``argv`` (not left at their defaults): ``argv`` parsed again by ``parser`` (a fresh
-    one: its defaults are changed) with every default set to a marker."""
-    unset = object()
-    parser.set_defaults(**{dest: unset for dest in dests})
-    namespace = parser.parse_args(list(argv))
-    return {k for k, v in vars(namespace).items() if v is not unset}
 
 
 def clients_file_tasks(clients, data=None, tasks: Sequence[str] | None = None) -> list[str]:
@@ -146,7 +136,7 @@ def _check_values(args) -> None:
 
 def check_federate_flags(args, given: set[str]) -> None:
     """Refuse a ``multimed federate`` flag that changes nothing in the run asked for (``given``: the dests named on
-    the command line, ``given_flags``), before any client folder is written: a strategy's own flag when no strategy
+    the command line, ``training.arguments.flags_named``), before any client folder is written: a strategy's own flag when no strategy
     run reads it (``STRATEGY_FLAGS``; simulation: ``--strategy`` and ``--compare``), the vertical flags without
     fragments to link or with ``--vertical-steps 0``, ``--dp-clipping*`` without ``--dp-noise-multiplier``, ``--by``
     with ``--clients``, ``--data`` where the clients file names its own, ``--tasks`` naming a task no client of

@@ -296,11 +296,12 @@ def _export(args) -> int:
 def parse_federate_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """``multimed federate`` arguments; a flag that would change nothing in the run asked for, or that the run would
     refuse only once the clients are made, raises ``flags.FederateFlagError`` (``flags.check_federate_flags``)."""
-    from multimed_hf.federated.flags import check_federate_flags, given_flags
+    from multimed_hf.federated.flags import check_federate_flags
+    from multimed_hf.training.arguments import flags_named
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    check_federate_flags(args, given_flags(build_parser(), argv, list(vars(args))))
+    check_federate_flags(args, flags_named(build_parser(), argv, list(vars(args))))
     return args
 
 

@@ -25,7 +25,14 @@ from multimed_hf.fewshot.zeroshot import (
     zero_shot_predict,
 )
 from multimed_hf.tasks import get_task
-from multimed_hf.training.arguments import _check_class_texts, _check_counts, _check_eval_splits, _json_arg
+from multimed_hf.training.arguments import (
+    check_class_texts,
+    check_counts,
+    check_eval_splits,
+    flags_named,
+    json_argument,
+    set_by_user,
+)
 from multimed_hf.training.outputs import PREDICTIONS_FOLDER, metric_records, write_json, write_predictions
 
 __all__ = [
@@ -117,8 +124,8 @@ class FewShotArguments:
         get_task(self.task)
         # a repeated k or seed ran again into the same folder and counted twice in table2's mean +- sd
         self.shots, self.seeds = list(dict.fromkeys(self.shots)), list(dict.fromkeys(self.seeds))
-        _check_counts(self, max_eval_samples=1, bootstrap_samples=0)
-        _check_eval_splits("eval_split", [self.eval_split])
+        check_counts(self, max_eval_samples=1, bootstrap_samples=0)
+        check_eval_splits("eval_split", [self.eval_split])
         if self.eval_split == "train":
             raise FewShotError("--eval_split train: the support sets are drawn from the training split, so every "
                                "support row would be scored too (each run failed its leak check); score on "
@@ -126,7 +133,7 @@ class FewShotArguments:
         _settings(self)  # an unknown --method or a --rank below 1 failed each k-shot run apart, after loading
         self._check_method_flags()
         if self.class_texts is not None and not isinstance(self.class_texts, dict):
-            self.class_texts = _task_class_texts(self.task, _json_arg("class_texts", self.class_texts))
+            self.class_texts = _task_class_texts(self.task, json_argument("class_texts", self.class_texts))
         self._check_zero_shot_flags()
         if self.table1 is not None:  # read after every run before; a wrong path lost the table at the end
             _table1_rows(self.table1, [self.task])
@@ -136,12 +143,12 @@ class FewShotArguments:
         IA3 has no rank."""
         if self.method != "lora":
             for name in ("alpha", "adapter_dropout"):
-                if _given(self, name):
+                if set_by_user(self, name):
                     raise FewShotError(f"--{name} {getattr(self, name)}: it sets LoRA's "
                                        f"{'scaling (lora_alpha)' if name == 'alpha' else 'dropout (lora_dropout)'}, "
                                        f"and --method is {self.method!r}, which takes PEFT's default; use --method "
                                        f"lora or leave it out")
-        if self.method == "ia3" and _given(self, "rank"):
+        if self.method == "ia3" and set_by_user(self, "rank"):
             raise FewShotError(f"--rank {self.rank}: --method ia3 learns scaling vectors and has no rank; leave it "
                                f"out or use --method lora|loha|lokr")
 
@@ -154,21 +161,14 @@ class FewShotArguments:
                                f"{self.shots} has none; add 0 to --shots or leave it out")
         if any(k > 0 for k in self.shots):
             return
-        given = [name for name in ADAPTER_FLAGS if _given(self, name)]
+        given = [name for name in ADAPTER_FLAGS if set_by_user(self, name)]
         if given:
             raise FewShotError(f"--{given[0]} {getattr(self, given[0])}: it sets the k-shot adapters (or their "
                                f"support sets), and --shots {self.shots} asks for zero-shot alone, which trains "
                                f"none; add a k > 0 to --shots or leave it out")
-        if len(self.seeds) > 1 and _given(self, "seeds"):
+        if len(self.seeds) > 1 and set_by_user(self, "seeds"):
             raise FewShotError(f"--seeds {self.seeds}: zero-shot trains nothing and is evaluated once, with the "
                                f"first seed ({self.seeds[0]}); give one seed, or add a k > 0 to --shots")
-
-
-def _given(args, name: str) -> bool:
-    """Whether field ``name`` of the dataclass ``args`` differs from its default (was set by the user)."""
-    f = args.__dataclass_fields__[name]
-    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    return getattr(args, name) != default
 
 
 def _task_class_texts(task: str, texts: Mapping[str, Any]) -> dict[str, str]:
@@ -181,7 +181,7 @@ def _task_class_texts(task: str, texts: Mapping[str, Any]) -> dict[str, str]:
         if others:
             raise FewShotError(f"--class_texts names tasks {others}; this run adapts {task!r} alone: give "
                                f"{{class: text}} of {task!r} (or {{{task!r}: {{class: text}}}})")
-    _check_class_texts(texts if nested else {task: texts})
+    check_class_texts(texts if nested else {task: texts})
     flat = dict(texts[task]) if nested else dict(texts)
     wrong = sorted(k for k, v in flat.items() if not isinstance(v, str))
     if wrong:
@@ -451,16 +451,6 @@ def check_training_flags(args: FewShotArguments, training_args, given: set[str] 
                                f"--shots or leave it out")
 
 
-def _given_flags(parser, argv: Sequence[str]) -> set[str]:
-    """The fields named in ``argv`` (not left at their defaults): ``argv`` parsed again with every default set to a
-    marker."""
-    unset = object()
-    names = [f.name for dc in parser.dataclass_types for f in dataclasses.fields(dc) if f.init]
-    parser.set_defaults(**{name: unset for name in names})
-    namespace, _ = parser.parse_known_args(list(argv))
-    return {k for k, v in vars(namespace).items() if v is not unset}
-
-
 def _fewshot_parser(prog: str):
     from transformers import HfArgumentParser, TrainingArguments
 
@@ -483,7 +473,7 @@ def parse_fewshot_args(argv: Sequence[str] | None = None, *, prog: str = "multim
         given = set(json.loads(Path(argv[0]).read_text()))
     else:
         args, training_args = parser.parse_args_into_dataclasses(argv)
-        given = _given_flags(_fewshot_parser(prog), argv)
+        given = flags_named(_fewshot_parser(prog), argv)
     check_training_flags(args, training_args, given)
     return args, training_args
 

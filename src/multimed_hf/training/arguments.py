@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass, field
@@ -24,6 +25,12 @@ __all__ = [
     "variant_options",
     "check_variant_flags",
     "check_run_flags",
+    "check_counts",
+    "set_by_user",
+    "flags_named",
+    "check_eval_splits",
+    "check_class_texts",
+    "json_argument",
     "overrides_read",
     "teachers_of",
     "held_out_classes",
@@ -219,7 +226,7 @@ class MultiMedArguments:
         parse_family(self.family)
         self.tasks = list(dict.fromkeys(self.tasks))
         if self.class_texts is not None and not isinstance(self.class_texts, dict):
-            self.class_texts = _json_arg("class_texts", self.class_texts)
+            self.class_texts = json_argument("class_texts", self.class_texts)
         if self.teachers is not None:
             teachers_of(self.teachers)  # a malformed entry fails at parse time
         if self.holdout_classes is not None:
@@ -231,17 +238,17 @@ class MultiMedArguments:
             raise ValueError(f"--{alignment_only[0]} belongs to contrastive alignment: add --align_label_text "
                              f"(held-out classes are predicted through the label_text heads it trains)")
         pair_only = [f"{name} {getattr(self, name)}" for name in ("align_temperature", "align_pair_weight",
-                                                                   "max_align_pairs") if _given(self, name)]
+                                                                   "max_align_pairs") if set_by_user(self, name)]
         if pair_only and not self.align_pairs:
             raise ValueError(f"--{pair_only[0]}: it sets the image-caption loss, which only --align_pairs CONFIG "
                              f"trains (with --align_label_text); add --align_pairs pmc_pairs or leave it out")
         if self.task_batch_sizes is not None and not isinstance(self.task_batch_sizes, dict):
-            self.task_batch_sizes = _json_arg("task_batch_sizes", self.task_batch_sizes)
+            self.task_batch_sizes = json_argument("task_batch_sizes", self.task_batch_sizes)
         if self.processor_overrides is not None and not isinstance(self.processor_overrides, dict):
-            self.processor_overrides = _json_arg("processor_overrides", self.processor_overrides)
-        _check_counts(self, hidden_size=1, max_train_samples=1, max_eval_samples=1, bootstrap_samples=0,
+            self.processor_overrides = json_argument("processor_overrides", self.processor_overrides)
+        check_counts(self, hidden_size=1, max_train_samples=1, max_eval_samples=1, bootstrap_samples=0,
                       max_align_pairs=1, sampling_size_cap=1)
-        if _given(self, "sampling_temperature") and self.sampling != "temperature":
+        if set_by_user(self, "sampling_temperature") and self.sampling != "temperature":
             raise ValueError(f"--sampling_temperature {self.sampling_temperature}: it is the T of --sampling "
                              f"temperature, and --sampling is {self.sampling!r}; add --sampling temperature or leave "
                              f"it out")
@@ -249,9 +256,9 @@ class MultiMedArguments:
             raise ValueError(f"--sampling_size_cap {self.sampling_size_cap}: --sampling {self.sampling} gives every "
                              f"task the same number of batches whatever its size, so a cap on sizes changes nothing; "
                              f"use it with --sampling proportional or temperature")
-        _check_eval_splits("eval_splits", self.eval_splits)
+        check_eval_splits("eval_splits", self.eval_splits)
         if self.class_texts:
-            _check_class_texts(self.class_texts)
+            check_class_texts(self.class_texts)
 
 
 @dataclass
@@ -268,15 +275,27 @@ class EvaluateArguments:
     bootstrap_samples: int = field(default=1000, metadata={"help": "bootstrap resamples of the metrics' CIs"})
 
     def __post_init__(self):
-        _check_counts(self, max_eval_samples=1, bootstrap_samples=0)
+        check_counts(self, max_eval_samples=1, bootstrap_samples=0)
 
 
-def _given(args, name: str) -> bool:
+def flags_named(parser, argv: Sequence[str], dests: Sequence[str] | None = None) -> set[str]:
+    """The options named in ``argv`` whatever their values (``dests``; default: all of ``parser``'s): ``argv`` parsed
+    again with every default set to a marker. ``parser`` is changed (its defaults): give a fresh one."""
+    unset = object()
+    dests = [a.dest for a in parser._actions if a.dest != "help"] if dests is None else list(dests)
+    parser.set_defaults(**{dest: unset for dest in dests})
+    namespace, _ = parser.parse_known_args(list(argv))
+    return {k for k, v in vars(namespace).items() if k in dests and v is not unset}
+
+
+def set_by_user(args, name: str) -> bool:
     """Whether field ``name`` of the dataclass ``args`` differs from its default (was set by the user)."""
-    return getattr(args, name) != args.__dataclass_fields__[name].default
+    spec = args.__dataclass_fields__[name]
+    default = spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
+    return getattr(args, name) != default
 
 
-def _check_counts(args, **minimum: int) -> None:
+def check_counts(args, **minimum: int) -> None:
     """Refuse a count below its minimum (``max_eval_samples 0`` would score nothing; ``bootstrap_samples -1``
     failed only after training; ``hidden_size 0`` silently meant the preset's size)."""
     for name, low in minimum.items():
@@ -286,7 +305,7 @@ def _check_counts(args, **minimum: int) -> None:
             raise ValueError(f"--{name} {value!r}: expected {what}")
 
 
-def _check_eval_splits(flag: str, splits) -> None:
+def check_eval_splits(flag: str, splits) -> None:
     """Training evaluates the splits a run loads (``training.loading.SPLITS``); any other name was never scored."""
     from multimed_hf.training.loading import SPLITS
 
@@ -296,7 +315,7 @@ def _check_eval_splits(flag: str, splits) -> None:
                          f"{list(SPLITS)}")
 
 
-def _check_class_texts(class_texts: Mapping[str, Any]) -> None:
+def check_class_texts(class_texts: Mapping[str, Any]) -> None:
     """``--class_texts`` must name registered tasks and, where the registry lists them, their classes (a misspelt
     class silently kept its name as its text); classes of free-text labels come from the data and are not checked
     here."""
@@ -432,7 +451,8 @@ def check_run_flags(args: "MultiMedArguments", tasks: Sequence[str]) -> None:
                                  f"no image modality ({list(modalities)}); leave it out")
 
 
-def _json_arg(name: str, value: str) -> dict:
+def json_argument(name: str, value: str) -> dict:
+    """The JSON object given to flag ``--name``, inline or as a file's path; ``ValueError`` naming the flag else."""
     text = Path(value).read_text() if Path(value).is_file() else value
     try:
         parsed = json.loads(text)
