@@ -4,6 +4,7 @@ and not others, it is applied where it fits and the others log one warning line.
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -13,7 +14,7 @@ from multimed_hf.training.arguments import parse_evaluate_args, parse_train_args
 from multimed_hf.training.benchmark import BenchmarkError, _parse, benchmark_main, run_benchmark
 from multimed_hf.training.families import plan_runs
 from multimed_hf.training.run import RunError, evaluate_checkpoint, train_main, train_model
-from training_tiny import brain_tumor, tiny_model, tiny_processor
+from training_tiny import brain_tumor, diabetic_retinopathy, tiny_model, tiny_processor
 
 QUICK = ["--encoders", "small", "--hidden_size", "16", "--max_steps", "1", "--per_device_train_batch_size", "4",
          "--eval_strategy", "no", "--save_strategy", "no", "--disable_tqdm", "true", "--bootstrap_samples", "0",
@@ -127,6 +128,27 @@ def test_modality_dropout_on_a_one_modality_run_is_refused(bt_dir, tmp_path, cap
     err = capsys.readouterr().err
     assert "--modality_dropout 0.3" in err and "reads one modality per task" in err and "leave it out" in err
     assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_modality_dropout_where_every_row_holds_one_modality_is_refused(tmp_path, capsys):
+    # before: diabetic_retinopathy's rows are an OCT scan or a fundus photograph each, so the multimodal run (two
+    # modalities read) never dropped anything and trained exactly as without it
+    data = bt.write_built_folder(tmp_path / "dr" / "multimed", {"diabetic_retinopathy": {
+        "train": diabetic_retinopathy(8), "test": diabetic_retinopathy(4, seed=2, prefix="te")}})
+    code = train_main(["--data", data, "--tasks", "diabetic_retinopathy", "--family", "multimodal", "--output_dir",
+                       str(tmp_path / "run"), "--modality_dropout", "0.3", *QUICK])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--modality_dropout 0.3" in err and "no training row of plan" in err and "each row has one" in err
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_modality_dropout_trains_where_rows_hold_several_modalities(vqa_dir, tmp_path):
+    run = train_model(data=vqa_dir, tasks=["med_vqa"], family="multimodal", encoders="small", modality_dropout=0.3,
+                      hidden_size=16, eval_splits=["test"], bootstrap_samples=0, output_dir=str(tmp_path / "run"),
+                      max_steps=1, per_device_train_batch_size=4, eval_strategy="no", save_strategy="no",
+                      use_cpu=True, disable_tqdm=True, dataloader_num_workers=0)
+    assert json.loads((run.output_dir / "config.json").read_text())["modality_dropout"] == 0.3
 
 
 def test_task_sampling_with_one_task_is_refused_in_python_too(bt_dir, tmp_path):

@@ -129,6 +129,26 @@ def _label_smoothing_here(training_args, config, plan_name: str, chosen_here: bo
     return dataclasses.replace(training_args, label_smoothing_factor=0.0)
 
 
+def _check_rows_for_modality_dropout(rate: float, train: Mapping[str, Any], modalities: Mapping[str, Sequence[str]],
+                                     plan_name: str, chosen_here: bool) -> None:
+    """``--modality_dropout`` drops a modality only from rows holding two or more: where the tasks read several but
+    no training row holds two (diabetic_retinopathy: an OCT scan or a fundus photograph a row), the one run asked for
+    is refused (it would change nothing) and a family's or grid's plan logs one warning line. Streamed rows are not
+    counted."""
+    from multimed_hf.training.balancing.variants import rows_with_several_modalities
+
+    counts = [rows_with_several_modalities(t, train[t], read) for t, read in modalities.items()
+              if len(read) > 1 and t in train]
+    if not counts or any(n is None or n > 0 for n in counts):
+        return
+    why = (f"--modality_dropout {rate} drops modalities of rows holding several, never a row's last one, and no "
+           f"training row of plan {plan_name!r} holds two of the modalities it reads "
+           f"({ {t: list(m) for t, m in modalities.items()} }: each row has one)")
+    if chosen_here:
+        raise RunError(f"{why}: it would change nothing; leave it out")
+    logger.warning("%s: it changes nothing in this run", why)
+
+
 def plan_flag_notes(args: MultiMedArguments, plan: RunPlan) -> dict[str, str]:
     """Flag -> why it changes nothing in ``plan``: ``--modality_dropout`` where no task reads two modalities (a row's
     last modality is never dropped), ``--sampling`` / ``--sampling_size_cap`` with one task (every batch is that
@@ -422,6 +442,8 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
                     if s == "train" or s == "validation" or s in args.eval_splits}
                 for t, splits in data.items()}
     train = _head({t: s["train"] for t, s in data.items()}, args.max_train_samples)
+    if args.modality_dropout > 0 and "modality_dropout" not in notes:
+        _check_rows_for_modality_dropout(args.modality_dropout, train, assembly.modalities, plan.name, chosen_here)
     validation = _head({t: s["validation"] for t, s in data.items() if "validation" in s}, args.max_eval_samples)
     evaluation = validation if training_args.eval_strategy != "no" else None
     callbacks = list(callbacks or [])
@@ -630,7 +652,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         for p in plans:
             targs = training_args if len(plans) == 1 else dataclasses.replace(
                 training_args, output_dir=str(Path(training_args.output_dir) / p.name))
-            result = train_model(args, targs, plan=p, verbose=True)
+            # the one run asked for is chosen there again (a flag that changes nothing in it is refused)
+            result = train_model(args, targs, plan=p if len(plans) > 1 else None, verbose=True)
             print(f"{p.name}: wrote {result.output_dir}")
     except (ValueError, FamilyError) as err:
         print(f"multimed train: error: {err}", file=sys.stderr)
