@@ -5,7 +5,8 @@
 The baseline decodes each JPEG fully with PIL and writes its bytes to Parquet with pyarrow, nothing else, in one
 process. The builder also validates, hashes (sha256 + two perceptual hashes), caches, groups, splits and writes the
 manifest and card. A third loop, the plain one plus the builder's per-file checks and hashes
-(``read_image_file``) and nothing else, shows how much of the gap is that per-file work. Each side runs ``--repeats`` times alternately; medians are printed, as wall time and as CPU
+(``read_image_file``) and nothing else, shows how much of the gap is that per-file work. Each side runs
+``--repeats`` times alternately; medians are printed, as wall time and as CPU
 time of this process and its workers (on a shared machine wall time is what other jobs leave over; CPU time is
 the work). ``--num-proc N`` is judged against N times the one-process build (goal >= 0.8 x N).
 
@@ -15,9 +16,15 @@ write, a shard a task; manifest and card), the workers' CPU, and the start of a 
 Amdahl's estimate of each N on a machine of N free cores (serial = the main process's CPU, parallel = the workers'
 CPU / N), next to the measured speed-up: the two part where fixed or serial costs (or a busy machine) weigh. The
 estimate counts a shard's writing as parallel work, which it is only across shards: a split of one shard (a small
-build) is written by one worker, while the next splits are encoded. ``--subset K`` (default 8) also builds every K-th
-file: from the two sizes each num_proc's wall time splits into a fixed part and a part per file, and the per-file
-part's speed-up is what a build of many more files tends to (fixed costs no longer weigh).
+build) is written by one worker, while the next splits are encoded. A second estimate counts the overlap: the main
+process's reading and shards (+ manifest, which a worker writes meanwhile) phases run while the workers do the
+rest of that phase's work (num_proc=1's CPU for the phase less the main process's part), N cores shared by both, so
+each takes max(main, (main + rest) / N); the rest of the main process's CPU (grouping, splits, card, set-up) is
+serial. CPU times come from
+``getrusage`` (microseconds; ``os.times`` counts 10 ms ticks). Run with another checkout's ``src`` first on
+``PYTHONPATH`` to time it with this script (phases it lacks count as other). ``--subset K`` (default 8) also
+builds every K-th file: from the two sizes each num_proc's wall time splits into a fixed part and a part per file,
+and the per-file part's speed-up is what a build of many more files tends to (fixed costs no longer weigh).
 
 ``--writers`` times the shard writer alone on the builder's own rows: datasets' ``ParquetWriter`` (row groups of
 100 images, content-defined pages, page index; what ``push_to_hub`` writes) against ``pq.write_table`` (the writer
@@ -30,6 +37,7 @@ import argparse
 import io
 import multiprocessing
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -75,14 +83,14 @@ def validating_loop(root: Path, out: Path) -> int:
 
 def _cpu() -> float:
     """CPU seconds of this process and its finished children (worker processes)."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+    return sum(_cpu_split())
 
 
 def _cpu_split() -> tuple[float, float]:
-    """CPU seconds of this process (all its threads) and of its finished children, apart."""
-    t = os.times()
-    return t.user + t.system, t.children_user + t.children_system
+    """CPU seconds of this process (all its threads) and of its finished children, apart (``getrusage``: to the
+    microsecond, where ``os.times`` counts clock ticks of 10 ms)."""
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, children.ru_utime + children.ru_stime
 
 
 def timed(fn) -> tuple[float, float]:
@@ -93,7 +101,13 @@ def timed(fn) -> tuple[float, float]:
 
 #: The build's phases as functions of ``multimed_hf.data.build``, for the main process's CPU by phase.
 PHASES = {"_read_all": "reading (main process)", "_group": "grouping (duplicates)", "_assign": "splits",
-          "_write_source": "shards", "write_manifest": "manifest", "write_readme": "card"}
+          "_write_source": "shards", "write_manifest_lines": "manifest", "write_manifest": "manifest",
+          "write_readme": "card"}  # (none a function the build hands its workers: they take it by name)
+
+
+#: Phases whose main-process work overlaps the workers' (reading: storing what they read; shards: digesting what
+#: they encoded, while one of them writes the manifest, where the build has it do so).
+OVERLAPPED = (("reading (main process)",), ("shards", "manifest"))
 
 
 def timed_build(run) -> tuple[float, float, float, dict[str, float]]:
@@ -101,7 +115,7 @@ def timed_build(run) -> tuple[float, float, float, dict[str, float]]:
     import multimed_hf.data.build as build
 
     phases: dict[str, float] = {}
-    originals = {name: getattr(build, name) for name in PHASES}
+    originals = {name: getattr(build, name) for name in PHASES if hasattr(build, name)}  # (an older checkout's)
 
     def wrap(name, fn):
         def timed_phase(*args, **kwargs):
@@ -109,7 +123,7 @@ def timed_build(run) -> tuple[float, float, float, dict[str, float]]:
             try:
                 return fn(*args, **kwargs)
             finally:
-                phases[name] = phases.get(name, 0.0) + time.process_time() - start
+                phases[PHASES[name]] = phases.get(PHASES[name], 0.0) + time.process_time() - start
         return timed_phase
 
     for name, fn in originals.items():
@@ -213,13 +227,14 @@ def amdahl(n: int, built: dict, one: float | None, repeats: int) -> None:
     runs = built[k]
     main = statistics.median(run[1] for run in runs)
     workers = statistics.median(run[2] for run in runs)
-    phases = {name: statistics.median(run[3].get(name, 0.0) for run in runs) for name in PHASES}
+    labels = list(dict.fromkeys(PHASES.values()))
+    phases = {label: statistics.median(run[3].get(label, 0.0) for run in runs) for label in labels}
     start = pool_start(k, repeats)
     print(f"where num_proc={k}'s time goes: main process CPU {main:.3f} s ({main / n * 1e6:.0f} us a file, "
           f"{main / (main + workers):.1%} of the build's CPU), workers' CPU {workers:.3f} s "
           f"({workers / n * 1e6:.0f} us a file); starting a pool of {k} processes {start:.3f} s")
     print("  main process CPU by phase: " + ", ".join(
-        f"{PHASES[name]} {seconds:.3f} s" for name, seconds in phases.items()
+        f"{label} {seconds:.3f} s" for label, seconds in phases.items()
     ) + f", other {max(0.0, main - sum(phases.values())):.3f} s")
     if one is None:
         return
@@ -231,6 +246,25 @@ def amdahl(n: int, built: dict, one: float | None, repeats: int) -> None:
     print(f"  Amdahl from num_proc={k}'s CPU against num_proc=1's {one:.2f} s CPU (serial = main process, parallel "
           f"= workers / N; N free cores, no overlap counted; a larger N than measured keeps the main process's CPU "
           f"of num_proc={k}): " + "; ".join(estimates))
+    if 1 not in built:
+        return
+    # the phases whose main-process work runs while the workers run theirs: the slower of the two is the wall time
+    ones = {label: statistics.median(run[3].get(label, 0.0) for run in built[1]) for label in labels}
+    overlapped = []
+    for group in OVERLAPPED:
+        here = sum(phases[label] for label in group)
+        overlapped.append((here, max(0.0, sum(ones[label] for label in group) - here)))
+    serial = main - sum(here for here, _ in overlapped)
+    estimates = []
+    for cores in sorted(set(built) | {16}):
+        if cores > 1:
+            wall = serial + sum(max(here, (here + there) / cores) for here, there in overlapped)
+            estimates.append(f"N={cores}: {one / wall:.2f}x = {one / wall / cores:.2f} x N")
+    print(f"  with the overlap (the main process's {' and '.join('+'.join(group) for group in OVERLAPPED)} run "
+          f"while the workers do the rest "
+          f"of that phase's num_proc=1 CPU, on N cores shared by both: each such phase takes max(main, (main + "
+          f"rest) / N); the rest of the main process's CPU, {serial / n * 1e6:.0f} us a file, is serial): "
+          + "; ".join(estimates))
 
 
 def main(argv=None) -> int:

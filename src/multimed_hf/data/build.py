@@ -6,8 +6,10 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import tempfile
 from collections import Counter, defaultdict
+from itertools import chain, islice
 from concurrent.futures import Future, wait
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
@@ -20,7 +22,7 @@ import pyarrow as pa
 
 from tqdm.auto import tqdm
 
-from multimed_hf.data.build_store import BuildStore
+from multimed_hf.data.build_store import KID, BuildStore, grouping_key, signed_int64
 from multimed_hf.data.cache import ValidationCache, encode_body
 from multimed_hf.data.cached_samples import CachedSamples
 from multimed_hf.data.card import write_readme
@@ -28,14 +30,16 @@ from multimed_hf.data.errors import IGNORED, BadSourceFile, StrictBuildError, Un
 from multimed_hf.data.features import task_features
 from multimed_hf.data.grouping import component_roots, near_duplicate_links
 from multimed_hf.data.images import NEAR_DUPLICATE_RECALL, PERCEPTUAL_HASH_VERSION
-from multimed_hf.data.manifest import STATUSES, ManifestEntry, ManifestView, iter_manifest, write_manifest
+from multimed_hf.data.manifest import (
+    MANIFEST_NAME, STATUSES, ManifestEntry, ManifestView, iter_manifest, manifest_line, write_manifest_lines,
+)
 from multimed_hf.data.sample import RejectedRecord
 from multimed_hf.data.engines import ReadEngine, make_engine
 from multimed_hf.data.shards import (
     Fingerprint, ShardWriter, encode_columns, fingerprint_bytes, payload_size, plan_shards, shard_batch_rows,
 )
 from multimed_hf.data.source_builder import NOTE, SourceBuilder
-from multimed_hf.data.splits import SPLITS, assign_splits
+from multimed_hf.data.splits import SPLITS, check_marks, decide_splits, group_fraction, leak_reason
 from multimed_hf.tasks import TaskSpec
 
 __all__ = ["BuildReport", "SourceReport", "build_config", "CACHE_DIR", "ON_BAD_FILES"]
@@ -125,24 +129,49 @@ class BuildReport:
 
 def _tally(entries) -> dict:
     """``BuildReport``'s figures from ``(status, split, sample_id, reason, group)`` of every manifest entry."""
-    counts, splits, kept_notes, reasons, repairs = Counter(), Counter(), Counter(), Counter(), Counter()
+    tally = _new_tally()
+    for _ in _counted(((None, None, status, reason, sample_id, group, split)
+                       for status, split, sample_id, reason, group in entries), tally):
+        pass
+    return tally
+
+
+def _new_tally() -> dict:
+    return {"counts": Counter(), "splits": Counter(), "index_files": 0, "kept_notes": Counter(),
+            "reasons": Counter(), "repairs": Counter(), "repaired_groups": 0}
+
+
+def _counted(entries: Iterator[tuple], tally: dict, by_source: Counter | None = None) -> Iterator[tuple]:
+    """The manifest's entries (tuples of ``ManifestEntry``'s fields) passed on while ``tally`` (``_new_tally``)
+    counts them: the report's figures in the pass that writes the manifest; ``by_source``, each
+    ``(source, status)``. Per entry one count by source, status and split (the figures by status and split come
+    from them), and its reason where it carries a note or a rejection."""
+    kept_notes, reasons, repairs = tally["kept_notes"], tally["reasons"], tally["repairs"]
+    plain: dict[tuple, int] = {}
     repaired_groups = set()
-    index_files = 0
-    for status, split, sample_id, reason, group in entries:
-        counts[status] += 1
-        if status in ("kept", "moved"):
-            splits[split] += 1
-        if status == "kept" and split is None:
-            index_files += 1
-        if status == "kept" and sample_id and reason:
-            kept_notes[reason.split(":")[0]] += 1
-        if status in ("dropped", "rejected"):
+    for entry in entries:
+        source, _, status, reason, sample_id, group, split = entry
+        key = source, status, split
+        plain[key] = plain.get(key, 0) + 1
+        if status == "kept":
+            if reason and sample_id:
+                kept_notes[reason.split(":")[0]] += 1
+        elif status in ("dropped", "rejected"):
             reasons[reason.split(":")[0]] += 1
-        if status == "dropped" and reason.startswith("leak repair"):
-            repairs[reason] += 1
-            repaired_groups.add(group)
-    return {"counts": counts, "splits": splits, "index_files": index_files, "kept_notes": kept_notes,
-            "reasons": reasons, "repairs": repairs, "repaired_groups": len(repaired_groups)}
+            if status == "dropped" and reason.startswith("leak repair"):
+                repairs[reason] += 1
+                repaired_groups.add(group)
+        yield entry
+    counts, splits = tally["counts"], tally["splits"]
+    for (source, status, split), n in plain.items():  # in the order first met: the Counters' order
+        counts[status] += n
+        if status in ("kept", "moved"):
+            splits[split] += n
+            if status == "kept" and split is None:
+                tally["index_files"] += n
+        if by_source is not None:
+            by_source[source, status] += n
+    tally["repaired_groups"] += len(repaired_groups)
 
 
 #: Prefix of a cached reason that marks a file the task does not use (dropped, not rejected).
@@ -158,6 +187,9 @@ def _file_status(reason: str) -> str:
     return "dropped" if reason.startswith(UNUSED) else "rejected"
 #: Records a reader hands on at once (a part): what is in flight of a file of many records.
 PART_RECORDS = 1024
+#: Files of one part (most: an image, a row) the reading holds before storing them together (and at most the build
+#: store's batch of their records).
+SETTLE_FILES = 256
 
 
 def _read_parts(builder: SourceBuilder, relpath: str) -> Iterator[list | str]:
@@ -184,30 +216,45 @@ def _read_parts(builder: SourceBuilder, relpath: str) -> Iterator[list | str]:
 
 
 class _Reader:
-    """The engines' reader of one task's files: ``_read_parts``, each record as ``(item, row)``, made where the file
-    is read (in a worker process) so that the main process only stores them: ``row`` is what the build store keeps
-    of a valid sample (``BuildStore.add_row``'s fields after ``idx``: ids, keys, its labels' digest and payload
-    size), None for a rejected record; ``item`` is what the validation cache stores, the record's JSON body
-    (``encode_body``) where it holds no array, else the record itself."""
+    """The engines' reader of one task's files: ``_read_parts``, made where the file is read (in a worker process)
+    into what the main process only stores. Each part is ``(stamp, items, rows)``: ``stamp`` the file's size and
+    ``mtime_ns``, taken before it was read (the validation cache's key); ``items`` what the validation cache stores
+    of each record, its JSON body (``encode_body``) where it holds no array, else the record itself; ``rows`` what
+    the build store keeps of each (``BuildStore.add_rows``' fields: ids, keys, hash halves, its labels' digest and
+    payload size), or for a rejected record ``(where, reason)``. A file that gives no samples ends with
+    ``(stamp, reason)``."""
 
     def __init__(self, task: TaskSpec):
         self.label_names = tuple(task.label_names)
 
-    def __call__(self, builder: SourceBuilder, relpath: str) -> Iterator[list | str]:
+    def __call__(self, builder: SourceBuilder, relpath: str) -> Iterator[tuple]:
+        stat = os.stat(os.path.join(builder.root, relpath))  # before reading: a later change moves it
+        stamp = (stat.st_size, stat.st_mtime_ns)
         for part in _read_parts(builder, relpath):
-            yield part if isinstance(part, str) else [self.keyed(record, body=True) for record in part]
+            if isinstance(part, str):
+                yield stamp, part
+            else:
+                items, rows = [], []
+                for record in part:
+                    item = encode_body(record)
+                    items.append(record if item is None else item)
+                    rows.append(self.row(record, builder.source))
+                yield stamp, items, rows
 
-    def keyed(self, record, body: bool = False) -> tuple:
-        """``(item, row)`` of ``record``; ``item`` is the record itself unless ``body`` (for ``put``)."""
+    def row(self, record, source: str) -> tuple:
+        """What the build store keeps of ``record`` (``BuildStore.add_rows``) of ``source``, or ``(where,
+        reason)`` of a rejected one."""
         if isinstance(record, RejectedRecord):
-            return record, None
-        item = encode_body(record) if body else None
-        item = record if item is None else item
+            return record.where, record.reason
         labels = json.dumps([record.fields.get(n) for n in self.label_names], default=str)
-        return item, (
+        phash = record.perceptual_hash
+        dct = wavelet = None
+        if phash is not None:
+            dct, wavelet = signed_int64(phash >> 64), signed_int64(phash & ((1 << 64) - 1))
+        return (
             record.sample_id, record.source_path, record.group_key, record.published_split, record.content_hash,
-            record.perceptual_hash, hashlib.blake2b(labels.encode(), digest_size=16).digest(),
-            record.extra.get(NOTE, ""), payload_size(record),
+            dct, wavelet, hashlib.blake2b(labels.encode(), digest_size=16).digest(), record.extra.get(NOTE, ""),
+            payload_size(record), grouping_key(source, record.group_key, record.sample_id),
         )
 
 
@@ -217,13 +264,6 @@ class _Rejected(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
-
-
-def _records(parts: Iterator[list | str]) -> Iterator:
-    for part in parts:
-        if isinstance(part, str):
-            raise _Rejected(part)
-        yield from part
 
 
 def _release_note(builder: SourceBuilder, files_seen: int) -> str:
@@ -249,10 +289,14 @@ class _Manifest:
         self.strict = strict
 
     def add(self, entry: ManifestEntry, root: Path | None = None) -> None:
+        self.check(entry, root)
+        self.store.add_entry(entry)
+
+    def check(self, entry: ManifestEntry, root: Path | None = None) -> None:
+        """Under ``--strict``, raise for an entry that stops the build."""
         if self.strict and (entry.status == "rejected" or entry.reason.startswith("leak repair")):
             where = root / entry.source_path if root is not None else entry.source_path
             raise StrictBuildError(f"{entry.source}: {where}: {entry.reason}")
-        self.store.add_entry(entry)
 
 
 def _cache_version(task: TaskSpec, builder: SourceBuilder) -> str:
@@ -267,18 +311,27 @@ def _cache_version(task: TaskSpec, builder: SourceBuilder) -> str:
     return f"{builder.version}+registry-{digest}+hash-{PERCEPTUAL_HASH_VERSION}"
 
 
-def _tap(keyed, builder: SourceBuilder, owner: int, relpath: str, manifest: _Manifest, counter: list[int]):
-    """Pass a file's records on (to the validation cache) while each valid sample's keys go to the build store and
-    each bad record to the manifest (``keyed``: ``(item, row)`` as ``_Reader`` gives them); ``counter[0]`` counts
-    the records."""
+def _stored(parts: Iterator[tuple], builder: SourceBuilder, owner: int, relpath: str, manifest: _Manifest,
+            counter: list[int]) -> Iterator[list]:
+    """A file's parts (``_Reader``'s) passed on to the validation cache, each as its list of items, while each valid
+    sample's row goes to the build store and each bad record to the manifest; ``counter[0]`` counts the records. A
+    last part that is the reason the file gives no samples raises ``_Rejected``."""
     store = manifest.store
-    for position, (item, row) in enumerate(keyed):
-        counter[0] += 1
-        if row is None:
-            manifest.add(ManifestEntry(builder.source, item.where, "rejected", item.reason), builder.root)
+    for part in parts:
+        if len(part) == 2:
+            raise _Rejected(part[1])
+        _, items, rows = part
+        start = counter[0]
+        counter[0] += len(items)
+        if any(len(row) == 2 for row in rows):  # rejected records among them: rows and entries in record order
+            for position, row in enumerate(rows, start):
+                if len(row) == 2:
+                    manifest.add(ManifestEntry(builder.source, row[0], "rejected", row[1]), builder.root)
+                else:
+                    store.add_rows(owner, relpath, position, [row])
         else:
-            store.add_row(owner, relpath, position, *row)
-        yield item
+            store.add_rows(owner, relpath, start, rows)
+        yield items
 
 
 def _read_all(task: TaskSpec, builders, caches, manifest: _Manifest, progress: bool, engine: ReadEngine):
@@ -294,37 +347,75 @@ def _read_all(task: TaskSpec, builders, caches, manifest: _Manifest, progress: b
         todo = _to_validate(files, cache, root)
         fresh = engine.map(reader, builder, todo)
         next_fresh = 0
+        simple: list[tuple] = []  # files of one part of bodies and valid rows, stored together (``settle``)
+        held = [0]  # their records
+
+        def settle():
+            if simple:
+                cache.put_many([(relpath, stamp, items) for relpath, stamp, items, _ in simple])
+                store.add_many(owner, [(relpath, rows) for relpath, _, _, rows in simple])
+                simple.clear()
+                held[0] = 0
+
         try:
             for relpath in tqdm(files, desc=f"reading {builder.source}", unit="file", disable=not progress):
-                path = os.path.join(root, relpath)
-                mark, counter = store.mark(), [0]
                 error = None
                 if next_fresh < len(todo) and todo[next_fresh] == relpath:
                     next_fresh += 1
-                    try:
-                        cache.put(relpath, path, _tap(_records(next(fresh)), builder, owner, relpath, manifest,
-                                                      counter))
-                    except _Rejected as err:
-                        error = err.reason
-                        store.discard(mark)
-                        cache.put(relpath, path, None, error)
+                    parts = next(fresh)
+                    first = next(parts)
+                    stamp = first[0]
+                    if len(first) == 3:
+                        _, items, rows = first
+                        if all(type(item) is str for item in items) and all(len(row) != 2 for row in rows):
+                            second = next(parts, None)
+                            if second is None:  # the common file: stored with the files about it, in order
+                                simple.append((relpath, stamp, items, rows))
+                                held[0] += len(items)
+                                if not items:  # an index file (labels, metadata): read, no sample of its own
+                                    manifest.add(ManifestEntry(builder.source, relpath, "kept",
+                                                               "index file: no sample of its own"))
+                                if len(simple) >= SETTLE_FILES or held[0] >= store.batch:
+                                    settle()
+                                continue
+                            parts = chain((second,), parts)
+                        parts = chain((first,), parts)
+                    settle()
+                    mark, counter = store.mark(), [0]
+                    if len(first) == 2:  # no samples: the reason
+                        error = first[1]
+                        cache.put(relpath, None, None, error, stamp=stamp)
+                    else:
+                        try:
+                            cache.put(relpath, None, _stored(parts, builder, owner, relpath, manifest, counter),
+                                      stamp=stamp, parts=True)
+                        except _Rejected as err:
+                            error = err.reason
+                            store.discard(mark)
+                            cache.put(relpath, None, None, error, stamp=stamp)
                 else:
-                    error = cache.lookup(relpath, path)[1]
+                    settle()
+                    counter = [0]
+                    error = cache.lookup(relpath, os.path.join(root, relpath))[1]
                     if error is None:
-                        keyed = map(reader.keyed, cache.records(relpath))
-                        for _ in _tap(keyed, builder, owner, relpath, manifest, counter):
+                        rows = (reader.row(record, builder.source) for record in cache.records(relpath))  # streamed
+                        cached = ((None, part, part) for part in iter(lambda: list(islice(rows, PART_RECORDS)), []))
+                        for _ in _stored(cached, builder, owner, relpath, manifest, counter):
                             pass
                 if error is not None:
                     if manifest.strict and not error.startswith(UNUSED):
-                        raise StrictBuildError(f"{builder.source}: {path}: {error}")
+                        raise StrictBuildError(f"{builder.source}: {os.path.join(root, relpath)}: {error}")
                     status = _file_status(error)
                     manifest.add(ManifestEntry(builder.source, relpath, status, error), builder.root)
                 elif not counter[0]:  # an index file (labels, metadata): read, no sample of its own
                     manifest.add(ManifestEntry(builder.source, relpath, "kept", "index file: no sample of its own"))
         finally:
-            close = getattr(fresh, "close", None)
-            if close is not None:
-                close()
+            try:
+                settle()  # what was read is kept, even by an interrupted build
+            finally:
+                close = getattr(fresh, "close", None)
+                if close is not None:
+                    close()
         files_seen.append(len(files))
         for where, reason in builder.orphan_records(set(files)):
             manifest.add(ManifestEntry(builder.source, where, "rejected", reason))
@@ -404,21 +495,25 @@ def _reject_label_conflicts(store: BuildStore, sources: list[str], manifest: _Ma
 def _group(task: TaskSpec, builders, caches, store: BuildStore, engine: ReadEngine | None = None):
     """Phase 3: groups by grouping key, exact duplicates, near duplicates and each source's own links, transitively
     (connected components over key numbers: arrays, not objects, whatever the number of samples). The near-duplicate
-    search runs band by band in ``engine``'s worker processes where it has them. Names each valid row's group in
-    the store; returns the duplicate statistics."""
+    search runs band by band in ``engine``'s worker processes where it has them. Gives each key its component's
+    root key (the group's name) in the store; returns the duplicate statistics, each key's root and each key's
+    publisher marks (``BuildStore.number_keys``), for ``_assign``."""
     def columns(sql: str, params: tuple = ()) -> np.ndarray:  # integer columns of a query, as one array
-        cursor = store.query(sql, params)
-        blocks = [np.array(batch, dtype=np.int64) for batch in iter(lambda: cursor.fetchmany(store.batch), [])]
-        return np.concatenate(blocks) if blocks else np.empty((0, 2), dtype=np.int64)
+        return _columns(store, sql, params)
 
-    n_keys = store.number_keys()
+    keys = store.number_keys()  # each key's rows and publisher marks
+    key_rows, marks = keys[:, 0], keys[:, 1:]
+    n_keys = len(keys)
     # exact duplicates: each copy joined to its content's first row
-    edges: list[np.ndarray] = [columns(
-        f"SELECT f.kid, r.kid FROM rows r JOIN {_DUPLICATED_CONTENT} d ON d.content_hash = r.content_hash "
-        "JOIN rows f ON f.id = d.first WHERE r.state = 0 AND r.id != d.first"
-    )]
-    exact_pairs = len(edges[0])
-    kid, content, dct, wavelet = store.hashes()
+    copies = columns(
+        f"SELECT fk.kid, rk.kid, r.id, d.first FROM rows r JOIN {_DUPLICATED_CONTENT} d ON d.content_hash = "
+        "r.content_hash JOIN rows f ON f.id = d.first JOIN keys fk ON fk.key = f.gkey JOIN keys rk ON rk.key = r.gkey "
+        "WHERE r.state = 0 AND r.id != d.first"
+    ).reshape(-1, 4)
+    edges: list[np.ndarray] = [copies[:, :2]]
+    exact_pairs = len(copies)
+    kid, content, dct, wavelet = store.hashes(copies[:, 2:])
+    del copies
     near_only = 0
     if len(dct):  # near duplicates: a forest with their components; the pairs whose content differs counted
         run = engine.ordered if engine is not None and engine.workers else None
@@ -432,70 +527,118 @@ def _group(task: TaskSpec, builders, caches, store: BuildStore, engine: ReadEngi
     for owner, (builder, cache) in enumerate(zip(builders, caches)):
         if type(builder).link_samples is SourceBuilder.link_samples:  # no rule of its own: its samples stay on disk
             continue
-        ids, kids = columns("SELECT id, kid FROM rows WHERE owner = ? AND state = 0 ORDER BY id", (owner,)).T
+        ids, kids = columns(f"SELECT id, {KID} FROM rows WHERE owner = ? AND state = 0 ORDER BY id",
+                             (owner,)).T
         links = np.fromiter(builder.link_samples(CachedSamples(store, cache, ids)), dtype=np.dtype((np.int64, 2)))
         linked += len(links)
         edges.append(kids[links])
     roots = component_roots(n_keys, np.concatenate(edges))
     store.set_groups(roots)
-    del roots
-    largest = store.query(
-        "SELECT COALESCE(MAX(n), 0), COALESCE(SUM(k > 1), 0) FROM "
-        "(SELECT COUNT(*) AS n, COUNT(DISTINCT kid) AS k FROM rows WHERE state = 0 GROUP BY grp)"
-    ).fetchone()
+    group_rows = np.bincount(roots, weights=key_rows, minlength=n_keys)  # a group's rows, keys: by its root
+    group_keys = np.bincount(roots, minlength=n_keys)
+    del key_rows, keys
     return {
         "exact duplicate pairs": exact_pairs,
         "near-duplicate pairs": near_only,
         "pairs linked by the source's own rule": linked,
-        "groups merged from several keys": largest[1],
-        "largest group (samples)": largest[0],
-    }
+        "groups merged from several keys": int(np.count_nonzero(group_keys > 1)),
+        "largest group (samples)": int(group_rows.max()) if n_keys else 0,
+    }, roots, marks
 
 
-def _assign(task: TaskSpec, store: BuildStore, config_dir: Path, manifest: _Manifest) -> None:
-    """Phase 4: each group's split (decided once per group and publisher mark, ``assign_splits``), leak repairs
-    and moves since the previous build; the split goes to each row of the store, the decision to the manifest."""
-    pending: dict[str, list[str | None]] = {}  # groups not decided yet: their publisher marks
+#: The valid rows, their source and their previous build's split.
+_VALID = ("FROM rows r JOIN sources s ON s.owner = r.owner LEFT JOIN previous p ON p.source = s.name AND "
+          "p.source_path = r.source_path AND p.sample_id = r.sample_id WHERE r.state = 0")
+_MOVED = "p.split IS NOT NULL AND p.split != '' AND p.split IS NOT r.split"
+#: A dropped row's reason: its group's leak repair (valid rows without a split are those, ``_assign``).
+_LEAK = "(SELECT d.reason FROM keys k JOIN decisions d ON d.kid = k.kid WHERE k.key = r.grp)"
+#: Every valid row's manifest entry (kept, moved or dropped), made by SQLite: ``ManifestEntry``'s fields, then
+#: ``1, row id`` (after the entries of the table ``entries``, all added before, in the order the rows were read).
+#: Kept: its note as reason; moved (its previous split differs): why, then its note.
+_ROW_ENTRIES = (
+    "SELECT s.name AS source, r.source_path AS source_path, "
+    f"CASE WHEN r.split IS NULL THEN 'dropped' WHEN {_MOVED} THEN 'moved' ELSE 'kept' END AS status, "
+    f"CASE WHEN r.split IS NULL THEN {_LEAK} WHEN {_MOVED} THEN 'moved from ' || p.split || ' to ' || r.split "
+    "|| ': its group changed (' || r.grp || ')' || CASE WHEN r.note != '' THEN '; ' || r.note ELSE '' END "
+    f"ELSE r.note END AS reason, r.sample_id AS sample_id, r.grp AS grp, r.split AS split, 1 AS part, r.id AS id "
+    f"{_VALID}"
+)
 
-    def decide():  # the pending groups at once: one ``assign_splits`` call per batch of groups
-        marks = [mark for group_marks in pending.values() for mark in group_marks]
-        groups, at = {}, 0
-        for grp, group_marks in pending.items():
-            groups[grp] = range(at, at + len(group_marks))
-            at += len(group_marks)
-        made = assign_splits(groups, marks, task)
-        store.db.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?)", [
-            (grp, marks[i], made[i].split, made[i].status, made[i].reason)
-            for grp, members in groups.items() for i in members
-        ])
-        pending.clear()
 
-    for grp, published in store.query("SELECT DISTINCT grp, published FROM rows WHERE state = 0 ORDER BY grp"):
-        if grp not in pending and len(pending) >= store.batch:  # a group's rows are consecutive: never split
-            decide()
-        pending.setdefault(grp, []).append(published)
-    decide()
-    store.db.execute("CREATE INDEX decisions_by_group ON decisions (grp, published)")
-    store.load_previous(iter_manifest(config_dir))
-    store.db.execute("UPDATE rows SET split = (SELECT d.split FROM decisions d WHERE d.grp = rows.grp AND "
-                     "d.published IS rows.published) WHERE state = 0")
-    cursor = store.db.execute(
-        "SELECT s.name, r.source_path, r.sample_id, r.grp, r.note, d.split, d.status, d.reason, p.split "
-        "FROM rows r JOIN sources s ON s.owner = r.owner "
-        "JOIN decisions d ON d.grp = r.grp AND d.published IS r.published "
-        "LEFT JOIN previous p ON p.source = s.name AND p.source_path = r.source_path AND p.sample_id = r.sample_id "
-        "WHERE r.state = 0 ORDER BY r.id"
+def _columns(store: BuildStore, sql: str, params: tuple = (), width: int = 2) -> np.ndarray:
+    """The integer columns of a query, as one ``(rows, width)`` array (read a batch at a time)."""
+    cursor = store.query(sql, params)
+    blocks = [np.array(batch, dtype=np.int64) for batch in iter(lambda: cursor.fetchmany(store.batch), [])]
+    return np.concatenate(blocks) if blocks else np.empty((0, width), dtype=np.int64)
+
+
+def _manifest_rows(db: sqlite3.Connection, batch: int) -> Iterator[tuple]:
+    """The manifest's entries in its order (source, path, sample id, then the order they were made), each as a
+    tuple of ``ManifestEntry``'s fields, from a build store (``db``, read ``batch`` rows at a time): the table
+    ``entries`` and the rows' (``_ROW_ENTRIES``) merged by one sort (each row's entry is never stored)."""
+    cursor = db.execute(
+        "SELECT source, source_path, status, reason, sample_id, grp, split FROM ("
+        "SELECT source, source_path, status, reason, sample_id, grp, split, 0 AS part, id FROM entries "
+        f"UNION ALL {_ROW_ENTRIES}) ORDER BY source, source_path, COALESCE(sample_id, ''), part, id"
     )
-    while batch := cursor.fetchmany(store.batch):
-        for source, source_path, sample_id, group_id, note, split, status, reason, before in batch:
-            if status == "dropped":
-                manifest.add(ManifestEntry(source, source_path, "dropped", reason, sample_id, group_id))
-                continue
-            status, reason = "kept", note
-            if before and before != split:
-                moved = f"moved from {before} to {split}: its group changed ({group_id})"
-                status, reason = "moved", f"{moved}; {reason}" if reason else moved
-            store.add_entry_values(source, source_path, status, reason, sample_id, group_id, split)  # kept: not strict
+    while rows := cursor.fetchmany(batch):
+        yield from rows
+
+
+def _write_manifest_file(store_path: str, path: str, batch: int) -> tuple[dict, Counter]:
+    """The manifest written to ``path`` from the build store at ``store_path`` (opened read only, ``batch`` rows
+    read at a time), where the engine runs it (a worker process, while this one writes the shards); returns the
+    report's figures (``_counted``: the tally and each ``(source, status)``'s count)."""
+    db = sqlite3.connect(Path(store_path).as_uri() + "?mode=ro", uri=True)
+    try:
+        tally, by_source = _new_tally(), Counter()
+        write_manifest_lines(Path(path), map(manifest_line, _counted(_manifest_rows(db, batch), tally, by_source)))
+    finally:
+        db.close()
+    return tally, by_source
+
+
+def _assign(task: TaskSpec, store: BuildStore, config_dir: Path, manifest: _Manifest, roots: np.ndarray,
+            marks: np.ndarray) -> None:
+    """Phase 4: each group's split (``decide_splits``, for a batch of groups at a time, from the publisher marks of
+    its keys), leak repairs and moves since the previous build. The decisions go to the store by the group's root
+    key, then each valid row gets its group and split in one pass; the manifest's query makes each row's entry from
+    them (``_ROW_ENTRIES``). ``roots``: each key's component (``_group``); ``marks``: whether each key's rows were
+    marked test, train or otherwise by the publisher (``BuildStore.number_keys``'s last columns). Arrays of a few
+    numbers a key, whatever the number of samples."""
+    marked = np.zeros((3, len(roots)), dtype=bool)  # a group's marks, by its root key
+    for flags, column in zip(marked, marks.T):
+        flags[roots[column != 0]] = True
+    group_test, group_train, group_odd = marked
+    if group_odd.any():  # the first group (in name order) with a mark other than train or test
+        first = int(np.flatnonzero(group_odd)[0])
+        name = store.query("SELECT key FROM keys WHERE kid = ?", (first,)).fetchone()[0]
+        check_marks(name, {mark for (mark,) in store.query(
+            "SELECT DISTINCT published FROM rows WHERE state = 0 AND published IS NOT NULL AND gkey IN "
+            "(SELECT key FROM keys WHERE root = ?)", (first,))})
+    groups = np.flatnonzero(roots == np.arange(len(roots)))  # root keys, in name order
+
+    def decisions():
+        for start in range(0, len(groups), store.batch):
+            kids = groups[start:start + store.batch]
+            names = [name for (name,) in store.query(
+                "SELECT key FROM keys WHERE kid BETWEEN ? AND ? AND kid = root ORDER BY kid",
+                (int(kids[0]), int(kids[-1])),
+            ).fetchall()]
+            if len(names) != len(kids):
+                raise RuntimeError(f"{store.path}: {len(names)} groups named where {len(kids)} were expected")
+            splits = decide_splits([group_fraction(name) for name in names], group_test[kids], group_train[kids],
+                                   task)
+            for kid, name, split, leak in zip(kids.tolist(), names, splits.tolist(), group_test[kids].tolist()):
+                yield kid, SPLITS[split], None if leak else SPLITS[split], leak_reason(name) if leak else None
+
+    store.set_decisions(decisions())
+    store.load_previous(iter_manifest(config_dir))
+    if manifest.strict:  # a leak repair stops a strict build: the first, in the order the rows were read
+        for source, source_path, sample_id, group_id, reason in store.db.execute(
+            f"SELECT s.name, r.source_path, r.sample_id, r.grp, {_LEAK} {_VALID} AND r.split IS NULL ORDER BY r.id"
+        ):
+            manifest.check(ManifestEntry(source, source_path, "dropped", reason, sample_id, group_id))
     store.db.execute("CREATE INDEX rows_for_shards ON rows (owner, split, sample_id) WHERE split IS NOT NULL")
 
 
@@ -689,6 +832,8 @@ def build_config(
         raise ValueError(f"{task.name}: the same source layout was given twice: {names}")
 
     with ExitStack() as stack:
+        # one pool of workers for the reading, the shards and the manifest, started before any database is open
+        stack.enter_context(reader.session())
         store = BuildStore(out_dir / CACHE_DIR / task.name / BUILD_STORE, names)
         stack.callback(store.close)
         manifest = _Manifest(store, strict=on_bad_files == "error")
@@ -698,24 +843,31 @@ def build_config(
                                     _cache_version(task, builder))
             stack.callback(cache.close)
             caches.append(cache)
-        stack.enter_context(reader.session())  # one pool of workers for the reading and the shards
         files_seen = _read_all(task, builders, caches, manifest, progress, reader)
         for cache in caches:
             cache.commit()
         warnings = [f"{b.source}: {w}" for b in builders for w in b.layout_warnings()]
         warnings += _draw_unpublished_tests(builders, store)
         conflicted = _reject_label_conflicts(store, names, manifest)
-        duplicates = _group(task, builders, caches, store, reader)
+        duplicates, roots, marks = _group(task, builders, caches, store, reader)
         duplicates["label conflicts rejected"] = conflicted
-        _assign(task, store, config_dir, manifest)
+        _assign(task, store, config_dir, manifest, roots, marks)
+        del roots, marks
+        # the manifest is written from the store (read only from now on) by the engine, in a worker while this
+        # process writes the shards, to a file that replaces the manifest once the shards are written
+        store.flush()
+        store.db.commit()
+        partial_manifest = store.path.with_name(MANIFEST_NAME + ".partial")
+        written = reader.submit(_write_manifest_file, os.path.abspath(store.path), os.fspath(partial_manifest),
+                                store.batch)
+        stack.callback(partial_manifest.unlink, missing_ok=True)
+        stack.callback(wait, [written])  # (first) a build that fails leaves no worker writing it
 
         reports = []
         for owner, (builder, cache) in enumerate(zip(builders, caches)):
             fp, data_files, asset_paths = _write_source(
                 builder, owner, cache, store, features, out_dir, config_dir, progress, reader
             )
-            counts = dict(store.query("SELECT status, COUNT(*) FROM entries WHERE source = ? GROUP BY status",
-                                      (builder.source,)).fetchall())
             splits = dict(store.query("SELECT split, COUNT(*) FROM rows WHERE owner = ? AND split IS NOT NULL "
                                       "GROUP BY split", (owner,)).fetchall())
             note = _release_note(builder, files_seen[owner])
@@ -723,7 +875,7 @@ def build_config(
                 warnings.append(f"{builder.source}: {note}")
             reports.append(SourceReport(
                 name=builder.source, root=str(builder.root), files_seen=files_seen[owner], fingerprint=fp,
-                counts={k: counts.get(k, 0) for k in STATUSES},
+                counts={},  # from the manifest's pass, below
                 splits={s: splits.get(s, 0) for s in SPLITS},
                 data_files=data_files, release_note=note, provenance=builder.provenance(), assets=asset_paths,
             ))
@@ -736,9 +888,11 @@ def build_config(
                         f"{old.name!r}, which is not among this build's sources ({', '.join(names)}); pass its "
                         "folder again to keep it"
                     )
-        tally = _tally(store.query("SELECT status, split, sample_id, reason, grp FROM entries "  # manifest order
-                                   "ORDER BY source, source_path, COALESCE(sample_id, ''), id"))
-        write_manifest(config_dir, store.manifest())
+        tally, by_source = written.result()  # counted as the manifest was written
+        config_dir.mkdir(parents=True, exist_ok=True)
+        os.replace(partial_manifest, config_dir / MANIFEST_NAME)
+        for report in reports:
+            report.counts = {k: by_source[report.name, k] for k in STATUSES}
 
     report = BuildReport(task.name, out_dir, reports, ManifestView(config_dir), duplicates, warnings, tally)
     _write_build_info(config_dir, task, report)

@@ -2,8 +2,10 @@
 temporary SQLite file beside the validation caches: a build's memory does not grow with its number of files or rows.
 
 The samples themselves stay in the sources' validation caches (``data/cache.py``); here each valid sample is one
-row of small keys, each manifest entry one row, and the build's phases (duplicate ids, label conflicts, grouping,
-splits, shard order) are queries over them. Row and entry ids are the order the build met them in."""
+row of small keys, each other manifest entry (a rejection, an index file...) one row of ``entries`` (a valid
+sample's entry is made from its row and its group's decision when the manifest is written), and the build's phases
+(duplicate ids, label conflicts, grouping, splits, shard order) are queries over them. Row and entry ids are the
+order the build met them in."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import numpy as np
 
 from multimed_hf.data.manifest import ManifestEntry
 
-__all__ = ["BuildStore", "ROW_FIELDS"]
+__all__ = ["BuildStore", "KID", "ROW_FIELDS", "grouping_key", "signed_int64"]
 
 #: Rows (and entries) inserted, and read back, at once: what a build holds of its samples at any time.
 FLUSH_EVERY = 4096
@@ -23,7 +25,7 @@ FLUSH_EVERY = 4096
 #: The columns of a sample's row, in ``add_row``'s order.
 ROW_FIELDS = (
     "owner", "relpath", "idx", "sample_id", "source_path", "group_key", "published", "content_hash", "dct",
-    "wavelet", "labels", "note", "payload",
+    "wavelet", "labels", "note", "payload", "gkey",
 )
 
 _SCHEMA = """
@@ -32,15 +34,21 @@ CREATE TABLE rows (
     id INTEGER PRIMARY KEY, owner INTEGER NOT NULL, relpath TEXT NOT NULL, idx INTEGER NOT NULL,
     sample_id TEXT NOT NULL, source_path TEXT NOT NULL, group_key TEXT, published TEXT, content_hash TEXT,
     dct INTEGER, wavelet INTEGER, labels BLOB NOT NULL, note TEXT NOT NULL, payload INTEGER NOT NULL,
+    gkey TEXT NOT NULL,  -- the grouping key, ``source:group_key`` (else ``source:sample_id``): ``grouping_key``
     state INTEGER NOT NULL DEFAULT 0,  -- 0 valid, 1 rejected: duplicate id, 2 rejected: label conflict
-    kid INTEGER, grp TEXT, split TEXT
+    grp TEXT, split TEXT
 );
 CREATE TABLE entries (
     id INTEGER PRIMARY KEY, source TEXT NOT NULL, source_path TEXT NOT NULL, status TEXT NOT NULL,
     reason TEXT NOT NULL, sample_id TEXT, grp TEXT, split TEXT
 );
-CREATE TABLE keys (kid INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, root INTEGER);
-CREATE TABLE decisions (grp TEXT NOT NULL, published TEXT, split TEXT, status TEXT NOT NULL, reason TEXT NOT NULL);
+CREATE TABLE keys (
+    kid INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, root INTEGER, n INTEGER NOT NULL,
+    test INTEGER NOT NULL, train INTEGER NOT NULL, odd INTEGER NOT NULL  -- its rows' publisher marks (odd: others)
+);
+-- each group's decision, by its root key: the split of its rows (those the publisher marked for training: NULL
+-- where they are dropped, ``reason`` saying why)
+CREATE TABLE decisions (kid INTEGER PRIMARY KEY, split_other TEXT NOT NULL, split_train TEXT, reason TEXT);
 CREATE TABLE previous (
     source TEXT NOT NULL, source_path TEXT NOT NULL, sample_id TEXT NOT NULL, split TEXT,
     PRIMARY KEY (source, source_path, sample_id)
@@ -54,7 +62,16 @@ CREATE INDEX IF NOT EXISTS rows_by_content ON rows (content_hash) WHERE content_
 """
 
 
-def _signed(value: int) -> int:
+#: A valid row's key number (``BuildStore.number_keys``), as an SQL expression over ``rows``.
+KID = "(SELECT kid FROM keys WHERE keys.key = rows.gkey)"
+
+
+def grouping_key(source: str, group_key: str | None, sample_id: str) -> str:
+    """A sample's grouping key: ``source:group_key``, else (no group key, or an empty one) ``source:sample_id``."""
+    return f"{source}:{group_key or sample_id}"
+
+
+def signed_int64(value: int) -> int:
     """An unsigned 64-bit value as SQLite's signed INTEGER (``np.int64(...).view(np.uint64)`` undoes it)."""
     return value - (1 << 64) if value >= 1 << 63 else value
 
@@ -72,6 +89,7 @@ class BuildStore:
         self.db.execute("PRAGMA cache_size=-2048")  # 2 MiB of pages (SQLite's default), whatever the build's size
         self.db.executescript(_SCHEMA)
         self.db.executemany("INSERT INTO sources VALUES (?, ?)", enumerate(sources))
+        self.sources = list(sources)
         self.batch = FLUSH_EVERY
         self._rows: list[tuple] = []
         self._entries: list[tuple] = []
@@ -86,11 +104,33 @@ class BuildStore:
                 note: str, payload: int) -> None:
         dct = wavelet = None
         if perceptual_hash is not None:
-            dct, wavelet = _signed(perceptual_hash >> 64), _signed(perceptual_hash & ((1 << 64) - 1))
+            dct, wavelet = signed_int64(perceptual_hash >> 64), signed_int64(perceptual_hash & ((1 << 64) - 1))
         self._rows.append((self.next_row, owner, relpath, idx, sample_id, source_path, group_key, published,
-                           content_hash, dct, wavelet, labels, note, payload))
+                           content_hash, dct, wavelet, labels, note, payload,
+                           grouping_key(self.sources[owner], group_key, sample_id)))
         self.next_row += 1
         if len(self._rows) >= self.batch:
+            self.flush()
+
+    def add_rows(self, owner: int, relpath: str, idx: int, rows: list[tuple]) -> None:
+        """``add_row`` of consecutive records of a file (from its record ``idx`` on), each row as made where the
+        file was read: ``add_row``'s fields after ``idx``, the perceptual hash as its two halves (``dct``,
+        ``wavelet``: ``signed_int64`` of its high and low 64 bits, or None), then its ``grouping_key``."""
+        start = self.next_row
+        self._rows.extend([(start + i, owner, relpath, idx + i, *row) for i, row in enumerate(rows)])
+        self.next_row += len(rows)
+        if len(self._rows) >= self.batch:
+            self.flush()
+
+    def add_many(self, owner: int, files: list[tuple[str, list[tuple]]]) -> None:
+        """``add_rows`` of whole files, in order: ``(relpath, rows)`` each."""
+        at = self.next_row
+        held = self._rows
+        for relpath, rows in files:
+            held.extend([(at + i, owner, relpath, i, *row) for i, row in enumerate(rows)])
+            at += len(rows)
+        self.next_row = at
+        if len(held) >= self.batch:
             self.flush()
 
     def add_entry(self, entry: ManifestEntry) -> None:
@@ -144,42 +184,63 @@ class BuildStore:
 
     # -- grouping --------------------------------------------------------------------------------------------------
 
-    def number_keys(self) -> int:
-        """Give every valid row its grouping key (``source:group_key``, else ``source:sample_id``) and number the
-        distinct keys 0.. in sorted order (so the smallest number of a component is its smallest key); returns
-        how many keys there are."""
+    def number_keys(self) -> np.ndarray:
+        """Number the distinct grouping keys of the valid rows 0.. in sorted order (so the smallest number of a
+        component is its smallest key; a row's is ``KID``'s); returns, for each key, its number of rows and
+        whether any of them the publisher marked test, train, or otherwise (a ``(keys, 4)`` array)."""
         self._ready()
-        key = "(SELECT name FROM sources s WHERE s.owner = rows.owner) || ':' || COALESCE(NULLIF(group_key, ''), sample_id)"
-        self.db.execute(f"INSERT INTO keys (kid, key) SELECT ROW_NUMBER() OVER (ORDER BY k) - 1, k FROM "
-                        f"(SELECT DISTINCT {key} AS k FROM rows WHERE state = 0)")
-        self.db.execute(f"UPDATE rows SET kid = (SELECT kid FROM keys WHERE keys.key = {key}) WHERE state = 0")
-        self.db.execute("UPDATE keys SET root = kid")
-        return self.db.execute("SELECT COUNT(*) FROM keys").fetchone()[0]
+        self.db.execute(
+            "INSERT INTO keys (kid, key, root, n, test, train, odd) SELECT ROW_NUMBER() OVER (ORDER BY gkey) - 1, "
+            "gkey, ROW_NUMBER() OVER (ORDER BY gkey) - 1, COUNT(*), MAX(published IS 'test'), "
+            "MAX(published IS 'train'), "
+            "MAX(published IS NOT NULL AND published NOT IN ('train', 'test')) FROM rows WHERE state = 0 GROUP BY gkey"
+        )
+        cursor = self.db.execute("SELECT n, test, train, odd FROM keys ORDER BY kid")
+        blocks = [np.array(batch, dtype=np.int64) for batch in iter(lambda: cursor.fetchmany(self.batch), [])]
+        return np.concatenate(blocks) if blocks else np.empty((0, 4), dtype=np.int64)
 
     def set_groups(self, roots: np.ndarray) -> None:
-        """Every key's component (``roots[kid]``: the smallest key number in it) names the group of its rows."""
+        """Every key's component (``roots[kid]``: the smallest key number in it), whose key names the group of its
+        rows (``set_decisions`` writes it to them)."""
         moved = np.flatnonzero(roots != np.arange(len(roots)))
         self.db.executemany("UPDATE keys SET root = ? WHERE kid = ?",
                             ((int(roots[k]), int(k)) for k in moved))
-        self.db.execute("UPDATE rows SET grp = (SELECT r.key FROM keys k JOIN keys r ON r.kid = k.root "
-                        "WHERE k.kid = rows.kid) WHERE state = 0")
-        self.db.execute("CREATE INDEX rows_by_group ON rows (grp, published) WHERE state = 0")
 
-    def hashes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(key numbers, content ranks, dct, wavelet)`` of the valid rows with a perceptual hash, in read order
-        (32 bytes a row); rows of equal content share a rank (``DENSE_RANK`` over the content hash)."""
+    def set_decisions(self, decisions: Iterable[tuple]) -> None:
+        """Every valid row's group (its root key) and split (``decisions``: ``(root key number, split, split of
+        the rows the publisher marked for training or None where they are dropped, why)`` of each group, in key
+        order), in one pass."""
+        self.db.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?)", decisions)
+        self.db.execute(
+            "UPDATE rows SET (grp, split) = (SELECT r.key, CASE WHEN rows.published IS 'train' THEN d.split_train "
+            "ELSE d.split_other END FROM keys k JOIN keys r ON r.kid = k.root JOIN decisions d ON d.kid = k.root "
+            "WHERE k.key = rows.gkey) WHERE state = 0"
+        )
+
+    def hashes(self, copies: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(key numbers, content numbers, dct, wavelet)`` of the valid rows with a perceptual hash, in read order
+        (40 bytes a row while read). ``copies``: ``(row id, its content's first row id)`` of every valid row whose
+        content hash another row shares; rows of equal content share a content number (that first row's id; the
+        rows without a content hash all share -1), read in row order rather than sorted by content hash."""
         count = self.query("SELECT COUNT(*) FROM rows WHERE state = 0 AND dct IS NOT NULL").fetchone()[0]
-        columns = np.empty((count, 4), dtype=np.int64)
+        columns = np.empty((count, 5), dtype=np.int64)
         cursor = self.db.execute(
-            "SELECT kid, DENSE_RANK() OVER (ORDER BY content_hash), dct, wavelet FROM rows "
-            "WHERE state = 0 AND dct IS NOT NULL ORDER BY id"
+            f"SELECT {KID}, id, content_hash IS NULL, dct, wavelet FROM rows WHERE state = 0 AND dct IS NOT NULL "
+            "ORDER BY id"
         )
         at = 0
         while batch := cursor.fetchmany(self.batch):
             columns[at:at + len(batch)] = batch
             at += len(batch)
-        unsigned = columns[:, 2:].view(np.uint64)
-        return (np.ascontiguousarray(columns[:, 0]), np.ascontiguousarray(columns[:, 1]),
+        ids = columns[:, 1]
+        content = np.where(columns[:, 2] != 0, -1, ids)
+        copies = np.asarray(copies, dtype=np.int64).reshape(-1, 2)
+        if len(copies) and count:  # read order is id order: each copy found by its id
+            where = np.minimum(np.searchsorted(ids, copies[:, 0]), count - 1)
+            found = ids[where] == copies[:, 0]
+            content[where[found]] = copies[found, 1]
+        unsigned = columns[:, 3:].view(np.uint64)
+        return (np.ascontiguousarray(columns[:, 0]), content,
                 np.ascontiguousarray(unsigned[:, 0]), np.ascontiguousarray(unsigned[:, 1]))
 
     # -- previous build, manifest ---------------------------------------------------------------------------------
@@ -194,14 +255,6 @@ class BuildStore:
                 self.db.executemany("INSERT OR REPLACE INTO previous VALUES (?, ?, ?, ?)", batch)
                 batch.clear()
         self.db.executemany("INSERT OR REPLACE INTO previous VALUES (?, ?, ?, ?)", batch)
-
-    def manifest(self) -> Iterator[tuple]:
-        """Every entry as a tuple of its fields in ``ManifestEntry``'s order (what ``write_manifest`` writes, no
-        object made), sorted by source, path and sample id (ties in the order they were added)."""
-        cursor = self.query("SELECT source, source_path, status, reason, sample_id, grp, split FROM entries "
-                            "ORDER BY source, source_path, COALESCE(sample_id, ''), id")
-        while batch := cursor.fetchmany(self.batch):
-            yield from batch
 
     def close(self) -> None:
         self.db.close()

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 from collections import OrderedDict
+from itertools import repeat
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -178,7 +179,8 @@ class ValidationCache:
         if handle is not None:
             os.close(handle)
 
-    def put(self, relpath: str, file: str | os.PathLike, records: Iterable | None, error: str | None = None) -> int:
+    def put(self, relpath: str, file: str | os.PathLike | None, records: Iterable | None, error: str | None = None,
+            *, stamp: tuple[int, int] | None = None, parts: bool = False) -> int:
         """Record a file's outcome: its records, consumed from ``records`` as they come (arrays to the file's one
         side file; a ``str`` is a record's body made ahead by ``encode_body``), or the reason it gave none. Returns
         the number of records. Whatever consuming ``records`` raises (a reader failing part-way) removes what this
@@ -187,8 +189,12 @@ class ValidationCache:
         Outcomes are held and written ``PUT_FILES`` files (or ``PUT_RECORDS`` records) at a time, in one
         transaction: a file's row goes in with, or after, the last of its records, so an interrupted build (whose
         ``close`` writes what was held) never finds a file row with half its records; a file read again has its
-        previous row removed before any of its new records are written."""
-        stamp = self._stamp(file)
+        previous row removed before any of its new records are written.
+
+        ``stamp``: the file's size and ``mtime_ns`` where they were taken before it was read (by the worker that
+        read it; ``file`` is then not looked at), else taken now. ``parts``: ``records`` is an iterable of lists
+        of records (a reader's parts), each list of bodies made ahead stored at once."""
+        stamp = self._stamp(file) if stamp is None else tuple(stamp)
         name = tmp = None  # the side file, named on its first array (most files have none)
         handle = None
         offset = 0
@@ -216,13 +222,21 @@ class ValidationCache:
         held = self._records
         count = 0
         try:
-            for sample in records or ():
-                body = sample if isinstance(sample, str) else json.dumps(sample_to_json(sample, save))
-                held.append((relpath, count, body))
-                count += 1
-                if len(held) >= PUT_RECORDS:
-                    self._flush()
-                    start = 0
+            for part in (records or ()) if parts else ((sample,) for sample in records or ()):
+                if all(type(body) is str for body in part):  # bodies made ahead: at once
+                    held.extend(zip(repeat(relpath), range(count, count + len(part)), part))
+                    count += len(part)
+                    if len(held) >= PUT_RECORDS:
+                        self._flush()
+                        start = 0
+                    continue
+                for sample in part:
+                    body = sample if isinstance(sample, str) else json.dumps(sample_to_json(sample, save))
+                    held.append((relpath, count, body))
+                    count += 1
+                    if len(held) >= PUT_RECORDS:
+                        self._flush()
+                        start = 0
         except BaseException:
             if handle is not None:
                 handle.close()
@@ -241,6 +255,18 @@ class ValidationCache:
         if len(self._files) >= PUT_FILES:
             self._flush()
         return count
+
+    def put_many(self, files: Sequence[tuple[str, tuple[int, int], list[str]]]) -> None:
+        """``put`` of whole files at once, each ``(relpath, stamp, bodies)``: its stamp taken before it was read
+        and its records' bodies made ahead (``encode_body``), as ``put`` would store them."""
+        held, rows = self._records, self._files
+        for relpath, (size, mtime), bodies in files:
+            if relpath in rows:  # stored twice in one batch: the first outcome is written, then replaced
+                self._flush()
+            held.extend(zip(repeat(relpath), range(len(bodies)), bodies))
+            rows[relpath] = (relpath, size, mtime, None, len(bodies))
+        if len(rows) >= PUT_FILES or len(held) >= PUT_RECORDS:
+            self._flush()
 
     def _flush(self) -> None:
         """Write the outcomes held (see ``put``), committing at most every ``COMMIT_EVERY`` seconds."""

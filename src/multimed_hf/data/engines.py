@@ -2,10 +2,10 @@
 cluster through Ray Data. Every engine hands back each file's outcome in file order, so the build after it (and
 its shards, manifest and card) is the same whichever engine read the files.
 
-A file's outcome streams: the reader yields it in parts (lists of at most a few thousand records, and, where the file
-gives none, a last part that is the reason), and every engine passes the parts on as they come (a worker process
-spools the parts of a large file to a temporary file; Ray Data carries one part per row), so no engine ever holds a
-whole file of many records, and at most a few files' outcomes are in flight at once.
+A file's outcome streams: the reader yields it in parts (each what the build stores of at most a few thousand
+records, and, where the file gives none, a last part that is the reason), and every engine passes the parts on as
+they come (a worker process spools the parts of a large file to a temporary file; Ray Data carries one part per
+row), so no engine ever holds a whole file of many records, and at most a few files' outcomes are in flight at once.
 
 An engine also runs the build's later per-batch work (``ordered``: encoding each row group of the shards and
 searching each band of near duplicates; ``submit``: writing each shard from its encoded row groups): ``LocalEngine``
@@ -15,6 +15,7 @@ importing anything) and reused by every source and phase."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import sys
 import tempfile
@@ -28,8 +29,8 @@ __all__ = ["ENGINES", "ReadEngine", "LocalEngine", "RayEngine", "make_engine"]
 
 ENGINES = ("local", "ray")
 
-#: ``read(builder, relpath) -> iterator of parts``: one file's outcome, as lists of records and, where the file gives
-#: no samples, a last part that is the reason (a ``str``).
+#: ``read(builder, relpath) -> iterator of parts``: one file's outcome, as parts the engines pass on without looking
+#: into them (the build's reader: what it stores of some records each, or the reason the file gives no samples).
 Reader = Callable[[object, str], Iterable]
 #: Parts a worker process returns inline; a file of more parts is spooled to a temporary file.
 INLINE_PARTS = 1
@@ -137,12 +138,15 @@ class LocalEngine(ReadEngine):
 
     @contextmanager
     def session(self) -> Iterator["LocalEngine"]:
+        """One pool for the session, its workers started now: forked before the build opens its databases here,
+        so a worker opens its own (SQLite's state is never carried across a fork)."""
         if self.num_proc == 1 or self._pool is not None:
             yield self
             return
         with self._started() as pool:
             self._pool = pool
             try:
+                pool.submit(os.getpid).result()  # a first task starts every worker (forked: all at once)
                 yield self
             finally:
                 self._pool = None

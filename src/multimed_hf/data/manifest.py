@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 __all__ = [
-    "ManifestEntry", "ManifestView", "STATUSES", "iter_manifest", "read_manifest", "write_manifest", "MANIFEST_NAME",
-    "StaleManifest",
+    "ManifestEntry", "ManifestView", "STATUSES", "iter_manifest", "manifest_line", "read_manifest", "write_manifest",
+    "write_manifest_lines", "MANIFEST_NAME", "StaleManifest",
 ]
 
 MANIFEST_NAME = "manifest.jsonl"
@@ -50,6 +50,19 @@ def _line(values: Sequence, encode=json.JSONEncoder(sort_keys=True).encode) -> s
         return _LINE % tuple("null" if values[i] is None else encode_basestring_ascii(values[i]) for i in _ORDER)
     except TypeError:
         return encode(dict(zip(_FIELDS, values))) + "\n"
+
+
+def manifest_line(values: Sequence) -> str:
+    """One entry's line (``json.dumps`` of its fields, keys sorted, and a newline) from its field values in
+    ``ManifestEntry``'s order."""
+    return _line(values)
+
+
+def write_manifest_lines(path: Path, lines: Iterable[str]) -> Path:
+    """Write a manifest file from its lines (``manifest_line``'s, made as a build streams its entries)."""
+    with Path(path).open("w") as handle:
+        handle.writelines(lines)
+    return Path(path)
 
 
 def write_manifest(config_dir: Path, entries: Iterable[ManifestEntry | tuple]) -> Path:
