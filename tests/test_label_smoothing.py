@@ -97,6 +97,8 @@ def test_the_config_checks_and_saves_it(tmp_path):
     model.save_pretrained(tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["label_smoothing"] == 0.1
     assert MultiMedModel.from_pretrained(tmp_path).config.label_smoothing == 0.1
+    assert "label smoothing 0.1" in str(model.create_model_card())
+    assert "label smoothing" not in str(tiny_model(["brain_tumor"]).create_model_card())
 
 
 def test_the_trainer_flag_sets_the_model_config_and_trains(tmp_path):

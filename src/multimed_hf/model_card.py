@@ -107,7 +107,9 @@ def build_model_card(config, repo_id: str | None = None, training_data=None, met
         "",
         "Loss per batch (eq. 5): the sum over the task's label columns of each column's loss (labels -100 / NaN "
         "ignored), times lambda_t (`fused`)"
-        + (", plus each modality's own prediction's loss times lambda_(t,m)." if config.modality_heads else "."),
+        + (", plus each modality's own prediction's loss times lambda_(t,m)." if config.modality_heads else ".")
+        + (f" Single-label class losses use label smoothing {config.label_smoothing}." if config.label_smoothing
+           else ""),
     ]
     if config.fusion == "intermediate" and getattr(config, "auxiliary_heads", False):
         lines += ["", "Auxiliary per-modality heads: beside the fused head, every task has one output layer per "
