@@ -51,6 +51,10 @@ def _train(*flags, data="multimed", tasks=("brain_tumor",)):
     # before: the InfoNCE settings of the image-caption pairs were kept and never used without --align_pairs
     (["--align_label_text", "--align_temperature", "0.2"], r"--align_temperature 0.2: .*only --align_pairs"),
     (["--align_label_text", "--max_align_pairs", "5"], r"--max_align_pairs 5: .*--align_pairs"),
+    # before: domain_specific trained its own small models and the encoders asked for were never read
+    (["--family", "domain_specific", "--encoders", "small"], r"--encoders small: family domain_specific trains its "
+                                                              r"own small models"),
+    (["--family", "domain_specific+miles", "--encoders", "hub"], r"--encoders hub: family domain_specific"),
     # before: a split no run loads was silently scored nowhere
     (["--eval_splits", "tset"], r"--eval_splits \['tset'\]: \['tset'\] is not a split.*'validation', 'test'"),
     # before: a misspelt class kept its name as its text

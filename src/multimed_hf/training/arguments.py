@@ -482,8 +482,9 @@ def parse_train_args(argv: Sequence[str] | None = None, *, prog: str = "multimed
     """``(MultiMedArguments, TrainingArguments)`` from the command line (or one ``.json`` file), as transformers'
     examples parse: every ``TrainingArguments`` flag works; unset ones take ``training_defaults(family, encoders,
     task_modalities(tasks))``.
-    A balancing variant's flag without that variant in ``--family`` is refused, and so is ``--remove_unused_columns
-    True`` (the trainer keeps every column). ``prog``: the usage line's command."""
+    A balancing variant's flag without that variant in ``--family`` is refused, and so are ``--encoders`` with
+    ``--family domain_specific`` (its own models) and ``--remove_unused_columns True`` (the trainer keeps every
+    column). ``prog``: the usage line's command."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser(MultiMedArguments, prog)
     if len(argv) == 1 and argv[0].endswith(".json"):
@@ -491,10 +492,17 @@ def parse_train_args(argv: Sequence[str] | None = None, *, prog: str = "multimed
         defaults = training_defaults(given.get("family", "unimodal"), given.get("encoders", "hub"),
                                      task_modalities(given.get("tasks")))
         args, training_args = parser.parse_dict({**defaults, **given})
+        named = set(given)
     else:
         probe, _ = parser.parse_known_args(argv)  # the family, encoders and tasks decide the defaults of the rest
         parser.set_defaults(**training_defaults(probe.family, probe.encoders, task_modalities(probe.tasks)))
         args, training_args = parser.parse_args_into_dataclasses(argv)
+        named = flags_named(_parser(MultiMedArguments), argv)
+    if "encoders" in named and str(args.family).split("+")[0] == "domain_specific":
+        raise ValueError(f"--encoders {args.encoders}: family domain_specific trains its own small models from "
+                         f"scratch (a small ResNet for images, an LSTM for EEG, an MLP for expression, small "
+                         f"transformers for sequences) whatever --encoders says, so it would change nothing; leave "
+                         f"it out")
     check_variant_flags(args, [args.family])
     check_run_flags(args, args.tasks)
     if training_args.remove_unused_columns:  # our default is False: the user asked for it
