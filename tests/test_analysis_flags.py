@@ -53,6 +53,9 @@ def _no_training(*args, **kwargs):
     (["--family", "multimodal_multitask"], r"--family multimodal_multitask: an analysis trains one model per task.*"
                                            r"use --family multimodal"),
     (["--family", "unimodal_multitask+miles"], r"use --family unimodal\+miles"),
+    # before: domain_specific trained its own small models and --encoders was never read
+    (["--family", "domain_specific", "--encoders", "small"], r"--encoders small: family domain_specific trains its "
+                                                              r"own small models"),
     # before: it capped only the validation evaluated in training, and there was none
     (["--max_eval_samples", "5", "--eval_strategy", "no"], r"--max_eval_samples 5: it caps the validation rows "
                                                            r"evaluated during training, and --eval_strategy is 'no'"),

@@ -160,6 +160,9 @@ def check_analysis_args(args, training_args, options=None, *, given: set[str] | 
                             f"families' shared model over several tasks would not be trained; use --family "
                             f"{base.replace('_multitask', '')}" + "".join(f"+{v}" for v in variants)
                             + f" (the default is {ANALYSIS_FAMILY})")
+    if given and "encoders" in given and base == "domain_specific":
+        raise AnalysisError(f"--encoders {args.encoders}: family domain_specific trains its own small models from "
+                            f"scratch whatever --encoders says, so it would change nothing; leave it out")
     if args.max_eval_samples is not None and training_args.eval_strategy == "no" and not variants:
         raise AnalysisError(f"--max_eval_samples {args.max_eval_samples}: it caps the validation rows evaluated "
                             f"during training, and --eval_strategy is 'no'; an analysis scores every row of its own "
