@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from tqdm.auto import tqdm
 
-from multimed_hf.data.build_store import KID, BuildStore, grouping_key, signed_int64
+from multimed_hf.data.build_store import KID, BuildStore, row_fields
 from multimed_hf.data.cache import ValidationCache, encode_body
 from multimed_hf.data.cached_samples import CachedSamples
 from multimed_hf.data.card import write_readme
@@ -247,15 +247,10 @@ class _Reader:
         if isinstance(record, RejectedRecord):
             return record.where, record.reason
         labels = json.dumps([record.fields.get(n) for n in self.label_names], default=str)
-        phash = record.perceptual_hash
-        dct = wavelet = None
-        if phash is not None:
-            dct, wavelet = signed_int64(phash >> 64), signed_int64(phash & ((1 << 64) - 1))
-        return (
-            record.sample_id, record.source_path, record.group_key, record.published_split, record.content_hash,
-            dct, wavelet, hashlib.blake2b(labels.encode(), digest_size=16).digest(), record.extra.get(NOTE, ""),
-            payload_size(record), grouping_key(source, record.group_key, record.sample_id),
-        )
+        return row_fields(source, record.sample_id, record.source_path, record.group_key, record.published_split,
+                          record.content_hash, record.perceptual_hash,
+                          hashlib.blake2b(labels.encode(), digest_size=16).digest(), record.extra.get(NOTE, ""),
+                          payload_size(record))
 
 
 class _Rejected(Exception):

@@ -17,7 +17,7 @@ import numpy as np
 
 from multimed_hf.data.manifest import ManifestEntry
 
-__all__ = ["BuildStore", "KID", "ROW_FIELDS", "grouping_key", "signed_int64"]
+__all__ = ["BuildStore", "KID", "ROW_FIELDS", "grouping_key", "row_fields", "signed_int64"]
 
 #: Rows (and entries) inserted, and read back, at once: what a build holds of its samples at any time.
 FLUSH_EVERY = 4096
@@ -76,6 +76,18 @@ def signed_int64(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+def row_fields(source: str, sample_id: str, source_path: str, group_key: str | None, published: str | None,
+               content_hash: str | None, perceptual_hash: int | None, labels: bytes, note: str,
+               payload: int) -> tuple:
+    """What ``BuildStore.add_rows`` keeps of one valid sample of ``source``: these fields, the perceptual hash as its
+    two halves (``signed_int64`` of its high and low 64 bits, or None), then the sample's ``grouping_key``."""
+    dct = wavelet = None
+    if perceptual_hash is not None:
+        dct, wavelet = signed_int64(perceptual_hash >> 64), signed_int64(perceptual_hash & ((1 << 64) - 1))
+    return (sample_id, source_path, group_key, published, content_hash, dct, wavelet, labels, note, payload,
+            grouping_key(source, group_key, sample_id))
+
+
 class BuildStore:
     """The rows and manifest entries of one build, in ``path`` (replaced if present, deleted on ``close``)."""
 
@@ -99,23 +111,13 @@ class BuildStore:
 
     # -- writing, buffered --------------------------------------------------------------------------------------
 
-    def add_row(self, owner: int, relpath: str, idx: int, sample_id: str, source_path: str, group_key: str | None,
-                published: str | None, content_hash: str | None, perceptual_hash: int | None, labels: bytes,
-                note: str, payload: int) -> None:
-        dct = wavelet = None
-        if perceptual_hash is not None:
-            dct, wavelet = signed_int64(perceptual_hash >> 64), signed_int64(perceptual_hash & ((1 << 64) - 1))
-        self._rows.append((self.next_row, owner, relpath, idx, sample_id, source_path, group_key, published,
-                           content_hash, dct, wavelet, labels, note, payload,
-                           grouping_key(self.sources[owner], group_key, sample_id)))
-        self.next_row += 1
-        if len(self._rows) >= self.batch:
-            self.flush()
+    def add_row(self, owner: int, relpath: str, idx: int, *fields) -> None:
+        """One valid sample's row: ``row_fields``' arguments after the source (``owner``'s)."""
+        self.add_rows(owner, relpath, idx, [row_fields(self.sources[owner], *fields)])
 
     def add_rows(self, owner: int, relpath: str, idx: int, rows: list[tuple]) -> None:
-        """``add_row`` of consecutive records of a file (from its record ``idx`` on), each row as made where the
-        file was read: ``add_row``'s fields after ``idx``, the perceptual hash as its two halves (``dct``,
-        ``wavelet``: ``signed_int64`` of its high and low 64 bits, or None), then its ``grouping_key``."""
+        """The rows of consecutive records of a file (from its record ``idx`` on), each as made where the file was
+        read (``row_fields``)."""
         start = self.next_row
         self._rows.extend([(start + i, owner, relpath, idx + i, *row) for i, row in enumerate(rows)])
         self.next_row += len(rows)
@@ -124,23 +126,12 @@ class BuildStore:
 
     def add_many(self, owner: int, files: list[tuple[str, list[tuple]]]) -> None:
         """``add_rows`` of whole files, in order: ``(relpath, rows)`` each."""
-        at = self.next_row
-        held = self._rows
         for relpath, rows in files:
-            held.extend([(at + i, owner, relpath, i, *row) for i, row in enumerate(rows)])
-            at += len(rows)
-        self.next_row = at
-        if len(held) >= self.batch:
-            self.flush()
+            self.add_rows(owner, relpath, 0, rows)
 
     def add_entry(self, entry: ManifestEntry) -> None:
-        self.add_entry_values(entry.source, entry.source_path, entry.status, entry.reason, entry.sample_id,
-                              entry.group, entry.split)
-
-    def add_entry_values(self, source: str, source_path: str, status: str, reason: str, sample_id: str | None,
-                         group: str | None, split: str | None) -> None:
-        """``add_entry`` of an entry's fields (one of ``STATUSES``: the caller's to check), made into no object."""
-        self._entries.append((self.next_entry, source, source_path, status, reason, sample_id, group, split))
+        self._entries.append((self.next_entry, entry.source, entry.source_path, entry.status, entry.reason,
+                              entry.sample_id, entry.group, entry.split))
         self.next_entry += 1
         if len(self._entries) >= self.batch:
             self.flush()
