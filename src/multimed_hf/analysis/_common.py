@@ -88,7 +88,13 @@ def parse_analysis_args(argv: Sequence[str] | None, options_cls, *, single_task:
     what to use instead (``check_analysis_args`` with the flags given, and ``--remove_unused_columns True``)."""
     from transformers import HfArgumentParser, TrainingArguments
 
-    from multimed_hf.training.arguments import MultiMedArguments, flags_named, task_modalities, training_defaults
+    from multimed_hf.training.arguments import (
+        MultiMedArguments,
+        flags_named,
+        refuse_remove_unused_columns,
+        task_modalities,
+        training_defaults,
+    )
 
     argv = list(sys.argv[1:] if argv is None else argv)
     argv = ["--tasks" if a == "--task" else a for a in argv]
@@ -111,9 +117,7 @@ def parse_analysis_args(argv: Sequence[str] | None, options_cls, *, single_task:
     args, options, training_args = parsed[0], parsed[1], parsed[2]
     if single_task and len(args.tasks) != 1:
         raise AnalysisError(f"--tasks: this analysis takes one task, got {args.tasks}")
-    if training_args.remove_unused_columns:  # our default is False: the user asked for it
-        raise AnalysisError("--remove_unused_columns True: MultiMedTrainer reads every column of a task's rows "
-                            "through the processor, so it keeps them all; leave it False (the analyses' default)")
+    refuse_remove_unused_columns(training_args, prog or "the analysis commands", AnalysisError)
     check_analysis_args(args, training_args, options, given=named)
     return parsed
 
@@ -128,7 +132,12 @@ def check_analysis_args(args, training_args, options=None, *, given: set[str] | 
     per task), ``--max_eval_samples`` where no validation is evaluated in training; then ``options``' own
     ``check_arguments(args, training_args, given)``. ``given``: the names of the flags set on the command line
     (None from Python: the checks that need them are skipped). The functions call it first; so does the parse."""
-    from multimed_hf.training.arguments import MultiMedArguments, check_run_flags, check_variant_flags
+    from multimed_hf.training.arguments import (
+        MultiMedArguments,
+        check_run_flags,
+        check_variant_flags,
+        refuse_domain_specific_encoders,
+    )
     from multimed_hf.training.families import parse_family
     from multimed_hf.training.trainer import refused_arguments
 
@@ -160,9 +169,7 @@ def check_analysis_args(args, training_args, options=None, *, given: set[str] | 
                             f"families' shared model over several tasks would not be trained; use --family "
                             f"{base.replace('_multitask', '')}" + "".join(f"+{v}" for v in variants)
                             + f" (the default is {ANALYSIS_FAMILY})")
-    if given and "encoders" in given and base == "domain_specific":
-        raise AnalysisError(f"--encoders {args.encoders}: family domain_specific trains its own small models from "
-                            f"scratch whatever --encoders says, so it would change nothing; leave it out")
+    refuse_domain_specific_encoders(args, given or (), AnalysisError)
     if args.max_eval_samples is not None and training_args.eval_strategy == "no" and not variants:
         raise AnalysisError(f"--max_eval_samples {args.max_eval_samples}: it caps the validation rows evaluated "
                             f"during training, and --eval_strategy is 'no'; an analysis scores every row of its own "
@@ -188,7 +195,7 @@ def check_plan_flags(args, plans: Sequence[Any]) -> None:
     ``--modality_dropout`` where every task reads one modality, ``--sampling`` with one task, ...); a flag that
     changes some of them is applied there and ``train_model`` warns for the others, as in ``multimed train``."""
     from multimed_hf.training.families import parse_family
-    from multimed_hf.training.run import plan_flag_notes
+    from multimed_hf.training.run import flag_changing_no_plan, plan_flag_notes
 
     base, variants = parse_family(args.family)
     several = [p for p in plans if any(len(m) > 1 for m in p.modalities.values())]
@@ -199,10 +206,9 @@ def check_plan_flags(args, plans: Sequence[Any]) -> None:
                             f"({list(read)}), so a unimodal family would not be trained; use --family "
                             f"{ANALYSIS_FAMILY}" + "".join(f"+{v}" for v in variants)
                             + " (unimodal describes a task of one modality only)")
-    notes = [plan_flag_notes(args, p) for p in plans]
-    unused = [flag for flag in (notes[0] if notes else {}) if all(flag in n for n in notes)]
+    unused = flag_changing_no_plan([plan_flag_notes(args, p) for p in plans])
     if unused:
-        raise AnalysisError(f"--{unused[0]} changes none of the analysis' runs ({notes[0][unused[0]]}"
+        raise AnalysisError(f"--{unused[0]} changes none of the analysis' runs ({unused[1]}"
                             + ("; the same in every run" if len(plans) > 1 else "") + "); leave it out")
 
 

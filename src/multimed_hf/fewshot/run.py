@@ -31,6 +31,7 @@ from multimed_hf.training.arguments import (
     check_eval_splits,
     flags_named,
     json_argument,
+    refuse_remove_unused_columns,
     set_by_user,
 )
 from multimed_hf.training.outputs import PREDICTIONS_FOLDER, metric_records, write_json, write_predictions
@@ -435,10 +436,8 @@ def check_training_flags(args: FewShotArguments, training_args, given: set[str] 
     if "seed" in given:
         raise FewShotError(f"--seed {training_args.seed}: each run's seed (support set, adapter initialisation, "
                            f"batches) is one of --seeds {args.seeds}, which overrides it; use --seeds")
-    if "remove_unused_columns" in given and training_args.remove_unused_columns:
-        raise FewShotError("--remove_unused_columns True: MultiMedTrainer reads every column of a task's rows "
-                           "through the processor (with_transform) and keeps them all; leave it False (the default "
-                           "of multimed fewshot)")
+    if "remove_unused_columns" in given:  # from Python, TrainingArguments' own default (True) is not refused
+        refuse_remove_unused_columns(training_args, "multimed fewshot", FewShotError)
     switches = [name for name in _SCRIPT_SWITCHES if name in given]
     if switches:
         raise FewShotError(f"--{switches[0]}: a switch of transformers' example scripts that Trainer never reads; "

@@ -26,6 +26,8 @@ __all__ = [
     "check_variant_flags",
     "check_run_flags",
     "check_counts",
+    "refuse_remove_unused_columns",
+    "refuse_domain_specific_encoders",
     "set_by_user",
     "flags_named",
     "check_eval_splits",
@@ -305,6 +307,23 @@ def check_counts(args, **minimum: int) -> None:
             raise ValueError(f"--{name} {value!r}: expected {what}")
 
 
+def refuse_remove_unused_columns(training_args, command: str, error: type[ValueError] = ValueError) -> None:
+    """Our commands default ``--remove_unused_columns`` to False, so True was asked for: refused (``error``), as
+    the trainer would turn it off again."""
+    if training_args.remove_unused_columns:
+        raise error(f"--remove_unused_columns True: MultiMedTrainer reads every column of a task's rows through the "
+                    f"processor (with_transform), so it keeps them all; leave it False (the default of {command})")
+
+
+def refuse_domain_specific_encoders(args, named, error: type[ValueError] = ValueError) -> None:
+    """``--encoders`` named on the command line (``named``) with ``--family domain_specific``, which trains its own
+    small models whatever it says: refused (``error``)."""
+    if "encoders" in named and str(args.family).split("+")[0] == "domain_specific":
+        raise error(f"--encoders {args.encoders}: family domain_specific trains its own small models from scratch "
+                    f"(a small ResNet for images, an LSTM for EEG, an MLP for expression, small transformers for "
+                    f"sequences) whatever --encoders says, so it would change nothing; leave it out")
+
+
 def check_eval_splits(flag: str, splits) -> None:
     """Training evaluates the splits a run loads (``training.loading.SPLITS``); any other name was never scored."""
     from multimed_hf.training.loading import SPLITS
@@ -498,17 +517,10 @@ def parse_train_args(argv: Sequence[str] | None = None, *, prog: str = "multimed
         parser.set_defaults(**training_defaults(probe.family, probe.encoders, task_modalities(probe.tasks)))
         args, training_args = parser.parse_args_into_dataclasses(argv)
         named = flags_named(_parser(MultiMedArguments), argv)
-    if "encoders" in named and str(args.family).split("+")[0] == "domain_specific":
-        raise ValueError(f"--encoders {args.encoders}: family domain_specific trains its own small models from "
-                         f"scratch (a small ResNet for images, an LSTM for EEG, an MLP for expression, small "
-                         f"transformers for sequences) whatever --encoders says, so it would change nothing; leave "
-                         f"it out")
+    refuse_domain_specific_encoders(args, named)
     check_variant_flags(args, [args.family])
     check_run_flags(args, args.tasks)
-    if training_args.remove_unused_columns:  # our default is False: the user asked for it
-        raise ValueError("--remove_unused_columns True: MultiMedTrainer reads every column of a task's rows through "
-                         "the processor (with_transform), so it keeps them all; leave it False (the default of "
-                         "multimed train)")
+    refuse_remove_unused_columns(training_args, "multimed train")
     return args, training_args
 
 

@@ -216,7 +216,7 @@ def _check_grid_flags(runs: Sequence[_Run], data, encoders: str, options: Mappin
     ``--modality_dropout`` over unimodal families only); one that changes some runs is applied there, and each other
     run logs a one-line warning."""
     from multimed_hf.training.arguments import MultiMedArguments
-    from multimed_hf.training.run import plan_flag_notes
+    from multimed_hf.training.run import flag_changing_no_plan, plan_flag_notes
 
     notes = []
     for plan in {(run.plan.family, run.plan.name): run.plan for run in runs}.values():
@@ -226,10 +226,10 @@ def _check_grid_flags(runs: Sequence[_Run], data, encoders: str, options: Mappin
         except (TypeError, ValueError):  # a bad option fails each run, recorded in its cells
             return
         notes.append(plan_flag_notes(args, plan))
-    unused = [flag for flag in (notes[0] if notes else {}) if all(flag in n for n in notes)]
+    unused = flag_changing_no_plan(notes)
     if unused:
-        raise BenchmarkError(f"--{unused[0]} changes no run of the grid ({notes[0][unused[0]]}, and so in every "
-                             f"other run); leave it out")
+        raise BenchmarkError(f"--{unused[0]} changes no run of the grid ({unused[1]}, and so in every other run); "
+                             f"leave it out")
 
 
 def _records_of(result, run: _Run) -> list[dict]:

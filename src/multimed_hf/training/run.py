@@ -42,6 +42,7 @@ __all__ = [
     "choose_plan",
     "build_trainer",
     "plan_flag_notes",
+    "flag_changing_no_plan",
 ]
 
 logger = logging.getLogger(__name__)
@@ -179,6 +180,13 @@ def plan_flag_notes(args: MultiMedArguments, plan: RunPlan) -> dict[str, str]:
     if unread:
         notes["processor_overrides"] = f"--processor_overrides of {unread}: {where} does not read them"
     return notes
+
+
+def flag_changing_no_plan(notes: Sequence[Mapping[str, str]]) -> tuple[str, str] | None:
+    """``(flag, why)`` of the first flag that changes none of the plans (``plan_flag_notes`` of each), else None: a
+    flag that changes some of them is applied there, and ``train_model`` warns for the others."""
+    unused = [flag for flag in (notes[0] if notes else {}) if all(flag in n for n in notes)]
+    return (unused[0], notes[0][unused[0]]) if unused else None
 
 
 #: Family variants that read whole training splits (G-Blend's probe runs and loss measurements, MIND's teacher
@@ -643,11 +651,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.plan is not None or len(plans) <= 1:
             plans = [choose_plan(args)]
-        notes = [plan_flag_notes(args, p) for p in plans]
-        unused = [flag for flag in notes[0] if all(flag in n for n in notes)]
-        if unused:  # a flag that some plans use is applied there, and train_model warns for the others
+        unused = flag_changing_no_plan([plan_flag_notes(args, p) for p in plans])
+        if unused:
             raise RunError(f"--{unused[0]} changes none of family {args.family!r}'s runs for {args.tasks} "
-                           f"({notes[0][unused[0]]}" + ("; the same in every plan" if len(plans) > 1 else "")
+                           f"({unused[1]}" + ("; the same in every plan" if len(plans) > 1 else "")
                            + "); leave it out")
         for p in plans:
             targs = training_args if len(plans) == 1 else dataclasses.replace(
