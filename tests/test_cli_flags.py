@@ -117,6 +117,17 @@ def test_benchmark_refuses_seed_that_each_run_overwrites():
         _parse(["--data", "multimed", "--tasks", "brain_tumor", "--output_dir", "r", "--seed", "7"])
 
 
+def test_benchmark_refuses_encoders_where_every_family_is_domain_specific():
+    # before: --encoders was accepted and every run of the grid trained its own small models whatever it said
+    base = ["--data", "multimed", "--tasks", "brain_tumor", "--output_dir", "r", "--encoders", "small"]
+    with pytest.raises(BenchmarkError, match="--encoders small: every family given is domain_specific"):
+        _parse([*base, "--families", "domain_specific", "domain_specific+miles"])
+    with pytest.raises(BenchmarkError, match="--encoders small: family domain_specific trains"):
+        _parse([*base, "--families", "domain_specific"])
+    assert _parse([*base, "--families", "domain_specific", "unimodal"])[1].encoders == "small"  # unimodal reads it
+    assert _parse([*base[:-2], "--families", "domain_specific"])[1].encoders == "hub"  # not named: fine
+
+
 def test_benchmark_checks_task_keyed_flags_against_its_tasks(tmp_path):
     with pytest.raises(ValueError, match=r"--task_batch_sizes names tasks \['cell_type'\]"):
         benchmark_main(["--data", str(tmp_path), "--tasks", "brain_tumor", "--families", "unimodal", "--seeds", "0",

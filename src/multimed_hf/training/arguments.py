@@ -315,11 +315,15 @@ def refuse_remove_unused_columns(training_args, command: str, error: type[ValueE
                     f"processor (with_transform), so it keeps them all; leave it False (the default of {command})")
 
 
-def refuse_domain_specific_encoders(args, named, error: type[ValueError] = ValueError) -> None:
-    """``--encoders`` named on the command line (``named``) with ``--family domain_specific``, which trains its own
-    small models whatever it says: refused (``error``)."""
-    if "encoders" in named and str(args.family).split("+")[0] == "domain_specific":
-        raise error(f"--encoders {args.encoders}: family domain_specific trains its own small models from scratch "
+def refuse_domain_specific_encoders(args, named, error: type[ValueError] = ValueError,
+                                    families: Sequence[str] | None = None) -> None:
+    """``--encoders`` named on the command line (``named``) where every family run (``families``; default
+    ``[args.family]``) is ``domain_specific``, which trains its own small models whatever it says: refused
+    (``error``)."""
+    families = [args.family] if families is None else list(families)
+    if "encoders" in named and families and all(str(f).split("+")[0] == "domain_specific" for f in families):
+        which = "family domain_specific" if len(families) == 1 else "every family given is domain_specific, which"
+        raise error(f"--encoders {args.encoders}: {which} trains its own small models from scratch "
                     f"(a small ResNet for images, an LSTM for EEG, an MLP for expression, small transformers for "
                     f"sequences) whatever --encoders says, so it would change nothing; leave it out")
 

@@ -318,7 +318,12 @@ def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str
 def _parse(argv: Sequence[str], prog: str = "multimed benchmark"):
     from transformers import HfArgumentParser, TrainingArguments
 
-    from multimed_hf.training.arguments import MultiMedArguments, check_variant_flags
+    from multimed_hf.training.arguments import (
+        MultiMedArguments,
+        check_variant_flags,
+        flags_named,
+        refuse_domain_specific_encoders,
+    )
 
     given = [a for a in argv if a.split("=")[0] in _SINGLE_RUN_FLAGS]
     if given:
@@ -333,6 +338,9 @@ def _parse(argv: Sequence[str], prog: str = "multimed benchmark"):
         raise BenchmarkError("multimed benchmark: pass flags, not a JSON file (its defaults depend on each family)")
     bench, run_args, first = parser.parse_args_into_dataclasses(list(argv))
     check_variant_flags(run_args, bench.families)
+    named = flags_named(HfArgumentParser((BenchmarkArguments, MultiMedArguments, TrainingArguments)), argv,
+                        ["encoders"])
+    refuse_domain_specific_encoders(run_args, named, BenchmarkError, families=bench.families)
     return bench, run_args, _PerRunArguments(parser, list(argv), run_args.encoders, Path(first.output_dir))
 
 
