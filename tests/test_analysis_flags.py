@@ -56,6 +56,8 @@ def _no_training(*args, **kwargs):
     # before: domain_specific trained its own small models and --encoders was never read
     (["--family", "domain_specific", "--encoders", "small"], r"--encoders small: family domain_specific trains its "
                                                               r"own small models"),
+    # before: transformers' script switches were parsed and never read
+    (["--do_eval"], r"--do_eval: a switch of transformers' example scripts.*an analysis trains and scores its own"),
     # before: it capped only the validation evaluated in training, and there was none
     (["--max_eval_samples", "5", "--eval_strategy", "no"], r"--max_eval_samples 5: it caps the validation rows "
                                                            r"evaluated during training, and --eval_strategy is 'no'"),

@@ -55,6 +55,9 @@ def _train(*flags, data="multimed", tasks=("brain_tumor",)):
     (["--family", "domain_specific", "--encoders", "small"], r"--encoders small: family domain_specific trains its "
                                                               r"own small models"),
     (["--family", "domain_specific+miles", "--encoders", "hub"], r"--encoders hub: family domain_specific"),
+    # before: transformers' script switches were parsed and never read (--do_eval alone still trained)
+    (["--do_eval"], r"--do_eval: a switch of transformers' example scripts.*multimed train always trains"),
+    (["--do_train", "--do_predict"], r"--do_train: a switch .*multimed evaluate CHECKPOINT"),
     # before: a split no run loads was silently scored nowhere
     (["--eval_splits", "tset"], r"--eval_splits \['tset'\]: \['tset'\] is not a split.*'validation', 'test'"),
     # before: a misspelt class kept its name as its text
@@ -126,6 +129,19 @@ def test_benchmark_refuses_encoders_where_every_family_is_domain_specific():
         _parse([*base, "--families", "domain_specific"])
     assert _parse([*base, "--families", "domain_specific", "unimodal"])[1].encoders == "small"  # unimodal reads it
     assert _parse([*base[:-2], "--families", "domain_specific"])[1].encoders == "hub"  # not named: fine
+
+
+def test_benchmark_and_evaluate_refuse_script_switches(tmp_path):
+    # before: --do_train/--do_eval/--do_predict were parsed and never read
+    with pytest.raises(BenchmarkError, match=r"--do_predict: a switch .*multimed benchmark trains every run"):
+        _parse(["--data", "multimed", "--tasks", "brain_tumor", "--output_dir", "r", "--do_predict"])
+    with pytest.raises(ValueError, match=r"--do_eval: a switch .*multimed evaluate scores the checkpoint on --split"):
+        parse_evaluate_args(["run", "--data", "multimed", "--output_dir", "out", "--do_eval", "true"])
+    spec = tmp_path / "evaluate.json"
+    spec.write_text(json.dumps({"checkpoint": "run", "data": "multimed", "output_dir": "out", "do_predict": True}))
+    with pytest.raises(ValueError, match=r"--do_predict: a switch"):
+        parse_evaluate_args([str(spec)])
+    assert parse_evaluate_args(["run", "--data", "multimed", "--output_dir", "out"])[0].checkpoint == "run"
 
 
 def test_benchmark_checks_task_keyed_flags_against_its_tasks(tmp_path):

@@ -137,6 +137,7 @@ def check_analysis_args(args, training_args, options=None, *, given: set[str] | 
         check_run_flags,
         check_variant_flags,
         refuse_domain_specific_encoders,
+        refuse_script_switches,
     )
     from multimed_hf.training.families import parse_family
     from multimed_hf.training.trainer import refused_arguments
@@ -170,6 +171,7 @@ def check_analysis_args(args, training_args, options=None, *, given: set[str] | 
                             f"{base.replace('_multitask', '')}" + "".join(f"+{v}" for v in variants)
                             + f" (the default is {ANALYSIS_FAMILY})")
     refuse_domain_specific_encoders(args, given or (), AnalysisError)
+    refuse_script_switches(given or (), f"an analysis trains and scores its own runs ({scored})", AnalysisError)
     if args.max_eval_samples is not None and training_args.eval_strategy == "no" and not variants:
         raise AnalysisError(f"--max_eval_samples {args.max_eval_samples}: it caps the validation rows evaluated "
                             f"during training, and --eval_strategy is 'no'; an analysis scores every row of its own "

@@ -32,6 +32,7 @@ from multimed_hf.training.arguments import (
     flags_named,
     json_argument,
     refuse_remove_unused_columns,
+    refuse_script_switches,
     set_by_user,
 )
 from multimed_hf.training.outputs import PREDICTIONS_FOLDER, metric_records, write_json, write_predictions
@@ -74,8 +75,6 @@ TRAINING_ONLY_FLAGS = (
 #: "you didn't pass an eval_dataset").
 _EVAL_DURING_TRAINING = ("eval_strategy", "eval_steps", "eval_delay", "eval_on_start", "load_best_model_at_end",
                          "metric_for_best_model", "greater_is_better")
-#: ``TrainingArguments`` switches of transformers' example scripts that ``Trainer`` never reads.
-_SCRIPT_SWITCHES = ("do_train", "do_eval", "do_predict")
 
 
 class FewShotError(ValueError):
@@ -438,10 +437,8 @@ def check_training_flags(args: FewShotArguments, training_args, given: set[str] 
                            f"batches) is one of --seeds {args.seeds}, which overrides it; use --seeds")
     if "remove_unused_columns" in given:  # from Python, TrainingArguments' own default (True) is not refused
         refuse_remove_unused_columns(training_args, "multimed fewshot", FewShotError)
-    switches = [name for name in _SCRIPT_SWITCHES if name in given]
-    if switches:
-        raise FewShotError(f"--{switches[0]}: a switch of transformers' example scripts that Trainer never reads; "
-                           f"multimed fewshot trains every k > 0 of --shots and scores --eval_split; leave it out")
+    refuse_script_switches(given, "multimed fewshot trains every k > 0 of --shots and scores --eval_split",
+                           FewShotError)
     if not any(k > 0 for k in args.shots):
         training_only = [name for name in TRAINING_ONLY_FLAGS if name in given]
         if training_only:

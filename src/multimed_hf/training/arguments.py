@@ -28,6 +28,8 @@ __all__ = [
     "check_counts",
     "refuse_remove_unused_columns",
     "refuse_domain_specific_encoders",
+    "refuse_script_switches",
+    "SCRIPT_SWITCHES",
     "set_by_user",
     "flags_named",
     "check_eval_splits",
@@ -328,6 +330,21 @@ def refuse_domain_specific_encoders(args, named, error: type[ValueError] = Value
                     f"sequences) whatever --encoders says, so it would change nothing; leave it out")
 
 
+#: ``TrainingArguments`` switches of transformers' example scripts (``run_*.py`` skip training, evaluation or
+#: prediction by them) that ``Trainer`` never reads.
+SCRIPT_SWITCHES = ("do_train", "do_eval", "do_predict")
+
+
+def refuse_script_switches(named, does: str, error: type[ValueError] = ValueError) -> None:
+    """``--do_train/--do_eval/--do_predict`` named on the command line (``named``): our commands always do what
+    ``does`` says, whatever they say, so one would change nothing (``--do_eval`` alone would not skip training as in
+    transformers' examples): refused (``error``)."""
+    switches = [name for name in SCRIPT_SWITCHES if name in named]
+    if switches:
+        raise error(f"--{switches[0]}: a switch of transformers' example scripts that Trainer never reads; {does}, "
+                    f"whatever it says; leave it out")
+
+
 def check_eval_splits(flag: str, splits) -> None:
     """Training evaluates the splits a run loads (``training.loading.SPLITS``); any other name was never scored."""
     from multimed_hf.training.loading import SPLITS
@@ -522,6 +539,8 @@ def parse_train_args(argv: Sequence[str] | None = None, *, prog: str = "multimed
         args, training_args = parser.parse_args_into_dataclasses(argv)
         named = flags_named(_parser(MultiMedArguments), argv)
     refuse_domain_specific_encoders(args, named)
+    refuse_script_switches(named, "multimed train always trains, then scores --eval_splits (to score a saved model: "
+                                  "multimed evaluate CHECKPOINT --split ...)")
     check_variant_flags(args, [args.family])
     check_run_flags(args, args.tasks)
     refuse_remove_unused_columns(training_args, "multimed train")
@@ -537,5 +556,10 @@ def parse_evaluate_args(argv: Sequence[str] | None = None, *, prog: str = "multi
     parser.set_defaults(per_device_eval_batch_size=TRAINING_DEFAULTS["per_device_eval_batch_size"],
                         remove_unused_columns=False, report_to="none", dataloader_pin_memory=has_accelerator())
     if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(argv[0])
-    return parser.parse_args_into_dataclasses(argv)
+        named = set(json.loads(Path(argv[0]).read_text()))
+        parsed = parser.parse_json_file(argv[0])
+    else:
+        named = flags_named(_parser(EvaluateArguments), argv)
+        parsed = parser.parse_args_into_dataclasses(argv)
+    refuse_script_switches(named, "multimed evaluate scores the checkpoint on --split")
+    return parsed

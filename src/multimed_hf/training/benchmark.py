@@ -319,10 +319,12 @@ def _parse(argv: Sequence[str], prog: str = "multimed benchmark"):
     from transformers import HfArgumentParser, TrainingArguments
 
     from multimed_hf.training.arguments import (
+        SCRIPT_SWITCHES,
         MultiMedArguments,
         check_variant_flags,
         flags_named,
         refuse_domain_specific_encoders,
+        refuse_script_switches,
     )
 
     given = [a for a in argv if a.split("=")[0] in _SINGLE_RUN_FLAGS]
@@ -339,8 +341,10 @@ def _parse(argv: Sequence[str], prog: str = "multimed benchmark"):
     bench, run_args, first = parser.parse_args_into_dataclasses(list(argv))
     check_variant_flags(run_args, bench.families)
     named = flags_named(HfArgumentParser((BenchmarkArguments, MultiMedArguments, TrainingArguments)), argv,
-                        ["encoders"])
+                        ["encoders", *SCRIPT_SWITCHES])
     refuse_domain_specific_encoders(run_args, named, BenchmarkError, families=bench.families)
+    refuse_script_switches(named, "multimed benchmark trains every run of the grid, then scores --eval_splits",
+                           BenchmarkError)
     return bench, run_args, _PerRunArguments(parser, list(argv), run_args.encoders, Path(first.output_dir))
 
 
