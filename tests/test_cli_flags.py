@@ -144,6 +144,15 @@ def test_benchmark_and_evaluate_refuse_script_switches(tmp_path):
     assert parse_evaluate_args(["run", "--data", "multimed", "--output_dir", "out"])[0].checkpoint == "run"
 
 
+def test_train_on_a_missing_data_folder_says_so(tmp_path, capsys):
+    # before: datasets' FileNotFoundError traceback
+    assert train_main(["--data", str(tmp_path / "nowhere"), "--tasks", "brain_tumor", "--output_dir",
+                       str(tmp_path / "run"), *QUICK]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("multimed train: error: cannot load config 'brain_tumor' from ")
+    assert "nowhere' (no such folder; a built MultiMed folder, from `multimed build`, or a Hub dataset id" in err
+
+
 def test_benchmark_checks_task_keyed_flags_against_its_tasks(tmp_path):
     with pytest.raises(ValueError, match=r"--task_batch_sizes names tasks \['cell_type'\]"):
         benchmark_main(["--data", str(tmp_path), "--tasks", "brain_tumor", "--families", "unimodal", "--seeds", "0",

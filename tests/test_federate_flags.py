@@ -136,3 +136,21 @@ def test_the_python_api_checks_the_assembly_and_the_tasks_before_writing(tmp_pat
     with pytest.raises(ValueError, match=r"no client of .* holds \['cell_type'\]"):
         prepare_federation(None, [TASK, "cell_type"], tmp_path / "fed", clients=clients)
     assert not (tmp_path / "fed").exists()
+
+
+def test_errors_of_the_run_itself_are_messages_not_tracebacks(tmp_path, capsys, monkeypatch):
+    # before: a missing data folder ended in datasets' FileNotFoundError traceback
+    assert federate_main(_base(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("multimed federate: error: cannot load config 'expression_prediction'")
+    assert "nothing-read' (no such folder; a built MultiMed folder" in err and "Traceback" not in err
+    # a round that could not complete: exit code 1, its message
+    from multimed_hf.federated import simulation
+    from multimed_hf.federated.server_app import FederationError
+
+    def fail(*args, **kwargs):
+        raise FederationError("round 2, fit: 1 of 2 clients answered within 60 s")
+
+    monkeypatch.setattr(simulation, "run_federation", fail)
+    assert federate_main(_base(tmp_path)) == 1
+    assert capsys.readouterr().err == "multimed federate: error: round 2, fit: 1 of 2 clients answered within 60 s\n"

@@ -312,8 +312,19 @@ def federate_main(argv: Sequence[str] | None = None) -> int:
         args = parse_federate_args(argv)
     except ValueError as error:
         build_parser().error(str(error))
-    if args.export_app is not None:
-        return _export(args)
+    from multimed_hf.federated.server_app import FederationError
+
+    try:
+        return _export(args) if args.export_app is not None else _federate(args)
+    except ValueError as error:  # bad data, clients or partition: the message, not a traceback
+        print(f"multimed federate: error: {error}", file=sys.stderr)
+        return 2
+    except FederationError as error:  # a round that could not complete
+        print(f"multimed federate: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _federate(args) -> int:
     result = run_federation(args.data, args.tasks, args.output_dir, clients=args.clients,
                             partition=args.partition or "paired=1,fragmented=1,partial=1", by=args.by,
                             seed=args.seed, rounds=args.rounds, strategy=args.strategy,

@@ -52,6 +52,10 @@ def load_task_data(data: str | Path, tasks: Sequence[str], *, splits: Sequence[s
             loaded = load_dataset(str(data), task, streaming=streaming, **load_kwargs)
         except ValueError as err:
             raise DataLoadingError(f"cannot load config {task!r} from {str(data)!r}: {err}") from err
+        except FileNotFoundError as err:  # no such folder, and no Hub dataset of that id (or none reachable)
+            where = "no such folder" if not _is_local(data) else "a folder without that config's files"
+            raise DataLoadingError(f"cannot load config {task!r} from {str(data)!r} ({where}; a built MultiMed "
+                                   f"folder, from `multimed build`, or a Hub dataset id is expected): {err}") from err
         found = {s: loaded[s] for s in splits if s in loaded}
         if streaming and world_size > 1:
             from datasets.distributed import split_dataset_by_node
