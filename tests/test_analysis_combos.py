@@ -74,3 +74,21 @@ def test_combos_writes_its_files(mask_result):
         assert path.is_file() and path.stat().st_size > 0
     assert "Shapley" in result.paths.markdown.read_text()
     assert pd.read_csv(result.paths.csv)["subset"].nunique() == 8
+
+
+def test_the_empty_predictor_learns_from_the_rows_the_models_were_trained_on():
+    # before: the prior counted every training row, while --max_train_samples N trained the models on the first N
+    import datasets
+    import numpy as np
+
+    from multimed_hf.analysis._common import prior_outputs
+
+    train = datasets.Dataset.from_dict({"label": ["a"] * 3 + ["b"] * 7, "months": [10.0] * 3 + [40.0] * 7})
+    head = {"outputs": [{"name": "label", "kind": "class", "names": ["a", "b"]},
+                        {"name": "months", "kind": "regression"}]}
+    every = prior_outputs("t", train, head)
+    assert np.argmax(every["label"]) == 1 and every["months"] == pytest.approx(31.0)
+    first = prior_outputs("t", train, head, max_rows=3)
+    assert np.argmax(first["label"]) == 0 and first["months"] == pytest.approx(10.0)
+    shuffled = prior_outputs("t", train.select([9, 8, 0, 1]), head, max_rows=2)  # the first rows as selected
+    assert np.argmax(shuffled["label"]) == 1 and shuffled["months"] == pytest.approx(40.0)

@@ -342,7 +342,7 @@ def attribution(args, training_args, *, options: AttributionOptions | None = Non
     dataset = dataset if len(keep) == len(dataset) else dataset.select(keep)
     column = headline(task)[0]
     reference = run.trainer.predict_task(task, dataset, split=options.split)
-    prior = prior_outputs(task, data["train"], run.model.config.heads[task])
+    prior = prior_outputs(task, data["train"], run.model.config.heads[task], args.max_train_samples)
     deltas = leave_one_out_deltas(run, dataset, reference, prior, column, split=options.split)
     gxi = gradient_x_input(run.model, run.processor, task, dataset, run.modalities, column,
                            batch_size=options.batch_size)

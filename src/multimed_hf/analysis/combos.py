@@ -211,7 +211,7 @@ def combos(args, training_args, *, options: CombosOptions | None = None, output_
         if full is None:
             full = train(everything, subset_name(everything))
         reference = full.trainer.predict_task(task, test, split=options.split)
-        prior = prior_outputs(task, data["train"], full.model.config.heads[task])
+        prior = prior_outputs(task, data["train"], full.model.config.heads[task], args.max_train_samples)
         recs = _records(prior_predictions(reference, prior), mode, (), options.split, None, 0, boot, seed)
         empty = _value(recs, task)
         if math.isnan(empty):  # a correlation of the constant empty predictor is undefined: it explains nothing

@@ -236,7 +236,7 @@ def robustness(args, training_args, *, options: RobustnessOptions | None = None,
                         train_fn=train_fn)
         reference = run.trainer.predict_task(task, test, split=options.split)
         clean[dropout] = headline_value(score(reference, options.split, 0, seed), task)["value"]
-        prior = prior_outputs(task, data["train"], run.model.config.heads[task])
+        prior = prior_outputs(task, data["train"], run.model.config.heads[task], args.max_train_samples)
         base_collator = run.trainer.data_collator
         for m in perturbed:
             for level in options.levels:
