@@ -276,3 +276,42 @@ def test_census_get_anndata_file_is_keyed_by_feature_id(tmp_path):
         for cell, row in zip(cells, adata.X.toarray()):
             got = {union[i]: v for i, v in zip(cell.fields["gene_indices"], cell.fields["gene_values"])}
             assert got == {gene: v for gene, v in zip(ids, row) if v}
+
+
+def _flagged_file(path, flags, donors):
+    """A schema file whose cells carry ``is_primary_data`` ``flags`` (CELLxGENE: False = a copy of a cell that is
+    primary data in another dataset)."""
+    n = len(flags)
+    obs = pd.DataFrame({"cell_type": ["T cell", "B cell"] * (n // 2), "donor_id": donors,
+                        "is_primary_data": np.array(flags, dtype=bool)}, index=[f"{path.stem}-{i}" for i in range(n)])
+    _hand_made(path, obs.iloc[:n])
+
+
+def test_copies_of_primary_cells_are_rejected_each_named(tmp_path, monkeypatch):
+    from multimed_hf.api import build_dataset
+    from multimed_hf.builders.cellxgene import NOT_PRIMARY
+    from multimed_hf.data.sample import RejectedRecord
+
+    root = tmp_path / "cellxgene"
+    root.mkdir()
+    _flagged_file(root / "atlas.h5ad", [True, False, True, False, True, True], ["d1", "d1", "d2", "d2", "d3", "d3"])
+    _flagged_file(root / "copies.h5ad", [False, False], ["d1", "d2"])
+    monkeypatch.setattr(CellxGeneBuilder, "chunk_cells", 4)  # the flags read chunk by chunk
+    for read in _both_readers(root, "atlas.h5ad", monkeypatch):
+        rejected = [r for r in read if isinstance(r, RejectedRecord)]
+        assert [r.where for r in rejected] == ["atlas.h5ad:row atlas-1", "atlas.h5ad:row atlas-3"]
+        assert {r.reason for r in rejected} == {NOT_PRIMARY}
+        assert [s.sample_id for s in read if not isinstance(s, RejectedRecord)] == \
+            ["atlas:atlas-0", "atlas:atlas-2", "atlas:atlas-4", "atlas:atlas-5"]
+    with pytest.raises(BadSourceFile, match=r"every cell has is_primary_data is False: .*build from the primary"):
+        CellxGeneBuilder(root).read_file("copies.h5ad")
+
+    build_dataset(TASK, [root], tmp_path / "multimed", progress=False)
+    manifest = read_manifest(tmp_path / "multimed" / TASK)
+    entries = {e.source_path: e for e in manifest}
+    assert entries["atlas.h5ad:row atlas-1"].status == "rejected" and entries["atlas.h5ad:row atlas-1"].reason == \
+        NOT_PRIMARY
+    assert entries["copies.h5ad"].status == "rejected" and "every cell has is_primary_data" in \
+        entries["copies.h5ad"].reason
+    kept = sorted(e.sample_id for e in manifest if e.status == "kept" and e.sample_id)
+    assert kept == ["atlas:atlas-0", "atlas:atlas-2", "atlas:atlas-4", "atlas:atlas-5"]

@@ -25,6 +25,10 @@ files, obs columns of other encodings) are opened with ``anndata.read_h5ad(backe
   the gene names, the policy and, per file, the matrix, normalisation and genes measured are the source's
   ``gene_panels.json`` asset.
 - grouping: donor (across the folder's files: two files of one study share their donors).
+- duplicates: a cell whose ``is_primary_data`` is False is CELLxGENE's copy of a cell published as primary data in
+  another dataset (the schema's flag; Census queries keep ``is_primary_data == True``). Each such cell is rejected,
+  named in the manifest, so a folder of overlapping datasets keeps every cell once, from its primary dataset; a
+  file of copies alone is rejected whole.
 """
 
 from __future__ import annotations
@@ -38,19 +42,24 @@ from typing import ClassVar, Iterator
 
 import numpy as np
 
+from multimed_hf.builders._records import record_where
 from multimed_hf.builders.pbmc68k_reduced import DONOR_COLUMNS, LABEL_COLUMNS, panel_id
 from multimed_hf.data.errors import BadSourceFile
-from multimed_hf.data.sample import Sample
+from multimed_hf.data.sample import RejectedRecord, Sample
 from multimed_hf.data.source_builder import PROVENANCE_FILE, SourceBuilder
 
 __all__ = [
     "CellxGeneBuilder", "PANEL_POLICY", "detect_normalisation", "file_genes", "open_cells", "open_h5ad",
-    "stage_age", "SCHEMA_LABEL", "SCHEMA_DONOR", "SCHEMA_STAGE",
+    "stage_age", "SCHEMA_LABEL", "SCHEMA_DONOR", "SCHEMA_STAGE", "SCHEMA_PRIMARY", "NOT_PRIMARY",
 ]
 
 SCHEMA_LABEL = "cell_type"
 SCHEMA_DONOR = "donor_id"
 SCHEMA_STAGE = "development_stage"
+SCHEMA_PRIMARY = "is_primary_data"
+#: Why a cell flagged ``is_primary_data`` False is left out.
+NOT_PRIMARY = ("is_primary_data is False: CELLxGENE's copy of a cell published as primary data in another dataset; "
+               "each cell is kept once, from its primary dataset")
 _LABEL_FALLBACKS = tuple(c for c in LABEL_COLUMNS if c != SCHEMA_LABEL)
 _DONOR_FALLBACKS = tuple(c for c in DONOR_COLUMNS if c != SCHEMA_DONOR)
 _TISSUE_COLUMNS = ("tissue", "tissue_type")
@@ -380,7 +389,7 @@ def open_cells(path: Path, *, h5py_reader: bool = True) -> _Cells:
 class CellxGeneBuilder(SourceBuilder):
     task = "cell_type"
     source = "cellxgene"
-    reading_version: ClassVar[str] = "3"  # 2: age from development_stage; 3: ERCC ids, Census feature_id
+    reading_version: ClassVar[str] = "4"  # 2: age from development_stage; 3: ERCC ids, Census feature_id; 4: is_primary_data
     #: Cells read from the backed matrix at a time (bounds the reader's memory, whatever the file's size).
     chunk_cells: ClassVar[int] = 8192
     #: Cells whose values decide a file's normalisation.
@@ -445,10 +454,10 @@ class CellxGeneBuilder(SourceBuilder):
     def panel_id(self) -> str:
         return panel_id(self._panel["genes"])
 
-    def read_file(self, relpath: str) -> list[Sample]:
+    def read_file(self, relpath: str) -> list[Sample | RejectedRecord]:
         return list(self.iter_file(relpath))
 
-    def iter_file(self, relpath: str) -> Iterator[Sample]:
+    def iter_file(self, relpath: str) -> Iterator[Sample | RejectedRecord]:
         """The file's cells, streamed (what the build reads: never a whole file's cells at once)."""
         name = PurePosixPath(relpath).name
         if name.upper().startswith(_DOCUMENTS):
@@ -460,7 +469,7 @@ class CellxGeneBuilder(SourceBuilder):
     def _open(self, relpath: str) -> _Cells:
         return open_cells(self.root / relpath, h5py_reader=self.h5py_obs)
 
-    def iter_cells(self, relpath: str) -> Iterator[Sample]:
+    def iter_cells(self, relpath: str) -> Iterator[Sample | RejectedRecord]:
         """The file's cells, one sample each, read ``chunk_cells`` rows at a time (matrix and obs)."""
         cells = self._open(relpath)
         try:
@@ -468,7 +477,7 @@ class CellxGeneBuilder(SourceBuilder):
         finally:
             cells.close()
 
-    def _cells(self, cells: _Cells, relpath: str) -> Iterator[Sample]:
+    def _cells(self, cells: _Cells, relpath: str) -> Iterator[Sample | RejectedRecord]:
         columns_of = cells.obs_columns
         if cells.n_obs == 0 or cells.n_vars == 0:
             raise BadSourceFile(f"no cells or no genes: {cells.n_obs} x {cells.n_vars}")
@@ -477,9 +486,13 @@ class CellxGeneBuilder(SourceBuilder):
         tissue = _column(columns_of, None, _TISSUE_COLUMNS, "tissue", required=False)
         organ = _column(columns_of, None, _ORGAN_COLUMNS, "organ", required=False)
         stage = SCHEMA_STAGE if SCHEMA_STAGE in columns_of else None
+        primary = SCHEMA_PRIMARY if SCHEMA_PRIMARY in columns_of else None
         repeats = cells.repeated_barcodes(self.chunk_cells)
         if repeats:
             raise BadSourceFile(f"cell barcodes repeat in obs ({repeats} repeats)")
+        if primary and not any(_is_primary(v) for start in range(0, cells.n_obs, self.chunk_cells)
+                               for v in cells.column(primary, start, min(start + self.chunk_cells, cells.n_obs))):
+            raise BadSourceFile(f"every cell has {NOT_PRIMARY}; build from the primary datasets")
         keys, _, _ = cells.genes()
         position = {g: i for i, g in enumerate(self._panel["genes"])}
         unknown = [k for k in keys if k not in position]
@@ -504,7 +517,11 @@ class CellxGeneBuilder(SourceBuilder):
                 "age": [stage_age(s) for s in texts(stage)],
             }
             barcodes = cells.barcodes(start, stop)
+            kept = [_is_primary(v) for v in cells.column(primary, start, stop)] if primary else [True] * n
             for offset in range(block.shape[0]):
+                if not kept[offset]:
+                    yield RejectedRecord(record_where(relpath, barcodes[offset]), NOT_PRIMARY)
+                    continue
                 lo, hi = block.indptr[offset], block.indptr[offset + 1]
                 values = block.data[lo:hi].astype(np.float32)
                 indices = remap[block.indices[lo:hi]]
@@ -526,6 +543,14 @@ class CellxGeneBuilder(SourceBuilder):
     def assets(self) -> dict[str, object]:
         """``gene_panels.json``: the union panel (Ensembl ids, names), its policy and each file's normalisation."""
         return {"gene_panels.json": {self.panel_id: self._panel}}
+
+
+def _is_primary(value) -> bool:
+    """``is_primary_data`` of one cell: only an explicit False (bool, 0 or the text "False") marks a copy; a missing
+    value keeps the cell."""
+    if isinstance(value, (bytes, str)):
+        return (value.decode() if isinstance(value, bytes) else value).strip().lower() not in ("false", "0")
+    return value is None or bool(value)
 
 
 def _csr(block):
