@@ -389,7 +389,8 @@ def open_cells(path: Path, *, h5py_reader: bool = True) -> _Cells:
 class CellxGeneBuilder(SourceBuilder):
     task = "cell_type"
     source = "cellxgene"
-    reading_version: ClassVar[str] = "4"  # 2: age from development_stage; 3: ERCC ids, Census feature_id; 4: is_primary_data
+    #: 2: age from development_stage; 3: ERCC ids, Census feature_id; 4: is_primary_data
+    reading_version: ClassVar[str] = "4"
     #: Cells read from the backed matrix at a time (bounds the reader's memory, whatever the file's size).
     chunk_cells: ClassVar[int] = 8192
     #: Cells whose values decide a file's normalisation.
