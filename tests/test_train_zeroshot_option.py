@@ -140,3 +140,49 @@ def test_an_unknown_held_out_class_is_refused(tmp_path, capsys):
                        "brain_tumor:gliomaa", "--output_dir", str(tmp_path / "run"), *TINY])
     assert code == 2
     assert "held-out classes ['gliomaa'] are not among its classes" in capsys.readouterr().err
+
+
+def test_zero_shot_on_free_text_classes_scores_in_the_vocabulary_order(tmp_path):
+    # before: the label-text head listed a free-text label's classes sorted, while the references are indices in
+    # the processor's vocabulary (fitted on training, most frequent first): accuracy compared two index spaces
+    # (0.00 on scanpy's pbmc68k cells while 11 of 18 predictions named the right cell type)
+    import shutil
+
+    from dataset_scripts.sample_sources.pbmc68k_reduced import DATA as PBMC_DIR, REAL_FILE
+    from multimed_hf.api import build_dataset
+
+    source = tmp_path / "pbmc68k"
+    source.mkdir()
+    shutil.copyfile(PBMC_DIR / REAL_FILE, source / REAL_FILE)
+    data = str(tmp_path / "multimed")
+    build_dataset("cell_type", [source], data, progress=False)
+    held = ["CD56+ NK", "CD19+ B"]
+    out = tmp_path / "run"
+    quick = [a if a != STEPS else "10" for a in TINY]
+    assert train_main(["--data", data, "--tasks", "cell_type", "--align_label_text", "--holdout_classes",
+                       f"cell_type:{','.join(held)}", "--output_dir", str(out), *quick]) == 0
+    vocabulary = MultiMedProcessor.from_pretrained(out).vocabularies["cell_type"]
+    assert set(held) <= set(vocabulary) and vocabulary != sorted(vocabulary)  # two orders to confuse
+
+    table = _zero_shot(out, data, "cell_type", tmp_path / "table2")
+    predictions = pd.read_parquet(tmp_path / "table2" / "runs" / "cell_type" / "zero_shot" / "seed0" / "predictions"
+                                  / "cell_type-test.parquet")
+    assert set(predictions["cell_type"]) <= set(held) and set(predictions["cell_type_prediction"]) <= set(held)
+    accuracy = table[(table["family"] == "zero_shot") & (table["metric"] == "accuracy")]
+    assert accuracy["n"].iloc[0] == len(predictions)
+    assert accuracy["value"].iloc[0] == pytest.approx((predictions["cell_type"]
+                                                       == predictions["cell_type_prediction"]).mean())
+    # the scores and the references share one index space: each reference names its row's cell type
+    from datasets import load_dataset
+    from transformers import TrainingArguments
+
+    from multimed_hf.fewshot.zeroshot import zero_shot_predict
+    from multimed_hf.modeling_multimed import MultiMedModel
+
+    scored, rows = zero_shot_predict(
+        MultiMedModel.from_pretrained(out).eval(), MultiMedProcessor.from_pretrained(out), "cell_type",
+        load_dataset(data, "cell_type", cache_dir=str(tmp_path / "hf"))["test"], classes=held,
+        training_args=TrainingArguments(output_dir=str(tmp_path / "zs"), use_cpu=True, report_to=[]))
+    names = scored.head_spec["outputs"][0]["names"]
+    assert names == vocabulary
+    assert [names[i] for i in scored.references["cell_type"]] == list(rows["cell_type"])

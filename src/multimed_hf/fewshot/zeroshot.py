@@ -380,16 +380,35 @@ def zero_shot_classes(model, task: str, alignment: Mapping | None, dataset=None)
     return [n for names in class_keys(task, dataset).values() for n in names]
 
 
+def encoding_order(task: str, processor, found: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """Each class label column's names in the order the processor encodes a row's label (the references' index
+    space, which the label-text head's outputs must share): a free-text label's vocabulary, fitted on the training
+    split (``found``, the names the rows hold, where it has none); the registry's names otherwise."""
+    spec = get_task(task)
+    out = {}
+    for column, names in found.items():
+        vocab = (processor.vocabularies.get(column) or processor.vocabularies.get(task)) \
+            if spec.label(column).kind == "text" else None
+        out[column] = list(vocab) if vocab else list(names)
+    return out
+
+
 def zero_shot_predict(model, processor, task: str, dataset, *, classes: Sequence[str], training_args,
                       texts: Mapping[str, str] | None = None, split: str = "test"):
     """``TaskPredictions`` of ``task`` on the rows of ``dataset`` whose classes are all among ``classes``, scored by
     label text among ``classes`` only (chance = 1 / len(classes)). Returns (predictions, the rows scored)."""
-    names = class_keys(task, dataset)
-    every = [n for ns in names.values() for n in ns]
+    found = class_keys(task, dataset)
+    every = [n for ns in found.values() for n in ns]
     others = [n for n in every if n not in set(classes)]
     rows, _ = hold_out(dataset, task, others)
     if len(rows) == 0:
         raise ZeroShotError(f"task {task!r}: no {split} row belongs to the classes {list(classes)}")
+    names = encoding_order(task, processor, found)
+    unencoded = [c for c in classes if c in every and not any(c in ns for ns in names.values())]
+    if unencoded:
+        raise ZeroShotError(f"task {task!r}: classes {unencoded} are not in the processor's vocabulary "
+                            f"{ {c: ns for c, ns in names.items()} }, so their rows' labels cannot be scored; fit "
+                            f"the vocabulary on every training row (multimed train does) before classes are held out")
     spec = use_label_text(model, task, processor, texts=texts, active=list(classes), names=names)
     trainer = MultiMedTrainer(model=model, args=training_args, processor=processor)
     # the head's modalities only: a processor that also reads text (class texts, captions) would hand the rows'
