@@ -163,6 +163,12 @@ def test_zero_shot_on_free_text_classes_scores_in_the_vocabulary_order(tmp_path)
                        f"cell_type:{','.join(held)}", "--output_dir", str(out), *quick]) == 0
     vocabulary = MultiMedProcessor.from_pretrained(out).vocabularies["cell_type"]
     assert set(held) <= set(vocabulary) and vocabulary != sorted(vocabulary)  # two orders to confuse
+    # the alignment run trained and scored its head in the same order (its seen classes' test predictions)
+    assert json.loads((out / "config.json").read_text())["heads"]["cell_type"]["outputs"][0]["names"] == vocabulary
+    seen = pd.read_parquet(out / "predictions" / "cell_type-test.parquet")
+    assert not set(seen["cell_type"]) & set(held)
+    assert json.loads((out / "all_results.json").read_text())["test_cell_type_accuracy"] == pytest.approx(
+        (seen["cell_type"] == seen["cell_type_prediction"]).mean())
 
     table = _zero_shot(out, data, "cell_type", tmp_path / "table2")
     predictions = pd.read_parquet(tmp_path / "table2" / "runs" / "cell_type" / "zero_shot" / "seed0" / "predictions"

@@ -304,7 +304,7 @@ def prepare_alignment(model, processor, train_datasets: Mapping[str, Any], setti
             raise ZeroShotError(f"task {task!r}: every class is held out ({held}); alignment needs seen classes")
         data[task], removed[task] = hold_out(data[task], task, held)
         use_label_text(core, task, processor, texts=settings.class_texts.get(task), active=seen,
-                       names={c: n for c, n in names.items()})
+                       names=encoding_order(task, processor, names))
     image_modalities = sorted({m for t in tasks for m in core.config.heads[t]["modalities"] if m in IMAGE_MODALITIES})
     projections = settings.pair_projections or [m for m in image_modalities if m in core.projections] or None
     return PreparedAlignment(data, removed, tasks, projections)
