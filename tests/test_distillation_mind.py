@@ -172,3 +172,40 @@ def test_a_distilled_student_agrees_with_its_teachers_more_than_one_trained_with
     with pytest.raises(BalancingError, match="needs its teachers"):
         balancing_from_variant("mind").trainer_kwargs(model=student, processor=processor,
                                                       train_datasets={TASK: train}, modalities=READ)
+
+
+def test_teacher_classes_are_put_on_the_students_by_name():
+    from multimed_hf.training.balancing.mind import on_student_classes
+
+    soft = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], dtype=np.float32)  # over the teacher's a, b, c
+    assert on_student_classes("class", soft, ["a", "b", "c"], ["a", "b", "c"]) is soft
+    assert np.allclose(on_student_classes("class", soft, ["a", "b", "c"], ["c", "a", "b"]), soft[:, [2, 0, 1]])
+    # a class the student lacks is dropped and the rest renormalised; one the teacher lacks gets 0
+    moved = on_student_classes("class", soft, ["a", "b", "c"], ["b", "a", "d"])
+    assert np.allclose(moved, [[0.2 / 0.9, 0.7 / 0.9, 0.0], [0.5, 0.5, 0.0]])
+    # multilabel: a name the teacher lacks has no teacher value (NaN, masked in the loss)
+    multi = on_student_classes("multilabel", torch.tensor(soft), ["a", "b", "c"], ["c", "x"])
+    assert torch.allclose(multi[:, 0], torch.tensor([0.1, 0.8])) and torch.isnan(multi[:, 1]).all()
+    with pytest.raises(BalancingError, match="none shared"):
+        on_student_classes("class", soft, ["a", "b", "c"], ["x", "y"])
+
+
+def test_a_teacher_whose_vocabulary_lists_the_answers_in_another_order(processor, teachers):
+    # before: a teacher's probabilities were taken in its own vocabulary's order: two runs fit a free-text label's
+    # vocabulary on different rows (Table 1's unimodal runs read one modality's rows), so the student learned from
+    # another answer's probability
+    import copy
+
+    rows = vqa_rows(8, seed=6)
+    teacher = teachers["xray"][0][0]
+    reordered = copy.deepcopy(teacher)
+    for out in reordered.config.heads[TASK]["outputs"]:
+        out["names"] = list(reversed(out["names"]))  # the same logits, listed as ["no", "yes"]
+    student = {"answer": ["yes", "no"]}
+    plain = teacher_soft_targets({"xray": [(teacher, processor)]}, TASK, rows, names=student)["xray"]["answer"]
+    moved = teacher_soft_targets({"xray": [(reordered, processor)]}, TASK, rows, names=student)["xray"]["answer"]
+    assert not np.allclose(plain, plain[:, ::-1]) and np.allclose(moved, plain[:, ::-1])
+    live = MINDWeighting(vqa_config(auxiliary_heads=True), live_teachers={"xray": [reordered]})
+    batch = processor([dict(r) for r in rows], TASK, modalities=["xray", "text"])
+    targets = live._live_targets(TASK, {**batch, "task": TASK})
+    assert np.allclose(targets["xray"]["answer"].numpy(), plain[:, ::-1], atol=1e-5)

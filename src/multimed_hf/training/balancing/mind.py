@@ -20,6 +20,7 @@ __all__ = [
     "load_teacher",
     "rows_holding",
     "teacher_soft_targets",
+    "on_student_classes",
     "add_teacher_columns",
     "soft_targets_from_columns",
     "MINDWeighting",
@@ -92,14 +93,50 @@ def _kinds(config, task: str) -> dict[str, str]:
     return {o["name"]: o["kind"] for o in config.heads[task]["outputs"] if o["kind"] in _KINDS}
 
 
+def _class_names(config, task: str) -> dict[str, list[str]]:
+    """Each class / multilabel output's class names, in its logits' order."""
+    return {o["name"]: list(o.get("names") or ()) for o in config.heads[task]["outputs"]
+            if o["kind"] in ("class", "multilabel")}
+
+
+def on_student_classes(kind: str, soft, theirs: Sequence[str], ours: Sequence[str], what: str = "a teacher"):
+    """A teacher's soft predictions ``soft`` ``[N, K]`` over its classes ``theirs`` (in its logits' order), put on the
+    student's classes ``ours`` in the student's order (a numpy array or a tensor, as given). Two runs' free-text
+    labels (a VQA answer, a cell type) are indexed by vocabularies fitted on different rows, so their orders and
+    classes differ: a class the teacher lacks gets probability 0 (single-label; the rest renormalised) or no value
+    (multilabel: NaN, as a row without the modality); a teacher class the student lacks is dropped."""
+    theirs, ours = list(theirs), list(ours)
+    if theirs == ours:
+        return soft
+    position = {name: i for i, name in enumerate(theirs)}
+    shared = [j for j, name in enumerate(ours) if name in position]
+    if not shared:
+        raise BalancingError(f"{what} predicts classes {theirs[:6]} and the student {ours[:6]}: none shared, so "
+                             f"nothing can be distilled; give teachers trained on the same task's classes")
+    fill = 0.0 if kind == "class" else math.nan
+    taken = [position[ours[j]] for j in shared]
+    if isinstance(soft, torch.Tensor):
+        out = soft.new_full((soft.shape[0], len(ours)), fill)
+        out[:, shared] = soft[:, taken]
+        return out / out.sum(1, keepdim=True) if kind == "class" else out  # 0 / 0: NaN, no teacher value
+    out = np.full((soft.shape[0], len(ours)), fill, dtype=np.float32)
+    out[:, shared] = soft[:, taken]
+    if kind == "class":
+        with np.errstate(invalid="ignore"):
+            out = out / out.sum(1, keepdims=True)
+    return out
+
+
 @torch.no_grad()
 def teacher_soft_targets(teachers: Mapping[str, Sequence[Any]], task: str, dataset, *,
-                         temperature: float = MIND_TEMPERATURE, processor=None,
-                         batch_size: int = 32) -> dict[str, dict[str, np.ndarray]]:
+                         temperature: float = MIND_TEMPERATURE, processor=None, batch_size: int = 32,
+                         names: Mapping[str, Sequence[str]] | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Modality -> label column -> the ensemble's soft predictions for every row of ``dataset``: ``[N, K]``
     probabilities at ``temperature`` (class, multilabel) or ``[N]`` values (regression); NaN in rows without the
     modality. ``teachers``: modality -> its unimodal teachers (models, ``(model, processor)`` pairs or checkpoint
-    folders; of any size); each reads only its modality of the rows that hold it; the ensemble is their mean."""
+    folders; of any size); each reads only its modality of the rows that hold it; the ensemble is their mean.
+    ``names``: the student's class names per column (its head's order; ``on_student_classes`` puts each teacher's
+    classes on them); without it, the first teacher's."""
     if not temperature > 0:
         raise BalancingError(f"temperature={temperature}: expected > 0")
     out: dict[str, dict[str, np.ndarray]] = {}
@@ -117,6 +154,9 @@ def teacher_soft_targets(teachers: Mapping[str, Sequence[Any]], task: str, datas
                 raise BalancingError(f"a teacher of modality {modality!r} has no head for task {task!r} reading it "
                                      f"(its heads: { {t: h['modalities'] for t, h in core.config.heads.items()} })")
             kinds = _kinds(core.config, task)
+            theirs = _class_names(core.config, task)
+            if names is None:
+                names = theirs
             device = next(core.parameters()).device
             was_training = core.training
             core.eval()
@@ -132,6 +172,12 @@ def teacher_soft_targets(teachers: Mapping[str, Sequence[Any]], task: str, datas
                 core.train(was_training)
             for c, chunks in parts.items():
                 values = np.concatenate(chunks) if chunks else np.zeros((0,))
+                if c in theirs and c in names:
+                    if len(values) == 0:
+                        values = np.zeros((0, len(names[c])), dtype=np.float32)
+                    else:
+                        values = on_student_classes(kinds[c], values, theirs[c], names[c],
+                                                    f"a teacher of modality {modality!r} (task {task!r}, {c!r})")
                 sums[c] = sums[c] + values if c in sums else values
         full = {}
         for c, total in sums.items():
@@ -258,10 +304,15 @@ class MINDWeighting(StaticWeighting):
                 logits = teacher(task=task, inputs=sub["inputs"],
                                  presence={k: v for k, v in sub["presence"].items() if k in reads}).logits
                 teacher.train(was_training)
+                theirs = _class_names(teacher.config, task)
                 for c, spec in self.specs[task].items():
                     if spec["kind"] not in _KINDS or c not in logits:
                         continue
-                    soft = _soft(spec["kind"], logits[c], self.temperature) / len(teachers)
+                    soft = _soft(spec["kind"], logits[c], self.temperature)
+                    if c in theirs:
+                        soft = on_student_classes(spec["kind"], soft, theirs[c], spec.get("names") or (),
+                                                  f"a live teacher of modality {m!r}")
+                    soft = soft / len(teachers)
                     full = out.setdefault(m, {}).get(c)
                     if full is None:
                         full = torch.full((size, *soft.shape[1:]), math.nan, device=soft.device)

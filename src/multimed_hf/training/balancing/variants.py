@@ -215,7 +215,8 @@ class BalancingVariant:
                 if not chosen:
                     continue
                 extra = {"temperature": temperature} if temperature is not None else {}
-                soft = teacher_soft_targets(chosen, task, train[task], processor=processor, **extra)
+                names = {o["name"]: o.get("names") for o in config.heads[task]["outputs"] if o.get("names")}
+                soft = teacher_soft_targets(chosen, task, train[task], processor=processor, names=names, **extra)
                 train[task] = add_teacher_columns(train[task], soft)
                 targets[task] = soft_targets_from_columns(train[task], config, task)
             if not targets:
