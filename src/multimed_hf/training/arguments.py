@@ -559,7 +559,7 @@ def parse_evaluate_args(argv: Sequence[str] | None = None, *, prog: str = "multi
         named = set(json.loads(Path(argv[0]).read_text()))
         parsed = parser.parse_json_file(argv[0])
     else:
+        parsed = parser.parse_args_into_dataclasses(argv)  # first: --help prints this parser's usage
         named = flags_named(_parser(EvaluateArguments), argv)
-        parsed = parser.parse_args_into_dataclasses(argv)
     refuse_script_switches(named, "multimed evaluate scores the checkpoint on --split")
     return parsed
