@@ -118,6 +118,29 @@ def test_free_text_cell_type_scores_indices():
     assert result == {"accuracy": pytest.approx(2 / 3), "macro_f1": pytest.approx((1 + 2 / 3 + 0) / 3)}
 
 
+def test_free_text_rows_outside_the_vocabulary_count_as_wrong_with_their_texts():
+    # before: a test row whose cell type or answer the training split never had was encoded absent and left out,
+    # which raised the scores (the model cannot name it: it is wrong)
+    logits = np.eye(2)[[0, 1, 0, 1, 0]]  # predicts a, b, a, b, a over the vocabulary ["a", "b"]
+    refs = np.array([0, 1, -100, -100, -100])
+    texts = ["a", "b", "c", "d ", None]  # c and d are not in the vocabulary; the last row has no label
+    without = compute_output_metrics("cell_type", "cell_type", logits, refs)
+    assert without["accuracy"] == 1.0
+    result = compute_output_metrics("cell_type", "cell_type", logits, refs, reference_texts=texts)
+    # 2 of 4 right; F1 over a, b (each 2/3: right once, predicted twice) and the unseen c, d (0 each)
+    assert result == {"accuracy": pytest.approx(2 / 4), "macro_f1": pytest.approx((2 / 3 + 2 / 3) / 4)}
+    # the string metrics compare with the row's own text: an open answer outside the vocabulary is scored
+    names = ["yes", "no"]
+    vqa = compute_output_metrics("med_vqa", "answer", np.eye(2)[[0, 1, 1]], np.array([0, -100, -100]),
+                                 names=names, answer_types=["closed", "open", "open"],
+                                 reference_texts=["yes", "No", "left lung"])
+    assert vqa == {"vqa_accuracy": 1.0, "exact_match": 0.5, "token_f1": 0.5}  # "no" matches "No" normalised
+    with pytest.raises(ValueError, match="reference_texts has 2 entries for 3 rows"):
+        compute_output_metrics("cell_type", "cell_type", np.eye(3), np.array([0, 1, 2]), reference_texts=["a", "b"])
+    with pytest.raises(TypeError, match=r"options \['reference_texts'\] are read by none"):
+        compute_output_metrics("brain_tumor", "tumor", np.eye(4), np.arange(4), reference_texts=list("abcd"))
+
+
 def test_coords_padding_does_not_count_unless_lengths_say_so():
     rng = np.random.default_rng(0)
     coords = rng.normal(size=(2, 12, 3)) * 5

@@ -28,3 +28,24 @@ def test_bootstrap_is_silent_where_the_point_estimate_warns():
     assert not [w for w in resampled if issubclass(w.category, UserWarning)]
     low, high = intervals["finding"]["accuracy"]
     assert 0.0 <= low <= metrics["finding"]["accuracy"] <= high <= 1.0
+
+
+def test_a_free_text_label_outside_the_vocabulary_is_scored_wrong_through_predict_task(tmp_path):
+    # before: MultiMedTrainer.predict_task kept no label texts, so a test answer the training split never had was
+    # absent from every metric (and its n)
+    from transformers import TrainingArguments
+
+    from balancing_tiny import MODALITIES, TASK, vqa_model, vqa_processor, vqa_rows
+    from multimed_hf.training.trainer import MultiMedTrainer
+
+    rows = vqa_rows(6, seed=1).map(lambda r, i: {"answer": "left lung" if i < 2 else r["answer"],
+                                                   "answer_type": "open" if i < 2 else "closed"}, with_indices=True)
+    trainer = MultiMedTrainer(model=vqa_model(), processor=vqa_processor(), args=TrainingArguments(
+        output_dir=str(tmp_path), use_cpu=True, report_to=[], per_device_eval_batch_size=4))
+    predictions = trainer.predict_task(TASK, rows, split="test", modalities=MODALITIES)
+    assert predictions.metadata["answer"][:2] == ["left lung", "left lung"]
+    assert (predictions.references["answer"][:2] == -100).all() and predictions.scored_rows("answer").all()
+    metrics = predictions.metrics()["answer"]
+    assert metrics["exact_match"] == 0.0  # "yes" / "no" never match "left lung": scored, not left out
+    intervals = predictions.bootstrap(n=5)["answer"]
+    assert intervals["exact_match"] == (0.0, 0.0)

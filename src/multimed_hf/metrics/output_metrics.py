@@ -27,7 +27,7 @@ __all__ = [
 #: An absent class reference, as the processor encodes it.
 IGNORE_INDEX = -100
 #: Options that hold one value per row: they are cut to the rows that have a reference, like the arrays.
-PER_ROW_OPTIONS = ("groups", "answer_types", "lengths")
+PER_ROW_OPTIONS = ("groups", "answer_types", "lengths", "reference_texts")
 #: Metrics scored on class labels (the argmax of the outputs).
 LABEL_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "cohen_kappa", "quadratic_kappa")
 #: Metrics that weigh disagreements by grade distance: they take every class index as ``labels``.
@@ -139,11 +139,42 @@ class ClassMetrics(MetricKind):
 
 class TextMetrics(ClassMetrics):
     """A free-text label classified over a vocabulary (cell types, VQA answers): class metrics on the indices, and
-    string metrics (VQA) on the vocabulary entries, for which ``names`` (the vocabulary, index order) is needed."""
+    string metrics (VQA) on the vocabulary entries, for which ``names`` (the vocabulary, index order) is needed.
+
+    ``reference_texts`` (each row's own label text) also scores the rows whose label the vocabulary lacks (a cell
+    type or answer the training split never had; the processor encodes them as absent): the model cannot name
+    them, so they count as wrong (each such text its own class past the vocabulary's for the class metrics; AUROC
+    leaves them out, having no score for them) and the string metrics compare with the row's own text."""
 
     name = "text"
     inputs = {**ClassMetrics.inputs, **{m: "strings" for m in STRING_METRICS}}
-    options = ("names",)
+    options = ("names", "reference_texts")
+
+    @staticmethod
+    def unseen(references: np.ndarray, texts) -> np.ndarray:
+        """Rows with a label text that the vocabulary lacks (encoded absent, yet not blank)."""
+        texts = list(texts)
+        if len(texts) != len(references):
+            raise ValueError(f"reference_texts has {len(texts)} entries for {len(references)} rows")
+        return (references == IGNORE_INDEX) & np.array([t is not None and bool(str(t).strip()) for t in texts],
+                                                        dtype=bool)
+
+    @staticmethod
+    def past_vocabulary(references: np.ndarray, texts, unseen: np.ndarray, classes: int) -> np.ndarray:
+        """``references`` with each unseen row's text as a class index of its own past the vocabulary's ``classes``
+        (one index per distinct text)."""
+        out = references.copy()
+        own: dict[str, int] = {}
+        for i in np.flatnonzero(unseen):
+            out[i] = classes + own.setdefault(str(texts[i]).strip(), len(own))
+        return out
+
+    def scores(self, column, metric):
+        known = column.references < column.outputs.shape[1]
+        if known.all():
+            return super().scores(column, metric)
+        return super().scores(Column(column.task, column.label, column.outputs[known], column.references[known],
+                                     None, column.options), metric)
     #: the answer type each string metric scores where ``answer_types`` is given
     answer_type = {"vqa_accuracy": "closed", "exact_match": "open", "token_f1": "open"}
 
@@ -161,7 +192,9 @@ class TextMetrics(ClassMetrics):
         if types is not None and not any(str(t).strip().lower() == self.answer_type[metric] for t in types):
             return None  # no question of the type this metric scores
         preds = [names[i] for i in column.outputs.argmax(-1)]
-        refs = [names[int(i)] for i in column.references]
+        texts = column.options.get("reference_texts")
+        refs = [str(texts[j]).strip() if int(i) >= len(names) else names[int(i)]
+                for j, i in enumerate(column.references)]
         return preds, refs, {}
 
 
@@ -351,9 +384,10 @@ def compute_output_metrics(task: str, column: str, outputs, references, *, mask=
             ``[N, K]`` of 1 / 0 / NaN (unknown), regression ``[N]`` (NaN absent), coordinates ``[N, L, 3]``.
         mask: coordinates: ``[N, L]`` observed residues; multilabel: ``[N, K]`` known names (optional).
         options: ``names`` (a free-text label's vocabulary in index order: needed for the VQA string metrics),
-            ``lengths`` (coords: residues per row), and any option a metric function accepts (``groups``,
-            ``answer_types``, ``axis``, ``backend``, ...). ``groups``, ``answer_types`` and ``lengths`` hold one
-            value per row.
+            ``reference_texts`` (a free-text label: each row's own text, so that rows whose text the vocabulary
+            lacks count as wrong rather than absent: ``TextMetrics``), ``lengths`` (coords: residues per row), and
+            any option a metric function accepts (``groups``, ``answer_types``, ``axis``, ``backend``, ...).
+            ``groups``, ``answer_types``, ``reference_texts`` and ``lengths`` hold one value per row.
 
     Rows without a reference are left out. A metric that is undefined on the rows left (no row, one class only
     for AUROC) is NaN. Returns plain floats on the natural scale (accuracy as a fraction).
@@ -377,6 +411,11 @@ def compute_output_metrics(task: str, column: str, outputs, references, *, mask=
         raise TypeError(f"{where}: options {unused} are read by none of the metrics {list(names)}; they read "
                         f"{sorted(known_options)}")
     rows = kind.present(references, mask)
+    texts = options.get("reference_texts")
+    if texts is not None and isinstance(kind, TextMetrics):  # rows whose text the vocabulary lacks count too
+        unseen = kind.unseen(references, texts)
+        references = kind.past_vocabulary(references, texts, unseen, outputs.shape[1])
+        rows = rows | unseen
     per_row = {}
     for key in PER_ROW_OPTIONS:
         if key in options and options[key] is not None:

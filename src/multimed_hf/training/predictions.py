@@ -10,13 +10,23 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["TaskPredictions", "PER_ROW_METRIC_COLUMNS", "stack_rows"]
+__all__ = ["TaskPredictions", "PER_ROW_METRIC_COLUMNS", "metadata_columns", "stack_rows"]
 
 IGNORE_INDEX = -100
 #: Per-row metric options (``compute_output_metrics``) -> the dataset column that holds them, read where a task's
 #: rows have that column and the column's metrics take the option (med_vqa's closed/open split, expression
 #: prediction's per-context Pearson).
 PER_ROW_METRIC_COLUMNS = {"answer_types": "answer_type", "groups": "context"}
+
+
+def metadata_columns(task: str) -> list[str]:
+    """The dataset columns a task's predictions carry for its metrics: ``PER_ROW_METRIC_COLUMNS``' sources and its
+    free-text label columns' own texts (``reference_texts``: a row whose text the vocabulary lacks counts as wrong,
+    not as absent)."""
+    from multimed_hf.tasks import get_task
+
+    texts = [label.name for label in get_task(task).labels if label.kind == "text"]
+    return list(dict.fromkeys([*PER_ROW_METRIC_COLUMNS.values(), *texts]))
 
 
 def _metric_options(task: str, column: str) -> set[str]:
@@ -76,8 +86,19 @@ class TaskPredictions:
         return len(self.sample_ids)
 
     def labelled_columns(self) -> list[str]:
-        """Label columns with at least one labelled row."""
-        return [c for c, ref in self.references.items() if _labelled_rows(ref, self.masks.get(c)).any()]
+        """Label columns with at least one scored row."""
+        return [c for c in self.references if self.scored_rows(c).any()]
+
+    def scored_rows(self, column: str) -> np.ndarray:
+        """Bool per row: the rows a column's metrics score: those with a label, and for a free-text label also those
+        whose text the vocabulary lacks (encoded absent; they count as wrong: ``TextMetrics``)."""
+        rows = _labelled_rows(self.references[column], self.masks.get(column))
+        from multimed_hf.tasks import get_task
+
+        texts = self.metadata.get(column)
+        if texts is not None and get_task(self.task).label(column).kind == "text" and len(texts) == len(rows):
+            rows = rows | np.array([t is not None and bool(str(t).strip()) for t in texts], dtype=bool)
+        return rows
 
     def decoded(self) -> dict[str, list]:
         """Predictions in the labels' representation (class names, lists of names, units, L x 3 lists)."""
@@ -99,6 +120,8 @@ class TaskPredictions:
         for option, source in PER_ROW_METRIC_COLUMNS.items():
             if option in accepted and source in self.metadata:
                 options[option] = [self.metadata[source][i] for i in rows]
+        if "reference_texts" in accepted and column in self.metadata:
+            options["reference_texts"] = [self.metadata[column][i] for i in rows]
         return compute_output_metrics(self.task, column, self.outputs[column][rows], self.references[column][rows],
                                       mask=None if mask is None else mask[rows], **options)
 
@@ -106,8 +129,7 @@ class TaskPredictions:
         """column -> {metric: value} over the rows that have that column's label (registry metrics)."""
         results = {}
         for column in self.labelled_columns():
-            rows = np.flatnonzero(_labelled_rows(self.references[column], self.masks.get(column)))
-            results[column] = self._column_metrics(column, rows)
+            results[column] = self._column_metrics(column, np.flatnonzero(self.scored_rows(column)))
         return results
 
     def bootstrap(self, n: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict[str, dict[str, tuple]]:
@@ -120,7 +142,7 @@ class TaskPredictions:
         rng = np.random.default_rng(seed)
         intervals = {}
         for column in self.labelled_columns():
-            rows = np.flatnonzero(_labelled_rows(self.references[column], self.masks.get(column)))
+            rows = np.flatnonzero(self.scored_rows(column))
             draws = rng.integers(0, len(rows), size=(n, len(rows)))
             per_row = self.head_kind(column) == "coords"
             if per_row:

@@ -26,7 +26,7 @@ from multimed_hf.training.data import (
     is_streamed,
 )
 from multimed_hf.training.loss_weighting import LossWeighting, get_loss_weighting
-from multimed_hf.training.predictions import PER_ROW_METRIC_COLUMNS, TaskPredictions, stack_rows
+from multimed_hf.training.predictions import TaskPredictions, metadata_columns, stack_rows
 from multimed_hf.training.sampling import TaskBatchSampler, TaskSampling
 
 __all__ = ["MultiMedTrainer", "TaskPredictions", "LOSS_WEIGHTING_NAME", "modality_param_groups",
@@ -667,7 +667,7 @@ class MultiMedTrainer(Trainer):
         loss_sum = sum(p["loss"][0] for p in parts)
         loss_rows = sum(p["loss"][1] for p in parts)
         ids = list(dataset["sample_id"]) if "sample_id" in dataset.column_names else [str(i) for i in range(len(data))]
-        metadata = {c: [values[int(i)] for i in unique] for c in PER_ROW_METRIC_COLUMNS.values()
+        metadata = {c: [values[int(i)] for i in unique] for c in metadata_columns(task)
                     if c in dataset.column_names for values in [list(dataset[c])]}
         return TaskPredictions(
             task=task, sample_ids=[ids[int(i)] for i in unique], outputs=merged("outputs", 0.0),

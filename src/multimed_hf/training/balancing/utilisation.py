@@ -12,7 +12,7 @@ from transformers import TrainerCallback
 
 from multimed_hf.training.balancing.batches import BalancingError, has_labels, restrict_batch, task_batches, \
     unwrap_model
-from multimed_hf.training.predictions import PER_ROW_METRIC_COLUMNS, TaskPredictions
+from multimed_hf.training.predictions import TaskPredictions, metadata_columns
 
 __all__ = ["Utilisation", "modality_utilisation", "UtilisationCallback", "headline_metric", "multimodal_tasks"]
 
@@ -136,7 +136,7 @@ def modality_utilisation(model, processor, task: str, dataset, *, modalities: Se
     order = np.concatenate(row_ids) if row_ids else np.zeros(0, dtype=np.int64)
     full = {c: np.concatenate(v) for c, v in full.items()}
     refs = {c: np.concatenate(v) for c, v in refs.items()}
-    metadata_all = {source: list(dataset[source]) for source in PER_ROW_METRIC_COLUMNS.values()
+    metadata_all = {source: list(dataset[source]) for source in metadata_columns(task)
                     if source in dataset.column_names}
     result = Utilisation(task=task, metric=dict(metric))
     for m in read:
