@@ -222,10 +222,12 @@ class _Reader:
     of each record, its JSON body (``encode_body``) where it holds no array, else the record itself; ``rows`` what
     the build store keeps of each (``BuildStore.add_rows``' fields: ids, keys, hash halves, its labels' digest and
     payload size), or for a rejected record ``(where, reason)``. A file that gives no samples ends with
-    ``(stamp, reason)``."""
+    ``(stamp, reason)``. With ``cache`` (the source's validation cache, where worker processes read), ``settle``
+    stores a batch's plain files there and hands on ``(stamp, None, rows)`` of each."""
 
-    def __init__(self, task: TaskSpec):
+    def __init__(self, task: TaskSpec, cache: ValidationCache | None = None):
         self.label_names = tuple(task.label_names)
+        self.cache = None if cache is None else _CacheHandle(cache)
 
     def __call__(self, builder: SourceBuilder, relpath: str) -> Iterator[tuple]:
         stat = os.stat(os.path.join(builder.root, relpath))  # before reading: a later change moves it
@@ -241,6 +243,25 @@ class _Reader:
                     rows.append(self.row(record, builder.source))
                 yield stamp, items, rows
 
+    def settle(self, builder: SourceBuilder, files: list[tuple[str, list]]) -> list[list]:
+        """Where ``files`` (``[(relpath, parts)]``) were read (a worker process, ``LocalEngine``): each plain file's
+        bodies (one part, bodies only, no rejected record) stored in the validation cache, all in one transaction,
+        and its part handed on as ``(stamp, None, rows)``: the main process only keeps the rows. Other files' parts
+        as they are."""
+        if self.cache is None:
+            return [parts for _, parts in files]
+        settled, stored = [], []
+        for relpath, parts in files:
+            if len(parts) == 1 and _plain(parts[0]):
+                stamp, items, rows = parts[0]
+                stored.append((relpath, stamp, items))
+                parts = [(stamp, None, rows)]
+            settled.append(parts)
+        cache = self.cache.get()
+        cache.put_many(stored)
+        cache.commit()  # before the batch's outcomes go: the main process finds them stored
+        return settled
+
     def row(self, record, source: str) -> tuple:
         """What the build store keeps of ``record`` (``BuildStore.add_rows``) of ``source``, or ``(where,
         reason)`` of a rejected one."""
@@ -251,6 +272,17 @@ class _Reader:
                           record.content_hash, record.perceptual_hash,
                           hashlib.blake2b(labels.encode(), digest_size=16).digest(), record.extra.get(NOTE, ""),
                           payload_size(record))
+
+
+def _plain(part: tuple) -> bool:
+    """Whether a part (``_Reader``'s) is of records only, each with its body made ahead: no reason, no rejected
+    record, no array (stored with the files about it, ``put_many``); a settled part (``(stamp, None, rows)``) is."""
+    if len(part) != 3:
+        return False
+    _, items, rows = part
+    if items is None:  # settled where it was read (``_Reader.settle``)
+        return True
+    return all(type(item) is str for item in items) and all(len(row) != 2 for row in rows)
 
 
 class _Rejected(Exception):
@@ -332,14 +364,19 @@ def _stored(parts: Iterator[tuple], builder: SourceBuilder, owner: int, relpath:
 def _read_all(task: TaskSpec, builders, caches, manifest: _Manifest, progress: bool, engine: ReadEngine):
     """Phase 1: every file of every source read and validated, streamed into the source's cache (files validated
     before come from it) while each valid sample's keys go to the build store (bad files, bad records, index files
-    and duplicate ids go to the manifest). Returns the number of files seen per source."""
+    and duplicate ids go to the manifest). With worker processes (``engine.workers``), they store the plain files'
+    samples in the cache themselves (``_Reader.settle``) and this process commits each of its own writes at once,
+    so that neither waits on the other's lock. Returns the number of files seen per source."""
     store = manifest.store
-    reader = _Reader(task)
     files_seen: list[int] = []
     for owner, (builder, cache) in enumerate(zip(builders, caches)):
         files = builder.list_files()
         root = os.fspath(builder.root)
         todo = _to_validate(files, cache, root)
+        if engine.workers:  # its worker processes store what they read here too (``_Reader.settle``)
+            cache.commit_every = 0
+            cache.commit()
+        reader = _Reader(task, cache if engine.workers else None)
         fresh = engine.map(reader, builder, todo)
         next_fresh = 0
         simple: list[tuple] = []  # files of one part of bodies and valid rows, stored together (``settle``)
@@ -347,7 +384,7 @@ def _read_all(task: TaskSpec, builders, caches, manifest: _Manifest, progress: b
 
         def settle():
             if simple:
-                cache.put_many([(relpath, stamp, items) for relpath, stamp, items, _ in simple])
+                cache.put_many([(relpath, stamp, items) for relpath, stamp, items, _ in simple if items is not None])
                 store.add_many(owner, [(relpath, rows) for relpath, _, _, rows in simple])
                 simple.clear()
                 held[0] = 0
@@ -361,13 +398,13 @@ def _read_all(task: TaskSpec, builders, caches, manifest: _Manifest, progress: b
                     first = next(parts)
                     stamp = first[0]
                     if len(first) == 3:
-                        _, items, rows = first
-                        if all(type(item) is str for item in items) and all(len(row) != 2 for row in rows):
+                        if _plain(first):
                             second = next(parts, None)
                             if second is None:  # the common file: stored with the files about it, in order
+                                _, items, rows = first
                                 simple.append((relpath, stamp, items, rows))
-                                held[0] += len(items)
-                                if not items:  # an index file (labels, metadata): read, no sample of its own
+                                held[0] += len(rows)
+                                if not rows:  # an index file (labels, metadata): read, no sample of its own
                                     manifest.add(ManifestEntry(builder.source, relpath, "kept",
                                                                "index file: no sample of its own"))
                                 if len(simple) >= SETTLE_FILES or held[0] >= store.batch:
@@ -643,7 +680,8 @@ _WORKER_CACHES: dict[tuple[str, str], ValidationCache] = {}
 
 class _CacheHandle:
     """A source's validation cache as a task carries it: the cache itself here; pickled (to a worker process),
-    its path and version, which the worker opens once (reads only: the build committed it before its shards)."""
+    its path and version, which the worker opens once: to store the plain files it reads (``_Reader.settle``, each
+    batch committed before its outcomes go back) and to read samples for the shards (committed before them)."""
 
     def __init__(self, cache: ValidationCache):
         self.path, self.version, self._cache = os.fspath(cache.path), cache.version, cache

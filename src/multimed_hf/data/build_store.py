@@ -125,9 +125,13 @@ class BuildStore:
             self.flush()
 
     def add_many(self, owner: int, files: list[tuple[str, list[tuple]]]) -> None:
-        """``add_rows`` of whole files, in order: ``(relpath, rows)`` each."""
-        for relpath, rows in files:
-            self.add_rows(owner, relpath, 0, rows)
+        """``add_rows`` of whole files, in order: ``(relpath, rows)`` each (one list made of them all)."""
+        start = self.next_row
+        held = [(owner, relpath, idx, *row) for relpath, rows in files for idx, row in enumerate(rows)]
+        self._rows.extend([(start + i, *row) for i, row in enumerate(held)])
+        self.next_row += len(held)
+        if len(self._rows) >= self.batch:
+            self.flush()
 
     def add_entry(self, entry: ManifestEntry) -> None:
         self._entries.append((self.next_entry, entry.source, entry.source_path, entry.status, entry.reason,

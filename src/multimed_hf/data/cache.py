@@ -82,6 +82,9 @@ class ValidationCache:
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (version,))
         self._db.commit()
         self._last_commit = time.monotonic()
+        #: Seconds between commits while files are validated; 0 where other processes write this cache meanwhile (a
+        #: build's worker processes): each write then commits at once, holding no lock that they would wait on.
+        self.commit_every = COMMIT_EVERY
         self._records: list[tuple[str, int, str]] = []  # held by ``put``: (path, idx, body)
         self._files: dict[str, tuple] = {}  # held by ``put``: finished files' rows, by path
         self._open: list[str] = []  # the file ``put`` is consuming, if any
@@ -245,6 +248,8 @@ class ValidationCache:
             self._open.remove(relpath)
             if relpath in self._flushed:  # some of its records were written: they go (its old row went before)
                 self._db.execute("DELETE FROM records WHERE path = ?", (relpath,))
+                if not self.commit_every:
+                    self._db.commit()
             raise
         if handle is not None:
             handle.close()
@@ -269,7 +274,7 @@ class ValidationCache:
             self._flush()
 
     def _flush(self) -> None:
-        """Write the outcomes held (see ``put``), committing at most every ``COMMIT_EVERY`` seconds."""
+        """Write the outcomes held (see ``put``), committing at most every ``commit_every`` seconds."""
         if not self._files and not self._records:
             return
         db = self._db
@@ -285,7 +290,7 @@ class ValidationCache:
         self._flushed = set(self._open)
         self._records.clear()
         self._files.clear()
-        if time.monotonic() - self._last_commit > COMMIT_EVERY:
+        if time.monotonic() - self._last_commit >= self.commit_every:
             db.commit()
             self._last_commit = time.monotonic()
 

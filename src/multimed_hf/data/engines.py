@@ -6,6 +6,8 @@ A file's outcome streams: the reader yields it in parts (each what the build sto
 records, and, where the file gives none, a last part that is the reason), and every engine passes the parts on as
 they come (a worker process spools the parts of a large file to a temporary file; Ray Data carries one part per
 row), so no engine ever holds a whole file of many records, and at most a few files' outcomes are in flight at once.
+``LocalEngine``'s worker processes also let the reader store what it can where it read (``Reader``'s ``settle``: the
+build's puts the samples in the validation cache there), so that only what the main process keeps comes back.
 
 An engine also runs the build's later per-batch work (``ordered``: encoding each row group of the shards and
 searching each band of near duplicates; ``submit``: writing each shard from its encoded row groups): ``LocalEngine``
@@ -30,10 +32,19 @@ __all__ = ["ENGINES", "ReadEngine", "LocalEngine", "RayEngine", "make_engine"]
 ENGINES = ("local", "ray")
 
 #: ``read(builder, relpath) -> iterator of parts``: one file's outcome, as parts the engines pass on without looking
-#: into them (the build's reader: what it stores of some records each, or the reason the file gives no samples).
+#: into them (the build's reader: what it stores of some records each, or the reason the file gives no samples). A
+#: reader may also have ``settle(builder, files)``, which ``LocalEngine``'s worker processes call on the files they
+#: read, ``SETTLE_FILES`` at a time (``[(relpath, parts)]`` of those not spooled), handing on the parts it returns
+#: instead: the build's reader stores their samples in the validation cache there, in one transaction (other
+#: engines, and files read in the main process, never call it: the main process stores them).
 Reader = Callable[[object, str], Iterable]
 #: Parts a worker process returns inline; a file of more parts is spooled to a temporary file.
 INLINE_PARTS = 1
+#: Most files a worker process reads in one task (at least 8 tasks a worker where there are fewer files): each
+#: task costs the main process's pool threads a few hundred microseconds, whatever its size.
+FILES_PER_TASK = 256
+#: Files a worker process reads before its reader settles them (``settle``): what it holds of a task's files.
+SETTLE_FILES = 64
 
 
 class ReadEngine:
@@ -69,8 +80,11 @@ class ReadEngine:
 
 def _collect(read: Reader, builder, relpaths: Sequence[str], spool_dir: str) -> list[tuple[str, object]]:
     """In a worker process: each file's parts, inline (``("parts", [...])``) or, for a file of more than
-    ``INLINE_PARTS`` parts, written one pickle each to a spool file (``("spool", path)``)."""
-    outcomes = []
+    ``INLINE_PARTS`` parts, written one pickle each to a spool file (``("spool", path)``). A reader with a
+    ``settle`` method has it make the inline parts into what it hands on, ``SETTLE_FILES`` files at a time."""
+    outcomes: list[tuple[str, object]] = []
+    settle = getattr(read, "settle", None)
+    settled = 0  # the outcomes before this one were settled
     for relpath in relpaths:
         parts: list = []
         spool = None
@@ -90,7 +104,23 @@ def _collect(read: Reader, builder, relpaths: Sequence[str], spool_dir: str) -> 
             outcomes.append(("spool", spool))
         else:
             outcomes.append(("parts", parts))
+        if settle is not None and len(outcomes) - settled == SETTLE_FILES:
+            _settle(settle, builder, relpaths, outcomes, settled)
+            settled = len(outcomes)
+    if settle is not None and settled < len(outcomes):
+        _settle(settle, builder, relpaths, outcomes, settled)
     return outcomes
+
+
+def _settle(settle: Callable, builder, relpaths: Sequence[str], outcomes: list[tuple[str, object]],
+            start: int) -> None:
+    """The reader's ``settle(builder, files)`` on the inline files of ``outcomes[start:]`` (``[(relpath, parts)]``),
+    where they were read: its chance to store what it can of them at once (the build's reader: their samples in
+    the validation cache, one transaction), the parts it returns handed on instead (one list a file, in order)."""
+    inline = [k for k in range(start, len(outcomes)) if outcomes[k][0] == "parts"]
+    settled = settle(builder, [(relpaths[k], outcomes[k][1]) for k in inline])
+    for k, parts in zip(inline, settled):
+        outcomes[k] = ("parts", parts)
 
 
 def _spool_file(spool_dir: str):
@@ -99,9 +129,13 @@ def _spool_file(spool_dir: str):
 
 
 def _unspool(kind: str, value) -> Iterator:
+    """A file's parts from ``_collect``'s outcome: inline, iterated (no generator a file); spooled, read back."""
     if kind == "parts":
-        yield from value
-        return
+        return iter(value)
+    return _spooled(value)
+
+
+def _spooled(value: str) -> Iterator:
     try:
         with open(value, "rb") as handle:
             while True:
@@ -183,7 +217,7 @@ class LocalEngine(ReadEngine):
             for relpath in relpaths:
                 yield iter(read(builder, relpath))
             return
-        chunk = max(1, min(64, len(relpaths) // (8 * self.num_proc)))
+        chunk = max(1, min(FILES_PER_TASK, len(relpaths) // (8 * self.num_proc)))
         with tempfile.TemporaryDirectory(prefix="multimed-spool-") as spool_dir, self._started() as pool:
             batches = ((read, builder, relpaths[i:i + chunk], spool_dir) for i in range(0, len(relpaths), chunk))
             for outcomes in self._in_order(pool, _collect, batches):
