@@ -149,6 +149,8 @@ class TextMetrics(ClassMetrics):
     name = "text"
     inputs = {**ClassMetrics.inputs, **{m: "strings" for m in STRING_METRICS}}
     options = ("names", "reference_texts")
+    #: the answer type each string metric scores where ``answer_types`` is given
+    answer_type = {"vqa_accuracy": "closed", "exact_match": "open", "token_f1": "open"}
 
     @staticmethod
     def unseen(references: np.ndarray, texts) -> np.ndarray:
@@ -175,8 +177,6 @@ class TextMetrics(ClassMetrics):
             return super().scores(column, metric)
         return super().scores(Column(column.task, column.label, column.outputs[known], column.references[known],
                                      None, column.options), metric)
-    #: the answer type each string metric scores where ``answer_types`` is given
-    answer_type = {"vqa_accuracy": "closed", "exact_match": "open", "token_f1": "open"}
 
     def strings(self, column, metric):
         names = column.options.get("names")

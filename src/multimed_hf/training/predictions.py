@@ -92,12 +92,13 @@ class TaskPredictions:
     def scored_rows(self, column: str) -> np.ndarray:
         """Bool per row: the rows a column's metrics score: those with a label, and for a free-text label also those
         whose text the vocabulary lacks (encoded absent; they count as wrong: ``TextMetrics``)."""
-        rows = _labelled_rows(self.references[column], self.masks.get(column))
+        from multimed_hf.metrics.output_metrics import TextMetrics
         from multimed_hf.tasks import get_task
 
+        rows = _labelled_rows(self.references[column], self.masks.get(column))
         texts = self.metadata.get(column)
-        if texts is not None and get_task(self.task).label(column).kind == "text" and len(texts) == len(rows):
-            rows = rows | np.array([t is not None and bool(str(t).strip()) for t in texts], dtype=bool)
+        if texts is not None and get_task(self.task).label(column).kind == "text":
+            rows = rows | TextMetrics.unseen(self.references[column], texts)
         return rows
 
     def decoded(self) -> dict[str, list]:
