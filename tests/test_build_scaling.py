@@ -9,6 +9,7 @@ import tempfile
 
 import pytest
 
+from build_sources import aged_mri_source
 import multimed_hf.data.build as build
 import multimed_hf.data.engines as engines
 from multimed_hf.api import build_dataset
@@ -25,16 +26,7 @@ def _by_rows(sizes):
 
 @pytest.fixture(scope="module")
 def mri(tmp_path_factory):
-    from dataset_scripts.sample_sources.brain_tumor_mri import make_brain_tumor_mri
-
-    root = make_brain_tumor_mri(tmp_path_factory.mktemp("mri") / "src", train_per_class=60, test_per_class=15,
-                                size=32, bad_files=True)
-    old = 1_000_000_000 * 3600  # an hour old: stamps are trusted (the validation cache's racy-write window passed)
-    for file in root.rglob("*"):
-        if file.is_file():
-            stat = file.stat()
-            os.utime(file, ns=(stat.st_atime_ns - old, stat.st_mtime_ns - old))
-    return root
+    return aged_mri_source(tmp_path_factory.mktemp("mri"), train_per_class=60, test_per_class=15)
 
 
 class _CountingPool(engines.ProcessPoolExecutor):

@@ -11,6 +11,7 @@ import tempfile
 import numpy as np
 import pytest
 
+from build_sources import aged_mri_source
 import multimed_hf.data.build as build
 import multimed_hf.data.build_store as build_store
 import multimed_hf.data.cache as cache_module
@@ -25,16 +26,7 @@ from multimed_hf.data.sample import RejectedRecord, Sample, SourceFileRef
 
 @pytest.fixture(scope="module")
 def mri(tmp_path_factory):
-    from dataset_scripts.sample_sources.brain_tumor_mri import make_brain_tumor_mri
-
-    root = make_brain_tumor_mri(tmp_path_factory.mktemp("mri") / "src", train_per_class=30, test_per_class=8,
-                                size=32, bad_files=True)
-    old = 1_000_000_000 * 3600  # an hour old: the validation cache trusts the stamps
-    for file in root.rglob("*"):
-        if file.is_file():
-            stat = file.stat()
-            os.utime(file, ns=(stat.st_atime_ns - old, stat.st_mtime_ns - old))
-    return root
+    return aged_mri_source(tmp_path_factory.mktemp("mri"))
 
 
 def _hashes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

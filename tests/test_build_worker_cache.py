@@ -8,6 +8,7 @@ import sqlite3
 
 import pytest
 
+from build_sources import aged_mri_source
 import multimed_hf.data.engines as engines
 from multimed_hf.api import build_dataset
 from multimed_hf.data.build import CACHE_DIR
@@ -16,16 +17,7 @@ from multimed_hf.data.cache import ValidationCache
 
 @pytest.fixture(scope="module")
 def mri(tmp_path_factory):
-    from dataset_scripts.sample_sources.brain_tumor_mri import make_brain_tumor_mri
-
-    root = make_brain_tumor_mri(tmp_path_factory.mktemp("mri") / "src", train_per_class=30, test_per_class=8,
-                                size=32, bad_files=True)
-    old = 1_000_000_000 * 3600  # an hour old: the validation cache trusts the stamps
-    for file in root.rglob("*"):
-        if file.is_file():
-            stat = file.stat()
-            os.utime(file, ns=(stat.st_atime_ns - old, stat.st_mtime_ns - old))
-    return root
+    return aged_mri_source(tmp_path_factory.mktemp("mri"))
 
 
 def _cache(out) -> tuple[list, list]:
