@@ -49,3 +49,16 @@ def test_a_free_text_label_outside_the_vocabulary_is_scored_wrong_through_predic
     assert metrics["exact_match"] == 0.0  # "yes" / "no" never match "left lung": scored, not left out
     intervals = predictions.bootstrap(n=5)["answer"]
     assert intervals["exact_match"] == (0.0, 0.0)
+
+
+def test_metric_records_count_the_rows_scored():
+    # before: n counted the encoded references, so rows scored as unseen (wrong) were missing from it
+    from multimed_hf.training.outputs import metric_records
+
+    predictions = TaskPredictions(task="cell_type", sample_ids=list("abcd"),
+                                  outputs={"cell_type": np.eye(2, dtype=np.float32)[[0, 1, 0, 0]]},
+                                  references={"cell_type": np.array([0, 0, -100, -100])}, masks={},
+                                  head_spec={"outputs": [{"name": "cell_type", "kind": "class", "names": ["x", "y"]}]},
+                                  metadata={"cell_type": ["x", "x", "z", None]})
+    records = {r["metric"]: r for r in metric_records(predictions, "test", bootstrap_samples=0)}
+    assert records["accuracy"]["n"] == 3 and records["accuracy"]["value"] == 1 / 3

@@ -9,8 +9,6 @@ import subprocess
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-import numpy as np
-
 from multimed_hf.tasks import get_task
 
 __all__ = [
@@ -28,7 +26,6 @@ __all__ = [
 PREDICTIONS_FOLDER = "predictions"
 METRICS_LONG = "metrics_long.json"
 RUN_INFO = "run_info.json"
-IGNORE_INDEX = -100
 
 
 def _label_column(task: str, column: str) -> str | None:
@@ -37,19 +34,9 @@ def _label_column(task: str, column: str) -> str | None:
 
 
 def reference_counts(predictions) -> dict[str, int]:
-    """Column -> rows whose reference is present (what a metric was computed over)."""
-    counts = {}
-    for column, refs in predictions.references.items():
-        refs = np.asarray(refs)
-        if column in predictions.masks and refs.ndim == 3:  # coordinates: a row counts with any observed residue
-            present = np.asarray(predictions.masks[column]).reshape(len(refs), -1).any(axis=1)
-        elif refs.dtype.kind in "iu":
-            present = refs != IGNORE_INDEX
-        else:
-            finite = ~np.isnan(refs.astype(np.float64))
-            present = finite.reshape(len(refs), -1).any(axis=1) if refs.ndim > 1 else finite
-        counts[column] = int(present.sum())
-    return counts
+    """Column -> the rows its metrics were computed over (``TaskPredictions.scored_rows``: those with a label, and a
+    free-text label's rows whose text the vocabulary lacks, which count as wrong)."""
+    return {column: int(predictions.scored_rows(column).sum()) for column in predictions.references}
 
 
 def _float(value) -> float | None:
