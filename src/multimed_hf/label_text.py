@@ -128,7 +128,11 @@ class LabelTextKind(OutputKind):
         valid = valid & active[target.clamp(min=0)]  # a row of an inactive class teaches nothing (held out)
         if not bool(valid.any()):
             return None
-        return F.cross_entropy(pred[valid].float(), target[valid], label_smoothing=label_smoothing)
+        # over the active classes only: the inactive ones' logits are constants, and label smoothing spread over
+        # them added about smoothing x inactive / classes x 1e4 to the loss (and pulled every active logit down)
+        position = torch.cumsum(active.long(), 0) - 1
+        return F.cross_entropy(pred[valid][:, active].float(), position[target[valid]],
+                               label_smoothing=label_smoothing)
 
     def decode(self, out, values, known=None):
         return self._base(out).decode(out, values, known)
