@@ -60,3 +60,25 @@ def test_fedprox_pulls_the_local_model_towards_the_global_one(setup):
         train_local(model, rows, processor, LocalConfig(local_steps=1, proximal_mu=0.1))
     with pytest.raises(LocalConfigError, match="local-steps=0"):
         LocalConfig(local_steps=0)
+
+
+def test_val_score_counts_a_free_text_label_outside_the_vocabulary_as_wrong(tmp_path, monkeypatch):
+    # before: the federation's val-score left out rows whose answer the vocabulary lacked, as TaskPredictions once did
+    from transformers import TrainingArguments
+
+    from balancing_tiny import MODALITIES, TASK as VQA, vqa_model, vqa_processor, vqa_rows
+    from multimed_hf.training.trainer import MultiMedTrainer
+
+    model, processor = vqa_model(), vqa_processor()
+    rows = vqa_rows(8, seed=3)
+    trainer = MultiMedTrainer(model=model, processor=processor, args=TrainingArguments(
+        output_dir=str(tmp_path), use_cpu=True, report_to=[]))
+    predicted = trainer.predict_task(VQA, rows, modalities=MODALITIES).decoded()["answer"]
+    # the seen rows answered as the model answers them; two rows' answers the vocabulary never had
+    rows = rows.map(lambda r, i: {"answer": "maybe" if i < 2 else predicted[i]}, with_indices=True)
+    transform = processor.transform  # the tiny model reads two of med_vqa's modalities (a federation's reads all)
+    monkeypatch.setattr(processor, "transform", lambda task, labels=True, modalities=None: transform(
+        task, labels, MODALITIES))
+    score = evaluate_local(model, {VQA: rows}, processor)["val-score"]
+    reference = trainer.predict_task(VQA, rows, modalities=MODALITIES).metrics()["answer"]["vqa_accuracy"]
+    assert score == pytest.approx(reference) == pytest.approx(6 / 8)

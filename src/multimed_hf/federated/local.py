@@ -212,6 +212,16 @@ def _loaders(datasets: Mapping, processor, batch_size: int):
     return out
 
 
+def _reference_texts(task: str, column: str, dataset, rows: int) -> dict:
+    """A free-text label's own texts, in the loader's order (``reference_texts``: a row whose text the vocabulary
+    lacks counts as wrong, as ``TaskPredictions`` scores it); none for other labels."""
+    from multimed_hf.tasks import get_task
+
+    if get_task(task).label(column).kind != "text" or column not in dataset.column_names or len(dataset) != rows:
+        return {}
+    return {"reference_texts": list(dataset[column])}
+
+
 def evaluate_local(model, datasets: Mapping, processor, *, batch_size: int = 32) -> dict[str, float]:
     """``val-loss`` (row-weighted mean of the model's loss), ``val-score`` (mean headline metric over label columns,
     higher is better), ``val-inv-loss`` (1 / (1 + val-loss): a bounded higher-is-better score defined for every
@@ -246,6 +256,7 @@ def evaluate_local(model, datasets: Mapping, processor, *, batch_size: int = 32)
             for column, chunks in outputs.items():
                 spec = next(o for o in head["outputs"] if o["name"] == column)
                 options = {"names": spec["names"]} if spec.get("names") and spec["kind"] in ("class", "text") else {}
+                options.update(_reference_texts(task, column, datasets[task], sum(len(c) for c in chunks)))
                 metric = applicable_metrics(task, column)[0]
                 try:
                     value = compute_output_metrics(task, column, np.concatenate(chunks), np.concatenate(
