@@ -104,8 +104,9 @@ def _class_columns(task: str) -> list:
 def label_text_head(model, task: str, processor, *, texts: Mapping[str, str] | None = None,
                     active: Sequence[str] | None = None, names: Mapping[str, Sequence[str]] | None = None) -> dict:
     """A head spec for ``task`` whose every label column is a ``label_text`` output over the task's classes (the
-    registry's names; a free-text label: ``names[column]`` or the processor's vocabulary), reading the task's
-    modalities that the model encodes. ``active``: the class names scored (default all)."""
+    registry's names; a free-text label: the processor's vocabulary, the order its labels are encoded in, else
+    ``names[column]``), reading the task's modalities that the model encodes. ``active``: the class names scored
+    (default all); one that is none of the classes is refused (its rows' labels could not be scored)."""
     labels = _class_columns(task)
     core = multimed_core(model)
     modalities = [m for m in get_task(task).modalities if m in core.config.encoders and m != "text"] or [
@@ -120,8 +121,8 @@ def label_text_head(model, task: str, processor, *, texts: Mapping[str, str] | N
     outputs = []
     for label in labels:
         if label.kind == "text":
-            vocab = (names or {}).get(label.name) or processor.vocabularies.get(label.name) or \
-                processor.vocabularies.get(task)
+            vocab = processor.vocabularies.get(label.name) or processor.vocabularies.get(task) or \
+                (names or {}).get(label.name)
             if not vocab:
                 raise ZeroShotError(f"task {task!r}: free-text label {label.name!r} has no class list; give names=")
             column_names = list(vocab)
@@ -130,6 +131,11 @@ def label_text_head(model, task: str, processor, *, texts: Mapping[str, str] | N
         chosen = [n for n in column_names if active is None or n in set(active)]
         outputs.append(label_text_output(label.name, column_names, processor, texts=texts, active=chosen or None,
                                          multilabel=label.kind == "multilabel"))
+    unknown = [n for n in active or () if not any(n in o["names"] for o in outputs)]
+    if unknown:
+        raise ZeroShotError(f"task {task!r}: classes {unknown} are none of its classes "
+                            f"{ {o['name']: o['names'] for o in outputs} } (a free-text label's: the processor's "
+                            f"vocabulary, fitted on the training split), so their rows' labels cannot be scored")
     return {"modalities": modalities, "outputs": outputs, "problem_type": get_task(task).problem_type}
 
 
@@ -304,7 +310,7 @@ def prepare_alignment(model, processor, train_datasets: Mapping[str, Any], setti
             raise ZeroShotError(f"task {task!r}: every class is held out ({held}); alignment needs seen classes")
         data[task], removed[task] = hold_out(data[task], task, held)
         use_label_text(core, task, processor, texts=settings.class_texts.get(task), active=seen,
-                       names=encoding_order(task, processor, names))
+                       names=names)
     image_modalities = sorted({m for t in tasks for m in core.config.heads[t]["modalities"] if m in IMAGE_MODALITIES})
     projections = settings.pair_projections or [m for m in image_modalities if m in core.projections] or None
     return PreparedAlignment(data, removed, tasks, projections)
@@ -380,19 +386,6 @@ def zero_shot_classes(model, task: str, alignment: Mapping | None, dataset=None)
     return [n for names in class_keys(task, dataset).values() for n in names]
 
 
-def encoding_order(task: str, processor, found: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
-    """Each class label column's names in the order the processor encodes a row's label (the references' index
-    space, which the label-text head's outputs must share): a free-text label's vocabulary, fitted on the training
-    split (``found``, the names the rows hold, where it has none); the registry's names otherwise."""
-    spec = get_task(task)
-    out = {}
-    for column, names in found.items():
-        vocab = (processor.vocabularies.get(column) or processor.vocabularies.get(task)) \
-            if spec.label(column).kind == "text" else None
-        out[column] = list(vocab) if vocab else list(names)
-    return out
-
-
 def zero_shot_predict(model, processor, task: str, dataset, *, classes: Sequence[str], training_args,
                       texts: Mapping[str, str] | None = None, split: str = "test"):
     """``TaskPredictions`` of ``task`` on the rows of ``dataset`` whose classes are all among ``classes``, scored by
@@ -403,13 +396,7 @@ def zero_shot_predict(model, processor, task: str, dataset, *, classes: Sequence
     rows, _ = hold_out(dataset, task, others)
     if len(rows) == 0:
         raise ZeroShotError(f"task {task!r}: no {split} row belongs to the classes {list(classes)}")
-    names = encoding_order(task, processor, found)
-    unencoded = [c for c in classes if c in every and not any(c in ns for ns in names.values())]
-    if unencoded:
-        raise ZeroShotError(f"task {task!r}: classes {unencoded} are not in the processor's vocabulary "
-                            f"{ {c: ns for c, ns in names.items()} }, so their rows' labels cannot be scored; fit "
-                            f"the vocabulary on every training row (multimed train does) before classes are held out")
-    spec = use_label_text(model, task, processor, texts=texts, active=list(classes), names=names)
+    spec = use_label_text(model, task, processor, texts=texts, active=list(classes), names=found)
     trainer = MultiMedTrainer(model=model, args=training_args, processor=processor)
     # the head's modalities only: a processor that also reads text (class texts, captions) would hand the rows'
     # text slot to a head that does not read it
