@@ -118,18 +118,17 @@ class BuildStore:
     def add_rows(self, owner: int, relpath: str, idx: int, rows: list[tuple]) -> None:
         """The rows of consecutive records of a file (from its record ``idx`` on), each as made where the file was
         read (``row_fields``)."""
-        start = self.next_row
-        self._rows.extend([(start + i, owner, relpath, idx + i, *row) for i, row in enumerate(rows)])
-        self.next_row += len(rows)
-        if len(self._rows) >= self.batch:
-            self.flush()
+        self._hold([(owner, relpath, idx + i, *row) for i, row in enumerate(rows)])
 
     def add_many(self, owner: int, files: list[tuple[str, list[tuple]]]) -> None:
         """``add_rows`` of whole files, in order: ``(relpath, rows)`` each (one list made of them all)."""
+        self._hold([(owner, relpath, idx, *row) for relpath, rows in files for idx, row in enumerate(rows)])
+
+    def _hold(self, rows: list[tuple]) -> None:
+        """Rows (their keys and fields) numbered on from ``next_row`` and held, flushed ``batch`` at a time."""
         start = self.next_row
-        held = [(owner, relpath, idx, *row) for relpath, rows in files for idx, row in enumerate(rows)]
-        self._rows.extend([(start + i, *row) for i, row in enumerate(held)])
-        self.next_row += len(held)
+        self._rows.extend([(start + i, *row) for i, row in enumerate(rows)])
+        self.next_row += len(rows)
         if len(self._rows) >= self.batch:
             self.flush()
 

@@ -196,7 +196,7 @@ class ValidationCache:
 
         ``stamp``: the file's size and ``mtime_ns`` where they were taken before it was read (by the worker that
         read it; ``file`` is then not looked at), else taken now. ``parts``: ``records`` is an iterable of lists
-        of records (a reader's parts), each list of bodies made ahead stored at once."""
+        of records (a reader's parts), each stored at once."""
         stamp = self._stamp(file) if stamp is None else tuple(stamp)
         name = tmp = None  # the side file, named on its first array (most files have none)
         handle = None
@@ -226,20 +226,12 @@ class ValidationCache:
         count = 0
         try:
             for part in (records or ()) if parts else ((sample,) for sample in records or ()):
-                if all(type(body) is str for body in part):  # bodies made ahead: at once
-                    held.extend(zip(repeat(relpath), range(count, count + len(part)), part))
-                    count += len(part)
-                    if len(held) >= PUT_RECORDS:
-                        self._flush()
-                        start = 0
-                    continue
-                for sample in part:
-                    body = sample if isinstance(sample, str) else json.dumps(sample_to_json(sample, save))
-                    held.append((relpath, count, body))
-                    count += 1
-                    if len(held) >= PUT_RECORDS:
-                        self._flush()
-                        start = 0
+                bodies = [s if isinstance(s, str) else json.dumps(sample_to_json(s, save)) for s in part]
+                held.extend(zip(repeat(relpath), range(count, count + len(bodies)), bodies))
+                count += len(bodies)
+                if len(held) >= PUT_RECORDS:
+                    self._flush()
+                    start = 0
         except BaseException:
             if handle is not None:
                 handle.close()
