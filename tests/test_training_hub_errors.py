@@ -34,3 +34,15 @@ def test_a_checkpoint_that_is_neither_a_folder_nor_reachable(offline, tmp_path):
         evaluate_checkpoint(str(tmp_path / "absent"), tmp_path, output_dir=str(tmp_path / "out"))
     with pytest.raises(HubLoadError, match=rf"the checkpoint '{MISSING}'.*multimed train"):
         evaluate_checkpoint(MISSING, tmp_path, output_dir=str(tmp_path / "out"))
+
+
+def test_a_data_hub_id_that_cannot_be_reached_says_so(offline, monkeypatch):
+    # before: datasets' ConnectionError traceback ("Couldn't reach ... on the Hub"), or "no such folder" for an id
+    import datasets.config
+
+    from multimed_hf.training.loading import DataLoadingError, load_task_data
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    with pytest.raises(DataLoadingError, match=r"'multimed-hf-tests/no-such-data': no such folder, and the Hub could "
+                                               r"not be reached \(Couldn't reach"):
+        load_task_data("multimed-hf-tests/no-such-data", ["brain_tumor"])

@@ -200,14 +200,16 @@ def _to_device(value, device):
     return value
 
 
-def _loaders(datasets: Mapping, processor, batch_size: int):
+def _loaders(datasets: Mapping, processor, batch_size: int, heads: Mapping):
+    """One loader per task, reading the modalities the model's head for it reads (as training does)."""
     from torch.utils.data import DataLoader
 
     out = {}
     for task, ds in sorted(datasets.items()):
         if ds is None or len(ds) == 0:
             continue
-        out[task] = DataLoader(ds.with_transform(processor.transform(task)), batch_size=batch_size, shuffle=False,
+        read = processor.transform(task, modalities=heads[task]["modalities"] if task in heads else None)
+        out[task] = DataLoader(ds.with_transform(read), batch_size=batch_size, shuffle=False,
                                collate_fn=processor.collate)
     return out
 
@@ -231,7 +233,7 @@ def evaluate_local(model, datasets: Mapping, processor, *, batch_size: int = 32)
 
     from multimed_hf.metrics import applicable_metrics, compute_output_metrics
 
-    loaders = _loaders(datasets, processor, batch_size)
+    loaders = _loaders(datasets, processor, batch_size, model.config.heads)
     device = next(model.parameters()).device
     model.eval()
     loss_sum, rows, scores, out = 0.0, 0, [], {}

@@ -34,6 +34,12 @@ def _is_local(data: str | Path) -> bool:
     return Path(data).exists()
 
 
+def _looks_like_repo_id(data: str | Path) -> bool:
+    """``owner/name``: what ``load_dataset`` also tries on the Hub when no such folder exists."""
+    parts = str(data).split("/")
+    return len(parts) == 2 and all(parts) and not str(data).startswith((".", "~"))
+
+
 def load_task_data(data: str | Path, tasks: Sequence[str], *, splits: Sequence[str] = SPLITS,
                    streaming: bool = False, rank: int = 0, world_size: int = 1,
                    **load_kwargs) -> dict[str, dict[str, Any]]:
@@ -53,9 +59,14 @@ def load_task_data(data: str | Path, tasks: Sequence[str], *, splits: Sequence[s
         except ValueError as err:
             raise DataLoadingError(f"cannot load config {task!r} from {str(data)!r}: {err}") from err
         except FileNotFoundError as err:  # no such folder, and no Hub dataset of that id (or none reachable)
-            where = "no such folder" if not _is_local(data) else "a folder without that config's files"
+            where = ("a folder without that config's files" if _is_local(data) else "no such folder, nor a "
+                     "Hub dataset of that id" if _looks_like_repo_id(data) else "no such folder")
             raise DataLoadingError(f"cannot load config {task!r} from {str(data)!r} ({where}; a built MultiMed "
                                    f"folder, from `multimed build`, or a Hub dataset id is expected): {err}") from err
+        except ConnectionError as err:  # what load_dataset raises for a Hub id it could not reach
+            raise DataLoadingError(f"cannot load config {task!r} from {str(data)!r}: no such folder, and the Hub "
+                                   f"could not be reached ({err}); a built MultiMed folder, from `multimed build`, "
+                                   "or a reachable Hub dataset id is expected") from err
         found = {s: loaded[s] for s in splits if s in loaded}
         if streaming and world_size > 1:
             from datasets.distributed import split_dataset_by_node
