@@ -39,3 +39,19 @@ def test_analysis_usage_names_its_command(capsys):
     with pytest.raises(SystemExit):
         main(["ood", "--help"])
     assert capsys.readouterr().out.startswith("usage: multimed ood ")
+
+
+@pytest.mark.parametrize("command", ["combos", "robustness", "attribution"])
+def test_analysis_commands_run_with_the_training_defaults_schedule(command, tmp_path, capsys):
+    # before: the run's default evaluation per epoch reached the predict-only trainer, which Trainer refused
+    # ("eval_strategy ... but you didn't pass an eval_dataset") after the first model was trained
+    schedule = {QUICK_FLAGS.index(flag) + k for flag in ("--eval_strategy", "--save_strategy") for k in (0, 1)}
+    default_schedule = [f for i, f in enumerate(QUICK_FLAGS) if i not in schedule]
+    extra = ["--modes", "mask"] if command == "combos" else []
+    with trio_task():
+        data = write_built_folder(tmp_path / "data", {TASK: trio_splits(24, 12)})
+        code = main([command, "--data", data, "--task", TASK, "--output_dir", str(tmp_path / "out"), *extra,
+                     *default_schedule])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "wrote " in captured.out

@@ -302,9 +302,9 @@ def analysis_datasets(data: str, task: str, modalities: Sequence[str]) -> dict:
 # ---------------------------------------------------------------------- one run
 def prediction_trainer(model, processor, training_args, task: str, modalities: Sequence[str], **trainer_kwargs):
     """A ``MultiMedTrainer`` that only predicts (``predict_task``) with ``model`` over ``modalities`` of ``task``."""
-    from multimed_hf.training.trainer import MultiMedTrainer
+    from multimed_hf.training.trainer import MultiMedTrainer, prediction_arguments
 
-    return MultiMedTrainer(model=model, args=training_args, processor=processor,
+    return MultiMedTrainer(model=model, args=prediction_arguments(training_args), processor=processor,
                            modalities={task: tuple(modalities)}, **trainer_kwargs)
 
 

@@ -36,7 +36,7 @@ from multimed_hf.fewshot.adapters import multimed_core
 from multimed_hf.fewshot.support import class_keys, read_columns
 from multimed_hf.label_text import LABEL_TEXT
 from multimed_hf.tasks import IMAGE_MODALITIES, get_task
-from multimed_hf.training.trainer import MultiMedTrainer
+from multimed_hf.training.trainer import MultiMedTrainer, prediction_arguments
 
 __all__ = [
     "ZeroShotError",
@@ -397,7 +397,7 @@ def zero_shot_predict(model, processor, task: str, dataset, *, classes: Sequence
     if len(rows) == 0:
         raise ZeroShotError(f"task {task!r}: no {split} row belongs to the classes {list(classes)}")
     spec = use_label_text(model, task, processor, texts=texts, active=list(classes), names=found)
-    trainer = MultiMedTrainer(model=model, args=training_args, processor=processor)
+    trainer = MultiMedTrainer(model=model, args=prediction_arguments(training_args), processor=processor)
     # the head's modalities only: a processor that also reads text (class texts, captions) would hand the rows'
     # text slot to a head that does not read it
     return trainer.predict_task(task, rows, split=split, modalities=list(spec["modalities"])), rows

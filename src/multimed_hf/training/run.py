@@ -582,6 +582,7 @@ def evaluate_checkpoint(checkpoint: str, data: str, splits: Sequence[str] = ("te
     from multimed_hf.processing_multimed import MultiMedProcessor
     from multimed_hf.tasks import get_task
     from multimed_hf.training.loading import dataset_fingerprints, load_task_data, materialize, rows_with_modality
+    from multimed_hf.training.trainer import prediction_arguments
 
     if training_args is None:
         if output_dir is ...:
@@ -621,7 +622,7 @@ def evaluate_checkpoint(checkpoint: str, data: str, splits: Sequence[str] = ("te
         raise RunError(f"none of the splits {list(splits)} exists for tasks {tasks} in {data!r}")
     for t, s in absent:  # recorded in run_info.json too (missing_splits)
         logger.warning("evaluate: task %r has no %r split in %r; it is scored on the others", t, s, str(data))
-    trainer = build_trainer(model, training_args, processor, modalities=modalities)
+    trainer = build_trainer(model, prediction_arguments(training_args), processor, modalities=modalities)
     records = _evaluate_splits(trainer, selected, splits, output_dir, bootstrap_samples, training_args.seed,
                                trainer.is_world_process_zero())
     metrics = _write_results(trainer, output_dir, records, {})

@@ -30,7 +30,7 @@ from multimed_hf.training.predictions import TaskPredictions, metadata_columns, 
 from multimed_hf.training.sampling import TaskBatchSampler, TaskSampling
 
 __all__ = ["MultiMedTrainer", "TaskPredictions", "LOSS_WEIGHTING_NAME", "modality_param_groups",
-           "refused_arguments", "uint8_image_processor"]
+           "refused_arguments", "uint8_image_processor", "prediction_arguments"]
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +200,12 @@ class _StreamLoader(DataLoader):
 
     def set_epoch(self, epoch: int) -> None:
         self.dataset.set_epoch(epoch)
+
+
+def prediction_arguments(args: TrainingArguments) -> TrainingArguments:
+    """``args`` for a trainer that only predicts (``predict_task``): no evaluation or checkpoint schedule, which
+    ``Trainer`` refuses without an eval set (a run's default evaluates every epoch)."""
+    return dataclasses.replace(args, eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
 
 
 # ---------------------------------------------------------------------- the trainer
