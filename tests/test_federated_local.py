@@ -1,5 +1,6 @@
 """A client's local training on the Trainer path: only the units its rows reach are trained; FedProx's pull."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -62,7 +63,7 @@ def test_fedprox_pulls_the_local_model_towards_the_global_one(setup):
         LocalConfig(local_steps=0)
 
 
-def test_val_score_counts_a_free_text_label_outside_the_vocabulary_as_wrong(tmp_path, monkeypatch):
+def test_val_score_counts_a_free_text_label_outside_the_vocabulary_as_wrong(tmp_path):
     # before: the federation's val-score left out rows whose answer the vocabulary lacked, as TaskPredictions once did
     from transformers import TrainingArguments
 
@@ -76,9 +77,25 @@ def test_val_score_counts_a_free_text_label_outside_the_vocabulary_as_wrong(tmp_
     predicted = trainer.predict_task(VQA, rows, modalities=MODALITIES).decoded()["answer"]
     # the seen rows answered as the model answers them; two rows' answers the vocabulary never had
     rows = rows.map(lambda r, i: {"answer": "maybe" if i < 2 else predicted[i]}, with_indices=True)
-    transform = processor.transform  # the tiny model reads two of med_vqa's modalities (a federation's reads all)
-    monkeypatch.setattr(processor, "transform", lambda task, labels=True, modalities=None: transform(
-        task, labels, MODALITIES))
     score = evaluate_local(model, {VQA: rows}, processor)["val-score"]
     reference = trainer.predict_task(VQA, rows, modalities=MODALITIES).metrics()["answer"]["vqa_accuracy"]
     assert score == pytest.approx(reference) == pytest.approx(6 / 8)
+
+
+def test_val_score_is_the_runs_headline_metric_per_context(setup, tmp_path):
+    # before: the Pearson r pooled over every row, where a run (and BlendAvg's paper) scores each context's r and
+    # takes the mean; and integer class labels went to the metrics as floats
+    from transformers import TrainingArguments
+
+    from multimed_hf.training.trainer import MultiMedTrainer
+
+    plan, model, processor = setup
+    rows = load_client_data(plan.client_dir("paired-0"))[TASK]["validation"]
+    assert len(set(rows["context"])) > 1
+    trainer = MultiMedTrainer(model=model, processor=processor, args=TrainingArguments(
+        output_dir=str(tmp_path), use_cpu=True, report_to=[]))
+    predictions = trainer.predict_task(TASK, rows)
+    (column, values), = predictions.metrics().items()
+    pooled = np.corrcoef(predictions.outputs[column].ravel(), predictions.references[column].ravel())[0, 1]
+    assert values["pearson"] != pytest.approx(pooled)
+    assert evaluate_local(model, {TASK: rows}, processor)["val-score"] == pytest.approx(values["pearson"])

@@ -214,24 +214,16 @@ def _loaders(datasets: Mapping, processor, batch_size: int, heads: Mapping):
     return out
 
 
-def _reference_texts(task: str, column: str, dataset, rows: int) -> dict:
-    """A free-text label's own texts, in the loader's order (``reference_texts``: a row whose text the vocabulary
-    lacks counts as wrong, as ``TaskPredictions`` scores it); none for other labels."""
-    from multimed_hf.tasks import get_task
-
-    if get_task(task).label(column).kind != "text" or column not in dataset.column_names or len(dataset) != rows:
-        return {}
-    return {"reference_texts": list(dataset[column])}
-
-
 def evaluate_local(model, datasets: Mapping, processor, *, batch_size: int = 32) -> dict[str, float]:
     """``val-loss`` (row-weighted mean of the model's loss), ``val-score`` (mean headline metric over label columns,
     higher is better), ``val-inv-loss`` (1 / (1 + val-loss): a bounded higher-is-better score defined for every
     task, steadier than a correlation on a handful of rows) and ``num-val-examples`` on ``{task: Dataset}``; per
-    task ``val-loss/<task>`` too."""
+    task ``val-loss/<task>`` too. Each column's headline is scored as a run scores it (``TaskPredictions.metrics``:
+    Pearson per context then the mean, VQA accuracy on the closed questions, unseen free-text labels wrong)."""
     import torch
 
-    from multimed_hf.metrics import applicable_metrics, compute_output_metrics
+    from multimed_hf.metrics import applicable_metrics
+    from multimed_hf.training.predictions import TaskPredictions, collect_batch, metadata_columns, stack_rows
 
     loaders = _loaders(datasets, processor, batch_size, model.config.heads)
     device = next(model.parameters()).device
@@ -239,8 +231,7 @@ def evaluate_local(model, datasets: Mapping, processor, *, batch_size: int = 32)
     loss_sum, rows, scores, out = 0.0, 0, [], {}
     with torch.no_grad():
         for task, loader in loaders.items():
-            head = model.config.heads[task]
-            outputs, references = {}, {}
+            outputs, references, masks = {}, {}, {}
             task_loss, task_rows = 0.0, 0
             for batch in loader:
                 batch = _to_device(batch, device)
@@ -249,23 +240,18 @@ def evaluate_local(model, datasets: Mapping, processor, *, batch_size: int = 32)
                 if result.loss is not None and math.isfinite(float(result.loss)):
                     task_loss += float(result.loss) * size
                     task_rows += size
-                for column, value in result.logits.items():
-                    if column in batch["labels"]:
-                        outputs.setdefault(column, []).append(value.float().cpu().numpy())
-                        references.setdefault(column, []).append(batch["labels"][column].float().cpu().numpy())
+                collect_batch(result.logits, batch.get("labels"), outputs, references, masks)
             out[f"val-loss/{task}"] = task_loss / task_rows if task_rows else float("nan")
             loss_sum, rows = loss_sum + task_loss, rows + task_rows
-            for column, chunks in outputs.items():
-                spec = next(o for o in head["outputs"] if o["name"] == column)
-                options = {"names": spec["names"]} if spec.get("names") and spec["kind"] in ("class", "text") else {}
-                options.update(_reference_texts(task, column, datasets[task], sum(len(c) for c in chunks)))
-                metric = applicable_metrics(task, column)[0]
-                try:
-                    value = compute_output_metrics(task, column, np.concatenate(chunks), np.concatenate(
-                        references[column]), **options).get(metric, float("nan"))
-                except TypeError:  # a metric option this column does not take
-                    value = compute_output_metrics(task, column, np.concatenate(chunks),
-                                                   np.concatenate(references[column])).get(metric, float("nan"))
+            dataset = datasets[task]
+            predictions = TaskPredictions(
+                task=task, sample_ids=list(range(len(dataset))),
+                outputs={c: stack_rows(v, 0.0) for c, v in outputs.items()},
+                references={c: stack_rows(v) for c, v in references.items() if c in outputs},
+                masks={c: stack_rows(v) for c, v in masks.items()}, head_spec=model.config.heads[task],
+                metadata={c: list(dataset[c]) for c in metadata_columns(task) if c in dataset.column_names})
+            for column, values in predictions.metrics().items():
+                value = values.get(applicable_metrics(task, column)[0])
                 if value is not None and math.isfinite(value):
                     scores.append(float(value))
     loss = loss_sum / rows if rows else float("nan")

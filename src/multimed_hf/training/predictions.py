@@ -6,11 +6,11 @@ import inspect
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["TaskPredictions", "PER_ROW_METRIC_COLUMNS", "metadata_columns", "stack_rows"]
+__all__ = ["TaskPredictions", "PER_ROW_METRIC_COLUMNS", "metadata_columns", "stack_rows", "collect_batch"]
 
 IGNORE_INDEX = -100
 #: Per-row metric options (``compute_output_metrics``) -> the dataset column that holds them, read where a task's
@@ -167,6 +167,24 @@ class TaskPredictions:
             if out["name"] == column:
                 return out["kind"]
         return None
+
+
+def collect_batch(logits: Mapping, labels: Mapping | None, outputs: dict, references: dict, masks: dict) -> None:
+    """Append one batch's model outputs and encoded labels (on the CPU, as numpy) to ``{column: [arrays]}`` lists:
+    class indices stay integers, the rest float32; a coordinates label also gives its ``coords_mask``. What
+    ``TaskPredictions`` is made of after ``stack_rows``."""
+    import torch
+
+    for column, value in logits.items():
+        outputs.setdefault(column, []).append(value.float().cpu().numpy())
+    labels = labels or {}
+    for column, value in labels.items():
+        if column == "coords_mask":
+            continue
+        value = value.cpu()
+        references.setdefault(column, []).append(value.numpy() if value.dtype == torch.long else value.float().numpy())
+        if "coords_mask" in labels and value.ndim == 3:
+            masks.setdefault(column, []).append(labels["coords_mask"].cpu().numpy())
 
 
 def stack_rows(parts: Sequence[np.ndarray], fill_float: float = math.nan) -> np.ndarray:

@@ -26,7 +26,7 @@ from multimed_hf.training.data import (
     is_streamed,
 )
 from multimed_hf.training.loss_weighting import LossWeighting, get_loss_weighting
-from multimed_hf.training.predictions import TaskPredictions, metadata_columns, stack_rows
+from multimed_hf.training.predictions import TaskPredictions, collect_batch, metadata_columns, stack_rows
 from multimed_hf.training.sampling import TaskBatchSampler, TaskSampling
 
 __all__ = ["MultiMedTrainer", "TaskPredictions", "LOSS_WEIGHTING_NAME", "modality_param_groups",
@@ -644,16 +644,7 @@ class MultiMedTrainer(Trainer):
             if padding:
                 continue
             rows.append(index.cpu().numpy())
-            for column, value in out.logits.items():
-                outputs.setdefault(column, []).append(value.float().cpu().numpy())
-            for column, value in (batch.get("labels") or {}).items():
-                if column == "coords_mask":
-                    continue
-                value = value.cpu()
-                references.setdefault(column, []).append(value.numpy() if value.dtype == torch.long
-                                                         else value.float().numpy())
-                if "coords_mask" in batch["labels"] and value.ndim == 3:
-                    masks.setdefault(column, []).append(batch["labels"]["coords_mask"].cpu().numpy())
+            collect_batch(out.logits, batch.get("labels"), outputs, references, masks)
             if out.loss is not None:
                 loss_sum += float(out.loss) * len(index)
                 loss_rows += len(index)
