@@ -3,6 +3,8 @@
 import warnings
 
 import numpy as np
+import pandas as pd
+import pytest
 
 from multimed_hf.training.predictions import TaskPredictions
 
@@ -62,3 +64,73 @@ def test_metric_records_count_the_rows_scored():
                                   metadata={"cell_type": ["x", "x", "z", None]})
     records = {r["metric"]: r for r in metric_records(predictions, "test", bootstrap_samples=0)}
     assert records["accuracy"]["n"] == 3 and records["accuracy"]["value"] == 1 / 3
+
+
+def test_each_vqa_metric_counts_the_questions_it_scores():
+    # before: n was every row of the column (5) for closed accuracy (3 closed questions) and for the open metrics (2)
+    from multimed_hf.training.outputs import metric_records
+
+    names = ["yes", "no", "left lung"]
+    predictions = TaskPredictions(task="med_vqa", sample_ids=list("abcde"),
+                                  outputs={"answer": np.eye(3, dtype=np.float32)[[0, 1, 0, 2, 0]]},
+                                  references={"answer": np.array([0, 0, 0, 2, 2])}, masks={},
+                                  head_spec={"outputs": [{"name": "answer", "kind": "text", "names": names}]},
+                                  metadata={"answer": ["yes", "yes", "yes", "left lung", "left lung"],
+                                            "answer_type": ["closed", "CLOSED", "closed", "open", "open"]})
+    records = {r["metric"]: r for r in metric_records(predictions, "test", bootstrap_samples=0)}
+    assert (records["vqa_accuracy"]["n"], records["vqa_accuracy"]["value"]) == (3, pytest.approx(2 / 3))
+    assert (records["exact_match"]["n"], records["exact_match"]["value"]) == (2, pytest.approx(1 / 2))
+    assert records["token_f1"]["n"] == 2
+
+
+def test_a_chain_longer_than_the_encoder_is_scored_whole(tmp_path, caplog):
+    # before: a chain past the protein processor's max_length was cut in its references too, so the residues past the
+    # cut went unscored and the TM-score's L shrank (7OK9_A: 650 residues scored as its first 510)
+    import logging
+
+    import torch
+    from transformers import TrainingArguments
+
+    from dataset_scripts.sample_sources import sample_generators
+    from multimed_hf.api import build_dataset
+    from multimed_hf.metrics.structure import structure_scores
+    from multimed_hf.training.assembly import assemble
+    from multimed_hf.training.outputs import write_predictions
+    from multimed_hf.training.trainer import MultiMedTrainer
+
+    task, cut = "protein_structure", 200
+    build_dataset(task, [sample_generators()["pdb"](tmp_path / "src")], tmp_path / "multimed", progress=False)
+    torch.manual_seed(0)
+    assembly = assemble(tmp_path / "multimed", [task], hidden_size=16,
+                        processor_overrides={"protein": {"max_length": cut + 2}})
+    rows = assembly.datasets[task]["test"]
+    chains = [np.asarray(c, dtype=np.float32) for c in rows["ca_coords"]]
+    assert any(len(c) > cut for c in chains) and any(len(c) <= cut for c in chains)
+    trainer = MultiMedTrainer(model=assembly.model, processor=assembly.processor, args=TrainingArguments(
+        output_dir=str(tmp_path / "run"), use_cpu=True, report_to=[], per_device_eval_batch_size=4))
+    with caplog.at_level(logging.WARNING):
+        predictions = trainer.predict_task(task, rows, split="test")
+    longer = sum(len(c) > cut for c in chains)
+    assert f"{longer} chain(s) longer than the residue encoder's input" in caplog.text
+    # by hand: each whole chain, the model's positions for its first `cut` residues, none past them
+    outputs = predictions.outputs["ca_coords"]
+    preds, refs, masks = [], [], []
+    for i, (chain, residues) in enumerate(zip(chains, rows["residue_mask"])):
+        observed = np.isfinite(chain).all(axis=1) & np.asarray(residues, dtype=bool)
+        last = int(np.flatnonzero(observed)[-1]) + 1
+        kept = min(len(chain), cut)
+        pred = np.zeros((last, 3), dtype=np.float32)
+        pred[:min(kept, last)] = outputs[i, :min(kept, last)]
+        preds.append(pred)
+        refs.append(np.where(observed[:last, None], chain[:last], 0.0))
+        masks.append(observed[:last] & (np.arange(last) < kept))
+    expected = structure_scores(preds, refs, masks)
+    metrics = predictions.metrics()["ca_coords"]
+    assert metrics["tm_score"] == pytest.approx(float(np.mean(expected["tm_score"])))
+    assert metrics["gdt_ts"] == pytest.approx(float(np.mean(expected["gdt_ts"])))
+    # the predictions file: one L x 3 list per whole chain, NaN past the cut
+    table = pd.read_parquet(write_predictions(predictions, rows, tmp_path / "p.parquet"))
+    for chain, predicted in zip(chains, table["ca_coords_prediction"]):
+        predicted = np.array([list(p) for p in predicted], dtype=float)
+        assert len(predicted) == len(chain)
+        assert np.isnan(predicted[cut:]).all() and np.isfinite(predicted[:cut]).all()

@@ -223,7 +223,13 @@ def evaluate_local(model, datasets: Mapping, processor, *, batch_size: int = 32)
     import torch
 
     from multimed_hf.metrics import applicable_metrics
-    from multimed_hf.training.predictions import TaskPredictions, collect_batch, metadata_columns, stack_rows
+    from multimed_hf.training.predictions import (
+        TaskPredictions,
+        collect_batch,
+        metadata_columns,
+        stack_rows,
+        whole_chains,
+    )
 
     loaders = _loaders(datasets, processor, batch_size, model.config.heads)
     device = next(model.parameters()).device
@@ -250,6 +256,7 @@ def evaluate_local(model, datasets: Mapping, processor, *, batch_size: int = 32)
                 references={c: stack_rows(v) for c, v in references.items() if c in outputs},
                 masks={c: stack_rows(v) for c, v in masks.items()}, head_spec=model.config.heads[task],
                 metadata={c: list(dataset[c]) for c in metadata_columns(task) if c in dataset.column_names})
+            whole_chains(predictions, dataset)
             for column, values in predictions.metrics().items():
                 value = values.get(applicable_metrics(task, column)[0])
                 if value is not None and math.isfinite(value):

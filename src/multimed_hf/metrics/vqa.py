@@ -20,6 +20,8 @@ __all__ = [
 ]
 
 ANSWER_TYPES = ("closed", "open")
+#: The questions each metric scores where answer types are given.
+SCORED_ANSWER_TYPE = {"vqa_accuracy": "closed", "exact_match": "open", "token_f1": "open"}
 _ARTICLES = re.compile(r"\b(a|an|the)\b", flags=re.UNICODE)
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
@@ -101,7 +103,6 @@ def vqa_scores(predictions, references, answer_types) -> dict[str, float]:
     """Closed accuracy and open exact match / token F1 at once; a type with no question gives NaN."""
     types = set(_types(answer_types, len(as_strings("predictions", predictions))))
     out = {}
-    for key, fn, kind in (("vqa_accuracy", vqa_accuracy, "closed"), ("exact_match", exact_match, "open"),
-                          ("token_f1", token_f1, "open")):
-        out[key] = fn(predictions, references, answer_types) if kind in types else float("nan")
+    for key, fn in (("vqa_accuracy", vqa_accuracy), ("exact_match", exact_match), ("token_f1", token_f1)):
+        out[key] = fn(predictions, references, answer_types) if SCORED_ANSWER_TYPE[key] in types else float("nan")
     return out

@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+import numpy as np
+
 from multimed_hf.tasks import get_task
 
 __all__ = [
@@ -20,7 +22,7 @@ __all__ = [
     "write_predictions",
     "write_json",
     "run_info",
-    "reference_counts",
+    "scored_count",
 ]
 
 PREDICTIONS_FOLDER = "predictions"
@@ -33,10 +35,19 @@ def _label_column(task: str, column: str) -> str | None:
     return column if len(get_task(task).labels) > 1 else None
 
 
-def reference_counts(predictions) -> dict[str, int]:
-    """Column -> the rows its metrics were computed over (``TaskPredictions.scored_rows``: those with a label, and a
-    free-text label's rows whose text the vocabulary lacks, which count as wrong)."""
-    return {column: int(predictions.scored_rows(column).sum()) for column in predictions.references}
+def scored_count(predictions, column: str, metric: str) -> int:
+    """The rows one metric of a column was computed over: ``TaskPredictions.scored_rows`` (those with a label, and a
+    free-text label's rows whose text the vocabulary lacks, which count as wrong), and of those, for the VQA
+    metrics, the questions of the answer type each scores (closed accuracy; open exact match and token F1)."""
+    from multimed_hf.metrics.vqa import SCORED_ANSWER_TYPE
+    from multimed_hf.training.predictions import PER_ROW_METRIC_COLUMNS
+
+    rows = predictions.scored_rows(column)
+    wanted = SCORED_ANSWER_TYPE.get(metric)
+    types = predictions.metadata.get(PER_ROW_METRIC_COLUMNS["answer_types"])
+    if wanted is not None and types is not None:
+        rows = rows & np.array([str(t).strip().lower() == wanted for t in types], dtype=bool)
+    return int(rows.sum())
 
 
 def _float(value) -> float | None:
@@ -50,13 +61,12 @@ def metric_records(predictions, split: str, *, bootstrap_samples: int = 1000, se
     (``TaskPredictions``); the CI is a percentile bootstrap over the split's rows (``bootstrap_samples`` = 0: none)."""
     metrics = predictions.metrics()
     intervals = predictions.bootstrap(n=bootstrap_samples, seed=seed, alpha=alpha) if bootstrap_samples else {}
-    counts = reference_counts(predictions)
     records = []
     for column, values in metrics.items():
         for name, value in values.items():
             low, high = intervals.get(column, {}).get(name, (float("nan"), float("nan")))
             records.append({"task": predictions.task, "split": split, "label": _label_column(predictions.task, column),
-                            "metric": name, "value": _float(value), "n": counts.get(column),
+                            "metric": name, "value": _float(value), "n": scored_count(predictions, column, name),
                             "ci_low": _float(low), "ci_high": _float(high)})
     return records
 
@@ -105,7 +115,8 @@ def _cut_coords(predicted: list, reference: Any) -> Any:
 def write_predictions(predictions, dataset, path: str | Path) -> Path:
     """``predictions/<task>-<split>.parquet``: ``sample_id``, each label column (the row's own value, class names
     for classes) and ``<column>_prediction`` beside it in the same representation (multilabel: the names above 0.5
-    and ``<column>_top1_prediction``; regression: label units; coordinates: L x 3 lists cut to the chain)."""
+    and ``<column>_top1_prediction``; regression: label units; coordinates: L x 3 lists cut to the chain, NaN for
+    residues past the residue encoder's input: ``whole_chains``)."""
     import pandas as pd
 
     from multimed_hf.training.loading import column_values

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -10,7 +11,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["TaskPredictions", "PER_ROW_METRIC_COLUMNS", "metadata_columns", "stack_rows", "collect_batch"]
+__all__ = ["TaskPredictions", "PER_ROW_METRIC_COLUMNS", "metadata_columns", "stack_rows", "collect_batch",
+           "whole_chains", "warn_cut_chains"]
+
+logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 #: Per-row metric options (``compute_output_metrics``) -> the dataset column that holds them, read where a task's
@@ -69,6 +73,8 @@ class TaskPredictions:
         row_indices: each row's index in the dataset.
         loss: the model's mean loss over the rows (with labels), else None.
         metadata: dataset column -> per-row values that metrics read (``answer_type``, ``context``).
+        lengths: coordinates column -> each row's chain length, the TM-score's L (``whole_chains``: residues past
+            the encoder's cut count in it, unpredicted).
     """
 
     task: str
@@ -81,6 +87,7 @@ class TaskPredictions:
     row_indices: np.ndarray | None = None
     loss: float | None = None
     metadata: dict = field(default_factory=dict)
+    lengths: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -123,6 +130,8 @@ class TaskPredictions:
                 options[option] = [self.metadata[source][i] for i in rows]
         if "reference_texts" in accepted and column in self.metadata:
             options["reference_texts"] = [self.metadata[column][i] for i in rows]
+        if "lengths" in accepted and column in self.lengths:
+            options["lengths"] = np.asarray(self.lengths[column])[rows]
         return compute_output_metrics(self.task, column, self.outputs[column][rows], self.references[column][rows],
                                       mask=None if mask is None else mask[rows], **options)
 
@@ -185,6 +194,61 @@ def collect_batch(logits: Mapping, labels: Mapping | None, outputs: dict, refere
         references.setdefault(column, []).append(value.numpy() if value.dtype == torch.long else value.float().numpy())
         if "coords_mask" in labels and value.ndim == 3:
             masks.setdefault(column, []).append(labels["coords_mask"].cpu().numpy())
+
+
+def whole_chains(predictions: "TaskPredictions", dataset) -> int:
+    """Score coordinates on each whole chain: a chain longer than the residue encoder's input was cut to it (the
+    model predicts one position per residue token), and its references with it, so the residues past the cut went
+    unscored and the TM-score's L shrank. Each coordinates column's references and mask become the dataset row's
+    whole chain (its observed residues), the residues past the cut stay unmasked-out (they score 0 but count in L,
+    as the TM-score defines it) and the outputs there are NaN (``<column>_prediction`` shows them unpredicted).
+    Returns the number of rows cut; modifies ``predictions`` in place."""
+    from multimed_hf.data.label_kinds import RESIDUE_MASK_COLUMN
+    from multimed_hf.training.loading import column_values
+
+    cut = 0
+    for column in [c for c in predictions.references if predictions.head_kind(c) == "coords"]:
+        if column not in dataset.column_names or not len(predictions):
+            continue
+        extra = [RESIDUE_MASK_COLUMN] if RESIDUE_MASK_COLUMN in dataset.column_names else []
+        values = column_values(dataset, [column, *extra])
+        order = (predictions.row_indices if predictions.row_indices is not None
+                 else np.arange(len(predictions)))
+        chains = [None if values[column][i] is None else np.asarray(values[column][i], dtype=np.float32)
+                  for i in order]
+        outputs = predictions.outputs[column]
+        kept_width = outputs.shape[1]  # the encoder's cut where a chain was cut (kept = min(L, cut) per row)
+        width = max([kept_width, *(len(c) for c in chains if c is not None)])
+        refs = np.zeros((len(chains), width, 3), dtype=np.float32)
+        mask = np.zeros((len(chains), width), dtype=bool)
+        lengths = np.zeros(len(chains), dtype=np.int64)
+        full = np.zeros((len(chains), width, 3), dtype=outputs.dtype)
+        full[:, :kept_width] = outputs
+        for row, (i, chain) in enumerate(zip(order, chains)):
+            if chain is None:
+                continue
+            observed = np.isfinite(chain).all(axis=1)
+            if extra and values[RESIDUE_MASK_COLUMN][i] is not None:
+                observed &= np.asarray(values[RESIDUE_MASK_COLUMN][i]).astype(bool)
+            refs[row, :len(chain)] = np.where(observed[:, None], chain, 0.0)
+            lengths[row] = int(np.flatnonzero(observed)[-1]) + 1 if observed.any() else 0
+            kept = min(len(chain), kept_width)
+            mask[row, :kept] = observed[:kept]
+            if len(chain) > kept_width:
+                full[row, kept_width:len(chain)] = np.nan
+                cut += 1
+        predictions.outputs[column], predictions.references[column] = full, refs
+        predictions.masks[column], predictions.lengths[column] = mask, lengths
+    return cut
+
+
+def warn_cut_chains(task: str, split: str | None, cut: int) -> None:
+    """One warning line where ``whole_chains`` found chains longer than the residue encoder reads."""
+    if cut:
+        logger.warning("%s%s: %d chain(s) longer than the residue encoder's input; the residues past it are scored "
+                       "as unpredicted (0 in the TM-score and GDT-TS, counted in L) and are NaN in the predictions "
+                       "(a longer max_length in the processor reads more of them)", task,
+                       f" ({split})" if split else "", cut)
 
 
 def stack_rows(parts: Sequence[np.ndarray], fill_float: float = math.nan) -> np.ndarray:

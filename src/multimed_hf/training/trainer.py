@@ -26,7 +26,14 @@ from multimed_hf.training.data import (
     is_streamed,
 )
 from multimed_hf.training.loss_weighting import LossWeighting, get_loss_weighting
-from multimed_hf.training.predictions import TaskPredictions, collect_batch, metadata_columns, stack_rows
+from multimed_hf.training.predictions import (
+    TaskPredictions,
+    collect_batch,
+    metadata_columns,
+    stack_rows,
+    warn_cut_chains,
+    whole_chains,
+)
 from multimed_hf.training.sampling import TaskBatchSampler, TaskSampling
 
 __all__ = ["MultiMedTrainer", "TaskPredictions", "LOSS_WEIGHTING_NAME", "modality_param_groups",
@@ -666,11 +673,14 @@ class MultiMedTrainer(Trainer):
         ids = list(dataset["sample_id"]) if "sample_id" in dataset.column_names else [str(i) for i in range(len(data))]
         metadata = {c: [values[int(i)] for i in unique] for c in metadata_columns(task)
                     if c in dataset.column_names for values in [list(dataset[c])]}
-        return TaskPredictions(
+        predictions = TaskPredictions(
             task=task, sample_ids=[ids[int(i)] for i in unique], outputs=merged("outputs", 0.0),
             references=merged("references"), masks=merged("masks"), head_spec=heads[task], split=split,
             row_indices=unique, loss=loss_sum / loss_rows if loss_rows else None, metadata=metadata,
         )
+        if has_labels:
+            warn_cut_chains(task, split, whole_chains(predictions, dataset))
+        return predictions
 
     def evaluate(self, eval_dataset=None, ignore_keys: list[str] | None = None,
                  metric_key_prefix: str = "eval") -> dict[str, float]:
