@@ -319,6 +319,19 @@ def test_gblend_probe_runs_give_weights_that_sum_to_one_and_favour_the_predictiv
         GBlendWeighting(model.config, {TASK: {"audio": 1.0}})
 
 
+def test_gblend_leaves_out_a_head_whose_modality_no_validation_row_holds(tmp_path, processor, image_task, caplog):
+    # before: KeyError 'xray' (med_vqa's validation split held no X-ray question while its training split did)
+    import logging
+
+    model = vqa_model(auxiliary_heads=True, seed=2)
+    questions_only = image_task["validation"][TASK].map(lambda r: {"image": None})
+    with caplog.at_level(logging.WARNING):
+        weights = estimate_gblend_weights(model, processor, image_task["train"], {TASK: questions_only},
+                                          _args(tmp_path), modalities=READ, probe_steps=2, max_rows=16)
+    assert set(weights[TASK]) == {"fused", "text"} and sum(weights[TASK].values()) == pytest.approx(1.0)
+    assert "head(s) ['xray'] have no loss on its labelled training or validation rows" in caplog.text
+
+
 # ---------------------------------------------------------------------- variants
 def test_variants_name_their_needs_and_refuse_runs_without_two_modalities(tmp_path, processor, image_task,
                                                                          monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import math
 import tempfile
 from typing import Mapping, Sequence
@@ -18,6 +19,8 @@ from multimed_hf.training.balancing.utilisation import multimodal_tasks
 from multimed_hf.training.loss_weighting import LossWeighting, register_loss_weighting
 
 __all__ = ["GBLEND_PROBE_STEPS", "gblend_weights", "head_losses", "estimate_gblend_weights", "GBlendWeighting"]
+
+logger = logging.getLogger(__name__)
 
 #: Optimizer steps of each probe run (the interval n between the two measurements). Gradient-Blending (Wang, Tran
 #: & Feiszli, CVPR 2020) measures over a training interval ("super-epoch" in its online form) whose length is a
@@ -161,14 +164,20 @@ def estimate_gblend_weights(model, processor, train_datasets: Mapping[str, objec
             trainer.train()
         train1, val1 = measure(probe)
         for task in tasks:
-            if key in train1.get(task, {}):
+            if key in train1.get(task, {}) and key in val1.get(task, {}):
                 after[task][key] = (train1[task][key], val1[task][key])
         del trainer, probe
     weights = {}
     for task in tasks:
-        heads = [k for k in keys if k in after[task] and k in train0[task]]
+        heads = [k for k in keys if k in after[task] and k in train0[task] and k in val0[task]]
         if not heads:
-            raise BalancingError(f"G-Blend: no head of task {task!r} had a loss on its labelled rows")
+            raise BalancingError(f"G-Blend: no head of task {task!r} had a loss on both its labelled training and "
+                                 "validation rows")
+        unmeasured = [k for k in [FUSED, *tasks[task]] if k not in heads]
+        if unmeasured:
+            logger.warning("G-Blend: task %r's head(s) %s have no loss on its labelled training or validation rows "
+                           "(no row holds that modality), so their weight is 0: the blended loss does not train "
+                           "them", task, unmeasured)
         weights[task] = gblend_weights({k: (train0[task][k], val0[task][k]) for k in heads},
                                        {k: after[task][k] for k in heads})
     return weights
