@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pytest
 
@@ -114,10 +115,16 @@ def test_image_flags_need_a_task_that_reads_images(flag):
     _train(flag, "false", tasks=("cell_type",))  # saying off is fine
 
 
-def test_benchmark_refuses_seed_that_each_run_overwrites():
+def test_benchmark_refuses_seed_that_each_run_overwrites(capsys):
     # before: --seed was parsed, then every run's seed was replaced by one of --seeds
+    argv = ["--data", "multimed", "--tasks", "brain_tumor", "--output_dir", "r", "--seed", "7"]
     with pytest.raises(BenchmarkError, match="--seed would be overwritten by every run of the grid; use --seeds"):
-        _parse(["--data", "multimed", "--tasks", "brain_tumor", "--output_dir", "r", "--seed", "7"])
+        _parse(argv)
+    # the command says so in one line (it printed _parse's traceback)
+    assert benchmark_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("multimed benchmark: error: --seed would be overwritten") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_benchmark_refuses_encoders_where_every_family_is_domain_specific():
@@ -153,10 +160,11 @@ def test_train_on_a_missing_data_folder_says_so(tmp_path, capsys):
     assert "nowhere' (no such folder; a built MultiMed folder, from `multimed build`, or a Hub dataset id" in err
 
 
-def test_benchmark_checks_task_keyed_flags_against_its_tasks(tmp_path):
-    with pytest.raises(ValueError, match=r"--task_batch_sizes names tasks \['cell_type'\]"):
-        benchmark_main(["--data", str(tmp_path), "--tasks", "brain_tumor", "--families", "unimodal", "--seeds", "0",
-                        "--output_dir", str(tmp_path / "r"), "--task_batch_sizes", '{"cell_type": 8}'])
+def test_benchmark_checks_task_keyed_flags_against_its_tasks(tmp_path, capsys):
+    assert benchmark_main(["--data", str(tmp_path), "--tasks", "brain_tumor", "--families", "unimodal", "--seeds",
+                           "0", "--output_dir", str(tmp_path / "r"), "--task_batch_sizes", '{"cell_type": 8}']) == 2
+    assert re.search(r"^multimed benchmark: error: --task_batch_sizes names tasks \['cell_type'\]",
+                     capsys.readouterr().err)
 
 
 # ---------------------------------------------------------------------- refused / warned per plan

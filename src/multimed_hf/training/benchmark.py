@@ -374,19 +374,24 @@ class _PerRunArguments:
 def benchmark_main(argv: Sequence[str] | None = None) -> int:
     """``multimed benchmark --data DIR --tasks all|T ... --families ... --seeds 0 1 2 --output_dir REPORT
     [every multimed train / TrainingArguments flag]``: runs the grid, writes the report, prints the table."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    bench, run_args, training_args_for = _parse(argv)
-    tasks = built_tasks(run_args.data) if run_args.tasks == ["all"] else run_args.tasks
     from multimed_hf.training.arguments import check_run_flags
 
-    check_run_flags(run_args, tasks)
-    skip = {f.name for f in dataclasses.fields(run_args)} & {"data", "tasks", "family", "encoders", "plan",
-                                                              "list_plans"}
-    options = {f.name: getattr(run_args, f.name) for f in dataclasses.fields(run_args) if f.name not in skip}
-    output_dir = training_args_for.output_dir
-    records, paths = run_benchmark(run_args.data, tasks, bench.families, bench.seeds, output_dir, training_args_for,
-                                   encoders=run_args.encoders, run_options=options,
-                                   reuse_finished_runs=bench.reuse_finished_runs, note=bench.note)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:  # a run's own failure is recorded in its cells; what stops here is the command's input
+        bench, run_args, training_args_for = _parse(argv)
+        tasks = built_tasks(run_args.data) if run_args.tasks == ["all"] else run_args.tasks
+        check_run_flags(run_args, tasks)
+        skip = {f.name for f in dataclasses.fields(run_args)} & {"data", "tasks", "family", "encoders", "plan",
+                                                                  "list_plans"}
+        options = {f.name: getattr(run_args, f.name) for f in dataclasses.fields(run_args) if f.name not in skip}
+        output_dir = training_args_for.output_dir
+        records, paths = run_benchmark(run_args.data, tasks, bench.families, bench.seeds, output_dir,
+                                       training_args_for, encoders=run_args.encoders, run_options=options,
+                                       reuse_finished_runs=bench.reuse_finished_runs, note=bench.note)
+    except ValueError as err:
+        message = str(err).removeprefix("multimed benchmark: ")
+        print(f"multimed benchmark: error: {message}", file=sys.stderr)
+        return 2
     print(paths.markdown.read_text())
     print(f"wrote {paths.csv}, {paths.markdown} and {paths.figure}; each run's folder is under {output_dir / 'runs'}")
     # failed cells are results, reported in the table; only a grid where nothing ran is a failed command
