@@ -152,3 +152,19 @@ def test_a_run_with_flags_that_apply_trains(checkpoint, tmp_path):
     records = _run(checkpoint, tmp_path, method="lora", rank=2, targets=["q_proj"], group_column="sample_id")
     assert records and all(r.get("error") is None for r in records)
     assert (tmp_path / "out" / "runs" / "brain_tumor" / "2_shot" / "seed0" / "adapter").is_dir()
+
+
+def test_the_command_names_failed_runs_and_fails_when_every_run_failed(tmp_path, capsys):
+    # before: every run failed (here: no checkpoint there), the errors sat in table2.csv alone and the command said
+    # "wrote ..." and exited 0
+    import balancing_tiny as bt
+    import zeroshot_tiny as zt
+
+    data = bt.write_built_folder(tmp_path / "multimed", {"brain_tumor": {
+        "train": zt.tumour_rows(8, 0, "tr"), "test": zt.tumour_rows(8, 1, "te")}})
+    code = fewshot_main([str(tmp_path / "no-checkpoint"), "--data", data, "--task", "brain_tumor", "--shots", "0",
+                         "--output_dir", str(tmp_path / "out"), "--bootstrap_samples", "0", "--report_to", "none"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "wrote " in captured.out and (tmp_path / "out" / "table2.csv").is_file()
+    assert "multimed fewshot: brain_tumor-zero_shot seed 0 failed: " in captured.err

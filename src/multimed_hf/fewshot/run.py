@@ -484,7 +484,11 @@ def fewshot_main(argv: Sequence[str] | None = None) -> int:
         if training_args.process_index == 0:
             paths = write_table2(records, training_args.output_dir, table1=args.table1)
             print(f"wrote {paths.csv}, {paths.markdown}, {paths.figure}")
+            failed = {(r["run"], r["seed"]): r["error"] for r in records if r.get("error")}
+            for (run, seed), error in failed.items():  # in the tables too; said here, where the user looks
+                print(f"multimed fewshot: {run} seed {seed} failed: {error}", file=sys.stderr)
     except ValueError as err:
         print(f"multimed fewshot: error: {err}", file=sys.stderr)
         return 2
-    return 0
+    # failed runs are results, reported in the tables; only a command where nothing ran failed
+    return 1 if records and all(r.get("error") for r in records) else 0
