@@ -118,8 +118,12 @@ def test_multilabel_names_never_positive_in_training_are_not_scored():
                             masks={}, head_spec={"outputs": [{"name": "d", "names": ["a", "b", "c"]}]})
     masked, hidden, rows = _hide_unseen_names(preds, "d", {"a", "b"})
     assert hidden == ["c"] and rows.tolist() == [False, True, True]
+    # row 1's only positive name is c: not scored on its negatives alone (before: it was, and counted right)
+    assert masked.sample_ids == ["0", "2"]
     assert np.isnan(masked.references["d"][:, 2]).all() and preds.references["d"][1, 2] == 1  # a copy
-    # scored on a and b alone: every entry right; with c kept, the two missed c's would count as errors
-    assert ood_metrics("multilabel", logits, masked.references["d"])["accuracy"] == 1.0
-    assert ood_metrics("multilabel", logits, ref)["accuracy"] == pytest.approx(6 / 8)
+    # accuracy as the task's: top-1 among the known names (before: per entry); on a and b alone both rows are right
+    scores = ood_metrics("multilabel", masked.outputs["d"], masked.references["d"])
+    assert scores["accuracy"] == 1.0 and scores["sensitivity"] == 1.0 and scores["specificity"] == 1.0
+    # with c kept, row 1's top known name is a (c scores lowest): wrong
+    assert ood_metrics("multilabel", logits, ref)["accuracy"] == pytest.approx(2 / 3)
     assert _hide_unseen_names(preds, "d", {"a", "b", "c"})[1] == []

@@ -128,6 +128,9 @@ def test_a_chain_longer_than_the_encoder_is_scored_whole(tmp_path, caplog):
     metrics = predictions.metrics()["ca_coords"]
     assert metrics["tm_score"] == pytest.approx(float(np.mean(expected["tm_score"])))
     assert metrics["gdt_ts"] == pytest.approx(float(np.mean(expected["gdt_ts"])))
+    for row in range(len(chains)):  # a subgroup (select) keeps each chain's own L
+        alone = predictions.select([row]).metrics()["ca_coords"]["tm_score"]
+        assert alone == pytest.approx(float(expected["tm_score"][row]))
     # the predictions file: one L x 3 list per whole chain, NaN past the cut
     table = pd.read_parquet(write_predictions(predictions, rows, tmp_path / "p.parquet"))
     for chain, predicted in zip(chains, table["ca_coords_prediction"]):

@@ -454,14 +454,8 @@ def predict_subset(run: AnalysisRun, dataset, modalities: Sequence[str], prior, 
 
 
 def slice_predictions(predictions, rows: np.ndarray):
-    """``predictions`` restricted to positions ``rows`` (subgroups, bootstrap draws)."""
-    rows = np.asarray(rows, dtype=np.int64)
-    take = lambda d: {k: np.asarray(v)[rows] for k, v in d.items()}  # noqa: E731
-    return dataclasses.replace(
-        predictions, sample_ids=[predictions.sample_ids[i] for i in rows], outputs=take(predictions.outputs),
-        references=take(predictions.references), masks=take(predictions.masks),
-        row_indices=None if predictions.row_indices is None else np.asarray(predictions.row_indices)[rows],
-        metadata={k: [v[i] for i in rows] for k, v in predictions.metadata.items()}, loss=None)
+    """``predictions`` restricted to positions ``rows`` (subgroups, bootstrap draws): ``TaskPredictions.select``."""
+    return predictions.select(rows)
 
 
 def score(predictions, split: str, bootstrap_samples: int, seed: int) -> list[dict]:

@@ -124,6 +124,10 @@ def _classification(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
 
 
 def _multilabel(logits: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+    """Accuracy as the task's (top-1 among the row's known names: ``metrics.accuracy``); sensitivity and specificity
+    per name at logit 0, macro over the names."""
+    from multimed_hf.metrics.classification import accuracy
+
     known = ~np.isnan(ref)
     pred = logits > 0
     truth = np.nan_to_num(ref) > 0.5
@@ -131,7 +135,8 @@ def _multilabel(logits: np.ndarray, ref: np.ndarray) -> dict[str, float]:
             np.any(known[:, k] & truth[:, k])]
     spec = [np.mean(~pred[known[:, k] & ~truth[:, k], k]) for k in range(ref.shape[1]) if
             np.any(known[:, k] & ~truth[:, k])]
-    return {"accuracy": float(np.mean((pred == truth)[known])),
+    top1 = accuracy(logits, ref) if (truth & known).any() else float("nan")
+    return {"accuracy": float(top1),
             "sensitivity": float(np.mean(sens)) if sens else float("nan"),
             "specificity": float(np.mean(spec)) if spec else float("nan")}
 
@@ -144,7 +149,8 @@ def _pearson(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
 
 def ood_metrics(kind: str, outputs: np.ndarray, references: np.ndarray) -> dict[str, float]:
     """The scores of Fig. 2 for one label column's rows: accuracy, sensitivity and specificity (macro
-    one-vs-rest for several classes; per name for multilabel) for classes, Pearson r for regression."""
+    one-vs-rest for several classes; per name for multilabel, whose accuracy is the task's top-1 among the known
+    names) for classes, Pearson r for regression."""
     if kind == "class":
         return _classification(outputs.argmax(1), references)
     if kind == "multilabel":
@@ -194,8 +200,10 @@ def _positive_names(dataset, column: str) -> set[str]:
 
 
 def _hide_unseen_names(predictions, column: str, seen: set[str]):
-    """``predictions`` with the entries of names never positive in training made unknown (NaN), the names hidden
-    that some row holds as positive, and a mask of those rows."""
+    """``predictions`` with the entries of names never positive in training made unknown (NaN) and without the rows
+    whose positive names are all such names (the closed-set head cannot name them: listed, not scored on their
+    negatives alone, as a class row of an unseen class is not), the names hidden that some row holds as positive,
+    and a mask of the rows holding one (over ``predictions``' rows)."""
     names = next(o["names"] for o in predictions.head_spec["outputs"] if o["name"] == column)
     ref = np.array(predictions.references[column], dtype=float, copy=True)
     hidden = [k for k, name in enumerate(names) if name not in seen]
@@ -203,7 +211,8 @@ def _hide_unseen_names(predictions, column: str, seen: set[str]):
     ref[:, hidden] = np.nan
     present = [names[k] for k, any_row in zip(hidden, positive.any(0)) if any_row]
     masked = dataclasses.replace(predictions, references={**predictions.references, column: ref})
-    return masked, present, positive.any(1)
+    nameable = ~positive.any(1) | (np.nan_to_num(ref) > 0.5).any(1)
+    return slice_predictions(masked, np.flatnonzero(nameable)), present, positive.any(1)
 
 
 def _predicted_names(predictions, column, rows) -> Counter:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import math
@@ -91,6 +92,17 @@ class TaskPredictions:
 
     def __len__(self) -> int:
         return len(self.sample_ids)
+
+    def select(self, rows) -> "TaskPredictions":
+        """These predictions restricted to positions ``rows`` (subgroups, held-out groups), every per-row field
+        with them; no loss (it was the mean over every row)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        take = lambda d: {k: np.asarray(v)[rows] for k, v in d.items()}  # noqa: E731
+        return dataclasses.replace(
+            self, sample_ids=[self.sample_ids[i] for i in rows], outputs=take(self.outputs),
+            references=take(self.references), masks=take(self.masks), lengths=take(self.lengths),
+            row_indices=None if self.row_indices is None else np.asarray(self.row_indices)[rows],
+            metadata={k: [v[i] for i in rows] for k, v in self.metadata.items()}, loss=None)
 
     def labelled_columns(self) -> list[str]:
         """Label columns with at least one scored row."""
