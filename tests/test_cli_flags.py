@@ -267,3 +267,6 @@ def test_evaluate_says_which_splits_a_task_lacks(bt_dir, tmp_path, caplog):
     assert any(k.startswith("test_") for k in result.metrics)
     warned = [r.getMessage() for r in caplog.records]
     assert any("'brain_tumor' has no 'validation' split" in w for w in warned)  # before: only in run_info.json
+    # no split asked for exists: the error lists those the data holds (`--split val` for validation)
+    with pytest.raises(RunError, match=r"none of the splits \['val'\] exists .*; it holds \['test', 'train'\]"):
+        evaluate_checkpoint(str(checkpoint), bt_dir, ["val"], tmp_path / "eval2", bootstrap_samples=0)

@@ -310,8 +310,9 @@ def federate_main(argv: Sequence[str] | None = None) -> int:
     went."""
     try:
         args = parse_federate_args(argv)
-    except ValueError as error:
-        build_parser().error(str(error))
+    except ValueError as error:  # a refused flag: one line, as the other commands say it
+        print(f"multimed federate: error: {error}", file=sys.stderr)
+        return 2
     from multimed_hf.federated.server_app import FederationError
 
     try:

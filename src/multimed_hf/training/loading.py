@@ -40,12 +40,13 @@ def _looks_like_repo_id(data: str | Path) -> bool:
     return len(parts) == 2 and all(parts) and not str(data).startswith((".", "~"))
 
 
-def load_task_data(data: str | Path, tasks: Sequence[str], *, splits: Sequence[str] = SPLITS,
+def load_task_data(data: str | Path, tasks: Sequence[str], *, splits: Sequence[str] | None = SPLITS,
                    streaming: bool = False, rank: int = 0, world_size: int = 1,
                    **load_kwargs) -> dict[str, dict[str, Any]]:
     """``{task: {split: Dataset}}`` via ``datasets.load_dataset(data, task)`` (a built folder or a Hub id).
 
-    Splits a config lacks are left out (protein_structure publishes no validation split). ``streaming=True`` gives
+    Splits a config lacks are left out (protein_structure publishes no validation split); ``splits=None``: every
+    split the config has. ``streaming=True`` gives
     an ``IterableDataset`` per task and split, sharded across ``world_size`` processes with
     ``datasets.distributed.split_dataset_by_node`` (each process reads its own shards or rows).
     """
@@ -67,7 +68,7 @@ def load_task_data(data: str | Path, tasks: Sequence[str], *, splits: Sequence[s
             raise DataLoadingError(f"cannot load config {task!r} from {str(data)!r}: no such folder, and the Hub "
                                    f"could not be reached ({err}); a built MultiMed folder, from `multimed build`, "
                                    "or a reachable Hub dataset id is expected") from err
-        found = {s: loaded[s] for s in splits if s in loaded}
+        found = {s: loaded[s] for s in (loaded if splits is None else splits) if s in loaded}
         if streaming and world_size > 1:
             from datasets.distributed import split_dataset_by_node
 

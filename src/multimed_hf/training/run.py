@@ -605,8 +605,11 @@ def evaluate_checkpoint(checkpoint: str, data: str, splits: Sequence[str] = ("te
     if unknown:
         raise RunError(f"checkpoint {checkpoint!r} has no head for tasks {unknown}; its heads: "
                        f"{list(model.config.heads)}")
+    held = None
     if datasets is None:  # every process reads the splits whole and predicts its share of the batches
-        datasets = load_task_data(data, tasks, splits=splits, streaming=streaming)
+        datasets = load_task_data(data, tasks, splits=None, streaming=streaming)
+        held = sorted({s for by_split in datasets.values() for s in by_split})
+        datasets = {t: {s: ds for s, ds in by_split.items() if s in splits} for t, by_split in datasets.items()}
         if streaming:
             datasets = {t: {s: materialize(ds, max_eval_samples) for s, ds in by_split.items()}
                         for t, by_split in datasets.items()}
@@ -619,7 +622,8 @@ def evaluate_checkpoint(checkpoint: str, data: str, splits: Sequence[str] = ("te
         selected[t] = _head(selected[t], max_eval_samples)
     absent = [(t, s) for t in tasks for s in splits if s not in selected[t]]
     if len(absent) == len(tasks) * len(splits):
-        raise RunError(f"none of the splits {list(splits)} exists for tasks {tasks} in {data!r}")
+        raise RunError(f"none of the splits {list(splits)} exists for tasks {tasks} in {data!r}"
+                       + (f"; it holds {held}" if held is not None else ""))
     for t, s in absent:  # recorded in run_info.json too (missing_splits)
         logger.warning("evaluate: task %r has no %r split in %r; it is scored on the others", t, s, str(data))
     trainer = build_trainer(model, prediction_arguments(training_args), processor, modalities=modalities)
