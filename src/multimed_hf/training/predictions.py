@@ -212,8 +212,9 @@ def whole_chains(predictions: "TaskPredictions", dataset) -> int:
     """Score coordinates on each whole chain: a chain longer than the residue encoder's input was cut to it (the
     model predicts one position per residue token), and its references with it, so the residues past the cut went
     unscored and the TM-score's L shrank. Each coordinates column's references and mask become the dataset row's
-    whole chain (its observed residues), the residues past the cut stay unmasked-out (they score 0 but count in L,
-    as the TM-score defines it) and the outputs there are NaN (``<column>_prediction`` shows them unpredicted).
+    whole chain (its observed residues), the residues past the cut are masked out of the fit (they score 0 but count
+    in L, as the TM-score defines it) and the outputs there are NaN (``<column>_prediction`` shows them
+    unpredicted).
     Returns the number of rows cut; modifies ``predictions`` in place."""
     from multimed_hf.data.label_kinds import RESIDUE_MASK_COLUMN
     from multimed_hf.training.loading import column_values
