@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from multimed_hf.builders import BUILDERS, detect_builder
+from multimed_hf.builders import BUILDERS, detect_builder, wrapped_folders
 from multimed_hf.data.build import CACHE_DIR, BuildReport, build_config
 from multimed_hf.data.errors import LayoutNotRecognised
 from multimed_hf.tasks import get_task
@@ -54,7 +54,7 @@ def _detect(task: str, root: Path, out_dir: Path, unpack: bool, progress: bool, 
     from multimed_hf.data.unpack import UnpackError, unpack_downloads
 
     try:
-        return detect_builder(task, root)
+        return detect_builder(task, root, notes)
     except LayoutNotRecognised:
         if not unpack or not _downloads(root):
             raise
@@ -65,7 +65,7 @@ def _detect(task: str, root: Path, out_dir: Path, unpack: bool, progress: bool, 
         raise LayoutNotRecognised(f"{root} matches no source layout of task {task!r} and its archives could not "
                                   f"be unpacked: {err}") from None
     try:
-        builder = detect_builder(task, dest)
+        builder = detect_builder(task, dest, notes)
     except LayoutNotRecognised as err:
         raise LayoutNotRecognised(f"{err}\n(that is {root}'s archives unpacked into {dest})") from None
     notes.extend(lines + [f"built from {dest}: the archives of {root} unpacked (kept for the next build while they "
@@ -81,6 +81,11 @@ def detect_sources(root: str | os.PathLike, unpack_into: str | os.PathLike | Non
     found: dict[str, list[Path]] = {}
     for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
         tasks = [cls.task for cls in BUILDERS if cls.detect(folder)]
+        for inner, _ in [] if tasks else wrapped_folders(folder):  # a source wrapped in folders of its own
+            tasks = [cls.task for cls in BUILDERS if cls.detect(inner)]
+            if tasks:
+                folder = inner
+                break
         if not tasks and unpack_into is not None and _downloads(folder):
             from multimed_hf.data.unpack import unpack_downloads
 

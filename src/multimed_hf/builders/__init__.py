@@ -11,7 +11,7 @@ from multimed_hf.data.errors import LayoutNotRecognised
 from multimed_hf.data.source_builder import SourceBuilder
 from multimed_hf.tasks import get_task
 
-__all__ = ["BUILDERS", "builders_for_task", "detect_builder", "register_builder"]
+__all__ = ["BUILDERS", "WRAPPER_DEPTH", "builders_for_task", "detect_builder", "register_builder", "wrapped_folders"]
 
 BUILDERS: list[type[SourceBuilder]] = []
 
@@ -43,8 +43,37 @@ def builders_for_task(task: str) -> list[type[SourceBuilder]]:
     return [b for b in BUILDERS if b.task == task]
 
 
-def detect_builder(task: str, root: str | Path) -> SourceBuilder:
-    """The builder whose layout ``root`` has, among ``task``'s; else an error listing the layouts expected."""
+#: How many folders of their own around a layout ``detect_builder`` looks through (Windows' "Extract All" adds one,
+#: a re-zipped copy another).
+WRAPPER_DEPTH = 3
+
+
+def wrapped_folders(root: Path, depth: int = WRAPPER_DEPTH) -> list[tuple[Path, list[str]]]:
+    """The folders a download may wrap a layout in, outermost first: while a folder holds exactly one sub-folder and
+    besides it only files that are no data (system litter, documents, the archive it came from: ``non_data_reason``;
+    hidden files), that sub-folder, with the names of what is beside it. A folder holding anything else ends it."""
+    from multimed_hf.builders._download import non_data_reason
+    from multimed_hf.data.source_builder import PROVENANCE_FILE
+
+    out = []
+    folder = root
+    for _ in range(depth):
+        entries = sorted(folder.iterdir())
+        inner = [e for e in entries if e.is_dir() and not e.name.startswith(".")
+                 and non_data_reason(f"{e.name}/x") is None]
+        beside = [e for e in entries if e not in inner]
+        if len(inner) != 1 or any(e.is_file() and not e.name.startswith(".") and e.name != PROVENANCE_FILE
+                                  and non_data_reason(e.name) is None for e in beside):
+            break
+        folder = inner[0]
+        out.append((folder, [e.name for e in beside]))
+    return out
+
+
+def detect_builder(task: str, root: str | Path, notes: list[str] | None = None) -> SourceBuilder:
+    """The builder whose layout ``root`` has, among ``task``'s; else, where ``root`` only wraps one folder (as an
+    archive or "Extract All" leaves it), the builder of the folder inside (``wrapped_folders``; a line on where it
+    was found goes to ``notes``); else an error listing the layouts expected."""
     root = Path(root)
     if not root.is_dir():
         raise LayoutNotRecognised(f"source folder {root} does not exist or is not a folder")
@@ -52,6 +81,17 @@ def detect_builder(task: str, root: str | Path) -> SourceBuilder:
     for cls in candidates:
         if cls.detect(root):
             return cls(root)
+    beside: list[str] = []
+    for folder, others in wrapped_folders(root):
+        outer = folder.parent.relative_to(root).as_posix()
+        beside += [name if outer == "." else f"{outer}/{name}" for name in others]
+        for cls in candidates:
+            if cls.detect(folder):
+                if notes is not None:
+                    notes.append(f"{cls.source}: the layout is in {folder.relative_to(root).as_posix()}/ inside the "
+                                 f"folder given ({root}); built from there"
+                                 + (f" (beside it, no data: {', '.join(beside)})" if beside else ""))
+                return cls(folder)
     expected = "\n".join(f"  - {cls.source}: {cls.spec().layout}" for cls in candidates) or "  (none implemented yet)"
     raise LayoutNotRecognised(
         f"{root} matches none of the source layouts of task {task!r}; expected one of:\n{expected}"
