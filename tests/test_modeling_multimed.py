@@ -252,6 +252,20 @@ def test_wrong_inputs_raise_clear_errors(multi, call, message):
         multi(**call)
 
 
+def test_a_modality_the_head_does_not_read_and_no_row_holds_is_nothing_to_it(multi):
+    # before: refused, so a saved run's model could not take the processor's batches (its transform plans every
+    # modality of the task; the run's head read those its data had, and no test row held the others)
+    multi.eval()
+    x = {"eeg": {"values": torch.randn(2, 5, 40)}}
+    plain = multi(task="motor_imagery", inputs=x).logits["movement"]
+    padded = multi(task="motor_imagery", inputs=x, presence={"eeg": torch.ones(2, dtype=torch.bool),
+                                                             "text": torch.zeros(2, dtype=torch.bool)})
+    torch.testing.assert_close(padded.logits["movement"], plain)
+    with pytest.raises(ValueError, match=r"does not read modality 'text'.*transform\(task, modalities="):
+        multi(task="motor_imagery", inputs=x, presence={"eeg": torch.ones(2, dtype=torch.bool),
+                                                         "text": torch.tensor([True, False])})
+
+
 def test_modality_dropout_keeps_one_modality_per_row():
     model = dr_model("intermediate", "mean", "pooled")
     inputs, presence, labels = dr_batch("both")

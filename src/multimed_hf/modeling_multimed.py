@@ -262,9 +262,13 @@ class MultiMedModel(MultiMedPreTrainedModel):
         modalities = spec["modalities"]
         if not isinstance(inputs, dict) or not inputs:
             raise ValueError(f"task {task!r}: `inputs` must map at least one modality to its tensors, got {inputs!r}")
-        for m in set(inputs) | set(presence or {}):
-            if m not in modalities:
-                raise ValueError(f"task {task!r} does not read modality {m!r}; it reads {modalities}")
+        for m in sorted(set(inputs) | set(presence or {})):
+            held = m in inputs or bool(presence[m].any())
+            if m not in modalities and held:
+                raise ValueError(f"task {task!r} does not read modality {m!r}; it reads {modalities} (read the rows "
+                                 f"with processor.transform(task, modalities=model.config.heads[task]['modalities']))")
+        if presence is not None:  # a modality this head does not read, held by no row of the batch, is nothing to it
+            presence = {m: p for m, p in presence.items() if m in modalities}
         counts = {}
         for m, tensors in inputs.items():
             if not isinstance(tensors, dict) or not tensors:
