@@ -77,3 +77,39 @@ def test_command_line_parses_shots_seeds_and_training_arguments():
                                               "--max_steps", "7"])
     assert args.checkpoint == "ckpt" and args.shots == [0, 5] and args.seeds == [3] and args.rank == 4
     assert training_args.max_steps == 7 and training_args.output_dir == "o"
+
+
+def test_the_support_is_drawn_from_rows_the_adapted_head_can_read(tmp_path):
+    # before: the base encodes OCT only, half of diabetic_retinopathy's training rows are fundus photographs, and a
+    # support set holding one failed in training ("has none of the modalities ['oct']")
+    import torch
+    from transformers import AutoConfig
+
+    from multimed_hf.configuration_multimed import MultiMedConfig
+    from multimed_hf.modeling_multimed import MultiMedModel
+    from training_tiny import SIDE, diabetic_retinopathy
+
+    vit = AutoConfig.for_model("vit", hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=24, image_size=SIDE, patch_size=4)
+    torch.manual_seed(0)
+    base = MultiMedModel(MultiMedConfig.from_tasks(["brain_tumor"], encoders={"mri": vit, "oct": vit},
+                                                   hidden_size=16))
+    assert set(base.config.encoders) == {"mri", "oct"}
+    checkpoint = tmp_path / "base"
+    base.save_pretrained(checkpoint)
+    tiny_processor().save_pretrained(checkpoint)
+    test = diabetic_retinopathy(12, seed=5, prefix="te").map(lambda r: {"patient_id": f"te-{r['patient_id']}"})
+    data = {"train": diabetic_retinopathy(32, seed=0, prefix="tr"), "test": test}
+    args = FewShotArguments(checkpoint=str(checkpoint), data="(in memory)", task="diabetic_retinopathy", shots=[2],
+                            seeds=[0, 1], rank=4, bootstrap_samples=0)
+    out = tmp_path / "out"
+    training_args = TrainingArguments(output_dir=str(out), max_steps=2, per_device_train_batch_size=4,
+                                      learning_rate=1e-2, report_to=[], save_strategy="no", use_cpu=True,
+                                      disable_tqdm=True)
+    records = run_fewshot(args, training_args, datasets=data)
+    assert records and not [r["error"] for r in records if r.get("error")]
+    fundus = {sid for sid, m in zip(data["train"]["sample_id"], data["train"]["modality"]) if m == "fundus"}
+    for seed in (0, 1):
+        support = json.loads((out / "runs" / "diabetic_retinopathy" / "2_shot" / f"seed{seed}" / "support.json")
+                             .read_text())
+        assert support["sample_ids"] and not set(support["sample_ids"]) & fundus

@@ -200,7 +200,8 @@ def _texts(args: FewShotArguments, alignment: Mapping | None) -> dict | None:
     return ((alignment or {}).get("class_texts") or {}).get(args.task)
 
 
-def _evaluation_rows(dataset, task: str, modalities: Sequence[str], limit: int | None):
+def _readable_rows(dataset, task: str, modalities: Sequence[str], limit: int | None = None):
+    """The rows holding one of ``modalities`` (those the adapted head reads), the first ``limit`` of them."""
     from multimed_hf.training.loading import rows_with_modality
 
     if len(modalities) < len(get_task(task).modalities):
@@ -208,6 +209,11 @@ def _evaluation_rows(dataset, task: str, modalities: Sequence[str], limit: int |
     if limit is not None and len(dataset) > limit:
         dataset = dataset.select(range(limit)).flatten_indices()
     return dataset
+
+
+def _encoded(model, task: str) -> list[str]:
+    """The task's modalities the base model encodes: what its adapted head reads (``head_spec_for``)."""
+    return [m for m in get_task(task).modalities if m in model.config.encoders]
 
 
 def _tag(records: list[dict], family: str, seed: int, run: str) -> list[dict]:
@@ -225,6 +231,8 @@ def _few_shot(args, training_args, train, test, k: int, seed: int, out: Path) ->
     set_seed(seed)
     model = MultiMedModel.from_pretrained(args.checkpoint)
     processor = MultiMedProcessor.from_pretrained(args.checkpoint)
+    # the support is drawn from the rows the adapted head can read: those of a modality the base encodes
+    train = _readable_rows(train, args.task, _encoded(model, args.task))
     support = sample_support(train, args.task, k, seed, group_column=args.group_column)
     check_disjoint(support, test, split=args.eval_split)
     rows = support.select(train)
@@ -238,7 +246,7 @@ def _few_shot(args, training_args, train, test, k: int, seed: int, out: Path) ->
     trainer = build_trainer(peft_model, targs, processor, train_datasets={args.task: rows},
                             modalities={args.task: modalities})
     trainer.train()
-    evaluation = _evaluation_rows(test, args.task, modalities, args.max_eval_samples)
+    evaluation = _readable_rows(test, args.task, modalities, args.max_eval_samples)
     predictions = trainer.predict_task(args.task, evaluation, split=args.eval_split)
     records = metric_records(predictions, args.eval_split, bootstrap_samples=args.bootstrap_samples, seed=seed)
     if trainer.is_world_process_zero():
@@ -262,8 +270,7 @@ def _zero_shot(args, training_args, train, test, seed: int, out: Path) -> list[d
     alignment = read_alignment(args.checkpoint)
     classes = zero_shot_classes(model, args.task, alignment, train)
     targs = dataclasses.replace(training_args, output_dir=str(out), seed=seed)
-    evaluation = _evaluation_rows(test, args.task, [m for m in get_task(args.task).modalities
-                                                    if m in model.config.encoders], args.max_eval_samples)
+    evaluation = _readable_rows(test, args.task, _encoded(model, args.task), args.max_eval_samples)
     predictions, rows = zero_shot_predict(model, processor, args.task, evaluation, classes=classes,
                                           training_args=targs, texts=_texts(args, alignment),
                                           split=args.eval_split)
