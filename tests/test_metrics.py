@@ -148,9 +148,12 @@ def test_multiclass_auroc_matches_sklearn_ovr(rng):
     scores, refs = _labels(rng)
     probs = softmax(scores, axis=1)
     assert M.macro_auroc(probs, refs) == pytest.approx(skm.roc_auc_score(refs, probs, multi_class="ovr"))
-    per_class = M.auroc_per_class(scores, refs)  # logits: each column's order is what counts
+    # logits: turned into probabilities first, as sklearn's ovr needs (before: each logit column's raw order, which
+    # a softmax changes: another number than the training path's, which scores softmax outputs)
+    assert M.macro_auroc(scores, refs) == pytest.approx(skm.roc_auc_score(refs, probs, multi_class="ovr"))
+    per_class = M.auroc_per_class(scores, refs)
     for c in range(scores.shape[1]):
-        assert per_class[c] == pytest.approx(skm.roc_auc_score(refs == c, scores[:, c]))
+        assert per_class[c] == pytest.approx(skm.roc_auc_score(refs == c, probs[:, c]))
 
 
 def test_binary_auroc():

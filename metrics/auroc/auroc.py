@@ -18,8 +18,10 @@ negative one (ties count half). Macro AUROC is its unweighted mean over classes 
   (TorchXRayVision's convention for merged chest X-ray sources).
 
 A class or label whose known references hold only one class has no AUROC: it is skipped, reported under
-`skipped` (and in a warning), and left out of the mean. Scores may be logits or probabilities: only their order
-within a class matters, so no softmax is needed.
+`skipped` (and in a warning), and left out of the mean. Binary and multi-label scores may be logits or
+probabilities: only their order within a label matters. Multi-class one-vs-rest compares the samples' scores of
+each class, which takes probabilities (as scikit-learn's `multi_class="ovr"`): rows that are not probabilities are
+read as logits and turned into probabilities with a softmax.
 """
 
 _KWARGS_DESCRIPTION = """
@@ -38,13 +40,13 @@ Returns:
 
 Examples:
 
-    Three classes, one-vs-rest, from logits (class AUROCs 1.0, 0.75 and 1.0):
+    Three classes, one-vs-rest, from logits (a softmax first; class AUROCs 0.8333, 1.0 and 1.0):
 
     >>> auroc = evaluate.load("metrics/auroc")  # a local folder: run from the repository root
     >>> scores = [[2.0, 0.1, 0.3], [0.2, 1.5, 0.1], [0.1, 0.2, 3.0], [1.0, 1.6, 0.0], [0.3, 0.1, 0.5]]
     >>> result = auroc.compute(predictions=scores, references=[0, 1, 2, 0, 2])
     >>> round(result["auroc"], 4), result["skipped"]
-    (0.9167, [])
+    (0.9444, [])
 
     Multi-label with unknown labels (NaN); the third label has no known negative, so it is skipped:
 

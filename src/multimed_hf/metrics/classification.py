@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from scipy.special import softmax
 from sklearn.metrics import (
     accuracy_score,
     balanced_accuracy_score,
@@ -137,6 +138,11 @@ def quadratic_kappa(predictions, references, *, labels=None, ignore_index=-100) 
     return cohen_kappa(predictions, references, weights="quadratic", labels=labels, ignore_index=ignore_index)
 
 
+def _probability_rows(scores: np.ndarray) -> bool:
+    """Every row a probability distribution: values in [0, 1] summing to 1."""
+    return bool(((scores >= 0) & (scores <= 1)).all() and np.allclose(scores.sum(axis=1), 1.0, atol=1e-6))
+
+
 def auroc_per_class(predictions, references, *, ignore_index=-100) -> np.ndarray:
     """AUROC of each class (one-vs-rest) or label (multi-label); NaN where it is undefined (one class present).
 
@@ -144,7 +150,10 @@ def auroc_per_class(predictions, references, *, ignore_index=-100) -> np.ndarray
     - multi-class: scores (N, C) and labels (N,) in ``0..C-1``: each class against the rest;
     - multi-label: scores (N, C) and references (N, C) of 0/1, NaN (or ``ignore_index``) for unknown, which are
       left out per label (TorchXRayVision's convention).
-    Scores may be logits or probabilities: only their order within a column matters.
+    Binary and multi-label scores may be logits or probabilities: only their order within a column matters.
+    Multi-class scores are compared across samples per class, which takes probabilities (scikit-learn's
+    ``multi_class="ovr"`` requires them): rows that are not (a value outside [0, 1], or not summing to 1) are read as
+    logits and turned into probabilities with a softmax.
     """
     if to_numpy(references, "references").ndim == 2:
         scores, refs = _multilabel(predictions, references, ignore_index)
@@ -165,6 +174,8 @@ def auroc_per_class(predictions, references, *, ignore_index=-100) -> np.ndarray
         if scores.ndim == 1:
             columns = [(np.ones(len(refs), bool), refs == 1, scores)]
         else:
+            if not _probability_rows(scores):
+                scores = softmax(scores, axis=1)
             columns = [(np.ones(len(refs), bool), refs == c, scores[:, c]) for c in range(n_classes)]
     out = np.full(len(columns), np.nan)
     for c, (known, y, s) in enumerate(columns):
