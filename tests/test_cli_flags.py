@@ -64,6 +64,10 @@ def _train(*flags, data="multimed", tasks=("brain_tumor",)):
     # before: a misspelt class kept its name as its text
     (["--align_label_text", "--class_texts", '{"brain_tumor": {"gliomaa": "a glial tumour"}}'],
      r"--class_texts\['brain_tumor'\]: \['gliomaa'\] are not classes.*'glioma'"),
+    # before: every preset's encoders failed under early fusion after the data had loaded
+    (["--fusion", "early", "--encoders", "small"], r"--fusion early: .*--encoders small gives whole encoders .*"
+                                                   r"--encoders FILE.json with an input embedder per modality"),
+    (["--fusion", "early"], r"--fusion early: .*--encoders hub"),
 ])
 def test_flags_that_would_do_nothing_are_refused_at_parse_time(flags, match):
     with pytest.raises(ValueError, match=match):

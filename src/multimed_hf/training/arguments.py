@@ -263,6 +263,12 @@ class MultiMedArguments:
         check_eval_splits("eval_splits", self.eval_splits)
         if self.class_texts:
             check_class_texts(self.class_texts)
+        if self.fusion == "early" and self.encoders in ("hub", "small", "domain_specific"):
+            raise ValueError(f"--fusion early: one transformer reads every modality's input embeddings, and "
+                             f"--encoders {self.encoders} gives whole encoders per modality; give --encoders FILE.json "
+                             f"with an input embedder per modality (kinds patch_embed, token_embed, expression_embed, "
+                             f"eeg_embed: multimed_hf.configuration_multimed.DEFAULT_EMBEDDERS), or use --fusion "
+                             f"intermediate or late")
 
 
 @dataclass
