@@ -1,6 +1,8 @@
 """MultiMedTrainer in one process: per-task logs, optimizer groups, resume, accumulation, checkpointing, bf16,
 predictions and evaluation (tiny random-init models on in-memory rows)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -169,6 +171,29 @@ def test_resuming_from_a_checkpoint_ends_in_bit_identical_weights(tmp_path, trai
     assert torch.equal(whole.loss_weighting.log_variances, resumed.loss_weighting.log_variances)
     assert (tmp_path / "cut" / "checkpoint-4" / LOSS_WEIGHTING_NAME).is_file()
     assert MultiMedProcessor.from_pretrained(tmp_path / "cut" / "checkpoint-4").processors  # processor saved too
+
+
+def test_the_best_checkpoint_brings_its_loss_weighting_back_with_its_weights(tmp_path, train_sets, eval_sets):
+    # before: load_best_model_at_end restored the best checkpoint's model, while the learned loss weighting (saved
+    # beside the model afterwards) stayed the last step's
+    from safetensors.torch import load_file
+
+    class FirstIsBest(TrainerCallback):  # the first evaluation is the best: loss rises from then on
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            metrics["eval_rank"] = float(state.global_step)
+
+    trainer = MultiMedTrainer(
+        model=tiny_model(TASKS), args=_args(tmp_path, max_steps=6, eval_strategy="steps", eval_steps=2,
+                                            save_strategy="steps", save_steps=2, load_best_model_at_end=True,
+                                            metric_for_best_model="rank", greater_is_better=False),
+        train_datasets=train_sets, eval_datasets=eval_sets, processor=tiny_processor(),
+        loss_weighting="uncertainty", callbacks=[FirstIsBest()])
+    trainer.train()
+    assert trainer.state.best_model_checkpoint.endswith("checkpoint-2")
+    best = load_file(str(Path(trainer.state.best_model_checkpoint) / LOSS_WEIGHTING_NAME))["log_variances"]
+    last = load_file(str(tmp_path / "checkpoint-6" / LOSS_WEIGHTING_NAME))["log_variances"]
+    assert not torch.equal(best, last)
+    assert torch.equal(trainer.loss_weighting.log_variances.detach().cpu(), best)
 
 
 def test_gradient_accumulation_steps_average_the_micro_batches(tmp_path, train_sets):

@@ -568,8 +568,19 @@ class MultiMedTrainer(Trainer):
             super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     def _load_best_model(self) -> None:
+        """`Trainer._load_best_model`, and the learned loss weighting of that checkpoint with it (saved beside the
+        model afterwards, it was the last step's)."""
         if not self._converted_load(self.model, self.state.best_model_checkpoint):
             super()._load_best_model()
+        self._load_loss_weighting(self.state.best_model_checkpoint)
+
+    def _load_loss_weighting(self, checkpoint: str | os.PathLike) -> None:
+        """The learned loss weighting saved in ``checkpoint``, where there is one."""
+        path = os.path.join(checkpoint, LOSS_WEIGHTING_NAME)
+        if os.path.isfile(path):
+            from safetensors.torch import load_file
+
+            self.loss_weighting.load_state_dict(load_file(path, device=str(self.args.device)))
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None,
               **kwargs):
@@ -578,11 +589,7 @@ class MultiMedTrainer(Trainer):
         if checkpoint is True or (isinstance(checkpoint, str) and not checkpoint):
             checkpoint = get_last_checkpoint(self.args.output_dir)
         if isinstance(checkpoint, (str, os.PathLike)):
-            path = os.path.join(checkpoint, LOSS_WEIGHTING_NAME)
-            if os.path.isfile(path):
-                from safetensors.torch import load_file
-
-                self.loss_weighting.load_state_dict(load_file(path, device=str(self.args.device)))
+            self._load_loss_weighting(checkpoint)
             resume_from_checkpoint = checkpoint
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
                              ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
