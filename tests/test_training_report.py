@@ -206,6 +206,14 @@ def test_notes_say_why_a_cell_has_no_run(records, tmp_path):
     assert _row(table, "multimodal_multitask")["brain_tumor"].startswith("failed:")  # a record beats a note
 
 
+def test_a_cell_that_points_at_the_unimodal_row_says_where_that_row_was_not_run(tmp_path):
+    # before: "same as unimodal (one modality)" in a report without the unimodal family, a number to look up nowhere
+    recs = [_record("multimodal", "disease", "accuracy", 0.5, 0)]
+    table = _headline_table(write_table1(recs, tmp_path, families=["domain_specific", "multimodal"],
+                                         tasks=["disease", "brain_tumor"]).markdown.read_text())
+    assert _row(table, "multimodal")["brain_tumor"].startswith(f"{SAME_AS_UNIMODAL}; `unimodal` was not run [paper")
+
+
 def test_a_partly_failed_cell_shows_its_value_and_the_failure(tmp_path):
     recs = [_record("unimodal", "motor_imagery", "accuracy", acc, seed) for seed, acc in enumerate([0.4, 0.6])]
     recs += failure_records("unimodal", ["motor_imagery"], 2, "ValueError: NaN loss", run="unimodal-motor_imagery")

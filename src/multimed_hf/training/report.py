@@ -247,10 +247,19 @@ def _headline_cell(table: _Table, family: str, task: str, paper) -> str:
     if not errors.empty:
         return f"failed: {_short(errors['error'].iloc[0])}{beside}"
     if (family, task) in table.notes:
-        return f"{_escape(table.notes[family, task])}{beside}"
+        return f"{_twin_not_run(table, family, task, _escape(table.notes[family, task]))}{beside}"
     if _same_as_unimodal(family, task):
-        return f"{SAME_AS_UNIMODAL}{beside}"
+        return f"{_twin_not_run(table, family, task, SAME_AS_UNIMODAL)}{beside}"
     return f"not run{beside}"
+
+
+def _twin_not_run(table: _Table, family: str, task: str, text: str) -> str:
+    """A cell that points at the unimodal row ("same as unimodal ..."), saying so where that row has no number."""
+    if not text.startswith("same as unimodal"):
+        return text
+    variant = family.partition("+")[2]
+    twin = "unimodal" + (f"+{variant}" if variant else "")
+    return text if table.stat(twin, task, *headline(task)) is not None else f"{text}; `{twin}` was not run"
 
 
 def _row_label(family: str, row_labels: Mapping[str, str]) -> str:
