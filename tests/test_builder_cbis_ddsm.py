@@ -183,3 +183,48 @@ def test_a_mammogram_in_both_the_mass_and_the_calc_set_is_labelled_by_all_its_ab
     labels = {r["sample_id"].split("/")[0]: ds[s].features["malignancy"].names[r["malignancy"]]
               for s in ds for r in ds[s] if "P_00002_RIGHT_CC" in r["sample_id"]}
     assert labels == {mass: "malignant", calc: "malignant"}
+
+
+def test_a_case_csv_that_is_not_utf8_is_rejected_with_the_mammograms_it_labels(built, tmp_path):
+    """A case-description CSV saved by Excel in cp1252 (one ``é``): that CSV is rejected, named, and so is every
+    full mammogram it would label (its own lesion kind and split, and a mammogram the tree also holds under the
+    other kind); the other CSVs' mammograms build as before, and ``--strict`` names the CSV."""
+    import csv
+    import shutil
+
+    from multimed_hf.builders.cbis_ddsm import FOLDER_NAME
+    from multimed_hf.data.errors import StrictBuildError
+
+    copy = shutil.copytree(built.root, tmp_path / "copy")
+    cross = "Calc-Training_P_00002_RIGHT_CC"  # the mass set's P_00002 RIGHT CC, in the calc set too
+    shutil.copytree(copy / "CBIS-DDSM" / "Mass-Training_P_00002_RIGHT_CC", copy / "CBIS-DDSM" / cross)
+    sheet = copy / "calc_case_description_train_set.csv"
+    with sheet.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    rows.append({**rows[0], "patient_id": "P_00002", "left or right breast": "RIGHT", "image view": "CC",
+                 "pathology": "BENIGN", "image file path": f"{cross}/1.2/000000.dcm"})
+    with sheet.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    plain = {e.source_path: e for e in build_dataset(TASK, [copy], tmp_path / "plain", progress=False).entries}
+    mass = copy / "mass_case_description_train_set.csv"
+    mass.write_bytes(mass.read_bytes().replace(b"BENIGN", b"B\xe9NIGN", 1))
+
+    report = build_dataset(TASK, [copy], tmp_path / "out", progress=False)
+    entries = {e.source_path: e for e in report.entries}
+    sheet_entry = entries.pop("mass_case_description_train_set.csv")
+    assert sheet_entry.status == "rejected"
+    assert sheet_entry.reason.startswith("mass_case_description_train_set.csv is not UTF-8 text: 'utf-8' codec ")
+    unlabelled = {path for path, e in entries.items() if e.reason.startswith(
+        "no label: mass_case_description_train_set.csv, the case-description CSV that labels it, is not UTF-8 text")}
+    assert all(entries[path].status == "rejected" for path in unlabelled)
+    full = {path.split("/")[1] for path in plain if path.startswith("CBIS-DDSM/Mass-Training_")}
+    assert {path.split("/")[1] for path in unlabelled} == {
+        f for f in full if FOLDER_NAME.match(f).group(6) is None} | {cross}
+    rest = {path for path in entries if path not in unlabelled and not path.startswith("mass_case_description_train")}
+    assert {p: (entries[p].status, entries[p].split) for p in rest} == {p: (plain[p].status, plain[p].split)
+                                                                         for p in rest}
+    with pytest.raises(StrictBuildError, match=r"/mass_case_description_train_set\.csv: mass_case_description_train_set"
+                                               r"\.csv is not UTF-8 text: 'utf-8' codec"):  # the CSV, not an image
+        build_dataset(TASK, [copy], tmp_path / "strict", progress=False, on_bad_files="error")

@@ -197,3 +197,53 @@ def test_files_the_rcsb_serves_beside_entries_are_dropped_not_read(built, tmp_pa
     assert not [e for e in report.entries if e.reason.startswith("duplicate id")]
     kept = {e.sample_id: e.source_path for e in report.entries if e.status == "kept" and e.sample_id}
     assert kept["7OK9_A"] == "7ok9.cif" and kept["2GTL_A"] == "2gtl.pdb"
+
+
+def test_a_cluster_file_that_is_not_utf8_is_rejected_and_chains_group_by_identity(built, tmp_path):
+    """A cluster file with a byte that is not UTF-8: rejected, named, and the chains grouped as without one
+    (identical and near-identical chains); ``--strict`` names it."""
+    from multimed_hf.data.errors import StrictBuildError
+
+    root, out, *_ = built
+    copy = shutil.copytree(root, tmp_path / "pdb")
+    (copy / "clusters-by-entity-30.txt").write_bytes(b"2GTL_1 2GTL_5\n7OK9_1 0MC1_A \xe9\n")
+    report = build_dataset(TASK, [copy], tmp_path / "out", progress=False)
+    by_path = {e.source_path: e for e in report.entries}
+    clusters = by_path.pop("clusters-by-entity-30.txt")
+    assert clusters.status == "rejected"
+    assert clusters.reason.startswith("clusters-by-entity-30.txt is not UTF-8 text: 'utf-8' codec can't decode")
+    before = {e.source_path: e for e in read_manifest(out / TASK)}
+    assert {p: (e.status, e.group, e.split) for p, e in by_path.items()} == {
+        p: (e.status, e.group, e.split) for p, e in before.items()}
+    good = tmp_path / "good"  # entries of no bad chain: a strict build stops at the cluster file
+    good.mkdir()
+    for name in ("2gtl.pdb", "0mt1.pdb", "0gp1.pdb", "0mc1.cif", "clusters-by-entity-30.txt"):
+        shutil.copy(copy / name, good / name)
+    with pytest.raises(StrictBuildError, match=r"/clusters-by-entity-30\.txt: clusters-by-entity-30\.txt is not UTF-8"):
+        build_dataset(TASK, [good], tmp_path / "strict", progress=False, on_bad_files="error")
+
+
+def test_entries_named_as_the_rcsb_and_the_wwpdb_archive_name_them_read_alike(built, tmp_path):
+    """The RCSB's download service names files by upper-case id (``2GTL.pdb``, ``7OK9.cif.gz``), the wwPDB archive
+    by lower-case id (``pdb0mt1.ent.gz``, ``0mc1.cif.gz``); a Windows copy may upper-case the extension too
+    (``0GP1.PDB``). The same chains, ids, groups and splits come out as from the plain lower-case names."""
+    from multimed_hf.builders.rcsb_pdb import RCSBPDBBuilder
+
+    root, out, *_ = built
+    named = {"2gtl.pdb": "2GTL.pdb", "7ok9.cif": "7OK9.cif.gz", "0mt1.pdb": "pdb0mt1.ent.gz",
+             "0mc1.cif": "0mc1.cif.gz", "0gp1.pdb": "0GP1.PDB", "0br1.pdb": "0BR1.pdb.gz"}
+    copy = tmp_path / "pdb"
+    copy.mkdir()
+    for name, new in named.items():
+        data = (root / name).read_bytes()
+        (copy / new).write_bytes(gzip.compress(data, mtime=0) if new.lower().endswith(".gz") else data)
+    report = build_dataset(TASK, [copy], tmp_path / "out", progress=False)
+    kept = {e.sample_id: (e.group, e.split, e.source_path) for e in report.entries if e.sample_id}
+    plain = {e.sample_id: (e.group, e.split, e.source_path) for e in read_manifest(out / TASK)
+             if e.sample_id and e.source_path in named}
+    assert {k: v[:2] for k, v in kept.items()} == {k: v[:2] for k, v in plain.items()}
+    assert {k: v[2] for k, v in kept.items()} == {k: named[v[2]] for k, v in plain.items()}
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    shutil.copy(root / "7ok9.cif", upper / "7OK9.CIF")
+    assert RCSBPDBBuilder.detect(upper)

@@ -1,5 +1,6 @@
 """Rebuilds: fresh loads after new files, reported moves, and resuming an interrupted build."""
 
+import os
 import shutil
 
 import pytest
@@ -99,6 +100,48 @@ def test_a_file_changed_after_validation_is_decoded_again(oct_source, tmp_path):
     report = build_dataset("diabetic_retinopathy", [oct_source], out, progress=False)
     entry = next(e for e in report.entries if e.source_path.endswith(victim.name))
     assert entry.status == "rejected" and entry.reason.startswith("cannot decode image")
+
+
+def test_a_file_rewritten_with_its_mtime_set_back_is_decoded_again(oct_source, tmp_path):
+    """Same size, same mtime (``os.utime``, ``touch -r``, ``rsync -t`` set it back), other bytes: the ctime, which no
+    call sets back, tells the validation cache; the shards equal a fresh build's, byte for byte."""
+    out = tmp_path / "multimed"
+    build_dataset("diabetic_retinopathy", [oct_source], out, progress=False)
+    images = sorted((oct_source / "train" / "DRUSEN").glob("*.jpeg"), key=lambda p: p.stat().st_size)
+    victim, donor = images[-1], images[0]
+    stat = victim.stat()
+    data = donor.read_bytes()
+    victim.write_bytes(data + b"\0" * (stat.st_size - len(data)))  # a JPEG ends at its EOI: the padding is not read
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (victim.stat().st_size, victim.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    again = build_dataset("diabetic_retinopathy", [oct_source], out, progress=False)
+    fresh = build_dataset("diabetic_retinopathy", [oct_source], tmp_path / "fresh", progress=False)
+    assert again.sources[0].fingerprint == fresh.sources[0].fingerprint
+    for shard in (tmp_path / "fresh").rglob("*.parquet"):
+        assert shard.read_bytes() == (out / shard.relative_to(tmp_path / "fresh")).read_bytes()
+    placed = [[(e.source_path, e.sample_id, e.group, e.split) for e in build.entries] for build in (again, fresh)]
+    assert placed[0] == placed[1]  # (the rebuild reports the moves its new content made)
+
+
+def test_a_cache_from_before_ctime_stamps_is_validated_again(tmp_path):
+    """A validation cache whose file rows have no ctime (written by an earlier version) is emptied, side files too,
+    and every file read again: the same build."""
+    import sqlite3
+
+    source = GENERATORS["eeg-motor-movementimagery-dataset-1.0.0"](tmp_path / "eegmmidb")
+    out = tmp_path / "multimed"
+    first = build_dataset("motor_imagery", [source], out, progress=False)
+    entries = list(first.entries)
+    cache = out / ".build_cache" / "motor_imagery"
+    with sqlite3.connect(cache / "eegmmidb.sqlite") as db:
+        db.execute("ALTER TABLE files DROP COLUMN ctime")
+    (cache / "eegmmidb.arrays" / "stale.bin").write_bytes(b"0")
+    again = build_dataset("motor_imagery", [source], out, progress=False)
+    assert again.sources[0].fingerprint == first.sources[0].fingerprint
+    assert list(again.entries) == entries
+    assert not (cache / "eegmmidb.arrays" / "stale.bin").exists()
+    with sqlite3.connect(cache / "eegmmidb.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM files WHERE ctime IS NOT NULL").fetchone()[0] > 0
 
 
 def test_worker_processes_give_the_same_build(oct_source, tmp_path):

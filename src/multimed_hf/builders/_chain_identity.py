@@ -81,9 +81,14 @@ def near_identical_pairs(
 
 
 def read_clusters(path: Path) -> dict[str, int]:
-    """``PDBID_ENTITY`` or ``PDBID_CHAIN`` (upper-case id) -> cluster number, one cluster per line."""
+    """``PDBID_ENTITY`` or ``PDBID_CHAIN`` (upper-case id) -> cluster number, one cluster per line; ``BadSourceFile``
+    for a file that is not such text."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise BadSourceFile(f"{path.name} is not UTF-8 text: {err}") from None
     clusters = {}
-    for n, line in enumerate(path.read_text().splitlines()):
+    for n, line in enumerate(text.splitlines()):
         for member in line.split():
             if "_" not in member:
                 raise BadSourceFile(f"line {n + 1}: member {member!r} is not PDBID_ENTITY or PDBID_CHAIN")

@@ -28,7 +28,7 @@ import io
 import re
 from functools import cached_property
 from pathlib import Path, PurePosixPath
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -111,22 +111,57 @@ class CBISDDSMBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
         metadata = {self._relpath(folder / NBIA_METADATA) for folder in (self.root, *beside)}
         return {self._relpath(p) for p in self._csv_paths(self.root)} | metadata
 
+    def read_first(self, files: Sequence[str]) -> set[str]:
+        """The CSVs (and ``metadata.csv``): a ``--strict`` build stops at a broken CSV, not at an image it labels."""
+        return self._index_files.intersection(files)
+
     @property
     def version(self) -> str:  # the CSVs label every image: editing one re-validates them
         return dependency_version(self.reading_version, self._csv_paths(self.root))
 
     @cached_property
-    def _rows(self) -> dict[str, list[tuple[str, str]]]:
-        """Full-mammogram folder -> its ``(where, pathology)`` CSV rows; unreadable rows raise per file."""
+    def _csvs(self) -> tuple[dict[str, list[tuple[str, str]]], dict[str, str]]:
+        """``(rows, unreadable)``: full-mammogram folder -> its ``(where, pathology)`` CSV rows, from the CSVs that
+        can be read; and each CSV that cannot (not UTF-8 text, not CSV) -> why, by its relative path. An unreadable
+        CSV gives no row: it is rejected as it is read, and so is each mammogram it would label."""
         rows: dict[str, list[tuple[str, str]]] = {}
+        unreadable: dict[str, str] = {}
         for path in self._csv_paths(self.root):
             where = self._relpath(path)
-            with path.open(newline="", encoding="utf-8-sig") as handle:
-                for n, row in enumerate(csv.DictReader(handle), start=2):
-                    image_path = (row.get("image file path") or "").strip()
-                    folder = PurePosixPath(image_path).parts[0] if image_path else ""
-                    rows.setdefault(folder, []).append((f"{where}:row {n}", (row.get("pathology") or "").strip()))
-        return rows
+            found = []
+            try:
+                with path.open(newline="", encoding="utf-8-sig") as handle:
+                    for n, row in enumerate(csv.DictReader(handle), start=2):
+                        image_path = (row.get("image file path") or "").strip()
+                        folder = PurePosixPath(image_path).parts[0] if image_path else ""
+                        found.append((folder, f"{where}:row {n}", (row.get("pathology") or "").strip()))
+            except UnicodeDecodeError as err:
+                unreadable[where] = f"not UTF-8 text: {err}"
+                continue
+            except csv.Error as err:
+                unreadable[where] = f"not readable CSV: {err}"
+                continue
+            for folder, at, pathology in found:
+                rows.setdefault(folder, []).append((at, pathology))
+        return rows, unreadable
+
+    @property
+    def _rows(self) -> dict[str, list[tuple[str, str]]]:
+        """Full-mammogram folder -> its ``(where, pathology)`` rows in the CSVs that can be read (``_csvs``)."""
+        return self._csvs[0]
+
+    def _unreadable_csv(self, lesion: str, split: str, patient: str, side: str, view: str) -> str | None:
+        """Why a mammogram cannot be labelled: an unreadable CSV of its split that holds its rows, or may (the CSV
+        of the other lesion kind, where the tree holds the same mammogram under that kind too). None if none."""
+        tree = self._tree(self.root)
+        for where, why in sorted(self._csvs[1].items()):
+            kind, csv_split = CSV_NAME.match(PurePosixPath(where).name).groups()
+            if _SPLIT[split] != csv_split:
+                continue
+            other = kind.capitalize()
+            if other == lesion or (tree / f"{other}-{split}_{patient}_{side}_{view}").is_dir():
+                return f"no label: {where}, the case-description CSV that labels it, is {why}"
+        return None
 
     @cached_property
     def _mammogram_rows(self) -> dict[tuple[str, ...], list[tuple[str, str]]]:
@@ -164,8 +199,8 @@ class CBISDDSMBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
         if name.lower().endswith(".tcia"):  # e.g. CBIS-DDSM-All-doiJNLP-zzWs5zfZ.tcia, from the TCIA page
             raise IgnoredSourceFile(f"{name} is the TCIA manifest the NBIA Data Retriever downloads from, not data")
         if relpath in self._index_files:
-            if CSV_NAME.match(name):
-                self._rows  # a broken CSV fails here, named, rather than in every image
+            if relpath in self._csvs[1]:
+                raise BadSourceFile(f"{name} is {self._csvs[1][relpath]}")
             return []  # a case-description CSV, or the NBIA Data Retriever's list of the series it wrote
         folder = self._case_folder(relpath)
         match = FOLDER_NAME.match(folder or "")
@@ -178,6 +213,9 @@ class CBISDDSMBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
             raise UnusedSourceFile(
                 f"not used: ROI mask or cropped lesion of abnormality {abnormality}, not a full mammogram"
             )
+        unusable = self._unreadable_csv(lesion, split, patient, side, view)
+        if unusable is not None:
+            raise BadSourceFile(unusable)
         if not self._rows.get(folder):
             raise BadSourceFile(f"no case-description CSV row names {folder!r}")
         rows = self._mammogram_rows[(split, patient, side, view)]  # its mass and its calcification rows

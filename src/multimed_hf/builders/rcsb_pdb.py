@@ -1,5 +1,9 @@
 """RCSB PDB entries: a folder of ``.pdb`` / ``.cif`` (or ``pdbXXXX.ent``, gzipped or not), one sample per protein chain.
 
+File names are read in either case: the RCSB's download service writes upper-case ids (``2GTL.cif``,
+``2GTL.pdb.gz``), the wwPDB archive lower-case ones (``2gtl.cif.gz``, ``pdb2gtl.ent.gz``); the id is upper-cased
+(``2GTL_A``), chain ids are kept as written (they are case-sensitive).
+
 Each entry is read in full and checked by ``_pdb_reader`` (first model; missing residues kept in place with
 ``residue_mask`` 0; backbone atoms beside C-alpha, ``backbone_mask`` bits 1 N, 2 CA, 4 C, 8 O; modified residues in
 ``nonstandard_residues``). A chain the reader finds unusable (no C-alpha atom, a peptide shorter than
@@ -73,12 +77,9 @@ class RCSBPDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     @classmethod
     def detect(cls, root: Path) -> bool:
         """Entries in the folder or one level down (an rsync mirror's ``ab/pdb1abc.ent.gz``); never deeper, so
-        that asking a large image folder costs little."""
-        suffixes = ("pdb", "ent", "cif", "pdb.gz", "ent.gz", "cif.gz")
-        patterns = [f"{depth}*.{suffix}" for depth in ("", "*/") for suffix in suffixes]
-        return any(
-            STRUCTURE_NAME.match(p.name) and p.is_file() for pattern in patterns for p in root.glob(pattern)
-        )
+        that asking a large image folder costs little. Names as the RCSB and the wwPDB archive write them, in
+        either case (``2GTL.cif``, ``2gtl.cif.gz``, ``pdb2gtl.ent.gz``, a Windows copy's ``2GTL.CIF``)."""
+        return any(STRUCTURE_NAME.match(p.name) and p.is_file() for pattern in ("*", "*/*") for p in root.glob(pattern))
 
     def _cluster_files(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir() if p.is_file() and _CLUSTERS.match(p.name))

@@ -23,7 +23,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from multimed_hf.data.build_store import KID, BuildStore, row_fields
-from multimed_hf.data.cache import ValidationCache, encode_body
+from multimed_hf.data.cache import ValidationCache, encode_body, file_stamp, stamp_of
 from multimed_hf.data.cached_samples import CachedSamples
 from multimed_hf.data.card import write_readme
 from multimed_hf.data.errors import IGNORED, BadSourceFile, StrictBuildError, UnusedSourceFile
@@ -38,7 +38,7 @@ from multimed_hf.data.engines import ReadEngine, make_engine
 from multimed_hf.data.shards import (
     Fingerprint, ShardWriter, encode_columns, fingerprint_bytes, payload_size, plan_shards, shard_batch_rows,
 )
-from multimed_hf.data.source_builder import NOTE, SourceBuilder
+from multimed_hf.data.source_builder import NOTE, SourceBuilder, printable_path
 from multimed_hf.data.splits import SPLITS, check_marks, decide_splits, group_fraction, leak_reason
 from multimed_hf.tasks import TaskSpec
 
@@ -192,6 +192,22 @@ PART_RECORDS = 1024
 SETTLE_FILES = 256
 
 
+def _reason(err: BadSourceFile) -> str:
+    """The cached reason of a file that gives no samples (``_file_status`` reads its status from it)."""
+    if isinstance(err, UnusedSourceFile):
+        return err.reason if err.reason.startswith(UNUSED) else UNUSED + err.reason
+    return err.reason
+
+
+def _broken_link(path: str, err: OSError) -> str:
+    """Why a symbolic link that ``os.stat`` cannot follow gives no samples."""
+    target = printable_path(os.readlink(path))
+    if isinstance(err, FileNotFoundError):
+        return (f"broken symbolic link: its target {target} does not exist (not fetched? `datalad get` / "
+                "`git annex get` it)")
+    return f"unreadable symbolic link to {target}: {type(err).__name__}: {err.strerror or err}"
+
+
 def _read_parts(builder: SourceBuilder, relpath: str) -> Iterator[list | str]:
     """One file's records in parts of at most ``PART_RECORDS`` (an engine's reader, run where the engine reads):
     a last part that is a ``str`` is the reason the file gives no samples."""
@@ -202,11 +218,8 @@ def _read_parts(builder: SourceBuilder, relpath: str) -> Iterator[list | str]:
             if len(part) == PART_RECORDS:
                 yield part
                 part = []
-    except UnusedSourceFile as err:
-        yield err.reason if err.reason.startswith(UNUSED) else UNUSED + err.reason
-        return
     except BadSourceFile as err:
-        yield err.reason
+        yield _reason(err)
         return
     except builder.reader_errors as err:  # a reader failing on damaged data: named in the manifest, not lost
         yield f"unreadable: {type(err).__name__}: {err}"
@@ -217,21 +230,28 @@ def _read_parts(builder: SourceBuilder, relpath: str) -> Iterator[list | str]:
 
 class _Reader:
     """The engines' reader of one task's files: ``_read_parts``, made where the file is read (in a worker process)
-    into what the main process only stores. Each part is ``(stamp, items, rows)``: ``stamp`` the file's size and
-    ``mtime_ns``, taken before it was read (the validation cache's key); ``items`` what the validation cache stores
+    into what the main process only stores. Each part is ``(stamp, items, rows)``: ``stamp`` the file's
+    ``file_stamp``, taken before it was read (the validation cache's key); ``items`` what the validation cache stores
     of each record, its JSON body (``encode_body``) where it holds no array, else the record itself; ``rows`` what
     the build store keeps of each (``BuildStore.add_rows``' fields: ids, keys, hash halves, its labels' digest and
     payload size), or for a rejected record ``(where, reason)``. A file that gives no samples ends with
-    ``(stamp, reason)``. With ``cache`` (the source's validation cache, where worker processes read), ``settle``
-    stores a batch's plain files there and hands on ``(stamp, None, rows)`` of each."""
+    ``(stamp, reason)``; so does a broken symbolic link, unread. With ``cache`` (the source's validation cache, where
+    worker processes read), ``settle`` stores a batch's plain files there and hands on ``(stamp, None, rows)`` of
+    each."""
 
     def __init__(self, task: TaskSpec, cache: ValidationCache | None = None):
         self.label_names = tuple(task.label_names)
         self.cache = None if cache is None else _CacheHandle(cache)
 
     def __call__(self, builder: SourceBuilder, relpath: str) -> Iterator[tuple]:
-        stat = os.stat(os.path.join(builder.root, relpath))  # before reading: a later change moves it
-        stamp = (stat.st_size, stat.st_mtime_ns)
+        path = os.path.join(builder.root, relpath)
+        try:
+            stamp = stamp_of(os.stat(path))  # before reading: a later change moves it
+        except OSError as err:
+            if not os.path.islink(path):
+                raise
+            yield file_stamp(path), _broken_link(path, err)
+            return
         for part in _read_parts(builder, relpath):
             if isinstance(part, str):
                 yield stamp, part
@@ -361,18 +381,26 @@ def _stored(parts: Iterator[tuple], builder: SourceBuilder, owner: int, relpath:
         yield items
 
 
-def _read_all(task: TaskSpec, builders, caches, manifest: _Manifest, progress: bool, engine: ReadEngine):
+def _read_all(task: TaskSpec, builders, caches, manifest: _Manifest, progress: bool, engine: ReadEngine,
+              warnings: list[str]):
     """Phase 1: every file of every source read and validated, streamed into the source's cache (files validated
     before come from it) while each valid sample's keys go to the build store (bad files, bad records, index files
     and duplicate ids go to the manifest). With worker processes (``engine.workers``), they store the plain files'
     samples in the cache themselves (``_Reader.settle``) and this process commits each of its own writes at once,
-    so that neither waits on the other's lock. Returns the number of files seen per source."""
+    so that neither waits on the other's lock. What the walk did not read (``SourceBuilder.walk_files``) goes to the
+    manifest too, and what could not be checked to ``warnings``. Returns the number of files seen per source."""
     store = manifest.store
     files_seen: list[int] = []
     for owner, (builder, cache) in enumerate(zip(builders, caches)):
-        files = builder.list_files()
+        files, unread = builder.walk_files()
+        for where, err in unread:  # folders not read again (links) or not listed, file names no database holds
+            reason = _reason(err)
+            manifest.add(ManifestEntry(builder.source, where, _file_status(reason), reason), builder.root)
         root = os.fspath(builder.root)
         todo = _to_validate(files, cache, root)
+        first = builder.read_first(files)
+        if first:  # read before the others, which keep their order
+            files, todo = (sorted(paths, key=lambda relpath: relpath not in first) for paths in (files, todo))
         if engine.workers:  # its worker processes store what they read here too (``_Reader.settle``)
             cache.commit_every = 0
             cache.commit()
@@ -448,8 +476,14 @@ def _read_all(task: TaskSpec, builders, caches, manifest: _Manifest, progress: b
                 close = getattr(fresh, "close", None)
                 if close is not None:
                     close()
-        files_seen.append(len(files))
-        for where, reason in builder.orphan_records(set(files)):
+        files_seen.append(len(files) + sum(not where.endswith("/") for where, _ in unread))
+        try:
+            orphans = builder.orphan_records(set(files))
+        except builder.reader_errors as err:  # an index file that cannot be read is rejected as it is read
+            orphans = []
+            warnings.append(f"{builder.source}: the rows of its index files that name no file were not checked "
+                            f"(an index file is unreadable: {type(err).__name__}: {err})")
+        for where, reason in orphans:
             manifest.add(ManifestEntry(builder.source, where, "rejected", reason))
         _reject_duplicate_ids(builder, owner, manifest)
     return files_seen
@@ -876,10 +910,11 @@ def build_config(
                                     _cache_version(task, builder))
             stack.callback(cache.close)
             caches.append(cache)
-        files_seen = _read_all(task, builders, caches, manifest, progress, reader)
+        read_warnings: list[str] = []
+        files_seen = _read_all(task, builders, caches, manifest, progress, reader, read_warnings)
         for cache in caches:
             cache.commit()
-        warnings = [f"{b.source}: {w}" for b in builders for w in b.layout_warnings()]
+        warnings = [f"{b.source}: {w}" for b in builders for w in b.layout_warnings()] + read_warnings
         warnings += _draw_unpublished_tests(builders, store)
         conflicted = _reject_label_conflicts(store, names, manifest)
         duplicates, roots, marks = _group(task, builders, caches, store, reader)

@@ -1,18 +1,19 @@
 """A per-source SQLite record of files already validated: an interrupted build resumes where it stopped, and the
 build keeps every sample here (on disk), not in memory.
 
-One row per validated file (keyed by path, size and mtime) and one row per record it gave, as JSON. A file's records
-are stored as its reader gives them (``put`` consumes an iterator), never held whole. Arrays (EEG epochs, expression
-profiles, gene indices: every ndarray) go to one binary side file per validated file (all of its records' arrays,
-concatenated) and are read back with ``os.pread`` one array at a time, so neither the database nor the build's
-memory (nor its resident mapped pages) holds a source's arrays, and a file of 200,000 cells makes one side file,
-not 400,000."""
+One row per validated file (keyed by path and ``file_stamp``: size, mtime, ctime) and one row per record it gave,
+as JSON. A file's records are stored as its reader gives them (``put`` consumes an iterator), never held whole.
+Arrays (EEG epochs, expression profiles, gene indices: every ndarray) go to one binary side file per validated file
+(all of its records' arrays, concatenated) and are read back with ``os.pread`` one array at a time, so neither the
+database nor the build's memory (nor its resident mapped pages) holds a source's arrays, and a file of 200,000 cells
+makes one side file, not 400,000."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import sys
 import time
@@ -25,7 +26,7 @@ import numpy as np
 
 from multimed_hf.data.sample import RejectedRecord, Sample, sample_from_json, sample_to_json
 
-__all__ = ["ValidationCache", "encode_body"]
+__all__ = ["ValidationCache", "encode_body", "file_stamp", "stamp_of"]
 
 #: Seconds between commits while files are validated (and always on close: an interrupted build keeps them).
 COMMIT_EVERY = 2.0
@@ -40,9 +41,28 @@ KEYS_PER_QUERY = 500
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime INTEGER, error TEXT, count INTEGER);
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY, size INTEGER, mtime INTEGER, ctime INTEGER, error TEXT, count INTEGER
+);
 CREATE TABLE IF NOT EXISTS records (path TEXT, idx INTEGER, body TEXT, PRIMARY KEY (path, idx)) WITHOUT ROWID;
 """
+
+
+def file_stamp(file: str | os.PathLike) -> tuple[int, int, int]:
+    """A file's size, ``st_mtime_ns`` and ``st_ctime_ns``: what says it changed since it was validated. The ctime
+    too: a file rewritten in place whose mtime was set back (``os.utime``, ``touch -r``, ``rsync -t``) has a new
+    ctime, which no call can set. A broken link's own stamp (``lstat``): it is rejected, and read again once its
+    target is there."""
+    try:
+        stat = os.stat(file)
+    except OSError:  # a link whose target is missing (or a loop of links)
+        stat = os.lstat(file)
+    return stamp_of(stat)
+
+
+def stamp_of(stat: os.stat_result) -> tuple[int, int, int]:
+    """``file_stamp`` of a file's ``stat``."""
+    return stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
 
 class _HasArray(Exception):
@@ -74,6 +94,10 @@ class ValidationCache:
         self._db = sqlite3.connect(self.path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(files)")]
+        if columns and "ctime" not in columns:  # written before files were stamped with their ctime: read again
+            self._db.executescript("DROP TABLE files; DROP TABLE records;")
+            shutil.rmtree(self.arrays_dir, ignore_errors=True)  # side files named by the old stamps
         self._db.executescript(_SCHEMA)
         row = self._db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
         if row is None or row[0] != version:  # another reader version or registry facts: validate everything again
@@ -90,11 +114,6 @@ class ValidationCache:
         self._open: list[str] = []  # the file ``put`` is consuming, if any
         self._flushed: set[str] = set()  # a streaming file some of whose records were written
 
-    @staticmethod
-    def _stamp(file: str | os.PathLike) -> tuple[int, int]:
-        stat = os.stat(file)
-        return stat.st_size, stat.st_mtime_ns
-
     def validated(self) -> Iterator[str]:
         """The paths of every file validated before (whether or not it has changed since), sorted as Python sorts
         strings (SQLite's binary order of UTF-8 is code-point order): a build walks them beside its sorted file list
@@ -107,10 +126,11 @@ class ValidationCache:
         """``(records, error)`` of a file validated before and unchanged since (its records read with
         ``records``); None for a file to validate."""
         self._held(relpath)
-        row = self._db.execute("SELECT size, mtime, error, count FROM files WHERE path = ?", (relpath,)).fetchone()
-        if row is None or (row[0], row[1]) != self._stamp(file):
+        row = self._db.execute("SELECT size, mtime, ctime, error, count FROM files WHERE path = ?",
+                               (relpath,)).fetchone()
+        if row is None or row[:3] != file_stamp(file):
             return None
-        return row[3], row[2]
+        return row[4], row[3]
 
     def records(self, relpath: str) -> Iterator[Sample | RejectedRecord]:
         """A validated file's records in their order, streamed (a file of many records is never held whole)."""
@@ -194,10 +214,10 @@ class ValidationCache:
         ``close`` writes what was held) never finds a file row with half its records; a file read again has its
         previous row removed before any of its new records are written.
 
-        ``stamp``: the file's size and ``mtime_ns`` where they were taken before it was read (by the worker that
+        ``stamp``: the file's ``file_stamp`` where it was taken before the file was read (by the worker that
         read it; ``file`` is then not looked at), else taken now. ``parts``: ``records`` is an iterable of lists
         of records (a reader's parts), each stored at once."""
-        stamp = self._stamp(file) if stamp is None else tuple(stamp)
+        stamp = file_stamp(file) if stamp is None else tuple(stamp)
         name = tmp = None  # the side file, named on its first array (most files have none)
         handle = None
         offset = 0
@@ -253,15 +273,15 @@ class ValidationCache:
             self._flush()
         return count
 
-    def put_many(self, files: Sequence[tuple[str, tuple[int, int], list[str]]]) -> None:
+    def put_many(self, files: Sequence[tuple[str, tuple[int, int, int], list[str]]]) -> None:
         """``put`` of whole files at once, each ``(relpath, stamp, bodies)``: its stamp taken before it was read
         and its records' bodies made ahead (``encode_body``), as ``put`` would store them."""
         held, rows = self._records, self._files
-        for relpath, (size, mtime), bodies in files:
+        for relpath, (size, mtime, ctime), bodies in files:
             if relpath in rows:  # stored twice in one batch: the first outcome is written, then replaced
                 self._flush()
             held.extend(zip(repeat(relpath), range(len(bodies)), bodies))
-            rows[relpath] = (relpath, size, mtime, None, len(bodies))
+            rows[relpath] = (relpath, size, mtime, ctime, None, len(bodies))
         if len(rows) >= PUT_FILES or len(held) >= PUT_RECORDS:
             self._flush()
 
@@ -273,12 +293,12 @@ class ValidationCache:
         # a file met for the first time in this flush loses its old outcome first: a finished file its records
         # beyond its new count (the others are replaced), a file still streaming its row and all its records
         db.executemany("DELETE FROM records WHERE path = ? AND idx >= ?",
-                       [(path, row[4]) for path, row in self._files.items() if path not in self._flushed])
+                       [(path, row[-1]) for path, row in self._files.items() if path not in self._flushed])
         streaming = [(path,) for path in self._open if path not in self._flushed]
         db.executemany("DELETE FROM files WHERE path = ?", streaming)
         db.executemany("DELETE FROM records WHERE path = ?", streaming)
         db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", self._records)
-        db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)", self._files.values())
+        db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", self._files.values())
         self._flushed = set(self._open)
         self._records.clear()
         self._files.clear()

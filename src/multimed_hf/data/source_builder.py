@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import struct
@@ -10,12 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Iterable, Iterator, Mapping, Sequence
 
-from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.data.errors import BadSourceFile, IgnoredSourceFile
 from multimed_hf.data.images import read_image_file
 from multimed_hf.data.sample import RejectedRecord, Sample, SourceFileRef
 from multimed_hf.tasks import SourceSpec, TaskSpec, get_task
 
-__all__ = ["SourceBuilder", "ImageFolderBuilder", "PathInfo", "PROVENANCE_FILE", "READER_ERRORS", "NOTE"]
+__all__ = [
+    "SourceBuilder", "ImageFolderBuilder", "PathInfo", "PROVENANCE_FILE", "READER_ERRORS", "NOTE", "printable_path",
+]
 
 #: Our own provenance note beside a source's files (e.g. marking a generated sample); never read as data.
 PROVENANCE_FILE = "MULTIMED_SOURCE.json"
@@ -65,13 +68,72 @@ class SourceBuilder:
 
     def list_files(self) -> list[str]:
         """Every file under the root, relative, sorted (hidden files too: a stray file is reported, not hidden)."""
-        files = []
+        return self.walk_files()[0]
+
+    def walk_files(self) -> tuple[list[str], list[tuple[str, BadSourceFile]]]:
+        """``(files, unread)``: every file under the root, relative and sorted (``list_files``), and what the walk
+        did not read, each ``(relative path, why)`` (a folder's path ends with ``/``), sorted by path.
+
+        Links to folders are followed, their files named as seen through the link. A folder already read (a link
+        loop, a second link to one folder, a link into the tree) is not read again (``IgnoredSourceFile``); the
+        tree's own folders are read first, then the links in path order, so which path reads a folder does not
+        depend on the order the file system lists them in. A folder that cannot be listed and a file whose name
+        is not valid UTF-8 (no manifest or database can hold it) are ``BadSourceFile``."""
         root = os.fspath(self.root)
-        for dirpath, _, names in os.walk(root):  # relative paths as strings: no Path object per file
-            folder = os.path.relpath(dirpath, root)
-            prefix = "" if folder == os.curdir else folder.replace(os.sep, "/") + "/"
-            files.extend(prefix + name for name in names if prefix or name != PROVENANCE_FILE)
-        return sorted(files)
+        files: list[str] = []
+        unread: list[tuple[str, BadSourceFile]] = []
+        read = {_folder_id(root)}
+        folders = [(root, "")]  # (path, relative path + "/") of the tree's folders still to list
+        links: list[tuple[str, str]] = []  # (relative path + "/", path) of links to folders: a heap, read last
+        while folders or links:
+            if folders:
+                path, prefix = folders.pop()
+            else:
+                prefix, path = heapq.heappop(links)
+                identity = _folder_id(path)
+                if identity in read:
+                    target = printable_path(os.path.realpath(path))
+                    unread.append((printable_path(prefix), IgnoredSourceFile(
+                        f"a link to a folder already read: {target}"
+                    )))
+                    continue
+                read.add(identity)
+            try:
+                with os.scandir(path) as entries:  # relative paths as strings: no Path object per file
+                    listed = list(entries)
+            except OSError as err:
+                unread.append((printable_path(prefix) or "./", BadSourceFile(
+                    f"cannot list this folder: {type(err).__name__}: {err.strerror or err}; its files are not read"
+                )))
+                continue
+            for entry in listed:
+                relpath = prefix + entry.name
+                kind = _kind(entry)
+                if kind == "link":
+                    heapq.heappush(links, (relpath + "/", entry.path))
+                elif kind == "folder":
+                    identity = _folder_id(entry.path)
+                    if identity in read:  # the same folder mounted twice
+                        unread.append((printable_path(relpath) + "/", IgnoredSourceFile(
+                            f"a folder already read: {printable_path(os.path.realpath(entry.path))}"
+                        )))
+                    else:
+                        read.add(identity)
+                        folders.append((entry.path, relpath + "/"))
+                elif not _is_utf8(relpath):
+                    unread.append((printable_path(relpath), BadSourceFile(
+                        f"file name is not valid UTF-8: {printable_path(relpath)} (each \\xNN a byte of another "
+                        "encoding, as zips made on Windows leave names); rename it to read it"
+                    )))
+                elif prefix or entry.name != PROVENANCE_FILE:
+                    files.append(relpath)
+        return sorted(files), sorted(unread, key=lambda item: item[0])
+
+    def read_first(self, files: Sequence[str]) -> set[str]:
+        """Those of ``files`` to read before the others (which are read in path order): index files, so that a
+        ``--strict`` build stops at a broken index file itself rather than at the first sample it labels. None by
+        default."""
+        return set()
 
     def layout_warnings(self) -> list[str]:
         """What the folder lacks of the publisher's full layout (a partial download), one sentence each; the
@@ -128,6 +190,39 @@ class SourceBuilder:
             raise BadSourceFile(
                 f"label {publisher_name!r} is not one of this source's {column} names {sorted(mapping)}"
             ) from None
+
+
+def _kind(entry: os.DirEntry) -> str:
+    """``"folder"``, ``"link"`` (a link to a folder) or ``"file"`` (anything else: a broken link, too, is
+    reported when it is read)."""
+    try:
+        if entry.is_dir(follow_symlinks=False):
+            return "folder"
+        return "link" if entry.is_dir() else "file"
+    except OSError:  # a link the file system cannot follow (a loop of links to links): reported when read
+        return "file"
+
+
+def _folder_id(path: str) -> tuple[int, int]:
+    """A folder's identity (device, inode): the same folder, whatever the path or link it is reached by."""
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino
+
+
+def _is_utf8(name: str) -> bool:
+    """Whether a name holds no byte that is not UTF-8 (``os.fsdecode`` keeps those as lone surrogates)."""
+    if name.isascii():
+        return True
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable_path(path: str) -> str:
+    """A path with each byte that is not UTF-8 written as ``\\xNN``: what a manifest and a message can hold."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace") if not _is_utf8(path) else path
 
 
 @dataclass
