@@ -109,6 +109,42 @@ def test_sessions_one_folder_down_as_the_zip_unpacks(tmp_path):
                for e in report.entries if e.status == "kept"), report.entries
 
 
+def _entries(entries, prefix=""):
+    """The manifest's entries as comparable tuples, ``prefix`` taken off the paths they name."""
+    return {(e.source_path.removeprefix(prefix), e.status, e.reason.replace(prefix, ""), e.sample_id, e.split)
+            for e in entries}
+
+
+def test_true_labels_beside_sessions_one_folder_down(built, tmp_path):
+    """The download inside one more folder (as an archive or "Extract All" leaves it): ``BCICIV_2a_gdf/A01T.gdf`` and
+    ``BCICIV_2a_gdf/true_labels/A01E.mat``. The labels are found relative to the sessions, so every file gets the
+    entry it gets at the top (the sweep saw the labels rejected as stray files and A01E/A05E without their labels)."""
+    from dataset_scripts.sample_sources import bci_iv_2a as sample
+
+    root = sample.make(tmp_path / "download" / sample.FOLDER)  # the bundled sample, bad files too
+    (root / PROVENANCE_FILE).unlink()
+    assert (root / "true_labels" / "A01E.mat").is_file()
+    report = build_dataset(TASK, [tmp_path / "download"], tmp_path / "out", progress=False)
+    assert _entries(report.entries, f"{sample.FOLDER}/") == _entries(read_manifest(built.out / TASK))
+
+
+def test_extensions_in_capitals_read_like_lower_case_ones(built, tmp_path):
+    """``A01T.GDF`` and ``true_labels/A01E.MAT`` (a copy made on Windows or from a CD): detected and read as the
+    lower-case files are, each path as it is on disk."""
+    from dataset_scripts.sample_sources import bci_iv_2a as sample
+
+    root = sample.make(tmp_path / sample.FOLDER)
+    renamed = {}
+    for path in sorted([*root.glob("*.gdf"), *root.glob("true_labels/*.mat")]):
+        upper = path.rename(path.with_suffix(path.suffix.upper()))
+        renamed[upper.relative_to(root).as_posix()] = path.relative_to(root).as_posix()
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    entries = {(renamed.get(e.source_path, e.source_path), e.status, e.reason, e.sample_id, e.split)
+               for e in report.entries}
+    assert entries == _entries(read_manifest(built.out / TASK))
+    assert {e.source_path for e in report.entries if e.sample_id} <= set(renamed)
+
+
 def _movements(ds):
     names = ds["train"].features["movement"].names
     return {(row["sample_id"], names[row["movement"]], split) for split in ds for row in ds[split]}

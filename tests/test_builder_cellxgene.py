@@ -315,3 +315,21 @@ def test_copies_of_primary_cells_are_rejected_each_named(tmp_path, monkeypatch):
         entries["copies.h5ad"].reason
     kept = sorted(e.sample_id for e in manifest if e.status == "kept" and e.sample_id)
     assert kept == ["atlas:atlas-0", "atlas:atlas-2", "atlas:atlas-4", "atlas:atlas-5"]
+
+
+def test_h5ad_extensions_in_capitals_read_like_lower_case_ones(built, tmp_path):
+    """``cells.H5AD`` (a copy made on Windows or from a CD): detected and read as the lower-case files are, each path
+    as it is on disk, into the same panel and cells."""
+    from multimed_hf.api import build_dataset
+
+    _, out, report, _, panels = built
+    root = sample.make(tmp_path / sample.FOLDER)
+    for path in sorted(root.glob("*.h5ad")):
+        path.rename(path.with_suffix(".H5AD"))
+    assert CellxGeneBuilder.detect(root)
+    upper = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    entries = {(e.source_path.replace(".H5AD", ".h5ad"), e.status, e.reason, e.sample_id, e.split)
+               for e in upper.entries}
+    assert entries == {(e.source_path, e.status, e.reason, e.sample_id, e.split) for e in read_manifest(out / TASK)}
+    assert any(e.source_path.endswith(".H5AD") and e.status == "kept" for e in upper.entries)
+    assert json.loads((tmp_path / "out" / upper.sources[0].assets[0]).read_text()).keys() == panels.keys()

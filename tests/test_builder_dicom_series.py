@@ -1,6 +1,7 @@
 """User DICOM CT series: Hounsfield units through the modality LUT, labels.csv, slice order, rejected DICOMs."""
 
 import io
+import re
 from collections import defaultdict
 
 import numpy as np
@@ -87,8 +88,10 @@ def test_bad_files_and_labels(built):
     expected = {
         "PAT001/ST01/SE01/IM0005.dcm": "no pixel data: a RT Plan Storage object (modality RTPLAN)",
         "PAT002/ST01/SE01/IM0005.dcm": "unsupported transfer syntax: MPEG2 Main Profile / Main Level",
-        "PAT003/ST01/SE01/IM0005.dcm": "cannot decode pixel data: ValueError: The number of bytes",  # MR_truncated
-        "PAT009/ST01/SE02/IM0005.dcm": "cannot decode pixel data",  # a CT slice cut in half
+        # pydicom's MR_truncated.dcm, and a CT slice cut in half: named as cut short, with what was expected
+        "PAT003/ST01/SE01/IM0005.dcm": "truncated: the file (9,630 bytes) ends inside (7FE0,0010) Pixel Data, whose "
+                                       "header declares 8,192 bytes; 8,130 are there",
+        "PAT009/ST01/SE02/IM0005.dcm": "truncated: the file (7,290 bytes) ends inside (7FE0,0010) Pixel Data",
         "PAT009/ST01/SE02/IM0006.dcm": "not a readable DICOM file: InvalidDicomError",
         "PAT008/ST01/SE01/IM0005.dcm": "modality 'MR'",
         "PAT001/ST01/SE01/notes.txt": "stray file",
@@ -150,3 +153,98 @@ def test_upper_case_dcm_names_read_like_lower_case_ones(tmp_path):
     for row in rows:
         number = pydicom.dcmread(root / row["source_path"], stop_before_pixels=True).InstanceNumber
         assert row["slice_index"] == sample.SLICES - number
+
+
+def _slice_indices(out):
+    ds = load_dataset(str(out), TASK, cache_dir=str(out.parent / f"hf_cache_{out.name}"))
+    return {row["source_path"]: row["slice_index"] for row in _rows(ds)}
+
+
+@pytest.mark.parametrize("change", ["slice_arrives", "sibling_cut"])
+def test_an_incremental_build_equals_a_fresh_one_when_a_series_changes(tmp_path, change):
+    """A slice's index is its rank among its folder's slices: a slice that arrives (removed, built, put back) or a
+    sibling cut short changes the others' indices, so an incremental build must give what a fresh build gives."""
+    import shutil
+
+    root = sample.make(tmp_path / sample.FOLDER, bad_files=False)
+    series = root / "PAT003" / "ST01" / "SE01"
+    out = tmp_path / "incremental"
+    if change == "slice_arrives":
+        shutil.move(series / "IM0002.dcm", tmp_path / "IM0002.dcm")
+        build_dataset(TASK, [root], out, progress=False)
+        shutil.move(tmp_path / "IM0002.dcm", series / "IM0002.dcm")
+    else:
+        build_dataset(TASK, [root], out, progress=False)
+        whole = (series / "IM0004.dcm").read_bytes()  # the lowest slice (index 0): the others move down
+        (series / "IM0004.dcm").write_bytes(whole[:200])  # cut inside its file meta: it loses its place
+    again = build_dataset(TASK, [root], out, progress=False)
+    fresh = build_dataset(TASK, [root], tmp_path / "fresh", progress=False)
+    indices = _slice_indices(out)
+    assert indices == _slice_indices(tmp_path / "fresh")
+    patient = sorted(index for path, index in indices.items() if path.startswith("PAT003/"))
+    assert patient == list(range(len(patient)))  # no two slices share an index
+    assert again.sources[0].fingerprint == fresh.sources[0].fingerprint
+
+
+def test_slices_without_extension_are_read_and_dicomdir_is_ignored(tmp_path):
+    """Scanner exports and DICOM CDs name slices without extension (``IM000001``, a SOP instance UID): a file whose
+    bytes 128-131 are ``DICM`` is a slice, kept as its ``.dcm`` twin is (a tree of nothing else is recognised);
+    DICOMDIR (the CD's index) is ignored, and an extension-less file that is no DICOM is a stray file, named."""
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    root = sample.make(tmp_path / sample.FOLDER, bad_files=False)
+    uid_named = set()
+    for path in sorted(root.rglob("*.dcm")):
+        if path.parts[-4] == "PAT003":  # named by its SOP instance UID, whose dots are no extension
+            uid = str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+            uid_named.add(path.rename(path.with_name(uid)).relative_to(root).as_posix())
+        else:
+            path.rename(path.with_suffix(""))  # IM0001.dcm -> IM0001
+    for where in (root, root / "PAT001" / "ST01" / "SE01"):
+        shutil.copy(get_testdata_file("DICOMDIR"), where / "DICOMDIR")
+    (root / "PAT001" / "ST01" / "SE01" / "IM0009").write_text("exported report, not an image\n")
+    assert DicomSeriesBuilder.detect(root)
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    by_path = {e.source_path: e for e in report.entries}
+    for dicomdir in ("DICOMDIR", "PAT001/ST01/SE01/DICOMDIR"):
+        assert by_path[dicomdir].status == "ignored" and "index of its files" in by_path[dicomdir].reason
+    stray = by_path.pop("PAT001/ST01/SE01/IM0009")
+    assert stray.status == "rejected" and stray.reason.startswith("stray file") and "'DICM'" in stray.reason
+    rejected = {path for path, e in by_path.items() if e.status == "rejected"}
+    unlabelled = {p.relative_to(root).as_posix() for p in root.glob("PAT00[57]/*/*/IM*")}  # as in the sample
+    assert rejected == unlabelled | {"labels.csv:row 9"}  # PAT006, the one patient without files
+    kept = {e.source_path: e.sample_id for e in report.entries if e.status in ("kept", "moved") and e.sample_id}
+    slices = {p.relative_to(root).as_posix() for p in root.glob("*/*/*/*") if p.name not in ("DICOMDIR", "IM0009")}
+    assert set(kept) == slices - unlabelled
+    assert kept["PAT002/ST01/SE01/IM0001"] == "PAT002/ST01/SE01/IM0001"
+    assert uid_named <= set(kept) and all(kept[path] == path for path in uid_named)  # the whole UID, no "stem"
+    for path, index in _slice_indices(tmp_path / "out").items():
+        number = pydicom.dcmread(root / path, stop_before_pixels=True).InstanceNumber
+        assert index == sample.SLICES - number
+
+
+@pytest.mark.parametrize("path, cut, reason", [
+    ("PAT001/ST01/SE01/IM0001.dcm", 200, "truncated: the file (200 bytes) ends inside its file meta information"),
+    ("PAT001/ST01/SE01/IM0001.dcm", 0.2, "truncated: the file (2,916 bytes) ends 4 bytes into the header of the "
+                                         "element after (0027,101D)"),  # pydicom stops there without a word
+    ("PAT001/ST01/SE01/IM0001.dcm", 0.6, "truncated: the file (8,748 bytes) ends inside (7FE0,0010) Pixel Data, "
+                                         "whose header declares 8,192 bytes; 2,498 are there"),
+    ("PAT001/ST01/SE01/IM0001.dcm", 0.9, "truncated: the file (13,122 bytes) ends inside (7FE0,0010) Pixel Data"),
+    # encapsulated (RLE) pixel data without its delimiter: pydicom drops the data set with only a warning
+    ("PAT002/ST01/SE01/IM0001.dcm", 0.6, "truncated: the file (6,912 bytes) was cut short: End of file reached "
+                                         "before delimiter (FFFE,E0DD)"),
+])
+def test_a_slice_cut_short_is_named_truncated(tmp_path, path, cut, reason):
+    """pydicom reads a cut file without an error (the sweep saw "no pixel data: ... not an image" and "unknown SOP
+    class"): the reason says it was cut short, and where."""
+    from multimed_hf.data.errors import BadSourceFile
+    from multimed_hf.builders.dicom_series import read_ct_slice
+
+    root = sample.make(tmp_path / sample.FOLDER, bad_files=False)
+    whole = (root / path).read_bytes()
+    cut_file = tmp_path / "cut.dcm"
+    cut_file.write_bytes(whole[: cut if isinstance(cut, int) else int(len(whole) * cut)])
+    with pytest.raises(BadSourceFile, match="^" + re.escape(reason)):
+        read_ct_slice(cut_file)

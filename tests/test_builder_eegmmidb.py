@@ -303,4 +303,29 @@ def test_editing_an_events_file_changes_the_reading_version(tmp_path):
     events = root / "sub-001/eeg/sub-001_task-motion_run-4_events.tsv"
     events.write_text(events.read_text().replace("TASK2T1", "TASK2T2", 1))
     assert EEGMMIDBBuilder(root).version != before
-    assert EEGMMIDBBuilder(sample.make_eegmmidb(tmp_path / "physionet", subjects=(1,), bad_files=False)).version == "2"
+    assert EEGMMIDBBuilder(sample.make_eegmmidb(tmp_path / "physionet", subjects=(1,), bad_files=False)).version == "3"
+
+
+@pytest.mark.parametrize("bids", [False, True], ids=["physionet", "ds004362"])
+def test_edf_extensions_in_capitals_read_like_lower_case_ones(tmp_path, bids):
+    """``S001R04.EDF`` (a copy made on Windows or from a CD): detected and read as the lower-case files are, each
+    path as it is on disk; in ds004362 an ``.EDF`` original still replaces its ``.set`` copy."""
+    from multimed_hf.api import build_dataset
+
+    def make(where):
+        return sample.make_eegmmidb_bids(where, sourcedata=True) if bids else sample.make_eegmmidb(where)
+
+    def entries(report):  # the upper-case build's, with the names it read written as the lower-case build has them
+        return {(e.source_path.replace(".EDF", ".edf"), e.status, e.reason.replace(".EDF", ".edf"), e.sample_id,
+                 e.split) for e in report.entries}
+
+    lower = build_dataset(TASK, [make(tmp_path / "lower")], tmp_path / "out_lower", progress=False)
+    root = make(tmp_path / "upper")
+    renamed = {}
+    for path in sorted(root.rglob("*.edf")):
+        upper = path.rename(path.with_suffix(".EDF"))
+        renamed[upper.relative_to(root).as_posix()] = path.relative_to(root).as_posix()
+    assert renamed
+    report = build_dataset(TASK, [root], tmp_path / "out_upper", progress=False)
+    assert entries(report) == entries(lower)
+    assert any(e.source_path in renamed and e.status == "kept" for e in report.entries)

@@ -201,3 +201,17 @@ def test_the_archives_covid19_1110_folder_is_found_under_the_folder_given(built,
     assert inside == base
     stray = next(e for e in entries if e.source_path == "notes.txt")
     assert stray.status == "rejected" and stray.reason.startswith("stray file: outside the archive's tree")
+
+
+def test_nifti_extensions_in_capitals_read_like_lower_case_ones(built, tmp_path):
+    """``study_0001.NII.GZ`` (a copy made on Windows or from a CD): every volume and mask read as the lower-case
+    files are, each path as it is on disk (the sweep saw 20 of 22 rejected as stray files)."""
+    _, out, _, _ = built
+    root = sample.make(tmp_path / sample.FOLDER)
+    for path in sorted(root.rglob("*.nii.gz")):
+        path.rename(path.with_name(path.name.replace(".nii.gz", ".NII.GZ")))
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    entries = {(e.source_path.replace(".NII.GZ", ".nii.gz"), e.status, e.reason.replace(".NII.GZ", ".nii.gz"),
+                e.sample_id, e.split) for e in report.entries}
+    assert entries == {(e.source_path, e.status, e.reason, e.sample_id, e.split) for e in read_manifest(out / TASK)}
+    assert any(e.source_path.endswith(".NII.GZ") and e.sample_id for e in report.entries)

@@ -186,3 +186,31 @@ def test_a_gene_on_two_table_rows_is_named_and_the_rest_of_the_table_is_used(bui
     kept = {e.sample_id for e in again.entries if e.status == "kept" and e.sample_id}
     before = {e.sample_id for e in report.entries if e.status == "kept" and e.sample_id}
     assert kept == {s for s in before if not s.startswith(f"{gene}|")}
+
+
+def test_extensions_in_capitals_read_like_lower_case_ones(built, tmp_path):
+    """``promoters.FA``, ``expression.TSV``, ``contexts.TSV`` and ``pbmc_cells.H5AD`` (a copy made on Windows or
+    from a CD): detected and read as the lower-case files are, each path as it is on disk, profiles and organs too."""
+    from multimed_hf.builders.tcga_promoters import TCGAPromotersBuilder
+
+    _, out, _, ds, _ = built
+    root = sample.make(tmp_path / sample.FOLDER)
+    renamed = {}
+    for path in sorted(root.iterdir()):
+        if path.suffix in (".fa", ".tsv", ".h5ad"):
+            renamed[path.name] = path.rename(path.with_suffix(path.suffix.upper())).name
+    assert set(renamed) == {"promoters.fa", "expression.tsv", "contexts.tsv", "pbmc_cells.h5ad"}
+    assert TCGAPromotersBuilder.detect(root)
+    upper = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+
+    def lower(text):
+        for name, upper_name in renamed.items():
+            text = text.replace(upper_name, name)
+        return text
+
+    entries = {(lower(e.source_path), e.status, lower(e.reason), e.sample_id, e.split) for e in upper.entries}
+    assert entries == {(e.source_path, e.status, e.reason, e.sample_id, e.split) for e in read_manifest(out / TASK)}
+    assert {e.source_path for e in upper.entries if e.sample_id} == {"promoters.FA"}
+    again = load_dataset(str(tmp_path / "out"), TASK, cache_dir=str(tmp_path / "hf_cache"))
+    assert [again[s].to_dict()[c] for s in again for c in ("profile_values", "organ")] == \
+        [ds[s].to_dict()[c] for s in ds for c in ("profile_values", "organ")]

@@ -5,16 +5,19 @@ them.
 Training sessions (``T``) mark each cue with its class (769 left hand, 770 right hand, 771 feet, 772 tongue);
 evaluation sessions (``E``) mark every cue 783 (unknown) and take their classes, in cue order, from the
 ``classlabel`` of ``A0xE.mat``: the organisers' ``true_labels.zip`` (read as it is downloaded, each member straight
-from the archive) or its files unpacked, in the folder or a sub-folder. Each cue becomes one epoch of
-``EPOCH_SECONDS`` from its onset (MOABB's BNCI2014_001 window, 2-6 s of the trial), the 22 EEG channels named in the
-10-10 system (the 3 EOG channels are left out), float32 volts; the run is counted from the new-run events (32766).
+from the archive) or its files unpacked, in the folder or a sub-folder, or, where the sessions lie one folder down,
+in a sub-folder of theirs (``BCICIV_2a_gdf/true_labels/A01E.mat``: labels are found relative to the sessions). Each
+cue becomes one epoch of ``EPOCH_SECONDS`` from its onset (MOABB's BNCI2014_001 window, 2-6 s of the trial), the 22
+EEG channels named in the 10-10 system (the 3 EOG channels are left out), float32 volts; the run is counted from the
+new-run events (32766).
 
 The GDF is checked against its own header before MNE reads it (a cut file otherwise loses its tail or its event
 table), and an evaluation session without its true labels, or with another number of labels than cues, is
 rejected. Epochs running past the recording, flat or non-finite are reported per epoch (``<file>:row epoch N``).
 
 The sessions are read at the top of the folder or one folder down (``BCICIV_2a_gdf/A01T.gdf``, as the zip
-unpacks). Documents and system files are ignored.
+unpacks). Extensions are matched in any case (``A01T.GDF``, ``A01E.MAT``), names as published. Documents and system
+files are ignored.
 
 BNCI Horizon's copies (``http://bnci-horizon-2020.eu/database/data-sets/001-2014/A01T.mat``, which MOABB keeps as
 ``~/mne_data/MNE-bnci-data/database/data-sets/001-2014/A01T.mat``) hold ``data``, a 1 x N cell of runs, each a
@@ -45,6 +48,7 @@ Grouping: subject (cross-subject splits); ``within_subject_split`` is the compet
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import re
@@ -71,8 +75,8 @@ __all__ = [
 EPOCH_SECONDS = 4.0
 #: The organisers' archive of the true labels (``A01E.mat`` ... ``A09E.mat``, and ``A0xT.mat``).
 TRUE_LABELS_ZIP = "true_labels.zip"
-_SESSION = re.compile(r"^A0([1-9])([TE])\.gdf$")
-_LABELS = re.compile(r"^A0([1-9])([TE])\.mat$")
+_SESSION = re.compile(r"^A0([1-9])([TE])\.(?i:gdf)$")
+_LABELS = re.compile(r"^A0([1-9])([TE])\.(?i:mat)$")
 #: What unpacking a damaged zip member raises.
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
 _CUES = ("769", "770", "771", "772")
@@ -263,8 +267,13 @@ def read_true_labels(source: Path | bytes) -> list[str]:
 def _mat_copy_paths(root: Path) -> list[Path]:
     """The ``A0NT.mat`` / ``A0NE.mat`` files where BNCI Horizon's copies are read: the top, one folder down, and
     MOABB's tree below any of its levels."""
-    patterns = ["*.mat", "*/*.mat"] + ["/".join(BNCI_TREE[start:]) + "/*.mat" for start in range(len(BNCI_TREE) - 1)]
+    patterns = ["*", "*/*"] + ["/".join(BNCI_TREE[start:]) + "/*" for start in range(len(BNCI_TREE) - 1)]
     return [p for pattern in patterns for p in sorted(root.glob(pattern)) if _LABELS.match(p.name) and p.is_file()]
+
+
+def _sessions_in(root: Path) -> list[Path]:
+    """The GDF sessions (``A01T.gdf``, extension in any case) at the top and one folder down, sorted per level."""
+    return [p for pattern in ("*", "*/*") for p in sorted(root.glob(pattern)) if _SESSION.match(p.name)]
 
 
 @dataclass(frozen=True)
@@ -292,7 +301,7 @@ class _LabelFile:
 class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     task = "motor_imagery"
     source = "bci_iv_2a"
-    version = "2"
+    version = "3"  # 3: true labels beside sessions one folder down; .GDF / .MAT in any case
     record_noun = "epoch"
 
     def __init__(self, root):
@@ -311,7 +320,7 @@ class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
 
     @classmethod
     def detect(cls, root: Path) -> bool:
-        if any(_SESSION.match(p.name) for pattern in ("*.gdf", "*/*.gdf") for p in root.glob(pattern)):
+        if _sessions_in(root):
             return True
         return any("data" in _mat_variables(p) for p in _mat_copy_paths(root))  # BNCI's copies, MOABB's cache
 
@@ -319,11 +328,19 @@ class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     def _gdf_sessions(self) -> dict[str, str]:
         """The GDF sessions (``"A01T"``) in the folder or one level below, with their first path."""
         found: dict[str, str] = {}
-        for pattern in ("*.gdf", "*/*.gdf"):
-            for path in sorted(self.root.glob(pattern)):
-                if _SESSION.match(path.name):
-                    found.setdefault(path.stem, path.relative_to(self.root).as_posix())
+        for path in _sessions_in(self.root):
+            found.setdefault(path.stem, path.relative_to(self.root).as_posix())
         return found
+
+    @cached_property
+    def _session_folders(self) -> tuple[str, ...]:
+        """The folders one level down that hold sessions (``BCICIV_2a_gdf``, an archive's or a user's wrapper): their
+        sub-folders are searched for true labels too, as the folder itself is."""
+        return tuple(sorted({relpath.split("/")[0] for relpath in self._gdf_sessions.values() if "/" in relpath}))
+
+    def _beside_sessions(self, relpath: str) -> bool:
+        """Whether a file lies in a sub-folder of a session folder (``BCICIV_2a_gdf/true_labels/A01E.mat``)."""
+        return relpath.count("/") == 2 and relpath.split("/")[0] in self._session_folders
 
     def _in_tree(self, relpath: str) -> bool:
         """Whether a ``.mat`` lies along MOABB's tree (``001-2014/`` or below), where only BNCI's copies are."""
@@ -342,19 +359,23 @@ class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
 
     @cached_property
     def data_files(self) -> tuple[str, ...]:
-        """The ``true_labels.zip`` archives in the folder or one level below: read, not ignored as archives."""
-        paths = [*self.root.glob(TRUE_LABELS_ZIP), *self.root.glob(f"*/{TRUE_LABELS_ZIP}")]
+        """The ``true_labels.zip`` archives in the folder or one level below, or in a session folder's sub-folder:
+        read, not ignored as archives."""
+        patterns = ["", "*/", *(f"{glob.escape(folder)}/*/" for folder in self._session_folders)]
+        paths = [p for pattern in patterns for p in self.root.glob(pattern + TRUE_LABELS_ZIP)]
         return tuple(sorted(p.relative_to(self.root).as_posix() for p in paths if p.is_file()))
 
     @cached_property
     def _label_candidates(self) -> dict[str, list[_LabelFile]]:
         """The true-label files of each evaluation session (``"A01E"``) in the order they are tried: ``.mat`` files
-        in the folder or one level below, then the members of each ``true_labels.zip``."""
+        in the folder or one level below, then in the session folders' sub-folders, then the members of each
+        ``true_labels.zip``."""
         found: dict[str, list[_LabelFile]] = {}
-        for pattern in ("*.mat", "*/*.mat"):
+        beside = [f"{glob.escape(folder)}/*/*" for folder in self._session_folders]
+        for pattern in ("*", "*/*", *beside):
             for path in sorted(self.root.glob(pattern)):
                 match = _LABELS.match(path.name)
-                if match and match.group(2) == "E":
+                if match and match.group(2) == "E" and path.is_file():
                     found.setdefault(path.stem, []).append(_LabelFile(path.relative_to(self.root).as_posix()))
         for relpath in self.data_files:
             try:
@@ -421,8 +442,9 @@ class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
                 f"not used: another BNCI Horizon data set ({relpath.rsplit('/', 1)[0]}/); this source reads "
                 "001-2014, BCI Competition IV 2a"
             )
-        if _LABELS.match(name) and place == "session":
-            in_tree = self._in_tree(relpath)  # elsewhere an A0NE.mat may be true labels
+        beside = self._beside_sessions(relpath)  # BCICIV_2a_gdf/true_labels/A01E.mat: where labels are looked for
+        if _LABELS.match(name) and (place == "session" or beside):
+            in_tree = not beside and self._in_tree(relpath)  # elsewhere an A0NE.mat may be true labels
             held = _mat_variables(self.root / relpath)
             if not in_tree and "classlabel" in held:
                 read_true_labels(self.root / relpath)

@@ -73,7 +73,7 @@ def mammogram_png(path: Path) -> bytes:
 class CBISDDSMBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
     task = "breast_cancer"
     source = "cbis_ddsm"
-    reading_version = "3"
+    reading_version = "4"  # 4: a DICOM file cut short is rejected as truncated (builders._dicom)
 
     @classmethod
     def detect(cls, root: Path) -> bool:

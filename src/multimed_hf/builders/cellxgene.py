@@ -29,6 +29,8 @@ files, obs columns of other encodings) are opened with ``anndata.read_h5ad(backe
   another dataset (the schema's flag; Census queries keep ``is_primary_data == True``). Each such cell is rejected,
   named in the manifest, so a folder of overlapping datasets keeps every cell once, from its primary dataset; a
   file of copies alone is rejected whole.
+
+The ``.h5ad`` extension is matched in any case (``cells.H5AD``), the file's path kept as it is on disk.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from typing import ClassVar, Iterator
 import numpy as np
 
 from multimed_hf.builders._records import record_where
-from multimed_hf.builders.pbmc68k_reduced import DONOR_COLUMNS, LABEL_COLUMNS, panel_id
+from multimed_hf.builders.pbmc68k_reduced import DONOR_COLUMNS, LABEL_COLUMNS, h5ad_files, is_h5ad, panel_id
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.sample import RejectedRecord, Sample
 from multimed_hf.data.source_builder import PROVENANCE_FILE, SourceBuilder
@@ -389,8 +391,8 @@ def open_cells(path: Path, *, h5py_reader: bool = True) -> _Cells:
 class CellxGeneBuilder(SourceBuilder):
     task = "cell_type"
     source = "cellxgene"
-    #: 2: age from development_stage; 3: ERCC ids, Census feature_id; 4: is_primary_data
-    reading_version: ClassVar[str] = "4"
+    #: 2: age from development_stage; 3: ERCC ids, Census feature_id; 4: is_primary_data; 5: .h5ad in any case
+    reading_version: ClassVar[str] = "5"
     #: Cells read from the backed matrix at a time (bounds the reader's memory, whatever the file's size).
     chunk_cells: ClassVar[int] = 8192
     #: Cells whose values decide a file's normalisation.
@@ -402,20 +404,20 @@ class CellxGeneBuilder(SourceBuilder):
     def detect(cls, root: Path) -> bool:
         """``.h5ad`` files of which one has CELLxGENE-schema columns; or a folder of nothing but ``.h5ad`` files
         (scanpy-style), none of them scanpy's pbmc68k_reduced (its own source)."""
-        files = sorted(root.glob("*.h5ad"))
+        files = h5ad_files(root)
         if not files:
             return False
         if any(_has_schema_columns(p) for p in files):
             return True
         others = [
             p for p in root.iterdir()
-            if p.is_file() and p.suffix != ".h5ad" and p.name != PROVENANCE_FILE
+            if p.is_file() and not is_h5ad(p.name) and p.name != PROVENANCE_FILE
             and not p.name.upper().startswith(_DOCUMENTS) and not p.name.startswith(".")
         ]
         return not others and not any("pbmc68k_reduced" in p.name for p in files)
 
     def _h5ad_files(self) -> list[str]:
-        return [rel for rel in self.list_files() if rel.endswith(".h5ad")]
+        return [rel for rel in self.list_files() if is_h5ad(rel)]
 
     @cached_property
     def _panel(self) -> dict:
@@ -463,7 +465,7 @@ class CellxGeneBuilder(SourceBuilder):
         name = PurePosixPath(relpath).name
         if name.upper().startswith(_DOCUMENTS):
             return iter(())
-        if not name.endswith(".h5ad"):
+        if not is_h5ad(name):
             raise BadSourceFile("stray file: not an .h5ad AnnData file")
         return self.iter_cells(relpath)
 

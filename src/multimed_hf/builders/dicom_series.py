@@ -5,8 +5,15 @@ winning over its patient's); a label is one of the task's canonical ``finding`` 
 is one slice, decoded fully with pydicom (compressed transfer syntaxes through pylibjpeg or Pillow), turned into
 Hounsfield units through its modality LUT (rescale slope and intercept), and stored as a PNG in the lung window,
 with its series as the volume and its rank along the slice normal (inferior to superior for axial series) as the
-slice index. A file without pixel data, in a transfer syntax no installed decoder reads, or not CT is rejected.
-The ``.dcm`` suffix is matched in any case: PACS exports name files in capitals (dcm4chee's ``FILE08.DCM``).
+slice index. A file without pixel data, cut short, in a transfer syntax no installed decoder reads, or not CT is
+rejected. The ``.dcm`` suffix is matched in any case: PACS exports name files in capitals (dcm4chee's
+``FILE08.DCM``). A slice without extension, as scanners and DICOM CDs name them (``IM000001``, ``I0000123``, a SOP
+instance UID), is read where its bytes 128-131 are ``DICM`` (the PS3.10 prefix after the preamble); ``DICOMDIR``,
+a CD's index of its files, is ignored (the slices are found by walking the folders).
+
+A slice's index is its rank among its folder's slices, so the builder's version carries every series folder's
+listing (names and sizes): a slice added, removed or cut re-validates the others, and an incremental build equals a
+fresh one.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import re
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import ClassVar, Mapping
 
@@ -24,7 +33,7 @@ from multimed_hf.builders._ct import (
     LUNG_WINDOW, RenderedSlices, Window, check_hounsfield, encode_png, rendered_ref, require,
 )
 from multimed_hf.builders._download import NonDataFiles
-from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.data.errors import BadSourceFile, IgnoredSourceFile
 from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import SourceBuilder
 
@@ -32,11 +41,42 @@ __all__ = ["DicomSeriesBuilder", "LABELS_FILE", "read_ct_slice"]
 
 LABELS_FILE = "labels.csv"
 _KEYS = ("patient_id", "series_uid")
+#: A DICOM CD's index of its files (PS3.10 Media Storage Directory): not a slice.
+DICOMDIR = "DICOMDIR"
+#: A file named by its SOP instance UID (``1.2.840.113619.2.55.3.604688.11.3``): its dots are no extension.
+_UID_NAME = re.compile(r"^\d+(\.\d+)+$")
+_STRAY = ("stray file: expected <patient>/<study>/<series>/<slice>.dcm (or a DICOM slice without extension) or "
+          "labels.csv")
 
 
 def _is_slice_name(name: str) -> bool:
     """A slice file's name: ``.dcm`` in any case (``IM0001.dcm``, ``FILE08.DCM``)."""
     return name.lower().endswith(".dcm")
+
+
+def _no_extension(name: str) -> bool:
+    """A name without extension (``IM000001``, a SOP instance UID), and not ``DICOMDIR``."""
+    return ("." not in name or _UID_NAME.match(name) is not None) and name.upper() != DICOMDIR
+
+
+def _has_dicm_prefix(path: Path) -> bool:
+    """Whether the file's bytes 128-131 are ``DICM``: a DICOM file (PS3.10 7.1: a 128-byte preamble, then DICM)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:  # a folder, or unreadable: not a slice (an unreadable file is rejected when read)
+        return False
+
+
+def _is_slice(path: Path) -> bool:
+    """A slice file: ``.dcm`` in any case, or a DICOM file without extension (its ``DICM`` prefix read)."""
+    return _is_slice_name(path.name) or (_no_extension(path.name) and _has_dicm_prefix(path))
+
+
+def _slice_stem(name: str) -> str:
+    """The name a slice's sample id ends with: without ``.dcm``; a name without extension as it is."""
+    return PurePosixPath(name).stem if _is_slice_name(name) else name
 
 
 def _pydicom():
@@ -73,19 +113,27 @@ def _position(ds) -> tuple:
 class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
     task = "radiographic_findings"
     source = "dicom_series"
-    version = "2"  # 2: the .dcm suffix in any case
+    #: 2: the .dcm suffix in any case; 3: slices without extension, DICOMDIR ignored, cut files named as truncated
+    reading_version: ClassVar[str] = "3"
     #: The window every slice is rendered in (recorded per sample in the ``window`` column).
     window: ClassVar[Window] = LUNG_WINDOW
 
     def __init__(self, root):
         _pydicom()
         super().__init__(root)
-        labels = self.root / LABELS_FILE
-        # labels.csv is read into every sample: its content joins the version, so editing it re-validates
-        digest = hashlib.sha256(labels.read_bytes()).hexdigest()[:12] if labels.is_file() else "none"
-        self.version = f"{type(self).version}+labels-{digest}"
         self._labels: dict | None = None
         self._order: dict[str, dict[str, int]] = {}
+
+    @cached_property
+    def version(self) -> str:
+        """The reading version, ``labels.csv``'s content (read into every sample: editing it re-validates) and
+        every series folder's listing, names and sizes (a slice's index is its rank among its folder's slices)."""
+        labels = self.root / LABELS_FILE
+        digest = hashlib.sha256(labels.read_bytes()).hexdigest()[:12] if labels.is_file() else "none"
+        listing = hashlib.sha256()
+        for path in sorted(p for p in self.root.glob("*/*/*/*") if p.is_file()):
+            listing.update(f"{path.relative_to(self.root).as_posix()}\0{path.stat().st_size}\0".encode())
+        return f"{self.reading_version}+labels-{digest}+series-{listing.hexdigest()[:12]}"
 
     def render(self, file: Path, params: Mapping[str, str]) -> bytes:
         """``P1/ST1/SE1/1.dcm#window=-600,1500.png`` -> that slice's PNG."""
@@ -93,9 +141,7 @@ class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
 
     @classmethod
     def detect(cls, root: Path) -> bool:
-        return (root / LABELS_FILE).is_file() and any(
-            _is_slice_name(p.name) for p in root.glob("*/*/*/*")
-        )
+        return (root / LABELS_FILE).is_file() and any(_is_slice(p) for p in root.glob("*/*/*/*"))
 
     # --- labels.csv ---------------------------------------------------------------------------------------
     def _parse_labels(self) -> dict[tuple[str, str], tuple[int, str]]:
@@ -145,7 +191,11 @@ class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
             labels = self._parse_labels() if LABELS_FILE in files else {}
         except (BadSourceFile, UnicodeDecodeError, csv.Error):
             return []  # labels.csv itself is rejected, with the reason
-        patients = {PurePosixPath(f).parts[0] for f in files if _is_slice_name(f) and f.count("/") == 3}
+        patients: set[str] = set()
+        for f in sorted(files):
+            patient = f.split("/", 1)[0]
+            if f.count("/") == 3 and patient not in patients and _is_slice(self.root / f):  # one slice is enough
+                patients.add(patient)
         return [
             (f"{LABELS_FILE}:row {row}", f"missing patient: {key!r} has no <patient>/<study>/<series>/*.dcm files")
             for (column, key), (row, _) in sorted(labels.items(), key=lambda item: item[1][0])
@@ -158,9 +208,9 @@ class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
         folder, name = relpath.rsplit("/", 1)
         if folder not in self._order:
             keys = {}
-            for sibling in sorted(p for p in (self.root / folder).iterdir() if _is_slice_name(p.name)):
-                try:
-                    ds = dcmread(sibling, stop_before_pixels=True)
+            for sibling in sorted(p for p in (self.root / folder).iterdir() if _is_slice(p)):
+                try:  # a slice cut inside its pixels still has its place (its header says where)
+                    ds = dcmread(sibling, stop_before_pixels=True, allow_truncated=True)
                 except BadSourceFile:
                     continue  # rejected on its own
                 if ds.get("Modality") == "CT":  # a damaged CT slice keeps its place: the index is its position
@@ -177,15 +227,21 @@ class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
                 raise BadSourceFile(f"{LABELS_FILE} is not readable CSV text: {err}") from None
             return []
         parts = PurePosixPath(relpath).parts
-        if len(parts) != 4 or not _is_slice_name(relpath):
-            raise BadSourceFile("stray file: expected <patient>/<study>/<series>/<slice>.dcm or labels.csv")
+        if parts[-1].upper() == DICOMDIR:
+            raise IgnoredSourceFile(
+                f"{parts[-1]} is a DICOM CD's index of its files: the slices are found by walking the folders"
+            )
+        if len(parts) != 4 or not _is_slice(self.root / relpath):
+            if len(parts) == 4 and _no_extension(parts[-1]):
+                raise BadSourceFile(f"{_STRAY}; a file without extension is read where bytes 128-131 are 'DICM'")
+            raise BadSourceFile(_STRAY)
         patient, study, series, name = parts
         ds, hu = read_ct_slice(self.root / relpath)
         series_uid = str(ds.get("SeriesInstanceUID", f"{patient}/{study}/{series}"))
         labels = self._label_fields(patient, series_uid)
         png = encode_png(self.window.to_uint8(hu))
         return [Sample(
-            sample_id=f"{patient}/{study}/{series}/{PurePosixPath(name).stem}",
+            sample_id=f"{patient}/{study}/{series}/{_slice_stem(name)}",
             source_path=relpath,
             fields={
                 "image": rendered_ref(relpath, png, window=self.window.token), "modality": self.spec().modality,

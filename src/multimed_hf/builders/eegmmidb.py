@@ -25,6 +25,8 @@ and the ``.set`` made from it is dropped as a duplicate. The other sidecars and 
 ``dataset_description.json``, ``task-motion_events.json``, ``CHANGES`` are index files; ``code/`` (the converter's
 MATLAB scripts) and ``.datalad/`` are ignored; a sidecar without its ``.set`` is rejected.
 
+Extensions are matched in any case (``S001R04.EDF``, as a Windows or CD copy may name them), names as published.
+
 Grouping: subject (the cross-subject default: test subjects are unseen). ``within_subject_split`` offers the
 within-subject protocol on the same rows: runs 4, 6, 8, 10 train, runs 12 and 14 test.
 """
@@ -51,7 +53,9 @@ __all__ = [
 ]
 
 EPOCH_SECONDS = 3.0
-_RUN = re.compile(r"^S(\d{3})R(\d{2})\.edf$")
+_RUN = re.compile(r"^S(\d{3})R(\d{2})\.(?i:edf)$")
+#: An EDF file's name in a glob pattern: the extension in any case.
+_EDF = "*.[eE][dD][fF]"
 #: The publisher's phrase for each annotation code, per imagery run (PhysioNet's description of the data set).
 _IMAGERY = {
     **{run: {"T0": "rest", "T1": "left fist", "T2": "right fist"} for run in (4, 8, 12)},
@@ -62,7 +66,7 @@ _OTHER_RUNS.update({run: "motor execution (real movement)" for run in (3, 5, 7, 
 _WITHIN_TEST_RUNS = (12, 14)
 #: Where the subject folders are: the top, ``files/``, MNE's / ``wget -r``'s ``files/eegmmidb/1.0.0/``, or the
 #: ``sourcedata/rawdata/`` of OpenNeuro's ds004362; and ds004362's own BIDS recordings.
-_TREES = ("S*/*.edf", "files/S*/*.edf", "files/eegmmidb/*/S*/*.edf", "sourcedata/rawdata/S*/*.edf")
+_TREES = tuple(f"{tree}S*/{_EDF}" for tree in ("", "files/", "files/eegmmidb/*/", "sourcedata/rawdata/"))
 _BIDS_TREE = "sub-*/eeg/sub-*_task-motion_run-*_eeg.set"
 #: ds004362's per-run files: ``sub-001_task-motion_run-4_eeg.set`` and its sidecars (run numbers unpadded).
 _BIDS_RUN = re.compile(
@@ -213,7 +217,7 @@ class EEGMMIDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     task = "motor_imagery"
     source = "eegmmidb"
     record_noun = "epoch"
-    reading_version = "2"  # 2: OpenNeuro's BIDS copy (ds004362) read too
+    reading_version = "3"  # 2: OpenNeuro's BIDS copy (ds004362) read too; 3: .EDF in any case
 
     @classmethod
     def detect(cls, root: Path) -> bool:
@@ -233,7 +237,7 @@ class EEGMMIDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
         digest = hashlib.sha256()
         for path in events:
             digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-        for path in sorted(self.root.glob("sourcedata/rawdata/S*/S*R*.edf")):
+        for path in sorted(self.root.glob(f"sourcedata/rawdata/S*/S*R{_EDF}")):
             digest.update(f"{path.name}:{path.stat().st_size}\0".encode())
         return f"{self.reading_version}:{digest.hexdigest()[:12]}"
 
@@ -241,7 +245,7 @@ class EEGMMIDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
         path = PurePosixPath(relpath)
         if path.parts[0] in _BIDS_IGNORED and len(path.parts) > 1:
             raise IgnoredSourceFile(_BIDS_IGNORED[path.parts[0]])
-        if _DOCUMENTS.match(path.name) or path.name.endswith(".edf.event"):
+        if _DOCUMENTS.match(path.name) or path.name.lower().endswith(".edf.event"):
             return []  # the publisher's index, checksums, montage and WFDB annotation copies
         if len(path.parts) == 1 and path.name in _BIDS_TOP:
             return []  # ds004362's dataset description, participants table and events dictionary
@@ -291,8 +295,8 @@ class EEGMMIDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
             return []  # read with its .set (events) or describing it (channels, electrodes, recording settings)
         subject = f"S{number}"
         self._check_run(run)
-        original = f"sourcedata/rawdata/{subject}/{subject}R{run:02d}.edf"
-        if (self.root / original).is_file():
+        original = self._original_edf(subject, run)
+        if original is not None:
             try:
                 check_edf_size(self.root / original)
             except BadSourceFile:
@@ -307,6 +311,11 @@ class EEGMMIDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
             raise BadSourceFile(f"no cues: {events.name} has no rows")
         raw = read_set(self.root / path)
         return self._samples(path.as_posix(), raw, subject, run, cues, bad)
+
+    def _original_edf(self, subject: str, run: int) -> str | None:
+        """PhysioNet's EDF+ of a BIDS recording in ``sourcedata/rawdata/`` (its extension in any case), or None."""
+        found = sorted(self.root.glob(f"sourcedata/rawdata/{subject}/{subject}R{run:02d}.[eE][dD][fF]"))
+        return next((p.relative_to(self.root).as_posix() for p in found if p.is_file()), None)
 
     def _samples(self, relpath: str, raw, subject: str, run: int, cues, bad) -> list[Sample]:
         """The cue epochs of one imagery run, whichever file it came from."""

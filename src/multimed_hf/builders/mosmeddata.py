@@ -5,7 +5,8 @@ checked (3-D, finite, Hounsfield units), turned to the patient's axes and cut in
 slice, a PNG in the lung window, with its volume id, slice index (as stored in the file) and window.
 
 The archive unpacks to ``COVID19_1110/`` (beside ``studies/`` and ``masks/`` it holds ``dataset_registry.xlsx`` and
-the read-me files): the tree is read in the folder given or in its ``COVID19_1110/``.
+the read-me files): the tree is read in the folder given or in its ``COVID19_1110/``. The ``.nii.gz`` extension is
+matched in any case (``study_0001.NII.GZ``), names as on disk.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ from multimed_hf.data.source_builder import NOTE, SourceBuilder
 
 __all__ = ["MosMedDataBuilder", "AxialVolume", "load_axial_volume"]
 
-_STUDY = re.compile(r"^(study_\d+)\.nii(\.gz)?$")
+_STUDY = re.compile(r"^(study_\d+)\.(?i:nii(\.gz)?)$")
 _STUDY_NUMBER = re.compile(r"study_(\d+)")
-_MASK = re.compile(r"^(study_\d+)_mask\.nii(\.gz)?$")
+_MASK = re.compile(r"^(study_\d+)_mask\.(?i:nii(\.gz)?)$")
+#: A NIfTI volume's extension, in any case.
+_NIFTI = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
 #: The publisher's own documents beside the data: read as index files, never as samples.
 _DOCUMENTS = re.compile(r"^(dataset_registry\.xlsx|README.*|LICENSE.*)$", re.IGNORECASE)
 
@@ -105,6 +108,7 @@ def _volume(path: Path) -> AxialVolume:
 class MosMedDataBuilder(NonDataFiles, WrappedTree, RenderedSlices, SourceBuilder):
     task = "radiographic_findings"
     source = "mosmeddata"
+    version = "2"  # 2: .nii.gz in any case
     #: The archive's own folder around the tree.
     wrappers = ("COVID19_1110",)
     #: The window every slice is rendered in (recorded per sample in the ``window`` column).
@@ -138,9 +142,9 @@ class MosMedDataBuilder(NonDataFiles, WrappedTree, RenderedSlices, SourceBuilder
         _, folder, name = parts
         severity = self.canonical("severity", folder)
         match = _STUDY.match(name)
-        note, stem = "", re.sub(r"\.nii(\.gz)?$", "", name)
+        note, stem = "", _NIFTI.sub("", name)
         if match is None:  # a valid volume of a class folder is kept: its id is its name, its patient the number
-            if not re.search(r"\.nii(\.gz)?$", name):
+            if not _NIFTI.search(name):
                 raise BadSourceFile(f"stray file: {name!r} is not a NIfTI volume (study_NNNN.nii.gz)")
             number = _STUDY_NUMBER.search(name)
             study = f"study_{number.group(1)}" if number else stem

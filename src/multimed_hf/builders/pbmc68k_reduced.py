@@ -11,6 +11,8 @@ names, and its gene list is written once per source into ``build_info.json`` (th
 
 Grouping: by donor where ``obs`` has a donor column (the first of ``DONOR_COLUMNS``); a file without one (as
 pbmc68k_reduced, one donor of Zheng et al. 2017) is split by cell, which the card states.
+
+The ``.h5ad`` extension is matched in any case (``cells.H5AD``), the file's path kept as it is on disk.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from multimed_hf.data.source_builder import SourceBuilder
 
 __all__ = [
     "AnnDataFolderBuilder", "PBMC68kReducedBuilder", "LABEL_COLUMNS", "DONOR_COLUMNS", "panel_id",
-    "read_expression", "Expression",
+    "read_expression", "Expression", "is_h5ad", "h5ad_files",
 ]
 
 #: obs columns naming the cell type, in order of preference (CELLxGENE, common variants, scanpy's pbmc68k).
@@ -41,6 +43,16 @@ ORGAN_COLUMNS = ("organ", "tissue_general")
 #: What a label cell reads as when it says nothing.
 _MISSING = {"", "nan", "none", "na", "n/a", "unknown", "unassigned"}
 _DOCUMENTS = ("README", "LICENSE")
+
+
+def is_h5ad(name: str) -> bool:
+    """An AnnData file's name: ``.h5ad`` in any case (``cells.H5AD``, as a Windows or CD copy may name it)."""
+    return name.lower().endswith(".h5ad")
+
+
+def h5ad_files(folder: Path, pattern: str = "*") -> list[Path]:
+    """The ``.h5ad`` files (extension in any case) that ``folder.glob(pattern)`` finds, sorted."""
+    return [p for p in sorted(folder.glob(pattern)) if is_h5ad(p.name) and p.is_file()]
 
 
 def panel_id(genes) -> str:
@@ -121,6 +133,8 @@ def _text(value) -> str | None:
 class AnnDataFolderBuilder(NonDataFiles, SourceBuilder):
     """A folder of ``.h5ad`` files, one sample per cell. Subclasses set ``task``, ``source`` and ``detect``."""
 
+    version = "2"  # 2: .h5ad in any case
+
     #: Facts of the source that its files do not state (e.g. the tissue of a PBMC set), per column; the organ is
     #: the registry's (``SourceSpec.organ``), for a file without an organ column.
     defaults: ClassVar[dict[str, str]] = {}
@@ -129,7 +143,7 @@ class AnnDataFolderBuilder(NonDataFiles, SourceBuilder):
         name = PurePosixPath(relpath).name
         if name.upper().startswith(_DOCUMENTS):
             return []
-        if not name.endswith(".h5ad"):
+        if not is_h5ad(name):
             raise BadSourceFile("stray file: not an .h5ad AnnData file")
         adata, expression = read_expression(self.root / relpath)
         obs = adata.obs
@@ -168,7 +182,7 @@ class AnnDataFolderBuilder(NonDataFiles, SourceBuilder):
     def _panels(self) -> dict:
         """``{panel id: {"genes": [...], "files": [...]}}`` over the folder's readable ``.h5ad`` files."""
         panels: dict[str, dict] = {}
-        for path in sorted(self.root.rglob("*.h5ad")):
+        for path in h5ad_files(self.root, "**/*"):
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -199,4 +213,4 @@ class PBMC68kReducedBuilder(AnnDataFolderBuilder):
 
     @classmethod
     def detect(cls, root: Path) -> bool:
-        return any("pbmc68k_reduced" in p.name for p in root.glob("*.h5ad"))
+        return any("pbmc68k_reduced" in p.name for p in h5ad_files(root))

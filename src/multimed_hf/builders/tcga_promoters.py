@@ -20,6 +20,9 @@ length, a header without chromosome, a gene id repeated, a gene with no expressi
 whose gene has no window, and each row of a gene id the table repeats (TCGA's SLC35E2), are reported as
 ``expression.tsv:row N (GENE)``, the rest of the table is used.
 
+The files' extensions are matched in any case (``promoters.FA``, ``expression.TSV``, ``cells.H5AD``), their names as
+on disk.
+
 Splits: grouped by gene; whole chromosomes are held out for test (``TEST_CHROMOSOMES``, DeepSEA's chr8 and chr9),
 expressed through the publisher-split channel: genes there are marked test, the rest train (validation is drawn
 from training genes).
@@ -38,7 +41,7 @@ import numpy as np
 
 from multimed_hf.builders._download import NonDataFiles
 from multimed_hf.builders._records import RecordRejections, record_where, dependency_version
-from multimed_hf.builders.pbmc68k_reduced import LABEL_COLUMNS, panel_id, read_expression
+from multimed_hf.builders.pbmc68k_reduced import LABEL_COLUMNS, h5ad_files, is_h5ad, panel_id, read_expression
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import SourceBuilder
@@ -53,6 +56,25 @@ FASTA_NAMES = ("promoters.fa", "promoters.fasta", "promoters.fa.gz", "promoters.
 TABLE_NAMES = ("expression.tsv", "expression.tsv.gz")
 CONTEXT_NAMES = ("contexts.tsv", "contexts.tsv.gz")
 _DNA = re.compile(r"[^ACGTN]")
+
+
+def _named(name: str, names) -> bool:
+    """Whether a file name is one of ``names`` with its extension in any case (``expression.TSV``)."""
+    stem, dot, extension = name.partition(".")
+    return any(dot and stem == n.partition(".")[0] and extension.lower() == n.partition(".")[2] for n in names)
+
+
+def _find(root: Path, names) -> str | None:
+    """The first of ``names`` in ``root`` (``promoters.fa`` before ``promoters.fasta``) as it is named on disk, its
+    extension in any case; the exact name before a variant."""
+    files = sorted(p.name for p in root.iterdir() if p.is_file()) if root.is_dir() else []
+    for name in names:
+        if name in files:
+            return name
+        found = next((f for f in files if _named(f, (name,))), None)
+        if found is not None:
+            return found
+    return None
 _LOCUS = re.compile(r"^(?:chr)?([0-9]{1,2}|X|Y|M|MT)(?::(\d+)-(\d+))?(?:\(([+-])\))?$", re.IGNORECASE)
 
 
@@ -75,7 +97,7 @@ def parse_header(record_id: str, description: str) -> tuple[str, str, str]:
 
 def _text(path: Path) -> str:
     data = path.read_bytes()
-    if path.name.endswith(".gz"):
+    if path.name.lower().endswith(".gz"):
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError) as err:
@@ -181,25 +203,26 @@ class TCGAPromotersBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     task = "expression_prediction"
     source = "tcga_promoters"
     record_noun = "promoter window"
-    reading_version = "3"  # 2: the context's organ; 3: a repeated gene's rows reported, the rest of the table used
+    #: 2: the context's organ; 3: a repeated gene's rows reported, the rest of the table used; 4: extensions in any
+    #: case
+    reading_version = "4"
 
     @classmethod
     def detect(cls, root: Path) -> bool:
-        return any((root / n).is_file() for n in FASTA_NAMES) and any((root / n).is_file() for n in TABLE_NAMES)
+        return _find(root, FASTA_NAMES) is not None and _find(root, TABLE_NAMES) is not None
 
     @cached_property
     def version(self) -> str:  # the reading code, and the content of the files every window's samples come from
         return dependency_version(self.reading_version, (
             p for p in self.root.iterdir()
-            if p.is_file() and (p.name in TABLE_NAMES or p.name in CONTEXT_NAMES or p.suffix == ".h5ad")
+            if p.is_file() and (_named(p.name, TABLE_NAMES + CONTEXT_NAMES) or is_h5ad(p.name))
         ))
 
     def _one(self, names) -> str | None:
-        found = [n for n in names if (self.root / n).is_file()]
-        return found[0] if found else None
+        return _find(self.root, names)
 
     def _h5ads(self) -> list[str]:
-        return sorted(p.name for p in self.root.glob("*.h5ad"))
+        return [p.name for p in h5ad_files(self.root)]
 
     @cached_property
     def _table_rows(self):
@@ -227,7 +250,7 @@ class TCGAPromotersBuilder(NonDataFiles, RecordRejections, SourceBuilder):
         if relpath == self._one(CONTEXT_NAMES):
             self._context_organs  # noqa: B018
             return []
-        if relpath.endswith(".h5ad"):
+        if is_h5ad(relpath):
             if len(self._h5ads()) > 1:
                 raise BadSourceFile(f"ambiguous: several .h5ad files {self._h5ads()}; keep the one to profile")
             self._profiles  # noqa: B018
