@@ -30,7 +30,8 @@ ds = load_dataset("<this folder or ORG/multimed>", "<config>")
 Shards sit per source and build fingerprint (`<config>/<source>/<fingerprint>/<split>-*.parquet`); each
 config's `manifest.jsonl` lists every source file seen, with its status (kept, moved, dropped, rejected, or
 ignored: no data, e.g. system files and documents), the reason, its group and its split. Samples of one group
-(patient, subject, or exact/near-duplicate image group) never span two splits.
+(patient, subject, or exact/near-duplicate image group) never span two splits; the sources whose notes say so
+group exact duplicates only (near-duplicate hashing off: CC-CCII's slices, the malaria cell crops).
 """
 
 
