@@ -161,22 +161,9 @@ def test_a_mammogram_in_both_the_mass_and_the_calc_set_is_labelled_by_all_its_ab
     ``Mass-`` and a ``Calc-`` folder. Each copy's label counts the rows of both CSVs (a benign mass and a malignant
     calcification: malignant), so the copies agree and are grouped; by its own CSV alone each would disagree with
     the other and a label conflict would reject both."""
-    import csv
-    import shutil
-
-    copy = shutil.copytree(built.root, tmp_path / "copy")
     mass = "Mass-Training_P_00002_RIGHT_CC"  # a BENIGN mass in the sample
     calc = "Calc-Training_P_00002_RIGHT_CC"
-    shutil.copytree(copy / "CBIS-DDSM" / mass, copy / "CBIS-DDSM" / calc)
-    sheet = copy / "calc_case_description_train_set.csv"
-    with sheet.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    rows.append({**rows[0], "patient_id": "P_00002", "left or right breast": "RIGHT", "image view": "CC",
-                 "pathology": "MALIGNANT", "image file path": f"{calc}/1.2/000000.dcm"})
-    with sheet.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    copy = _with_calc_twin(built, tmp_path, "MALIGNANT")
     report = build_dataset(TASK, [copy], tmp_path / "out", progress=False)
     entries = [e for e in read_manifest(tmp_path / "out" / TASK) if "P_00002_RIGHT_CC/" in e.source_path]
     assert sorted(e.status for e in entries if e.sample_id) == ["kept", "kept"], entries
@@ -191,24 +178,11 @@ def test_a_case_csv_that_is_not_utf8_is_rejected_with_the_mammograms_it_labels(b
     """A case-description CSV saved by Excel in cp1252 (one ``é``): that CSV is rejected, named, and so is every
     full mammogram it would label (its own lesion kind and split, and a mammogram the tree also holds under the
     other kind); the other CSVs' mammograms build as before, and ``--strict`` names the CSV."""
-    import csv
-    import shutil
-
     from multimed_hf.builders.cbis_ddsm import FOLDER_NAME
     from multimed_hf.data.errors import StrictBuildError
 
-    copy = shutil.copytree(built.root, tmp_path / "copy")
     cross = "Calc-Training_P_00002_RIGHT_CC"  # the mass set's P_00002 RIGHT CC, in the calc set too
-    shutil.copytree(copy / "CBIS-DDSM" / "Mass-Training_P_00002_RIGHT_CC", copy / "CBIS-DDSM" / cross)
-    sheet = copy / "calc_case_description_train_set.csv"
-    with sheet.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    rows.append({**rows[0], "patient_id": "P_00002", "left or right breast": "RIGHT", "image view": "CC",
-                 "pathology": "BENIGN", "image file path": f"{cross}/1.2/000000.dcm"})
-    with sheet.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    copy = _with_calc_twin(built, tmp_path, "BENIGN")
     plain = {e.source_path: e for e in build_dataset(TASK, [copy], tmp_path / "plain", progress=False).entries}
     mass = copy / "mass_case_description_train_set.csv"
     mass.write_bytes(mass.read_bytes().replace(b"BENIGN", b"B\xe9NIGN", 1))
@@ -230,3 +204,24 @@ def test_a_case_csv_that_is_not_utf8_is_rejected_with_the_mammograms_it_labels(b
     with pytest.raises(StrictBuildError, match=r"/mass_case_description_train_set\.csv: mass_case_description_train_set"
                                                r"\.csv is not UTF-8 text: 'utf-8' codec"):  # the CSV, not an image
         build_dataset(TASK, [copy], tmp_path / "strict", progress=False, on_bad_files="error")
+
+
+def _with_calc_twin(built, tmp_path, pathology: str):
+    """A copy of the sample source where the mass set's P_00002 RIGHT CC mammogram is also a calcification case
+    (its folder copied as ``Calc-Training_P_00002_RIGHT_CC``, a calc CSV row of ``pathology`` naming it)."""
+    import csv
+    import shutil
+
+    copy = shutil.copytree(built.root, tmp_path / "copy")
+    calc = "Calc-Training_P_00002_RIGHT_CC"
+    shutil.copytree(copy / "CBIS-DDSM" / "Mass-Training_P_00002_RIGHT_CC", copy / "CBIS-DDSM" / calc)
+    sheet = copy / "calc_case_description_train_set.csv"
+    with sheet.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    rows.append({**rows[0], "patient_id": "P_00002", "left or right breast": "RIGHT", "image view": "CC",
+                 "pathology": pathology, "image file path": f"{calc}/1.2/000000.dcm"})
+    with sheet.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return copy

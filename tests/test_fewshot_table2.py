@@ -19,6 +19,12 @@ from multimed_hf.training.report import write_table1
 from training_tiny import brain_tumor, tiny_model, tiny_processor
 
 
+def _quick(out, max_steps: int) -> TrainingArguments:
+    """A few CPU steps of each adapter, nothing saved but what the runs write themselves."""
+    return TrainingArguments(output_dir=str(out), max_steps=max_steps, per_device_train_batch_size=4,
+                             learning_rate=1e-2, report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True)
+
+
 def test_fewshot_runs_write_adapters_and_table2_beside_the_paper(tmp_path):
     checkpoint = tmp_path / "base"
     tiny_model(["brain_tumor"]).save_pretrained(checkpoint)
@@ -27,9 +33,7 @@ def test_fewshot_runs_write_adapters_and_table2_beside_the_paper(tmp_path):
     args = FewShotArguments(checkpoint=str(checkpoint), data="(in memory)", task="brain_tumor", shots=[0, 2],
                             seeds=[0, 1], rank=4, bootstrap_samples=0)
     out = tmp_path / "out"
-    training_args = TrainingArguments(output_dir=str(out), max_steps=3, per_device_train_batch_size=4,
-                                      learning_rate=1e-2, report_to=[], save_strategy="no", use_cpu=True,
-                                      disable_tqdm=True)
+    training_args = _quick(out, max_steps=3)
     records = run_fewshot(args, training_args, datasets=data)
     shots = [r for r in records if r["family"] == "2_shot"]
     assert {r["seed"] for r in shots} == {0, 1} and all(r["error"] is None for r in shots if "error" in r)
@@ -103,9 +107,7 @@ def test_the_support_is_drawn_from_rows_the_adapted_head_can_read(tmp_path):
     args = FewShotArguments(checkpoint=str(checkpoint), data="(in memory)", task="diabetic_retinopathy", shots=[2],
                             seeds=[0, 1], rank=4, bootstrap_samples=0)
     out = tmp_path / "out"
-    training_args = TrainingArguments(output_dir=str(out), max_steps=2, per_device_train_batch_size=4,
-                                      learning_rate=1e-2, report_to=[], save_strategy="no", use_cpu=True,
-                                      disable_tqdm=True)
+    training_args = _quick(out, max_steps=2)
     records = run_fewshot(args, training_args, datasets=data)
     assert records and not [r["error"] for r in records if r.get("error")]
     fundus = {sid for sid, m in zip(data["train"]["sample_id"], data["train"]["modality"]) if m == "fundus"}
