@@ -60,6 +60,17 @@ def test_fragmented_patients_are_split_across_two_clients(plan):
     assert any(r["promoter"] is not None and r["profile_indices"] is not None for r in _rows(plan, "paired-0", "train"))
 
 
+def test_two_fragmented_clients_with_one_partner_both_leave_their_fragments_there(data, tmp_path):
+    # before: the partner's fragments.parquet was written once per fragmented client, so it held only the last one's
+    # (27 of the 54 rows the plan counted): the first client's split-off modality was written nowhere
+    plan = partition_config(data, [TASK], "fragmented=2,partial=1", tmp_path / "fed", seed=3)
+    fragments = _rows(plan, "partial-0", "fragments")
+    assert len(fragments) == plan.clients[2].fragments[TASK]
+    for name in ("fragmented-0", "fragmented-1"):
+        split_off = {r["sample_id"] for r in _rows(plan, name, "train") if r["promoter"] is None}
+        assert split_off and split_off <= {r["sample_id"] for r in fragments}, name
+
+
 def test_same_seed_same_clients_other_seed_other_clients(data, plan, tmp_path):
     again = partition_config(data, [TASK], "paired=1,fragmented=1,partial=1", tmp_path / "a", seed=3)
     other = partition_config(data, [TASK], "paired=1,fragmented=1,partial=1", tmp_path / "b", seed=4)

@@ -268,6 +268,7 @@ def partition_config(data: str | os.PathLike, tasks: Sequence[str], partition, o
                                  f"need rows with several (expression_prediction, med_vqa)")
         if not moved and "fragmented" in kinds:
             raise PartitionError(f"keep[{task!r}] = {kept} keeps every modality: a fragmented client would move none")
+        held: dict[int, list] = {}  # partner -> the fragments it holds of this task, from each fragmented client
         for split in splits:
             if split not in loaded[task]:
                 continue
@@ -297,11 +298,8 @@ def partition_config(data: str | os.PathLike, tasks: Sequence[str], partition, o
                     split_rows &= has_kept
                     if split == "train":
                         partner = _partner(names, kinds, i)
-                        fragments = _blank(part.select(np.flatnonzero(split_rows)), task, kept, labels=True)
-                        target = root / "clients" / names[partner] / task
-                        target.mkdir(parents=True, exist_ok=True)
-                        write_rows(fragments, target / f"{FRAGMENTS}.parquet")
-                        clients[partner].fragments[task] = clients[partner].fragments.get(task, 0) + len(fragments)
+                        held.setdefault(partner, []).append(
+                            _blank(part.select(np.flatnonzero(split_rows)), task, kept, labels=True))
                         client.partner[task] = names[partner]
                     rest = np.flatnonzero(~split_rows)
                     blanked = _blank(part.select(np.flatnonzero(split_rows)), task, moved, labels=False)
@@ -310,6 +308,14 @@ def partition_config(data: str | os.PathLike, tasks: Sequence[str], partition, o
                     part = concatenate_datasets([blanked, part.select(rest)])
                 write_rows(part, folder / f"{split}.parquet")
                 client.rows.setdefault(task, {})[split] = len(part)
+        for partner, parts in held.items():  # one file per partner, holding every fragmented client's fragments
+            from datasets import concatenate_datasets
+
+            fragments = concatenate_datasets(parts)
+            target = root / "clients" / names[partner] / task
+            target.mkdir(parents=True, exist_ok=True)
+            write_rows(fragments, target / f"{FRAGMENTS}.parquet")
+            clients[partner].fragments[task] = len(fragments)
     plan = FederationPlan(data=str(data), tasks=tasks, by=by, seed=int(seed), clients=clients, root=str(root))
     plan.save()
     return plan
