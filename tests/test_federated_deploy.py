@@ -191,6 +191,21 @@ def test_the_run_config_is_checked_before_a_run(tmp_path):
         app_pyproject({"model-path": "m", "strategy": "fedsgd"})
 
 
+@pytest.mark.parametrize("key, value, expected", [
+    # before: accepted, where multimed federate refuses the same value (0 rounds saved the initial model as the result)
+    ("num-rounds", 0, r"'num-rounds' = 0: expected an integer >= 1 \(0 trained nothing"),
+    ("vertical-steps", -1, r"'vertical-steps' = -1: expected an integer >= 0"),
+    ("vertical-batch", 0, r"'vertical-batch' = 0: expected an integer >= 1"),
+    ("vertical-lr", -1.0, r"'vertical-lr' = -1.0: expected a number > 0"),
+    ("timeout", 0.0, r"'timeout' = 0.0: expected a number > 0"),
+    ("dp-clipping-norm", -1.0, r"'dp-clipping-norm' = -1.0: expected a number > 0"),
+    ("num-clients", 0, r"'num-clients' = 0: expected an integer >= 1"),
+])
+def test_the_run_config_takes_the_ranges_the_command_takes(key, value, expected):
+    with pytest.raises(RunConfigError, match=expected):
+        read_run_config({"model-path": "m", key: value})
+
+
 @pytest.mark.parametrize("name", ["blendavg", "fedavg", "fedprox"])
 def test_the_proximal_term_is_fedprox_s_alone(name):
     strategy, local, vertical = deployment_settings(read_run_config({"model-path": "m", "strategy": name,

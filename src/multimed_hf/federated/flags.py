@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping, Sequence
 
-__all__ = ["FederateFlagError", "STRATEGY_FLAGS", "check_federate_flags", "check_assemble_kwargs",
+__all__ = ["FederateFlagError", "STRATEGY_FLAGS", "BOUNDS", "out_of_bounds", "check_federate_flags", "check_assemble_kwargs",
            "clients_file_tasks", "has_fragments"]
 
 #: Flags read by one strategy alone: dest -> that strategy (``make_strategy``; the vertical phase is BlendAvg's).
@@ -110,23 +110,39 @@ def _assemble_option(text: str | None) -> dict | None:
     return value
 
 
+#: The federation's settings with a range, as ``multimed federate`` flag dest -> (its key in an exported app's run
+#: config, or None where only the command reads it; the lowest value; whether that value is allowed; what is
+#: expected; what the edge means). ``_check_values`` checks the flags, ``server_app.read_run_config`` a run config.
+BOUNDS = {
+    "rounds": ("num-rounds", 1, True, "an integer", " (0 trained nothing and saved the initial model as the result)"),
+    "hidden_size": (None, 0, True, "an integer", " (0: the encoder preset's size)"),
+    "vertical_steps": ("vertical-steps", 0, True, "an integer", " (0: no vertical phase)"),
+    "vertical_batch": ("vertical-batch", 1, True, "an integer", ""),
+    "num_cpus": (None, 1, True, "an integer", ""),
+    "vertical_lr": ("vertical-lr", 0, False, "a number", ""),
+    "timeout": ("timeout", 0, False, "a number", ""),
+    "proximal_mu": ("proximal-mu", 0, True, "a number", ""),
+    "dp_clipping_norm": ("dp-clipping-norm", 0, False, "a number", ""),
+}
+
+
+def out_of_bounds(dest: str, value, name: str) -> str | None:
+    """Why ``value`` of the setting ``dest`` (``BOUNDS``), called ``name`` in the message, is out of its range; None
+    where it is in range or unset."""
+    _, low, inclusive, expected, meaning = BOUNDS[dest]
+    if value is None or (value >= low if inclusive else value > low):
+        return None
+    return f"{name} {value}: expected {expected} {'>=' if inclusive else '>'} {low}{meaning}"
+
+
 def _check_values(args) -> None:
     """Values the run would refuse only after the clients are made, or that would silently mean something else."""
     from multimed_hf.federated.local import LocalConfig, LocalConfigError
 
-    lows = {"rounds": (args.rounds, 1), "hidden_size": (args.hidden_size, 0),
-            "vertical_steps": (args.vertical_steps, 0), "vertical_batch": (args.vertical_batch, 1),
-            "num_cpus": (args.num_cpus, 1)}
-    for dest, (value, low) in lows.items():
-        if value is not None and value < low:
-            meaning = {"hidden_size": " (0: the encoder preset's size)", "vertical_steps": " (0: no vertical phase)",
-                       "rounds": " (0 trained nothing and saved the initial model as the result)"}.get(dest, "")
-            raise FederateFlagError(f"{_flag(dest)} {value}: expected an integer >= {low}{meaning}")
-    for dest in ("vertical_lr", "timeout"):
-        if not getattr(args, dest) > 0:
-            raise FederateFlagError(f"{_flag(dest)} {getattr(args, dest)}: expected a number > 0")
-    if args.proximal_mu < 0:
-        raise FederateFlagError(f"--proximal-mu {args.proximal_mu}: expected a number >= 0")
+    for dest in BOUNDS:
+        why = out_of_bounds(dest, getattr(args, dest, None), _flag(dest))
+        if why is not None:
+            raise FederateFlagError(why)
     given = {"local_steps": args.local_steps, "batch_size": args.batch_size, "lr": args.lr, "warmup": args.warmup}
     try:  # checked by each client at its first round before
         LocalConfig(**{k: v for k, v in given.items() if v is not None})

@@ -288,7 +288,21 @@ def read_run_config(run_config) -> dict:
             out[key] = kind(value)
         except (TypeError, ValueError):
             raise RunConfigError(f"run config {key!r} = {value!r}: expected a {kind.__name__}") from None
+    _check_ranges(out)
     return out
+
+
+def _check_ranges(config: dict) -> None:
+    """The ranges ``multimed federate`` checks its flags against (``flags.BOUNDS``), on a run config's values, and
+    the clients it waits for (at least one)."""
+    from multimed_hf.federated.flags import BOUNDS, out_of_bounds
+
+    for dest, (key, *_) in BOUNDS.items():
+        why = out_of_bounds(dest, config.get(key), f"run config {key!r} =") if key is not None else None
+        if why is not None:
+            raise RunConfigError(why)
+    if config["num-clients"] < 1:
+        raise RunConfigError(f"run config 'num-clients' = {config['num-clients']}: expected an integer >= 1")
 
 
 def deployment_settings(config: dict):
