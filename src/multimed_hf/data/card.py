@@ -91,7 +91,8 @@ def _config_section(info: dict, left_out: Mapping[str, str]) -> list[str]:
         f"Build: kept {counts.get('kept', 0) + counts.get('moved', 0) - info.get('index_files', 0)} samples "
         f"(moved {counts.get('moved', 0)}; {info.get('index_files', 0)} index files read), "
         f"dropped {counts.get('dropped', 0)}, rejected {counts.get('rejected', 0)}, ignored "
-        f"{counts.get('ignored', 0)} (no data: system files, documents, archives). Duplicates: "
+        f"{counts.get('ignored', 0)} (no data: system files, documents, archives). Duplicates"
+        + (f" (counted over {info['duplicates_scope']})" if info.get("duplicates_scope") else "") + ": "
         + ", ".join(f"{k} {v}" for k, v in info["duplicates"].items()) + ".",
     ]
     if info.get("near_duplicate_search") and any(c.modality == "image" for c in task.inputs):
@@ -111,7 +112,8 @@ def _config_section(info: dict, left_out: Mapping[str, str]) -> list[str]:
             f"| [{spec.title}]({spec.homepage}) | {spec.license} | {'yes' if spec.redistributable else 'no'} | "
             f"{s['files_seen']} | {sum(s['splits'].values())} | {s['release_note']} |"
         )
-    for s in info["sources"]:
+    # a pushed copy's build info (``push.pushed_build_info``) names its left-out sources instead of listing them
+    for s in [*info["sources"], *({"name": name} for name in info.get("left_out", []))]:
         spec = task.source(s["name"])
         lines += ["", f"**{spec.title}**: layout `{spec.layout}`; grouped by {spec.grouping}."]
         columns = {c.name for c in task.metadata}
@@ -129,10 +131,14 @@ def _config_section(info: dict, left_out: Mapping[str, str]) -> list[str]:
     return lines + [""]
 
 
-def build_card(out_dir: Path, left_out: Mapping[str, str] | None = None) -> DatasetCard:
-    """The dataset card of ``out_dir``; sources in ``left_out`` (name -> reason) are listed but not loaded."""
+def build_card(out_dir: Path, left_out: Mapping[str, str] | None = None, *,
+               infos: list[dict] | None = None) -> DatasetCard:
+    """The dataset card of ``out_dir``; sources in ``left_out`` (name -> reason) are listed but not loaded.
+
+    ``infos``: the build infos to describe, in place of those in ``out_dir``: a push passes its pushed copies
+    (``push.pushed_build_info``: the pushed configs only, their figures counted over the pushed sources)."""
     left_out = dict(left_out or {})
-    infos = read_build_infos(out_dir)
+    infos = read_build_infos(out_dir) if infos is None else infos
     body = [_INTRO]
     if left_out:
         body.append("## Left out of this copy\n")
@@ -143,9 +149,10 @@ def build_card(out_dir: Path, left_out: Mapping[str, str] | None = None) -> Data
     return DatasetCard(f"---\n{_card_data(infos, left_out).to_yaml()}\n---\n\n" + "\n".join(body))
 
 
-def render_readme(out_dir: Path, left_out: Mapping[str, str] | None = None) -> str:
+def render_readme(out_dir: Path, left_out: Mapping[str, str] | None = None, *,
+                  infos: list[dict] | None = None) -> str:
     """The README text for ``out_dir`` (``build_card`` as text); the same build infos give the same bytes."""
-    return str(build_card(out_dir, left_out))
+    return str(build_card(out_dir, left_out, infos=infos))
 
 
 def write_readme(out_dir: Path) -> Path:

@@ -1,17 +1,26 @@
-"""Upload a built folder to the Hub as it is, leaving out sources whose licence forbids redistribution."""
+"""Upload a built folder to the Hub as it is, leaving out sources whose licence forbids redistribution.
+
+A left-out source leaves nothing behind: not its shards, not its lines of the config's ``manifest.jsonl`` (sample
+ids, file paths, groups), not its entry in ``build_info.json`` (whose figures are counted again over the pushed
+sources); a config with no source left is not pushed, and the card lists only the pushed configs."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from multimed_hf.data.build import CACHE_DIR
+from multimed_hf.data.build import CACHE_DIR, _tally
 from multimed_hf.data.card import read_build_infos, render_readme
+from multimed_hf.data.manifest import MANIFEST_NAME as MANIFEST
+from multimed_hf.data.splits import SPLITS
 from multimed_hf.hub_upload import folder_files, upload_files
 from multimed_hf.tasks import get_task
 
-__all__ = ["PushReport", "push_dataset", "left_out_sources"]
+__all__ = ["PushReport", "push_dataset", "left_out_sources", "pushed_build_info"]
+
+BUILD_INFO = "build_info.json"
 
 
 @dataclass
@@ -37,6 +46,31 @@ def left_out_sources(out_dir: Path) -> dict[str, str]:
     return left_out
 
 
+def pushed_build_info(info: dict, manifest_lines: list[str], left_out) -> tuple[dict, list[str]]:
+    """The config's ``build_info`` and manifest lines without the sources in ``left_out``: the build's figures
+    (counts, splits, index files, notes, split repairs) counted again over the pushed sources' manifest lines, the
+    warnings of the left-out sources dropped, and their names under ``left_out``. The duplicate figures are those of
+    the local build (its duplicate search is not in the manifest): ``duplicates_scope`` says so."""
+    dropped = [s["name"] for s in info["sources"] if s["name"] in left_out]
+    if not dropped:
+        return info, manifest_lines
+    kept = [line for line in manifest_lines if line.strip() and json.loads(line)["source"] not in left_out]
+    entries = [json.loads(line) for line in kept]
+    tally = _tally((e["status"], e["split"], e["sample_id"], e["reason"], e["group"]) for e in entries)
+    info = dict(info)
+    info["sources"] = [s for s in info["sources"] if s["name"] not in left_out]
+    info["counts"] = dict(tally["counts"])
+    info["splits"] = {s: tally["splits"].get(s, 0) for s in SPLITS}
+    info["index_files"] = tally["index_files"]
+    info["kept_notes"] = dict(sorted(tally["kept_notes"].items()))
+    info["split_repairs"] = {"dropped": sum(tally["repairs"].values()), "groups": tally["repaired_groups"],
+                             "reasons": dict(tally["repairs"].most_common(5))}
+    info["warnings"] = [w for w in info.get("warnings", []) if not any(w.startswith(f"{n}:") for n in dropped)]
+    info["left_out"] = sorted(dropped)
+    info["duplicates_scope"] = "the local build, the left-out sources included"
+    return info, kept
+
+
 def push_dataset(
     out_dir: str | os.PathLike, repo_id: str, *, token: str | None = None, private: bool = False
 ) -> PushReport:
@@ -51,12 +85,29 @@ def push_dataset(
     if not infos:
         raise ValueError(f"{out_dir} holds no built config (no */build_info.json): run `multimed build` first")
     left_out = left_out_sources(out_dir)
-    skipped = {f"{info['config']}/{s['name']}" for info in infos for s in info["sources"] if s["name"] in left_out}
-    uploads = {rel: path for rel, path in folder_files(out_dir).items()
+    pushed_infos, rewritten = [], {}
+    skipped = set()  # folders (a config, or a config's source) that stay here
+    for info in infos:
+        config = info["config"]
+        if all(s["name"] in left_out for s in info["sources"]):
+            skipped.add(config)
+            continue
+        skipped |= {f"{config}/{s['name']}" for s in info["sources"] if s["name"] in left_out}
+        if any(s["name"] in left_out for s in info["sources"]):
+            manifest = out_dir / config / MANIFEST
+            lines = manifest.read_text().splitlines(keepends=True) if manifest.is_file() else []
+            info, lines = pushed_build_info(info, lines, left_out)
+            rewritten[f"{config}/{BUILD_INFO}"] = (json.dumps(info, indent=2, sort_keys=True) + "\n").encode("utf-8")
+            if manifest.is_file():
+                rewritten[f"{config}/{MANIFEST}"] = "".join(lines).encode("utf-8")
+        pushed_infos.append(info)
+    uploads = {rel: rewritten.get(rel, path) for rel, path in folder_files(out_dir).items()
                if rel != "README.md" and not rel.startswith(CACHE_DIR + "/")
                and not any(rel.startswith(prefix + "/") for prefix in skipped)}
+    if not pushed_infos:
+        raise ValueError(f"{out_dir}: every built source is left out ({', '.join(sorted(left_out))}): nothing to push")
     files = list(uploads)
-    uploads["README.md"] = render_readme(out_dir, left_out).encode("utf-8")
+    uploads["README.md"] = render_readme(out_dir, left_out, infos=pushed_infos).encode("utf-8")
     commit = upload_files(repo_id, uploads, repo_type="dataset", token=token, private=private,
-                          commit_message=f"multimed push: {', '.join(i['config'] for i in infos)}")
+                          commit_message=f"multimed push: {', '.join(i['config'] for i in pushed_infos)}")
     return PushReport(repo_id, files + ["README.md"], left_out, commit.commit_url)
