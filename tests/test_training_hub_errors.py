@@ -46,3 +46,25 @@ def test_a_data_hub_id_that_cannot_be_reached_says_so(offline, monkeypatch):
     with pytest.raises(DataLoadingError, match=r"'multimed-hf-tests/no-such-data': no such folder, and the Hub could "
                                                r"not be reached \(Couldn't reach"):
         load_task_data("multimed-hf-tests/no-such-data", ["brain_tumor"])
+
+
+def test_train_push_to_hub_uploads_the_multimed_card_and_the_results(fake_hub, tmp_path):
+    # before: the Trainer pushed at save_model, before evaluation, with its generic card ("fine-tuned version of []
+    # on an unknown dataset"): all_results.json, run_info.json, the predictions and the MultiMed card never got there
+    import balancing_tiny as bt
+    from multimed_hf.training.run import train_model
+    from training_tiny import brain_tumor
+
+    data = bt.write_built_folder(tmp_path / "multimed", {"brain_tumor": {
+        "train": brain_tumor(8), "test": brain_tumor(4, seed=2, prefix="te")}})
+    result = train_model(data=data, tasks=["brain_tumor"], family="unimodal", encoders="small", hidden_size=16,
+                         output_dir=str(tmp_path / "run"), max_steps=1, per_device_train_batch_size=4, use_cpu=True,
+                         eval_strategy="no", save_strategy="no", bootstrap_samples=0, report_to="none",
+                         push_to_hub=True, hub_model_id="org/bt-run", hub_token=fake_hub.token)
+    files = fake_hub.files("org/bt-run", repo_type="model")
+    assert {"all_results.json", "run_info.json", "metrics_long.json", "predictions/brain_tumor-test.parquet",
+            "model.safetensors", "README.md"} <= set(files)
+    card = files["README.md"].decode()
+    assert "fine-tuned version of" not in card and card == (result.output_dir / "README.md").read_text()
+    accuracy = result.metrics["test_brain_tumor_accuracy"]
+    assert "Measured on the `test` split." in card and f"| brain_tumor | accuracy | {accuracy:.4g} |" in card

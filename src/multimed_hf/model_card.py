@@ -58,14 +58,16 @@ def _training_lines(training: dict) -> list[str]:
 
 
 def build_model_card(config, repo_id: str | None = None, training_data=None, metrics: dict | None = None,
-                     tags: list[str] | None = None, training: dict | None = None) -> ModelCard:
+                     tags: list[str] | None = None, training: dict | None = None,
+                     metrics_split: str | None = None) -> ModelCard:
     """A Hub model card for a MultiMedModel's config.
 
     Args:
         repo_id: where the model goes, for the usage snippet.
         training_data: what it was trained on: dataset ids (``"ORG/multimed"``), or dicts with ``name`` and any of
             ``config``, ``split``, ``num_rows``.
-        metrics: ``{task: {metric: value}}`` measured on held-out data; listed as given.
+        metrics: ``{task: {metric: value}}`` measured on held-out data; listed as given (``metrics_split``: the split
+            they were measured on, said above them).
         training: the run's training options as ``run_info.json`` records them: ``{"balancing": {"variant",
             "description", "options"}, "alignment": {"label_text_tasks", "held_out", "pairs"}}`` (either optional).
     """
@@ -132,6 +134,8 @@ def build_model_card(config, repo_id: str | None = None, training_data=None, met
         lines.append("Not recorded: this checkpoint was saved without training-data information.")
     lines += ["", "## Metrics", ""]
     if metrics:
+        if metrics_split:
+            lines += [f"Measured on the `{metrics_split}` split.", ""]
         lines += ["| task | metric | value |", "|---|---|---|"]
         for task, values in metrics.items():
             lines += [f"| {task} | {name} | {value:.4g} |" if isinstance(value, float) else

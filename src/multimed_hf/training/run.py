@@ -489,7 +489,7 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
     if isinstance(resume, str) and resume.lower() in ("true", "last"):
         resume = True
     train_result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model()
+    trainer.save_model(_internal_call=True)  # pushed once, at the end, with the card and results (below)
     train_metrics = dict(train_result.metrics)
     _report(train_metrics, "train", verbose, trainer)
     trainer.save_metrics("train", train_metrics)
@@ -525,7 +525,7 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
                           "num_rows": getattr(ds, "num_rows", None)} for t, ds in train.items()]
         options = {"balancing": balancing_info, "alignment": alignment}
         card = build_model_card(assembly.model.config, training_data=training_data, metrics=_card_metrics(records),
-                                tags=[plan.family.split("+")[0], *(plan.variants or ())],
+                                metrics_split="test", tags=[plan.family.split("+")[0], *(plan.variants or ())],
                                 training={k: v for k, v in options.items() if v is not None} or None)
         card.save(str(output_dir / "README.md"))
         write_json(output_dir / RUN_INFO, run_info(
@@ -537,6 +537,8 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
             balancing=balancing_info, alignment=alignment,
             sharding=sharding_info(trainer.model) if trainer.is_fsdp_enabled else None,
         ))
+    if training_args.push_to_hub:  # every process (it saves the model); process zero uploads the folder
+        trainer.push_to_hub(commit_message="multimed train: model, processor, card, metrics and predictions")
     return RunResult(output_dir=output_dir, metrics=metrics, records=records, plan=plan)
 
 

@@ -544,6 +544,16 @@ class MultiMedTrainer(Trainer):
         finally:
             self.model.__class__ = sharded
 
+    def create_model_card(self, *args, **kwargs) -> None:
+        """The MultiMed model card (``model_card.build_model_card``: tasks, modalities, encoders, fusion) where the
+        output folder has none yet, in place of ``Trainer``'s generic one ("fine-tuned version of [] on an unknown
+        dataset"); a card already there (``train_model`` writes one with the run's data and metrics) is kept."""
+        from multimed_hf.model_card import build_model_card
+
+        path = os.path.join(self.args.output_dir, "README.md")
+        if self.is_world_process_zero() and not os.path.isfile(path):
+            build_model_card(self.model.config).save(path)
+
     def _converted_load(self, model: nn.Module, checkpoint: str) -> bool:
         """Load a checkpoint's weights through ``from_pretrained``'s key conversion; False where it does not apply.
 
