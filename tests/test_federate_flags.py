@@ -82,6 +82,8 @@ REFUSED = [
                                                       r"--encoders"),
     (["--assemble", json.dumps({"streaming": True})], r"--assemble 'streaming': .*changes nothing"),
     (["--assemble", "{dna: 48}"], r"--assemble: expected a JSON object of assemble\(\) arguments"),
+    # before: refused by the assembly after the client folders were written
+    (["--encoders", "nosuch"], r"--encoders 'nosuch': expected one of \['hub', 'small'\] or the path of a JSON file"),
 ]
 
 

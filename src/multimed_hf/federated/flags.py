@@ -226,3 +226,16 @@ def check_federate_flags(args, given: set[str]) -> None:
                                 f"pairs that fragments link (a fragmented client's unlabelled rows), and {where} has "
                                 f"none; add a fragmented client or leave it out")
     check_assemble_kwargs(_assemble_option(args.assemble), tasks)
+    _check_encoders(args.encoders)
+
+
+def _check_encoders(encoders: str) -> None:
+    """``--encoders``: a preset or a JSON file that exists, before any client folder is written (it was read by the
+    initial model's assembly, after)."""
+    from pathlib import Path
+
+    from multimed_hf.training.encoder_presets import ENCODER_PRESETS
+
+    if encoders not in ENCODER_PRESETS and not Path(encoders).is_file():
+        raise FederateFlagError(f"--encoders {encoders!r}: expected one of {list(ENCODER_PRESETS)} or the path of a "
+                                f"JSON file of encoder specs; no such file")
