@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping, Sequence
 
-__all__ = ["FederateFlagError", "STRATEGY_FLAGS", "BOUNDS", "out_of_bounds", "check_federate_flags", "check_assemble_kwargs",
-           "clients_file_tasks", "has_fragments"]
+__all__ = ["FederateFlagError", "STRATEGY_FLAGS", "BOUNDS", "out_of_bounds", "check_federate_flags",
+           "check_assemble_kwargs", "clients_file_tasks", "has_fragments"]
 
 #: Flags read by one strategy alone: dest -> that strategy (``make_strategy``; the vertical phase is BlendAvg's).
 STRATEGY_FLAGS = {"proximal_mu": "fedprox", "score_weight": "blendavg", "score_key": "blendavg",
