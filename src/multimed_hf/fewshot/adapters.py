@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 from torch import nn
 
 __all__ = [
+    "encoded_modalities",
     "AdapterError",
     "AdapterSettings",
     "ADAPTER_METHODS",
@@ -139,6 +140,13 @@ def default_targets(model: nn.Module, targets: Sequence[str] | None = None, task
     return names
 
 
+def encoded_modalities(config, task: str) -> list[str]:
+    """The modalities of ``task`` that a model of ``config`` encodes: what a head adapted to it reads."""
+    from multimed_hf.tasks import get_task
+
+    return [m for m in get_task(task).modalities if m in config.encoders]
+
+
 def head_spec_for(model: nn.Module, task: str, *, processor=None, train=None,
                   regression_stats: Mapping[str, tuple[float, float]] | None = None) -> dict:
     """The head spec ``task`` needs over ``model``'s encoders: the registry's label columns, the task's modalities that
@@ -148,7 +156,7 @@ def head_spec_for(model: nn.Module, task: str, *, processor=None, train=None,
 
     spec = get_task(task)
     core = multimed_core(model)
-    modalities = [m for m in spec.modalities if m in core.config.encoders]
+    modalities = encoded_modalities(core.config, task)
     if not modalities:
         raise AdapterError(f"task {task!r} reads {list(spec.modalities)}; the base model encodes "
                            f"{sorted(core.config.encoders)}: few-shot adapters cannot add an encoder")

@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 from multimed_hf.fewshot.adapters import (
     AdapterSettings,
     attach_adapter,
+    encoded_modalities,
     head_spec_for,
     prepare_head,
     save_adapter,
@@ -211,11 +212,6 @@ def _readable_rows(dataset, task: str, modalities: Sequence[str], limit: int | N
     return dataset
 
 
-def _encoded(model, task: str) -> list[str]:
-    """The task's modalities the base model encodes: what its adapted head reads (``head_spec_for``)."""
-    return [m for m in get_task(task).modalities if m in model.config.encoders]
-
-
 def _tag(records: list[dict], family: str, seed: int, run: str) -> list[dict]:
     return [{**r, "family": family, "seed": seed, "run": run} for r in records]
 
@@ -232,7 +228,7 @@ def _few_shot(args, training_args, train, test, k: int, seed: int, out: Path) ->
     model = MultiMedModel.from_pretrained(args.checkpoint)
     processor = MultiMedProcessor.from_pretrained(args.checkpoint)
     # the support is drawn from the rows the adapted head can read: those of a modality the base encodes
-    train = _readable_rows(train, args.task, _encoded(model, args.task))
+    train = _readable_rows(train, args.task, encoded_modalities(model.config, args.task))
     support = sample_support(train, args.task, k, seed, group_column=args.group_column)
     check_disjoint(support, test, split=args.eval_split)
     rows = support.select(train)
@@ -270,7 +266,8 @@ def _zero_shot(args, training_args, train, test, seed: int, out: Path) -> list[d
     alignment = read_alignment(args.checkpoint)
     classes = zero_shot_classes(model, args.task, alignment, train)
     targs = dataclasses.replace(training_args, output_dir=str(out), seed=seed)
-    evaluation = _readable_rows(test, args.task, _encoded(model, args.task), args.max_eval_samples)
+    evaluation = _readable_rows(test, args.task, encoded_modalities(model.config, args.task),
+                                args.max_eval_samples)
     predictions, rows = zero_shot_predict(model, processor, args.task, evaluation, classes=classes,
                                           training_args=targs, texts=_texts(args, alignment),
                                           split=args.eval_split)
@@ -299,7 +296,7 @@ def _check_before_runs(args: FewShotArguments, train) -> None:
     except OSError as err:  # each run failed on it alike before
         raise FewShotError(f"CHECKPOINT {args.checkpoint!r}: not a saved MultiMed run folder or Hub model id ({err})"
                            ) from None
-    read = [m for m in get_task(args.task).modalities if m in config.encoders]
+    read = encoded_modalities(config, args.task)
     if not read:
         raise FewShotError(f"--task {args.task!r} reads {list(get_task(args.task).modalities)}; the checkpoint "
                            f"{args.checkpoint!r} encodes {sorted(config.encoders)}: few-shot adapters cannot add an "
