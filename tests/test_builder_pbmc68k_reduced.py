@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from build_sources import build_with_capital_h5ad, manifest_entries
 from dataset_scripts.sample_sources import pbmc68k_reduced as sample
 from multimed_hf.builders.pbmc68k_reduced import panel_id, read_expression
 from multimed_hf.data.errors import BadSourceFile
@@ -148,16 +149,9 @@ def test_the_organ_of_a_file_without_an_organ_column_is_the_registrys(built, mon
 def test_h5ad_extensions_in_capitals_read_like_lower_case_ones(built, tmp_path):
     """``pbmc68k_reduced.H5AD`` (a copy made on Windows or from a CD): detected and read as the lower-case files are,
     each path as it is on disk."""
-    from multimed_hf.api import build_dataset
     from multimed_hf.builders.pbmc68k_reduced import PBMC68kReducedBuilder
 
     root = sample.make(tmp_path / sample.FOLDER)
-    for path in sorted(root.glob("*.h5ad")):
-        path.rename(path.with_suffix(".H5AD"))
+    _, entries = build_with_capital_h5ad(TASK, root, tmp_path / "out")
     assert PBMC68kReducedBuilder.detect(root)
-    upper = build_dataset(TASK, [root], tmp_path / "out", progress=False)
-    entries = {(e.source_path.replace(".H5AD", ".h5ad"), e.status, e.reason, e.sample_id, e.split)
-               for e in upper.entries}
-    assert entries == {(e.source_path, e.status, e.reason, e.sample_id, e.split)
-                       for e in read_manifest(built.out / TASK)}
-    assert any(e.source_path.endswith(".H5AD") and e.status == "kept" for e in upper.entries)
+    assert entries == manifest_entries(built.out / TASK)
