@@ -42,7 +42,7 @@ from multimed_hf.data.source_builder import NOTE, SourceBuilder, printable_path
 from multimed_hf.data.splits import SPLITS, check_marks, decide_splits, group_fraction, leak_reason
 from multimed_hf.tasks import TaskSpec
 
-__all__ = ["BuildReport", "SourceReport", "build_config", "CACHE_DIR", "ON_BAD_FILES"]
+__all__ = ["BuildReport", "SourceReport", "build_config", "CACHE_DIR", "ON_BAD_FILES", "tally_entries"]
 
 CACHE_DIR = ".build_cache"
 #: The build's own scratch store (per-sample keys, manifest entries), beside the validation caches; removed after.
@@ -86,7 +86,7 @@ class BuildReport:
         """Every figure the properties give, in one pass over the entries."""
         if self.tally is not None:
             return self.tally
-        return _tally((e.status, e.split, e.sample_id, e.reason, e.group) for e in self.entries)
+        return tally_entries((e.status, e.split, e.sample_id, e.reason, e.group) for e in self.entries)
 
     @property
     def counts(self) -> Counter:
@@ -127,7 +127,7 @@ class BuildReport:
         return "\n".join(lines)
 
 
-def _tally(entries) -> dict:
+def tally_entries(entries) -> dict:
     """``BuildReport``'s figures from ``(status, split, sample_id, reason, group)`` of every manifest entry."""
     tally = _new_tally()
     for _ in _counted(((None, None, status, reason, sample_id, group, split)

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from multimed_hf.data.build import CACHE_DIR, _tally
+from multimed_hf.data.build import CACHE_DIR, tally_entries
 from multimed_hf.data.card import read_build_infos, render_readme
 from multimed_hf.data.manifest import MANIFEST_NAME as MANIFEST
 from multimed_hf.data.splits import SPLITS
@@ -56,7 +56,7 @@ def pushed_build_info(info: dict, manifest_lines: list[str], left_out) -> tuple[
         return info, manifest_lines
     kept = [line for line in manifest_lines if line.strip() and json.loads(line)["source"] not in left_out]
     entries = [json.loads(line) for line in kept]
-    tally = _tally((e["status"], e["split"], e["sample_id"], e["reason"], e["group"]) for e in entries)
+    tally = tally_entries((e["status"], e["split"], e["sample_id"], e["reason"], e["group"]) for e in entries)
     info = dict(info)
     info["sources"] = [s for s in info["sources"] if s["name"] not in left_out]
     info["counts"] = dict(tally["counts"])
