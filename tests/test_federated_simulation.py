@@ -95,6 +95,8 @@ def test_messages_carry_only_weights_embeddings_gradients_metrics_and_digests(ru
     sample_ids = {r["sample_id"] for split in ("train", "validation") for r in load_dataset(str(data), TASK, split=split)}
     messages = [json.loads(line) for line in (out / "blendavg" / "messages.jsonl").read_text().splitlines()]
     assert {m["phase"] for m in messages} >= {"link", "train", "vertical-embed", "vertical-train", "evaluate"}
+    # every message names its client as the reports do, the first round's requests too (not by node id)
+    assert {m["client"] for m in messages} == {"paired-0", "fragmented-0", "partial-0"}
     for message in messages:
         for name, record in message["records"].items():
             if record["kind"] == "ArrayRecord":

@@ -69,10 +69,13 @@ class _Exchange:
     def __call__(self, messages, round_: int, phase: str) -> list[Message]:
         messages = list(messages)
         sent = {m.metadata.dst_node_id: payload_bytes(m.content) for m in messages}
+        requests = []  # a node's name is known from its first reply: a request sent before is renamed after it
         for m in messages:
-            self.report.audit.append({"round": round_, "phase": phase, "direction": "to_client",
-                                      "client": self.names.get(m.metadata.dst_node_id, m.metadata.dst_node_id),
-                                      "message_type": m.metadata.message_type, "records": describe_message(m.content)})
+            node = m.metadata.dst_node_id
+            requests.append((node, {"round": round_, "phase": phase, "direction": "to_client",
+                                    "client": self.names.get(node, node), "message_type": m.metadata.message_type,
+                                    "records": describe_message(m.content)}))
+            self.report.audit.append(requests[-1][1])
         replies = list(self.grid.send_and_receive(messages, timeout=self.timeout)) if messages else []
         errors = [r for r in replies if r.has_error()]
         if errors or len(replies) != len(messages):
@@ -85,6 +88,8 @@ class _Exchange:
             self.report.audit.append({"round": round_, "phase": phase, "direction": "from_client", "client": name,
                                       "message_type": r.metadata.message_type, "records": describe_message(r.content),
                                       "bytes_to_client": sent.get(r.metadata.src_node_id, 0)})
+        for node, entry in requests:
+            entry["client"] = self.names.get(node, node)
         return replies
 
 
