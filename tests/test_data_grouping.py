@@ -177,3 +177,35 @@ def test_hash_split_fractions_follow_the_registry():
 def test_unknown_publisher_split_is_refused():
     with pytest.raises(ValueError, match=r"publisher split\(s\) \['val'\]"):
         assign_splits({"g": [0]}, ["val"], get_task("brain_tumor"))
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_sixteen_bit_images_hash_by_their_content_not_their_outline(tmp_path):
+    """12-bit radiographs in 16-bit PNGs (mode ``I;16``): different textures inside one silhouette are no near
+    duplicates (clipped at 255 they all hashed as the white silhouette), and a 16-bit image and its 8-bit copy
+    (stretched as the image processor reads it) hash alike."""
+    task = get_task("bone_age")
+    yy, xx = np.mgrid[0:256, 0:256]
+    hand = ((xx - 128) ** 2 / 70**2 + (yy - 140) ** 2 / 100**2) < 1
+    hashes, copies = [], []
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        f1, f2 = rng.uniform(0.02, 0.2, 2)
+        texture = 800 + 3200 * (0.5 + 0.5 * np.sin(xx * f1 + rng.uniform(0, 6)) * np.cos(yy * f2 + rng.uniform(0, 6)))
+        deep = np.where(hand, texture, 0).astype(np.uint16)
+        assert Image.open(io.BytesIO(_png(deep))).mode.startswith("I")
+        hashes.append(_file_hashes(_png(deep), tmp_path))
+        eight = np.rint(deep.astype(np.float64) * 255 / deep.max()).astype(np.uint8)
+        copies.append(_file_hashes(_png(eight), tmp_path))
+    first = np.array([int(h[0][0]) for h in hashes], dtype=np.uint64)
+    second = np.array([int(h[1][0]) for h in hashes], dtype=np.uint64)
+    assert _pairs(near_duplicate_pairs(first, task.near_duplicate_distance, second,
+                                       task.near_duplicate_second_distance)) == []
+    for (a1, a2), (b1, b2) in zip(hashes, copies):
+        assert _bits(int(a1[0]), int(b1[0])) <= task.near_duplicate_distance
+        assert _bits(int(a2[0]), int(b2[0])) <= task.near_duplicate_second_distance

@@ -15,6 +15,7 @@ from PIL import Image, UnidentifiedImageError
 
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.sample import SourceFileRef
+from multimed_hf.processors.image import HIGH_BIT_MODES
 
 __all__ = [
     "read_image_file", "is_blank", "MIN_IMAGE_SIDE", "perceptual_hashes", "split_hashes", "near_duplicate_copy_files",
@@ -33,8 +34,9 @@ HASH_SIDE = 32  # imagehash.phash: hash_size 8 x highfreq_factor 4
 #: "3" = an integer box reduction before the Lanczos resize to NORMAL_SIDE (3x cheaper);
 #: "4" = both Lanczos resizes in numpy with Pillow's fixed-point weights, horizontal pass first, whatever Pillow is
 #: installed (Pillow 13 orders the passes by shape), weights kept per geometry (4x cheaper);
-#: "5" = a JPEG file hashed from its reduced decode (libjpeg's scaled inverse DCT, grey: ``read_image_file``).
-PERCEPTUAL_HASH_VERSION = "5"
+#: "5" = a JPEG file hashed from its reduced decode (libjpeg's scaled inverse DCT, grey: ``read_image_file``);
+#: "6" = an image deeper than 8 bits stretched from its min..max to grey levels (``_grey``), not clipped at 255.
+PERCEPTUAL_HASH_VERSION = "6"
 #: Measured by tests/test_data_grouping.py on ``near_duplicate_copy_files`` of real images that PyPI packages ship
 #: (pydicom's CT/MR/ultrasound/RGB test files, nibabel's anatomical.nii slices, scikit-learn's and matplotlib's
 #: photographs): the share of copies found at the registry's default distances (10 and 6), against the former
@@ -170,7 +172,14 @@ _BLOCKS = np.kron(np.eye(8), np.ones(NORMAL_SIDE // 8))
 
 def _grey(image: Image.Image) -> np.ndarray:
     """The decoded image box-reduced by an integer factor (``Image.reduce``) to between 1 and 2 x NORMAL_SIDE a
-    side, in grey levels (uint8)."""
+    side, in grey levels (uint8). An image deeper than 8 bits (a 12- or 16-bit X-ray PNG, ``I;16``) is first
+    stretched from its own min..max to 0..255, as the model's image processor reads it (``convert("L")`` clips at
+    255: a 12-bit radiograph would hash as its white outline, alike for every patient)."""
+    if image.mode in HIGH_BIT_MODES:
+        values = np.asarray(image).astype(np.float64)
+        low, high = float(values.min()), float(values.max())
+        values = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+        image = Image.fromarray(np.rint(values).astype(np.uint8))
     factor = min(image.size) // NORMAL_SIDE
     if factor > 1 and image.mode in ("L", "RGB", "RGBA"):
         image = image.reduce(factor)
