@@ -131,3 +131,23 @@ def test_names_spelled_with_plus_signs_read_like_the_published_ones(tmp_path):
     kept = {e.sample_id for e in report.entries if e.status == "kept" and e.sample_id}
     assert kept == {e.sample_id for e in expected.entries if e.status == "kept" and e.sample_id} and kept
     assert report.splits == expected.splits
+
+
+def test_a_qid_given_twice_in_the_json_rejects_both_questions(tmp_path):
+    """Two items of the one JSON with the same ``qid`` (or 3 and "3", the same id) are ambiguous: both are rejected,
+    each naming the other row, and the rest build as before (they were both kept under one sample id, so a
+    prediction could be written beside the other question's answer)."""
+    from multimed_hf.api import build_dataset
+
+    root = sample.make(tmp_path / "src", bad_files=False)
+    items = json.loads((root / QA).read_text())
+    items[5]["qid"] = items[2]["qid"]
+    items[7]["qid"] = str(items[3]["qid"])
+    (root / QA).write_text(json.dumps(items))
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    rejected = sorted((e.sample_id, e.reason) for e in report.entries if e.status == "rejected")
+    twice = sorted(f"qid:{items[i]['qid']}" for i in (2, 3, 5, 7))
+    assert [sid for sid, _ in rejected] == twice
+    assert all(reason == f"duplicate id: {sid!r} is also another row of {QA}" for sid, reason in rejected)
+    kept = [e.sample_id for e in report.entries if e.status in ("kept", "moved") and e.sample_id]
+    assert len(kept) == len(set(kept)) == len(items) - 4

@@ -504,17 +504,20 @@ def _to_validate(files: list[str], cache: ValidationCache, root: str) -> list[st
 
 
 def _reject_duplicate_ids(builder: SourceBuilder, owner: int, manifest: _Manifest) -> None:
-    """A sample id given by two files of a source is ambiguous: no copy is trusted over another, all are rejected."""
+    """A sample id given twice in a source (by two files, or two rows of one index file) is ambiguous: no copy is
+    trusted over another, all are rejected."""
     store = manifest.store
     duplicated = store.query(
         "SELECT id, relpath, sample_id FROM rows WHERE owner = ? AND sample_id IN (SELECT sample_id FROM rows "
-        "WHERE owner = ? GROUP BY sample_id HAVING COUNT(DISTINCT relpath) > 1) ORDER BY id", (owner, owner)
+        "WHERE owner = ? GROUP BY sample_id HAVING COUNT(*) > 1) ORDER BY id", (owner, owner)
     ).fetchall()  # ambiguous rows only: few
     paths: dict[str, list[str]] = defaultdict(list)
     for _, relpath, sample_id in duplicated:
         paths[sample_id].append(relpath)
     for _, relpath, sample_id in duplicated:
-        others = ", ".join(p for p in paths[sample_id] if p != relpath)
+        others = list(paths[sample_id])
+        others.remove(relpath)
+        others = ", ".join(p if p != relpath else f"another row of {p}" for p in others)
         reason = f"duplicate id: {sample_id!r} is also {others}"
         manifest.add(ManifestEntry(builder.source, relpath, "rejected", reason, sample_id), builder.root)
     store.update_many("UPDATE rows SET state = 1 WHERE id = ?", ((row_id,) for row_id, _, _ in duplicated))
