@@ -112,18 +112,20 @@ def test_a_chain_longer_than_the_encoder_is_scored_whole(tmp_path, caplog):
         predictions = trainer.predict_task(task, rows, split="test")
     longer = sum(len(c) > cut for c in chains)
     assert f"{longer} chain(s) longer than the residue encoder's input" in caplog.text
-    # by hand: each whole chain, the model's positions for its first `cut` residues, none past them
+    # by hand: each whole chain, the model's positions for its first `cut` residues, none past them; L is the
+    # chain's length, its unobserved residues at either end included (the card's rule; 7OK9_A's 121 unobserved
+    # C-terminal residues were left out of L)
     outputs = predictions.outputs["ca_coords"]
     preds, refs, masks = [], [], []
     for i, (chain, residues) in enumerate(zip(chains, rows["residue_mask"])):
         observed = np.isfinite(chain).all(axis=1) & np.asarray(residues, dtype=bool)
-        last = int(np.flatnonzero(observed)[-1]) + 1
         kept = min(len(chain), cut)
-        pred = np.zeros((last, 3), dtype=np.float32)
-        pred[:min(kept, last)] = outputs[i, :min(kept, last)]
+        pred = np.zeros((len(chain), 3), dtype=np.float32)
+        pred[:kept] = outputs[i, :kept]
         preds.append(pred)
-        refs.append(np.where(observed[:last, None], chain[:last], 0.0))
-        masks.append(observed[:last] & (np.arange(last) < kept))
+        refs.append(np.where(observed[:, None], chain, 0.0))
+        masks.append(observed & (np.arange(len(chain)) < kept))
+    assert any(not m[-1] for m in masks)  # a chain whose last residues are unobserved (or past the cut)
     expected = structure_scores(preds, refs, masks)
     metrics = predictions.metrics()["ca_coords"]
     assert metrics["tm_score"] == pytest.approx(float(np.mean(expected["tm_score"])))

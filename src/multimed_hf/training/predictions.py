@@ -214,7 +214,8 @@ def whole_chains(predictions: "TaskPredictions", dataset) -> int:
     unscored and the TM-score's L shrank. Each coordinates column's references and mask become the dataset row's
     whole chain (its observed residues), the residues past the cut are masked out of the fit (they score 0 but count
     in L, as the TM-score defines it) and the outputs there are NaN (``<column>_prediction`` shows them
-    unpredicted).
+    unpredicted). L is the chain's length: a residue the reference did not observe counts in it at either end, as
+    the metric's card says (not only up to the last observed residue).
     Returns the number of rows cut; modifies ``predictions`` in place."""
     from multimed_hf.data.label_kinds import RESIDUE_MASK_COLUMN
     from multimed_hf.training.loading import column_values
@@ -244,7 +245,7 @@ def whole_chains(predictions: "TaskPredictions", dataset) -> int:
             if extra and values[RESIDUE_MASK_COLUMN][i] is not None:
                 observed &= np.asarray(values[RESIDUE_MASK_COLUMN][i]).astype(bool)
             refs[row, :len(chain)] = np.where(observed[:, None], chain, 0.0)
-            lengths[row] = int(np.flatnonzero(observed)[-1]) + 1 if observed.any() else 0
+            lengths[row] = len(chain)  # every residue of the chain, observed or not, at either end
             kept = min(len(chain), kept_width)
             mask[row, :kept] = observed[:kept]
             if len(chain) > kept_width:
