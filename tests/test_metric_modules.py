@@ -188,3 +188,15 @@ def test_faces_report_bad_input_by_argument():
         _load("pearson").compute(predictions=rows, references=rows, axis="cells")
     with pytest.raises(ValueError, match=r"answer_types\[0\]: got 'free'"):
         _load("vqa_accuracy").compute(predictions=["a"], references=["a"], answer_types=["free"])
+
+
+@pytest.mark.parametrize("face", ["accuracy", "balanced_accuracy", "macro_f1", "cohen_kappa"])
+def test_class_faces_refuse_fractional_labels_rather_than_truncate_them(face):
+    # before: the int64 input type turned 0.2 / 0.9 / 0.7 / 0.1 into 0 (int()) and accuracy read 0.5, 1.6 read 1
+    metric = _load(face)
+    with pytest.raises(ValueError, match=r"predictions: holds non-integer numbers \(e.g. 0.2\)"):
+        metric.compute(predictions=[0.2, 0.9, 0.7, 0.1], references=[0, 1, 1, 0])
+    with pytest.raises(ValueError, match=r"references: holds non-integer numbers \(e.g. 1.5\)"):
+        metric.compute(predictions=[1, 0], references=[1.5, 0])
+    whole = metric.compute(predictions=[0.0, 1.0, 1.0, 2.0], references=[0, 1, 0, 2])
+    assert whole == metric.compute(predictions=[0, 1, 1, 2], references=[0, 1, 0, 2])

@@ -78,10 +78,10 @@ class Accuracy(evaluate.Metric):
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
             features=[
-                datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
+                datasets.Features({"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}),
                 datasets.Features({
                     "predictions": datasets.List(datasets.Value("float64")),
-                    "references": datasets.Value("int64"),
+                    "references": datasets.Value("float64"),
                 }),
                 datasets.Features({
                     "predictions": datasets.List(datasets.Value("float64")),

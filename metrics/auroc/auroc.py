@@ -90,13 +90,13 @@ class Auroc(evaluate.Metric):
             features=[
                 datasets.Features({
                     "predictions": datasets.List(datasets.Value("float64")),
-                    "references": datasets.Value("int64"),
+                    "references": datasets.Value("float64"),
                 }),
                 datasets.Features({
                     "predictions": datasets.List(datasets.Value("float64")),
                     "references": datasets.List(datasets.Value("float64")),
                 }),
-                datasets.Features({"predictions": datasets.Value("float64"), "references": datasets.Value("int64")}),
+                datasets.Features({"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}),
             ],
             reference_urls=["https://scikit-learn.org/stable/modules/generated/sklearn.metrics.roc_auc_score.html"],
         )

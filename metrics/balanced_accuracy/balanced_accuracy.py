@@ -58,10 +58,10 @@ class BalancedAccuracy(evaluate.Metric):
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
             features=[
-                datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
+                datasets.Features({"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}),
                 datasets.Features({
                     "predictions": datasets.List(datasets.Value("float64")),
-                    "references": datasets.Value("int64"),
+                    "references": datasets.Value("float64"),
                 }),
             ],
             reference_urls=[

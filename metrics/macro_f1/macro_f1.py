@@ -63,10 +63,10 @@ class MacroF1(evaluate.Metric):
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
             features=[
-                datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
+                datasets.Features({"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}),
                 datasets.Features({
                     "predictions": datasets.List(datasets.Value("float64")),
-                    "references": datasets.Value("int64"),
+                    "references": datasets.Value("float64"),
                 }),
             ],
             reference_urls=["https://scikit-learn.org/stable/modules/generated/sklearn.metrics.f1_score.html"],
