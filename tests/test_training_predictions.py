@@ -66,6 +66,26 @@ def test_metric_records_count_the_rows_scored():
     assert records["accuracy"]["n"] == 3 and records["accuracy"]["value"] == 1 / 3
 
 
+def test_multilabel_accuracy_counts_the_rows_with_a_known_positive():
+    # before: n was every row with a known name (4), while top-1 accuracy leaves out rows with no known positive (2)
+    from multimed_hf.tasks import get_task
+    from multimed_hf.training.outputs import metric_records
+
+    names = list(get_task("disease").label("diseases").names)
+    references = np.full((4, len(names)), np.nan, dtype=np.float32)
+    references[0, 0] = references[1, 1] = 1
+    references[1, 2] = 0  # row 1 scores its known negative highest: wrong
+    references[2:, :3] = 0  # known negatives only
+    outputs = np.zeros((4, len(names)), dtype=np.float32)
+    outputs[0, 0] = outputs[1, 2] = 5
+    predictions = TaskPredictions(task="disease", sample_ids=list("abcd"), outputs={"diseases": outputs},
+                                  references={"diseases": references}, masks={},
+                                  head_spec={"outputs": [{"name": "diseases", "kind": "multilabel", "names": names}]})
+    records = {r["metric"]: r for r in metric_records(predictions, "test", bootstrap_samples=0)}
+    assert (records["accuracy"]["n"], records["accuracy"]["value"]) == (2, 0.5)
+    assert all(r["n"] == 4 for name, r in records.items() if name != "accuracy")
+
+
 def test_each_vqa_metric_counts_the_questions_it_scores():
     # before: n was every row of the column (5) for closed accuracy (3 closed questions) and for the open metrics (2)
     from multimed_hf.training.outputs import metric_records

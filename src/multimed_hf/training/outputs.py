@@ -38,11 +38,15 @@ def _label_column(task: str, column: str) -> str | None:
 def scored_count(predictions, column: str, metric: str) -> int:
     """The rows one metric of a column was computed over: ``TaskPredictions.scored_rows`` (those with a label, and a
     free-text label's rows whose text the vocabulary lacks, which count as wrong), and of those, for the VQA
-    metrics, the questions of the answer type each scores (closed accuracy; open exact match and token F1)."""
+    metrics, the questions of the answer type each scores (closed accuracy; open exact match and token F1), and for
+    a multilabel column's accuracy (top-1 among the known names) the rows with a known positive."""
     from multimed_hf.metrics.vqa import SCORED_ANSWER_TYPE
     from multimed_hf.training.predictions import PER_ROW_METRIC_COLUMNS
 
     rows = predictions.scored_rows(column)
+    if metric == "accuracy" and predictions.head_kind(column) == "multilabel":
+        references = np.asarray(predictions.references[column])
+        rows = rows & (references.reshape(len(references), -1) == 1).any(axis=1)
     wanted = SCORED_ANSWER_TYPE.get(metric)
     types = predictions.metadata.get(PER_ROW_METRIC_COLUMNS["answer_types"])
     if wanted is not None and types is not None:
