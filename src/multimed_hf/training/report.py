@@ -128,7 +128,9 @@ def _label_key(task: str, label) -> str:
 
 def _pool(group: pd.DataFrame) -> float:
     """One seed's value for a cell scored by several runs (one per modality's rows): their mean weighted by the
-    rows each scored, i.e. the score over the union of their rows for accuracy-like metrics."""
+    rows each scored, i.e. the score over the union of their rows for a mean over rows (accuracy, TM-score) where
+    the rows are disjoint; for other metrics (macro F1, AUROC, Pearson per context) a weighted mean of the runs'
+    values, not the metric over the union."""
     values = group["value"].to_numpy(dtype=float)
     weights = group["n"].to_numpy(dtype=float)
     if len(values) == 1:
@@ -344,9 +346,12 @@ def _pooled(table: _Table) -> list[str]:
             lines.append(f"- `{family}` x `{task}`: {'; '.join(parts)}")
     if lines:
         lines = ["", "\\* scored by several runs (one per modality): each seed's value is the runs' values weighted "
-                 "by the test rows each scored (the score over their rows where the runs' rows are disjoint, e.g. "
-                 "OCT or fundus; an average where they overlap, e.g. a VQA question's image and text). Per run "
-                 "(mean over seeds):", *lines]
+                 "by the test rows each scored. For a mean over rows (accuracy, TM-score) that is the score over "
+                 "their rows where the runs' rows are disjoint, e.g. OCT or fundus, and an average where they "
+                 "overlap, e.g. a VQA question's image and text; for any other metric (Pearson per context, macro "
+                 "F1, AUROC, kappa; here and in the other metrics' tables) it is a weighted mean of the runs' "
+                 "values, not the metric over the union of their rows. A run whose value is undefined (NaN) is left "
+                 "out. Per run (mean over seeds):", *lines]
     return lines
 
 
@@ -372,7 +377,8 @@ def _other_metrics(table: _Table) -> list[str]:
         if rows:
             lines += ["", f"### {task}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows]
     if lines:
-        lines = ["", "## Other registry metrics (mean ± sd over seeds; x 100 unless marked natural scale)"] + lines
+        lines = ["", "## Other registry metrics (mean ± sd over seeds; x 100 unless marked natural scale; a cell "
+                 "scored by several runs pools their values as the footnote \\* above says)"] + lines
     return lines
 
 
