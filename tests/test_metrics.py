@@ -509,3 +509,26 @@ def test_a_label_gets_only_the_metrics_that_apply_to_it(rng):
     grades = np.repeat(np.arange(5), 4)
     dr = M.compute_task_metrics("diabetic_retinopathy", grades, grades, label="dr_grade")
     assert dr == {"accuracy": 1.0, "quadratic_kappa": 1.0}
+
+
+@pytest.mark.parametrize("name", ["accuracy", "balanced_accuracy", "macro_f1"])
+def test_a_reference_no_score_column_can_name_is_refused(name):
+    # before: class 5 against scores of 2 classes, or a string label against column indices, was counted wrong
+    from multimed_hf import metrics
+
+    fn = getattr(metrics, name)
+    scores = [[0.1, 0.9], [0.8, 0.2]]
+    with pytest.raises(ValueError, match=r"labels must lie in 0..1 for scores of 2 classes; got 0..5"):
+        fn(scores, [5, 0])
+    with pytest.raises(TypeError, match="class scores need integer class indices"):
+        fn(scores, ["b", "a"])
+    assert fn(scores, [1, 0]) == fn([1, 0], [1, 0])  # and indices in range score as before
+
+
+def test_pearson_groups_must_all_be_given():
+    # before: a None key failed in np.unique with "'<' not supported between 'NoneType' and 'str'"
+    from multimed_hf.metrics import pearson
+
+    for groups in (["a", None, "b", "b"], [1.0, float("nan"), 2.0, 2.0]):
+        with pytest.raises(ValueError, match=r"groups: 1 key\(s\) missing \(None or NaN; first at position 1\)"):
+            pearson([1, 2, 3, 4], [1, 2, 3, 5], groups=groups)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import warnings
 
 import numpy as np
@@ -56,7 +57,22 @@ def _prepare(predictions, references, ignore_index) -> tuple[np.ndarray, np.ndar
     refs = as_labels("references", references)
     preds = _class_predictions(predictions)
     check_same_length(predictions=preds, references=refs)
-    return drop_ignored(preds, refs, ignore_index)
+    preds, refs = drop_ignored(preds, refs, ignore_index)
+    scores = to_numpy(predictions, "predictions")
+    if scores.ndim == 2:  # the argmax is a column index: a reference must be one too, or it could never match
+        _check_class_indices(refs, scores.shape[1])
+    return preds, refs
+
+
+def _check_class_indices(refs: np.ndarray, n_classes: int) -> None:
+    """``references`` against class scores of ``n_classes`` columns: integer indices in 0..n_classes - 1."""
+    if len(refs) and not all(isinstance(r, (numbers.Integral, np.integer)) for r in refs.tolist()):
+        raise TypeError(f"references: class scores need integer class indices; got {refs.dtype} labels")
+    if len(refs) and (min(refs) < 0 or max(refs) >= n_classes):
+        raise ValueError(
+            f"references: labels must lie in 0..{n_classes - 1} for scores of {n_classes} classes; "
+            f"got {min(refs)}..{max(refs)}"
+        )
 
 
 def _multilabel(predictions, references, ignore_index) -> tuple[np.ndarray, np.ndarray]:

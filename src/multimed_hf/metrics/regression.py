@@ -72,6 +72,10 @@ def correlations(predictions, references, *, axis="gene", method="pearson", grou
         if keys.ndim != 1:
             raise ValueError(f"groups: expected a 1-D sequence of keys; got shape {keys.shape}")
         check_same_length(predictions=preds, groups=keys)
+        missing = [i for i, key in enumerate(keys.tolist()) if key is None or key != key]  # None or NaN
+        if missing:
+            raise ValueError(f"groups: {len(missing)} key(s) missing (None or NaN; first at position {missing[0]}); "
+                             "every element needs its group, e.g. its context")
         _, inverse = np.unique(keys, return_inverse=True)
         rows = [(preds[inverse == g], refs[inverse == g]) for g in range(inverse.max() + 1)]
         return np.array([_correlate(p[None], r[None], method)[0] if len(p) > 1 else np.nan for p, r in rows])
