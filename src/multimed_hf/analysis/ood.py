@@ -150,7 +150,7 @@ def _pearson(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
 def ood_metrics(kind: str, outputs: np.ndarray, references: np.ndarray) -> dict[str, float]:
     """The scores of Fig. 2 for one label column's rows: accuracy, sensitivity and specificity (macro
     one-vs-rest for several classes; per name for multilabel, whose accuracy is the task's top-1 among the known
-    names) for classes, Pearson r for regression."""
+    names) for classes, Pearson r over all the rows (pooled, not per context) for regression."""
     if kind == "class":
         return _classification(outputs.argmax(1), references)
     if kind == "multilabel":
