@@ -23,6 +23,18 @@ def test_scores_of_a_hand_worked_case():
     assert ood_metrics("regression", np.array([1.0, 2, 3]), np.array([2.0, 4, 6])) == {"pearson": pytest.approx(1)}
 
 
+def test_multilabel_accuracy_leaves_out_rows_with_a_single_known_name():
+    # before: a held-out organ's rows kept only `normal` known once its diseases were hidden, so top-1 among the
+    # row's known names was right whatever the logits: accuracy 1.000 [1.000, 1.000] for any model
+    nan = np.nan
+    only_normal = np.array([[1.0, nan, nan], [0.0, nan, nan], [1.0, nan, nan]])
+    random_logits = np.random.default_rng(0).normal(size=(3, 3))
+    assert np.isnan(ood_metrics("multilabel", random_logits, only_normal)["accuracy"])
+    two_known = np.vstack([only_normal, [[1.0, 0.0, nan], [0.0, 1.0, nan]]])
+    logits = np.vstack([random_logits, [[0.0, 3.0, 0.0], [0.0, 3.0, 0.0]]])  # row 3 wrong, row 4 right
+    assert ood_metrics("multilabel", logits, two_known)["accuracy"] == pytest.approx(0.5)
+
+
 @pytest.fixture(scope="module")
 def held_out(tmp_path_factory):
     seen = []

@@ -124,8 +124,10 @@ def _classification(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
 
 
 def _multilabel(logits: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    """Accuracy as the task's (top-1 among the row's known names: ``metrics.accuracy``); sensitivity and specificity
-    per name at logit 0, macro over the names."""
+    """Accuracy as the task's (top-1 among the row's known names: ``metrics.accuracy``), over the rows with at
+    least two known names: with one (a held-out organ's rows keep only ``normal`` once its diseases are hidden),
+    top-1 is right whatever the model says, so such rows are left out of it (NaN where no row has two);
+    sensitivity and specificity per name at logit 0, macro over the names."""
     from multimed_hf.metrics.classification import accuracy
 
     known = ~np.isnan(ref)
@@ -135,7 +137,8 @@ def _multilabel(logits: np.ndarray, ref: np.ndarray) -> dict[str, float]:
             np.any(known[:, k] & truth[:, k])]
     spec = [np.mean(~pred[known[:, k] & ~truth[:, k], k]) for k in range(ref.shape[1]) if
             np.any(known[:, k] & ~truth[:, k])]
-    top1 = accuracy(logits, ref) if (truth & known).any() else float("nan")
+    decisive = (known.sum(1) >= 2) & (truth & known).any(1)
+    top1 = accuracy(logits[decisive], ref[decisive]) if decisive.any() else float("nan")
     return {"accuracy": float(top1),
             "sensitivity": float(np.mean(sens)) if sens else float("nan"),
             "specificity": float(np.mean(spec)) if spec else float("nan")}
@@ -360,7 +363,9 @@ def _markdown(result: OODResult, options: OODOptions) -> str:
     lines = [f"# Out-of-distribution generalisation: one `{options.group}` held out at a time", "",
              "Each held-out group's rows (every split) are scored by a model trained on the other groups' training "
              "and validation rows. Sensitivity and specificity are macro one-vs-rest over the classes present; "
-             "regression reports Pearson r. CIs: percentile bootstrap over rows.", ""]
+             "a multilabel task's accuracy is top-1 among a row's known names, over the rows that know at least two "
+             "(with one, top-1 is right whatever the model says; NaN where none does); regression reports Pearson r "
+             "pooled over the rows. CIs: percentile bootstrap over rows.", ""]
     scored = table[table["status"] == SCORED]
     if len(scored):
         wide = scored.astype({"scored": int}).pivot_table(index=["task", "group", "setting", "scored"],
