@@ -141,20 +141,35 @@ def test_free_text_rows_outside_the_vocabulary_count_as_wrong_with_their_texts()
         compute_output_metrics("brain_tumor", "tumor", np.eye(4), np.arange(4), reference_texts=list("abcd"))
 
 
-def test_coords_padding_does_not_count_unless_lengths_say_so():
+def test_coords_padding_does_not_count_unless_residues_say_so():
     rng = np.random.default_rng(0)
     coords = rng.normal(size=(2, 12, 3)) * 5
     mask = np.ones((2, 12), bool)
-    mask[1, 8:] = False  # row 1: 8 residues observed, then padding
+    mask[1, 8:] = False  # row 1: 8 residues scored, then padding
     outputs = coords.copy()
     outputs[1, 8:] = 99.0  # whatever the model says past the chain
     result = compute_output_metrics("protein_structure", "ca_coords", outputs, coords, mask=mask)
     assert result == {"tm_score": pytest.approx(1.0), "rmsd": pytest.approx(0.0, abs=1e-5),
                       "gdt_ts": pytest.approx(1.0)}
-    # chain 1 is 10 residues long, 2 of them unobserved: they score 0 but count in L -> TM 8/10, GDT 8/10
-    result = compute_output_metrics("protein_structure", "ca_coords", outputs, coords, mask=mask, lengths=[12, 10])
+    # chain 1's reference has 10 residues, 2 of them unpredicted (masked): they score 0 but count in L -> 8/10
+    residues = np.ones((2, 12), bool)
+    residues[1, 10:] = False
+    result = compute_output_metrics("protein_structure", "ca_coords", outputs, coords, mask=mask, residues=residues)
     assert result["tm_score"] == pytest.approx((1 + 0.8) / 2)
     assert result["gdt_ts"] == pytest.approx((1 + 0.8) / 2)
+
+
+def test_residues_the_reference_did_not_observe_count_at_neither_end():
+    # before: L ran to the last observed residue, so unobserved N-terminal residues counted in it and C-terminal
+    # ones did not: a perfect prediction scored 0.875 or 1.0 by which end 5 of 40 residues were missing
+    coords = np.random.default_rng(1).normal(size=(40, 3)) * 8
+    for unobserved in (slice(0, 5), slice(35, 40), slice(18, 23)):
+        observed = np.ones(40, bool)
+        observed[unobserved] = False
+        reference = np.where(observed[:, None], coords, 0.0)
+        result = compute_output_metrics("protein_structure", "ca_coords", coords[None], reference[None],
+                                        mask=observed[None], residues=observed[None])
+        assert result["tm_score"] == pytest.approx(1.0) and result["gdt_ts"] == pytest.approx(1.0)
 
 
 def test_no_present_reference_gives_nan():
@@ -171,8 +186,8 @@ def test_no_present_reference_gives_nan():
      "outputs have 2 rows, references 1"),
     (lambda: compute_output_metrics("brain_tumor", "tumour", np.zeros((2, 4)), np.array([0, 1])), KeyError,
      "has no label column 'tumour'"),
-    (lambda: compute_output_metrics("brain_tumor", "tumor", np.zeros((2, 4)), np.array([0, 1]), lengths=[1, 2]),
-     TypeError, r"options \['lengths'\] are read by none of the metrics"),
+    (lambda: compute_output_metrics("brain_tumor", "tumor", np.zeros((2, 4)), np.array([0, 1]), residues=[[1], [1]]),
+     TypeError, r"options \['residues'\] are read by none of the metrics"),
 ])
 def test_bad_input_names_the_column(call, error, message):
     with pytest.raises(error, match=message):

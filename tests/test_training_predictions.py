@@ -132,9 +132,10 @@ def test_a_chain_longer_than_the_encoder_is_scored_whole(tmp_path, caplog):
         predictions = trainer.predict_task(task, rows, split="test")
     longer = sum(len(c) > cut for c in chains)
     assert f"{longer} chain(s) longer than the residue encoder's input" in caplog.text
-    # by hand: each whole chain, the model's positions for its first `cut` residues, none past them; L is the
-    # chain's length, its unobserved residues at either end included (the card's rule; 7OK9_A's 121 unobserved
-    # C-terminal residues were left out of L)
+    # by hand: each whole chain's observed residues (the reference structure, as TMscore reads the deposited file:
+    # L counts them), the model's positions for those within its first `cut` residues, none past them (scored 0,
+    # counted in L); an unobserved residue is neither fitted nor counted, at either end (7OK9_A's 121 unobserved
+    # C-terminal residues were left out of L, its unobserved N-terminal ones counted)
     outputs = predictions.outputs["ca_coords"]
     preds, refs, masks = [], [], []
     for i, (chain, residues) in enumerate(zip(chains, rows["residue_mask"])):
@@ -142,10 +143,10 @@ def test_a_chain_longer_than_the_encoder_is_scored_whole(tmp_path, caplog):
         kept = min(len(chain), cut)
         pred = np.zeros((len(chain), 3), dtype=np.float32)
         pred[:kept] = outputs[i, :kept]
-        preds.append(pred)
-        refs.append(np.where(observed[:, None], chain, 0.0))
-        masks.append(observed & (np.arange(len(chain)) < kept))
-    assert any(not m[-1] for m in masks)  # a chain whose last residues are unobserved (or past the cut)
+        preds.append(pred[observed])
+        refs.append(chain[observed])
+        masks.append((np.arange(len(chain)) < kept)[observed])
+    assert any(not o[0] or not o[-1] for o in (np.asarray(r, dtype=bool) for r in rows["residue_mask"]))
     expected = structure_scores(preds, refs, masks)
     metrics = predictions.metrics()["ca_coords"]
     assert metrics["tm_score"] == pytest.approx(float(np.mean(expected["tm_score"])))

@@ -51,7 +51,7 @@ Examples:
     >>> {key: round(value, 4) for key, value in result.items()}
     {'tm_score': 1.0, 'rmsd': 0.0, 'gdt_ts': 1.0}
 
-    With the last residue unobserved in the reference it scores 0 but still counts in L = 5:
+    With its last residue not predicted (masked) it scores 0 but still counts in L = 5:
 
     >>> result = tm_metric.compute(predictions=[prediction], references=[reference], masks=[[True] * 4 + [False]])
     >>> {key: round(value, 4) for key, value in result.items()}

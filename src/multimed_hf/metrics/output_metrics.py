@@ -27,7 +27,7 @@ __all__ = [
 #: An absent class reference, as the processor encodes it.
 IGNORE_INDEX = -100
 #: Options that hold one value per row: they are cut to the rows that have a reference, like the arrays.
-PER_ROW_OPTIONS = ("groups", "answer_types", "lengths", "reference_texts")
+PER_ROW_OPTIONS = ("groups", "answer_types", "residues", "reference_texts")
 #: Metrics scored on class labels (the argmax of the outputs).
 LABEL_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "cohen_kappa", "quadratic_kappa")
 #: Metrics that weigh disagreements by grade distance: they take every class index as ``labels``.
@@ -286,13 +286,14 @@ class RegressionMetrics(MetricKind):
 
 
 class CoordsMetrics(MetricKind):
-    """C-alpha coordinates: outputs and references ``[N, L, 3]`` in Angstrom, ``mask`` ``[N, L]`` the observed
-    residues. A row's length is ``lengths[i]`` where given, else up to its last observed residue (padding beyond
-    a chain's end must not count in the TM-score's L); rows with fewer than 3 observed residues are left out."""
+    """C-alpha coordinates: outputs and references ``[N, L, 3]`` in Angstrom, ``mask`` ``[N, L]`` the residues
+    scored. A row's residues are ``residues[i]`` (``[L]`` bool: the reference structure's residues, which the
+    TM-score's L counts; those of them masked score 0) where given, else every position up to its last scored one
+    (padding beyond a chain's end must not count in L); rows with fewer than 3 scored residues are left out."""
 
     name = "coords"
     inputs = {m: "structures" for m in STRUCTURE_METRICS}
-    options = ("lengths",)
+    options = ("residues",)
 
     def check(self, where, outputs, references, mask):
         super().check(where, outputs, references, mask)
@@ -312,13 +313,16 @@ class CoordsMetrics(MetricKind):
 
     def structures(self, column, metric):
         observed = self.observed(column.references, column.mask)
-        lengths = column.options.get("lengths")
+        residues = column.options.get("residues")
         preds, refs, masks = [], [], []
         for i in range(len(observed)):
-            n = int(lengths[i]) if lengths is not None else int(np.flatnonzero(observed[i])[-1]) + 1
-            preds.append(column.outputs[i, :n])
-            refs.append(np.where(observed[i, :n, None], column.references[i, :n], 0.0))
-            masks.append(observed[i, :n])
+            if residues is not None:
+                keep = np.asarray(residues[i], dtype=bool)
+            else:
+                keep = np.arange(observed.shape[1]) <= np.flatnonzero(observed[i])[-1]
+            preds.append(column.outputs[i][keep])
+            refs.append(np.where(observed[i][keep][:, None], column.references[i][keep], 0.0))
+            masks.append(observed[i][keep])
         return preds, refs, {"masks": masks}
 
 
@@ -385,9 +389,10 @@ def compute_output_metrics(task: str, column: str, outputs, references, *, mask=
         mask: coordinates: ``[N, L]`` observed residues; multilabel: ``[N, K]`` known names (optional).
         options: ``names`` (a free-text label's vocabulary in index order: needed for the VQA string metrics),
             ``reference_texts`` (a free-text label: each row's own text, so that rows whose text the vocabulary
-            lacks count as wrong rather than absent: ``TextMetrics``), ``lengths`` (coords: residues per row), and
+            lacks count as wrong rather than absent: ``TextMetrics``), ``residues`` (coords: ``[N, L]`` bool, each row's
+            reference residues, counted in the TM-score's L), and
             any option a metric function accepts (``groups``, ``answer_types``, ``axis``, ``backend``, ...).
-            ``groups``, ``answer_types``, ``reference_texts`` and ``lengths`` hold one value per row.
+            ``groups``, ``answer_types``, ``reference_texts`` and ``residues`` hold one value per row.
 
     Rows without a reference are left out. A metric that is undefined on the rows left (no row, one class only
     for AUROC) is NaN. Returns plain floats on the natural scale (accuracy as a fraction).

@@ -253,8 +253,9 @@ def structure_scores(
 
     predictions, references: a sequence of (L_i, 3) C-alpha arrays (or (L_i, 4, 3) / (L_i, 3, 3) backbones in
     N, CA, C(, O) order), or one (N, L, 3) array. masks: optional per pair (L_i,) booleans, True where the
-    reference residue is observed; a masked residue scores 0 but still counts in L. NaN coordinates are allowed
-    at masked residues only. The TM-score is normalised by the reference length and maximised with the TMscore
+    residue is scored; a masked residue (not predicted) scores 0 but still counts in L. A residue the reference
+    structure lacks (unresolved) belongs in neither input: TMscore reads only the resolved ones. NaN coordinates
+    are allowed at masked residues only. The TM-score is normalised by the reference length and maximised with the TMscore
     program's search; GDT-TS (0-1) is the mean over 1, 2, 4, 8 A of the best fraction of L within the cut-off
     over the search's superpositions; RMSD is that of the least-squares fit over the observed residues.
     backend: "auto" (the default: "numba" where numba is installed and dtype is float64 or None, else "numpy"),

@@ -74,8 +74,8 @@ class TaskPredictions:
         row_indices: each row's index in the dataset.
         loss: the model's mean loss over the rows (with labels), else None.
         metadata: dataset column -> per-row values that metrics read (``answer_type``, ``context``).
-        lengths: coordinates column -> each row's chain length, the TM-score's L (``whole_chains``: residues past
-            the encoder's cut count in it, unpredicted).
+        residues: coordinates column -> ``[N, L]`` bool, the residues of each row's reference structure (those it
+            observed: ``whole_chains``); the TM-score's L counts them, predicted or not (past the encoder's cut).
     """
 
     task: str
@@ -88,7 +88,7 @@ class TaskPredictions:
     row_indices: np.ndarray | None = None
     loss: float | None = None
     metadata: dict = field(default_factory=dict)
-    lengths: dict = field(default_factory=dict)
+    residues: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -100,7 +100,7 @@ class TaskPredictions:
         take = lambda d: {k: np.asarray(v)[rows] for k, v in d.items()}  # noqa: E731
         return dataclasses.replace(
             self, sample_ids=[self.sample_ids[i] for i in rows], outputs=take(self.outputs),
-            references=take(self.references), masks=take(self.masks), lengths=take(self.lengths),
+            references=take(self.references), masks=take(self.masks), residues=take(self.residues),
             row_indices=None if self.row_indices is None else np.asarray(self.row_indices)[rows],
             metadata={k: [v[i] for i in rows] for k, v in self.metadata.items()}, loss=None)
 
@@ -142,8 +142,8 @@ class TaskPredictions:
                 options[option] = [self.metadata[source][i] for i in rows]
         if "reference_texts" in accepted and column in self.metadata:
             options["reference_texts"] = [self.metadata[column][i] for i in rows]
-        if "lengths" in accepted and column in self.lengths:
-            options["lengths"] = np.asarray(self.lengths[column])[rows]
+        if "residues" in accepted and column in self.residues:
+            options["residues"] = np.asarray(self.residues[column])[rows]
         return compute_output_metrics(self.task, column, self.outputs[column][rows], self.references[column][rows],
                                       mask=None if mask is None else mask[rows], **options)
 
@@ -214,8 +214,9 @@ def whole_chains(predictions: "TaskPredictions", dataset) -> int:
     unscored and the TM-score's L shrank. Each coordinates column's references and mask become the dataset row's
     whole chain (its observed residues), the residues past the cut are masked out of the fit (they score 0 but count
     in L, as the TM-score defines it) and the outputs there are NaN (``<column>_prediction`` shows them
-    unpredicted). L is the chain's length: a residue the reference did not observe counts in it at either end, as
-    the metric's card says (not only up to the last observed residue).
+    unpredicted). L counts the residues of the reference structure: those it observed, as TMscore reads them from
+    the deposited file; a residue the experiment did not resolve (unobserved, at either end or inside) is neither
+    fitted nor counted (``residues``), so a prediction matching every observed residue scores 1.
     Returns the number of rows cut; modifies ``predictions`` in place."""
     from multimed_hf.data.label_kinds import RESIDUE_MASK_COLUMN
     from multimed_hf.training.loading import column_values
@@ -235,7 +236,7 @@ def whole_chains(predictions: "TaskPredictions", dataset) -> int:
         width = max([kept_width, *(len(c) for c in chains if c is not None)])
         refs = np.zeros((len(chains), width, 3), dtype=np.float32)
         mask = np.zeros((len(chains), width), dtype=bool)
-        lengths = np.zeros(len(chains), dtype=np.int64)
+        residues = np.zeros((len(chains), width), dtype=bool)
         full = np.zeros((len(chains), width, 3), dtype=outputs.dtype)
         full[:, :kept_width] = outputs
         for row, (i, chain) in enumerate(zip(order, chains)):
@@ -245,14 +246,14 @@ def whole_chains(predictions: "TaskPredictions", dataset) -> int:
             if extra and values[RESIDUE_MASK_COLUMN][i] is not None:
                 observed &= np.asarray(values[RESIDUE_MASK_COLUMN][i]).astype(bool)
             refs[row, :len(chain)] = np.where(observed[:, None], chain, 0.0)
-            lengths[row] = len(chain)  # every residue of the chain, observed or not, at either end
+            residues[row, :len(chain)] = observed
             kept = min(len(chain), kept_width)
             mask[row, :kept] = observed[:kept]
             if len(chain) > kept_width:
                 full[row, kept_width:len(chain)] = np.nan
                 cut += 1
         predictions.outputs[column], predictions.references[column] = full, refs
-        predictions.masks[column], predictions.lengths[column] = mask, lengths
+        predictions.masks[column], predictions.residues[column] = mask, residues
     return cut
 
 
