@@ -171,6 +171,20 @@ def test_benchmark_checks_task_keyed_flags_against_its_tasks(tmp_path, capsys):
                      capsys.readouterr().err)
 
 
+def test_a_run_folder_holding_checkpoints_is_not_trained_again_in_silence(bt_dir, tmp_path, capsys):
+    # before: training restarted from step 0 and overwrote the earlier run's checkpoints without a word
+    earlier = tmp_path / "run" / "checkpoint-3"
+    earlier.mkdir(parents=True)
+    (earlier / "trainer_state.json").write_text("{}")
+    code = train_main(["--data", bt_dir, "--tasks", "brain_tumor", "--family", "unimodal", "--output_dir",
+                       str(tmp_path / "run"), *QUICK])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "holds an earlier run's checkpoints (last: checkpoint-3)" in err
+    assert "--resume_from_checkpoint true" in err and "another --output_dir" in err
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
 # ---------------------------------------------------------------------- refused / warned per plan
 def test_modality_dropout_on_a_one_modality_run_is_refused(bt_dir, tmp_path, capsys):
     # before: dropout never drops a row's last modality, so a unimodal run trained exactly as without it

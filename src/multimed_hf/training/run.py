@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -663,9 +664,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             raise RunError(f"--{unused[0]} changes none of family {args.family!r}'s runs for {args.tasks} "
                            f"({unused[1]}" + ("; the same in every plan" if len(plans) > 1 else "")
                            + "); leave it out")
-        for p in plans:
-            targs = training_args if len(plans) == 1 else dataclasses.replace(
-                training_args, output_dir=str(Path(training_args.output_dir) / p.name))
+        runs = [(p, training_args if len(plans) == 1 else dataclasses.replace(
+            training_args, output_dir=str(Path(training_args.output_dir) / p.name))) for p in plans]
+        if not training_args.resume_from_checkpoint:
+            _refuse_earlier_checkpoints([targs.output_dir for _, targs in runs])
+        for p, targs in runs:
             # the one run asked for is chosen there again (a flag that changes nothing in it is refused)
             result = train_model(args, targs, plan=p if len(plans) > 1 else None, verbose=True)
             print(f"{p.name}: wrote {result.output_dir}")
@@ -673,6 +676,19 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         print(f"multimed train: error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _refuse_earlier_checkpoints(output_dirs: Sequence[str]) -> None:
+    """A run folder holding an earlier run's checkpoints is not trained again from scratch in silence (its
+    checkpoints would be overwritten): the user resumes or picks another folder."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    for folder in output_dirs:
+        last = get_last_checkpoint(folder) if os.path.isdir(folder) else None
+        if last is not None:
+            raise RunError(f"{folder} holds an earlier run's checkpoints (last: {os.path.basename(last)}): pass "
+                           f"--resume_from_checkpoint true to go on from it, or another --output_dir to train from "
+                           f"scratch (its checkpoints would be overwritten)")
 
 
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
