@@ -160,3 +160,37 @@ def test_a_chain_longer_than_the_encoder_is_scored_whole(tmp_path, caplog):
         predicted = np.array([list(p) for p in predicted], dtype=float)
         assert len(predicted) == len(chain)
         assert np.isnan(predicted[cut:]).all() and np.isfinite(predicted[:cut]).all()
+
+
+def test_the_predictions_file_names_nothing_a_row_cannot_have(tmp_path):
+    # before: an OCT scan's row carried a fundus grade (dr_grade_prediction "proliferative") and a brain MRI row of
+    # disease 25 predicted names outside its source's known names, which the metrics treat as unknown
+    import pandas as pd
+    from datasets import ClassLabel, Dataset, Features, List, Value
+
+    from multimed_hf.tasks import get_task
+    from multimed_hf.training.outputs import write_predictions
+
+    grades = list(get_task("diabetic_retinopathy").label("dr_grade").names)
+    rows = Dataset.from_dict({"sample_id": ["oct", "fundus"], "dr_grade": [None, 2]},
+                             features=Features({"sample_id": Value("string"), "dr_grade": ClassLabel(names=grades)}))
+    predictions = TaskPredictions(task="diabetic_retinopathy", sample_ids=["oct", "fundus"],
+                                  outputs={"dr_grade": np.eye(5, dtype=np.float32)[[4, 2]]},
+                                  references={"dr_grade": np.array([-100, 2])}, masks={},
+                                  head_spec={"outputs": [{"name": "dr_grade", "kind": "class", "names": grades}]})
+    table = pd.read_parquet(write_predictions(predictions, rows, tmp_path / "dr.parquet"))
+    assert table["dr_grade"].tolist() == [None, "moderate"]
+    assert table["dr_grade_prediction"].tolist() == [None, "moderate"]
+
+    names = list(get_task("disease").label("diseases").names)
+    references = np.full((2, len(names)), np.nan, dtype=np.float32)
+    references[0, :3] = [1, 0, 0]  # row 0's source knows three names; row 1 knows none
+    outputs = np.full((2, len(names)), 5.0, dtype=np.float32)  # every name above 0.5
+    rows = Dataset.from_dict({"sample_id": ["mri", "blank"], "diseases": [[0], None]}, features=Features(
+        {"sample_id": Value("string"), "diseases": List(ClassLabel(names=names))}))
+    predictions = TaskPredictions(task="disease", sample_ids=["mri", "blank"], outputs={"diseases": outputs},
+                                  references={"diseases": references}, masks={},
+                                  head_spec={"outputs": [{"name": "diseases", "kind": "multilabel", "names": names}]})
+    table = pd.read_parquet(write_predictions(predictions, rows, tmp_path / "disease.parquet"))
+    assert list(table["diseases_prediction"][0]) == names[:3] and table["diseases_prediction"][1] is None
+    assert table["diseases_top1_prediction"][0] in names[:3] and table["diseases_top1_prediction"][1] is None

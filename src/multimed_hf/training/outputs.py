@@ -119,8 +119,9 @@ def _cut_coords(predicted: list, reference: Any) -> Any:
 def write_predictions(predictions, dataset, path: str | Path) -> Path:
     """``predictions/<task>-<split>.parquet``: ``sample_id``, each label column (the row's own value, class names
     for classes) and ``<column>_prediction`` beside it in the same representation (multilabel: the names above 0.5
-    and ``<column>_top1_prediction``; regression: label units; coordinates: L x 3 lists cut to the chain, NaN for
-    residues past the residue encoder's input: ``whole_chains``)."""
+    and ``<column>_top1_prediction``, both among the row's known names; regression: label units; coordinates: L x 3
+    lists cut to the chain, NaN for residues past the residue encoder's input: ``whole_chains``). A prediction is
+    None where the row's label is absent (no grade for an OCT scan; no known name)."""
     import pandas as pd
 
     from multimed_hf.training.loading import column_values
@@ -139,16 +140,31 @@ def write_predictions(predictions, dataset, path: str | Path) -> Path:
             continue
         refs = _reference_column(dataset, label.name, order)
         preds = list(decoded[label.name])
+        top1 = decoded.get(f"{label.name}_top1")
         if label.kind == "coords":
             preds = [_cut_coords(p, r) for p, r in zip(preds, refs)]
+        elif label.kind == "multilabel":  # the names the row's source defines (its known names), none where none
+            known = _known_names(predictions, label.name)
+            preds = [None if not k else [n for n in p if n in k] for p, k in zip(preds, known)]
+            top1 = None if top1 is None else [t if k else None for t, k in zip(top1, known)]
+        else:  # no grade for a row whose label is absent by design (a fundus grade for an OCT scan)
+            preds = [None if r is None else p for p, r in zip(preds, refs)]
         table[label.name] = refs
         table[f"{label.name}_prediction"] = preds
-        if f"{label.name}_top1" in decoded:
-            table[f"{label.name}_top1_prediction"] = list(decoded[f"{label.name}_top1"])
+        if top1 is not None:
+            table[f"{label.name}_top1_prediction"] = list(top1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(table).to_parquet(path, index=False)
     return path
+
+
+def _known_names(predictions, column: str) -> list[set]:
+    """Per row, the names of a multilabel column whose value its reference holds (0 or 1, not unknown)."""
+    names = next(o["names"] for o in predictions.head_spec["outputs"] if o["name"] == column)
+    references = np.asarray(predictions.references[column], dtype=float)
+    known = ~np.isnan(references) & (references != -100)  # -100: the absent label (IGNORE_INDEX)
+    return [{names[k] for k in np.flatnonzero(row)} for row in known]
 
 
 def write_json(path: str | Path, content: Any) -> Path:
