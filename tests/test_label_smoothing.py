@@ -120,6 +120,20 @@ def test_the_trainer_warns_where_no_trained_task_has_a_class_output(tmp_path, ca
                "trained (['disease', 'expression_prediction']) have none" in r.getMessage() for r in caplog.records)
 
 
+def test_a_predict_only_trainer_leaves_the_models_smoothing_and_is_quiet(tmp_path, caplog):
+    # before: the analyses' predict-only trainers took the run's label_smoothing_factor (the small preset's 0.05):
+    # one warning per model on a task without class outputs, and it was set on a model trained without it
+    from multimed_hf.training.trainer import prediction_arguments
+
+    model = MultiMedModel(_config(["disease", "expression_prediction"]))
+    with caplog.at_level(logging.WARNING, logger="multimed_hf.training.trainer"):
+        MultiMedTrainer(model=model, args=prediction_arguments(_args(tmp_path, label_smoothing_factor=0.05)))
+    assert not [r for r in caplog.records if "label_smoothing" in r.getMessage()]
+    classes = tiny_model(["brain_tumor"])
+    MultiMedTrainer(model=classes, args=prediction_arguments(_args(tmp_path, label_smoothing_factor=0.05)))
+    assert classes.config.label_smoothing == 0.0
+
+
 def test_a_plan_without_class_outputs_trains_unsmoothed(tmp_path, caplog):
     from multimed_hf.training.run import RunError, _label_smoothing_here
 

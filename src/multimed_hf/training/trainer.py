@@ -211,8 +211,10 @@ class _StreamLoader(DataLoader):
 
 def prediction_arguments(args: TrainingArguments) -> TrainingArguments:
     """``args`` for a trainer that only predicts (``predict_task``): no evaluation or checkpoint schedule, which
-    ``Trainer`` refuses without an eval set (a run's default evaluates every epoch)."""
-    return dataclasses.replace(args, eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
+    ``Trainer`` refuses without an eval set (a run's default evaluates every epoch), and no label smoothing to set
+    (the model keeps the one it was trained with; a task without class outputs warned once per model)."""
+    return dataclasses.replace(args, eval_strategy="no", save_strategy="no", load_best_model_at_end=False,
+                               label_smoothing_factor=0.0)
 
 
 # ---------------------------------------------------------------------- the trainer
