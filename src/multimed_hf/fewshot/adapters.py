@@ -245,6 +245,10 @@ def adapter_card(info: Mapping[str, Any]):
     load_new_head = ("info = json.load(open(f\"{adapter}/multimed_adapter.json\"))\n"
                      "if info[\"head_spec\"]:\n    base.add_head(info[\"task\"], info[\"head_spec\"], replace=True)\n")
     counts = ", ".join(f"{k}: {v}" for k, v in (info.get("support_counts") or {}).items())
+    targets = info.get("target_modules", [])
+    where = " and ".join(name for name, prefix in (("the encoders'", "encoders."), ("the fusion block's", "fusion."),
+                                                   ("the early-fusion encoder's", "early."))
+                         if any(t.startswith(prefix) for t in targets)) or "the model's"
     text = f"""---
 {data.to_yaml()}
 ---
@@ -253,8 +257,8 @@ def adapter_card(info: Mapping[str, Any]):
 
 A PEFT `{info.get('method', 'lora')}` adapter (rank {info.get('rank')}) over **{base}**, trained on a {info['k']}-shot
 support set of task `{info['task']}` (whole groups drawn with seed {info['seed']} from the training split until
-every class had at least {info['k']} examples; real counts: {counts or 'n/a'}). Target modules: the encoders' and
-fusion blocks' attention maps ({', '.join(sorted({t.rsplit('.', 1)[-1] for t in info.get('target_modules', [])}))});
+every class had at least {info['k']} examples; real counts: {counts or 'n/a'}). Target modules: {where} attention
+maps ({', '.join(sorted({t.rsplit('.', 1)[-1] for t in targets}))});
 the head `heads.{info['task']}` is trained whole. {head}
 
 ```python
