@@ -782,6 +782,11 @@ def installed_fake_hub(monkeypatch, tmp_path: Path, **kwargs) -> Iterator[FakeHu
             if hasattr(dconfig, name):
                 monkeypatch.setattr(dconfig, name, value)
 
+    with contextlib.suppress(ImportError):  # transformers keeps one HfApi, its endpoint read when first made
+        import transformers.utils.hub as transformers_hub
+
+        monkeypatch.setattr(transformers_hub, "_hf_api", None, raising=False)
+
     _guard_sockets(monkeypatch)
     HfFileSystem.clear_instance_cache()  # an fsspec-cached instance would keep another fake Hub's listings
     # No public getter for the current factories: restore the library defaults afterwards.

@@ -68,3 +68,17 @@ def test_train_push_to_hub_uploads_the_multimed_card_and_the_results(fake_hub, t
     assert "fine-tuned version of" not in card and card == (result.output_dir / "README.md").read_text()
     accuracy = result.metrics["test_brain_tumor_accuracy"]
     assert "Measured on the `test` split." in card and f"| brain_tumor | accuracy | {accuracy:.4g} |" in card
+
+
+def test_push_to_hub_without_a_reachable_hub_is_one_error_naming_the_repository(offline, tmp_path):
+    # before: the HTTP client's ConnectError traceback from Trainer.init_hf_repo, before any training
+    from transformers import TrainingArguments
+
+    from multimed_hf.training.trainer import MultiMedTrainer
+    from training_tiny import tiny_model
+
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), push_to_hub=True, hub_model_id="me/run",
+                             use_cpu=True, report_to=[])
+    with pytest.raises(ValueError, match=r"--push_to_hub: the Hub repository 'me/run' could not be created "
+                                         r"\(OfflineModeIsEnabled: .*leave --push_to_hub out"):
+        MultiMedTrainer(model=tiny_model(["brain_tumor"]), args=args)

@@ -209,6 +209,15 @@ class _StreamLoader(DataLoader):
         self.dataset.set_epoch(epoch)
 
 
+def _is_hub_error(err: BaseException) -> bool:
+    """An error of the Hub client (huggingface_hub's HTTP errors, the HTTP library's connection errors)."""
+    from huggingface_hub import errors as hub_errors
+
+    module = type(err).__module__.split(".")[0]
+    return (isinstance(err, (ConnectionError, hub_errors.HfHubHTTPError, hub_errors.OfflineModeIsEnabled))
+            or module in ("httpx", "httpx2", "httpcore", "requests", "urllib3"))
+
+
 def prediction_arguments(args: TrainingArguments) -> TrainingArguments:
     """``args`` for a trainer that only predicts (``predict_task``): no evaluation or checkpoint schedule, which
     ``Trainer`` refuses without an eval set (a run's default evaluates every epoch), and no label smoothing to set
@@ -545,6 +554,20 @@ class MultiMedTrainer(Trainer):
             super()._save(output_dir, state_dict)
         finally:
             self.model.__class__ = sharded
+
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """``Trainer.init_hf_repo`` (``--push_to_hub`` creates the Hub repository before training), with a Hub that
+        cannot be reached (no network, a bad endpoint or token) reported as one ``ValueError`` naming the
+        repository, not the HTTP client's traceback."""
+        try:
+            super().init_hf_repo(token=token, private=private)
+        except Exception as err:  # the Hub client's connection and HTTP errors: no common base class to name
+            if not _is_hub_error(err):
+                raise
+            repo = self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir))
+            raise ValueError(f"--push_to_hub: the Hub repository {repo!r} could not be created ({type(err).__name__}: "
+                             f"{err}); check the network, HF_ENDPOINT and your token, or leave --push_to_hub out") \
+                from err
 
     def create_model_card(self, *args, **kwargs) -> None:
         """The MultiMed model card (``model_card.build_model_card``: tasks, modalities, encoders, fusion) where the
