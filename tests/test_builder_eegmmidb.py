@@ -303,7 +303,7 @@ def test_editing_an_events_file_changes_the_reading_version(tmp_path):
     events = root / "sub-001/eeg/sub-001_task-motion_run-4_events.tsv"
     events.write_text(events.read_text().replace("TASK2T1", "TASK2T2", 1))
     assert EEGMMIDBBuilder(root).version != before
-    assert EEGMMIDBBuilder(sample.make_eegmmidb(tmp_path / "physionet", subjects=(1,), bad_files=False)).version == "3"
+    assert EEGMMIDBBuilder(sample.make_eegmmidb(tmp_path / "physionet", subjects=(1,), bad_files=False)).version == "4"
 
 
 @pytest.mark.parametrize("bids", [False, True], ids=["physionet", "ds004362"])
@@ -329,3 +329,23 @@ def test_edf_extensions_in_capitals_read_like_lower_case_ones(tmp_path, bids):
     report = build_dataset(TASK, [root], tmp_path / "out_upper", progress=False)
     assert entries(report) == entries(lower)
     assert any(e.source_path in renamed and e.status == "kept" for e in report.entries)
+
+
+def test_the_physionet_zips_documents_build_strictly(tmp_path):
+    """PhysioNet's eeg-motor-movementimagery-dataset-1.0.0.zip holds three montage figures beside the runs
+    (``64_channel_sharbrough-old.png`` too), checksums, annotator list and WFDB copies of the events: none is a
+    stray file, so ``--strict`` builds the unmodified download (it stopped on the -old.png figure)."""
+    from multimed_hf.api import build_dataset
+
+    root = sample.make(tmp_path / "src", bad_files=False)
+    files = root / "files"
+    documents = ["64_channel_sharbrough-old.png", "64_channel_sharbrough.pdf", "64_channel_sharbrough.png",
+                 "ANNOTATORS", "SHA256SUMS.txt", "wfdbcal"]
+    for name in documents:
+        (files / name).write_bytes(b"publisher document")
+    for edf in sorted(files.glob("S*/S*R*.edf"))[:2]:
+        (edf.parent / (edf.name + ".event")).write_bytes(b"WFDB annotations")
+    report = build_dataset(TASK, [root], tmp_path / "out", on_bad_files="error", progress=False)
+    statuses = {e.source_path: e.status for e in report.entries}
+    assert all(statuses[f"files/{name}"] == "kept" for name in documents), statuses
+    assert report.counts["rejected"] == 0

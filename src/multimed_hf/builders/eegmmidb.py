@@ -82,7 +82,7 @@ _BIDS_IGNORED = {
 #: ds004362's event values (``TASK<k>T<n>``): the task number of each imagery run.
 _BIDS_TASK = {4: 2, 8: 2, 12: 2, 6: 4, 10: 4, 14: 4}
 _DOCUMENTS = re.compile(
-    r"^(RECORDS|ANNOTATORS|SHA256SUMS\.txt|wfdbcal|LICENSE.*|README.*|64_channel_sharbrough\.(pdf|png))$"
+    r"^(RECORDS|ANNOTATORS|SHA256SUMS\.txt|wfdbcal|LICENSE.*|README.*|64_channel_sharbrough(-old)?\.(pdf|png))$"
 )
 
 
@@ -217,7 +217,8 @@ class EEGMMIDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     task = "motor_imagery"
     source = "eegmmidb"
     record_noun = "epoch"
-    reading_version = "3"  # 2: OpenNeuro's BIDS copy (ds004362) read too; 3: .EDF in any case
+    reading_version = "4"  # 2: OpenNeuro's BIDS copy (ds004362) read too; 3: .EDF in any case; 4: the zip's
+    # 64_channel_sharbrough-old.png is a document (it was a stray file)
 
     @classmethod
     def detect(cls, root: Path) -> bool:
