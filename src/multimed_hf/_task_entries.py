@@ -433,7 +433,9 @@ EEGMMIDB = SourceSpec(
         "runs 4, 8, 12 (T1 left fist, T2 right fist) and 6, 10, 14 (T1 both fists, T2 both feet), T0 rest"
     ),
     grouping="subject (cross-subject splits); within_subject_split gives runs 4, 6, 8, 10 train and 12, 14 test",
-    expected_files={"v1.0.0 (EDF runs)": 1526, "ds004362 1.0.0 (OpenNeuro BIDS, with sourcedata)": 12221},
+    expected_files={"v1.0.0 (EDF runs)": 1526,
+                    "v1.0.0 zip as unpacked (1,526 EDF + 1,526 .edf.event + 7 documents)": 3059,
+                    "ds004362 1.0.0 (OpenNeuro BIDS, with sourcedata)": 12221},
     label_map={"movement": {
         "rest": "rest", "left fist": "left_hand", "right fist": "right_hand", "both fists": "both_fists",
         "both feet": "both_feet",
