@@ -214,3 +214,28 @@ def test_extensions_in_capitals_read_like_lower_case_ones(built, tmp_path):
     again = load_dataset(str(tmp_path / "out"), TASK, cache_dir=str(tmp_path / "hf_cache"))
     assert [again[s].to_dict()[c] for s in again for c in ("profile_values", "organ")] == \
         [ds[s].to_dict()[c] for s in ds for c in ("profile_values", "organ")]
+
+
+def test_versioned_ensembl_ids_meet_bare_ones(tmp_path):
+    """GENCODE / GTEx / Xena TOIL tables give ``ENSG00000100000.7``; the windows and the cells' panel bare ids (or the
+    other way round): matched without the version, the same rows are built (every gene was rejected, none built),
+    and each row's target gene is still masked out of its profile."""
+    import anndata as ad
+
+    versioned = sample.make(tmp_path / "src", bad_files=False)
+    table = (versioned / "expression.tsv").read_text().splitlines()
+    (versioned / "expression.tsv").write_text("\n".join(
+        [table[0]] + [f"{line.split(chr(9), 1)[0]}.7\t{line.split(chr(9), 1)[1]}" for line in table[1:] if line]) + "\n")
+    cells = ad.read_h5ad(versioned / "pbmc_cells.h5ad")
+    cells.var_names = [f"{g}.12" for g in cells.var_names]
+    cells.write_h5ad(versioned / "pbmc_cells.h5ad")
+    plain = build_dataset(TASK, [sample.make(tmp_path / "plain", bad_files=False)], tmp_path / "out_plain",
+                          progress=False)
+    report = build_dataset(TASK, [versioned], tmp_path / "out", progress=False)
+    kept = lambda r: sorted(e.sample_id for e in r.entries if e.status == "kept" and e.sample_id)  # noqa: E731
+    assert kept(report) == kept(plain) and kept(plain)
+    rows = load_dataset(str(tmp_path / "out"), TASK, split="train")
+    genes, _ = pseudobulk_profiles(versioned / "pbmc_cells.h5ad")
+    for row in rows:
+        if row["profile_indices"] is not None:
+            assert genes.index(row["gene_id"] + ".12") not in row["profile_indices"]

@@ -47,7 +47,8 @@ from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import SourceBuilder
 
 __all__ = [
-    "TCGAPromotersBuilder", "WINDOW", "TEST_CHROMOSOMES", "parse_header", "pseudobulk_profiles", "read_context_organs",
+    "TCGAPromotersBuilder", "WINDOW", "TEST_CHROMOSOMES", "gene_key", "parse_header", "pseudobulk_profiles",
+    "read_context_organs",
 ]
 
 WINDOW = 10_500
@@ -75,6 +76,17 @@ def _find(root: Path, names) -> str | None:
         if found is not None:
             return found
     return None
+#: An Ensembl gene id with its version (GENCODE, GTEx, Xena TOIL: ``ENSG00000100000.7``; a PAR copy ``.5_PAR_Y``).
+_VERSIONED = re.compile(r"^(ENS[A-Z]*G\d{11})\.\d+(_PAR_Y)?$")
+
+
+def gene_key(gene: str) -> str:
+    """A gene id as the files are matched by it: an Ensembl id without its version (``ENSG00000100000.7`` ->
+    ``ENSG00000100000``; ``_PAR_Y`` kept), so a table of versioned ids meets a FASTA of bare ones; others as given."""
+    match = _VERSIONED.match(gene)
+    return gene if match is None else match.group(1) + (match.group(2) or "")
+
+
 _LOCUS = re.compile(r"^(?:chr)?([0-9]{1,2}|X|Y|M|MT)(?::(\d+)-(\d+))?(?:\(([+-])\))?$", re.IGNORECASE)
 
 
@@ -92,7 +104,7 @@ def parse_header(record_id: str, description: str) -> tuple[str, str, str]:
         )
     chrom = match.group(1).upper()
     chrom = "chrM" if chrom in ("M", "MT") else f"chr{chrom}"
-    return gene, chrom, locus.strip()
+    return gene_key(gene), chrom, locus.strip()
 
 
 def _text(path: Path) -> str:
@@ -145,7 +157,7 @@ def read_table_rows(path: Path):
             if not np.isfinite(value):
                 raise BadSourceFile(f"row {n} ({row[0]}): {cell!r} is not finite")
             values.append(value)
-        gene = row[0].strip()
+        gene = gene_key(row[0].strip())
         if gene in repeats:
             repeats[gene].append(n)
         elif gene in table:
@@ -205,7 +217,7 @@ class TCGAPromotersBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     record_noun = "promoter window"
     #: 2: the context's organ; 3: a repeated gene's rows reported, the rest of the table used; 4: extensions in any
     #: case
-    reading_version = "4"
+    reading_version = "5"  # 5: Ensembl ids matched without their version (ENSG...7 in the table, bare in the FASTA)
 
     @classmethod
     def detect(cls, root: Path) -> bool:
@@ -233,6 +245,11 @@ class TCGAPromotersBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     def _context_organs(self) -> dict[str, str | None]:
         name = self._one(CONTEXT_NAMES)
         return {} if name is None else read_context_organs(self.root / name)
+
+    @cached_property
+    def _profile_index(self) -> dict[str, int]:
+        """Each profile gene's position, by ``gene_key`` (the h5ad's ids may carry versions the FASTA's lack)."""
+        return {gene_key(g): i for i, g in enumerate(self._profiles[0])} if self._profiles is not None else {}
 
     @cached_property
     def _profiles(self):
@@ -286,7 +303,7 @@ class TCGAPromotersBuilder(NonDataFiles, RecordRejections, SourceBuilder):
         records = list(SeqIO.parse(io.StringIO(text), "fasta"))
         seen: dict[str, int] = {}
         for record in records:
-            gene = record.id.partition("::")[0]
+            gene = gene_key(record.id.partition("::")[0])
             seen[gene] = seen.get(gene, 0) + 1
         samples, bad = [], []
         for n, record in enumerate(records, start=1):
@@ -330,8 +347,9 @@ class TCGAPromotersBuilder(NonDataFiles, RecordRejections, SourceBuilder):
             if profiles is not None and context in profiles[1]:
                 genes, by_type, panel = profiles
                 profile = by_type[context].copy()
-                if gene in genes:
-                    profile[genes.index(gene)] = 0.0  # the target gene is masked
+                target = self._profile_index.get(gene)
+                if target is not None:
+                    profile[target] = 0.0  # the target gene is masked (matched without an Ensembl version)
                 keep = np.nonzero(profile)[0]
                 fields.update(profile_indices=keep.astype(np.int32), profile_values=profile[keep], gene_panel=panel)
             samples.append(Sample(
@@ -349,7 +367,8 @@ class TCGAPromotersBuilder(NonDataFiles, RecordRejections, SourceBuilder):
             _, table, repeats = self._table_rows
             from Bio import SeqIO
 
-            windows = {r.id.partition("::")[0] for r in SeqIO.parse(io.StringIO(_text(self.root / fasta)), "fasta")}
+            windows = {gene_key(r.id.partition("::")[0])
+                       for r in SeqIO.parse(io.StringIO(_text(self.root / fasta)), "fasta")}
         except BadSourceFile:
             return found
         for gene, (n, _) in sorted(table.items(), key=lambda item: item[1][0]):
