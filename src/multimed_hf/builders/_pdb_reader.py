@@ -3,11 +3,37 @@
 A PDB file must end with its ``END`` record and an mmCIF file with a ``#`` terminator (a cut file otherwise parses
 as a smaller structure), and every ``atom_site`` column must have one value per atom. A chain's residues are the
 observed amino acids, in file order, merged with the residues the entry records as unobserved (PDB ``REMARK 465``,
-mmCIF ``_pdbx_unobs_or_zero_occ_residues``) at their author numbers: a missing residue keeps its place, with mask 0
-and coordinates 0. N/C/O backbone atoms are kept beside C-alpha. Modified and unknown residues are kept (parent
-letter, else ``X``) and listed as ``NAME:number``. A chain with no C-alpha atom, a peptide shorter than
-``MIN_RESIDUES`` or a chain break (consecutive C-alpha atoms more than ``MAX_CA_CA`` apart with no missing residue
-recorded between them) is returned as a problem, not a record.
+mmCIF ``_pdbx_unobs_or_zero_occ_residues``), each at its place along the chain (``_merge_missing``): a missing
+residue keeps its place, with mask 0 and coordinates 0. N/C/O backbone atoms are kept beside C-alpha. Modified and
+unknown residues are kept (parent letter, else ``X``) and listed as ``NAME:number``. A chain with no C-alpha atom, a
+peptide shorter than ``MIN_RESIDUES``, unobserved residues whose place the file does not settle, or a chain break
+(consecutive C-alpha atoms more than ``MAX_CA_CA`` apart with no missing residue recorded between them) is returned
+as a problem, not a record.
+
+Where the unobserved residues go. Author numbers need not increase along a chain: fusion constructs number the insert
+apart (2RH1: receptor 29-230, T4 lysozyme 1002-1161, receptor 263-342), chymotrypsin numbering runs insertion codes
+backwards (thrombin ``1H 1G ... 1A 1 2``), tags are numbered 1001+ or so; so a sort on (number, insertion code) can
+put a missing residue in the wrong place. In order of preference:
+
+1. mmCIF: ``label_seq_id`` (``_atom_site`` for the observed residues, ``_pdbx_unobs_or_zero_occ_residues`` for the
+   missing ones) is each residue's position in the entity's sequence: the residues are merged on it (observed ones
+   kept in file order), where every residue has one and they are consistent (observed increasing in file order,
+   none given twice).
+2. Otherwise (a PDB file, or an mmCIF without usable ``label_seq_id``): the observed residues in file order and the
+   missing ones in the order the file lists them (wwPDB writes ``REMARK 465`` in chain order). If the author numbers
+   increase along both lists (none shared), the sorted merge is the one order keeping both (the merge used for
+   ordinary entries). The chain's full sequence (PDB ``SEQRES``; mmCIF ``_pdbx_poly_seq_scheme``; residue names the
+   chain never holds, such as ACE/NH2 caps, left out) is the check and, where the numbering does not settle the
+   order, the guide: the merge is then the interleaving of the two lists whose residue names read the sequence and
+   whose author numbering runs most naturally (fewest steps that are neither a higher number nor the neighbouring
+   insertion code of the same number, in either direction: ``1H -> 1G`` is natural; a dynamic programme over
+   observed x missing residues, run only for such chains). Where the numbers increase but
+   the merge does not read the sequence (a tag or insert that is wholly unobserved), the interleaving that reads it
+   is used if there is exactly one best; otherwise the sorted merge stays (e.g. a sequence that differs from the
+   residues by a microheterogeneity).
+3. A chain whose numbering does not increase and whose missing residues no single best interleaving places (no
+   sequence, a sequence the residues do not read, or several equally good orders) is a problem naming a residue:
+   never a guessed order.
 """
 
 from __future__ import annotations
@@ -116,6 +142,24 @@ def _pdb_entities(lines: list[str]) -> dict[str, str]:
     return entities
 
 
+@dataclass
+class _Order:
+    """What a file says about the order along each chain beyond the author numbers."""
+
+    sequences: dict[str, list[str]]  # chain id -> residue names of its full sequence (SEQRES / poly_seq_scheme)
+    labels: dict[tuple[str, int, str], int | None]  # (chain, number, icode) -> mmCIF label_seq_id (None: conflicting)
+    sequence_name: str = "SEQRES"  # where the sequences come from, for the reasons
+
+
+def _pdb_seqres(lines: list[str]) -> dict[str, list[str]]:
+    """Chain id -> the residue names of its ``SEQRES`` records, in order."""
+    sequences: dict[str, list[str]] = defaultdict(list)
+    for line in lines:
+        if line.startswith("SEQRES"):
+            sequences[line[11:12]].extend(line[19:80].split())
+    return dict(sequences)
+
+
 def _parse_pdb(text: str, name: str):
     from Bio.PDB import PDBParser
     from Bio.PDB.parse_pdb_header import parse_pdb_header
@@ -129,12 +173,13 @@ def _parse_pdb(text: str, name: str):
     header = parse_pdb_header(io.StringIO(text))
     structure = PDBParser(QUIET=True).get_structure(name, io.StringIO(text))
     missing = [
-        (m["chain"], m["ssseq"], (m.get("insertion") or " ").strip() or " ", m["res_name"])
+        (m["chain"], m["ssseq"], (m.get("insertion") or " ").strip() or " ", m["res_name"], None)
         for m in header.get("missing_residues", [])
         if m.get("model") in (None, 1, "1")
     ]
     id_code = (header.get("idcode") or "").strip()
-    return structure, header.get("resolution"), missing, _pdb_entities(lines), id_code
+    order = _Order(sequences=_pdb_seqres(lines), labels={})
+    return structure, header.get("resolution"), missing, _pdb_entities(lines), id_code, order
 
 
 def _mmcif_column(d: dict, key: str) -> list[str]:
@@ -176,8 +221,9 @@ def _parse_mmcif(text: str, name: str):
     prefix = "_pdbx_unobs_or_zero_occ_residues."
     cols = {k: _mmcif_column(d, prefix + k) for k in (
         "PDB_model_num", "polymer_flag", "occupancy_flag", "auth_asym_id", "auth_seq_id", "PDB_ins_code",
-        "auth_comp_id",
+        "auth_comp_id", "label_seq_id",
     )}
+    labels = cols["label_seq_id"] if len(cols["label_seq_id"]) == len(cols["auth_seq_id"]) else []
     missing = []
     for i in range(len(cols["auth_seq_id"])):
         unobserved = cols["polymer_flag"][i] == "Y" and cols["occupancy_flag"][i] == "1"
@@ -186,7 +232,7 @@ def _parse_mmcif(text: str, name: str):
         icode = cols["PDB_ins_code"][i]
         missing.append((
             cols["auth_asym_id"][i], int(cols["auth_seq_id"][i]), " " if icode in ("?", ".") else icode,
-            cols["auth_comp_id"][i],
+            cols["auth_comp_id"][i], _int_or_none(labels[i]) if labels else None,
         ))
     entities = {}
     strand_ids = _mmcif_column(d, "_entity_poly.pdbx_strand_id")
@@ -194,11 +240,208 @@ def _parse_mmcif(text: str, name: str):
         for chain in strands.split(","):
             entities[chain.strip()] = entity
     id_code = (_mmcif_column(d, "_entry.id") or [""])[0]
-    return structure, resolution, missing, entities, "" if id_code in ("?", ".") else id_code
+    return structure, resolution, missing, entities, "" if id_code in ("?", ".") else id_code, _mmcif_order(d)
 
 
-def _chain_record(chain, missing: list[tuple[int, str, str]], entity: str | None):
-    """The chain's residues (observed merged with missing) or None for a chain with no amino acid."""
+def _int_or_none(value: str) -> int | None:
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _mmcif_order(d: dict) -> _Order:
+    """The observed residues' ``label_seq_id`` (first model) and each chain's sequence from
+    ``_pdbx_poly_seq_scheme``, both keyed by author chain id as Biopython's chains are."""
+    site = {k: _mmcif_column(d, "_atom_site." + k) for k in (
+        "label_seq_id", "auth_asym_id", "auth_seq_id", "pdbx_PDB_ins_code", "pdbx_PDB_model_num")}
+    labels: dict[tuple[str, int, str], int | None] = {}
+    n = len(site["auth_seq_id"])
+    if n and all(len(column) == n for key, column in site.items() if key != "pdbx_PDB_model_num"):
+        models = site["pdbx_PDB_model_num"]
+        first = models[0] if len(models) == n else None
+        for i in range(n):
+            if first is not None and models[i] != first:
+                continue
+            number = _int_or_none(site["auth_seq_id"][i])
+            if number is None:
+                continue
+            icode = site["pdbx_PDB_ins_code"][i]
+            key = (site["auth_asym_id"][i], number, " " if icode in ("?", ".") else icode)
+            label = _int_or_none(site["label_seq_id"][i])
+            labels[key] = label if labels.get(key, label) == label else None
+    sequences: dict[str, list[str]] = defaultdict(list)
+    scheme = {k: _mmcif_column(d, "_pdbx_poly_seq_scheme." + k) for k in ("pdb_strand_id", "mon_id")}
+    if len(scheme["pdb_strand_id"]) == len(scheme["mon_id"]):
+        for chain, name in zip(scheme["pdb_strand_id"], scheme["mon_id"]):
+            sequences[chain].append(name)
+    return _Order(sequences=dict(sequences), labels=labels, sequence_name="_pdbx_poly_seq_scheme")
+
+
+def _label(number: int, icode: str) -> str:
+    return f"{number}{icode.strip()}"
+
+
+def _icode_rank(icode: str) -> int:
+    """`` `` 0, ``A`` 1, ``B`` 2 ...: neighbouring insertion codes differ by one."""
+    icode = icode.strip().upper()
+    if not icode:
+        return 0
+    return ord(icode) - ord("A") + 1 if "A" <= icode <= "Z" else 100 + ord(icode)
+
+
+def _step_cost(before: tuple[int, str] | None, after: tuple[int, str]) -> int:
+    """0 where ``after`` naturally follows ``before`` along a chain (a higher number, or the neighbouring insertion
+    code of the same number in either direction: ``52 -> 52A``, ``1H -> 1G``, ``1A -> 1``), else 1."""
+    if before is None or after[0] > before[0]:
+        return 0
+    return 0 if after[0] == before[0] and abs(_icode_rank(after[1]) - _icode_rank(before[1])) == 1 else 1
+
+
+def _increasing(keys: list[tuple[int, str]]) -> bool:
+    return all(a < b for a, b in zip(keys, keys[1:]))
+
+
+def _merge_on(observed: list, missing: list) -> list[tuple[str, int]]:
+    """Observed items in their order, each missing one before the first observed item whose value (sorted) is
+    higher; values: ``[(value, ...)]``. The merge used for ordinary entries (and on mmCIF label_seq_id)."""
+    pending = sorted(range(len(missing)), key=lambda k: missing[k])
+    merged, p = [], 0
+    for i, value in enumerate(observed):
+        while p < len(pending) and missing[pending[p]] < value:
+            merged.append(("m", pending[p]))
+            p += 1
+        merged.append(("o", i))
+    merged.extend(("m", k) for k in pending[p:])
+    return merged
+
+
+def _merge_on_sequence(
+    observed: list[tuple[tuple[int, str], str]], missing: list[tuple[tuple[int, str], str]], sequence: list[str],
+) -> list[tuple[str, int]] | tuple[str, tuple[int, str] | None]:
+    """The interleaving of ``observed`` and ``missing`` (each ``[((number, icode), name)]``, kept in its order) whose
+    names read ``sequence`` and whose numbering has the fewest unnatural steps (``_step_cost``).
+
+    Returns the merge, ``("none", None)`` where no interleaving reads the sequence, or ``("ambiguous", key)`` where
+    several are equally good (``key``: a missing residue whose place differs between them)."""
+    n, m = len(observed), len(missing)
+    if n + m != len(sequence):
+        return "none", None
+    big = 1 << 60
+    width = m + 1
+    # state (i, j, last): i observed and j missing placed, the last one observed (0) or missing (1)
+    size = (n + 1) * width
+    cost, count = ([big] * size, [big] * size), ([0] * size, [0] * size)  # [last][i * width + j]
+    cost[0][0], count[0][0] = 0, 1
+
+    def last_key(i: int, j: int, last: int):
+        if i == j == 0:
+            return None
+        return observed[i - 1][0] if last == 0 else missing[j - 1][0]
+
+    for i in range(n + 1):
+        for j in range(m + 1):
+            here = i * width + j
+            for last in (0, 1):
+                c = cost[last][here]
+                if c == big:
+                    continue
+                before, name = last_key(i, j, last), sequence[i + j] if i + j < n + m else None
+                for step_to, item, there in (
+                    (0, observed[i] if i < n else None, here + width),
+                    (1, missing[j] if j < m else None, here + 1),
+                ):
+                    if item is None or item[1] != name:
+                        continue
+                    total = c + _step_cost(before, item[0])
+                    if total < cost[step_to][there]:
+                        cost[step_to][there], count[step_to][there] = total, count[last][here]
+                    elif total == cost[step_to][there]:
+                        count[step_to][there] = min(2, count[step_to][there] + count[last][here])
+    end = n * width + m
+    best = min(cost[0][end], cost[1][end])
+    if best == big:
+        return "none", None
+    ends = [last for last in (0, 1) if cost[last][end] == best]
+    if len(ends) > 1:
+        return "ambiguous", missing[m - 1][0]
+    # back from the end along optimal predecessors; the first state with two of them is where the orders differ
+    i, j, last, merged = n, m, ends[0], []
+    while i or j:
+        merged.append(("o", i - 1) if last == 0 else ("m", j - 1))
+        pi, pj = (i - 1, j) if last == 0 else (i, j - 1)
+        key = observed[i - 1][0] if last == 0 else missing[j - 1][0]
+        options = [
+            pl for pl in (0, 1)
+            if cost[pl][pi * width + pj] != big
+            and cost[pl][pi * width + pj] + _step_cost(last_key(pi, pj, pl), key) == cost[last][i * width + j]
+        ]
+        if len(options) > 1:
+            return "ambiguous", missing[j - 1][0]
+        i, j, last = pi, pj, options[0]
+    if count[ends[0]][end] > 1:  # not reached: a count above one comes from a state with two optimal predecessors
+        return "ambiguous", missing[0][0]
+    merged.reverse()
+    return merged
+
+
+def _merge_missing(
+    observed: list[tuple[int, str, str, int | None]], missing: list[tuple[int, str, str, int | None]],
+    sequence: list[str] | None, sequence_name: str = "SEQRES",
+) -> list[tuple[str, int]] | str:
+    """The chain's order as ``[("o", index in observed) | ("m", index in missing)]``, or the reason why the missing
+    residues cannot be placed. Items: ``(number, icode, name, mmCIF label_seq_id or None)``; the module docstring
+    gives the rules."""
+    if not missing:
+        return [("o", i) for i in range(len(observed))]
+    seen = [o[3] for o in observed]
+    gone = [m[3] for m in missing]
+    if None not in seen and None not in gone and _increasing(seen) and not set(gone) & set(seen) \
+            and len(set(gone)) == len(gone):
+        return _merge_on(seen, gone)  # mmCIF: each residue's position in the sequence
+    seen_keys = [(o[0], o[1]) for o in observed]
+    gone_keys = [(m[0], m[1]) for m in missing]
+    ordinary = _increasing(seen_keys) and _increasing(gone_keys) and not set(seen_keys) & set(gone_keys)
+    merge = _merge_on(seen_keys, gone_keys) if ordinary else None
+    result = None
+    if sequence:
+        names = {o[2] for o in observed} | {m[2] for m in missing}
+        sequence = [name for name in sequence if name in names]  # caps (ACE, NH2) and such the chain does not hold
+        if merge is not None and [(observed if k == "o" else missing)[i][2] for k, i in merge] == sequence:
+            return merge
+        result = _merge_on_sequence(
+            [(k, o[2]) for k, o in zip(seen_keys, observed)], [(k, m[2]) for k, m in zip(gone_keys, missing)],
+            sequence,
+        )
+        if isinstance(result, list):
+            return result
+    if merge is not None:
+        return merge
+    where = _not_increasing(seen_keys) or _not_increasing(gone_keys) or "a missing residue numbered as an observed one"
+    first = missing[0]
+    if result is None:
+        why = f"the file gives no sequence ({sequence_name}) to order them by"
+    elif result[0] == "none":
+        why = f"the chain's observed and missing residues do not read its sequence ({sequence_name})"
+    else:
+        first = missing[gone_keys.index(result[1])]
+        why = f"several orders read its sequence ({sequence_name}) equally well"
+    return (
+        f"unobserved residue {first[2]} {_label(first[0], first[1])} cannot be placed along the chain: the author "
+        f"numbering does not increase along it ({where}) and {why}"
+    )
+
+
+def _not_increasing(keys: list[tuple[int, str]]) -> str | None:
+    for a, b in zip(keys, keys[1:]):
+        if not a < b:
+            return f"{_label(*a)} then {_label(*b)}"
+    return None
+
+
+def _chain_record(chain, missing: list[tuple[int, str, str, int | None]], entity: str | None, order: _Order):
+    """The chain's residues (observed merged with missing), None for a chain with no amino acid, or the reason why
+    the missing residues cannot be placed (a string)."""
     observed = []
     for residue in chain:
         het, number, icode = residue.id
@@ -216,17 +459,20 @@ def _chain_record(chain, missing: list[tuple[int, str, str]], entity: str | None
         observed.append((number, icode or " ", name, letter, standard, residue))
     if not observed:
         return None
+    merged = _merge_missing(
+        [(r[0], r[1], r[2], order.labels.get((chain.id, r[0], r[1]))) for r in observed], missing,
+        order.sequences.get(chain.id), order.sequence_name,
+    )
+    if isinstance(merged, str):
+        return merged
     rows = []
-    pending = sorted(missing, key=lambda m: (m[0], m[1]))
-    for number, icode, name, letter, standard, residue in observed:
-        while pending and (pending[0][0], pending[0][1]) < (number, icode):
-            m_number, m_icode, m_name = pending.pop(0)
+    for kind, index in merged:
+        if kind == "o":
+            rows.append(observed[index])
+        else:
+            m_number, m_icode, m_name, _ = missing[index]
             m_letter, m_standard = _letter(m_name)
             rows.append((m_number, m_icode, m_name, m_letter, m_standard, None))
-        rows.append((number, icode, name, letter, standard, residue))
-    for m_number, m_icode, m_name in pending:
-        m_letter, m_standard = _letter(m_name)
-        rows.append((m_number, m_icode, m_name, m_letter, m_standard, None))
     coords = np.zeros((len(rows), 4, 3), dtype=np.float64)
     mask = np.zeros((len(rows), 4), dtype=bool)
     nonstandard = []
@@ -272,17 +518,20 @@ def parse_entry(path: Path) -> Entry:
     match = STRUCTURE_NAME.match(path.name)
     stem = match.group(1) if match else path.stem
     parse = _parse_mmcif if ".cif" in path.name.lower() else _parse_pdb
-    structure, resolution, missing, entities, id_code = parse(text, stem)
+    structure, resolution, missing, entities, id_code, order = parse(text, stem)
     models = list(structure)
     if not models or not any(True for _ in models[0].get_atoms()):
         raise BadSourceFile("no atoms: the file parses as an empty structure")
     by_chain: dict[str, list] = defaultdict(list)
-    for chain, number, icode, resname in missing:
-        by_chain[chain].append((number, icode, resname))
+    for chain, number, icode, resname, label in missing:
+        by_chain[chain].append((number, icode, resname, label))
     chains, problems = [], []
     for chain in models[0]:
-        record = _chain_record(chain, by_chain.get(chain.id, []), entities.get(chain.id))
+        record = _chain_record(chain, by_chain.get(chain.id, []), entities.get(chain.id), order)
         if record is None:
+            continue
+        if isinstance(record, str):
+            problems.append((chain.id, record))
             continue
         problem = _chain_problem(record)
         if problem:

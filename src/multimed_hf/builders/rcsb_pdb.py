@@ -7,9 +7,10 @@ File names are read in either case: the RCSB's download service writes upper-cas
 Each entry is read in full and checked by ``_pdb_reader`` (first model; missing residues kept in place with
 ``residue_mask`` 0; backbone atoms beside C-alpha, ``backbone_mask`` bits 1 N, 2 CA, 4 C, 8 O; modified residues in
 ``nonstandard_residues``). A chain the reader finds unusable (no C-alpha atom, a peptide shorter than
-``MIN_RESIDUES``, an unrecorded chain break) is reported as ``<file>:row chain <id>`` in the manifest (see
-``_records``) and left out; a file with no good chain is rejected with its chains' reasons. Chains with no amino
-acid (nucleic acids, waters, ligands) are not protein chains and give no sample.
+``MIN_RESIDUES``, unobserved residues whose place along the chain the file does not settle, an unrecorded chain
+break) is reported as ``<file>:row chain <id>`` in the manifest (see ``_records``) and left out; a file with no good
+chain is rejected with its chains' reasons. Chains with no amino acid (nucleic acids, waters, ligands) are not
+protein chains and give no sample.
 
 An entry present in both formats (``1abc.pdb`` / ``pdb1abc.ent`` and ``1abc.cif``, gzipped or not, anywhere in the
 folder) is read from its mmCIF, the PDB's archive format (the legacy format cannot hold every entry); the other copy
@@ -72,7 +73,10 @@ class RCSBPDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     task = "protein_structure"
     source = "rcsb_pdb"
     record_noun = "protein chain"
-    version = "2"  # 2: files the RCSB serves beside entries (assemblies, structure factors) dropped, not read
+    # 2: files the RCSB serves beside entries (assemblies, structure factors) dropped, not read; 3: unobserved residues
+    # placed by mmCIF label_seq_id / the SEQRES order, not by sorting author numbers (fusions, descending insertion
+    # codes); a chain whose missing residues cannot be placed is reported, not guessed
+    version = "3"
 
     @classmethod
     def detect(cls, root: Path) -> bool:
