@@ -57,6 +57,15 @@ def test_temperature_one_is_proportional_and_a_high_temperature_is_uniform():
         Counter(t for t, _ in _sampler("uniform").schedule())
 
 
+@pytest.mark.parametrize("sampling", [TaskSampling("proportional", size_cap=1000), TaskSampling("temperature",
+                                                                                             temperature=1.0)])
+def test_a_task_whose_share_rounds_to_zero_still_gets_a_batch_each_epoch(sampling):
+    # before: 3 rows beside 1,000 got 0 of 33 batches in every epoch: never trained, silently, yet scored
+    sampler = TaskBatchSampler({"A": 1000, "B": 3}, sampling, batch_size=32)
+    assert sampler.quotas() == {"A": 32, "B": 1}
+    assert Counter(task for task, _ in sampler.schedule(0)) == {"A": 32, "B": 1}
+
+
 def test_proportional_sees_every_row_once_per_epoch_and_shuffles_between_epochs():
     sampler = _sampler("proportional", seed=3)
     rows = [i for _, batch in sampler.schedule(0) for i in batch]

@@ -112,7 +112,10 @@ def round_order(rounds: Mapping[str, int], strategy: str, rng: np.random.Generat
 
 
 def _quotas(weights: Mapping[str, float], total: int) -> dict[str, int]:
-    """``total`` split in proportion to ``weights`` (largest remainder; ties go to the earlier task)."""
+    """``total`` split in proportion to ``weights`` (largest remainder; ties go to the earlier task), every task with
+    weight at least one batch where ``total`` allows: a deterministic quota that rounds to 0 would leave the task
+    untrained in every epoch (T5's mixing draws it now and then), so each such batch is taken from the task with the
+    most."""
     tasks = list(weights)
     norm = sum(weights.values())
     exact = [total * weights[t] / norm for t in tasks]
@@ -120,6 +123,12 @@ def _quotas(weights: Mapping[str, float], total: int) -> dict[str, int]:
     order = sorted(range(len(tasks)), key=lambda i: (-(exact[i] - counts[i]), i))
     for i in order[: total - sum(counts)]:
         counts[i] += 1
+    for i in range(len(tasks)):
+        if counts[i] == 0 and weights[tasks[i]] > 0:
+            donor = max(range(len(tasks)), key=lambda k: (counts[k], -k))
+            if counts[donor] > 1:
+                counts[donor] -= 1
+                counts[i] = 1
     return dict(zip(tasks, counts))
 
 
