@@ -104,3 +104,17 @@ def test_two_machines_on_loopback_train_as_one(tmp_path):
                           out=tmp_path) for rank in (0, 1)]
     _wait(*machines)
     _check_run(tmp_path)
+
+
+def test_torchrun_without_use_cpu_on_a_cpu_machine_is_refused(tmp_path):
+    # before: without a GPU transformers left each process alone: both trained the whole run into one --output_dir
+    # at once, and run_info.json said world_size 1
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(_free_port()), "-m", "multimed_hf.cli", "train", "--data", str(tmp_path / "data"),
+               "--tasks", "brain_tumor", "--output_dir", str(tmp_path / "run"), "--max_steps", "1"]
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("multimed train: error:")]
+    assert len(errors) == 2, done.stderr[-3000:]  # one line per process
+    assert all("launched as 2 processes (WORLD_SIZE=2)" in e and "add --use_cpu" in e for e in errors)
+    assert not (tmp_path / "run").exists()

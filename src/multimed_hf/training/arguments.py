@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ __all__ = [
     "make_training_arguments",
     "parse_train_args",
     "parse_evaluate_args",
+    "refuse_lone_processes",
     "VARIANT_FLAGS",
     "variant_options",
     "check_variant_flags",
@@ -550,7 +552,20 @@ def parse_train_args(argv: Sequence[str] | None = None, *, prog: str = "multimed
     check_variant_flags(args, [args.family])
     check_run_flags(args, args.tasks)
     refuse_remove_unused_columns(training_args, "multimed train")
+    refuse_lone_processes(training_args)
     return args, training_args
+
+
+def refuse_lone_processes(training_args, error=ValueError) -> None:
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1) on a machine whose processes have no GPU, transformers leaves each
+    process on its own (accelerate's state is not distributed without ``--use_cpu``): every one would train or score
+    the whole run into the same ``--output_dir`` at once. Refused, naming ``--use_cpu`` (gloo)."""
+    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if launched > 1 and training_args.world_size == 1:
+        raise error(f"launched as {launched} processes (WORLD_SIZE={launched}), but each would run alone "
+                    f"(no GPU for them: transformers does not distribute CPU processes unless told), every one the "
+                    f"whole run into the same --output_dir; add --use_cpu for data parallelism on CPUs (gloo), or "
+                    f"run one process")
 
 
 def parse_evaluate_args(argv: Sequence[str] | None = None, *, prog: str = "multimed evaluate"):
@@ -568,4 +583,5 @@ def parse_evaluate_args(argv: Sequence[str] | None = None, *, prog: str = "multi
         parsed = parser.parse_args_into_dataclasses(argv)  # first: --help prints this parser's usage
         named = flags_named(_parser(EvaluateArguments), argv)
     refuse_script_switches(named, "multimed evaluate scores the checkpoint on --split")
+    refuse_lone_processes(parsed[1])
     return parsed

@@ -324,6 +324,7 @@ def _parse(argv: Sequence[str], prog: str = "multimed benchmark"):
         check_variant_flags,
         flags_named,
         refuse_domain_specific_encoders,
+        refuse_lone_processes,
         refuse_script_switches,
     )
 
@@ -345,6 +346,7 @@ def _parse(argv: Sequence[str], prog: str = "multimed benchmark"):
     refuse_domain_specific_encoders(run_args, named, BenchmarkError, families=bench.families)
     refuse_script_switches(named, "multimed benchmark trains every run of the grid, then scores --eval_splits",
                            BenchmarkError)
+    refuse_lone_processes(first, BenchmarkError)
     return bench, run_args, _PerRunArguments(parser, list(argv), run_args.encoders, Path(first.output_dir))
 
 
