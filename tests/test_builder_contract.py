@@ -81,3 +81,26 @@ def test_the_sample_as_one_downloaded_zip_builds_alike(contract, tmp_path):
         return {(e.source_path, e.status, e.reason, e.split, e.group) for e in read_manifest(out / cls.task)}
 
     assert entries(tmp_path / "out") == entries(built.out)
+
+
+def test_folder_litter_is_ignored_and_changes_nothing_else(contract, tmp_path):
+    """A copy of the sample that a file manager has been through (``.DS_Store``, ``Thumbs.db``, ``__MACOSX/``):
+    the litter is ignored, never rejected (``--strict`` stops on rejections), and every other file gets the entry
+    the sample's own build gave it (cellxgene and symptom2disease rejected it as stray files)."""
+    import shutil
+
+    from multimed_hf.api import build_dataset
+
+    cls, built = contract
+    root = tmp_path / built.root.name
+    shutil.copytree(built.root, root, symlinks=True)
+    litter = [".DS_Store", "Thumbs.db", "__MACOSX/._notes"]
+    for name in litter:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"\x00\x00\x00\x01Bud1")
+    report = build_dataset(cls.task, [root], tmp_path / "out", progress=False)
+    entries = {e.source_path: (e.status, e.reason, e.split, e.group) for e in report.entries}
+    assert all(entries[name][0] == "ignored" for name in litter), {n: entries.get(n) for n in litter}
+    expected = {e.source_path: (e.status, e.reason, e.split, e.group) for e in read_manifest(built.out / cls.task)
+                if e.source_path not in litter}  # some samples hold litter of their own
+    assert {k: v for k, v in entries.items() if k not in litter} == expected

@@ -44,6 +44,7 @@ from typing import ClassVar, Iterator
 
 import numpy as np
 
+from multimed_hf.builders._download import NonDataFiles, non_data_reason
 from multimed_hf.builders._records import record_where
 from multimed_hf.builders.pbmc68k_reduced import DONOR_COLUMNS, LABEL_COLUMNS, h5ad_files, is_h5ad, panel_id
 from multimed_hf.data.errors import BadSourceFile
@@ -388,11 +389,12 @@ def open_cells(path: Path, *, h5py_reader: bool = True) -> _Cells:
     return _AnnDataCells(open_h5ad(path))
 
 
-class CellxGeneBuilder(SourceBuilder):
+class CellxGeneBuilder(NonDataFiles, SourceBuilder):
     task = "cell_type"
     source = "cellxgene"
-    #: 2: age from development_stage; 3: ERCC ids, Census feature_id; 4: is_primary_data; 5: .h5ad in any case
-    reading_version: ClassVar[str] = "5"
+    #: 2: age from development_stage; 3: ERCC ids, Census feature_id; 4: is_primary_data; 5: .h5ad in any case;
+    #: 6: folder litter (.DS_Store, Thumbs.db, __MACOSX/) ignored, not rejected as stray files
+    reading_version: ClassVar[str] = "6"
     #: Cells read from the backed matrix at a time (bounds the reader's memory, whatever the file's size).
     chunk_cells: ClassVar[int] = 8192
     #: Cells whose values decide a file's normalisation.
@@ -413,6 +415,7 @@ class CellxGeneBuilder(SourceBuilder):
             p for p in root.iterdir()
             if p.is_file() and not is_h5ad(p.name) and p.name != PROVENANCE_FILE
             and not p.name.upper().startswith(_DOCUMENTS) and not p.name.startswith(".")
+            and non_data_reason(p.name) is None
         ]
         return not others and not any("pbmc68k_reduced" in p.name for p in files)
 

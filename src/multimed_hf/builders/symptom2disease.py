@@ -14,6 +14,7 @@ import hashlib
 from pathlib import Path
 
 from multimed_hf.builders._csv_images import read_sheet
+from multimed_hf.builders._download import NonDataFiles
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import SourceBuilder
@@ -24,10 +25,10 @@ SHEET = "Symptom2Disease.csv"
 _COLUMNS = ("label", "text")
 
 
-class Symptom2DiseaseBuilder(SourceBuilder):
+class Symptom2DiseaseBuilder(NonDataFiles, SourceBuilder):
     task = "disease"
     source = "symptom2disease"
-    version = "2"  # 2: the organ column
+    version = "3"  # 2: the organ column; 3: folder litter (.DS_Store, Thumbs.db) ignored, not a stray file
 
     @classmethod
     def detect(cls, root: Path) -> bool:
