@@ -82,3 +82,12 @@ def test_push_to_hub_without_a_reachable_hub_is_one_error_naming_the_repository(
     with pytest.raises(ValueError, match=r"--push_to_hub: the Hub repository 'me/run' could not be created "
                                          r"\(OfflineModeIsEnabled: .*leave --push_to_hub out"):
         MultiMedTrainer(model=tiny_model(["brain_tumor"]), args=args)
+
+
+def test_an_upload_the_hub_does_not_take_is_one_error_naming_the_repository(offline):
+    # before: multimed push (and MultiMedModel.push_to_hub) printed the HTTP client's 78-line traceback
+    from multimed_hf.hub_upload import HubUploadError, upload_files
+
+    with pytest.raises(HubUploadError, match=r"upload to the Hub dataset repository 'me/multimed' at .* failed "
+                                             r"\(OfflineModeIsEnabled: .*check the network, HF_ENDPOINT"):
+        upload_files("me/multimed", {"README.md": b"card"}, repo_type="dataset", commit_message="push")

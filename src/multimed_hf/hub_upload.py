@@ -8,7 +8,21 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-__all__ = ["folder_files", "upload_files"]
+__all__ = ["folder_files", "upload_files", "HubUploadError", "is_hub_error"]
+
+
+class HubUploadError(ValueError):
+    """An upload the Hub did not take: unreachable (no network, a bad ``HF_ENDPOINT``) or refused (token, rights)."""
+
+
+def is_hub_error(err: BaseException) -> bool:
+    """An error of the Hub client: huggingface_hub's HTTP and offline errors, the HTTP library's connection errors
+    (they share no base class)."""
+    from huggingface_hub import errors as hub_errors
+
+    module = type(err).__module__.split(".")[0]
+    return (isinstance(err, (ConnectionError, hub_errors.HfHubHTTPError, hub_errors.OfflineModeIsEnabled))
+            or module in ("httpx", "httpx2", "httpcore", "requests", "urllib3"))
 
 
 def folder_files(folder: str | os.PathLike) -> dict[str, Path]:
@@ -28,10 +42,18 @@ def upload_files(repo_id: str, files: Mapping[str, str | os.PathLike | bytes], *
     if not files:
         raise ValueError(f"upload to {repo_id!r}: no files to upload")
     api = HfApi(token=token)
-    repo_id = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True).repo_id
-    if revision is not None and not revision.startswith("refs/pr"):
-        api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
-    operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=data if isinstance(data, bytes) else str(data))
-                  for path, data in files.items()]
-    return api.create_commit(repo_id, operations, repo_type=repo_type, commit_message=commit_message,
-                             commit_description=commit_description, revision=revision, create_pr=create_pr)
+    try:
+        repo_id = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True).repo_id
+        if revision is not None and not revision.startswith("refs/pr"):
+            api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
+        operations = [CommitOperationAdd(path_in_repo=path,
+                                         path_or_fileobj=data if isinstance(data, bytes) else str(data))
+                      for path, data in files.items()]
+        return api.create_commit(repo_id, operations, repo_type=repo_type, commit_message=commit_message,
+                                 commit_description=commit_description, revision=revision, create_pr=create_pr)
+    except Exception as err:
+        if not is_hub_error(err):
+            raise
+        raise HubUploadError(f"upload to the Hub {repo_type} repository {repo_id!r} at {api.endpoint} failed "
+                             f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); check the "
+                             f"network, HF_ENDPOINT and your token") from err

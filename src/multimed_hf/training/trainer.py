@@ -209,15 +209,6 @@ class _StreamLoader(DataLoader):
         self.dataset.set_epoch(epoch)
 
 
-def _is_hub_error(err: BaseException) -> bool:
-    """An error of the Hub client (huggingface_hub's HTTP errors, the HTTP library's connection errors)."""
-    from huggingface_hub import errors as hub_errors
-
-    module = type(err).__module__.split(".")[0]
-    return (isinstance(err, (ConnectionError, hub_errors.HfHubHTTPError, hub_errors.OfflineModeIsEnabled))
-            or module in ("httpx", "httpx2", "httpcore", "requests", "urllib3"))
-
-
 def prediction_arguments(args: TrainingArguments) -> TrainingArguments:
     """``args`` for a trainer that only predicts (``predict_task``): no evaluation or checkpoint schedule, which
     ``Trainer`` refuses without an eval set (a run's default evaluates every epoch), and no label smoothing to set
@@ -562,7 +553,9 @@ class MultiMedTrainer(Trainer):
         try:
             super().init_hf_repo(token=token, private=private)
         except Exception as err:  # the Hub client's connection and HTTP errors: no common base class to name
-            if not _is_hub_error(err):
+            from multimed_hf.hub_upload import is_hub_error
+
+            if not is_hub_error(err):
                 raise
             repo = self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir))
             raise ValueError(f"--push_to_hub: the Hub repository {repo!r} could not be created ({type(err).__name__}: "
