@@ -12,7 +12,7 @@ from huggingface_hub import DatasetCard
 
 from dataset_scripts.sample_sources import sample_generators
 from multimed_hf.api import build_dataset
-from multimed_hf.data.push import push_dataset
+from multimed_hf.data.push import left_out_sources, push_dataset
 from multimed_hf.data.splits import SPLITS
 from multimed_hf.tasks import get_task
 
@@ -95,3 +95,7 @@ def test_the_pushed_cards_split_counts_are_the_rows_on_the_hub(built, fake_hub):
     assert sum(local_dr.values()) > sum(
         load_dataset("org/multimed", "diabetic_retinopathy")[s].num_rows for s in SPLITS)  # aptos2019 was there
     assert "*Left out of this repository*: its licence" in sections["diabetic_retinopathy"]
+    # the command is the config's own: a source of several configs (APTOS: diabetic_retinopathy and disease) named
+    # the last config built in every section
+    assert "with `multimed build diabetic_retinopathy --source DIR`" in sections["diabetic_retinopathy"]
+    assert all("multimed build" not in reason for reason in left_out_sources(built).values())

@@ -126,7 +126,8 @@ def _config_section(info: dict, left_out: Mapping[str, str]) -> list[str]:
         if s.get("assets"):
             lines.append("Files beside the shards: " + ", ".join(f"`{a}`" for a in s["assets"]) + ".")
         if s["name"] in left_out:
-            lines.append(f"*Left out of this repository*: {left_out[s['name']]}")
+            lines.append(f"*Left out of this repository*: {left_out[s['name']]} with "
+                         f"`multimed build {task.name} --source DIR`")
         lines += ["", "```bibtex", spec.citation, "```"]
     return lines + [""]
 

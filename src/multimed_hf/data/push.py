@@ -32,7 +32,8 @@ class PushReport:
 
 
 def left_out_sources(out_dir: Path) -> dict[str, str]:
-    """Built sources that may not be redistributed, by name, with the reason."""
+    """Built sources that may not be redistributed, by name, with the reason (a source of several configs, e.g.
+    APTOS in diabetic_retinopathy and disease, once: each config's card names its own build command)."""
     left_out = {}
     for info in read_build_infos(out_dir):
         task = get_task(info["task"])
@@ -41,7 +42,7 @@ def left_out_sources(out_dir: Path) -> dict[str, str]:
             if not spec.redistributable:
                 left_out[spec.name] = (
                     f"its licence ({spec.license}) does not allow redistribution; build it locally from "
-                    f"{spec.homepage} with `multimed build {task.name} --source DIR`"
+                    f"{spec.homepage}"
                 )
     return left_out
 
