@@ -185,6 +185,19 @@ def test_a_run_folder_holding_checkpoints_is_not_trained_again_in_silence(bt_dir
     assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
+def test_evaluation_during_training_without_a_validation_split_is_refused_by_us(bt_dir, tmp_path, capsys):
+    # before: a warning that the split "is scored for the others" (there were none), then transformers' error about
+    # eval_dataset after the data and model were assembled
+    quick = [a if a != "no" or QUICK[i - 1] != "--eval_strategy" else "epoch" for i, a in enumerate(QUICK)]
+    code = train_main(["--data", bt_dir, "--tasks", "brain_tumor", "--family", "unimodal", "--output_dir",
+                       str(tmp_path / "run"), *quick])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--eval_strategy epoch evaluates on each task's validation split during training, and none of tasks " \
+           "['brain_tumor'] has one" in err and "pass --eval_strategy no" in err
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
 # ---------------------------------------------------------------------- refused / warned per plan
 def test_modality_dropout_on_a_one_modality_run_is_refused(bt_dir, tmp_path, capsys):
     # before: dropout never drops a row's last modality, so a unimodal run trained exactly as without it

@@ -455,6 +455,12 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
         _check_rows_for_modality_dropout(args.modality_dropout, train, assembly.modalities, plan.name, chosen_here)
     validation = _head({t: s["validation"] for t, s in data.items() if "validation" in s}, args.max_eval_samples)
     evaluation = validation if training_args.eval_strategy != "no" else None
+    if training_args.eval_strategy != "no" and not validation:
+        strategy = getattr(training_args.eval_strategy, "value", training_args.eval_strategy)
+        raise RunError(f"--eval_strategy {strategy} evaluates on each task's validation split during training, "
+                       f"and none of tasks {list(data)} has one (their splits: "
+                       f"{ {t: list(by_split) for t, by_split in data.items()} }); pass --eval_strategy no, or build "
+                       f"the data with a validation split")
     callbacks = list(callbacks or [])
     loss_weighting: Any = args.loss_weighting
     balancing_info = None
@@ -545,14 +551,14 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
 
 def _check_eval_splits_exist(splits: Sequence[str], data: Mapping[str, Mapping[str, Any]]) -> None:
     """Before training: ``--eval_splits`` that no task of the run has would score nothing (refused); one that some
-    tasks lack (protein_structure publishes no validation split) is scored where it exists, said in one line."""
+    tasks lack (a small build may have no validation split) is scored where it exists, said in one line."""
     absent = {s: [t for t, by_split in data.items() if s not in by_split] for s in splits}
     if splits and all(len(tasks) == len(data) for tasks in absent.values()):
         raise RunError(f"--eval_splits {list(splits)}: none of them exists for tasks {list(data)} (their splits: "
                        f"{ {t: list(by_split) for t, by_split in data.items()} }); name splits the data has")
     for split, tasks in absent.items():
         if tasks:
-            logger.warning("--eval_splits: tasks %s have no %r split; it is scored for the others", tasks, split)
+            logger.warning("--eval_splits: tasks %s have no %r split; it is scored where it exists", tasks, split)
 
 
 def _jsonable(value):
