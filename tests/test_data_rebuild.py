@@ -198,3 +198,21 @@ def test_editing_a_sources_organ_or_age_in_the_registry_revalidates(oct_source, 
     assert getattr(OCT2017Builder.spec(), name) == value != getattr(task.source("oct2017"), name)
     edited_build = build_dataset("diabetic_retinopathy", [oct_source], out, progress=False)
     assert len(calls) == edited_build.sources[0].files_seen == again.sources[0].files_seen
+
+
+def test_every_sample_generator_writes_the_same_bytes_each_time(tmp_path):
+    """README: the samples are generated deterministically. savemat stamped the time into BCI IV 2a's and the BIDS
+    EEGMMIDB copy's MAT headers, so each build_all run gave motor_imagery a new fingerprint."""
+    import hashlib
+    import time
+
+    from dataset_scripts.sample_sources import sample_generators
+
+    def files(root):
+        return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(root.rglob("*")) if p.is_file()}
+
+    for name, make in sample_generators().items():
+        first = files(make(tmp_path / "a" / name))
+        time.sleep(1.01)  # a time stamp of one-second resolution would differ
+        assert files(make(tmp_path / "b" / name)) == first, name

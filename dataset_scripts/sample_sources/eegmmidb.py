@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from dataset_scripts.sample_sources._draw import write_provenance
+from dataset_scripts.sample_sources._mat import write_mat
 
 __all__ = [
     "FOLDER", "make", "make_eegmmidb", "make_eegmmidb_bids", "write_set", "CHANNELS", "SFREQ", "SUBJECTS", "RUNS",
@@ -147,8 +148,6 @@ _BIDS_TASK = {3: 1, 7: 1, 11: 1, 4: 2, 8: 2, 12: 2, 5: 3, 9: 3, 13: 3, 6: 4, 10:
 def write_set(path: Path, data_uv: np.ndarray, sfreq: float, labels, events) -> None:
     """An EEGLAB ``.set`` with the data inside (single precision, microvolts) and ``events`` as ``(onset s,
     type)``, saved as a MATLAB v5 (v6-compatible) MAT file holding one ``EEG`` struct."""
-    import scipy.io
-
     n_channels, n_times = data_uv.shape
     chanlocs = np.zeros((1, n_channels), dtype=[("labels", object), ("type", object)])
     for i, label in enumerate(labels):
@@ -164,7 +163,7 @@ def write_set(path: Path, data_uv: np.ndarray, sfreq: float, labels, events) -> 
         "icaact": np.zeros((0, 0)),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    scipy.io.savemat(path, {"EEG": eeg}, format="5", do_compression=False, oned_as="row")
+    write_mat(path, {"EEG": eeg}, format="5", do_compression=False, oned_as="row")
 
 
 def _bids_run(edf: Path, eeg_dir: Path, subject: int, run: int) -> None:

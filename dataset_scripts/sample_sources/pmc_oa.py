@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from dataset_scripts.sample_sources._draw import blob, smooth_noise, write_provenance
+from dataset_scripts.sample_sources._zip import write_zip
 from dataset_scripts.sample_sources.vqa_rad import draw_organ
 
 __all__ = ["FOLDER", "IMAGES", "KINDS", "make", "make_pmc_oa", "draw_subfigure"]
@@ -162,11 +163,8 @@ def make_pmc_oa(root, *, seed: int = 17, release: str = "current", bad_files: bo
     if release == "current":
         (root / "pmc_oa.jsonl").write_text(text)
         (root / "pmc_oa_beta.jsonl").write_text(_lines(compound))
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-            for path in sorted(images.iterdir()):
-                archive.writestr(f"{IMAGES}/{path.name}", path.read_bytes())
-        (root / "images.zip").write_bytes(buffer.getvalue())
+        write_zip(root / "images.zip", {f"{IMAGES}/{path.name}": path.read_bytes()
+                                         for path in sorted(images.iterdir())}, zipfile.ZIP_STORED)
     else:
         for name, split_rows in early.items():
             (root / name).write_text(_lines(split_rows))
