@@ -298,6 +298,24 @@ def test_gblend_weights_by_hand_sum_to_one():
         gblend_weights(before, {"fused": (1, 1)})
 
 
+def test_gblend_keeps_training_the_fused_head_where_its_probe_got_worse(caplog):
+    # before: the fused head's validation loss rose during its probe, so its gain and weight were 0: the fusion and
+    # the head the run is scored on got no gradient in the whole run, silently
+    import logging
+
+    from multimed_hf.training.balancing.gblend import _fused_head_trained
+
+    raw = gblend_weights({"fused": (1.13, 1.89), "dna": (1.0, 1.2), "scrna": (1.0, 1.5)},
+                         {"fused": (2.32, 2.16), "dna": (1.1, 1.3), "scrna": (0.8, 1.1)})
+    assert raw["fused"] == 0 and raw["dna"] == 0 and raw["scrna"] == pytest.approx(1)
+    with caplog.at_level(logging.WARNING):
+        kept = _fused_head_trained("expression_prediction", raw)
+    assert kept == {"fused": pytest.approx(1 / 3), "dna": 0.0, "scrna": pytest.approx(2 / 3)}
+    assert "it is the output the run is scored on" in caplog.text
+    trained = {"fused": 0.2, "dna": 0.3, "scrna": 0.5}
+    assert _fused_head_trained("expression_prediction", trained) == trained  # a positive weight is the paper's
+
+
 def test_gblend_probe_runs_give_weights_that_sum_to_one_and_favour_the_predictive_head(tmp_path, processor,
                                                                                       image_task):
     model = vqa_model(auxiliary_heads=True, seed=2)

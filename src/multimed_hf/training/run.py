@@ -475,6 +475,8 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
         balancing_info = {"variant": balancing.name, "description": balancing.description,
                           "options": _jsonable(balancing.options), "rows_with_several_modalities": rows,
                           "auxiliary_heads": bool(assembly.model.config.auxiliary_heads)}
+        if isinstance(getattr(extra["loss_weighting"], "weights", None), Mapping):  # G-Blend's estimated weights
+            balancing_info["weights"] = _jsonable(extra["loss_weighting"].weights)
     trainer_extra = {}
     if align:
         from multimed_hf.fewshot.zeroshot import AlignmentTrainer

@@ -178,9 +178,24 @@ def estimate_gblend_weights(model, processor, train_datasets: Mapping[str, objec
             logger.warning("G-Blend: task %r's head(s) %s have no loss on its labelled training or validation rows "
                            "(no row holds that modality), so their weight is 0: the blended loss does not train "
                            "them", task, unmeasured)
-        weights[task] = gblend_weights({k: (train0[task][k], val0[task][k]) for k in heads},
-                                       {k: after[task][k] for k in heads})
+        weights[task] = _fused_head_trained(task, gblend_weights(
+            {k: (train0[task][k], val0[task][k]) for k in heads}, {k: after[task][k] for k in heads}))
     return weights
+
+
+def _fused_head_trained(task: str, weights: dict[str, float]) -> dict[str, float]:
+    """``weights`` with the fused head (the output a run is scored on) given the uniform share where its weight is 0:
+    where its probe lost on validation its gain is 0 and so its weight, and the blended loss would never train the
+    fusion or the head that the run reports (the others are scaled to fill the rest). Warned."""
+    if FUSED not in weights or len(weights) < 2 or weights[FUSED] > 0:
+        return weights
+    share = 1.0 / len(weights)
+    logger.warning("G-Blend: task %r's fused head got weight %.3g from its probe (its validation loss did not fall); "
+                   "it is the output the run is scored on, so it keeps the uniform share %.3g", task,
+                   weights[FUSED], share)
+    rest = sum(w for k, w in weights.items() if k != FUSED)
+    return {k: share if k == FUSED else (w * (1.0 - share) / rest if rest > 0 else (1.0 - share) / (len(weights) - 1))
+            for k, w in weights.items()}
 
 
 @register_loss_weighting("gblend")
