@@ -301,3 +301,17 @@ def test_evaluate_says_which_splits_a_task_lacks(bt_dir, tmp_path, caplog):
     # no split asked for exists: the error lists those the data holds (`--split val` for validation)
     with pytest.raises(RunError, match=r"none of the splits \['val'\] exists .*; it holds \['test', 'train'\]"):
         evaluate_checkpoint(str(checkpoint), bt_dir, ["val"], tmp_path / "eval2", bootstrap_samples=0)
+
+
+def test_help_shows_the_defaults_a_run_takes(capsys):
+    # before: --help printed transformers' defaults (batch 8, 3 epochs, lr 5e-05), not the ones the run used
+    from multimed_hf.training.arguments import parse_train_args, training_defaults
+
+    for extra, encoders in (([], "hub"), (["--encoders", "small"], "small")):
+        with pytest.raises(SystemExit):
+            parse_train_args([*extra, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        defaults = training_defaults("unimodal", encoders, None)
+        for flag in ("learning_rate", "num_train_epochs", "per_device_train_batch_size"):
+            shown = re.search(rf"--{flag} \S+, --[\w-]+ \S+ .*?\(default: ([^)]+)\)", text).group(1)
+            assert float(shown) == float(defaults[flag]), (encoders, flag, shown)

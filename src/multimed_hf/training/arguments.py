@@ -542,6 +542,10 @@ def parse_train_args(argv: Sequence[str] | None = None, *, prog: str = "multimed
         args, training_args = parser.parse_dict({**defaults, **given})
         named = set(given)
     else:
+        if any(a in ("-h", "--help") for a in argv):  # --help shows the defaults of the family and encoders named
+            known = dict(zip(argv, argv[1:]))
+            parser.set_defaults(**training_defaults(known.get("--family", MultiMedArguments.family),
+                                                    known.get("--encoders", MultiMedArguments.encoders), None))
         probe, _ = parser.parse_known_args(argv)  # the family, encoders and tasks decide the defaults of the rest
         parser.set_defaults(**training_defaults(probe.family, probe.encoders, task_modalities(probe.tasks)))
         args, training_args = parser.parse_args_into_dataclasses(argv)
