@@ -27,11 +27,19 @@ from datasets import load_dataset
 ds = load_dataset("<this folder or ORG/multimed>", "<config>")
 ```
 
+Cite MultiMed, and each source as its section below asks:
+
+```bibtex
+@article{mo2024multimed, title={MultiMed: Massively Multimodal and Multitask Medical Understanding},
+author={Mo, Shentong and Liang, Paul Pu}, journal={arXiv preprint arXiv:2408.12682}, year={2024}}
+```
+
 Shards sit per source and build fingerprint (`<config>/<source>/<fingerprint>/<split>-*.parquet`); each
 config's `manifest.jsonl` lists every source file seen, with its status (kept, moved, dropped, rejected, or
 ignored: no data, e.g. system files and documents), the reason, its group and its split. Samples of one group
 (patient, subject, or exact/near-duplicate image group) never span two splits; the sources whose notes say so
-group exact duplicates only (near-duplicate hashing off: CC-CCII's slices, the malaria cell crops).
+group exact duplicates only (near-duplicate hashing off: the CT slices of CC-CCII, MosMedData and DICOM series,
+the malaria cell crops and PMC-OA's figures).
 """
 
 
