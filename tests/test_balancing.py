@@ -284,6 +284,22 @@ def test_ogm_ge_variant_trains_and_logs_its_coefficients(tmp_path, processor, im
         OGMGEWeighting(vqa_config())
 
 
+def test_ogm_ge_logs_no_coefficient_outside_its_window(tmp_path, processor, image_task):
+    """After the window closes nothing modulates: a later log carries no coefficient (it repeated the last one)."""
+    variant = balancing_from_variant("multimodal+ogm_ge", window=(0.0, 0.3))
+    model = vqa_model(**variant.config_kwargs("intermediate"))
+    kwargs = variant.trainer_kwargs(model=model, processor=processor, train_datasets=image_task["train"],
+                                    training_args=_args(tmp_path), modalities=READ)
+    trainer = MultiMedTrainer(model=model, args=_args(tmp_path, max_steps=8, logging_strategy="steps",
+                                                      logging_steps=4), processor=processor, modalities=READ,
+                              train_datasets=kwargs["train_datasets"], loss_weighting=kwargs["loss_weighting"],
+                              callbacks=kwargs["callbacks"])
+    trainer.train()
+    assert [h["step"] for h in kwargs["callbacks"][0].history] == [0, 1, 2]  # progress 0, 1/8, 2/8
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert [any(k.startswith("ogm_coefficient_") for k in h) for h in logs] == [True, False]
+
+
 # ---------------------------------------------------------------------- G-Blend
 def test_gblend_weights_by_hand_sum_to_one():
     before = {"fused": (1.0, 1.2), "xray": (1.0, 1.1), "text": (1.0, 1.0)}

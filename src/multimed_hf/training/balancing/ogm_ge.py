@@ -155,6 +155,7 @@ class OGMGECallback(TrainerCallback):
         self.weighting = weighting
         self.alpha, self.window, self.noise, self.seed = float(alpha), (float(start), float(end)), bool(noise), seed
         self.history: list[dict] = []
+        self._unlogged = False  # a coefficient applied since the last log
 
     def _scores(self, device) -> dict[str, float]:
         pending = self.weighting.take_scores()
@@ -180,6 +181,7 @@ class OGMGECallback(TrainerCallback):
             return
         coefficients = ogm_coefficients(scores, self.alpha)
         self.history.append({"step": state.global_step, "scores": scores, "coefficients": coefficients})
+        self._unlogged = True
         seed = int(self.seed) * 1_000_003 + state.global_step
         generators: dict = {}  # one per device, seeded alike: the noise is drawn where the gradient lives
         for group in optimizer.param_groups:
@@ -202,6 +204,8 @@ class OGMGECallback(TrainerCallback):
                     p.grad.add_(draw.to(p.grad.dtype), alpha=std + 1e-8)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is not None and "loss" in logs and self.history and state.log_history:
+        # only a coefficient applied since the last log: outside the window nothing modulates, and nothing is logged
+        if logs is not None and "loss" in logs and self._unlogged and state.log_history:
+            self._unlogged = False
             state.log_history[-1].update({f"ogm_coefficient_{m}": round(k, 6)
                                           for m, k in self.history[-1]["coefficients"].items()})
