@@ -275,6 +275,18 @@ def test_modality_dropout_keeps_one_modality_per_row():
     assert model(task="diabetic_retinopathy", inputs=inputs, presence=presence, modality_dropout=0.9).presence.all()
 
 
+
+def test_modality_dropout_rate_is_the_documented_one():
+    """Of n present modalities each goes with p - p**n / n (the last one given back): 0.375 for n = 2, p = 0.5."""
+    model = dr_model("intermediate", "mean", "pooled")
+    torch.manual_seed(0)
+    matrix = torch.ones(20_000, 2, dtype=torch.bool)
+    presence = {"oct": matrix[:, 0], "fundus": matrix[:, 1]}
+    _, _, keep = model._drop_modalities({}, presence, matrix, ["oct", "fundus"], 0.5)
+    assert keep.any(1).all()
+    dropped = (~keep).float().mean(0)
+    torch.testing.assert_close(dropped, torch.full((2,), 0.375), atol=0.015, rtol=0)
+
 def test_freeze_and_unfreeze_encoders():
     model = copy.deepcopy(dr_model("intermediate", "concat", "pooled"))
     model.freeze_encoders("oct")

@@ -222,7 +222,8 @@ class MultiMedConfig(PreTrainedConfig):
         structure_num_layers (`int`): transformer blocks over residues in a coords (protein structure) head.
         dropout (`float`): dropout in fusion and heads.
         modality_dropout (`float`): in training, each present modality of a row is dropped with this probability
-            (never the last one a row has).
+            (never the last one a row has: where all would go, one is given back at random, so each of a row's n
+            modalities goes with probability p - p**n / n, 0.375 for n = 2 and p = 0.5).
         loss_weights (`dict`): lambda_{t,m} of eq. 5 as `{task: {modality: w, "fused": w}}` or `{task: w}`. The
             `"fused"` weight (lambda_t, default 1) scales the loss of the prediction made from all of the task's
             present modalities; under late fusion each modality's own prediction (y^(m) of eq. 4) adds its loss

@@ -326,7 +326,8 @@ class MultiMedModel(MultiMedPreTrainedModel):
                 kind_of(outputs[name]).check_labels(outputs[name], value, batch)
 
     def _drop_modalities(self, inputs, presence, matrix, modalities, p):
-        """Modality dropout: each present modality of a row goes with probability p, never a row's last one."""
+        """Modality dropout: each present modality of a row goes with probability p, never a row's last one (where
+        all would go, one comes back at random: each of n goes with probability p - p**n / n)."""
         drop = (torch.rand(matrix.shape, device=matrix.device) < p) & matrix
         keep = matrix & ~drop
         lost = ~keep.any(1)

@@ -147,7 +147,8 @@ class MultiMedArguments:
                                                                          "first)"})
     hidden_size: int | None = field(default=None, metadata={"help": "shared size (default: the encoder preset's)"})
     modality_dropout: float = field(default=0.0, metadata={"help": "drop each present modality of a row with this "
-                                                                    "probability in training"})
+                                                                    "probability in training, never a row's last "
+                                                                    "one (of n, each goes with p - p**n / n)"})
     sampling: str = field(default="proportional", metadata={
         "help": "task sampling: proportional | temperature | uniform | round_robin"})
     sampling_temperature: float = field(default=2.0, metadata={"help": "T of temperature sampling"})
