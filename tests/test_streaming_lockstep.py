@@ -92,14 +92,23 @@ def test_without_lockstep_each_process_draws_its_own_tasks():
     assert free[0] != free[1]
 
 
+
+def test_without_lockstep_a_tasks_chance_is_its_share_of_rows_over_its_batch_size():
+    # before: rows 20 : 12 went to batches, so "a" (batches of 2) got 62% of the batches where its pass is 10 of 14
+    weights = _dataset(0, "proportional", lockstep=False).weights()
+    assert weights == pytest.approx({"a": 20 / 2, "b": 12 / 3})
+    weights = _dataset(0, "temperature", lockstep=False, temperature=2.0).weights()
+    assert weights == pytest.approx({"a": 20 ** 0.5 / 2, "b": 12 ** 0.5 / 3})
+
 @pytest.mark.parametrize("strategy, quotas", [
     # batches per process per cycle = the map-style lockstep sampler's rounds: a = 20 rows / 2 processes / 2 rows,
     # b = 12 / 2 / 3; uniform: 10 + 4 = 14 batches shared 7 + 7, per process ceil(7 / 2) = 4 each;
-    # temperature (T=2): 14 batches in proportion sqrt(20) : sqrt(12) -> 7.89, 6.11 -> 8 and 6 -> 4 and 3 rounds
+    # temperature (T=2): 14 batches in proportion of rows sqrt(20) : sqrt(12) over batch sizes 2 : 3 -> 9.23, 4.77
+    # -> 9 and 5 -> 5 and 3 rounds
     ("proportional", {"a": 5, "b": 2}),
     ("uniform", {"a": 4, "b": 4}),
     ("round_robin", {"a": 4, "b": 4}),
-    ("temperature", {"a": 4, "b": 3}),
+    ("temperature", {"a": 5, "b": 3}),
 ])
 def test_every_cycle_holds_each_tasks_quota(strategy, quotas):
     dataset = _dataset(0, strategy)

@@ -57,6 +57,19 @@ def test_temperature_one_is_proportional_and_a_high_temperature_is_uniform():
         Counter(t for t, _ in _sampler("uniform").schedule())
 
 
+
+def test_shares_are_of_rows_where_tasks_take_different_batch_sizes():
+    # before: the shares went to batches, so temperature 1 gave task a (100 rows, batches of 32) 5 of 11 batches, 160 rows, where
+    # its own pass (proportional) is 4 batches
+    batch = {"a": 32, "c": 2}
+    prop = Counter(t for t, _ in _sampler("proportional", batch_sizes=batch).schedule())
+    assert prop == {"a": 4, "b": 4, "c": 3}
+    assert Counter(t for t, _ in _sampler("temperature", temperature=1.0, batch_sizes=batch).schedule()) == prop
+    assert Counter(t for t, _ in _sampler("proportional", size_cap=1000, batch_sizes=batch).schedule()) == prop
+    # cap 20: rows 20, 20, 5 -> batches 20/32, 20/5, 5/2 of 11 -> 0.96, 6.16, 3.85 -> 1, 6, 4
+    assert Counter(t for t, _ in _sampler("proportional", size_cap=20, batch_sizes=batch).schedule()) == \
+        {"a": 1, "b": 6, "c": 4}
+
 @pytest.mark.parametrize("sampling", [TaskSampling("proportional", size_cap=1000), TaskSampling("temperature",
                                                                                              temperature=1.0)])
 def test_a_task_whose_share_rounds_to_zero_still_gets_a_batch_each_epoch(sampling):

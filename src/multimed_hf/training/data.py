@@ -255,13 +255,17 @@ class IterableMultiTaskDataset(IterableDataset):
         self._skip = 0
 
     def weights(self) -> dict[str, float]:
-        """Relative chance of each task for the next batch."""
+        """Relative chance of each task for the next batch: proportional and temperature shares are of rows, so a
+        task's chance is its share over its batch size (as `TaskBatchSampler` counts batches)."""
         if self.sampling.strategy in ("proportional", "temperature") and any(n is None for n in self.sizes.values()):
             unknown = [t for t, n in self.sizes.items() if n is None]
             logger.warning("streamed tasks %s record no size: %s sampling falls back to equal weights", unknown,
                            self.sampling.strategy)
             return {t: 1.0 for t in self.tasks}
-        return self.sampling.weights({t: int(n) for t, n in self.sizes.items()})
+        weights = self.sampling.weights({t: int(n) for t, n in self.sizes.items()})
+        if self.sampling.strategy in ("proportional", "temperature"):
+            weights = {t: w / self.batch_sizes[t] for t, w in weights.items()}
+        return weights
 
     @property
     def lockstep(self) -> bool:

@@ -27,11 +27,14 @@ class TaskSampling:
     An epoch has as many batches as one pass over every task's rows (``sum_t ceil(n_t / b_t)``, ``floor`` with
     ``drop_last``); the strategy decides how many of them each task gets:
 
-    - ``"proportional"``: each task its own pass (every row once per epoch); with ``size_cap``, batches in
+    - ``"proportional"``: each task its own pass (every row once per epoch); with ``size_cap``, rows in
       proportion to ``min(n_t, size_cap)`` (T5's examples-proportional mixing with a cap).
-    - ``"temperature"``: in proportion to ``min(n_t, size_cap) ** (1 / temperature)`` (T=1: proportional; large T:
-      uniform).
+    - ``"temperature"``: rows in proportion to ``min(n_t, size_cap) ** (1 / temperature)`` (T=1: proportional;
+      large T: the same number of rows for every task).
     - ``"uniform"``: the same number of batches for every task.
+
+    Proportional and temperature shares are of rows: a task's batches are its share over its batch size
+    (``batch_sizes``), so a task with larger batches gets fewer of them, as in its own pass.
     - ``"round_robin"``: as uniform, in a fixed cycle over the tasks instead of a shuffled order.
 
     A task's quota is exact (largest remainder), the order of the batches is shuffled from ``(seed, epoch)``, and a
@@ -88,7 +91,8 @@ class TaskSampling:
         return self.batch_sizes.get(task, default)
 
     def weights(self, sizes: Mapping[str, int]) -> dict[str, float]:
-        """Relative share of batches per task (before quotas are rounded); round_robin and uniform: equal."""
+        """Relative share per task before quotas are rounded: of rows for proportional and temperature (the
+        sampler divides by each task's batch size), of batches for round_robin and uniform (equal)."""
         cap = self.size_cap if self.size_cap is not None else math.inf
         if self.strategy in ("uniform", "round_robin"):
             return {t: 1.0 for t in sizes}
@@ -202,8 +206,11 @@ class TaskBatchSampler(Sampler[list[int]]):
         rounded up to whole rounds with lockstep."""
         if self.sampling.strategy == "proportional" and self.sampling.size_cap is None:
             quotas = dict(self.batches_per_pass)
-        else:
-            quotas = _quotas(self.sampling.weights(self.task_sizes), self.num_global_batches)
+        else:  # shares of rows, so batches in proportion to a task's share over its batch size
+            weights = self.sampling.weights(self.task_sizes)
+            if self.sampling.strategy in ("proportional", "temperature"):
+                weights = {t: w / self.batch_sizes[t] for t, w in weights.items()}
+            quotas = _quotas(weights, self.num_global_batches)
         return {t: math.ceil(q / self.round_size) for t, q in quotas.items()}
 
     def quotas(self) -> dict[str, int]:
