@@ -4,13 +4,13 @@ output units, loss over present labels, late-fusion vote, card line and decoding
 from __future__ import annotations
 
 import math
-from types import MappingProxyType
 from typing import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._kind_table import KindTable
 from .structure_head import StructureHead, structure_loss
 
 __all__ = [
@@ -344,34 +344,27 @@ class CoordsKind(OutputKind):
         return {out["name"]: values.float().tolist()}
 
 
-_TABLE: dict[str, OutputKind] = {}
+_KINDS: KindTable[OutputKind] = KindTable(OutputKind, "output kind", "register_output_kind",
+                                          "output kind {name!r} is not one of {known}")
 #: Output kind name -> its model-side behaviour (read-only view; ``register_output_kind`` adds one).
-OUTPUT_KIND_TABLE: Mapping[str, OutputKind] = MappingProxyType(_TABLE)
+OUTPUT_KIND_TABLE: Mapping[str, OutputKind] = _KINDS.view
 #: The same table, under the name the config module has always exported (``kind in OUTPUT_KINDS`` works).
 OUTPUT_KINDS = OUTPUT_KIND_TABLE
 
 
 def register_output_kind(kind: OutputKind, *, replace: bool = False) -> OutputKind:
     """Add ``kind`` (an ``OutputKind`` instance) to the table; a name already taken raises unless ``replace``."""
-    if not isinstance(kind, OutputKind) or not kind.name:
-        raise TypeError(f"register_output_kind: expected an OutputKind instance with a name, got {kind!r}")
-    if kind.name in _TABLE and not replace:
-        raise ValueError(f"output kind {kind.name!r} is already registered; pass replace=True to override it")
-    _TABLE[kind.name] = kind
-    return kind
+    return _KINDS.register(kind, replace=replace)
 
 
 def unregister_output_kind(name: str) -> OutputKind:
     """Remove and return the kind ``name`` (for tests and plug-ins that add a kind for a while)."""
-    return _TABLE.pop(get_output_kind(name).name)
+    return _KINDS.unregister(name)
 
 
 def get_output_kind(name: str) -> OutputKind:
     """The registered output kind ``name``; an unknown name raises ``ValueError`` naming the known kinds."""
-    try:
-        return _TABLE[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"output kind {name!r} is not one of {tuple(_TABLE)}") from None
+    return _KINDS.get(name)
 
 
 def kind_of(out: dict) -> OutputKind:
@@ -381,10 +374,10 @@ def kind_of(out: dict) -> OutputKind:
 
 def kind_for_label(label_kind: str) -> OutputKind:
     """The output kind a registry label kind becomes (``"text"`` -> ``"class"`` over a vocabulary)."""
-    for kind in _TABLE.values():
+    for kind in _KINDS.view.values():
         if label_kind in kind.label_kinds:
             return kind
-    served = sorted({k for kind in _TABLE.values() for k in kind.label_kinds})
+    served = sorted({k for kind in _KINDS.view.values() for k in kind.label_kinds})
     raise ValueError(f"registry label kind {label_kind!r} has no output kind; the output kinds serve {served}")
 
 

@@ -4,12 +4,12 @@ it reads, how a row's value is encoded and how a batch of them is collated)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from datasets import ClassLabel, List, Value
 
+from multimed_hf._kind_table import KindTable
 from multimed_hf.tasks import LabelSpec
 
 __all__ = [
@@ -265,32 +265,25 @@ class CoordsLabelKind(LabelKind):
         return {label.name: coords, COORDS_MASK: mask}
 
 
-_TABLE: dict[str, LabelKind] = {}
+_KINDS: KindTable[LabelKind] = KindTable(LabelKind, "label kind", "register_label_kind",
+                                         "label kind {name!r} is not one of {known}")
 #: Registry label kind -> its data-side behaviour (read-only view; ``register_label_kind`` adds one).
-LABEL_KINDS: Mapping[str, LabelKind] = MappingProxyType(_TABLE)
+LABEL_KINDS: Mapping[str, LabelKind] = _KINDS.view
 
 
 def register_label_kind(kind: LabelKind, *, replace: bool = False) -> LabelKind:
     """Add ``kind`` (a ``LabelKind`` instance) to the table; a name already taken raises unless ``replace``."""
-    if not isinstance(kind, LabelKind) or not kind.name:
-        raise TypeError(f"register_label_kind: expected a LabelKind instance with a name, got {kind!r}")
-    if kind.name in _TABLE and not replace:
-        raise ValueError(f"label kind {kind.name!r} is already registered; pass replace=True to override it")
-    _TABLE[kind.name] = kind
-    return kind
+    return _KINDS.register(kind, replace=replace)
 
 
 def unregister_label_kind(name: str) -> LabelKind:
     """Remove and return the kind ``name`` (for tests and plug-ins that add a kind for a while)."""
-    return _TABLE.pop(get_label_kind(name).name)
+    return _KINDS.unregister(name)
 
 
 def get_label_kind(name: str) -> LabelKind:
     """The data-side behaviour of registry label kind ``name``; an unknown one raises ``ValueError``."""
-    try:
-        return _TABLE[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"label kind {name!r} is not one of {tuple(_TABLE)}") from None
+    return _KINDS.get(name)
 
 
 for _kind in (ClassLabelKind(), MultilabelLabelKind(), RegressionLabelKind(), TextLabelKind(), CoordsLabelKind()):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Callable, Mapping
 
 import numpy as np
 
+from multimed_hf._kind_table import KindTable
 from multimed_hf.metrics._validation import as_float_array, to_numpy
 from multimed_hf.tasks import LabelSpec, TaskSpec, get_task
 
@@ -335,32 +335,25 @@ def _binned_label(task: TaskSpec) -> LabelSpec | None:
     return next((label for label in task.labels if label.bins), None)
 
 
-_TABLE: dict[str, MetricKind] = {}
+_KINDS: KindTable[MetricKind] = KindTable(MetricKind, "metric kind", "register_metric_kind",
+                                          "label kind {name!r} has no metric kind; known: {known}")
 #: Registry label kind -> how its columns are scored (read-only view; ``register_metric_kind`` adds one).
-METRIC_KINDS: Mapping[str, MetricKind] = MappingProxyType(_TABLE)
+METRIC_KINDS: Mapping[str, MetricKind] = _KINDS.view
 
 
 def register_metric_kind(kind: MetricKind, *, replace: bool = False) -> MetricKind:
     """Add ``kind`` (a ``MetricKind`` instance) to the table; a name already taken raises unless ``replace``."""
-    if not isinstance(kind, MetricKind) or not kind.name:
-        raise TypeError(f"register_metric_kind: expected a MetricKind instance with a name, got {kind!r}")
-    if kind.name in _TABLE and not replace:
-        raise ValueError(f"metric kind {kind.name!r} is already registered; pass replace=True to override it")
-    _TABLE[kind.name] = kind
-    return kind
+    return _KINDS.register(kind, replace=replace)
 
 
 def unregister_metric_kind(name: str) -> MetricKind:
     """Remove and return the kind ``name`` (for tests and plug-ins that add a kind for a while)."""
-    return _TABLE.pop(get_metric_kind(name).name)
+    return _KINDS.unregister(name)
 
 
 def get_metric_kind(name: str) -> MetricKind:
     """The metric kind of registry label kind ``name``; an unknown one raises ``ValueError``."""
-    try:
-        return _TABLE[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"label kind {name!r} has no metric kind; known: {tuple(_TABLE)}") from None
+    return _KINDS.get(name)
 
 
 for _kind in (ClassMetrics(), TextMetrics(), MultilabelMetrics(), RegressionMetrics(), CoordsMetrics()):
