@@ -124,6 +124,10 @@ def test_a_json_file_is_checked_like_the_flags(tmp_path):
     (["--modality_dropouts", "0", "0.3", "0.3"], r"\[0.3\] repeated"),
     (["--modality_dropouts", "1.0"], r"--modality_dropouts \[1.0\]: expected one or more values in \[0, 1\)"),
     (["--levels", "2"], r"--levels \[2.0\]: expected one or more values in \[0, 1\]"),
+    # before: "clean" in the summary was the lowest level's score, and both robustness scores measured from it
+    (["--levels", "0.5", "1"], r"--levels \[0.5, 1.0\]: give 0 among them"),
+    (["--missing_rates", "0.5", "1"], r"--missing_rates \[0.5, 1.0\]: give 0 among them"),
+    (["--levels", "0", "0.5", "0.5"], r"--levels \[0.0, 0.5, 0.5\]: \[0.5\] repeated"),
     # before: every model resumed from that one checkpoint
     (["--resume_from_checkpoint", "runs/x/checkpoint-5"], r"--resume_from_checkpoint runs/x/checkpoint-5: robustness "
                                                           r"trains one model per value of --modality_dropouts"),

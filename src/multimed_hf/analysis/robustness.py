@@ -156,6 +156,12 @@ class RobustnessOptions:
             values = list(getattr(self, name))
             if not values or any(not 0 <= v <= 1 for v in values):
                 raise AnalysisError(f"--{name} {values}: expected one or more values in [0, 1]")
+            if 0 not in values:  # the summary's clean score and both robustness scores are measured from 0
+                raise AnalysisError(f"--{name} {values}: give 0 among them: the summary's clean score and both "
+                                    f"robustness scores are measured from the unperturbed level 0")
+            repeated = sorted({v for v in values if values.count(v) > 1})
+            if repeated:
+                raise AnalysisError(f"--{name} {values}: {repeated} repeated; give each level once")
         dropouts = list(self.modality_dropouts)
         if not dropouts or any(not 0 <= d < 1 for d in dropouts):
             raise AnalysisError(f"--modality_dropouts {dropouts}: expected one or more values in [0, 1)")
