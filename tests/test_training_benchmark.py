@@ -263,3 +263,29 @@ def test_each_run_gets_the_defaults_of_the_modalities_it_reads(tmp_path):
     settings = paths.markdown.read_text().split("## Data and settings")[1]
     assert "unimodal: encoders hub, 5 epochs, learning rate 0.0001, batch 32 (brain_tumor-mri)" in settings
     assert "unimodal: encoders hub, 40 epochs, learning rate 0.001, batch 32 (cell_type-scrna)" in settings
+
+
+def test_an_earlier_benchmarks_runs_are_not_trained_over_in_silence(tmp_path):
+    # before: a second benchmark into the same report retrained every run over the first one's results and
+    # checkpoints, exit 0, where `multimed train` refuses a folder with checkpoints
+    report = tmp_path / "report"
+    run_benchmark(tmp_path / "no-data", ["brain_tumor"], ["unimodal"], [0, 1], report, _training_args(tmp_path),
+                  train_fn=FakeTrain(), progress=False)
+    (plan,) = plan_runs("unimodal", ["brain_tumor"])
+    seed0, seed1 = (report / "runs" / "unimodal" / plan.name / f"seed{k}" for k in (0, 1))
+    (seed0 / "metrics_long.json").write_text(json.dumps([
+        {"task": "brain_tumor", "split": "test", "label": None, "metric": "accuracy", "value": 0.5, "n": 4,
+         "ci_low": 0.0, "ci_high": 1.0}]))
+    (seed1 / "checkpoint-3").mkdir()
+    again = FakeTrain()
+    with pytest.raises(BenchmarkError, match=r"holds 2 run\(s\) of an earlier benchmark, first .*seed0 \(finished\)"
+                                             r".*--reuse_finished_runs"):
+        run_benchmark(tmp_path / "no-data", ["brain_tumor"], ["unimodal"], [0, 1], report, _training_args(tmp_path),
+                      train_fn=again, progress=False)
+    assert not again.calls
+    # kept where finished, resumed from its own last checkpoint where stopped halfway
+    run_benchmark(tmp_path / "no-data", ["brain_tumor"], ["unimodal"], [0, 1], report, _training_args(tmp_path),
+                  train_fn=again, progress=False, reuse_finished_runs=True)
+    assert [(targs.seed, targs.resume_from_checkpoint) for _, targs in again.calls] == [(1, str(seed1 / "checkpoint-3"))]
+    with pytest.raises(BenchmarkError, match="--resume_from_checkpoint names one run's checkpoint"):
+        _parse(["--data", "d", "--tasks", "brain_tumor", "--output_dir", "r", "--resume_from_checkpoint", "true"])

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -62,7 +63,9 @@ class BenchmarkArguments:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={
         "help": "seeds; each run's TrainingArguments.seed (the paper: three seeds)", "nargs": "+"})
     reuse_finished_runs: bool = field(default=False, metadata={
-        "help": f"keep a run whose folder already holds {RECORDS_FILE} instead of training it again"})
+        "help": f"keep a run whose folder already holds {RECORDS_FILE} instead of training it again, and resume a "
+                "run stopped halfway from its last checkpoint (without it, a report folder holding an earlier "
+                "benchmark's runs is refused)"})
     note: str | None = field(default=None, metadata={
         "help": "banner of the report (default: the data's own: a smoke-run label on synthetic samples)"})
 
@@ -240,6 +243,30 @@ def _records_of(result, run: _Run) -> list[dict]:
     return [{**r, "family": run.plan.family, "seed": run.seed, "run": run.plan.name} for r in records]
 
 
+def _last_checkpoint(folder: Path) -> str | None:
+    """The last ``checkpoint-N`` folder of a run folder (transformers' own rule), or None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def _refuse_earlier_runs(runs: Sequence[_Run], output_dir: Path) -> None:
+    """A report folder holding an earlier benchmark's runs (results or checkpoints) is not trained over in silence,
+    as ``multimed train`` refuses a folder with checkpoints: the user keeps them or picks another folder."""
+    earlier = []
+    for run in runs:
+        last = _last_checkpoint(run.output_dir)
+        if (run.output_dir / RECORDS_FILE).is_file():
+            earlier.append(f"{run.output_dir} (finished)")
+        elif last is not None:
+            earlier.append(f"{run.output_dir} ({os.path.basename(last)})")
+    if earlier:
+        raise BenchmarkError(
+            f"{output_dir} holds {len(earlier)} run(s) of an earlier benchmark, first {earlier[0]}: pass "
+            f"--reuse_finished_runs to keep the finished ones and resume those stopped halfway from their last "
+            f"checkpoint, or another --output_dir (they would be trained over)")
+
+
 def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str] = FAMILIES,
                   seeds: Sequence[int] = (0, 1, 2), output_dir: str | Path = "report", training_args=None, *,
                   encoders: str = "small", run_options: Mapping[str, Any] | None = None,
@@ -254,8 +281,9 @@ def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str
     ``error.txt``) and the loop goes on. What a run prints goes to its folder's ``stdout.txt``. ``training_args``:
     one ``TrainingArguments`` for every run, a mapping family -> ``TrainingArguments``, a callable plan ->
     ``TrainingArguments``, or None (our defaults per family, encoders and the plan's modalities).
-    ``reuse_finished_runs`` keeps a run whose folder holds ``metrics_long.json`` (a benchmark stopped halfway goes on
-    where it stopped). ``note`` defaults to ``data_note(data, tasks)``. Returns the records
+    ``reuse_finished_runs`` keeps a run whose folder holds ``metrics_long.json`` and resumes one holding checkpoints
+    from its last (a benchmark stopped halfway goes on where it stopped); without it, a grid whose run folders hold
+    an earlier benchmark's results or checkpoints is refused (``BenchmarkError``) before any training. ``note`` defaults to ``data_note(data, tasks)``. Returns the records
     and the report's paths."""
     from tqdm.auto import tqdm
 
@@ -281,6 +309,8 @@ def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str
     runs, records, notes = _plan_grid(data, tasks, families, seeds, output_dir)
     options = dict(run_options or {})
     _check_grid_flags(runs, data, encoders, options)
+    if not reuse_finished_runs:
+        _refuse_earlier_runs(runs, output_dir)
     bar = tqdm(runs, desc="benchmark", unit="run", disable=not progress)
     for run in bar:
         bar.set_postfix_str(f"{run.plan.family} {run.plan.name} seed {run.seed}")
@@ -295,9 +325,12 @@ def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str
             run.output_dir.mkdir(parents=True, exist_ok=True)
             for stale in (done, run.output_dir / ERROR_FILE):  # an earlier attempt's results must not outlive it
                 stale.unlink(missing_ok=True)
-            with open(run.output_dir / STDOUT_FILE, "w") as log, contextlib.redirect_stdout(log):
-                result = train_fn(args, dataclasses.replace(base, output_dir=str(run.output_dir), seed=run.seed),
-                                  plan=run.plan)
+            resume = _last_checkpoint(run.output_dir) if reuse_finished_runs else None
+            if resume is not None:  # a run stopped halfway goes on from where it stopped
+                logger.info("run %s/%s seed %d resumes from %s", run.plan.family, run.plan.name, run.seed, resume)
+            with open(run.output_dir / STDOUT_FILE, "a" if resume else "w") as log, contextlib.redirect_stdout(log):
+                result = train_fn(args, dataclasses.replace(base, output_dir=str(run.output_dir), seed=run.seed,
+                                                            resume_from_checkpoint=resume), plan=run.plan)
             records += _records_of(result, run)
         except Exception as err:  # noqa: BLE001  (one failing cell must not stop the table; the error is kept)
             logger.warning("run %s/%s seed %d failed: %s", run.plan.family, run.plan.name, run.seed, _error_text(err))
@@ -332,6 +365,10 @@ def _parse(argv: Sequence[str], prog: str = "multimed benchmark"):
     if given:
         raise BenchmarkError(f"multimed benchmark: {given[0].split('=')[0]} picks one run of `multimed train`; the "
                              "benchmark runs every plan of --families")
+    if any(a.split("=")[0] == "--resume_from_checkpoint" for a in argv):
+        raise BenchmarkError("multimed benchmark: --resume_from_checkpoint names one run's checkpoint; pass "
+                             "--reuse_finished_runs to keep the finished runs of --output_dir and resume each run "
+                             "stopped halfway from its own last checkpoint")
     overwritten = [a.split("=")[0] for a in argv if a.split("=")[0] in _GRID_FLAGS]
     if overwritten:
         raise BenchmarkError(f"multimed benchmark: {overwritten[0]} would be overwritten by every run of the grid; "
