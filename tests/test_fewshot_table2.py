@@ -115,3 +115,31 @@ def test_the_support_is_drawn_from_rows_the_adapted_head_can_read(tmp_path):
         support = json.loads((out / "runs" / "diabetic_retinopathy" / "2_shot" / f"seed{seed}" / "support.json")
                              .read_text())
         assert support["sample_ids"] and not set(support["sample_ids"]) & fundus
+
+
+def test_table2_gives_a_one_modality_tasks_multimodal_cell_table1s_unimodal_number(tmp_path):
+    # before: "same as unimodal (one modality); `unimodal` was not run" although table1.csv held unimodal runs:
+    # Table 2 has no unimodal row for the cell to point at
+    shots = [{"family": "5_shot", "task": "brain_tumor", "metric": "accuracy", "value": 0.4, "seed": s,
+              "split": "test", "n": 12} for s in (0, 1)]
+    unimodal = [{"family": "unimodal", "task": "brain_tumor", "metric": "accuracy", "value": v, "seed": s,
+                 "split": "test", "n": 12, "run": "brain_tumor-mri"} for s, v in ((0, 0.5), (1, 0.6))]
+    write_table1(unimodal, tmp_path / "bench")
+    markdown = write_table2(shots, tmp_path / "a", table1=tmp_path / "bench" / "table1.csv").markdown.read_text()
+    row = next(line for line in markdown.splitlines() if "(`multimodal`)" in line)
+    assert "55.00 ± 7.07: Table 1's `unimodal` row (one modality: the same model)" in row and "not run" not in row
+    write_table1([{**r, "family": "multimodal_multitask", "run": "all"} for r in unimodal], tmp_path / "mt")
+    markdown = write_table2(shots, tmp_path / "b", table1=tmp_path / "mt" / "table1.csv").markdown.read_text()
+    row = next(line for line in markdown.splitlines() if "(`multimodal`)" in line)
+    assert "as unimodal (one modality), which --table1 does not hold" in row and "was not run" not in row
+
+
+def test_table2_says_what_zero_shot_scores_unlike_k_shot(tmp_path):
+    # before: zero-shot (18 held-out-class rows, a 2-way choice) sat above k-shot (every row, every class) unexplained
+    records = [{"family": "zero_shot", "task": "disease", "label": "diseases", "metric": "accuracy", "value": 0.56,
+                "seed": 0, "split": "test", "n": 18, "chance": 0.5, "k": 0},
+               {"family": "5_shot", "task": "disease", "label": "diseases", "metric": "accuracy", "value": 0.52,
+                "seed": 0, "split": "test", "n": 107, "k": 5}]
+    markdown = write_table2(records, tmp_path).markdown.read_text()
+    assert ("disease: zero-shot scores 18 test rows of the held-out classes only, as a choice among them (chance "
+            "50%); k-shot scores every test row over every class: the two do not compare") in markdown

@@ -364,6 +364,51 @@ def _table1_rows(path: str | Path, tasks: Sequence[str]) -> list[dict]:
     return [r for r in rows if r.get("family") in TABLE1_ROWS and r.get("task") in set(tasks)]
 
 
+def _zero_shot_scope(records: Sequence[Mapping], task: str) -> str:
+    """A note line saying what a task's zero-shot cell scores, unlike its k-shot cells: only the test rows of the
+    held-out classes, as a choice among those classes."""
+    from multimed_hf.training.report import headline
+
+    label, metric = headline(task)
+    hit = [r for r in records if r["task"] == task and r["family"] == "zero_shot" and r.get("metric") == metric
+           and (r.get("label") in (None, label)) and r.get("split", "test") == "test" and not r.get("error")]
+    if not hit:
+        return ""
+    n, chance = hit[0].get("n"), hit[0].get("chance")
+    rows = f"{int(n)} test rows" if n is not None and n == n else "the test rows"
+    odds = f" (chance {100 * float(chance):.0f}%)" if chance is not None and chance == chance else ""
+    return (f"\n{task}: zero-shot scores {rows} of the held-out classes only, as a choice among them{odds}; "
+            f"k-shot scores every test row over every class: the two do not compare")
+
+
+def _one_modality_notes(path: str | Path, tasks: Sequence[str]) -> dict[tuple[str, str], str]:
+    """Table 2's multimodal cell of a one-modality task: the number of Table 1's ``unimodal`` row (the same model;
+    Table 2 has no unimodal row for "same as unimodal" to point at), or that ``--table1`` lacks it."""
+    from multimed_hf.training.report import (
+        CORRELATION_METRICS,
+        NATURAL_SCALE_METRICS,
+        _fmt,
+        headline,
+        read_records,
+        summarize,
+    )
+
+    path = Path(path)
+    stats = summarize([r for r in read_records(path / "table1.csv" if path.is_dir() else path)
+                       if r.get("family") == "unimodal"])
+    notes = {}
+    for task in tasks:
+        if len(get_task(task).modalities) != 1:
+            continue
+        label, metric = headline(task)
+        hit = stats[(stats["task"] == task) & (stats["label"] == label) & (stats["metric"] == metric)]
+        notes["multimodal", task] = (
+            f"{_fmt(hit['mean'].iloc[0], hit['sd'].iloc[0], metric, NATURAL_SCALE_METRICS | CORRELATION_METRICS)}: "
+            f"Table 1's `unimodal` row (one modality: the same model)" if not hit.empty else
+            "as unimodal (one modality), which --table1 does not hold")
+    return notes
+
+
 def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: str | Path | None = None,
                  append: bool = True):
     """Write ``table2.csv`` (long format, ``report.COLUMNS``; rows of an earlier table2.csv kept unless this run
@@ -393,13 +438,17 @@ def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: 
     if table1 is None:
         notes.update({(f, t): "give --table1 (multimed benchmark's table1.csv)" for f in TABLE1_ROWS for t in ordered
                       if not any(r["task"] == t and r["family"] == f for r in combined)})
+    else:
+        notes.update(_one_modality_notes(table1, [t for t in ordered if not any(
+            r["task"] == t and r["family"] == "multimodal" for r in combined)]))
     note = ("Zero-shot = label-text transfer to classes held out of alignment training; k-shot = a PEFT adapter on "
             "k examples per class of the training split\n"
             "Expression (Expre pred.) is Pearson r, reported as r; the paper prints r x 100 as a percentage (its "
             "number beside ours says so); table2.csv holds r, paper_value the printed percentage\n"
             "The paper's zero-shot expression number (a Pearson task printed as a percentage) cannot be label-text "
             "zero-shot: a regression target has no class texts (multimed_hf.fewshot.zeroshot says what it can mean)\n"
-            "Zero-shot trains nothing: one evaluation (no sd); k-shot: mean ± sd over the seeds' support sets")
+            "Zero-shot trains nothing: one evaluation (no sd); k-shot: mean ± sd over the seeds' support sets"
+            + "".join(_zero_shot_scope(combined, t) for t in ordered))
     return write_table(combined, output_dir, name="table2", title="Table 2", note=note, paper=TABLE2,
                        columns=TABLE2_COLUMNS, row_labels=TABLE2_ROW_LABELS, families=families, tasks=ordered,
                        split="test", notes=notes, natural_scale=NATURAL_SCALE_METRICS | CORRELATION_METRICS)
