@@ -282,3 +282,13 @@ def test_gradient_x_input_takes_pixels_where_the_image_encoder_has_no_token_embe
     model.encoder_of = {"mri": "image", "text": "text"}
     assert _embedding_of(model, "mri") is None
     assert _embedding_of(model, "text") is text
+
+
+def test_markdown_tables_print_counts_as_whole_numbers():
+    # before: a count column holding a missing value is float in pandas, and ood.md printed "61.000" rows
+    import pandas as pd
+
+    from multimed_hf.analysis._common import markdown_table
+
+    frame = pd.DataFrame({"group": ["a", "b"], "unseen": [61, None], "value": [1.0, 0.25]})
+    assert markdown_table(frame).splitlines()[2:] == ["| a | 61 | 1.000 |", "| b | – | 0.250 |"]

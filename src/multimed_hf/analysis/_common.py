@@ -476,20 +476,27 @@ def headline_value(records: Sequence[Mapping], task: str) -> dict | None:
 
 
 # ---------------------------------------------------------------------- output files
-def _cell(value) -> str:
+#: Columns of counts: whole numbers, though a column with a missing value is float in pandas (61 shown as 61.000).
+_COUNT_COLUMNS = frozenset({"rows", "scored", "unseen", "n", "seed", "seeds"})
+
+
+def _cell(value, count: bool = False) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
+    if isinstance(value, float) and count and value.is_integer():
+        return str(int(value))
     if isinstance(value, float):
         return f"{value:.3f}"
     return str(value).replace("|", "\\|")
 
 
 def markdown_table(frame, columns: Sequence[str] | None = None) -> str:
-    """A GitHub Markdown table of ``frame`` (floats with 3 decimals, missing values as a dash)."""
+    """A GitHub Markdown table of ``frame`` (floats with 3 decimals, counts as whole numbers, missing values as a
+    dash)."""
     columns = list(columns or frame.columns)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for _, row in frame[columns].iterrows():
-        lines.append("| " + " | ".join(_cell(row[c]) for c in columns) + " |")
+        lines.append("| " + " | ".join(_cell(row[c], c in _COUNT_COLUMNS) for c in columns) + " |")
     return "\n".join(lines)
 
 

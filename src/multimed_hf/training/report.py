@@ -432,7 +432,8 @@ def _figure(table: _Table, paper, path: Path, title: str, note: str | None) -> N
             sds.append(stat["sd"] * scale if stat is not None else np.nan)  # NaN (one seed): no error bar
         means, sds = np.asarray(means, dtype=float), np.asarray(sds, dtype=float)
         drawn = np.isfinite(means)
-        lowest = min([lowest, *means[drawn]])  # a correlation can be negative
+        low = means - np.where(np.isfinite(sds), sds, 0.0)
+        lowest = min([lowest, *low[drawn]])  # a correlation can be negative; its error bar reaches lower still
         if drawn.any():
             ax.bar(offsets[drawn], means[drawn], width, color=color)
             ax.errorbar(offsets[drawn], means[drawn], yerr=sds[drawn], fmt="none", ecolor="dimgrey", capsize=2)
