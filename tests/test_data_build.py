@@ -251,3 +251,19 @@ def test_perceptual_hashes_are_imagehash_bits_on_real_images():
         assert value & mask == int(str(imagehash.whash(normal)), 16), name
         checked += 1
     assert checked >= 10
+
+
+def test_summary_counts_a_reason_by_what_went_wrong_not_where():
+    # before: the summary cut a reason at its first colon: "1 x row 1 (ENSG00000100000", "1 x image VQA_RAD Image
+    # Folder/synpic88888.jpg", "1 x labels.csv"
+    from multimed_hf.data.build import reason_category
+
+    assert reason_category("row 1 (ENSG00000100000): 'inf' is not finite") == "'inf' is not finite"
+    assert reason_category("image VQA_RAD Image Folder/synpic88888.jpg: cannot decode image: OSError: truncated") == \
+        "cannot decode image"
+    assert reason_category("expression.tsv is unusable (row 3: 6 fields, the header has 7), so no window has a "
+                           "target") == "expression.tsv is unusable, so no window has a target"
+    assert reason_category("T1 at 24.90 s: the 3 s window ends past the recording's end (26.00 s)") == \
+        "the 3 s window ends past the recording's end"
+    assert reason_category("cannot decode image: OSError: broken data stream") == "cannot decode image"
+    assert reason_category("label conflict: identical content at a/b.png carries another label") == "label conflict"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -141,6 +142,27 @@ def _new_tally() -> dict:
             "reasons": Counter(), "repairs": Counter(), "repaired_groups": 0}
 
 
+#: A reason's leading segment that names where (a row, a file, an event) rather than what went wrong.
+_PLACE = re.compile(r"(row \d+|[^\s]*[/.][^\s]*|(image|file|index file) .*[/.].*|\w+ at -?[\d.]+ s)")
+
+
+def reason_category(reason: str) -> str:
+    """What the summary counts a reason under: its parenthesised details left out, then its first ``:``-segment
+    that says what went wrong, after any that only name where (``row 3: 6 fields`` -> ``6 fields``; ``image
+    a/b.jpg: cannot decode image: OSError ...`` -> ``cannot decode image``)."""
+    text, depth = [], 0
+    for char in reason:
+        depth += char == "("
+        if depth == 0:
+            text.append(char)
+        depth -= char == ")" and depth > 0
+    segments = [part.strip() for part in " ".join("".join(text).split()).replace(" ,", ",").split(":")]
+    for segment in segments:
+        if segment and not _PLACE.fullmatch(segment):
+            return segment
+    return reason.split(":")[0].strip()
+
+
 def _counted(entries: Iterator[tuple], tally: dict, by_source: Counter | None = None) -> Iterator[tuple]:
     """The manifest's entries (tuples of ``ManifestEntry``'s fields) passed on while ``tally`` (``_new_tally``)
     counts them: the report's figures in the pass that writes the manifest; ``by_source``, each
@@ -155,9 +177,9 @@ def _counted(entries: Iterator[tuple], tally: dict, by_source: Counter | None = 
         plain[key] = plain.get(key, 0) + 1
         if status == "kept":
             if reason and sample_id:
-                kept_notes[reason.split(":")[0]] += 1
+                kept_notes[reason_category(reason)] += 1
         elif status in ("dropped", "rejected"):
-            reasons[reason.split(":")[0]] += 1
+            reasons[reason_category(reason)] += 1
             if status == "dropped" and reason.startswith("leak repair"):
                 repairs[reason] += 1
                 repaired_groups.add(group)
