@@ -151,6 +151,22 @@ def test_structure_head(fusion, method, tokens):
         model(task="protein_structure", inputs={"protein": {"input_ids": ids}}, labels={"ca_coords": coords[:, :6]})
 
 
+
+@pytest.mark.parametrize("fusion, method, tokens", [FUSIONS[0], FUSIONS[4], FUSIONS[6]])
+def test_a_chains_coordinates_do_not_depend_on_the_rest_of_its_batch(fusion, method, tokens):
+    # before: the residue mask was the token mask less its first and last column, which is the <eos> only of the
+    # longest row: a shorter chain's residues attended to its <eos> in a batch, not alone (0.05 A apart at init)
+    model = dr_model(fusion, method, tokens).eval()
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(4, 24, (2, 12), generator=g)
+    ids[:, 0], ids[0, 11], ids[1, 6], ids[1, 7:] = 0, 2, 2, 1  # <cls> residues <eos> <pad>...
+    with torch.no_grad():
+        both = model(task="protein_structure",
+                     inputs={"protein": {"input_ids": ids, "attention_mask": (ids != 1).long()}}).logits["ca_coords"]
+        alone = model(task="protein_structure", inputs={"protein": {"input_ids": ids[1:, :7],
+                                                                    "attention_mask": torch.ones(1, 7).long()}})
+    torch.testing.assert_close(both[1, :5], alone.logits["ca_coords"][0], atol=1e-5, rtol=1e-5)
+
 def test_structure_loss_is_invariant_to_rigid_motion():
     torch.manual_seed(0)
     target = torch.randn(2, 10, 3) * 10

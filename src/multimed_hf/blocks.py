@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-__all__ = ["TransformerBlock", "sinusoidal_positions", "masked_mean", "scatter_rows"]
+__all__ = ["TransformerBlock", "sinusoidal_positions", "masked_mean", "residue_mask", "scatter_rows"]
 
 
 class TransformerBlock(GradientCheckpointingLayer):
@@ -62,6 +62,13 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None, dim: int = 1) -> tor
         return x.mean(dim)
     w = mask.to(x.dtype).unsqueeze(-1)
     return (x * w).sum(dim) / w.sum(dim).clamp(min=1.0)
+
+
+def residue_mask(mask: torch.Tensor) -> torch.Tensor:
+    """The residues of a right-padded ``<cls> residues <eos> <pad>...`` token mask [B, T]: [B, T - 2], without the
+    ``<eos>`` of a row shorter than the batch's longest (``mask[:, 1:-1]`` kept it, so a chain's residues attended to
+    it in a batch and not alone)."""
+    return mask[:, 1:-1] & mask[:, 2:]
 
 
 def scatter_rows(values: torch.Tensor, rows: torch.Tensor, batch_size: int) -> torch.Tensor:

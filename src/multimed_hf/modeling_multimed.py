@@ -12,7 +12,7 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .blocks import TransformerBlock, masked_mean, scatter_rows
+from .blocks import TransformerBlock, masked_mean, residue_mask, scatter_rows
 from .configuration_multimed import FUSED, MultiMedConfig, _normalize_head
 from .encoders import HubEncoder, build_encoder, config_from_dict
 from .fusion import EarlyFusion, IntermediateFusion, combine_late
@@ -393,7 +393,7 @@ class MultiMedModel(MultiMedPreTrainedModel):
             zeros = fused.new_zeros(batch, fused.shape[-1])
             modality_features = torch.stack([masked_mean(*segments[m]) if m in segments else zeros
                                              for m in modalities], 1)
-            residues = {c: (segments[r][0][:, 1:-1], segments[r][1][:, 1:-1]) for c, r in residue_of.items()}
+            residues = {c: (segments[r][0][:, 1:-1], residue_mask(segments[r][1])) for c, r in residue_of.items()}
         else:
             features, sequences = {}, {}
             want_seq = set(residue_of.values()) | (set(encoded) if self.config.fusion_tokens == "sequence" else set())
@@ -414,7 +414,7 @@ class MultiMedModel(MultiMedPreTrainedModel):
             for column, m in residue_of.items():
                 r, seq, mask = sequences[m]
                 mask = torch.ones(seq.shape[:2], dtype=torch.bool, device=seq.device) if mask is None else mask
-                residues[column] = (scatter_rows(seq[:, 1:-1], r, batch), scatter_rows(mask[:, 1:-1], r, batch))
+                residues[column] = (scatter_rows(seq[:, 1:-1], r, batch), scatter_rows(residue_mask(mask), r, batch))
 
         residues.update(label_text_embeddings(self, spec))  # label_text outputs: class texts' embeddings
         preds = head(fused, residues)
