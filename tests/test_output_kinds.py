@@ -181,3 +181,19 @@ def test_a_toy_output_kind_runs_through_data_model_metrics(flag_task, fusion, me
 
     logits, refs = np.array([2.0, -1.0, 3.0, 0.5]), np.array([1.0, 1.0, np.nan, 1.0])
     assert compute_output_metrics("flag_task", "flagged", logits, refs) == {"accuracy": pytest.approx(2 / 3)}
+
+
+def test_regression_vote_is_the_median_and_outputs_are_float32():
+    # before: torch's nanmedian gives the lower middle value: the vote of two modalities was their minimum
+    from multimed_hf.output_kinds import get_output_kind
+
+    kind = get_output_kind("regression")
+    predictions = torch.tensor([[3.0, 1.0, 9.0], [1.0, 3.0, 0.0], [4.0, -2.0, 7.0]])
+    presence = torch.tensor([[True, True, False], [True, True, True], [True, False, False]])
+    assert kind.vote(predictions, presence).tolist() == [2.0, 1.0, 4.0]
+    # before: un-standardised in the prediction's dtype: in bf16 a bone age of 300 months came in 2-month steps
+    out = {"name": "bone_age_months", "target_mean": 120.0, "target_std": 40.0}
+    pred = torch.tensor([4.5731], dtype=torch.bfloat16)
+    months = kind.to_output(out, pred)
+    assert months.dtype == torch.float32 and months.item() == pytest.approx(float(pred.float()) * 40 + 120)
+    assert months.item() % 2 != 0

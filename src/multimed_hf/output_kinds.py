@@ -265,7 +265,8 @@ class RegressionKind(OutputKind):
         return layer(features).squeeze(-1)
 
     def to_output(self, out, pred):
-        return pred * out["target_std"] + out["target_mean"]
+        # in float32: in bf16 a bone age of 256-512 months would round to 2-month steps the model did not make
+        return pred.float() * out["target_std"] + out["target_mean"]
 
     def check_labels(self, out, value, batch):
         if value.ndim != 1:
@@ -280,9 +281,10 @@ class RegressionKind(OutputKind):
         return F.mse_loss(pred[valid].float(), z)
 
     def vote(self, predictions, presence):
-        """The median over the present modalities."""
-        masked = predictions.masked_fill(~presence, float("nan"))
-        return masked.nanmedian(1).values.nan_to_num(0.0)
+        """The median over the present modalities (of an even count, the mean of the two middle values:
+        ``nanmedian`` gives the lower, so two modalities' median was their minimum)."""
+        masked = predictions.float().masked_fill(~presence, float("nan"))
+        return torch.nanquantile(masked, 0.5, dim=1).nan_to_num(0.0).to(predictions.dtype)
 
     def decode(self, out, values, known=None):
         return {out["name"]: [float(v) for v in values.reshape(len(values)).tolist()]}
