@@ -505,3 +505,9 @@ def test_fake_hub_push_then_auto_model_loads_it_back(fake_hub):
         got = loaded(task="diabetic_retinopathy", inputs=inputs, presence=presence)
     for name, logits in expected.logits.items():
         assert torch.equal(logits, got.logits[name])
+
+
+def test_resize_token_embeddings_says_which_embeddings_to_resize(multi):
+    # before: transformers' resize_token_embeddings failed on get_input_embeddings() = None with a bare AttributeError
+    with pytest.raises(NotImplementedError, match=r"encoders\[model.encoder_of\['text'\]\].model.resize_token_embeddings"):
+        multi.resize_token_embeddings(100)

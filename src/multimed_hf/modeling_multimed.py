@@ -193,6 +193,15 @@ class MultiMedModel(MultiMedPreTrainedModel):
         transformers' default raises here, and accelerate's FSDP2 preparation calls it on every model."""
         return None
 
+    def resize_token_embeddings(self, *args, **kwargs):
+        """Refused: there is no single vocabulary (see ``get_input_embeddings``); resize the embeddings of the
+        encoder that reads the modality, e.g.
+        ``model.encoders[model.encoder_of["text"]].model.resize_token_embeddings(n)``."""
+        raise NotImplementedError(
+            "MultiMedModel has one input embedding per modality, inside its encoder, and no single vocabulary to "
+            "resize: resize the encoder's own, e.g. model.encoders[model.encoder_of['text']].model"
+            ".resize_token_embeddings(n), and save its tokenizer with the processor")
+
     # ------------------------------------------------------------------ switches
     def freeze_encoders(self, *modalities: str) -> None:
         """Stop gradients into these modalities' encoders (all when none given); recorded in the config."""
