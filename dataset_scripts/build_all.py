@@ -37,15 +37,32 @@ def main(argv=None) -> int:
         sources = Path("sample_sources")
         make_sample_sources(sources)
         print(f"generated the synthetic sample sources under {sources}/")
-    found = detect_sources(sources, unpack_into=args.out)  # a sub-folder of downloads as they came is unpacked
+    skipped: list = []  # what is under --sources and no builder reads: said, never passed over in silence
+    found = detect_sources(sources, unpack_into=args.out, skipped=skipped)  # downloads as they came are unpacked
+    lost = [f"{path}: {reason}" for path, reason in skipped if reason != "a file, not a source folder"]
     if not found:
-        parser.error(f"no known source layout under {sources}")
+        parser.error(f"no known source layout under {sources}" + "".join(f"\n  {line}" for line in lost))
+    if args.strict and lost:
+        parser.error("--strict: not built: " + "; ".join(lost))
+    empty = []
     for task, roots in found.items():
         report = build_dataset(task, roots, args.out, on_bad_files="error" if args.strict else "report",
                                num_proc=args.num_proc, engine=args.engine, ray_address=args.ray_address)
         print(report.summary())
-    print(f"\nbuilt {len(found)} configs into {args.out}/: load one with datasets.load_dataset({str(args.out)!r}, "
-          f"{next(iter(found))!r})")
+        if not report.counts["kept"]:
+            empty.append(f"{task}: no sample kept (its summary above and {args.out / task / 'manifest.jsonl'} give "
+                         f"each file's reason)")
+    built = [task for task in found if not any(line.startswith(f"{task}:") for line in empty)]
+    if built:
+        print(f"\nbuilt {len(built)} configs into {args.out}/: load one with datasets.load_dataset("
+              f"{str(args.out)!r}, {built[0]!r})")
+    for path, reason in skipped:
+        if reason == "a file, not a source folder":
+            print(f"not used: {path}: {reason}")
+    for line in lost + empty:
+        print(f"not built: {line}", file=sys.stderr)
+    if lost or empty:
+        return 1
     if args.push:
         from multimed_hf.data.push import push_dataset
 

@@ -73,13 +73,25 @@ def _detect(task: str, root: Path, out_dir: Path, unpack: bool, progress: bool, 
     return builder
 
 
-def detect_sources(root: str | os.PathLike, unpack_into: str | os.PathLike | None = None) -> dict[str, list[Path]]:
+def detect_sources(root: str | os.PathLike, unpack_into: str | os.PathLike | None = None, *,
+                   skipped: list | None = None) -> dict[str, list[Path]]:
     """Sub-folders of ``root`` (one level) whose layout a builder recognises, grouped by task (a folder can
     serve several tasks, e.g. brain_tumor and disease). With ``unpack_into`` (a build's ``out_dir``), a sub-folder
     of downloads as they came (archives and files, no folder) that matches no layout is unpacked into its cache
-    (``multimed_hf.data.unpack``) and the unpacked folder is what is found."""
+    (``multimed_hf.data.unpack``) and the unpacked folder is what is found. ``skipped``, a list, receives
+    ``(path, reason)`` for each entry of ``root`` that is not used: a sub-folder matching no layout, a file (hidden
+    ones aside)."""
+    from multimed_hf.data.unpack import can_unpack
+
     found: dict[str, list[Path]] = {}
-    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+    entries = sorted(Path(root).iterdir())
+    if skipped is not None:
+        skipped.extend(
+            (p, "an archive at the top of the folder: put each source's downloads in a sub-folder of their own "
+                "(the archives there are unpacked)" if can_unpack(p.name) else "a file, not a source folder")
+            for p in entries if not p.is_dir() and not p.name.startswith("."))
+    for entry in (p for p in entries if p.is_dir()):
+        folder = entry
         tasks = [cls.task for cls in BUILDERS if cls.detect(folder)]
         for inner, _ in [] if tasks else wrapped_folders(folder):  # a source wrapped in folders of its own
             tasks = [cls.task for cls in BUILDERS if cls.detect(inner)]
@@ -92,6 +104,9 @@ def detect_sources(root: str | os.PathLike, unpack_into: str | os.PathLike | Non
             unpacked = _unpacked_folder(Path(unpack_into), "source", folder)
             unpack_downloads(folder, unpacked)
             folder, tasks = unpacked, [cls.task for cls in BUILDERS if cls.detect(unpacked)]
+        if not tasks and skipped is not None and not entry.name.startswith((".", "__MACOSX")):
+            skipped.append((entry, "matches no source layout (`multimed info TASK` lists each source's layout; "
+                                    "`multimed build TASK --source FOLDER` says what it lacks)"))
         for task in tasks:
             if folder not in found.get(task, []):
                 found.setdefault(task, []).append(folder)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from multimed_hf import __version__
@@ -94,6 +95,13 @@ def _build(args) -> int:
         unpack=args.unpack,
     )
     print(report.summary())
+    if not report.counts["kept"]:  # an empty config is no dataset: say so rather than how to load it
+        from multimed_hf.data.manifest import MANIFEST_NAME
+
+        manifest = os.path.join(args.out, args.task, MANIFEST_NAME)
+        print(f"multimed build: error: {args.task}: no sample kept; the summary above and {manifest} give each "
+              "file's reason", file=sys.stderr)
+        return 1
     print(f"load it with: datasets.load_dataset({str(args.out)!r}, {args.task!r})")
     return 0
 

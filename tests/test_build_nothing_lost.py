@@ -1,0 +1,57 @@
+"""What a build cannot use is said, never passed over: build_all names every folder of --sources that matches no
+layout and every archive put at its top, and a config that keeps no sample fails (`multimed build` and build_all),
+instead of printing how to load a dataset that does not exist."""
+
+import shutil
+
+from dataset_scripts import build_all
+from dataset_scripts.sample_sources import sample_generators
+from multimed_hf.api import detect_sources
+from multimed_hf.cli import main
+
+GENERATORS = sample_generators()
+
+
+def _sources(tmp_path):
+    sources = tmp_path / "sources"
+    GENERATORS["symptom2disease"](sources / "symptom2disease")
+    aptos = GENERATORS["aptos2019-blindness-detection"](sources / "aptos2019-blindness-detection")
+    (aptos / "train.csv").unlink()  # lost in the download: no layout left to recognise
+    shutil.make_archive(str(sources / "cells"), "zip", GENERATORS["cell_images"](tmp_path / "plain" / "cell_images"))
+    (sources / "notes.txt").write_text("my notes")
+    (sources / ".DS_Store").write_bytes(b"\0")
+    return sources
+
+
+def test_detect_sources_lists_what_it_does_not_use(tmp_path):
+    sources = _sources(tmp_path)
+    skipped: list = []
+    assert list(detect_sources(sources, skipped=skipped)) == ["disease"]
+    reasons = {path.name: reason for path, reason in skipped}
+    assert set(reasons) == {"aptos2019-blindness-detection", "cells.zip", "notes.txt"}
+    assert reasons["aptos2019-blindness-detection"].startswith("matches no source layout")
+    assert reasons["cells.zip"].startswith("an archive at the top of the folder")
+
+
+def test_build_all_fails_naming_each_folder_it_could_not_build(tmp_path, capsys):
+    # before: exit 0, "built 1 configs", the APTOS folder and the archive never mentioned
+    sources = _sources(tmp_path)
+    assert build_all.main(["--sources", str(sources), "--out", str(tmp_path / "out")]) == 1
+    captured = capsys.readouterr()
+    assert "built 1 configs" in captured.out and "not used: " in captured.out and "notes.txt" in captured.out
+    assert "not built: " in captured.err and "aptos2019-blindness-detection: matches no source layout" in captured.err
+    assert "cells.zip: an archive at the top of the folder" in captured.err
+
+
+def test_a_config_that_keeps_no_sample_fails(tmp_path, capsys):
+    # before: "kept 0", exit 0 and "load it with: datasets.load_dataset(...)", which then failed
+    source = GENERATORS["VQA_RAD"](tmp_path / "VQA_RAD")
+    (source / "VQA_RAD Dataset Public.json").write_text("<html><body>Rate limit exceeded</body></html>")
+    assert main(["build", "med_vqa", "--source", str(source), "--out", str(tmp_path / "out"), "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert "load it with" not in captured.out
+    assert "multimed build: error: med_vqa: no sample kept" in captured.err and "manifest.jsonl" in captured.err
+    sources = tmp_path / "sources"
+    shutil.copytree(source, sources / "VQA_RAD")
+    assert build_all.main(["--sources", str(sources), "--out", str(tmp_path / "all")]) == 1
+    assert "not built: med_vqa: no sample kept" in capsys.readouterr().err
