@@ -156,6 +156,22 @@ def _pool_context():
     return multiprocessing.get_context()
 
 
+def _die_with_parent(parent: int) -> None:
+    """A worker's start (Linux): it is sent SIGTERM when the build that forked it dies, even by SIGKILL (the OOM
+    killer, a job scheduler), instead of living on with the build's memory image and its databases open."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # no prctl in this libc: the workers go when the pool shuts down
+        return
+    if os.getppid() != parent:  # the build died before the request took hold
+        os._exit(1)
+
+
 class LocalEngine(ReadEngine):
     """This process, or ``num_proc`` worker processes of this machine (results in file order; at most a few
     batches of files in flight, so results never pile up ahead of the build). Within a ``session`` one pool serves
@@ -190,7 +206,8 @@ class LocalEngine(ReadEngine):
         if self._pool is not None:
             yield self._pool
             return
-        pool = ProcessPoolExecutor(self.num_proc, mp_context=_pool_context())
+        pool = ProcessPoolExecutor(self.num_proc, mp_context=_pool_context(), initializer=_die_with_parent,
+                                   initargs=(os.getpid(),))
         try:
             yield pool
         finally:
