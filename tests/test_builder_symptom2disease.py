@@ -57,6 +57,10 @@ def test_bad_rows_and_repeated_texts(built):
     }
     conflicts = {e.sample_id for e in entries if e.reason.startswith("label conflict")}
     assert conflicts == {"row-1", "row-75"}  # a Psoriasis text again (upper-cased) under Dengue
+    reasons = {e.sample_id: e.reason for e in entries if e.reason.startswith("label conflict")}
+    # before: "identical content at symptom2disease/Symptom2Disease.csv": this row's own file, not the other row
+    assert reasons["row-1"].endswith(f"/{SHEET} (sample 'row-75') carries another label")
+    assert reasons["row-75"].endswith(f"/{SHEET} (sample 'row-1') carries another label")
     groups = defaultdict(set)
     for split in ds:
         for row in ds[split]:

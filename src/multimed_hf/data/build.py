@@ -575,7 +575,9 @@ def _reject_label_conflicts(store: BuildStore, sources: list[str], manifest: _Ma
         if len({labels for *_, labels in members}) < 2:
             continue
         for i, (row_id, owner, source_path, sample_id, _) in enumerate(members):
-            others = ", ".join(f"{sources[o]}/{p}" for j, (_, o, p, _, _) in enumerate(members) if j != i)
+            # a row of the same file (a CSV of texts) is named by its sample id: the path alone names this row too
+            others = ", ".join(f"{sources[o]}/{p}" + (f" (sample {sid!r})" if p == source_path else "")
+                               for j, (_, o, p, sid, _) in enumerate(members) if j != i)
             reason = f"label conflict: identical content at {others} carries another label"
             manifest.add(ManifestEntry(sources[owner], source_path, "rejected", reason, sample_id))
             conflicted.append(row_id)
