@@ -58,7 +58,13 @@ def test_bad_items_and_files_are_named(built):
     assert rejected["train.json:row 20 (qid 9002)"] == "modality 'PET' is not CT, MRI or X-Ray"
     assert rejected["imgs/xmlab1/source_copy.jpg"].startswith("stray file")
     companions = [e for e in entries if e.source_path.endswith(("mask.png", "detection.json"))]
-    assert companions and all(e.status == "kept" for e in companions)
+    # before: kept as "index file: no sample of its own", and the images behind the questions too
+    assert companions and all(e.status == "dropped" and e.reason.startswith("not used: the publisher's annotation")
+                              for e in companions)
+    images = [e for e in entries if e.source_path.endswith("/source.jpg") and e.status == "kept"]
+    assert images and all(e.reason.startswith("image of its questions") for e in images)
+    assert report.index_files == 1 and report.data_files == len(images)  # the index file: KG/en_organ.csv
+    assert f"{len(images)} files stored with other files' samples" in report.summary()
     assert sum(report.sources[0].counts.values()) == len(entries)
     files = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != PROVENANCE_FILE}
     assert {e.source_path for e in entries if ":row" not in e.source_path} == files

@@ -101,6 +101,11 @@ def test_counts_of_each_outcome(built):
     assert unused.status == "dropped" and unused.reason.startswith("not used: no question")
     questions = [e for e in entries if e.source_path.startswith(QA)]
     assert len(questions) == len(items) == sum(ds[s].num_rows for s in ds) + 2 + 4  # kept + dropped + bad items
+    # before: every image behind a question was "index file: no sample of its own", and "13 index files read"
+    images = [e for e in entries if e.status == "kept" and e.source_path.startswith("VQA_RAD Image Folder/")]
+    assert images and all(e.reason.startswith("image of its questions") for e in images)
+    assert report.data_files == len(images) and report.index_files == 0
+    assert "index files read" not in report.summary()
 
 
 @pytest.mark.parametrize("value, text", [(2, "2"), (2.0, "2"), (" Yes ", "Yes"), ("", None), (None, None)])

@@ -6,8 +6,8 @@ One sample per question (English and Chinese; ``language`` tells them apart), re
 2,099 questions; ``validation.json`` in the Hub repository's later revisions) is read as training data
 (validation is then drawn from training images). A folder without ``test.json`` (a partial download) builds with
 a warning. Each image folder's ``mask.png``, ``detection.json`` and ``question.json`` are the publisher's
-annotations beside the image: read as index files; the Hub repository's ``mask.txt`` and the unpacked ``KG/`` are
-publisher documents. The modality is the item's own (``CT``, ``MRI``, ``X-Ray``).
+annotations beside the image: not used (dropped, said so); the Hub repository's ``mask.txt`` and the unpacked ``KG/``
+are publisher documents. An image is kept as the data of its questions. The modality is the item's own (``CT``, ``MRI``, ``X-Ray``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import re
 from pathlib import Path, PurePosixPath
 
 from multimed_hf.builders.vqa_rad import ANSWER_TYPES, VQAJsonBuilder, answer_text
-from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
 from multimed_hf.data.sample import Sample
 
 __all__ = ["SLAKEBuilder"]
@@ -33,7 +33,8 @@ _DOCUMENTS = re.compile(r"^(KG/.*|README.*|LICENSE.*|mask\.txt)$")
 class SLAKEBuilder(VQAJsonBuilder):
     task = "med_vqa"
     source = "slake"
-    reading_version = "2"  # 2: the Hub repository's mask.txt is a document, not a stray file
+    reading_version = "3"  # 2: the Hub repository's mask.txt is a document, not a stray file; 3: mask.png,
+    # detection.json and question.json are not used (dropped), no longer index files
 
     @classmethod
     def detect(cls, root: Path) -> bool:
@@ -79,6 +80,9 @@ class SLAKEBuilder(VQAJsonBuilder):
             return self.read_qa_file(relpath)
         if _IMAGE.match(relpath):
             return self.read_image(relpath)
-        if _COMPANIONS.match(relpath) or _DOCUMENTS.match(relpath):
+        if _COMPANIONS.match(relpath):
+            raise UnusedSourceFile("not used: the publisher's annotation beside the image (mask, boxes or its "
+                                   "questions again); the task reads the image and the split files' questions")
+        if _DOCUMENTS.match(relpath):
             return []
         raise BadSourceFile("stray file: expected {train,validate,test}.json or imgs/xmlabN/source.jpg")

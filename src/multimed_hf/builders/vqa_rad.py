@@ -64,6 +64,9 @@ def modality_from_text(text: str) -> str | None:
     return None
 
 
+#: The manifest's note on an image: the data of the questions that name it (each question a sample).
+IMAGE_OF_QUESTIONS = "image of its questions: stored with each question's sample"
+
 class VQAJsonBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     """QA items in JSON files beside an image folder. Subclasses name the files and read an item's fields."""
 
@@ -119,6 +122,12 @@ class VQAJsonBuilder(NonDataFiles, RecordRejections, SourceBuilder):
                 except (KeyError, TypeError, BadSourceFile):
                     continue
         return found
+
+    def no_sample_note(self, relpath: str) -> str:
+        """An image its questions name is their data, stored with their samples (not an index file)."""
+        if relpath in self._referenced:
+            return IMAGE_OF_QUESTIONS
+        return super().no_sample_note(relpath)
 
     def read_image(self, relpath: str) -> list[Sample]:
         """An image file: validated here, stored with its questions (from the QA file's samples)."""

@@ -39,7 +39,7 @@ from multimed_hf.data.engines import ReadEngine, make_engine
 from multimed_hf.data.shards import (
     Fingerprint, ShardWriter, encode_columns, fingerprint_bytes, payload_size, plan_shards, shard_batch_rows,
 )
-from multimed_hf.data.source_builder import NOTE, SourceBuilder, printable_path
+from multimed_hf.data.source_builder import INDEX_FILE_NOTE, NOTE, SourceBuilder, printable_path
 from multimed_hf.data.splits import SPLITS, check_marks, decide_splits, group_fraction, leak_reason
 from multimed_hf.tasks import TaskSpec
 
@@ -104,16 +104,23 @@ class BuildReport:
         return self._tally["index_files"]
 
     @property
+    def data_files(self) -> int:
+        """Kept entries that are data of other files' samples (a VQA image, stored with its questions)."""
+        return self._tally.get("data_files", 0)
+
+    @property
     def kept_notes(self) -> dict[str, int]:
         """Kept samples whose manifest entry carries a note (e.g. a file-name variant), counted by the note's kind."""
         return dict(sorted(self._tally["kept_notes"].items()))
 
     def summary(self) -> str:
         c = self.counts
-        index = f", {self.index_files} index files read" if self.index_files else ""
+        index = (f", {self.index_files} index files read" if self.index_files else "") + (
+            f", {self.data_files} files stored with other files' samples" if self.data_files else "")
         lines = [
             f"{self.task}: {sum(c.values())} entries from {sum(s.files_seen for s in self.sources)} files: "
-            f"kept {c['kept'] + c['moved'] - self.index_files} (moved {c['moved']}), dropped {c['dropped']}, "
+            f"kept {c['kept'] + c['moved'] - self.index_files - self.data_files} (moved {c['moved']}), dropped "
+            f"{c['dropped']}, "
             f"rejected {c['rejected']}, ignored {c['ignored']}{index}",
             "  splits: " + ", ".join(f"{k} {v}" for k, v in self.splits.items()),
             "  duplicates: " + ", ".join(f"{k} {v}" for k, v in self.duplicates.items()),
@@ -138,7 +145,7 @@ def tally_entries(entries) -> dict:
 
 
 def _new_tally() -> dict:
-    return {"counts": Counter(), "splits": Counter(), "index_files": 0, "kept_notes": Counter(),
+    return {"counts": Counter(), "splits": Counter(), "index_files": 0, "data_files": 0, "kept_notes": Counter(),
             "reasons": Counter(), "repairs": Counter(), "repaired_groups": 0}
 
 
@@ -171,6 +178,7 @@ def _counted(entries: Iterator[tuple], tally: dict, by_source: Counter | None = 
     kept_notes, reasons, repairs = tally["kept_notes"], tally["reasons"], tally["repairs"]
     plain: dict[tuple, int] = {}
     repaired_groups = set()
+    data_files = 0
     for entry in entries:
         source, _, status, reason, sample_id, group, split = entry
         key = source, status, split
@@ -178,6 +186,8 @@ def _counted(entries: Iterator[tuple], tally: dict, by_source: Counter | None = 
         if status == "kept":
             if reason and sample_id:
                 kept_notes[reason_category(reason)] += 1
+            elif split is None and reason and not reason.startswith(INDEX_FILE_NOTE):
+                data_files += 1  # no sample of its own, yet no index file either: the data of others' samples
         elif status in ("dropped", "rejected"):
             reasons[reason_category(reason)] += 1
             if status == "dropped" and reason.startswith("leak repair"):
@@ -194,6 +204,8 @@ def _counted(entries: Iterator[tuple], tally: dict, by_source: Counter | None = 
         if by_source is not None:
             by_source[source, status] += n
     tally["repaired_groups"] += len(repaired_groups)
+    tally["index_files"] -= data_files
+    tally["data_files"] += data_files
 
 
 #: Prefix of a cached reason that marks a file the task does not use (dropped, not rejected).
@@ -456,7 +468,7 @@ def _read_all(task: TaskSpec, builders, caches, manifest: _Manifest, progress: b
                                 held[0] += len(rows)
                                 if not rows:  # an index file (labels, metadata): read, no sample of its own
                                     manifest.add(ManifestEntry(builder.source, relpath, "kept",
-                                                               "index file: no sample of its own"))
+                                                               builder.no_sample_note(relpath)))
                                 if len(simple) >= SETTLE_FILES or held[0] >= store.batch:
                                     settle()
                                 continue
@@ -490,7 +502,7 @@ def _read_all(task: TaskSpec, builders, caches, manifest: _Manifest, progress: b
                     status = _file_status(error)
                     manifest.add(ManifestEntry(builder.source, relpath, status, error), builder.root)
                 elif not counter[0]:  # an index file (labels, metadata): read, no sample of its own
-                    manifest.add(ManifestEntry(builder.source, relpath, "kept", "index file: no sample of its own"))
+                    manifest.add(ManifestEntry(builder.source, relpath, "kept", builder.no_sample_note(relpath)))
         finally:
             try:
                 settle()  # what was read is kept, even by an interrupted build
@@ -1018,6 +1030,7 @@ def _write_build_info(config_dir: Path, task: TaskSpec, report: BuildReport) -> 
         "task": task.name,
         "counts": dict(report.counts),
         "index_files": report.index_files,
+        "data_files": report.data_files,
         "splits": report.splits,
         "duplicates": report.duplicates,
         "near_duplicate_search": (

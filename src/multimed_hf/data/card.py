@@ -91,14 +91,15 @@ def _config_section(info: dict, left_out: Mapping[str, str]) -> list[str]:
         lines.append(f"- Note: {task.notes}")
     splits = info["splits"]
     counts = info["counts"]
+    kept = counts.get("kept", 0) + counts.get("moved", 0) - info.get("index_files", 0) - info.get("data_files", 0)
     lines += [
         "",
         "| split | samples |", "|---|---|",
         *[f"| {name} | {splits.get(name, 0)} |" for name in SPLITS],
         "",
-        f"Build: kept {counts.get('kept', 0) + counts.get('moved', 0) - info.get('index_files', 0)} samples "
-        f"(moved {counts.get('moved', 0)}; {info.get('index_files', 0)} index files read), "
-        f"dropped {counts.get('dropped', 0)}, rejected {counts.get('rejected', 0)}, ignored "
+        f"Build: kept {kept} samples (moved {counts.get('moved', 0)}; {info.get('index_files', 0)} index files read"
+        + (f"; {info['data_files']} files stored with other files' samples" if info.get("data_files") else "")
+        + f"), dropped {counts.get('dropped', 0)}, rejected {counts.get('rejected', 0)}, ignored "
         f"{counts.get('ignored', 0)} (no data: system files, documents, archives). Duplicates"
         + (f" (counted over {info['duplicates_scope']})" if info.get("duplicates_scope") else "") + ": "
         + ", ".join(f"{k} {v}" for k, v in info["duplicates"].items()) + ".",

@@ -63,6 +63,7 @@ def pushed_build_info(info: dict, manifest_lines: list[str], left_out) -> tuple[
     info["counts"] = dict(tally["counts"])
     info["splits"] = {s: tally["splits"].get(s, 0) for s in SPLITS}
     info["index_files"] = tally["index_files"]
+    info["data_files"] = tally["data_files"]
     info["kept_notes"] = dict(sorted(tally["kept_notes"].items()))
     info["split_repairs"] = {"dropped": sum(tally["repairs"].values()), "groups": tally["repaired_groups"],
                              "reasons": dict(tally["repairs"].most_common(5))}

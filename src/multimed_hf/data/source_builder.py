@@ -18,8 +18,11 @@ from multimed_hf.tasks import SourceSpec, TaskSpec, get_task
 
 __all__ = [
     "SourceBuilder", "ImageFolderBuilder", "PathInfo", "PROVENANCE_FILE", "READER_ERRORS", "NOTE", "printable_path",
+    "INDEX_FILE_NOTE",
 ]
 
+#: The manifest's note on a kept index file (labels, metadata): read, no sample of its own.
+INDEX_FILE_NOTE = "index file: no sample of its own"
 #: Our own provenance note beside a source's files (e.g. marking a generated sample); never read as data.
 PROVENANCE_FILE = "MULTIMED_SOURCE.json"
 
@@ -147,8 +150,15 @@ class SourceBuilder:
 
     def read_file(self, relpath: str) -> list[Sample | RejectedRecord]:
         """Decode ``relpath`` fully and return its samples; raise ``BadSourceFile`` with the reason. A file of many
-        records returns its bad ones as ``RejectedRecord`` beside the good samples; ``[]`` marks an index file."""
+        records returns its bad ones as ``RejectedRecord`` beside the good samples; ``[]`` marks an index file (or
+        what ``no_sample_note`` says it is)."""
         raise NotImplementedError
+
+    def no_sample_note(self, relpath: str) -> str:
+        """The manifest's note on a kept file that gave no sample of its own: by default an index file (labels,
+        metadata); a builder whose such files are other files' samples' data (a VQA image stored with its
+        questions) says so."""
+        return INDEX_FILE_NOTE
 
     def iter_file(self, relpath: str) -> Iterator[Sample | RejectedRecord]:
         """``read_file``'s records one at a time: what the build consumes, so that a file of many records (an h5ad
