@@ -340,3 +340,22 @@ def test_uncertainty_weighting_follows_kendall_et_al(train_sets):
     loss.backward()
     assert weighting.log_variances.grad[weighting.index["diabetic_retinopathy/fused/oct_finding"]] != 0
     assert weighting.log_variances.grad[weighting.index["brain_tumor/fused/tumor"]] == 0
+
+
+def test_a_learned_loss_weighting_reloads_where_the_device_is_named_cpu_0(tmp_path):
+    # before: under torchrun with --use_cpu, TrainingArguments.device is cpu:0, which safetensors refuses as a
+    # device name: resuming, and load_best_model_at_end, died in every process
+    from types import SimpleNamespace
+
+    from safetensors.torch import save_file
+
+    saved = get_loss_weighting("uncertainty", tiny_model(TASKS).config)
+    with torch.no_grad():
+        for p in saved.parameters():
+            p.add_(0.25)
+    save_file(saved.state_dict(), str(tmp_path / LOSS_WEIGHTING_NAME))
+    fresh = get_loss_weighting("uncertainty", tiny_model(TASKS).config)
+    holder = SimpleNamespace(args=SimpleNamespace(device=torch.device("cpu", 0)), loss_weighting=fresh)
+    MultiMedTrainer._load_loss_weighting(holder, tmp_path)
+    for key, value in saved.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value)

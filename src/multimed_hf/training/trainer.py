@@ -608,7 +608,9 @@ class MultiMedTrainer(Trainer):
         if os.path.isfile(path):
             from safetensors.torch import load_file
 
-            self.loss_weighting.load_state_dict(load_file(path, device=str(self.args.device)))
+            # read on the CPU and copied into the weighting where it lives: under torchrun with --use_cpu the
+            # device is "cpu:0", a name safetensors refuses
+            self.loss_weighting.load_state_dict(load_file(path))
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None,
               **kwargs):
