@@ -204,7 +204,7 @@ def test_an_unreadable_true_labels_zip_is_named(tmp_path):
     with zipfile.ZipFile(tmp_path / TRUE_LABELS_ZIP, "w") as archive:
         archive.writestr("README.txt", "the labels")  # a document: not data, skipped
         archive.writestr("A01E.mat", b"")
-    with pytest.raises(BadSourceFile, match=r"^no readable true labels .*: A01E\.mat: cannot read MATLAB file"):
+    with pytest.raises(BadSourceFile, match=r"^no readable true labels .*: A01E\.mat: empty file \(0 bytes\)"):
         BCIIV2aBuilder(tmp_path).read_file(TRUE_LABELS_ZIP)
 
 
@@ -387,3 +387,42 @@ def test_bad_epochs_of_a_bnci_copy_are_reported_per_epoch(tmp_path):
                                                                               "(a disconnected amplifier)")
     assert reasons[where(2)].startswith("run 4: ") and reasons[where(2)].endswith("non-finite samples")
     assert reasons[where(4)].startswith("run 4: ") and "window ends past the recording's end" in reasons[where(4)]
+
+
+_V73 = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 .".ljust(116)
+
+
+@pytest.mark.parametrize("content, file_reason, session_reason", [
+    # an error page saved in the file's place (the sweep saw "IndexError: index out of range" and "A05E.mat ... is not
+    # in the folder, ...; true_labels/A05E.mat hold(s) no readable classlabel")
+    (b"<html>403</html>\n", "not a MATLAB file: no 'MATLAB 5.0 MAT-file' header, it begins b'<html>403</html>\\n'",
+     "is there but unreadable (not a MATLAB file: no 'MATLAB 5.0 MAT-file' header"),
+    (b"", "empty file (0 bytes)", "is there but unreadable (empty file (0 bytes))"),
+    (_V73 + b"\0" * 8 + b"\x00\x02IM" + b"\0" * 400, "a MATLAB v7.3 (HDF5) file, which scipy cannot read",
+     "is there but unreadable (a MATLAB v7.3 (HDF5) file"),
+    ({"labels": np.arange(1, 5)}, "no 'classlabel' variable (it holds ['labels'])",
+     "is there but holds no 'classlabel' variable (it holds ['labels'])"),
+])
+def test_a_true_labels_file_that_is_there_but_unreadable_is_named_so(tmp_path, content, file_reason, session_reason):
+    """The label file says what it is (not a MATLAB file, empty, v7.3, no classlabel) and the session it should label
+    says the file is there but unreadable, not that it "is not in the folder"; a session whose file is absent still
+    says so."""
+    from dataset_scripts.sample_sources import bci_iv_2a as sample
+
+    root = sample.make(tmp_path / "download", subjects=(5, 8), bad_files=False)
+    (root / "true_labels" / "A08E.mat").unlink()
+    path = root / "true_labels" / "A05E.mat"
+    if isinstance(content, dict):
+        savemat(path, content)
+    else:
+        path.write_bytes(content)
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    rejected = {e.source_path: e.reason for e in report.entries if e.status == "rejected"}
+    assert set(rejected) == {"true_labels/A05E.mat", "A05E.gdf", "A08E.gdf"}
+    assert rejected["true_labels/A05E.mat"].startswith(file_reason)
+    assert rejected["A05E.gdf"].startswith(
+        f"evaluation session without its true labels: true_labels/A05E.mat {session_reason}")
+    assert "not in the folder" not in rejected["A05E.gdf"] and "cues (783) have no class" in rejected["A05E.gdf"]
+    assert rejected["A08E.gdf"].startswith(
+        "evaluation session without its true labels: A08E.mat (in true_labels.zip or unpacked) is not in the folder, "
+        "so its ")

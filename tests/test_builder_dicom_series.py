@@ -16,6 +16,7 @@ from multimed_hf.api import build_dataset
 from multimed_hf.builders._ct import LUNG_WINDOW
 from multimed_hf.builders.dicom_series import LABELS_FILE, DicomSeriesBuilder
 from multimed_hf.data.manifest import read_manifest
+from multimed_hf.data.source_builder import PROVENANCE_FILE
 
 TASK = "radiographic_findings"
 
@@ -92,7 +93,7 @@ def test_bad_files_and_labels(built):
         "PAT003/ST01/SE01/IM0005.dcm": "truncated: the file (9,630 bytes) ends inside (7FE0,0010) Pixel Data, whose "
                                        "header declares 8,192 bytes; 8,130 are there",
         "PAT009/ST01/SE02/IM0005.dcm": "truncated: the file (7,290 bytes) ends inside (7FE0,0010) Pixel Data",
-        "PAT009/ST01/SE02/IM0006.dcm": "not a readable DICOM file: InvalidDicomError",
+        "PAT009/ST01/SE02/IM0006.dcm": "not a DICOM file (no DICM preamble/File Meta header): it begins b'exported",
         "PAT008/ST01/SE01/IM0005.dcm": "modality 'MR'",
         "PAT001/ST01/SE01/notes.txt": "stray file",
         "labels.csv:row 9": "missing patient: 'PAT006'",
@@ -248,3 +249,69 @@ def test_a_slice_cut_short_is_named_truncated(tmp_path, path, cut, reason):
     cut_file.write_bytes(whole[: cut if isinstance(cut, int) else int(len(whole) * cut)])
     with pytest.raises(BadSourceFile, match="^" + re.escape(reason)):
         read_ct_slice(cut_file)
+
+
+def test_a_row_without_label_or_key_is_rejected_alone_and_the_other_patients_are_kept(tmp_path):
+    """One empty label cell made the whole labels.csv unusable (every slice of every patient rejected): only that
+    row is rejected, naming what it lacks, with the slices it leaves unlabelled; a row without key labels nothing,
+    an empty row is skipped, an empty label beside a row that states one gives way, and every file is listed."""
+    clean = build_dataset(TASK, [sample.make(tmp_path / "clean", bad_files=False)], tmp_path / "o1", progress=False)
+    root = sample.make(tmp_path / sample.FOLDER, bad_files=False)
+    labels = root / LABELS_FILE
+    lines = labels.read_text().splitlines()
+    assert lines[7] == "PAT009,,viral_pneumonia" and lines[2] == "PAT001,,normal"
+    lines[7] = "PAT009,,"
+    lines += [",,normal", ",,", "PAT001,,"]  # rows 10, 11 (empty: skipped) and 12
+    labels.write_text("\n".join(lines) + "\n")
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    by_path = {e.source_path: e for e in report.entries}
+    assert by_path[LABELS_FILE].status == "kept"
+    rows = {p: e.reason for p, e in by_path.items() if p.startswith(f"{LABELS_FILE}:") and e.status == "rejected"}
+    assert rows == {
+        "labels.csv:row 7": "no label: the row gives patient_id 'PAT009' an empty label; the slices it names have no "
+                            "label",
+        "labels.csv:row 9": "missing patient: 'PAT006' has no <patient>/<study>/<series>/*.dcm files",
+        "labels.csv:row 10": "no patient_id or series_uid: the row's label 'normal' applies to no series",
+        "labels.csv:row 12": "no label: the row gives patient_id 'PAT001' an empty label; row 2 labels it",
+    }
+    pat009 = {p for p in by_path if p.startswith("PAT009/")}
+    assert pat009 and all(by_path[p].status == "rejected" and by_path[p].reason == (
+        "no label: labels.csv row 7 gives patient 'PAT009' an empty label") for p in pat009)
+    kept = lambda r: {e.sample_id for e in r.entries if e.status == "kept" and e.sample_id}  # noqa: E731
+    assert kept(report) == {s for s in kept(clean) if not s.startswith("PAT009/")} and kept(report)
+    files = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} - {PROVENANCE_FILE}
+    assert files <= set(by_path)  # every file accounted for
+    assert report.counts["rejected"] == sum(1 for e in clean.entries if e.status == "rejected") + len(pat009) + 3
+
+
+def test_a_key_labelled_two_ways_still_makes_labels_csv_unusable(tmp_path):
+    root = sample.make(tmp_path / sample.FOLDER, bad_files=False)
+    labels = root / LABELS_FILE
+    labels.write_text(labels.read_text() + "PAT001,,ct1\n")
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    entry = next(e for e in report.entries if e.source_path == LABELS_FILE)
+    assert entry.status == "rejected" and "'PAT001' is labelled 'normal' (row 2) and 'ct1' (row 10)" in entry.reason
+    assert not any(e.sample_id for e in report.entries if e.status == "kept")
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"", "empty file (0 bytes)"),
+    (b"<html><body>403 Forbidden</body></html>\n",
+     "not a DICOM file (no DICM preamble/File Meta header): it begins b'<html><body>403 Forbidde'..."),
+])
+def test_an_empty_or_foreign_dcm_is_named_without_pydicoms_force_advice(tmp_path, content, reason):
+    """pydicom's "... Use force=True to force reading." points at an option no command offers: an empty file and
+    a file that is no DICOM (an error page saved as .dcm) say what they are; the build names the file."""
+    from multimed_hf.builders.dicom_series import read_ct_slice
+    from multimed_hf.data.errors import BadSourceFile
+
+    root = sample.make(tmp_path / sample.FOLDER, bad_files=False)
+    path = root / "PAT001" / "ST01" / "SE01" / "IM0002.dcm"
+    path.write_bytes(content)
+    with pytest.raises(BadSourceFile, match="^" + re.escape(reason) + "$"):
+        read_ct_slice(path)
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    entry = next(e for e in report.entries if e.source_path == "PAT001/ST01/SE01/IM0002.dcm")
+    assert entry.status == "rejected" and entry.reason == reason and "force" not in entry.reason
+    kept = {e.source_path for e in report.entries if e.status == "kept" and e.source_path.startswith("PAT001/")}
+    assert kept == {f"PAT001/ST01/SE01/IM000{n}.dcm" for n in (1, 3, 4)}  # its series' other slices keep their place

@@ -1,6 +1,7 @@
 """Promoter windows + expression (+ pseudo-bulk profiles): per-record checks, chromosome hold-out, masked target."""
 
 import json
+import re
 import shutil
 from collections import defaultdict
 
@@ -239,3 +240,57 @@ def test_versioned_ensembl_ids_meet_bare_ones(tmp_path):
     for row in rows:
         if row["profile_indices"] is not None:
             assert genes.index(row["gene_id"] + ".12") not in row["profile_indices"]
+
+
+@pytest.mark.parametrize("change, row, cell, says", [
+    # a TPM download: every value undone from its log2(x+1) (2**x * 1000 - 1), as Xena's "tpm" tables are published
+    ("linear", 1, None, "is above 50, too high for log expression: the table looks linear-scale (raw TPM, FPKM or "
+                        "counts); log-transform it first, e.g. log2(x+1)"),
+    ("cell", 3, "1e9", "is above 50, too high for log expression"),
+    ("cell", 5, "-35.5", "is below -20, too low for log expression (log2(x+0.001) reaches -9.97)"),
+])
+def test_a_table_that_is_not_log_expression_is_unusable_and_its_first_bad_value_named(
+        built, tmp_path, change, row, cell, says):
+    """A linear-scale table (raw TPM / FPKM, values in the thousands) was kept silently as ``log_expression``: the
+    whole table is refused (no window gets a target) at its first value no log expression takes, row and value
+    named, as a non-finite value is."""
+    root, *_ = built
+    copy = shutil.copytree(root, tmp_path / "src")
+    table = (copy / "expression.tsv").read_text().splitlines()
+    for n in range(1, len(table)):
+        gene, *values = table[n].split("\t")
+        if change == "linear":
+            values = [f"{2 ** float(v) * 1000 - 1:.1f}" if v not in ("", "NA") else v for v in values]
+        elif n == row:
+            values[2] = cell
+        table[n] = "\t".join([gene] + values)
+    (copy / "expression.tsv").write_text("\n".join(table) + "\n")
+    gene, *values = table[row].split("\t")
+    with pytest.raises(BadSourceFile, match="^" + re.escape(
+            f"row {row} ({gene}): {values[0 if change == 'linear' else 2]!r} in column "
+            f"{sample.CONTEXTS[0 if change == 'linear' else 2]!r} {says}")):
+        read_table(copy / "expression.tsv")
+    report = build_dataset(TASK, [copy], tmp_path / "out", progress=False)
+    by_path = {e.source_path: e for e in report.entries}
+    assert by_path["expression.tsv"].status == "rejected" and by_path["expression.tsv"].reason.startswith(f"row {row}")
+    assert report.counts["kept"] == 2  # contexts.tsv and the h5ad: no window keeps a target
+    windows = [e for p, e in by_path.items() if p.startswith("promoters.fa")]
+    assert windows and all(e.status == "rejected" for e in windows)
+    assert by_path["promoters.fa"].reason.startswith(f"expression.tsv is unusable (row {row} ({gene}): ")
+
+
+@pytest.mark.parametrize("low, high", [(-9.9658, 19.93), (-19.9, 49.5), (0.0, 25.0)])
+def test_real_log_tables_are_kept(built, tmp_path, low, high):
+    """Xena / toil's log2(x+0.001) (down to -9.97), log2(x+1) of TPM (to 19.93) or of counts (to about 30): kept, the
+    values as given."""
+    root, *_ = built
+    copy = shutil.copytree(root, tmp_path / "src")
+    table = (copy / "expression.tsv").read_text().splitlines()
+    gene = table[1].split("\t")[0]
+    table[1] = "\t".join([gene, str(low), str(high)] + ["1.5"] * (len(sample.CONTEXTS) - 2))
+    (copy / "expression.tsv").write_text("\n".join(table) + "\n")
+    _, values = read_table(copy / "expression.tsv")
+    assert values[gene][1][:2] == [low, high]
+    report = build_dataset(TASK, [copy], tmp_path / "out", progress=False)
+    assert next(e for e in report.entries if e.source_path == "expression.tsv").status == "kept"
+    assert any(e.sample_id == f"{gene}|{sample.CONTEXTS[0]}" and e.status == "kept" for e in report.entries)

@@ -1,5 +1,7 @@
 """Reading one DICOM image fully with pydicom: what the DICOM builders (CT series, mammography) share.
 
+An empty file is named as such, and a file without the ``DICM`` prefix after its 128-byte preamble (an HTML page
+saved as ``.dcm``, a report) as not a DICOM file, without pydicom's advice to ``force=True``, which no option offers.
 pydicom reads a file cut short without an error: a value the file ends inside comes back short, a file that ends
 inside an element's header just ends the data set there, and an undefined-length value (encapsulated pixel data)
 without its delimiter drops the whole data set with a warning. ``dcmread`` names each as a truncated file, so the
@@ -34,6 +36,12 @@ def dcmread(path: Path, what: str = "DICOM files", *, allow_truncated: bool = Fa
     file cut short (see the module's docstring), unless ``allow_truncated`` (what the file holds is returned)."""
     pydicom = require("pydicom", what)
     try:
+        size = os.path.getsize(path)
+    except OSError as err:
+        raise BadSourceFile(f"not a readable DICOM file: {type(err).__name__}: {err}") from None
+    if size == 0:
+        raise BadSourceFile("empty file (0 bytes)")
+    try:
         with warnings.catch_warnings():
             if not allow_truncated:  # pydicom's only word on a cut undefined-length value: raised here
                 warnings.filterwarnings("error", message="End of file reached", category=UserWarning)
@@ -47,12 +55,29 @@ def dcmread(path: Path, what: str = "DICOM files", *, allow_truncated: bool = Fa
         ) from None
     except (pydicom.errors.InvalidDicomError, pydicom.errors.BytesLengthException, EOFError, OSError, ValueError,
             KeyError, TypeError) as err:
+        if isinstance(err, pydicom.errors.InvalidDicomError) and not _has_dicm_prefix(path):
+            raise BadSourceFile(f"not a DICOM file (no DICM preamble/File Meta header): {_first_bytes(path)}") from None
         raise BadSourceFile(f"not a readable DICOM file: {type(err).__name__}: {err}") from None
     if not allow_truncated:
         cut = _truncation(ds, os.path.getsize(path))
         if cut is not None:
             raise BadSourceFile(cut)
     return ds
+
+
+def _has_dicm_prefix(path: Path) -> bool:
+    """Whether bytes 128-131 are ``DICM`` (PS3.10 7.1: a 128-byte preamble, then the prefix of the File Meta
+    header): pydicom refuses a file without them (``force=True`` would read it, and no option offers that)."""
+    with open(path, "rb") as handle:
+        handle.seek(128)
+        return handle.read(4) == b"DICM"
+
+
+def _first_bytes(path: Path, n: int = 24) -> str:
+    """What the file begins with, for the reason (an HTML error page saved in its place shows as ``<html>``)."""
+    with open(path, "rb") as handle:
+        head = handle.read(n + 1)
+    return f"it begins {head[:n]!r}{'...' if len(head) > n else ''}"
 
 
 def _element_name(tag) -> str:

@@ -13,7 +13,9 @@ new-run events (32766).
 
 The GDF is checked against its own header before MNE reads it (a cut file otherwise loses its tail or its event
 table), and an evaluation session without its true labels, or with another number of labels than cues, is
-rejected. Epochs running past the recording, flat or non-finite are reported per epoch (``<file>:row epoch N``).
+rejected: its reason says whether the label file is not in the folder or is there but unreadable (a ``.mat`` without
+the ``MATLAB 5.0 MAT-file`` header, such as an error page saved in its place, is named "not a MATLAB file"). Epochs
+running past the recording, flat or non-finite are reported per epoch (``<file>:row epoch N``).
 
 The sessions are read at the top of the folder or one folder down (``BCICIV_2a_gdf/A01T.gdf``, as the zip
 unpacks). Extensions are matched in any case (``A01T.GDF``, ``A01E.MAT``), names as published. Documents and system
@@ -164,10 +166,36 @@ def check_gdf_size(path: Path) -> None:
 
 
 def _mat_errors() -> tuple[type[BaseException], ...]:
-    """What scipy's MATLAB reader raises on a damaged file (a cut one raises MatReadError or IndexError)."""
+    """What scipy's MATLAB reader raises on a damaged file (a cut one raises MatReadError or IndexError; a v7.3 file,
+    HDF5, NotImplementedError)."""
     from scipy.io.matlab import MatReadError
 
-    return (ValueError, OSError, TypeError, EOFError, IndexError, MatReadError)
+    return (ValueError, OSError, TypeError, EOFError, IndexError, MatReadError, NotImplementedError)
+
+
+#: How a MATLAB 5 / 7 / 7.3 file begins: its 116-byte text header ("MATLAB 5.0 MAT-file, Platform: ...").
+_MAT_HEADER = b"MATLAB"
+
+
+def _mat_unreadable(source: Path | bytes, err: BaseException) -> BadSourceFile:
+    """Why scipy cannot read a MATLAB file (path or bytes): empty, not a MATLAB file at all (no ``MATLAB 5.0
+    MAT-file`` header: an HTML page saved in its place), a v7.3 (HDF5) file, or a damaged one (scipy's error)."""
+    try:
+        if isinstance(source, bytes):
+            head = source[:25]
+        else:
+            with open(source, "rb") as handle:
+                head = handle.read(25)
+    except OSError:
+        head = None
+    if head == b"":
+        return BadSourceFile("empty file (0 bytes)")
+    if isinstance(err, NotImplementedError):
+        return BadSourceFile("a MATLAB v7.3 (HDF5) file, which scipy cannot read: save it again with save(..., '-v7')")
+    if head is not None and not head.startswith(_MAT_HEADER):
+        shown = f"{head[:24]!r}{'...' if len(head) > 24 else ''}"
+        return BadSourceFile(f"not a MATLAB file: no 'MATLAB 5.0 MAT-file' header, it begins {shown}")
+    return BadSourceFile(f"cannot read MATLAB file: {type(err).__name__}: {err}")
 
 
 def _mat_variables(source: Path | bytes) -> set[str]:
@@ -194,7 +222,7 @@ def _bnci_runs(path: Path) -> tuple[float, list[tuple[int, int, np.ndarray, np.n
     try:
         content = loadmat(path, struct_as_record=False, squeeze_me=True)
     except _mat_errors() as err:
-        raise BadSourceFile(f"cannot read MATLAB file: {type(err).__name__}: {err}") from None
+        raise _mat_unreadable(path, err) from None
     if "data" not in content:
         held = sorted(k for k in content if not k.startswith("__"))
         raise BadSourceFile(f"no 'data' variable (it holds {held}): not a BNCI Horizon copy of a session")
@@ -254,7 +282,7 @@ def read_true_labels(source: Path | bytes) -> list[str]:
     try:
         content = loadmat(io.BytesIO(source) if isinstance(source, bytes) else source)
     except _mat_errors() as err:
-        raise BadSourceFile(f"cannot read MATLAB file: {type(err).__name__}: {err}") from None
+        raise _mat_unreadable(source, err) from None
     if "classlabel" not in content:
         held = sorted(k for k in content if not k.startswith("__"))
         raise BadSourceFile(f"no 'classlabel' variable (it holds {held})")
@@ -301,7 +329,8 @@ class _LabelFile:
 class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     task = "motor_imagery"
     source = "bci_iv_2a"
-    version = "3"  # 3: true labels beside sessions one folder down; .GDF / .MAT in any case
+    #: 3: true labels beside sessions one folder down; .GDF / .MAT in any case
+    version = "4"  # 4: a file that is no MATLAB file named so; a session's label file there but unreadable named so
     record_noun = "epoch"
 
     def __init__(self, root):
@@ -404,6 +433,16 @@ class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
                     break
         return chosen
 
+    def _why_not_labels(self, label_file: _LabelFile) -> str:
+        """Why a true-label file that is there gives its session no classes (``A05E.mat is there but ...``)."""
+        try:
+            read_true_labels(label_file.source(self.root))
+        except BadSourceFile as err:
+            if err.reason.startswith("no 'classlabel' variable"):
+                return f"{label_file.where} is there but holds {err.reason}"
+            return f"{label_file.where} is there but unreadable ({err.reason})"
+        return f"{label_file.where} is there but was not read"  # not reached: a readable classlabel is chosen
+
     def _read_archive(self, relpath: str) -> list[RejectedRecord]:
         """Every member of a ``true_labels.zip`` checked; each bad one a rejected record (``<zip>:row <member>``)."""
         bad, good = [], 0
@@ -486,11 +525,11 @@ class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
             key = f"{subject}{session}"
             label_file = self._true_labels.get(key)
             if label_file is None:
-                tried = [f.where for f in self._label_candidates.get(key, [])]
+                found = "; ".join(self._why_not_labels(f) for f in self._label_candidates.get(key, []))
                 raise BadSourceFile(
-                    f"evaluation session without its true labels: {key}.mat (in {TRUE_LABELS_ZIP} or unpacked) is not "
-                    f"in the folder, so its {len(cues)} cues (783) have no class"
-                    + (f"; {', '.join(tried)} hold(s) no readable classlabel" if tried else "")
+                    "evaluation session without its true labels: "
+                    + (found or f"{key}.mat (in {TRUE_LABELS_ZIP} or unpacked) is not in the folder")
+                    + f", so its {len(cues)} cues (783) have no class"
                     + (f"; BNCI Horizon's copy {self._copies[key]} is read instead" if key in self._copies else "")
                 )
             try:

@@ -73,7 +73,8 @@ def mammogram_png(path: Path) -> bytes:
 class CBISDDSMBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
     task = "breast_cancer"
     source = "cbis_ddsm"
-    reading_version = "4"  # 4: a DICOM file cut short is rejected as truncated (builders._dicom)
+    reading_version = "5"  # 4: a DICOM file cut short is rejected as truncated (builders._dicom); 5: an empty
+    # file and a file that is no DICOM (no DICM prefix) named so
 
     @classmethod
     def detect(cls, root: Path) -> bool:

@@ -1,7 +1,10 @@
 """User CT data as DICOM series: ``<patient>/<study>/<series>/*.dcm`` under a root holding ``labels.csv``.
 
 ``labels.csv`` has a ``label`` column and a ``patient_id`` or ``series_uid`` column (or both, a series row
-winning over its patient's); a label is one of the task's canonical ``finding`` or ``severity`` names. Each file
+winning over its patient's); a label is one of the task's canonical ``finding`` or ``severity`` names. A row
+without patient_id and series_uid, or with an empty label, is rejected on its own (``labels.csv:row N``; the slices
+an empty label leaves unlabelled name it) and the other rows are used; a key labelled two ways makes the file
+unusable. Each file
 is one slice, decoded fully with pydicom (compressed transfer syntaxes through pylibjpeg or Pillow), turned into
 Hounsfield units through its modality LUT (rescale slope and intercept), and stored as a PNG in the lung window,
 with its series as the volume and its rank along the slice normal (inferior to superior for axial series) as the
@@ -113,8 +116,9 @@ def _position(ds) -> tuple:
 class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
     task = "radiographic_findings"
     source = "dicom_series"
-    #: 2: the .dcm suffix in any case; 3: slices without extension, DICOMDIR ignored, cut files named as truncated
-    reading_version: ClassVar[str] = "3"
+    #: 2: the .dcm suffix in any case; 3: slices without extension, DICOMDIR ignored, cut files named as truncated;
+    #: 4: a labels.csv row without key or label rejected on its own (the other rows used)
+    reading_version: ClassVar[str] = "4"
     #: The window every slice is rendered in (recorded per sample in the ``window`` column).
     window: ClassVar[Window] = LUNG_WINDOW
 
@@ -144,27 +148,57 @@ class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
         return (root / LABELS_FILE).is_file() and any(_is_slice(p) for p in root.glob("*/*/*/*"))
 
     # --- labels.csv ---------------------------------------------------------------------------------------
-    def _parse_labels(self) -> dict[tuple[str, str], tuple[int, str]]:
-        """``{(key column, key): (row, label)}``; ``BadSourceFile`` if the file cannot serve as labels."""
+    def _parse_labels(self) -> dict[tuple[str, str], tuple[int, str | None]]:
+        """``{(key column, key): (row, label)}``; ``BadSourceFile`` if the file cannot serve as labels (its header,
+        or a key labelled two ways). A row with an empty label gives its keys the label None unless another row
+        states theirs (their slices are rejected naming the row); a row without key labels nothing (see
+        ``_read_labels``); empty rows are skipped."""
+        return self._read_labels()[0]
+
+    def _read_labels(self) -> tuple[dict[tuple[str, str], tuple[int, str | None]], list[tuple[int, str]]]:
+        """``(labels, bad rows)``: ``_parse_labels``'s labels and ``(row, reason)`` of each row that is rejected on
+        its own (no key, or an empty label), the rest of the file used."""
         text = (self.root / LABELS_FILE).read_bytes().decode("utf-8-sig", errors="strict")
         reader = csv.DictReader(io.StringIO(text))
         header = reader.fieldnames or []
         if "label" not in header or not any(key in header for key in _KEYS):
             raise BadSourceFile(f"{LABELS_FILE} header {header}: expected label and patient_id and/or series_uid")
-        labels: dict[tuple[str, str], tuple[int, str]] = {}
+        labels: dict[tuple[str, str], tuple[int, str | None]] = {}
+        bad: list[tuple[int, str]] = []
+        unlabelled: list[tuple[int, list[tuple[str, str]]]] = []  # rows with keys and an empty label
         for n, row in enumerate(reader, start=1):
             label = (row.get("label") or "").strip()
             keys = [(k, (row.get(k) or "").strip()) for k in _KEYS if (row.get(k) or "").strip()]
-            if not keys or not label:
-                raise BadSourceFile(f"{LABELS_FILE}: row {n} has no {' or '.join(_KEYS)} or no label")
+            if not keys and not label:
+                if any(isinstance(v, str) and v.strip() for v in row.values()):
+                    bad.append((n, f"no {' or '.join(_KEYS)} and no label: the row labels nothing"))
+                continue  # an empty row (a spreadsheet's trailing ",,"): nothing to label
+            if not keys:
+                bad.append((n, f"no {' or '.join(_KEYS)}: the row's label {label!r} applies to no series"))
+                continue
+            if not label:
+                unlabelled.append((n, keys))
+                for key in keys:
+                    labels.setdefault(key, (n, None))  # a row of the same key that states a label wins
+                continue
             for key in keys:
+                if key in labels and labels[key][1] is None:
+                    del labels[key]  # an empty label gives way to a row that states one
                 if key in labels and labels[key][1] != label:
                     raise BadSourceFile(
                         f"{LABELS_FILE}: {key[0]} {key[1]!r} is labelled {labels[key][1]!r} (row {labels[key][0]}) "
                         f"and {label!r} (row {n})"
                     )
                 labels[key] = (n, label)
-        return labels
+        for n, keys in unlabelled:
+            named = " and ".join(f"{column} {key!r}" for column, key in keys)
+            if all(labels[key][1] is not None for key in keys):
+                stated = ", ".join(str(r) for r in sorted({labels[key][0] for key in keys}))
+                outcome = f"row {stated} labels {'them' if len(keys) > 1 else 'it'}"
+            else:
+                outcome = "the slices it names have no label"
+            bad.append((n, f"no label: the row gives {named} an empty label; {outcome}"))
+        return labels, sorted(bad)
 
     def _label_fields(self, patient: str, series_uid: str) -> dict[str, str | None]:
         if self._labels is None:
@@ -178,6 +212,9 @@ class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
         if found is None:
             raise BadSourceFile(f"no label: neither series {series_uid} nor patient {patient!r} is in {LABELS_FILE}")
         row, label = found
+        if label is None:
+            which = f"series {series_uid}" if ("series_uid", series_uid) in self._labels else f"patient {patient!r}"
+            raise BadSourceFile(f"no label: {LABELS_FILE} row {row} gives {which} an empty label")
         spec = self.spec().label_map
         for column in ("finding", "severity"):
             if label in spec[column]:
@@ -186,9 +223,10 @@ class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
         raise BadSourceFile(f"no label: {LABELS_FILE} row {row} says {label!r}, which is not one of {names}")
 
     def orphan_records(self, files: set[str]) -> list[tuple[str, str]]:
-        """Rows of ``labels.csv`` whose patient has no DICOM files here (series rows cannot be checked unread)."""
+        """Rows of ``labels.csv`` whose patient has no DICOM files here (series rows cannot be checked unread), and
+        the rows rejected on their own (no patient_id or series_uid, an empty label)."""
         try:
-            labels = self._parse_labels() if LABELS_FILE in files else {}
+            labels, bad = self._read_labels() if LABELS_FILE in files else ({}, [])
         except (BadSourceFile, UnicodeDecodeError, csv.Error):
             return []  # labels.csv itself is rejected, with the reason
         patients: set[str] = set()
@@ -196,11 +234,12 @@ class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
             patient = f.split("/", 1)[0]
             if f.count("/") == 3 and patient not in patients and _is_slice(self.root / f):  # one slice is enough
                 patients.add(patient)
-        return [
-            (f"{LABELS_FILE}:row {row}", f"missing patient: {key!r} has no <patient>/<study>/<series>/*.dcm files")
-            for (column, key), (row, _) in sorted(labels.items(), key=lambda item: item[1][0])
-            if column == "patient_id" and key not in patients
-        ]
+        missing = {
+            row: f"missing patient: {key!r} has no <patient>/<study>/<series>/*.dcm files"
+            for (column, key), (row, label) in labels.items()
+            if column == "patient_id" and key not in patients and label is not None
+        }
+        return [(f"{LABELS_FILE}:row {row}", reason) for row, reason in sorted([*missing.items(), *bad])]
 
     # --- slices -------------------------------------------------------------------------------------------
     def _slice_index(self, relpath: str) -> int:

@@ -18,7 +18,10 @@ every window).
 Checked and reported per record (``promoters.fa:row GENE``): letters other than A/C/G/T/N, a window of another
 length, a header without chromosome, a gene id repeated, a gene with no expression row or with several; table rows
 whose gene has no window, and each row of a gene id the table repeats (TCGA's SLC35E2), are reported as
-``expression.tsv:row N (GENE)``, the rest of the table is used.
+``expression.tsv:row N (GENE)``, the rest of the table is used. A table with a value that no log expression takes
+(outside ``LOG_EXPRESSION_RANGE``, -20 to 50: a linear-scale table of raw TPM, FPKM or counts, whose values run into
+the thousands) or a non-finite one is unusable as a whole: its first such row and value are named, and no window has a
+target until it is log-transformed (e.g. log2(x+1)).
 
 The files' extensions are matched in any case (``promoters.FA``, ``expression.TSV``, ``cells.H5AD``), their names as
 on disk.
@@ -47,8 +50,8 @@ from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import SourceBuilder
 
 __all__ = [
-    "TCGAPromotersBuilder", "WINDOW", "TEST_CHROMOSOMES", "gene_key", "parse_header", "pseudobulk_profiles",
-    "read_context_organs",
+    "TCGAPromotersBuilder", "WINDOW", "TEST_CHROMOSOMES", "LOG_EXPRESSION_RANGE", "gene_key", "parse_header",
+    "pseudobulk_profiles", "read_context_organs",
 ]
 
 WINDOW = 10_500
@@ -57,6 +60,12 @@ FASTA_NAMES = ("promoters.fa", "promoters.fasta", "promoters.fa.gz", "promoters.
 TABLE_NAMES = ("expression.tsv", "expression.tsv.gz")
 CONTEXT_NAMES = ("contexts.tsv", "contexts.tsv.gz")
 _DNA = re.compile(r"[^ACGTN]")
+#: The values a log expression table can hold (``read_table_rows`` refuses a table with one outside). log2(x+1) of
+#: TPM, FPKM or CPM stays within 0..19.93 (a million per million) and of read counts under about 30 (10^9 reads);
+#: Xena / GTEx / toil's log2(x+0.001) reaches down to log2(0.001) = -9.97, and batch-corrected tables go a little
+#: below 0. -20 is log2(10^-6), a pseudocount a thousand times smaller than any published table's; 50 is log2(10^15),
+#: beyond any count. A linear-scale table (raw TPM, FPKM, counts: values in the thousands) fails the upper bound.
+LOG_EXPRESSION_RANGE = (-20.0, 50.0)
 
 
 def _named(name: str, names) -> bool:
@@ -130,7 +139,9 @@ def read_table(path: Path) -> tuple[list[str], dict[str, tuple[int, list[float |
 def read_table_rows(path: Path):
     """``(contexts, table, repeats)``: ``read_table``'s two, and ``{gene: [row numbers]}`` of the gene ids found on
     more than one row. Their target is ambiguous, so they are left out of the table, each row reported; the rest of
-    the table is used (TCGA's RNASeqV2 tables clipped to HUGO symbols hold SLC35E2 twice, Entrez 9906 and 728661)."""
+    the table is used (TCGA's RNASeqV2 tables clipped to HUGO symbols hold SLC35E2 twice, Entrez 9906 and 728661).
+    ``BadSourceFile`` for the whole table at its first non-finite value or value outside ``LOG_EXPRESSION_RANGE``
+    (not log expression: a linear-scale table)."""
     rows = list(csv.reader(io.StringIO(_text(path)), delimiter="\t"))
     if not rows or len(rows[0]) < 2:
         raise BadSourceFile("expected a header row: gene id, then one column per context")
@@ -156,6 +167,18 @@ def read_table_rows(path: Path):
                 raise BadSourceFile(f"row {n} ({row[0]}): {cell!r} is not a number") from None
             if not np.isfinite(value):
                 raise BadSourceFile(f"row {n} ({row[0]}): {cell!r} is not finite")
+            low, high = LOG_EXPRESSION_RANGE
+            if not low <= value <= high:
+                where = f"row {n} ({row[0]}): {cell!r} in column {contexts[len(values)]!r}"
+                if value > high:
+                    raise BadSourceFile(
+                        f"{where} is above {high:g}, too high for log expression: the table looks linear-scale (raw "
+                        "TPM, FPKM or counts); log-transform it first, e.g. log2(x+1)"
+                    )
+                raise BadSourceFile(
+                    f"{where} is below {low:g}, too low for log expression (log2(x+0.001) reaches -9.97): check the "
+                    "table's scale; expected log-scale values such as log2(x+1)"
+                )
             values.append(value)
         gene = gene_key(row[0].strip())
         if gene in repeats:
@@ -217,7 +240,8 @@ class TCGAPromotersBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     record_noun = "promoter window"
     #: 2: the context's organ; 3: a repeated gene's rows reported, the rest of the table used; 4: extensions in any
     #: case
-    reading_version = "5"  # 5: Ensembl ids matched without their version (ENSG...7 in the table, bare in the FASTA)
+    #: 5: Ensembl ids matched without their version (ENSG...7 in the table, bare in the FASTA)
+    reading_version = "6"  # 6: a table with values outside LOG_EXPRESSION_RANGE (linear-scale) is unusable
 
     @classmethod
     def detect(cls, root: Path) -> bool:
