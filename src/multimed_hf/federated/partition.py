@@ -14,9 +14,10 @@ DNA + scRNA-seq profile; med_vqa: image + question):
   may hold some complete records). Validation rows are blanked the same way and never fragmented: each client
   evaluates on what it holds (BlendFL's decentralised inference).
 
-Patients never span clients: rows are grouped by ``by`` (``"patient"`` = the built ``group_id`` column, the
-task's grouping key; ``"source"``; or any column name, e.g. a site column), groups are shuffled with ``seed`` and
-cut into equal shares in client order. Output, one folder per client (what a SuperNode's ``data-path`` names)::
+Patients never span clients, across tasks too: rows are grouped by ``by`` (``"patient"`` = the built ``group_id``
+column, the task's grouping key; ``"source"``; or any column name, e.g. a site column), groups are shuffled with
+``seed`` and cut into equal shares in client order; a group met in an earlier task of the federation (``disease``
+re-uses ``brain_tumor``'s images) stays at its client, and the new ones fill the clients with the fewest. Output, one folder per client (what a SuperNode's ``data-path`` names)::
 
     OUT/federation.json                       the plan (FederationPlan.save)
     OUT/clients/<name>/<task>/train.parquet   labelled rows (validation.parquet likewise)
@@ -206,7 +207,11 @@ def write_rows(dataset, path: str | os.PathLike) -> Path:
     return path
 
 
-def _shares(dataset, by: str, n: int, seed: int, what: str) -> list[np.ndarray]:
+def _shares(dataset, by: str, n: int, seed: int, what: str, assigned: dict[str, int]) -> list[np.ndarray]:
+    """Each client's row indices of ``dataset``: its groups (``by``) shuffled with ``seed`` and cut into equal
+    shares, except that a group ``assigned`` to a client by another task or split of the federation stays with it
+    (``disease`` holds the images of ``brain_tumor``, say: a patient is at one client whatever the task); the new
+    groups then go to the clients with the fewest of this dataset's groups. ``assigned`` is updated."""
     if by not in dataset.column_names:
         raise PartitionError(f"{what}: no column {by!r} to group rows by (columns: {dataset.column_names}); use "
                              f"by='patient' (group_id), 'source' or a column name")
@@ -216,7 +221,17 @@ def _shares(dataset, by: str, n: int, seed: int, what: str) -> list[np.ndarray]:
         raise PartitionError(f"{what}: {len(groups)} distinct {by!r} values for {n} clients; a patient never spans "
                              f"clients, so use fewer clients or group by another column")
     groups = groups[np.random.default_rng(seed).permutation(len(groups))]
-    return [np.flatnonzero(np.isin(keys, share)) for share in np.array_split(groups, n)]
+    if not any(str(g) in assigned for g in groups):  # no patient met before: equal shares in client order
+        for i, share in enumerate(np.array_split(groups, n)):
+            assigned.update((str(g), i) for g in share)
+    else:
+        counts = np.bincount([assigned[str(g)] for g in groups if str(g) in assigned], minlength=n)
+        for g in groups:
+            if str(g) not in assigned:
+                assigned[str(g)] = int(np.argmin(counts))
+                counts[assigned[str(g)]] += 1
+    client = np.array([assigned[str(g)] for g in groups])
+    return [np.flatnonzero(np.isin(keys, groups[client == i])) for i in range(n)]
 
 
 def _partner(names: list[str], kinds: list[str], me: int) -> int:
@@ -253,6 +268,7 @@ def partition_config(data: str | os.PathLike, tasks: Sequence[str], partition, o
     loaded = datasets if datasets is not None else load_task_data(data, tasks, splits=splits)
     root = Path(out_dir)
     clients = [ClientSpec(name=n, kind=k, partition_id=i) for i, (n, k) in enumerate(zip(names, kinds))]
+    assigned: dict[str, int] = {}  # group key -> client, across every task and split: a patient at one client
     for task in tasks:
         spec = get_task(task)
         modalities = list(spec.modalities)
@@ -273,7 +289,7 @@ def partition_config(data: str | os.PathLike, tasks: Sequence[str], partition, o
             if split not in loaded[task]:
                 continue
             ds = loaded[task][split]
-            shares = _shares(ds, column, len(clients), seed, f"task {task!r}, split {split!r}")
+            shares = _shares(ds, column, len(clients), seed, f"task {task!r}, split {split!r}", assigned)
             for i, (client, rows) in enumerate(zip(clients, shares)):
                 part = ds.select(rows)
                 folder = root / "clients" / client.name / task
