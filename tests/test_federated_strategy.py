@@ -7,12 +7,12 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, Metadata, MetricRecord, RecordDict
 
 from multimed_hf.federated.modules import group_keys, module_of
-from multimed_hf.federated.strategy import BlendAvg, StrategyError, blend_weights, make_strategy
+from multimed_hf.federated.strategy import UNIFORM_KEY, BlendAvg, StrategyError, blend_weights, make_strategy
 
 
 def reply(node, arrays, examples, score=None, name=None):
     """A train reply from node ``node`` as the server receives it (metadata set by hand: no Flower run here)."""
-    metrics = {"num-examples": examples, "train-loss": 1.0 / node}
+    metrics = {"num-examples": examples, "train-loss": 1.0 / node, UNIFORM_KEY: 1}
     if score is not None:
         metrics["val-score"] = score
     content = RecordDict({"arrays": ArrayRecord({k: Array(np.asarray(v, dtype=np.float32)) for k, v in arrays.items()}),
@@ -109,3 +109,15 @@ def test_dp_wraps_the_baselines_and_clips_each_update_but_refuses_blendavg():
     # updates of norm 5 and 0.5: the first is scaled to norm 1, the second kept; then FedAvg (equal examples)
     arrays, _ = dp.aggregate_train(1, [reply(1, {"fusion.w": [3.0, 4.0]}, 10), reply(2, {"fusion.w": [0.3, 0.4]}, 10)])
     np.testing.assert_allclose(arrays["fusion.w"].numpy(), ([0.6, 0.8] + np.array([0.3, 0.4])) / 2, rtol=1e-5)
+    # before: the clipped updates were averaged by rows (10 and 30 here, 1/4 and 3/4), so one client's share of the
+    # aggregate (3/4 C) outgrew what the noise Z C / K is calibrated to (C / 2): uniform under DP, rows without it
+    for clipping in ("server", "client"):
+        dp = make_strategy("fedavg", num_clients=2, dp_noise_multiplier=0.0, dp_clipping=clipping)
+        dp.current_arrays = ArrayRecord({"fusion.w": Array(np.zeros(2, np.float32))})
+        replies = [reply(1, {"fusion.w": [0.6, 0.8]}, 10), reply(2, {"fusion.w": [0.0, 0.2]}, 30)]
+        arrays, _ = dp.aggregate_train(1, replies)
+        np.testing.assert_allclose(arrays["fusion.w"].numpy(), [0.3, 0.5], rtol=1e-5)
+    plain = make_strategy("fedavg", num_clients=2)
+    plain.current_arrays = ArrayRecord({"fusion.w": Array(np.zeros(2, np.float32))})
+    arrays, _ = plain.aggregate_train(1, [reply(1, {"fusion.w": [0.6, 0.8]}, 10), reply(2, {"fusion.w": [0.0, 0.2]}, 30)])
+    np.testing.assert_allclose(arrays["fusion.w"].numpy(), [0.15, 0.35], rtol=1e-5)

@@ -30,7 +30,7 @@ from flwr.clientapp import ClientApp
 from multimed_hf.federated.local import LocalConfig, evaluate_local, train_local
 from multimed_hf.federated.modules import record_from_state, state_from_record
 from multimed_hf.federated.partition import PLAN_FILE, FederationPlan, load_client_data
-from multimed_hf.federated.strategy import SEND_KEY
+from multimed_hf.federated.strategy import SEND_KEY, UNIFORM_KEY
 from multimed_hf.federated.vertical import (
     EMBEDDING_PREFIX,
     GRADIENT_PREFIX,
@@ -45,7 +45,8 @@ __all__ = ["make_client_app", "clip_when_asked", "ClientSetupError", "INITIAL_MO
 #: Folder of the initial model + processor inside a federation folder.
 INITIAL_MODEL_DIR = "initial"
 #: The MetricRecord keys of every train reply (the same for every client, as Flower's FedAvg requires).
-TRAIN_METRIC_KEYS = ("num-examples", "train-loss", "val-loss", "val-score", "val-inv-loss", "num-val-examples")
+TRAIN_METRIC_KEYS = ("num-examples", "train-loss", "val-loss", "val-score", "val-inv-loss", "num-val-examples",
+                     UNIFORM_KEY)
 
 
 class ClientSetupError(ValueError):
@@ -158,7 +159,7 @@ def make_client_app(federation_dir: str | os.PathLike | None = None, *, local_tr
                                global_state=global_state)
         scores = evaluate_local(call.model, _split(call.data, "validation"), call.processor,
                                 batch_size=local.batch_size)
-        metrics = {**result.metrics, **{k: v for k, v in scores.items() if "/" not in k}}
+        metrics = {**result.metrics, **{k: v for k, v in scores.items() if "/" not in k}, UNIFORM_KEY: 1}
         send = result.trained if str(call.config.get(SEND_KEY, "all")) == "trained" else None
         return reply(message, call, result.trained, arrays=record_from_state(call.model.state_dict(), send),
                      metrics=MetricRecord({k: metrics[k] for k in TRAIN_METRIC_KEYS}))
@@ -168,7 +169,8 @@ def make_client_app(federation_dir: str | os.PathLike | None = None, *, local_tr
         call = start(message, context)
         scores = evaluate_local(call.model, _split(call.data, "validation"), call.processor)
         metrics = MetricRecord({"num-examples": scores["num-val-examples"], "val-loss": scores["val-loss"],
-                                "val-score": scores["val-score"], "val-inv-loss": scores["val-inv-loss"]})
+                                "val-score": scores["val-score"], "val-inv-loss": scores["val-inv-loss"],
+                                UNIFORM_KEY: 1})
         return reply(message, call, metrics=metrics)
 
     @app.query("link")

@@ -21,6 +21,7 @@ from flwr.serverapp import Grid, ServerApp
 from multimed_hf.federated.local import LocalConfig
 from multimed_hf.federated.modules import module_of, payload_bytes
 from multimed_hf.federated.report import FederationReport, describe_message
+from multimed_hf.federated.strategy import UNIFORM_KEY
 from multimed_hf.federated.vertical import EMBEDDING_PREFIX, find_pairs, sample_batch
 
 __all__ = ["VerticalSettings", "FederationError", "RunConfigError", "RUN_CONFIG_DEFAULTS", "read_run_config",
@@ -230,7 +231,7 @@ def _weighted(replies) -> dict:
         record = reply.content.metric_records["metrics"]
         n = float(record.get("num-examples", 0))
         for key, value in record.items():
-            if key != "num-examples" and isinstance(value, (int, float)) and not math.isnan(float(value)) and n > 0:
+            if key not in ("num-examples", UNIFORM_KEY) and isinstance(value, (int, float)) and not math.isnan(float(value)) and n > 0:
                 sums[key] = sums.get(key, 0.0) + n * float(value)
                 weights[key] = weights.get(key, 0.0) + n
     return {k: sums[k] / weights[k] for k in sums}

@@ -67,6 +67,10 @@ __all__ = [
 SCORE_KEY = "val-score"
 #: MetricRecord key of a client's number of training rows (Flower's default weighting key).
 EXAMPLES_KEY = "num-examples"
+#: A metric every train and evaluate reply carries as 1: the weight of a uniform average, which differential privacy
+#: needs (the noise Z * C / K is calibrated to one client's share 1 / K; weighted by rows, a client of share n_i / N
+#: would move the aggregate by n_i / N * C, more than the noise covers, and Flower's accountant refuses the weights).
+UNIFORM_KEY = "client-weight"
 #: ConfigRecord key telling clients what to send back: ``"trained"`` (units they trained) or ``"all"``.
 SEND_KEY = "send"
 #: Score -> weight functions by name (each returns a number >= 0; NaN scores are handled by the caller).
@@ -267,7 +271,7 @@ def make_strategy(name: str, *, proximal_mu: float = 0.01, score_weight="linear"
                   dp_clipping_norm: float = 1.0, dp_clipping: str = "server"):
     """``"blendavg"`` -> ``BlendAvg``; ``"fedavg"`` / ``"fedprox"`` -> Flower's ``FedAvg`` / ``FedProx``, every
     client sampled each round (``num_clients`` = the federation's size). ``dp_noise_multiplier`` (not None) wraps
-    the baseline with ``with_differential_privacy``."""
+    the baseline with ``with_differential_privacy`` and averages the clients uniformly (``UNIFORM_KEY``)."""
     common = dict(fraction_train=1.0, fraction_evaluate=1.0, min_train_nodes=num_clients,
                   min_evaluate_nodes=num_clients, min_available_nodes=num_clients, weighted_by_key=EXAMPLES_KEY)
     if name == "blendavg":
@@ -280,5 +284,6 @@ def make_strategy(name: str, *, proximal_mu: float = 0.01, score_weight="linear"
         raise StrategyError(f"strategy {name!r}: expected one of {STRATEGIES}")
     if dp_noise_multiplier is None:
         return strategy
+    strategy.weighted_by_key = UNIFORM_KEY  # the clipped updates averaged uniformly: see UNIFORM_KEY
     return with_differential_privacy(strategy, noise_multiplier=dp_noise_multiplier, clipping_norm=dp_clipping_norm,
                                      num_clients=num_clients, clipping=dp_clipping)
