@@ -94,6 +94,22 @@ class ModalityProcessor:
                                  f"{cls.__name__!r}; load it with load_modality_processor()")
         return cls._from_settings(settings, directory)
 
+    def with_settings(self, **changes) -> "ModalityProcessor":
+        """A new processor of this class whose settings (``to_dict``) are this one's with ``changes`` applied, built
+        through the constructor as ``from_pretrained`` builds one: the settings are checked and whatever derives
+        from them (channel keys, filters, gene maps) follows. Artifacts (tokenizer, wrapped image processor, gene
+        statistics) are this one's. Setting an attribute by hand checks nothing and leaves derived state stale."""
+        settings = self.to_dict()
+        unknown = [key for key in changes if key not in settings]
+        if unknown:
+            raise ProcessorError(f"{type(self).__name__} has no setting {unknown[0]!r}; its settings are "
+                                 f"{sorted(settings)}")
+        return self._rebuild({**settings, **changes})
+
+    def _rebuild(self, settings: dict) -> "ModalityProcessor":
+        """Hook: a processor of this class from ``settings`` (``to_dict`` form) and this one's artifacts."""
+        return type(self)(**settings)
+
     def _save_artifacts(self, directory: Path) -> None:
         """Hook: write files other than the JSON settings."""
 
@@ -129,6 +145,9 @@ class TokenizedProcessor(ModalityProcessor):
                                     return_attention_mask=True, return_tensors="np")
         return {key: torch.from_numpy(np.asarray(padded[key], dtype=np.int64))
                 for key in ("input_ids", "attention_mask")}
+
+    def _rebuild(self, settings: dict) -> "TokenizedProcessor":
+        return type(self)(tokenizer=self.tokenizer, **settings)
 
     def _save_artifacts(self, directory: Path) -> None:
         self.tokenizer.save_pretrained(directory)

@@ -22,6 +22,7 @@ class ExpressionProcessor(ModalityProcessor):
     ``gene_panel`` id of the data to its ordered gene list, which the row's indices refer to. Per row:
     ``normalize_total`` (if set) scales the row's values to that sum over all of the row's genes (library-size
     normalisation), then ``log1p`` (if set) applies ``log(1 + x)``, then the row is aligned by gene name to ``genes``.
+    A gene index repeated within a row counts once, with the sum of its values (as scipy's CSR matrices read it).
     ``panel_scaling`` gives panels whose rows are stored on another scale their own ``normalize_total`` / ``log1p``
     (``{panel_id: {"normalize_total": 1e4, "log1p": True}}``: raw counts of one source beside log-scale values of
     another, or of another task sharing the encoder); other panels take the processor-wide settings.
@@ -166,15 +167,18 @@ class ExpressionProcessor(ModalityProcessor):
                                  f"{positions.size} genes")
         if not np.isfinite(values).all():
             raise ProcessorError("expression values include NaN or infinity")
+        if indices.size > 1 and not (np.diff(indices) > 0).all():  # repeated entries of a gene count once, summed
+            indices, inverse = np.unique(indices, return_inverse=True)  # (as scipy's CSR matrices read them)
+            values = np.bincount(inverse.reshape(-1), weights=values, minlength=indices.size)
         normalize_total, log1p = self.scaling_of(panel)
+        if log1p and values.size and values.min() < 0:  # checked on the stored values, which the message quotes
+            raise ProcessorError(f"expression values must be >= 0 for log1p, got a minimum of {values.min():g}; "
+                                 f"for data already transformed give log1p=False")
         if normalize_total is not None:
             total = values.sum()
             if total > 0:
                 values = values * (normalize_total / total)
         if log1p:
-            if values.size and values.min() < 0:
-                raise ProcessorError(f"expression values must be >= 0 for log1p, got a minimum of {values.min():g}; "
-                                     f"for data already transformed give log1p=False")
             values = np.log1p(values)
         dense = np.full(len(self.genes), self.missing_value, dtype=np.float32)
         dense[measured] = 0.0
@@ -213,6 +217,9 @@ class ExpressionProcessor(ModalityProcessor):
                 "normalize_total": self.normalize_total, "log1p": self.log1p, "missing_value": self.missing_value,
                 "return_gene_mask": self.return_gene_mask, "panel_column": self.panel_column,
                 "panel_scaling": {k: dict(v) for k, v in self.panel_scaling.items()}}
+
+    def _rebuild(self, settings: dict) -> "ExpressionProcessor":
+        return type(self)(**settings, gene_mean=self.gene_mean, gene_std=self.gene_std)
 
     def _save_artifacts(self, directory: Path) -> None:
         path = directory / GENE_STATISTICS_FILE

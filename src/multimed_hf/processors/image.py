@@ -121,6 +121,11 @@ class ImageProcessor(ModalityProcessor):
             raise UnsupportedImageError(f"image mode {mode!r} is not supported: expected one of "
                                         f"{EIGHT_BIT_MODES + HIGH_BIT_MODES}; convert it first (image.convert('RGB'))")
         values = np.asarray(image).astype(np.float32)
+        finite = np.isfinite(values)
+        if not finite.all():  # one NaN made min_max scaling blank the whole image, an inf every other pixel 0
+            raise ProcessorError(f"the {mode} image holds NaN or infinite pixel values ({int((~finite).sum())} of "
+                                 f"{values.size} pixels); replace them first (e.g. np.nan_to_num with the value "
+                                 f"outside the field of view)")
         if self.high_bit_depth == "full_range":
             values = np.clip(values, 0.0, 65535.0) * (255.0 / 65535.0)
         else:
@@ -201,6 +206,9 @@ class ImageProcessor(ModalityProcessor):
     def to_dict(self) -> dict:
         return {"high_bit_depth": self.high_bit_depth, "draft_size": self.draft_size,
                 "output_uint8": self.output_uint8}
+
+    def _rebuild(self, settings: dict) -> "ImageProcessor":
+        return type(self)(image_processor=self.image_processor, **settings)
 
     def _save_artifacts(self, directory: Path) -> None:
         self.image_processor.save_pretrained(directory)

@@ -71,6 +71,18 @@ def loading_from_hub(what: str, source: str, advice: str = HUB_ENCODER_ADVICE):
                            f"{advice}") from err
 
 
+@contextlib.contextmanager
+def _overriding(modality: str, settings: Mapping[str, Any], advice: str = ""):
+    """Turn a processor's refusal of ``--processor_overrides`` settings (its constructor's checks) into an
+    ``AssemblyError`` naming the flag and the settings."""
+    try:
+        yield
+    except AssemblyError:
+        raise
+    except (ValueError, TypeError) as err:  # ProcessorError included
+        raise AssemblyError(f"--processor_overrides {{{modality!r}: {dict(settings)!r}}}: {err}{advice}") from err
+
+
 @dataclass
 class Assembly:
     """Everything a run trains and evaluates with, built from the data and the chosen encoders."""
@@ -122,7 +134,8 @@ def _union_panels(panels_by_task: Mapping[str, Mapping[str, Sequence[str]]]) -> 
 
 def expression_processor_from_data(train_by_task: Mapping[str, Any],
                                    panels_by_task: Mapping[str, Mapping[str, Sequence[str]]], *,
-                                   limit: int | None = None, standardize: bool = False):
+                                   limit: int | None = None, standardize: bool = False,
+                                   settings: Mapping[str, Any] | None = None):
     """One ``ExpressionProcessor`` for every task in ``train_by_task`` that reads scrna (one model has one scrna
     encoder, whose input size is the processor's gene count).
 
@@ -131,8 +144,9 @@ def expression_processor_from_data(train_by_task: Mapping[str, Any],
     a row's panel does not measure are absent. Each panel's rows are scaled as their stored values need (counts:
     library-size normalised and log1p-transformed; log-scale values such as scanpy's ``.raw``: kept as stored), so
     raw counts of one source and log values of another end up on one scale; panels no training row uses (only in
-    validation/test) take the scaling of the panel of most rows. ``standardize`` fits a per-gene standardisation
-    on the training rows (``ExpressionProcessor.fit_standardization``)."""
+    validation/test) take the scaling of the panel of most rows. ``settings`` (``--processor_overrides``) replace
+    these choices through the processor's constructor (``with_settings``), before ``standardize`` fits a per-gene
+    standardisation on the training rows (``ExpressionProcessor.fit_standardization``), so it fits what is fed."""
     from multimed_hf.processors.expression import ExpressionProcessor
 
     tasks = list(train_by_task)
@@ -177,6 +191,10 @@ def expression_processor_from_data(train_by_task: Mapping[str, Any],
     for panel, gene_list in panels.items():  # validation/test rows may use panels training did not
         if panel not in processor.panels:
             processor.add_panel(panel, gene_list)
+    if settings:
+        with _overriding("scrna", settings):
+            processor = processor.with_settings(**settings)
+        notes.append(f"{who}: scrna settings {sorted(settings)} from --processor_overrides")
     if standardize:
         rows = ((i, v, p) for task in tasks for i, v, p in zip(*(seen[task][c] for c in (*_scrna_columns(task),
                                                                                          "gene_panel")))
@@ -186,11 +204,14 @@ def expression_processor_from_data(train_by_task: Mapping[str, Any],
     return processor, notes
 
 
-def eeg_processor_from_data(train_by_task: Mapping[str, Any], *, limit: int | None = None):
+def eeg_processor_from_data(train_by_task: Mapping[str, Any], *, limit: int | None = None,
+                            settings: Mapping[str, Any] | None = None):
     """One ``EEGProcessor`` for every task in ``train_by_task`` that reads EEG: the union of their training rows'
     channel sets (by normalised name, the most common set's order first; channels a row lacks are zero-filled),
     resampled to the lowest training sampling rate (never upsampling), epochs cut or padded to the longest training
-    epoch at that rate."""
+    epoch at that rate. ``settings`` (``--processor_overrides``) replace these choices, and what follows from them
+    is derived from the given values (a given ``sfreq``: the epoch length and filter edges at that rate); the
+    constructor checks the result."""
     from multimed_hf.processors.eeg import EEGProcessor, normalize_channel_name
 
     sets, lengths = Counter(), []
@@ -211,14 +232,23 @@ def eeg_processor_from_data(train_by_task: Mapping[str, Any], *, limit: int | No
             if normalize_channel_name(name) not in keys:
                 keys.add(normalize_channel_name(name))
                 channels.append(name)
-    sfreq = min(rate for _, rate in lengths)
-    n_times = int(max(math.ceil(n * sfreq / r) for n, r in lengths))
-    h_freq = min(40.0, 0.45 * sfreq)
-    processor = EEGProcessor(channels, sfreq=sfreq, l_freq=min(4.0, h_freq / 2), h_freq=h_freq, n_times=n_times,
-                             missing_channels="zero")
+    settings = dict(settings or {})
+    with _overriding("eeg", settings):
+        channels = settings.get("channels", channels)
+        sfreq = settings.get("sfreq", min(rate for _, rate in lengths))
+        n_times = settings.get("n_times", int(max(math.ceil(n * sfreq / r) for n, r in lengths)))
+        h_freq = settings.get("h_freq", min(40.0, 0.45 * sfreq))
+        l_freq = settings.get("l_freq", 4.0 if h_freq is None else min(4.0, h_freq / 2))
+        processor = EEGProcessor(channels, sfreq=sfreq, l_freq=l_freq, h_freq=h_freq, n_times=n_times,
+                                 missing_channels=settings.get("missing_channels", "zero"))
+        processor = processor.with_settings(**settings)  # the rest (and unknown keys refused)
     who = ", ".join(train_by_task)
     note = (f"{who}: EEG = union of {len(sets)} channel set(s) ({len(channels)} channels, absent ones zero-filled), "
             f"resampled to {sfreq:g} Hz (lowest training rate), {n_times} samples per epoch")
+    if settings:
+        note = (f"{who}: EEG {len(processor.channels)} channels at {processor.sfreq:g} Hz, {processor.n_times} "
+                f"samples per epoch, with settings {sorted(settings)} from --processor_overrides (training rows: "
+                f"{len(sets)} channel set(s))")
     return processor, [note]
 
 
@@ -344,20 +374,74 @@ def assemble_processor(train_by_task: Mapping[str, Any], modalities: Mapping[str
     return processor
 
 
-def _data_processors(train_by_task, modalities, panels, limit, standardize_expression: bool = False):
+def _data_processors(train_by_task, modalities, panels, limit, standardize_expression: bool = False,
+                     overrides: Mapping[str, Mapping[str, Any]] | None = None):
     """Expression and EEG processors (their sizes decide the encoders'): one per modality, from the training rows of
-    every task that reads it (tasks sharing a modality share its processor and encoder)."""
+    every task that reads it (tasks sharing a modality share its processor and encoder), with their
+    ``--processor_overrides`` settings applied as they are made (so the encoders are sized for them)."""
     procs, notes = {}, []
+    overrides = overrides or {}
     scrna = {t: train_by_task[t] for t, ms in modalities.items() if "scrna" in ms}
     if scrna:
         procs["scrna"], made = expression_processor_from_data(scrna, {t: panels[t] for t in scrna}, limit=limit,
-                                                              standardize=standardize_expression)
+                                                              standardize=standardize_expression,
+                                                              settings=overrides.get("scrna"))
         notes += made
     eeg = {t: train_by_task[t] for t, ms in modalities.items() if "eeg" in ms}
     if eeg:
-        procs["eeg"], made = eeg_processor_from_data(eeg, limit=limit)
+        procs["eeg"], made = eeg_processor_from_data(eeg, limit=limit, settings=overrides.get("eeg"))
         notes += made
     return procs, notes
+
+
+#: Modalities whose processors are made from the training rows (``_data_processors``), overrides included.
+DATA_MODALITIES = ("scrna", "eeg")
+
+
+def _apply_overrides(processor, overrides: Mapping[str, Mapping[str, Any]], choice: EncoderChoice):
+    """``(processor, notes)``: ``processor`` with each overridden modality processor (not the data-made ones)
+    rebuilt through its constructor with the merged settings (``ModalityProcessor.with_settings``): settings are
+    checked, derived state follows, and what is saved is what is fed. ``"image"`` stands for every image processor;
+    an image modality sharing the ``"image"`` processor gets its own. Settings the encoders cannot read (a k-mer
+    size the tokenizer lacks, more tokens than the encoder's positions) are refused."""
+    from multimed_hf.processing_multimed import IMAGE_KEY, MultiMedProcessor
+
+    procs = dict(processor.processors)
+    notes = []
+    for m in sorted(overrides, key=lambda m: m != IMAGE_KEY):
+        if m in DATA_MODALITIES and m in procs:  # applied as the processor was made from the rows
+            continue
+        settings = dict(overrides[m])
+        limit = choice.max_lengths.get(m)
+        given = settings.get("max_length")
+        if limit and isinstance(given, (int, float)) and given > limit:
+            raise AssemblyError(f"--processor_overrides {{{m!r}: {settings!r}}}: max_length={given} is more than "
+                                f"the {m} encoder of --encoders {choice.name} reads ({limit} tokens); give "
+                                f"max_length <= {limit}, or a larger max_lengths (and an encoder that reads it) in "
+                                f"an --encoders JSON file")
+        advice = ""
+        if m == "dna" and "k" in settings:
+            advice = (f"; the DNA tokenizer and encoder of --encoders {choice.name} read {choice.dna_k}-mers: leave k "
+                      f"out of --processor_overrides, or give dna_k in an --encoders JSON file")
+        if m == IMAGE_KEY:
+            targets = {k: p for k, p in procs.items() if k == IMAGE_KEY or k in IMAGE_MODALITIES}
+            if not targets:
+                raise AssemblyError(f"--processor_overrides {{{m!r}: ...}}: the run reads no image modality")
+        else:  # an image modality that shares the "image" processor gets its own
+            current = procs.get(m) or (procs.get(IMAGE_KEY) if m in IMAGE_MODALITIES else None)
+            if current is None:
+                raise AssemblyError(f"--processor_overrides {{{m!r}: ...}}: the run reads no {m!r} modality "
+                                    f"(its processors: {sorted(procs)})")
+            targets = {m: current}
+        for key, current in targets.items():
+            with _overriding(m, settings, advice):
+                procs[key] = current.with_settings(**settings)
+        notes.append(f"{m}: processor settings {settings} from --processor_overrides")
+    if not notes:
+        return processor, notes
+    return MultiMedProcessor(processors=procs, vocabularies=processor.vocabularies,
+                             missing_modality=processor.missing_modality,
+                             unknown_text_label=processor.unknown_text_label), notes
 
 
 def select_rows(datasets: Mapping[str, Mapping[str, Any]], row_modality: Mapping[str, str | None]):
@@ -390,7 +474,10 @@ def assemble(data: str | Path, tasks: Sequence[str], *, encoders: str = "small",
     training stream, alike on every process, and with ``world_size > 1`` the training split is then sharded per
     process (``split_dataset_by_node``); evaluation splits stay whole (every process evaluates its share of them).
     ``processor_overrides``: modality ->
-    settings changed on its processor after assembly (e.g. ``{"dna": {"crop_center": 7000}}``).
+    settings of its processor (e.g. ``{"dna": {"crop_center": 7000}}``; ``"image"``: every image processor), which
+    is rebuilt through its constructor with them (its checks run, derived state follows; the EEG and expression
+    processors take them as they are made from the rows, so their encoders are sized for them); settings a
+    processor or the encoders refuse raise ``AssemblyError`` naming them.
     ``standardize_expression``: standardise scrna values per gene with training statistics (default: the encoder
     preset's choice, ``encoder_presets.standardizes_expression``).
 
@@ -419,7 +506,7 @@ def assemble(data: str | Path, tasks: Sequence[str], *, encoders: str = "small",
     panels = {t: read_gene_panels(data, t) for t in tasks if "scrna" in chosen[t]}
     if standardize_expression is None:
         standardize_expression = standardizes_expression(encoders)
-    data_procs, notes = _data_processors(train, chosen, panels, limit, standardize_expression)
+    data_procs, notes = _data_processors(train, chosen, panels, limit, standardize_expression, processor_overrides)
     facts = DataFacts(
         num_genes=len(data_procs["scrna"].genes) if "scrna" in data_procs else None,
         eeg_channels=len(data_procs["eeg"].channels) if "eeg" in data_procs else None,
@@ -434,12 +521,8 @@ def assemble(data: str | Path, tasks: Sequence[str], *, encoders: str = "small",
         vocab_sizes["dna"] = len(kmer_vocabulary(6))
     choice = choose_encoders(encoders, all_modalities, facts, vocab_sizes)
     processor = assemble_processor(train, chosen, choice, tokenizers, panels, data_procs)
-    for m, settings in (processor_overrides or {}).items():
-        proc = processor.processor_for(m)
-        for key, value in settings.items():
-            if not hasattr(proc, key):
-                raise AssemblyError(f"processor_overrides[{m!r}]: {type(proc).__name__} has no setting {key!r}")
-            setattr(proc, key, value)
+    processor, made = _apply_overrides(processor, processor_overrides or {}, choice)
+    notes += made
     stats = regression_statistics(train)
     kwargs = dict(config_kwargs or {})
     size = hidden_size or choice.hidden_size
