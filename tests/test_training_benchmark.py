@@ -289,3 +289,20 @@ def test_an_earlier_benchmarks_runs_are_not_trained_over_in_silence(tmp_path):
     assert [(targs.seed, targs.resume_from_checkpoint) for _, targs in again.calls] == [(1, str(seed1 / "checkpoint-3"))]
     with pytest.raises(BenchmarkError, match="--resume_from_checkpoint names one run's checkpoint"):
         _parse(["--data", "d", "--tasks", "brain_tumor", "--output_dir", "r", "--resume_from_checkpoint", "true"])
+
+
+def test_only_the_main_process_writes_the_report_and_the_runs_files(tmp_path, monkeypatch):
+    # before: under torchrun every process wrote table1.csv/.md/.png, each run's stdout.txt and error.txt, over
+    # each other's
+    monkeypatch.setenv("RANK", "1")
+    fake = FakeTrain(fail_family="unimodal")
+    records, paths = run_benchmark(tmp_path / "no-data", ["brain_tumor"], ["unimodal", "domain_specific"], [0],
+                                   tmp_path / "report", _training_args(tmp_path), train_fn=fake, progress=False)
+    assert len(fake.calls) == 2 and records  # it trains every run, as the main process does
+    assert paths.csv == tmp_path / "report" / "table1.csv" and not paths.csv.exists() and not paths.figure.exists()
+    assert not list((tmp_path / "report").rglob("stdout.txt")) and not list((tmp_path / "report").rglob("error.txt"))
+    monkeypatch.setenv("RANK", "0")
+    _, paths = run_benchmark(tmp_path / "no-data", ["brain_tumor"], ["unimodal", "domain_specific"], [0],
+                             tmp_path / "report0", _training_args(tmp_path), train_fn=FakeTrain(fail_family="unimodal"),
+                             progress=False)
+    assert paths.csv.is_file() and len(list((tmp_path / "report0").rglob("error.txt"))) == 1

@@ -243,6 +243,12 @@ def _records_of(result, run: _Run) -> list[dict]:
     return [{**r, "family": run.plan.family, "seed": run.seed, "run": run.plan.name} for r in records]
 
 
+def _main_process() -> bool:
+    """Rank 0 of ``torchrun`` / ``accelerate launch`` (or a lone process): the one that writes the report, each
+    run's log and error files (every process trains each run; their files would be written over each other)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _last_checkpoint(folder: Path) -> str | None:
     """The last ``checkpoint-N`` folder of a run folder (transformers' own rule), or None."""
     from transformers.trainer_utils import get_last_checkpoint
@@ -311,7 +317,8 @@ def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str
     _check_grid_flags(runs, data, encoders, options)
     if not reuse_finished_runs:
         _refuse_earlier_runs(runs, output_dir)
-    bar = tqdm(runs, desc="benchmark", unit="run", disable=not progress)
+    main = _main_process()
+    bar = tqdm(runs, desc="benchmark", unit="run", disable=not progress or not main)
     for run in bar:
         bar.set_postfix_str(f"{run.plan.family} {run.plan.name} seed {run.seed}")
         done = run.output_dir / RECORDS_FILE
@@ -323,19 +330,21 @@ def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str
                                      encoders=encoders, plan=run.plan.name, **options)
             base = _training_args_for(training_args, run.plan, run.output_dir, encoders)
             run.output_dir.mkdir(parents=True, exist_ok=True)
-            for stale in (done, run.output_dir / ERROR_FILE):  # an earlier attempt's results must not outlive it
+            for stale in (done, run.output_dir / ERROR_FILE) if main else ():  # no earlier attempt's results left
                 stale.unlink(missing_ok=True)
             resume = _last_checkpoint(run.output_dir) if reuse_finished_runs else None
             if resume is not None:  # a run stopped halfway goes on from where it stopped
                 logger.info("run %s/%s seed %d resumes from %s", run.plan.family, run.plan.name, run.seed, resume)
-            with open(run.output_dir / STDOUT_FILE, "a" if resume else "w") as log, contextlib.redirect_stdout(log):
+            log_file = run.output_dir / STDOUT_FILE if main else os.devnull  # one log, the main process's
+            with open(log_file, "a" if resume else "w") as log, contextlib.redirect_stdout(log):
                 result = train_fn(args, dataclasses.replace(base, output_dir=str(run.output_dir), seed=run.seed,
                                                             resume_from_checkpoint=resume), plan=run.plan)
             records += _records_of(result, run)
         except Exception as err:  # noqa: BLE001  (one failing cell must not stop the table; the error is kept)
             logger.warning("run %s/%s seed %d failed: %s", run.plan.family, run.plan.name, run.seed, _error_text(err))
-            run.output_dir.mkdir(parents=True, exist_ok=True)
-            (run.output_dir / ERROR_FILE).write_text(traceback.format_exc())
+            if main:
+                run.output_dir.mkdir(parents=True, exist_ok=True)
+                (run.output_dir / ERROR_FILE).write_text(traceback.format_exc())
             records += failure_records(run.plan.family, run.plan.tasks, run.seed, _error_text(err), run=run.plan.name)
     if note is None:
         note = data_note(data, tasks)
@@ -344,6 +353,8 @@ def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str
                       *_baseline_lines(data, tasks, records, max_train_samples=options.get("max_train_samples"),
                                        max_eval_samples=options.get("max_eval_samples"),
                                        streaming=bool(options.get("streaming")))])
+    if not main:  # the main process writes the report; the others name where it goes
+        return records, ReportPaths(*(output_dir / f"table1.{ext}" for ext in ("csv", "md", "png")))
     paths = write_table1(records, output_dir, note=note, families=families, tasks=tasks, notes=notes)
     return records, paths
 
@@ -431,7 +442,9 @@ def benchmark_main(argv: Sequence[str] | None = None) -> int:
         message = str(err).removeprefix("multimed benchmark: ")
         print(f"multimed benchmark: error: {message}", file=sys.stderr)
         return 2
-    print(paths.markdown.read_text())
-    print(f"wrote {paths.csv}, {paths.markdown} and {paths.figure}; each run's folder is under {output_dir / 'runs'}")
+    if _main_process():
+        print(paths.markdown.read_text())
+        print(f"wrote {paths.csv}, {paths.markdown} and {paths.figure}; each run's folder is under "
+              f"{output_dir / 'runs'}")
     # failed cells are results, reported in the table; only a grid where nothing ran is a failed command
     return 1 if records and all(r.get("error") for r in records) else 0

@@ -679,7 +679,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         for p, targs in runs:
             # the one run asked for is chosen there again (a flag that changes nothing in it is refused)
             result = train_model(args, targs, plan=p if len(plans) > 1 else None, verbose=True)
-            print(f"{p.name}: wrote {result.output_dir}")
+            if targs.process_index == 0:  # one line, not one per process
+                print(f"{p.name}: wrote {result.output_dir}")
     except (ValueError, FamilyError) as err:
         print(f"multimed train: error: {err}", file=sys.stderr)
         return 2
