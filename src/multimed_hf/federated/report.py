@@ -41,6 +41,7 @@ class FederationReport:
     audit: list[dict] = field(default_factory=list)  # every message: round, phase, direction, client, records
     weights: list[dict] = field(default_factory=list)  # BlendAvg: round, unit, {client: weight}
     final_arrays: object | None = None
+    error: str | None = None  # why the run stopped before its last round (its report then holds what it completed)
 
     def add(self, round_: int, phase: str, client: str, kind: str, metrics: Mapping, modules: Sequence[str],
             bytes_down: int, bytes_up: int) -> None:
@@ -57,8 +58,9 @@ class FederationReport:
                 if g["source"] == source and metric in g["metrics"]]
 
     def to_dict(self) -> dict:
-        return {"strategy": self.strategy, "records": self.records, "global": self.global_metrics,
-                "weights": self.weights}
+        out = {"strategy": self.strategy, "records": self.records, "global": self.global_metrics,
+               "weights": self.weights}
+        return {**out, "error": self.error} if self.error is not None else out
 
     def save(self, out_dir: str | Path) -> dict[str, Path]:
         """``report.json`` (everything), ``rounds.csv`` (one row per round, phase and client), ``messages.jsonl``

@@ -80,7 +80,11 @@ class _Exchange:
         replies = list(self.grid.send_and_receive(messages, timeout=self.timeout)) if messages else []
         errors = [r for r in replies if r.has_error()]
         if errors or len(replies) != len(messages):
-            reasons = "; ".join(f"node {r.metadata.src_node_id}: {r.error.reason}" for r in errors)
+            reasons = "; ".join(f"{self._who(r.metadata.src_node_id)}: {r.error.reason}" for r in errors)
+            missing = sorted(set(sent) - {r.metadata.src_node_id for r in replies})
+            if missing:
+                reasons = "; ".join([*([reasons] if reasons else []),
+                                     "no reply from " + ", ".join(self._who(n) for n in missing)])
             raise FederationError(f"round {round_}, {phase}: {len(replies) - len(errors)} of {len(messages)} clients "
                                   f"answered within {self.timeout:g} s" + (f" ({reasons})" if reasons else ""))
         for r in replies:
@@ -92,6 +96,10 @@ class _Exchange:
         for node, entry in requests:
             entry["client"] = self.names.get(node, node)
         return replies
+
+    def _who(self, node: int) -> str:
+        """A client by its name where an earlier reply gave it, else by Flower's node id."""
+        return f"{self.names[node]} (node {node})" if node in self.names else f"node {node}"
 
 
 def _wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:

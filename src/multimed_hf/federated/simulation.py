@@ -194,10 +194,16 @@ def run_federation(data: str | Path | None, tasks: Sequence[str] | None, out_dir
                                  vertical=vertical, report=report, encoder_of=dict(model.encoder_of),
                                  timeout=timeout, evaluate_fn=evaluate_fn)
         client = make_client_app(plan.root, salt=secrets.token_hex(16))
-        run_simulation(server_app=server, client_app=client, num_supernodes=len(plan.clients),
-                       backend_config=backend)
-        if report.final_arrays is None:
-            raise FederationError(f"the {name} simulation ended before its last round (see Flower's log above)")
+        failure = None
+        try:
+            run_simulation(server_app=server, client_app=client, num_supernodes=len(plan.clients),
+                           backend_config=backend)
+        except FederationError as err:
+            failure = str(err)
+        if failure is None and report.final_arrays is None:
+            failure = f"the {name} simulation ended before its last round (see Flower's log above)"
+        if failure is not None:
+            raise FederationError(failure + _save_incomplete(report, out / name, failure))
         paths = report.save(out / name)
         model.load_state_dict(state_from_record(report.final_arrays, model.state_dict()), strict=False)
         model.save_pretrained(out / name / "model")
@@ -206,6 +212,15 @@ def run_federation(data: str | Path | None, tasks: Sequence[str] | None, out_dir
         result.paths[name] = paths
     result.paths["convergence"] = plot_convergence(result.reports, out / "convergence.png")
     return result
+
+
+def _save_incomplete(report: FederationReport, out_dir: Path, failure: str) -> str:
+    """Save what a run that stopped early completed (its report, ``error`` set; no final model) and say where."""
+    if not (report.records or report.global_metrics):
+        return ""
+    report.error = failure
+    report.save(out_dir)
+    return f"; what it completed is saved in {out_dir} (report.json's 'error' says why it stopped; no model)"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,55 @@
+"""A round that fails names its clients, and what the run completed before is saved, marked incomplete."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from multimed_hf.federated.report import FederationReport
+from multimed_hf.federated.server_app import FederationError, _Exchange
+from multimed_hf.federated.simulation import _save_incomplete
+
+
+def _message(node):
+    return SimpleNamespace(metadata=SimpleNamespace(dst_node_id=node, message_type="train"), content={})
+
+
+def _error_reply(node, reason):
+    return SimpleNamespace(metadata=SimpleNamespace(src_node_id=node), has_error=lambda: True,
+                           error=SimpleNamespace(reason=reason))
+
+
+class _Grid:
+    def __init__(self, replies):
+        self.replies = replies
+
+    def send_and_receive(self, messages, timeout):
+        return self.replies
+
+
+def test_a_failed_round_names_the_clients_by_name(monkeypatch):
+    # before: "node 16898802149811665130", though an earlier round had given its name
+    import multimed_hf.federated.server_app as server_app
+
+    monkeypatch.setattr(server_app, "payload_bytes", lambda content: 0)
+    monkeypatch.setattr(server_app, "describe_message", lambda content: {})
+    report = FederationReport("fedavg")
+    exchange = _Exchange(_Grid([_error_reply(11, "ValueError: no rows")]), 60, report)
+    exchange.names = {11: "partial-0", 12: "paired-0"}
+    with pytest.raises(FederationError, match=r"round 2, train: 0 of 3 clients answered within 60 s \(partial-0 "
+                                              r"\(node 11\): ValueError: no rows; no reply from paired-0 \(node 12\), "
+                                              r"node 13\)"):
+        exchange([_message(11), _message(12), _message(13)], 2, "train")
+
+
+def test_what_a_stopped_run_completed_is_saved_marked_incomplete(tmp_path):
+    # before: nothing of the run was kept (no report.json, rounds.csv or messages.jsonl of its first rounds)
+    report = FederationReport("fedavg")
+    assert _save_incomplete(report, tmp_path / "empty", "round 1, train: failed") == ""
+    assert not (tmp_path / "empty").exists()
+    report.add(1, "train", "paired-0", "paired", {"train-loss": 0.5}, ["fusion"], 10, 20)
+    said = _save_incomplete(report, tmp_path / "fedavg", "round 2, train: 2 of 3 clients answered")
+    assert "saved in" in said and str(tmp_path / "fedavg") in said
+    saved = json.loads((tmp_path / "fedavg" / "report.json").read_text())
+    assert saved["error"] == "round 2, train: 2 of 3 clients answered" and len(saved["records"]) == 1
+    assert (tmp_path / "fedavg" / "rounds.csv").read_text().count("\n") == 2
