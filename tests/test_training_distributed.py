@@ -29,9 +29,9 @@ def _env() -> dict:
     return env
 
 
-def _torchrun(*options: str, out: Path) -> subprocess.Popen:
+def _torchrun(*options: str, out: Path, worker: tuple = ()) -> subprocess.Popen:
     command = [sys.executable, "-m", "torch.distributed.run", *options, "--master_addr", "127.0.0.1",
-               str(WORKER), "--out", str(out)]
+               str(WORKER), "--out", str(out), *worker]
     return subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -118,3 +118,13 @@ def test_torchrun_without_use_cpu_on_a_cpu_machine_is_refused(tmp_path):
     assert len(errors) == 2, done.stderr[-3000:]  # one line per process
     assert all("launched as 2 processes (WORLD_SIZE=2)" in e and "add --use_cpu" in e for e in errors)
     assert not (tmp_path / "run").exists()
+
+
+def test_train_loss_is_the_mean_over_processes_of_the_steps_after_the_last_log(tmp_path):
+    # before: transformers added this process's own loss of the steps after the last log, so train_loss was rank
+    # 0's batches for that stretch (the ranks disagreed; in a multitask run, another mix of tasks)
+    _wait(_torchrun("--nnodes", "1", "--nproc_per_node", "2", "--master_port", str(_free_port()), out=tmp_path,
+                    worker=("--steps", "3", "--logging_steps", "2")))
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["train_loss"] == pytest.approx(ranks[1]["train_loss"], rel=1e-6)
+    assert ranks[0]["train_loss"] > 0

@@ -36,19 +36,20 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--logging_steps", type=int, default=2)
     args = parser.parse_args()
     train = {"brain_tumor": brain_tumor(12), "diabetic_retinopathy": diabetic_retinopathy(10)}
     evals = {"brain_tumor": brain_tumor(7, seed=5, prefix="bte"),
              "diabetic_retinopathy": diabetic_retinopathy(9, seed=6, prefix="dre")}
     training_args = TrainingArguments(
         output_dir=os.path.join(args.out, "run"), max_steps=args.steps, per_device_train_batch_size=3,
-        per_device_eval_batch_size=2, learning_rate=3e-3, logging_steps=2, report_to=[], use_cpu=True,
+        per_device_eval_batch_size=2, learning_rate=3e-3, logging_steps=args.logging_steps, report_to=[], use_cpu=True,
         save_strategy="no", disable_tqdm=True, log_level="error", seed=0,
     )
     trainer = RecordingTrainer(model=tiny_model(TASKS, modality_dropout=0.2), args=training_args, train_datasets=train,
                                eval_datasets=evals, processor=tiny_processor(), loss_weighting="uncertainty",
                                sampling=TaskSampling("uniform"))
-    trainer.train()
+    train_loss = trainer.train().training_loss
     sampler = trainer.train_batch_sampler
     predictions = {t: trainer.predict_task(t, d) for t, d in evals.items()}
     metrics = trainer.evaluate()
@@ -72,6 +73,7 @@ def main() -> None:
         "eval_sizes": {t: len(d) for t, d in evals.items()},
         "eval_ids": {t: list(d["sample_id"]) for t, d in evals.items()},
         "metrics": metrics,
+        "train_loss": train_loss,
     }
     with open(os.path.join(args.out, f"rank{rank}.json"), "w") as handle:
         json.dump(record, handle)

@@ -595,6 +595,17 @@ class MultiMedTrainer(Trainer):
         if not self._converted_load(self.model if model is None else model, resume_from_checkpoint):
             super()._load_from_checkpoint(resume_from_checkpoint, model)
 
+    def _finalize_training(self, trial, num_train_samples, start_time):
+        """`Trainer._finalize_training` with the loss since the last log averaged over the processes, as every logged
+        loss is: transformers adds this process's own, so ``train_loss`` was rank 0's batches for that stretch (in a
+        multitask run another mix of tasks than the other ranks')."""
+        tr_loss = getattr(self, "_tr_loss", None)
+        if isinstance(tr_loss, torch.Tensor) and self.args.world_size > 1:
+            from transformers.trainer_pt_utils import nested_gather
+
+            self._tr_loss = nested_gather(tr_loss, self.args.parallel_mode).mean()
+        return super()._finalize_training(trial, num_train_samples, start_time)
+
     def _load_best_model(self) -> None:
         """`Trainer._load_best_model`, and the learned loss weighting of that checkpoint with it (saved beside the
         model afterwards, it was the last step's)."""
