@@ -266,8 +266,9 @@ def test_ogm_ge_modulates_the_dominant_encoders_gradient_on_a_real_step(tmp_path
     assert torch.equal(results[0]["heads.med_vqa.outputs.answer.weight"], grads["heads.med_vqa.outputs.answer.weight"])
 
 
-def test_ogm_ge_variant_trains_and_logs_its_coefficients(tmp_path, processor, image_task):
-    variant = balancing_from_variant("multimodal+ogm_ge", window=(0.0, 1.0))
+def _train_ogm_ge(tmp_path, processor, image_task, window):
+    """8 steps of the multimodal+ogm_ge variant, logging every 4: ``(trainer, its OGM-GE callback)``."""
+    variant = balancing_from_variant("multimodal+ogm_ge", window=window)
     model = vqa_model(**variant.config_kwargs("intermediate"))
     kwargs = variant.trainer_kwargs(model=model, processor=processor, train_datasets=image_task["train"],
                                     training_args=_args(tmp_path), modalities=READ)
@@ -276,7 +277,12 @@ def test_ogm_ge_variant_trains_and_logs_its_coefficients(tmp_path, processor, im
                               train_datasets=kwargs["train_datasets"], loss_weighting=kwargs["loss_weighting"],
                               callbacks=kwargs["callbacks"])
     trainer.train()
-    history = kwargs["callbacks"][0].history
+    return trainer, kwargs["callbacks"][0]
+
+
+def test_ogm_ge_variant_trains_and_logs_its_coefficients(tmp_path, processor, image_task):
+    trainer, callback = _train_ogm_ge(tmp_path, processor, image_task, (0.0, 1.0))
+    history = callback.history
     assert len(history) == 8 and any(h["coefficients"]["xray"] < 1 for h in history)
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert all(f"ogm_coefficient_{m}" in h for h in logs for m in MODALITIES)
@@ -286,16 +292,8 @@ def test_ogm_ge_variant_trains_and_logs_its_coefficients(tmp_path, processor, im
 
 def test_ogm_ge_logs_no_coefficient_outside_its_window(tmp_path, processor, image_task):
     """After the window closes nothing modulates: a later log carries no coefficient (it repeated the last one)."""
-    variant = balancing_from_variant("multimodal+ogm_ge", window=(0.0, 0.3))
-    model = vqa_model(**variant.config_kwargs("intermediate"))
-    kwargs = variant.trainer_kwargs(model=model, processor=processor, train_datasets=image_task["train"],
-                                    training_args=_args(tmp_path), modalities=READ)
-    trainer = MultiMedTrainer(model=model, args=_args(tmp_path, max_steps=8, logging_strategy="steps",
-                                                      logging_steps=4), processor=processor, modalities=READ,
-                              train_datasets=kwargs["train_datasets"], loss_weighting=kwargs["loss_weighting"],
-                              callbacks=kwargs["callbacks"])
-    trainer.train()
-    assert [h["step"] for h in kwargs["callbacks"][0].history] == [0, 1, 2]  # progress 0, 1/8, 2/8
+    trainer, callback = _train_ogm_ge(tmp_path, processor, image_task, (0.0, 0.3))
+    assert [h["step"] for h in callback.history] == [0, 1, 2]  # progress 0, 1/8, 2/8
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert [any(k.startswith("ogm_coefficient_") for k in h) for h in logs] == [True, False]
 
