@@ -315,3 +315,13 @@ def test_help_shows_the_defaults_a_run_takes(capsys):
         for flag in ("learning_rate", "num_train_epochs", "per_device_train_batch_size"):
             shown = re.search(rf"--{flag} \S+, --[\w-]+ \S+ .*?\(default: ([^)]+)\)", text).group(1)
             assert float(shown) == float(defaults[flag]), (encoders, flag, shown)
+
+
+@pytest.mark.parametrize("command", ["evaluate", "fewshot"])
+def test_usage_shows_the_checkpoint_first_as_the_readme_runs_it(command, capsys):
+    # before: "usage: multimed evaluate [-h] --checkpoint CHECKPOINT ...", while README runs `multimed evaluate OUT`
+    from multimed_hf.cli import main
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    assert capsys.readouterr().out.startswith(f"usage: multimed {command} CHECKPOINT --data DATA")

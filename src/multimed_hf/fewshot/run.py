@@ -517,6 +517,9 @@ def parse_fewshot_args(argv: Sequence[str] | None = None, *, prog: str = "multim
     if argv and not argv[0].startswith("-") and not argv[0].endswith(".json"):
         argv = ["--checkpoint", argv[0], *argv[1:]]
     parser = _fewshot_parser(prog)
+    parser.usage = (f"{prog} CHECKPOINT --data DATA --task TASK [--shots K ...] [--seeds S ...] [--output_dir OUT] "
+                    "[adapter and TrainingArguments flags]\n(CHECKPOINT: the base run's folder or Hub id; also "
+                    "--checkpoint CHECKPOINT)")
     if len(argv) == 1 and argv[0].endswith(".json"):
         args, training_args = parser.parse_json_file(argv[0])
         given = set(json.loads(Path(argv[0]).read_text()))

@@ -579,6 +579,8 @@ def parse_evaluate_args(argv: Sequence[str] | None = None, *, prog: str = "multi
     if argv and not argv[0].startswith("-") and not argv[0].endswith(".json"):
         argv = ["--checkpoint", argv[0], *argv[1:]]
     parser = _parser(EvaluateArguments, prog)
+    parser.usage = (f"{prog} CHECKPOINT --data DATA [--tasks T ...] [--split S ...] [--output_dir OUT] "
+                    "[TrainingArguments flags]\n(CHECKPOINT: a run folder or Hub id; also --checkpoint CHECKPOINT)")
     parser.set_defaults(per_device_eval_batch_size=TRAINING_DEFAULTS["per_device_eval_batch_size"],
                         remove_unused_columns=False, report_to="none", dataloader_pin_memory=has_accelerator())
     if len(argv) == 1 and argv[0].endswith(".json"):
