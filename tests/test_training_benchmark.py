@@ -306,3 +306,15 @@ def test_only_the_main_process_writes_the_report_and_the_runs_files(tmp_path, mo
                              tmp_path / "report0", _training_args(tmp_path), train_fn=FakeTrain(fail_family="unimodal"),
                              progress=False)
     assert paths.csv.is_file() and len(list((tmp_path / "report0").rglob("error.txt"))) == 1
+
+
+@pytest.mark.parametrize("flags, match", [
+    # before: only the underscore spelling was refused; the others were accepted and ignored (every run from scratch)
+    (["--resume-from-checkpoint", "x"], "--resume_from_checkpoint names one run's checkpoint"),
+    (["--resume_from", "x"], "--resume_from_checkpoint names one run's checkpoint"),
+    (["--list-plans"], "--list_plans picks one run"),
+    (["--family", "unimodal"], "--family picks one run"),
+])
+def test_single_run_flags_are_refused_in_every_spelling(flags, match):
+    with pytest.raises(BenchmarkError, match=match):
+        _parse(["--data", "d", "--tasks", "brain_tumor", "--output_dir", "r", *flags])

@@ -372,25 +372,28 @@ def _parse(argv: Sequence[str], prog: str = "multimed benchmark"):
         refuse_script_switches,
     )
 
-    given = [a for a in argv if a.split("=")[0] in _SINGLE_RUN_FLAGS]
-    if given:
-        raise BenchmarkError(f"multimed benchmark: {given[0].split('=')[0]} picks one run of `multimed train`; the "
-                             "benchmark runs every plan of --families")
-    if any(a.split("=")[0] == "--resume_from_checkpoint" for a in argv):
-        raise BenchmarkError("multimed benchmark: --resume_from_checkpoint names one run's checkpoint; pass "
-                             "--reuse_finished_runs to keep the finished runs of --output_dir and resume each run "
-                             "stopped halfway from its own last checkpoint")
-    overwritten = [a.split("=")[0] for a in argv if a.split("=")[0] in _GRID_FLAGS]
-    if overwritten:
-        raise BenchmarkError(f"multimed benchmark: {overwritten[0]} would be overwritten by every run of the grid; "
-                             f"use {_GRID_FLAGS[overwritten[0]]}")
     parser = HfArgumentParser((BenchmarkArguments, MultiMedArguments, TrainingArguments), prog=prog)
     if len(argv) == 1 and argv[0].endswith(".json"):
         raise BenchmarkError("multimed benchmark: pass flags, not a JSON file (its defaults depend on each family)")
     bench, run_args, first = parser.parse_args_into_dataclasses(list(argv))
-    check_variant_flags(run_args, bench.families)
+    # named as argparse reads them: either spelling (--resume-from-checkpoint) and abbreviations (--resume_from)
+    single = [flag.lstrip("-") for flag in _SINGLE_RUN_FLAGS]
     named = flags_named(HfArgumentParser((BenchmarkArguments, MultiMedArguments, TrainingArguments)), argv,
-                        ["encoders", *SCRIPT_SWITCHES])
+                        ["encoders", *SCRIPT_SWITCHES, *single, "resume_from_checkpoint",
+                         *(flag.lstrip("-") for flag in _GRID_FLAGS)])
+    given = [dest for dest in single if dest in named]
+    if given:
+        raise BenchmarkError(f"multimed benchmark: --{given[0]} picks one run of `multimed train`; the "
+                             "benchmark runs every plan of --families")
+    if "resume_from_checkpoint" in named:
+        raise BenchmarkError("multimed benchmark: --resume_from_checkpoint names one run's checkpoint; pass "
+                             "--reuse_finished_runs to keep the finished runs of --output_dir and resume each run "
+                             "stopped halfway from its own last checkpoint")
+    overwritten = [flag for flag in _GRID_FLAGS if flag.lstrip("-") in named]
+    if overwritten:
+        raise BenchmarkError(f"multimed benchmark: {overwritten[0]} would be overwritten by every run of the grid; "
+                             f"use {_GRID_FLAGS[overwritten[0]]}")
+    check_variant_flags(run_args, bench.families)
     refuse_domain_specific_encoders(run_args, named, BenchmarkError, families=bench.families)
     refuse_script_switches(named, "multimed benchmark trains every run of the grid, then scores --eval_splits",
                            BenchmarkError)
