@@ -39,6 +39,8 @@ def main(argv=None) -> int:
         print(f"generated the synthetic sample sources under {sources}/")
     skipped: list = []  # what is under --sources and no builder reads: said, never passed over in silence
     found = detect_sources(sources, unpack_into=args.out, skipped=skipped)  # downloads as they came are unpacked
+    out = args.out.resolve()
+    skipped = [(path, reason) for path, reason in skipped if path.resolve() != out]  # --out inside --sources
     lost = [f"{path}: {reason}" for path, reason in skipped if reason != "a file, not a source folder"]
     if not found:
         parser.error(f"no known source layout under {sources}" + "".join(f"\n  {line}" for line in lost))
@@ -62,6 +64,9 @@ def main(argv=None) -> int:
     for line in lost + empty:
         print(f"not built: {line}", file=sys.stderr)
     if lost or empty:
+        if args.push:
+            print(f"not pushed to {args.push}: build every source first (or leave the others out of --sources)",
+                  file=sys.stderr)
         return 1
     if args.push:
         from multimed_hf.data.push import push_dataset

@@ -55,3 +55,17 @@ def test_a_config_that_keeps_no_sample_fails(tmp_path, capsys):
     shutil.copytree(source, sources / "VQA_RAD")
     assert build_all.main(["--sources", str(sources), "--out", str(tmp_path / "all")]) == 1
     assert "not built: med_vqa: no sample kept" in capsys.readouterr().err
+
+
+def test_an_out_folder_inside_sources_is_not_a_source_and_a_push_is_not_skipped_in_silence(tmp_path, capsys):
+    # before: every rebuild into --sources/multimed exited 1 naming its own output folder; and with a folder not
+    # built, --push was skipped without a word
+    sources = tmp_path / "sources"
+    GENERATORS["symptom2disease"](sources / "symptom2disease")
+    for _ in range(2):
+        assert build_all.main(["--sources", str(sources), "--out", str(sources / "multimed")]) == 0
+    assert "not built" not in capsys.readouterr().err
+    (sources / "unknown").mkdir()
+    (sources / "unknown" / "data.bin").write_bytes(b"x")
+    assert build_all.main(["--sources", str(sources), "--out", str(sources / "multimed"), "--push", "org/x"]) == 1
+    assert "not pushed to org/x" in capsys.readouterr().err
