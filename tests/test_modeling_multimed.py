@@ -507,7 +507,17 @@ def test_fake_hub_push_then_auto_model_loads_it_back(fake_hub):
         assert torch.equal(logits, got.logits[name])
 
 
-def test_resize_token_embeddings_says_which_embeddings_to_resize(multi):
-    # before: transformers' resize_token_embeddings failed on get_input_embeddings() = None with a bare AttributeError
-    with pytest.raises(NotImplementedError, match=r"encoders\[model.encoder_of\['text'\]\].model.resize_token_embeddings"):
-        multi.resize_token_embeddings(100)
+def test_resize_token_embeddings_resizes_the_text_encoders_and_the_model_reloads(multi, tmp_path):
+    # before: transformers' method failed on get_input_embeddings() = None with a bare AttributeError; resizing the
+    # encoder by hand left config.encoders' vocab_size behind, so the saved model did not reload
+    model = copy.deepcopy(multi)
+    key = model.encoder_of["text"]
+    old = model.encoders[key].model.get_input_embeddings().num_embeddings
+    assert model.resize_token_embeddings(old + 10).num_embeddings == old + 10
+    model.save_pretrained(tmp_path)
+    again = MultiMedModel.from_pretrained(tmp_path)
+    assert again.encoders[key].model.get_input_embeddings().num_embeddings == old + 10
+    with pytest.raises(ValueError, match="has no 'nosuch' encoder"):
+        model.resize_token_embeddings(5, modality="nosuch")
+    with pytest.raises(NotImplementedError, match="the eeg encoder .* has no token embeddings"):
+        model.resize_token_embeddings(5, modality="eeg")

@@ -193,14 +193,26 @@ class MultiMedModel(MultiMedPreTrainedModel):
         transformers' default raises here, and accelerate's FSDP2 preparation calls it on every model."""
         return None
 
-    def resize_token_embeddings(self, *args, **kwargs):
-        """Refused: there is no single vocabulary (see ``get_input_embeddings``); resize the embeddings of the
-        encoder that reads the modality, e.g.
-        ``model.encoders[model.encoder_of["text"]].model.resize_token_embeddings(n)``."""
-        raise NotImplementedError(
-            "MultiMedModel has one input embedding per modality, inside its encoder, and no single vocabulary to "
-            "resize: resize the encoder's own, e.g. model.encoders[model.encoder_of['text']].model"
-            ".resize_token_embeddings(n), and save its tokenizer with the processor")
+    def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,
+                                mean_resizing: bool = True, *, modality: str = "text"):
+        """Resize the token embeddings of the encoder that reads ``modality`` (default the text one: the model has
+        one vocabulary per modality, see ``get_input_embeddings``), as transformers' own method does, and record
+        the new size in ``config.encoders`` so that the saved model reloads. Save the grown tokenizer with the
+        processor. Returns the resized embedding."""
+        if modality not in self.encoder_of:
+            raise ValueError(f"resize_token_embeddings: the model has no {modality!r} encoder (its modalities: "
+                             f"{sorted(self.encoder_of)})")
+        key = self.encoder_of[modality]
+        inner = getattr(self.encoders[key], "model", None)
+        if not hasattr(inner, "resize_token_embeddings"):
+            kind = type(self.encoders[key]).__name__
+            raise NotImplementedError(f"resize_token_embeddings: the {modality} encoder ({kind}) has no token "
+                                      f"embeddings of a transformers model to resize")
+        embeddings = inner.resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        spec = self.config.encoders[key]
+        if isinstance(spec, dict) and isinstance(spec.get("config"), dict):
+            spec["config"]["vocab_size"] = embeddings.num_embeddings  # what the encoder is rebuilt from on load
+        return embeddings
 
     # ------------------------------------------------------------------ switches
     def freeze_encoders(self, *modalities: str) -> None:
