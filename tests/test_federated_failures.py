@@ -7,7 +7,6 @@ import pytest
 
 from multimed_hf.federated.report import FederationReport
 from multimed_hf.federated.server_app import FederationError, _Exchange
-from multimed_hf.federated.simulation import _save_incomplete
 
 
 def _message(node):
@@ -45,10 +44,10 @@ def test_a_failed_round_names_the_clients_by_name(monkeypatch):
 def test_what_a_stopped_run_completed_is_saved_marked_incomplete(tmp_path):
     # before: nothing of the run was kept (no report.json, rounds.csv or messages.jsonl of its first rounds)
     report = FederationReport("fedavg")
-    assert _save_incomplete(report, tmp_path / "empty", "round 1, train: failed") == ""
+    assert report.save_incomplete(tmp_path / "empty", "round 1, train: failed") == ""
     assert not (tmp_path / "empty").exists()
     report.add(1, "train", "paired-0", "paired", {"train-loss": 0.5}, ["fusion"], 10, 20)
-    said = _save_incomplete(report, tmp_path / "fedavg", "round 2, train: 2 of 3 clients answered")
+    said = report.save_incomplete(tmp_path / "fedavg", "round 2, train: 2 of 3 clients answered")
     assert "saved in" in said and str(tmp_path / "fedavg") in said
     saved = json.loads((tmp_path / "fedavg" / "report.json").read_text())
     assert saved["error"] == "round 2, train: 2 of 3 clients answered" and len(saved["records"]) == 1

@@ -62,6 +62,15 @@ class FederationReport:
                "weights": self.weights}
         return {**out, "error": self.error} if self.error is not None else out
 
+    def save_incomplete(self, out_dir: str | Path, failure: str) -> str:
+        """Save what a run that stopped early (``failure``) completed, ``error`` set (no final model), and return a
+        sentence saying where, to append to the failure's message ("" where no round completed)."""
+        if not (self.records or self.global_metrics):
+            return ""
+        self.error = failure
+        self.save(out_dir)
+        return f"; what it completed is saved in {out_dir} (report.json's 'error' says why it stopped; no model)"
+
     def save(self, out_dir: str | Path) -> dict[str, Path]:
         """``report.json`` (everything), ``rounds.csv`` (one row per round, phase and client), ``messages.jsonl``
         (the audit of every message)."""

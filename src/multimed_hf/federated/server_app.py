@@ -352,11 +352,14 @@ def _deployment_main(grid: Grid, context) -> None:
     name = config["strategy"]
     strategy, local, vertical = deployment_settings(config)
     report = FederationReport(name)
-    final = run_rounds(grid, strategy, record_from_state(model.state_dict()), num_rounds=config["num-rounds"],
-                       num_clients=config["num-clients"], local=local, vertical=vertical, report=report,
-                       encoder_of=dict(model.encoder_of), timeout=config["timeout"],
-                       evaluate_initial=config["evaluate-initial"])
     out = Path(config["output-dir"])
+    try:
+        final = run_rounds(grid, strategy, record_from_state(model.state_dict()), num_rounds=config["num-rounds"],
+                           num_clients=config["num-clients"], local=local, vertical=vertical, report=report,
+                           encoder_of=dict(model.encoder_of), timeout=config["timeout"],
+                           evaluate_initial=config["evaluate-initial"])
+    except FederationError as err:  # the rounds completed are kept, as in a simulation
+        raise FederationError(f"{err}{report.save_incomplete(out, str(err))}") from None
     report.save(out)
     plot_convergence({name: report}, out / "convergence.png", source="clients")
     model.load_state_dict(state_from_record(final, model.state_dict()), strict=False)

@@ -203,7 +203,7 @@ def run_federation(data: str | Path | None, tasks: Sequence[str] | None, out_dir
         if failure is None and report.final_arrays is None:
             failure = f"the {name} simulation ended before its last round (see Flower's log above)"
         if failure is not None:
-            raise FederationError(failure + _save_incomplete(report, out / name, failure))
+            raise FederationError(failure + report.save_incomplete(out / name, failure))
         paths = report.save(out / name)
         model.load_state_dict(state_from_record(report.final_arrays, model.state_dict()), strict=False)
         model.save_pretrained(out / name / "model")
@@ -212,15 +212,6 @@ def run_federation(data: str | Path | None, tasks: Sequence[str] | None, out_dir
         result.paths[name] = paths
     result.paths["convergence"] = plot_convergence(result.reports, out / "convergence.png")
     return result
-
-
-def _save_incomplete(report: FederationReport, out_dir: Path, failure: str) -> str:
-    """Save what a run that stopped early completed (its report, ``error`` set; no final model) and say where."""
-    if not (report.records or report.global_metrics):
-        return ""
-    report.error = failure
-    report.save(out_dir)
-    return f"; what it completed is saved in {out_dir} (report.json's 'error' says why it stopped; no model)"
 
 
 def build_parser() -> argparse.ArgumentParser:
