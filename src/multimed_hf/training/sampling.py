@@ -32,10 +32,10 @@ class TaskSampling:
     - ``"temperature"``: rows in proportion to ``min(n_t, size_cap) ** (1 / temperature)`` (T=1: proportional;
       large T: the same number of rows for every task).
     - ``"uniform"``: the same number of batches for every task.
+    - ``"round_robin"``: as uniform, in a fixed cycle over the tasks instead of a shuffled order.
 
     Proportional and temperature shares are of rows: a task's batches are its share over its batch size
     (``batch_sizes``), so a task with larger batches gets fewer of them, as in its own pass.
-    - ``"round_robin"``: as uniform, in a fixed cycle over the tasks instead of a shuffled order.
 
     A task's quota is exact (largest remainder), the order of the batches is shuffled from ``(seed, epoch)``, and a
     task's rows come from successive shuffles of its rows (a small task repeats, a large one is partly seen), each
