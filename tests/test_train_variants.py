@@ -153,3 +153,15 @@ def test_benchmark_writes_variant_rows_and_records_failing_cells(data_dir, tmp_p
     assert "multimodal_multitask+miles" in markdown and "Failed runs" in markdown
     run = tmp_path / "report" / "runs" / "multimodal_multitask+miles" / miles["run"].iloc[0] / "seed0"
     assert "utilisation_med_vqa_xray" in (run / "trainer_state.json").read_text()
+
+
+def test_align_label_text_on_a_task_read_with_text_feeds_the_head_what_it_reads(data_dir, tmp_path, caplog):
+    # before: the label-text head of med_vqa reads the X-ray (the text encoder reads the class texts) but the run fed
+    # it the questions too, and died at its first batch ("task 'med_vqa' does not read modality 'text'")
+    out = tmp_path / "aligned"
+    with caplog.at_level("WARNING"):
+        code = _train(data_dir, out, "multimodal", "--align_label_text", tasks=["med_vqa"])
+    assert code == 0
+    assert "label-text head reads ['xray']" in caplog.text
+    results = json.loads((out / "all_results.json").read_text())
+    assert any(key.startswith("test_med_vqa_") for key in results)

@@ -338,6 +338,27 @@ def _without_held_out(data: Mapping[str, Mapping[str, Any]], held: Mapping[str, 
                 for s, ds in splits.items()} for t, splits in data.items()}
 
 
+def _rows_label_text_heads_read(assembly, data: Mapping[str, Mapping[str, Any]]):
+    """A label-text head reads its task's modalities other than text where it has others (the text encoder reads
+    the class texts): the run feeds it those (``assembly.modalities``) and each split's rows holding one of them;
+    the text-only rows left out (disease's Symptom2Disease rows; a VQA question) are counted in a warning. Before,
+    the text rows reached the head and the run died at its first batch."""
+    from multimed_hf.training.loading import rows_with_modality
+
+    out = {}
+    for task, splits in data.items():
+        read = list(assembly.model.config.heads[task]["modalities"])
+        if sorted(read) == sorted(assembly.modalities[task]):
+            out[task] = splits
+            continue
+        assembly.modalities[task] = read
+        out[task] = {s: rows_with_modality(ds, task, read) for s, ds in splits.items()}
+        dropped = {s: len(ds) - len(out[task][s]) for s, ds in splits.items() if len(ds) != len(out[task][s])}
+        logger.warning("--align_label_text: task %r's label-text head reads %s (the text encoder reads the class "
+                       "texts); rows holding none of them are left out: %s", task, read, dropped or "none")
+    return out
+
+
 def _report(metrics: Mapping[str, Any], split: str, verbose: bool, trainer) -> None:
     """Print a split's metrics table (``verbose``: the command's output) or log it."""
     if verbose:
@@ -443,6 +464,7 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
         prepared = prepare_alignment(assembly.model, assembly.processor, {t: s["train"] for t, s in data.items()},
                                      settings)
         data = _without_held_out(data, settings.held_out, prepared.train_datasets)
+        data = _rows_label_text_heads_read(assembly, data)
     if on_assembly is not None:
         on_assembly(assembly)
     _check_eval_splits_exist(args.eval_splits, data)
