@@ -192,3 +192,23 @@ def test_zero_shot_on_free_text_classes_scores_in_the_vocabulary_order(tmp_path)
     names = scored.head_spec["outputs"][0]["names"]
     assert names == vocabulary
     assert [names[i] for i in scored.references["cell_type"]] == list(rows["cell_type"])
+
+
+def test_a_class_held_out_of_one_task_but_trained_by_another_is_refused(tmp_path, capsys):
+    # before: --holdout_classes brain_tumor:meningioma,pituitary beside disease, which trains 'meningioma' by the
+    # same text on the same images: the zero-shot score was reported as held-out transfer, and nothing said so
+    tumour = {"train": zt.tumour_rows(24, 0, "tr"), "test": zt.tumour_rows(8, 1, "te")}
+    disease = {"train": zt.disease_rows(24, 0, "tr"), "test": zt.disease_rows(8, 1, "te")}
+    data = bt.write_built_folder(tmp_path / "multimed", {"brain_tumor": tumour, "disease": disease})
+    base = ["--data", data, "--tasks", "brain_tumor", "disease", "--align_label_text", "--output_dir",
+            str(tmp_path / "run"), *TINY, "--family", "unimodal_multitask"]  # (TINY's --family replaced)
+    assert train_main([*base, "--holdout_classes", "brain_tumor:meningioma,pituitary"]) == 2
+    err = capsys.readouterr().err
+    assert "task 'disease' trains 'meningioma' (as 'meningioma') by the same text" in err
+    assert "would not be zero-shot" in err
+    # held out of both tasks, the run goes ahead (the tiny rows' groups are their own: d-... beside tr-...)
+    disease = {s: ds.map(lambda r: {"group_id": "d-" + r["group_id"]}) for s, ds in disease.items()}
+    data = bt.write_built_folder(tmp_path / "both", {"brain_tumor": tumour, "disease": disease})
+    base[1] = data
+    assert train_main([*base, "--holdout_classes", "brain_tumor:meningioma,pituitary",
+                       "disease:meningioma,pituitary_tumor"]) == 0

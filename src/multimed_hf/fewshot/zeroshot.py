@@ -288,6 +288,42 @@ class PreparedAlignment:
     projections: list[str] | None
 
 
+def _refuse_held_out_trained_elsewhere(before: Mapping[str, Any], after: Mapping[str, Any],
+                                       removed: Mapping[str, Sequence[str]], tasks: Sequence[str],
+                                       settings: AlignmentSettings) -> None:
+    """A held-out class must be unseen by the whole run, not only by its task: another label-text task of the run
+    with a class of the same text (disease's ``meningioma`` beside brain_tumor's), or training rows of the same
+    group as a held-out row (disease re-uses the brain-tumour images), would train it, and its zero-shot score
+    would not be zero-shot. ``ZeroShotError`` naming what trains it."""
+    def said(task, name):
+        return " ".join(settings.class_texts.get(task, {}).get(name, class_text(name)).lower().split())
+
+    problems = []
+    for task, held in settings.held_out.items():
+        texts = {said(task, h): h for h in held}
+        held_rows = set(removed.get(task, ()))
+        groups = set()
+        if held_rows and "group_id" in before[task].column_names:
+            groups = {g for sid, g in zip(before[task]["sample_id"], before[task]["group_id"]) if sid in held_rows}
+        for other in tasks:
+            if other == task:
+                continue
+            seen = [n for ns in class_keys(other, after[other]).values() for n in ns
+                    if n not in set(settings.held_out.get(other, ()))]
+            same = sorted(f"{n!r} (as {texts[said(other, n)]!r})" for n in seen if said(other, n) in texts)
+            if same:
+                problems.append(f"task {other!r} trains {', '.join(same)} by the same text")
+            if groups and "group_id" in after[other].column_names:
+                shared = groups & set(after[other]["group_id"])
+                if shared:
+                    problems.append(f"task {other!r} trains on {len(shared)} group(s) of {task!r}'s held-out rows "
+                                    f"(e.g. {sorted(shared)[0]!r}: the same images)")
+    if problems:
+        raise ZeroShotError("held-out classes would be trained by another task of the run, so their zero-shot score "
+                            "would not be zero-shot: " + "; ".join(problems) + ". Hold those classes out there too "
+                            "(--holdout_classes TASK:A,B for each task) or leave that task out of the run")
+
+
 def prepare_alignment(model, processor, train_datasets: Mapping[str, Any], settings: AlignmentSettings
                       ) -> PreparedAlignment:
     """Give every label-text task a ``label_text`` head over its seen classes and remove the rows of its held-out
@@ -311,6 +347,7 @@ def prepare_alignment(model, processor, train_datasets: Mapping[str, Any], setti
         data[task], removed[task] = hold_out(data[task], task, held)
         use_label_text(core, task, processor, texts=settings.class_texts.get(task), active=seen,
                        names=names)
+    _refuse_held_out_trained_elsewhere(train_datasets, data, removed, tasks, settings)
     image_modalities = sorted({m for t in tasks for m in core.config.heads[t]["modalities"] if m in IMAGE_MODALITIES})
     projections = settings.pair_projections or [m for m in image_modalities if m in core.projections] or None
     return PreparedAlignment(data, removed, tasks, projections)
