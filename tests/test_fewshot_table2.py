@@ -141,5 +141,6 @@ def test_table2_says_what_zero_shot_scores_unlike_k_shot(tmp_path):
                {"family": "5_shot", "task": "disease", "label": "diseases", "metric": "accuracy", "value": 0.52,
                 "seed": 0, "split": "test", "n": 107, "k": 5}]
     markdown = write_table2(records, tmp_path).markdown.read_text()
-    assert ("disease: zero-shot scores 18 test rows of the held-out classes only, as a choice among them (chance "
-            "50%); k-shot scores every test row over every class: the two do not compare") in markdown
+    assert ("disease: zero-shot scores 18 test rows of the classes it names without training on them (held out, or "
+            "a task never trained) only, as a choice among them (chance 50%); k-shot scores every test row over "
+            "every class: the two do not compare") in markdown

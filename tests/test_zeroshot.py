@@ -3,6 +3,7 @@ ids the processor read) and the aligned model beats chance on them; the label_te
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from transformers import TrainingArguments
@@ -117,3 +118,22 @@ def test_regression_and_fully_trained_tasks_are_not_zero_shot():
         use_label_text(model, "bone_age", processor)
     with pytest.raises(ZeroShotError, match="not zero-shot"):
         zero_shot_classes(model, "brain_tumor", None)
+
+
+def test_zero_shot_chance_is_what_the_accuracy_chooses_among():
+    # before: 1 / len(classes): a multilabel disease row chooses among its ~4 known names, not the task's 38, so a
+    # below-chance 21% read as 7x chance (chance 3%)
+    from types import SimpleNamespace
+
+    from multimed_hf.fewshot.zeroshot import zero_shot_chance
+
+    names = ["a", "b", "c", "d", "e", "f"]
+    nan = float("nan")
+    multilabel = SimpleNamespace(head_spec={"outputs": [{"name": "diseases", "names": names, "multilabel": True}]},
+                                 references={"diseases": np.array([[1, 0, 0, 0, nan, nan],    # 1 of 4 known
+                                                                   [1, 1, nan, nan, nan, nan],  # 2 of 2
+                                                                   [0, 0, 0, 0, nan, nan]])})  # no known positive
+    assert zero_shot_chance(multilabel, names) == pytest.approx((1 / 4 + 2 / 2) / 2)
+    assert zero_shot_chance(multilabel, ["a", "c"]) == pytest.approx((1 / 2 + 1 / 1) / 2)
+    single = SimpleNamespace(head_spec={"outputs": [{"name": "tumor", "names": names}]}, references={})
+    assert zero_shot_chance(single, ["a", "b"]) == 0.5

@@ -22,6 +22,7 @@ from multimed_hf.fewshot.support import GROUP_COLUMNS, check_disjoint, sample_su
 from multimed_hf.fewshot.zeroshot import (
     ZeroShotError,
     read_alignment,
+    zero_shot_chance,
     zero_shot_classes,
     zero_shot_predict,
 )
@@ -273,9 +274,10 @@ def _zero_shot(args, training_args, train, test, seed: int, out: Path) -> list[d
                                           split=args.eval_split)
     records = metric_records(predictions, args.eval_split, bootstrap_samples=args.bootstrap_samples, seed=seed)
     write_predictions(predictions, rows, out / PREDICTIONS_FOLDER / f"{args.task}-{args.eval_split}.parquet")
-    write_json(out / "zero_shot.json", {"classes": classes, "chance": 1 / len(classes), "rows": len(rows),
+    chance = zero_shot_chance(predictions, classes)
+    write_json(out / "zero_shot.json", {"classes": classes, "chance": chance, "rows": len(rows),
                                         "alignment": alignment})
-    return [{**r, "k": 0, "chance": 1 / len(classes)} for r in records]
+    return [{**r, "k": 0, "chance": chance} for r in records]
 
 
 def _check_before_runs(args: FewShotArguments, train) -> None:
@@ -377,8 +379,9 @@ def _zero_shot_scope(records: Sequence[Mapping], task: str) -> str:
     n, chance = hit[0].get("n"), hit[0].get("chance")
     rows = f"{int(n)} test rows" if n is not None and n == n else "the test rows"
     odds = f" (chance {100 * float(chance):.0f}%)" if chance is not None and chance == chance else ""
-    return (f"\n{task}: zero-shot scores {rows} of the held-out classes only, as a choice among them{odds}; "
-            f"k-shot scores every test row over every class: the two do not compare")
+    return (f"\n{task}: zero-shot scores {rows} of the classes it names without training on them (held out, or a "
+            f"task never trained) only, as a choice among them{odds}; k-shot scores every test row over every class: "
+            f"the two do not compare")
 
 
 def _one_modality_notes(path: str | Path, tasks: Sequence[str]) -> dict[tuple[str, str], str]:

@@ -59,6 +59,7 @@ __all__ = [
     "train_alignment",
     "read_alignment",
     "zero_shot_classes",
+    "zero_shot_chance",
     "zero_shot_predict",
 ]
 
@@ -423,10 +424,32 @@ def zero_shot_classes(model, task: str, alignment: Mapping | None, dataset=None)
     return [n for names in class_keys(task, dataset).values() for n in names]
 
 
+def zero_shot_chance(predictions, classes: Sequence[str]) -> float:
+    """What a uniform guess scores on ``predictions``' headline column among ``classes``: 1 / len(classes) for a
+    single-label column; for a multilabel one, top-1 among each row's known names of ``classes`` (the accuracy's
+    rule), the mean over scored rows of (its present names) / (its known names), e.g. 1/4 on rows knowing 4 names,
+    not 1/38 (the task's every name)."""
+    import numpy as np
+
+    out = predictions.head_spec["outputs"][0]
+    reference = predictions.references.get(out["name"])
+    if not out.get("multilabel") or reference is None:
+        return 1.0 / len(classes)
+    names = list(out["names"])
+    columns = [names.index(c) for c in classes if c in names]
+    values = np.asarray(reference, dtype=float)[:, columns]
+    known = ~np.isnan(values)
+    present = known & (np.nan_to_num(values) > 0.5)
+    scored = present.any(1)
+    if not scored.any():
+        return float("nan")
+    return float((present.sum(1)[scored] / known.sum(1)[scored]).mean())
+
+
 def zero_shot_predict(model, processor, task: str, dataset, *, classes: Sequence[str], training_args,
                       texts: Mapping[str, str] | None = None, split: str = "test"):
     """``TaskPredictions`` of ``task`` on the rows of ``dataset`` whose classes are all among ``classes``, scored by
-    label text among ``classes`` only (chance = 1 / len(classes)). Returns (predictions, the rows scored)."""
+    label text among ``classes`` only (chance: ``zero_shot_chance``). Returns (predictions, the rows scored)."""
     found = class_keys(task, dataset)
     every = [n for ns in found.values() for n in ns]
     others = [n for n in every if n not in set(classes)]
