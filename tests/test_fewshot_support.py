@@ -54,7 +54,7 @@ def test_a_class_the_split_cannot_fill_is_reported_with_its_real_count():
     assert support.counts["glioma"] >= 5 and len(support) == len(support.sample_ids)
 
 
-def test_regression_counts_contexts_and_a_leak_raises():
+def test_regression_counts_rows_per_context_and_a_leak_raises():
     features = Features({"sample_id": Value("string"), "group_id": Value("string"), "context": Value("string"),
                          "expression": Value("float32")})
     rows = Dataset.from_dict({"sample_id": [f"s{i}" for i in range(30)], "group_id": [f"gene{i // 3}" for i in
@@ -62,10 +62,30 @@ def test_regression_counts_contexts_and_a_leak_raises():
                               "context": [f"cell{i % 6}" for i in range(30)], "expression": [float(i) for i in
                                                                                             range(30)]},
                              features=features)
+    # before: k counted contexts; the first gene (a row in each context) filled any k <= 6, every k alike
     support = sample_support(rows, "expression_prediction", 4, seed=2)
-    assert support.counts["contexts"] >= 4 and not support.short
-    assert len(set(support.select(rows)["context"])) == support.counts["contexts"]
+    counted = Counter(support.select(rows)["context"])
+    assert support.counts == dict(counted) and min(counted.values()) >= 4 and not support.short
+    assert len(support.groups) > len(sample_support(rows, "expression_prediction", 1, seed=2).groups)
     with pytest.raises(SupportError, match="shares sample ids"):
         check_disjoint(support, rows)  # an "evaluation split" that is the training split
     with pytest.raises(SupportError, match="k >= 1"):
         sample_support(rows, "expression_prediction", 0, seed=0)
+
+
+def test_rows_without_a_value_in_the_group_column_are_not_one_group_named_none():
+    # before: --group_column patient_id made every row lacking one a single patient "None", drawn whole and "shared"
+    # with the test split's None rows: every run failed with a false leak error
+    features = Features({"sample_id": Value("string"), "group_id": Value("string"), "patient_id": Value("string"),
+                         "tumor": ClassLabel(names=NAMES)})
+
+    def rows(split, n):
+        return Dataset.from_dict({"sample_id": [f"{split}{i}" for i in range(n)],
+                                  "group_id": [f"{split}g{i}" for i in range(n)],
+                                  "patient_id": [f"{split}p{i}" if i % 2 else None for i in range(n)],
+                                  "tumor": [i % len(NAMES) for i in range(n)]}, features=features)
+
+    train, test = rows("tr", 24), rows("te", 8)
+    support = sample_support(train, "brain_tumor", 1, seed=0, group_column="patient_id")
+    assert "None" not in support.groups and len(support) < 12
+    check_disjoint(support, test)

@@ -144,3 +144,12 @@ def test_table2_says_what_zero_shot_scores_unlike_k_shot(tmp_path):
     assert ("disease: zero-shot scores 18 test rows of the classes it names without training on them (held out, or "
             "a task never trained) only, as a choice among them (chance 50%); k-shot scores every test row over "
             "every class: the two do not compare") in markdown
+
+
+def test_table2_names_the_k_shot_cells_whose_support_stayed_under_k(tmp_path):
+    # before: a "10-shot" row trained on the whole training split (every class short) said nothing
+    records = [{"family": "10_shot", "task": "brain_tumor", "label": None, "metric": "accuracy", "value": 0.4,
+                "seed": s, "split": "test", "n": 12, "k": 10, "support_short": '{"meningioma": 5}'} for s in (0, 1)]
+    markdown = write_table2(records, tmp_path).markdown.read_text()
+    assert ('brain_tumor 10_shot: the support set stayed under k (the training split ran out): seed 0: '
+            '{"meningioma": 5}; seed 1: {"meningioma": 5}') in markdown

@@ -245,6 +245,8 @@ def adapter_card(info: Mapping[str, Any]):
     load_new_head = ("info = json.load(open(f\"{adapter}/multimed_adapter.json\"))\n"
                      "if info[\"head_spec\"]:\n    base.add_head(info[\"task\"], info[\"head_spec\"], replace=True)\n")
     counts = ", ".join(f"{k}: {v}" for k, v in (info.get("support_counts") or {}).items())
+    under = (info.get("support") or {}).get("short") or {}
+    short = f"; under k: {', '.join(under)}" if under else ""
     targets = info.get("target_modules", [])
     where = " and ".join(name for name, prefix in (("the encoders'", "encoders."), ("the fusion block's", "fusion."),
                                                    ("the early-fusion encoder's", "early."))
@@ -257,7 +259,7 @@ def adapter_card(info: Mapping[str, Any]):
 
 A PEFT `{info.get('method', 'lora')}` adapter (rank {info.get('rank')}) over **{base}**, trained on a {info['k']}-shot
 support set of task `{info['task']}` (whole groups drawn with seed {info['seed']} from the training split until
-every class had at least {info['k']} examples; real counts: {counts or 'n/a'}). Target modules: {where} attention
+every class had at least {info['k']} examples or the split ran out; real counts: {counts or 'n/a'}{short}). Target modules: {where} attention
 maps ({', '.join(sorted({t.rsplit('.', 1)[-1] for t in targets}))});
 the head `heads.{info['task']}` is trained whole. {head}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,8 @@ from multimed_hf.training.arguments import (
     set_by_user,
 )
 from multimed_hf.training.outputs import PREDICTIONS_FOLDER, metric_records, write_json, write_predictions
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "FewShotArguments",
@@ -231,6 +234,9 @@ def _few_shot(args, training_args, train, test, k: int, seed: int, out: Path) ->
     # the support is drawn from the rows the adapted head can read: those of a modality the base encodes
     train = _readable_rows(train, args.task, encoded_modalities(model.config, args.task))
     support = sample_support(train, args.task, k, seed, group_column=args.group_column)
+    if support.short:  # said here, in support.json, the adapter card and Table 2's note
+        logger.warning("%s %d-shot, seed %d: under k in the training split's readable rows: %s; the support set "
+                       "holds what there is (%d rows)", args.task, k, seed, support.short, len(support))
     check_disjoint(support, test, split=args.eval_split)
     rows = support.select(train)
     stats = regression_statistics({args.task: rows})
@@ -366,6 +372,18 @@ def _table1_rows(path: str | Path, tasks: Sequence[str]) -> list[dict]:
     return [r for r in rows if r.get("family") in TABLE1_ROWS and r.get("task") in set(tasks)]
 
 
+def _short_support(records: Sequence[Mapping]) -> str:
+    """Note lines naming the k-shot cells whose support sets could not reach k (the split ran out): their k is less
+    than the row says, and seeds may draw the same set."""
+    short = {}
+    for r in records:
+        if r.get("support_short"):
+            short.setdefault((r["task"], r["family"]), {})[r.get("seed")] = r["support_short"]
+    return "".join(f"\n{task} {family}: the support set stayed under k (the training split ran out): "
+                   + "; ".join(f"seed {seed}: {value}" for seed, value in sorted(by_seed.items(), key=str))
+                   for (task, family), by_seed in sorted(short.items()))
+
+
 def _zero_shot_scope(records: Sequence[Mapping], task: str) -> str:
     """A note line saying what a task's zero-shot cell scores, unlike its k-shot cells: only the test rows of the
     held-out classes, as a choice among those classes."""
@@ -451,7 +469,7 @@ def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: 
             "The paper's zero-shot expression number (a Pearson task printed as a percentage) cannot be label-text "
             "zero-shot: a regression target has no class texts (multimed_hf.fewshot.zeroshot says what it can mean)\n"
             "Zero-shot trains nothing: one evaluation (no sd); k-shot: mean ± sd over the seeds' support sets"
-            + "".join(_zero_shot_scope(combined, t) for t in ordered))
+            + "".join(_zero_shot_scope(combined, t) for t in ordered) + _short_support(combined))
     return write_table(combined, output_dir, name="table2", title="Table 2", note=note, paper=TABLE2,
                        columns=TABLE2_COLUMNS, row_labels=TABLE2_ROW_LABELS, families=families, tasks=ordered,
                        split="test", notes=notes, natural_scale=NATURAL_SCALE_METRICS | CORRELATION_METRICS)

@@ -1,5 +1,6 @@
 """Few-shot support sets: whole groups (patients) drawn per seed from a task's training split until every class has k
-examples (regression: k contexts), with the real counts reported."""
+examples (regression: k rows in every context, e.g. k genes per cell type; without contexts, k rows), with the real
+counts reported."""
 
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ class SupportSet:
     """The rows of a task's training split that a k-shot adapter trains on.
 
     ``counts``: class -> labelled examples in the set (classification; ``"<column>=<class>"`` where the task has
-    several class columns), or ``{"contexts": n, "rows": n}`` (regression); ``short``: the classes (or contexts) that
-    stayed under ``k`` after every training group was drawn (the real count, never padded)."""
+    several class columns), context -> rows (regression with a ``context`` column: expression's genes per cell
+    type), or ``{"rows": n}`` (regression without); ``short``: the classes (or contexts) that stayed under ``k``
+    after every training group was drawn (the real count, never padded)."""
 
     task: str
     k: int
@@ -108,6 +110,21 @@ def _row_classes(task: str, dataset) -> tuple[list[list[str]], list[str]]:
     return per_row, every
 
 
+#: How a row without a value in the grouping column is keyed: by the built ``group_id`` (else its sample id), so rows
+#: lacking a patient id are not one "patient" named None (drawn whole, and "shared" with every split's None rows).
+_NO_GROUP = "(no {column}) {key}"
+
+
+def _groups(dataset, column: str) -> list[str]:
+    """Each row's group key in ``column``; a row without a value keyed by its own ``group_id`` / ``sample_id``."""
+    values = read_columns(dataset, [column])[column]
+    if all(v is not None for v in values):
+        return [str(v) for v in values]
+    fallback = next((c for c in ("group_id", "sample_id") if c != column and c in dataset.column_names), None)
+    keys = read_columns(dataset, [fallback])[fallback] if fallback else list(range(len(dataset)))
+    return [str(v) if v is not None else _NO_GROUP.format(column=column, key=keys[i]) for i, v in enumerate(values)]
+
+
 def sample_support(train, task: str, k: int, seed: int, *, group_column: str | None = None) -> SupportSet:
     """Draw a k-shot support set from ``train`` (a task's training split; never pass an evaluation split).
 
@@ -115,39 +132,38 @@ def sample_support(train, task: str, k: int, seed: int, *, group_column: str | N
     (``numpy.random.default_rng``) and taken whole, in that order, when they hold an example of a class still under
     ``k``; drawing stops once every class has ``k`` (a group that adds only to full classes is passed over, so the
     set stays near ``k`` per class; the real counts, often above ``k``, are reported). A task without a class label
-    (regression) counts contexts (``context`` column) instead, or rows where it has none: groups are drawn until
-    ``k`` are covered. Classes the split cannot fill are reported in ``short`` with the count reached.
+    (regression) counts rows per context (``context`` column: a gene's row in each cell type, so k genes per
+    context) as it counts examples per class, or rows where it has no context: groups are drawn until ``k`` are
+    covered. Classes the split cannot fill are reported in ``short`` with the count reached.
     """
     if not isinstance(k, int) or k < 1:
         raise SupportError(f"k = {k!r}: a support set needs k >= 1 (k = 0 is zero-shot: no support set)")
     if len(train) == 0:
         raise SupportError(f"task {task!r}: the training split is empty")
     column = _group_column(train, group_column)
-    groups = [str(g) for g in read_columns(train, [column])[column]]
+    groups = _groups(train, column)
     members: dict[str, list[int]] = {}
     for i, g in enumerate(groups):
         members.setdefault(g, []).append(i)
     order = [sorted(members)[i] for i in np.random.default_rng(seed).permutation(len(members))]
     regression = not class_keys(task, train)
     chosen: list[str] = []
-    if regression:
-        contexts = (read_columns(train, [CONTEXT_COLUMN])[CONTEXT_COLUMN]
-                    if CONTEXT_COLUMN in train.column_names else None)
-        seen: set = set()
+    if regression and CONTEXT_COLUMN not in train.column_names:  # k rows in all (bone age)
         for g in order:
-            if (len(seen) if contexts is not None else sum(len(members[c]) for c in chosen)) >= k:
+            if sum(len(members[c]) for c in chosen) >= k:
                 break
-            new = {contexts[i] for i in members[g]} - seen if contexts is not None else {None}
-            if new:
-                chosen.append(g)
-                seen |= new if contexts is not None else set()
+            chosen.append(g)
         rows = sorted(i for g in chosen for i in members[g])
-        reached = len(seen) if contexts is not None else len(rows)
-        key = "contexts" if contexts is not None else "rows"
-        counts = {key: reached, "rows": len(rows)}
-        short = {key: reached} if reached < k else {}
+        counts = {"rows": len(rows)}
+        short = {"rows": len(rows)} if len(rows) < k else {}
     else:
-        per_row, every = _row_classes(task, train)
+        if regression:  # k rows in every context, as k examples of every class: before, k counted contexts, and
+            # the first gene drawn (one row in each of the 6 contexts) made every k's set alike
+            contexts = read_columns(train, [CONTEXT_COLUMN])[CONTEXT_COLUMN]
+            per_row = [[str(c)] if c is not None else [] for c in contexts]
+            every = sorted({c for row in per_row for c in row})
+        else:
+            per_row, every = _row_classes(task, train)
         have: Counter = Counter({c: 0 for c in every})
         for g in order:
             if all(have[c] >= k for c in every):
