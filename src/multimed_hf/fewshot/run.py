@@ -19,9 +19,11 @@ from multimed_hf.fewshot.adapters import (
     prepare_head,
     save_adapter,
 )
-from multimed_hf.fewshot.support import GROUP_COLUMNS, check_disjoint, sample_support
+from multimed_hf.fewshot.support import GROUP_COLUMNS, check_disjoint, class_keys, sample_support
 from multimed_hf.fewshot.zeroshot import (
     ZeroShotError,
+    hold_out,
+    label_text_modalities,
     read_alignment,
     zero_shot_chance,
     zero_shot_classes,
@@ -273,7 +275,11 @@ def _zero_shot(args, training_args, train, test, seed: int, out: Path) -> list[d
     alignment = read_alignment(args.checkpoint)
     classes = zero_shot_classes(model, args.task, alignment, train)
     targs = dataclasses.replace(training_args, output_dir=str(out), seed=seed)
-    evaluation = _readable_rows(test, args.task, encoded_modalities(model.config, args.task),
+    # the rows the label-text head reads (not text, which encodes the class texts), of the classes scored, then
+    # the first --max_eval_samples of them (cut first, the held-out classes' rows could be few or none)
+    readable = _readable_rows(test, args.task, label_text_modalities(model, args.task))
+    others = [n for ns in class_keys(args.task, readable).values() for n in ns if n not in set(classes)]
+    evaluation = _readable_rows(hold_out(readable, args.task, others)[0], args.task, get_task(args.task).modalities,
                                 args.max_eval_samples)
     predictions, rows = zero_shot_predict(model, processor, args.task, evaluation, classes=classes,
                                           training_args=targs, texts=_texts(args, alignment),

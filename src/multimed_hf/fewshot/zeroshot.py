@@ -48,6 +48,7 @@ __all__ = [
     "class_text",
     "label_text_output",
     "label_text_head",
+    "label_text_modalities",
     "use_label_text",
     "hold_out",
     "pair_loss",
@@ -102,6 +103,13 @@ def _class_columns(task: str) -> list:
     return list(labels)
 
 
+def label_text_modalities(model, task: str) -> list[str]:
+    """The modalities a label-text head of ``task`` reads: the task's that the model encodes, text left out where
+    there are others (the text encoder reads the class texts)."""
+    encoded = [m for m in get_task(task).modalities if m in multimed_core(model).config.encoders]
+    return [m for m in encoded if m != "text"] or encoded
+
+
 def label_text_head(model, task: str, processor, *, texts: Mapping[str, str] | None = None,
                     active: Sequence[str] | None = None, names: Mapping[str, Sequence[str]] | None = None) -> dict:
     """A head spec for ``task`` whose every label column is a ``label_text`` output over the task's classes (the
@@ -110,8 +118,7 @@ def label_text_head(model, task: str, processor, *, texts: Mapping[str, str] | N
     (default all); one that is none of the classes is refused (its rows' labels could not be scored)."""
     labels = _class_columns(task)
     core = multimed_core(model)
-    modalities = [m for m in get_task(task).modalities if m in core.config.encoders and m != "text"] or [
-        m for m in get_task(task).modalities if m in core.config.encoders]
+    modalities = label_text_modalities(model, task)
     if not modalities:
         raise ZeroShotError(f"task {task!r} reads {list(get_task(task).modalities)}; the model encodes "
                             f"{sorted(core.config.encoders)}")
@@ -451,6 +458,9 @@ def zero_shot_predict(model, processor, task: str, dataset, *, classes: Sequence
     """``TaskPredictions`` of ``task`` on the rows of ``dataset`` whose classes are all among ``classes``, scored by
     label text among ``classes`` only (chance: ``zero_shot_chance``). Returns (predictions, the rows scored)."""
     found = class_keys(task, dataset)
+    for label in _class_columns(task):  # a free-text label's classes: the evaluation rows' and those asked for
+        if label.kind == "text":
+            found[label.name] = sorted(set(found.get(label.name, ())) | set(classes))
     every = [n for ns in found.values() for n in ns]
     others = [n for n in every if n not in set(classes)]
     rows, _ = hold_out(dataset, task, others)
