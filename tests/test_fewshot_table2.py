@@ -153,3 +153,26 @@ def test_table2_names_the_k_shot_cells_whose_support_stayed_under_k(tmp_path):
     markdown = write_table2(records, tmp_path).markdown.read_text()
     assert ('brain_tumor 10_shot: the support set stayed under k (the training split ran out): seed 0: '
             '{"meningioma": 5}; seed 1: {"meningioma": 5}') in markdown
+
+
+def test_a_task_on_gene_panels_the_base_does_not_know_is_refused_once(tmp_path, capsys):
+    # before: every k x seed failed alike at its first row ("gene panel ... is not known to the expression
+    # processor") and was recorded as a failed run
+    from dataset_scripts.sample_sources import sample_generators
+    from multimed_hf.api import build_dataset
+    from multimed_hf.fewshot.run import fewshot_main
+    from multimed_hf.training.run import train_main
+
+    make = sample_generators()
+    data = tmp_path / "multimed"
+    build_dataset("expression_prediction", [make["tcga_promoters"](tmp_path / "src" / "tcga")], data, progress=False)
+    build_dataset("cell_type", [make["pbmc68k_reduced"](tmp_path / "src" / "pbmc")], data, progress=False)
+    base = tmp_path / "base"
+    assert train_main(["--data", str(data), "--tasks", "expression_prediction", "--family", "multimodal",
+                       "--encoders", "small", "--output_dir", str(base), "--max_steps", "1", "--eval_strategy", "no",
+                       "--save_strategy", "no", "--bootstrap_samples", "0", "--eval_splits", "test",
+                       "--max_eval_samples", "8", "--report_to", "none", "--use_cpu"]) == 0
+    capsys.readouterr()
+    assert fewshot_main([str(base), "--data", str(data), "--task", "cell_type", "--shots", "2",
+                         "--output_dir", str(tmp_path / "fs"), "--max_steps", "1", "--report_to", "none"]) == 2
+    assert "that the checkpoint's expression processor does not know" in capsys.readouterr().err

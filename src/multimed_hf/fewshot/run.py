@@ -315,6 +315,15 @@ def _check_before_runs(args: FewShotArguments, train) -> None:
         raise FewShotError(f"--task {args.task!r} reads {list(get_task(args.task).modalities)}; the checkpoint "
                            f"{args.checkpoint!r} encodes {sorted(config.encoders)}: few-shot adapters cannot add an "
                            f"encoder (adapt a checkpoint trained on one of the task's modalities)")
+    if "scrna" in read and "gene_panel" in train.column_names:  # else every run failed alike on its first row
+        from multimed_hf.processing_multimed import MultiMedProcessor
+
+        known = set(getattr(MultiMedProcessor.from_pretrained(args.checkpoint).processors.get("scrna"), "panels", {}))
+        unknown = sorted({str(p) for p in train["gene_panel"] if p is not None} - known)
+        if unknown:
+            raise FewShotError(f"--task {args.task!r}: its rows use gene panel(s) {unknown[:3]} that the checkpoint's "
+                               f"expression processor does not know (it knows {sorted(known)[:3]}): an adapter reads "
+                               f"cells through the base's gene panels; adapt a base trained on these cells' panel")
     if args.targets:
         from multimed_hf.modeling_multimed import MultiMedModel
 
