@@ -142,7 +142,8 @@ def main(argv=None) -> int:
             return structure_scores(preds, refs, backend="torch", device="cpu")["tm_score"]
 
         if not args.gpu_only:
-            runs.append(("ours, torch CPU float32", on_cpu))
+            # (on a CPU device the torch backend runs the numpy float32 kernels: this row checks that routing)
+            runs.append(("ours, torch backend on CPU (numpy float32 kernels)", on_cpu))
         device = args.device or ("cuda" if torch.cuda.is_available() else None)
         if device is not None and device != "cpu":
             from multimed_hf.metrics import structure
