@@ -81,6 +81,10 @@ def _use_anndata_obs(flag: str) -> None:
 
 def _reader(folder: str, obs: str = "h5py") -> dict:
     """The builder's own cell iterator (row chunks -> samples), consumed without keeping the samples."""
+    import anndata  # noqa: F401  (the reader's libraries imported before the baseline: their ~110 MB is no data)
+    import h5py  # noqa: F401
+    import scipy.sparse  # noqa: F401
+
     from multimed_hf.builders.cellxgene import CellxGeneBuilder
 
     _use_anndata_obs(obs)
