@@ -176,3 +176,19 @@ def test_a_task_on_gene_panels_the_base_does_not_know_is_refused_once(tmp_path, 
     assert fewshot_main([str(base), "--data", str(data), "--task", "cell_type", "--shots", "2",
                          "--output_dir", str(tmp_path / "fs"), "--max_steps", "1", "--report_to", "none"]) == 2
     assert "that the checkpoint's expression processor does not know" in capsys.readouterr().err
+
+
+def test_an_appending_run_keeps_the_earlier_cells_notes(tmp_path):
+    # before: table2.csv kept report.COLUMNS only, so a later run appending to it dropped the earlier task's
+    # zero-shot chance and its short-support note, its numbers kept
+    short = [{"family": "10_shot", "task": "brain_tumor", "label": None, "metric": "accuracy", "value": 0.4,
+              "seed": 0, "split": "test", "n": 12, "k": 10, "support_short": '{"meningioma": 5}'},
+             {"family": "zero_shot", "task": "brain_tumor", "label": None, "metric": "accuracy", "value": 0.6,
+              "seed": 0, "split": "test", "n": 7, "k": 0, "chance": 0.5}]
+    write_table2(short, tmp_path)
+    other = [{"family": "5_shot", "task": "expression_prediction", "metric": "pearson", "value": 0.4, "seed": 0,
+              "split": "test", "n": 30, "k": 5}]
+    markdown = write_table2(other, tmp_path).markdown.read_text()
+    assert 'brain_tumor 10_shot: the support set stayed under k (the training split ran out): seed 0: ' \
+           '{"meningioma": 5}' in markdown
+    assert "brain_tumor: zero-shot scores 7 test rows" in markdown and "(chance 50%)" in markdown

@@ -59,6 +59,9 @@ __all__ = [
     "TABLE1_ROWS",
 ]
 
+#: What table2.csv keeps beside report.COLUMNS, so that a later run appending to it keeps each cell's notes: k, the
+#: zero-shot chance, the classes a support set could not fill.
+TABLE2_EXTRA_COLUMNS = ("k", "chance", "support_short")
 #: Table 2's first two rows, read from a ``multimed benchmark`` table1.csv.
 TABLE1_ROWS = ("multimodal", "multimodal_multitask")
 #: What Table 2's zero-shot cell of a regression task says (see ``multimed_hf.fewshot.zeroshot``).
@@ -487,7 +490,8 @@ def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: 
             + "".join(_zero_shot_scope(combined, t) for t in ordered) + _short_support(combined))
     return write_table(combined, output_dir, name="table2", title="Table 2", note=note, paper=TABLE2,
                        columns=TABLE2_COLUMNS, row_labels=TABLE2_ROW_LABELS, families=families, tasks=ordered,
-                       split="test", notes=notes, natural_scale=NATURAL_SCALE_METRICS | CORRELATION_METRICS)
+                       split="test", notes=notes, natural_scale=NATURAL_SCALE_METRICS | CORRELATION_METRICS,
+                       extra_columns=TABLE2_EXTRA_COLUMNS)
 
 
 def check_training_flags(args: FewShotArguments, training_args, given: set[str] | None = None) -> None:
