@@ -101,6 +101,10 @@ def _reader(folder: str, obs: str = "h5py") -> dict:
 
 
 def _build(folder: str, out: str, obs: str = "h5py") -> dict:
+    import anndata  # noqa: F401  (imported before the baseline, as for the reader)
+    import h5py  # noqa: F401
+    import scipy.sparse  # noqa: F401
+
     from multimed_hf.api import build_dataset
 
     _use_anndata_obs(obs)

@@ -192,3 +192,28 @@ def test_an_appending_run_keeps_the_earlier_cells_notes(tmp_path):
     assert 'brain_tumor 10_shot: the support set stayed under k (the training split ran out): seed 0: ' \
            '{"meningioma": 5}' in markdown
     assert "brain_tumor: zero-shot scores 7 test rows" in markdown and "(chance 50%)" in markdown
+
+
+def test_zero_shot_of_a_free_text_task_the_base_never_trained(tmp_path):
+    # before: no vocabulary for med_vqa's free-text answers in the base's processor: every zero-shot run failed
+    # ("fit one on the training split: processor.fit_vocabularies(...)", a call no CLI user can make)
+    from dataset_scripts.sample_sources import sample_generators
+    from multimed_hf.api import build_dataset
+    from multimed_hf.fewshot.run import fewshot_main
+    from multimed_hf.training.run import train_main
+
+    make = sample_generators()
+    data = tmp_path / "multimed"
+    build_dataset("disease", [make["Brain-Tumor-MRI-Dataset"](tmp_path / "src" / "bt"),
+                              make["chest_xray"](tmp_path / "src" / "cxr")], data, progress=False)
+    build_dataset("med_vqa", [make["VQA_RAD"](tmp_path / "src" / "vqa")], data, progress=False)
+    base = tmp_path / "base"
+    assert train_main(["--data", str(data), "--tasks", "disease", "--family", "multimodal", "--encoders", "small",
+                       "--output_dir", str(base), "--align_label_text", "--max_steps", "1", "--eval_strategy", "no",
+                       "--save_strategy", "no", "--bootstrap_samples", "0", "--eval_splits", "test",
+                       "--max_eval_samples", "8", "--report_to", "none", "--use_cpu"]) == 0
+    assert fewshot_main([str(base), "--data", str(data), "--task", "med_vqa", "--shots", "0", "--output_dir",
+                         str(tmp_path / "fs"), "--bootstrap_samples", "0", "--report_to", "none"]) == 0
+    table = pd.read_csv(tmp_path / "fs" / "table2.csv")
+    zero = table[table["family"] == "zero_shot"]
+    assert len(zero) and zero["error"].isna().all() and (zero["n"] > 0).all()

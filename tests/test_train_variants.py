@@ -162,6 +162,6 @@ def test_align_label_text_on_a_task_read_with_text_feeds_the_head_what_it_reads(
     with caplog.at_level("WARNING"):
         code = _train(data_dir, out, "multimodal", "--align_label_text", tasks=["med_vqa"])
     assert code == 0
-    assert "label-text head reads ['xray']" in caplog.text
+    assert "label-text head reads ['xray'], not ['text']" in caplog.text
     results = json.loads((out / "all_results.json").read_text())
     assert any(key.startswith("test_med_vqa_") for key in results)

@@ -276,6 +276,9 @@ def _zero_shot(args, training_args, train, test, seed: int, out: Path) -> list[d
     model = MultiMedModel.from_pretrained(args.checkpoint).eval()
     processor = MultiMedProcessor.from_pretrained(args.checkpoint)
     alignment = read_alignment(args.checkpoint)
+    free_text = [label.name for label in get_task(args.task).labels if label.kind == "text"]
+    if any(column not in processor.vocabularies for column in free_text):  # a free-text task the base never trained:
+        processor.fit_vocabularies(train, args.task)  # its classes from the training split, as a k-shot run's
     classes = zero_shot_classes(model, args.task, alignment, train)
     targs = dataclasses.replace(training_args, output_dir=str(out), seed=seed)
     # the rows the label-text head reads (not text, which encodes the class texts), of the classes scored, then

@@ -351,11 +351,13 @@ def _rows_label_text_heads_read(assembly, data: Mapping[str, Mapping[str, Any]])
         if sorted(read) == sorted(assembly.modalities[task]):
             out[task] = splits
             continue
+        unread = [m for m in assembly.modalities[task] if m not in read]
         assembly.modalities[task] = read
         out[task] = {s: rows_with_modality(ds, task, read) for s, ds in splits.items()}
         dropped = {s: len(ds) - len(out[task][s]) for s, ds in splits.items() if len(ds) != len(out[task][s])}
-        logger.warning("--align_label_text: task %r's label-text head reads %s (the text encoder reads the class "
-                       "texts); rows holding none of them are left out: %s", task, read, dropped or "none")
+        logger.warning("--align_label_text: task %r's label-text head reads %s, not %s (the text encoder reads the "
+                       "class texts: the rows' own text, a note or a question, is not read); rows holding none of "
+                       "them are left out: %s", task, read, unread, dropped or "none")
     return out
 
 
