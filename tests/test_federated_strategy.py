@@ -119,5 +119,6 @@ def test_dp_wraps_the_baselines_and_clips_each_update_but_refuses_blendavg():
         np.testing.assert_allclose(arrays["fusion.w"].numpy(), [0.3, 0.5], rtol=1e-5)
     plain = make_strategy("fedavg", num_clients=2)
     plain.current_arrays = ArrayRecord({"fusion.w": Array(np.zeros(2, np.float32))})
-    arrays, _ = plain.aggregate_train(1, [reply(1, {"fusion.w": [0.6, 0.8]}, 10), reply(2, {"fusion.w": [0.0, 0.2]}, 30)])
+    arrays, _ = plain.aggregate_train(1, [reply(1, {"fusion.w": [0.6, 0.8]}, 10),
+                                          reply(2, {"fusion.w": [0.0, 0.2]}, 30)])
     np.testing.assert_allclose(arrays["fusion.w"].numpy(), [0.15, 0.35], rtol=1e-5)

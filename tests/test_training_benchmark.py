@@ -286,7 +286,8 @@ def test_an_earlier_benchmarks_runs_are_not_trained_over_in_silence(tmp_path):
     # kept where finished, resumed from its own last checkpoint where stopped halfway
     run_benchmark(tmp_path / "no-data", ["brain_tumor"], ["unimodal"], [0, 1], report, _training_args(tmp_path),
                   train_fn=again, progress=False, reuse_finished_runs=True)
-    assert [(targs.seed, targs.resume_from_checkpoint) for _, targs in again.calls] == [(1, str(seed1 / "checkpoint-3"))]
+    resumed = [(targs.seed, targs.resume_from_checkpoint) for _, targs in again.calls]
+    assert resumed == [(1, str(seed1 / "checkpoint-3"))]
     with pytest.raises(BenchmarkError, match="--resume_from_checkpoint names one run's checkpoint"):
         _parse(["--data", "d", "--tasks", "brain_tumor", "--output_dir", "r", "--resume_from_checkpoint", "true"])
 

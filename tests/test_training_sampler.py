@@ -59,8 +59,8 @@ def test_temperature_one_is_proportional_and_a_high_temperature_is_uniform():
 
 
 def test_shares_are_of_rows_where_tasks_take_different_batch_sizes():
-    # before: the shares went to batches, so temperature 1 gave task a (100 rows, batches of 32) 5 of 11 batches, 160 rows, where
-    # its own pass (proportional) is 4 batches
+    # before: the shares went to batches, so temperature 1 gave task a (100 rows, batches of 32) 5 of 11 batches,
+    # 160 rows, where its own pass (proportional) is 4 batches
     batch = {"a": 32, "c": 2}
     prop = Counter(t for t, _ in _sampler("proportional", batch_sizes=batch).schedule())
     assert prop == {"a": 4, "b": 4, "c": 3}

@@ -7,7 +7,8 @@ One sample per question (English and Chinese; ``language`` tells them apart), re
 (validation is then drawn from training images). A folder without ``test.json`` (a partial download) builds with
 a warning. Each image folder's ``mask.png``, ``detection.json`` and ``question.json`` are the publisher's
 annotations beside the image: not used (dropped, said so); the Hub repository's ``mask.txt`` and the unpacked ``KG/``
-are publisher documents. An image is kept as the data of its questions. The modality is the item's own (``CT``, ``MRI``, ``X-Ray``).
+are publisher documents. An image is kept as the data of its questions. The modality is the item's own (``CT``,
+``MRI``, ``X-Ray``).
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ DNA + scRNA-seq profile; med_vqa: image + question):
 Patients never span clients, across tasks too: rows are grouped by ``by`` (``"patient"`` = the built ``group_id``
 column, the task's grouping key; ``"source"``; or any column name, e.g. a site column), groups are shuffled with
 ``seed`` and cut into equal shares in client order; a group met in an earlier task of the federation (``disease``
-re-uses ``brain_tumor``'s images) stays at its client, and the new ones fill the clients with the fewest. Output, one folder per client (what a SuperNode's ``data-path`` names)::
+re-uses ``brain_tumor``'s images) stays at its client, and the new ones fill the clients with the fewest. Output,
+one folder per client (what a SuperNode's ``data-path`` names)::
 
     OUT/federation.json                       the plan (FederationPlan.save)
     OUT/clients/<name>/<task>/train.parquet   labelled rows (validation.parquet likewise)

@@ -239,7 +239,8 @@ def _weighted(replies) -> dict:
         record = reply.content.metric_records["metrics"]
         n = float(record.get("num-examples", 0))
         for key, value in record.items():
-            if key not in ("num-examples", UNIFORM_KEY) and isinstance(value, (int, float)) and not math.isnan(float(value)) and n > 0:
+            if key not in ("num-examples", UNIFORM_KEY) and isinstance(value, (int, float)) \
+                    and not math.isnan(float(value)) and n > 0:
                 sums[key] = sums.get(key, 0.0) + n * float(value)
                 weights[key] = weights.get(key, 0.0) + n
     return {k: sums[k] / weights[k] for k in sums}

@@ -259,8 +259,8 @@ def adapter_card(info: Mapping[str, Any]):
 
 A PEFT `{info.get('method', 'lora')}` adapter (rank {info.get('rank')}) over **{base}**, trained on a {info['k']}-shot
 support set of task `{info['task']}` (whole groups drawn with seed {info['seed']} from the training split until
-every class had at least {info['k']} examples or the split ran out; real counts: {counts or 'n/a'}{short}). Target modules: {where} attention
-maps ({', '.join(sorted({t.rsplit('.', 1)[-1] for t in targets}))});
+every class had at least {info['k']} examples or the split ran out; real counts: {counts or 'n/a'}{short}).
+Target modules: {where} attention maps ({', '.join(sorted({t.rsplit('.', 1)[-1] for t in targets}))});
 the head `heads.{info['task']}` is trained whole. {head}
 
 ```python

@@ -289,7 +289,8 @@ def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str
     ``TrainingArguments``, or None (our defaults per family, encoders and the plan's modalities).
     ``reuse_finished_runs`` keeps a run whose folder holds ``metrics_long.json`` and resumes one holding checkpoints
     from its last (a benchmark stopped halfway goes on where it stopped); without it, a grid whose run folders hold
-    an earlier benchmark's results or checkpoints is refused (``BenchmarkError``) before any training. ``note`` defaults to ``data_note(data, tasks)``. Returns the records
+    an earlier benchmark's results or checkpoints is refused (``BenchmarkError``) before any training. ``note``
+    defaults to ``data_note(data, tasks)``. Returns the records
     and the report's paths."""
     from tqdm.auto import tqdm
 

@@ -472,7 +472,8 @@ def write_table(records: Iterable[Mapping], output_dir: str | Path, *, name: str
                 families: Sequence[str] | None = None, tasks: Sequence[str] | None = None,
                 split: str = "test", notes: Mapping[tuple[str, str], str] | None = None,
                 natural_scale: Iterable[str] | None = None, extra_columns: Sequence[str] = ()) -> ReportPaths:
-    """Write ``<name>.csv`` (long format, ``COLUMNS``, then ``extra_columns`` of the records where they hold them; ``value`` on the metric's natural scale, accuracy as a
+    """Write ``<name>.csv`` (long format, ``COLUMNS``, then ``extra_columns`` of the records where they hold them;
+    ``value`` on the metric's natural scale, accuracy as a
     fraction; ``paper_value`` in percent as printed, on the headline rows of ``split``), ``<name>.md`` and
     ``<name>.png`` into ``output_dir``. ``records`` are metric records (``metrics_long.json`` entries plus
     ``family``, ``seed`` and ``run``; failed runs as ``failure_records``). ``families`` / ``tasks`` fix the rows and
