@@ -249,19 +249,14 @@ def _main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _last_checkpoint(folder: Path) -> str | None:
-    """The last ``checkpoint-N`` folder of a run folder (transformers' own rule), or None."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
-
-
 def _refuse_earlier_runs(runs: Sequence[_Run], output_dir: Path) -> None:
     """A report folder holding an earlier benchmark's runs (results or checkpoints) is not trained over in silence,
     as ``multimed train`` refuses a folder with checkpoints: the user keeps them or picks another folder."""
+    from multimed_hf.training.run import last_checkpoint
+
     earlier = []
     for run in runs:
-        last = _last_checkpoint(run.output_dir)
+        last = last_checkpoint(run.output_dir)
         if (run.output_dir / RECORDS_FILE).is_file():
             earlier.append(f"{run.output_dir} (finished)")
         elif last is not None:
@@ -295,6 +290,7 @@ def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str
     from tqdm.auto import tqdm
 
     from multimed_hf.training.arguments import MultiMedArguments
+    from multimed_hf.training.run import last_checkpoint
 
     if train_fn is None:  # its printed log lines and metrics go to each run's stdout.txt
         import functools
@@ -333,7 +329,7 @@ def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str
             run.output_dir.mkdir(parents=True, exist_ok=True)
             for stale in (done, run.output_dir / ERROR_FILE) if main else ():  # no earlier attempt's results left
                 stale.unlink(missing_ok=True)
-            resume = _last_checkpoint(run.output_dir) if reuse_finished_runs else None
+            resume = last_checkpoint(run.output_dir) if reuse_finished_runs else None
             if resume is not None:  # a run stopped halfway goes on from where it stopped
                 logger.info("run %s/%s seed %d resumes from %s", run.plan.family, run.plan.name, run.seed, resume)
             log_file = run.output_dir / STDOUT_FILE if main else os.devnull  # one log, the main process's

@@ -711,13 +711,18 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def last_checkpoint(folder: str | os.PathLike) -> str | None:
+    """The last ``checkpoint-N`` folder of a run folder (transformers' own rule), or None (also for no folder)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(folder)) if os.path.isdir(folder) else None
+
+
 def _refuse_earlier_checkpoints(output_dirs: Sequence[str]) -> None:
     """A run folder holding an earlier run's checkpoints is not trained again from scratch in silence (its
     checkpoints would be overwritten): the user resumes or picks another folder."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     for folder in output_dirs:
-        last = get_last_checkpoint(folder) if os.path.isdir(folder) else None
+        last = last_checkpoint(folder)
         if last is not None:
             raise RunError(f"{folder} holds an earlier run's checkpoints (last: {os.path.basename(last)}): pass "
                            f"--resume_from_checkpoint true to go on from it, or another --output_dir to train from "
