@@ -146,7 +146,7 @@ class FewShotArguments:
             self.class_texts = _task_class_texts(self.task, json_argument("class_texts", self.class_texts))
         self._check_zero_shot_flags()
         if self.table1 is not None:  # read after every run before; a wrong path lost the table at the end
-            _table1_rows(self.table1, [self.task])
+            _read_table1(self.table1)
 
     def _check_method_flags(self) -> None:
         """``--alpha`` and ``--adapter_dropout`` are LoRA's (``peft_config`` passes them to LoraConfig alone);
@@ -379,7 +379,8 @@ def run_fewshot(args: FewShotArguments, training_args, *, datasets: Mapping[str,
     return records
 
 
-def _table1_rows(path: str | Path, tasks: Sequence[str]) -> list[dict]:
+def _read_table1(path: str | Path) -> list[dict]:
+    """Every record of ``--table1`` (a table1.csv, or the report folder holding one)."""
     from multimed_hf.training.report import read_records
 
     path = Path(path)
@@ -390,7 +391,12 @@ def _table1_rows(path: str | Path, tasks: Sequence[str]) -> list[dict]:
     rows = read_records(path)
     if rows and "family" not in rows[0]:
         raise FewShotError(f"--table1 {str(path)!r}: not a table1.csv (no 'family' column)")
-    return [r for r in rows if r.get("family") in TABLE1_ROWS and r.get("task") in set(tasks)]
+    return rows
+
+
+def _table1_rows(rows: Sequence[Mapping], tasks: Sequence[str]) -> list[dict]:
+    """Table 2's first two rows among Table 1's records ``rows``, for ``tasks``."""
+    return [dict(r) for r in rows if r.get("family") in TABLE1_ROWS and r.get("task") in set(tasks)]
 
 
 def _short_support(records: Sequence[Mapping]) -> str:
@@ -423,21 +429,19 @@ def _zero_shot_scope(records: Sequence[Mapping], task: str) -> str:
             f"the two do not compare")
 
 
-def _one_modality_notes(path: str | Path, tasks: Sequence[str]) -> dict[tuple[str, str], str]:
-    """Table 2's multimodal cell of a one-modality task: the number of Table 1's ``unimodal`` row (the same model;
-    Table 2 has no unimodal row for "same as unimodal" to point at), or that ``--table1`` lacks it."""
+def _one_modality_notes(rows: Sequence[Mapping], tasks: Sequence[str]) -> dict[tuple[str, str], str]:
+    """Table 2's multimodal cell of a one-modality task: the number of Table 1's ``unimodal`` row among its records
+    ``rows`` (the same model; Table 2 has no unimodal row for "same as unimodal" to point at), or that ``--table1``
+    lacks it."""
     from multimed_hf.training.report import (
         CORRELATION_METRICS,
         NATURAL_SCALE_METRICS,
         _fmt,
         headline,
-        read_records,
         summarize,
     )
 
-    path = Path(path)
-    stats = summarize([r for r in read_records(path / "table1.csv" if path.is_dir() else path)
-                       if r.get("family") == "unimodal"])
+    stats = summarize([r for r in rows if r.get("family") == "unimodal"])
     notes = {}
     for task in tasks:
         if len(get_task(task).modalities) != 1:
@@ -468,8 +472,9 @@ def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: 
             and not (table1 is not None and r["family"] in TABLE1_ROWS)]
     combined = kept + new
     tasks = list(dict.fromkeys(r["task"] for r in combined))
-    if table1 is not None:
-        combined = _table1_rows(table1, tasks) + combined
+    table1_records = _read_table1(table1) if table1 is not None else None
+    if table1_records is not None:
+        combined = _table1_rows(table1_records, tasks) + combined
     shots = sorted({int(f.split("_")[0]) for f in (r["family"] for r in combined) if f.endswith("_shot")
                     and f.split("_")[0].isdigit()})
     families = list(TABLE2_ROW_LABELS) + [family_name(k) for k in shots if family_name(k) not in TABLE2_ROW_LABELS]
@@ -481,7 +486,7 @@ def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: 
         notes.update({(f, t): "give --table1 (multimed benchmark's table1.csv)" for f in TABLE1_ROWS for t in ordered
                       if not any(r["task"] == t and r["family"] == f for r in combined)})
     else:
-        notes.update(_one_modality_notes(table1, [t for t in ordered if not any(
+        notes.update(_one_modality_notes(table1_records, [t for t in ordered if not any(
             r["task"] == t and r["family"] == "multimodal" for r in combined)]))
     note = ("Zero-shot = label-text transfer to classes held out of alignment training; k-shot = a PEFT adapter on "
             "k examples per class of the training split\n"
