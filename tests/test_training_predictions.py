@@ -194,3 +194,40 @@ def test_the_predictions_file_names_nothing_a_row_cannot_have(tmp_path):
     table = pd.read_parquet(write_predictions(predictions, rows, tmp_path / "disease.parquet"))
     assert list(table["diseases_prediction"][0]) == names[:3] and table["diseases_prediction"][1] is None
     assert table["diseases_top1_prediction"][0] in names[:3] and table["diseases_top1_prediction"][1] is None
+
+
+def test_the_predictions_file_keeps_each_rows_class_probabilities(tmp_path):
+    # before: only the argmax / thresholded names were written; an ROC curve or a calibration plot needs scores
+    import pandas as pd
+    from datasets import ClassLabel, Dataset, Features, List, Value
+
+    from multimed_hf.tasks import get_task
+    from multimed_hf.training.outputs import predictions_score_names, write_predictions
+
+    grades = list(get_task("diabetic_retinopathy").label("dr_grade").names)
+    logits = np.array([[0.0, 1.0, 2.0, 3.0, 4.0], [2.0, 0.0, 0.0, 0.0, -1.0]], dtype=np.float32)
+    rows = Dataset.from_dict({"sample_id": ["oct", "fundus"], "dr_grade": [None, 2]},
+                             features=Features({"sample_id": Value("string"), "dr_grade": ClassLabel(names=grades)}))
+    predictions = TaskPredictions(task="diabetic_retinopathy", sample_ids=["oct", "fundus"],
+                                  outputs={"dr_grade": logits}, references={"dr_grade": np.array([-100, 2])},
+                                  masks={}, head_spec={"outputs": [{"name": "dr_grade", "kind": "class",
+                                                                    "names": grades}]})
+    path = write_predictions(predictions, rows, tmp_path / "dr.parquet")
+    table = pd.read_parquet(path)
+    assert table["dr_grade_scores"][0] is None  # no grade for an OCT scan, no scores either
+    expected = np.exp(logits[1]) / np.exp(logits[1]).sum()
+    np.testing.assert_allclose(table["dr_grade_scores"][1], expected, rtol=1e-6)
+    assert predictions_score_names(path) == {"dr_grade_scores": grades}
+
+    names = list(get_task("disease").label("diseases").names)
+    references = np.full((1, len(names)), np.nan, dtype=np.float32)
+    references[0, :2] = [1, 0]
+    outputs = np.linspace(-3, 3, len(names), dtype=np.float32)[None]
+    rows = Dataset.from_dict({"sample_id": ["mri"], "diseases": [[0]]}, features=Features(
+        {"sample_id": Value("string"), "diseases": List(ClassLabel(names=names))}))
+    predictions = TaskPredictions(task="disease", sample_ids=["mri"], outputs={"diseases": outputs},
+                                  references={"diseases": references}, masks={},
+                                  head_spec={"outputs": [{"name": "diseases", "kind": "multilabel", "names": names}]})
+    path = write_predictions(predictions, rows, tmp_path / "disease.parquet")
+    np.testing.assert_allclose(pd.read_parquet(path)["diseases_scores"][0], 1 / (1 + np.exp(-outputs[0])), rtol=1e-6)
+    assert predictions_score_names(path) == {"diseases_scores": names}

@@ -160,15 +160,22 @@ def test_a_run_writes_every_file(cell_run):
 def test_predictions_put_labels_and_predictions_side_by_side(cell_run, data_dir):
     from datasets import load_dataset
 
+    from multimed_hf.training.outputs import predictions_score_names
+
     for split in ("validation", "test"):
         table = pd.read_parquet(cell_run.output_dir / "predictions" / f"cell_type-{split}.parquet")
         rows = load_dataset(str(data_dir), "cell_type", split=split)
-        assert list(table.columns) == ["sample_id", "cell_type", "cell_type_prediction"]
+        assert list(table.columns) == ["sample_id", "cell_type", "cell_type_prediction", "cell_type_scores"]
         assert sorted(table["sample_id"]) == sorted(rows["sample_id"])
         truth = dict(zip(rows["sample_id"], rows["cell_type"]))
         assert [truth[s] for s in table["sample_id"]] == list(table["cell_type"])
         vocab = json.loads((cell_run.output_dir / "processor_config.json").read_text())["vocabularies"]["cell_type"]
         assert set(table["cell_type_prediction"]) <= set(vocab)
+        names = predictions_score_names(cell_run.output_dir / "predictions" / f"cell_type-{split}.parquet")
+        assert names == {"cell_type_scores": vocab}  # each row's probabilities: the prediction is their argmax
+        scores = np.stack(table["cell_type_scores"].to_numpy())
+        assert np.allclose(scores.sum(1), 1, atol=1e-5)
+        assert [vocab[i] for i in scores.argmax(1)] == list(table["cell_type_prediction"])
         labelled = table.dropna(subset=["cell_type"])
         accuracy = float((labelled["cell_type"] == labelled["cell_type_prediction"]).mean())
         assert accuracy == pytest.approx(cell_run.metrics[f"{split}_cell_type_accuracy"])

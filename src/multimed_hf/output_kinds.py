@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,6 +29,7 @@ __all__ = [
     "register_output_kind",
     "unregister_output_kind",
     "decode_outputs",
+    "output_scores",
 ]
 
 #: An absent class label (the loss and the metrics skip it).
@@ -110,6 +112,11 @@ class OutputKind:
         ``known`` is the optional per-row mask the kind reads (multilabel: the row's known names)."""
         raise NotImplementedError(f"output kind {self.name!r} has no decode")
 
+    def scores(self, out: dict, values: torch.Tensor) -> torch.Tensor | None:
+        """Each row's probability of each of ``out["names"]`` (``[N, K]``, in that order), from outputs in label
+        units; None for a kind whose outputs are not scores of names."""
+        return None
+
 
 def _names(task: str, out: dict, kind: str, least: int) -> list[str]:
     names = [str(n) for n in out.get("names") or ()]
@@ -181,6 +188,9 @@ class ClassKind(OutputKind):
         names = out["names"]
         return {out["name"]: [names[i] for i in values.argmax(-1).tolist()]}
 
+    def scores(self, out, values):
+        return values.float().softmax(-1)
+
 
 class MultilabelKind(OutputKind):
     """Several names per row, each present (1), absent (0) or unknown (NaN, ignored by the loss): logits ``[B, K]``.
@@ -237,6 +247,9 @@ class MultilabelKind(OutputKind):
             scores = scores.masked_fill(~known, float("-inf"))
         top1 = [names[i] for i in scores.argmax(-1).tolist()]
         return {out["name"]: present, f"{out['name']}_top1": top1}
+
+    def scores(self, out, values):
+        return torch.sigmoid(values.float())
 
 
 class RegressionKind(OutputKind):
@@ -428,3 +441,16 @@ def decode_outputs(head_spec: dict, logits: Mapping[str, object],
                              f"has {values.shape[0]}")
         decoded.update(get_output_kind(out["kind"]).decode(out, values, known))
     return decoded
+
+
+def output_scores(head_spec: dict, logits: Mapping[str, object]) -> dict[str, np.ndarray]:
+    """Column -> each row's probability of each name (``[N, K]`` float32, in the head spec's ``names`` order:
+    softmax for a class output, sigmoid for a multilabel one), for the columns whose kind scores names."""
+    outputs = {o["name"]: o for o in head_spec["outputs"]}
+    scores = {}
+    for column, value in logits.items():
+        out = outputs.get(column)
+        probs = None if out is None else get_output_kind(out["kind"]).scores(out, _as_tensor(value, column))
+        if probs is not None:
+            scores[column] = probs.numpy().astype(np.float32)
+    return scores

@@ -20,6 +20,7 @@ __all__ = [
     "metric_records",
     "flat_metrics",
     "write_predictions",
+    "predictions_score_names",
     "write_json",
     "run_info",
     "scored_count",
@@ -28,6 +29,8 @@ __all__ = [
 PREDICTIONS_FOLDER = "predictions"
 METRICS_LONG = "metrics_long.json"
 RUN_INFO = "run_info.json"
+#: The predictions file's schema metadata key for what its ``<column>_scores`` lists score.
+SCORES_METADATA_KEY = "multimed_hf"
 
 
 def _label_column(task: str, column: str) -> str | None:
@@ -121,8 +124,11 @@ def write_predictions(predictions, dataset, path: str | Path) -> Path:
     for classes) and ``<column>_prediction`` beside it in the same representation (multilabel: the names above 0.5
     and ``<column>_top1_prediction``, both among the row's known names; regression: label units; coordinates: L x 3
     lists cut to the chain, NaN for residues past the residue encoder's input: ``whole_chains``). A prediction is
-    None where the row's label is absent (no grade for an OCT scan; no known name)."""
-    import pandas as pd
+    None where the row's label is absent (no grade for an OCT scan; no known name). A class or multilabel column
+    also gets ``<column>_scores``: the row's probability of each name (softmax / sigmoid), in the order the file's
+    metadata lists under ``multimed_hf`` -> ``score_names`` (``predictions_score_names``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     from multimed_hf.training.loading import column_values
 
@@ -134,6 +140,8 @@ def write_predictions(predictions, dataset, path: str | Path) -> Path:
                          f"does not hold")
     order = [where[s] for s in predictions.sample_ids]
     decoded = predictions.decoded()
+    scores = predictions.scores()
+    score_names = {}
     table: dict[str, list] = {"sample_id": list(predictions.sample_ids)}
     for label in get_task(predictions.task).labels:
         if label.name not in decoded:
@@ -153,10 +161,36 @@ def write_predictions(predictions, dataset, path: str | Path) -> Path:
         table[f"{label.name}_prediction"] = preds
         if top1 is not None:
             table[f"{label.name}_top1_prediction"] = list(top1)
+        if label.name in scores:
+            table[f"{label.name}_scores"] = [None if p is None else s.tolist()
+                                             for p, s in zip(preds, scores[label.name])]
+            score_names[f"{label.name}_scores"] = _head_names(predictions, label.name)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(table).to_parquet(path, index=False)
+    columns = pa.Table.from_pydict({k: _arrow_column(k, v) for k, v in table.items()})
+    metadata = {SCORES_METADATA_KEY: json.dumps({"score_names": score_names})}
+    pq.write_table(columns.replace_schema_metadata({**(columns.schema.metadata or {}), **metadata}), path)
     return path
+
+
+def predictions_score_names(path: str | Path) -> dict[str, list[str]]:
+    """``<column>_scores`` -> the names its entries score, in order, as a predictions file records them."""
+    import pyarrow.parquet as pq
+
+    metadata = pq.read_schema(path).metadata or {}
+    raw = metadata.get(SCORES_METADATA_KEY.encode())
+    return json.loads(raw)["score_names"] if raw else {}
+
+
+def _arrow_column(name: str, values: list):
+    """A predictions column as Arrow infers it; a scores column as float32 lists."""
+    import pyarrow as pa
+
+    return pa.array(values, type=pa.list_(pa.float32())) if name.endswith("_scores") else pa.array(values)
+
+
+def _head_names(predictions, column: str) -> list[str]:
+    return [str(n) for n in next(o["names"] for o in predictions.head_spec["outputs"] if o["name"] == column)]
 
 
 def _known_names(predictions, column: str) -> list[set]:

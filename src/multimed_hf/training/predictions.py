@@ -128,6 +128,13 @@ class TaskPredictions:
                  if self.head_kind(c) == "multilabel" and r.dtype.kind == "f"}
         return decode_outputs(self.head_spec, self.outputs, label_masks=known or None)
 
+    def scores(self) -> dict[str, np.ndarray]:
+        """Column -> each row's probability of each name ``[N, K]``, in the head spec's ``names`` order (class:
+        softmax; multilabel: sigmoid), for the columns whose outputs score names."""
+        from multimed_hf.output_kinds import output_scores
+
+        return output_scores(self.head_spec, self.outputs)
+
     def _column_metrics(self, column: str, rows: np.ndarray | None = None) -> dict[str, float]:
         from multimed_hf.metrics import compute_output_metrics
 
