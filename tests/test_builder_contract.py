@@ -84,7 +84,8 @@ def test_the_sample_as_one_downloaded_zip_builds_alike(contract, tmp_path):
 
 
 def test_folder_litter_is_ignored_and_changes_nothing_else(contract, tmp_path):
-    """A copy of the sample that a file manager has been through (``.DS_Store``, ``Thumbs.db``, ``__MACOSX/``):
+    """A copy of the sample that a file manager has been through (``.DS_Store``, ``Thumbs.db``, ``__MACOSX/``) or
+    that ``hf download --local-dir`` wrote (``.cache/huggingface/``, rejected as stray files before):
     the litter is ignored, never rejected (``--strict`` stops on rejections), and every other file gets the entry
     the sample's own build gave it (cellxgene and symptom2disease rejected it as stray files)."""
     import shutil
@@ -94,7 +95,8 @@ def test_folder_litter_is_ignored_and_changes_nothing_else(contract, tmp_path):
     cls, built = contract
     root = tmp_path / built.root.name
     shutil.copytree(built.root, root, symlinks=True)
-    litter = [".DS_Store", "Thumbs.db", "__MACOSX/._notes"]
+    litter = [".DS_Store", "Thumbs.db", "__MACOSX/._notes",  # and `hf download --local-dir`'s bookkeeping:
+              ".cache/huggingface/CACHEDIR.TAG", ".cache/huggingface/download/train.json.metadata"]
     for name in litter:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(b"\x00\x00\x00\x01Bud1")

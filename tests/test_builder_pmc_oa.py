@@ -171,6 +171,20 @@ def test_index_files_and_caption_lines_are_accounted_for(built):
     assert not any(e.status == "moved" for e in entries)
 
 
+def test_the_hub_repositorys_other_files_are_named_not_rejected(tmp_path):
+    # axiong/pmc_oa's main branch ships the authors' PMC-CLIP weights (checkpoint.pt, 2.4 GB) and a loading script
+    # beside the data: before, the weights were rejected as a stray file (a stop under --strict)
+    root = sample.make(tmp_path / sample.FOLDER, bad_files=False)
+    (root / "checkpoint.pt").write_bytes(b"PK\x03\x04" + bytes(64))
+    (root / "pmc_oa.py").write_text("import datasets\n")
+    (root / "README.zh.md").write_text("# PMC-OA\n")
+    report = build_dataset(TASK, [root], tmp_path / "multimed", progress=False, on_bad_files="error")
+    entries = {e.source_path: (e.status, e.reason) for e in report.entries}
+    assert entries["checkpoint.pt"] == ("dropped", "not used: the authors' PMC-CLIP model weights (checkpoint.pt), "
+                                                   "not data")
+    assert entries["pmc_oa.py"][0] == "dropped" and entries["README.zh.md"][0] == "ignored"
+
+
 def test_an_edited_caption_file_revalidates_the_images(tmp_path):
     root = sample.make(tmp_path / sample.FOLDER, bad_files=False)
     out = tmp_path / "multimed"

@@ -33,6 +33,8 @@ _FOLDERS = {
     "__macosx": "__MACOSX/ holds the archive's macOS metadata, not data",
     ".ipynb_checkpoints": ".ipynb_checkpoints/ holds Jupyter's autosave copies, not data",
     ".git": ".git/ is version-control metadata, not data",
+    # `hf download --local-dir` keeps its bookkeeping under .cache/huggingface/ (CACHEDIR.TAG, <file>.metadata)
+    ".cache": ".cache/ holds a download tool's bookkeeping (hf download --local-dir: .cache/huggingface/), not data",
 }
 _NAMES = {
     ".ds_store": ".DS_Store is macOS folder metadata, not data",

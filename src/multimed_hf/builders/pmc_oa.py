@@ -53,6 +53,8 @@ COMPOUND_CAPTIONS = "pmc_oa_beta.jsonl"
 #: The early release's split files and the split each stands for (valid is training data: validation is drawn).
 SPLIT_FILES = {"train.jsonl": "train", "valid.jsonl": "train", "test.jsonl": "test"}
 ARCHIVE = "images.zip"
+#: The authors' PMC-CLIP weights, which the Hub repository ships beside the data.
+CHECKPOINT = "checkpoint.pt"
 _DOCUMENTS = re.compile(r"^(README.*\.md|\.gitattributes|LICENSE.*)$")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _PMCID = re.compile(r"^(PMC\d+)_")
@@ -206,6 +208,8 @@ class PMCOABuilder(NonDataFiles, SourceBuilder):
         path = PurePosixPath(relpath)
         if path.suffix == ".py" and path.parent.as_posix() == ".":
             raise UnusedSourceFile("not used: the Hub repository's loading script (pmc_oa.py), not data")
+        if relpath == CHECKPOINT:
+            raise UnusedSourceFile(f"not used: the authors' PMC-CLIP model weights ({CHECKPOINT}), not data")
         if path.parent.as_posix() == self.image_folder and path.suffix.lower() in _IMAGE_SUFFIXES:
             return self._read_image(relpath)
         raise BadSourceFile(
