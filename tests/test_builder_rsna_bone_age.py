@@ -266,6 +266,25 @@ def test_the_challenge_validation_and_test_sheets(tmp_path):
     assert validation["validation/1386"]["sex"] == "F" and validation["validation/1392"]["sex"] == "M"
 
 
+@pytest.mark.parametrize("where", ["", f"{sample.TEST}/"])
+def test_the_ground_truth_beside_kaggles_test_list_labels_the_test_set(tmp_path, where):
+    # before: with RSNA's ground-truth sheet dropped at the root of a Kaggle download, Kaggle's unlabelled test list
+    # (deeper) shadowed it: every test image "unlabelled", the test split drawn from training images; inside
+    # boneage-test-dataset/ it worked, by file-name order
+    root = tmp_path / "rsna"
+    sample.make(root, n_train=8, n_test=3, bad_files=False)
+    ids = [row["Case ID"] for row in _sheet(root, f"{sample.TEST}.csv")]
+    truth = root / where / "Bone age ground truth.csv"
+    truth.write_text("Case ID,Sex,Ground truth bone age (months)\n"
+                     + "".join(f"{i},F,{100 + n}.5\n" for n, i in enumerate(ids)))
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    assert report.counts["rejected"] == 0 and report.counts["dropped"] == 0, report.summary()
+    kept = {e.sample_id: e.split for e in report.entries if e.sample_id}
+    assert {kept[f"test/{i}"] for i in ids} == {"test"}
+    ds = load_dataset(str(tmp_path / "out"), TASK, split="test", cache_dir=str(tmp_path / "hf_cache"))
+    assert sorted(ds["bone_age_months"]) == [100.5, 101.5, 102.5]
+
+
 def test_an_edited_sheet_is_read_again(tmp_path):
     root = sample.make(tmp_path / "rsna", n_train=6, n_test=0, bad_files=False)
     out = tmp_path / "out"

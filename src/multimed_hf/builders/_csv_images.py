@@ -184,13 +184,13 @@ class CsvImageBuilder(SourceBuilder):
         return indexes
 
     def _index_of(self, relpath: str) -> _Index | None:
-        """The sheet whose image folder holds ``relpath`` (the deepest, where folders nest)."""
-        best = None
-        for index in self._load().values():
-            if index.scope is not None and relpath.startswith(index.scope):
-                if best is None or len(index.scope) > len(best.scope):
-                    best = index
-        return best
+        """The sheet whose image folder holds ``relpath``: the deepest of those that label its id, else the deepest
+        (where folders nest). A labelled sheet wins over an unlabelled list wherever the two sit: RSNA's ground truth
+        (``Bone age ground truth.xlsx``) dropped beside Kaggle's ``boneage-test-dataset.csv`` (ids, no ages)."""
+        stem = PurePosixPath(relpath).stem
+        covering = [i for i in self._load().values() if i.scope is not None and relpath.startswith(i.scope)]
+        labelling = [i for i in covering if i.error is None and i.sheet.labelled and stem in i.rows]
+        return max(labelling or covering, key=lambda i: len(i.scope), default=None)
 
     def _published_split(self, index: _Index) -> str | None:
         split = index.sheet.published_split
