@@ -147,6 +147,27 @@ def test_the_tree_inside_the_kaggle_archive_folder(tmp_path):
     assert {e.split for e in entries if e.source_path.startswith("chest_xray/test/")} == {"test"}
 
 
+def test_a_whole_kaggle_archive_is_recognised_as_the_release(tmp_path, monkeypatch):
+    # before: the release check counted every file, so Kaggle's archive (the tree twice, __MACOSX/, .DS_Store) could
+    # never match the release's count: "matching no published release" for an intact download
+    import dataclasses
+
+    root = sample.make(tmp_path / "chest_xray")
+    (root / "MULTIMED_SOURCE.json").unlink()  # as downloaded: no sample's provenance
+    ours = build_dataset(TASK, [root], tmp_path / "first", progress=False)
+    entries = ours.entries
+    release = sum(not (e.status == "ignored" or e.reason.startswith("not used: a second copy of the tree"))
+                  for e in entries if ":row" not in e.source_path)
+    assert ours.sources[0].files_seen > release > 0
+    spec = KermanyCXRBuilder.spec()
+    monkeypatch.setattr(KermanyCXRBuilder, "spec", classmethod(lambda cls: dataclasses.replace(
+        spec, expected_files={"Kaggle (test count)": release})))
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    note = report.sources[0].release_note
+    assert note.endswith("the Kaggle (test count) release") and f"{release} of them the release's" in note, note
+    assert not any("matching no published release" in w for w in report.warnings), report.warnings
+
+
 def test_name_and_folder_must_agree(tmp_path):
     with pytest.raises(BadSourceFile, match="file name says 'NORMAL', its folder says 'PNEUMONIA'"):
         KermanyCXRBuilder(tmp_path).parse_path("train/PNEUMONIA/NORMAL-1049278-0001.jpeg")

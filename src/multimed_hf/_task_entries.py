@@ -370,7 +370,7 @@ MALARIA = SourceSpec(
         "patient: the slide code C<n>[P<m>] that starts the name (a smear's photographed fields together), slides "
         "sharing a C or P number joined"
     ),
-    expected_files={"cell_images.zip (27,558 PNGs + 2 Thumbs.db)": 27560},
+    expected_files={"cell_images.zip (27,558 PNGs + 2 Thumbs.db)": 27560, "cell_images (27,558 PNGs)": 27558},
     notes=(
         "diseases is [malaria] or [normal]; label_mask lists both, every other disease is unknown, never negative. "
         "Cell crops all look alike, so near-duplicate hashing is off for this source (exact duplicates still group). "

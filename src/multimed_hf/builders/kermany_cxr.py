@@ -21,7 +21,7 @@ import re
 from pathlib import Path, PurePosixPath
 
 from multimed_hf.builders._download import NonDataFiles, WrappedTree, strip_tree
-from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
+from multimed_hf.data.errors import SECOND_COPY, BadSourceFile, UnusedSourceFile
 from multimed_hf.data.source_builder import ImageFolderBuilder, PathInfo
 
 __all__ = ["KermanyCXRBuilder"]
@@ -78,7 +78,7 @@ class KermanyCXRBuilder(NonDataFiles, WrappedTree, ImageFolderBuilder):
                                        "source)")
             if len(parts) > 3 and parts[-3] in _SPLITS and parts[-2] in _FOLDERS:
                 raise UnusedSourceFile(
-                    f"not used: a second copy of the tree ({'/'.join(parts[:-3])}/, as in Kaggle's chest_xray "
+                    f"{SECOND_COPY} ({'/'.join(parts[:-3])}/, as in Kaggle's chest_xray "
                     f"archive); the copy at {self.tree or './'} is read"
                 )
             raise BadSourceFile("stray file: expected {train,val,test}/{NORMAL,PNEUMONIA}/<image>.jpeg")

@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
 
 from multimed_hf.builders._download import NonDataFiles, WrappedTree, strip_tree
-from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
+from multimed_hf.data.errors import SECOND_COPY, BadSourceFile, UnusedSourceFile
 from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import ImageFolderBuilder, PathInfo
 
@@ -97,7 +97,7 @@ class MalariaCellsBuilder(NonDataFiles, WrappedTree, ImageFolderBuilder):
         if inner is None or (len(parts) > 2 and parts[-2] in _FOLDERS):
             if len(parts) > 2 and parts[-2] in _FOLDERS:
                 raise UnusedSourceFile(
-                    f"not used: a second copy of the tree ({'/'.join(parts[:-2])}/, as in the Kaggle mirror's "
+                    f"{SECOND_COPY} ({'/'.join(parts[:-2])}/, as in the Kaggle mirror's "
                     f"cell_images/cell_images/); the copy at {self.tree or './'} is read"
                 )
             raise BadSourceFile("stray file: expected {Parasitized,Uninfected}/<smear image>_cell_<n>.png")

@@ -15,7 +15,7 @@ import re
 from pathlib import Path, PurePosixPath
 
 from multimed_hf.builders._download import NonDataFiles, WrappedTree, strip_tree
-from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
+from multimed_hf.data.errors import SECOND_COPY, BadSourceFile, UnusedSourceFile
 from multimed_hf.data.source_builder import ImageFolderBuilder, PathInfo
 
 __all__ = ["OCT2017Builder", "WRAPPERS"]
@@ -61,7 +61,7 @@ class OCT2017Builder(NonDataFiles, WrappedTree, ImageFolderBuilder):
                 )
             if len(parts) > 3 and parts[-3] in _SPLITS and parts[-2] in self.class_folders():
                 raise UnusedSourceFile(
-                    f"not used: a second copy of the tree ({'/'.join(parts[:-3])}/, as in Kaggle's kermany2018 "
+                    f"{SECOND_COPY} ({'/'.join(parts[:-3])}/, as in Kaggle's kermany2018 "
                     f"archive); the copy at {self.tree or './'} is read"
                 )
             raise BadSourceFile("stray file: expected {train,test,val}/<CLASS>/<CLASS>-<patient>-<n>.jpeg")

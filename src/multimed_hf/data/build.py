@@ -27,12 +27,13 @@ from multimed_hf.data.build_store import KID, BuildStore, row_fields
 from multimed_hf.data.cache import ValidationCache, encode_body, file_stamp, stamp_of
 from multimed_hf.data.cached_samples import CachedSamples
 from multimed_hf.data.card import write_readme
-from multimed_hf.data.errors import IGNORED, BadSourceFile, StrictBuildError, UnusedSourceFile
+from multimed_hf.data.errors import IGNORED, SECOND_COPY, BadSourceFile, StrictBuildError, UnusedSourceFile
 from multimed_hf.data.features import task_features
 from multimed_hf.data.grouping import component_roots, near_duplicate_links
 from multimed_hf.data.images import NEAR_DUPLICATE_RECALL, PERCEPTUAL_HASH_VERSION
 from multimed_hf.data.manifest import (
-    MANIFEST_NAME, STATUSES, ManifestEntry, ManifestView, iter_manifest, manifest_line, write_manifest_lines,
+    MANIFEST_NAME, STATUSES, ManifestEntry, ManifestView, iter_manifest, kept_samples, manifest_line,
+    write_manifest_lines,
 )
 from multimed_hf.data.sample import RejectedRecord
 from multimed_hf.data.engines import ReadEngine, make_engine
@@ -119,7 +120,7 @@ class BuildReport:
             f", {self.data_files} files stored with other files' samples" if self.data_files else "")
         lines = [
             f"{self.task}: {sum(c.values())} entries from {sum(s.files_seen for s in self.sources)} files: "
-            f"kept {c['kept'] + c['moved'] - self.index_files - self.data_files} (moved {c['moved']}), dropped "
+            f"kept {kept_samples(c, self.index_files, self.data_files)} (moved {c['moved']}), dropped "
             f"{c['dropped']}, "
             f"rejected {c['rejected']}, ignored {c['ignored']}{index}",
             "  splits: " + ", ".join(f"{k} {v}" for k, v in self.splits.items()),
@@ -347,12 +348,27 @@ class _Rejected(Exception):
         self.reason = reason
 
 
-def _release_note(builder: SourceBuilder, files_seen: int) -> str:
+def _not_the_releases(reason: str) -> bool:
+    """Whether a file with this manifest reason is no file of the release as published: download litter and
+    documents the build ignores, or a file of an archive's second copy of the tree."""
+    return reason.startswith((UNUSED_IGNORED, SECOND_COPY))
+
+
+def _release_note(builder: SourceBuilder, files_seen: int, release_files: int) -> str:
+    """Which published release ``files_seen`` files match (``SourceSpec.expected_files``), counting them all or only
+    the ``release_files`` of them that are the release's (without an archive's second copy of the tree, as in
+    Kaggle's chest_xray archive, and the litter it gathered), or that they match none."""
     expected = builder.spec().expected_files
     provenance = builder.provenance()
     matches = [name for name, n in expected.items() if n == files_seen]
-    if matches and not provenance.get("synthetic"):  # a generated sample never claims a release
+    of_release = [name for name, n in expected.items() if n == release_files]
+    if provenance.get("synthetic"):  # a generated sample never claims a release
+        matches = of_release = []
+    if matches:
         note = f"{files_seen} files: the {matches[0]} release"
+    elif of_release:
+        note = (f"{files_seen} files, {release_files} of them the release's (the rest: litter, documents or an "
+                f"archive's second copy of the tree): the {of_release[0]} release")
     else:
         known = "; ".join(f"{name}: {n:,}" for name, n in expected.items()) or "no published count"
         note = f"{files_seen} files, matching no published release ({known})"
@@ -422,14 +438,17 @@ def _read_all(task: TaskSpec, builders, caches, manifest: _Manifest, progress: b
     and duplicate ids go to the manifest). With worker processes (``engine.workers``), they store the plain files'
     samples in the cache themselves (``_Reader.settle``) and this process commits each of its own writes at once,
     so that neither waits on the other's lock. What the walk did not read (``SourceBuilder.walk_files``) goes to the
-    manifest too, and what could not be checked to ``warnings``. Returns the number of files seen per source."""
+    manifest too, and what could not be checked to ``warnings``. Returns, per source, the number of files seen and
+    how many of them are the release's (``_not_the_releases``: not litter, not an archive's second copy)."""
     store = manifest.store
-    files_seen: list[int] = []
+    files_seen: list[tuple[int, int]] = []
     for owner, (builder, cache) in enumerate(zip(builders, caches)):
         files, unread = builder.walk_files()
+        not_released = 0
         for where, err in unread:  # folders not read again (links) or not listed, file names no database holds
             reason = _reason(err)
             manifest.add(ManifestEntry(builder.source, where, _file_status(reason), reason), builder.root)
+            not_released += not where.endswith("/") and _not_the_releases(reason)
         root = os.fspath(builder.root)
         todo = _to_validate(files, cache, root)
         first = builder.read_first(files)
@@ -501,6 +520,7 @@ def _read_all(task: TaskSpec, builders, caches, manifest: _Manifest, progress: b
                         raise StrictBuildError(f"{builder.source}: {os.path.join(root, relpath)}: {error}")
                     status = _file_status(error)
                     manifest.add(ManifestEntry(builder.source, relpath, status, error), builder.root)
+                    not_released += _not_the_releases(error)
                 elif not counter[0]:  # an index file (labels, metadata): read, no sample of its own
                     manifest.add(ManifestEntry(builder.source, relpath, "kept", builder.no_sample_note(relpath)))
         finally:
@@ -510,7 +530,8 @@ def _read_all(task: TaskSpec, builders, caches, manifest: _Manifest, progress: b
                 close = getattr(fresh, "close", None)
                 if close is not None:
                     close()
-        files_seen.append(len(files) + sum(not where.endswith("/") for where, _ in unread))
+        seen = len(files) + sum(not where.endswith("/") for where, _ in unread)
+        files_seen.append((seen, seen - not_released))
         try:
             orphans = builder.orphan_records(set(files))
         except builder.reader_errors as err:  # an index file that cannot be read is rejected as it is read
@@ -977,11 +998,11 @@ def build_config(
             )
             splits = dict(store.query("SELECT split, COUNT(*) FROM rows WHERE owner = ? AND split IS NOT NULL "
                                       "GROUP BY split", (owner,)).fetchall())
-            note = _release_note(builder, files_seen[owner])
+            note = _release_note(builder, *files_seen[owner])
             if "matching no published release" in note:
                 warnings.append(f"{builder.source}: {note}")
             reports.append(SourceReport(
-                name=builder.source, root=str(builder.root), files_seen=files_seen[owner], fingerprint=fp,
+                name=builder.source, root=str(builder.root), files_seen=files_seen[owner][0], fingerprint=fp,
                 counts={},  # from the manifest's pass, below
                 splits={s: splits.get(s, 0) for s in SPLITS},
                 data_files=data_files, release_note=note, provenance=builder.provenance(), assets=asset_paths,

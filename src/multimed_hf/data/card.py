@@ -9,6 +9,7 @@ from typing import Mapping
 
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from multimed_hf.data.manifest import kept_samples
 from multimed_hf.data.splits import SPLITS
 from multimed_hf.tasks import get_task, list_tasks
 
@@ -91,7 +92,7 @@ def _config_section(info: dict, left_out: Mapping[str, str]) -> list[str]:
         lines.append(f"- Note: {task.notes}")
     splits = info["splits"]
     counts = info["counts"]
-    kept = counts.get("kept", 0) + counts.get("moved", 0) - info.get("index_files", 0) - info.get("data_files", 0)
+    kept = kept_samples(counts, info.get("index_files", 0), info.get("data_files", 0))
     lines += [
         "",
         "| split | samples |", "|---|---|",

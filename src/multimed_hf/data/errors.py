@@ -2,10 +2,14 @@
 
 __all__ = [
     "BadSourceFile", "IGNORED", "IgnoredSourceFile", "UnusedSourceFile", "LayoutNotRecognised", "StrictBuildError",
+    "SECOND_COPY",
 ]
 
 #: Prefix of an ignored file's reason (after the build's ``not used: ``).
 IGNORED = "ignored: "
+#: How the reason of a file in an archive's second copy of the tree begins (Kaggle's ``chest_xray/chest_xray/``): not
+#: counted with the release's files (``SourceSpec.expected_files``).
+SECOND_COPY = "not used: a second copy of the tree"
 
 
 class BadSourceFile(ValueError):

@@ -11,12 +11,18 @@ from typing import Iterable, Iterator, Sequence
 
 __all__ = [
     "ManifestEntry", "ManifestView", "STATUSES", "iter_manifest", "manifest_line", "read_manifest", "write_manifest",
-    "write_manifest_lines", "MANIFEST_NAME", "StaleManifest",
+    "write_manifest_lines", "MANIFEST_NAME", "StaleManifest", "kept_samples",
 ]
 
 MANIFEST_NAME = "manifest.jsonl"
 #: ``ignored``: a file of the download that holds no data of any source (system litter, documents, archives).
 STATUSES = ("kept", "moved", "dropped", "rejected", "ignored")
+
+
+def kept_samples(counts, index_files: int = 0, data_files: int = 0) -> int:
+    """The samples a build kept, from its manifest's counts by status: kept and moved entries, less the index files
+    (read for other files' labels) and data files (stored with other files' samples) listed as kept."""
+    return counts.get("kept", 0) + counts.get("moved", 0) - index_files - data_files
 
 
 @dataclass(frozen=True, slots=True)
