@@ -327,3 +327,25 @@ def test_h5ad_extensions_in_capitals_read_like_lower_case_ones(built, tmp_path):
     assert CellxGeneBuilder.detect(root)
     assert entries == manifest_entries(out / TASK)
     assert json.loads((tmp_path / "out" / upper.sources[0].assets[0]).read_text()).keys() == panels.keys()
+
+
+def test_cells_of_no_given_donor_stay_together(tmp_path):
+    # before: a cell whose donor_id is "unknown" / "na" became a group of its own, so a file of such cells was split
+    # cell by cell across train, validation and test, silently, under a card saying donors never span splits
+    from multimed_hf.api import build_dataset
+    from multimed_hf.builders.cellxgene import UNKNOWN_DONOR_NOTE
+
+    root = tmp_path / "cellxgene"
+    root.mkdir()
+    var = pd.DataFrame({"feature_name": ["TSPAN6", "TNMD"]}, index=["ENSG00000000003", "ENSG00000000005"])
+    _schema_file(root / "study_a.h5ad", var, donors=("unknown",) * 10)
+    _schema_file(root / "study_b.h5ad", var, donors=("na",) * 10)
+    _schema_file(root / "study_c.h5ad", var, donors=tuple(f"d{i}" for i in range(10)))
+    report = build_dataset(TASK, [root], tmp_path / "multimed", progress=False)
+    kept = [e for e in report.entries if e.status == "kept" and e.sample_id]
+    assert len(kept) == 60
+    for study in ("study_a", "study_b"):
+        cells = [e for e in kept if e.sample_id.startswith(f"{study}:")]
+        assert len({e.split for e in cells}) == 1 and len({e.group for e in cells}) == 1
+        assert {e.reason for e in cells} == {UNKNOWN_DONOR_NOTE}
+    assert len({e.group for e in kept if e.sample_id.startswith("study_c:")}) == 10

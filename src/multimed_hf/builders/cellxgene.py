@@ -24,7 +24,9 @@ files, obs columns of other encodings) are opened with ``anndata.read_h5ad(backe
   non-zero genes are stored as indices into it. A gene outside a file's panel was not measured there. The union,
   the gene names, the policy and, per file, the matrix, normalisation and genes measured are the source's
   ``gene_panels.json`` asset.
-- grouping: donor (across the folder's files: two files of one study share their donors).
+- grouping: donor (across the folder's files: two files of one study share their donors). A cell whose donor is
+  not given (``donor_id`` empty, "unknown", "na", "unassigned") is grouped with its file's other such cells, so
+  they stay in one split, each with a note in the manifest (``UNKNOWN_DONOR_NOTE``).
 - duplicates: a cell whose ``is_primary_data`` is False is CELLxGENE's copy of a cell published as primary data in
   another dataset (the schema's flag; Census queries keep ``is_primary_data == True``). Each such cell is rejected,
   named in the manifest, so a folder of overlapping datasets keeps every cell once, from its primary dataset; a
@@ -49,7 +51,7 @@ from multimed_hf.builders._records import record_where
 from multimed_hf.builders.pbmc68k_reduced import DONOR_COLUMNS, LABEL_COLUMNS, h5ad_files, is_h5ad, panel_id
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.sample import RejectedRecord, Sample
-from multimed_hf.data.source_builder import PROVENANCE_FILE, SourceBuilder
+from multimed_hf.data.source_builder import NOTE, PROVENANCE_FILE, SourceBuilder
 
 __all__ = [
     "CellxGeneBuilder", "PANEL_POLICY", "detect_normalisation", "file_genes", "open_cells", "open_h5ad",
@@ -58,6 +60,9 @@ __all__ = [
 
 SCHEMA_LABEL = "cell_type"
 SCHEMA_DONOR = "donor_id"
+#: The manifest's note on a cell whose donor is not given: it may be any of the file's donors.
+UNKNOWN_DONOR_NOTE = ("donor not given: grouped with its file's other cells of no given donor (one split), as they "
+                      "may share a donor")
 SCHEMA_STAGE = "development_stage"
 SCHEMA_PRIMARY = "is_primary_data"
 #: Why a cell flagged ``is_primary_data`` False is left out.
@@ -543,7 +548,8 @@ class CellxGeneBuilder(NonDataFiles, SourceBuilder):
                         "age": columns["age"][offset],
                         "expression_matrix": matrix_note,
                     },
-                    group_key=f"donor:{donor_id}" if donor_id else None,
+                    group_key=f"donor:{donor_id}" if donor_id else f"unknown donor:{stem}",
+                    extra={} if donor_id else {NOTE: UNKNOWN_DONOR_NOTE},
                 )
 
     def assets(self) -> dict[str, object]:
