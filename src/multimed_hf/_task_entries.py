@@ -340,6 +340,8 @@ EYEPACS = SourceSpec(
     expected_files={
         "train + test with the solution (88,702 JPEGs, 3 sheets)": 88705,
         "training set alone (35,126 JPEGs + trainLabels.csv)": 35127,
+        "train + test JPEGs (88,702)": 88702,
+        "training JPEGs (35,126)": 35126,
     },
     notes=(
         "With retinopathy_solution.csv the test images are the published test set (public and private parts "
@@ -643,9 +645,11 @@ VQA_RAD = SourceSpec(
         "question_type, image_organ; .xlsx and .xml copies beside it) + VQA_RAD Image Folder/synpicNNNN.jpg"
     ),
     grouping="image (all questions on one image together; exact and near-duplicate images grouped too)",
-    expected_files={"315 images + the JSON": 316},
+    expected_files={"315 images + the JSON": 316, "VQA_RAD Image Folder (315 images)": 315},
     notes=(
-        "3,515 QA pairs on 315 images. Test questions are phrase_type test_freeform / test_para; the publisher "
+        "2,248 QA pairs on 315 images: the JSON's free-form and paraphrased questions, one sample each (the paper's "
+        "3,515 adds 1,267 framed questions, which the JSON keeps in question_frame and the build does not read). "
+        "Test questions are phrase_type test_freeform / test_para; the publisher "
         "split by question, so training questions on test images are dropped and reported. The JSON records the "
         "organ, not the modality: CHEST is read as X-ray, ABD as CT, HEAD from the image's modality questions "
         "(MRI where none says)."

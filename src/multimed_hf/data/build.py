@@ -215,6 +215,10 @@ UNUSED = "not used: "
 UNUSED_IGNORED = UNUSED + IGNORED
 
 
+#: ``_FileCounts``'s mark of an index file (labels, metadata: read, no sample of its own).
+INDEX_FILE = "index file"
+
+
 def _file_status(reason: str) -> str:
     """The manifest status of a file that gives no samples, from its (cached) reason."""
     if reason.startswith(UNUSED_IGNORED):
@@ -348,30 +352,45 @@ class _Rejected(Exception):
         self.reason = reason
 
 
-def _not_the_releases(reason: str) -> bool:
-    """Whether a file with this manifest reason is no file of the release as published: download litter and
-    documents the build ignores, or a file of an archive's second copy of the tree."""
-    return reason.startswith((UNUSED_IGNORED, SECOND_COPY))
+@dataclass
+class _FileCounts:
+    """How many files of a source the build saw, and of what kind, for the release check (``_release_note``)."""
+
+    seen: int = 0
+    not_released: int = 0  # download litter and documents the build ignores, an archive's second copy of the tree
+    not_read: int = 0  # files of the release this task reads no sample from: index files, files "not used"
+
+    def add(self, reason: str | None) -> None:
+        """Count one file by its manifest reason (None: a file that gave samples, or was rejected)."""
+        self.seen += 1
+        if reason is None:
+            return
+        if reason.startswith((UNUSED_IGNORED, SECOND_COPY)):
+            self.not_released += 1
+        elif reason.startswith(UNUSED) or reason == INDEX_FILE:
+            self.not_read += 1
+
+    def candidates(self) -> list[tuple[int, str]]:
+        """The counts a published release's file count is compared with, each with what it counts."""
+        released = self.seen - self.not_released
+        return [(self.seen, ""), (released, "the release's files: no litter, documents or an archive's second copy"),
+                (released - self.not_read, "the files this task reads samples from")]
 
 
-def _release_note(builder: SourceBuilder, files_seen: int, release_files: int) -> str:
-    """Which published release ``files_seen`` files match (``SourceSpec.expected_files``), counting them all or only
-    the ``release_files`` of them that are the release's (without an archive's second copy of the tree, as in
-    Kaggle's chest_xray archive, and the litter it gathered), or that they match none."""
+def _release_note(builder: SourceBuilder, counts: _FileCounts) -> str:
+    """Which published release (``SourceSpec.expected_files``) the files seen match, counting them all, the
+    release's (without the litter and documents the build ignores and an archive's second copy of the tree, as in
+    Kaggle's chest_xray archive) or those the task reads samples from (without index files and the files of the
+    release it does not use: CBIS-DDSM's ROI masks, EyePACS's sample/); else that they match none."""
     expected = builder.spec().expected_files
     provenance = builder.provenance()
-    matches = [name for name, n in expected.items() if n == files_seen]
-    of_release = [name for name, n in expected.items() if n == release_files]
-    if provenance.get("synthetic"):  # a generated sample never claims a release
-        matches = of_release = []
-    if matches:
-        note = f"{files_seen} files: the {matches[0]} release"
-    elif of_release:
-        note = (f"{files_seen} files, {release_files} of them the release's (the rest: litter, documents or an "
-                f"archive's second copy of the tree): the {of_release[0]} release")
+    matches = [(name, n, what) for n, what in counts.candidates() for name, m in expected.items() if m == n]
+    if matches and not provenance.get("synthetic"):  # a generated sample never claims a release
+        name, n, what = matches[0]
+        note = f"{counts.seen} files" + (f" ({n} of them {what})" if what else "") + f": the {name} release"
     else:
         known = "; ".join(f"{name}: {n:,}" for name, n in expected.items()) or "no published count"
-        note = f"{files_seen} files, matching no published release ({known})"
+        note = f"{counts.seen} files, matching no published release ({known})"
     if provenance.get("synthetic"):
         note += f"; SYNTHETIC sample: {provenance.get('description', '')}".rstrip(": ")
     return note
@@ -439,16 +458,17 @@ def _read_all(task: TaskSpec, builders, caches, manifest: _Manifest, progress: b
     samples in the cache themselves (``_Reader.settle``) and this process commits each of its own writes at once,
     so that neither waits on the other's lock. What the walk did not read (``SourceBuilder.walk_files``) goes to the
     manifest too, and what could not be checked to ``warnings``. Returns, per source, the number of files seen and
-    how many of them are the release's (``_not_the_releases``: not litter, not an archive's second copy)."""
+    of what kind (``_FileCounts``)."""
     store = manifest.store
-    files_seen: list[tuple[int, int]] = []
+    files_seen: list[_FileCounts] = []
     for owner, (builder, cache) in enumerate(zip(builders, caches)):
         files, unread = builder.walk_files()
-        not_released = 0
+        counts = _FileCounts()
         for where, err in unread:  # folders not read again (links) or not listed, file names no database holds
             reason = _reason(err)
             manifest.add(ManifestEntry(builder.source, where, _file_status(reason), reason), builder.root)
-            not_released += not where.endswith("/") and _not_the_releases(reason)
+            if not where.endswith("/"):
+                counts.add(reason)
         root = os.fspath(builder.root)
         todo = _to_validate(files, cache, root)
         first = builder.read_first(files)
@@ -488,6 +508,7 @@ def _read_all(task: TaskSpec, builders, caches, manifest: _Manifest, progress: b
                                 if not rows:  # an index file (labels, metadata): read, no sample of its own
                                     manifest.add(ManifestEntry(builder.source, relpath, "kept",
                                                                builder.no_sample_note(relpath)))
+                                counts.add(None if rows else INDEX_FILE)
                                 if len(simple) >= SETTLE_FILES or held[0] >= store.batch:
                                     settle()
                                 continue
@@ -520,9 +541,9 @@ def _read_all(task: TaskSpec, builders, caches, manifest: _Manifest, progress: b
                         raise StrictBuildError(f"{builder.source}: {os.path.join(root, relpath)}: {error}")
                     status = _file_status(error)
                     manifest.add(ManifestEntry(builder.source, relpath, status, error), builder.root)
-                    not_released += _not_the_releases(error)
                 elif not counter[0]:  # an index file (labels, metadata): read, no sample of its own
                     manifest.add(ManifestEntry(builder.source, relpath, "kept", builder.no_sample_note(relpath)))
+                counts.add(error if error is not None or counter[0] else INDEX_FILE)
         finally:
             try:
                 settle()  # what was read is kept, even by an interrupted build
@@ -530,8 +551,7 @@ def _read_all(task: TaskSpec, builders, caches, manifest: _Manifest, progress: b
                 close = getattr(fresh, "close", None)
                 if close is not None:
                     close()
-        seen = len(files) + sum(not where.endswith("/") for where, _ in unread)
-        files_seen.append((seen, seen - not_released))
+        files_seen.append(counts)
         try:
             orphans = builder.orphan_records(set(files))
         except builder.reader_errors as err:  # an index file that cannot be read is rejected as it is read
@@ -998,11 +1018,11 @@ def build_config(
             )
             splits = dict(store.query("SELECT split, COUNT(*) FROM rows WHERE owner = ? AND split IS NOT NULL "
                                       "GROUP BY split", (owner,)).fetchall())
-            note = _release_note(builder, *files_seen[owner])
+            note = _release_note(builder, files_seen[owner])
             if "matching no published release" in note:
                 warnings.append(f"{builder.source}: {note}")
             reports.append(SourceReport(
-                name=builder.source, root=str(builder.root), files_seen=files_seen[owner][0], fingerprint=fp,
+                name=builder.source, root=str(builder.root), files_seen=files_seen[owner].seen, fingerprint=fp,
                 counts={},  # from the manifest's pass, below
                 splits={s: splits.get(s, 0) for s in SPLITS},
                 data_files=data_files, release_note=note, provenance=builder.provenance(), assets=asset_paths,

@@ -1,0 +1,38 @@
+"""The release check: which published release (``SourceSpec.expected_files``) a download's files match."""
+
+from types import SimpleNamespace
+
+from multimed_hf.data.build import INDEX_FILE, _FileCounts, _release_note
+
+
+def _builder(expected, synthetic=False):
+    spec = SimpleNamespace(expected_files=expected)
+    return SimpleNamespace(spec=lambda: spec, provenance=lambda: {"synthetic": synthetic} if synthetic else {})
+
+
+def _counts(samples=0, index=0, unused=0, ignored=0, copies=0):
+    counts = _FileCounts()
+    for reason, n in ((None, samples), (INDEX_FILE, index), ("not used: an ROI mask", unused),
+                      ("not used: ignored: .DS_Store is macOS folder metadata", ignored),
+                      ("not used: a second copy of the tree (chest_xray/)", copies)):
+        for _ in range(n):
+            counts.add(reason)
+    return counts
+
+
+def test_every_file_the_release_files_or_the_files_read_match():
+    # every file (EEGMMIDB's zip as unpacked, its baseline runs "not used" included)
+    assert _release_note(_builder({"zip": 20}), _counts(samples=12, unused=6, ignored=2)) == "20 files: the zip release"
+    # Kaggle's chest_xray: the tree twice and __MACOSX/
+    note = _release_note(_builder({"Kaggle": 10}), _counts(samples=10, copies=10, ignored=12))
+    assert note == ("32 files (10 of them the release's files: no litter, documents or an archive's second copy): "
+                    "the Kaggle release")
+    # CBIS-DDSM's NBIA download: full mammograms (the count published) beside ROI masks and CSVs
+    note = _release_note(_builder({"full mammograms": 7}), _counts(samples=7, index=4, unused=14))
+    assert note == "25 files (7 of them the files this task reads samples from): the full mammograms release"
+
+
+def test_no_match_and_a_synthetic_sample_claim_no_release():
+    assert "matching no published release (v1: 9)" in _release_note(_builder({"v1": 9}), _counts(samples=8))
+    note = _release_note(_builder({"v1": 8}, synthetic=True), _counts(samples=8))
+    assert "matching no published release" in note and "SYNTHETIC sample" in note
