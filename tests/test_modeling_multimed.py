@@ -3,6 +3,7 @@
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -362,8 +363,18 @@ _REMOTE = textwrap.dedent("""
 
 
 def test_trust_remote_code_without_the_package(tmp_path):
-    folder = tmp_path / "saved"
-    save_dr_model(folder)
+    # loaded from what transformers' Trainer.push_to_hub uploads of the saved folder (`multimed train
+    # --push_to_hub`): it leaves out every file whose name starts with "_" (a remote-code module _kind_table.py was
+    # left out, so the pushed model loaded only where the package is installed)
+    from huggingface_hub.utils import filter_repo_objects
+
+    saved = tmp_path / "saved"
+    save_dr_model(saved)
+    folder = tmp_path / "pushed"
+    files = [p.relative_to(saved).as_posix() for p in saved.rglob("*") if p.is_file()]
+    for name in filter_repo_objects(files, ignore_patterns=["_*", "checkpoint-*"]):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(saved / name, folder / name)
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
     result = subprocess.run([sys.executable, "-c", _REMOTE, str(folder)], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=120)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._kind_table import KindTable
+from .kind_table import KindTable
 from .structure_head import StructureHead, structure_loss
 
 __all__ = [

@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from datasets import ClassLabel, List, Value
 
-from multimed_hf._kind_table import KindTable
+from multimed_hf.kind_table import KindTable
 from multimed_hf.tasks import LabelSpec
 
 __all__ = [

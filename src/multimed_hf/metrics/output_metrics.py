@@ -9,7 +9,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from multimed_hf._kind_table import KindTable
+from multimed_hf.kind_table import KindTable
 from multimed_hf.metrics._validation import as_float_array, to_numpy
 from multimed_hf.tasks import LabelSpec, TaskSpec, get_task
 
