@@ -231,3 +231,23 @@ def test_every_registry_metric_applies_to_some_column(task):
     spec = get_task(task)
     scored = {m for label in spec.labels for m in applicable_metrics(task, label.name)}
     assert scored == set(spec.metrics), f"{task}: registry metrics no column scores: {set(spec.metrics) - scored}"
+
+
+def test_nan_logits_are_refused_not_read_as_class_0():
+    # before: argmax over NaN picked class 0, so a diverged model scored the share of class 0 (brain_tumor accuracy
+    # 0.214, exit 0, no warning); regression and coordinates already refused NaN
+    from multimed_hf.metrics import compute_output_metrics
+
+    for task, column in (("brain_tumor", "tumor"), ("cell_type", "cell_type")):
+        logits = np.zeros((4, 4))
+        logits[2, 1] = np.nan
+        with pytest.raises(ValueError, match=rf"task '{task}', column '{column}': 1 of 4 scored row\(s\) have NaN"):
+            compute_output_metrics(task, column, logits, [0, 1, 2, 3],
+                                   **({"names": ["a", "b", "c", "d"]} if task == "cell_type" else {}))
+    logits = np.full((3, 4), np.nan)
+    logits[:2] = np.eye(4)[[0, 1]]
+    # a row without a label is not scored: its logits are not read
+    assert compute_output_metrics("brain_tumor", "tumor", logits, [0, 1, -100])["accuracy"] == 1.0
+    logits[2] = -np.inf
+    with pytest.raises(ValueError, match="none finite"):
+        compute_output_metrics("brain_tumor", "tumor", logits, [0, 1, 2])

@@ -122,6 +122,11 @@ class ClassMetrics(MetricKind):
         if bad.size:
             raise ValueError(f"{where}: references hold {bad[:5].tolist()}; expected class indices in "
                              f"[0, {outputs.shape[1]}) or {IGNORE_INDEX} (absent)")
+        scored = outputs[self.present(references, mask)]
+        unreadable = np.isnan(scored).any(-1) | ~np.isfinite(scored).any(-1)  # argmax would read class 0
+        if unreadable.any():
+            raise ValueError(f"{where}: {int(unreadable.sum())} of {len(scored)} scored row(s) have NaN logits (or "
+                             f"none finite): no class can be read from them (a diverged or damaged model?)")
 
     def present(self, references, mask):
         return np.isfinite(references) & (references != IGNORE_INDEX)
