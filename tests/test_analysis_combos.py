@@ -92,3 +92,21 @@ def test_the_empty_predictor_learns_from_the_rows_the_models_were_trained_on():
     assert np.argmax(first["label"]) == 0 and first["months"] == pytest.approx(10.0)
     shuffled = prior_outputs("t", train.select([9, 8, 0, 1]), head, max_rows=2)  # the first rows as selected
     assert np.argmax(shuffled["label"]) == 1 and shuffled["months"] == pytest.approx(40.0)
+
+
+def test_the_best_subset_reads_rows_and_beats_the_empty_predictor():
+    # before: med_vqa's test split had no MRI row, so {mri} scored the empty predictor's 0.375, tied with others as
+    # bad, and was named "Best combination: mri", a modality the model never read on the split
+    from multimed_hf.analysis.combos import NO_BEST, _best_subset
+
+    modalities = ["ct", "mri", "text"]
+    values = {frozenset(): 0.375, frozenset({"mri"}): 0.375, frozenset({"ct"}): 0.375,
+              frozenset({"ct", "mri", "text"}): 0.375, frozenset({"text"}): float("nan")}
+    read = {frozenset({"mri"}): 0, frozenset({"ct"}): 15, frozenset({"ct", "mri", "text"}): 24,
+            frozenset({"text"}): 24}
+    assert _best_subset(values, read, modalities) == NO_BEST
+    values[frozenset({"ct", "mri", "text"})] = 0.5
+    values[frozenset({"mri"})] = 0.9  # reads no row: never the best, whatever it scores
+    assert _best_subset(values, read, modalities) == "ct+mri+text"
+    values[frozenset({"ct"})] = 0.5  # a tie: the smaller subset
+    assert _best_subset(values, read, modalities) == "ct"

@@ -150,6 +150,21 @@ def _records(predictions, mode: str, subset, split, run_dir, rows_read, bootstra
     return out
 
 
+#: What the best combination reads where no subset scores above the empty predictor.
+NO_BEST = "(none): no subset scores above the empty predictor"
+
+
+def _best_subset(values: Mapping[frozenset, float], read: Mapping[frozenset, int], modalities) -> str:
+    """The subset with the highest headline value (the smaller one on a tie) among those that read a row of the
+    split and score above the empty predictor (a subset that reads none scores as the empty predictor does: it
+    would be named best for what it never saw); ``NO_BEST`` where none does."""
+    empty = values[frozenset()]
+    scored = {k: v for k, v in values.items() if k and read.get(k) and not math.isnan(v) and not v <= empty}
+    if not scored:
+        return NO_BEST
+    return subset_name([m for m in modalities if m in max(scored, key=lambda k: (scored[k], -len(k)))])
+
+
 def combos(args, training_args, *, options: CombosOptions | None = None, output_dir: str | Path | None = None,
            datasets: Mapping[str, Any] | None = None, train_fn: Callable | None = None) -> CombosResult:
     """Score every modality subset of ``args.tasks[0]`` on ``options.split`` in the modes asked for, and the
@@ -206,6 +221,7 @@ def combos(args, training_args, *, options: CombosOptions | None = None, output_
     present = modality_matrix(test, task, modalities)
     everything = tuple(modalities)
     full = None  # the model over every modality: mask mode's only model, retrain mode's full subset
+    read: dict[frozenset, int] = {}  # each subset's rows read on the split (the same in every mode)
     for mode in options.modes:
         values: dict[frozenset, float] = {}
         if full is None:
@@ -230,12 +246,12 @@ def combos(args, training_args, *, options: CombosOptions | None = None, output_
             recs = _records(predictions, mode, subset, options.split, str(run.output_dir), rows_read, boot, seed)
             records += recs
             values[frozenset(subset)] = _value(recs, task)
+            read[frozenset(subset)] = rows_read
         value_of[mode] = values
     table = pd.DataFrame.from_records(records)
     shapley_rows, best = [], {}
     for mode, values in value_of.items():
-        scored = {k: v for k, v in values.items() if k and not math.isnan(v)} or {frozenset(modalities): math.nan}
-        best[mode] = subset_name([m for m in modalities if m in max(scored, key=lambda k: (scored[k], -len(k)))])
+        best[mode] = _best_subset(values, read, modalities)
         phi = shapley_values(values, modalities) if complete else {m: math.nan for m in modalities}
         for m in modalities:
             shapley_rows.append({"mode": mode, "modality": m, "shapley": phi[m], "metric": metric, "label": column,
