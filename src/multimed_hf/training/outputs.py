@@ -125,8 +125,9 @@ def write_predictions(predictions, dataset, path: str | Path) -> Path:
     and ``<column>_top1_prediction``, both among the row's known names; regression: label units; coordinates: L x 3
     lists cut to the chain, NaN for residues past the residue encoder's input: ``whole_chains``). A prediction is
     None where the row's label is absent (no grade for an OCT scan; no known name). A class or multilabel column
-    also gets ``<column>_scores``: the row's probability of each name (softmax / sigmoid), in the order the file's
-    metadata lists under ``multimed_hf`` -> ``score_names`` (``predictions_score_names``)."""
+    also gets ``<column>_scores``: the row's probability of each name (softmax / sigmoid; NaN for a multilabel name
+    the row's source does not define, which the metrics leave out too), in the order the file's metadata lists
+    under ``multimed_hf`` -> ``score_names`` (``predictions_score_names``)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -162,8 +163,10 @@ def write_predictions(predictions, dataset, path: str | Path) -> Path:
         if top1 is not None:
             table[f"{label.name}_top1_prediction"] = list(top1)
         if label.name in scores:
-            table[f"{label.name}_scores"] = [None if p is None else s.tolist()
-                                             for p, s in zip(preds, scores[label.name])]
+            row_scores = scores[label.name]
+            if label.kind == "multilabel":  # NaN for the names a row's source does not define, as the metrics read
+                row_scores = np.where(_known_mask(predictions, label.name), row_scores, np.nan)
+            table[f"{label.name}_scores"] = [None if p is None else s.tolist() for p, s in zip(preds, row_scores)]
             score_names[f"{label.name}_scores"] = _head_names(predictions, label.name)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -193,12 +196,16 @@ def _head_names(predictions, column: str) -> list[str]:
     return [str(n) for n in next(o["names"] for o in predictions.head_spec["outputs"] if o["name"] == column)]
 
 
+def _known_mask(predictions, column: str) -> np.ndarray:
+    """``[N, K]``: which names of a multilabel column each row's reference holds (0 or 1, not unknown)."""
+    references = np.asarray(predictions.references[column], dtype=float)
+    return ~np.isnan(references) & (references != -100)  # -100: the absent label (IGNORE_INDEX)
+
+
 def _known_names(predictions, column: str) -> list[set]:
     """Per row, the names of a multilabel column whose value its reference holds (0 or 1, not unknown)."""
-    names = next(o["names"] for o in predictions.head_spec["outputs"] if o["name"] == column)
-    references = np.asarray(predictions.references[column], dtype=float)
-    known = ~np.isnan(references) & (references != -100)  # -100: the absent label (IGNORE_INDEX)
-    return [{names[k] for k in np.flatnonzero(row)} for row in known]
+    names = _head_names(predictions, column)
+    return [{names[k] for k in np.flatnonzero(row)} for row in _known_mask(predictions, column)]
 
 
 def write_json(path: str | Path, content: Any) -> Path:
