@@ -19,9 +19,10 @@ FAMILIES = ["unimodal", "multimodal", "multimodal_multitask"]
 class FakeTrain:
     """Stands in for training.run.train_model: records each call, fails the runs it is told to."""
 
-    def __init__(self, fail_family=None):
+    def __init__(self, fail_family=None, unscored_plan=None):
         self.calls = []
         self.fail_family = fail_family
+        self.unscored_plan = unscored_plan  # a run that trains and scores nothing (no test row holds its modality)
 
     def __call__(self, args, training_args, *, plan):
         assert plan.name == args.plan and plan.family == args.family
@@ -30,7 +31,7 @@ class FakeTrain:
         if args.family == self.fail_family:
             raise RuntimeError(f"no memory left for {args.plan}")
         records = []
-        for task in args.tasks:
+        for task in args.tasks if args.plan != self.unscored_plan else ():
             label, metric = headline(task)
             value = 0.5 + 0.1 * training_args.seed
             records.append({"task": task, "split": "test", "label": label if task != "brain_tumor" else None,
@@ -292,6 +293,30 @@ def test_an_earlier_benchmarks_runs_are_not_trained_over_in_silence(tmp_path):
         _parse(["--data", "d", "--tasks", "brain_tumor", "--output_dir", "r", "--resume_from_checkpoint", "true"])
 
 
+def test_a_grid_that_leaves_out_an_earlier_benchmarks_runs_is_refused(tmp_path):
+    # before: adding seeds (or tasks) into the same report was not refused, and table1.csv/.md/.png were written
+    # from the new runs alone: 178 lines became 5, the earlier runs left out of every table, silently
+    report = tmp_path / "report"
+    (plan,) = plan_runs("unimodal", ["brain_tumor"])
+    seed0 = report / "runs" / "unimodal" / plan.name / "seed0"
+    seed0.mkdir(parents=True)
+    (seed0 / "metrics_long.json").write_text(json.dumps([
+        {"task": "brain_tumor", "split": "test", "label": None, "metric": "accuracy", "value": 0.5, "n": 4,
+         "ci_low": 0.0, "ci_high": 1.0}]))
+    again = FakeTrain()
+    for reuse in (False, True):
+        with pytest.raises(BenchmarkError, match=r"holds 1 run\(s\) of an earlier benchmark that this grid leaves "
+                                                 r"out, first .*seed0"):
+            run_benchmark(tmp_path / "no-data", ["brain_tumor"], ["unimodal"], [7], report,
+                          _training_args(tmp_path), train_fn=again, progress=False, reuse_finished_runs=reuse)
+    assert not again.calls
+    # the earlier grid named too: its run kept, the new seed trained, both in the table
+    records, paths = run_benchmark(tmp_path / "no-data", ["brain_tumor"], ["unimodal"], [0, 7], report,
+                                   _training_args(tmp_path), train_fn=again, progress=False, reuse_finished_runs=True)
+    assert [targs.seed for _, targs in again.calls] == [7]
+    assert set(pd.read_csv(paths.csv)["seed"]) == {0, 7}
+
+
 def test_only_the_main_process_writes_the_report_and_the_runs_files(tmp_path, monkeypatch):
     # before: under torchrun every process wrote table1.csv/.md/.png, each run's stdout.txt and error.txt, over
     # each other's
@@ -319,3 +344,16 @@ def test_only_the_main_process_writes_the_report_and_the_runs_files(tmp_path, mo
 def test_single_run_flags_are_refused_in_every_spelling(flags, match):
     with pytest.raises(BenchmarkError, match=match):
         _parse(["--data", "d", "--tasks", "brain_tumor", "--output_dir", "r", *flags])
+
+
+def test_a_run_that_scores_nothing_is_named(tmp_path):
+    # before: a unimodal med_vqa-mri run whose test split held no MRI question trained, scored nothing and was left
+    # out of every table without a word ("runs: 50 trained (0 failed)")
+    plans = plan_runs("unimodal", ["med_vqa"])
+    names = [p.name for p in plans]
+    assert "med_vqa-mri" in names
+    records, paths = run_benchmark(tmp_path / "no-data", ["med_vqa"], ["unimodal"], [0], tmp_path / "report",
+                                   _training_args(tmp_path), train_fn=FakeTrain(unscored_plan="med_vqa-mri"),
+                                   progress=False, note="")
+    text = paths.markdown.read_text()
+    assert "scored nothing (no evaluated row holds what they read), in no table: unimodal med_vqa-mri seed 0" in text

@@ -80,3 +80,20 @@ def test_pinned_memory_only_where_an_accelerator_is(tmp_path):
     _, args = parse_train_args(["--data", str(tmp_path), "--tasks", "cell_type", "--output_dir", str(tmp_path),
                                 "--dataloader_pin_memory", "true"])
     assert args.dataloader_pin_memory is True  # a flag still wins
+
+
+def test_a_pushed_run_goes_up_once_at_the_end_and_help_says_whose_defaults_it_shows(tmp_path, capsys):
+    # before: transformers' hub_strategy every_save made a commit of each checkpoint (no card, results or
+    # predictions) before the final one; --help showed the hub preset's defaults without saying they were
+    from transformers.trainer_utils import HubStrategy
+
+    _, args = parse_train_args(["--data", str(tmp_path), "--tasks", "brain_tumor", "--output_dir", str(tmp_path)])
+    assert args.hub_strategy == HubStrategy.END
+    _, args = parse_train_args(["--data", str(tmp_path), "--tasks", "brain_tumor", "--output_dir", str(tmp_path),
+                                "--hub_strategy", "every_save"])
+    assert args.hub_strategy == HubStrategy.EVERY_SAVE
+    with pytest.raises(SystemExit):
+        parse_train_args(["--encoders", "small", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "The defaults shown are those of --family unimodal --encoders small" in text
+    assert "small: num_train_epochs 40, weight_decay 1.0, label_smoothing_factor 0.05" in text

@@ -56,6 +56,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "eval_strategy": "epoch",
     "save_strategy": "epoch",
     "save_total_limit": 1,
+    "hub_strategy": "end",  # --push_to_hub uploads the run once, at the end (transformers: at every save)
     "logging_steps": 10,
     "remove_unused_columns": False,
     "report_to": "none",
@@ -521,6 +522,17 @@ def make_training_arguments(output_dir: str | Path, *, family: str = "unimodal",
     return TrainingArguments(output_dir=str(output_dir), **{**defaults, **overrides})
 
 
+def _defaults_epilog(family: str, encoders: str) -> str:
+    """What ``--help`` says of its defaults: those of the family and encoders named, and how the others differ."""
+    presets = "; ".join(f"{name}: " + ", ".join(f"{k} {v}" for k, v in changes.items())
+                        for name, changes in ENCODER_TRAINING_DEFAULTS.items())
+    return (f"The defaults shown are those of --family {family} --encoders {encoders}; a run's training defaults "
+            f"depend on --family, --encoders and the tasks' modalities (a --encoders hub run of tasks with no "
+            f"pretrained Hub encoder, e.g. cell_type, trains as domain_specific). Over the base (learning_rate {TRAINING_DEFAULTS['learning_rate']}, "
+            f"num_train_epochs {TRAINING_DEFAULTS['num_train_epochs']}, weight_decay {TRAINING_DEFAULTS['weight_decay']}"
+            f") each preset changes: {presets}.")
+
+
 def _parser(first, prog: str | None = None):
     from transformers import HfArgumentParser, TrainingArguments
 
@@ -545,8 +557,10 @@ def parse_train_args(argv: Sequence[str] | None = None, *, prog: str = "multimed
     else:
         if any(a in ("-h", "--help") for a in argv):  # --help shows the defaults of the family and encoders named
             known = dict(zip(argv, argv[1:]))
-            parser.set_defaults(**training_defaults(known.get("--family", MultiMedArguments.family),
-                                                    known.get("--encoders", MultiMedArguments.encoders), None))
+            family = known.get("--family", MultiMedArguments.family)
+            encoders = known.get("--encoders", MultiMedArguments.encoders)
+            parser.set_defaults(**training_defaults(family, encoders, None))
+            parser.epilog = _defaults_epilog(family, encoders)
         probe, _ = parser.parse_known_args(argv)  # the family, encoders and tasks decide the defaults of the rest
         parser.set_defaults(**training_defaults(probe.family, probe.encoders, task_modalities(probe.tasks)))
         args, training_args = parser.parse_args_into_dataclasses(argv)

@@ -150,6 +150,11 @@ def _settings(runs: Sequence[_Run], records: Sequence[Mapping], training_args, e
     """Lines saying how the numbers were made: runs, failures, and each family's training length and encoders."""
     failed = {(r.get("family"), r.get("run"), r.get("seed")) for r in records if r.get("error")}
     lines = [f"runs: {len(runs)} trained ({len(failed)} failed), each in {output_dir}/runs/<family>/<plan>/seed<k>"]
+    recorded = {(r.get("family"), r.get("run"), r.get("seed")) for r in records}
+    unscored = [f"{run.plan.family} {run.plan.name} seed {run.seed}" for run in runs
+                if (run.plan.family, run.plan.name, run.seed) not in recorded]
+    if unscored:  # e.g. a unimodal run of a modality no test row holds: trained, in no table
+        lines.append(f"scored nothing (no evaluated row holds what they read), in no table: {'; '.join(unscored)}")
     for family in dict.fromkeys(run.plan.family for run in runs):
         settings: dict[str, list[str]] = {}  # one line per distinct setting; its plans named where several differ
         plans = {run.plan.name: run.plan for run in runs if run.plan.family == family}
@@ -268,6 +273,24 @@ def _refuse_earlier_runs(runs: Sequence[_Run], output_dir: Path) -> None:
             f"checkpoint, or another --output_dir (they would be trained over)")
 
 
+def _refuse_runs_outside(runs: Sequence[_Run], output_dir: Path) -> None:
+    """A report folder holding runs that this grid leaves out is refused: ``table1.*`` would be written over from
+    this grid's runs alone, the earlier ones left out of every table (adding seeds or tasks into the same folder)."""
+    from multimed_hf.training.run import last_checkpoint
+
+    grid = {run.output_dir.resolve() for run in runs}
+    outside = sorted(
+        folder for folder in (output_dir / "runs").glob("*/*/seed*")
+        if folder.is_dir() and folder.resolve() not in grid
+        and ((folder / RECORDS_FILE).is_file() or (folder / ERROR_FILE).is_file() or last_checkpoint(folder))
+    )
+    if outside:
+        raise BenchmarkError(
+            f"{output_dir} holds {len(outside)} run(s) of an earlier benchmark that this grid leaves out, first "
+            f"{outside[0]}: table1 would be written from this grid's runs alone; name the earlier grid too (its "
+            f"families, tasks and seeds) with --reuse_finished_runs to add to it, or pass another --output_dir")
+
+
 def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str] = FAMILIES,
                   seeds: Sequence[int] = (0, 1, 2), output_dir: str | Path = "report", training_args=None, *,
                   encoders: str = "small", run_options: Mapping[str, Any] | None = None,
@@ -314,6 +337,7 @@ def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str
     _check_grid_flags(runs, data, encoders, options)
     if not reuse_finished_runs:
         _refuse_earlier_runs(runs, output_dir)
+    _refuse_runs_outside(runs, output_dir)
     main = _main_process()
     bar = tqdm(runs, desc="benchmark", unit="run", disable=not progress or not main)
     for run in bar:

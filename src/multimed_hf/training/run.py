@@ -739,6 +739,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
                                      bootstrap_samples=eargs.bootstrap_samples)
         for key, value in sorted(result.metrics.items()):
             print(f"{key}: {value}")
+        print(f"results, metrics with CIs and predictions written to {result.output_dir}")  # --output_dir's default
     except ValueError as err:
         print(f"multimed evaluate: error: {err}", file=sys.stderr)
         return 2
