@@ -1027,6 +1027,7 @@ def build_config(
                 splits={s: splits.get(s, 0) for s in SPLITS},
                 data_files=data_files, release_note=note, provenance=builder.provenance(), assets=asset_paths,
             ))
+        warnings += _empty_splits(reports)
         if config_dir.is_dir():
             for old in sorted(config_dir.iterdir()):
                 if old.is_dir() and old.name not in names:
@@ -1046,6 +1047,23 @@ def build_config(
     _write_build_info(config_dir, task, report)
     write_readme(out_dir)
     return report
+
+
+def _empty_splits(reports: Sequence[SourceReport]) -> list[str]:
+    """A warning for each split that a config with samples leaves empty (too few groups for three: a partial
+    download, a few subjects): ``load_dataset`` gives no such split, which only a count of 0 said."""
+    totals = Counter()
+    for report in reports:
+        totals.update(report.splits)
+    if not sum(totals.values()):
+        return []
+    warnings = []
+    for split in (s for s in SPLITS if not totals[s]):
+        others = ", ".join(f"{s} {totals[s]}" for s in SPLITS if s != split)
+        warnings.append(f"the {split} split is empty: every group went to the other splits ({others}; a group never "
+                        f"spans splits), too few groups for three (a partial download?); load_dataset gives no "
+                        f"{split} split")
+    return warnings
 
 
 def _draw_unpublished_tests(builders, store: BuildStore) -> list[str]:

@@ -1,4 +1,4 @@
-"""The release check: which published release (``SourceSpec.expected_files``) a download's files match."""
+"""What a build warns of: which published release (``SourceSpec.expected_files``) a download matches, empty splits."""
 
 from types import SimpleNamespace
 
@@ -36,3 +36,17 @@ def test_no_match_and_a_synthetic_sample_claim_no_release():
     assert "matching no published release (v1: 9)" in _release_note(_builder({"v1": 9}), _counts(samples=8))
     note = _release_note(_builder({"v1": 8}, synthetic=True), _counts(samples=8))
     assert "matching no published release" in note and "SYNTHETIC sample" in note
+
+
+def test_an_empty_split_is_warned_of(tmp_path):
+    # before: a build whose few groups all went to train and test left no validation split, said only by a count of 0
+    # ("splits: train 7, validation 0, test 2"); load_dataset then has no validation split
+    from dataset_scripts.sample_sources import sample_generators
+    from multimed_hf.api import build_dataset
+
+    report = build_dataset("protein_structure", [sample_generators()["pdb"](tmp_path / "src")], tmp_path / "out",
+                           progress=False)
+    assert report.splits["validation"] == 0 and report.splits["train"] and report.splits["test"]
+    (warning,) = [w for w in report.warnings if "split is empty" in w]
+    assert warning.startswith("the validation split is empty: every group went to the other splits (train ")
+    assert "load_dataset gives no validation split" in warning
