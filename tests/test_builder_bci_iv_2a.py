@@ -254,6 +254,8 @@ def test_bnci_copies_give_the_gdf_routes_samples(tmp_path):
 
     gdf = sample.make(tmp_path / "gdf", eog_runs=3, bad_files=False)  # 3 EOG runs, then the imagery run
     bnci = sample.make(tmp_path / "bnci", layout="bnci", bad_files=False)
+    one_eog = sample.make(tmp_path / "one_eog", eog_runs=1, bad_files=False)
+    assert {s.fields["run"] for s in _read(one_eog)[0].values()} == {"1"}
     from_gdf, rejected_gdf = _read(gdf)
     from_mat, rejected_mat = _read(bnci)
     assert not rejected_gdf and not rejected_mat, (rejected_gdf, rejected_mat)
@@ -262,7 +264,9 @@ def test_bnci_copies_give_the_gdf_routes_samples(tmp_path):
         assert mat.source_path == f"{sample.BNCI_FOLDER}/{sample_id.split(':')[0]}.mat"
         expected = from_gdf[sample_id]
         assert mat.group_key == expected.group_key == f"subject:{sample_id[:3]}"
-        assert mat.fields["run"] == expected.fields["run"] == "4"  # the cell's number, EOG runs counted
+        # the session's first imagery run, EOG runs not counted (they counted before: "4" here, "2" in a session of
+        # one EOG run, such as A04T, for the same recording)
+        assert mat.fields["run"] == expected.fields["run"] == "1"
         for name, value in expected.fields.items():
             if name == "eeg":
                 assert value.dtype == mat.fields[name].dtype == np.float32 and value.shape == (22, 1000)
@@ -383,10 +387,10 @@ def test_bad_epochs_of_a_bnci_copy_are_reported_per_epoch(tmp_path):
     assert sorted(samples) == ["A02T:3"]
     where = f"{relpath}:row epoch {{}}".format
     assert set(reasons) == {where(1), where(2), where(4)}
-    assert reasons[where(1)].startswith("run 4: ") and reasons[where(1)].endswith("every channel is flat "
+    assert reasons[where(1)].startswith("run 1 (cell 4 of data): ") and reasons[where(1)].endswith("every channel is flat "
                                                                               "(a disconnected amplifier)")
-    assert reasons[where(2)].startswith("run 4: ") and reasons[where(2)].endswith("non-finite samples")
-    assert reasons[where(4)].startswith("run 4: ") and "window ends past the recording's end" in reasons[where(4)]
+    assert reasons[where(2)].startswith("run 1 (cell 4 of data): ") and reasons[where(2)].endswith("non-finite samples")
+    assert reasons[where(4)].startswith("run 1 (cell 4 of data): ") and "window ends past the recording's end" in reasons[where(4)]
 
 
 _V73 = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 .".ljust(116)

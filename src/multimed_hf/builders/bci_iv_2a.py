@@ -8,8 +8,9 @@ evaluation sessions (``E``) mark every cue 783 (unknown) and take their classes,
 from the archive) or its files unpacked, in the folder or a sub-folder, or, where the sessions lie one folder down,
 in a sub-folder of theirs (``BCICIV_2a_gdf/true_labels/A01E.mat``: labels are found relative to the sessions). Each
 cue becomes one epoch of ``EPOCH_SECONDS`` from its onset (MOABB's BNCI2014_001 window, 2-6 s of the trial), the 22
-EEG channels named in the 10-10 system (the 3 EOG channels are left out), float32 volts; the run is counted from the
-new-run events (32766).
+EEG channels named in the 10-10 system (the 3 EOG channels are left out), float32 volts; the run is the session's motor-imagery run,
+1-6 in order (MOABB numbers them 0-5), the EOG calibration runs before them not counted: A04T, which lacks them,
+numbers its imagery runs as the other sessions do.
 
 The GDF is checked against its own header before MNE reads it (a cut file otherwise loses its tail or its event
 table), and an evaluation session without its true labels, or with another number of labels than cues, is
@@ -31,8 +32,8 @@ trial. They are read at the top, one folder down, or anywhere along MOABB's tree
 (``data-sets/002-2014/`` ...) are listed as not used. ``trial`` is the trial start (GDF event 768, the fixation
 cross; MOABB cuts ``trial - 1`` + 2-6 s), the cue comes ``TRIAL_TO_CUE_SECONDS`` later, so an epoch is the run's
 samples ``trial - 1 + 500`` to ``trial - 1 + 1500``: the GDF route's cue-onset window. The samples match the GDF
-route's: ids ``A01T:<n>`` counting the session's trials in order, the run as the cell's number (1-based, EOG runs
-counted, as the new-run events count them), ``cue_onset`` on the session's runs laid end to end (the GDF's time
+route's: ids ``A01T:<n>`` counting the session's trials in order, the run counted among the cells that hold trials
+(the imagery runs, as the GDF route counts them), ``cue_onset`` on the session's runs laid end to end (the GDF's time
 where the runs tile it), ``X / 1e6`` volts. A file that cannot be read, lacks ``X``/``trial``/``y``/``fs``, holds
 another number of channels than 25, classes outside 1-4 or a trial start outside its run is rejected, named.
 When a session is there both as GDF and as BNCI's copy, the GDF is read and the copy listed as not used, unless the
@@ -540,12 +541,12 @@ class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
                 raise BadSourceFile(f"{label_file.where} holds {len(labels)} labels for {len(cues)} cues")
             cues = [(onset, label, r) for (onset, _, r), label in zip(cues, labels)]
         records = [(f"epoch {n}", onset, code) for n, (onset, code, _) in enumerate(cues, start=1)]
-        runs = {f"epoch {n}": r for n, (_, _, r) in enumerate(cues, start=1)}
+        imagery = {r: i for i, r in enumerate(dict.fromkeys(r for _, _, r in cues), start=1)}  # EOG runs: no cue
+        runs = {f"epoch {n}": imagery[r] for n, (_, _, r) in enumerate(cues, start=1)}
         sfreq = float(raw.info["sfreq"])
         good, bad = epochs_from_annotations(raw.get_data(picks=picks), sfreq, records, EPOCH_SECONDS)
         samples = [
-            self._sample(relpath, f"{subject}{session}", record, code, onset, max(runs[record], 1), epoch, sfreq,
-                         channels)
+            self._sample(relpath, f"{subject}{session}", record, code, onset, runs[record], epoch, sfreq, channels)
             for record, onset, code, epoch in good
         ]
         return self.keep_records(relpath, samples, bad)
@@ -575,16 +576,16 @@ class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
         sfreq, runs = _bnci_runs(self.root / relpath)
         channels = list(CHANNELS_10_10.values())
         samples, bad, n = [], [], 0
-        for number, offset, x, trial, y in runs:
+        for imagery, (number, offset, x, trial, y) in enumerate(runs, start=1):  # the cells with trials
             records = []
             for start, label in zip(trial, y):
                 n += 1
                 records.append((f"epoch {n}", (start - 1) / sfreq + TRIAL_TO_CUE_SECONDS, str(768 + label)))
             eeg = x[:, :len(channels)].T * 1e-6  # microvolts, as MOABB scales them
             good, run_bad = epochs_from_annotations(eeg, sfreq, records, EPOCH_SECONDS)
-            bad += [(record, f"run {number}: {reason}") for record, reason in run_bad]
+            bad += [(record, f"run {imagery} (cell {number} of data): {reason}") for record, reason in run_bad]
             samples += [
-                self._sample(relpath, key, record, code, float(offset / sfreq + onset), number, epoch, sfreq,
+                self._sample(relpath, key, record, code, float(offset / sfreq + onset), imagery, epoch, sfreq,
                              channels)
                 for record, onset, code, epoch in good
             ]
