@@ -80,6 +80,11 @@ def test_pinned_memory_only_where_an_accelerator_is(tmp_path):
     _, args = parse_train_args(["--data", str(tmp_path), "--tasks", "cell_type", "--output_dir", str(tmp_path),
                                 "--dataloader_pin_memory", "true"])
     assert args.dataloader_pin_memory is True  # a flag still wins
+    from multimed_hf.fewshot.run import parse_fewshot_args  # fewshot too (it warned at every loader on CPU)
+
+    _, args = parse_fewshot_args(["CKPT", "--data", str(tmp_path), "--task", "cell_type", "--output_dir",
+                                  str(tmp_path)])
+    assert args.dataloader_pin_memory is torch.accelerator.is_available()
 
 
 def test_a_pushed_run_goes_up_once_at_the_end_and_help_says_whose_defaults_it_shows(tmp_path, capsys):

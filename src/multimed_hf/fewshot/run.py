@@ -35,6 +35,7 @@ from multimed_hf.training.arguments import (
     check_counts,
     check_eval_splits,
     flags_named,
+    has_accelerator,
     json_argument,
     refuse_remove_unused_columns,
     refuse_script_switches,
@@ -554,7 +555,7 @@ def _fewshot_parser(prog: str):
     parser = HfArgumentParser((FewShotArguments, TrainingArguments), prog=prog)
     parser.set_defaults(remove_unused_columns=False, report_to="none", save_strategy="no", learning_rate=1e-3,
                         num_train_epochs=20, per_device_train_batch_size=16, per_device_eval_batch_size=64,
-                        logging_steps=10)
+                        logging_steps=10, dataloader_pin_memory=has_accelerator())  # as multimed train's defaults
     return parser
 
 
