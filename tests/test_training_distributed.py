@@ -120,6 +120,24 @@ def test_torchrun_without_use_cpu_on_a_cpu_machine_is_refused(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("command, flags", [
+    ("fewshot", ["CKPT", "--task", "brain_tumor", "--shots", "5"]),
+    ("ood", ["--tasks", "disease", "--group", "organ"]),
+])
+def test_fewshot_and_the_analyses_refuse_torchrun_without_use_cpu_too(tmp_path, command, flags):
+    # before: only train, evaluate and benchmark refused; fewshot and the analyses ran the whole job once per process
+    # into one folder (two writers appending to table2.csv)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+              "--master_port", str(_free_port()), "-m", "multimed_hf.cli", command, *flags, "--data",
+              str(tmp_path / "data"), "--output_dir", str(tmp_path / "run"), "--max_steps", "1"]
+    done = subprocess.run(launch, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith(f"multimed {command}: error:")]
+    assert len(errors) == 2, done.stderr[-3000:]
+    assert all("launched as 2 processes (WORLD_SIZE=2)" in e and "add --use_cpu" in e for e in errors)
+    assert not (tmp_path / "run").exists()
+
+
 def test_train_loss_is_the_mean_over_processes_of_the_steps_after_the_last_log(tmp_path):
     # before: transformers added this process's own loss of the steps after the last log, so train_loss was rank
     # 0's batches for that stretch (the ranks disagreed; in a multitask run, another mix of tasks)

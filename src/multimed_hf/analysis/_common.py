@@ -91,6 +91,7 @@ def parse_analysis_args(argv: Sequence[str] | None, options_cls, *, single_task:
     from multimed_hf.training.arguments import (
         MultiMedArguments,
         flags_named,
+        refuse_lone_processes,
         refuse_remove_unused_columns,
         task_modalities,
         training_defaults,
@@ -118,6 +119,7 @@ def parse_analysis_args(argv: Sequence[str] | None, options_cls, *, single_task:
     if single_task and len(args.tasks) != 1:
         raise AnalysisError(f"--tasks: this analysis takes one task, got {args.tasks}")
     refuse_remove_unused_columns(training_args, prog or "the analysis commands", AnalysisError)
+    refuse_lone_processes(training_args, AnalysisError)
     check_analysis_args(args, training_args, options, given=named)
     return parsed
 

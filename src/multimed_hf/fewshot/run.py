@@ -37,6 +37,7 @@ from multimed_hf.training.arguments import (
     flags_named,
     has_accelerator,
     json_argument,
+    refuse_lone_processes,
     refuse_remove_unused_columns,
     refuse_script_switches,
     set_by_user,
@@ -576,6 +577,7 @@ def parse_fewshot_args(argv: Sequence[str] | None = None, *, prog: str = "multim
         args, training_args = parser.parse_args_into_dataclasses(argv)
         given = flags_named(_fewshot_parser(prog), argv)
     check_training_flags(args, training_args, given)
+    refuse_lone_processes(training_args, FewShotError)
     return args, training_args
 
 
