@@ -234,3 +234,24 @@ def test_the_predictions_file_keeps_each_rows_class_probabilities(tmp_path):
     expected[:2] = 1 / (1 + np.exp(-outputs[0, :2]))
     np.testing.assert_allclose(pd.read_parquet(path)["diseases_scores"][0], expected, rtol=1e-6)
     assert predictions_score_names(path) == {"diseases_scores": names}
+
+
+def test_a_label_text_head_scores_its_active_classes():
+    # before: a run trained with --align_label_text and every zero-shot evaluation wrote no <column>_scores
+    import torch
+
+    import multimed_hf.label_text  # noqa: F401  (registers the kind)
+    from multimed_hf.output_kinds import output_scores
+
+    names = ["glioma", "meningioma", "no_tumor", "pituitary"]
+    logits = torch.tensor([[1.0, 2.0, -1e4, 0.5], [0.0, 0.0, -1e4, 3.0]])
+    spec = {"outputs": [{"name": "tumor", "kind": "label_text", "names": names,
+                         "active": ["glioma", "meningioma", "pituitary"]}]}
+    scores = output_scores(spec, {"tumor": logits})["tumor"]
+    assert np.isnan(scores[:, 2]).all()
+    active = logits[:, [0, 1, 3]].softmax(-1).numpy()
+    np.testing.assert_allclose(scores[:, [0, 1, 3]], active, rtol=1e-6)
+    spec["outputs"][0]["multilabel"] = True
+    scores = output_scores(spec, {"tumor": logits})["tumor"]
+    np.testing.assert_allclose(scores[:, [0, 1, 3]], torch.sigmoid(logits[:, [0, 1, 3]]).numpy(), rtol=1e-6)
+    assert np.isnan(scores[:, 2]).all()

@@ -137,6 +137,18 @@ class LabelTextKind(OutputKind):
     def decode(self, out, values, known=None):
         return self._base(out).decode(out, values, known)
 
+    def scores(self, out, values):
+        """The base kind's probabilities over the active classes (softmax among them; sigmoid where multilabel);
+        NaN for the inactive ones, which are not scored."""
+        active = torch.tensor([n in set(out["active"]) for n in out["names"]], device=values.device)
+        logits = values.float()
+        if out.get("multilabel"):
+            probs = torch.sigmoid(logits)
+        else:
+            probs = torch.zeros_like(logits)
+            probs[:, active] = logits[:, active].softmax(-1)
+        return probs.masked_fill(~active, float("nan"))
+
 
 def label_text_embeddings(model: nn.Module, spec: dict) -> dict[str, torch.Tensor]:
     """Column -> ``[K, H]`` unit embeddings of the active class texts (zeros for the others) for each ``label_text``
