@@ -98,7 +98,12 @@ def test_a_pushed_run_goes_up_once_at_the_end_and_help_says_whose_defaults_it_sh
                                 "--hub_strategy", "every_save"])
     assert args.hub_strategy == HubStrategy.EVERY_SAVE
     with pytest.raises(SystemExit):
-        parse_train_args(["--encoders", "small", "--help"])
+        parse_train_args(["--encoders=small", "--help"])  # the = form too
     text = " ".join(capsys.readouterr().out.split())
     assert "The defaults shown are those of --family unimodal --encoders small" in text
     assert "small: num_train_epochs 40, weight_decay 1.0, label_smoothing_factor 0.05" in text
+    epochs = "--num-train-epochs NUM_TRAIN_EPOCHS Total number of training epochs to perform. (default: {})"
+    assert epochs.format(40) in text
+    with pytest.raises(SystemExit):  # a hub run of cell_type trains from scratch: its help says so
+        parse_train_args(["--tasks", "cell_type", "--help"])
+    assert epochs.format(FROM_SCRATCH) in " ".join(capsys.readouterr().out.split())

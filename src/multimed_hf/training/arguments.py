@@ -526,7 +526,8 @@ def _defaults_epilog(family: str, encoders: str) -> str:
     """What ``--help`` says of its defaults: those of the family and encoders named, and how the others differ."""
     presets = "; ".join(f"{name}: " + ", ".join(f"{k} {v}" for k, v in changes.items())
                         for name, changes in ENCODER_TRAINING_DEFAULTS.items())
-    return (f"The defaults shown are those of --family {family} --encoders {encoders}; a run's training defaults "
+    return (f"The defaults shown are those of --family {family} --encoders {encoders} and the --tasks given; a run's "
+            f"training defaults "
             f"depend on --family, --encoders and the tasks' modalities (a --encoders hub run of tasks with no "
             f"pretrained Hub encoder, e.g. cell_type, trains as domain_specific). Over the base (learning_rate {TRAINING_DEFAULTS['learning_rate']}, "
             f"num_train_epochs {TRAINING_DEFAULTS['num_train_epochs']}, weight_decay {TRAINING_DEFAULTS['weight_decay']}"
@@ -555,12 +556,13 @@ def parse_train_args(argv: Sequence[str] | None = None, *, prog: str = "multimed
         args, training_args = parser.parse_dict({**defaults, **given})
         named = set(given)
     else:
-        if any(a in ("-h", "--help") for a in argv):  # --help shows the defaults of the family and encoders named
-            known = dict(zip(argv, argv[1:]))
-            family = known.get("--family", MultiMedArguments.family)
-            encoders = known.get("--encoders", MultiMedArguments.encoders)
-            parser.set_defaults(**training_defaults(family, encoders, None))
-            parser.epilog = _defaults_epilog(family, encoders)
+        if any(a in ("-h", "--help") for a in argv):  # --help shows the defaults of the run its other flags name
+            probe = _parser(MultiMedArguments)
+            for action in probe._actions:
+                action.required = False  # `--help` alone names no --data
+            known, _ = probe.parse_known_args([a for a in argv if a not in ("-h", "--help")])
+            parser.set_defaults(**training_defaults(known.family, known.encoders, task_modalities(known.tasks)))
+            parser.epilog = _defaults_epilog(known.family, known.encoders)
         probe, _ = parser.parse_known_args(argv)  # the family, encoders and tasks decide the defaults of the rest
         parser.set_defaults(**training_defaults(probe.family, probe.encoders, task_modalities(probe.tasks)))
         args, training_args = parser.parse_args_into_dataclasses(argv)
