@@ -214,6 +214,17 @@ def test_a_cell_that_points_at_the_unimodal_row_says_where_that_row_was_not_run(
     assert _row(table, "multimodal")["brain_tumor"].startswith(f"{SAME_AS_UNIMODAL}; `unimodal` was not run [paper")
 
 
+def test_a_cell_that_points_at_a_failed_unimodal_row_says_it_failed(tmp_path):
+    # before: "`unimodal` was not run" beside a unimodal row that said "failed: ..." for the same task
+    recs = [_record("multimodal", "disease", "accuracy", 0.5, 0)]
+    recs += failure_records("unimodal", ["brain_tumor"], 0, "ValueError: bad encoder", run="brain_tumor-mri")
+    table = _headline_table(write_table1(recs, tmp_path, families=["unimodal", "multimodal"],
+                                         tasks=["disease", "brain_tumor"]).markdown.read_text())
+    assert _row(table, "unimodal")["brain_tumor"].startswith("failed: ValueError: bad encoder")
+    assert _row(table, "multimodal")["brain_tumor"].startswith(
+        f"{SAME_AS_UNIMODAL}; `unimodal` failed (see Failed runs) [paper")
+
+
 def test_a_partly_failed_cell_shows_its_value_and_the_failure(tmp_path):
     recs = [_record("unimodal", "motor_imagery", "accuracy", acc, seed) for seed, acc in enumerate([0.4, 0.6])]
     recs += failure_records("unimodal", ["motor_imagery"], 2, "ValueError: NaN loss", run="unimodal-motor_imagery")

@@ -261,7 +261,9 @@ def _twin_not_run(table: _Table, family: str, task: str, text: str) -> str:
         return text
     variant = family.partition("+")[2]
     twin = "unimodal" + (f"+{variant}" if variant else "")
-    return text if table.stat(twin, task, *headline(task)) is not None else f"{text}; `{twin}` was not run"
+    if table.stat(twin, task, *headline(task)) is not None:
+        return text
+    return f"{text}; `{twin}` " + ("failed (see Failed runs)" if len(table.errors(twin, task)) else "was not run")
 
 
 def _row_label(family: str, row_labels: Mapping[str, str]) -> str:
