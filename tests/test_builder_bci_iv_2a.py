@@ -387,10 +387,11 @@ def test_bad_epochs_of_a_bnci_copy_are_reported_per_epoch(tmp_path):
     assert sorted(samples) == ["A02T:3"]
     where = f"{relpath}:row epoch {{}}".format
     assert set(reasons) == {where(1), where(2), where(4)}
-    assert reasons[where(1)].startswith("run 1 (cell 4 of data): ") and reasons[where(1)].endswith("every channel is flat "
+    run = "run 1 (cell 4 of data): "  # the session's first imagery run, the 4th cell of its data
+    assert reasons[where(1)].startswith(run) and reasons[where(1)].endswith("every channel is flat "
                                                                               "(a disconnected amplifier)")
-    assert reasons[where(2)].startswith("run 1 (cell 4 of data): ") and reasons[where(2)].endswith("non-finite samples")
-    assert reasons[where(4)].startswith("run 1 (cell 4 of data): ") and "window ends past the recording's end" in reasons[where(4)]
+    assert reasons[where(2)].startswith(run) and reasons[where(2)].endswith("non-finite samples")
+    assert reasons[where(4)].startswith(run) and "window ends past the recording's end" in reasons[where(4)]
 
 
 _V73 = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 .".ljust(116)

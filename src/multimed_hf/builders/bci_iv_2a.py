@@ -8,9 +8,9 @@ evaluation sessions (``E``) mark every cue 783 (unknown) and take their classes,
 from the archive) or its files unpacked, in the folder or a sub-folder, or, where the sessions lie one folder down,
 in a sub-folder of theirs (``BCICIV_2a_gdf/true_labels/A01E.mat``: labels are found relative to the sessions). Each
 cue becomes one epoch of ``EPOCH_SECONDS`` from its onset (MOABB's BNCI2014_001 window, 2-6 s of the trial), the 22
-EEG channels named in the 10-10 system (the 3 EOG channels are left out), float32 volts; the run is the session's motor-imagery run,
-1-6 in order (MOABB numbers them 0-5), the EOG calibration runs before them not counted: A04T, which lacks them,
-numbers its imagery runs as the other sessions do.
+EEG channels named in the 10-10 system (the 3 EOG channels are left out), float32 volts; the run is the session's
+motor-imagery run, 1-6 in order (MOABB numbers them 0-5), the EOG calibration runs before them not counted: A04T,
+which lacks them, numbers its imagery runs as the other sessions do.
 
 The GDF is checked against its own header before MNE reads it (a cut file otherwise loses its tail or its event
 table), and an evaluation session without its true labels, or with another number of labels than cues, is

@@ -3,7 +3,8 @@
 The subject folders are found at the top, under ``files/``, or under ``files/eegmmidb/<version>/``: the tree that
 MNE's ``eegbci.load_data`` (``MNE-eegbci-data/files/eegmmidb/1.0.0/S001/...``) and PhysioNet's ``wget -r``
 (``physionet.org/files/eegmmidb/1.0.0/S001/...``) leave. The sampling rate is each file's own (subjects 88, 92
-and 100 were recorded at 128 Hz, not 160 Hz), so an epoch holds ``EPOCH_SECONDS`` at its file's rate, stated in ``sfreq``.
+and 100 were recorded at 128 Hz, not 160 Hz), so an epoch holds ``EPOCH_SECONDS`` at its file's rate, stated in
+``sfreq``.
 
 Only the imagery runs give samples: runs 4, 8, 12 (imagined left / right fist: T1 / T2) and 6, 10, 14 (imagined
 both fists / both feet: T1 / T2); T0 is rest in every run. Each cue becomes one epoch of ``EPOCH_SECONDS`` from

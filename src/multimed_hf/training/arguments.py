@@ -526,12 +526,11 @@ def _defaults_epilog(family: str, encoders: str) -> str:
     """What ``--help`` says of its defaults: those of the family and encoders named, and how the others differ."""
     presets = "; ".join(f"{name}: " + ", ".join(f"{k} {v}" for k, v in changes.items())
                         for name, changes in ENCODER_TRAINING_DEFAULTS.items())
+    base = ", ".join(f"{k} {TRAINING_DEFAULTS[k]}" for k in ("learning_rate", "num_train_epochs", "weight_decay"))
     return (f"The defaults shown are those of --family {family} --encoders {encoders} and the --tasks given; a run's "
-            f"training defaults "
-            f"depend on --family, --encoders and the tasks' modalities (a --encoders hub run of tasks with no "
-            f"pretrained Hub encoder, e.g. cell_type, trains as domain_specific). Over the base (learning_rate {TRAINING_DEFAULTS['learning_rate']}, "
-            f"num_train_epochs {TRAINING_DEFAULTS['num_train_epochs']}, weight_decay {TRAINING_DEFAULTS['weight_decay']}"
-            f") each preset changes: {presets}.")
+            f"training defaults depend on --family, --encoders and the tasks' modalities (a --encoders hub run of "
+            f"tasks with no pretrained Hub encoder, e.g. cell_type, trains as domain_specific). Over the base ({base}) "
+            f"each preset changes: {presets}.")
 
 
 def _parser(first, prog: str | None = None):
