@@ -146,6 +146,21 @@ def test_arguments_take_each_family_defaults_unless_given():
         _parse([*argv, "--family", "unimodal"])
 
 
+def test_a_familys_defaults_do_not_depend_on_the_families_listed_before_it():
+    # before: the parser's set_defaults kept what an earlier family set: with --encoders small, domain_specific
+    # listed after unimodal trained with the small encoders' label smoothing 0.05 (and not first: 0.0)
+    from multimed_hf.training.families import RunPlan
+
+    mri = {"brain_tumor": ("mri",)}
+    small, domain = (RunPlan("brain_tumor-mri", f, ("brain_tumor",), mri) for f in ("unimodal", "domain_specific"))
+    argv = ["--data", "d", "--tasks", "brain_tumor", "--encoders", "small", "--output_dir", "rep"]
+    first = _parse([*argv, "--families", "domain_specific", "unimodal"])[2]
+    after = _parse([*argv, "--families", "unimodal", "domain_specific"])[2]
+    assert after(small).label_smoothing_factor == first(small).label_smoothing_factor == 0.05
+    assert after(domain).label_smoothing_factor == first(domain).label_smoothing_factor == 0.0
+    assert after(domain).weight_decay == first(domain).weight_decay == 0.01
+
+
 def test_built_tasks_need_a_built_folder(tmp_path):
     with pytest.raises(BenchmarkError, match="holds no built config"):
         built_tasks(tmp_path)

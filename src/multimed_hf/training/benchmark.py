@@ -426,13 +426,15 @@ def _parse(argv: Sequence[str], prog: str = "multimed benchmark"):
 class _PerRunArguments:
     """A run's ``TrainingArguments``: our defaults for its family, encoders and modalities
     (``training_defaults``), under the flags given, as ``multimed train`` parses them; one parse per distinct set
-    of defaults."""
+    of defaults, each over the parser's own defaults (``set_defaults`` keeps what an earlier call set: the small
+    encoders' label smoothing went to every domain_specific run listed after them)."""
 
     parser: Any
     argv: list[str]
     encoders: str
     output_dir: Path
     parsed: dict[str, Any] = field(default_factory=dict)
+    initial: dict[str, Any] | None = None
 
     def __call__(self, plan: RunPlan):
         from multimed_hf.training.arguments import training_defaults
@@ -440,7 +442,9 @@ class _PerRunArguments:
         defaults = training_defaults(plan.family, self.encoders, plan.read_modalities)
         key = json.dumps(defaults, sort_keys=True, default=str)
         if key not in self.parsed:
-            self.parser.set_defaults(**defaults)
+            if self.initial is None:
+                self.initial = {a.dest: a.default for a in self.parser._actions if a.dest != "help"}
+            self.parser.set_defaults(**{**self.initial, **defaults})
             self.parsed[key] = self.parser.parse_args_into_dataclasses(list(self.argv))[2]
         return self.parsed[key]
 
