@@ -225,6 +225,19 @@ def test_a_cell_that_points_at_a_failed_unimodal_row_says_it_failed(tmp_path):
         f"{SAME_AS_UNIMODAL}; `unimodal` failed (see Failed runs) [paper")
 
 
+def test_a_seed_whose_value_is_undefined_is_said_not_silently_dropped(tmp_path):
+    # before: seed 2's NaN (a constant prediction: Pearson undefined, no error) left the mean of seeds 0-1 under a
+    # header naming seeds 0, 1, 2; a cell undefined in every seed read "not run"
+    recs = [_record("multimodal", "expression_prediction", "pearson", v, seed)
+            for seed, v in enumerate([0.5, 0.6, float("nan")])]
+    recs += [_record("unimodal", "expression_prediction", "pearson", float("nan"), seed) for seed in range(3)]
+    table = _headline_table(write_table1(recs, tmp_path).markdown.read_text())
+    assert _row(table, "multimodal")["expression_prediction"].startswith(
+        f"55.00 ± {np.std([50, 60], ddof=1):.2f}; seed(s) 2 undefined (e.g. a constant prediction), left out [paper")
+    assert _row(table, "unimodal")["expression_prediction"].startswith(
+        "undefined in seed(s) 0, 1, 2 (e.g. a constant prediction) [paper")
+
+
 def test_a_partly_failed_cell_shows_its_value_and_the_failure(tmp_path):
     recs = [_record("unimodal", "motor_imagery", "accuracy", acc, seed) for seed, acc in enumerate([0.4, 0.6])]
     recs += failure_records("unimodal", ["motor_imagery"], 2, "ValueError: NaN loss", run="unimodal-motor_imagery")

@@ -238,21 +238,38 @@ def _headline_cell(table: _Table, family: str, task: str, paper) -> str:
     beside = f" [paper {reference:.2f}{printed}]" if reference is not None else ""
     stat = table.stat(family, task, label, metric)
     errors = table.errors(family, task)
+    undefined = _undefined_seeds(table, family, task, label, metric)
     if stat is not None:
         text = _fmt(stat["mean"], stat["sd"], metric, table.natural)
         if len(stat["runs"]) > 1:
             text += "*"
+        if undefined:  # the header names every seed: a seed left out is said
+            text += f"; seed(s) {', '.join(undefined)} undefined (e.g. a constant prediction), left out"
         failed = len(errors[["run", "seed"]].drop_duplicates())
         if failed:
             text += f"; {failed} run(s) failed: {_short(errors['error'].iloc[0])}"
         return text + beside
     if not errors.empty:
         return f"failed: {_short(errors['error'].iloc[0])}{beside}"
+    if undefined:
+        return f"undefined in seed(s) {', '.join(undefined)} (e.g. a constant prediction){beside}"
     if (family, task) in table.notes:
         return f"{_twin_not_run(table, family, task, _escape(table.notes[family, task]))}{beside}"
     if _same_as_unimodal(family, task):
         return f"{_twin_not_run(table, family, task, SAME_AS_UNIMODAL)}{beside}"
     return f"not run{beside}"
+
+
+def _undefined_seeds(table: _Table, family: str, task: str, label: str, metric: str) -> list[str]:
+    """The seeds whose value of a cell is undefined (NaN: a correlation of a constant prediction, no row scored)
+    in every run of theirs, with no error recorded: ``summarize`` leaves them out of the mean."""
+    f = table.frame
+    rows = f[(f["family"] == family) & (f["task"] == task) & (f["metric"] == metric) & (f["split"] == table.split)
+             & f["error"].isna()]
+    rows = rows.loc[np.array([_label_key(task, x) == label for x in rows["label"]], dtype=bool)]
+    finite = np.isfinite(rows["value"].astype(float))
+    seeds = set(rows.loc[~finite, "seed"].dropna()) - set(rows.loc[finite, "seed"].dropna())
+    return [str(int(s)) for s in sorted(seeds)]
 
 
 def _twin_not_run(table: _Table, family: str, task: str, text: str) -> str:
