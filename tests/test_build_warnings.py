@@ -50,3 +50,26 @@ def test_an_empty_split_is_warned_of(tmp_path):
     (warning,) = [w for w in report.warnings if "split is empty" in w]
     assert warning.startswith("the validation split is empty: every group went to the other splits (train ")
     assert "load_dataset gives no validation split" in warning
+
+
+def test_vqa_images_count_as_files_the_task_reads(tmp_path, monkeypatch):
+    # before: a VQA image (kept, stored with its questions' samples) counted as an index file, so the files-read
+    # count of an intact VQA-RAD download (with the JSON's .xlsx and .xml copies) held only the JSON and could not
+    # match the release's 315 images + the JSON
+    import dataclasses
+
+    from dataset_scripts.sample_sources import sample_generators
+    from multimed_hf.api import build_dataset
+    from multimed_hf.builders.vqa_rad import VQARADBuilder
+
+    root = sample_generators()["VQA_RAD"](tmp_path / "VQA_RAD", bad_files=False)
+    (root / "MULTIMED_SOURCE.json").unlink()  # as downloaded
+    (root / "VQA_RAD Dataset Public.xlsx").write_bytes(b"PK\x03\x04")  # the publisher's copies beside the JSON
+    (root / "VQA_RAD Dataset Public.xml").write_text("<xml/>")
+    read = len([p for p in root.rglob("*.jpg")]) + 1  # the images and the JSON
+    spec = VQARADBuilder.spec()
+    monkeypatch.setattr(VQARADBuilder, "spec", classmethod(lambda cls: dataclasses.replace(
+        spec, expected_files={"images + the JSON": read})))
+    report = build_dataset("med_vqa", [root], tmp_path / "out", progress=False)
+    note = report.sources[0].release_note
+    assert note.endswith(f"({read} of them the files this task reads samples from): the images + the JSON release")

@@ -216,3 +216,22 @@ def test_every_sample_generator_writes_the_same_bytes_each_time(tmp_path):
         first = files(make(tmp_path / "a" / name))
         time.sleep(1.01)  # a time stamp of one-second resolution would differ
         assert files(make(tmp_path / "b" / name)) == first, name
+
+
+def test_a_file_cached_under_other_non_data_rules_is_read_again(oct_source, tmp_path, monkeypatch):
+    # before: the validation cache's version did not hold the litter rules, so a rebuild into the same --out kept
+    # `hf download`'s .cache/huggingface/ files rejected as stray files after the rules named them
+    from multimed_hf.builders import _download
+
+    litter = oct_source / ".cache" / "huggingface" / "download" / "x.metadata"
+    litter.parent.mkdir(parents=True)
+    litter.write_text("etag\n")
+    out = tmp_path / "multimed"
+    with monkeypatch.context() as old:  # the rules before .cache/ was named
+        old.setattr(_download, "_FOLDERS", {k: v for k, v in _download._FOLDERS.items() if k != ".cache"})
+        old.setattr(_download.NonDataFiles, "rules_version", "non-data-before")
+        report = build_dataset("diabetic_retinopathy", [oct_source], out, progress=False)
+    relpath = litter.relative_to(oct_source).as_posix()
+    assert {e.source_path: e.status for e in report.entries}[relpath] == "rejected"
+    again = build_dataset("diabetic_retinopathy", [oct_source], out, progress=False)
+    assert {e.source_path: e.status for e in again.entries}[relpath] == "ignored"

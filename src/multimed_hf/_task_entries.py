@@ -645,7 +645,7 @@ VQA_RAD = SourceSpec(
         "question_type, image_organ; .xlsx and .xml copies beside it) + VQA_RAD Image Folder/synpicNNNN.jpg"
     ),
     grouping="image (all questions on one image together; exact and near-duplicate images grouped too)",
-    expected_files={"315 images + the JSON": 316, "VQA_RAD Image Folder (315 images)": 315},
+    expected_files={"315 images + the JSON": 316},
     notes=(
         "2,248 QA pairs on 315 images: the JSON's free-form and paraphrased questions, one sample each (the paper's "
         "3,515 adds 1,267 framed questions, which the JSON keeps in question_frame and the build does not read). "

@@ -100,7 +100,8 @@ class CsvImageBuilder(SourceBuilder):
         digest = hashlib.sha256()
         for relpath in self._sheet_candidates():
             digest.update(relpath.encode() + b"\0" + (self.root / relpath).read_bytes())
-        self.version = f"{type(self).version}+sheets-{digest.hexdigest()[:12]}"
+        # +index-2: a labelled sheet naming an image wins over an unlabelled list wherever the two sit (``_index_of``)
+        self.version = f"{type(self).version}+sheets-{digest.hexdigest()[:12]}+index-2"
         self._indexes: dict[str, _Index] | None = None
 
     # --- what subclasses say ----------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
+import json
 import re
 from functools import cached_property
 from pathlib import Path
@@ -48,6 +50,10 @@ _NAMES = {
 #: (``index.html``, with Apache's sort variants ``index.html?C=N;O=D``) and its ``robots.txt``.
 _CRAWL = re.compile(r"^(index\.html?(\?.*)?|robots\.txt)$", re.IGNORECASE)
 _DOCUMENT = re.compile(r"^(readme|licen[cs]e|copying|citation|notice)([._ -].*)?$", re.IGNORECASE)
+#: The rules above as a version, part of a ``NonDataFiles`` builder's validation-cache version: a file cached as a
+#: stray one under other rules is read again (``hf download``'s .cache/ was rejected before it was named here).
+NON_DATA_RULES = hashlib.sha256(
+    json.dumps([_FOLDERS, _NAMES, _CRAWL.pattern, _DOCUMENT.pattern]).encode()).hexdigest()[:8]
 
 
 def non_data_reason(relpath: str) -> str | None:
@@ -78,6 +84,8 @@ class NonDataFiles:
 
     #: File names (relative to the root) this layout reads although ``non_data_reason`` names them.
     data_files: tuple[str, ...] = ()
+    #: Part of the validation cache's version (``data.build._cache_version``): the non-data rules read with.
+    rules_version: str = f"non-data-{NON_DATA_RULES}"
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

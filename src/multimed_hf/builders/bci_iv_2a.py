@@ -331,7 +331,8 @@ class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     task = "motor_imagery"
     source = "bci_iv_2a"
     #: 3: true labels beside sessions one folder down; .GDF / .MAT in any case
-    version = "4"  # 4: a file that is no MATLAB file named so; a session's label file there but unreadable named so
+    version = "5"  # 4: a file that is no MATLAB file named so; a session's label file there but unreadable named so;
+    # 5: run counts the imagery runs only
     record_noun = "epoch"
 
     def __init__(self, root):

@@ -399,7 +399,7 @@ class CellxGeneBuilder(NonDataFiles, SourceBuilder):
     source = "cellxgene"
     #: 2: age from development_stage; 3: ERCC ids, Census feature_id; 4: is_primary_data; 5: .h5ad in any case;
     #: 6: folder litter (.DS_Store, Thumbs.db, __MACOSX/) ignored, not rejected as stray files
-    reading_version: ClassVar[str] = "6"
+    reading_version: ClassVar[str] = "7"  # 7: cells of no given donor grouped by file
     #: Cells read from the backed matrix at a time (bounds the reader's memory, whatever the file's size).
     chunk_cells: ClassVar[int] = 8192
     #: Cells whose values decide a file's normalisation.

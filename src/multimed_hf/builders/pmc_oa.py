@@ -127,7 +127,7 @@ class PMCOABuilder(NonDataFiles, SourceBuilder):
     data_files = (ARCHIVE,)  # named by the builder itself: what it unpacks to
     task = "pmc_pairs"
     source = "pmc_oa"
-    reading_version = "1"
+    reading_version = "2"  # 2: the Hub repository's checkpoint.pt dropped as not data
 
     @classmethod
     def detect(cls, root: Path) -> bool:

@@ -219,6 +219,12 @@ UNUSED_IGNORED = UNUSED + IGNORED
 INDEX_FILE = "index file"
 
 
+def _no_sample_kind(builder, relpath: str) -> str | None:
+    """``_FileCounts``'s kind of a kept file with no sample of its own: an index file, or None for a file that holds
+    other files' samples' data (a VQA image stored with its questions: a file the task reads)."""
+    return INDEX_FILE if builder.no_sample_note(relpath).startswith(INDEX_FILE_NOTE) else None
+
+
 def _file_status(reason: str) -> str:
     """The manifest status of a file that gives no samples, from its (cached) reason."""
     if reason.startswith(UNUSED_IGNORED):
@@ -418,13 +424,15 @@ class _Manifest:
 def _cache_version(task: TaskSpec, builder: SourceBuilder) -> str:
     """The builder's version plus a digest of the registry facts its samples are made from (the task's labels and
     columns, and of the source, both as the task states it and as the builder's own task does: its label maps, the
-    organ its records show and where it records age): editing the registry re-validates."""
+    organ its records show and where it records age): editing the registry re-validates; and the version of rules
+    builders share (``rules_version``: the download litter ``NonDataFiles`` ignores)."""
     facts = [[asdict(label) for label in task.labels], [(c.name, c.dtype) for c in (*task.inputs, *task.metadata)]]
     for spec in (task.source(builder.source), builder.spec()):
         facts.append({k: dict(v) for k, v in spec.label_map.items()})
         facts.append({"organ": spec.organ, "age": spec.age})
     digest = hashlib.sha256(json.dumps(facts, sort_keys=True, default=list).encode()).hexdigest()[:12]
-    return f"{builder.version}+registry-{digest}+hash-{PERCEPTUAL_HASH_VERSION}"
+    rules = getattr(builder, "rules_version", "")  # rules shared by builders (download litter), when they change
+    return f"{builder.version}+registry-{digest}+hash-{PERCEPTUAL_HASH_VERSION}" + (f"+{rules}" if rules else "")
 
 
 def _stored(parts: Iterator[tuple], builder: SourceBuilder, owner: int, relpath: str, manifest: _Manifest,
@@ -508,7 +516,7 @@ def _read_all(task: TaskSpec, builders, caches, manifest: _Manifest, progress: b
                                 if not rows:  # an index file (labels, metadata): read, no sample of its own
                                     manifest.add(ManifestEntry(builder.source, relpath, "kept",
                                                                builder.no_sample_note(relpath)))
-                                counts.add(None if rows else INDEX_FILE)
+                                counts.add(None if rows else _no_sample_kind(builder, relpath))
                                 if len(simple) >= SETTLE_FILES or held[0] >= store.batch:
                                     settle()
                                 continue
@@ -543,7 +551,7 @@ def _read_all(task: TaskSpec, builders, caches, manifest: _Manifest, progress: b
                     manifest.add(ManifestEntry(builder.source, relpath, status, error), builder.root)
                 elif not counter[0]:  # an index file (labels, metadata): read, no sample of its own
                     manifest.add(ManifestEntry(builder.source, relpath, "kept", builder.no_sample_note(relpath)))
-                counts.add(error if error is not None or counter[0] else INDEX_FILE)
+                counts.add(error if error is not None or counter[0] else _no_sample_kind(builder, relpath))
         finally:
             try:
                 settle()  # what was read is kept, even by an interrupted build
