@@ -372,3 +372,35 @@ def test_a_run_that_scores_nothing_is_named(tmp_path):
                                    progress=False, note="")
     text = paths.markdown.read_text()
     assert "scored nothing (no evaluated row holds what they read), in no table: unimodal med_vqa-mri seed 0" in text
+
+
+def test_reused_runs_must_have_been_made_as_this_command_makes_them(tmp_path):
+    # before: --reuse_finished_runs kept any finished run: one trained at max_steps 1 entered a table whose settings
+    # lines said max_steps 3, and adding a task kept the multitask folder `all` of fewer tasks without training it
+    from transformers import TrainingArguments
+
+    from dataset_scripts.sample_sources import sample_generators
+    from multimed_hf.api import build_dataset
+
+    data = tmp_path / "multimed"
+    build_dataset("cell_type", [sample_generators()["pbmc68k_reduced"](tmp_path / "pbmc")], data, progress=False)
+
+    def args(max_steps):
+        return TrainingArguments(output_dir=str(tmp_path / "unused"), report_to="none", max_steps=max_steps,
+                                 per_device_train_batch_size=16, eval_strategy="no", save_strategy="no",
+                                 disable_tqdm=True, use_cpu=True)
+
+    report = tmp_path / "report"
+    options = {"bootstrap_samples": 0, "max_eval_samples": 16}
+    first, _ = run_benchmark(data, ["cell_type"], ["unimodal"], [0], report, args(1), encoders="small",
+                             run_options=options, progress=False)
+    again, _ = run_benchmark(data, ["cell_type"], ["unimodal"], [0], report, args(1), encoders="small",
+                             run_options=options, progress=False, reuse_finished_runs=True)  # made alike: kept
+    assert [r["value"] for r in again] == [r["value"] for r in first]
+    with pytest.raises(BenchmarkError, match=r"made otherwise than this command makes them, first .*seed0: "
+                                             r"--max_steps 1 \(now 3\)"):
+        run_benchmark(data, ["cell_type"], ["unimodal"], [0], report, args(3), encoders="small",
+                      run_options=options, progress=False, reuse_finished_runs=True)
+    with pytest.raises(BenchmarkError, match=r"--max_eval_samples 16 \(now 8\)"):
+        run_benchmark(data, ["cell_type"], ["unimodal"], [0], report, args(1), encoders="small",
+                      run_options={**options, "max_eval_samples": 8}, progress=False, reuse_finished_runs=True)

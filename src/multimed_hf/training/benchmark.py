@@ -273,6 +273,62 @@ def _refuse_earlier_runs(runs: Sequence[_Run], output_dir: Path) -> None:
             f"checkpoint, or another --output_dir (they would be trained over)")
 
 
+#: TrainingArguments a reused run must have been trained with as the command asks (what changes its numbers).
+_REUSE_COMPARED = ("learning_rate", "weight_decay", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+                   "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps", "label_smoothing_factor",
+                   "seed", "bf16", "fp16")
+
+
+def _recorded_differences(run: _Run, args, training_args) -> list[str]:
+    """How a finished or half-finished run of ``run``'s folder was made otherwise than this command would make it:
+    its plan (tasks, modalities), ``multimed train`` arguments (``run_info.json``) and the training arguments that
+    change its numbers (``training_args.bin``, of the run or of its last checkpoint). Empty where nothing recorded
+    differs (or nothing is recorded)."""
+    from multimed_hf.training.run import last_checkpoint
+
+    differences = []
+    info_path = run.output_dir / "run_info.json"
+    if info_path.is_file():
+        info = json.loads(info_path.read_text())
+        if info.get("plan") is not None and info["plan"] != run.plan.to_dict():
+            differences.append(f"plan {info['plan'].get('tasks')} / {info['plan'].get('modalities')} (now "
+                               f"{list(run.plan.tasks)} / { {t: list(m) for t, m in run.plan.modalities.items()} })")
+        ours = json.loads(json.dumps(dataclasses.asdict(args), default=str))
+        for key, value in sorted((info.get("arguments") or {}).items()):
+            if key != "data" and key in ours and ours[key] != value:
+                differences.append(f"--{key} {value!r} (now {ours[key]!r})")
+    checkpoint = last_checkpoint(run.output_dir)
+    saved = run.output_dir / "training_args.bin"
+    saved = saved if saved.is_file() else (Path(checkpoint) / "training_args.bin" if checkpoint else None)
+    if saved is not None and saved.is_file():
+        import torch
+
+        recorded = torch.load(saved, weights_only=False)
+        for key in _REUSE_COMPARED:
+            then, now = getattr(recorded, key, None), getattr(training_args, key, None)
+            if then != now:
+                differences.append(f"--{key} {then!r} (now {now!r})")
+    return differences
+
+
+def _refuse_runs_made_otherwise(runs: Sequence[_Run], make_args: Callable[[_Run], tuple]) -> None:
+    """``--reuse_finished_runs`` keeps a run (or resumes it) only where it was made as this command would make it: a
+    run of another plan (the multitask folder ``all`` of fewer tasks), other flags or another length would enter
+    the table under this command's settings lines."""
+    from multimed_hf.training.run import last_checkpoint
+
+    made_otherwise = []
+    for run in runs:
+        if (run.output_dir / RECORDS_FILE).is_file() or last_checkpoint(run.output_dir):
+            differences = _recorded_differences(run, *make_args(run))
+            if differences:
+                made_otherwise.append(f"{run.output_dir}: {'; '.join(differences[:4])}")
+    if made_otherwise:
+        raise BenchmarkError(
+            f"--reuse_finished_runs: {len(made_otherwise)} run(s) of the report were made otherwise than this command "
+            f"makes them, first {made_otherwise[0]}: pass the earlier settings again, or another --output_dir")
+
+
 def _refuse_runs_outside(runs: Sequence[_Run], output_dir: Path) -> None:
     """A report folder holding runs that this grid leaves out is refused: ``table1.*`` would be written over from
     this grid's runs alone, the earlier ones left out of every table (adding seeds or tasks into the same folder)."""
@@ -338,6 +394,15 @@ def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str
     if not reuse_finished_runs:
         _refuse_earlier_runs(runs, output_dir)
     _refuse_runs_outside(runs, output_dir)
+
+    def run_args_of(run: _Run):
+        args = MultiMedArguments(data=str(data), tasks=list(run.plan.tasks), family=run.plan.family,
+                                 encoders=encoders, plan=run.plan.name, **options)
+        base = _training_args_for(training_args, run.plan, run.output_dir, encoders)
+        return args, dataclasses.replace(base, output_dir=str(run.output_dir), seed=run.seed)
+
+    if reuse_finished_runs:
+        _refuse_runs_made_otherwise(runs, run_args_of)
     main = _main_process()
     bar = tqdm(runs, desc="benchmark", unit="run", disable=not progress or not main)
     for run in bar:
@@ -347,9 +412,7 @@ def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str
             records += _records_of(None, run)
             continue
         try:
-            args = MultiMedArguments(data=str(data), tasks=list(run.plan.tasks), family=run.plan.family,
-                                     encoders=encoders, plan=run.plan.name, **options)
-            base = _training_args_for(training_args, run.plan, run.output_dir, encoders)
+            args, base = run_args_of(run)
             run.output_dir.mkdir(parents=True, exist_ok=True)
             for stale in (done, run.output_dir / ERROR_FILE) if main else ():  # no earlier attempt's results left
                 stale.unlink(missing_ok=True)
@@ -358,8 +421,7 @@ def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str
                 logger.info("run %s/%s seed %d resumes from %s", run.plan.family, run.plan.name, run.seed, resume)
             log_file = run.output_dir / STDOUT_FILE if main else os.devnull  # one log, the main process's
             with open(log_file, "a" if resume else "w") as log, contextlib.redirect_stdout(log):
-                result = train_fn(args, dataclasses.replace(base, output_dir=str(run.output_dir), seed=run.seed,
-                                                            resume_from_checkpoint=resume), plan=run.plan)
+                result = train_fn(args, dataclasses.replace(base, resume_from_checkpoint=resume), plan=run.plan)
             records += _records_of(result, run)
         except Exception as err:  # noqa: BLE001  (one failing cell must not stop the table; the error is kept)
             logger.warning("run %s/%s seed %d failed: %s", run.plan.family, run.plan.name, run.seed, _error_text(err))
@@ -442,8 +504,11 @@ class _PerRunArguments:
         defaults = training_defaults(plan.family, self.encoders, plan.read_modalities)
         key = json.dumps(defaults, sort_keys=True, default=str)
         if key not in self.parsed:
-            if self.initial is None:
-                self.initial = {a.dest: a.default for a in self.parser._actions if a.dest != "help"}
+            if self.initial is None:  # argparse's rule: the first action of a dest gives its default (--no_x)
+                self.initial = {}
+                for action in self.parser._actions:
+                    if action.dest != "help":
+                        self.initial.setdefault(action.dest, action.default)
             self.parser.set_defaults(**{**self.initial, **defaults})
             self.parsed[key] = self.parser.parse_args_into_dataclasses(list(self.argv))[2]
         return self.parsed[key]
