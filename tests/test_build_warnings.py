@@ -32,6 +32,17 @@ def test_every_file_the_release_files_or_the_files_read_match():
     assert note == "25 files (7 of them the files this task reads samples from): the full mammograms release"
 
 
+def test_a_source_without_a_published_count_matches_nothing_and_warns_of_nothing():
+    # before: a user's own DICOM series warned "matching no published release (no published count)" on every build;
+    # and a one-file count (Symptom2Disease's one sheet) "matched its release" whatever the sheet held
+    from multimed_hf.data.build import NO_RELEASE_COUNT
+    from multimed_hf.tasks import get_task
+
+    assert _release_note(_builder({}), _counts(samples=44)) == f"44 files ({NO_RELEASE_COUNT})"
+    assert "matching" not in _release_note(_builder({}), _counts(samples=44))
+    assert not get_task("disease").source("symptom2disease").expected_files
+
+
 def test_no_match_and_a_synthetic_sample_claim_no_release():
     assert "matching no published release (v1: 9)" in _release_note(_builder({"v1": 9}), _counts(samples=8))
     note = _release_note(_builder({"v1": 8}, synthetic=True), _counts(samples=8))

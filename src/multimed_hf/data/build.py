@@ -383,6 +383,10 @@ class _FileCounts:
                 (released - self.not_read, "the files this task reads samples from")]
 
 
+#: What the release check says of a source without a published file count (``SourceSpec.expected_files`` empty).
+NO_RELEASE_COUNT = "no published file count to compare with"
+
+
 def _release_note(builder: SourceBuilder, counts: _FileCounts) -> str:
     """Which published release (``SourceSpec.expected_files``) the files seen match, counting them all, the
     release's (without the litter and documents the build ignores and an archive's second copy of the tree, as in
@@ -391,14 +395,16 @@ def _release_note(builder: SourceBuilder, counts: _FileCounts) -> str:
     expected = builder.spec().expected_files
     provenance = builder.provenance()
     matches = [(name, n, what) for n, what in counts.candidates() for name, m in expected.items() if m == n]
-    if matches and not provenance.get("synthetic"):  # a generated sample never claims a release
+    if not expected:  # a user's own series, an open collection: nothing to match, nothing to warn of
+        note = f"{counts.seen} files ({NO_RELEASE_COUNT})"
+    elif matches and not provenance.get("synthetic"):  # a generated sample never claims a release
         name, n, what = matches[0]
         note = f"{counts.seen} files" + (f" ({n} of them {what})" if what else "") + f": the {name} release"
     else:
-        known = "; ".join(f"{name}: {n:,}" for name, n in expected.items()) or "no published count"
+        known = "; ".join(f"{name}: {n:,}" for name, n in expected.items())
         note = f"{counts.seen} files, matching no published release ({known})"
     if provenance.get("synthetic"):
-        note += f"; SYNTHETIC sample: {provenance.get('description', '')}".rstrip(": ")
+        note += (f"; SYNTHETIC sample (never claims a release): {provenance.get('description', '')}").rstrip(": ")
     return note
 
 
