@@ -146,6 +146,17 @@ def test_the_organ_of_a_file_without_an_organ_column_is_the_registrys(built, mon
     assert {c.fields["organ"] for c in cells} == {"bone marrow"}
 
 
+def test_a_file_of_another_tissue_does_not_get_the_sources_organ(tmp_path):
+    # before: a liver .h5ad beside the PBMC file (tissue column, no organ column) came out as organ "blood"
+    from multimed_hf.builders.pbmc68k_reduced import PBMC68kReducedBuilder
+
+    counts = sp.csr_matrix(np.array([[0, 3, 1], [2, 0, 0]], dtype=np.float32))
+    obs = pd.DataFrame({"celltype": ["hepatocyte", "kupffer"], "tissue": ["liver", "liver"]}, index=["c1", "c2"])
+    ad.AnnData(X=counts, obs=obs, var=pd.DataFrame(index=["A", "B", "C"])).write_h5ad(tmp_path / "liver.h5ad")
+    cells = PBMC68kReducedBuilder(tmp_path).read_file("liver.h5ad")
+    assert {(c.fields["tissue"], c.fields["organ"]) for c in cells} == {("liver", None)}
+
+
 def test_h5ad_extensions_in_capitals_read_like_lower_case_ones(built, tmp_path):
     """``pbmc68k_reduced.H5AD`` (a copy made on Windows or from a CD): detected and read as the lower-case files are,
     each path as it is on disk."""

@@ -133,7 +133,7 @@ def _text(value) -> str | None:
 class AnnDataFolderBuilder(NonDataFiles, SourceBuilder):
     """A folder of ``.h5ad`` files, one sample per cell. Subclasses set ``task``, ``source`` and ``detect``."""
 
-    version = "2"  # 2: .h5ad in any case
+    version = "3"  # 2: .h5ad in any case; 3: the registry's organ only for cells of the source's tissue
 
     #: Facts of the source that its files do not state (e.g. the tissue of a PBMC set), per column; the organ is
     #: the registry's (``SourceSpec.organ``), for a file without an organ column.
@@ -164,13 +164,16 @@ class AnnDataFolderBuilder(NonDataFiles, SourceBuilder):
         for i, barcode in enumerate(obs.index):
             indices, values = expression.row(i)
             donor_id = _text(obs[donor].iloc[i]) if donor else None
+            cell_tissue = _text(obs[tissue].iloc[i]) if tissue else self.defaults.get("tissue")
+            # the registry's organ is the source's: not that of a file of another tissue (a liver .h5ad beside it)
+            source_tissue = cell_tissue in (None, self.defaults.get("tissue"))
             samples.append(Sample(
                 sample_id=f"{stem}:{barcode}", source_path=relpath,
                 fields={
                     "gene_indices": indices, "gene_values": values, "gene_panel": panel,
                     "cell_type": _text(obs[label].iloc[i]),
-                    "tissue": _text(obs[tissue].iloc[i]) if tissue else self.defaults.get("tissue"),
-                    "organ": _text(obs[organ].iloc[i]) if organ else stated_organ,
+                    "tissue": cell_tissue,
+                    "organ": _text(obs[organ].iloc[i]) if organ else (stated_organ if source_tissue else None),
                     "donor": donor_id, "expression_matrix": expression.where,
                 },
                 # donors are grouped across the source's files: two files of one study share their donors
