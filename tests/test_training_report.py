@@ -238,6 +238,18 @@ def test_a_seed_whose_value_is_undefined_is_said_not_silently_dropped(tmp_path):
         "undefined in seed(s) 0, 1, 2 (e.g. a constant prediction) [paper")
 
 
+def test_a_unimodal_multitask_cell_says_which_modalities_it_covers(tmp_path):
+    # before: disease's unimodal multitask cell pooled its mri and xray runs (22 of 111 test rows) with nothing
+    # saying that its CT rows (and the rest) were in no run of it
+    recs = [_record("unimodal", "disease", "accuracy", 0.5, 0, run=f"disease-{m}") for m in ("ct", "mri", "xray")]
+    recs += [_record("unimodal_multitask", "disease", "accuracy", 0.4, 0, run=m) for m in ("mri", "xray")]
+    table = _headline_table(write_table1(recs, tmp_path).markdown.read_text())
+    cell = _row(table, "unimodal_multitask")["disease"]
+    assert "; on its mri, xray rows only (no other selected task shares ct: those rows are scored in the unimodal " \
+           "row alone)" in cell, cell
+    assert "rows only" not in _row(table, "unimodal")["disease"]
+
+
 def test_a_partly_failed_cell_shows_its_value_and_the_failure(tmp_path):
     recs = [_record("unimodal", "motor_imagery", "accuracy", acc, seed) for seed, acc in enumerate([0.4, 0.6])]
     recs += failure_records("unimodal", ["motor_imagery"], 2, "ValueError: NaN loss", run="unimodal-motor_imagery")

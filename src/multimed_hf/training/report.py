@@ -245,6 +245,7 @@ def _headline_cell(table: _Table, family: str, task: str, paper) -> str:
             text += "*"
         if undefined:  # the header names every seed: a seed left out is said
             text += f"; seed(s) {', '.join(undefined)} undefined (e.g. a constant prediction), left out"
+        text += _uncovered_modalities(table, family, task, stat)
         failed = len(errors[["run", "seed"]].drop_duplicates())
         if failed:
             text += f"; {failed} run(s) failed: {_short(errors['error'].iloc[0])}"
@@ -258,6 +259,24 @@ def _headline_cell(table: _Table, family: str, task: str, paper) -> str:
     if _same_as_unimodal(family, task):
         return f"{_twin_not_run(table, family, task, SAME_AS_UNIMODAL)}{beside}"
     return f"not run{beside}"
+
+
+def _uncovered_modalities(table: _Table, family: str, task: str, stat) -> str:
+    """A unimodal multitask cell scores only the modalities another selected task shares (one run each, named by
+    its modality); the task's other modalities' rows, which the unimodal row's runs (``<task>-<modality>``) score,
+    are in no run of it: said in the cell, as it covers fewer rows than the cell above it."""
+    base, _, variant = family.partition("+")
+    if base != "unimodal_multitask":
+        return ""
+    twin = table.stat("unimodal" + (f"+{variant}" if variant else ""), task, *headline(task))
+    if twin is None:
+        return ""
+    covered = set(stat["runs"])
+    others = sorted(r.removeprefix(f"{task}-") for r in twin["runs"] if r.removeprefix(f"{task}-") not in covered)
+    if not others or not covered:
+        return ""
+    return (f"; on its {', '.join(sorted(covered))} rows only (no other selected task shares "
+            f"{', '.join(others)}: those rows are scored in the unimodal row alone)")
 
 
 def _undefined_seeds(table: _Table, family: str, task: str, label: str, metric: str) -> list[str]:
