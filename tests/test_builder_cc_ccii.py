@@ -57,9 +57,14 @@ def test_index_rows_checked_against_the_folders(built):
     assert rows == {
         f"{INDEX_FILE}:row 4": "slice count mismatch: NCP/3/1804 holds 3 slice files, n_slice says 5 "
                                "(the slices present are kept)",
-        f"{INDEX_FILE}:row 15": "label mismatch: scan 24/4005 is filed under Normal/, the index says CP",
+        f"{INDEX_FILE}:row 15": "label mismatch: scan 24/4005 is filed under Normal/, the index says CP (its "
+                                "slices are rejected)",
     }
     assert all(by_path[p].status == "rejected" for p in rows)
+    # before: the misfiled scan's slices were kept under the folder's class (here in the test split), unflagged
+    slices = {p: e for p, e in by_path.items() if p.startswith("Normal/24/4005/")}
+    assert slices and all(e.status == "rejected" and e.reason == "label conflict: scan 24/4005 is filed under "
+                          f"Normal/, {INDEX_FILE} lists it under CP" for e in slices.values()), slices
     assert by_path["NCP/3/1804/0002.png"].status == "kept"  # a short scan keeps its slices
     # a zip part none of whose scans is here (NCP-13.zip is reported broken): one warning, no error per scan
     assert any(w.startswith("cc_ccii: partial download: none of the 1 scans (40 slices)") and "NCP-13.zip" in w
@@ -99,6 +104,8 @@ def test_bad_files_and_label_conflict(built):
         "CP/9/3104/0002.png": "label conflict",  # an NCP slice copied into a CP scan
         "NCP/3/1804/0001.png": "label conflict",
     }
+    misfiled = [p for p in by_path if p.startswith("Normal/24/4005/")]  # the index lists the scan under CP
+    expected.update((p, "label conflict: scan 24/4005 is filed under Normal/") for p in misfiled)
     for path, reason in expected.items():
         assert by_path[path].status == "rejected" and by_path[path].reason.startswith(reason), by_path[path]
     files = {p for p in by_path if ":row" not in p}
@@ -109,7 +116,8 @@ def test_bad_files_and_label_conflict(built):
 def test_counts_of_each_outcome(built):
     _, _, report, _ = built
     counts = report.sources[0].counts
-    assert counts["rejected"] == 5 + 2 and counts["dropped"] == 0 and counts["ignored"] == 1
+    misfiled = 3  # Normal/24/4005's slices, which the index lists under CP
+    assert counts["rejected"] == 5 + misfiled + 2 and counts["dropped"] == 0 and counts["ignored"] == 1
 
 
 def test_a_malformed_index_is_rejected_and_checks_nothing(tmp_path):

@@ -60,7 +60,7 @@ def _read_csv(data: bytes, name: str, columns: tuple[str, ...]) -> list[dict[str
 class CCCCIIBuilder(NonDataFiles, ImageFolderBuilder):
     task = "radiographic_findings"
     source = "cc_ccii"
-    version = "2"
+    version = "3"  # 3: slices of a scan the index lists under another class rejected
     image_suffixes = (".png", ".jpg", ".jpeg", ".bmp")
 
     @classmethod
@@ -100,6 +100,10 @@ class CCCCIIBuilder(NonDataFiles, ImageFolderBuilder):
         folder, patient, scan, name = parts
         if folder not in classes:
             raise BadSourceFile(f"class folder {folder!r} is not one of {sorted(classes)}")
+        listed = self._index_labels.get((patient, scan))
+        if listed and folder not in listed:  # the folder and the index disagree: no label to trust (others reject)
+            raise BadSourceFile(f"label conflict: scan {patient}/{scan} is filed under {folder}/, {INDEX_FILE} lists "
+                                f"it under {', '.join(sorted(listed))}")
         match = _SLICE.match(name)
         note = ""
         if match is None:
@@ -157,6 +161,14 @@ class CCCCIIBuilder(NonDataFiles, ImageFolderBuilder):
             return []
 
     @cached_property
+    def _index_labels(self) -> dict[tuple[str, str], set[str]]:
+        """The classes ``unzip_filenames.csv`` lists each (patient, scan) under."""
+        labels: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for row in self._index_rows:
+            labels[row["patient_id"].strip(), row["scan_id"].strip()].add(row["label"].strip())
+        return dict(labels)
+
+    @cached_property
     def _absent_zips(self) -> dict[str, tuple[int, int]]:
         """Zip parts of the index none of whose scans has a folder here: ``{zip: (scans, slices)}``."""
         # a scan counts as present under any class folder (one filed under another class is a row error)
@@ -195,6 +207,7 @@ class CCCCIIBuilder(NonDataFiles, ImageFolderBuilder):
                 if elsewhere:
                     reason = (
                         f"label mismatch: scan {patient}/{scan} is filed under {elsewhere[0]}/, the index says {label}"
+                        f" (its slices are rejected)"
                     )
                 else:
                     reason = f"missing scan: {scan_dir} ({row['zip_file']}, {expected} slices) has no slice files"
