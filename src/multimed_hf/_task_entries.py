@@ -125,7 +125,8 @@ CC_CCII = SourceSpec(
     notes=(
         "Slices are the publisher's windowed images (window unknown); slice_index is the file's slice number. "
         "unzip_filenames.csv rows whose scan is missing (NCP-13.zip is reported broken), filed under another class "
-        "or not n_slice slices are reported in the manifest. Near-duplicate hashing is off for this source: a "
+        "or not n_slice slices are reported in the manifest; a scan filed under another class than its index row's "
+        "has its slices rejected (label conflict). Near-duplicate hashing is off for this source: a "
         "scan's neighbouring slices are near duplicates by design (one group through the patient id anyway), and "
         "across patients a 64-bit hash of chest slices would chain unrelated scans together; exact duplicates "
         "still group, so a slice copied unchanged into another patient's folder joins its original's group, while "

@@ -20,9 +20,11 @@ __all__ = [
     "AnalysisPaths",
     "ANALYSIS_FAMILY",
     "parse_analysis_args",
+    "run_training_arguments",
     "check_analysis_args",
     "check_plan_flags",
     "refuse_resume_path",
+    "refuse_earlier_runs",
     "analysis_plan",
     "analysis_main",
     "headline",
@@ -80,7 +82,8 @@ ANALYSIS_FAMILY = "multimodal"
 def parse_analysis_args(argv: Sequence[str] | None, options_cls, *, single_task: bool = False,
                         prog: str | None = None):
     """``(MultiMedArguments, options, TrainingArguments)`` from the command line, parsed like ``multimed train``
-    (every ``TrainingArguments`` flag; unset ones take ``training_defaults(family, encoders, modalities)``);
+    (every ``TrainingArguments`` flag; unset ones take ``training_defaults(family, encoders, modalities)`` of the
+    tasks' modalities, and each model trained those of the modalities it reads: ``run_training_arguments``);
     ``--task T`` is accepted for ``--tasks T``; ``--family`` defaults to ``ANALYSIS_FAMILY``. A single ``.json``
     argument holds all of them. ``prog``: the usage line's command.
 
@@ -105,23 +108,54 @@ def parse_analysis_args(argv: Sequence[str] | None, options_cls, *, single_task:
         given = json.loads(Path(argv[0]).read_text())
         if "task" in given:
             given["tasks"] = [given.pop("task")]
-        defaults = {"family": ANALYSIS_FAMILY, **training_defaults(
-            given.get("family", ANALYSIS_FAMILY), given.get("encoders", "hub"), task_modalities(given.get("tasks")))}
+        chosen = training_defaults(given.get("family", ANALYSIS_FAMILY), given.get("encoders", "hub"),
+                                   task_modalities(given.get("tasks")))
+        defaults = {"family": ANALYSIS_FAMILY, **chosen}
         parser.set_defaults(**defaults)
         parsed = parser.parse_dict({**defaults, **given})
         named = set(given)
     else:
         probe, _ = parser.parse_known_args(argv)
-        parser.set_defaults(**training_defaults(probe.family, probe.encoders, task_modalities(probe.tasks)))
+        chosen = training_defaults(probe.family, probe.encoders, task_modalities(probe.tasks))
+        parser.set_defaults(**chosen)
         parsed = parser.parse_args_into_dataclasses(argv)
         named = flags_named(HfArgumentParser((MultiMedArguments, options_cls, TrainingArguments)), argv)
     args, options, training_args = parsed[0], parsed[1], parsed[2]
+    # each model takes the defaults of the modalities it reads (run_training_arguments), the flags named still win
+    setattr(training_args, _PARSED_DEFAULTS, {"defaults": chosen, "named": frozenset(named)})
     if single_task and len(args.tasks) != 1:
         raise AnalysisError(f"--tasks: this analysis takes one task, got {args.tasks}")
     refuse_remove_unused_columns(training_args, prog or "the analysis commands", AnalysisError)
     refuse_lone_processes(training_args, AnalysisError)
     check_analysis_args(args, training_args, options, given=named)
     return parsed
+
+
+#: Attribute of the ``TrainingArguments`` that ``parse_analysis_args`` returns: the training defaults it took (those
+#: of every ``--tasks``' modalities) and the flags named, for ``run_training_arguments``.
+_PARSED_DEFAULTS = "_multimed_analysis_defaults"
+
+
+def run_training_arguments(args, training_args, plan):
+    """The ``TrainingArguments`` one analysis model trains with. Parsed from the command line
+    (``parse_analysis_args``), each unnamed flag takes the default of the run's own family, encoders and the
+    modalities ``plan`` reads (``training_defaults``, as ``multimed train`` and the benchmark pick them), not that of
+    every ``--tasks``' modalities (``ood --tasks disease cell_type --encoders hub`` fine-tuned cell_type's
+    from-scratch scRNA-seq encoder at lr 1e-4 for 5 epochs); the flags named keep their values. Built in Python
+    (``make_training_arguments``, ...), ``training_args`` is used as given."""
+    from transformers import TrainingArguments
+
+    from multimed_hf.training.arguments import training_defaults
+
+    parsed = getattr(training_args, _PARSED_DEFAULTS, None)
+    if parsed is None:
+        return training_args
+    taken, own = parsed["defaults"], training_defaults(args.family, args.encoders, plan.read_modalities)
+    fields = TrainingArguments.__dataclass_fields__
+    unset = {key: fields[key].default for key in taken.keys() | own.keys() if key in fields}
+    changes = {key: own.get(key, unset[key]) for key in unset
+               if key not in parsed["named"] and own.get(key, unset[key]) != taken.get(key, unset[key])}
+    return dataclasses.replace(training_args, **changes) if changes else training_args
 
 
 def check_analysis_args(args, training_args, options=None, *, given: set[str] | None = None) -> None:
@@ -226,15 +260,43 @@ def refuse_resume_path(training_args, why: str) -> None:
                             f"checkpoint under OUTPUT_DIR/runs/) or leave it out")
 
 
+def refuse_earlier_runs(output_dir: str | Path) -> None:
+    """Refuse an ``output_dir`` whose ``runs/`` holds an earlier analysis' runs (finished: ``run_info.json``; or
+    stopped with checkpoints): the analysis would train over them and rewrite its outputs in silence, where
+    ``multimed train`` and ``multimed benchmark`` refuse such a folder. The error names the folder and what to do."""
+    from multimed_hf.training.outputs import RUN_INFO
+    from multimed_hf.training.run import last_checkpoint
+
+    runs = Path(output_dir) / "runs"
+    if not runs.is_dir():
+        return
+    earlier = {path.parent: "finished" for path in runs.rglob(RUN_INFO)}
+    for folder in sorted({path.parent for path in runs.rglob("checkpoint-*") if path.is_dir()}):
+        last = last_checkpoint(folder)
+        if last is not None and folder not in earlier:
+            earlier[folder] = Path(last).name
+    if earlier:
+        first = min(earlier)
+        checkpoints = any(state != "finished" for state in earlier.values())
+        raise AnalysisError(
+            f"{output_dir} holds {len(earlier)} run(s) of an earlier analysis under {runs}, first {first} "
+            f"({earlier[first]}): this command would train over them and rewrite its outputs; pass another "
+            f"--output_dir, or remove {runs} first" + (" (--resume_from_checkpoint true goes on from each run's last "
+                                                       "checkpoint)" if checkpoints else ""))
+
+
 def analysis_main(name: str, argv: Sequence[str] | None, options_cls, run: Callable, *,
                   single_task: bool = False) -> int:
     """The ``multimed <name>`` command: parse like ``multimed train`` (refusing the flags the analysis would ignore:
-    ``parse_analysis_args``), call ``run(args, training_args, options=options)``, print the files it wrote
-    (``result.paths``, and ``result.predictions_path`` where there is one); a bad input is one error line naming the
-    command (exit 2)."""
+    ``parse_analysis_args``), refuse an ``--output_dir`` holding an earlier analysis' runs unless told to resume
+    (``refuse_earlier_runs``; ``attribution --checkpoint`` trains nothing), call ``run(args, training_args,
+    options=options)``, print the files it wrote (``result.paths``, and ``result.predictions_path`` where there is
+    one); a bad input is one error line naming the command (exit 2)."""
     try:
         args, options, training_args = parse_analysis_args(argv, options_cls, single_task=single_task,
                                                            prog=f"multimed {name}")
+        if not training_args.resume_from_checkpoint and not getattr(options, "checkpoint", None):
+            refuse_earlier_runs(training_args.output_dir)
         result = run(args, training_args, options=options)
     except ValueError as err:
         print(f"multimed {name}: error: {err}", file=sys.stderr)
@@ -316,8 +378,9 @@ def train_run(args, training_args, *, task: str, datasets: Mapping[str, Any], mo
     """Train one model on ``datasets`` (``{split: rows}``) reading ``modalities`` of ``task`` through
     ``multimed_hf.training.run.train_model`` (every run file written into ``output_dir``), and keep it in memory.
 
-    ``args``/``training_args``: the parsed ``MultiMedArguments`` / ``TrainingArguments``; the run evaluates nothing
-    itself (``eval_splits=[]``): the analysis predicts what it needs. ``train_fn`` replaces ``train_model``
+    ``args``/``training_args``: the parsed ``MultiMedArguments`` / ``TrainingArguments`` (with the defaults of the
+    modalities this run reads: ``run_training_arguments``); the run evaluates nothing itself (``eval_splits=[]``):
+    the analysis predicts what it needs. ``train_fn`` replaces ``train_model``
     (tests count the trainings)."""
     from multimed_hf.training.arguments import overrides_read
     from multimed_hf.training.run import train_model
@@ -332,7 +395,7 @@ def train_run(args, training_args, *, task: str, datasets: Mapping[str, Any], mo
     if modality_dropout is not None:
         changes["modality_dropout"] = float(modality_dropout)
     run_args = dataclasses.replace(args, **changes)
-    targs = dataclasses.replace(training_args, output_dir=str(output_dir))
+    targs = dataclasses.replace(run_training_arguments(args, training_args, plan), output_dir=str(output_dir))
     captured: dict[str, Any] = {}
     train_fn(run_args, targs, plan=plan, datasets={task: dict(datasets)},
              on_assembly=lambda assembly: captured.setdefault("assembly", assembly))

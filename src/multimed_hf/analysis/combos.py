@@ -32,11 +32,13 @@ from multimed_hf.analysis._common import (
 
 __all__ = [
     "COMBO_MODES",
+    "CORRELATION_METRICS",
     "CombosOptions",
     "CombosResult",
     "modality_subsets",
     "shapley_values",
     "subset_name",
+    "constant_contexts_as_zero",
     "combos",
     "combos_main",
 ]
@@ -141,9 +143,79 @@ def _value(records, task) -> float:
     return float("nan") if found is None or found["value"] is None else float(found["value"])
 
 
+#: Metrics of a regression column that are a mean of correlations, one per context (``TaskPredictions.metadata``'s
+#: ``context``; the whole split where the rows record none): combos scores them with ``constant_contexts_as_zero``.
+CORRELATION_METRICS = ("pearson", "spearman")
+
+
+def _spread(values: np.ndarray, groups: np.ndarray, n: int) -> np.ndarray:
+    """Max - min of ``values`` within each of the ``n`` groups (``groups``: each value's group index)."""
+    low, high = np.full(n, np.inf), np.full(n, -np.inf)
+    np.minimum.at(low, groups, values)
+    np.maximum.at(high, groups, values)
+    return high - low
+
+
+def constant_contexts_as_zero(outputs, references, contexts, metric: str = "pearson") -> float:
+    """The mean of the per-context correlations (``metric``: pearson or spearman, as Table 1's), where a context
+    whose predictions are constant and references vary scores 0 instead of being left out (its r is undefined).
+
+    Rows holding none of a subset's modalities get the empty predictor, a constant: left out, such a context
+    would drop from that subset's mean only (scrna alone averaged the 3 contexts that hold a profile, the empty
+    set counted as 0), so the subsets' values and the Shapley inputs would stand on different bases. Contexts of
+    one row or constant references stay out, as they do in every subset. ``contexts``: one key per row, all of one
+    type (None: one context). NaN where no context is defined."""
+    from multimed_hf.metrics.regression import correlations
+
+    outputs, references = np.asarray(outputs, dtype=np.float64), np.asarray(references, dtype=np.float64)
+    if len(outputs) == 0:
+        return float("nan")
+    keys = np.zeros(len(outputs), dtype=np.int64) if contexts is None else np.unique(
+        np.asarray(contexts), return_inverse=True)[1].reshape(-1)  # 0 .. n-1, as correlations orders its groups
+    n = int(keys.max()) + 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = correlations(outputs, references, method=metric, groups=keys)
+    flat = (_spread(outputs, keys, n) == 0) & (_spread(references, keys, n) > 0) & (np.bincount(keys) > 1)
+    r = np.where(np.isnan(r) & flat, 0.0, r)
+    defined = r[~np.isnan(r)]
+    return float(defined.mean()) if defined.size else float("nan")
+
+
+def _correlation_record(record: dict, predictions, column: str, bootstrap: int, seed: int, alpha: float = 0.05):
+    """``record`` (a correlation metric of ``column``) with its value and percentile bootstrap CI recomputed by
+    ``constant_contexts_as_zero`` over the same rows and resamples as ``TaskPredictions.bootstrap``."""
+    from multimed_hf.training.predictions import PER_ROW_METRIC_COLUMNS
+
+    rows = np.flatnonzero(predictions.scored_rows(column))
+    outputs = np.asarray(predictions.outputs[column], dtype=np.float64)[rows]
+    references = np.asarray(predictions.references[column], dtype=np.float64)[rows]
+    contexts = predictions.metadata.get(PER_ROW_METRIC_COLUMNS["groups"])
+    if contexts is not None:  # each row's context as an index (the resamples below: no string comparisons)
+        contexts = np.unique(np.asarray([str(contexts[i]) for i in rows]), return_inverse=True)[1].reshape(-1)
+    metric = record["metric"]
+    value = constant_contexts_as_zero(outputs, references, contexts, metric)
+    low = high = float("nan")
+    if bootstrap and len(rows):
+        draws = np.random.default_rng(seed).integers(0, len(rows), size=(bootstrap, len(rows)))
+        samples = np.array([constant_contexts_as_zero(outputs[d], references[d], None if contexts is None
+                                                      else contexts[d], metric) for d in draws])
+        if np.isfinite(samples).any():
+            low, high = (float(np.nanpercentile(samples, q)) for q in (100 * alpha / 2, 100 * (1 - alpha / 2)))
+    undefined = {k: None if math.isnan(v) else v for k, v in (("value", value), ("ci_low", low), ("ci_high", high))}
+    return {**record, **undefined}  # NaN as None, as metric_records writes them
+
+
 def _records(predictions, mode: str, subset, split, run_dir, rows_read, bootstrap, seed) -> list[dict]:
+    """The subset's metric records (``score``); a correlation of a regression column (``CORRELATION_METRICS``)
+    scores a context of constant predictions 0 (``constant_contexts_as_zero``), in every subset alike."""
+    from multimed_hf.tasks import get_task
+
+    labels = get_task(predictions.task).labels
     out = []
     for r in score(predictions, split, bootstrap, seed):
+        column = r["label"] or labels[0].name
+        if r["metric"] in CORRELATION_METRICS and predictions.head_kind(column) == "regression":
+            r = _correlation_record(r, predictions, column, bootstrap, seed)
         out.append({"mode": mode, "subset": subset_name(subset), "size": len(subset), "label": r["label"],
                     "metric": r["metric"], "value": r["value"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
                     "n": r["n"], "rows_read": rows_read, "run": run_dir})
@@ -276,10 +348,13 @@ def _markdown(task, modalities, result, value_of, column, metric, complete) -> s
         for mode, values in value_of.items():
             row[mode] = values.get(k)
         rows.append(row)
+    constant = (" A context whose predictions are constant (none of its rows holds the subset's modalities, or the "
+                "model predicts one value there) scores 0 in every subset, the `(none)` row's constant predictor "
+                "included, so every subset averages the same contexts (Table 1 leaves such a context out of its "
+                "mean)." if metric in CORRELATION_METRICS else "")
     lines = [f"# Modality combinations: {task}", "",
              f"Headline: `{column}` {metric} on every row of the split; rows holding none of a subset's modalities "
-             f"get the empty predictor (majority class / training mean), whose score is the `(none)` row (a "
-             f"correlation of that constant predictor is undefined and taken as 0).",
+             f"get the empty predictor (majority class / training mean), whose score is the `(none)` row." + constant,
              "Modes: `mask` = one model over all modalities, the others masked out at test time through the "
              "presence masks; `retrain` = one model per subset.", "",
              markdown_table(pd.DataFrame(rows)), "", "## Shapley values (exact, from the subset table)", ""]

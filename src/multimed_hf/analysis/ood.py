@@ -28,7 +28,7 @@ from multimed_hf.analysis._common import (
 from multimed_hf.tasks import get_task
 
 __all__ = ["OODOptions", "OODResult", "group_column_values", "resolve_group_column", "ood_metrics", "ood", "ood_main",
-           "NO_GROUP", "FALLBACK_COLUMNS"]
+           "NO_GROUP", "NO_TEST_ROWS", "FALLBACK_COLUMNS"]
 
 #: What rows whose group column is empty are called (they are never held out; they stay in training).
 NO_GROUP = "(no group)"
@@ -36,6 +36,8 @@ SCORED = "scored"
 TOO_SMALL = "too small"
 UNSEEN = "not scorable: its classes were never seen in training (closed-set head)"
 NO_LABELS = "no labelled rows"
+#: ``--in_distribution``: a group none of whose rows is in the test split (the reference model scores test rows)
+NO_TEST_ROWS = "no test rows"
 
 
 @dataclass
@@ -282,11 +284,13 @@ def ood(args, training_args, *, options: OODOptions | None = None, output_dir: s
             run = train_run(args, training_args, task=task, datasets=train, modalities=modalities,
                             output_dir=output_dir / "runs" / task / f"without-{_safe(group)}", train_fn=train_fn)
             evaluations = [("out-of-distribution", held_out, run, seen, seen_names)]
+            no_test_rows = False  # --in_distribution, and the group has no test row: listed, not skipped
             if reference is not None and "test" in data:
                 test_rows = np.flatnonzero([g == group for g in groups_of["test"]])
                 if len(test_rows):
                     evaluations.append(("in-distribution", data["test"].select(test_rows), reference, seen_all,
                                         names_all))
+                no_test_rows = not len(test_rows)
             for setting, rows, model_run, known, known_names in evaluations:
                 preds = model_run.trainer.predict_task(task, rows)
                 labels = _label_values(rows, column) if known is not None else None
@@ -312,6 +316,8 @@ def ood(args, training_args, *, options: OODOptions | None = None, output_dir: s
                 for metric, (value, low, high) in metrics.items():
                     rows_out.append({**common, "status": SCORED, "metric": metric, "value": value, "ci_low": low,
                                      "ci_high": high})
+            if no_test_rows:
+                rows_out.append({**info, "setting": "in-distribution", "status": NO_TEST_ROWS, "rows": 0})
     columns = ["task", "label", "group_column", "group", "setting", "status", "rows", "scored", "unseen", "metric",
                "value", "ci_low", "ci_high"]
     table = pd.DataFrame.from_records(rows_out).reindex(columns=columns)
