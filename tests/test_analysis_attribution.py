@@ -40,6 +40,11 @@ def test_attribution_columns_are_saved_beside_the_predictions(attributed):
     assert {f"{kind}_{m}" for kind in ("loo_delta", "grad_x_input") for m in MODALITIES} <= set(saved.columns)
     assert saved["sample_id"].tolist() == attributed.rows["sample_id"].tolist()
     assert np.allclose(saved["loo_delta_mri"], attributed.rows["loo_delta_mri"])
+    # before: rewriting the file through pandas dropped what its <column>_scores score
+    from multimed_hf.training.outputs import predictions_score_names
+
+    names = predictions_score_names(attributed.predictions_path)
+    assert list(names) == ["finding_scores"] and len(names["finding_scores"]) == len(saved["finding_scores"][0]) > 1
 
 
 def test_subgroup_metrics_where_the_task_records_them(attributed):

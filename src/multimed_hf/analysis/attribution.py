@@ -278,8 +278,13 @@ def subgroup_metrics(predictions, dataset, columns: Sequence[str], split: str, *
 
 def add_attribution_columns(predictions_path: str | Path, rows) -> Path:
     """Add the attribution columns of ``rows`` (a DataFrame with ``sample_id``) beside a predictions parquet file
-    (``predictions/<task>-<split>.parquet``), matched by ``sample_id``."""
+    (``predictions/<task>-<split>.parquet``), matched by ``sample_id``; the file's own metadata (what its
+    ``<column>_scores`` score: ``predictions_score_names``) is kept."""
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from multimed_hf.training.outputs import SCORES_METADATA_KEY
 
     path = Path(predictions_path)
     table = pd.read_parquet(path)
@@ -288,7 +293,9 @@ def add_attribution_columns(predictions_path: str | Path, rows) -> Path:
         rows[["sample_id", *extra]], on="sample_id", how="left")
     if len(merged) != len(table):
         raise AnalysisError(f"{path}: sample ids repeat; cannot add attribution columns row by row")
-    merged.to_parquet(path, index=False)
+    kept = {k: v for k, v in (pq.read_schema(path).metadata or {}).items() if k == SCORES_METADATA_KEY.encode()}
+    out = pa.Table.from_pandas(merged, preserve_index=False)
+    pq.write_table(out.replace_schema_metadata({**(out.schema.metadata or {}), **kept}), path)
     return path
 
 
