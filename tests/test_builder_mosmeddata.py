@@ -1,5 +1,6 @@
 """MosMedData NIfTI volumes: decoded fully, oriented, cut into lung-window PNG slices; bad volumes rejected."""
 
+import filecmp
 import io
 from collections import defaultdict
 
@@ -7,6 +8,7 @@ import nibabel as nib
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from datasets import load_dataset
 from PIL import Image
 
 from dataset_scripts.sample_sources import mosmeddata as sample
@@ -34,7 +36,7 @@ def test_every_good_study_becomes_its_slices(built):
     for split in ds:
         for row in ds[split]:
             folder, name = row["source_path"].split("/")[1:]
-            study = name.split(".")[0].removesuffix(" (1)")  # the re-downloaded copy: its study's patient
+            study = name.split(".")[0]
             assert severities[row["severity"]] == "ct" + folder[-1] and row["finding"] is None
             assert row["modality"] == "ct" and row["window"] == "-600/1500" == str(LUNG_WINDOW)
             assert row["patient_id"] == row["volume_id"] == study and row["group_id"] == f"mosmeddata:patient:{study}"
@@ -42,8 +44,7 @@ def test_every_good_study_becomes_its_slices(built):
             slices[study].append(row["slice_index"])
     expected = {f"study_{n:04d}" for numbers in sample.STUDIES.values() for n in numbers}
     assert set(slices) == expected
-    assert all(sorted(set(v)) == list(range(SLICES)) for v in slices.values())
-    assert len(slices["study_0939"]) == 2 * SLICES  # the copy under another name is kept, in its study's group
+    assert all(sorted(v) == list(range(SLICES)) for v in slices.values())  # each slice once (the copy dropped)
 
 
 def test_severity_shows_in_the_slices(built):
@@ -90,10 +91,11 @@ def test_bad_volumes_and_files(built):
         assert by_path[path].status == "rejected" and by_path[path].reason.startswith(reason), by_path[path]
     assert {p for p, e in by_path.items() if e.status == "rejected"} == set(expected)
     assert by_path["studies/.DS_Store"].status == "ignored" and "ignored" in by_path["studies/.DS_Store"].reason
-    # a valid volume of a class folder under a re-download's name: kept with its study's patient, noted
+    # a byte-identical copy under a re-download's name: dropped, named (before: kept, every slice of the study twice,
+    # two slices at each slice_index of one volume_id)
     variant = by_path["studies/CT-2/study_0939 (1).nii.gz"]
-    assert variant.status in ("kept", "moved", "dropped") and variant.group == "mosmeddata:patient:study_0939"
-    assert variant.status != "kept" or variant.reason.startswith("name variant: 'study_0939 (1).nii.gz'")
+    assert variant.status == "dropped" and variant.reason.startswith(
+        "not used: a byte-identical copy of study_0939.nii.gz beside it (a second download)"), variant
     mask = by_path["masks/study_0255_mask.nii.gz"]
     assert mask.status == "kept" and mask.sample_id is None
 
@@ -102,9 +104,9 @@ def test_counts_of_each_outcome(built):
     _, out, report, _ = built
     entries = read_manifest(out / TASK)
     counts = report.sources[0].counts
-    assert counts["rejected"] == 5 and counts["dropped"] == 0 and counts["ignored"] == 1
+    assert counts["rejected"] == 5 and counts["dropped"] == 1 and counts["ignored"] == 1  # dropped: the byte copy
     good_studies = sum(len(v) for v in sample.STUDIES.values())
-    assert counts["kept"] == (good_studies + 1) * SLICES + 1  # + the re-downloaded copy's slices, + the mask
+    assert counts["kept"] == good_studies * SLICES + 1  # + the mask
     assert not any(":row" in e.source_path for e in entries)  # no record entries: one per file
 
 
@@ -215,3 +217,24 @@ def test_nifti_extensions_in_capitals_read_like_lower_case_ones(built, tmp_path)
                 e.sample_id, e.split) for e in report.entries}
     assert entries == {(e.source_path, e.status, e.reason, e.sample_id, e.split) for e in read_manifest(out / TASK)}
     assert any(e.source_path.endswith(".NII.GZ") and e.sample_id for e in report.entries)
+
+
+def test_a_renamed_volume_that_differs_is_kept_as_its_own_volume(tmp_path):
+    # a "(1)" file that is not a byte copy (another export of the study): kept with the study's patient, under a
+    # volume id of its own, so that volume_id + slice_index name one slice
+    from multimed_hf.api import build_dataset
+
+    root = sample.make(tmp_path / sample.FOLDER, bad_files=False)
+    original = root / "studies" / "CT-1" / next(p.name for p in (root / "studies" / "CT-1").glob("study_*.nii.gz"))
+    other = original.with_name(original.name.replace(".nii.gz", " (1).nii.gz"))
+    image = nib.load(original)
+    image.header["descrip"] = b"second export"  # the same volume, other bytes
+    nib.save(image, other)
+    assert not filecmp.cmp(original, other, shallow=False)
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    relpath = other.relative_to(root).as_posix()
+    assert [e for e in report.entries if e.source_path == relpath and e.sample_id], report.summary()
+    ds = load_dataset(str(tmp_path / "out"), TASK, cache_dir=str(tmp_path / "hf"))
+    volumes = {(r["volume_id"], r["patient_id"]) for split in ds for r in ds[split].remove_columns("image")
+               if r["source_path"].endswith(other.name)}
+    assert volumes == {(other.name.removesuffix(".nii.gz"), original.name.removesuffix(".nii.gz"))}

@@ -11,6 +11,7 @@ matched in any case (``study_0001.NII.GZ``), names as on disk.
 
 from __future__ import annotations
 
+import filecmp
 import re
 import zlib
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from multimed_hf.builders._ct import (
     LUNG_WINDOW, RenderedSlices, Window, check_hounsfield, encode_png, rendered_ref, require,
 )
 from multimed_hf.builders._download import NonDataFiles, WrappedTree, strip_tree
-from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
 from multimed_hf.data.images import MIN_IMAGE_SIDE
 from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import NOTE, SourceBuilder
@@ -108,7 +109,7 @@ def _volume(path: Path) -> AxialVolume:
 class MosMedDataBuilder(NonDataFiles, WrappedTree, RenderedSlices, SourceBuilder):
     task = "radiographic_findings"
     source = "mosmeddata"
-    version = "2"  # 2: .nii.gz in any case
+    version = "3"  # 2: .nii.gz in any case; 3: a byte-identical "(1)" copy dropped, a variant its own volume
     #: The archive's own folder around the tree.
     wrappers = ("COVID19_1110",)
     #: The window every slice is rendered in (recorded per sample in the ``window`` column).
@@ -148,8 +149,13 @@ class MosMedDataBuilder(NonDataFiles, WrappedTree, RenderedSlices, SourceBuilder
                 raise BadSourceFile(f"stray file: {name!r} is not a NIfTI volume (study_NNNN.nii.gz)")
             number = _STUDY_NUMBER.search(name)
             study = f"study_{number.group(1)}" if number else stem
+            original = (self.root / relpath).with_name(study + _NIFTI.search(name).group(0))
+            if number and original.name != name and original.is_file() and filecmp.cmp(
+                    original, self.root / relpath, shallow=False):  # a browser's second download of the study
+                raise UnusedSourceFile(f"not used: a byte-identical copy of {original.name} beside it (a second "
+                                       f"download); its slices would be in the data twice")
             note = (f"name variant: {name!r} is not study_NNNN.nii.gz; kept as {folder} (its folder), patient "
-                    f"{study!r}")
+                    f"{study!r}, volume {stem!r}")
         else:
             study = stem = match.group(1)
         volume = _volume(self.root / relpath)
@@ -164,7 +170,7 @@ class MosMedDataBuilder(NonDataFiles, WrappedTree, RenderedSlices, SourceBuilder
                 source_path=relpath,
                 fields={
                     "image": ref, "modality": modality, "finding": None, "severity": severity,
-                    "patient_id": study, "volume_id": study, "slice_index": stored, "window": str(self.window),
+                    "patient_id": study, "volume_id": stem, "slice_index": stored, "window": str(self.window),
                 },
                 group_key=f"patient:{study}",
                 extra={NOTE: note} if note else {},
