@@ -58,3 +58,24 @@ def test_fake_hub_push_leaves_out_a_non_redistributable_source(built, fake_hub, 
 def test_push_of_an_unbuilt_folder_is_refused(tmp_path):
     with pytest.raises(ValueError, match="holds no built config"):
         push_dataset(tmp_path, "org/multimed")
+
+
+def test_a_second_push_removes_what_the_build_no_longer_holds(built, fake_hub, tmp_path):
+    # before: push only added files: an edited source's old fingerprint folder (and a file withdrawn on purpose)
+    # stayed in the repository's head beside the new shards
+    stale = built / "brain_tumor" / "brain_tumor_mri" / "000000000000" / "train-00000-of-00001.parquet"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"PAR1 an earlier build's shard")
+    push_dataset(built, "org/multimed", token=fake_hub.token)
+    relpath = stale.relative_to(built).as_posix()
+    assert relpath in fake_hub.files("org/multimed")
+    stale.unlink()
+    stale.parent.rmdir()
+    from huggingface_hub import HfApi  # the user's own file elsewhere in the repository stays
+
+    HfApi(endpoint=fake_hub.endpoint, token=fake_hub.token).upload_file(
+        path_or_fileobj=b"notes", path_in_repo="NOTES.md", repo_id="org/multimed", repo_type="dataset")
+    push_dataset(built, "org/multimed", token=fake_hub.token)
+    files = fake_hub.files("org/multimed")
+    assert relpath not in files and "NOTES.md" in files and "brain_tumor/manifest.jsonl" in files
+    assert load_dataset("org/multimed", "brain_tumor")["test"].num_rows > 0

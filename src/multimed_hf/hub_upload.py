@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 __all__ = ["folder_files", "upload_files", "HubUploadError", "is_hub_error"]
 
@@ -33,11 +33,13 @@ def folder_files(folder: str | os.PathLike) -> dict[str, Path]:
 
 def upload_files(repo_id: str, files: Mapping[str, str | os.PathLike | bytes], *, repo_type: str = "model",
                  commit_message: str, commit_description: str | None = None, token: bool | str | None = None,
-                 private: bool | None = None, revision: str | None = None, create_pr: bool = False):
+                 private: bool | None = None, revision: str | None = None, create_pr: bool = False,
+                 replace_under: Sequence[str] = ()):
     """Upload ``files`` (path in the repo -> a local file or the bytes to write) to ``repo_id`` in one commit,
-    creating the repo (and the ``revision`` branch) where needed. Returns ``huggingface_hub``'s ``CommitInfo``.
-    """
-    from huggingface_hub import CommitOperationAdd, HfApi
+    creating the repo (and the ``revision`` branch) where needed; in the same commit, delete the repo's files under
+    ``replace_under`` (folder prefixes ending in ``/``) that ``files`` does not hold (an earlier upload's shards).
+    Returns ``huggingface_hub``'s ``CommitInfo``."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
     if not files:
         raise ValueError(f"upload to {repo_id!r}: no files to upload")
@@ -49,6 +51,10 @@ def upload_files(repo_id: str, files: Mapping[str, str | os.PathLike | bytes], *
         operations = [CommitOperationAdd(path_in_repo=path,
                                          path_or_fileobj=data if isinstance(data, bytes) else str(data))
                       for path, data in files.items()]
+        if replace_under:
+            stale = [path for path in api.list_repo_files(repo_id, repo_type=repo_type, revision=revision)
+                     if path.startswith(tuple(replace_under)) and path not in files]
+            operations += [CommitOperationDelete(path_in_repo=path) for path in stale]
         return api.create_commit(repo_id, operations, repo_type=repo_type, commit_message=commit_message,
                                  commit_description=commit_description, revision=revision, create_pr=create_pr)
     except Exception as err:

@@ -76,7 +76,9 @@ def pushed_build_info(info: dict, manifest_lines: list[str], left_out) -> tuple[
 def push_dataset(
     out_dir: str | os.PathLike, repo_id: str, *, token: str | None = None, private: bool = False
 ) -> PushReport:
-    """Push ``out_dir`` (a built MultiMed folder) to the dataset repo ``repo_id`` in one commit."""
+    """Push ``out_dir`` (a built MultiMed folder) to the dataset repo ``repo_id`` in one commit, which also removes
+    what an earlier push left in the pushed configs' folders that this build does not hold (an edited source's old
+    fingerprint folder, a file withdrawn on purpose); other folders of the repo stay."""
     out_dir = Path(out_dir)
     if "/" not in repo_id:
         raise ValueError(
@@ -111,5 +113,6 @@ def push_dataset(
     files = list(uploads)
     uploads["README.md"] = render_readme(out_dir, left_out, infos=pushed_infos).encode("utf-8")
     commit = upload_files(repo_id, uploads, repo_type="dataset", token=token, private=private,
-                          commit_message=f"multimed push: {', '.join(i['config'] for i in pushed_infos)}")
+                          commit_message=f"multimed push: {', '.join(i['config'] for i in pushed_infos)}",
+                          replace_under=[f"{i['config']}/" for i in pushed_infos])  # an earlier push's shards go
     return PushReport(repo_id, files + ["README.md"], left_out, commit.commit_url)
