@@ -79,3 +79,20 @@ def test_a_second_push_removes_what_the_build_no_longer_holds(built, fake_hub, t
     files = fake_hub.files("org/multimed")
     assert relpath not in files and "NOTES.md" in files and "brain_tumor/manifest.jsonl" in files
     assert load_dataset("org/multimed", "brain_tumor")["test"].num_rows > 0
+
+
+def test_a_source_holding_files_its_licence_does_not_cover_is_not_pushed(tmp_path):
+    # before: any .h5ad beside scanpy's pbmc68k_reduced (a user's liver cells, our synthetic donors) was pushed under
+    # 10x Genomics' CC-BY-4.0 and the Zheng et al. citation
+    from multimed_hf.data.push import left_out_sources
+
+    source = sample_generators()["pbmc68k_reduced"](tmp_path / "pbmc")
+    others = sorted(p.name for p in source.glob("*.h5ad") if p.name != "10x_pbmc68k_reduced.h5ad")
+    assert others
+    build_dataset("cell_type", [source], tmp_path / "mixed", progress=False)
+    reason = left_out_sources(tmp_path / "mixed").get("pbmc68k_reduced", "")
+    assert reason.startswith("its samples come from files its licence") and "10x_pbmc68k_reduced.h5ad" in reason
+    for name in others:
+        (source / name).unlink()
+    build_dataset("cell_type", [source], tmp_path / "scanpy_only", progress=False)
+    assert "pbmc68k_reduced" not in left_out_sources(tmp_path / "scanpy_only")

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from multimed_hf.data.build import CACHE_DIR, tally_entries
 from multimed_hf.data.card import read_build_infos, render_readme
 from multimed_hf.data.manifest import MANIFEST_NAME as MANIFEST
+from multimed_hf.data.manifest import iter_manifest
 from multimed_hf.data.splits import SPLITS
 from multimed_hf.hub_upload import folder_files, upload_files
 from multimed_hf.tasks import get_task
@@ -44,7 +45,20 @@ def left_out_sources(out_dir: Path) -> dict[str, str]:
                     f"its licence ({spec.license}) does not allow redistribution; build it locally from "
                     f"{spec.homepage}"
                 )
+            elif spec.licensed_files:
+                others = _unlicensed_files(out_dir / info["config"], spec)
+                if others:
+                    left_out[spec.name] = (
+                        f"its samples come from files its licence ({spec.license}) does not cover, e.g. {others[0]} "
+                        f"(it covers {', '.join(spec.licensed_files)}; other files' terms are their own)")
     return left_out
+
+
+def _unlicensed_files(config_dir: Path, spec) -> list[str]:
+    """The files of ``spec``'s source that gave samples of a built config but are none of ``spec.licensed_files``."""
+    files = {e.source_path.split(":row ")[0] for e in iter_manifest(config_dir)
+             if e.source == spec.name and e.sample_id and e.status in ("kept", "moved")}
+    return sorted(f for f in files if PurePosixPath(f).name not in spec.licensed_files)
 
 
 def pushed_build_info(info: dict, manifest_lines: list[str], left_out) -> tuple[dict, list[str]]:
