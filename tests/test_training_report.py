@@ -280,3 +280,13 @@ def test_the_chart_title_wraps_a_long_note_to_the_figure():
     assert all(len(line) <= 11 * 4.5 for line in lines)
     assert "second line" not in title and " ".join(lines[1:]) == note.splitlines()[0]
     assert figure_title("Table 1", None, 6.0) == figure_title("Table 1", "  ", 6.0) == "Table 1"
+
+
+def test_the_other_metrics_title_points_at_a_footnote_only_where_there_is_one(tmp_path):
+    # before: "as the footnote \\* above says" under a table that pooled no cell, so had no footnote
+    one_run = [_record("unimodal", "brain_tumor", m, 0.5, 0) for m in ("accuracy", "macro_f1")]
+    text = write_table1(one_run, tmp_path / "one").markdown.read_text()
+    assert "footnote \\* above" not in text and "weighted by the test rows each run scored" in text
+    pooled = [_record("unimodal", "disease", m, 0.5, 0, run=f"disease-{x}") for m in ("accuracy", "macro_auroc")
+              for x in ("ct", "mri")]
+    assert "footnote \\* above" in write_table1(pooled, tmp_path / "pooled").markdown.read_text()

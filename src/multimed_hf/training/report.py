@@ -346,8 +346,9 @@ def render_markdown(records: Iterable[Mapping], *, title: str = "Table 1", note:
     for family in table.families:
         cells = [_headline_cell(table, family, task, paper) for task in table.tasks]
         lines.append("| " + " | ".join([_row_label(family, row_labels)] + cells) + " |")
-    lines += _pooled(table)
-    lines += _other_metrics(table)
+    pooled = _pooled(table)
+    lines += pooled
+    lines += _other_metrics(table, pooled=bool(pooled))
     lines += _failures(table)
     if any(d.strip() for d in details):
         lines += ["", "## Data and settings", "", *(f"- {_escape(d)}" for d in details if d.strip())]
@@ -393,7 +394,9 @@ def _pooled(table: _Table) -> list[str]:
     return lines
 
 
-def _other_metrics(table: _Table) -> list[str]:
+def _other_metrics(table: _Table, pooled: bool = True) -> list[str]:
+    """Each task's registry metrics other than its headline; ``pooled``: the headline table has a pooled-runs
+    footnote (*) to point at, which explains how a cell of several runs pools them."""
     lines = []
     for task in table.tasks:
         others = [lm for lm in _label_metrics(task) if lm != headline(task)]
@@ -415,8 +418,10 @@ def _other_metrics(table: _Table) -> list[str]:
         if rows:
             lines += ["", f"### {task}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows]
     if lines:
+        how = ("as the footnote \\* above says" if pooled else
+               "weighted by the test rows each run scored, as a mean over rows would")
         lines = ["", "## Other registry metrics (mean ± sd over seeds; x 100 unless marked natural scale; a cell "
-                 "scored by several runs pools their values as the footnote \\* above says)"] + lines
+                 f"scored by several runs pools their values {how})"] + lines
     return lines
 
 
