@@ -131,6 +131,9 @@ def test_articles_stay_together_and_reused_figures_join_them(built):
     assert all(len(groups) == 1 for groups in by_article.values())  # every article is one group
     assert of["PMC3999001_Fig2_0.jpg"] == of["PMC3100200_Fig1_0.jpg"]  # the exact copy in another article
     assert report.duplicates["exact duplicate pairs"] == 1 and report.duplicates["near-duplicate pairs"] == 0
+    # its figures are never hashed: the card does not describe a near-duplicate search (it did, under pmc_pairs)
+    assert not report.near_duplicates_searched
+    assert "Near-duplicate search:" not in (out / "README.md").read_text().split("## `pmc_pairs`")[1]
 
 
 def test_bad_rows_and_files_are_named(built):

@@ -82,6 +82,9 @@ class BuildReport:
     #: The figures, where the build hands them in (taken from its store before the manifest was written, so that
     #: the manifest is not read back); else counted from ``entries`` when first asked.
     tally: dict | None = field(default=None, repr=False, compare=False)
+    #: Whether any sample of the config has perceptual hashes to search near duplicates by (no source of PMC-OA's
+    #: figures, CC-CCII's slices hashes them): the card states the search only where it ran.
+    near_duplicates_searched: bool = True
 
     @cached_property
     def _tally(self) -> dict:
@@ -1012,6 +1015,7 @@ def build_config(
         warnings += _draw_unpublished_tests(builders, store)
         conflicted = _reject_label_conflicts(store, names, manifest)
         duplicates, roots, marks = _group(task, builders, caches, store, reader)
+        searched = store.query("SELECT 1 FROM rows WHERE state = 0 AND dct IS NOT NULL LIMIT 1").fetchone()
         duplicates["label conflicts rejected"] = conflicted
         _assign(task, store, config_dir, manifest, roots, marks)
         del roots, marks
@@ -1057,7 +1061,8 @@ def build_config(
         for report in reports:
             report.counts = {k: by_source[report.name, k] for k in STATUSES}
 
-    report = BuildReport(task.name, out_dir, reports, ManifestView(config_dir), duplicates, warnings, tally)
+    report = BuildReport(task.name, out_dir, reports, ManifestView(config_dir), duplicates, warnings, tally,
+                         near_duplicates_searched=searched is not None)
     _write_build_info(config_dir, task, report)
     write_readme(out_dir)
     return report
@@ -1109,7 +1114,7 @@ def _write_build_info(config_dir: Path, task: TaskSpec, report: BuildReport) -> 
         "near_duplicate_search": (
             f"two hashes of the normalised image must agree: DCT within {task.near_duplicate_distance} and "
             f"wavelet within {task.near_duplicate_second_distance} of 64 bits; {NEAR_DUPLICATE_RECALL}"
-        ),
+        ) if report.near_duplicates_searched else None,
         "split_repairs": {
             "dropped": sum(repairs.values()),
             "groups": report._tally["repaired_groups"],
