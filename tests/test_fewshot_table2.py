@@ -217,3 +217,18 @@ def test_zero_shot_of_a_free_text_task_the_base_never_trained(tmp_path):
     table = pd.read_csv(tmp_path / "fs" / "table2.csv")
     zero = table[table["family"] == "zero_shot"]
     assert len(zero) and zero["error"].isna().all() and (zero["n"] > 0).all()
+
+
+def test_a_table_without_a_correlation_task_says_nothing_of_pearson(tmp_path):
+    # before: notebook 08's cell_type-only table2.md said "Expression (Expre pred.) is Pearson r ..." and "Scale:
+    # pearson, spearman on their own scale"
+    from multimed_hf.fewshot.run import write_table2
+
+    recs = [{"family": "5_shot", "task": "cell_type", "label": None, "metric": "accuracy", "value": 0.5, "n": 10,
+             "ci_low": 0.4, "ci_high": 0.6, "split": "test", "seed": s, "run": "cell_type-5_shot"} for s in (0, 1)]
+    text = write_table2(recs, tmp_path).markdown.read_text()
+    assert "Expression (Expre pred.) is Pearson r" not in text and "own scale" not in text
+    recs = [{**r, "task": "expression_prediction", "metric": "pearson", "run": "expression_prediction-5_shot"}
+            for r in recs]
+    text = write_table2(recs, tmp_path / "expression").markdown.read_text()
+    assert "Expression (Expre pred.) is Pearson r" in text and "pearson, spearman on their own scale" in text

@@ -490,12 +490,13 @@ def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: 
     else:
         notes.update(_one_modality_notes(table1_records, [t for t in ordered if not any(
             r["task"] == t and r["family"] == "multimodal" for r in combined)]))
+    expression = ("Expression (Expre pred.) is Pearson r, reported as r; the paper prints r x 100 as a percentage "
+                  "(its number beside ours says so); table2.csv holds r, paper_value the printed percentage\n"
+                  "The paper's zero-shot expression number (a Pearson task printed as a percentage) cannot be "
+                  "label-text zero-shot: a regression target has no class texts (multimed_hf.fewshot.zeroshot says "
+                  "what it can mean)\n") if "expression_prediction" in ordered else ""
     note = ("Zero-shot = label-text transfer to classes held out of alignment training; k-shot = a PEFT adapter on "
-            "k examples per class of the training split\n"
-            "Expression (Expre pred.) is Pearson r, reported as r; the paper prints r x 100 as a percentage (its "
-            "number beside ours says so); table2.csv holds r, paper_value the printed percentage\n"
-            "The paper's zero-shot expression number (a Pearson task printed as a percentage) cannot be label-text "
-            "zero-shot: a regression target has no class texts (multimed_hf.fewshot.zeroshot says what it can mean)\n"
+            "k examples per class of the training split\n" + expression +
             "Zero-shot trains nothing: one evaluation (no sd); k-shot: mean ± sd over the seeds' support sets"
             + "".join(_zero_shot_scope(combined, t) for t in ordered) + _short_support(combined))
     return write_table(combined, output_dir, name="table2", title="Table 2", note=note, paper=TABLE2,

@@ -30,7 +30,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: The banner of a table computed on the bundled synthetic samples.
-SMOKE_NOTE = "smoke run on synthetic samples, not a reproduction"
+SMOKE_NOTE = "smoke run on generated samples (each source's line says what in it is real), not a reproduction"
 
 #: The file a finished run leaves (the RUN layer's long metric records); a run folder holding it is reused when asked.
 RECORDS_FILE = "metrics_long.json"

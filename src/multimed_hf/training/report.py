@@ -356,7 +356,8 @@ def render_markdown(records: Iterable[Mapping], *, title: str = "Table 1", note:
 
 
 def _scale_note(table: _Table) -> str:
-    converted = sorted(m for m in table.natural if m not in NATURAL_SCALE_METRICS)
+    shown = {m for task in table.tasks for _, m in _label_metrics(task)}  # the metrics this table's tasks have
+    converted = sorted(m for m in table.natural if m not in NATURAL_SCALE_METRICS and m in shown)
     if not converted:
         return ("Scale: the paper's, x 100 for every column (it prints accuracy, Pearson r and TM-score alike as "
                 "percentages).")
