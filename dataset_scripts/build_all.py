@@ -51,7 +51,7 @@ def main(argv=None) -> int:
         report = build_dataset(task, roots, args.out, on_bad_files="error" if args.strict else "report",
                                num_proc=args.num_proc, engine=args.engine, ray_address=args.ray_address)
         print(report.summary())
-        if not report.counts["kept"]:
+        if not report.kept_samples:
             empty.append(f"{task}: no sample kept (its summary above and {args.out / task / 'manifest.jsonl'} give "
                          f"each file's reason)")
     built = [task for task in found if not any(line.startswith(f"{task}:") for line in empty)]

@@ -69,3 +69,20 @@ def test_an_out_folder_inside_sources_is_not_a_source_and_a_push_is_not_skipped_
     (sources / "unknown" / "data.bin").write_bytes(b"x")
     assert build_all.main(["--sources", str(sources), "--out", str(sources / "multimed"), "--push", "org/x"]) == 1
     assert "not pushed to org/x" in capsys.readouterr().err
+
+
+def test_a_config_whose_only_kept_files_are_index_files_fails_too(tmp_path, capsys):
+    # before: RSNA's sheets read, its images left packed in zips beside them: "kept 0", yet exit 0 and "load it
+    # with ...": the check counted the index files (kept entries without a sample)
+    source = GENERATORS["rsna-bone-age"](tmp_path / "rsna")
+    for folder in [p for p in source.iterdir() if p.is_dir()]:
+        shutil.make_archive(str(folder), "zip", folder.parent, folder.name)
+        shutil.rmtree(folder)
+    assert main(["build", "bone_age", "--source", str(source), "--out", str(tmp_path / "out"), "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert "kept 0 " in captured.out and "load it with" not in captured.out
+    assert "multimed build: error: bone_age: no sample kept" in captured.err
+    sources = tmp_path / "sources"
+    shutil.copytree(source, sources / "rsna-bone-age")
+    assert build_all.main(["--sources", str(sources), "--out", str(tmp_path / "all")]) == 1
+    assert "not built: bone_age: no sample kept" in capsys.readouterr().err

@@ -95,7 +95,7 @@ def _build(args) -> int:
         unpack=args.unpack,
     )
     print(report.summary())
-    if not report.counts["kept"]:  # an empty config is no dataset: say so rather than how to load it
+    if not report.kept_samples:  # an empty config is no dataset: say so rather than how to load it
         from multimed_hf.data.manifest import MANIFEST_NAME
 
         manifest = os.path.join(args.out, args.task, MANIFEST_NAME)

@@ -117,13 +117,18 @@ class BuildReport:
         """Kept samples whose manifest entry carries a note (e.g. a file-name variant), counted by the note's kind."""
         return dict(sorted(self._tally["kept_notes"].items()))
 
+    @property
+    def kept_samples(self) -> int:
+        """The samples the config holds (kept and moved entries, less the index and data files among them)."""
+        return kept_samples(self.counts, self.index_files, self.data_files)
+
     def summary(self) -> str:
         c = self.counts
         index = (f", {self.index_files} index files read" if self.index_files else "") + (
             f", {self.data_files} files stored with other files' samples" if self.data_files else "")
         lines = [
             f"{self.task}: {sum(c.values())} entries from {sum(s.files_seen for s in self.sources)} files: "
-            f"kept {kept_samples(c, self.index_files, self.data_files)} (moved {c['moved']}), dropped "
+            f"kept {self.kept_samples} (moved {c['moved']}), dropped "
             f"{c['dropped']}, "
             f"rejected {c['rejected']}, ignored {c['ignored']}{index}",
             "  splits: " + ", ".join(f"{k} {v}" for k, v in self.splits.items()),
