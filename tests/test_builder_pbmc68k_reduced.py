@@ -166,3 +166,26 @@ def test_h5ad_extensions_in_capitals_read_like_lower_case_ones(built, tmp_path):
     _, entries = build_with_capital_h5ad(TASK, root, tmp_path / "out")
     assert PBMC68kReducedBuilder.detect(root)
     assert entries == manifest_entries(built.out / TASK)
+
+
+def test_cells_of_no_given_donor_stay_together(tmp_path):
+    # before: a cell whose donor_id was "unknown" was a group of its own: such cells spread over train, validation
+    # and test (the rule CELLxGENE's builder got, here too)
+    from multimed_hf.api import build_dataset
+    from multimed_hf.builders.pbmc68k_reduced import UNKNOWN_DONOR_NOTE
+
+    rng = np.random.default_rng(0)
+    counts = sp.csr_matrix(rng.poisson(2, (40, 5)).astype(np.float32))
+    obs = pd.DataFrame({"celltype": ["T cell", "B cell"] * 20,
+                        "donor": ["unknown"] * 24 + [f"d{i}" for i in range(16)]},
+                       index=[f"c{i}" for i in range(40)])
+    from dataset_scripts.sample_sources import sample_generators
+
+    folder = sample_generators()["pbmc68k_reduced"](tmp_path / "pbmc", bad_files=False)  # scanpy's file beside it
+    ad.AnnData(X=counts, obs=obs, var=pd.DataFrame(index=list("ABCDE"))).write_h5ad(folder / "study.h5ad")
+    report = build_dataset(TASK, [folder], tmp_path / "out", progress=False)
+    assert report.sources[0].name == "pbmc68k_reduced"
+    unknown = [e for e in report.entries if e.sample_id and e.sample_id.startswith("study:")
+               and int(e.sample_id.split(":c")[1]) < 24]
+    assert len(unknown) == 24 and len({(e.split, e.group) for e in unknown}) == 1
+    assert {e.reason for e in unknown} == {UNKNOWN_DONOR_NOTE}

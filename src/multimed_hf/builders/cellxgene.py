@@ -48,7 +48,9 @@ import numpy as np
 
 from multimed_hf.builders._download import NonDataFiles, non_data_reason
 from multimed_hf.builders._records import record_where
-from multimed_hf.builders.pbmc68k_reduced import DONOR_COLUMNS, LABEL_COLUMNS, h5ad_files, is_h5ad, panel_id
+from multimed_hf.builders.pbmc68k_reduced import (
+    DONOR_COLUMNS, LABEL_COLUMNS, UNKNOWN_DONOR_NOTE, h5ad_files, is_h5ad, panel_id,
+)
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.sample import RejectedRecord, Sample
 from multimed_hf.data.source_builder import NOTE, PROVENANCE_FILE, SourceBuilder
@@ -60,9 +62,6 @@ __all__ = [
 
 SCHEMA_LABEL = "cell_type"
 SCHEMA_DONOR = "donor_id"
-#: The manifest's note on a cell whose donor is not given: it may be any of the file's donors.
-UNKNOWN_DONOR_NOTE = ("donor not given: grouped with its file's other cells of no given donor (one split), as they "
-                      "may share a donor")
 SCHEMA_STAGE = "development_stage"
 SCHEMA_PRIMARY = "is_primary_data"
 #: Why a cell flagged ``is_primary_data`` False is left out.

@@ -28,11 +28,11 @@ import numpy as np
 from multimed_hf.builders._download import NonDataFiles
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.sample import Sample
-from multimed_hf.data.source_builder import SourceBuilder
+from multimed_hf.data.source_builder import NOTE, SourceBuilder
 
 __all__ = [
     "AnnDataFolderBuilder", "PBMC68kReducedBuilder", "LABEL_COLUMNS", "DONOR_COLUMNS", "panel_id",
-    "read_expression", "Expression", "is_h5ad", "h5ad_files",
+    "read_expression", "Expression", "is_h5ad", "h5ad_files", "UNKNOWN_DONOR_NOTE",
 ]
 
 #: obs columns naming the cell type, in order of preference (CELLxGENE, common variants, scanpy's pbmc68k).
@@ -40,6 +40,9 @@ LABEL_COLUMNS = ("cell_type", "celltype", "cell_type_label", "CellType", "cell_o
 DONOR_COLUMNS = ("donor_id", "donor", "individual", "patient_id", "patient", "subject")
 TISSUE_COLUMNS = ("tissue",)
 ORGAN_COLUMNS = ("organ", "tissue_general")
+#: The manifest's note on a cell whose donor is not given: it may be any of the file's donors.
+UNKNOWN_DONOR_NOTE = ("donor not given: grouped with its file's other cells of no given donor (one split), as they "
+                      "may share a donor")
 #: What a label cell reads as when it says nothing.
 _MISSING = {"", "nan", "none", "na", "n/a", "unknown", "unassigned"}
 _DOCUMENTS = ("README", "LICENSE")
@@ -133,7 +136,8 @@ def _text(value) -> str | None:
 class AnnDataFolderBuilder(NonDataFiles, SourceBuilder):
     """A folder of ``.h5ad`` files, one sample per cell. Subclasses set ``task``, ``source`` and ``detect``."""
 
-    version = "3"  # 2: .h5ad in any case; 3: the registry's organ only for cells of the source's tissue
+    version = "4"  # 2: .h5ad in any case; 3: the registry's organ only for cells of the source's tissue;
+    # 4: cells of no given donor grouped per file
 
     #: Facts of the source that its files do not state (e.g. the tissue of a PBMC set), per column; the organ is
     #: the registry's (``SourceSpec.organ``), for a file without an organ column.
@@ -176,8 +180,10 @@ class AnnDataFolderBuilder(NonDataFiles, SourceBuilder):
                     "organ": _text(obs[organ].iloc[i]) if organ else (stated_organ if source_tissue else None),
                     "donor": donor_id, "expression_matrix": expression.where,
                 },
-                # donors are grouped across the source's files: two files of one study share their donors
-                group_key=f"donor:{donor_id}" if donor_id else None,
+                # donors are grouped across the source's files: two files of one study share their donors; cells of
+                # no given donor in a file with a donor column, per file (they may share one), as CELLxGENE's
+                group_key=f"donor:{donor_id}" if donor_id else (f"unknown donor:{stem}" if donor else None),
+                extra={NOTE: UNKNOWN_DONOR_NOTE} if donor and not donor_id else {},
             ))
         return samples
 
