@@ -189,3 +189,18 @@ def test_cells_of_no_given_donor_stay_together(tmp_path):
                and int(e.sample_id.split(":c")[1]) < 24]
     assert len(unknown) == 24 and len({(e.split, e.group) for e in unknown}) == 1
     assert {e.reason for e in unknown} == {UNKNOWN_DONOR_NOTE}
+
+
+def test_a_cellxgene_file_beside_scanpys_keeps_the_folder_pbmc68k_reduced(tmp_path):
+    # before: one CELLxGENE-schema .h5ad in the folder made it the cellxgene source (first detection wins), and
+    # scanpy's real 700 cells were rejected for lacking a donor_id column
+    import shutil
+
+    from dataset_scripts.sample_sources import sample_generators
+    from multimed_hf.builders import detect_builder
+    from multimed_hf.builders.pbmc68k_reduced import PBMC68kReducedBuilder
+
+    folder = sample_generators()["pbmc68k_reduced"](tmp_path / "pbmc", bad_files=False)
+    cellxgene = sample_generators()["cellxgene"](tmp_path / "cxg", bad_files=False)
+    shutil.copy(next(p for p in cellxgene.glob("*.h5ad") if "-" in p.stem), folder)
+    assert isinstance(detect_builder(TASK, folder), PBMC68kReducedBuilder)

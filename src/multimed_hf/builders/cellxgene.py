@@ -409,9 +409,10 @@ class CellxGeneBuilder(NonDataFiles, SourceBuilder):
     @classmethod
     def detect(cls, root: Path) -> bool:
         """``.h5ad`` files of which one has CELLxGENE-schema columns; or a folder of nothing but ``.h5ad`` files
-        (scanpy-style), none of them scanpy's pbmc68k_reduced (its own source)."""
+        (scanpy-style); never a folder holding scanpy's pbmc68k_reduced, its own source, whatever else it holds (a
+        CELLxGENE file beside it turned the folder into this source, and scanpy's file was rejected)."""
         files = h5ad_files(root)
-        if not files:
+        if not files or any("pbmc68k_reduced" in p.name for p in files):
             return False
         if any(_has_schema_columns(p) for p in files):
             return True
@@ -421,7 +422,7 @@ class CellxGeneBuilder(NonDataFiles, SourceBuilder):
             and not p.name.upper().startswith(_DOCUMENTS) and not p.name.startswith(".")
             and non_data_reason(p.name) is None
         ]
-        return not others and not any("pbmc68k_reduced" in p.name for p in files)
+        return not others
 
     def _h5ad_files(self) -> list[str]:
         return [rel for rel in self.list_files() if is_h5ad(rel)]
