@@ -431,3 +431,22 @@ def test_a_true_labels_file_that_is_there_but_unreadable_is_named_so(tmp_path, c
     assert rejected["A08E.gdf"].startswith(
         "evaluation session without its true labels: A08E.mat (in true_labels.zip or unpacked) is not in the folder, "
         "so its ")
+
+
+def test_a_session_saved_twice_is_read_once(tmp_path):
+    # before: A01T.gdf at the top and in BCICIV_2a_gdf/ (the archive unpacked twice): both rejected epoch by epoch
+    # as duplicate ids, so the subject's whole training session was lost
+    import shutil
+
+    from dataset_scripts.sample_sources import bci_iv_2a as sample
+    from multimed_hf.api import build_dataset
+
+    root = sample.make(tmp_path / "bci", bad_files=False)
+    top = sorted(root.glob("A0*T.gdf"))[0]
+    (root / "BCICIV_2a_gdf").mkdir()
+    shutil.copy(top, root / "BCICIV_2a_gdf" / top.name)
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    copy = {e.source_path: e for e in report.entries if not e.sample_id}[f"BCICIV_2a_gdf/{top.name}"]
+    assert copy.status == "dropped" and copy.reason.startswith(f"not used: a byte-identical copy of {top.name}")
+    kept = [e for e in report.entries if e.sample_id and e.sample_id.startswith(top.stem + ":")]
+    assert kept and all(e.status in ("kept", "moved") and e.source_path == top.name for e in kept)

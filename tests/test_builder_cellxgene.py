@@ -349,3 +349,21 @@ def test_cells_of_no_given_donor_stay_together(tmp_path):
         assert len({e.split for e in cells}) == 1 and len({e.group for e in cells}) == 1
         assert {e.reason for e in cells} == {UNKNOWN_DONOR_NOTE}
     assert len({e.group for e in kept if e.sample_id.startswith("study_c:")}) == 10
+
+
+def test_a_byte_identical_copy_of_a_file_is_dropped_not_read_twice(tmp_path):
+    # before: 'x (1).h5ad' (a second download) put every cell in the data twice, 0 duplicates reported
+    import shutil
+
+    from multimed_hf.api import build_dataset
+
+    root = sample.make(tmp_path / "cellxgene", bad_files=False)
+    original = next(p for p in sorted(root.glob("*.h5ad")))
+    copy = original.with_name(original.stem + " (1).h5ad")
+    shutil.copy(original, copy)
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    entries = {e.source_path: e for e in report.entries if not e.sample_id}
+    assert entries[copy.name].status == "dropped"
+    assert entries[copy.name].reason == (f"not used: a byte-identical copy of {original.name} (read instead); its "
+                                         "cells would be in the data twice")
+    assert not any(e.sample_id and e.source_path == copy.name for e in report.entries)

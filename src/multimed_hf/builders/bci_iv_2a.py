@@ -63,6 +63,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from multimed_hf.builders._copies import refuse_later_copy
 from multimed_hf.builders._download import NonDataFiles, non_data_reason
 from multimed_hf.builders._records import RecordRejections, record_where
 from multimed_hf.builders.eegmmidb import epochs_from_annotations
@@ -331,8 +332,8 @@ class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     task = "motor_imagery"
     source = "bci_iv_2a"
     #: 3: true labels beside sessions one folder down; .GDF / .MAT in any case
-    version = "5"  # 4: a file that is no MATLAB file named so; a session's label file there but unreadable named so;
-    # 5: run counts the imagery runs only
+    version = "6"  # 4: a file that is no MATLAB file named so; a session's label file there but unreadable named so;
+    # 5: run counts the imagery runs only; 6: a byte-identical copy of a session dropped
     record_noun = "epoch"
 
     def __init__(self, root):
@@ -503,6 +504,9 @@ class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
                 "A0NE.mat"
             )
         subject, session = f"A0{match.group(1)}", match.group(2)
+        same_name = [f for f in self._files_by_name.get(name.lower(), ()) if f != relpath]
+        refuse_later_copy(self.root, relpath, same_name, "its epochs would be rejected with the original's as "
+                          "duplicate ids")
         import mne
 
         check_gdf_size(self.root / relpath)
@@ -565,6 +569,14 @@ class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
             },
             group_key=f"subject:{subject}",
         )
+
+    @cached_property
+    def _files_by_name(self) -> dict[str, list[str]]:
+        """The folder's files by lower-case name (a session saved at two folder levels is one name twice)."""
+        names: dict[str, list[str]] = {}
+        for relpath in self.list_files():
+            names.setdefault(PurePosixPath(relpath).name.lower(), []).append(relpath)
+        return names
 
     def _read_copy(self, relpath: str) -> list[Sample | RejectedRecord]:
         """A BNCI Horizon copy of a session (``data``: runs of X, trial, y, fs), unless its GDF is read."""

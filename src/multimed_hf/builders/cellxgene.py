@@ -46,6 +46,7 @@ from typing import ClassVar, Iterator
 
 import numpy as np
 
+from multimed_hf.builders._copies import refuse_later_copy
 from multimed_hf.builders._download import NonDataFiles, non_data_reason
 from multimed_hf.builders._records import record_where
 from multimed_hf.builders.pbmc68k_reduced import (
@@ -398,7 +399,7 @@ class CellxGeneBuilder(NonDataFiles, SourceBuilder):
     source = "cellxgene"
     #: 2: age from development_stage; 3: ERCC ids, Census feature_id; 4: is_primary_data; 5: .h5ad in any case;
     #: 6: folder litter (.DS_Store, Thumbs.db, __MACOSX/) ignored, not rejected as stray files
-    reading_version: ClassVar[str] = "7"  # 7: cells of no given donor grouped by file
+    reading_version: ClassVar[str] = "8"  # 7: cells of no given donor grouped by file; 8: byte copies dropped
     #: Cells read from the backed matrix at a time (bounds the reader's memory, whatever the file's size).
     chunk_cells: ClassVar[int] = 8192
     #: Cells whose values decide a file's normalisation.
@@ -426,6 +427,11 @@ class CellxGeneBuilder(NonDataFiles, SourceBuilder):
 
     def _h5ad_files(self) -> list[str]:
         return [rel for rel in self.list_files() if is_h5ad(rel)]
+
+    @cached_property
+    def _h5ad_relpaths(self) -> list[str]:
+        """``_h5ad_files``, listed once per builder (each file's read compares it with those before it)."""
+        return self._h5ad_files()
 
     @cached_property
     def _panel(self) -> dict:
@@ -475,6 +481,7 @@ class CellxGeneBuilder(NonDataFiles, SourceBuilder):
             return iter(())
         if not is_h5ad(name):
             raise BadSourceFile("stray file: not an .h5ad AnnData file")
+        refuse_later_copy(self.root, relpath, self._h5ad_relpaths, "its cells would be in the data twice")
         return self.iter_cells(relpath)
 
     def _open(self, relpath: str) -> _Cells:

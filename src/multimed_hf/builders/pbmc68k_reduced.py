@@ -25,6 +25,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from multimed_hf.builders._copies import refuse_later_copy
 from multimed_hf.builders._download import NonDataFiles
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.sample import Sample
@@ -136,12 +137,16 @@ def _text(value) -> str | None:
 class AnnDataFolderBuilder(NonDataFiles, SourceBuilder):
     """A folder of ``.h5ad`` files, one sample per cell. Subclasses set ``task``, ``source`` and ``detect``."""
 
-    version = "4"  # 2: .h5ad in any case; 3: the registry's organ only for cells of the source's tissue;
-    # 4: cells of no given donor grouped per file
+    version = "5"  # 2: .h5ad in any case; 3: the registry's organ only for cells of the source's tissue;
+    # 4: cells of no given donor grouped per file; 5: a byte-identical copy of a file dropped
 
     #: Facts of the source that its files do not state (e.g. the tissue of a PBMC set), per column; the organ is
     #: the registry's (``SourceSpec.organ``), for a file without an organ column.
     defaults: ClassVar[dict[str, str]] = {}
+
+    @cached_property
+    def _h5ad_relpaths(self) -> list[str]:
+        return [rel for rel in self.list_files() if is_h5ad(rel)]
 
     def read_file(self, relpath: str) -> list[Sample]:
         name = PurePosixPath(relpath).name
@@ -149,6 +154,7 @@ class AnnDataFolderBuilder(NonDataFiles, SourceBuilder):
             return []
         if not is_h5ad(name):
             raise BadSourceFile("stray file: not an .h5ad AnnData file")
+        refuse_later_copy(self.root, relpath, self._h5ad_relpaths, "its cells would be in the data twice")
         adata, expression = read_expression(self.root / relpath)
         obs = adata.obs
         label = _first(obs.columns, LABEL_COLUMNS)
