@@ -404,3 +404,28 @@ def test_reused_runs_must_have_been_made_as_this_command_makes_them(tmp_path):
     with pytest.raises(BenchmarkError, match=r"--max_eval_samples 16 \(now 8\)"):
         run_benchmark(data, ["cell_type"], ["unimodal"], [0], report, args(1), encoders="small",
                       run_options={**options, "max_eval_samples": 8}, progress=False, reuse_finished_runs=True)
+
+
+def test_a_runs_own_label_smoothing_is_not_a_difference(tmp_path):
+    # before: --reuse_finished_runs refused the very command that made the runs: a run without a single-label class
+    # output (disease, expression, protein) trains and records label smoothing 0.0 under --encoders small's 0.05
+    import torch
+    from transformers import TrainingArguments
+
+    from multimed_hf.training.arguments import MultiMedArguments
+    from multimed_hf.training.benchmark import _recorded_differences, _Run
+    from multimed_hf.training.families import RunPlan
+
+    plan = RunPlan("protein_structure-protein", "unimodal", ("protein_structure",),
+                   {"protein_structure": ("protein",)})
+    run = _Run(plan, 0, tmp_path / "run")
+    run.output_dir.mkdir()
+
+    def targs(**kw):
+        return TrainingArguments(output_dir=str(run.output_dir), report_to="none", use_cpu=True, **kw)
+
+    torch.save(targs(label_smoothing_factor=0.0, max_steps=2), run.output_dir / "training_args.bin")
+    args = MultiMedArguments(data="d", tasks=["protein_structure"], family="unimodal", encoders="small")
+    assert _recorded_differences(run, args, targs(label_smoothing_factor=0.05, max_steps=2)) == []
+    assert _recorded_differences(run, args, targs(label_smoothing_factor=0.05, max_steps=3)) == [
+        "--max_steps 2 (now 3)"]

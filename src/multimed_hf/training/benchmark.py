@@ -64,8 +64,9 @@ class BenchmarkArguments:
         "help": "seeds; each run's TrainingArguments.seed (the paper: three seeds)", "nargs": "+"})
     reuse_finished_runs: bool = field(default=False, metadata={
         "help": f"keep a run whose folder already holds {RECORDS_FILE} instead of training it again, and resume a "
-                "run stopped halfway from its last checkpoint (without it, a report folder holding an earlier "
-                "benchmark's runs is refused)"})
+                "run stopped halfway from its last checkpoint, each only where it was made as this command makes "
+                "it (plan, flags, training arguments); without it, a report folder holding an earlier benchmark's "
+                "runs is refused"})
     note: str | None = field(default=None, metadata={
         "help": "banner of the report (default: the data's own: a smoke-run label on synthetic samples)"})
 
@@ -273,10 +274,10 @@ def _refuse_earlier_runs(runs: Sequence[_Run], output_dir: Path) -> None:
             f"checkpoint, or another --output_dir (they would be trained over)")
 
 
-#: TrainingArguments a reused run must have been trained with as the command asks (what changes its numbers).
+#: TrainingArguments a reused run must have been trained with as the command asks (what changes its numbers). Not
+#: label_smoothing_factor: a run without a single-label class output trains (and records) it as 0 whatever is asked.
 _REUSE_COMPARED = ("learning_rate", "weight_decay", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-                   "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps", "label_smoothing_factor",
-                   "seed", "bf16", "fp16")
+                   "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps", "seed", "bf16", "fp16")
 
 
 def _recorded_differences(run: _Run, args, training_args) -> list[str]:
@@ -326,7 +327,9 @@ def _refuse_runs_made_otherwise(runs: Sequence[_Run], make_args: Callable[[_Run]
     if made_otherwise:
         raise BenchmarkError(
             f"--reuse_finished_runs: {len(made_otherwise)} run(s) of the report were made otherwise than this command "
-            f"makes them, first {made_otherwise[0]}: pass the earlier settings again, or another --output_dir")
+            f"makes them, first {made_otherwise[0]}: pass the earlier settings again, or another --output_dir (a "
+            f"multitask run, e.g. runs/<family>/all, holds the earlier task list: remove its folder to train it again "
+            f"with these tasks)")
 
 
 def _refuse_runs_outside(runs: Sequence[_Run], output_dir: Path) -> None:
@@ -344,7 +347,7 @@ def _refuse_runs_outside(runs: Sequence[_Run], output_dir: Path) -> None:
         raise BenchmarkError(
             f"{output_dir} holds {len(outside)} run(s) of an earlier benchmark that this grid leaves out, first "
             f"{outside[0]}: table1 would be written from this grid's runs alone; name the earlier grid too (its "
-            f"families, tasks and seeds) with --reuse_finished_runs to add to it, or pass another --output_dir")
+            f"families, tasks and seeds) with --reuse_finished_runs to add seeds to it, or pass another --output_dir")
 
 
 def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str] = FAMILIES,
