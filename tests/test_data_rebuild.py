@@ -235,3 +235,36 @@ def test_a_file_cached_under_other_non_data_rules_is_read_again(oct_source, tmp_
     assert {e.source_path: e.status for e in report.entries}[relpath] == "rejected"
     again = build_dataset("diabetic_retinopathy", [oct_source], out, progress=False)
     assert {e.source_path: e.status for e in again.entries}[relpath] == "ignored"
+
+
+def test_a_copy_whose_original_is_removed_is_read_on_the_next_build(tmp_path):
+    # before: the copy's "dropped" was cached per file: with its original deleted, a rebuild into the same --out
+    # kept it dropped and the study vanished from the data, named as a copy of a file no longer there
+    import shutil
+
+    root = GENERATORS["COVID19_1110"](tmp_path / "COVID19_1110", bad_files=False)
+    original = sorted((root / "studies" / "CT-1").glob("study_*.nii.gz"))[0]
+    copy = original.with_name(original.name.replace(".nii.gz", " (1).nii.gz"))
+    shutil.copy(original, copy)
+    out = tmp_path / "multimed"
+    first = build_dataset("radiographic_findings", [root], out, progress=False)
+    relpath = copy.relative_to(root).as_posix()
+    assert {e.source_path: e.status for e in first.entries if not e.sample_id}[relpath] == "dropped"
+    original.unlink()
+    again = build_dataset("radiographic_findings", [root], out, progress=False)
+    assert any(e.sample_id and e.source_path == relpath and e.status in ("kept", "moved") for e in again.entries)
+
+
+def test_a_changed_cc_ccii_index_re_reads_the_slices(tmp_path):
+    # before: a misfiled scan's slices were judged against the index when first read and cached: an index that
+    # arrived later left them in the data while the manifest said "its slices are rejected"
+    root = GENERATORS["CC-CCII"](tmp_path / "CC-CCII")  # its index lists Normal/24/4005 under CP
+    index = root / "unzip_filenames.csv"
+    text = index.read_text()
+    index.unlink()
+    out = tmp_path / "multimed"
+    build_dataset("radiographic_findings", [root], out, progress=False)
+    index.write_text(text)
+    again = build_dataset("radiographic_findings", [root], out, progress=False)
+    misfiled = [e for e in again.entries if e.source_path.startswith("Normal/24/4005/") and ":row" not in e.source_path]
+    assert misfiled and all(e.status == "rejected" and e.reason.startswith("label conflict") for e in misfiled), misfiled

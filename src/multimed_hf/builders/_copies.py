@@ -5,6 +5,7 @@ records in the data twice) or rejected with the original (duplicate ids)."""
 from __future__ import annotations
 
 import filecmp
+import hashlib
 import os
 import re
 from pathlib import Path, PurePosixPath
@@ -12,7 +13,7 @@ from typing import Iterable
 
 from multimed_hf.data.errors import UnusedSourceFile
 
-__all__ = ["refuse_later_copy"]
+__all__ = ["refuse_later_copy", "listing_digest"]
 
 
 #: A browser's or file manager's name for a second copy: ``x (1).h5ad``, ``x - Copy.gdf``, ``x copy 2.mat``.
@@ -38,3 +39,14 @@ def refuse_later_copy(root: Path, relpath: str, candidates: Iterable[str], what:
         other_path = os.path.join(root, other)
         if os.path.getsize(other_path) == size and filecmp.cmp(other_path, path, shallow=False):
             raise UnusedSourceFile(f"not used: a byte-identical copy of {other} (read instead); {what}")
+
+
+def listing_digest(root: Path, relpaths: Iterable[str]) -> str:
+    """A digest of which of ``relpaths`` exist and their sizes: part of a builder's validation-cache version
+    (``listing_version``) where one file's reading depends on the others (a copy is dropped only while its
+    original is there), so that adding or removing one re-reads them."""
+    digest = hashlib.sha256()
+    for relpath in sorted(relpaths):
+        path = os.path.join(root, relpath)
+        digest.update(f"{relpath}\t{os.path.getsize(path) if os.path.isfile(path) else -1}\n".encode())
+    return digest.hexdigest()[:12]

@@ -63,7 +63,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from multimed_hf.builders._copies import refuse_later_copy
+from multimed_hf.builders._copies import listing_digest, refuse_later_copy
 from multimed_hf.builders._download import NonDataFiles, non_data_reason
 from multimed_hf.builders._records import RecordRejections, record_where
 from multimed_hf.builders.eegmmidb import epochs_from_annotations
@@ -569,6 +569,11 @@ class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
             },
             group_key=f"subject:{subject}",
         )
+
+    @cached_property
+    def listing_version(self) -> str:
+        """The session files there are: a copy is dropped only while its original is there."""
+        return listing_digest(self.root, [f for fs in self._files_by_name.values() if len(fs) > 1 for f in fs])
 
     @cached_property
     def _files_by_name(self) -> dict[str, list[str]]:

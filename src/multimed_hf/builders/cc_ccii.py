@@ -15,6 +15,7 @@ scan; so is a class folder missing. ``lesions_slices.csv`` (also seen as ``lesio
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import re
 from collections import Counter, defaultdict
@@ -159,6 +160,12 @@ class CCCCIIBuilder(NonDataFiles, ImageFolderBuilder):
             return _read_csv((self.root / INDEX_FILE).read_bytes(), INDEX_FILE, _INDEXES[INDEX_FILE])
         except BadSourceFile:
             return []
+
+    @cached_property
+    def listing_version(self) -> str:
+        """The index's bytes: a slice's acceptance depends on the class its row gives (``_index_labels``)."""
+        path = self.root / INDEX_FILE
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.is_file() else "no-index"
 
     @cached_property
     def _index_labels(self) -> dict[tuple[str, str], set[str]]:

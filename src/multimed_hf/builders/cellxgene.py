@@ -46,7 +46,7 @@ from typing import ClassVar, Iterator
 
 import numpy as np
 
-from multimed_hf.builders._copies import refuse_later_copy
+from multimed_hf.builders._copies import listing_digest, refuse_later_copy
 from multimed_hf.builders._download import NonDataFiles, non_data_reason
 from multimed_hf.builders._records import record_where
 from multimed_hf.builders.pbmc68k_reduced import (
@@ -432,6 +432,11 @@ class CellxGeneBuilder(NonDataFiles, SourceBuilder):
     def _h5ad_relpaths(self) -> list[str]:
         """``_h5ad_files``, listed once per builder (each file's read compares it with those before it)."""
         return self._h5ad_files()
+
+    @cached_property
+    def listing_version(self) -> str:
+        """The .h5ad files there are: a copy is dropped only while its original is there."""
+        return listing_digest(self.root, self._h5ad_relpaths)
 
     @cached_property
     def _panel(self) -> dict:

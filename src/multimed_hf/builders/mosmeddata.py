@@ -15,7 +15,7 @@ import filecmp
 import re
 import zlib
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path, PurePosixPath
 from typing import ClassVar, Mapping
 
@@ -24,6 +24,7 @@ import numpy as np
 from multimed_hf.builders._ct import (
     LUNG_WINDOW, RenderedSlices, Window, check_hounsfield, encode_png, rendered_ref, require,
 )
+from multimed_hf.builders._copies import listing_digest
 from multimed_hf.builders._download import NonDataFiles, WrappedTree, strip_tree
 from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
 from multimed_hf.data.images import MIN_IMAGE_SIDE
@@ -128,6 +129,11 @@ class MosMedDataBuilder(NonDataFiles, WrappedTree, RenderedSlices, SourceBuilder
     def _is_tree(cls, folder: Path) -> bool:
         studies = folder / "studies"
         return studies.is_dir() and any(p.name in cls.spec().label_map["severity"] for p in studies.iterdir())
+
+    @cached_property
+    def listing_version(self) -> str:
+        """The study files there are: a "(1)" copy is dropped only while its original is beside it."""
+        return listing_digest(self.root, [f for f in self.list_files() if _NIFTI.search(f)])
 
     def read_file(self, relpath: str) -> list[Sample]:
         inner = strip_tree(relpath, self.tree)

@@ -25,7 +25,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from multimed_hf.builders._copies import refuse_later_copy
+from multimed_hf.builders._copies import listing_digest, refuse_later_copy
 from multimed_hf.builders._download import NonDataFiles
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.sample import Sample
@@ -147,6 +147,11 @@ class AnnDataFolderBuilder(NonDataFiles, SourceBuilder):
     @cached_property
     def _h5ad_relpaths(self) -> list[str]:
         return [rel for rel in self.list_files() if is_h5ad(rel)]
+
+    @cached_property
+    def listing_version(self) -> str:
+        """The .h5ad files there are: a copy is dropped only while its original is there."""
+        return listing_digest(self.root, self._h5ad_relpaths)
 
     def read_file(self, relpath: str) -> list[Sample]:
         name = PurePosixPath(relpath).name

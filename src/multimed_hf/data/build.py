@@ -439,14 +439,17 @@ def _cache_version(task: TaskSpec, builder: SourceBuilder) -> str:
     """The builder's version plus a digest of the registry facts its samples are made from (the task's labels and
     columns, and of the source, both as the task states it and as the builder's own task does: its label maps, the
     organ its records show and where it records age): editing the registry re-validates; and the version of rules
-    builders share (``rules_version``: the download litter ``NonDataFiles`` ignores)."""
+    builders share (``rules_version``: the download litter ``NonDataFiles`` ignores) and of the other files one
+    file's reading depends on (``listing_version``: a copy's original, CC-CCII's index)."""
     facts = [[asdict(label) for label in task.labels], [(c.name, c.dtype) for c in (*task.inputs, *task.metadata)]]
     for spec in (task.source(builder.source), builder.spec()):
         facts.append({k: dict(v) for k, v in spec.label_map.items()})
         facts.append({"organ": spec.organ, "age": spec.age})
     digest = hashlib.sha256(json.dumps(facts, sort_keys=True, default=list).encode()).hexdigest()[:12]
     rules = getattr(builder, "rules_version", "")  # rules shared by builders (download litter), when they change
-    return f"{builder.version}+registry-{digest}+hash-{PERCEPTUAL_HASH_VERSION}" + (f"+{rules}" if rules else "")
+    listing = getattr(builder, "listing_version", "")  # the other files one file's reading depends on
+    return (f"{builder.version}+registry-{digest}+hash-{PERCEPTUAL_HASH_VERSION}" + (f"+{rules}" if rules else "")
+            + (f"+listing-{listing}" if listing else ""))
 
 
 def _stored(parts: Iterator[tuple], builder: SourceBuilder, owner: int, relpath: str, manifest: _Manifest,
