@@ -238,3 +238,23 @@ def test_a_group_without_test_rows_is_listed_in_distribution(tmp_path):
     text = result.paths.markdown.read_text()
     not_scored = text.split("Groups not scored (listed, not skipped):", 1)[1]
     assert "| zz_trio | east | in-distribution | no test rows | 0 |" in not_scored
+
+
+def test_resuming_an_analysis_starts_the_runs_it_never_began_from_scratch(tmp_path):
+    # before: the refusal's advice --resume_from_checkpoint true failed ("No valid checkpoint found") on every run
+    # the stopped analysis had not begun; such a run now starts from scratch, a begun one resumes
+    args, _, training_args = _parse("--tasks", "bone_age", "--resume_from_checkpoint", "true")
+    seen = {}
+
+    def recording(run_args, targs, **kwargs):
+        seen["resume"] = targs.resume_from_checkpoint
+        raise _Stop
+
+    begun = tmp_path / "runs" / "begun"
+    (begun / "checkpoint-2").mkdir(parents=True)
+    (begun / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    for folder, expected in ((tmp_path / "runs" / "new", None), (begun, "true")):
+        with pytest.raises(_Stop):
+            train_run(args, training_args, task="bone_age", datasets={}, modalities=("xray",), output_dir=folder,
+                      train_fn=recording)
+        assert seen["resume"] == expected

@@ -396,6 +396,12 @@ def train_run(args, training_args, *, task: str, datasets: Mapping[str, Any], mo
         changes["modality_dropout"] = float(modality_dropout)
     run_args = dataclasses.replace(args, **changes)
     targs = dataclasses.replace(run_training_arguments(args, training_args, plan), output_dir=str(output_dir))
+    resume = targs.resume_from_checkpoint
+    if isinstance(resume, bool) or (isinstance(resume, str) and resume.lower() in ("true", "last")):
+        from multimed_hf.training.run import last_checkpoint
+
+        if resume and last_checkpoint(output_dir) is None:  # a run the stopped analysis never started: from scratch
+            targs = dataclasses.replace(targs, resume_from_checkpoint=None)
     captured: dict[str, Any] = {}
     train_fn(run_args, targs, plan=plan, datasets={task: dict(datasets)},
              on_assembly=lambda assembly: captured.setdefault("assembly", assembly))
