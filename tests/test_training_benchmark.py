@@ -429,3 +429,6 @@ def test_a_runs_own_label_smoothing_is_not_a_difference(tmp_path):
     assert _recorded_differences(run, args, targs(label_smoothing_factor=0.05, max_steps=2)) == []
     assert _recorded_differences(run, args, targs(label_smoothing_factor=0.05, max_steps=3)) == [
         "--max_steps 2 (now 3)"]
+    # a run trained by two processes (twice the rows a step) is not one of this one-process command
+    (run.output_dir / "run_info.json").write_text(json.dumps({"world_size": 2}))
+    assert _recorded_differences(run, args, targs(max_steps=2)) == ["2 process(es) (now 1)"]

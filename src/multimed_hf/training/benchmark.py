@@ -294,6 +294,8 @@ def _recorded_differences(run: _Run, args, training_args) -> list[str]:
         if info.get("plan") is not None and info["plan"] != run.plan.to_dict():
             differences.append(f"plan {info['plan'].get('tasks')} / {info['plan'].get('modalities')} (now "
                                f"{list(run.plan.tasks)} / { {t: list(m) for t, m in run.plan.modalities.items()} })")
+        if info.get("world_size") not in (None, training_args.world_size):  # the effective batch differs
+            differences.append(f"{info['world_size']} process(es) (now {training_args.world_size})")
         ours = json.loads(json.dumps(dataclasses.asdict(args), default=str))
         for key, value in sorted((info.get("arguments") or {}).items()):
             if key != "data" and key in ours and ours[key] != value:
