@@ -267,4 +267,4 @@ def test_a_changed_cc_ccii_index_re_reads_the_slices(tmp_path):
     index.write_text(text)
     again = build_dataset("radiographic_findings", [root], out, progress=False)
     misfiled = [e for e in again.entries if e.source_path.startswith("Normal/24/4005/") and ":row" not in e.source_path]
-    assert misfiled and all(e.status == "rejected" and e.reason.startswith("label conflict") for e in misfiled), misfiled
+    assert misfiled and all(e.status == "rejected" and e.reason.startswith("label conflict") for e in misfiled)
