@@ -89,7 +89,7 @@ def _reader(folder: str, obs: str = "h5py") -> dict:
 
     _use_anndata_obs(obs)
     builder = CellxGeneBuilder(Path(folder))
-    relpath = builder._h5ad_files()[0]
+    relpath = builder._h5ad_relpaths[0]
     base = _peak_mb()
     start = time.perf_counter()
     cells = nnz = 0

@@ -425,13 +425,11 @@ class CellxGeneBuilder(NonDataFiles, SourceBuilder):
         ]
         return not others
 
-    def _h5ad_files(self) -> list[str]:
-        return [rel for rel in self.list_files() if is_h5ad(rel)]
-
     @cached_property
     def _h5ad_relpaths(self) -> list[str]:
-        """``_h5ad_files``, listed once per builder (each file's read compares it with those before it)."""
-        return self._h5ad_files()
+        """The folder's .h5ad files, listed once per builder (the panel reads them; each file's read compares it
+        with those before it)."""
+        return [rel for rel in self.list_files() if is_h5ad(rel)]
 
     @cached_property
     def listing_version(self) -> str:
@@ -444,7 +442,7 @@ class CellxGeneBuilder(NonDataFiles, SourceBuilder):
         rejected, e.g. with no donor column, add no genes)."""
         names: dict[str, str] = {}
         files: dict[str, dict] = {}
-        for relpath in self._h5ad_files():
+        for relpath in self._h5ad_relpaths:
             try:
                 cells = self._open(relpath)
             except BadSourceFile:
