@@ -119,8 +119,8 @@ def checkpoint(tmp_path_factory):
     return str(folder)
 
 
-def _run(checkpoint, tmp_path, task="brain_tumor", training=None, **kwargs):
-    args = FewShotArguments(checkpoint=checkpoint, data="(in memory)", task=task, shots=[2], seeds=[0],
+def _run(checkpoint, tmp_path, task="brain_tumor", training=None, shots=(2,), **kwargs):
+    args = FewShotArguments(checkpoint=checkpoint, data="(in memory)", task=task, shots=list(shots), seeds=[0],
                             bootstrap_samples=0, **kwargs)
     training_args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=1, per_device_train_batch_size=4,
                                       report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True,
@@ -148,22 +148,48 @@ def test_what_would_fail_every_run_alike_is_refused_before_the_first(checkpoint,
     assert not (tmp_path / "out" / "runs").exists()
 
 
+def test_zero_shot_no_run_can_score_is_refused_before_the_k_shot_runs_train(checkpoint, tmp_path):
+    # before: --shots 5 0 trained every k-shot adapter, then recorded the zero-shot run's failure in table2.csv
+    with pytest.raises(FewShotError, match=r"--shots 0 \(zero-shot\) on .*: zero-shot by label text reads class "
+                                           r"texts with a text encoder.* Leave 0 out of --shots"):
+        _run(checkpoint, tmp_path, shots=[2, 0])
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_zero_shot_of_a_task_trained_on_every_class_is_refused_up_front(tmp_path):
+    import zeroshot_tiny as zt
+
+    processor = zt.processor()
+    folder = tmp_path / "base"
+    zt.model(processor).save_pretrained(folder)  # trained brain_tumor on all its classes: no alignment.json
+    processor.save_pretrained(folder)
+    with pytest.raises(FewShotError, match=r"trained on all of its classes .* --holdout_classes"):
+        _run(str(folder), tmp_path, shots=[0])
+    assert not (tmp_path / "out" / "runs").exists()
+
+
 def test_a_run_with_flags_that_apply_trains(checkpoint, tmp_path):
     records = _run(checkpoint, tmp_path, method="lora", rank=2, targets=["q_proj"], group_column="sample_id")
     assert records and all(r.get("error") is None for r in records)
     assert (tmp_path / "out" / "runs" / "brain_tumor" / "2_shot" / "seed0" / "adapter").is_dir()
 
 
-def test_the_command_names_failed_runs_and_fails_when_every_run_failed(tmp_path, capsys):
-    # before: every run failed (here: no checkpoint there), the errors sat in table2.csv alone and the command said
-    # "wrote ..." and exited 0
+def test_the_command_names_failed_runs_and_fails_when_every_run_failed(tmp_path, capsys, monkeypatch):
+    # before: every run failed (here: no checkpoint there, found inside each run once the checks before the runs are
+    # left out), the errors sat in table2.csv alone and the command said "wrote ..." and exited 0
     import balancing_tiny as bt
     import zeroshot_tiny as zt
 
+    import multimed_hf.fewshot.run as fewshot_run
+
     data = bt.write_built_folder(tmp_path / "multimed", {"brain_tumor": {
         "train": zt.tumour_rows(8, 0, "tr"), "test": zt.tumour_rows(8, 1, "te")}})
-    code = fewshot_main([str(tmp_path / "no-checkpoint"), "--data", data, "--task", "brain_tumor", "--shots", "0",
-                         "--output_dir", str(tmp_path / "out"), "--bootstrap_samples", "0", "--report_to", "none"])
+    argv = [str(tmp_path / "no-checkpoint"), "--data", data, "--task", "brain_tumor", "--shots", "0",
+            "--output_dir", str(tmp_path / "out"), "--bootstrap_samples", "0", "--report_to", "none"]
+    assert fewshot_main(argv) == 2  # refused before any run, naming the checkpoint
+    assert "CHECKPOINT" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    monkeypatch.setattr(fewshot_run, "_check_before_runs", lambda args, train: None)
+    code = fewshot_main(argv)
     captured = capsys.readouterr()
     assert code == 1
     assert "wrote " in captured.out and (tmp_path / "out" / "table2.csv").is_file()

@@ -30,7 +30,7 @@ def test_fewshot_runs_write_adapters_and_table2_beside_the_paper(tmp_path):
     tiny_model(["brain_tumor"]).save_pretrained(checkpoint)
     tiny_processor().save_pretrained(checkpoint)
     data = {"train": brain_tumor(24, seed=0, prefix="tr"), "test": brain_tumor(12, seed=5, prefix="te")}
-    args = FewShotArguments(checkpoint=str(checkpoint), data="(in memory)", task="brain_tumor", shots=[0, 2],
+    args = FewShotArguments(checkpoint=str(checkpoint), data="(in memory)", task="brain_tumor", shots=[2],
                             seeds=[0, 1], rank=4, bootstrap_samples=0)
     out = tmp_path / "out"
     training_args = _quick(out, max_steps=3)
@@ -38,8 +38,7 @@ def test_fewshot_runs_write_adapters_and_table2_beside_the_paper(tmp_path):
     shots = [r for r in records if r["family"] == "2_shot"]
     assert {r["seed"] for r in shots} == {0, 1} and all(r["error"] is None for r in shots if "error" in r)
     assert {r["metric"] for r in shots} >= {"accuracy"} and all(r["k"] == 2 for r in shots)
-    zero = [r for r in records if r["family"] == "zero_shot"]
-    assert len(zero) == 1 and "not zero-shot" in zero[0]["error"]  # trained on all of brain_tumor's classes
+    assert {r["family"] for r in records} == {"2_shot"}  # zero-shot of a fully trained task: test_fewshot_flags
     for seed in (0, 1):
         run = out / "runs" / "brain_tumor" / "2_shot" / f"seed{seed}"
         info = json.loads((run / "adapter" / "multimed_adapter.json").read_text())
@@ -57,7 +56,7 @@ def test_fewshot_runs_write_adapters_and_table2_beside_the_paper(tmp_path):
     assert "Disea cls." in markdown or "brain_tumor" in markdown
     assert "Pearson r" in markdown and paths.figure.is_file()
     frame = pd.read_csv(paths.csv)
-    assert set(frame["family"]) == {"multimodal", "2_shot", "zero_shot"}
+    assert set(frame["family"]) == {"multimodal", "2_shot"}
 
     # another task's rows append; the regression task's zero-shot cell says why it has none
     other = [{"family": "5_shot", "task": "expression_prediction", "metric": "pearson", "value": 0.4, "seed": s,

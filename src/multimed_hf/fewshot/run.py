@@ -22,6 +22,7 @@ from multimed_hf.fewshot.adapters import (
 from multimed_hf.fewshot.support import GROUP_COLUMNS, check_disjoint, class_keys, sample_support
 from multimed_hf.fewshot.zeroshot import (
     ZeroShotError,
+    check_zero_shot_checkpoint,
     hold_out,
     label_text_modalities,
     read_alignment,
@@ -300,24 +301,46 @@ def _zero_shot(args, training_args, train, test, seed: int, out: Path) -> list[d
     return [{**r, "k": 0, "chance": chance} for r in records]
 
 
+def _load_config(checkpoint: str):
+    """``checkpoint``'s ``MultiMedConfig``, or a ``FewShotError`` naming it."""
+    from multimed_hf.configuration_multimed import MultiMedConfig
+
+    try:
+        return MultiMedConfig.from_pretrained(checkpoint)
+    except OSError as err:  # each run failed on it alike before
+        raise FewShotError(f"CHECKPOINT {checkpoint!r}: not a saved MultiMed run folder or Hub model id ({err})"
+                           ) from None
+
+
+def _check_zero_shot(args: FewShotArguments) -> None:
+    """Refuse ``--shots 0`` on a checkpoint no zero-shot run of ``args.task`` can score (it trained on every class,
+    or reads none of the task's modalities or no text), before any k-shot run trains. A regression task is left to
+    its table note (``ZERO_SHOT_REGRESSION_NOTE``)."""
+    if get_task(args.task).problem_type == "regression":
+        return
+    try:
+        check_zero_shot_checkpoint(_load_config(args.checkpoint), args.task, read_alignment(args.checkpoint))
+    except ZeroShotError as err:
+        raise FewShotError(f"--shots 0 (zero-shot) on {args.checkpoint!r}: {err}. Leave 0 out of --shots, or give a "
+                           f"base trained with label-text alignment and held-out classes (multimed train "
+                           f"--align_label_text --holdout_classes TASK:CLASS,...; see the README's zero-shot section)") from None
+
+
 def _check_before_runs(args: FewShotArguments, train) -> None:
     """What would fail every run alike, refused once before the first: a ``--group_column`` the training split lacks,
     a ``--task`` none of whose modalities the checkpoint encodes, ``--targets`` naming no linear layer of it (each
     was raised inside every run before, recorded as that run's failure, and the command exited 0)."""
-    from multimed_hf.configuration_multimed import MultiMedConfig
     from multimed_hf.fewshot.adapters import AdapterError, default_targets
 
+    if 0 in args.shots:
+        _check_zero_shot(args)
     if not any(k > 0 for k in args.shots):
         return
     if args.group_column is not None and args.group_column not in train.column_names:
         raise FewShotError(f"--group_column {args.group_column!r} is not a column of the training split of "
                            f"{args.task!r} (columns: {train.column_names}); leave it out to group by "
                            f"{next(c for c in GROUP_COLUMNS if c in train.column_names or c == 'sample_id')!r}")
-    try:
-        config = MultiMedConfig.from_pretrained(args.checkpoint)
-    except OSError as err:  # each run failed on it alike before
-        raise FewShotError(f"CHECKPOINT {args.checkpoint!r}: not a saved MultiMed run folder or Hub model id ({err})"
-                           ) from None
+    config = _load_config(args.checkpoint)
     read = encoded_modalities(config, args.task)
     if not read:
         raise FewShotError(f"--task {args.task!r} reads {list(get_task(args.task).modalities)}; the checkpoint "

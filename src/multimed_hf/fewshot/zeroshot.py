@@ -48,6 +48,7 @@ __all__ = [
     "class_text",
     "label_text_output",
     "label_text_head",
+    "check_zero_shot_checkpoint",
     "label_text_modalities",
     "use_label_text",
     "hold_out",
@@ -118,14 +119,8 @@ def label_text_head(model, task: str, processor, *, texts: Mapping[str, str] | N
     (default all); one that is none of the classes is refused (its rows' labels could not be scored)."""
     labels = _class_columns(task)
     core = multimed_core(model)
+    _refuse_unreadable(core.config, task)
     modalities = label_text_modalities(model, task)
-    if not modalities:
-        raise ZeroShotError(f"task {task!r} reads {list(get_task(task).modalities)}; the model encodes "
-                            f"{sorted(core.config.encoders)}")
-    if "text" not in core.config.encoders:
-        raise ZeroShotError(f"zero-shot by label text reads class texts with a text encoder; the model encodes "
-                            f"{sorted(core.config.encoders)}: train it with contrastive alignment (train_alignment) "
-                            f"and a text encoder")
     outputs = []
     for label in labels:
         if label.kind == "text":
@@ -415,17 +410,42 @@ def read_alignment(checkpoint: str | Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _refuse_trained_task(config, task: str, alignment: Mapping | None) -> None:
+    """Raise where ``config``'s model trained on every class of ``task`` (none held out in ``alignment``)."""
+    if (alignment or {}).get("held_out", {}).get(task):
+        return
+    if task in config.heads or task in (alignment or {}).get("label_text_tasks", ()):
+        raise ZeroShotError(f"task {task!r}: the model was trained on all of its classes (no class held out in "
+                            f"alignment.json): a score on it is not zero-shot")
+
+
+def check_zero_shot_checkpoint(config, task: str, alignment: Mapping | None) -> None:
+    """What fails every zero-shot evaluation of ``task`` on a checkpoint of ``config`` alike, raised before any:
+    none of the task's modalities encoded, no text encoder to read the class texts, or the task trained on all its
+    classes (``alignment``: the checkpoint's ``alignment.json``, see ``read_alignment``)."""
+    _refuse_unreadable(config, task)
+    _refuse_trained_task(config, task, alignment)
+
+
+def _refuse_unreadable(config, task: str) -> None:
+    """Raise where a label-text head of ``task`` has nothing to read: none of its modalities encoded in ``config``,
+    or no text encoder for the class texts."""
+    if not any(m in config.encoders for m in get_task(task).modalities):
+        raise ZeroShotError(f"task {task!r} reads {list(get_task(task).modalities)}; the model encodes "
+                            f"{sorted(config.encoders)}")
+    if "text" not in config.encoders:
+        raise ZeroShotError(f"zero-shot by label text reads class texts with a text encoder; the model encodes "
+                            f"{sorted(config.encoders)}: train it with contrastive alignment (train_alignment) "
+                            f"and a text encoder")
+
+
 def zero_shot_classes(model, task: str, alignment: Mapping | None, dataset=None) -> list[str]:
     """The classes a zero-shot evaluation of ``task`` scores: those held out in alignment training, or every class
     when the model never trained on ``task``; a task trained on all its classes raises (not zero-shot)."""
-    core = multimed_core(model)
     held = list((alignment or {}).get("held_out", {}).get(task, ()))
     if held:
         return held
-    trained = task in core.config.heads or task in (alignment or {}).get("label_text_tasks", ())
-    if trained:
-        raise ZeroShotError(f"task {task!r}: the model was trained on all of its classes (no class held out in "
-                            f"alignment.json): a score on it is not zero-shot")
+    _refuse_trained_task(multimed_core(model).config, task, alignment)
     if dataset is None:
         raise ZeroShotError(f"task {task!r}: give the dataset to read its classes from")
     return [n for names in class_keys(task, dataset).values() for n in names]
