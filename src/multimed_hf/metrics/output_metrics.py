@@ -332,7 +332,9 @@ class CoordsMetrics(MetricKind):
 
 
 def _bin(binned: LabelSpec, values: np.ndarray) -> np.ndarray:
-    """Bin indices of ``values`` at the registry's edges (``[e0, e1)`` -> 0, ...)."""
+    """Bin indices of ``values`` at the registry's edges (``[e0, e1)`` -> 0, ...; the last bin open-ended). A predicted
+    value below the first edge (bone age under 0 months) counts in the first bin, as one above the last edge counts in
+    the last: the prediction clipped to the label's range."""
     return np.searchsorted(np.asarray(binned.bins[1:], dtype=float), values, side="right")
 
 
