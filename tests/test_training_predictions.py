@@ -86,6 +86,21 @@ def test_multilabel_accuracy_counts_the_rows_with_a_known_positive():
     assert all(r["n"] == 4 for name, r in records.items() if name != "accuracy")
 
 
+def test_a_structure_with_fewer_than_3_observed_residues_is_not_counted():
+    # before: n counted every row with an observed residue (3) while the TM-score leaves out rows under 3 residues (2)
+    from multimed_hf.training.outputs import metric_records
+
+    rng = np.random.default_rng(0)
+    references = rng.normal(scale=5.0, size=(3, 6, 3)).astype(np.float32)
+    mask = np.zeros((3, 6), dtype=bool)
+    mask[0, :6] = mask[1, :4] = mask[2, :2] = True  # row 2: two residues, no superposition defined
+    predictions = TaskPredictions(task="protein_structure", sample_ids=list("abc"), outputs={"ca_coords": references},
+                                  references={"ca_coords": references}, masks={"ca_coords": mask},
+                                  head_spec={"outputs": [{"name": "ca_coords", "kind": "coords"}]})
+    records = {r["metric"]: r for r in metric_records(predictions, "test", bootstrap_samples=0)}
+    assert records["tm_score"]["n"] == 2 and records["tm_score"]["value"] == pytest.approx(1.0)
+
+
 def test_each_vqa_metric_counts_the_questions_it_scores():
     # before: n was every row of the column (5) for closed accuracy (3 closed questions) and for the open metrics (2)
     from multimed_hf.training.outputs import metric_records

@@ -20,6 +20,7 @@ __all__ = [
     "unregister_metric_kind",
     "get_metric_kind",
     "compute_output_metrics",
+    "scored_reference_rows",
     "applicable_metrics",
     "IGNORE_INDEX",
 ]
@@ -376,6 +377,19 @@ def applicable_metrics(task: str, column: str) -> tuple[str, ...]:
     return tuple(m for m in (label.metrics or spec.metrics) if kind.applies(m, spec, label))
 
 
+def scored_reference_rows(task: str, column: str, references, *, mask=None, reference_texts=None) -> np.ndarray:
+    """Bool per row: the rows ``compute_output_metrics`` scores for one label column (its references and mask as
+    there): those with a reference (coordinates: at least 3 observed residues), and for a free-text label with
+    ``reference_texts`` also those whose text the vocabulary lacks (they count as wrong)."""
+    kind = get_metric_kind(get_task(task).label(column).kind)
+    references = _float("references", references)
+    mask = None if mask is None else to_numpy(mask, "mask")
+    rows = kind.present(references, mask)
+    if reference_texts is not None and isinstance(kind, TextMetrics):
+        rows = rows | kind.unseen(references, reference_texts)
+    return rows
+
+
 def compute_output_metrics(task: str, column: str, outputs, references, *, mask=None,
                            **options) -> dict[str, float]:
     """Every registry metric that applies to one label column, from the model's raw outputs for that column.
@@ -415,12 +429,10 @@ def compute_output_metrics(task: str, column: str, outputs, references, *, mask=
     if unused:
         raise TypeError(f"{where}: options {unused} are read by none of the metrics {list(names)}; they read "
                         f"{sorted(known_options)}")
-    rows = kind.present(references, mask)
     texts = options.get("reference_texts")
+    rows = scored_reference_rows(task, column, references, mask=mask, reference_texts=texts)
     if texts is not None and isinstance(kind, TextMetrics):  # rows whose text the vocabulary lacks count too
-        unseen = kind.unseen(references, texts)
-        references = kind.past_vocabulary(references, texts, unseen, outputs.shape[1])
-        rows = rows | unseen
+        references = kind.past_vocabulary(references, texts, kind.unseen(references, texts), outputs.shape[1])
     per_row = {}
     for key in PER_ROW_OPTIONS:
         if key in options and options[key] is not None:

@@ -47,15 +47,6 @@ def _metric_options(task: str, column: str) -> set[str]:
     return accepted
 
 
-def _labelled_rows(reference: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """Rows of a label column that carry a label (-100 / all-NaN / empty coords mask = absent)."""
-    if mask is not None:
-        return np.asarray(mask).reshape(len(mask), -1).any(1)
-    if reference.dtype.kind in "iu":
-        return (reference != IGNORE_INDEX).reshape(len(reference), -1).any(1)
-    return ~np.isnan(reference.reshape(len(reference), -1)).all(1)
-
-
 @dataclass
 class TaskPredictions:
     """One task's predictions over a dataset, one row per dataset row (each counted once), in dataset order.
@@ -109,16 +100,13 @@ class TaskPredictions:
         return [c for c in self.references if self.scored_rows(c).any()]
 
     def scored_rows(self, column: str) -> np.ndarray:
-        """Bool per row: the rows a column's metrics score: those with a label, and for a free-text label also those
-        whose text the vocabulary lacks (encoded absent; they count as wrong: ``TextMetrics``)."""
-        from multimed_hf.metrics.output_metrics import TextMetrics
-        from multimed_hf.tasks import get_task
+        """Bool per row: the rows a column's metrics score (``scored_reference_rows``): those with a label (a
+        structure: 3 observed residues or more), and for a free-text label also those whose text the vocabulary
+        lacks (encoded absent; they count as wrong: ``TextMetrics``)."""
+        from multimed_hf.metrics.output_metrics import scored_reference_rows
 
-        rows = _labelled_rows(self.references[column], self.masks.get(column))
-        texts = self.metadata.get(column)
-        if texts is not None and get_task(self.task).label(column).kind == "text":
-            rows = rows | TextMetrics.unseen(self.references[column], texts)
-        return rows
+        return scored_reference_rows(self.task, column, self.references[column], mask=self.masks.get(column),
+                                     reference_texts=self.metadata.get(column))
 
     def decoded(self) -> dict[str, list]:
         """Predictions in the labels' representation (class names, lists of names, units, L x 3 lists)."""
