@@ -1,6 +1,7 @@
 """MosMedData NIfTI volumes: decoded fully, oriented, cut into lung-window PNG slices; bad volumes rejected."""
 
 import filecmp
+import gzip
 import io
 from collections import defaultdict
 
@@ -95,7 +96,7 @@ def test_bad_volumes_and_files(built):
     # two slices at each slice_index of one volume_id)
     variant = by_path["studies/CT-2/study_0939 (1).nii.gz"]
     assert variant.status == "dropped" and variant.reason.startswith(
-        "not used: a byte-identical copy of study_0939.nii.gz beside it (a second download)"), variant
+        "not used: a copy (the same voxels) of study_0939.nii.gz beside it (read instead)"), variant
     mask = by_path["masks/study_0255_mask.nii.gz"]
     assert mask.status == "kept" and mask.sample_id is None
 
@@ -219,18 +220,43 @@ def test_nifti_extensions_in_capitals_read_like_lower_case_ones(built, tmp_path)
     assert any(e.source_path.endswith(".NII.GZ") and e.sample_id for e in report.entries)
 
 
+def test_a_copy_of_the_same_voxels_in_other_bytes_is_read_once(tmp_path):
+    # before: a re-exported "(1)" copy (other header bytes) was kept as a volume of its own, every slice twice; a
+    # study gunzipped beside its .nii.gz gave both the same sample ids, and both were rejected (the study lost)
+    from multimed_hf.api import build_dataset
+
+    root = sample.make(tmp_path / sample.FOLDER, bad_files=False)
+    folder = root / "studies" / "CT-1"
+    original = folder / sorted(p.name for p in folder.glob("study_*.nii.gz"))[0]
+    image = nib.load(original)
+    image.header["descrip"] = b"second export"  # the same volume, other bytes
+    export = original.with_name(original.name.replace(".nii.gz", " (1).nii.gz"))
+    nib.save(image, export)
+    plain = original.with_name(original.name.replace(".nii.gz", ".nii"))
+    plain.write_bytes(gzip.decompress(original.read_bytes()))
+    assert not filecmp.cmp(original, export, shallow=False)
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    by_path = {e.source_path: e for e in report.entries if not e.sample_id}
+    for copy in (export, plain):
+        entry = by_path[copy.relative_to(root).as_posix()]
+        assert entry.status == "dropped" and entry.reason.startswith(
+            f"not used: a copy (the same voxels) of {original.name} beside it (read instead)"), entry
+    kept = [e for e in report.entries if e.sample_id and e.source_path == original.relative_to(root).as_posix()]
+    assert kept and all(e.status == "kept" for e in kept)
+
+
 def test_a_renamed_volume_that_differs_is_kept_as_its_own_volume(tmp_path):
-    # a "(1)" file that is not a byte copy (another export of the study): kept with the study's patient, under a
-    # volume id of its own, so that volume_id + slice_index name one slice
+    # a "(1)" file of other voxels (another export of the study): kept with the study's patient, under a volume id
+    # of its own, so that volume_id + slice_index name one slice
     from multimed_hf.api import build_dataset
 
     root = sample.make(tmp_path / sample.FOLDER, bad_files=False)
     original = root / "studies" / "CT-1" / next(p.name for p in (root / "studies" / "CT-1").glob("study_*.nii.gz"))
     other = original.with_name(original.name.replace(".nii.gz", " (1).nii.gz"))
     image = nib.load(original)
-    image.header["descrip"] = b"second export"  # the same volume, other bytes
-    nib.save(image, other)
-    assert not filecmp.cmp(original, other, shallow=False)
+    voxels = np.asarray(image.dataobj).copy()
+    voxels[0, 0, 0] += 10  # another volume of the study (one voxel differs)
+    nib.save(nib.Nifti1Image(voxels, image.affine, image.header), other)
     report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
     relpath = other.relative_to(root).as_posix()
     assert [e for e in report.entries if e.source_path == relpath and e.sample_id], report.summary()

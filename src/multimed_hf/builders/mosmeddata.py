@@ -6,12 +6,14 @@ slice, a PNG in the lung window, with its volume id, slice index (as stored in t
 
 The archive unpacks to ``COVID19_1110/`` (beside ``studies/`` and ``masks/`` it holds ``dataset_registry.xlsx`` and
 the read-me files): the tree is read in the folder given or in its ``COVID19_1110/``. The ``.nii.gz`` extension is
-matched in any case (``study_0001.NII.GZ``), names as on disk.
+matched in any case (``study_0001.NII.GZ``), names as on disk. A study's copy in its folder (a browser's
+``study_0001 (1).nii.gz``, the study gunzipped beside its ``.nii.gz``) holding the same voxels (to half a HU) is
+dropped, named: the publisher's ``study_NNNN.nii.gz`` is the one read. A renamed file of other voxels is kept as a
+volume of its own.
 """
 
 from __future__ import annotations
 
-import filecmp
 import re
 import zlib
 from dataclasses import dataclass
@@ -24,9 +26,9 @@ import numpy as np
 from multimed_hf.builders._ct import (
     LUNG_WINDOW, RenderedSlices, Window, check_hounsfield, encode_png, rendered_ref, require,
 )
-from multimed_hf.builders._copies import listing_digest
+from multimed_hf.builders._copies import copy_order, listing_digest, refuse_later_copy
 from multimed_hf.builders._download import NonDataFiles, WrappedTree, strip_tree
-from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
+from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.images import MIN_IMAGE_SIDE
 from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import NOTE, SourceBuilder
@@ -97,7 +99,7 @@ def load_axial_volume(path: Path) -> AxialVolume:
     return AxialVolume(np.ascontiguousarray(hu), stored.copy())
 
 
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=2)  # a study and the copy compared with it
 def _cached_volume(path: str, size: int, mtime_ns: int) -> AxialVolume:
     return load_axial_volume(Path(path))
 
@@ -107,10 +109,32 @@ def _volume(path: Path) -> AxialVolume:
     return _cached_volume(str(path), stat.st_size, stat.st_mtime_ns)
 
 
+#: Two study files whose voxels differ by less than this (HU) everywhere hold the same volume (a re-export rescales).
+SAME_VOXELS_HU = 0.5
+
+
+def _same_volume(path: str, other: str) -> bool:
+    """Whether two study files hold the same voxels in the same orientation, to ``SAME_VOXELS_HU`` (an unreadable
+    one: not the same)."""
+    try:
+        mine, theirs = _volume(Path(path)), _volume(Path(other))
+    except BadSourceFile:
+        return False
+    return (np.array_equal(mine.stored_index, theirs.stored_index) and mine.hu.shape == theirs.hu.shape
+            and bool(np.all(np.abs(mine.hu - theirs.hu) < SAME_VOXELS_HU)))
+
+
+def _study_order(relpath: str) -> tuple:
+    """Which of a study's copies is read: the publisher's ``study_NNNN.nii.gz``, then a plain ``.nii``, then
+    ``copy_order`` (a name without a copy suffix, ...)."""
+    name = PurePosixPath(relpath).name
+    return _STUDY.match(name) is None, not name.lower().endswith(".gz"), *copy_order(relpath)
+
+
 class MosMedDataBuilder(NonDataFiles, WrappedTree, RenderedSlices, SourceBuilder):
     task = "radiographic_findings"
     source = "mosmeddata"
-    version = "3"  # 2: .nii.gz in any case; 3: a byte-identical "(1)" copy dropped, a variant its own volume
+    version = "4"  # 2: .nii.gz in any case; 3: a byte-identical "(1)" copy dropped; 4: any copy of the same voxels
     #: The archive's own folder around the tree.
     wrappers = ("COVID19_1110",)
     #: The window every slice is rendered in (recorded per sample in the ``window`` column).
@@ -135,6 +159,17 @@ class MosMedDataBuilder(NonDataFiles, WrappedTree, RenderedSlices, SourceBuilder
         """The study files there are: a "(1)" copy is dropped only while its original is beside it."""
         return listing_digest(self.root, [f for f in self.list_files() if _NIFTI.search(f)])
 
+    @cached_property
+    def _study_files(self) -> dict[tuple[str, str], list[str]]:
+        """``studies/<folder>/`` NIfTI files by (folder, study ``study_NNNN``): a study's copies beside it."""
+        studies: dict[tuple[str, str], list[str]] = {}
+        for relpath in self.list_files():
+            parts = PurePosixPath(strip_tree(relpath, self.tree) or "").parts
+            number = _STUDY_NUMBER.search(parts[-1]) if len(parts) == 3 and parts[0] == "studies" else None
+            if number and _NIFTI.search(parts[-1]):
+                studies.setdefault((parts[1], f"study_{number.group(1)}"), []).append(relpath)
+        return studies
+
     def read_file(self, relpath: str) -> list[Sample]:
         inner = strip_tree(relpath, self.tree)
         if inner is None:
@@ -155,15 +190,14 @@ class MosMedDataBuilder(NonDataFiles, WrappedTree, RenderedSlices, SourceBuilder
                 raise BadSourceFile(f"stray file: {name!r} is not a NIfTI volume (study_NNNN.nii.gz)")
             number = _STUDY_NUMBER.search(name)
             study = f"study_{number.group(1)}" if number else stem
-            original = (self.root / relpath).with_name(study + _NIFTI.search(name).group(0))
-            if number and original.name != name and original.is_file() and filecmp.cmp(
-                    original, self.root / relpath, shallow=False):  # a browser's second download of the study
-                raise UnusedSourceFile(f"not used: a byte-identical copy of {original.name} beside it (a second "
-                                       f"download); its slices would be in the data twice")
             note = (f"name variant: {name!r} is not study_NNNN.nii.gz; kept as {folder} (its folder), patient "
                     f"{study!r}, volume {stem!r}")
         else:
             study = stem = match.group(1)
+        # a browser's second download, or the study gunzipped beside its .nii.gz: read once
+        refuse_later_copy(self.root, relpath, self._study_files.get((folder, study), ()), "its slices would be in "
+                          "the data twice", order=_study_order, same=_same_volume, copy="a copy (the same voxels)",
+                          beside=True)
         volume = _volume(self.root / relpath)
         samples, modality = [], self.spec().modality
         for z in np.argsort(volume.stored_index):
