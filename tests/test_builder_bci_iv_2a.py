@@ -208,6 +208,22 @@ def test_an_unreadable_true_labels_zip_is_named(tmp_path):
         BCIIV2aBuilder(tmp_path).read_file(TRUE_LABELS_ZIP)
 
 
+def test_a_session_whose_labels_zip_is_unreadable_names_the_zip(tmp_path):
+    # before: "A01E.mat (in true_labels.zip or unpacked) is not in the folder", with the archive there
+    from dataset_scripts.sample_sources.bci_iv_2a import make_bci_iv_2a
+
+    root = make_bci_iv_2a(tmp_path / "bci", bad_files=False, labels="zip")
+    archive = root / TRUE_LABELS_ZIP
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])  # a download cut short
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    rejected = {e.source_path: e.reason for e in report.entries if e.status == "rejected"}
+    assert rejected[TRUE_LABELS_ZIP].startswith("not a readable zip archive")
+    sessions = [p for p in rejected if p.endswith("E.gdf")]
+    assert sessions and all(rejected[p].startswith(
+        f"evaluation session without its true labels: {p[:4]}.mat is not unpacked here, and true_labels.zip is there "
+        f"but not a readable zip archive") for p in sessions), rejected
+
+
 # BNCI Horizon's MATLAB copies, as MOABB's BNCI2014_001 downloads them (moabb/datasets/bnci.py: _load_data_001_2014,
 # _convert_mi, _convert_run): ~/mne_data/MNE-bnci-data/database/data-sets/001-2014/A0NT.mat / A0NE.mat
 

@@ -332,8 +332,8 @@ class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     task = "motor_imagery"
     source = "bci_iv_2a"
     #: 3: true labels beside sessions one folder down; .GDF / .MAT in any case
-    version = "6"  # 4: a file that is no MATLAB file named so; a session's label file there but unreadable named so;
-    # 5: run counts the imagery runs only; 6: a byte-identical copy of a session dropped
+    version = "7"  # 4: a file that is no MATLAB file named so; a session's label file there but unreadable named so;
+    # 5: run counts the imagery runs only; 6: a byte-identical copy of a session dropped; 7: an unreadable zip named
     record_noun = "epoch"
 
     def __init__(self, root):
@@ -398,6 +398,18 @@ class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
         return tuple(sorted(p.relative_to(self.root).as_posix() for p in paths if p.is_file()))
 
     @cached_property
+    def _unreadable_archives(self) -> tuple[str, ...]:
+        """The ``true_labels.zip`` archives (``data_files``) that do not open as zip archives."""
+        bad = []
+        for relpath in self.data_files:
+            try:
+                with zipfile.ZipFile(self.root / relpath):
+                    pass
+            except _ZIP_ERRORS:
+                bad.append(relpath)
+        return tuple(bad)
+
+    @cached_property
     def _label_candidates(self) -> dict[str, list[_LabelFile]]:
         """The true-label files of each evaluation session (``"A01E"``) in the order they are tried: ``.mat`` files
         in the folder or one level below, then in the session folders' sub-folders, then the members of each
@@ -410,11 +422,10 @@ class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
                 if match and match.group(2) == "E" and path.is_file():
                     found.setdefault(path.stem, []).append(_LabelFile(path.relative_to(self.root).as_posix()))
         for relpath in self.data_files:
-            try:
-                with zipfile.ZipFile(self.root / relpath) as archive:
-                    members = sorted(info.filename for info in archive.infolist() if not info.is_dir())
-            except _ZIP_ERRORS:
+            if relpath in self._unreadable_archives:
                 continue  # the archive's own manifest entry says why
+            with zipfile.ZipFile(self.root / relpath) as archive:
+                members = sorted(info.filename for info in archive.infolist() if not info.is_dir())
             for member in members:
                 match = _LABELS.match(PurePosixPath(member).name)
                 if match and match.group(2) == "E" and non_data_reason(member) is None:
@@ -532,6 +543,9 @@ class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
             label_file = self._true_labels.get(key)
             if label_file is None:
                 found = "; ".join(self._why_not_labels(f) for f in self._label_candidates.get(key, []))
+                if not found and self._unreadable_archives:
+                    found = (f"{key}.mat is not unpacked here, and {', '.join(self._unreadable_archives)} is there but "
+                             f"not a readable zip archive (download it again)")
                 raise BadSourceFile(
                     "evaluation session without its true labels: "
                     + (found or f"{key}.mat (in {TRUE_LABELS_ZIP} or unpacked) is not in the folder")
