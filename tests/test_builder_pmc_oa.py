@@ -202,6 +202,20 @@ def test_an_edited_caption_file_revalidates_the_images(tmp_path):
     assert captions[rows[0]["image"]] == "An edited caption"
 
 
+def test_a_repeated_caption_line_is_kept_once(tmp_path):
+    # before: a line repeated in pmc_oa.jsonl gave a second sample (image#2) of the same image and caption
+    root = sample.make(tmp_path / sample.FOLDER, bad_files=False)
+    path = root / "pmc_oa.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([*lines, lines[0]]) + "\n")
+    image = json.loads(lines[0])["image"]
+    report = build_dataset(TASK, [root], tmp_path / "multimed", progress=False)
+    assert [e.sample_id for e in report.entries if e.sample_id and e.sample_id.startswith(image)] == [image]
+    repeated = [e for e in report.entries if e.source_path == f"pmc_oa.jsonl:row {len(lines) + 1}"]
+    assert [(e.status, e.reason) for e in repeated] == [
+        ("rejected", "repeated row: the same image and caption as pmc_oa.jsonl:row 1 (kept once)")]
+
+
 def test_card_lists_the_extra(built):
     _, out, *_ = built
     readme = render_readme(out)

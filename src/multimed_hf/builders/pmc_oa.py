@@ -15,8 +15,9 @@ read as training data: validation is drawn from training articles), ``pmcid`` an
 The image files carry the samples (one cache entry, one decode each, in parallel): an image's rows are looked up in
 an index of the JSON-lines files, which the builder's version hashes, so an edited caption file re-validates the
 images. Bad input, each named in the manifest: a line that is not a JSON object with an ``image`` file name, and a
-row whose image is not in the folder (``<jsonl>:row N``, via ``orphan_records``); a row with an empty caption
-(``<jsonl>:row N``; an image with no usable row is rejected with its rows' reasons); an image that does not decode
+row whose image is not in the folder (``<jsonl>:row N``, via ``orphan_records``); a row with an empty caption, or
+with the caption of an earlier row of its image (a repeated line: the pair is kept once) (``<jsonl>:row N``; an
+image with no usable row is rejected with its rows' reasons); an image that does not decode
 or is one flat value (its reason names the rows it takes with it); an image no row refers to (dropped, not used);
 ``images.zip`` itself (dropped: the unpacked folder is read); any other file (stray).
 
@@ -127,7 +128,7 @@ class PMCOABuilder(NonDataFiles, SourceBuilder):
     data_files = (ARCHIVE,)  # named by the builder itself: what it unpacks to
     task = "pmc_pairs"
     source = "pmc_oa"
-    reading_version = "2"  # 2: the Hub repository's checkpoint.pt dropped as not data
+    reading_version = "3"  # 2: the Hub repository's checkpoint.pt dropped as not data; 3: a repeated row kept once
 
     @classmethod
     def detect(cls, root: Path) -> bool:
@@ -240,6 +241,7 @@ class PMCOABuilder(NonDataFiles, SourceBuilder):
         published = index.published.get(image)
         early = _read_line(self.root / published.file, published) if published else {}
         samples, bad, modality = [], [], self.spec().modality
+        seen: dict[str, str] = {}  # caption -> the row that gave it
         for n, row in enumerate(rows):
             item = _read_line(self.root / row.file, row)
             where = record_where(row.file, str(row.line))
@@ -247,6 +249,10 @@ class PMCOABuilder(NonDataFiles, SourceBuilder):
             if caption is None:
                 bad.append((where, "empty caption"))
                 continue
+            if caption in seen:
+                bad.append((where, f"repeated row: the same image and caption as {seen[caption]} (kept once)"))
+                continue
+            seen[caption] = where
             own = item if row.file in SPLIT_FILES else early
             split_file = row.file if row.file in SPLIT_FILES else published.file if published else None
             pmcid = _text(own.get("pmcid")) or pmcid_of(image)
