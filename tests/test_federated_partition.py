@@ -172,3 +172,24 @@ def test_a_patient_in_two_tasks_is_at_one_client(tmp_path):
     assert all(held[c.name, "brain_tumor", "train"] > 0 for c in plan.clients)
     counts = [held[c.name, "disease", "train"] for c in plan.clients]
     assert max(counts) - min(counts) <= 1  # the first task: equal shares, as before
+
+
+def test_a_client_left_without_rows_of_a_split_is_warned(tmp_path, caplog):
+    # before: a client whose patients of a task's split all went to other clients held an empty file, unsaid (it
+    # then trained nothing on that task)
+    from datasets import Dataset
+
+    def rows(ids, prefix):
+        return Dataset.from_dict({"group_id": [f"p{i}" for i in ids], "sample_id": [f"{prefix}{i}" for i in ids],
+                                  "modality": ["mri"] * len(ids), "tumor": [i % 2 for i in ids]})
+
+    # brain_tumor's validation patients are three of disease's training patients: they sit where disease put them
+    datasets = {"disease": {"train": rows(range(30), "d")}, "brain_tumor": {"train": rows(range(30), "b"),
+                                                                            "validation": rows([0, 1, 2], "bv")}}
+    with caplog.at_level("WARNING", logger="multimed_hf.federated.partition"):
+        plan = partition_config("unused", ["disease", "brain_tumor"], "paired=3", tmp_path / "fed", seed=0,
+                                datasets=datasets)
+    empty = [c.name for c in plan.clients if c.rows["brain_tumor"]["validation"] == 0]
+    assert empty, [c.rows for c in plan.clients]
+    assert any("hold no row" in r.message and all(f"{name}: brain_tumor validation" in r.message for name in empty)
+               for r in caplog.records), caplog.text

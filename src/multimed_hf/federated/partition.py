@@ -31,12 +31,15 @@ path), so a client folder can be copied to its hospital.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 from multimed_hf.tasks import IMAGE_MODALITIES, get_task
 
@@ -333,9 +336,20 @@ def partition_config(data: str | os.PathLike, tasks: Sequence[str], partition, o
             target.mkdir(parents=True, exist_ok=True)
             write_rows(fragments, target / f"{FRAGMENTS}.parquet")
             clients[partner].fragments[task] = len(fragments)
+    _warn_empty(clients)
     plan = FederationPlan(data=str(data), tasks=tasks, by=by, seed=int(seed), clients=clients, root=str(root))
     plan.save()
     return plan
+
+
+def _warn_empty(clients: Sequence[ClientSpec]) -> None:
+    """Warn of each client left with no row of a task's split (its patients all at other clients, or none of its
+    rows holding a modality a partial client keeps): it trains or validates nothing on that task."""
+    empty = [f"{c.name}: {task} {split}" for c in clients for task, splits in c.rows.items()
+             for split, n in splits.items() if n == 0]
+    if empty:
+        logger.warning("partition: %d client split(s) hold no row, so those clients train or validate nothing on "
+                       "them (fewer clients, another --seed or --by give them rows): %s", len(empty), "; ".join(empty))
 
 
 def load_client_data(client_dir: str | os.PathLike) -> dict[str, dict[str, object]]:
