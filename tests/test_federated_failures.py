@@ -35,10 +35,29 @@ def test_a_failed_round_names_the_clients_by_name(monkeypatch):
     report = FederationReport("fedavg")
     exchange = _Exchange(_Grid([_error_reply(11, "ValueError: no rows")]), 60, report)
     exchange.names = {11: "partial-0", 12: "paired-0"}
-    with pytest.raises(FederationError, match=r"round 2, train: 0 of 3 clients answered within 60 s \(partial-0 "
-                                              r"\(node 11\): ValueError: no rows; no reply from paired-0 \(node 12\), "
-                                              r"node 13\)"):
+    with pytest.raises(FederationError, match=r"round 2, train: 0 of 3 clients answered, 1 failed, 2 did not reply "
+                                              r"\(partial-0 \(node 11\): ValueError: no rows; no reply within 60 s "
+                                              r"from paired-0 \(node 12\), node 13\)"):
         exchange([_message(11), _message(12), _message(13)], 2, "train")
+
+
+def test_a_clients_error_is_its_last_traceback_line_and_no_timeout_is_claimed(monkeypatch):
+    # before: the whole Ray traceback (kilobytes, colour codes) in the one-line error, and "0 of 2 clients answered
+    # within 600 s" of clients that both replied at once with an error
+    import multimed_hf.federated.server_app as server_app
+
+    monkeypatch.setattr(server_app, "payload_bytes", lambda content: 0)
+    monkeypatch.setattr(server_app, "describe_message", lambda content: {})
+    reason = ("<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'\x1b[36mray::ClientAppActor.run()\x1b[39m "
+              "(pid=1, ip=127.0.0.1)\n  File \"actor.py\", line 3, in run\n    raise ex\n" * 20
+              + "ValueError: task 'brain_tumor', column 'tumor': 2 of 2 scored row(s) have NaN logits'>\n")
+    exchange = _Exchange(_Grid([_error_reply(11, reason), _error_reply(12, reason)]), 600, FederationReport("x"))
+    with pytest.raises(FederationError) as caught:
+        exchange([_message(11), _message(12)], 1, "evaluate")
+    said = str(caught.value)
+    assert said.startswith("round 1, evaluate: 0 of 2 clients answered, 2 failed, 0 did not reply (node 11: "
+                           "ValueError: task 'brain_tumor', column 'tumor': 2 of 2 scored row(s) have NaN logits; node 12: ")
+    assert "\x1b" not in said and "ray::" not in said and "within" not in said and len(said) < 400
 
 
 def test_what_a_stopped_run_completed_is_saved_marked_incomplete(tmp_path):

@@ -11,6 +11,7 @@ with the vertical phase added; every message sent and received is described in t
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -60,6 +61,17 @@ def _client(message: Message) -> tuple[str, str]:
     return str(message.metadata.src_node_id), "?"
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def error_line(reason: str, limit: int = 500) -> str:
+    """A client's error in one line: the last line of the traceback a failed ClientApp sends (Ray wraps the
+    exception in its own, with colour codes), which names the exception and its message."""
+    lines = [line.strip() for line in _ANSI.sub("", str(reason)).splitlines() if line.strip()]
+    last = lines[-1].removesuffix("'>") if lines else str(reason)  # Flower's "<class ...>:<'...'>" wrapping
+    return last if len(last) <= limit else last[: limit - 3] + "..."
+
+
 class _Exchange:
     """send_and_receive with a timeout, failure on any missing or error reply, and the audit."""
 
@@ -80,13 +92,13 @@ class _Exchange:
         replies = list(self.grid.send_and_receive(messages, timeout=self.timeout)) if messages else []
         errors = [r for r in replies if r.has_error()]
         if errors or len(replies) != len(messages):
-            reasons = "; ".join(f"{self._who(r.metadata.src_node_id)}: {r.error.reason}" for r in errors)
+            reasons = "; ".join(f"{self._who(r.metadata.src_node_id)}: {error_line(r.error.reason)}" for r in errors)
             missing = sorted(set(sent) - {r.metadata.src_node_id for r in replies})
             if missing:
-                reasons = "; ".join([*([reasons] if reasons else []),
-                                     "no reply from " + ", ".join(self._who(n) for n in missing)])
+                reasons = "; ".join([*([reasons] if reasons else []), f"no reply within {self.timeout:g} s from "
+                                     + ", ".join(self._who(n) for n in missing)])
             raise FederationError(f"round {round_}, {phase}: {len(replies) - len(errors)} of {len(messages)} clients "
-                                  f"answered within {self.timeout:g} s" + (f" ({reasons})" if reasons else ""))
+                                  f"answered, {len(errors)} failed, {len(missing)} did not reply ({reasons})")
         for r in replies:
             name, _ = _client(r)
             self.names[r.metadata.src_node_id] = name
