@@ -577,7 +577,8 @@ TCGA_XENA = SourceSpec(
         "Convolutional Neural Networks}, author={Agarwal, Vikram and Shendure, Jay}, journal={Cell Reports}, "
         "volume={31}, number={7}, pages={107663}, year={2020}}"
     ),
-    license="TCGA open tier (NIH GDC terms); genome FASTA public",
+    license=("the expression table's own terms (TCGA open tier: NIH GDC terms; Expression Atlas: EMBL-EBI terms, "
+             "each study its own); genome FASTA public; an .h5ad's cells their own terms"),
     redistributable=True,
     homepage="https://xenabrowser.net/datapages/?hub=https://pancanatlas.xenahubs.net",
     layout=(
