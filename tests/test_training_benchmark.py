@@ -432,3 +432,20 @@ def test_a_runs_own_label_smoothing_is_not_a_difference(tmp_path):
     # a run trained by two processes (twice the rows a step) is not one of this one-process command
     (run.output_dir / "run_info.json").write_text(json.dumps({"world_size": 2}))
     assert _recorded_differences(run, args, targs(max_steps=2)) == ["2 process(es) (now 1)"]
+
+
+def test_the_settings_say_the_rows_of_one_step_with_accumulation_and_processes(tmp_path):
+    # before: "batch 8" alone, though each optimiser step read 8 x 4 accumulated (x the processes under torchrun)
+    from transformers import TrainingArguments
+
+    from multimed_hf.training.benchmark import _batch
+
+    args = TrainingArguments(output_dir=str(tmp_path / "unused"), report_to="none", max_steps=1,
+                             per_device_train_batch_size=8, gradient_accumulation_steps=4)
+    _, paths = run_benchmark(tmp_path / "no-data", ["brain_tumor"], ["unimodal"], [0], tmp_path / "report", args,
+                             train_fn=FakeTrain(), progress=False)
+    assert "batch 8 per device x 4 accumulated = 32 a step" in paths.markdown.read_text()
+    two = SimpleNamespace(per_device_train_batch_size=8, world_size=2, gradient_accumulation_steps=1)
+    assert _batch(two) == "batch 8 per device x 2 processes = 16 a step"
+    assert _batch(SimpleNamespace(per_device_train_batch_size=8, world_size=1, gradient_accumulation_steps=1)) == (
+        "batch 8")

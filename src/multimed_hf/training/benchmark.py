@@ -163,11 +163,22 @@ def _settings(runs: Sequence[_Run], records: Sequence[Mapping], training_args, e
             args = _training_args_for(training_args, plan, Path("."), encoders)
             length = f"max_steps {args.max_steps}" if args.max_steps > 0 else f"{args.num_train_epochs:g} epochs"
             setting = (f"encoders {plan.encoders_for(encoders)}, {length}, learning rate {args.learning_rate:g}, "
-                       f"batch {args.per_device_train_batch_size}")
+                       f"{_batch(args)}")
             settings.setdefault(setting, []).append(plan.name)
         for setting, names in settings.items():
             lines.append(f"{family}: {setting}" + (f" ({', '.join(names)})" if len(settings) > 1 else ""))
     return lines
+
+
+def _batch(args) -> str:
+    """The rows of one optimiser step: ``batch N`` per device, times the processes and accumulation steps where
+    there are several (the effective batch then said)."""
+    per, world, accumulation = args.per_device_train_batch_size, args.world_size, args.gradient_accumulation_steps
+    factors = ([f"{world} processes"] if world > 1 else []) + ([f"{accumulation} accumulated"]
+                                                               if accumulation > 1 else [])
+    if not factors:
+        return f"batch {per}"
+    return f"batch {per} per device x {' x '.join(factors)} = {per * world * accumulation} a step"
 
 
 #: Tasks the report sets a classical baseline beside: a logistic regression on the same rows and gene panel.
