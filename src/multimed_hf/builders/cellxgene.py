@@ -46,11 +46,11 @@ from typing import ClassVar, Iterator
 
 import numpy as np
 
-from multimed_hf.builders._copies import listing_digest, refuse_later_copy
+from multimed_hf.builders._copies import refuse_later_copy
 from multimed_hf.builders._download import NonDataFiles, non_data_reason
 from multimed_hf.builders._records import record_where
 from multimed_hf.builders.pbmc68k_reduced import (
-    DONOR_COLUMNS, LABEL_COLUMNS, UNKNOWN_DONOR_NOTE, h5ad_files, is_h5ad, panel_id,
+    DONOR_COLUMNS, LABEL_COLUMNS, UNKNOWN_DONOR_NOTE, H5adFiles, h5ad_files, is_h5ad, panel_id,
 )
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.sample import RejectedRecord, Sample
@@ -394,7 +394,7 @@ def open_cells(path: Path, *, h5py_reader: bool = True) -> _Cells:
     return _AnnDataCells(open_h5ad(path))
 
 
-class CellxGeneBuilder(NonDataFiles, SourceBuilder):
+class CellxGeneBuilder(H5adFiles, NonDataFiles, SourceBuilder):
     task = "cell_type"
     source = "cellxgene"
     #: 2: age from development_stage; 3: ERCC ids, Census feature_id; 4: is_primary_data; 5: .h5ad in any case;
@@ -424,17 +424,6 @@ class CellxGeneBuilder(NonDataFiles, SourceBuilder):
             and non_data_reason(p.name) is None
         ]
         return not others
-
-    @cached_property
-    def _h5ad_relpaths(self) -> list[str]:
-        """The folder's .h5ad files, listed once per builder (the panel reads them; each file's read compares it
-        with those before it)."""
-        return [rel for rel in self.list_files() if is_h5ad(rel)]
-
-    @cached_property
-    def listing_version(self) -> str:
-        """The .h5ad files there are: a copy is dropped only while its original is there."""
-        return listing_digest(self.root, self._h5ad_relpaths)
 
     @cached_property
     def _panel(self) -> dict:

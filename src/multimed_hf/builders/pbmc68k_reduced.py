@@ -33,7 +33,7 @@ from multimed_hf.data.source_builder import NOTE, SourceBuilder
 
 __all__ = [
     "AnnDataFolderBuilder", "PBMC68kReducedBuilder", "LABEL_COLUMNS", "DONOR_COLUMNS", "panel_id",
-    "read_expression", "Expression", "is_h5ad", "h5ad_files", "UNKNOWN_DONOR_NOTE",
+    "read_expression", "Expression", "is_h5ad", "h5ad_files", "UNKNOWN_DONOR_NOTE", "H5adFiles",
 ]
 
 #: obs columns naming the cell type, in order of preference (CELLxGENE, common variants, scanpy's pbmc68k).
@@ -134,7 +134,23 @@ def _text(value) -> str | None:
     return None if text.lower() in _MISSING else text
 
 
-class AnnDataFolderBuilder(NonDataFiles, SourceBuilder):
+class H5adFiles:
+    """Mixin for a builder of ``.h5ad`` files: the folder's files listed once (``_h5ad_relpaths``), and the
+    validation-cache ``listing_version`` they give (a byte copy of one is dropped only while its original is there:
+    ``_copies.refuse_later_copy``)."""
+
+    @cached_property
+    def _h5ad_relpaths(self) -> list[str]:
+        """The folder's .h5ad files, listed once per builder."""
+        return [rel for rel in self.list_files() if is_h5ad(rel)]
+
+    @cached_property
+    def listing_version(self) -> str:
+        """The .h5ad files there are: a copy is dropped only while its original is there."""
+        return listing_digest(self.root, self._h5ad_relpaths)
+
+
+class AnnDataFolderBuilder(H5adFiles, NonDataFiles, SourceBuilder):
     """A folder of ``.h5ad`` files, one sample per cell. Subclasses set ``task``, ``source`` and ``detect``."""
 
     version = "5"  # 2: .h5ad in any case; 3: the registry's organ only for cells of the source's tissue;
@@ -143,15 +159,6 @@ class AnnDataFolderBuilder(NonDataFiles, SourceBuilder):
     #: Facts of the source that its files do not state (e.g. the tissue of a PBMC set), per column; the organ is
     #: the registry's (``SourceSpec.organ``), for a file without an organ column.
     defaults: ClassVar[dict[str, str]] = {}
-
-    @cached_property
-    def _h5ad_relpaths(self) -> list[str]:
-        return [rel for rel in self.list_files() if is_h5ad(rel)]
-
-    @cached_property
-    def listing_version(self) -> str:
-        """The .h5ad files there are: a copy is dropped only while its original is there."""
-        return listing_digest(self.root, self._h5ad_relpaths)
 
     def read_file(self, relpath: str) -> list[Sample]:
         name = PurePosixPath(relpath).name
