@@ -81,6 +81,23 @@ def test_a_second_push_removes_what_the_build_no_longer_holds(built, fake_hub, t
     assert load_dataset("org/multimed", "brain_tumor")["test"].num_rows > 0
 
 
+def test_pushing_one_config_keeps_the_others_in_the_card(fake_hub, tmp_path):
+    # before: the card listed the pushing build's configs only, so an earlier push's brain_tumor stayed in the
+    # repository but load_dataset("org/multimed", "brain_tumor") no longer found it
+    generators = sample_generators()
+    build_dataset("brain_tumor", [generators["Brain-Tumor-MRI-Dataset"](tmp_path / "bt")], tmp_path / "a",
+                  progress=False)
+    build_dataset("diabetic_retinopathy", [generators["OCT2017"](tmp_path / "oct")], tmp_path / "b", progress=False)
+    push_dataset(tmp_path / "a", "org/multimed", token=fake_hub.token)
+    push_dataset(tmp_path / "b", "org/multimed", token=fake_hub.token)
+    readme = fake_hub.files("org/multimed")["README.md"].decode()
+    assert "config_name: brain_tumor" in readme and "config_name: diabetic_retinopathy" in readme
+    assert readme.index("## `brain_tumor`") < readme.index("## `diabetic_retinopathy`")  # registry order
+    for task, folder in (("brain_tumor", "a"), ("diabetic_retinopathy", "b")):
+        remote = load_dataset("org/multimed", task)
+        assert remote["test"]["sample_id"] == load_dataset(str(tmp_path / folder), task)["test"]["sample_id"]
+
+
 def test_a_source_holding_files_its_licence_does_not_cover_is_not_pushed(tmp_path):
     # before: any .h5ad beside scanpy's pbmc68k_reduced (a user's liver cells, our synthetic donors) was pushed under
     # 10x Genomics' CC-BY-4.0 and the Zheng et al. citation

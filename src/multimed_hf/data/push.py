@@ -2,7 +2,9 @@
 
 A left-out source leaves nothing behind: not its shards, not its lines of the config's ``manifest.jsonl`` (sample
 ids, file paths, groups), not its entry in ``build_info.json`` (whose figures are counted again over the pushed
-sources); a config with no source left is not pushed, and the card lists only the pushed configs."""
+sources); a config with no source left is not pushed. The card lists the pushed configs and those an earlier push
+left in the repository (from their own ``build_info.json`` there), so that pushing one config keeps the others
+loadable."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from multimed_hf.data.manifest import MANIFEST_NAME as MANIFEST
 from multimed_hf.data.manifest import iter_manifest
 from multimed_hf.data.splits import SPLITS
 from multimed_hf.hub_upload import folder_files, upload_files
-from multimed_hf.tasks import get_task
+from multimed_hf.tasks import get_task, list_tasks
 
 __all__ = ["PushReport", "push_dataset", "left_out_sources", "pushed_build_info"]
 
@@ -125,8 +127,46 @@ def push_dataset(
     if not pushed_infos:
         raise ValueError(f"{out_dir}: every built source is left out ({', '.join(sorted(left_out))}): nothing to push")
     files = list(uploads)
-    uploads["README.md"] = render_readme(out_dir, left_out, infos=pushed_infos).encode("utf-8")
+    kept = _remote_infos(repo_id, token, {i["config"] for i in pushed_infos})
+    order = {name: i for i, name in enumerate(list_tasks(include_extras=True))}
+    card_infos = sorted([*pushed_infos, *kept], key=lambda info: order.get(info["task"], len(order)))
+    card_left_out = {**{name: _earlier_reason(name, info) for info in kept for name in info.get("left_out", [])},
+                     **left_out}
+    uploads["README.md"] = render_readme(out_dir, card_left_out, infos=card_infos).encode("utf-8")
     commit = upload_files(repo_id, uploads, repo_type="dataset", token=token, private=private,
                           commit_message=f"multimed push: {', '.join(i['config'] for i in pushed_infos)}",
                           replace_under=[f"{i['config']}/" for i in pushed_infos])  # an earlier push's shards go
     return PushReport(repo_id, files + ["README.md"], left_out, commit.commit_url)
+
+
+def _remote_infos(repo_id: str, token, pushed: set[str]) -> list[dict]:
+    """The ``build_info.json`` of each config an earlier push left in the repository that this push does not
+    replace ([] for a repository not made yet)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    from multimed_hf.hub_upload import HubUploadError, is_hub_error
+
+    api = HfApi(token=token)
+    try:
+        try:
+            paths = api.list_repo_files(repo_id, repo_type="dataset")
+        except RepositoryNotFoundError:
+            return []
+        wanted = sorted(p for p in paths if p.count("/") == 1 and p.endswith("/" + BUILD_INFO)
+                        and p.split("/")[0] not in pushed)
+        return [json.loads(Path(api.hf_hub_download(repo_id, p, repo_type="dataset")).read_text()) for p in wanted]
+    except Exception as err:
+        if not is_hub_error(err):
+            raise
+        raise HubUploadError(f"reading the dataset repository {repo_id!r} at {api.endpoint} failed "
+                             f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); check the "
+                             f"network, HF_ENDPOINT and your token") from err
+
+
+def _earlier_reason(name: str, info: dict) -> str:
+    """Why an earlier push left source ``name`` of a config out, as the card says it."""
+    spec = get_task(info["task"]).source(name)
+    if not spec.redistributable:
+        return f"its licence ({spec.license}) does not allow redistribution; build it locally from {spec.homepage}"
+    return f"left out by an earlier push of `{info['config']}` (its licence: {spec.license})"
