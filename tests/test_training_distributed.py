@@ -120,11 +120,14 @@ def test_torchrun_without_use_cpu_on_a_cpu_machine_is_refused(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("command, flags", [
-    ("fewshot", ["CKPT", "--task", "brain_tumor", "--shots", "5"]),
-    ("ood", ["--tasks", "disease", "--group", "organ"]),
+@pytest.mark.parametrize("command, flags, says", [
+    ("fewshot", ["CKPT", "--task", "brain_tumor", "--shots", "5"], "add --use_cpu"),
+    # the analyses write their files from every process: refused under torchrun, --use_cpu or not (before: with it,
+    # attribution read its predictions file while the other process rewrote it)
+    ("ood", ["--tasks", "disease", "--group", "organ"], "trains and scores its models in one process"),
+    ("attribution", ["--tasks", "brain_tumor", "--use_cpu"], "run it without torchrun or accelerate launch"),
 ])
-def test_fewshot_and_the_analyses_refuse_torchrun_without_use_cpu_too(tmp_path, command, flags):
+def test_fewshot_and_the_analyses_refuse_torchrun_without_use_cpu_too(tmp_path, command, flags, says):
     # before: only train, evaluate and benchmark refused; fewshot and the analyses ran the whole job once per process
     # into one folder (two writers appending to table2.csv)
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
@@ -133,7 +136,7 @@ def test_fewshot_and_the_analyses_refuse_torchrun_without_use_cpu_too(tmp_path, 
     done = subprocess.run(launch, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode != 0
     errors = done.stderr.count(f"multimed {command}: error: launched as 2 processes (WORLD_SIZE=2)")
-    assert errors == 2 and done.stderr.count("add --use_cpu") == 2, done.stderr[-3000:]
+    assert errors == 2 and done.stderr.count(says) == 2, done.stderr[-3000:]
     assert not (tmp_path / "run").exists()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,7 +95,6 @@ def parse_analysis_args(argv: Sequence[str] | None, options_cls, *, single_task:
     from multimed_hf.training.arguments import (
         MultiMedArguments,
         flags_named,
-        refuse_lone_processes,
         refuse_remove_unused_columns,
         task_modalities,
         training_defaults,
@@ -126,7 +126,7 @@ def parse_analysis_args(argv: Sequence[str] | None, options_cls, *, single_task:
     if single_task and len(args.tasks) != 1:
         raise AnalysisError(f"--tasks: this analysis takes one task, got {args.tasks}")
     refuse_remove_unused_columns(training_args, prog or "the analysis commands", AnalysisError)
-    refuse_lone_processes(training_args, AnalysisError)
+    refuse_several_processes(prog or "the analysis commands", AnalysisError)
     check_analysis_args(args, training_args, options, given=named)
     return parsed
 
@@ -134,6 +134,17 @@ def parse_analysis_args(argv: Sequence[str] | None, options_cls, *, single_task:
 #: Attribute of the ``TrainingArguments`` that ``parse_analysis_args`` returns: the training defaults it took (those
 #: of every ``--tasks``' modalities) and the flags named, for ``run_training_arguments``.
 _PARSED_DEFAULTS = "_multimed_analysis_defaults"
+
+
+def refuse_several_processes(prog: str, error=ValueError) -> None:
+    """The analyses train and score their small per-task models in one process, each writing its tables and
+    predictions: under ``torchrun`` / ``accelerate launch`` (``WORLD_SIZE`` > 1) every process would write the same
+    files at once (``attribution`` read one while another rewrote it). Refused, before any data is read."""
+    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if launched > 1:
+        raise error(f"launched as {launched} processes (WORLD_SIZE={launched}): {prog} trains and scores its models "
+                    f"in one process (every process would write the same files); run it without torchrun or "
+                    f"accelerate launch, on one GPU or the CPU")
 
 
 def run_training_arguments(args, training_args, plan):
