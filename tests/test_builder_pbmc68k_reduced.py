@@ -204,3 +204,13 @@ def test_a_cellxgene_file_beside_scanpys_keeps_the_folder_pbmc68k_reduced(tmp_pa
     cellxgene = sample_generators()["cellxgene"](tmp_path / "cxg", bad_files=False)
     shutil.copy(next(p for p in cellxgene.glob("*.h5ad") if "-" in p.stem), folder)
     assert isinstance(detect_builder(TASK, folder), PBMC68kReducedBuilder)
+    # ... and that file is rejected, named, not read without CELLxGENE's rules (before: its is_primary_data False
+    # cells, copies of cells published elsewhere, were kept under pbmc68k_reduced's licence and citation)
+    from multimed_hf.api import build_dataset
+
+    report = build_dataset(TASK, [folder], tmp_path / "out", progress=False)
+    schema_file = next(p.name for p in folder.glob("*.h5ad") if "-" in p.stem)
+    entry = next(e for e in report.entries if e.source_path == schema_file)
+    assert entry.status == "rejected" and entry.reason.startswith("a CELLxGENE-schema file (obs has ['cell_type_onto")
+    assert "cellxgene source" in entry.reason
+    assert any(e.source_path == "10x_pbmc68k_reduced.h5ad" and e.sample_id for e in report.entries)

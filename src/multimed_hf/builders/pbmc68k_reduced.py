@@ -7,7 +7,8 @@ log-normalised, unscaled values there), else ``.X``; a file whose only matrix is
 rejected. Each cell is one sample: its non-zero genes as ``gene_indices`` (positions in the file's gene panel) and
 ``gene_values``, never densified. The panel (the ordered gene names) is identified by ``gene_panel``, a hash of the
 names, and its gene list is written once per source into ``build_info.json`` (the source's
-``gene_panels.json`` beside the shards). Cells whose label is missing keep ``cell_type`` None.
+``gene_panels.json`` beside the shards). Cells whose label is missing keep ``cell_type`` None. A CELLxGENE-schema
+file (``CELLXGENE_COLUMNS`` in obs) beside scanpy's is rejected, named: the cellxgene source reads it with its rules.
 
 Grouping: by donor where ``obs`` has a donor column (the first of ``DONOR_COLUMNS``); a file without one (as
 pbmc68k_reduced, one donor of Zheng et al. 2017) is split by cell, which the card states.
@@ -134,6 +135,10 @@ def _text(value) -> str | None:
     return None if text.lower() in _MISSING else text
 
 
+#: obs columns of the CELLxGENE schema: a file holding them is the cellxgene source's (``builders.cellxgene``).
+CELLXGENE_COLUMNS = ("is_primary_data", "cell_type_ontology_term_id")
+
+
 class H5adFiles:
     """Mixin for a builder of ``.h5ad`` files: the folder's files listed once (``_h5ad_relpaths``), and the
     validation-cache ``listing_version`` they give (a byte copy of one is dropped only while its original is there:
@@ -153,8 +158,8 @@ class H5adFiles:
 class AnnDataFolderBuilder(H5adFiles, NonDataFiles, SourceBuilder):
     """A folder of ``.h5ad`` files, one sample per cell. Subclasses set ``task``, ``source`` and ``detect``."""
 
-    version = "5"  # 2: .h5ad in any case; 3: the registry's organ only for cells of the source's tissue;
-    # 4: cells of no given donor grouped per file; 5: a byte-identical copy of a file dropped
+    version = "6"  # 2: .h5ad in any case; 3: the registry's organ only for cells of the source's tissue;
+    # 4: cells of no given donor grouped per file; 5: a byte-identical copy of a file dropped; 6: CELLxGENE files
 
     #: Facts of the source that its files do not state (e.g. the tissue of a PBMC set), per column; the organ is
     #: the registry's (``SourceSpec.organ``), for a file without an organ column.
@@ -169,6 +174,11 @@ class AnnDataFolderBuilder(H5adFiles, NonDataFiles, SourceBuilder):
         refuse_later_copy(self.root, relpath, self._h5ad_relpaths, "its cells would be in the data twice")
         adata, expression = read_expression(self.root / relpath)
         obs = adata.obs
+        schema = [c for c in CELLXGENE_COLUMNS if c in obs.columns]
+        if schema:  # its rules (is_primary_data copies, ontology ids) are the cellxgene source's, not applied here
+            raise BadSourceFile(f"a CELLxGENE-schema file (obs has {schema}) in the {self.source} folder: build it "
+                                f"from a folder of its own, where the cellxgene source reads it with its rules "
+                                f"(cells flagged is_primary_data False left out)")
         label = _first(obs.columns, LABEL_COLUMNS)
         if label is None:
             raise BadSourceFile(
