@@ -499,7 +499,7 @@ PBMC68K_REDUCED = SourceSpec(
     ),
     license="CC-BY-4.0 (10x Genomics data); BSD-3-Clause (scanpy)",
     redistributable=True,
-    licensed_files=("10x_pbmc68k_reduced.h5ad",),
+    licensed_files=("*pbmc68k_reduced*.h5ad",),  # as the builder detects scanpy's file (10x_pbmc68k_reduced.h5ad)
     homepage="https://scanpy.readthedocs.io/en/stable/generated/scanpy.datasets.pbmc68k_reduced.html",
     organ="blood",  # peripheral blood mononuclear cells; a file of the folder with an organ column says its own
     layout=(

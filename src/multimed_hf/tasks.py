@@ -169,7 +169,8 @@ class SourceSpec:
     #: none. A config with an ``age`` column holds it in years for these sources, None for the others.
     age: str = ""
     #: For a redistributable source whose folder may hold other files (a user's own .h5ad beside scanpy's), the
-    #: names of the files its licence covers: a build whose samples come from any other file is not pushed
+    #: names of the files its licence covers, as ``fnmatch`` patterns matched case-blind (the names its builder
+    #: takes for the publisher's file): a build whose samples come from any other file is not pushed
     #: (``data.push.left_out_sources``); empty where every file of the layout is the publisher's.
     licensed_files: tuple[str, ...] = ()
 

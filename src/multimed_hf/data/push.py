@@ -8,6 +8,7 @@ loadable."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ def left_out_sources(out_dir: Path) -> dict[str, str]:
                 if others:
                     left_out[spec.name] = (
                         f"its samples come from files its licence ({spec.license}) does not cover, e.g. {others[0]} "
-                        f"(it covers {', '.join(spec.licensed_files)}; other files' terms are their own)")
+                        f"(it covers files named {', '.join(spec.licensed_files)}; other files' terms are their own)")
     return left_out
 
 
@@ -60,7 +61,8 @@ def _unlicensed_files(config_dir: Path, spec) -> list[str]:
     """The files of ``spec``'s source that gave samples of a built config but are none of ``spec.licensed_files``."""
     files = {e.source_path.split(":row ")[0] for e in iter_manifest(config_dir)
              if e.source == spec.name and e.sample_id and e.status in ("kept", "moved")}
-    return sorted(f for f in files if PurePosixPath(f).name not in spec.licensed_files)
+    return sorted(f for f in files if not any(fnmatch.fnmatch(PurePosixPath(f).name.lower(), pattern.lower())
+                                              for pattern in spec.licensed_files))
 
 
 def pushed_build_info(info: dict, manifest_lines: list[str], left_out) -> tuple[dict, list[str]]:
