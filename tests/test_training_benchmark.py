@@ -434,6 +434,32 @@ def test_a_runs_own_label_smoothing_is_not_a_difference(tmp_path):
     assert _recorded_differences(run, args, targs(max_steps=2)) == ["2 process(es) (now 1)"]
 
 
+def test_a_class_runs_label_smoothing_is_compared(tmp_path):
+    # before: label smoothing was compared for no run: a brain_tumor run trained at 0.05 was kept by a command
+    # asking 0.3, and the table rewritten under the new command
+    import torch
+    from transformers import TrainingArguments
+
+    from multimed_hf.training.arguments import MultiMedArguments
+    from multimed_hf.training.benchmark import _recorded_differences, _Run
+    from multimed_hf.training.families import RunPlan
+    from training_tiny import tiny_model
+
+    run = _Run(RunPlan("brain_tumor-mri", "unimodal", ("brain_tumor",), {"brain_tumor": ("mri",)}), 0,
+               tmp_path / "run")
+    tiny_model(["brain_tumor"]).config.save_pretrained(run.output_dir)  # a single-label class head: smoothed
+
+    def targs(**kw):
+        return TrainingArguments(output_dir=str(run.output_dir), report_to="none", use_cpu=True, max_steps=2, **kw)
+
+    args = MultiMedArguments(data="d", tasks=["brain_tumor"], family="unimodal", encoders="small")
+    for then, now in ((0.05, 0.3), (0.0, 0.05)):
+        torch.save(targs(label_smoothing_factor=then), run.output_dir / "training_args.bin")
+        assert _recorded_differences(run, args, targs(label_smoothing_factor=now)) == [
+            f"--label_smoothing_factor {then!r} (now {now!r})"]
+    assert _recorded_differences(run, args, targs(label_smoothing_factor=0.0)) == []
+
+
 def test_the_settings_say_the_rows_of_one_step_with_accumulation_and_processes(tmp_path):
     # before: "batch 8" alone, though each optimiser step read 8 x 4 accumulated (x the processes under torchrun)
     from transformers import TrainingArguments

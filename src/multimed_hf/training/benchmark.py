@@ -285,8 +285,8 @@ def _refuse_earlier_runs(runs: Sequence[_Run], output_dir: Path) -> None:
             f"checkpoint, or another --output_dir (they would be trained over)")
 
 
-#: TrainingArguments a reused run must have been trained with as the command asks (what changes its numbers). Not
-#: label_smoothing_factor: a run without a single-label class output trains (and records) it as 0 whatever is asked.
+#: TrainingArguments a reused run must have been trained with as the command asks (what changes its numbers); and
+#: label_smoothing_factor where the run has a smoothed output (one without trains and records 0 whatever is asked).
 _REUSE_COMPARED = ("learning_rate", "weight_decay", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                    "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps", "seed", "bf16", "fp16")
 
@@ -322,7 +322,21 @@ def _recorded_differences(run: _Run, args, training_args) -> list[str]:
             then, now = getattr(recorded, key, None), getattr(training_args, key, None)
             if then != now:
                 differences.append(f"--{key} {then!r} (now {now!r})")
+        then, now = getattr(recorded, "label_smoothing_factor", 0.0), training_args.label_smoothing_factor
+        if then != now and (then or _smooths(saved.parent)):
+            differences.append(f"--label_smoothing_factor {then!r} (now {now!r})")
     return differences
+
+
+def _smooths(folder: Path) -> bool:
+    """Whether the model saved in ``folder`` has an output that label smoothing changes (no saved config: False,
+    the recorded 0 taken as the run's own)."""
+    from multimed_hf.configuration_multimed import MultiMedConfig
+
+    try:
+        return bool(MultiMedConfig.from_pretrained(folder).smoothed_outputs())
+    except (OSError, ValueError):
+        return False
 
 
 def _refuse_runs_made_otherwise(runs: Sequence[_Run], make_args: Callable[[_Run], tuple]) -> None:
