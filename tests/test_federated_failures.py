@@ -56,7 +56,8 @@ def test_a_clients_error_is_its_last_traceback_line_and_no_timeout_is_claimed(mo
         exchange([_message(11), _message(12)], 1, "evaluate")
     said = str(caught.value)
     assert said.startswith("round 1, evaluate: 0 of 2 clients answered, 2 failed, 0 did not reply (node 11: "
-                           "ValueError: task 'brain_tumor', column 'tumor': 2 of 2 scored row(s) have NaN logits; node 12: ")
+                           "ValueError: task 'brain_tumor', column 'tumor': 2 of 2 scored row(s) have NaN logits; "
+                           "node 12: ")
     assert "\x1b" not in said and "ray::" not in said and "within" not in said and len(said) < 400
 
 

@@ -323,7 +323,8 @@ def _check_zero_shot(args: FewShotArguments) -> None:
     except ZeroShotError as err:
         raise FewShotError(f"--shots 0 (zero-shot) on {args.checkpoint!r}: {err}. Leave 0 out of --shots, or give a "
                            f"base trained with label-text alignment and held-out classes (multimed train "
-                           f"--align_label_text --holdout_classes TASK:CLASS,...; see the README's zero-shot section)") from None
+                           f"--align_label_text --holdout_classes TASK:CLASS,...; see the README's zero-shot "
+                           f"section)") from None
 
 
 def _check_before_runs(args: FewShotArguments, train) -> None:
