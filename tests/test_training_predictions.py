@@ -101,6 +101,31 @@ def test_a_structure_with_fewer_than_3_observed_residues_is_not_counted():
     assert records["tm_score"]["n"] == 2 and records["tm_score"]["value"] == pytest.approx(1.0)
 
 
+def test_a_label_text_head_over_a_multilabel_column_names_its_top1_among_the_rows_known_names(tmp_path):
+    # before: the zero-shot (label-text) head over disease took the top-1 over all 38 names (every MRI row read
+    # bacterial_pneumonia, a name its source does not define), so the file disagreed with the accuracy reported
+    from datasets import Dataset, Features, List, ClassLabel, Value
+
+    from multimed_hf.tasks import get_task
+    from multimed_hf.training.outputs import metric_records, write_predictions
+
+    names = list(get_task("disease").label("diseases").names)
+    references = np.full((2, len(names)), np.nan, dtype=np.float32)
+    references[:, :3] = [[1, 0, 0], [0, 1, 0]]  # both rows' source knows the first three names
+    outputs = np.zeros((2, len(names)), dtype=np.float32)
+    outputs[:, -1] = 9.0  # a name no row's source defines scores highest
+    outputs[0, 0] = outputs[1, 2] = 3.0
+    spec = {"name": "diseases", "kind": "label_text", "names": names, "active": names, "multilabel": True}
+    predictions = TaskPredictions(task="disease", sample_ids=["a", "b"], outputs={"diseases": outputs},
+                                  references={"diseases": references}, masks={}, head_spec={"outputs": [spec]})
+    rows = Dataset.from_dict({"sample_id": ["a", "b"], "diseases": [[0], [1]]}, features=Features(
+        {"sample_id": Value("string"), "diseases": List(ClassLabel(names=names))}))
+    table = pd.read_parquet(write_predictions(predictions, rows, tmp_path / "zs.parquet"))
+    assert table["diseases_top1_prediction"].tolist() == [names[0], names[2]]
+    accuracy = next(r for r in metric_records(predictions, "test", bootstrap_samples=0) if r["metric"] == "accuracy")
+    assert (accuracy["value"], accuracy["n"]) == (0.5, 2)
+
+
 def test_each_vqa_metric_counts_the_questions_it_scores():
     # before: n was every row of the column (5) for closed accuracy (3 closed questions) and for the open metrics (2)
     from multimed_hf.training.outputs import metric_records

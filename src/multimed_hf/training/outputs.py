@@ -47,7 +47,7 @@ def scored_count(predictions, column: str, metric: str) -> int:
     from multimed_hf.training.predictions import PER_ROW_METRIC_COLUMNS
 
     rows = predictions.scored_rows(column)
-    if metric == "accuracy" and predictions.head_kind(column) == "multilabel":
+    if metric == "accuracy" and predictions.is_multilabel(column):
         references = np.asarray(predictions.references[column])
         rows = rows & (references.reshape(len(references), -1) == 1).any(axis=1)
     wanted = SCORED_ANSWER_TYPE.get(metric)

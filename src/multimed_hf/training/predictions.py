@@ -113,7 +113,7 @@ class TaskPredictions:
         from multimed_hf.modeling_multimed import decode_outputs
 
         known = {c: ~np.isnan(r) for c, r in self.references.items()
-                 if self.head_kind(c) == "multilabel" and r.dtype.kind == "f"}
+                 if self.is_multilabel(c) and r.dtype.kind == "f"}
         return decode_outputs(self.head_spec, self.outputs, label_masks=known or None)
 
     def scores(self) -> dict[str, np.ndarray]:
@@ -183,6 +183,12 @@ class TaskPredictions:
             if out["name"] == column:
                 return out["kind"]
         return None
+
+    def is_multilabel(self, column: str) -> bool:
+        """Whether a column's output scores several names a row (a multilabel head, or a label-text head over a
+        multilabel column): its top-1 and accuracy read only each row's known names."""
+        return any(out["name"] == column and (out["kind"] == "multilabel" or bool(out.get("multilabel")))
+                   for out in self.head_spec.get("outputs", ()))
 
 
 def collect_batch(logits: Mapping, labels: Mapping | None, outputs: dict, references: dict, masks: dict) -> None:
