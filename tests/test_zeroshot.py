@@ -20,6 +20,7 @@ from multimed_hf.fewshot.zeroshot import (
 )
 from multimed_hf.label_text import INACTIVE_LOGIT
 from multimed_hf.modeling_multimed import MultiMedModel
+from multimed_hf.tasks import get_task
 
 HELD_OUT = ["meningioma", "pituitary"]
 
@@ -118,6 +119,21 @@ def test_regression_and_fully_trained_tasks_are_not_zero_shot():
         use_label_text(model, "bone_age", processor)
     with pytest.raises(ZeroShotError, match="not zero-shot"):
         zero_shot_classes(model, "brain_tumor", None)
+
+
+def test_a_never_trained_tasks_zero_shot_leaves_out_classes_the_base_trained_by_the_same_text(caplog):
+    # before: zero-shot on disease over a base aligned on brain_tumor scored all 38 names, glioma among them, which
+    # the base trained by the same text on the training twins of the same images
+    from datasets import Dataset
+
+    processor = zt.processor()
+    model = zt.model(processor)
+    use_label_text(model, "brain_tumor", processor, active=["glioma", "no_tumor"])  # as alignment leaves it
+    with caplog.at_level("WARNING", logger="multimed_hf.fewshot.zeroshot"):
+        classes = zero_shot_classes(model, "disease", {"label_text_tasks": ["brain_tumor"]}, Dataset.from_dict({}))
+    names = list(get_task("disease").label("diseases").names)
+    assert "glioma" not in classes and "meningioma" in classes and len(classes) == len(names) - 1
+    assert "classes ['glioma'] are left out" in caplog.text
 
 
 def test_zero_shot_chance_is_what_the_accuracy_chooses_among():

@@ -25,6 +25,7 @@ full run (``training.run.train_model``, through ``prepare_alignment`` and ``Alig
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -37,6 +38,8 @@ from multimed_hf.fewshot.support import class_keys, read_columns
 from multimed_hf.label_text import LABEL_TEXT
 from multimed_hf.tasks import IMAGE_MODALITIES, get_task
 from multimed_hf.training.trainer import MultiMedTrainer, prediction_arguments
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "ZeroShotError",
@@ -299,7 +302,7 @@ def _refuse_held_out_trained_elsewhere(before: Mapping[str, Any], after: Mapping
     group as a held-out row (disease re-uses the brain-tumour images), would train it, and its zero-shot score
     would not be zero-shot. ``ZeroShotError`` naming what trains it."""
     def said(task, name):
-        return " ".join(settings.class_texts.get(task, {}).get(name, class_text(name)).lower().split())
+        return _said(settings.class_texts.get(task, {}).get(name, class_text(name)))
 
     problems = []
     for task, held in settings.held_out.items():
@@ -445,10 +448,38 @@ def zero_shot_classes(model, task: str, alignment: Mapping | None, dataset=None)
     held = list((alignment or {}).get("held_out", {}).get(task, ()))
     if held:
         return held
-    _refuse_trained_task(multimed_core(model).config, task, alignment)
+    config = multimed_core(model).config
+    _refuse_trained_task(config, task, alignment)
     if dataset is None:
         raise ZeroShotError(f"task {task!r}: give the dataset to read its classes from")
-    return [n for names in class_keys(task, dataset).values() for n in names]
+    names = [n for names in class_keys(task, dataset).values() for n in names]
+    texts = dict((alignment or {}).get("class_texts", {}).get(task, {}))
+    seen = _trained_texts(config)
+    trained = [n for n in names if _said(texts.get(n, class_text(n))) in seen]
+    if trained:  # another task of the base trained them by the same text (disease's glioma, brain_tumor's)
+        logger.warning("zero-shot %r: classes %s are left out: the base trained another task's class of the same "
+                       "text (a score on them would not be zero-shot)", task, trained)
+        names = [n for n in names if n not in set(trained)]
+    if not names:
+        raise ZeroShotError(f"task {task!r}: every class has the text of a class the base trained (a score on them "
+                            f"would not be zero-shot)")
+    return names
+
+
+def _said(text: str) -> str:
+    """A class text as compared: lower case, whitespace collapsed."""
+    return " ".join(str(text).lower().split())
+
+
+def _trained_texts(config) -> set[str]:
+    """The texts of every class a label-text head of ``config`` trained (its active classes)."""
+    seen = set()
+    for head in config.heads.values():
+        for out in head["outputs"]:
+            if out["kind"] == LABEL_TEXT:
+                active = set(out.get("active") or out["names"])
+                seen |= {_said(t) for n, t in zip(out["names"], out.get("texts") or out["names"]) if n in active}
+    return seen
 
 
 def zero_shot_chance(predictions, classes: Sequence[str]) -> float:
