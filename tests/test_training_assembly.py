@@ -215,6 +215,19 @@ def test_eeg_channels_and_rate_come_from_the_training_rows(data_dir):
     assert _batch(assembly, "motor_imagery")["inputs"]["eeg"]["values"].shape[1:] == (len(eeg.channels), eeg.n_times)
 
 
+def test_the_dna_window_an_encoder_reads_centres_on_the_tss(data_dir):
+    # before: the processor kept the middle of each 10,500-nt promoter window (nt ~5,100-5,400 with the small
+    # encoders, 1.7 kb upstream of the TSS): no run saw the TSS or the core promoter (test Pearson r below 0 for a
+    # dna-only model; ~0.7 with the window on the TSS)
+    assembly = assemble(data_dir, ["expression_prediction"], encoders="small")
+    dna = assembly.processor.processor_for("dna")
+    column = next(c for c in get_task("expression_prediction").inputs if c.name == "promoter")
+    assert dna.crop_center == 7000 == column.crop_center
+    marked = "A" * 7000 + "C" + "G" * 3499  # the TSS, position 7,000, as the only C
+    window = dna.crop(marked)
+    assert len(window) < len(marked) and "C" in window and abs(window.index("C") - len(window) // 2) <= 1
+
+
 def test_vocabularies_only_for_free_text_labels_from_the_training_split(data_dir):
     assembly = assemble(data_dir, ["cell_type", "brain_tumor"], encoders="small")
     assert set(assembly.processor.vocabularies) == {"cell_type"}

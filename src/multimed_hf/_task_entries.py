@@ -906,7 +906,8 @@ register_task(TaskSpec(
     metrics=("pearson", "spearman"),
     grouping_key="gene; whole chromosomes held out for test",
     inputs=(
-        C("promoter", "string", "promoter DNA window (A/C/G/T/N)", modality="dna"),
+        C("promoter", "string", "promoter DNA window (A/C/G/T/N); the TSS at position 7,000", modality="dna",
+          crop_center=7000),  # an encoder reads the TSS and core promoter (Xpresso's window: 7,000 nt upstream)
         C("context", "string", "the expression context (tissue, sample group or cell type)"),
         C("profile_indices", "list_int32", "pseudo-bulk profile of the context, target gene masked: gene positions", modality="scrna"),
         C("profile_values", "list_float32", "pseudo-bulk profile values", modality="scrna"),

@@ -94,6 +94,9 @@ class ColumnSpec:
     description: str = ""
     #: The modality this column feeds; ``"image"`` columns take theirs from the row's ``modality`` column.
     modality: str = ""
+    #: A sequence column: the position an encoder's window of it centres on where the sequence is longer than the
+    #: encoder reads (the TSS of a promoter window); None: its middle.
+    crop_center: int | None = None
 
     def __post_init__(self):
         if self.modality and self.modality not in (*MODALITIES, "image"):

@@ -8,7 +8,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -339,6 +339,14 @@ def _sequence_tokenizers(modalities: Sequence[str], encoders: str, train_by_task
             if m in ("text", "dna", "protein")}
 
 
+def _crop_center(tasks: Iterable[str], modality: str) -> int | None:
+    """Where the window of a ``modality`` sequence longer than its encoder reads centres: the registry's
+    ``ColumnSpec.crop_center`` of the tasks' columns of that modality (the promoter's TSS), None (the middle) where
+    none or several differ."""
+    centres = {c.crop_center for t in tasks for c in get_task(t).inputs if c.modality == modality}
+    return centres.pop() if len(centres) == 1 else None
+
+
 def assemble_processor(train_by_task: Mapping[str, Any], modalities: Mapping[str, Sequence[str]], choice: EncoderChoice,
                        tokenizers: Mapping[str, Any], panels: Mapping[str, Mapping[str, Sequence[str]]],
                        modality_processors: Mapping[str, Any] | None = None):
@@ -363,7 +371,8 @@ def assemble_processor(train_by_task: Mapping[str, Any], modalities: Mapping[str
         procs["text"] = TextProcessor(tokenizers["text"], max_length=lengths.get("text", 512))
     if "dna" in needed:
         tok = tokenizers.get("dna") or kmer_tokenizer(choice.dna_k)
-        procs["dna"] = DnaProcessor(tok, k=choice.dna_k, max_length=lengths.get("dna", 512), truncation_side="center")
+        procs["dna"] = DnaProcessor(tok, k=choice.dna_k, max_length=lengths.get("dna", 512), truncation_side="center",
+                                    crop_center=_crop_center(train_by_task, "dna"))
     if "protein" in needed:
         procs["protein"] = ProteinProcessor(tokenizers.get("protein"), max_length=lengths.get("protein", 1024))
     missing = [m for m in needed if m not in procs and not (m in IMAGE_MODALITIES and "image" in procs)]
