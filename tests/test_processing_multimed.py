@@ -346,6 +346,21 @@ def test_other_tasks_eeg_expression_dna_vocab(processor):
     assert batch["labels"]["log_expression"][0].item() == 2.5 and math.isnan(batch["labels"]["log_expression"][1])
 
 
+def test_a_vocabulary_replaced_by_one_of_the_same_length_encodes_by_its_new_order(processor):
+    # before: the name -> index cache was rebuilt only when the length changed: labels kept the old order, while the
+    # processor showed (and saved) the new one
+    cells = [row("cell_type", sample_id="c1", gene_indices=[0], gene_values=[1.0], gene_panel="p1", cell_type="T cell")]
+    old = list(processor.vocabularies["cell_type"])
+    before = processor(cells, "cell_type")["labels"]["cell_type"].tolist()
+    processor.vocabularies["cell_type"] = new = old[::-1]
+    try:
+        assert processor(cells, "cell_type")["labels"]["cell_type"].tolist() == [new.index("T cell")] != before
+        new.reverse()  # edited in place
+        assert processor(cells, "cell_type")["labels"]["cell_type"].tolist() == [new.index("T cell")]
+    finally:
+        processor.vocabularies["cell_type"] = old
+
+
 def test_fit_vocabularies_from_a_dataset_without_decoding_images():
     from datasets import Dataset
 

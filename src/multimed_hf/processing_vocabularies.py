@@ -41,10 +41,11 @@ class VocabularyMixin:
             raise ProcessorError(f"free-text label {column!r} has no vocabulary; fit one on the training split: "
                                  f"processor.fit_vocabularies(train, {task!r})")
         cache = self.__dict__.setdefault("_vocab_index", {})
-        index = cache.get(column)
-        if index is None or len(index) != len(self.vocabularies[column]):
-            index = cache[column] = {v: i for i, v in enumerate(self.vocabularies[column])}
-        return index
+        names = self.vocabularies[column]
+        cached = cache.get(column)
+        if cached is None or cached[0] != names:  # a vocabulary replaced or edited in place: indexed again
+            cached = cache[column] = (list(names), {v: i for i, v in enumerate(names)})
+        return cached[1]
 
     def fit_vocabularies(self, data: Any, task: str, columns: Sequence[str] | None = None,
                          where: Mapping[str, Any] | None = None, min_count: int = 1,
