@@ -537,3 +537,14 @@ def test_batches_feed_a_tiny_multimed_model(processor):
     for task, rows in batches.items():
         out = model(**processor(rows, task))
         assert out.loss is not None and torch.isfinite(out.loss), task
+
+
+def test_whitespace_inside_a_sequence_is_dropped_not_read_as_unknown_tokens():
+    # before: a FASTA record read with its line breaks gave an <unk> "residue" (every later residue shifted by one)
+    # and [UNK] for every DNA k-mer spanning a break
+    from multimed_hf.processors.protein import ProteinProcessor
+
+    protein = ProteinProcessor(max_length=32)
+    assert protein("MKTA\nYIAK ") == protein("MKTAYIAK") and protein("MKTA\nYIAK")["num_residues"] == 8
+    dna = DnaProcessor(kmer_tokenizer(3), k=3, max_length=16)
+    assert dna("ACGTA\nCGTAC") == dna("ACGTACGTAC")

@@ -33,7 +33,7 @@ def kmer_tokenizer(k: int = 6):
 class DnaProcessor(TokenizedProcessor):
     """One DNA sequence -> ``[CLS]`` + one token per k-mer (stride ``stride``) + ``[SEP]``.
 
-    The sequence is upper-cased; a k-mer with any letter other than A/C/G/T (``N``, IUPAC codes) becomes the
+    The sequence is upper-cased, whitespace inside it (FASTA line breaks) dropped; a k-mer with any letter other than A/C/G/T (``N``, IUPAC codes) becomes the
     tokenizer's unknown token. A sequence longer than ``max_length - 2`` k-mers is cut before k-merising:
     ``truncation_side`` keeps its start (``"right"`` cuts the right end), its end (``"left"``) or a window centred
     on ``crop_center`` (a nucleotide position; default the middle). In Xpresso's 10,500-nt promoter windows the TSS
@@ -71,7 +71,7 @@ class DnaProcessor(TokenizedProcessor):
 
     def kmers(self, sequence: str) -> list[str]:
         """The overlapping k-mers of the (cropped, upper-cased) sequence."""
-        sequence = self.crop(sequence.strip().upper())
+        sequence = self.crop("".join(sequence.split()).upper())  # FASTA line breaks dropped
         if len(sequence) < self.k:
             raise ProcessorError(f"a DNA sequence of {len(sequence)} nt is shorter than k={self.k}")
         return [sequence[i:i + self.k] for i in range(0, len(sequence) - self.k + 1, self.stride)]

@@ -30,8 +30,9 @@ def esm_tokenizer(max_length: int = 1024):
 
 class ProteinProcessor(TokenizedProcessor):
     """One amino-acid sequence -> ``<cls>`` + one token per residue + ``<eos>``, so residue ``i`` is token ``i + 1``
-    (what the coordinate labels are aligned to). The sequence is upper-cased; a letter outside the tokenizer's
-    vocabulary becomes ``<unk>``. Sequences longer than ``max_length - 2`` residues keep their first residues."""
+    (what the coordinate labels are aligned to). The sequence is upper-cased, whitespace inside it dropped; a letter
+    outside the tokenizer's vocabulary becomes ``<unk>``. Sequences longer than ``max_length - 2`` residues keep
+    their first residues."""
 
     def __init__(self, tokenizer=None, max_length: int = 1024, pad_to_multiple_of: int | None = None):
         if max_length < 3:
@@ -47,7 +48,7 @@ class ProteinProcessor(TokenizedProcessor):
         """Token ids of one sequence; ``num_residues`` is how many residues were kept."""
         if not isinstance(sequence, str):
             raise ProcessorError(f"expected a protein sequence as str, got {type(sequence).__name__}")
-        residues = list(sequence.strip().upper())[: self.max_length - 2]
+        residues = list("".join(sequence.split()).upper())[: self.max_length - 2]  # FASTA line breaks dropped
         ids = self.tokenizer.convert_tokens_to_ids(residues)
         tok = self.tokenizer
         return {"input_ids": [tok.cls_token_id, *ids, tok.eos_token_id], "num_residues": len(residues)}
