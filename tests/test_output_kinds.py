@@ -197,3 +197,15 @@ def test_regression_vote_is_the_median_and_outputs_are_float32():
     months = kind.to_output(out, pred)
     assert months.dtype == torch.float32 and months.item() == pytest.approx(float(pred.float()) * 40 + 120)
     assert months.item() % 2 != 0
+
+
+def test_a_unanimous_multilabel_vote_is_finite_in_bf16():
+    # before: in bf16, 1 - 1e-4 rounds to 1 and a name every present modality voted for got logit +inf
+    from multimed_hf.output_kinds import get_output_kind
+
+    kind = get_output_kind("multilabel")
+    predictions = torch.tensor([[[2.0, -1.0], [3.0, -2.0]]], dtype=torch.bfloat16)  # [B, M, K]
+    presence = torch.tensor([[True, True]])
+    voted = kind.vote(predictions, presence)
+    assert voted.dtype == torch.bfloat16 and torch.isfinite(voted).all()
+    assert voted[0, 0] > 9 and voted[0, 1] < -9

@@ -227,11 +227,12 @@ class MultilabelKind(OutputKind):
         return F.binary_cross_entropy_with_logits(pred.float()[valid], target[valid].float())
 
     def vote(self, predictions, presence):
-        """Per-label majority of the present modalities, as logit(vote share)."""
-        p = presence.to(predictions.dtype)
+        """Per-label majority of the present modalities, as logit(vote share), computed in float32 (in bf16 / fp16
+        ``1 - 1e-4`` rounds to 1 and a unanimous vote's logit was +inf)."""
+        p = presence.float()
         count = p.sum(1).clamp(min=1)
-        share = ((predictions > 0).to(p.dtype) * p[..., None]).sum(1) / count[:, None]
-        return torch.logit(share.clamp(1e-4, 1 - 1e-4))
+        share = ((predictions > 0).float() * p[..., None]).sum(1) / count[:, None]
+        return torch.logit(share.clamp(1e-4, 1 - 1e-4)).to(predictions.dtype)
 
     def decode(self, out, values, known=None):
         names = out["names"]
