@@ -300,6 +300,23 @@ def test_encoder_file_replaces_the_named_modalities(tmp_path, data_dir):
         choose_encoders(str(tmp_path / "nope.json"), ["mri"], DataFacts())
 
 
+def test_an_encoder_file_gets_the_data_sizes_it_leaves_out(tmp_path):
+    # before: {"kind": "token_embed", "config": {}} failed with a bare TypeError (no vocab_size), and an EEG or
+    # expression embedder took 64 channels / 2,000 genes, failing at the first batch
+    path = tmp_path / "early.json"
+    path.write_text(json.dumps({"text": {"kind": "token_embed", "config": {}}, "scrna": {"kind": "expression_embed"},
+                                "eeg": {"kind": "eeg_embed", "config": {"patch_size": 8}},
+                                "protein": {"kind": "token_embed", "config": {"vocab_size": 40}}}))
+    facts = DataFacts(num_genes=963, eeg_channels=22)
+    specs = choose_encoders(str(path), ["text", "scrna", "eeg", "protein"], facts, {"text": 4101}).specs
+    assert specs["text"]["config"] == {"vocab_size": 4101}
+    assert specs["scrna"]["config"] == {"num_genes": 963}
+    assert specs["eeg"]["config"] == {"patch_size": 8, "num_channels": 22}
+    assert specs["protein"]["config"] == {"vocab_size": 40}  # what the file gives stays
+    with pytest.raises(EncoderPresetError, match=r"the 'scrna' encoder needs the number of genes"):
+        choose_encoders(str(path), ["scrna"], DataFacts())
+
+
 def test_streamed_assembly_agrees_with_the_local_one(data_dir):
     local = assemble(data_dir, ["cell_type"], encoders="small", build_model=False)
     streamed = assemble(data_dir, ["cell_type"], encoders="small", streaming=True, build_model=False)

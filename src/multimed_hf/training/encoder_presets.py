@@ -271,6 +271,32 @@ def _read_file(path: str) -> dict:
     return content
 
 
+#: Encoder kind -> the size its config takes from the data (as the presets fill it) where a JSON spec leaves it out.
+_DATA_SIZES = {"token_embed": "vocab_size", "expression_embed": "num_genes", "expression": "num_genes",
+               "mlp": "num_genes", "eeg_embed": "num_channels", "eeg_lstm": "num_channels", "eeg_tcn": "num_channels"}
+
+
+def _with_data_sizes(modality: str, spec, facts: DataFacts, vocab_sizes: Mapping[str, int]):
+    """A JSON file's encoder ``spec`` with the data's size filled in where its config leaves it out (an embedder's
+    vocabulary: the modality's tokenizer; genes: the recorded panel; EEG channels: the recorded set), as the presets
+    do: else a missing ``vocab_size`` failed with a bare TypeError and the others took defaults (64 channels, 2,000
+    genes) that failed at the first batch."""
+    from multimed_hf.processors.protein import ESM2_ALPHABET
+
+    if not isinstance(spec, dict) or not isinstance(spec.get("config", {}), dict):
+        return spec
+    key = _DATA_SIZES.get(spec.get("kind"))
+    if key is None or key in (spec.get("config") or {}):
+        return spec
+    value = {"vocab_size": vocab_sizes.get(modality) or (len(ESM2_ALPHABET) if modality == "protein" else None),
+             "num_genes": facts.num_genes, "num_channels": facts.eeg_channels}[key]
+    what = {"vocab_size": "the size of its tokenizer", "num_genes": "the number of genes of the recorded panel",
+            "num_channels": "the number of EEG channels"}[key]
+    spec = copy.deepcopy(spec)
+    spec.setdefault("config", {})[key] = _need(value, what, modality)
+    return spec
+
+
 def _from_file(path: str, modalities: Sequence[str], facts: DataFacts, vocab_sizes: Mapping[str, int]):
     file = Path(path)
     content = _read_file(path)
@@ -290,7 +316,7 @@ def _from_file(path: str, modalities: Sequence[str], facts: DataFacts, vocab_siz
     for m, spec in given.items():
         if m not in modalities:
             continue
-        choice.specs[m] = spec
+        spec = choice.specs[m] = _with_data_sizes(m, spec, facts, vocab_sizes)
         pretrained = pretrained_id(spec)
         config = spec.get("config") if isinstance(spec, dict) else None
         choice.pretrained = choice.pretrained or bool(pretrained)
