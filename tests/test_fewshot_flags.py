@@ -135,6 +135,9 @@ def _run(checkpoint, tmp_path, task="brain_tumor", training=None, shots=(2,), **
                                   r"leave it out to group by 'sample_id'"),
     # AdapterError inside each run before
     ({"targets": ["query_proj"]}, r"--targets \['query_proj'\]: no linear layer named \['query_proj'\]"),
+    # one name of several matching nothing (before: the others were adapted alone, unsaid)
+    ({"targets": ["q_proj", "query_proj"]}, r"--targets \['q_proj', 'query_proj'\]: no linear layer named "
+                                            r"\['query_proj'\] in the encoders of \['mri'\]"),
     # a task the checkpoint cannot read (cell_type reads scRNA-seq; the tiny base encodes images)
     ({"task": "cell_type"}, r"--task 'cell_type' reads \['scrna'\]; the checkpoint .* encodes \['fundus', 'mri', "
                             r"'oct'\]: few-shot adapters cannot add an encoder"),

@@ -105,14 +105,16 @@ def _read_modalities(core, task: str | None) -> set[str] | None:
     return set(head["modalities"]) | {o.get("modality", "text") for o in head["outputs"] if o["kind"] == "label_text"}
 
 
-def default_targets(model: nn.Module, targets: Sequence[str] | None = None, task: str | None = None) -> list[str]:
+def default_targets(model: nn.Module, targets: Sequence[str] | None = None, task: str | None = None, *,
+                    modalities: Sequence[str] | None = None) -> list[str]:
     """Full names of the linear layers an adapter targets: in every encoder that ``task``'s head reads (all without a
-    task), the leaf names of its family (``TARGETS_BY_FAMILY``, or ``targets`` when given), and in our own fusion
-    blocks; never inside ``heads``. Encoders without such layers (an LSTM) get no adapter and stay frozen."""
+    task; ``modalities``: those modalities' encoders instead), the leaf names of its family (``TARGETS_BY_FAMILY``,
+    or ``targets`` when given: each must name a linear layer there), and in our own fusion blocks; never inside
+    ``heads``. Encoders without such layers (an LSTM) get no adapter and stay frozen."""
     core = multimed_core(model)
     names: list[str] = []
     wanted_by_part: list[tuple[str, nn.Module, tuple[str, ...]]] = []
-    read = _read_modalities(core, task)
+    read = set(modalities) if modalities is not None else _read_modalities(core, task)
     keys = None if read is None else {core.encoder_of[m] for m in read if m in core.encoder_of}
     for key, encoder in core.encoders.items():
         if keys is not None and key not in keys:
@@ -134,9 +136,14 @@ def default_targets(model: nn.Module, targets: Sequence[str] | None = None, task
                 seen_leaves.add(leaf)
                 if leaf in leaves:
                     names.append(f"{prefix}.{name}")
+    where = "the model's encoders or fusion" if read is None else f"the encoders of {sorted(read)} or the fusion"
     if not names:
-        raise AdapterError(f"no linear layer named {list(targets or FALLBACK_TARGETS)} in the model's encoders or "
-                           f"fusion; its linear layers are named {sorted(seen_leaves)}")
+        raise AdapterError(f"no linear layer named {list(targets or FALLBACK_TARGETS)} in {where}; its linear layers "
+                           f"are named {sorted(seen_leaves)}")
+    unmatched = [t for t in targets or () if t not in seen_leaves]
+    if unmatched:  # the others would be adapted alone, unsaid
+        raise AdapterError(f"no linear layer named {unmatched} in {where}; its linear layers are named "
+                           f"{sorted(seen_leaves)}")
     return names
 
 

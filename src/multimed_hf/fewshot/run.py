@@ -360,7 +360,10 @@ def _check_before_runs(args: FewShotArguments, train) -> None:
         from multimed_hf.modeling_multimed import MultiMedModel
 
         try:
-            default_targets(MultiMedModel.from_pretrained(args.checkpoint), args.targets)
+            # the encoders the run's head reads: the base's head of the task, else the task's encoded modalities
+            trained = args.task in config.heads
+            default_targets(MultiMedModel.from_pretrained(args.checkpoint), args.targets,
+                            task=args.task if trained else None, modalities=None if trained else read)
         except AdapterError as err:
             raise FewShotError(f"--targets {args.targets}: {err}") from None
 
