@@ -1,5 +1,6 @@
 """Few-shot support sets: whole groups (patients) drawn per seed from a task's training split until every class has k
-examples (regression: k rows in every context, e.g. k genes per cell type; without contexts, k rows), with the real
+examples (regression: k rows in every context, e.g. k genes per cell type; bone age: k rows in every age bin, its
+class column; without contexts or classes, k rows), with the real
 counts reported."""
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ def sample_support(train, task: str, k: int, seed: int, *, group_column: str | N
     order = [sorted(members)[i] for i in np.random.default_rng(seed).permutation(len(members))]
     regression = not class_keys(task, train)
     chosen: list[str] = []
-    if regression and CONTEXT_COLUMN not in train.column_names:  # k rows in all (bone age)
+    if regression and CONTEXT_COLUMN not in train.column_names:  # k rows in all (no task registered so today)
         for g in order:
             if sum(len(members[c]) for c in chosen) >= k:
                 break
