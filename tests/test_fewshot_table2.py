@@ -191,6 +191,12 @@ def test_an_appending_run_keeps_the_earlier_cells_notes(tmp_path):
     assert 'brain_tumor 10_shot: the support set stayed under k (the training split ran out): seed 0: ' \
            '{"meningioma": 5}' in markdown
     assert "brain_tumor: zero-shot scores 7 test rows" in markdown and "(chance 50%)" in markdown
+    # k stays a whole number once rows without one (Table 1's, here the regression row's empty chance aside) share
+    # the file (before: 10.0, 0.0 and 5.0 after the first append)
+    with_table1 = [{"family": "multimodal", "task": "brain_tumor", "metric": "accuracy", "value": 0.5, "seed": 0,
+                    "split": "test", "n": 12}]
+    table = pd.read_csv(write_table2(with_table1, tmp_path).csv, dtype=str, keep_default_na=False)
+    assert sorted(table["k"]) == ["", "0", "10", "5"]
 
 
 def test_zero_shot_of_a_free_text_task_the_base_never_trained(tmp_path):

@@ -529,7 +529,7 @@ def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: 
     return write_table(combined, output_dir, name="table2", title="Table 2", note=note, paper=TABLE2,
                        columns=TABLE2_COLUMNS, row_labels=TABLE2_ROW_LABELS, families=families, tasks=ordered,
                        split="test", notes=notes, natural_scale=NATURAL_SCALE_METRICS | CORRELATION_METRICS,
-                       extra_columns=TABLE2_EXTRA_COLUMNS)
+                       extra_columns=TABLE2_EXTRA_COLUMNS, integer_columns=("k",))
 
 
 def check_training_flags(args: FewShotArguments, training_args, given: set[str] | None = None) -> None:

@@ -515,8 +515,10 @@ def write_table(records: Iterable[Mapping], output_dir: str | Path, *, name: str
                 columns: Mapping[str, str] = TABLE1_COLUMNS, row_labels: Mapping[str, str] = TABLE1_ROW_LABELS,
                 families: Sequence[str] | None = None, tasks: Sequence[str] | None = None,
                 split: str = "test", notes: Mapping[tuple[str, str], str] | None = None,
-                natural_scale: Iterable[str] | None = None, extra_columns: Sequence[str] = ()) -> ReportPaths:
-    """Write ``<name>.csv`` (long format, ``COLUMNS``, then ``extra_columns`` of the records where they hold them;
+                natural_scale: Iterable[str] | None = None, extra_columns: Sequence[str] = (),
+                integer_columns: Sequence[str] = ()) -> ReportPaths:
+    """Write ``<name>.csv`` (long format, ``COLUMNS``, then ``extra_columns`` of the records where they hold them,
+    those of ``integer_columns`` as whole numbers;
     ``value`` on the metric's natural scale, accuracy as a
     fraction; ``paper_value`` in percent as printed, on the headline rows of ``split``), ``<name>.md`` and
     ``<name>.png`` into ``output_dir``. ``records`` are metric records (``metrics_long.json`` entries plus
@@ -530,7 +532,10 @@ def write_table(records: Iterable[Mapping], output_dir: str | Path, *, name: str
     paths = ReportPaths(output_dir / f"{name}.csv", output_dir / f"{name}.md", output_dir / f"{name}.png")
     frame = _frame(records, paper, split)
     for column in extra_columns:  # the frame keeps the records' order
-        frame[column] = [r.get(column) for r in records]
+        values = [r.get(column) for r in records]
+        if column in integer_columns:  # whole numbers with empty cells: 2, not pandas' 2.0
+            values = pd.array([None if v is None else int(v) for v in values], dtype="Int64")
+        frame[column] = values
     frame.to_csv(paths.csv, index=False)
     paths.markdown.write_text(render_markdown(records, title=title, note=note, paper=paper, columns=columns,
                                               row_labels=row_labels, families=families, tasks=tasks, split=split,
