@@ -183,14 +183,15 @@ def test_an_appending_run_keeps_the_earlier_cells_notes(tmp_path):
     short = [{"family": "10_shot", "task": "brain_tumor", "label": None, "metric": "accuracy", "value": 0.4,
               "seed": 0, "split": "test", "n": 12, "k": 10, "support_short": '{"meningioma": 5}'},
              {"family": "zero_shot", "task": "brain_tumor", "label": None, "metric": "accuracy", "value": 0.6,
-              "seed": 0, "split": "test", "n": 7, "k": 0, "chance": 0.5}]
+              "seed": 0, "split": "test", "n": 7, "k": 0, "chance": 0.5, "majority": 5 / 7}]
     write_table2(short, tmp_path)
     other = [{"family": "5_shot", "task": "expression_prediction", "metric": "pearson", "value": 0.4, "seed": 0,
               "split": "test", "n": 30, "k": 5}]
     markdown = write_table2(other, tmp_path).markdown.read_text()
     assert 'brain_tumor 10_shot: the support set stayed under k (the training split ran out): seed 0: ' \
            '{"meningioma": 5}' in markdown
-    assert "brain_tumor: zero-shot scores 7 test rows" in markdown and "(chance 50%)" in markdown
+    assert "brain_tumor: zero-shot scores 7 test rows" in markdown
+    assert "(chance 50%; naming the most frequent class for every row: 71%)" in markdown
     # k stays a whole number once rows without one (Table 1's, here the regression row's empty chance aside) share
     # the file (before: 10.0, 0.0 and 5.0 after the first append)
     with_table1 = [{"family": "multimodal", "task": "brain_tumor", "metric": "accuracy", "value": 0.5, "seed": 0,

@@ -28,6 +28,7 @@ from multimed_hf.fewshot.zeroshot import (
     read_alignment,
     zero_shot_chance,
     zero_shot_classes,
+    zero_shot_majority,
     zero_shot_predict,
 )
 from multimed_hf.tasks import get_task
@@ -64,7 +65,7 @@ __all__ = [
 
 #: What table2.csv keeps beside report.COLUMNS, so that a later run appending to it keeps each cell's notes: k, the
 #: zero-shot chance, the classes a support set could not fill.
-TABLE2_EXTRA_COLUMNS = ("k", "chance", "support_short")
+TABLE2_EXTRA_COLUMNS = ("k", "chance", "majority", "support_short")
 #: Table 2's first two rows, read from a ``multimed benchmark`` table1.csv.
 TABLE1_ROWS = ("multimodal", "multimodal_multitask")
 #: What Table 2's zero-shot cell of a regression task says (see ``multimed_hf.fewshot.zeroshot``).
@@ -295,10 +296,10 @@ def _zero_shot(args, training_args, train, test, seed: int, out: Path) -> list[d
                                           split=args.eval_split)
     records = metric_records(predictions, args.eval_split, bootstrap_samples=args.bootstrap_samples, seed=seed)
     write_predictions(predictions, rows, out / PREDICTIONS_FOLDER / f"{args.task}-{args.eval_split}.parquet")
-    chance = zero_shot_chance(predictions, classes)
-    write_json(out / "zero_shot.json", {"classes": classes, "chance": chance, "rows": len(rows),
-                                        "alignment": alignment})
-    return [{**r, "k": 0, "chance": chance} for r in records]
+    chance, majority = zero_shot_chance(predictions, classes), zero_shot_majority(predictions, classes)
+    write_json(out / "zero_shot.json", {"classes": classes, "chance": chance, "majority": majority,
+                                        "rows": len(rows), "alignment": alignment})
+    return [{**r, "k": 0, "chance": chance, "majority": majority} for r in records]
 
 
 def _load_config(checkpoint: str):
@@ -450,9 +451,12 @@ def _zero_shot_scope(records: Sequence[Mapping], task: str) -> str:
            and (r.get("label") in (None, label)) and r.get("split", "test") == "test" and not r.get("error")]
     if not hit:
         return ""
-    n, chance = hit[0].get("n"), hit[0].get("chance")
+    n, chance, majority = hit[0].get("n"), hit[0].get("chance"), hit[0].get("majority")
     rows = f"{int(n)} test rows" if n is not None and n == n else "the test rows"
-    odds = f" (chance {100 * float(chance):.0f}%)" if chance is not None and chance == chance else ""
+    odds = f" (chance {100 * float(chance):.0f}%" if chance is not None and chance == chance else ""
+    if odds and majority is not None and majority == majority:
+        odds += f"; naming the most frequent class for every row: {100 * float(majority):.0f}%"
+    odds += ")" if odds else ""
     return (f"\n{task}: zero-shot scores {rows} of the classes it names without training on them (held out, or a "
             f"task never trained) only, as a choice among them{odds}; k-shot scores every test row over every class: "
             f"the two do not compare")
