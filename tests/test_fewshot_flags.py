@@ -151,24 +151,36 @@ def test_what_would_fail_every_run_alike_is_refused_before_the_first(checkpoint,
     assert not (tmp_path / "out" / "runs").exists()
 
 
-def test_zero_shot_no_run_can_score_is_refused_before_the_k_shot_runs_train(checkpoint, tmp_path):
-    # before: --shots 5 0 trained every k-shot adapter, then recorded the zero-shot run's failure in table2.csv
-    with pytest.raises(FewShotError, match=r"--shots 0 \(zero-shot\) on .*: zero-shot by label text reads class "
-                                           r"texts with a text encoder.* Leave 0 out of --shots"):
-        _run(checkpoint, tmp_path, shots=[2, 0])
-    assert not (tmp_path / "out" / "runs").exists()
+def test_zero_shot_no_run_can_score_is_skipped_beside_k_shot_runs_and_said(checkpoint, tmp_path, caplog):
+    # before: --shots 2 0 trained every k-shot adapter, then recorded the zero-shot run's failure in table2.csv; a
+    # refusal of the whole command (the default --shots 0 5 10 20 on any plain base) lost the k-shot runs too
+    from multimed_hf.fewshot.run import NOT_SCORED, write_table2
+
+    with caplog.at_level("WARNING", logger="multimed_hf.fewshot.run"):
+        records = _run(checkpoint, tmp_path, shots=[2, 0])
+    assert "no zero-shot run on" in caplog.text and "label-text alignment option" in caplog.text
+    skipped = [r for r in records if r.get(NOT_SCORED)]
+    assert len(skipped) == 1 and skipped[0]["family"] == "zero_shot"
+    assert {r["family"] for r in records if not r.get(NOT_SCORED)} == {"2_shot"}
+    assert not (tmp_path / "out" / "runs" / "brain_tumor" / "zero_shot").exists()
+    markdown = write_table2(records, tmp_path / "out").markdown.read_text()
+    assert "not scored: the base was not trained with the label-text alignment option" in markdown
 
 
-def test_zero_shot_of_a_task_trained_on_every_class_is_refused_up_front(tmp_path):
+def test_zero_shot_alone_on_a_base_no_run_can_score_is_refused_up_front(tmp_path):
     import zeroshot_tiny as zt
 
     processor = zt.processor()
     folder = tmp_path / "base"
-    zt.model(processor).save_pretrained(folder)  # trained brain_tumor on all its classes: no alignment.json
+    zt.model(processor).save_pretrained(folder)  # a text encoder, but no alignment training (no alignment.json)
     processor.save_pretrained(folder)
-    with pytest.raises(FewShotError, match=r"trained on all of its classes .* --holdout_classes"):
+    with pytest.raises(FewShotError, match=r"--shots 0 \(zero-shot\) on .*: the base was not trained with the "
+                                           r"label-text alignment option .* --holdout_classes"):
         _run(str(folder), tmp_path, shots=[0])
     assert not (tmp_path / "out" / "runs").exists()
+    (folder / "alignment.json").write_text('{"label_text_tasks": ["brain_tumor"], "held_out": {}}')
+    with pytest.raises(FewShotError, match=r"trained on all of its classes .* --holdout_classes"):
+        _run(str(folder), tmp_path, shots=[0])
 
 
 def test_a_run_with_flags_that_apply_trains(checkpoint, tmp_path):

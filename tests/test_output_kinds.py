@@ -209,3 +209,15 @@ def test_a_unanimous_multilabel_vote_is_finite_in_bf16():
     voted = kind.vote(predictions, presence)
     assert voted.dtype == torch.bfloat16 and torch.isfinite(voted).all()
     assert voted[0, 0] > 9 and voted[0, 1] < -9
+
+
+def test_a_split_class_vote_keeps_its_tie_break_in_bf16():
+    # before: in bf16 0.5 + 1e-3 x p rounded to 0.5: a 1-1 split took the lowest class index, not the class of the
+    # higher mean probability (15 of 24 med_vqa answers changed under --bf16_full_eval)
+    from multimed_hf.output_kinds import get_output_kind
+
+    kind = get_output_kind("class")
+    predictions = torch.tensor([[[1.0, 0.9, 0.0], [0.0, 0.0, 6.0]]])  # [B, M, K]: modality 0 says 0, modality 1 says 2
+    presence = torch.tensor([[True, True]])
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        assert kind.vote(predictions.to(dtype), presence).argmax(-1).tolist() == [2], dtype

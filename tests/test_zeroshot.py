@@ -136,6 +136,36 @@ def test_a_never_trained_tasks_zero_shot_leaves_out_classes_the_base_trained_by_
     assert "classes ['glioma'] are left out" in caplog.text
 
 
+def test_the_classes_left_out_follow_the_texts_the_evaluation_scores_with(caplog):
+    # before: the texts came from alignment.json alone, not fewshot --class_texts: a class scored by the very text
+    # the base trained was kept, and one given another text was dropped with a false warning
+    from datasets import Dataset
+
+    processor = zt.processor()
+    model = zt.model(processor)
+    use_label_text(model, "brain_tumor", processor, active=["glioma", "no_tumor"],
+                   texts={"glioma": "an MRI of a glioma", "no_tumor": "no tumour"})
+    empty = Dataset.from_dict({})
+    assert "glioma" in zero_shot_classes(model, "disease", {}, empty)  # "glioma" is not the text trained
+    trained_text = zero_shot_classes(model, "disease", {}, empty, texts={"glioma": "An MRI of a  glioma"})
+    assert "glioma" not in trained_text
+
+
+def test_a_hub_checkpoints_alignment_is_read_from_its_repository(fake_hub, tmp_path):
+    # before: alignment.json was looked for in a local folder only: a Hub base with held-out classes read as one
+    # trained on all of them
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=fake_hub.endpoint, token=fake_hub.token)
+    api.create_repo("org/aligned")
+    api.upload_file(path_or_fileobj=b'{"held_out": {"brain_tumor": ["meningioma"]}}', path_in_repo="alignment.json",
+                    repo_id="org/aligned")
+    api.create_repo("org/plain")
+    api.upload_file(path_or_fileobj=b"{}", path_in_repo="config.json", repo_id="org/plain")
+    assert read_alignment("org/aligned") == {"held_out": {"brain_tumor": ["meningioma"]}}
+    assert read_alignment("org/plain") is None and read_alignment(tmp_path) is None
+
+
 def test_zero_shot_chance_is_what_the_accuracy_chooses_among():
     # before: 1 / len(classes): a multilabel disease row chooses among its ~4 known names, not the task's 38, so a
     # below-chance 21% read as 7x chance (chance 3%)

@@ -176,11 +176,13 @@ class ClassKind(OutputKind):
         return True
 
     def vote(self, predictions, presence):
-        """Each present modality votes its argmax; log(vote share), ties broken by the mean probability."""
-        p = presence.to(predictions.dtype)
+        """Each present modality votes its argmax; log(vote share), ties broken by the mean probability. In float32,
+        and returned so: in bf16 the tie-break (1e-3 x a probability) rounded away and a 1-1 split took the lowest
+        class index."""
+        p = presence.float()
         count = p.sum(1).clamp(min=1)
-        votes = F.one_hot(predictions.argmax(-1), predictions.shape[-1]).to(p.dtype)
-        probs = predictions.softmax(-1)
+        votes = F.one_hot(predictions.argmax(-1), predictions.shape[-1]).float()
+        probs = predictions.float().softmax(-1)
         share = ((votes + 1e-3 * probs) * p[..., None]).sum(1) / count[:, None]
         return share.clamp(min=1e-6).log()
 

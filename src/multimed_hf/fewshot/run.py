@@ -68,6 +68,8 @@ __all__ = [
 TABLE2_EXTRA_COLUMNS = ("k", "chance", "majority", "support_short")
 #: Table 2's first two rows, read from a ``multimed benchmark`` table1.csv.
 TABLE1_ROWS = ("multimodal", "multimodal_multitask")
+#: The key of a record that stands for a run not made (its value: why), read by ``write_table2`` into a cell note.
+NOT_SCORED = "not_scored"
 #: What Table 2's zero-shot cell of a regression task says (see ``multimed_hf.fewshot.zeroshot``).
 ZERO_SHOT_REGRESSION_NOTE = "no zero-shot for a regression target (no class texts); see fewshot.zeroshot"
 
@@ -283,7 +285,7 @@ def _zero_shot(args, training_args, train, test, seed: int, out: Path) -> list[d
     free_text = [label.name for label in get_task(args.task).labels if label.kind == "text"]
     if any(column not in processor.vocabularies for column in free_text):  # a free-text task the base never trained:
         processor.fit_vocabularies(train, args.task)  # its classes from the training split, as a k-shot run's
-    classes = zero_shot_classes(model, args.task, alignment, train)
+    classes = zero_shot_classes(model, args.task, alignment, train, texts=_texts(args, alignment) or {})
     targs = dataclasses.replace(training_args, output_dir=str(out), seed=seed)
     # the rows the label-text head reads (not text, which encodes the class texts), of the classes scored, then
     # the first --max_eval_samples of them (cut first, the held-out classes' rows could be few or none)
@@ -313,31 +315,47 @@ def _load_config(checkpoint: str):
                            ) from None
 
 
-def _check_zero_shot(args: FewShotArguments) -> None:
-    """Refuse ``--shots 0`` on a checkpoint no zero-shot run of ``args.task`` can score (it trained on every class,
-    or reads none of the task's modalities or no text), before any k-shot run trains. A regression task is left to
-    its table note (``ZERO_SHOT_REGRESSION_NOTE``)."""
+def _why_no_zero_shot(args: FewShotArguments) -> str | None:
+    """Why no zero-shot run of ``args.task`` can be scored on the checkpoint (not trained with the label-text
+    alignment option, every class of the task trained, none of its modalities or no text encoded), or None. A
+    regression task is left to its table note (``ZERO_SHOT_REGRESSION_NOTE``)."""
     if get_task(args.task).problem_type == "regression":
-        return
+        return None
+    config = _load_config(args.checkpoint)  # an unreachable checkpoint: named first
+    alignment = read_alignment(args.checkpoint)
+    if alignment is None:
+        return ("the base was not trained with the label-text alignment option (no alignment.json): its embeddings "
+                "were never matched to class texts")
     try:
-        check_zero_shot_checkpoint(_load_config(args.checkpoint), args.task, read_alignment(args.checkpoint))
+        check_zero_shot_checkpoint(config, args.task, alignment)
     except ZeroShotError as err:
-        raise FewShotError(f"--shots 0 (zero-shot) on {args.checkpoint!r}: {err}. Leave 0 out of --shots, or give a "
-                           f"base trained with label-text alignment and held-out classes (multimed train "
-                           f"--align_label_text --holdout_classes TASK:CLASS,...; see the README's zero-shot "
-                           f"section)") from None
+        return str(err)
+    return None
 
 
-def _check_before_runs(args: FewShotArguments, train) -> None:
+def _check_zero_shot(args: FewShotArguments) -> str | None:
+    """``--shots 0`` on a checkpoint no zero-shot run can score: refused where it is all that was asked, else the
+    reason (the k-shot runs go on, the zero-shot cell says why it has no number), before any run trains."""
+    why = _why_no_zero_shot(args)
+    if why is not None and not any(k > 0 for k in args.shots):
+        raise FewShotError(f"--shots 0 (zero-shot) on {args.checkpoint!r}: {why}. Give a base trained with label-text "
+                           f"alignment and held-out classes (multimed train --align_label_text --holdout_classes "
+                           f"TASK:CLASS,...; see the README's zero-shot section)")
+    if why is not None:
+        logger.warning("multimed fewshot: no zero-shot run on %r: %s; the k-shot runs go on", args.checkpoint, why)
+    return why
+
+
+def _check_before_runs(args: FewShotArguments, train) -> str | None:
     """What would fail every run alike, refused once before the first: a ``--group_column`` the training split lacks,
     a ``--task`` none of whose modalities the checkpoint encodes, ``--targets`` naming no linear layer of it (each
-    was raised inside every run before, recorded as that run's failure, and the command exited 0)."""
+    was raised inside every run before, recorded as that run's failure, and the command exited 0). Returns why no
+    zero-shot run can be scored where ``--shots`` asks for one beside k-shot runs (``_check_zero_shot``)."""
     from multimed_hf.fewshot.adapters import AdapterError, default_targets
 
-    if 0 in args.shots:
-        _check_zero_shot(args)
+    no_zero_shot = _check_zero_shot(args) if 0 in args.shots else None
     if not any(k > 0 for k in args.shots):
-        return
+        return no_zero_shot
     if args.group_column is not None and args.group_column not in train.column_names:
         raise FewShotError(f"--group_column {args.group_column!r} is not a column of the training split of "
                            f"{args.task!r} (columns: {train.column_names}); leave it out to group by "
@@ -361,12 +379,15 @@ def _check_before_runs(args: FewShotArguments, train) -> None:
         from multimed_hf.modeling_multimed import MultiMedModel
 
         try:
-            # the encoders the run's head reads: the base's head of the task, else the task's encoded modalities
-            trained = args.task in config.heads
+            # the encoders the run's head reads: the base's head of the task, else (a task the base never trained,
+            # or a label-text head, which the run replaces by a class head) the task's encoded modalities
+            trained = args.task in config.heads and not any(
+                o["kind"] == "label_text" for o in config.heads[args.task]["outputs"])
             default_targets(MultiMedModel.from_pretrained(args.checkpoint), args.targets,
                             task=args.task if trained else None, modalities=None if trained else read)
         except AdapterError as err:
             raise FewShotError(f"--targets {args.targets}: {err}") from None
+    return no_zero_shot
 
 
 def run_fewshot(args: FewShotArguments, training_args, *, datasets: Mapping[str, Any] | None = None) -> list[dict]:
@@ -386,10 +407,13 @@ def run_fewshot(args: FewShotArguments, training_args, *, datasets: Mapping[str,
     if missing:
         raise FewShotError(f"task {args.task!r}: {args.data!r} has no split(s) {missing}")
     train, test = datasets["train"], datasets[args.eval_split]
-    _check_before_runs(args, train)
+    no_zero_shot = _check_before_runs(args, train)
     root = Path(training_args.output_dir)
     records: list[dict] = []
-    for k in args.shots:
+    if no_zero_shot is not None:  # no run: Table 2's zero-shot cell says why (write_table2)
+        records.append({"family": family_name(0), "task": args.task, "seed": args.seeds[0], "k": 0,
+                        NOT_SCORED: no_zero_shot})
+    for k in [k for k in args.shots if not (k == 0 and no_zero_shot is not None)]:
         family = family_name(k)
         for seed in args.seeds[:1] if k == 0 else args.seeds:
             run = f"{args.task}-{family}"  # one name across seeds: the report pools seeds, never runs
@@ -498,7 +522,8 @@ def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: 
     from multimed_hf.training.report import CORRELATION_METRICS, NATURAL_SCALE_METRICS, read_records, write_table
 
     output_dir = Path(output_dir)
-    new = [dict(r) for r in records]
+    skipped = {r["task"]: r[NOT_SCORED] for r in records if r.get(NOT_SCORED)}
+    new = [dict(r) for r in records if not r.get(NOT_SCORED)]
     written = {(r["task"], r["family"]) for r in new}
     previous = read_records(output_dir / "table2.csv") if append and (output_dir / "table2.csv").is_file() else []
     kept = [r for r in previous if (r["task"], r["family"]) not in written
@@ -515,6 +540,8 @@ def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: 
     notes = {("zero_shot", t): ZERO_SHOT_REGRESSION_NOTE for t in ordered
              if get_task(t).problem_type == "regression"
              and not any(r["task"] == t and r["family"] == "zero_shot" for r in combined)}
+    notes.update({("zero_shot", t): f"not scored: {why}" for t, why in skipped.items()
+                  if not any(r["task"] == t and r["family"] == "zero_shot" for r in combined)})
     if table1 is None:
         notes.update({(f, t): "give --table1 (multimed benchmark's table1.csv)" for f in TABLE1_ROWS for t in ordered
                       if not any(r["task"] == t and r["family"] == f for r in combined)})
@@ -630,4 +657,5 @@ def fewshot_main(argv: Sequence[str] | None = None) -> int:
         print(f"multimed fewshot: error: {err}", file=sys.stderr)
         return 2
     # failed runs are results, reported in the tables; only a command where nothing ran failed
-    return 1 if records and all(r.get("error") for r in records) else 0
+    made = [r for r in records if not r.get(NOT_SCORED)]
+    return 1 if made and all(r.get("error") for r in made) else 0

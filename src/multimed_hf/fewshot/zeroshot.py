@@ -409,9 +409,20 @@ def train_alignment(model, processor, training_args, train_datasets: Mapping[str
 
 # ---------------------------------------------------------------------- zero-shot prediction
 def read_alignment(checkpoint: str | Path) -> dict | None:
-    """A checkpoint's ``alignment.json`` (None when it was not trained with contrastive alignment)."""
+    """A checkpoint's ``alignment.json``, from its folder or its Hub repository (None when it was not trained with
+    contrastive alignment)."""
     path = Path(checkpoint) / ALIGNMENT_INFO
-    return json.loads(path.read_text()) if path.exists() else None
+    if path.exists():
+        return json.loads(path.read_text())
+    if Path(checkpoint).exists() or str(checkpoint).count("/") != 1:
+        return None  # a local folder without one, or no Hub id
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        return json.loads(Path(hf_hub_download(str(checkpoint), ALIGNMENT_INFO)).read_text())
+    except EntryNotFoundError:
+        return None
 
 
 def _refuse_trained_task(config, task: str, alignment: Mapping | None) -> None:
@@ -443,9 +454,12 @@ def _refuse_unreadable(config, task: str) -> None:
                             f"and a text encoder")
 
 
-def zero_shot_classes(model, task: str, alignment: Mapping | None, dataset=None) -> list[str]:
+def zero_shot_classes(model, task: str, alignment: Mapping | None, dataset=None, *,
+                      texts: Mapping[str, str] | None = None) -> list[str]:
     """The classes a zero-shot evaluation of ``task`` scores: those held out in alignment training, or every class
-    when the model never trained on ``task``; a task trained on all its classes raises (not zero-shot)."""
+    when the model never trained on ``task`` except those whose text (``texts``: the class texts the evaluation
+    scores with; default ``alignment``'s) a label-text head of the model trained; a task trained on all its classes
+    raises (not zero-shot)."""
     held = list((alignment or {}).get("held_out", {}).get(task, ()))
     if held:
         return held
@@ -454,7 +468,7 @@ def zero_shot_classes(model, task: str, alignment: Mapping | None, dataset=None)
     if dataset is None:
         raise ZeroShotError(f"task {task!r}: give the dataset to read its classes from")
     names = [n for names in class_keys(task, dataset).values() for n in names]
-    texts = dict((alignment or {}).get("class_texts", {}).get(task, {}))
+    texts = dict(texts if texts is not None else (alignment or {}).get("class_texts", {}).get(task, {}))
     seen = _trained_texts(config)
     trained = [n for n in names if _said(texts.get(n, class_text(n))) in seen]
     if trained:  # another task of the base trained them by the same text (disease's glioma, brain_tumor's)
