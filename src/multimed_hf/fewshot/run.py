@@ -301,7 +301,11 @@ def _zero_shot(args, training_args, train, test, seed: int, out: Path) -> list[d
     chance, majority = zero_shot_chance(predictions, classes), zero_shot_majority(predictions, classes)
     write_json(out / "zero_shot.json", {"classes": classes, "chance": chance, "majority": majority,
                                         "rows": len(rows), "alignment": alignment})
-    return [{**r, "k": 0, "chance": chance, "majority": majority} for r in records]
+    from multimed_hf.training.report import headline
+
+    label, metric = headline(args.task)  # chance and majority are references of the headline accuracy alone
+    return [{**r, "k": 0, **({"chance": chance, "majority": majority} if r["metric"] == metric
+                             and r.get("label") in (None, label) else {})} for r in records]
 
 
 def _load_config(checkpoint: str):
