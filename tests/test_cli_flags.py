@@ -90,6 +90,20 @@ def test_evaluate_counts_below_their_minimum_are_refused():
         parse_evaluate_args(["ckpt", "--data", "multimed", "--output_dir", "o", "--max_eval_samples", "0"])
 
 
+@pytest.mark.parametrize("flags, match", [
+    # before: accepted, exit 0, nothing changed (evaluate trains nothing)
+    (["--learning_rate", "0.1"], r"--learning_rate: multimed evaluate trains nothing"),
+    (["--label_smoothing_factor", "0.1"], r"--label_smoothing_factor: multimed evaluate trains nothing"),
+    # before: the Hub repository was created and nothing uploaded (exit 0)
+    (["--push_to_hub", "--hub_model_id", "me/ev"], r"--push_to_hub: multimed evaluate uploads nothing .*hf upload"),
+])
+def test_evaluate_refuses_what_it_would_not_do(flags, match):
+    with pytest.raises(ValueError, match=match):
+        parse_evaluate_args(["ckpt", "--data", "multimed", "--output_dir", "o", *flags])
+    assert parse_evaluate_args(["ckpt", "--data", "multimed", "--output_dir", "o", "--per_device_eval_batch_size",
+                                "4"])[1].per_device_eval_batch_size == 4
+
+
 @pytest.mark.parametrize("flag, value", [
     ("--task_batch_sizes", '{"cell_type": 256}'),  # before: a batch size of a task not trained was ignored
     ("--class_texts", '{"cell_type": {"B cell": "a B lymphocyte"}}'),

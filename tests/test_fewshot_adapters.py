@@ -141,6 +141,14 @@ def test_saved_adapter_for_a_new_task_reloads_identically_also_over_the_remote_c
     got = _logits(reloaded, "diabetic_retinopathy", rows[:6])
     assert all(torch.equal(expected[k], got[k]) for k in expected)
 
+    # the card's loading code, run as written (before: it opened multimed_adapter.json of a folder only)
+    code = card.split("```python\n")[1].split("```")[0]
+    code = code.replace('"org/multimed-base"', repr(str(tmp_path / "base"))).replace('"ADAPTER"', repr(str(folder)))
+    scope: dict = {}
+    exec(code, scope)
+    got = _logits(scope["model"], "diabetic_retinopathy", rows[:6])
+    assert all(torch.allclose(expected[k], got[k], atol=1e-6) for k in expected)
+
     batch = tiny_processor()(rows[:6], "diabetic_retinopathy")
     torch.save({"inputs": batch["inputs"], "presence": batch["presence"], "logits": expected}, folder / "io.pt")
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}

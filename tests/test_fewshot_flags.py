@@ -135,6 +135,9 @@ def _run(checkpoint, tmp_path, task="brain_tumor", training=None, shots=(2,), **
                                   r"leave it out to group by 'sample_id'"),
     # AdapterError inside each run before
     ({"targets": ["query_proj"]}, r"--targets \['query_proj'\]: no linear layer named \['query_proj'\]"),
+    # the fusion's layer of a modality the task does not read (before: adapted, its LoRA never trained)
+    ({"targets": ["fundus"]}, r"--targets \['fundus'\]: no linear layer named \['fundus'\] in the encoders of "
+                              r"\['mri'\]"),
     # one name of several matching nothing (before: the others were adapted alone, unsaid)
     ({"targets": ["q_proj", "query_proj"]}, r"--targets \['q_proj', 'query_proj'\]: no linear layer named "
                                             r"\['query_proj'\] in the encoders of \['mri'\]"),

@@ -12,6 +12,8 @@ from typing import Any, Mapping, Sequence
 
 from torch import nn
 
+from multimed_hf.tasks import MODALITIES
+
 __all__ = [
     "encoded_modalities",
     "AdapterError",
@@ -126,8 +128,11 @@ def default_targets(model: nn.Module, targets: Sequence[str] | None = None, task
         if module is not None:
             wanted_by_part.append((part, module, tuple(targets) if targets else TARGETS_BY_FAMILY["multimed"]))
     seen_leaves = set()
+    unread = set(MODALITIES) - read if read is not None else set()
     for prefix, module, leaves in wanted_by_part:
         for name, sub in module.named_modules():
+            if prefix in ("fusion", "early") and unread & set(name.split(".")):
+                continue  # the fusion's layer of a modality the head does not read: no row passes through it
             # a layer an earlier adapter wrapped holds its linear as ``base_layer`` (PEFT's tuner layers)
             linear = isinstance(sub, nn.Linear) or isinstance(getattr(sub, "base_layer", None), nn.Linear)
             if linear and not any(part.startswith(("lora_", "base_layer", "hada_", "lokr_", "ia3_"))
@@ -249,7 +254,9 @@ def adapter_card(info: Mapping[str, Any]):
     head = ("The adapter carries the head's spec (`multimed_adapter.json`: `head_spec`); add that head to the base "
             "before loading (below)." if info.get("head_spec") else "The base model's own head for the task is "
             "adapted (a trained copy is saved with the adapter).")
-    load_new_head = ("info = json.load(open(f\"{adapter}/multimed_adapter.json\"))\n"
+    load_new_head = ("local = Path(adapter) / \"multimed_adapter.json\"  # else the Hub repository's\n"
+                     "info = json.loads((local if local.exists() else Path(hf_hub_download(adapter, "
+                     "\"multimed_adapter.json\"))).read_text())\n"
                      "if info[\"head_spec\"]:\n    base.add_head(info[\"task\"], info[\"head_spec\"], replace=True)\n")
     counts = ", ".join(f"{k}: {v}" for k, v in (info.get("support_counts") or {}).items())
     under = (info.get("support") or {}).get("short") or {}
@@ -267,11 +274,14 @@ def adapter_card(info: Mapping[str, Any]):
 A PEFT `{info.get('method', 'lora')}` adapter (rank {info.get('rank')}) over **{base}**, trained on a {info['k']}-shot
 support set of task `{info['task']}` (whole groups drawn with seed {info['seed']} from the training split until
 every class had at least {info['k']} examples or the split ran out; real counts: {counts or 'n/a'}{short}).
-Target modules: {where} attention maps ({', '.join(sorted({t.rsplit('.', 1)[-1] for t in targets}))});
+Target modules: {where} linear layers ({', '.join(sorted({t.rsplit('.', 1)[-1] for t in targets}))});
 the head `heads.{info['task']}` is trained whole. {head}
 
 ```python
 import json
+from pathlib import Path
+
+from huggingface_hub import hf_hub_download
 from transformers import AutoModel
 from peft import PeftModel
 

@@ -33,6 +33,7 @@ from multimed_hf.fewshot.zeroshot import (
 )
 from multimed_hf.tasks import get_task
 from multimed_hf.training.arguments import (
+    TRAINING_ONLY_FLAGS,
     check_class_texts,
     check_counts,
     check_eval_splits,
@@ -77,15 +78,6 @@ ZERO_SHOT_REGRESSION_NOTE = "no zero-shot for a regression target (no class text
 #: ``FewShotArguments`` fields that only the k > 0 runs read (the adapter and its support sets): a zero-shot-only
 #: run (``--shots 0``) trains no adapter and draws no support set.
 ADAPTER_FLAGS = ("method", "rank", "alpha", "adapter_dropout", "targets", "base_id", "group_column")
-#: ``TrainingArguments`` flags that only shape the adapters' training (optimizer, schedule, length, batches,
-#: checkpoints): a zero-shot-only run trains nothing, so they would change nothing.
-TRAINING_ONLY_FLAGS = (
-    "learning_rate", "weight_decay", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-    "gradient_accumulation_steps", "auto_find_batch_size", "lr_scheduler_type", "lr_scheduler_kwargs",
-    "warmup_steps", "warmup_ratio", "optim", "optim_args", "optim_target_modules", "adam_beta1", "adam_beta2",
-    "adam_epsilon", "max_grad_norm", "gradient_checkpointing", "gradient_checkpointing_kwargs", "save_strategy",
-    "save_steps", "save_total_limit", "save_only_model", "data_seed",
-)
 #: ``TrainingArguments`` flags that evaluate during training: a k-shot run trains on its support set alone and
 #: scores ``--eval_split`` once, after training (an ``eval_strategy`` other than "no" crashed each run in Trainer:
 #: "you didn't pass an eval_dataset").

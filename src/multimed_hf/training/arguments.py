@@ -345,6 +345,32 @@ def refuse_domain_specific_encoders(args, named, error: type[ValueError] = Value
 SCRIPT_SWITCHES = ("do_train", "do_eval", "do_predict")
 
 
+#: ``TrainingArguments`` flags that only training reads: a command that trains nothing refuses them (they would
+#: change nothing): ``multimed evaluate``, a zero-shot-only ``multimed fewshot``.
+TRAINING_ONLY_FLAGS = (
+    "learning_rate", "weight_decay", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+    "gradient_accumulation_steps", "auto_find_batch_size", "lr_scheduler_type", "lr_scheduler_kwargs",
+    "warmup_steps", "warmup_ratio", "optim", "optim_args", "optim_target_modules", "adam_beta1", "adam_beta2",
+    "adam_epsilon", "max_grad_norm", "gradient_checkpointing", "gradient_checkpointing_kwargs", "save_strategy",
+    "save_steps", "save_total_limit", "save_only_model", "data_seed",
+)
+#: What ``multimed evaluate`` refuses beside ``TRAINING_ONLY_FLAGS``: it smooths no loss and pushes nothing.
+_NOT_EVALUATE_FLAGS = ("label_smoothing_factor", "push_to_hub", "hub_model_id", "hub_strategy", "hub_private_repo",
+                       "resume_from_checkpoint")
+
+
+def refuse_evaluate_flags(named, error: type[ValueError] = ValueError) -> None:
+    """``multimed evaluate`` trains and uploads nothing: a training flag or a Hub push named on its command line
+    (``named``) would change nothing; refused (``error``), naming what to do instead."""
+    flags = [name for name in (*TRAINING_ONLY_FLAGS, *_NOT_EVALUATE_FLAGS) if name in named]
+    if not flags:
+        return
+    if flags[0] in ("push_to_hub", "hub_model_id", "hub_strategy", "hub_private_repo"):
+        raise error(f"--{flags[0]}: multimed evaluate uploads nothing (its results stay in --output_dir); upload that "
+                    f"folder with huggingface_hub (`hf upload REPO OUT`), or train with --push_to_hub")
+    raise error(f"--{flags[0]}: multimed evaluate trains nothing, so it would change nothing; leave it out")
+
+
 def refuse_script_switches(named, does: str, error: type[ValueError] = ValueError) -> None:
     """``--do_train/--do_eval/--do_predict`` named on the command line (``named``): our commands always do what
     ``does`` says, whatever they say, so one would change nothing (``--do_eval`` alone would not skip training as in
@@ -605,5 +631,6 @@ def parse_evaluate_args(argv: Sequence[str] | None = None, *, prog: str = "multi
         parsed = parser.parse_args_into_dataclasses(argv)  # first: --help prints this parser's usage
         named = flags_named(_parser(EvaluateArguments), argv)
     refuse_script_switches(named, "multimed evaluate scores the checkpoint on --split")
+    refuse_evaluate_flags(named)
     refuse_lone_processes(parsed[1])
     return parsed
