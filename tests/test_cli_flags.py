@@ -339,3 +339,39 @@ def test_usage_shows_the_checkpoint_first_as_the_readme_runs_it(command, capsys)
     with pytest.raises(SystemExit):
         main([command, "--help"])
     assert capsys.readouterr().out.startswith(f"usage: multimed {command} CHECKPOINT --data DATA")
+
+
+def test_a_split_with_no_defined_metric_is_said_not_a_crash(capsys):
+    # before: Trainer.log_metrics got an empty dict ("max() arg is an empty sequence"): multimed train exited 2 after
+    # training, the folder without run_info.json or card, and later plans of the family never trained
+    from multimed_hf.training.run import _report
+
+    class Trainer:
+        def log_metrics(self, split, metrics):
+            assert metrics, "log_metrics cannot print an empty table"
+            print(f"{split}: {metrics}")
+
+    _report({"validation_expression_prediction_pearson": None}, "validation", True, Trainer())
+    said = capsys.readouterr().out
+    assert "no metric is defined on these rows" in said and "validation_expression_prediction_pearson" in said
+    _report({"validation_x_accuracy": 0.5, "validation_x_f1": None}, "validation", True, Trainer())
+    assert capsys.readouterr().out == "validation: {'validation_x_accuracy': 0.5}\n"
+
+
+def test_a_task_keyed_flag_applies_to_the_plans_of_its_tasks_and_leaves_the_others(caplog):
+    # before: every plan got the whole mapping: a family's or grid's plans without the named task failed
+    # ("TaskSampling.batch_sizes names tasks ['brain_tumor'] that have no training rows", a ZeroShotError for
+    # --holdout_classes), so bone_age never trained beside brain_tumor
+    from multimed_hf.training.families import RunPlan
+    from multimed_hf.training.run import _alignment_settings, _sampling, plan_flag_notes
+
+    args, _ = _train("--family", "unimodal", "--task_batch_sizes", '{"brain_tumor": 4}', "--align_label_text",
+                     "--holdout_classes", "brain_tumor:meningioma", tasks=("brain_tumor", "bone_age"))
+    tumour = RunPlan("brain_tumor-mri", "unimodal", ("brain_tumor",), {"brain_tumor": ("mri",)})
+    age = RunPlan("bone_age-xray", "unimodal", ("bone_age",), {"bone_age": ("xray",)})
+    assert _sampling(args, tumour).batch_sizes == {"brain_tumor": 4} and not _sampling(args, age).batch_sizes
+    assert _alignment_settings(args, tumour).held_out == {"brain_tumor": ["meningioma"]}
+    assert _alignment_settings(args, age).held_out == {}
+    notes = plan_flag_notes(args, age)
+    assert "task_batch_sizes" in notes and "holdout_classes" in notes and "task_batch_sizes" not in plan_flag_notes(
+        args, tumour)

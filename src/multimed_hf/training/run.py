@@ -155,7 +155,8 @@ def plan_flag_notes(args: MultiMedArguments, plan: RunPlan) -> dict[str, str]:
     """Flag -> why it changes nothing in ``plan``: ``--modality_dropout`` where no task reads two modalities (a row's
     last modality is never dropped), ``--sampling`` / ``--sampling_size_cap`` with one task (every batch is that
     task's), ``--uint8_images true`` / ``--draft_images`` where no image modality is read, ``--processor_overrides``
-    of modalities the plan does not read (left out of it). ``train_model`` refuses them for the plan it chose itself
+    of modalities the plan does not read (left out of it), the task-keyed flags (``--task_batch_sizes``,
+    ``--holdout_classes``, ``--class_texts``) naming none of its tasks. ``train_model`` refuses them for the plan it chose itself
     and warns where a caller handed it one plan of several (a family's, a benchmark grid's); ``multimed train``
     refuses a flag that no plan of the family uses."""
     from multimed_hf.tasks import IMAGE_MODALITIES
@@ -180,6 +181,13 @@ def plan_flag_notes(args: MultiMedArguments, plan: RunPlan) -> dict[str, str]:
     unread = [m for m in args.processor_overrides or {} if m not in kept]
     if unread:
         notes["processor_overrides"] = f"--processor_overrides of {unread}: {where} does not read them"
+    from multimed_hf.training.arguments import held_out_classes
+
+    task_keyed = {"task_batch_sizes": list(args.task_batch_sizes or {}), "class_texts": list(args.class_texts or {}),
+                  "holdout_classes": list(held_out_classes(args.holdout_classes or {}))}
+    for flag, named in task_keyed.items():  # each plan takes the entries of its own tasks (_for_plan)
+        if named and not any(t in plan.tasks for t in named):
+            notes[flag] = f"--{flag} names {named}, and {where} trains none of them"
     return notes
 
 
@@ -213,12 +221,18 @@ def _capped_stream_sizes(train: Mapping[str, Any], max_train_samples: int, world
     return {t: min(streamed_size(ds) or cap, cap) for t, ds in train.items()}
 
 
-def _sampling(args: MultiMedArguments):
+def _for_plan(mapping, plan: RunPlan) -> dict:
+    """The entries of a task-keyed flag (``--task_batch_sizes``, ``--holdout_classes``, ``--class_texts``) for the
+    tasks ``plan`` trains: a family's or a benchmark grid's other plans hold the rest."""
+    return {task: value for task, value in (mapping or {}).items() if task in plan.tasks}
+
+
+def _sampling(args: MultiMedArguments, plan: RunPlan):
     """Task sampling of the run; its seed is the Trainer's (``data_seed``, else ``seed``)."""
     from multimed_hf.training.sampling import TaskSampling
 
     return TaskSampling(strategy=args.sampling, temperature=args.sampling_temperature,
-                        size_cap=args.sampling_size_cap, batch_sizes=args.task_batch_sizes or None,
+                        size_cap=args.sampling_size_cap, batch_sizes=_for_plan(args.task_batch_sizes, plan) or None,
                         lockstep=args.task_lockstep)
 
 
@@ -302,12 +316,12 @@ def _balancing(args: MultiMedArguments, plan: RunPlan):
     return balancing_from_variant(chosen[0], **variant_options(args, chosen[0]))
 
 
-def _alignment_settings(args: MultiMedArguments):
+def _alignment_settings(args: MultiMedArguments, plan: RunPlan):
     from multimed_hf.fewshot.zeroshot import AlignmentSettings
     from multimed_hf.training.arguments import held_out_classes
 
-    return AlignmentSettings(held_out=held_out_classes(args.holdout_classes or {}),
-                             class_texts=dict(args.class_texts or {}), temperature=args.align_temperature,
+    return AlignmentSettings(held_out=_for_plan(held_out_classes(args.holdout_classes or {}), plan),
+                             class_texts=_for_plan(args.class_texts, plan), temperature=args.align_temperature,
                              pair_weight=args.align_pair_weight)
 
 
@@ -364,7 +378,12 @@ def _rows_label_text_heads_read(assembly, data: Mapping[str, Mapping[str, Any]])
 def _report(metrics: Mapping[str, Any], split: str, verbose: bool, trainer) -> None:
     """Print a split's metrics table (``verbose``: the command's output) or log it."""
     if verbose:
-        trainer.log_metrics(split, {k: v for k, v in metrics.items() if v is not None})
+        defined = {k: v for k, v in metrics.items() if v is not None}
+        if defined:
+            trainer.log_metrics(split, defined)
+        else:  # every metric undefined (too few rows, constant predictions): said, and the run goes on
+            print(f"***** {split} metrics *****\n  no metric is defined on these rows (undefined: "
+                  f"{', '.join(sorted(metrics)) or 'none computed'})")
     else:
         logger.info("%s metrics: %s", split, {k: metrics[k] for k in sorted(metrics)})
 
@@ -458,7 +477,7 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
         from multimed_hf.fewshot.alignment_encoders import add_alignment_encoders, alignment_texts
         from multimed_hf.fewshot.zeroshot import prepare_alignment
 
-        settings = _alignment_settings(args)
+        settings = _alignment_settings(args, plan)
         pairs = _pairs(args)
         captions = pairs["caption"] if pairs is not None and "caption" in pairs.column_names else ()
         add_alignment_encoders(assembly, encoders, texts=alignment_texts(plan.tasks, settings.class_texts, captions),
@@ -515,7 +534,7 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
     training_args = _label_smoothing_here(training_args, assembly.model.config, plan.name, chosen_here, preset)
     trainer = build_trainer(assembly.model, training_args, assembly.processor, train_datasets=train,
                             eval_datasets=evaluation or None, modalities=assembly.modalities,
-                            sampling=_sampling(args), loss_weighting=loss_weighting,
+                            sampling=_sampling(args, plan), loss_weighting=loss_weighting,
                             callbacks=callbacks or None, verbose=verbose, uint8_images=args.uint8_images,
                             **trainer_extra)
     resume = training_args.resume_from_checkpoint
