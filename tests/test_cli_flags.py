@@ -375,3 +375,20 @@ def test_a_task_keyed_flag_applies_to_the_plans_of_its_tasks_and_leaves_the_othe
     notes = plan_flag_notes(args, age)
     assert "task_batch_sizes" in notes and "holdout_classes" in notes and "task_batch_sizes" not in plan_flag_notes(
         args, tumour)
+
+
+def test_train_says_which_tasks_its_family_has_no_run_for(tmp_path, monkeypatch, capsys):
+    # before: `--family multimodal --tasks expression_prediction brain_tumor` trained expression_prediction alone
+    # and never named brain_tumor (exit 0)
+    from types import SimpleNamespace
+
+    import multimed_hf.training.run as run
+
+    trained = []
+    monkeypatch.setattr(run, "train_model", lambda args, targs, plan=None, verbose=False: trained.append(plan.name)
+                        or SimpleNamespace(output_dir=targs.output_dir))
+    assert run.train_main(["--data", str(tmp_path / "none"), "--tasks", "expression_prediction", "brain_tumor",
+                           "med_vqa", "--family", "multimodal", "--output_dir", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert trained == ["expression_prediction", "med_vqa"]
+    assert "brain_tumor: no run of family 'multimodal' (same as unimodal (one modality))" in out

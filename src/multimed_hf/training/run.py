@@ -710,6 +710,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.plan is not None or len(plans) <= 1:
             plans = [choose_plan(args)]
+        elif training_args.process_index == 0:  # a task of --tasks no plan trains: said, not left out unsaid
+            for t, reason in unplanned(args.family, args.tasks, local).items():
+                print(f"{t}: no run of family {args.family!r} ({reason})")
         unused = flag_changing_no_plan([plan_flag_notes(args, p) for p in plans])
         if unused:
             raise RunError(f"--{unused[0]} changes none of family {args.family!r}'s runs for {args.tasks} "
