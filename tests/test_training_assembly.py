@@ -317,6 +317,18 @@ def test_an_encoder_file_gets_the_data_sizes_it_leaves_out(tmp_path):
         choose_encoders(str(path), ["scrna"], DataFacts())
 
 
+def test_an_encoder_files_dna_k_sizes_the_dna_vocabulary(data_dir, tmp_path):
+    # before: the DNA vocabulary was always the 6-mer one: dna_k 8 crashed at the first batch (index out of range)
+    from multimed_hf.processors.dna import kmer_vocabulary
+
+    path = tmp_path / "k8.json"
+    path.write_text(json.dumps({"base": "small", "dna_k": 8}))
+    assembly = assemble(data_dir, ["expression_prediction"], encoders=str(path))
+    assert assembly.processor.processor_for("dna").k == 8
+    assert assembly.config.encoders["dna"]["config"]["vocab_size"] == len(kmer_vocabulary(8))
+    assert torch.isfinite(assembly.model(**_batch(assembly, "expression_prediction")).loss)
+
+
 def test_streamed_assembly_agrees_with_the_local_one(data_dir):
     local = assemble(data_dir, ["cell_type"], encoders="small", build_model=False)
     streamed = assemble(data_dir, ["cell_type"], encoders="small", streaming=True, build_model=False)

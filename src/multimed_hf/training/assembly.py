@@ -523,11 +523,7 @@ def assemble(data: str | Path, tasks: Sequence[str], *, encoders: str = "small",
     )
     all_modalities = list(dict.fromkeys(m for ms in chosen.values() for m in ms))
     tokenizers = _sequence_tokenizers(all_modalities, encoders, train)
-    vocab_sizes = {m: len(tok) for m, tok in tokenizers.items() if tok is not None}
-    if "dna" in all_modalities and "dna" not in vocab_sizes:
-        from multimed_hf.processors.dna import kmer_vocabulary
-
-        vocab_sizes["dna"] = len(kmer_vocabulary(6))
+    vocab_sizes = {m: len(tok) for m, tok in tokenizers.items() if tok is not None}  # DNA k-mers: choose_encoders
     choice = choose_encoders(encoders, all_modalities, facts, vocab_sizes)
     processor = assemble_processor(train, chosen, choice, tokenizers, panels, data_procs)
     processor, made = _apply_overrides(processor, processor_overrides or {}, choice)

@@ -250,11 +250,23 @@ def choose_encoders(encoders: str, modalities: Sequence[str], facts: DataFacts,
             image_sizes={m: 224 for m in modalities if m in IMAGE_MODALITIES}, max_lengths=dict(_HUB_MAX_LENGTHS),
         )
     if encoders in ("small", DOMAIN_SPECIFIC):
+        vocab_sizes = _with_kmer_vocabulary(vocab_sizes, modalities, EncoderChoice.dna_k)
         specs, sizes = _small_specs(modalities, facts, vocab_sizes, domain=encoders == DOMAIN_SPECIFIC)
         return EncoderChoice(name=encoders, specs=specs, hidden_size=SMALL_SHARED_SIZE, image_sizes=sizes,
                              tokenizers={m: None for m in modalities if m in ("text", "dna", "protein")},
                              image_processors={m: None for m in sizes}, max_lengths=dict(_SMALL_MAX_LENGTHS))
     return _from_file(encoders, modalities, facts, vocab_sizes)
+
+
+def _with_kmer_vocabulary(vocab_sizes: Mapping[str, int], modalities: Sequence[str], k: int) -> dict[str, int]:
+    """``vocab_sizes`` with the DNA k-mer vocabulary's size (k-mers of ``k``) where DNA is read and no DNA tokenizer
+    gave one: the processor then k-merises with that ``k`` (``assemble_processor``)."""
+    sizes = dict(vocab_sizes)
+    if "dna" in modalities and "dna" not in sizes:
+        from multimed_hf.processors.dna import kmer_vocabulary
+
+        sizes["dna"] = len(kmer_vocabulary(k))
+    return sizes
 
 
 def _read_file(path: str) -> dict:
@@ -310,6 +322,7 @@ def _from_file(path: str, modalities: Sequence[str], facts: DataFacts, vocab_siz
     base = content.get("base", "small")
     if base not in ENCODER_PRESETS:
         raise EncoderPresetError(f"{file}: base {base!r} is not one of {ENCODER_PRESETS}")
+    vocab_sizes = _with_kmer_vocabulary(vocab_sizes, modalities, int(content.get("dna_k", EncoderChoice.dna_k)))
     rest = [m for m in modalities if m not in given]
     choice = choose_encoders(base, rest, facts, vocab_sizes) if rest else EncoderChoice(
         name=base, specs={}, hidden_size=256 if base == "hub" else SMALL_SHARED_SIZE)
