@@ -74,6 +74,18 @@ def test_a_clients_file_makes_the_clients_it_names(root, tmp_path):
     assert plan.clients[1].fragments == {TASK: half} and plan.clients[0].rows[TASK]["train"] == len(with_profile)
 
 
+def test_a_clients_file_client_left_without_rows_is_warned(root, tmp_path, caplog):
+    # before: only a --partition warned; a clients file's client with an empty split trained nothing, unsaid
+    validation = load_dataset(str(root / "multimed"), TASK, split="validation")
+    i = next(i for i, p in enumerate(validation["profile_indices"]) if p is None)  # a row without a profile
+    empty = CLIENTS.replace('validation: "validation[:50%]"', f'validation: "validation[{i}:{i + 1}]"')
+    (root / "clients-empty.yaml").write_text(empty)  # beside the data it names
+    with caplog.at_level("WARNING", logger="multimed_hf.federated.partition"):
+        plan = clients_from_file(root / "clients-empty.yaml", tmp_path / "fed")
+    assert plan.clients[0].rows[TASK]["validation"] == 0
+    assert f"clinic: {TASK} validation" in caplog.text and "hold no row" in caplog.text
+
+
 @pytest.mark.parametrize("text, message", [
     ("clients: []", "non-empty list under 'clients'"),
     (f"data: multimed\nclients:\n  - name: a\n    tasks: {{{TASK}: {{modalities: [xray]}}}}", "not modalities of"),

@@ -46,6 +46,7 @@ from multimed_hf.federated.partition import (
     PartitionError,
     _blank,
     holds_modality,
+    warn_empty_splits,
     write_rows,
 )
 from multimed_hf.tasks import get_task
@@ -177,6 +178,7 @@ def clients_from_file(path: str | os.PathLike, out_dir: str | os.PathLike, *,
         if entry["kind"] is None:
             client.kind = "paired" if complete else "partial"
         clients.append(client)
+    warn_empty_splits(clients)
     plan = FederationPlan(data=str(top), tasks=list(dict.fromkeys(tasks)), by=f"clients file {Path(path).name}",
                           seed=int(seed), clients=clients, root=str(root))
     plan.save()

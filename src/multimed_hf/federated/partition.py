@@ -336,20 +336,20 @@ def partition_config(data: str | os.PathLike, tasks: Sequence[str], partition, o
             target.mkdir(parents=True, exist_ok=True)
             write_rows(fragments, target / f"{FRAGMENTS}.parquet")
             clients[partner].fragments[task] = len(fragments)
-    _warn_empty(clients)
+    warn_empty_splits(clients)
     plan = FederationPlan(data=str(data), tasks=tasks, by=by, seed=int(seed), clients=clients, root=str(root))
     plan.save()
     return plan
 
 
-def _warn_empty(clients: Sequence[ClientSpec]) -> None:
+def warn_empty_splits(clients: Sequence[ClientSpec]) -> None:
     """Warn of each client left with no row of a task's split (its patients all at other clients, or none of its
     rows holding a modality a partial client keeps): it trains or validates nothing on that task."""
     empty = [f"{c.name}: {task} {split}" for c in clients for task, splits in c.rows.items()
              for split, n in splits.items() if n == 0]
     if empty:
-        logger.warning("partition: %d client split(s) hold no row, so those clients train or validate nothing on "
-                       "them (fewer clients, another --seed or --by give them rows): %s", len(empty), "; ".join(empty))
+        logger.warning("federation: %d client split(s) hold no row, so those clients train or validate nothing "
+                       "on them (a partition: fewer clients, another --seed or --by give them rows): %s", len(empty), "; ".join(empty))
 
 
 def load_client_data(client_dir: str | os.PathLike) -> dict[str, dict[str, object]]:
