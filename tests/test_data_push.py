@@ -117,3 +117,51 @@ def test_a_source_holding_files_its_licence_does_not_cover_is_not_pushed(tmp_pat
     (source / "10x_pbmc68k_reduced.h5ad").rename(source / "pbmc68k_reduced.h5ad")
     build_dataset("cell_type", [source], tmp_path / "renamed", progress=False)
     assert "pbmc68k_reduced" not in left_out_sources(tmp_path / "renamed")
+
+
+def test_a_push_keeps_what_the_repository_holds_that_it_does_not_replace(fake_hub, tmp_path):
+    # before: a config added by hand (no build_info.json of ours) dropped out of the card, and another tool's
+    # build_info.json made every push fail with KeyError: 'task'
+    import json
+
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=fake_hub.endpoint, token=fake_hub.token)
+    api.create_repo("org/mixed", repo_type="dataset")
+    import io
+
+    import pandas as pd
+
+    shard = io.BytesIO()
+    pd.DataFrame({"a": [1], "b": [2]}).to_parquet(shard)
+    readme = "---\nconfigs:\n- config_name: mine\n  data_files:\n  - split: train\n    path: mine/*.parquet\n---\n"
+    for path, data in (("README.md", readme.encode()), ("mine/train.parquet", shard.getvalue()),
+                       ("extra/build_info.json", json.dumps({"tool": "other"}).encode())):
+        api.upload_file(path_or_fileobj=data, path_in_repo=path, repo_id="org/mixed", repo_type="dataset")
+    build_dataset("brain_tumor", [sample_generators()["Brain-Tumor-MRI-Dataset"](tmp_path / "bt")], tmp_path / "a",
+                  progress=False)
+    push_dataset(tmp_path / "a", "org/mixed", token=fake_hub.token)
+    assert load_dataset("org/mixed", "mine")["train"].num_rows == 1
+    assert load_dataset("org/mixed", "brain_tumor")["test"].num_rows > 0
+
+
+def test_a_config_this_build_leaves_out_stays_loadable_from_an_earlier_push(fake_hub, tmp_path):
+    # before: this build's left-out pbmc68k_reduced (other .h5ad beside scanpy's) was applied to the repository's
+    # cell_type of an earlier push: its shards stayed but left the card, and the card named a local file
+    source = sample_generators()["pbmc68k_reduced"]
+    clean = source(tmp_path / "clean")
+    for path in clean.glob("*.h5ad"):
+        if path.name != "10x_pbmc68k_reduced.h5ad":
+            path.unlink()
+    build_dataset("cell_type", [clean], tmp_path / "first", progress=False)
+    push_dataset(tmp_path / "first", "org/mm", token=fake_hub.token)
+    rows = load_dataset("org/mm", "cell_type")["test"].num_rows
+    build_dataset("cell_type", [source(tmp_path / "mixed")], tmp_path / "second", progress=False)  # left out
+    build_dataset("brain_tumor", [sample_generators()["Brain-Tumor-MRI-Dataset"](tmp_path / "bt")],
+                  tmp_path / "second", progress=False)
+    report = push_dataset(tmp_path / "second", "org/mm", token=fake_hub.token)
+    assert "pbmc68k_reduced" in report.left_out
+    assert load_dataset("org/mm", "cell_type")["test"].num_rows == rows
+    card = fake_hub.files("org/mm")["README.md"].decode()
+    assert "config_name: cell_type" in card and "config_name: brain_tumor" in card
+    assert "its samples come from files its licence" not in card  # this build's reason, not the repository's

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from huggingface_hub import DatasetCard, DatasetCardData
 
@@ -51,20 +51,31 @@ def read_build_infos(out_dir: Path) -> list[dict]:
     return sorted(infos, key=lambda info: order.get(info["task"], len(order)))
 
 
-def _card_data(infos: list[dict], left_out: Mapping[str, str]) -> DatasetCardData:
+def _left_out_of(info: dict, left_out: Mapping[str, str]) -> set[str]:
+    """The sources of a config the card names but does not load: a pushed copy's own list (``build_info``'s
+    ``left_out``, which ``push`` sets), else those of ``left_out``."""
+    return set(info["left_out"]) if "left_out" in info else set(left_out)
+
+
+def _card_data(infos: list[dict], left_out: Mapping[str, str],
+               extra_configs: Sequence[Mapping] = ()) -> DatasetCardData:
+    """The card's YAML: each config's shards but those of its left-out sources (``_left_out_of``), then
+    ``extra_configs`` (a repository's configs of no build info of ours, kept as they were)."""
     configs = []
     for info in infos:
         data_files = []
+        left = _left_out_of(info, left_out)
         for split in SPLITS:
             paths = [
                 f"{info['config']}/{s['name']}/{s['fingerprint']}/{split}-*.parquet"
                 for s in info["sources"]
-                if s["data_files"].get(split) and s["name"] not in left_out
+                if s["data_files"].get(split) and s["name"] not in left
             ]
             if paths:
                 data_files.append({"split": split, "path": paths})
         if data_files:
             configs.append({"config_name": info["config"], "data_files": data_files})
+    configs += [dict(c) for c in extra_configs]
     return DatasetCardData(
         pretty_name="MultiMed (multimed_hf rebuild)",
         license="other",
@@ -135,19 +146,22 @@ def _config_section(info: dict, left_out: Mapping[str, str]) -> list[str]:
             lines.append(spec.notes)
         if s.get("assets"):
             lines.append("Files beside the shards: " + ", ".join(f"`{a}`" for a in s["assets"]) + ".")
-        if s["name"] in left_out:
-            lines.append(f"*Left out of this repository*: {left_out[s['name']]} with "
-                         f"`multimed build {task.name} --source DIR`")
+        if s["name"] in _left_out_of(info, left_out):
+            why = left_out.get(f"{info['config']}/{s['name']}") or left_out.get(s["name"], "left out")
+            lines.append(f"*Left out of this repository*: {why} with `multimed build {task.name} --source DIR`")
         lines += ["", "```bibtex", spec.citation, "```"]
     return lines + [""]
 
 
 def build_card(out_dir: Path, left_out: Mapping[str, str] | None = None, *,
-               infos: list[dict] | None = None) -> DatasetCard:
-    """The dataset card of ``out_dir``; sources in ``left_out`` (name -> reason) are listed but not loaded.
+               infos: list[dict] | None = None, extra_configs: Sequence[Mapping] = ()) -> DatasetCard:
+    """The dataset card of ``out_dir``; sources in ``left_out`` (name, or ``config/name`` -> reason) are listed but
+    not loaded.
 
     ``infos``: the build infos to describe, in place of those in ``out_dir``: a push passes its pushed copies
-    (``push.pushed_build_info``: the pushed configs only, their figures counted over the pushed sources)."""
+    (``push.pushed_build_info``: the pushed configs only, their figures counted over the pushed sources, their
+    left-out sources under ``left_out``) and those an earlier push left in the repository; ``extra_configs``: YAML
+    config entries of the repository that no build info describes, kept in the card's YAML."""
     left_out = dict(left_out or {})
     infos = read_build_infos(out_dir) if infos is None else infos
     body = [_INTRO]
@@ -157,13 +171,13 @@ def build_card(out_dir: Path, left_out: Mapping[str, str] | None = None, *,
         body.append("")
     for info in infos:
         body += _config_section(info, left_out)
-    return DatasetCard(f"---\n{_card_data(infos, left_out).to_yaml()}\n---\n\n" + "\n".join(body))
+    return DatasetCard(f"---\n{_card_data(infos, left_out, extra_configs).to_yaml()}\n---\n\n" + "\n".join(body))
 
 
 def render_readme(out_dir: Path, left_out: Mapping[str, str] | None = None, *,
-                  infos: list[dict] | None = None) -> str:
+                  infos: list[dict] | None = None, extra_configs: Sequence[Mapping] = ()) -> str:
     """The README text for ``out_dir`` (``build_card`` as text); the same build infos give the same bytes."""
-    return str(build_card(out_dir, left_out, infos=infos))
+    return str(build_card(out_dir, left_out, infos=infos, extra_configs=extra_configs))
 
 
 def write_readme(out_dir: Path) -> Path:

@@ -122,30 +122,36 @@ def push_dataset(
             rewritten[f"{config}/{BUILD_INFO}"] = (json.dumps(info, indent=2, sort_keys=True) + "\n").encode("utf-8")
             if manifest.is_file():
                 rewritten[f"{config}/{MANIFEST}"] = "".join(lines).encode("utf-8")
-        pushed_infos.append(info)
+        pushed_infos.append({**info, "left_out": list(info.get("left_out", []))})
     uploads = {rel: rewritten.get(rel, path) for rel, path in folder_files(out_dir).items()
                if rel != "README.md" and not rel.startswith(CACHE_DIR + "/")
                and not any(rel.startswith(prefix + "/") for prefix in skipped)}
     if not pushed_infos:
         raise ValueError(f"{out_dir}: every built source is left out ({', '.join(sorted(left_out))}): nothing to push")
     files = list(uploads)
-    kept = _remote_infos(repo_id, token, {i["config"] for i in pushed_infos})
+    kept, extra_configs = _remote_configs(repo_id, token, {i["config"] for i in pushed_infos})
     order = {name: i for i, name in enumerate(list_tasks(include_extras=True))}
     card_infos = sorted([*pushed_infos, *kept], key=lambda info: order.get(info["task"], len(order)))
-    card_left_out = {**{name: _earlier_reason(name, info) for info in kept for name in info.get("left_out", [])},
-                     **left_out}
-    uploads["README.md"] = render_readme(out_dir, card_left_out, infos=card_infos).encode("utf-8")
+    # the repository's other configs keep their own left-out sources (and shards): a source this build leaves out
+    # is named only where it is left out of the card's configs
+    theirs = {s["name"] for info in kept for s in info["sources"]}
+    card_left_out = {**{f"{info['config']}/{name}": _earlier_reason(name, info) for info in kept
+                        for name in info.get("left_out", [])},
+                     **{name: why for name, why in left_out.items() if name not in theirs}}
+    uploads["README.md"] = render_readme(out_dir, card_left_out, infos=card_infos,
+                                         extra_configs=extra_configs).encode("utf-8")
     commit = upload_files(repo_id, uploads, repo_type="dataset", token=token, private=private,
                           commit_message=f"multimed push: {', '.join(i['config'] for i in pushed_infos)}",
                           replace_under=[f"{i['config']}/" for i in pushed_infos])  # an earlier push's shards go
     return PushReport(repo_id, files + ["README.md"], left_out, commit.commit_url)
 
 
-def _remote_infos(repo_id: str, token, pushed: set[str]) -> list[dict]:
-    """The ``build_info.json`` of each config an earlier push left in the repository that this push does not
-    replace ([] for a repository not made yet)."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import RepositoryNotFoundError
+def _remote_configs(repo_id: str, token, pushed: set[str]) -> tuple[list[dict], list[dict]]:
+    """What the repository holds beside the configs this push replaces: the ``build_info.json`` of each config an
+    earlier push left there (a file of another tool is not one), and its card's YAML config entries that no such
+    build info describes (a config added by hand). Both empty for a repository not made yet."""
+    from huggingface_hub import DatasetCard, HfApi
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
     from multimed_hf.hub_upload import HubUploadError, is_hub_error
 
@@ -154,16 +160,45 @@ def _remote_infos(repo_id: str, token, pushed: set[str]) -> list[dict]:
         try:
             paths = api.list_repo_files(repo_id, repo_type="dataset")
         except RepositoryNotFoundError:
-            return []
-        wanted = sorted(p for p in paths if p.count("/") == 1 and p.endswith("/" + BUILD_INFO)
-                        and p.split("/")[0] not in pushed)
-        return [json.loads(Path(api.hf_hub_download(repo_id, p, repo_type="dataset")).read_text()) for p in wanted]
+            return [], []
+        infos = []
+        for path in sorted(p for p in paths if p.count("/") == 1 and p.endswith("/" + BUILD_INFO)):
+            if path.split("/")[0] in pushed:
+                continue
+            info = _build_info_of(Path(api.hf_hub_download(repo_id, path, repo_type="dataset")).read_text())
+            if info is not None and info["config"] == path.split("/")[0]:
+                infos.append({**info, "left_out": list(info.get("left_out", []))})  # its own, none of this build's
+        described = pushed | {info["config"] for info in infos}
+        extra = []
+        if "README.md" in paths:
+            try:
+                card = DatasetCard.load(repo_id, repo_type="dataset", token=token)
+            except EntryNotFoundError:
+                card = None
+            configs = (card.data.to_dict().get("configs") or []) if card is not None else []
+            extra = [c for c in configs if isinstance(c, dict) and c.get("config_name") not in described]
+        return infos, extra
     except Exception as err:
         if not is_hub_error(err):
             raise
         raise HubUploadError(f"reading the dataset repository {repo_id!r} at {api.endpoint} failed "
                              f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); check the "
                              f"network, HF_ENDPOINT and your token") from err
+
+
+def _build_info_of(text: str) -> dict | None:
+    """A config's ``build_info.json`` as ``multimed build`` writes it, or None for a file of another kind."""
+    try:
+        info = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(info, dict) or not isinstance(info.get("sources"), list) or "config" not in info:
+        return None
+    try:
+        get_task(info.get("task"))
+    except (ValueError, KeyError, TypeError):
+        return None
+    return info
 
 
 def _earlier_reason(name: str, info: dict) -> str:
