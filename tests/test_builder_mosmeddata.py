@@ -245,6 +245,25 @@ def test_a_copy_of_the_same_voxels_in_other_bytes_is_read_once(tmp_path):
     assert kept and all(e.status == "kept" for e in kept)
 
 
+def test_a_nii_of_other_voxels_beside_its_nii_gz_is_a_volume_of_its_own(tmp_path):
+    # before: both files gave the sample ids study_NNNN/<slice>, and every slice of both was rejected (the study lost)
+    from multimed_hf.api import build_dataset
+
+    root = sample.make(tmp_path / sample.FOLDER, bad_files=False)
+    folder = root / "studies" / "CT-1"
+    original = folder / sorted(p.name for p in folder.glob("study_*.nii.gz"))[0]
+    image = nib.load(original)
+    voxels = np.asarray(image.dataobj).copy()[::-1]  # other voxels (mirrored)
+    plain = original.with_name(original.name.replace(".nii.gz", ".nii"))
+    nib.save(nib.Nifti1Image(voxels, image.affine, image.header), plain)
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    assert not [e for e in report.entries if e.status == "rejected"], report.summary()
+    ids = {e.source_path: e.sample_id for e in report.entries if e.sample_id}
+    study = original.name.removesuffix(".nii.gz")
+    assert ids[original.relative_to(root).as_posix()].startswith(f"{study}/")
+    assert ids[plain.relative_to(root).as_posix()].startswith(f"{plain.name}/")
+
+
 def test_a_renamed_volume_that_differs_is_kept_as_its_own_volume(tmp_path):
     # a "(1)" file of other voxels (another export of the study): kept with the study's patient, under a volume id
     # of its own, so that volume_id + slice_index name one slice

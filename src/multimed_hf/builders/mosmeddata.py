@@ -134,7 +134,8 @@ def _study_order(relpath: str) -> tuple:
 class MosMedDataBuilder(NonDataFiles, WrappedTree, RenderedSlices, SourceBuilder):
     task = "radiographic_findings"
     source = "mosmeddata"
-    version = "4"  # 2: .nii.gz in any case; 3: a byte-identical "(1)" copy dropped; 4: any copy of the same voxels
+    version = "5"  # 2: .nii.gz in any case; 3: a byte-identical "(1)" copy dropped; 4: any copy of the same voxels;
+    # 5: a .nii of other voxels beside its .nii.gz its own volume
     #: The archive's own folder around the tree.
     wrappers = ("COVID19_1110",)
     #: The window every slice is rendered in (recorded per sample in the ``window`` column).
@@ -198,6 +199,11 @@ class MosMedDataBuilder(NonDataFiles, WrappedTree, RenderedSlices, SourceBuilder
         refuse_later_copy(self.root, relpath, self._study_files.get((folder, study), ()), "its slices would be in "
                           "the data twice", order=_study_order, same=_same_volume, copy="a copy (the same voxels)",
                           beside=True)
+        before = [f for f in self._study_files.get((folder, study), ()) if _study_order(f) < _study_order(relpath)]
+        if match is not None and before:  # study_0001.nii of other voxels beside study_0001.nii.gz: its own volume
+            stem = name
+            note = (f"name variant: {name!r} holds other voxels than {PurePosixPath(before[0]).name}; kept as "
+                    f"{folder} (its folder), patient {study!r}, volume {stem!r}")
         volume = _volume(self.root / relpath)
         samples, modality = [], self.spec().modality
         for z in np.argsort(volume.stored_index):
