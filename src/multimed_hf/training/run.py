@@ -759,9 +759,10 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
                                      training_args=training_args, streaming=eargs.streaming,
                                      max_eval_samples=eargs.max_eval_samples,
                                      bootstrap_samples=eargs.bootstrap_samples)
-        for key, value in sorted(result.metrics.items()):
-            print(f"{key}: {value}")
-        print(f"results, metrics with CIs and predictions written to {result.output_dir}")  # --output_dir's default
+        if training_args.process_index == 0:  # once, not once per process (torchrun)
+            for key, value in sorted(result.metrics.items()):
+                print(f"{key}: {value}")
+            print(f"results, metrics with CIs and predictions written to {result.output_dir}")  # the default dir
     except ValueError as err:
         print(f"multimed evaluate: error: {err}", file=sys.stderr)
         return 2
