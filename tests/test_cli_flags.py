@@ -392,3 +392,18 @@ def test_train_says_which_tasks_its_family_has_no_run_for(tmp_path, monkeypatch,
     out = capsys.readouterr().out
     assert trained == ["expression_prediction", "med_vqa"]
     assert "brain_tumor: no run of family 'multimodal' (same as unimodal (one modality))" in out
+
+
+def test_resuming_a_checkpoint_of_other_tasks_is_refused_naming_both(tmp_path):
+    # before: Trainer failed on a long list of missing and unexpected weight names
+    from multimed_hf.training.run import RunError, _refuse_checkpoint_of_other_heads
+    from training_tiny import tiny_model
+
+    checkpoint = tmp_path / "run" / "checkpoint-3"
+    tiny_model(["brain_tumor"]).config.save_pretrained(checkpoint)
+    other = tiny_model(["brain_tumor", "diabetic_retinopathy"]).config
+    for resume in (str(checkpoint), True):
+        with pytest.raises(RunError, match=r"heads for tasks \['brain_tumor'\], this run's for \['brain_tumor', "
+                                           r"'diabetic_retinopathy'\]: resume with the --tasks"):
+            _refuse_checkpoint_of_other_heads(resume, str(tmp_path / "run"), other)
+    _refuse_checkpoint_of_other_heads(True, str(tmp_path / "run"), tiny_model(["brain_tumor"]).config)  # alike

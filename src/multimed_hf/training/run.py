@@ -540,6 +540,7 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
     resume = training_args.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in ("true", "last"):
         resume = True
+    _refuse_checkpoint_of_other_heads(resume, training_args.output_dir, assembly.model.config)
     train_result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(_internal_call=True)  # pushed once, at the end, with the card and results (below)
     train_metrics = dict(train_result.metrics)
@@ -731,6 +732,25 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         print(f"multimed train: error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _refuse_checkpoint_of_other_heads(resume, output_dir: str, config) -> None:
+    """``--resume_from_checkpoint`` of a checkpoint whose model has other task heads than this run's (another
+    ``--tasks`` or family): refused, naming both, before Trainer fails on the missing and unexpected weights."""
+    from multimed_hf.configuration_multimed import MultiMedConfig
+
+    folder = last_checkpoint(output_dir) if resume is True else resume
+    if not folder or not (Path(folder) / "config.json").is_file():
+        return  # Trainer says what is missing
+    try:
+        theirs = sorted(MultiMedConfig.from_pretrained(folder).heads)
+    except (OSError, ValueError):
+        return
+    ours = sorted(config.heads)
+    if theirs != ours:
+        raise RunError(f"--resume_from_checkpoint {folder}: the checkpoint's model has heads for tasks {theirs}, this "
+                       f"run's for {ours}: resume with the --tasks and family that made it, or train afresh into "
+                       f"another --output_dir")
 
 
 def last_checkpoint(folder: str | os.PathLike) -> str | None:
