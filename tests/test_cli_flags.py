@@ -392,6 +392,14 @@ def test_train_says_which_tasks_its_family_has_no_run_for(tmp_path, monkeypatch,
     out = capsys.readouterr().out
     assert trained == ["expression_prediction", "med_vqa"]
     assert "brain_tumor: no run of family 'multimodal' (same as unimodal (one modality))" in out
+    # one plan left (before: brain_tumor unsaid there too)
+    trained.clear()
+    monkeypatch.setattr(run, "train_model", lambda args, targs, plan=None, verbose=False: trained.append(
+        run.choose_plan(args).name) or SimpleNamespace(output_dir=targs.output_dir))
+    assert run.train_main(["--data", str(tmp_path / "none"), "--tasks", "brain_tumor", "expression_prediction",
+                           "--family", "multimodal", "--output_dir", str(tmp_path / "one")]) == 0
+    assert trained == ["expression_prediction"]
+    assert "brain_tumor: no run of family 'multimodal'" in capsys.readouterr().out
 
 
 def test_resuming_a_checkpoint_of_other_tasks_is_refused_naming_both(tmp_path):
@@ -403,7 +411,12 @@ def test_resuming_a_checkpoint_of_other_tasks_is_refused_naming_both(tmp_path):
     tiny_model(["brain_tumor"]).config.save_pretrained(checkpoint)
     other = tiny_model(["brain_tumor", "diabetic_retinopathy"]).config
     for resume in (str(checkpoint), True):
-        with pytest.raises(RunError, match=r"heads for tasks \['brain_tumor'\], this run's for \['brain_tumor', "
-                                           r"'diabetic_retinopathy'\]: resume with the --tasks"):
+        with pytest.raises(RunError, match=r"another run's: heads for tasks \['brain_tumor'\] \(this run: "
+                                           r"\['brain_tumor', 'diabetic_retinopathy'\]\).* resume with the --tasks"):
             _refuse_checkpoint_of_other_heads(resume, str(tmp_path / "run"), other)
     _refuse_checkpoint_of_other_heads(True, str(tmp_path / "run"), tiny_model(["brain_tumor"]).config)  # alike
+    # the same task by another family (before: the same head keys passed, and the strict load failed)
+    late = tiny_model(["brain_tumor"]).config
+    late.fusion = "late"
+    with pytest.raises(RunError, match=r"another run's: fusion intermediate \(this run: late\)"):
+        _refuse_checkpoint_of_other_heads(True, str(tmp_path / "run"), late)

@@ -166,6 +166,20 @@ def test_a_hub_checkpoints_alignment_is_read_from_its_repository(fake_hub, tmp_p
     assert read_alignment("org/plain") is None and read_alignment(tmp_path) is None
 
 
+def test_a_hub_alignment_out_of_reach_is_not_read_as_absent(monkeypatch):
+    # before: offline and not cached (LocalEntryNotFoundError, a subclass of EntryNotFoundError) read as "no
+    # alignment.json": an aligned base was called not trained for zero-shot
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def offline(*args, **kwargs):
+        raise LocalEntryNotFoundError("not in the cache and offline")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    with pytest.raises(ZeroShotError, match=r"'org/aligned': its alignment.json could not be read .*hf download"):
+        read_alignment("org/aligned")
+
+
 def test_zero_shot_chance_is_what_the_accuracy_chooses_among():
     # before: 1 / len(classes): a multilabel disease row chooses among its ~4 known names, not the task's 38, so a
     # below-chance 21% read as 7x chance (chance 3%)

@@ -417,11 +417,15 @@ def read_alignment(checkpoint: str | Path) -> dict | None:
     if Path(checkpoint).exists() or str(checkpoint).count("/") != 1:
         return None  # a local folder without one, or no Hub id
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     try:
         return json.loads(Path(hf_hub_download(str(checkpoint), ALIGNMENT_INFO)).read_text())
-    except EntryNotFoundError:
+    except LocalEntryNotFoundError:  # offline, or unreachable, and not cached: unknown, not absent
+        raise ZeroShotError(f"{checkpoint!r}: its {ALIGNMENT_INFO} could not be read (offline, or the Hub unreachable, "
+                            f"and not in the local cache): fetch it (`hf download {checkpoint} {ALIGNMENT_INFO}`) or go "
+                            f"online") from None
+    except EntryNotFoundError:  # the repository has none
         return None
 
 

@@ -711,7 +711,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.plan is not None or len(plans) <= 1:
             plans = [choose_plan(args)]
-        elif training_args.process_index == 0:  # a task of --tasks no plan trains: said, not left out unsaid
+        if args.plan is None and training_args.process_index == 0:  # a task of --tasks no plan trains: said
             for t, reason in unplanned(args.family, args.tasks, local).items():
                 print(f"{t}: no run of family {args.family!r} ({reason})")
         unused = flag_changing_no_plan([plan_flag_notes(args, p) for p in plans])
@@ -735,22 +735,31 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _refuse_checkpoint_of_other_heads(resume, output_dir: str, config) -> None:
-    """``--resume_from_checkpoint`` of a checkpoint whose model has other task heads than this run's (another
-    ``--tasks`` or family): refused, naming both, before Trainer fails on the missing and unexpected weights."""
+    """``--resume_from_checkpoint`` of a checkpoint whose model is another run's (other task heads, encoders, head
+    modalities or fusion: another ``--tasks``, family or ``--encoders``): refused, naming the difference, before
+    Trainer fails on the missing and unexpected weights."""
     from multimed_hf.configuration_multimed import MultiMedConfig
 
     folder = last_checkpoint(output_dir) if resume is True else resume
     if not folder or not (Path(folder) / "config.json").is_file():
         return  # Trainer says what is missing
     try:
-        theirs = sorted(MultiMedConfig.from_pretrained(folder).heads)
+        saved = MultiMedConfig.from_pretrained(folder)
     except (OSError, ValueError):
         return
-    ours = sorted(config.heads)
-    if theirs != ours:
-        raise RunError(f"--resume_from_checkpoint {folder}: the checkpoint's model has heads for tasks {theirs}, this "
-                       f"run's for {ours}: resume with the --tasks and family that made it, or train afresh into "
-                       f"another --output_dir")
+    differences = []
+    for what, theirs, ours in (
+            ("heads for tasks", sorted(saved.heads), sorted(config.heads)),
+            ("encoders", sorted(saved.encoders), sorted(config.encoders)),
+            ("heads reading", {t: h["modalities"] for t, h in saved.heads.items()},
+             {t: h["modalities"] for t, h in config.heads.items()}),
+            ("fusion", saved.fusion, config.fusion)):
+        if theirs != ours:
+            differences.append(f"{what} {theirs} (this run: {ours})")
+    if differences:
+        raise RunError(f"--resume_from_checkpoint {folder}: the checkpoint's model is another run's: "
+                       f"{'; '.join(differences[:2])}: resume with the --tasks, family and encoders that made it, or "
+                       f"train afresh into another --output_dir")
 
 
 def last_checkpoint(folder: str | os.PathLike) -> str | None:
