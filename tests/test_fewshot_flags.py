@@ -168,6 +168,10 @@ def test_zero_shot_no_run_can_score_is_skipped_beside_k_shot_runs_and_said(check
     assert not (tmp_path / "out" / "runs" / "brain_tumor" / "zero_shot").exists()
     markdown = write_table2(records, tmp_path / "out").markdown.read_text()
     assert "not scored: the base was not trained with the label-text alignment option" in markdown
+    # another task appended to the same table keeps the note (before: "not run")
+    other = [{"family": "5_shot", "task": "cell_type", "metric": "accuracy", "value": 0.5, "seed": 0, "split": "test",
+              "n": 8, "k": 5}]
+    assert "not scored: the base was not trained" in write_table2(other, tmp_path / "out").markdown.read_text()
 
 
 def test_zero_shot_alone_on_a_base_no_run_can_score_is_refused_up_front(tmp_path):

@@ -71,6 +71,8 @@ TABLE2_EXTRA_COLUMNS = ("k", "chance", "majority", "support_short")
 TABLE1_ROWS = ("multimodal", "multimodal_multitask")
 #: The key of a record that stands for a run not made (its value: why), read by ``write_table2`` into a cell note.
 NOT_SCORED = "not_scored"
+#: Beside table2.csv: task -> why its zero-shot cell has no number (``NOT_SCORED`` records), for later appends.
+NOT_SCORED_FILE = "table2_not_scored.json"
 #: What Table 2's zero-shot cell of a regression task says (see ``multimed_hf.fewshot.zeroshot``).
 ZERO_SHOT_REGRESSION_NOTE = "no zero-shot for a regression target (no class texts); see fewshot.zeroshot"
 
@@ -520,6 +522,15 @@ def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: 
     output_dir = Path(output_dir)
     skipped = {r["task"]: r[NOT_SCORED] for r in records if r.get(NOT_SCORED)}
     new = [dict(r) for r in records if not r.get(NOT_SCORED)]
+    # why an earlier run's zero-shot cell has no number, kept beside table2.csv for the runs appending to it
+    kept_notes = output_dir / NOT_SCORED_FILE
+    earlier = json.loads(kept_notes.read_text()) if append and kept_notes.is_file() else {}
+    skipped = {**{t: why for t, why in earlier.items() if t not in {r["task"] for r in records}}, **skipped}
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if skipped:
+        kept_notes.write_text(json.dumps(skipped, indent=2, sort_keys=True) + "\n")
+    elif kept_notes.is_file():
+        kept_notes.unlink()
     written = {(r["task"], r["family"]) for r in new}
     previous = read_records(output_dir / "table2.csv") if append and (output_dir / "table2.csv").is_file() else []
     kept = [r for r in previous if (r["task"], r["family"]) not in written
