@@ -165,3 +165,32 @@ def test_a_config_this_build_leaves_out_stays_loadable_from_an_earlier_push(fake
     card = fake_hub.files("org/mm")["README.md"].decode()
     assert "config_name: cell_type" in card and "config_name: brain_tumor" in card
     assert "its samples come from files its licence" not in card  # this build's reason, not the repository's
+
+
+def test_a_config_pushed_by_an_older_version_keeps_its_left_out_source_out_of_the_card(fake_hub, tmp_path):
+    # before: its build_info.json (no left_out key) listed BreakHis, whose shards were never uploaded: the card's
+    # YAML named files not in the repository and its body a source left out
+    from huggingface_hub import HfApi
+
+    from multimed_hf.data.card import render_readme
+    from multimed_hf.data.push import left_out_sources
+
+    old = tmp_path / "old"
+    make = sample_generators()
+    build_dataset("breast_cancer", [make["BreaKHis_v1"](tmp_path / "bh"), make["cbis_ddsm"](tmp_path / "cbis")], old,
+                  progress=False)
+    left = left_out_sources(old)
+    assert "breakhis" in left
+    api = HfApi(endpoint=fake_hub.endpoint, token=fake_hub.token)
+    api.create_repo("org/old", repo_type="dataset")
+    for path in sorted((old / "breast_cancer").rglob("*")):  # as an older push uploaded it
+        rel = path.relative_to(old).as_posix()
+        if path.is_file() and not rel.startswith("breast_cancer/breakhis/"):
+            api.upload_file(path_or_fileobj=str(path), path_in_repo=rel, repo_id="org/old", repo_type="dataset")
+    api.upload_file(path_or_fileobj=render_readme(old, left).encode(), path_in_repo="README.md", repo_id="org/old",
+                    repo_type="dataset")
+    build_dataset("brain_tumor", [make["Brain-Tumor-MRI-Dataset"](tmp_path / "bt")], tmp_path / "new", progress=False)
+    push_dataset(tmp_path / "new", "org/old", token=fake_hub.token)
+    card = fake_hub.files("org/old")["README.md"].decode()
+    assert "breast_cancer/breakhis/" not in card.split("---")[1]
+    assert load_dataset("org/old", "breast_cancer")["test"].num_rows > 0

@@ -162,12 +162,19 @@ def _remote_configs(repo_id: str, token, pushed: set[str]) -> tuple[list[dict], 
         except RepositoryNotFoundError:
             return [], []
         infos = []
+        held = {tuple(p.split("/")[:2]) for p in paths if p.count("/") >= 2}  # (config, source) folders there
         for path in sorted(p for p in paths if p.count("/") == 1 and p.endswith("/" + BUILD_INFO)):
-            if path.split("/")[0] in pushed:
+            config = path.split("/")[0]
+            if config in pushed:
                 continue
             info = _build_info_of(Path(api.hf_hub_download(repo_id, path, repo_type="dataset")).read_text())
-            if info is not None and info["config"] == path.split("/")[0]:
-                infos.append({**info, "left_out": list(info.get("left_out", []))})  # its own, none of this build's
+            if info is None or info["config"] != config:
+                continue
+            # its own left-out sources, none of this build's; a push of an older version did not list them: the
+            # sources whose folder is not in the repository
+            left = list(info["left_out"]) if "left_out" in info else [
+                s["name"] for s in info["sources"] if (config, s["name"]) not in held]
+            infos.append({**info, "sources": [s for s in info["sources"] if s["name"] not in left], "left_out": left})
         described = pushed | {info["config"] for info in infos}
         extra = []
         if "README.md" in paths:
