@@ -174,6 +174,17 @@ def test_zero_shot_no_run_can_score_is_skipped_beside_k_shot_runs_and_said(check
     assert "not scored: the base was not trained" in write_table2(other, tmp_path / "out").markdown.read_text()
 
 
+def test_a_family_folder_of_several_runs_is_named_as_such(checkpoint, tmp_path):
+    # before: transformers read the folder without config.json as an empty config: "the checkpoint encodes []"
+    import shutil
+
+    parent = tmp_path / "runs"
+    shutil.copytree(checkpoint, parent / "brain_tumor-mri")
+    with pytest.raises(FewShotError, match=r"not a saved MultiMed run folder \(no config.json\); it holds the runs "
+                                           r"\['brain_tumor-mri'\]: give one of them"):
+        _run(str(parent), tmp_path)
+
+
 def test_zero_shot_alone_on_a_base_no_run_can_score_is_refused_up_front(tmp_path):
     import zeroshot_tiny as zt
 

@@ -306,6 +306,11 @@ def _load_config(checkpoint: str):
     """``checkpoint``'s ``MultiMedConfig``, or a ``FewShotError`` naming it."""
     from multimed_hf.configuration_multimed import MultiMedConfig
 
+    folder = Path(checkpoint)
+    if folder.is_dir() and not (folder / "config.json").is_file():  # transformers reads it as an empty config
+        runs = sorted(p.parent.name for p in folder.glob("*/config.json"))
+        raise FewShotError(f"CHECKPOINT {checkpoint!r}: not a saved MultiMed run folder (no config.json)"
+                           + (f"; it holds the runs {runs}: give one of them" if runs else ""))
     try:
         return MultiMedConfig.from_pretrained(checkpoint)
     except OSError as err:  # each run failed on it alike before
