@@ -349,7 +349,8 @@ def warn_empty_splits(clients: Sequence[ClientSpec]) -> None:
              for split, n in splits.items() if n == 0]
     if empty:
         logger.warning("federation: %d client split(s) hold no row, so those clients train or validate nothing "
-                       "on them (a partition: fewer clients, another --seed or --by give them rows): %s", len(empty), "; ".join(empty))
+                       "on them (a partition: fewer clients, another --seed or --by give them rows): %s", len(empty),
+                       "; ".join(empty))
 
 
 def load_client_data(client_dir: str | os.PathLike) -> dict[str, dict[str, object]]:

@@ -422,9 +422,9 @@ def read_alignment(checkpoint: str | Path) -> dict | None:
     try:
         return json.loads(Path(hf_hub_download(str(checkpoint), ALIGNMENT_INFO)).read_text())
     except LocalEntryNotFoundError:  # offline, or unreachable, and not cached: unknown, not absent
-        raise ZeroShotError(f"{checkpoint!r}: its {ALIGNMENT_INFO} could not be read (offline, or the Hub unreachable, "
-                            f"and not in the local cache): fetch it (`hf download {checkpoint} {ALIGNMENT_INFO}`) or go "
-                            f"online") from None
+        raise ZeroShotError(f"{checkpoint!r}: its {ALIGNMENT_INFO} could not be read (offline, or the Hub "
+                            f"unreachable, and not in the local cache): fetch it (`hf download {checkpoint} "
+                            f"{ALIGNMENT_INFO}`) or go online") from None
     except EntryNotFoundError:  # the repository has none
         return None
 

@@ -156,9 +156,9 @@ def plan_flag_notes(args: MultiMedArguments, plan: RunPlan) -> dict[str, str]:
     last modality is never dropped), ``--sampling`` / ``--sampling_size_cap`` with one task (every batch is that
     task's), ``--uint8_images true`` / ``--draft_images`` where no image modality is read, ``--processor_overrides``
     of modalities the plan does not read (left out of it), the task-keyed flags (``--task_batch_sizes``,
-    ``--holdout_classes``, ``--class_texts``) naming none of its tasks. ``train_model`` refuses them for the plan it chose itself
-    and warns where a caller handed it one plan of several (a family's, a benchmark grid's); ``multimed train``
-    refuses a flag that no plan of the family uses."""
+    ``--holdout_classes``, ``--class_texts``) naming none of its tasks. ``train_model`` refuses them for the plan it
+    chose itself and warns where a caller handed it one plan of several (a family's, a benchmark grid's);
+    ``multimed train`` refuses a flag that no plan of the family uses."""
     from multimed_hf.tasks import IMAGE_MODALITIES
 
     read = plan.read_modalities
