@@ -34,10 +34,11 @@ class DnaProcessor(TokenizedProcessor):
     """One DNA sequence -> ``[CLS]`` + one token per k-mer (stride ``stride``) + ``[SEP]``.
 
     The sequence is upper-cased, whitespace inside it (FASTA line breaks) dropped; a k-mer with any letter other
-    than A/C/G/T (``N``, IUPAC codes) becomes the tokenizer's unknown token. A sequence longer than ``max_length - 2`` k-mers is cut before k-merising:
-    ``truncation_side`` keeps its start (``"right"`` cuts the right end), its end (``"left"``) or a window centred
-    on ``crop_center`` (a nucleotide position; default the middle). In Xpresso's 10,500-nt promoter windows the TSS
-    is at position 7,000: ``truncation_side="center", crop_center=7000`` keeps the TSS.
+    than A/C/G/T (``N``, IUPAC codes) becomes the tokenizer's unknown token. A sequence longer than
+    ``max_length - 2`` k-mers is cut before k-merising: ``truncation_side`` keeps its start (``"right"`` cuts the
+    right end), its end (``"left"``) or a window centred on ``crop_center`` (a nucleotide position; default the
+    middle). In Xpresso's 10,500-nt promoter windows the TSS is at position 7,000: ``truncation_side="center",
+    crop_center=7000`` keeps the TSS.
     """
 
     def __init__(self, tokenizer=None, k: int = 6, stride: int = 1, max_length: int = 512,
