@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
-__all__ = ["folder_files", "upload_files", "HubUploadError", "is_hub_error"]
+__all__ = ["folder_files", "upload_files", "HubUploadError", "is_hub_error", "hub_failure"]
 
 
 class HubUploadError(ValueError):
@@ -23,6 +23,16 @@ def is_hub_error(err: BaseException) -> bool:
     module = type(err).__module__.split(".")[0]
     return (isinstance(err, (ConnectionError, hub_errors.HfHubHTTPError, hub_errors.OfflineModeIsEnabled))
             or module in ("httpx", "httpx2", "httpcore", "requests", "urllib3"))
+
+
+def hub_failure(err: BaseException, what: str, endpoint: str) -> BaseException:
+    """``err`` as a ``HubUploadError`` saying that ``what`` failed at ``endpoint`` where it is an error of the Hub
+    client (``is_hub_error``), else ``err`` itself (raise it as it is)."""
+    if not is_hub_error(err):
+        return err
+    return HubUploadError(f"{what} at {endpoint} failed ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else ''}); check the network, HF_ENDPOINT and your "
+                          f"token")
 
 
 def folder_files(folder: str | os.PathLike) -> dict[str, Path]:
@@ -58,8 +68,7 @@ def upload_files(repo_id: str, files: Mapping[str, str | os.PathLike | bytes], *
         return api.create_commit(repo_id, operations, repo_type=repo_type, commit_message=commit_message,
                                  commit_description=commit_description, revision=revision, create_pr=create_pr)
     except Exception as err:
-        if not is_hub_error(err):
+        failure = hub_failure(err, f"upload to the Hub {repo_type} repository {repo_id!r}", api.endpoint)
+        if failure is err:
             raise
-        raise HubUploadError(f"upload to the Hub {repo_type} repository {repo_id!r} at {api.endpoint} failed "
-                             f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); check the "
-                             f"network, HF_ENDPOINT and your token") from err
+        raise failure from err

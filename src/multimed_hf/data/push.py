@@ -153,7 +153,7 @@ def _remote_configs(repo_id: str, token, pushed: set[str]) -> tuple[list[dict], 
     from huggingface_hub import DatasetCard, HfApi
     from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
-    from multimed_hf.hub_upload import HubUploadError, is_hub_error
+    from multimed_hf.hub_upload import hub_failure
 
     api = HfApi(token=token)
     try:
@@ -186,11 +186,10 @@ def _remote_configs(repo_id: str, token, pushed: set[str]) -> tuple[list[dict], 
             extra = [c for c in configs if isinstance(c, dict) and c.get("config_name") not in described]
         return infos, extra
     except Exception as err:
-        if not is_hub_error(err):
+        failure = hub_failure(err, f"reading the dataset repository {repo_id!r}", api.endpoint)
+        if failure is err:
             raise
-        raise HubUploadError(f"reading the dataset repository {repo_id!r} at {api.endpoint} failed "
-                             f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); check the "
-                             f"network, HF_ENDPOINT and your token") from err
+        raise failure from err
 
 
 def _build_info_of(text: str) -> dict | None:
