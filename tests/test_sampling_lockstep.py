@@ -137,11 +137,14 @@ def test_lockstep_epochs_are_at_most_one_round_per_task_longer():
 
 def test_the_command_line_flag_reaches_the_run_s_sampling():
     from multimed_hf.training.arguments import parse_train_args
+    from multimed_hf.training.families import RunPlan
     from multimed_hf.training.run import _sampling
 
     common = ["--data", "d", "--tasks", "brain_tumor", "cell_type", "--output_dir", "out", "--use_cpu"]
-    assert _sampling(parse_train_args([*common, "--task_lockstep"])[0]).lockstep is True
-    assert _sampling(parse_train_args(common)[0]).lockstep is False
+    plan = RunPlan("all", "multimodal_multitask", ("brain_tumor", "cell_type"),
+                   {"brain_tumor": ("mri",), "cell_type": ("scrna",)})
+    assert _sampling(parse_train_args([*common, "--task_lockstep"])[0], plan).lockstep is True
+    assert _sampling(parse_train_args(common)[0], plan).lockstep is False
 
 
 def test_the_trainer_passes_lockstep_to_streamed_tasks(tmp_path):
