@@ -120,6 +120,19 @@ def test_a_context_of_constant_predictions_scores_zero_in_every_subset():
     assert headline([2.5] * 10)["value"] == 0.0
 
 
+def test_a_robustness_curve_point_scores_a_context_left_with_nothing_zero_as_combos():
+    # before: robustness's missing-modality curve took the metric's nanmean, so at full DNA loss the contexts the
+    # model could no longer predict left the mean (-0.285 where combos scored the same situation -0.142)
+    from multimed_hf.analysis.robustness import _curve_records
+
+    references = [1, 2, 3, 4, 1, 2, 3, 4]
+    contexts = ["B cell"] * 4 + ["liver"] * 4
+    lost = [1, 2, 4, 3] + [2.5] * 4  # liver's rows left with no modality: the training mean
+    point = next(r for r in _curve_records(_expression_predictions(lost, references, contexts), "test", 0, 0,
+                                           level=1.0) if r["metric"] == "pearson")
+    assert point["value"] == pytest.approx(0.8 / 2) and point["level"] == 1.0
+
+
 def test_without_constant_contexts_the_value_and_ci_are_table_1s():
     from multimed_hf.analysis._common import score
     from multimed_hf.analysis.combos import _records

@@ -39,6 +39,7 @@ __all__ = [
     "shapley_values",
     "subset_name",
     "constant_contexts_as_zero",
+    "score_constant_as_zero",
     "combos",
     "combos_main",
 ]
@@ -205,9 +206,10 @@ def _correlation_record(record: dict, predictions, column: str, bootstrap: int, 
     return {**record, **undefined}  # NaN as None, as metric_records writes them
 
 
-def _records(predictions, mode: str, subset, split, run_dir, rows_read, bootstrap, seed) -> list[dict]:
-    """The subset's metric records (``score``); a correlation of a regression column (``CORRELATION_METRICS``)
-    scores a context of constant predictions 0 (``constant_contexts_as_zero``), in every subset alike."""
+def score_constant_as_zero(predictions, split, bootstrap, seed) -> list[dict]:
+    """``score``'s metric records, where a correlation of a regression column (``CORRELATION_METRICS``) scores a
+    context of constant predictions 0 (``constant_contexts_as_zero``): the same contexts in every subset, rate or
+    level (left out, a context the model can no longer predict would leave the mean)."""
     from multimed_hf.tasks import get_task
 
     labels = get_task(predictions.task).labels
@@ -216,6 +218,14 @@ def _records(predictions, mode: str, subset, split, run_dir, rows_read, bootstra
         column = r["label"] or labels[0].name
         if r["metric"] in CORRELATION_METRICS and predictions.head_kind(column) == "regression":
             r = _correlation_record(r, predictions, column, bootstrap, seed)
+        out.append(r)
+    return out
+
+
+def _records(predictions, mode: str, subset, split, run_dir, rows_read, bootstrap, seed) -> list[dict]:
+    """The subset's metric records (``score_constant_as_zero``: in every subset alike)."""
+    out = []
+    for r in score_constant_as_zero(predictions, split, bootstrap, seed):
         out.append({"mode": mode, "subset": subset_name(subset), "size": len(subset), "label": r["label"],
                     "metric": r["metric"], "value": r["value"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
                     "n": r["n"], "rows_read": rows_read, "run": run_dir})

@@ -24,7 +24,6 @@ from multimed_hf.analysis._common import (
     predict_subset,
     prior_outputs,
     refuse_resume_path,
-    score,
     train_run,
     write_outputs,
 )
@@ -191,8 +190,13 @@ class RobustnessResult:
 
 
 def _curve_records(predictions, split, bootstrap, seed, **keys) -> list[dict]:
+    """A curve point's records; a per-context correlation scores a context of constant predictions 0, as combos
+    does (``score_constant_as_zero``): the contexts left with no modality at a high missing rate stay in the mean."""
+    from multimed_hf.analysis.combos import score_constant_as_zero
+
     return [{**keys, "label": r["label"], "metric": r["metric"], "value": r["value"], "ci_low": r["ci_low"],
-             "ci_high": r["ci_high"], "n": r["n"]} for r in score(predictions, split, bootstrap, seed)]
+             "ci_high": r["ci_high"], "n": r["n"]} for r in score_constant_as_zero(predictions, split, bootstrap,
+                                                                                    seed)]
 
 
 def robustness(args, training_args, *, options: RobustnessOptions | None = None,
@@ -241,7 +245,7 @@ def robustness(args, training_args, *, options: RobustnessOptions | None = None,
                         output_dir=output_dir / "runs" / f"dropout-{dropout:g}", modality_dropout=dropout,
                         train_fn=train_fn)
         reference = run.trainer.predict_task(task, test, split=options.split)
-        clean[dropout] = headline_value(score(reference, options.split, 0, seed), task)["value"]
+        clean[dropout] = headline_value(_curve_records(reference, options.split, 0, seed), task)["value"]
         prior = prior_outputs(task, data["train"], run.model.config.heads[task], args.max_train_samples)
         base_collator = run.trainer.data_collator
         for m in perturbed:
@@ -306,7 +310,9 @@ def _markdown(task, result: RobustnessResult, options: RobustnessOptions) -> str
     lines = [f"# Robustness: {task}", "",
              f"Headline `{column}` {metric} on the {options.split} split. Corruption per modality: "
              + "; ".join(f"{k}: {v}" for k, v in CORRUPTIONS.items()) + ". Missing: that fraction of the rows "
-             "holding the modality lose it at test time (presence masks; the same rows at every larger rate).",
+             "holding the modality lose it at test time (presence masks; the same rows at every larger rate). A "
+             "per-context correlation scores a context of constant predictions 0 (as combos), so every level and "
+             "rate averages the same contexts.",
              "", "Relative robustness: area under the curve over levels scaled to [0, 1] (MultiBench). Effective "
              f"robustness: sum of the curve minus the modality-dropout {options.modality_dropouts[0]:g} model's curve "
              "shifted to the same clean score (MultiBench uses late fusion as that baseline).", "",
