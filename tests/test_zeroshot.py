@@ -213,3 +213,22 @@ def test_zero_shot_reports_what_a_constant_guess_scores_beside_chance():
     multilabel = SimpleNamespace(head_spec={"outputs": [{"name": "diseases", "names": names, "multilabel": True}]},
                                  references={"diseases": np.array([[1, 0, nan], [1, 1, nan], [0, 1, 0], [0, 0, 0]])})
     assert zero_shot_majority(multilabel, names) == pytest.approx(2 / 3)  # a or b: 2 of the 3 rows with a positive
+
+
+def test_a_held_out_class_a_split_lacks_leaves_that_split_whole():
+    # before: train --holdout_classes "cell_type:B cell" crashed when the validation split held no B cell ("not
+    # among its classes", listing that split's); rare classes are the natural zero-shot ones
+    from datasets import Dataset
+
+    from multimed_hf.fewshot.zeroshot import hold_out
+    from multimed_hf.training.run import _without_held_out
+
+    validation = Dataset.from_dict({"sample_id": ["v1", "v2"], "cell_type": ["T cell", "NK cell"]})
+    with pytest.raises(ZeroShotError, match="not among its classes"):
+        hold_out(validation, "cell_type", ["B cell"])
+    kept, removed = hold_out(validation, "cell_type", ["B cell"], check=False)
+    assert len(kept) == 2 and removed == []
+    train = Dataset.from_dict({"sample_id": ["t1"], "cell_type": ["T cell"]})
+    data = _without_held_out({"cell_type": {"train": train, "validation": validation}}, {"cell_type": ["B cell"]},
+                             {"cell_type": train})
+    assert len(data["cell_type"]["validation"]) == 2

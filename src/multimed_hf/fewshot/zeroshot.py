@@ -166,15 +166,17 @@ def use_label_text(model, task: str, processor, *, texts: Mapping[str, str] | No
     return core.config.heads[task]
 
 
-def hold_out(dataset, task: str, classes: Sequence[str]):
+def hold_out(dataset, task: str, classes: Sequence[str], *, check: bool = True):
     """``(kept rows, removed sample ids)``: the rows of ``dataset`` that hold an example of none of ``classes`` (a
-    class label equal to one, or a multilabel row naming one as present), and the ids of those left out."""
+    class label equal to one, or a multilabel row naming one as present), and the ids of those left out. ``check``:
+    refuse a class that is none of the task's (a free-text label: of the values ``dataset`` holds); off for a split
+    that may lack a class checked on the training split (a rare class with no validation row)."""
     classes = set(classes)
     if not classes:
         return dataset, []
     columns = class_keys(task, dataset)
     unknown = classes - {n for names in columns.values() for n in names}
-    if unknown:
+    if unknown and check:
         raise ZeroShotError(f"task {task!r}: held-out classes {sorted(unknown)} are not among its classes "
                             f"{ {c: n for c, n in columns.items()} }")
     values = read_columns(dataset, list(columns) + ["sample_id"])

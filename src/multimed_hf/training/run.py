@@ -348,8 +348,8 @@ def _without_held_out(data: Mapping[str, Mapping[str, Any]], held: Mapping[str, 
     zero-shot by ``multimed fewshot CHECKPOINT --shots 0``."""
     from multimed_hf.fewshot.zeroshot import hold_out
 
-    return {t: {s: train.get(t, ds) if s == "train" else hold_out(ds, t, held[t])[0] if held.get(t) else ds
-                for s, ds in splits.items()} for t, splits in data.items()}
+    return {t: {s: train.get(t, ds) if s == "train" else hold_out(ds, t, held[t], check=False)[0] if held.get(t)
+                else ds for s, ds in splits.items()} for t, splits in data.items()}  # checked on the training split
 
 
 def _rows_label_text_heads_read(assembly, data: Mapping[str, Mapping[str, Any]]):
