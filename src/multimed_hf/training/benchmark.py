@@ -147,7 +147,7 @@ def _training_args_for(training_args, plan: RunPlan, output_dir: Path, encoders:
 
 
 def _settings(runs: Sequence[_Run], records: Sequence[Mapping], training_args, encoders: str,
-              output_dir: Path) -> list[str]:
+              output_dir: Path, task_batch_sizes: Mapping[str, int] | None = None) -> list[str]:
     """Lines saying how the numbers were made: runs, failures, and each family's training length and encoders."""
     failed = {(r.get("family"), r.get("run"), r.get("seed")) for r in records if r.get("error")}
     lines = [f"runs: {len(runs)} trained ({len(failed)} failed), each in {output_dir}/runs/<family>/<plan>/seed<k>"]
@@ -162,8 +162,10 @@ def _settings(runs: Sequence[_Run], records: Sequence[Mapping], training_args, e
         for plan in plans.values():
             args = _training_args_for(training_args, plan, Path("."), encoders)
             length = f"max_steps {args.max_steps}" if args.max_steps > 0 else f"{args.num_train_epochs:g} epochs"
+            own = {t: n for t, n in (task_batch_sizes or {}).items() if t in plan.tasks}  # --task_batch_sizes
             setting = (f"encoders {plan.encoders_for(encoders)}, {length}, learning rate {args.learning_rate:g}, "
-                       f"{_batch(args)}")
+                       f"{_batch(args)}" + (f" ({', '.join(f'{t}: {n}' for t, n in own.items())} rows a batch "
+                                           f"per device)" if own else ""))
             settings.setdefault(setting, []).append(plan.name)
         for setting, names in settings.items():
             lines.append(f"{family}: {setting}" + (f" ({', '.join(names)})" if len(settings) > 1 else ""))
@@ -462,7 +464,8 @@ def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str
     if note is None:
         note = data_note(data, tasks)
     banner, *details = (note or "").splitlines() or [""]  # an empty banner: no smoke label, the details still go
-    note = "\n".join([banner, *details, *_settings(runs, records, training_args, encoders, output_dir),
+    note = "\n".join([banner, *details, *_settings(runs, records, training_args, encoders, output_dir,
+                                                     (run_options or {}).get("task_batch_sizes")),
                       *_baseline_lines(data, tasks, records, max_train_samples=options.get("max_train_samples"),
                                        max_eval_samples=options.get("max_eval_samples"),
                                        streaming=bool(options.get("streaming")))])
