@@ -82,8 +82,18 @@ def test_the_subgroup_panel_draws_one_label_and_metric():
                                                       ("bone_age_months", "mae", 12.0),
                                                       ("bone_age_bin", "accuracy", 0.25))])
     fig = Figure()
-    _figure(fig, "bone_age", ["xray"], rows, subgroups)
+    _figure(fig, "bone_age", ["xray"], rows, subgroups, np.ones((2, 1), dtype=bool))
     panel = fig.axes[1]
     assert [t.get_text() for t in panel.get_xticklabels()] == ["sex=F", "sex=M"]
     assert [p.get_height() for p in panel.patches] == [0.5, 0.5]
     assert panel.get_title() == "accuracy per subgroup (bone_age_months)"
+
+
+def test_the_mean_leave_one_out_delta_is_over_the_rows_holding_the_modality():
+    # before: averaged over every row, the rows without the modality as 0 (scRNA, held by half the rows, read 8.27
+    # where its rows' mean was 16.54)
+    from multimed_hf.analysis.attribution import _mean_abs_delta
+
+    rows = pd.DataFrame({"loo_delta_dna": [1.0, -3.0, 2.0, 0.0], "loo_delta_scrna": [4.0, -2.0, 0.0, 0.0]})
+    held = np.array([[True, True], [True, True], [True, False], [True, False]])
+    assert _mean_abs_delta(rows, ["dna", "scrna"], held) == [1.5, 3.0]

@@ -369,22 +369,27 @@ def attribution(args, training_args, *, options: AttributionOptions | None = Non
     subgroups.to_csv(output_dir / "attribution_subgroups.csv", index=False)
     recorded = [c for c in options.subgroups if c in dataset.column_names]
     result = AttributionResult(rows=rows, subgroups=subgroups, predictions_path=predictions_path)
+    held = modality_matrix(dataset, task, run.modalities)  # the rows holding each modality
     result.paths = write_outputs(rows, output_dir, "attribution",
-                                 _markdown(task, column, run.modalities, rows, subgroups, options, recorded),
-                                 lambda fig: _figure(fig, task, run.modalities, rows, subgroups))
+                                 _markdown(task, column, run.modalities, rows, subgroups, options, recorded, held),
+                                 lambda fig: _figure(fig, task, run.modalities, rows, subgroups, held))
     return result
 
 
-def _presence_note(rows, modalities) -> list[str]:
-    return [f"{m}: {int((rows[f'grad_x_input_{m}'] > 0).sum())} rows" for m in modalities]
+def _mean_abs_delta(rows, modalities, held) -> list[float]:
+    """Each modality's mean |leave-one-out delta| over the rows holding it (``held``: rows x modalities): a row
+    without it has no delta to average (its 0 would make a modality held by fewer rows look less important)."""
+    return [float(rows[f"loo_delta_{m}"].abs()[held[:, j]].mean()) if held[:, j].any() else float("nan")
+            for j, m in enumerate(modalities)]
 
 
-def _markdown(task, column, modalities, rows, subgroups, options, recorded) -> str:
+def _markdown(task, column, modalities, rows, subgroups, options, recorded, held) -> str:
     import pandas as pd
 
     summary = pd.DataFrame({
         "modality": list(modalities),
-        "mean abs LOO delta": [float(rows[f"loo_delta_{m}"].abs().mean()) for m in modalities],
+        "rows holding it": [int(held[:, j].sum()) for j in range(len(modalities))],
+        "mean abs LOO delta (over them)": _mean_abs_delta(rows, modalities, held),
         "top by LOO (rows)": [int((rows["top_modality_loo"] == m).sum()) for m in modalities],
         "mean grad x input share": [float((rows[f"grad_x_input_{m}"] / rows[[f"grad_x_input_{o}" for o in modalities]]
                                           .sum(1).replace(0, np.nan)).mean()) for m in modalities],
@@ -406,15 +411,15 @@ def _markdown(task, column, modalities, rows, subgroups, options, recorded) -> s
     return "\n".join(lines)
 
 
-def _figure(fig, task, modalities, rows, subgroups) -> None:
+def _figure(fig, task, modalities, rows, subgroups, held) -> None:
     axes = fig.subplots(1, 2 if len(subgroups) else 1, squeeze=False)[0]
     ax = axes[0]
     x = np.arange(len(modalities))
-    loo = [float(rows[f"loo_delta_{m}"].abs().mean()) for m in modalities]
+    loo = _mean_abs_delta(rows, modalities, held)
     total = rows[[f"grad_x_input_{m}" for m in modalities]].sum(1).replace(0, np.nan)
     share = [float((rows[f"grad_x_input_{m}"] / total).mean()) for m in modalities]
     # two units: the delta is in the prediction's own (e.g. months), the share a fraction: one axis each
-    deltas = ax.bar(x - 0.2, loo, 0.4, color="C0", label="mean |leave-one-out delta| (left axis)")
+    deltas = ax.bar(x - 0.2, loo, 0.4, color="C0", label="mean |leave-one-out delta|, rows holding it (left axis)")
     ax.set_ylabel("mean |leave-one-out delta|", fontsize=8)
     right = ax.twinx()
     shares = right.bar(x + 0.2, share, 0.4, color="C1", label="mean grad x input share (right axis)")
