@@ -174,6 +174,19 @@ def test_zero_shot_no_run_can_score_is_skipped_beside_k_shot_runs_and_said(check
     assert "not scored: the base was not trained" in write_table2(other, tmp_path / "out").markdown.read_text()
 
 
+def test_a_second_base_into_the_same_table_is_refused(checkpoint, tmp_path):
+    # before: its rows went into table2.csv beside the first base's, no file saying which base made which row
+    import shutil
+
+    _run(checkpoint, tmp_path)
+    other = tmp_path / "other-base"
+    shutil.copytree(checkpoint, other)
+    with pytest.raises(FewShotError, match=r"holds Table 2 rows of 'brain_tumor' adapted from .*fewshot-flags.*; this "
+                                           r"run adapts .*other-base.*: give another --output_dir"):
+        _run(str(other), tmp_path)
+    _run(checkpoint, tmp_path)  # the same base again: fine
+
+
 def test_a_family_folder_of_several_runs_is_named_as_such(checkpoint, tmp_path):
     # before: transformers read the folder without config.json as an empty config: "the checkpoint encodes []"
     import shutil

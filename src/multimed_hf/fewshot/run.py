@@ -73,6 +73,8 @@ TABLE1_ROWS = ("multimodal", "multimodal_multitask")
 NOT_SCORED = "not_scored"
 #: Beside table2.csv: task -> why its zero-shot cell has no number (``NOT_SCORED`` records), for later appends.
 NOT_SCORED_FILE = "table2_not_scored.json"
+#: Beside table2.csv: task -> the base checkpoint its rows were adapted from (``_claim_table2_task``).
+BASES_FILE = "table2_bases.json"
 #: What Table 2's zero-shot cell of a regression task says (see ``multimed_hf.fewshot.zeroshot``).
 ZERO_SHOT_REGRESSION_NOTE = "no zero-shot for a regression target (no class texts); see fewshot.zeroshot"
 
@@ -302,6 +304,20 @@ def _zero_shot(args, training_args, train, test, seed: int, out: Path) -> list[d
                              and r.get("label") in (None, label) else {})} for r in records]
 
 
+def _claim_table2_task(output_dir: Path, task: str, checkpoint: str, write: bool) -> None:
+    """Record which base a task's Table 2 rows in ``output_dir`` come from (``BASES_FILE``); a run of the task from
+    another base is refused (its rows would sit beside the earlier base's in one table, unsaid)."""
+    path = output_dir / BASES_FILE
+    bases = json.loads(path.read_text()) if path.is_file() else {}
+    base = str(Path(checkpoint).resolve()) if Path(checkpoint).exists() else str(checkpoint)
+    if bases.get(task, base) != base:
+        raise FewShotError(f"--output_dir {str(output_dir)!r} holds Table 2 rows of {task!r} adapted from "
+                           f"{bases[task]!r}; this run adapts {base!r}: give another --output_dir (one table per base)")
+    if write and bases.get(task) != base:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**bases, task: base}, indent=2, sort_keys=True) + "\n")
+
+
 def _load_config(checkpoint: str):
     """``checkpoint``'s ``MultiMedConfig``, or a ``FewShotError`` naming it."""
     from multimed_hf.configuration_multimed import MultiMedConfig
@@ -412,6 +428,7 @@ def run_fewshot(args: FewShotArguments, training_args, *, datasets: Mapping[str,
     train, test = datasets["train"], datasets[args.eval_split]
     no_zero_shot = _check_before_runs(args, train)
     root = Path(training_args.output_dir)
+    _claim_table2_task(root, args.task, args.checkpoint, training_args.process_index == 0)
     records: list[dict] = []
     if no_zero_shot is not None:  # no run: Table 2's zero-shot cell says why (write_table2)
         records.append({"family": family_name(0), "task": args.task, "seed": args.seeds[0], "k": 0,
