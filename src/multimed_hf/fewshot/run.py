@@ -334,13 +334,12 @@ def _load_config(checkpoint: str):
                            ) from None
 
 
-def _why_no_zero_shot(args: FewShotArguments) -> str | None:
+def _why_no_zero_shot(args: FewShotArguments, config) -> str | None:
     """Why no zero-shot run of ``args.task`` can be scored on the checkpoint (not trained with the label-text
     alignment option, every class of the task trained, none of its modalities or no text encoded), or None. A
     regression task is left to its table note (``ZERO_SHOT_REGRESSION_NOTE``)."""
     if get_task(args.task).problem_type == "regression":
         return None
-    config = _load_config(args.checkpoint)  # an unreachable checkpoint: named first
     alignment = read_alignment(args.checkpoint)
     if alignment is None:
         return ("the base was not trained with the label-text alignment option (no alignment.json): its embeddings "
@@ -352,10 +351,11 @@ def _why_no_zero_shot(args: FewShotArguments) -> str | None:
     return None
 
 
-def _check_zero_shot(args: FewShotArguments) -> str | None:
-    """``--shots 0`` on a checkpoint no zero-shot run can score: refused where it is all that was asked, else the
-    reason (the k-shot runs go on, the zero-shot cell says why it has no number), before any run trains."""
-    why = _why_no_zero_shot(args)
+def _check_zero_shot(args: FewShotArguments, config) -> str | None:
+    """``--shots 0`` on a checkpoint (of ``config``) no zero-shot run can score: refused where it is all that was
+    asked, else the reason (the k-shot runs go on, the zero-shot cell says why it has no number), before any run
+    trains."""
+    why = _why_no_zero_shot(args, config)
     if why is not None and not any(k > 0 for k in args.shots):
         raise FewShotError(f"--shots 0 (zero-shot) on {args.checkpoint!r}: {why}. Give a base trained with label-text "
                            f"alignment and held-out classes (multimed train --align_label_text --holdout_classes "
@@ -372,14 +372,14 @@ def _check_before_runs(args: FewShotArguments, train) -> str | None:
     zero-shot run can be scored where ``--shots`` asks for one beside k-shot runs (``_check_zero_shot``)."""
     from multimed_hf.fewshot.adapters import AdapterError, default_targets
 
-    no_zero_shot = _check_zero_shot(args) if 0 in args.shots else None
+    config = _load_config(args.checkpoint)  # an unreachable checkpoint: named first
+    no_zero_shot = _check_zero_shot(args, config) if 0 in args.shots else None
     if not any(k > 0 for k in args.shots):
         return no_zero_shot
     if args.group_column is not None and args.group_column not in train.column_names:
         raise FewShotError(f"--group_column {args.group_column!r} is not a column of the training split of "
                            f"{args.task!r} (columns: {train.column_names}); leave it out to group by "
                            f"{next(c for c in GROUP_COLUMNS if c in train.column_names or c == 'sample_id')!r}")
-    config = _load_config(args.checkpoint)
     read = encoded_modalities(config, args.task)
     if not read:
         raise FewShotError(f"--task {args.task!r} reads {list(get_task(args.task).modalities)}; the checkpoint "

@@ -183,11 +183,11 @@ def plan_flag_notes(args: MultiMedArguments, plan: RunPlan) -> dict[str, str]:
         notes["processor_overrides"] = f"--processor_overrides of {unread}: {where} does not read them"
     from multimed_hf.training.arguments import held_out_classes
 
-    task_keyed = {"task_batch_sizes": list(args.task_batch_sizes or {}), "class_texts": list(args.class_texts or {}),
-                  "holdout_classes": list(held_out_classes(args.holdout_classes or {}))}
-    for flag, named in task_keyed.items():  # each plan takes the entries of its own tasks (_for_plan)
-        if named and not any(t in plan.tasks for t in named):
-            notes[flag] = f"--{flag} names {named}, and {where} trains none of them"
+    task_keyed = {"task_batch_sizes": args.task_batch_sizes, "class_texts": args.class_texts,
+                  "holdout_classes": held_out_classes(args.holdout_classes or {})}
+    for flag, mapping in task_keyed.items():  # each plan takes the entries of its own tasks
+        if mapping and not _for_plan(mapping, plan):
+            notes[flag] = f"--{flag} names {list(mapping)}, and {where} trains none of them"
     return notes
 
 
