@@ -1,5 +1,7 @@
 """Out-of-distribution analysis: held-out groups never reach training, unscorable groups are listed, the scores."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -73,6 +75,12 @@ def test_the_held_out_group_never_appears_in_training(held_out):
     assert ungrouped["rows"].tolist() == [6] and ungrouped["status"].tolist() == ["never held out"]
     for path in (result.paths.csv, result.paths.markdown, result.paths.figure):
         assert path.is_file()
+    # each run's card and run_info.json say which group it never saw (before: nothing told the runs apart)
+    run = result.paths.csv.parent / "runs" / TASK / "without-east"
+    info = json.loads((run / "run_info.json").read_text())["dataset_fingerprints"][TASK]
+    assert info["rows"] == "every `site` group but 'east' (held out by ood)"
+    assert info["splits"]["train"]["num_rows"] == len(seen[0]["train"][0])
+    assert "rows: every `site` group but 'east' (held out by ood)" in (run / "README.md").read_text()
 
 
 def test_held_out_classes_and_small_groups_are_listed_not_scored(tmp_path):

@@ -384,15 +384,15 @@ def prediction_trainer(model, processor, training_args, task: str, modalities: S
 
 
 def train_run(args, training_args, *, task: str, datasets: Mapping[str, Any], modalities: Sequence[str],
-              output_dir: str | Path, modality_dropout: float | None = None,
+              output_dir: str | Path, modality_dropout: float | None = None, rows: str | None = None,
               train_fn: Callable | None = None) -> AnalysisRun:
     """Train one model on ``datasets`` (``{split: rows}``) reading ``modalities`` of ``task`` through
     ``multimed_hf.training.run.train_model`` (every run file written into ``output_dir``), and keep it in memory.
 
     ``args``/``training_args``: the parsed ``MultiMedArguments`` / ``TrainingArguments`` (with the defaults of the
     modalities this run reads: ``run_training_arguments``); the run evaluates nothing itself (``eval_splits=[]``):
-    the analysis predicts what it needs. ``train_fn`` replaces ``train_model``
-    (tests count the trainings)."""
+    the analysis predicts what it needs. ``rows``: which of ``args.data``'s rows ``datasets`` holds, in words (the
+    run's card and ``run_info.json`` record it). ``train_fn`` replaces ``train_model`` (tests count the trainings)."""
     from multimed_hf.training.arguments import overrides_read
     from multimed_hf.training.run import train_model
 
@@ -414,7 +414,7 @@ def train_run(args, training_args, *, task: str, datasets: Mapping[str, Any], mo
         if resume and last_checkpoint(output_dir) is None:  # a run the stopped analysis never started: from scratch
             targs = dataclasses.replace(targs, resume_from_checkpoint=None)
     captured: dict[str, Any] = {}
-    train_fn(run_args, targs, plan=plan, datasets={task: dict(datasets)},
+    train_fn(run_args, targs, plan=plan, datasets={task: dict(datasets)}, rows=rows,
              on_assembly=lambda assembly: captured.setdefault("assembly", assembly))
     assembly = captured["assembly"]
     trainer = prediction_trainer(assembly.model, assembly.processor, targs, task, modalities)

@@ -296,8 +296,9 @@ def combos(args, training_args, *, options: CombosOptions | None = None, output_
         trainings += 1
         rows = {s: ds.select(np.flatnonzero(modality_matrix(ds, task, subset).any(1))) if len(subset) < len(
             modalities) else ds for s, ds in data.items()}
+        said = f"the rows holding {' or '.join(subset)} (combos)" if len(subset) < len(modalities) else None
         return train_run(args, training_args, task=task, datasets=rows, modalities=subset,
-                         output_dir=output_dir / "runs" / name, train_fn=train_fn)
+                         output_dir=output_dir / "runs" / name, train_fn=train_fn, rows=said)
 
     test = data[options.split]
     present = modality_matrix(test, task, modalities)

@@ -261,7 +261,8 @@ def ood(args, training_args, *, options: OODOptions | None = None, output_dir: s
         if options.in_distribution:
             train = {s: ds for s, ds in data.items() if s in ("train", "validation")}
             reference = train_run(args, training_args, task=task, datasets=train, modalities=modalities,
-                                  output_dir=output_dir / "runs" / task / "all-groups", train_fn=train_fn)
+                                  output_dir=output_dir / "runs" / task / "all-groups", train_fn=train_fn,
+                                  rows=f"every `{group_column}` group (ood's in-distribution reference)")
             seen_all = set(_label_values(train["train"], column)) if pool_labels is not None else None
             names_all = _positive_names(train["train"], column) if kind == "multilabel" else None
         for group in chosen:
@@ -282,7 +283,8 @@ def ood(args, training_args, *, options: OODOptions | None = None, output_dir: s
                                     f"(sample ids repeat across splits)")
             training_ids[(task, group)] = trained_ids
             run = train_run(args, training_args, task=task, datasets=train, modalities=modalities,
-                            output_dir=output_dir / "runs" / task / f"without-{_safe(group)}", train_fn=train_fn)
+                            output_dir=output_dir / "runs" / task / f"without-{_safe(group)}", train_fn=train_fn,
+                            rows=f"every `{group_column}` group but {group!r} (held out by ood)")
             evaluations = [("out-of-distribution", held_out, run, seen, seen_names)]
             no_test_rows = False  # --in_distribution, and the group has no test row: listed, not skipped
             if reference is not None and "test" in data:

@@ -203,9 +203,11 @@ def iter_column(dataset, column: str, limit: int | None = None) -> Iterable:
     yield from column_values(dataset, [column], limit)[column]
 
 
-def dataset_fingerprints(data: str | Path, splits_by_task: Mapping[str, Mapping[str, Any]]) -> dict:
+def dataset_fingerprints(data: str | Path, splits_by_task: Mapping[str, Mapping[str, Any]],
+                         rows: str | None = None) -> dict:
     """What identifies the data a run saw: per task, the builders' source fingerprints and each split's rows and
-    ``datasets`` fingerprint (streamed splits: ``None``)."""
+    ``datasets`` fingerprint (streamed splits: ``None``); ``rows``: which of ``data``'s rows the splits are, in
+    words, where a caller chose them (an analysis' subset)."""
     out = {}
     for task, splits in splits_by_task.items():
         info = read_build_info(data, task)
@@ -213,6 +215,7 @@ def dataset_fingerprints(data: str | Path, splits_by_task: Mapping[str, Mapping[
             "sources": {s.get("name"): s.get("fingerprint") for s in info.get("sources", [])},
             "splits": {name: {"num_rows": getattr(ds, "num_rows", None),
                               "fingerprint": getattr(ds, "_fingerprint", None)} for name, ds in splits.items()},
+            **({"rows": rows} if rows else {}),
         }
     return out
 

@@ -389,8 +389,9 @@ def _report(metrics: Mapping[str, Any], split: str, verbose: bool, trainer) -> N
 
 
 def train_model(args: MultiMedArguments | None = None, training_args=None, *, plan: RunPlan | None = None,
-                datasets: Mapping[str, Mapping[str, Any]] | None = None, callbacks: Sequence[Any] | None = None,
-                on_assembly: Callable[[Any], None] | None = None, verbose: bool = False, **overrides) -> RunResult:
+                datasets: Mapping[str, Mapping[str, Any]] | None = None, rows: str | None = None,
+                callbacks: Sequence[Any] | None = None, on_assembly: Callable[[Any], None] | None = None,
+                verbose: bool = False, **overrides) -> RunResult:
     """Train one run and evaluate it; write everything into ``training_args.output_dir``.
 
     Call with the parsed dataclasses, or with keywords: fields of ``MultiMedArguments`` (``data``, ``tasks``,
@@ -399,7 +400,8 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
     unset training arguments take ``training_defaults(family, encoders, modalities)`` (the plan's, else the tasks').
 
     ``plan`` trains that plan (default: ``choose_plan(args)``); ``datasets`` gives ``{task: {split: Dataset}}``
-    instead of loading ``args.data`` (a federated client's partition, an analysis' subset); ``callbacks`` go to the
+    instead of loading ``args.data`` (a federated client's partition, an analysis' subset), and ``rows`` says in words
+    which of ``args.data``'s rows they are (the card and ``run_info.json`` record it); ``callbacks`` go to the
     Trainer; ``on_assembly(assembly)`` may change the assembled model (adapters, auxiliary heads) before training.
     ``verbose``: print the Trainer's log lines and the metrics tables (the ``multimed train`` command does); else
     they go to the ``multimed_hf.training.run`` logger only.
@@ -575,7 +577,8 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
 
             write_alignment_info(output_dir, alignment)
         training_data = [{"name": str(args.data), "config": t, "split": "train",
-                          "num_rows": getattr(ds, "num_rows", None)} for t, ds in train.items()]
+                          "num_rows": getattr(ds, "num_rows", None), **({"rows": rows} if rows else {})}
+                         for t, ds in train.items()]
         options = {"balancing": balancing_info, "alignment": alignment}
         card = build_model_card(assembly.model.config, training_data=training_data, metrics=_card_metrics(records),
                                 metrics_split="test", tags=[plan.family.split("+")[0], *(plan.variants or ())],
@@ -585,7 +588,7 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
             world_size=training_args.world_size, tasks=list(plan.tasks), family=plan.family, plan=plan.to_dict(),
             encoders={"preset": assembly.encoders.name, "modalities": describe(assembly.encoders)},
             modalities=assembly.modalities, seed=training_args.seed, data=str(args.data),
-            dataset_fingerprints=dataset_fingerprints(args.data, data) if datasets is None else None,
+            dataset_fingerprints=dataset_fingerprints(args.data, data, rows=rows if datasets is not None else None),
             assembly_notes=assembly.notes, arguments=_jsonable(dataclasses.asdict(args)),
             balancing=balancing_info, alignment=alignment,
             sharding=sharding_info(trainer.model) if trainer.is_fsdp_enabled else None,
