@@ -147,3 +147,23 @@ def test_multilabel_names_never_positive_in_training_are_not_scored():
     # with c kept, row 1's top known name is a (c scores lowest): wrong
     assert ood_metrics("multilabel", logits, ref)["accuracy"] == pytest.approx(2 / 3)
     assert _hide_unseen_names(preds, "d", {"a", "b", "c"})[1] == []
+
+
+def test_the_figure_names_each_groups_scored_rows():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from multimed_hf.analysis.ood import _figure
+
+    rows = [{"task": TASK, "group": g, "setting": s, "status": SCORED, "scored": n, "metric": "accuracy",
+             "value": 0.5, "ci_low": 0.4, "ci_high": 0.6}
+            for g, s, n in [("east", "out-of-distribution", 31), ("north", "out-of-distribution", 7),
+                            ("north", "in-distribution", 3)]]
+    fig = plt.figure()
+    _figure(fig, pd.DataFrame(rows), OODOptions(group="site"))
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    plt.close(fig)
+    assert labels == ["east\nn=31", "north\nn=7, in-dist. n=3"]

@@ -416,13 +416,22 @@ def _figure(fig, table, options: OODOptions) -> None:
         ax.bar(np.arange(len(keys)) + k * width, values, width, yerr=errors, capsize=2,
                label=f"{metric}" + (f" ({setting})" if len(settings) > 1 else ""),
                hatch="//" if setting == "in-distribution" else None)
+    counts = scored.drop_duplicates(["task", "group", "setting"]).set_index(["task", "group", "setting"])["scored"]
     ax.set_xticks(np.arange(len(keys)) + width * (bars - 1) / 2,
-                  [f"{g}" if len({t for t, _ in keys}) == 1 else f"{t}\n{g}" for t, g in keys])
+                  [(f"{g}" if len({t for t, _ in keys}) == 1 else f"{t}\n{g}") + "\n" + _row_counts(counts, t, g)
+                   for t, g in keys])
     ax.set_ylabel("score on the held-out group")
     ax.set_ylim(min(0.0, float(np.nanmin(scored["value"])) - 0.05), 1.05)
     ax.set_xlabel(f"held-out {options.group}")
     ax.legend(fontsize=8, ncol=2)
     ax.set_title("Out-of-distribution generalisation")
+
+
+def _row_counts(counts, task: str, group: str) -> str:
+    """A bar group's label line: the rows scored in each setting (``n=``; ``in-dist. n=`` beside it)."""
+    said = [f"{'in-dist. ' if setting == 'in-distribution' else ''}n={int(counts[(task, group, setting)])}"
+            for setting in ("out-of-distribution", "in-distribution") if (task, group, setting) in counts.index]
+    return ", ".join(said)
 
 
 def ood_main(argv: Sequence[str] | None = None) -> int:
