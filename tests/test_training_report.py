@@ -290,3 +290,12 @@ def test_the_other_metrics_title_points_at_a_footnote_only_where_there_is_one(tm
     pooled = [_record("unimodal", "disease", m, 0.5, 0, run=f"disease-{x}") for m in ("accuracy", "macro_auroc")
               for x in ("ct", "mri")]
     assert "footnote \\* above" in write_table1(pooled, tmp_path / "pooled").markdown.read_text()
+
+
+def test_a_cell_scoring_another_label_column_names_it(tmp_path):
+    # before: "not run" beside a diabetic_retinopathy run of fundus rows alone (dr_grade scored, no oct_finding row)
+    recs = [_record("unimodal", "diabetic_retinopathy", "accuracy", acc, seed, label="dr_grade")
+            for seed, acc in enumerate([0.5, 0.7])]
+    recs.append(_record("unimodal", "diabetic_retinopathy", "quadratic_kappa", 0.4, 0, label="dr_grade"))
+    cell = _row(_headline_table(write_table1(recs, tmp_path).markdown.read_text()), "unimodal")
+    assert cell["diabetic_retinopathy"].startswith("no `oct_finding` row scored; `dr_grade` accuracy 60.00 ± 14.14")

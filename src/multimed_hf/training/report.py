@@ -258,7 +258,24 @@ def _headline_cell(table: _Table, family: str, task: str, paper) -> str:
         return f"{_twin_not_run(table, family, task, _escape(table.notes[family, task]))}{beside}"
     if _same_as_unimodal(family, task):
         return f"{_twin_not_run(table, family, task, SAME_AS_UNIMODAL)}{beside}"
+    other = _other_label_cell(table, family, task, label)
+    if other:
+        return f"{other}{beside}"
     return f"not run{beside}"
+
+
+def _other_label_cell(table: _Table, family: str, task: str, label: str) -> str:
+    """A cell whose runs scored none of the headline column's rows (a build without them: diabetic_retinopathy from
+    fundus sources alone; an adapted base that predicts another column) but another label column: its first metric,
+    named, rather than "not run"."""
+    s = table.stats
+    rows = s[(s["family"] == family) & (s["task"] == task) & (s["label"] != label)]
+    for other, metric in _label_metrics(task):
+        hit = rows[(rows["label"] == other) & (rows["metric"] == metric)]
+        if not hit.empty and np.isfinite(float(hit["mean"].iloc[0])):
+            value = _fmt(hit["mean"].iloc[0], hit["sd"].iloc[0], metric, table.natural)
+            return f"no `{label}` row scored; `{other}` {metric} {value}"
+    return ""
 
 
 def _uncovered_modalities(table: _Table, family: str, task: str, stat) -> str:
