@@ -193,3 +193,37 @@ def test_a_client_left_without_rows_of_a_split_is_warned(tmp_path, caplog):
     assert empty, [c.rows for c in plan.clients]
     assert any("hold no row" in r.message and all(f"{name}: brain_tumor validation" in r.message for name in empty)
                for r in caplog.records), caplog.text
+
+
+def test_a_new_plan_replaces_an_earlier_federations_client_folders(tmp_path, caplog):
+    # before: a second federation into the same folder left the first one's files (a task, a validation split, a
+    # fragments file it no longer names), and every client read them: stale rows trained and validated on silently
+    from datasets import Dataset
+
+    from multimed_hf.federated.clients_file import clients_from_file
+
+    def rows(ids, prefix):
+        return Dataset.from_dict({"group_id": [f"p{i}" for i in ids], "sample_id": [f"{prefix}{i}" for i in ids],
+                                  "modality": ["mri"] * len(ids), "tumor": [i % 2 for i in ids]})
+
+    both = {"disease": {"train": rows(range(20), "d"), "validation": rows(range(20, 26), "dv")},
+            "brain_tumor": {"train": rows(range(0, 20, 2), "b"), "validation": rows(range(20, 26, 2), "bv")}}
+    first = partition_config("unused", ["disease", "brain_tumor"], "paired=2", tmp_path / "fed", datasets=both)
+    assert set(load_client_data(first.client_dir("paired-0"))) == {"disease", "brain_tumor"}
+    one = {"brain_tumor": {"train": both["brain_tumor"]["train"]}}
+    with caplog.at_level("WARNING", logger="multimed_hf.federated.partition"):
+        second = partition_config("unused", ["brain_tumor"], "paired=1", tmp_path / "fed", datasets=one,
+                                  splits=("train",))
+    assert "replacing the client folders of an earlier federation" in caplog.text
+    assert {k: set(v) for k, v in load_client_data(second.client_dir("paired-0")).items()} == {"brain_tumor": {"train"}}
+    assert not second.client_dir("paired-1").exists()
+    # a clients file into the same folder: only what the file names
+    data = tmp_path / f"hospital-{uuid.uuid4().hex[:12]}"
+    (data / "brain_tumor").mkdir(parents=True)
+    _image_rows(tmp_path / "scans")[0].to_parquet(str(data / "brain_tumor" / "train.parquet"))
+    (data / "README.md").write_text("---\nconfigs:\n- config_name: brain_tumor\n  data_files:\n  - split: train\n"
+                                    "    path: brain_tumor/train.parquet\n---\n")
+    (tmp_path / "clients.yaml").write_text(f"data: {data}\nclients:\n  - name: a\n    tasks: {{brain_tumor: {{validation: null}}}}\n")
+    third = clients_from_file(tmp_path / "clients.yaml", tmp_path / "fed")
+    assert sorted(p.name for p in (tmp_path / "fed" / "clients").iterdir()) == ["a"]
+    assert set(load_client_data(third.client_dir("a"))["brain_tumor"]) == {"train"}

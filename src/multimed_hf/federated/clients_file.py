@@ -46,6 +46,7 @@ from multimed_hf.federated.partition import (
     PartitionError,
     _blank,
     holds_modality,
+    replace_earlier_clients,
     warn_empty_splits,
     write_rows,
 )
@@ -156,6 +157,7 @@ def clients_from_file(path: str | os.PathLike, out_dir: str | os.PathLike, *,
     """Write the client folders a clients file describes under ``out_dir``; return the plan (also saved)."""
     top, entries = read_clients_file(path, data)
     root = Path(out_dir)
+    replace_earlier_clients(root)
     clients, tasks = [], []
     for pid, entry in enumerate(entries):
         name = entry["name"]

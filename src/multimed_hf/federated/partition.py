@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -46,6 +47,7 @@ from multimed_hf.tasks import IMAGE_MODALITIES, get_task
 __all__ = [
     "CLIENT_KINDS",
     "PLAN_FILE",
+    "replace_earlier_clients",
     "ClientSpec",
     "FederationPlan",
     "PartitionError",
@@ -271,6 +273,7 @@ def partition_config(data: str | os.PathLike, tasks: Sequence[str], partition, o
     tasks = list(dict.fromkeys(tasks))
     loaded = datasets if datasets is not None else load_task_data(data, tasks, splits=splits)
     root = Path(out_dir)
+    replace_earlier_clients(root)
     clients = [ClientSpec(name=n, kind=k, partition_id=i) for i, (n, k) in enumerate(zip(names, kinds))]
     assigned: dict[str, int] = {}  # group key -> client, across every task and split: a patient at one client
     for task in tasks:
@@ -340,6 +343,18 @@ def partition_config(data: str | os.PathLike, tasks: Sequence[str], partition, o
     plan = FederationPlan(data=str(data), tasks=tasks, by=by, seed=int(seed), clients=clients, root=str(root))
     plan.save()
     return plan
+
+
+def replace_earlier_clients(root: str | os.PathLike) -> None:
+    """Remove the client folders (and plan) an earlier federation wrote under ``root``, before a new plan writes its
+    own: a client reads every file of its folder, so a task, split or fragments file the new plan does not give it
+    would be trained or validated on silently (rows the plan put at another client)."""
+    root = Path(root)
+    clients = root / "clients"
+    if clients.exists():
+        logger.warning("federation: replacing the client folders of an earlier federation in %s", clients)
+        shutil.rmtree(clients)
+    (root / PLAN_FILE).unlink(missing_ok=True)
 
 
 def warn_empty_splits(clients: Sequence[ClientSpec]) -> None:
