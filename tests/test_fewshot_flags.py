@@ -172,6 +172,9 @@ def test_zero_shot_no_run_can_score_is_skipped_beside_k_shot_runs_and_said(check
     other = [{"family": "5_shot", "task": "cell_type", "metric": "accuracy", "value": 0.5, "seed": 0, "split": "test",
               "n": 8, "k": 5}]
     assert "not scored: the base was not trained" in write_table2(other, tmp_path / "out").markdown.read_text()
+    # so does another k of the same task (before: "not run", table2_not_scored.json deleted)
+    more = [{**other[0], "family": "3_shot", "task": "brain_tumor", "k": 3}]
+    assert "not scored: the base was not trained" in write_table2(more, tmp_path / "out").markdown.read_text()
 
 
 def test_a_second_base_into_the_same_table_is_refused(checkpoint, tmp_path):

@@ -547,7 +547,10 @@ def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: 
     # why an earlier run's zero-shot cell has no number, kept beside table2.csv for the runs appending to it
     kept_notes = output_dir / NOT_SCORED_FILE
     earlier = json.loads(kept_notes.read_text()) if append and kept_notes.is_file() else {}
-    skipped = {**{t: why for t, why in earlier.items() if t not in {r["task"] for r in records}}, **skipped}
+    # kept unless this run writes the task's zero-shot cell (scored, or not scored for a reason of its own); a run of
+    # other shots of the same task (the same base: table2_bases.json) leaves the cell and its reason as they were
+    zero_shot_now = {r["task"] for r in new if r["family"] == "zero_shot"} | set(skipped)
+    skipped = {**{t: why for t, why in earlier.items() if t not in zero_shot_now}, **skipped}
     output_dir.mkdir(parents=True, exist_ok=True)
     if skipped:
         kept_notes.write_text(json.dumps(skipped, indent=2, sort_keys=True) + "\n")
