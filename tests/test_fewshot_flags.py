@@ -6,6 +6,7 @@ table2.csv and exited 0 (e.g. ``--eval_strategy steps``: "you didn't pass an eva
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from transformers import TrainingArguments
@@ -181,9 +182,14 @@ def test_a_second_base_into_the_same_table_is_refused(checkpoint, tmp_path):
     # before: its rows went into table2.csv beside the first base's, no file saying which base made which row
     import shutil
 
-    _run(checkpoint, tmp_path)
+    from multimed_hf.fewshot.run import write_table2
+
     other = tmp_path / "other-base"
     shutil.copytree(checkpoint, other)
+    records = _run(str(other), tmp_path)  # a run that wrote no table (stopped before it): its claim gives way
+    records = _run(checkpoint, tmp_path)
+    markdown = write_table2(records, tmp_path / "out").markdown.read_text()
+    assert f"Adapted from (each column's base): brain_tumor: `{Path(checkpoint).resolve()}`" in markdown
     with pytest.raises(FewShotError, match=r"holds Table 2 rows of 'brain_tumor' adapted from .*fewshot-flags.*; this "
                                            r"run adapts .*other-base.*: give another --output_dir"):
         _run(str(other), tmp_path)

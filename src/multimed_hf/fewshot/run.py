@@ -305,17 +305,36 @@ def _zero_shot(args, training_args, train, test, seed: int, out: Path) -> list[d
 
 
 def _claim_table2_task(output_dir: Path, task: str, checkpoint: str, write: bool) -> None:
-    """Record which base a task's Table 2 rows in ``output_dir`` come from (``BASES_FILE``); a run of the task from
-    another base is refused (its rows would sit beside the earlier base's in one table, unsaid)."""
+    """Record which base a task's Table 2 rows in ``output_dir`` come from (``BASES_FILE``; table2.md names each
+    column's base); a run of the task from another base is refused where ``table2.csv`` holds rows of the task (its
+    rows would sit beside the earlier base's in one column). A claim no row was written for (a first run stopped
+    before its table) gives way."""
     path = output_dir / BASES_FILE
     bases = json.loads(path.read_text()) if path.is_file() else {}
     base = str(Path(checkpoint).resolve()) if Path(checkpoint).exists() else str(checkpoint)
-    if bases.get(task, base) != base:
+    if bases.get(task, base) != base and _table2_has_task(output_dir, task):
         raise FewShotError(f"--output_dir {str(output_dir)!r} holds Table 2 rows of {task!r} adapted from "
-                           f"{bases[task]!r}; this run adapts {base!r}: give another --output_dir (one table per base)")
+                           f"{bases[task]!r}; this run adapts {base!r}: give another --output_dir (one base per "
+                           f"task's column)")
     if write and bases.get(task) != base:
         output_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({**bases, task: base}, indent=2, sort_keys=True) + "\n")
+
+
+def _table2_has_task(output_dir: Path, task: str) -> bool:
+    """Whether ``output_dir``'s table2.csv holds rows of ``task``."""
+    import pandas as pd
+
+    path = output_dir / "table2.csv"
+    return path.is_file() and task in set(pd.read_csv(path, usecols=["task"])["task"])
+
+
+def _bases_note(output_dir: Path, tasks: Sequence[str]) -> str:
+    """A note line naming the base each task's rows were adapted from (``BASES_FILE``)."""
+    path = output_dir / BASES_FILE
+    bases = json.loads(path.read_text()) if path.is_file() else {}
+    named = [f"{task}: `{bases[task]}`" for task in tasks if task in bases]
+    return "\nAdapted from (each column's base): " + "; ".join(named) if named else ""
 
 
 def _load_config(checkpoint: str):
@@ -588,7 +607,8 @@ def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: 
     note = ("Zero-shot = label-text transfer to classes held out of alignment training; k-shot = a PEFT adapter on "
             "k examples per class of the training split\n" + expression +
             "Zero-shot trains nothing: one evaluation (no sd); k-shot: mean ± sd over the seeds' support sets"
-            + "".join(_zero_shot_scope(combined, t) for t in ordered) + _short_support(combined))
+            + "".join(_zero_shot_scope(combined, t) for t in ordered) + _short_support(combined)
+            + _bases_note(output_dir, ordered))
     return write_table(combined, output_dir, name="table2", title="Table 2", note=note, paper=TABLE2,
                        columns=TABLE2_COLUMNS, row_labels=TABLE2_ROW_LABELS, families=families, tasks=ordered,
                        split="test", notes=notes, natural_scale=NATURAL_SCALE_METRICS | CORRELATION_METRICS,
