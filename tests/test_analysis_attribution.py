@@ -97,3 +97,14 @@ def test_the_mean_leave_one_out_delta_is_over_the_rows_holding_the_modality():
     rows = pd.DataFrame({"loo_delta_dna": [1.0, -3.0, 2.0, 0.0], "loo_delta_scrna": [4.0, -2.0, 0.0, 0.0]})
     held = np.array([[True, True], [True, True], [True, False], [True, False]])
     assert _mean_abs_delta(rows, ["dna", "scrna"], held) == [1.5, 3.0]
+
+
+def test_the_mean_grad_x_input_share_is_over_the_rows_holding_the_modality():
+    # before: over every row, a dna-only row's scRNA share 0 in the mean (scRNA read 0.33 beside dna's 0.67 where
+    # the rows holding both gave scRNA 0.66): the share bars contradicted the leave-one-out bars beside them
+    from multimed_hf.analysis.attribution import _mean_share
+
+    rows = pd.DataFrame({"grad_x_input_dna": [1.0, 3.0, 2.0, 0.0], "grad_x_input_scrna": [3.0, 1.0, 0.0, 0.0]})
+    held = np.array([[True, True], [True, True], [True, False], [True, False]])
+    # row 3 sums to 0: no share; dna over rows 0-2: (0.25 + 0.75 + 1) / 3; scrna over rows 0-1: (0.75 + 0.25) / 2
+    assert _mean_share(rows, ["dna", "scrna"], held) == pytest.approx([2 / 3, 0.5])

@@ -383,6 +383,15 @@ def _mean_abs_delta(rows, modalities, held) -> list[float]:
             for j, m in enumerate(modalities)]
 
 
+def _mean_share(rows, modalities, held) -> list[float]:
+    """Each modality's mean share of a row's summed gradient x input, over the rows holding it (as
+    ``_mean_abs_delta``: a row without it, whose share is 0, would halve a modality held by half the rows); rows
+    whose sum is 0 have no share."""
+    total = rows[[f"grad_x_input_{m}" for m in modalities]].sum(1).replace(0, np.nan)
+    return [float((rows[f"grad_x_input_{m}"] / total)[held[:, j]].mean()) if held[:, j].any() else float("nan")
+            for j, m in enumerate(modalities)]
+
+
 def _markdown(task, column, modalities, rows, subgroups, options, recorded, held) -> str:
     import pandas as pd
 
@@ -391,8 +400,7 @@ def _markdown(task, column, modalities, rows, subgroups, options, recorded, held
         "rows holding it": [int(held[:, j].sum()) for j in range(len(modalities))],
         "mean abs LOO delta (over them)": _mean_abs_delta(rows, modalities, held),
         "top by LOO (rows)": [int((rows["top_modality_loo"] == m).sum()) for m in modalities],
-        "mean grad x input share": [float((rows[f"grad_x_input_{m}"] / rows[[f"grad_x_input_{o}" for o in modalities]]
-                                          .sum(1).replace(0, np.nan)).mean()) for m in modalities],
+        "mean grad x input share (over them)": _mean_share(rows, modalities, held),
         "top by grad x input (rows)": [int((rows["top_modality_grad_x_input"] == m).sum()) for m in modalities],
     })
     lines = [f"# Attribution per prediction: {task} ({options.split})", "",
@@ -416,13 +424,12 @@ def _figure(fig, task, modalities, rows, subgroups, held) -> None:
     ax = axes[0]
     x = np.arange(len(modalities))
     loo = _mean_abs_delta(rows, modalities, held)
-    total = rows[[f"grad_x_input_{m}" for m in modalities]].sum(1).replace(0, np.nan)
-    share = [float((rows[f"grad_x_input_{m}"] / total).mean()) for m in modalities]
+    share = _mean_share(rows, modalities, held)
     # two units: the delta is in the prediction's own (e.g. months), the share a fraction: one axis each
     deltas = ax.bar(x - 0.2, loo, 0.4, color="C0", label="mean |leave-one-out delta|, rows holding it (left axis)")
     ax.set_ylabel("mean |leave-one-out delta|", fontsize=8)
     right = ax.twinx()
-    shares = right.bar(x + 0.2, share, 0.4, color="C1", label="mean grad x input share (right axis)")
+    shares = right.bar(x + 0.2, share, 0.4, color="C1", label="mean grad x input share, rows holding it (right axis)")
     top = max([v for v in loo if np.isfinite(v)], default=0.0)
     ax.set_ylim(0, 1.35 * top if top > 0 else 1.0)  # headroom for the legend above the bars
     right.set_ylim(0, 1.35)
