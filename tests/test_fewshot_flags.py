@@ -223,6 +223,25 @@ def test_zero_shot_alone_on_a_base_no_run_can_score_is_refused_up_front(tmp_path
         _run(str(folder), tmp_path, shots=[0])
 
 
+def test_an_alignment_out_of_reach_leaves_the_k_shot_runs_to_run(checkpoint, tmp_path, monkeypatch):
+    # before: offline, a Hub base with no alignment.json in the cache refused the whole command (--shots 0 2), k-shot
+    # runs included, asking to download a file a plain base never had
+    import multimed_hf.fewshot.run as fewshot_run
+    from multimed_hf.fewshot.run import NOT_SCORED
+    from multimed_hf.fewshot.zeroshot import ZeroShotError
+
+    def unknown(checkpoint):
+        raise ZeroShotError(f"{checkpoint!r}: whether it has an alignment.json is unknown (offline)")
+
+    monkeypatch.setattr(fewshot_run, "read_alignment", unknown)
+    records = _run(checkpoint, tmp_path, shots=[0, 2])
+    assert [r[NOT_SCORED] for r in records if r.get(NOT_SCORED)] == [f"{checkpoint!r}: whether it has an "
+                                                                      f"alignment.json is unknown (offline)"]
+    assert {r["family"] for r in records if not r.get(NOT_SCORED)} == {"2_shot"}
+    with pytest.raises(FewShotError, match=r"--shots 0 \(zero-shot\) on .*: .* is unknown \(offline\)"):
+        _run(checkpoint, tmp_path, shots=[0])
+
+
 def test_a_run_with_flags_that_apply_trains(checkpoint, tmp_path):
     records = _run(checkpoint, tmp_path, method="lora", rank=2, targets=["q_proj"], group_column="sample_id")
     assert records and all(r.get("error") is None for r in records)

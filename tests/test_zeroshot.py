@@ -176,8 +176,14 @@ def test_a_hub_alignment_out_of_reach_is_not_read_as_absent(monkeypatch):
         raise LocalEntryNotFoundError("not in the cache and offline")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
-    with pytest.raises(ZeroShotError, match=r"'org/aligned': its alignment.json could not be read .*hf download"):
+    with pytest.raises(ZeroShotError, match=r"'org/aligned': whether it has an alignment.json is unknown .*where it "
+                                            r"was trained with label-text alignment, fetch it .*hf download"):
         read_alignment("org/aligned")
+    # where an earlier online look found none (the cache's no-exist marker): absent, as online
+    from huggingface_hub.file_download import _CACHED_NO_EXIST
+
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *args, **kwargs: _CACHED_NO_EXIST)
+    assert read_alignment("org/plain") is None
 
 
 def test_zero_shot_chance_is_what_the_accuracy_chooses_among():

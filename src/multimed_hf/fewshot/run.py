@@ -359,10 +359,14 @@ def _why_no_zero_shot(args: FewShotArguments, config) -> str | None:
     regression task is left to its table note (``ZERO_SHOT_REGRESSION_NOTE``)."""
     if get_task(args.task).problem_type == "regression":
         return None
-    alignment = read_alignment(args.checkpoint)
+    plain = ("the base was not trained with the label-text alignment option (no alignment.json): its embeddings "
+             "were never matched to class texts")
+    try:
+        alignment = read_alignment(args.checkpoint)
+    except ZeroShotError as err:  # offline and not cached: the k-shot runs need no alignment.json
+        return str(err)
     if alignment is None:
-        return ("the base was not trained with the label-text alignment option (no alignment.json): its embeddings "
-                "were never matched to class texts")
+        return plain
     try:
         check_zero_shot_checkpoint(config, args.task, alignment)
     except ZeroShotError as err:

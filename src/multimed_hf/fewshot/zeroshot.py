@@ -423,10 +423,15 @@ def read_alignment(checkpoint: str | Path) -> dict | None:
 
     try:
         return json.loads(Path(hf_hub_download(str(checkpoint), ALIGNMENT_INFO)).read_text())
-    except LocalEntryNotFoundError:  # offline, or unreachable, and not cached: unknown, not absent
-        raise ZeroShotError(f"{checkpoint!r}: its {ALIGNMENT_INFO} could not be read (offline, or the Hub "
-                            f"unreachable, and not in the local cache): fetch it (`hf download {checkpoint} "
-                            f"{ALIGNMENT_INFO}`) or go online") from None
+    except LocalEntryNotFoundError:  # offline, or unreachable, and not cached: unknown unless the cache knows
+        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub.file_download import _CACHED_NO_EXIST
+
+        if try_to_load_from_cache(str(checkpoint), ALIGNMENT_INFO) is _CACHED_NO_EXIST:
+            return None  # an earlier online look found none
+        raise ZeroShotError(f"{checkpoint!r}: whether it has an {ALIGNMENT_INFO} is unknown (offline, or the Hub "
+                            f"unreachable, and none in the local cache): where it was trained with label-text "
+                            f"alignment, fetch it (`hf download {checkpoint} {ALIGNMENT_INFO}`) or go online") from None
     except EntryNotFoundError:  # the repository has none
         return None
 
