@@ -464,8 +464,11 @@ def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str
     if note is None:
         note = data_note(data, tasks)
     banner, *details = (note or "").splitlines() or [""]  # an empty banner: no smoke label, the details still go
-    note = "\n".join([banner, *details, *_settings(runs, records, training_args, encoders, output_dir,
-                                                     (run_options or {}).get("task_batch_sizes")),
+    from multimed_hf.training.arguments import json_argument
+
+    sizes = (run_options or {}).get("task_batch_sizes")  # the runs take a JSON string (the flag's form) or a dict
+    sizes = json_argument("task_batch_sizes", sizes) if isinstance(sizes, str) else sizes
+    note = "\n".join([banner, *details, *_settings(runs, records, training_args, encoders, output_dir, sizes),
                       *_baseline_lines(data, tasks, records, max_train_samples=options.get("max_train_samples"),
                                        max_eval_samples=options.get("max_eval_samples"),
                                        streaming=bool(options.get("streaming")))])
