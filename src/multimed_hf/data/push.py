@@ -171,9 +171,16 @@ def _remote_configs(repo_id: str, token, pushed: set[str]) -> tuple[list[dict], 
             if info is None or info["config"] != config:
                 continue
             # its own left-out sources, none of this build's; a push of an older version did not list them: the
-            # sources whose folder is not in the repository
-            left = list(info["left_out"]) if "left_out" in info else [
-                s["name"] for s in info["sources"] if (config, s["name"]) not in held]
+            # sources whose folder is not in the repository, and its figures still counted them: counted again
+            # from the manifest it pushed (which holds every source's lines), as this push does
+            if "left_out" in info:
+                left = list(info["left_out"])
+            else:
+                left = [s["name"] for s in info["sources"] if (config, s["name"]) not in held]
+                if left and f"{config}/{MANIFEST}" in paths:
+                    lines = Path(api.hf_hub_download(repo_id, f"{config}/{MANIFEST}", repo_type="dataset")
+                                 ).read_text().splitlines(keepends=True)
+                    info = pushed_build_info(info, lines, set(left))[0]
             infos.append({**info, "sources": [s for s in info["sources"] if s["name"] not in left], "left_out": left})
         described = pushed | {info["config"] for info in infos}
         extra = []
