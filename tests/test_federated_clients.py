@@ -84,6 +84,7 @@ def test_a_clients_file_client_left_without_rows_is_warned(root, tmp_path, caplo
         plan = clients_from_file(root / "clients-empty.yaml", tmp_path / "fed")
     assert plan.clients[0].rows[TASK]["validation"] == 0
     assert f"clinic: {TASK} validation" in caplog.text and "hold no row" in caplog.text
+    assert "the file's slices and modalities decide their rows" in caplog.text and "--seed" not in caplog.text
 
 
 @pytest.mark.parametrize("text, message", [

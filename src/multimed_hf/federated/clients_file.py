@@ -180,7 +180,7 @@ def clients_from_file(path: str | os.PathLike, out_dir: str | os.PathLike, *,
         if entry["kind"] is None:
             client.kind = "paired" if complete else "partial"
         clients.append(client)
-    warn_empty_splits(clients)
+    warn_empty_splits(clients, made_by="clients file")
     plan = FederationPlan(data=str(top), tasks=list(dict.fromkeys(tasks)), by=f"clients file {Path(path).name}",
                           seed=int(seed), clients=clients, root=str(root))
     plan.save()

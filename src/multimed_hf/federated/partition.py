@@ -357,15 +357,20 @@ def replace_earlier_clients(root: str | os.PathLike) -> None:
     (root / PLAN_FILE).unlink(missing_ok=True)
 
 
-def warn_empty_splits(clients: Sequence[ClientSpec]) -> None:
+#: What gives an empty client split rows, per way the clients were made.
+_EMPTY_SPLIT_REMEDY = {"partition": "fewer clients, another --seed or --by give them rows",
+                       "clients file": "the file's slices and modalities decide their rows"}
+
+
+def warn_empty_splits(clients: Sequence[ClientSpec], made_by: str = "partition") -> None:
     """Warn of each client left with no row of a task's split (its patients all at other clients, or none of its
-    rows holding a modality a partial client keeps): it trains or validates nothing on that task."""
+    rows holding a modality a partial client keeps): it trains or validates nothing on that task. ``made_by``:
+    ``"partition"`` or ``"clients file"``, what the warning advises."""
     empty = [f"{c.name}: {task} {split}" for c in clients for task, splits in c.rows.items()
              for split, n in splits.items() if n == 0]
     if empty:
         logger.warning("federation: %d client split(s) hold no row, so those clients train or validate nothing "
-                       "on them (a partition: fewer clients, another --seed or --by give them rows): %s", len(empty),
-                       "; ".join(empty))
+                       "on them (%s: %s): %s", len(empty), made_by, _EMPTY_SPLIT_REMEDY[made_by], "; ".join(empty))
 
 
 def load_client_data(client_dir: str | os.PathLike) -> dict[str, dict[str, object]]:
