@@ -299,3 +299,19 @@ def test_a_cell_scoring_another_label_column_names_it(tmp_path):
     recs.append(_record("unimodal", "diabetic_retinopathy", "quadratic_kappa", 0.4, 0, label="dr_grade"))
     cell = _row(_headline_table(write_table1(recs, tmp_path).markdown.read_text()), "unimodal")
     assert cell["diabetic_retinopathy"].startswith("no `oct_finding` row scored; `dr_grade` accuracy 60.00 ± 14.14")
+
+
+def test_other_metrics_say_which_seeds_were_undefined(tmp_path):
+    # before: a seed whose kappa was NaN was left out of the mean unsaid, and a metric NaN in every seed dropped its
+    # task's section (radiographic_findings' AUROC on test rows of one class)
+    recs = []
+    for seed, kappa in enumerate([0.3, math.nan, 0.5]):
+        recs += [_record("unimodal", "diabetic_retinopathy", "accuracy", 0.5, seed, label="oct_finding"),
+                 _record("unimodal", "diabetic_retinopathy", "quadratic_kappa", kappa, seed, label="dr_grade"),
+                 _record("unimodal", "radiographic_findings", "accuracy", 0.4, seed, label="finding"),
+                 _record("unimodal", "radiographic_findings", "macro_auroc", math.nan, seed, label="finding")]
+    text = write_table1(recs, tmp_path).markdown.read_text()
+    kappa = text.split("### diabetic_retinopathy")[1].split("###")[0]
+    assert "40.00 ± 14.14; seed(s) 1 undefined, left out" in kappa
+    auroc = text.split("### radiographic_findings")[1].split("###")[0]
+    assert "undefined in seed(s) 0, 1, 2" in auroc

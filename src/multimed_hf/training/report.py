@@ -430,7 +430,12 @@ def _other_metrics(table: _Table, pooled: bool = True) -> list[str]:
             cells = []
             for label, metric in others:
                 stat = table.stat(family, task, label, metric)
-                cells.append(_fmt(stat["mean"], stat["sd"], metric, table.natural) if stat is not None else "–")
+                undefined = _undefined_seeds(table, family, task, label, metric)  # said, as the headline cell does
+                cell = _fmt(stat["mean"], stat["sd"], metric, table.natural) if stat is not None else "–"
+                if undefined:
+                    cell = (f"{cell}; seed(s) {', '.join(undefined)} undefined, left out" if stat is not None else
+                            f"undefined in seed(s) {', '.join(undefined)}")
+                cells.append(cell)
             if any(c != "–" for c in cells):
                 rows.append("| " + " | ".join([f"`{family}`"] + cells) + " |")
         if rows:
