@@ -20,8 +20,10 @@ negative one (ties count half). Macro AUROC is its unweighted mean over classes 
 A class or label whose known references hold only one class has no AUROC: it is skipped, reported under
 `skipped` (and in a warning), and left out of the mean. Binary and multi-label scores may be logits or
 probabilities: only their order within a label matters. Multi-class one-vs-rest compares the samples' scores of
-each class, which takes probabilities (as scikit-learn's `multi_class="ovr"`): rows that are not probabilities are
-read as logits and turned into probabilities with a softmax.
+each class, which takes probabilities (as scikit-learn's `multi_class="ovr"`): rows that are not probabilities (a
+value outside [0, 1], or a row not summing to 1 within rounding: 0.005 a class, which rounded or half-precision
+probabilities keep) are read as logits and turned into probabilities with a softmax (with a warning where the values
+lie in [0, 1]).
 """
 
 _KWARGS_DESCRIPTION = """

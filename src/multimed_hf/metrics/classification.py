@@ -155,8 +155,18 @@ def quadratic_kappa(predictions, references, *, labels=None, ignore_index=-100) 
 
 
 def _probability_rows(scores: np.ndarray) -> bool:
-    """Every row a probability distribution: values in [0, 1] summing to 1."""
-    return bool(((scores >= 0) & (scores <= 1)).all() and np.allclose(scores.sum(axis=1), 1.0, atol=1e-6))
+    """Every row a probability distribution: values in [0, 1] summing to 1, within what rounding to two decimals or
+    half precision leaves (0.005 a class); values in [0, 1] whose rows do not sum to 1 (per-class sigmoid scores)
+    are read as logits, with a warning."""
+    if not ((scores >= 0) & (scores <= 1)).all():
+        return False
+    tolerance = 1e-6 + 0.005 * scores.shape[1]
+    if np.abs(scores.sum(axis=1) - 1.0).max() <= tolerance:
+        return True
+    warnings.warn(f"auroc: scores in [0, 1] whose rows do not sum to 1 (sums {scores.sum(axis=1).min():.4g} to "
+                  f"{scores.sum(axis=1).max():.4g}) are read as logits and softmaxed; give probabilities (rows "
+                  f"summing to 1) or logits", UserWarning)
+    return False
 
 
 def auroc_per_class(predictions, references, *, ignore_index=-100) -> np.ndarray:
@@ -168,8 +178,8 @@ def auroc_per_class(predictions, references, *, ignore_index=-100) -> np.ndarray
       left out per label (TorchXRayVision's convention).
     Binary and multi-label scores may be logits or probabilities: only their order within a column matters.
     Multi-class scores are compared across samples per class, which takes probabilities (scikit-learn's
-    ``multi_class="ovr"`` requires them): rows that are not (a value outside [0, 1], or not summing to 1) are read as
-    logits and turned into probabilities with a softmax.
+    ``multi_class="ovr"`` requires them): rows that are not (a value outside [0, 1], or not summing to 1 within
+    rounding: 0.005 a class) are read as logits and turned into probabilities with a softmax.
     """
     if to_numpy(references, "references").ndim == 2:
         scores, refs = _multilabel(predictions, references, ignore_index)
