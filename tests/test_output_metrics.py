@@ -77,6 +77,16 @@ def test_disease_top1_among_known_names_and_auroc():
     assert compute_output_metrics("disease", "diseases", logits, refs, mask=mask)["accuracy"] == pytest.approx(1 / 2)
 
 
+def test_disease_scores_rank_by_logit_beyond_where_a_sigmoid_rounds_to_one():
+    # before: both logits 40 and 50 went through a sigmoid to 1.0 exactly, and the tie took the first name (a known
+    # negative): top-1 wrong although the positive scored highest
+    logits, refs = _disease([{0: (40.0, 0), 1: (50.0, 1), 2: (-5.0, 0)}, {0: (60.0, 1), 1: (45.0, 0)}])
+    result = compute_output_metrics("disease", "diseases", logits, refs)
+    assert result["accuracy"] == 1.0
+    logits[0, 1] = np.inf  # an infinite logit stays the highest
+    assert compute_output_metrics("disease", "diseases", logits, refs)["accuracy"] == 1.0
+
+
 def test_bone_age_months_are_binned_for_accuracy():
     # bins [0,60) [60,108) [108,144) [144,180) [180,inf): 30 -> 0 vs 50 -> 0 right; 70 -> 1 vs 130 -> 2 wrong
     result = compute_output_metrics("bone_age", "bone_age_months", np.array([30.0, 70, 200]),

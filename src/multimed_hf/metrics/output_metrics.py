@@ -96,8 +96,10 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-logits))
+def _ranking_scores(logits: np.ndarray) -> np.ndarray:
+    """Multilabel logits as the order-only metrics (top-1, AUROC) take them: as they are (a sigmoid is monotone,
+    but it rounds logits past ~37 to 1.0 and ties them), infinities as the largest finite values."""
+    return np.nan_to_num(logits, nan=np.nan, posinf=np.finfo(np.float64).max, neginf=-np.finfo(np.float64).max)
 
 
 def _float(name: str, value) -> np.ndarray:
@@ -239,13 +241,13 @@ class MultilabelMetrics(MetricKind):
         refs = self._refs(column)
         if not (np.nansum(refs, axis=1) > 0).any():
             return None  # no row has a known positive name
-        return _sigmoid(column.outputs), refs, {}
+        return _ranking_scores(column.outputs), refs, {}
 
     def scores(self, column, metric):
         refs = self._refs(column)
         if not any(np.unique(c[np.isfinite(c)]).size == 2 for c in refs.T):
             return None  # no name has both a known positive and a known negative
-        return _sigmoid(column.outputs), refs, {}
+        return _ranking_scores(column.outputs), refs, {}
 
 
 class RegressionMetrics(MetricKind):
