@@ -138,6 +138,14 @@ def test_identical_structures_score_one(chains):
     assert scores["gdt_ts"][0] == 1.0
 
 
+def test_bfloat16_tensors_are_read(chains):
+    # before: .numpy() on a bfloat16 tensor raised, reported as "predictions[0] is not a numeric coordinate array"
+    torch = pytest.importorskip("torch")
+    ca = torch.as_tensor(chains["2gtlA"][0]).to(torch.bfloat16)
+    scores = structure_scores(ca[None], ca[None])
+    assert scores["tm_score"][0] == pytest.approx(1.0, abs=1e-6)
+
+
 @pytest.mark.parametrize("degrees", [37.0, 180.0])  # 180: the quaternion's first component vanishes
 def test_rotated_translated_copy_scores_one_on_all_three(chains, degrees):
     ca = chains["2gtlB"][0]

@@ -13,6 +13,7 @@ from multimed_hf.metrics._tm_search import (
     prepare_batch,
     seed_count,
 )
+from multimed_hf.metrics._validation import to_numpy
 
 __all__ = [
     "fragment_lengths",
@@ -40,9 +41,8 @@ def tm_d0_search(length: float) -> float:
 
 
 def _to_numpy(value) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch tensor, possibly on a GPU
-        value = value.detach().cpu().numpy()
-    return np.asarray(value)
+    """A coordinate array or mask as NumPy (torch tensors on any device, bfloat16 ones as float32)."""
+    return to_numpy(value, "coordinates")
 
 
 def _split(value, name: str) -> list:
