@@ -200,3 +200,11 @@ def test_class_faces_refuse_fractional_labels_rather_than_truncate_them(face):
         metric.compute(predictions=[1, 0], references=[1.5, 0])
     whole = metric.compute(predictions=[0.0, 1.0, 1.0, 2.0], references=[0, 1, 0, 2])
     assert whole == metric.compute(predictions=[0, 1, 1, 2], references=[0, 1, 0, 2])
+
+
+def test_an_empty_input_is_named(name):
+    # before: evaluate's feature inference read the first element of each input: a bare IndexError
+    metric = _load(name)
+    inputs = {"predictions": [], "references": [], **({"answer_types": []} if name == "vqa_accuracy" else {})}
+    with pytest.raises(ValueError, match=r"(predictions|references).*(empty|expected)"):
+        metric.compute(**inputs)

@@ -5,6 +5,7 @@ import datasets
 import evaluate
 
 from multimed_hf.metrics.classification import accuracy
+from multimed_hf.metrics.evaluate_module import RefuseEmptyInput
 
 _DESCRIPTION = """
 Accuracy is the fraction of samples whose predicted class equals the reference class:
@@ -71,7 +72,7 @@ _CITATION = """
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class Accuracy(evaluate.Metric):
+class Accuracy(RefuseEmptyInput, evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION,

@@ -6,6 +6,7 @@ import evaluate
 
 from multimed_hf.metrics.classification import auroc_per_class
 from multimed_hf.metrics.classification import macro_auroc
+from multimed_hf.metrics.evaluate_module import RefuseEmptyInput
 
 _DESCRIPTION = """
 The area under the ROC curve (AUROC) is the probability that a random positive sample scores higher than a random
@@ -83,7 +84,7 @@ _CITATION = """
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class Auroc(evaluate.Metric):
+class Auroc(RefuseEmptyInput, evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION,

@@ -5,6 +5,7 @@ import datasets
 import evaluate
 
 from multimed_hf.metrics.classification import balanced_accuracy
+from multimed_hf.metrics.evaluate_module import RefuseEmptyInput
 
 _DESCRIPTION = """
 Balanced accuracy is the mean of the per-class recalls over the classes present in the references:
@@ -51,7 +52,7 @@ _CITATION = """
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class BalancedAccuracy(evaluate.Metric):
+class BalancedAccuracy(RefuseEmptyInput, evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION,

@@ -5,6 +5,7 @@ import datasets
 import evaluate
 
 from multimed_hf.metrics.classification import cohen_kappa
+from multimed_hf.metrics.evaluate_module import RefuseEmptyInput
 
 _DESCRIPTION = """
 Cohen's kappa is agreement corrected for chance: kappa = (p_o - p_e) / (1 - p_e), where p_o is the observed
@@ -66,7 +67,7 @@ _CITATION = """
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class CohenKappa(evaluate.Metric):
+class CohenKappa(RefuseEmptyInput, evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION,

@@ -5,6 +5,7 @@ import datasets
 import evaluate
 
 from multimed_hf.metrics.classification import macro_f1
+from multimed_hf.metrics.evaluate_module import RefuseEmptyInput
 
 _DESCRIPTION = """
 Macro F1 is the unweighted mean over classes of F1 = 2 * precision * recall / (precision + recall), each class
@@ -56,7 +57,7 @@ _CITATION = """
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class MacroF1(evaluate.Metric):
+class MacroF1(RefuseEmptyInput, evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION,

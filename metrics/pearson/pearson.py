@@ -6,6 +6,7 @@ import evaluate
 
 from multimed_hf.metrics.regression import pearson
 from multimed_hf.metrics.regression import spearman
+from multimed_hf.metrics.evaluate_module import RefuseEmptyInput
 
 _DESCRIPTION = """
 Pearson's r is the covariance of predictions and references divided by the product of their standard deviations;
@@ -84,7 +85,7 @@ _CITATION = """
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class Pearson(evaluate.Metric):
+class Pearson(RefuseEmptyInput, evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
