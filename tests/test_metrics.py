@@ -539,6 +539,13 @@ def test_a_reference_no_score_column_can_name_is_refused(name):
     assert fn(scores, [1, 0]) == fn([1, 0], [1, 0])  # and indices in range score as before
 
 
+@pytest.mark.parametrize("scale", [1e160, 1e200, 1e-170])
+def test_pearson_does_not_depend_on_the_scale(scale):
+    # before: squares past ~1e154 overflowed (r read 0.0) and under ~1e-162 underflowed (read constant: NaN)
+    x, y = np.array([1.0, 2, 3, 5]), np.array([1.0, 2, 4, 3])
+    assert M.pearson(x * scale, y) == pytest.approx(stats.pearsonr(x, y)[0], abs=1e-12)
+
+
 def test_pearson_groups_must_all_be_given():
     # before: a None key failed in np.unique with "'<' not supported between 'NoneType' and 'str'"
     from multimed_hf.metrics import pearson

@@ -42,10 +42,18 @@ def _pair(predictions, references) -> tuple[np.ndarray, np.ndarray]:
     return preds, refs
 
 
+def _unit_scale(rows: np.ndarray) -> np.ndarray:
+    """Each row divided by its largest magnitude (rows of zeros kept)."""
+    top = np.abs(rows).max(axis=1, keepdims=True)
+    return rows / np.where(top > 0, top, 1.0)
+
+
 def _rowwise_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Pearson r of each row of ``x`` with the same row of ``y``; NaN where either row is constant."""
-    xc = x - x.mean(axis=1, keepdims=True)
-    yc = y - y.mean(axis=1, keepdims=True)
+    """Pearson r of each row of ``x`` with the same row of ``y``; NaN where either row is constant. Each centred row
+    is divided by its largest magnitude first (r does not change): squares of values past ~1e154 overflowed (r read
+    0) and of values under ~1e-162 underflowed (read constant)."""
+    xc = _unit_scale(x - x.mean(axis=1, keepdims=True))
+    yc = _unit_scale(y - y.mean(axis=1, keepdims=True))
     den = np.sqrt((xc * xc).sum(axis=1) * (yc * yc).sum(axis=1))
     constant = (np.ptp(x, axis=1) == 0) | (np.ptp(y, axis=1) == 0) | (den == 0)
     with np.errstate(invalid="ignore", divide="ignore"):
