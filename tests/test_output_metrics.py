@@ -87,6 +87,18 @@ def test_disease_scores_rank_by_logit_beyond_where_a_sigmoid_rounds_to_one():
     assert compute_output_metrics("disease", "diseases", logits, refs)["accuracy"] == 1.0
 
 
+def test_an_infinite_logit_takes_its_rows_probability():
+    # before: softmax read inf - inf as NaN and the AUROC refused the whole evaluation ("predictions: 5 value(s) are
+    # NaN or inf"), naming nothing the user passed
+    logits = np.random.default_rng(0).normal(size=(6, 5))
+    logits[0, 1] = np.inf
+    refs = np.array([1, 0, 2, 1, 0, 2])
+    result = compute_output_metrics("radiographic_findings", "finding", logits, refs)
+    finite = logits.copy()
+    finite[0, 1] = 1e6  # the same order: row 0 all on class 1
+    assert result == pytest.approx(compute_output_metrics("radiographic_findings", "finding", finite, refs))
+
+
 def test_bone_age_months_are_binned_for_accuracy():
     # bins [0,60) [60,108) [108,144) [144,180) [180,inf): 30 -> 0 vs 50 -> 0 right; 70 -> 1 vs 130 -> 2 wrong
     result = compute_output_metrics("bone_age", "bone_age_months", np.array([30.0, 70, 200]),

@@ -91,7 +91,12 @@ class MetricKind:
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
+    """Softmax over the last axis; a +inf logit (a half-precision overflow) takes the row's probability (shared
+    among a row's +inf logits), as its limit does, rather than NaN (inf - inf)."""
+    top = np.finfo(np.float64).max
+    finite = np.where(np.isposinf(logits), top, logits)
+    z = np.where(finite == top, 0.0, finite - finite.max(axis=-1, keepdims=True))
+    z = np.where((finite == top).any(axis=-1, keepdims=True) & (finite != top), -np.inf, z)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
 
