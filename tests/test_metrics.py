@@ -481,6 +481,9 @@ def test_bone_age_accuracy_is_on_the_bins():
     results = M.compute_task_metrics("bone_age", [10.0, 70.0, 200.0, -5.0], [20.0, 50.0, 190.0, 59.0])
     # bins [0,60) [60,108) ... [180,inf): 0,1,4,0 vs 0,0,4,0
     assert results == {"accuracy": pytest.approx(0.75), "mae": pytest.approx((10 + 20 + 10 + 64) / 4)}
+    # the bin column takes what a run scores on it (before: the task's MAE too, over bin indices)
+    assert M.compute_task_metrics("bone_age", [0, 1, 4], [0, 0, 0], label="bone_age_bin") == {
+        "accuracy": pytest.approx(1 / 3)}
 
 
 def test_expression_prediction_per_context(rng):

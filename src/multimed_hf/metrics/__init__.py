@@ -133,14 +133,17 @@ def compute_task_metrics(
     """Every metric of task ``task_name`` (from the task registry), as ``{name: value}``.
 
     ``label`` picks the label column (default: the task's first); the label's own metric list (registry
-    ``LabelSpec.metrics``) applies where it has one, else the task's; a task without labels (contrastive pairs)
+    ``LabelSpec.metrics``) applies where it has one, else the task's, those the label's kind can score (as a run
+    scores them: ``applicable_metrics``); a task without labels (contrastive pairs)
     takes similarity scores as ``predictions`` and its true candidates (or None) as ``references``. Class metrics on a regression label with a
     binned twin (bone age: months) score the bins. ``metrics`` limits or replaces that list. Each of ``options``
     (``ignore_index``, ``axis``, ``groups``, ``answer_types``, ``masks``, ...) goes to the metrics that accept it.
     """
     task = get_task(task_name)
     spec = task.label(label) if label is not None else task.labels[0] if task.labels else None
-    names = tuple(metrics if metrics is not None else ((spec.metrics if spec else ()) or task.metrics))
+    # the label's registry metrics its kind can score, as a run's (bone_age_bin: accuracy, not the task's MAE)
+    names = tuple(metrics if metrics is not None else applicable_metrics(task.name, spec.name) if spec else
+                  task.metrics)
     fns = {name: get_metric(name) for name in names}
     accepted = {name: _options_of(fn) for name, fn in fns.items()}
     unused = sorted(set(options) - set().union(*accepted.values()))
