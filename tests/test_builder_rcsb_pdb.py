@@ -138,6 +138,18 @@ def test_gzipped_entries_read_like_plain_ones(built, tmp_path):
         parse_entry(cut)
 
 
+def test_a_coordinate_that_is_no_number_rejects_its_file(built, tmp_path):
+    # before: Biopython's PDBConstructionException stopped the whole build with a traceback naming no file
+    root, *_ = built
+    lines = (root / "0gp1.pdb").read_text().split("\n")
+    i = next(i for i, line in enumerate(lines) if line.startswith("ATOM"))
+    lines[i] = lines[i][:46] + " 1.2.3.4" + lines[i][54:]
+    bad = tmp_path / "0gp1.pdb"
+    bad.write_text("\n".join(lines))
+    with pytest.raises(BadSourceFile, match="unreadable PDB: PDBConstructionException: Invalid or missing coordinate"):
+        parse_entry(bad)
+
+
 def test_identity_prefilter_and_threshold():
     rng = np.random.default_rng(0)
     letters = np.array(list("ACDEFGHIKLMNPQRSTVWY"))

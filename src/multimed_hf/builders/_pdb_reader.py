@@ -170,8 +170,13 @@ def _parse_pdb(text: str, name: str):
     last = _last_line(text)
     if last.split()[:1] != ["END"]:
         raise BadSourceFile(f"truncated: the file does not end with an END record (it ends with {last[:30]!r})")
-    header = parse_pdb_header(io.StringIO(text))
-    structure = PDBParser(QUIET=True).get_structure(name, io.StringIO(text))
+    from Bio.PDB.PDBExceptions import PDBConstructionException
+
+    try:  # a record Biopython cannot build (a coordinate that is no number): the file named, not a traceback
+        header = parse_pdb_header(io.StringIO(text))
+        structure = PDBParser(QUIET=True).get_structure(name, io.StringIO(text))
+    except (PDBConstructionException, IndexError, ValueError, KeyError) as err:
+        raise BadSourceFile(f"unreadable PDB: {type(err).__name__}: {err}") from None
     missing = [
         (m["chain"], m["ssseq"], (m.get("insertion") or " ").strip() or " ", m["res_name"], None)
         for m in header.get("missing_residues", [])
