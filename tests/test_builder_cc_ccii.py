@@ -132,3 +132,21 @@ def test_a_malformed_index_is_rejected_and_checks_nothing(tmp_path):
     )
     assert not [p for p in by_path if ":row" in p]
     assert report.counts["rejected"] == 1
+
+
+@pytest.mark.parametrize("row, reason", [
+    # a download cut mid-line (before: AttributeError on None, the whole build stopped), and a blank count (before:
+    # the rejected index still labelled slices and checked scans)
+    ("NCP-2.zip,NCP,2,1802", "unzip_filenames.csv: row 2 has 4 field(s), the header 5"),
+    ("NCP-2.zip,NCP,2,1802,", "unzip_filenames.csv: row 2: n_slice '' is not a count"),
+])
+def test_an_index_row_cut_short_rejects_the_index_which_then_checks_nothing(tmp_path, row, reason):
+    root = sample.make(tmp_path / sample.FOLDER)  # with the misfiled and short scans the index's rows check
+    lines = (root / INDEX_FILE).read_text().splitlines()
+    lines[2] = row
+    (root / INDEX_FILE).write_text("\n".join(lines) + "\n")
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    by_path = {e.source_path: e for e in report.entries}
+    assert by_path[INDEX_FILE].status == "rejected" and by_path[INDEX_FILE].reason == reason
+    assert not [p for p in by_path if ":row" in p]
+    assert not [e for e in report.entries if "the index says" in (e.reason or "")]

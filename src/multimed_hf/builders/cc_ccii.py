@@ -53,9 +53,25 @@ def _read_csv(data: bytes, name: str, columns: tuple[str, ...]) -> list[dict[str
     if missing:
         raise BadSourceFile(f"{name} lacks the column(s) {missing}; its header is {reader.fieldnames}")
     try:
-        return list(reader)
+        rows = list(reader)
     except csv.Error as err:
         raise BadSourceFile(f"{name}: {err}") from None
+    for n, row in enumerate(rows, start=1):  # a row cut short (a download stopped mid-line) or with extra fields
+        extra = row.get(None) or []
+        filled = sum(value is not None for key, value in row.items() if key is not None)
+        if extra or filled < len(reader.fieldnames):
+            raise BadSourceFile(f"{name}: row {n} has {filled + len(extra)} field(s), the header "
+                                f"{len(reader.fieldnames)}")
+    return rows
+
+
+def _read_index(data: bytes) -> list[dict[str, str]]:
+    """``unzip_filenames.csv``'s rows, each whole and with a slice count; else ``BadSourceFile`` naming the row."""
+    rows = _read_csv(data, INDEX_FILE, _INDEXES[INDEX_FILE])
+    for n, row in enumerate(rows, start=1):
+        if not row["n_slice"].strip().isdigit():
+            raise BadSourceFile(f"{INDEX_FILE}: row {n}: n_slice {row['n_slice']!r} is not a count")
+    return rows
 
 
 class CCCCIIBuilder(NonDataFiles, ImageFolderBuilder):
@@ -79,12 +95,11 @@ class CCCCIIBuilder(NonDataFiles, ImageFolderBuilder):
         return False
 
     def read_file(self, relpath: str) -> list[Sample]:
+        if relpath == INDEX_FILE:
+            _read_index((self.root / relpath).read_bytes())
+            return []
         if relpath in _INDEXES:
-            rows = _read_csv((self.root / relpath).read_bytes(), relpath, _INDEXES[relpath])
-            if relpath == INDEX_FILE:
-                for n, row in enumerate(rows, start=1):
-                    if not (row["n_slice"] or "").strip().isdigit():
-                        raise BadSourceFile(f"{relpath}: row {n}: n_slice {row['n_slice']!r} is not a count")
+            _read_csv((self.root / relpath).read_bytes(), relpath, _INDEXES[relpath])
             return []
         samples = super().read_file(relpath)
         for sample in samples:
@@ -156,9 +171,9 @@ class CCCCIIBuilder(NonDataFiles, ImageFolderBuilder):
         """``unzip_filenames.csv``'s rows, or [] where it is absent or unreadable (then rejected, named)."""
         if not (self.root / INDEX_FILE).is_file():
             return []
-        try:
-            return _read_csv((self.root / INDEX_FILE).read_bytes(), INDEX_FILE, _INDEXES[INDEX_FILE])
-        except BadSourceFile:
+        try:  # the rows read_file accepts: a rejected index labels nothing
+            return _read_index((self.root / INDEX_FILE).read_bytes())
+        except (BadSourceFile, OSError):
             return []
 
     @cached_property
