@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import ClassVar, Mapping
 
+from multimed_hf.builders._records import update_with_content
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.images import read_image_file
 from multimed_hf.data.sample import Sample
@@ -99,7 +100,8 @@ class CsvImageBuilder(SourceBuilder):
         super().__init__(root)
         digest = hashlib.sha256()
         for relpath in self._sheet_candidates():
-            digest.update(relpath.encode() + b"\0" + (self.root / relpath).read_bytes())
+            digest.update(relpath.encode() + b"\0")
+            update_with_content(digest, self.root / relpath)
         # +index-2: a labelled sheet naming an image wins over an unlabelled list wherever the two sit (``_index_of``)
         self.version = f"{type(self).version}+sheets-{digest.hexdigest()[:12]}+index-2"
         self._indexes: dict[str, _Index] | None = None

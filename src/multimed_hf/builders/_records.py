@@ -16,7 +16,7 @@ from typing import Iterable
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.sample import RejectedRecord, Sample
 
-__all__ = ["RecordRejections", "record_where", "dependency_version"]
+__all__ = ["RecordRejections", "record_where", "dependency_version", "update_with_content"]
 
 
 def dependency_version(reading_version: str, files: Iterable[Path]) -> str:
@@ -26,10 +26,19 @@ def dependency_version(reading_version: str, files: Iterable[Path]) -> str:
     digest = hashlib.sha256()
     for path in sorted(files):
         digest.update(path.name.encode() + b"\0")
+        update_with_content(digest, path)
+    return f"{reading_version}:{digest.hexdigest()[:12]}"
+
+
+def update_with_content(digest, path: Path) -> None:
+    """Feed ``path``'s bytes to ``digest``; a file that cannot be read (permission denied, a folder of that name)
+    feeds its error's name instead: reading it rejects it, named, rather than the version stopping the build."""
+    try:
         with path.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
-    return f"{reading_version}:{digest.hexdigest()[:12]}"
+    except OSError as err:
+        digest.update(f"unreadable: {type(err).__name__}".encode())
 
 
 def record_where(relpath: str, record: str) -> str:

@@ -23,6 +23,7 @@ from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 from multimed_hf.builders._download import NonDataFiles
+from multimed_hf.builders._records import update_with_content
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import ImageFolderBuilder, PathInfo
@@ -180,7 +181,11 @@ class CCCCIIBuilder(NonDataFiles, ImageFolderBuilder):
     def listing_version(self) -> str:
         """The index's bytes: a slice's acceptance depends on the class its row gives (``_index_labels``)."""
         path = self.root / INDEX_FILE
-        return hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.is_file() else "no-index"
+        if not path.is_file():
+            return "no-index"
+        digest = hashlib.sha256()
+        update_with_content(digest, path)  # an unreadable index is rejected when read, named
+        return digest.hexdigest()[:12]
 
     @cached_property
     def _index_labels(self) -> dict[tuple[str, str], set[str]]:
