@@ -122,6 +122,25 @@ def test_missing_cell_type_column_is_named(tmp_path):
         CellxGeneBuilder(tmp_path).read_file("x.h5ad")
 
 
+@pytest.mark.parametrize("damage, reason", [
+    ("scaled", r"the matrix holds negative values .* \(the first in cell 'b', row 2 of obs\)"),
+    ("nan", r"the matrix holds 1 non-finite values \(the first in cell 'c', row 3 of obs\)"),
+])
+def test_a_scaled_or_non_finite_file_is_named_for_its_values_not_its_genes(tmp_path, damage, reason):
+    # before: the panel left such a file's genes out, and the file was then rejected as "genes [...] are not in the
+    # source's panel: rebuild to re-read the folder" on a fresh build: the real reason hidden, the advice wrong
+    x = np.ones((3, 3), dtype=np.float32)
+    if damage == "scaled":
+        x[1, 2] = -0.5
+    else:
+        x[2, 0] = np.nan
+    obs = pd.DataFrame({"cell_type": ["T cell"] * 3, "donor_id": ["d1", "d2", "d3"]}, index=["a", "b", "c"])
+    ad.AnnData(X=sp.csr_matrix(x), obs=obs, var=pd.DataFrame(index=[f"ENSG0000000000{i}" for i in range(3)])
+               ).write_h5ad(tmp_path / "x.h5ad")
+    with pytest.raises(BadSourceFile, match=reason):
+        CellxGeneBuilder(tmp_path).read_file("x.h5ad")
+
+
 def test_row_chunks_give_the_same_cells(built, monkeypatch):
     root, *_ = built
     whole = CellxGeneBuilder(root).read_file(sample.SCHEMA_FILE)

@@ -504,19 +504,21 @@ class CellxGeneBuilder(H5adFiles, NonDataFiles, SourceBuilder):
                                for v in cells.column(primary, start, min(start + self.chunk_cells, cells.n_obs))):
             raise BadSourceFile(f"every cell has {NOT_PRIMARY}; build from the primary datasets")
         keys, _, _ = cells.genes()
+        matrix = cells.matrix
+        # before the panel check: a scaled or non-finite file adds no genes to the panel, and its reason is its values
+        first = min(self.normalisation_cells, cells.n_obs)
+        normalisation = _checked(lambda: detect_normalisation(_csr(matrix[:first])), matrix[:first], cells, 0)
         position = {g: i for i, g in enumerate(self._panel["genes"])}
         unknown = [k for k in keys if k not in position]
         if unknown:  # the file changed since the panel was read
             raise BadSourceFile(f"genes {unknown[:3]} are not in the source's panel: rebuild to re-read the folder")
         remap = np.array([position[k] for k in keys], dtype=np.int32)
-        matrix = cells.matrix
-        normalisation = detect_normalisation(_csr(matrix[: min(self.normalisation_cells, cells.n_obs)]))
         stem = PurePosixPath(relpath).with_suffix("").as_posix()
         matrix_note = f"{cells.where} ({normalisation})"
         for start in range(0, cells.n_obs, self.chunk_cells):
             stop = min(start + self.chunk_cells, cells.n_obs)
             block = _csr(matrix[start:stop])
-            detect_normalisation(block)  # every chunk checked: scaled or non-finite values anywhere reject
+            _checked(lambda: detect_normalisation(block), block, cells, start)  # scaled / non-finite anywhere reject
             n = stop - start  # obs values per chunk too: no list of the whole file's cells
 
             def texts(name):
@@ -562,6 +564,20 @@ def _is_primary(value) -> bool:
     if isinstance(value, (bytes, str)):
         return (value.decode() if isinstance(value, bytes) else value).strip().lower() not in ("false", "0")
     return value is None or bool(value)
+
+
+def _checked(check, block, cells: _Cells, start: int):
+    """``check()``, its ``BadSourceFile`` naming the first cell (barcode) whose values are negative or non-finite."""
+    try:
+        return check()
+    except BadSourceFile as err:
+        block = _csr(block)
+        bad = np.flatnonzero(~np.isfinite(block.data) | (block.data < 0))
+        if not bad.size:
+            raise
+        row = int(np.searchsorted(block.indptr, bad[0], side="right") - 1)
+        barcode = cells.barcodes(start + row, start + row + 1)[0]
+        raise BadSourceFile(f"{err} (the first in cell {barcode!r}, row {start + row + 1} of obs)") from None
 
 
 def _csr(block):
