@@ -141,6 +141,21 @@ def test_without_contexts_tsv_the_organ_is_the_registrys_and_a_bad_one_is_named(
     assert report.counts["kept"] > 0  # the windows keep their targets, without organs
 
 
+def test_a_context_a_cell_type_nearly_names_is_warned_of(built, tmp_path):
+    # before: "B cells" in the table beside "B cell" in the .h5ad silently left every B-cell row without a profile
+    root, *_ = built
+    copy = shutil.copytree(root, tmp_path / "src")
+    for name in ("expression.tsv", "contexts.tsv"):
+        text = (copy / name).read_text()
+        (copy / name).write_text(text.replace("B cell\t", "B cells\t", 1))
+    report = build_dataset(TASK, [copy], tmp_path / "out", progress=False)
+    warned = [w for w in report.warnings if "match no cell type" in w]
+    assert warned == ["tcga_promoters: contexts 'B cells' (its cell type 'B cell') match no cell type of pbmc_cells.h5ad exactly: "
+                      "their rows have no scRNA profile; name them alike in both files"]
+    assert not [w for w in build_dataset(TASK, [root], tmp_path / "clean", progress=False).warnings
+                if "match no cell type" in w]
+
+
 def test_a_changed_table_revalidates_the_windows(built, tmp_path):
     root, *_ = built
     copy = shutil.copytree(root, tmp_path / "src")

@@ -283,6 +283,26 @@ class TCGAPromotersBuilder(NonDataFiles, RecordRejections, SourceBuilder):
         genes, profiles = pseudobulk_profiles(self.root / h5ads[0])
         return genes, profiles, panel_id(genes)
 
+    def layout_warnings(self) -> list[str]:
+        """Contexts of the table without a profile whose name a cell type of the .h5ad nearly matches (a case or a
+        plural apart: "B cells" / "B cell"): profiles pair by exact name, so their rows have none, said here."""
+        if len(self._h5ads()) != 1 or self._one(TABLE_NAMES) is None:
+            return []
+        try:
+            contexts = self._table_rows[0]
+            profiles = self._profiles
+        except (BadSourceFile, *self.reader_errors):  # rejected when read, with the reason
+            return []
+
+        def loose(name: str) -> str:
+            return " ".join(name.lower().split()).removesuffix("s")
+
+        cell_types = {loose(t): t for t in profiles[1] if t not in contexts}
+        near = [f"{c!r} (its cell type {cell_types[loose(c)]!r})" for c in contexts
+                if c not in profiles[1] and loose(c) in cell_types]
+        return [f"contexts {', '.join(near)} match no cell type of {self._h5ads()[0]} exactly: their rows have no "
+                f"scRNA profile; name them alike in both files"] if near else []
+
     def read_file(self, relpath: str) -> list[Sample]:
         name = PurePosixPath(relpath).name
         if relpath == self._one(TABLE_NAMES):
