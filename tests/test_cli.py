@@ -73,3 +73,17 @@ def test_build_strict_fails_naming_the_file(tmp_path, capsys):
 def test_push_without_namespace_is_refused(tmp_path, capsys):
     assert main(["push", str(tmp_path), "--repo", "multimed"]) == 2
     assert "the bare id 'multimed' is taken" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["build", "brain_tumor", "--source", "unused", "--out", "OUT"],
+    ["federate", "--data", "unused", "--tasks", "expression_prediction", "--output-dir", "OUT"],
+])
+def test_build_and_federate_refuse_several_launched_processes(argv, tmp_path, monkeypatch, capsys):
+    # before: under torchrun each process ran the whole build (one crashed on the other's SQLite store, the config
+    # was left with no sample) or the whole federation (two runs writing one folder, two numbers printed)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    argv = [str(tmp_path / a) if a == "OUT" else a for a in argv]
+    assert main(argv) == 2
+    assert f"multimed {argv[0]}: error: launched as 2 processes (WORLD_SIZE=2)" in capsys.readouterr().err
+    assert not (tmp_path / "OUT").exists()

@@ -88,6 +88,9 @@ def _info(args) -> int:
 
 def _build(args) -> int:
     from multimed_hf.api import build_dataset
+    from multimed_hf.training.arguments import refuse_several_processes
+
+    refuse_several_processes("multimed build", does="builds with its own worker processes (--num-proc N)")
 
     report = build_dataset(
         args.task, args.source, args.out, on_bad_files="error" if args.strict else "report",

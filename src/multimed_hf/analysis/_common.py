@@ -138,13 +138,11 @@ _PARSED_DEFAULTS = "_multimed_analysis_defaults"
 
 def refuse_several_processes(prog: str, error=ValueError) -> None:
     """The analyses train and score their small per-task models in one process, each writing its tables and
-    predictions: under ``torchrun`` / ``accelerate launch`` (``WORLD_SIZE`` > 1) every process would write the same
-    files at once (``attribution`` read one while another rewrote it). Refused, before any data is read."""
-    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if launched > 1:
-        raise error(f"launched as {launched} processes (WORLD_SIZE={launched}): {prog} trains and scores its models "
-                    f"in one process (every process would write the same files); run it without torchrun or "
-                    f"accelerate launch, on one GPU or the CPU")
+    predictions: under ``torchrun`` / ``accelerate launch`` every process would write the same files at once
+    (``attribution`` read one while another rewrote it). Refused, before any data is read."""
+    from multimed_hf.training.arguments import refuse_several_processes as refuse
+
+    refuse(prog, error, does="trains and scores its models in one process, on one GPU or the CPU")
 
 
 def run_training_arguments(args, training_args, plan):

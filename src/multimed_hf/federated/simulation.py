@@ -315,6 +315,10 @@ def federate_main(argv: Sequence[str] | None = None) -> int:
     """``multimed federate ...``: parse, run ``run_federation`` (or ``deploy.export_app``), print where the report
     went."""
     try:
+        from multimed_hf.training.arguments import refuse_several_processes
+
+        refuse_several_processes("multimed federate", does="runs every client and the server itself (Flower's "
+                                                          "simulation, or the deployment's own processes)")
         args = parse_federate_args(argv)
     except ValueError as error:  # a refused flag: one line, as the other commands say it
         print(f"multimed federate: error: {error}", file=sys.stderr)

@@ -614,6 +614,17 @@ def refuse_lone_processes(training_args, error=ValueError) -> None:
                     f"run one process")
 
 
+def refuse_several_processes(prog: str, error=ValueError, *,
+                             does: str = "trains and scores its models in one process") -> None:
+    """Commands that run in one process (the analyses, ``multimed build``, ``multimed federate``): under
+    ``torchrun`` / ``accelerate launch`` (``WORLD_SIZE`` > 1) every process would run the whole command and write
+    the same files at once. Refused, before any data is read."""
+    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if launched > 1:
+        raise error(f"launched as {launched} processes (WORLD_SIZE={launched}): {prog} {does} (every process would "
+                    f"write the same files); run it without torchrun or accelerate launch")
+
+
 def parse_evaluate_args(argv: Sequence[str] | None = None, *, prog: str = "multimed evaluate"):
     """``(EvaluateArguments, TrainingArguments)``; the checkpoint may come first, positionally."""
     argv = list(sys.argv[1:] if argv is None else argv)
