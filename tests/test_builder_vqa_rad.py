@@ -139,9 +139,9 @@ def test_names_spelled_with_plus_signs_read_like_the_published_ones(tmp_path):
 
 
 def test_a_qid_given_twice_in_the_json_rejects_both_questions(tmp_path):
-    """Two items of the one JSON with the same ``qid`` (or 3 and "3", the same id) are ambiguous: both are rejected,
-    each naming the other row, and the rest build as before (they were both kept under one sample id, so a
-    prediction could be written beside the other question's answer)."""
+    """Two different items of the one JSON with the same ``qid`` (or 3 and "3", the same id) are ambiguous: both
+    are rejected, each naming the other's row (``json:row N``), and the rest build as before (they were both kept
+    under one sample id, so a prediction could be written beside the other question's answer)."""
     from multimed_hf.api import build_dataset
 
     root = sample.make(tmp_path / "src", bad_files=False)
@@ -150,9 +150,11 @@ def test_a_qid_given_twice_in_the_json_rejects_both_questions(tmp_path):
     items[7]["qid"] = str(items[3]["qid"])
     (root / QA).write_text(json.dumps(items))
     report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
-    rejected = sorted((e.sample_id, e.reason) for e in report.entries if e.status == "rejected")
-    twice = sorted(f"qid:{items[i]['qid']}" for i in (2, 3, 5, 7))
-    assert [sid for sid, _ in rejected] == twice
-    assert all(reason == f"duplicate id: {sid!r} is also another row of {QA}" for sid, reason in rejected)
+    rejected = {e.source_path: e.reason for e in report.entries if e.status == "rejected"}
+    row = {i: f"{QA}:row {i + 1} (qid {items[i]['qid']})" for i in (2, 3, 5, 7)}
+    assert rejected == {
+        row[i]: f"duplicate id: 'qid:{items[i]['qid']}' is also {row[j]}, a different item: all are rejected"
+        for i, j in ((2, 5), (5, 2), (3, 7), (7, 3))
+    }
     kept = [e.sample_id for e in report.entries if e.status in ("kept", "moved") and e.sample_id]
     assert len(kept) == len(set(kept)) == len(items) - 4

@@ -46,6 +46,8 @@ __all__ = ["CBISDDSMBuilder", "CSV_NAME", "FOLDER_NAME"]
 CSV_NAME = re.compile(r"^(mass|calc)_case_description_(train|test)_set\.csv$")
 FOLDER_NAME = re.compile(r"^(Mass|Calc)-(Training|Test)_(P_\d+)_(LEFT|RIGHT)_(CC|MLO)(?:_(\d+))?$")
 _SPLIT = {"Training": "train", "Test": "test"}
+#: The case-description CSVs' columns the builder reads: a CSV without them labels nothing.
+COLUMNS = ("image file path", "pathology")
 #: What the NBIA Data Retriever writes beside the tree it downloads (one row per series).
 NBIA_METADATA = "metadata.csv"
 
@@ -73,8 +75,8 @@ def mammogram_png(path: Path) -> bytes:
 class CBISDDSMBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
     task = "breast_cancer"
     source = "cbis_ddsm"
-    reading_version = "5"  # 4: a DICOM file cut short is rejected as truncated (builders._dicom); 5: an empty
-    # file and a file that is no DICOM (no DICM prefix) named so
+    reading_version = "6"  # 4: a DICOM file cut short is rejected as truncated (builders._dicom); 5: an empty
+    # file and a file that is no DICOM (no DICM prefix) named so; 6: a CSV without COLUMNS is unusable, not kept
 
     @classmethod
     def detect(cls, root: Path) -> bool:
@@ -92,9 +94,12 @@ class CBISDDSMBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
 
     @classmethod
     def _csv_paths(cls, root: Path) -> list[Path]:
-        """The case-description CSVs: at the root, beside the tree (in the download folder) or inside it."""
+        """The case-description CSVs: at the root, beside the tree (in the download folder) or inside it. Files
+        only: a folder named like a CSV (what some unzip tools leave) is none; its files are read as strays."""
         folders = dict.fromkeys((root, *cls._tree_and_parent(root)))  # in order, once each
-        return [p for folder in folders for p in sorted(folder.glob("*.csv")) if CSV_NAME.match(p.name)]
+        return [
+            p for folder in folders for p in sorted(folder.glob("*.csv")) if CSV_NAME.match(p.name) and p.is_file()
+        ]
 
     @classmethod
     def _tree_and_parent(cls, root: Path) -> tuple[Path, ...]:
@@ -123,8 +128,9 @@ class CBISDDSMBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
     @cached_property
     def _csvs(self) -> tuple[dict[str, list[tuple[str, str]]], dict[str, str]]:
         """``(rows, unreadable)``: full-mammogram folder -> its ``(where, pathology)`` CSV rows, from the CSVs that
-        can be read; and each CSV that cannot (not UTF-8 text, not CSV) -> why, by its relative path. An unreadable
-        CSV gives no row: it is rejected as it is read, and so is each mammogram it would label."""
+        can be read; and each CSV that cannot (not UTF-8 text, not CSV, no header or a header without ``COLUMNS``,
+        e.g. saved with semicolons) -> why, by its relative path. An unreadable CSV gives no row: it is rejected as
+        it is read, and so is each mammogram it would label."""
         rows: dict[str, list[tuple[str, str]]] = {}
         unreadable: dict[str, str] = {}
         for path in self._csv_paths(self.root):
@@ -132,7 +138,16 @@ class CBISDDSMBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
             found = []
             try:
                 with path.open(newline="", encoding="utf-8-sig") as handle:
-                    for n, row in enumerate(csv.DictReader(handle), start=2):
+                    reader = csv.DictReader(handle)
+                    if not reader.fieldnames:
+                        unreadable[where] = "empty: it has no header row"
+                        continue
+                    missing = [c for c in COLUMNS if c not in reader.fieldnames]
+                    if missing:
+                        unreadable[where] = (f"unusable: it lacks the column(s) {missing}; its header is "
+                                             f"{reader.fieldnames}")
+                        continue
+                    for n, row in enumerate(reader, start=2):
                         image_path = (row.get("image file path") or "").strip()
                         folder = PurePosixPath(image_path).parts[0] if image_path else ""
                         found.append((folder, f"{where}:row {n}", (row.get("pathology") or "").strip()))
@@ -203,6 +218,11 @@ class CBISDDSMBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
             if relpath in self._csvs[1]:
                 raise BadSourceFile(f"{name} is {self._csvs[1][relpath]}")
             return []  # a case-description CSV, or the NBIA Data Retriever's list of the series it wrote
+        if CSV_NAME.match(name):  # e.g. in a folder of its own name, as some unzip tools leave it
+            raise BadSourceFile(
+                f"a case-description CSV where none is read ({PurePosixPath(relpath).parent}/): move it to the root, "
+                "beside CBIS-DDSM/ or into it"
+            )
         folder = self._case_folder(relpath)
         match = FOLDER_NAME.match(folder or "")
         if match is None or not name.lower().endswith(".dcm"):
@@ -218,7 +238,10 @@ class CBISDDSMBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
         if unusable is not None:
             raise BadSourceFile(unusable)
         if not self._rows.get(folder):
-            raise BadSourceFile(f"no case-description CSV row names {folder!r}")
+            own = f"{lesion.lower()}_case_description_{_SPLIT[split]}_set.csv"
+            read = {PurePosixPath(p).name for p in self._index_files}
+            absent = "" if own in read else f" (the source has no {own} at the root, beside CBIS-DDSM/ or in it)"
+            raise BadSourceFile(f"no case-description CSV row names {folder!r}{absent}")
         rows = self._mammogram_rows[(split, patient, side, view)]  # its mass and its calcification rows
         pathology = self.spec().label_map["malignancy"]  # the registry's map of the CSVs' pathology names
         unknown = sorted({p for _, p in rows if p not in pathology})

@@ -97,7 +97,7 @@ def _scan(path: Path):
             if not raw.strip():
                 continue
             try:
-                item = json.loads(raw.decode("utf-8"))
+                item = json.loads(raw.decode("utf-8-sig"))  # a BOM (Windows editors) before line 1
             except (UnicodeDecodeError, json.JSONDecodeError) as err:
                 yield number, start, None, f"not a JSON object: {type(err).__name__}: {err}"
                 continue
@@ -114,7 +114,7 @@ def _scan(path: Path):
 def _read_line(path: Path, row: _Row) -> dict:
     with path.open("rb") as handle:
         handle.seek(row.offset)
-        return json.loads(handle.readline().decode("utf-8"))
+        return json.loads(handle.readline().decode("utf-8-sig"))
 
 
 def _text(value) -> str | None:
@@ -128,7 +128,8 @@ class PMCOABuilder(NonDataFiles, SourceBuilder):
     data_files = (ARCHIVE,)  # named by the builder itself: what it unpacks to
     task = "pmc_pairs"
     source = "pmc_oa"
-    reading_version = "3"  # 2: the Hub repository's checkpoint.pt dropped as not data; 3: a repeated row kept once
+    reading_version = "4"  # 2: the Hub repository's checkpoint.pt dropped as not data; 3: a repeated row kept once;
+    # 4: a file starting with a UTF-8 BOM read
 
     @classmethod
     def detect(cls, root: Path) -> bool:

@@ -34,8 +34,9 @@ _DOCUMENTS = re.compile(r"^(KG/.*|README.*|LICENSE.*|mask\.txt)$")
 class SLAKEBuilder(VQAJsonBuilder):
     task = "med_vqa"
     source = "slake"
-    reading_version = "3"  # 2: the Hub repository's mask.txt is a document, not a stray file; 3: mask.png,
-    # detection.json and question.json are not used (dropped), no longer index files
+    reading_version = "4"  # 2: the Hub repository's mask.txt is a document, not a stray file; 3: mask.png,
+    # detection.json and question.json are not used (dropped), no longer index files; 4: a verbatim repeated item
+    # kept once, images of an unreadable split file named so, an item without a qid rejected
 
     @classmethod
     def detect(cls, root: Path) -> bool:
@@ -68,7 +69,10 @@ class SLAKEBuilder(VQAJsonBuilder):
             "question_type": answer_text(item.get("content_type")), "organ": answer_text(item.get("location")),
             "language": answer_text(item.get("q_lang")),
         }
-        return f"{PurePosixPath(relpath).stem}:{answer_text(item['qid'])}", fields, _SPLITS[relpath]
+        qid = answer_text(item["qid"])
+        if qid is None:
+            raise BadSourceFile(f"no qid: qid {item['qid']!r} names no sample")
+        return f"{PurePosixPath(relpath).stem}:{qid}", fields, _SPLITS[relpath]
 
     def item_modality(self, item: dict, items_of_image: list[dict]) -> str:
         modality = _MODALITIES.get(str(item.get("modality", "")).strip().lower())

@@ -7,9 +7,11 @@ One sample per question: the image it asks about (decoded and checked, original 
 as the publisher wrote it (numbers as text) and its type, ``closed`` (yes/no or choice: classified over the
 closed-answer vocabulary) or ``open`` (free text). Items are the JSON's records: one whose image is missing or
 undecodable, or whose question, answer or answer type is empty or unknown, is reported as
-``<json>:row N (qid Q)`` while the other items are kept. Image files are validated too; one no question refers
-to is reported as not used. (An image file's manifest entry reads "index file": its bytes are stored in the
-rows of its questions, whose entries name the QA file.)
+``<json>:row N (qid Q)`` while the other items are kept; so is an item without a qid. An item repeated verbatim
+is kept once (the copy named); different items under one qid are all rejected, each naming the others' rows. Image
+files are validated too; one no question refers to is reported as not used, or, where a QA file cannot be read
+(cut, empty), rejected naming that file. (An image file's manifest entry reads "image of its questions": its bytes
+are stored in the rows of its questions, whose entries name the QA file.)
 
 Publisher split: ``phrase_type`` ``test_freeform`` / ``test_para`` are the test questions. The split is by
 question, so a test image also has training questions: grouping by image (its file's sha256, plus near-duplicate
@@ -72,7 +74,8 @@ class VQAJsonBuilder(NonDataFiles, RecordRejections, SourceBuilder):
 
     record_noun = "question"
     image_suffixes: ClassVar[tuple[str, ...]] = (".jpg", ".jpeg", ".png")
-    reading_version: ClassVar[str] = "1"
+    reading_version: ClassVar[str] = "2"  # 2: a verbatim repeated item kept once; images of an unreadable QA file
+    # named so (not "not used"); an item without a qid rejected
 
     @cached_property
     def version(self) -> str:
@@ -99,8 +102,16 @@ class VQAJsonBuilder(NonDataFiles, RecordRejections, SourceBuilder):
 
     @staticmethod
     def _load_json(path: Path) -> list[dict]:
+        if not path.is_file():
+            raise BadSourceFile("a folder, not a JSON file" if path.is_dir() else "not in the source")
         try:
-            items = json.loads(path.read_bytes().decode("utf-8-sig"))
+            data = path.read_bytes()
+        except OSError as err:
+            raise BadSourceFile(f"unreadable: {type(err).__name__}: {err}") from None
+        if not data:
+            raise BadSourceFile("empty file (0 bytes)")
+        try:
+            items = json.loads(data.decode("utf-8-sig"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise BadSourceFile(f"not valid JSON: {type(err).__name__}: {err}") from None
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
@@ -108,20 +119,27 @@ class VQAJsonBuilder(NonDataFiles, RecordRejections, SourceBuilder):
         return items
 
     @cached_property
-    def _referenced(self) -> set[str]:
-        """Image paths some readable QA file refers to."""
-        found = set()
+    def _qa_index(self) -> tuple[set[str], dict[str, str]]:
+        """``(referenced, unreadable)``: image paths some readable QA file refers to; each QA file that cannot be
+        read -> why (its images cannot be told used or not: they are rejected naming it, not dropped as unused)."""
+        found, unreadable = set(), {}
         for relpath in self.qa_files():
             try:
                 items = self._load_json(self.root / relpath)
-            except BadSourceFile:
+            except BadSourceFile as err:
+                unreadable[relpath] = err.reason
                 continue
             for item in items:
                 try:
                     found.add(self.image_path(item))
                 except (KeyError, TypeError, BadSourceFile):
                     continue
-        return found
+        return found, unreadable
+
+    @property
+    def _referenced(self) -> set[str]:
+        """Image paths some readable QA file refers to."""
+        return self._qa_index[0]
 
     def no_sample_note(self, relpath: str) -> str:
         """An image its questions name is their data, stored with their samples (not an index file)."""
@@ -132,6 +150,11 @@ class VQAJsonBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     def read_image(self, relpath: str) -> list[Sample]:
         """An image file: validated here, stored with its questions (from the QA file's samples)."""
         if relpath not in self._referenced:
+            unreadable = self._qa_index[1]
+            if unreadable:  # its questions may be in a file that cannot be read: not known to be unused
+                named = "; ".join(f"{qa}: {why}" for qa, why in sorted(unreadable.items()))
+                raise BadSourceFile(f"no question: no readable QA file refers to this image; its questions may be in "
+                                    f"a QA file that cannot be read ({named})")
             raise UnusedSourceFile("not used: no question in the QA file(s) refers to this image")
         read_image_file(self.root / relpath, relpath)  # a bad (or blank) image is named here too
         return []
@@ -145,7 +168,7 @@ class VQAJsonBuilder(NonDataFiles, RecordRejections, SourceBuilder):
             except (KeyError, TypeError, BadSourceFile):
                 continue
         images: dict[str, tuple] = {}
-        samples, bad = [], []
+        made, bad = [], []  # made: (record, item, sample)
         for n, item in enumerate(items, start=1):
             record = f"{n} (qid {item.get('qid', '?')})"
             try:
@@ -161,13 +184,33 @@ class VQAJsonBuilder(NonDataFiles, RecordRejections, SourceBuilder):
             except BadSourceFile as err:
                 bad.append((record, err.reason))
                 continue
-            samples.append(Sample(
+            made.append((record, item, Sample(
                 sample_id=sample_id, source_path=relpath,
                 fields={"image": ref, "modality": modality, **fields},
                 # all questions on one image together, and exact copies of an image under other names with them
                 group_key=f"image:{ref.sha256}", published_split=split, perceptual_hash=phash,
-            ))
-        return self.keep_records(relpath, samples, bad)
+            )))
+        return self.keep_records(relpath, *self._once_each(relpath, made, bad))
+
+    @staticmethod
+    def _once_each(relpath: str, made: list[tuple], bad: list[tuple[str, str]]):
+        """``(samples, bad)`` with each sample id once: an item repeated verbatim is kept once (its copies named),
+        different items under one id are all rejected, each naming the others' rows (no copy is trusted)."""
+        by_id: dict[str, list[tuple]] = {}
+        for entry in made:
+            by_id.setdefault(entry[2].sample_id, []).append(entry)
+        samples, bad = [], list(bad)
+        for record, item, sample in made:
+            same = by_id[sample.sample_id]
+            if len(same) == 1 or (same[0][2] is sample and all(other == item for _, other, _ in same)):
+                samples.append(sample)
+            elif all(other == same[0][1] for _, other, _ in same):
+                bad.append((record, f"repeated item: the same as {relpath}:row {same[0][0]} (kept once)"))
+            else:
+                others = ", ".join(f"{relpath}:row {r}" for r, _, s in same if s is not sample)
+                bad.append((record, f"duplicate id: {sample.sample_id!r} is also {others}, a different item: "
+                                    "all are rejected"))
+        return samples, bad
 
     def _decode(self, image: str):
         path = self.root / image
@@ -177,6 +220,8 @@ class VQAJsonBuilder(NonDataFiles, RecordRejections, SourceBuilder):
             ref, phash = read_image_file(path, image)  # blank images rejected too
         except BadSourceFile as err:
             raise BadSourceFile(f"image {image}: {err.reason}") from None
+        except OSError as err:  # permission denied: its questions are rejected, not the whole QA file
+            raise BadSourceFile(f"image {image}: unreadable: {type(err).__name__}: {err}") from None
         return ref, phash
 
 
@@ -242,7 +287,10 @@ class VQARADBuilder(VQAJsonBuilder):
             "question_type": answer_text(item.get("question_type")), "organ": answer_text(item.get("image_organ")),
             "language": "en",
         }
-        return f"qid:{answer_text(item['qid'])}", fields, "test" if phrase.startswith("test") else "train"
+        qid = answer_text(item["qid"])
+        if qid is None:
+            raise BadSourceFile(f"no qid: qid {item['qid']!r} names no sample")
+        return f"qid:{qid}", fields, "test" if phrase.startswith("test") else "train"
 
     def item_modality(self, item: dict, items_of_image: list[dict]) -> str:
         organ = str(item.get("image_organ", "")).strip().upper()
