@@ -150,6 +150,37 @@ def test_a_coordinate_that_is_no_number_rejects_its_file(built, tmp_path):
         parse_entry(bad)
 
 
+def _atom(serial, name, resname, number, xyz, het=False):
+    element = name[0]
+    return (f"{'HETATM' if het else 'ATOM  '}{serial:5d} {name:<4} {resname:>3} A{number:4d}    "
+            f"{xyz[0]:8.3f}{xyz[1]:8.3f}{xyz[2]:8.3f}  1.00 20.00          {element:>2}")
+
+
+@pytest.mark.parametrize("ligand", ["SAH", "DGL", "SEP"])
+def test_a_ligand_with_amino_acid_atoms_bound_to_a_chain_stays_out_of_it(tmp_path, ligand):
+    # before: a cofactor deposited under the chain after its TER (SAH / SAM of every methyltransferase, a free D- or
+    # phospho-amino acid) joined the polymer: the chain was rejected as a "chain break" between residues 30 and 301
+    names = ["ALA", "GLY", "SER", "LEU", "VAL", "LYS"] * 5
+    lines, serial = [], 0
+    for i, name in enumerate(names):
+        x = 3.61 * i
+        for atom, offset in (("N", -1.2), ("CA", 0.0), ("C", 1.2), ("O", 1.5)):
+            serial += 1
+            lines.append(_atom(serial, atom, name, i + 1, (x + offset, 0.5 if atom == "O" else 0.0, 0.0)))
+    lines.append("TER")
+    for atom, xyz in (("N", (40.0, 8.0, 3.0)), ("CA", (40.9, 8.5, 3.3)), ("C", (44.5, 9.0, 3.3)),
+                      ("O", (45.4, 8.0, 3.0))):
+        serial += 1
+        lines.append(_atom(serial, atom, ligand, 301, xyz, het=True))
+    seqres = [f"SEQRES {k + 1:3d} A {len(names):4d}  " + " ".join(names[13 * k: 13 * k + 13]) for k in range(3)]
+    path = tmp_path / "9sah.pdb"
+    path.write_text("\n".join(["HEADER    TEST                                    01-JAN-00   9SAH", *seqres, *lines,
+                               "END", ""]))
+    entry = parse_entry(path)
+    assert entry.problems == [] and len(entry.chains) == 1
+    assert entry.chains[0].sequence == "AGSLVK" * 5
+
+
 def test_identity_prefilter_and_threshold():
     rng = np.random.default_rng(0)
     letters = np.array(list("ACDEFGHIKLMNPQRSTVWY"))

@@ -444,6 +444,31 @@ def _not_increasing(keys: list[tuple[int, str]]) -> str | None:
     return None
 
 
+def _peptide_bond(before, after) -> bool:
+    """Whether residue ``before``'s C and ``after``'s N are bonded (a peptide bond is 1.33 A)."""
+    return "C" in before and "N" in after and float(np.linalg.norm(before["C"].coord - after["N"].coord)) < 2.0
+
+
+def _polymer_residues(chain_id: str, observed: list, order: _Order) -> list:
+    """``observed`` without the HETATM residues that are ligands bound to the chain, not part of it (SAH / SAM
+    cofactors, a free D- or phospho-amino acid: amino-acid-like atoms, deposited under the chain after its TER): a
+    HETATM residue stays where mmCIF gives it a ``label_seq_id`` (a polymer position), else where it lies between the
+    chain's first and last ATOM residues or is peptide-bonded to a neighbour (a modified residue at a chain end)."""
+    atoms = [o[0] for o in observed if o[5].id[0] == " "]
+    first, last = (min(atoms), max(atoms)) if atoms else (None, None)
+    kept = []
+    for i, entry in enumerate(observed):
+        residue = entry[5]
+        label = order.labels.get((chain_id, entry[0], entry[1]))
+        if residue.id[0] == " " or label is not None:
+            kept.append(entry)
+        elif (first is not None and first < entry[0] < last) or (
+                i > 0 and _peptide_bond(observed[i - 1][5], residue)) or (
+                i + 1 < len(observed) and _peptide_bond(residue, observed[i + 1][5])):
+            kept.append(entry)
+    return kept
+
+
 def _chain_record(chain, missing: list[tuple[int, str, str, int | None]], entity: str | None, order: _Order):
     """The chain's residues (observed merged with missing), None for a chain with no amino acid, or the reason why
     the missing residues cannot be placed (a string)."""
@@ -462,6 +487,7 @@ def _chain_record(chain, missing: list[tuple[int, str, str, int | None]], entity
         elif letter is None and not backbone:
             continue  # a nucleotide or other non-amino-acid polymer residue
         observed.append((number, icode or " ", name, letter, standard, residue))
+    observed = _polymer_residues(chain.id, observed, order)
     if not observed:
         return None
     merged = _merge_missing(

@@ -75,8 +75,9 @@ class RCSBPDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     record_noun = "protein chain"
     # 2: files the RCSB serves beside entries (assemblies, structure factors) dropped, not read; 3: unobserved residues
     # placed by mmCIF label_seq_id / the SEQRES order, not by sorting author numbers (fusions, descending insertion
-    # codes); a chain whose missing residues cannot be placed is reported, not guessed
-    version = "3"
+    # codes); a chain whose missing residues cannot be placed is reported, not guessed; 4: ligands with amino-acid
+    # atoms bound to a chain (SAH, SAM) left out of it; a .pdb record Biopython cannot build rejects the file
+    version = "4"
 
     @classmethod
     def detect(cls, root: Path) -> bool:
