@@ -15,8 +15,10 @@ which lacks them, numbers its imagery runs as the other sessions do.
 The GDF is checked against its own header before MNE reads it (a cut file otherwise loses its tail or its event
 table), and an evaluation session without its true labels, or with another number of labels than cues, is
 rejected: its reason says whether the label file is not in the folder or is there but unreadable (a ``.mat`` without
-the ``MATLAB 5.0 MAT-file`` header, such as an error page saved in its place, is named "not a MATLAB file"). Epochs
-running past the recording, flat or non-finite are reported per epoch (``<file>:row epoch N``).
+the ``MATLAB 5.0 MAT-file`` header, such as an error page saved in its place, is named "not a MATLAB file"; one that
+cannot be opened, "cannot open"). The cues are the GDF's own event table in its order (epoch N is its Nth cue, and
+an evaluation session's Nth label is its class; MNE would drop an event past the recording's end and sort the rest).
+Cues or epochs running past the recording, flat or non-finite epochs are reported per epoch (``<file>:row epoch N``).
 
 The sessions are read at the top of the folder or one folder down (``BCICIV_2a_gdf/A01T.gdf``, as the zip
 unpacks). Extensions are matched in any case (``A01T.GDF``, ``A01E.MAT``), names as published. Documents and system
@@ -73,7 +75,7 @@ from multimed_hf.data.source_builder import SourceBuilder
 
 __all__ = [
     "BCIIV2aBuilder", "BNCI_TREE", "EPOCH_SECONDS", "CHANNELS_10_10", "TRIAL_TO_CUE_SECONDS", "TRUE_LABELS_ZIP",
-    "check_gdf_size", "read_true_labels",
+    "check_gdf_size", "read_gdf_events", "read_true_labels",
 ]
 
 EPOCH_SECONDS = 4.0
@@ -123,9 +125,9 @@ def _bnci_place(relpath: str) -> str | None:
     return None
 
 
-def check_gdf_size(path: Path) -> None:
-    """``BadSourceFile`` unless the file holds every data record and the event table its GDF header promises."""
-    data = path.read_bytes()
+def _gdf_event_table(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """``(positions, codes)`` of a GDF file's event table (positions 1-based samples), in the table's order;
+    ``BadSourceFile`` unless the file holds every data record and the event table its header promises."""
     if len(data) < 256 or not data.startswith(b"GDF "):
         raise BadSourceFile(f"not a GDF file: {len(data)} bytes, no 'GDF ' version at the start")
     try:
@@ -165,6 +167,22 @@ def check_gdf_size(path: Path) -> None:
         raise BadSourceFile(
             f"truncated: the event table lists {n_events} events ({table} bytes in all), the file holds {len(data)}"
         )
+    positions = np.frombuffer(data, "<u4", n_events, end + 8)
+    codes = np.frombuffer(data, "<u2", n_events, end + 8 + 4 * n_events)
+    return positions, codes
+
+
+def check_gdf_size(path: Path) -> None:
+    """``BadSourceFile`` unless the file holds every data record and the event table its GDF header promises."""
+    _gdf_event_table(path.read_bytes())
+
+
+def read_gdf_events(path: Path) -> list[tuple[int, str]]:
+    """Every event of a GDF file as ``(sample, code)`` in its table's order, the sample counted from 0 as MNE counts
+    it (``BadSourceFile`` where the size check fails). MNE's reader drops the events outside the recording (with a
+    warning only) and sorts the others by onset: read from the table itself, a cue past the end stays cue N."""
+    positions, codes = _gdf_event_table(path.read_bytes())
+    return [(int(position) - 1, str(int(code))) for position, code in zip(positions, codes)]
 
 
 def _mat_errors() -> tuple[type[BaseException], ...]:
@@ -200,6 +218,26 @@ def _mat_unreadable(source: Path | bytes, err: BaseException) -> BadSourceFile:
     return BadSourceFile(f"cannot read MATLAB file: {type(err).__name__}: {err}")
 
 
+def _load_mat(source: Path | bytes, **options) -> dict:
+    """scipy's ``loadmat`` of a MATLAB file (path or bytes); ``BadSourceFile`` naming why it cannot be read. A path is
+    opened here: scipy words any failure to open one "Reader needs file name or open file-like object"."""
+    from scipy.io import loadmat
+
+    try:
+        handle = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+    except OSError as err:
+        if isinstance(err, PermissionError):
+            raise BadSourceFile(
+                f"cannot open: permission denied ({type(err).__name__}): give your user read access to the file"
+            ) from None
+        raise BadSourceFile(f"cannot open: {type(err).__name__}: {err.strerror or err}") from None
+    with handle:
+        try:
+            return loadmat(handle, **options)
+        except _mat_errors() as err:
+            raise _mat_unreadable(source, err) from None
+
+
 def _mat_variables(source: Path | bytes) -> set[str]:
     """The variable names a MATLAB file (path or bytes) holds; empty where it cannot be read."""
     from scipy.io import whosmat
@@ -218,13 +256,9 @@ def _vector(value) -> np.ndarray:
 def _bnci_runs(path: Path) -> tuple[float, list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]]:
     """``(sfreq, runs)`` of a BNCI Horizon session copy: per run ``(number, first sample in the session, X, trial,
     y)``; ``BadSourceFile`` naming what does not hold."""
-    from scipy.io import loadmat
     from scipy.io.matlab import mat_struct
 
-    try:
-        content = loadmat(path, struct_as_record=False, squeeze_me=True)
-    except _mat_errors() as err:
-        raise _mat_unreadable(path, err) from None
+    content = _load_mat(path, struct_as_record=False, squeeze_me=True)
     if "data" not in content:
         held = sorted(k for k in content if not k.startswith("__"))
         raise BadSourceFile(f"no 'data' variable (it holds {held}): not a BNCI Horizon copy of a session")
@@ -279,12 +313,7 @@ def _bnci_runs(path: Path) -> tuple[float, list[tuple[int, int, np.ndarray, np.n
 def read_true_labels(source: Path | bytes) -> list[str]:
     """The classes (event codes 769-772) of an ``A0xE.mat`` / ``A0xT.mat`` ``classlabel`` (1-4), in cue order, from
     its path or its bytes (a member of ``true_labels.zip``)."""
-    from scipy.io import loadmat
-
-    try:
-        content = loadmat(io.BytesIO(source) if isinstance(source, bytes) else source)
-    except _mat_errors() as err:
-        raise _mat_unreadable(source, err) from None
+    content = _load_mat(source)
     if "classlabel" not in content:
         held = sorted(k for k in content if not k.startswith("__"))
         raise BadSourceFile(f"no 'classlabel' variable (it holds {held})")
@@ -332,8 +361,10 @@ class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     task = "motor_imagery"
     source = "bci_iv_2a"
     #: 3: true labels beside sessions one folder down; .GDF / .MAT in any case
-    version = "7"  # 4: a file that is no MATLAB file named so; a session's label file there but unreadable named so;
-    # 5: run counts the imagery runs only; 6: a byte-identical copy of a session dropped; 7: an unreadable zip named
+    version = "8"  # 4: a file that is no MATLAB file named so; a session's label file there but unreadable named so;
+    # 5: run counts the imagery runs only; 6: a byte-identical copy of a session dropped; 7: an unreadable zip named;
+    # 8: the GDF's own event table, in its order (a cue past the recording's end reported as its epoch; MNE dropped
+    # it and the later epochs took its number); a label file that cannot be opened named so
     record_noun = "epoch"
 
     def __init__(self, root):
@@ -520,7 +551,7 @@ class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
                           "duplicate ids")
         import mne
 
-        check_gdf_size(self.root / relpath)
+        events = read_gdf_events(self.root / relpath)  # the size check first: MNE reads a cut file's head only
         try:
             raw = mne.io.read_raw_gdf(self.root / relpath, preload=True, verbose="error")
         except (ValueError, RuntimeError, OSError) as err:
@@ -529,13 +560,15 @@ class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
         if not picks:
             raise BadSourceFile(f"no EEG channels among {raw.ch_names}")
         channels = [CHANNELS_10_10.get(raw.ch_names[i], raw.ch_names[i].removeprefix("EEG-")) for i in picks]
+        sfreq = float(raw.info["sfreq"])
         cues, run = [], 0
-        for annotation in raw.annotations:
-            code = str(annotation["description"]).strip()
+        # the file's own event table, not raw.annotations: MNE drops a cue past the recording's end, so the later
+        # epochs took its number (and an evaluation session's labels no longer matched its cues)
+        for position, code in events:
             if code == _NEW_RUN:
                 run += 1
             elif code in _CUES or code == _UNKNOWN_CUE:
-                cues.append((float(annotation["onset"]), code, run))
+                cues.append((position / sfreq, code, run))
         if not cues:
             raise BadSourceFile("no cue events (769-772 or 783): not a motor-imagery session")
         if any(code == _UNKNOWN_CUE for _, code, _ in cues):
@@ -562,7 +595,6 @@ class BCIIV2aBuilder(NonDataFiles, RecordRejections, SourceBuilder):
         records = [(f"epoch {n}", onset, code) for n, (onset, code, _) in enumerate(cues, start=1)]
         imagery = {r: i for i, r in enumerate(dict.fromkeys(r for _, _, r in cues), start=1)}  # EOG runs: no cue
         runs = {f"epoch {n}": imagery[r] for n, (_, _, r) in enumerate(cues, start=1)}
-        sfreq = float(raw.info["sfreq"])
         good, bad = epochs_from_annotations(raw.get_data(picks=picks), sfreq, records, EPOCH_SECONDS)
         samples = [
             self._sample(relpath, f"{subject}{session}", record, code, onset, runs[record], epoch, sfreq, channels)

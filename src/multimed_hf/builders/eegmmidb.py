@@ -12,9 +12,10 @@ its onset (MOABB's PhysionetMI window), all channels, float32 volts, with channe
 ``eegbci.standardize`` does (``Fc5.`` -> ``FC5``). Baseline and motor-execution runs are reported as not used.
 
 An EDF is checked against its own header before MNE reads it: MNE returns a cut file's first records with only
-a warning, so a file shorter than its header's record count is rejected as truncated. Annotations other than
-T0/T1/T2, epochs running past the recording's end, and flat or non-finite epochs are reported per epoch
-(``<file>:row epoch N``) while the run's other epochs are kept.
+a warning, so a file shorter than its header's record count is rejected as truncated. The cues are the file's own
+annotations in its order (epoch N is its Nth annotation; MNE would drop one past the recording's end and sort the
+rest). Annotations other than T0/T1/T2, cues or epochs running past the recording's end, and flat or non-finite
+epochs are reported per epoch (``<file>:row epoch N``) while the run's other epochs are kept.
 
 OpenNeuro's BIDS copy (ds004362 1.0.0, CC0) is read too, giving the same samples: the same ids, subjects, runs and
 cue onsets. Its recordings are EEGLAB files, ``sub-001/eeg/sub-001_task-motion_run-4_eeg.set`` (data inside the
@@ -27,6 +28,8 @@ and the ``.set`` made from it is dropped as a duplicate. The other sidecars and 
 MATLAB scripts) and ``.datalad/`` are ignored; a sidecar without its ``.set`` is rejected.
 
 Extensions are matched in any case (``S001R04.EDF``, as a Windows or CD copy may name them), names as published.
+PhysioNet's ``RECORDS`` (its list of the release's EDF files, beside the subject folders) is an index file: the files
+it lists that are not in the folder are named in a partial-download warning.
 
 Grouping: subject (the cross-subject default: test subjects are unseen). ``within_subject_split`` offers the
 within-subject protocol on the same rows: runs 4, 6, 8, 10 train, runs 12 and 14 test.
@@ -49,8 +52,8 @@ from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import SourceBuilder
 
 __all__ = [
-    "EEGMMIDBBuilder", "EPOCH_SECONDS", "check_edf_size", "epochs_from_annotations", "read_bids_events", "read_set",
-    "standard_channel_name",
+    "EEGMMIDBBuilder", "EPOCH_SECONDS", "check_edf_size", "epochs_from_annotations", "read_bids_events",
+    "read_edf_annotations", "read_set", "standard_channel_name",
 ]
 
 EPOCH_SECONDS = 3.0
@@ -67,7 +70,10 @@ _OTHER_RUNS.update({run: "motor execution (real movement)" for run in (3, 5, 7, 
 _WITHIN_TEST_RUNS = (12, 14)
 #: Where the subject folders are: the top, ``files/``, MNE's / ``wget -r``'s ``files/eegmmidb/1.0.0/``, or the
 #: ``sourcedata/rawdata/`` of OpenNeuro's ds004362; and ds004362's own BIDS recordings.
-_TREES = tuple(f"{tree}S*/{_EDF}" for tree in ("", "files/", "files/eegmmidb/*/", "sourcedata/rawdata/"))
+_FOLDERS = ("", "files/", "files/eegmmidb/*/", "sourcedata/rawdata/")
+_TREES = tuple(f"{tree}S*/{_EDF}" for tree in _FOLDERS)
+#: How many of the recordings missing from a RECORDS index a warning names.
+_SHOWN_MISSING = 5
 _BIDS_TREE = "sub-*/eeg/sub-*_task-motion_run-*_eeg.set"
 #: ds004362's per-run files: ``sub-001_task-motion_run-4_eeg.set`` and its sidecars (run numbers unpadded).
 _BIDS_RUN = re.compile(
@@ -97,9 +103,9 @@ def standard_channel_name(name: str) -> str:
     return std
 
 
-def check_edf_size(path: Path) -> None:
-    """``BadSourceFile`` unless the file holds every data record its EDF header promises."""
-    data = path.read_bytes()
+def _edf_layout(data: bytes) -> tuple[int, int, list[str], list[int]]:
+    """``(header bytes, data records, signal labels, samples per record)`` of an EDF file's bytes; ``BadSourceFile``
+    unless the file holds every data record its header promises."""
     if len(data) < 256:
         raise BadSourceFile(f"truncated: {len(data)} bytes, shorter than an EDF header (256 bytes)")
     try:
@@ -129,6 +135,42 @@ def check_edf_size(path: Path) -> None:
             f"truncated: the header promises {n_records} data records ({expected} bytes), the file holds "
             f"{len(data)} bytes ({(len(data) - header_bytes) // max(record_bytes, 1)} whole records)"
         )
+    labels = [data[256 + 16 * i: 256 + 16 * (i + 1)].decode("latin-1").strip() for i in range(n_signals)]
+    return header_bytes, n_records, labels, per_record
+
+
+def check_edf_size(path: Path) -> None:
+    """``BadSourceFile`` unless the file holds every data record its EDF header promises."""
+    _edf_layout(path.read_bytes())
+
+
+#: One TAL (time-stamped annotation list) of an EDF+ annotation signal: onset, duration, its texts (MNE's pattern).
+_TAL = re.compile(rb"([+-]\d+\.?\d*)(\x15(\d+\.?\d*))?(\x14.*?)\x14\x00")
+
+
+def read_edf_annotations(path: Path) -> list[tuple[float, str]]:
+    """Every annotation of an EDF+ file as ``(onset s, text)``, in the file's own order (after the size check).
+
+    MNE's reader drops the annotations outside the recording (with a warning only) and sorts the others by onset:
+    read from the ``EDF Annotations`` signal itself, as MNE parses it (onsets from the first data record's start),
+    a cue past the recording's end stays the file's cue N, to be reported as such."""
+    data = path.read_bytes()
+    header_bytes, n_records, labels, per_record = _edf_layout(data)
+    record_bytes = 2 * sum(per_record)
+    starts = np.cumsum([0, *(2 * n for n in per_record)]).tolist()
+    tals = b"".join(
+        data[header_bytes + r * record_bytes + starts[i]: header_bytes + r * record_bytes + starts[i + 1]]
+        for i, label in enumerate(labels) if label == "EDF Annotations"
+        for r in range(n_records)
+    )
+    found, offset = [], 0.0
+    for k, match in enumerate(_TAL.finditer(tals)):
+        onset = float(match.group(1)) + offset
+        texts = [text.decode("utf-8", "replace") for text in match.group(4).split(b"\x14")[1:] if text]
+        if not texts and k == 0:
+            offset = -onset  # the first record's time-keeping TAL: the recording starts there
+        found += [(onset, text) for text in texts]
+    return found
 
 
 def read_edf(path: Path):
@@ -197,6 +239,14 @@ def epochs_from_annotations(data: np.ndarray, sfreq: float, cues, seconds: float
     good, bad = [], []
     for record, onset, code in cues:
         start = int(round(onset * sfreq))
+        if start < 0:
+            bad.append((record, f"{code} at {onset:.2f} s: the cue lies before the recording's start"))
+            continue
+        if start >= total:
+            bad.append((record, (
+                f"{code} at {onset:.2f} s: the cue lies past the recording's end ({total / sfreq:.2f} s)"
+            )))
+            continue
         if start + length > total:
             bad.append((record, (
                 f"{code} at {onset:.2f} s: the {seconds:g} s window ends past the recording's end "
@@ -218,8 +268,9 @@ class EEGMMIDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     task = "motor_imagery"
     source = "eegmmidb"
     record_noun = "epoch"
-    reading_version = "4"  # 2: OpenNeuro's BIDS copy (ds004362) read too; 3: .EDF in any case; 4: the zip's
-    # 64_channel_sharbrough-old.png is a document (it was a stray file)
+    reading_version = "5"  # 2: OpenNeuro's BIDS copy (ds004362) read too; 3: .EDF in any case; 4: the zip's
+    # 64_channel_sharbrough-old.png is a document (it was a stray file); 5: the EDF's own annotations, in its order
+    # (a cue past the recording's end is reported as its epoch; MNE dropped it and the later epochs took its number)
 
     @classmethod
     def detect(cls, root: Path) -> bool:
@@ -243,6 +294,36 @@ class EEGMMIDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
             digest.update(f"{path.name}:{path.stat().st_size}\0".encode())
         return f"{self.reading_version}:{digest.hexdigest()[:12]}"
 
+    def layout_warnings(self) -> list[str]:
+        """The EDF files a ``RECORDS`` index (PhysioNet's list of the release's files, beside the subject folders)
+        lists that are not in the folder: a partial download, named with its count and its first few files."""
+        warnings = []
+        for index in (p for folder in _FOLDERS for p in sorted(self.root.glob(f"{folder}RECORDS")) if p.is_file()):
+            where = index.relative_to(self.root).as_posix()
+            try:
+                lines = index.read_text(encoding="utf-8", errors="replace").splitlines()
+            except OSError as err:
+                warnings.append(f"{where} cannot be read ({type(err).__name__}: {err.strerror or err}): the folder "
+                                "is not checked against the release's list of files")
+                continue
+            listed = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+            present = {p.relative_to(index.parent).as_posix().lower() for p in index.parent.glob(f"S*/{_EDF}")
+                       if p.is_file()}
+            missing = [name for name in listed
+                       if (name if name.lower().endswith(".edf") else f"{name}.edf").lower() not in present]
+            if not missing:
+                continue
+            imagery = sum(1 for name in missing
+                          if (match := _RUN.match(PurePosixPath(name).name)) and int(match.group(2)) in _IMAGERY)
+            shown = ", ".join(missing[:_SHOWN_MISSING])
+            more = f" and {len(missing) - _SHOWN_MISSING} more" if len(missing) > _SHOWN_MISSING else ""
+            warnings.append(
+                f"partial download: {len(missing)} of the {len(listed)} EDF files {where} lists are not in the "
+                f"folder ({shown}{more}; {imagery} of them imagery runs, whose epochs are missing); built from what "
+                "is there"
+            )
+        return warnings
+
     def read_file(self, relpath: str) -> list[Sample]:
         path = PurePosixPath(relpath)
         if path.parts[0] in _BIDS_IGNORED and len(path.parts) > 1:
@@ -263,12 +344,14 @@ class EEGMMIDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
         self._check_run(run)
         raw = read_edf(self.root / relpath)
         cues, bad = [], []
-        for n, annotation in enumerate(raw.annotations, start=1):
-            code = str(annotation["description"]).strip()
+        # the file's own annotations, not raw.annotations: MNE drops a cue past the recording's end, and the run's
+        # later epochs would take its number
+        for n, (onset, text) in enumerate(read_edf_annotations(self.root / relpath), start=1):
+            code = text.strip()
             if code not in _IMAGERY[run]:
-                bad.append((f"epoch {n}", f"annotation {code!r} at {annotation['onset']:.2f} s is not T0, T1 or T2"))
+                bad.append((f"epoch {n}", f"annotation {code!r} at {onset:.2f} s is not T0, T1 or T2"))
                 continue
-            cues.append((f"epoch {n}", float(annotation["onset"]), code))
+            cues.append((f"epoch {n}", onset, code))
         if not cues and not bad:
             raise BadSourceFile("no annotations: an imagery run without T0/T1/T2 cues (EDF instead of EDF+?)")
         return self._samples(relpath, raw, subject, run, cues, bad)
