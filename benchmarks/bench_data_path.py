@@ -126,8 +126,14 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3, help="best of N passes per side")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of this process (default 1, as DataLoader workers get: two threads of "
+                             "the one-process side thrashed on the shared 2-core machine, 5-11x slower)")
     args = parser.parse_args(argv)
 
+    import torch
+
+    torch.set_num_threads(args.threads)
     from multimed_hf.processing_multimed import MultiMedProcessor
     from multimed_hf.processors.image import ImageProcessor, default_image_processor
 

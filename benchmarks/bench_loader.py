@@ -127,9 +127,14 @@ def main(argv=None) -> int:
     parser.add_argument("--sides", nargs="+", choices=SIDES, default=["raw", "draft", "ours", "ours+draft"])
     parser.add_argument("--rounds", type=int, default=None, help="timed batches per worker and pass (see above)")
     parser.add_argument("--device", default=None, help="where batches go (default: cuda where there is one)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of this process (default 1, as DataLoader workers get: two threads of "
+                             "the one-process side thrashed on the shared 2-core machine, 5-11x slower)")
     args = parser.parse_args(argv)
 
     import torch
+
+    torch.set_num_threads(args.threads)
     from datasets import Image as ImageFeature
     from datasets import load_dataset
 

@@ -87,7 +87,11 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=15, help="timed steps of each side, alternating")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of this process (default 1, as DataLoader workers get: two threads of "
+                             "the one-process side thrashed on the shared 2-core machine, 5-11x slower)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     cases = [
         ("1 modality", "intermediate", "concat"),

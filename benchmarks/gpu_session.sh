@@ -20,7 +20,7 @@ transformers.__version__, '| pyarrow', pyarrow.__version__, '| datasets', datase
 step() { local limit=$1; shift; echo "== $* (limit ${limit}s)"; timeout "$limit" "$@" || echo "== exit $?: $*"; }
 step 150 python3 benchmarks/bench_mfu.py --batches float32 uint8 uint8+draft --profile
 step 70 python3 benchmarks/bench_tm_score.py --device cuda --pairs 1024 --structures 2gtl 7ok9 --repeats 2 \
-    --baseline-pairs 16 --gpu-only --compare-old --profile-torch --torch-compile
+    --baseline-pairs 32 --gpu-only --compare-old --profile-torch --torch-compile
 step 60 python3 benchmarks/bench_builder.py --images 3200 --size 256 --repeats 1 --num-proc 1 2 4 8 16 \
     --skip-validating --subset 8
 # (the 512-px images are generated in one process first, ~28 ms each on that machine's cores: few enough to leave
