@@ -150,3 +150,14 @@ def test_an_index_row_cut_short_rejects_the_index_which_then_checks_nothing(tmp_
     assert by_path[INDEX_FILE].status == "rejected" and by_path[INDEX_FILE].reason == reason
     assert not [p for p in by_path if ":row" in p]
     assert not [e for e in report.entries if "the index says" in (e.reason or "")]
+
+
+def test_macos_resource_forks_are_no_slices_of_a_scan(tmp_path):
+    # before: ._0000.png forks (a folder copied from a Mac) counted as slices: every index row "slice count mismatch"
+    root = sample.make(tmp_path / sample.FOLDER, bad_files=False)
+    clean = build_dataset(TASK, [root], tmp_path / "clean", progress=False)
+    for path in [p for p in root.rglob("*.png")]:
+        (path.parent / f"._{path.name}").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 60)
+    forked = build_dataset(TASK, [root], tmp_path / "forked", progress=False)
+    rows = lambda report: {(e.source_path, e.status, e.reason) for e in report.entries if ":row" in e.source_path}
+    assert rows(forked) == rows(clean)

@@ -309,3 +309,16 @@ def test_real_log_tables_are_kept(built, tmp_path, low, high):
     report = build_dataset(TASK, [copy], tmp_path / "out", progress=False)
     assert next(e for e in report.entries if e.source_path == "expression.tsv").status == "kept"
     assert any(e.sample_id == f"{gene}|{sample.CONTEXTS[0]}" and e.status == "kept" for e in report.entries)
+
+
+def test_a_macos_resource_fork_beside_the_h5ad_leaves_the_profiles_alone(built, tmp_path):
+    # before: ._pbmc_cells.h5ad (a folder copied from a Mac) counted as a second .h5ad: the real one was rejected as
+    # ambiguous and every row lost its profile, unsaid but in the manifest
+    root, out, report, ds, rows = built
+    copy = shutil.copytree(root, tmp_path / "src")
+    (copy / "._pbmc_cells.h5ad").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 60)
+    again = build_dataset(TASK, [copy], tmp_path / "out", progress=False)
+    h5ad = next(e for e in again.entries if e.source_path == "pbmc_cells.h5ad")
+    assert h5ad.status == "kept"
+    clean = next(e for e in report.entries if e.source_path == "pbmc_cells.h5ad")
+    assert h5ad.reason == clean.reason

@@ -22,7 +22,7 @@ from collections import Counter, defaultdict
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
-from multimed_hf.builders._download import NonDataFiles
+from multimed_hf.builders._download import NonDataFiles, non_data_reason
 from multimed_hf.builders._records import update_with_content
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.sample import Sample
@@ -163,7 +163,7 @@ class CCCCIIBuilder(NonDataFiles, ImageFolderBuilder):
             parts = PurePosixPath(path).parts
             if len(parts) == 4 and parts[0] in self.class_folders() and PurePosixPath(path).suffix.lower() in (
                 self.image_suffixes
-            ):
+            ) and non_data_reason(path) is None:  # not a macOS ._0000.png resource fork
                 slices["/".join(parts[:3])] += 1
         return slices
 

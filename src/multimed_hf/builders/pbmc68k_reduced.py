@@ -27,7 +27,7 @@ from typing import ClassVar
 import numpy as np
 
 from multimed_hf.builders._copies import listing_digest, refuse_later_copy
-from multimed_hf.builders._download import NonDataFiles
+from multimed_hf.builders._download import NonDataFiles, non_data_reason
 from multimed_hf.data.errors import BadSourceFile
 from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import NOTE, SourceBuilder
@@ -56,8 +56,10 @@ def is_h5ad(name: str) -> bool:
 
 
 def h5ad_files(folder: Path, pattern: str = "*") -> list[Path]:
-    """The ``.h5ad`` files (extension in any case) that ``folder.glob(pattern)`` finds, sorted."""
-    return [p for p in sorted(folder.glob(pattern)) if is_h5ad(p.name) and p.is_file()]
+    """The ``.h5ad`` files (extension in any case) that ``folder.glob(pattern)`` finds, sorted; not the ones that are
+    no data (a macOS ``._name.h5ad`` resource fork, a file in ``__MACOSX/``: ``non_data_reason``)."""
+    return [p for p in sorted(folder.glob(pattern)) if is_h5ad(p.name) and p.is_file()
+            and non_data_reason(p.relative_to(folder).as_posix()) is None]
 
 
 def panel_id(genes) -> str:
