@@ -150,10 +150,25 @@ def test_a_coordinate_that_is_no_number_rejects_its_file(built, tmp_path):
         parse_entry(bad)
 
 
-def _atom(serial, name, resname, number, xyz, het=False):
+def _atom(serial, name, resname, number, xyz, het=False, altloc=" ", occupancy=1.0):
     element = name[0]
-    return (f"{'HETATM' if het else 'ATOM  '}{serial:5d} {name:<4} {resname:>3} A{number:4d}    "
-            f"{xyz[0]:8.3f}{xyz[1]:8.3f}{xyz[2]:8.3f}  1.00 20.00          {element:>2}")
+    return (f"{'HETATM' if het else 'ATOM  '}{serial:5d} {name:<4}{altloc}{resname:>3} A{number:4d}    "
+            f"{xyz[0]:8.3f}{xyz[1]:8.3f}{xyz[2]:8.3f}{occupancy:6.2f} 20.00          {element:>2}")
+
+
+def _chain_lines(names, swap=None):
+    """ATOM lines of a straight chain; ``swap``: (index, (name, occupancy, x shift) per altloc) at one position."""
+    lines, serial = [], 0
+    for i, name in enumerate(names):
+        x = 3.61 * i
+        kinds = [(" ", name, 1.0, 0.0)] if swap is None or swap[0] != i else [
+            (altloc, other, occ, shift) for altloc, (other, occ, shift) in zip("AB", swap[1])]
+        for altloc, resname, occupancy, shift in kinds:
+            for atom, offset in (("N", -1.2), ("CA", 0.0), ("C", 1.2), ("O", 1.5)):
+                serial += 1
+                lines.append(_atom(serial, atom, resname, i + 1, (x + offset + shift, 0.5 if atom == "O" else 0.0,
+                                                                  0.0), altloc=altloc, occupancy=occupancy))
+    return lines, serial
 
 
 @pytest.mark.parametrize("ligand", ["SAH", "DGL", "SEP"])
@@ -161,12 +176,7 @@ def test_a_ligand_with_amino_acid_atoms_bound_to_a_chain_stays_out_of_it(tmp_pat
     # before: a cofactor deposited under the chain after its TER (SAH / SAM of every methyltransferase, a free D- or
     # phospho-amino acid) joined the polymer: the chain was rejected as a "chain break" between residues 30 and 301
     names = ["ALA", "GLY", "SER", "LEU", "VAL", "LYS"] * 5
-    lines, serial = [], 0
-    for i, name in enumerate(names):
-        x = 3.61 * i
-        for atom, offset in (("N", -1.2), ("CA", 0.0), ("C", 1.2), ("O", 1.5)):
-            serial += 1
-            lines.append(_atom(serial, atom, name, i + 1, (x + offset, 0.5 if atom == "O" else 0.0, 0.0)))
+    lines, serial = _chain_lines(names)
     lines.append("TER")
     for atom, xyz in (("N", (40.0, 8.0, 3.0)), ("CA", (40.9, 8.5, 3.3)), ("C", (44.5, 9.0, 3.3)),
                       ("O", (45.4, 8.0, 3.0))):
@@ -179,6 +189,19 @@ def test_a_ligand_with_amino_acid_atoms_bound_to_a_chain_stays_out_of_it(tmp_pat
     entry = parse_entry(path)
     assert entry.problems == [] and len(entry.chains) == 1
     assert entry.chains[0].sequence == "AGSLVK" * 5
+
+
+@pytest.mark.parametrize("minor_first", [False, True])
+def test_a_position_holding_two_residue_types_keeps_the_major_one(tmp_path, minor_first):
+    # before: Biopython's last-added residue name (THR at 30%) and its coordinates, against SEQRES's SER
+    names = ["ALA", "GLY", "SER", "LEU", "VAL", "LYS"] * 4
+    swap = [("SER", 0.7, 0.0), ("THR", 0.3, 0.3)]
+    lines, _ = _chain_lines(names, swap=(2, swap[::-1] if minor_first else swap))
+    path = tmp_path / "9mhc.pdb"
+    path.write_text("\n".join(["HEADER    TEST                                    01-JAN-00   9MHC", *lines, "END", ""]))
+    chain = parse_entry(path).chains[0]
+    assert chain.sequence == "AGSLVK" * 4
+    assert chain.coords[2, 1, 0] == pytest.approx(3.61 * 2)  # SER's C-alpha, not THR's (0.3 A along x)
 
 
 def test_identity_prefilter_and_threshold():

@@ -444,6 +444,22 @@ def _not_increasing(keys: list[tuple[int, str]]) -> str | None:
     return None
 
 
+def _main_residue(residue):
+    """The residue a position holds: where it holds two residue types (microheterogeneity: SER 0.7 / THR 0.3),
+    the one of highest C-alpha occupancy, the first listed (altloc A, the deposited sequence's) on a tie; Biopython
+    selects the last one added, whatever its occupancy."""
+    if residue.is_disordered() != 2:
+        return residue
+    names = residue.disordered_get_id_list()
+
+    def occupancy(name):
+        child = residue.child_dict[name]
+        return child["CA"].get_occupancy() if "CA" in child else 0.0
+
+    best = max(names, key=lambda name: (occupancy(name), -names.index(name)))
+    return residue.child_dict[best]
+
+
 def _peptide_bond(before, after) -> bool:
     """Whether residue ``before``'s C and ``after``'s N are bonded (a peptide bond is 1.33 A)."""
     return "C" in before and "N" in after and float(np.linalg.norm(before["C"].coord - after["N"].coord)) < 2.0
@@ -474,6 +490,7 @@ def _chain_record(chain, missing: list[tuple[int, str, str, int | None]], entity
     the missing residues cannot be placed (a string)."""
     observed = []
     for residue in chain:
+        residue = _main_residue(residue)
         het, number, icode = residue.id
         if het == "W":
             continue

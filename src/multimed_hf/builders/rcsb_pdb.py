@@ -76,7 +76,8 @@ class RCSBPDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     # 2: files the RCSB serves beside entries (assemblies, structure factors) dropped, not read; 3: unobserved residues
     # placed by mmCIF label_seq_id / the SEQRES order, not by sorting author numbers (fusions, descending insertion
     # codes); a chain whose missing residues cannot be placed is reported, not guessed; 4: ligands with amino-acid
-    # atoms bound to a chain (SAH, SAM) left out of it; a .pdb record Biopython cannot build rejects the file
+    # atoms bound to a chain (SAH, SAM) left out of it; a .pdb record Biopython cannot build rejects the file; a
+    # position holding two residue types keeps the one of highest occupancy
     version = "4"
 
     @classmethod
