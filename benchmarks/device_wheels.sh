@@ -2,18 +2,17 @@
 # Here, before a device session (PyPI is reachable here, not there): the packages the GPU machine's image lacks,
 # as Python 3.12 x86-64 wheels, into .whl/ (git-ignored; a device call carries at most 64 MiB with the tree).
 # Its image has torch, transformers, accelerate, timm, numba, pandas, scipy, scikit-learn, pillow, tqdm, pyyaml;
-# not datasets and its dill / multiprocess, imagehash and PyWavelets, tmtools and biopython (bench_tm_score's
+# not datasets and its dill / multiprocess, tmtools and biopython (bench_tm_score's
 # baseline and structures), and maybe not pyarrow >= 24 (datasets 5.2 needs it). pyarrow's wheel (49 MB) is
 # trimmed of what nothing here imports (C++ headers, its tests and sources, Arrow Flight, duplicate copies of one
-# library), to 35 MB: 47 MB in all. pip installs the trimmed wheel (its RECORD still names the dropped files).
+# library), to 35 MB: about 42 MB in all. pip installs the trimmed wheel (its RECORD still names the dropped files).
 # Also the TM-score search as it was before issue #21's GPU rework, from git (see the end).
 #   bash benchmarks/device_wheels.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 grep -qxF "/.whl/" .git/info/exclude 2>/dev/null || { mkdir -p .git/info; echo "/.whl/" >> .git/info/exclude; }
 rm -rf .whl && mkdir -p .whl
-wheels=(datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 fsspec==2026.9.0 ImageHash==4.3.2 PyWavelets==1.9.0
-        tmtools==0.3.0 biopython==1.88 pyarrow==24.0.0)
+wheels=(datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 fsspec==2026.9.0 tmtools==0.3.0 biopython==1.88 pyarrow==24.0.0)
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 -d .whl "${wheels[@]}"

@@ -27,5 +27,5 @@ step 60 python3 benchmarks/bench_builder.py --images 3200 --size 256 --repeats 1
 # the timed part its time; the limits sum to 500 s of the run's 540)
 step 50 python3 benchmarks/bench_builder.py --images 800 --size 512 --repeats 1 --num-proc 1 16 --subset 0
 step 90 python3 benchmarks/bench_loader.py --images 1024 --size 512 --batch-size 128 --workers 8 16 \
-    --sides ours ours+draft ours+uint8 ours+draft+uint8 --rounds 3 --repeats 1
+    --sides ours ours+draft ours+uint8 ours+draft+uint8 --rounds 2 --repeats 1
 step 80 python3 benchmarks/bench_mfu.py --skip-loader --compile model
