@@ -23,7 +23,8 @@ Args:
     predictions (`list` of `int`, or `list` of `list` of `float`): predicted labels, or class scores per sample.
     references (`list` of `int`): reference labels (None or `ignore_index` where absent).
     weights (`str` or `None`): None (unweighted), "linear" or "quadratic". Defaults to None.
-    labels (`list` of `int`, optional): the classes, in order (for weighted kappa: the grades).
+    labels (`list` of `int`, optional): the classes, in order (for weighted kappa: the grades); as in
+        scikit-learn, a row whose prediction or reference is not among them is left out.
     ignore_index (`int` or `None`): the reference value that marks an absent label. Defaults to -100.
 
 Returns:

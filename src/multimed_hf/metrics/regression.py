@@ -43,15 +43,17 @@ def _pair(predictions, references) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _unit_scale(rows: np.ndarray) -> np.ndarray:
-    """Each row divided by its largest magnitude (rows of zeros kept)."""
+    """Each row whose squares would overflow or underflow (largest magnitude past 1e100 or under 1e-100) divided by
+    its largest magnitude; other rows as they are (their r bit for bit as before)."""
     top = np.abs(rows).max(axis=1, keepdims=True)
-    return rows / np.where(top > 0, top, 1.0)
+    extreme = (top > 1e100) | ((top < 1e-100) & (top > 0))
+    return rows / np.where(extreme, top, 1.0) if extreme.any() else rows
 
 
 def _rowwise_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Pearson r of each row of ``x`` with the same row of ``y``; NaN where either row is constant. Each centred row
-    is divided by its largest magnitude first (r does not change): squares of values past ~1e154 overflowed (r read
-    0) and of values under ~1e-162 underflowed (read constant)."""
+    """Pearson r of each row of ``x`` with the same row of ``y``; NaN where either row is constant. A centred row of
+    extreme magnitude is scaled first (r does not change): squares of values past ~1e154 overflowed (r read 0) and of
+    values under ~1e-162 underflowed (read constant)."""
     xc = _unit_scale(x - x.mean(axis=1, keepdims=True))
     yc = _unit_scale(y - y.mean(axis=1, keepdims=True))
     den = np.sqrt((xc * xc).sum(axis=1) * (yc * yc).sum(axis=1))
