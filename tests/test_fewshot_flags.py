@@ -190,6 +190,10 @@ def test_a_second_base_into_the_same_table_is_refused(checkpoint, tmp_path):
     records = _run(checkpoint, tmp_path)
     markdown = write_table2(records, tmp_path / "out").markdown.read_text()
     assert f"Adapted from (each column's base): brain_tumor: `{Path(checkpoint).resolve()}`" in markdown
+    # how the adapters were trained, as table1.md says it of its runs (before: nothing, under torchrun neither)
+    assert "brain_tumor 2-shot adapters: lora rank 8, batch 4, max_steps 1, learning rate 5e-05" in markdown
+    info = json.loads(next((tmp_path / "out" / "runs").rglob("multimed_adapter.json")).read_text())
+    assert info["training"]["world_size"] == 1 and info["training"]["per_device_train_batch_size"] == 4
     with pytest.raises(FewShotError, match=r"holds Table 2 rows of 'brain_tumor' adapted from .*fewshot-flags.*; this "
                                            r"run adapts .*other-base.*: give another --output_dir"):
         _run(str(other), tmp_path)

@@ -306,10 +306,11 @@ def _peft_model(model):
 def save_adapter(model, directory: str | os.PathLike, *, task: str, k: int, seed: int,
                  head_spec: Mapping | None = None, adapter_name: str | None = None, base_id: str | None = None,
                  settings: AdapterSettings | None = None, support: Mapping[str, Any] | None = None,
-                 metrics: Mapping[str, Any] | None = None) -> Path:
+                 metrics: Mapping[str, Any] | None = None, training: Mapping[str, Any] | None = None) -> Path:
     """Write one adapter of ``model`` (a ``PeftModel``) into ``directory``: PEFT's ``adapter_config.json`` and
     ``adapter_model.safetensors`` (LoRA weights and the trained head), ``multimed_adapter.json`` (task, k, seed,
-    base, the head spec for a head the base lacks, support counts) and a README.md card."""
+    base, the head spec for a head the base lacks, support counts, ``training``: how it was trained, e.g. processes,
+    batch, steps) and a README.md card."""
     model = _peft_model(model)
     name = adapter_name or model.active_adapter
     directory = Path(directory)
@@ -329,7 +330,7 @@ def save_adapter(model, directory: str | os.PathLike, *, task: str, k: int, seed
             "target_modules": sorted(config.target_modules) if config.target_modules else [],
             "head_spec": dict(head_spec) if head_spec else None,
             "support_counts": dict((support or {}).get("counts") or {}), "support": dict(support or {}),
-            "metrics": dict(metrics or {})}
+            "metrics": dict(metrics or {}), "training": dict(training or {})}
     (directory / ADAPTER_INFO).write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
     adapter_card(info).save(str(directory / "README.md"))
     return directory

@@ -75,6 +75,8 @@ NOT_SCORED = "not_scored"
 NOT_SCORED_FILE = "table2_not_scored.json"
 #: Beside table2.csv: task -> the base checkpoint its rows were adapted from (``_claim_table2_task``).
 BASES_FILE = "table2_bases.json"
+#: How each task's k-shot adapters were trained, per k (``_settings_line``), for table2.md's settings section.
+SETTINGS_FILE = "table2_settings.json"
 #: What Table 2's zero-shot cell of a regression task says (see ``multimed_hf.fewshot.zeroshot``).
 ZERO_SHOT_REGRESSION_NOTE = "no zero-shot for a regression target (no class texts); see fewshot.zeroshot"
 
@@ -264,11 +266,30 @@ def _few_shot(args, training_args, train, test, k: int, seed: int, out: Path) ->
         write_json(out / "support.json", support.to_dict())
         metrics = {f"{r['label']}/{r['metric']}" if r["label"] else r["metric"]: r["value"] for r in records}
         save_adapter(peft_model, out / "adapter", task=args.task, k=k, seed=seed, head_spec=carried,
-                     base_id=args.base_id, settings=settings, support=support.to_dict(), metrics=metrics)
+                     base_id=args.base_id, settings=settings, support=support.to_dict(), metrics=metrics,
+                     training=_training_record(targs))
         if carried is not None or args.task in processor.vocabularies:
             processor.save_pretrained(out / "adapter" / "processor")
     return [{**r, "k": k, "support_rows": len(support), "support_short": json.dumps(support.short) if support.short else None}
             for r in records]
+
+
+def _training_record(training_args) -> dict:
+    """How an adapter was trained: processes, per-device batch, accumulation, steps (or epochs), learning rate."""
+    return {"world_size": training_args.world_size, "per_device_train_batch_size":
+            training_args.per_device_train_batch_size, "gradient_accumulation_steps":
+            training_args.gradient_accumulation_steps, "max_steps": training_args.max_steps,
+            "num_train_epochs": training_args.num_train_epochs, "learning_rate": training_args.learning_rate}
+
+
+def _settings_line(args: FewShotArguments, training_args) -> str:
+    """Table 2's line on how a task's k-shot adapters were trained (table1.md says it of Table 1's runs)."""
+    from multimed_hf.training.benchmark import _batch
+
+    length = (f"max_steps {training_args.max_steps}" if training_args.max_steps > 0 else
+              f"{training_args.num_train_epochs:g} epochs")
+    return (f"{args.method} rank {args.rank}, {_batch(training_args)}, {length}, learning rate "
+            f"{training_args.learning_rate:g}")
 
 
 def _zero_shot(args, training_args, train, test, seed: int, out: Path) -> list[dict]:
@@ -319,6 +340,29 @@ def _claim_table2_task(output_dir: Path, task: str, checkpoint: str, write: bool
     if write and bases.get(task) != base:
         output_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({**bases, task: base}, indent=2, sort_keys=True) + "\n")
+
+
+def _record_settings(output_dir: Path, args: FewShotArguments, training_args) -> None:
+    """Keep how this run trains its k-shot adapters (``SETTINGS_FILE``), per task and k, beside earlier runs'."""
+    path = output_dir / SETTINGS_FILE
+    kept = json.loads(path.read_text()) if path.is_file() else {}
+    line = _settings_line(args, training_args)
+    kept.setdefault(args.task, {}).update({family_name(k): line for k in args.shots if k > 0})
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(kept, indent=2, sort_keys=True) + "\n")
+
+
+def _settings_note(output_dir: Path, tasks: Sequence[str]) -> str:
+    """Note lines: how each task's k-shot adapters were trained (``SETTINGS_FILE``), one per distinct setting."""
+    path = output_dir / SETTINGS_FILE
+    kept = json.loads(path.read_text()) if path.is_file() else {}
+    lines = []
+    for task in tasks:
+        by_line: dict[str, list[str]] = {}
+        for family, line in sorted(kept.get(task, {}).items(), key=lambda item: int(item[0].split("_")[0])):
+            by_line.setdefault(line, []).append(family.split("_")[0])
+        lines += [f"\n{task} {', '.join(ks)}-shot adapters: {line}" for line, ks in by_line.items()]
+    return "".join(lines)
 
 
 def _table2_has_task(output_dir: Path, task: str) -> bool:
@@ -452,6 +496,8 @@ def run_fewshot(args: FewShotArguments, training_args, *, datasets: Mapping[str,
     no_zero_shot = _check_before_runs(args, train)
     root = Path(training_args.output_dir)
     _claim_table2_task(root, args.task, args.checkpoint, training_args.process_index == 0)
+    if training_args.process_index == 0 and any(k > 0 for k in args.shots):
+        _record_settings(root, args, training_args)
     records: list[dict] = []
     if no_zero_shot is not None:  # no run: Table 2's zero-shot cell says why (write_table2)
         records.append({"family": family_name(0), "task": args.task, "seed": args.seeds[0], "k": 0,
@@ -612,7 +658,7 @@ def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: 
             "k examples per class of the training split\n" + expression +
             "Zero-shot trains nothing: one evaluation (no sd); k-shot: mean ± sd over the seeds' support sets"
             + "".join(_zero_shot_scope(combined, t) for t in ordered) + _short_support(combined)
-            + _bases_note(output_dir, ordered))
+            + _bases_note(output_dir, ordered) + _settings_note(output_dir, ordered))
     return write_table(combined, output_dir, name="table2", title="Table 2", note=note, paper=TABLE2,
                        columns=TABLE2_COLUMNS, row_labels=TABLE2_ROW_LABELS, families=families, tasks=ordered,
                        split="test", notes=notes, natural_scale=NATURAL_SCALE_METRICS | CORRELATION_METRICS,
