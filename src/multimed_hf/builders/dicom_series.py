@@ -113,12 +113,26 @@ def _position(ds) -> tuple:
     return (1, float(number)) if number is not None else (2, 0.0)
 
 
+def _placed(keys: dict[str, tuple]) -> dict[str, tuple]:
+    """Sort keys of a series' slices (``{name: (_position key, InstanceNumber)}``): a slice without a position,
+    among slices with one, placed along the normal by its InstanceNumber, interpolated from theirs (it sorted after
+    every positioned slice: the volume's far end)."""
+    known = [(number, key[1]) for key, number in keys.values() if key[0] == 0 and number is not None]
+    numbers = sorted({n for n, _ in known})
+    if len(numbers) < 2:
+        return {name: key for name, (key, _) in keys.items()}
+    positions = [np.mean([p for n2, p in known if n2 == n]) for n in numbers]
+    return {name: key if key[0] == 0 or number is None else (0, float(np.interp(number, numbers, positions)))
+            for name, (key, number) in keys.items()}
+
+
 class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
     task = "radiographic_findings"
     source = "dicom_series"
     #: 2: the .dcm suffix in any case; 3: slices without extension, DICOMDIR ignored, cut files named as truncated;
-    #: 4: a labels.csv row without key or label rejected on its own (the other rows used)
-    reading_version: ClassVar[str] = "4"
+    #: 4: a labels.csv row without key or label rejected on its own (the other rows used); 5: slices ranked within
+    #: their series UID, a slice without a position placed by its InstanceNumber
+    reading_version: ClassVar[str] = "5"
     #: The window every slice is rendered in (recorded per sample in the ``window`` column).
     window: ClassVar[Window] = LUNG_WINDOW
 
@@ -243,19 +257,25 @@ class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
 
     # --- slices -------------------------------------------------------------------------------------------
     def _slice_index(self, relpath: str) -> int:
-        """The file's rank in its series folder by position along the slice normal (headers read once a folder)."""
+        """The file's rank in its series (its folder's slices of its SeriesInstanceUID) by position along the slice
+        normal (headers read once a folder)."""
         folder, name = relpath.rsplit("/", 1)
         if folder not in self._order:
-            keys = {}
+            series: dict[str, dict[str, tuple]] = {}
             for sibling in sorted(p for p in (self.root / folder).iterdir() if _is_slice(p)):
                 try:  # a slice cut inside its pixels still has its place (its header says where)
                     ds = dcmread(sibling, stop_before_pixels=True, allow_truncated=True)
                 except BadSourceFile:
                     continue  # rejected on its own
                 if ds.get("Modality") == "CT":  # a damaged CT slice keeps its place: the index is its position
-                    keys[sibling.name] = (_position(ds), sibling.name)
-            ranked = sorted(keys, key=keys.get)
-            self._order[folder] = {n: i for i, n in enumerate(ranked)}
+                    number = ds.get("InstanceNumber")
+                    series.setdefault(str(ds.get("SeriesInstanceUID", "")), {})[sibling.name] = (
+                        _position(ds), float(number) if number is not None else None)
+            self._order[folder] = {}
+            for keys in series.values():  # ranks within a series: another series' slices in the folder leave no gap
+                placed = _placed(keys)
+                ranked = sorted(placed, key=lambda n: (placed[n], n))
+                self._order[folder].update({n: i for i, n in enumerate(ranked)})
         return self._order[folder][name]
 
     def read_file(self, relpath: str) -> list[Sample]:
