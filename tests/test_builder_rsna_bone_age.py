@@ -314,3 +314,32 @@ def test_a_sheet_without_its_columns_labels_nothing(tmp_path):
         e.status == "rejected" and e.reason.startswith("no label: its sheet boneage-training-dataset.csv is unusable")
         for e in images
     )
+
+
+@pytest.mark.parametrize("damage, reason", [
+    ("title row", "boneage-training-dataset.xlsx lacks the column(s) ['id', 'boneage', 'male']; its header is "
+                  "['RSNA bone age training set', '', '']"),
+    ("empty first worksheet", "boneage-training-dataset.xlsx: its first worksheet 'Notes', the one read, is empty; "
+                              "the workbook's other worksheets: ['data'] (move the rows to the first)"),
+])
+def test_a_damaged_training_workbook_is_named_as_the_csv_is(tmp_path, damage, reason):
+    # before: the folder "matched none of the source layouts of task 'bone_age'", the workbook and its problem unsaid
+    openpyxl = pytest.importorskip("openpyxl")
+    root = tmp_path / "rsna"
+    sample.make(root, n_train=6, n_test=0, bad_files=False)
+    sheet = root / f"{sample.TRAIN}.csv"
+    rows = [line.split(",") for line in sheet.read_text().splitlines()]
+    sheet.unlink()
+    book = openpyxl.Workbook()
+    if damage == "title row":
+        book.active.append(["RSNA bone age training set"])
+        data = book.active
+    else:
+        book.active.title = "Notes"
+        data = book.create_sheet("data")
+    for row in rows:
+        data.append(row)
+    book.save(root / f"{sample.TRAIN}.xlsx")
+    assert RSNABoneAgeBuilder.detect(root)
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    assert {e.source_path: e.reason for e in report.entries}[f"{sample.TRAIN}.xlsx"] == reason

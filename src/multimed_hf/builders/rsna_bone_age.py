@@ -84,6 +84,10 @@ def read_excel_sheet(path: Path, name: str) -> tuple[list[str], list[dict[str, s
         frame = pd.read_excel(path, sheet_name=0, header=None, dtype=object, engine="openpyxl", na_filter=False)
     except (*_EXCEL_ERRORS, InvalidFileException) as err:
         raise BadSourceFile(f"{name} is not a readable Excel workbook: {type(err).__name__}: {err}") from None
+    if frame.empty:  # the first worksheet holds nothing: say which, and what else the workbook has
+        sheets = pd.ExcelFile(path, engine="openpyxl").sheet_names
+        others = f"; the workbook's other worksheets: {sheets[1:]} (move the rows to the first)" if sheets[1:] else ""
+        raise BadSourceFile(f"{name}: its first worksheet {sheets[0]!r}, the one read, is empty{others}")
     text = io.StringIO()  # the cells as CSV text, read by the CSV sheets' own rules
     csv.writer(text).writerows([str(cell) for cell in row] for row in frame.itertuples(index=False, name=None))
     return read_sheet(text.getvalue().encode("utf-8"), name)
@@ -115,7 +119,7 @@ def bone_age_bin(months: float, bins, names) -> str:
 class RSNABoneAgeBuilder(NonDataFiles, PublishedUnlabelled, CsvImageBuilder):
     task = "bone_age"
     source = "rsna_bone_age"
-    version = "4"
+    version = "5"  # 5: a training workbook is detected by name (its damage named), an empty first worksheet said
     image_suffixes = (".png",)
     sheet_suffixes = (".csv", ".xlsx")
     sheet_depth = 2  # a Box download's Bone+Age+Validation+Set/Bone Age Validation Set/Validation Dataset.csv
@@ -128,7 +132,8 @@ class RSNABoneAgeBuilder(NonDataFiles, PublishedUnlabelled, CsvImageBuilder):
 
     @classmethod
     def detect(cls, root: Path) -> bool:
-        if (root / TRAINING_SHEET).is_file():
+        stem = PurePosixPath(TRAINING_SHEET).stem  # the training sheet by name, as a CSV or an Excel workbook: a
+        if any((root / f"{stem}{suffix}").is_file() for suffix in (".csv", ".xlsx")):  # damaged one is named
             return True
         for pattern in ("*.csv", "*/*.csv", "*/*/*.csv", "*.xlsx", "*/*.xlsx", "*/*/*.xlsx"):
             for path in root.glob(pattern):
