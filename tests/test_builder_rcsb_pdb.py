@@ -191,6 +191,17 @@ def test_a_ligand_with_amino_acid_atoms_bound_to_a_chain_stays_out_of_it(tmp_pat
     assert entry.chains[0].sequence == "AGSLVK" * 5
 
 
+def test_a_chain_of_unknown_residues_is_no_target(tmp_path):
+    # before: a poly-UNK chain (unassigned density) was kept with sequence XXXX...: nothing to predict from, and
+    # every such chain of one length "identical" to the others
+    lines, _ = _chain_lines(["UNK"] * 20)
+    path = tmp_path / "9unk.pdb"
+    path.write_text("\n".join(["HEADER    TEST                                    01-JAN-00   9UNK", *lines, "END", ""]))
+    entry = parse_entry(path)
+    assert not entry.chains
+    assert entry.problems == [("A", "no known residue: all 20 are unknown (UNK): no sequence to predict from")]
+
+
 @pytest.mark.parametrize("minor_first", [False, True])
 def test_a_position_holding_two_residue_types_keeps_the_major_one(tmp_path, minor_first):
     # before: Biopython's last-added residue name (THR at 30%) and its coordinates, against SEQRES's SER

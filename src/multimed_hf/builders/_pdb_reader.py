@@ -546,6 +546,8 @@ def _chain_problem(record: ChainRecord) -> str | None:
         return f"no C-alpha atoms: none of its {len(record.sequence)} residues has a CA atom"
     if len(record.sequence) < MIN_RESIDUES:
         return f"peptide of {len(record.sequence)} residues, shorter than {MIN_RESIDUES}: not a structure target"
+    if set(record.sequence) == {"X"}:  # poly-UNK (unassigned cryo-EM density): no sequence to predict from
+        return f"no known residue: all {len(record.sequence)} are unknown (UNK): no sequence to predict from"
     ca, mask = record.coords[:, 1], record.residue_mask
     both = mask[:-1] & mask[1:]
     gaps = np.linalg.norm(ca[1:] - ca[:-1], axis=1)

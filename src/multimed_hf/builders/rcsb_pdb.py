@@ -77,7 +77,7 @@ class RCSBPDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     # placed by mmCIF label_seq_id / the SEQRES order, not by sorting author numbers (fusions, descending insertion
     # codes); a chain whose missing residues cannot be placed is reported, not guessed; 4: ligands with amino-acid
     # atoms bound to a chain (SAH, SAM) left out of it; a .pdb record Biopython cannot build rejects the file; a
-    # position holding two residue types keeps the one of highest occupancy
+    # position holding two residue types keeps the one of highest occupancy; a chain of unknown residues rejected
     version = "4"
 
     @classmethod
