@@ -169,6 +169,21 @@ def test_publisher_documents_are_index_files_and_odd_names_plain_paths(built):
     (root / "notes#1.png").unlink()
 
 
+def test_the_registry_and_masks_are_not_called_index_files_read(built, tmp_path):
+    # before: "index file: no sample of its own" for the registry (never read, even an HTML page saved in its place)
+    # and the masks, and the summary counted them among the "index files read"
+    import shutil
+
+    root, *_ = built
+    copy = shutil.copytree(root, tmp_path / "src")
+    (copy / "dataset_registry.xlsx").write_text("<html>not found</html>")
+    report = build_dataset(TASK, [copy], tmp_path / "out", progress=False)
+    notes = {e.source_path: e.reason for e in report.entries if e.status == "kept" and not e.sample_id}
+    assert notes["dataset_registry.xlsx"].startswith("the publisher's document: not read")
+    assert [n for n in notes.values() if n.startswith("lesion mask: checked")]
+    assert "index files read" not in report.summary()
+
+
 def test_windows():
     assert Window.parse("-600/1500") == Window.parse("-600,1500") == LUNG_WINDOW
     assert LUNG_WINDOW.to_uint8(np.array([-2000, -1350, -600, 150, 3000])).tolist() == [0, 0, 128, 255, 255]

@@ -171,6 +171,16 @@ class MosMedDataBuilder(NonDataFiles, WrappedTree, RenderedSlices, SourceBuilder
                 studies.setdefault((parts[1], f"study_{number.group(1)}"), []).append(relpath)
         return studies
 
+    def no_sample_note(self, relpath: str) -> str:
+        """The registry and read-me files are documents, not read (the labels are the CT-k folders'); a mask is
+        checked and not used: neither is an index file the build reads."""
+        parts = PurePosixPath(strip_tree(relpath, self.tree) or relpath).parts
+        if len(parts) == 2 and parts[0] == "masks":
+            return "lesion mask: checked (a binary volume), not used by this task"
+        if len(parts) == 1 and _DOCUMENTS.match(parts[0]):
+            return "the publisher's document: not read (the labels are the studies/CT-k folders')"
+        return super().no_sample_note(relpath)
+
     def read_file(self, relpath: str) -> list[Sample]:
         inner = strip_tree(relpath, self.tree)
         if inner is None:
