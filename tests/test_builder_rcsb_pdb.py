@@ -191,6 +191,32 @@ def test_a_ligand_with_amino_acid_atoms_bound_to_a_chain_stays_out_of_it(tmp_pat
     assert entry.chains[0].sequence == "AGSLVK" * 5
 
 
+@pytest.mark.parametrize("end", ["C", "N"])
+def test_a_modified_residue_at_a_chain_end_beside_a_gap_stays_in_the_chain(tmp_path, end):
+    # before (the first ligand rule): a HETATM MSE at a chain end whose neighbour is unobserved (REMARK 465) is
+    # neither between ATOM residues nor bonded to one, and was dropped as a ligand: the chain one residue short
+    names = ["ALA", "GLY", "SER", "LEU", "VAL", "LYS"] * 4
+    last = len(names)
+    mse, gap = (last, last - 1) if end == "C" else (1, 2)
+    names[mse - 1] = "MSE"
+    lines, serial = [], 0
+    for i, name in enumerate(names, start=1):
+        if i == gap:
+            continue
+        for atom, offset in (("N", -1.2), ("CA", 0.0), ("C", 1.2), ("O", 1.5)):
+            serial += 1
+            lines.append(_atom(serial, atom, name, i, (3.61 * (i - 1) + offset, 0.5 if atom == "O" else 0.0, 0.0),
+                               het=name == "MSE"))
+    lines.append("TER")
+    remark = ["REMARK 465   M RES C SSSEQI", f"REMARK 465     {names[gap - 1]} A {gap:5d}"]
+    seqres = [f"SEQRES {k + 1:3d} A {len(names):4d}  " + " ".join(names[13 * k: 13 * k + 13]) for k in range(2)]
+    path = tmp_path / "9mse.pdb"
+    path.write_text("\n".join(["HEADER    TEST                                    01-JAN-00   9MSE", *remark, *seqres,
+                               *lines, "END", ""]))
+    chain = parse_entry(path).chains[0]
+    assert len(chain.sequence) == last and chain.nonstandard == [f"MSE:{mse}"]
+
+
 def test_a_chain_of_unknown_residues_is_no_target(tmp_path):
     # before: a poly-UNK chain (unassigned density) was kept with sequence XXXX...: nothing to predict from, and
     # every such chain of one length "identical" to the others

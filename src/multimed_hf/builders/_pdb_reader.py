@@ -149,6 +149,9 @@ class _Order:
     sequences: dict[str, list[str]]  # chain id -> residue names of its full sequence (SEQRES / poly_seq_scheme)
     labels: dict[tuple[str, int, str], int | None]  # (chain, number, icode) -> mmCIF label_seq_id (None: conflicting)
     sequence_name: str = "SEQRES"  # where the sequences come from, for the reasons
+    #: .pdb: the chains closed by a TER record, and the HETATM residues after it (chain, number, icode): ligands
+    terminated: frozenset = frozenset()
+    after_ter: frozenset = frozenset()
 
 
 def _pdb_seqres(lines: list[str]) -> dict[str, list[str]]:
@@ -158,6 +161,24 @@ def _pdb_seqres(lines: list[str]) -> dict[str, list[str]]:
         if line.startswith("SEQRES"):
             sequences[line[11:12]].extend(line[19:80].split())
     return dict(sequences)
+
+
+def _pdb_after_ter(lines: list[str]) -> tuple[frozenset, frozenset]:
+    """The chains a TER record closes (first model), and the HETATM residues of each after its TER: a chain's
+    polymer ends at TER; what follows under its id is bound to it (ligands, ions), not part of it."""
+    closed, after, last = set(), set(), None
+    for line in lines:
+        record = line[:6]
+        if record == "ENDMDL":
+            break
+        if record in ("ATOM  ", "HETATM") and len(line) > 26:
+            chain, key = line[21], (line[21], _int_or_none(line[22:26].strip()), line[26] if line[26] != " " else " ")
+            if record == "HETATM" and chain in closed:
+                after.add(key)
+            last = chain
+        elif record.rstrip() == "TER":
+            closed.add(line[21] if len(line) > 21 and line[21] != " " else last)
+    return frozenset(closed - {None}), frozenset(after)
 
 
 def _parse_pdb(text: str, name: str):
@@ -183,7 +204,8 @@ def _parse_pdb(text: str, name: str):
         if m.get("model") in (None, 1, "1")
     ]
     id_code = (header.get("idcode") or "").strip()
-    order = _Order(sequences=_pdb_seqres(lines), labels={})
+    terminated, after_ter = _pdb_after_ter(lines)
+    order = _Order(sequences=_pdb_seqres(lines), labels={}, terminated=terminated, after_ter=after_ter)
     return structure, header.get("resolution"), missing, _pdb_entities(lines), id_code, order
 
 
@@ -468,8 +490,9 @@ def _peptide_bond(before, after) -> bool:
 def _polymer_residues(chain_id: str, observed: list, order: _Order) -> list:
     """``observed`` without the HETATM residues that are ligands bound to the chain, not part of it (SAH / SAM
     cofactors, a free D- or phospho-amino acid: amino-acid-like atoms, deposited under the chain after its TER): a
-    HETATM residue stays where mmCIF gives it a ``label_seq_id`` (a polymer position), else where it lies between the
-    chain's first and last ATOM residues or is peptide-bonded to a neighbour (a modified residue at a chain end)."""
+    HETATM residue stays where mmCIF gives it a ``label_seq_id`` (a polymer position); in a .pdb whose chain a TER
+    closes, where it comes before the TER; else where it lies between the chain's first and last ATOM residues or is
+    peptide-bonded to a neighbour (a modified residue at a chain end)."""
     atoms = [o[0] for o in observed if o[5].id[0] == " "]
     first, last = (min(atoms), max(atoms)) if atoms else (None, None)
     kept = []
@@ -478,6 +501,9 @@ def _polymer_residues(chain_id: str, observed: list, order: _Order) -> list:
         label = order.labels.get((chain_id, entry[0], entry[1]))
         if residue.id[0] == " " or label is not None:
             kept.append(entry)
+        elif chain_id in order.terminated:  # the file says where its polymer ends
+            if (chain_id, entry[0], entry[1]) not in order.after_ter:
+                kept.append(entry)
         elif (first is not None and first < entry[0] < last) or (
                 i > 0 and _peptide_bond(observed[i - 1][5], residue)) or (
                 i + 1 < len(observed) and _peptide_bond(residue, observed[i + 1][5])):
