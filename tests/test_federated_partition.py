@@ -225,5 +225,30 @@ def test_a_new_plan_replaces_an_earlier_federations_client_folders(tmp_path, cap
                                     "    path: brain_tumor/train.parquet\n---\n")
     (tmp_path / "clients.yaml").write_text(f"data: {data}\nclients:\n  - name: a\n    tasks: {{brain_tumor: {{validation: null}}}}\n")
     third = clients_from_file(tmp_path / "clients.yaml", tmp_path / "fed")
-    assert sorted(p.name for p in (tmp_path / "fed" / "clients").iterdir()) == ["a"]
+    assert not [p for p in (tmp_path / "fed").iterdir() if p.name.startswith(".replaced")]
+    assert sorted(p.name for p in (tmp_path / "fed" / "clients").iterdir() if p.is_dir()) == ["a"]
     assert set(load_client_data(third.client_dir("a"))["brain_tumor"]) == {"train"}
+
+
+def test_a_failed_new_plan_leaves_the_earlier_federation_and_a_foreign_clients_folder_is_refused(tmp_path):
+    # before: the earlier client folders were removed before the new plan was known to work (a refused one left
+    # half-written folders), and any clients/ folder under out_dir was removed, a user's own too
+    from datasets import Dataset
+
+    rows = Dataset.from_dict({"group_id": [f"p{i}" for i in range(12)], "sample_id": [f"s{i}" for i in range(12)],
+                              "modality": ["mri"] * 12, "tumor": [i % 2 for i in range(12)]})
+    first = partition_config("unused", ["brain_tumor"], "paired=2", tmp_path / "fed",
+                             datasets={"brain_tumor": {"train": rows}}, splits=("train",))
+    before = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "fed").rglob("*"))
+    with pytest.raises(PartitionError, match="distinct 'group_id' values for 20 clients"):
+        partition_config("unused", ["brain_tumor"], "paired=20", tmp_path / "fed",
+                         datasets={"brain_tumor": {"train": rows}}, splits=("train",))
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "fed").rglob("*")) == before
+    assert FederationPlan.load(first.root).clients == first.clients
+    mine = tmp_path / "mine" / "clients"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("a user's own file")
+    with pytest.raises(PartitionError, match="exists and is no federation's"):
+        partition_config("unused", ["brain_tumor"], "paired=2", tmp_path / "mine",
+                         datasets={"brain_tumor": {"train": rows}}, splits=("train",))
+    assert (mine / "notes.txt").is_file()

@@ -157,31 +157,31 @@ def clients_from_file(path: str | os.PathLike, out_dir: str | os.PathLike, *,
     """Write the client folders a clients file describes under ``out_dir``; return the plan (also saved)."""
     top, entries = read_clients_file(path, data)
     root = Path(out_dir)
-    replace_earlier_clients(root)
-    clients, tasks = [], []
-    for pid, entry in enumerate(entries):
-        name = entry["name"]
-        client = ClientSpec(name=name, kind=entry["kind"] or "paired", partition_id=pid)
-        complete = True
-        for task, settings in entry["tasks"].items():
-            tasks.append(task)
-            client.modalities[task] = settings["modalities"]
-            complete &= set(settings["modalities"]) == set(get_task(task).modalities)
-            folder = root / "clients" / name / task
-            folder.mkdir(parents=True, exist_ok=True)
-            for role, split in settings["splits"].items():
-                rows = _load(entry["data"], task, split, _where(Path(path), name, task, role))
-                rows = _held_rows(rows, task, settings["modalities"], labels=role != FRAGMENTS)
-                write_rows(rows, folder / f"{role}.parquet")
-                if role == FRAGMENTS:
-                    client.fragments[task] = len(rows)
-                else:
-                    client.rows.setdefault(task, {})[role] = len(rows)
-        if entry["kind"] is None:
-            client.kind = "paired" if complete else "partial"
-        clients.append(client)
-    warn_empty_splits(clients, made_by="clients file")
-    plan = FederationPlan(data=str(top), tasks=list(dict.fromkeys(tasks)), by=f"clients file {Path(path).name}",
-                          seed=int(seed), clients=clients, root=str(root))
-    plan.save()
-    return plan
+    with replace_earlier_clients(root):
+        clients, tasks = [], []
+        for pid, entry in enumerate(entries):
+            name = entry["name"]
+            client = ClientSpec(name=name, kind=entry["kind"] or "paired", partition_id=pid)
+            complete = True
+            for task, settings in entry["tasks"].items():
+                tasks.append(task)
+                client.modalities[task] = settings["modalities"]
+                complete &= set(settings["modalities"]) == set(get_task(task).modalities)
+                folder = root / "clients" / name / task
+                folder.mkdir(parents=True, exist_ok=True)
+                for role, split in settings["splits"].items():
+                    rows = _load(entry["data"], task, split, _where(Path(path), name, task, role))
+                    rows = _held_rows(rows, task, settings["modalities"], labels=role != FRAGMENTS)
+                    write_rows(rows, folder / f"{role}.parquet")
+                    if role == FRAGMENTS:
+                        client.fragments[task] = len(rows)
+                    else:
+                        client.rows.setdefault(task, {})[role] = len(rows)
+            if entry["kind"] is None:
+                client.kind = "paired" if complete else "partial"
+            clients.append(client)
+        warn_empty_splits(clients, made_by="clients file")
+        plan = FederationPlan(data=str(top), tasks=list(dict.fromkeys(tasks)), by=f"clients file {Path(path).name}",
+                              seed=int(seed), clients=clients, root=str(root))
+        plan.save()
+        return plan

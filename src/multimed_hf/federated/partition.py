@@ -30,6 +30,7 @@ path), so a client folder can be copied to its hospital.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -273,88 +274,112 @@ def partition_config(data: str | os.PathLike, tasks: Sequence[str], partition, o
     tasks = list(dict.fromkeys(tasks))
     loaded = datasets if datasets is not None else load_task_data(data, tasks, splits=splits)
     root = Path(out_dir)
-    replace_earlier_clients(root)
-    clients = [ClientSpec(name=n, kind=k, partition_id=i) for i, (n, k) in enumerate(zip(names, kinds))]
-    assigned: dict[str, int] = {}  # group key -> client, across every task and split: a patient at one client
-    for task in tasks:
-        spec = get_task(task)
-        modalities = list(spec.modalities)
-        dropped = list((drop or {}).get(task) or modalities[-1:])
-        kept = list((keep or {}).get(task) or modalities[-1:])
-        for name, value in (("drop", dropped), ("keep", kept)):
-            wrong = sorted(set(value) - set(modalities))
-            if wrong:
-                raise PartitionError(f"{name}[{task!r}] = {value}: task {task!r} reads {modalities}")
-        moved = [m for m in modalities if m not in kept]
-        if len(modalities) < 2 and ({"partial", "fragmented"} & set(kinds)):
-            raise PartitionError(f"task {task!r} reads one modality ({modalities}); partial and fragmented clients "
-                                 f"need rows with several (expression_prediction, med_vqa)")
-        if not moved and "fragmented" in kinds:
-            raise PartitionError(f"keep[{task!r}] = {kept} keeps every modality: a fragmented client would move none")
-        held: dict[int, list] = {}  # partner -> the fragments it holds of this task, from each fragmented client
-        for split in splits:
-            if split not in loaded[task]:
-                continue
-            ds = loaded[task][split]
-            shares = _shares(ds, column, len(clients), seed, f"task {task!r}, split {split!r}", assigned)
-            for i, (client, rows) in enumerate(zip(clients, shares)):
-                part = ds.select(rows)
-                folder = root / "clients" / client.name / task
-                folder.mkdir(parents=True, exist_ok=True)
-                if client.kind == "paired":
-                    client.modalities[task] = modalities
-                elif client.kind == "partial":
-                    client.modalities[task] = [m for m in modalities if m not in dropped]
-                    part = _blank(part, task, dropped, labels=False)
-                    has_any = np.zeros(len(part), bool)
-                    for m in client.modalities[task]:
-                        has_any |= holds_modality(part, task, m)
-                    part = part.select(np.flatnonzero(has_any))
-                else:
-                    client.modalities[task] = modalities
-                    split_rows = np.zeros(len(part), bool)
-                    has_kept = np.zeros(len(part), bool)
-                    for m in kept:
-                        has_kept |= holds_modality(part, task, m)
-                    for m in moved:
-                        split_rows |= holds_modality(part, task, m)
-                    split_rows &= has_kept
-                    if split == "train":
-                        partner = _partner(names, kinds, i)
-                        held.setdefault(partner, []).append(
-                            _blank(part.select(np.flatnonzero(split_rows)), task, kept, labels=True))
-                        client.partner[task] = names[partner]
-                    rest = np.flatnonzero(~split_rows)
-                    blanked = _blank(part.select(np.flatnonzero(split_rows)), task, moved, labels=False)
-                    from datasets import concatenate_datasets
+    with replace_earlier_clients(root):
+        clients = [ClientSpec(name=n, kind=k, partition_id=i) for i, (n, k) in enumerate(zip(names, kinds))]
+        assigned: dict[str, int] = {}  # group key -> client, across every task and split: a patient at one client
+        for task in tasks:
+            spec = get_task(task)
+            modalities = list(spec.modalities)
+            dropped = list((drop or {}).get(task) or modalities[-1:])
+            kept = list((keep or {}).get(task) or modalities[-1:])
+            for name, value in (("drop", dropped), ("keep", kept)):
+                wrong = sorted(set(value) - set(modalities))
+                if wrong:
+                    raise PartitionError(f"{name}[{task!r}] = {value}: task {task!r} reads {modalities}")
+            moved = [m for m in modalities if m not in kept]
+            if len(modalities) < 2 and ({"partial", "fragmented"} & set(kinds)):
+                raise PartitionError(f"task {task!r} reads one modality ({modalities}); partial and fragmented clients "
+                                     f"need rows with several (expression_prediction, med_vqa)")
+            if not moved and "fragmented" in kinds:
+                raise PartitionError(f"keep[{task!r}] = {kept} keeps every modality: a fragmented client would move "
+                                     f"none")
+            held: dict[int, list] = {}  # partner -> the fragments it holds of this task, from each fragmented client
+            for split in splits:
+                if split not in loaded[task]:
+                    continue
+                ds = loaded[task][split]
+                shares = _shares(ds, column, len(clients), seed, f"task {task!r}, split {split!r}", assigned)
+                for i, (client, rows) in enumerate(zip(clients, shares)):
+                    part = ds.select(rows)
+                    folder = root / "clients" / client.name / task
+                    folder.mkdir(parents=True, exist_ok=True)
+                    if client.kind == "paired":
+                        client.modalities[task] = modalities
+                    elif client.kind == "partial":
+                        client.modalities[task] = [m for m in modalities if m not in dropped]
+                        part = _blank(part, task, dropped, labels=False)
+                        has_any = np.zeros(len(part), bool)
+                        for m in client.modalities[task]:
+                            has_any |= holds_modality(part, task, m)
+                        part = part.select(np.flatnonzero(has_any))
+                    else:
+                        client.modalities[task] = modalities
+                        split_rows = np.zeros(len(part), bool)
+                        has_kept = np.zeros(len(part), bool)
+                        for m in kept:
+                            has_kept |= holds_modality(part, task, m)
+                        for m in moved:
+                            split_rows |= holds_modality(part, task, m)
+                        split_rows &= has_kept
+                        if split == "train":
+                            partner = _partner(names, kinds, i)
+                            held.setdefault(partner, []).append(
+                                _blank(part.select(np.flatnonzero(split_rows)), task, kept, labels=True))
+                            client.partner[task] = names[partner]
+                        rest = np.flatnonzero(~split_rows)
+                        blanked = _blank(part.select(np.flatnonzero(split_rows)), task, moved, labels=False)
+                        from datasets import concatenate_datasets
 
-                    part = concatenate_datasets([blanked, part.select(rest)])
-                write_rows(part, folder / f"{split}.parquet")
-                client.rows.setdefault(task, {})[split] = len(part)
-        for partner, parts in held.items():  # one file per partner, holding every fragmented client's fragments
-            from datasets import concatenate_datasets
+                        part = concatenate_datasets([blanked, part.select(rest)])
+                    write_rows(part, folder / f"{split}.parquet")
+                    client.rows.setdefault(task, {})[split] = len(part)
+            for partner, parts in held.items():  # one file per partner, holding every fragmented client's fragments
+                from datasets import concatenate_datasets
 
-            fragments = concatenate_datasets(parts)
-            target = root / "clients" / names[partner] / task
-            target.mkdir(parents=True, exist_ok=True)
-            write_rows(fragments, target / f"{FRAGMENTS}.parquet")
-            clients[partner].fragments[task] = len(fragments)
-    warn_empty_splits(clients)
-    plan = FederationPlan(data=str(data), tasks=tasks, by=by, seed=int(seed), clients=clients, root=str(root))
-    plan.save()
-    return plan
+                fragments = concatenate_datasets(parts)
+                target = root / "clients" / names[partner] / task
+                target.mkdir(parents=True, exist_ok=True)
+                write_rows(fragments, target / f"{FRAGMENTS}.parquet")
+                clients[partner].fragments[task] = len(fragments)
+        warn_empty_splits(clients)
+        plan = FederationPlan(data=str(data), tasks=tasks, by=by, seed=int(seed), clients=clients, root=str(root))
+        plan.save()
+        return plan
 
 
-def replace_earlier_clients(root: str | os.PathLike) -> None:
-    """Remove the client folders (and plan) an earlier federation wrote under ``root``, before a new plan writes its
-    own: a client reads every file of its folder, so a task, split or fragments file the new plan does not give it
-    would be trained or validated on silently (rows the plan put at another client)."""
+#: Marks a clients/ folder as a federation's (written first): one an interrupted run left is replaced, not refused.
+CLIENTS_MARK = ".multimed_federation"
+
+
+@contextlib.contextmanager
+def replace_earlier_clients(root: str | os.PathLike):
+    """Around the writing of a new plan under ``root``: an earlier federation's client folders and plan are set
+    aside, then removed once the new plan is written (a client reads every file of its folder, so a task, split or
+    fragments file the new plan does not give it would be trained or validated on silently), or put back where the
+    new plan fails. A ``clients/`` folder that is no federation's (no plan, no mark) is refused, never removed."""
     root = Path(root)
-    clients = root / "clients"
-    if clients.exists():
+    clients, plan = root / "clients", root / PLAN_FILE
+    if clients.exists() and not (plan.is_file() or (clients / CLIENTS_MARK).is_file()):
+        raise PartitionError(f"{clients} exists and is no federation's (no {PLAN_FILE} beside it): give another "
+                             f"output folder, or remove it")
+    aside = [(path, root / f".replaced-{path.name}") for path in (clients, plan) if path.exists()]
+    if aside:
         logger.warning("federation: replacing the client folders of an earlier federation in %s", clients)
-        shutil.rmtree(clients)
-    (root / PLAN_FILE).unlink(missing_ok=True)
+    for path, kept in aside:
+        shutil.rmtree(kept, ignore_errors=True) if kept.is_dir() else kept.unlink(missing_ok=True)
+        path.rename(kept)
+    clients.mkdir(parents=True)
+    (clients / CLIENTS_MARK).write_text("client folders of a multimed_hf federation (federation.json beside)\n")
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(clients, ignore_errors=True)
+        plan.unlink(missing_ok=True)
+        for path, kept in aside:
+            kept.rename(path)
+        raise
+    for _, kept in aside:
+        shutil.rmtree(kept) if kept.is_dir() else kept.unlink()
 
 
 #: What gives an empty client split rows, per way the clients were made.
