@@ -36,8 +36,11 @@ def test_info_says_which_sources_may_be_redistributed(task, capsys):
     out = capsys.readouterr().out
     for source in get_task(task).sources:
         block = out.split(f"  source {source.name} (", 1)[1].split("\n    layout:", 1)[0]
-        marked = "(not redistributable)" if not source.redistributable else "(redistributable)"
+        marked = "(not redistributable)" if not source.redistributable else "(redistributable"
         assert marked in block and source.license in block, (source.name, block)
+        # what the licence covers, where not every file of the folder (before: "redistributable" alone)
+        for pattern in (*source.licensed_files, *source.own_terms_files):
+            assert pattern in block, (source.name, block)
 
 
 def test_info_shows_sources_and_licences(capsys):

@@ -119,6 +119,21 @@ def test_a_source_holding_files_its_licence_does_not_cover_is_not_pushed(tmp_pat
     assert "pbmc68k_reduced" not in left_out_sources(tmp_path / "renamed")
 
 
+def test_promoter_rows_carrying_a_users_cells_are_not_pushed(tmp_path):
+    # before: the pseudo-bulk profiles of the .h5ad beside the promoters (a user's own cells) were pushed, the source
+    # "redistributable: yes"
+    from multimed_hf.data.push import left_out_sources
+
+    source = sample_generators()["tcga_promoters"](tmp_path / "tcga")
+    build_dataset("expression_prediction", [source], tmp_path / "with_cells", progress=False)
+    reason = left_out_sources(tmp_path / "with_cells").get("tcga_promoters", "")
+    assert reason.startswith("its rows carry data of pbmc_cells.h5ad, a file of the user's whose terms are its own")
+    for path in source.glob("*.h5ad"):
+        path.unlink()
+    build_dataset("expression_prediction", [source], tmp_path / "without", progress=False)
+    assert "tcga_promoters" not in left_out_sources(tmp_path / "without")
+
+
 def test_a_push_keeps_what_the_repository_holds_that_it_does_not_replace(fake_hub, tmp_path):
     # before: a config added by hand (no build_info.json of ours) dropped out of the card, and another tool's
     # build_info.json made every push fail with KeyError: 'task'

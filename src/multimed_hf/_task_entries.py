@@ -580,6 +580,7 @@ TCGA_XENA = SourceSpec(
     license=("the expression table's own terms (TCGA open tier: NIH GDC terms; Expression Atlas: EMBL-EBI terms, "
              "each study its own); genome FASTA public; an .h5ad's cells their own terms"),
     redistributable=True,
+    own_terms_files=("*.h5ad",),  # the user's cells: the rows' profiles are their data
     homepage="https://xenabrowser.net/datapages/?hub=https://pancanatlas.xenahubs.net",
     layout=(
         "promoters.fa (10,500-nt windows, 7,000 nt upstream to 3,500 nt downstream of each TSS, headers as bedtools "

@@ -80,8 +80,7 @@ def _info(args) -> int:
     implemented = {b.source for b in builders_for_task(task.name)}
     for s in task.sources:
         state = "builder ready" if s.name in implemented else "no builder yet"
-        print(f"  source {s.name} ({state}): {s.title}\n    licence: {s.license}"
-              f" ({'redistributable' if s.redistributable else 'not redistributable'})\n"
+        print(f"  source {s.name} ({state}): {s.title}\n    licence: {s.license} ({s.redistribution})\n"
               f"    download: {s.homepage}\n    layout: {s.layout}")
     return 0
 

@@ -176,6 +176,20 @@ class SourceSpec:
     #: takes for the publisher's file): a build whose samples come from any other file is not pushed
     #: (``data.push.left_out_sources``); empty where every file of the layout is the publisher's.
     licensed_files: tuple[str, ...] = ()
+    #: Files a source's rows carry data of, that the user brings and whose terms are their own (``fnmatch``
+    #: patterns, case-blind): a build that read one is not pushed (TCGA promoters' pseudo-bulk profiles of a user's
+    #: .h5ad).
+    own_terms_files: tuple[str, ...] = ()
+
+    @property
+    def redistribution(self) -> str:
+        """Whether a build of this source may be pushed, in words: what its licence covers where not every file."""
+        if not self.redistributable:
+            return "not redistributable"
+        limits = ([f"the files named {', '.join(self.licensed_files)} only"] if self.licensed_files else []) + (
+            [f"not a build that read a file of yours, {', '.join(self.own_terms_files)}, whose terms are its own"]
+            if self.own_terms_files else [])
+        return "redistributable" + (f": {'; '.join(limits)}" if limits else "")
 
     def __post_init__(self):
         if self.modality not in MODALITIES:

@@ -130,7 +130,7 @@ def _config_section(info: dict, left_out: Mapping[str, str]) -> list[str]:
     for s in info["sources"]:
         spec = task.source(s["name"])
         lines.append(
-            f"| [{spec.title}]({spec.homepage}) | {spec.license} | {'yes' if spec.redistributable else 'no'} | "
+            f"| [{spec.title}]({spec.homepage}) | {spec.license} | {spec.redistribution.replace('not redistributable', 'no').replace('redistributable', 'yes', 1)} | "
             f"{s['files_seen']} | {sum(s['splits'].values())} | {s['release_note']} |"
         )
     # a pushed copy's build info (``push.pushed_build_info``) names its left-out sources instead of listing them

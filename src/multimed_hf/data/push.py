@@ -48,6 +48,11 @@ def left_out_sources(out_dir: Path) -> dict[str, str]:
                     f"its licence ({spec.license}) does not allow redistribution; build it locally from "
                     f"{spec.homepage}"
                 )
+            elif spec.own_terms_files and _own_terms_files(out_dir / info["config"], spec):
+                read = _own_terms_files(out_dir / info["config"], spec)
+                left_out[spec.name] = (
+                    f"its rows carry data of {read[0]}, a file of the user's whose terms are its own (the source's "
+                    f"licence: {spec.license}); build it locally")
             elif spec.licensed_files:
                 others = _unlicensed_files(out_dir / info["config"], spec)
                 if others:
@@ -55,6 +60,13 @@ def left_out_sources(out_dir: Path) -> dict[str, str]:
                         f"its samples come from files its licence ({spec.license}) does not cover, e.g. {others[0]} "
                         f"(it covers files named {', '.join(spec.licensed_files)}; other files' terms are their own)")
     return left_out
+
+
+def _own_terms_files(config_dir: Path, spec) -> list[str]:
+    """The files of ``spec``'s source a built config read (kept) that match ``spec.own_terms_files``."""
+    return sorted({e.source_path for e in iter_manifest(config_dir) if e.source == spec.name and e.status == "kept"
+                   and any(fnmatch.fnmatch(PurePosixPath(e.source_path).name.lower(), pattern.lower())
+                           for pattern in spec.own_terms_files)})
 
 
 def _unlicensed_files(config_dir: Path, spec) -> list[str]:
