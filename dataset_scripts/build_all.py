@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from dataset_scripts.sample_sources import make_sample_sources  # noqa: E402
 from multimed_hf.api import build_dataset, detect_sources  # noqa: E402
+from multimed_hf.data.errors import StrictBuildError  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -48,8 +49,11 @@ def main(argv=None) -> int:
         parser.error("--strict: not built: " + "; ".join(lost))
     empty = []
     for task, roots in found.items():
-        report = build_dataset(task, roots, args.out, on_bad_files="error" if args.strict else "report",
-                               num_proc=args.num_proc, engine=args.engine, ray_address=args.ray_address)
+        try:
+            report = build_dataset(task, roots, args.out, on_bad_files="error" if args.strict else "report",
+                                   num_proc=args.num_proc, engine=args.engine, ray_address=args.ray_address)
+        except StrictBuildError as err:  # one line, as `multimed build --strict` says it
+            parser.exit(2, f"{parser.prog}: error: {task}: {err}\n")
         print(report.summary())
         if not report.kept_samples:
             empty.append(f"{task}: no sample kept (its summary above and {args.out / task / 'manifest.jsonl'} give "

@@ -4,6 +4,8 @@ instead of printing how to load a dataset that does not exist."""
 
 import shutil
 
+import pytest
+
 from dataset_scripts import build_all
 from dataset_scripts.sample_sources import sample_generators
 from multimed_hf.api import detect_sources
@@ -86,3 +88,14 @@ def test_a_config_whose_only_kept_files_are_index_files_fails_too(tmp_path, caps
     shutil.copytree(source, sources / "rsna-bone-age")
     assert build_all.main(["--sources", str(sources), "--out", str(tmp_path / "all")]) == 1
     assert "not built: bone_age: no sample kept" in capsys.readouterr().err
+
+
+def test_build_all_strict_stops_in_one_line_naming_the_file(tmp_path, capsys):
+    # before: build_all --strict ended in a traceback at the first rejected file
+    sources = tmp_path / "sources"
+    sample_generators()["Brain-Tumor-MRI-Dataset"](sources / "Brain-Tumor-MRI-Dataset")
+    with pytest.raises(SystemExit) as stop:
+        build_all.main(["--sources", str(sources), "--out", str(tmp_path / "out"), "--strict"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: brain_tumor: brain_tumor_mri: " in err and "Traceback" not in err

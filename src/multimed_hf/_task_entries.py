@@ -734,7 +734,8 @@ DISEASE_IMAGING_SOURCES = (
 register_task(TaskSpec(
     name="disease",
     title="Disease classification",
-    sample="one record of one source, with the modalities it has (X-ray, CT slice, MRI, OCT, malaria cell image, clinical note)",
+    sample=("one record of one source, with the modalities it has (X-ray, CT slice, MRI, OCT, fundus photograph, "
+            "histopathology or malaria cell image, clinical note)"),
     modalities=("xray", "ct", "mri", "oct", "fundus", "pathology", "text"),
     problem_type="multi_label_classification",
     labels=(LabelSpec("diseases", "multilabel", DISEASES, "harmonised disease names present in the record"),),
