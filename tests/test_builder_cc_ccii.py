@@ -161,3 +161,15 @@ def test_macos_resource_forks_are_no_slices_of_a_scan(tmp_path):
     forked = build_dataset(TASK, [root], tmp_path / "forked", progress=False)
     rows = lambda report: {(e.source_path, e.status, e.reason) for e in report.entries if ":row" in e.source_path}
     assert rows(forked) == rows(clean)
+
+
+def test_an_index_named_in_capitals_is_read_as_the_index(tmp_path):
+    # before: UNZIP_FILENAMES.CSV (a CD or Windows copy) was a "stray file: not an image", and its label check was
+    # skipped: a scan misfiled under another class was kept with that class
+    root = sample.make(tmp_path / sample.FOLDER)
+    clean = build_dataset(TASK, [root], tmp_path / "clean", progress=False)
+    (root / INDEX_FILE).rename(root / INDEX_FILE.upper())
+    upper = build_dataset(TASK, [root], tmp_path / "upper", progress=False)
+    status = lambda report: sorted((e.source_path.replace(INDEX_FILE.upper(), INDEX_FILE), e.status, e.reason)
+                                   for e in report.entries)
+    assert status(upper) == status(clean)

@@ -78,7 +78,8 @@ def _read_index(data: bytes) -> list[dict[str, str]]:
 class CCCCIIBuilder(NonDataFiles, ImageFolderBuilder):
     task = "radiographic_findings"
     source = "cc_ccii"
-    version = "3"  # 3: slices of a scan the index lists under another class rejected
+    version = "4"  # 3: slices of a scan the index lists under another class rejected; 4: the index in any case,
+    # a row cut short rejects it, macOS resource forks are no slices
     image_suffixes = (".png", ".jpg", ".jpeg", ".bmp")
 
     @classmethod
@@ -95,12 +96,24 @@ class CCCCIIBuilder(NonDataFiles, ImageFolderBuilder):
                     return True
         return False
 
+    @cached_property
+    def _index_file(self) -> str:
+        """The index's name as on disk: ``unzip_filenames.csv`` in any case (``UNZIP_FILENAMES.CSV`` from a CD or
+        Windows copy), else its published name."""
+        found = [p.name for p in self.root.iterdir() if p.is_file() and p.name.lower() == INDEX_FILE]
+        return sorted(found)[0] if found else INDEX_FILE
+
+    def _index_kind(self, relpath: str) -> str | None:
+        """The published name of the index file ``relpath`` is (extension and name in any case), or None."""
+        return next((name for name in _INDEXES if relpath.lower() == name.lower()), None)
+
     def read_file(self, relpath: str) -> list[Sample]:
-        if relpath == INDEX_FILE:
-            _read_index((self.root / relpath).read_bytes())
+        kind = self._index_kind(relpath)
+        if kind is not None and kind != INDEX_FILE:
+            _read_csv((self.root / relpath).read_bytes(), relpath, _INDEXES[kind])
             return []
-        if relpath in _INDEXES:
-            _read_csv((self.root / relpath).read_bytes(), relpath, _INDEXES[relpath])
+        if kind == INDEX_FILE:
+            _read_index((self.root / relpath).read_bytes())
             return []
         samples = super().read_file(relpath)
         for sample in samples:
@@ -170,17 +183,17 @@ class CCCCIIBuilder(NonDataFiles, ImageFolderBuilder):
     @cached_property
     def _index_rows(self) -> list[dict[str, str]]:
         """``unzip_filenames.csv``'s rows, or [] where it is absent or unreadable (then rejected, named)."""
-        if not (self.root / INDEX_FILE).is_file():
+        if not (self.root / self._index_file).is_file():
             return []
         try:  # the rows read_file accepts: a rejected index labels nothing
-            return _read_index((self.root / INDEX_FILE).read_bytes())
+            return _read_index((self.root / self._index_file).read_bytes())
         except (BadSourceFile, OSError):
             return []
 
     @cached_property
     def listing_version(self) -> str:
         """The index's bytes: a slice's acceptance depends on the class its row gives (``_index_labels``)."""
-        path = self.root / INDEX_FILE
+        path = self.root / self._index_file
         if not path.is_file():
             return "no-index"
         digest = hashlib.sha256()
@@ -213,7 +226,7 @@ class CCCCIIBuilder(NonDataFiles, ImageFolderBuilder):
 
     def orphan_records(self, files: set[str]) -> list[tuple[str, str]]:
         """Rows of ``unzip_filenames.csv`` whose scan is missing, misfiled, or not ``n_slice`` slices."""
-        if INDEX_FILE not in files:
+        if self._index_file not in files:
             return []
         rows = self._index_rows  # [] for an unreadable index: the file itself is rejected, with the reason
         slices = self._scan_slices(files)
@@ -225,7 +238,7 @@ class CCCCIIBuilder(NonDataFiles, ImageFolderBuilder):
         for n, row in enumerate(rows, start=1):
             if row["zip_file"].strip() in self._absent_zips:
                 continue  # a zip part not unpacked here: one warning (layout_warnings), not an error per scan
-            where = f"{INDEX_FILE}:row {n}"
+            where = f"{self._index_file}:row {n}"
             label, patient, scan = (row[c].strip() for c in ("label", "patient_id", "scan_id"))
             scan_dir = f"{label}/{patient}/{scan}"
             expected = row["n_slice"].strip()
