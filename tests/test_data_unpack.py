@@ -248,3 +248,12 @@ def test_a_split_zip_inside_lacking_a_part_is_named_and_the_rest_unpacked(tmp_pa
     missing = [line for line in lines if "lacks part(s) 002 of 003" in line]
     assert len(missing) == 1 and missing[0].startswith("could not unpack ") and "(found inside)" in missing[0]
     assert (dest / "cell_images" / "Parasitized").is_dir() and not (dest / "cell_images.zip").exists()
+
+
+def test_a_macos_resource_fork_of_a_zip_is_no_archive(tmp_path):
+    # before: ._cell_images.zip (a zip copied from a Mac) was tried as an archive: "could not unpack ... BadZipFile",
+    # read as a damaged download
+    (tmp_path / "cell_images.zip").write_bytes(b"")
+    (tmp_path / "._cell_images.zip").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 60)
+    archives, others, problems = archives_of(tmp_path)
+    assert list(archives) == ["cell_images.zip"] and not others and not problems

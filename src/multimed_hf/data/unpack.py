@@ -59,8 +59,8 @@ def archives_of(folder: Path) -> tuple[dict[str, list[Path]], list[str], list[st
     order)}, [names of archives this module cannot unpack], [why a split zip cannot be read: a part missing])``."""
     archives: dict[str, list[Path]] = {}
     others = []
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
-        part = _PART.match(path.name)
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("._")):
+        part = _PART.match(path.name)  # (a macOS ._name.zip beside a zip is its resource fork, no archive)
         if part:
             archives.setdefault(part.group("stem"), []).append(path)
         elif _ZIP.search(path.name) or _TAR.search(path.name):
