@@ -214,3 +214,26 @@ def test_a_config_pushed_by_an_older_version_keeps_its_left_out_source_out_of_th
     section = card.split("## `breast_cancer`")[1].split("\n## ")[0]
     counts = "\n".join(f"| {split} | {hub[split].num_rows} |" for split in ("train", "validation", "test"))
     assert f"| split | samples |\n|---|---|\n{counts}\n" in section, section
+
+
+def test_a_push_leaving_out_every_hashed_source_drops_the_near_duplicate_search_from_the_card(tmp_path):
+    # before: disease pushed without APTOS (left out, the one source whose images are hashed) still described a
+    # near-duplicate search none of the pushed rows had
+    from multimed_hf.data.card import read_build_infos
+    from multimed_hf.data.push import pushed_build_info
+
+    make = sample_generators()
+    build_dataset("disease", [make["cell_images"](tmp_path / "cells"),
+                              make["aptos2019-blindness-detection"](tmp_path / "aptos")], tmp_path / "out",
+                  progress=False)
+    (info,) = read_build_infos(tmp_path / "out")
+    hashed = {s["name"]: s["near_duplicates_searched"] for s in info["sources"]}
+    assert info["near_duplicate_search"] and True in hashed.values()
+    lines = (tmp_path / "out" / "disease" / "manifest.jsonl").read_text().splitlines(keepends=True)
+    searched = [name for name, flag in hashed.items() if flag]
+    pushed, _ = pushed_build_info(info, lines, set(searched))
+    assert pushed["near_duplicate_search"] is None
+    unhashed = [name for name, flag in hashed.items() if not flag]
+    if unhashed:
+        kept, _ = pushed_build_info(info, lines, set(unhashed))
+        assert kept["near_duplicate_search"] == info["near_duplicate_search"]

@@ -85,6 +85,8 @@ class BuildReport:
     #: Whether any sample of the config has perceptual hashes to search near duplicates by (no source of PMC-OA's
     #: figures, CC-CCII's slices hashes them): the card states the search only where it ran.
     near_duplicates_searched: bool = True
+    #: The sources whose samples were hashed (a push leaving them all out drops the search from its card).
+    hashed_sources: tuple = ()
 
     @cached_property
     def _tally(self) -> dict:
@@ -1023,7 +1025,9 @@ def build_config(
         warnings += _draw_unpublished_tests(builders, store)
         conflicted = _reject_label_conflicts(store, names, manifest)
         duplicates, roots, marks = _group(task, builders, caches, store, reader)
-        searched = store.query("SELECT 1 FROM rows WHERE state = 0 AND dct IS NOT NULL LIMIT 1").fetchone()
+        hashed = tuple(r[0] for r in store.query(  # gkey: ``source:group``
+            "SELECT DISTINCT substr(gkey, 1, instr(gkey, ':') - 1) FROM rows WHERE state = 0 AND dct IS NOT NULL"
+        ).fetchall())
         duplicates["label conflicts rejected"] = conflicted
         _assign(task, store, config_dir, manifest, roots, marks)
         del roots, marks
@@ -1070,7 +1074,7 @@ def build_config(
             report.counts = {k: by_source[report.name, k] for k in STATUSES}
 
     report = BuildReport(task.name, out_dir, reports, ManifestView(config_dir), duplicates, warnings, tally,
-                         near_duplicates_searched=searched is not None)
+                         near_duplicates_searched=bool(hashed), hashed_sources=hashed)
     _write_build_info(config_dir, task, report)
     write_readme(out_dir)
     return report
@@ -1135,6 +1139,7 @@ def _write_build_info(config_dir: Path, task: TaskSpec, report: BuildReport) -> 
                 "name": s.name, "fingerprint": s.fingerprint, "files_seen": s.files_seen, "counts": s.counts,
                 "splits": s.splits, "data_files": s.data_files, "release_note": s.release_note,
                 "provenance": s.provenance, "assets": s.assets,
+                "near_duplicates_searched": s.name in report.hashed_sources,
             }
             for s in report.sources
         ],

@@ -100,6 +100,9 @@ def pushed_build_info(info: dict, manifest_lines: list[str], left_out) -> tuple[
     info["warnings"] = [w for w in info.get("warnings", []) if not any(w.startswith(f"{n}:") for n in dropped)]
     info["left_out"] = sorted(dropped)
     info["duplicates_scope"] = "the local build, the left-out sources included"
+    if all("near_duplicates_searched" in s for s in info["sources"]) and not any(
+            s["near_duplicates_searched"] for s in info["sources"]):
+        info["near_duplicate_search"] = None  # the sources hashed are all left out: no search of the pushed rows
     return info, kept
 
 
