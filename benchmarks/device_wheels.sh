@@ -12,7 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 grep -qxF "/.whl/" .git/info/exclude 2>/dev/null || { mkdir -p .git/info; echo "/.whl/" >> .git/info/exclude; }
 rm -rf .whl && mkdir -p .whl
-wheels=(datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 fsspec==2026.9.0 tmtools==0.3.0 biopython==1.88 pyarrow==24.0.0)
+wheels=(datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 fsspec==2026.9.0 tmtools==0.3.0 biopython==1.88
+        pyarrow==24.0.0)
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 -d .whl "${wheels[@]}"

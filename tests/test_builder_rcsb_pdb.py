@@ -222,7 +222,7 @@ def test_a_chain_of_unknown_residues_is_no_target(tmp_path):
     # every such chain of one length "identical" to the others
     lines, _ = _chain_lines(["UNK"] * 20)
     path = tmp_path / "9unk.pdb"
-    path.write_text("\n".join(["HEADER    TEST                                    01-JAN-00   9UNK", *lines, "END", ""]))
+    path.write_text("\n".join([f"HEADER    TEST{' ' * 36}01-JAN-00   9UNK", *lines, "END", ""]))
     entry = parse_entry(path)
     assert not entry.chains
     assert entry.problems == [("A", "no known residue: all 20 are unknown (UNK): no sequence to predict from")]
@@ -235,7 +235,7 @@ def test_a_position_holding_two_residue_types_keeps_the_major_one(tmp_path, mino
     swap = [("SER", 0.7, 0.0), ("THR", 0.3, 0.3)]
     lines, _ = _chain_lines(names, swap=(2, swap[::-1] if minor_first else swap))
     path = tmp_path / "9mhc.pdb"
-    path.write_text("\n".join(["HEADER    TEST                                    01-JAN-00   9MHC", *lines, "END", ""]))
+    path.write_text("\n".join([f"HEADER    TEST{' ' * 36}01-JAN-00   9MHC", *lines, "END", ""]))
     chain = parse_entry(path).chains[0]
     assert chain.sequence == "AGSLVK" * 4
     assert chain.coords[2, 1, 0] == pytest.approx(3.61 * 2)  # SER's C-alpha, not THR's (0.3 A along x)

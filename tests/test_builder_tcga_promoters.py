@@ -150,7 +150,8 @@ def test_a_context_a_cell_type_nearly_names_is_warned_of(built, tmp_path):
         (copy / name).write_text(text.replace("B cell\t", "B cells\t", 1))
     report = build_dataset(TASK, [copy], tmp_path / "out", progress=False)
     warned = [w for w in report.warnings if "match no cell type" in w]
-    assert warned == ["tcga_promoters: contexts 'B cells' (its cell type 'B cell') match no cell type of pbmc_cells.h5ad exactly: "
+    assert warned == ["tcga_promoters: contexts 'B cells' (its cell type 'B cell') match no cell type of "
+                      "pbmc_cells.h5ad exactly: "
                       "their rows have no scRNA profile; name them alike in both files"]
     assert not [w for w in build_dataset(TASK, [root], tmp_path / "clean", progress=False).warnings
                 if "match no cell type" in w]

@@ -223,7 +223,8 @@ def test_a_new_plan_replaces_an_earlier_federations_client_folders(tmp_path, cap
     _image_rows(tmp_path / "scans")[0].to_parquet(str(data / "brain_tumor" / "train.parquet"))
     (data / "README.md").write_text("---\nconfigs:\n- config_name: brain_tumor\n  data_files:\n  - split: train\n"
                                     "    path: brain_tumor/train.parquet\n---\n")
-    (tmp_path / "clients.yaml").write_text(f"data: {data}\nclients:\n  - name: a\n    tasks: {{brain_tumor: {{validation: null}}}}\n")
+    (tmp_path / "clients.yaml").write_text(f"data: {data}\nclients:\n  - name: a\n"
+                                           "    tasks: {brain_tumor: {validation: null}}\n")
     third = clients_from_file(tmp_path / "clients.yaml", tmp_path / "fed")
     assert not [p for p in (tmp_path / "fed").iterdir() if p.name.startswith(".replaced")]
     assert sorted(p.name for p in (tmp_path / "fed" / "clients").iterdir() if p.is_dir()) == ["a"]

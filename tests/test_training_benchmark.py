@@ -477,7 +477,8 @@ def test_the_settings_say_the_rows_of_one_step_with_accumulation_and_processes(t
     assert "= 32 a step (brain_tumor: 4 rows a batch per device)" in paths.markdown.read_text()
     # the flag's JSON string, as the runs take it (before: every run trained, then the table crashed on it)
     _, paths = run_benchmark(tmp_path / "no-data", ["brain_tumor"], ["unimodal"], [0], tmp_path / "report3", args,
-                             train_fn=FakeTrain(), progress=False, run_options={"task_batch_sizes": '{"brain_tumor": 4}'})
+                             train_fn=FakeTrain(), progress=False,
+                             run_options={"task_batch_sizes": '{"brain_tumor": 4}'})
     assert "= 32 a step (brain_tumor: 4 rows a batch per device)" in paths.markdown.read_text()
     two = SimpleNamespace(per_device_train_batch_size=8, world_size=2, gradient_accumulation_steps=1)
     assert _batch(two) == "batch 8 per device x 2 processes = 16 a step"

@@ -130,7 +130,7 @@ def _config_section(info: dict, left_out: Mapping[str, str]) -> list[str]:
     for s in info["sources"]:
         spec = task.source(s["name"])
         lines.append(
-            f"| [{spec.title}]({spec.homepage}) | {spec.license} | {spec.redistribution.replace('not redistributable', 'no').replace('redistributable', 'yes', 1)} | "
+            f"| [{spec.title}]({spec.homepage}) | {spec.license} | {_redistribution_cell(spec)} | "
             f"{s['files_seen']} | {sum(s['splits'].values())} | {s['release_note']} |"
         )
     # a pushed copy's build info (``push.pushed_build_info``) names its left-out sources instead of listing them
@@ -184,3 +184,8 @@ def write_readme(out_dir: Path) -> Path:
     path = Path(out_dir) / "README.md"
     path.write_text(render_readme(out_dir))
     return path
+
+
+def _redistribution_cell(spec) -> str:
+    """The card's "redistributable" cell: yes / no, and what the licence covers where not every file."""
+    return spec.redistribution.replace("not redistributable", "no").replace("redistributable", "yes", 1)
