@@ -180,3 +180,12 @@ def test_the_deployment_server_app_reads_its_run_config(root, tmp_path):
     assert {(r["phase"], r["client"]) for r in report["records"]} >= {("train", "clinic"), ("train", "genome-centre"),
                                                                       ("vertical-train", "clinic")}
     assert (tmp_path / "run" / "model" / "config.json").is_file()
+    # how it ran (sweep J3 F3): the run config, the clients as they reported, versions; a card saying so
+    info = json.loads((tmp_path / "run" / "run_info.json").read_text())
+    assert info["settings"]["runtime"] == "Flower deployment" and info["settings"]["vertical"]["steps"] == 1
+    assert info["run_config"]["num-rounds"] == 1 and info["settings"]["local"]["local-steps"] == 2
+    assert [(c["name"], c["kind"]) for c in info["clients"]] == [("clinic", "partial"), ("genome-centre", "partial")]
+    assert info["multimed_hf_version"] and "git_commit" in info
+    card = (tmp_path / "run" / "model" / "README.md").read_text()
+    assert "## Federated training" in card and "Flower deployment" in card and "| `clinic` | partial |" in card
+    assert "the clients' own validation rows" in card

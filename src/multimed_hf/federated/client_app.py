@@ -184,10 +184,12 @@ def make_client_app(federation_dir: str | os.PathLike | None = None, *, local_tr
             heads = call.model.config.heads
             modalities = heads[task]["modalities"] if task in heads else []
             if "train" in splits and len(splits["train"]):
-                incomplete = _incomplete_rows(splits["train"], task, modalities)
-                labelled = [d for d, keep in zip(link_digests(splits["train"], secret), incomplete) if keep]
-                if labelled:  # (no empty lists: see _report)
-                    record[f"labelled.{task}"] = labelled
+                lacking = _lacking_modalities(splits["train"], task, modalities)
+                rows = [(d, " ".join(lacks)) for d, lacks in zip(link_digests(splits["train"], secret), lacking)
+                        if lacks]
+                if rows:  # (no empty lists: see _report); "lacking": what each row lacks, for vertical.find_pairs
+                    record[f"labelled.{task}"] = [d for d, _ in rows]
+                    record[f"lacking.{task}"] = [lacks for _, lacks in rows]
             if "fragments" in splits and len(splits["fragments"]):
                 frag = splits["fragments"]
                 counts = modality_counts(frag, task)
@@ -256,16 +258,12 @@ def _unprefixed(record: ArrayRecord, prefix: str) -> dict:
     return {k[len(prefix):]: v.numpy() for k, v in record.items() if k.startswith(prefix)}
 
 
-def _incomplete_rows(dataset, task: str, modalities) -> list[bool]:
-    """Per row: it lacks at least one of ``modalities`` (a candidate for a fragment held elsewhere)."""
+def _lacking_modalities(dataset, task: str, modalities) -> list[list[str]]:
+    """Per row, which of ``modalities`` it lacks (a row lacking one is a candidate for a fragment held elsewhere)."""
     from multimed_hf.federated.partition import holds_modality
 
-    import numpy as np
-
-    full = np.ones(len(dataset), bool)
-    for m in modalities:
-        full &= holds_modality(dataset, task, m)
-    return (~full).tolist()
+    held = {m: holds_modality(dataset, task, m) for m in modalities}
+    return [[m for m in modalities if not held[m][i]] for i in range(len(dataset))]
 
 
 #: For ``flwr run`` / SuperNode deployments: every setting from the node config.

@@ -142,7 +142,7 @@ def _link(exchange: _Exchange, nodes: list[int], round_: int) -> tuple[list[dict
         record = reply.content.config_records["link"]
         name = str(record["client"])
         node_of[name] = reply.metadata.src_node_id
-        entry = {"labelled": {}, "fragments": {}, "modalities": {}}
+        entry = {"labelled": {}, "lacking": {}, "fragments": {}, "modalities": {}}
         for key, value in record.items():
             section, _, task = key.partition(".")
             if section in entry and task:
@@ -350,14 +350,16 @@ def deployment_settings(config: dict):
 
 def _deployment_main(grid: Grid, context) -> None:
     """``flwr run`` on a SuperLink: every setting from the run config (``RUN_CONFIG_DEFAULTS``). Writes the report,
-    a convergence plot of the clients' weighted validation loss and the final model + processor to ``output-dir``
-    (a path on the SuperLink's machine)."""
+    a convergence plot of the clients' weighted validation loss, ``run_info.json`` (the settings, the clients as
+    they reported, versions) and the final model + processor with its card to ``output-dir`` (a path on the
+    SuperLink's machine)."""
     from pathlib import Path
 
     from multimed_hf.federated.modules import record_from_state, state_from_record
-    from multimed_hf.federated.report import plot_convergence
+    from multimed_hf.federated.report import RUN_INFO, federated_model_card, plot_convergence, run_settings
     from multimed_hf.modeling_multimed import MultiMedModel
     from multimed_hf.processing_multimed import MultiMedProcessor
+    from multimed_hf.training.outputs import run_info, write_json
 
     config = read_run_config(context.run_config)
     model_path = Path(config["model-path"])
@@ -378,6 +380,26 @@ def _deployment_main(grid: Grid, context) -> None:
     model.load_state_dict(state_from_record(final, model.state_dict()), strict=False)
     model.save_pretrained(out / "model")
     processor.save_pretrained(out / "model")
+    clients = _reported_clients(report)
+    settings = run_settings(name, runtime="Flower deployment", rounds=config["num-rounds"], local=local,
+                            vertical=vertical, seed=config["seed"], proximal_mu=config["proximal-mu"],
+                            score_key=config["score-key"], score_weight=config["score-weight"],
+                            dp_noise_multiplier=config.get("dp-noise-multiplier"),
+                            dp_clipping_norm=config["dp-clipping-norm"], dp_clipping=config["dp-clipping"])
+    write_json(out / RUN_INFO, run_info(command="flwr run (multimed_hf.federated.server_app:app)",
+                                        settings=settings, clients=clients, run_config=config))
+    federated_model_card(model.config, report, clients=clients, settings=settings,
+                         tasks=list(model.config.heads)).save(str(out / "model" / "README.md"))
+
+
+def _reported_clients(report: FederationReport) -> list[dict]:
+    """The clients as a deployment's server knows them: name, kind and the training rows each last reported."""
+    clients = {}
+    for record in report.records:
+        if record["phase"] == "train":
+            clients[record["client"]] = {"name": record["client"], "kind": record["kind"],
+                                         "num_examples": record["metrics"].get("num-examples")}
+    return [clients[c] for c in sorted(clients)]
 
 
 #: For ``flwr run`` on a SuperLink (``[tool.flwr.app.components] serverapp``): settings from the run config.

@@ -20,7 +20,10 @@ Output folder::
 
     OUT/federation/                      the clients' folders and federation.json, the initial model (initial/)
     OUT/<strategy>/report.json|rounds.csv|messages.jsonl   per round per client metrics, units, bytes; audit
-    OUT/<strategy>/model/                the final global model + processor
+    OUT/<strategy>/run_info.json         the settings it ran with, the clients, the run_federation arguments,
+                                         package versions and git commit (``training.outputs.run_info``)
+    OUT/<strategy>/model/                the final global model + processor, and a card (README.md) saying it is
+                                         a federated model of which run
     OUT/convergence.png                  global validation loss per round, one line per strategy
 """
 
@@ -31,7 +34,7 @@ import json
 import logging
 import secrets
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -154,14 +157,22 @@ def run_federation(data: str | Path | None, tasks: Sequence[str] | None, out_dir
     the initial model's shared size (None: the encoder preset's). ``dp_noise_multiplier`` wraps every strategy run
     in Flower's central DP (``strategy.with_differential_privacy``; baselines only). ``num_cpus``: Ray's CPUs (one
     client runs per CPU)."""
+    arguments = dict(locals(), **({"partition": None} if clients is not None else {}))  # for run_info.json
     from flwr.simulation import run_simulation
 
     from multimed_hf.federated.client_app import make_client_app
     from multimed_hf.federated.local import LocalConfig
     from multimed_hf.federated.modules import record_from_state, state_from_record
-    from multimed_hf.federated.report import FederationReport, plot_convergence
+    from multimed_hf.federated.report import (
+        RUN_INFO,
+        FederationReport,
+        federated_model_card,
+        plot_convergence,
+        run_settings,
+    )
     from multimed_hf.federated.server_app import FederationError, VerticalSettings, make_server_app
     from multimed_hf.federated.strategy import STRATEGIES, make_strategy
+    from multimed_hf.training.outputs import run_info, write_json
 
     names = list(dict.fromkeys([strategy, *compare]))
     unknown = [n for n in names if n not in STRATEGIES]
@@ -193,6 +204,14 @@ def run_federation(data: str | Path | None, tasks: Sequence[str] | None, out_dir
                                  initial, num_rounds=rounds, num_clients=len(plan.clients), local=local,
                                  vertical=vertical, report=report, encoder_of=dict(model.encoder_of),
                                  timeout=timeout, evaluate_fn=evaluate_fn)
+        settings = run_settings(name, runtime="Flower simulation", rounds=rounds, local=local, vertical=vertical,
+                                seed=seed, **strategy_options)
+        clients_info = [asdict(c) for c in plan.clients]
+        write_json(out / name / RUN_INFO, run_info(  # before the rounds: a run that stops early has it too
+            command="multimed federate", settings=settings, clients=clients_info, data=str(prepared.data),
+            tasks=list(tasks), federation=str(plan.root), strategies=names, arguments=arguments,
+            model={"encoders": encoders, "hidden_size": model.config.hidden_size, "fusion": model.config.fusion,
+                   "assemble_kwargs": dict(assemble_kwargs or {})}))
         client = make_client_app(plan.root, salt=secrets.token_hex(16))
         failure = None
         try:
@@ -208,6 +227,8 @@ def run_federation(data: str | Path | None, tasks: Sequence[str] | None, out_dir
         model.load_state_dict(state_from_record(report.final_arrays, model.state_dict()), strict=False)
         model.save_pretrained(out / name / "model")
         processor.save_pretrained(out / name / "model")
+        federated_model_card(model.config, report, clients=clients_info, settings=settings, data=prepared.data,
+                             tasks=tasks).save(str(out / name / "model" / "README.md"))
         result.reports[name] = report
         result.paths[name] = paths
     result.paths["convergence"] = plot_convergence(result.reports, out / "convergence.png")

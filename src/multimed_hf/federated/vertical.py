@@ -14,30 +14,37 @@ partitioner makes such pairs (``partition.py``). Each round, after horizontal ag
 The server merges the returned units into the global model; the next step (and round) starts from it.
 
 Linking. Clients never show a sample id. ``query.link`` asks every client for ``link_id(sample_id, salt)`` digests
-of its labelled rows that lack a modality and of the fragments it holds; the server intersects them. ``salt`` is a
-secret the clients share (node config ``link-salt``; the simulation draws one per run).
+of its labelled rows that lack a modality (with the modalities each lacks) and of the fragments it holds; the server
+intersects them (``find_pairs``) and links a row only for the modalities the fragments hold and the row lacks: a
+fragment of a modality the row already holds adds nothing (the row keeps its own modalities in the step). ``salt`` is
+a secret the clients share (node config ``link-salt``; the simulation draws one per run).
 
 Privacy, what leaves a client here: unit weights (as in any FedAvg), per-batch embeddings of one modality and the
-gradients on them, salted digests of the linked rows, and metrics. No raw data, label or sample id leaves. What is
-NOT protected: embeddings and gradients can leak information about the inputs and labels (model inversion, label
-inference from gradients); the server learns which digests two clients share (set membership), and whoever knows
-the salt can test a guessed id; the salted hash is not a private set intersection protocol; nothing is encrypted
-beyond Flower's transport (TLS in a deployment). No differential privacy is applied: Flower's DP wrappers
+gradients on them, salted digests of the linked rows (with the names of the modalities each labelled one lacks), and
+metrics. No raw data, label or sample id leaves. What is NOT protected: embeddings and gradients can leak
+information about the inputs and labels (model inversion, label inference from gradients); the server learns which
+digests two clients share (set membership), and whoever knows the salt can test a guessed id; the salted hash is not
+a private set intersection protocol; nothing is encrypted beyond Flower's transport (TLS in a deployment). No
+differential privacy is applied: Flower's DP wrappers
 (``flwr.serverapp.strategy.DifferentialPrivacyClientSideFixedClipping`` and kin) can wrap the FedAvg/FedProx
-baselines for the horizontal part; they do not cover embeddings. Choices where BlendFL is silent: the vertical
-phase runs after aggregation (its updates are not averaged away by clients that never saw those patients), plain
-SGD with each side's gradient clipped to norm 1 (stateless clients; ``vertical-lr``), one batch of ``vertical-batch`` linked rows per step.
+baselines for the horizontal part; they do not cover embeddings. Choices where BlendFL is silent: the vertical phase
+runs after aggregation (its updates are not averaged away by clients that never saw those patients), plain SGD with
+each side's gradient clipped to norm 1 (stateless clients; ``vertical-lr``), one batch of ``vertical-batch`` linked
+rows per step.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from multimed_hf.federated.modules import link_id, module_of
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "EMBEDDING_PREFIX",
@@ -87,18 +94,46 @@ def _rows_for(dataset, salt: str, ids: Sequence[str]):
 
 
 def find_pairs(links: Mapping[str, Mapping[str, Mapping[str, list]]]) -> list[dict]:
-    """From each client's ``{"labelled": {task: [digests]}, "fragments": {task: [digests]}, "modalities": {task:
-    [...]}}`` the linked pairs ``{"task", "label_client", "fragment_client", "ids", "modalities"}`` (ids sorted)."""
+    """From each client's ``{"labelled": {task: [digests]}, "lacking": {task: [...]}, "fragments": {task:
+    [digests]}, "modalities": {task: [...]}}`` the linked pairs ``{"task", "label_client", "fragment_client",
+    "ids", "modalities"}`` (ids sorted).
+
+    ``lacking[task][i]``: the modalities the i-th labelled row lacks (space-separated); without it a row is taken to
+    lack every one. A labelled row is linked to a client's fragments only for the modalities those fragments hold
+    (``modalities``) and the row lacks, so the row keeps its own modalities in the step; rows of one pair that lack
+    different ones make one pair each. Linked rows the fragments add nothing to (the row already holds what they
+    hold) are left out, with one warning naming both clients."""
     pairs = []
     for holder, link in links.items():
         for task, labelled in link.get("labelled", {}).items():
+            lacking = link.get("lacking", {}).get(task)
+            if lacking is not None and len(lacking) != len(labelled):
+                raise VerticalError(f"{holder}: {len(labelled)} labelled digests of {task!r} but {len(lacking)} "
+                                    f"'lacking' entries; a link reply gives one per digest")
+            lacks = {d: None if lacking is None else set(str(lacking[i]).split()) for i, d in enumerate(labelled)}
             for other, theirs in links.items():
                 if other == holder:
                     continue
                 common = sorted(set(labelled) & set(theirs.get("fragments", {}).get(task, [])))
-                if common:
-                    pairs.append({"task": task, "label_client": holder, "fragment_client": other, "ids": common,
-                                  "modalities": list(theirs.get("modalities", {}).get(task, []))})
+                held = list(theirs.get("modalities", {}).get(task, []))
+                groups: dict[tuple, list] = {}
+                for d in common:
+                    adds = tuple(m for m in held if lacks[d] is None or m in lacks[d])
+                    if adds:
+                        groups.setdefault(adds, []).append(d)
+                for adds, ids in sorted(groups.items()):
+                    pairs.append({"task": task, "label_client": holder, "fragment_client": other, "ids": ids,
+                                  "modalities": list(adds)})
+                idle = len(common) - sum(len(ids) for ids in groups.values())
+                if idle:
+                    why = (f"they already hold every modality those fragments hold ({', '.join(held)})" if held
+                           else "no modality is held by every one of those fragments (a pair's steps embed one set "
+                           "of modalities for all its rows)")
+                    hint = f" (give {other} fragments of a modality {holder}'s rows lack, or leave them out)"
+                    logger.warning("vertical phase: %d of the %d rows of %s's %s linked to %s's fragments take no "
+                                   "split-learning step: %s%s", idle, len(common), holder, task, other, why,
+                                   "" if groups else f"; {holder} and {other} exchange nothing for {task}"
+                                   + (hint if held else ""))
     return pairs
 
 
