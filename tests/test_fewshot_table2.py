@@ -198,6 +198,14 @@ def test_an_appending_run_keeps_the_earlier_cells_notes(tmp_path):
                     "split": "test", "n": 12}]
     table = pd.read_csv(write_table2(with_table1, tmp_path).csv, dtype=str, keep_default_na=False)
     assert sorted(table["k"]) == ["", "0", "10", "5"]
+    # another seed of a k-shot cell adds to it (before: it replaced the earlier seed's rows, unsaid); the same seed
+    # again replaces its own
+    seed1 = [{**other[0], "seed": 1, "value": 0.6}]
+    table = pd.read_csv(write_table2(seed1, tmp_path).csv)
+    five = table[table["family"] == "5_shot"]
+    assert sorted(zip(five["seed"], five["value"])) == [(0, 0.4), (1, 0.6)]
+    table = pd.read_csv(write_table2([{**seed1[0], "value": 0.7}], tmp_path).csv)
+    assert sorted(table[table["family"] == "5_shot"]["value"]) == [0.4, 0.7]
 
 
 def test_zero_shot_of_a_free_text_task_the_base_never_trained(tmp_path):

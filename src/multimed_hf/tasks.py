@@ -186,8 +186,9 @@ class SourceSpec:
         """Whether a build of this source may be pushed, in words: what its licence covers where not every file."""
         if not self.redistributable:
             return "not redistributable"
-        limits = ([f"the files named {', '.join(self.licensed_files)} only"] if self.licensed_files else []) + (
-            [f"not a build that read a file of yours, {', '.join(self.own_terms_files)}, whose terms are its own"]
+        named = lambda patterns: ", ".join(f"`{p}`" for p in patterns)  # noqa: E731  (Markdown on the card)
+        limits = ([f"the files named {named(self.licensed_files)} only"] if self.licensed_files else []) + (
+            [f"not a build that read a file of yours, {named(self.own_terms_files)}, whose terms are its own"]
             if self.own_terms_files else [])
         return "redistributable" + (f": {'; '.join(limits)}" if limits else "")
 

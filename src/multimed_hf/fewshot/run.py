@@ -604,9 +604,9 @@ def _one_modality_notes(rows: Sequence[Mapping], tasks: Sequence[str]) -> dict[t
 def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: str | Path | None = None,
                  append: bool = True):
     """Write ``table2.csv`` (long format, ``report.COLUMNS``; rows of an earlier table2.csv kept unless this run
-    rewrites their task and row), ``table2.md`` (rows: multimodal, multimodal multitask -- from ``table1`` when given
-    -- zero-shot, 5-, 10-, 20-shot and any other k; columns: the tasks, the paper's three first) and ``table2.png``.
-    Returns ``report.ReportPaths``."""
+    rewrites their task, row and seed: other seeds of a k-shot row add to it), ``table2.md`` (rows: multimodal,
+    multimodal multitask -- from ``table1`` when given -- zero-shot, 5-, 10-, 20-shot and any other k; columns: the
+    tasks, the paper's three first) and ``table2.png``. Returns ``report.ReportPaths``."""
     from multimed_hf.training.paper import TABLE2, TABLE2_COLUMNS, TABLE2_ROW_LABELS
     from multimed_hf.training.report import CORRELATION_METRICS, NATURAL_SCALE_METRICS, read_records, write_table
 
@@ -625,9 +625,13 @@ def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: 
         kept_notes.write_text(json.dumps(skipped, indent=2, sort_keys=True) + "\n")
     elif kept_notes.is_file():
         kept_notes.unlink()
-    written = {(r["task"], r["family"]) for r in new}
+    def run_of(r):  # a run of the table: this run replaces the rows of the task, k and seed it writes
+        seed = r.get("seed")
+        return r["task"], r["family"], None if seed is None or seed != seed else int(seed)
+
+    written = {run_of(r) for r in new}
     previous = read_records(output_dir / "table2.csv") if append and (output_dir / "table2.csv").is_file() else []
-    kept = [r for r in previous if (r["task"], r["family"]) not in written
+    kept = [r for r in previous if run_of(r) not in written
             and not (table1 is not None and r["family"] in TABLE1_ROWS)]
     combined = kept + new
     tasks = list(dict.fromkeys(r["task"] for r in combined))
