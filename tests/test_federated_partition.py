@@ -31,6 +31,14 @@ def _rows(plan, name, part):
     return list(load_client_data(plan.client_dir(name))[TASK][part])
 
 
+def _mri_rows(ids, prefix):
+    """brain_tumor-like rows of patients ``p<i>``, one MRI each."""
+    from datasets import Dataset
+
+    return Dataset.from_dict({"group_id": [f"p{i}" for i in ids], "sample_id": [f"{prefix}{i}" for i in ids],
+                              "modality": ["mri"] * len(ids), "tumor": [i % 2 for i in ids]})
+
+
 def test_patients_never_span_clients_and_the_plan_reloads(plan):
     owner = {}
     for client in plan.clients:
@@ -152,14 +160,9 @@ def test_a_clients_file_folder_embeds_its_image_bytes(tmp_path):
 def test_a_patient_in_two_tasks_is_at_one_client(tmp_path):
     # before: each task's groups were shuffled and cut on their own, so a patient of both disease and brain_tumor
     # (disease re-uses brain_tumor's images) landed at two clients in 13 of 28 cases on the sample data
-    from datasets import Dataset
-
-    def rows(ids, prefix):
-        return Dataset.from_dict({"group_id": [f"p{i}" for i in ids], "sample_id": [f"{prefix}{i}" for i in ids],
-                                  "modality": ["mri"] * len(ids), "tumor": [i % 2 for i in ids]})
-
-    datasets = {"disease": {"train": rows(range(40), "d"), "validation": rows(range(40, 50), "dv")},
-                "brain_tumor": {"train": rows(range(0, 40, 2), "b"), "validation": rows(range(40, 50, 3), "bv")}}
+    datasets = {"disease": {"train": _mri_rows(range(40), "d"), "validation": _mri_rows(range(40, 50), "dv")},
+                "brain_tumor": {"train": _mri_rows(range(0, 40, 2), "b"),
+                                "validation": _mri_rows(range(40, 50, 3), "bv")}}
     plan = partition_config("unused", ["disease", "brain_tumor"], "paired=3", tmp_path / "fed", datasets=datasets)
     owner: dict[str, str] = {}
     held = {}
@@ -177,15 +180,9 @@ def test_a_patient_in_two_tasks_is_at_one_client(tmp_path):
 def test_a_client_left_without_rows_of_a_split_is_warned(tmp_path, caplog):
     # before: a client whose patients of a task's split all went to other clients held an empty file, unsaid (it
     # then trained nothing on that task)
-    from datasets import Dataset
-
-    def rows(ids, prefix):
-        return Dataset.from_dict({"group_id": [f"p{i}" for i in ids], "sample_id": [f"{prefix}{i}" for i in ids],
-                                  "modality": ["mri"] * len(ids), "tumor": [i % 2 for i in ids]})
-
     # brain_tumor's validation patients are three of disease's training patients: they sit where disease put them
-    datasets = {"disease": {"train": rows(range(30), "d")}, "brain_tumor": {"train": rows(range(30), "b"),
-                                                                            "validation": rows([0, 1, 2], "bv")}}
+    datasets = {"disease": {"train": _mri_rows(range(30), "d")},
+                "brain_tumor": {"train": _mri_rows(range(30), "b"), "validation": _mri_rows([0, 1, 2], "bv")}}
     with caplog.at_level("WARNING", logger="multimed_hf.federated.partition"):
         plan = partition_config("unused", ["disease", "brain_tumor"], "paired=3", tmp_path / "fed", seed=0,
                                 datasets=datasets)
@@ -198,16 +195,11 @@ def test_a_client_left_without_rows_of_a_split_is_warned(tmp_path, caplog):
 def test_a_new_plan_replaces_an_earlier_federations_client_folders(tmp_path, caplog):
     # before: a second federation into the same folder left the first one's files (a task, a validation split, a
     # fragments file it no longer names), and every client read them: stale rows trained and validated on silently
-    from datasets import Dataset
-
     from multimed_hf.federated.clients_file import clients_from_file
 
-    def rows(ids, prefix):
-        return Dataset.from_dict({"group_id": [f"p{i}" for i in ids], "sample_id": [f"{prefix}{i}" for i in ids],
-                                  "modality": ["mri"] * len(ids), "tumor": [i % 2 for i in ids]})
-
-    both = {"disease": {"train": rows(range(20), "d"), "validation": rows(range(20, 26), "dv")},
-            "brain_tumor": {"train": rows(range(0, 20, 2), "b"), "validation": rows(range(20, 26, 2), "bv")}}
+    both = {"disease": {"train": _mri_rows(range(20), "d"), "validation": _mri_rows(range(20, 26), "dv")},
+            "brain_tumor": {"train": _mri_rows(range(0, 20, 2), "b"),
+                            "validation": _mri_rows(range(20, 26, 2), "bv")}}
     first = partition_config("unused", ["disease", "brain_tumor"], "paired=2", tmp_path / "fed", datasets=both)
     assert set(load_client_data(first.client_dir("paired-0"))) == {"disease", "brain_tumor"}
     one = {"brain_tumor": {"train": both["brain_tumor"]["train"]}}
@@ -234,10 +226,7 @@ def test_a_new_plan_replaces_an_earlier_federations_client_folders(tmp_path, cap
 def test_a_failed_new_plan_leaves_the_earlier_federation_and_a_foreign_clients_folder_is_refused(tmp_path):
     # before: the earlier client folders were removed before the new plan was known to work (a refused one left
     # half-written folders), and any clients/ folder under out_dir was removed, a user's own too
-    from datasets import Dataset
-
-    rows = Dataset.from_dict({"group_id": [f"p{i}" for i in range(12)], "sample_id": [f"s{i}" for i in range(12)],
-                              "modality": ["mri"] * 12, "tumor": [i % 2 for i in range(12)]})
+    rows = _mri_rows(range(12), "s")
     first = partition_config("unused", ["brain_tumor"], "paired=2", tmp_path / "fed",
                              datasets={"brain_tumor": {"train": rows}}, splits=("train",))
     before = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "fed").rglob("*"))
