@@ -190,6 +190,19 @@ def test_multilabel_auroc_leaves_unknown_out(rng):
     assert M.macro_auroc(scores, np.nan_to_num(refs)) != pytest.approx(np.mean(want))
 
 
+def test_multilabel_scores_may_be_nan_where_the_reference_is_unknown():
+    # before: a predictions file's <column>_scores (NaN for the names a row's source does not define) were refused
+    nan = np.nan
+    scores = [[0.9, nan, 0.1], [0.2, 0.7, nan], [0.4, 0.3, nan], [0.1, nan, 0.8]]
+    refs = [[1, nan, 0], [0, 1, nan], [1, 0, nan], [0, nan, 1]]
+    filled = np.nan_to_num(np.array(scores), nan=0.5)  # any value there: never read
+    assert M.accuracy(scores, refs) == M.accuracy(filled, refs) == 1.0
+    assert M.macro_auroc(scores, refs) == pytest.approx(M.macro_auroc(filled, refs))
+    with pytest.raises(ValueError, match=r"predictions: 1 score\(s\) are NaN where the reference is known, the "
+                                         r"first at index \(0, 0\)"):
+        M.accuracy([[nan, 0.1, 0.1]], [[1, 0, nan]])
+
+
 def test_auroc_skips_and_reports_single_class_labels():
     nan = np.nan
     scores = [[0.9, 0.2, 0.5], [0.1, 0.8, 0.5], [0.7, 0.3, 0.5], [0.4, 0.6, 0.5]]

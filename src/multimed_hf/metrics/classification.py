@@ -80,12 +80,19 @@ def _multilabel(predictions, references, ignore_index) -> tuple[np.ndarray, np.n
     refs = as_float_array("references", references, ndim=(2,), allow_nan=True).copy()
     if ignore_index is not None:
         refs[refs == ignore_index] = np.nan
-    scores = as_float_array("predictions", predictions, ndim=(2,))
+    scores = as_float_array("predictions", predictions, ndim=(2,), allow_nan=True)
     if scores.shape != refs.shape:
         raise ValueError(
             f"predictions and references differ in shape: {scores.shape} vs {refs.shape}; expected one score per "
             "sample and label"
         )
+    # a score may be NaN where the reference is unknown (as a predictions file's ``<column>_scores`` holds it for the
+    # names a row's source does not define): never read; where the reference is known it must be a number
+    missing = np.isnan(scores) & ~np.isnan(refs)
+    if missing.any():
+        row, label = (int(i[0]) for i in np.nonzero(missing))
+        raise ValueError(f"predictions: {int(missing.sum())} score(s) are NaN where the reference is known, the first "
+                         f"at index ({row}, {label}); expected finite numbers (NaN only for unknown references)")
     known = refs[~np.isnan(refs)]
     if known.size == 0:
         raise ValueError("references: every label is unknown (NaN or ignore_index); expected some known labels")
