@@ -23,3 +23,18 @@ def run_guarded(cmd: list[str], guard_seconds: float, what: str = "the simulatio
         pytest.fail(f"{what} did not finish within {guard_seconds} s (hang guard)")
     assert proc.returncode == 0, log[-4000:]
     return log
+
+
+#: Processor settings that keep the expression_prediction federations of the tests small.
+TINY = {"processor_overrides": {"dna": {"max_length": 48, "truncation_side": "center", "crop_center": 7000}}}
+
+
+def clients_root(tmp, clients: str):
+    """``tmp`` holding the expression_prediction sample built as ``multimed/`` and ``clients.yaml`` (``clients``)."""
+    from dataset_scripts.sample_sources import sample_generators
+    from multimed_hf.api import build_dataset
+
+    build_dataset("expression_prediction", [sample_generators()["tcga_promoters"](tmp / "src")], tmp / "multimed",
+                  progress=False)
+    (tmp / "clients.yaml").write_text(clients)
+    return tmp

@@ -11,16 +11,13 @@ import numpy as np
 import pytest
 from datasets import load_dataset
 
-from dataset_scripts.sample_sources import sample_generators
-from multimed_hf.api import build_dataset
 from multimed_hf.federated.clients_file import ClientsFileError, clients_from_file
 from multimed_hf.federated.partition import FederationPlan, load_client_data
 
-from _federated_helpers import run_guarded
+from _federated_helpers import TINY, clients_root, run_guarded
 
 TASK = "expression_prediction"
 GUARD_SECONDS = 600
-TINY = {"processor_overrides": {"dna": {"max_length": 48, "truncation_side": "center", "crop_center": 7000}}}
 CLIENTS = f"""
 data: multimed
 clients:
@@ -42,10 +39,7 @@ clients:
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("fed_clients")
-    build_dataset(TASK, [sample_generators()["tcga_promoters"](tmp / "src")], tmp / "multimed", progress=False)
-    (tmp / "clients.yaml").write_text(CLIENTS)
-    return tmp
+    return clients_root(tmp_path_factory.mktemp("fed_clients"), CLIENTS)
 
 
 def test_a_clients_file_makes_the_clients_it_names(root, tmp_path):

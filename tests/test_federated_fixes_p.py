@@ -15,15 +15,12 @@ import sys
 import pytest
 from datasets import load_dataset
 
-from dataset_scripts.sample_sources import sample_generators
-from multimed_hf.api import build_dataset
 from multimed_hf.federated.vertical import find_pairs
 
-from _federated_helpers import run_guarded
+from _federated_helpers import TINY, clients_root, run_guarded
 
 TASK = "expression_prediction"
 GUARD_SECONDS = 600
-TINY = {"processor_overrides": {"dna": {"max_length": 48, "truncation_side": "center", "crop_center": 7000}}}
 CLIENTS = f"""
 data: multimed
 clients:
@@ -38,10 +35,7 @@ clients:
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("fed_fixes_p")
-    build_dataset(TASK, [sample_generators()["tcga_promoters"](tmp / "src")], tmp / "multimed", progress=False)
-    (tmp / "clients.yaml").write_text(CLIENTS)
-    return tmp
+    return clients_root(tmp_path_factory.mktemp("fed_fixes_p"), CLIENTS)
 
 
 def test_find_pairs_links_a_row_only_for_the_modalities_it_lacks(caplog):

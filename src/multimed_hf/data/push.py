@@ -48,8 +48,7 @@ def left_out_sources(out_dir: Path) -> dict[str, str]:
                     f"its licence ({spec.license}) does not allow redistribution; build it locally from "
                     f"{spec.homepage}"
                 )
-            elif spec.own_terms_files and _own_terms_files(out_dir / info["config"], spec):
-                read = _own_terms_files(out_dir / info["config"], spec)
+            elif spec.own_terms_files and (read := _own_terms_files(out_dir / info["config"], spec)):
                 left_out[spec.name] = (
                     f"its rows carry data of {read[0]}, a file of the user's whose terms are its own (the source's "
                     f"licence: {spec.license}); build it locally")
