@@ -76,6 +76,21 @@ def test_an_edf_cue_outside_the_recording_is_rejected_as_its_epoch(eegmmidb, tmp
     assert kept == {sample_id: value for sample_id, value in clean.items() if sample_id != "S002R04:2"}
 
 
+def test_an_edf_tal_that_does_not_parse_is_rejected_as_its_epoch(eegmmidb, tmp_path):
+    # before: the TAL pattern skipped it unsaid, and the later epochs kept their numbers with no row for the lost cue
+    from multimed_hf.builders.eegmmidb import EEGMMIDBBuilder, read_edf_annotations
+
+    relpath = "files/S002/S002R04.edf"
+    clean, _ = _split(EEGMMIDBBuilder(eegmmidb).read_file(relpath))
+    root = _edf_copy(eegmmidb, tmp_path, b"+4.2x00")
+    annotations = read_edf_annotations(root / relpath)
+    assert len(annotations) == 6 and np.isnan(annotations[1][0]) and "+4.2x00" in annotations[1][1]
+    kept, rejected = _split(EEGMMIDBBuilder(root).read_file(relpath))
+    (reason,) = rejected.values()
+    assert list(rejected) == [f"{relpath}:row epoch 2"] and "has no readable onset" in reason
+    assert kept == {sample_id: value for sample_id, value in clean.items() if sample_id != "S002R04:2"}
+
+
 def test_the_built_manifest_names_the_lost_cue(eegmmidb, tmp_path):
     root = _edf_copy(eegmmidb, tmp_path, b"+27.200")
     report = build_dataset(TASK, [root], tmp_path / "out", progress=False)

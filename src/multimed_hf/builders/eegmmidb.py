@@ -153,7 +153,8 @@ def read_edf_annotations(path: Path) -> list[tuple[float, str]]:
 
     MNE's reader drops the annotations outside the recording (with a warning only) and sorts the others by onset:
     read from the ``EDF Annotations`` signal itself, as MNE parses it (onsets from the first data record's start),
-    a cue past the recording's end stays the file's cue N, to be reported as such."""
+    a cue past the recording's end stays the file's cue N, to be reported as such; so does a TAL that does not parse
+    (its onset NaN, its bytes as the text)."""
     data = path.read_bytes()
     header_bytes, n_records, labels, per_record = _edf_layout(data)
     record_bytes = 2 * sum(per_record)
@@ -164,7 +165,12 @@ def read_edf_annotations(path: Path) -> list[tuple[float, str]]:
         for r in range(n_records)
     )
     found, offset = [], 0.0
-    for k, match in enumerate(_TAL.finditer(tals)):
+    pieces = [piece.lstrip(b"\x00") for piece in tals.split(b"\x14\x00")]
+    for k, piece in enumerate(piece for piece in pieces if piece):
+        match = _TAL.fullmatch(piece + b"\x14\x00")
+        if match is None:  # kept, to be reported as the file's cue N rather than skipped unsaid
+            found.append((float("nan"), piece.decode("utf-8", "replace").replace("\x14", " ").replace("\x15", " ")))
+            continue
         onset = float(match.group(1)) + offset
         texts = [text.decode("utf-8", "replace") for text in match.group(4).split(b"\x14")[1:] if text]
         if not texts and k == 0:
@@ -268,9 +274,10 @@ class EEGMMIDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     task = "motor_imagery"
     source = "eegmmidb"
     record_noun = "epoch"
-    reading_version = "5"  # 2: OpenNeuro's BIDS copy (ds004362) read too; 3: .EDF in any case; 4: the zip's
+    reading_version = "6"  # 2: OpenNeuro's BIDS copy (ds004362) read too; 3: .EDF in any case; 4: the zip's
     # 64_channel_sharbrough-old.png is a document (it was a stray file); 5: the EDF's own annotations, in its order
-    # (a cue past the recording's end is reported as its epoch; MNE dropped it and the later epochs took its number)
+    # (a cue past the recording's end is reported as its epoch; MNE dropped it and the later epochs took its number);
+    # 6: a TAL that does not parse is reported as its epoch (it was skipped unsaid)
 
     @classmethod
     def detect(cls, root: Path) -> bool:
@@ -348,6 +355,9 @@ class EEGMMIDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
         # later epochs would take its number
         for n, (onset, text) in enumerate(read_edf_annotations(self.root / relpath), start=1):
             code = text.strip()
+            if not np.isfinite(onset):
+                bad.append((f"epoch {n}", f"annotation {code!r} has no readable onset (not an EDF+ TAL)"))
+                continue
             if code not in _IMAGERY[run]:
                 bad.append((f"epoch {n}", f"annotation {code!r} at {onset:.2f} s is not T0, T1 or T2"))
                 continue
