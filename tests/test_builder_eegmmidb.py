@@ -169,6 +169,32 @@ def test_a_128_hz_subject_keeps_its_own_rate(tmp_path):
         assert s.fields["sfreq"] == rate and s.fields["eeg"].shape == (len(sample.CHANNELS), 3 * rate)
 
 
+def test_an_edf_whose_signals_have_different_rates_is_rejected(tmp_path):
+    """MNE resamples the slower signals to the fastest, unsaid: such a file is rejected, naming the rates."""
+    import pyedflib
+
+    from multimed_hf.builders.eegmmidb import EEGMMIDBBuilder
+    from multimed_hf.data.errors import BadSourceFile
+
+    seconds, rates = 30, [160] * (len(sample.CHANNELS) - 1) + [80]
+    path = tmp_path / "files/S001/S001R04.edf"
+    path.parent.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    writer = pyedflib.EdfWriter(str(path), len(sample.CHANNELS), file_type=pyedflib.FILETYPE_EDFPLUS)
+    try:
+        writer.setSignalHeaders([
+            {"label": name, "dimension": "uV", "sample_frequency": rate, "physical_max": 8092.0,
+             "physical_min": -8092.0, "digital_max": 32767, "digital_min": -32768, "transducer": "", "prefilter": ""}
+            for name, rate in zip(sample.CHANNELS, rates)
+        ])
+        writer.writeAnnotation(4.2, 4.1, "T1")
+        writer.writeSamples([rng.normal(0, 20, rate * seconds) for rate in rates])
+    finally:
+        writer.close()
+    with pytest.raises(BadSourceFile, match=r"different rates \(samples a data record: 160 for .* ...; 80 for"):
+        EEGMMIDBBuilder(tmp_path).read_file("files/S001/S001R04.edf")
+
+
 # --- OpenNeuro ds004362: the BIDS copy (EEGLAB .set + _events.tsv; PhysioNet's EDFs under sourcedata/rawdata/) ---
 
 def _build(root, out):

@@ -140,8 +140,18 @@ def _edf_layout(data: bytes) -> tuple[int, int, list[str], list[int]]:
 
 
 def check_edf_size(path: Path) -> None:
-    """``BadSourceFile`` unless the file holds every data record its EDF header promises."""
-    _edf_layout(path.read_bytes())
+    """``BadSourceFile`` unless the file holds every data record its EDF header promises and its signals share one
+    sampling rate (MNE would resample the slower ones to the fastest, unsaid)."""
+    _, _, labels, per_record = _edf_layout(path.read_bytes())
+    rates = {}
+    for label, n in zip(labels, per_record):
+        if label != "EDF Annotations":
+            rates.setdefault(n, []).append(label)
+    if len(rates) > 1:
+        described = "; ".join(f"{n} for {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+                              for n, names in sorted(rates.items(), key=lambda item: -len(item[1])))
+        raise BadSourceFile(f"signals sampled at different rates (samples a data record: {described}); "
+                            "an epoch needs one rate for every channel")
 
 
 #: One TAL (time-stamped annotation list) of an EDF+ annotation signal: onset, duration, its texts (MNE's pattern).
@@ -274,10 +284,11 @@ class EEGMMIDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     task = "motor_imagery"
     source = "eegmmidb"
     record_noun = "epoch"
-    reading_version = "6"  # 2: OpenNeuro's BIDS copy (ds004362) read too; 3: .EDF in any case; 4: the zip's
+    reading_version = "7"  # 2: OpenNeuro's BIDS copy (ds004362) read too; 3: .EDF in any case; 4: the zip's
     # 64_channel_sharbrough-old.png is a document (it was a stray file); 5: the EDF's own annotations, in its order
     # (a cue past the recording's end is reported as its epoch; MNE dropped it and the later epochs took its number);
-    # 6: a TAL that does not parse is reported as its epoch (it was skipped unsaid)
+    # 6: a TAL that does not parse is reported as its epoch (it was skipped unsaid); 7: a file whose signals have
+    # different rates is rejected (MNE resampled the slower ones)
 
     @classmethod
     def detect(cls, root: Path) -> bool:
