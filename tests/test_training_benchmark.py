@@ -464,7 +464,7 @@ def test_the_settings_say_the_rows_of_one_step_with_accumulation_and_processes(t
     # before: "batch 8" alone, though each optimiser step read 8 x 4 accumulated (x the processes under torchrun)
     from transformers import TrainingArguments
 
-    from multimed_hf.training.benchmark import _batch
+    from multimed_hf.training.benchmark import batch_description
 
     args = TrainingArguments(output_dir=str(tmp_path / "unused"), report_to="none", max_steps=1,
                              per_device_train_batch_size=8, gradient_accumulation_steps=4)
@@ -481,6 +481,7 @@ def test_the_settings_say_the_rows_of_one_step_with_accumulation_and_processes(t
                              run_options={"task_batch_sizes": '{"brain_tumor": 4}'})
     assert "= 32 a step (brain_tumor: 4 rows a batch per device)" in paths.markdown.read_text()
     two = SimpleNamespace(per_device_train_batch_size=8, world_size=2, gradient_accumulation_steps=1)
-    assert _batch(two) == "batch 8 per device x 2 processes = 16 a step"
-    assert _batch(SimpleNamespace(per_device_train_batch_size=8, world_size=1, gradient_accumulation_steps=1)) == (
+    assert batch_description(two) == "batch 8 per device x 2 processes = 16 a step"
+    one = SimpleNamespace(per_device_train_batch_size=8, world_size=1, gradient_accumulation_steps=1)
+    assert batch_description(one) == (
         "batch 8")

@@ -284,11 +284,11 @@ def _training_record(training_args) -> dict:
 
 def _settings_line(args: FewShotArguments, training_args) -> str:
     """Table 2's line on how a task's k-shot adapters were trained (table1.md says it of Table 1's runs)."""
-    from multimed_hf.training.benchmark import _batch
+    from multimed_hf.training.benchmark import batch_description
 
     length = (f"max_steps {training_args.max_steps}" if training_args.max_steps > 0 else
               f"{training_args.num_train_epochs:g} epochs")
-    return (f"{args.method} rank {args.rank}, {_batch(training_args)}, {length}, learning rate "
+    return (f"{args.method} rank {args.rank}, {batch_description(training_args)}, {length}, learning rate "
             f"{training_args.learning_rate:g}")
 
 

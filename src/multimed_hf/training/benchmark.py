@@ -21,6 +21,7 @@ __all__ = [
     "BenchmarkArguments",
     "BenchmarkError",
     "SMOKE_NOTE",
+    "batch_description",
     "benchmark_main",
     "built_tasks",
     "data_note",
@@ -163,16 +164,16 @@ def _settings(runs: Sequence[_Run], records: Sequence[Mapping], training_args, e
             args = _training_args_for(training_args, plan, Path("."), encoders)
             length = f"max_steps {args.max_steps}" if args.max_steps > 0 else f"{args.num_train_epochs:g} epochs"
             own = {t: n for t, n in (task_batch_sizes or {}).items() if t in plan.tasks}  # --task_batch_sizes
+            own_note = f" ({', '.join(f'{t}: {n}' for t, n in own.items())} rows a batch per device)" if own else ""
             setting = (f"encoders {plan.encoders_for(encoders)}, {length}, learning rate {args.learning_rate:g}, "
-                       f"{_batch(args)}" + (f" ({', '.join(f'{t}: {n}' for t, n in own.items())} rows a batch "
-                                           f"per device)" if own else ""))
+                       f"{batch_description(args)}{own_note}")
             settings.setdefault(setting, []).append(plan.name)
         for setting, names in settings.items():
             lines.append(f"{family}: {setting}" + (f" ({', '.join(names)})" if len(settings) > 1 else ""))
     return lines
 
 
-def _batch(args) -> str:
+def batch_description(args) -> str:
     """The rows of one optimiser step: ``batch N`` per device, times the processes and accumulation steps where
     there are several (the effective batch then said)."""
     per, world, accumulation = args.per_device_train_batch_size, args.world_size, args.gradient_accumulation_steps
