@@ -562,6 +562,14 @@ def test_pearson_does_not_depend_on_the_scale(scale):
     assert M.pearson(x * scale, y) == pytest.approx(stats.pearsonr(x, y)[0], abs=1e-12)
 
 
+@pytest.mark.parametrize("scale", [1e70, 1e80, 1e99, 1e-70, 1e-80, 1e-99])
+def test_pearson_of_two_rows_both_at_an_extreme_scale(scale):
+    # before (sweep K10): the product of the two sums of squares overflowed past ~1e77 (r read 0.0) and underflowed
+    # under ~1e-77 (NaN) where both rows were scaled, though each square alone was in range
+    x, y = np.array([1.0, 2, 3, 4, 5]), np.array([1.0, 3, 2, 5, 4])
+    assert M.pearson(x * scale, y * scale) == pytest.approx(stats.pearsonr(x, y)[0], abs=1e-12)
+
+
 def test_pearson_groups_must_all_be_given():
     # before: a None key failed in np.unique with "'<' not supported between 'NoneType' and 'str'"
     from multimed_hf.metrics import pearson

@@ -43,10 +43,11 @@ def _pair(predictions, references) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _unit_scale(rows: np.ndarray) -> np.ndarray:
-    """Each row whose squares would overflow or underflow (largest magnitude past 1e100 or under 1e-100) divided by
-    its largest magnitude; other rows as they are (their r bit for bit as before)."""
+    """Each row whose sums of squares, or their product, could overflow or underflow (largest magnitude past 1e60 or
+    under 1e-60: the product of two rows' sums of squares grows as the fourth power, n**2 * top**4) divided by its
+    largest magnitude; other rows as they are (their r bit for bit as before)."""
     top = np.abs(rows).max(axis=1, keepdims=True)
-    extreme = (top > 1e100) | ((top < 1e-100) & (top > 0))
+    extreme = (top > 1e60) | ((top < 1e-60) & (top > 0))
     return rows / np.where(extreme, top, 1.0) if extreme.any() else rows
 
 
