@@ -317,12 +317,14 @@ def test_an_empty_or_foreign_dcm_is_named_without_pydicoms_force_advice(tmp_path
     assert kept == {f"PAT001/ST01/SE01/IM000{n}.dcm" for n in (1, 3, 4)}  # its series' other slices keep their place
 
 
-@pytest.mark.parametrize("damage", ["no_position", "other_series"])
-def test_slice_indices_rank_each_series_and_place_a_slice_without_a_position(tmp_path, damage):
+@pytest.mark.parametrize("damage, instance", [("no_position", 2), ("no_position", 1), ("no_position", 4),
+                                              ("other_series", 2)])
+def test_slice_indices_rank_each_series_and_place_a_slice_without_a_position(tmp_path, damage, instance):
     # before: a slice without ImagePositionPatient sorted after every positioned one (the volume's far end), and a
-    # slice of another series in the folder took a rank of the first series' (their indices 0, 2, 3)
+    # slice of another series in the folder took a rank of the first series' (their indices 0, 2, 3); then (sweep
+    # K10) a first or last slice without one took its neighbour's position and was put before it by file name
     root = sample.make(tmp_path / sample.FOLDER, bad_files=False)
-    path = root / "PAT003" / "ST01" / "SE01" / "IM0002.dcm"
+    path = root / "PAT003" / "ST01" / "SE01" / f"IM000{instance}.dcm"
     ds = pydicom.dcmread(path)
     if damage == "no_position":
         del ds.ImagePositionPatient
@@ -331,7 +333,7 @@ def test_slice_indices_rank_each_series_and_place_a_slice_without_a_position(tmp
     ds.save_as(path)
     build_dataset(TASK, [root], tmp_path / "out", progress=False)
     indices = {p: i for p, i in _slice_indices(tmp_path / "out").items() if p.startswith("PAT003/")}
-    if damage == "no_position":  # instance 2 of 4 lies between instances 1 and 3, as the others say
+    if damage == "no_position":  # instance 2 of 4 lies between instances 1 and 3, 1 and 4 at the ends
         assert indices == {f"PAT003/ST01/SE01/IM000{n}.dcm": sample.SLICES - n for n in range(1, 5)}
     else:
         others = sorted(i for p, i in indices.items() if not p.endswith("IM0002.dcm"))

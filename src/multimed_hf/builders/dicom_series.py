@@ -115,15 +115,22 @@ def _position(ds) -> tuple:
 
 def _placed(keys: dict[str, tuple]) -> dict[str, tuple]:
     """Sort keys of a series' slices (``{name: (_position key, InstanceNumber)}``): a slice without a position,
-    among slices with one, placed along the normal by its InstanceNumber, interpolated from theirs (it sorted after
-    every positioned slice: the volume's far end)."""
+    among slices with one, placed along the normal by its InstanceNumber, interpolated from theirs, or extrapolated
+    past either end (it sorted after every positioned slice: the volume's far end)."""
     known = [(number, key[1]) for key, number in keys.values() if key[0] == 0 and number is not None]
     numbers = sorted({n for n, _ in known})
     if len(numbers) < 2:
         return {name: key for name, (key, _) in keys.items()}
     positions = [np.mean([p for n2, p in known if n2 == n]) for n in numbers]
-    return {name: key if key[0] == 0 or number is None else (0, float(np.interp(number, numbers, positions)))
-            for name, (key, number) in keys.items()}
+
+    def along(number) -> float:  # np.interp clamps: past either end, extend the end's own spacing
+        if numbers[0] <= number <= numbers[-1]:
+            return float(np.interp(number, numbers, positions))
+        (n0, p0), (n1, p1) = ((numbers[0], positions[0]), (numbers[1], positions[1])) if number < numbers[0] else (
+            (numbers[-2], positions[-2]), (numbers[-1], positions[-1]))
+        return float(p1 + (number - n1) * (p1 - p0) / (n1 - n0))
+
+    return {name: key if key[0] == 0 or number is None else (0, along(number)) for name, (key, number) in keys.items()}
 
 
 class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
@@ -131,8 +138,9 @@ class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
     source = "dicom_series"
     #: 2: the .dcm suffix in any case; 3: slices without extension, DICOMDIR ignored, cut files named as truncated;
     #: 4: a labels.csv row without key or label rejected on its own (the other rows used); 5: slices ranked within
-    #: their series UID, a slice without a position placed by its InstanceNumber
-    reading_version: ClassVar[str] = "5"
+    #: their series UID, a slice without a position placed by its InstanceNumber; 6: ... past either end too (it
+    #: took its neighbour's position, the tie broken by file name)
+    reading_version: ClassVar[str] = "6"
     #: The window every slice is rendered in (recorded per sample in the ``window`` column).
     window: ClassVar[Window] = LUNG_WINDOW
 
