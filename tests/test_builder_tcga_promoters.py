@@ -323,3 +323,41 @@ def test_a_macos_resource_fork_beside_the_h5ad_leaves_the_profiles_alone(built, 
     assert h5ad.status == "kept"
     clean = next(e for e in report.entries if e.source_path == "pbmc_cells.h5ad")
     assert h5ad.reason == clean.reason
+
+
+def test_an_h5ad_whose_cell_types_name_no_context_is_not_used_and_the_build_may_be_pushed(built, tmp_path):
+    # before (sweep K10): the .h5ad was "kept" though no row had a profile, and push left the whole source out,
+    # saying its rows carried the file's data
+    from multimed_hf.data.push import left_out_sources
+
+    root, *_ = built
+    copy = shutil.copytree(root, tmp_path / "src")
+    for name in ("expression.tsv", "contexts.tsv"):
+        text = (copy / name).read_text()
+        for context in ("B cell", "T cell", "monocyte"):
+            text = text.replace(f"{context}\t", f"{context}x\t").replace(f"\t{context}\n", f"\t{context}x\n")
+        (copy / name).write_text(text)
+    report = build_dataset(TASK, [copy], tmp_path / "out", progress=False)
+    h5ad = next(e for e in report.entries if e.source_path == "pbmc_cells.h5ad")
+    assert h5ad.status == "dropped" and "names a context of expression.tsv, so no row has a profile" in h5ad.reason
+    ds = load_dataset(str(tmp_path / "out"), TASK, cache_dir=str(tmp_path / "hf"))
+    assert all(r["profile_indices"] is None for s in ds for r in ds[s])
+    assert "tcga_promoters" not in left_out_sources(tmp_path / "out")
+    panels = tmp_path / "out" / TASK / "gene_panels.json"
+    assert not panels.exists() or json.loads(panels.read_text()) == {}  # no panel a row refers to
+    assert "tcga_promoters" in left_out_sources(built[1])  # the sample's cells pair: its rows carry their data
+
+
+def test_a_table_whose_columns_are_sample_ids_is_refused(built, tmp_path):
+    # before (sweep D3): Xena's per-sample PanCan table (~11,000 TCGA barcodes) made one sample per gene and barcode
+    root, *_ = built
+    copy = shutil.copytree(root, tmp_path / "src")
+    table = (copy / "expression.tsv").read_text().splitlines()
+    n = len(table[0].split("\t")) - 1
+    table[0] = "\t".join(["gene"] + [f"TCGA-02-{4700 + i:04d}-01" for i in range(n)])
+    (copy / "expression.tsv").write_text("\n".join(table) + "\n")
+    report = build_dataset(TASK, [copy], tmp_path / "out", progress=False)
+    entry = next(e for e in report.entries if e.source_path == "expression.tsv")
+    assert entry.status == "rejected" and entry.reason.startswith(
+        f"{n} of its {n} columns are sample ids (TCGA-02-4700-01, TCGA-02-4701-01, ...), not contexts")
+    assert "average the samples per cancer type or tissue first" in entry.reason

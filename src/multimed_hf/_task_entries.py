@@ -585,7 +585,8 @@ TCGA_XENA = SourceSpec(
     layout=(
         "promoters.fa (10,500-nt windows, 7,000 nt upstream to 3,500 nt downstream of each TSS, headers as bedtools "
         "getfasta -name -s writes them: GENE::chr1:4869-15369(+)) + expression.tsv (gene id, then one column of "
-        "log-scale expression per context) + optionally contexts.tsv (columns context, organ: each context's organ, "
+        "log-scale expression per context: a per-sample table such as Xena's PanCan one averaged per cancer type or "
+        "tissue first) + optionally contexts.tsv (columns context, organ: each context's organ, "
         "as GTEx's sample attributes give the organ SMTS of each tissue SMTSD) + optionally one .h5ad of cells "
         "whose cell types name contexts"
     ),

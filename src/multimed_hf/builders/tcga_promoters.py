@@ -3,7 +3,8 @@
 Layout: ``promoters.fa`` (ready-cut windows of ``WINDOW`` nt, 7,000 upstream to 3,500 downstream of the TSS as
 in Xpresso; headers as ``bedtools getfasta -name -s`` writes them, ``GENE::chr1:4869-15369(+)``, or
 ``GENE chr1:4869-15369(+)``), ``expression.tsv`` (genes x contexts, log-scale values such as Xena's log2(x+1);
-first column the gene id), optionally ``contexts.tsv`` (columns ``context`` and ``organ``: the organ of each context
+first column the gene id; a per-sample table, whose columns are TCGA / GTEx sample ids, is refused: average it per
+cancer type or tissue first), optionally ``contexts.tsv`` (columns ``context`` and ``organ``: the organ of each context
 column, as GTEx's sample attributes give the organ, SMTS, of each tissue, SMTSD) and optionally one ``.h5ad`` of
 cells whose cell-type names match context columns.
 
@@ -13,7 +14,7 @@ CP10k-normalised expression; for log-normalised matrices, of the mean of ``expm1
 (left out of the indices), and the context's ``organ`` where ``contexts.tsv`` states it (else the registry's
 organ of the source, None for this one). Samples come from reading the FASTA; the table, ``contexts.tsv`` and the
 h5ad are read with it, so the builder's version carries their size and time stamps (a changed table re-validates
-every window).
+every window). An h5ad none of whose cell types names a context gives no row a profile: it is dropped, said so.
 
 Checked and reported per record (``promoters.fa:row GENE``): letters other than A/C/G/T/N, a window of another
 length, a header without chromosome, a gene id repeated, a gene with no expression row or with several; table rows
@@ -45,7 +46,7 @@ import numpy as np
 from multimed_hf.builders._download import NonDataFiles
 from multimed_hf.builders._records import RecordRejections, record_where, dependency_version
 from multimed_hf.builders.pbmc68k_reduced import LABEL_COLUMNS, h5ad_files, is_h5ad, panel_id, read_expression
-from multimed_hf.data.errors import BadSourceFile
+from multimed_hf.data.errors import BadSourceFile, UnusedSourceFile
 from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import SourceBuilder
 
@@ -60,6 +61,8 @@ FASTA_NAMES = ("promoters.fa", "promoters.fasta", "promoters.fa.gz", "promoters.
 TABLE_NAMES = ("expression.tsv", "expression.tsv.gz")
 CONTEXT_NAMES = ("contexts.tsv", "contexts.tsv.gz")
 _DNA = re.compile(r"[^ACGTN]")
+#: A column named by one sample (TCGA barcode TCGA-02-0047-01, GTEx sample GTEX-1117F-0226), not a context.
+_SAMPLE_ID = re.compile(r"^(TCGA-[A-Z0-9]{2}-[A-Z0-9]{4}|GTEX-[A-Z0-9]{4,5}-)", re.IGNORECASE)
 #: The values a log expression table can hold (``read_table_rows`` refuses a table with one outside). log2(x+1) of
 #: TPM, FPKM or CPM stays within 0..19.93 (a million per million) and of read counts under about 30 (10^9 reads);
 #: Xena / GTEx / toil's log2(x+0.001) reaches down to log2(0.001) = -9.97, and batch-corrected tables go a little
@@ -148,6 +151,14 @@ def read_table_rows(path: Path):
     contexts = [c.strip() for c in rows[0][1:]]
     if len(set(contexts)) != len(contexts) or not all(contexts):
         raise BadSourceFile(f"context columns are empty or repeat: {contexts}")
+    samples = [c for c in contexts if _SAMPLE_ID.match(c)]
+    if len(samples) > len(contexts) // 2:
+        raise BadSourceFile(
+            f"{len(samples)} of its {len(contexts)} columns are sample ids ({', '.join(samples[:2])}, ...), not "
+            "contexts: each column becomes one sample per gene (a per-sample table such as Xena's PanCan one, "
+            "~20,000 genes x ~11,000 samples, would make ~220 million); average the samples per cancer type or "
+            "tissue first, one column each (GDC / Xena phenotype tables give each sample's)"
+        )
     table: dict[str, tuple[int, list]] = {}
     repeats: dict[str, list[int]] = {}
     for n, row in enumerate(rows[1:], start=1):
@@ -241,7 +252,10 @@ class TCGAPromotersBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     #: 2: the context's organ; 3: a repeated gene's rows reported, the rest of the table used; 4: extensions in any
     #: case
     #: 5: Ensembl ids matched without their version (ENSG...7 in the table, bare in the FASTA)
-    reading_version = "6"  # 6: a table with values outside LOG_EXPRESSION_RANGE (linear-scale) is unusable
+    #: 6: a table with values outside LOG_EXPRESSION_RANGE (linear-scale) is unusable; 7: a macOS ``._x.h5ad`` fork is
+    #: no second .h5ad (it made the real one ambiguous: no profiles), an .h5ad whose cell types name no context is
+    #: not used, a table whose columns are sample ids is refused
+    reading_version = "7"
 
     @classmethod
     def detect(cls, root: Path) -> bool:
@@ -283,6 +297,18 @@ class TCGAPromotersBuilder(NonDataFiles, RecordRejections, SourceBuilder):
         genes, profiles = pseudobulk_profiles(self.root / h5ads[0])
         return genes, profiles, panel_id(genes)
 
+    def _pairs_a_context(self) -> bool:
+        """Whether a cell type of the .h5ad names a context of the table (True where the table cannot be read: it
+        is rejected with its own reason); raises the .h5ad's ``BadSourceFile``."""
+        profiles = self._profiles
+        if profiles is None:
+            return False
+        try:
+            contexts = self._table_rows[0] if self._one(TABLE_NAMES) else []
+        except BadSourceFile:
+            return True
+        return not contexts or bool(set(contexts) & set(profiles[1]))
+
     def layout_warnings(self) -> list[str]:
         """Contexts of the table without a profile whose name a cell type of the .h5ad nearly matches (a case or a
         plural apart: "B cells" / "B cell"): profiles pair by exact name, so their rows have none, said here."""
@@ -314,7 +340,12 @@ class TCGAPromotersBuilder(NonDataFiles, RecordRejections, SourceBuilder):
         if is_h5ad(relpath):
             if len(self._h5ads()) > 1:
                 raise BadSourceFile(f"ambiguous: several .h5ad files {self._h5ads()}; keep the one to profile")
-            self._profiles  # noqa: B018
+            if not self._pairs_a_context():
+                cell_types = sorted(self._profiles[1])
+                raise UnusedSourceFile(
+                    f"not used: none of its {len(cell_types)} cell types ({', '.join(cell_types[:3])}, ...) names a "
+                    f"context of {self._one(TABLE_NAMES)}, so no row has a profile; name them alike to pair them"
+                )
             return []
         if name.upper().startswith(("README", "LICENSE")):
             return []
@@ -429,7 +460,7 @@ class TCGAPromotersBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     def assets(self) -> dict[str, object]:
         """``gene_panels.json`` beside the shards: the gene panel the profile indices refer to."""
         try:
-            profiles = self._profiles
+            profiles = self._profiles if self._pairs_a_context() else None
         except BadSourceFile:
             profiles = None
         panels = {} if profiles is None else {profiles[2]: {"genes": profiles[0], "files": self._h5ads()[:1]}}
