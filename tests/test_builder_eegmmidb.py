@@ -141,43 +141,11 @@ def test_mne_and_wget_tree_is_detected_and_read(tmp_path):
     assert all(e.source_path.startswith("files/eegmmidb/1.0.0/S") for e in kept)
 
 
-def test_a_128_hz_subject_keeps_its_own_rate(tmp_path):
-    """Subject 88 was recorded at 128 Hz (MOABB's PhysionetMI note): its epochs hold 3 s at 128 Hz, said in sfreq."""
+def _write_edf(path, rates, cues, seconds=30):
+    """An EDF+ of the sample's channels, each at its rate in ``rates`` (Hz), noise of ``seconds``, the ``(onset,
+    code)`` cues as annotations, written with pyedflib."""
     import pyedflib
 
-    from multimed_hf.builders.eegmmidb import EEGMMIDBBuilder
-
-    rate, seconds = 128, 30
-    path = tmp_path / "files/S088/S088R04.edf"
-    path.parent.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    writer = pyedflib.EdfWriter(str(path), len(sample.CHANNELS), file_type=pyedflib.FILETYPE_EDFPLUS)
-    try:
-        writer.setSignalHeaders([
-            {"label": name, "dimension": "uV", "sample_frequency": rate, "physical_max": 8092.0,
-             "physical_min": -8092.0, "digital_max": 32767, "digital_min": -32768, "transducer": "", "prefilter": ""}
-            for name in sample.CHANNELS
-        ])
-        for onset, code in ((0.0, "T0"), (4.2, "T1"), (8.3, "T0"), (12.5, "T2")):
-            writer.writeAnnotation(onset, 4.1, code)
-        writer.writeSamples(list(rng.normal(0, 20, (len(sample.CHANNELS), rate * seconds))))
-    finally:
-        writer.close()
-    samples = EEGMMIDBBuilder(tmp_path).read_file("files/S088/S088R04.edf")
-    assert len(samples) == 4
-    for s in samples:
-        assert s.fields["sfreq"] == rate and s.fields["eeg"].shape == (len(sample.CHANNELS), 3 * rate)
-
-
-def test_an_edf_whose_signals_have_different_rates_is_rejected(tmp_path):
-    """MNE resamples the slower signals to the fastest, unsaid: such a file is rejected, naming the rates."""
-    import pyedflib
-
-    from multimed_hf.builders.eegmmidb import EEGMMIDBBuilder
-    from multimed_hf.data.errors import BadSourceFile
-
-    seconds, rates = 30, [160] * (len(sample.CHANNELS) - 1) + [80]
-    path = tmp_path / "files/S001/S001R04.edf"
     path.parent.mkdir(parents=True)
     rng = np.random.default_rng(0)
     writer = pyedflib.EdfWriter(str(path), len(sample.CHANNELS), file_type=pyedflib.FILETYPE_EDFPLUS)
@@ -187,10 +155,32 @@ def test_an_edf_whose_signals_have_different_rates_is_rejected(tmp_path):
              "physical_min": -8092.0, "digital_max": 32767, "digital_min": -32768, "transducer": "", "prefilter": ""}
             for name, rate in zip(sample.CHANNELS, rates)
         ])
-        writer.writeAnnotation(4.2, 4.1, "T1")
+        for onset, code in cues:
+            writer.writeAnnotation(onset, 4.1, code)
         writer.writeSamples([rng.normal(0, 20, rate * seconds) for rate in rates])
     finally:
         writer.close()
+
+
+def test_a_128_hz_subject_keeps_its_own_rate(tmp_path):
+    """Subject 88 was recorded at 128 Hz (MOABB's PhysionetMI note): its epochs hold 3 s at 128 Hz, said in sfreq."""
+    from multimed_hf.builders.eegmmidb import EEGMMIDBBuilder
+
+    rate = 128
+    _write_edf(tmp_path / "files/S088/S088R04.edf", [rate] * len(sample.CHANNELS),
+               ((0.0, "T0"), (4.2, "T1"), (8.3, "T0"), (12.5, "T2")))
+    samples = EEGMMIDBBuilder(tmp_path).read_file("files/S088/S088R04.edf")
+    assert len(samples) == 4
+    for s in samples:
+        assert s.fields["sfreq"] == rate and s.fields["eeg"].shape == (len(sample.CHANNELS), 3 * rate)
+
+
+def test_an_edf_whose_signals_have_different_rates_is_rejected(tmp_path):
+    """MNE resamples the slower signals to the fastest, unsaid: such a file is rejected, naming the rates."""
+    from multimed_hf.builders.eegmmidb import EEGMMIDBBuilder
+    from multimed_hf.data.errors import BadSourceFile
+
+    _write_edf(tmp_path / "files/S001/S001R04.edf", [160] * (len(sample.CHANNELS) - 1) + [80], ((4.2, "T1"),))
     with pytest.raises(BadSourceFile, match=r"different rates \(samples a data record: 160 for .* ...; 80 for"):
         EEGMMIDBBuilder(tmp_path).read_file("files/S001/S001R04.edf")
 
