@@ -59,12 +59,26 @@ def test_find_pairs_links_a_row_only_for_the_modalities_it_lacks(caplog):
     with caplog.at_level(logging.WARNING, logger="multimed_hf.federated.vertical"):
         assert find_pairs(links) == []
     assert "clinic and lab exchange nothing" in caplog.text and "(dna)" in caplog.text
-    # fragments sharing no modality (med_vqa: each image of one kind) are not sent to embed nothing (a crash)
+    # fragments holding none of the task's modalities are not sent to embed nothing (a crash)
     del links["lab"]["modalities"]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="multimed_hf.federated.vertical"):
         assert find_pairs(links) == []
-    assert "no modality is held by every one of those fragments" in caplog.text
+    assert "those fragments hold none of the task's modalities" in caplog.text
+
+
+def test_find_pairs_reads_what_each_fragment_holds():
+    # before: a fragment's modalities were those every fragment held: med_vqa's fragments (each image of one kind:
+    # x-ray, CT or MRI) held none in common, and the vertical phase was skipped with a warning
+    links = {"clinic": {"labelled": {"med_vqa": ["a", "b", "c", "d"]},
+                        "lacking": {"med_vqa": ["xray ct mri", "xray ct mri", "xray ct mri", "ct mri"]}},
+             "hospital": {"fragments": {"med_vqa": ["a", "b", "c", "d"]},
+                          "holds": {"med_vqa": ["xray", "ct", "xray", "xray"]}}}
+    assert sorted((p["ids"], p["modalities"]) for p in find_pairs(links)) == [(["a", "c"], ["xray"]),
+                                                                               (["b"], ["ct"])]
+    links["hospital"]["holds"]["med_vqa"] = ["xray"]
+    with pytest.raises(ValueError, match="4 fragment digests of 'med_vqa' but 1 'holds' entries"):
+        find_pairs(links)
 
 
 def test_the_link_reply_says_which_modalities_each_row_lacks(root, tmp_path):
@@ -91,6 +105,12 @@ def test_the_link_reply_says_which_modalities_each_row_lacks(root, tmp_path):
     assert 0 < len(without_scrna) < len(train)  # the clinic also holds complete rows: those are not offered
     assert list(link[f"labelled.{TASK}"]) == without_scrna
     assert list(link[f"lacking.{TASK}"]) == ["scrna"] * len(without_scrna)
+    context = Context(run_id=1, node_id=2, node_config={"partition-id": 1}, state=RecordDict(), run_config={})
+    link = make_client_app(tmp_path, salt="s")(message, context).content.config_records["link"]
+    fragments = load_client_data(plan.client_dir("genome-centre"))[TASK]["fragments"]
+    assert link["client"] == "genome-centre" and list(link[f"fragments.{TASK}"]) == [
+        link_id(r["sample_id"], "s") for r in fragments]
+    assert list(link[f"holds.{TASK}"]) == ["dna"] * len(fragments)  # what each fragment holds
 
 
 @pytest.fixture(scope="module")

@@ -197,6 +197,9 @@ def make_client_app(federation_dir: str | os.PathLike | None = None, *, local_tr
                 held = [m for m in modalities if counts.get(m, 0) == len(frag)]
                 if held:
                     record[f"modalities.{task}"] = held
+                # what each fragment holds ("holds"), for fragments of different modalities (med_vqa's images)
+                record[f"holds.{task}"] = [" ".join(m for m in modalities if m not in lacks)
+                                           for lacks in _lacking_modalities(frag, task, modalities)]
         return Message(RecordDict({"link": record}), reply_to=message)  # the record names the client itself
 
     @app.query("embed")

@@ -142,7 +142,7 @@ def _link(exchange: _Exchange, nodes: list[int], round_: int) -> tuple[list[dict
         record = reply.content.config_records["link"]
         name = str(record["client"])
         node_of[name] = reply.metadata.src_node_id
-        entry = {"labelled": {}, "lacking": {}, "fragments": {}, "modalities": {}}
+        entry = {"labelled": {}, "lacking": {}, "fragments": {}, "modalities": {}, "holds": {}}
         for key, value in record.items():
             section, _, task = key.partition(".")
             if section in entry and task:

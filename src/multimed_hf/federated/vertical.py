@@ -95,14 +95,16 @@ def _rows_for(dataset, salt: str, ids: Sequence[str]):
 
 def find_pairs(links: Mapping[str, Mapping[str, Mapping[str, list]]]) -> list[dict]:
     """From each client's ``{"labelled": {task: [digests]}, "lacking": {task: [...]}, "fragments": {task:
-    [digests]}, "modalities": {task: [...]}}`` the linked pairs ``{"task", "label_client", "fragment_client",
-    "ids", "modalities"}`` (ids sorted).
+    [digests]}, "holds": {task: [...]}, "modalities": {task: [...]}}`` the linked pairs ``{"task", "label_client",
+    "fragment_client", "ids", "modalities"}`` (ids sorted).
 
     ``lacking[task][i]``: the modalities the i-th labelled row lacks (space-separated); without it a row is taken to
-    lack every one. A labelled row is linked to a client's fragments only for the modalities those fragments hold
-    (``modalities``) and the row lacks, so the row keeps its own modalities in the step; rows of one pair that lack
-    different ones make one pair each. Linked rows the fragments add nothing to (the row already holds what they
-    hold) are left out, with one warning naming both clients."""
+    lack every one. ``holds[task][i]``: the modalities the i-th fragment holds (space-separated); without it every
+    fragment is taken to hold ``modalities[task]`` (those all of them hold). A labelled row is linked to a fragment
+    only for the modalities the fragment holds and the row lacks, so the row keeps its own modalities in the step;
+    rows of one pair that gain different ones make one pair each (a pair's steps embed one set of modalities).
+    Linked rows the fragments add nothing to (the row already holds what they hold) are left out, with one warning
+    naming both clients."""
     pairs = []
     for holder, link in links.items():
         for task, labelled in link.get("labelled", {}).items():
@@ -114,11 +116,17 @@ def find_pairs(links: Mapping[str, Mapping[str, Mapping[str, list]]]) -> list[di
             for other, theirs in links.items():
                 if other == holder:
                     continue
-                common = sorted(set(labelled) & set(theirs.get("fragments", {}).get(task, [])))
+                fragments = list(theirs.get("fragments", {}).get(task, []))
+                common = sorted(set(labelled) & set(fragments))
                 held = list(theirs.get("modalities", {}).get(task, []))
+                holds = theirs.get("holds", {}).get(task)
+                if holds is not None and len(holds) != len(fragments):
+                    raise VerticalError(f"{other}: {len(fragments)} fragment digests of {task!r} but {len(holds)} "
+                                        f"'holds' entries; a link reply gives one per digest")
+                holds_of = dict(zip(fragments, (str(h).split() for h in holds))) if holds is not None else {}
                 groups: dict[tuple, list] = {}
                 for d in common:
-                    adds = tuple(m for m in held if lacks[d] is None or m in lacks[d])
+                    adds = tuple(m for m in holds_of.get(d, held) if lacks[d] is None or m in lacks[d])
                     if adds:
                         groups.setdefault(adds, []).append(d)
                 for adds, ids in sorted(groups.items()):
@@ -126,14 +134,14 @@ def find_pairs(links: Mapping[str, Mapping[str, Mapping[str, list]]]) -> list[di
                                   "modalities": list(adds)})
                 idle = len(common) - sum(len(ids) for ids in groups.values())
                 if idle:
-                    why = (f"they already hold every modality those fragments hold ({', '.join(held)})" if held
-                           else "no modality is held by every one of those fragments (a pair's steps embed one set "
-                           "of modalities for all its rows)")
+                    found = sorted({m for d in common for m in holds_of.get(d, held)})
+                    why = (f"they already hold every modality those fragments hold ({', '.join(found)})" if found
+                           else "those fragments hold none of the task's modalities")
                     hint = f" (give {other} fragments of a modality {holder}'s rows lack, or leave them out)"
                     logger.warning("vertical phase: %d of the %d rows of %s's %s linked to %s's fragments take no "
                                    "split-learning step: %s%s", idle, len(common), holder, task, other, why,
                                    "" if groups else f"; {holder} and {other} exchange nothing for {task}"
-                                   + (hint if held else ""))
+                                   + (hint if found else ""))
     return pairs
 
 
