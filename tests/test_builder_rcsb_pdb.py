@@ -241,6 +241,145 @@ def test_a_position_holding_two_residue_types_keeps_the_major_one(tmp_path, mino
     assert chain.coords[2, 1, 0] == pytest.approx(3.61 * 2)  # SER's C-alpha, not THR's (0.3 A along x)
 
 
+def _residue_rows(names, alternates=None, first=1):
+    """Atom rows ``(het, atom, altloc, resname, number, xyz, occupancy)`` of a straight chain numbered from
+    ``first``; ``alternates``: (index, [(altloc, resname, occupancy, x shift, het)]) at one position."""
+    rows = []
+    for i, name in enumerate(names):
+        kinds = [(" ", name, 1.0, 0.0, False)] if alternates is None or alternates[0] != i else alternates[1]
+        for altloc, resname, occupancy, shift, het in kinds:
+            for atom, offset in (("N", -1.2), ("CA", 0.0), ("C", 1.2), ("O", 1.5)):
+                xyz = (3.61 * i + offset + shift, 0.5 if atom == "O" else 0.0, 0.0)
+                rows.append((het, atom, altloc, resname, first + i, xyz, occupancy))
+    return rows
+
+
+#: a ligand with amino-acid atoms (SAH's N, CA, C, O and SD), away from the chain
+_LIGAND = [(True, atom, " ", "SAH", None, xyz, 1.0) for atom, xyz in (
+    ("N", (40.0, 8.0, 3.0)), ("CA", (40.9, 8.5, 3.3)), ("C", (44.5, 9.0, 3.3)), ("O", (45.4, 8.0, 3.0)),
+    ("SD", (41.0, 10.0, 4.0)))]
+
+
+def _pdb_entry(path, rows, ligand=(), number=None):
+    """A .pdb file of chain A's rows, TER, then the ligand's rows numbered ``number``."""
+    lines = [_atom(k + 1, atom, name, n, xyz, het=het, altloc=alt, occupancy=occ)
+             for k, (het, atom, alt, name, n, xyz, occ) in enumerate(rows)]
+    lines += ["TER"] + [_atom(len(rows) + k + 1, atom, name, number, xyz, het=het)
+                        for k, (het, atom, _, name, _, xyz, _) in enumerate(ligand)]
+    path.write_text("\n".join([f"HEADER    TEST{' ' * 36}01-JAN-00   {path.stem[:4].upper()}", *lines, "END", ""]))
+    return path
+
+
+def _cif_entry(path, rows, ligand=(), number=None, entity=True, scheme=True):
+    """An mmCIF file as the wwPDB writes one: chain A's rows (entity 1, ``label_seq_id`` its position, both
+    alternates of a microheterogeneity listed in ``_pdbx_poly_seq_scheme``), then the ligand's rows (entity 2,
+    ``label_asym_id`` B, ``label_seq_id`` ``.``, author chain A, author number ``number``). ``entity=False``: no
+    ``_entity`` category; ``scheme=False``: no ``_pdbx_poly_seq_scheme``."""
+    out = ["data_9LIG", "#", "_entry.id 9LIG", "#"]
+    if entity:
+        out += ["loop_", "_entity.id", "_entity.type", "1 polymer", "2 non-polymer", "#"]
+    seq_id = {n: k + 1 for k, n in enumerate(dict.fromkeys(row[4] for row in rows))}  # position in the sequence
+    if scheme:
+        out += ["loop_"] + [f"_pdbx_poly_seq_scheme.{c}" for c in (
+            "asym_id", "entity_id", "seq_id", "mon_id", "pdb_seq_num", "auth_seq_num", "pdb_strand_id", "pdb_ins_code")]
+        out += [f"A 1 {seq_id[n]} {name} {n} {n} A ." for n, name in dict.fromkeys((r[4], r[3]) for r in rows)] + ["#"]
+    out += ["loop_"] + [f"_atom_site.{c}" for c in (
+        "group_PDB", "id", "type_symbol", "label_atom_id", "label_alt_id", "label_comp_id", "label_asym_id",
+        "label_entity_id", "label_seq_id", "pdbx_PDB_ins_code", "Cartn_x", "Cartn_y", "Cartn_z", "occupancy",
+        "B_iso_or_equiv", "auth_seq_id", "auth_comp_id", "auth_asym_id", "auth_atom_id", "pdbx_PDB_model_num")]
+    for k, (het, atom, alt, name, n, xyz, occ) in enumerate([*rows, *((*r[:4], number, *r[5:]) for r in ligand)]):
+        polymer = k < len(rows)
+        out.append(f"{'HETATM' if het else 'ATOM'} {k + 1} {atom[0]} {atom} {alt.strip() or '.'} {name} "
+                   f"{'A 1' if polymer else 'B 2'} {seq_id[n] if polymer else '.'} ? "
+                   f"{xyz[0]:.3f} {xyz[1]:.3f} {xyz[2]:.3f} {occ:.2f} 20.00 {n} {name} A {atom} 1")
+    path.write_text("\n".join([*out, "#", ""]))
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["pdb", "cif"])
+@pytest.mark.parametrize("alternates, kept, shift", [
+    ([("A", "CYS", 0.6, 0.0, False), ("B", "CSO", 0.4, 0.3, True)], "CYS", 0.0),
+    ([("A", "MSE", 0.6, 0.0, True), ("B", "MET", 0.4, 0.3, False)], "MSE", 0.0),
+    ([("A", "MET", 0.3, 0.0, False), ("B", "MSE", 0.7, 0.3, True)], "MSE", 0.3),
+    ([("B", "MET", 0.5, 0.3, False), ("A", "MSE", 0.5, 0.0, True)], "MSE", 0.0),  # a tie: altloc A, listed second
+], ids=["CYS-A/CSO-B", "MSE-A/MET-B", "MET-A.3/MSE-B.7", "tie"])
+def test_a_position_whose_alternates_are_a_standard_and_a_modified_residue_keeps_one(
+        tmp_path, fmt, alternates, kept, shift):
+    # before: the ATOM and the HETATM alternate differ in Biopython's hetero flag, so they were two residues with
+    # one number, both kept: 25 residues for 24 ('AGCCLVK...'), the position's coordinates twice
+    names = ["ALA", "GLY", "CYS" if kept == "CYS" else "MET", "LEU", "VAL", "LYS"] * 4
+    rows = _residue_rows(names, alternates=(2, alternates))
+    write = _pdb_entry if fmt == "pdb" else _cif_entry
+    entry = parse_entry(write(tmp_path / f"9mhe.{fmt}", rows))
+    assert entry.problems == []
+    (chain,) = entry.chains
+    assert chain.sequence == ("AGCLVK" if kept == "CYS" else "AGMLVK") * 4 and chain.numbers == list(range(1, 25))
+    assert chain.coords[2, 1, 0] == pytest.approx(3.61 * 2 + shift)  # the kept alternate's C-alpha
+    assert chain.nonstandard == ([] if kept == "CYS" else ["MSE:3"])
+
+
+@pytest.mark.parametrize("number", [12, 20])
+@pytest.mark.parametrize("fmt, declared", [("cif", "entity"), ("cif", "scheme"), ("cif", "both"), ("pdb", None)])
+def test_a_ligand_numbered_inside_the_chain_stays_out_of_it(tmp_path, fmt, declared, number):
+    # before (mmCIF): a ligand with amino-acid atoms (SAH) numbered inside the chain's numbers (1-15 and 101-115, as
+    # a construct numbers an insert apart: a residue's number, 12, or one no residue has, 20) was pulled into the
+    # chain, which was then rejected as a "chain break: residues 115 and 12 are ... apart". mmCIF declares it
+    # non-polymer (label_seq_id '.', its entity's type, its absence from _pdbx_poly_seq_scheme); the .pdb route
+    # leaves it out by the TER before it (unchanged)
+    names = ["ALA", "GLY", "SER", "LEU", "VAL", "LYS"] * 5
+    numbers = [*range(1, 16), *range(101, 116)]
+    rows = [(*row[:4], numbers[row[4] - 1], *row[5:]) for row in _residue_rows(names)]
+    if fmt == "pdb":
+        path = _pdb_entry(tmp_path / "9lig.pdb", rows, _LIGAND, number=number)
+    else:
+        path = _cif_entry(tmp_path / "9lig.cif", rows, _LIGAND, number=number, entity=declared != "scheme",
+                          scheme=declared != "entity")
+    entry = parse_entry(path)
+    assert entry.problems == [] and len(entry.chains) == 1
+    chain = entry.chains[0]
+    assert chain.sequence == "AGSLVK" * 5 and chain.numbers == numbers and chain.nonstandard == []
+    assert np.allclose(chain.coords[:, 1, 0], 3.61 * np.arange(30))  # residue 12 is SER, not the ligand
+
+
+@pytest.mark.parametrize("number", [300, 230])
+def test_a_ligand_in_a_real_mmcif_entry_numbered_as_a_residue_stays_out_of_the_chain(built, tmp_path, number):
+    # before: 7OK9 chain A (64-713, observed 64-592 but for 227-233) with a SAH under the entry's non-polymer entity
+    # 3, numbered as an observed (300) or an unobserved (230) residue, written where the wwPDB writes ligands: chain
+    # A rejected (e.g. "unobserved residue ASN 227 cannot be placed ...: 592 then 300"), the ligand read into it
+    root, *_ = built
+    lines = (root / "7ok9.cif").read_text().split("\n")
+    at = next(k for k, line in enumerate(lines) if line.startswith("HETATM"))
+    lines[at:at] = [f"HETATM {60000 + k} {atom[0]} {atom} . SAH ZA 3 . ? {x:.3f} {y:.3f} {z:.3f} 1.00 30.00 ? {number} "
+                    f"SAH A {atom} 1" for k, (_, atom, _, _, _, (x, y, z), _) in enumerate(_LIGAND)]
+    path = tmp_path / "7ok9.cif"
+    path.write_text("\n".join(lines))
+    plain, with_ligand = parse_entry(root / "7ok9.cif"), parse_entry(path)
+    assert with_ligand.problems == plain.problems and [c.chain_id for c in with_ligand.chains] == ["A"]
+    (a,), (b,) = plain.chains, with_ligand.chains
+    assert (b.sequence, b.numbers, b.nonstandard) == (a.sequence, a.numbers, a.nonstandard) and len(b.sequence) == 650
+    assert np.array_equal(b.coords, a.coords) and np.array_equal(b.atom_mask, a.atom_mask)
+
+
+def test_a_modified_residue_that_only_a_dot_label_marks_stays_in_an_mmcif_chain(tmp_path):
+    # guard: Biopython's MMCIFIO writes label_seq_id '.' for every HETATM residue, a modified one inside the chain
+    # included, with no _entity or _pdbx_poly_seq_scheme: a '.' alone does not make MSE a ligand
+    import io
+
+    from Bio.PDB import MMCIFIO, PDBParser
+
+    rows = [(row[3] == "MSE", *row[1:]) for row in _residue_rows(["ALA", "GLY", "MSE", "LEU", "VAL", "LYS"] * 4)]
+    pdb = _pdb_entry(tmp_path / "9dot.pdb", rows)
+    writer, text = MMCIFIO(), io.StringIO()
+    writer.set_structure(PDBParser(QUIET=True).get_structure("9dot", str(pdb)))
+    writer.save(text)
+    hetatm = [line.split() for line in text.getvalue().splitlines() if line.startswith("HETATM")]
+    assert len(hetatm) == 16 and {(row[5], row[8]) for row in hetatm} == {("MSE", ".")}  # label_seq_id '.'
+    cif = tmp_path / "9dot.cif"
+    cif.write_text(text.getvalue())
+    (chain,) = parse_entry(cif).chains
+    assert chain.sequence == "AGMLVK" * 4 and chain.nonstandard == [f"MSE:{n}" for n in (3, 9, 15, 21)]
+
+
 def test_identity_prefilter_and_threshold():
     rng = np.random.default_rng(0)
     letters = np.array(list("ACDEFGHIKLMNPQRSTVWY"))

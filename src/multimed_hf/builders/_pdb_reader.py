@@ -5,10 +5,11 @@ as a smaller structure), and every ``atom_site`` column must have one value per 
 observed amino acids, in file order, merged with the residues the entry records as unobserved (PDB ``REMARK 465``,
 mmCIF ``_pdbx_unobs_or_zero_occ_residues``), each at its place along the chain (``_merge_missing``): a missing
 residue keeps its place, with mask 0 and coordinates 0. N/C/O backbone atoms are kept beside C-alpha. Modified and
-unknown residues are kept (parent letter, else ``X``) and listed as ``NAME:number``. A chain with no C-alpha atom, a
-peptide shorter than ``MIN_RESIDUES``, unobserved residues whose place the file does not settle, or a chain break
-(consecutive C-alpha atoms more than ``MAX_CA_CA`` apart with no missing residue recorded between them) is returned
-as a problem, not a record.
+unknown residues are kept (parent letter, else ``X``) and listed as ``NAME:number``; a position keeps one residue
+(the alternate of highest C-alpha occupancy), and ligands stay out (``_polymer_residues``). A chain with no C-alpha
+atom, a peptide shorter than ``MIN_RESIDUES``, unobserved residues whose place the file does not settle, or a chain
+break (consecutive C-alpha atoms more than ``MAX_CA_CA`` apart with no missing residue recorded between them) is
+returned as a problem, not a record.
 
 Where the unobserved residues go. Author numbers need not increase along a chain: fusion constructs number the insert
 apart (2RH1: receptor 29-230, T4 lysozyme 1002-1161, receptor 263-342), chymotrypsin numbering runs insertion codes
@@ -152,6 +153,8 @@ class _Order:
     #: .pdb: the chains closed by a TER record, and the HETATM residues after it (chain, number, icode): ligands
     terminated: frozenset = frozenset()
     after_ter: frozenset = frozenset()
+    #: mmCIF: the residues the file declares non-polymer (chain, number, icode, name): ligands, whatever their number
+    nonpolymer: frozenset = frozenset()
 
 
 def _pdb_seqres(lines: list[str]) -> dict[str, list[str]]:
@@ -279,12 +282,21 @@ def _int_or_none(value: str) -> int | None:
 
 def _mmcif_order(d: dict) -> _Order:
     """The observed residues' ``label_seq_id`` (first model) and each chain's sequence from
-    ``_pdbx_poly_seq_scheme``, both keyed by author chain id as Biopython's chains are."""
+    ``_pdbx_poly_seq_scheme``, both keyed by author chain id as Biopython's chains are; and the residues the file
+    declares non-polymer (``_NonPolymer``), left out of the labels (a ligand may share a residue's number)."""
     site = {k: _mmcif_column(d, "_atom_site." + k) for k in (
         "label_seq_id", "auth_asym_id", "auth_seq_id", "pdbx_PDB_ins_code", "pdbx_PDB_model_num")}
     labels: dict[tuple[str, int, str], int | None] = {}
+    nonpolymer = set()
     n = len(site["auth_seq_id"])
+    sequences: dict[str, list[str]] = defaultdict(list)
+    scheme = {k: _mmcif_column(d, "_pdbx_poly_seq_scheme." + k) for k in (
+        "pdb_strand_id", "mon_id", "pdb_seq_num", "pdb_ins_code")}
+    if len(scheme["pdb_strand_id"]) == len(scheme["mon_id"]):
+        for chain, name in zip(scheme["pdb_strand_id"], scheme["mon_id"]):
+            sequences[chain].append(name)
     if n and all(len(column) == n for key, column in site.items() if key != "pdbx_PDB_model_num"):
+        declared = _NonPolymer(d, n, scheme)
         models = site["pdbx_PDB_model_num"]
         first = models[0] if len(models) == n else None
         for i in range(n):
@@ -295,14 +307,42 @@ def _mmcif_order(d: dict) -> _Order:
                 continue
             icode = site["pdbx_PDB_ins_code"][i]
             key = (site["auth_asym_id"][i], number, " " if icode in ("?", ".") else icode)
+            if site["label_seq_id"][i] == "." and declared(i, key):
+                nonpolymer.add((*key, declared.names[i]))
+                continue
             label = _int_or_none(site["label_seq_id"][i])
             labels[key] = label if labels.get(key, label) == label else None
-    sequences: dict[str, list[str]] = defaultdict(list)
-    scheme = {k: _mmcif_column(d, "_pdbx_poly_seq_scheme." + k) for k in ("pdb_strand_id", "mon_id")}
-    if len(scheme["pdb_strand_id"]) == len(scheme["mon_id"]):
-        for chain, name in zip(scheme["pdb_strand_id"], scheme["mon_id"]):
-            sequences[chain].append(name)
-    return _Order(sequences=dict(sequences), labels=labels, sequence_name="_pdbx_poly_seq_scheme")
+    return _Order(sequences=dict(sequences), labels=labels, sequence_name="_pdbx_poly_seq_scheme",
+                  nonpolymer=frozenset(nonpolymer))
+
+
+class _NonPolymer:
+    """Whether the ``atom_site`` row ``i`` (its ``label_seq_id`` ``.``: no place in a polymer's sequence) is a
+    residue the file declares non-polymer: its entity's ``_entity.type`` is given and is not ``polymer``, or its
+    chain's ``_pdbx_poly_seq_scheme`` rows are given and none is this residue. A ``.`` alone is no such statement:
+    Biopython's MMCIFIO writes it for every HETATM residue, the modified ones inside the chain included."""
+
+    def __init__(self, d: dict, n: int, scheme: dict[str, list[str]]):
+        def column(key):
+            value = _mmcif_column(d, "_atom_site." + key)
+            return value if len(value) == n else None
+
+        self.names = column("label_comp_id") or column("auth_comp_id") or [""] * n
+        self.entities = column("label_entity_id")
+        ids, types = _mmcif_column(d, "_entity.id"), _mmcif_column(d, "_entity.type")
+        self.types = dict(zip(ids, types)) if len(ids) == len(types) else {}
+        self.chains, self.polymer = set(), set()
+        if len({len(v) for v in scheme.values()}) == 1:
+            for chain, name, number, icode in zip(
+                    scheme["pdb_strand_id"], scheme["mon_id"], scheme["pdb_seq_num"], scheme["pdb_ins_code"]):
+                self.chains.add(chain)
+                self.polymer.add((chain, _int_or_none(number), " " if icode in ("?", ".") else icode, name))
+
+    def __call__(self, i: int, key: tuple[str, int, str]) -> bool:
+        kind = self.types.get(self.entities[i]) if self.entities else None
+        if kind not in (None, "?", "."):
+            return kind.strip().lower() != "polymer"
+        return key[0] in self.chains and (*key, self.names[i]) not in self.polymer
 
 
 def _label(number: int, icode: str) -> str:
@@ -466,6 +506,23 @@ def _not_increasing(keys: list[tuple[int, str]]) -> str | None:
     return None
 
 
+def _ca_occupancy(residue) -> float:
+    """The residue's C-alpha occupancy, over all its alternate locations (0 without a C-alpha)."""
+    if "CA" not in residue:
+        return 0.0
+    atoms = residue["CA"].disordered_get_list() if residue["CA"].is_disordered() else [residue["CA"]]
+    return float(sum(atom.get_occupancy() or 0.0 for atom in atoms))
+
+
+def _position_rank(residue) -> tuple[float, int]:
+    """Which of two residues at one position a chain keeps (the higher): C-alpha occupancy, then the earlier
+    alternate location of its C-alpha (``A`` before ``B``)."""
+    if "CA" not in residue:
+        return 0.0, -128
+    atoms = residue["CA"].disordered_get_list() if residue["CA"].is_disordered() else [residue["CA"]]
+    return _ca_occupancy(residue), -ord(min(atom.get_altloc() or " " for atom in atoms)[0])
+
+
 def _main_residue(residue):
     """The residue a position holds: where it holds two residue types (microheterogeneity: SER 0.7 / THR 0.3),
     the one of highest C-alpha occupancy, the first listed (altloc A, the deposited sequence's) on a tie; Biopython
@@ -473,13 +530,22 @@ def _main_residue(residue):
     if residue.is_disordered() != 2:
         return residue
     names = residue.disordered_get_id_list()
-
-    def occupancy(name):
-        child = residue.child_dict[name]
-        return child["CA"].get_occupancy() if "CA" in child else 0.0
-
-    best = max(names, key=lambda name: (occupancy(name), -names.index(name)))
+    best = max(names, key=lambda name: (_ca_occupancy(residue.child_dict[name]), -names.index(name)))
     return residue.child_dict[best]
+
+
+def _one_per_position(observed: list) -> list:
+    """``observed`` with one residue per (number, insertion code): a position whose alternates are a standard
+    residue (ATOM) and a modified one (HETATM: CYS / CSO, MET / MSE) is two Biopython residues (their hetero flags
+    differ), which ``_main_residue`` never sees; the one of highest C-alpha occupancy is kept, altloc A's on a tie,
+    at its place in file order."""
+    best: dict[tuple[int, str], int] = {}
+    for i, entry in enumerate(observed):
+        j = best.setdefault((entry[0], entry[1]), i)
+        if j != i and _position_rank(entry[5]) > _position_rank(observed[j][5]):
+            best[(entry[0], entry[1])] = i
+    kept = set(best.values())
+    return [entry for i, entry in enumerate(observed) if i in kept]
 
 
 def _peptide_bond(before, after) -> bool:
@@ -490,9 +556,11 @@ def _peptide_bond(before, after) -> bool:
 def _polymer_residues(chain_id: str, observed: list, order: _Order) -> list:
     """``observed`` without the HETATM residues that are ligands bound to the chain, not part of it (SAH / SAM
     cofactors, a free D- or phospho-amino acid: amino-acid-like atoms, deposited under the chain after its TER): a
-    HETATM residue stays where mmCIF gives it a ``label_seq_id`` (a polymer position); in a .pdb whose chain a TER
-    closes, where it comes before the TER; else where it lies between the chain's first and last ATOM residues or is
-    peptide-bonded to a neighbour (a modified residue at a chain end)."""
+    residue the mmCIF declares non-polymer (``_NonPolymer``) goes, whatever its number; a HETATM residue stays where
+    mmCIF gives it a ``label_seq_id`` (a polymer position); in a .pdb whose chain a TER closes, where it comes before
+    the TER; else where it lies between the chain's first and last ATOM residues or is peptide-bonded to a neighbour
+    (a modified residue at a chain end)."""
+    observed = [o for o in observed if (chain_id, o[0], o[1], o[2]) not in order.nonpolymer]
     atoms = [o[0] for o in observed if o[5].id[0] == " "]
     first, last = (min(atoms), max(atoms)) if atoms else (None, None)
     kept = []
@@ -530,7 +598,7 @@ def _chain_record(chain, missing: list[tuple[int, str, str, int | None]], entity
         elif letter is None and not backbone:
             continue  # a nucleotide or other non-amino-acid polymer residue
         observed.append((number, icode or " ", name, letter, standard, residue))
-    observed = _polymer_residues(chain.id, observed, order)
+    observed = _one_per_position(_polymer_residues(chain.id, observed, order))
     if not observed:
         return None
     merged = _merge_missing(

@@ -77,8 +77,11 @@ class RCSBPDBBuilder(NonDataFiles, RecordRejections, SourceBuilder):
     # placed by mmCIF label_seq_id / the SEQRES order, not by sorting author numbers (fusions, descending insertion
     # codes); a chain whose missing residues cannot be placed is reported, not guessed; 4: ligands with amino-acid
     # atoms bound to a chain (SAH, SAM) left out of it; a .pdb record Biopython cannot build rejects the file; a
-    # position holding two residue types keeps the one of highest occupancy; a chain of unknown residues rejected
-    version = "4"
+    # position holding two residue types keeps the one of highest occupancy; a chain of unknown residues rejected;
+    # 5: one residue per position also where its alternates are an ATOM and a HETATM residue (CYS / CSO, MET / MSE);
+    # an mmCIF residue declared non-polymer (label_seq_id '.', its entity's type) left out of the chain, whatever
+    # its number
+    version = "5"
 
     @classmethod
     def detect(cls, root: Path) -> bool:
