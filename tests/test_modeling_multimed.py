@@ -168,6 +168,27 @@ def test_a_chains_coordinates_do_not_depend_on_the_rest_of_its_batch(fusion, met
                                                                     "attention_mask": torch.ones(1, 7).long()}})
     torch.testing.assert_close(both[1, :5], alone.logits["ca_coords"][0], atol=1e-5, rtol=1e-5)
 
+def test_protein_structure_trains_under_bf16_autocast_with_float32_coordinates():
+    # before (sweep G3): torch.det has no bf16 kernel: under autocast the loss failed at the first step ("lu_cpu"
+    # not implemented for 'BFloat16'), and the coordinates came out in bf16 (past 32 A, multiples of 0.25 A)
+    model = dr_model(*FUSIONS[0])
+    head = model.heads["protein_structure"]
+    with torch.no_grad():
+        for module in head.modules():
+            if isinstance(module, torch.nn.Linear) and module.out_features == 3:
+                module.weight.mul_(50.0)  # coordinates of tens of Angstrom, where bf16 steps are 0.25 A
+    ids = torch.randint(4, 24, (2, 9))
+    inputs = {"protein": {"input_ids": ids, "attention_mask": torch.ones_like(ids)}}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(task="protein_structure", inputs=inputs, labels={"ca_coords": torch.randn(2, 7, 3) * 40})
+    coords = out.logits["ca_coords"].detach()
+    assert coords.dtype == torch.float32 and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert grad_reached(model.encoders["protein"])
+    far = coords[coords.abs() > 32]
+    assert len(far) > 5 and (far * 4 % 1 != 0).any()
+
+
 def test_structure_loss_is_invariant_to_rigid_motion():
     torch.manual_seed(0)
     target = torch.randn(2, 10, 3) * 10

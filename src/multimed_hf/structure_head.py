@@ -31,13 +31,23 @@ class StructureHead(nn.Module):
             residue_mask = residue_mask | ~residue_mask.any(1, keepdim=True)
         for layer in self.layers:
             x = layer(x, residue_mask)
-        return self.coords(self.norm(x)) * ANGSTROM_PER_UNIT
+        # the coordinates in the layer's own dtype, not autocast's: in bf16 every coordinate past 32 A would be a
+        # multiple of 0.25 A
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            h = self.norm(x.to(self.norm.weight.dtype))
+            return self.coords(h).float() * ANGSTROM_PER_UNIT
 
 
 def structure_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None, eps: float = 1e-6):
     """Mean over chains with >= 3 observed residues of (Kabsch-aligned C-alpha RMSD + distance-matrix RMSD), in
     Angstrom. The superposition rotation is found without gradient (the target is rotated onto the prediction), so
-    the loss is invariant to the prediction's rotation and translation; dRMSD needs no superposition at all."""
+    the loss is invariant to the prediction's rotation and translation; dRMSD needs no superposition at all. In
+    float32 whatever autocast says (``torch.det`` and the SVD have no bf16 kernels)."""
+    with torch.autocast(device_type=pred.device.type, enabled=False):
+        return _structure_loss(pred, target, mask, eps)
+
+
+def _structure_loss(pred, target, mask, eps):
     finite = torch.isfinite(target).all(-1)
     mask = finite if mask is None else mask.bool() & finite
     valid_rows = mask.sum(1) >= 3
