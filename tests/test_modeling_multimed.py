@@ -553,3 +553,43 @@ def test_resize_token_embeddings_resizes_the_text_encoders_and_the_model_reloads
         model.resize_token_embeddings(5, modality="nosuch")
     with pytest.raises(NotImplementedError, match="the eeg encoder .* has no token embeddings"):
         model.resize_token_embeddings(5, modality="eeg")
+
+
+def _eeg_only_model(**config_kwargs):
+    config = MultiMedConfig.from_tasks(["motor_imagery"], encoders={"eeg": ENCODERS["eeg"]}, hidden_size=H,
+                                       fusion_method="concat", dropout=0.0, **config_kwargs)
+    torch.manual_seed(0)
+    return MultiMedModel(config)
+
+
+def test_activation_checkpointing_of_a_model_with_nothing_to_checkpoint_warns_and_trains(caplog):
+    # before (sweep G3): transformers raised "MultiMedModel is not compatible with gradient checkpointing" for every
+    # model without a transformer layer (domain-specific, EEG-only, MLP-only): `--gradient_checkpointing` stopped
+    # every such run before training
+    import logging
+
+    model = _eeg_only_model()
+    with caplog.at_level(logging.WARNING):
+        model.activation_checkpointing_enable()
+        model.gradient_checkpointing_enable()
+    assert "nothing to checkpoint in this model (its encoders EEGLSTMEncoder" in caplog.text
+    out = model(task="motor_imagery", inputs={"eeg": {"values": torch.randn(3, 5, 40)}},
+                labels={"movement": torch.tensor([0, 5, 1])})
+    out.loss.backward()
+    # a model that can checkpoint still switches its layers on
+    vit_model = MultiMedModel(MultiMedConfig.from_tasks(["brain_tumor"], encoders={"mri": vit()}, hidden_size=H))
+    vit_model.activation_checkpointing_enable()
+    assert any(getattr(m, "gradient_checkpointing", False) for m in vit_model.modules())
+
+
+def test_frozen_encoders_stay_frozen_after_from_pretrained(tmp_path):
+    # before (sweep G3): loading re-created every parameter requiring grad: the reloaded config said "frozen", the
+    # encoder trained
+    model = _eeg_only_model(frozen_encoders=["eeg"])
+    assert not any(p.requires_grad for p in model.encoders["eeg"].parameters())
+    model.save_pretrained(tmp_path / "m")
+    for loaded in (MultiMedModel.from_pretrained(tmp_path / "m"),
+                   MultiMedModel.from_pretrained(tmp_path / "m", output_loading_info=True)[0]):
+        assert loaded.config.frozen_encoders == ["eeg"]
+        assert not any(p.requires_grad for p in loaded.encoders["eeg"].parameters())
+        assert all(p.requires_grad for p in loaded.heads.parameters())

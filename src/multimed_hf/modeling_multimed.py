@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from .blocks import TransformerBlock, masked_mean, residue_mask, scatter_rows
 from .configuration_multimed import FUSED, MultiMedConfig, _normalize_head
@@ -21,6 +21,8 @@ from .label_text import label_text_embeddings
 from .hub_upload import folder_files, upload_files
 from .model_card import build_model_card
 from .output_kinds import decode_outputs, kind_of
+
+logger = logging.get_logger(__name__)
 
 __all__ = ["MultiMedOutput", "MultiMedPreTrainedModel", "MultiMedModel", "decode_outputs"]
 
@@ -65,6 +67,27 @@ class MultiMedPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _supports_sdpa = True
+
+    def _set_gradient_checkpointing(self, enable: bool = True, *args, **kwargs):
+        """transformers' switch over every module that can checkpoint; where none can (the domain-specific models,
+        EEG-only or MLP-only ones: no transformer layer), a warning that nothing is checkpointed, not transformers'
+        "not compatible" error."""
+        if enable and not any(hasattr(module, "gradient_checkpointing") for module in self.modules()):
+            encoders = sorted({type(encoder).__name__ for encoder in getattr(self, "encoders", {}).values()})
+            logger.warning("activation checkpointing: nothing to checkpoint in this model (its encoders %s have no "
+                           "transformer layers); it trains as without it", ", ".join(encoders))
+            return
+        super()._set_gradient_checkpointing(enable, *args, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """``PreTrainedModel.from_pretrained``, then the encoders ``config.frozen_encoders`` names frozen again
+        (loading re-creates every parameter, each requiring grad, after ``__init__`` froze them)."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        if getattr(model.config, "frozen_encoders", None) and hasattr(model, "freeze_encoders"):
+            model.freeze_encoders(*model.config.frozen_encoders)
+        return loaded
 
     @torch.no_grad()
     def _init_weights(self, module):
