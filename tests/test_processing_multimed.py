@@ -321,6 +321,12 @@ def test_protein_coords_padded_and_aligned_to_tokens(processor):
 
     with pytest.raises(ProcessorError, match="sample 'p1'.*label 'ca_coords': 3 coordinates for a sequence of 4"):
         processor([row(task, sample_id="p1", sequence="MKTA", ca_coords=coords_a[:3])], task)
+    # a FASTA-wrapped sequence: its line breaks are no residues for the coordinates either (before, sweep G3: "4
+    # coordinates for a sequence of 5 residues")
+    wrapped = processor([row(task, sample_id="p1", sequence="MK\nTA", ca_coords=coords_a, residue_mask=None)], task)
+    plain = processor([row(task, sample_id="p1", sequence="MKTA", ca_coords=coords_a, residue_mask=None)], task)
+    assert torch.equal(wrapped["labels"]["ca_coords"], plain["labels"]["ca_coords"])
+    assert torch.equal(wrapped["inputs"]["protein"]["input_ids"], plain["inputs"]["protein"]["input_ids"])
 
 
 def test_other_tasks_eeg_expression_dna_vocab(processor):

@@ -233,7 +233,7 @@ class CoordsLabelKind(LabelKind):
         if "num_residues" not in tokens:
             raise LabelEncodingError(f"modality {residue!r}'s processor does not report num_residues, so "
                                      f"coordinates cannot be aligned to its tokens")
-        sequence = str(row[context.input_columns[residue][0]]).strip()
+        sequence = "".join(str(row[context.input_columns[residue][0]]).split())  # as the processor reads it
         if len(coords) != len(sequence):
             raise LabelEncodingError(f"{len(coords)} coordinates for a sequence of {len(sequence)} residues")
         mask = np.isfinite(coords).all(axis=1)
