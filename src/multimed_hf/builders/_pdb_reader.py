@@ -6,7 +6,9 @@ observed amino acids, in file order, merged with the residues the entry records 
 mmCIF ``_pdbx_unobs_or_zero_occ_residues``), each at its place along the chain (``_merge_missing``): a missing
 residue keeps its place, with mask 0 and coordinates 0. N/C/O backbone atoms are kept beside C-alpha. Modified and
 unknown residues are kept (parent letter, else ``X``) and listed as ``NAME:number``; a position keeps one residue
-(the alternate of highest C-alpha occupancy), and ligands stay out (``_polymer_residues``). A chain with no C-alpha
+(the alternate of highest C-alpha occupancy), and ligands stay out (``_polymer_residues``). An atom with alternate
+locations keeps the coordinates of its highest occupancy (Biopython's choice; the TM-score program reads altloc A
+instead: on a tie the two agree, else they may differ by the alternates' distance). A chain with no C-alpha
 atom, a peptide shorter than ``MIN_RESIDUES``, unobserved residues whose place the file does not settle, or a chain
 break (consecutive C-alpha atoms more than ``MAX_CA_CA`` apart with no missing residue recorded between them) is
 returned as a problem, not a record.
