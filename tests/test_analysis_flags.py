@@ -80,6 +80,19 @@ def test_flags_of_multimed_train_the_analyses_do_not_use_are_refused(command, fl
 
 
 @pytest.mark.parametrize("command", sorted(OPTIONS))
+def test_help_says_which_listed_flags_are_refused(command, capsys):
+    # before: --help listed every flag of multimed train and TrainingArguments, those refused among them, unsaid
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    refused = text[text.index("Listed above but refused here"):]
+    for flag in ("--plan", "--list_plans", "--eval_splits", "--streaming", "*_multitask --family", "--do_eval",
+                 "--remove_unused_columns True", "--max_eval_samples with --eval_strategy no",
+                 "--encoders with --family domain_specific", "--neftune_noise_alpha"):
+        assert flag in refused, flag
+
+
+@pytest.mark.parametrize("command", sorted(OPTIONS))
 def test_an_image_only_flag_is_refused_for_a_task_without_images(command):
     # before: --draft_images on cell_type (expression) was accepted and read by no processor
     with pytest.raises(ValueError, match=r"--draft_images true changes how images are decoded.*read no image"):

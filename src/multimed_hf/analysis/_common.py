@@ -80,6 +80,19 @@ class AnalysisRun:
 ANALYSIS_FAMILY = "multimodal"
 
 
+#: What ``--help`` adds under the flags it lists (``multimed train``'s and TrainingArguments' all): those an analysis
+#: refuses, since it would change nothing (``check_analysis_args`` says why for each).
+REFUSED_EPILOG = (
+    "Listed above but refused here, since an analysis trains and scores its own runs (the error says why and what to "
+    "use): --plan, --list_plans, --eval_splits, --streaming, a *_multitask --family, --do_train / --do_eval / "
+    "--do_predict, --remove_unused_columns True, --max_eval_samples with --eval_strategy no, --encoders with --family "
+    "domain_specific, flags naming tasks or modalities the run does not read, more than one process (torchrun), and "
+    "the TrainingArguments MultiMedTrainer cannot honour (as multimed train: --train_sampling_strategy, "
+    "--neftune_noise_alpha, --use_liger_kernel, --include_num_input_tokens_seen, --label_names, "
+    "--batch_eval_metrics, --include_for_metrics, ...)."
+)
+
+
 def parse_analysis_args(argv: Sequence[str] | None, options_cls, *, single_task: bool = False,
                         prog: str | None = None):
     """``(MultiMedArguments, options, TrainingArguments)`` from the command line, parsed like ``multimed train``
@@ -102,7 +115,7 @@ def parse_analysis_args(argv: Sequence[str] | None, options_cls, *, single_task:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     argv = ["--tasks" if a == "--task" else a for a in argv]
-    parser = HfArgumentParser((MultiMedArguments, options_cls, TrainingArguments), prog=prog)
+    parser = HfArgumentParser((MultiMedArguments, options_cls, TrainingArguments), prog=prog, epilog=REFUSED_EPILOG)
     parser.set_defaults(family=ANALYSIS_FAMILY)
     if len(argv) == 1 and argv[0].endswith(".json"):
         given = json.loads(Path(argv[0]).read_text())
