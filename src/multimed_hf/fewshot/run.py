@@ -75,8 +75,14 @@ NOT_SCORED = "not_scored"
 NOT_SCORED_FILE = "table2_not_scored.json"
 #: Beside table2.csv: task -> the base checkpoint its rows were adapted from (``_claim_table2_task``).
 BASES_FILE = "table2_bases.json"
-#: How each task's k-shot adapters were trained, per k (``_settings_line``), for table2.md's settings section.
+#: How each k-shot adapter of table2.csv was trained (``_settings_line``), as task -> k-shot row -> seed -> line,
+#: written with the rows (``write_table2``) for table2.md's settings section and the runs appending to the table.
 SETTINGS_FILE = "table2_settings.json"
+#: The key of a k-shot record holding how its adapter was trained (``_settings_line``), read by ``write_table2``.
+SETTINGS_KEY = "settings"
+#: Said after a line of an earlier version's ``SETTINGS_FILE`` (one per task and k, the last run's, even a run stopped
+#: before its rows): read as each seed's of the cell, it matches no run's line, so no seed is added to that cell.
+EARLIER_SETTINGS = "(an earlier version's record, one line per task and k: the last run's, maybe not every seed's)"
 #: What Table 2's zero-shot cell of a regression task says (see ``multimed_hf.fewshot.zeroshot``).
 ZERO_SHOT_REGRESSION_NOTE = "no zero-shot for a regression target (no class texts); see fewshot.zeroshot"
 
@@ -270,8 +276,8 @@ def _few_shot(args, training_args, train, test, k: int, seed: int, out: Path) ->
                      training=_training_record(targs))
         if carried is not None or args.task in processor.vocabularies:
             processor.save_pretrained(out / "adapter" / "processor")
-    return [{**r, "k": k, "support_rows": len(support), "support_short": json.dumps(support.short) if support.short else None}
-            for r in records]
+    short = json.dumps(support.short) if support.short else None
+    return [{**r, "k": k, "support_rows": len(support), "support_short": short} for r in records]
 
 
 def _training_record(training_args) -> dict:
@@ -283,13 +289,20 @@ def _training_record(training_args) -> dict:
 
 
 def _settings_line(args: FewShotArguments, training_args) -> str:
-    """Table 2's line on how a task's k-shot adapters were trained (table1.md says it of Table 1's runs)."""
+    """Table 2's line on how a task's k-shot adapters were trained (table1.md says it of Table 1's runs): method,
+    rank, batch, length, learning rate, then what was set of LoRA's alpha and dropout, the targets, the support
+    sets' grouping and the evaluation rows (the seeds of one cell pool only adapters of one line)."""
     from multimed_hf.training.benchmark import batch_description
 
     length = (f"max_steps {training_args.max_steps}" if training_args.max_steps > 0 else
               f"{training_args.num_train_epochs:g} epochs")
-    return (f"{args.method} rank {args.rank}, {batch_description(training_args)}, {length}, learning rate "
-            f"{training_args.learning_rate:g}")
+    extra = ([f"alpha {args.alpha:g}"] if args.alpha is not None else []) + (
+        [f"dropout {args.adapter_dropout:g}"] if args.adapter_dropout else []) + (
+        [f"targets {' '.join(args.targets)}"] if args.targets else []) + (
+        [f"support grouped by {args.group_column}"] if args.group_column else []) + (
+        [f"scored on the first {args.max_eval_samples} {args.eval_split} rows"] if args.max_eval_samples else [])
+    return ", ".join([f"{args.method} rank {args.rank}", batch_description(training_args), length,
+                      f"learning rate {training_args.learning_rate:g}", *extra])
 
 
 def _zero_shot(args, training_args, train, test, seed: int, out: Path) -> list[dict]:
@@ -342,26 +355,125 @@ def _claim_table2_task(output_dir: Path, task: str, checkpoint: str, write: bool
         path.write_text(json.dumps({**bases, task: base}, indent=2, sort_keys=True) + "\n")
 
 
-def _record_settings(output_dir: Path, args: FewShotArguments, training_args) -> None:
-    """Keep how this run trains its k-shot adapters (``SETTINGS_FILE``), per task and k, beside earlier runs'."""
-    path = output_dir / SETTINGS_FILE
-    kept = json.loads(path.read_text()) if path.is_file() else {}
-    line = _settings_line(args, training_args)
-    kept.setdefault(args.task, {}).update({family_name(k): line for k in args.shots if k > 0})
-    output_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(kept, indent=2, sort_keys=True) + "\n")
+def _seed_key(seed) -> str | None:
+    """A record's seed as ``SETTINGS_FILE`` keys it (JSON keys are strings), or None where it has none."""
+    return None if seed is None or seed != seed else str(int(seed))
 
 
-def _settings_note(output_dir: Path, tasks: Sequence[str]) -> str:
-    """Note lines: how each task's k-shot adapters were trained (``SETTINGS_FILE``), one per distinct setting."""
+def _cell_seeds(records: Sequence[Mapping]) -> dict[tuple[str, str], set[str]]:
+    """(task, k-shot row) -> the seeds of ``records`` in that cell (zero-shot, trained by nothing, left out)."""
+    cells: dict[tuple[str, str], set[str]] = {}
+    for r in records:
+        family, seed = str(r.get("family")), _seed_key(r.get("seed"))
+        if family.endswith("_shot") and family != family_name(0) and seed is not None:
+            cells.setdefault((r["task"], family), set()).add(seed)
+    return cells
+
+
+def _read_settings(output_dir: Path, previous: Sequence[Mapping]) -> dict[str, dict[str, dict[str, str]]]:
+    """``output_dir``'s ``SETTINGS_FILE`` as task -> k-shot row -> seed -> line. A file of an earlier version (one
+    line per task and k, the last run's) is read as every seed's of the cell in ``previous`` (table2.csv's rows),
+    followed by ``EARLIER_SETTINGS``; one that is not JSON is left out, warned."""
     path = output_dir / SETTINGS_FILE
-    kept = json.loads(path.read_text()) if path.is_file() else {}
-    lines = []
+    if not path.is_file():
+        return {}
+    try:
+        kept = json.loads(path.read_text())
+    except ValueError as err:
+        logger.warning("%s is not JSON (%s): the k-shot adapters' settings of the earlier rows are left out of "
+                       "table2.md", path, err)
+        return {}
+    cells, settings, old = _cell_seeds(previous), {}, []
+    for task, rows in (kept.items() if isinstance(kept, dict) else ()):
+        for family, by_seed in (rows.items() if isinstance(rows, dict) else ()):
+            if isinstance(by_seed, str):  # one line per task and k (before: the last run's, the other seeds' too)
+                old.append(f"{task} {family}")
+                by_seed = {seed: f"{by_seed} {EARLIER_SETTINGS}" for seed in cells.get((task, family), ())}
+            if isinstance(by_seed, dict):
+                settings.setdefault(task, {})[family] = {str(k): str(v) for k, v in by_seed.items()}
+    if old:
+        logger.warning("%s records one settings line per task and k (an earlier version's, the last run's, which may "
+                       "not be every seed's): table2.md says so of %s, and a run adding seeds to them is refused "
+                       "(rerun every seed of the cell to record each one's)", path, ", ".join(old))
+    return settings
+
+
+def _check_settings(output_dir: Path, args: FewShotArguments, training_args) -> None:
+    """Refuse a run that would add its seeds to a k-shot cell of ``output_dir``'s table2.csv whose other seeds'
+    adapters were trained under other settings (``_settings_line``; an earlier version's line, ``EARLIER_SETTINGS``,
+    matches none): a cell's mean ± sd is over one recipe. Seeds this run trains again are replaced, so they do not
+    count."""
+    from multimed_hf.training.report import read_records
+
+    path = output_dir / "table2.csv"
+    if not any(k > 0 for k in args.shots) or not path.is_file():
+        return
+    previous = [r for r in read_records(path) if r.get("task") == args.task]
+    cells, settings = _cell_seeds(previous), _read_settings(output_dir, previous)
+    line, ours = _settings_line(args, training_args), {str(s) for s in args.seeds}
+    for k in (k for k in args.shots if k > 0):
+        recorded = settings.get(args.task, {}).get(family_name(k), {})
+        other: dict[str, list[str]] = {}
+        for seed in sorted(cells.get((args.task, family_name(k)), set()) - ours, key=int):
+            if seed in recorded and recorded[seed] != line:
+                other.setdefault(recorded[seed], []).append(seed)
+        if other:
+            earlier = "; ".join(f"seed(s) {', '.join(seeds)}: {setting}" for setting, seeds in other.items())
+            every = sorted({int(s) for seeds in other.values() for s in seeds} | set(args.seeds))
+            raise FewShotError(f"--output_dir {str(output_dir)!r} holds {args.task!r} {k}-shot rows whose adapters "
+                               f"were trained under other settings ({earlier}); this run trains seed(s) "
+                               f"{', '.join(map(str, args.seeds))} with: {line}. A cell's mean ± sd is over one "
+                               f"recipe: give another --output_dir, or train every seed of the cell with these "
+                               f"settings (--seeds {' '.join(map(str, every))})")
+
+
+def _table2_settings(output_dir: Path, previous: Sequence[Mapping], new: Sequence[Mapping],
+                     combined: Sequence[Mapping]) -> dict[str, dict[str, dict[str, str]]]:
+    """``SETTINGS_FILE``'s content once ``new`` records are written: the earlier file's lines (``previous``: the
+    rows of table2.csv before) less the seeds ``new`` writes again, plus the lines ``new`` carries (``SETTINGS_KEY``),
+    kept only for the k-shot seeds of ``combined`` (the rows the table holds)."""
+    settings = _read_settings(output_dir, previous) if previous else {}
+    for r in new:  # a seed written again: its earlier line goes with its rows
+        seed = _seed_key(r.get("seed"))
+        settings.get(r["task"], {}).get(r["family"], {}).pop(seed, None)
+    for r in new:
+        seed = _seed_key(r.get("seed"))
+        if r.get(SETTINGS_KEY) and seed is not None:
+            settings.setdefault(r["task"], {}).setdefault(r["family"], {})[seed] = str(r[SETTINGS_KEY])
+    cells = _cell_seeds(combined)
+    kept = {task: {family: {seed: line for seed, line in by_seed.items() if seed in cells.get((task, family), ())}
+                   for family, by_seed in rows.items()} for task, rows in settings.items()}
+    return {task: {family: by_seed for family, by_seed in rows.items() if by_seed}
+            for task, rows in kept.items() if any(rows.values())}
+
+
+def _settings_note(settings: Mapping[str, Mapping[str, Mapping[str, str]]], records: Sequence[Mapping],
+                   tasks: Sequence[str]) -> str:
+    """Note lines on how each task's k-shot adapters were trained (``SETTINGS_FILE``): one line per setting where
+    every seed of its cells agrees (its ks named), else a line per cell naming each setting with its seeds, said to
+    pool more than one recipe where they differ, and the seeds whose setting was not recorded."""
+    cells, lines = _cell_seeds(records), []
     for task in tasks:
         by_line: dict[str, list[str]] = {}
-        for family, line in sorted(kept.get(task, {}).items(), key=lambda item: int(item[0].split("_")[0])):
-            by_line.setdefault(line, []).append(family.split("_")[0])
-        lines += [f"\n{task} {', '.join(ks)}-shot adapters: {line}" for line, ks in by_line.items()]
+        cell_lines = []
+        for family in sorted(settings.get(task, {}), key=lambda f: int(f.split("_")[0])):
+            recorded, k = settings[task][family], family.split("_")[0]
+            seeds = sorted(cells.get((task, family), set()) | set(recorded), key=int)
+            grouped: dict[str, list[str]] = {}
+            for seed in seeds:
+                grouped.setdefault(recorded.get(seed, ""), []).append(seed)
+            unrecorded = grouped.pop("", [])
+            if len(grouped) == 1 and not unrecorded:
+                by_line.setdefault(next(iter(grouped)), []).append(k)
+                continue
+            said = "; ".join(f"seed{'s' if len(s) > 1 else ''} {', '.join(s)}: {line}" for line, s in grouped.items())
+            if unrecorded:
+                said += (f"; seed{'s' if len(unrecorded) > 1 else ''} {', '.join(unrecorded)}: settings not recorded "
+                         f"(rows written without them)")
+            cell_lines.append(f"\n{task} {k}-shot adapters" + (
+                " were trained under different settings: the cell's mean ± sd pools more than one recipe"
+                if len(grouped) > 1 else "") + f": {said}")
+        lines += [f"\n{task} {', '.join(ks)}-shot adapters: {line}" for line, ks in by_line.items()] + cell_lines
     return "".join(lines)
 
 
@@ -480,8 +592,11 @@ def run_fewshot(args: FewShotArguments, training_args, *, datasets: Mapping[str,
     """Every k of ``args.shots`` x seed on ``args.task``: a support set, an adapter trained through
     ``MultiMedTrainer`` and scored on the evaluation split (k = 0: zero-shot by label text, once, as it trains
     nothing); each run's adapter, support set and predictions under ``<output_dir>/runs/<task>/<family>/seed<s>/``.
-    A run that fails records its error and the loop goes on. ``datasets``: ``{split: Dataset}`` of the task instead of
-    loading ``args.data``. Returns the metric records (``family``, ``seed``, ``run`` added); see ``write_table2``."""
+    A run that fails records its error and the loop goes on. Seeds added to a k-shot cell of the output folder's
+    table2.csv trained under other settings are refused before any run (``_check_settings``); each k-shot record
+    carries its settings line (``SETTINGS_KEY``), which ``write_table2`` records with the rows. ``datasets``:
+    ``{split: Dataset}`` of the task instead of loading ``args.data``. Returns the metric records (``family``,
+    ``seed``, ``run`` added); see ``write_table2``."""
     from multimed_hf.training.report import failure_records
 
     if datasets is None:
@@ -496,8 +611,8 @@ def run_fewshot(args: FewShotArguments, training_args, *, datasets: Mapping[str,
     no_zero_shot = _check_before_runs(args, train)
     root = Path(training_args.output_dir)
     _claim_table2_task(root, args.task, args.checkpoint, training_args.process_index == 0)
-    if training_args.process_index == 0 and any(k > 0 for k in args.shots):
-        _record_settings(root, args, training_args)
+    _check_settings(root, args, training_args)
+    line = _settings_line(args, training_args)  # recorded by write_table2 with the rows, per seed
     records: list[dict] = []
     if no_zero_shot is not None:  # no run: Table 2's zero-shot cell says why (write_table2)
         records.append({"family": family_name(0), "task": args.task, "seed": args.seeds[0], "k": 0,
@@ -518,7 +633,7 @@ def run_fewshot(args: FewShotArguments, training_args, *, datasets: Mapping[str,
             except (ValueError, RuntimeError, OSError) as err:
                 got = failure_records(family, [args.task], seed, f"{type(err).__name__}: {err}", run=run,
                                       split=args.eval_split)
-            records += _tag(got, family, seed, run)
+            records += _tag([{**r, SETTINGS_KEY: line} for r in got] if k > 0 else got, family, seed, run)
     return records
 
 
@@ -604,9 +719,11 @@ def _one_modality_notes(rows: Sequence[Mapping], tasks: Sequence[str]) -> dict[t
 def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: str | Path | None = None,
                  append: bool = True):
     """Write ``table2.csv`` (long format, ``report.COLUMNS``; rows of an earlier table2.csv kept unless this run
-    rewrites their task, row and seed: other seeds of a k-shot row add to it), ``table2.md`` (rows: multimodal,
-    multimodal multitask -- from ``table1`` when given -- zero-shot, 5-, 10-, 20-shot and any other k; columns: the
-    tasks, the paper's three first) and ``table2.png``. Returns ``report.ReportPaths``."""
+    rewrites their task, row and seed: other seeds of a k-shot row add to it, a zero-shot row, one evaluation,
+    replaces the task's zero-shot cell whatever its seed), ``table2.md`` (rows: multimodal, multimodal multitask --
+    from ``table1`` when given -- zero-shot, 5-, 10-, 20-shot and any other k; columns: the tasks, the paper's three
+    first) and ``table2.png``; ``SETTINGS_FILE`` keeps the k-shot records' settings (``SETTINGS_KEY``) per task, k
+    and seed, with their rows, and table2.md names each cell's. Returns ``report.ReportPaths``."""
     from multimed_hf.training.paper import TABLE2, TABLE2_COLUMNS, TABLE2_ROW_LABELS
     from multimed_hf.training.report import CORRELATION_METRICS, NATURAL_SCALE_METRICS, read_records, write_table
 
@@ -626,14 +743,21 @@ def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: 
     elif kept_notes.is_file():
         kept_notes.unlink()
     def run_of(r):  # a run of the table: this run replaces the rows of the task, k and seed it writes
-        seed = r.get("seed")
-        return r["task"], r["family"], None if seed is None or seed != seed else int(seed)
+        seed = None if r["family"] == family_name(0) else _seed_key(r.get("seed"))  # zero-shot: one evaluation
+        return r["task"], r["family"], seed
 
     written = {run_of(r) for r in new}
     previous = read_records(output_dir / "table2.csv") if append and (output_dir / "table2.csv").is_file() else []
     kept = [r for r in previous if run_of(r) not in written
             and not (table1 is not None and r["family"] in TABLE1_ROWS)]
     combined = kept + new
+    # how each k-shot seed in the table was trained, written with its rows (a run stopped before them writes none)
+    settings = _table2_settings(output_dir, previous, new, combined)
+    settings_path = output_dir / SETTINGS_FILE
+    if settings:
+        settings_path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    elif settings_path.is_file():
+        settings_path.unlink()
     tasks = list(dict.fromkeys(r["task"] for r in combined))
     table1_records = _read_table1(table1) if table1 is not None else None
     if table1_records is not None:
@@ -662,7 +786,7 @@ def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: 
             "k examples per class of the training split\n" + expression +
             "Zero-shot trains nothing: one evaluation (no sd); k-shot: mean ± sd over the seeds' support sets"
             + "".join(_zero_shot_scope(combined, t) for t in ordered) + _short_support(combined)
-            + _bases_note(output_dir, ordered) + _settings_note(output_dir, ordered))
+            + _bases_note(output_dir, ordered) + _settings_note(settings, combined, ordered))
     return write_table(combined, output_dir, name="table2", title="Table 2", note=note, paper=TABLE2,
                        columns=TABLE2_COLUMNS, row_labels=TABLE2_ROW_LABELS, families=families, tasks=ordered,
                        split="test", notes=notes, natural_scale=NATURAL_SCALE_METRICS | CORRELATION_METRICS,
