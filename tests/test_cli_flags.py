@@ -420,3 +420,40 @@ def test_resuming_a_checkpoint_of_other_tasks_is_refused_naming_both(tmp_path):
     late.fusion = "late"
     with pytest.raises(RunError, match=r"another run's: fusion intermediate \(this run: late\)"):
         _refuse_checkpoint_of_other_heads(True, str(tmp_path / "run"), late)
+
+
+def test_resuming_from_a_run_folder_takes_its_last_checkpoint(bt_dir, tmp_path, caplog):
+    # before (sweep S): Trainer took the run folder's saved model alone and restarted the optimiser, schedule and
+    # random state unsaid (weights 1e-3 off the resume from its checkpoint)
+    import logging
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    def train(out, steps, *flags):
+        given = {**dict(zip(QUICK[::2], QUICK[1::2])), "--max_steps": str(steps), "--save_strategy": "steps",
+                 "--save_steps": "2"}
+        return train_main(["--data", bt_dir, "--tasks", "brain_tumor", "--family", "unimodal", "--output_dir",
+                           str(out), *[x for kv in given.items() for x in kv], *flags])
+
+    assert train(tmp_path / "run", 2) == 0  # a run folder: its saved model, and checkpoint-2
+    assert (tmp_path / "run" / "checkpoint-2").is_dir() and (tmp_path / "run" / "model.safetensors").is_file()
+    for name in ("a", "b"):
+        shutil.copytree(tmp_path / "run", tmp_path / name)
+    with caplog.at_level(logging.WARNING, logger="multimed_hf.training.run"):
+        assert train(tmp_path / "a", 3, "--resume_from_checkpoint", str(tmp_path / "a")) == 0
+    assert "a run folder; resuming from its last checkpoint, checkpoint-2" in caplog.text
+    assert train(tmp_path / "b", 3, "--resume_from_checkpoint", str(tmp_path / "b" / "checkpoint-2")) == 0
+    a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resuming_from_a_folder_without_optimiser_state_or_checkpoints_is_refused(bt_dir, tmp_path, capsys):
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    (saved / "trainer_state.json").write_text("{}")
+    code = train_main(["--data", bt_dir, "--tasks", "brain_tumor", "--family", "unimodal", "--output_dir",
+                       str(tmp_path / "run"), *QUICK, "--resume_from_checkpoint", str(saved)])
+    assert code == 2
+    assert f"--resume_from_checkpoint {saved}: not a checkpoint (no optimiser state" in capsys.readouterr().err

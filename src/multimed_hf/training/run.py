@@ -539,9 +539,7 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
                             sampling=_sampling(args, plan), loss_weighting=loss_weighting,
                             callbacks=callbacks or None, verbose=verbose, uint8_images=args.uint8_images,
                             **trainer_extra)
-    resume = training_args.resume_from_checkpoint
-    if isinstance(resume, str) and resume.lower() in ("true", "last"):
-        resume = True
+    resume = resume_point(training_args.resume_from_checkpoint)
     _refuse_checkpoint_of_other_heads(resume, training_args.output_dir, assembly.model.config)
     train_result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(_internal_call=True)  # pushed once, at the end, with the card and results (below)
@@ -763,6 +761,31 @@ def _refuse_checkpoint_of_other_heads(resume, output_dir: str, config) -> None:
         raise RunError(f"--resume_from_checkpoint {folder}: the checkpoint's model is another run's: "
                        f"{'; '.join(differences[:2])}: resume with the --tasks, family and encoders that made it, or "
                        f"train afresh into another --output_dir")
+
+
+def resume_point(resume):
+    """What ``--resume_from_checkpoint`` names, as Trainer takes it: True for ``true`` / ``last``; a checkpoint folder
+    (``checkpoint-N``: its optimiser state beside the weights) as given; a run folder holding checkpoints, its last
+    one, said (Trainer would take the run's saved model alone and restart the optimiser, schedule and random state
+    unsaid); a folder holding neither, refused."""
+    if not isinstance(resume, str) or not resume:
+        return resume
+    if resume.lower() in ("true", "last"):
+        return True
+    folder = Path(resume)
+    if not folder.is_dir():
+        raise RunError(f"--resume_from_checkpoint {resume}: no such folder (give a checkpoint-N folder of a run, or "
+                       f"true for the last one of --output_dir)")
+    if any(folder.glob("optimizer*")) or any(folder.glob("global_step*")):  # Trainer's (DeepSpeed's) optimiser state
+        return resume
+    last = last_checkpoint(folder)
+    if last is not None:
+        logger.warning("--resume_from_checkpoint %s: a run folder; resuming from its last checkpoint, %s", resume,
+                       os.path.basename(last))
+        return last
+    raise RunError(f"--resume_from_checkpoint {resume}: not a checkpoint (no optimiser state beside the weights, and "
+                   f"no checkpoint-N folder in it): resuming from it would restart the optimiser, learning-rate "
+                   f"schedule and random state; give a checkpoint-N folder (saved with --save_strategy steps|epoch)")
 
 
 def last_checkpoint(folder: str | os.PathLike) -> str | None:
