@@ -65,6 +65,18 @@ def test_build_prints_the_summary(tmp_path, capsys):
     assert summary in out and "load_dataset(" in out
 
 
+@pytest.mark.parametrize("inside", ["multimed", "."])
+def test_build_refuses_an_output_folder_inside_the_source_folder(tmp_path, capsys, inside):
+    # before (sweep S): the build read its own output (cache, shards, manifest) as stray source files, and a second
+    # build of a folder of archives found only the unpacked copies it had left there
+    source = sample_generators()["Brain-Tumor-MRI-Dataset"](tmp_path / "bt")
+    out = source / inside
+    assert main(["build", "brain_tumor", "--source", str(source), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"the output folder {out} lies inside the source folder {source}" in err
+    assert "choose an output folder outside it" in err and not (source / "brain_tumor").exists()
+
+
 def test_build_strict_fails_naming_the_file(tmp_path, capsys):
     source = sample_generators()["Brain-Tumor-MRI-Dataset"](tmp_path / "bt")
     args = ["build", "brain_tumor", "--source", str(source), "--out", str(tmp_path / "o"), "--strict", "--quiet"]

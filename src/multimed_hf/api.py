@@ -40,6 +40,12 @@ def build_dataset(
     spec = get_task(task)
     if not sources:
         raise ValueError(f"build_dataset({task!r}): give at least one source folder")
+    out = Path(out_dir).resolve()
+    for root in sources:
+        if out == Path(root).resolve() or Path(root).resolve() in out.parents:
+            raise ValueError(f"the output folder {out_dir} lies inside the source folder {root}: the build would read "
+                             f"its own output as source files (and a later build the archives it unpacked there); "
+                             f"choose an output folder outside it")
     notes: list[str] = []
     builders = [_detect(task, Path(root), Path(out_dir), unpack, progress, notes) for root in sources]
     report = build_config(spec, builders, out_dir, on_bad_files=on_bad_files, progress=progress,
