@@ -346,3 +346,19 @@ def test_a_cpu_run_does_not_warn_about_pinned_memory(data_dir, tmp_path):
                             bootstrap_samples=0)
     assert (tmp_path / "evaluated" / "all_results.json").is_file()
     assert not [w for w in caught if "pin_memory" in str(w.message)]
+
+
+def test_max_samples_draw_rows_across_the_split_the_same_in_every_run():
+    # before (sweep S): the first N rows of a split ordered by source file (one class, one source): --max_train_samples
+    # 8 of brain_tumor trained on glioma alone, and --max_eval_samples scored 3 of 4 classes
+    from datasets import Dataset
+
+    from multimed_hf.training.run import _head
+
+    split = Dataset.from_dict({"sample_id": [f"r{i:03d}" for i in range(100)], "label": sorted([0, 1, 2, 3] * 25)})
+    cut = _head({"t": split}, 12)["t"]
+    again = _head({"t": split}, 12)["t"]
+    assert len(cut) == 12 and cut["sample_id"] == again["sample_id"] == sorted(cut["sample_id"])
+    assert set(cut["label"]) == {0, 1, 2, 3}
+    assert _head({"t": split}, 500)["t"]["sample_id"] == split["sample_id"]
+    assert list(_head({"t": split.to_iterable_dataset()}, 3)["t"]) == list(split.select(range(3)))  # a stream: first

@@ -161,8 +161,10 @@ class MultiMedArguments:
         "help": 'per-task train batch sizes as JSON, e.g. \'{"cell_type": 256}\''})
     loss_weighting: str = field(default="static", metadata={"help": "static | uncertainty"})
     max_train_samples: int | None = field(default=None, metadata={
-        "help": "keep the first N training rows per task (with --streaming: per process, of its own shard)"})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "keep the first N evaluation rows per task"})
+        "help": "keep N training rows per task, drawn at random once (the same rows in every run) and kept in order "
+                "(with --streaming: the first N of each process's shard)"})
+    max_eval_samples: int | None = field(default=None, metadata={
+        "help": "keep N evaluation rows per task, drawn at random once (the same rows in every run)"})
     eval_splits: list[str] = field(default_factory=lambda: ["validation", "test"], metadata={
         "help": "splits evaluated after training (metrics and predictions)", "nargs": "+"})
     bootstrap_samples: int = field(default=1000, metadata={"help": "bootstrap resamples of the metrics' CIs"})
@@ -285,7 +287,8 @@ class EvaluateArguments:
                                                             "nargs": "+"})
     split: list[str] = field(default_factory=lambda: ["test"], metadata={"help": "splits to evaluate", "nargs": "+"})
     streaming: bool = field(default=False, metadata={"help": "stream the data"})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "keep the first N rows per task"})
+    max_eval_samples: int | None = field(default=None, metadata={
+        "help": "keep N rows per task, drawn at random once (the rows multimed train --max_eval_samples N scores)"})
     bootstrap_samples: int = field(default=1000, metadata={"help": "bootstrap resamples of the metrics' CIs"})
 
     def __post_init__(self):

@@ -204,11 +204,28 @@ RANDOM_ACCESS_VARIANTS = ("gblend", "mind")
 
 
 # ---------------------------------------------------------------------- pieces
+#: The seed of the rows ``--max_train_samples`` / ``--max_eval_samples`` keep: one draw for every run, family and
+#: seed, so that runs cut alike score and train on the same rows.
+SUBSET_SEED = 0
+
+
 def _head(datasets: Mapping[str, Any], n: int | None):
+    """``n`` rows of each split, drawn at random once (``SUBSET_SEED``) and kept in their split's order: a built
+    split is ordered by source file, so its first rows are often one class or one source; a stream (no random
+    access) keeps its first ``n``."""
+    import numpy as np
+
     if n is None:
         return dict(datasets)
-    return {t: ds.take(n) if not hasattr(ds, "select") else ds.select(range(min(n, len(ds))))
-            for t, ds in datasets.items()}
+
+    def cut(ds):
+        if not hasattr(ds, "select"):
+            return ds.take(n)
+        if n >= len(ds):
+            return ds
+        return ds.select(np.sort(np.random.default_rng(SUBSET_SEED).choice(len(ds), size=n, replace=False)))
+
+    return {t: cut(ds) for t, ds in datasets.items()}
 
 
 def _capped_stream_sizes(train: Mapping[str, Any], max_train_samples: int, world_size: int) -> dict[str, int]:
