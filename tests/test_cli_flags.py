@@ -457,3 +457,25 @@ def test_resuming_from_a_folder_without_optimiser_state_or_checkpoints_is_refuse
                        str(tmp_path / "run"), *QUICK, "--resume_from_checkpoint", str(saved)])
     assert code == 2
     assert f"--resume_from_checkpoint {saved}: not a checkpoint (no optimiser state" in capsys.readouterr().err
+
+
+def test_data_naming_a_config_folder_a_missing_config_or_a_source_folder_says_what_to_pass(tmp_path, capsys):
+    # before (sweep S): each said only "BuilderConfig 'brain_tumor' not found. Available: ['default']" (or the
+    # configs there), not that --data is the built folder, nor how to build the config
+    from dataset_scripts.sample_sources import sample_generators
+    from multimed_hf.api import build_dataset
+
+    source = sample_generators()["Brain-Tumor-MRI-Dataset"](tmp_path / "bt")
+    build_dataset("brain_tumor", [source], tmp_path / "multimed", progress=False)
+    cases = [
+        (tmp_path / "multimed" / "brain_tumor", "brain_tumor",
+         f"is one config's folder of the built folder '{tmp_path / 'multimed'}': pass --data {tmp_path / 'multimed'}"),
+        (tmp_path / "multimed", "disease", "the built folder holds ['brain_tumor'], not 'disease': build it into the "
+                                           "same folder with `multimed build disease --source DIR --out"),
+        (source, "brain_tumor", "holds no built MultiMed config (a source folder? build it first: `multimed build "
+                                "brain_tumor --source"),
+    ]
+    for data, task, says in cases:
+        assert train_main(["--data", str(data), "--tasks", task, "--output_dir", str(tmp_path / "run"), *QUICK]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"multimed train: error: cannot load config '{task}' from ") and says in err, err

@@ -40,6 +40,23 @@ def _looks_like_repo_id(data: str | Path) -> bool:
     return len(parts) == 2 and all(parts) and not str(data).startswith((".", "~"))
 
 
+def _folder_hint(data: str | Path, task: str) -> str:
+    """What a local ``--data`` folder that holds no config ``task`` is, and what to pass instead: one config's folder
+    of a built folder, a built folder without that config, or no built folder at all (a source folder)."""
+    folder = Path(data)
+    if not folder.is_dir():
+        return ""
+    if (folder / "build_info.json").is_file():
+        return (f"; {str(data)!r} is one config's folder of the built folder {str(folder.resolve().parent)!r}: pass "
+                f"--data {folder.resolve().parent}")
+    built = sorted(p.parent.name for p in folder.glob("*/build_info.json"))
+    if built:
+        return (f"; the built folder holds {built}, not {task!r}: build it into the same folder with `multimed build "
+                f"{task} --source DIR --out {data}`")
+    return (f"; {str(data)!r} holds no built MultiMed config (a source folder? build it first: `multimed build "
+            f"{task} --source {data} --out DIR`, then --data DIR)")
+
+
 def load_task_data(data: str | Path, tasks: Sequence[str], *, splits: Sequence[str] | None = SPLITS,
                    streaming: bool = False, rank: int = 0, world_size: int = 1,
                    **load_kwargs) -> dict[str, dict[str, Any]]:
@@ -58,7 +75,8 @@ def load_task_data(data: str | Path, tasks: Sequence[str], *, splits: Sequence[s
         try:
             loaded = load_dataset(str(data), task, streaming=streaming, **load_kwargs)
         except ValueError as err:
-            raise DataLoadingError(f"cannot load config {task!r} from {str(data)!r}: {err}") from err
+            raise DataLoadingError(f"cannot load config {task!r} from {str(data)!r}: {err}"
+                                   + _folder_hint(data, task)) from err
         except FileNotFoundError as err:  # no such folder, and no Hub dataset of that id (or none reachable)
             where = ("a folder without that config's files" if _is_local(data) else "no such folder, nor a "
                      "Hub dataset of that id" if _looks_like_repo_id(data) else "no such folder")
