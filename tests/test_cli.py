@@ -102,3 +102,23 @@ def test_build_and_federate_refuse_several_launched_processes(argv, tmp_path, mo
     assert main(argv) == 2
     assert f"multimed {argv[0]}: error: launched as 2 processes (WORLD_SIZE=2)" in capsys.readouterr().err
     assert not (tmp_path / "OUT").exists()
+
+
+def test_build_into_a_folder_it_cannot_write_says_so(tmp_path, capsys, monkeypatch):
+    # before (sweep S): a read-only --out gave a 20-line OSError traceback from the build store
+    import os
+
+    source = sample_generators()["Brain-Tumor-MRI-Dataset"](tmp_path / "bt")
+    out = tmp_path / "out"
+    out.mkdir()
+    real_mkdir = os.mkdir
+
+    def read_only(path, *args, **kwargs):
+        if str(path).startswith(str(out)):
+            raise OSError(30, "Read-only file system", str(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", read_only)
+    assert main(["build", "brain_tumor", "--source", str(source), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"multimed build: error: cannot write or read {out}") and "Read-only file system" in err

@@ -180,6 +180,10 @@ def main(argv=None) -> int:
     except (ValueError, KeyError) as err:
         print(f"multimed {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # the machine's, not the data's (a bad source file is rejected on its own): no traceback
+        where = f" {err.filename}" if err.filename else ""
+        print(f"multimed {args.command}: error: cannot write or read{where}: {err.strerror or err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
