@@ -479,3 +479,20 @@ def test_data_naming_a_config_folder_a_missing_config_or_a_source_folder_says_wh
         assert train_main(["--data", str(data), "--tasks", task, "--output_dir", str(tmp_path / "run"), *QUICK]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"multimed train: error: cannot load config '{task}' from ") and says in err, err
+
+
+def test_a_resume_path_is_refused_where_the_family_trains_several_runs(tmp_path, capsys):
+    # before (sweep E4): the first plan resumed from the path, the next one failed with "the checkpoint's model is
+    # another run's ... resume with the --tasks, family and encoders that made it"
+    from dataset_scripts.sample_sources import sample_generators
+    from multimed_hf.api import build_dataset
+
+    sources = [sample_generators()[name](tmp_path / name) for name in ("OCT2017", "aptos2019-blindness-detection")]
+    build_dataset("diabetic_retinopathy", sources, tmp_path / "multimed", progress=False)
+    code = train_main(["--data", str(tmp_path / "multimed"), "--tasks", "diabetic_retinopathy", "--family",
+                       "unimodal", "--output_dir", str(tmp_path / "run"), *QUICK, "--resume_from_checkpoint",
+                       str(tmp_path / "run" / "diabetic_retinopathy-oct" / "checkpoint-2")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "family 'unimodal' trains 2 runs for ['diabetic_retinopathy'] (diabetic_retinopathy-oct, " in err
+    assert "give --plan NAME with it" in err and not (tmp_path / "run").exists()

@@ -729,6 +729,12 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.plan is not None or len(plans) <= 1:
             plans = [choose_plan(args)]
+        resume = training_args.resume_from_checkpoint
+        if len(plans) > 1 and isinstance(resume, str) and resume.lower() not in ("true", "last"):
+            raise RunError(f"--resume_from_checkpoint {resume}: family {args.family!r} trains {len(plans)} runs for "
+                           f"{args.tasks} ({', '.join(p.name for p in plans)}), and each would start from that one "
+                           f"checkpoint; give --plan NAME with it (the run it belongs to), or --resume_from_checkpoint "
+                           f"true (each run goes on from its own last checkpoint)")
         if args.plan is None and training_args.process_index == 0:  # a task of --tasks no plan trains: said
             for t, reason in unplanned(args.family, args.tasks, local).items():
                 print(f"{t}: no run of family {args.family!r} ({reason})")
