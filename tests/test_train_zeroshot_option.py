@@ -90,6 +90,15 @@ def test_held_out_classes_never_reach_the_run_and_are_predicted_zero_shot(tmp_pa
     assert config["heads"]["brain_tumor"]["outputs"][0]["active"] == ["glioma", "no_tumor"]
     card = (out / "README.md").read_text()
     assert "Held out of training" in card and "meningioma, pituitary" in card
+    # multimed evaluate scores the checkpoint as the run did, without the held-out classes' rows (before, sweep E4:
+    # it scored them too, always wrong, and reported half the run's accuracy)
+    from multimed_hf.training.run import evaluate_checkpoint
+
+    evaluated = evaluate_checkpoint(str(out), data, ["test"], tmp_path / "evaluated", bootstrap_samples=0)
+    ran = json.loads((out / "all_results.json").read_text())
+    assert evaluated.metrics["test_brain_tumor_accuracy"] == ran["test_brain_tumor_accuracy"]
+    scored = pd.read_parquet(tmp_path / "evaluated" / "predictions" / "brain_tumor-test.parquet")
+    assert len(scored) == 20 and not set(scored["sample_id"]) & held_ids
 
     table = _zero_shot(out, data, "brain_tumor", tmp_path / "table2")
     accuracy = table[(table["family"] == "zero_shot") & (table["metric"] == "accuracy")]

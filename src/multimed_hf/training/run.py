@@ -358,6 +358,18 @@ def _pairs(args: MultiMedArguments):
     return pairs
 
 
+def _inactive_classes(config, tasks: Sequence[str]) -> dict[str, list[str]]:
+    """Per task, the classes its label-text heads name but do not score (``active``: held out of the training by
+    ``--holdout_classes``)."""
+    found = {}
+    for task in tasks:
+        names = [n for out in config.heads[task]["outputs"] if out.get("active")
+                 for n in out["names"] if n not in set(out["active"])]
+        if names:
+            found[task] = names
+    return found
+
+
 def _without_held_out(data: Mapping[str, Mapping[str, Any]], held: Mapping[str, Sequence[str]],
                       train: Mapping[str, Any]):
     """``data`` with ``train`` (the training rows alignment kept) and every other split without the rows of the
@@ -687,11 +699,17 @@ def evaluate_checkpoint(checkpoint: str, data: str, splits: Sequence[str] = ("te
             datasets = {t: {s: materialize(ds, max_eval_samples) for s, ds in by_split.items()}
                         for t, by_split in datasets.items()}
     modalities = {t: list(model.config.heads[t]["modalities"]) for t in tasks}
+    inactive = _inactive_classes(model.config, tasks)
     selected = {}
     for t in tasks:
         subset = len(modalities[t]) < len(get_task(t).modalities)
         selected[t] = {s: rows_with_modality(ds, t, modalities[t]) if subset else ds
                        for s, ds in datasets[t].items() if s in splits}
+        if inactive.get(t):  # as the run scored them: held-out classes are fewshot --shots 0's to score
+            logger.warning("evaluate: %s's head names no class %s (held out of its training, --holdout_classes): "
+                           "their rows are left out, as the run left them (score them zero-shot with `multimed "
+                           "fewshot CHECKPOINT --task %s --shots 0`)", t, inactive[t], t)
+            selected[t] = _without_held_out({t: selected[t]}, inactive, {})[t]
         selected[t] = _head(selected[t], max_eval_samples)
     absent = [(t, s) for t in tasks for s in splits if s not in selected[t]]
     if len(absent) == len(tasks) * len(splits):
