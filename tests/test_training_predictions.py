@@ -143,6 +143,31 @@ def test_each_vqa_metric_counts_the_questions_it_scores():
     assert records["token_f1"]["n"] == 2
 
 
+def test_the_predictions_file_carries_what_the_metrics_read_per_row(tmp_path):
+    # before (sweep E4): med_vqa's answer_type and expression prediction's context were left out of the file, so
+    # its metrics recomputed from the file alone (pooled) were other numbers than the run's
+    import pandas as pd
+    from datasets import Dataset
+
+    from multimed_hf.metrics import compute_output_metrics
+    from multimed_hf.training.outputs import write_predictions
+
+    values = np.array([1.0, 2.0, 3.0, 5.0, 4.0, 1.0], dtype=np.float32)
+    truth = np.array([1.0, 2.5, 2.0, 1.0, 3.0, 4.0], dtype=np.float32)
+    contexts = ["liver", "liver", "liver", "lung", "lung", "lung"]
+    ids = list("abcdef")
+    predictions = TaskPredictions(task="expression_prediction", sample_ids=ids, outputs={"log_expression": values},
+                                  references={"log_expression": truth}, masks={}, metadata={"context": contexts},
+                                  head_spec={"outputs": [{"name": "log_expression", "kind": "regression"}]})
+    rows = Dataset.from_dict({"sample_id": ids, "log_expression": truth.tolist(), "context": contexts})
+    table = pd.read_parquet(write_predictions(predictions, rows, tmp_path / "expr.parquet"))
+    assert table["context"].tolist() == contexts
+    predicted, reference = table["log_expression_prediction"].to_numpy(), table["log_expression"].to_numpy()
+    from_file = compute_output_metrics("expression_prediction", "log_expression", predicted, reference,
+                                       groups=table["context"].tolist())
+    assert from_file == predictions.metrics()["log_expression"]
+
+
 def test_a_chain_longer_than_the_encoder_is_scored_whole(tmp_path, caplog):
     # before: a chain past the protein processor's max_length was cut in its references too, so the residues past the
     # cut went unscored and the TM-score's L shrank (7OK9_A: 650 residues scored as its first 510)

@@ -127,11 +127,14 @@ def write_predictions(predictions, dataset, path: str | Path) -> Path:
     None where the row's label is absent (no grade for an OCT scan; no known name). A class or multilabel column
     also gets ``<column>_scores``: the row's probability of each name (softmax / sigmoid; NaN for a multilabel name
     the row's source does not define, which the metrics leave out too), in the order the file's metadata lists
-    under ``multimed_hf`` -> ``score_names`` (``predictions_score_names``)."""
+    under ``multimed_hf`` -> ``score_names`` (``predictions_score_names``). The columns the metrics read per row
+    (``PER_ROW_METRIC_COLUMNS``: med_vqa's ``answer_type``, expression prediction's ``context``) come after
+    ``sample_id``, so the file alone gives the run's numbers."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from multimed_hf.training.loading import column_values
+    from multimed_hf.training.predictions import PER_ROW_METRIC_COLUMNS
 
     ids = column_values(dataset, ["sample_id"])["sample_id"]
     where = {sid: i for i, sid in enumerate(ids)}
@@ -144,6 +147,9 @@ def write_predictions(predictions, dataset, path: str | Path) -> Path:
     scores = predictions.scores()
     score_names = {}
     table: dict[str, list] = {"sample_id": list(predictions.sample_ids)}
+    for source in PER_ROW_METRIC_COLUMNS.values():  # what the metrics read per row (med_vqa's answer types, ...)
+        if source in predictions.metadata and source not in table:
+            table[source] = list(predictions.metadata[source])
     for label in get_task(predictions.task).labels:
         if label.name not in decoded:
             continue
