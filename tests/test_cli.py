@@ -122,3 +122,31 @@ def test_build_into_a_folder_it_cannot_write_says_so(tmp_path, capsys, monkeypat
     assert main(["build", "brain_tumor", "--source", str(source), "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"multimed build: error: cannot write or read {out}") and "Read-only file system" in err
+
+
+def test_a_rebuild_that_keeps_no_sample_leaves_the_earlier_build_as_it_was(tmp_path, capsys):
+    # before (sweep S): the failed rebuild (a wrong or unfinished download) removed the good build's shards and card
+    # entry, and wrote its own empty manifest and build info over theirs
+    from datasets import load_dataset
+
+    source = sample_generators()["Brain-Tumor-MRI-Dataset"](tmp_path / "bt")
+    out = tmp_path / "multimed"
+    assert main(["build", "brain_tumor", "--source", str(source), "--out", str(out), "--quiet"]) == 0
+    before = {p: p.read_bytes() for p in (out / "brain_tumor").rglob("*") if p.is_file()}
+    card = (out / "README.md").read_text()
+    broken = tmp_path / "broken"
+    for split, name in (("Training", "Tr-gl_0001.jpg"), ("Testing", "Te-gl_0001.jpg")):
+        (broken / split / "glioma").mkdir(parents=True)
+        (broken / split / "glioma" / name).write_bytes(b"version https://git-lfs.github.com/spec/v1\n")
+    capsys.readouterr()
+    assert main(["build", "brain_tumor", "--source", str(broken), "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    failed = out / ".build_cache" / "brain_tumor" / "failed" / "manifest.jsonl"
+    assert f"no sample kept; the summary above and {failed} give each file's reason" in err
+    assert f"the earlier build of brain_tumor in {out} is left as it was" in err
+    assert {p: p.read_bytes() for p in (out / "brain_tumor").rglob("*") if p.is_file()} == before
+    assert (out / "README.md").read_text() == card
+    assert len(load_dataset(str(out), "brain_tumor", split="train", cache_dir=str(tmp_path / "hf"))) > 0
+    rejected = [json.loads(line) for line in failed.read_text().splitlines()]
+    assert {e["source_path"] for e in rejected} == {"Training/glioma/Tr-gl_0001.jpg", "Testing/glioma/Te-gl_0001.jpg"}
+    assert all(e["status"] == "rejected" for e in rejected)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+from pathlib import Path
 import sys
 
 from multimed_hf import __version__
@@ -98,11 +99,10 @@ def _build(args) -> int:
     )
     print(report.summary())
     if not report.kept_samples:  # an empty config is no dataset: say so rather than how to load it
-        from multimed_hf.data.manifest import MANIFEST_NAME
-
-        manifest = os.path.join(args.out, args.task, MANIFEST_NAME)
-        print(f"multimed build: error: {args.task}: no sample kept; the summary above and {manifest} give each "
-              "file's reason", file=sys.stderr)
+        earlier = report.entries.path.parent != Path(args.out) / args.task  # an earlier build is left as it was
+        print(f"multimed build: error: {args.task}: no sample kept; the summary above and {report.entries.path} give "
+              f"each file's reason" + (f"; the earlier build of {args.task} in {args.out} is left as it was"
+                                       if earlier else ""), file=sys.stderr)
         return 1
     print(f"load it with: datasets.load_dataset({str(args.out)!r}, {args.task!r})")
     return 0

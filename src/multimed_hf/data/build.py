@@ -1040,6 +1040,10 @@ def build_config(
                                 store.batch)
         stack.callback(partial_manifest.unlink, missing_ok=True)
         stack.callback(wait, [written])  # (first) a build that fails leaves no worker writing it
+        kept = store.query("SELECT COUNT(*) FROM rows WHERE split IS NOT NULL").fetchone()[0]
+        if not kept and (config_dir / "build_info.json").is_file():
+            return _nothing_kept(task, builders, files_seen, out_dir, written, partial_manifest, duplicates,
+                                 warnings, hashed)
 
         reports = []
         for owner, (builder, cache) in enumerate(zip(builders, caches)):
@@ -1078,6 +1082,31 @@ def build_config(
     _write_build_info(config_dir, task, report)
     write_readme(out_dir)
     return report
+
+
+#: Where a build that kept no sample leaves its manifest, under the build cache, when an earlier build of the config
+#: is there (that build is left as it was).
+FAILED_BUILD_DIR = "failed"
+
+
+def _nothing_kept(task, builders, files_seen, out_dir: Path, written, partial_manifest: Path, duplicates, warnings,
+                  hashed) -> BuildReport:
+    """The report of a build that kept no sample where an earlier build of the config is: that build's shards,
+    manifest, build info and card entry are left as they were (a wrong or unfinished download must not erase a good
+    build), and this build's manifest, each file's reason, goes to ``.build_cache/<config>/failed/``."""
+    failed = out_dir / CACHE_DIR / task.name / FAILED_BUILD_DIR
+    failed.mkdir(parents=True, exist_ok=True)
+    tally, by_source = written.result()
+    os.replace(partial_manifest, failed / MANIFEST_NAME)
+    reports = [SourceReport(
+        name=b.source, root=str(b.root), files_seen=files_seen[i].seen, fingerprint="",
+        counts={k: by_source[b.source, k] for k in STATUSES}, splits={s: 0 for s in SPLITS}, data_files={},
+        release_note=_release_note(b, files_seen[i]), provenance=b.provenance(),
+    ) for i, b in enumerate(builders)]
+    warnings = [*warnings, f"no sample kept: the earlier build of {task.name} in {out_dir} is left as it was (its "
+                           f"shards, manifest and card entry); this build's manifest is {failed / MANIFEST_NAME}"]
+    return BuildReport(task.name, out_dir, reports, ManifestView(failed), duplicates, warnings, tally,
+                       near_duplicates_searched=bool(hashed), hashed_sources=hashed)
 
 
 def _empty_splits(reports: Sequence[SourceReport]) -> list[str]:
