@@ -248,8 +248,10 @@ def adapter_card(info: Mapping[str, Any]):
     """The adapter's ``huggingface_hub.ModelCard``: base model, task, k, seed, support counts and how to load it."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    base = info.get("base_model") or "(a local MultiMed checkpoint)"
-    data = ModelCardData(library_name="peft", base_model=info.get("base_model"),
+    local = _local_base(info)
+    base = (f"the local MultiMed checkpoint `{info['base_model']}`" if local and info.get("base_model") else
+            info.get("base_model") or "(a local MultiMed checkpoint)")
+    data = ModelCardData(library_name="peft", base_model=None if local else info.get("base_model"),
                          tags=["multimed", "few-shot", info.get("method", "lora"), str(info["task"])])
     head = ("The adapter carries the head's spec (`multimed_adapter.json`: `head_spec`); add that head to the base "
             "before loading (below)." if info.get("head_spec") else "The base model's own head for the task is "
@@ -261,7 +263,11 @@ def adapter_card(info: Mapping[str, Any]):
     counts = ", ".join(f"{k}: {v}" for k, v in (info.get("support_counts") or {}).items())
     under = (info.get("support") or {}).get("short") or {}
     short = f"; under k: {', '.join(under)}" if under else ""
+    read = (info.get("support") or {}).get("read_modalities")
+    drawn = (f"the training split's rows holding {', '.join(read)} (the modalities the base encodes)" if read else
+             "the training split")
     targets = info.get("target_modules", [])
+    scored = _metrics_heading(info)
     where = " and ".join(name for name, prefix in (("the encoders'", "encoders."), ("the fusion block's", "fusion."),
                                                    ("the early-fusion encoder's", "early."))
                          if any(t.startswith(prefix) for t in targets)) or "the model's"
@@ -272,7 +278,7 @@ def adapter_card(info: Mapping[str, Any]):
 # MultiMed few-shot adapter: `{info['task']}`, k = {info['k']}, seed {info['seed']}
 
 A PEFT `{info.get('method', 'lora')}` adapter (rank {info.get('rank')}) over **{base}**, trained on a {info['k']}-shot
-support set of task `{info['task']}` (whole groups drawn with seed {info['seed']} from the training split until
+support set of task `{info['task']}` (whole groups drawn with seed {info['seed']} from {drawn} until
 every class had at least {info['k']} examples or the split ran out; real counts: {counts or 'n/a'}{short}).
 Target modules: {where} linear layers ({', '.join(sorted({t.rsplit('.', 1)[-1] for t in targets}))});
 the head `heads.{info['task']}` is trained whole. {head}
@@ -290,9 +296,26 @@ adapter = "ADAPTER"  # this repo id or folder
 {load_new_head}model = PeftModel.from_pretrained(base, adapter, adapter_name="{info.get('adapter_name', 'default')}")
 ```
 
-Test metrics (`{info['task']}`, test split): {json.dumps(info.get('metrics') or {}, sort_keys=True)}
+{scored}: {json.dumps(info.get('metrics') or {}, sort_keys=True)}
 """
     return ModelCard(text)
+
+
+def _metrics_heading(info: Mapping[str, Any]) -> str:
+    """The card's heading of the metrics: the split they were scored on (``eval_split``), or that it is not
+    recorded (an adapter saved before it was)."""
+    split = info.get("eval_split")
+    if not split:
+        return f"Metrics (`{info['task']}`, split not recorded)"
+    return f"{str(split).capitalize()} metrics (`{info['task']}`, {split} split)"
+
+
+def _local_base(info: Mapping[str, Any]) -> bool:
+    """Whether an adapter's base is a local checkpoint (``base_local``, recorded by ``save_adapter``; an absolute
+    path, which no Hub id is; or a path that exists here), not a Hub model id."""
+    base = info.get("base_model")
+    return bool(info.get("base_local")) or (base is not None and (Path(str(base)).is_absolute()
+                                                                  or Path(str(base)).exists()))
 
 
 def _peft_model(model):
@@ -306,17 +329,24 @@ def _peft_model(model):
 def save_adapter(model, directory: str | os.PathLike, *, task: str, k: int, seed: int,
                  head_spec: Mapping | None = None, adapter_name: str | None = None, base_id: str | None = None,
                  settings: AdapterSettings | None = None, support: Mapping[str, Any] | None = None,
-                 metrics: Mapping[str, Any] | None = None, training: Mapping[str, Any] | None = None) -> Path:
+                 metrics: Mapping[str, Any] | None = None, training: Mapping[str, Any] | None = None,
+                 eval_split: str | None = None) -> Path:
     """Write one adapter of ``model`` (a ``PeftModel``) into ``directory``: PEFT's ``adapter_config.json`` and
     ``adapter_model.safetensors`` (LoRA weights and the trained head), ``multimed_adapter.json`` (task, k, seed,
-    base, the head spec for a head the base lacks, support counts, ``training``: how it was trained, e.g. processes,
-    batch, steps) and a README.md card."""
+    base, the head spec for a head the base lacks, support counts, ``metrics`` and the split they were scored on,
+    ``eval_split``; ``training``: how it was trained, e.g. processes, batch, steps) and a README.md card. Without
+    ``base_id``, a base loaded from a local folder is recorded by its absolute path and marked ``base_local`` (a
+    relative path read as a Hub id from another directory, and ``push_adapter`` uploaded it as one)."""
     model = _peft_model(model)
     name = adapter_name or model.active_adapter
     directory = Path(directory)
     config = model.peft_config[name]
+    local = False
     if base_id is not None:
         config.base_model_name_or_path = base_id
+    elif config.base_model_name_or_path and Path(str(config.base_model_name_or_path)).exists():
+        config.base_model_name_or_path = str(Path(str(config.base_model_name_or_path)).resolve())
+        local = True
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp, selected_adapters=[name])
         source = Path(tmp) / name if name != "default" else Path(tmp)
@@ -326,11 +356,11 @@ def save_adapter(model, directory: str | os.PathLike, *, task: str, k: int, seed
                 (directory / path.name).write_bytes(path.read_bytes())
     settings = settings or AdapterSettings()
     info = {"task": task, "k": int(k), "seed": int(seed), "base_model": config.base_model_name_or_path,
-            "adapter_name": name, "method": settings.method, "rank": settings.rank,
+            "base_local": local, "adapter_name": name, "method": settings.method, "rank": settings.rank,
             "target_modules": sorted(config.target_modules) if config.target_modules else [],
             "head_spec": dict(head_spec) if head_spec else None,
             "support_counts": dict((support or {}).get("counts") or {}), "support": dict(support or {}),
-            "metrics": dict(metrics or {}), "training": dict(training or {})}
+            "metrics": dict(metrics or {}), "eval_split": eval_split, "training": dict(training or {})}
     (directory / ADAPTER_INFO).write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
     adapter_card(info).save(str(directory / "README.md"))
     return directory
@@ -377,12 +407,14 @@ def push_adapter(adapter_dir: str | os.PathLike, repo_id: str, *, base_id: str |
     files: dict[str, Any] = dict(folder_files(adapter_dir))
     config = json.loads((adapter_dir / "adapter_config.json").read_text())
     info = json.loads((adapter_dir / ADAPTER_INFO).read_text())
-    base_id = base_id or config.get("base_model_name_or_path")
-    if not base_id or Path(str(base_id)).exists():
+    given = base_id is not None
+    base_id = base_id if given else config.get("base_model_name_or_path")
+    # a local base recorded by save_adapter (base_local) is refused wherever this runs, not only where it exists
+    if not base_id or _local_base({"base_model": base_id, "base_local": not given and info.get("base_local")}):
         raise AdapterError(f"push_adapter: base_model_name_or_path is {base_id!r}, a local path; give base_id= (the "
                            f"base model's Hub id) so the adapter names a base others can load")
     config["base_model_name_or_path"] = base_id
-    info["base_model"] = base_id
+    info["base_model"], info["base_local"] = base_id, False
     files["adapter_config.json"] = (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
     files[ADAPTER_INFO] = (json.dumps(info, indent=2, sort_keys=True, default=str) + "\n").encode()
     files["README.md"] = str(adapter_card(info)).encode()

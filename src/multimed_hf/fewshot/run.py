@@ -19,10 +19,11 @@ from multimed_hf.fewshot.adapters import (
     prepare_head,
     save_adapter,
 )
-from multimed_hf.fewshot.support import GROUP_COLUMNS, check_disjoint, class_keys, sample_support
+from multimed_hf.fewshot.support import GROUP_COLUMNS, check_disjoint, class_keys, example_counts, sample_support
 from multimed_hf.fewshot.zeroshot import (
     ZeroShotError,
     check_zero_shot_checkpoint,
+    class_text,
     hold_out,
     label_text_modalities,
     read_alignment,
@@ -65,8 +66,14 @@ __all__ = [
 ]
 
 #: What table2.csv keeps beside report.COLUMNS, so that a later run appending to it keeps each cell's notes: k, the
-#: zero-shot chance, the classes a support set could not fill.
-TABLE2_EXTRA_COLUMNS = ("k", "chance", "majority", "support_short")
+#: zero-shot chance, the classes a support set could not fill, and ``SCOPE_KEY``.
+TABLE2_EXTRA_COLUMNS = ("k", "chance", "majority", "support_short", "scope")
+#: The key (and table2.csv column) of a k-shot record that drew its support set from, or scored, part of the rows:
+#: JSON of ``rows`` scored ``of`` the evaluation split's rows of the task, and where the base encodes only some of
+#: the task's modalities, ``modalities`` (those read: the rows holding one of them) and ``unread`` (the classes under
+#: k that the training split holds more of in rows the base cannot read: class -> its examples in the whole training
+#: split). None where every row was read and scored.
+SCOPE_KEY = "scope"
 #: Table 2's first two rows, read from a ``multimed benchmark`` table1.csv.
 TABLE1_ROWS = ("multimodal", "multimodal_multitask")
 #: The key of a record that stands for a run not made (its value: why), read by ``write_table2`` into a cell note.
@@ -181,6 +188,9 @@ class FewShotArguments:
                                f"{self.shots} has none; add 0 to --shots or leave it out")
         if any(k > 0 for k in self.shots):
             return
+        if get_task(self.task).problem_type == "regression":  # before: ran nothing, wrote an empty table, exit 0
+            raise FewShotError(f"--shots {self.shots} (zero-shot alone) on {self.task!r}, a regression task: "
+                               f"{ZERO_SHOT_REGRESSION_NOTE}; add a k > 0 to --shots (k-shot adapters)")
         given = [name for name in ADAPTER_FLAGS if set_by_user(self, name)]
         if given:
             raise FewShotError(f"--{given[0]} {getattr(self, given[0])}: it sets the k-shot adapters (or their "
@@ -247,7 +257,8 @@ def _few_shot(args, training_args, train, test, k: int, seed: int, out: Path) ->
     model = MultiMedModel.from_pretrained(args.checkpoint)
     processor = MultiMedProcessor.from_pretrained(args.checkpoint)
     # the support is drawn from the rows the adapted head can read: those of a modality the base encodes
-    train = _readable_rows(train, args.task, encoded_modalities(model.config, args.task))
+    read = encoded_modalities(model.config, args.task)
+    whole, train = train, _readable_rows(train, args.task, read)
     support = sample_support(train, args.task, k, seed, group_column=args.group_column)
     if support.short:  # said here, in support.json, the adapter card and Table 2's note
         logger.warning("%s %d-shot, seed %d: under k in the training split's readable rows: %s; the support set "
@@ -265,19 +276,47 @@ def _few_shot(args, training_args, train, test, k: int, seed: int, out: Path) ->
                             modalities={args.task: modalities})
     trainer.train()
     evaluation = _readable_rows(test, args.task, modalities, args.max_eval_samples)
+    scope = _scope(args.task, k, read, support, whole, len(evaluation), len(test))
+    if scope and "modalities" in scope:
+        logger.warning("%s %d-shot, seed %d: the base encodes %s of the task's modalities %s: the support set was "
+                       "drawn from, and the adapter scores, the rows holding them alone (%d of the %d %s rows)",
+                       args.task, k, seed, read, list(get_task(args.task).modalities), len(evaluation), len(test),
+                       args.eval_split)
     predictions = trainer.predict_task(args.task, evaluation, split=args.eval_split)
     records = metric_records(predictions, args.eval_split, bootstrap_samples=args.bootstrap_samples, seed=seed)
     if trainer.is_world_process_zero():
         write_predictions(predictions, evaluation, out / PREDICTIONS_FOLDER / f"{args.task}-{args.eval_split}.parquet")
-        write_json(out / "support.json", support.to_dict())
+        # drawn from the rows of the modalities the base encodes, where it encodes only some of the task's
+        drawn = {**support.to_dict(), **({"read_modalities": scope["modalities"]} if scope and "modalities" in scope
+                                         else {})}
+        write_json(out / "support.json", drawn)
         metrics = {f"{r['label']}/{r['metric']}" if r["label"] else r["metric"]: r["value"] for r in records}
         save_adapter(peft_model, out / "adapter", task=args.task, k=k, seed=seed, head_spec=carried,
-                     base_id=args.base_id, settings=settings, support=support.to_dict(), metrics=metrics,
-                     training=_training_record(targs))
+                     base_id=args.base_id, settings=settings, support=drawn, metrics=metrics,
+                     training=_training_record(targs), eval_split=args.eval_split)
         if carried is not None or args.task in processor.vocabularies:
             processor.save_pretrained(out / "adapter" / "processor")
     short = json.dumps(support.short) if support.short else None
-    return [{**r, "k": k, "support_rows": len(support), "support_short": short} for r in records]
+    return [{**r, "k": k, "support_rows": len(support), "support_short": short,
+             SCOPE_KEY: json.dumps(scope) if scope else None} for r in records]
+
+
+def _scope(task: str, k: int, read: Sequence[str], support, whole, scored: int, rows: int) -> dict | None:
+    """A k-shot run's ``SCOPE_KEY`` (None where it read and scored every row): ``scored`` of the evaluation split's
+    ``rows``; where the base encodes only ``read`` of the task's modalities, those, and the classes under k that
+    the whole training split (``whole``) holds more of than the rows read (their count there)."""
+    partial = len(read) < len(get_task(task).modalities)
+    if not partial and scored >= rows:
+        return None
+    scope: dict[str, Any] = {"rows": int(scored), "of": int(rows)}
+    if partial:
+        scope["modalities"] = list(read)
+        reached = support.counts
+        unread = {c: n for c, n in example_counts(whole, task).items() if reached.get(c, 0) < k
+                  and n > reached.get(c, 0)}
+        if unread:
+            scope["unread"] = unread
+    return scope
 
 
 def _training_record(training_args) -> dict:
@@ -329,8 +368,12 @@ def _zero_shot(args, training_args, train, test, seed: int, out: Path) -> list[d
     records = metric_records(predictions, args.eval_split, bootstrap_samples=args.bootstrap_samples, seed=seed)
     write_predictions(predictions, rows, out / PREDICTIONS_FOLDER / f"{args.task}-{args.eval_split}.parquet")
     chance, majority = zero_shot_chance(predictions, classes), zero_shot_majority(predictions, classes)
-    write_json(out / "zero_shot.json", {"classes": classes, "chance": chance, "majority": majority,
-                                        "rows": len(rows), "alignment": alignment})
+    texts = _texts(args, alignment) or {}
+    # the texts scored, so a description given for a class is seen to be used (a class without one: its name)
+    write_json(out / "zero_shot.json", {"classes": classes, "class_texts": {c: texts.get(c, class_text(c))
+                                                                             for c in classes},
+                                        "chance": chance, "majority": majority, "rows": len(rows),
+                                        "split": args.eval_split, "alignment": alignment})
     from multimed_hf.training.report import headline
 
     label, metric = headline(args.task)  # chance and majority are references of the headline accuracy alone
@@ -544,6 +587,25 @@ def _check_zero_shot(args: FewShotArguments, config) -> str | None:
     return why
 
 
+def _check_free_text_class_texts(task: str, texts: Mapping[str, str], train) -> None:
+    """``--class_texts`` of a task with free-text labels (cell_type): the classes named must be values its training
+    split holds, as ``--holdout_classes`` are (``zeroshot.hold_out``); the registry has no class list to check them
+    against (``FewShotArguments``), so a misspelt class was silently scored by its name."""
+    import difflib
+
+    if not any(label.kind == "text" for label in get_task(task).labels):
+        return  # the registry's classes, checked by FewShotArguments
+    classes = sorted({n for names in class_keys(task, train).values() for n in names})
+    unknown = [name for name in texts if name not in set(classes)]
+    if unknown:
+        close = {name: difflib.get_close_matches(str(name), classes, n=3, cutoff=0.5) for name in unknown}
+        hints = "; ".join(f"{name!r}: did you mean {', '.join(map(repr, found))}?" for name, found in close.items()
+                          if found)
+        raise FewShotError(f"--class_texts[{task!r}]: {unknown} are not classes of {task!r} (a free-text label: the "
+                           f"values its training split holds, {len(classes)} of them: {_listed(classes, 12)})"
+                           + (f"; {hints}" if hints else "") + "; name the classes as the data spells them")
+
+
 def _check_before_runs(args: FewShotArguments, train) -> str | None:
     """What would fail every run alike, refused once before the first: a ``--group_column`` the training split lacks,
     a ``--task`` none of whose modalities the checkpoint encodes, ``--targets`` naming no linear layer of it (each
@@ -552,6 +614,8 @@ def _check_before_runs(args: FewShotArguments, train) -> str | None:
     from multimed_hf.fewshot.adapters import AdapterError, default_targets
 
     config = _load_config(args.checkpoint)  # an unreachable checkpoint: named first
+    if args.class_texts:
+        _check_free_text_class_texts(args.task, args.class_texts, train)
     no_zero_shot = _check_zero_shot(args, config) if 0 in args.shots else None
     if not any(k > 0 for k in args.shots):
         return no_zero_shot
@@ -610,6 +674,9 @@ def run_fewshot(args: FewShotArguments, training_args, *, datasets: Mapping[str,
     train, test = datasets["train"], datasets[args.eval_split]
     no_zero_shot = _check_before_runs(args, train)
     root = Path(training_args.output_dir)
+    earlier = _earlier_split(root)
+    if earlier is not None and earlier != args.eval_split:  # before: a run's rows replaced another split's
+        raise FewShotError(_mixed_splits(root, earlier, args.eval_split))
     _claim_table2_task(root, args.task, args.checkpoint, training_args.process_index == 0)
     _check_settings(root, args, training_args)
     line = _settings_line(args, training_args)  # recorded by write_table2 with the rows, per seed
@@ -652,48 +719,128 @@ def _read_table1(path: str | Path) -> list[dict]:
     return rows
 
 
-def _table1_rows(rows: Sequence[Mapping], tasks: Sequence[str]) -> list[dict]:
-    """Table 2's first two rows among Table 1's records ``rows``, for ``tasks``."""
-    return [dict(r) for r in rows if r.get("family") in TABLE1_ROWS and r.get("task") in set(tasks)]
+def _table1_rows(rows: Sequence[Mapping], tasks: Sequence[str], split: str = "test") -> list[dict]:
+    """Table 2's first two rows among Table 1's records ``rows``, for ``tasks``, on ``split`` (the table's)."""
+    return [dict(r) for r in rows if r.get("family") in TABLE1_ROWS and r.get("task") in set(tasks)
+            and _split_of(r) == split]
 
 
-def _short_support(records: Sequence[Mapping]) -> str:
-    """Note lines naming the k-shot cells whose support sets could not reach k (the split ran out): their k is less
-    than the row says, and seeds may draw the same set."""
-    short = {}
+def _split_of(record: Mapping) -> str:
+    """The split a record was scored on (a record without one: test, as ``report.write_table`` reads it)."""
+    return str(record.get("split") or "test")
+
+
+def _read_scope(record: Mapping) -> dict | None:
+    """A record's ``SCOPE_KEY`` (JSON in table2.csv), or None where it has none (every row read and scored)."""
+    value = record.get(SCOPE_KEY)
+    if not value or value != value:
+        return None
+    try:
+        scope = json.loads(value) if isinstance(value, str) else dict(value)
+    except (ValueError, TypeError):
+        return None
+    return scope if isinstance(scope, dict) else None
+
+
+def _listed(names: Sequence[str], most: int = 8) -> str:
+    """``names`` comma-joined, the first ``most`` of them and how many more."""
+    names = list(names)
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
+def _k_shot_records(records: Sequence[Mapping], split: str) -> list[Mapping]:
+    """The k-shot records of ``split`` that hold a score (no failed run, no Table 1 row, no zero-shot one)."""
+    return [r for r in records if str(r.get("family")).endswith("_shot") and r.get("family") != family_name(0)
+            and _split_of(r) == split and not r.get("error")]
+
+
+def _short_support(records: Sequence[Mapping], split: str = "test") -> str:
+    """Note lines naming the k-shot cells whose support sets could not reach k: their k is less than the row says,
+    and seeds may draw the same set. Why: the training split ran out, or, where the base encodes only some of the
+    task's modalities (``SCOPE_KEY``), the rows it can read did (the classes the split holds more of in its other
+    rows named)."""
+    short: dict[tuple[str, str], dict] = {}
+    scopes: dict[tuple[str, str], list[dict]] = {}
     for r in records:
-        if r.get("support_short"):
+        if r.get("support_short") and _split_of(r) == split:
             short.setdefault((r["task"], r["family"]), {})[r.get("seed")] = r["support_short"]
-    return "".join(f"\n{task} {family}: the support set stayed under k (the training split ran out): "
-                   + "; ".join(f"seed {seed}: {value}" for seed, value in sorted(by_seed.items(), key=str))
-                   for (task, family), by_seed in sorted(short.items()))
+            scope = _read_scope(r)
+            if scope and scope.get("modalities"):
+                scopes.setdefault((r["task"], r["family"]), []).append(scope)
+    lines = []
+    for (task, family), by_seed in sorted(short.items()):
+        read = scopes.get((task, family))
+        why = "the training split ran out"
+        if read:
+            unread = sorted({c for scope in read for c in scope.get("unread") or {}})
+            why = (f"the training rows the base can read, those holding {', '.join(read[0]['modalities'])}, ran out"
+                   + (f"; the split holds more of {_listed(unread)} in rows of modalities the base does not encode"
+                      if unread else ""))
+        lines.append(f"\n{task} {family}: the support set stayed under k ({why}): "
+                     + "; ".join(f"seed {seed}: {value}" for seed, value in sorted(by_seed.items(), key=str)))
+    return "".join(lines)
 
 
-def _zero_shot_scope(records: Sequence[Mapping], task: str) -> str:
-    """A note line saying what a task's zero-shot cell scores, unlike its k-shot cells: only the test rows of the
-    held-out classes, as a choice among those classes."""
+def _scope_note(records: Sequence[Mapping], tasks: Sequence[str], split: str = "test") -> str:
+    """Note lines naming the k-shot cells that drew their support sets from, or scored, part of the rows
+    (``SCOPE_KEY``): the rows of the modalities the base encodes alone (a base that encodes only some of the task's),
+    or the first ``--max_eval_samples``; with how many ``split`` rows were scored of how many."""
+    said: dict[tuple[str, str], list[str]] = {}
+    for r in _k_shot_records(records, split):
+        scope = _read_scope(r)
+        if not scope or r["task"] not in tasks:
+            continue
+        rows = f"{scope.get('rows')} of the {scope.get('of')} {split} rows"
+        mods = scope.get("modalities")
+        line = (f"the base encodes {', '.join(mods)} alone of the task's modalities "
+                f"({', '.join(get_task(r['task']).modalities)}): the support sets were drawn from, and the cell "
+                f"scores, the rows holding {', '.join(mods)} only: {rows} scored" if mods else
+                f"scored on the first {rows} (--max_eval_samples)")
+        cell = said.setdefault((r["task"], r["family"]), [])
+        if line not in cell:
+            cell.append(line)
+    order = {t: i for i, t in enumerate(tasks)}
+    return "".join(f"\n{task} {family}: " + "; ".join(lines) for (task, family), lines in
+                   sorted(said.items(), key=lambda item: (order[item[0][0]], int(item[0][1].split("_")[0]))))
+
+
+def _zero_shot_scope(records: Sequence[Mapping], task: str, split: str = "test") -> str:
+    """A note line saying what a task's zero-shot cell scores, unlike its k-shot cells: only the ``split`` rows of the
+    held-out classes, as a choice among those classes; the k-shot cells every row over every class, or the part of
+    the rows their ``SCOPE_KEY`` names."""
     from multimed_hf.training.report import headline
 
     label, metric = headline(task)
     hit = [r for r in records if r["task"] == task and r["family"] == "zero_shot" and r.get("metric") == metric
-           and (r.get("label") in (None, label)) and r.get("split", "test") == "test" and not r.get("error")]
+           and (r.get("label") in (None, label)) and _split_of(r) == split and not r.get("error")]
     if not hit:
         return ""
     n, chance, majority = hit[0].get("n"), hit[0].get("chance"), hit[0].get("majority")
-    rows = f"{int(n)} test rows" if n is not None and n == n else "the test rows"
+    rows = f"{int(n)} {split} rows" if n is not None and n == n else f"the {split} rows"
     odds = f" (chance {100 * float(chance):.0f}%" if chance is not None and chance == chance else ""
     if odds and majority is not None and majority == majority:
         odds += f"; naming the most frequent class for every row: {100 * float(majority):.0f}%"
     odds += ")" if odds else ""
+    scopes = {json.dumps(_read_scope(r), sort_keys=True) for r in _k_shot_records(records, split)
+              if r["task"] == task}
+    k_shot = f"k-shot scores every {split} row over every class"  # before: said also where untrue
+    if len(scopes) > 1:
+        k_shot = f"k-shot scores every class over every {split} row, or the part a cell's note names"
+    elif scopes - {"null"}:
+        scope = json.loads(next(iter(scopes)))
+        which = (f"those holding {', '.join(scope['modalities'])}, the modalities the base encodes"
+                 if scope.get("modalities") else "the first, --max_eval_samples")
+        k_shot = f"k-shot scores {scope['rows']} of the {scope['of']} {split} rows ({which}) over every class"
     return (f"\n{task}: zero-shot scores {rows} of the classes it names without training on them (held out, or a "
-            f"task never trained) only, as a choice among them{odds}; k-shot scores every test row over every class: "
-            f"the two do not compare")
+            f"task never trained) only, as a choice among them{odds}; {k_shot}: the two do not compare")
 
 
-def _one_modality_notes(rows: Sequence[Mapping], tasks: Sequence[str]) -> dict[tuple[str, str], str]:
+def _one_modality_notes(rows: Sequence[Mapping], tasks: Sequence[str],
+                        split: str = "test") -> dict[tuple[str, str], str]:
     """Table 2's multimodal cell of a one-modality task: the number of Table 1's ``unimodal`` row among its records
-    ``rows`` (the same model; Table 2 has no unimodal row for "same as unimodal" to point at), or that ``--table1``
-    lacks it."""
+    ``rows`` on ``split`` (the same model; Table 2 has no unimodal row for "same as unimodal" to point at), or that
+    ``--table1`` lacks it."""
     from multimed_hf.training.report import (
         CORRELATION_METRICS,
         NATURAL_SCALE_METRICS,
@@ -702,7 +849,7 @@ def _one_modality_notes(rows: Sequence[Mapping], tasks: Sequence[str]) -> dict[t
         summarize,
     )
 
-    stats = summarize([r for r in rows if r.get("family") == "unimodal"])
+    stats = summarize([r for r in rows if r.get("family") == "unimodal"], split=split)
     notes = {}
     for task in tasks:
         if len(get_task(task).modalities) != 1:
@@ -717,19 +864,23 @@ def _one_modality_notes(rows: Sequence[Mapping], tasks: Sequence[str]) -> dict[t
 
 
 def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: str | Path | None = None,
-                 append: bool = True):
+                 append: bool = True, split: str | None = None):
     """Write ``table2.csv`` (long format, ``report.COLUMNS``; rows of an earlier table2.csv kept unless this run
     rewrites their task, row and seed: other seeds of a k-shot row add to it, a zero-shot row, one evaluation,
     replaces the task's zero-shot cell whatever its seed), ``table2.md`` (rows: multimodal, multimodal multitask --
     from ``table1`` when given -- zero-shot, 5-, 10-, 20-shot and any other k; columns: the tasks, the paper's three
     first) and ``table2.png``; ``SETTINGS_FILE`` keeps the k-shot records' settings (``SETTINGS_KEY``) per task, k
-    and seed, with their rows, and table2.md names each cell's. Returns ``report.ReportPaths``."""
+    and seed, with their rows, and table2.md names each cell's. One table per split: ``split`` (default: the one
+    ``records`` were scored on, else the earlier table's, else test) is the table's, and records or an earlier
+    table2.csv of another split are refused (``_table2_split``). Returns ``report.ReportPaths``."""
     from multimed_hf.training.paper import TABLE2, TABLE2_COLUMNS, TABLE2_ROW_LABELS
     from multimed_hf.training.report import CORRELATION_METRICS, NATURAL_SCALE_METRICS, read_records, write_table
 
     output_dir = Path(output_dir)
     skipped = {r["task"]: r[NOT_SCORED] for r in records if r.get(NOT_SCORED)}
     new = [dict(r) for r in records if not r.get(NOT_SCORED)]
+    previous = read_records(output_dir / "table2.csv") if append and (output_dir / "table2.csv").is_file() else []
+    split = _table2_split(output_dir, new, previous, split)
     # why an earlier run's zero-shot cell has no number, kept beside table2.csv for the runs appending to it
     kept_notes = output_dir / NOT_SCORED_FILE
     earlier = json.loads(kept_notes.read_text()) if append and kept_notes.is_file() else {}
@@ -747,7 +898,6 @@ def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: 
         return r["task"], r["family"], seed
 
     written = {run_of(r) for r in new}
-    previous = read_records(output_dir / "table2.csv") if append and (output_dir / "table2.csv").is_file() else []
     kept = [r for r in previous if run_of(r) not in written
             and not (table1 is not None and r["family"] in TABLE1_ROWS)]
     combined = kept + new
@@ -761,7 +911,7 @@ def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: 
     tasks = list(dict.fromkeys(r["task"] for r in combined))
     table1_records = _read_table1(table1) if table1 is not None else None
     if table1_records is not None:
-        combined = _table1_rows(table1_records, tasks) + combined
+        combined = _table1_rows(table1_records, tasks, split) + combined
     shots = sorted({int(f.split("_")[0]) for f in (r["family"] for r in combined) if f.endswith("_shot")
                     and f.split("_")[0].isdigit()})
     families = list(TABLE2_ROW_LABELS) + [family_name(k) for k in shots if family_name(k) not in TABLE2_ROW_LABELS]
@@ -776,21 +926,58 @@ def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: 
                       if not any(r["task"] == t and r["family"] == f for r in combined)})
     else:
         notes.update(_one_modality_notes(table1_records, [t for t in ordered if not any(
-            r["task"] == t and r["family"] == "multimodal" for r in combined)]))
+            r["task"] == t and r["family"] == "multimodal" for r in combined)], split))
     expression = ("Expression (Expre pred.) is Pearson r, reported as r; the paper prints r x 100 as a percentage "
                   "(its number beside ours says so); table2.csv holds r, paper_value the printed percentage\n"
                   "The paper's zero-shot expression number (a Pearson task printed as a percentage) cannot be "
                   "label-text zero-shot: a regression target has no class texts (multimed_hf.fewshot.zeroshot says "
                   "what it can mean)\n") if "expression_prediction" in ordered else ""
+    scored = (f"Scored on the {split} split, not the test split: the paper's numbers beside the cells are its "
+              f"test results\n" if split != "test" else "")
     note = ("Zero-shot = label-text transfer to classes held out of alignment training; k-shot = a PEFT adapter on "
-            "k examples per class of the training split\n" + expression +
+            "k examples per class of the training split\n" + scored + expression +
             "Zero-shot trains nothing: one evaluation (no sd); k-shot: mean ± sd over the seeds' support sets"
-            + "".join(_zero_shot_scope(combined, t) for t in ordered) + _short_support(combined)
-            + _bases_note(output_dir, ordered) + _settings_note(settings, combined, ordered))
+            + "".join(_zero_shot_scope(combined, t, split) for t in ordered) + _scope_note(combined, ordered, split)
+            + _short_support(combined, split) + _bases_note(output_dir, ordered)
+            + _settings_note(settings, combined, ordered))
     return write_table(combined, output_dir, name="table2", title="Table 2", note=note, paper=TABLE2,
                        columns=TABLE2_COLUMNS, row_labels=TABLE2_ROW_LABELS, families=families, tasks=ordered,
-                       split="test", notes=notes, natural_scale=NATURAL_SCALE_METRICS | CORRELATION_METRICS,
+                       split=split, notes=notes, natural_scale=NATURAL_SCALE_METRICS | CORRELATION_METRICS,
                        extra_columns=TABLE2_EXTRA_COLUMNS, integer_columns=("k",))
+
+
+def _table2_split(output_dir: Path, new: Sequence[Mapping], previous: Sequence[Mapping], split: str | None) -> str:
+    """The split a Table 2 of ``new`` records over ``previous`` (the earlier table2.csv's) is of: ``split``, else
+    the records', else the earlier table's, else test. Records of several splits, or of another split than the
+    earlier table's own rows (Table 1's, from ``--table1``, aside), are refused: before, a validation run dropped the
+    same seeds' test rows, and table2.md showed the test split alone ("not run" in every cell it made)."""
+    ours = sorted({_split_of(r) for r in new if r.get("family") not in TABLE1_ROWS} | ({split} if split else set()))
+    if len(ours) > 1:
+        raise FewShotError(f"Table 2 records of the splits {ours}: a table holds one split (its mean ± sd is over "
+                           f"one set of rows); write each split's into its own --output_dir")
+    earlier = _earlier_split(output_dir, previous)
+    split = ours[0] if ours else earlier or "test"
+    if earlier is not None and earlier != split:
+        raise FewShotError(_mixed_splits(output_dir, earlier, split))
+    return split
+
+
+def _earlier_split(output_dir: Path, previous: Sequence[Mapping] | None = None) -> str | None:
+    """The split of ``output_dir``'s table2.csv (its own rows; Table 1's aside), or None where it holds none. Rows of
+    several splits (an earlier version's table): the first written."""
+    if previous is None:
+        from multimed_hf.training.report import read_records
+
+        path = output_dir / "table2.csv"
+        previous = read_records(path) if path.is_file() else []
+    return next((_split_of(r) for r in previous if r.get("family") not in TABLE1_ROWS), None)
+
+
+def _mixed_splits(output_dir: Path, earlier: str, split: str) -> str:
+    return (f"--output_dir {str(output_dir)!r} holds Table 2 rows scored on the {earlier!r} split; this run scores "
+            f"--eval_split {split!r}. A table holds one split (its cells' mean ± sd over one set of rows, its run "
+            f"folders one split's): give another --output_dir for the {split} split (e.g. "
+            f"{str(output_dir).rstrip('/')}-{split}), or --eval_split {earlier}")
 
 
 def check_training_flags(args: FewShotArguments, training_args, given: set[str] | None = None) -> None:
@@ -878,7 +1065,7 @@ def fewshot_main(argv: Sequence[str] | None = None) -> int:
         args, training_args = parse_fewshot_args(argv)
         records = run_fewshot(args, training_args)
         if training_args.process_index == 0:
-            paths = write_table2(records, training_args.output_dir, table1=args.table1)
+            paths = write_table2(records, training_args.output_dir, table1=args.table1, split=args.eval_split)
             print(f"wrote {paths.csv}, {paths.markdown}, {paths.figure}")
             failed = {(r["run"], r["seed"]): r["error"] for r in records if r.get("error")}
             for (run, seed), error in failed.items():  # in the tables too; said here, where the user looks

@@ -14,7 +14,7 @@ import numpy as np
 from multimed_hf.tasks import get_task
 
 __all__ = ["SupportError", "SupportSet", "sample_support", "check_disjoint", "read_columns", "class_keys",
-           "GROUP_COLUMNS", "CONTEXT_COLUMN"]
+           "example_counts", "GROUP_COLUMNS", "CONTEXT_COLUMN"]
 
 #: Columns tried, in order, as the grouping key (the built data's ``group_id`` first; ``sample_id``: each row alone).
 GROUP_COLUMNS = ("group_id", "patient_id", "donor", "subject", "sample_id")
@@ -111,6 +111,32 @@ def _row_classes(task: str, dataset) -> tuple[list[list[str]], list[str]]:
     return per_row, every
 
 
+def _row_keys(task: str, dataset) -> tuple[list[list[str]], list[str]] | None:
+    """What ``sample_support`` counts towards k, per row, and every key: the classes (``_row_classes``), a regression
+    row's context (``CONTEXT_COLUMN``); None for a task counted in rows alone (no classes, no contexts)."""
+    if class_keys(task, dataset):
+        return _row_classes(task, dataset)
+    if CONTEXT_COLUMN not in dataset.column_names:
+        return None
+    # k rows in every context, as k examples of every class: before, k counted contexts, and the first gene drawn
+    # (one row in each of the 6 contexts) made every k's set alike
+    contexts = read_columns(dataset, [CONTEXT_COLUMN])[CONTEXT_COLUMN]
+    per_row = [[str(c)] if c is not None else [] for c in contexts]
+    return per_row, sorted({c for row in per_row for c in row})
+
+
+def example_counts(dataset, task: str) -> dict[str, int]:
+    """The examples of each key ``dataset`` holds as ``sample_support`` counts them towards k (class, context, or
+    ``rows``): what a support set drawn from every row could reach."""
+    keys = _row_keys(task, dataset)
+    if keys is None:
+        return {"rows": len(dataset)}
+    per_row, every = keys
+    counts = Counter({c: 0 for c in every})
+    counts.update(c for row in per_row for c in row)
+    return {c: int(n) for c, n in counts.items()}
+
+
 #: How a row without a value in the grouping column is keyed: by the built ``group_id`` (else its sample id), so rows
 #: lacking a patient id are not one "patient" named None (drawn whole, and "shared" with every split's None rows).
 _NO_GROUP = "(no {column}) {key}"
@@ -147,9 +173,9 @@ def sample_support(train, task: str, k: int, seed: int, *, group_column: str | N
     for i, g in enumerate(groups):
         members.setdefault(g, []).append(i)
     order = [sorted(members)[i] for i in np.random.default_rng(seed).permutation(len(members))]
-    regression = not class_keys(task, train)
+    keys = _row_keys(task, train)
     chosen: list[str] = []
-    if regression and CONTEXT_COLUMN not in train.column_names:  # k rows in all (no task registered so today)
+    if keys is None:  # k rows in all (no task registered so today)
         for g in order:
             if sum(len(members[c]) for c in chosen) >= k:
                 break
@@ -158,13 +184,7 @@ def sample_support(train, task: str, k: int, seed: int, *, group_column: str | N
         counts = {"rows": len(rows)}
         short = {"rows": len(rows)} if len(rows) < k else {}
     else:
-        if regression:  # k rows in every context, as k examples of every class: before, k counted contexts, and
-            # the first gene drawn (one row in each of the 6 contexts) made every k's set alike
-            contexts = read_columns(train, [CONTEXT_COLUMN])[CONTEXT_COLUMN]
-            per_row = [[str(c)] if c is not None else [] for c in contexts]
-            every = sorted({c for row in per_row for c in row})
-        else:
-            per_row, every = _row_classes(task, train)
+        per_row, every = keys
         have: Counter = Counter({c: 0 for c in every})
         for g in order:
             if all(have[c] >= k for c in every):
