@@ -496,3 +496,19 @@ def test_a_resume_path_is_refused_where_the_family_trains_several_runs(tmp_path,
     err = capsys.readouterr().err
     assert "family 'unimodal' trains 2 runs for ['diabetic_retinopathy'] (diabetic_retinopathy-oct, " in err
     assert "give --plan NAME with it" in err and not (tmp_path / "run").exists()
+
+
+def test_evaluate_refuses_to_write_into_a_saved_run(bt_dir, tmp_path, capsys):
+    # before (sweep S): `multimed evaluate RUN --output_dir RUN` overwrote the run's run_info.json, all_results.json
+    # and metrics, unsaid
+    from multimed_hf.training.run import evaluate_main
+
+    run = tmp_path / "run"
+    assert train_main(["--data", bt_dir, "--tasks", "brain_tumor", "--family", "unimodal", "--output_dir", str(run),
+                       *QUICK]) == 0
+    before = (run / "run_info.json").read_bytes()
+    assert evaluate_main([str(run), "--data", bt_dir, "--output_dir", str(run), "--bootstrap_samples", "0"]) == 2
+    assert f"--output_dir {run} holds a saved run" in capsys.readouterr().err
+    assert (run / "run_info.json").read_bytes() == before
+    assert evaluate_main([str(run), "--data", bt_dir, "--output_dir", str(tmp_path / "eval"),
+                          "--bootstrap_samples", "0"]) == 0

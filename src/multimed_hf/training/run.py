@@ -676,6 +676,10 @@ def evaluate_checkpoint(checkpoint: str, data: str, splits: Sequence[str] = ("te
                                           remove_unused_columns=False, report_to="none",
                                           dataloader_pin_memory=has_accelerator())
     output_dir = Path(training_args.output_dir)
+    if (output_dir / "config.json").is_file() and (output_dir / RUN_INFO).is_file():
+        raise RunError(f"--output_dir {output_dir} holds a saved run (its model and {RUN_INFO}): the evaluation's "
+                       f"results, run info and predictions would overwrite the run's; give another --output_dir "
+                       f"(e.g. {output_dir}-eval)")
     from multimed_hf.training.assembly import loading_from_hub
 
     if str(checkpoint).startswith(("/", ".", "~")) and not Path(checkpoint).expanduser().exists():
