@@ -302,6 +302,24 @@ def test_eval_splits_the_data_lacks_are_refused_before_training(bt_dir, tmp_path
     assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
+def test_scoring_the_training_split_keeps_trainers_train_results_and_a_stream_of_it_is_refused(bt_dir, tmp_path):
+    # before (sweep E4): scoring the train split rewrote train_results.json with its metrics alone (train_loss and
+    # the runtime gone); under --streaming the run trained, then failed on the stream's len()
+    import json
+
+    run = tmp_path / "run"
+    train_model(data=bt_dir, tasks=["brain_tumor"], family="unimodal", encoders="small", hidden_size=16,
+                eval_splits=["train", "test"], output_dir=str(run), max_steps=1, eval_strategy="no", use_cpu=True,
+                save_strategy="no", report_to="none", bootstrap_samples=0)
+    saved = json.loads((run / "train_results.json").read_text())
+    assert "train_loss" in saved and "train_runtime" in saved and "train_brain_tumor_accuracy" in saved
+    with pytest.raises(RunError, match=r"--eval_splits train with --streaming"):
+        train_model(data=bt_dir, tasks=["brain_tumor"], family="unimodal", encoders="small", hidden_size=16,
+                    eval_splits=["train", "test"], output_dir=str(tmp_path / "stream"), max_steps=1,
+                    eval_strategy="no", use_cpu=True, streaming=True)
+    assert not (tmp_path / "stream" / "model.safetensors").exists()
+
+
 def test_evaluate_says_which_splits_a_task_lacks(bt_dir, tmp_path, caplog):
     checkpoint = tmp_path / "ckpt"
     tiny_model(["brain_tumor"]).save_pretrained(checkpoint)

@@ -300,8 +300,8 @@ def _card_metrics(records: Sequence[dict], split: str = "test") -> dict:
 def _write_results(trainer, output_dir: Path, records: list[dict], extra: Mapping[str, Any]) -> dict:
     metrics = {**extra, **flat_metrics(records)}
     if trainer.is_world_process_zero():
-        for split in sorted({r["split"] for r in records}):
-            trainer.save_metrics(split, {k: v for k, v in flat_metrics(records).items() if k.startswith(f"{split}_")})
+        for split in sorted({r["split"] for r in records}):  # train_results.json keeps Trainer's train_loss beside
+            trainer.save_metrics(split, {k: v for k, v in metrics.items() if k.startswith(f"{split}_")})
         write_json(output_dir / ALL_RESULTS, metrics)
         write_json(output_dir / METRICS_LONG, records)
     return metrics
@@ -520,6 +520,10 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
     if on_assembly is not None:
         on_assembly(assembly)
     _check_eval_splits_exist(args.eval_splits, data)
+    if args.streaming and "train" in args.eval_splits:
+        raise RunError("--eval_splits train with --streaming: the training split is a stream the run trains from, "
+                       "with no length to score it by; leave train out of --eval_splits (or train without "
+                       "--streaming)")
     if args.streaming:  # evaluation needs random access: each process reads the (capped) evaluation splits whole
         data = {t: {s: ds if s == "train" else materialize(ds, args.max_eval_samples) for s, ds in splits.items()
                     if s == "train" or s == "validation" or s in args.eval_splits}
