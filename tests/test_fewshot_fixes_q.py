@@ -62,7 +62,8 @@ def test_a_seed_trained_under_other_settings_is_not_pooled_into_a_cell(checkpoin
         _run(checkpoint, out, seeds=[1], max_steps=2, learning_rate=5e-5)
     assert not (out / "runs" / "brain_tumor" / "2_shot" / "seed1").exists()  # refused before any run
     # so are other evaluation rows and other targets (each in the settings line)
-    with pytest.raises(FewShotError, match=r"this run trains seed\(s\) 1 with: .*, scored on the first 2 test rows"):
+    with pytest.raises(FewShotError,
+                       match=r"this run trains seed\(s\) 1 with: .*, scored on 2 test rows drawn at random"):
         _run(checkpoint, out, seeds=[1], max_eval_samples=2)
     with pytest.raises(FewShotError, match=r"this run trains seed\(s\) 1 with: .*, targets q_proj v_proj"):
         _run(checkpoint, out, seeds=[1], targets=["q_proj", "v_proj"])

@@ -143,8 +143,8 @@ def test_a_base_reading_some_of_the_tasks_modalities_says_so_in_table2(tmp_path)
            {**zero, "task": "brain_tumor", "label": None, "family": "5_shot", "k": 5, "n": 20,
             SCOPE_KEY: json.dumps({"rows": 20, "of": 125})}]
     markdown = write_table2(cut, tmp_path / "cut").markdown.read_text()
-    assert "k-shot scores 20 of the 125 test rows (the first, --max_eval_samples) over every class" in markdown
-    assert "brain_tumor 5_shot: scored on the first 20 of the 125 test rows (--max_eval_samples)" in markdown
+    assert "k-shot scores 20 of the 125 test rows (drawn at random, --max_eval_samples) over every class" in markdown
+    assert "brain_tumor 5_shot: scored on 20 of the 125 test rows, drawn at random (--max_eval_samples)" in markdown
 
 
 # ---------------------------------------------------------------------- finding 4: a local base

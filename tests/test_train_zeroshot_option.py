@@ -104,7 +104,7 @@ def test_held_out_classes_never_reach_the_run_and_are_predicted_zero_shot(tmp_pa
     accuracy = table[(table["family"] == "zero_shot") & (table["metric"] == "accuracy")]
     assert len(accuracy) == 1 and accuracy["n"].iloc[0] == 20  # the test rows of the two held-out classes
     assert accuracy["value"].iloc[0] > 0.5 + 0.2  # chance among the two held-out classes is 0.5
-    # --max_eval_samples keeps the first N rows of the held-out classes (before: the first N test rows, then those
+    # --max_eval_samples keeps N rows of the held-out classes (before: N test rows, then those
     # of the held-out classes among them: 2 or 0 rows)
     assert fewshot_main([str(out), "--data", data, "--task", "brain_tumor", "--shots", "0", "--output_dir",
                          str(tmp_path / "capped"), "--max_eval_samples", "4", "--bootstrap_samples", "0",

@@ -142,7 +142,8 @@ class FewShotArguments:
     group_column: str | None = field(default=None, metadata={"help": "grouping column of the support sets "
                                                                      "(default: group_id)"})
     eval_split: str = field(default="test", metadata={"help": "the split scored"})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "keep the first N evaluation rows"})
+    max_eval_samples: int | None = field(default=None, metadata={
+        "help": "keep N evaluation rows, drawn at random once (the same rows in every run)"})
     bootstrap_samples: int = field(default=1000, metadata={"help": "bootstrap resamples of the metrics' CIs"})
 
     def __post_init__(self):
@@ -231,13 +232,15 @@ def _texts(args: FewShotArguments, alignment: Mapping | None) -> dict | None:
 
 
 def _readable_rows(dataset, task: str, modalities: Sequence[str], limit: int | None = None):
-    """The rows holding one of ``modalities`` (those the adapted head reads), the first ``limit`` of them."""
+    """The rows holding one of ``modalities`` (those the adapted head reads); ``limit`` of them, drawn at random once
+    as ``multimed train --max_eval_samples`` draws them (a split ordered by source file starts with one class)."""
     from multimed_hf.training.loading import rows_with_modality
+    from multimed_hf.training.run import _head
 
     if len(modalities) < len(get_task(task).modalities):
         dataset = rows_with_modality(dataset, task, list(modalities)).flatten_indices()
     if limit is not None and len(dataset) > limit:
-        dataset = dataset.select(range(limit)).flatten_indices()
+        dataset = _head({task: dataset}, limit)[task].flatten_indices()
     return dataset
 
 
@@ -339,7 +342,7 @@ def _settings_line(args: FewShotArguments, training_args) -> str:
         [f"dropout {args.adapter_dropout:g}"] if args.adapter_dropout else []) + (
         [f"targets {' '.join(args.targets)}"] if args.targets else []) + (
         [f"support grouped by {args.group_column}"] if args.group_column else []) + (
-        [f"scored on the first {args.max_eval_samples} {args.eval_split} rows"] if args.max_eval_samples else [])
+        [f"scored on {args.max_eval_samples} {args.eval_split} rows drawn at random"] if args.max_eval_samples else [])
     return ", ".join([f"{args.method} rank {args.rank}", batch_description(training_args), length,
                       f"learning rate {training_args.learning_rate:g}", *extra])
 
@@ -357,7 +360,7 @@ def _zero_shot(args, training_args, train, test, seed: int, out: Path) -> list[d
     classes = zero_shot_classes(model, args.task, alignment, train, texts=_texts(args, alignment) or {})
     targs = dataclasses.replace(training_args, output_dir=str(out), seed=seed)
     # the rows the label-text head reads (not text, which encodes the class texts), of the classes scored, then
-    # the first --max_eval_samples of them (cut first, the held-out classes' rows could be few or none)
+    # --max_eval_samples of them (cut after, the held-out classes' rows could be few or none)
     readable = _readable_rows(test, args.task, label_text_modalities(model, args.task))
     others = [n for ns in class_keys(args.task, readable).values() for n in ns if n not in set(classes)]
     evaluation = _readable_rows(hold_out(readable, args.task, others)[0], args.task, get_task(args.task).modalities,
@@ -785,7 +788,7 @@ def _short_support(records: Sequence[Mapping], split: str = "test") -> str:
 def _scope_note(records: Sequence[Mapping], tasks: Sequence[str], split: str = "test") -> str:
     """Note lines naming the k-shot cells that drew their support sets from, or scored, part of the rows
     (``SCOPE_KEY``): the rows of the modalities the base encodes alone (a base that encodes only some of the task's),
-    or the first ``--max_eval_samples``; with how many ``split`` rows were scored of how many."""
+    or ``--max_eval_samples`` drawn at random; with how many ``split`` rows were scored of how many."""
     said: dict[tuple[str, str], list[str]] = {}
     for r in _k_shot_records(records, split):
         scope = _read_scope(r)
@@ -796,7 +799,7 @@ def _scope_note(records: Sequence[Mapping], tasks: Sequence[str], split: str = "
         line = (f"the base encodes {', '.join(mods)} alone of the task's modalities "
                 f"({', '.join(get_task(r['task']).modalities)}): the support sets were drawn from, and the cell "
                 f"scores, the rows holding {', '.join(mods)} only: {rows} scored" if mods else
-                f"scored on the first {rows} (--max_eval_samples)")
+                f"scored on {rows}, drawn at random (--max_eval_samples)")
         cell = said.setdefault((r["task"], r["family"]), [])
         if line not in cell:
             cell.append(line)
@@ -830,7 +833,7 @@ def _zero_shot_scope(records: Sequence[Mapping], task: str, split: str = "test")
     elif scopes - {"null"}:
         scope = json.loads(next(iter(scopes)))
         which = (f"those holding {', '.join(scope['modalities'])}, the modalities the base encodes"
-                 if scope.get("modalities") else "the first, --max_eval_samples")
+                 if scope.get("modalities") else "drawn at random, --max_eval_samples")
         k_shot = f"k-shot scores {scope['rows']} of the {scope['of']} {split} rows ({which}) over every class"
     return (f"\n{task}: zero-shot scores {rows} of the classes it names without training on them (held out, or a "
             f"task never trained) only, as a choice among them{odds}; {k_shot}: the two do not compare")
