@@ -530,3 +530,12 @@ def test_evaluate_refuses_to_write_into_a_saved_run(bt_dir, tmp_path, capsys):
     assert (run / "run_info.json").read_bytes() == before
     assert evaluate_main([str(run), "--data", bt_dir, "--output_dir", str(tmp_path / "eval"),
                           "--bootstrap_samples", "0"]) == 0
+
+
+def test_the_model_card_says_when_its_metrics_are_of_part_of_the_split(bt_dir, tmp_path):
+    # before (sweep S): "Measured on the `test` split" for the 8 rows --max_eval_samples kept
+    run = tmp_path / "run"
+    assert train_main(["--data", bt_dir, "--tasks", "brain_tumor", "--family", "unimodal", "--output_dir", str(run),
+                       *QUICK, "--max_eval_samples", "2"]) == 0
+    card = (run / "README.md").read_text()
+    assert "Measured on the `test` split (2 rows a task drawn at random, --max_eval_samples)." in card

@@ -59,7 +59,7 @@ def _training_lines(training: dict) -> list[str]:
 
 def build_model_card(config, repo_id: str | None = None, training_data=None, metrics: dict | None = None,
                      tags: list[str] | None = None, training: dict | None = None,
-                     metrics_split: str | None = None) -> ModelCard:
+                     metrics_split: str | None = None, metrics_rows: str | None = None) -> ModelCard:
     """A Hub model card for a MultiMedModel's config.
 
     Args:
@@ -67,7 +67,7 @@ def build_model_card(config, repo_id: str | None = None, training_data=None, met
         training_data: what it was trained on: dataset ids (``"ORG/multimed"``), or dicts with ``name`` and any of
             ``config``, ``split``, ``num_rows``.
         metrics: ``{task: {metric: value}}`` measured on held-out data; listed as given (``metrics_split``: the split
-            they were measured on, said above them).
+            they were measured on, said above them; ``metrics_rows``: which of its rows, where not all).
         training: the run's training options as ``run_info.json`` records them: ``{"balancing": {"variant",
             "description", "options"}, "alignment": {"label_text_tasks", "held_out", "pairs"}}`` (either optional).
     """
@@ -135,7 +135,7 @@ def build_model_card(config, repo_id: str | None = None, training_data=None, met
     lines += ["", "## Metrics", ""]
     if metrics:
         if metrics_split:
-            lines += [f"Measured on the `{metrics_split}` split.", ""]
+            lines += [f"Measured on the `{metrics_split}` split" + (f" ({metrics_rows})." if metrics_rows else "."), ""]
         lines += ["| task | metric | value |", "|---|---|---|"]
         for task, values in metrics.items():
             lines += [f"| {task} | {name} | {value:.4g} |" if isinstance(value, float) else

@@ -613,6 +613,8 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
         options = {"balancing": balancing_info, "alignment": alignment}
         card = build_model_card(assembly.model.config, training_data=training_data, metrics=_card_metrics(records),
                                 metrics_split="test", tags=[plan.family.split("+")[0], *(plan.variants or ())],
+                                metrics_rows=(f"{args.max_eval_samples} rows a task drawn at random, "
+                                              f"--max_eval_samples" if args.max_eval_samples else None),
                                 training={k: v for k, v in options.items() if v is not None} or None)
         card.save(str(output_dir / "README.md"))
         write_json(output_dir / RUN_INFO, run_info(
