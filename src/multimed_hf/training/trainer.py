@@ -176,6 +176,12 @@ def refused_arguments(args: TrainingArguments) -> list[str]:
                        "losses are reported as eval_<task>_loss)")
     if not flag("eval_do_concat_batches", True):
         refused.append(f"eval_do_concat_batches=False: {_METRICS_PATH}; leave it True")
+    if flag("max_steps", -1) == 0:
+        refused.append("max_steps=0: Trainer reads 0 as neither a step count nor unset and trains one step over "
+                       "--num_train_epochs' schedule; give a positive number of steps, or -1 to train by epochs")
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size"):
+        if flag(name, 1) < 1:
+            refused.append(f"{name}={getattr(args, name)}: a batch holds at least one row; give a positive number")
     return refused
 
 
