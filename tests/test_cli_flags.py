@@ -539,3 +539,29 @@ def test_the_model_card_says_when_its_metrics_are_of_part_of_the_split(bt_dir, t
                        *QUICK, "--max_eval_samples", "2"]) == 0
     card = (run / "README.md").read_text()
     assert "Measured on the `test` split (2 rows a task drawn at random, --max_eval_samples)." in card
+
+
+@pytest.mark.parametrize("flag, value, says", [
+    # before (sweep S): --max_steps 0 trained one step over the epochs' schedule; a batch size 0 was refused deep in
+    # the sampler as "batch_size=0"
+    ("--max_steps", "0", "max_steps=0: Trainer reads 0 as neither a step count nor unset"),
+    ("--per_device_train_batch_size", "0", "per_device_train_batch_size=0: a batch holds at least one row"),
+])
+def test_counts_transformers_misreads_are_refused(bt_dir, tmp_path, capsys, flag, value, says):
+    given = {**dict(zip(QUICK[::2], QUICK[1::2])), flag: value}
+    assert train_main(["--data", bt_dir, "--tasks", "brain_tumor", "--family", "unimodal", "--output_dir",
+                       str(tmp_path / "run"), *[x for kv in given.items() for x in kv]]) == 2
+    err = capsys.readouterr().err
+    assert "TrainingArguments that MultiMedTrainer cannot honour" in err and says in err
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_evaluate_without_an_output_dir_writes_beside_the_checkpoint(tmp_path):
+    # before (sweep S): transformers' ./trainer_output, shared by every evaluation
+    from multimed_hf.training.arguments import parse_evaluate_args
+
+    run = tmp_path / "run"
+    run.mkdir()
+    assert parse_evaluate_args([str(run), "--data", "multimed"])[1].output_dir == f"{run}-eval"
+    assert parse_evaluate_args(["org/model", "--data", "multimed"])[1].output_dir == "model-eval"
+    assert parse_evaluate_args([str(run), "--data", "d", "--output_dir", "x"])[1].output_dir == "x"

@@ -647,4 +647,8 @@ def parse_evaluate_args(argv: Sequence[str] | None = None, *, prog: str = "multi
     refuse_script_switches(named, "multimed evaluate scores the checkpoint on --split")
     refuse_evaluate_flags(named)
     refuse_lone_processes(parsed[1])
+    if "output_dir" not in named:  # not transformers' ./trainer_output, which every evaluation would share
+        checkpoint = str(parsed[0].checkpoint).rstrip("/")
+        parsed[1].output_dir = (checkpoint if Path(checkpoint).expanduser().exists()
+                                else checkpoint.rsplit("/", 1)[-1]) + "-eval"
     return parsed
