@@ -150,3 +150,18 @@ def test_a_rebuild_that_keeps_no_sample_leaves_the_earlier_build_as_it_was(tmp_p
     rejected = [json.loads(line) for line in failed.read_text().splitlines()]
     assert {e["source_path"] for e in rejected} == {"Training/glioma/Tr-gl_0001.jpg", "Testing/glioma/Te-gl_0001.jpg"}
     assert all(e["status"] == "rejected" for e in rejected)
+
+
+def test_a_source_folder_of_another_layout_says_what_it_holds(tmp_path, capsys):
+    # before (sweep S): the error listed the layouts expected, never the sub-folders that match, nor the task whose
+    # layout the folder has (and for a folder of downloads advised unpacking other sources' archives)
+    parent = tmp_path / "downloads"
+    sample_generators()["Brain-Tumor-MRI-Dataset"](parent / "Brain-Tumor-MRI-Dataset")
+    sample_generators()["OCT2017"](parent / "OCT2017")
+    assert main(["build", "brain_tumor", "--source", str(parent), "--out", str(tmp_path / "o1"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "Its sub-folders Brain-Tumor-MRI-Dataset (brain_tumor_mri) hold layouts of this task: give each as its" in err
+    assert main(["build", "brain_tumor", "--source", str(parent / "OCT2017"), "--out", str(tmp_path / "o2"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "It has the layout of oct2017 of task 'disease', oct2017 of task 'diabetic_retinopathy'" in err

@@ -93,10 +93,35 @@ def detect_builder(task: str, root: str | Path, notes: list[str] | None = None) 
                                  + (f" (beside it, no data: {', '.join(beside)})" if beside else ""))
                 return cls(folder)
     expected = "\n".join(f"  - {cls.source}: {cls.spec().layout}" for cls in candidates) or "  (none implemented yet)"
+    inside = _matching_subfolders(root, candidates)
     raise LayoutNotRecognised(
         f"{root} matches none of the source layouts of task {task!r}; expected one of:\n{expected}"
-        + _packed_hint(root)
+        + (inside or _packed_hint(root)) + _other_tasks_hint(root, task)
     )
+
+
+def _matching_subfolders(root: Path, candidates, shown: int = 8) -> str:
+    """A line naming the sub-folders of ``root`` that hold one of the layouts (a folder of several downloads)."""
+    found = []
+    for child in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        cls = next((c for c in candidates if c.detect(child)), None)
+        if cls is not None:
+            found.append(f"{child.name} ({cls.source})")
+    if not found:
+        return ""
+    more = f" and {len(found) - shown} more" if len(found) > shown else ""
+    return (f"\nIts sub-folders {', '.join(found[:shown])}{more} hold layouts of this task: give each as its own "
+            f"--source (dataset_scripts/build_all.py builds every download of a folder like this one)")
+
+
+def _other_tasks_hint(root: Path, task: str) -> str:
+    """A line naming the other tasks with a source whose layout ``root`` has (the download of another source)."""
+    from multimed_hf.tasks import list_tasks
+
+    found = [f"{cls.source} of task {other!r}" for other in list_tasks(include_extras=True) if other != task
+             for cls in builders_for_task(other) if cls.detect(root)]
+    return (f"\nIt has the layout of {', '.join(dict.fromkeys(found))}: build that task (multimed build TASK "
+            f"--source {root})" if found else "")
 
 
 def _packed_hint(root: Path, shown: int = 5) -> str:
