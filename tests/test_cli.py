@@ -160,7 +160,7 @@ def test_a_source_folder_of_another_layout_says_what_it_holds(tmp_path, capsys):
     sample_generators()["OCT2017"](parent / "OCT2017")
     assert main(["build", "brain_tumor", "--source", str(parent), "--out", str(tmp_path / "o1"), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "Its sub-folders Brain-Tumor-MRI-Dataset (brain_tumor_mri) hold layouts of this task: give each as its" in err
+    assert "Its sub-folders Brain-Tumor-MRI-Dataset (brain_tumor_mri) hold layouts of this task: give each" in err
     assert main(["build", "brain_tumor", "--source", str(parent / "OCT2017"), "--out", str(tmp_path / "o2"),
                  "--quiet"]) == 2
     err = capsys.readouterr().err
