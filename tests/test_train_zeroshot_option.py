@@ -99,6 +99,10 @@ def test_held_out_classes_never_reach_the_run_and_are_predicted_zero_shot(tmp_pa
     assert evaluated.metrics["test_brain_tumor_accuracy"] == ran["test_brain_tumor_accuracy"]
     scored = pd.read_parquet(tmp_path / "evaluated" / "predictions" / "brain_tumor-test.parquet")
     assert len(scored) == 20 and not set(scored["sample_id"]) & held_ids
+    # the training split too (before: its held-out rows were scored, the split taken as the run's training rows)
+    evaluate_checkpoint(str(out), data, ["train"], tmp_path / "evaluated_train", bootstrap_samples=0)
+    scored = pd.read_parquet(tmp_path / "evaluated_train" / "predictions" / "brain_tumor-train.parquet")
+    assert len(scored) == 24 and not set(scored["sample_id"]) & held_ids
 
     table = _zero_shot(out, data, "brain_tumor", tmp_path / "table2")
     accuracy = table[(table["family"] == "zero_shot") & (table["metric"] == "accuracy")]

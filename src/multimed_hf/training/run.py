@@ -719,7 +719,9 @@ def evaluate_checkpoint(checkpoint: str, data: str, splits: Sequence[str] = ("te
             logger.warning("evaluate: %s's head names no class %s (held out of its training, --holdout_classes): "
                            "their rows are left out, as the run left them (score them zero-shot with `multimed "
                            "fewshot CHECKPOINT --task %s --shots 0`)", t, inactive[t], t)
-            selected[t] = _without_held_out({t: selected[t]}, inactive, {})[t]
+            from multimed_hf.fewshot.zeroshot import hold_out
+
+            selected[t] = {s: hold_out(ds, t, inactive[t], check=False)[0] for s, ds in selected[t].items()}
         selected[t] = _head(selected[t], max_eval_samples)
     absent = [(t, s) for t in tasks for s in splits if s not in selected[t]]
     if len(absent) == len(tasks) * len(splits):
