@@ -275,8 +275,10 @@ def check_plan_flags(args, plans: Sequence[Any]) -> None:
 def refuse_resume_path(training_args, why: str) -> None:
     """Refuse ``--resume_from_checkpoint PATH`` where the analysis trains several models (``why``): each run would
     start from that one checkpoint; ``true`` resumes each run from its own last checkpoint."""
+    from multimed_hf.training.run import resumes_from_a_path
+
     resume = training_args.resume_from_checkpoint
-    if isinstance(resume, str) and resume.lower() not in ("true", "last"):
+    if resumes_from_a_path(resume):
         raise AnalysisError(f"--resume_from_checkpoint {resume}: {why}, and each would start from that one "
                             f"checkpoint; give --resume_from_checkpoint true (each run resumes from its own last "
                             f"checkpoint under OUTPUT_DIR/runs/) or leave it out")

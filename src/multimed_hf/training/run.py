@@ -760,7 +760,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         if args.plan is not None or len(plans) <= 1:
             plans = [choose_plan(args)]
         resume = training_args.resume_from_checkpoint
-        if len(plans) > 1 and isinstance(resume, str) and resume.lower() not in ("true", "last"):
+        if len(plans) > 1 and resumes_from_a_path(resume):
             raise RunError(f"--resume_from_checkpoint {resume}: family {args.family!r} trains {len(plans)} runs for "
                            f"{args.tasks} ({', '.join(p.name for p in plans)}), and each would start from that one "
                            f"checkpoint; give --plan NAME with it (the run it belongs to), or --resume_from_checkpoint "
@@ -816,6 +816,15 @@ def _refuse_checkpoint_of_other_heads(resume, output_dir: str, config) -> None:
                        f"train afresh into another --output_dir")
 
 
+#: The words of ``--resume_from_checkpoint`` for the last checkpoint of ``--output_dir`` (of each run's own).
+RESUME_LAST = ("true", "last")
+
+
+def resumes_from_a_path(resume) -> bool:
+    """Whether ``--resume_from_checkpoint`` names one checkpoint path, not each run's own last checkpoint."""
+    return isinstance(resume, str) and bool(resume) and resume.lower() not in RESUME_LAST
+
+
 def resume_point(resume):
     """What ``--resume_from_checkpoint`` names, as Trainer takes it: True for ``true`` / ``last``; a checkpoint folder
     (``checkpoint-N``: its optimiser state beside the weights) as given; a run folder holding checkpoints, its last
@@ -823,7 +832,7 @@ def resume_point(resume):
     unsaid); a folder holding neither, refused."""
     if not isinstance(resume, str) or not resume:
         return resume
-    if resume.lower() in ("true", "last"):
+    if resume.lower() in RESUME_LAST:
         return True
     folder = Path(resume)
     if not folder.is_dir():
