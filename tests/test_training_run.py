@@ -353,12 +353,13 @@ def test_max_samples_draw_rows_across_the_split_the_same_in_every_run():
     # 8 of brain_tumor trained on glioma alone, and --max_eval_samples scored 3 of 4 classes
     from datasets import Dataset
 
-    from multimed_hf.training.run import _head
+    from multimed_hf.training.loading import sample_rows
 
     split = Dataset.from_dict({"sample_id": [f"r{i:03d}" for i in range(100)], "label": sorted([0, 1, 2, 3] * 25)})
-    cut = _head({"t": split}, 12)["t"]
-    again = _head({"t": split}, 12)["t"]
+    cut = sample_rows({"t": split}, 12)["t"]
+    again = sample_rows({"t": split}, 12)["t"]
     assert len(cut) == 12 and cut["sample_id"] == again["sample_id"] == sorted(cut["sample_id"])
     assert set(cut["label"]) == {0, 1, 2, 3}
-    assert _head({"t": split}, 500)["t"]["sample_id"] == split["sample_id"]
-    assert list(_head({"t": split.to_iterable_dataset()}, 3)["t"]) == list(split.select(range(3)))  # a stream: first
+    assert sample_rows({"t": split}, 500)["t"]["sample_id"] == split["sample_id"]
+    # a stream (no random access): its first rows
+    assert list(sample_rows({"t": split.to_iterable_dataset()}, 3)["t"]) == list(split.select(range(3)))

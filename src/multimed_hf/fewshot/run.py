@@ -234,13 +234,12 @@ def _texts(args: FewShotArguments, alignment: Mapping | None) -> dict | None:
 def _readable_rows(dataset, task: str, modalities: Sequence[str], limit: int | None = None):
     """The rows holding one of ``modalities`` (those the adapted head reads); ``limit`` of them, drawn at random once
     as ``multimed train --max_eval_samples`` draws them (a split ordered by source file starts with one class)."""
-    from multimed_hf.training.loading import rows_with_modality
-    from multimed_hf.training.run import _head
+    from multimed_hf.training.loading import rows_with_modality, sample_rows
 
     if len(modalities) < len(get_task(task).modalities):
         dataset = rows_with_modality(dataset, task, list(modalities)).flatten_indices()
     if limit is not None and len(dataset) > limit:
-        dataset = _head({task: dataset}, limit)[task].flatten_indices()
+        dataset = sample_rows({task: dataset}, limit)[task].flatten_indices()
     return dataset
 
 

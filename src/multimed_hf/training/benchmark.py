@@ -200,8 +200,7 @@ def _baseline_lines(data, tasks: Sequence[str], records: Sequence[Mapping], *, m
     table is written either way)."""
     from multimed_hf.training.assembly import assemble
     from multimed_hf.training.baselines import logistic_regression_baseline
-    from multimed_hf.training.loading import load_task_data
-    from multimed_hf.training.run import _head  # the runs' own cap: the first N rows
+    from multimed_hf.training.loading import load_task_data, sample_rows  # the runs' own cap
 
     lines = []
     for task in (t for t in BASELINE_TASKS if t in tasks):
@@ -214,8 +213,8 @@ def _baseline_lines(data, tasks: Sequence[str], records: Sequence[Mapping], *, m
             # the gene panel and scaling from the whole training split, as a run assembles them before its cap
             processor = assemble(data, [task], encoders="small", build_model=False,
                                  datasets={task: dict(full)}).processor
-            capped = {"train": _head({task: full["train"]}, max_train_samples)[task],
-                      "test": _head({task: full["test"]}, max_eval_samples)[task]}
+            capped = {"train": sample_rows({task: full["train"]}, max_train_samples)[task],
+                      "test": sample_rows({task: full["test"]}, max_eval_samples)[task]}
             if len(capped["train"]) > BASELINE_MAX_ROWS:
                 lines.append(f"{task}: logistic regression baseline not fitted: {len(capped['train']):,} training "
                              f"rows, above its limit of {BASELINE_MAX_ROWS:,} (--max_train_samples lowers them)")

@@ -19,6 +19,8 @@ __all__ = [
     "column_values",
     "dataset_fingerprints",
     "materialize",
+    "SUBSET_SEED",
+    "sample_rows",
 ]
 
 SPLITS = ("train", "validation", "test")
@@ -251,3 +253,27 @@ def materialize(dataset, limit: int | None = None):
     if features is not None and hasattr(rows, "decode"):
         rows = rows.decode(False)  # image bytes as stored, encoded again as they were
     return Dataset.from_list(list(rows), features=features)
+
+
+#: The seed of the rows ``--max_train_samples`` / ``--max_eval_samples`` keep: one draw for every run, family and
+#: seed, so that runs cut alike score and train on the same rows.
+SUBSET_SEED = 0
+
+
+def sample_rows(datasets: Mapping[str, Any], n: int | None):
+    """``n`` rows of each split, drawn at random once (``SUBSET_SEED``) and kept in their split's order: a built
+    split is ordered by source file, so its first rows are often one class or one source; a stream (no random
+    access) keeps its first ``n``."""
+    import numpy as np
+
+    if n is None:
+        return dict(datasets)
+
+    def cut(ds):
+        if not hasattr(ds, "select"):
+            return ds.take(n)
+        if n >= len(ds):
+            return ds
+        return ds.select(np.sort(np.random.default_rng(SUBSET_SEED).choice(len(ds), size=n, replace=False)))
+
+    return {t: cut(ds) for t, ds in datasets.items()}

@@ -22,6 +22,7 @@ from multimed_hf.training.arguments import (
 )
 from multimed_hf.training.data import draft_decode
 from multimed_hf.training.families import FamilyError, RunPlan, plan_runs, unplanned
+from multimed_hf.training.loading import sample_rows
 from multimed_hf.training.outputs import (
     METRICS_LONG,
     PREDICTIONS_FOLDER,
@@ -204,30 +205,6 @@ RANDOM_ACCESS_VARIANTS = ("gblend", "mind")
 
 
 # ---------------------------------------------------------------------- pieces
-#: The seed of the rows ``--max_train_samples`` / ``--max_eval_samples`` keep: one draw for every run, family and
-#: seed, so that runs cut alike score and train on the same rows.
-SUBSET_SEED = 0
-
-
-def _head(datasets: Mapping[str, Any], n: int | None):
-    """``n`` rows of each split, drawn at random once (``SUBSET_SEED``) and kept in their split's order: a built
-    split is ordered by source file, so its first rows are often one class or one source; a stream (no random
-    access) keeps its first ``n``."""
-    import numpy as np
-
-    if n is None:
-        return dict(datasets)
-
-    def cut(ds):
-        if not hasattr(ds, "select"):
-            return ds.take(n)
-        if n >= len(ds):
-            return ds
-        return ds.select(np.sort(np.random.default_rng(SUBSET_SEED).choice(len(ds), size=n, replace=False)))
-
-    return {t: cut(ds) for t, ds in datasets.items()}
-
-
 def _capped_stream_sizes(train: Mapping[str, Any], max_train_samples: int, world_size: int) -> dict[str, int]:
     """Sizes of streamed training splits cut by ``--max_train_samples``: each process keeps the first N rows of its
     own shard (``take`` after ``split_dataset_by_node``), so a split counts at most N x processes rows; the task
@@ -528,10 +505,11 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
         data = {t: {s: ds if s == "train" else materialize(ds, args.max_eval_samples) for s, ds in splits.items()
                     if s == "train" or s == "validation" or s in args.eval_splits}
                 for t, splits in data.items()}
-    train = _head({t: s["train"] for t, s in data.items()}, args.max_train_samples)
+    train = sample_rows({t: s["train"] for t, s in data.items()}, args.max_train_samples)
     if args.modality_dropout > 0 and "modality_dropout" not in notes:
         _check_rows_for_modality_dropout(args.modality_dropout, train, assembly.modalities, plan.name, chosen_here)
-    validation = _head({t: s["validation"] for t, s in data.items() if "validation" in s}, args.max_eval_samples)
+    validation = sample_rows({t: s["validation"] for t, s in data.items() if "validation" in s},
+                             args.max_eval_samples)
     evaluation = validation if training_args.eval_strategy != "no" else None
     if training_args.eval_strategy != "no" and not validation:
         strategy = getattr(training_args.eval_strategy, "value", training_args.eval_strategy)
@@ -582,7 +560,7 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
     trainer.save_state()
 
     eval_sets = {t: {s: ds for s, ds in splits.items() if s in args.eval_splits} for t, splits in data.items()}
-    eval_sets = {t: _head(s, args.max_eval_samples) for t, s in eval_sets.items()}
+    eval_sets = {t: sample_rows(s, args.max_eval_samples) for t, s in eval_sets.items()}
     records = _evaluate_splits(trainer, eval_sets, args.eval_splits, output_dir, args.bootstrap_samples,
                                training_args.seed, trainer.is_world_process_zero())
     metrics = _write_results(trainer, output_dir, records, {f"train_{k}" if not k.startswith("train_") else k: v
@@ -722,7 +700,7 @@ def evaluate_checkpoint(checkpoint: str, data: str, splits: Sequence[str] = ("te
             from multimed_hf.fewshot.zeroshot import hold_out
 
             selected[t] = {s: hold_out(ds, t, inactive[t], check=False)[0] for s, ds in selected[t].items()}
-        selected[t] = _head(selected[t], max_eval_samples)
+        selected[t] = sample_rows(selected[t], max_eval_samples)
     absent = [(t, s) for t in tasks for s in splits if s not in selected[t]]
     if len(absent) == len(tasks) * len(splits):
         raise RunError(f"none of the splits {list(splits)} exists for tasks {tasks} in {data!r}"
