@@ -56,8 +56,10 @@ def main(argv=None) -> int:
             parser.exit(2, f"{parser.prog}: error: {task}: {err}\n")
         print(report.summary())
         if not report.kept_samples:
-            empty.append(f"{task}: no sample kept (its summary above and {args.out / task / 'manifest.jsonl'} give "
-                         f"each file's reason)")
+            earlier = report.entries.path.parent != Path(args.out) / task  # an earlier build is left as it was
+            empty.append(f"{task}: no sample kept (its summary above and {report.entries.path} give each file's "
+                         f"reason)" + (f"; the earlier build of {task} in {args.out} is left as it was"
+                                       if earlier else ""))
     built = [task for task in found if not any(line.startswith(f"{task}:") for line in empty)]
     if built:
         print(f"\nbuilt {len(built)} configs into {args.out}/: load one with datasets.load_dataset("

@@ -99,3 +99,20 @@ def test_build_all_strict_stops_in_one_line_naming_the_file(tmp_path, capsys):
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert "error: brain_tumor: brain_tumor_mri: " in err and "Traceback" not in err
+
+
+def test_build_all_names_the_failed_rebuilds_manifest_not_the_earlier_builds(tmp_path, capsys):
+    # before (sweep K11): its "not built" line named OUT/<task>/manifest.jsonl, the earlier good build's (every row
+    # kept), where the failed rebuild's reasons are in the build cache
+    good, broken, out = tmp_path / "good", tmp_path / "broken", tmp_path / "out"
+    GENERATORS["Brain-Tumor-MRI-Dataset"](good / "Brain-Tumor-MRI-Dataset")
+    assert build_all.main(["--sources", str(good), "--out", str(out)]) == 0
+    for split, name in (("Training", "Tr-gl_0001.jpg"), ("Testing", "Te-gl_0001.jpg")):
+        (broken / "Brain-Tumor-MRI-Dataset" / split / "glioma").mkdir(parents=True)
+        (broken / "Brain-Tumor-MRI-Dataset" / split / "glioma" / name).write_bytes(b"not a jpeg")
+    capsys.readouterr()
+    assert build_all.main(["--sources", str(broken), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    failed = out / ".build_cache" / "brain_tumor" / "failed" / "manifest.jsonl"
+    assert f"not built: brain_tumor: no sample kept (its summary above and {failed} give each file's reason)" in err
+    assert f"the earlier build of brain_tumor in {out} is left as it was" in err
