@@ -88,10 +88,15 @@ def test_the_empty_predictor_learns_from_the_rows_the_models_were_trained_on():
                         {"name": "months", "kind": "regression"}]}
     every = prior_outputs("t", train, head)
     assert np.argmax(every["label"]) == 1 and every["months"] == pytest.approx(31.0)
-    first = prior_outputs("t", train, head, max_rows=3)
-    assert np.argmax(first["label"]) == 0 and first["months"] == pytest.approx(10.0)
-    shuffled = prior_outputs("t", train.select([9, 8, 0, 1]), head, max_rows=2)  # the first rows as selected
-    assert np.argmax(shuffled["label"]) == 1 and shuffled["months"] == pytest.approx(40.0)
+    # --max_train_samples N: the N rows the runs drew (sweep K11: the first N, all "a", where the runs drew others)
+    from multimed_hf.training.loading import sample_rows
+
+    for n in (3, 5):
+        kept = sample_rows({"t": train}, n)["t"]
+        drawn = prior_outputs("t", train, head, max_rows=n)
+        assert drawn["months"] == pytest.approx(np.mean(kept["months"]))
+        assert np.argmax(drawn["label"]) == int(kept["label"].count("b") > kept["label"].count("a"))
+    assert prior_outputs("t", train, head, max_rows=3)["months"] != pytest.approx(10.0)  # not the first 3 rows'
 
 
 def test_the_best_subset_reads_rows_and_beats_the_empty_predictor():

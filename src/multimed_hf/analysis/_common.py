@@ -455,12 +455,13 @@ def prior_outputs(task: str, train, head_spec: Mapping[str, Any], max_rows: int 
     class logits ``log`` of the training class frequencies (the majority class wins; AUROC 0.5), multilabel
     logits of each name's training prevalence, the training mean for regression. It is what every row gets when
     no modality is read (the model refuses such rows), i.e. v(empty) of the subset table. ``max_rows``: from the
-    first rows of ``train`` only, those the models were trained on (``--max_train_samples``)."""
-    from multimed_hf.training.loading import column_values
+    rows of ``train`` the models were trained on (``--max_train_samples``: drawn as ``sample_rows`` draws them)."""
+    from multimed_hf.training.loading import column_values, sample_rows
 
     columns = [o["name"] for o in head_spec["outputs"]]
     extra = ["label_mask"] if "label_mask" in getattr(train, "column_names", ()) else []
-    values = column_values(train, [*columns, *extra], limit=max_rows)
+    train = sample_rows({task: train}, max_rows)[task]
+    values = column_values(train, [*columns, *extra])
     prior = {}
     for out in head_spec["outputs"]:
         name, kind = out["name"], out["kind"]
