@@ -570,6 +570,18 @@ def test_pearson_of_two_rows_both_at_an_extreme_scale(scale):
     assert M.pearson(x * scale, y * scale) == pytest.approx(stats.pearsonr(x, y)[0], abs=1e-12)
 
 
+@pytest.mark.parametrize("scale", [1e70, 1e80, 1e99, 1e-70, 1e-80])
+def test_the_streaming_pearson_equals_pearson_at_an_extreme_scale(scale):
+    # before (sweep K11): PearsonAccumulator multiplied the two co-moments before the square root: r read 0.0 at 1e80
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 3))
+    y = x + 0.1 * rng.normal(size=(50, 3))
+    accumulator = M.PearsonAccumulator()
+    for rows in (slice(0, 20), slice(20, 50)):
+        accumulator.update(x[rows] * scale, y[rows] * scale)
+    assert accumulator.compute() == pytest.approx(M.pearson(x, y), abs=1e-12)
+
+
 def test_pearson_groups_must_all_be_given():
     # before: a None key failed in np.unique with "'<' not supported between 'NoneType' and 'str'"
     from multimed_hf.metrics import pearson

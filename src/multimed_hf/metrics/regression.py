@@ -227,7 +227,7 @@ class PearsonAccumulator:
         if self.count < 2:
             raise ValueError(f"predictions: per-gene correlation needs at least 2 samples; got {self.count}")
         _, _, m2x, m2y, cxy, lox, hix, loy, hiy = self._stats
-        den = np.sqrt(m2x * m2y)
+        den = np.sqrt(m2x) * np.sqrt(m2y)  # not sqrt(m2x * m2y): the product overflows past ~1e77 per value
         with np.errstate(invalid="ignore", divide="ignore"):
             r = np.clip(cxy / den, -1.0, 1.0)
         return np.where((lox == hix) | (loy == hiy) | (den == 0), np.nan, r)
