@@ -165,3 +165,19 @@ def test_a_source_folder_of_another_layout_says_what_it_holds(tmp_path, capsys):
                  "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "It has the layout of oct2017 of task 'disease', oct2017 of task 'diabetic_retinopathy'" in err
+    # a folder of downloads: each sub-folder named with its task, never "build that task from the top folder" (sweep
+    # K11: several layouts look a folder or more down, so the top folder "had" a dozen; following that advice built
+    # one source from the whole folder, the other downloads' files rejected as stray)
+    assert "It has the layout" not in _build_error(parent, "brain_tumor", tmp_path / "o3", capsys)
+    sample_generators()["BreaKHis_v1"](parent / "BreaKHis_v1")
+    (parent / "Brain-Tumor-MRI-Dataset").rename(tmp_path / "moved")
+    err = _build_error(parent, "bone_age", tmp_path / "o4", capsys)
+    assert "It has the layout" not in err
+    assert (f"Its sub-folders BreaKHis_v1 (breakhis of task 'disease'), OCT2017 (oct2017 of task 'disease') hold other "
+            f"tasks' sources: build each from its own folder (multimed build TASK --source {parent}/SUB-FOLDER), or "
+            f"all of them with dataset_scripts/build_all.py --sources {parent}") in err
+
+
+def _build_error(source, task, out, capsys) -> str:
+    assert main(["build", task, "--source", str(source), "--out", str(out), "--quiet"]) == 2
+    return capsys.readouterr().err

@@ -96,7 +96,7 @@ def detect_builder(task: str, root: str | Path, notes: list[str] | None = None) 
     inside = _matching_subfolders(root, candidates)
     raise LayoutNotRecognised(
         f"{root} matches none of the source layouts of task {task!r}; expected one of:\n{expected}"
-        + (inside or _packed_hint(root)) + _other_tasks_hint(root, task)
+        + (inside or _packed_hint(root) + _other_tasks_hint(root, task))
     )
 
 
@@ -114,12 +114,25 @@ def _matching_subfolders(root: Path, candidates, shown: int = 8) -> str:
             f"--source (dataset_scripts/build_all.py builds every download of a folder like this one)")
 
 
-def _other_tasks_hint(root: Path, task: str) -> str:
-    """A line naming the other tasks with a source whose layout ``root`` has (the download of another source)."""
+def _other_tasks_hint(root: Path, task: str, shown: int = 8) -> str:
+    """A line naming the other tasks' sources ``root`` holds: in its sub-folders (a folder of other downloads: each is
+    built from its own folder, since several layouts look a folder or more down), else at its top (the download of
+    another source)."""
     from multimed_hf.tasks import list_tasks
 
-    found = [f"{cls.source} of task {other!r}" for other in list_tasks(include_extras=True) if other != task
-             for cls in builders_for_task(other) if cls.detect(root)]
+    others = [(other, cls) for other in list_tasks(include_extras=True) if other != task
+              for cls in builders_for_task(other)]
+    downloads = []
+    for child in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        match = next(((other, cls) for other, cls in others if cls.detect(child)), None)
+        if match is not None:
+            downloads.append(f"{child.name} ({match[1].source} of task {match[0]!r})")
+    if downloads:
+        more = f" and {len(downloads) - shown} more" if len(downloads) > shown else ""
+        return (f"\nIts sub-folders {', '.join(downloads[:shown])}{more} hold other tasks' sources: build each from "
+                f"its own folder (multimed build TASK --source {root}/SUB-FOLDER), or all of them with "
+                f"dataset_scripts/build_all.py --sources {root}")
+    found = [f"{cls.source} of task {other!r}" for other, cls in others if cls.detect(root)]
     return (f"\nIt has the layout of {', '.join(dict.fromkeys(found))}: build that task (multimed build TASK "
             f"--source {root})" if found else "")
 
