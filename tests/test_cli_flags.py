@@ -199,6 +199,21 @@ def test_a_run_folder_holding_checkpoints_is_not_trained_again_in_silence(bt_dir
     assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
+def test_a_finished_run_folder_without_checkpoints_is_not_trained_over(bt_dir, tmp_path, capsys):
+    # before: a second run into the folder of a finished one (--save_strategy no) overwrote its model and results,
+    # and left the first run's files it did not write (another task's predictions) beside its own
+    out = tmp_path / "run"
+    assert train_main(["--data", bt_dir, "--tasks", "brain_tumor", "--family", "unimodal", "--output_dir", str(out),
+                       *QUICK]) == 0
+    model = (out / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    assert train_main(["--data", bt_dir, "--tasks", "brain_tumor", "--family", "unimodal", "--output_dir", str(out),
+                       *QUICK, "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "holds an earlier run or evaluation (run_info.json, no checkpoint to resume from)" in err
+    assert "another --output_dir" in err and (out / "model.safetensors").read_bytes() == model
+
+
 def test_evaluation_during_training_without_a_validation_split_is_refused_by_us(bt_dir, tmp_path, capsys):
     # before: a warning that the split "is scored for the others" (there were none), then transformers' error about
     # eval_dataset after the data and model were assembled
@@ -539,6 +554,15 @@ def test_the_model_card_says_when_its_metrics_are_of_part_of_the_split(bt_dir, t
                        *QUICK, "--max_eval_samples", "2"]) == 0
     card = (run / "README.md").read_text()
     assert "Measured on the `test` split (2 rows a task drawn at random, --max_eval_samples)." in card
+    # a cap above the split's rows cuts nothing; a stream keeps its first rows (before, sweep K11: both "drawn at
+    # random")
+    assert train_main(["--data", bt_dir, "--tasks", "brain_tumor", "--family", "unimodal", "--output_dir",
+                       str(tmp_path / "whole"), *QUICK, "--max_eval_samples", "100000"]) == 0
+    assert "Measured on the `test` split." in (tmp_path / "whole" / "README.md").read_text()
+    assert train_main(["--data", bt_dir, "--tasks", "brain_tumor", "--family", "unimodal", "--output_dir",
+                       str(tmp_path / "streamed"), *QUICK, "--max_eval_samples", "2", "--streaming"]) == 0
+    assert ("Measured on the `test` split (at most 2 rows a task, the first of each streamed split, "
+            "--max_eval_samples).") in (tmp_path / "streamed" / "README.md").read_text()
 
 
 @pytest.mark.parametrize("flag, value, says", [
@@ -556,7 +580,7 @@ def test_counts_transformers_misreads_are_refused(bt_dir, tmp_path, capsys, flag
     assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
-def test_evaluate_without_an_output_dir_writes_beside_the_checkpoint(tmp_path):
+def test_evaluate_without_an_output_dir_writes_beside_the_checkpoint(tmp_path, monkeypatch):
     # before (sweep S): transformers' ./trainer_output, shared by every evaluation
     from multimed_hf.training.arguments import parse_evaluate_args
 
@@ -565,3 +589,8 @@ def test_evaluate_without_an_output_dir_writes_beside_the_checkpoint(tmp_path):
     assert parse_evaluate_args([str(run), "--data", "multimed"])[1].output_dir == f"{run}-eval"
     assert parse_evaluate_args(["org/model", "--data", "multimed"])[1].output_dir == "model-eval"
     assert parse_evaluate_args([str(run), "--data", "d", "--output_dir", "x"])[1].output_dir == "x"
+    # a checkpoint named as "." or "RUN/." (before, sweep K11: a hidden ".-eval" inside the run folder)
+    assert parse_evaluate_args([f"{run}/.", "--data", "multimed"])[1].output_dir == f"{run}-eval"
+    monkeypatch.chdir(run)
+    assert parse_evaluate_args([".", "--data", "multimed"])[1].output_dir == f"{run.resolve()}-eval"
+    assert parse_evaluate_args(["./", "--data", "multimed"])[1].output_dir == f"{run.resolve()}-eval"

@@ -164,7 +164,8 @@ class MultiMedArguments:
         "help": "keep N training rows per task, drawn at random once (the same rows in every run) and kept in order "
                 "(with --streaming: the first N of each process's shard)"})
     max_eval_samples: int | None = field(default=None, metadata={
-        "help": "keep N evaluation rows per task, drawn at random once (the same rows in every run)"})
+        "help": "keep N evaluation rows per task, drawn at random once (the same rows in every run; with "
+                "--streaming: the first N of each split)"})
     eval_splits: list[str] = field(default_factory=lambda: ["validation", "test"], metadata={
         "help": "splits evaluated after training (metrics and predictions)", "nargs": "+"})
     bootstrap_samples: int = field(default=1000, metadata={"help": "bootstrap resamples of the metrics' CIs"})
@@ -288,7 +289,8 @@ class EvaluateArguments:
     split: list[str] = field(default_factory=lambda: ["test"], metadata={"help": "splits to evaluate", "nargs": "+"})
     streaming: bool = field(default=False, metadata={"help": "stream the data"})
     max_eval_samples: int | None = field(default=None, metadata={
-        "help": "keep N rows per task, drawn at random once (the rows multimed train --max_eval_samples N scores)"})
+        "help": "keep N rows per task, drawn at random once (the rows multimed train --max_eval_samples N scores; "
+                "with --streaming: the first N of each split)"})
     bootstrap_samples: int = field(default=1000, metadata={"help": "bootstrap resamples of the metrics' CIs"})
 
     def __post_init__(self):
@@ -638,6 +640,10 @@ def parse_evaluate_args(argv: Sequence[str] | None = None, *, prog: str = "multi
                     "[TrainingArguments flags]\n(CHECKPOINT: a run folder or Hub id; also --checkpoint CHECKPOINT)")
     parser.set_defaults(per_device_eval_batch_size=TRAINING_DEFAULTS["per_device_eval_batch_size"],
                         remove_unused_columns=False, report_to="none", dataloader_pin_memory=has_accelerator())
+    for action in parser._actions:  # argparse's only handle on a parsed dataclass field's help
+        if action.dest == "output_dir":
+            action.help = ("where the results, metrics with CIs and predictions are written (default: CHECKPOINT-eval "
+                           "beside a local checkpoint folder, NAME-eval for a Hub id org/NAME)")
     if len(argv) == 1 and argv[0].endswith(".json"):
         named = set(json.loads(Path(argv[0]).read_text()))
         parsed = parser.parse_json_file(argv[0])
@@ -648,7 +654,18 @@ def parse_evaluate_args(argv: Sequence[str] | None = None, *, prog: str = "multi
     refuse_evaluate_flags(named)
     refuse_lone_processes(parsed[1])
     if "output_dir" not in named:  # not transformers' ./trainer_output, which every evaluation would share
-        checkpoint = str(parsed[0].checkpoint).rstrip("/")
-        parsed[1].output_dir = (checkpoint if Path(checkpoint).expanduser().exists()
-                                else checkpoint.rsplit("/", 1)[-1]) + "-eval"
+        parsed[1].output_dir = default_evaluation_dir(str(parsed[0].checkpoint))
     return parsed
+
+
+def default_evaluation_dir(checkpoint: str) -> str:
+    """Where ``multimed evaluate CHECKPOINT`` writes without ``--output_dir``: beside a local checkpoint folder
+    (``runs/mm`` -> ``runs/mm-eval``; ``.`` or ``runs/mm/.`` named by the folder they are, never a hidden ``.-eval``
+    inside it), or ``NAME-eval`` for a Hub id ``org/NAME``."""
+    local = Path(checkpoint).expanduser()
+    if not local.exists():
+        return checkpoint.rstrip("/").rsplit("/", 1)[-1] + "-eval"
+    local = Path(os.path.normpath(local))
+    if local.name in ("", ".."):  # "." or "..": the folder's own name
+        local = local.resolve()
+    return f"{local}-eval"

@@ -358,6 +358,19 @@ def _without_held_out(data: Mapping[str, Mapping[str, Any]], held: Mapping[str, 
                 else ds for s, ds in splits.items()} for t, splits in data.items()}  # checked on the training split
 
 
+def _eval_rows_note(args, eval_sets: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """The model card's word on the rows ``--max_eval_samples`` scores: drawn at random where it cut a split; the
+    first N of each stream with ``--streaming`` (a stream cannot be drawn from); None where it cut nothing."""
+    n = args.max_eval_samples
+    if n is None:
+        return None
+    if args.streaming:
+        return f"at most {n} rows a task, the first of each streamed split, --max_eval_samples"
+    if any(len(ds) > n for splits in eval_sets.values() for ds in splits.values()):
+        return f"{n} rows a task drawn at random, --max_eval_samples"
+    return None
+
+
 def _rows_label_text_heads_read(assembly, data: Mapping[str, Mapping[str, Any]]):
     """A label-text head reads its task's modalities other than text where it has others (the text encoder reads
     the class texts): the run feeds it those (``assembly.modalities``) and each split's rows holding one of them;
@@ -560,6 +573,7 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
     trainer.save_state()
 
     eval_sets = {t: {s: ds for s, ds in splits.items() if s in args.eval_splits} for t, splits in data.items()}
+    eval_rows = _eval_rows_note(args, eval_sets)
     eval_sets = {t: sample_rows(s, args.max_eval_samples) for t, s in eval_sets.items()}
     records = _evaluate_splits(trainer, eval_sets, args.eval_splits, output_dir, args.bootstrap_samples,
                                training_args.seed, trainer.is_world_process_zero())
@@ -591,8 +605,7 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
         options = {"balancing": balancing_info, "alignment": alignment}
         card = build_model_card(assembly.model.config, training_data=training_data, metrics=_card_metrics(records),
                                 metrics_split="test", tags=[plan.family.split("+")[0], *(plan.variants or ())],
-                                metrics_rows=(f"{args.max_eval_samples} rows a task drawn at random, "
-                                              f"--max_eval_samples" if args.max_eval_samples else None),
+                                metrics_rows=eval_rows,
                                 training={k: v for k, v in options.items() if v is not None} or None)
         card.save(str(output_dir / "README.md"))
         write_json(output_dir / RUN_INFO, run_info(
@@ -754,7 +767,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         runs = [(p, training_args if len(plans) == 1 else dataclasses.replace(
             training_args, output_dir=str(Path(training_args.output_dir) / p.name))) for p in plans]
         if not training_args.resume_from_checkpoint:
-            _refuse_earlier_checkpoints([targs.output_dir for _, targs in runs])
+            _refuse_earlier_runs([targs.output_dir for _, targs in runs])
         for p, targs in runs:
             # the one run asked for is chosen there again (a flag that changes nothing in it is refused)
             result = train_model(args, targs, plan=p if len(plans) > 1 else None, verbose=True)
@@ -835,15 +848,21 @@ def last_checkpoint(folder: str | os.PathLike) -> str | None:
     return get_last_checkpoint(str(folder)) if os.path.isdir(folder) else None
 
 
-def _refuse_earlier_checkpoints(output_dirs: Sequence[str]) -> None:
-    """A run folder holding an earlier run's checkpoints is not trained again from scratch in silence (its
-    checkpoints would be overwritten): the user resumes or picks another folder."""
+def _refuse_earlier_runs(output_dirs: Sequence[str]) -> None:
+    """A run folder holding an earlier run's checkpoints, or a finished run or evaluation (its ``run_info.json``), is
+    not trained again from scratch in silence: its checkpoints, model and results would be overwritten, and files of
+    the earlier run this one does not write (another task's predictions) left beside them. The user resumes, picks
+    another folder or removes it."""
     for folder in output_dirs:
         last = last_checkpoint(folder)
         if last is not None:
             raise RunError(f"{folder} holds an earlier run's checkpoints (last: {os.path.basename(last)}): pass "
                            f"--resume_from_checkpoint true to go on from it, or another --output_dir to train from "
                            f"scratch (its checkpoints would be overwritten)")
+        if (Path(folder) / RUN_INFO).is_file():
+            raise RunError(f"{folder} holds an earlier run or evaluation ({RUN_INFO}, no checkpoint to resume from): "
+                           f"pass another --output_dir, or remove it to train there again (its model, results and "
+                           f"predictions would be overwritten, other files of it left beside the new run's)")
 
 
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
