@@ -442,6 +442,7 @@ def test_resuming_a_checkpoint_of_other_tasks_is_refused_naming_both(tmp_path):
 
     checkpoint = tmp_path / "run" / "checkpoint-3"
     tiny_model(["brain_tumor"]).config.save_pretrained(checkpoint)
+    (checkpoint / "trainer_state.json").write_text("{}")
     other = tiny_model(["brain_tumor", "diabetic_retinopathy"]).config
     for resume in (str(checkpoint), True):
         with pytest.raises(RunError, match=r"another run's: heads for tasks \['brain_tumor'\] \(this run: "
@@ -529,6 +530,40 @@ def test_a_resume_path_is_refused_where_the_family_trains_several_runs(tmp_path,
     err = capsys.readouterr().err
     assert "family 'unimodal' trains 2 runs for ['diabetic_retinopathy'] (diabetic_retinopathy-oct, " in err
     assert "give --plan NAME with it" in err and not (tmp_path / "run").exists()
+
+
+def test_resuming_a_family_stopped_in_its_first_run_trains_the_runs_it_never_started(tmp_path, caplog):
+    # before (sweep H4): --resume_from_checkpoint true, as the refusal advises, resumed the first run and then failed
+    # on the next one's empty folder ("No valid checkpoint found"), on every later try
+    from dataset_scripts.sample_sources import sample_generators
+    from multimed_hf.api import build_dataset
+
+    sources = [sample_generators()[name](tmp_path / name) for name in ("OCT2017", "aptos2019-blindness-detection")]
+    build_dataset("diabetic_retinopathy", sources, tmp_path / "multimed", progress=False)
+    family = ["--data", str(tmp_path / "multimed"), "--tasks", "diabetic_retinopathy", "--family", "unimodal",
+              *QUICK, "--save_strategy", "steps", "--save_steps", "1"]
+    first = tmp_path / "run" / "diabetic_retinopathy-oct"
+    assert train_main([*family, "--plan", "diabetic_retinopathy-oct", "--output_dir", str(first)]) == 0
+    assert (first / "checkpoint-1" / "trainer_state.json").is_file()
+    assert train_main([*family, "--output_dir", str(tmp_path / "run")]) == 2  # refused: resume, or another folder
+    assert train_main([*family, "--output_dir", str(tmp_path / "run"), "--resume_from_checkpoint", "true"]) == 0
+    assert (tmp_path / "run" / "diabetic_retinopathy-fundus" / "model.safetensors").is_file()
+    assert "diabetic_retinopathy-fundus holds no checkpoint; this run trains from scratch" in caplog.text
+
+
+def test_an_incomplete_last_checkpoint_is_passed_over(tmp_path, caplog):
+    # before (sweep H4): a run stopped while saving checkpoint-N left a folder without weights or state, which every
+    # resume (the benchmark's --reuse_finished_runs too) took as the last checkpoint and failed on, every time
+    from multimed_hf.training.run import last_checkpoint
+
+    for step, complete in ((2, True), (4, True), (6, False), (10, False)):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-x").mkdir()
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+    assert "checkpoint-10 is an incomplete checkpoint (no trainer_state.json" in caplog.text
+    assert last_checkpoint(tmp_path / "nothing") is None
 
 
 def test_evaluate_refuses_to_write_into_a_saved_run(bt_dir, tmp_path, capsys):

@@ -111,6 +111,16 @@ def test_finished_runs_are_reused_when_asked(tmp_path):
     (done / "metrics_long.json").write_text(json.dumps([
         {"task": "brain_tumor", "split": "test", "label": None, "metric": "accuracy", "value": 0.25, "n": 4,
          "ci_low": 0.0, "ci_high": 0.5}]))
+    # a run stopped after its metrics_long.json and before its run_info.json (written after it) is not finished
+    # (before, sweep H4: kept as finished, its run_info.json never written)
+    stopped = FakeTrain()
+    run_benchmark(tmp_path / "no-data", ["brain_tumor"], ["unimodal"], [0, 1], report, _training_args(tmp_path),
+                  train_fn=stopped, progress=False, reuse_finished_runs=True)
+    assert [targs.seed for _, targs in stopped.calls] == [0, 1]
+    (done / "metrics_long.json").write_text(json.dumps([
+        {"task": "brain_tumor", "split": "test", "label": None, "metric": "accuracy", "value": 0.25, "n": 4,
+         "ci_low": 0.0, "ci_high": 0.5}]))
+    (done / "run_info.json").write_text("{}")
     again = FakeTrain()
     records, _ = run_benchmark(tmp_path / "no-data", ["brain_tumor"], ["unimodal"], [0, 1], report,
                                _training_args(tmp_path), train_fn=again, progress=False, reuse_finished_runs=True)
@@ -292,7 +302,9 @@ def test_an_earlier_benchmarks_runs_are_not_trained_over_in_silence(tmp_path):
     (seed0 / "metrics_long.json").write_text(json.dumps([
         {"task": "brain_tumor", "split": "test", "label": None, "metric": "accuracy", "value": 0.5, "n": 4,
          "ci_low": 0.0, "ci_high": 1.0}]))
+    (seed0 / "run_info.json").write_text("{}")
     (seed1 / "checkpoint-3").mkdir()
+    (seed1 / "checkpoint-3" / "trainer_state.json").write_text("{}")
     again = FakeTrain()
     with pytest.raises(BenchmarkError, match=r"holds 2 run\(s\) of an earlier benchmark, first .*seed0 \(finished\)"
                                              r".*--reuse_finished_runs"):
@@ -318,6 +330,7 @@ def test_a_grid_that_leaves_out_an_earlier_benchmarks_runs_is_refused(tmp_path):
     (seed0 / "metrics_long.json").write_text(json.dumps([
         {"task": "brain_tumor", "split": "test", "label": None, "metric": "accuracy", "value": 0.5, "n": 4,
          "ci_low": 0.0, "ci_high": 1.0}]))
+    (seed0 / "run_info.json").write_text("{}")
     again = FakeTrain()
     for reuse in (False, True):
         with pytest.raises(BenchmarkError, match=r"holds 1 run\(s\) of an earlier benchmark that this grid leaves "

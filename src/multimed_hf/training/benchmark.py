@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from multimed_hf.tasks import get_task, list_tasks
 from multimed_hf.training.families import FAMILIES, RunPlan, parse_family, plan_runs, unplanned
+from multimed_hf.training.outputs import RUN_INFO
 from multimed_hf.training.report import ReportPaths, failure_records, summarize, write_table1
 
 __all__ = [
@@ -440,7 +441,7 @@ def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str
     for run in bar:
         bar.set_postfix_str(f"{run.plan.family} {run.plan.name} seed {run.seed}")
         done = run.output_dir / RECORDS_FILE
-        if reuse_finished_runs and done.is_file():
+        if reuse_finished_runs and done.is_file() and (run.output_dir / RUN_INFO).is_file():  # written after it
             records += _records_of(None, run)
             continue
         try:

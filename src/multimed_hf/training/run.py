@@ -564,6 +564,11 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
                             callbacks=callbacks or None, verbose=verbose, uint8_images=args.uint8_images,
                             **trainer_extra)
     resume = resume_point(training_args.resume_from_checkpoint)
+    if resume is True:  # the last complete checkpoint; none: a run its stopped family never started, from scratch
+        resume = last_checkpoint(training_args.output_dir)
+        if resume is None:
+            logger.warning("--resume_from_checkpoint true: %s holds no checkpoint; this run trains from scratch",
+                           training_args.output_dir)
     _refuse_checkpoint_of_other_heads(resume, training_args.output_dir, assembly.model.config)
     train_result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(_internal_call=True)  # pushed once, at the end, with the card and results (below)
@@ -841,11 +846,33 @@ def resume_point(resume):
                    f"schedule and random state; give a checkpoint-N folder (saved with --save_strategy steps|epoch)")
 
 
-def last_checkpoint(folder: str | os.PathLike) -> str | None:
-    """The last ``checkpoint-N`` folder of a run folder (transformers' own rule), or None (also for no folder)."""
-    from transformers.trainer_utils import get_last_checkpoint
+#: What Trainer writes last into a checkpoint folder: a checkpoint without it was being saved when its run stopped.
+CHECKPOINT_DONE = "trainer_state.json"
+_SKIPPED_CHECKPOINTS: set[str] = set()
 
-    return get_last_checkpoint(str(folder)) if os.path.isdir(folder) else None
+
+def last_checkpoint(folder: str | os.PathLike) -> str | None:
+    """The last complete ``checkpoint-N`` folder of a run folder (numbered as transformers numbers them), or None
+    (also for no folder). A later one without ``trainer_state.json`` (the run stopped while saving it: weights or
+    optimiser state missing or cut) is passed over, said once: transformers' ``get_last_checkpoint`` took it, and
+    every resume failed on it."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    if not os.path.isdir(folder):
+        return None
+    numbered = []
+    for path in Path(folder).iterdir():
+        head, _, number = path.name.rpartition("-")
+        if head == PREFIX_CHECKPOINT_DIR and number.isdigit() and path.is_dir():
+            numbered.append((int(number), path))
+    for _, path in sorted(numbered, reverse=True):
+        if (path / CHECKPOINT_DONE).is_file():
+            return str(path)
+        if str(path) not in _SKIPPED_CHECKPOINTS:
+            _SKIPPED_CHECKPOINTS.add(str(path))
+            logger.warning("%s is an incomplete checkpoint (no %s: its run stopped while saving it); passed over",
+                           path, CHECKPOINT_DONE)
+    return None
 
 
 def _refuse_earlier_runs(output_dirs: Sequence[str]) -> None:
