@@ -551,6 +551,34 @@ def test_resuming_a_family_stopped_in_its_first_run_trains_the_runs_it_never_sta
     assert "diabetic_retinopathy-fundus holds no checkpoint; this run trains from scratch" in caplog.text
 
 
+def test_capped_unimodal_runs_score_the_rows_the_other_families_score(tmp_path):
+    # before (sweep H4): --max_eval_samples N drew the unimodal runs' rows among their modality's rows: the OCT and
+    # fundus runs scored N rows each (2N in all), others than the N every other family scored: Table 1 not paired
+    import pandas as pd
+
+    from dataset_scripts.sample_sources import sample_generators
+    from multimed_hf.api import build_dataset
+    from multimed_hf.training.run import evaluate_checkpoint
+
+    sources = [sample_generators()[name](tmp_path / name) for name in ("OCT2017", "aptos2019-blindness-detection")]
+    build_dataset("diabetic_retinopathy", sources, tmp_path / "multimed", progress=False)
+    common = ["--data", str(tmp_path / "multimed"), "--tasks", "diabetic_retinopathy", *QUICK,
+              "--max_eval_samples", "8", "--max_train_samples", "12"]
+
+    def scored(folder):
+        return set(pd.read_parquet(folder / "predictions" / "diabetic_retinopathy-test.parquet")["sample_id"])
+
+    assert train_main([*common, "--family", "multimodal", "--output_dir", str(tmp_path / "mm")]) == 0
+    assert train_main([*common, "--family", "unimodal", "--output_dir", str(tmp_path / "uni")]) == 0
+    oct_run, fundus_run = (tmp_path / "uni" / f"diabetic_retinopathy-{m}" for m in ("oct", "fundus"))
+    everyone = scored(tmp_path / "mm")
+    assert len(everyone) == 8 and scored(oct_run) | scored(fundus_run) == everyone
+    assert scored(oct_run) and not scored(oct_run) & scored(fundus_run)
+    evaluate_checkpoint(str(oct_run), str(tmp_path / "multimed"), ["test"], tmp_path / "oct-eval",
+                        max_eval_samples=8, bootstrap_samples=0)
+    assert scored(tmp_path / "oct-eval") == scored(oct_run)
+
+
 def test_an_incomplete_last_checkpoint_is_passed_over(tmp_path, caplog):
     # before (sweep H4): a run stopped while saving checkpoint-N left a folder without weights or state, which every
     # resume (the benchmark's --reuse_finished_runs too) took as the last checkpoint and failed on, every time

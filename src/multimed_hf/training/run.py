@@ -358,15 +358,44 @@ def _without_held_out(data: Mapping[str, Mapping[str, Any]], held: Mapping[str, 
                 else ds for s, ds in splits.items()} for t, splits in data.items()}  # checked on the training split
 
 
-def _eval_rows_note(args, eval_sets: Mapping[str, Mapping[str, Any]]) -> str | None:
-    """The model card's word on the rows ``--max_eval_samples`` scores: drawn at random where it cut a split; the
-    first N of each stream with ``--streaming`` (a stream cannot be drawn from); None where it cut nothing."""
+def _paired_cut(args, plan: RunPlan, datasets, data: Mapping[str, Mapping[str, Any]]):
+    """``(data, whether an evaluation split was cut)``: a plan reading a task's rows of one modality (``unimodal``
+    on diabetic retinopathy's OCT or fundus rows) keeps, under ``--max_train_samples`` / ``--max_eval_samples``,
+    the rows of that modality among the N that ``sample_rows`` draws from the whole split, so that its cells score
+    the rows every other family scores (drawn among the modality's rows alone, they were other and more rows)."""
+    import numpy as np
+
+    from multimed_hf.training.loading import load_task_data
+
+    cap = {"train": args.max_train_samples}
+    tasks = [t for t in data if (plan.row_modality or {}).get(t)]
+    if args.streaming or not tasks or (args.max_train_samples is None and args.max_eval_samples is None):
+        return data, False
+    whole = datasets if datasets is not None else load_task_data(args.data, tasks, splits=None)
+    out, cut = dict(data), False
+    for t in tasks:
+        out[t] = dict(data[t])
+        for split, ds in data[t].items():
+            n = cap.get(split, args.max_eval_samples)
+            if n is None or split not in whole.get(t, {}) or len(whole[t][split]) <= n:
+                continue
+            drawn = sample_rows({t: whole[t][split]}, n)[t]["sample_id"]
+            out[t][split] = ds.select(np.flatnonzero(np.isin(np.asarray(ds["sample_id"], dtype=object),
+                                                             np.asarray(drawn, dtype=object))))
+            cut = cut or split != "train"
+    return out, cut
+
+
+def _eval_rows_note(args, eval_sets: Mapping[str, Mapping[str, Any]], cut: bool = False) -> str | None:
+    """The model card's word on the rows ``--max_eval_samples`` scores: drawn at random where it cut a split (``cut``:
+    one was cut before, ``_paired_cut``); the first N of each stream with ``--streaming`` (a stream cannot be drawn
+    from); None where it cut nothing."""
     n = args.max_eval_samples
     if n is None:
         return None
     if args.streaming:
         return f"at most {n} rows a task, the first of each streamed split, --max_eval_samples"
-    if any(len(ds) > n for splits in eval_sets.values() for ds in splits.values()):
+    if cut or any(len(ds) > n for splits in eval_sets.values() for ds in splits.values()):
         return f"{n} rows a task drawn at random, --max_eval_samples"
     return None
 
@@ -518,6 +547,7 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
         data = {t: {s: ds if s == "train" else materialize(ds, args.max_eval_samples) for s, ds in splits.items()
                     if s == "train" or s == "validation" or s in args.eval_splits}
                 for t, splits in data.items()}
+    data, eval_cut = _paired_cut(args, plan, datasets, data)
     train = sample_rows({t: s["train"] for t, s in data.items()}, args.max_train_samples)
     if args.modality_dropout > 0 and "modality_dropout" not in notes:
         _check_rows_for_modality_dropout(args.modality_dropout, train, assembly.modalities, plan.name, chosen_here)
@@ -578,7 +608,7 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
     trainer.save_state()
 
     eval_sets = {t: {s: ds for s, ds in splits.items() if s in args.eval_splits} for t, splits in data.items()}
-    eval_rows = _eval_rows_note(args, eval_sets)
+    eval_rows = _eval_rows_note(args, eval_sets, eval_cut)
     eval_sets = {t: sample_rows(s, args.max_eval_samples) for t, s in eval_sets.items()}
     records = _evaluate_splits(trainer, eval_sets, args.eval_splits, output_dir, args.bootstrap_samples,
                                training_args.seed, trainer.is_world_process_zero())
@@ -708,9 +738,7 @@ def evaluate_checkpoint(checkpoint: str, data: str, splits: Sequence[str] = ("te
     inactive = _inactive_classes(model.config, tasks)
     selected = {}
     for t in tasks:
-        subset = len(modalities[t]) < len(get_task(t).modalities)
-        selected[t] = {s: rows_with_modality(ds, t, modalities[t]) if subset else ds
-                       for s, ds in datasets[t].items() if s in splits}
+        selected[t] = {s: ds for s, ds in datasets[t].items() if s in splits}
         if inactive.get(t):  # as the run scored them: held-out classes are fewshot --shots 0's to score
             logger.warning("evaluate: %s's head names no class %s (held out of its training, --holdout_classes): "
                            "their rows are left out, as the run left them (score them zero-shot with `multimed "
@@ -718,7 +746,11 @@ def evaluate_checkpoint(checkpoint: str, data: str, splits: Sequence[str] = ("te
             from multimed_hf.fewshot.zeroshot import hold_out
 
             selected[t] = {s: hold_out(ds, t, inactive[t], check=False)[0] for s, ds in selected[t].items()}
+        # drawn from the whole split, then the rows of the modalities the checkpoint reads: the rows a run reading
+        # them scored (``_paired_cut``), and every family of the same cap scores
         selected[t] = sample_rows(selected[t], max_eval_samples)
+        if len(modalities[t]) < len(get_task(t).modalities):
+            selected[t] = {s: rows_with_modality(ds, t, modalities[t]) for s, ds in selected[t].items()}
     absent = [(t, s) for t in tasks for s in splits if s not in selected[t]]
     if len(absent) == len(tasks) * len(splits):
         raise RunError(f"none of the splits {list(splits)} exists for tasks {tasks} in {data!r}"
