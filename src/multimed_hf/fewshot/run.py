@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,9 @@ TABLE2_EXTRA_COLUMNS = ("k", "chance", "majority", "support_short", "scope")
 SCOPE_KEY = "scope"
 #: Table 2's first two rows, read from a ``multimed benchmark`` table1.csv.
 TABLE1_ROWS = ("multimodal", "multimodal_multitask")
+#: A run is made in ``<PARTIAL_PREFIX>seed<s>`` beside its folder ``seed<s>``, and moved there once done
+#: (``_replace_run``).
+PARTIAL_PREFIX = ".partial-"
 #: The key of a record that stands for a run not made (its value: why), read by ``write_table2`` into a cell note.
 NOT_SCORED = "not_scored"
 #: Beside table2.csv: task -> why its zero-shot cell has no number (``NOT_SCORED`` records), for later appends.
@@ -368,14 +372,15 @@ def _zero_shot(args, training_args, train, test, seed: int, out: Path) -> list[d
                                           training_args=targs, texts=_texts(args, alignment),
                                           split=args.eval_split)
     records = metric_records(predictions, args.eval_split, bootstrap_samples=args.bootstrap_samples, seed=seed)
-    write_predictions(predictions, rows, out / PREDICTIONS_FOLDER / f"{args.task}-{args.eval_split}.parquet")
     chance, majority = zero_shot_chance(predictions, classes), zero_shot_majority(predictions, classes)
     texts = _texts(args, alignment) or {}
-    # the texts scored, so a description given for a class is seen to be used (a class without one: its name)
-    write_json(out / "zero_shot.json", {"classes": classes, "class_texts": {c: texts.get(c, class_text(c))
-                                                                             for c in classes},
-                                        "chance": chance, "majority": majority, "rows": len(rows),
-                                        "split": args.eval_split, "alignment": alignment})
+    if training_args.process_index == 0:  # the main process moves the run folder into place (run_fewshot)
+        write_predictions(predictions, rows, out / PREDICTIONS_FOLDER / f"{args.task}-{args.eval_split}.parquet")
+        # the texts scored, so a description given for a class is seen to be used (a class without one: its name)
+        write_json(out / "zero_shot.json", {"classes": classes, "class_texts": {c: texts.get(c, class_text(c))
+                                                                                 for c in classes},
+                                            "chance": chance, "majority": majority, "rows": len(rows),
+                                            "split": args.eval_split, "alignment": alignment})
     from multimed_hf.training.report import headline
 
     label, metric = headline(args.task)  # chance and majority are references of the headline accuracy alone
@@ -383,15 +388,16 @@ def _zero_shot(args, training_args, train, test, seed: int, out: Path) -> list[d
                              and r.get("label") in (None, label) else {})} for r in records]
 
 
-def _claim_table2_task(output_dir: Path, task: str, checkpoint: str, write: bool) -> None:
+def _claim_table2_task(output_dir: Path, task: str, checkpoint: str, write: bool,
+                       previous: Sequence[Mapping]) -> None:
     """Record which base a task's Table 2 rows in ``output_dir`` come from (``BASES_FILE``; table2.md names each
-    column's base); a run of the task from another base is refused where ``table2.csv`` holds rows of the task (its
-    rows would sit beside the earlier base's in one column). A claim no row was written for (a first run stopped
-    before its table) gives way."""
+    column's base); a run of the task from another base is refused where ``table2.csv`` (its records:
+    ``previous``) holds rows of the task (its rows would sit beside the earlier base's in one column). A claim no
+    row was written for (a first run stopped before its table) gives way."""
     path = output_dir / BASES_FILE
     bases = json.loads(path.read_text()) if path.is_file() else {}
     base = str(Path(checkpoint).resolve()) if Path(checkpoint).exists() else str(checkpoint)
-    if bases.get(task, base) != base and _table2_has_task(output_dir, task):
+    if bases.get(task, base) != base and any(r.get("task") == task for r in previous):
         raise FewShotError(f"--output_dir {str(output_dir)!r} holds Table 2 rows of {task!r} adapted from "
                            f"{bases[task]!r}; this run adapts {base!r}: give another --output_dir (one base per "
                            f"task's column)")
@@ -443,17 +449,14 @@ def _read_settings(output_dir: Path, previous: Sequence[Mapping]) -> dict[str, d
     return settings
 
 
-def _check_settings(output_dir: Path, args: FewShotArguments, training_args) -> None:
-    """Refuse a run that would add its seeds to a k-shot cell of ``output_dir``'s table2.csv whose other seeds'
-    adapters were trained under other settings (``_settings_line``; an earlier version's line, ``EARLIER_SETTINGS``,
-    matches none): a cell's mean ± sd is over one recipe. Seeds this run trains again are replaced, so they do not
-    count."""
-    from multimed_hf.training.report import read_records
-
-    path = output_dir / "table2.csv"
-    if not any(k > 0 for k in args.shots) or not path.is_file():
+def _check_settings(output_dir: Path, args: FewShotArguments, training_args, previous: Sequence[Mapping]) -> None:
+    """Refuse a run that would add its seeds to a k-shot cell of ``output_dir``'s table2.csv (its records:
+    ``previous``) whose other seeds' adapters were trained under other settings (``_settings_line``; an earlier
+    version's line, ``EARLIER_SETTINGS``, matches none): a cell's mean ± sd is over one recipe. Seeds this run trains
+    again are replaced, so they do not count."""
+    if not any(k > 0 for k in args.shots) or not previous:
         return
-    previous = [r for r in read_records(path) if r.get("task") == args.task]
+    previous = [r for r in previous if r.get("task") == args.task]
     cells, settings = _cell_seeds(previous), _read_settings(output_dir, previous)
     line, ours = _settings_line(args, training_args), {str(s) for s in args.seeds}
     for k in (k for k in args.shots if k > 0):
@@ -520,14 +523,6 @@ def _settings_note(settings: Mapping[str, Mapping[str, Mapping[str, str]]], reco
                 if len(grouped) > 1 else "") + f": {said}")
         lines += [f"\n{task} {', '.join(ks)}-shot adapters: {line}" for line, ks in by_line.items()] + cell_lines
     return "".join(lines)
-
-
-def _table2_has_task(output_dir: Path, task: str) -> bool:
-    """Whether ``output_dir``'s table2.csv holds rows of ``task``."""
-    import pandas as pd
-
-    path = output_dir / "table2.csv"
-    return path.is_file() and task in set(pd.read_csv(path, usecols=["task"])["task"])
 
 
 def _bases_note(output_dir: Path, tasks: Sequence[str]) -> str:
@@ -658,7 +653,10 @@ def run_fewshot(args: FewShotArguments, training_args, *, datasets: Mapping[str,
     """Every k of ``args.shots`` x seed on ``args.task``: a support set, an adapter trained through
     ``MultiMedTrainer`` and scored on the evaluation split (k = 0: zero-shot by label text, once, as it trains
     nothing); each run's adapter, support set and predictions under ``<output_dir>/runs/<task>/<family>/seed<s>/``.
-    A run that fails records its error and the loop goes on. Seeds added to a k-shot cell of the output folder's
+    A run that fails records its error and the loop goes on. Each run is made in a folder beside its own and moved
+    into place once done, the rows of the run it replaces first dropped from the output folder's table2.* (a run
+    stopped midway leaves the earlier run's folder and rows as they were: the tables never describe an adapter that
+    is no longer on disk; ``_replace_run``). Seeds added to a k-shot cell of the output folder's
     table2.csv trained under other settings are refused before any run (``_check_settings``); each k-shot record
     carries its settings line (``SETTINGS_KEY``), which ``write_table2`` records with the rows. ``datasets``:
     ``{split: Dataset}`` of the task instead of loading ``args.data``. Returns the metric records (``family``,
@@ -675,12 +673,13 @@ def run_fewshot(args: FewShotArguments, training_args, *, datasets: Mapping[str,
         raise FewShotError(f"task {args.task!r}: {args.data!r} has no split(s) {missing}")
     train, test = datasets["train"], datasets[args.eval_split]
     no_zero_shot = _check_before_runs(args, train)
-    root = Path(training_args.output_dir)
-    earlier = _earlier_split(root)
+    root, main = Path(training_args.output_dir), training_args.process_index == 0
+    previous = _table2_records(root)  # read once: its split, base, settings, and the rows the runs replace
+    earlier = _earlier_split(previous)
     if earlier is not None and earlier != args.eval_split:  # before: a run's rows replaced another split's
         raise FewShotError(_mixed_splits(root, earlier, args.eval_split))
-    _claim_table2_task(root, args.task, args.checkpoint, training_args.process_index == 0)
-    _check_settings(root, args, training_args)
+    _claim_table2_task(root, args.task, args.checkpoint, main, previous)
+    _check_settings(root, args, training_args, previous)
     line = _settings_line(args, training_args)  # recorded by write_table2 with the rows, per seed
     records: list[dict] = []
     if no_zero_shot is not None:  # no run: Table 2's zero-shot cell says why (write_table2)
@@ -691,19 +690,61 @@ def run_fewshot(args: FewShotArguments, training_args, *, datasets: Mapping[str,
         for seed in args.seeds[:1] if k == 0 else args.seeds:
             run = f"{args.task}-{family}"  # one name across seeds: the report pools seeds, never runs
             out = root / "runs" / args.task / family / f"seed{seed}"
+            partial = out.with_name(f"{PARTIAL_PREFIX}{out.name}")  # moved to ``out`` once the run is done
+            if main:
+                shutil.rmtree(partial, ignore_errors=True)  # what a run stopped before left
             try:
-                got = (_zero_shot(args, training_args, train, test, seed, out) if k == 0 else
-                       _few_shot(args, training_args, train, test, k, seed, out))
+                got = (_zero_shot(args, training_args, train, test, seed, partial) if k == 0 else
+                       _few_shot(args, training_args, train, test, k, seed, partial))
             except ZeroShotError as err:
                 if get_task(args.task).problem_type == "regression":
+                    if main:
+                        shutil.rmtree(partial, ignore_errors=True)
                     continue  # the table says why (ZERO_SHOT_REGRESSION_NOTE)
                 got = failure_records(family, [args.task], seed, f"{type(err).__name__}: {err}", run=run,
                                       split=args.eval_split)
             except (ValueError, RuntimeError, OSError) as err:
                 got = failure_records(family, [args.task], seed, f"{type(err).__name__}: {err}", run=run,
                                       split=args.eval_split)
+            except BaseException:  # stopped (Ctrl-C): the earlier run's folder and table rows stay as they were
+                if main:
+                    shutil.rmtree(partial, ignore_errors=True)
+                raise
+            if main:  # this run's rows replace the earlier run's in write_table2: its folder goes with them
+                previous = _replace_run(root, out, partial, (args.task, family, None if k == 0 else _seed_key(seed)),
+                                        previous, table1=args.table1, split=args.eval_split)
             records += _tag([{**r, SETTINGS_KEY: line} for r in got] if k > 0 else got, family, seed, run)
     return records
+
+
+def _table2_records(output_dir: Path) -> list[dict]:
+    """The records of ``output_dir``'s table2.csv (none where it has none)."""
+    from multimed_hf.training.report import read_records
+
+    path = output_dir / "table2.csv"
+    return read_records(path) if path.is_file() else []
+
+
+def _run_of(record: Mapping) -> tuple[str, str, str | None]:
+    """The run of Table 2 a record belongs to: (task, row, seed); zero-shot, one evaluation per task, has no seed."""
+    seed = None if record["family"] == family_name(0) else _seed_key(record.get("seed"))
+    return record["task"], record["family"], seed
+
+
+def _replace_run(root: Path, out: Path, partial: Path, run: tuple[str, str, str | None],
+                 previous: Sequence[Mapping], *, table1: str | Path | None, split: str) -> list[dict]:
+    """Move a finished run made in ``partial`` into its folder ``out``, first rewriting ``root``'s table2.* without
+    the rows of the earlier ``run`` (task, row, seed) there: before, a stopped command left tables describing
+    adapters it had already overwritten. ``previous``: table2.csv's records; returns them after."""
+    kept = [dict(r) for r in previous if _run_of(r) != run]
+    if len(kept) < len(previous):
+        logger.info("%s %s seed %s: replacing its run folder, and its earlier rows in %s/table2.*", *run, root)
+        _write_table2([], root, kept, table1=table1, split=split)
+    if out.exists():
+        shutil.rmtree(out)
+    if partial.exists():
+        partial.rename(out)
+    return kept
 
 
 def _read_table1(path: str | Path) -> list[dict]:
@@ -807,6 +848,31 @@ def _scope_note(records: Sequence[Mapping], tasks: Sequence[str], split: str = "
                    sorted(said.items(), key=lambda item: (order[item[0][0]], int(item[0][1].split("_")[0]))))
 
 
+def _scored_rows(records: Sequence[Mapping], task: str, split: str) -> list[int]:
+    """The numbers of ``split`` rows (``n``) that ``records`` scored ``task``'s headline on (failed runs aside)."""
+    from multimed_hf.training.report import headline
+
+    label, metric = headline(task)
+    return sorted({int(r["n"]) for r in records if r.get("task") == task and r.get("metric") == metric
+                   and r.get("label") in (None, label) and _split_of(r) == split and not r.get("error")
+                   and r.get("n") is not None and r["n"] == r["n"]})
+
+
+def _table1_rows_note(table1: Sequence[Mapping], records: Sequence[Mapping], tasks: Sequence[str],
+                      split: str = "test") -> str:
+    """Note lines naming the tasks whose numbers from Table 1 (``table1``: the records shown, read from
+    ``--table1``) scored another number of ``split`` rows (``n``) than their k-shot ``records``: e.g. a benchmark run
+    with ``--max_eval_samples`` (before: printed in one column with nothing said)."""
+    lines = []
+    for task in tasks:
+        theirs, ours = _scored_rows(table1, task, split), _scored_rows(_k_shot_records(records, split), task, split)
+        if theirs and ours and theirs != ours:
+            lines.append(f"\n{task}: the numbers read from --table1 scored {' or '.join(map(str, theirs))} "
+                         f"{split} rows, the k-shot rows {' or '.join(map(str, ours))}: not the same rows (e.g. "
+                         f"--max_eval_samples given to one of the two commands alone)")
+    return "".join(lines)
+
+
 def _zero_shot_scope(records: Sequence[Mapping], task: str, split: str = "test") -> str:
     """A note line saying what a task's zero-shot cell scores, unlike its k-shot cells: only the ``split`` rows of the
     held-out classes, as a choice among those classes; the k-shot cells every row over every class, or the part of
@@ -875,13 +941,19 @@ def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: 
     and seed, with their rows, and table2.md names each cell's. One table per split: ``split`` (default: the one
     ``records`` were scored on, else the earlier table's, else test) is the table's, and records or an earlier
     table2.csv of another split are refused (``_table2_split``). Returns ``report.ReportPaths``."""
-    from multimed_hf.training.paper import TABLE2, TABLE2_COLUMNS, TABLE2_ROW_LABELS
-    from multimed_hf.training.report import CORRELATION_METRICS, NATURAL_SCALE_METRICS, read_records, write_table
-
     output_dir = Path(output_dir)
+    return _write_table2(records, output_dir, _table2_records(output_dir) if append else [], table1=table1,
+                         split=split, append=append)
+
+
+def _write_table2(records: Sequence[Mapping], output_dir: Path, previous: Sequence[Mapping], *,
+                  table1: str | Path | None, split: str | None, append: bool = True):
+    """``write_table2`` over ``previous``, the earlier table2.csv's records (those kept)."""
+    from multimed_hf.training.paper import TABLE2, TABLE2_COLUMNS, TABLE2_ROW_LABELS
+    from multimed_hf.training.report import CORRELATION_METRICS, NATURAL_SCALE_METRICS, write_table
+
     skipped = {r["task"]: r[NOT_SCORED] for r in records if r.get(NOT_SCORED)}
     new = [dict(r) for r in records if not r.get(NOT_SCORED)]
-    previous = read_records(output_dir / "table2.csv") if append and (output_dir / "table2.csv").is_file() else []
     split = _table2_split(output_dir, new, previous, split)
     # why an earlier run's zero-shot cell has no number, kept beside table2.csv for the runs appending to it
     kept_notes = output_dir / NOT_SCORED_FILE
@@ -895,12 +967,8 @@ def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: 
         kept_notes.write_text(json.dumps(skipped, indent=2, sort_keys=True) + "\n")
     elif kept_notes.is_file():
         kept_notes.unlink()
-    def run_of(r):  # a run of the table: this run replaces the rows of the task, k and seed it writes
-        seed = None if r["family"] == family_name(0) else _seed_key(r.get("seed"))  # zero-shot: one evaluation
-        return r["task"], r["family"], seed
-
-    written = {run_of(r) for r in new}
-    kept = [r for r in previous if run_of(r) not in written
+    written = {_run_of(r) for r in new}  # this run replaces the rows of the task, k and seed it writes
+    kept = [r for r in previous if _run_of(r) not in written
             and not (table1 is not None and r["family"] in TABLE1_ROWS)]
     combined = kept + new
     # how each k-shot seed in the table was trained, written with its rows (a run stopped before them writes none)
@@ -923,12 +991,16 @@ def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: 
              and not any(r["task"] == t and r["family"] == "zero_shot" for r in combined)}
     notes.update({("zero_shot", t): f"not scored: {why}" for t, why in skipped.items()
                   if not any(r["task"] == t and r["family"] == "zero_shot" for r in combined)})
+    shown = [r for r in combined if r.get("family") in TABLE1_ROWS]  # Table 1's numbers in Table 2
     if table1 is None:
         notes.update({(f, t): "give --table1 (multimed benchmark's table1.csv)" for f in TABLE1_ROWS for t in ordered
                       if not any(r["task"] == t and r["family"] == f for r in combined)})
     else:
-        notes.update(_one_modality_notes(table1_records, [t for t in ordered if not any(
-            r["task"] == t and r["family"] == "multimodal" for r in combined)], split))
+        no_multimodal = [t for t in ordered if not any(r["task"] == t and r["family"] == "multimodal"
+                                                       for r in combined)]
+        notes.update(_one_modality_notes(table1_records, no_multimodal, split))
+        shown += [r for r in table1_records if r.get("family") == "unimodal" and r.get("task") in no_multimodal
+                  and len(get_task(r["task"]).modalities) == 1]
     expression = ("Expression (Expre pred.) is Pearson r, reported as r; the paper prints r x 100 as a percentage "
                   "(its number beside ours says so); table2.csv holds r, paper_value the printed percentage\n"
                   "The paper's zero-shot expression number (a Pearson task printed as a percentage) cannot be "
@@ -939,6 +1011,7 @@ def write_table2(records: Sequence[Mapping], output_dir: str | Path, *, table1: 
     note = ("Zero-shot = label-text transfer to classes held out of alignment training; k-shot = a PEFT adapter on "
             "k examples per class of the training split\n" + scored + expression +
             "Zero-shot trains nothing: one evaluation (no sd); k-shot: mean ± sd over the seeds' support sets"
+            + _table1_rows_note(shown, combined, ordered, split)
             + "".join(_zero_shot_scope(combined, t, split) for t in ordered) + _scope_note(combined, ordered, split)
             + _short_support(combined, split) + _bases_note(output_dir, ordered)
             + _settings_note(settings, combined, ordered))
@@ -957,21 +1030,16 @@ def _table2_split(output_dir: Path, new: Sequence[Mapping], previous: Sequence[M
     if len(ours) > 1:
         raise FewShotError(f"Table 2 records of the splits {ours}: a table holds one split (its mean ± sd is over "
                            f"one set of rows); write each split's into its own --output_dir")
-    earlier = _earlier_split(output_dir, previous)
+    earlier = _earlier_split(previous)
     split = ours[0] if ours else earlier or "test"
     if earlier is not None and earlier != split:
         raise FewShotError(_mixed_splits(output_dir, earlier, split))
     return split
 
 
-def _earlier_split(output_dir: Path, previous: Sequence[Mapping] | None = None) -> str | None:
-    """The split of ``output_dir``'s table2.csv (its own rows; Table 1's aside), or None where it holds none. Rows of
-    several splits (an earlier version's table): the first written."""
-    if previous is None:
-        from multimed_hf.training.report import read_records
-
-        path = output_dir / "table2.csv"
-        previous = read_records(path) if path.is_file() else []
+def _earlier_split(previous: Sequence[Mapping]) -> str | None:
+    """The split of a table2.csv's records ``previous`` (its own rows; Table 1's aside), or None where it holds none.
+    Rows of several splits (an earlier version's table): the first written."""
     return next((_split_of(r) for r in previous if r.get("family") not in TABLE1_ROWS), None)
 
 
