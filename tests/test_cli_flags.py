@@ -577,6 +577,14 @@ def test_capped_unimodal_runs_score_the_rows_the_other_families_score(tmp_path):
     evaluate_checkpoint(str(oct_run), str(tmp_path / "multimed"), ["test"], tmp_path / "oct-eval",
                         max_eval_samples=8, bootstrap_samples=0)
     assert scored(tmp_path / "oct-eval") == scored(oct_run)
+    # streamed: the first N rows holding the run's modality, in the run and in multimed evaluate (before, sweep C5:
+    # evaluate took the split's first N rows, all OCT, then kept the fundus ones: none, and said nothing)
+    streamed = tmp_path / "streamed"
+    assert train_main([*common, "--family", "unimodal", "--plan", "diabetic_retinopathy-fundus", "--streaming",
+                       "--output_dir", str(streamed)]) == 0
+    evaluate_checkpoint(str(streamed), str(tmp_path / "multimed"), ["test"], tmp_path / "streamed-eval",
+                        max_eval_samples=8, bootstrap_samples=0, streaming=True)
+    assert scored(tmp_path / "streamed-eval") == scored(streamed) and len(scored(streamed)) > 0
 
 
 def test_an_incomplete_last_checkpoint_is_passed_over(tmp_path, caplog):
@@ -592,6 +600,22 @@ def test_an_incomplete_last_checkpoint_is_passed_over(tmp_path, caplog):
     assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
     assert "checkpoint-10 is an incomplete checkpoint (no trainer_state.json" in caplog.text
     assert last_checkpoint(tmp_path / "nothing") is None
+
+
+def test_evaluate_draws_its_cis_with_the_runs_seed_unless_given(tmp_path):
+    # before (sweep C5): seed 42 (TrainingArguments' default) where the run drew its CIs with its --seed: the same
+    # values and rows, other intervals
+    import json
+
+    from multimed_hf.training.arguments import parse_evaluate_args
+
+    run = tmp_path / "run"
+    (run / "checkpoint-2").mkdir(parents=True)
+    (run / "run_info.json").write_text(json.dumps({"seed": 3}))
+    assert parse_evaluate_args([str(run), "--data", "m"])[1].seed == 3
+    assert parse_evaluate_args([str(run / "checkpoint-2"), "--data", "m"])[1].seed == 3
+    assert parse_evaluate_args([str(run), "--data", "m", "--seed", "5"])[1].seed == 5
+    assert parse_evaluate_args([str(tmp_path), "--data", "m"])[1].seed == 42  # nothing recorded
 
 
 def test_evaluate_refuses_to_write_into_a_saved_run(bt_dir, tmp_path, capsys):
@@ -652,6 +676,10 @@ def test_evaluate_without_an_output_dir_writes_beside_the_checkpoint(tmp_path, m
     assert parse_evaluate_args([str(run), "--data", "multimed"])[1].output_dir == f"{run}-eval"
     assert parse_evaluate_args(["org/model", "--data", "multimed"])[1].output_dir == "model-eval"
     assert parse_evaluate_args([str(run), "--data", "d", "--output_dir", "x"])[1].output_dir == "x"
+    # a checkpoint-N of a run: beside the run (before, sweep C5: RUN/checkpoint-N-eval, which Trainer's checkpoint
+    # rotation took for a checkpoint and deleted when the run was resumed)
+    (run / "checkpoint-6").mkdir()
+    assert parse_evaluate_args([str(run / "checkpoint-6"), "--data", "m"])[1].output_dir == f"{run}-checkpoint-6-eval"
     # a checkpoint named as "." or "RUN/." (before, sweep K11: a hidden ".-eval" inside the run folder)
     assert parse_evaluate_args([f"{run}/.", "--data", "multimed"])[1].output_dir == f"{run}-eval"
     monkeypatch.chdir(run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,7 +137,8 @@ class MultiMedArguments:
                 "with variants after '+'"})
     encoders: str = field(default="hub", metadata={
         "help": "hub (the paper's Hub encoders), small (small random-init encoders: offline, CPU) or a JSON file of "
-                "encoder specs; domain_specific ignores it"})
+                "encoder specs; not for domain_specific, which trains its own small models (multimed train refuses it there; a "
+                "benchmark grid applies it to the other families)"})
     plan: str | None = field(default=None, metadata={
         "help": "run only this plan of the family (names: multimed train ... --list_plans); default: every plan, "
                 "each in OUTPUT_DIR/<plan> when there are several"})
@@ -643,7 +645,11 @@ def parse_evaluate_args(argv: Sequence[str] | None = None, *, prog: str = "multi
     for action in parser._actions:  # argparse's only handle on a parsed dataclass field's help
         if action.dest == "output_dir":
             action.help = ("where the results, metrics with CIs and predictions are written (default: CHECKPOINT-eval "
-                           "beside a local checkpoint folder, NAME-eval for a Hub id org/NAME)")
+                           "beside a local checkpoint folder, RUN-checkpoint-N-eval for a checkpoint-N of RUN, "
+                           "NAME-eval for a Hub id org/NAME)")
+        elif action.dest == "seed":
+            action.help = ("seed of the bootstrap CIs: where not given, the run's --seed (from its run_info.json) "
+                           "where it records one, else this default")
     if len(argv) == 1 and argv[0].endswith(".json"):
         named = set(json.loads(Path(argv[0]).read_text()))
         parsed = parser.parse_json_file(argv[0])
@@ -655,6 +661,8 @@ def parse_evaluate_args(argv: Sequence[str] | None = None, *, prog: str = "multi
     refuse_lone_processes(parsed[1])
     if "output_dir" not in named:  # not transformers' ./trainer_output, which every evaluation would share
         parsed[1].output_dir = default_evaluation_dir(str(parsed[0].checkpoint))
+    if "seed" not in named and run_seed(str(parsed[0].checkpoint)) is not None:  # the run's CIs, drawn alike
+        parsed[1].seed = run_seed(str(parsed[0].checkpoint))
     return parsed
 
 
@@ -668,4 +676,21 @@ def default_evaluation_dir(checkpoint: str) -> str:
     local = Path(os.path.normpath(local))
     if local.name in ("", ".."):  # "." or "..": the folder's own name
         local = local.resolve()
+    if re.fullmatch(r"checkpoint-\d+", local.name):  # RUN-checkpoint-N-eval beside the run: inside it, Trainer's
+        return f"{local.parent}-{local.name}-eval"     # rotation takes checkpoint-N-eval for a checkpoint, deletes it
     return f"{local}-eval"
+
+
+def run_seed(checkpoint: str) -> int | None:
+    """The ``--seed`` a local run folder (or one of its ``checkpoint-N``) was trained with, from its
+    ``run_info.json``; None where none is recorded."""
+    local = Path(checkpoint).expanduser()
+    for folder in (local, local.parent):
+        path = folder / "run_info.json"
+        if path.is_file():
+            try:
+                seed = json.loads(path.read_text()).get("seed")
+            except (OSError, ValueError, AttributeError):
+                return None
+            return seed if isinstance(seed, int) else None
+    return None

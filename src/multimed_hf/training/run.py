@@ -731,10 +731,13 @@ def evaluate_checkpoint(checkpoint: str, data: str, splits: Sequence[str] = ("te
         datasets = load_task_data(data, tasks, splits=None, streaming=streaming)
         held = sorted({s for by_split in datasets.values() for s in by_split})
         datasets = {t: {s: ds for s, ds in by_split.items() if s in splits} for t, by_split in datasets.items()}
-        if streaming:
-            datasets = {t: {s: materialize(ds, max_eval_samples) for s, ds in by_split.items()}
-                        for t, by_split in datasets.items()}
     modalities = {t: list(model.config.heads[t]["modalities"]) for t in tasks}
+    if streaming and not all(hasattr(ds, "select") for by_split in datasets.values() for ds in by_split.values()):
+        # the first N rows of the stream holding what the head reads, as the run kept them (not the first N of the
+        # split: those of another modality, then none left)
+        datasets = {t: {s: materialize(rows_with_modality(ds, t, modalities[t])
+                                       if len(modalities[t]) < len(get_task(t).modalities) else ds, max_eval_samples)
+                        for s, ds in by_split.items()} for t, by_split in datasets.items()}
     inactive = _inactive_classes(model.config, tasks)
     selected = {}
     for t in tasks:
@@ -751,6 +754,11 @@ def evaluate_checkpoint(checkpoint: str, data: str, splits: Sequence[str] = ("te
         selected[t] = sample_rows(selected[t], max_eval_samples)
         if len(modalities[t]) < len(get_task(t).modalities):
             selected[t] = {s: rows_with_modality(ds, t, modalities[t]) for s, ds in selected[t].items()}
+    for t in tasks:
+        for s, ds in selected[t].items():
+            if len(ds) == 0:
+                logger.warning("evaluate: task %r's %r split has no row holding what its head reads (%s): nothing "
+                               "scored", t, s, ", ".join(modalities[t]))
     absent = [(t, s) for t in tasks for s in splits if s not in selected[t]]
     if len(absent) == len(tasks) * len(splits):
         raise RunError(f"none of the splits {list(splits)} exists for tasks {tasks} in {data!r}"
