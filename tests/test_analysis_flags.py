@@ -158,6 +158,9 @@ def test_robustness_options(flags, match):
     ("combos", ["--modes", "retrain", "--resume_from_checkpoint", "ck"], r"--modes retrain trains one model per "
                                                                          r"modality subset"),
     ("ood", ["--resume_from_checkpoint", "ck"], r"--resume_from_checkpoint ck: ood trains one model per held-out"),
+    # before (sweep C5): every held-out group's model pushed into one repository, each over the one before
+    ("ood", ["--push_to_hub", "--hub_model_id", "me/ood"], r"--push_to_hub: ood trains one model per held-out"),
+    ("combos", ["--modes", "retrain", "--push_to_hub"], r"--push_to_hub: --modes retrain trains one model per "),
     # before: range(0, n, 0) failed after training with "range() arg 3 must not be zero"
     ("attribution", ["--batch_size", "0"], r"--batch_size 0: expected an integer >= 1"),
 ])
@@ -168,6 +171,7 @@ def test_options_of_one_command(command, flags, match):
 
 def test_a_resume_path_is_kept_where_one_model_is_trained():
     assert _parse("combos", "--modes", "mask", "--resume_from_checkpoint", "ck")[2].resume_from_checkpoint == "ck"
+    assert _parse("combos", "--modes", "mask", "--push_to_hub")[2].push_to_hub
     assert _parse("attribution", "--resume_from_checkpoint", "ck")[2].resume_from_checkpoint == "ck"
 
 

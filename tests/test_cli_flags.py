@@ -530,6 +530,14 @@ def test_a_resume_path_is_refused_where_the_family_trains_several_runs(tmp_path,
     err = capsys.readouterr().err
     assert "family 'unimodal' trains 2 runs for ['diabetic_retinopathy'] (diabetic_retinopathy-oct, " in err
     assert "give --plan NAME with it" in err and not (tmp_path / "run").exists()
+    # before (sweep C5): both runs pushed to the one --hub_model_id, the fundus model over the OCT one
+    code = train_main(["--data", str(tmp_path / "multimed"), "--tasks", "diabetic_retinopathy", "--family",
+                       "unimodal", "--output_dir", str(tmp_path / "run"), *QUICK, "--push_to_hub", "--hub_model_id",
+                       "me/dr"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--hub_model_id me/dr: family 'unimodal' trains 2 runs" in err and "pushed over the one before" in err
+    assert not (tmp_path / "run").exists()
 
 
 def test_resuming_a_family_stopped_in_its_first_run_trains_the_runs_it_never_started(tmp_path, caplog):

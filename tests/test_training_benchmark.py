@@ -368,6 +368,9 @@ def test_only_the_main_process_writes_the_report_and_the_runs_files(tmp_path, mo
     (["--resume_from", "x"], "--resume_from_checkpoint names one run's checkpoint"),
     (["--list-plans"], "--list_plans picks one run"),
     (["--family", "unimodal"], "--family picks one run"),
+    # before (sweep C5): every run of a seed pushed into one repository named seed<k>, each over the one before
+    (["--push_to_hub"], r"--push_to_hub: the benchmark trains every run of the grid"),
+    (["--hub_model_id", "me/bench"], r"--hub_model_id: the benchmark trains every run of the grid"),
 ])
 def test_single_run_flags_are_refused_in_every_spelling(flags, match):
     with pytest.raises(BenchmarkError, match=match):

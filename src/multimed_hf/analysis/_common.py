@@ -273,8 +273,9 @@ def check_plan_flags(args, plans: Sequence[Any]) -> None:
 
 
 def refuse_resume_path(training_args, why: str) -> None:
-    """Refuse ``--resume_from_checkpoint PATH`` where the analysis trains several models (``why``): each run would
-    start from that one checkpoint; ``true`` resumes each run from its own last checkpoint."""
+    """Refuse the flags of one run where the analysis trains several models (``why``): ``--resume_from_checkpoint
+    PATH`` (each run would start from that one checkpoint; ``true`` resumes each from its own last checkpoint) and
+    ``--push_to_hub`` (each model would be pushed over the one before, into one repository)."""
     from multimed_hf.training.run import resumes_from_a_path
 
     resume = training_args.resume_from_checkpoint
@@ -282,6 +283,10 @@ def refuse_resume_path(training_args, why: str) -> None:
         raise AnalysisError(f"--resume_from_checkpoint {resume}: {why}, and each would start from that one "
                             f"checkpoint; give --resume_from_checkpoint true (each run resumes from its own last "
                             f"checkpoint under OUTPUT_DIR/runs/) or leave it out")
+    if training_args.push_to_hub:
+        raise AnalysisError(f"--push_to_hub: {why}, and each would be pushed over the one before into one "
+                            f"repository; leave it out and push the run you want afterwards (`hf upload ORG/NAME "
+                            f"OUTPUT_DIR/runs/...`)")
 
 
 def refuse_earlier_runs(output_dir: str | Path) -> None:

@@ -499,8 +499,8 @@ def _parse(argv: Sequence[str], prog: str = "multimed benchmark"):
     # named as argparse reads them: either spelling (--resume-from-checkpoint) and abbreviations (--resume_from)
     single = [flag.lstrip("-") for flag in _SINGLE_RUN_FLAGS]
     named = flags_named(HfArgumentParser((BenchmarkArguments, MultiMedArguments, TrainingArguments)), argv,
-                        ["encoders", *SCRIPT_SWITCHES, *single, "resume_from_checkpoint",
-                         *(flag.lstrip("-") for flag in _GRID_FLAGS)])
+                        ["encoders", *SCRIPT_SWITCHES, *single, "resume_from_checkpoint", "push_to_hub",
+                         "hub_model_id", *(flag.lstrip("-") for flag in _GRID_FLAGS)])
     given = [dest for dest in single if dest in named]
     if given:
         raise BenchmarkError(f"multimed benchmark: --{given[0]} picks one run of `multimed train`; the "
@@ -509,6 +509,12 @@ def _parse(argv: Sequence[str], prog: str = "multimed benchmark"):
         raise BenchmarkError("multimed benchmark: --resume_from_checkpoint names one run's checkpoint; pass "
                              "--reuse_finished_runs to keep the finished runs of --output_dir and resume each run "
                              "stopped halfway from its own last checkpoint")
+    pushing = [flag for flag in ("push_to_hub", "hub_model_id") if flag in named]
+    if pushing:  # each run's repository would be its folder's name, seed<k>: every run of a seed into one
+        raise BenchmarkError(f"multimed benchmark: --{pushing[0]}: the benchmark trains every run of the grid, and "
+                             f"each would be pushed over the one before into one repository (named after its "
+                             f"folder, seed<k>, or --hub_model_id); leave it out and push the runs you want "
+                             f"afterwards (`hf upload ORG/NAME OUTPUT_DIR/runs/<family>/<plan>/seed<k>`)")
     overwritten = [flag for flag in _GRID_FLAGS if flag.lstrip("-") in named]
     if overwritten:
         raise BenchmarkError(f"multimed benchmark: {overwritten[0]} would be overwritten by every run of the grid; "

@@ -801,6 +801,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                            f"{args.tasks} ({', '.join(p.name for p in plans)}), and each would start from that one "
                            f"checkpoint; give --plan NAME with it (the run it belongs to), or --resume_from_checkpoint "
                            f"true (each run goes on from its own last checkpoint)")
+        if len(plans) > 1 and training_args.push_to_hub and training_args.hub_model_id:
+            raise RunError(f"--hub_model_id {training_args.hub_model_id}: family {args.family!r} trains {len(plans)} "
+                           f"runs for {args.tasks} ({', '.join(p.name for p in plans)}), and each would be pushed over "
+                           f"the one before into that repository; give --plan NAME with it, or leave it out (each "
+                           f"run is pushed to a repository named after its folder, the plan's name)")
         if args.plan is None and training_args.process_index == 0:  # a task of --tasks no plan trains: said
             for t, reason in unplanned(args.family, args.tasks, local).items():
                 print(f"{t}: no run of family {args.family!r} ({reason})")
