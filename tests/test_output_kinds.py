@@ -221,3 +221,16 @@ def test_a_split_class_vote_keeps_its_tie_break_in_bf16():
     presence = torch.tensor([[True, True]])
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         assert kind.vote(predictions.to(dtype), presence).argmax(-1).tolist() == [2], dtype
+
+
+def test_the_model_card_says_what_the_model_is():
+    # before (sweep C5): every card read "A multimodal, multitask model" and was tagged multimodal and multitask, a
+    # unimodal single-task run too
+    from multimed_hf.configuration_multimed import MultiMedConfig
+
+    one = build_model_card(MultiMedConfig.from_tasks(["bone_age"]))
+    assert "A single-modality, single-task model" in str(one)
+    assert "multimodal" not in one.data.tags and "multitask" not in one.data.tags
+    several = build_model_card(MultiMedConfig.from_tasks(["diabetic_retinopathy", "bone_age"]))
+    assert "A multimodal, multitask model" in str(several)
+    assert {"multimodal", "multitask"} <= set(several.data.tags)

@@ -73,9 +73,13 @@ def build_model_card(config, repo_id: str | None = None, training_data=None, met
     """
     data = [d if isinstance(d, dict) else {"name": str(d)} for d in (training_data or [])]
     metrics = metrics or {}
+    # what this model is (a unimodal single-task run was tagged multimodal and multitask on the Hub)
+    multimodal = any(len(head["modalities"]) > 1 for head in config.heads.values())
+    multitask = len(config.heads) > 1
+    kind = ["multimodal" if multimodal else "single-modality", "multitask" if multitask else "single-task"]
     card_data = ModelCardData(
         library_name="transformers",
-        tags=sorted({"multimed", "medical", "multimodal", "multitask", "custom_code", *(tags or [])}),
+        tags=sorted({"multimed", "medical", "custom_code", *(k for k in kind if "-" not in k), *(tags or [])}),
         datasets=sorted({d["name"] for d in data}) or None,
         metrics=sorted({name for values in metrics.values() for name in values}) or None,
         base_model=sorted({s["pretrained"] for s in config.encoders.values()
@@ -84,7 +88,7 @@ def build_model_card(config, repo_id: str | None = None, training_data=None, met
     lines = [
         f"# {repo_id or 'MultiMed model'}",
         "",
-        "A multimodal, multitask model for the MultiMed benchmark (Mo & Liang, 2024, *MultiMed: Massively "
+        f"A {kind[0]}, {kind[1]} model for the MultiMed benchmark (Mo & Liang, 2024, *MultiMed: Massively "
         "Multimodal and Multitask Medical Understanding*), built with `multimed_hf`: per-modality encoders, "
         "projections to a shared size, fusion over the modalities each sample has, one head per task.",
         "",
