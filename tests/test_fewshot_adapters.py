@@ -194,3 +194,19 @@ def test_fake_hub_push_names_the_base_hub_id_then_loads_back(tmp_path, fake_hub)
     again = load_adapter(tiny_model(["brain_tumor"], seed=0), "org/bt-2shot", token=fake_hub.token)
     expected = _logits(peft_model, "brain_tumor", rows)["tumor"]
     assert torch.equal(_logits(again, "brain_tumor", rows)["tumor"], expected)
+
+
+def test_the_adapter_card_says_which_modalities_the_adapted_head_reads():
+    # before (sweep C5): the card's loading code gave no word on inputs; where the head reads some of the task's
+    # modalities, the base's processor for the task failed on the others ("no processor for text"); "1 examples"
+    from multimed_hf.fewshot.adapters import adapter_card
+
+    info = {"task": "disease", "k": 1, "seed": 0, "base_model": "org/base", "method": "lora", "rank": 4,
+            "target_modules": ["fusion.proj"], "head_spec": {"modalities": ["mri", "oct"], "outputs": []},
+            "metrics": {}}
+    card = str(adapter_card(info))
+    assert "at least 1 example or the split ran out" in card
+    assert ("The adapted head reads mri, oct of the task's modalities" in card
+            and "transform(\"disease\", modalities=['mri', 'oct'])" in card)
+    whole = str(adapter_card({**info, "task": "brain_tumor", "k": 5, "head_spec": {"modalities": ["mri"]}}))
+    assert "at least 5 examples" in whole and "The adapted head reads" not in whole  # every modality: nothing said

@@ -268,6 +268,11 @@ def adapter_card(info: Mapping[str, Any]):
              "the training split")
     targets = info.get("target_modules", [])
     scored = _metrics_heading(info)
+    reads = list((info.get("head_spec") or {}).get("modalities") or read or [])
+    partial = bool(reads) and set(reads) < set(_task_modalities(info["task"]))
+    inputs = (f"\nThe adapted head reads {', '.join(reads)} of the task's modalities: build its batches with the "
+              f"base's processor for those, `MultiMedProcessor.from_pretrained(BASE).transform(\"{info['task']}\", "
+              f"modalities={reads!r})` (the others have no encoder in the base).\n" if partial else "")
     where = " and ".join(name for name, prefix in (("the encoders'", "encoders."), ("the fusion block's", "fusion."),
                                                    ("the early-fusion encoder's", "early."))
                          if any(t.startswith(prefix) for t in targets)) or "the model's"
@@ -279,7 +284,8 @@ def adapter_card(info: Mapping[str, Any]):
 
 A PEFT `{info.get('method', 'lora')}` adapter (rank {info.get('rank')}) over **{base}**, trained on a {info['k']}-shot
 support set of task `{info['task']}` (whole groups drawn with seed {info['seed']} from {drawn} until
-every class had at least {info['k']} examples or the split ran out; real counts: {counts or 'n/a'}{short}).
+every class had at least {info['k']} example{'s' if info['k'] != 1 else ''} or the split ran out; real counts: \
+{counts or 'n/a'}{short}).
 Target modules: {where} linear layers ({', '.join(sorted({t.rsplit('.', 1)[-1] for t in targets}))});
 the head `heads.{info['task']}` is trained whole. {head}
 
@@ -295,10 +301,20 @@ base = AutoModel.from_pretrained("{info.get('base_model') or 'BASE'}", trust_rem
 adapter = "ADAPTER"  # this repo id or folder
 {load_new_head}model = PeftModel.from_pretrained(base, adapter, adapter_name="{info.get('adapter_name', 'default')}")
 ```
-
+{inputs}
 {scored}: {json.dumps(info.get('metrics') or {}, sort_keys=True)}
 """
     return ModelCard(text)
+
+
+def _task_modalities(task: str) -> tuple[str, ...]:
+    """The registry's modalities of ``task`` (none for a task it does not know, e.g. a user's own)."""
+    from multimed_hf.tasks import get_task
+
+    try:
+        return tuple(get_task(task).modalities)
+    except (KeyError, ValueError):
+        return ()
 
 
 def _metrics_heading(info: Mapping[str, Any]) -> str:
