@@ -133,6 +133,19 @@ def test_table2_gives_a_one_modality_tasks_multimodal_cell_table1s_unimodal_numb
     assert "as unimodal (one modality), which --table1 does not hold" in row and "was not run" not in row
 
 
+
+def test_table2_says_why_a_single_task_benchmark_has_no_multitask_number(tmp_path):
+    # before (sweep C5): "not run" in the multimodal multi-task row, where table1.md of the same benchmark said "same
+    # as multimodal (one task selected)"
+    shots = [{"family": "5_shot", "task": "diabetic_retinopathy", "label": "oct_finding", "metric": "accuracy",
+              "value": 0.4, "seed": 0, "split": "test", "n": 12}]
+    multimodal = [{**r, "family": "multimodal", "value": 0.5, "run": "diabetic_retinopathy"} for r in shots]
+    write_table1(multimodal, tmp_path / "bench")
+    markdown = write_table2(shots, tmp_path / "a", table1=tmp_path / "bench" / "table1.csv").markdown.read_text()
+    row = next(line for line in markdown.splitlines() if "(`multimodal_multitask`)" in line)
+    assert "same as multimodal (one task selected)" in row and "not run" not in row
+
+
 def test_table2_says_what_zero_shot_scores_unlike_k_shot(tmp_path):
     # before: zero-shot (18 held-out-class rows, a 2-way choice) sat above k-shot (every row, every class) unexplained
     records = [{"family": "zero_shot", "task": "disease", "label": "diseases", "metric": "accuracy", "value": 0.56,

@@ -1001,6 +1001,13 @@ def _write_table2(records: Sequence[Mapping], output_dir: Path, previous: Sequen
         notes.update(_one_modality_notes(table1_records, no_multimodal, split))
         shown += [r for r in table1_records if r.get("family") == "unimodal" and r.get("task") in no_multimodal
                   and len(get_task(r["task"]).modalities) == 1]
+        # as table1.md says why its benchmark has no multitask run of a task (one task selected), not "not run"
+        from multimed_hf.training.families import unplanned
+
+        table1_tasks = list(dict.fromkeys(r["task"] for r in table1_records if r.get("task")))
+        notes.update({("multimodal_multitask", t): why
+                      for t, why in unplanned("multimodal_multitask", table1_tasks).items() if t in ordered
+                      and not any(r["task"] == t and r["family"] == "multimodal_multitask" for r in combined)})
     expression = ("Expression (Expre pred.) is Pearson r, reported as r; the paper prints r x 100 as a percentage "
                   "(its number beside ours says so); table2.csv holds r, paper_value the printed percentage\n"
                   "The paper's zero-shot expression number (a Pearson task printed as a percentage) cannot be "
