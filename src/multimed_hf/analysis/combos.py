@@ -247,6 +247,42 @@ def _best_subset(values: Mapping[frozenset, float], read: Mapping[frozenset, int
     return subset_name([m for m in modalities if m in max(scored, key=lambda k: (scored[k], -len(k)))])
 
 
+def _check_variant(args, task: str, subsets, modes: Sequence[str], train_rows: Callable | None = None) -> None:
+    """Before any training: the ``+variant`` of ``args.family`` (miles, ogm_ge, gblend, mind) checked for each
+    subset model it would train as ``train_model`` checks it (``check_plan``: the model reads two or more
+    modalities; ``check_rows``: a training row, among those ``--max_train_samples`` draws, holds two of them).
+    ``train_rows(subset)``: the training rows of that subset's model (None: ``check_plan`` only, before the splits
+    are loaded). Refused otherwise, naming what to use (before: refused after the full model had trained, on the
+    first one-modality subset of ``--modes retrain``)."""
+    from multimed_hf.training.balancing import BalancingError
+    from multimed_hf.training.families import parse_family
+    from multimed_hf.training.loading import sample_rows
+    from multimed_hf.training.run import RunError, _balancing
+
+    base, variants = parse_family(args.family)
+    if not variants:
+        return
+    full = max(subsets, key=len)
+    for subset in sorted(subsets, key=len, reverse=True):  # as trained: the full set first
+        plan = analysis_plan(args, task, subset, subset_name(subset))
+        try:
+            balancing = _balancing(args, plan)
+            if balancing is None:  # a variant that balances nothing
+                return
+            balancing.check_plan(plan.modalities)
+            if train_rows is not None:
+                balancing.check_rows(sample_rows({task: train_rows(subset)}, args.max_train_samples),
+                                     plan.modalities)
+        except (BalancingError, RunError) as err:
+            if subset == full:
+                raise AnalysisError(f"--family {args.family}: {err}") from err
+            raise AnalysisError(
+                f"--family {args.family} --modes {' '.join(modes)}: retrain mode trains one model per modality "
+                f"subset, and on subset {subset_name(subset)!r}: {err}. Nothing was trained; use --modes mask (one "
+                f"model over every modality, trained with +{'+'.join(variants)}), or --family {base} to retrain "
+                f"each subset without it") from err
+
+
 def combos(args, training_args, *, options: CombosOptions | None = None, output_dir: str | Path | None = None,
            datasets: Mapping[str, Any] | None = None, train_fn: Callable | None = None) -> CombosResult:
     """Score every modality subset of ``args.tasks[0]`` on ``options.split`` in the modes asked for, and the
@@ -278,13 +314,22 @@ def combos(args, training_args, *, options: CombosOptions | None = None, output_
         raise AnalysisError(f"task {task!r} has {len(modalities)} modality ({modalities}) in {args.data!r}: "
                             f"combinations need at least two")
     subsets = modality_subsets(modalities, options.max_order, options.max_subsets)
-    check_plan_flags(args, [analysis_plan(args, task, s, subset_name(s)) for s in subsets
-                            if len(s) == len(modalities) or "retrain" in options.modes])
+    trained = [s for s in subsets if len(s) == len(modalities) or "retrain" in options.modes]
+    check_plan_flags(args, [analysis_plan(args, task, s, subset_name(s)) for s in trained])
+    _check_variant(args, task, trained, options.modes)  # the modalities each model reads, before loading the splits
     complete = len(subsets) == 2 ** len(modalities) - 1
     output_dir = Path(output_dir or training_args.output_dir)
     data = dict(datasets) if datasets is not None else analysis_datasets(args.data, task, modalities)
     if options.split not in data:
         raise AnalysisError(f"task {task!r} has no {options.split!r} split in {args.data!r}")
+
+    def subset_rows(subset, splits=tuple(data)):
+        """``data``'s ``splits`` cut to the rows holding one of ``subset`` (every row for the full set)."""
+        if len(subset) == len(modalities):
+            return {s: data[s] for s in splits}
+        return {s: data[s].select(np.flatnonzero(modality_matrix(data[s], task, subset).any(1))) for s in splits}
+
+    _check_variant(args, task, trained, options.modes, lambda subset: subset_rows(subset, ["train"])["train"])
     boot, seed = args.bootstrap_samples, training_args.seed
     records: list[dict] = []
     trainings = 0
@@ -294,8 +339,7 @@ def combos(args, training_args, *, options: CombosOptions | None = None, output_
     def train(subset, name):
         nonlocal trainings
         trainings += 1
-        rows = {s: ds.select(np.flatnonzero(modality_matrix(ds, task, subset).any(1))) if len(subset) < len(
-            modalities) else ds for s, ds in data.items()}
+        rows = subset_rows(subset)
         said = f"the rows holding {' or '.join(subset)} (combos)" if len(subset) < len(modalities) else None
         return train_run(args, training_args, task=task, datasets=rows, modalities=subset,
                          output_dir=output_dir / "runs" / name, train_fn=train_fn, rows=said)

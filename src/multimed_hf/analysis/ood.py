@@ -38,6 +38,11 @@ UNSEEN = "not scorable: its classes were never seen in training (closed-set head
 NO_LABELS = "no labelled rows"
 #: ``--in_distribution``: a group none of whose rows is in the test split (the reference model scores test rows)
 NO_TEST_ROWS = "no test rows"
+#: What ood.md says under its table where a score is undefined for a group (a "–" cell)
+UNDEFINED_NOTE = ("–: undefined for that group's scored rows: specificity where they hold one class (no row of "
+                  "another class to reject), a multilabel accuracy where no row knows two names, sensitivity or "
+                  "specificity where no name is known positive or negative, Pearson r where the values or the "
+                  "predictions are constant (or one row).")
 
 
 @dataclass
@@ -196,6 +201,15 @@ def _score_group(predictions, column, kind, bootstrap, seed) -> dict[str, tuple[
     return {m: (v, *cis.get(m, (float("nan"), float("nan")))) for m, v in values.items()}
 
 
+def _trained_rows(run, max_train_samples: int | None):
+    """The training rows ``run`` (an ``AnalysisRun``) learnt from: its training split, or with
+    ``--max_train_samples N`` the N rows ``train_model`` drew from it (``sample_rows``, from the rows the run was
+    given: the held-out group's left out). A class (or multilabel name) only in the other rows was never seen."""
+    from multimed_hf.training.loading import sample_rows
+
+    return sample_rows({run.task: run.datasets["train"]}, max_train_samples)[run.task]
+
+
 def _positive_names(dataset, column: str) -> set[str]:
     """The names of a multilabel column that are positive in at least one row of ``dataset``."""
     from multimed_hf.training.loading import column_values
@@ -263,8 +277,9 @@ def ood(args, training_args, *, options: OODOptions | None = None, output_dir: s
             reference = train_run(args, training_args, task=task, datasets=train, modalities=modalities,
                                   output_dir=output_dir / "runs" / task / "all-groups", train_fn=train_fn,
                                   rows=f"every `{group_column}` group (ood's in-distribution reference)")
-            seen_all = set(_label_values(train["train"], column)) if pool_labels is not None else None
-            names_all = _positive_names(train["train"], column) if kind == "multilabel" else None
+            learnt = _trained_rows(reference, args.max_train_samples)
+            seen_all = set(_label_values(learnt, column)) if pool_labels is not None else None
+            names_all = _positive_names(learnt, column) if kind == "multilabel" else None
         for group in chosen:
             held = np.array([g == group for g in pool_groups])
             info = {**base, "group": group, "rows": int(held.sum())}
@@ -273,8 +288,6 @@ def ood(args, training_args, *, options: OODOptions | None = None, output_dir: s
                 continue
             train = {s: ds.select(np.flatnonzero([g != group for g in groups_of[s]])) for s, ds in data.items()
                      if s in ("train", "validation")}
-            seen = set(_label_values(train["train"], column)) if pool_labels is not None else None
-            seen_names = _positive_names(train["train"], column) if kind == "multilabel" else None
             held_out = pool.select(np.flatnonzero(held))
             trained_ids = set(train["train"]["sample_id"]) | set(train.get("validation", {"sample_id": []})
                                                                    ["sample_id"])
@@ -285,6 +298,9 @@ def ood(args, training_args, *, options: OODOptions | None = None, output_dir: s
             run = train_run(args, training_args, task=task, datasets=train, modalities=modalities,
                             output_dir=output_dir / "runs" / task / f"without-{_safe(group)}", train_fn=train_fn,
                             rows=f"every `{group_column}` group but {group!r} (held out by ood)")
+            learnt = _trained_rows(run, args.max_train_samples)  # --max_train_samples: only the N rows drawn
+            seen = set(_label_values(learnt, column)) if pool_labels is not None else None
+            seen_names = _positive_names(learnt, column) if kind == "multilabel" else None
             evaluations = [("out-of-distribution", held_out, run, seen, seen_names)]
             no_test_rows = False  # --in_distribution, and the group has no test row: listed, not skipped
             if reference is not None and "test" in data:
@@ -376,9 +392,12 @@ def _markdown(result: OODResult, options: OODOptions) -> str:
              "pooled over the rows. CIs: percentile bootstrap over rows.", ""]
     scored = table[table["status"] == SCORED]
     if len(scored):
-        wide = scored.astype({"scored": int}).pivot_table(index=["task", "group", "setting", "scored"],
-                                                          columns="metric", values="value")
+        # not pivot_table: it drops a metric undefined for every group shown, and a group with no defined score
+        wide = scored.astype({"scored": int}).set_index(["task", "group", "setting", "scored", "metric"])["value"]
+        wide = wide.unstack("metric").reindex(columns=list(dict.fromkeys(scored["metric"])))
         lines += [markdown_table(wide.reset_index()), ""]
+        if wide.isna().to_numpy().any():
+            lines += [UNDEFINED_NOTE, ""]
     other = table[table["status"] != SCORED]
     if len(other):
         lines += ["Groups not scored (listed, not skipped):", ""]
