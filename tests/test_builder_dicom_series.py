@@ -338,3 +338,27 @@ def test_slice_indices_rank_each_series_and_place_a_slice_without_a_position(tmp
     else:
         others = sorted(i for p, i in indices.items() if not p.endswith("IM0002.dcm"))
         assert others == [0, 1, 2] and indices["PAT003/ST01/SE01/IM0002.dcm"] == 0
+
+
+def test_a_localizer_image_is_rejected_not_kept_as_a_slice(tmp_path):
+    # before (sweep D4): a CT study's scout / topogram (Image Type LOCALIZER), exported beside its axial series, was
+    # kept as a slice of the patient's labelled volume, unsaid
+    root = sample.make(tmp_path / sample.FOLDER, bad_files=False)
+    series = root / "PAT003" / "ST01" / "SE01"
+    scout = pydicom.dcmread(series / "IM0001.dcm")
+    scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    scout.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+    (series.parent / "SE09").mkdir()
+    scout.SeriesInstanceUID = pydicom.uid.generate_uid()
+    scout.save_as(series.parent / "SE09" / "IM0001.dcm")
+    in_series = pydicom.dcmread(series / "IM0002.dcm")  # one in the axial series' own folder too
+    in_series.ImageType = "LOCALIZER"
+    in_series.save_as(series / "IM0002.dcm")
+    build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    indices = {p: i for p, i in _slice_indices(tmp_path / "out").items() if p.startswith("PAT003/")}
+    assert sorted(indices) == [f"PAT003/ST01/SE01/IM000{n}.dcm" for n in (1, 3, 4)]
+    assert sorted(indices.values()) == [0, 1, 2]
+    rejected = {e.source_path: e.reason for e in read_manifest(tmp_path / "out" / TASK)
+                if e.status == "rejected"}
+    for path in ("PAT003/ST01/SE09/IM0001.dcm", "PAT003/ST01/SE01/IM0002.dcm"):
+        assert "a localizer (scout / topogram) image" in rejected[path]

@@ -98,6 +98,16 @@ def read_ct_slice(path: Path):
     return ds, hu
 
 
+def _is_localizer(ds) -> bool:
+    """Whether a CT image is a localizer (scout, topogram, surview: the planning radiograph a CT study exports
+    beside its axial series), by its Image Type (0008,0008) value 3: ``LOCALIZER``."""
+    image_type = ds.get("ImageType")
+    if image_type is None:
+        return False
+    values = [image_type] if isinstance(image_type, str) else list(image_type)  # one value, or a MultiValue
+    return any(str(v).strip().upper() == "LOCALIZER" for v in values)
+
+
 def _slice_png(path: Path, window: Window) -> bytes:
     _, hu = read_ct_slice(path)
     return encode_png(window.to_uint8(hu))
@@ -139,8 +149,8 @@ class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
     #: 2: the .dcm suffix in any case; 3: slices without extension, DICOMDIR ignored, cut files named as truncated;
     #: 4: a labels.csv row without key or label rejected on its own (the other rows used); 5: slices ranked within
     #: their series UID, a slice without a position placed by its InstanceNumber; 6: ... past either end too (it
-    #: took its neighbour's position, the tie broken by file name)
-    reading_version: ClassVar[str] = "6"
+    #: took its neighbour's position, the tie broken by file name); 7: a localizer (scout) image rejected, not a slice
+    reading_version: ClassVar[str] = "7"
     #: The window every slice is rendered in (recorded per sample in the ``window`` column).
     window: ClassVar[Window] = LUNG_WINDOW
 
@@ -275,7 +285,7 @@ class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
                     ds = dcmread(sibling, stop_before_pixels=True, allow_truncated=True)
                 except BadSourceFile:
                     continue  # rejected on its own
-                if ds.get("Modality") == "CT":  # a damaged CT slice keeps its place: the index is its position
+                if ds.get("Modality") == "CT" and not _is_localizer(ds):  # a damaged slice keeps its place
                     number = ds.get("InstanceNumber")
                     series.setdefault(str(ds.get("SeriesInstanceUID", "")), {})[sibling.name] = (
                         _position(ds), float(number) if number is not None else None)
@@ -304,6 +314,9 @@ class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
             raise BadSourceFile(_STRAY)
         patient, study, series, name = parts
         ds, hu = read_ct_slice(self.root / relpath)
+        if _is_localizer(ds):  # kept before: a planning radiograph as a slice of the patient's volume, labelled
+            raise BadSourceFile(f"a localizer (scout / topogram) image, Image Type {list(ds.ImageType)}: the "
+                                f"planning radiograph of the study, not a slice of a CT series")
         series_uid = str(ds.get("SeriesInstanceUID", f"{patient}/{study}/{series}"))
         labels = self._label_fields(patient, series_uid)
         png = encode_png(self.window.to_uint8(hu))
