@@ -48,8 +48,10 @@ class BrainTumorMRIBuilder(NonDataFiles, ImageFolderBuilder):
             if (self.root / split).is_dir():
                 present = {names[p.name] for p in (self.root / split).iterdir() if p.name in names}
                 missing = sorted(set(names.values()) - present)
-                if missing:
-                    warnings.append(f"partial download: {split}/ has no folder of class {', '.join(missing)}")
+                if missing:  # named by the folders a release has (notumor or no_tumor), not the class alone
+                    folders = [" or ".join(sorted(f for f, c in names.items() if c == m)) for m in missing]
+                    warnings.append(f"partial download: {split}/ has no folder of class "
+                                    f"{', '.join(f'{m} (folder {f})' for m, f in zip(missing, folders))}")
         return warnings
 
     def parse_path(self, relpath: str) -> PathInfo:
