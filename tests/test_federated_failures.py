@@ -14,16 +14,23 @@ def _message(node):
 
 
 def _error_reply(node, reason):
-    return SimpleNamespace(metadata=SimpleNamespace(src_node_id=node), has_error=lambda: True,
-                           error=SimpleNamespace(reason=reason))
+    return SimpleNamespace(metadata=SimpleNamespace(src_node_id=node, reply_to_message_id=f"to-{node}"),
+                           has_error=lambda: True, error=SimpleNamespace(reason=reason))
 
 
 class _Grid:
+    """Replies at once with ``replies`` (each to the message sent to its node); the other messages never get one."""
+
+    pull_interval = 0.01
+
     def __init__(self, replies):
         self.replies = replies
 
-    def send_and_receive(self, messages, timeout):
-        return self.replies
+    def push_messages(self, messages):
+        return [f"to-{m.metadata.dst_node_id}" for m in messages]
+
+    def pull_messages(self, message_ids):
+        return [r for r in self.replies if r.metadata.reply_to_message_id in set(message_ids)]
 
 
 def test_a_failed_round_names_the_clients_by_name(monkeypatch):
@@ -32,6 +39,8 @@ def test_a_failed_round_names_the_clients_by_name(monkeypatch):
 
     monkeypatch.setattr(server_app, "payload_bytes", lambda content: 0)
     monkeypatch.setattr(server_app, "describe_message", lambda content: {})
+    clock = iter(range(0, 10**6, 25))  # 25 s pass between two looks: the 60 s wait ends after a few
+    monkeypatch.setattr(server_app, "time", SimpleNamespace(monotonic=lambda: next(clock)))
     report = FederationReport("fedavg")
     exchange = _Exchange(_Grid([_error_reply(11, "ValueError: no rows")]), 60, report)
     exchange.names = {11: "partial-0", 12: "paired-0"}

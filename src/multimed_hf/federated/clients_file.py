@@ -3,8 +3,9 @@
 The declarative twin of ``partition.partition_config`` (same folders, same ``federation.json``), for federations a
 partition rule does not describe: each client names, per task config, the rows it holds (``datasets`` split
 strings, slices included: ``train[:40%]``), the modalities it collected (the others are blanked, rows left with
-none are dropped) and, optionally, unlabelled *fragments* (rows whose other modalities and label another client
-holds: the vertical phase links them by salted ``sample_id`` digests)::
+none are dropped: a warning says how many, ``ClientSpec.left_out`` records them) and, optionally, unlabelled
+*fragments* (rows whose other modalities and label another client holds: the vertical phase links them by salted
+``sample_id`` digests)::
 
     data: ../multimed                 # built folder or Hub id (relative to this file); --data when absent
     clients:
@@ -48,6 +49,7 @@ from multimed_hf.federated.partition import (
     holds_modality,
     replace_earlier_clients,
     warn_empty_splits,
+    warn_left_out,
     write_rows,
 )
 from multimed_hf.tasks import get_task
@@ -143,13 +145,14 @@ def _load(data: str, task: str, split: str, where: str):
 
 
 def _held_rows(dataset, task: str, modalities: list[str], labels: bool):
-    """Rows blanked to ``modalities`` (and without labels when ``labels`` is False), rows left with none dropped."""
+    """(rows blanked to ``modalities`` (and without labels when ``labels`` is False), rows left with none dropped;
+    how many were dropped)."""
     dropped = [m for m in get_task(task).modalities if m not in modalities]
     part = _blank(dataset, task, dropped, labels=not labels) if dropped or not labels else dataset
     keep = np.zeros(len(part), bool)
     for m in modalities:
         keep |= holds_modality(part, task, m)
-    return part.select(np.flatnonzero(keep))
+    return part.select(np.flatnonzero(keep)), int((~keep).sum())
 
 
 def clients_from_file(path: str | os.PathLike, out_dir: str | os.PathLike, *,
@@ -171,7 +174,8 @@ def clients_from_file(path: str | os.PathLike, out_dir: str | os.PathLike, *,
                 folder.mkdir(parents=True, exist_ok=True)
                 for role, split in settings["splits"].items():
                     rows = _load(entry["data"], task, split, _where(Path(path), name, task, role))
-                    rows = _held_rows(rows, task, settings["modalities"], labels=role != FRAGMENTS)
+                    rows, left_out = _held_rows(rows, task, settings["modalities"], labels=role != FRAGMENTS)
+                    client.left_out.setdefault(task, {})[role] = left_out
                     write_rows(rows, folder / f"{role}.parquet")
                     if role == FRAGMENTS:
                         client.fragments[task] = len(rows)
@@ -180,6 +184,8 @@ def clients_from_file(path: str | os.PathLike, out_dir: str | os.PathLike, *,
             if entry["kind"] is None:
                 client.kind = "paired" if complete else "partial"
             clients.append(client)
+        for task in dict.fromkeys(tasks):
+            warn_left_out(clients, task, made_by="clients file")
         warn_empty_splits(clients, made_by="clients file")
         plan = FederationPlan(data=str(top), tasks=list(dict.fromkeys(tasks)), by=f"clients file {Path(path).name}",
                               seed=int(seed), clients=clients, root=str(root))

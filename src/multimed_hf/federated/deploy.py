@@ -344,14 +344,15 @@ def export_app(app_dir: str | os.PathLike, out_dir: str | os.PathLike, *, data=N
     (``write_flower_app``). Copy each client folder to its hospital and the initial model to every site; the
     README gives each machine's command."""
     from multimed_hf.federated.server_app import read_run_config
-    from multimed_hf.federated.simulation import prepare_federation
+    from multimed_hf.federated.simulation import _replace_earlier_results, prepare_federation
 
     read_run_config({"model-path": "", **(run_config or {})})  # a bad setting fails before any data is read
     tls = tls_files(ssl_ca_certfile, ssl_certfile, ssl_keyfile) or {}  # so does a partial set of TLS files
     out = Path(out_dir).resolve()
-    prepared = prepare_federation(data, tasks, out / "federation", partition=partition, clients=clients, by=by,
-                                  seed=seed, hidden_size=hidden_size, encoders=encoders,
-                                  assemble_kwargs=assemble_kwargs)
+    with _replace_earlier_results(out):  # an earlier run's OUT/<strategy> was trained on the clients replaced here
+        prepared = prepare_federation(data, tasks, out / "federation", partition=partition, clients=clients, by=by,
+                                      seed=seed, hidden_size=hidden_size, encoders=encoders,
+                                      assemble_kwargs=assemble_kwargs)
     given = dict(run_config or {})
     strategy = str(given.get("strategy", "blendavg"))
     config = {"model-path": str(prepared.model_path.resolve()), "output-dir": str(out / strategy),

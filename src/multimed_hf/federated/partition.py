@@ -5,7 +5,8 @@ DNA + scRNA-seq profile; med_vqa: image + question):
 
 - ``paired``: its patients' rows as built, every modality and the labels.
 - ``partial``: a modality never collected (``drop``, default the task's last modality) is blanked in every row;
-  rows left with no modality are removed.
+  rows left with no modality are removed: they are at no client (a warning says how many, ``ClientSpec.left_out``
+  records them per task and split).
 - ``fragmented``: it keeps the labels and the modalities in ``keep`` (default the task's last modality); for each of
   its training rows that also held other modalities, those move to a *partner* client as an unlabelled fragment
   with the same ``sample_id`` (the same patient seen at two hospitals). The partner is the first ``partial``
@@ -17,8 +18,10 @@ DNA + scRNA-seq profile; med_vqa: image + question):
 Patients never span clients, across tasks too: rows are grouped by ``by`` (``"patient"`` = the built ``group_id``
 column, the task's grouping key; ``"source"``; or any column name, e.g. a site column), groups are shuffled with
 ``seed`` and cut into equal shares in client order; a group met in an earlier task of the federation (``disease``
-re-uses ``brain_tumor``'s images) stays at its client, and the new ones fill the clients with the fewest. Output,
-one folder per client (what a SuperNode's ``data-path`` names)::
+re-uses ``brain_tumor``'s images) stays at its client, and the new ones fill the clients with the fewest. A split
+with fewer new groups than clients (a task collected at one site, ``--by source``) leaves some clients without its
+rows, which is warned; a partition that would leave a client without any training row is refused. Output, one
+folder per client (what a SuperNode's ``data-path`` names)::
 
     OUT/federation.json                       the plan (FederationPlan.save)
     OUT/clients/<name>/<task>/train.parquet   labelled rows (validation.parquet likewise)
@@ -82,6 +85,8 @@ class ClientSpec:
     rows: dict[str, dict[str, int]] = field(default_factory=dict)  # task -> split -> labelled rows
     fragments: dict[str, int] = field(default_factory=dict)  # task -> unlabelled fragment rows held for a partner
     partner: dict[str, str] = field(default_factory=dict)  # task -> where its patients' moved modalities went
+    left_out: dict[str, dict[str, int]] = field(default_factory=dict)  # task -> split (or fragments) -> rows of its
+    # share holding only modalities it never collected, not in its folder (a partial client's: at no client)
 
 
 @dataclass
@@ -214,19 +219,22 @@ def write_rows(dataset, path: str | os.PathLike) -> Path:
     return path
 
 
-def _shares(dataset, by: str, n: int, seed: int, what: str, assigned: dict[str, int]) -> list[np.ndarray]:
-    """Each client's row indices of ``dataset``: its groups (``by``) shuffled with ``seed`` and cut into equal
-    shares, except that a group ``assigned`` to a client by another task or split of the federation stays with it
-    (``disease`` holds the images of ``brain_tumor``, say: a patient is at one client whatever the task); the new
-    groups then go to the clients with the fewest of this dataset's groups. ``assigned`` is updated."""
+def _group_keys(dataset, by: str, what: str) -> np.ndarray:
+    """Each row's group (the ``by`` column, as strings), read from Arrow."""
     if by not in dataset.column_names:
         raise PartitionError(f"{what}: no column {by!r} to group rows by (columns: {dataset.column_names}); use "
                              f"by='patient' (group_id), 'source' or a column name")
-    keys = np.asarray([str(v) for v in _arrow(dataset, [by]).column(by).to_pylist()])
+    return np.asarray([str(v) for v in _arrow(dataset, [by]).column(by).to_pylist()])
+
+
+def _shares(keys: np.ndarray, n: int, seed: int, assigned: dict[str, int]) -> list[np.ndarray]:
+    """Each client's row indices of a dataset whose rows' groups are ``keys``: its groups shuffled with ``seed``
+    and cut into equal shares, except that a group ``assigned`` to a client by another task or split of the
+    federation stays with it (``disease`` holds the images of ``brain_tumor``, say: a patient is at one client
+    whatever the task); the new groups then go to the clients with the fewest of this dataset's groups. Fewer
+    groups than clients leave some clients without rows here (``partition_config`` checks that each keeps some
+    training rows). ``assigned`` is updated."""
     groups = np.unique(keys)
-    if len(groups) < n:
-        raise PartitionError(f"{what}: {len(groups)} distinct {by!r} values for {n} clients; a patient never spans "
-                             f"clients, so use fewer clients or group by another column")
     groups = groups[np.random.default_rng(seed).permutation(len(groups))]
     if not any(str(g) in assigned for g in groups):  # no patient met before: equal shares in client order
         for i, share in enumerate(np.array_split(groups, n)):
@@ -237,8 +245,24 @@ def _shares(dataset, by: str, n: int, seed: int, what: str, assigned: dict[str, 
             if str(g) not in assigned:
                 assigned[str(g)] = int(np.argmin(counts))
                 counts[assigned[str(g)]] += 1
-    client = np.array([assigned[str(g)] for g in groups])
+    client = np.array([assigned[str(g)] for g in groups], dtype=int)
     return [np.flatnonzero(np.isin(keys, groups[client == i])) for i in range(n)]
+
+
+def _refuse_clients_without_rows(shares: Mapping[tuple, list], keys: Mapping[tuple, np.ndarray], names: list[str],
+                                 by: str) -> None:
+    """Refuse a partition that leaves a client without a training row of any task (without any row where no
+    training split is partitioned): it would have nothing to train on. A client without the rows of one task's
+    split only is warned about (``warn_empty_splits``)."""
+    counted = [k for k in shares if k[1] == "train"] or list(shares)
+    empty = [name for i, name in enumerate(names) if not any(len(shares[k][i]) for k in counted)]
+    if empty:
+        train = counted[0][1] == "train"
+        distinct = len(set().union(*(set(keys[k].tolist()) for k in counted)))
+        raise PartitionError(f"{len(empty)} of {len(names)} clients would hold no {'training ' if train else ''}row "
+                             f"({', '.join(empty)}): the tasks' {'train splits' if train else 'rows'} hold "
+                             f"{distinct} distinct {by!r} values for {len(names)} clients; a patient never spans "
+                             f"clients, so use fewer clients or group by another column")
 
 
 def _partner(names: list[str], kinds: list[str], me: int) -> int:
@@ -276,30 +300,38 @@ def partition_config(data: str | os.PathLike, tasks: Sequence[str], partition, o
     root = Path(out_dir)
     with replace_earlier_clients(root):
         clients = [ClientSpec(name=n, kind=k, partition_id=i) for i, (n, k) in enumerate(zip(names, kinds))]
-        assigned: dict[str, int] = {}  # group key -> client, across every task and split: a patient at one client
+        settings = {}  # task -> (its modalities, a partial client's dropped ones, a fragmented one's kept ones)
         for task in tasks:
-            spec = get_task(task)
-            modalities = list(spec.modalities)
+            modalities = list(get_task(task).modalities)
             dropped = list((drop or {}).get(task) or modalities[-1:])
             kept = list((keep or {}).get(task) or modalities[-1:])
             for name, value in (("drop", dropped), ("keep", kept)):
                 wrong = sorted(set(value) - set(modalities))
                 if wrong:
                     raise PartitionError(f"{name}[{task!r}] = {value}: task {task!r} reads {modalities}")
-            moved = [m for m in modalities if m not in kept]
             if len(modalities) < 2 and ({"partial", "fragmented"} & set(kinds)):
                 raise PartitionError(f"task {task!r} reads one modality ({modalities}); partial and fragmented clients "
                                      f"need rows with several (expression_prediction, med_vqa)")
-            if not moved and "fragmented" in kinds:
+            if set(kept) >= set(modalities) and "fragmented" in kinds:
                 raise PartitionError(f"keep[{task!r}] = {kept} keeps every modality: a fragmented client would move "
                                      f"none")
+            settings[task] = modalities, dropped, kept
+        # every split's shares before any row is written: a group (patient, site) at one client across every task
+        # and split, in task then split order; a client left with no training row at all is refused here
+        assigned: dict[str, int] = {}
+        keys = {(task, split): _group_keys(loaded[task][split], column, f"task {task!r}, split {split!r}")
+                for task in tasks for split in splits if split in loaded[task]}
+        shares = {key: _shares(k, len(clients), seed, assigned) for key, k in keys.items()}
+        _refuse_clients_without_rows(shares, keys, names, column)
+        for task in tasks:
+            modalities, dropped, kept = settings[task]
+            moved = [m for m in modalities if m not in kept]
             held: dict[int, list] = {}  # partner -> the fragments it holds of this task, from each fragmented client
             for split in splits:
                 if split not in loaded[task]:
                     continue
                 ds = loaded[task][split]
-                shares = _shares(ds, column, len(clients), seed, f"task {task!r}, split {split!r}", assigned)
-                for i, (client, rows) in enumerate(zip(clients, shares)):
+                for i, (client, rows) in enumerate(zip(clients, shares[task, split])):
                     part = ds.select(rows)
                     folder = root / "clients" / client.name / task
                     folder.mkdir(parents=True, exist_ok=True)
@@ -312,6 +344,7 @@ def partition_config(data: str | os.PathLike, tasks: Sequence[str], partition, o
                         for m in client.modalities[task]:
                             has_any |= holds_modality(part, task, m)
                         part = part.select(np.flatnonzero(has_any))
+                        client.left_out.setdefault(task, {})[split] = int((~has_any).sum())
                     else:
                         client.modalities[task] = modalities
                         split_rows = np.zeros(len(part), bool)
@@ -341,6 +374,7 @@ def partition_config(data: str | os.PathLike, tasks: Sequence[str], partition, o
                 target.mkdir(parents=True, exist_ok=True)
                 write_rows(fragments, target / f"{FRAGMENTS}.parquet")
                 clients[partner].fragments[task] = len(fragments)
+            warn_left_out(clients, task)
         warn_empty_splits(clients)
         plan = FederationPlan(data=str(data), tasks=tasks, by=by, seed=int(seed), clients=clients, root=str(root))
         plan.save()
@@ -385,6 +419,25 @@ def replace_earlier_clients(root: str | os.PathLike):
 #: What gives an empty client split rows, per way the clients were made.
 _EMPTY_SPLIT_REMEDY = {"partition": "fewer clients, another --seed or --by give them rows",
                        "clients file": "the file's slices and modalities decide their rows"}
+
+
+def warn_left_out(clients: Sequence[ClientSpec], task: str, made_by: str = "partition") -> None:
+    """Warn, in one line for ``task``, of the rows each client left out of its folder (``ClientSpec.left_out``):
+    they hold only modalities it never collected. Under a partition those rows are at no client (the simulation's
+    central check still scores the validation ones)."""
+    said = []
+    for c in clients:
+        counts = {split: n for split, n in (c.left_out.get(task) or {}).items() if n}
+        if counts:
+            lacking = [m for m in get_task(task).modalities if m not in c.modalities.get(task, [])]
+            kept = {split: n for split, n in {**c.rows.get(task, {}), FRAGMENTS: c.fragments.get(task)}.items()
+                    if n is not None}
+            said.append(f"{c.name} (never collected {', '.join(lacking) or '-'}): " + ", ".join(
+                f"{split} {n} of {n + kept.get(split, 0)}" for split, n in counts.items()))
+    if said:
+        where = "at no client" if made_by == "partition" else "left out of those clients' folders"
+        logger.warning("federation: %s: rows holding only a modality their client never collected are %s (%s): %s",
+                       task, where, made_by, "; ".join(said))
 
 
 def warn_empty_splits(clients: Sequence[ClientSpec], made_by: str = "partition") -> None:

@@ -13,10 +13,24 @@ from typing import Mapping, Sequence
 from multimed_hf.federated.modules import record_bytes
 
 __all__ = ["FederationReport", "plot_convergence", "describe_message", "federated_model_card", "run_settings",
-           "RUN_INFO"]
+           "federation_versions", "RUN_INFO"]
 
 #: What a federation's ``<strategy>/`` folder records of how it ran (``training.outputs.run_info``'s content).
 RUN_INFO = "run_info.json"
+
+
+def federation_versions() -> dict[str, str]:
+    """The versions of the packages a federation runs on beside ``training.outputs.run_info``'s: Flower (its
+    strategies and simulation) and Ray (the simulation's engine), those installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("flwr", "ray"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
 
 
 def describe_message(content) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -25,12 +26,21 @@ from multimed_hf.federated.report import FederationReport, describe_message
 from multimed_hf.federated.strategy import UNIFORM_KEY
 from multimed_hf.federated.vertical import EMBEDDING_PREFIX, find_pairs, sample_batch
 
-__all__ = ["VerticalSettings", "FederationError", "RunConfigError", "RUN_CONFIG_DEFAULTS", "read_run_config",
-           "deployment_settings", "make_server_app", "run_rounds", "app"]
+__all__ = ["VerticalSettings", "FederationError", "FederationInterrupted", "RunConfigError", "RUN_CONFIG_DEFAULTS",
+           "read_run_config", "deployment_settings", "make_server_app", "run_rounds", "app"]
 
 
 class FederationError(RuntimeError):
     """A round that could not complete (a client failed or did not answer in time)."""
+
+
+class FederationInterrupted(FederationError):
+    """The run was told to stop (``stop`` set: Ctrl-C or SIGTERM in a simulation) while it waited for its clients."""
+
+
+#: The most seconds between two looks for the clients' replies and at the stop event (the in-memory grid of a
+#: simulation asks for 0.1; Flower's own deployment grid looks every 3 s).
+POLL_SECONDS = 1.0
 
 
 class RunConfigError(ValueError):
@@ -73,10 +83,11 @@ def error_line(reason: str, limit: int = 500) -> str:
 
 
 class _Exchange:
-    """send_and_receive with a timeout, failure on any missing or error reply, and the audit."""
+    """send_and_receive with a timeout and a stop event, failure on any missing or error reply, and the audit."""
 
-    def __init__(self, grid: Grid, timeout: float, report: FederationReport):
+    def __init__(self, grid: Grid, timeout: float, report: FederationReport, stop: threading.Event | None = None):
         self.grid, self.timeout, self.report = grid, timeout, report
+        self.stop = stop if stop is not None else threading.Event()
         self.names: dict[int, str] = {}
 
     def __call__(self, messages, round_: int, phase: str) -> list[Message]:
@@ -89,7 +100,7 @@ class _Exchange:
                                     "client": self.names.get(node, node), "message_type": m.metadata.message_type,
                                     "records": describe_message(m.content)}))
             self.report.audit.append(requests[-1][1])
-        replies = list(self.grid.send_and_receive(messages, timeout=self.timeout)) if messages else []
+        replies = self._send_and_receive(messages, round_, phase) if messages else []
         errors = [r for r in replies if r.has_error()]
         if errors or len(replies) != len(messages):
             reasons = "; ".join(f"{self._who(r.metadata.src_node_id)}: {error_line(r.error.reason)}" for r in errors)
@@ -109,18 +120,43 @@ class _Exchange:
             entry["client"] = self.names.get(node, node)
         return replies
 
+    def _send_and_receive(self, messages: list[Message], round_: int, phase: str) -> list[Message]:
+        """Flower's ``Grid.send_and_receive``, its wait cut into short slices that also look at ``stop``: an
+        interrupted simulation's server thread then ends at once, not when ``timeout`` has passed (the process
+        waited up to that long on it after Ctrl-C)."""
+        pending = {i for i in self.grid.push_messages(messages) if i}  # a message Flower could not push: no reply
+        interval = min(float(getattr(self.grid, "pull_interval", POLL_SECONDS)), POLL_SECONDS)
+        end = time.monotonic() + self.timeout
+        replies: list[Message] = []
+        while pending:
+            if self.stop.is_set():
+                raise FederationInterrupted(f"round {round_}, {phase}: stopped (interrupted) while waiting for "
+                                            f"{len(pending)} of {len(messages)} clients")
+            pulled = list(self.grid.pull_messages(pending))
+            replies += pulled
+            pending -= {r.metadata.reply_to_message_id for r in pulled}
+            left = end - time.monotonic()
+            if not pending or left <= 0:
+                break
+            self.stop.wait(min(interval, left))
+        return replies
+
     def _who(self, node: int) -> str:
         """A client by its name where an earlier reply gave it, else by Flower's node id."""
         return f"{self.names[node]} (node {node})" if node in self.names else f"node {node}"
 
 
-def _wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
+def _wait_for_nodes(grid: Grid, count: int, timeout: float, stop: threading.Event | None = None) -> list[int]:
     start = time.monotonic()
-    while len(nodes := list(grid.get_node_ids())) < count:
+    stop = stop if stop is not None else threading.Event()
+    while True:
+        if stop.is_set():  # before anything else: a run stopped before it began touches nothing
+            raise FederationInterrupted(f"stopped (interrupted) before the rounds began, {count} clients expected")
+        if len(nodes := list(grid.get_node_ids())) >= count:
+            return sorted(nodes)
         if time.monotonic() - start > timeout:
             raise FederationError(f"{len(nodes)} of {count} clients connected within {timeout:g} s")
-        time.sleep(0.2)
-    return sorted(nodes)
+        stop.wait(0.2)
 
 
 def _record(message: Message, report: FederationReport, round_: int, phase: str, sent: int) -> None:
@@ -206,13 +242,15 @@ def run_rounds(grid: Grid, strategy, initial_arrays: ArrayRecord, *, num_rounds:
                local: LocalConfig, vertical: VerticalSettings | None, report: FederationReport,
                encoder_of: dict | None = None, timeout: float = 600.0,
                evaluate_fn: Callable[[int, ArrayRecord], dict] | None = None,
-               evaluate_initial: bool = False) -> ArrayRecord:
+               evaluate_initial: bool = False, stop: threading.Event | None = None) -> ArrayRecord:
     """The BlendFL loop (module doc); returns the final global arrays (also ``report.final_arrays``).
 
     ``evaluate_initial``: the clients also evaluate the initial model (round 0 of the ``clients`` curve: the only
-    view of the starting point a deployment has, where no ``evaluate_fn`` sees all validation rows)."""
-    exchange = _Exchange(grid, timeout, report)
-    nodes = _wait_for_nodes(grid, num_clients, timeout)
+    view of the starting point a deployment has, where no ``evaluate_fn`` sees all validation rows). ``stop``: once
+    set, the next wait for the clients raises ``FederationInterrupted`` within a second (what the simulation sets
+    when it is interrupted)."""
+    exchange = _Exchange(grid, timeout, report, stop)
+    nodes = _wait_for_nodes(grid, num_clients, timeout, stop)
     arrays = initial_arrays
     if evaluate_fn is not None:
         report.add_global(0, "central", evaluate_fn(0, arrays))
@@ -262,15 +300,22 @@ def make_server_app(strategy, initial_arrays: ArrayRecord, *, num_rounds: int, n
                     local: LocalConfig | None = None, vertical: VerticalSettings | None = None,
                     report: FederationReport | None = None, encoder_of: dict | None = None, timeout: float = 600.0,
                     evaluate_fn: Callable | None = None) -> ServerApp:
-    """A ServerApp running ``run_rounds``; pass ``report`` to read the results once the run ends (simulation)."""
+    """A ServerApp running ``run_rounds``; pass ``report`` to read the results once the run ends (simulation).
+    Setting ``app.stop`` ends its rounds at their next wait for the clients; ``app.started`` / ``app.finished``
+    are set once its main has begun / returned or raised (the simulation runs it in a thread of its own)."""
     app = ServerApp()
     report = report if report is not None else FederationReport(type(strategy).__name__)
+    app.stop, app.started, app.finished = threading.Event(), threading.Event(), threading.Event()
 
     @app.main()
     def main(grid: Grid, context) -> None:
-        run_rounds(grid, strategy, initial_arrays, num_rounds=num_rounds, num_clients=num_clients,
-                   local=local or LocalConfig(), vertical=vertical, report=report, encoder_of=encoder_of,
-                   timeout=timeout, evaluate_fn=evaluate_fn)
+        app.started.set()
+        try:
+            run_rounds(grid, strategy, initial_arrays, num_rounds=num_rounds, num_clients=num_clients,
+                       local=local or LocalConfig(), vertical=vertical, report=report, encoder_of=encoder_of,
+                       timeout=timeout, evaluate_fn=evaluate_fn, stop=app.stop)
+        finally:
+            app.finished.set()
 
     app.report = report
     return app
@@ -356,7 +401,13 @@ def _deployment_main(grid: Grid, context) -> None:
     from pathlib import Path
 
     from multimed_hf.federated.modules import record_from_state, state_from_record
-    from multimed_hf.federated.report import RUN_INFO, federated_model_card, plot_convergence, run_settings
+    from multimed_hf.federated.report import (
+        RUN_INFO,
+        federated_model_card,
+        federation_versions,
+        plot_convergence,
+        run_settings,
+    )
     from multimed_hf.modeling_multimed import MultiMedModel
     from multimed_hf.processing_multimed import MultiMedProcessor
     from multimed_hf.training.outputs import run_info, write_json
@@ -386,8 +437,10 @@ def _deployment_main(grid: Grid, context) -> None:
                             score_key=config["score-key"], score_weight=config["score-weight"],
                             dp_noise_multiplier=config.get("dp-noise-multiplier"),
                             dp_clipping_norm=config["dp-clipping-norm"], dp_clipping=config["dp-clipping"])
-    write_json(out / RUN_INFO, run_info(command="flwr run (multimed_hf.federated.server_app:app)",
-                                        settings=settings, clients=clients, run_config=config))
+    info = run_info(command="flwr run (multimed_hf.federated.server_app:app)", settings=settings, clients=clients,
+                    run_config=config)
+    info["versions"].update(federation_versions())
+    write_json(out / RUN_INFO, info)
     federated_model_card(model.config, report, clients=clients, settings=settings,
                          tasks=list(model.config.heads)).save(str(out / "model" / "README.md"))
 

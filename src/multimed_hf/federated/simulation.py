@@ -25,14 +25,22 @@ Output folder::
     OUT/<strategy>/model/                the final global model + processor, and a card (README.md) saying it is
                                          a federated model of which run
     OUT/convergence.png                  global validation loss per round, one line per strategy
+
+A run replaces what an earlier run wrote in OUT: its client folders (``partition.replace_earlier_clients``) and,
+once the new ones are written, its strategy folders and plot (they were trained on the replaced clients), with a
+warning. An interrupted run (Ctrl-C, or SIGTERM while Ray's handler turns it into ``SystemExit``) stops its rounds
+within a second or so, keeps the strategies it finished (and their convergence plot) and what the interrupted
+one completed (``report.json`` with an ``error``), says so, and re-raises the interrupt.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import secrets
+import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,6 +55,11 @@ logger = logging.getLogger(__name__)
 #: small preset's 256 (``encoder_presets.SMALL_SHARED_SIZE``). Every round ships the fusion and heads whole, so
 #: they are kept small; and a fresh optimizer each round moves a wider fusion further (see ``local.py``).
 FEDERATED_HIDDEN_SIZE = 64
+
+#: The most seconds an interrupted simulation waits for its server thread to leave its rounds (it looks at the
+#: stop event at each wait for the clients; a central evaluation under way finishes first) before saving them.
+STOP_WAIT_SECONDS = 30.0
+CONVERGENCE = "convergence.png"
 
 
 @dataclass
@@ -167,6 +180,7 @@ def run_federation(data: str | Path | None, tasks: Sequence[str] | None, out_dir
         RUN_INFO,
         FederationReport,
         federated_model_card,
+        federation_versions,
         plot_convergence,
         run_settings,
     )
@@ -184,9 +198,12 @@ def run_federation(data: str | Path | None, tasks: Sequence[str] | None, out_dir
     for name in names:  # a setting a strategy cannot take fails before any data is read
         make_strategy(name, num_clients=1, **strategy_options)
     out = Path(out_dir)
-    prepared = prepare_federation(data, tasks, out / "federation", partition=partition, clients=clients, by=by,
-                                  seed=seed, hidden_size=hidden_size, encoders=encoders,
-                                  assemble_kwargs=assemble_kwargs)
+    for key in ("data", "clients", "out_dir"):  # run_info.json: paths that read the same from any folder
+        arguments[key] = _local_path(arguments[key]) if key != "out_dir" else str(out.resolve())
+    with _replace_earlier_results(out):
+        prepared = prepare_federation(data, tasks, out / "federation", partition=partition, clients=clients, by=by,
+                                      seed=seed, hidden_size=hidden_size, encoders=encoders,
+                                      assemble_kwargs=assemble_kwargs)
     plan, datasets, tasks = prepared.plan, prepared.datasets, prepared.tasks
     model, processor = prepared.model, prepared.processor
     initial = record_from_state(model.state_dict())
@@ -207,11 +224,13 @@ def run_federation(data: str | Path | None, tasks: Sequence[str] | None, out_dir
         settings = run_settings(name, runtime="Flower simulation", rounds=rounds, local=local, vertical=vertical,
                                 seed=seed, **strategy_options)
         clients_info = [asdict(c) for c in plan.clients]
-        write_json(out / name / RUN_INFO, run_info(  # before the rounds: a run that stops early has it too
-            command="multimed federate", settings=settings, clients=clients_info, data=str(prepared.data),
-            tasks=list(tasks), federation=str(plan.root), strategies=names, arguments=arguments,
+        info = run_info(  # before the rounds: a run that stops early has it too
+            command="multimed federate", settings=settings, clients=clients_info, data=_local_path(prepared.data),
+            tasks=list(tasks), federation=_local_path(plan.root), strategies=names, arguments=arguments,
             model={"encoders": encoders, "hidden_size": model.config.hidden_size, "fusion": model.config.fusion,
-                   "assemble_kwargs": dict(assemble_kwargs or {})}))
+                   "assemble_kwargs": dict(assemble_kwargs or {})})
+        info["versions"].update(federation_versions())
+        write_json(out / name / RUN_INFO, info)
         client = make_client_app(plan.root, salt=secrets.token_hex(16))
         failure = None
         try:
@@ -219,6 +238,9 @@ def run_federation(data: str | Path | None, tasks: Sequence[str] | None, out_dir
                            backend_config=backend)
         except FederationError as err:
             failure = str(err)
+        except (KeyboardInterrupt, SystemExit) as interrupt:  # Ctrl-C; SIGTERM under Ray's handler: sys.exit(15)
+            _keep_interrupted(interrupt, server, name, out, result)
+            raise
         if failure is None and report.final_arrays is None:
             failure = f"the {name} simulation ended before its last round (see Flower's log above)"
         if failure is not None:
@@ -231,8 +253,71 @@ def run_federation(data: str | Path | None, tasks: Sequence[str] | None, out_dir
                              tasks=tasks).save(str(out / name / "model" / "README.md"))
         result.reports[name] = report
         result.paths[name] = paths
-    result.paths["convergence"] = plot_convergence(result.reports, out / "convergence.png")
+    result.paths["convergence"] = plot_convergence(result.reports, out / CONVERGENCE)
     return result
+
+
+def _local_path(value):
+    """A path that exists here, made absolute (``run_info.json`` is read from elsewhere than the shell's folder);
+    anything else (a Hub id, None) as it is."""
+    if value is None or not Path(str(value)).exists():
+        return value if value is None else str(value)
+    return str(Path(str(value)).resolve())
+
+
+def _earlier_results(out: Path) -> list[Path]:
+    """What an earlier ``run_federation`` wrote in ``out`` beside its client folders: each strategy's folder (one
+    holding a report or run_info.json) and the convergence plot."""
+    from multimed_hf.federated.report import RUN_INFO
+    from multimed_hf.federated.strategy import STRATEGIES
+
+    folders = [out / n for n in STRATEGIES if any((out / n / f).is_file() for f in (RUN_INFO, "report.json"))]
+    return folders + ([out / CONVERGENCE] if (out / CONVERGENCE).is_file() else [])
+
+
+@contextlib.contextmanager
+def _replace_earlier_results(out: Path):
+    """Around the making of new client folders in ``out``: an earlier run's strategy folders and plot are set aside
+    (``.replaced-<name>``), then removed once the new clients are written (a report, model or plot trained on the
+    clients those replace, beside the new run's, would read as one run's), or put back where making them fails."""
+    aside = [(path, out / f".replaced-{path.name}") for path in _earlier_results(out)]
+    if aside:
+        logger.warning("federation: replacing an earlier run's results in %s (%s): they were trained on the client "
+                       "folders this run replaces", out, ", ".join(p.name for p, _ in aside))
+    for path, kept in aside:
+        shutil.rmtree(kept, ignore_errors=True) if kept.is_dir() else kept.unlink(missing_ok=True)
+        path.rename(kept)
+    try:
+        yield
+    except BaseException:
+        for path, kept in aside:
+            kept.rename(path)
+        raise
+    for _, kept in aside:
+        shutil.rmtree(kept) if kept.is_dir() else kept.unlink()
+
+
+def _keep_interrupted(interrupt: BaseException, server, name: str, out: Path, result: FederationResult) -> None:
+    """An interrupted simulation of strategy ``name``: stop its rounds (``server.stop``: its thread would otherwise
+    wait for clients that never answer, up to ``timeout``, and the process with it), save what they completed and
+    the finished strategies' convergence plot, and say what was kept. The caller re-raises the interrupt."""
+    from multimed_hf.federated.report import plot_convergence
+
+    server.stop.set()
+    if server.started.is_set() and not server.finished.wait(STOP_WAIT_SECONDS):
+        logger.warning("federation: the %s rounds did not stop within %g s of the interrupt; saving what they had "
+                       "completed so far", name, STOP_WAIT_SECONDS)
+    how = "Ctrl-C" if isinstance(interrupt, KeyboardInterrupt) else f"SystemExit({interrupt.code}), e.g. a SIGTERM"
+    report = server.report
+    completed = max((g["round"] for g in report.global_metrics if g["source"] in ("central", "clients")), default=0)
+    kept = [f"{n}/ complete" for n in result.reports]
+    saved = report.save_incomplete(out / name, f"interrupted ({how}) after {completed} completed round(s)")
+    kept.append(f"{name}/ with {completed} completed round(s) in report.json (no model)" if saved else
+                f"{name}/ with run_info.json only (no round completed)")
+    if result.reports:
+        result.paths["convergence"] = plot_convergence(result.reports, out / CONVERGENCE)
+        kept.append(f"{CONVERGENCE} of {', '.join(result.reports)}")
+    logger.warning("federation: interrupted (%s) during %s; kept in %s: %s", how, name, out, "; ".join(kept))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -354,6 +439,9 @@ def federate_main(argv: Sequence[str] | None = None) -> int:
     except FederationError as error:  # a round that could not complete
         print(f"multimed federate: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: run_federation has said what it kept; 130 = killed by SIGINT
+        print("multimed federate: interrupted", file=sys.stderr)
+        return 130
 
 
 def _federate(args) -> int:
