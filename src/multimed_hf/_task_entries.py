@@ -292,7 +292,8 @@ CBIS_DDSM = SourceSpec(
         "One sample per full mammogram, a 16-bit grey PNG of the stored pixel values (MONOCHROME1 inverted, "
         "no display window applied); malignant when any of its "
         "abnormalities is MALIGNANT (BENIGN_WITHOUT_CALLBACK is benign); ROI masks and crops are dropped as not "
-        "used. CSV rows join the NBIA tree by their path's first folder, since the CSV paths do not match it."
+        "used. CSV rows join the NBIA tree by their path's first folder, since the CSV paths do not match it. "
+        "Near-duplicate hashing is off for this source (exact duplicates and the patient id group its images)."
     ),
 )
 

@@ -40,7 +40,7 @@ config's `manifest.jsonl` lists every source file seen, with its status (kept, m
 ignored: no data, e.g. system files and documents), the reason, its group and its split. Samples of one group
 (patient, subject, or exact/near-duplicate image group) never span two splits; the sources whose notes say so
 group exact duplicates only (near-duplicate hashing off: the CT slices of CC-CCII, MosMedData and DICOM series,
-the malaria cell crops and PMC-OA's figures).
+the CBIS-DDSM mammograms, the malaria cell crops and PMC-OA's figures).
 """
 
 
