@@ -516,7 +516,8 @@ PBMC68K_REDUCED = SourceSpec(
         "Values are the least processed matrix each file has (layers['counts'], else .raw.X, else X; the "
         "expression_matrix column says which); files with only scaled (negative) values are rejected. Each cell "
         "keeps its non-zero genes as indices into its file's gene panel; the panels' gene lists are in the "
-        "source's gene_panels.json beside its shards, keyed by the gene_panel id."
+        "source's gene_panels.json beside its shards, keyed by the gene_panel id. A cell whose label is missing is "
+        "kept with cell_type None: counted among the samples, scored by no metric."
     ),
 )
 
