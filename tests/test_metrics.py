@@ -589,3 +589,16 @@ def test_pearson_groups_must_all_be_given():
     for groups in (["a", None, "b", "b"], [1.0, float("nan"), 2.0, 2.0]):
         with pytest.raises(ValueError, match=r"groups: 1 key\(s\) missing \(None or NaN; first at position 1\)"):
             pearson([1, 2, 3, 4], [1, 2, 3, 5], groups=groups)
+
+
+def test_task_metrics_read_class_indices_as_a_built_split_stores_them():
+    # before (sweep F4): datasets' "no label" -1 and an index past the classes (7) were both scored as a class
+    # (accuracy 0.667), where the processor leaves -1 out and refuses 7
+    from multimed_hf.metrics import compute_task_metrics
+
+    assert compute_task_metrics("brain_tumor", [0, 1, 2], [0, -1, 2]) == compute_task_metrics(
+        "brain_tumor", [0, 1, 2], [0, None, 2]) == {"accuracy": 1.0, "macro_f1": 1.0}
+    with pytest.raises(ValueError, match=r"references: class index 7 of label 'tumor' is outside \[0, 4\)"):
+        compute_task_metrics("brain_tumor", [0, 1, 2], [0, 7, 2])
+    with pytest.raises(ValueError, match=r"predictions: class index -1 of label 'tumor'"):
+        compute_task_metrics("brain_tumor", [0, -1, 2], [0, 1, 2])

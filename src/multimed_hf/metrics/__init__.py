@@ -160,7 +160,9 @@ def compute_task_metrics(
             structure = structure or _structure_means(predictions, references, **kwargs)
             results[name] = structure[name]
         elif spec is not None:  # the label's kind turns the given values into the metric's input (bone age: bins)
-            preds, refs = get_metric_kind(spec.kind).task_inputs(name, task, predictions, references)
+            preds, refs = get_metric_kind(spec.kind).task_inputs(name, task, predictions, references, label=spec,
+                                                                 **({"ignore_index": options["ignore_index"]}
+                                                                    if "ignore_index" in options else {}))
             results[name] = fn(preds, refs, **kwargs)
         else:
             results[name] = fn(predictions, references, **kwargs)

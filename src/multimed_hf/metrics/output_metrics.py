@@ -85,8 +85,10 @@ class MetricKind:
     def metric_input(self, metric: str, column: Column):
         return getattr(self, self.inputs[metric])(column, metric)
 
-    def task_inputs(self, metric: str, task: TaskSpec, predictions, references):
-        """``compute_task_metrics``' inputs (already in metric form) as ``metric`` takes them for this kind."""
+    def task_inputs(self, metric: str, task: TaskSpec, predictions, references, label=None,
+                    ignore_index: int = IGNORE_INDEX):
+        """``compute_task_metrics``' inputs (already in metric form) as ``metric`` takes them for this kind
+        (``label``: the registry's ``LabelSpec`` scored; ``ignore_index``: the value of a row without label)."""
         return predictions, references
 
 
@@ -148,6 +150,30 @@ class ClassMetrics(MetricKind):
         if len(np.unique(column.references)) < 2:
             return None  # AUROC needs both a positive and a negative for some class
         return _softmax(column.outputs), column.references.astype(np.int64), {}
+
+    def task_inputs(self, metric, task, predictions, references, label=None, ignore_index=IGNORE_INDEX):
+        """Class indices as a built split stores them: datasets' "no label" -1 is absent (``ignore_index``), as the
+        processor reads it; an index outside the label's classes is refused, naming it (both were scored as a
+        class, the processor refusing the one and leaving out the other)."""
+        if metric not in LABEL_METRICS or not label or not label.names or self.name != "class":
+            return predictions, references
+
+        def checked(values, what):
+            if isinstance(values, str) or not hasattr(values, "__len__"):
+                return values
+            out = []
+            for v in values:
+                number = isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                if number and v == -1 and what == "references":
+                    v = ignore_index
+                elif number and v != ignore_index and not 0 <= v < len(label.names):
+                    raise ValueError(f"{what}: class index {int(v)} of label {label.name!r} is outside [0, "
+                                     f"{len(label.names)}) (its classes: {list(label.names)}); -1 or {ignore_index} "
+                                     f"is a row without label")
+                out.append(v)
+            return out
+
+        return checked(predictions, "predictions"), checked(references, "references")
 
 
 class TextMetrics(ClassMetrics):
@@ -284,7 +310,7 @@ class RegressionMetrics(MetricKind):
         preds, refs = _bin(binned, column.outputs), _bin(binned, column.references)
         return preds, refs, {"labels": np.arange(len(binned.names))} if metric in KAPPA_METRICS else {}
 
-    def task_inputs(self, metric, task, predictions, references):
+    def task_inputs(self, metric, task, predictions, references, label=None, ignore_index=IGNORE_INDEX):
         """Class metrics on a regression label with a binned twin (bone age: months) score the bins."""
         if metric not in LABEL_METRICS:
             return predictions, references
