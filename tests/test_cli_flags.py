@@ -212,6 +212,11 @@ def test_a_finished_run_folder_without_checkpoints_is_not_trained_over(bt_dir, t
     err = capsys.readouterr().err
     assert "holds an earlier run or evaluation (run_info.json, no checkpoint to resume from)" in err
     assert "another --output_dir" in err and (out / "model.safetensors").read_bytes() == model
+    # nor resumed from nothing (sweep K12: trained again from scratch over it, a warning alone)
+    assert train_main(["--data", bt_dir, "--tasks", "brain_tumor", "--family", "unimodal", "--output_dir", str(out),
+                       *QUICK, "--resume_from_checkpoint", "true"]) == 2
+    assert "holds a finished run or evaluation (run_info.json) and no checkpoint" in capsys.readouterr().err
+    assert (out / "model.safetensors").read_bytes() == model
 
 
 def test_evaluation_during_training_without_a_validation_split_is_refused_by_us(bt_dir, tmp_path, capsys):
@@ -585,6 +590,24 @@ def test_capped_unimodal_runs_score_the_rows_the_other_families_score(tmp_path):
     evaluate_checkpoint(str(oct_run), str(tmp_path / "multimed"), ["test"], tmp_path / "oct-eval",
                         max_eval_samples=8, bootstrap_samples=0)
     assert scored(tmp_path / "oct-eval") == scored(oct_run)
+    assert "(the oct rows among 8 drawn at random a task, --max_eval_samples)" in (oct_run / "README.md").read_text()
+    # the training split scored (--eval_splits train) as other families score it: its OCT rows among the
+    # --max_eval_samples drawn, not the rows drawn to train on (sweep K12), and whole without the cap
+    from datasets import load_dataset
+
+    from multimed_hf.training.loading import sample_rows
+
+    whole = load_dataset(str(tmp_path / "multimed"), "diabetic_retinopathy", split="train",
+                         cache_dir=str(tmp_path / "hf"))
+    drawn = sample_rows({"t": whole}, 8)["t"]
+    for cap, expected in ((["--max_eval_samples", "8"], {s for s, m in zip(drawn["sample_id"], drawn["modality"])
+                                                         if m == "oct"}),
+                          ([], {s for s, m in zip(whole["sample_id"], whole["modality"]) if m == "oct"})):
+        out = tmp_path / f"scored-train{len(cap)}"
+        flags = [f for f in common if f not in ("--max_eval_samples", "8")] + cap
+        assert train_main([*flags, "--family", "unimodal", "--plan", "diabetic_retinopathy-oct", "--eval_splits",
+                           "train", "--output_dir", str(out)]) == 0
+        assert set(pd.read_parquet(out / "predictions" / "diabetic_retinopathy-train.parquet")["sample_id"]) == expected
     # streamed: the first N rows holding the run's modality, in the run and in multimed evaluate (before, sweep C5:
     # evaluate took the split's first N rows, all OCT, then kept the fundus ones: none, and said nothing)
     streamed = tmp_path / "streamed"

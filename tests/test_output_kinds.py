@@ -234,3 +234,6 @@ def test_the_model_card_says_what_the_model_is():
     several = build_model_card(MultiMedConfig.from_tasks(["diabetic_retinopathy", "bone_age"]))
     assert "A multimodal, multitask model" in str(several)
     assert {"multimodal", "multitask"} <= set(several.data.tags)
+    # two one-modality tasks over two modalities (sweep K12: "single-modality")
+    pair = build_model_card(MultiMedConfig.from_tasks(["brain_tumor", "bone_age"]))
+    assert "A multimodal, multitask model" in str(pair) and "multimodal" in pair.data.tags

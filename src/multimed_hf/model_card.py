@@ -74,7 +74,7 @@ def build_model_card(config, repo_id: str | None = None, training_data=None, met
     data = [d if isinstance(d, dict) else {"name": str(d)} for d in (training_data or [])]
     metrics = metrics or {}
     # what this model is (a unimodal single-task run was tagged multimodal and multitask on the Hub)
-    multimodal = any(len(head["modalities"]) > 1 for head in config.heads.values())
+    multimodal = len({m for head in config.heads.values() for m in head["modalities"]}) > 1
     multitask = len(config.heads) > 1
     kind = ["multimodal" if multimodal else "single-modality", "multitask" if multitask else "single-task"]
     card_data = ModelCardData(

@@ -65,7 +65,8 @@ class BenchmarkArguments:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={
         "help": "seeds; each run's TrainingArguments.seed (the paper: three seeds)", "nargs": "+"})
     reuse_finished_runs: bool = field(default=False, metadata={
-        "help": f"keep a run whose folder already holds {RECORDS_FILE} instead of training it again, and resume a "
+        "help": f"keep a finished run (its folder holding {RECORDS_FILE} and run_info.json) instead of training it "
+                "again, and resume a "
                 "run stopped halfway from its last checkpoint, each only where it was made as this command makes "
                 "it (plan, flags, training arguments); without it, a report folder holding an earlier benchmark's "
                 "runs is refused"})
@@ -394,8 +395,9 @@ def run_benchmark(data: str | Path, tasks: Sequence[str], families: Sequence[str
     ``error.txt``) and the loop goes on. What a run prints goes to its folder's ``stdout.txt``. ``training_args``:
     one ``TrainingArguments`` for every run, a mapping family -> ``TrainingArguments``, a callable plan ->
     ``TrainingArguments``, or None (our defaults per family, encoders and the plan's modalities).
-    ``reuse_finished_runs`` keeps a run whose folder holds ``metrics_long.json`` and resumes one holding checkpoints
-    from its last (a benchmark stopped halfway goes on where it stopped); without it, a grid whose run folders hold
+    ``reuse_finished_runs`` keeps a run whose folder holds ``metrics_long.json`` and ``run_info.json`` (written after
+    it) and resumes one holding checkpoints from its last (a benchmark stopped halfway goes on where it stopped);
+    without it, a grid whose run folders hold
     an earlier benchmark's results or checkpoints is refused (``BenchmarkError``) before any training. ``note``
     defaults to ``data_note(data, tasks)``. Returns the records
     and the report's paths."""

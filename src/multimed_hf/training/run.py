@@ -359,43 +359,56 @@ def _without_held_out(data: Mapping[str, Mapping[str, Any]], held: Mapping[str, 
 
 
 def _paired_cut(args, plan: RunPlan, datasets, data: Mapping[str, Mapping[str, Any]]):
-    """``(data, whether an evaluation split was cut)``: a plan reading a task's rows of one modality (``unimodal``
-    on diabetic retinopathy's OCT or fundus rows) keeps, under ``--max_train_samples`` / ``--max_eval_samples``,
-    the rows of that modality among the N that ``sample_rows`` draws from the whole split, so that its cells score
-    the rows every other family scores (drawn among the modality's rows alone, they were other and more rows)."""
+    """``(data, training rows, rows note)``: a plan reading a task's rows of one modality (``unimodal`` on diabetic
+    retinopathy's OCT or fundus rows) keeps, under ``--max_train_samples`` / ``--max_eval_samples``, the rows of that
+    modality among the N that ``sample_rows`` draws from the whole split, so that its cells score the rows every
+    other family scores (drawn among the modality's rows alone, they were other and more rows). The training rows
+    so cut are returned apart (``{task: Dataset}``): ``data``'s train split is what ``--eval_splits train`` scores,
+    cut by ``--max_eval_samples`` as other families' is. The note (None where no split scored was cut) is the model
+    card's."""
     import numpy as np
 
     from multimed_hf.training.loading import load_task_data
 
-    cap = {"train": args.max_train_samples}
-    tasks = [t for t in data if (plan.row_modality or {}).get(t)]
-    if args.streaming or not tasks or (args.max_train_samples is None and args.max_eval_samples is None):
-        return data, False
-    whole = datasets if datasets is not None else load_task_data(args.data, tasks, splits=None)
-    out, cut = dict(data), False
-    for t in tasks:
+    rows = {t: m for t, m in (plan.row_modality or {}).items() if m and t in data}
+    if args.streaming or not rows or (args.max_train_samples is None and args.max_eval_samples is None):
+        return data, {}, None
+    whole = datasets if datasets is not None else load_task_data(args.data, list(rows), splits=None)
+    def among_drawn(t, split, n):
+        ds = data[t][split]
+        if n is None or split not in whole.get(t, {}) or len(whole[t][split]) <= n:
+            return None
+        drawn = sample_rows({t: whole[t][split]}, n)[t]["sample_id"]
+        return ds.select(np.flatnonzero(np.isin(np.asarray(ds["sample_id"], dtype=object),
+                                                np.asarray(drawn, dtype=object))))
+
+    out, train, cut = dict(data), {}, False
+    for t in rows:
         out[t] = dict(data[t])
-        for split, ds in data[t].items():
-            n = cap.get(split, args.max_eval_samples)
-            if n is None or split not in whole.get(t, {}) or len(whole[t][split]) <= n:
-                continue
-            drawn = sample_rows({t: whole[t][split]}, n)[t]["sample_id"]
-            out[t][split] = ds.select(np.flatnonzero(np.isin(np.asarray(ds["sample_id"], dtype=object),
-                                                             np.asarray(drawn, dtype=object))))
-            cut = cut or split != "train"
-    return out, cut
+        for split in data[t]:
+            scored = among_drawn(t, split, args.max_eval_samples) if (
+                split != "train" or split in args.eval_splits) else None  # the training split scored: as the rest
+            if scored is not None:
+                out[t][split], cut = scored, True
+            if split == "train" and (kept := among_drawn(t, split, args.max_train_samples)) is not None:
+                train[t] = kept
+    note = (f"the {' / '.join(sorted(set(rows.values())))} rows among {args.max_eval_samples} drawn at random a "
+            f"task, --max_eval_samples" if cut else None)
+    return out, train, note
 
 
-def _eval_rows_note(args, eval_sets: Mapping[str, Mapping[str, Any]], cut: bool = False) -> str | None:
-    """The model card's word on the rows ``--max_eval_samples`` scores: drawn at random where it cut a split (``cut``:
-    one was cut before, ``_paired_cut``); the first N of each stream with ``--streaming`` (a stream cannot be drawn
-    from); None where it cut nothing."""
+def _eval_rows_note(args, eval_sets: Mapping[str, Mapping[str, Any]], paired: str | None = None) -> str | None:
+    """The model card's word on the rows ``--max_eval_samples`` scores: drawn at random where it cut a split
+    (``paired``: ``_paired_cut``'s note, where it cut them); the first N of each stream with ``--streaming`` (a
+    stream cannot be drawn from); None where it cut nothing."""
     n = args.max_eval_samples
     if n is None:
         return None
     if args.streaming:
         return f"at most {n} rows a task, the first of each streamed split, --max_eval_samples"
-    if cut or any(len(ds) > n for splits in eval_sets.values() for ds in splits.values()):
+    if paired is not None:
+        return paired
+    if any(len(ds) > n for splits in eval_sets.values() for ds in splits.values()):
         return f"{n} rows a task drawn at random, --max_eval_samples"
     return None
 
@@ -547,8 +560,9 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
         data = {t: {s: ds if s == "train" else materialize(ds, args.max_eval_samples) for s, ds in splits.items()
                     if s == "train" or s == "validation" or s in args.eval_splits}
                 for t, splits in data.items()}
-    data, eval_cut = _paired_cut(args, plan, datasets, data)
-    train = sample_rows({t: s["train"] for t, s in data.items()}, args.max_train_samples)
+    data, paired_train, paired_note = _paired_cut(args, plan, datasets, data)
+    train = {t: paired_train[t] if t in paired_train else sample_rows({t: s["train"]}, args.max_train_samples)[t]
+             for t, s in data.items()}
     if args.modality_dropout > 0 and "modality_dropout" not in notes:
         _check_rows_for_modality_dropout(args.modality_dropout, train, assembly.modalities, plan.name, chosen_here)
     validation = sample_rows({t: s["validation"] for t, s in data.items() if "validation" in s},
@@ -608,7 +622,7 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
     trainer.save_state()
 
     eval_sets = {t: {s: ds for s, ds in splits.items() if s in args.eval_splits} for t, splits in data.items()}
-    eval_rows = _eval_rows_note(args, eval_sets, eval_cut)
+    eval_rows = _eval_rows_note(args, eval_sets, paired_note)
     eval_sets = {t: sample_rows(s, args.max_eval_samples) for t, s in eval_sets.items()}
     records = _evaluate_splits(trainer, eval_sets, args.eval_splits, output_dir, args.bootstrap_samples,
                                training_args.seed, trainer.is_world_process_zero())
@@ -818,6 +832,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             training_args, output_dir=str(Path(training_args.output_dir) / p.name))) for p in plans]
         if not training_args.resume_from_checkpoint:
             _refuse_earlier_runs([targs.output_dir for _, targs in runs])
+        elif resume_point(training_args.resume_from_checkpoint) is True:  # each run from its own last checkpoint
+            _refuse_finished_without_checkpoints([targs.output_dir for _, targs in runs])
         for p, targs in runs:
             # the one run asked for is chosen there again (a flag that changes nothing in it is refused)
             result = train_model(args, targs, plan=p if len(plans) > 1 else None, verbose=True)
@@ -935,6 +951,17 @@ def _refuse_earlier_runs(output_dirs: Sequence[str]) -> None:
             raise RunError(f"{folder} holds an earlier run or evaluation ({RUN_INFO}, no checkpoint to resume from): "
                            f"pass another --output_dir, or remove it to train there again (its model, results and "
                            f"predictions would be overwritten, other files of it left beside the new run's)")
+
+
+def _refuse_finished_without_checkpoints(output_dirs: Sequence[str]) -> None:
+    """``--resume_from_checkpoint true`` over a finished run or evaluation's folder holding no checkpoint: nothing to
+    resume from (a run its stopped family never started trains from scratch; this one would be trained again over
+    its model and results, said in a warning alone)."""
+    for folder in output_dirs:
+        if last_checkpoint(folder) is None and (Path(folder) / RUN_INFO).is_file():
+            raise RunError(f"--resume_from_checkpoint true: {folder} holds a finished run or evaluation ({RUN_INFO}) "
+                           f"and no checkpoint to resume from; pass another --output_dir, or remove it to train "
+                           f"there again")
 
 
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
