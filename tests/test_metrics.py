@@ -602,3 +602,16 @@ def test_task_metrics_read_class_indices_as_a_built_split_stores_them():
         compute_task_metrics("brain_tumor", [0, 1, 2], [0, 7, 2])
     with pytest.raises(ValueError, match=r"predictions: class index -1 of label 'tumor'"):
         compute_task_metrics("brain_tumor", [0, -1, 2], [0, 1, 2])
+
+
+def test_macro_auroc_names_the_classes_it_skips_where_given():
+    # before (sweep C5): "skipped class(es) [12, 13, 15, ...]": indices a reader of 38 disease names cannot place
+    from multimed_hf.metrics import compute_output_metrics
+
+    logits = np.array([[2.0, 0, 0, 0, 0], [0, 2.0, 0, 0, 0], [0, 0, 2.0, 0, 0], [2.0, 1.0, 0, 0, 0]])
+    names = ["ct0", "ct1", "ct2", "ct3", "ct4"]
+    with pytest.warns(UserWarning, match=r"skipped class\(es\) \['ct3', 'ct4'\]"):
+        compute_output_metrics("radiographic_findings", "severity", logits, np.array([0, 1, 2, 0]),
+                               class_names=names)
+    with pytest.warns(UserWarning, match=r"skipped class\(es\) \[3, 4\]"):
+        M.macro_auroc(softmax(logits, axis=1), [0, 1, 2, 0])

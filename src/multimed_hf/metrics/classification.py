@@ -218,8 +218,9 @@ def auroc_per_class(predictions, references, *, ignore_index=-100) -> np.ndarray
     return out
 
 
-def macro_auroc(predictions, references, *, ignore_index=-100) -> float:
-    """Mean AUROC over the classes/labels where it is defined; skipped ones are named in a ``UserWarning``.
+def macro_auroc(predictions, references, *, ignore_index=-100, class_names=None) -> float:
+    """Mean AUROC over the classes/labels where it is defined; skipped ones are named in a ``UserWarning`` (by
+    ``class_names``, in index order, where given; else by index).
 
     Inputs as for :func:`auroc_per_class`. Raises ``ValueError`` when no class can be scored.
     """
@@ -230,6 +231,8 @@ def macro_auroc(predictions, references, *, ignore_index=-100) -> float:
             "references: no class has both positive and negative known references; AUROC is undefined for all of them"
         )
     if skipped:
+        if class_names is not None and len(class_names) == len(per_class):
+            skipped = [str(class_names[i]) for i in skipped]
         warnings.warn(
             f"macro_auroc: skipped class(es) {skipped}: only one class among their known references",
             UserWarning,

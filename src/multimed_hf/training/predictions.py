@@ -130,8 +130,9 @@ class TaskPredictions:
         mask = self.masks.get(column)
         accepted = _metric_options(self.task, column)
         options = {}
-        if "names" in accepted:
-            options["names"] = next(o.get("names") for o in self.head_spec["outputs"] if o["name"] == column)
+        for option in ("names", "class_names"):  # the vocabulary (VQA strings); names of the classes a warning says
+            if option in accepted:
+                options[option] = next(o.get("names") for o in self.head_spec["outputs"] if o["name"] == column)
         for option, source in PER_ROW_METRIC_COLUMNS.items():
             if option in accepted and source in self.metadata:
                 options[option] = [self.metadata[source][i] for i in rows]
