@@ -130,9 +130,11 @@ class TaskPredictions:
         mask = self.masks.get(column)
         accepted = _metric_options(self.task, column)
         options = {}
-        for option in ("names", "class_names"):  # the vocabulary (VQA strings); names of the classes a warning says
-            if option in accepted:
-                options[option] = next(o.get("names") for o in self.head_spec["outputs"] if o["name"] == column)
+        if "names" in accepted:  # the vocabulary (VQA's string metrics)
+            options["names"] = next(o.get("names") for o in self.head_spec["outputs"] if o["name"] == column)
+        if "class_names" in accepted:  # the names of the classes a warning names (where the head spec is known)
+            options["class_names"] = next((o.get("names") for o in self.head_spec.get("outputs", ())
+                                           if o["name"] == column), None)
         for option, source in PER_ROW_METRIC_COLUMNS.items():
             if option in accepted and source in self.metadata:
                 options[option] = [self.metadata[source][i] for i in rows]
