@@ -298,3 +298,14 @@ def test_a_renamed_volume_that_differs_is_kept_as_its_own_volume(tmp_path):
     volumes = {(r["volume_id"], r["patient_id"]) for split in ds for r in ds[split].remove_columns("image")
                if r["source_path"].endswith(other.name)}
     assert volumes == {(other.name.removesuffix(".nii.gz"), original.name.removesuffix(".nii.gz"))}
+
+
+def test_the_minimum_slice_size_is_that_of_the_axial_slices_written(tmp_path):
+    # before (sweep I4): checked on the file's first two axes, before turning to the patient's: a 64x64x6 volume whose
+    # affine runs its second axis inferior-superior was kept as 64 "axial" slices of 64x6 px
+    data = np.full((64, 64, 6), -1000, dtype=np.int16)
+    with pytest.raises(BadSourceFile, match=r"slices too small: the volume's axial slices are 64x6 px"):
+        load_axial_volume(_save(tmp_path / "v.nii.gz", data, np.eye(4)[[0, 2, 1, 3]]))
+    assert load_axial_volume(_save(tmp_path / "w.nii.gz", data, np.eye(4))).hu.shape == (64, 64, 6)
+    tall = np.full((6, 64, 64), -1000, dtype=np.int16)  # a first axis under 8 voxels that runs inferior-superior
+    assert load_axial_volume(_save(tmp_path / "t.nii.gz", tall, np.eye(4)[[1, 2, 0, 3]])).hu.shape == (64, 64, 6)

@@ -75,10 +75,6 @@ def _read_nifti(path: Path, what: str) -> tuple[np.ndarray, np.ndarray]:
         data = data[..., 0]
     if data.ndim != 3:
         raise BadSourceFile(f"not a 3-D volume: the {what} has shape {shape}; one CT study per file expected")
-    if min(data.shape[:2]) < MIN_IMAGE_SIDE:
-        raise BadSourceFile(
-            f"slices too small: the {what}'s are {data.shape[0]}x{data.shape[1]} px, under {MIN_IMAGE_SIDE} px a side"
-        )
     affine = np.asarray(image.affine, dtype=np.float64)
     if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise BadSourceFile(f"degenerate affine: the {what} has no orientation ({affine[:3].tolist()})")
@@ -93,6 +89,9 @@ def load_axial_volume(path: Path) -> AxialVolume:
     check_hounsfield(data, "volume")
     ornt = io_orientation(affine)  # per array axis: (RAS axis it runs along, +1 / -1)
     hu = apply_orientation(data, ornt)
+    if min(hu.shape[:2]) < MIN_IMAGE_SIDE:  # the axial slices, as stored after turning to the patient's axes
+        raise BadSourceFile(f"slices too small: the volume's axial slices are {hu.shape[0]}x{hu.shape[1]} px, under "
+                            f"{MIN_IMAGE_SIDE} px a side")
     axis = int(np.nonzero(ornt[:, 0] == 2)[0][0])  # the file's array axis that runs inferior-superior
     n = data.shape[axis]
     stored = np.arange(n) if ornt[axis, 1] > 0 else np.arange(n)[::-1]
@@ -134,8 +133,9 @@ def _study_order(relpath: str) -> tuple:
 class MosMedDataBuilder(NonDataFiles, WrappedTree, RenderedSlices, SourceBuilder):
     task = "radiographic_findings"
     source = "mosmeddata"
-    version = "5"  # 2: .nii.gz in any case; 3: a byte-identical "(1)" copy dropped; 4: any copy of the same voxels;
-    # 5: a .nii of other voxels beside its .nii.gz its own volume
+    version = "6"  # 2: .nii.gz in any case; 3: a byte-identical "(1)" copy dropped; 4: any copy of the same voxels;
+    # 5: a .nii of other voxels beside its .nii.gz its own volume; 6: the minimum slice size checked on the axial
+    # slices (it was checked on the file's first two axes, before turning: 64x6 px slices were kept)
     #: The archive's own folder around the tree.
     wrappers = ("COVID19_1110",)
     #: The window every slice is rendered in (recorded per sample in the ``window`` column).
