@@ -362,3 +362,25 @@ def test_a_localizer_image_is_rejected_not_kept_as_a_slice(tmp_path):
                 if e.status == "rejected"}
     for path in ("PAT003/ST01/SE09/IM0001.dcm", "PAT003/ST01/SE01/IM0002.dcm"):
         assert "a localizer (scout / topogram) image" in rejected[path]
+
+
+def test_a_series_over_two_folders_is_ranked_whole_and_a_repeated_slice_is_read_once(tmp_path):
+    # before (sweep I4): ranked folder by folder (indices 0, 1, 0, 1 in one volume), and a second file of one SOP
+    # instance kept as one more slice of the volume
+    import shutil
+
+    root = sample.make(tmp_path / sample.FOLDER, bad_files=False)
+    series = root / "PAT003" / "ST01" / "SE01"
+    (series.parent / "SE01b").mkdir()
+    for n in (3, 4):
+        shutil.move(series / f"IM000{n}.dcm", series.parent / "SE01b" / f"IM000{n}.dcm")
+    shutil.copy(series / "IM0002.dcm", series / "IM0002 (1).dcm")
+    build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    indices = {p: i for p, i in _slice_indices(tmp_path / "out").items() if p.startswith("PAT003/")}
+    assert sorted(indices.values()) == list(range(sample.SLICES))
+    assert indices == {f"PAT003/ST01/{'SE01' if n < 3 else 'SE01b'}/IM000{n}.dcm": sample.SLICES - n
+                       for n in range(1, 5)}
+    entries = {e.source_path: e for e in read_manifest(tmp_path / "out" / TASK)}
+    copy = entries["PAT003/ST01/SE01/IM0002 (1).dcm"]
+    assert copy.status != "kept" and "a second file of SOP instance" in copy.reason
+    assert "PAT003/ST01/SE01/IM0002.dcm read instead" in copy.reason

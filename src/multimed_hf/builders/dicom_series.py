@@ -31,12 +31,13 @@ from typing import ClassVar, Mapping
 
 import numpy as np
 
+from multimed_hf.builders._copies import copy_order
 from multimed_hf.builders._dicom import dcmread, read_dicom_pixels
 from multimed_hf.builders._ct import (
     LUNG_WINDOW, RenderedSlices, Window, check_hounsfield, encode_png, rendered_ref, require,
 )
 from multimed_hf.builders._download import NonDataFiles
-from multimed_hf.data.errors import BadSourceFile, IgnoredSourceFile
+from multimed_hf.data.errors import BadSourceFile, IgnoredSourceFile, UnusedSourceFile
 from multimed_hf.data.sample import Sample
 from multimed_hf.data.source_builder import SourceBuilder
 
@@ -149,8 +150,10 @@ class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
     #: 2: the .dcm suffix in any case; 3: slices without extension, DICOMDIR ignored, cut files named as truncated;
     #: 4: a labels.csv row without key or label rejected on its own (the other rows used); 5: slices ranked within
     #: their series UID, a slice without a position placed by its InstanceNumber; 6: ... past either end too (it
-    #: took its neighbour's position, the tie broken by file name); 7: a localizer (scout) image rejected, not a slice
-    reading_version: ClassVar[str] = "7"
+    #: took its neighbour's position, the tie broken by file name); 7: a localizer (scout) image rejected, not a slice;
+    #: 8: slices ranked within their series over the study's folders (a series split over two folders had its ranks
+    #: twice), a second file of a SOP instance not used
+    reading_version: ClassVar[str] = "8"
     #: The window every slice is rendered in (recorded per sample in the ``window`` column).
     window: ClassVar[Window] = LUNG_WINDOW
 
@@ -158,7 +161,7 @@ class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
         _pydicom()
         super().__init__(root)
         self._labels: dict | None = None
-        self._order: dict[str, dict[str, int]] = {}
+        self._order: dict[str, tuple[dict[str, int], dict[str, tuple[str, str]]]] = {}
 
     @cached_property
     def version(self) -> str:
@@ -274,27 +277,42 @@ class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
         return [(f"{LABELS_FILE}:row {row}", reason) for row, reason in sorted([*missing.items(), *bad])]
 
     # --- slices -------------------------------------------------------------------------------------------
-    def _slice_index(self, relpath: str) -> int:
-        """The file's rank in its series (its folder's slices of its SeriesInstanceUID) by position along the slice
-        normal (headers read once a folder)."""
-        folder, name = relpath.rsplit("/", 1)
-        if folder not in self._order:
+    def _study_slices(self, relpath: str) -> tuple[dict[str, int], dict[str, tuple[str, str]]]:
+        """``(rank, copies)`` of the slices of ``relpath``'s study (every series folder of it, headers read once a
+        study): each slice's rank in its series (its SeriesInstanceUID, wherever the study's folders hold it: an
+        export may split a series over two folders) by position along the slice normal; and the files repeating a
+        SOPInstanceUID of their series already read (the same slice twice), each with that UID and the file read
+        (``copy_order``: the name without a copy suffix first)."""
+        study = relpath.rsplit("/", 2)[0]
+        if study not in self._order:
             series: dict[str, dict[str, tuple]] = {}
-            for sibling in sorted(p for p in (self.root / folder).iterdir() if _is_slice(p)):
+            instances: dict[tuple[str, str], str] = {}
+            copies: dict[str, tuple[str, str]] = {}
+            files = [p for folder in sorted((self.root / study).iterdir()) if folder.is_dir()
+                     for p in folder.iterdir() if _is_slice(p)]
+            for path in sorted(files, key=lambda p: copy_order(p.relative_to(self.root).as_posix())):
+                rel = path.relative_to(self.root).as_posix()
                 try:  # a slice cut inside its pixels still has its place (its header says where)
-                    ds = dcmread(sibling, stop_before_pixels=True, allow_truncated=True)
+                    ds = dcmread(path, stop_before_pixels=True, allow_truncated=True)
                 except BadSourceFile:
                     continue  # rejected on its own
-                if ds.get("Modality") == "CT" and not _is_localizer(ds):  # a damaged slice keeps its place
-                    number = ds.get("InstanceNumber")
-                    series.setdefault(str(ds.get("SeriesInstanceUID", "")), {})[sibling.name] = (
-                        _position(ds), float(number) if number is not None else None)
-            self._order[folder] = {}
-            for keys in series.values():  # ranks within a series: another series' slices in the folder leave no gap
+                if ds.get("Modality") != "CT" or _is_localizer(ds):  # rejected on its own
+                    continue  # (a slice damaged inside its pixels keeps its place)
+                uid, sop = str(ds.get("SeriesInstanceUID", "")), ds.get("SOPInstanceUID")
+                if sop is not None and (uid, str(sop)) in instances:
+                    copies[rel] = (str(sop), instances[uid, str(sop)])
+                    continue
+                if sop is not None:
+                    instances[uid, str(sop)] = rel
+                number = ds.get("InstanceNumber")
+                series.setdefault(uid, {})[rel] = (_position(ds), float(number) if number is not None else None)
+            ranks: dict[str, int] = {}
+            for keys in series.values():  # ranks within a series: another series' slices leave no gap
                 placed = _placed(keys)
                 ranked = sorted(placed, key=lambda n: (placed[n], n))
-                self._order[folder].update({n: i for i, n in enumerate(ranked)})
-        return self._order[folder][name]
+                ranks.update({n: i for i, n in enumerate(ranked)})
+            self._order[study] = (ranks, copies)
+        return self._order[study]
 
     def read_file(self, relpath: str) -> list[Sample]:
         if relpath == LABELS_FILE:
@@ -314,6 +332,11 @@ class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
             raise BadSourceFile(_STRAY)
         patient, study, series, name = parts
         ds, hu = read_ct_slice(self.root / relpath)
+        ranks, copies = self._study_slices(relpath)
+        if relpath in copies:
+            uid, first = copies[relpath]
+            raise UnusedSourceFile(f"not used: a second file of SOP instance {uid} of its series ({first} read "
+                                   f"instead); the slice would be in the volume twice")
         if _is_localizer(ds):  # kept before: a planning radiograph as a slice of the patient's volume, labelled
             raise BadSourceFile(f"a localizer (scout / topogram) image, Image Type {list(ds.ImageType)}: the "
                                 f"planning radiograph of the study, not a slice of a CT series")
@@ -326,7 +349,7 @@ class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
             fields={
                 "image": rendered_ref(relpath, png, window=self.window.token), "modality": self.spec().modality,
                 **labels,
-                "patient_id": patient, "volume_id": series_uid, "slice_index": self._slice_index(relpath),
+                "patient_id": patient, "volume_id": series_uid, "slice_index": ranks[relpath],
                 "window": str(self.window),
             },
             group_key=f"patient:{patient}",
