@@ -225,3 +225,33 @@ def _with_calc_twin(built, tmp_path, pathology: str):
         writer.writeheader()
         writer.writerows(rows)
     return copy
+
+
+def test_a_train_csv_row_naming_a_test_folder_is_not_used_and_backslashed_paths_read(built, tmp_path):
+    # before (sweep I4): a train CSV row naming Mass-Test_P_00009 (BENIGN in the test CSV) made that test mammogram
+    # malignant, unsaid; a path written with backslashes was "no folder '<the whole path>'"
+    import csv
+    import shutil
+
+    copy = shutil.copytree(built.root, tmp_path / "copy")
+    sheet = copy / "mass_case_description_train_set.csv"
+    with sheet.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    n = len(rows) + 2  # the CSV row number of the appended row (the header is row 1)
+    rows.append({**rows[0], "patient_id": "P_00009", "left or right breast": "LEFT", "image view": "CC",
+                 "pathology": "MALIGNANT", "image file path": "Mass-Test_P_00009_LEFT_CC/1.2/000000.dcm"})
+    rows[0] = {**rows[0], "image file path": rows[0]["image file path"].replace("/", "\\")}
+    with sheet.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    report = build_dataset(TASK, [copy], tmp_path / "out", progress=False)
+    entries = {e.source_path: e for e in report.entries}
+    assert entries[f"mass_case_description_train_set.csv:row {n}"].reason == (
+        "not used: it names Mass-Test_P_00009_LEFT_CC, a folder of the test set, in a train set CSV")
+    assert not any("\\" in e.reason for e in entries.values())  # the backslashed row joined its folder
+    ds = load_dataset(str(tmp_path / "out"), TASK, cache_dir=str(tmp_path / "hf_cache"))
+    labels = {r["sample_id"].split("/")[0]: ds[s].features["malignancy"].names[r["malignancy"]]
+              for s in ds for r in ds[s]}
+    assert labels["Mass-Test_P_00009_LEFT_CC"] == "benign"
+    assert len(labels) == len(sample.CASES) - 1

@@ -75,8 +75,10 @@ def mammogram_png(path: Path) -> bytes:
 class CBISDDSMBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
     task = "breast_cancer"
     source = "cbis_ddsm"
-    reading_version = "6"  # 4: a DICOM file cut short is rejected as truncated (builders._dicom); 5: an empty
-    # file and a file that is no DICOM (no DICM prefix) named so; 6: a CSV without COLUMNS is unusable, not kept
+    reading_version = "7"  # 4: a DICOM file cut short is rejected as truncated (builders._dicom); 5: an empty
+    # file and a file that is no DICOM (no DICM prefix) named so; 6: a CSV without COLUMNS is unusable, not kept;
+    # 7: a row naming a folder of the other split than its CSV's is not used (it labelled a test mammogram from a
+    # train CSV); a path written with backslashes read as one with slashes
 
     @classmethod
     def detect(cls, root: Path) -> bool:
@@ -126,15 +128,18 @@ class CBISDDSMBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
         return dependency_version(self.reading_version, self._csv_paths(self.root))
 
     @cached_property
-    def _csvs(self) -> tuple[dict[str, list[tuple[str, str]]], dict[str, str]]:
-        """``(rows, unreadable)``: full-mammogram folder -> its ``(where, pathology)`` CSV rows, from the CSVs that
-        can be read; and each CSV that cannot (not UTF-8 text, not CSV, no header or a header without ``COLUMNS``,
-        e.g. saved with semicolons) -> why, by its relative path. An unreadable CSV gives no row: it is rejected as
-        it is read, and so is each mammogram it would label."""
+    def _csvs(self) -> tuple[dict[str, list[tuple[str, str]]], dict[str, str], list[tuple[str, str]]]:
+        """``(rows, unreadable, elsewhere)``: full-mammogram folder -> its ``(where, pathology)`` CSV rows, from the
+        CSVs that can be read (a row naming a folder of the other split than its CSV's aside, in ``elsewhere`` with
+        why: ``(where, reason)``); and each CSV that cannot (not UTF-8 text, not CSV, no header or a header without
+        ``COLUMNS``, e.g. saved with semicolons) -> why, by its relative path. An unreadable CSV gives no row: it is
+        rejected as it is read, and so is each mammogram it would label."""
         rows: dict[str, list[tuple[str, str]]] = {}
         unreadable: dict[str, str] = {}
+        elsewhere: list[tuple[str, str]] = []  # rows naming a folder of the other split: not used
         for path in self._csv_paths(self.root):
             where = self._relpath(path)
+            csv_split = CSV_NAME.match(path.name).group(2)
             found = []
             try:
                 with path.open(newline="", encoding="utf-8-sig") as handle:
@@ -148,8 +153,13 @@ class CBISDDSMBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
                                              f"{reader.fieldnames}")
                         continue
                     for n, row in enumerate(reader, start=2):
-                        image_path = (row.get("image file path") or "").strip()
+                        image_path = (row.get("image file path") or "").strip().replace("\\", "/")
                         folder = PurePosixPath(image_path).parts[0] if image_path else ""
+                        match = FOLDER_NAME.match(folder)
+                        if match and _SPLIT[match.group(2)] != csv_split:  # it would label the other split's image
+                            elsewhere.append((f"{where}:row {n}", f"not used: it names {folder}, a folder of the "
+                                              f"{_SPLIT[match.group(2)]} set, in a {csv_split} set CSV"))
+                            continue
                         found.append((folder, f"{where}:row {n}", (row.get("pathology") or "").strip()))
             except UnicodeDecodeError as err:
                 unreadable[where] = f"not UTF-8 text: {err}"
@@ -159,7 +169,7 @@ class CBISDDSMBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
                 continue
             for folder, at, pathology in found:
                 rows.setdefault(folder, []).append((at, pathology))
-        return rows, unreadable
+        return rows, unreadable, elsewhere
 
     @property
     def _rows(self) -> dict[str, list[tuple[str, str]]]:
@@ -201,7 +211,7 @@ class CBISDDSMBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
                 for where, _ in rows:
                     reason = "no image file path" if not folder else f"missing image: no folder {folder!r} in the tree"
                     found.append((where, reason))
-        return found
+        return found + self._csvs[2]
 
     def _case_folder(self, relpath: str) -> str | None:
         parts = PurePosixPath(relpath).parts
