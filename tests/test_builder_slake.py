@@ -96,3 +96,17 @@ def test_the_hub_repository_files_beside_the_splits_are_not_strays(tmp_path):
     assert report.counts["rejected"] == 0, [e for e in report.entries if e.status == "rejected"]
     assert by_path["mask.txt"].status == "kept"
     assert all(by_path[name].status == "ignored" for name in ("README.md", ".gitattributes", "imgs.zip", "KG.zip"))
+
+
+def test_an_entry_that_is_no_question_object_is_rejected_as_its_row(tmp_path):
+    # before (sweep I4): one null in train.json rejected the whole file ("expected a JSON list of question objects")
+    # and every image its questions named
+    root = sample.make(tmp_path / "src", bad_files=False)
+    clean = build_dataset(TASK, [root], tmp_path / "clean", progress=False)
+    items = json.loads((root / "train.json").read_text())
+    (root / "train.json").write_text(json.dumps([*items, None, "a stray string"]))
+    report = build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    reasons = {e.source_path: e.reason for e in report.entries if e.status == "rejected"}
+    assert reasons == {f"train.json:row {len(items) + 1}": "not a question object: null",
+                       f"train.json:row {len(items) + 2}": 'not a question object: "a stray string"'}
+    assert report.splits == clean.splits

@@ -34,9 +34,10 @@ _DOCUMENTS = re.compile(r"^(KG/.*|README.*|LICENSE.*|mask\.txt)$")
 class SLAKEBuilder(VQAJsonBuilder):
     task = "med_vqa"
     source = "slake"
-    reading_version = "4"  # 2: the Hub repository's mask.txt is a document, not a stray file; 3: mask.png,
+    reading_version = "5"  # 2: the Hub repository's mask.txt is a document, not a stray file; 3: mask.png,
     # detection.json and question.json are not used (dropped), no longer index files; 4: a verbatim repeated item
-    # kept once, images of an unreadable split file named so, an item without a qid rejected
+    # kept once, images of an unreadable split file named so, an item without a qid rejected; 5: an entry that is no
+    # object rejected as its row (it rejected the whole file)
 
     @classmethod
     def detect(cls, root: Path) -> bool:

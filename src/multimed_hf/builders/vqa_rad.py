@@ -74,8 +74,9 @@ class VQAJsonBuilder(NonDataFiles, RecordRejections, SourceBuilder):
 
     record_noun = "question"
     image_suffixes: ClassVar[tuple[str, ...]] = (".jpg", ".jpeg", ".png")
-    reading_version: ClassVar[str] = "2"  # 2: a verbatim repeated item kept once; images of an unreadable QA file
-    # named so (not "not used"); an item without a qid rejected
+    reading_version: ClassVar[str] = "3"  # 2: a verbatim repeated item kept once; images of an unreadable QA file
+    # named so (not "not used"); an item without a qid rejected; 3: an entry that is no object rejected as its row
+    # (it rejected the whole file)
 
     @cached_property
     def version(self) -> str:
@@ -114,9 +115,9 @@ class VQAJsonBuilder(NonDataFiles, RecordRejections, SourceBuilder):
             items = json.loads(data.decode("utf-8-sig"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise BadSourceFile(f"not valid JSON: {type(err).__name__}: {err}") from None
-        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-            raise BadSourceFile("expected a JSON list of question objects")
-        return items
+        if not isinstance(items, list):
+            raise BadSourceFile(f"expected a JSON list of question objects; it holds a JSON {type(items).__name__}")
+        return items  # an entry that is no object is rejected as its row (read_qa_file)
 
     @cached_property
     def _qa_index(self) -> tuple[set[str], dict[str, str]]:
@@ -170,6 +171,9 @@ class VQAJsonBuilder(NonDataFiles, RecordRejections, SourceBuilder):
         images: dict[str, tuple] = {}
         made, bad = [], []  # made: (record, item, sample)
         for n, item in enumerate(items, start=1):
+            if not isinstance(item, dict):  # one bad entry (a null) is its row's, not the whole file's
+                bad.append((str(n), f"not a question object: {json.dumps(item)[:80]}"))
+                continue
             record = f"{n} (qid {item.get('qid', '?')})"
             try:
                 sample_id, fields, split = self.item_fields(item, relpath)
