@@ -89,6 +89,13 @@ def test_cut_event_table_is_caught(built, tmp_path):
     (tmp_path / "A02T.gdf").write_bytes(data[:-10])  # every record present, the event table cut
     with pytest.raises(BadSourceFile, match="truncated: the event table lists 9 events"):
         check_gdf_size(tmp_path / "A02T.gdf")
+    # a header giving the number of records as -1 (GDF's unknown), said so (before, sweep I4: "truncated: the event
+    # table lists 16400635 events", data bytes read as its table)
+    unknown = bytearray(data)
+    unknown[236:244] = (-1).to_bytes(8, "little", signed=True)
+    (tmp_path / "A03T.gdf").write_bytes(bytes(unknown))
+    with pytest.raises(BadSourceFile, match=r"the GDF header gives the number of data records as -1 \(unknown"):
+        check_gdf_size(tmp_path / "A03T.gdf")
 
 
 def test_sessions_one_folder_down_as_the_zip_unpacks(tmp_path):

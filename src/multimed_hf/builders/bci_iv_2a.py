@@ -141,6 +141,9 @@ def _gdf_event_table(data: bytes) -> tuple[np.ndarray, np.ndarray]:
         header = int(np.frombuffer(data, "<u2", 1, 184)[0]) * 256
         n_signals = int(np.frombuffer(data, "<u2", 1, 252)[0])
     n_records = int(np.frombuffer(data, "<i8", 1, 236)[0])
+    if n_records < 0:  # GDF's "unknown" (-1): a recording stopped before its header was completed
+        raise BadSourceFile(f"the GDF header gives the number of data records as {n_records} (unknown: the recording "
+                            f"was not closed), so its event table cannot be found")
     if header != 256 * (n_signals + 1) or len(data) < header:
         raise BadSourceFile(
             f"broken GDF header: {header} header bytes for {n_signals} signals, the file holds {len(data)} bytes"
