@@ -608,6 +608,12 @@ def test_capped_unimodal_runs_score_the_rows_the_other_families_score(tmp_path):
         assert train_main([*flags, "--family", "unimodal", "--plan", "diabetic_retinopathy-oct", "--eval_splits",
                            "train", "--output_dir", str(out)]) == 0
         assert set(pd.read_parquet(out / "predictions" / "diabetic_retinopathy-train.parquet")["sample_id"]) == expected
+    # and trained on every OCT training row without --max_train_samples (sweep E5: on the rows drawn to score it)
+    flags = [f for f in common if f not in ("--max_train_samples", "12")]
+    assert train_main([*flags, "--family", "unimodal", "--plan", "diabetic_retinopathy-oct", "--eval_splits",
+                       "train", "test", "--output_dir", str(tmp_path / "whole-train")]) == 0
+    oct_rows = sum(m == "oct" for m in whole["modality"])
+    assert f"split: train, num_rows: {oct_rows})" in (tmp_path / "whole-train" / "README.md").read_text()
     # streamed: the first N rows holding the run's modality, in the run and in multimed evaluate (before, sweep C5:
     # evaluate took the split's first N rows, all OCT, then kept the fundus ones: none, and said nothing)
     streamed = tmp_path / "streamed"
@@ -616,6 +622,21 @@ def test_capped_unimodal_runs_score_the_rows_the_other_families_score(tmp_path):
     evaluate_checkpoint(str(streamed), str(tmp_path / "multimed"), ["test"], tmp_path / "streamed-eval",
                         max_eval_samples=8, bootstrap_samples=0, streaming=True)
     assert scored(tmp_path / "streamed-eval") == scored(streamed) and len(scored(streamed)) > 0
+
+
+def test_resuming_a_finished_run_keeps_it_and_more_steps_go_on_from_it(bt_dir, tmp_path, capsys):
+    # before (sweep E5): resumed for 0 steps, its train_loss written over as 0.0
+    given = {**dict(zip(QUICK[::2], QUICK[1::2])), "--save_strategy": "steps", "--save_steps": "1"}
+    flags = [x for kv in given.items() for x in kv]
+    out = tmp_path / "run"
+    common = ["--data", bt_dir, "--tasks", "brain_tumor", "--family", "unimodal", "--output_dir", str(out), *flags]
+    assert train_main(common) == 0
+    results = (out / "all_results.json").read_bytes()
+    capsys.readouterr()
+    assert train_main([*common, "--resume_from_checkpoint", "true"]) == 0
+    assert "finished in " in capsys.readouterr().out and (out / "all_results.json").read_bytes() == results
+    assert train_main([*common, "--resume_from_checkpoint", "true", "--max_steps", "2"]) == 0
+    assert (out / "checkpoint-2" / "trainer_state.json").is_file()
 
 
 def test_an_incomplete_last_checkpoint_is_passed_over(tmp_path, caplog):
@@ -679,8 +700,8 @@ def test_the_model_card_says_when_its_metrics_are_of_part_of_the_split(bt_dir, t
     assert "Measured on the `test` split." in (tmp_path / "whole" / "README.md").read_text()
     assert train_main(["--data", bt_dir, "--tasks", "brain_tumor", "--family", "unimodal", "--output_dir",
                        str(tmp_path / "streamed"), *QUICK, "--max_eval_samples", "2", "--streaming"]) == 0
-    assert ("Measured on the `test` split (at most 2 rows a task, the first of each streamed split, "
-            "--max_eval_samples).") in (tmp_path / "streamed" / "README.md").read_text()
+    assert ("Measured on the `test` split (at most 2 rows a task, the first of each streamed split holding what it "
+            "reads, --max_eval_samples).") in (tmp_path / "streamed" / "README.md").read_text()
 
 
 @pytest.mark.parametrize("flag, value, says", [

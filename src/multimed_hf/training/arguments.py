@@ -163,11 +163,13 @@ class MultiMedArguments:
         "help": 'per-task train batch sizes as JSON, e.g. \'{"cell_type": 256}\''})
     loss_weighting: str = field(default="static", metadata={"help": "static | uncertainty"})
     max_train_samples: int | None = field(default=None, metadata={
-        "help": "keep N training rows per task, drawn at random once (the same rows in every run) and kept in order "
-                "(with --streaming: the first N of each process's shard)"})
+        "help": "keep N training rows per task, drawn at random once (the same rows in every run; a run of one "
+                "modality's rows keeps those among the N) and kept in order (with --streaming: the first N of each "
+                "process's shard)"})
     max_eval_samples: int | None = field(default=None, metadata={
-        "help": "keep N evaluation rows per task, drawn at random once (the same rows in every run; with "
-                "--streaming: the first N of each split)"})
+        "help": "keep N evaluation rows per task, drawn at random once (the same rows in every run; a run of one "
+                "modality's rows keeps those among the N; with --streaming: the first N of each split holding what "
+                "the run reads)"})
     eval_splits: list[str] = field(default_factory=lambda: ["validation", "test"], metadata={
         "help": "splits evaluated after training (metrics and predictions)", "nargs": "+"})
     bootstrap_samples: int = field(default=1000, metadata={"help": "bootstrap resamples of the metrics' CIs"})

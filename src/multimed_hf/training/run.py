@@ -390,8 +390,10 @@ def _paired_cut(args, plan: RunPlan, datasets, data: Mapping[str, Mapping[str, A
                 split != "train" or split in args.eval_splits) else None  # the training split scored: as the rest
             if scored is not None:
                 out[t][split], cut = scored, True
-            if split == "train" and (kept := among_drawn(t, split, args.max_train_samples)) is not None:
-                train[t] = kept
+            if split == "train":  # trained on the rows --max_train_samples drew, else the whole split (not the
+                kept = among_drawn(t, split, args.max_train_samples)  # rows drawn to score it: sweep E5)
+                if kept is not None or scored is not None:
+                    train[t] = kept if kept is not None else data[t][split]
     note = (f"the {' / '.join(sorted(set(rows.values())))} rows among {args.max_eval_samples} drawn at random a "
             f"task, --max_eval_samples" if cut else None)
     return out, train, note
@@ -405,7 +407,7 @@ def _eval_rows_note(args, eval_sets: Mapping[str, Mapping[str, Any]], paired: st
     if n is None:
         return None
     if args.streaming:
-        return f"at most {n} rows a task, the first of each streamed split, --max_eval_samples"
+        return f"at most {n} rows a task, the first of each streamed split holding what it reads, --max_eval_samples"
     if paired is not None:
         return paired
     if any(len(ds) > n for splits in eval_sets.values() for ds in splits.values()):
@@ -835,6 +837,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         elif resume_point(training_args.resume_from_checkpoint) is True:  # each run from its own last checkpoint
             _refuse_finished_without_checkpoints([targs.output_dir for _, targs in runs])
         for p, targs in runs:
+            if resume_point(training_args.resume_from_checkpoint) is True and _finished(targs):
+                if targs.process_index == 0:  # resumed, it would train 0 steps and write train_loss 0.0 over its own
+                    print(f"{p.name}: finished in {targs.output_dir} (its last checkpoint at the end of its "
+                          f"training), kept as it is")
+                continue
             # the one run asked for is chosen there again (a flag that changes nothing in it is refused)
             result = train_model(args, targs, plan=p if len(plans) > 1 else None, verbose=True)
             if targs.process_index == 0:  # one line, not one per process
@@ -951,6 +958,29 @@ def _refuse_earlier_runs(output_dirs: Sequence[str]) -> None:
             raise RunError(f"{folder} holds an earlier run or evaluation ({RUN_INFO}, no checkpoint to resume from): "
                            f"pass another --output_dir, or remove it to train there again (its model, results and "
                            f"predictions would be overwritten, other files of it left beside the new run's)")
+
+
+def _finished(training_args) -> bool:
+    """Whether ``training_args.output_dir`` holds a finished run (``run_info.json``) whose last checkpoint is at the
+    end of the training these arguments ask for (its ``max_steps``, or its epochs where they are not more): under
+    ``--resume_from_checkpoint true`` it is kept, not resumed for nothing (a family stopped in a later run)."""
+    import json
+
+    folder = training_args.output_dir
+    last = last_checkpoint(folder)
+    if last is None or not (Path(folder) / RUN_INFO).is_file():
+        return False
+    try:
+        state = json.loads((Path(last) / CHECKPOINT_DONE).read_text())
+    except (OSError, ValueError):
+        return False
+    step, total = state.get("global_step"), state.get("max_steps")
+    if not isinstance(step, int) or not isinstance(total, int):
+        return False
+    if training_args.max_steps > 0:
+        return step >= training_args.max_steps
+    epochs = state.get("num_train_epochs")
+    return step >= total and isinstance(epochs, (int, float)) and training_args.num_train_epochs <= epochs
 
 
 def _refuse_finished_without_checkpoints(output_dirs: Sequence[str]) -> None:
