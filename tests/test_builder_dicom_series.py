@@ -384,3 +384,20 @@ def test_a_series_over_two_folders_is_ranked_whole_and_a_repeated_slice_is_read_
     copy = entries["PAT003/ST01/SE01/IM0002 (1).dcm"]
     assert copy.status != "kept" and "a second file of SOP instance" in copy.reason
     assert "PAT003/ST01/SE01/IM0002.dcm read instead" in copy.reason
+
+
+def test_a_slice_of_another_plane_than_its_series_is_rejected(tmp_path):
+    # before (sweep I4): coronal slices in an axial series were ranked with them, each along its own normal
+    root = sample.make(tmp_path / sample.FOLDER, bad_files=False)
+    series = root / "PAT003" / "ST01" / "SE01"
+    path = series / "IM0004.dcm"
+    ds = pydicom.dcmread(path)
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+    ds.save_as(path)
+    build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    indices = {p: i for p, i in _slice_indices(tmp_path / "out").items() if p.startswith("PAT003/")}
+    assert sorted(indices.values()) == [0, 1, 2] and "PAT003/ST01/SE01/IM0004.dcm" not in indices
+    entry = next(e for e in read_manifest(tmp_path / "out" / TASK) if e.source_path.endswith("SE01/IM0004.dcm")
+                 and e.source_path.startswith("PAT003/"))
+    assert entry.status == "rejected" and entry.reason.startswith("a slice of another plane (normal [0.0, 1.0, 0.0])")
+    assert "its series' 3 of 4 slices (normal [0.0, 0.0, 1.0])" in entry.reason

@@ -124,6 +124,15 @@ def _position(ds) -> tuple:
     return (1, float(number)) if number is not None else (2, 0.0)
 
 
+def _plane(ds) -> tuple | None:
+    """The slice's plane: its normal (ImageOrientationPatient's row x column direction), rounded; None without one."""
+    iop = ds.get("ImageOrientationPatient")
+    if iop is None or len(iop) != 6:
+        return None
+    normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
+    return tuple(float(v) + 0.0 for v in np.round(normal, 2))  # + 0.0: no -0.0 beside 0.0
+
+
 def _placed(keys: dict[str, tuple]) -> dict[str, tuple]:
     """Sort keys of a series' slices (``{name: (_position key, InstanceNumber)}``): a slice without a position,
     among slices with one, placed along the normal by its InstanceNumber, interpolated from theirs, or extrapolated
@@ -152,7 +161,7 @@ class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
     #: their series UID, a slice without a position placed by its InstanceNumber; 6: ... past either end too (it
     #: took its neighbour's position, the tie broken by file name); 7: a localizer (scout) image rejected, not a slice;
     #: 8: slices ranked within their series over the study's folders (a series split over two folders had its ranks
-    #: twice), a second file of a SOP instance not used
+    #: twice), a second file of a SOP instance not used, a slice of another plane than its series' rejected
     reading_version: ClassVar[str] = "8"
     #: The window every slice is rendered in (recorded per sample in the ``window`` column).
     window: ClassVar[Window] = LUNG_WINDOW
@@ -161,7 +170,7 @@ class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
         _pydicom()
         super().__init__(root)
         self._labels: dict | None = None
-        self._order: dict[str, tuple[dict[str, int], dict[str, tuple[str, str]]]] = {}
+        self._order: dict[str, tuple[dict[str, int], dict[str, tuple[str, str]], dict[str, str]]] = {}
 
     @cached_property
     def version(self) -> str:
@@ -277,15 +286,17 @@ class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
         return [(f"{LABELS_FILE}:row {row}", reason) for row, reason in sorted([*missing.items(), *bad])]
 
     # --- slices -------------------------------------------------------------------------------------------
-    def _study_slices(self, relpath: str) -> tuple[dict[str, int], dict[str, tuple[str, str]]]:
-        """``(rank, copies)`` of the slices of ``relpath``'s study (every series folder of it, headers read once a
-        study): each slice's rank in its series (its SeriesInstanceUID, wherever the study's folders hold it: an
-        export may split a series over two folders) by position along the slice normal; and the files repeating a
-        SOPInstanceUID of their series already read (the same slice twice), each with that UID and the file read
-        (``copy_order``: the name without a copy suffix first)."""
+    def _study_slices(self, relpath: str) -> tuple[dict[str, int], dict[str, tuple[str, str]], dict[str, str]]:
+        """``(rank, copies, off_plane)`` of the slices of ``relpath``'s study (every series folder of it, headers
+        read once a study): each slice's rank in its series (its SeriesInstanceUID, wherever the study's folders hold
+        it: an export may split a series over two folders) by position along the slice normal; the files repeating
+        a SOPInstanceUID of their series already read (the same slice twice), each with that UID and the file read
+        (``copy_order``: the name without a copy suffix first); and the slices whose plane is not their series'
+        (the plane most of its slices lie in), each with why: they do not stack with the others."""
         study = relpath.rsplit("/", 2)[0]
         if study not in self._order:
             series: dict[str, dict[str, tuple]] = {}
+            planes: dict[str, dict[str, tuple | None]] = {}
             instances: dict[tuple[str, str], str] = {}
             copies: dict[str, tuple[str, str]] = {}
             files = [p for folder in sorted((self.root / study).iterdir()) if folder.is_dir()
@@ -306,12 +317,22 @@ class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
                     instances[uid, str(sop)] = rel
                 number = ds.get("InstanceNumber")
                 series.setdefault(uid, {})[rel] = (_position(ds), float(number) if number is not None else None)
+                planes.setdefault(uid, {})[rel] = _plane(ds)
             ranks: dict[str, int] = {}
-            for keys in series.values():  # ranks within a series: another series' slices leave no gap
+            off_plane: dict[str, str] = {}
+            for uid, keys in series.items():  # ranks within a series: another series' slices leave no gap
+                known = [p for p in planes[uid].values() if p is not None]
+                main = max(dict.fromkeys(known), key=known.count) if known else None
+                for rel, plane in planes[uid].items():
+                    if plane is not None and plane != main:
+                        off_plane[rel] = (f"a slice of another plane (normal {list(plane)}) than its series' "
+                                          f"{known.count(main)} of {len(keys)} slices (normal {list(main)}): it does "
+                                          f"not stack with them")
+                        del keys[rel]
                 placed = _placed(keys)
                 ranked = sorted(placed, key=lambda n: (placed[n], n))
                 ranks.update({n: i for i, n in enumerate(ranked)})
-            self._order[study] = (ranks, copies)
+            self._order[study] = (ranks, copies, off_plane)
         return self._order[study]
 
     def read_file(self, relpath: str) -> list[Sample]:
@@ -332,11 +353,13 @@ class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
             raise BadSourceFile(_STRAY)
         patient, study, series, name = parts
         ds, hu = read_ct_slice(self.root / relpath)
-        ranks, copies = self._study_slices(relpath)
+        ranks, copies, off_plane = self._study_slices(relpath)
         if relpath in copies:
             uid, first = copies[relpath]
             raise UnusedSourceFile(f"not used: a second file of SOP instance {uid} of its series ({first} read "
                                    f"instead); the slice would be in the volume twice")
+        if relpath in off_plane:
+            raise BadSourceFile(off_plane[relpath])
         if _is_localizer(ds):  # kept before: a planning radiograph as a slice of the patient's volume, labelled
             raise BadSourceFile(f"a localizer (scout / topogram) image, Image Type {list(ds.ImageType)}: the "
                                 f"planning radiograph of the study, not a slice of a CT series")
