@@ -401,3 +401,23 @@ def test_a_slice_of_another_plane_than_its_series_is_rejected(tmp_path):
                  and e.source_path.startswith("PAT003/"))
     assert entry.status == "rejected" and entry.reason.startswith("a slice of another plane (normal [0.0, 1.0, 0.0])")
     assert "its series' 3 of 4 slices (normal [0.0, 0.0, 1.0])" in entry.reason
+
+
+def test_series_folders_without_a_series_uid_are_ranked_each_as_its_own_volume(tmp_path):
+    # before (sweep K13): slices without SeriesInstanceUID were ranked together over the study's folders (indices
+    # 0..7 interleaved), where each folder is its own volume
+    import shutil
+
+    root = sample.make(tmp_path / sample.FOLDER, bad_files=False)
+    study = root / "PAT003" / "ST01"
+    shutil.copytree(study / "SE01", study / "SE02")
+    for path in sorted(study.glob("SE0*/*.dcm")):
+        ds = pydicom.dcmread(path)
+        del ds.SeriesInstanceUID
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.save_as(path)
+    build_dataset(TASK, [root], tmp_path / "out", progress=False)
+    indices = {p: i for p, i in _slice_indices(tmp_path / "out").items() if p.startswith("PAT003/")}
+    for folder in ("SE01", "SE02"):
+        assert {n: indices[f"PAT003/ST01/{folder}/IM000{n}.dcm"] for n in range(1, 5)} == {
+            n: sample.SLICES - n for n in range(1, 5)}

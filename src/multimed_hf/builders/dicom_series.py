@@ -309,7 +309,8 @@ class DicomSeriesBuilder(NonDataFiles, RenderedSlices, SourceBuilder):
                     continue  # rejected on its own
                 if ds.get("Modality") != "CT" or _is_localizer(ds):  # rejected on its own
                     continue  # (a slice damaged inside its pixels keeps its place)
-                uid, sop = str(ds.get("SeriesInstanceUID", "")), ds.get("SOPInstanceUID")
+                # without a SeriesInstanceUID, its folder is its series, as read_file names its volume
+                uid, sop = str(ds.get("SeriesInstanceUID", rel.rsplit("/", 1)[0])), ds.get("SOPInstanceUID")
                 if sop is not None and (uid, str(sop)) in instances:
                     copies[rel] = (str(sop), instances[uid, str(sop)])
                     continue

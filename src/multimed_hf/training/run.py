@@ -837,11 +837,17 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         elif resume_point(training_args.resume_from_checkpoint) is True:  # each run from its own last checkpoint
             _refuse_finished_without_checkpoints([targs.output_dir for _, targs in runs])
         for p, targs in runs:
-            if resume_point(training_args.resume_from_checkpoint) is True and _finished(targs):
+            state = _training_state(targs) if resume_point(training_args.resume_from_checkpoint) is True else None
+            if state == "finished":
                 if targs.process_index == 0:  # resumed, it would train 0 steps and write train_loss 0.0 over its own
                     print(f"{p.name}: finished in {targs.output_dir} (its last checkpoint at the end of its "
                           f"training), kept as it is")
                 continue
+            if state == "trained":  # stopped while scoring: resumed, Trainer went on past the end
+                last = last_checkpoint(targs.output_dir)
+                raise RunError(f"{targs.output_dir}: its training ended ({os.path.basename(last)} is its last step) "
+                               f"but the run stopped before writing its results ({RUN_INFO}); score that checkpoint "
+                               f"with `multimed evaluate {last}`, or train the run again into another --output_dir")
             # the one run asked for is chosen there again (a flag that changes nothing in it is refused)
             result = train_model(args, targs, plan=p if len(plans) > 1 else None, verbose=True)
             if targs.process_index == 0:  # one line, not one per process
@@ -960,27 +966,33 @@ def _refuse_earlier_runs(output_dirs: Sequence[str]) -> None:
                            f"predictions would be overwritten, other files of it left beside the new run's)")
 
 
-def _finished(training_args) -> bool:
-    """Whether ``training_args.output_dir`` holds a finished run (``run_info.json``) whose last checkpoint is at the
-    end of the training these arguments ask for (its ``max_steps``, or its epochs where they are not more): under
-    ``--resume_from_checkpoint true`` it is kept, not resumed for nothing (a family stopped in a later run)."""
+def _training_state(training_args) -> str | None:
+    """Under ``--resume_from_checkpoint true``: ``"finished"`` where ``training_args.output_dir`` holds a finished run
+    (``run_info.json``) whose last checkpoint is at the end of the training these arguments ask for (its
+    ``max_steps``, or its epochs where they are not more): it is kept, not resumed for nothing (a family stopped in a
+    later run); ``"trained"`` where that checkpoint is at the end but the run stopped before its results; else
+    None (resumed, or trained from scratch)."""
     import json
 
     folder = training_args.output_dir
     last = last_checkpoint(folder)
-    if last is None or not (Path(folder) / RUN_INFO).is_file():
-        return False
+    if last is None:
+        return None
     try:
         state = json.loads((Path(last) / CHECKPOINT_DONE).read_text())
     except (OSError, ValueError):
-        return False
+        return None
     step, total = state.get("global_step"), state.get("max_steps")
     if not isinstance(step, int) or not isinstance(total, int):
-        return False
+        return None
     if training_args.max_steps > 0:
-        return step >= training_args.max_steps
-    epochs = state.get("num_train_epochs")
-    return step >= total and isinstance(epochs, (int, float)) and training_args.num_train_epochs <= epochs
+        done = step >= training_args.max_steps
+    else:
+        epochs = state.get("num_train_epochs")
+        done = step >= total and isinstance(epochs, (int, float)) and training_args.num_train_epochs <= epochs
+    if not done:
+        return None
+    return "finished" if (Path(folder) / RUN_INFO).is_file() else "trained"
 
 
 def _refuse_finished_without_checkpoints(output_dirs: Sequence[str]) -> None:
