@@ -616,9 +616,19 @@ def train_model(args: MultiMedArguments | None = None, training_args=None, *, pl
             logger.warning("--resume_from_checkpoint true: %s holds no checkpoint; this run trains from scratch",
                            training_args.output_dir)
     _refuse_checkpoint_of_other_heads(resume, training_args.output_dir, assembly.model.config)
-    train_result = trainer.train(resume_from_checkpoint=resume)
+    if _checkpoint_at_end(resume, training_args) and not (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
+        # Trainer resumed from there trains one step past --max_steps: the checkpoint is the trained model
+        logger.warning("%s is at the end of the training asked for (--max_steps %d): its model is scored as it is, "
+                       "nothing more is trained", resume, training_args.max_steps)
+        from transformers import TrainerState
+
+        trainer._load_from_checkpoint(resume)
+        trainer._load_loss_weighting(resume)
+        trainer.state = TrainerState.load_from_json(str(Path(resume) / CHECKPOINT_DONE))
+        train_metrics = {}  # no training: no train loss or runtime to report
+    else:
+        train_metrics = dict(trainer.train(resume_from_checkpoint=resume).metrics)
     trainer.save_model(_internal_call=True)  # pushed once, at the end, with the card and results (below)
-    train_metrics = dict(train_result.metrics)
     _report(train_metrics, "train", verbose, trainer)
     trainer.save_metrics("train", train_metrics)
     trainer.save_state()
@@ -843,11 +853,6 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                     print(f"{p.name}: finished in {targs.output_dir} (its last checkpoint at the end of its "
                           f"training), kept as it is")
                 continue
-            if state == "trained":  # stopped while scoring: resumed, Trainer went on past the end
-                last = last_checkpoint(targs.output_dir)
-                raise RunError(f"{targs.output_dir}: its training ended ({os.path.basename(last)} is its last step) "
-                               f"but the run stopped before writing its results ({RUN_INFO}); score that checkpoint "
-                               f"with `multimed evaluate {last}`, or train the run again into another --output_dir")
             # the one run asked for is chosen there again (a flag that changes nothing in it is refused)
             result = train_model(args, targs, plan=p if len(plans) > 1 else None, verbose=True)
             if targs.process_index == 0:  # one line, not one per process
@@ -966,12 +971,25 @@ def _refuse_earlier_runs(output_dirs: Sequence[str]) -> None:
                            f"predictions would be overwritten, other files of it left beside the new run's)")
 
 
+def _checkpoint_at_end(resume, training_args) -> bool:
+    """Whether the checkpoint ``resume`` (a path) is at ``--max_steps`` already (its ``trainer_state.json``)."""
+    import json
+
+    if not isinstance(resume, str) or training_args.max_steps <= 0:
+        return False
+    try:
+        step = json.loads((Path(resume) / CHECKPOINT_DONE).read_text()).get("global_step")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(step, int) and step >= training_args.max_steps
+
+
 def _training_state(training_args) -> str | None:
     """Under ``--resume_from_checkpoint true``: ``"finished"`` where ``training_args.output_dir`` holds a finished run
     (``run_info.json``) whose last checkpoint is at the end of the training these arguments ask for (its
     ``max_steps``, or its epochs where they are not more): it is kept, not resumed for nothing (a family stopped in a
-    later run); ``"trained"`` where that checkpoint is at the end but the run stopped before its results; else
-    None (resumed, or trained from scratch)."""
+    later run); ``"trained"`` where that checkpoint is at the end but the run stopped before its results (resumed,
+    its checkpoint is scored: ``_checkpoint_at_end``); else None (resumed, or trained from scratch)."""
     import json
 
     folder = training_args.output_dir
